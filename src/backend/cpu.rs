@@ -1,0 +1,414 @@
+//! The reference backend: f32 math on the checkpoint's weights, plain loops + rayon.
+//! Each function here is the CPU twin of a CUDA kernel and is what that kernel is tested against.
+
+use super::{Backend, Linear, Norm, Pick, StepBatch};
+use crate::checkpoint::Checkpoint;
+use crate::config::ModelConfig;
+use anyhow::{bail, Result};
+use rayon::prelude::*;
+
+/// Row-major `[rows, cols]` f32 matrix.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mat {
+    pub rows: usize,
+    pub cols: usize,
+    pub data: Vec<f32>,
+}
+
+impl Mat {
+    pub fn zeros(rows: usize, cols: usize) -> Self {
+        Mat { rows, cols, data: vec![0.0; rows * cols] }
+    }
+    pub fn row(&self, r: usize) -> &[f32] {
+        &self.data[r * self.cols..(r + 1) * self.cols]
+    }
+}
+
+/// A weight matrix `[out, in]` (y = x W^T).
+pub struct Weight {
+    pub out: usize,
+    pub inp: usize,
+    pub w: Vec<f32>,
+}
+
+struct Mlp {
+    gate: Weight,
+    up: Weight,
+    down: Weight,
+}
+
+struct Moe {
+    router: Weight,
+    bias: Vec<f32>,
+    experts: Vec<Mlp>,
+    shared: Option<Mlp>,
+}
+
+enum Ffn {
+    Dense(Mlp),
+    Moe(Moe),
+}
+
+struct Layer {
+    input_norm: Vec<f32>,
+    post_norm: Vec<f32>,
+    qkv: Weight,
+    dense: Weight,
+    q_norm: Vec<f32>,
+    k_norm: Vec<f32>,
+    ffn: Ffn,
+}
+
+struct SeqCache {
+    max_len: usize,
+    /// Per layer `[max_len, NKV, D]`.
+    k: Vec<Vec<f32>>,
+    v: Vec<Vec<f32>>,
+}
+
+pub struct CpuBackend {
+    pub cfg: ModelConfig,
+    embed: Weight,
+    layers: Vec<Layer>,
+    final_norm: Vec<f32>,
+    lm_head: Weight,
+    slots: Vec<Option<SeqCache>>,
+}
+
+fn weight(ck: &Checkpoint, name: &str) -> Result<Weight> {
+    let t = ck.tensor(name)?;
+    let (out, inp) = (t.shape[0], t.shape[1]);
+    Ok(Weight { out, inp, w: t.to_f32() })
+}
+
+fn mlp(ck: &Checkpoint, p: &str) -> Result<Mlp> {
+    Ok(Mlp {
+        gate: weight(ck, &format!("{p}.gate_proj.weight"))?,
+        up: weight(ck, &format!("{p}.up_proj.weight"))?,
+        down: weight(ck, &format!("{p}.down_proj.weight"))?,
+    })
+}
+
+impl CpuBackend {
+    pub fn load(ck: &Checkpoint) -> Result<Self> {
+        let cfg = ck.config.clone();
+        let params: usize = crate::checkpoint::expected_tensors(&cfg).iter().map(|(_, s)| s.iter().product::<usize>()).sum();
+        // The CPU backend keeps an f32 copy: refuse sizes that cannot fit rather than thrash.
+        let need = params * 4;
+        if let Some(avail) = available_memory() {
+            if need > avail {
+                bail!(
+                    "the CPU backend needs {:.1} GiB for this model's f32 weights but only {:.1} GiB is available; use --device cuda",
+                    need as f64 / (1u64 << 30) as f64,
+                    avail as f64 / (1u64 << 30) as f64
+                );
+            }
+        }
+        let mut layers = Vec::new();
+        for i in 0..cfg.num_hidden_layers {
+            let p = format!("model.layers.{i}");
+            let ffn = if cfg.is_moe_layer(i) {
+                let experts = (0..cfg.num_experts)
+                    .into_par_iter()
+                    .map(|e| mlp(ck, &format!("{p}.mlp.experts.{e}")))
+                    .collect::<Result<Vec<_>>>()?;
+                Ffn::Moe(Moe {
+                    router: weight(ck, &format!("{p}.mlp.gate.weight"))?,
+                    bias: ck.f32(&format!("{p}.mlp.gate.expert_bias"))?,
+                    experts,
+                    shared: if cfg.num_shared_experts > 0 { Some(mlp(ck, &format!("{p}.mlp.shared_experts"))?) } else { None },
+                })
+            } else {
+                Ffn::Dense(mlp(ck, &format!("{p}.mlp"))?)
+            };
+            layers.push(Layer {
+                input_norm: ck.f32(&format!("{p}.input_layernorm.weight"))?,
+                post_norm: ck.f32(&format!("{p}.post_attention_layernorm.weight"))?,
+                qkv: weight(ck, &format!("{p}.attention.query_key_value.weight"))?,
+                dense: weight(ck, &format!("{p}.attention.dense.weight"))?,
+                q_norm: ck.f32(&format!("{p}.attention.query_layernorm.weight"))?,
+                k_norm: ck.f32(&format!("{p}.attention.key_layernorm.weight"))?,
+                ffn,
+            });
+        }
+        let lm_name = if cfg.tie_word_embeddings { "model.word_embeddings.weight" } else { "lm_head.weight" };
+        Ok(CpuBackend {
+            embed: weight(ck, "model.word_embeddings.weight")?,
+            final_norm: ck.f32("model.norm.weight")?,
+            lm_head: weight(ck, lm_name)?,
+            layers,
+            cfg,
+            slots: Vec::new(),
+        })
+    }
+}
+
+fn available_memory() -> Option<usize> {
+    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = s.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+// ---- CPU twins of the kernels -------------------------------------------------------------
+
+/// y = x W^T, f32 accumulate.
+pub fn matmul(x: &Mat, w: &Weight) -> Mat {
+    assert_eq!(x.cols, w.inp, "matmul shape mismatch");
+    let mut y = Mat::zeros(x.rows, w.out);
+    y.data.par_chunks_mut(w.out).enumerate().for_each(|(r, yr)| {
+        let xr = x.row(r);
+        for (o, yo) in yr.iter_mut().enumerate() {
+            *yo = dot(xr, &w.w[o * w.inp..(o + 1) * w.inp]);
+        }
+    });
+    y
+}
+
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+pub fn rms_norm_row(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let ms = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
+    let r = 1.0 / (ms + eps).sqrt();
+    for ((o, xv), wv) in out.iter_mut().zip(x).zip(w) {
+        *o = xv * r * wv;
+    }
+}
+
+/// Neox-style rotation of the first `rot` dims of one head at position `pos`.
+pub fn rope_row(x: &mut [f32], pos: usize, rot: usize, theta: f32) {
+    let half = rot / 2;
+    for i in 0..half {
+        let freq = (theta as f64).powf(-2.0 * i as f64 / rot as f64);
+        let a = pos as f64 * freq;
+        let (s, c) = (a.sin() as f32, a.cos() as f32);
+        let (x1, x2) = (x[i], x[i + half]);
+        x[i] = x1 * c - x2 * s;
+        x[i + half] = x2 * c + x1 * s;
+    }
+}
+
+pub fn silu(x: f32) -> f32 {
+    x / (1.0 + (-x).exp())
+}
+
+/// Feed-forward of one row through a gated MLP.
+fn mlp_row(m: &Mlp, x: &[f32]) -> Vec<f32> {
+    let inter = m.gate.out;
+    let mut a = vec![0.0f32; inter];
+    for (j, aj) in a.iter_mut().enumerate() {
+        let g = dot(x, &m.gate.w[j * m.gate.inp..(j + 1) * m.gate.inp]);
+        let u = dot(x, &m.up.w[j * m.up.inp..(j + 1) * m.up.inp]);
+        *aj = silu(g) * u;
+    }
+    (0..m.down.out).map(|o| dot(&a, &m.down.w[o * inter..(o + 1) * inter])).collect()
+}
+
+/// Sigmoid router with bias-adjusted group-limited top-k; returns (expert, weight) pairs.
+pub fn route(logits: &[f32], bias: &[f32], c: &ModelConfig) -> Vec<(usize, f32)> {
+    let e = logits.len();
+    let s: Vec<f32> = logits.iter().map(|&l| 1.0 / (1.0 + (-l).exp())).collect();
+    let b: Vec<f32> = s.iter().zip(bias).map(|(x, y)| x + y).collect();
+    let gsize = e / c.n_group;
+    let mut gscore: Vec<(usize, f32)> = (0..c.n_group)
+        .map(|g| {
+            let mut v: Vec<f32> = b[g * gsize..(g + 1) * gsize].to_vec();
+            v.sort_by(|x, y| y.total_cmp(x));
+            (g, v[0] + v[1])
+        })
+        .collect();
+    gscore.sort_by(|x, y| y.1.total_cmp(&x.1).then(x.0.cmp(&y.0)));
+    let mut cand: Vec<usize> = gscore[..c.topk_group].iter().flat_map(|&(g, _)| g * gsize..(g + 1) * gsize).collect();
+    cand.sort_by(|&x, &y| b[y].total_cmp(&b[x]).then(x.cmp(&y)));
+    let chosen = &cand[..c.num_experts_per_tok];
+    let sum: f32 = chosen.iter().map(|&i| s[i]).sum();
+    chosen.iter().map(|&i| (i, s[i] / sum * c.routed_scaling_factor)).collect()
+}
+
+/// Argmax of a logits row and its softmax probability (ties: lowest id).
+pub fn pick_row(logits: &[f32]) -> Pick {
+    let mut best = 0;
+    for (i, &l) in logits.iter().enumerate() {
+        if l > logits[best] {
+            best = i;
+        }
+    }
+    let m = logits[best];
+    let z: f32 = logits.iter().map(|&l| (l - m).exp()).sum();
+    Pick { token: best as u32, prob: 1.0 / z }
+}
+
+impl Backend for CpuBackend {
+    type Act = Mat;
+
+    fn name(&self) -> String {
+        format!("cpu ({} threads)", rayon::current_num_threads())
+    }
+
+    fn alloc_seq(&mut self, max_len: usize) -> Result<usize> {
+        let kvd = self.cfg.num_key_value_heads * self.cfg.head_dim();
+        let n = self.cfg.num_hidden_layers;
+        let cache = SeqCache { max_len, k: vec![vec![0.0; max_len * kvd]; n], v: vec![vec![0.0; max_len * kvd]; n] };
+        if let Some(i) = self.slots.iter().position(|s| s.is_none()) {
+            self.slots[i] = Some(cache);
+            Ok(i)
+        } else {
+            self.slots.push(Some(cache));
+            Ok(self.slots.len() - 1)
+        }
+    }
+
+    fn free_seq(&mut self, slot: usize) {
+        if let Some(s) = self.slots.get_mut(slot) {
+            *s = None;
+        }
+    }
+
+    fn embed(&mut self, tokens: &[u32]) -> Result<Mat> {
+        let h = self.cfg.hidden_size;
+        let mut x = Mat::zeros(tokens.len(), h);
+        for (r, &t) in tokens.iter().enumerate() {
+            if t as usize >= self.embed.out {
+                bail!("token id {t} is outside the vocabulary ({})", self.embed.out);
+            }
+            x.data[r * h..(r + 1) * h].copy_from_slice(&self.embed.w[t as usize * h..(t as usize + 1) * h]);
+        }
+        Ok(x)
+    }
+
+    fn add_rms_norm(&mut self, x: &mut Mat, delta: Option<&Mat>, w: Norm) -> Result<Mat> {
+        if let Some(d) = delta {
+            for (a, b) in x.data.iter_mut().zip(&d.data) {
+                *a += b;
+            }
+        }
+        let wv = match w {
+            Norm::Input(l) => &self.layers[l].input_norm,
+            Norm::PostAttention(l) => &self.layers[l].post_norm,
+            Norm::Final => &self.final_norm,
+        };
+        let mut out = Mat::zeros(x.rows, x.cols);
+        let eps = self.cfg.rms_norm_eps;
+        out.data.par_chunks_mut(x.cols).zip(x.data.par_chunks(x.cols)).for_each(|(o, xr)| rms_norm_row(xr, wv, eps, o));
+        Ok(out)
+    }
+
+    fn linear(&mut self, x: &Mat, w: Linear) -> Result<Mat> {
+        Ok(match w {
+            Linear::Qkv(l) => matmul(x, &self.layers[l].qkv),
+            Linear::AttnOut(l) => matmul(x, &self.layers[l].dense),
+        })
+    }
+
+    fn qk_norm_rope_store(&mut self, qkv: &Mat, layer: usize, batch: &StepBatch) -> Result<Mat> {
+        let c = &self.cfg;
+        let (nh, nkv, d) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim());
+        let (rot, theta, eps) = (c.rotary_dim(), c.rope_theta, c.rms_norm_eps);
+        let l = &self.layers[layer];
+        let mut q = Mat::zeros(qkv.rows, nh * d);
+        let limits = batch.key_limits();
+        for r in 0..qkv.rows {
+            let row = qkv.row(r);
+            let pos = batch.positions[r] as usize;
+            let (slot, _) = limits[r];
+            let cache = self.slots.get_mut(slot).and_then(|s| s.as_mut());
+            let Some(cache) = cache else { bail!("KV slot {slot} is not allocated") };
+            if pos >= cache.max_len {
+                bail!("position {pos} is beyond the sequence's KV reservation ({})", cache.max_len);
+            }
+            for h in 0..nh {
+                let out = &mut q.data[r * nh * d + h * d..r * nh * d + (h + 1) * d];
+                rms_norm_row(&row[h * d..(h + 1) * d], &l.q_norm, eps, out);
+                rope_row(out, pos, rot, theta);
+            }
+            for h in 0..nkv {
+                let k_in = &row[(nh + h) * d..(nh + h + 1) * d];
+                let kd = &mut cache.k[layer][(pos * nkv + h) * d..(pos * nkv + h + 1) * d];
+                rms_norm_row(k_in, &l.k_norm, eps, kd);
+                rope_row(kd, pos, rot, theta);
+                let v_in = &row[(nh + nkv + h) * d..(nh + nkv + h + 1) * d];
+                cache.v[layer][(pos * nkv + h) * d..(pos * nkv + h + 1) * d].copy_from_slice(v_in);
+            }
+        }
+        Ok(q)
+    }
+
+    fn attention(&mut self, q: &Mat, layer: usize, batch: &StepBatch) -> Result<Mat> {
+        let c = &self.cfg;
+        let (nh, nkv, d) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim());
+        let group = nh / nkv;
+        let scale = 1.0 / (d as f32).sqrt();
+        let limits = batch.key_limits();
+        let slots = &self.slots;
+        let mut out = Mat::zeros(q.rows, nh * d);
+        out.data.par_chunks_mut(nh * d).enumerate().try_for_each(|(r, orow)| -> Result<()> {
+            let (slot, kend) = limits[r];
+            let Some(cache) = slots.get(slot).and_then(|s| s.as_ref()) else { bail!("KV slot {slot} is not allocated") };
+            let (k, v) = (&cache.k[layer], &cache.v[layer]);
+            for h in 0..nh {
+                let kh = h / group;
+                let qh = &q.data[r * nh * d + h * d..r * nh * d + (h + 1) * d];
+                let scores: Vec<f32> =
+                    (0..kend).map(|p| dot(qh, &k[(p * nkv + kh) * d..(p * nkv + kh + 1) * d]) * scale).collect();
+                let m = scores.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+                let e: Vec<f32> = scores.iter().map(|s| (s - m).exp()).collect();
+                let z: f32 = e.iter().sum();
+                let o = &mut orow[h * d..(h + 1) * d];
+                for (p, ep) in e.iter().enumerate() {
+                    let vr = &v[(p * nkv + kh) * d..(p * nkv + kh + 1) * d];
+                    for (oi, vi) in o.iter_mut().zip(vr) {
+                        *oi += ep / z * vi;
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    fn ffn(&mut self, x: &Mat, layer: usize) -> Result<Mat> {
+        let c = &self.cfg;
+        let mut y = Mat::zeros(x.rows, x.cols);
+        match &self.layers[layer].ffn {
+            Ffn::Dense(m) => y.data.par_chunks_mut(x.cols).enumerate().for_each(|(r, yr)| {
+                yr.copy_from_slice(&mlp_row(m, x.row(r)));
+            }),
+            Ffn::Moe(moe) => y.data.par_chunks_mut(x.cols).enumerate().for_each(|(r, yr)| {
+                let xr = x.row(r);
+                let logits: Vec<f32> = (0..moe.router.out)
+                    .map(|e| dot(xr, &moe.router.w[e * moe.router.inp..(e + 1) * moe.router.inp]))
+                    .collect();
+                for (e, w) in route(&logits, &moe.bias, c) {
+                    for (a, b) in yr.iter_mut().zip(mlp_row(&moe.experts[e], xr)) {
+                        *a += w * b;
+                    }
+                }
+                if let Some(s) = &moe.shared {
+                    for (a, b) in yr.iter_mut().zip(mlp_row(s, xr)) {
+                        *a += b;
+                    }
+                }
+            }),
+        }
+        Ok(y)
+    }
+
+    fn gather_rows(&mut self, x: &Mat, rows: &[usize]) -> Result<Mat> {
+        let mut out = Mat::zeros(rows.len(), x.cols);
+        for (i, &r) in rows.iter().enumerate() {
+            out.data[i * x.cols..(i + 1) * x.cols].copy_from_slice(x.row(r));
+        }
+        Ok(out)
+    }
+
+    fn lm_head_pick(&mut self, x: &Mat) -> Result<Vec<Pick>> {
+        let logits = matmul(x, &self.lm_head);
+        Ok(logits.data.par_chunks(logits.cols).map(pick_row).collect())
+    }
+
+    fn lm_head_logits(&mut self, x: &Mat) -> Result<Vec<f32>> {
+        Ok(matmul(x, &self.lm_head).data)
+    }
+}

@@ -1,0 +1,96 @@
+//! The ops the LLaDA2 forward needs, implemented by a CPU reference and a CUDA backend.
+//! `model.rs` is written once against this trait.
+
+pub mod cpu;
+#[cfg(dllm_cuda)]
+pub mod cuda;
+
+use anyhow::Result;
+
+/// One request's contiguous run of tokens in a step: positions `start .. start + len`,
+/// block-aligned at `start`. Its K/V are written to the request's cache at those positions;
+/// a token at position p attends to keys `[0, min(end_of_block(p), start + len))`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeqRun {
+    pub slot: usize,
+    pub start: usize,
+    pub len: usize,
+    pub block_size: usize,
+}
+
+/// The tokens of one forward: the runs of one or more requests, concatenated.
+#[derive(Debug, Clone, Default)]
+pub struct StepBatch {
+    pub runs: Vec<SeqRun>,
+    pub tokens: Vec<u32>,
+    pub positions: Vec<u32>,
+}
+
+impl StepBatch {
+    pub fn push(&mut self, slot: usize, start: usize, tokens: &[u32], block_size: usize) {
+        self.runs.push(SeqRun { slot, start, len: tokens.len(), block_size });
+        self.tokens.extend_from_slice(tokens);
+        self.positions.extend((start..start + tokens.len()).map(|p| p as u32));
+    }
+    pub fn num_tokens(&self) -> usize {
+        self.tokens.len()
+    }
+    /// For each token, the end (exclusive) of the keys it may see, and its run's start row.
+    pub fn key_limits(&self) -> Vec<(usize, usize)> {
+        let mut out = Vec::with_capacity(self.tokens.len());
+        for r in &self.runs {
+            for p in r.start..r.start + r.len {
+                let block_end = (p / r.block_size + 1) * r.block_size;
+                out.push((r.slot, block_end.min(r.start + r.len)));
+            }
+        }
+        out
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Norm {
+    Input(usize),
+    PostAttention(usize),
+    Final,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Linear {
+    Qkv(usize),
+    AttnOut(usize),
+}
+
+/// The chosen token of a position and its softmax probability (the confidence).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pick {
+    pub token: u32,
+    pub prob: f32,
+}
+
+pub trait Backend {
+    /// Activations: `[rows, cols]`, row-major.
+    type Act;
+
+    fn name(&self) -> String;
+    /// Reserve KV cache for a sequence of up to `max_len` positions; returns its slot.
+    fn alloc_seq(&mut self, max_len: usize) -> Result<usize>;
+    fn free_seq(&mut self, slot: usize);
+
+    fn embed(&mut self, tokens: &[u32]) -> Result<Self::Act>;
+    /// `x += delta` (when given), then return `RMSNorm(x) * w`.
+    fn add_rms_norm(&mut self, x: &mut Self::Act, delta: Option<&Self::Act>, w: Norm) -> Result<Self::Act>;
+    fn linear(&mut self, x: &Self::Act, w: Linear) -> Result<Self::Act>;
+    /// Split fused QKV, RMSNorm q and k per head, rotate them, write k and v to the cache
+    /// at the batch's positions; returns q `[T, NH*D]`.
+    fn qk_norm_rope_store(&mut self, qkv: &Self::Act, layer: usize, batch: &StepBatch) -> Result<Self::Act>;
+    /// Block-causal GQA attention of q over the cached keys; returns `[T, NH*D]`.
+    fn attention(&mut self, q: &Self::Act, layer: usize, batch: &StepBatch) -> Result<Self::Act>;
+    /// The layer's feed-forward: dense MLP or MoE (router, routed experts, shared expert).
+    fn ffn(&mut self, x: &Self::Act, layer: usize) -> Result<Self::Act>;
+    fn gather_rows(&mut self, x: &Self::Act, rows: &[usize]) -> Result<Self::Act>;
+    /// lm_head fused with the per-row argmax and its softmax probability.
+    fn lm_head_pick(&mut self, x: &Self::Act) -> Result<Vec<Pick>>;
+    /// Full logits rows on the host (sampling, tests).
+    fn lm_head_logits(&mut self, x: &Self::Act) -> Result<Vec<f32>>;
+}

@@ -1,0 +1,239 @@
+//! Safetensors checkpoints on memmap2: single-file or sharded (`model.safetensors.index.json`),
+//! every tensor checked for name, dtype and shape against the config before anything uses it.
+
+use crate::config::{ConfigError, ModelConfig};
+use memmap2::Mmap;
+use safetensors::{Dtype, SafeTensors};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("checkpoint directory {0} does not exist")]
+    NoDir(String),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{path}: {msg}")]
+    File { path: String, msg: String },
+    #[error("{path} is not a valid safetensors file ({reason}); is it truncated or corrupt?")]
+    Safetensors { path: String, reason: String },
+    #[error("tensor {name} is missing from the checkpoint")]
+    Missing { name: String },
+    #[error("tensor {name} has shape {got:?}, expected {want:?} from config.json")]
+    Shape { name: String, got: Vec<usize>, want: Vec<usize> },
+    #[error("tensor {name} has dtype {got:?}; supported: BF16, F16, F32")]
+    Dtype { name: String, got: String },
+}
+
+/// Element type of a stored tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DType {
+    BF16,
+    F16,
+    F32,
+}
+
+impl DType {
+    pub fn size(self) -> usize {
+        match self {
+            DType::BF16 | DType::F16 => 2,
+            DType::F32 => 4,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    shard: usize,
+    dtype: DType,
+    shape: Vec<usize>,
+    start: usize,
+    end: usize,
+}
+
+/// A zero-copy view of one tensor inside a mapped shard.
+pub struct TensorView<'a> {
+    pub dtype: DType,
+    pub shape: &'a [usize],
+    pub bytes: &'a [u8],
+}
+
+impl TensorView<'_> {
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+    /// Widen to f32 (bf16/f16 are exact in f32).
+    pub fn to_f32(&self) -> Vec<f32> {
+        let b = self.bytes;
+        match self.dtype {
+            DType::BF16 => b.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            DType::F16 => b.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            DType::F32 => b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+        }
+    }
+    /// Narrow to bf16 bits (what the GPU backend uploads).
+    pub fn to_bf16_bits(&self) -> Vec<u16> {
+        match self.dtype {
+            DType::BF16 => self.bytes.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect(),
+            _ => self.to_f32().into_iter().map(|x| half::bf16::from_f32(x).to_bits()).collect(),
+        }
+    }
+}
+
+pub struct Checkpoint {
+    pub dir: PathBuf,
+    pub config: ModelConfig,
+    shards: Vec<Mmap>,
+    shard_names: Vec<String>,
+    tensors: HashMap<String, Entry>,
+}
+
+/// Every tensor the forward needs, with its shape, in load order.
+pub fn expected_tensors(c: &ModelConfig) -> Vec<(String, Vec<usize>)> {
+    let (h, d, v) = (c.hidden_size, c.head_dim(), c.vocab_size);
+    let mut t = vec![("model.word_embeddings.weight".to_string(), vec![v, h])];
+    for i in 0..c.num_hidden_layers {
+        let p = format!("model.layers.{i}");
+        t.push((format!("{p}.input_layernorm.weight"), vec![h]));
+        t.push((format!("{p}.post_attention_layernorm.weight"), vec![h]));
+        t.push((format!("{p}.attention.query_key_value.weight"), vec![c.qkv_rows(), h]));
+        t.push((format!("{p}.attention.dense.weight"), vec![h, c.num_attention_heads * d]));
+        t.push((format!("{p}.attention.query_layernorm.weight"), vec![d]));
+        t.push((format!("{p}.attention.key_layernorm.weight"), vec![d]));
+        if c.is_moe_layer(i) {
+            let (e, m, s) = (c.num_experts, c.moe_intermediate_size, c.shared_intermediate());
+            t.push((format!("{p}.mlp.gate.weight"), vec![e, h]));
+            t.push((format!("{p}.mlp.gate.expert_bias"), vec![e]));
+            for x in 0..e {
+                t.push((format!("{p}.mlp.experts.{x}.gate_proj.weight"), vec![m, h]));
+                t.push((format!("{p}.mlp.experts.{x}.up_proj.weight"), vec![m, h]));
+                t.push((format!("{p}.mlp.experts.{x}.down_proj.weight"), vec![h, m]));
+            }
+            if c.num_shared_experts > 0 {
+                t.push((format!("{p}.mlp.shared_experts.gate_proj.weight"), vec![s, h]));
+                t.push((format!("{p}.mlp.shared_experts.up_proj.weight"), vec![s, h]));
+                t.push((format!("{p}.mlp.shared_experts.down_proj.weight"), vec![h, s]));
+            }
+        } else {
+            let i_ = c.intermediate_size;
+            t.push((format!("{p}.mlp.gate_proj.weight"), vec![i_, h]));
+            t.push((format!("{p}.mlp.up_proj.weight"), vec![i_, h]));
+            t.push((format!("{p}.mlp.down_proj.weight"), vec![h, i_]));
+        }
+    }
+    t.push(("model.norm.weight".to_string(), vec![h]));
+    if !c.tie_word_embeddings {
+        t.push(("lm_head.weight".to_string(), vec![v, h]));
+    }
+    t
+}
+
+fn file_err(path: &Path, msg: impl std::fmt::Display) -> CheckpointError {
+    CheckpointError::File { path: path.display().to_string(), msg: msg.to_string() }
+}
+
+impl Checkpoint {
+    pub fn open(dir: &Path) -> Result<Self, CheckpointError> {
+        if !dir.is_dir() {
+            return Err(CheckpointError::NoDir(dir.display().to_string()));
+        }
+        let config = ModelConfig::from_file(&dir.join("config.json"))?;
+        let shard_names = shard_files(dir)?;
+        let mut shards = Vec::new();
+        let mut tensors = HashMap::new();
+        for (si, name) in shard_names.iter().enumerate() {
+            let path = dir.join(name);
+            let file = std::fs::File::open(&path).map_err(|e| file_err(&path, e))?;
+            // SAFETY: the file is opened read-only; a checkpoint being rewritten while served is
+            // outside what we support (the same contract as every mmap-based loader).
+            let map = unsafe { Mmap::map(&file) }.map_err(|e| file_err(&path, e))?;
+            let (n, meta) = SafeTensors::read_metadata(&map).map_err(|e| CheckpointError::Safetensors {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            let base = 8 + n;
+            for (tname, info) in meta.tensors() {
+                let dtype = match info.dtype {
+                    Dtype::BF16 => DType::BF16,
+                    Dtype::F16 => DType::F16,
+                    Dtype::F32 => DType::F32,
+                    other => {
+                        return Err(CheckpointError::Dtype { name: tname, got: format!("{other:?}") });
+                    }
+                };
+                let e = Entry {
+                    shard: si,
+                    dtype,
+                    shape: info.shape.clone(),
+                    start: base + info.data_offsets.0,
+                    end: base + info.data_offsets.1,
+                };
+                if tensors.insert(tname.clone(), e).is_some() {
+                    return Err(file_err(&path, format!("tensor {tname} appears in more than one shard")));
+                }
+            }
+            shards.push(map);
+        }
+        let ck = Checkpoint { dir: dir.to_path_buf(), config, shards, shard_names, tensors };
+        for (name, want) in expected_tensors(&ck.config) {
+            let e = ck.tensors.get(&name).ok_or_else(|| CheckpointError::Missing { name: name.clone() })?;
+            if e.shape != want {
+                return Err(CheckpointError::Shape { name, got: e.shape.clone(), want });
+            }
+        }
+        Ok(ck)
+    }
+
+    pub fn shard_names(&self) -> &[String] {
+        &self.shard_names
+    }
+
+    pub fn tensor(&self, name: &str) -> Result<TensorView<'_>, CheckpointError> {
+        let e = self.tensors.get(name).ok_or_else(|| CheckpointError::Missing { name: name.to_string() })?;
+        Ok(TensorView { dtype: e.dtype, shape: &e.shape, bytes: &self.shards[e.shard][e.start..e.end] })
+    }
+
+    pub fn f32(&self, name: &str) -> Result<Vec<f32>, CheckpointError> {
+        Ok(self.tensor(name)?.to_f32())
+    }
+
+    /// Total bytes of the tensors the forward reads.
+    pub fn weight_bytes(&self) -> usize {
+        self.tensors.values().map(|e| e.end - e.start).sum()
+    }
+}
+
+/// The shard files of a checkpoint: from the index when there is one, else model.safetensors.
+fn shard_files(dir: &Path) -> Result<Vec<String>, CheckpointError> {
+    let index = dir.join("model.safetensors.index.json");
+    if index.exists() {
+        let text = std::fs::read_to_string(&index).map_err(|e| file_err(&index, e))?;
+        let v: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| file_err(&index, format!("invalid JSON: {e}")))?;
+        let map = v
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| file_err(&index, "has no \"weight_map\" object"))?;
+        let mut files: Vec<String> = Vec::new();
+        for (t, f) in map {
+            let f = f.as_str().ok_or_else(|| file_err(&index, format!("weight_map[{t}] is not a file name")))?;
+            if f.contains('/') || f.contains("..") {
+                return Err(file_err(&index, format!("shard name {f:?} must be a plain file name")));
+            }
+            if !files.iter().any(|x| x == f) {
+                files.push(f.to_string());
+            }
+        }
+        files.sort();
+        for f in &files {
+            if !dir.join(f).exists() {
+                return Err(file_err(&dir.join(f), "shard named in the index is missing"));
+            }
+        }
+        return Ok(files);
+    }
+    if dir.join("model.safetensors").exists() {
+        return Ok(vec!["model.safetensors".into()]);
+    }
+    Err(file_err(dir, "no model.safetensors or model.safetensors.index.json"))
+}

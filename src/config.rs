@@ -1,0 +1,186 @@
+//! `config.json` -> [`ModelConfig`], validated so that every later size computation is safe.
+
+use serde::Deserialize;
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("{path} is not valid config JSON: {source}")]
+    Json { path: String, source: serde_json::Error },
+    #[error("unsupported model_type {0:?}: dllm serves LLaDA2 MoE checkpoints (model_type \"llada2_moe\")")]
+    ModelType(String),
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+/// The fields of a LLaDA2 MoE `config.json` the engine uses. Unknown keys are ignored,
+/// since HF configs carry many that do not change the forward.
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
+pub struct ModelConfig {
+    pub model_type: String,
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub num_key_value_heads: usize,
+    #[serde(default)]
+    pub head_dim: Option<usize>,
+    pub intermediate_size: usize,
+    pub moe_intermediate_size: usize,
+    pub num_experts: usize,
+    pub num_experts_per_tok: usize,
+    #[serde(default = "one")]
+    pub num_shared_experts: usize,
+    #[serde(default = "one")]
+    pub n_group: usize,
+    #[serde(default = "one")]
+    pub topk_group: usize,
+    #[serde(default = "one_f")]
+    pub routed_scaling_factor: f32,
+    #[serde(default = "sigmoid")]
+    pub score_function: String,
+    #[serde(default = "one_f")]
+    pub partial_rotary_factor: f32,
+    pub rope_theta: f32,
+    pub rms_norm_eps: f32,
+    pub vocab_size: usize,
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+    #[serde(default = "yes")]
+    pub use_qk_norm: bool,
+    #[serde(default)]
+    pub use_qkv_bias: bool,
+    pub max_position_embeddings: usize,
+    #[serde(default)]
+    pub first_k_dense_replace: usize,
+    #[serde(default)]
+    pub mask_token_id: Option<u32>,
+    #[serde(default)]
+    pub eos_token_id: Option<u32>,
+    #[serde(default)]
+    pub torch_dtype: Option<String>,
+}
+
+fn one() -> usize {
+    1
+}
+fn one_f() -> f32 {
+    1.0
+}
+fn yes() -> bool {
+    true
+}
+fn sigmoid() -> String {
+    "sigmoid".into()
+}
+
+impl ModelConfig {
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let p = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: p.clone(), source })?;
+        Self::from_json(&text).map_err(|e| match e {
+            ConfigError::Json { source, .. } => ConfigError::Json { path: p, source },
+            other => other,
+        })
+    }
+
+    pub fn from_json(text: &str) -> Result<Self, ConfigError> {
+        // Check model_type first so a wrong model says so instead of "missing field".
+        let raw: serde_json::Value =
+            serde_json::from_str(text).map_err(|source| ConfigError::Json { path: "config.json".into(), source })?;
+        match raw.get("model_type").and_then(|v| v.as_str()) {
+            Some("llada2_moe") => {}
+            Some(other) => return Err(ConfigError::ModelType(other.to_string())),
+            None => return Err(ConfigError::Invalid("missing field `model_type`".into())),
+        }
+        let cfg: ModelConfig =
+            serde_json::from_value(raw).map_err(|source| ConfigError::Json { path: "config.json".into(), source })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn head_dim(&self) -> usize {
+        self.head_dim.unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
+    }
+    /// Width of the rotated part of each head (neox half-rotation inside it).
+    pub fn rotary_dim(&self) -> usize {
+        (self.head_dim() as f32 * self.partial_rotary_factor) as usize
+    }
+    pub fn qkv_rows(&self) -> usize {
+        (self.num_attention_heads + 2 * self.num_key_value_heads) * self.head_dim()
+    }
+    pub fn is_moe_layer(&self, layer: usize) -> bool {
+        layer >= self.first_k_dense_replace
+    }
+    pub fn shared_intermediate(&self) -> usize {
+        self.moe_intermediate_size * self.num_shared_experts
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        for (name, v) in [
+            ("hidden_size", self.hidden_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("num_attention_heads", self.num_attention_heads),
+            ("num_key_value_heads", self.num_key_value_heads),
+            ("intermediate_size", self.intermediate_size),
+            ("moe_intermediate_size", self.moe_intermediate_size),
+            ("num_experts", self.num_experts),
+            ("num_experts_per_tok", self.num_experts_per_tok),
+            ("n_group", self.n_group),
+            ("topk_group", self.topk_group),
+            ("vocab_size", self.vocab_size),
+            ("max_position_embeddings", self.max_position_embeddings),
+        ] {
+            if v == 0 {
+                return bad(format!("{name} must be > 0"));
+            }
+        }
+        if self.num_attention_heads % self.num_key_value_heads != 0 {
+            return bad(format!(
+                "num_attention_heads ({}) must be a multiple of num_key_value_heads ({})",
+                self.num_attention_heads, self.num_key_value_heads
+            ));
+        }
+        let d = self.head_dim();
+        if d == 0 || d % 2 != 0 {
+            return bad(format!("head_dim must be even and > 0, got {d}"));
+        }
+        let r = self.rotary_dim();
+        if r % 2 != 0 || r > d {
+            return bad(format!("partial_rotary_factor {} gives an odd or oversized rotary dim {r}", self.partial_rotary_factor));
+        }
+        if self.num_experts % self.n_group != 0 {
+            return bad(format!("num_experts ({}) must divide into n_group ({}) groups", self.num_experts, self.n_group));
+        }
+        if self.topk_group > self.n_group {
+            return bad(format!("topk_group ({}) exceeds n_group ({})", self.topk_group, self.n_group));
+        }
+        if self.num_experts / self.n_group < 2 {
+            return bad("each expert group needs at least 2 experts (group score = top-2 sum)".into());
+        }
+        if self.num_experts_per_tok > self.topk_group * (self.num_experts / self.n_group) {
+            return bad(format!(
+                "num_experts_per_tok ({}) exceeds the experts in topk_group groups",
+                self.num_experts_per_tok
+            ));
+        }
+        if self.score_function != "sigmoid" {
+            return bad(format!("score_function {:?} is not supported (only sigmoid)", self.score_function));
+        }
+        if self.use_qkv_bias {
+            return bad("use_qkv_bias=true is not supported".into());
+        }
+        if !self.use_qk_norm {
+            return bad("use_qk_norm=false is not supported".into());
+        }
+        if self.first_k_dense_replace > self.num_hidden_layers {
+            return bad("first_k_dense_replace exceeds num_hidden_layers".into());
+        }
+        if !(self.rms_norm_eps > 0.0) || !(self.rope_theta > 0.0) {
+            return bad("rms_norm_eps and rope_theta must be > 0".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,12 @@
+//! dllm: a serving engine for block-diffusion LLMs (LLaDA2.0 MoE).
+
+pub mod backend;
+pub mod checkpoint;
+pub mod config;
+pub mod decode;
+pub mod engine;
+pub mod make_model;
+pub mod model;
+pub mod nvtx;
+pub mod runtime;
+pub mod tokenizer;

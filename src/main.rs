@@ -1,0 +1,138 @@
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use dllm::engine::{GenParams, Policy};
+use dllm::runtime::{self, Device};
+use dllm::tokenizer::{apply_chat_template, ChatMessage};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "dllm", version, about = "Serve block-diffusion LLMs (LLaDA2.0 MoE)")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Write a checkpoint in the Hugging Face layout with seeded random weights.
+    MakeModel {
+        #[arg(long, default_value = "tiny")]
+        preset: String,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// Generate from one prompt (no --model-path: the embedded tiny model).
+    Generate(GenerateArgs),
+}
+
+#[derive(clap::Args)]
+struct GenerateArgs {
+    #[arg(long)]
+    model_path: Option<PathBuf>,
+    #[arg(long, default_value = "Why did Camus say that Sisyphus was happy?")]
+    prompt: String,
+    /// Wrap the prompt in the LLaDA2 chat template.
+    #[arg(long)]
+    chat: bool,
+    #[arg(long, default_value_t = 64)]
+    max_new_tokens: usize,
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, default_value_t = 32)]
+    block_size: usize,
+    #[arg(long, default_value_t = 0.95)]
+    threshold: f32,
+    /// Denoising steps per block at most (default: the block size).
+    #[arg(long)]
+    steps: Option<usize>,
+    #[arg(long, value_enum, default_value = "auto")]
+    device: Device,
+    /// Print {"text", "output_ids", "steps", ...} as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() {
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.cmd {
+        Cmd::MakeModel { preset, out, seed } => {
+            let cfg = dllm::make_model::make_model(&preset, &out, seed)?;
+            eprintln!(
+                "wrote {preset} (hidden {}, {} layers, {} experts, vocab {}) to {}",
+                cfg.hidden_size,
+                cfg.num_hidden_layers,
+                cfg.num_experts,
+                cfg.vocab_size,
+                out.display()
+            );
+            Ok(())
+        }
+        Cmd::Generate(a) => generate(a),
+    }
+}
+
+fn generate(a: GenerateArgs) -> Result<()> {
+    let dir = runtime::resolve_model(a.model_path.as_deref())?;
+    let mut m = runtime::load(&dir, a.device)?;
+    let text = if a.chat {
+        apply_chat_template(&[ChatMessage { role: "user".into(), content: a.prompt.clone() }])
+    } else {
+        a.prompt.clone()
+    };
+    let prompt = m.tokenizer.encode(&text)?;
+    let params = GenParams {
+        max_new_tokens: a.max_new_tokens,
+        block_size: a.block_size,
+        steps: a.steps,
+        policy: Policy::LowConfidence { threshold: a.threshold },
+        temperature: a.temperature,
+        top_p: a.top_p,
+        top_k: a.top_k,
+        seed: a.seed,
+        ..GenParams::default()
+    };
+    let t0 = std::time::Instant::now();
+    let out = m.engine.generate(prompt.clone(), params)?;
+    let secs = t0.elapsed().as_secs_f64();
+    let text = m.tokenizer.decode(&out.output_ids, true);
+    if a.json {
+        let v = serde_json::json!({
+            "text": text,
+            "output_ids": out.output_ids,
+            "prompt_ids": prompt,
+            "steps": out.steps,
+            "blocks": out.blocks,
+            "finish_reason": match out.finish { dllm::engine::Finish::Stop(t) => serde_json::json!({"type": "stop", "matched": t}),
+                                                dllm::engine::Finish::Length => serde_json::json!({"type": "length"}) },
+            "seconds": secs,
+            "backend": m.engine.backend_name(),
+            "model_path": dir,
+        });
+        println!("{}", serde_json::to_string(&v)?);
+    } else {
+        println!("{text}");
+        eprintln!(
+            "[{} tokens in {} steps over {} blocks, {:.3}s, {}]",
+            out.output_ids.len(),
+            out.steps,
+            out.blocks,
+            secs,
+            m.engine.backend_name()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,285 @@
+//! `dllm make-model`: writes a complete LLaDA2 checkpoint in the Hugging Face layout
+//! (config.json, sharded safetensors + index, tokenizer files) with seeded random weights.
+//! `tiny` is the test/default model; `mini` and `flash` carry the real shapes.
+
+use crate::checkpoint::expected_tensors;
+use crate::config::ModelConfig;
+use anyhow::{bail, Context, Result};
+use std::io::Write;
+use std::path::Path;
+
+pub const PRESETS: &[&str] = &["tiny", "mini", "flash"];
+
+/// Special tokens of the LLaDA2 tokenizer that the engine and chat template rely on.
+pub const EOS_TOKEN: &str = "<|endoftext|>";
+pub const MASK_TOKEN: &str = "<|mask|>";
+const SPECIALS: &[&str] = &[EOS_TOKEN, MASK_TOKEN, "<role>", "</role>", "<|role_end|>", "<think>", "</think>"];
+
+pub fn preset(name: &str) -> Result<ModelConfig> {
+    let base = |hidden, layers, heads, kv, head_dim, inter, moe_inter, vocab, dense| ModelConfig {
+        model_type: "llada2_moe".into(),
+        hidden_size: hidden,
+        num_hidden_layers: layers,
+        num_attention_heads: heads,
+        num_key_value_heads: kv,
+        head_dim: Some(head_dim),
+        intermediate_size: inter,
+        moe_intermediate_size: moe_inter,
+        num_experts: 256,
+        num_experts_per_tok: 8,
+        num_shared_experts: 1,
+        n_group: 8,
+        topk_group: 4,
+        routed_scaling_factor: 2.5,
+        score_function: "sigmoid".into(),
+        partial_rotary_factor: 0.5,
+        rope_theta: 600000.0,
+        rms_norm_eps: 1e-6,
+        vocab_size: vocab,
+        tie_word_embeddings: false,
+        use_qk_norm: true,
+        use_qkv_bias: false,
+        max_position_embeddings: 32768,
+        first_k_dense_replace: dense,
+        mask_token_id: Some(156895),
+        eos_token_id: Some(156892),
+        torch_dtype: Some("bfloat16".into()),
+    };
+    Ok(match name {
+        "tiny" => ModelConfig {
+            num_experts: 16,
+            num_experts_per_tok: 4,
+            n_group: 4,
+            topk_group: 2,
+            max_position_embeddings: 4096,
+            mask_token_id: None,
+            eos_token_id: None,
+            ..base(64, 3, 4, 2, 16, 128, 32, 0, 1)
+        },
+        "mini" => base(2048, 20, 16, 4, 128, 5120, 512, 157184, 1),
+        "flash" => base(4096, 32, 32, 4, 128, 9216, 1024, 157184, 1),
+        other => bail!("unknown preset {other:?}; choose one of {PRESETS:?}"),
+    })
+}
+
+/// SplitMix64: a tiny, stable generator, so a seed gives the same checkpoint on every
+/// machine and crate version (the fixtures depend on it).
+pub struct Rng(u64);
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed ^ 0x9E37_79B9_7F4A_7C15)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in (0, 1).
+    pub fn uniform(&mut self) -> f64 {
+        ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    }
+    pub fn normal(&mut self) -> f64 {
+        let (u, v) = (self.uniform(), self.uniform());
+        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
+    }
+}
+
+/// How each tensor is initialised: (mean, std, stored as f32?).
+fn init_for(name: &str, shape: &[usize], c: &ModelConfig) -> (f64, f64, bool) {
+    let fan_in = *shape.last().unwrap_or(&1) as f64;
+    if name.ends_with("layernorm.weight") || name == "model.norm.weight" {
+        (1.0, 0.1, false)
+    } else if name.ends_with("expert_bias") {
+        (0.0, 0.1, true) // f32 in the released checkpoints
+    } else if name == "model.word_embeddings.weight" {
+        (0.0, 1.0, false)
+    } else if name == "lm_head.weight" {
+        // Peaked enough that some positions pass a 0.95 threshold, so both unmask branches run.
+        (0.0, 5.0 / (c.hidden_size as f64).sqrt(), false)
+    } else if name.ends_with("mlp.gate.weight") {
+        (0.0, 2.0 / fan_in.sqrt(), false)
+    } else {
+        (0.0, 1.0 / fan_in.sqrt(), false)
+    }
+}
+
+/// Write a checkpoint. Shards are streamed tensor by tensor, so the real shapes never
+/// need their full size in memory.
+pub fn make_model(preset_name: &str, out: &Path, seed: u64) -> Result<ModelConfig> {
+    let mut cfg = preset(preset_name)?;
+    let tok = build_tokenizer_json();
+    let n_tokens = tok["model"]["vocab"].as_object().map(|v| v.len()).unwrap_or(0);
+    if cfg.vocab_size == 0 {
+        // Pad like the released models do, so ids with no token exist and are handled.
+        cfg.vocab_size = (n_tokens + 1).div_ceil(8) * 8;
+        cfg.eos_token_id = Some(token_id(&tok, EOS_TOKEN));
+        cfg.mask_token_id = Some(token_id(&tok, MASK_TOKEN));
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+
+    let tensors = expected_tensors(&cfg);
+    // Tiny: 2 shards so the sharded path is always exercised; big: ~4 GB shards.
+    let total: usize = tensors.iter().map(|(_, s)| s.iter().product::<usize>() * 2).sum();
+    let shard_target = if preset_name == "tiny" { total / 2 + 1 } else { 4 << 30 };
+    let mut groups: Vec<Vec<(String, Vec<usize>)>> = vec![vec![]];
+    let mut acc = 0;
+    for t in tensors {
+        let b = t.1.iter().product::<usize>() * 2;
+        if acc + b > shard_target && !groups.last().unwrap().is_empty() {
+            groups.push(vec![]);
+            acc = 0;
+        }
+        acc += b;
+        groups.last_mut().unwrap().push(t);
+    }
+    let n = groups.len();
+    let mut rng = Rng::new(seed);
+    let mut weight_map = serde_json::Map::new();
+    let mut total_size = 0usize;
+    for (gi, group) in groups.iter().enumerate() {
+        let fname = format!("model-{:05}-of-{:05}.safetensors", gi + 1, n);
+        total_size += write_shard(&out.join(&fname), group, &cfg, &mut rng)?;
+        for (name, _) in group {
+            weight_map.insert(name.clone(), serde_json::Value::String(fname.clone()));
+        }
+    }
+    let index = serde_json::json!({"metadata": {"total_size": total_size}, "weight_map": weight_map});
+    write_json(&out.join("model.safetensors.index.json"), &index)?;
+
+    let mut config = serde_json::to_value(&cfg)?;
+    let obj = config.as_object_mut().unwrap();
+    obj.insert("architectures".into(), serde_json::json!(["LLaDA2MoeModelLM"]));
+    obj.insert("num_nextn_predict_layers".into(), serde_json::json!(0));
+    write_json(&out.join("config.json"), &config)?;
+    write_json(&out.join("tokenizer.json"), &tok)?;
+    write_json(
+        &out.join("tokenizer_config.json"),
+        &serde_json::json!({
+            "tokenizer_class": "PreTrainedTokenizerFast",
+            "eos_token": EOS_TOKEN, "mask_token": MASK_TOKEN, "pad_token": EOS_TOKEN,
+            "model_max_length": cfg.max_position_embeddings,
+            "chat_template": crate::tokenizer::CHAT_TEMPLATE_JINJA,
+        }),
+    )?;
+    write_json(
+        &out.join("generation_config.json"),
+        &serde_json::json!({"eos_token_id": cfg.eos_token_id, "pad_token_id": cfg.eos_token_id,
+                            "mask_token_id": cfg.mask_token_id}),
+    )?;
+    Ok(cfg)
+}
+
+fn write_json(path: &Path, v: &serde_json::Value) -> Result<()> {
+    std::fs::write(path, serde_json::to_string_pretty(v)? + "\n").with_context(|| format!("writing {}", path.display()))
+}
+
+fn write_shard(path: &Path, group: &[(String, Vec<usize>)], cfg: &ModelConfig, rng: &mut Rng) -> Result<usize> {
+    // Header: names sorted as the reference writer does; data in the same order.
+    let mut sorted: Vec<&(String, Vec<usize>)> = group.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut header = serde_json::Map::new();
+    let mut off = 0usize;
+    for (name, shape) in &sorted {
+        let f32_ = init_for(name, shape, cfg).2;
+        let bytes = shape.iter().product::<usize>() * if f32_ { 4 } else { 2 };
+        header.insert(
+            name.clone(),
+            serde_json::json!({"dtype": if f32_ {"F32"} else {"BF16"}, "shape": shape, "data_offsets": [off, off + bytes]}),
+        );
+        off += bytes;
+    }
+    header.insert("__metadata__".into(), serde_json::json!({"format": "pt"}));
+    let mut h = serde_json::to_string(&header)?.into_bytes();
+    while (h.len() + 8) % 8 != 0 {
+        h.push(b' ');
+    }
+    let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 22, file);
+    w.write_all(&(h.len() as u64).to_le_bytes())?;
+    w.write_all(&h)?;
+    for (name, shape) in &sorted {
+        let (mean, std, f32_) = init_for(name, shape, cfg);
+        let n: usize = shape.iter().product();
+        let mut buf = Vec::with_capacity(n * if f32_ { 4 } else { 2 });
+        for _ in 0..n {
+            let x = (mean + std * rng.normal()) as f32;
+            if f32_ {
+                buf.extend_from_slice(&x.to_le_bytes());
+            } else {
+                buf.extend_from_slice(&half::bf16::from_f32(x).to_le_bytes());
+            }
+        }
+        w.write_all(&buf)?;
+    }
+    w.flush()?;
+    Ok(off)
+}
+
+fn token_id(tok: &serde_json::Value, t: &str) -> u32 {
+    tok["model"]["vocab"][t].as_u64().expect("special token in vocab") as u32
+}
+
+/// GPT-2 style byte -> printable char map used by byte-level BPE.
+fn byte_chars() -> Vec<char> {
+    let mut bs: Vec<u32> = (b'!'..=b'~').chain(0xA1..=0xAC).chain(0xAE..=0xFF).map(|b| b as u32).collect();
+    let mut cs = bs.clone();
+    let mut n = 0;
+    for b in 0..=255u32 {
+        if !bs.contains(&b) {
+            bs.push(b);
+            cs.push(256 + n);
+            n += 1;
+        }
+    }
+    let mut out = vec![' '; 256];
+    for (b, c) in bs.into_iter().zip(cs) {
+        out[b as usize] = char::from_u32(c).unwrap();
+    }
+    out
+}
+
+/// A byte-level BPE tokenizer in the `tokenizers` JSON format: all 256 bytes, a few English
+/// merges, and the LLaDA2 special tokens.
+pub fn build_tokenizer_json() -> serde_json::Value {
+    let chars = byte_chars();
+    let mut vocab: Vec<String> = chars.iter().map(|c| c.to_string()).collect();
+    let sp = chars[b' ' as usize];
+    let merges_src: Vec<(String, String)> = [
+        ("t", "h"), ("th", "e"), ("i", "n"), ("e", "r"), ("a", "n"), ("o", "n"), ("r", "e"), ("e", "s"),
+        ("a", "t"), ("e", "n"), ("o", "u"), ("i", "s"), ("a", "r"), ("o", "r"), ("e", "d"), ("i", "t"),
+    ]
+    .iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .chain(["t", "a", "s", "w", "the", "i", "o", "h"].iter().map(|b| (sp.to_string(), b.to_string())))
+    .collect();
+    let mut merges = vec![];
+    for (a, b) in merges_src {
+        let m = format!("{a}{b}");
+        if !vocab.contains(&m) {
+            vocab.push(m);
+        }
+        merges.push(serde_json::json!([a, b]));
+    }
+    let mut added = vec![];
+    for s in SPECIALS {
+        added.push(serde_json::json!({"id": vocab.len(), "content": s, "single_word": false, "lstrip": false,
+            "rstrip": false, "normalized": false, "special": true}));
+        vocab.push(s.to_string());
+    }
+    let vocab_map: serde_json::Map<String, serde_json::Value> =
+        vocab.iter().enumerate().map(|(i, t)| (t.clone(), serde_json::json!(i))).collect();
+    let byte_level = serde_json::json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true});
+    serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null,
+        "added_tokens": added,
+        "normalizer": null,
+        "pre_tokenizer": byte_level,
+        "post_processor": null,
+        "decoder": byte_level,
+        "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+                  "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
+                  "vocab": vocab_map, "merges": merges}
+    })
+}

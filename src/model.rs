@@ -1,0 +1,48 @@
+//! The LLaDA2 forward, written once over [`Backend`].
+
+use crate::backend::{Backend, Linear, Norm, Pick, StepBatch};
+use crate::config::ModelConfig;
+use anyhow::Result;
+
+/// Run the batch through every layer (writing its K/V to the cache) and return the
+/// final-normed hidden states of `out_rows` only: the rows whose predictions are needed.
+pub fn forward_hidden<B: Backend>(b: &mut B, cfg: &ModelConfig, batch: &StepBatch, out_rows: &[usize]) -> Result<B::Act> {
+    let _r = crate::nvtx::range("forward");
+    let mut x = b.embed(&batch.tokens)?;
+    let mut pending: Option<B::Act> = None; // the last sub-block's output, not yet added to x
+    for l in 0..cfg.num_hidden_layers {
+        let _l = crate::nvtx::range_fmt(format_args!("layer {l}"));
+        let h = b.add_rms_norm(&mut x, pending.as_ref(), Norm::Input(l))?;
+        let attn = {
+            let _a = crate::nvtx::range("attention");
+            let qkv = b.linear(&h, Linear::Qkv(l))?;
+            let q = b.qk_norm_rope_store(&qkv, l, batch)?;
+            let o = b.attention(&q, l, batch)?;
+            b.linear(&o, Linear::AttnOut(l))?
+        };
+        let h = b.add_rms_norm(&mut x, Some(&attn), Norm::PostAttention(l))?;
+        let _m = crate::nvtx::range(if cfg.is_moe_layer(l) { "moe" } else { "mlp" });
+        pending = Some(b.ffn(&h, l)?);
+    }
+    let rows = b.gather_rows(&x, out_rows)?;
+    let last = match pending {
+        Some(p) => Some(b.gather_rows(&p, out_rows)?),
+        None => None,
+    };
+    let mut rows = rows;
+    b.add_rms_norm(&mut rows, last.as_ref(), Norm::Final)
+}
+
+/// Greedy picks (token, probability) for `out_rows`.
+pub fn forward_pick<B: Backend>(b: &mut B, cfg: &ModelConfig, batch: &StepBatch, out_rows: &[usize]) -> Result<Vec<Pick>> {
+    let h = forward_hidden(b, cfg, batch, out_rows)?;
+    let _r = crate::nvtx::range("lm_head");
+    b.lm_head_pick(&h)
+}
+
+/// Full logits for `out_rows`, `[out_rows.len() * vocab]`.
+pub fn forward_logits<B: Backend>(b: &mut B, cfg: &ModelConfig, batch: &StepBatch, out_rows: &[usize]) -> Result<Vec<f32>> {
+    let h = forward_hidden(b, cfg, batch, out_rows)?;
+    let _r = crate::nvtx::range("lm_head");
+    b.lm_head_logits(&h)
+}
