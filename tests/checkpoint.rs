@@ -1,0 +1,137 @@
+//! Loader errors: every broken checkpoint gives a clear message, never a panic.
+
+use dllm::checkpoint::Checkpoint;
+use dllm::make_model::make_model;
+use std::path::{Path, PathBuf};
+
+fn fresh(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("dllm-ck-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    make_model("tiny", &dir, 0).unwrap();
+    dir
+}
+
+fn open_err(dir: &Path) -> String {
+    match Checkpoint::open(dir) {
+        Ok(_) => panic!("expected an error for {}", dir.display()),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn first_shard(dir: &Path) -> PathBuf {
+    dir.join("model-00001-of-00003.safetensors")
+}
+
+#[test]
+fn tiny_checkpoint_opens_and_is_sharded() {
+    let dir = fresh("ok");
+    let ck = Checkpoint::open(&dir).unwrap();
+    assert!(ck.shard_names().len() >= 2, "tiny must exercise the sharded path");
+    let c = &ck.config;
+    assert!(c.first_k_dense_replace >= 1 && c.num_hidden_layers > c.first_k_dense_replace, "dense + MoE layers");
+    assert!(c.num_key_value_heads < c.num_attention_heads, "GQA");
+    assert!(c.n_group > 1 && c.topk_group < c.n_group, "several expert groups, group-limited");
+    assert!(c.rotary_dim() < c.head_dim(), "partial RoPE");
+    // expert_bias is stored as f32, the rest bf16: both dtypes load.
+    assert_eq!(ck.tensor("model.layers.1.mlp.gate.expert_bias").unwrap().dtype, dllm::checkpoint::DType::F32);
+}
+
+#[test]
+fn same_seed_same_bytes_other_seed_differs() {
+    let a = fresh("seed-a");
+    let b = fresh("seed-b");
+    let read = |d: &Path| std::fs::read(first_shard(d)).unwrap();
+    assert_eq!(read(&a), read(&b));
+    let c = std::env::temp_dir().join(format!("dllm-ck-{}-seed-c", std::process::id()));
+    make_model("tiny", &c, 1).unwrap();
+    assert_ne!(read(&a), read(&c));
+}
+
+#[test]
+fn truncated_shard() {
+    let dir = fresh("trunc");
+    let p = first_shard(&dir);
+    let bytes = std::fs::read(&p).unwrap();
+    std::fs::write(&p, &bytes[..bytes.len() - 100]).unwrap();
+    let e = open_err(&dir);
+    assert!(e.contains("not a valid safetensors file") && e.contains("truncated"), "{e}");
+}
+
+#[test]
+fn garbage_header() {
+    let dir = fresh("garbage");
+    std::fs::write(first_shard(&dir), b"\xff\xff\xff\xff\xff\xff\xff\xffnot json").unwrap();
+    let e = open_err(&dir);
+    assert!(e.contains("not a valid safetensors file"), "{e}");
+}
+
+#[test]
+fn wrong_shape_in_config() {
+    let dir = fresh("shape");
+    let cfg = dir.join("config.json");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace("\"moe_intermediate_size\": 32", "\"moe_intermediate_size\": 48");
+    std::fs::write(&cfg, text).unwrap();
+    let e = open_err(&dir);
+    assert!(e.contains("has shape") && e.contains("expected"), "{e}");
+}
+
+#[test]
+fn missing_tensor() {
+    let dir = fresh("missing");
+    let cfg = dir.join("config.json");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace("\"num_hidden_layers\": 3", "\"num_hidden_layers\": 4");
+    std::fs::write(&cfg, text).unwrap();
+    let e = open_err(&dir);
+    assert!(e.contains("model.layers.3") && e.contains("missing"), "{e}");
+}
+
+#[test]
+fn bad_config_json() {
+    let dir = fresh("badjson");
+    std::fs::write(dir.join("config.json"), "{\"model_type\": \"llada2_moe\", ").unwrap();
+    let e = open_err(&dir);
+    assert!(e.contains("not valid config JSON"), "{e}");
+}
+
+#[test]
+fn wrong_model_type() {
+    let dir = fresh("mtype");
+    let cfg = dir.join("config.json");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace("llada2_moe", "llama");
+    std::fs::write(&cfg, text).unwrap();
+    let e = open_err(&dir);
+    assert!(e.contains("unsupported model_type \"llama\""), "{e}");
+}
+
+#[test]
+fn missing_field_named() {
+    let dir = fresh("field");
+    let cfg = dir.join("config.json");
+    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+    v.as_object_mut().unwrap().remove("hidden_size");
+    std::fs::write(&cfg, v.to_string()).unwrap();
+    let e = open_err(&dir);
+    assert!(e.contains("hidden_size"), "{e}");
+}
+
+#[test]
+fn shard_named_in_index_is_missing() {
+    let dir = fresh("noshard");
+    std::fs::remove_file(first_shard(&dir)).unwrap();
+    let e = open_err(&dir);
+    assert!(e.contains("missing"), "{e}");
+}
+
+#[test]
+fn missing_tokenizer() {
+    let dir = fresh("notok");
+    std::fs::remove_file(dir.join("tokenizer.json")).unwrap();
+    let err = dllm::runtime::load(&dir, dllm::runtime::Device::Cpu).err().expect("must fail");
+    assert!(format!("{err:#}").contains("tokenizer.json is missing"), "{err:#}");
+}
+
+#[test]
+fn no_such_directory() {
+    let e = open_err(Path::new("/nonexistent/dllm-model"));
+    assert!(e.contains("does not exist"), "{e}");
+}
