@@ -34,6 +34,8 @@ pub struct GenParams {
     /// Use only `stop_token_ids`, not the model's EOS.
     pub replace_eos: bool,
     pub ignore_eos: bool,
+    /// Stop tokens among the first `min_new_tokens` generated ones do not end generation.
+    pub min_new_tokens: usize,
 }
 
 impl Default for GenParams {
@@ -50,6 +52,7 @@ impl Default for GenParams {
             stop_token_ids: vec![],
             replace_eos: false,
             ignore_eos: false,
+            min_new_tokens: 0,
         }
     }
 }
@@ -126,6 +129,9 @@ impl<B: Backend> Engine<B> {
         }
         if p.max_new_tokens == 0 {
             bail!("max_new_tokens must be at least 1");
+        }
+        if p.min_new_tokens > p.max_new_tokens {
+            bail!("min_new_tokens ({}) exceeds max_new_tokens ({})", p.min_new_tokens, p.max_new_tokens);
         }
         if let Some(&t) = prompt.iter().find(|&&t| t as usize >= self.cfg.vocab_size) {
             bail!("token id {t} is outside the vocabulary ({})", self.cfg.vocab_size);
@@ -241,7 +247,7 @@ impl<B: Backend> Engine<B> {
             r.blocks_done += 1;
             let stops = stop_ids(&r.params, self.eos_id);
             let generated = &r.tokens[r.layout.prompt_len..bs + b];
-            let (cut, matched) = cut_output(generated, r.params.max_new_tokens, &stops);
+            let (cut, matched) = cut_output_min(generated, r.params.max_new_tokens, &stops, r.params.min_new_tokens);
             let eos_final = matched.is_some() && !generated[..cut.len()].contains(&self.mask_id);
             let last = r.block + 1 >= r.layout.end_block();
             events.push(Event::Block { id: r.id, generated: cut.clone() });
@@ -362,9 +368,14 @@ impl<B: Backend + Send> DynEngine for Engine<B> {
 
 /// Cut generated tokens at max_new, then just after the first stop token (kept).
 pub fn cut_output(generated: &[u32], max_new: usize, stops: &[u32]) -> (Vec<u32>, Option<u32>) {
+    cut_output_min(generated, max_new, stops, 0)
+}
+
+/// [`cut_output`], where stop tokens among the first `min_new` are ordinary tokens.
+pub fn cut_output_min(generated: &[u32], max_new: usize, stops: &[u32], min_new: usize) -> (Vec<u32>, Option<u32>) {
     let g = &generated[..generated.len().min(max_new)];
-    match g.iter().position(|t| stops.contains(t)) {
-        Some(i) => (g[..=i].to_vec(), Some(g[i])),
+    match g.iter().enumerate().skip(min_new).find(|(_, t)| stops.contains(t)) {
+        Some((i, _)) => (g[..=i].to_vec(), Some(g[i])),
         None => (g.to_vec(), None),
     }
 }

@@ -9,4 +9,5 @@ pub mod make_model;
 pub mod model;
 pub mod nvtx;
 pub mod runtime;
+pub mod server;
 pub mod tokenizer;

@@ -25,6 +25,8 @@ enum Cmd {
     },
     /// Generate from one prompt (no --model-path: the embedded tiny model).
     Generate(GenerateArgs),
+    /// Serve the model over HTTP (SGLang's /generate and flags, OpenAI's /v1 routes).
+    Serve(dllm::server::ServeArgs),
 }
 
 #[derive(clap::Args)]
@@ -82,6 +84,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Generate(a) => generate(a),
+        Cmd::Serve(a) => dllm::server::run(a),
     }
 }
 

@@ -1,0 +1,348 @@
+//! OpenAI-compatible routes: `/v1/models`, `/v1/completions`, `/v1/chat/completions`
+//! (JSON or server-sent events with incremental deltas, `usage`, `stream_options.include_usage`).
+
+use super::errors::{ApiError, ApiResult};
+use super::generate::{as_bool, as_object, as_u32, encode, forward_all, is_unset, kind, new_rid, submit_all, FinishKind, Job, Running, Sampling, Update};
+use super::{json, log, sse, sse_event, AppState, Level, Resp, SSE_DONE};
+use crate::tokenizer::{apply_chat_template, ChatMessage};
+use bytes::Bytes;
+use hyper::StatusCode;
+use serde_json::{json, Map, Value};
+use std::sync::Arc;
+use std::time::Instant;
+
+pub fn models(st: &AppState) -> Value {
+    json!({
+        "object": "list",
+        "data": [{
+            "id": st.model_name,
+            "object": "model",
+            "created": st.created_unix,
+            "owned_by": "dllm",
+            "root": st.model_name,
+            "max_model_len": st.context_len,
+        }]
+    })
+}
+
+/// Request fields both routes share; the rest are sampling fields or errors.
+struct Common {
+    sampling: Sampling,
+    stream: bool,
+    include_usage: bool,
+    max_tokens_given: bool,
+    rid: Option<String>,
+}
+
+/// Fields OpenAI clients send that change nothing here.
+const IGNORED: &[&str] = &[
+    "user", "parallel_tool_calls", "chat_template_kwargs", "separate_reasoning", "stream_reasoning", "metadata",
+    "store", "service_tier", "reasoning_effort", "continue_final_message", "return_hidden_states", "lora_path",
+    "bootstrap_host", "bootstrap_port", "bootstrap_room", "priority",
+];
+
+fn parse_common(st: &AppState, o: &Map<String, Value>, own: &[&str]) -> ApiResult<Common> {
+    let mut c = Common { sampling: Sampling::new(st), stream: false, include_usage: false, max_tokens_given: false, rid: None };
+    // OpenAI's default temperature is 1; a request that wants greedy says so.
+    c.sampling.params.temperature = 1.0;
+    for (k, v) in o {
+        let k = k.as_str();
+        if own.contains(&k) {
+            continue;
+        }
+        match k {
+            "model" => {
+                if !v.is_string() && !v.is_null() {
+                    return Err(ApiError::bad_request(format!("model must be a string, got {}", kind(v))));
+                }
+            }
+            "max_tokens" | "max_completion_tokens" | "max_new_tokens" => {
+                if !v.is_null() {
+                    c.sampling.set("max_new_tokens", v, k)?;
+                    c.max_tokens_given = true;
+                }
+            }
+            "min_tokens" => {
+                c.sampling.set("min_new_tokens", v, k)?;
+            }
+            "stream" => c.stream = !v.is_null() && as_bool(v, k)?,
+            "stream_options" => {
+                if !v.is_null() {
+                    for (sk, sv) in as_object(v, k)? {
+                        match sk.as_str() {
+                            "include_usage" => c.include_usage = !sv.is_null() && as_bool(sv, "stream_options.include_usage")?,
+                            "continuous_usage_stats" => {}
+                            other => return Err(ApiError::bad_request(format!("unknown field stream_options.{other}"))),
+                        }
+                    }
+                }
+            }
+            "rid" => {
+                if let Some(s) = v.as_str() {
+                    c.rid = Some(s.to_string());
+                }
+            }
+            "echo" | "logprobs" | "top_logprobs" | "suffix" | "tools" | "functions" => {
+                if !is_unset(v) {
+                    return Err(ApiError::bad_request(format!("{k} is not supported by dllm")));
+                }
+            }
+            "best_of" => {
+                if !v.is_null() && v.as_u64() != Some(1) {
+                    return Err(ApiError::bad_request("best_of: only 1 is supported"));
+                }
+            }
+            "tool_choice" | "function_call" => {
+                if !(v.is_null() || v == "none" || v == "auto") {
+                    return Err(ApiError::bad_request(format!("{k} is not supported by dllm (no tool calling)")));
+                }
+            }
+            "response_format" => {
+                let plain = v.is_null() || v.get("type").and_then(Value::as_str) == Some("text");
+                if !plain {
+                    return Err(ApiError::bad_request("response_format: only {\"type\": \"text\"} is supported"));
+                }
+            }
+            k if IGNORED.contains(&k) => {
+                if !is_unset(v) {
+                    log(Level::Warn, &format!("field {k} is accepted but ignored"));
+                }
+            }
+            k => {
+                if !c.sampling.set(k, v, k)? {
+                    return Err(ApiError::bad_request(format!("unknown field {k:?} in the request")));
+                }
+            }
+        }
+    }
+    Ok(c)
+}
+
+fn usage(prompt: usize, completion: usize) -> Value {
+    json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
+}
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Text added since `prev` (cumulative text can, rarely, rewrite its tail: then what differs).
+fn delta(prev: &str, now: &str) -> String {
+    if let Some(d) = now.strip_prefix(prev) {
+        return d.to_string();
+    }
+    let common = prev.char_indices().zip(now.chars()).take_while(|((_, a), b)| a == b).count();
+    now.chars().skip(common).collect()
+}
+
+/// Everything that differs between the two routes' answers.
+#[derive(Clone, Copy, PartialEq)]
+enum Flavor {
+    Completion,
+    Chat,
+}
+
+pub async fn completions(st: &Arc<AppState>, body: Value) -> ApiResult<Resp> {
+    let started = Instant::now();
+    let o = as_object(&body, "the request body")?;
+    let mut c = parse_common(st, o, &["prompt"])?;
+    if !c.max_tokens_given {
+        c.sampling.params.max_new_tokens = 16;
+    }
+    let prompts: Vec<Vec<u32>> = match o.get("prompt") {
+        None | Some(Value::Null) => return Err(ApiError::bad_request("the request needs a prompt")),
+        Some(Value::String(s)) => vec![encode(st, s, "prompt")?],
+        Some(Value::Array(a)) if a.is_empty() => return Err(ApiError::bad_request("prompt is an empty list")),
+        Some(Value::Array(a)) if a.iter().all(Value::is_string) => a
+            .iter()
+            .enumerate()
+            .map(|(i, s)| encode(st, s.as_str().unwrap_or_default(), &format!("prompt[{i}]")))
+            .collect::<ApiResult<_>>()?,
+        Some(Value::Array(a)) if a.iter().all(Value::is_array) => a
+            .iter()
+            .enumerate()
+            .map(|(i, row)| ids(row, &format!("prompt[{i}]")))
+            .collect::<ApiResult<_>>()?,
+        Some(p @ Value::Array(_)) => vec![ids(p, "prompt")?],
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "prompt must be a string, a list of strings, or token ids, got {}",
+                kind(other)
+            )))
+        }
+    };
+    run(st, c, prompts, Flavor::Completion, started).await
+}
+
+fn ids(v: &Value, at: &str) -> ApiResult<Vec<u32>> {
+    let a = v.as_array().ok_or_else(|| ApiError::bad_request(format!("{at} must be a list of token ids")))?;
+    let r: Vec<u32> = a.iter().enumerate().map(|(i, t)| as_u32(t, &format!("{at}[{i}]"))).collect::<ApiResult<_>>()?;
+    if r.is_empty() {
+        return Err(ApiError::bad_request(format!("{at} is empty")));
+    }
+    Ok(r)
+}
+
+fn parse_messages(v: Option<&Value>) -> ApiResult<Vec<ChatMessage>> {
+    let a = match v {
+        Some(Value::Array(a)) if !a.is_empty() => a,
+        Some(Value::Array(_)) => return Err(ApiError::bad_request("messages is empty")),
+        None | Some(Value::Null) => return Err(ApiError::bad_request("the request needs messages")),
+        Some(other) => return Err(ApiError::bad_request(format!("messages must be a list, got {}", kind(other)))),
+    };
+    a.iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let at = format!("messages[{i}]");
+            let m = as_object(m, &at)?;
+            let role = m
+                .get("role")
+                .and_then(Value::as_str)
+                .ok_or_else(|| ApiError::bad_request(format!("{at}.role must be a string")))?;
+            let content = match m.get("content") {
+                None | Some(Value::Null) => String::new(),
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Array(parts)) => {
+                    let mut s = String::new();
+                    for (j, p) in parts.iter().enumerate() {
+                        let pat = format!("{at}.content[{j}]");
+                        match p.get("type").and_then(Value::as_str) {
+                            Some("text") => s.push_str(
+                                p.get("text")
+                                    .and_then(Value::as_str)
+                                    .ok_or_else(|| ApiError::bad_request(format!("{pat}.text must be a string")))?,
+                            ),
+                            Some(t) => return Err(ApiError::bad_request(format!("{pat}: content of type {t:?} is not supported"))),
+                            None => return Err(ApiError::bad_request(format!("{pat} needs a type"))),
+                        }
+                    }
+                    s
+                }
+                Some(other) => {
+                    return Err(ApiError::bad_request(format!(
+                        "{at}.content must be a string or a list of parts, got {}",
+                        kind(other)
+                    )))
+                }
+            };
+            Ok(ChatMessage { role: role.to_string(), content })
+        })
+        .collect()
+}
+
+pub async fn chat(st: &Arc<AppState>, body: Value) -> ApiResult<Resp> {
+    let started = Instant::now();
+    let o = as_object(&body, "the request body")?;
+    let mut c = parse_common(st, o, &["messages"])?;
+    let messages = parse_messages(o.get("messages"))?;
+    let prompt = encode(st, &apply_chat_template(&messages), "messages")?;
+    if !c.max_tokens_given {
+        // No limit asked: as much as the context leaves (whole blocks).
+        let b = c.sampling.params.block_size.max(1);
+        let room = (st.context_len / b * b).saturating_sub(prompt.len());
+        c.sampling.params.max_new_tokens = room.max(1);
+    }
+    run(st, c, vec![prompt], Flavor::Chat, started).await
+}
+
+async fn run(st: &Arc<AppState>, c: Common, prompts: Vec<Vec<u32>>, flavor: Flavor, started: Instant) -> ApiResult<Resp> {
+    let id = match flavor {
+        Flavor::Completion => format!("cmpl-{}", c.rid.clone().unwrap_or_else(new_rid)),
+        Flavor::Chat => format!("chatcmpl-{}", c.rid.clone().unwrap_or_else(new_rid)),
+    };
+    let jobs: Vec<Job> = prompts
+        .into_iter()
+        .enumerate()
+        .map(|(i, prompt)| Job { prompt, sampling: c.sampling.clone(), rid: format!("{id}-{i}") })
+        .collect();
+    let runs: Vec<Running> = submit_all(st, jobs, started).await?;
+    let prompt_tokens: Vec<usize> = runs.iter().map(|r| r.prompt_tokens).collect();
+    let model = st.model_name.clone();
+    let created = now_unix();
+    let (object, chunk_object) = match flavor {
+        Flavor::Completion => ("text_completion", "text_completion"),
+        Flavor::Chat => ("chat.completion", "chat.completion.chunk"),
+    };
+    if !c.stream {
+        let mut choices = vec![];
+        let mut completion = 0;
+        for (i, r) in runs.into_iter().enumerate() {
+            let u = r.finish().await;
+            let fin = u.finish.clone().unwrap_or(FinishKind::Length(0));
+            if let FinishKind::Abort(m) = &fin {
+                return Err(ApiError::internal(format!("generation failed: {m}")));
+            }
+            completion += u.output_ids.len();
+            choices.push(match flavor {
+                Flavor::Completion => json!({
+                    "index": i, "text": u.text, "logprobs": null,
+                    "finish_reason": fin.openai(), "matched_stop": fin.matched(),
+                }),
+                Flavor::Chat => json!({
+                    "index": i,
+                    "message": {"role": "assistant", "content": u.text, "reasoning_content": null, "tool_calls": null},
+                    "logprobs": null, "finish_reason": fin.openai(), "matched_stop": fin.matched(),
+                }),
+            });
+        }
+        let p: usize = prompt_tokens.iter().sum();
+        return Ok(json(
+            StatusCode::OK,
+            &json!({"id": id, "object": object, "created": created, "model": model, "choices": choices, "usage": usage(p, completion)}),
+        ));
+    }
+    let (resp, tx) = sse();
+    let mut rx = forward_all(runs);
+    let include_usage = c.include_usage;
+    tokio::spawn(async move {
+        let n = prompt_tokens.len();
+        let mut sent = vec![String::new(); n];
+        let mut completion = vec![0usize; n];
+        let chunk = |choice: Value| json!({"id": id, "object": chunk_object, "created": created, "model": model, "choices": [choice], "usage": null});
+        if flavor == Flavor::Chat {
+            for i in 0..n {
+                let first = chunk(json!({"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}));
+                if tx.send(sse_event(&first)).await.is_err() {
+                    return;
+                }
+            }
+        }
+        loop {
+            let (i, u): (usize, Update) = tokio::select! {
+                m = rx.recv() => match m { Some(m) => m, None => break },
+                _ = tx.closed() => return,
+            };
+            let d = delta(&sent[i], &u.text);
+            sent[i] = u.text.clone();
+            completion[i] = u.output_ids.len();
+            let fin = u.finish.as_ref();
+            if let Some(FinishKind::Abort(m)) = fin {
+                let e = ApiError::internal(format!("generation failed: {m}"));
+                let _ = tx.send(sse_event(&e.body())).await;
+                continue;
+            }
+            let choice = match flavor {
+                Flavor::Completion => json!({
+                    "index": i, "text": d, "logprobs": null,
+                    "finish_reason": fin.map(FinishKind::openai), "matched_stop": fin.map(FinishKind::matched),
+                }),
+                Flavor::Chat => json!({
+                    "index": i, "delta": {"content": d}, "logprobs": null,
+                    "finish_reason": fin.map(FinishKind::openai), "matched_stop": fin.map(FinishKind::matched),
+                }),
+            };
+            if tx.send(sse_event(&chunk(choice))).await.is_err() {
+                return;
+            }
+        }
+        if include_usage {
+            let p: usize = prompt_tokens.iter().sum();
+            let u = json!({"id": id, "object": chunk_object, "created": created, "model": model, "choices": [], "usage": usage(p, completion.iter().sum())});
+            if tx.send(sse_event(&u)).await.is_err() {
+                return;
+            }
+        }
+        let _ = tx.send(Bytes::from_static(SSE_DONE.as_bytes())).await;
+    });
+    Ok(resp)
+}

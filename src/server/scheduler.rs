@@ -1,0 +1,346 @@
+//! The engine thread. It alone owns the engine (the GPU): HTTP handlers send it requests
+//! through a channel; it admits up to `max_running` at once (the rest wait in a queue of at
+//! most `max_queue`), calls `step` while any request is active (one step carries the current
+//! blocks of all of them), and routes each request's events back through its own channel.
+//! A request whose receiver is gone (the client left) is cancelled and its cache freed.
+
+use super::metrics::Metrics;
+use crate::engine::{DynEngine, Event, GenParams, Output};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{mpsc, Arc};
+use std::time::Instant;
+use tokio::sync::{mpsc as tmpsc, oneshot};
+
+/// What a request hears from the engine thread.
+#[derive(Debug)]
+pub enum ReqEvent {
+    /// A block finished; everything generated so far (cut as the output would be).
+    Block { generated: Vec<u32> },
+    Done(Output),
+    Failed(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SubmitError {
+    /// The engine's `validate` refused it: the caller's fault (400).
+    Invalid(String),
+    /// Running slots and queue are full (503).
+    QueueFull { running: usize, queued: usize },
+    /// The engine thread is gone (503).
+    Stopped,
+}
+
+impl std::fmt::Display for SubmitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SubmitError::Invalid(m) => write!(f, "{m}"),
+            SubmitError::QueueFull { running, queued } => write!(
+                f,
+                "the server is at capacity ({running} requests running, {queued} queued); retry later"
+            ),
+            SubmitError::Stopped => write!(f, "the engine has stopped"),
+        }
+    }
+}
+
+struct Submit {
+    key: u64,
+    prompt: Vec<u32>,
+    params: GenParams,
+    events: tmpsc::UnboundedSender<ReqEvent>,
+    reply: oneshot::Sender<Result<(), SubmitError>>,
+}
+
+enum Cmd {
+    Submit(Submit),
+    Cancel(u64),
+    Shutdown,
+}
+
+/// Handle to the engine thread; cheap to share (wrap in `Arc`).
+pub struct Scheduler {
+    tx: std::sync::Mutex<mpsc::Sender<Cmd>>,
+    next_key: AtomicU64,
+    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// A submitted request: its events, and a guard that cancels it when dropped unfinished.
+pub struct Ticket {
+    pub events: tmpsc::UnboundedReceiver<ReqEvent>,
+    key: u64,
+    tx: mpsc::Sender<Cmd>,
+    done: bool,
+}
+
+impl Ticket {
+    /// The request ended (Done or Failed arrived): dropping the ticket needs no cancel.
+    pub fn mark_done(&mut self) {
+        self.done = true;
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.tx.send(Cmd::Cancel(self.key));
+        }
+    }
+}
+
+impl Scheduler {
+    pub fn start(engine: Box<dyn DynEngine>, max_running: usize, max_queue: usize, metrics: Arc<Metrics>) -> Scheduler {
+        let (tx, rx) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("dllm-engine".into())
+            .spawn(move || EngineLoop::new(engine, max_running.max(1), max_queue, metrics).run(rx))
+            .expect("spawning the engine thread");
+        Scheduler { tx: std::sync::Mutex::new(tx), next_key: AtomicU64::new(1), thread: std::sync::Mutex::new(Some(thread)) }
+    }
+
+    fn sender(&self) -> mpsc::Sender<Cmd> {
+        self.tx.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Validate and queue a request. Returns once the engine thread has accepted or refused it.
+    pub async fn submit(&self, prompt: Vec<u32>, params: GenParams) -> Result<Ticket, SubmitError> {
+        let key = self.next_key.fetch_add(1, Relaxed);
+        let (etx, erx) = tmpsc::unbounded_channel();
+        let (rtx, rrx) = oneshot::channel();
+        let tx = self.sender();
+        tx.send(Cmd::Submit(Submit { key, prompt, params, events: etx, reply: rtx })).map_err(|_| SubmitError::Stopped)?;
+        match rrx.await {
+            Ok(Ok(())) => Ok(Ticket { events: erx, key, tx, done: false }),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(SubmitError::Stopped),
+        }
+    }
+
+    /// Stop the engine thread (requests still running get `Failed`) and wait for it.
+    pub fn shutdown(&self) {
+        let _ = self.sender().send(Cmd::Shutdown);
+        if let Some(t) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct Pending {
+    key: u64,
+    prompt: Vec<u32>,
+    params: GenParams,
+    events: tmpsc::UnboundedSender<ReqEvent>,
+    queued_at: Instant,
+}
+
+struct Active {
+    key: u64,
+    events: tmpsc::UnboundedSender<ReqEvent>,
+}
+
+struct EngineLoop {
+    engine: Box<dyn DynEngine>,
+    max_running: usize,
+    max_queue: usize,
+    metrics: Arc<Metrics>,
+    queue: VecDeque<Pending>,
+    /// Engine request id -> the request.
+    active: HashMap<u64, Active>,
+    /// Request key -> engine request id.
+    ids: HashMap<u64, u64>,
+    stopping: bool,
+}
+
+impl EngineLoop {
+    fn new(engine: Box<dyn DynEngine>, max_running: usize, max_queue: usize, metrics: Arc<Metrics>) -> Self {
+        EngineLoop {
+            engine,
+            max_running,
+            max_queue,
+            metrics,
+            queue: VecDeque::new(),
+            active: HashMap::new(),
+            ids: HashMap::new(),
+            stopping: false,
+        }
+    }
+
+    fn run(mut self, rx: mpsc::Receiver<Cmd>) {
+        loop {
+            if self.active.is_empty() && self.queue.is_empty() {
+                // Idle: sleep until a command comes (or every handle is gone).
+                match rx.recv() {
+                    Ok(c) => self.handle(c),
+                    Err(_) => break,
+                }
+            }
+            loop {
+                match rx.try_recv() {
+                    Ok(c) => self.handle(c),
+                    Err(mpsc::TryRecvError::Empty) => break,
+                    Err(mpsc::TryRecvError::Disconnected) => {
+                        self.stopping = true;
+                        break;
+                    }
+                }
+            }
+            if self.stopping {
+                break;
+            }
+            self.admit();
+            if !self.active.is_empty() {
+                self.step();
+            }
+            self.publish();
+        }
+        for (_, a) in self.active.drain() {
+            let _ = a.events.send(ReqEvent::Failed("the server is shutting down".into()));
+        }
+        for p in self.queue.drain(..) {
+            let _ = p.events.send(ReqEvent::Failed("the server is shutting down".into()));
+        }
+        self.publish();
+    }
+
+    fn publish(&self) {
+        self.metrics.running.store(self.active.len() as u64, Relaxed);
+        self.metrics.queued.store(self.queue.len() as u64, Relaxed);
+    }
+
+    fn handle(&mut self, c: Cmd) {
+        match c {
+            Cmd::Submit(s) => {
+                let verdict = match self.engine.validate(&s.prompt, &s.params) {
+                    Err(e) => Err(SubmitError::Invalid(format!("{e:#}"))),
+                    Ok(()) if self.active.len() + self.queue.len() >= self.max_running + self.max_queue => {
+                        Err(SubmitError::QueueFull { running: self.active.len(), queued: self.queue.len() })
+                    }
+                    Ok(()) => Ok(()),
+                };
+                if verdict.is_ok() {
+                    self.queue.push_back(Pending {
+                        key: s.key,
+                        prompt: s.prompt,
+                        params: s.params,
+                        events: s.events,
+                        queued_at: Instant::now(),
+                    });
+                }
+                // If the handler has gone meanwhile, its ticket's cancel follows in the channel.
+                let _ = s.reply.send(verdict);
+                self.publish();
+            }
+            Cmd::Cancel(key) => {
+                if let Some(i) = self.queue.iter().position(|p| p.key == key) {
+                    self.queue.remove(i);
+                    self.metrics.requests_cancelled.fetch_add(1, Relaxed);
+                } else if let Some(id) = self.ids.remove(&key) {
+                    self.active.remove(&id);
+                    self.engine.cancel(id);
+                    self.metrics.requests_cancelled.fetch_add(1, Relaxed);
+                }
+                self.publish();
+            }
+            Cmd::Shutdown => self.stopping = true,
+        }
+    }
+
+    fn admit(&mut self) {
+        while self.active.len() < self.max_running {
+            let Some(p) = self.queue.pop_front() else { break };
+            if p.events.is_closed() {
+                self.metrics.requests_cancelled.fetch_add(1, Relaxed);
+                continue;
+            }
+            self.metrics.queue_time.observe(p.queued_at.elapsed().as_secs_f64());
+            let n = p.prompt.len() as u64;
+            match self.engine.add(p.prompt, p.params) {
+                Ok(id) => {
+                    self.metrics.prompt_tokens.fetch_add(n, Relaxed);
+                    self.ids.insert(p.key, id);
+                    self.active.insert(id, Active { key: p.key, events: p.events });
+                }
+                Err(e) => {
+                    self.metrics.requests_failed.fetch_add(1, Relaxed);
+                    let _ = p.events.send(ReqEvent::Failed(format!("{e:#}")));
+                }
+            }
+        }
+    }
+
+    fn step(&mut self) {
+        let n = self.active.len() as u64;
+        let t0 = Instant::now();
+        let events = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.engine.step())) {
+            Ok(ev) => ev,
+            Err(p) => {
+                // Never take the server down with one bad step: fail what was running.
+                let msg = p
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "panic".into());
+                super::log(super::Level::Error, &format!("engine step panicked: {msg}"));
+                let ids: Vec<u64> = self.active.keys().copied().collect();
+                ids.into_iter()
+                    .map(|id| {
+                        self.engine.cancel(id);
+                        Event::Failed { id, error: format!("internal error in the engine: {msg}") }
+                    })
+                    .collect()
+            }
+        };
+        self.metrics.step_time.observe(t0.elapsed().as_secs_f64());
+        self.metrics.engine_steps.fetch_add(1, Relaxed);
+        self.metrics.request_steps.fetch_add(n, Relaxed);
+        self.metrics.batch_size.observe(n as f64);
+        let done: Vec<u64> = events.iter().filter_map(|e| if let Event::Done { id, .. } = e { Some(*id) } else { None }).collect();
+        let mut gone = vec![];
+        for ev in events {
+            match ev {
+                Event::Block { id, generated } => {
+                    self.metrics.blocks.fetch_add(1, Relaxed);
+                    // The last block arrives with its Done; one message is enough.
+                    if done.contains(&id) {
+                        continue;
+                    }
+                    if let Some(a) = self.active.get(&id) {
+                        if a.events.send(ReqEvent::Block { generated }).is_err() {
+                            gone.push(id);
+                        }
+                    }
+                }
+                Event::Done { id, output } => {
+                    if let Some(a) = self.active.remove(&id) {
+                        self.ids.remove(&a.key);
+                        let toks = output.output_ids.len() as u64;
+                        self.metrics.generation_tokens.fetch_add(toks, Relaxed);
+                        self.metrics.requests_ok.fetch_add(1, Relaxed);
+                        if output.steps > 0 {
+                            self.metrics.tokens_per_step.observe(toks as f64 / output.steps as f64);
+                        }
+                        let _ = a.events.send(ReqEvent::Done(output));
+                    }
+                }
+                Event::Failed { id, error } => {
+                    if let Some(a) = self.active.remove(&id) {
+                        self.ids.remove(&a.key);
+                        self.metrics.requests_failed.fetch_add(1, Relaxed);
+                        let _ = a.events.send(ReqEvent::Failed(error));
+                    }
+                }
+            }
+        }
+        // Requests nobody listens to any more: free their cache now.
+        gone.extend(self.active.iter().filter(|(_, a)| a.events.is_closed()).map(|(id, _)| *id));
+        gone.sort_unstable();
+        gone.dedup();
+        for id in gone {
+            if let Some(a) = self.active.remove(&id) {
+                self.ids.remove(&a.key);
+                self.engine.cancel(id);
+                self.metrics.requests_cancelled.fetch_add(1, Relaxed);
+            }
+        }
+    }
+}
