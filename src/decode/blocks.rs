@@ -3,7 +3,7 @@
 
 /// Tokens each step must unmask: B split evenly over `steps`, the remainder to the first steps.
 pub fn quota_schedule(block_size: usize, steps: usize) -> Vec<usize> {
-    let steps = steps.clamp(1, block_size.max(1));
+    let steps = steps.max(1); // steps > B: the extra steps have quota 0 (threshold only), as in LLaDA2's generate
     let (base, rem) = (block_size / steps, block_size % steps);
     (0..steps).map(|s| base + usize::from(s < rem)).collect()
 }
