@@ -60,6 +60,12 @@ struct GenerateArgs {
     /// Print {"text", "output_ids", "steps", ...} as JSON.
     #[arg(long)]
     json: bool,
+    /// Time denoising steps on random device weights of this preset (e.g. mini) instead of a
+    /// checkpoint: a prompt of --prefix-len random ids, --max-new-tokens generated (CUDA only).
+    #[arg(long)]
+    random_weights: Option<String>,
+    #[arg(long, default_value_t = 1024)]
+    prefix_len: usize,
 }
 
 fn main() {
@@ -89,6 +95,11 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn generate(a: GenerateArgs) -> Result<()> {
+    if let Some(p) = &a.random_weights {
+        let blocks = a.max_new_tokens.div_ceil(a.block_size).max(1);
+        println!("{}", runtime::random_weights_steps(p, a.prefix_len, a.block_size, blocks, a.seed)?);
+        return Ok(());
+    }
     let dir = runtime::resolve_model(a.model_path.as_deref())?;
     let mut m = runtime::load(&dir, a.device)?;
     let text = if a.chat {

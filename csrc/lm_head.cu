@@ -1,0 +1,64 @@
+// The pick after lm_head: per row, argmax (ties: lowest id) and its softmax probability
+// 1 / sum(exp(l - max)). The logits come from a cuBLAS GEMM into a scratch buffer (a first
+// step: a fused GEMM + row-reduce would never write them). CPU twin: backend::cpu::pick_row.
+#include "common.cuh"
+
+#define PICK_THREADS 512
+
+extern "C" __global__ void __launch_bounds__(PICK_THREADS) row_argmax(const PickParams p) {
+    __shared__ float sm[PICK_THREADS / WARP];
+    __shared__ int si[PICK_THREADS / WARP];
+    __shared__ float scratch[32];
+    const float* l = p.logits + (size_t)blockIdx.x * p.vocab;
+    float best = -FLT_MAX;
+    int bi = 0x7fffffff;
+    for (int i = threadIdx.x; i < p.vocab; i += blockDim.x) {
+        float v = l[i];
+        if (v > best) {
+            best = v;
+            bi = i;
+        }
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        float ov = __shfl_xor_sync(0xffffffffu, best, o);
+        int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+        if (ov > best || (ov == best && oi < bi)) {
+            best = ov;
+            bi = oi;
+        }
+    }
+    int lane = threadIdx.x % WARP, w = threadIdx.x / WARP;
+    if (lane == 0) {
+        sm[w] = best;
+        si[w] = bi;
+    }
+    __syncthreads();
+    if (w == 0) {
+        best = lane < PICK_THREADS / WARP ? sm[lane] : -FLT_MAX;
+        bi = lane < PICK_THREADS / WARP ? si[lane] : 0x7fffffff;
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) {
+            float ov = __shfl_xor_sync(0xffffffffu, best, o);
+            int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+            if (ov > best || (ov == best && oi < bi)) {
+                best = ov;
+                bi = oi;
+            }
+        }
+        if (lane == 0) {
+            sm[0] = best;
+            si[0] = bi;
+        }
+    }
+    __syncthreads();
+    float m = sm[0];
+    int arg = si[0];
+    float z = 0.f;
+    for (int i = threadIdx.x; i < p.vocab; i += blockDim.x) z += expf(l[i] - m);
+    z = block_sum(z, scratch);
+    if (threadIdx.x == 0) {
+        p.token[blockIdx.x] = (uint32_t)arg;
+        p.prob[blockIdx.x] = 1.f / z;
+    }
+}

@@ -1,0 +1,68 @@
+//! Step timing on random device weights of a preset (shapes that cannot be shipped):
+//! a prompt of `prefix_len` random ids, then `blocks` blocks of `block` tokens, one token
+//! unmasked per step (FixedCount 1: random weights make thresholds meaningless), so every
+//! block takes `block` denoising steps. Each step ends with the picks on the host, so the
+//! wall clock around `Engine::step` is the real step time (launches and host work included).
+
+use super::{CudaBackend, CudaOptions};
+use crate::engine::{Engine, Event, GenParams, Policy};
+use crate::make_model::{preset, Rng};
+use anyhow::{bail, Result};
+
+pub struct StepTimes {
+    pub backend: String,
+    /// The first step: prompt prefill + the first block.
+    pub first_ms: f64,
+    /// Every later step, in order.
+    pub steps_ms: Vec<f64>,
+}
+
+impl StepTimes {
+    pub fn median_ms(&self) -> f64 {
+        let mut v = self.steps_ms.clone();
+        v.sort_by(|a, b| a.total_cmp(b));
+        if v.is_empty() {
+            return f64::NAN;
+        }
+        v[v.len() / 2]
+    }
+}
+
+pub fn random_steps(preset_name: &str, prefix_len: usize, block: usize, blocks: usize, seed: u64) -> Result<StepTimes> {
+    let mut cfg = preset(preset_name)?;
+    if cfg.vocab_size == 0 {
+        cfg.vocab_size = 512; // tiny's vocabulary is sized by its tokenizer; any size works here
+    }
+    let v = cfg.vocab_size as u32;
+    let mask = cfg.mask_token_id.unwrap_or(v - 1);
+    let eos = cfg.eos_token_id.unwrap_or(v - 2);
+    let backend = CudaBackend::random(cfg.clone(), seed, &CudaOptions::default())?;
+    let mut engine = Engine::new(backend, cfg, mask, eos);
+    let mut rng = Rng::new(seed);
+    let limit = v.min(150_000) - 2;
+    let prompt: Vec<u32> = (0..prefix_len.max(1)).map(|_| (rng.next_u64() % limit as u64) as u32).collect();
+    let params = GenParams {
+        max_new_tokens: block * blocks,
+        block_size: block,
+        policy: Policy::FixedCount { k: 1 },
+        ignore_eos: true,
+        ..GenParams::default()
+    };
+    let name = crate::engine::DynEngine::backend_name(&engine);
+    engine.add(prompt, params)?;
+    let mut times = vec![];
+    loop {
+        let t0 = std::time::Instant::now();
+        let evs = engine.step();
+        times.push(t0.elapsed().as_secs_f64() * 1e3);
+        for ev in evs {
+            match ev {
+                Event::Done { .. } => {
+                    return Ok(StepTimes { backend: name, first_ms: times[0], steps_ms: times[1..].to_vec() });
+                }
+                Event::Failed { error, .. } => bail!(error),
+                _ => {}
+            }
+        }
+    }
+}

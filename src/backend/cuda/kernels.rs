@@ -1,0 +1,162 @@
+//! The only `unsafe` of the CUDA backend: loading the embedded fatbins, allocating
+//! uninitialised device memory, launching kernels and calling cuBLAS. Each launch checks its
+//! error and names the kernel. With `DLLM_CUDA_SYNC=1` every launch also synchronises, so an
+//! asynchronous fault is reported against the kernel that caused it.
+
+use anyhow::{anyhow, Context, Result};
+use cudarc::cublas::{sys as cublas_sys, CudaBlas};
+use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+pub mod params {
+    include!(concat!(env!("OUT_DIR"), "/params.rs"));
+}
+use params::*;
+
+mod embedded {
+    include!(concat!(env!("OUT_DIR"), "/kernels_embed.rs"));
+}
+
+// SAFETY: each params struct is plain #[repr(C)] data (device pointers as u64, 32-bit scalars)
+// whose layout build.rs checks against csrc/params.h on both sides.
+unsafe impl DeviceRepr for EmbedParams {}
+unsafe impl DeviceRepr for GatherParams {}
+unsafe impl DeviceRepr for NormParams {}
+unsafe impl DeviceRepr for RopeParams {}
+unsafe impl DeviceRepr for AttnParams {}
+unsafe impl DeviceRepr for RouterParams {}
+unsafe impl DeviceRepr for PermuteParams {}
+unsafe impl DeviceRepr for MoeGemmParams {}
+unsafe impl DeviceRepr for CombineParams {}
+unsafe impl DeviceRepr for SiluMulParams {}
+unsafe impl DeviceRepr for PickParams {}
+unsafe impl DeviceRepr for UnmaskParams {}
+unsafe impl DeviceRepr for InitParams {}
+
+pub struct Kernels {
+    pub stream: Arc<CudaStream>,
+    blas: CudaBlas,
+    fns: HashMap<String, CudaFunction>,
+    sync_each: bool,
+}
+
+/// The raw device address of a buffer (what the params structs carry).
+pub fn ptr<T>(s: &CudaSlice<T>, stream: &CudaStream) -> u64 {
+    s.device_ptr(stream).0
+}
+
+impl Kernels {
+    pub fn new(ctx: &Arc<CudaContext>) -> Result<Self> {
+        // SAFETY: the backend uses one stream, so cudarc's per-buffer event tracking is not needed.
+        unsafe { ctx.disable_event_tracking() };
+        let stream = ctx.default_stream();
+        // cudarc loads libcublas lazily and panics when it is absent: make that an error.
+        let blas = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| CudaBlas::new(stream.clone())))
+            .map_err(|_| anyhow!("libcublas (CUDA 13) could not be loaded; put its folder on LD_LIBRARY_PATH"))?
+            .map_err(|e| anyhow!("cublasCreate: {e:?}"))?;
+        let mut fns = HashMap::new();
+        for (module, fatbin) in embedded::MODULES {
+            let m = ctx
+                .load_module(cudarc::nvrtc::Ptx::from_binary(fatbin.to_vec()))
+                .with_context(|| format!("loading CUDA module {module}.cu (does the driver support this GPU?)"))?;
+            for name in kernel_names(module) {
+                let f = m.load_function(name).with_context(|| format!("kernel {name} in {module}.cu"))?;
+                fns.insert(name.to_string(), f);
+            }
+        }
+        let sync_each = std::env::var("DLLM_CUDA_SYNC").map(|v| v == "1").unwrap_or(false);
+        Ok(Kernels { stream, blas, fns, sync_each })
+    }
+
+    /// Launch `name` with one params struct. The params must point at live device buffers of
+    /// the sizes the kernel's comment in csrc/ states; the callers in mod.rs build them so.
+    pub fn launch<P: DeviceRepr>(&self, name: &str, grid: (u32, u32, u32), block: u32, p: &P) -> Result<()> {
+        let f = self.fns.get(name).ok_or_else(|| anyhow!("kernel {name} is not in the embedded modules"))?;
+        if grid.0 == 0 || grid.1 == 0 || grid.2 == 0 {
+            return Ok(());
+        }
+        let cfg = LaunchConfig { grid_dim: grid, block_dim: (block, 1, 1), shared_mem_bytes: 0 };
+        let mut b = self.stream.launch_builder(f);
+        b.arg(p);
+        // SAFETY: `p` carries device pointers into allocations that outlive the launch (they are
+        // owned by the backend or by the caller's activations, freed stream-ordered after it).
+        unsafe { b.launch(cfg) }.map_err(|e| anyhow!("launching kernel {name}: {e:?}"))?;
+        if self.sync_each {
+            self.stream.synchronize().map_err(|e| anyhow!("kernel {name} failed: {e:?}"))?;
+        }
+        Ok(())
+    }
+
+    /// Uninitialised device memory; an out-of-memory is an error naming what was being allocated.
+    pub fn alloc<T: DeviceRepr>(&self, n: usize, what: &str) -> Result<CudaSlice<T>> {
+        // SAFETY: every buffer from here is written by a kernel or a copy before it is read
+        // (the tests poison outputs to check this).
+        unsafe { self.stream.alloc::<T>(n.max(1)) }
+            .map_err(|e| anyhow!("allocating {what} ({} bytes) on the GPU: {e:?}", n * std::mem::size_of::<T>()))
+    }
+
+    /// Row-major `y[rows, n] = x[rows, k] w[n, k]^T` with bf16 inputs and f32 output (cuBLAS,
+    /// fp32 accumulate). `beta = 1` accumulates into y.
+    #[allow(clippy::too_many_arguments)]
+    pub fn gemm_bf16_f32(&self, what: &str, x: u64, w: u64, y: u64, rows: usize, n: usize, k: usize, beta: f32) -> Result<()> {
+        if rows == 0 {
+            return Ok(());
+        }
+        let (alpha, beta) = (1.0f32, beta);
+        // cuBLAS runs in the thread's current context (the engine may live on another thread).
+        self.stream.context().bind_to_thread().map_err(|e| anyhow!("binding the CUDA context: {e:?}"))?;
+        // Column-major view: y^T (n x rows) = w (k x n)^T * x^T (k x rows).
+        // SAFETY: x, w, y are device buffers of at least rows*k, n*k and rows*n elements.
+        unsafe {
+            cudarc::cublas::result::gemm_ex(
+                *self.blas.handle(),
+                cublas_sys::cublasOperation_t::CUBLAS_OP_T,
+                cublas_sys::cublasOperation_t::CUBLAS_OP_N,
+                n as i32,
+                rows as i32,
+                k as i32,
+                &alpha as *const f32 as *const _,
+                w as *const _,
+                cublas_sys::cudaDataType_t::CUDA_R_16BF,
+                k as i32,
+                x as *const _,
+                cublas_sys::cudaDataType_t::CUDA_R_16BF,
+                k as i32,
+                &beta as *const f32 as *const _,
+                y as *mut _,
+                cublas_sys::cudaDataType_t::CUDA_R_32F,
+                n as i32,
+                cublas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                cublas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+            )
+        }
+        .map_err(|e| anyhow!("cuBLAS GEMM {what} ({rows}x{n}x{k}): {e:?}"))?;
+        if self.sync_each {
+            self.stream.synchronize().map_err(|e| anyhow!("cuBLAS GEMM {what} failed: {e:?}"))?;
+        }
+        Ok(())
+    }
+
+    pub fn sync(&self, what: &str) -> Result<()> {
+        self.stream.synchronize().map_err(|e| anyhow!("CUDA error surfaced at {what}: {e:?}"))
+    }
+}
+
+/// The extern "C" kernels of each csrc module.
+fn kernel_names(module: &str) -> &'static [&'static str] {
+    match module {
+        "gather" => &["embed_gather", "gather_rows"],
+        "norm" => &["add_rms_norm"],
+        "rope" => &["qk_norm_rope_store"],
+        "attention" => &["block_attention"],
+        "moe_router" => &["moe_router"],
+        "moe_permute" => &["moe_permute", "moe_combine"],
+        "moe_gemm" => &["moe_gate_up", "moe_down"],
+        "mlp" => &["silu_mul"],
+        "lm_head" => &["row_argmax"],
+        "unmask" => &["unmask_low_confidence"],
+        "init" => &["init_normal"],
+        _ => &[],
+    }
+}

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Runs ON the GPU machine (no cargo, no network), from the repo root, with .carry/ built by
+# tools/gpu-test.sh: per-kernel tests, fixture tests on cuda, compute-sanitizer over one tiny
+# generation, the tiny model and the mini shape (random device weights, prefix 1024, batch 1)
+# through `dllm generate --device cuda`. Logs go to $OUT; a pass/fail table is printed last.
+set -uo pipefail
+OUT=${OUT:-/tmp/gpu-test-out}
+mkdir -p "$OUT"
+export DLLM_CACHE_DIR=/tmp/dllm-cache
+C=.carry
+declare -a NAMES RESULTS
+row() { NAMES+=("$1"); RESULTS+=("$2"); }
+run() {  # name, log file, command...
+    local name=$1 log=$2; shift 2
+    echo "=== $name: $*" | tee -a "$OUT/$log"
+    local t0=$(date +%s)
+    if "$@" >>"$OUT/$log" 2>&1; then row "$name" "PASS ($(( $(date +%s) - t0 ))s)"; else row "$name" "FAIL rc=$? (see $log)"; fi
+    tail -n 12 "$OUT/$log"
+}
+# cuBLAS is loaded at run time (cudarc dynamic loading): find a CUDA 13 libcublas.
+CUBLAS=$(ls /usr/local/cuda/lib64/libcublas.so.13* /usr/local/cuda-13*/lib64/libcublas.so.13* /usr/lib/x86_64-linux-gnu/libcublas.so.13* 2>/dev/null | head -1)
+[ -z "$CUBLAS" ] && CUBLAS=$(find / -xdev -name 'libcublas.so.13*' 2>/dev/null | head -1)
+echo "libcublas: ${CUBLAS:-not found}" | tee "$OUT/libs.txt"
+[ -n "$CUBLAS" ] && export LD_LIBRARY_PATH=$(dirname "$CUBLAS"):${LD_LIBRARY_PATH:-}
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/device.txt"
+
+run "cuda_kernels tests" tests.log $C/test_cuda_kernels --test-threads=1 --nocapture
+run "cpu fixture tests" tests.log $C/test_model_vs_fixtures --test-threads=2
+run "tiny generate cuda" tiny.log sh -c "$C/dllm generate --device cuda --json --max-new-tokens 64 > $OUT/tiny_cuda.json"
+run "tiny generate cpu" tiny.log sh -c "$C/dllm generate --device cpu --json --max-new-tokens 64 > $OUT/tiny_cpu.json"
+cat "$OUT/tiny_cuda.json" "$OUT/tiny_cpu.json"
+run "tiny cuda == cpu tokens" tiny.log python3 -c "import json,sys; a=json.load(open('$OUT/tiny_cuda.json')); b=json.load(open('$OUT/tiny_cpu.json')); print(a['output_ids']); print(b['output_ids']); sys.exit(a['output_ids']!=b['output_ids'])"
+if command -v compute-sanitizer >/dev/null; then
+    run "memcheck tiny generation" memcheck.log compute-sanitizer --tool memcheck --error-exitcode 3 $C/dllm generate --device cuda --max-new-tokens 32
+else
+    row "memcheck tiny generation" "SKIP (no compute-sanitizer)"
+fi
+run "mini random weights, prefix 1024" mini.log $C/dllm generate --device cuda --random-weights mini --prefix-len 1024 --block-size 32 --max-new-tokens 64
+
+echo
+echo "| check | result |"
+echo "| --- | --- |"
+for i in "${!NAMES[@]}"; do echo "| ${NAMES[$i]} | ${RESULTS[$i]} |"; done | tee "$OUT/table.md"
+grep -h "ms/step" "$OUT/mini.log" || true
