@@ -1,0 +1,557 @@
+//! `dllm serve` end to end: the real server on a loopback port, the tiny model on the CPU
+//! backend, spoken to over plain HTTP/1.1 (a small client below, no extra dependencies).
+//! Most servers here run with `--threshold 0` (every mask of a block is decided in one step)
+//! so debug builds stay fast; one test keeps the default threshold for a multi-step check.
+
+use dllm::engine::{GenParams, Policy};
+use dllm::runtime::{self, Device};
+use dllm::server::{self, RunningServer, ServeArgs};
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const PROMPT: &str = "<role>SYSTEM</role>detailed thinking off<|role_end|><role>HUMAN</role>Why did Camus say that Sisyphus was happy?<|role_end|><role>ASSISTANT</role>";
+
+fn model_dir() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let d = std::env::temp_dir().join(format!("dllm-server-test-{}", std::process::id()));
+        if !d.join("config.json").exists() {
+            dllm::make_model::make_model("tiny", &d, 0).expect("making the tiny model");
+        }
+        d
+    })
+    .clone()
+}
+
+async fn serve(extra: &[&str]) -> RunningServer {
+    let dir = model_dir();
+    let mut args = vec!["serve", "--model-path", dir.to_str().unwrap(), "--port", "0", "--device", "cpu", "--log-level", "error"];
+    args.extend_from_slice(extra);
+    server::start(ServeArgs::parse_from(args).unwrap()).await.expect("server starts")
+}
+
+// ------------------------------------------------------------------------------------------
+// A small HTTP/1.1 client.
+
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+    /// The `data:` payloads of a server-sent event stream.
+    fn events(&self) -> Vec<String> {
+        sse_payloads(&self.text())
+    }
+}
+
+fn sse_payloads(s: &str) -> Vec<String> {
+    s.split("\n\n").filter_map(|e| e.strip_prefix("data: ")).map(str::to_string).collect()
+}
+
+fn head(method: &str, path: &str, headers: &[(&str, &str)], body_len: Option<usize>) -> String {
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if let Some(n) = body_len {
+        req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {n}\r\n"));
+    }
+    req.push_str("\r\n");
+    req
+}
+
+async fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Reply {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(head(method, path, headers, body.map(<[u8]>::len)).as_bytes()).await.unwrap();
+    if let Some(b) = body {
+        // The server may answer (413) and close before reading it all.
+        let _ = s.write_all(b).await;
+    }
+    let mut raw = vec![];
+    let _ = s.read_to_end(&mut raw).await;
+    parse_reply(&raw)
+}
+
+fn parse_reply(raw: &[u8]) -> Reply {
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a complete response head");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    let chunked = headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    if chunked {
+        body = dechunk(&body);
+    }
+    Reply { status, headers, body }
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = vec![];
+    loop {
+        let Some(i) = b.windows(2).position(|w| w == b"\r\n") else { break };
+        let n = usize::from_str_radix(String::from_utf8_lossy(&b[..i]).trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        let start = i + 2;
+        out.extend_from_slice(&b[start..(start + n).min(b.len())]);
+        b = &b[(start + n + 2).min(b.len())..];
+    }
+    out
+}
+
+async fn post(addr: SocketAddr, path: &str, v: &Value) -> Reply {
+    request(addr, "POST", path, &[], Some(v.to_string().as_bytes())).await
+}
+
+async fn get(addr: SocketAddr, path: &str) -> Reply {
+    request(addr, "GET", path, &[], None).await
+}
+
+/// Open a streaming request and read until its first event (or the head, for `events = 0`).
+async fn open_stream(addr: SocketAddr, v: &Value, events: usize) -> (TcpStream, String) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let body = v.to_string();
+    s.write_all(head("POST", "/generate", &[], Some(body.len())).as_bytes()).await.unwrap();
+    s.write_all(body.as_bytes()).await.unwrap();
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let n = tokio::time::timeout(deadline - Instant::now(), s.read(&mut buf)).await.expect("stream stalled").unwrap();
+        assert!(n > 0, "stream closed early: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        if seen.contains("\r\n\r\n") && seen.matches("data: ").count() >= events {
+            return (s, seen);
+        }
+    }
+}
+
+async fn metric(addr: SocketAddr, name: &str) -> f64 {
+    let m = get(addr, "/metrics").await.text();
+    m.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("no metric {name}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+async fn wait_metric(addr: SocketAddr, name: &str, ok: impl Fn(f64) -> bool) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = metric(addr, name).await;
+        if ok(v) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{name} stuck at {v}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn assert_error(r: &Reply, status: u16, needle: &str) {
+    assert_eq!(r.status, status, "body: {}", r.text());
+    let v = r.json();
+    let msg = v["error"]["message"].as_str().unwrap_or_else(|| panic!("no error.message in {v}"));
+    assert!(msg.contains(needle), "{msg:?} does not mention {needle:?}");
+    assert_eq!(v["error"]["code"], json!(status), "{v}");
+    assert!(v["error"]["type"].is_string(), "{v}");
+}
+
+// ------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn greedy_generate_matches_engine_and_cli() {
+    let srv = serve(&["--threshold", "0"]).await;
+    let r = post(srv.addr, "/generate", &json!({"text": PROMPT, "sampling_params": {"temperature": 0, "max_new_tokens": 40}})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+
+    let mut m = runtime::load(&model_dir(), Device::Cpu).unwrap();
+    let prompt = m.tokenizer.encode(PROMPT).unwrap();
+    let params = GenParams { max_new_tokens: 40, policy: Policy::LowConfidence { threshold: 0.0 }, ..GenParams::default() };
+    let out = m.engine.generate(prompt.clone(), params).unwrap();
+    assert_eq!(v["output_ids"], json!(out.output_ids));
+    assert_eq!(v["text"], json!(m.tokenizer.decode(&out.output_ids, true)));
+    let meta = &v["meta_info"];
+    assert_eq!(meta["prompt_tokens"], json!(prompt.len()));
+    assert_eq!(meta["completion_tokens"], json!(out.output_ids.len()));
+    assert_eq!(meta["denoising_steps"], json!(out.steps));
+    assert!(meta["id"].is_string() && meta["e2e_latency"].is_number(), "{meta}");
+    match out.finish {
+        dllm::engine::Finish::Stop(t) => assert_eq!(meta["finish_reason"], json!({"type": "stop", "matched": t})),
+        dllm::engine::Finish::Length => assert_eq!(meta["finish_reason"], json!({"type": "length", "length": 40})),
+    }
+
+    // The CLI prints the same.
+    let cli = std::process::Command::new(env!("CARGO_BIN_EXE_dllm"))
+        .args(["generate", "--model-path", model_dir().to_str().unwrap(), "--prompt", PROMPT])
+        .args(["--max-new-tokens", "40", "--threshold", "0", "--device", "cpu", "--json"])
+        .output()
+        .unwrap();
+    assert!(cli.status.success(), "{}", String::from_utf8_lossy(&cli.stderr));
+    let c: Value = serde_json::from_slice(&cli.stdout).unwrap();
+    assert_eq!(c["output_ids"], v["output_ids"]);
+    assert_eq!(c["text"], v["text"]);
+
+    // input_ids give the same answer; a batch answers a list, in order; rid is echoed.
+    let r = post(srv.addr, "/generate", &json!({"input_ids": prompt, "rid": "abc", "sampling_params": {"temperature": 0, "max_new_tokens": 40}})).await;
+    assert_eq!(r.json()["output_ids"], v["output_ids"]);
+    assert_eq!(r.json()["meta_info"]["id"], "abc");
+    let r = post(srv.addr, "/generate", &json!({"text": [PROMPT, "Hello"], "sampling_params": {"temperature": 0, "max_new_tokens": 40}})).await;
+    let list = r.json();
+    assert_eq!(list.as_array().map(Vec::len), Some(2), "{list}");
+    assert_eq!(list[0]["output_ids"], v["output_ids"]);
+    let hello = post(srv.addr, "/generate", &json!({"text": "Hello", "sampling_params": {"temperature": 0, "max_new_tokens": 40}})).await;
+    assert_eq!(list[1]["output_ids"], hello.json()["output_ids"]);
+    srv.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streaming_is_cumulative_and_matches_non_streaming() {
+    // Default threshold here: blocks take several steps.
+    let srv = serve(&["--diffusion-block-size", "8"]).await;
+    let sp = json!({"temperature": 0, "max_new_tokens": 20, "ignore_eos": true});
+    let whole = post(srv.addr, "/generate", &json!({"text": PROMPT, "sampling_params": sp})).await.json();
+    let r = post(srv.addr, "/generate", &json!({"text": PROMPT, "sampling_params": sp, "stream": true})).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("text/event-stream"));
+    let ev = r.events();
+    assert_eq!(ev.last().map(String::as_str), Some("[DONE]"), "{ev:?}");
+    let ev: Vec<Value> = ev[..ev.len() - 1].iter().map(|e| serde_json::from_str(e).unwrap()).collect();
+    assert_eq!(ev.len(), 3, "one event per block of 8 for 20 tokens: {ev:?}");
+    let mut prev: Vec<Value> = vec![];
+    for (i, e) in ev.iter().enumerate() {
+        let ids = e["output_ids"].as_array().unwrap().clone();
+        assert!(ids.len() > prev.len() && ids[..prev.len()] == prev[..], "event {i} is not cumulative");
+        assert_eq!(e["meta_info"]["completion_tokens"], json!(ids.len()));
+        assert_eq!(e["meta_info"]["finish_reason"].is_null(), i + 1 < ev.len(), "{e}");
+        prev = ids;
+    }
+    let last = ev.last().unwrap();
+    assert_eq!(last["text"], whole["text"]);
+    assert_eq!(last["output_ids"], whole["output_ids"]);
+    assert_eq!(last["meta_info"]["finish_reason"], json!({"type": "length", "length": 20}));
+    srv.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_strings_stop_ids_and_min_new_tokens() {
+    let srv = serve(&["--threshold", "0"]).await;
+    let base = post(srv.addr, "/generate", &json!({"text": "Hello", "sampling_params": {"temperature": 0, "max_new_tokens": 32, "ignore_eos": true}})).await.json();
+    let ids: Vec<u32> = serde_json::from_value(base["output_ids"].clone()).unwrap();
+    let text = base["text"].as_str().unwrap().to_string();
+    // stop_token_ids: cut just after the first occurrence (kept), matched = the id.
+    let t = ids[4];
+    let first = ids.iter().position(|&x| x == t).unwrap();
+    let r = post(srv.addr, "/generate", &json!({"text": "Hello", "sampling_params": {"temperature": 0, "max_new_tokens": 32, "ignore_eos": true, "stop_token_ids": [t]}})).await.json();
+    assert_eq!(r["output_ids"], json!(ids[..=first]));
+    assert_eq!(r["meta_info"]["finish_reason"], json!({"type": "stop", "matched": t}));
+    // min_new_tokens: a stop id before it does not count.
+    let r = post(srv.addr, "/generate", &json!({"text": "Hello", "sampling_params": {"temperature": 0, "max_new_tokens": 32, "ignore_eos": true, "stop_token_ids": [t], "min_new_tokens": first + 1}})).await.json();
+    let later = ids.iter().skip(first + 1).position(|&x| x == t).map(|p| p + first + 1);
+    match later {
+        Some(p) => assert_eq!(r["output_ids"], json!(ids[..=p])),
+        None => assert_eq!(r["output_ids"], json!(ids)),
+    }
+    // A stop string: the text ends before it.
+    let piece = (0..text.len()).rev().find(|&i| text.is_char_boundary(i) && i > 0 && !text[i..].trim().is_empty()).unwrap();
+    let stop: String = text[piece..].chars().take(1).collect();
+    let at = text.find(&stop).unwrap();
+    let r = post(srv.addr, "/generate", &json!({"text": "Hello", "sampling_params": {"temperature": 0, "max_new_tokens": 32, "ignore_eos": true, "stop": [stop]}})).await.json();
+    assert_eq!(r["text"], json!(text[..at]), "{r}");
+    assert_eq!(r["meta_info"]["finish_reason"], json!({"type": "stop", "matched": stop}));
+    srv.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_clear_errors_and_the_server_keeps_serving() {
+    let srv = serve(&["--threshold", "0", "--max-body-bytes", "100000"]).await;
+    let a = srv.addr;
+    let raw = |s: &'static str| async move { request(a, "POST", "/generate", &[], Some(s.as_bytes())).await };
+    assert_error(&raw("{not json").await, 400, "not valid JSON");
+    assert_error(&raw("").await, 400, "empty");
+    assert_error(&raw("[1, 2]").await, 400, "JSON object");
+    let cases: Vec<(Value, &str)> = vec![
+        (json!({"text": 5}), "text must be"),
+        (json!({"text": "hi", "frobnicate": 1}), "frobnicate"),
+        (json!({"text": "hi", "sampling_params": {"temprature": 0}}), "sampling_params.temprature"),
+        (json!({"text": "hi", "sampling_params": {"temperature": "hot"}}), "sampling_params.temperature must be a number"),
+        (json!({"text": "hi", "sampling_params": 3}), "sampling_params must be a JSON object"),
+        (json!({"text": ""}), "text is empty"),
+        (json!({"text": []}), "empty list"),
+        (json!({"input_ids": []}), "input_ids is empty"),
+        (json!({"input_ids": [1, "x"]}), "input_ids[1]"),
+        (json!({"input_ids": [1, -3]}), "input_ids[1]"),
+        (json!({"input_ids": [99999999]}), "outside the vocabulary"),
+        (json!({"text": "hi", "input_ids": [1]}), "not both"),
+        (json!({"sampling_params": {}}), "text or input_ids"),
+        (json!({"text": "hi", "sampling_params": {"max_new_tokens": 0}}), "max_new_tokens must be at least 1"),
+        (json!({"text": "hi", "sampling_params": {"max_new_tokens": 1_000_000_000_000u64}}), "exceeds the context length"),
+        (json!({"text": "hi", "sampling_params": {"max_new_tokens": -5}}), "max_new_tokens must be >= 0"),
+        (json!({"text": "hi", "sampling_params": {"max_new_tokens": 1.5}}), "must be a non-negative integer"),
+        (json!({"text": "hi", "sampling_params": {"max_new_tokens": 4095}}), "exceeds the context length"),
+        (json!({"input_ids": vec![5u32; 5000]}), "exceeds the context length"),
+        (json!({"text": "hi", "sampling_params": {"block_size": 64}}), "block_size"),
+        (json!({"text": "hi", "sampling_params": {"top_p": 0}}), "top_p"),
+        (json!({"text": "hi", "sampling_params": {"temperature": -1}}), "temperature"),
+        (json!({"text": "hi", "sampling_params": {"min_new_tokens": 9, "max_new_tokens": 8}}), "min_new_tokens"),
+        (json!({"text": "hi", "sampling_params": {"regex": "a+"}}), "not supported"),
+        (json!({"text": "hi", "return_logprob": true}), "return_logprob is not supported"),
+        (json!({"text": "hi", "stream": "yes"}), "stream must be true or false"),
+        (json!({"text": ["a", "b"], "sampling_params": [{}]}), "1 entries for 2 prompts"),
+        (json!({"text": ["a", ""]}), "text[1] is empty"),
+    ];
+    for (body, needle) in cases {
+        let r = post(a, "/generate", &body).await;
+        assert_error(&r, 400, needle);
+    }
+    // Ignored SGLang fields are fine.
+    let r = post(a, "/generate", &json!({"text": "hi", "return_logprob": false, "log_metrics": true, "sampling_params": {"max_new_tokens": 4, "frequency_penalty": 0.0, "n": 1}})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_error(&get(a, "/nope").await, 404, "/nope");
+    assert_error(&get(a, "/generate").await, 405, "POST");
+    let big = format!("{{\"text\": \"{}\"}}", "a".repeat(200_000));
+    assert_error(&request(a, "POST", "/generate", &[], Some(big.as_bytes())).await, 413, "limit");
+    let r = post(a, "/v1/completions", &json!({"prompt": "hi", "bogus": 1})).await;
+    assert_error(&r, 400, "bogus");
+    let r = post(a, "/v1/chat/completions", &json!({"messages": "hi"})).await;
+    assert_error(&r, 400, "messages must be a list");
+    let r = post(a, "/v1/chat/completions", &json!({"messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function"}]})).await;
+    assert_error(&r, 400, "tools");
+    // Still serving.
+    assert_eq!(get(a, "/health").await.status, 200);
+    let r = post(a, "/generate", &json!({"text": "hi", "sampling_params": {"max_new_tokens": 4}})).await;
+    assert_eq!(r.status, 200);
+    assert!(metric(a, "dllm:http_errors_total").await >= 30.0);
+    srv.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_key_is_required_when_set() {
+    let srv = serve(&["--threshold", "0", "--api-key", "sekret"]).await;
+    let a = srv.addr;
+    let body = json!({"text": "hi", "sampling_params": {"max_new_tokens": 4}}).to_string();
+    let r = request(a, "POST", "/generate", &[], Some(body.as_bytes())).await;
+    assert_error(&r, 401, "missing API key");
+    let r = request(a, "POST", "/generate", &[("Authorization", "Bearer nope")], Some(body.as_bytes())).await;
+    assert_error(&r, 401, "invalid API key");
+    let r = request(a, "POST", "/generate", &[("Authorization", "Bearer sekret")], Some(body.as_bytes())).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_error(&get(a, "/v1/models").await, 401, "API key");
+    assert_eq!(get(a, "/health").await.status, 200);
+    assert_eq!(get(a, "/metrics").await.status, 200);
+    srv.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_full_is_503_and_disconnects_cancel() {
+    let srv = serve(&["--threshold", "0", "--max-running-requests", "1", "--max-queued-requests", "1"]).await;
+    let a = srv.addr;
+    let long = json!({"text": PROMPT, "stream": true, "sampling_params": {"max_new_tokens": 4000, "ignore_eos": true}});
+    // One running (we saw a block), one queued (we saw the answer's head), the third refused.
+    let (running, _) = open_stream(a, &long, 1).await;
+    let (queued, seen) = open_stream(a, &long, 0).await;
+    assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
+    assert_eq!(metric(a, "dllm:num_queue_reqs").await, 1.0);
+    let r = post(a, "/generate", &json!({"text": "hi", "sampling_params": {"max_new_tokens": 4}})).await;
+    assert_error(&r, 503, "capacity");
+    // Both clients leave: the queued one is dropped, the running one cancelled, cache freed.
+    drop(queued);
+    drop(running);
+    wait_metric(a, "dllm:num_running_reqs", |v| v == 0.0).await;
+    wait_metric(a, "dllm:num_queue_reqs", |v| v == 0.0).await;
+    wait_metric(a, "dllm:num_requests_cancelled_total", |v| v >= 2.0).await;
+    assert_eq!(metric(a, "dllm:num_requests_finished_total").await, 0.0);
+    // And it serves again.
+    let r = post(a, "/generate", &json!({"text": "hi", "sampling_params": {"max_new_tokens": 4}})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(srv.state.metrics.running.load(std::sync::atomic::Ordering::Relaxed), 0);
+    srv.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_four_concurrent_clients_all_get_complete_answers() {
+    let srv = serve(&["--threshold", "0", "--diffusion-block-size", "8", "--max-running-requests", "16"]).await;
+    let a = srv.addr;
+    let mut tasks = vec![];
+    for i in 0..64 {
+        tasks.push(tokio::spawn(async move {
+            let stream = i % 2 == 1;
+            let body = json!({"text": format!("Question number {i}?"), "stream": stream, "sampling_params": {"temperature": 0, "max_new_tokens": 12, "ignore_eos": true}});
+            let r = post(a, "/generate", &body).await;
+            assert_eq!(r.status, 200, "{}", r.text());
+            let v: Value = if stream {
+                let ev = r.events();
+                assert_eq!(ev.last().map(String::as_str), Some("[DONE]"));
+                serde_json::from_str(&ev[ev.len() - 2]).unwrap()
+            } else {
+                r.json()
+            };
+            assert_eq!(v["meta_info"]["completion_tokens"], 12, "{v}");
+            assert_eq!(v["meta_info"]["finish_reason"]["type"], "length");
+            v["output_ids"].clone()
+        }));
+    }
+    let mut outs = vec![];
+    for t in tasks {
+        outs.push(t.await.unwrap());
+    }
+    // Batched with others or alone, a greedy request gets the same tokens.
+    let alone = post(a, "/generate", &json!({"text": "Question number 5?", "sampling_params": {"temperature": 0, "max_new_tokens": 12, "ignore_eos": true}})).await.json();
+    assert_eq!(outs[5], alone["output_ids"]);
+    assert_eq!(metric(a, "dllm:num_requests_finished_total").await, 65.0);
+    assert!(metric(a, "dllm:step_batch_size_count").await > 0.0);
+    srv.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_routes_have_openai_shapes() {
+    let srv = serve(&["--threshold", "0", "--served-model-name", "llada2-tiny"]).await;
+    let a = srv.addr;
+    let m = get(a, "/v1/models").await.json();
+    assert_eq!(m["object"], "list");
+    assert_eq!(m["data"][0]["id"], "llada2-tiny");
+    assert_eq!(m["data"][0]["object"], "model");
+
+    let native = post(a, "/generate", &json!({"text": "Hello", "sampling_params": {"temperature": 0, "max_new_tokens": 16}})).await.json();
+    let c = post(a, "/v1/completions", &json!({"model": "llada2-tiny", "prompt": "Hello", "max_tokens": 16, "temperature": 0})).await.json();
+    assert_eq!(c["object"], "text_completion");
+    assert!(c["id"].as_str().unwrap().starts_with("cmpl-"));
+    assert_eq!(c["model"], "llada2-tiny");
+    assert_eq!(c["choices"][0]["text"], native["text"]);
+    assert!(["stop", "length"].contains(&c["choices"][0]["finish_reason"].as_str().unwrap()));
+    assert_eq!(c["usage"]["completion_tokens"], native["meta_info"]["completion_tokens"]);
+    assert_eq!(c["usage"]["prompt_tokens"], native["meta_info"]["prompt_tokens"]);
+    let total = c["usage"]["prompt_tokens"].as_u64().unwrap() + c["usage"]["completion_tokens"].as_u64().unwrap();
+    assert_eq!(c["usage"]["total_tokens"], total);
+
+    let r = post(a, "/v1/completions", &json!({"prompt": "Hello", "max_tokens": 16, "temperature": 0, "stream": true, "stream_options": {"include_usage": true}})).await;
+    let ev = r.events();
+    assert_eq!(ev.last().map(String::as_str), Some("[DONE]"));
+    let chunks: Vec<Value> = ev[..ev.len() - 1].iter().map(|e| serde_json::from_str(e).unwrap()).collect();
+    let text: String = chunks.iter().filter_map(|c| c["choices"][0]["text"].as_str()).collect();
+    assert_eq!(json!(text), native["text"]);
+    let usage = chunks.last().unwrap();
+    assert_eq!(usage["choices"], json!([]));
+    assert_eq!(usage["usage"]["total_tokens"], total);
+    assert!(chunks[chunks.len() - 2]["choices"][0]["finish_reason"].is_string());
+
+    let msgs = json!([{"role": "system", "content": "be brief"}, {"role": "user", "content": "Why?"}]);
+    let templ = dllm::tokenizer::apply_chat_template(&serde_json::from_value::<Vec<dllm::tokenizer::ChatMessage>>(msgs.clone()).unwrap());
+    let native = post(a, "/generate", &json!({"text": templ, "sampling_params": {"temperature": 0, "max_new_tokens": 16}})).await.json();
+    let c = post(a, "/v1/chat/completions", &json!({"model": "x", "messages": msgs, "max_tokens": 16, "temperature": 0})).await.json();
+    assert_eq!(c["object"], "chat.completion");
+    assert!(c["id"].as_str().unwrap().starts_with("chatcmpl-"));
+    assert_eq!(c["choices"][0]["message"]["role"], "assistant");
+    assert_eq!(c["choices"][0]["message"]["content"], native["text"]);
+    assert_eq!(c["usage"]["prompt_tokens"], native["meta_info"]["prompt_tokens"]);
+
+    let r = post(a, "/v1/chat/completions", &json!({"messages": msgs, "max_tokens": 16, "temperature": 0, "stream": true})).await;
+    let ev = r.events();
+    assert_eq!(ev.last().map(String::as_str), Some("[DONE]"));
+    let chunks: Vec<Value> = ev[..ev.len() - 1].iter().map(|e| serde_json::from_str(e).unwrap()).collect();
+    assert_eq!(chunks[0]["object"], "chat.completion.chunk");
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    let text: String = chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
+    assert_eq!(json!(text), native["text"]);
+    assert!(chunks.last().unwrap()["choices"][0]["finish_reason"].is_string());
+    srv.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn info_health_and_metrics_endpoints() {
+    let srv = serve(&["--threshold", "0", "--max-running-requests", "3"]).await;
+    let a = srv.addr;
+    assert_eq!(get(a, "/health").await.status, 200);
+    assert_eq!(get(a, "/health_generate").await.status, 200);
+    let mi = get(a, "/get_model_info").await.json();
+    assert_eq!(mi["is_generation"], true);
+    assert_eq!(mi["model_path"], json!(model_dir()));
+    let si = get(a, "/get_server_info").await.json();
+    assert_eq!(si["max_running_requests"], 3);
+    assert_eq!(si["dllm_algorithm"], "LowConfidence");
+    assert!(si["internal_states"][0]["num_running_reqs"].is_number(), "{si}");
+    let r = post(a, "/generate", &json!({"text": "hi", "sampling_params": {"max_new_tokens": 8, "ignore_eos": true}})).await;
+    assert_eq!(r.status, 200);
+    let m = get(a, "/metrics").await;
+    assert!(m.header("content-type").unwrap().starts_with("text/plain"));
+    let text = m.text();
+    for name in [
+        "dllm:num_requests_total",
+        "dllm:prompt_tokens_total",
+        "dllm:generation_tokens_total",
+        "dllm:denoising_steps_total",
+        "dllm:tokens_per_step",
+        "dllm:num_queue_reqs",
+        "dllm:num_running_reqs",
+        "dllm:e2e_request_latency_seconds_bucket",
+        "dllm:time_to_first_block_seconds_count",
+        "dllm:step_duration_seconds_sum",
+    ] {
+        assert!(text.contains(name), "{name} missing from /metrics");
+    }
+    assert!(metric(a, "dllm:generation_tokens_total").await >= 9.0);
+    assert!(metric(a, "dllm:denoising_steps_total").await >= 2.0);
+    srv.shutdown().await;
+}
+
+#[test]
+fn flags_are_checked_at_startup() {
+    let parse = |extra: &[&str]| {
+        let mut a = vec!["serve"];
+        a.extend_from_slice(extra);
+        server::Settings::from_args(&ServeArgs::parse_from(a).unwrap())
+    };
+    // The guide's launch line (with one GPU's --tp-size) is accepted.
+    let s = parse(&[
+        "--host", "127.0.0.1", "--port", "8188", "--trust-remote-code", "--disable-cuda-graph", "--disable-radix-cache",
+        "--mem-fraction-static", "0.9", "--attention-backend", "flashinfer", "--diffusion-algorithm", "LowConfidence",
+        "--diffusion-block-size", "32", "--tp-size", "1", "--max-running-requests", "1",
+    ])
+    .unwrap();
+    assert_eq!((s.port, s.block_size, s.max_running), (8188, 32, 1));
+    let err = |extra: &[&str]| format!("{:#}", parse(extra).unwrap_err());
+    assert!(err(&["--diffusion-algorithm", "Greedy"]).contains("LowConfidence"));
+    assert!(err(&["--dllm-algorithm", "Nope"]).contains("unknown diffusion algorithm"));
+    assert!(err(&["--tp-size", "4"]).contains("--tp-size 4"));
+    assert!(err(&["--threshold", "1.5"]).contains("threshold"));
+    assert!(err(&["--diffusion-block-size", "0"]).contains("block-size"));
+    assert!(err(&["--mem-fraction-static", "1.5"]).contains("mem-fraction"));
+    assert!(err(&["--diffusion-algorithm", "LowConfidence", "--dllm-algorithm", "Other"]).contains("disagree"));
+    assert!(err(&["--log-level", "loud"]).contains("log-level"));
+
+    let dir = std::env::temp_dir().join(format!("dllm-server-yaml-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let y = dir.join("algo.yaml");
+    std::fs::write(&y, "threshold: 0.9\n").unwrap();
+    let s = parse(&["--dllm-algorithm", "LowConfidence", "--dllm-algorithm-config", y.to_str().unwrap()]).unwrap();
+    assert!((s.threshold - 0.9).abs() < 1e-6);
+    let s = parse(&["--dllm-algorithm-config", y.to_str().unwrap(), "--threshold", "0.5"]).unwrap();
+    assert_eq!(s.threshold, 0.5);
+    std::fs::write(&y, "threshold: [oops\n").unwrap();
+    assert!(err(&["--dllm-algorithm-config", y.to_str().unwrap()]).contains("not valid YAML"));
+    std::fs::write(&y, "threshold: high\n").unwrap();
+    assert!(err(&["--dllm-algorithm-config", y.to_str().unwrap()]).contains("threshold must be a number"));
+    assert!(err(&["--dllm-algorithm-config", "/nonexistent.yaml"]).contains("reading"));
+    assert!(ServeArgs::parse_from(["serve", "--no-such-flag"]).is_err());
+}
