@@ -390,6 +390,22 @@ async fn queue_full_is_503_and_disconnects_cancel() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_leaving_a_non_streaming_request_cancels_it() {
+    let srv = serve(&["--threshold", "0"]).await;
+    let a = srv.addr;
+    let body = json!({"text": "hi", "sampling_params": {"max_new_tokens": 4000, "ignore_eos": true}}).to_string();
+    let mut s = TcpStream::connect(a).await.unwrap();
+    s.write_all(head("POST", "/generate", &[], Some(body.len())).as_bytes()).await.unwrap();
+    s.write_all(body.as_bytes()).await.unwrap();
+    wait_metric(a, "dllm:num_running_reqs", |v| v == 1.0).await;
+    drop(s);
+    wait_metric(a, "dllm:num_requests_cancelled_total", |v| v == 1.0).await;
+    assert_eq!(metric(a, "dllm:num_running_reqs").await, 0.0);
+    assert_eq!(metric(a, "dllm:num_requests_finished_total").await, 0.0);
+    srv.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixty_four_concurrent_clients_all_get_complete_answers() {
     let srv = serve(&["--threshold", "0", "--diffusion-block-size", "8", "--max-running-requests", "16"]).await;
     let a = srv.addr;

@@ -454,16 +454,33 @@ pub async fn start_with(settings: Settings, mut loaded: Loaded) -> Result<Runnin
     Ok(RunningServer { addr, state, stop, accept })
 }
 
-/// `dllm serve`: run until Ctrl-C.
+/// `dllm serve`: run until Ctrl-C or SIGTERM.
 pub fn run(args: ServeArgs) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async {
         let server = start(args).await?;
-        tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+        wait_for_signal().await?;
         log(Level::Info, "shutting down");
         server.shutdown().await;
         Ok(())
     })
+}
+
+/// Ctrl-C, or SIGTERM (what `docker stop` and systemd send).
+async fn wait_for_signal() -> Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
+            _ = term.recv() => {}
+        }
+        Ok(())
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")
+    }
 }
 
 async fn route(st: Arc<AppState>, req: Request<Incoming>) -> Resp {

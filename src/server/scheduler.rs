@@ -226,9 +226,9 @@ impl EngineLoop {
                         queued_at: Instant::now(),
                     });
                 }
+                self.publish();
                 // If the handler has gone meanwhile, its ticket's cancel follows in the channel.
                 let _ = s.reply.send(verdict);
-                self.publish();
             }
             Cmd::Cancel(key) => {
                 if let Some(i) = self.queue.iter().position(|p| p.key == key) {
