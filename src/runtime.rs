@@ -85,6 +85,9 @@ fn cuda_engine(_ck: &Checkpoint, _mask: u32, _eos: u32) -> Result<Box<dyn DynEng
 #[cfg(dllm_cuda)]
 pub fn random_weights_steps(preset: &str, prefix_len: usize, block: usize, blocks: usize, seed: u64) -> Result<String> {
     let t = crate::backend::cuda::bench::random_steps(preset, prefix_len, block, blocks, seed)?;
+    for (name, ms, calls) in &t.profile {
+        eprintln!("  {name:<28} {ms:8.3} ms/step  {calls:6.1} calls/step");
+    }
     Ok(format!(
         "{preset} random weights, prefix {prefix_len}, block {block}, batch 1: first step (prefill) {:.2} ms; {} later steps: median {:.3} ms/step, min {:.3}, max {:.3} [{}]",
         t.first_ms,

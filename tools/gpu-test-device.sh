@@ -24,21 +24,23 @@ echo "libcublas: ${CUBLAS:-not found}" | tee "$OUT/libs.txt"
 [ -n "$CUBLAS" ] && export LD_LIBRARY_PATH=$(dirname "$CUBLAS"):${LD_LIBRARY_PATH:-}
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/device.txt"
 
-run "cuda_kernels tests" tests.log $C/test_cuda_kernels --test-threads=1 --nocapture
-run "cpu fixture tests" tests.log $C/test_model_vs_fixtures --test-threads=2
+run "cuda_kernels tests" tests.log timeout 240 $C/test_cuda_kernels --test-threads=1 --nocapture
 run "tiny generate cuda" tiny.log sh -c "$C/dllm generate --device cuda --json --max-new-tokens 64 > $OUT/tiny_cuda.json"
 run "tiny generate cpu" tiny.log sh -c "$C/dllm generate --device cpu --json --max-new-tokens 64 > $OUT/tiny_cpu.json"
 cat "$OUT/tiny_cuda.json" "$OUT/tiny_cpu.json"
 run "tiny cuda == cpu tokens" tiny.log python3 -c "import json,sys; a=json.load(open('$OUT/tiny_cuda.json')); b=json.load(open('$OUT/tiny_cpu.json')); print(a['output_ids']); print(b['output_ids']); sys.exit(a['output_ids']!=b['output_ids'])"
+run "mini random weights, prefix 1024" mini.log timeout 200 $C/dllm generate --device cuda --random-weights mini --prefix-len 1024 --block-size 32 --max-new-tokens 64
+run "mini per-kernel profile (synchronised)" mini_profile.log env DLLM_PROFILE_KERNELS=1 timeout 200 $C/dllm generate --device cuda --random-weights mini --prefix-len 1024 --block-size 32 --max-new-tokens 64
+
 if command -v compute-sanitizer >/dev/null; then
-    run "memcheck tiny generation" memcheck.log compute-sanitizer --tool memcheck --error-exitcode 3 $C/dllm generate --device cuda --max-new-tokens 32
+    run "memcheck tiny generation" memcheck.log env DLLM_MEM_FRACTION_STATIC=0.02 timeout ${MEMCHECK_TIMEOUT:-200} compute-sanitizer --tool memcheck --error-exitcode 3 $C/dllm generate --device cuda --max-new-tokens 32
 else
     row "memcheck tiny generation" "SKIP (no compute-sanitizer)"
 fi
-run "mini random weights, prefix 1024" mini.log $C/dllm generate --device cuda --random-weights mini --prefix-len 1024 --block-size 32 --max-new-tokens 64
 
 echo
 echo "| check | result |"
 echo "| --- | --- |"
 for i in "${!NAMES[@]}"; do echo "| ${NAMES[$i]} | ${RESULTS[$i]} |"; done | tee "$OUT/table.md"
 grep -h "ms/step" "$OUT/mini.log" || true
+grep -h "ms/step" "$OUT/mini_profile.log" | head -30 || true

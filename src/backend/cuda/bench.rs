@@ -15,6 +15,8 @@ pub struct StepTimes {
     pub first_ms: f64,
     /// Every later step, in order.
     pub steps_ms: Vec<f64>,
+    /// Per-kernel time over the later steps (DLLM_PROFILE_KERNELS=1): (name, ms per step, calls per step).
+    pub profile: Vec<(String, f64, f64)>,
 }
 
 impl StepTimes {
@@ -55,10 +57,15 @@ pub fn random_steps(preset_name: &str, prefix_len: usize, block: usize, blocks: 
         let t0 = std::time::Instant::now();
         let evs = engine.step();
         times.push(t0.elapsed().as_secs_f64() * 1e3);
+        if times.len() == 1 {
+            engine.backend.profile_reset(); // the breakdown is of the steps after prefill
+        }
         for ev in evs {
             match ev {
                 Event::Done { .. } => {
-                    return Ok(StepTimes { backend: name, first_ms: times[0], steps_ms: times[1..].to_vec() });
+                    let n = (times.len() - 1).max(1) as f64;
+                    let profile = engine.backend.profile().into_iter().map(|(k, t, c)| (k, t / n, c as f64 / n)).collect();
+                    return Ok(StepTimes { backend: name, first_ms: times[0], steps_ms: times[1..].to_vec(), profile });
                 }
                 Event::Failed { error, .. } => bail!(error),
                 _ => {}

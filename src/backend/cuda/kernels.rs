@@ -7,7 +7,7 @@ use anyhow::{anyhow, Context, Result};
 use cudarc::cublas::{sys as cublas_sys, CudaBlas};
 use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg};
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 pub mod params {
     include!(concat!(env!("OUT_DIR"), "/params.rs"));
@@ -39,6 +39,9 @@ pub struct Kernels {
     blas: CudaBlas,
     fns: HashMap<String, CudaFunction>,
     sync_each: bool,
+    /// `DLLM_PROFILE_KERNELS=1`: synchronise around every launch and add up wall time per
+    /// kernel (a rough breakdown without nsys; it serialises the stream, so totals run high).
+    prof: Option<Mutex<HashMap<String, (f64, u64)>>>,
 }
 
 /// The raw device address of a buffer (what the params structs carry).
@@ -66,7 +69,38 @@ impl Kernels {
             }
         }
         let sync_each = std::env::var("DLLM_CUDA_SYNC").map(|v| v == "1").unwrap_or(false);
-        Ok(Kernels { stream, blas, fns, sync_each })
+        let prof = (std::env::var("DLLM_PROFILE_KERNELS").map(|v| v == "1").unwrap_or(false)).then(|| Mutex::new(HashMap::new()));
+        Ok(Kernels { stream, blas, fns, sync_each, prof })
+    }
+
+    fn prof_start(&self) -> Option<std::time::Instant> {
+        self.prof.as_ref()?;
+        self.stream.synchronize().ok()?;
+        Some(std::time::Instant::now())
+    }
+
+    fn prof_end(&self, name: &str, t0: Option<std::time::Instant>) {
+        if let (Some(p), Some(t0)) = (&self.prof, t0) {
+            let _ = self.stream.synchronize();
+            let mut m = p.lock().unwrap();
+            let e = m.entry(name.to_string()).or_insert((0.0, 0));
+            e.0 += t0.elapsed().as_secs_f64() * 1e3;
+            e.1 += 1;
+        }
+    }
+
+    /// (name, total ms, calls), largest first; empty unless DLLM_PROFILE_KERNELS=1.
+    pub fn profile(&self) -> Vec<(String, f64, u64)> {
+        let Some(p) = &self.prof else { return vec![] };
+        let mut v: Vec<_> = p.lock().unwrap().iter().map(|(k, &(t, n))| (k.clone(), t, n)).collect();
+        v.sort_by(|a, b| b.1.total_cmp(&a.1));
+        v
+    }
+
+    pub fn profile_reset(&self) {
+        if let Some(p) = &self.prof {
+            p.lock().unwrap().clear();
+        }
     }
 
     /// Launch `name` with one params struct. The params must point at live device buffers of
@@ -77,11 +111,13 @@ impl Kernels {
             return Ok(());
         }
         let cfg = LaunchConfig { grid_dim: grid, block_dim: (block, 1, 1), shared_mem_bytes: 0 };
+        let t0 = self.prof_start();
         let mut b = self.stream.launch_builder(f);
         b.arg(p);
         // SAFETY: `p` carries device pointers into allocations that outlive the launch (they are
         // owned by the backend or by the caller's activations, freed stream-ordered after it).
         unsafe { b.launch(cfg) }.map_err(|e| anyhow!("launching kernel {name}: {e:?}"))?;
+        self.prof_end(name, t0);
         if self.sync_each {
             self.stream.synchronize().map_err(|e| anyhow!("kernel {name} failed: {e:?}"))?;
         }
@@ -106,6 +142,7 @@ impl Kernels {
         let (alpha, beta) = (1.0f32, beta);
         // cuBLAS runs in the thread's current context (the engine may live on another thread).
         self.stream.context().bind_to_thread().map_err(|e| anyhow!("binding the CUDA context: {e:?}"))?;
+        let t0 = self.prof_start();
         // Column-major view: y^T (n x rows) = w (k x n)^T * x^T (k x rows).
         // SAFETY: x, w, y are device buffers of at least rows*k, n*k and rows*n elements.
         unsafe {
@@ -132,6 +169,7 @@ impl Kernels {
             )
         }
         .map_err(|e| anyhow!("cuBLAS GEMM {what} ({rows}x{n}x{k}): {e:?}"))?;
+        self.prof_end(&format!("cublas {what}"), t0);
         if self.sync_each {
             self.stream.synchronize().map_err(|e| anyhow!("cuBLAS GEMM {what} failed: {e:?}"))?;
         }

@@ -33,7 +33,9 @@ pub struct CudaOptions {
 
 impl Default for CudaOptions {
     fn default() -> Self {
-        CudaOptions { mem_fraction_static: 0.85, page_size: 32, max_kv_bytes: None, device: 0, poison: false }
+        // DLLM_MEM_FRACTION_STATIC overrides the KV fraction (e.g. a small cache under compute-sanitizer).
+        let frac = std::env::var("DLLM_MEM_FRACTION_STATIC").ok().and_then(|v| v.parse().ok()).unwrap_or(0.85);
+        CudaOptions { mem_fraction_static: frac, page_size: 32, max_kv_bytes: None, device: 0, poison: false }
     }
 }
 
@@ -111,6 +113,15 @@ impl CudaBackend {
 
     pub fn kv_pages(&self) -> (usize, usize) {
         (self.pool.free_pages(), self.pool.num_pages)
+    }
+
+    /// Per-kernel wall time (DLLM_PROFILE_KERNELS=1): (name, total ms, calls).
+    pub fn profile(&self) -> Vec<(String, f64, u64)> {
+        self.k.profile()
+    }
+
+    pub fn profile_reset(&self) {
+        self.k.profile_reset()
     }
 
     pub fn synchronize(&self) -> Result<()> {
