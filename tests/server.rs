@@ -507,6 +507,8 @@ async fn info_health_and_metrics_endpoints() {
     assert_eq!(si["max_running_requests"], 3);
     assert_eq!(si["dllm_algorithm"], "LowConfidence");
     assert!(si["internal_states"][0]["num_running_reqs"].is_number(), "{si}");
+    assert_eq!(get(a, "/server_info").await.json()["max_running_requests"], 3);
+    assert_eq!(post(a, "/flush_cache", &json!({})).await.status, 200);
     let r = post(a, "/generate", &json!({"text": "hi", "sampling_params": {"max_new_tokens": 8, "ignore_eos": true}})).await;
     assert_eq!(r.status, 200);
     let m = get(a, "/metrics").await;

@@ -522,13 +522,16 @@ async fn dispatch(st: &Arc<AppState>, req: Request<Incoming>) -> ApiResult<Resp>
         "/health" if is_get => Ok(full(StatusCode::OK, "text/plain", "")),
         "/health_generate" if is_get => generate::health_generate(st).await,
         "/metrics" if is_get => Ok(full(StatusCode::OK, "text/plain; version=0.0.4", st.metrics.render())),
-        "/get_model_info" if is_get => Ok(json(StatusCode::OK, &model_info(st))),
-        "/get_server_info" if is_get => Ok(json(StatusCode::OK, &server_info(st))),
+        "/get_model_info" | "/model_info" if is_get => Ok(json(StatusCode::OK, &model_info(st))),
+        "/get_server_info" | "/server_info" if is_get => Ok(json(StatusCode::OK, &server_info(st))),
+        // Benchmarks call it between runs; finished blocks' K/V are freed with their request.
+        "/flush_cache" if is_post || is_get => Ok(full(StatusCode::OK, "text/plain", "Cache flushed.\n")),
         "/v1/models" if is_get => Ok(json(StatusCode::OK, &openai::models(st))),
         "/generate" if is_post => generate::generate(st, read_json(st, req).await?).await,
         "/v1/completions" if is_post => openai::completions(st, read_json(st, req).await?).await,
         "/v1/chat/completions" if is_post => openai::chat(st, read_json(st, req).await?).await,
-        "/health" | "/health_generate" | "/metrics" | "/get_model_info" | "/get_server_info" | "/v1/models" => {
+        "/health" | "/health_generate" | "/metrics" | "/get_model_info" | "/model_info" | "/get_server_info"
+        | "/server_info" | "/v1/models" => {
             Err(ApiError::method_not_allowed(format!("{path} takes GET, not {method}")))
         }
         "/generate" | "/v1/completions" | "/v1/chat/completions" => {
