@@ -495,6 +495,42 @@ async fn openai_routes_have_openai_shapes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_stream_with_an_index_and_stop_strings_end_streams() {
+    let srv = serve(&["--threshold", "0", "--diffusion-block-size", "8"]).await;
+    let a = srv.addr;
+    let sp = json!({"temperature": 0, "max_new_tokens": 16, "ignore_eos": true});
+    let whole = post(a, "/generate", &json!({"text": ["Hello", "Why?"], "sampling_params": sp})).await.json();
+    let r = post(a, "/generate", &json!({"text": ["Hello", "Why?"], "sampling_params": sp, "stream": true, "rid": ["r0", "r1"]})).await;
+    let ev = r.events();
+    assert_eq!(ev.last().map(String::as_str), Some("[DONE]"));
+    let ev: Vec<Value> = ev[..ev.len() - 1].iter().map(|e| serde_json::from_str(e).unwrap()).collect();
+    for i in 0..2 {
+        let mine: Vec<&Value> = ev.iter().filter(|e| e["index"] == i).collect();
+        assert!(mine.len() >= 2, "16 tokens in blocks of 8 take at least two events (prompt {i})");
+        let last = mine.last().unwrap();
+        assert_eq!(last["output_ids"], whole[i]["output_ids"]);
+        assert_eq!(last["meta_info"]["id"], format!("r{i}"));
+    }
+    // A stop string inside the first block ends the stream there.
+    let text = whole[0]["text"].as_str().unwrap();
+    if let Some(c) = text.chars().find(|c| !c.is_whitespace() && *c != '\u{fffd}') {
+        let stop = c.to_string();
+        let r = post(a, "/generate", &json!({"text": "Hello", "sampling_params": {"temperature": 0, "max_new_tokens": 16, "ignore_eos": true, "stop": stop}, "stream": true})).await;
+        let ev = r.events();
+        let last: Value = serde_json::from_str(&ev[ev.len() - 2]).unwrap();
+        assert_eq!(last["meta_info"]["finish_reason"], json!({"type": "stop", "matched": stop}));
+        assert_eq!(last["text"], json!(&text[..text.find(c).unwrap()]));
+    }
+    // OpenAI completions take a list of prompts: one choice each, in order.
+    let c = post(a, "/v1/completions", &json!({"prompt": ["Hello", "Why?"], "max_tokens": 16, "temperature": 0, "ignore_eos": true})).await.json();
+    assert_eq!(c["choices"][0]["text"], whole[0]["text"]);
+    assert_eq!(c["choices"][1]["text"], whole[1]["text"]);
+    assert_eq!(c["choices"][1]["index"], 1);
+    assert_eq!(c["usage"]["completion_tokens"], 32);
+    srv.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn info_health_and_metrics_endpoints() {
     let srv = serve(&["--threshold", "0", "--max-running-requests", "3"]).await;
     let a = srv.addr;

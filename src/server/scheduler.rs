@@ -252,13 +252,20 @@ impl EngineLoop {
                 self.metrics.requests_cancelled.fetch_add(1, Relaxed);
                 continue;
             }
-            self.metrics.queue_time.observe(p.queued_at.elapsed().as_secs_f64());
             let n = p.prompt.len() as u64;
-            match self.engine.add(p.prompt, p.params) {
+            // A copy, so that the request can go back to the queue if it must wait for cache.
+            match self.engine.add(p.prompt.clone(), p.params.clone()) {
                 Ok(id) => {
+                    self.metrics.queue_time.observe(p.queued_at.elapsed().as_secs_f64());
                     self.metrics.prompt_tokens.fetch_add(n, Relaxed);
                     self.ids.insert(p.key, id);
                     self.active.insert(id, Active { key: p.key, events: p.events });
+                }
+                Err(e) if !self.active.is_empty() => {
+                    // Most likely the KV cache is full: wait until a running request ends.
+                    super::log(super::Level::Debug, &format!("request waits for cache: {e:#}"));
+                    self.queue.push_front(p);
+                    break;
                 }
                 Err(e) => {
                     self.metrics.requests_failed.fetch_add(1, Relaxed);
