@@ -312,8 +312,11 @@ async fn run(st: &Arc<AppState>, c: Common, prompts: Vec<Vec<u32>>, flavor: Flav
                 m = rx.recv() => match m { Some(m) => m, None => break },
                 _ = tx.closed() => return,
             };
-            let d = delta(&sent[i], &u.text);
-            sent[i] = u.text.clone();
+            // A trailing U+FFFD may be half a character whose rest comes in the next block:
+            // hold it back until then (deltas cannot be taken back).
+            let shown = if u.finish.is_none() { u.text.trim_end_matches('\u{fffd}') } else { u.text.as_str() };
+            let d = delta(&sent[i], shown);
+            sent[i] = shown.to_string();
             completion[i] = u.output_ids.len();
             let fin = u.finish.as_ref();
             if let Some(FinishKind::Abort(m)) = fin {
