@@ -360,6 +360,10 @@ async fn api_key_is_required_when_set() {
     assert_error(&get(a, "/v1/models").await, 401, "API key");
     assert_eq!(get(a, "/health").await.status, 200);
     assert_eq!(get(a, "/metrics").await.status, 200);
+    // Browsers' CORS preflight needs no key.
+    let r = request(a, "OPTIONS", "/generate", &[("Origin", "http://x"), ("Access-Control-Request-Method", "POST")], None).await;
+    assert_eq!(r.status, 204);
+    assert_eq!(r.header("access-control-allow-origin"), Some("*"));
     srv.shutdown().await;
 }
 

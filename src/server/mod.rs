@@ -487,7 +487,17 @@ async fn route(st: Arc<AppState>, req: Request<Incoming>) -> Resp {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let t0 = Instant::now();
-    let resp = match dispatch(&st, req).await {
+    // CORS, as SGLang allows it: any origin; preflights are answered here, before the key check.
+    if method == Method::OPTIONS {
+        let mut r = full(StatusCode::NO_CONTENT, "text/plain", "");
+        let h = r.headers_mut();
+        h.insert("access-control-allow-origin", hyper::header::HeaderValue::from_static("*"));
+        h.insert("access-control-allow-methods", hyper::header::HeaderValue::from_static("GET, POST, OPTIONS"));
+        h.insert("access-control-allow-headers", hyper::header::HeaderValue::from_static("*"));
+        h.insert("access-control-max-age", hyper::header::HeaderValue::from_static("86400"));
+        return r;
+    }
+    let mut resp = match dispatch(&st, req).await {
         Ok(r) => r,
         Err(e) => {
             if e.status.is_server_error() {
@@ -498,6 +508,7 @@ async fn route(st: Arc<AppState>, req: Request<Incoming>) -> Resp {
             e.response()
         }
     };
+    resp.headers_mut().insert("access-control-allow-origin", hyper::header::HeaderValue::from_static("*"));
     if resp.status().is_client_error() || resp.status().is_server_error() {
         st.metrics.http_errors.fetch_add(1, Relaxed);
     }
