@@ -163,7 +163,7 @@ impl Settings {
         if !algo.eq_ignore_ascii_case("LowConfidence") {
             bail!("unknown diffusion algorithm {algo:?}: dllm supports \"LowConfidence\"");
         }
-        let mut threshold = crate::engine::GenParams::default().policy_threshold();
+        let mut threshold = default_threshold();
         if let Some(path) = &a.dllm_algorithm_config {
             let text = std::fs::read_to_string(path).with_context(|| format!("reading --dllm-algorithm-config {}", path.display()))?;
             let v: serde_yaml::Value = serde_yaml::from_str(&text)
@@ -297,15 +297,11 @@ impl Settings {
     }
 }
 
-trait PolicyThreshold {
-    fn policy_threshold(&self) -> f32;
-}
-impl PolicyThreshold for GenParams {
-    fn policy_threshold(&self) -> f32 {
-        match self.policy {
-            crate::engine::Policy::LowConfidence { threshold } => threshold,
-            _ => 0.95,
-        }
+/// The engine's default LowConfidence threshold.
+fn default_threshold() -> f32 {
+    match GenParams::default().policy {
+        crate::engine::Policy::LowConfidence { threshold } => threshold,
+        _ => 0.95,
     }
 }
 
