@@ -237,7 +237,7 @@ impl Settings {
             noted("--disable-radix-cache", "dllm has no prefix cache to disable");
         }
         if let Some(m) = a.mem_fraction_static {
-            noted(&format!("--mem-fraction-static {m}"), "the engine sizes its cache per request");
+            noted(&format!("--mem-fraction-static {m}"), "the CUDA KV cache takes this fraction of the memory left after the weights");
         }
         if a.enable_metrics {
             noted("--enable-metrics", "metrics are always served at /metrics");
@@ -354,6 +354,12 @@ impl RunningServer {
 /// Check the flags, load the model (blocking work off the async threads) and start serving.
 pub async fn start(args: ServeArgs) -> Result<RunningServer> {
     let settings = Settings::from_args(&args)?;
+    if let Some(m) = args.mem_fraction_static {
+        // The CUDA backend reads its KV-cache fraction from here; an explicit variable wins.
+        if std::env::var_os("DLLM_MEM_FRACTION_STATIC").is_none() {
+            std::env::set_var("DLLM_MEM_FRACTION_STATIC", m.to_string());
+        }
+    }
     let path = settings.model_path.clone();
     let device = settings.device;
     let loaded = tokio::task::spawn_blocking(move || -> Result<Loaded> {
