@@ -386,13 +386,25 @@ impl CudaBackend {
 
 /// The device's context; a missing driver library is an error, not a panic.
 fn open_device(ordinal: usize) -> Result<Arc<CudaContext>> {
-    // cudarc loads libcuda lazily and panics when it is absent.
+    // cudarc loads libcuda lazily and panics when it is absent: look for it first, so a
+    // machine without a driver gets one clear line, not a panic message.
+    if !driver_library_present() {
+        bail!("no CUDA driver found (libcuda.so.1 could not be loaded)");
+    }
     let r = std::panic::catch_unwind(|| CudaContext::new(ordinal));
     match r {
         Ok(Ok(c)) => Ok(c),
         Ok(Err(e)) => bail!("opening CUDA device {ordinal}: {e:?}"),
         Err(_) => bail!("no CUDA driver found (libcuda.so could not be loaded)"),
     }
+}
+
+fn driver_library_present() -> bool {
+    ["libcuda.so.1", "libcuda.so"].iter().any(|name| {
+        // SAFETY: loading the NVIDIA driver library runs only its own initialisers; the handle
+        // is dropped at once (cudarc loads it again for real).
+        unsafe { libloading::Library::new(*name) }.is_ok()
+    })
 }
 
 /// Whether a CUDA device can be opened (tests skip when not).
