@@ -12,7 +12,7 @@ use std::process::Command;
 
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(dllm_cuda)");
-    println!("cargo::rustc-check-cfg=cfg(dllm_nvtx)"); // src/nvtx.rs (its build hook is not here yet)
+    println!("cargo::rustc-check-cfg=cfg(dllm_nvtx)");
     println!("cargo::rerun-if-changed=csrc");
     println!("cargo::rerun-if-changed=build.rs");
     for v in ["NVCC", "CUDA_HOME", "DLLM_REQUIRE_CUDA", "PATH"] {
@@ -26,6 +26,8 @@ fn main() {
     let structs = parse_params(&header);
     std::fs::write(out.join("params.rs"), rust_mirror(&structs)).unwrap();
     std::fs::write(out.join("params_check.cu"), c_checks(&structs)).unwrap();
+
+    build_nvtx_shim(&root);
 
     let fail = |msg: String| {
         if require {
@@ -95,6 +97,33 @@ fn main() {
     rs += "];\n";
     std::fs::write(out.join("kernels_embed.rs"), rs).unwrap();
     println!("cargo::rustc-cfg=dllm_cuda");
+}
+
+/// NVTX3 is header-only: compile csrc/host/nvtx.c against its headers (from CUDA_HOME or the
+/// nvidia-nvtx wheel in .venv-cuda) so src/nvtx.rs can push ranges. Optional: without the
+/// headers the ranges compile to nothing.
+fn build_nvtx_shim(root: &Path) {
+    println!("cargo::rerun-if-env-changed=DLLM_NVTX_INCLUDE");
+    let mut cands: Vec<PathBuf> = vec![];
+    if let Some(p) = std::env::var_os("DLLM_NVTX_INCLUDE") {
+        cands.push(PathBuf::from(p));
+    }
+    if let Some(h) = std::env::var_os("CUDA_HOME") {
+        cands.push(PathBuf::from(h).join("include"));
+    }
+    if let Ok(rd) = std::fs::read_dir(root.join(".venv-cuda/lib")) {
+        for py in rd.flatten() {
+            cands.push(py.path().join("site-packages/nvidia/cu13/include"));
+        }
+    }
+    let Some(inc) = cands.into_iter().find(|d| d.join("nvtx3/nvToolsExt.h").is_file()) else {
+        println!("cargo::warning=NVTX headers not found (tools/setup-cuda.sh installs them): building without NVTX ranges");
+        return;
+    };
+    cc::Build::new().file(root.join("csrc/host/nvtx.c")).include(inc).warnings(false).compile("dllm_nvtx");
+    // NVTX3 loads the profiler's injection library with dlopen.
+    println!("cargo::rustc-link-lib=dl");
+    println!("cargo::rustc-cfg=dllm_nvtx");
 }
 
 fn find_nvcc(root: &Path) -> Option<PathBuf> {
