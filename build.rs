@@ -28,6 +28,14 @@ fn main() {
     std::fs::write(out.join("params_check.cu"), c_checks(&structs)).unwrap();
 
     build_nvtx_shim(&root);
+    // The commit benchmarks record (the device machine has no .git).
+    println!("cargo::rerun-if-changed=.git/HEAD");
+    println!("cargo::rerun-if-changed=.git/refs/heads");
+    if let Ok(o) = Command::new("git").args(["rev-parse", "--short=12", "HEAD"]).current_dir(&root).output() {
+        if o.status.success() {
+            println!("cargo::rustc-env=DLLM_COMMIT={}", String::from_utf8_lossy(&o.stdout).trim());
+        }
+    }
 
     let fail = |msg: String| {
         if require {

@@ -1,6 +1,7 @@
 //! dllm: a serving engine for block-diffusion LLMs (LLaDA2.0 MoE).
 
 pub mod backend;
+pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod decode;

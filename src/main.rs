@@ -27,6 +27,9 @@ enum Cmd {
     Generate(GenerateArgs),
     /// Serve the model over HTTP (SGLang's /generate and flags, OpenAI's /v1 routes).
     Serve(dllm::server::ServeArgs),
+    /// Benchmarks: denoising steps vs their floor and the PyTorch baseline, end to end.
+    #[command(subcommand)]
+    Bench(dllm::bench::cli::BenchCmd),
 }
 
 #[derive(clap::Args)]
@@ -69,13 +72,14 @@ struct GenerateArgs {
 }
 
 fn main() {
-    if let Err(e) = run(Cli::parse()) {
+    let start = std::time::Instant::now();
+    if let Err(e) = run(Cli::parse(), start) {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
+fn run(cli: Cli, start: std::time::Instant) -> Result<()> {
     match cli.cmd {
         Cmd::MakeModel { preset, out, seed } => {
             let cfg = dllm::make_model::make_model(&preset, &out, seed)?;
@@ -91,6 +95,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Generate(a) => generate(a),
         Cmd::Serve(a) => dllm::server::run(a),
+        Cmd::Bench(b) => dllm::bench::cli::run(b, start),
     }
 }
 

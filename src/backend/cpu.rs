@@ -73,6 +73,8 @@ pub struct CpuBackend {
     final_norm: Vec<f32>,
     lm_head: Weight,
     slots: Vec<Option<SeqCache>>,
+    /// Distinct experts per MoE layer of the current forward, when counting.
+    touched: Option<Vec<usize>>,
 }
 
 fn weight(ck: &Checkpoint, name: &str) -> Result<Weight> {
@@ -139,6 +141,7 @@ impl CpuBackend {
             layers,
             cfg,
             slots: Vec::new(),
+            touched: None,
         })
     }
 }
@@ -267,6 +270,9 @@ impl Backend for CpuBackend {
     }
 
     fn embed(&mut self, tokens: &[u32]) -> Result<Mat> {
+        if let Some(t) = &mut self.touched {
+            t.clear(); // a forward starts here
+        }
         let h = self.cfg.hidden_size;
         let mut x = Mat::zeros(tokens.len(), h);
         for (r, &t) in tokens.iter().enumerate() {
@@ -375,22 +381,36 @@ impl Backend for CpuBackend {
             Ffn::Dense(m) => y.data.par_chunks_mut(x.cols).enumerate().for_each(|(r, yr)| {
                 yr.copy_from_slice(&mlp_row(m, x.row(r)));
             }),
-            Ffn::Moe(moe) => y.data.par_chunks_mut(x.cols).enumerate().for_each(|(r, yr)| {
-                let xr = x.row(r);
-                let logits: Vec<f32> = (0..moe.router.out)
-                    .map(|e| dot(xr, &moe.router.w[e * moe.router.inp..(e + 1) * moe.router.inp]))
+            Ffn::Moe(moe) => {
+                let routes: Vec<Vec<(usize, f32)>> = (0..x.rows)
+                    .into_par_iter()
+                    .map(|r| {
+                        let xr = x.row(r);
+                        let logits: Vec<f32> = (0..moe.router.out)
+                            .map(|e| dot(xr, &moe.router.w[e * moe.router.inp..(e + 1) * moe.router.inp]))
+                            .collect();
+                        route(&logits, &moe.bias, c)
+                    })
                     .collect();
-                for (e, w) in route(&logits, &moe.bias, c) {
-                    for (a, b) in yr.iter_mut().zip(mlp_row(&moe.experts[e], xr)) {
-                        *a += w * b;
-                    }
+                if let Some(t) = &mut self.touched {
+                    let mut seen = vec![false; c.num_experts];
+                    routes.iter().flatten().for_each(|&(e, _)| seen[e] = true);
+                    t.push(seen.iter().filter(|&&s| s).count());
                 }
-                if let Some(s) = &moe.shared {
-                    for (a, b) in yr.iter_mut().zip(mlp_row(s, xr)) {
-                        *a += b;
+                y.data.par_chunks_mut(x.cols).enumerate().for_each(|(r, yr)| {
+                    let xr = x.row(r);
+                    for &(e, w) in &routes[r] {
+                        for (a, b) in yr.iter_mut().zip(mlp_row(&moe.experts[e], xr)) {
+                            *a += w * b;
+                        }
                     }
-                }
-            }),
+                    if let Some(s) = &moe.shared {
+                        for (a, b) in yr.iter_mut().zip(mlp_row(s, xr)) {
+                            *a += b;
+                        }
+                    }
+                })
+            }
         }
         Ok(y)
     }
@@ -410,5 +430,28 @@ impl Backend for CpuBackend {
 
     fn lm_head_logits(&mut self, x: &Mat) -> Result<Vec<f32>> {
         Ok(matmul(x, &self.lm_head).data)
+    }
+
+    fn count_experts(&mut self, on: bool) {
+        self.touched = on.then(Vec::new);
+    }
+
+    fn experts_touched(&self) -> Vec<usize> {
+        self.touched.clone().unwrap_or_default()
+    }
+
+    /// Host memory bandwidth: the CPU backend's ceiling.
+    fn measure_copy_bandwidth(&mut self) -> Result<f64> {
+        let n = 64 << 20;
+        let src = vec![1u8; n];
+        let mut dst = vec![0u8; n];
+        let mut best = f64::MAX;
+        for _ in 0..5 {
+            let t = std::time::Instant::now();
+            dst.copy_from_slice(std::hint::black_box(&src));
+            std::hint::black_box(&dst);
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        Ok(2.0 * n as f64 / best)
     }
 }

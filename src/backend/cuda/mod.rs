@@ -71,6 +71,8 @@ pub struct CudaBackend {
     pool: PagePool,
     step: Option<StepLayout>,
     device_name: String,
+    /// Distinct experts per MoE layer of the current forward, when counting (benchmarks).
+    touched: std::cell::RefCell<Option<Vec<usize>>>,
 }
 
 /// MoE work items cover at most this many rows (the grouped GEMM's BM).
@@ -108,7 +110,7 @@ impl CudaBackend {
             bail!("no GPU memory left for the KV cache ({} MiB free after the weights)", free >> 20);
         }
         let kv = k.alloc::<u16>(num_pages * page_bytes / 2, "the KV cache")?;
-        Ok(CudaBackend { pool: PagePool::new(num_pages, opts.page_size), cfg, opts: opts.clone(), ctx, k, w, kv, step: None, device_name })
+        Ok(CudaBackend { pool: PagePool::new(num_pages, opts.page_size), cfg, opts: opts.clone(), ctx, k, w, kv, step: None, device_name, touched: Default::default() })
     }
 
     pub fn kv_pages(&self) -> (usize, usize) {
@@ -287,6 +289,15 @@ impl CudaBackend {
         let (h, im, e, topk) = (c.hidden_size, c.moe_intermediate_size, c.num_experts, c.num_experts_per_tok);
         let slots = rows * topk;
         let (ids, wts) = self.router(m, x, rows)?;
+        if let Some(t) = self.touched.borrow_mut().as_mut() {
+            let mut seen = vec![false; e];
+            for id in self.download(&ids, "router ids (expert count)")? {
+                if let Some(s) = seen.get_mut(id as usize) {
+                    *s = true;
+                }
+            }
+            t.push(seen.iter().filter(|&&s| s).count());
+        }
         let max_items = e.min(slots) + slots / TILE_M + 1;
         let slot_token = self.k.alloc::<i32>(slots, "slot tokens")?;
         let slot_weight = self.alloc_f32(slots, "slot weights")?;
@@ -451,6 +462,9 @@ impl Backend for CudaBackend {
     }
 
     fn embed(&mut self, tokens: &[u32]) -> Result<CudaAct> {
+        if let Some(t) = self.touched.get_mut().as_mut() {
+            t.clear(); // a forward starts here
+        }
         let (h, v) = (self.cfg.hidden_size, self.cfg.vocab_size);
         if let Some(&t) = tokens.iter().find(|&&t| t as usize >= v) {
             bail!("token id {t} is outside the vocabulary ({v})");
@@ -589,5 +603,33 @@ impl Backend for CudaBackend {
     fn lm_head_logits(&mut self, x: &CudaAct) -> Result<Vec<f32>> {
         let logits = self.logits(x)?;
         self.download(&logits, "logits")
+    }
+
+    fn count_experts(&mut self, on: bool) {
+        *self.touched.get_mut() = on.then(Vec::new);
+    }
+
+    fn experts_touched(&self) -> Vec<usize> {
+        self.touched.borrow().clone().unwrap_or_default()
+    }
+
+    /// A 1 GiB device-to-device copy, best of 10, bytes read plus written.
+    fn measure_copy_bandwidth(&mut self) -> Result<f64> {
+        let n = 1usize << 29; // u16 elements: 1 GiB
+        let src = self.k.alloc::<u16>(n, "bandwidth probe source")?;
+        let mut dst = self.k.alloc::<u16>(n, "bandwidth probe destination")?;
+        let copy = |dst: &mut CudaSlice<u16>| {
+            self.k.stream.memcpy_dtod(&src, dst).map_err(|e| anyhow!("bandwidth probe copy: {e:?}"))
+        };
+        copy(&mut dst)?;
+        self.k.sync("bandwidth probe warm-up")?;
+        let mut best = f64::MAX;
+        for _ in 0..10 {
+            let t = std::time::Instant::now();
+            copy(&mut dst)?;
+            self.k.sync("bandwidth probe")?;
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        Ok(2.0 * (n * 2) as f64 / best)
     }
 }

@@ -1,0 +1,160 @@
+//! `dllm bench step|generate`: builds an engine on random weights of a preset (CUDA: made on the
+//! device) or on a checkpoint directory, runs the benchmark, prints a table, writes JSON.
+
+use super::{attach_baseline, bench_generate, bench_steps, print_step_table, StepBenchArgs};
+use crate::backend::Backend;
+use crate::engine::Engine;
+use crate::runtime::Device;
+use anyhow::{bail, Context, Result};
+use std::path::PathBuf;
+
+#[derive(clap::Subcommand)]
+pub enum BenchCmd {
+    /// Time one denoising step (all layers, lm_head, unmask) per batch size, against the
+    /// floor (bytes the step must read / bandwidth measured in the same run) and a baseline.
+    Step(StepArgs),
+    /// End to end: requests to completion with a fixed number of tokens unmasked per step.
+    Generate(GenerateArgs),
+}
+
+#[derive(clap::Args)]
+pub struct Common {
+    /// A preset (tiny, mini, flash: random weights) or a checkpoint directory.
+    #[arg(long, default_value = "mini")]
+    pub preset: String,
+    #[arg(long, value_enum, default_value = "cuda")]
+    pub device: Device,
+    #[arg(long, default_value_t = 1024)]
+    pub prefix: usize,
+    #[arg(long, default_value_t = 32)]
+    pub block: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Write the results here as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+pub struct StepArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Batch sizes (requests per step), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16,64")]
+    pub batch: Vec<usize>,
+    /// Steps timed per batch size, after the prefill step.
+    #[arg(long, default_value_t = 16)]
+    pub steps: usize,
+    /// tools/baseline_torch.py's JSON from the same device, for speedup_vs_baseline.
+    #[arg(long)]
+    pub baseline: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    pub common: Common,
+    #[arg(long, default_value_t = 1)]
+    pub requests: usize,
+    #[arg(long, default_value_t = 1)]
+    pub tokens_per_step: usize,
+    #[arg(long, default_value_t = 128)]
+    pub max_new_tokens: usize,
+}
+
+pub fn run(cmd: BenchCmd, process_start: std::time::Instant) -> Result<()> {
+    let common = match &cmd {
+        BenchCmd::Step(a) => &a.common,
+        BenchCmd::Generate(a) => &a.common,
+    };
+    match common.device {
+        Device::Cpu => {
+            let (b, cfg, mask, eos) = cpu_backend(&common.preset)?;
+            run_on(Engine::new(b, cfg, mask, eos), cmd, process_start)
+        }
+        Device::Cuda | Device::Auto => cuda(cmd, process_start),
+    }
+}
+
+fn cpu_backend(preset: &str) -> Result<(crate::backend::cpu::CpuBackend, crate::config::ModelConfig, u32, u32)> {
+    let dir = if PathBuf::from(preset).is_dir() {
+        PathBuf::from(preset)
+    } else if preset == "tiny" {
+        crate::runtime::resolve_model(None)?
+    } else {
+        bail!("the CPU backend benchmarks checkpoints and the tiny preset; {preset:?} needs --device cuda");
+    };
+    let ck = crate::checkpoint::Checkpoint::open(&dir)?;
+    let tok = crate::tokenizer::Tokenizer::open(&dir, &ck.config)?;
+    Ok((crate::backend::cpu::CpuBackend::load(&ck)?, ck.config.clone(), tok.mask_id, tok.eos_id))
+}
+
+#[cfg(dllm_cuda)]
+fn cuda(cmd: BenchCmd, process_start: std::time::Instant) -> Result<()> {
+    use crate::backend::cuda::{CudaBackend, CudaOptions};
+    let common = match &cmd {
+        BenchCmd::Step(a) => &a.common,
+        BenchCmd::Generate(a) => &a.common,
+    };
+    let opts = CudaOptions::default();
+    let (b, cfg, mask, eos) = if PathBuf::from(&common.preset).is_dir() {
+        let dir = PathBuf::from(&common.preset);
+        let ck = crate::checkpoint::Checkpoint::open(&dir)?;
+        let tok = crate::tokenizer::Tokenizer::open(&dir, &ck.config)?;
+        (CudaBackend::load(&ck, &opts)?, ck.config.clone(), tok.mask_id, tok.eos_id)
+    } else {
+        let mut cfg = crate::make_model::preset(&common.preset)?;
+        if cfg.vocab_size == 0 {
+            cfg.vocab_size = 512; // tiny's vocabulary is sized by its tokenizer; any size works here
+        }
+        let v = cfg.vocab_size as u32;
+        let (mask, eos) = (cfg.mask_token_id.unwrap_or(v - 1), cfg.eos_token_id.unwrap_or(v - 2));
+        (CudaBackend::random(cfg.clone(), common.seed, &opts)?, cfg, mask, eos)
+    };
+    run_on(Engine::new(b, cfg, mask, eos), cmd, process_start)
+}
+
+#[cfg(not(dllm_cuda))]
+fn cuda(_cmd: BenchCmd, _process_start: std::time::Instant) -> Result<()> {
+    bail!("this dllm was built without CUDA kernels; use --device cpu (tiny or a checkpoint)")
+}
+
+fn run_on<B: Backend>(mut engine: Engine<B>, cmd: BenchCmd, process_start: std::time::Instant) -> Result<()> {
+    let ready_s = process_start.elapsed().as_secs_f64();
+    let device = engine.backend.name();
+    let commit = option_env!("DLLM_COMMIT").unwrap_or("unknown");
+    let (json, path) = match cmd {
+        BenchCmd::Step(a) => {
+            let c = &a.common;
+            let args = StepBenchArgs { batches: a.batch.clone(), prefix: c.prefix, block: c.block, steps: a.steps, seed: c.seed };
+            let mut runs = bench_steps(&mut engine, &args)?;
+            if let Some(p) = &a.baseline {
+                let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+                attach_baseline(&mut runs, &serde_json::from_str(&text).with_context(|| format!("{} is not JSON", p.display()))?);
+            }
+            print_step_table(&device, &runs);
+            let v = serde_json::json!({"device": device, "commit": commit, "preset": c.preset,
+                "command": std::env::args().collect::<Vec<_>>().join(" "), "runs": runs});
+            (v, c.json.clone())
+        }
+        BenchCmd::Generate(a) => {
+            let c = &a.common;
+            let r = bench_generate(&mut engine, a.requests, c.prefix, c.block, a.tokens_per_step, a.max_new_tokens, c.seed)?;
+            println!(
+                "device: {device}\nready {ready_s:.2} s after start; {} requests x {} tokens in {:.3} s: {:.1} tokens/s, {} steps, first block after {:.1} ms",
+                r.requests, a.max_new_tokens, r.seconds, r.tokens_per_s, r.steps, r.time_to_first_block_ms
+            );
+            let v = serde_json::json!({"device": device, "commit": commit, "preset": c.preset, "startup_s": ready_s,
+                "command": std::env::args().collect::<Vec<_>>().join(" "), "run": r});
+            (v, c.json.clone())
+        }
+    };
+    if let Some(p) = path {
+        if let Some(dir) = p.parent() {
+            std::fs::create_dir_all(dir).ok();
+        }
+        std::fs::write(&p, serde_json::to_string_pretty(&json)? + "\n").with_context(|| format!("writing {}", p.display()))?;
+        eprintln!("wrote {}", p.display());
+    }
+    Ok(())
+}
