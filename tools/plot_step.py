@@ -78,7 +78,7 @@ def main():
         ax.set_ylim(bottom=0)
     ax.set_xlabel("batch (requests)")
     ax.set_ylabel("denoising step (ms)")
-    title = f"LLaDA2 mini: one denoising step, prefix {prefix}"
+    title = f"LLaDA2 {data.get('preset', 'mini')}: one denoising step, prefix {prefix}"
     sub = " · ".join(str(x) for x in (data.get("device"), data.get("commit") and f"commit {str(data['commit'])[:10]}") if x)
     ax.set_title(title + (f"\n{sub}" if sub else ""), fontsize=10)
     ax.grid(True, which="major", alpha=0.3)

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Runs ON the GPU machine (no cargo, no network), from the repo root, with .carry/ built by
+# tools/gpu-test.sh. One call gives the issue-5 numbers: the PyTorch baseline and our step,
+# same shapes, same card, same call; then the plot. Results land in $OUT (fetch them into
+# docs/perf/). Usage: run(command="bash tools/bench-device.sh", carry=[".carry"]).
+set -uo pipefail
+OUT=${OUT:-/tmp/bench-out}
+mkdir -p "$OUT"
+PRESET=${PRESET:-mini}
+BATCHES=${BATCHES:-1,4,16,64}
+PREFIX=${PREFIX:-1024}
+CUBLAS=$(ls /usr/local/cuda/lib64/libcublas.so.13* /usr/local/cuda-13*/lib64/libcublas.so.13* 2>/dev/null | head -1)
+[ -z "$CUBLAS" ] && CUBLAS=$(find / -xdev -name 'libcublas.so.13*' 2>/dev/null | head -1)
+[ -n "$CUBLAS" ] && export LD_LIBRARY_PATH=$(dirname "$CUBLAS"):${LD_LIBRARY_PATH:-}
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/device.txt"
+
+# 1. The baseline (torch.compile + CUDA graph; eager as the fallback variant).
+timeout 300 python3 tools/baseline_torch.py --preset "$PRESET" --batch "$BATCHES" --prefix "$PREFIX" --block 32 \
+    --warmup 10 --iters 50 --variants compile,eager --json "$OUT/baseline-$PRESET.json" >"$OUT/baseline.log" 2>&1
+echo "baseline rc=$?"; tail -n 6 "$OUT/baseline.log"
+
+# 2. Ours, with the baseline attached (speedup_vs_baseline).
+timeout 240 .carry/dllm bench step --preset "$PRESET" --device cuda --batch "$BATCHES" --prefix "$PREFIX" --block 32 \
+    --steps 16 --baseline "$OUT/baseline-$PRESET.json" --json "$OUT/step-$PRESET.json" 2>&1 | tee "$OUT/step.log"
+
+# 3. End to end, and the plot.
+timeout 120 .carry/dllm bench generate --preset "$PRESET" --device cuda --requests 1 --prefix "$PREFIX" \
+    --tokens-per-step 2 --max-new-tokens 256 --json "$OUT/generate-$PRESET.json" 2>&1 | tee "$OUT/generate.log"
+python3 tools/plot_step.py --json "$OUT/step-$PRESET.json" --out "$OUT/step-$PRESET.png" 2>&1 | tail -n 2
