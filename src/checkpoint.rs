@@ -21,6 +21,8 @@ pub enum CheckpointError {
     Missing { name: String },
     #[error("tensor {name} has shape {got:?}, expected {want:?} from config.json")]
     Shape { name: String, got: Vec<usize>, want: Vec<usize> },
+    #[error("{0}")]
+    Unsupported(String),
     #[error("tensor {name} has dtype {got:?}; supported: BF16, F16, F32")]
     Dtype { name: String, got: String },
 }
@@ -173,6 +175,12 @@ impl Checkpoint {
                 }
             }
             shards.push(map);
+        }
+        // Biases would change the forward; refuse them rather than silently drop them.
+        if let Some(name) = tensors.keys().filter(|n| n.starts_with("model.layers.") && n.ends_with(".bias")).min() {
+            return Err(CheckpointError::Unsupported(format!(
+                "tensor {name}: linear-layer biases are not supported by dllm's LLaDA2 forward"
+            )));
         }
         let ck = Checkpoint { dir: dir.to_path_buf(), config, shards, shard_names, tensors };
         for (name, want) in expected_tensors(&ck.config) {

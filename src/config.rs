@@ -30,8 +30,12 @@ pub struct ModelConfig {
     pub moe_intermediate_size: usize,
     pub num_experts: usize,
     pub num_experts_per_tok: usize,
-    #[serde(default = "one")]
+    /// HF's default is 0 (no shared expert); the released LLaDA2 configs set 1.
+    #[serde(default)]
     pub num_shared_experts: usize,
+    /// Width of the shared expert when it differs from moe_intermediate_size x num_shared_experts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moe_shared_expert_intermediate_size: Option<usize>,
     #[serde(default = "one")]
     pub n_group: usize,
     #[serde(default = "one")]
@@ -60,6 +64,18 @@ pub struct ModelConfig {
     pub eos_token_id: Option<u32>,
     #[serde(default)]
     pub torch_dtype: Option<String>,
+    /// Keys whose other values change the forward in ways dllm does not implement; read only to
+    /// refuse such checkpoints clearly instead of computing something else.
+    #[serde(default, skip_serializing)]
+    pub hidden_act: Option<String>,
+    #[serde(default, skip_serializing)]
+    pub use_bias: Option<bool>,
+    #[serde(default, skip_serializing)]
+    pub norm_topk_prob: Option<bool>,
+    #[serde(default, skip_serializing)]
+    pub moe_router_enable_expert_bias: Option<bool>,
+    #[serde(default, skip_serializing)]
+    pub norm_head: Option<bool>,
 }
 
 fn one() -> usize {
@@ -94,8 +110,11 @@ impl ModelConfig {
             Some(other) => return Err(ConfigError::ModelType(other.to_string())),
             None => return Err(ConfigError::Invalid("missing field `model_type`".into())),
         }
-        let cfg: ModelConfig =
+        let mut cfg: ModelConfig =
             serde_json::from_value(raw).map_err(|source| ConfigError::Json { path: "config.json".into(), source })?;
+        if cfg.num_key_value_heads == 0 {
+            cfg.num_key_value_heads = cfg.num_attention_heads; // HF convention: 0 means MHA
+        }
         cfg.validate()?;
         Ok(cfg)
     }
@@ -114,7 +133,10 @@ impl ModelConfig {
         layer >= self.first_k_dense_replace
     }
     pub fn shared_intermediate(&self) -> usize {
-        self.moe_intermediate_size * self.num_shared_experts
+        match self.moe_shared_expert_intermediate_size {
+            Some(w) => w * self.num_shared_experts,
+            None => self.moe_intermediate_size * self.num_shared_experts,
+        }
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -171,6 +193,16 @@ impl ModelConfig {
         }
         if self.use_qkv_bias {
             return bad("use_qkv_bias=true is not supported".into());
+        }
+        let unsupported = [
+            (self.hidden_act.as_deref().is_some_and(|a| a != "silu"), "hidden_act other than silu"),
+            (self.use_bias == Some(true), "use_bias=true (linear-layer biases)"),
+            (self.norm_topk_prob == Some(false), "norm_topk_prob=false"),
+            (self.moe_router_enable_expert_bias == Some(false), "moe_router_enable_expert_bias=false"),
+            (self.norm_head == Some(true), "norm_head=true"),
+        ];
+        if let Some((_, what)) = unsupported.iter().find(|(bad, _)| *bad) {
+            return bad(format!("{what} is not supported by dllm's LLaDA2 forward"));
         }
         if !self.use_qk_norm {
             return bad("use_qk_norm=false is not supported".into());

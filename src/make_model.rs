@@ -44,6 +44,12 @@ pub fn preset(name: &str) -> Result<ModelConfig> {
         mask_token_id: Some(156895),
         eos_token_id: Some(156892),
         torch_dtype: Some("bfloat16".into()),
+        moe_shared_expert_intermediate_size: None,
+        hidden_act: None,
+        use_bias: None,
+        norm_topk_prob: None,
+        moe_router_enable_expert_bias: None,
+        norm_head: None,
     };
     Ok(match name {
         "tiny" => ModelConfig {

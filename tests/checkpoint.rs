@@ -135,3 +135,77 @@ fn no_such_directory() {
     let e = open_err(Path::new("/nonexistent/dllm-model"));
     assert!(e.contains("does not exist"), "{e}");
 }
+
+fn edit_config(dir: &Path, f: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>)) {
+    let p = dir.join("config.json");
+    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    f(v.as_object_mut().unwrap());
+    std::fs::write(&p, v.to_string()).unwrap();
+}
+
+#[test]
+fn config_keys_that_change_the_forward_are_refused() {
+    for (key, val, says) in [
+        ("hidden_act", serde_json::json!("gelu"), "hidden_act"),
+        ("use_bias", serde_json::json!(true), "use_bias"),
+        ("norm_topk_prob", serde_json::json!(false), "norm_topk_prob"),
+        ("moe_router_enable_expert_bias", serde_json::json!(false), "expert_bias"),
+        ("norm_head", serde_json::json!(true), "norm_head"),
+    ] {
+        let dir = fresh(&format!("key-{key}"));
+        edit_config(&dir, |m| {
+            m.insert(key.into(), val.clone());
+        });
+        let e = open_err(&dir);
+        assert!(e.contains(says) && e.contains("not supported"), "{key}: {e}");
+    }
+    // The values the released configs carry are accepted.
+    let dir = fresh("key-ok");
+    edit_config(&dir, |m| {
+        for (k, v) in [("hidden_act", serde_json::json!("silu")), ("use_bias", serde_json::json!(false)),
+                       ("norm_topk_prob", serde_json::json!(true)), ("moe_router_enable_expert_bias", serde_json::json!(true)),
+                       ("norm_head", serde_json::json!(false)), ("router_dtype", serde_json::json!("fp32"))] {
+            m.insert(k.into(), v);
+        }
+    });
+    Checkpoint::open(&dir).unwrap();
+}
+
+#[test]
+fn hf_config_conventions() {
+    // num_key_value_heads 0 means one KV head per query head; a shared-expert width key sets
+    // the shared expert's shape: both show as the shapes the loader then expects.
+    let dir = fresh("conventions");
+    edit_config(&dir, |m| {
+        m.insert("num_key_value_heads".into(), serde_json::json!(0));
+        m.insert("moe_shared_expert_intermediate_size".into(), serde_json::json!(48));
+    });
+    let e = open_err(&dir);
+    assert!(e.contains("query_key_value") && e.contains("[192, 64]"), "{e}");
+    let c = dllm::config::ModelConfig::from_file(&dir.join("config.json")).unwrap();
+    assert_eq!(c.num_key_value_heads, c.num_attention_heads);
+    assert_eq!(c.shared_intermediate(), 48);
+}
+
+#[test]
+fn bias_tensors_are_refused() {
+    let dir = fresh("bias");
+    // Append a bias tensor to the last shard's index entry and file by rewriting that shard.
+    let shard = dir.join("model-00003-of-00003.safetensors");
+    let bytes = std::fs::read(&shard).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut header: serde_json::Value = serde_json::from_str(std::str::from_utf8(&bytes[8..8 + n]).unwrap().trim_end()).unwrap();
+    let data = &bytes[8 + n..];
+    header.as_object_mut().unwrap().insert(
+        "model.layers.0.attention.dense.bias".into(),
+        serde_json::json!({"dtype": "BF16", "shape": [64], "data_offsets": [data.len(), data.len() + 128]}),
+    );
+    let h = header.to_string().into_bytes();
+    let mut out = (h.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&h);
+    out.extend_from_slice(data);
+    out.extend_from_slice(&[0u8; 128]);
+    std::fs::write(&shard, out).unwrap();
+    let e = open_err(&dir);
+    assert!(e.contains("dense.bias") && e.contains("biases are not supported"), "{e}");
+}
