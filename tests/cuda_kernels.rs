@@ -11,7 +11,11 @@ fn cuda_backend_not_built() {
 }
 
 #[cfg(dllm_cuda)]
+mod common;
+
+#[cfg(dllm_cuda)]
 mod cuda {
+    use super::common::{fixture, greedy_params, ids, logits_errors, make_fixture_model};
     use dllm::backend::cpu::{CpuBackend, Mat};
     use dllm::backend::cuda::{device_available, CudaAct, CudaBackend, CudaOptions};
     use dllm::backend::{Backend, Linear, Norm, Pick, StepBatch};
@@ -466,16 +470,6 @@ mod cuda {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    fn fixture(name: &str) -> Option<Value> {
-        let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
-        let text = std::fs::read_to_string(&p).ok()?;
-        Some(serde_json::from_str(&text).unwrap())
-    }
-
-    fn ids(v: &Value) -> Vec<u32> {
-        v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
-    }
-
     #[test]
     fn fixtures_on_cuda() {
         if skip() {
@@ -485,30 +479,16 @@ mod cuda {
             eprintln!("skipped: fixtures not present");
             return;
         };
-        let m = &gfx["model"];
         let dir = tmp("fixtures");
-        make_model(m["preset"].as_str().unwrap(), &dir, m["seed"].as_u64().unwrap()).unwrap();
+        make_fixture_model(&gfx, &dir);
         let ck = Checkpoint::open(&dir).unwrap();
         let cfg = ck.config.clone();
         let mut b = CudaBackend::load(&ck, &opts()).unwrap();
-        let mut worst = 0.0f64;
-        for case in lfx["cases"].as_array().unwrap() {
-            let input = ids(&case["input_ids"]);
-            let bs = case["block_size"].as_u64().unwrap() as usize;
-            let positions: Vec<usize> = case["positions"].as_array().unwrap().iter().map(|p| p.as_u64().unwrap() as usize).collect();
-            let slot = b.alloc_seq(input.len()).unwrap();
-            let mut batch = StepBatch::default();
-            batch.push(slot, 0, &input, bs);
-            let got = dllm::model::forward_logits(&mut b, &cfg, &batch, &positions).unwrap();
-            b.free_seq(slot);
-            let v = cfg.vocab_size;
-            for (i, want) in case["logits"].as_array().unwrap().iter().enumerate() {
-                let want: Vec<f32> = want.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
-                let e = rel_err(&got[i * v..(i + 1) * v], &want);
-                assert!(e < 2e-2, "{} position {}: relative error {e:e}", case["name"], positions[i]);
-                worst = worst.max(e);
-            }
+        let errs = logits_errors(&mut b, &cfg, &lfx);
+        for (name, pos, e) in &errs {
+            assert!(*e < 2e-2, "{name} position {pos}: relative error {e:e}");
         }
+        let worst = errs.iter().map(|e| e.2).fold(0.0, f64::max);
         eprintln!("fixture logits on cuda: largest relative error {worst:.3e}");
 
         let tok = Tokenizer::open(&dir, &cfg).unwrap();
@@ -516,16 +496,7 @@ mod cuda {
         let (mut same, mut flips) = (0, vec![]);
         for case in gfx["cases"].as_array().unwrap() {
             let name = case["name"].as_str().unwrap();
-            let eos = case["eos_id"].as_u64().unwrap() as u32;
-            let params = GenParams {
-                max_new_tokens: case["max_new_tokens"].as_u64().unwrap() as usize,
-                block_size: case["block_size"].as_u64().unwrap() as usize,
-                steps: Some(case["steps"].as_u64().unwrap() as usize),
-                policy: Policy::LowConfidence { threshold: case["threshold"].as_f64().unwrap() as f32 },
-                stop_token_ids: vec![eos],
-                replace_eos: true,
-                ..GenParams::default()
-            };
+            let params = greedy_params(case);
             let out = engine.generate(ids(&case["prompt_ids"]), params).unwrap();
             let want = ids(&case["output_ids"]);
             if out.output_ids == want {

@@ -1,0 +1,71 @@
+//! Reading the PyTorch oracle's fixtures (tests/fixtures), shared by the CPU and CUDA tests.
+#![allow(dead_code)]
+
+use dllm::backend::{Backend, StepBatch};
+use dllm::config::ModelConfig;
+use dllm::engine::{GenParams, Policy};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+pub fn fixture(name: &str) -> Option<Value> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    let text = std::fs::read_to_string(&p).ok()?;
+    Some(serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+}
+
+pub fn ids(v: &Value) -> Vec<u32> {
+    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+}
+
+/// Make the checkpoint the fixtures came from in `dir`, checked byte for byte against them.
+pub fn make_fixture_model(fx: &Value, dir: &Path) {
+    let m = &fx["model"];
+    dllm::make_model::make_model(m["preset"].as_str().unwrap(), dir, m["seed"].as_u64().unwrap()).unwrap();
+    for (file, want) in m["sha256"].as_object().unwrap() {
+        let got = format!("{:x}", Sha256::digest(std::fs::read(dir.join(file)).unwrap()));
+        assert_eq!(&got, want.as_str().unwrap(), "{file} differs from the checkpoint the fixtures were made from");
+    }
+}
+
+pub fn rel_err(got: &[f32], want: &[f64]) -> f64 {
+    assert_eq!(got.len(), want.len());
+    assert!(got.iter().all(|x| x.is_finite()), "non-finite logits");
+    let num: f64 = got.iter().zip(want).map(|(a, b)| (*a as f64 - b).powi(2)).sum::<f64>().sqrt();
+    let den: f64 = want.iter().map(|b| b * b).sum::<f64>().sqrt();
+    num / den.max(1e-30)
+}
+
+/// Every logits case through `b`: (case name, position, relative error vs the oracle).
+pub fn logits_errors<B: Backend>(b: &mut B, cfg: &ModelConfig, fx: &Value) -> Vec<(String, usize, f64)> {
+    let mut out = vec![];
+    for case in fx["cases"].as_array().unwrap() {
+        let input = ids(&case["input_ids"]);
+        let bs = case["block_size"].as_u64().unwrap() as usize;
+        let positions: Vec<usize> = case["positions"].as_array().unwrap().iter().map(|p| p.as_u64().unwrap() as usize).collect();
+        let slot = b.alloc_seq(input.len()).unwrap();
+        let mut batch = StepBatch::default();
+        batch.push(slot, 0, &input, bs);
+        let got = dllm::model::forward_logits(b, cfg, &batch, &positions).unwrap();
+        b.free_seq(slot);
+        let v = cfg.vocab_size;
+        for (i, want) in case["logits"].as_array().unwrap().iter().enumerate() {
+            let want: Vec<f64> = want.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+            out.push((case["name"].as_str().unwrap().to_string(), positions[i], rel_err(&got[i * v..(i + 1) * v], &want)));
+        }
+    }
+    out
+}
+
+/// The decoding parameters of a greedy case; its eos_id replaces the model's.
+pub fn greedy_params(case: &Value) -> GenParams {
+    GenParams {
+        max_new_tokens: case["max_new_tokens"].as_u64().unwrap() as usize,
+        block_size: case["block_size"].as_u64().unwrap() as usize,
+        steps: Some(case["steps"].as_u64().unwrap() as usize),
+        policy: Policy::LowConfidence { threshold: case["threshold"].as_f64().unwrap() as f32 },
+        stop_token_ids: vec![case["eos_id"].as_u64().unwrap() as u32],
+        replace_eos: true,
+        ..GenParams::default()
+    }
+}
