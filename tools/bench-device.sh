@@ -23,7 +23,13 @@ echo "baseline rc=$?"; tail -n 6 "$OUT/baseline.log"
 timeout 240 .carry/dllm bench step --preset "$PRESET" --device cuda --batch "$BATCHES" --prefix "$PREFIX" --block 32 \
     --steps 16 --baseline "$OUT/baseline-$PRESET.json" --json "$OUT/step-$PRESET.json" 2>&1 | tee "$OUT/step.log"
 
-# 3. End to end, and the plot.
+# 3. Every kernel of a batch-1 and a batch-64 step against its ceiling.
+for b in 1 64; do
+    timeout 120 .carry/dllm bench kernels --preset "$PRESET" --device cuda --batch $b --prefix "$PREFIX" \
+        --json "$OUT/kernels-$PRESET-b$b.json" 2>&1 | tee "$OUT/kernels-b$b.log"
+done
+
+# 4. End to end, and the plot.
 timeout 120 .carry/dllm bench generate --preset "$PRESET" --device cuda --requests 1 --prefix "$PREFIX" \
     --tokens-per-step 2 --max-new-tokens 256 --json "$OUT/generate-$PRESET.json" 2>&1 | tee "$OUT/generate.log"
 python3 tools/plot_step.py --json "$OUT/step-$PRESET.json" --out "$OUT/step-$PRESET.png" 2>&1 | tail -n 2

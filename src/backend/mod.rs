@@ -104,4 +104,8 @@ pub trait Backend {
     /// Device memory bandwidth in bytes/s, measured now (a large device-to-device copy,
     /// counting bytes read plus written): the ceiling a memory-bound step is held to.
     fn measure_copy_bandwidth(&mut self) -> Result<f64>;
+    /// The bf16 matrix rate in FLOP/s, measured now, where the backend has matrix units.
+    fn matmul_ceiling(&mut self) -> Result<Option<f64>> {
+        Ok(None)
+    }
 }

@@ -15,6 +15,19 @@ pub enum BenchCmd {
     Step(StepArgs),
     /// End to end: requests to completion with a fixed number of tokens unmasked per step.
     Generate(GenerateArgs),
+    /// Every kernel of a denoising step (CUDA): time per step, bytes, FLOPs, and the fraction
+    /// of the binding ceiling (copy bandwidth or bf16 GEMM rate, both measured in this run).
+    Kernels(KernelsArgs),
+}
+
+#[derive(clap::Args)]
+pub struct KernelsArgs {
+    #[command(flatten)]
+    pub common: Common,
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 8)]
+    pub steps: usize,
 }
 
 #[derive(clap::Args)]
@@ -63,16 +76,26 @@ pub struct GenerateArgs {
 }
 
 pub fn run(cmd: BenchCmd, process_start: std::time::Instant) -> Result<()> {
-    let common = match &cmd {
-        BenchCmd::Step(a) => &a.common,
-        BenchCmd::Generate(a) => &a.common,
-    };
+    let common = cmd.common();
     match common.device {
         Device::Cpu => {
+            if matches!(cmd, BenchCmd::Kernels(_)) {
+                bail!("bench kernels times CUDA kernels; use --device cuda");
+            }
             let (b, cfg, mask, eos) = cpu_backend(&common.preset)?;
             run_on(Engine::new(b, cfg, mask, eos), cmd, process_start)
         }
         Device::Cuda | Device::Auto => cuda(cmd, process_start),
+    }
+}
+
+impl BenchCmd {
+    fn common(&self) -> &Common {
+        match self {
+            BenchCmd::Step(a) => &a.common,
+            BenchCmd::Generate(a) => &a.common,
+            BenchCmd::Kernels(a) => &a.common,
+        }
     }
 }
 
@@ -92,10 +115,11 @@ fn cpu_backend(preset: &str) -> Result<(crate::backend::cpu::CpuBackend, crate::
 #[cfg(dllm_cuda)]
 fn cuda(cmd: BenchCmd, process_start: std::time::Instant) -> Result<()> {
     use crate::backend::cuda::{CudaBackend, CudaOptions};
-    let common = match &cmd {
-        BenchCmd::Step(a) => &a.common,
-        BenchCmd::Generate(a) => &a.common,
-    };
+    let common = cmd.common();
+    if matches!(cmd, BenchCmd::Kernels(_)) {
+        // Per-launch timing is chosen when the backend's kernels are loaded.
+        std::env::set_var("DLLM_PROFILE_KERNELS", "1");
+    }
     let opts = CudaOptions::default();
     let (b, cfg, mask, eos) = if PathBuf::from(&common.preset).is_dir() {
         let dir = PathBuf::from(&common.preset);
@@ -111,7 +135,76 @@ fn cuda(cmd: BenchCmd, process_start: std::time::Instant) -> Result<()> {
         let (mask, eos) = (cfg.mask_token_id.unwrap_or(v - 1), cfg.eos_token_id.unwrap_or(v - 2));
         (CudaBackend::random(cfg.clone(), common.seed, &opts)?, cfg, mask, eos)
     };
-    run_on(Engine::new(b, cfg, mask, eos), cmd, process_start)
+    let engine = Engine::new(b, cfg, mask, eos);
+    if let BenchCmd::Kernels(a) = cmd {
+        return kernels(engine, &a);
+    }
+    run_on(engine, cmd, process_start)
+}
+
+/// Profile `a.steps` steps of `a.batch` requests after their prefill step. The per-launch
+/// times are synchronised wall times (launch overhead included), so small kernels read slow.
+#[cfg(dllm_cuda)]
+fn kernels(mut engine: Engine<crate::backend::cuda::CudaBackend>, a: &KernelsArgs) -> Result<()> {
+    use crate::engine::{Event, GenParams, Policy};
+    let c = &a.common;
+    if c.prefix % c.block != 0 || a.steps == 0 || a.steps >= c.block {
+        bail!("--prefix must be a multiple of --block and --steps between 1 and block - 1");
+    }
+    let bandwidth = engine.backend.measure_copy_bandwidth()?;
+    let gemm = engine.backend.measure_gemm_tflops()? * 1e12;
+    let params = GenParams {
+        max_new_tokens: c.block,
+        block_size: c.block,
+        policy: Policy::FixedCount { k: 1 },
+        ignore_eos: true,
+        ..GenParams::default()
+    };
+    let mut rng = crate::make_model::Rng::new(c.seed);
+    let avoid = [engine.mask_id, engine.eos_id];
+    let mut ids = vec![];
+    for _ in 0..a.batch {
+        let p = super::random_prompt(&mut rng, c.prefix.max(1), engine.cfg.vocab_size, &avoid);
+        ids.push(engine.add(p, params.clone())?);
+    }
+    engine.backend.count_experts(true);
+    let check = |evs: Vec<Event>| match evs.into_iter().find_map(|e| if let Event::Failed { error, .. } = e { Some(error) } else { None }) {
+        Some(e) => bail!(e),
+        None => Ok(()),
+    };
+    check(engine.step())?; // prefill + first step: not profiled
+    let touched = engine.backend.experts_touched();
+    engine.backend.count_experts(false);
+    engine.backend.profile_reset();
+    for _ in 0..a.steps {
+        check(engine.step())?;
+    }
+    let n = a.steps as f64;
+    let measured: Vec<(String, f64, f64)> = engine.backend.profile().into_iter().map(|(k, ms, calls)| (k, ms / n, calls as f64 / n)).collect();
+    for id in ids {
+        engine.cancel(id);
+    }
+    let work = super::kernels::step_work(&engine.cfg, &touched, a.batch, c.prefix, c.block);
+    let rows = super::kernels::rows(&measured, &work, bandwidth, gemm);
+    println!(
+        "device: {}  batch {}  prefix {}  block {}  experts/layer {:.1}  ceilings: copy {:.0} GB/s, bf16 GEMM {:.0} TFLOP/s",
+        engine.backend.name(),
+        a.batch,
+        c.prefix,
+        c.block,
+        touched.iter().sum::<usize>() as f64 / touched.len().max(1) as f64,
+        bandwidth / 1e9,
+        gemm / 1e12
+    );
+    super::kernels::print_rows(&rows);
+    if let Some(p) = &c.json {
+        let v = serde_json::json!({"device": engine.backend.name(), "commit": option_env!("DLLM_COMMIT").unwrap_or("unknown"),
+            "batch": a.batch, "prefix": c.prefix, "block": c.block, "experts_touched": touched,
+            "bandwidth_gbps": bandwidth / 1e9, "gemm_tflops": gemm / 1e12, "kernels": rows,
+            "timing": "synchronised wall time per launch (DLLM_PROFILE_KERNELS), averaged over the profiled steps"});
+        std::fs::write(p, serde_json::to_string_pretty(&v)? + "\n").with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(())
 }
 
 #[cfg(not(dllm_cuda))]
@@ -148,6 +241,7 @@ fn run_on<B: Backend>(mut engine: Engine<B>, cmd: BenchCmd, process_start: std::
                 "command": std::env::args().collect::<Vec<_>>().join(" "), "run": r});
             (v, c.json.clone())
         }
+        BenchCmd::Kernels(_) => bail!("bench kernels runs on the CUDA backend only"),
     };
     if let Some(p) = path {
         if let Some(dir) = p.parent() {

@@ -11,6 +11,7 @@ use serde::Serialize;
 use std::time::Instant;
 
 pub mod cli;
+pub mod kernels;
 
 /// Bytes one step must read: every weight it uses once (only the experts its tokens route
 /// to), the KV of every request's prefix and block, and the block's K/V writes.
@@ -60,6 +61,12 @@ pub struct StepRun {
     pub weight_bytes: f64,
     pub kv_bytes: f64,
     pub bandwidth_gbps: f64,
+    /// Matrix FLOPs of the step and the measured bf16 rate (absent on the CPU backend).
+    pub flops: f64,
+    pub gemm_tflops: Option<f64>,
+    pub memory_floor_ms: f64,
+    pub compute_floor_ms: Option<f64>,
+    /// The binding floor: the larger of the two.
     pub floor_ms: f64,
     pub over_floor: f64,
     pub baseline_ms: Option<f64>,
@@ -104,6 +111,7 @@ pub fn bench_steps<B: Backend>(engine: &mut Engine<B>, a: &StepBenchArgs) -> Res
         bail!("--steps must be between 1 and block - 1 ({})", a.block - 1);
     }
     let bandwidth = engine.backend.measure_copy_bandwidth()?;
+    let gemm = engine.backend.matmul_ceiling()?;
     let cfg = engine.cfg.clone();
     let mut rng = Rng::new(a.seed);
     let mut runs = vec![];
@@ -125,7 +133,10 @@ pub fn bench_steps<B: Backend>(engine: &mut Engine<B>, a: &StepBenchArgs) -> Res
         let timed = run_steps(engine, batch, a, &params, &mut rng)?;
         let later = &timed[1..];
         let bytes = step_bytes(&cfg, &touched, batch, a.prefix, a.block);
-        let floor_ms = (bytes.weights + bytes.kv) / bandwidth * 1e3;
+        let flops: f64 = kernels::step_work(&cfg, &touched, batch, a.prefix, a.block).iter().map(|k| k.flops).sum();
+        let memory_floor_ms = (bytes.weights + bytes.kv) / bandwidth * 1e3;
+        let compute_floor_ms = gemm.map(|g| flops / g * 1e3);
+        let floor_ms = memory_floor_ms.max(compute_floor_ms.unwrap_or(0.0));
         let step_ms = median(later);
         runs.push(StepRun {
             batch,
@@ -140,6 +151,10 @@ pub fn bench_steps<B: Backend>(engine: &mut Engine<B>, a: &StepBenchArgs) -> Res
             weight_bytes: bytes.weights,
             kv_bytes: bytes.kv,
             bandwidth_gbps: bandwidth / 1e9,
+            flops,
+            gemm_tflops: gemm.map(|g| g / 1e12),
+            memory_floor_ms,
+            compute_floor_ms,
             floor_ms,
             over_floor: step_ms / floor_ms,
             baseline_ms: None,

@@ -4,6 +4,7 @@
 //! and attention outputs) bf16; weights and the KV cache are bf16; accumulation is fp32.
 
 pub mod bench;
+mod ceiling;
 pub mod kernels;
 pub mod kv_cache;
 pub mod weights;
@@ -611,6 +612,10 @@ impl Backend for CudaBackend {
 
     fn experts_touched(&self) -> Vec<usize> {
         self.touched.borrow().clone().unwrap_or_default()
+    }
+
+    fn matmul_ceiling(&mut self) -> Result<Option<f64>> {
+        Ok(Some(self.measure_gemm_tflops()? * 1e12))
     }
 
     /// A 1 GiB device-to-device copy, best of 10, bytes read plus written.

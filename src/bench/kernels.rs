@@ -1,0 +1,158 @@
+//! The work each kernel of one denoising step must do: the fewest bytes it moves through device
+//! memory (each input read once, each output written once) and its FLOPs, per step, summed over
+//! the layers. `dllm bench kernels` divides them by the measured time of each kernel.
+
+use crate::config::ModelConfig;
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct KernelWork {
+    /// The name the CUDA backend's profile uses for the launch.
+    pub name: &'static str,
+    pub bytes: f64,
+    pub flops: f64,
+}
+
+/// Per-step work of every kernel for `batch` requests with a `prefix` cached and a `block` of
+/// queries each; `experts_touched` per MoE layer (empty: all experts).
+pub fn step_work(c: &ModelConfig, experts_touched: &[usize], batch: usize, prefix: usize, block: usize) -> Vec<KernelWork> {
+    let l = c.num_hidden_layers as f64;
+    let moe_layers = (c.num_hidden_layers - c.first_k_dense_replace) as f64;
+    let dense_layers = c.first_k_dense_replace as f64;
+    let (h, d) = (c.hidden_size as f64, c.head_dim() as f64);
+    let (nh, nkv, v) = (c.num_attention_heads as f64, c.num_key_value_heads as f64, c.vocab_size as f64);
+    let (e, k, im) = (c.num_experts as f64, c.num_experts_per_tok as f64, c.moe_intermediate_size as f64);
+    let s = c.shared_intermediate() as f64;
+    let t = (batch * block) as f64; // query tokens
+    let keys = (prefix + block) as f64;
+    let qkv = c.qkv_rows() as f64;
+    let touched: f64 = if experts_touched.is_empty() { e * moe_layers } else { experts_touched.iter().sum::<usize>() as f64 };
+    // Activations: bf16 GEMM inputs (2 bytes), f32 GEMM outputs and residual stream (4 bytes).
+    let gemm = |name, rows: f64, n: f64, kk: f64, layers: f64| KernelWork {
+        name,
+        bytes: layers * (n * kk * 2.0 + rows * kk * 2.0 + rows * n * 4.0),
+        flops: layers * 2.0 * rows * n * kk,
+    };
+    // The shared expert of each MoE layer and the dense MLP of the first layers share the kernels.
+    let mlp_gu = KernelWork {
+        name: "cublas mlp gate_up",
+        bytes: moe_layers * (2.0 * s * h * 2.0 + t * h * 2.0 + t * 2.0 * s * 4.0)
+            + dense_layers * (2.0 * c.intermediate_size as f64 * h * 2.0 + t * h * 2.0 + t * 2.0 * c.intermediate_size as f64 * 4.0),
+        flops: 2.0 * t * h * 2.0 * (moe_layers * s + dense_layers * c.intermediate_size as f64),
+    };
+    let inter_all = moe_layers * s + dense_layers * c.intermediate_size as f64;
+    vec![
+        gemm("cublas qkv", t, qkv, h, l),
+        KernelWork { name: "qk_norm_rope_store", bytes: l * t * (qkv * 4.0 + nh * d * 2.0 + 2.0 * nkv * d * 2.0), flops: l * t * qkv * 8.0 },
+        KernelWork {
+            name: "block_attention",
+            // Each request's K and V once per layer, its queries in, the outputs out.
+            bytes: l * (batch as f64 * keys * nkv * d * 2.0 * 2.0 + t * nh * d * 2.0 * 2.0),
+            flops: l * 4.0 * t * nh * d * keys,
+        },
+        gemm("cublas attention out", t, h, nh * d, l),
+        KernelWork { name: "add_rms_norm", bytes: (2.0 * l + 1.0) * t * h * (4.0 + 4.0 + 4.0 + 2.0), flops: (2.0 * l + 1.0) * t * h * 5.0 },
+        KernelWork { name: "moe_router", bytes: moe_layers * (e * h * 2.0 + t * h * 2.0 + e * 4.0 + t * k * 8.0), flops: moe_layers * 2.0 * t * h * e },
+        KernelWork { name: "moe_permute", bytes: moe_layers * t * k * 8.0 * 3.0, flops: 0.0 },
+        KernelWork {
+            name: "moe_gate_up",
+            bytes: touched * 2.0 * im * h * 2.0 + moe_layers * (t * k * h * 2.0 + t * k * im * 2.0),
+            flops: moe_layers * 2.0 * t * k * 2.0 * im * h,
+        },
+        KernelWork {
+            name: "moe_down",
+            bytes: touched * im * h * 2.0 + moe_layers * (t * k * im * 2.0 + t * k * h * 4.0),
+            flops: moe_layers * 2.0 * t * k * im * h,
+        },
+        KernelWork { name: "moe_combine", bytes: moe_layers * (t * k * h * 4.0 + t * h * 4.0), flops: moe_layers * t * k * h * 2.0 },
+        mlp_gu,
+        KernelWork { name: "silu_mul", bytes: t * inter_all * (2.0 * 4.0 + 2.0), flops: t * inter_all * 6.0 },
+        KernelWork {
+            name: "cublas mlp down",
+            bytes: inter_all * h * 2.0 + l * t * h * 4.0 + t * inter_all * 2.0,
+            flops: 2.0 * t * inter_all * h,
+        },
+        KernelWork { name: "embed_gather", bytes: t * h * (2.0 + 4.0), flops: 0.0 },
+        KernelWork { name: "gather_rows", bytes: 2.0 * t * h * 4.0 * 2.0, flops: 0.0 },
+        gemm("cublas lm_head", t, v, h, 1.0),
+        KernelWork { name: "row_argmax", bytes: t * v * 4.0, flops: t * v * 3.0 },
+    ]
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KernelRow {
+    pub name: String,
+    pub ms: f64,
+    pub calls: f64,
+    pub bytes: Option<f64>,
+    pub flops: Option<f64>,
+    pub gbps: Option<f64>,
+    pub tflops: Option<f64>,
+    /// "memory" or "compute": whichever ideal time is longer.
+    pub bound: Option<&'static str>,
+    /// Ideal time at the binding ceiling over the measured time.
+    pub of_ceiling: Option<f64>,
+}
+
+/// Join measured per-step times (name, ms, calls) with the work model.
+pub fn rows(measured: &[(String, f64, f64)], work: &[KernelWork], bandwidth: f64, gemm_flops: f64) -> Vec<KernelRow> {
+    measured
+        .iter()
+        .map(|(name, ms, calls)| {
+            let w = work.iter().find(|w| w.name == name);
+            let secs = ms / 1e3;
+            let (mem_t, flop_t) = w.map(|w| (w.bytes / bandwidth, w.flops / gemm_flops)).unwrap_or((0.0, 0.0));
+            KernelRow {
+                name: name.clone(),
+                ms: *ms,
+                calls: *calls,
+                bytes: w.map(|w| w.bytes),
+                flops: w.map(|w| w.flops),
+                gbps: w.map(|w| w.bytes / secs / 1e9),
+                tflops: w.map(|w| w.flops / secs / 1e12),
+                bound: w.map(|_| if mem_t >= flop_t { "memory" } else { "compute" }),
+                of_ceiling: w.map(|_| mem_t.max(flop_t) / secs),
+            }
+        })
+        .collect()
+}
+
+pub fn print_rows(rows: &[KernelRow]) {
+    println!("{:<24} {:>9} {:>6} {:>10} {:>9} {:>8} {:>8} {:>8} {:>9}", "kernel", "ms/step", "calls", "MB", "GFLOP", "GB/s", "TFLOP/s", "bound", "%ceiling");
+    let f = |v: Option<f64>, scale: f64, p: usize| v.map(|x| format!("{:.p$}", x / scale)).unwrap_or_else(|| "-".into());
+    for r in rows {
+        println!(
+            "{:<24} {:>9.3} {:>6.1} {:>10} {:>9} {:>8} {:>8} {:>8} {:>9}",
+            r.name,
+            r.ms,
+            r.calls,
+            f(r.bytes, 1e6, 1),
+            f(r.flops, 1e9, 2),
+            f(r.gbps, 1.0, 0),
+            f(r.tflops, 1.0, 2),
+            r.bound.unwrap_or("-"),
+            f(r.of_ceiling.map(|x| x * 100.0), 1.0, 1)
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn work_adds_up_to_the_step_floor() {
+        // The kernels' weight bytes must cover what bench::step_bytes counts for the step.
+        let c = crate::make_model::preset("mini").unwrap();
+        let touched = vec![140; 19];
+        let w = step_work(&c, &touched, 1, 1024, 32);
+        let total: f64 = w.iter().map(|k| k.bytes).sum();
+        let floor = crate::bench::step_bytes(&c, &touched, 1, 1024, 32);
+        assert!(total >= floor.weights + floor.kv - 1e6 * 20.0, "{total} vs {:?}", floor);
+        assert!(total < (floor.weights + floor.kv) * 1.1, "{total} vs {:?}", floor);
+        // The expert GEMMs dominate at batch 1; the lm_head and attention are visible.
+        let moe = w.iter().filter(|k| k.name.starts_with("moe_gate_up") || k.name == "moe_down").map(|k| k.bytes).sum::<f64>();
+        assert!(moe / total > 0.8, "{}", moe / total);
+        // At batch 64 the matrix work is ~5.7 TFLOP as the north star says.
+        let flops: f64 = step_work(&c, &[], 64, 1024, 32).iter().map(|k| k.flops).sum();
+        assert!((4.0e12..7.0e12).contains(&flops), "{flops:e}");
+    }
+}
