@@ -69,6 +69,14 @@ pub fn load(model_dir: &Path, device: Device) -> Result<Loaded> {
     Ok(Loaded { engine, tokenizer, model_dir: model_dir.to_path_buf() })
 }
 
+/// CUDA devices this process could use (0 when built without kernels or without a driver).
+pub fn gpu_count() -> usize {
+    #[cfg(dllm_cuda)]
+    return crate::backend::cuda::device_count();
+    #[cfg(not(dllm_cuda))]
+    0
+}
+
 #[cfg(dllm_cuda)]
 fn cuda_engine(ck: &Checkpoint, mask: u32, eos: u32) -> Result<Box<dyn DynEngine>> {
     let b = crate::backend::cuda::CudaBackend::load(ck, &crate::backend::cuda::CudaOptions::default())?;

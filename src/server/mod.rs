@@ -195,11 +195,22 @@ impl Settings {
         if a.diffusion_block_size == 0 || a.diffusion_block_size > 4096 {
             bail!("--diffusion-block-size must be between 1 and 4096, got {}", a.diffusion_block_size);
         }
-        if a.tp_size == 0 || a.tp_size > MAX_TP {
-            bail!(
-                "--tp-size {}: dllm runs a model on {MAX_TP} GPU (tensor parallelism is not implemented); use --tp-size 1",
+        if a.tp_size == 0 {
+            bail!("--tp-size must be at least 1");
+        }
+        if a.tp_size > MAX_TP {
+            // The guide's `--tp-size 4` works where 4 GPUs exist: the model runs on the first.
+            let gpus = crate::runtime::gpu_count();
+            if a.tp_size > gpus {
+                bail!(
+                    "--tp-size {}: only {gpus} GPU(s) present, and dllm runs a model on one GPU (tensor parallelism is not implemented); use --tp-size 1",
+                    a.tp_size
+                );
+            }
+            log(Level::Warn, &format!(
+                "--tp-size {}: tensor parallelism is not implemented; the model runs on GPU 0 and must fit its memory",
                 a.tp_size
-            );
+            ));
         }
         if a.dp_size != 1 {
             bail!("--dp-size {}: data parallelism is not implemented; run one server per GPU", a.dp_size);

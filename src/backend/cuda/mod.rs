@@ -419,6 +419,14 @@ fn driver_library_present() -> bool {
     })
 }
 
+/// How many CUDA devices the driver shows (0 without a driver).
+pub fn device_count() -> usize {
+    if !driver_library_present() {
+        return 0;
+    }
+    std::panic::catch_unwind(CudaContext::device_count).ok().and_then(|r| r.ok()).map_or(0, |n| n.max(0) as usize)
+}
+
 /// Whether a CUDA device can be opened (tests skip when not).
 pub fn device_available() -> bool {
     let hook = std::panic::take_hook();
