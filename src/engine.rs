@@ -381,14 +381,19 @@ pub fn cut_output_min(generated: &[u32], max_new: usize, stops: &[u32], min_new:
 }
 
 /// Temperature, top-k and top-p, then a draw; the confidence is the drawn token's probability
-/// under the filtered distribution.
+/// under the filtered distribution. O(vocab) unless top-p needs the kept tokens in order
+/// (a full sort of a 157k vocabulary per position would cost milliseconds per step).
 pub fn sample_row(logits: &[f32], p: &GenParams, rng: &mut Rng) -> Pick {
+    let by_logit = |a: &usize, b: &usize| logits[*b].total_cmp(&logits[*a]).then(a.cmp(b));
     let mut idx: Vec<usize> = (0..logits.len()).collect();
-    idx.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
-    if p.top_k > 0 {
+    if p.top_k > 0 && p.top_k < idx.len() {
+        idx.select_nth_unstable_by(p.top_k - 1, by_logit);
         idx.truncate(p.top_k);
     }
-    let m = logits[idx[0]] / p.temperature;
+    if p.top_p < 1.0 {
+        idx.sort_by(by_logit);
+    }
+    let m = idx.iter().map(|&i| logits[i]).fold(f32::NEG_INFINITY, f32::max) / p.temperature;
     let mut probs: Vec<f64> = idx.iter().map(|&i| ((logits[i] / p.temperature - m) as f64).exp()).collect();
     let z: f64 = probs.iter().sum();
     probs.iter_mut().for_each(|x| *x /= z);
@@ -413,4 +418,48 @@ pub fn sample_row(logits: &[f32], p: &GenParams, rng: &mut Rng) -> Pick {
         }
     }
     unreachable!("probabilities are non-empty")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(temperature: f32, top_k: usize, top_p: f32) -> GenParams {
+        GenParams { temperature, top_k, top_p, ..GenParams::default() }
+    }
+
+    #[test]
+    fn sampling_follows_the_softmax() {
+        let logits = [1.0f32, 0.0, 2.0, -1.0];
+        let p = params(1.0, 0, 1.0);
+        let z: f64 = logits.iter().map(|&l| (l as f64).exp()).sum();
+        let mut rng = Rng::new(3);
+        let mut counts = [0usize; 4];
+        let n = 40_000;
+        for _ in 0..n {
+            let pick = sample_row(&logits, &p, &mut rng);
+            counts[pick.token as usize] += 1;
+            let want = (logits[pick.token as usize] as f64).exp() / z;
+            assert!((pick.prob as f64 - want).abs() < 1e-6);
+        }
+        for (t, &c) in counts.iter().enumerate() {
+            let want = (logits[t] as f64).exp() / z;
+            assert!((c as f64 / n as f64 - want).abs() < 0.01, "token {t}: {} vs {want}", c as f64 / n as f64);
+        }
+    }
+
+    #[test]
+    fn top_k_and_top_p_filter() {
+        let logits = [0.5f32, 3.0, 2.9, -2.0, 1.0];
+        let mut rng = Rng::new(5);
+        for _ in 0..200 {
+            let k1 = sample_row(&logits, &params(0.7, 1, 1.0), &mut rng);
+            assert_eq!((k1.token, k1.prob), (1, 1.0));
+            let k2 = sample_row(&logits, &params(1.0, 2, 1.0), &mut rng);
+            assert!(k2.token == 1 || k2.token == 2);
+            // Token 1 alone holds 0.47 of the mass: top_p 0.3 keeps only it.
+            let p = sample_row(&logits, &params(1.0, 0, 0.3), &mut rng);
+            assert_eq!((p.token, p.prob), (1, 1.0));
+        }
+    }
 }
