@@ -35,9 +35,18 @@ mod cuda {
         true
     }
 
+    /// The kernel set comes from the environment (DLLM_KERNELS=v2 selects the v2 kernels), so the
+    /// engine-level tests (greedy, lockstep, fixtures) run whichever set the caller asks for.
     fn opts() -> CudaOptions {
         // Small pages so a sequence spans several; a capped cache so tests can share the GPU.
         CudaOptions { page_size: 8, max_kv_bytes: Some(256 << 20), poison: true, ..CudaOptions::default() }
+    }
+
+    /// The op tests run both kernel sets against the CPU twins, whatever the environment says.
+    const VARIANTS: [(bool, &str); 2] = [(false, "v1"), (true, "v2")];
+
+    fn opts_v(kernels_v2: bool) -> CudaOptions {
+        CudaOptions { kernels_v2, ..opts() }
     }
 
     fn tmp(tag: &str) -> PathBuf {
@@ -76,11 +85,56 @@ mod cuda {
         cfg: ModelConfig,
         cpu: CpuBackend,
         gpu: CudaBackend,
+        dir: PathBuf,
     }
 
-    fn pair(dir: &Path) -> Pair {
+    fn pair(dir: &Path, kernels_v2: bool) -> Pair {
         let ck = Checkpoint::open(dir).unwrap();
-        Pair { cfg: ck.config.clone(), cpu: CpuBackend::load(&ck).unwrap(), gpu: CudaBackend::load(&ck, &opts()).unwrap() }
+        let gpu = CudaBackend::load(&ck, &opts_v(kernels_v2)).unwrap();
+        eprintln!("--- CUDA kernels {}", if kernels_v2 { "v2" } else { "v1" });
+        Pair { cfg: ck.config.clone(), cpu: CpuBackend::load(&ck).unwrap(), gpu, dir: dir.to_path_buf() }
+    }
+
+    /// The router alone against cpu::route on logits computed here from the checkpoint (f64
+    /// sums of the same bf16 inputs). Expert lists must be equal in rank order, except where
+    /// the GPU's fp32 logits swap two experts whose biased scores are within 1e-4 (printed).
+    fn route_agrees(p: &mut Pair, hin: &[f32], hg: &CudaAct, rows: usize) {
+        let c = p.cfg.clone();
+        let (h, e, k) = (c.hidden_size, c.num_experts, c.num_experts_per_tok);
+        let ck = Checkpoint::open(&p.dir).unwrap();
+        for l in (0..c.num_hidden_layers).filter(|&l| c.is_moe_layer(l)) {
+            let w = ck.f32(&format!("model.layers.{l}.mlp.gate.weight")).unwrap();
+            let bias = ck.f32(&format!("model.layers.{l}.mlp.gate.expert_bias")).unwrap();
+            let (gid, gw) = p.gpu.route(hg, l).unwrap();
+            let (mut flips, mut max_dw) = (0, 0f32);
+            for t in 0..rows {
+                let logits: Vec<f32> = (0..e)
+                    .map(|x| (0..h).map(|i| hin[t * h + i] as f64 * w[x * h + i] as f64).sum::<f64>() as f32)
+                    .collect();
+                let want = dllm::backend::cpu::route(&logits, &bias, &c);
+                let got: Vec<(usize, f32)> = (0..k).map(|j| (gid[t * k + j] as usize, gw[t * k + j])).collect();
+                let (wi, gi): (Vec<usize>, Vec<usize>) = (want.iter().map(|x| x.0).collect(), got.iter().map(|x| x.0).collect());
+                if wi == gi {
+                    for (a, b) in want.iter().zip(&got) {
+                        max_dw = max_dw.max((a.1 - b.1).abs() / a.1.abs().max(1e-6));
+                    }
+                    continue;
+                }
+                let b = |x: usize| 1.0 / (1.0 + (-logits[x]).exp()) + bias[x];
+                let mut only_g: Vec<usize> = gi.iter().filter(|x| !wi.contains(x)).copied().collect();
+                let mut only_c: Vec<usize> = wi.iter().filter(|x| !gi.contains(x)).copied().collect();
+                only_g.sort_by(|x, y| b(*y).total_cmp(&b(*x)));
+                only_c.sort_by(|x, y| b(*y).total_cmp(&b(*x)));
+                let near = only_g.len() == only_c.len() && only_g.iter().zip(&only_c).all(|(&x, &y)| (b(x) - b(y)).abs() < 1e-4);
+                // Same set in another order: neighbours in rank whose scores are within 1e-4.
+                let reordered = only_g.is_empty() && wi.iter().zip(&gi).all(|(&x, &y)| x == y || (b(x) - b(y)).abs() < 1e-4);
+                eprintln!("route layer {l} token {t}: cpu {wi:?} vs cuda {gi:?} (near-tie: {})", near || reordered);
+                assert!(near || reordered, "route layer {l} token {t}: cpu {want:?} vs cuda {got:?} is not a near-tie");
+                flips += 1;
+            }
+            eprintln!("route layer {l}: {rows} tokens, {flips} near-tie flips, largest relative weight difference {max_dw:.3e}");
+            assert!(max_dw < 1e-4, "route layer {l}: weights differ by {max_dw:e} (relative)");
+        }
     }
 
     /// Every Backend op of both backends on the same random inputs.
@@ -108,6 +162,7 @@ mod cuda {
         // GEMM inputs are bf16 on the GPU: give the CPU the same rounded values.
         let hin = bf16_round(&rand_vec(&mut rng, rows * h, 1.0));
         let (hc, hg) = (mat(rows, h, hin.clone()), p.gpu.act_from_f32_as_bf16(rows, h, &hin).unwrap());
+        route_agrees(p, &hin, &hg, rows);
         for l in 0..c.num_hidden_layers {
             let (a, b) = (p.cpu.linear(&hc, Linear::Qkv(l)).unwrap(), p.gpu.linear(&hg, Linear::Qkv(l)).unwrap());
             check(&format!("qkv linear (layer {l})"), &p.gpu.act_to_f32(&b).unwrap(), &a.data, 1e-4);
@@ -146,20 +201,31 @@ mod cuda {
     /// K/V written by qk_norm_rope_store and read back through attention, for two sequences
     /// in one batch (different block sizes), then a second step that attends to the cache.
     fn attention_agrees(p: &mut Pair, seed: u64) {
+        // Step 1: A = positions 0..40 (block 8), B = 0..20 (block 4).
+        // Step 2: A = 32..48, its prefix 0..32 from the cache.
+        attention_steps(p, seed, &[64, 24], vec![vec![(0usize, 40usize, 8usize, 0usize), (0, 20, 4, 1)], vec![(32, 16, 8, 0)]]);
+    }
+
+    /// A long prefill of `len` tokens (block 32), then one block of 32 attending to it from the
+    /// cache: many query tiles in one run (v2: no key split when they fill the GPU), then many
+    /// key splits for few tiles (v2: the combine), with chunks past the first of each split.
+    fn long_attention_agrees(p: &mut Pair, seed: u64, len: usize) {
+        attention_steps(p, seed, &[len + 32], vec![vec![(0, len, 32, 0)], vec![(len, 32, 32, 0)]]);
+    }
+
+    /// Each step: runs (start, len, block size, which sequence of `seq_lens`).
+    fn attention_steps(p: &mut Pair, seed: u64, seq_lens: &[usize], steps: Vec<Vec<(usize, usize, usize, usize)>>) {
         let c = p.cfg.clone();
         let (nh, nkv, d) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim());
         let width = (nh + 2 * nkv) * d;
         let mut rng = Rng::new(seed);
-        let (sa_c, sa_g) = (p.cpu.alloc_seq(64).unwrap(), p.gpu.alloc_seq(64).unwrap());
-        let (sb_c, sb_g) = (p.cpu.alloc_seq(24).unwrap(), p.gpu.alloc_seq(24).unwrap());
-        // Step 1: A = positions 0..40 (block 8), B = 0..20 (block 4).
-        // Step 2: A = 32..48, its prefix 0..32 from the cache.
-        for (step, runs) in [vec![(0usize, 40usize, 8usize, 0usize), (0, 20, 4, 1)], vec![(32, 16, 8, 0)]].into_iter().enumerate() {
+        let seqs: Vec<(usize, usize)> = seq_lens.iter().map(|&n| (p.cpu.alloc_seq(n).unwrap(), p.gpu.alloc_seq(n).unwrap())).collect();
+        for (step, runs) in steps.into_iter().enumerate() {
             let (mut bc, mut bg) = (StepBatch::default(), StepBatch::default());
             for &(start, len, bs, which) in &runs {
                 let toks = vec![0u32; len];
-                bc.push(if which == 0 { sa_c } else { sb_c }, start, &toks, bs);
-                bg.push(if which == 0 { sa_g } else { sb_g }, start, &toks, bs);
+                bc.push(seqs[which].0, start, &toks, bs);
+                bg.push(seqs[which].1, start, &toks, bs);
             }
             let t = bc.num_tokens();
             for l in 0..c.num_hidden_layers {
@@ -175,7 +241,7 @@ mod cuda {
                 check(&format!("attention (step {step}, layer {l})"), &p.gpu.act_to_f32(&ag).unwrap(), &ac.data, 1e-2);
             }
         }
-        for (s, g) in [(sa_c, sa_g), (sb_c, sb_g)] {
+        for (s, g) in seqs {
             p.cpu.free_seq(s);
             p.gpu.free_seq(g);
         }
@@ -188,11 +254,15 @@ mod cuda {
         }
         let dir = tmp("tiny-ops");
         make_model("tiny", &dir, 0).unwrap();
-        let mut p = pair(&dir);
-        for (seed, rows) in [(1u64, 7usize), (2, 40)] {
-            ops_agree(&mut p, seed, rows);
+        for (v2, _) in VARIANTS {
+            let mut p = pair(&dir, v2);
+            for (seed, rows) in [(1u64, 7usize), (2, 40)] {
+                ops_agree(&mut p, seed, rows);
+            }
+            attention_agrees(&mut p, 3);
+            // 2208 tokens = 138 tiles of 16 x 2 KV heads: enough CTAs that v2 does not split.
+            long_attention_agrees(&mut p, 4, 2208);
         }
-        attention_agrees(&mut p, 3);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -259,9 +329,12 @@ mod cuda {
         }
         let dir = tmp("mid-ops");
         write_mid(&dir);
-        let mut p = pair(&dir);
-        ops_agree(&mut p, 11, 150);
-        attention_agrees(&mut p, 12);
+        for (v2, _) in VARIANTS {
+            let mut p = pair(&dir, v2);
+            ops_agree(&mut p, 11, 150);
+            attention_agrees(&mut p, 12);
+            long_attention_agrees(&mut p, 13, 608);
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -25,6 +25,8 @@ unsafe impl DeviceRepr for GatherParams {}
 unsafe impl DeviceRepr for NormParams {}
 unsafe impl DeviceRepr for RopeParams {}
 unsafe impl DeviceRepr for AttnParams {}
+unsafe impl DeviceRepr for AttnV2Params {}
+unsafe impl DeviceRepr for RouterV2Params {}
 unsafe impl DeviceRepr for RouterParams {}
 unsafe impl DeviceRepr for PermuteParams {}
 unsafe impl DeviceRepr for MoeGemmParams {}
@@ -106,11 +108,22 @@ impl Kernels {
     /// Launch `name` with one params struct. The params must point at live device buffers of
     /// the sizes the kernel's comment in csrc/ states; the callers in mod.rs build them so.
     pub fn launch<P: DeviceRepr>(&self, name: &str, grid: (u32, u32, u32), block: u32, p: &P) -> Result<()> {
+        self.launch_smem(name, grid, block, 0, p)
+    }
+
+    /// [`Kernels::launch`] with `smem` bytes of dynamic shared memory (above 48 KiB the kernel's
+    /// limit is raised first, as the driver requires).
+    pub fn launch_smem<P: DeviceRepr>(&self, name: &str, grid: (u32, u32, u32), block: u32, smem: u32, p: &P) -> Result<()> {
         let f = self.fns.get(name).ok_or_else(|| anyhow!("kernel {name} is not in the embedded modules"))?;
         if grid.0 == 0 || grid.1 == 0 || grid.2 == 0 {
             return Ok(());
         }
-        let cfg = LaunchConfig { grid_dim: grid, block_dim: (block, 1, 1), shared_mem_bytes: 0 };
+        if smem > 48 * 1024 {
+            use cudarc::driver::sys::CUfunction_attribute_enum as A;
+            f.set_attribute(A::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem as i32)
+                .map_err(|e| anyhow!("kernel {name}: allowing {smem} bytes of shared memory: {e:?}"))?;
+        }
+        let cfg = LaunchConfig { grid_dim: grid, block_dim: (block, 1, 1), shared_mem_bytes: smem };
         let t0 = self.prof_start();
         let mut b = self.stream.launch_builder(f);
         b.arg(p);
@@ -187,9 +200,9 @@ fn kernel_names(module: &str) -> &'static [&'static str] {
         "gather" => &["embed_gather", "gather_rows"],
         "norm" => &["add_rms_norm"],
         "rope" => &["qk_norm_rope_store"],
-        "attention" => &["block_attention"],
-        "moe_router" => &["moe_router"],
-        "moe_permute" => &["moe_permute", "moe_combine"],
+        "attention" => &["block_attention", "block_attention_v2", "attention_combine"],
+        "moe_router" => &["moe_router", "moe_router_logits_v2", "moe_router_select_v2"],
+        "moe_permute" => &["moe_permute", "moe_combine", "moe_permute_v2"],
         "moe_gemm" => &["moe_gate_up", "moe_down"],
         "mlp" => &["silu_mul"],
         "lm_head" => &["row_argmax"],
