@@ -390,25 +390,41 @@ pub fn sample_row(logits: &[f32], p: &GenParams, rng: &mut Rng) -> Pick {
         idx.select_nth_unstable_by(p.top_k - 1, by_logit);
         idx.truncate(p.top_k);
     }
-    if p.top_p < 1.0 {
-        idx.sort_by(by_logit);
+    let inv_t = 1.0 / p.temperature;
+    let m = idx.iter().map(|&i| logits[i]).fold(f32::NEG_INFINITY, f32::max);
+    // One exp per candidate, indexed by token id.
+    let mut w = vec![0f32; logits.len()];
+    let mut z = 0f64;
+    for &i in &idx {
+        w[i] = ((logits[i] - m) * inv_t).exp();
+        z += w[i] as f64;
     }
-    let m = idx.iter().map(|&i| logits[i]).fold(f32::NEG_INFINITY, f32::max) / p.temperature;
-    let mut probs: Vec<f64> = idx.iter().map(|&i| ((logits[i] / p.temperature - m) as f64).exp()).collect();
-    let z: f64 = probs.iter().sum();
-    probs.iter_mut().for_each(|x| *x /= z);
     if p.top_p < 1.0 {
-        let mut acc = 0.0;
-        let keep = probs.iter().position(|&x| {
-            acc += x;
-            acc >= p.top_p as f64
-        });
-        let keep = keep.map(|k| k + 1).unwrap_or(probs.len());
-        probs.truncate(keep);
-        idx.truncate(keep);
-        let z: f64 = probs.iter().sum();
-        probs.iter_mut().for_each(|x| *x /= z);
+        // The nucleus is a prefix of the tokens in logit order. Sort only the best few
+        // (select first); a flat distribution whose nucleus is wider falls back to a full sort.
+        let need = p.top_p as f64 * z;
+        let mut head = 1024.min(idx.len());
+        loop {
+            if head < idx.len() {
+                idx.select_nth_unstable_by(head - 1, by_logit);
+            }
+            idx[..head].sort_by(by_logit);
+            let mut acc = 0.0;
+            if let Some(k) = idx[..head].iter().position(|&i| {
+                acc += w[i] as f64;
+                acc >= need
+            }) {
+                idx.truncate(k + 1);
+                break;
+            }
+            if head == idx.len() {
+                break;
+            }
+            head = idx.len();
+        }
+        z = idx.iter().map(|&i| w[i] as f64).sum();
     }
+    let probs: Vec<f64> = idx.iter().map(|&i| w[i] as f64 / z).collect();
     let u = rng.uniform();
     let mut acc = 0.0;
     for (k, &pr) in probs.iter().enumerate() {

@@ -1,0 +1,55 @@
+//! Host-side work that runs every denoising step, at the real shapes (block 32, vocab 157184):
+//! the unmask policy, the sampler, and one tiny-model CPU step. Plain harness:
+//! `cargo bench --bench cpu_hot_paths` prints the median of many runs.
+
+use dllm::backend::Pick;
+use dllm::decode::policy::low_confidence;
+use dllm::engine::{sample_row, GenParams};
+use dllm::make_model::Rng;
+use std::time::Instant;
+
+fn median_us(mut f: impl FnMut(), iters: usize) -> f64 {
+    for _ in 0..iters.min(10) {
+        f();
+    }
+    let mut t: Vec<f64> = (0..iters)
+        .map(|_| {
+            let s = Instant::now();
+            f();
+            s.elapsed().as_secs_f64() * 1e6
+        })
+        .collect();
+    t.sort_by(|a, b| a.total_cmp(b));
+    t[t.len() / 2]
+}
+
+fn main() {
+    let mut rng = Rng::new(1);
+    let block = 32;
+    let picks: Vec<Pick> = (0..block).map(|i| Pick { token: i as u32, prob: rng.uniform() as f32 }).collect();
+    let masked: Vec<bool> = (0..block).map(|i| i % 3 != 0).collect();
+    let us = median_us(|| drop(std::hint::black_box(low_confidence(&picks, &masked, 1, 0.95))), 10_000);
+    println!("low_confidence, block {block}:                 {us:8.2} us");
+
+    let vocab = 157_184;
+    // Random normal logits (std 3): a flat worst case for top-p, whose nucleus is then wide.
+    let logits: Vec<f32> = (0..vocab).map(|_| (rng.normal() * 3.0) as f32).collect();
+    for (name, p) in [
+        ("temperature only", GenParams { temperature: 0.8, ..GenParams::default() }),
+        ("top_k 50", GenParams { temperature: 0.8, top_k: 50, ..GenParams::default() }),
+        ("top_p 0.9", GenParams { temperature: 0.8, top_p: 0.9, ..GenParams::default() }),
+    ] {
+        let mut r = Rng::new(2);
+        let us = median_us(|| { std::hint::black_box(sample_row(&logits, &p, &mut r)); }, 50);
+        println!("sample_row {name:<18} vocab {vocab}: {us:8.1} us per position ({:.2} ms per block)", us * block as f64 / 1e3);
+    }
+
+    let dir = std::env::temp_dir().join(format!("dllm-bench-tiny-{}", std::process::id()));
+    dllm::make_model::make_model("tiny", &dir, 0).expect("tiny model");
+    let mut m = dllm::runtime::load(&dir, dllm::runtime::Device::Cpu).expect("load");
+    let prompt: Vec<u32> = (0..64).map(|i| (i * 7 % 250) as u32).collect();
+    let p = GenParams { max_new_tokens: 64, ..GenParams::default() };
+    let us = median_us(|| drop(m.engine.generate(prompt.clone(), p.clone()).expect("generate")), 20);
+    println!("tiny CPU generate, prompt 64, 64 new tokens:   {:8.2} ms", us / 1e3);
+    let _ = std::fs::remove_dir_all(&dir);
+}
