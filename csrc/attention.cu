@@ -125,6 +125,8 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * WARP) block_attention(c
 // 16 bytes each, zero-filled past the end) are in flight while chunk c is computed. Each row is
 // masked by its own limit (prefill tiles span blocks, so rows of one tile differ).
 //
+// Two instantiations: block_attention_v2 (d <= 128) and block_attention_v2_d256 (d <= 256), so
+// the accumulators (8 rows x d/32 columns a lane) are sized for the head dim.
 // Work split (128 threads, 4 warps): warp w owns rows 8w..8w+7 in both phases, so the softmax
 // statistics never leave the warp. Scores: lane j scores key j of the chunk against the warp's
 // 8 rows (q in fp32 shared memory, broadcast reads; K rows padded by 16 bytes so the 32 lanes'
@@ -138,8 +140,8 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * WARP) block_attention(c
 // then the row has at least that key).
 //
 // Predicted cost (mini, batch 1: 32 tokens, 16 q heads / 4 KV heads, d 128, ~1056-1088 keys):
-// host picks split_keys = 64 (~2 CTAs per SM: 4 tiles x 4 KV heads x 17 splits = 272 CTAs, 56 KB
-// shared each, all resident in one wave). Bytes: K/V of the prefix 1088 x 4 x 128 x 2 x 2 B =
+// host picks split_keys = 64 (aiming at ~2 CTAs per SM: 4 tiles x 4 KV heads x 17 splits = 272
+// CTAs; 56 KB shared and 162 registers x 128 threads each, so 3 fit an SM: one wave). Bytes: K/V of the prefix 1088 x 4 x 128 x 2 x 2 B =
 // 2.2 MB from HBM once (the 4 tiles of a head re-read it from L2), q 0.13 MB, partials
 // 17 x 32 x 16 x 130 x 4 B = 4.5 MB written + read back through L2. fp32 FMAs: 2 x 32 x 16 x
 // 1088 x 128 = 142 M = ~8.4 k cycles per SM at 128 FMA/clk, ~5 us at full issue, ~10 us at the
@@ -200,7 +202,9 @@ __device__ __forceinline__ void av2_load_chunk(const AttnV2Params& p, const int3
     }
 }
 
-extern "C" __global__ void __launch_bounds__(AV2_THREADS) block_attention_v2(const AttnV2Params p) {
+// JJ: column pairs per lane in steps of 64 (d <= 64 * JJ); the accumulators are 8 rows x 2 JJ.
+template <int JJ>
+__device__ __forceinline__ void block_attention_v2_body(const AttnV2Params& p) {
     extern __shared__ __align__(16) unsigned char av2_smem[];
     const int d = p.d, ld = d + 8, group = p.nh / p.nkv;
     float* qs = reinterpret_cast<float*>(av2_smem);                     // [AV2_ROWS][d]
@@ -241,13 +245,13 @@ extern "C" __global__ void __launch_bounds__(AV2_THREADS) block_attention_v2(con
         lim[r] = r < rows ? min(p.tok_limit[t0 + r / group], k1) : 0;
     }
 
-    float m[AV2_RPW], l[AV2_RPW], acc[AV2_RPW][8];
+    float m[AV2_RPW], l[AV2_RPW], acc[AV2_RPW][2 * JJ];
 #pragma unroll
     for (int i = 0; i < AV2_RPW; i++) {
         m[i] = -INFINITY;
         l[i] = 0.f;
 #pragma unroll
-        for (int j = 0; j < 8; j++) acc[i][j] = 0.f;
+        for (int j = 0; j < 2 * JJ; j++) acc[i][j] = 0.f;
     }
     const int r0 = w * AV2_RPW;
     float* pw = ps + r0 * AV2_PLD;  // this warp's P rows
@@ -298,26 +302,26 @@ extern "C" __global__ void __launch_bounds__(AV2_THREADS) block_attention_v2(con
             l[i] = l[i] * corr + warp_sum(pj);
             m[i] = mnew;
 #pragma unroll
-            for (int j = 0; j < 8; j++) acc[i][j] *= corr;
+            for (int j = 0; j < 2 * JJ; j++) acc[i][j] *= corr;
             pw[i * AV2_PLD + lane] = pj;
         }
         __syncwarp();
-        // P.V: lane owns columns 2 * lane + 64 * jj (+1), jj < d / 64 rounded up.
-        for (int kk = 0; kk < AV2_KC; kk += 4) {
-            float4 pv[AV2_RPW];
+        // P.V: lane owns columns 2 * lane + 64 * jj (+1), jj < JJ.
+        for (int kk = 0; kk < AV2_KC; kk += 2) {
+            float2 pv[AV2_RPW];
 #pragma unroll
-            for (int i = 0; i < AV2_RPW; i++) pv[i] = *reinterpret_cast<const float4*>(pw + i * AV2_PLD + kk);
+            for (int i = 0; i < AV2_RPW; i++) pv[i] = *reinterpret_cast<const float2*>(pw + i * AV2_PLD + kk);
 #pragma unroll
-            for (int u = 0; u < 4; u++) {
+            for (int u = 0; u < 2; u++) {
                 const bf16* vr = vs + (kk + u) * ld;
 #pragma unroll
-                for (int jj = 0; jj < 4; jj++) {
+                for (int jj = 0; jj < JJ; jj++) {
                     const int c = 2 * lane + 64 * jj;
                     if (c < d) {
                         const float2 v = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(vr + c));
 #pragma unroll
                         for (int i = 0; i < AV2_RPW; i++) {
-                            const float pu = u == 0 ? pv[i].x : u == 1 ? pv[i].y : u == 2 ? pv[i].z : pv[i].w;
+                            const float pu = u == 0 ? pv[i].x : pv[i].y;
                             acc[i][2 * jj] += pu * v.x;
                             acc[i][2 * jj + 1] += pu * v.y;
                         }
@@ -338,7 +342,7 @@ extern "C" __global__ void __launch_bounds__(AV2_THREADS) block_attention_v2(con
         if (p.num_splits == 1) {
             const float inv = 1.f / l[i];
 #pragma unroll
-            for (int jj = 0; jj < 4; jj++) {
+            for (int jj = 0; jj < JJ; jj++) {
                 const int c = 2 * lane + 64 * jj;
                 if (c < d)
                     *reinterpret_cast<__nv_bfloat162*>(p.out + row * d + c) =
@@ -347,13 +351,22 @@ extern "C" __global__ void __launch_bounds__(AV2_THREADS) block_attention_v2(con
         } else {
             const size_t prow = (size_t)split * p.tokens * p.nh + row;
 #pragma unroll
-            for (int jj = 0; jj < 4; jj++) {
+            for (int jj = 0; jj < JJ; jj++) {
                 const int c = 2 * lane + 64 * jj;
                 if (c < d) *reinterpret_cast<float2*>(p.part_acc + prow * d + c) = make_float2(acc[i][2 * jj], acc[i][2 * jj + 1]);
             }
             if (lane == 0) *reinterpret_cast<float2*>(p.part_ml + prow * 2) = make_float2(m[i], l[i]);
         }
     }
+}
+
+// d <= 128 (mini, flash): 32 accumulators a thread, 3 CTAs per SM by registers.
+extern "C" __global__ void __launch_bounds__(AV2_THREADS, 3) block_attention_v2(const AttnV2Params p) {
+    block_attention_v2_body<2>(p);
+}
+// 128 < d <= 256.
+extern "C" __global__ void __launch_bounds__(AV2_THREADS) block_attention_v2_d256(const AttnV2Params p) {
+    block_attention_v2_body<4>(p);
 }
 
 // Merge the splits of block_attention_v2: one CTA per token; split s holds token t's rows iff

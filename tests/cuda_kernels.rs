@@ -269,12 +269,17 @@ mod cuda {
     /// A mid-size checkpoint with mini's head layout (head_dim 128, 4 query heads per KV head)
     /// and enough tokens per expert that the grouped GEMMs run several row tiles per expert.
     fn write_mid(dir: &Path) -> ModelConfig {
+        write_mid_heads(dir, 8, 2, 128)
+    }
+
+    /// `write_mid` with another head layout (query heads, KV heads, head dim).
+    fn write_mid_heads(dir: &Path, nh: usize, nkv: usize, d: usize) -> ModelConfig {
         let mut c = preset("tiny").unwrap();
         c.hidden_size = 256;
         c.num_hidden_layers = 2;
-        c.num_attention_heads = 8;
-        c.num_key_value_heads = 2;
-        c.head_dim = Some(128);
+        c.num_attention_heads = nh;
+        c.num_key_value_heads = nkv;
+        c.head_dim = Some(d);
         c.intermediate_size = 384;
         c.moe_intermediate_size = 136; // not a multiple of the 64-column tile
         c.num_experts = 16;
@@ -334,6 +339,24 @@ mod cuda {
             ops_agree(&mut p, 11, 150);
             attention_agrees(&mut p, 12);
             long_attention_agrees(&mut p, 13, 608);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The largest head layout the kernels take: head_dim 256 and 8 query heads per KV head
+    /// (v2: block_attention_v2_d256, 4 tokens a tile).
+    #[test]
+    fn wide_heads_ops_match_cpu() {
+        if skip() {
+            return;
+        }
+        let dir = tmp("wide-ops");
+        write_mid_heads(&dir, 8, 1, 256);
+        for (v2, _) in VARIANTS {
+            let mut p = pair(&dir, v2);
+            ops_agree(&mut p, 21, 40);
+            attention_agrees(&mut p, 22);
+            long_attention_agrees(&mut p, 23, 320);
         }
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -200,7 +200,7 @@ fn kernel_names(module: &str) -> &'static [&'static str] {
         "gather" => &["embed_gather", "gather_rows"],
         "norm" => &["add_rms_norm"],
         "rope" => &["qk_norm_rope_store"],
-        "attention" => &["block_attention", "block_attention_v2", "attention_combine"],
+        "attention" => &["block_attention", "block_attention_v2", "block_attention_v2_d256", "attention_combine"],
         "moe_router" => &["moe_router", "moe_router_logits_v2", "moe_router_select_v2"],
         "moe_permute" => &["moe_permute", "moe_combine", "moe_permute_v2"],
         "moe_gemm" => &["moe_gate_up", "moe_down"],

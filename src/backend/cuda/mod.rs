@@ -462,7 +462,8 @@ impl CudaBackend {
             scale: 1.0 / (d as f32).sqrt(),
         };
         let grid = (s.num_tiles as u32, nkv as u32, num_splits as u32);
-        self.k.launch_smem("block_attention_v2", grid, 128, av2_smem_bytes(d) as u32, &p)?;
+        let kernel = if d <= 128 { "block_attention_v2" } else { "block_attention_v2_d256" };
+        self.k.launch_smem(kernel, grid, 128, av2_smem_bytes(d) as u32, &p)?;
         if num_splits > 1 {
             self.k.launch("attention_combine", (rows as u32, 1, 1), 256, &p)?;
         }
