@@ -120,6 +120,8 @@ impl Kernels {
         }
         if smem > 48 * 1024 {
             use cudarc::driver::sys::CUfunction_attribute_enum as A;
+            // Driver calls outside cudarc's launch path need the context current on this thread.
+            self.stream.context().bind_to_thread().map_err(|e| anyhow!("binding the CUDA context: {e:?}"))?;
             f.set_attribute(A::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem as i32)
                 .map_err(|e| anyhow!("kernel {name}: allowing {smem} bytes of shared memory: {e:?}"))?;
         }
