@@ -24,7 +24,7 @@ echo "libcublas: ${CUBLAS:-not found}" | tee "$OUT/libs.txt"
 [ -n "$CUBLAS" ] && export LD_LIBRARY_PATH=$(dirname "$CUBLAS"):${LD_LIBRARY_PATH:-}
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/device.txt"
 
-run "cuda_kernels tests" tests.log timeout 240 $C/test_cuda_kernels --test-threads=1 --nocapture
+run "cuda_kernels tests (op tests on v1 and v2)" tests.log timeout 300 $C/test_cuda_kernels --test-threads=1 --nocapture
 run "tiny generate cuda" tiny.log sh -c "$C/dllm generate --device cuda --json --max-new-tokens 64 > $OUT/tiny_cuda.json"
 run "tiny generate cpu" tiny.log sh -c "$C/dllm generate --device cpu --json --max-new-tokens 64 > $OUT/tiny_cpu.json"
 cat "$OUT/tiny_cuda.json" "$OUT/tiny_cpu.json"
