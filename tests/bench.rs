@@ -7,8 +7,10 @@ use dllm::checkpoint::Checkpoint;
 use dllm::engine::Engine;
 use dllm::tokenizer::Tokenizer;
 
-fn engine() -> Engine<CpuBackend> {
-    let dir = std::env::temp_dir().join(format!("dllm-bench-{}", std::process::id()));
+/// Each test makes its own checkpoint: tests run in parallel, and rewriting a file another
+/// test has mapped would pull it out from under that test.
+fn engine(tag: &str) -> Engine<CpuBackend> {
+    let dir = std::env::temp_dir().join(format!("dllm-bench-{}-{tag}", std::process::id()));
     dllm::make_model::make_model("tiny", &dir, 0).unwrap();
     let ck = Checkpoint::open(&dir).unwrap();
     let tok = Tokenizer::open(&dir, &ck.config).unwrap();
@@ -17,7 +19,7 @@ fn engine() -> Engine<CpuBackend> {
 
 #[test]
 fn step_bench_counts_experts_and_reports_against_the_floor() {
-    let mut e = engine();
+    let mut e = engine("floor");
     let cfg = e.cfg.clone();
     let runs = bench_steps(&mut e, &StepBenchArgs { batches: vec![1, 3], prefix: 32, block: 8, steps: 3, seed: 1 }).unwrap();
     assert_eq!(runs.len(), 2);
@@ -38,14 +40,14 @@ fn step_bench_counts_experts_and_reports_against_the_floor() {
 
 #[test]
 fn step_bench_rejects_a_ragged_prefix() {
-    let mut e = engine();
+    let mut e = engine("ragged");
     let err = bench_steps(&mut e, &StepBenchArgs { batches: vec![1], prefix: 30, block: 8, steps: 3, seed: 1 }).unwrap_err();
     assert!(err.to_string().contains("multiple of --block"), "{err}");
 }
 
 #[test]
 fn generate_bench_completes_every_request() {
-    let mut e = engine();
+    let mut e = engine("generate");
     let r = bench_generate(&mut e, 3, 16, 8, 2, 20, 0).unwrap();
     assert_eq!(r.new_tokens, 3 * 20);
     // 20 tokens at 8 per block and 2 per step: 3 blocks of 4 steps.

@@ -93,12 +93,23 @@ pub struct KernelRow {
     pub of_ceiling: Option<f64>,
 }
 
+/// The work-model entry a launch name is counted under: the opt-in v2 kernels
+/// (DLLM_KERNELS=v2) do the same work as the kernels they replace.
+fn work_name(launch: &str) -> &str {
+    match launch {
+        "block_attention_v2" | "block_attention_v2_d256" => "block_attention",
+        "moe_router_logits_v2" => "moe_router",
+        "moe_permute_v2" => "moe_permute",
+        other => other,
+    }
+}
+
 /// Join measured per-step times (name, ms, calls) with the work model.
 pub fn rows(measured: &[(String, f64, f64)], work: &[KernelWork], bandwidth: f64, gemm_flops: f64) -> Vec<KernelRow> {
     measured
         .iter()
         .map(|(name, ms, calls)| {
-            let w = work.iter().find(|w| w.name == name);
+            let w = work.iter().find(|w| w.name == work_name(name));
             let secs = ms / 1e3;
             let (mem_t, flop_t) = w.map(|w| (w.bytes / bandwidth, w.flops / gemm_flops)).unwrap_or((0.0, 0.0));
             KernelRow {
