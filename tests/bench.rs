@@ -43,6 +43,13 @@ fn step_bench_rejects_a_ragged_prefix() {
     let mut e = engine("ragged");
     let err = bench_steps(&mut e, &StepBenchArgs { batches: vec![1], prefix: 30, block: 8, steps: 3, seed: 1 }).unwrap_err();
     assert!(err.to_string().contains("multiple of --block"), "{err}");
+    // Degenerate shapes are errors, not divisions by zero.
+    for (block, steps) in [(0, 1), (1, 1), (8, 0), (8, 8)] {
+        let args = StepBenchArgs { batches: vec![1], prefix: 8, block, steps, seed: 1 };
+        assert!(bench_steps(&mut e, &args).is_err(), "block {block} steps {steps}");
+    }
+    assert!(bench_generate(&mut e, 1, 8, 8, 0, 8, 0).is_err(), "0 tokens per step");
+    assert!(bench_generate(&mut e, 1, 8, 0, 1, 8, 0).is_err(), "block 0");
 }
 
 #[test]

@@ -148,9 +148,7 @@ fn cuda(cmd: BenchCmd, process_start: std::time::Instant) -> Result<()> {
 fn kernels(mut engine: Engine<crate::backend::cuda::CudaBackend>, a: &KernelsArgs) -> Result<()> {
     use crate::engine::{Event, GenParams, Policy};
     let c = &a.common;
-    if c.prefix % c.block != 0 || a.steps == 0 || a.steps >= c.block {
-        bail!("--prefix must be a multiple of --block and --steps between 1 and block - 1");
-    }
+    super::check_step_shape(c.prefix, c.block, a.steps)?;
     let bandwidth = engine.backend.measure_copy_bandwidth()?;
     let gemm = engine.backend.measure_gemm_tflops()? * 1e12;
     let params = GenParams {

@@ -94,6 +94,21 @@ pub fn random_prompt(rng: &mut Rng, len: usize, vocab: usize, avoid: &[u32]) -> 
     out
 }
 
+/// The shape every step benchmark times: a prefix of whole cached blocks, then `steps` steps of
+/// one block after its first (prefill) step.
+pub fn check_step_shape(prefix: usize, block: usize, steps: usize) -> Result<()> {
+    if block < 2 {
+        bail!("--block must be at least 2, got {block}");
+    }
+    if prefix % block != 0 {
+        bail!("--prefix ({prefix}) must be a multiple of --block ({block}) so the prefix is whole cached blocks");
+    }
+    if steps == 0 || steps >= block {
+        bail!("--steps must be between 1 and block - 1 ({})", block - 1);
+    }
+    Ok(())
+}
+
 fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(|a, b| a.total_cmp(b));
@@ -104,12 +119,7 @@ fn median(v: &[f64]) -> f64 {
 /// block of masks; one token is unmasked per step (random weights make confidences
 /// meaningless, so the policy is fixed), so every step has the same shape.
 pub fn bench_steps<B: Backend>(engine: &mut Engine<B>, a: &StepBenchArgs) -> Result<Vec<StepRun>> {
-    if a.prefix % a.block != 0 {
-        bail!("--prefix ({}) must be a multiple of --block ({}) so the prefix is whole cached blocks", a.prefix, a.block);
-    }
-    if a.steps == 0 || a.steps >= a.block {
-        bail!("--steps must be between 1 and block - 1 ({})", a.block - 1);
-    }
+    check_step_shape(a.prefix, a.block, a.steps)?;
     let bandwidth = engine.backend.measure_copy_bandwidth()?;
     let gemm = engine.backend.matmul_ceiling()?;
     let cfg = engine.cfg.clone();
@@ -247,12 +257,15 @@ pub struct GenerateRun {
 /// End to end: `requests` requests of `prefix` random ids, `max_new` tokens each, k unmasked
 /// per step, all admitted at once.
 pub fn bench_generate<B: Backend>(engine: &mut Engine<B>, requests: usize, prefix: usize, block: usize, k: usize, max_new: usize, seed: u64) -> Result<GenerateRun> {
+    if block == 0 || k == 0 || k > block || requests == 0 || max_new == 0 {
+        bail!("bench generate needs --block >= 1, 1 <= --tokens-per-step <= --block, --requests >= 1, --max-new-tokens >= 1");
+    }
     let mut rng = Rng::new(seed);
     let params = GenParams {
         max_new_tokens: max_new,
         block_size: block,
         policy: Policy::FixedCount { k },
-        steps: Some(block.div_ceil(k.max(1))),
+        steps: Some(block.div_ceil(k)),
         ignore_eos: true,
         ..GenParams::default()
     };
