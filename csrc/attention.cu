@@ -1,131 +1,18 @@
-// Bidirectional block attention over the paged KV cache, GQA, online softmax, fp32 accumulate.
-// Query token t (one CTA per (token, kv head)) sees keys [0, tok_limit[t]) of its sequence;
-// the group of query heads sharing a KV head is done together so each K/V row is read once.
-// The ATT_WARPS warps split the keys and merge their (max, sum, acc) at the end.
-// Lane j of a warp scores key j of a 32-key chunk; then every lane accumulates its own
-// d/32 output dims over the chunk (p_j broadcast by shuffle).
 #include "common.cuh"
 
-#define ATT_WARPS 4
-#define ATT_MAX_G 8     // query heads per KV head
-#define ATT_MAX_D 256
-#define ATT_DPL (ATT_MAX_D / WARP)  // output dims per lane
-
-extern "C" __global__ void __launch_bounds__(ATT_WARPS * WARP) block_attention(const AttnParams p) {
-    __shared__ float qs[ATT_MAX_G][ATT_MAX_D];
-    __shared__ float red_m[ATT_WARPS][ATT_MAX_G], red_l[ATT_WARPS][ATT_MAX_G];
-    __shared__ float red_acc[ATT_WARPS][ATT_MAX_G][ATT_MAX_D];
-    int t = blockIdx.x, kh = blockIdx.y, lane = threadIdx.x % WARP, w = threadIdx.x / WARP;
-    int d = p.d, group = p.nh / p.nkv, limit = p.tok_limit[t];
-    const int32_t* pt = p.page_table + p.tok_pt[t];
-    for (int i = threadIdx.x; i < group * d; i += blockDim.x) {
-        int g = i / d, c = i % d;
-        qs[g][c] = bf2f(p.q[(size_t)t * p.nh * d + (size_t)(kh * group + g) * d + c]) * p.scale;
-    }
-    __syncthreads();
-
-    float m[ATT_MAX_G], l[ATT_MAX_G], acc[ATT_MAX_G][ATT_DPL];
-#pragma unroll
-    for (int g = 0; g < ATT_MAX_G; g++) {
-        m[g] = -FLT_MAX;
-        l[g] = 0.f;
-#pragma unroll
-        for (int j = 0; j < ATT_DPL; j++) acc[g][j] = 0.f;
-    }
-    for (int base = w * WARP; base < limit; base += ATT_WARPS * WARP) {
-        int key = base + lane;
-        bool valid = key < limit;
-        float s[ATT_MAX_G];
-#pragma unroll
-        for (int g = 0; g < ATT_MAX_G; g++) s[g] = 0.f;
-        if (valid) {
-            const bf16* kr = p.kv + kv_offset(pt, key, p.layer, p.num_layers, 0, p.page_size, p.nkv, kh, d);
-            for (int c = 0; c < d; c += 8) {
-                bf16x8 kv8 = *reinterpret_cast<const bf16x8*>(kr + c);
-                float kf[8];
-                bf16x8_to_f32(kv8, kf);
-#pragma unroll
-                for (int g = 0; g < ATT_MAX_G; g++) {
-                    if (g < group) {
-#pragma unroll
-                        for (int e = 0; e < 8; e++) s[g] += qs[g][c + e] * kf[e];
-                    }
-                }
-            }
-        }
-        float pj[ATT_MAX_G];
-#pragma unroll
-        for (int g = 0; g < ATT_MAX_G; g++) {
-            if (g >= group) continue;
-            float sg = valid ? s[g] : -FLT_MAX;
-            float mnew = fmaxf(m[g], warp_max(sg));
-            float corr = __expf(m[g] - mnew);
-            pj[g] = valid ? __expf(sg - mnew) : 0.f;
-            l[g] = l[g] * corr + warp_sum(pj[g]);
-#pragma unroll
-            for (int j = 0; j < ATT_DPL; j++) acc[g][j] *= corr;
-            m[g] = mnew;
-        }
-        int nkeys = min(WARP, limit - base);
-        for (int jk = 0; jk < nkeys; jk++) {
-            const bf16* vr = p.kv + kv_offset(pt, base + jk, p.layer, p.num_layers, 1, p.page_size, p.nkv, kh, d);
-            float vv[ATT_DPL];
-#pragma unroll
-            for (int j = 0; j < ATT_DPL; j++) {
-                int c = lane + j * WARP;
-                vv[j] = c < d ? bf2f(vr[c]) : 0.f;
-            }
-#pragma unroll
-            for (int g = 0; g < ATT_MAX_G; g++) {
-                if (g >= group) continue;
-                float pg = __shfl_sync(0xffffffffu, pj[g], jk);
-#pragma unroll
-                for (int j = 0; j < ATT_DPL; j++) acc[g][j] += pg * vv[j];
-            }
-        }
-    }
-    // Merge the warps' partial softmaxes.
-#pragma unroll
-    for (int g = 0; g < ATT_MAX_G; g++) {
-        if (g >= group) continue;
-        if (lane == 0) {
-            red_m[w][g] = m[g];
-            red_l[w][g] = l[g];
-        }
-#pragma unroll
-        for (int j = 0; j < ATT_DPL; j++) {
-            int c = lane + j * WARP;
-            if (c < d) red_acc[w][g][c] = acc[g][j];
-        }
-    }
-    __syncthreads();
-    for (int i = threadIdx.x; i < group * d; i += blockDim.x) {
-        int g = i / d, c = i % d;
-        float mm = -FLT_MAX;
-        for (int ww = 0; ww < ATT_WARPS; ww++) mm = fmaxf(mm, red_m[ww][g]);
-        float ll = 0.f, a = 0.f;
-        for (int ww = 0; ww < ATT_WARPS; ww++) {
-            float f = red_l[ww][g] > 0.f ? __expf(red_m[ww][g] - mm) : 0.f;
-            ll += red_l[ww][g] * f;
-            a += red_acc[ww][g][c] * f;
-        }
-        p.out[(size_t)t * p.nh * d + (size_t)(kh * group + g) * d + c] = f2bf(a / ll);
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
-// block_attention_v2 (opt-in: DLLM_KERNELS=v2) + attention_combine: flash-decoding over the
-// paged cache.
+// block_attention + attention_combine: bidirectional block attention as flash-decoding over
+// the paged KV cache (GQA, online softmax, fp32 accumulate). Query token t sees keys
+// [0, tok_limit[t]) of its sequence (block-causal: its own block and everything before).
 //
-// Grid (tile, kv head, split). A tile is up to AV2_ROWS query rows = up to 32/group tokens of
+// Grid (tile, kv head, split). A tile is up to ATT_ROWS query rows = up to 32/group tokens of
 // one run x the `group` query heads of KV head `kh` (row r = token r / group, head r % group), so
-// every K/V row staged in shared memory serves 32 query rows instead of 1 (v1 re-read the prefix
-// per token). The CTA walks keys [split * split_keys, min(that + split_keys, tile's largest
-// limit)) in chunks of AV2_KC keys, double-buffered: the cp.async copies of chunk c+1 (K and V,
+// every K/V row staged in shared memory serves 32 query rows instead of 1. The CTA walks keys
+// [split * split_keys, min(that + split_keys, tile's largest limit)) in chunks of ATT_KC keys, double-buffered: the cp.async copies of chunk c+1 (K and V,
 // 16 bytes each, zero-filled past the end) are in flight while chunk c is computed. Each row is
 // masked by its own limit (prefill tiles span blocks, so rows of one tile differ).
 //
-// Two instantiations: block_attention_v2 (d <= 128) and block_attention_v2_d256 (d <= 256), so
+// Two instantiations: block_attention (d <= 128) and block_attention_d256 (d <= 256), so
 // the accumulators (8 rows x d/32 columns a lane) are sized for the head dim.
 // Work split (128 threads, 4 warps): warp w owns rows 8w..8w+7 in both phases, so the softmax
 // statistics never leave the warp. Scores: lane j scores key j of the chunk against the warp's
@@ -141,29 +28,29 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * WARP) block_attention(c
 //
 // Predicted cost (mini, batch 1: 32 tokens, 16 q heads / 4 KV heads, d 128, ~1056-1088 keys):
 // host picks split_keys = 64 (aiming at ~2 CTAs per SM: 4 tiles x 4 KV heads x 17 splits = 272
-// CTAs; 56 KB shared and 162 registers x 128 threads each, so 3 fit an SM: one wave). Bytes: K/V of the prefix 1088 x 4 x 128 x 2 x 2 B =
-// 2.2 MB from HBM once (the 4 tiles of a head re-read it from L2), q 0.13 MB, partials
+// CTAs; 56 KB shared and 162 registers x 128 threads each, so 3 fit an SM: one wave). Bytes: K/V
+// of the prefix 1088 x 4 x 128 x 2 x 2 B = 2.2 MB from HBM once (the 4 tiles of a head re-read it from L2), q 0.13 MB, partials
 // 17 x 32 x 16 x 130 x 4 B = 4.5 MB written + read back through L2. fp32 FMAs: 2 x 32 x 16 x
 // 1088 x 128 = 142 M = ~8.4 k cycles per SM at 128 FMA/clk, ~5 us at full issue, ~10 us at the
-// ~50% FMA share of this loop. Expected: ~12 us for this kernel + ~4 us for the combine
-// (~20 us per layer call with launches, against 369 us for v1).
+// ~50% FMA share of this loop. Measured 2026-11-25 (H100, synchronised per launch): 37 us a
+// call; the one-CTA-per-token loop it replaced took 369 us.
 // ---------------------------------------------------------------------------------------------
-#define AV2_THREADS 128
+#define ATT_THREADS 128
 
 // 16-byte global -> shared copy that bypasses registers (sm_80+); `valid == false` zero-fills
 // the 16 bytes (src-size 0: nothing is read, but `g` must still be a mapped address).
-__device__ __forceinline__ void av2_cp_async16(void* s, const void* g, bool valid) {
+__device__ __forceinline__ void att_cp_async16(void* s, const void* g, bool valid) {
     unsigned sa = (unsigned)__cvta_generic_to_shared(s);
     int n = valid ? 16 : 0;
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(sa), "l"(g), "r"(n));
 }
-__device__ __forceinline__ void av2_cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void att_cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N>
-__device__ __forceinline__ void av2_cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+__device__ __forceinline__ void att_cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
 
 // 8 bf16 in one 16-byte word -> fp32 (bf16 is the top half of an fp32). Loading a uint4 keeps
 // the access one 16-byte instruction (a bf16x8 struct load may be split into four).
-__device__ __forceinline__ void av2_unpack8(const uint4 u, float* f) {
+__device__ __forceinline__ void att_unpack8(const uint4 u, float* f) {
     const unsigned x[4] = {u.x, u.y, u.z, u.w};
 #pragma unroll
     for (int i = 0; i < 4; i++) {
@@ -171,47 +58,47 @@ __device__ __forceinline__ void av2_unpack8(const uint4 u, float* f) {
         f[2 * i + 1] = __uint_as_float(x[i] & 0xffff0000u);
     }
 }
-#define AV2_ROWS 32  // query rows per tile
-#define AV2_RPW 8    // rows per warp (AV2_ROWS / 4 warps)
-#define AV2_KC 32    // keys per chunk (one per lane)
-#define AV2_PLD (AV2_KC + 4)  // P row stride in floats (16-byte aligned rows)
+#define ATT_ROWS 32  // query rows per tile
+#define ATT_RPW 8    // rows per warp (ATT_ROWS / 4 warps)
+#define ATT_KC 32    // keys per chunk (one per lane)
+#define ATT_PLD (ATT_KC + 4)  // P row stride in floats (16-byte aligned rows)
 
-// Dynamic shared memory of block_attention_v2 for head dim d (the host launches with this).
-__host__ __device__ inline int av2_smem_bytes(int d) {
+// Dynamic shared memory of block_attention for head dim d (the host launches with this).
+__host__ __device__ inline int att_smem_bytes(int d) {
     int ld = d + 8;
-    return AV2_ROWS * d * 4                 // q, fp32, pre-scaled
-           + 2 * 2 * AV2_KC * ld * 2        // K and V, two stages, bf16
-           + AV2_ROWS * AV2_PLD * 4         // P
-           + AV2_ROWS * 4;                  // per-row key limit
+    return ATT_ROWS * d * 4                 // q, fp32, pre-scaled
+           + 2 * 2 * ATT_KC * ld * 2        // K and V, two stages, bf16
+           + ATT_ROWS * ATT_PLD * 4         // P
+           + ATT_ROWS * 4;                  // per-row key limit
 }
 
-// Issue the cp.async copies of keys [kbase, kbase + AV2_KC) (K and V rows of head kh) into one
+// Issue the cp.async copies of keys [kbase, kbase + ATT_KC) (K and V rows of head kh) into one
 // stage; keys at or past kend are zero-filled (0 * V must stay 0 in P.V).
-__device__ __forceinline__ void av2_load_chunk(const AttnV2Params& p, const int32_t* pt, int kh, int kbase, int kend,
+__device__ __forceinline__ void att_load_chunk(const AttnParams& p, const int32_t* pt, int kh, int kbase, int kend,
                                                bf16* ks, bf16* vs, int ld) {
     int per_row = p.d / 8;
-    for (int i = threadIdx.x; i < AV2_KC * per_row; i += AV2_THREADS) {
+    for (int i = threadIdx.x; i < ATT_KC * per_row; i += ATT_THREADS) {
         int j = i / per_row, c = (i % per_row) * 8;
         int pos = kbase + j;
         bool valid = pos < kend;
         size_t ko = valid ? kv_offset(pt, pos, p.layer, p.num_layers, 0, p.page_size, p.nkv, kh, p.d) : 0;
         // V of a position is page_size * nkv * d elements after its K.
         size_t vo = valid ? ko + (size_t)p.page_size * p.nkv * p.d : 0;
-        av2_cp_async16(ks + j * ld + c, p.kv + ko + c, valid);
-        av2_cp_async16(vs + j * ld + c, p.kv + vo + c, valid);
+        att_cp_async16(ks + j * ld + c, p.kv + ko + c, valid);
+        att_cp_async16(vs + j * ld + c, p.kv + vo + c, valid);
     }
 }
 
 // JJ: column pairs per lane in steps of 64 (d <= 64 * JJ); the accumulators are 8 rows x 2 JJ.
 template <int JJ>
-__device__ __forceinline__ void block_attention_v2_body(const AttnV2Params& p) {
-    extern __shared__ __align__(16) unsigned char av2_smem[];
+__device__ __forceinline__ void block_attention_body(const AttnParams& p) {
+    extern __shared__ __align__(16) unsigned char att_smem[];
     const int d = p.d, ld = d + 8, group = p.nh / p.nkv;
-    float* qs = reinterpret_cast<float*>(av2_smem);                     // [AV2_ROWS][d]
-    bf16* kst = reinterpret_cast<bf16*>(qs + AV2_ROWS * d);             // [2][AV2_KC][ld]
-    bf16* vst = kst + 2 * AV2_KC * ld;                                  // [2][AV2_KC][ld]
-    float* ps = reinterpret_cast<float*>(vst + 2 * AV2_KC * ld);        // [AV2_ROWS][AV2_PLD]
-    int* lim = reinterpret_cast<int*>(ps + AV2_ROWS * AV2_PLD);         // [AV2_ROWS]
+    float* qs = reinterpret_cast<float*>(att_smem);                     // [ATT_ROWS][d]
+    bf16* kst = reinterpret_cast<bf16*>(qs + ATT_ROWS * d);             // [2][ATT_KC][ld]
+    bf16* vst = kst + 2 * ATT_KC * ld;                                  // [2][ATT_KC][ld]
+    float* ps = reinterpret_cast<float*>(vst + 2 * ATT_KC * ld);        // [ATT_ROWS][ATT_PLD]
+    int* lim = reinterpret_cast<int*>(ps + ATT_ROWS * ATT_PLD);         // [ATT_ROWS]
 
     const int tile = blockIdx.x, kh = blockIdx.y, split = blockIdx.z;
     const int lane = threadIdx.x % WARP, w = threadIdx.x / WARP;
@@ -224,63 +111,63 @@ __device__ __forceinline__ void block_attention_v2_body(const AttnV2Params& p) {
     for (int i = 0; i < nt; i++) kmax = max(kmax, p.tok_limit[t0 + i]);
     const int k0 = split * p.split_keys, k1 = min(kmax, k0 + p.split_keys);
     if (k0 >= k1) return;  // uniform over the CTA
-    const int nchunks = (k1 - k0 + AV2_KC - 1) / AV2_KC;
+    const int nchunks = (k1 - k0 + ATT_KC - 1) / ATT_KC;
 
-    av2_load_chunk(p, pt, kh, k0, k1, kst, vst, ld);
-    av2_cp_async_commit();
+    att_load_chunk(p, pt, kh, k0, k1, kst, vst, ld);
+    att_cp_async_commit();
 
     // q (pre-scaled, fp32) and the per-row limits, while chunk 0 is in flight; padding rows are 0.
-    for (int i = threadIdx.x; i < AV2_ROWS * (d / 8); i += AV2_THREADS) {
+    for (int i = threadIdx.x; i < ATT_ROWS * (d / 8); i += ATT_THREADS) {
         int r = i / (d / 8), c = (i % (d / 8)) * 8;
         float f[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
         if (r < rows) {
             int t = t0 + r / group, h = kh * group + r % group;
-            av2_unpack8(*reinterpret_cast<const uint4*>(p.q + ((size_t)t * p.nh + h) * d + c), f);
+            att_unpack8(*reinterpret_cast<const uint4*>(p.q + ((size_t)t * p.nh + h) * d + c), f);
         }
 #pragma unroll
         for (int e = 0; e < 8; e++) qs[r * d + c + e] = f[e] * p.scale;
     }
-    if (threadIdx.x < AV2_ROWS) {
+    if (threadIdx.x < ATT_ROWS) {
         int r = threadIdx.x;
         lim[r] = r < rows ? min(p.tok_limit[t0 + r / group], k1) : 0;
     }
 
-    float m[AV2_RPW], l[AV2_RPW], acc[AV2_RPW][2 * JJ];
+    float m[ATT_RPW], l[ATT_RPW], acc[ATT_RPW][2 * JJ];
 #pragma unroll
-    for (int i = 0; i < AV2_RPW; i++) {
+    for (int i = 0; i < ATT_RPW; i++) {
         m[i] = -INFINITY;
         l[i] = 0.f;
 #pragma unroll
         for (int j = 0; j < 2 * JJ; j++) acc[i][j] = 0.f;
     }
-    const int r0 = w * AV2_RPW;
-    float* pw = ps + r0 * AV2_PLD;  // this warp's P rows
+    const int r0 = w * ATT_RPW;
+    float* pw = ps + r0 * ATT_PLD;  // this warp's P rows
 
     for (int ch = 0; ch < nchunks; ch++) {
-        const int kbase = k0 + ch * AV2_KC, st = ch & 1;
+        const int kbase = k0 + ch * ATT_KC, st = ch & 1;
         if (ch + 1 < nchunks) {
             // The stage being filled was last read in iteration ch - 1, which ended in a barrier.
-            av2_load_chunk(p, pt, kh, kbase + AV2_KC, k1, kst + (st ^ 1) * AV2_KC * ld, vst + (st ^ 1) * AV2_KC * ld, ld);
-            av2_cp_async_commit();
-            av2_cp_async_wait<1>();
+            att_load_chunk(p, pt, kh, kbase + ATT_KC, k1, kst + (st ^ 1) * ATT_KC * ld, vst + (st ^ 1) * ATT_KC * ld, ld);
+            att_cp_async_commit();
+            att_cp_async_wait<1>();
         } else {
-            av2_cp_async_wait<0>();
+            att_cp_async_wait<0>();
         }
         __syncthreads();  // chunk ch (and, the first time, qs / lim) visible to all
-        const bf16* ks = kst + st * AV2_KC * ld;
-        const bf16* vs = vst + st * AV2_KC * ld;
+        const bf16* ks = kst + st * ATT_KC * ld;
+        const bf16* vs = vst + st * ATT_KC * ld;
 
         // Scores of key `lane` against rows r0..r0+7.
-        float s[AV2_RPW];
+        float s[ATT_RPW];
 #pragma unroll
-        for (int i = 0; i < AV2_RPW; i++) s[i] = 0.f;
+        for (int i = 0; i < ATT_RPW; i++) s[i] = 0.f;
         const bf16* kr = ks + lane * ld;
 #pragma unroll 2
         for (int c = 0; c < d; c += 8) {
             float kf[8];
-            av2_unpack8(*reinterpret_cast<const uint4*>(kr + c), kf);
+            att_unpack8(*reinterpret_cast<const uint4*>(kr + c), kf);
 #pragma unroll
-            for (int i = 0; i < AV2_RPW; i++) {
+            for (int i = 0; i < ATT_RPW; i++) {
                 const float4 a = *reinterpret_cast<const float4*>(qs + (r0 + i) * d + c);
                 const float4 b = *reinterpret_cast<const float4*>(qs + (r0 + i) * d + c + 4);
                 s[i] += a.x * kf[0] + a.y * kf[1] + a.z * kf[2] + a.w * kf[3] + b.x * kf[4] + b.y * kf[5] + b.z * kf[6] +
@@ -290,7 +177,7 @@ __device__ __forceinline__ void block_attention_v2_body(const AttnV2Params& p) {
         // Online softmax, one row at a time, over the warp (a row's chunk is the warp's 32 keys).
         const int key = kbase + lane;
 #pragma unroll
-        for (int i = 0; i < AV2_RPW; i++) {
+        for (int i = 0; i < ATT_RPW; i++) {
             const bool valid = key < lim[r0 + i];
             const float sv = valid ? s[i] : -INFINITY;
             const float mnew = fmaxf(m[i], warp_max(sv));
@@ -303,14 +190,14 @@ __device__ __forceinline__ void block_attention_v2_body(const AttnV2Params& p) {
             m[i] = mnew;
 #pragma unroll
             for (int j = 0; j < 2 * JJ; j++) acc[i][j] *= corr;
-            pw[i * AV2_PLD + lane] = pj;
+            pw[i * ATT_PLD + lane] = pj;
         }
         __syncwarp();
         // P.V: lane owns columns 2 * lane + 64 * jj (+1), jj < JJ.
-        for (int kk = 0; kk < AV2_KC; kk += 2) {
-            float2 pv[AV2_RPW];
+        for (int kk = 0; kk < ATT_KC; kk += 2) {
+            float2 pv[ATT_RPW];
 #pragma unroll
-            for (int i = 0; i < AV2_RPW; i++) pv[i] = *reinterpret_cast<const float2*>(pw + i * AV2_PLD + kk);
+            for (int i = 0; i < ATT_RPW; i++) pv[i] = *reinterpret_cast<const float2*>(pw + i * ATT_PLD + kk);
 #pragma unroll
             for (int u = 0; u < 2; u++) {
                 const bf16* vr = vs + (kk + u) * ld;
@@ -320,7 +207,7 @@ __device__ __forceinline__ void block_attention_v2_body(const AttnV2Params& p) {
                     if (c < d) {
                         const float2 v = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(vr + c));
 #pragma unroll
-                        for (int i = 0; i < AV2_RPW; i++) {
+                        for (int i = 0; i < ATT_RPW; i++) {
                             const float pu = u == 0 ? pv[i].x : pv[i].y;
                             acc[i][2 * jj] += pu * v.x;
                             acc[i][2 * jj + 1] += pu * v.y;
@@ -334,7 +221,7 @@ __device__ __forceinline__ void block_attention_v2_body(const AttnV2Params& p) {
 
     // Write this split's result for the warp's rows.
 #pragma unroll
-    for (int i = 0; i < AV2_RPW; i++) {
+    for (int i = 0; i < ATT_RPW; i++) {
         const int r = r0 + i;
         if (r >= rows || l[i] == 0.f) continue;  // padding, or no key of this split (uniform)
         const int t = t0 + r / group, h = kh * group + r % group;
@@ -361,31 +248,42 @@ __device__ __forceinline__ void block_attention_v2_body(const AttnV2Params& p) {
 }
 
 // d <= 128 (mini, flash): 32 accumulators a thread, 3 CTAs per SM by registers.
-extern "C" __global__ void __launch_bounds__(AV2_THREADS, 3) block_attention_v2(const AttnV2Params p) {
-    block_attention_v2_body<2>(p);
+extern "C" __global__ void __launch_bounds__(ATT_THREADS, 3) block_attention(const AttnParams p) {
+    block_attention_body<2>(p);
 }
 // 128 < d <= 256.
-extern "C" __global__ void __launch_bounds__(AV2_THREADS) block_attention_v2_d256(const AttnV2Params p) {
-    block_attention_v2_body<4>(p);
+extern "C" __global__ void __launch_bounds__(ATT_THREADS) block_attention_d256(const AttnParams p) {
+    block_attention_body<4>(p);
 }
 
-// Merge the splits of block_attention_v2: one CTA per token; split s holds token t's rows iff
-// s * split_keys < limit(t).
-extern "C" __global__ void attention_combine(const AttnV2Params p) {
-    const int t = blockIdx.x, d = p.d;
+// Merge the splits of block_attention. Grid (token, query head), one thread per output column:
+// warp 0 reduces the splits' (m, l) to the global max and 1 / sum, then every thread sums its
+// column over the splits with independent loads (the (m) of a split is a broadcast read).
+// Split s holds token t's rows iff s * split_keys < limit(t).
+extern "C" __global__ void attention_combine(const AttnParams p) {
+    const int t = blockIdx.x, h = blockIdx.y, d = p.d;
     const int ns = (p.tok_limit[t] + p.split_keys - 1) / p.split_keys;
     const size_t stride = (size_t)p.tokens * p.nh;  // rows per split
-    for (int i = threadIdx.x; i < p.nh * d; i += blockDim.x) {
-        const int h = i / d, c = i % d;
-        const size_t row = (size_t)t * p.nh + h;
+    const size_t row = (size_t)t * p.nh + h;
+    __shared__ float s_max, s_inv;
+    if (threadIdx.x < WARP) {
         float mm = -INFINITY;
-        for (int s = 0; s < ns; s++) mm = fmaxf(mm, p.part_ml[(s * stride + row) * 2]);
-        float ll = 0.f, a = 0.f;
-        for (int s = 0; s < ns; s++) {
-            const float f = __expf(p.part_ml[(s * stride + row) * 2] - mm);
-            ll += p.part_ml[(s * stride + row) * 2 + 1] * f;
-            a += p.part_acc[(s * stride + row) * d + c] * f;
+        for (int s = threadIdx.x; s < ns; s += WARP) mm = fmaxf(mm, p.part_ml[(s * stride + row) * 2]);
+        for (int o = WARP / 2; o > 0; o /= 2) mm = fmaxf(mm, __shfl_xor_sync(0xffffffffu, mm, o));
+        float ll = 0.f;
+        for (int s = threadIdx.x; s < ns; s += WARP) ll += p.part_ml[(s * stride + row) * 2 + 1] * __expf(p.part_ml[(s * stride + row) * 2] - mm);
+        for (int o = WARP / 2; o > 0; o /= 2) ll += __shfl_xor_sync(0xffffffffu, ll, o);
+        if (threadIdx.x == 0) {
+            s_max = mm;
+            s_inv = 1.f / ll;
         }
-        p.out[row * d + c] = f2bf(a / ll);
+    }
+    __syncthreads();
+    const float mm = s_max;
+    for (int c = threadIdx.x; c < d; c += blockDim.x) {
+        float a = 0.f;
+#pragma unroll 4
+        for (int s = 0; s < ns; s++) a += p.part_acc[(s * stride + row) * d + c] * __expf(p.part_ml[(s * stride + row) * 2] - mm);
+        p.out[row * d + c] = f2bf(a * s_inv);
     }
 }

@@ -1,5 +1,7 @@
-// Random weights made on the device (benchmark shapes that cannot be shipped):
+// init_normal: random weights made on the device (benchmark shapes that cannot be shipped):
 // out[i] = mean + std * N(0,1), Box-Muller over a counter-based SplitMix64 draw of (seed, i).
+// spin_wait: holds the stream for `us` microseconds (kernel profiling: the host queues a whole
+// forward behind it, so the per-kernel event times hold no launch gaps).
 #include "common.cuh"
 
 __device__ __forceinline__ uint64_t splitmix(uint64_t z) {
@@ -18,4 +20,13 @@ extern "C" __global__ void init_normal(const InitParams p) {
         if (p.out_bf16) p.out_bf16[i] = f2bf(x);
         else p.out_f32[i] = x;
     }
+}
+
+extern "C" __global__ void spin_wait(const SpinParams p) {
+    unsigned long long t0, t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
+    do {
+        __nanosleep(1000);
+        asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    } while (t - t0 < 1000ull * p.us);
 }

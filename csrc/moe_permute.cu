@@ -6,43 +6,6 @@
 
 #define PERMUTE_MAX_E 1024
 
-extern "C" __global__ void __launch_bounds__(1024) moe_permute(const PermuteParams p) {
-    __shared__ int count[PERMUTE_MAX_E], offset[PERMUTE_MAX_E];
-    int n = p.tokens * p.topk;
-    for (int e = threadIdx.x; e < p.experts; e += blockDim.x) {
-        int c = 0;
-        for (int j = 0; j < n; j++) c += p.topk_ids[j] == e;
-        count[e] = c;
-    }
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        int off = 0, items = 0;
-        for (int e = 0; e < p.experts; e++) {
-            offset[e] = off;
-            for (int r = 0; r < count[e]; r += p.tile_m) {
-                p.items[3 * items] = e;
-                p.items[3 * items + 1] = off + r;
-                p.items[3 * items + 2] = min(p.tile_m, count[e] - r);
-                items++;
-            }
-            off += count[e];
-        }
-        *p.num_items = items;
-    }
-    __syncthreads();
-    for (int e = threadIdx.x; e < p.experts; e += blockDim.x) {
-        int s = offset[e];
-        for (int j = 0; j < n; j++) {
-            if (p.topk_ids[j] == e) {
-                p.slot_token[s] = j / p.topk;
-                p.slot_weight[s] = p.topk_w[j];
-                p.tok_slot[j] = s;
-                s++;
-            }
-        }
-    }
-}
-
 extern "C" __global__ void moe_combine(const CombineParams p) {
     int t = blockIdx.x;
     float* y = p.y + (size_t)t * p.hidden;
@@ -54,8 +17,8 @@ extern "C" __global__ void moe_combine(const CombineParams p) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// moe_permute_v2 (opt-in: DLLM_KERNELS=v2): the same outputs as moe_permute (slot order inside
-// an expert = pick order, items in expert order), in parallel, one CTA of 1024 threads.
+// moe_permute: slot order inside an expert = pick order, items in expert order; in parallel,
+// one CTA of 1024 threads.
 // 1. counts by shared-memory atomics (exact whatever the order);
 // 2. one block-wide exclusive scan of (count, items) per expert (expert e = thread e): slot
 //    offsets and item offsets; thread e writes its own items;
@@ -63,13 +26,12 @@ extern "C" __global__ void moe_combine(const CombineParams p) {
 //    lanes with the same expert (__match_any_sync) and their order; the warps then take turns
 //    (one barrier each) adding their picks behind the earlier warps' in each expert, so pick
 //    order is kept without any thread walking the list.
-// v1 had thread 0 build the item list alone and each expert's thread scan all picks twice.
 // Mini, batch 1: 256 picks, 256 experts: ~3 barriers for the counts and the scan + 8 turns:
 // predicted ~3-5 us, mostly launch and global-load latency.
 // ---------------------------------------------------------------------------------------------
-#define PERMUTE_V2_THREADS 1024
+#define PERMUTE_THREADS 1024
 
-extern "C" __global__ void __launch_bounds__(PERMUTE_V2_THREADS, 1) moe_permute_v2(const PermuteParams p) {
+extern "C" __global__ void __launch_bounds__(PERMUTE_THREADS, 1) moe_permute(const PermuteParams p) {
     __shared__ int count[PERMUTE_MAX_E], offset[PERMUTE_MAX_E], fill[PERMUTE_MAX_E];
     __shared__ int wsum_c[WARP], wsum_i[WARP];
     const int tid = threadIdx.x, lane = tid % WARP, w = tid / WARP;

@@ -1,106 +1,33 @@
-// The MoE router in one kernel, one CTA per token: fp32 logits h W^T, sigmoid, + expert_bias,
-// group-limited top-k (group score = sum of its two largest biased scores), weights
-// s_k / sum(s_chosen) * scale from the unbiased scores. CPU twin: backend::cpu::route.
+// The MoE router: fp32 logits h W^T, sigmoid, + expert_bias, group-limited top-k (group score =
+// sum of its two largest biased scores), weights s_k / sum(s_chosen) * scale from the unbiased
+// scores. CPU twin: backend::cpu::route.
 #include "common.cuh"
 
 #define ROUTER_THREADS 256
-#define ROUTER_MAX_H 8192
 #define ROUTER_MAX_E 1024
 #define ROUTER_MAX_GROUPS 64
 
-extern "C" __global__ void __launch_bounds__(ROUTER_THREADS) moe_router(const RouterParams p) {
-    __shared__ float hs[ROUTER_MAX_H];
-    __shared__ float sc[ROUTER_MAX_E], bs[ROUTER_MAX_E];
-    __shared__ float gscore[ROUTER_MAX_GROUPS];
-    __shared__ int gkeep[ROUTER_MAX_GROUPS];
-    __shared__ int chosen[ROUTER_MAX_E];
-    int t = blockIdx.x, lane = threadIdx.x % WARP, w = threadIdx.x / WARP, nw = blockDim.x / WARP;
-    const bf16* h = p.h + (size_t)t * p.hidden;
-    for (int i = threadIdx.x; i < p.hidden; i += blockDim.x) hs[i] = bf2f(h[i]);
-    __syncthreads();
-    // One warp per expert; 16-byte loads of the router row (hidden % 8 == 0, checked on the host).
-    for (int e = w; e < p.experts; e += nw) {
-        const bf16* wr = p.w + (size_t)e * p.hidden;
-        float acc = 0.f;
-        for (int c = lane * 8; c < p.hidden; c += WARP * 8) {
-            float f[8];
-            bf16x8_to_f32(*reinterpret_cast<const bf16x8*>(wr + c), f);
-#pragma unroll
-            for (int j = 0; j < 8; j++) acc += hs[c + j] * f[j];
-        }
-        acc = warp_sum(acc);
-        if (lane == 0) {
-            float s = 1.f / (1.f + expf(-acc));
-            sc[e] = s;
-            bs[e] = s + p.bias[e];
-        }
-    }
-    __syncthreads();
-    int gsize = p.experts / p.n_group;
-    for (int g = threadIdx.x; g < p.n_group; g += blockDim.x) {
-        float a = -FLT_MAX, b = -FLT_MAX;  // two largest
-        for (int e = g * gsize; e < (g + 1) * gsize; e++) {
-            float v = bs[e];
-            if (v > a) {
-                b = a;
-                a = v;
-            } else if (v > b) {
-                b = v;
-            }
-        }
-        gscore[g] = a + b;
-    }
-    __syncthreads();
-    for (int g = threadIdx.x; g < p.n_group; g += blockDim.x) {
-        int rank = 0;
-        for (int o = 0; o < p.n_group; o++)
-            rank += gscore[o] > gscore[g] || (gscore[o] == gscore[g] && o < g);
-        gkeep[g] = rank < p.topk_group;
-    }
-    __syncthreads();
-    for (int e = threadIdx.x; e < p.experts; e += blockDim.x) {
-        int rank = -1;
-        if (gkeep[e / gsize]) {
-            rank = 0;
-            for (int o = 0; o < p.experts; o++)
-                if (gkeep[o / gsize]) rank += bs[o] > bs[e] || (bs[o] == bs[e] && o < e);
-        }
-        chosen[e] = rank;
-    }
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        int* ids = p.topk_ids + (size_t)t * p.topk;
-        for (int e = 0; e < p.experts; e++)
-            if (chosen[e] >= 0 && chosen[e] < p.topk) ids[chosen[e]] = e;
-        float sum = 0.f;
-        for (int k = 0; k < p.topk; k++) sum += sc[ids[k]];
-        for (int k = 0; k < p.topk; k++) p.topk_w[(size_t)t * p.topk + k] = sc[ids[k]] / sum * p.scale;
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
-// v2 (opt-in: DLLM_KERNELS=v2): the same routing in two launches.
+// Two launches: the logits, then the selection.
 //
-// moe_router_logits_v2: grid (experts / 8, tokens / 8), 256 threads. Warp w computes the logits
+// moe_router_logits: grid (experts / 8, tokens / 8), 256 threads. Warp w computes the logits
 // of expert e = 8 * blockIdx.x + w for the 8 tokens of the tile at once: lane j owns hidden
 // columns 8j + 256i, so each iteration issues one 16-byte load of the router row and 8 of the
-// token rows (unconditional 16-byte loads, unrolled x2: 18 in flight per lane) for 64 FMAs. v1 ran one
-// CTA per token (32 CTAs at batch 1) walking 32 experts one after the other with a dependent
-// reduction each. Mini, batch 1 (32 tokens, 256 experts, hidden 2048): 32 x 4 = 128 CTAs; the
+// token rows (unconditional 16-byte loads, unrolled x2: 18 in flight per lane) for 64 FMAs. Mini, batch 1 (32 tokens, 256 experts, hidden 2048): 32 x 4 = 128 CTAs; the
 // 1 MB router matrix comes from HBM once (then L2 for the other 3 token tiles), 32 x 4 KB of
 // hidden states from L2. Predicted ~4-6 us (latency of ~8 rounds of loads + the launch).
 //
-// moe_router_select_v2: one CTA per token, the selection of moe_router (sigmoid, + bias, group
+// moe_router_select: one CTA per token, the selection (sigmoid, + bias, group
 // score = sum of the two largest biased scores, topk_group groups, top-k by biased score, ties
 // to the lower index, weights from the unbiased scores in rank order) with the expert ranks
 // computed against a masked copy of the biased scores (one shared read per comparison) and
 // each selected expert writing its own slot. Predicted ~3-4 us.
 // ---------------------------------------------------------------------------------------------
-#define RV2_EXPERTS 8  // experts per CTA (one per warp)
-#define RV2_TOKENS 8   // tokens per CTA
+#define ROUTER_CTA_EXPERTS 8  // experts per CTA (one per warp)
+#define ROUTER_CTA_TOKENS 8   // tokens per CTA
 
 // 8 bf16 in one 16-byte word -> fp32 (bf16 is the top half of an fp32).
-__device__ __forceinline__ void rv2_unpack(const uint4 u, float* f) {
+__device__ __forceinline__ void router_unpack8(const uint4 u, float* f) {
     const unsigned x[4] = {u.x, u.y, u.z, u.w};
 #pragma unroll
     for (int i = 0; i < 4; i++) {
@@ -109,43 +36,43 @@ __device__ __forceinline__ void rv2_unpack(const uint4 u, float* f) {
     }
 }
 
-extern "C" __global__ void __launch_bounds__(RV2_EXPERTS * WARP) moe_router_logits_v2(const RouterV2Params p) {
+extern "C" __global__ void __launch_bounds__(ROUTER_CTA_EXPERTS * WARP) moe_router_logits(const RouterParams p) {
     const int lane = threadIdx.x % WARP, w = threadIdx.x / WARP;
-    const int e = blockIdx.x * RV2_EXPERTS + w, tb = blockIdx.y * RV2_TOKENS;
+    const int e = blockIdx.x * ROUTER_CTA_EXPERTS + w, tb = blockIdx.y * ROUTER_CTA_TOKENS;
     if (e >= p.experts) return;  // whole warp; no barriers in this kernel
-    const int nt = min(RV2_TOKENS, p.tokens - tb);
+    const int nt = min(ROUTER_CTA_TOKENS, p.tokens - tb);
     const bf16* wr = p.w + (size_t)e * p.hidden;
     // Rows past the last token repeat it (loads stay unconditional, so they batch); not stored.
-    const bf16* hr[RV2_TOKENS];
+    const bf16* hr[ROUTER_CTA_TOKENS];
 #pragma unroll
-    for (int t = 0; t < RV2_TOKENS; t++) hr[t] = p.h + (size_t)(tb + min(t, nt - 1)) * p.hidden;
-    float acc[RV2_TOKENS];
+    for (int t = 0; t < ROUTER_CTA_TOKENS; t++) hr[t] = p.h + (size_t)(tb + min(t, nt - 1)) * p.hidden;
+    float acc[ROUTER_CTA_TOKENS];
 #pragma unroll
-    for (int t = 0; t < RV2_TOKENS; t++) acc[t] = 0.f;
+    for (int t = 0; t < ROUTER_CTA_TOKENS; t++) acc[t] = 0.f;
 #pragma unroll 2
     for (int c = lane * 8; c < p.hidden; c += WARP * 8) {
-        uint4 hu[RV2_TOKENS];
+        uint4 hu[ROUTER_CTA_TOKENS];
         const uint4 wu = __ldg(reinterpret_cast<const uint4*>(wr + c));
 #pragma unroll
-        for (int t = 0; t < RV2_TOKENS; t++) hu[t] = __ldg(reinterpret_cast<const uint4*>(hr[t] + c));
+        for (int t = 0; t < ROUTER_CTA_TOKENS; t++) hu[t] = __ldg(reinterpret_cast<const uint4*>(hr[t] + c));
         float wf[8];
-        rv2_unpack(wu, wf);
+        router_unpack8(wu, wf);
 #pragma unroll
-        for (int t = 0; t < RV2_TOKENS; t++) {
+        for (int t = 0; t < ROUTER_CTA_TOKENS; t++) {
             float hf[8];
-            rv2_unpack(hu[t], hf);
+            router_unpack8(hu[t], hf);
 #pragma unroll
             for (int j = 0; j < 8; j++) acc[t] += wf[j] * hf[j];
         }
     }
 #pragma unroll
-    for (int t = 0; t < RV2_TOKENS; t++) {
+    for (int t = 0; t < ROUTER_CTA_TOKENS; t++) {
         const float v = warp_sum(acc[t]);
         if (lane == 0 && t < nt) p.logits[(size_t)(tb + t) * p.experts + e] = v;
     }
 }
 
-extern "C" __global__ void __launch_bounds__(ROUTER_THREADS) moe_router_select_v2(const RouterV2Params p) {
+extern "C" __global__ void __launch_bounds__(ROUTER_THREADS) moe_router_select(const RouterParams p) {
     __shared__ float sc[ROUTER_MAX_E], bs[ROUTER_MAX_E], bk[ROUTER_MAX_E];
     __shared__ float gscore[ROUTER_MAX_GROUPS];
     __shared__ int gkeep[ROUTER_MAX_GROUPS];

@@ -61,28 +61,11 @@ struct RopeParams {
     float theta;
 };
 
-struct AttnParams {
-    const bf16* q;
-    const bf16* kv;
-    bf16* out;
-    const int32_t* page_table;
-    const int32_t* tok_pt;
-    const int32_t* tok_limit;
-    int32_t tokens;
-    int32_t nh;
-    int32_t nkv;
-    int32_t d;
-    int32_t page_size;
-    int32_t layer;
-    int32_t num_layers;
-    float scale;
-};
-
-// attention.cu, block_attention_v2 (DLLM_KERNELS=v2): one CTA per (query tile, KV head, key
+// attention.cu, block_attention: one CTA per (query tile, KV head, key
 // split). A tile is up to 32 query rows (tokens x the group of query heads of one KV head), all
 // tokens of one run. With num_splits > 1 it writes unnormalised partials that
 // attention_combine merges; with num_splits == 1 it writes out directly.
-struct AttnV2Params {
+struct AttnParams {
     const bf16* q;
     const bf16* kv;
     bf16* out;
@@ -104,26 +87,9 @@ struct AttnV2Params {
     float scale;
 };
 
-// moe_router.cu: one CTA per token.
+// moe_router.cu: moe_router_logits writes logits[t][e] (fp32) for a tile of 8 experts x 8
+// tokens per CTA; moe_router_select (one CTA per token) selects the experts from them.
 struct RouterParams {
-    const bf16* h;
-    const bf16* w;
-    const float* bias;
-    int32_t* topk_ids;
-    float* topk_w;
-    int32_t tokens;
-    int32_t hidden;
-    int32_t experts;
-    int32_t topk;
-    int32_t n_group;
-    int32_t topk_group;
-    float scale;
-};
-
-// moe_router.cu, v2 (DLLM_KERNELS=v2): moe_router_logits_v2 writes logits[t][e] (fp32) for a
-// tile of 8 experts x 8 tokens per CTA; moe_router_select_v2 (one CTA per token) does the
-// selection of moe_router from them.
-struct RouterV2Params {
     const bf16* h;
     const bf16* w;
     const float* bias;
@@ -221,4 +187,9 @@ struct InitParams {
     uint32_t seed_hi;
     float mean;
     float std;
+};
+
+// init.cu, spin_wait: one thread sleeps `us` microseconds.
+struct SpinParams {
+    uint32_t us;
 };

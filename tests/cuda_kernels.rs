@@ -35,18 +35,9 @@ mod cuda {
         true
     }
 
-    /// The kernel set comes from the environment (DLLM_KERNELS=v2 selects the v2 kernels), so the
-    /// engine-level tests (greedy, lockstep, fixtures) run whichever set the caller asks for.
     fn opts() -> CudaOptions {
         // Small pages so a sequence spans several; a capped cache so tests can share the GPU.
         CudaOptions { page_size: 8, max_kv_bytes: Some(256 << 20), poison: true, ..CudaOptions::default() }
-    }
-
-    /// The op tests run both kernel sets against the CPU twins, whatever the environment says.
-    const VARIANTS: [(bool, &str); 2] = [(false, "v1"), (true, "v2")];
-
-    fn opts_v(kernels_v2: bool) -> CudaOptions {
-        CudaOptions { kernels_v2, ..opts() }
     }
 
     fn tmp(tag: &str) -> PathBuf {
@@ -88,10 +79,9 @@ mod cuda {
         dir: PathBuf,
     }
 
-    fn pair(dir: &Path, kernels_v2: bool) -> Pair {
+    fn pair(dir: &Path) -> Pair {
         let ck = Checkpoint::open(dir).unwrap();
-        let gpu = CudaBackend::load(&ck, &opts_v(kernels_v2)).unwrap();
-        eprintln!("--- CUDA kernels {}", if kernels_v2 { "v2" } else { "v1" });
+        let gpu = CudaBackend::load(&ck, &opts()).unwrap();
         Pair { cfg: ck.config.clone(), cpu: CpuBackend::load(&ck).unwrap(), gpu, dir: dir.to_path_buf() }
     }
 
@@ -207,8 +197,8 @@ mod cuda {
     }
 
     /// A long prefill of `len` tokens (block 32), then one block of 32 attending to it from the
-    /// cache: many query tiles in one run (v2: no key split when they fill the GPU), then many
-    /// key splits for few tiles (v2: the combine), with chunks past the first of each split.
+    /// cache: many query tiles in one run (no key split when they fill the GPU), then many
+    /// key splits for few tiles (the combine), with chunks past the first of each split.
     fn long_attention_agrees(p: &mut Pair, seed: u64, len: usize) {
         attention_steps(p, seed, &[len + 32], vec![vec![(0, len, 32, 0)], vec![(len, 32, 32, 0)]]);
     }
@@ -254,15 +244,13 @@ mod cuda {
         }
         let dir = tmp("tiny-ops");
         make_model("tiny", &dir, 0).unwrap();
-        for (v2, _) in VARIANTS {
-            let mut p = pair(&dir, v2);
-            for (seed, rows) in [(1u64, 7usize), (2, 40)] {
-                ops_agree(&mut p, seed, rows);
-            }
-            attention_agrees(&mut p, 3);
-            // 2208 tokens = 138 tiles of 16 x 2 KV heads: enough CTAs that v2 does not split.
-            long_attention_agrees(&mut p, 4, 2208);
+        let mut p = pair(&dir);
+        for (seed, rows) in [(1u64, 7usize), (2, 40)] {
+            ops_agree(&mut p, seed, rows);
         }
+        attention_agrees(&mut p, 3);
+        // 2208 tokens = 138 tiles of 16 x 2 KV heads: enough CTAs that the keys are not split.
+        long_attention_agrees(&mut p, 4, 2208);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -334,17 +322,15 @@ mod cuda {
         }
         let dir = tmp("mid-ops");
         write_mid(&dir);
-        for (v2, _) in VARIANTS {
-            let mut p = pair(&dir, v2);
-            ops_agree(&mut p, 11, 150);
-            attention_agrees(&mut p, 12);
-            long_attention_agrees(&mut p, 13, 608);
-        }
+        let mut p = pair(&dir);
+        ops_agree(&mut p, 11, 150);
+        attention_agrees(&mut p, 12);
+        long_attention_agrees(&mut p, 13, 608);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// The largest head layout the kernels take: head_dim 256 and 8 query heads per KV head
-    /// (v2: block_attention_v2_d256, 4 tokens a tile).
+    /// (block_attention_d256, 4 tokens a tile).
     #[test]
     fn wide_heads_ops_match_cpu() {
         if skip() {
@@ -352,12 +338,10 @@ mod cuda {
         }
         let dir = tmp("wide-ops");
         write_mid_heads(&dir, 8, 1, 256);
-        for (v2, _) in VARIANTS {
-            let mut p = pair(&dir, v2);
-            ops_agree(&mut p, 21, 40);
-            attention_agrees(&mut p, 22);
-            long_attention_agrees(&mut p, 23, 320);
-        }
+        let mut p = pair(&dir);
+        ops_agree(&mut p, 21, 40);
+        attention_agrees(&mut p, 22);
+        long_attention_agrees(&mut p, 23, 320);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

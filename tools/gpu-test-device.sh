@@ -24,7 +24,7 @@ echo "libcublas: ${CUBLAS:-not found}" | tee "$OUT/libs.txt"
 [ -n "$CUBLAS" ] && export LD_LIBRARY_PATH=$(dirname "$CUBLAS"):${LD_LIBRARY_PATH:-}
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/device.txt"
 
-run "cuda_kernels tests (op tests on v1 and v2)" tests.log timeout 300 $C/test_cuda_kernels --test-threads=1 --nocapture
+run "cuda_kernels tests" tests.log timeout 300 $C/test_cuda_kernels --test-threads=1 --nocapture
 run "tiny generate cuda" tiny.log sh -c "$C/dllm generate --device cuda --json --max-new-tokens 64 > $OUT/tiny_cuda.json"
 run "tiny generate cpu" tiny.log sh -c "$C/dllm generate --device cpu --json --max-new-tokens 64 > $OUT/tiny_cpu.json"
 cat "$OUT/tiny_cuda.json" "$OUT/tiny_cpu.json"
@@ -33,20 +33,6 @@ cat "$OUT/tiny_cuda.json" "$OUT/tiny_cpu.json"
 run "tiny cuda vs cpu tokens (info)" tiny.log python3 -c "import json; a=json.load(open('$OUT/tiny_cuda.json'))['output_ids']; b=json.load(open('$OUT/tiny_cpu.json'))['output_ids']; print('equal' if a==b else 'differ: %d/%d tokens equal, first difference at %d' % (sum(x==y for x,y in zip(a,b)), len(b), next(i for i,(x,y) in enumerate(zip(a,b)) if x!=y)))"
 run "mini random weights, prefix 1024" mini.log timeout 200 $C/dllm generate --device cuda --random-weights mini --prefix-len 1024 --block-size 32 --max-new-tokens 64
 run "mini per-kernel profile (synchronised)" mini_profile.log env DLLM_PROFILE_KERNELS=1 timeout 200 $C/dllm generate --device cuda --random-weights mini --prefix-len 1024 --block-size 32 --max-new-tokens 64
-
-# The v2 kernels (DLLM_KERNELS=v2, opt-in; docs/PERF.md "v2 kernels"): the op tests above ran
-# v1 and v2 against the CPU twins; here the engine-level checks, the mini step and its per-kernel
-# profile with v2. V2=0 skips this block.
-if [ "${V2:-1}" = 1 ]; then
-    run "cuda engine tests, DLLM_KERNELS=v2 (fixtures, greedy, lockstep)" tests_v2.log env DLLM_KERNELS=v2 timeout 200 $C/test_cuda_kernels --test-threads=1 --nocapture fixtures greedy dense_routing random_weights
-    run "tiny generate cuda v2" tiny_v2.log sh -c "DLLM_KERNELS=v2 $C/dllm generate --device cuda --json --max-new-tokens 64 > $OUT/tiny_cuda_v2.json"
-    run "tiny cuda v2 vs v1 tokens (info)" tiny_v2.log python3 -c "import json; a=json.load(open('$OUT/tiny_cuda_v2.json'))['output_ids']; b=json.load(open('$OUT/tiny_cuda.json'))['output_ids']; print('equal' if a==b else 'differ: %d/%d tokens equal' % (sum(x==y for x,y in zip(a,b)), len(b)))"
-    run "mini v2, prefix 1024" mini_v2.log env DLLM_KERNELS=v2 timeout 150 $C/dllm generate --device cuda --random-weights mini --prefix-len 1024 --block-size 32 --max-new-tokens 64
-    run "mini v2 per-kernel profile (synchronised)" mini_v2_profile.log env DLLM_KERNELS=v2 DLLM_PROFILE_KERNELS=1 timeout 150 $C/dllm generate --device cuda --random-weights mini --prefix-len 1024 --block-size 32 --max-new-tokens 64
-    if command -v compute-sanitizer >/dev/null; then
-        run "memcheck tiny generation v2" memcheck_v2.log env DLLM_KERNELS=v2 DLLM_MEM_FRACTION_STATIC=0.02 timeout ${MEMCHECK_TIMEOUT:-200} compute-sanitizer --tool memcheck --error-exitcode 3 $C/dllm generate --device cuda --max-new-tokens 32
-    fi
-fi
 
 if command -v compute-sanitizer >/dev/null; then
     run "memcheck tiny generation" memcheck.log env DLLM_MEM_FRACTION_STATIC=0.02 timeout ${MEMCHECK_TIMEOUT:-200} compute-sanitizer --tool memcheck --error-exitcode 3 $C/dllm generate --device cuda --max-new-tokens 32
@@ -60,4 +46,3 @@ echo "| --- | --- |"
 for i in "${!NAMES[@]}"; do echo "| ${NAMES[$i]} | ${RESULTS[$i]} |"; done | tee "$OUT/table.md"
 grep -h "ms/step" "$OUT/mini.log" || true
 grep -h "ms/step" "$OUT/mini_profile.log" | head -30 || true
-for f in mini_v2.log mini_v2_profile.log; do [ -f "$OUT/$f" ] && { echo "--- $f"; grep -h "ms/step" "$OUT/$f" | head -30; }; done || true

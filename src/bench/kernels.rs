@@ -51,7 +51,7 @@ pub fn step_work(c: &ModelConfig, experts_touched: &[usize], batch: usize, prefi
         },
         gemm("cublas attention out", t, h, nh * d, l),
         KernelWork { name: "add_rms_norm", bytes: (2.0 * l + 1.0) * t * h * (4.0 + 4.0 + 4.0 + 2.0), flops: (2.0 * l + 1.0) * t * h * 5.0 },
-        KernelWork { name: "moe_router", bytes: moe_layers * (e * h * 2.0 + t * h * 2.0 + e * 4.0 + t * k * 8.0), flops: moe_layers * 2.0 * t * h * e },
+        KernelWork { name: "moe_router_logits", bytes: moe_layers * (e * h * 2.0 + t * h * 2.0 + e * 4.0 + t * k * 8.0), flops: moe_layers * 2.0 * t * h * e },
         KernelWork { name: "moe_permute", bytes: moe_layers * t * k * 8.0 * 3.0, flops: 0.0 },
         KernelWork {
             name: "moe_gate_up",
@@ -93,13 +93,11 @@ pub struct KernelRow {
     pub of_ceiling: Option<f64>,
 }
 
-/// The work-model entry a launch name is counted under: the opt-in v2 kernels
-/// (DLLM_KERNELS=v2) do the same work as the kernels they replace.
+/// The work-model entry a launch name is counted under (both head-dim instantiations of the
+/// attention kernel do the same work).
 fn work_name(launch: &str) -> &str {
     match launch {
-        "block_attention_v2" | "block_attention_v2_d256" => "block_attention",
-        "moe_router_logits_v2" => "moe_router",
-        "moe_permute_v2" => "moe_permute",
+        "block_attention_d256" => "block_attention",
         other => other,
     }
 }

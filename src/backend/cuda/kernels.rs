@@ -5,7 +5,7 @@
 
 use anyhow::{anyhow, Context, Result};
 use cudarc::cublas::{sys as cublas_sys, CudaBlas};
-use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaContext, CudaEvent, CudaFunction, CudaSlice, CudaStream, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -25,8 +25,6 @@ unsafe impl DeviceRepr for GatherParams {}
 unsafe impl DeviceRepr for NormParams {}
 unsafe impl DeviceRepr for RopeParams {}
 unsafe impl DeviceRepr for AttnParams {}
-unsafe impl DeviceRepr for AttnV2Params {}
-unsafe impl DeviceRepr for RouterV2Params {}
 unsafe impl DeviceRepr for RouterParams {}
 unsafe impl DeviceRepr for PermuteParams {}
 unsafe impl DeviceRepr for MoeGemmParams {}
@@ -35,16 +33,29 @@ unsafe impl DeviceRepr for SiluMulParams {}
 unsafe impl DeviceRepr for PickParams {}
 unsafe impl DeviceRepr for UnmaskParams {}
 unsafe impl DeviceRepr for InitParams {}
+unsafe impl DeviceRepr for SpinParams {}
 
 pub struct Kernels {
     pub stream: Arc<CudaStream>,
     blas: CudaBlas,
     fns: HashMap<String, CudaFunction>,
     sync_each: bool,
-    /// `DLLM_PROFILE_KERNELS=1`: synchronise around every launch and add up wall time per
-    /// kernel (a rough breakdown without nsys; it serialises the stream, so totals run high).
-    prof: Option<Mutex<HashMap<String, (f64, u64)>>>,
+    /// `DLLM_PROFILE_KERNELS=1`: a CUDA event pair around every launch, read back when the
+    /// profile is asked for (see [`Kernels::hold_stream`] for keeping launch gaps out).
+    prof: Option<Mutex<Profile>>,
 }
+
+#[derive(Default)]
+struct Profile {
+    /// Launches whose events have not been read yet: (kernel, start, end).
+    pending: Vec<(String, CudaEvent, CudaEvent)>,
+    /// Kernel -> (total ms, calls).
+    totals: HashMap<String, (f64, u64)>,
+}
+
+/// How long [`Kernels::hold_stream`] holds the stream: longer than the host takes to queue
+/// one forward of the largest shapes with two events per launch.
+const PROFILE_HOLD_US: u32 = 20_000;
 
 /// The raw device address of a buffer (what the params structs carry).
 pub fn ptr<T>(s: &CudaSlice<T>, stream: &CudaStream) -> u64 {
@@ -71,37 +82,64 @@ impl Kernels {
             }
         }
         let sync_each = std::env::var("DLLM_CUDA_SYNC").map(|v| v == "1").unwrap_or(false);
-        let prof = (std::env::var("DLLM_PROFILE_KERNELS").map(|v| v == "1").unwrap_or(false)).then(|| Mutex::new(HashMap::new()));
+        let prof = (std::env::var("DLLM_PROFILE_KERNELS").map(|v| v == "1").unwrap_or(false)).then(|| Mutex::new(Profile::default()));
         Ok(Kernels { stream, blas, fns, sync_each, prof })
     }
 
-    fn prof_start(&self) -> Option<std::time::Instant> {
+    fn prof_start(&self) -> Option<CudaEvent> {
         self.prof.as_ref()?;
-        self.stream.synchronize().ok()?;
-        Some(std::time::Instant::now())
+        self.stream.record_event(None).ok()
     }
 
-    fn prof_end(&self, name: &str, t0: Option<std::time::Instant>) {
-        if let (Some(p), Some(t0)) = (&self.prof, t0) {
-            let _ = self.stream.synchronize();
-            let mut m = p.lock().unwrap();
-            let e = m.entry(name.to_string()).or_insert((0.0, 0));
-            e.0 += t0.elapsed().as_secs_f64() * 1e3;
-            e.1 += 1;
+    fn prof_end(&self, name: &str, start: Option<CudaEvent>) {
+        if let (Some(p), Some(start)) = (&self.prof, start) {
+            if let Ok(end) = self.stream.record_event(None) {
+                p.lock().unwrap().pending.push((name.to_string(), start, end));
+            }
         }
     }
 
-    /// (name, total ms, calls), largest first; empty unless DLLM_PROFILE_KERNELS=1.
+    /// Profiling only: hold the stream with a sleeping kernel, so the host queues the launches
+    /// that follow (one forward) before the GPU runs them; each event pair then times its kernel
+    /// alone, not the host's launch latency. A no-op without DLLM_PROFILE_KERNELS=1.
+    pub fn hold_stream(&self) -> Result<()> {
+        if self.prof.is_none() {
+            return Ok(());
+        }
+        let f = self.fns.get("spin_wait").ok_or_else(|| anyhow!("kernel spin_wait is not in the embedded modules"))?;
+        let p = SpinParams { us: PROFILE_HOLD_US };
+        let mut b = self.stream.launch_builder(f);
+        b.arg(&p);
+        let cfg = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (1, 1, 1), shared_mem_bytes: 0 };
+        // SAFETY: spin_wait reads only its by-value params.
+        unsafe { b.launch(cfg) }.map_err(|e| anyhow!("launching kernel spin_wait: {e:?}"))?;
+        Ok(())
+    }
+
+    /// (name, total ms, calls), largest first; empty unless DLLM_PROFILE_KERNELS=1. Waits for
+    /// the stream, then reads the launches' events.
     pub fn profile(&self) -> Vec<(String, f64, u64)> {
         let Some(p) = &self.prof else { return vec![] };
-        let mut v: Vec<_> = p.lock().unwrap().iter().map(|(k, &(t, n))| (k.clone(), t, n)).collect();
+        let _ = self.stream.synchronize();
+        let mut p = p.lock().unwrap();
+        for (name, start, end) in std::mem::take(&mut p.pending) {
+            if let Ok(ms) = start.elapsed_ms(&end) {
+                let e = p.totals.entry(name).or_insert((0.0, 0));
+                e.0 += ms as f64;
+                e.1 += 1;
+            }
+        }
+        let mut v: Vec<_> = p.totals.iter().map(|(k, &(t, n))| (k.clone(), t, n)).collect();
         v.sort_by(|a, b| b.1.total_cmp(&a.1));
         v
     }
 
     pub fn profile_reset(&self) {
         if let Some(p) = &self.prof {
-            p.lock().unwrap().clear();
+            let _ = self.stream.synchronize();
+            let mut p = p.lock().unwrap();
+            p.pending.clear();
+            p.totals.clear();
         }
     }
 
@@ -202,14 +240,14 @@ fn kernel_names(module: &str) -> &'static [&'static str] {
         "gather" => &["embed_gather", "gather_rows"],
         "norm" => &["add_rms_norm"],
         "rope" => &["qk_norm_rope_store"],
-        "attention" => &["block_attention", "block_attention_v2", "block_attention_v2_d256", "attention_combine"],
-        "moe_router" => &["moe_router", "moe_router_logits_v2", "moe_router_select_v2"],
-        "moe_permute" => &["moe_permute", "moe_combine", "moe_permute_v2"],
+        "attention" => &["block_attention", "block_attention_d256", "attention_combine"],
+        "moe_router" => &["moe_router_logits", "moe_router_select"],
+        "moe_permute" => &["moe_permute", "moe_combine"],
         "moe_gemm" => &["moe_gate_up", "moe_down"],
         "mlp" => &["silu_mul"],
         "lm_head" => &["row_argmax"],
         "unmask" => &["unmask_low_confidence"],
-        "init" => &["init_normal"],
+        "init" => &["init_normal", "spin_wait"],
         _ => &[],
     }
 }

@@ -30,17 +30,13 @@ pub struct CudaOptions {
     pub device: usize,
     /// Fill every activation with NaN when it is allocated (tests: unwritten outputs show).
     pub poison: bool,
-    /// The v2 kernels (split-K block attention + combine, two-launch router, parallel permute),
-    /// opt-in while they are unverified on a GPU: `DLLM_KERNELS=v2`. See docs/PERF.md.
-    pub kernels_v2: bool,
 }
 
 impl Default for CudaOptions {
     fn default() -> Self {
         // DLLM_MEM_FRACTION_STATIC overrides the KV fraction (e.g. a small cache under compute-sanitizer).
         let frac = std::env::var("DLLM_MEM_FRACTION_STATIC").ok().and_then(|v| v.parse().ok()).unwrap_or(0.85);
-        let kernels_v2 = std::env::var("DLLM_KERNELS").map(|v| v == "v2").unwrap_or(false);
-        CudaOptions { mem_fraction_static: frac, page_size: 32, max_kv_bytes: None, device: 0, poison: false, kernels_v2 }
+        CudaOptions { mem_fraction_static: frac, page_size: 32, max_kv_bytes: None, device: 0, poison: false }
     }
 }
 
@@ -64,8 +60,8 @@ struct StepLayout {
     tok_pt: CudaSlice<i32>,
     tok_limit: CudaSlice<i32>,
     page_table: CudaSlice<i32>,
-    /// v2 attention only: query tiles (first token, tokens), none spanning two runs.
-    tiles: Option<CudaSlice<i32>>,
+    /// Attention query tiles (first token, tokens), none spanning two runs.
+    tiles: CudaSlice<i32>,
     num_tiles: usize,
     /// The largest key limit of the batch.
     max_limit: usize,
@@ -89,16 +85,16 @@ pub struct CudaBackend {
 /// MoE work items cover at most this many rows (the grouped GEMM's BM).
 const TILE_M: usize = 16;
 const GEMM_BN: usize = 64;
-/// csrc/attention.cu: AV2_ROWS query rows per tile, AV2_KC keys per chunk, shared memory size.
-const AV2_ROWS: usize = 32;
-const AV2_KC: usize = 32;
-fn av2_smem_bytes(d: usize) -> usize {
+/// csrc/attention.cu: ATT_ROWS query rows per tile, ATT_KC keys per chunk, shared memory size.
+const ATT_ROWS: usize = 32;
+const ATT_KC: usize = 32;
+fn att_smem_bytes(d: usize) -> usize {
     let ld = d + 8;
-    AV2_ROWS * d * 4 + 2 * 2 * AV2_KC * ld * 2 + AV2_ROWS * (AV2_KC + 4) * 4 + AV2_ROWS * 4
+    ATT_ROWS * d * 4 + 2 * 2 * ATT_KC * ld * 2 + ATT_ROWS * (ATT_KC + 4) * 4 + ATT_ROWS * 4
 }
-/// csrc/moe_router.cu: experts and tokens per CTA of moe_router_logits_v2.
-const RV2_EXPERTS: usize = 8;
-const RV2_TOKENS: usize = 8;
+/// csrc/moe_router.cu: experts and tokens per CTA of moe_router_logits.
+const ROUTER_CTA_EXPERTS: usize = 8;
+const ROUTER_CTA_TOKENS: usize = 8;
 
 impl CudaBackend {
     pub fn load(ck: &Checkpoint, opts: &CudaOptions) -> Result<Self> {
@@ -238,7 +234,7 @@ impl CudaBackend {
         let limits = batch.key_limits();
         let mut row = 0;
         let mut tiles: Vec<i32> = vec![];
-        let tile_tokens = (AV2_ROWS / (self.cfg.num_attention_heads / self.cfg.num_key_value_heads)).max(1);
+        let tile_tokens = (ATT_ROWS / (self.cfg.num_attention_heads / self.cfg.num_key_value_heads)).max(1);
         for r in &batch.runs {
             for t0 in (0..r.len).step_by(tile_tokens) {
                 tiles.push((row + t0) as i32);
@@ -259,7 +255,7 @@ impl CudaBackend {
             }
         }
         let num_tiles = tiles.len() / 2;
-        let tiles = if self.opts.kernels_v2 { Some(self.upload(&tiles, "attention tiles")?) } else { None };
+        let tiles = self.upload(&tiles, "attention tiles")?;
         self.step = Some(StepLayout {
             tiles,
             num_tiles,
@@ -302,9 +298,9 @@ impl CudaBackend {
         let c = &self.cfg;
         let ids = self.k.alloc::<i32>(rows * c.num_experts_per_tok, "router ids")?;
         let wts = self.alloc_f32(rows * c.num_experts_per_tok, "router weights")?;
-        if self.opts.kernels_v2 {
+        {
             let logits = self.alloc_f32(rows * c.num_experts, "router logits")?;
-            let p = RouterV2Params {
+            let p = RouterParams {
                 h: self.p(x),
                 w: self.p(&m.router),
                 bias: self.p(&m.bias),
@@ -319,26 +315,10 @@ impl CudaBackend {
                 topk_group: c.topk_group as i32,
                 scale: c.routed_scaling_factor,
             };
-            let grid = (c.num_experts.div_ceil(RV2_EXPERTS) as u32, rows.div_ceil(RV2_TOKENS) as u32, 1);
-            self.k.launch("moe_router_logits_v2", grid, (RV2_EXPERTS * 32) as u32, &p)?;
-            self.k.launch("moe_router_select_v2", (rows as u32, 1, 1), 256, &p)?;
-            return Ok((ids, wts));
+            let grid = (c.num_experts.div_ceil(ROUTER_CTA_EXPERTS) as u32, rows.div_ceil(ROUTER_CTA_TOKENS) as u32, 1);
+            self.k.launch("moe_router_logits", grid, (ROUTER_CTA_EXPERTS * 32) as u32, &p)?;
+            self.k.launch("moe_router_select", (rows as u32, 1, 1), 256, &p)?;
         }
-        let p = RouterParams {
-            h: self.p(x),
-            w: self.p(&m.router),
-            bias: self.p(&m.bias),
-            topk_ids: self.p(&ids),
-            topk_w: self.p(&wts),
-            tokens: rows as i32,
-            hidden: c.hidden_size as i32,
-            experts: c.num_experts as i32,
-            topk: c.num_experts_per_tok as i32,
-            n_group: c.n_group as i32,
-            topk_group: c.topk_group as i32,
-            scale: c.routed_scaling_factor,
-        };
-        self.k.launch("moe_router", (rows as u32, 1, 1), 256, &p)?;
         Ok((ids, wts))
     }
 
@@ -375,8 +355,7 @@ impl CudaBackend {
             experts: e as i32,
             tile_m: TILE_M as i32,
         };
-        let permute = if self.opts.kernels_v2 { "moe_permute_v2" } else { "moe_permute" };
-        self.k.launch(permute, (1, 1, 1), 1024, &p)?;
+        self.k.launch("moe_permute", (1, 1, 1), 1024, &p)?;
         let act = self.alloc_bf16(slots * im, "expert activations")?;
         let mut g = MoeGemmParams {
             x: self.p(x),
@@ -422,25 +401,25 @@ impl CudaBackend {
         Ok(y)
     }
 
-    /// block_attention_v2 (+ attention_combine when the keys are split): see csrc/attention.cu.
-    fn attention_v2(&self, q: &CudaSlice<u16>, out: &CudaSlice<u16>, rows: usize, layer: usize) -> Result<()> {
+    /// block_attention (+ attention_combine when the keys are split): see csrc/attention.cu.
+    fn attention_kernels(&self, q: &CudaSlice<u16>, out: &CudaSlice<u16>, rows: usize, layer: usize) -> Result<()> {
         let c = &self.cfg;
         let (nh, nkv, d) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim());
         let s = self.step.as_ref().unwrap();
-        let tiles = s.tiles.as_ref().ok_or_else(|| anyhow!("attention v2: the step layout has no tiles"))?;
+        let tiles = &s.tiles;
         // Split the keys so that ~2 CTAs per SM are launched; no split when the tiles alone fill
         // the GPU (prefill), which also skips the combine.
-        let chunks = s.max_limit.div_ceil(AV2_KC).max(1);
+        let chunks = s.max_limit.div_ceil(ATT_KC).max(1);
         let per_split = s.num_tiles * nkv;
         let want_splits = (2 * self.sm_count).div_ceil(per_split.max(1)).clamp(1, chunks);
-        let split_keys = chunks.div_ceil(want_splits) * AV2_KC;
+        let split_keys = chunks.div_ceil(want_splits) * ATT_KC;
         let num_splits = s.max_limit.div_ceil(split_keys).max(1);
         let (part_acc, part_ml) = if num_splits > 1 {
             (Some(self.k.alloc::<f32>(num_splits * rows * nh * d, "attention partials")?), Some(self.k.alloc::<f32>(num_splits * rows * nh * 2, "attention partial stats")?))
         } else {
             (None, None)
         };
-        let p = AttnV2Params {
+        let p = AttnParams {
             q: self.p(q),
             kv: self.p(&self.kv),
             out: self.p(out),
@@ -462,10 +441,10 @@ impl CudaBackend {
             scale: 1.0 / (d as f32).sqrt(),
         };
         let grid = (s.num_tiles as u32, nkv as u32, num_splits as u32);
-        let kernel = if d <= 128 { "block_attention_v2" } else { "block_attention_v2_d256" };
-        self.k.launch_smem(kernel, grid, 128, av2_smem_bytes(d) as u32, &p)?;
+        let kernel = if d <= 128 { "block_attention" } else { "block_attention_d256" };
+        self.k.launch_smem(kernel, grid, 128, att_smem_bytes(d) as u32, &p)?;
         if num_splits > 1 {
-            self.k.launch("attention_combine", (rows as u32, 1, 1), 256, &p)?;
+            self.k.launch("attention_combine", (rows as u32, nh as u32, 1), 128, &p)?;
         }
         Ok(())
     }
@@ -585,6 +564,7 @@ impl Backend for CudaBackend {
             bail!("token id {t} is outside the vocabulary ({v})");
         }
         let ids = self.upload(tokens, "token ids")?;
+        self.k.hold_stream()?; // profiling: queue the forward before it runs
         let out = self.alloc_f32(tokens.len() * h, "embeddings")?;
         let p = EmbedParams { table: self.p(&self.w.embed), tokens: self.p(&ids), out: self.p(&out), rows: tokens.len() as i32, cols: h as i32, vocab: v as i32 };
         self.k.launch("embed_gather", (tokens.len() as u32, 1, 1), 256, &p)?;
@@ -659,31 +639,10 @@ impl Backend for CudaBackend {
     fn attention(&mut self, q: &CudaAct, layer: usize, batch: &StepBatch) -> Result<CudaAct> {
         self.layout(batch)?;
         let c = &self.cfg;
-        let (nh, nkv, d) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim());
+        let (nh, d) = (c.num_attention_heads, c.head_dim());
         let qb = self.bf16_of(q, "attention")?;
         let out = self.alloc_bf16(q.rows * nh * d, "attention output")?;
-        let s = self.step.as_ref().unwrap();
-        if self.opts.kernels_v2 {
-            self.attention_v2(qb, &out, q.rows, layer)?;
-            return Ok(CudaAct { rows: q.rows, cols: nh * d, data: ActData::Bf16(out) });
-        }
-        let p = AttnParams {
-            q: self.p(qb),
-            kv: self.p(&self.kv),
-            out: self.p(&out),
-            page_table: self.p(&s.page_table),
-            tok_pt: self.p(&s.tok_pt),
-            tok_limit: self.p(&s.tok_limit),
-            tokens: q.rows as i32,
-            nh: nh as i32,
-            nkv: nkv as i32,
-            d: d as i32,
-            page_size: self.pool.page_size as i32,
-            layer: layer as i32,
-            num_layers: c.num_hidden_layers as i32,
-            scale: 1.0 / (d as f32).sqrt(),
-        };
-        self.k.launch("block_attention", (q.rows as u32, nkv as u32, 1), 128, &p)?;
+        self.attention_kernels(qb, &out, q.rows, layer)?;
         Ok(CudaAct { rows: q.rows, cols: nh * d, data: ActData::Bf16(out) })
     }
 
