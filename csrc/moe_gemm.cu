@@ -12,7 +12,6 @@
 #include <mma.h>
 using namespace nvcuda;
 
-#define BM 16
 #define BN 64
 #define BK 64
 #define LDS (BK + 8)  // padded row (bf16 elements) to spread shared-memory banks
@@ -27,15 +26,22 @@ __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commi
 template <int N>
 __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
 
-template <bool GATED>
-struct Stage {
-    bf16 x[BM * LDS];
-    bf16 w1[BN * LDS];
-    bf16 w2[GATED ? BN * LDS : 8];
+// Dynamic shared memory: two stages of (x [BM][LDS], w1 [BN][LDS], w2 [BN][LDS] if gated), bf16;
+// the fp32 epilogue tiles reuse it. The host (mod.rs, moe_gemm_smem) mirrors this formula.
+template <int BM, bool GATED>
+struct Smem {
+    static constexpr int stage = (BM * LDS + BN * LDS * (GATED ? 2 : 1)) * 2;
+    static constexpr int epilogue = BM * (BN + 4) * 4 * (GATED ? 2 : 1);
+    static constexpr int bytes = 2 * stage > epilogue ? 2 * stage : epilogue;
 };
 
-template <bool GATED>
+// BM rows per work item: 16 when experts get a few rows each (small batches: the kernel is a
+// weight stream), 64 when they get tens (large batches: one item per expert reads its weights
+// once instead of once per 16 rows). Warp w owns output columns 16w..16w+15 for all BM rows.
+template <int BM, bool GATED>
 __device__ __forceinline__ void moe_gemm(const MoeGemmParams& p) {
+    constexpr int MF = BM / 16;                   // row fragments per warp
+    constexpr int XCH = BM * (BK / 8) / GEMM_THREADS;  // 16-byte x chunks per thread per stage
     int item = blockIdx.y;
     if (item >= *p.num_items) return;
     int e = p.items[3 * item], s0 = p.items[3 * item + 1], rows = p.items[3 * item + 2];
@@ -44,34 +50,50 @@ __device__ __forceinline__ void moe_gemm(const MoeGemmParams& p) {
     const bf16* w1 = p.w1 + e * wstride;
     const bf16* w2 = GATED ? p.w2 + e * wstride : nullptr;
 
-    __shared__ __align__(128) unsigned char raw[2 * sizeof(Stage<GATED>)];
-    Stage<GATED>* st = reinterpret_cast<Stage<GATED>*>(raw);
+    extern __shared__ __align__(128) unsigned char raw[];
+    auto xs = [&](int buf) { return reinterpret_cast<bf16*>(raw + buf * Smem<BM, GATED>::stage); };
+    auto w1s = [&](int buf) { return xs(buf) + BM * LDS; };
+    auto w2s = [&](int buf) { return w1s(buf) + BN * LDS; };
 
-    // X: 16 rows x 8 chunks of 8 bf16 = 128 chunks, one per thread.
-    int xr = tid / (BK / 8), xc = (tid % (BK / 8)) * 8;
-    const bf16* xsrc = p.x;
-    bool xok = xr < rows;
-    if (xok) {
-        int slot = s0 + xr;
-        xsrc = p.x + (size_t)(GATED ? p.slot_token[slot] : slot) * p.k;
+    // This thread's x chunks: row xr[i], column xc; rows past the item are zero-filled.
+    const int xc = (tid % (BK / 8)) * 8;
+    const bf16* xsrc[XCH];
+    bool xok[XCH];
+#pragma unroll
+    for (int i = 0; i < XCH; i++) {
+        int r = (tid + i * GEMM_THREADS) / (BK / 8);
+        xok[i] = r < rows;
+        xsrc[i] = xok[i] ? p.x + (size_t)(GATED ? p.slot_token[s0 + r] : s0 + r) * p.k : p.x;
     }
     auto load = [&](int buf, int k0) {
-        Stage<GATED>& S = st[buf];
-        cp_async16(&S.x[xr * LDS + xc], xok && k0 + xc < p.k ? xsrc + k0 + xc : p.x, xok && k0 + xc < p.k);
+        bf16* X = xs(buf);
+#pragma unroll
+        for (int i = 0; i < XCH; i++) {
+            int r = (tid + i * GEMM_THREADS) / (BK / 8);
+            bool ok = xok[i] && k0 + xc < p.k;
+            cp_async16(&X[r * LDS + xc], ok ? xsrc[i] + k0 + xc : p.x, ok);
+        }
+        bf16* W1 = w1s(buf);
+        bf16* W2 = w2s(buf);
 #pragma unroll
         for (int i = 0; i < (BN * BK / 8) / GEMM_THREADS; i++) {
             int c = tid + i * GEMM_THREADS, r = c / (BK / 8), col = (c % (BK / 8)) * 8;
             bool ok = n0 + r < p.n && k0 + col < p.k;
             size_t off = (size_t)(n0 + r) * p.k + k0 + col;
-            cp_async16(&S.w1[r * LDS + col], ok ? w1 + off : p.w1, ok);
-            if (GATED) cp_async16(&S.w2[r * LDS + col], ok ? w2 + off : p.w2, ok);
+            cp_async16(&W1[r * LDS + col], ok ? w1 + off : p.w1, ok);
+            if (GATED) cp_async16(&W2[r * LDS + col], ok ? w2 + off : p.w2, ok);
         }
         cp_async_commit();
     };
 
-    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc1, acc2;
-    wmma::fill_fragment(acc1, 0.f);
-    wmma::fill_fragment(acc2, 0.f);
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc1[MF], acc2[MF];
+#pragma unroll
+    for (int m = 0; m < MF; m++) {
+        wmma::fill_fragment(acc1[m], 0.f);
+        wmma::fill_fragment(acc2[m], 0.f);
+    }
+    // Row fragments wholly past the item's rows multiply zeros: skip them.
+    const int mf_live = (rows + 15) / 16;
     int ktiles = (p.k + BK - 1) / BK;
     load(0, 0);
     for (int kt = 0; kt < ktiles; kt++) {
@@ -82,17 +104,21 @@ __device__ __forceinline__ void moe_gemm(const MoeGemmParams& p) {
             cp_async_wait<0>();
         }
         __syncthreads();
-        Stage<GATED>& S = st[kt & 1];
+        const bf16* X = xs(kt & 1);
+        const bf16* W1 = w1s(kt & 1);
+        const bf16* W2 = w2s(kt & 1);
 #pragma unroll
         for (int kk = 0; kk < BK; kk += 16) {
-            wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> a;
-            wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> b;
-            wmma::load_matrix_sync(a, &S.x[kk], LDS);
-            wmma::load_matrix_sync(b, &S.w1[warp * 16 * LDS + kk], LDS);
-            wmma::mma_sync(acc1, a, b, acc1);
-            if (GATED) {
-                wmma::load_matrix_sync(b, &S.w2[warp * 16 * LDS + kk], LDS);
-                wmma::mma_sync(acc2, a, b, acc2);
+            wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> b1, b2;
+            wmma::load_matrix_sync(b1, &W1[warp * 16 * LDS + kk], LDS);
+            if (GATED) wmma::load_matrix_sync(b2, &W2[warp * 16 * LDS + kk], LDS);
+#pragma unroll
+            for (int m = 0; m < MF; m++) {
+                if (m >= mf_live) break;
+                wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> a;
+                wmma::load_matrix_sync(a, &X[m * 16 * LDS + kk], LDS);
+                wmma::mma_sync(acc1[m], a, b1, acc1[m]);
+                if (GATED) wmma::mma_sync(acc2[m], a, b2, acc2[m]);
             }
         }
         __syncthreads();  // the buffer is refilled next iteration
@@ -100,12 +126,16 @@ __device__ __forceinline__ void moe_gemm(const MoeGemmParams& p) {
     // Epilogue through shared memory (the stages are free now).
     float* o1 = reinterpret_cast<float*>(raw);
     float* o2 = o1 + BM * (BN + 4);
-    wmma::store_matrix_sync(o1 + warp * 16, acc1, BN + 4, wmma::mem_row_major);
-    if (GATED) wmma::store_matrix_sync(o2 + warp * 16, acc2, BN + 4, wmma::mem_row_major);
+#pragma unroll
+    for (int m = 0; m < MF; m++) {
+        if (m >= mf_live) break;
+        wmma::store_matrix_sync(o1 + m * 16 * (BN + 4) + warp * 16, acc1[m], BN + 4, wmma::mem_row_major);
+        if (GATED) wmma::store_matrix_sync(o2 + m * 16 * (BN + 4) + warp * 16, acc2[m], BN + 4, wmma::mem_row_major);
+    }
     __syncthreads();
-    for (int i = tid; i < BM * BN; i += GEMM_THREADS) {
+    for (int i = tid; i < rows * BN; i += GEMM_THREADS) {
         int r = i / BN, c = i % BN;
-        if (r >= rows || n0 + c >= p.n) continue;
+        if (n0 + c >= p.n) continue;
         size_t slot = s0 + r;
         if (GATED) {
             p.act_out[slot * p.n + n0 + c] = f2bf(silu_f(o1[r * (BN + 4) + c]) * o2[r * (BN + 4) + c]);
@@ -115,5 +145,7 @@ __device__ __forceinline__ void moe_gemm(const MoeGemmParams& p) {
     }
 }
 
-extern "C" __global__ void __launch_bounds__(GEMM_THREADS) moe_gate_up(const MoeGemmParams p) { moe_gemm<true>(p); }
-extern "C" __global__ void __launch_bounds__(GEMM_THREADS) moe_down(const MoeGemmParams p) { moe_gemm<false>(p); }
+extern "C" __global__ void __launch_bounds__(GEMM_THREADS) moe_gate_up(const MoeGemmParams p) { moe_gemm<16, true>(p); }
+extern "C" __global__ void __launch_bounds__(GEMM_THREADS) moe_down(const MoeGemmParams p) { moe_gemm<16, false>(p); }
+extern "C" __global__ void __launch_bounds__(GEMM_THREADS) moe_gate_up_m64(const MoeGemmParams p) { moe_gemm<64, true>(p); }
+extern "C" __global__ void __launch_bounds__(GEMM_THREADS) moe_down_m64(const MoeGemmParams p) { moe_gemm<64, false>(p); }

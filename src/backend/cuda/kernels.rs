@@ -43,6 +43,8 @@ pub struct Kernels {
     /// `DLLM_PROFILE_KERNELS=1`: a CUDA event pair around every launch, read back when the
     /// profile is asked for (see [`Kernels::hold_stream`] for keeping launch gaps out).
     prof: Option<Mutex<Profile>>,
+    /// Kernel -> the dynamic shared memory its limit was raised to (the driver call is made once).
+    smem_raised: Mutex<HashMap<String, u32>>,
 }
 
 #[derive(Default)]
@@ -83,17 +85,17 @@ impl Kernels {
         }
         let sync_each = std::env::var("DLLM_CUDA_SYNC").map(|v| v == "1").unwrap_or(false);
         let prof = (std::env::var("DLLM_PROFILE_KERNELS").map(|v| v == "1").unwrap_or(false)).then(|| Mutex::new(Profile::default()));
-        Ok(Kernels { stream, blas, fns, sync_each, prof })
+        Ok(Kernels { stream, blas, fns, sync_each, prof, smem_raised: Mutex::new(HashMap::new()) })
     }
 
     fn prof_start(&self) -> Option<CudaEvent> {
         self.prof.as_ref()?;
-        self.stream.record_event(None).ok()
+        self.stream.record_event(Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT)).ok()
     }
 
     fn prof_end(&self, name: &str, start: Option<CudaEvent>) {
         if let (Some(p), Some(start)) = (&self.prof, start) {
-            if let Ok(end) = self.stream.record_event(None) {
+            if let Ok(end) = self.stream.record_event(Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT)) {
                 p.lock().unwrap().pending.push((name.to_string(), start, end));
             }
         }
@@ -156,12 +158,14 @@ impl Kernels {
         if grid.0 == 0 || grid.1 == 0 || grid.2 == 0 {
             return Ok(());
         }
-        if smem > 48 * 1024 {
+        let raised = self.smem_raised.lock().unwrap().get(name).copied().unwrap_or(48 * 1024);
+        if smem > raised {
             use cudarc::driver::sys::CUfunction_attribute_enum as A;
             // Driver calls outside cudarc's launch path need the context current on this thread.
             self.stream.context().bind_to_thread().map_err(|e| anyhow!("binding the CUDA context: {e:?}"))?;
             f.set_attribute(A::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem as i32)
                 .map_err(|e| anyhow!("kernel {name}: allowing {smem} bytes of shared memory: {e:?}"))?;
+            self.smem_raised.lock().unwrap().insert(name.to_string(), smem);
         }
         let cfg = LaunchConfig { grid_dim: grid, block_dim: (block, 1, 1), shared_mem_bytes: smem };
         let t0 = self.prof_start();
@@ -243,7 +247,7 @@ fn kernel_names(module: &str) -> &'static [&'static str] {
         "attention" => &["block_attention", "block_attention_d256", "attention_combine"],
         "moe_router" => &["moe_router_logits", "moe_router_select"],
         "moe_permute" => &["moe_permute", "moe_combine"],
-        "moe_gemm" => &["moe_gate_up", "moe_down"],
+        "moe_gemm" => &["moe_gate_up", "moe_down", "moe_gate_up_m64", "moe_down_m64"],
         "mlp" => &["silu_mul"],
         "lm_head" => &["row_argmax"],
         "unmask" => &["unmask_low_confidence"],

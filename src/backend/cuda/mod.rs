@@ -82,9 +82,23 @@ pub struct CudaBackend {
     touched: std::cell::RefCell<Option<Vec<usize>>>,
 }
 
-/// MoE work items cover at most this many rows (the grouped GEMM's BM).
-const TILE_M: usize = 16;
+/// csrc/moe_gemm.cu: output columns per CTA, k per stage, padded row length.
 const GEMM_BN: usize = 64;
+const GEMM_LDS: usize = 64 + 8;
+
+/// The grouped GEMM's rows per work item (its BM): 64 once the experts average 12 or more rows
+/// (one item then reads an expert's weights once where 16-row items read them once per 16
+/// rows), else 16 (few rows per expert: less padding, the same weight stream).
+fn moe_tile_rows(slots: usize, experts: usize) -> usize {
+    if slots >= 12 * experts { 64 } else { 16 }
+}
+
+/// csrc/moe_gemm.cu `Smem<BM, GATED>::bytes`.
+fn moe_gemm_smem(bm: usize, gated: bool) -> usize {
+    let w = if gated { 2 } else { 1 };
+    let stage = (bm * GEMM_LDS + GEMM_BN * GEMM_LDS * w) * 2;
+    (2 * stage).max(bm * (GEMM_BN + 4) * 4 * w)
+}
 /// csrc/attention.cu: ATT_ROWS query rows per tile, ATT_KC keys per chunk, shared memory size.
 const ATT_ROWS: usize = 32;
 const ATT_KC: usize = 32;
@@ -336,7 +350,8 @@ impl CudaBackend {
             }
             t.push(seen.iter().filter(|&&s| s).count());
         }
-        let max_items = e.min(slots) + slots / TILE_M + 1;
+        let tile_m = moe_tile_rows(slots, e);
+        let max_items = e.min(slots) + slots / tile_m + 1;
         let slot_token = self.k.alloc::<i32>(slots, "slot tokens")?;
         let slot_weight = self.alloc_f32(slots, "slot weights")?;
         let tok_slot = self.k.alloc::<i32>(slots, "token slots")?;
@@ -353,7 +368,7 @@ impl CudaBackend {
             tokens: rows as i32,
             topk: topk as i32,
             experts: e as i32,
-            tile_m: TILE_M as i32,
+            tile_m: tile_m as i32,
         };
         self.k.launch("moe_permute", (1, 1, 1), 1024, &p)?;
         let act = self.alloc_bf16(slots * im, "expert activations")?;
@@ -371,7 +386,8 @@ impl CudaBackend {
             k: h as i32,
             max_items: max_items as i32,
         };
-        self.k.launch("moe_gate_up", (im.div_ceil(GEMM_BN) as u32, max_items as u32, 1), 128, &g)?;
+        let (gate_up, down) = if tile_m == 64 { ("moe_gate_up_m64", "moe_down_m64") } else { ("moe_gate_up", "moe_down") };
+        self.k.launch_smem(gate_up, (im.div_ceil(GEMM_BN) as u32, max_items as u32, 1), 128, moe_gemm_smem(tile_m, true) as u32, &g)?;
         let slot_out = self.alloc_f32(slots * h, "expert outputs")?;
         g.x = self.p(&act);
         g.w1 = self.p(&m.down);
@@ -380,7 +396,7 @@ impl CudaBackend {
         g.f32_out = self.p(&slot_out);
         g.n = h as i32;
         g.k = im as i32;
-        self.k.launch("moe_down", (h.div_ceil(GEMM_BN) as u32, max_items as u32, 1), 128, &g)?;
+        self.k.launch_smem(down, (h.div_ceil(GEMM_BN) as u32, max_items as u32, 1), 128, moe_gemm_smem(tile_m, false) as u32, &g)?;
         let y = match &m.shared {
             Some(s) => self.dense_mlp(s, x, rows)?,
             None => {
