@@ -87,17 +87,13 @@ struct AttnParams {
     float scale;
 };
 
-// moe_router.cu: moe_router_logits writes logits[t][e] (fp32) for a tile of 8 experts x 8
-// tokens per CTA; moe_router_select (one CTA per token) selects the experts from them.
+// moe_router.cu, moe_router_select: one CTA per token over logits[t][e] (fp32).
 struct RouterParams {
-    const bf16* h;
-    const bf16* w;
+    const float* logits;
     const float* bias;
-    float* logits;
     int32_t* topk_ids;
     float* topk_w;
     int32_t tokens;
-    int32_t hidden;
     int32_t experts;
     int32_t topk;
     int32_t n_group;

@@ -330,7 +330,7 @@ mod cuda {
     }
 
     /// The largest head layout the kernels take: head_dim 256 and 8 query heads per KV head
-    /// (block_attention_d256, 4 tokens a tile).
+    /// (4 tokens a tile).
     #[test]
     fn wide_heads_ops_match_cpu() {
         if skip() {

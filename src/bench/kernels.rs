@@ -51,7 +51,7 @@ pub fn step_work(c: &ModelConfig, experts_touched: &[usize], batch: usize, prefi
         },
         gemm("cublas attention out", t, h, nh * d, l),
         KernelWork { name: "add_rms_norm", bytes: (2.0 * l + 1.0) * t * h * (4.0 + 4.0 + 4.0 + 2.0), flops: (2.0 * l + 1.0) * t * h * 5.0 },
-        KernelWork { name: "moe_router_logits", bytes: moe_layers * (e * h * 2.0 + t * h * 2.0 + e * 4.0 + t * k * 8.0), flops: moe_layers * 2.0 * t * h * e },
+        KernelWork { name: "cublas router logits", bytes: moe_layers * (e * h * 2.0 + t * h * 2.0 + e * 4.0 + t * k * 8.0), flops: moe_layers * 2.0 * t * h * e },
         KernelWork { name: "moe_permute", bytes: moe_layers * t * k * 8.0 * 3.0, flops: 0.0 },
         KernelWork {
             name: "moe_gate_up",
@@ -93,11 +93,10 @@ pub struct KernelRow {
     pub of_ceiling: Option<f64>,
 }
 
-/// The work-model entry a launch name is counted under (both head-dim instantiations of the
-/// attention kernel do the same work).
+/// The work-model entry a launch name is counted under (both row-tile sizes of the MoE GEMMs do
+/// the same work).
 fn work_name(launch: &str) -> &str {
     match launch {
-        "block_attention_d256" => "block_attention",
         "moe_gate_up_m64" => "moe_gate_up",
         "moe_down_m64" => "moe_down",
         other => other,

@@ -102,13 +102,11 @@ fn moe_gemm_smem(bm: usize, gated: bool) -> usize {
 /// csrc/attention.cu: ATT_ROWS query rows per tile, ATT_KC keys per chunk, shared memory size.
 const ATT_ROWS: usize = 32;
 const ATT_KC: usize = 32;
+/// csrc/attention.cu `att_smem_layout(d).total`.
 fn att_smem_bytes(d: usize) -> usize {
-    let ld = d + 8;
-    ATT_ROWS * d * 4 + 2 * 2 * ATT_KC * ld * 2 + ATT_ROWS * (ATT_KC + 4) * 4 + ATT_ROWS * 4
+    let (ld, a) = (d + 8, |x: usize| x.div_ceil(128) * 128);
+    a(ATT_ROWS * ld * 2) + 2 * a(2 * ATT_KC * ld * 2) + a(ATT_ROWS * (ATT_KC + 4) * 4) + a(ATT_ROWS * (ATT_KC + 8) * 2) + a(ATT_ROWS * (d + 4) * 4) + 2 * a(ATT_ROWS * 4)
 }
-/// csrc/moe_router.cu: experts and tokens per CTA of moe_router_logits.
-const ROUTER_CTA_EXPERTS: usize = 8;
-const ROUTER_CTA_TOKENS: usize = 8;
 
 impl CudaBackend {
     pub fn load(ck: &Checkpoint, opts: &CudaOptions) -> Result<Self> {
@@ -312,27 +310,23 @@ impl CudaBackend {
         let c = &self.cfg;
         let ids = self.k.alloc::<i32>(rows * c.num_experts_per_tok, "router ids")?;
         let wts = self.alloc_f32(rows * c.num_experts_per_tok, "router weights")?;
-        {
-            let logits = self.alloc_f32(rows * c.num_experts, "router logits")?;
-            let p = RouterParams {
-                h: self.p(x),
-                w: self.p(&m.router),
-                bias: self.p(&m.bias),
-                logits: self.p(&logits),
-                topk_ids: self.p(&ids),
-                topk_w: self.p(&wts),
-                tokens: rows as i32,
-                hidden: c.hidden_size as i32,
-                experts: c.num_experts as i32,
-                topk: c.num_experts_per_tok as i32,
-                n_group: c.n_group as i32,
-                topk_group: c.topk_group as i32,
-                scale: c.routed_scaling_factor,
-            };
-            let grid = (c.num_experts.div_ceil(ROUTER_CTA_EXPERTS) as u32, rows.div_ceil(ROUTER_CTA_TOKENS) as u32, 1);
-            self.k.launch("moe_router_logits", grid, (ROUTER_CTA_EXPERTS * 32) as u32, &p)?;
-            self.k.launch("moe_router_select", (rows as u32, 1, 1), 256, &p)?;
-        }
+        // fp32 logits h W^T by cuBLAS (bf16 inputs, fp32 accumulate: the CPU twin's math), then
+        // the selection kernel.
+        let logits = self.alloc_f32(rows * c.num_experts, "router logits")?;
+        self.k.gemm_bf16_f32("router logits", self.p(x), self.p(&m.router), self.p(&logits), rows, c.num_experts, c.hidden_size, 0.0)?;
+        let p = RouterParams {
+            logits: self.p(&logits),
+            bias: self.p(&m.bias),
+            topk_ids: self.p(&ids),
+            topk_w: self.p(&wts),
+            tokens: rows as i32,
+            experts: c.num_experts as i32,
+            topk: c.num_experts_per_tok as i32,
+            n_group: c.n_group as i32,
+            topk_group: c.topk_group as i32,
+            scale: c.routed_scaling_factor,
+        };
+        self.k.launch("moe_router_select", (rows as u32, 1, 1), 256, &p)?;
         Ok((ids, wts))
     }
 
@@ -457,8 +451,7 @@ impl CudaBackend {
             scale: 1.0 / (d as f32).sqrt(),
         };
         let grid = (s.num_tiles as u32, nkv as u32, num_splits as u32);
-        let kernel = if d <= 128 { "block_attention" } else { "block_attention_d256" };
-        self.k.launch_smem(kernel, grid, 128, att_smem_bytes(d) as u32, &p)?;
+        self.k.launch_smem("block_attention", grid, 128, att_smem_bytes(d) as u32, &p)?;
         if num_splits > 1 {
             self.k.launch("attention_combine", (rows as u32, nh as u32, 1), 128, &p)?;
         }
@@ -540,8 +533,8 @@ pub fn device_available() -> bool {
 fn check_shapes(c: &ModelConfig) -> Result<()> {
     let d = c.head_dim();
     let group = c.num_attention_heads / c.num_key_value_heads;
-    if d > 256 || d % 8 != 0 {
-        bail!("the CUDA kernels need head_dim <= 256 and a multiple of 8, got {d}");
+    if d > 256 || d % 16 != 0 {
+        bail!("the CUDA kernels need head_dim <= 256 and a multiple of 16 (tensor-core tiles), got {d}");
     }
     if group > 8 {
         bail!("the CUDA attention kernel supports up to 8 query heads per KV head, got {group}");
