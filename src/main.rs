@@ -69,6 +69,10 @@ struct GenerateArgs {
     random_weights: Option<String>,
     #[arg(long, default_value_t = 1024)]
     prefix_len: usize,
+    /// Most tokens one forward carries; a longer prompt is prefilled in chunks of whole blocks
+    /// first. -1 (any value <= 0) disables chunking (SGLang's flag).
+    #[arg(long, allow_negative_numbers = true, default_value_t = dllm::engine::DEFAULT_CHUNKED_PREFILL as i64)]
+    chunked_prefill_size: i64,
 }
 
 fn main() {
@@ -107,6 +111,7 @@ fn generate(a: GenerateArgs) -> Result<()> {
     }
     let dir = runtime::resolve_model(a.model_path.as_deref())?;
     let mut m = runtime::load(&dir, a.device)?;
+    m.engine.set_max_forward_tokens(dllm::engine::forward_budget(a.chunked_prefill_size));
     let text = if a.chat {
         apply_chat_template(&[ChatMessage { role: "user".into(), content: a.prompt.clone() }])
     } else {

@@ -4,10 +4,21 @@ use crate::backend::{Backend, Linear, Norm, Pick, StepBatch};
 use crate::config::ModelConfig;
 use anyhow::Result;
 
-/// Run the batch through every layer (writing its K/V to the cache) and return the
-/// final-normed hidden states of `out_rows` only: the rows whose predictions are needed.
-pub fn forward_hidden<B: Backend>(b: &mut B, cfg: &ModelConfig, batch: &StepBatch, out_rows: &[usize]) -> Result<B::Act> {
-    let _r = crate::nvtx::range("forward");
+/// How much of the last layer a forward needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LastLayer {
+    /// All of it: its output feeds the final norm.
+    Whole,
+    /// Only its K/V store: a prefill reads nothing after the cache.
+    KvOnly,
+}
+
+/// The residual stream after the last layer, and that layer's FFN output not yet added to it.
+type Residual<A> = (A, Option<A>);
+
+/// Run the batch through the layers, writing every layer's K/V to the cache. Returns the
+/// residual stream with `LastLayer::Whole`, nothing with `LastLayer::KvOnly`.
+fn run_layers<B: Backend>(b: &mut B, cfg: &ModelConfig, batch: &StepBatch, last: LastLayer) -> Result<Option<Residual<B::Act>>> {
     let mut x = b.embed(&batch.tokens)?;
     let mut pending: Option<B::Act> = None; // the last sub-block's output, not yet added to x
     for l in 0..cfg.num_hidden_layers {
@@ -17,6 +28,9 @@ pub fn forward_hidden<B: Backend>(b: &mut B, cfg: &ModelConfig, batch: &StepBatc
             let _a = crate::nvtx::range("attention");
             let qkv = b.linear(&h, Linear::Qkv(l))?;
             let q = b.qk_norm_rope_store(&qkv, l, batch)?;
+            if last == LastLayer::KvOnly && l + 1 == cfg.num_hidden_layers {
+                return Ok(None);
+            }
             let o = b.attention(&q, l, batch)?;
             b.linear(&o, Linear::AttnOut(l))?
         };
@@ -24,13 +38,29 @@ pub fn forward_hidden<B: Backend>(b: &mut B, cfg: &ModelConfig, batch: &StepBatc
         let _m = crate::nvtx::range(if cfg.is_moe_layer(l) { "moe" } else { "mlp" });
         pending = Some(b.ffn(&h, l)?);
     }
-    let rows = b.gather_rows(&x, out_rows)?;
+    Ok(Some((x, pending)))
+}
+
+/// Run the batch through every layer (writing its K/V to the cache) and return the
+/// final-normed hidden states of `out_rows` only: the rows whose predictions are needed.
+pub fn forward_hidden<B: Backend>(b: &mut B, cfg: &ModelConfig, batch: &StepBatch, out_rows: &[usize]) -> Result<B::Act> {
+    let _r = crate::nvtx::range("forward");
+    let Some((x, pending)) = run_layers(b, cfg, batch, LastLayer::Whole)? else {
+        anyhow::bail!("the layer stack returned no hidden states");
+    };
+    let mut rows = b.gather_rows(&x, out_rows)?;
     let last = match pending {
         Some(p) => Some(b.gather_rows(&p, out_rows)?),
         None => None,
     };
-    let mut rows = rows;
     b.add_rms_norm(&mut rows, last.as_ref(), Norm::Final)
+}
+
+/// Write the batch's K/V to the cache and nothing else (chunked prefill): no rows are
+/// predicted, so the final norm, the lm_head and the last layer past its K/V store are skipped.
+pub fn forward_prefill<B: Backend>(b: &mut B, cfg: &ModelConfig, batch: &StepBatch) -> Result<()> {
+    let _r = crate::nvtx::range("prefill");
+    run_layers(b, cfg, batch, LastLayer::KvOnly).map(|_| ())
 }
 
 /// Greedy picks (token, probability) for `out_rows`.

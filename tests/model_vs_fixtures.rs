@@ -30,25 +30,68 @@ fn logits_match_reference() {
     eprintln!("logits: {} positions, largest relative error {worst:e}", errs.len());
 }
 
-#[test]
-fn greedy_generations_match_reference() {
+/// What chunked prefill did for one greedy case.
+struct CaseRun {
+    name: String,
+    prompt_blocks: usize,
+    blocks: usize,
+    prefill_forwards: u64,
+}
+
+/// Every greedy case through one engine whose forward budget is `budget(block size)`.
+fn greedy_cases_match(tag: &str, budget: impl Fn(usize) -> usize) -> Vec<CaseRun> {
     let fx = fixture("greedy.json").expect("tests/fixtures/greedy.json");
-    let dir = tiny("greedy", &fx);
+    let dir = tiny(tag, &fx);
     let ck = Checkpoint::open(&dir).unwrap();
     let tok = Tokenizer::open(&dir, &ck.config).unwrap();
     let mut engine = Engine::new(CpuBackend::load(&ck).unwrap(), ck.config.clone(), tok.mask_id, tok.eos_id);
     let cases = fx["cases"].as_array().unwrap();
     assert!(cases.len() >= 8);
+    let mut runs = vec![];
     for case in cases {
         let name = case["name"].as_str().unwrap();
         let prompt = ids(&case["prompt_ids"]);
         if let Some(text) = case["prompt_text"].as_str() {
             assert_eq!(tok.encode(text).unwrap(), prompt, "{name}: tokenizer disagrees with the reference's");
         }
-        let out = engine.generate(prompt, greedy_params(case)).unwrap();
+        let params = greedy_params(case);
+        engine.max_forward_tokens = budget(params.block_size);
+        let prompt_blocks = prompt.len() / params.block_size;
+        let before = engine.prefill_forwards;
+        let out = engine.generate(prompt, params).unwrap();
         assert_eq!(out.output_ids, ids(&case["output_ids"]), "{name}: output ids differ");
         assert_eq!(out.steps as u64, case["num_steps"].as_u64().unwrap(), "{name}: denoising step count differs");
         assert_eq!(engine.active(), 0);
+        runs.push(CaseRun { name: name.into(), prompt_blocks, blocks: out.blocks, prefill_forwards: engine.prefill_forwards - before });
     }
-    eprintln!("greedy: {} cases match token for token", cases.len());
+    eprintln!("greedy ({tag}): {} cases match token for token", cases.len());
+    runs
+}
+
+#[test]
+fn greedy_generations_match_reference() {
+    // The default budget holds every case's prompt: nothing is chunked.
+    for r in greedy_cases_match("greedy", |_| dllm::engine::DEFAULT_CHUNKED_PREFILL) {
+        assert_eq!(r.prefill_forwards, 0, "{}", r.name);
+    }
+}
+
+#[test]
+fn greedy_generations_match_reference_one_block_per_forward() {
+    // Each prompt block is its own prefill forward, and so is each finished block before the
+    // next block's first step (that step would carry two blocks).
+    for r in greedy_cases_match("greedy-chunk1", |b| b) {
+        assert_eq!(r.prefill_forwards, (r.prompt_blocks + r.blocks - 1) as u64, "{}", r.name);
+    }
+}
+
+#[test]
+fn greedy_generations_match_reference_two_blocks_per_forward() {
+    // Two prompt blocks per prefill forward until at most one is left for the first step;
+    // later steps carry two blocks at most and fit.
+    let runs = greedy_cases_match("greedy-chunk2", |b| 2 * b);
+    assert!(runs.iter().any(|r| r.prefill_forwards > 0));
+    for r in runs {
+        assert_eq!(r.prefill_forwards, (r.prompt_blocks / 2) as u64, "{}", r.name);
+    }
 }

@@ -573,6 +573,40 @@ async fn info_health_and_metrics_endpoints() {
     srv.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_prefill_gives_the_unchunked_answers() {
+    // A budget of one block: the prompts' blocks are prefilled one forward each.
+    let srv = serve(&["--threshold", "0", "--diffusion-block-size", "8", "--chunked-prefill-size", "8"]).await;
+    let si = get(srv.addr, "/get_server_info").await.json();
+    assert_eq!(si["chunked_prefill_size"], 8);
+    let sp = json!({"temperature": 0, "max_new_tokens": 24});
+    let r = post(srv.addr, "/generate", &json!({"text": [PROMPT, "Hello there"], "sampling_params": sp})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let list = r.json();
+
+    let mut m = runtime::load(&model_dir(), Device::Cpu).unwrap();
+    m.engine.set_max_forward_tokens(usize::MAX);
+    let params = GenParams { max_new_tokens: 24, block_size: 8, policy: Policy::LowConfidence { threshold: 0.0 }, ..GenParams::default() };
+    for (i, text) in [PROMPT, "Hello there"].iter().enumerate() {
+        let prompt = m.tokenizer.encode(text).unwrap();
+        let out = m.engine.generate(prompt, params.clone()).unwrap();
+        assert_eq!(list[i]["output_ids"], json!(out.output_ids), "prompt {i}");
+    }
+    srv.shutdown().await;
+
+    // The CLI takes the flag too, -1 included.
+    for size in ["8", "-1"] {
+        let cli = std::process::Command::new(env!("CARGO_BIN_EXE_dllm"))
+            .args(["generate", "--model-path", model_dir().to_str().unwrap(), "--prompt", PROMPT, "--block-size", "8"])
+            .args(["--max-new-tokens", "24", "--threshold", "0", "--device", "cpu", "--json", "--chunked-prefill-size", size])
+            .output()
+            .unwrap();
+        assert!(cli.status.success(), "{}", String::from_utf8_lossy(&cli.stderr));
+        let c: Value = serde_json::from_slice(&cli.stdout).unwrap();
+        assert_eq!(c["output_ids"], list[0]["output_ids"], "--chunked-prefill-size {size}");
+    }
+}
+
 #[test]
 fn flags_are_checked_at_startup() {
     let parse = |extra: &[&str]| {
@@ -588,6 +622,11 @@ fn flags_are_checked_at_startup() {
     ])
     .unwrap();
     assert_eq!((s.port, s.block_size, s.max_running), (8188, 32, 1));
+    // --chunked-prefill-size: SGLang's token budget per forward; -1 (any value <= 0) turns it off.
+    assert_eq!(s.max_forward_tokens, dllm::engine::DEFAULT_CHUNKED_PREFILL);
+    assert_eq!(parse(&["--chunked-prefill-size", "512"]).unwrap().max_forward_tokens, 512);
+    assert_eq!(parse(&["--chunked-prefill-size", "-1"]).unwrap().max_forward_tokens, usize::MAX);
+    assert_eq!(parse(&["--chunked-prefill-size", "0"]).unwrap().max_forward_tokens, usize::MAX);
     let err = |extra: &[&str]| format!("{:#}", parse(extra).unwrap_err());
     assert!(err(&["--diffusion-algorithm", "Greedy"]).contains("LowConfidence"));
     assert!(err(&["--dllm-algorithm", "Nope"]).contains("unknown diffusion algorithm"));

@@ -4,8 +4,11 @@
 # same shapes, same card, same call; then the plot. Results land in $OUT (fetch them into
 # docs/perf/). Usage: run(command="bash tools/bench-device.sh", carry=[".carry"]).
 set -uo pipefail
-OUT=${OUT:-/tmp/bench-out}
-mkdir -p "$OUT"
+# Everything is written to a work folder, then packed into $OUT/bench-results.tar.gz (the device
+# tool brings back a few files per call), with the plot beside it.
+FINAL_OUT=${OUT:-/tmp/bench-out}
+OUT=$(mktemp -d)
+mkdir -p "$FINAL_OUT"
 PRESET=${PRESET:-mini}
 BATCHES=${BATCHES:-1,4,16,64}
 PREFIX=${PREFIX:-1024}
@@ -24,7 +27,7 @@ timeout 240 .carry/dllm bench step --preset "$PRESET" --device cuda --batch "$BA
     --steps 16 --baseline "$OUT/baseline-$PRESET.json" --json "$OUT/step-$PRESET.json" 2>&1 | tee "$OUT/step.log"
 
 # 3. Every kernel of a batch-1 and a batch-64 step against its ceiling.
-for b in 1 64; do
+for b in 1 16 64; do
     timeout 120 .carry/dllm bench kernels --preset "$PRESET" --device cuda --batch $b --prefix "$PREFIX" \
         --json "$OUT/kernels-$PRESET-b$b.json" 2>&1 | tee "$OUT/kernels-b$b.log"
 done
@@ -33,3 +36,6 @@ done
 timeout 120 .carry/dllm bench generate --preset "$PRESET" --device cuda --requests 1 --prefix "$PREFIX" \
     --tokens-per-step 2 --max-new-tokens 256 --json "$OUT/generate-$PRESET.json" 2>&1 | tee "$OUT/generate.log"
 python3 tools/plot_step.py --json "$OUT/step-$PRESET.json" --out "$OUT/step-$PRESET.png" 2>&1 | tail -n 2
+cp "$OUT/step-$PRESET.png" "$FINAL_OUT/" 2>/dev/null
+tar czf "$FINAL_OUT/bench-results.tar.gz" -C "$OUT" .
+echo "results: $FINAL_OUT/bench-results.tar.gz"

@@ -87,7 +87,9 @@ pub struct ServeArgs {
     pub dtype: Option<String>,
     #[arg(long)]
     pub random_seed: Option<u64>,
-    #[arg(long)]
+    /// Most tokens one forward carries; longer prefills run in chunks of whole blocks.
+    /// -1 (any value <= 0) disables chunking. Default: 8192.
+    #[arg(long, allow_negative_numbers = true)]
     pub chunked_prefill_size: Option<i64>,
     #[arg(long)]
     pub cuda_graph_max_bs: Option<usize>,
@@ -140,6 +142,8 @@ pub struct Settings {
     pub max_running: usize,
     pub max_queue: usize,
     pub context_length: Option<usize>,
+    /// The engine's forward budget (`--chunked-prefill-size`; usize::MAX: no chunking).
+    pub max_forward_tokens: usize,
     pub api_key: Option<String>,
     pub max_body_bytes: usize,
     pub seed: u64,
@@ -256,13 +260,13 @@ impl Settings {
         for (f, set) in [
             ("--skip-server-warmup", a.skip_server_warmup),
             ("--dtype", a.dtype.is_some()),
-            ("--chunked-prefill-size", a.chunked_prefill_size.is_some()),
             ("--cuda-graph-max-bs", a.cuda_graph_max_bs.is_some()),
         ] {
             if set {
                 noted(f, "no effect here");
             }
         }
+        let chunked_prefill_size = a.chunked_prefill_size.unwrap_or(crate::engine::DEFAULT_CHUNKED_PREFILL as i64);
         let args_json = serde_json::json!({
             "model_path": a.model_path,
             "host": a.host,
@@ -281,6 +285,7 @@ impl Settings {
             "disable_cuda_graph": a.disable_cuda_graph,
             "disable_radix_cache": a.disable_radix_cache,
             "context_length": a.context_length,
+            "chunked_prefill_size": chunked_prefill_size,
             "served_model_name": a.served_model_name,
             "api_key": a.api_key.as_ref().map(|_| "<set>"),
             "log_level": a.log_level,
@@ -300,6 +305,7 @@ impl Settings {
             max_running: a.max_running_requests,
             max_queue: a.max_queued_requests,
             context_length: a.context_length,
+            max_forward_tokens: crate::engine::forward_budget(chunked_prefill_size),
             api_key: a.api_key.clone(),
             max_body_bytes: a.max_body_bytes,
             seed: a.random_seed.unwrap_or(0),
@@ -392,6 +398,7 @@ pub async fn start_with(settings: Settings, mut loaded: Loaded) -> Result<Runnin
         loaded.engine.set_context_len(n);
     }
     let context_len = loaded.engine.context_len();
+    loaded.engine.set_max_forward_tokens(settings.max_forward_tokens);
     let backend = loaded.engine.backend_name();
     let addr: SocketAddr = tokio::net::lookup_host((settings.host.as_str(), settings.port))
         .await
