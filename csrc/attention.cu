@@ -3,20 +3,21 @@
 // sees keys [0, tok_limit[t]) of its sequence (block-causal: its own block and everything
 // before it).
 //
-// Grid (tile, kv head, split). A tile is up to ATT_ROWS = 32 query rows: up to 32/group tokens
+// Grid (tile, kv head, split). A tile is up to ATT_ROWS = 64 query rows: up to 64/group tokens
 // of one run x the `group` query heads of KV head `kh` (row r = token r / group, head
-// r % group), so every K/V row staged in shared memory serves 32 query rows. The CTA walks
+// r % group), so every K/V row staged in shared memory serves 64 query rows. The CTA walks
 // keys [split * split_keys, min(that + split_keys, tile's largest limit)) in chunks of
 // ATT_KC = 32 keys, double-buffered: the cp.async copies of chunk c+1 (K and V, 16 bytes each,
 // zero-filled past the end) are in flight while chunk c is computed. Each row is masked by its
 // own limit (prefill tiles span blocks, so rows of one tile differ).
 //
-// Per chunk (4 warps, WMMA 16x16x16 bf16 -> fp32):
-//   S = Q K^T: warp w computes the 16x16 fragment (w / 2, w % 2) of the 32x32 scores -> smem;
-//   softmax: warp w owns rows 8w..8w+7, lane j key j: scale, mask, online max/sum by warp
-//     reductions; P (bf16) and the rows' rescale factors -> smem;
-//   O = O * corr + P V: O (fp32, 32 x d) lives in shared memory; warp w owns row block w / 2
-//     and the column blocks of parity w % 2, rescales its part, then accumulates with WMMA.
+// Per chunk (4 warps, WMMA 16x16x16 bf16 -> fp32), warp w owns query rows 16w..16w+15 in every
+// phase, so the only barriers are the two around each K/V stage:
+//   S = Q K^T: the warp's 16 x 32 scores -> smem;
+//   softmax: lane j = key j: scale, mask, online max/sum by warp reductions per row; P (bf16)
+//     and the rows' rescale factors -> smem;
+//   O = O * corr + P V: O (fp32, 64 x d) lives in shared memory; the warp rescales its rows,
+//     then accumulates them with WMMA, one 16-column block at a time.
 // An earlier version did these products with fp32 FMAs on CUDA cores: at batch 16 (2.2 G FMA a
 // layer) that is >= 75 us a layer at the fp32 peak and measured 377 us; on tensor cores the
 // arithmetic is a few us and the kernel is bound by the K/V stream and the per-chunk barriers.
@@ -30,8 +31,8 @@
 using namespace nvcuda;
 
 #define ATT_THREADS 128
-#define ATT_ROWS 32           // query rows per tile
-#define ATT_RPW 8             // softmax rows per warp (ATT_ROWS / 4 warps)
+#define ATT_ROWS 64           // query rows per tile
+#define ATT_RPW 16            // rows per warp (ATT_ROWS / 4 warps)
 #define ATT_KC 32             // keys per chunk (one per lane in the softmax)
 #define ATT_SLD (ATT_KC + 4)  // S row stride (fp32)
 #define ATT_PLD (ATT_KC + 8)  // P row stride (bf16)
@@ -57,12 +58,12 @@ __host__ __device__ inline AttSmem att_smem_layout(int d) {
     const int ld = d + 8;
     AttSmem L;
     int off = 0;
-    L.q = off;    off += att_align(ATT_ROWS * ld * 2);         // Q, bf16 [32][ld]
+    L.q = off;    off += att_align(ATT_ROWS * ld * 2);         // Q, bf16 [64][ld]
     L.k = off;    off += att_align(2 * ATT_KC * ld * 2);       // K stages, bf16 [2][32][ld]
     L.v = off;    off += att_align(2 * ATT_KC * ld * 2);       // V stages
-    L.s = off;    off += att_align(ATT_ROWS * ATT_SLD * 4);    // S, fp32 [32][36]
-    L.pm = off;   off += att_align(ATT_ROWS * ATT_PLD * 2);    // P, bf16 [32][40]
-    L.o = off;    off += att_align(ATT_ROWS * (d + 4) * 4);    // O, fp32 [32][d + 4]
+    L.s = off;    off += att_align(ATT_ROWS * ATT_SLD * 4);    // S, fp32 [64][36]
+    L.pm = off;   off += att_align(ATT_ROWS * ATT_PLD * 2);    // P, bf16 [64][40]
+    L.o = off;    off += att_align(ATT_ROWS * (d + 4) * 4);    // O, fp32 [64][d + 4]
     L.lim = off;  off += att_align(ATT_ROWS * 4);              // per-row key limit
     L.corr = off; off += att_align(ATT_ROWS * 4);              // per-row rescale of this chunk
     L.total = off;
@@ -86,7 +87,7 @@ __device__ __forceinline__ void att_load_chunk(const AttnParams& p, const int32_
     }
 }
 
-extern "C" __global__ void __launch_bounds__(ATT_THREADS, 3) block_attention(const AttnParams p) {
+extern "C" __global__ void __launch_bounds__(ATT_THREADS, 2) block_attention(const AttnParams p) {
     extern __shared__ __align__(128) unsigned char att_smem[];
     const int d = p.d, ld = d + 8, old = d + 4, group = p.nh / p.nkv;
     const AttSmem L = att_smem_layout(d);
@@ -135,9 +136,7 @@ extern "C" __global__ void __launch_bounds__(ATT_THREADS, 3) block_attention(con
         m[i] = -INFINITY;
         l[i] = 0.f;
     }
-    const int r0 = w * ATT_RPW;
-    const int sb = w / 2, kb = w % 2;  // this warp's S fragment: rows 16 sb.., keys 16 kb..
-    const int ob = w / 2, cpar = w % 2;  // this warp's O part: rows 16 ob.., column blocks of parity cpar
+    const int r0 = w * ATT_RPW;  // this warp's rows
 
     for (int ch = 0; ch < nchunks; ch++) {
         const int kbase = k0 + ch * ATT_KC, st = ch & 1;
@@ -153,19 +152,21 @@ extern "C" __global__ void __launch_bounds__(ATT_THREADS, 3) block_attention(con
         const bf16* ks = kst + st * ATT_KC * ld;
         const bf16* vs = vst + st * ATT_KC * ld;
 
-        {  // S = Q K^T, one 16x16 fragment per warp
+        // S = Q K^T for the warp's 16 rows x the chunk's 32 keys.
+#pragma unroll
+        for (int kb = 0; kb < ATT_KC / 16; kb++) {
             wmma::fragment<wmma::accumulator, 16, 16, 16, float> sacc;
             wmma::fill_fragment(sacc, 0.f);
             for (int kk = 0; kk < d; kk += 16) {
                 wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> a;
                 wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> b;
-                wmma::load_matrix_sync(a, qs + sb * 16 * ld + kk, ld);
+                wmma::load_matrix_sync(a, qs + r0 * ld + kk, ld);
                 wmma::load_matrix_sync(b, ks + kb * 16 * ld + kk, ld);
                 wmma::mma_sync(sacc, a, b, sacc);
             }
-            wmma::store_matrix_sync(ss + sb * 16 * ATT_SLD + kb * 16, sacc, ATT_SLD, wmma::mem_row_major);
+            wmma::store_matrix_sync(ss + r0 * ATT_SLD + kb * 16, sacc, ATT_SLD, wmma::mem_row_major);
         }
-        __syncthreads();
+        __syncwarp();
 
         // Online softmax of the warp's rows over this chunk; lane = key.
         const int key = kbase + lane;
@@ -186,27 +187,29 @@ extern "C" __global__ void __launch_bounds__(ATT_THREADS, 3) block_attention(con
             ps[r * ATT_PLD + lane] = pb;
             if (lane == 0) corr[r] = cr;
         }
-        __syncthreads();
+        __syncwarp();
 
-        // O = O * corr + P V over the warp's part of O.
-        for (int cb = cpar; cb < d / 16; cb += 2) {
-            float* o = os + ob * 16 * old + cb * 16;
-            for (int e = lane; e < 256; e += WARP) o[(e / 16) * old + e % 16] *= corr[ob * 16 + e / 16];
+        // O = O * corr + P V over the warp's rows.
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> pa[ATT_KC / 16];
+#pragma unroll
+        for (int kb = 0; kb < ATT_KC / 16; kb++) wmma::load_matrix_sync(pa[kb], ps + r0 * ATT_PLD + kb * 16, ATT_PLD);
+        for (int cb = 0; cb < d / 16; cb++) {
+            float* o = os + r0 * old + cb * 16;
+            for (int e = lane; e < 256; e += WARP) o[(e / 16) * old + e % 16] *= corr[r0 + e / 16];
             __syncwarp();
             wmma::fragment<wmma::accumulator, 16, 16, 16, float> oacc;
             wmma::load_matrix_sync(oacc, o, old, wmma::mem_row_major);
 #pragma unroll
-            for (int kk = 0; kk < ATT_KC; kk += 16) {
-                wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> a;
+            for (int kb = 0; kb < ATT_KC / 16; kb++) {
                 wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major> b;
-                wmma::load_matrix_sync(a, ps + ob * 16 * ATT_PLD + kk, ATT_PLD);
-                wmma::load_matrix_sync(b, vs + kk * ld + cb * 16, ld);
-                wmma::mma_sync(oacc, a, b, oacc);
+                wmma::load_matrix_sync(b, vs + kb * 16 * ld + cb * 16, ld);
+                wmma::mma_sync(oacc, pa[kb], b, oacc);
             }
             wmma::store_matrix_sync(o, oacc, old, wmma::mem_row_major);
         }
-        __syncthreads();  // stage st, S and P are free; O is complete for this chunk
+        __syncthreads();  // stage st is free for the next load
     }
+    __syncwarp();
 
     // Write this split's result for the warp's softmax rows (their m, l are in registers).
 #pragma unroll

@@ -100,7 +100,7 @@ fn moe_gemm_smem(bm: usize, gated: bool) -> usize {
     (2 * stage).max(bm * (GEMM_BN + 4) * 4 * w)
 }
 /// csrc/attention.cu: ATT_ROWS query rows per tile, ATT_KC keys per chunk, shared memory size.
-const ATT_ROWS: usize = 32;
+const ATT_ROWS: usize = 64;
 const ATT_KC: usize = 32;
 /// csrc/attention.cu `att_smem_layout(d).total`.
 fn att_smem_bytes(d: usize) -> usize {
