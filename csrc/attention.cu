@@ -11,16 +11,15 @@
 // zero-filled past the end) are in flight while chunk c is computed. Each row is masked by its
 // own limit (prefill tiles span blocks, so rows of one tile differ).
 //
-// Per chunk (4 warps, WMMA 16x16x16 bf16 -> fp32), warp w owns query rows 16w..16w+15 in every
-// phase, so the only barriers are the two around each K/V stage:
-//   S = Q K^T: the warp's 16 x 32 scores -> smem;
-//   softmax: lane j = key j: scale, mask, online max/sum by warp reductions per row; P (bf16)
-//     and the rows' rescale factors -> smem;
-//   O = O * corr + P V: O (fp32, 64 x d) lives in shared memory; the warp rescales its rows,
-//     then accumulates them with WMMA, one 16-column block at a time.
-// An earlier version did these products with fp32 FMAs on CUDA cores: at batch 16 (2.2 G FMA a
-// layer) that is >= 75 us a layer at the fp32 peak and measured 377 us; on tensor cores the
-// arithmetic is a few us and the kernel is bound by the K/V stream and the per-chunk barriers.
+// Two passes over the split's keys (4 warps, WMMA 16x16x16 bf16 -> fp32); warp w owns query rows
+// 16w..16w+15 throughout, so the only barriers are the two around each K/V stage:
+//   pass 0, per chunk of K: S = Q K^T (the warp's 16 x 32 scores -> smem), each row's max;
+//   pass 1, per chunk of K and V: S again, P = exp(S - max) (bf16, smem), l += sum P,
+//     O += P V with O in WMMA accumulators (registers): with the final max known, O is never
+//     rescaled. Recomputing Q K^T is cheap on tensor cores; K comes twice, mostly from L2.
+// History (mini, H100): fp32 FMAs on CUDA cores measured 377 us a layer at batch 16; WMMA with
+// O in shared memory (an online softmax rescales O every chunk) 221-250 us, bound by shared-
+// memory traffic (ncu: MIO stalls, 8 warps an SM).
 //
 // Output: with one split the CTA normalises and writes `out`; otherwise it writes the
 // unnormalised O and (m, l) per row to part_acc / part_ml (rows with no key in the split are
@@ -51,7 +50,7 @@ __device__ __forceinline__ void att_cp_async_wait() { asm volatile("cp.async.wai
 // Dynamic shared memory regions (byte offsets, 128-aligned so WMMA pointers are 32-byte
 // aligned). mod.rs `att_smem_bytes` mirrors the total.
 struct AttSmem {
-    int q, k, v, s, pm, o, lim, corr, total;
+    int q, k, v, s, pm, lim, total;
 };
 __host__ __device__ inline int att_align(int x) { return (x + 127) & ~127; }
 __host__ __device__ inline AttSmem att_smem_layout(int d) {
@@ -63,9 +62,7 @@ __host__ __device__ inline AttSmem att_smem_layout(int d) {
     L.v = off;    off += att_align(2 * ATT_KC * ld * 2);       // V stages
     L.s = off;    off += att_align(ATT_ROWS * ATT_SLD * 4);    // S, fp32 [64][36]
     L.pm = off;   off += att_align(ATT_ROWS * ATT_PLD * 2);    // P, bf16 [64][40]
-    L.o = off;    off += att_align(ATT_ROWS * (d + 4) * 4);    // O, fp32 [64][d + 4]
     L.lim = off;  off += att_align(ATT_ROWS * 4);              // per-row key limit
-    L.corr = off; off += att_align(ATT_ROWS * 4);              // per-row rescale of this chunk
     L.total = off;
     return L;
 }
@@ -73,7 +70,7 @@ __host__ __device__ inline AttSmem att_smem_layout(int d) {
 // Issue the cp.async copies of keys [kbase, kbase + ATT_KC) (K and V rows of head kh) into one
 // stage; keys at or past kend are zero-filled (0 * V must stay 0 in P.V).
 __device__ __forceinline__ void att_load_chunk(const AttnParams& p, const int32_t* pt, int kh, int kbase, int kend,
-                                               bf16* ks, bf16* vs, int ld) {
+                                               bf16* ks, bf16* vs, int ld, bool with_v) {
     int per_row = p.d / 8;
     for (int i = threadIdx.x; i < ATT_KC * per_row; i += ATT_THREADS) {
         int j = i / per_row, c = (i % per_row) * 8;
@@ -83,22 +80,22 @@ __device__ __forceinline__ void att_load_chunk(const AttnParams& p, const int32_
         // V of a position is page_size * nkv * d elements after its K.
         size_t vo = valid ? ko + (size_t)p.page_size * p.nkv * p.d : 0;
         att_cp_async16(ks + j * ld + c, p.kv + ko + c, valid);
-        att_cp_async16(vs + j * ld + c, p.kv + vo + c, valid);
+        if (with_v) att_cp_async16(vs + j * ld + c, p.kv + vo + c, valid);
     }
 }
 
-extern "C" __global__ void __launch_bounds__(ATT_THREADS, 2) block_attention(const AttnParams p) {
+// NB: 16-column blocks of O held per warp (d <= 16 NB).
+template <int NB>
+__device__ __forceinline__ void block_attention_body(const AttnParams& p) {
     extern __shared__ __align__(128) unsigned char att_smem[];
-    const int d = p.d, ld = d + 8, old = d + 4, group = p.nh / p.nkv;
+    const int d = p.d, ld = d + 8, group = p.nh / p.nkv, nbd = d / 16;
     const AttSmem L = att_smem_layout(d);
     bf16* qs = reinterpret_cast<bf16*>(att_smem + L.q);
     bf16* kst = reinterpret_cast<bf16*>(att_smem + L.k);
     bf16* vst = reinterpret_cast<bf16*>(att_smem + L.v);
     float* ss = reinterpret_cast<float*>(att_smem + L.s);
     bf16* ps = reinterpret_cast<bf16*>(att_smem + L.pm);
-    float* os = reinterpret_cast<float*>(att_smem + L.o);
     int* lim = reinterpret_cast<int*>(att_smem + L.lim);
-    float* corr = reinterpret_cast<float*>(att_smem + L.corr);
 
     const int tile = blockIdx.x, kh = blockIdx.y, split = blockIdx.z;
     const int tid = threadIdx.x, lane = tid % WARP, w = tid / WARP;
@@ -113,11 +110,14 @@ extern "C" __global__ void __launch_bounds__(ATT_THREADS, 2) block_attention(con
     if (k0 >= k1) return;  // uniform over the CTA
     const int nchunks = (k1 - k0 + ATT_KC - 1) / ATT_KC;
 
-    att_load_chunk(p, pt, kh, k0, k1, kst, vst, ld);
+    // Two passes over the split's chunks, pipelined as one sequence of 2 x nchunks stages:
+    // pass 0 (K only) finds each row's max score, pass 1 (K and V) adds exp(s - max) V into O
+    // in registers, so O is never rescaled.
+    att_load_chunk(p, pt, kh, k0, k1, kst, vst, ld, false);
     att_cp_async_commit();
 
-    // Q rows (bf16 as stored; the scale is applied to S in fp32), O = 0, limits; padding rows
-    // have Q = 0 and limit 0 (no key: their P rows stay 0).
+    // Q rows (bf16 as stored; the scale is applied to S in fp32) and limits; padding rows have
+    // Q = 0 and limit 0 (no key: their P rows stay 0).
     for (int i = tid; i < ATT_ROWS * (d / 8); i += ATT_THREADS) {
         const int r = i / (d / 8), c = (i % (d / 8)) * 8;
         uint4 u = make_uint4(0, 0, 0, 0);
@@ -127,7 +127,6 @@ extern "C" __global__ void __launch_bounds__(ATT_THREADS, 2) block_attention(con
         }
         *reinterpret_cast<uint4*>(qs + r * ld + c) = u;
     }
-    for (int i = tid; i < ATT_ROWS * old; i += ATT_THREADS) os[i] = 0.f;
     if (tid < ATT_ROWS) lim[tid] = tid < rows ? min(p.tok_limit[t0 + tid / group], k1) : 0;
 
     float m[ATT_RPW], l[ATT_RPW];
@@ -136,19 +135,25 @@ extern "C" __global__ void __launch_bounds__(ATT_THREADS, 2) block_attention(con
         m[i] = -INFINITY;
         l[i] = 0.f;
     }
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> oacc[NB];
+#pragma unroll
+    for (int cb = 0; cb < NB; cb++) wmma::fill_fragment(oacc[cb], 0.f);
     const int r0 = w * ATT_RPW;  // this warp's rows
 
-    for (int ch = 0; ch < nchunks; ch++) {
-        const int kbase = k0 + ch * ATT_KC, st = ch & 1;
-        if (ch + 1 < nchunks) {
-            // The stage being filled was last read in iteration ch - 1, which ended in a barrier.
-            att_load_chunk(p, pt, kh, kbase + ATT_KC, k1, kst + (st ^ 1) * ATT_KC * ld, vst + (st ^ 1) * ATT_KC * ld, ld);
+    for (int it = 0; it < 2 * nchunks; it++) {
+        const int pass = it / nchunks, ch = it % nchunks;
+        const int kbase = k0 + ch * ATT_KC, st = it & 1;
+        if (it + 1 < 2 * nchunks) {
+            // The stage being filled was last read in iteration it - 1, which ended in a barrier.
+            const int nx = (it + 1) % nchunks;
+            att_load_chunk(p, pt, kh, k0 + nx * ATT_KC, k1, kst + (st ^ 1) * ATT_KC * ld, vst + (st ^ 1) * ATT_KC * ld, ld,
+                           it + 1 >= nchunks);
             att_cp_async_commit();
             att_cp_async_wait<1>();
         } else {
             att_cp_async_wait<0>();
         }
-        __syncthreads();  // chunk ch (and, the first time, Q / O / limits) visible to all
+        __syncthreads();  // stage it (and, the first time, Q / limits) visible to all
         const bf16* ks = kst + st * ATT_KC * ld;
         const bf16* vs = vst + st * ATT_KC * ld;
 
@@ -168,50 +173,50 @@ extern "C" __global__ void __launch_bounds__(ATT_THREADS, 2) block_attention(con
         }
         __syncwarp();
 
-        // Online softmax of the warp's rows over this chunk; lane = key.
         const int key = kbase + lane;
+        if (pass == 0) {
 #pragma unroll
-        for (int i = 0; i < ATT_RPW; i++) {
-            const int r = r0 + i;
-            const bool valid = key < lim[r];
-            const float sv = valid ? ss[r * ATT_SLD + lane] * p.scale : -INFINITY;
-            const float mnew = fmaxf(m[i], warp_max(sv));
-            float pj = 0.f, cr = 1.f;
-            if (mnew != -INFINITY) {  // uniform over the warp; false while the row has seen no key
-                cr = __expf(m[i] - mnew);
-                pj = valid ? __expf(sv - mnew) : 0.f;
+            for (int i = 0; i < ATT_RPW; i++) {
+                const int r = r0 + i;
+                const float sv = key < lim[r] ? ss[r * ATT_SLD + lane] * p.scale : -INFINITY;
+                m[i] = fmaxf(m[i], warp_max(sv));
             }
-            const bf16 pb = __float2bfloat16(pj);
-            l[i] = l[i] * cr + warp_sum(__bfloat162float(pb));  // the sum of the P that P.V uses
-            m[i] = mnew;
-            ps[r * ATT_PLD + lane] = pb;
-            if (lane == 0) corr[r] = cr;
-        }
-        __syncwarp();
-
-        // O = O * corr + P V over the warp's rows.
-        wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> pa[ATT_KC / 16];
+        } else {
 #pragma unroll
-        for (int kb = 0; kb < ATT_KC / 16; kb++) wmma::load_matrix_sync(pa[kb], ps + r0 * ATT_PLD + kb * 16, ATT_PLD);
-        for (int cb = 0; cb < d / 16; cb++) {
-            float* o = os + r0 * old + cb * 16;
-            for (int e = lane; e < 256; e += WARP) o[(e / 16) * old + e % 16] *= corr[r0 + e / 16];
+            for (int i = 0; i < ATT_RPW; i++) {
+                const int r = r0 + i;
+                const bool valid = key < lim[r];  // false for every key of a row with m = -inf
+                const float pj = valid ? __expf(ss[r * ATT_SLD + lane] * p.scale - m[i]) : 0.f;
+                const bf16 pb = __float2bfloat16(pj);
+                l[i] += warp_sum(__bfloat162float(pb));  // the sum of the P that P.V uses
+                ps[r * ATT_PLD + lane] = pb;
+            }
             __syncwarp();
-            wmma::fragment<wmma::accumulator, 16, 16, 16, float> oacc;
-            wmma::load_matrix_sync(oacc, o, old, wmma::mem_row_major);
 #pragma unroll
             for (int kb = 0; kb < ATT_KC / 16; kb++) {
-                wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major> b;
-                wmma::load_matrix_sync(b, vs + kb * 16 * ld + cb * 16, ld);
-                wmma::mma_sync(oacc, pa[kb], b, oacc);
+                wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> a;
+                wmma::load_matrix_sync(a, ps + r0 * ATT_PLD + kb * 16, ATT_PLD);
+#pragma unroll
+                for (int cb = 0; cb < NB; cb++) {
+                    if (cb < nbd) {
+                        wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major> b;
+                        wmma::load_matrix_sync(b, vs + kb * 16 * ld + cb * 16, ld);
+                        wmma::mma_sync(oacc[cb], a, b, oacc[cb]);
+                    }
+                }
             }
-            wmma::store_matrix_sync(o, oacc, old, wmma::mem_row_major);
         }
         __syncthreads();  // stage st is free for the next load
     }
-    __syncwarp();
 
-    // Write this split's result for the warp's softmax rows (their m, l are in registers).
+    // O -> shared memory (the K/V stages are free: 2 x 2 x 32 x (d + 8) bf16 >= 64 x (d + 4)
+    // fp32), then each warp writes its rows.
+    const int old = d + 4;
+    float* os = reinterpret_cast<float*>(att_smem + L.k);
+#pragma unroll
+    for (int cb = 0; cb < NB; cb++)
+        if (cb < nbd) wmma::store_matrix_sync(os + r0 * old + cb * 16, oacc[cb], old, wmma::mem_row_major);
+    __syncwarp();
 #pragma unroll
     for (int i = 0; i < ATT_RPW; i++) {
         const int r = r0 + i;
@@ -230,6 +235,15 @@ extern "C" __global__ void __launch_bounds__(ATT_THREADS, 2) block_attention(con
             if (lane == 0) *reinterpret_cast<float2*>(p.part_ml + prow * 2) = make_float2(m[i], l[i]);
         }
     }
+}
+
+// d <= 128 (mini, flash): 8 O fragments a warp.
+extern "C" __global__ void __launch_bounds__(ATT_THREADS, 3) block_attention(const AttnParams p) {
+    block_attention_body<8>(p);
+}
+// 128 < d <= 256.
+extern "C" __global__ void __launch_bounds__(ATT_THREADS) block_attention_d256(const AttnParams p) {
+    block_attention_body<16>(p);
 }
 
 // Merge the splits of block_attention. Grid (token, query head), one thread per output column:

@@ -93,10 +93,11 @@ pub struct KernelRow {
     pub of_ceiling: Option<f64>,
 }
 
-/// The work-model entry a launch name is counted under (both row-tile sizes of the MoE GEMMs do
-/// the same work).
+/// The work-model entry a launch name is counted under (the instantiations of one kernel do the same
+/// work).
 fn work_name(launch: &str) -> &str {
     match launch {
+        "block_attention_d256" => "block_attention",
         "moe_gate_up_m64" => "moe_gate_up",
         "moe_down_m64" => "moe_down",
         other => other,

@@ -244,7 +244,7 @@ fn kernel_names(module: &str) -> &'static [&'static str] {
         "gather" => &["embed_gather", "gather_rows"],
         "norm" => &["add_rms_norm"],
         "rope" => &["qk_norm_rope_store"],
-        "attention" => &["block_attention", "attention_combine"],
+        "attention" => &["block_attention", "block_attention_d256", "attention_combine"],
         "moe_router" => &["moe_router_select"],
         "moe_permute" => &["moe_permute", "moe_combine"],
         "moe_gemm" => &["moe_gate_up", "moe_down", "moe_gate_up_m64", "moe_down_m64"],

@@ -105,7 +105,7 @@ const ATT_KC: usize = 32;
 /// csrc/attention.cu `att_smem_layout(d).total`.
 fn att_smem_bytes(d: usize) -> usize {
     let (ld, a) = (d + 8, |x: usize| x.div_ceil(128) * 128);
-    a(ATT_ROWS * ld * 2) + 2 * a(2 * ATT_KC * ld * 2) + a(ATT_ROWS * (ATT_KC + 4) * 4) + a(ATT_ROWS * (ATT_KC + 8) * 2) + a(ATT_ROWS * (d + 4) * 4) + 2 * a(ATT_ROWS * 4)
+    a(ATT_ROWS * ld * 2) + 2 * a(2 * ATT_KC * ld * 2) + a(ATT_ROWS * (ATT_KC + 4) * 4) + a(ATT_ROWS * (ATT_KC + 8) * 2) + a(ATT_ROWS * 4)
 }
 
 impl CudaBackend {
@@ -417,11 +417,11 @@ impl CudaBackend {
         let (nh, nkv, d) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim());
         let s = self.step.as_ref().unwrap();
         let tiles = &s.tiles;
-        // Split the keys so that ~2 CTAs per SM are launched; no split when the tiles alone fill
+        // Split the keys so that ~3 CTAs per SM (one wave) are launched; no split when the tiles alone fill
         // the GPU (prefill), which also skips the combine.
         let chunks = s.max_limit.div_ceil(ATT_KC).max(1);
         let per_split = s.num_tiles * nkv;
-        let want_splits = (2 * self.sm_count).div_ceil(per_split.max(1)).clamp(1, chunks);
+        let want_splits = (3 * self.sm_count).div_ceil(per_split.max(1)).clamp(1, chunks);
         let split_keys = chunks.div_ceil(want_splits) * ATT_KC;
         let num_splits = s.max_limit.div_ceil(split_keys).max(1);
         let (part_acc, part_ml) = if num_splits > 1 {
@@ -451,7 +451,8 @@ impl CudaBackend {
             scale: 1.0 / (d as f32).sqrt(),
         };
         let grid = (s.num_tiles as u32, nkv as u32, num_splits as u32);
-        self.k.launch_smem("block_attention", grid, 128, att_smem_bytes(d) as u32, &p)?;
+        let kernel = if d <= 128 { "block_attention" } else { "block_attention_d256" };
+        self.k.launch_smem(kernel, grid, 128, att_smem_bytes(d) as u32, &p)?;
         if num_splits > 1 {
             self.k.launch("attention_combine", (rows as u32, nh as u32, 1), 128, &p)?;
         }
