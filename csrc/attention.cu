@@ -13,7 +13,8 @@
 //
 // Two passes over the split's keys (4 warps, WMMA 16x16x16 bf16 -> fp32); warp w owns query rows
 // 16w..16w+15 throughout, so the only barriers are the two around each K/V stage:
-//   pass 0, per chunk of K: S = Q K^T (the warp's 16 x 32 scores -> smem), each row's max;
+//   pass 0, per chunk of K: S = Q K^T (the warp's 16 x 32 scores -> smem), each row's max (two
+//     lanes a row, 16 scores each: a row costs one shuffle, not a warp-wide reduction);
 //   pass 1, per chunk of K and V: S again, P = exp(S - max) (bf16, smem), l += sum P,
 //     O += P V with O in WMMA accumulators (registers): with the final max known, O is never
 //     rescaled. Recomputing Q K^T is cheap on tensor cores; K comes twice, mostly from L2.
@@ -129,12 +130,9 @@ __device__ __forceinline__ void block_attention_body(const AttnParams& p) {
     }
     if (tid < ATT_ROWS) lim[tid] = tid < rows ? min(p.tok_limit[t0 + tid / group], k1) : 0;
 
-    float m[ATT_RPW], l[ATT_RPW];
-#pragma unroll
-    for (int i = 0; i < ATT_RPW; i++) {
-        m[i] = -INFINITY;
-        l[i] = 0.f;
-    }
+    // Softmax state: lanes 2i and 2i + 1 both hold row r0 + i's max and sum; each reads half of
+    // the row's 32 scores of a chunk.
+    float m_row = -INFINITY, l_row = 0.f;
     wmma::fragment<wmma::accumulator, 16, 16, 16, float> oacc[NB];
 #pragma unroll
     for (int cb = 0; cb < NB; cb++) wmma::fill_fragment(oacc[cb], 0.f);
@@ -173,24 +171,36 @@ __device__ __forceinline__ void block_attention_body(const AttnParams& p) {
         }
         __syncwarp();
 
-        const int key = kbase + lane;
+        const int myrow = r0 + lane / 2, half = lane % 2, kfirst = kbase + half * 16;
+        const int nvalid = min(max(lim[myrow] - kfirst, 0), 16);  // this lane's keys below the limit
+        float sv[16];
+#pragma unroll
+        for (int j = 0; j < 16; j += 4) {
+            const float4 v = *reinterpret_cast<const float4*>(ss + myrow * ATT_SLD + half * 16 + j);
+            sv[j] = v.x * p.scale;
+            sv[j + 1] = v.y * p.scale;
+            sv[j + 2] = v.z * p.scale;
+            sv[j + 3] = v.w * p.scale;
+        }
         if (pass == 0) {
+            float mx = -INFINITY;
 #pragma unroll
-            for (int i = 0; i < ATT_RPW; i++) {
-                const int r = r0 + i;
-                const float sv = key < lim[r] ? ss[r * ATT_SLD + lane] * p.scale : -INFINITY;
-                m[i] = fmaxf(m[i], warp_max(sv));
-            }
+            for (int j = 0; j < 16; j++)
+                if (j < nvalid) mx = fmaxf(mx, sv[j]);
+            m_row = fmaxf(m_row, fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1)));
         } else {
+            // P = exp(s - max) for keys below the limit (a row with no key has none: no -inf - -inf).
+            float sum = 0.f;
+            __align__(16) bf16 pb[16];
 #pragma unroll
-            for (int i = 0; i < ATT_RPW; i++) {
-                const int r = r0 + i;
-                const bool valid = key < lim[r];  // false for every key of a row with m = -inf
-                const float pj = valid ? __expf(ss[r * ATT_SLD + lane] * p.scale - m[i]) : 0.f;
-                const bf16 pb = __float2bfloat16(pj);
-                l[i] += warp_sum(__bfloat162float(pb));  // the sum of the P that P.V uses
-                ps[r * ATT_PLD + lane] = pb;
+            for (int j = 0; j < 16; j++) {
+                pb[j] = __float2bfloat16(j < nvalid ? __expf(sv[j] - m_row) : 0.f);
+                sum += __bfloat162float(pb[j]);  // the sum of the P that P.V uses
             }
+            uint4* dst = reinterpret_cast<uint4*>(ps + myrow * ATT_PLD + half * 16);
+            dst[0] = reinterpret_cast<const uint4*>(pb)[0];
+            dst[1] = reinterpret_cast<const uint4*>(pb)[1];
+            l_row += sum + __shfl_xor_sync(0xffffffffu, sum, 1);
             __syncwarp();
 #pragma unroll
             for (int kb = 0; kb < ATT_KC / 16; kb++) {
@@ -220,19 +230,20 @@ __device__ __forceinline__ void block_attention_body(const AttnParams& p) {
 #pragma unroll
     for (int i = 0; i < ATT_RPW; i++) {
         const int r = r0 + i;
-        if (r >= rows || l[i] == 0.f) continue;  // padding, or no key of this split (uniform)
+        const float li = __shfl_sync(0xffffffffu, l_row, 2 * i), mi = __shfl_sync(0xffffffffu, m_row, 2 * i);
+        if (r >= rows || li == 0.f) continue;  // padding, or no key of this split (uniform)
         const int t = t0 + r / group, h = kh * group + r % group;
         const size_t row = (size_t)t * p.nh + h;
         const float* o = os + r * old;
         if (p.num_splits == 1) {
-            const float inv = 1.f / l[i];
+            const float inv = 1.f / li;
             for (int c = 2 * lane; c < d; c += 2 * WARP)
                 *reinterpret_cast<__nv_bfloat162*>(p.out + row * d + c) = __floats2bfloat162_rn(o[c] * inv, o[c + 1] * inv);
         } else {
             const size_t prow = (size_t)split * p.tokens * p.nh + row;
             for (int c = 2 * lane; c < d; c += 2 * WARP)
                 *reinterpret_cast<float2*>(p.part_acc + prow * d + c) = make_float2(o[c], o[c + 1]);
-            if (lane == 0) *reinterpret_cast<float2*>(p.part_ml + prow * 2) = make_float2(m[i], l[i]);
+            if (lane == 0) *reinterpret_cast<float2*>(p.part_ml + prow * 2) = make_float2(mi, li);
         }
     }
 }
