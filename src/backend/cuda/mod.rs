@@ -86,11 +86,17 @@ pub struct CudaBackend {
 const GEMM_BN: usize = 64;
 const GEMM_LDS: usize = 64 + 8;
 
-/// The grouped GEMM's rows per work item (its BM): 64 once the experts average 12 or more rows
-/// (one item then reads an expert's weights once where 16-row items read them once per 16
-/// rows), else 16 (few rows per expert: less padding, the same weight stream).
+/// The grouped GEMM's rows per work item (its BM): 128 once the experts would average 48 or more
+/// rows, 64 from 12 (one item then reads an expert's weights once where 16-row items read them
+/// once per 16 rows), else 16 (few rows per expert: less padding, the same weight stream).
 fn moe_tile_rows(slots: usize, experts: usize) -> usize {
-    if slots >= 12 * experts { 64 } else { 16 }
+    if slots >= 48 * experts {
+        128
+    } else if slots >= 12 * experts {
+        64
+    } else {
+        16
+    }
 }
 
 /// csrc/moe_gemm.cu `Smem<BM, GATED>::bytes`.
@@ -380,7 +386,11 @@ impl CudaBackend {
             k: h as i32,
             max_items: max_items as i32,
         };
-        let (gate_up, down) = if tile_m == 64 { ("moe_gate_up_m64", "moe_down_m64") } else { ("moe_gate_up", "moe_down") };
+        let (gate_up, down) = match tile_m {
+            128 => ("moe_gate_up_m128", "moe_down_m128"),
+            64 => ("moe_gate_up_m64", "moe_down_m64"),
+            _ => ("moe_gate_up", "moe_down"),
+        };
         self.k.launch_smem(gate_up, (im.div_ceil(GEMM_BN) as u32, max_items as u32, 1), 128, moe_gemm_smem(tile_m, true) as u32, &g)?;
         let slot_out = self.alloc_f32(slots * h, "expert outputs")?;
         g.x = self.p(&act);
@@ -417,11 +427,11 @@ impl CudaBackend {
         let (nh, nkv, d) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim());
         let s = self.step.as_ref().unwrap();
         let tiles = &s.tiles;
-        // Split the keys so that ~3 CTAs per SM (one wave) are launched; no split when the tiles alone fill
+        // Split the keys so that ~6 CTAs per SM (two waves at 3 an SM) are launched; no split when the tiles alone fill
         // the GPU (prefill), which also skips the combine.
         let chunks = s.max_limit.div_ceil(ATT_KC).max(1);
         let per_split = s.num_tiles * nkv;
-        let want_splits = (3 * self.sm_count).div_ceil(per_split.max(1)).clamp(1, chunks);
+        let want_splits = (6 * self.sm_count).div_ceil(per_split.max(1)).clamp(1, chunks);
         let split_keys = chunks.div_ceil(want_splits) * ATT_KC;
         let num_splits = s.max_limit.div_ceil(split_keys).max(1);
         let (part_acc, part_ml) = if num_splits > 1 {
