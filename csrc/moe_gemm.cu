@@ -36,8 +36,8 @@ struct Smem {
 };
 
 // BM rows per work item: 16 when experts get a few rows each (small batches: the kernel is a
-// weight stream), 64 or 128 when they get tens or more (large batches: one item per expert
-// reads its weights once instead of once per 16 rows). Warp w owns output columns 16w..16w+15 for all BM rows.
+// weight stream), 64 when they get tens (large batches: one item per expert reads its weights
+// once instead of once per 16 rows). Warp w owns output columns 16w..16w+15 for all BM rows.
 template <int BM, bool GATED>
 __device__ __forceinline__ void moe_gemm(const MoeGemmParams& p) {
     constexpr int MF = BM / 16;                   // row fragments per warp
@@ -149,5 +149,3 @@ extern "C" __global__ void __launch_bounds__(GEMM_THREADS) moe_gate_up(const Moe
 extern "C" __global__ void __launch_bounds__(GEMM_THREADS) moe_down(const MoeGemmParams p) { moe_gemm<16, false>(p); }
 extern "C" __global__ void __launch_bounds__(GEMM_THREADS) moe_gate_up_m64(const MoeGemmParams p) { moe_gemm<64, true>(p); }
 extern "C" __global__ void __launch_bounds__(GEMM_THREADS) moe_down_m64(const MoeGemmParams p) { moe_gemm<64, false>(p); }
-extern "C" __global__ void __launch_bounds__(GEMM_THREADS) moe_gate_up_m128(const MoeGemmParams p) { moe_gemm<128, true>(p); }
-extern "C" __global__ void __launch_bounds__(GEMM_THREADS) moe_down_m128(const MoeGemmParams p) { moe_gemm<128, false>(p); }

@@ -324,7 +324,7 @@ mod cuda {
         write_mid(&dir);
         let mut p = pair(&dir);
         ops_agree(&mut p, 11, 150); // 37 rows an expert on average: 64-row GEMM items
-        ops_agree(&mut p, 14, 200); // 50: 128-row items
+        ops_agree(&mut p, 14, 200); // 50: experts with more than one 64-row item
         attention_agrees(&mut p, 12);
         long_attention_agrees(&mut p, 13, 608);
         let _ = std::fs::remove_dir_all(&dir);

@@ -98,8 +98,8 @@ pub struct KernelRow {
 fn work_name(launch: &str) -> &str {
     match launch {
         "block_attention_d256" => "block_attention",
-        "moe_gate_up_m64" | "moe_gate_up_m128" => "moe_gate_up",
-        "moe_down_m64" | "moe_down_m128" => "moe_down",
+        "moe_gate_up_m64" => "moe_gate_up",
+        "moe_down_m64" => "moe_down",
         other => other,
     }
 }

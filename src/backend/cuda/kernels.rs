@@ -247,7 +247,7 @@ fn kernel_names(module: &str) -> &'static [&'static str] {
         "attention" => &["block_attention", "block_attention_d256", "attention_combine"],
         "moe_router" => &["moe_router_select"],
         "moe_permute" => &["moe_permute", "moe_combine"],
-        "moe_gemm" => &["moe_gate_up", "moe_down", "moe_gate_up_m64", "moe_down_m64", "moe_gate_up_m128", "moe_down_m128"],
+        "moe_gemm" => &["moe_gate_up", "moe_down", "moe_gate_up_m64", "moe_down_m64"],
         "mlp" => &["silu_mul"],
         "lm_head" => &["row_argmax"],
         "unmask" => &["unmask_low_confidence"],
