@@ -16,9 +16,6 @@ using namespace nvcuda;
 #define BK 64
 #define LDS (BK + 8)  // padded row (bf16 elements) to spread shared-memory banks
 #define GEMM_THREADS 128
-// cp.async stages in flight: a CTA at batch 1 streams 64 weight rows and waits on each 16-20 KB
-// stage; with 2 stages it kept one load in flight and measured ~45% of the copy bandwidth.
-#define STAGES 4
 
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool pred) {
     unsigned s = (unsigned)__cvta_generic_to_shared(smem);
@@ -29,13 +26,13 @@ __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commi
 template <int N>
 __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
 
-// Dynamic shared memory: STAGES stages of (x [BM][LDS], w1 [BN][LDS], w2 [BN][LDS] if gated), bf16;
+// Dynamic shared memory: two stages of (x [BM][LDS], w1 [BN][LDS], w2 [BN][LDS] if gated), bf16;
 // the fp32 epilogue tiles reuse it. The host (mod.rs, moe_gemm_smem) mirrors this formula.
 template <int BM, bool GATED>
 struct Smem {
     static constexpr int stage = (BM * LDS + BN * LDS * (GATED ? 2 : 1)) * 2;
     static constexpr int epilogue = BM * (BN + 4) * 4 * (GATED ? 2 : 1);
-    static constexpr int bytes = STAGES * stage > epilogue ? STAGES * stage : epilogue;
+    static constexpr int bytes = 2 * stage > epilogue ? 2 * stage : epilogue;
 };
 
 // BM rows per work item: 16 when experts get a few rows each (small batches: the kernel is a
@@ -98,21 +95,18 @@ __device__ __forceinline__ void moe_gemm(const MoeGemmParams& p) {
     // Row fragments wholly past the item's rows multiply zeros: skip them.
     const int mf_live = (rows + 15) / 16;
     int ktiles = (p.k + BK - 1) / BK;
-    // Prologue: STAGES - 1 stages in flight (empty groups past the end keep the count uniform).
-#pragma unroll
-    for (int s = 0; s < STAGES - 1; s++) {
-        if (s < ktiles) load(s, s * BK);
-        else cp_async_commit();
-    }
+    load(0, 0);
     for (int kt = 0; kt < ktiles; kt++) {
-        cp_async_wait<STAGES - 2>();  // stage kt has landed
-        __syncthreads();              // ... for every thread; and stage kt - 1 is free to refill
-        const int nk = kt + STAGES - 1;
-        if (nk < ktiles) load(nk % STAGES, nk * BK);
-        else cp_async_commit();
-        const bf16* X = xs(kt % STAGES);
-        const bf16* W1 = w1s(kt % STAGES);
-        const bf16* W2 = w2s(kt % STAGES);
+        if (kt + 1 < ktiles) {
+            load((kt + 1) & 1, (kt + 1) * BK);
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
+        __syncthreads();
+        const bf16* X = xs(kt & 1);
+        const bf16* W1 = w1s(kt & 1);
+        const bf16* W2 = w2s(kt & 1);
 #pragma unroll
         for (int kk = 0; kk < BK; kk += 16) {
             wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> b1, b2;
@@ -127,9 +121,8 @@ __device__ __forceinline__ void moe_gemm(const MoeGemmParams& p) {
                 if (GATED) wmma::mma_sync(acc2[m], a, b2, acc2[m]);
             }
         }
+        __syncthreads();  // the buffer is refilled next iteration
     }
-    cp_async_wait<0>();
-    __syncthreads();  // every warp is done with the stages
     // Epilogue through shared memory (the stages are free now).
     float* o1 = reinterpret_cast<float*>(raw);
     float* o2 = o1 + BM * (BN + 4);

@@ -82,10 +82,9 @@ pub struct CudaBackend {
     touched: std::cell::RefCell<Option<Vec<usize>>>,
 }
 
-/// csrc/moe_gemm.cu: output columns per CTA, padded row length, cp.async stages.
+/// csrc/moe_gemm.cu: output columns per CTA, k per stage, padded row length.
 const GEMM_BN: usize = 64;
 const GEMM_LDS: usize = 64 + 8;
-const GEMM_STAGES: usize = 4;
 
 /// The grouped GEMM's rows per work item (its BM): 64 once the experts average 12 or more rows
 /// (one item then reads an expert's weights once where 16-row items read them once per 16
@@ -101,7 +100,7 @@ fn moe_tile_rows(slots: usize, experts: usize) -> usize {
 fn moe_gemm_smem(bm: usize, gated: bool) -> usize {
     let w = if gated { 2 } else { 1 };
     let stage = (bm * GEMM_LDS + GEMM_BN * GEMM_LDS * w) * 2;
-    (GEMM_STAGES * stage).max(bm * (GEMM_BN + 4) * 4 * w)
+    (2 * stage).max(bm * (GEMM_BN + 4) * 4 * w)
 }
 /// csrc/attention.cu: ATT_ROWS query rows per tile, ATT_KC keys per chunk, shared memory size.
 const ATT_ROWS: usize = 64;
