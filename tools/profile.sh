@@ -20,11 +20,20 @@ nsys)
     ;;
 ncu)
     command -v ncu >/dev/null || { echo "ncu is not on PATH" >&2; exit 2; }
-    # Only kernels launched inside a "step" range of the dllm domain, one step's worth.
-    ncu --nvtx --nvtx-include "dllm@step/" --launch-count "${LAUNCHES:-400}" --set "${NCU_SET:-basic}" \
+    # Only kernels launched inside a "step" range of the dllm domain, one step's worth. By default
+    # only time and DRAM bytes per kernel: one pass, so no kernel replay (replaying a kernel of the
+    # mini shape saves and restores ~40 GB of device memory per pass: minutes per kernel).
+    # NCU_SET=basic|detailed|full collects a section set instead, replaying the whole
+    # application once per pass.
+    if [ -n "${NCU_SET:-}" ]; then
+        COLLECT=(--set "$NCU_SET" --replay-mode application)
+    else
+        COLLECT=(--metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum)
+    fi
+    ncu --nvtx --nvtx-include "dllm@step/" --launch-count "${LAUNCHES:-400}" "${COLLECT[@]}" \
         --force-overwrite -o "$OUT/dllm-step" "$BIN" "${ARGS[@]}"
-    ncu --import "$OUT/dllm-step.ncu-rep" --page raw --csv --metrics gpu__time_duration.sum,dram__bytes.sum \
-        >"$OUT/dllm-step-kernels.csv" || true
+    ncu --import "$OUT/dllm-step.ncu-rep" --page raw --csv \
+        --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum >"$OUT/dllm-step-kernels.csv" || true
     echo "report: $OUT/dllm-step.ncu-rep (ncu-ui), per-kernel CSV: $OUT/dllm-step-kernels.csv"
     ;;
 *) echo "usage: tools/profile.sh [nsys|ncu] [dllm bench step args]" >&2; exit 2 ;;
