@@ -270,10 +270,10 @@ extern "C" __global__ void attention_combine(const AttnParams p) {
     if (threadIdx.x < WARP) {
         float mm = -INFINITY;
         for (int s = threadIdx.x; s < ns; s += WARP) mm = fmaxf(mm, p.part_ml[(s * stride + row) * 2]);
-        for (int o = WARP / 2; o > 0; o /= 2) mm = fmaxf(mm, __shfl_xor_sync(0xffffffffu, mm, o));
+        mm = warp_max(mm);
         float ll = 0.f;
         for (int s = threadIdx.x; s < ns; s += WARP) ll += p.part_ml[(s * stride + row) * 2 + 1] * __expf(p.part_ml[(s * stride + row) * 2] - mm);
-        for (int o = WARP / 2; o > 0; o /= 2) ll += __shfl_xor_sync(0xffffffffu, ll, o);
+        ll = warp_sum(ll);
         if (threadIdx.x == 0) {
             s_max = mm;
             s_inv = 1.f / ll;

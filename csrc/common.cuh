@@ -22,6 +22,32 @@ __device__ __forceinline__ float warp_max(float v) {
     return v;
 }
 
+// Max over the warp with its index; ties go to the lower index. Every lane gets the result.
+__device__ __forceinline__ void warp_argmax(float& v, int& i) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        const float ov = __shfl_xor_sync(0xffffffffu, v, o);
+        const int oi = __shfl_xor_sync(0xffffffffu, i, o);
+        if (ov > v || (ov == v && oi < i)) {
+            v = ov;
+            i = oi;
+        }
+    }
+}
+
+// Inclusive prefix sums of two values over the warp's lanes.
+__device__ __forceinline__ void warp_scan2(int& a, int& b) {
+    const int lane = threadIdx.x % WARP;
+#pragma unroll
+    for (int o = 1; o < WARP; o <<= 1) {
+        const int x = __shfl_up_sync(0xffffffffu, a, o), y = __shfl_up_sync(0xffffffffu, b, o);
+        if (lane >= o) {
+            a += x;
+            b += y;
+        }
+    }
+}
+
 // Sum over the whole block; every thread gets the result. `scratch` holds >= 32 floats.
 __device__ __forceinline__ float block_sum(float v, float* scratch) {
     int lane = threadIdx.x % WARP, w = threadIdx.x / WARP, nw = (blockDim.x + WARP - 1) / WARP;
@@ -31,20 +57,6 @@ __device__ __forceinline__ float block_sum(float v, float* scratch) {
     __syncthreads();
     float t = lane < nw ? scratch[lane] : 0.f;
     return warp_sum(t);
-}
-
-// 16-byte vector of 8 bf16.
-struct __align__(16) bf16x8 {
-    __nv_bfloat162 v[4];
-};
-
-__device__ __forceinline__ void bf16x8_to_f32(const bf16x8& p, float* f) {
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-        float2 t = __bfloat1622float2(p.v[i]);
-        f[2 * i] = t.x;
-        f[2 * i + 1] = t.y;
-    }
 }
 
 __device__ __forceinline__ float silu_f(float x) { return x / (1.f + expf(-x)); }

@@ -19,15 +19,7 @@ extern "C" __global__ void __launch_bounds__(PICK_THREADS) row_argmax(const Pick
             bi = i;
         }
     }
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {
-        float ov = __shfl_xor_sync(0xffffffffu, best, o);
-        int oi = __shfl_xor_sync(0xffffffffu, bi, o);
-        if (ov > best || (ov == best && oi < bi)) {
-            best = ov;
-            bi = oi;
-        }
-    }
+    warp_argmax(best, bi);
     int lane = threadIdx.x % WARP, w = threadIdx.x / WARP;
     if (lane == 0) {
         sm[w] = best;
@@ -37,15 +29,7 @@ extern "C" __global__ void __launch_bounds__(PICK_THREADS) row_argmax(const Pick
     if (w == 0) {
         best = lane < PICK_THREADS / WARP ? sm[lane] : -FLT_MAX;
         bi = lane < PICK_THREADS / WARP ? si[lane] : 0x7fffffff;
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) {
-            float ov = __shfl_xor_sync(0xffffffffu, best, o);
-            int oi = __shfl_xor_sync(0xffffffffu, bi, o);
-            if (ov > best || (ov == best && oi < bi)) {
-                best = ov;
-                bi = oi;
-            }
-        }
+        warp_argmax(best, bi);
         if (lane == 0) {
             sm[0] = best;
             si[0] = bi;

@@ -44,14 +44,7 @@ extern "C" __global__ void __launch_bounds__(PERMUTE_THREADS, 1) moe_permute(con
     const int c = tid < p.experts ? count[tid] : 0;
     const int it = (c + p.tile_m - 1) / p.tile_m;
     int sc = c, si = it;  // inclusive within the warp
-#pragma unroll
-    for (int o = 1; o < WARP; o <<= 1) {
-        const int a = __shfl_up_sync(0xffffffffu, sc, o), b = __shfl_up_sync(0xffffffffu, si, o);
-        if (lane >= o) {
-            sc += a;
-            si += b;
-        }
-    }
+    warp_scan2(sc, si);
     if (lane == WARP - 1) {
         wsum_c[w] = sc;
         wsum_i[w] = si;
@@ -59,14 +52,7 @@ extern "C" __global__ void __launch_bounds__(PERMUTE_THREADS, 1) moe_permute(con
     __syncthreads();
     if (w == 0) {  // inclusive scan of the 32 warp totals
         int a = wsum_c[lane], b = wsum_i[lane];
-#pragma unroll
-        for (int o = 1; o < WARP; o <<= 1) {
-            const int x = __shfl_up_sync(0xffffffffu, a, o), y = __shfl_up_sync(0xffffffffu, b, o);
-            if (lane >= o) {
-                a += x;
-                b += y;
-            }
-        }
+        warp_scan2(a, b);
         wsum_c[lane] = a;
         wsum_i[lane] = b;
     }

@@ -158,8 +158,8 @@ impl Kernels {
         if grid.0 == 0 || grid.1 == 0 || grid.2 == 0 {
             return Ok(());
         }
-        let raised = self.smem_raised.lock().unwrap().get(name).copied().unwrap_or(48 * 1024);
-        if smem > raised {
+        // Above the default 48 KiB the limit must be raised; once per kernel and size.
+        if smem > 48 * 1024 && smem > self.smem_raised.lock().unwrap().get(name).copied().unwrap_or(0) {
             use cudarc::driver::sys::CUfunction_attribute_enum as A;
             // Driver calls outside cudarc's launch path need the context current on this thread.
             self.stream.context().bind_to_thread().map_err(|e| anyhow!("binding the CUDA context: {e:?}"))?;
