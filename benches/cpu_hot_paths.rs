@@ -40,7 +40,12 @@ fn main() {
         ("top_p 0.9", GenParams { temperature: 0.8, top_p: 0.9, ..GenParams::default() }),
     ] {
         let mut r = Rng::new(2);
-        let us = median_us(|| { std::hint::black_box(sample_row(&logits, &p, &mut r)); }, 50);
+        let us = median_us(
+            || {
+                std::hint::black_box(sample_row(&logits, &p, &mut r));
+            },
+            50,
+        );
         println!("sample_row {name:<18} vocab {vocab}: {us:8.1} us per position ({:.2} ms per block)", us * block as f64 / 1e3);
     }
 

@@ -149,10 +149,8 @@ impl Checkpoint {
             // SAFETY: the file is opened read-only; a checkpoint being rewritten while served is
             // outside what we support (the same contract as every mmap-based loader).
             let map = unsafe { Mmap::map(&file) }.map_err(|e| file_err(&path, e))?;
-            let (n, meta) = SafeTensors::read_metadata(&map).map_err(|e| CheckpointError::Safetensors {
-                path: path.display().to_string(),
-                reason: e.to_string(),
-            })?;
+            let (n, meta) = SafeTensors::read_metadata(&map)
+                .map_err(|e| CheckpointError::Safetensors { path: path.display().to_string(), reason: e.to_string() })?;
             let base = 8 + n;
             for (tname, info) in meta.tensors() {
                 let dtype = match info.dtype {
@@ -216,12 +214,8 @@ fn shard_files(dir: &Path) -> Result<Vec<String>, CheckpointError> {
     let index = dir.join("model.safetensors.index.json");
     if index.exists() {
         let text = std::fs::read_to_string(&index).map_err(|e| file_err(&index, e))?;
-        let v: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| file_err(&index, format!("invalid JSON: {e}")))?;
-        let map = v
-            .get("weight_map")
-            .and_then(|m| m.as_object())
-            .ok_or_else(|| file_err(&index, "has no \"weight_map\" object"))?;
+        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| file_err(&index, format!("invalid JSON: {e}")))?;
+        let map = v.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| file_err(&index, "has no \"weight_map\" object"))?;
         let mut files: Vec<String> = Vec::new();
         for (t, f) in map {
             let f = f.as_str().ok_or_else(|| file_err(&index, format!("weight_map[{t}] is not a file name")))?;

@@ -183,10 +183,7 @@ impl ModelConfig {
             return bad("each expert group needs at least 2 experts (group score = top-2 sum)".into());
         }
         if self.num_experts_per_tok > self.topk_group * (self.num_experts / self.n_group) {
-            return bad(format!(
-                "num_experts_per_tok ({}) exceeds the experts in topk_group groups",
-                self.num_experts_per_tok
-            ));
+            return bad(format!("num_experts_per_tok ({}) exceeds the experts in topk_group groups", self.num_experts_per_tok));
         }
         if self.score_function != "sigmoid" {
             return bad(format!("score_function {:?} is not supported (only sigmoid)", self.score_function));

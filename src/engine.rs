@@ -86,9 +86,18 @@ pub struct Output {
 #[derive(Debug)]
 pub enum Event {
     /// A block finished; `generated` is everything generated so far (cut as the output would be).
-    Block { id: u64, generated: Vec<u32> },
-    Done { id: u64, output: Output },
-    Failed { id: u64, error: String },
+    Block {
+        id: u64,
+        generated: Vec<u32>,
+    },
+    Done {
+        id: u64,
+        output: Output,
+    },
+    Failed {
+        id: u64,
+        error: String,
+    },
 }
 
 struct Req {
@@ -254,9 +263,7 @@ impl<B: Backend> Engine<B> {
             off += b;
             let masked: Vec<bool> = r.tokens[bs..bs + b].iter().map(|&t| t == self.mask_id).collect();
             let chosen = match r.params.policy {
-                Policy::LowConfidence { threshold } => {
-                    policy::low_confidence(picks, &masked, r.quotas[r.step_in_block], threshold)
-                }
+                Policy::LowConfidence { threshold } => policy::low_confidence(picks, &masked, r.quotas[r.step_in_block], threshold),
                 Policy::FixedCount { k } => policy::fixed_count(picks, &masked, k),
             };
             for i in chosen {

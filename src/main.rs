@@ -112,11 +112,8 @@ fn generate(a: GenerateArgs) -> Result<()> {
     let dir = runtime::resolve_model(a.model_path.as_deref())?;
     let mut m = runtime::load(&dir, a.device)?;
     m.engine.set_max_forward_tokens(dllm::engine::forward_budget(a.chunked_prefill_size));
-    let text = if a.chat {
-        apply_chat_template(&[ChatMessage { role: "user".into(), content: a.prompt.clone() }])
-    } else {
-        a.prompt.clone()
-    };
+    let text =
+        if a.chat { apply_chat_template(&[ChatMessage { role: "user".into(), content: a.prompt.clone() }]) } else { a.prompt.clone() };
     let prompt = m.tokenizer.encode(&text)?;
     let params = GenParams {
         max_new_tokens: a.max_new_tokens,

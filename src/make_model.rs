@@ -253,8 +253,22 @@ pub fn build_tokenizer_json() -> serde_json::Value {
     let mut vocab: Vec<String> = chars.iter().map(|c| c.to_string()).collect();
     let sp = chars[b' ' as usize];
     let merges_src: Vec<(String, String)> = [
-        ("t", "h"), ("th", "e"), ("i", "n"), ("e", "r"), ("a", "n"), ("o", "n"), ("r", "e"), ("e", "s"),
-        ("a", "t"), ("e", "n"), ("o", "u"), ("i", "s"), ("a", "r"), ("o", "r"), ("e", "d"), ("i", "t"),
+        ("t", "h"),
+        ("th", "e"),
+        ("i", "n"),
+        ("e", "r"),
+        ("a", "n"),
+        ("o", "n"),
+        ("r", "e"),
+        ("e", "s"),
+        ("a", "t"),
+        ("e", "n"),
+        ("o", "u"),
+        ("i", "s"),
+        ("a", "r"),
+        ("o", "r"),
+        ("e", "d"),
+        ("i", "t"),
     ]
     .iter()
     .map(|(a, b)| (a.to_string(), b.to_string()))

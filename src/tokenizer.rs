@@ -43,8 +43,7 @@ impl Tokenizer {
         if !path.exists() {
             return Err(anyhow!("tokenizer.json is missing from {}", dir.display()));
         }
-        let inner = tokenizers::Tokenizer::from_file(&path)
-            .map_err(|e| anyhow!("cannot load {}: {e}", path.display()))?;
+        let inner = tokenizers::Tokenizer::from_file(&path).map_err(|e| anyhow!("cannot load {}: {e}", path.display()))?;
         let gen = read_json(&dir.join("generation_config.json"))?;
         let eos_id = first_id(&[
             gen.as_ref().and_then(|g| g.get("eos_token_id")).and_then(id_of),

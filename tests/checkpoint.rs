@@ -162,9 +162,14 @@ fn config_keys_that_change_the_forward_are_refused() {
     // The values the released configs carry are accepted.
     let dir = fresh("key-ok");
     edit_config(&dir, |m| {
-        for (k, v) in [("hidden_act", serde_json::json!("silu")), ("use_bias", serde_json::json!(false)),
-                       ("norm_topk_prob", serde_json::json!(true)), ("moe_router_enable_expert_bias", serde_json::json!(true)),
-                       ("norm_head", serde_json::json!(false)), ("router_dtype", serde_json::json!("fp32"))] {
+        for (k, v) in [
+            ("hidden_act", serde_json::json!("silu")),
+            ("use_bias", serde_json::json!(false)),
+            ("norm_topk_prob", serde_json::json!(true)),
+            ("moe_router_enable_expert_bias", serde_json::json!(true)),
+            ("norm_head", serde_json::json!(false)),
+            ("router_dtype", serde_json::json!("fp32")),
+        ] {
             m.insert(k.into(), v);
         }
     });

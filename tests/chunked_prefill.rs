@@ -124,8 +124,7 @@ fn params(block_size: usize, max_new_tokens: usize, temperature: f32) -> GenPara
 }
 
 /// The requests of the batch test: (prompt length, block size, max_new_tokens, temperature).
-const REQUESTS: &[(usize, usize, usize, f32)] =
-    &[(100, 8, 20, 0.0), (37, 4, 12, 0.0), (64, 16, 20, 0.0), (5, 8, 10, 0.0), (71, 4, 9, 0.8)];
+const REQUESTS: &[(usize, usize, usize, f32)] = &[(100, 8, 20, 0.0), (37, 4, 12, 0.0), (64, 16, 20, 0.0), (5, 8, 10, 0.0), (71, 4, 9, 0.8)];
 /// Joins after the others' first step, so that its prefill meets requests mid-block.
 const LATE: (usize, usize, usize, f32) = (90, 8, 16, 0.0);
 

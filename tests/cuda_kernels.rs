@@ -98,9 +98,8 @@ mod cuda {
             let (gid, gw) = p.gpu.route(hg, l).unwrap();
             let (mut flips, mut max_dw) = (0, 0f32);
             for t in 0..rows {
-                let logits: Vec<f32> = (0..e)
-                    .map(|x| (0..h).map(|i| hin[t * h + i] as f64 * w[x * h + i] as f64).sum::<f64>() as f32)
-                    .collect();
+                let logits: Vec<f32> =
+                    (0..e).map(|x| (0..h).map(|i| hin[t * h + i] as f64 * w[x * h + i] as f64).sum::<f64>() as f32).collect();
                 let want = dllm::backend::cpu::route(&logits, &bias, &c);
                 let got: Vec<(usize, f32)> = (0..k).map(|j| (gid[t * k + j] as usize, gw[t * k + j])).collect();
                 let (wi, gi): (Vec<usize>, Vec<usize>) = (want.iter().map(|x| x.0).collect(), got.iter().map(|x| x.0).collect());
@@ -371,7 +370,6 @@ mod cuda {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-
     /// How far the two backends' confidences may drift (bf16 activations vs f32: the full
     /// model's logits differ by ~0.5% relative on the tiny model, so probabilities by up to a
     /// few percent at worst) and what counts as a near-tie decision.
@@ -395,7 +393,19 @@ mod cuda {
     /// differing position must be within PTOL of the threshold or of a position it swapped
     /// rank with. Every near-tie is printed with both probabilities.
     #[allow(clippy::too_many_arguments)]
-    fn lockstep(cpu: &mut CpuBackend, gpu: &mut CudaBackend, cfg: &ModelConfig, prompt: &[u32], bs: usize, steps: usize, thr: f32, max_new: usize, mask: u32, tag: &str, strict: bool) -> Lockstep {
+    fn lockstep(
+        cpu: &mut CpuBackend,
+        gpu: &mut CudaBackend,
+        cfg: &ModelConfig,
+        prompt: &[u32],
+        bs: usize,
+        steps: usize,
+        thr: f32,
+        max_new: usize,
+        mask: u32,
+        tag: &str,
+        strict: bool,
+    ) -> Lockstep {
         let mut printed = 0;
         use dllm::decode::blocks::{quota_schedule, BlockLayout};
         use dllm::decode::policy::low_confidence;
@@ -429,7 +439,10 @@ mod cuda {
                         st.far += 1;
                         if printed < 5 {
                             printed += 1;
-                            eprintln!("{tag} block {b} step {si} pos {i}: confidence cpu {} (token {}) vs cuda {} (token {})", pc[i].prob, pc[i].token, pg[i].prob, pg[i].token);
+                            eprintln!(
+                                "{tag} block {b} step {si} pos {i}: confidence cpu {} (token {}) vs cuda {} (token {})",
+                                pc[i].prob, pc[i].token, pg[i].prob, pg[i].token
+                            );
                         }
                         assert!(!strict, "{tag}: confidences differ by more than {PTOL}");
                         continue;
@@ -449,10 +462,12 @@ mod cuda {
                 let cc = low_confidence(&pc, &masked, quota, thr);
                 let cg = low_confidence(&pg, &masked, quota, thr);
                 if cc != cg {
-                    let diff: Vec<usize> = cc.iter().filter(|i| !cg.contains(i)).chain(cg.iter().filter(|i| !cc.contains(i))).copied().collect();
+                    let diff: Vec<usize> =
+                        cc.iter().filter(|i| !cg.contains(i)).chain(cg.iter().filter(|i| !cc.contains(i))).copied().collect();
                     for &i in &diff {
                         let near_thr = (pc[i].prob - thr).abs() < PTOL;
-                        let near_rank = diff.iter().chain(cc.iter()).any(|&j| j != i && masked[j] && (pc[i].prob - pc[j].prob).abs() < PTOL);
+                        let near_rank =
+                            diff.iter().chain(cc.iter()).any(|&j| j != i && masked[j] && (pc[i].prob - pc[j].prob).abs() < PTOL);
                         eprintln!("{tag} block {b} step {si}: unmask decision differs at pos {i}: cpu p {:.5}, cuda p {:.5}, threshold {thr}, cpu chose {cc:?}, cuda chose {cg:?}", pc[i].prob, pg[i].prob);
                         assert!(!strict || near_thr || near_rank, "{tag}: unmask decisions differ at pos {i} without a near-tie");
                     }
@@ -500,9 +515,24 @@ mod cuda {
                 if a.output_ids == b.output_ids {
                     same += 1;
                 } else {
-                    eprintln!("prompt {i} block {bs} threshold {thr}: engine outputs differ\n  cpu  {:?}\n  cuda {:?}", a.output_ids, b.output_ids);
+                    eprintln!(
+                        "prompt {i} block {bs} threshold {thr}: engine outputs differ\n  cpu  {:?}\n  cuda {:?}",
+                        a.output_ids, b.output_ids
+                    );
                 }
-                let st = lockstep(&mut cpu.backend, &mut gpu.backend, &cfg, &prompt, bs, bs, thr, 40, tok.mask_id, &format!("prompt {i} b{bs} t{thr}"), strict);
+                let st = lockstep(
+                    &mut cpu.backend,
+                    &mut gpu.backend,
+                    &cfg,
+                    &prompt,
+                    bs,
+                    bs,
+                    thr,
+                    40,
+                    tok.mask_id,
+                    &format!("prompt {i} b{bs} t{thr}"),
+                    strict,
+                );
                 total.steps += st.steps;
                 total.max_dp = total.max_dp.max(st.max_dp);
                 total.token_ties += st.token_ties;

@@ -93,9 +93,8 @@ fn parse_reply(raw: &[u8]) -> Reply {
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
     let mut lines = head.split("\r\n");
     let status: u16 = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())))
-        .collect();
+    let headers: Vec<(String, String)> =
+        lines.filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))).collect();
     let mut body = raw[split + 4..].to_vec();
     let chunked = headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
     if chunked {
@@ -214,10 +213,16 @@ async fn greedy_generate_matches_engine_and_cli() {
     assert_eq!(c["text"], v["text"]);
 
     // input_ids give the same answer; a batch answers a list, in order; rid is echoed.
-    let r = post(srv.addr, "/generate", &json!({"input_ids": prompt, "rid": "abc", "sampling_params": {"temperature": 0, "max_new_tokens": 40}})).await;
+    let r = post(
+        srv.addr,
+        "/generate",
+        &json!({"input_ids": prompt, "rid": "abc", "sampling_params": {"temperature": 0, "max_new_tokens": 40}}),
+    )
+    .await;
     assert_eq!(r.json()["output_ids"], v["output_ids"]);
     assert_eq!(r.json()["meta_info"]["id"], "abc");
-    let r = post(srv.addr, "/generate", &json!({"text": [PROMPT, "Hello"], "sampling_params": {"temperature": 0, "max_new_tokens": 40}})).await;
+    let r =
+        post(srv.addr, "/generate", &json!({"text": [PROMPT, "Hello"], "sampling_params": {"temperature": 0, "max_new_tokens": 40}})).await;
     let list = r.json();
     assert_eq!(list.as_array().map(Vec::len), Some(2), "{list}");
     assert_eq!(list[0]["output_ids"], v["output_ids"]);
@@ -257,13 +262,25 @@ async fn streaming_is_cumulative_and_matches_non_streaming() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_strings_stop_ids_and_min_new_tokens() {
     let srv = serve(&["--threshold", "0"]).await;
-    let base = post(srv.addr, "/generate", &json!({"text": "Hello", "sampling_params": {"temperature": 0, "max_new_tokens": 32, "ignore_eos": true}})).await.json();
+    let base = post(
+        srv.addr,
+        "/generate",
+        &json!({"text": "Hello", "sampling_params": {"temperature": 0, "max_new_tokens": 32, "ignore_eos": true}}),
+    )
+    .await
+    .json();
     let ids: Vec<u32> = serde_json::from_value(base["output_ids"].clone()).unwrap();
     let text = base["text"].as_str().unwrap().to_string();
     // stop_token_ids: cut just after the first occurrence (kept), matched = the id.
     let t = ids[4];
     let first = ids.iter().position(|&x| x == t).unwrap();
-    let r = post(srv.addr, "/generate", &json!({"text": "Hello", "sampling_params": {"temperature": 0, "max_new_tokens": 32, "ignore_eos": true, "stop_token_ids": [t]}})).await.json();
+    let r = post(
+        srv.addr,
+        "/generate",
+        &json!({"text": "Hello", "sampling_params": {"temperature": 0, "max_new_tokens": 32, "ignore_eos": true, "stop_token_ids": [t]}}),
+    )
+    .await
+    .json();
     assert_eq!(r["output_ids"], json!(ids[..=first]));
     assert_eq!(r["meta_info"]["finish_reason"], json!({"type": "stop", "matched": t}));
     // min_new_tokens: a stop id before it does not count.
@@ -277,7 +294,13 @@ async fn stop_strings_stop_ids_and_min_new_tokens() {
     let piece = (0..text.len()).rev().find(|&i| text.is_char_boundary(i) && i > 0 && !text[i..].trim().is_empty()).unwrap();
     let stop: String = text[piece..].chars().take(1).collect();
     let at = text.find(&stop).unwrap();
-    let r = post(srv.addr, "/generate", &json!({"text": "Hello", "sampling_params": {"temperature": 0, "max_new_tokens": 32, "ignore_eos": true, "stop": [stop]}})).await.json();
+    let r = post(
+        srv.addr,
+        "/generate",
+        &json!({"text": "Hello", "sampling_params": {"temperature": 0, "max_new_tokens": 32, "ignore_eos": true, "stop": [stop]}}),
+    )
+    .await
+    .json();
     assert_eq!(r["text"], json!(text[..at]), "{r}");
     assert_eq!(r["meta_info"]["finish_reason"], json!({"type": "stop", "matched": stop}));
     srv.shutdown().await;
@@ -336,7 +359,8 @@ async fn bad_input_gets_clear_errors_and_the_server_keeps_serving() {
     assert_error(&r, 400, "bogus");
     let r = post(a, "/v1/chat/completions", &json!({"messages": "hi"})).await;
     assert_error(&r, 400, "messages must be a list");
-    let r = post(a, "/v1/chat/completions", &json!({"messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function"}]})).await;
+    let r =
+        post(a, "/v1/chat/completions", &json!({"messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function"}]})).await;
     assert_error(&r, 400, "tools");
     // Still serving.
     assert_eq!(get(a, "/health").await.status, 200);
@@ -437,7 +461,13 @@ async fn sixty_four_concurrent_clients_all_get_complete_answers() {
         outs.push(t.await.unwrap());
     }
     // Batched with others or alone, a greedy request gets the same tokens.
-    let alone = post(a, "/generate", &json!({"text": "Question number 5?", "sampling_params": {"temperature": 0, "max_new_tokens": 12, "ignore_eos": true}})).await.json();
+    let alone = post(
+        a,
+        "/generate",
+        &json!({"text": "Question number 5?", "sampling_params": {"temperature": 0, "max_new_tokens": 12, "ignore_eos": true}}),
+    )
+    .await
+    .json();
     assert_eq!(outs[5], alone["output_ids"]);
     assert_eq!(metric(a, "dllm:num_requests_finished_total").await, 65.0);
     assert!(metric(a, "dllm:step_batch_size_count").await > 0.0);
@@ -454,7 +484,8 @@ async fn openai_routes_have_openai_shapes() {
     assert_eq!(m["data"][0]["object"], "model");
 
     let native = post(a, "/generate", &json!({"text": "Hello", "sampling_params": {"temperature": 0, "max_new_tokens": 16}})).await.json();
-    let c = post(a, "/v1/completions", &json!({"model": "llada2-tiny", "prompt": "Hello", "max_tokens": 16, "temperature": 0})).await.json();
+    let c =
+        post(a, "/v1/completions", &json!({"model": "llada2-tiny", "prompt": "Hello", "max_tokens": 16, "temperature": 0})).await.json();
     assert_eq!(c["object"], "text_completion");
     assert!(c["id"].as_str().unwrap().starts_with("cmpl-"));
     assert_eq!(c["model"], "llada2-tiny");
@@ -465,7 +496,12 @@ async fn openai_routes_have_openai_shapes() {
     let total = c["usage"]["prompt_tokens"].as_u64().unwrap() + c["usage"]["completion_tokens"].as_u64().unwrap();
     assert_eq!(c["usage"]["total_tokens"], total);
 
-    let r = post(a, "/v1/completions", &json!({"prompt": "Hello", "max_tokens": 16, "temperature": 0, "stream": true, "stream_options": {"include_usage": true}})).await;
+    let r = post(
+        a,
+        "/v1/completions",
+        &json!({"prompt": "Hello", "max_tokens": 16, "temperature": 0, "stream": true, "stream_options": {"include_usage": true}}),
+    )
+    .await;
     let ev = r.events();
     assert_eq!(ev.last().map(String::as_str), Some("[DONE]"));
     let chunks: Vec<Value> = ev[..ev.len() - 1].iter().map(|e| serde_json::from_str(e).unwrap()).collect();
@@ -526,7 +562,9 @@ async fn batches_stream_with_an_index_and_stop_strings_end_streams() {
         assert_eq!(last["text"], json!(&text[..text.find(c).unwrap()]));
     }
     // OpenAI completions take a list of prompts: one choice each, in order.
-    let c = post(a, "/v1/completions", &json!({"prompt": ["Hello", "Why?"], "max_tokens": 16, "temperature": 0, "ignore_eos": true})).await.json();
+    let c = post(a, "/v1/completions", &json!({"prompt": ["Hello", "Why?"], "max_tokens": 16, "temperature": 0, "ignore_eos": true}))
+        .await
+        .json();
     assert_eq!(c["choices"][0]["text"], whole[0]["text"]);
     assert_eq!(c["choices"][1]["text"], whole[1]["text"]);
     assert_eq!(c["choices"][1]["index"], 1);
@@ -616,9 +654,25 @@ fn flags_are_checked_at_startup() {
     };
     // The guide's launch line (with one GPU's --tp-size) is accepted.
     let s = parse(&[
-        "--host", "127.0.0.1", "--port", "8188", "--trust-remote-code", "--disable-cuda-graph", "--disable-radix-cache",
-        "--mem-fraction-static", "0.9", "--attention-backend", "flashinfer", "--diffusion-algorithm", "LowConfidence",
-        "--diffusion-block-size", "32", "--tp-size", "1", "--max-running-requests", "1",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "8188",
+        "--trust-remote-code",
+        "--disable-cuda-graph",
+        "--disable-radix-cache",
+        "--mem-fraction-static",
+        "0.9",
+        "--attention-backend",
+        "flashinfer",
+        "--diffusion-algorithm",
+        "LowConfidence",
+        "--diffusion-block-size",
+        "32",
+        "--tp-size",
+        "1",
+        "--max-running-requests",
+        "1",
     ])
     .unwrap();
     assert_eq!((s.port, s.block_size, s.max_running), (8188, 32, 1));

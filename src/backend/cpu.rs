@@ -110,10 +110,8 @@ impl CpuBackend {
         for i in 0..cfg.num_hidden_layers {
             let p = format!("model.layers.{i}");
             let ffn = if cfg.is_moe_layer(i) {
-                let experts = (0..cfg.num_experts)
-                    .into_par_iter()
-                    .map(|e| mlp(ck, &format!("{p}.mlp.experts.{e}")))
-                    .collect::<Result<Vec<_>>>()?;
+                let experts =
+                    (0..cfg.num_experts).into_par_iter().map(|e| mlp(ck, &format!("{p}.mlp.experts.{e}"))).collect::<Result<Vec<_>>>()?;
                 Ffn::Moe(Moe {
                     router: weight(ck, &format!("{p}.mlp.gate.weight"))?,
                     bias: ck.f32(&format!("{p}.mlp.gate.expert_bias"))?,
@@ -356,8 +354,7 @@ impl Backend for CpuBackend {
             for h in 0..nh {
                 let kh = h / group;
                 let qh = &q.data[r * nh * d + h * d..r * nh * d + (h + 1) * d];
-                let scores: Vec<f32> =
-                    (0..kend).map(|p| dot(qh, &k[(p * nkv + kh) * d..(p * nkv + kh + 1) * d]) * scale).collect();
+                let scores: Vec<f32> = (0..kend).map(|p| dot(qh, &k[(p * nkv + kh) * d..(p * nkv + kh + 1) * d]) * scale).collect();
                 let m = scores.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
                 let e: Vec<f32> = scores.iter().map(|s| (s - m).exp()).collect();
                 let z: f32 = e.iter().sum();
@@ -386,9 +383,8 @@ impl Backend for CpuBackend {
                     .into_par_iter()
                     .map(|r| {
                         let xr = x.row(r);
-                        let logits: Vec<f32> = (0..moe.router.out)
-                            .map(|e| dot(xr, &moe.router.w[e * moe.router.inp..(e + 1) * moe.router.inp]))
-                            .collect();
+                        let logits: Vec<f32> =
+                            (0..moe.router.out).map(|e| dot(xr, &moe.router.w[e * moe.router.inp..(e + 1) * moe.router.inp])).collect();
                         route(&logits, &moe.bias, c)
                     })
                     .collect();

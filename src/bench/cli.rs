@@ -171,7 +171,7 @@ fn kernels(mut engine: Engine<crate::backend::cuda::CudaBackend>, a: &KernelsArg
         None => Ok(()),
     };
     check(engine.step())?; // prefill + first step: neither counted nor profiled
-    // The experts one denoising step touches (counting syncs per layer, so not while profiling).
+                           // The experts one denoising step touches (counting syncs per layer, so not while profiling).
     engine.backend.count_experts(true);
     check(engine.step())?;
     let touched = engine.backend.experts_touched();
@@ -181,7 +181,8 @@ fn kernels(mut engine: Engine<crate::backend::cuda::CudaBackend>, a: &KernelsArg
         check(engine.step())?;
     }
     let n = a.steps as f64;
-    let measured: Vec<(String, f64, f64)> = engine.backend.profile().into_iter().map(|(k, ms, calls)| (k, ms / n, calls as f64 / n)).collect();
+    let measured: Vec<(String, f64, f64)> =
+        engine.backend.profile().into_iter().map(|(k, ms, calls)| (k, ms / n, calls as f64 / n)).collect();
     for id in ids {
         engine.cancel(id);
     }

@@ -42,7 +42,11 @@ pub fn step_work(c: &ModelConfig, experts_touched: &[usize], batch: usize, prefi
     let inter_all = moe_layers * s + dense_layers * c.intermediate_size as f64;
     vec![
         gemm("cublas qkv", t, qkv, h, l),
-        KernelWork { name: "qk_norm_rope_store", bytes: l * t * (qkv * 4.0 + nh * d * 2.0 + 2.0 * nkv * d * 2.0), flops: l * t * qkv * 8.0 },
+        KernelWork {
+            name: "qk_norm_rope_store",
+            bytes: l * t * (qkv * 4.0 + nh * d * 2.0 + 2.0 * nkv * d * 2.0),
+            flops: l * t * qkv * 8.0,
+        },
         KernelWork {
             name: "block_attention",
             // Each request's K and V once per layer, its queries in, the outputs out.
@@ -51,7 +55,11 @@ pub fn step_work(c: &ModelConfig, experts_touched: &[usize], batch: usize, prefi
         },
         gemm("cublas attention out", t, h, nh * d, l),
         KernelWork { name: "add_rms_norm", bytes: (2.0 * l + 1.0) * t * h * (4.0 + 4.0 + 4.0 + 2.0), flops: (2.0 * l + 1.0) * t * h * 5.0 },
-        KernelWork { name: "cublas router logits", bytes: moe_layers * (e * h * 2.0 + t * h * 2.0 + e * 4.0 + t * k * 8.0), flops: moe_layers * 2.0 * t * h * e },
+        KernelWork {
+            name: "cublas router logits",
+            bytes: moe_layers * (e * h * 2.0 + t * h * 2.0 + e * 4.0 + t * k * 8.0),
+            flops: moe_layers * 2.0 * t * h * e,
+        },
         KernelWork { name: "moe_permute", bytes: moe_layers * t * k * 8.0 * 3.0, flops: 0.0 },
         KernelWork {
             name: "moe_gate_up",
@@ -128,7 +136,10 @@ pub fn rows(measured: &[(String, f64, f64)], work: &[KernelWork], bandwidth: f64
 }
 
 pub fn print_rows(rows: &[KernelRow]) {
-    println!("{:<24} {:>9} {:>6} {:>10} {:>9} {:>8} {:>8} {:>8} {:>9}", "kernel", "ms/step", "calls", "MB", "GFLOP", "GB/s", "TFLOP/s", "bound", "%ceiling");
+    println!(
+        "{:<24} {:>9} {:>6} {:>10} {:>9} {:>8} {:>8} {:>8} {:>9}",
+        "kernel", "ms/step", "calls", "MB", "GFLOP", "GB/s", "TFLOP/s", "bound", "%ceiling"
+    );
     let f = |v: Option<f64>, scale: f64, p: usize| v.map(|x| format!("{:.p$}", x / scale)).unwrap_or_else(|| "-".into());
     for r in rows {
         println!(

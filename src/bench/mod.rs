@@ -112,7 +112,11 @@ pub fn check_step_shape(prefix: usize, block: usize, steps: usize) -> Result<()>
 fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(|a, b| a.total_cmp(b));
-    if s.is_empty() { f64::NAN } else { s[s.len() / 2] }
+    if s.is_empty() {
+        f64::NAN
+    } else {
+        s[s.len() / 2]
+    }
 }
 
 /// Time denoising steps of `batch` requests that each hold `prefix` cached positions and one
@@ -157,7 +161,11 @@ pub fn bench_steps<B: Backend>(engine: &mut Engine<B>, a: &StepBenchArgs) -> Res
             step_ms_max: later.iter().cloned().fold(0.0, f64::max),
             first_step_ms: timed[0],
             timed_steps: later.len(),
-            experts_touched_per_layer: if touched.is_empty() { f64::NAN } else { touched.iter().sum::<usize>() as f64 / touched.len() as f64 },
+            experts_touched_per_layer: if touched.is_empty() {
+                f64::NAN
+            } else {
+                touched.iter().sum::<usize>() as f64 / touched.len() as f64
+            },
             weight_bytes: bytes.weights,
             kv_bytes: bytes.kv,
             bandwidth_gbps: bandwidth / 1e9,
@@ -207,9 +215,7 @@ fn run_steps<B: Backend>(engine: &mut Engine<B>, batch: usize, a: &StepBenchArgs
 pub fn attach_baseline(runs: &mut [StepRun], baseline: &serde_json::Value) {
     let Some(b) = baseline["runs"].as_array() else { return };
     for r in runs {
-        let hit = b.iter().find(|x| {
-            x["batch"].as_u64() == Some(r.batch as u64) && x["prefix"].as_u64() == Some(r.prefix as u64)
-        });
+        let hit = b.iter().find(|x| x["batch"].as_u64() == Some(r.batch as u64) && x["prefix"].as_u64() == Some(r.prefix as u64));
         if let Some(ms) = hit.and_then(|x| x["step_ms"].as_f64()) {
             r.baseline_ms = Some(ms);
             r.speedup_vs_baseline = Some(ms / r.step_ms);
@@ -256,7 +262,15 @@ pub struct GenerateRun {
 
 /// End to end: `requests` requests of `prefix` random ids, `max_new` tokens each, k unmasked
 /// per step, all admitted at once.
-pub fn bench_generate<B: Backend>(engine: &mut Engine<B>, requests: usize, prefix: usize, block: usize, k: usize, max_new: usize, seed: u64) -> Result<GenerateRun> {
+pub fn bench_generate<B: Backend>(
+    engine: &mut Engine<B>,
+    requests: usize,
+    prefix: usize,
+    block: usize,
+    k: usize,
+    max_new: usize,
+    seed: u64,
+) -> Result<GenerateRun> {
     if block == 0 || k == 0 || k > block || requests == 0 || max_new == 0 {
         bail!("bench generate needs --block >= 1, 1 <= --tokens-per-step <= --block, --requests >= 1, --max-new-tokens >= 1");
     }

@@ -54,26 +54,18 @@ impl Sampling {
                         .iter()
                         .enumerate()
                         .map(|(i, s)| {
-                            s.as_str().map(str::to_string).ok_or_else(|| {
-                                ApiError::bad_request(format!("{at}[{i}] must be a string, got {}", kind(s)))
-                            })
+                            s.as_str()
+                                .map(str::to_string)
+                                .ok_or_else(|| ApiError::bad_request(format!("{at}[{i}] must be a string, got {}", kind(s))))
                         })
                         .collect::<ApiResult<_>>()?,
-                    other => {
-                        return Err(ApiError::bad_request(format!(
-                            "{at} must be a string or a list of strings, got {}",
-                            kind(other)
-                        )))
-                    }
+                    other => return Err(ApiError::bad_request(format!("{at} must be a string or a list of strings, got {}", kind(other)))),
                 };
                 self.stop.retain(|s| !s.is_empty());
             }
             "stop_token_ids" => {
-                let a = v
-                    .as_array()
-                    .ok_or_else(|| ApiError::bad_request(format!("{at} must be a list of token ids, got {}", kind(v))))?;
-                p.stop_token_ids =
-                    a.iter().enumerate().map(|(i, t)| as_u32(t, &format!("{at}[{i}]"))).collect::<ApiResult<_>>()?;
+                let a = v.as_array().ok_or_else(|| ApiError::bad_request(format!("{at} must be a list of token ids, got {}", kind(v))))?;
+                p.stop_token_ids = a.iter().enumerate().map(|(i, t)| as_u32(t, &format!("{at}[{i}]"))).collect::<ApiResult<_>>()?;
             }
             "ignore_eos" => p.ignore_eos = as_bool(v, at)?,
             "skip_special_tokens" => self.skip_special = as_bool(v, at)?,
@@ -134,14 +126,35 @@ impl Sampling {
 }
 
 const KNOWN_SAMPLING: &[&str] = &[
-    "temperature", "top_p", "top_k", "max_new_tokens", "min_new_tokens", "stop", "stop_token_ids", "ignore_eos",
-    "skip_special_tokens", "no_stop_trim", "threshold", "block_size", "steps", "denoising_steps", "seed",
-    "sampling_seed", "n",
+    "temperature",
+    "top_p",
+    "top_k",
+    "max_new_tokens",
+    "min_new_tokens",
+    "stop",
+    "stop_token_ids",
+    "ignore_eos",
+    "skip_special_tokens",
+    "no_stop_trim",
+    "threshold",
+    "block_size",
+    "steps",
+    "denoising_steps",
+    "seed",
+    "sampling_seed",
+    "n",
 ];
 /// SGLang sampling fields that change nothing here; accepted with a warning.
 const IGNORED_SAMPLING: &[&str] = &[
-    "min_p", "frequency_penalty", "presence_penalty", "repetition_penalty", "spaces_between_special_tokens",
-    "custom_params", "stream_interval", "logit_bias", "lora_path",
+    "min_p",
+    "frequency_penalty",
+    "presence_penalty",
+    "repetition_penalty",
+    "spaces_between_special_tokens",
+    "custom_params",
+    "stream_interval",
+    "logit_bias",
+    "lora_path",
 ];
 /// SGLang sampling fields whose promise we cannot keep: refused when set.
 const UNSUPPORTED_SAMPLING: &[&str] = &["json_schema", "regex", "ebnf", "structural_tag", "stop_regex"];
@@ -215,10 +228,7 @@ pub struct Running {
 static RID: AtomicU64 = AtomicU64::new(1);
 
 pub fn new_rid() -> String {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
     format!("{:016x}{:016x}", t, RID.fetch_add(1, Relaxed).wrapping_mul(0x9E37_79B9_7F4A_7C15))
 }
 
@@ -314,12 +324,7 @@ impl Running {
         let tok = &self.st.tokenizer;
         let mut text = tok.decode(&ids, self.sampling.skip_special);
         // Stop strings: the earliest match ends the request; its text is trimmed (SGLang's default).
-        let hit = self
-            .sampling
-            .stop
-            .iter()
-            .filter_map(|s| text.find(s.as_str()).map(|i| (i, s.clone())))
-            .min_by_key(|(i, _)| *i);
+        let hit = self.sampling.stop.iter().filter_map(|s| text.find(s.as_str()).map(|i| (i, s.clone()))).min_by_key(|(i, _)| *i);
         if let Some((i, s)) = hit {
             if let Some(k) = (1..=ids.len()).find(|&k| tok.decode(&ids[..k], self.sampling.skip_special).contains(&s)) {
                 ids.truncate(k);
@@ -327,14 +332,7 @@ impl Running {
             text.truncate(if self.sampling.no_stop_trim { i + s.len() } else { i });
             finish = Some(FinishKind::StopStr(s));
         }
-        Update {
-            output_ids: ids,
-            text,
-            finish,
-            steps,
-            blocks: self.blocks,
-            e2e_latency: self.started.elapsed().as_secs_f64(),
-        }
+        Update { output_ids: ids, text, finish, steps, blocks: self.blocks, e2e_latency: self.started.elapsed().as_secs_f64() }
     }
 }
 
@@ -443,15 +441,41 @@ pub fn is_unset(v: &Value) -> bool {
 const GENERATE_FIELDS: &[&str] = &["text", "input_ids", "sampling_params", "stream", "rid"];
 /// SGLang request fields that change nothing here: accepted with a warning.
 const GENERATE_IGNORED: &[&str] = &[
-    "log_metrics", "priority", "data_parallel_rank", "custom_labels", "no_logs", "background", "extra_key",
-    "routing_key", "return_text_in_logprobs", "logprob_start_len", "top_logprobs_num", "token_ids_logprob",
-    "stream_options", "modalities", "lora_id", "lora_path", "bootstrap_host", "bootstrap_port", "bootstrap_room",
-    "bootstrap_pair_key", "conversation_id", "custom_logit_processor",
+    "log_metrics",
+    "priority",
+    "data_parallel_rank",
+    "custom_labels",
+    "no_logs",
+    "background",
+    "extra_key",
+    "routing_key",
+    "return_text_in_logprobs",
+    "logprob_start_len",
+    "top_logprobs_num",
+    "token_ids_logprob",
+    "stream_options",
+    "modalities",
+    "lora_id",
+    "lora_path",
+    "bootstrap_host",
+    "bootstrap_port",
+    "bootstrap_room",
+    "bootstrap_pair_key",
+    "conversation_id",
+    "custom_logit_processor",
 ];
 /// SGLang request fields that ask for something we do not do: refused unless unset.
 const GENERATE_UNSUPPORTED: &[&str] = &[
-    "return_logprob", "return_hidden_states", "image_data", "audio_data", "video_data", "input_embeds",
-    "session_params", "return_routed_experts", "return_entropy", "return_bytes",
+    "return_logprob",
+    "return_hidden_states",
+    "image_data",
+    "audio_data",
+    "video_data",
+    "input_embeds",
+    "session_params",
+    "return_routed_experts",
+    "return_entropy",
+    "return_bytes",
 ];
 
 /// The prompts of a request, and whether it was a batch (answer with a list).
@@ -468,9 +492,7 @@ fn parse_prompts(st: &AppState, o: &Map<String, Value>) -> ApiResult<(Vec<Vec<u3
                     .enumerate()
                     .map(|(i, s)| {
                         let at = format!("text[{i}]");
-                        let s = s
-                            .as_str()
-                            .ok_or_else(|| ApiError::bad_request(format!("{at} must be a string, got {}", kind(s))))?;
+                        let s = s.as_str().ok_or_else(|| ApiError::bad_request(format!("{at} must be a string, got {}", kind(s))))?;
                         encode(st, s, &at)
                     })
                     .collect::<ApiResult<_>>()?;
@@ -486,11 +508,7 @@ fn parse_prompts(st: &AppState, o: &Map<String, Value>) -> ApiResult<(Vec<Vec<u3
                 return Err(ApiError::bad_request("input_ids is empty"));
             }
             if a.iter().all(Value::is_array) {
-                let p = a
-                    .iter()
-                    .enumerate()
-                    .map(|(i, row)| token_list(row, &format!("input_ids[{i}]")))
-                    .collect::<ApiResult<_>>()?;
+                let p = a.iter().enumerate().map(|(i, row)| token_list(row, &format!("input_ids[{i}]"))).collect::<ApiResult<_>>()?;
                 Ok((p, true))
             } else {
                 Ok((vec![token_list(ids, "input_ids")?], false))
@@ -583,12 +601,7 @@ pub fn parse_generate(st: &AppState, body: &Value) -> ApiResult<(Vec<Job>, bool,
             )))
         }
     };
-    let jobs = prompts
-        .into_iter()
-        .zip(samplings)
-        .zip(rids)
-        .map(|((prompt, sampling), rid)| Job { prompt, sampling, rid })
-        .collect();
+    let jobs = prompts.into_iter().zip(samplings).zip(rids).map(|((prompt, sampling), rid)| Job { prompt, sampling, rid }).collect();
     Ok((jobs, batch, stream))
 }
 

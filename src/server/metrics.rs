@@ -105,12 +105,22 @@ impl Metrics {
         c(&mut s, "num_requests_total", "Generation requests received (one per prompt).", &self.requests);
         c(&mut s, "num_requests_finished_total", "Requests that finished (stop or length).", &self.requests_ok);
         c(&mut s, "num_requests_failed_total", "Requests that failed inside the engine.", &self.requests_failed);
-        c(&mut s, "num_requests_cancelled_total", "Requests cancelled because the client went away or a stop string matched.", &self.requests_cancelled);
+        c(
+            &mut s,
+            "num_requests_cancelled_total",
+            "Requests cancelled because the client went away or a stop string matched.",
+            &self.requests_cancelled,
+        );
         c(&mut s, "num_requests_rejected_total", "Requests refused before running (bad input, queue full).", &self.requests_rejected);
         c(&mut s, "http_errors_total", "HTTP responses with a 4xx or 5xx status.", &self.http_errors);
         c(&mut s, "prompt_tokens_total", "Prompt tokens of admitted requests.", &self.prompt_tokens);
         c(&mut s, "generation_tokens_total", "Tokens generated (finished requests).", &self.generation_tokens);
-        c(&mut s, "denoising_steps_total", "Engine steps (one forward over the current blocks of all running requests).", &self.engine_steps);
+        c(
+            &mut s,
+            "denoising_steps_total",
+            "Engine steps (one forward over the current blocks of all running requests).",
+            &self.engine_steps,
+        );
         c(&mut s, "request_denoising_steps_total", "Sum over engine steps of the requests each step carried.", &self.request_steps);
         c(&mut s, "blocks_total", "Blocks finished.", &self.blocks);
         g(&mut s, "num_running_reqs", "Requests in the engine now.", &self.running);

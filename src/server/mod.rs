@@ -170,8 +170,8 @@ impl Settings {
         let mut threshold = default_threshold();
         if let Some(path) = &a.dllm_algorithm_config {
             let text = std::fs::read_to_string(path).with_context(|| format!("reading --dllm-algorithm-config {}", path.display()))?;
-            let v: serde_yaml::Value = serde_yaml::from_str(&text)
-                .with_context(|| format!("--dllm-algorithm-config {} is not valid YAML", path.display()))?;
+            let v: serde_yaml::Value =
+                serde_yaml::from_str(&text).with_context(|| format!("--dllm-algorithm-config {} is not valid YAML", path.display()))?;
             match v {
                 serde_yaml::Value::Null => {}
                 serde_yaml::Value::Mapping(m) => {
@@ -179,9 +179,9 @@ impl Settings {
                         let key = k.as_str().unwrap_or("").to_string();
                         match key.as_str() {
                             "threshold" => {
-                                threshold = val.as_f64().with_context(|| {
-                                    format!("{}: threshold must be a number, got {val:?}", path.display())
-                                })? as f32
+                                threshold =
+                                    val.as_f64().with_context(|| format!("{}: threshold must be a number, got {val:?}", path.display()))?
+                                        as f32
                             }
                             _ => log(Level::Warn, &format!("{}: ignoring unknown key {k:?}", path.display())),
                         }
@@ -211,10 +211,10 @@ impl Settings {
                     a.tp_size
                 );
             }
-            log(Level::Warn, &format!(
-                "--tp-size {}: tensor parallelism is not implemented; the model runs on GPU 0 and must fit its memory",
-                a.tp_size
-            ));
+            log(
+                Level::Warn,
+                &format!("--tp-size {}: tensor parallelism is not implemented; the model runs on GPU 0 and must fit its memory", a.tp_size),
+            );
         }
         if a.dp_size != 1 {
             bail!("--dp-size {}: data parallelism is not implemented; run one server per GPU", a.dp_size);
@@ -409,10 +409,7 @@ pub async fn start_with(settings: Settings, mut loaded: Loaded) -> Result<Runnin
     let addr = listener.local_addr()?;
     let metrics = Arc::new(Metrics::default());
     let sched = Scheduler::start(loaded.engine, settings.max_running, settings.max_queue, metrics.clone());
-    let model_name = settings
-        .served_model_name
-        .clone()
-        .unwrap_or_else(|| loaded.model_dir.display().to_string());
+    let model_name = settings.served_model_name.clone().unwrap_or_else(|| loaded.model_dir.display().to_string());
     let state = Arc::new(AppState {
         tokenizer: Arc::new(loaded.tokenizer),
         sched,
@@ -424,10 +421,7 @@ pub async fn start_with(settings: Settings, mut loaded: Loaded) -> Result<Runnin
         vocab_size: cfg.vocab_size,
         model_type: cfg.model_type.clone(),
         started: Instant::now(),
-        created_unix: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
+        created_unix: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
         settings,
     });
     log(
@@ -532,10 +526,7 @@ async fn route(st: Arc<AppState>, req: Request<Incoming>) -> Resp {
     if resp.status().is_client_error() || resp.status().is_server_error() {
         st.metrics.http_errors.fetch_add(1, Relaxed);
     }
-    log(
-        Level::Debug,
-        &format!("{method} {path} -> {} ({:.1} ms)", resp.status().as_u16(), t0.elapsed().as_secs_f64() * 1e3),
-    );
+    log(Level::Debug, &format!("{method} {path} -> {} ({:.1} ms)", resp.status().as_u16(), t0.elapsed().as_secs_f64() * 1e3));
     resp
 }
 
@@ -561,10 +552,8 @@ async fn dispatch(st: &Arc<AppState>, req: Request<Incoming>) -> ApiResult<Resp>
         "/generate" if is_post => generate::generate(st, read_json(st, req).await?).await,
         "/v1/completions" if is_post => openai::completions(st, read_json(st, req).await?).await,
         "/v1/chat/completions" if is_post => openai::chat(st, read_json(st, req).await?).await,
-        "/health" | "/health_generate" | "/metrics" | "/get_model_info" | "/model_info" | "/get_server_info"
-        | "/server_info" | "/v1/models" => {
-            Err(ApiError::method_not_allowed(format!("{path} takes GET, not {method}")))
-        }
+        "/health" | "/health_generate" | "/metrics" | "/get_model_info" | "/model_info" | "/get_server_info" | "/server_info"
+        | "/v1/models" => Err(ApiError::method_not_allowed(format!("{path} takes GET, not {method}"))),
         "/generate" | "/v1/completions" | "/v1/chat/completions" => {
             Err(ApiError::method_not_allowed(format!("{path} takes POST, not {method}")))
         }
@@ -594,12 +583,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// The body as JSON: 413 past the size limit, 400 if it does not parse.
 async fn read_json(st: &AppState, req: Request<Incoming>) -> ApiResult<serde_json::Value> {
     let limit = st.settings.max_body_bytes;
-    if let Some(n) = req
-        .headers()
-        .get(hyper::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-    {
+    if let Some(n) = req.headers().get(hyper::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok()) {
         if n > limit as u64 {
             return Err(ApiError::too_large(format!("request body of {n} bytes exceeds the limit of {limit} bytes")));
         }
@@ -732,10 +716,7 @@ pub fn log(level: Level, msg: &str) {
     if level as u8 > LOG_LEVEL.load(Relaxed) {
         return;
     }
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
     let name = match level {
         Level::Error => "ERROR",

@@ -2,7 +2,9 @@
 //! (JSON or server-sent events with incremental deltas, `usage`, `stream_options.include_usage`).
 
 use super::errors::{ApiError, ApiResult};
-use super::generate::{as_bool, as_object, as_u32, encode, forward_all, is_unset, kind, new_rid, submit_all, FinishKind, Job, Running, Sampling, Update};
+use super::generate::{
+    as_bool, as_object, as_u32, encode, forward_all, is_unset, kind, new_rid, submit_all, FinishKind, Job, Running, Sampling, Update,
+};
 use super::{json, log, sse, sse_event, AppState, Level, Resp, SSE_DONE};
 use crate::tokenizer::{apply_chat_template, ChatMessage};
 use bytes::Bytes;
@@ -36,9 +38,22 @@ struct Common {
 
 /// Fields OpenAI clients send that change nothing here.
 const IGNORED: &[&str] = &[
-    "user", "parallel_tool_calls", "chat_template_kwargs", "separate_reasoning", "stream_reasoning", "metadata",
-    "store", "service_tier", "reasoning_effort", "continue_final_message", "return_hidden_states", "lora_path",
-    "bootstrap_host", "bootstrap_port", "bootstrap_room", "priority",
+    "user",
+    "parallel_tool_calls",
+    "chat_template_kwargs",
+    "separate_reasoning",
+    "stream_reasoning",
+    "metadata",
+    "store",
+    "service_tier",
+    "reasoning_effort",
+    "continue_final_message",
+    "return_hidden_states",
+    "lora_path",
+    "bootstrap_host",
+    "bootstrap_port",
+    "bootstrap_room",
+    "priority",
 ];
 
 fn parse_common(st: &AppState, o: &Map<String, Value>, own: &[&str]) -> ApiResult<Common> {
@@ -158,17 +173,12 @@ pub async fn completions(st: &Arc<AppState>, body: Value) -> ApiResult<Resp> {
             .enumerate()
             .map(|(i, s)| encode(st, s.as_str().unwrap_or_default(), &format!("prompt[{i}]")))
             .collect::<ApiResult<_>>()?,
-        Some(Value::Array(a)) if a.iter().all(Value::is_array) => a
-            .iter()
-            .enumerate()
-            .map(|(i, row)| ids(row, &format!("prompt[{i}]")))
-            .collect::<ApiResult<_>>()?,
+        Some(Value::Array(a)) if a.iter().all(Value::is_array) => {
+            a.iter().enumerate().map(|(i, row)| ids(row, &format!("prompt[{i}]"))).collect::<ApiResult<_>>()?
+        }
         Some(p @ Value::Array(_)) => vec![ids(p, "prompt")?],
         Some(other) => {
-            return Err(ApiError::bad_request(format!(
-                "prompt must be a string, a list of strings, or token ids, got {}",
-                kind(other)
-            )))
+            return Err(ApiError::bad_request(format!("prompt must be a string, a list of strings, or token ids, got {}", kind(other))))
         }
     };
     run(st, c, prompts, Flavor::Completion, started).await
@@ -195,10 +205,7 @@ fn parse_messages(v: Option<&Value>) -> ApiResult<Vec<ChatMessage>> {
         .map(|(i, m)| {
             let at = format!("messages[{i}]");
             let m = as_object(m, &at)?;
-            let role = m
-                .get("role")
-                .and_then(Value::as_str)
-                .ok_or_else(|| ApiError::bad_request(format!("{at}.role must be a string")))?;
+            let role = m.get("role").and_then(Value::as_str).ok_or_else(|| ApiError::bad_request(format!("{at}.role must be a string")))?;
             let content = match m.get("content") {
                 None | Some(Value::Null) => String::new(),
                 Some(Value::String(s)) => s.clone(),
@@ -219,10 +226,7 @@ fn parse_messages(v: Option<&Value>) -> ApiResult<Vec<ChatMessage>> {
                     s
                 }
                 Some(other) => {
-                    return Err(ApiError::bad_request(format!(
-                        "{at}.content must be a string or a list of parts, got {}",
-                        kind(other)
-                    )))
+                    return Err(ApiError::bad_request(format!("{at}.content must be a string or a list of parts, got {}", kind(other))))
                 }
             };
             Ok(ChatMessage { role: role.to_string(), content })
@@ -250,11 +254,8 @@ async fn run(st: &Arc<AppState>, c: Common, prompts: Vec<Vec<u32>>, flavor: Flav
         Flavor::Completion => format!("cmpl-{}", c.rid.clone().unwrap_or_else(new_rid)),
         Flavor::Chat => format!("chatcmpl-{}", c.rid.clone().unwrap_or_else(new_rid)),
     };
-    let jobs: Vec<Job> = prompts
-        .into_iter()
-        .enumerate()
-        .map(|(i, prompt)| Job { prompt, sampling: c.sampling.clone(), rid: format!("{id}-{i}") })
-        .collect();
+    let jobs: Vec<Job> =
+        prompts.into_iter().enumerate().map(|(i, prompt)| Job { prompt, sampling: c.sampling.clone(), rid: format!("{id}-{i}") }).collect();
     let runs: Vec<Running> = submit_all(st, jobs, started).await?;
     let prompt_tokens: Vec<usize> = runs.iter().map(|r| r.prompt_tokens).collect();
     let model = st.model_name.clone();
@@ -301,7 +302,8 @@ async fn run(st: &Arc<AppState>, c: Common, prompts: Vec<Vec<u32>>, flavor: Flav
         let chunk = |choice: Value| json!({"id": id, "object": chunk_object, "created": created, "model": model, "choices": [choice], "usage": null});
         if flavor == Flavor::Chat {
             for i in 0..n {
-                let first = chunk(json!({"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}));
+                let first =
+                    chunk(json!({"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}));
                 if tx.send(sse_event(&first)).await.is_err() {
                     return;
                 }

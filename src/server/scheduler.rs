@@ -16,7 +16,9 @@ use tokio::sync::{mpsc as tmpsc, oneshot};
 #[derive(Debug)]
 pub enum ReqEvent {
     /// A block finished; everything generated so far (cut as the output would be).
-    Block { generated: Vec<u32> },
+    Block {
+        generated: Vec<u32>,
+    },
     Done(Output),
     Failed(String),
 }
@@ -35,10 +37,9 @@ impl std::fmt::Display for SubmitError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             SubmitError::Invalid(m) => write!(f, "{m}"),
-            SubmitError::QueueFull { running, queued } => write!(
-                f,
-                "the server is at capacity ({running} requests running, {queued} queued); retry later"
-            ),
+            SubmitError::QueueFull { running, queued } => {
+                write!(f, "the server is at capacity ({running} requests running, {queued} queued); retry later")
+            }
             SubmitError::Stopped => write!(f, "the engine has stopped"),
         }
     }

@@ -93,7 +93,11 @@ const GEMM_LDS: usize = 64 + 8;
 /// for 64 rows): with 2 CTAs an SM its WMMA loop is issue-bound before the weight re-reads
 /// it saves matter.
 fn moe_tile_rows(slots: usize, experts: usize) -> usize {
-    if slots >= 12 * experts { 64 } else { 16 }
+    if slots >= 12 * experts {
+        64
+    } else {
+        16
+    }
 }
 
 /// csrc/moe_gemm.cu `Smem<BM, GATED>::bytes`.
@@ -146,7 +150,19 @@ impl CudaBackend {
             bail!("no GPU memory left for the KV cache ({} MiB free after the weights)", free >> 20);
         }
         let kv = k.alloc::<u16>(num_pages * page_bytes / 2, "the KV cache")?;
-        Ok(CudaBackend { pool: PagePool::new(num_pages, opts.page_size), cfg, opts: opts.clone(), ctx, k, w, kv, step: None, device_name, sm_count, touched: Default::default() })
+        Ok(CudaBackend {
+            pool: PagePool::new(num_pages, opts.page_size),
+            cfg,
+            opts: opts.clone(),
+            ctx,
+            k,
+            w,
+            kv,
+            step: None,
+            device_name,
+            sm_count,
+            touched: Default::default(),
+        })
     }
 
     pub fn kv_pages(&self) -> (usize, usize) {
@@ -187,7 +203,15 @@ impl CudaBackend {
     }
 
     fn nan_fill(&self, f: u64, bf: u64, n: usize) -> Result<()> {
-        let p = InitParams { out_bf16: bf, out_f32: f, n_lo: n as u32, n_hi: (n as u64 >> 32) as u32, mean: f32::NAN, std: 0.0, ..Default::default() };
+        let p = InitParams {
+            out_bf16: bf,
+            out_f32: f,
+            n_lo: n as u32,
+            n_hi: (n as u64 >> 32) as u32,
+            mean: f32::NAN,
+            std: 0.0,
+            ..Default::default()
+        };
         self.k.launch("init_normal", (n.div_ceil(256).min(65536) as u32, 1, 1), 256, &p)
     }
 
@@ -431,7 +455,10 @@ impl CudaBackend {
         let split_keys = chunks.div_ceil(want_splits) * ATT_KC;
         let num_splits = s.max_limit.div_ceil(split_keys).max(1);
         let (part_acc, part_ml) = if num_splits > 1 {
-            (Some(self.k.alloc::<f32>(num_splits * rows * nh * d, "attention partials")?), Some(self.k.alloc::<f32>(num_splits * rows * nh * 2, "attention partial stats")?))
+            (
+                Some(self.k.alloc::<f32>(num_splits * rows * nh * d, "attention partials")?),
+                Some(self.k.alloc::<f32>(num_splits * rows * nh * 2, "attention partial stats")?),
+            )
         } else {
             (None, None)
         };
@@ -582,7 +609,14 @@ impl Backend for CudaBackend {
         let ids = self.upload(tokens, "token ids")?;
         self.k.hold_stream()?; // profiling: queue the forward before it runs
         let out = self.alloc_f32(tokens.len() * h, "embeddings")?;
-        let p = EmbedParams { table: self.p(&self.w.embed), tokens: self.p(&ids), out: self.p(&out), rows: tokens.len() as i32, cols: h as i32, vocab: v as i32 };
+        let p = EmbedParams {
+            table: self.p(&self.w.embed),
+            tokens: self.p(&ids),
+            out: self.p(&out),
+            rows: tokens.len() as i32,
+            cols: h as i32,
+            vocab: v as i32,
+        };
         self.k.launch("embed_gather", (tokens.len() as u32, 1, 1), 256, &p)?;
         Ok(CudaAct { rows: tokens.len(), cols: h, data: ActData::F32(out) })
     }
@@ -604,7 +638,15 @@ impl Backend for CudaBackend {
             Norm::Final => &self.w.final_norm,
         };
         let out = self.alloc_bf16(x.rows * x.cols, "normed activations")?;
-        let p = NormParams { x: self.p(xs), delta: dp, w: self.p(wv), out: self.p(&out), rows: x.rows as i32, cols: x.cols as i32, eps: self.cfg.rms_norm_eps };
+        let p = NormParams {
+            x: self.p(xs),
+            delta: dp,
+            w: self.p(wv),
+            out: self.p(&out),
+            rows: x.rows as i32,
+            cols: x.cols as i32,
+            eps: self.cfg.rms_norm_eps,
+        };
         self.k.launch("add_rms_norm", (x.rows as u32, 1, 1), 256, &p)?;
         Ok(CudaAct { rows: x.rows, cols: x.cols, data: ActData::Bf16(out) })
     }
@@ -687,7 +729,13 @@ impl Backend for CudaBackend {
         let logits = self.logits(x)?;
         let tok = self.k.alloc::<u32>(x.rows, "picked tokens")?;
         let prob = self.alloc_f32(x.rows, "pick probabilities")?;
-        let p = PickParams { logits: self.p(&logits), token: self.p(&tok), prob: self.p(&prob), rows: x.rows as i32, vocab: self.cfg.vocab_size as i32 };
+        let p = PickParams {
+            logits: self.p(&logits),
+            token: self.p(&tok),
+            prob: self.p(&prob),
+            rows: x.rows as i32,
+            vocab: self.cfg.vocab_size as i32,
+        };
         self.k.launch("row_argmax", (x.rows as u32, 1, 1), 512, &p)?;
         let t = self.download(&tok, "picked tokens")?;
         let pr = self.download(&prob, "pick probabilities")?;
@@ -716,9 +764,7 @@ impl Backend for CudaBackend {
         let n = 1usize << 29; // u16 elements: 1 GiB
         let src = self.k.alloc::<u16>(n, "bandwidth probe source")?;
         let mut dst = self.k.alloc::<u16>(n, "bandwidth probe destination")?;
-        let copy = |dst: &mut CudaSlice<u16>| {
-            self.k.stream.memcpy_dtod(&src, dst).map_err(|e| anyhow!("bandwidth probe copy: {e:?}"))
-        };
+        let copy = |dst: &mut CudaSlice<u16>| self.k.stream.memcpy_dtod(&src, dst).map_err(|e| anyhow!("bandwidth probe copy: {e:?}"));
         copy(&mut dst)?;
         self.k.sync("bandwidth probe warm-up")?;
         let mut best = f64::MAX;
