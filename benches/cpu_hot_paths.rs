@@ -5,7 +5,7 @@
 use dllm::backend::Pick;
 use dllm::decode::policy::low_confidence;
 use dllm::engine::{sample_row, GenParams};
-use dllm::make_model::Rng;
+use dllm::rng::Rng;
 use std::time::Instant;
 
 fn median_us(mut f: impl FnMut(), iters: usize) -> f64 {

@@ -1,5 +1,6 @@
 //! `config.json` -> [`ModelConfig`], validated so that every later size computation is safe.
 
+use anyhow::{bail, Result};
 use serde::Deserialize;
 use std::path::Path;
 
@@ -212,4 +213,61 @@ impl ModelConfig {
         }
         Ok(())
     }
+}
+
+/// The shapes `make-model`, `bench` and `--random-weights` know by name: `tiny` is the test and
+/// default model; `mini` and `flash` carry the released models' real shapes.
+pub const PRESETS: &[&str] = &["tiny", "mini", "flash"];
+
+pub fn preset(name: &str) -> Result<ModelConfig> {
+    let base = |hidden, layers, heads, kv, head_dim, inter, moe_inter, vocab, dense| ModelConfig {
+        model_type: "llada2_moe".into(),
+        hidden_size: hidden,
+        num_hidden_layers: layers,
+        num_attention_heads: heads,
+        num_key_value_heads: kv,
+        head_dim: Some(head_dim),
+        intermediate_size: inter,
+        moe_intermediate_size: moe_inter,
+        num_experts: 256,
+        num_experts_per_tok: 8,
+        num_shared_experts: 1,
+        n_group: 8,
+        topk_group: 4,
+        routed_scaling_factor: 2.5,
+        score_function: "sigmoid".into(),
+        partial_rotary_factor: 0.5,
+        rope_theta: 600000.0,
+        rms_norm_eps: 1e-6,
+        vocab_size: vocab,
+        tie_word_embeddings: false,
+        use_qk_norm: true,
+        use_qkv_bias: false,
+        max_position_embeddings: 32768,
+        first_k_dense_replace: dense,
+        mask_token_id: Some(156895),
+        eos_token_id: Some(156892),
+        torch_dtype: Some("bfloat16".into()),
+        moe_shared_expert_intermediate_size: None,
+        hidden_act: None,
+        use_bias: None,
+        norm_topk_prob: None,
+        moe_router_enable_expert_bias: None,
+        norm_head: None,
+    };
+    Ok(match name {
+        "tiny" => ModelConfig {
+            num_experts: 16,
+            num_experts_per_tok: 4,
+            n_group: 4,
+            topk_group: 2,
+            max_position_embeddings: 4096,
+            mask_token_id: None,
+            eos_token_id: None,
+            ..base(64, 3, 4, 2, 16, 128, 32, 0, 1)
+        },
+        "mini" => base(2048, 20, 16, 4, 128, 5120, 512, 157184, 1),
+        "flash" => base(4096, 32, 32, 4, 128, 9216, 1024, 157184, 1),
+        other => bail!("unknown preset {other:?}; choose one of {PRESETS:?}"),
+    })
 }

@@ -5,8 +5,8 @@ use crate::backend::{Backend, Pick, StepBatch};
 use crate::config::ModelConfig;
 use crate::decode::blocks::{quota_schedule, BlockLayout};
 use crate::decode::policy;
-use crate::make_model::Rng;
 use crate::model;
+use crate::rng::Rng;
 use anyhow::{bail, Result};
 
 /// Default token budget of one forward (SGLang's `--chunked-prefill-size`): a step whose

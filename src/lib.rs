@@ -9,6 +9,7 @@ pub mod engine;
 pub mod make_model;
 pub mod model;
 pub mod nvtx;
+pub mod rng;
 pub mod runtime;
 pub mod server;
 pub mod tokenizer;

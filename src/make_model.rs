@@ -3,94 +3,12 @@
 //! `tiny` is the test/default model; `mini` and `flash` carry the real shapes.
 
 use crate::checkpoint::expected_tensors;
-use crate::config::ModelConfig;
-use anyhow::{bail, Context, Result};
+use crate::config::{preset, ModelConfig};
+use crate::rng::Rng;
+use crate::tokenizer::{EOS_TOKEN, MASK_TOKEN, SPECIALS};
+use anyhow::{Context, Result};
 use std::io::Write;
 use std::path::Path;
-
-pub const PRESETS: &[&str] = &["tiny", "mini", "flash"];
-
-/// Special tokens of the LLaDA2 tokenizer that the engine and chat template rely on.
-pub const EOS_TOKEN: &str = "<|endoftext|>";
-pub const MASK_TOKEN: &str = "<|mask|>";
-const SPECIALS: &[&str] = &[EOS_TOKEN, MASK_TOKEN, "<role>", "</role>", "<|role_end|>", "<think>", "</think>"];
-
-pub fn preset(name: &str) -> Result<ModelConfig> {
-    let base = |hidden, layers, heads, kv, head_dim, inter, moe_inter, vocab, dense| ModelConfig {
-        model_type: "llada2_moe".into(),
-        hidden_size: hidden,
-        num_hidden_layers: layers,
-        num_attention_heads: heads,
-        num_key_value_heads: kv,
-        head_dim: Some(head_dim),
-        intermediate_size: inter,
-        moe_intermediate_size: moe_inter,
-        num_experts: 256,
-        num_experts_per_tok: 8,
-        num_shared_experts: 1,
-        n_group: 8,
-        topk_group: 4,
-        routed_scaling_factor: 2.5,
-        score_function: "sigmoid".into(),
-        partial_rotary_factor: 0.5,
-        rope_theta: 600000.0,
-        rms_norm_eps: 1e-6,
-        vocab_size: vocab,
-        tie_word_embeddings: false,
-        use_qk_norm: true,
-        use_qkv_bias: false,
-        max_position_embeddings: 32768,
-        first_k_dense_replace: dense,
-        mask_token_id: Some(156895),
-        eos_token_id: Some(156892),
-        torch_dtype: Some("bfloat16".into()),
-        moe_shared_expert_intermediate_size: None,
-        hidden_act: None,
-        use_bias: None,
-        norm_topk_prob: None,
-        moe_router_enable_expert_bias: None,
-        norm_head: None,
-    };
-    Ok(match name {
-        "tiny" => ModelConfig {
-            num_experts: 16,
-            num_experts_per_tok: 4,
-            n_group: 4,
-            topk_group: 2,
-            max_position_embeddings: 4096,
-            mask_token_id: None,
-            eos_token_id: None,
-            ..base(64, 3, 4, 2, 16, 128, 32, 0, 1)
-        },
-        "mini" => base(2048, 20, 16, 4, 128, 5120, 512, 157184, 1),
-        "flash" => base(4096, 32, 32, 4, 128, 9216, 1024, 157184, 1),
-        other => bail!("unknown preset {other:?}; choose one of {PRESETS:?}"),
-    })
-}
-
-/// SplitMix64: a tiny, stable generator, so a seed gives the same checkpoint on every
-/// machine and crate version (the fixtures depend on it).
-pub struct Rng(u64);
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Rng(seed ^ 0x9E37_79B9_7F4A_7C15)
-    }
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in (0, 1).
-    pub fn uniform(&mut self) -> f64 {
-        ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    }
-    pub fn normal(&mut self) -> f64 {
-        let (u, v) = (self.uniform(), self.uniform());
-        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
-    }
-}
 
 /// How each tensor is initialised: (mean, std, stored as f32?).
 fn init_for(name: &str, shape: &[usize], c: &ModelConfig) -> (f64, f64, bool) {

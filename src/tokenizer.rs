@@ -5,6 +5,11 @@ use crate::config::ModelConfig;
 use anyhow::{anyhow, Context, Result};
 use std::path::Path;
 
+/// Special tokens of the LLaDA2 tokenizer that the engine and chat template rely on.
+pub const EOS_TOKEN: &str = "<|endoftext|>";
+pub const MASK_TOKEN: &str = "<|mask|>";
+pub const SPECIALS: &[&str] = &[EOS_TOKEN, MASK_TOKEN, "<role>", "</role>", "<|role_end|>", "<think>", "</think>"];
+
 /// The template the released tokenizer_config.json carries, for tools that read it.
 pub const CHAT_TEMPLATE_JINJA: &str = "{% for message in messages %}<role>{{ message['role'] | upper }}</role>{{ message['content'] }}<|role_end|>{% endfor %}{% if add_generation_prompt %}<role>ASSISTANT</role>{% endif %}";
 
@@ -45,16 +50,13 @@ impl Tokenizer {
         }
         let inner = tokenizers::Tokenizer::from_file(&path).map_err(|e| anyhow!("cannot load {}: {e}", path.display()))?;
         let gen = read_json(&dir.join("generation_config.json"))?;
-        let eos_id = first_id(&[
-            gen.as_ref().and_then(|g| g.get("eos_token_id")).and_then(id_of),
-            cfg.eos_token_id,
-            inner.token_to_id(crate::make_model::EOS_TOKEN),
-        ])
-        .ok_or_else(|| anyhow!("cannot find the eos token id (config.json, generation_config.json or tokenizer)"))?;
+        let eos_id =
+            first_id(&[gen.as_ref().and_then(|g| g.get("eos_token_id")).and_then(id_of), cfg.eos_token_id, inner.token_to_id(EOS_TOKEN)])
+                .ok_or_else(|| anyhow!("cannot find the eos token id (config.json, generation_config.json or tokenizer)"))?;
         let mask_id = first_id(&[
             cfg.mask_token_id,
             gen.as_ref().and_then(|g| g.get("mask_token_id")).and_then(id_of),
-            inner.token_to_id(crate::make_model::MASK_TOKEN),
+            inner.token_to_id(MASK_TOKEN),
         ])
         .ok_or_else(|| anyhow!("cannot find the mask token id (config.json or tokenizer's <|mask|>)"))?;
         for (what, id) in [("eos", eos_id), ("mask", mask_id)] {

@@ -7,7 +7,7 @@ use dllm::backend::cpu::{CpuBackend, Mat};
 use dllm::backend::{Backend, Linear, Norm, Pick, StepBatch};
 use dllm::checkpoint::Checkpoint;
 use dllm::engine::{Engine, Event, GenParams, Output, Policy};
-use dllm::make_model::Rng;
+use dllm::rng::Rng;
 use dllm::tokenizer::Tokenizer;
 use std::collections::{BTreeSet, HashMap};
 

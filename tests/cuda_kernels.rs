@@ -20,9 +20,11 @@ mod cuda {
     use dllm::backend::cuda::{device_available, CudaAct, CudaBackend, CudaOptions};
     use dllm::backend::{Backend, Linear, Norm, Pick, StepBatch};
     use dllm::checkpoint::Checkpoint;
+    use dllm::config::preset;
     use dllm::config::ModelConfig;
     use dllm::engine::{Engine, GenParams, Policy};
-    use dllm::make_model::{make_model, preset, Rng};
+    use dllm::make_model::make_model;
+    use dllm::rng::Rng;
     use dllm::tokenizer::Tokenizer;
     use serde_json::Value;
     use std::path::{Path, PathBuf};

@@ -127,7 +127,7 @@ fn cuda(cmd: BenchCmd, process_start: std::time::Instant) -> Result<()> {
         let tok = crate::tokenizer::Tokenizer::open(&dir, &ck.config)?;
         (CudaBackend::load(&ck, &opts)?, ck.config.clone(), tok.mask_id, tok.eos_id)
     } else {
-        let mut cfg = crate::make_model::preset(&common.preset)?;
+        let mut cfg = crate::config::preset(&common.preset)?;
         if cfg.vocab_size == 0 {
             cfg.vocab_size = 512; // tiny's vocabulary is sized by its tokenizer; any size works here
         }
@@ -159,7 +159,7 @@ fn kernels(mut engine: Engine<crate::backend::cuda::CudaBackend>, a: &KernelsArg
         ignore_eos: true,
         ..GenParams::default()
     };
-    let mut rng = crate::make_model::Rng::new(c.seed);
+    let mut rng = crate::rng::Rng::new(c.seed);
     let avoid = [engine.mask_id, engine.eos_id];
     let mut ids = vec![];
     for _ in 0..a.batch {

@@ -163,7 +163,7 @@ mod tests {
     #[test]
     fn work_adds_up_to_the_step_floor() {
         // The kernels' weight bytes must cover what bench::step_bytes counts for the step.
-        let c = crate::make_model::preset("mini").unwrap();
+        let c = crate::config::preset("mini").unwrap();
         let touched = vec![140; 19];
         let w = step_work(&c, &touched, 1, 1024, 32);
         let total: f64 = w.iter().map(|k| k.bytes).sum();

@@ -5,7 +5,7 @@
 use crate::backend::Backend;
 use crate::config::ModelConfig;
 use crate::engine::{Engine, Event, GenParams, Policy};
-use crate::make_model::Rng;
+use crate::rng::Rng;
 use anyhow::{bail, Result};
 use serde::Serialize;
 use std::time::Instant;
@@ -324,7 +324,7 @@ mod tests {
     #[test]
     fn mini_floor_matches_the_north_star_arithmetic() {
         // ~145 experts/layer at batch 1 -> about 19 GB with KV: the issue's ~6.3 ms at 3.0 TB/s.
-        let c = crate::make_model::preset("mini").unwrap();
+        let c = crate::config::preset("mini").unwrap();
         let b = step_bytes(&c, &vec![145; 19], 1, 1024, 32);
         let gb = (b.weights + b.kv) / 1e9;
         assert!((15.0..21.0).contains(&gb), "{gb} GB");

@@ -5,8 +5,9 @@
 //! wall clock around `Engine::step` is the real step time (launches and host work included).
 
 use super::{CudaBackend, CudaOptions};
+use crate::config::preset;
 use crate::engine::{Engine, Event, GenParams, Policy};
-use crate::make_model::{preset, Rng};
+use crate::rng::Rng;
 use anyhow::{bail, Result};
 
 pub struct StepTimes {
