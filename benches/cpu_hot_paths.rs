@@ -2,9 +2,10 @@
 //! the unmask policy, the sampler, and one tiny-model CPU step. Plain harness:
 //! `cargo bench --bench cpu_hot_paths` prints the median of many runs.
 
-use dllm::backend::Pick;
-use dllm::decode::policy::low_confidence;
-use dllm::engine::{sample_row, GenParams};
+use dllm::decode::low_confidence::select as low_confidence;
+use dllm::decode::sample::sample_row;
+use dllm::decode::Pick;
+use dllm::engine::GenParams;
 use dllm::rng::Rng;
 use std::time::Instant;
 
@@ -42,7 +43,7 @@ fn main() {
         let mut r = Rng::new(2);
         let us = median_us(
             || {
-                std::hint::black_box(sample_row(&logits, &p, &mut r));
+                std::hint::black_box(sample_row(&logits, &p.sampling(), &mut r));
             },
             50,
         );

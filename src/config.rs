@@ -160,21 +160,21 @@ impl ModelConfig {
                 return bad(format!("{name} must be > 0"));
             }
         }
-        if self.num_attention_heads % self.num_key_value_heads != 0 {
+        if !self.num_attention_heads.is_multiple_of(self.num_key_value_heads) {
             return bad(format!(
                 "num_attention_heads ({}) must be a multiple of num_key_value_heads ({})",
                 self.num_attention_heads, self.num_key_value_heads
             ));
         }
         let d = self.head_dim();
-        if d == 0 || d % 2 != 0 {
+        if d == 0 || !d.is_multiple_of(2) {
             return bad(format!("head_dim must be even and > 0, got {d}"));
         }
         let r = self.rotary_dim();
-        if r % 2 != 0 || r > d {
+        if !r.is_multiple_of(2) || r > d {
             return bad(format!("partial_rotary_factor {} gives an odd or oversized rotary dim {r}", self.partial_rotary_factor));
         }
-        if self.num_experts % self.n_group != 0 {
+        if !self.num_experts.is_multiple_of(self.n_group) {
             return bad(format!("num_experts ({}) must divide into n_group ({}) groups", self.num_experts, self.n_group));
         }
         if self.topk_group > self.n_group {
@@ -208,7 +208,8 @@ impl ModelConfig {
         if self.first_k_dense_replace > self.num_hidden_layers {
             return bad("first_k_dense_replace exceeds num_hidden_layers".into());
         }
-        if !(self.rms_norm_eps > 0.0) || !(self.rope_theta > 0.0) {
+        let positive = |x: f32| x > 0.0; // false for NaN
+        if !positive(self.rms_norm_eps) || !positive(self.rope_theta) {
             return bad("rms_norm_eps and rope_theta must be > 0".into());
         }
         Ok(())

@@ -1,6 +1,7 @@
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use dllm::engine::{GenParams, Policy};
+use dllm::decode::Policy;
+use dllm::engine::GenParams;
 use dllm::runtime::{self, Device};
 use dllm::tokenizer::{apply_chat_template, ChatMessage};
 use std::path::PathBuf;
@@ -13,6 +14,7 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process; boxing would only add noise
 enum Cmd {
     /// Write a checkpoint in the Hugging Face layout with seeded random weights.
     MakeModel {
@@ -106,7 +108,7 @@ fn run(cli: Cli, start: std::time::Instant) -> Result<()> {
 fn generate(a: GenerateArgs) -> Result<()> {
     if let Some(p) = &a.random_weights {
         let blocks = a.max_new_tokens.div_ceil(a.block_size).max(1);
-        println!("{}", runtime::random_weights_steps(p, a.prefix_len, a.block_size, blocks, a.seed)?);
+        println!("{}", dllm::bench::random_weights::random_weights_steps(p, a.prefix_len, a.block_size, blocks, a.seed)?);
         return Ok(());
     }
     let dir = runtime::resolve_model(a.model_path.as_deref())?;

@@ -1,7 +1,8 @@
 //! The LLaDA2 forward, written once over [`Backend`].
 
-use crate::backend::{Backend, Linear, Norm, Pick, StepBatch};
+use crate::backend::{Backend, Linear, Norm, StepBatch};
 use crate::config::ModelConfig;
+use crate::decode::Pick;
 use anyhow::Result;
 
 /// How much of the last layer a forward needs.

@@ -87,27 +87,3 @@ fn cuda_engine(ck: &Checkpoint, mask: u32, eos: u32) -> Result<Box<dyn DynEngine
 fn cuda_engine(_ck: &Checkpoint, _mask: u32, _eos: u32) -> Result<Box<dyn DynEngine>> {
     anyhow::bail!("this dllm was built without CUDA kernels (nvcc was not found at build time; run tools/setup-cuda.sh and rebuild)")
 }
-
-/// Time denoising steps on random device weights of a preset (`generate --random-weights`):
-/// returns a one-line report.
-#[cfg(dllm_cuda)]
-pub fn random_weights_steps(preset: &str, prefix_len: usize, block: usize, blocks: usize, seed: u64) -> Result<String> {
-    let t = crate::backend::cuda::bench::random_steps(preset, prefix_len, block, blocks, seed)?;
-    for (name, ms, calls) in &t.profile {
-        eprintln!("  {name:<28} {ms:8.3} ms/step  {calls:6.1} calls/step");
-    }
-    Ok(format!(
-        "{preset} random weights, prefix {prefix_len}, block {block}, batch 1: first step (prefill) {:.2} ms; {} later steps: median {:.3} ms/step, min {:.3}, max {:.3} [{}]",
-        t.first_ms,
-        t.steps_ms.len(),
-        t.median_ms(),
-        t.steps_ms.iter().cloned().fold(f64::INFINITY, f64::min),
-        t.steps_ms.iter().cloned().fold(0.0, f64::max),
-        t.backend
-    ))
-}
-
-#[cfg(not(dllm_cuda))]
-pub fn random_weights_steps(_preset: &str, _prefix_len: usize, _block: usize, _blocks: usize, _seed: u64) -> Result<String> {
-    anyhow::bail!("--random-weights needs the CUDA backend, and this dllm was built without CUDA kernels")
-}

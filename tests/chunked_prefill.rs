@@ -4,9 +4,11 @@
 
 use anyhow::{bail, Result};
 use dllm::backend::cpu::{CpuBackend, Mat};
-use dllm::backend::{Backend, Linear, Norm, Pick, StepBatch};
+use dllm::backend::{Backend, Linear, Norm, StepBatch};
 use dllm::checkpoint::Checkpoint;
-use dllm::engine::{Engine, Event, GenParams, Output, Policy};
+use dllm::decode::Pick;
+use dllm::decode::Policy;
+use dllm::engine::{Engine, Event, GenParams, Output};
 use dllm::rng::Rng;
 use dllm::tokenizer::Tokenizer;
 use std::collections::{BTreeSet, HashMap};

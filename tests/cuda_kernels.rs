@@ -18,11 +18,13 @@ mod cuda {
     use super::common::{fixture, greedy_params, ids, logits_errors, make_fixture_model};
     use dllm::backend::cpu::{CpuBackend, Mat};
     use dllm::backend::cuda::{device_available, CudaAct, CudaBackend, CudaOptions};
-    use dllm::backend::{Backend, Linear, Norm, Pick, StepBatch};
+    use dllm::backend::{Backend, Linear, Norm, StepBatch};
     use dllm::checkpoint::Checkpoint;
     use dllm::config::preset;
     use dllm::config::ModelConfig;
-    use dllm::engine::{Engine, GenParams, Policy};
+    use dllm::decode::Pick;
+    use dllm::decode::Policy;
+    use dllm::engine::{Engine, GenParams};
     use dllm::make_model::make_model;
     use dllm::rng::Rng;
     use dllm::tokenizer::Tokenizer;
@@ -360,12 +362,12 @@ mod cuda {
             let n = 9;
             // Coarse probabilities so ties happen; some above the threshold.
             let probs: Vec<f32> = (0..n * block).map(|_| (rng.next_u64() % 21) as f32 / 20.0).collect();
-            let masked: Vec<bool> = (0..n * block).map(|_| rng.next_u64() % 4 != 0).collect();
+            let masked: Vec<bool> = (0..n * block).map(|_| !rng.next_u64().is_multiple_of(4)).collect();
             let quotas: Vec<usize> = (0..n).map(|_| (rng.next_u64() % (block as u64 + 2)) as usize).collect();
             let got = gpu.unmask(&probs, &masked, &quotas, block, 0.9).unwrap();
             for r in 0..n {
                 let picks: Vec<Pick> = (0..block).map(|i| Pick { token: 0, prob: probs[r * block + i] }).collect();
-                let want = dllm::decode::policy::low_confidence(&picks, &masked[r * block..(r + 1) * block], quotas[r], 0.9);
+                let want = dllm::decode::low_confidence::select(&picks, &masked[r * block..(r + 1) * block], quotas[r], 0.9);
                 assert_eq!(got[r], want, "block {block} request {r}");
             }
         }
@@ -410,7 +412,7 @@ mod cuda {
     ) -> Lockstep {
         let mut printed = 0;
         use dllm::decode::blocks::{quota_schedule, BlockLayout};
-        use dllm::decode::policy::low_confidence;
+        use dllm::decode::low_confidence::select as low_confidence;
         let lay = BlockLayout { prompt_len: prompt.len(), block_size: bs, max_new_tokens: max_new };
         let (sc, sg) = (cpu.alloc_seq(lay.total_len()).unwrap(), gpu.alloc_seq(lay.total_len()).unwrap());
         let quotas = quota_schedule(bs, steps);

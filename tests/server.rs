@@ -3,7 +3,8 @@
 //! Most servers here run with `--threshold 0` (every mask of a block is decided in one step)
 //! so debug builds stay fast; one test keeps the default threshold for a multi-step check.
 
-use dllm::engine::{GenParams, Policy};
+use dllm::decode::Policy;
+use dllm::engine::GenParams;
 use dllm::runtime::{self, Device};
 use dllm::server::{self, RunningServer, ServeArgs};
 use serde_json::{json, Value};
@@ -105,8 +106,7 @@ fn parse_reply(raw: &[u8]) -> Reply {
 
 fn dechunk(mut b: &[u8]) -> Vec<u8> {
     let mut out = vec![];
-    loop {
-        let Some(i) = b.windows(2).position(|w| w == b"\r\n") else { break };
+    while let Some(i) = b.windows(2).position(|w| w == b"\r\n") {
         let n = usize::from_str_radix(String::from_utf8_lossy(&b[..i]).trim(), 16).unwrap_or(0);
         if n == 0 {
             break;

@@ -1,9 +1,11 @@
 //! The reference backend: f32 math on the checkpoint's weights, plain loops + rayon.
 //! Each function here is the CPU twin of a CUDA kernel and is what that kernel is tested against.
 
-use super::{Backend, Linear, Norm, Pick, StepBatch};
+use super::{Backend, Linear, Norm, StepBatch};
 use crate::checkpoint::Checkpoint;
 use crate::config::ModelConfig;
+use crate::decode::sample::pick_row;
+use crate::decode::Pick;
 use anyhow::{bail, Result};
 use rayon::prelude::*;
 
@@ -228,19 +230,6 @@ pub fn route(logits: &[f32], bias: &[f32], c: &ModelConfig) -> Vec<(usize, f32)>
     chosen.iter().map(|&i| (i, s[i] / sum * c.routed_scaling_factor)).collect()
 }
 
-/// Argmax of a logits row and its softmax probability (ties: lowest id).
-pub fn pick_row(logits: &[f32]) -> Pick {
-    let mut best = 0;
-    for (i, &l) in logits.iter().enumerate() {
-        if l > logits[best] {
-            best = i;
-        }
-    }
-    let m = logits[best];
-    let z: f32 = logits.iter().map(|&l| (l - m).exp()).sum();
-    Pick { token: best as u32, prob: 1.0 / z }
-}
-
 impl Backend for CpuBackend {
     type Act = Mat;
 
@@ -313,10 +302,9 @@ impl Backend for CpuBackend {
         let l = &self.layers[layer];
         let mut q = Mat::zeros(qkv.rows, nh * d);
         let limits = batch.key_limits();
-        for r in 0..qkv.rows {
+        for (r, &(slot, _)) in limits.iter().enumerate().take(qkv.rows) {
             let row = qkv.row(r);
             let pos = batch.positions[r] as usize;
-            let (slot, _) = limits[r];
             let cache = self.slots.get_mut(slot).and_then(|s| s.as_mut());
             let Some(cache) = cache else { bail!("KV slot {slot} is not allocated") };
             if pos >= cache.max_len {

@@ -5,6 +5,7 @@ pub mod cpu;
 #[cfg(dllm_cuda)]
 pub mod cuda;
 
+use crate::decode::Pick;
 use anyhow::Result;
 
 /// One request's contiguous run of tokens in a step: positions `start .. start + len`,
@@ -59,13 +60,6 @@ pub enum Norm {
 pub enum Linear {
     Qkv(usize),
     AttnOut(usize),
-}
-
-/// The chosen token of a position and its softmax probability (the confidence).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Pick {
-    pub token: u32,
-    pub prob: f32,
 }
 
 pub trait Backend {

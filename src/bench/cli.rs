@@ -1,6 +1,7 @@
 //! `dllm bench step|generate`: builds an engine on random weights of a preset (CUDA: made on the
 //! device) or on a checkpoint directory, runs the benchmark, prints a table, writes JSON.
 
+use super::engines::{cpu_engine, ModelSource};
 use super::{attach_baseline, bench_generate, bench_steps, print_step_table, StepBenchArgs};
 use crate::backend::Backend;
 use crate::engine::Engine;
@@ -82,8 +83,8 @@ pub fn run(cmd: BenchCmd, process_start: std::time::Instant) -> Result<()> {
             if matches!(cmd, BenchCmd::Kernels(_)) {
                 bail!("bench kernels times CUDA kernels; use --device cuda");
             }
-            let (b, cfg, mask, eos) = cpu_backend(&common.preset)?;
-            run_on(Engine::new(b, cfg, mask, eos), cmd, process_start)
+            let engine = cpu_engine(&ModelSource::parse(&common.preset))?;
+            run_on(engine, cmd, process_start)
         }
         Device::Cuda | Device::Auto => cuda(cmd, process_start),
     }
@@ -99,43 +100,15 @@ impl BenchCmd {
     }
 }
 
-fn cpu_backend(preset: &str) -> Result<(crate::backend::cpu::CpuBackend, crate::config::ModelConfig, u32, u32)> {
-    let dir = if PathBuf::from(preset).is_dir() {
-        PathBuf::from(preset)
-    } else if preset == "tiny" {
-        crate::runtime::resolve_model(None)?
-    } else {
-        bail!("the CPU backend benchmarks checkpoints and the tiny preset; {preset:?} needs --device cuda");
-    };
-    let ck = crate::checkpoint::Checkpoint::open(&dir)?;
-    let tok = crate::tokenizer::Tokenizer::open(&dir, &ck.config)?;
-    Ok((crate::backend::cpu::CpuBackend::load(&ck)?, ck.config.clone(), tok.mask_id, tok.eos_id))
-}
-
 #[cfg(dllm_cuda)]
 fn cuda(cmd: BenchCmd, process_start: std::time::Instant) -> Result<()> {
-    use crate::backend::cuda::{CudaBackend, CudaOptions};
+    use crate::backend::cuda::CudaOptions;
     let common = cmd.common();
     if matches!(cmd, BenchCmd::Kernels(_)) {
         // Per-launch timing is chosen when the backend's kernels are loaded.
         std::env::set_var("DLLM_PROFILE_KERNELS", "1");
     }
-    let opts = CudaOptions::default();
-    let (b, cfg, mask, eos) = if PathBuf::from(&common.preset).is_dir() {
-        let dir = PathBuf::from(&common.preset);
-        let ck = crate::checkpoint::Checkpoint::open(&dir)?;
-        let tok = crate::tokenizer::Tokenizer::open(&dir, &ck.config)?;
-        (CudaBackend::load(&ck, &opts)?, ck.config.clone(), tok.mask_id, tok.eos_id)
-    } else {
-        let mut cfg = crate::config::preset(&common.preset)?;
-        if cfg.vocab_size == 0 {
-            cfg.vocab_size = 512; // tiny's vocabulary is sized by its tokenizer; any size works here
-        }
-        let v = cfg.vocab_size as u32;
-        let (mask, eos) = (cfg.mask_token_id.unwrap_or(v - 1), cfg.eos_token_id.unwrap_or(v - 2));
-        (CudaBackend::random(cfg.clone(), common.seed, &opts)?, cfg, mask, eos)
-    };
-    let engine = Engine::new(b, cfg, mask, eos);
+    let engine = super::engines::cuda_engine(&ModelSource::parse(&common.preset), common.seed, &CudaOptions::default())?;
     if let BenchCmd::Kernels(a) = cmd {
         return kernels(engine, &a);
     }
@@ -147,7 +120,8 @@ fn cuda(cmd: BenchCmd, process_start: std::time::Instant) -> Result<()> {
 /// the times are GPU time; their sum is the step as the GPU runs it without host gaps.
 #[cfg(dllm_cuda)]
 fn kernels(mut engine: Engine<crate::backend::cuda::CudaBackend>, a: &KernelsArgs) -> Result<()> {
-    use crate::engine::{Event, GenParams, Policy};
+    use crate::decode::Policy;
+    use crate::engine::{Event, GenParams};
     let c = &a.common;
     super::check_step_shape(c.prefix, c.block, a.steps + 1)?; // + the step that counts experts
     let bandwidth = engine.backend.measure_copy_bandwidth()?;

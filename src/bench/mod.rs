@@ -4,14 +4,25 @@
 
 use crate::backend::Backend;
 use crate::config::ModelConfig;
-use crate::engine::{Engine, Event, GenParams, Policy};
+use crate::decode::Policy;
+use crate::engine::{Engine, Event, GenParams};
 use crate::rng::Rng;
 use anyhow::{bail, Result};
 use serde::Serialize;
 use std::time::Instant;
 
 pub mod cli;
+pub mod engines;
 pub mod kernels;
+#[cfg(dllm_cuda)]
+pub mod random_weights;
+#[cfg(not(dllm_cuda))]
+pub mod random_weights {
+    /// `generate --random-weights` without the kernels it times.
+    pub fn random_weights_steps(_preset: &str, _prefix_len: usize, _block: usize, _blocks: usize, _seed: u64) -> anyhow::Result<String> {
+        anyhow::bail!("--random-weights needs the CUDA backend, and this dllm was built without CUDA kernels")
+    }
+}
 
 /// Bytes one step must read: every weight it uses once (only the experts its tokens route
 /// to), the KV of every request's prefix and block, and the block's K/V writes.
@@ -100,7 +111,7 @@ pub fn check_step_shape(prefix: usize, block: usize, steps: usize) -> Result<()>
     if block < 2 {
         bail!("--block must be at least 2, got {block}");
     }
-    if prefix % block != 0 {
+    if !prefix.is_multiple_of(block) {
         bail!("--prefix ({prefix}) must be a multiple of --block ({block}) so the prefix is whole cached blocks");
     }
     if steps == 0 || steps >= block {
@@ -325,7 +336,7 @@ mod tests {
     fn mini_floor_matches_the_north_star_arithmetic() {
         // ~145 experts/layer at batch 1 -> about 19 GB with KV: the issue's ~6.3 ms at 3.0 TB/s.
         let c = crate::config::preset("mini").unwrap();
-        let b = step_bytes(&c, &vec![145; 19], 1, 1024, 32);
+        let b = step_bytes(&c, &[145; 19], 1, 1024, 32);
         let gb = (b.weights + b.kv) / 1e9;
         assert!((15.0..21.0).contains(&gb), "{gb} GB");
         // Every expert counted when routing was not measured.

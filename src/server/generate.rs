@@ -5,7 +5,8 @@
 use super::errors::{ApiError, ApiResult};
 use super::scheduler::{ReqEvent, SubmitError, Ticket};
 use super::{json, log, sse, sse_event, AppState, Level, Resp, SSE_DONE};
-use crate::engine::{Finish, GenParams, Policy};
+use crate::decode::Policy;
+use crate::engine::{Finish, GenParams};
 use bytes::Bytes;
 use hyper::StatusCode;
 use serde_json::{json, Map, Value};

@@ -317,7 +317,7 @@ impl Settings {
 /// The engine's default LowConfidence threshold.
 fn default_threshold() -> f32 {
     match GenParams::default().policy {
-        crate::engine::Policy::LowConfidence { threshold } => threshold,
+        crate::decode::Policy::LowConfidence { threshold } => threshold,
         _ => 0.95,
     }
 }
@@ -343,7 +343,7 @@ impl AppState {
     pub fn default_params(&self) -> GenParams {
         GenParams {
             block_size: self.settings.block_size,
-            policy: crate::engine::Policy::LowConfidence { threshold: self.settings.threshold },
+            policy: crate::decode::Policy::LowConfidence { threshold: self.settings.threshold },
             seed: self.settings.seed,
             ..GenParams::default()
         }

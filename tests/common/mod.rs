@@ -3,7 +3,8 @@
 
 use dllm::backend::{Backend, StepBatch};
 use dllm::config::ModelConfig;
-use dllm::engine::{GenParams, Policy};
+use dllm::decode::Policy;
+use dllm::engine::GenParams;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};

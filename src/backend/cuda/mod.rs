@@ -3,15 +3,15 @@
 //! lm_head). Activations: the residual stream and GEMM outputs are f32, GEMM inputs (norm
 //! and attention outputs) bf16; weights and the KV cache are bf16; accumulation is fp32.
 
-pub mod bench;
 mod ceiling;
 pub mod kernels;
 pub mod kv_cache;
 pub mod weights;
 
-use super::{Backend, Linear, Norm, Pick, StepBatch};
+use super::{Backend, Linear, Norm, StepBatch};
 use crate::checkpoint::Checkpoint;
 use crate::config::ModelConfig;
+use crate::decode::Pick;
 use anyhow::{anyhow, bail, Context, Result};
 use cudarc::driver::{CudaContext, CudaSlice};
 use kernels::{params::*, ptr, Kernels};

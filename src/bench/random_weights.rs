@@ -4,9 +4,10 @@
 //! block takes `block` denoising steps. Each step ends with the picks on the host, so the
 //! wall clock around `Engine::step` is the real step time (launches and host work included).
 
-use super::{CudaBackend, CudaOptions};
-use crate::config::preset;
-use crate::engine::{Engine, Event, GenParams, Policy};
+use super::engines::{cuda_engine, ModelSource};
+use crate::backend::cuda::CudaOptions;
+use crate::decode::Policy;
+use crate::engine::{Event, GenParams};
 use crate::rng::Rng;
 use anyhow::{bail, Result};
 
@@ -32,15 +33,8 @@ impl StepTimes {
 }
 
 pub fn random_steps(preset_name: &str, prefix_len: usize, block: usize, blocks: usize, seed: u64) -> Result<StepTimes> {
-    let mut cfg = preset(preset_name)?;
-    if cfg.vocab_size == 0 {
-        cfg.vocab_size = 512; // tiny's vocabulary is sized by its tokenizer; any size works here
-    }
-    let v = cfg.vocab_size as u32;
-    let mask = cfg.mask_token_id.unwrap_or(v - 1);
-    let eos = cfg.eos_token_id.unwrap_or(v - 2);
-    let backend = CudaBackend::random(cfg.clone(), seed, &CudaOptions::default())?;
-    let mut engine = Engine::new(backend, cfg, mask, eos);
+    let mut engine = cuda_engine(&ModelSource::Preset(preset_name.to_string()), seed, &CudaOptions::default())?;
+    let v = engine.cfg.vocab_size as u32;
     let mut rng = Rng::new(seed);
     let limit = v.min(150_000) - 2;
     let prompt: Vec<u32> = (0..prefix_len.max(1)).map(|_| (rng.next_u64() % limit as u64) as u32).collect();
@@ -73,4 +67,22 @@ pub fn random_steps(preset_name: &str, prefix_len: usize, block: usize, blocks: 
             }
         }
     }
+}
+
+/// Time denoising steps on random device weights of a preset (`generate --random-weights`):
+/// returns a one-line report.
+pub fn random_weights_steps(preset: &str, prefix_len: usize, block: usize, blocks: usize, seed: u64) -> Result<String> {
+    let t = random_steps(preset, prefix_len, block, blocks, seed)?;
+    for (name, ms, calls) in &t.profile {
+        eprintln!("  {name:<28} {ms:8.3} ms/step  {calls:6.1} calls/step");
+    }
+    Ok(format!(
+        "{preset} random weights, prefix {prefix_len}, block {block}, batch 1: first step (prefill) {:.2} ms; {} later steps: median {:.3} ms/step, min {:.3}, max {:.3} [{}]",
+        t.first_ms,
+        t.steps_ms.len(),
+        t.median_ms(),
+        t.steps_ms.iter().cloned().fold(f64::INFINITY, f64::min),
+        t.steps_ms.iter().cloned().fold(0.0, f64::max),
+        t.backend
+    ))
 }

@@ -1,0 +1,67 @@
+//! The engine a benchmark runs on: a checkpoint directory, or a preset's random weights (CUDA:
+//! made on the device, so shapes that cannot be shipped, like flash, still run). One function per
+//! backend, shared by `bench step|generate|kernels` and `generate --random-weights`.
+
+use crate::backend::cpu::CpuBackend;
+use crate::checkpoint::Checkpoint;
+use crate::engine::Engine;
+use crate::tokenizer::Tokenizer;
+use anyhow::{bail, Result};
+use std::path::PathBuf;
+
+/// What `--preset` names: an existing directory is a checkpoint, anything else a preset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelSource {
+    Checkpoint(PathBuf),
+    Preset(String),
+}
+
+impl ModelSource {
+    pub fn parse(preset_or_dir: &str) -> Self {
+        let p = PathBuf::from(preset_or_dir);
+        if p.is_dir() {
+            ModelSource::Checkpoint(p)
+        } else {
+            ModelSource::Preset(preset_or_dir.to_string())
+        }
+    }
+}
+
+/// The CPU engine: a checkpoint, or the tiny preset (the embedded default model; the CPU backend
+/// holds f32 weights in host memory, so the big presets are not offered).
+pub fn cpu_engine(src: &ModelSource) -> Result<Engine<CpuBackend>> {
+    let dir = match src {
+        ModelSource::Checkpoint(dir) => dir.clone(),
+        ModelSource::Preset(p) if p == "tiny" => crate::runtime::resolve_model(None)?,
+        ModelSource::Preset(p) => bail!("the CPU backend benchmarks checkpoints and the tiny preset; {p:?} needs --device cuda"),
+    };
+    let ck = Checkpoint::open(&dir)?;
+    let tok = Tokenizer::open(&dir, &ck.config)?;
+    Ok(Engine::new(CpuBackend::load(&ck)?, ck.config.clone(), tok.mask_id, tok.eos_id))
+}
+
+/// The CUDA engine: a checkpoint, or a preset's weights drawn on the device from `seed`.
+#[cfg(dllm_cuda)]
+pub fn cuda_engine(
+    src: &ModelSource,
+    seed: u64,
+    opts: &crate::backend::cuda::CudaOptions,
+) -> Result<Engine<crate::backend::cuda::CudaBackend>> {
+    use crate::backend::cuda::CudaBackend;
+    match src {
+        ModelSource::Checkpoint(dir) => {
+            let ck = Checkpoint::open(dir)?;
+            let tok = Tokenizer::open(dir, &ck.config)?;
+            Ok(Engine::new(CudaBackend::load(&ck, opts)?, ck.config.clone(), tok.mask_id, tok.eos_id))
+        }
+        ModelSource::Preset(name) => {
+            let mut cfg = crate::config::preset(name)?;
+            if cfg.vocab_size == 0 {
+                cfg.vocab_size = 512; // tiny's vocabulary is sized by its tokenizer; any size works here
+            }
+            let v = cfg.vocab_size as u32;
+            let (mask, eos) = (cfg.mask_token_id.unwrap_or(v - 1), cfg.eos_token_id.unwrap_or(v - 2));
+            Ok(Engine::new(CudaBackend::random(cfg.clone(), seed, opts)?, cfg, mask, eos))
+        }
+    }
+}

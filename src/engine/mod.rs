@@ -1,0 +1,352 @@
+//! Request state machine (prompt prefill -> blocks of denoising steps -> finished) and the
+//! batch: one `step` advances the current block of every active request by one denoising step.
+
+mod params;
+mod prefill;
+
+pub use params::GenParams;
+pub use prefill::{forward_budget, plan_prefill, Chunk, ChunkState, DEFAULT_CHUNKED_PREFILL};
+
+use crate::backend::{Backend, StepBatch};
+use crate::config::ModelConfig;
+use crate::decode::blocks::{quota_schedule, BlockLayout};
+use crate::decode::output::{cut_output_min, stop_ids};
+use crate::decode::sample::{pick_row, sample_row};
+use crate::decode::Pick;
+use crate::model;
+use crate::rng::Rng;
+use anyhow::{bail, Result};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Finish {
+    /// Ended on a stop token (the token id).
+    Stop(u32),
+    Length,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Output {
+    pub output_ids: Vec<u32>,
+    pub finish: Finish,
+    pub prompt_tokens: usize,
+    /// Denoising forwards this request took part in.
+    pub steps: usize,
+    pub blocks: usize,
+}
+
+#[derive(Debug)]
+pub enum Event {
+    /// A block finished; `generated` is everything generated so far (cut as the output would be).
+    Block {
+        id: u64,
+        generated: Vec<u32>,
+    },
+    Done {
+        id: u64,
+        output: Output,
+    },
+    Failed {
+        id: u64,
+        error: String,
+    },
+}
+
+struct Req {
+    id: u64,
+    tokens: Vec<u32>,
+    layout: BlockLayout,
+    params: GenParams,
+    quotas: Vec<usize>,
+    slot: usize,
+    block: usize,
+    step_in_block: usize,
+    /// Positions below this have their final K/V in the cache.
+    cached: usize,
+    steps: usize,
+    blocks_done: usize,
+    rng: Rng,
+}
+
+pub struct Engine<B: Backend> {
+    pub backend: B,
+    pub cfg: ModelConfig,
+    pub mask_id: u32,
+    pub eos_id: u32,
+    /// Longest sequence (prompt + generated, block-rounded) a request may reach.
+    pub context_len: usize,
+    /// Most tokens one forward may carry (usize::MAX: no limit): a step over more first runs
+    /// prefill-only forwards over whole context blocks. A forward's scratch memory grows with it.
+    pub max_forward_tokens: usize,
+    /// Prefill-only forwards run so far (chunked prefill at work).
+    pub prefill_forwards: u64,
+    reqs: Vec<Req>,
+    next_id: u64,
+}
+
+impl<B: Backend> Engine<B> {
+    pub fn new(backend: B, cfg: ModelConfig, mask_id: u32, eos_id: u32) -> Self {
+        let context_len = cfg.max_position_embeddings;
+        Engine {
+            backend,
+            cfg,
+            mask_id,
+            eos_id,
+            context_len,
+            max_forward_tokens: DEFAULT_CHUNKED_PREFILL,
+            prefill_forwards: 0,
+            reqs: vec![],
+            next_id: 1,
+        }
+    }
+
+    pub fn active(&self) -> usize {
+        self.reqs.len()
+    }
+
+    /// Check a request before it is queued: every error here is the caller's.
+    pub fn validate(&self, prompt: &[u32], p: &GenParams) -> Result<BlockLayout> {
+        if prompt.is_empty() {
+            bail!("the prompt is empty");
+        }
+        if p.block_size == 0 || p.block_size > 4096 {
+            bail!("block size must be between 1 and 4096, got {}", p.block_size);
+        }
+        if p.max_new_tokens == 0 {
+            bail!("max_new_tokens must be at least 1");
+        }
+        if p.min_new_tokens > p.max_new_tokens {
+            bail!("min_new_tokens ({}) exceeds max_new_tokens ({})", p.min_new_tokens, p.max_new_tokens);
+        }
+        if let Some(&t) = prompt.iter().find(|&&t| t as usize >= self.cfg.vocab_size) {
+            bail!("token id {t} is outside the vocabulary ({})", self.cfg.vocab_size);
+        }
+        if !(p.temperature >= 0.0 && p.temperature.is_finite()) {
+            bail!("temperature must be a finite number >= 0");
+        }
+        if !(p.top_p > 0.0 && p.top_p <= 1.0) {
+            bail!("top_p must be in (0, 1]");
+        }
+        let layout = BlockLayout { prompt_len: prompt.len(), block_size: p.block_size, max_new_tokens: p.max_new_tokens };
+        if prompt.len().saturating_add(p.max_new_tokens) > self.context_len || layout.total_len() > self.context_len {
+            bail!(
+                "prompt ({} tokens) + max_new_tokens ({}), rounded up to whole blocks of {} ({} positions), exceeds the context length {}",
+                prompt.len(),
+                p.max_new_tokens,
+                p.block_size,
+                layout.total_len(),
+                self.context_len
+            );
+        }
+        Ok(layout)
+    }
+
+    pub fn add(&mut self, prompt: Vec<u32>, params: GenParams) -> Result<u64> {
+        let layout = self.validate(&prompt, &params)?;
+        let slot = self.backend.alloc_seq(layout.total_len())?;
+        let id = self.next_id;
+        self.next_id += 1;
+        let quotas = quota_schedule(params.block_size, params.steps.unwrap_or(params.block_size));
+        self.reqs.push(Req {
+            id,
+            tokens: prompt,
+            layout,
+            rng: Rng::new(params.seed),
+            quotas,
+            params,
+            slot,
+            block: layout.first_gen_block(),
+            step_in_block: 0,
+            cached: 0,
+            steps: 0,
+            blocks_done: 0,
+        });
+        Ok(id)
+    }
+
+    pub fn cancel(&mut self, id: u64) -> bool {
+        if let Some(i) = self.reqs.iter().position(|r| r.id == id) {
+            let r = self.reqs.swap_remove(i);
+            self.backend.free_seq(r.slot);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// One denoising step over the current block of every active request.
+    pub fn step(&mut self) -> Vec<Event> {
+        if self.reqs.is_empty() {
+            return vec![];
+        }
+        let _r = crate::nvtx::range("step");
+        let mut events = self.prefill_chunks();
+        if self.reqs.is_empty() {
+            return events;
+        }
+        let mut batch = StepBatch::default();
+        let mut out_rows = Vec::new();
+        for r in &mut self.reqs {
+            let b = r.layout.block_size;
+            let (bs, be) = (r.block * b, (r.block + 1) * b);
+            if r.tokens.len() < be {
+                r.tokens.resize(be, self.mask_id);
+            }
+            let row0 = batch.num_tokens();
+            batch.push(r.slot, r.cached, &r.tokens[r.cached..be], b);
+            out_rows.extend(row0 + (bs - r.cached)..row0 + (be - r.cached));
+        }
+        let picks = match self.picks(&batch, &out_rows) {
+            Ok(p) => p,
+            Err(e) => {
+                // A failed forward fails its requests, never the engine.
+                let msg = format!("{e:#}");
+                let ids: Vec<u64> = self.reqs.iter().map(|r| r.id).collect();
+                self.fail(&ids, &msg, &mut events);
+                return events;
+            }
+        };
+        let mut finished = vec![];
+        let mut off = 0;
+        for (ri, r) in self.reqs.iter_mut().enumerate() {
+            let b = r.layout.block_size;
+            let bs = r.block * b;
+            let picks = &picks[off..off + b];
+            off += b;
+            let masked: Vec<bool> = r.tokens[bs..bs + b].iter().map(|&t| t == self.mask_id).collect();
+            let chosen = r.params.policy.select(picks, &masked, r.quotas[r.step_in_block]);
+            for i in chosen {
+                r.tokens[bs + i] = picks[i].token;
+            }
+            r.cached = bs;
+            r.steps += 1;
+            r.step_in_block += 1;
+            let block_open = r.tokens[bs..bs + b].contains(&self.mask_id) && r.step_in_block < r.quotas.len();
+            if block_open {
+                continue;
+            }
+            r.blocks_done += 1;
+            let p = &r.params;
+            let stops = stop_ids(&p.stop_token_ids, self.eos_id, p.replace_eos, p.ignore_eos);
+            let generated = &r.tokens[r.layout.prompt_len..bs + b];
+            let (cut, matched) = cut_output_min(generated, r.params.max_new_tokens, &stops, r.params.min_new_tokens);
+            let eos_final = matched.is_some() && !generated[..cut.len()].contains(&self.mask_id);
+            let last = r.block + 1 >= r.layout.end_block();
+            events.push(Event::Block { id: r.id, generated: cut.clone() });
+            if eos_final || last || generated.len() >= r.params.max_new_tokens {
+                let output = Output {
+                    finish: matched.map(Finish::Stop).unwrap_or(Finish::Length),
+                    output_ids: cut,
+                    prompt_tokens: r.layout.prompt_len,
+                    steps: r.steps,
+                    blocks: r.blocks_done,
+                };
+                events.push(Event::Done { id: r.id, output });
+                finished.push(ri);
+            } else {
+                r.block += 1;
+                r.step_in_block = 0;
+            }
+        }
+        for &ri in finished.iter().rev() {
+            let r = self.reqs.remove(ri);
+            self.backend.free_seq(r.slot);
+        }
+        events
+    }
+
+    /// Drop the requests (freeing their caches) and report each as failed.
+    fn fail(&mut self, ids: &[u64], error: &str, events: &mut Vec<Event>) {
+        for &id in ids {
+            self.cancel(id);
+            events.push(Event::Failed { id, error: error.to_string() });
+        }
+    }
+
+    /// Per output row: greedy rows through the fused lm_head pick, sampled rows from logits.
+    fn picks(&mut self, batch: &StepBatch, out_rows: &[usize]) -> Result<Vec<Pick>> {
+        if self.reqs.iter().all(|r| r.params.temperature == 0.0) {
+            return model::forward_pick(&mut self.backend, &self.cfg, batch, out_rows);
+        }
+        let logits = model::forward_logits(&mut self.backend, &self.cfg, batch, out_rows)?;
+        let v = self.cfg.vocab_size;
+        let mut picks = Vec::with_capacity(out_rows.len());
+        let mut row = 0;
+        for r in &mut self.reqs {
+            for _ in 0..r.layout.block_size {
+                let l = &logits[row * v..(row + 1) * v];
+                picks.push(if r.params.temperature == 0.0 { pick_row(l) } else { sample_row(l, &r.params.sampling(), &mut r.rng) });
+                row += 1;
+            }
+        }
+        Ok(picks)
+    }
+
+    /// Run one request alone to the end (the CLI path).
+    pub fn generate(&mut self, prompt: Vec<u32>, params: GenParams) -> Result<Output> {
+        let id = self.add(prompt, params)?;
+        loop {
+            for ev in self.step() {
+                match ev {
+                    Event::Done { id: i, output } if i == id => return Ok(output),
+                    Event::Failed { id: i, error } if i == id => bail!(error),
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+/// Object-safe face of [`Engine`], so callers choose the backend at run time.
+pub trait DynEngine: Send {
+    fn validate(&self, prompt: &[u32], p: &GenParams) -> Result<()>;
+    fn add(&mut self, prompt: Vec<u32>, params: GenParams) -> Result<u64>;
+    fn step(&mut self) -> Vec<Event>;
+    fn cancel(&mut self, id: u64) -> bool;
+    fn active(&self) -> usize;
+    fn generate(&mut self, prompt: Vec<u32>, params: GenParams) -> Result<Output>;
+    fn backend_name(&self) -> String;
+    fn config(&self) -> &ModelConfig;
+    fn context_len(&self) -> usize;
+    fn set_context_len(&mut self, n: usize);
+    fn max_forward_tokens(&self) -> usize;
+    fn set_max_forward_tokens(&mut self, n: usize);
+}
+
+impl<B: Backend + Send> DynEngine for Engine<B> {
+    fn validate(&self, prompt: &[u32], p: &GenParams) -> Result<()> {
+        Engine::validate(self, prompt, p).map(|_| ())
+    }
+    fn add(&mut self, prompt: Vec<u32>, params: GenParams) -> Result<u64> {
+        Engine::add(self, prompt, params)
+    }
+    fn step(&mut self) -> Vec<Event> {
+        Engine::step(self)
+    }
+    fn cancel(&mut self, id: u64) -> bool {
+        Engine::cancel(self, id)
+    }
+    fn active(&self) -> usize {
+        Engine::active(self)
+    }
+    fn generate(&mut self, prompt: Vec<u32>, params: GenParams) -> Result<Output> {
+        Engine::generate(self, prompt, params)
+    }
+    fn backend_name(&self) -> String {
+        self.backend.name()
+    }
+    fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+    fn context_len(&self) -> usize {
+        self.context_len
+    }
+    fn set_context_len(&mut self, n: usize) {
+        self.context_len = n.min(self.cfg.max_position_embeddings);
+    }
+    fn max_forward_tokens(&self) -> usize {
+        self.max_forward_tokens
+    }
+    fn set_max_forward_tokens(&mut self, n: usize) {
+        self.max_forward_tokens = n;
+    }
+}
