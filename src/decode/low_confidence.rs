@@ -1,9 +1,27 @@
 //! LowConfidence (LLaDA2.0's official `generate`, SGLang's `LowConfidence` algorithm).
 
-use super::{masked_positions, most_confident, Pick};
+use super::{masked_positions, most_confident, Pick, Setting};
+
+/// Its name in SGLang's `--dllm-algorithm`.
+pub const NAME: &str = "LowConfidence";
 
 /// The threshold LLaDA2.0's `generate` and SGLang's LowConfidence use when none is given.
 pub const DEFAULT_THRESHOLD: f32 = 0.95;
+
+/// The settings SGLang's LowConfidence reads from `--dllm-algorithm-config`: `threshold`.
+/// Returns the threshold (the default when absent) and the keys it does not know.
+pub fn from_settings(settings: &[(String, Setting)]) -> Result<(f32, Vec<String>), String> {
+    let mut threshold = DEFAULT_THRESHOLD;
+    let mut unknown = vec![];
+    for (key, value) in settings {
+        match (key.as_str(), value) {
+            ("threshold", Setting::Number(t)) => threshold = *t as f32,
+            ("threshold", Setting::Other(v)) => return Err(format!("threshold must be a number, got {v}")),
+            _ => unknown.push(key.clone()),
+        }
+    }
+    Ok((threshold, unknown))
+}
 
 /// Every masked position with p > threshold when at least `quota` of them pass; otherwise the
 /// `quota` most confident (ties: lower position). `quota` is capped at the number of masked
@@ -33,5 +51,13 @@ mod tests {
         assert_eq!(select(&picks, &[true, true, true, false], 2, 0.95), vec![0, 1]);
         // quota larger than the masked count is capped
         assert_eq!(select(&picks, &[false, false, true, false], 4, 0.95), vec![2]);
+    }
+    #[test]
+    fn settings_keys() {
+        let num = |k: &str, v| (k.to_string(), Setting::Number(v));
+        assert_eq!(from_settings(&[]), Ok((DEFAULT_THRESHOLD, vec![])));
+        assert_eq!(from_settings(&[num("threshold", 0.5), num("steps", 3.0)]), Ok((0.5, vec!["steps".to_string()])));
+        let bad = from_settings(&[("threshold".into(), Setting::Other("\"high\"".into()))]).unwrap_err();
+        assert!(bad.contains("threshold must be a number"), "{bad}");
     }
 }

@@ -30,7 +30,32 @@ pub enum Policy {
     FixedCount { k: usize },
 }
 
+/// One value of an algorithm's settings (SGLang's `--dllm-algorithm-config` YAML scalars).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Setting {
+    Number(f64),
+    /// Anything else, as the file spelled it (for the error message).
+    Other(String),
+}
+
+/// The unmasking algorithms the server offers, by SGLang's `--dllm-algorithm` names.
+pub const ALGORITHMS: &[&str] = &[low_confidence::NAME];
+
 impl Policy {
+    /// SGLang's `--dllm-algorithm NAME` (case-insensitive) with the settings of its
+    /// `--dllm-algorithm-config` file. Each algorithm's file owns its keys and defaults; keys it
+    /// does not know are returned so the caller can warn about them.
+    pub fn from_algorithm(name: &str, settings: &[(String, Setting)]) -> Result<(Policy, Vec<String>), String> {
+        if name.eq_ignore_ascii_case(low_confidence::NAME) {
+            let (threshold, unknown) = low_confidence::from_settings(settings)?;
+            return Ok((Policy::LowConfidence { threshold }, unknown));
+        }
+        Err(format!(
+            "unknown diffusion algorithm {name:?}: dllm supports {}",
+            ALGORITHMS.iter().map(|a| format!("{a:?}")).collect::<Vec<_>>().join(", ")
+        ))
+    }
+
     /// The positions of one block (indices into `picks`, ascending) that this step unmasks;
     /// `quota` is the step's share of the block (see [`blocks::quota_schedule`]).
     pub fn select(&self, picks: &[Pick], masked: &[bool], quota: usize) -> Vec<usize> {

@@ -4,7 +4,7 @@
 mod params;
 mod prefill;
 
-pub use params::GenParams;
+pub use params::{GenParams, MAX_BLOCK_SIZE};
 pub use prefill::{forward_budget, plan_prefill, Chunk, ChunkState, DEFAULT_CHUNKED_PREFILL};
 
 use crate::backend::{Backend, StepBatch};
@@ -108,23 +108,9 @@ impl<B: Backend> Engine<B> {
         if prompt.is_empty() {
             bail!("the prompt is empty");
         }
-        if p.block_size == 0 || p.block_size > 4096 {
-            bail!("block size must be between 1 and 4096, got {}", p.block_size);
-        }
-        if p.max_new_tokens == 0 {
-            bail!("max_new_tokens must be at least 1");
-        }
-        if p.min_new_tokens > p.max_new_tokens {
-            bail!("min_new_tokens ({}) exceeds max_new_tokens ({})", p.min_new_tokens, p.max_new_tokens);
-        }
+        p.validate(self.cfg.vocab_size).map_err(anyhow::Error::msg)?;
         if let Some(&t) = prompt.iter().find(|&&t| t as usize >= self.cfg.vocab_size) {
             bail!("token id {t} is outside the vocabulary ({})", self.cfg.vocab_size);
-        }
-        if !(p.temperature >= 0.0 && p.temperature.is_finite()) {
-            bail!("temperature must be a finite number >= 0");
-        }
-        if !(p.top_p > 0.0 && p.top_p <= 1.0) {
-            bail!("top_p must be in (0, 1]");
         }
         let layout = BlockLayout { prompt_len: prompt.len(), block_size: p.block_size, max_new_tokens: p.max_new_tokens };
         if prompt.len().saturating_add(p.max_new_tokens) > self.context_len || layout.total_len() > self.context_len {

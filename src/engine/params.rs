@@ -4,6 +4,9 @@ use crate::decode::low_confidence::DEFAULT_THRESHOLD;
 use crate::decode::sample::Sampling;
 use crate::decode::Policy;
 
+/// The largest block a request may denoise at once (and the server's `--diffusion-block-size`).
+pub const MAX_BLOCK_SIZE: usize = 4096;
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct GenParams {
     pub max_new_tokens: usize,
@@ -44,8 +47,68 @@ impl Default for GenParams {
 }
 
 impl GenParams {
+    /// The request's own values, checked once for every caller (the CLI, the server and the
+    /// engine all come here); `vocab_size` bounds the stop tokens. Each error is the caller's.
+    pub fn validate(&self, vocab_size: usize) -> Result<(), String> {
+        if self.block_size == 0 || self.block_size > MAX_BLOCK_SIZE {
+            return Err(format!("block size must be between 1 and {MAX_BLOCK_SIZE}, got {}", self.block_size));
+        }
+        if self.max_new_tokens == 0 {
+            return Err("max_new_tokens must be at least 1".into());
+        }
+        if self.min_new_tokens > self.max_new_tokens {
+            return Err(format!("min_new_tokens ({}) exceeds max_new_tokens ({})", self.min_new_tokens, self.max_new_tokens));
+        }
+        if let Some(s) = self.steps {
+            if s == 0 || s > self.block_size {
+                return Err(format!("steps must be between 1 and the block size ({}), got {s}", self.block_size));
+            }
+        }
+        if let Policy::LowConfidence { threshold } = self.policy {
+            if !(0.0..=1.0).contains(&threshold) {
+                return Err(format!("threshold must be in [0, 1], got {threshold}"));
+            }
+        }
+        if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
+            return Err("temperature must be a finite number >= 0".into());
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return Err("top_p must be in (0, 1]".into());
+        }
+        if let Some(t) = self.stop_token_ids.iter().find(|&&t| t as usize >= vocab_size) {
+            return Err(format!("stop_token_ids: {t} is outside the vocabulary ({vocab_size})"));
+        }
+        Ok(())
+    }
+
     /// The sampling knobs, as the sampler takes them.
     pub fn sampling(&self) -> Sampling {
         Sampling { temperature: self.temperature, top_p: self.top_p, top_k: self.top_k }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_limit_is_checked() {
+        let ok = GenParams::default();
+        assert_eq!(ok.validate(100), Ok(()));
+        let bad = |p: GenParams, want: &str| {
+            let e = p.validate(100).unwrap_err();
+            assert!(e.contains(want), "{e:?} should say {want:?}");
+        };
+        bad(GenParams { block_size: 0, ..ok.clone() }, "block size must be between 1 and 4096");
+        bad(GenParams { block_size: MAX_BLOCK_SIZE + 1, ..ok.clone() }, "block size");
+        bad(GenParams { max_new_tokens: 0, ..ok.clone() }, "max_new_tokens must be at least 1");
+        bad(GenParams { min_new_tokens: 200, ..ok.clone() }, "min_new_tokens (200) exceeds");
+        bad(GenParams { steps: Some(0), ..ok.clone() }, "steps must be between 1 and the block size (32)");
+        bad(GenParams { steps: Some(33), ..ok.clone() }, "got 33");
+        bad(GenParams { policy: Policy::LowConfidence { threshold: 1.5 }, ..ok.clone() }, "threshold must be in [0, 1]");
+        bad(GenParams { temperature: f32::NAN, ..ok.clone() }, "temperature");
+        bad(GenParams { top_p: 0.0, ..ok.clone() }, "top_p must be in (0, 1]");
+        bad(GenParams { stop_token_ids: vec![3, 100], ..ok.clone() }, "stop_token_ids: 100 is outside the vocabulary (100)");
+        assert_eq!(GenParams { steps: Some(32), stop_token_ids: vec![99], ..ok }.validate(100), Ok(()));
     }
 }
