@@ -3,8 +3,9 @@
 //! job to the engine thread, and turning its events into cumulative text updates.
 
 use super::errors::{ApiError, ApiResult};
+use super::log::{log, Level};
 use super::scheduler::{ReqEvent, SubmitError, Ticket};
-use super::{json, log, sse, sse_event, AppState, Level, Resp, SSE_DONE};
+use super::{json, sse, sse_event, AppState, Resp, SSE_DONE};
 use crate::engine::{Finish, GenParams, Policy};
 use bytes::Bytes;
 use hyper::StatusCode;

@@ -5,7 +5,8 @@ use super::errors::{ApiError, ApiResult};
 use super::generate::{
     as_bool, as_object, as_u32, encode, forward_all, is_unset, kind, new_rid, submit_all, FinishKind, Job, Running, Sampling, Update,
 };
-use super::{json, log, sse, sse_event, AppState, Level, Resp, SSE_DONE};
+use super::log::{log, Level};
+use super::{json, sse, sse_event, AppState, Resp, SSE_DONE};
 use crate::tokenizer::{apply_chat_template, ChatMessage};
 use bytes::Bytes;
 use hyper::StatusCode;
