@@ -7,6 +7,7 @@
 
 pub mod errors;
 pub mod generate;
+pub mod json;
 pub mod log;
 pub mod metrics;
 pub mod openai;

@@ -2,9 +2,8 @@
 //! (JSON or server-sent events with incremental deltas, `usage`, `stream_options.include_usage`).
 
 use super::errors::{ApiError, ApiResult};
-use super::generate::{
-    as_bool, as_object, as_u32, encode, forward_all, is_unset, kind, new_rid, submit_all, FinishKind, Job, Running, Sampling, Update,
-};
+use super::generate::{encode, forward_all, new_rid, submit_all, FinishKind, Job, Running, Sampling, Update};
+use super::json::{as_bool, as_object, as_u32, is_unset, kind};
 use super::log::{log, Level};
 use super::{json, sse, sse_event, AppState, Resp, SSE_DONE};
 use crate::tokenizer::{apply_chat_template, ChatMessage};
