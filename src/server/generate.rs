@@ -3,10 +3,11 @@
 //! job to the engine thread, and turning its events into cumulative text updates.
 
 use super::errors::{ApiError, ApiResult};
+use super::http::{json, sse, sse_event, Resp, SSE_DONE};
 use super::json::{as_bool, as_f32, as_i64, as_object, as_u32, as_usize, is_unset, kind};
 use super::log::{log, Level};
 use super::scheduler::{ReqEvent, SubmitError, Ticket};
-use super::{json, sse, sse_event, AppState, Resp, SSE_DONE};
+use super::AppState;
 use crate::engine::{Finish, GenParams, Policy};
 use bytes::Bytes;
 use hyper::StatusCode;
@@ -614,7 +615,7 @@ pub async fn health_generate(st: &Arc<AppState>) -> ApiResult<Resp> {
     let job = Job { prompt, sampling: s, rid: new_rid() };
     let run = submit(st, job, Instant::now()).await?;
     match tokio::time::timeout(std::time::Duration::from_secs(60), run.finish()).await {
-        Ok(u) if !matches!(u.finish, Some(FinishKind::Abort(_))) => Ok(super::full(StatusCode::OK, "text/plain", "")),
+        Ok(u) if !matches!(u.finish, Some(FinishKind::Abort(_))) => Ok(super::http::full(StatusCode::OK, "text/plain", "")),
         Ok(u) => Err(ApiError::unavailable(format!("generation failed: {:?}", u.finish))),
         Err(_) => Err(ApiError::unavailable("generation did not finish within 60 s")),
     }

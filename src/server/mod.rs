@@ -7,6 +7,7 @@
 
 pub mod errors;
 pub mod generate;
+pub mod http;
 pub mod json;
 pub mod log;
 pub mod metrics;
@@ -17,11 +18,10 @@ use crate::engine::GenParams;
 use crate::runtime::{self, Device, Loaded};
 use crate::tokenizer::Tokenizer;
 use anyhow::{bail, Context, Result};
-use bytes::Bytes;
 use errors::{ApiError, ApiResult};
-use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited};
+use http::{check_api_key, full, json, read_json, Resp};
 use hyper::body::Incoming;
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Method, Request, StatusCode};
 use log::{log, set_log_level, Level};
 use metrics::Metrics;
 use scheduler::Scheduler;
@@ -31,8 +31,6 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
-
-pub type Resp = Response<BoxBody<Bytes, Infallible>>;
 
 /// Flags of `dllm serve`: SGLang's `launch_server` names, so its command lines work here.
 #[derive(clap::Args, Debug, Clone)]
@@ -539,7 +537,7 @@ async fn dispatch(st: &Arc<AppState>, req: Request<Incoming>) -> ApiResult<Resp>
     let method = req.method().clone();
     let open = matches!(path.as_str(), "/health" | "/metrics");
     if !open {
-        check_api_key(st, &req)?;
+        check_api_key(st.settings.api_key.as_deref(), &req)?;
     }
     let is_get = method == Method::GET || method == Method::HEAD;
     let is_post = method == Method::POST;
@@ -552,9 +550,9 @@ async fn dispatch(st: &Arc<AppState>, req: Request<Incoming>) -> ApiResult<Resp>
         // Benchmarks call it between runs; finished blocks' K/V are freed with their request.
         "/flush_cache" if is_post || is_get => Ok(full(StatusCode::OK, "text/plain", "Cache flushed.\n")),
         "/v1/models" if is_get => Ok(json(StatusCode::OK, &openai::models(st))),
-        "/generate" if is_post => generate::generate(st, read_json(st, req).await?).await,
-        "/v1/completions" if is_post => openai::completions(st, read_json(st, req).await?).await,
-        "/v1/chat/completions" if is_post => openai::chat(st, read_json(st, req).await?).await,
+        "/generate" if is_post => generate::generate(st, read_json(req, st.settings.max_body_bytes).await?).await,
+        "/v1/completions" if is_post => openai::completions(st, read_json(req, st.settings.max_body_bytes).await?).await,
+        "/v1/chat/completions" if is_post => openai::chat(st, read_json(req, st.settings.max_body_bytes).await?).await,
         "/health" | "/health_generate" | "/metrics" | "/get_model_info" | "/model_info" | "/get_server_info" | "/server_info"
         | "/v1/models" => Err(ApiError::method_not_allowed(format!("{path} takes GET, not {method}"))),
         "/generate" | "/v1/completions" | "/v1/chat/completions" => {
@@ -562,48 +560,6 @@ async fn dispatch(st: &Arc<AppState>, req: Request<Incoming>) -> ApiResult<Resp>
         }
         _ => Err(ApiError::not_found(format!("no endpoint {method} {path}"))),
     }
-}
-
-fn check_api_key(st: &AppState, req: &Request<Incoming>) -> ApiResult<()> {
-    let Some(key) = &st.settings.api_key else { return Ok(()) };
-    let given = req
-        .headers()
-        .get(hyper::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(str::trim);
-    match given {
-        None => Err(ApiError::unauthorized("missing API key: send `Authorization: Bearer <key>`")),
-        Some(g) if !constant_time_eq(g.as_bytes(), key.as_bytes()) => Err(ApiError::unauthorized("invalid API key")),
-        Some(_) => Ok(()),
-    }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// The body as JSON: 413 past the size limit, 400 if it does not parse.
-async fn read_json(st: &AppState, req: Request<Incoming>) -> ApiResult<serde_json::Value> {
-    let limit = st.settings.max_body_bytes;
-    if let Some(n) = req.headers().get(hyper::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok()) {
-        if n > limit as u64 {
-            return Err(ApiError::too_large(format!("request body of {n} bytes exceeds the limit of {limit} bytes")));
-        }
-    }
-    let body = match Limited::new(req.into_body(), limit).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => {
-            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-                return Err(ApiError::too_large(format!("request body exceeds the limit of {limit} bytes")));
-            }
-            return Err(ApiError::bad_request(format!("reading the request body failed: {e}")));
-        }
-    };
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::bad_request("the request body is empty; send a JSON object"));
-    }
-    serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))
 }
 
 fn model_info(st: &AppState) -> serde_json::Value {
@@ -645,49 +601,3 @@ fn server_info(st: &AppState) -> serde_json::Value {
     }
     v
 }
-
-pub fn full(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Resp {
-    let mut r = Response::new(Full::new(body.into()).boxed());
-    *r.status_mut() = status;
-    if let Ok(v) = hyper::header::HeaderValue::from_str(content_type) {
-        r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
-    }
-    r
-}
-
-pub fn json(status: StatusCode, v: &serde_json::Value) -> Resp {
-    full(status, "application/json", v.to_string())
-}
-
-/// A streaming body fed by a channel of ready-made chunks (server-sent events).
-pub struct ChannelBody {
-    rx: tokio::sync::mpsc::Receiver<Bytes>,
-}
-
-impl http_body::Body for ChannelBody {
-    type Data = Bytes;
-    type Error = Infallible;
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
-        self.rx.poll_recv(cx).map(|o| o.map(|b| Ok(http_body::Frame::data(b))))
-    }
-}
-
-/// An SSE response and the sender that feeds it; the sender's `closed()` fires when the
-/// client has gone (hyper dropped the body).
-pub fn sse() -> (Resp, tokio::sync::mpsc::Sender<Bytes>) {
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
-    let mut r = Response::new(ChannelBody { rx }.boxed());
-    let h = r.headers_mut();
-    h.insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/event-stream"));
-    h.insert(hyper::header::CACHE_CONTROL, hyper::header::HeaderValue::from_static("no-cache"));
-    (r, tx)
-}
-
-pub fn sse_event(v: &serde_json::Value) -> Bytes {
-    Bytes::from(format!("data: {v}\n\n"))
-}
-
-pub const SSE_DONE: &str = "data: [DONE]\n\n";
