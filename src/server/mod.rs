@@ -13,6 +13,7 @@ pub mod json;
 pub mod log;
 pub mod metrics;
 pub mod openai;
+pub mod request;
 pub mod scheduler;
 
 pub use args::{ServeArgs, Settings, MAX_TP};

@@ -2,10 +2,10 @@
 //! (JSON or server-sent events with incremental deltas, `usage`, `stream_options.include_usage`).
 
 use super::errors::{ApiError, ApiResult};
-use super::generate::{encode, forward_all, new_rid, submit_all, FinishKind, Job, Running, Sampling, Update};
 use super::http::{json, sse, sse_event, Resp, SSE_DONE};
 use super::json::{as_bool, as_object, as_u32, is_unset, kind};
 use super::log::{log, Level};
+use super::request::{encode, forward_all, new_rid, submit_all, FinishKind, Job, Running, Sampling, Update};
 use super::AppState;
 use crate::tokenizer::{apply_chat_template, ChatMessage};
 use bytes::Bytes;
