@@ -2,12 +2,11 @@
 //! events) and `/health_generate`.
 
 use super::errors::{ApiError, ApiResult};
-use super::http::{json, sse, sse_event, Resp, SSE_DONE};
+use super::http::{json, Resp};
 use super::json::{as_bool, as_object, as_u32, is_unset, kind};
 use super::log::{log, Level};
-use super::request::{encode, forward_all, new_rid, submit, submit_all, FinishKind, Job, Sampling, Update};
+use super::request::{encode, new_rid, stream_sse, submit, submit_all, FinishKind, Job, Sampling, StreamFormat, Update};
 use super::AppState;
-use bytes::Bytes;
 use hyper::StatusCode;
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
@@ -187,25 +186,25 @@ pub async fn generate(st: &Arc<AppState>, body: Value) -> ApiResult<Resp> {
         let v = if batch { Value::Array(out) } else { out.pop().unwrap_or(Value::Null) };
         return Ok(json(StatusCode::OK, &v));
     }
-    let (resp, tx) = sse();
-    let mut rx = forward_all(runs);
-    tokio::spawn(async move {
-        loop {
-            let (i, u) = tokio::select! {
-                m = rx.recv() => match m { Some(m) => m, None => break },
-                _ = tx.closed() => return,
-            };
-            let mut v = generate_value(&heads[i], &u);
-            if batch {
-                v["index"] = json!(i);
-            }
-            if tx.send(sse_event(&v)).await.is_err() {
-                return;
-            }
+    Ok(stream_sse(runs, GenerateStream { heads, batch }))
+}
+
+/// `/generate`'s stream: each event is the request's whole answer so far (SGLang's
+/// cumulative `text`), with its `index` in a batch.
+struct GenerateStream {
+    /// Per request: its id and prompt length.
+    heads: Vec<(String, usize)>,
+    batch: bool,
+}
+
+impl StreamFormat for GenerateStream {
+    fn update(&mut self, i: usize, u: &Update) -> Value {
+        let mut v = generate_value(&self.heads[i], u);
+        if self.batch {
+            v["index"] = json!(i);
         }
-        let _ = tx.send(Bytes::from_static(SSE_DONE.as_bytes())).await;
-    });
-    Ok(resp)
+        v
+    }
 }
 
 fn generate_value(head: &(String, usize), u: &Update) -> Value {

@@ -3,11 +3,13 @@
 //! applied), one per finished block.
 
 use super::errors::{ApiError, ApiResult};
+use super::http::{sse, sse_event, Resp, SSE_DONE};
 use super::json::{as_bool, as_f32, as_i64, as_u32, as_usize, kind};
 use super::log::{log, Level};
 use super::scheduler::{ReqEvent, SubmitError, Ticket};
 use super::AppState;
 use crate::engine::{Finish, GenParams, Policy};
+use bytes::Bytes;
 use hyper::StatusCode;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -360,6 +362,52 @@ pub fn forward_all(runs: Vec<Running>) -> tmpsc::UnboundedReceiver<(usize, Updat
         });
     }
     rx
+}
+
+/// How a route writes its stream of server-sent events: what comes before the updates, the
+/// event for each update, and what comes after the last one (before `[DONE]`).
+pub trait StreamFormat: Send + 'static {
+    /// Events before any update.
+    fn opening(&mut self) -> Vec<Value> {
+        Vec::new()
+    }
+    /// The event for update `u` of request `i` (its index in the batch).
+    fn update(&mut self, i: usize, u: &Update) -> Value;
+    /// Events after every request has finished.
+    fn closing(&mut self) -> Vec<Value> {
+        Vec::new()
+    }
+}
+
+/// Stream every request's updates as server-sent events, written by `format`, then `[DONE]`.
+/// When the client goes away the stream stops, and with it the forwarders: their requests
+/// are cancelled.
+pub fn stream_sse(runs: Vec<Running>, mut format: impl StreamFormat) -> Resp {
+    let (resp, tx) = sse();
+    let mut rx = forward_all(runs);
+    tokio::spawn(async move {
+        for v in format.opening() {
+            if tx.send(sse_event(&v)).await.is_err() {
+                return;
+            }
+        }
+        loop {
+            let (i, u) = tokio::select! {
+                m = rx.recv() => match m { Some(m) => m, None => break },
+                _ = tx.closed() => return,
+            };
+            if tx.send(sse_event(&format.update(i, &u))).await.is_err() {
+                return;
+            }
+        }
+        for v in format.closing() {
+            if tx.send(sse_event(&v)).await.is_err() {
+                return;
+            }
+        }
+        let _ = tx.send(Bytes::from_static(SSE_DONE.as_bytes())).await;
+    });
+    resp
 }
 
 /// Submit every job, or none: on an error the ones already queued are cancelled (dropped).
