@@ -2,7 +2,7 @@
 //! `{"error": {"message", "type", "code"}}` (SGLang answers `{"error": {"message"}}`; ours is a
 //! superset, and OpenAI's own shape).
 
-use super::{full, Resp};
+use super::http::{full, Resp};
 use hyper::StatusCode;
 
 #[derive(Debug, Clone)]

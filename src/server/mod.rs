@@ -5,322 +5,36 @@
 //! `/get_server_info`), OpenAI's (`/v1/models`, `/v1/completions`, `/v1/chat/completions`)
 //! and `/metrics`.
 
+pub mod args;
 pub mod errors;
 pub mod generate;
+pub mod http;
+pub mod json;
+pub mod log;
 pub mod metrics;
 pub mod openai;
+pub mod request;
 pub mod scheduler;
 
+pub use args::{ServeArgs, Settings, MAX_TP};
+
 use crate::engine::GenParams;
-use crate::runtime::{self, Device, Loaded};
+use crate::runtime::{self, Loaded};
 use crate::tokenizer::Tokenizer;
 use anyhow::{bail, Context, Result};
-use bytes::Bytes;
 use errors::{ApiError, ApiResult};
-use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited};
+use http::{check_api_key, full, json, read_json, Resp};
 use hyper::body::Incoming;
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Method, Request, StatusCode};
+use log::{log, Level};
 use metrics::Metrics;
 use scheduler::Scheduler;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
-
-pub type Resp = Response<BoxBody<Bytes, Infallible>>;
-
-/// Flags of `dllm serve`: SGLang's `launch_server` names, so its command lines work here.
-#[derive(clap::Args, Debug, Clone)]
-pub struct ServeArgs {
-    /// Model directory (Hugging Face layout). Default: the embedded tiny model.
-    #[arg(long)]
-    pub model_path: Option<PathBuf>,
-    #[arg(long, default_value = "127.0.0.1")]
-    pub host: String,
-    /// 0 picks a free port (the bound address is logged).
-    #[arg(long, default_value_t = 30000)]
-    pub port: u16,
-    /// Unmasking algorithm (SGLang's dLLM PR spelling); only "LowConfidence".
-    #[arg(long)]
-    pub diffusion_algorithm: Option<String>,
-    /// Newer SGLang spelling of --diffusion-algorithm.
-    #[arg(long)]
-    pub dllm_algorithm: Option<String>,
-    /// YAML file with the algorithm's settings, e.g. `threshold: 0.9`.
-    #[arg(long)]
-    pub dllm_algorithm_config: Option<PathBuf>,
-    /// Block size of diffusion decoding: the default, and the largest a request may ask for.
-    #[arg(long, default_value_t = 32)]
-    pub diffusion_block_size: usize,
-    /// Requests running in the engine at once (their blocks share each step); others queue.
-    #[arg(long, default_value_t = 32)]
-    pub max_running_requests: usize,
-    /// Requests that may wait for a running slot; beyond that the server answers 503.
-    #[arg(long, default_value_t = 1024)]
-    pub max_queued_requests: usize,
-    /// Accepted for SGLang compatibility; must be in (0, 1].
-    #[arg(long)]
-    pub mem_fraction_static: Option<f32>,
-    /// Tensor parallelism: dllm runs a model on one GPU, so only 1.
-    #[arg(long, alias = "tensor-parallel-size", default_value_t = 1)]
-    pub tp_size: usize,
-    /// Data parallelism: only 1.
-    #[arg(long, alias = "data-parallel-size", default_value_t = 1)]
-    pub dp_size: usize,
-    /// Accepted for SGLang compatibility (dllm has its own attention kernels).
-    #[arg(long)]
-    pub attention_backend: Option<String>,
-    #[arg(long)]
-    pub trust_remote_code: bool,
-    #[arg(long)]
-    pub disable_cuda_graph: bool,
-    #[arg(long)]
-    pub disable_radix_cache: bool,
-    /// Accepted for SGLang compatibility (metrics are always on at /metrics).
-    #[arg(long)]
-    pub enable_metrics: bool,
-    #[arg(long)]
-    pub skip_server_warmup: bool,
-    #[arg(long)]
-    pub dtype: Option<String>,
-    #[arg(long)]
-    pub random_seed: Option<u64>,
-    /// Most tokens one forward carries; longer prefills run in chunks of whole blocks.
-    /// -1 (any value <= 0) disables chunking. Default: 8192.
-    #[arg(long, allow_negative_numbers = true)]
-    pub chunked_prefill_size: Option<i64>,
-    #[arg(long)]
-    pub cuda_graph_max_bs: Option<usize>,
-    /// Longest sequence (prompt + generated) a request may reach; at most the model's.
-    #[arg(long)]
-    pub context_length: Option<usize>,
-    /// The model name in the OpenAI API (default: the model path).
-    #[arg(long)]
-    pub served_model_name: Option<String>,
-    /// Require `Authorization: Bearer KEY` on every route but /health and /metrics.
-    #[arg(long)]
-    pub api_key: Option<String>,
-    /// error, warning, info or debug.
-    #[arg(long, default_value = "info")]
-    pub log_level: String,
-    #[arg(long, value_enum, default_value = "auto")]
-    pub device: Device,
-    /// Confidence threshold of LowConfidence (overrides the algorithm config's).
-    #[arg(long)]
-    pub threshold: Option<f32>,
-    /// Largest request body accepted (bytes); larger gets 413.
-    #[arg(long, default_value_t = 16 << 20)]
-    pub max_body_bytes: usize,
-}
-
-impl ServeArgs {
-    /// Parse `dllm serve ...`-style arguments (the first is the program name).
-    pub fn parse_from<I: IntoIterator<Item = S>, S: Into<std::ffi::OsString> + Clone>(args: I) -> Result<Self> {
-        #[derive(clap::Parser)]
-        struct P {
-            #[command(flatten)]
-            a: ServeArgs,
-        }
-        use clap::Parser;
-        Ok(P::try_parse_from(args)?.a)
-    }
-}
-
-/// What the server runs with, checked before the model is loaded.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub host: String,
-    pub port: u16,
-    pub model_path: Option<PathBuf>,
-    pub served_model_name: Option<String>,
-    pub device: Device,
-    pub algorithm: String,
-    pub threshold: f32,
-    pub block_size: usize,
-    pub max_running: usize,
-    pub max_queue: usize,
-    pub context_length: Option<usize>,
-    /// The engine's forward budget (`--chunked-prefill-size`; usize::MAX: no chunking).
-    pub max_forward_tokens: usize,
-    pub api_key: Option<String>,
-    pub max_body_bytes: usize,
-    pub seed: u64,
-    /// Every flag as given, for /get_server_info.
-    pub args_json: serde_json::Value,
-}
-
-/// GPUs one server can use: tensor parallelism is not implemented.
-pub const MAX_TP: usize = 1;
-
-impl Settings {
-    pub fn from_args(a: &ServeArgs) -> Result<Settings> {
-        set_log_level(&a.log_level)?;
-        let algo = match (&a.diffusion_algorithm, &a.dllm_algorithm) {
-            (Some(x), Some(y)) if !x.eq_ignore_ascii_case(y) => {
-                bail!("--diffusion-algorithm {x:?} and --dllm-algorithm {y:?} disagree; give one")
-            }
-            (Some(x), _) | (None, Some(x)) => x.clone(),
-            (None, None) => "LowConfidence".to_string(),
-        };
-        if !algo.eq_ignore_ascii_case("LowConfidence") {
-            bail!("unknown diffusion algorithm {algo:?}: dllm supports \"LowConfidence\"");
-        }
-        let mut threshold = default_threshold();
-        if let Some(path) = &a.dllm_algorithm_config {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading --dllm-algorithm-config {}", path.display()))?;
-            let v: serde_yaml::Value =
-                serde_yaml::from_str(&text).with_context(|| format!("--dllm-algorithm-config {} is not valid YAML", path.display()))?;
-            match v {
-                serde_yaml::Value::Null => {}
-                serde_yaml::Value::Mapping(m) => {
-                    for (k, val) in m {
-                        let key = k.as_str().unwrap_or("").to_string();
-                        match key.as_str() {
-                            "threshold" => {
-                                threshold =
-                                    val.as_f64().with_context(|| format!("{}: threshold must be a number, got {val:?}", path.display()))?
-                                        as f32
-                            }
-                            _ => log(Level::Warn, &format!("{}: ignoring unknown key {k:?}", path.display())),
-                        }
-                    }
-                }
-                other => bail!("--dllm-algorithm-config {} must be a mapping (e.g. `threshold: 0.9`), got {other:?}", path.display()),
-            }
-        }
-        if let Some(t) = a.threshold {
-            threshold = t;
-        }
-        if !(0.0..=1.0).contains(&threshold) {
-            bail!("threshold must be in [0, 1], got {threshold}");
-        }
-        if a.diffusion_block_size == 0 || a.diffusion_block_size > 4096 {
-            bail!("--diffusion-block-size must be between 1 and 4096, got {}", a.diffusion_block_size);
-        }
-        if a.tp_size == 0 {
-            bail!("--tp-size must be at least 1");
-        }
-        if a.tp_size > MAX_TP {
-            // The guide's `--tp-size 4` works where 4 GPUs exist: the model runs on the first.
-            let gpus = crate::runtime::gpu_count();
-            if a.tp_size > gpus {
-                bail!(
-                    "--tp-size {}: only {gpus} GPU(s) present, and dllm runs a model on one GPU (tensor parallelism is not implemented); use --tp-size 1",
-                    a.tp_size
-                );
-            }
-            log(
-                Level::Warn,
-                &format!("--tp-size {}: tensor parallelism is not implemented; the model runs on GPU 0 and must fit its memory", a.tp_size),
-            );
-        }
-        if a.dp_size != 1 {
-            bail!("--dp-size {}: data parallelism is not implemented; run one server per GPU", a.dp_size);
-        }
-        if a.max_running_requests == 0 {
-            bail!("--max-running-requests must be at least 1");
-        }
-        if let Some(m) = a.mem_fraction_static {
-            if !(m > 0.0 && m <= 1.0) {
-                bail!("--mem-fraction-static must be in (0, 1], got {m}");
-            }
-        }
-        if a.context_length == Some(0) {
-            bail!("--context-length must be at least 1");
-        }
-        if a.max_body_bytes == 0 {
-            bail!("--max-body-bytes must be at least 1");
-        }
-        if let Some(k) = &a.api_key {
-            if k.is_empty() {
-                bail!("--api-key is empty");
-            }
-        }
-        let noted = |flag: &str, why: &str| log(Level::Info, &format!("{flag}: accepted; {why}"));
-        if let Some(b) = &a.attention_backend {
-            noted(&format!("--attention-backend {b}"), "dllm uses its own block-causal attention kernels");
-        }
-        if a.trust_remote_code {
-            noted("--trust-remote-code", "dllm runs no model code from the checkpoint");
-        }
-        if a.disable_cuda_graph {
-            noted("--disable-cuda-graph", "no effect here");
-        }
-        if a.disable_radix_cache {
-            noted("--disable-radix-cache", "dllm has no prefix cache to disable");
-        }
-        if let Some(m) = a.mem_fraction_static {
-            noted(&format!("--mem-fraction-static {m}"), "the CUDA KV cache takes this fraction of the memory left after the weights");
-        }
-        if a.enable_metrics {
-            noted("--enable-metrics", "metrics are always served at /metrics");
-        }
-        for (f, set) in [
-            ("--skip-server-warmup", a.skip_server_warmup),
-            ("--dtype", a.dtype.is_some()),
-            ("--cuda-graph-max-bs", a.cuda_graph_max_bs.is_some()),
-        ] {
-            if set {
-                noted(f, "no effect here");
-            }
-        }
-        let chunked_prefill_size = a.chunked_prefill_size.unwrap_or(crate::engine::DEFAULT_CHUNKED_PREFILL as i64);
-        let args_json = serde_json::json!({
-            "model_path": a.model_path,
-            "host": a.host,
-            "port": a.port,
-            "dllm_algorithm": "LowConfidence",
-            "dllm_algorithm_config": a.dllm_algorithm_config,
-            "diffusion_block_size": a.diffusion_block_size,
-            "threshold": threshold,
-            "max_running_requests": a.max_running_requests,
-            "max_queued_requests": a.max_queued_requests,
-            "mem_fraction_static": a.mem_fraction_static,
-            "tp_size": a.tp_size,
-            "dp_size": a.dp_size,
-            "attention_backend": a.attention_backend,
-            "trust_remote_code": a.trust_remote_code,
-            "disable_cuda_graph": a.disable_cuda_graph,
-            "disable_radix_cache": a.disable_radix_cache,
-            "context_length": a.context_length,
-            "chunked_prefill_size": chunked_prefill_size,
-            "served_model_name": a.served_model_name,
-            "api_key": a.api_key.as_ref().map(|_| "<set>"),
-            "log_level": a.log_level,
-            "device": format!("{:?}", a.device).to_lowercase(),
-            "max_body_bytes": a.max_body_bytes,
-            "random_seed": a.random_seed,
-        });
-        Ok(Settings {
-            host: a.host.clone(),
-            port: a.port,
-            model_path: a.model_path.clone(),
-            served_model_name: a.served_model_name.clone(),
-            device: a.device,
-            algorithm: "LowConfidence".into(),
-            threshold,
-            block_size: a.diffusion_block_size,
-            max_running: a.max_running_requests,
-            max_queue: a.max_queued_requests,
-            context_length: a.context_length,
-            max_forward_tokens: crate::engine::forward_budget(chunked_prefill_size),
-            api_key: a.api_key.clone(),
-            max_body_bytes: a.max_body_bytes,
-            seed: a.random_seed.unwrap_or(0),
-            args_json,
-        })
-    }
-}
-
-/// The engine's default LowConfidence threshold.
-fn default_threshold() -> f32 {
-    match GenParams::default().policy {
-        crate::decode::Policy::LowConfidence { threshold } => threshold,
-        _ => 0.95,
-    }
-}
 
 /// Shared by every handler.
 pub struct AppState {
@@ -536,7 +250,7 @@ async fn dispatch(st: &Arc<AppState>, req: Request<Incoming>) -> ApiResult<Resp>
     let method = req.method().clone();
     let open = matches!(path.as_str(), "/health" | "/metrics");
     if !open {
-        check_api_key(st, &req)?;
+        check_api_key(st.settings.api_key.as_deref(), &req)?;
     }
     let is_get = method == Method::GET || method == Method::HEAD;
     let is_post = method == Method::POST;
@@ -549,9 +263,9 @@ async fn dispatch(st: &Arc<AppState>, req: Request<Incoming>) -> ApiResult<Resp>
         // Benchmarks call it between runs; finished blocks' K/V are freed with their request.
         "/flush_cache" if is_post || is_get => Ok(full(StatusCode::OK, "text/plain", "Cache flushed.\n")),
         "/v1/models" if is_get => Ok(json(StatusCode::OK, &openai::models(st))),
-        "/generate" if is_post => generate::generate(st, read_json(st, req).await?).await,
-        "/v1/completions" if is_post => openai::completions(st, read_json(st, req).await?).await,
-        "/v1/chat/completions" if is_post => openai::chat(st, read_json(st, req).await?).await,
+        "/generate" if is_post => generate::generate(st, read_json(req, st.settings.max_body_bytes).await?).await,
+        "/v1/completions" if is_post => openai::completions(st, read_json(req, st.settings.max_body_bytes).await?).await,
+        "/v1/chat/completions" if is_post => openai::chat(st, read_json(req, st.settings.max_body_bytes).await?).await,
         "/health" | "/health_generate" | "/metrics" | "/get_model_info" | "/model_info" | "/get_server_info" | "/server_info"
         | "/v1/models" => Err(ApiError::method_not_allowed(format!("{path} takes GET, not {method}"))),
         "/generate" | "/v1/completions" | "/v1/chat/completions" => {
@@ -559,48 +273,6 @@ async fn dispatch(st: &Arc<AppState>, req: Request<Incoming>) -> ApiResult<Resp>
         }
         _ => Err(ApiError::not_found(format!("no endpoint {method} {path}"))),
     }
-}
-
-fn check_api_key(st: &AppState, req: &Request<Incoming>) -> ApiResult<()> {
-    let Some(key) = &st.settings.api_key else { return Ok(()) };
-    let given = req
-        .headers()
-        .get(hyper::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(str::trim);
-    match given {
-        None => Err(ApiError::unauthorized("missing API key: send `Authorization: Bearer <key>`")),
-        Some(g) if !constant_time_eq(g.as_bytes(), key.as_bytes()) => Err(ApiError::unauthorized("invalid API key")),
-        Some(_) => Ok(()),
-    }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// The body as JSON: 413 past the size limit, 400 if it does not parse.
-async fn read_json(st: &AppState, req: Request<Incoming>) -> ApiResult<serde_json::Value> {
-    let limit = st.settings.max_body_bytes;
-    if let Some(n) = req.headers().get(hyper::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok()) {
-        if n > limit as u64 {
-            return Err(ApiError::too_large(format!("request body of {n} bytes exceeds the limit of {limit} bytes")));
-        }
-    }
-    let body = match Limited::new(req.into_body(), limit).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => {
-            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-                return Err(ApiError::too_large(format!("request body exceeds the limit of {limit} bytes")));
-            }
-            return Err(ApiError::bad_request(format!("reading the request body failed: {e}")));
-        }
-    };
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::bad_request("the request body is empty; send a JSON object"));
-    }
-    serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))
 }
 
 fn model_info(st: &AppState) -> serde_json::Value {
@@ -641,88 +313,4 @@ fn server_info(st: &AppState) -> serde_json::Value {
         );
     }
     v
-}
-
-pub fn full(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Resp {
-    let mut r = Response::new(Full::new(body.into()).boxed());
-    *r.status_mut() = status;
-    if let Ok(v) = hyper::header::HeaderValue::from_str(content_type) {
-        r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
-    }
-    r
-}
-
-pub fn json(status: StatusCode, v: &serde_json::Value) -> Resp {
-    full(status, "application/json", v.to_string())
-}
-
-/// A streaming body fed by a channel of ready-made chunks (server-sent events).
-pub struct ChannelBody {
-    rx: tokio::sync::mpsc::Receiver<Bytes>,
-}
-
-impl http_body::Body for ChannelBody {
-    type Data = Bytes;
-    type Error = Infallible;
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
-        self.rx.poll_recv(cx).map(|o| o.map(|b| Ok(http_body::Frame::data(b))))
-    }
-}
-
-/// An SSE response and the sender that feeds it; the sender's `closed()` fires when the
-/// client has gone (hyper dropped the body).
-pub fn sse() -> (Resp, tokio::sync::mpsc::Sender<Bytes>) {
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
-    let mut r = Response::new(ChannelBody { rx }.boxed());
-    let h = r.headers_mut();
-    h.insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/event-stream"));
-    h.insert(hyper::header::CACHE_CONTROL, hyper::header::HeaderValue::from_static("no-cache"));
-    (r, tx)
-}
-
-pub fn sse_event(v: &serde_json::Value) -> Bytes {
-    Bytes::from(format!("data: {v}\n\n"))
-}
-
-pub const SSE_DONE: &str = "data: [DONE]\n\n";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Level {
-    Error = 0,
-    Warn = 1,
-    Info = 2,
-    Debug = 3,
-}
-
-static LOG_LEVEL: AtomicU8 = AtomicU8::new(Level::Info as u8);
-
-fn set_log_level(s: &str) -> Result<()> {
-    let l = match s.to_ascii_lowercase().as_str() {
-        "error" | "critical" => Level::Error,
-        "warning" | "warn" => Level::Warn,
-        "info" => Level::Info,
-        "debug" | "trace" => Level::Debug,
-        other => bail!("--log-level {other:?}: use error, warning, info or debug"),
-    };
-    LOG_LEVEL.store(l as u8, Relaxed);
-    Ok(())
-}
-
-/// One line to stderr: `[HH:MM:SS] LEVEL message` (UTC).
-pub fn log(level: Level, msg: &str) {
-    if level as u8 > LOG_LEVEL.load(Relaxed) {
-        return;
-    }
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
-    let name = match level {
-        Level::Error => "ERROR",
-        Level::Warn => "WARNING",
-        Level::Info => "INFO",
-        Level::Debug => "DEBUG",
-    };
-    eprintln!("[{h:02}:{m:02}:{s:02}] {name} {msg}");
 }

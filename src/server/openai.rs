@@ -2,12 +2,12 @@
 //! (JSON or server-sent events with incremental deltas, `usage`, `stream_options.include_usage`).
 
 use super::errors::{ApiError, ApiResult};
-use super::generate::{
-    as_bool, as_object, as_u32, encode, forward_all, is_unset, kind, new_rid, submit_all, FinishKind, Job, Running, Sampling, Update,
-};
-use super::{json, log, sse, sse_event, AppState, Level, Resp, SSE_DONE};
+use super::http::{json, Resp};
+use super::json::{as_bool, as_object, as_u32, is_unset, kind};
+use super::log::{log, Level};
+use super::request::{encode, new_rid, stream_sse, submit_all, FinishKind, Job, Running, Sampling, StreamFormat, Update};
+use super::AppState;
 use crate::tokenizer::{apply_chat_template, ChatMessage};
-use bytes::Bytes;
 use hyper::StatusCode;
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
@@ -292,62 +292,85 @@ async fn run(st: &Arc<AppState>, c: Common, prompts: Vec<Vec<u32>>, flavor: Flav
             &json!({"id": id, "object": object, "created": created, "model": model, "choices": choices, "usage": usage(p, completion)}),
         ));
     }
-    let (resp, tx) = sse();
-    let mut rx = forward_all(runs);
-    let include_usage = c.include_usage;
-    tokio::spawn(async move {
-        let n = prompt_tokens.len();
-        let mut sent = vec![String::new(); n];
-        let mut completion = vec![0usize; n];
-        let chunk = |choice: Value| json!({"id": id, "object": chunk_object, "created": created, "model": model, "choices": [choice], "usage": null});
-        if flavor == Flavor::Chat {
-            for i in 0..n {
-                let first =
-                    chunk(json!({"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}));
-                if tx.send(sse_event(&first)).await.is_err() {
-                    return;
-                }
-            }
+    let n = prompt_tokens.len();
+    let format = OpenAiStream {
+        id,
+        object: chunk_object,
+        created,
+        model,
+        flavor,
+        include_usage: c.include_usage,
+        prompt_tokens,
+        sent: vec![String::new(); n],
+        completion: vec![0; n],
+    };
+    Ok(stream_sse(runs, format))
+}
+
+/// The OpenAI routes' stream: chunks carrying the text added since the last one (chat opens
+/// each choice with the assistant's role), and the usage at the end if it was asked for.
+struct OpenAiStream {
+    id: String,
+    object: &'static str,
+    created: u64,
+    model: String,
+    flavor: Flavor,
+    include_usage: bool,
+    prompt_tokens: Vec<usize>,
+    /// Per request: the text its deltas have carried so far.
+    sent: Vec<String>,
+    /// Per request: tokens generated so far.
+    completion: Vec<usize>,
+}
+
+impl OpenAiStream {
+    fn chunk(&self, choice: Value) -> Value {
+        json!({"id": self.id, "object": self.object, "created": self.created, "model": self.model, "choices": [choice], "usage": null})
+    }
+}
+
+impl StreamFormat for OpenAiStream {
+    fn opening(&mut self) -> Vec<Value> {
+        if self.flavor != Flavor::Chat {
+            return Vec::new();
         }
-        loop {
-            let (i, u): (usize, Update) = tokio::select! {
-                m = rx.recv() => match m { Some(m) => m, None => break },
-                _ = tx.closed() => return,
-            };
-            // A trailing U+FFFD may be half a character whose rest comes in the next block:
-            // hold it back until then (deltas cannot be taken back).
-            let shown = if u.finish.is_none() { u.text.trim_end_matches('\u{fffd}') } else { u.text.as_str() };
-            let d = delta(&sent[i], shown);
-            sent[i] = shown.to_string();
-            completion[i] = u.output_ids.len();
-            let fin = u.finish.as_ref();
-            if let Some(FinishKind::Abort(m)) = fin {
-                let e = ApiError::internal(format!("generation failed: {m}"));
-                let _ = tx.send(sse_event(&e.body())).await;
-                continue;
-            }
-            let choice = match flavor {
-                Flavor::Completion => json!({
-                    "index": i, "text": d, "logprobs": null,
-                    "finish_reason": fin.map(FinishKind::openai), "matched_stop": fin.map(FinishKind::matched),
-                }),
-                Flavor::Chat => json!({
-                    "index": i, "delta": {"content": d}, "logprobs": null,
-                    "finish_reason": fin.map(FinishKind::openai), "matched_stop": fin.map(FinishKind::matched),
-                }),
-            };
-            if tx.send(sse_event(&chunk(choice))).await.is_err() {
-                return;
-            }
+        (0..self.prompt_tokens.len())
+            .map(|i| {
+                self.chunk(json!({"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}))
+            })
+            .collect()
+    }
+
+    fn update(&mut self, i: usize, u: &Update) -> Value {
+        // A trailing U+FFFD may be half a character whose rest comes in the next block:
+        // hold it back until then (deltas cannot be taken back).
+        let shown = if u.finish.is_none() { u.text.trim_end_matches('\u{fffd}') } else { u.text.as_str() };
+        let d = delta(&self.sent[i], shown);
+        self.sent[i] = shown.to_string();
+        self.completion[i] = u.output_ids.len();
+        let fin = u.finish.as_ref();
+        if let Some(FinishKind::Abort(m)) = fin {
+            return ApiError::internal(format!("generation failed: {m}")).body();
         }
-        if include_usage {
-            let p: usize = prompt_tokens.iter().sum();
-            let u = json!({"id": id, "object": chunk_object, "created": created, "model": model, "choices": [], "usage": usage(p, completion.iter().sum())});
-            if tx.send(sse_event(&u)).await.is_err() {
-                return;
-            }
+        let choice = match self.flavor {
+            Flavor::Completion => json!({
+                "index": i, "text": d, "logprobs": null,
+                "finish_reason": fin.map(FinishKind::openai), "matched_stop": fin.map(FinishKind::matched),
+            }),
+            Flavor::Chat => json!({
+                "index": i, "delta": {"content": d}, "logprobs": null,
+                "finish_reason": fin.map(FinishKind::openai), "matched_stop": fin.map(FinishKind::matched),
+            }),
+        };
+        self.chunk(choice)
+    }
+
+    fn closing(&mut self) -> Vec<Value> {
+        if !self.include_usage {
+            return Vec::new();
         }
-        let _ = tx.send(Bytes::from_static(SSE_DONE.as_bytes())).await;
-    });
-    Ok(resp)
+        let p: usize = self.prompt_tokens.iter().sum();
+        let usage = usage(p, self.completion.iter().sum());
+        vec![json!({"id": self.id, "object": self.object, "created": self.created, "model": self.model, "choices": [], "usage": usage})]
+    }
 }

@@ -1,0 +1,348 @@
+//! The flags of `dllm serve` and the checked `Settings` made from them, before any model loads.
+
+use super::log::{log, set_log_level, Level};
+use crate::engine::GenParams;
+use crate::runtime::Device;
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+
+/// Flags of `dllm serve`: SGLang's `launch_server` names, so its command lines work here.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Model directory (Hugging Face layout). Default: the embedded tiny model.
+    #[arg(long)]
+    pub model_path: Option<PathBuf>,
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// 0 picks a free port (the bound address is logged).
+    #[arg(long, default_value_t = 30000)]
+    pub port: u16,
+    /// Unmasking algorithm (SGLang's dLLM PR spelling); only "LowConfidence".
+    #[arg(long)]
+    pub diffusion_algorithm: Option<String>,
+    /// Newer SGLang spelling of --diffusion-algorithm.
+    #[arg(long)]
+    pub dllm_algorithm: Option<String>,
+    /// YAML file with the algorithm's settings, e.g. `threshold: 0.9`.
+    #[arg(long)]
+    pub dllm_algorithm_config: Option<PathBuf>,
+    /// Block size of diffusion decoding: the default, and the largest a request may ask for.
+    #[arg(long, default_value_t = 32)]
+    pub diffusion_block_size: usize,
+    /// Requests running in the engine at once (their blocks share each step); others queue.
+    #[arg(long, default_value_t = 32)]
+    pub max_running_requests: usize,
+    /// Requests that may wait for a running slot; beyond that the server answers 503.
+    #[arg(long, default_value_t = 1024)]
+    pub max_queued_requests: usize,
+    /// Accepted for SGLang compatibility; must be in (0, 1].
+    #[arg(long)]
+    pub mem_fraction_static: Option<f32>,
+    /// Tensor parallelism: dllm runs a model on one GPU, so only 1.
+    #[arg(long, alias = "tensor-parallel-size", default_value_t = 1)]
+    pub tp_size: usize,
+    /// Data parallelism: only 1.
+    #[arg(long, alias = "data-parallel-size", default_value_t = 1)]
+    pub dp_size: usize,
+    /// Accepted for SGLang compatibility (dllm has its own attention kernels).
+    #[arg(long)]
+    pub attention_backend: Option<String>,
+    #[arg(long)]
+    pub trust_remote_code: bool,
+    #[arg(long)]
+    pub disable_cuda_graph: bool,
+    #[arg(long)]
+    pub disable_radix_cache: bool,
+    /// Accepted for SGLang compatibility (metrics are always on at /metrics).
+    #[arg(long)]
+    pub enable_metrics: bool,
+    #[arg(long)]
+    pub skip_server_warmup: bool,
+    #[arg(long)]
+    pub dtype: Option<String>,
+    #[arg(long)]
+    pub random_seed: Option<u64>,
+    /// Most tokens one forward carries; longer prefills run in chunks of whole blocks.
+    /// -1 (any value <= 0) disables chunking. Default: 8192.
+    #[arg(long, allow_negative_numbers = true)]
+    pub chunked_prefill_size: Option<i64>,
+    #[arg(long)]
+    pub cuda_graph_max_bs: Option<usize>,
+    /// Longest sequence (prompt + generated) a request may reach; at most the model's.
+    #[arg(long)]
+    pub context_length: Option<usize>,
+    /// The model name in the OpenAI API (default: the model path).
+    #[arg(long)]
+    pub served_model_name: Option<String>,
+    /// Require `Authorization: Bearer KEY` on every route but /health and /metrics.
+    #[arg(long)]
+    pub api_key: Option<String>,
+    /// error, warning, info or debug.
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub device: Device,
+    /// Confidence threshold of LowConfidence (overrides the algorithm config's).
+    #[arg(long)]
+    pub threshold: Option<f32>,
+    /// Largest request body accepted (bytes); larger gets 413.
+    #[arg(long, default_value_t = 16 << 20)]
+    pub max_body_bytes: usize,
+}
+
+impl ServeArgs {
+    /// Parse `dllm serve ...`-style arguments (the first is the program name).
+    pub fn parse_from<I: IntoIterator<Item = S>, S: Into<std::ffi::OsString> + Clone>(args: I) -> Result<Self> {
+        #[derive(clap::Parser)]
+        struct P {
+            #[command(flatten)]
+            a: ServeArgs,
+        }
+        use clap::Parser;
+        Ok(P::try_parse_from(args)?.a)
+    }
+}
+
+/// What the server runs with, checked before the model is loaded.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub host: String,
+    pub port: u16,
+    pub model_path: Option<PathBuf>,
+    pub served_model_name: Option<String>,
+    pub device: Device,
+    pub algorithm: String,
+    pub threshold: f32,
+    pub block_size: usize,
+    pub max_running: usize,
+    pub max_queue: usize,
+    pub context_length: Option<usize>,
+    /// The engine's forward budget (`--chunked-prefill-size`; usize::MAX: no chunking).
+    pub max_forward_tokens: usize,
+    pub api_key: Option<String>,
+    pub max_body_bytes: usize,
+    pub seed: u64,
+    /// Every flag as given, for /get_server_info.
+    pub args_json: serde_json::Value,
+}
+
+/// GPUs one server can use: tensor parallelism is not implemented.
+pub const MAX_TP: usize = 1;
+
+impl Settings {
+    /// Check every flag (same order as `--help` reads, first failure wins), log what is
+    /// accepted without effect, and settle the values the server runs with.
+    pub fn from_args(a: &ServeArgs) -> Result<Settings> {
+        set_log_level(&a.log_level)?;
+        check_algorithm(a)?;
+        let threshold = threshold(a)?;
+        check_block_size(a)?;
+        check_parallelism(a)?;
+        check_limits(a)?;
+        note_accepted_flags(a);
+        let chunked_prefill_size = a.chunked_prefill_size.unwrap_or(crate::engine::DEFAULT_CHUNKED_PREFILL as i64);
+        Ok(Settings {
+            host: a.host.clone(),
+            port: a.port,
+            model_path: a.model_path.clone(),
+            served_model_name: a.served_model_name.clone(),
+            device: a.device,
+            algorithm: "LowConfidence".into(),
+            threshold,
+            block_size: a.diffusion_block_size,
+            max_running: a.max_running_requests,
+            max_queue: a.max_queued_requests,
+            context_length: a.context_length,
+            max_forward_tokens: crate::engine::forward_budget(chunked_prefill_size),
+            api_key: a.api_key.clone(),
+            max_body_bytes: a.max_body_bytes,
+            seed: a.random_seed.unwrap_or(0),
+            args_json: args_json(a, threshold, chunked_prefill_size),
+        })
+    }
+}
+
+/// `--diffusion-algorithm` and `--dllm-algorithm` (either spelling, agreeing if both): only LowConfidence.
+fn check_algorithm(a: &ServeArgs) -> Result<()> {
+    let algo = match (&a.diffusion_algorithm, &a.dllm_algorithm) {
+        (Some(x), Some(y)) if !x.eq_ignore_ascii_case(y) => {
+            bail!("--diffusion-algorithm {x:?} and --dllm-algorithm {y:?} disagree; give one")
+        }
+        (Some(x), _) | (None, Some(x)) => x.clone(),
+        (None, None) => "LowConfidence".to_string(),
+    };
+    if !algo.eq_ignore_ascii_case("LowConfidence") {
+        bail!("unknown diffusion algorithm {algo:?}: dllm supports \"LowConfidence\"");
+    }
+    Ok(())
+}
+
+/// The LowConfidence threshold: the engine's default, then the algorithm config's, then `--threshold`.
+fn threshold(a: &ServeArgs) -> Result<f32> {
+    let mut threshold = default_threshold();
+    if let Some(path) = &a.dllm_algorithm_config {
+        if let Some(t) = read_algorithm_config(path)? {
+            threshold = t;
+        }
+    }
+    if let Some(t) = a.threshold {
+        threshold = t;
+    }
+    if !(0.0..=1.0).contains(&threshold) {
+        bail!("threshold must be in [0, 1], got {threshold}");
+    }
+    Ok(threshold)
+}
+
+/// The threshold a `--dllm-algorithm-config` YAML file sets, if it sets one; other keys are
+/// warned about and ignored.
+fn read_algorithm_config(path: &Path) -> Result<Option<f32>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading --dllm-algorithm-config {}", path.display()))?;
+    let v: serde_yaml::Value =
+        serde_yaml::from_str(&text).with_context(|| format!("--dllm-algorithm-config {} is not valid YAML", path.display()))?;
+    let mut threshold = None;
+    match v {
+        serde_yaml::Value::Null => {}
+        serde_yaml::Value::Mapping(m) => {
+            for (k, val) in m {
+                let key = k.as_str().unwrap_or("").to_string();
+                match key.as_str() {
+                    "threshold" => {
+                        threshold =
+                            Some(val.as_f64().with_context(|| format!("{}: threshold must be a number, got {val:?}", path.display()))?
+                                as f32)
+                    }
+                    _ => log(Level::Warn, &format!("{}: ignoring unknown key {k:?}", path.display())),
+                }
+            }
+        }
+        other => bail!("--dllm-algorithm-config {} must be a mapping (e.g. `threshold: 0.9`), got {other:?}", path.display()),
+    }
+    Ok(threshold)
+}
+
+fn check_block_size(a: &ServeArgs) -> Result<()> {
+    if a.diffusion_block_size == 0 || a.diffusion_block_size > 4096 {
+        bail!("--diffusion-block-size must be between 1 and 4096, got {}", a.diffusion_block_size);
+    }
+    Ok(())
+}
+
+/// `--tp-size` and `--dp-size`: one GPU per model.
+fn check_parallelism(a: &ServeArgs) -> Result<()> {
+    if a.tp_size == 0 {
+        bail!("--tp-size must be at least 1");
+    }
+    if a.tp_size > MAX_TP {
+        // The guide's `--tp-size 4` works where 4 GPUs exist: the model runs on the first.
+        let gpus = crate::runtime::gpu_count();
+        if a.tp_size > gpus {
+            bail!(
+                "--tp-size {}: only {gpus} GPU(s) present, and dllm runs a model on one GPU (tensor parallelism is not implemented); use --tp-size 1",
+                a.tp_size
+            );
+        }
+        log(
+            Level::Warn,
+            &format!("--tp-size {}: tensor parallelism is not implemented; the model runs on GPU 0 and must fit its memory", a.tp_size),
+        );
+    }
+    if a.dp_size != 1 {
+        bail!("--dp-size {}: data parallelism is not implemented; run one server per GPU", a.dp_size);
+    }
+    Ok(())
+}
+
+/// Sizes and limits that must be positive or in range, and a non-empty `--api-key`.
+fn check_limits(a: &ServeArgs) -> Result<()> {
+    if a.max_running_requests == 0 {
+        bail!("--max-running-requests must be at least 1");
+    }
+    if let Some(m) = a.mem_fraction_static {
+        if !(m > 0.0 && m <= 1.0) {
+            bail!("--mem-fraction-static must be in (0, 1], got {m}");
+        }
+    }
+    if a.context_length == Some(0) {
+        bail!("--context-length must be at least 1");
+    }
+    if a.max_body_bytes == 0 {
+        bail!("--max-body-bytes must be at least 1");
+    }
+    if let Some(k) = &a.api_key {
+        if k.is_empty() {
+            bail!("--api-key is empty");
+        }
+    }
+    Ok(())
+}
+
+/// Flags taken for SGLang compatibility: say what each does here (often nothing).
+fn note_accepted_flags(a: &ServeArgs) {
+    let noted = |flag: &str, why: &str| log(Level::Info, &format!("{flag}: accepted; {why}"));
+    if let Some(b) = &a.attention_backend {
+        noted(&format!("--attention-backend {b}"), "dllm uses its own block-causal attention kernels");
+    }
+    if a.trust_remote_code {
+        noted("--trust-remote-code", "dllm runs no model code from the checkpoint");
+    }
+    if a.disable_cuda_graph {
+        noted("--disable-cuda-graph", "no effect here");
+    }
+    if a.disable_radix_cache {
+        noted("--disable-radix-cache", "dllm has no prefix cache to disable");
+    }
+    if let Some(m) = a.mem_fraction_static {
+        noted(&format!("--mem-fraction-static {m}"), "the CUDA KV cache takes this fraction of the memory left after the weights");
+    }
+    if a.enable_metrics {
+        noted("--enable-metrics", "metrics are always served at /metrics");
+    }
+    for (f, set) in [
+        ("--skip-server-warmup", a.skip_server_warmup),
+        ("--dtype", a.dtype.is_some()),
+        ("--cuda-graph-max-bs", a.cuda_graph_max_bs.is_some()),
+    ] {
+        if set {
+            noted(f, "no effect here");
+        }
+    }
+}
+
+/// Every flag as given (the key masked), for /get_server_info.
+fn args_json(a: &ServeArgs, threshold: f32, chunked_prefill_size: i64) -> serde_json::Value {
+    serde_json::json!({
+        "model_path": a.model_path,
+        "host": a.host,
+        "port": a.port,
+        "dllm_algorithm": "LowConfidence",
+        "dllm_algorithm_config": a.dllm_algorithm_config,
+        "diffusion_block_size": a.diffusion_block_size,
+        "threshold": threshold,
+        "max_running_requests": a.max_running_requests,
+        "max_queued_requests": a.max_queued_requests,
+        "mem_fraction_static": a.mem_fraction_static,
+        "tp_size": a.tp_size,
+        "dp_size": a.dp_size,
+        "attention_backend": a.attention_backend,
+        "trust_remote_code": a.trust_remote_code,
+        "disable_cuda_graph": a.disable_cuda_graph,
+        "disable_radix_cache": a.disable_radix_cache,
+        "context_length": a.context_length,
+        "chunked_prefill_size": chunked_prefill_size,
+        "served_model_name": a.served_model_name,
+        "api_key": a.api_key.as_ref().map(|_| "<set>"),
+        "log_level": a.log_level,
+        "device": format!("{:?}", a.device).to_lowercase(),
+        "max_body_bytes": a.max_body_bytes,
+        "random_seed": a.random_seed,
+    })
+}
+
+/// The engine's default LowConfidence threshold.
+fn default_threshold() -> f32 {
+    match GenParams::default().policy {
+        crate::decode::Policy::LowConfidence { threshold } => threshold,
+        _ => 0.95,
+    }
+}

@@ -1,0 +1,442 @@
+//! What every generation route shares: sampling parameters, submitting jobs to the engine
+//! thread, and reading a running request as cumulative updates (text decoded, stop strings
+//! applied), one per finished block.
+
+use super::errors::{ApiError, ApiResult};
+use super::http::{sse, sse_event, Resp, SSE_DONE};
+use super::json::{as_bool, as_f32, as_i64, as_u32, as_usize, kind};
+use super::log::{log, Level};
+use super::scheduler::{ReqEvent, SubmitError, Ticket};
+use super::AppState;
+use crate::decode::Policy;
+use crate::engine::{Finish, GenParams};
+use bytes::Bytes;
+use hyper::StatusCode;
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::mpsc as tmpsc;
+
+/// Sampling and decoding settings of one request, whatever API it came through.
+#[derive(Debug, Clone)]
+pub struct Sampling {
+    pub params: GenParams,
+    pub stop: Vec<String>,
+    pub skip_special: bool,
+    pub no_stop_trim: bool,
+}
+
+impl Sampling {
+    pub fn new(st: &AppState) -> Self {
+        Sampling { params: st.default_params(), stop: vec![], skip_special: true, no_stop_trim: false }
+    }
+
+    /// Set one sampling field; `Ok(false)` when the name is not a sampling field at all.
+    /// `at` names the field in error messages (e.g. "sampling_params.top_k").
+    pub fn set(&mut self, key: &str, v: &Value, at: &str) -> ApiResult<bool> {
+        if v.is_null() {
+            return Ok(KNOWN_SAMPLING.contains(&key) || IGNORED_SAMPLING.contains(&key) || UNSUPPORTED_SAMPLING.contains(&key));
+        }
+        let p = &mut self.params;
+        match key {
+            "temperature" => p.temperature = as_f32(v, at)?,
+            "top_p" => p.top_p = as_f32(v, at)?,
+            "top_k" => {
+                let k = as_i64(v, at)?;
+                if k < -1 {
+                    return Err(ApiError::bad_request(format!("{at} must be -1 (off) or >= 0, got {k}")));
+                }
+                p.top_k = if k <= 0 { 0 } else { k as usize };
+            }
+            "max_new_tokens" => p.max_new_tokens = as_usize(v, at)?,
+            "min_new_tokens" => p.min_new_tokens = as_usize(v, at)?,
+            "stop" => {
+                self.stop = match v {
+                    Value::String(s) => vec![s.clone()],
+                    Value::Array(a) => a
+                        .iter()
+                        .enumerate()
+                        .map(|(i, s)| {
+                            s.as_str()
+                                .map(str::to_string)
+                                .ok_or_else(|| ApiError::bad_request(format!("{at}[{i}] must be a string, got {}", kind(s))))
+                        })
+                        .collect::<ApiResult<_>>()?,
+                    other => return Err(ApiError::bad_request(format!("{at} must be a string or a list of strings, got {}", kind(other)))),
+                };
+                self.stop.retain(|s| !s.is_empty());
+            }
+            "stop_token_ids" => {
+                let a = v.as_array().ok_or_else(|| ApiError::bad_request(format!("{at} must be a list of token ids, got {}", kind(v))))?;
+                p.stop_token_ids = a.iter().enumerate().map(|(i, t)| as_u32(t, &format!("{at}[{i}]"))).collect::<ApiResult<_>>()?;
+            }
+            "ignore_eos" => p.ignore_eos = as_bool(v, at)?,
+            "skip_special_tokens" => self.skip_special = as_bool(v, at)?,
+            "no_stop_trim" => self.no_stop_trim = as_bool(v, at)?,
+            "threshold" => p.policy = Policy::LowConfidence { threshold: as_f32(v, at)? },
+            "block_size" => p.block_size = as_usize(v, at)?,
+            "steps" | "denoising_steps" => p.steps = Some(as_usize(v, at)?),
+            "seed" | "sampling_seed" => p.seed = as_i64(v, at)? as u64,
+            "n" => {
+                if as_usize(v, at)? != 1 {
+                    return Err(ApiError::bad_request(format!("{at}: only n = 1 is supported")));
+                }
+            }
+            k if UNSUPPORTED_SAMPLING.contains(&k) => {
+                return Err(ApiError::bad_request(format!("{at} is not supported by dllm (constrained decoding)")));
+            }
+            k if IGNORED_SAMPLING.contains(&k) => {
+                log(Level::Warn, &format!("{at} is accepted but ignored by dllm"));
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Checks that need the server's limits; the engine's `validate` does the rest.
+    pub fn check(&self, st: &AppState) -> ApiResult<()> {
+        let p = &self.params;
+        if p.block_size == 0 || p.block_size > st.settings.block_size {
+            return Err(ApiError::bad_request(format!(
+                "block_size must be between 1 and the server's --diffusion-block-size ({}), got {}",
+                st.settings.block_size, p.block_size
+            )));
+        }
+        if p.max_new_tokens == 0 {
+            return Err(ApiError::bad_request("max_new_tokens must be at least 1"));
+        }
+        if p.max_new_tokens > st.context_len {
+            return Err(ApiError::bad_request(format!(
+                "max_new_tokens ({}) exceeds the context length ({})",
+                p.max_new_tokens, st.context_len
+            )));
+        }
+        if let Some(s) = p.steps {
+            if s == 0 || s > p.block_size {
+                return Err(ApiError::bad_request(format!("steps must be between 1 and the block size ({}), got {s}", p.block_size)));
+            }
+        }
+        if let Policy::LowConfidence { threshold } = p.policy {
+            if !(0.0..=1.0).contains(&threshold) {
+                return Err(ApiError::bad_request(format!("threshold must be in [0, 1], got {threshold}")));
+            }
+        }
+        if let Some(t) = p.stop_token_ids.iter().find(|&&t| t as usize >= st.vocab_size) {
+            return Err(ApiError::bad_request(format!("stop_token_ids: {t} is outside the vocabulary ({})", st.vocab_size)));
+        }
+        Ok(())
+    }
+}
+
+const KNOWN_SAMPLING: &[&str] = &[
+    "temperature",
+    "top_p",
+    "top_k",
+    "max_new_tokens",
+    "min_new_tokens",
+    "stop",
+    "stop_token_ids",
+    "ignore_eos",
+    "skip_special_tokens",
+    "no_stop_trim",
+    "threshold",
+    "block_size",
+    "steps",
+    "denoising_steps",
+    "seed",
+    "sampling_seed",
+    "n",
+];
+/// SGLang sampling fields that change nothing here; accepted with a warning.
+const IGNORED_SAMPLING: &[&str] = &[
+    "min_p",
+    "frequency_penalty",
+    "presence_penalty",
+    "repetition_penalty",
+    "spaces_between_special_tokens",
+    "custom_params",
+    "stream_interval",
+    "logit_bias",
+    "lora_path",
+];
+/// SGLang sampling fields whose promise we cannot keep: refused when set.
+const UNSUPPORTED_SAMPLING: &[&str] = &["json_schema", "regex", "ebnf", "structural_tag", "stop_regex"];
+
+/// One prompt ready for the engine.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub prompt: Vec<u32>,
+    pub sampling: Sampling,
+    pub rid: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum FinishKind {
+    StopToken(u32),
+    StopStr(String),
+    Length(usize),
+    Abort(String),
+}
+
+impl FinishKind {
+    /// SGLang's `meta_info.finish_reason`.
+    pub fn to_json(&self) -> Value {
+        match self {
+            FinishKind::StopToken(t) => json!({"type": "stop", "matched": t}),
+            FinishKind::StopStr(s) => json!({"type": "stop", "matched": s}),
+            FinishKind::Length(n) => json!({"type": "length", "length": n}),
+            FinishKind::Abort(m) => json!({"type": "abort", "message": m}),
+        }
+    }
+    /// OpenAI's `finish_reason`.
+    pub fn openai(&self) -> &'static str {
+        match self {
+            FinishKind::StopToken(_) | FinishKind::StopStr(_) => "stop",
+            FinishKind::Length(_) => "length",
+            FinishKind::Abort(_) => "abort",
+        }
+    }
+    pub fn matched(&self) -> Value {
+        match self {
+            FinishKind::StopToken(t) => json!(t),
+            FinishKind::StopStr(s) => json!(s),
+            _ => Value::Null,
+        }
+    }
+}
+
+/// The state of a request after a finished block: everything so far (cumulative).
+#[derive(Debug, Clone)]
+pub struct Update {
+    pub output_ids: Vec<u32>,
+    pub text: String,
+    pub finish: Option<FinishKind>,
+    pub steps: Option<usize>,
+    pub blocks: usize,
+    pub e2e_latency: f64,
+}
+
+/// A request inside the engine, read block by block.
+pub struct Running {
+    ticket: Option<Ticket>,
+    st: Arc<AppState>,
+    pub rid: String,
+    pub prompt_tokens: usize,
+    sampling: Sampling,
+    started: Instant,
+    blocks: usize,
+    finished: bool,
+}
+
+static RID: AtomicU64 = AtomicU64::new(1);
+
+pub fn new_rid() -> String {
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    format!("{:016x}{:016x}", t, RID.fetch_add(1, Relaxed).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+}
+
+/// Queue a job on the engine thread: 400 if the engine refuses it, 503 if the server is full.
+pub async fn submit(st: &Arc<AppState>, job: Job, started: Instant) -> ApiResult<Running> {
+    st.metrics.requests.fetch_add(1, Relaxed);
+    job.sampling.check(st).inspect_err(|_| {
+        st.metrics.requests_rejected.fetch_add(1, Relaxed);
+    })?;
+    let prompt_tokens = job.prompt.len();
+    match st.sched.submit(job.prompt, job.sampling.params.clone()).await {
+        Ok(ticket) => Ok(Running {
+            ticket: Some(ticket),
+            st: st.clone(),
+            rid: job.rid,
+            prompt_tokens,
+            sampling: job.sampling,
+            started,
+            blocks: 0,
+            finished: false,
+        }),
+        Err(e) => {
+            st.metrics.requests_rejected.fetch_add(1, Relaxed);
+            Err(match e {
+                SubmitError::Invalid(m) => ApiError::bad_request(m),
+                e @ (SubmitError::QueueFull { .. } | SubmitError::Stopped) => ApiError::unavailable(e.to_string()),
+            })
+        }
+    }
+}
+
+impl Running {
+    /// The next update: one per finished block, the last one with `finish` set; then None.
+    pub async fn next(&mut self) -> Option<Update> {
+        if self.finished {
+            return None;
+        }
+        let ev = match self.ticket.as_mut() {
+            Some(t) => t.events.recv().await,
+            None => None,
+        };
+        let u = match ev {
+            Some(ReqEvent::Block { generated }) => self.update(generated, None, None),
+            Some(ReqEvent::Done(out)) => {
+                let fin = match out.finish {
+                    Finish::Stop(t) => FinishKind::StopToken(t),
+                    Finish::Length => FinishKind::Length(self.sampling.params.max_new_tokens),
+                };
+                self.update(out.output_ids, Some(fin), Some(out.steps))
+            }
+            Some(ReqEvent::Failed(e)) => self.update(vec![], Some(FinishKind::Abort(e)), None),
+            None => self.update(vec![], Some(FinishKind::Abort("the engine dropped the request".into())), None),
+        };
+        if u.finish.is_some() {
+            self.finished = true;
+            let ok = !matches!(u.finish, Some(FinishKind::Abort(_)));
+            if let Some(mut t) = self.ticket.take() {
+                // Done/Failed: the engine is through with it. A stop string: cancel it (Drop).
+                if matches!(u.finish, Some(FinishKind::StopToken(_) | FinishKind::Length(_) | FinishKind::Abort(_))) {
+                    t.mark_done();
+                }
+            }
+            if ok {
+                self.st.metrics.e2e_latency.observe(u.e2e_latency);
+            }
+        }
+        Some(u)
+    }
+
+    /// Run to the end; the final update.
+    pub async fn finish(mut self) -> Update {
+        let mut last = None;
+        while let Some(u) = self.next().await {
+            last = Some(u);
+        }
+        last.unwrap_or(Update {
+            output_ids: vec![],
+            text: String::new(),
+            finish: Some(FinishKind::Abort("no output".into())),
+            steps: None,
+            blocks: 0,
+            e2e_latency: 0.0,
+        })
+    }
+
+    fn update(&mut self, mut ids: Vec<u32>, mut finish: Option<FinishKind>, steps: Option<usize>) -> Update {
+        if !matches!(finish, Some(FinishKind::Abort(_))) {
+            self.blocks += 1;
+            if self.blocks == 1 {
+                self.st.metrics.first_block_latency.observe(self.started.elapsed().as_secs_f64());
+            }
+        }
+        let tok = &self.st.tokenizer;
+        let mut text = tok.decode(&ids, self.sampling.skip_special);
+        // Stop strings: the earliest match ends the request; its text is trimmed (SGLang's default).
+        let hit = self.sampling.stop.iter().filter_map(|s| text.find(s.as_str()).map(|i| (i, s.clone()))).min_by_key(|(i, _)| *i);
+        if let Some((i, s)) = hit {
+            if let Some(k) = (1..=ids.len()).find(|&k| tok.decode(&ids[..k], self.sampling.skip_special).contains(&s)) {
+                ids.truncate(k);
+            }
+            text.truncate(if self.sampling.no_stop_trim { i + s.len() } else { i });
+            finish = Some(FinishKind::StopStr(s));
+        }
+        Update { output_ids: ids, text, finish, steps, blocks: self.blocks, e2e_latency: self.started.elapsed().as_secs_f64() }
+    }
+}
+
+/// Run every request, forwarding `(index, update)`; a forwarder stops (and its request is
+/// cancelled) as soon as the receiver is dropped.
+pub fn forward_all(runs: Vec<Running>) -> tmpsc::UnboundedReceiver<(usize, Update)> {
+    let (tx, rx) = tmpsc::unbounded_channel();
+    for (i, mut r) in runs.into_iter().enumerate() {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    u = r.next() => match u {
+                        Some(u) => {
+                            if tx.send((i, u)).is_err() {
+                                break;
+                            }
+                        }
+                        None => break,
+                    },
+                    _ = tx.closed() => break,
+                }
+            }
+        });
+    }
+    rx
+}
+
+/// How a route writes its stream of server-sent events: what comes before the updates, the
+/// event for each update, and what comes after the last one (before `[DONE]`).
+pub trait StreamFormat: Send + 'static {
+    /// Events before any update.
+    fn opening(&mut self) -> Vec<Value> {
+        Vec::new()
+    }
+    /// The event for update `u` of request `i` (its index in the batch).
+    fn update(&mut self, i: usize, u: &Update) -> Value;
+    /// Events after every request has finished.
+    fn closing(&mut self) -> Vec<Value> {
+        Vec::new()
+    }
+}
+
+/// Stream every request's updates as server-sent events, written by `format`, then `[DONE]`.
+/// When the client goes away the stream stops, and with it the forwarders: their requests
+/// are cancelled.
+pub fn stream_sse(runs: Vec<Running>, mut format: impl StreamFormat) -> Resp {
+    let (resp, tx) = sse();
+    let mut rx = forward_all(runs);
+    tokio::spawn(async move {
+        for v in format.opening() {
+            if tx.send(sse_event(&v)).await.is_err() {
+                return;
+            }
+        }
+        loop {
+            let (i, u) = tokio::select! {
+                m = rx.recv() => match m { Some(m) => m, None => break },
+                _ = tx.closed() => return,
+            };
+            if tx.send(sse_event(&format.update(i, &u))).await.is_err() {
+                return;
+            }
+        }
+        for v in format.closing() {
+            if tx.send(sse_event(&v)).await.is_err() {
+                return;
+            }
+        }
+        let _ = tx.send(Bytes::from_static(SSE_DONE.as_bytes())).await;
+    });
+    resp
+}
+
+/// Submit every job, or none: on an error the ones already queued are cancelled (dropped).
+pub async fn submit_all(st: &Arc<AppState>, jobs: Vec<Job>, started: Instant) -> ApiResult<Vec<Running>> {
+    let batch = jobs.len() > 1;
+    let mut runs = Vec::with_capacity(jobs.len());
+    for (i, j) in jobs.into_iter().enumerate() {
+        match submit(st, j, started).await {
+            Ok(r) => runs.push(r),
+            Err(mut e) => {
+                if batch && e.status == StatusCode::BAD_REQUEST {
+                    e.message = format!("prompt {i}: {}", e.message);
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(runs)
+}
+
+/// A prompt's tokens: 400 if it is empty or encodes to nothing.
+pub fn encode(st: &AppState, text: &str, at: &str) -> ApiResult<Vec<u32>> {
+    if text.is_empty() {
+        return Err(ApiError::bad_request(format!("{at} is empty")));
+    }
+    let ids = st.tokenizer.encode(text).map_err(|e| ApiError::bad_request(format!("{at}: {e:#}")))?;
+    if ids.is_empty() {
+        return Err(ApiError::bad_request(format!("{at} encodes to no tokens")));
+    }
+    Ok(ids)
+}
