@@ -1,10 +1,12 @@
 //! The flags of `dllm serve` and the checked `Settings` made from them, before any model loads.
 
 use super::log::{log, set_log_level, Level};
-use crate::engine::GenParams;
+use crate::decode::{low_confidence, Policy, Setting};
+use crate::engine::MAX_BLOCK_SIZE;
 use crate::runtime::Device;
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use std::path::{Path, PathBuf};
+use yaml_rust2::{Yaml, YamlLoader};
 
 /// Flags of `dllm serve`: SGLang's `launch_server` names, so its command lines work here.
 #[derive(clap::Args, Debug, Clone)]
@@ -35,7 +37,7 @@ pub struct ServeArgs {
     /// Requests that may wait for a running slot; beyond that the server answers 503.
     #[arg(long, default_value_t = 1024)]
     pub max_queued_requests: usize,
-    /// Accepted for SGLang compatibility; must be in (0, 1].
+    /// The fraction of the GPU memory left after the weights that the KV cache takes, in (0, 1].
     #[arg(long)]
     pub mem_fraction_static: Option<f32>,
     /// Tensor parallelism: dllm runs a model on one GPU, so only 1.
@@ -134,8 +136,8 @@ impl Settings {
     /// accepted without effect, and settle the values the server runs with.
     pub fn from_args(a: &ServeArgs) -> Result<Settings> {
         set_log_level(&a.log_level)?;
-        check_algorithm(a)?;
-        let threshold = threshold(a)?;
+        let algorithm = check_algorithm(a)?;
+        let threshold = threshold(a, &algorithm)?;
         check_block_size(a)?;
         check_parallelism(a)?;
         check_limits(a)?;
@@ -147,7 +149,7 @@ impl Settings {
             model_path: a.model_path.clone(),
             served_model_name: a.served_model_name.clone(),
             device: a.device,
-            algorithm: "LowConfidence".into(),
+            algorithm: low_confidence::NAME.into(),
             threshold,
             block_size: a.diffusion_block_size,
             max_running: a.max_running_requests,
@@ -162,29 +164,39 @@ impl Settings {
     }
 }
 
-/// `--diffusion-algorithm` and `--dllm-algorithm` (either spelling, agreeing if both): only LowConfidence.
-fn check_algorithm(a: &ServeArgs) -> Result<()> {
+/// `--diffusion-algorithm` and `--dllm-algorithm` (either spelling, agreeing if both): one of
+/// [`crate::decode::ALGORITHMS`] (case-insensitive); LowConfidence when neither is given.
+fn check_algorithm(a: &ServeArgs) -> Result<String> {
     let algo = match (&a.diffusion_algorithm, &a.dllm_algorithm) {
         (Some(x), Some(y)) if !x.eq_ignore_ascii_case(y) => {
             bail!("--diffusion-algorithm {x:?} and --dllm-algorithm {y:?} disagree; give one")
         }
         (Some(x), _) | (None, Some(x)) => x.clone(),
-        (None, None) => "LowConfidence".to_string(),
+        (None, None) => low_confidence::NAME.to_string(),
     };
-    if !algo.eq_ignore_ascii_case("LowConfidence") {
-        bail!("unknown diffusion algorithm {algo:?}: dllm supports \"LowConfidence\"");
-    }
-    Ok(())
+    Policy::from_algorithm(&algo, &[]).map_err(anyhow::Error::msg)?;
+    Ok(algo)
 }
 
-/// The LowConfidence threshold: the engine's default, then the algorithm config's, then `--threshold`.
-fn threshold(a: &ServeArgs) -> Result<f32> {
-    let mut threshold = default_threshold();
-    if let Some(path) = &a.dllm_algorithm_config {
-        if let Some(t) = read_algorithm_config(path)? {
-            threshold = t;
-        }
+/// The LowConfidence threshold: the algorithm's default, then its `--dllm-algorithm-config`
+/// settings (the keys are the algorithm's own, see `decode/`), then `--threshold`.
+fn threshold(a: &ServeArgs, algo: &str) -> Result<f32> {
+    let settings = match &a.dllm_algorithm_config {
+        Some(path) => read_algorithm_config(path)?,
+        None => vec![],
+    };
+    let in_config = |e: String| match &a.dllm_algorithm_config {
+        Some(path) => anyhow!("{}: {e}", path.display()),
+        None => anyhow!(e),
+    };
+    let (policy, unknown) = Policy::from_algorithm(algo, &settings).map_err(in_config)?;
+    for key in unknown {
+        log(
+            Level::Warn,
+            &format!("{}: ignoring unknown key {key:?}", a.dllm_algorithm_config.as_deref().unwrap_or(Path::new("")).display()),
+        );
     }
+    let Policy::LowConfidence { mut threshold } = policy else { bail!("{algo} takes no threshold") };
     if let Some(t) = a.threshold {
         threshold = t;
     }
@@ -194,36 +206,32 @@ fn threshold(a: &ServeArgs) -> Result<f32> {
     Ok(threshold)
 }
 
-/// The threshold a `--dllm-algorithm-config` YAML file sets, if it sets one; other keys are
-/// warned about and ignored.
-fn read_algorithm_config(path: &Path) -> Result<Option<f32>> {
+/// A `--dllm-algorithm-config` YAML file as (key, value) pairs: an empty file has none; anything
+/// but a mapping of scalars is an error.
+fn read_algorithm_config(path: &Path) -> Result<Vec<(String, Setting)>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading --dllm-algorithm-config {}", path.display()))?;
-    let v: serde_yaml::Value =
-        serde_yaml::from_str(&text).with_context(|| format!("--dllm-algorithm-config {} is not valid YAML", path.display()))?;
-    let mut threshold = None;
-    match v {
-        serde_yaml::Value::Null => {}
-        serde_yaml::Value::Mapping(m) => {
-            for (k, val) in m {
-                let key = k.as_str().unwrap_or("").to_string();
-                match key.as_str() {
-                    "threshold" => {
-                        threshold =
-                            Some(val.as_f64().with_context(|| format!("{}: threshold must be a number, got {val:?}", path.display()))?
-                                as f32)
-                    }
-                    _ => log(Level::Warn, &format!("{}: ignoring unknown key {k:?}", path.display())),
-                }
-            }
-        }
-        other => bail!("--dllm-algorithm-config {} must be a mapping (e.g. `threshold: 0.9`), got {other:?}", path.display()),
+    let docs =
+        YamlLoader::load_from_str(&text).map_err(|e| anyhow!("--dllm-algorithm-config {} is not valid YAML: {e}", path.display()))?;
+    match docs.into_iter().next() {
+        None | Some(Yaml::Null) => Ok(vec![]),
+        Some(Yaml::Hash(m)) => Ok(m
+            .into_iter()
+            .map(|(k, v)| {
+                let key = k.as_str().map(str::to_string).unwrap_or_else(|| format!("{k:?}"));
+                let value = match v.as_f64().or_else(|| v.as_i64().map(|i| i as f64)) {
+                    Some(x) => Setting::Number(x),
+                    None => Setting::Other(format!("{v:?}")),
+                };
+                (key, value)
+            })
+            .collect()),
+        Some(other) => bail!("--dllm-algorithm-config {} must be a mapping (e.g. `threshold: 0.9`), got {other:?}", path.display()),
     }
-    Ok(threshold)
 }
 
 fn check_block_size(a: &ServeArgs) -> Result<()> {
-    if a.diffusion_block_size == 0 || a.diffusion_block_size > 4096 {
-        bail!("--diffusion-block-size must be between 1 and 4096, got {}", a.diffusion_block_size);
+    if a.diffusion_block_size == 0 || a.diffusion_block_size > MAX_BLOCK_SIZE {
+        bail!("--diffusion-block-size must be between 1 and {MAX_BLOCK_SIZE}, got {}", a.diffusion_block_size);
     }
     Ok(())
 }
@@ -337,12 +345,4 @@ fn args_json(a: &ServeArgs, threshold: f32, chunked_prefill_size: i64) -> serde_
         "max_body_bytes": a.max_body_bytes,
         "random_seed": a.random_seed,
     })
-}
-
-/// The engine's default LowConfidence threshold.
-fn default_threshold() -> f32 {
-    match GenParams::default().policy {
-        crate::decode::Policy::LowConfidence { threshold } => threshold,
-        _ => 0.95,
-    }
 }

@@ -94,7 +94,8 @@ impl Sampling {
         Ok(true)
     }
 
-    /// Checks that need the server's limits; the engine's `validate` does the rest.
+    /// The server's own limits (block size, context), then `GenParams::validate`, so a bad request
+    /// is a 400 before it is queued.
     pub fn check(&self, st: &AppState) -> ApiResult<()> {
         let p = &self.params;
         if p.block_size == 0 || p.block_size > st.settings.block_size {
@@ -103,27 +104,12 @@ impl Sampling {
                 st.settings.block_size, p.block_size
             )));
         }
-        if p.max_new_tokens == 0 {
-            return Err(ApiError::bad_request("max_new_tokens must be at least 1"));
-        }
+        p.validate(st.vocab_size).map_err(ApiError::bad_request)?;
         if p.max_new_tokens > st.context_len {
             return Err(ApiError::bad_request(format!(
                 "max_new_tokens ({}) exceeds the context length ({})",
                 p.max_new_tokens, st.context_len
             )));
-        }
-        if let Some(s) = p.steps {
-            if s == 0 || s > p.block_size {
-                return Err(ApiError::bad_request(format!("steps must be between 1 and the block size ({}), got {s}", p.block_size)));
-            }
-        }
-        if let Policy::LowConfidence { threshold } = p.policy {
-            if !(0.0..=1.0).contains(&threshold) {
-                return Err(ApiError::bad_request(format!("threshold must be in [0, 1], got {threshold}")));
-            }
-        }
-        if let Some(t) = p.stop_token_ids.iter().find(|&&t| t as usize >= st.vocab_size) {
-            return Err(ApiError::bad_request(format!("stop_token_ids: {t} is outside the vocabulary ({})", st.vocab_size)));
         }
         Ok(())
     }
