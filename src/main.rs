@@ -2,7 +2,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use dllm::decode::Policy;
 use dllm::engine::GenParams;
-use dllm::runtime::{self, Device};
+use dllm::runtime::{self, Device, LoadOptions};
 use dllm::tokenizer::{apply_chat_template, ChatMessage};
 use std::path::PathBuf;
 
@@ -62,6 +62,10 @@ struct GenerateArgs {
     steps: Option<usize>,
     #[arg(long, value_enum, default_value = "auto")]
     device: Device,
+    /// The fraction of the GPU memory left after the weights that the KV cache takes (SGLang's
+    /// flag; e.g. a small cache under compute-sanitizer). Default: the CUDA backend's.
+    #[arg(long)]
+    mem_fraction_static: Option<f32>,
     /// Print {"text", "output_ids", "steps", ...} as JSON.
     #[arg(long)]
     json: bool,
@@ -100,7 +104,10 @@ fn run(cli: Cli, start: std::time::Instant) -> Result<()> {
             Ok(())
         }
         Cmd::Generate(a) => generate(a),
-        Cmd::Serve(a) => dllm::server::run(a),
+        Cmd::Serve(mut a) => {
+            a.model_path = Some(dllm::make_model::resolve_model(a.model_path.as_deref())?);
+            dllm::server::run(a)
+        }
         Cmd::Bench(b) => dllm::bench::cli::run(b, start),
     }
 }
@@ -111,8 +118,8 @@ fn generate(a: GenerateArgs) -> Result<()> {
         println!("{}", dllm::bench::random_weights::random_weights_steps(p, a.prefix_len, a.block_size, blocks, a.seed)?);
         return Ok(());
     }
-    let dir = runtime::resolve_model(a.model_path.as_deref())?;
-    let mut m = runtime::load(&dir, a.device)?;
+    let dir = dllm::make_model::resolve_model(a.model_path.as_deref())?;
+    let mut m = runtime::load_with(&dir, &LoadOptions { device: a.device, mem_fraction_static: a.mem_fraction_static })?;
     m.engine.set_max_forward_tokens(dllm::engine::forward_budget(a.chunked_prefill_size));
     let text =
         if a.chat { apply_chat_template(&[ChatMessage { role: "user".into(), content: a.prompt.clone() }]) } else { a.prompt.clone() };

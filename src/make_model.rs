@@ -8,7 +8,7 @@ use crate::rng::Rng;
 use crate::tokenizer::{EOS_TOKEN, MASK_TOKEN, SPECIALS};
 use anyhow::{Context, Result};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// How each tensor is initialised: (mean, std, stored as f32?).
 fn init_for(name: &str, shape: &[usize], c: &ModelConfig) -> (f64, f64, bool) {
@@ -220,4 +220,35 @@ pub fn build_tokenizer_json() -> serde_json::Value {
                   "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
                   "vocab": vocab_map, "merges": merges}
     })
+}
+
+/// Where the embedded default (the tiny model, seed 0) lives once made.
+pub fn default_model_dir() -> PathBuf {
+    let base = std::env::var_os("DLLM_CACHE_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|p| PathBuf::from(p).join("dllm")))
+        .or_else(|| std::env::var_os("HOME").map(|p| PathBuf::from(p).join(".cache").join("dllm")))
+        .unwrap_or_else(|| std::env::temp_dir().join("dllm"));
+    base.join(format!("tiny-seed0-v{}", env!("CARGO_PKG_VERSION")))
+}
+
+/// The model directory to use: the given one, or the tiny default, made on first use.
+pub fn resolve_model(path: Option<&Path>) -> Result<PathBuf> {
+    if let Some(p) = path {
+        return Ok(p.to_path_buf());
+    }
+    let dir = default_model_dir();
+    if !dir.join("config.json").exists() {
+        let tmp = dir.with_extension(format!("tmp{}", std::process::id()));
+        make_model("tiny", &tmp, 0).context("making the default tiny model")?;
+        if let Some(parent) = dir.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        // Another process may have won the race; either copy is the same model.
+        if std::fs::rename(&tmp, &dir).is_err() {
+            let _ = std::fs::remove_dir_all(&tmp);
+        }
+        eprintln!("made the default tiny model in {}", dir.display());
+    }
+    Ok(dir)
 }

@@ -32,10 +32,10 @@ cat "$OUT/tiny_cuda.json" "$OUT/tiny_cpu.json"
 # may diverge (tests/cuda_kernels.rs explains; dense_routing_lockstep_matches_cpu is the strict check).
 run "tiny cuda vs cpu tokens (info)" tiny.log python3 -c "import json; a=json.load(open('$OUT/tiny_cuda.json'))['output_ids']; b=json.load(open('$OUT/tiny_cpu.json'))['output_ids']; print('equal' if a==b else 'differ: %d/%d tokens equal, first difference at %d' % (sum(x==y for x,y in zip(a,b)), len(b), next(i for i,(x,y) in enumerate(zip(a,b)) if x!=y)))"
 run "mini random weights, prefix 1024" mini.log timeout 200 $C/dllm generate --device cuda --random-weights mini --prefix-len 1024 --block-size 32 --max-new-tokens 64
-run "mini per-kernel profile (CUDA events; step times include the profiling hold)" mini_profile.log env DLLM_PROFILE_KERNELS=1 timeout 200 $C/dllm generate --device cuda --random-weights mini --prefix-len 1024 --block-size 32 --max-new-tokens 64
+run "mini per-kernel profile (CUDA events; step times include the profiling hold)" mini_profile.log timeout 200 $C/dllm generate --device cuda --profile-kernels --random-weights mini --prefix-len 1024 --block-size 32 --max-new-tokens 64
 
 if command -v compute-sanitizer >/dev/null; then
-    run "memcheck tiny generation" memcheck.log env DLLM_MEM_FRACTION_STATIC=0.02 timeout ${MEMCHECK_TIMEOUT:-200} compute-sanitizer --tool memcheck --error-exitcode 3 $C/dllm generate --device cuda --max-new-tokens 32
+    run "memcheck tiny generation" memcheck.log timeout ${MEMCHECK_TIMEOUT:-200} compute-sanitizer --tool memcheck --error-exitcode 3 $C/dllm generate --device cuda --mem-fraction-static 0.02 --max-new-tokens 32
 else
     row "memcheck tiny generation" "SKIP (no compute-sanitizer)"
 fi

@@ -32,7 +32,7 @@ impl ModelSource {
 pub fn cpu_engine(src: &ModelSource) -> Result<Engine<CpuBackend>> {
     let dir = match src {
         ModelSource::Checkpoint(dir) => dir.clone(),
-        ModelSource::Preset(p) if p == "tiny" => crate::runtime::resolve_model(None)?,
+        ModelSource::Preset(p) if p == "tiny" => crate::make_model::resolve_model(None)?,
         ModelSource::Preset(p) => bail!("the CPU backend benchmarks checkpoints and the tiny preset; {p:?} needs --device cuda"),
     };
     let ck = Checkpoint::open(&dir)?;

@@ -19,7 +19,7 @@ pub mod scheduler;
 pub use args::{ServeArgs, Settings, MAX_TP};
 
 use crate::engine::GenParams;
-use crate::runtime::{self, Loaded};
+use crate::runtime::{self, LoadOptions, Loaded};
 use crate::tokenizer::Tokenizer;
 use anyhow::{bail, Context, Result};
 use errors::{ApiError, ApiResult};
@@ -85,20 +85,12 @@ impl RunningServer {
 /// Check the flags, load the model (blocking work off the async threads) and start serving.
 pub async fn start(args: ServeArgs) -> Result<RunningServer> {
     let settings = Settings::from_args(&args)?;
-    if let Some(m) = args.mem_fraction_static {
-        // The CUDA backend reads its KV-cache fraction from here; an explicit variable wins.
-        if std::env::var_os("DLLM_MEM_FRACTION_STATIC").is_none() {
-            std::env::set_var("DLLM_MEM_FRACTION_STATIC", m.to_string());
-        }
-    }
-    let path = settings.model_path.clone();
-    let device = settings.device;
-    let loaded = tokio::task::spawn_blocking(move || -> Result<Loaded> {
-        let dir = runtime::resolve_model(path.as_deref())?;
-        runtime::load(&dir, device)
-    })
-    .await
-    .context("loading the model")??;
+    let Some(dir) = settings.model_path.clone() else {
+        bail!("no --model-path: give a checkpoint directory (the dllm binary fills in its embedded default)")
+    };
+    let opts = LoadOptions { device: settings.device, mem_fraction_static: args.mem_fraction_static };
+    let loaded =
+        tokio::task::spawn_blocking(move || -> Result<Loaded> { runtime::load_with(&dir, &opts) }).await.context("loading the model")??;
     start_with(settings, loaded).await
 }
 
