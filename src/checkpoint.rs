@@ -90,44 +90,144 @@ pub struct Checkpoint {
     tensors: HashMap<String, Entry>,
 }
 
-/// Every tensor the forward needs, with its shape, in load order.
-pub fn expected_tensors(c: &ModelConfig) -> Vec<(String, Vec<usize>)> {
-    let (h, d, v) = (c.hidden_size, c.head_dim(), c.vocab_size);
-    let mut t = vec![("model.word_embeddings.weight".to_string(), vec![v, h])];
-    for i in 0..c.num_hidden_layers {
-        let p = format!("model.layers.{i}");
-        t.push((format!("{p}.input_layernorm.weight"), vec![h]));
-        t.push((format!("{p}.post_attention_layernorm.weight"), vec![h]));
-        t.push((format!("{p}.attention.query_key_value.weight"), vec![c.qkv_rows(), h]));
-        t.push((format!("{p}.attention.dense.weight"), vec![h, c.num_attention_heads * d]));
-        t.push((format!("{p}.attention.query_layernorm.weight"), vec![d]));
-        t.push((format!("{p}.attention.key_layernorm.weight"), vec![d]));
-        if c.is_moe_layer(i) {
-            let (e, m, s) = (c.num_experts, c.moe_intermediate_size, c.shared_intermediate());
-            t.push((format!("{p}.mlp.gate.weight"), vec![e, h]));
-            t.push((format!("{p}.mlp.gate.expert_bias"), vec![e]));
-            for x in 0..e {
-                t.push((format!("{p}.mlp.experts.{x}.gate_proj.weight"), vec![m, h]));
-                t.push((format!("{p}.mlp.experts.{x}.up_proj.weight"), vec![m, h]));
-                t.push((format!("{p}.mlp.experts.{x}.down_proj.weight"), vec![h, m]));
+/// Every tensor name of the LLaDA2 layout, spelled once: the checker ([`expected_tensors`]),
+/// both loaders and the random initialisers build names only through here.
+pub mod names {
+    pub const EMBED: &str = "model.word_embeddings.weight";
+    pub const FINAL_NORM: &str = "model.norm.weight";
+    pub const LM_HEAD: &str = "lm_head.weight";
+
+    /// The three matrices of a gated MLP (dense layers, each expert, the shared expert).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Proj {
+        Gate,
+        Up,
+        Down,
+    }
+
+    impl Proj {
+        pub const ALL: [Proj; 3] = [Proj::Gate, Proj::Up, Proj::Down];
+        fn stem(self) -> &'static str {
+            match self {
+                Proj::Gate => "gate_proj",
+                Proj::Up => "up_proj",
+                Proj::Down => "down_proj",
             }
-            if c.num_shared_experts > 0 {
-                t.push((format!("{p}.mlp.shared_experts.gate_proj.weight"), vec![s, h]));
-                t.push((format!("{p}.mlp.shared_experts.up_proj.weight"), vec![s, h]));
-                t.push((format!("{p}.mlp.shared_experts.down_proj.weight"), vec![h, s]));
-            }
-        } else {
-            let i_ = c.intermediate_size;
-            t.push((format!("{p}.mlp.gate_proj.weight"), vec![i_, h]));
-            t.push((format!("{p}.mlp.up_proj.weight"), vec![i_, h]));
-            t.push((format!("{p}.mlp.down_proj.weight"), vec![h, i_]));
         }
     }
-    t.push(("model.norm.weight".to_string(), vec![h]));
+
+    /// The names of decoder layer `i` (`model.layers.{i}.`...).
+    pub struct Layer(String);
+
+    pub fn layer(i: usize) -> Layer {
+        Layer(format!("model.layers.{i}"))
+    }
+
+    impl Layer {
+        pub fn input_norm(&self) -> String {
+            format!("{}.input_layernorm.weight", self.0)
+        }
+        pub fn post_norm(&self) -> String {
+            format!("{}.post_attention_layernorm.weight", self.0)
+        }
+        pub fn qkv(&self) -> String {
+            format!("{}.attention.query_key_value.weight", self.0)
+        }
+        /// The attention output projection.
+        pub fn dense(&self) -> String {
+            format!("{}.attention.dense.weight", self.0)
+        }
+        pub fn q_norm(&self) -> String {
+            format!("{}.attention.query_layernorm.weight", self.0)
+        }
+        pub fn k_norm(&self) -> String {
+            format!("{}.attention.key_layernorm.weight", self.0)
+        }
+        pub fn router(&self) -> String {
+            format!("{}.mlp.gate.weight", self.0)
+        }
+        pub fn expert_bias(&self) -> String {
+            format!("{}.mlp.gate.expert_bias", self.0)
+        }
+        /// Routed expert `x`.
+        pub fn expert(&self, x: usize, p: Proj) -> String {
+            format!("{}.mlp.experts.{x}.{}.weight", self.0, p.stem())
+        }
+        pub fn shared_expert(&self, p: Proj) -> String {
+            format!("{}.mlp.shared_experts.{}.weight", self.0, p.stem())
+        }
+        /// A dense (non-MoE) layer's MLP.
+        pub fn mlp(&self, p: Proj) -> String {
+            format!("{}.mlp.{}.weight", self.0, p.stem())
+        }
+    }
+}
+
+/// Every tensor the forward needs, with its shape, in load order.
+pub fn expected_tensors(c: &ModelConfig) -> Vec<(String, Vec<usize>)> {
+    use names::Proj;
+    let (h, d, v) = (c.hidden_size, c.head_dim(), c.vocab_size);
+    // [out, in] of a gated MLP's matrices for an intermediate width `w`.
+    let mlp_shape = |p: Proj, w: usize| if p == Proj::Down { vec![h, w] } else { vec![w, h] };
+    let mut t = vec![(names::EMBED.to_string(), vec![v, h])];
+    for i in 0..c.num_hidden_layers {
+        let l = names::layer(i);
+        t.push((l.input_norm(), vec![h]));
+        t.push((l.post_norm(), vec![h]));
+        t.push((l.qkv(), vec![c.qkv_rows(), h]));
+        t.push((l.dense(), vec![h, c.num_attention_heads * d]));
+        t.push((l.q_norm(), vec![d]));
+        t.push((l.k_norm(), vec![d]));
+        if c.is_moe_layer(i) {
+            let (e, m, s) = (c.num_experts, c.moe_intermediate_size, c.shared_intermediate());
+            t.push((l.router(), vec![e, h]));
+            t.push((l.expert_bias(), vec![e]));
+            for x in 0..e {
+                t.extend(Proj::ALL.map(|p| (l.expert(x, p), mlp_shape(p, m))));
+            }
+            if c.num_shared_experts > 0 {
+                t.extend(Proj::ALL.map(|p| (l.shared_expert(p), mlp_shape(p, s))));
+            }
+        } else {
+            t.extend(Proj::ALL.map(|p| (l.mlp(p), mlp_shape(p, c.intermediate_size))));
+        }
+    }
+    t.push((names::FINAL_NORM.to_string(), vec![h]));
     if !c.tie_word_embeddings {
-        t.push(("lm_head.weight".to_string(), vec![v, h]));
+        t.push((names::LM_HEAD.to_string(), vec![v, h]));
     }
     t
+}
+
+/// How a random checkpoint draws a tensor: `make-model` on the host and the CUDA backend's
+/// random device weights share this rule, so a random-weight benchmark sees a made checkpoint's
+/// statistics.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RandomInit {
+    pub mean: f64,
+    pub std: f64,
+    /// Stored as f32 (the released checkpoints' expert bias), else bf16.
+    pub f32: bool,
+}
+
+/// The rule for tensor `name` of shape `[.., fan_in]` (its input width is the last dimension).
+pub fn random_init(name: &str, shape: &[usize], c: &ModelConfig) -> RandomInit {
+    let fan_in = *shape.last().unwrap_or(&1) as f64;
+    let (mean, std, f32) = if name.ends_with("layernorm.weight") || name == names::FINAL_NORM {
+        (1.0, 0.1, false)
+    } else if name.ends_with("expert_bias") {
+        (0.0, 0.1, true) // f32 in the released checkpoints
+    } else if name == names::EMBED {
+        (0.0, 1.0, false)
+    } else if name == names::LM_HEAD {
+        // Peaked enough that some positions pass a 0.95 threshold, so both unmask branches run.
+        (0.0, 5.0 / (c.hidden_size as f64).sqrt(), false)
+    } else if name.ends_with("mlp.gate.weight") {
+        (0.0, 2.0 / fan_in.sqrt(), false)
+    } else {
+        (0.0, 1.0 / fan_in.sqrt(), false)
+    };
+    RandomInit { mean, std, f32 }
 }
 
 fn file_err(path: &Path, msg: impl std::fmt::Display) -> CheckpointError {

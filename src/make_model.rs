@@ -2,32 +2,13 @@
 //! (config.json, sharded safetensors + index, tokenizer files) with seeded random weights.
 //! `tiny` is the test/default model; `mini` and `flash` carry the real shapes.
 
-use crate::checkpoint::expected_tensors;
+use crate::checkpoint::{expected_tensors, random_init, RandomInit};
 use crate::config::{preset, ModelConfig};
 use crate::rng::Rng;
 use crate::tokenizer::{EOS_TOKEN, MASK_TOKEN, SPECIALS};
 use anyhow::{Context, Result};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-
-/// How each tensor is initialised: (mean, std, stored as f32?).
-fn init_for(name: &str, shape: &[usize], c: &ModelConfig) -> (f64, f64, bool) {
-    let fan_in = *shape.last().unwrap_or(&1) as f64;
-    if name.ends_with("layernorm.weight") || name == "model.norm.weight" {
-        (1.0, 0.1, false)
-    } else if name.ends_with("expert_bias") {
-        (0.0, 0.1, true) // f32 in the released checkpoints
-    } else if name == "model.word_embeddings.weight" {
-        (0.0, 1.0, false)
-    } else if name == "lm_head.weight" {
-        // Peaked enough that some positions pass a 0.95 threshold, so both unmask branches run.
-        (0.0, 5.0 / (c.hidden_size as f64).sqrt(), false)
-    } else if name.ends_with("mlp.gate.weight") {
-        (0.0, 2.0 / fan_in.sqrt(), false)
-    } else {
-        (0.0, 1.0 / fan_in.sqrt(), false)
-    }
-}
 
 /// Write a checkpoint. Shards are streamed tensor by tensor, so the real shapes never
 /// need their full size in memory.
@@ -106,7 +87,7 @@ fn write_shard(path: &Path, group: &[(String, Vec<usize>)], cfg: &ModelConfig, r
     let mut header = serde_json::Map::new();
     let mut off = 0usize;
     for (name, shape) in &sorted {
-        let f32_ = init_for(name, shape, cfg).2;
+        let f32_ = random_init(name, shape, cfg).f32;
         let bytes = shape.iter().product::<usize>() * if f32_ { 4 } else { 2 };
         header.insert(
             name.clone(),
@@ -124,7 +105,7 @@ fn write_shard(path: &Path, group: &[(String, Vec<usize>)], cfg: &ModelConfig, r
     w.write_all(&(h.len() as u64).to_le_bytes())?;
     w.write_all(&h)?;
     for (name, shape) in &sorted {
-        let (mean, std, f32_) = init_for(name, shape, cfg);
+        let RandomInit { mean, std, f32: f32_ } = random_init(name, shape, cfg);
         let n: usize = shape.iter().product();
         let mut buf = Vec::with_capacity(n * if f32_ { 4 } else { 2 });
         for _ in 0..n {

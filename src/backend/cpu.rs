@@ -2,6 +2,7 @@
 //! Each function here is the CPU twin of a CUDA kernel and is what that kernel is tested against.
 
 use super::{Backend, Linear, Norm, StepBatch};
+use crate::checkpoint::names::{self, Proj};
 use crate::checkpoint::Checkpoint;
 use crate::config::ModelConfig;
 use crate::decode::sample::pick_row;
@@ -85,12 +86,9 @@ fn weight(ck: &Checkpoint, name: &str) -> Result<Weight> {
     Ok(Weight { out, inp, w: t.to_f32() })
 }
 
-fn mlp(ck: &Checkpoint, p: &str) -> Result<Mlp> {
-    Ok(Mlp {
-        gate: weight(ck, &format!("{p}.gate_proj.weight"))?,
-        up: weight(ck, &format!("{p}.up_proj.weight"))?,
-        down: weight(ck, &format!("{p}.down_proj.weight"))?,
-    })
+/// A gated MLP whose matrices `name` spells.
+fn mlp(ck: &Checkpoint, name: impl Fn(Proj) -> String) -> Result<Mlp> {
+    Ok(Mlp { gate: weight(ck, &name(Proj::Gate))?, up: weight(ck, &name(Proj::Up))?, down: weight(ck, &name(Proj::Down))? })
 }
 
 impl CpuBackend {
@@ -110,33 +108,32 @@ impl CpuBackend {
         }
         let mut layers = Vec::new();
         for i in 0..cfg.num_hidden_layers {
-            let p = format!("model.layers.{i}");
+            let l = names::layer(i);
             let ffn = if cfg.is_moe_layer(i) {
-                let experts =
-                    (0..cfg.num_experts).into_par_iter().map(|e| mlp(ck, &format!("{p}.mlp.experts.{e}"))).collect::<Result<Vec<_>>>()?;
+                let experts = (0..cfg.num_experts).into_par_iter().map(|x| mlp(ck, |p| l.expert(x, p))).collect::<Result<Vec<_>>>()?;
                 Ffn::Moe(Moe {
-                    router: weight(ck, &format!("{p}.mlp.gate.weight"))?,
-                    bias: ck.f32(&format!("{p}.mlp.gate.expert_bias"))?,
+                    router: weight(ck, &l.router())?,
+                    bias: ck.f32(&l.expert_bias())?,
                     experts,
-                    shared: if cfg.num_shared_experts > 0 { Some(mlp(ck, &format!("{p}.mlp.shared_experts"))?) } else { None },
+                    shared: if cfg.num_shared_experts > 0 { Some(mlp(ck, |p| l.shared_expert(p))?) } else { None },
                 })
             } else {
-                Ffn::Dense(mlp(ck, &format!("{p}.mlp"))?)
+                Ffn::Dense(mlp(ck, |p| l.mlp(p))?)
             };
             layers.push(Layer {
-                input_norm: ck.f32(&format!("{p}.input_layernorm.weight"))?,
-                post_norm: ck.f32(&format!("{p}.post_attention_layernorm.weight"))?,
-                qkv: weight(ck, &format!("{p}.attention.query_key_value.weight"))?,
-                dense: weight(ck, &format!("{p}.attention.dense.weight"))?,
-                q_norm: ck.f32(&format!("{p}.attention.query_layernorm.weight"))?,
-                k_norm: ck.f32(&format!("{p}.attention.key_layernorm.weight"))?,
+                input_norm: ck.f32(&l.input_norm())?,
+                post_norm: ck.f32(&l.post_norm())?,
+                qkv: weight(ck, &l.qkv())?,
+                dense: weight(ck, &l.dense())?,
+                q_norm: ck.f32(&l.q_norm())?,
+                k_norm: ck.f32(&l.k_norm())?,
                 ffn,
             });
         }
-        let lm_name = if cfg.tie_word_embeddings { "model.word_embeddings.weight" } else { "lm_head.weight" };
+        let lm_name = if cfg.tie_word_embeddings { names::EMBED } else { names::LM_HEAD };
         Ok(CpuBackend {
-            embed: weight(ck, "model.word_embeddings.weight")?,
-            final_norm: ck.f32("model.norm.weight")?,
+            embed: weight(ck, names::EMBED)?,
+            final_norm: ck.f32(names::FINAL_NORM)?,
             lm_head: weight(ck, lm_name)?,
             layers,
             cfg,
