@@ -184,7 +184,7 @@ fn parse_params(src: &str) -> Vec<Struct> {
                 continue;
             }
             let decl = line.strip_suffix(';').unwrap_or_else(|| panic!("params.h: cannot parse {line:?}"));
-            let (ty, name) = decl.rsplit_once(|c: char| c == ' ' || c == '*').unwrap();
+            let (ty, name) = decl.rsplit_once([' ', '*']).unwrap();
             let name = name.trim().to_string();
             let (rty, size) = if decl.contains('*') {
                 ("u64", 8)

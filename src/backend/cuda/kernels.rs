@@ -1,4 +1,4 @@
-//! The only `unsafe` of the CUDA backend: loading the embedded fatbins, allocating
+//! The only `unsafe` of the CUDA backend: probing for the driver library, loading the embedded fatbins, allocating
 //! uninitialised device memory, launching kernels and calling cuBLAS. Each launch checks its
 //! error and names the kernel. With `DLLM_CUDA_SYNC=1` every launch also synchronises, so an
 //! asynchronous fault is reported against the kernel that caused it.
@@ -58,6 +58,15 @@ struct Profile {
 /// How long [`Kernels::hold_stream`] holds the stream: longer than the host takes to queue
 /// one forward of the largest shapes with two events per launch.
 const PROFILE_HOLD_US: u32 = 20_000;
+
+/// Whether the NVIDIA driver library can be loaded (cudarc panics when it cannot).
+pub fn driver_library_present() -> bool {
+    ["libcuda.so.1", "libcuda.so"].iter().any(|name| {
+        // SAFETY: loading the NVIDIA driver library runs only its own initialisers; the handle
+        // is dropped at once (cudarc loads it again for real).
+        unsafe { libloading::Library::new(*name) }.is_ok()
+    })
+}
 
 /// The raw device address of a buffer (what the params structs carry).
 pub fn ptr<T>(s: &CudaSlice<T>, stream: &CudaStream) -> u64 {
