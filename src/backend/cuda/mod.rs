@@ -182,13 +182,13 @@ impl CudaBackend {
 fn check_shapes(c: &ModelConfig) -> Result<()> {
     let d = c.head_dim();
     let group = c.num_attention_heads / c.num_key_value_heads;
-    if d > 256 || d % 16 != 0 {
+    if d > 256 || !d.is_multiple_of(16) {
         bail!("the CUDA kernels need head_dim <= 256 and a multiple of 16 (tensor-core tiles), got {d}");
     }
     if group > 8 {
         bail!("the CUDA attention kernel supports up to 8 query heads per KV head, got {group}");
     }
-    if c.hidden_size % 8 != 0 || c.moe_intermediate_size % 8 != 0 || c.hidden_size > 8192 {
+    if !c.hidden_size.is_multiple_of(8) || !c.moe_intermediate_size.is_multiple_of(8) || c.hidden_size > 8192 {
         bail!("the CUDA kernels need hidden_size (<= 8192) and moe_intermediate_size to be multiples of 8");
     }
     if c.num_experts > 1024 || c.n_group > 64 {

@@ -28,6 +28,8 @@ pub struct MoeWeights {
     pub shared: Option<DenseMlp>,
 }
 
+// One per layer, built once and never moved on a hot path: boxing the MoE variant buys nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Ffn {
     Dense(DenseMlp),
     Moe(MoeWeights),
@@ -119,7 +121,7 @@ impl Random<'_> {
             mean,
             std,
         };
-        k.launch("init_normal", (((n + 255) / 256).min(65536) as u32, 1, 1), 256, &p)
+        k.launch("init_normal", (n.div_ceil(256).min(65536) as u32, 1, 1), 256, &p)
     }
 }
 
