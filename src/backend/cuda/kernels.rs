@@ -40,7 +40,7 @@ pub struct Kernels {
     blas: CudaBlas,
     fns: HashMap<String, CudaFunction>,
     sync_each: bool,
-    /// `DLLM_PROFILE_KERNELS=1`: a CUDA event pair around every launch, read back when the
+    /// `CudaOptions::profile_kernels`: a CUDA event pair around every launch, read back when the
     /// profile is asked for (see [`Kernels::hold_stream`] for keeping launch gaps out).
     prof: Option<Mutex<Profile>>,
     /// Kernel -> the dynamic shared memory its limit was raised to (the driver call is made once).
@@ -74,7 +74,8 @@ pub fn ptr<T>(s: &CudaSlice<T>, stream: &CudaStream) -> u64 {
 }
 
 impl Kernels {
-    pub fn new(ctx: &Arc<CudaContext>) -> Result<Self> {
+    /// `profile`: time every launch (see [`Kernels::profile`]).
+    pub fn new(ctx: &Arc<CudaContext>, profile: bool) -> Result<Self> {
         // SAFETY: the backend uses one stream, so cudarc's per-buffer event tracking is not needed.
         unsafe { ctx.disable_event_tracking() };
         let stream = ctx.default_stream();
@@ -92,8 +93,9 @@ impl Kernels {
                 fns.insert(name.to_string(), f);
             }
         }
+        // A debugging switch, so an environment variable rather than an option.
         let sync_each = std::env::var("DLLM_CUDA_SYNC").map(|v| v == "1").unwrap_or(false);
-        let prof = (std::env::var("DLLM_PROFILE_KERNELS").map(|v| v == "1").unwrap_or(false)).then(|| Mutex::new(Profile::default()));
+        let prof = profile.then(|| Mutex::new(Profile::default()));
         Ok(Kernels { stream, blas, fns, sync_each, prof, smem_raised: Mutex::new(HashMap::new()) })
     }
 
@@ -112,7 +114,7 @@ impl Kernels {
 
     /// Profiling only: hold the stream with a sleeping kernel, so the host queues the launches
     /// that follow (one forward) before the GPU runs them; each event pair then times its kernel
-    /// alone, not the host's launch latency. A no-op without DLLM_PROFILE_KERNELS=1.
+    /// alone, not the host's launch latency. A no-op unless profiling.
     pub fn hold_stream(&self) -> Result<()> {
         if self.prof.is_none() {
             return Ok(());
@@ -127,7 +129,7 @@ impl Kernels {
         Ok(())
     }
 
-    /// (name, total ms, calls), largest first; empty unless DLLM_PROFILE_KERNELS=1. Waits for
+    /// (name, total ms, calls), largest first; empty unless profiling. Waits for
     /// the stream, then reads the launches' events.
     pub fn profile(&self) -> Vec<(String, f64, u64)> {
         let Some(p) = &self.prof else { return vec![] };

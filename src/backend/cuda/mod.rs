@@ -2,6 +2,10 @@
 //! (cuBLAS only for the plain dense GEMMs: QKV, attention out, dense MLP / shared expert,
 //! lm_head). Activations: the residual stream and GEMM outputs are f32, GEMM inputs (norm
 //! and attention outputs) bf16; weights and the KV cache are bf16; accumulation is fp32.
+//!
+//! Configuration comes in [`CudaOptions`]. One debugging switch is an environment variable:
+//! `DLLM_CUDA_SYNC=1` synchronises after every launch, so an asynchronous fault is reported
+//! against the kernel that caused it (see kernels.rs).
 
 mod act;
 mod attention;
@@ -39,13 +43,13 @@ pub struct CudaOptions {
     pub device: usize,
     /// Fill every activation with NaN when it is allocated (tests: unwritten outputs show).
     pub poison: bool,
+    /// Time every launch with a CUDA event pair ([`CudaBackend::profile`] reads them back).
+    pub profile_kernels: bool,
 }
 
 impl Default for CudaOptions {
     fn default() -> Self {
-        // DLLM_MEM_FRACTION_STATIC overrides the KV fraction (e.g. a small cache under compute-sanitizer).
-        let frac = std::env::var("DLLM_MEM_FRACTION_STATIC").ok().and_then(|v| v.parse().ok()).unwrap_or(0.85);
-        CudaOptions { mem_fraction_static: frac, page_size: 32, max_kv_bytes: None, device: 0, poison: false }
+        CudaOptions { mem_fraction_static: 0.85, page_size: 32, max_kv_bytes: None, device: 0, poison: false, profile_kernels: false }
     }
 }
 
@@ -85,7 +89,7 @@ impl CudaBackend {
             .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
             .map(|n| n.max(1) as usize)
             .unwrap_or(132);
-        let k = Kernels::new(&ctx)?;
+        let k = Kernels::new(&ctx, opts.profile_kernels)?;
         let w = make(&k, &cfg).context("putting the weights on the GPU")?;
         k.sync("weight upload")?;
         let (free, _total) = ctx.mem_get_info().map_err(|e| anyhow!("cuMemGetInfo: {e:?}"))?;
@@ -118,7 +122,7 @@ impl CudaBackend {
         (self.pool.free_pages(), self.pool.num_pages)
     }
 
-    /// Per-kernel wall time (DLLM_PROFILE_KERNELS=1): (name, total ms, calls).
+    /// Per-kernel wall time (with `profile_kernels`): (name, total ms, calls).
     pub fn profile(&self) -> Vec<(String, f64, u64)> {
         self.k.profile()
     }
