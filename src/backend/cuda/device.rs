@@ -1,9 +1,9 @@
 //! Opening the device, and moving buffers between host and device (uploads, downloads,
 //! allocations that honour the poison option).
 
+use super::error::{CudaError, Result};
 use super::kernels::{driver_library_present, params::InitParams, ptr};
 use super::CudaBackend;
-use anyhow::{anyhow, bail, Result};
 use cudarc::driver::{CudaContext, CudaSlice};
 use std::sync::Arc;
 
@@ -12,13 +12,13 @@ pub(super) fn open_device(ordinal: usize) -> Result<Arc<CudaContext>> {
     // cudarc loads libcuda lazily and panics when it is absent: look for it first, so a
     // machine without a driver gets one clear line, not a panic message.
     if !driver_library_present() {
-        bail!("no CUDA driver found (libcuda.so.1 could not be loaded)");
+        return Err(CudaError::NoDriver);
     }
     let r = std::panic::catch_unwind(|| CudaContext::new(ordinal));
     match r {
         Ok(Ok(c)) => Ok(c),
-        Ok(Err(e)) => bail!("opening CUDA device {ordinal}: {e:?}"),
-        Err(_) => bail!("no CUDA driver found (libcuda.so could not be loaded)"),
+        Ok(Err(source)) => Err(CudaError::Driver { what: format!("opening CUDA device {ordinal}"), source }),
+        Err(_) => Err(CudaError::NoDriver),
     }
 }
 
@@ -77,10 +77,10 @@ impl CudaBackend {
         if v.is_empty() {
             return self.k.alloc::<T>(1, what);
         }
-        self.k.stream.clone_htod(v).map_err(|e| anyhow!("uploading {what}: {e:?}"))
+        self.k.stream.clone_htod(v).map_err(|e| CudaError::upload(what, std::mem::size_of_val(v), e))
     }
 
     pub(super) fn download<T: cudarc::driver::DeviceRepr>(&self, s: &CudaSlice<T>, what: &str) -> Result<Vec<T>> {
-        self.k.stream.clone_dtoh(s).map_err(|e| anyhow!("downloading {what} (a kernel before it may have failed): {e:?}"))
+        self.k.stream.clone_dtoh(s).map_err(CudaError::driver(|| format!("downloading {what} (a kernel before it may have failed)")))
     }
 }

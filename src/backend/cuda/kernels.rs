@@ -3,7 +3,7 @@
 //! error and names the kernel. With `DLLM_CUDA_SYNC=1` every launch also synchronises, so an
 //! asynchronous fault is reported against the kernel that caused it.
 
-use anyhow::{anyhow, Context, Result};
+use super::error::{CudaError, Result};
 use cudarc::cublas::{sys as cublas_sys, CudaBlas};
 use cudarc::driver::{CudaContext, CudaEvent, CudaFunction, CudaSlice, CudaStream, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg};
 use std::collections::HashMap;
@@ -81,15 +81,15 @@ impl Kernels {
         let stream = ctx.default_stream();
         // cudarc loads libcublas lazily and panics when it is absent: make that an error.
         let blas = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| CudaBlas::new(stream.clone())))
-            .map_err(|_| anyhow!("libcublas (CUDA 13) could not be loaded; put its folder on LD_LIBRARY_PATH"))?
-            .map_err(|e| anyhow!("cublasCreate: {e:?}"))?;
+            .map_err(|_| CudaError::MissingLibrary { lib: "libcublas (CUDA 13)" })?
+            .map_err(|source| CudaError::Cublas { what: "cublasCreate".into(), source })?;
         let mut fns = HashMap::new();
         for (module, fatbin) in embedded::MODULES {
             let m = ctx
                 .load_module(cudarc::nvrtc::Ptx::from_binary(fatbin.to_vec()))
-                .with_context(|| format!("loading CUDA module {module}.cu (does the driver support this GPU?)"))?;
+                .map_err(|source| CudaError::ModuleLoad { module, source })?;
             for name in kernel_names(module) {
-                let f = m.load_function(name).with_context(|| format!("kernel {name} in {module}.cu"))?;
+                let f = m.load_function(name).map_err(CudaError::driver(|| format!("loading kernel {name} from {module}.cu")))?;
                 fns.insert(name.to_string(), f);
             }
         }
@@ -119,13 +119,13 @@ impl Kernels {
         if self.prof.is_none() {
             return Ok(());
         }
-        let f = self.fns.get("spin_wait").ok_or_else(|| anyhow!("kernel spin_wait is not in the embedded modules"))?;
+        let f = self.fns.get("spin_wait").ok_or_else(|| CudaError::MissingKernel { kernel: "spin_wait".into() })?;
         let p = SpinParams { us: PROFILE_HOLD_US };
         let mut b = self.stream.launch_builder(f);
         b.arg(&p);
         let cfg = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (1, 1, 1), shared_mem_bytes: 0 };
         // SAFETY: spin_wait reads only its by-value params.
-        unsafe { b.launch(cfg) }.map_err(|e| anyhow!("launching kernel spin_wait: {e:?}"))?;
+        unsafe { b.launch(cfg) }.map_err(|source| CudaError::Launch { kernel: "spin_wait".into(), source })?;
         Ok(())
     }
 
@@ -165,7 +165,7 @@ impl Kernels {
     /// [`Kernels::launch`] with `smem` bytes of dynamic shared memory (above 48 KiB the kernel's
     /// limit is raised first, as the driver requires).
     pub fn launch_smem<P: DeviceRepr>(&self, name: &str, grid: (u32, u32, u32), block: u32, smem: u32, p: &P) -> Result<()> {
-        let f = self.fns.get(name).ok_or_else(|| anyhow!("kernel {name} is not in the embedded modules"))?;
+        let f = self.fns.get(name).ok_or_else(|| CudaError::MissingKernel { kernel: name.to_string() })?;
         if grid.0 == 0 || grid.1 == 0 || grid.2 == 0 {
             return Ok(());
         }
@@ -173,9 +173,9 @@ impl Kernels {
         if smem > 48 * 1024 && smem > self.smem_raised.lock().unwrap().get(name).copied().unwrap_or(0) {
             use cudarc::driver::sys::CUfunction_attribute_enum as A;
             // Driver calls outside cudarc's launch path need the context current on this thread.
-            self.stream.context().bind_to_thread().map_err(|e| anyhow!("binding the CUDA context: {e:?}"))?;
+            self.stream.context().bind_to_thread().map_err(CudaError::driver(|| "binding the CUDA context".into()))?;
             f.set_attribute(A::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem as i32)
-                .map_err(|e| anyhow!("kernel {name}: allowing {smem} bytes of shared memory: {e:?}"))?;
+                .map_err(CudaError::driver(|| format!("kernel {name}: allowing {smem} bytes of shared memory")))?;
             self.smem_raised.lock().unwrap().insert(name.to_string(), smem);
         }
         let cfg = LaunchConfig { grid_dim: grid, block_dim: (block, 1, 1), shared_mem_bytes: smem };
@@ -184,10 +184,10 @@ impl Kernels {
         b.arg(p);
         // SAFETY: `p` carries device pointers into allocations that outlive the launch (they are
         // owned by the backend or by the caller's activations, freed stream-ordered after it).
-        unsafe { b.launch(cfg) }.map_err(|e| anyhow!("launching kernel {name}: {e:?}"))?;
+        unsafe { b.launch(cfg) }.map_err(|source| CudaError::Launch { kernel: name.to_string(), source })?;
         self.prof_end(name, t0);
         if self.sync_each {
-            self.stream.synchronize().map_err(|e| anyhow!("kernel {name} failed: {e:?}"))?;
+            self.stream.synchronize().map_err(|source| CudaError::KernelFailed { kernel: name.to_string(), source })?;
         }
         Ok(())
     }
@@ -196,8 +196,7 @@ impl Kernels {
     pub fn alloc<T: DeviceRepr>(&self, n: usize, what: &str) -> Result<CudaSlice<T>> {
         // SAFETY: every buffer from here is written by a kernel or a copy before it is read
         // (the tests poison outputs to check this).
-        unsafe { self.stream.alloc::<T>(n.max(1)) }
-            .map_err(|e| anyhow!("allocating {what} ({} bytes) on the GPU: {e:?}", n * std::mem::size_of::<T>()))
+        unsafe { self.stream.alloc::<T>(n.max(1)) }.map_err(|e| CudaError::alloc(what, n * std::mem::size_of::<T>(), e))
     }
 
     /// Row-major `y[rows, n] = x[rows, k] w[n, k]^T` with bf16 inputs and f32 output (cuBLAS,
@@ -209,7 +208,7 @@ impl Kernels {
         }
         let (alpha, beta) = (1.0f32, beta);
         // cuBLAS runs in the thread's current context (the engine may live on another thread).
-        self.stream.context().bind_to_thread().map_err(|e| anyhow!("binding the CUDA context: {e:?}"))?;
+        self.stream.context().bind_to_thread().map_err(CudaError::driver(|| "binding the CUDA context".into()))?;
         let t0 = self.prof_start();
         // Column-major view: y^T (n x rows) = w (k x n)^T * x^T (k x rows).
         // SAFETY: x, w, y are device buffers of at least rows*k, n*k and rows*n elements.
@@ -236,16 +235,16 @@ impl Kernels {
                 cublas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
             )
         }
-        .map_err(|e| anyhow!("cuBLAS GEMM {what} ({rows}x{n}x{k}): {e:?}"))?;
+        .map_err(|source| CudaError::Cublas { what: format!("GEMM {what} ({rows}x{n}x{k})"), source })?;
         self.prof_end(&format!("cublas {what}"), t0);
         if self.sync_each {
-            self.stream.synchronize().map_err(|e| anyhow!("cuBLAS GEMM {what} failed: {e:?}"))?;
+            self.stream.synchronize().map_err(|source| CudaError::KernelFailed { kernel: format!("cuBLAS GEMM {what}"), source })?;
         }
         Ok(())
     }
 
     pub fn sync(&self, what: &str) -> Result<()> {
-        self.stream.synchronize().map_err(|e| anyhow!("CUDA error surfaced at {what}: {e:?}"))
+        self.stream.synchronize().map_err(CudaError::driver(|| format!("CUDA error surfaced at {what}")))
     }
 }
 

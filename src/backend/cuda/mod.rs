@@ -12,6 +12,7 @@ mod attention;
 pub mod bench;
 mod ceiling;
 mod device;
+pub mod error;
 pub mod kernels;
 pub mod kv_cache;
 mod moe;
@@ -20,8 +21,9 @@ pub mod weights;
 use super::{Backend, Linear, Norm, Pick, StepBatch};
 use crate::checkpoint::Checkpoint;
 use crate::config::ModelConfig;
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use cudarc::driver::{CudaContext, CudaSlice};
+use error::CudaError;
 use kernels::{params::*, Kernels};
 use kv_cache::PagePool;
 use std::sync::Arc;
@@ -92,7 +94,7 @@ impl CudaBackend {
         let k = Kernels::new(&ctx, opts.profile_kernels)?;
         let w = make(&k, &cfg).context("putting the weights on the GPU")?;
         k.sync("weight upload")?;
-        let (free, _total) = ctx.mem_get_info().map_err(|e| anyhow!("cuMemGetInfo: {e:?}"))?;
+        let (free, _total) = ctx.mem_get_info().map_err(CudaError::driver(|| "cuMemGetInfo".into()))?;
         let page_bytes = opts.page_size * cfg.num_hidden_layers * 2 * cfg.num_key_value_heads * cfg.head_dim() * 2;
         let mut budget = (free as f64 * opts.mem_fraction_static as f64) as usize;
         if let Some(cap) = opts.max_kv_bytes {
@@ -132,7 +134,7 @@ impl CudaBackend {
     }
 
     pub fn synchronize(&self) -> Result<()> {
-        self.k.sync("synchronize")
+        Ok(self.k.sync("synchronize")?)
     }
 
     /// `y[rows, n] = x w^T` (cuBLAS), f32 out.
@@ -329,7 +331,7 @@ impl Backend for CudaBackend {
 
     fn lm_head_logits(&mut self, x: &CudaAct) -> Result<Vec<f32>> {
         let logits = self.logits(x)?;
-        self.download(&logits, "logits")
+        Ok(self.download(&logits, "logits")?)
     }
 
     fn count_experts(&mut self, on: bool) {
@@ -349,7 +351,8 @@ impl Backend for CudaBackend {
         let n = 1usize << 29; // u16 elements: 1 GiB
         let src = self.k.alloc::<u16>(n, "bandwidth probe source")?;
         let mut dst = self.k.alloc::<u16>(n, "bandwidth probe destination")?;
-        let copy = |dst: &mut CudaSlice<u16>| self.k.stream.memcpy_dtod(&src, dst).map_err(|e| anyhow!("bandwidth probe copy: {e:?}"));
+        let copy =
+            |dst: &mut CudaSlice<u16>| self.k.stream.memcpy_dtod(&src, dst).map_err(CudaError::driver(|| "bandwidth probe copy".into()));
         copy(&mut dst)?;
         self.k.sync("bandwidth probe warm-up")?;
         let mut best = f64::MAX;

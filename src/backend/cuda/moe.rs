@@ -2,10 +2,11 @@
 //! expert GEMMs (csrc/moe_gemm.cu) and moe_combine, plus the shared expert's dense MLP.
 
 use super::act::CudaAct;
+use super::error::CudaError;
 use super::kernels::params::*;
 use super::weights::{Ffn, MoeWeights};
 use super::CudaBackend;
-use anyhow::{anyhow, bail, Result};
+use anyhow::{bail, Result};
 use cudarc::driver::CudaSlice;
 
 /// csrc/moe_gemm.cu: output columns per CTA, k per stage, padded row length.
@@ -134,7 +135,7 @@ impl CudaBackend {
             Some(s) => self.dense_mlp(s, x, rows)?,
             None => {
                 let mut y = self.k.alloc::<f32>(rows * h, "MoE output")?;
-                self.k.stream.memset_zeros(&mut y).map_err(|e| anyhow!("memset: {e:?}"))?;
+                self.k.stream.memset_zeros(&mut y).map_err(CudaError::driver(|| "zeroing the MoE output".into()))?;
                 y
             }
         };
