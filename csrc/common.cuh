@@ -5,8 +5,6 @@
 #include <float.h>
 #include "params.h"
 
-#define WARP 32
-
 __device__ __forceinline__ float bf2f(bf16 x) { return __bfloat162float(x); }
 __device__ __forceinline__ bf16 f2bf(float x) { return __float2bfloat16(x); }
 

@@ -2,9 +2,6 @@
 // One CTA per token, one warp per head at a time. CPU twins: rms_norm_row, rope_row.
 #include "common.cuh"
 
-#define ROPE_MAX_D 256
-#define ROPE_WARPS 4
-
 extern "C" __global__ void __launch_bounds__(ROPE_WARPS * WARP) qk_norm_rope_store(const RopeParams p) {
     __shared__ float buf[ROPE_WARPS][ROPE_MAX_D];
     int t = blockIdx.x, lane = threadIdx.x % WARP, w = threadIdx.x / WARP;

@@ -3,7 +3,7 @@
 //! (csrc/attention.cu).
 
 use super::act::{ActData, CudaAct};
-use super::kernels::params::*;
+use super::kernels::{params::*, Kernel};
 use super::CudaBackend;
 use crate::backend::{SeqRun, StepBatch};
 use anyhow::{bail, Result};
@@ -24,13 +24,10 @@ pub(super) struct StepLayout {
     max_limit: usize,
 }
 
-/// csrc/attention.cu: ATT_ROWS query rows per tile, ATT_KC keys per chunk, shared memory size.
-const ATT_ROWS: usize = 64;
-const ATT_KC: usize = 32;
-/// csrc/attention.cu `att_smem_layout(d).total`.
-fn att_smem_bytes(d: usize) -> usize {
-    let (ld, a) = (d + 8, |x: usize| x.div_ceil(128) * 128);
-    a(ATT_ROWS * ld * 2) + 2 * a(2 * ATT_KC * ld * 2) + a(ATT_ROWS * (ATT_KC + 4) * 4) + a(ATT_ROWS * (ATT_KC + 8) * 2) + a(ATT_ROWS * 4)
+/// Dynamic shared memory of block_attention for head_dim `d`: params.h's affine form of
+/// `att_smem_layout(d).total` (held to the layout there by a static_assert).
+fn att_smem_bytes(d: usize) -> u32 {
+    ATT_SMEM_FIXED + d as u32 * ATT_SMEM_PER_D
 }
 
 impl CudaBackend {
@@ -111,7 +108,7 @@ impl CudaBackend {
             eps: c.rms_norm_eps,
             theta: c.rope_theta,
         };
-        self.k.launch("qk_norm_rope_store", (qkv.rows as u32, 1, 1), 128, &p)?;
+        self.k.launch(Kernel::QkNormRopeStore, (qkv.rows as u32, 1, 1), ROPE_THREADS as u32, &p)?;
         Ok(CudaAct { rows: qkv.rows, cols: nh * d, data: ActData::Bf16(q) })
     }
 
@@ -169,10 +166,10 @@ impl CudaBackend {
             scale: 1.0 / (d as f32).sqrt(),
         };
         let grid = (s.num_tiles as u32, nkv as u32, num_splits as u32);
-        let kernel = if d <= 128 { "block_attention" } else { "block_attention_d256" };
-        self.k.launch_smem(kernel, grid, 128, att_smem_bytes(d) as u32, &p)?;
+        let kernel = if d <= 128 { Kernel::BlockAttention } else { Kernel::BlockAttentionD256 };
+        self.k.launch_smem(kernel, grid, ATT_THREADS as u32, att_smem_bytes(d), &p)?;
         if num_splits > 1 {
-            self.k.launch("attention_combine", (rows as u32, nh as u32, 1), 128, &p)?;
+            self.k.launch(Kernel::AttentionCombine, (rows as u32, nh as u32, 1), 128, &p)?;
         }
         Ok(())
     }

@@ -2,7 +2,7 @@
 //! allocations that honour the poison option).
 
 use super::error::{CudaError, Result};
-use super::kernels::{driver_library_present, params::InitParams, ptr};
+use super::kernels::{driver_library_present, params::InitParams, ptr, Kernel};
 use super::CudaBackend;
 use cudarc::driver::{CudaContext, CudaSlice};
 use std::sync::Arc;
@@ -70,7 +70,7 @@ impl CudaBackend {
             std: 0.0,
             ..Default::default()
         };
-        self.k.launch("init_normal", (n.div_ceil(256).min(65536) as u32, 1, 1), 256, &p)
+        self.k.launch(Kernel::InitNormal, (n.div_ceil(256).min(65536) as u32, 1, 1), 256, &p)
     }
 
     pub(super) fn upload<T: cudarc::driver::DeviceRepr>(&self, v: &[T], what: &str) -> Result<CudaSlice<T>> {

@@ -1,6 +1,7 @@
 //! The CUDA layer's errors. Each names what it was doing (the kernel, the buffer, the cuBLAS
 //! call); the backend's `Backend` methods turn them into `anyhow::Error` with `?`.
 
+use super::kernels::Kernel;
 use cudarc::cublas::result::CublasError;
 use cudarc::driver::sys::cudaError_enum;
 use cudarc::driver::DriverError;
@@ -13,10 +14,8 @@ pub enum CudaError {
     MissingLibrary { lib: &'static str },
     #[error("loading CUDA module {module}.cu (does the driver support this GPU?): {source}")]
     ModuleLoad { module: &'static str, source: DriverError },
-    #[error("kernel {kernel} is not in the embedded modules")]
-    MissingKernel { kernel: String },
     #[error("launching kernel {kernel}: {source}")]
-    Launch { kernel: String, source: DriverError },
+    Launch { kernel: Kernel, source: DriverError },
     /// A fault found when the stream was synchronised after the launch (`DLLM_CUDA_SYNC=1`).
     #[error("kernel {kernel} failed: {source}")]
     KernelFailed { kernel: String, source: DriverError },

@@ -9,7 +9,9 @@ use cudarc::driver::{CudaContext, CudaEvent, CudaFunction, CudaSlice, CudaStream
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+/// csrc/params.h through bindgen (build.rs): launch structs, tile constants, shared-memory sizes.
 pub mod params {
+    #![allow(non_upper_case_globals, non_camel_case_types, non_snake_case)]
     include!(concat!(env!("OUT_DIR"), "/params.rs"));
 }
 use params::*;
@@ -17,6 +19,7 @@ use params::*;
 mod embedded {
     include!(concat!(env!("OUT_DIR"), "/kernels_embed.rs"));
 }
+pub use embedded::Kernel;
 
 // SAFETY: each params struct is plain #[repr(C)] data (device pointers as u64, 32-bit scalars)
 // whose layout build.rs checks against csrc/params.h on both sides.
@@ -38,13 +41,14 @@ unsafe impl DeviceRepr for SpinParams {}
 pub struct Kernels {
     pub stream: Arc<CudaStream>,
     blas: CudaBlas,
-    fns: HashMap<String, CudaFunction>,
+    /// Indexed by `Kernel as usize` (the order of `Kernel::ALL`).
+    fns: Vec<CudaFunction>,
     sync_each: bool,
     /// `CudaOptions::profile_kernels`: a CUDA event pair around every launch, read back when the
     /// profile is asked for (see [`Kernels::hold_stream`] for keeping launch gaps out).
     prof: Option<Mutex<Profile>>,
     /// Kernel -> the dynamic shared memory its limit was raised to (the driver call is made once).
-    smem_raised: Mutex<HashMap<String, u32>>,
+    smem_raised: Mutex<HashMap<Kernel, u32>>,
 }
 
 #[derive(Default)]
@@ -83,15 +87,18 @@ impl Kernels {
         let blas = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| CudaBlas::new(stream.clone())))
             .map_err(|_| CudaError::MissingLibrary { lib: "libcublas (CUDA 13)" })?
             .map_err(|source| CudaError::Cublas { what: "cublasCreate".into(), source })?;
-        let mut fns = HashMap::new();
+        let mut modules = HashMap::new();
         for (module, fatbin) in embedded::MODULES {
             let m = ctx
                 .load_module(cudarc::nvrtc::Ptx::from_binary(fatbin.to_vec()))
                 .map_err(|source| CudaError::ModuleLoad { module, source })?;
-            for name in kernel_names(module) {
-                let f = m.load_function(name).map_err(CudaError::driver(|| format!("loading kernel {name} from {module}.cu")))?;
-                fns.insert(name.to_string(), f);
-            }
+            modules.insert(*module, m);
+        }
+        let mut fns = Vec::with_capacity(Kernel::ALL.len());
+        for (i, &k) in Kernel::ALL.iter().enumerate() {
+            debug_assert_eq!(k as usize, i);
+            let m = &modules[k.module()];
+            fns.push(m.load_function(k.symbol()).map_err(CudaError::driver(|| format!("loading kernel {k} from {}.cu", k.module())))?);
         }
         // A debugging switch, so an environment variable rather than an option.
         let sync_each = std::env::var("DLLM_CUDA_SYNC").map(|v| v == "1").unwrap_or(false);
@@ -119,13 +126,13 @@ impl Kernels {
         if self.prof.is_none() {
             return Ok(());
         }
-        let f = self.fns.get("spin_wait").ok_or_else(|| CudaError::MissingKernel { kernel: "spin_wait".into() })?;
+        let f = &self.fns[Kernel::SpinWait as usize];
         let p = SpinParams { us: PROFILE_HOLD_US };
         let mut b = self.stream.launch_builder(f);
         b.arg(&p);
         let cfg = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (1, 1, 1), shared_mem_bytes: 0 };
         // SAFETY: spin_wait reads only its by-value params.
-        unsafe { b.launch(cfg) }.map_err(|source| CudaError::Launch { kernel: "spin_wait".into(), source })?;
+        unsafe { b.launch(cfg) }.map_err(|source| CudaError::Launch { kernel: Kernel::SpinWait, source })?;
         Ok(())
     }
 
@@ -156,27 +163,27 @@ impl Kernels {
         }
     }
 
-    /// Launch `name` with one params struct. The params must point at live device buffers of
+    /// Launch `kernel` with one params struct. The params must point at live device buffers of
     /// the sizes the kernel's comment in csrc/ states; the callers in mod.rs build them so.
-    pub fn launch<P: DeviceRepr>(&self, name: &str, grid: (u32, u32, u32), block: u32, p: &P) -> Result<()> {
-        self.launch_smem(name, grid, block, 0, p)
+    pub fn launch<P: DeviceRepr>(&self, kernel: Kernel, grid: (u32, u32, u32), block: u32, p: &P) -> Result<()> {
+        self.launch_smem(kernel, grid, block, 0, p)
     }
 
     /// [`Kernels::launch`] with `smem` bytes of dynamic shared memory (above 48 KiB the kernel's
     /// limit is raised first, as the driver requires).
-    pub fn launch_smem<P: DeviceRepr>(&self, name: &str, grid: (u32, u32, u32), block: u32, smem: u32, p: &P) -> Result<()> {
-        let f = self.fns.get(name).ok_or_else(|| CudaError::MissingKernel { kernel: name.to_string() })?;
+    pub fn launch_smem<P: DeviceRepr>(&self, kernel: Kernel, grid: (u32, u32, u32), block: u32, smem: u32, p: &P) -> Result<()> {
+        let f = &self.fns[kernel as usize];
         if grid.0 == 0 || grid.1 == 0 || grid.2 == 0 {
             return Ok(());
         }
         // Above the default 48 KiB the limit must be raised; once per kernel and size.
-        if smem > 48 * 1024 && smem > self.smem_raised.lock().unwrap().get(name).copied().unwrap_or(0) {
+        if smem > 48 * 1024 && smem > self.smem_raised.lock().unwrap().get(&kernel).copied().unwrap_or(0) {
             use cudarc::driver::sys::CUfunction_attribute_enum as A;
             // Driver calls outside cudarc's launch path need the context current on this thread.
             self.stream.context().bind_to_thread().map_err(CudaError::driver(|| "binding the CUDA context".into()))?;
             f.set_attribute(A::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem as i32)
-                .map_err(CudaError::driver(|| format!("kernel {name}: allowing {smem} bytes of shared memory")))?;
-            self.smem_raised.lock().unwrap().insert(name.to_string(), smem);
+                .map_err(CudaError::driver(|| format!("kernel {kernel}: allowing {smem} bytes of shared memory")))?;
+            self.smem_raised.lock().unwrap().insert(kernel, smem);
         }
         let cfg = LaunchConfig { grid_dim: grid, block_dim: (block, 1, 1), shared_mem_bytes: smem };
         let t0 = self.prof_start();
@@ -184,10 +191,10 @@ impl Kernels {
         b.arg(p);
         // SAFETY: `p` carries device pointers into allocations that outlive the launch (they are
         // owned by the backend or by the caller's activations, freed stream-ordered after it).
-        unsafe { b.launch(cfg) }.map_err(|source| CudaError::Launch { kernel: name.to_string(), source })?;
-        self.prof_end(name, t0);
+        unsafe { b.launch(cfg) }.map_err(|source| CudaError::Launch { kernel, source })?;
+        self.prof_end(kernel.symbol(), t0);
         if self.sync_each {
-            self.stream.synchronize().map_err(|source| CudaError::KernelFailed { kernel: name.to_string(), source })?;
+            self.stream.synchronize().map_err(|source| CudaError::KernelFailed { kernel: kernel.to_string(), source })?;
         }
         Ok(())
     }
@@ -245,23 +252,5 @@ impl Kernels {
 
     pub fn sync(&self, what: &str) -> Result<()> {
         self.stream.synchronize().map_err(CudaError::driver(|| format!("CUDA error surfaced at {what}")))
-    }
-}
-
-/// The extern "C" kernels of each csrc module.
-fn kernel_names(module: &str) -> &'static [&'static str] {
-    match module {
-        "gather" => &["embed_gather", "gather_rows"],
-        "norm" => &["add_rms_norm"],
-        "rope" => &["qk_norm_rope_store"],
-        "attention" => &["block_attention", "block_attention_d256", "attention_combine"],
-        "moe_router" => &["moe_router_select"],
-        "moe_permute" => &["moe_permute", "moe_combine"],
-        "moe_gemm" => &["moe_gate_up", "moe_down", "moe_gate_up_m64", "moe_down_m64"],
-        "mlp" => &["silu_mul"],
-        "lm_head" => &["row_argmax"],
-        "unmask" => &["unmask_low_confidence"],
-        "init" => &["init_normal", "spin_wait"],
-        _ => &[],
     }
 }

@@ -24,7 +24,7 @@ use crate::config::ModelConfig;
 use anyhow::{bail, Context, Result};
 use cudarc::driver::{CudaContext, CudaSlice};
 use error::CudaError;
-use kernels::{params::*, Kernels};
+use kernels::{params::*, Kernel, Kernels};
 use kv_cache::PagePool;
 use std::sync::Arc;
 use weights::{Ffn, Weights};
@@ -149,7 +149,7 @@ impl CudaBackend {
         let gu = self.gemm("mlp gate_up", x, &m.gate_up, rows, 2 * m.inter, h)?;
         let act = self.alloc_bf16(rows * m.inter, "mlp activation")?;
         let p = SiluMulParams { gu: self.p(&gu), out: self.p(&act), rows: rows as i32, inter: m.inter as i32 };
-        self.k.launch("silu_mul", ((rows * m.inter).div_ceil(256).min(65536) as u32, 1, 1), 256, &p)?;
+        self.k.launch(Kernel::SiluMul, ((rows * m.inter).div_ceil(256).min(65536) as u32, 1, 1), 256, &p)?;
         self.gemm("mlp down", &act, &m.down, rows, h, m.inter)
     }
 
@@ -163,7 +163,7 @@ impl CudaBackend {
     /// `[requests * block]`; returns the chosen positions per request, ascending.
     pub fn unmask(&self, probs: &[f32], masked: &[bool], quotas: &[usize], block: usize, threshold: f32) -> Result<Vec<Vec<usize>>> {
         let n = quotas.len();
-        if block == 0 || block > 1024 || probs.len() != n * block || masked.len() != n * block {
+        if block == 0 || block > UNMASK_MAX_BLOCK || probs.len() != n * block || masked.len() != n * block {
             bail!("unmask: bad shapes (block {block}, {n} requests)");
         }
         let pr = self.upload(probs, "unmask probs")?;
@@ -179,7 +179,7 @@ impl CudaBackend {
             block: block as i32,
             threshold,
         };
-        self.k.launch("unmask_low_confidence", (n as u32, 1, 1), (block.div_ceil(32) * 32) as u32, &p)?;
+        self.k.launch(Kernel::UnmaskLowConfidence, (n as u32, 1, 1), (block.div_ceil(32) * 32) as u32, &p)?;
         let v = self.download(&out, "unmask output")?;
         Ok((0..n).map(|r| (0..block).filter(|&i| v[r * block + i] != 0).collect()).collect())
     }
@@ -188,8 +188,8 @@ impl CudaBackend {
 fn check_shapes(c: &ModelConfig) -> Result<()> {
     let d = c.head_dim();
     let group = c.num_attention_heads / c.num_key_value_heads;
-    if d > 256 || !d.is_multiple_of(16) {
-        bail!("the CUDA kernels need head_dim <= 256 and a multiple of 16 (tensor-core tiles), got {d}");
+    if d > ROPE_MAX_D || !d.is_multiple_of(16) {
+        bail!("the CUDA kernels need head_dim <= {ROPE_MAX_D} and a multiple of 16 (tensor-core tiles), got {d}");
     }
     if group > 8 {
         bail!("the CUDA attention kernel supports up to 8 query heads per KV head, got {group}");
@@ -197,8 +197,8 @@ fn check_shapes(c: &ModelConfig) -> Result<()> {
     if !c.hidden_size.is_multiple_of(8) || !c.moe_intermediate_size.is_multiple_of(8) || c.hidden_size > 8192 {
         bail!("the CUDA kernels need hidden_size (<= 8192) and moe_intermediate_size to be multiples of 8");
     }
-    if c.num_experts > 1024 || c.n_group > 64 {
-        bail!("the CUDA router supports up to 1024 experts in up to 64 groups");
+    if c.num_experts > ROUTER_MAX_E.min(PERMUTE_MAX_E) || c.n_group > ROUTER_MAX_GROUPS {
+        bail!("the CUDA router supports up to {} experts in up to {ROUTER_MAX_GROUPS} groups", ROUTER_MAX_E.min(PERMUTE_MAX_E));
     }
     Ok(())
 }
@@ -238,7 +238,7 @@ impl Backend for CudaBackend {
             cols: h as i32,
             vocab: v as i32,
         };
-        self.k.launch("embed_gather", (tokens.len() as u32, 1, 1), 256, &p)?;
+        self.k.launch(Kernel::EmbedGather, (tokens.len() as u32, 1, 1), 256, &p)?;
         Ok(CudaAct { rows: tokens.len(), cols: h, data: ActData::F32(out) })
     }
 
@@ -268,7 +268,7 @@ impl Backend for CudaBackend {
             cols: x.cols as i32,
             eps: self.cfg.rms_norm_eps,
         };
-        self.k.launch("add_rms_norm", (x.rows as u32, 1, 1), 256, &p)?;
+        self.k.launch(Kernel::AddRmsNorm, (x.rows as u32, 1, 1), 256, &p)?;
         Ok(CudaAct { rows: x.rows, cols: x.cols, data: ActData::Bf16(out) })
     }
 
@@ -308,7 +308,7 @@ impl Backend for CudaBackend {
         let idx = self.upload(&rows.iter().map(|&r| r as i32).collect::<Vec<_>>(), "row indices")?;
         let out = self.alloc_f32(rows.len() * x.cols, "gathered rows")?;
         let p = GatherParams { src: self.p(src), rows: self.p(&idx), out: self.p(&out), n: rows.len() as i32, cols: x.cols as i32 };
-        self.k.launch("gather_rows", (rows.len() as u32, 1, 1), 256, &p)?;
+        self.k.launch(Kernel::GatherRows, (rows.len() as u32, 1, 1), 256, &p)?;
         Ok(CudaAct { rows: rows.len(), cols: x.cols, data: ActData::F32(out) })
     }
 
@@ -323,7 +323,7 @@ impl Backend for CudaBackend {
             rows: x.rows as i32,
             vocab: self.cfg.vocab_size as i32,
         };
-        self.k.launch("row_argmax", (x.rows as u32, 1, 1), 512, &p)?;
+        self.k.launch(Kernel::RowArgmax, (x.rows as u32, 1, 1), PICK_THREADS as u32, &p)?;
         let t = self.download(&tok, "picked tokens")?;
         let pr = self.download(&prob, "pick probabilities")?;
         Ok(t.into_iter().zip(pr).map(|(token, prob)| Pick { token, prob }).collect())

@@ -3,15 +3,11 @@
 
 use super::act::CudaAct;
 use super::error::CudaError;
-use super::kernels::params::*;
+use super::kernels::{params::*, Kernel};
 use super::weights::{Ffn, MoeWeights};
 use super::CudaBackend;
 use anyhow::{bail, Result};
 use cudarc::driver::CudaSlice;
-
-/// csrc/moe_gemm.cu: output columns per CTA, k per stage, padded row length.
-const GEMM_BN: usize = 64;
-const GEMM_LDS: usize = 64 + 8;
 
 /// The grouped GEMM's rows per work item (its BM): 64 once the experts average 12 or more rows
 /// (one item then reads an expert's weights once where 16-row items read them once per 16
@@ -21,17 +17,10 @@ const GEMM_LDS: usize = 64 + 8;
 /// it saves matter.
 fn moe_tile_rows(slots: usize, experts: usize) -> usize {
     if slots >= 12 * experts {
-        64
+        MOE_BM_LARGE
     } else {
-        16
+        MOE_BM_SMALL
     }
-}
-
-/// csrc/moe_gemm.cu `Smem<BM, GATED>::bytes`.
-fn moe_gemm_smem(bm: usize, gated: bool) -> usize {
-    let w = if gated { 2 } else { 1 };
-    let stage = (bm * GEMM_LDS + GEMM_BN * GEMM_LDS * w) * 2;
-    (2 * stage).max(bm * (GEMM_BN + 4) * 4 * w)
 }
 
 impl CudaBackend {
@@ -63,7 +52,7 @@ impl CudaBackend {
             topk_group: c.topk_group as i32,
             scale: c.routed_scaling_factor,
         };
-        self.k.launch("moe_router_select", (rows as u32, 1, 1), 256, &p)?;
+        self.k.launch(Kernel::MoeRouterSelect, (rows as u32, 1, 1), ROUTER_THREADS as u32, &p)?;
         Ok((ids, wts))
     }
 
@@ -101,7 +90,7 @@ impl CudaBackend {
             experts: e as i32,
             tile_m: tile_m as i32,
         };
-        self.k.launch("moe_permute", (1, 1, 1), 1024, &p)?;
+        self.k.launch(Kernel::MoePermute, (1, 1, 1), PERMUTE_THREADS as u32, &p)?;
         let act = self.alloc_bf16(slots * im, "expert activations")?;
         let mut g = MoeGemmParams {
             x: self.p(x),
@@ -117,11 +106,13 @@ impl CudaBackend {
             k: h as i32,
             max_items: max_items as i32,
         };
-        let (gate_up, down) = match tile_m {
-            64 => ("moe_gate_up_m64", "moe_down_m64"),
-            _ => ("moe_gate_up", "moe_down"),
+        // The kernel variant for the tile rows, and the shared memory params.h sizes it for.
+        let ((gate_up, gate_up_smem), (down, down_smem)) = if tile_m == MOE_BM_LARGE {
+            ((Kernel::MoeGateUpM64, MOE_GATE_UP_M64_SMEM), (Kernel::MoeDownM64, MOE_DOWN_M64_SMEM))
+        } else {
+            ((Kernel::MoeGateUp, MOE_GATE_UP_SMEM), (Kernel::MoeDown, MOE_DOWN_SMEM))
         };
-        self.k.launch_smem(gate_up, (im.div_ceil(GEMM_BN) as u32, max_items as u32, 1), 128, moe_gemm_smem(tile_m, true) as u32, &g)?;
+        self.k.launch_smem(gate_up, (im.div_ceil(GEMM_BN) as u32, max_items as u32, 1), GEMM_THREADS as u32, gate_up_smem, &g)?;
         let slot_out = self.alloc_f32(slots * h, "expert outputs")?;
         g.x = self.p(&act);
         g.w1 = self.p(&m.down);
@@ -130,7 +121,7 @@ impl CudaBackend {
         g.f32_out = self.p(&slot_out);
         g.n = h as i32;
         g.k = im as i32;
-        self.k.launch_smem(down, (h.div_ceil(GEMM_BN) as u32, max_items as u32, 1), 128, moe_gemm_smem(tile_m, false) as u32, &g)?;
+        self.k.launch_smem(down, (h.div_ceil(GEMM_BN) as u32, max_items as u32, 1), GEMM_THREADS as u32, down_smem, &g)?;
         let y = match &m.shared {
             Some(s) => self.dense_mlp(s, x, rows)?,
             None => {
@@ -147,7 +138,7 @@ impl CudaBackend {
             topk: topk as i32,
             hidden: h as i32,
         };
-        self.k.launch("moe_combine", (rows as u32, 1, 1), 256, &p)?;
+        self.k.launch(Kernel::MoeCombine, (rows as u32, 1, 1), 256, &p)?;
         Ok(y)
     }
 }

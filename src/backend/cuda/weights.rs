@@ -4,7 +4,7 @@
 //! by expert id; the dense MLP's gate and up are stacked into one `[2I, H]` matrix (one GEMM).
 
 use super::error::CudaError;
-use super::kernels::{params::InitParams, ptr, Kernels};
+use super::kernels::{params::InitParams, ptr, Kernel, Kernels};
 use crate::checkpoint::Checkpoint;
 use crate::config::ModelConfig;
 use anyhow::{anyhow, Result};
@@ -122,7 +122,7 @@ impl Random<'_> {
             mean,
             std,
         };
-        Ok(k.launch("init_normal", (n.div_ceil(256).min(65536) as u32, 1, 1), 256, &p)?)
+        Ok(k.launch(Kernel::InitNormal, (n.div_ceil(256).min(65536) as u32, 1, 1), 256, &p)?)
     }
 }
 
