@@ -40,11 +40,11 @@ __device__ __forceinline__ void att_load_chunk(const AttnParams& p, const int32_
         int j = i / per_row, c = (i % per_row) * 8;
         int pos = kbase + j;
         bool valid = pos < kend;
-        size_t ko = valid ? kv_offset(pt, pos, p.layer, p.num_layers, 0, p.page_size, p.nkv, kh, p.d) : 0;
+        size_t ko = valid ? kv_offset(p.kv, pt, pos, 0, p.nkv, kh, p.d) : 0;
         // V of a position is page_size * nkv * d elements after its K.
-        size_t vo = valid ? ko + (size_t)p.page_size * p.nkv * p.d : 0;
-        cp_async16(ks + j * ld + c, p.kv + ko + c, valid);
-        if (with_v) cp_async16(vs + j * ld + c, p.kv + vo + c, valid);
+        size_t vo = valid ? ko + (size_t)p.kv.page_size * p.nkv * p.d : 0;
+        cp_async16(ks + j * ld + c, p.kv.pool + ko + c, valid);
+        if (with_v) cp_async16(vs + j * ld + c, p.kv.pool + vo + c, valid);
     }
 }
 
@@ -65,7 +65,7 @@ __device__ __forceinline__ void block_attention_body(const AttnParams& p) {
     const int tid = threadIdx.x, lane = tid % WARP, w = tid / WARP;
     const int t0 = p.tiles[2 * tile], nt = p.tiles[2 * tile + 1];
     const int rows = nt * group;
-    const int32_t* pt = p.page_table + p.tok_pt[t0];  // one run per tile: one page table
+    const int32_t* pt = p.kv.page_table + p.kv.tok_pt[t0];  // one run per tile: one page table
 
     // The tile's largest key limit bounds the keys any row needs (limits are >= 1).
     int kmax = 0;

@@ -131,50 +131,51 @@ struct NormParams {
     float eps;
 };
 
-// Per-token step layout shared by rope.cu and attention.cu. The KV pool is
-// [page][layer][k|v][page_size][nkv][d] bf16; a token's page table starts at page_table + tok_pt[t].
+// The paged KV cache of one layer as rope.cu and attention.cu see it (flashinfer's paged_kv_t
+// in spirit). The pool is [page][layer][k|v][page_size][nkv][d] bf16 (nkv and d are the
+// kernels' own head geometry); token t's page table starts at page_table + tok_pt[t].
+struct PagedKv {
+    DEV_PTR(bf16) pool;
+    DEV_PTR(const int32_t) page_table;
+    DEV_PTR(const int32_t) tok_pt;
+    int32_t page_size;
+    int32_t layer;
+    int32_t num_layers;
+};
+
+// rope.cu: per-head QK norm and RoPE; K and V into the pages.
 struct RopeParams {
     DEV_PTR(const float) qkv;
     DEV_PTR(const float) q_norm;
     DEV_PTR(const float) k_norm;
     DEV_PTR(bf16) q_out;
-    DEV_PTR(bf16) kv;
-    DEV_PTR(const int32_t) page_table;
     DEV_PTR(const int32_t) tok_pos;
-    DEV_PTR(const int32_t) tok_pt;
+    PagedKv kv;
     int32_t tokens;
     int32_t nh;
     int32_t nkv;
     int32_t d;
     int32_t rot;
-    int32_t page_size;
-    int32_t layer;
-    int32_t num_layers;
     float eps;
     float theta;
 };
 
 // attention.cu, block_attention: one CTA per (query tile, KV head, key
-// split). A tile is up to 32 query rows (tokens x the group of query heads of one KV head), all
+// split). A tile is up to ATT_ROWS query rows (tokens x the group of query heads of one KV head), all
 // tokens of one run. With num_splits > 1 it writes unnormalised partials that
 // attention_combine merges; with num_splits == 1 it writes out directly.
 struct AttnParams {
     DEV_PTR(const bf16) q;
-    DEV_PTR(const bf16) kv;
     DEV_PTR(bf16) out;
-    DEV_PTR(const int32_t) page_table;
-    DEV_PTR(const int32_t) tok_pt;
     DEV_PTR(const int32_t) tok_limit;
     DEV_PTR(const int32_t) tiles;
     DEV_PTR(float) part_acc;
     DEV_PTR(float) part_ml;
+    PagedKv kv;  // read only here
     int32_t tokens;
     int32_t nh;
     int32_t nkv;
     int32_t d;
-    int32_t page_size;
-    int32_t layer;
-    int32_t num_layers;
     int32_t split_keys;
     int32_t num_splits;
     float scale;

@@ -31,6 +31,18 @@ fn att_smem_bytes(d: usize) -> u32 {
 }
 
 impl CudaBackend {
+    /// Layer `layer` of the KV pool, addressed through the step's page tables.
+    fn paged_kv(&self, s: &StepLayout, layer: usize) -> PagedKv {
+        PagedKv {
+            pool: self.p(&self.kv),
+            page_table: self.p(&s.page_table),
+            tok_pt: self.p(&s.tok_pt),
+            page_size: self.pool.page_size as i32,
+            layer: layer as i32,
+            num_layers: self.cfg.num_hidden_layers as i32,
+        }
+    }
+
     /// The step's per-token layout on the device; rebuilt only when the batch changes.
     fn layout(&mut self, batch: &StepBatch) -> Result<()> {
         if let Some(s) = &self.step {
@@ -93,18 +105,13 @@ impl CudaBackend {
             q_norm: self.p(&l.q_norm),
             k_norm: self.p(&l.k_norm),
             q_out: self.p(&q),
-            kv: self.p(&self.kv),
-            page_table: self.p(&s.page_table),
             tok_pos: self.p(&s.tok_pos),
-            tok_pt: self.p(&s.tok_pt),
+            kv: self.paged_kv(s, layer),
             tokens: qkv.rows as i32,
             nh: nh as i32,
             nkv: nkv as i32,
             d: d as i32,
             rot: c.rotary_dim() as i32,
-            page_size: self.pool.page_size as i32,
-            layer: layer as i32,
-            num_layers: c.num_hidden_layers as i32,
             eps: c.rms_norm_eps,
             theta: c.rope_theta,
         };
@@ -146,21 +153,16 @@ impl CudaBackend {
         };
         let p = AttnParams {
             q: self.p(q),
-            kv: self.p(&self.kv),
             out: self.p(out),
-            page_table: self.p(&s.page_table),
-            tok_pt: self.p(&s.tok_pt),
             tok_limit: self.p(&s.tok_limit),
             tiles: self.p(tiles),
             part_acc: part_acc.as_ref().map_or(0, |b| self.p(b)),
             part_ml: part_ml.as_ref().map_or(0, |b| self.p(b)),
+            kv: self.paged_kv(s, layer),
             tokens: rows as i32,
             nh: nh as i32,
             nkv: nkv as i32,
             d: d as i32,
-            page_size: self.pool.page_size as i32,
-            layer: layer as i32,
-            num_layers: c.num_hidden_layers as i32,
             split_keys: split_keys as i32,
             num_splits: num_splits as i32,
             scale: 1.0 / (d as f32).sqrt(),
