@@ -1,7 +1,13 @@
 //! Builds the CUDA kernels: every `csrc/*.cu` -> a fatbin (sm_90a + sm_80 machine code, and
 //! compute_90 PTX for newer chips), embedded into the crate with `include_bytes!`.
-//! Also turns `csrc/params.h` (the launch-parameter structs) into their `#[repr(C)]` Rust mirror,
-//! with size/offset asserts emitted on both sides from one layout computation.
+//! Also runs bindgen over `csrc/params.h` (launch-parameter structs, tile constants, shared-
+//! memory sizes) for the `#[repr(C)]` Rust mirror; bindgen's size/offset asserts check the Rust
+//! side, and the same numbers, written out as `static_assert`s that nvcc compiles, check the C
+//! side. And it scans every `extern "C" __global__` function of the `.cu` files into a typed
+//! `Kernel` id (each variant knows its module and symbol).
+//!
+//! bindgen needs libclang, found through `LIBCLANG_PATH` or else in `.venv-cuda` (the `libclang`
+//! wheel that tools/setup-cuda.sh installs). Both are only needed when the kernels are built.
 //!
 //! nvcc is looked up in `NVCC`, `CUDA_HOME/bin`, `PATH`, then `.venv-cuda` (tools/setup-cuda.sh).
 //! Without it the crate builds CPU-only (one warning says why); `DLLM_REQUIRE_CUDA=1` makes a
@@ -15,17 +21,12 @@ fn main() {
     println!("cargo::rustc-check-cfg=cfg(dllm_nvtx)");
     println!("cargo::rerun-if-changed=csrc");
     println!("cargo::rerun-if-changed=build.rs");
-    for v in ["NVCC", "CUDA_HOME", "DLLM_REQUIRE_CUDA", "PATH"] {
+    for v in ["NVCC", "CUDA_HOME", "DLLM_REQUIRE_CUDA", "PATH", "LIBCLANG_PATH"] {
         println!("cargo::rerun-if-env-changed={v}");
     }
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let require = std::env::var("DLLM_REQUIRE_CUDA").map(|v| v == "1").unwrap_or(false);
-
-    let header = std::fs::read_to_string(root.join("csrc/params.h")).expect("reading csrc/params.h");
-    let structs = parse_params(&header);
-    std::fs::write(out.join("params.rs"), rust_mirror(&structs)).unwrap();
-    std::fs::write(out.join("params_check.cu"), c_checks(&structs)).unwrap();
 
     build_nvtx_shim(&root);
     // The commit benchmarks record (the device machine has no .git).
@@ -46,6 +47,17 @@ fn main() {
     let Some(nvcc) = find_nvcc(&root) else {
         return fail("nvcc not found (set NVCC or CUDA_HOME, or run tools/setup-cuda.sh)".into());
     };
+    // The Rust mirror is used only with the kernels (cfg(dllm_cuda)): bindgen runs only here.
+    if let Err(e) = point_clang_sys_at_libclang(&root) {
+        return fail(e);
+    }
+    let mirror = match params_mirror(&root) {
+        Ok(m) => m,
+        Err(e) => return fail(format!("bindgen over csrc/params.h: {e}")),
+    };
+    std::fs::write(out.join("params.rs"), &mirror).unwrap();
+    std::fs::write(out.join("params_check.cu"), c_layout_checks(&mirror)).unwrap();
+
     let mut sources: Vec<PathBuf> = std::fs::read_dir(root.join("csrc"))
         .unwrap()
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -100,12 +112,15 @@ fn main() {
     if !errors.is_empty() {
         return fail(format!("kernel compile failed with {}:\n{}", nvcc.display(), errors.join("\n")));
     }
-    let mut rs = String::from("/// (module name, fatbin) for every csrc/*.cu.\npub const MODULES: &[(&str, &[u8])] = &[\n");
-    for m in &modules {
-        rs += &format!("    ({m:?}, include_bytes!(concat!(env!(\"OUT_DIR\"), \"/{m}.fatbin\"))),\n");
-    }
-    rs += "];\n";
-    std::fs::write(out.join("kernels_embed.rs"), rs).unwrap();
+    let kernels: Vec<(String, String)> = sources
+        .iter()
+        .flat_map(|src| {
+            let module = src.file_stem().unwrap().to_string_lossy().into_owned();
+            let text = std::fs::read_to_string(src).unwrap();
+            global_functions(&text).into_iter().map(move |k| (module.clone(), k))
+        })
+        .collect();
+    std::fs::write(out.join("kernels_embed.rs"), kernels_rs(&modules, &kernels)).unwrap();
     println!("cargo::rustc-cfg=dllm_cuda");
 }
 
@@ -156,92 +171,119 @@ fn find_nvcc(root: &Path) -> Option<PathBuf> {
     cands.into_iter().find(|p| p.is_file() && works(p))
 }
 
-struct Field {
-    name: String,
-    /// Rust type and size (= alignment) in bytes.
-    rty: &'static str,
-    size: usize,
+/// clang-sys (bindgen's libclang loader) reads `LIBCLANG_PATH` at run time; when it is unset,
+/// point it at the `libclang` wheel in .venv-cuda.
+fn point_clang_sys_at_libclang(root: &Path) -> Result<(), String> {
+    if std::env::var_os("LIBCLANG_PATH").is_some() {
+        return Ok(());
+    }
+    let found = std::fs::read_dir(root.join(".venv-cuda/lib"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|py| py.path().join("site-packages/clang/native"))
+        .find(|d| d.join("libclang.so").is_file());
+    match found {
+        Some(dir) => {
+            std::env::set_var("LIBCLANG_PATH", dir);
+            Ok(())
+        }
+        None => Err("libclang not found (set LIBCLANG_PATH, or run tools/setup-cuda.sh)".into()),
+    }
 }
 
-struct Struct {
-    name: String,
-    fields: Vec<Field>,
-}
-
-/// The subset of C that params.h is written in: `struct Name {` / `type name;` / `};`.
-fn parse_params(src: &str) -> Vec<Struct> {
-    let mut out = vec![];
-    let mut cur: Option<Struct> = None;
-    for line in src.lines() {
-        let line = line.split("//").next().unwrap().trim();
-        if let Some(rest) = line.strip_prefix("struct ") {
-            let name = rest.trim_end_matches('{').trim().to_string();
-            cur = Some(Struct { name, fields: vec![] });
-        } else if line.starts_with("};") {
-            out.push(cur.take().expect("params.h: `};` outside a struct"));
-        } else if let Some(s) = cur.as_mut() {
-            if line.is_empty() {
-                continue;
-            }
-            let decl = line.strip_suffix(';').unwrap_or_else(|| panic!("params.h: cannot parse {line:?}"));
-            let (ty, name) = decl.rsplit_once(|c: char| c == ' ' || c == '*').unwrap();
-            let name = name.trim().to_string();
-            let (rty, size) = if decl.contains('*') {
-                ("u64", 8)
-            } else {
-                match ty.trim() {
-                    "int32_t" | "int" => ("i32", 4),
-                    "uint32_t" => ("u32", 4),
-                    "float" => ("f32", 4),
-                    other => panic!("params.h: unsupported field type {other:?} in {}", s.name),
-                }
-            };
-            s.fields.push(Field { name, rty, size });
+/// The Rust mirror of csrc/params.h: its structs, `#define` integers (as usize) and `constexpr`
+/// values (evaluated by clang), with bindgen's size/offset asserts.
+fn params_mirror(root: &Path) -> Result<String, String> {
+    #[derive(Debug)]
+    struct UsizeMacros;
+    impl bindgen::callbacks::ParseCallbacks for UsizeMacros {
+        fn int_macro(&self, _name: &str, _value: i64) -> Option<bindgen::callbacks::IntKind> {
+            Some(bindgen::callbacks::IntKind::Custom { name: "usize", is_signed: false })
         }
     }
-    out
+    let header = root.join("csrc/params.h");
+    let b = bindgen::Builder::default()
+        .header(header.to_string_lossy())
+        // DLLM_BINDGEN: device pointers as uint64_t and no CUDA headers (see params.h).
+        .clang_args(["-x", "c++", "-std=c++17", "-DDLLM_BINDGEN"])
+        .allowlist_file(".*params\\.h")
+        .blocklist_type("AttSmem")
+        .ignore_functions()
+        .derive_default(true)
+        .parse_callbacks(Box::new(UsizeMacros))
+        .raw_line("// Generated by build.rs from csrc/params.h with bindgen. Do not edit.")
+        .generate()
+        .map_err(|e| e.to_string())?;
+    Ok(b.to_string())
 }
 
-/// C layout of the fields: natural alignment, size rounded to the largest alignment.
-fn layout(s: &Struct) -> (Vec<usize>, usize) {
-    let mut off: usize = 0;
-    let mut offs = vec![];
-    let mut align = 1;
-    for f in &s.fields {
-        off = off.div_ceil(f.size) * f.size;
-        offs.push(off);
-        off += f.size;
-        align = align.max(f.size);
-    }
-    (offs, off.div_ceil(align) * align)
-}
-
-fn rust_mirror(structs: &[Struct]) -> String {
-    let mut r = String::from("// Generated by build.rs from csrc/params.h. Do not edit.\n");
-    for s in structs {
-        let (offs, size) = layout(s);
-        r += &format!("#[repr(C)]\n#[derive(Clone, Copy, Debug, Default)]\npub struct {} {{\n", s.name);
-        for f in &s.fields {
-            r += &format!("    pub {}: {},\n", f.name, f.rty);
-        }
-        r += "}\n";
-        r += &format!("const _: () = assert!(std::mem::size_of::<{}>() == {size});\n", s.name);
-        for (f, o) in s.fields.iter().zip(offs) {
-            r += &format!("const _: () = assert!(std::mem::offset_of!({}, {}) == {o});\n", s.name, f.name);
+/// The C side of the layout check: bindgen's sizes and offsets (read back from its asserts) as
+/// `static_assert`s over the structs that nvcc compiles.
+fn c_layout_checks(mirror: &str) -> String {
+    let mut c = String::from(
+        "// Generated by build.rs from bindgen's layout of csrc/params.h: nvcc must agree.\n#include <stddef.h>\n#include \"params.h\"\n",
+    );
+    let number = |line: &str| line.rsplit_once("- ").and_then(|(_, n)| n.split("usize").next()).map(str::to_string);
+    let mut checks = 0;
+    for line in mirror.lines() {
+        if let Some(rest) = line.trim().strip_prefix("[\"Size of ") {
+            let name = rest.split('"').next().unwrap();
+            let n = number(line).expect("bindgen size assert");
+            c += &format!("static_assert(sizeof({name}) == {n}, \"{name} size\");\n");
+            checks += 1;
+        } else if let Some(rest) = line.trim().strip_prefix("[\"Offset of field: ") {
+            let path = rest.split('"').next().unwrap();
+            let (name, field) = path.split_once("::").unwrap();
+            let n = number(line).expect("bindgen offset assert");
+            c += &format!("static_assert(offsetof({name}, {field}) == {n}, \"{path}\");\n");
+            checks += 1;
         }
     }
-    r
-}
-
-fn c_checks(structs: &[Struct]) -> String {
-    let mut c =
-        String::from("// Generated by build.rs: the C side of the params.h layout check.\n#include <stddef.h>\n#include \"params.h\"\n");
-    for s in structs {
-        let (offs, size) = layout(s);
-        c += &format!("static_assert(sizeof({}) == {size}, \"{} size\");\n", s.name, s.name);
-        for (f, o) in s.fields.iter().zip(offs) {
-            c += &format!("static_assert(offsetof({}, {}) == {o}, \"{}.{}\");\n", s.name, f.name, s.name, f.name);
-        }
-    }
+    assert!(checks > 0, "bindgen emitted no layout asserts to check on the C side");
     c
+}
+
+/// The names of the `extern "C" __global__` functions of a .cu file.
+fn global_functions(src: &str) -> Vec<String> {
+    let mut names = vec![];
+    for (i, _) in src.match_indices("extern \"C\" __global__ void") {
+        let mut rest = src[i + "extern \"C\" __global__ void".len()..].trim_start();
+        if let Some(r) = rest.strip_prefix("__launch_bounds__(") {
+            let close = r.find(')').expect("__launch_bounds__(...)");
+            rest = r[close + 1..].trim_start();
+        }
+        let name: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+        assert!(!name.is_empty(), "cannot read a kernel name in: {}", &src[i..(i + 120).min(src.len())]);
+        names.push(name);
+    }
+    names
+}
+
+/// `MODULES` (module, fatbin) and the typed `Kernel` id over every module's kernels.
+fn kernels_rs(modules: &[String], kernels: &[(String, String)]) -> String {
+    let camel = |s: &str| -> String { s.split('_').map(|w| w[..1].to_ascii_uppercase() + &w[1..]).collect() };
+    let mut rs = String::from("// Generated by build.rs from csrc/*.cu. Do not edit.\n\n");
+    rs += "/// (module name, fatbin) for every csrc/*.cu.\npub const MODULES: &[(&str, &[u8])] = &[\n";
+    for m in modules {
+        rs += &format!("    ({m:?}, include_bytes!(concat!(env!(\"OUT_DIR\"), \"/{m}.fatbin\"))),\n");
+    }
+    rs += "];\n\n/// Every `extern \"C\" __global__` kernel of csrc/.\n#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]\npub enum Kernel {\n";
+    for (m, k) in kernels {
+        rs += &format!("    /// `{k}` in csrc/{m}.cu\n    {},\n", camel(k));
+    }
+    rs += "}\n\nimpl Kernel {\n    pub const ALL: &[Kernel] = &[\n";
+    for (_, k) in kernels {
+        rs += &format!("        Kernel::{},\n", camel(k));
+    }
+    rs += "    ];\n\n    /// The csrc module (file stem) it is compiled in.\n    pub fn module(self) -> &'static str {\n        match self {\n";
+    for (m, k) in kernels {
+        rs += &format!("            Kernel::{} => {m:?},\n", camel(k));
+    }
+    rs += "        }\n    }\n\n    /// Its symbol in the module.\n    pub fn symbol(self) -> &'static str {\n        match self {\n";
+    for (_, k) in kernels {
+        rs += &format!("            Kernel::{} => {k:?},\n", camel(k));
+    }
+    rs += "        }\n    }\n}\n\nimpl std::fmt::Display for Kernel {\n    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {\n        f.write_str(self.symbol())\n    }\n}\n";
+    rs
 }

@@ -27,46 +27,9 @@
 // skipped: attention_combine reads split s of token t only when s * split_keys < limit(t), and
 // then the row has at least that key). d must be a multiple of 16 and at most 256 (mod.rs).
 #include "common.cuh"
+#include "cp_async.cuh"
 #include <mma.h>
 using namespace nvcuda;
-
-#define ATT_THREADS 128
-#define ATT_ROWS 64           // query rows per tile
-#define ATT_RPW 16            // rows per warp (ATT_ROWS / 4 warps)
-#define ATT_KC 32             // keys per chunk (one per lane in the softmax)
-#define ATT_SLD (ATT_KC + 4)  // S row stride (fp32)
-#define ATT_PLD (ATT_KC + 8)  // P row stride (bf16)
-
-// 16-byte global -> shared copy that bypasses registers (sm_80+); `valid == false` zero-fills
-// the 16 bytes (src-size 0: nothing is read, but `g` must still be a mapped address).
-__device__ __forceinline__ void att_cp_async16(void* s, const void* g, bool valid) {
-    unsigned sa = (unsigned)__cvta_generic_to_shared(s);
-    int n = valid ? 16 : 0;
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(sa), "l"(g), "r"(n));
-}
-__device__ __forceinline__ void att_cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N>
-__device__ __forceinline__ void att_cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
-
-// Dynamic shared memory regions (byte offsets, 128-aligned so WMMA pointers are 32-byte
-// aligned). mod.rs `att_smem_bytes` mirrors the total.
-struct AttSmem {
-    int q, k, v, s, pm, lim, total;
-};
-__host__ __device__ inline int att_align(int x) { return (x + 127) & ~127; }
-__host__ __device__ inline AttSmem att_smem_layout(int d) {
-    const int ld = d + 8;
-    AttSmem L;
-    int off = 0;
-    L.q = off;    off += att_align(ATT_ROWS * ld * 2);         // Q, bf16 [64][ld]
-    L.k = off;    off += att_align(2 * ATT_KC * ld * 2);       // K stages, bf16 [2][32][ld]
-    L.v = off;    off += att_align(2 * ATT_KC * ld * 2);       // V stages
-    L.s = off;    off += att_align(ATT_ROWS * ATT_SLD * 4);    // S, fp32 [64][36]
-    L.pm = off;   off += att_align(ATT_ROWS * ATT_PLD * 2);    // P, bf16 [64][40]
-    L.lim = off;  off += att_align(ATT_ROWS * 4);              // per-row key limit
-    L.total = off;
-    return L;
-}
 
 // Issue the cp.async copies of keys [kbase, kbase + ATT_KC) (K and V rows of head kh) into one
 // stage; keys at or past kend are zero-filled (0 * V must stay 0 in P.V).
@@ -77,11 +40,11 @@ __device__ __forceinline__ void att_load_chunk(const AttnParams& p, const int32_
         int j = i / per_row, c = (i % per_row) * 8;
         int pos = kbase + j;
         bool valid = pos < kend;
-        size_t ko = valid ? kv_offset(pt, pos, p.layer, p.num_layers, 0, p.page_size, p.nkv, kh, p.d) : 0;
+        size_t ko = valid ? kv_offset(p.kv, pt, pos, 0, p.nkv, kh, p.d) : 0;
         // V of a position is page_size * nkv * d elements after its K.
-        size_t vo = valid ? ko + (size_t)p.page_size * p.nkv * p.d : 0;
-        att_cp_async16(ks + j * ld + c, p.kv + ko + c, valid);
-        if (with_v) att_cp_async16(vs + j * ld + c, p.kv + vo + c, valid);
+        size_t vo = valid ? ko + (size_t)p.kv.page_size * p.nkv * p.d : 0;
+        cp_async16(ks + j * ld + c, p.kv.pool + ko + c, valid);
+        if (with_v) cp_async16(vs + j * ld + c, p.kv.pool + vo + c, valid);
     }
 }
 
@@ -102,7 +65,7 @@ __device__ __forceinline__ void block_attention_body(const AttnParams& p) {
     const int tid = threadIdx.x, lane = tid % WARP, w = tid / WARP;
     const int t0 = p.tiles[2 * tile], nt = p.tiles[2 * tile + 1];
     const int rows = nt * group;
-    const int32_t* pt = p.page_table + p.tok_pt[t0];  // one run per tile: one page table
+    const int32_t* pt = p.kv.page_table + p.kv.tok_pt[t0];  // one run per tile: one page table
 
     // The tile's largest key limit bounds the keys any row needs (limits are >= 1).
     int kmax = 0;
@@ -115,7 +78,7 @@ __device__ __forceinline__ void block_attention_body(const AttnParams& p) {
     // pass 0 (K only) finds each row's max score, pass 1 (K and V) adds exp(s - max) V into O
     // in registers, so O is never rescaled.
     att_load_chunk(p, pt, kh, k0, k1, kst, vst, ld, false);
-    att_cp_async_commit();
+    cp_async_commit();
 
     // Q rows (bf16 as stored; the scale is applied to S in fp32) and limits; padding rows have
     // Q = 0 and limit 0 (no key: their P rows stay 0).
@@ -146,10 +109,10 @@ __device__ __forceinline__ void block_attention_body(const AttnParams& p) {
             const int nx = (it + 1) % nchunks;
             att_load_chunk(p, pt, kh, k0 + nx * ATT_KC, k1, kst + (st ^ 1) * ATT_KC * ld, vst + (st ^ 1) * ATT_KC * ld, ld,
                            it + 1 >= nchunks);
-            att_cp_async_commit();
-            att_cp_async_wait<1>();
+            cp_async_commit();
+            cp_async_wait<1>();
         } else {
-            att_cp_async_wait<0>();
+            cp_async_wait<0>();
         }
         __syncthreads();  // stage it (and, the first time, Q / limits) visible to all
         const bf16* ks = kst + st * ATT_KC * ld;

@@ -5,8 +5,6 @@
 #include <float.h>
 #include "params.h"
 
-#define WARP 32
-
 __device__ __forceinline__ float bf2f(bf16 x) { return __bfloat162float(x); }
 __device__ __forceinline__ bf16 f2bf(float x) { return __float2bfloat16(x); }
 
@@ -61,9 +59,9 @@ __device__ __forceinline__ float block_sum(float v, float* scratch) {
 
 __device__ __forceinline__ float silu_f(float x) { return x / (1.f + expf(-x)); }
 
-// KV pool addressing: [page][layer][k|v][page_size][nkv][d].
-__device__ __forceinline__ size_t kv_offset(const int32_t* pt, int pos, int layer, int num_layers, int kv, int page_size,
-                                            int nkv, int h, int d) {
+// KV pool addressing: [page][layer][k|v][page_size][nkv][d]; `pt` is the token's page table.
+__device__ __forceinline__ size_t kv_offset(const PagedKv& c, const int32_t* pt, int pos, int kv, int nkv, int h, int d) {
+    const int page_size = c.page_size, layer = c.layer, num_layers = c.num_layers;
     int page = pt[pos / page_size], s = pos % page_size;
     return ((((size_t)page * num_layers + layer) * 2 + kv) * page_size + s) * (size_t)nkv * d + (size_t)h * d;
 }

@@ -3,8 +3,6 @@
 // step: a fused GEMM + row-reduce would never write them). CPU twin: backend::cpu::pick_row.
 #include "common.cuh"
 
-#define PICK_THREADS 512
-
 extern "C" __global__ void __launch_bounds__(PICK_THREADS) row_argmax(const PickParams p) {
     __shared__ float sm[PICK_THREADS / WARP];
     __shared__ int si[PICK_THREADS / WARP];

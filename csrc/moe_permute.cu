@@ -4,8 +4,6 @@
 // moe_combine: y[t] += sum over k (in k order) of the weighted expert rows of token t.
 #include "common.cuh"
 
-#define PERMUTE_MAX_E 1024
-
 extern "C" __global__ void moe_combine(const CombineParams p) {
     int t = blockIdx.x;
     float* y = p.y + (size_t)t * p.hidden;
@@ -25,8 +23,6 @@ extern "C" __global__ void moe_combine(const CombineParams p) {
 // An earlier version kept pick order inside an expert by letting the warps take turns: 188 us
 // a call at batch 64 (16k picks), for an order nothing needs.
 // ---------------------------------------------------------------------------------------------
-#define PERMUTE_THREADS 1024
-
 extern "C" __global__ void __launch_bounds__(PERMUTE_THREADS, 1) moe_permute(const PermuteParams p) {
     __shared__ int count[PERMUTE_MAX_E], offset[PERMUTE_MAX_E], fill[PERMUTE_MAX_E];
     __shared__ int wsum_c[WARP], wsum_i[WARP];

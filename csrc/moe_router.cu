@@ -3,9 +3,6 @@
 // scores. CPU twin: backend::cpu::route.
 #include "common.cuh"
 
-#define ROUTER_THREADS 256
-#define ROUTER_MAX_E 1024
-#define ROUTER_MAX_GROUPS 64
 
 // moe_router_select: one CTA per token, from the fp32 logits (cuBLAS, h W^T): sigmoid, + bias,
 // group score = sum of the two largest biased scores, topk_group groups, top-k by biased score,

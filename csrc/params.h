@@ -1,18 +1,111 @@
-// Every kernel launch-parameter struct, shared with Rust: build.rs parses this file and
-// generates the #[repr(C)] mirror (with size/offset asserts on both sides).
-// Format rules (kept simple so the parser stays simple): one field per line; pointers first,
-// then 32-bit scalars (int32_t, uint32_t, float); no nested structs, no arrays.
+// The one definition of what crosses the FFI: every kernel's launch-parameter struct, the tile
+// constants and launch block sizes the host needs, and the dynamic shared-memory sizes.
+// build.rs runs bindgen over this file (with DLLM_BINDGEN defined) for the #[repr(C)] Rust
+// mirror: `#define` integers become Rust consts, `constexpr` values are evaluated by clang, and
+// both the Rust and the nvcc side assert the structs' sizes and field offsets (build.rs).
 #pragma once
 #include <stdint.h>
-#include <cuda_bf16.h>
 
+#ifdef DLLM_BINDGEN
+// bindgen needs no CUDA headers: a bf16 is only ever behind a device address here.
+#define DLLM_HD
+// The Rust launch layer passes raw device addresses, never host pointers: u64 there.
+#define DEV_PTR(T) uint64_t
+#else
+#include <cuda_bf16.h>
 typedef __nv_bfloat16 bf16;
+#define DLLM_HD __host__ __device__
+#define DEV_PTR(T) T*
+#endif
+
+// ---- launch shapes shared with the host ---------------------------------------------------
+
+#define WARP 32
+
+// attention.cu: a tile is ATT_ROWS query rows; keys go in chunks of ATT_KC (one per lane in
+// the softmax); 4 warps of ATT_RPW rows each.
+#define ATT_THREADS 128
+#define ATT_ROWS 64
+#define ATT_RPW 16
+#define ATT_KC 32
+#define ATT_SLD (ATT_KC + 4)  // S row stride (fp32)
+#define ATT_PLD (ATT_KC + 8)  // P row stride (bf16)
+
+// moe_gemm.cu: BN output columns per CTA, BK of k per stage, rows padded to spread banks;
+// a work item has MOE_BM_SMALL or MOE_BM_LARGE rows (the two kernel variants).
+#define GEMM_THREADS 128
+#define GEMM_BN 64
+#define GEMM_BK 64
+#define GEMM_LDS (GEMM_BK + 8)
+#define MOE_BM_SMALL 16
+#define MOE_BM_LARGE 64
+
+// rope.cu: one warp per head at a time; head_dim up to ROPE_MAX_D.
+#define ROPE_WARPS 4
+#define ROPE_THREADS (ROPE_WARPS * WARP)
+#define ROPE_MAX_D 256
+
+// moe_router.cu, moe_permute.cu, lm_head.cu, unmask.cu.
+#define ROUTER_THREADS 256
+#define ROUTER_MAX_E 1024
+#define ROUTER_MAX_GROUPS 64
+#define PERMUTE_THREADS 1024
+#define PERMUTE_MAX_E 1024
+#define PICK_THREADS 512
+#define UNMASK_MAX_BLOCK 1024
+
+// ---- dynamic shared memory ------------------------------------------------------------------
+
+// attention.cu: byte offsets of the regions, 128-aligned so WMMA pointers are 32-byte aligned.
+struct AttSmem {
+    int q, k, v, s, pm, lim, total;
+};
+constexpr DLLM_HD int att_align(int x) { return (x + 127) & ~127; }
+constexpr DLLM_HD AttSmem att_smem_layout(int d) {
+    const int ld = d + 8;
+    AttSmem L{};
+    int off = 0;
+    L.q = off;    off += att_align(ATT_ROWS * ld * 2);         // Q, bf16 [64][ld]
+    L.k = off;    off += att_align(2 * ATT_KC * ld * 2);       // K stages, bf16 [2][32][ld]
+    L.v = off;    off += att_align(2 * ATT_KC * ld * 2);       // V stages
+    L.s = off;    off += att_align(ATT_ROWS * ATT_SLD * 4);    // S, fp32 [64][36]
+    L.pm = off;   off += att_align(ATT_ROWS * ATT_PLD * 2);    // P, bf16 [64][40]
+    L.lim = off;  off += att_align(ATT_ROWS * 4);              // per-row key limit
+    L.total = off;
+    return L;
+}
+// The total is affine in d (every region is a multiple of 128 bytes): the host computes
+// ATT_SMEM_FIXED + d * ATT_SMEM_PER_D from these two, and the assert below holds them to the
+// layout for every head_dim the kernels take (multiples of 16 up to 256).
+static constexpr uint32_t ATT_SMEM_PER_D = (att_smem_layout(32).total - att_smem_layout(16).total) / 16;
+static constexpr uint32_t ATT_SMEM_FIXED = att_smem_layout(16).total - 16 * ATT_SMEM_PER_D;
+constexpr bool att_smem_is_affine() {
+    for (int d = 16; d <= 256; d += 16)
+        if ((uint32_t)att_smem_layout(d).total != ATT_SMEM_FIXED + d * ATT_SMEM_PER_D) return false;
+    return true;
+}
+static_assert(att_smem_is_affine(), "att_smem_layout(d).total must be ATT_SMEM_FIXED + d * ATT_SMEM_PER_D");
+
+// moe_gemm.cu: two stages of (x [BM][LDS], w1 [BN][LDS], w2 [BN][LDS] if gated), bf16; the fp32
+// epilogue tiles reuse them.
+constexpr DLLM_HD int moe_gemm_stage_bytes(int bm, bool gated) { return (bm * GEMM_LDS + GEMM_BN * GEMM_LDS * (gated ? 2 : 1)) * 2; }
+constexpr DLLM_HD int moe_gemm_smem_bytes(int bm, bool gated) {
+    return 2 * moe_gemm_stage_bytes(bm, gated) > bm * (GEMM_BN + 4) * 4 * (gated ? 2 : 1) ? 2 * moe_gemm_stage_bytes(bm, gated)
+                                                                                         : bm * (GEMM_BN + 4) * 4 * (gated ? 2 : 1);
+}
+// What each of the four kernels is launched with.
+static constexpr uint32_t MOE_GATE_UP_SMEM = moe_gemm_smem_bytes(MOE_BM_SMALL, true);
+static constexpr uint32_t MOE_DOWN_SMEM = moe_gemm_smem_bytes(MOE_BM_SMALL, false);
+static constexpr uint32_t MOE_GATE_UP_M64_SMEM = moe_gemm_smem_bytes(MOE_BM_LARGE, true);
+static constexpr uint32_t MOE_DOWN_M64_SMEM = moe_gemm_smem_bytes(MOE_BM_LARGE, false);
+
+// ---- launch-parameter structs ---------------------------------------------------------------
 
 // gather.cu: x[r] = float(table[tokens[r]])
 struct EmbedParams {
-    const bf16* table;
-    const uint32_t* tokens;
-    float* out;
+    DEV_PTR(const bf16) table;
+    DEV_PTR(const uint32_t) tokens;
+    DEV_PTR(float) out;
     int32_t rows;
     int32_t cols;
     int32_t vocab;
@@ -20,68 +113,69 @@ struct EmbedParams {
 
 // gather.cu: out[i] = src[rows[i]]
 struct GatherParams {
-    const float* src;
-    const int32_t* rows;
-    float* out;
+    DEV_PTR(const float) src;
+    DEV_PTR(const int32_t) rows;
+    DEV_PTR(float) out;
     int32_t n;
     int32_t cols;
 };
 
 // norm.cu: x += delta (if any); out = bf16(RMSNorm(x) * w)
 struct NormParams {
-    float* x;
-    const float* delta;
-    const float* w;
-    bf16* out;
+    DEV_PTR(float) x;
+    DEV_PTR(const float) delta;
+    DEV_PTR(const float) w;
+    DEV_PTR(bf16) out;
     int32_t rows;
     int32_t cols;
     float eps;
 };
 
-// Per-token step layout shared by rope.cu and attention.cu. The KV pool is
-// [page][layer][k|v][page_size][nkv][d] bf16; a token's page table starts at page_table + tok_pt[t].
+// The paged KV cache of one layer as rope.cu and attention.cu see it (flashinfer's paged_kv_t
+// in spirit). The pool is [page][layer][k|v][page_size][nkv][d] bf16 (nkv and d are the
+// kernels' own head geometry); token t's page table starts at page_table + tok_pt[t].
+struct PagedKv {
+    DEV_PTR(bf16) pool;
+    DEV_PTR(const int32_t) page_table;
+    DEV_PTR(const int32_t) tok_pt;
+    int32_t page_size;
+    int32_t layer;
+    int32_t num_layers;
+};
+
+// rope.cu: per-head QK norm and RoPE; K and V into the pages.
 struct RopeParams {
-    const float* qkv;
-    const float* q_norm;
-    const float* k_norm;
-    bf16* q_out;
-    bf16* kv;
-    const int32_t* page_table;
-    const int32_t* tok_pos;
-    const int32_t* tok_pt;
+    DEV_PTR(const float) qkv;
+    DEV_PTR(const float) q_norm;
+    DEV_PTR(const float) k_norm;
+    DEV_PTR(bf16) q_out;
+    DEV_PTR(const int32_t) tok_pos;
+    PagedKv kv;
     int32_t tokens;
     int32_t nh;
     int32_t nkv;
     int32_t d;
     int32_t rot;
-    int32_t page_size;
-    int32_t layer;
-    int32_t num_layers;
     float eps;
     float theta;
 };
 
 // attention.cu, block_attention: one CTA per (query tile, KV head, key
-// split). A tile is up to 32 query rows (tokens x the group of query heads of one KV head), all
+// split). A tile is up to ATT_ROWS query rows (tokens x the group of query heads of one KV head), all
 // tokens of one run. With num_splits > 1 it writes unnormalised partials that
 // attention_combine merges; with num_splits == 1 it writes out directly.
 struct AttnParams {
-    const bf16* q;
-    const bf16* kv;
-    bf16* out;
-    const int32_t* page_table;
-    const int32_t* tok_pt;
-    const int32_t* tok_limit;
-    const int32_t* tiles;
-    float* part_acc;
-    float* part_ml;
+    DEV_PTR(const bf16) q;
+    DEV_PTR(bf16) out;
+    DEV_PTR(const int32_t) tok_limit;
+    DEV_PTR(const int32_t) tiles;
+    DEV_PTR(float) part_acc;
+    DEV_PTR(float) part_ml;
+    PagedKv kv;  // read only here
     int32_t tokens;
     int32_t nh;
     int32_t nkv;
     int32_t d;
-    int32_t page_size;
-    int32_t layer;
-    int32_t num_layers;
     int32_t split_keys;
     int32_t num_splits;
     float scale;
@@ -89,10 +183,10 @@ struct AttnParams {
 
 // moe_router.cu, moe_router_select: one CTA per token over logits[t][e] (fp32).
 struct RouterParams {
-    const float* logits;
-    const float* bias;
-    int32_t* topk_ids;
-    float* topk_w;
+    DEV_PTR(const float) logits;
+    DEV_PTR(const float) bias;
+    DEV_PTR(int32_t) topk_ids;
+    DEV_PTR(float) topk_w;
     int32_t tokens;
     int32_t experts;
     int32_t topk;
@@ -104,13 +198,13 @@ struct RouterParams {
 // moe_permute.cu: stable counting sort of (token, k) picks by expert, and the work list of
 // (expert, first sorted slot, rows) items of at most tile_m rows for the grouped GEMMs.
 struct PermuteParams {
-    const int32_t* topk_ids;
-    const float* topk_w;
-    int32_t* slot_token;
-    float* slot_weight;
-    int32_t* tok_slot;
-    int32_t* items;
-    int32_t* num_items;
+    DEV_PTR(const int32_t) topk_ids;
+    DEV_PTR(const float) topk_w;
+    DEV_PTR(int32_t) slot_token;
+    DEV_PTR(float) slot_weight;
+    DEV_PTR(int32_t) tok_slot;
+    DEV_PTR(int32_t) items;
+    DEV_PTR(int32_t) num_items;
     int32_t tokens;
     int32_t topk;
     int32_t experts;
@@ -121,15 +215,15 @@ struct PermuteParams {
 // with x = h[slot_token[slot]]; down: out[slot] = slot_weight[slot] * (act[slot] w1^T).
 // Weights are [experts][n][k] bf16, row-major.
 struct MoeGemmParams {
-    const bf16* x;
-    const bf16* w1;
-    const bf16* w2;
-    bf16* act_out;
-    float* f32_out;
-    const int32_t* slot_token;
-    const float* slot_weight;
-    const int32_t* items;
-    const int32_t* num_items;
+    DEV_PTR(const bf16) x;
+    DEV_PTR(const bf16) w1;
+    DEV_PTR(const bf16) w2;
+    DEV_PTR(bf16) act_out;
+    DEV_PTR(float) f32_out;
+    DEV_PTR(const int32_t) slot_token;
+    DEV_PTR(const float) slot_weight;
+    DEV_PTR(const int32_t) items;
+    DEV_PTR(const int32_t) num_items;
     int32_t n;
     int32_t k;
     int32_t max_items;
@@ -137,9 +231,9 @@ struct MoeGemmParams {
 
 // moe_permute.cu: y[t] += sum_k slot_out[tok_slot[t*topk + k]] (fixed order: deterministic)
 struct CombineParams {
-    float* y;
-    const float* slot_out;
-    const int32_t* tok_slot;
+    DEV_PTR(float) y;
+    DEV_PTR(const float) slot_out;
+    DEV_PTR(const int32_t) tok_slot;
     int32_t tokens;
     int32_t topk;
     int32_t hidden;
@@ -147,27 +241,27 @@ struct CombineParams {
 
 // mlp.cu: out[t, j] = bf16(silu(gu[t, j]) * gu[t, inter + j])
 struct SiluMulParams {
-    const float* gu;
-    bf16* out;
+    DEV_PTR(const float) gu;
+    DEV_PTR(bf16) out;
     int32_t rows;
     int32_t inter;
 };
 
 // lm_head.cu: per row argmax (ties: lowest id) and its softmax probability.
 struct PickParams {
-    const float* logits;
-    uint32_t* token;
-    float* prob;
+    DEV_PTR(const float) logits;
+    DEV_PTR(uint32_t) token;
+    DEV_PTR(float) prob;
     int32_t rows;
     int32_t vocab;
 };
 
 // unmask.cu: LowConfidence over each request's block (see decode/policy.rs::low_confidence).
 struct UnmaskParams {
-    const float* prob;
-    const int32_t* masked;
-    const int32_t* quota;
-    int32_t* chosen;
+    DEV_PTR(const float) prob;
+    DEV_PTR(const int32_t) masked;
+    DEV_PTR(const int32_t) quota;
+    DEV_PTR(int32_t) chosen;
     int32_t requests;
     int32_t block;
     float threshold;
@@ -175,8 +269,8 @@ struct UnmaskParams {
 
 // init.cu: out[i] = mean + std * N(0,1), a counter-based draw from (seed, i).
 struct InitParams {
-    bf16* out_bf16;
-    float* out_f32;
+    DEV_PTR(bf16) out_bf16;
+    DEV_PTR(float) out_f32;
     uint32_t n_lo;
     uint32_t n_hi;
     uint32_t seed_lo;

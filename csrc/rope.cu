@@ -2,20 +2,17 @@
 // One CTA per token, one warp per head at a time. CPU twins: rms_norm_row, rope_row.
 #include "common.cuh"
 
-#define ROPE_MAX_D 256
-#define ROPE_WARPS 4
-
 extern "C" __global__ void __launch_bounds__(ROPE_WARPS * WARP) qk_norm_rope_store(const RopeParams p) {
     __shared__ float buf[ROPE_WARPS][ROPE_MAX_D];
     int t = blockIdx.x, lane = threadIdx.x % WARP, w = threadIdx.x / WARP;
     int d = p.d, half = p.rot / 2, pos = p.tok_pos[t];
-    const int32_t* pt = p.page_table + p.tok_pt[t];
+    const int32_t* pt = p.kv.page_table + p.kv.tok_pt[t];
     const float* row = p.qkv + (size_t)t * (p.nh + 2 * p.nkv) * d;
     float* b = buf[w];
     for (int h = w; h < p.nh + 2 * p.nkv; h += ROPE_WARPS) {
         const float* src = row + (size_t)h * d;
         if (h >= p.nh + p.nkv) {  // V: stored as is
-            bf16* dst = p.kv + kv_offset(pt, pos, p.layer, p.num_layers, 1, p.page_size, p.nkv, h - p.nh - p.nkv, d);
+            bf16* dst = p.kv.pool + kv_offset(p.kv, pt, pos, 1, p.nkv, h - p.nh - p.nkv, d);
             for (int i = lane; i < d; i += WARP) dst[i] = f2bf(src[i]);
             continue;
         }
@@ -29,7 +26,7 @@ extern "C" __global__ void __launch_bounds__(ROPE_WARPS * WARP) qk_norm_rope_sto
         for (int i = lane; i < d; i += WARP) b[i] = src[i] * inv * nw[i];
         __syncwarp();
         bf16* dst = h < p.nh ? p.q_out + (size_t)t * p.nh * d + (size_t)h * d
-                             : p.kv + kv_offset(pt, pos, p.layer, p.num_layers, 0, p.page_size, p.nkv, h - p.nh, d);
+                             : p.kv.pool + kv_offset(p.kv, pt, pos, 0, p.nkv, h - p.nh, d);
         for (int i = lane; i < d; i += WARP) {
             float o = b[i];
             if (i < p.rot) {

@@ -4,7 +4,7 @@
 // CPU twin: decode::policy::low_confidence.
 #include "common.cuh"
 
-extern "C" __global__ void __launch_bounds__(1024) unmask_low_confidence(const UnmaskParams p) {
+extern "C" __global__ void __launch_bounds__(UNMASK_MAX_BLOCK) unmask_low_confidence(const UnmaskParams p) {
     __shared__ int n_masked, n_high;
     int r = blockIdx.x, i = threadIdx.x;
     const float* prob = p.prob + (size_t)r * p.block;

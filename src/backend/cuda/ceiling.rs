@@ -1,6 +1,6 @@
 //! The bf16 matrix ceiling, measured on the card in hand (benchmarks report against it).
 
-use super::kernels::params::InitParams;
+use super::kernels::{params::InitParams, Kernel};
 use super::CudaBackend;
 use anyhow::Result;
 
@@ -21,7 +21,7 @@ impl CudaBackend {
                 std: 1.0,
                 ..Default::default()
             };
-            self.k.launch("init_normal", (len.div_ceil(256).min(65536) as u32, 1, 1), 256, &p)?;
+            self.k.launch(Kernel::InitNormal, (len.div_ceil(256).min(65536) as u32, 1, 1), 256, &p)?;
         }
         let run = || self.k.gemm_bf16_f32("GEMM probe", self.p(&x), self.p(&w), self.p(&y), m, n, k, 0.0);
         run()?;

@@ -1,15 +1,17 @@
-//! The only `unsafe` of the CUDA backend: loading the embedded fatbins, allocating
+//! The only `unsafe` of the CUDA backend: probing for the driver library, loading the embedded fatbins, allocating
 //! uninitialised device memory, launching kernels and calling cuBLAS. Each launch checks its
 //! error and names the kernel. With `DLLM_CUDA_SYNC=1` every launch also synchronises, so an
 //! asynchronous fault is reported against the kernel that caused it.
 
-use anyhow::{anyhow, Context, Result};
+use super::error::{CudaError, Result};
 use cudarc::cublas::{sys as cublas_sys, CudaBlas};
 use cudarc::driver::{CudaContext, CudaEvent, CudaFunction, CudaSlice, CudaStream, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+/// csrc/params.h through bindgen (build.rs): launch structs, tile constants, shared-memory sizes.
 pub mod params {
+    #![allow(non_upper_case_globals, non_camel_case_types, non_snake_case)]
     include!(concat!(env!("OUT_DIR"), "/params.rs"));
 }
 use params::*;
@@ -17,6 +19,7 @@ use params::*;
 mod embedded {
     include!(concat!(env!("OUT_DIR"), "/kernels_embed.rs"));
 }
+pub use embedded::Kernel;
 
 // SAFETY: each params struct is plain #[repr(C)] data (device pointers as u64, 32-bit scalars)
 // whose layout build.rs checks against csrc/params.h on both sides.
@@ -38,13 +41,14 @@ unsafe impl DeviceRepr for SpinParams {}
 pub struct Kernels {
     pub stream: Arc<CudaStream>,
     blas: CudaBlas,
-    fns: HashMap<String, CudaFunction>,
+    /// Indexed by `Kernel as usize` (the order of `Kernel::ALL`).
+    fns: Vec<CudaFunction>,
     sync_each: bool,
-    /// `DLLM_PROFILE_KERNELS=1`: a CUDA event pair around every launch, read back when the
+    /// `CudaOptions::profile_kernels`: a CUDA event pair around every launch, read back when the
     /// profile is asked for (see [`Kernels::hold_stream`] for keeping launch gaps out).
     prof: Option<Mutex<Profile>>,
     /// Kernel -> the dynamic shared memory its limit was raised to (the driver call is made once).
-    smem_raised: Mutex<HashMap<String, u32>>,
+    smem_raised: Mutex<HashMap<Kernel, u32>>,
 }
 
 #[derive(Default)]
@@ -59,32 +63,46 @@ struct Profile {
 /// one forward of the largest shapes with two events per launch.
 const PROFILE_HOLD_US: u32 = 20_000;
 
+/// Whether the NVIDIA driver library can be loaded (cudarc panics when it cannot).
+pub fn driver_library_present() -> bool {
+    ["libcuda.so.1", "libcuda.so"].iter().any(|name| {
+        // SAFETY: loading the NVIDIA driver library runs only its own initialisers; the handle
+        // is dropped at once (cudarc loads it again for real).
+        unsafe { libloading::Library::new(*name) }.is_ok()
+    })
+}
+
 /// The raw device address of a buffer (what the params structs carry).
 pub fn ptr<T>(s: &CudaSlice<T>, stream: &CudaStream) -> u64 {
     s.device_ptr(stream).0
 }
 
 impl Kernels {
-    pub fn new(ctx: &Arc<CudaContext>) -> Result<Self> {
+    /// `profile`: time every launch (see [`Kernels::profile`]).
+    pub fn new(ctx: &Arc<CudaContext>, profile: bool) -> Result<Self> {
         // SAFETY: the backend uses one stream, so cudarc's per-buffer event tracking is not needed.
         unsafe { ctx.disable_event_tracking() };
         let stream = ctx.default_stream();
         // cudarc loads libcublas lazily and panics when it is absent: make that an error.
         let blas = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| CudaBlas::new(stream.clone())))
-            .map_err(|_| anyhow!("libcublas (CUDA 13) could not be loaded; put its folder on LD_LIBRARY_PATH"))?
-            .map_err(|e| anyhow!("cublasCreate: {e:?}"))?;
-        let mut fns = HashMap::new();
+            .map_err(|_| CudaError::MissingLibrary { lib: "libcublas (CUDA 13)" })?
+            .map_err(|source| CudaError::Cublas { what: "cublasCreate".into(), source })?;
+        let mut modules = HashMap::new();
         for (module, fatbin) in embedded::MODULES {
             let m = ctx
                 .load_module(cudarc::nvrtc::Ptx::from_binary(fatbin.to_vec()))
-                .with_context(|| format!("loading CUDA module {module}.cu (does the driver support this GPU?)"))?;
-            for name in kernel_names(module) {
-                let f = m.load_function(name).with_context(|| format!("kernel {name} in {module}.cu"))?;
-                fns.insert(name.to_string(), f);
-            }
+                .map_err(|source| CudaError::ModuleLoad { module, source })?;
+            modules.insert(*module, m);
         }
+        let mut fns = Vec::with_capacity(Kernel::ALL.len());
+        for (i, &k) in Kernel::ALL.iter().enumerate() {
+            debug_assert_eq!(k as usize, i);
+            let m = &modules[k.module()];
+            fns.push(m.load_function(k.symbol()).map_err(CudaError::driver(|| format!("loading kernel {k} from {}.cu", k.module())))?);
+        }
+        // A debugging switch, so an environment variable rather than an option.
         let sync_each = std::env::var("DLLM_CUDA_SYNC").map(|v| v == "1").unwrap_or(false);
-        let prof = (std::env::var("DLLM_PROFILE_KERNELS").map(|v| v == "1").unwrap_or(false)).then(|| Mutex::new(Profile::default()));
+        let prof = profile.then(|| Mutex::new(Profile::default()));
         Ok(Kernels { stream, blas, fns, sync_each, prof, smem_raised: Mutex::new(HashMap::new()) })
     }
 
@@ -103,22 +121,22 @@ impl Kernels {
 
     /// Profiling only: hold the stream with a sleeping kernel, so the host queues the launches
     /// that follow (one forward) before the GPU runs them; each event pair then times its kernel
-    /// alone, not the host's launch latency. A no-op without DLLM_PROFILE_KERNELS=1.
+    /// alone, not the host's launch latency. A no-op unless profiling.
     pub fn hold_stream(&self) -> Result<()> {
         if self.prof.is_none() {
             return Ok(());
         }
-        let f = self.fns.get("spin_wait").ok_or_else(|| anyhow!("kernel spin_wait is not in the embedded modules"))?;
+        let f = &self.fns[Kernel::SpinWait as usize];
         let p = SpinParams { us: PROFILE_HOLD_US };
         let mut b = self.stream.launch_builder(f);
         b.arg(&p);
         let cfg = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (1, 1, 1), shared_mem_bytes: 0 };
         // SAFETY: spin_wait reads only its by-value params.
-        unsafe { b.launch(cfg) }.map_err(|e| anyhow!("launching kernel spin_wait: {e:?}"))?;
+        unsafe { b.launch(cfg) }.map_err(|source| CudaError::Launch { kernel: Kernel::SpinWait, source })?;
         Ok(())
     }
 
-    /// (name, total ms, calls), largest first; empty unless DLLM_PROFILE_KERNELS=1. Waits for
+    /// (name, total ms, calls), largest first; empty unless profiling. Waits for
     /// the stream, then reads the launches' events.
     pub fn profile(&self) -> Vec<(String, f64, u64)> {
         let Some(p) = &self.prof else { return vec![] };
@@ -145,27 +163,27 @@ impl Kernels {
         }
     }
 
-    /// Launch `name` with one params struct. The params must point at live device buffers of
+    /// Launch `kernel` with one params struct. The params must point at live device buffers of
     /// the sizes the kernel's comment in csrc/ states; the callers in mod.rs build them so.
-    pub fn launch<P: DeviceRepr>(&self, name: &str, grid: (u32, u32, u32), block: u32, p: &P) -> Result<()> {
-        self.launch_smem(name, grid, block, 0, p)
+    pub fn launch<P: DeviceRepr>(&self, kernel: Kernel, grid: (u32, u32, u32), block: u32, p: &P) -> Result<()> {
+        self.launch_smem(kernel, grid, block, 0, p)
     }
 
     /// [`Kernels::launch`] with `smem` bytes of dynamic shared memory (above 48 KiB the kernel's
     /// limit is raised first, as the driver requires).
-    pub fn launch_smem<P: DeviceRepr>(&self, name: &str, grid: (u32, u32, u32), block: u32, smem: u32, p: &P) -> Result<()> {
-        let f = self.fns.get(name).ok_or_else(|| anyhow!("kernel {name} is not in the embedded modules"))?;
+    pub fn launch_smem<P: DeviceRepr>(&self, kernel: Kernel, grid: (u32, u32, u32), block: u32, smem: u32, p: &P) -> Result<()> {
+        let f = &self.fns[kernel as usize];
         if grid.0 == 0 || grid.1 == 0 || grid.2 == 0 {
             return Ok(());
         }
         // Above the default 48 KiB the limit must be raised; once per kernel and size.
-        if smem > 48 * 1024 && smem > self.smem_raised.lock().unwrap().get(name).copied().unwrap_or(0) {
+        if smem > 48 * 1024 && smem > self.smem_raised.lock().unwrap().get(&kernel).copied().unwrap_or(0) {
             use cudarc::driver::sys::CUfunction_attribute_enum as A;
             // Driver calls outside cudarc's launch path need the context current on this thread.
-            self.stream.context().bind_to_thread().map_err(|e| anyhow!("binding the CUDA context: {e:?}"))?;
+            self.stream.context().bind_to_thread().map_err(CudaError::driver(|| "binding the CUDA context".into()))?;
             f.set_attribute(A::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem as i32)
-                .map_err(|e| anyhow!("kernel {name}: allowing {smem} bytes of shared memory: {e:?}"))?;
-            self.smem_raised.lock().unwrap().insert(name.to_string(), smem);
+                .map_err(CudaError::driver(|| format!("kernel {kernel}: allowing {smem} bytes of shared memory")))?;
+            self.smem_raised.lock().unwrap().insert(kernel, smem);
         }
         let cfg = LaunchConfig { grid_dim: grid, block_dim: (block, 1, 1), shared_mem_bytes: smem };
         let t0 = self.prof_start();
@@ -173,10 +191,10 @@ impl Kernels {
         b.arg(p);
         // SAFETY: `p` carries device pointers into allocations that outlive the launch (they are
         // owned by the backend or by the caller's activations, freed stream-ordered after it).
-        unsafe { b.launch(cfg) }.map_err(|e| anyhow!("launching kernel {name}: {e:?}"))?;
-        self.prof_end(name, t0);
+        unsafe { b.launch(cfg) }.map_err(|source| CudaError::Launch { kernel, source })?;
+        self.prof_end(kernel.symbol(), t0);
         if self.sync_each {
-            self.stream.synchronize().map_err(|e| anyhow!("kernel {name} failed: {e:?}"))?;
+            self.stream.synchronize().map_err(|source| CudaError::KernelFailed { kernel: kernel.to_string(), source })?;
         }
         Ok(())
     }
@@ -185,8 +203,7 @@ impl Kernels {
     pub fn alloc<T: DeviceRepr>(&self, n: usize, what: &str) -> Result<CudaSlice<T>> {
         // SAFETY: every buffer from here is written by a kernel or a copy before it is read
         // (the tests poison outputs to check this).
-        unsafe { self.stream.alloc::<T>(n.max(1)) }
-            .map_err(|e| anyhow!("allocating {what} ({} bytes) on the GPU: {e:?}", n * std::mem::size_of::<T>()))
+        unsafe { self.stream.alloc::<T>(n.max(1)) }.map_err(|e| CudaError::alloc(what, n * std::mem::size_of::<T>(), e))
     }
 
     /// Row-major `y[rows, n] = x[rows, k] w[n, k]^T` with bf16 inputs and f32 output (cuBLAS,
@@ -198,7 +215,7 @@ impl Kernels {
         }
         let (alpha, beta) = (1.0f32, beta);
         // cuBLAS runs in the thread's current context (the engine may live on another thread).
-        self.stream.context().bind_to_thread().map_err(|e| anyhow!("binding the CUDA context: {e:?}"))?;
+        self.stream.context().bind_to_thread().map_err(CudaError::driver(|| "binding the CUDA context".into()))?;
         let t0 = self.prof_start();
         // Column-major view: y^T (n x rows) = w (k x n)^T * x^T (k x rows).
         // SAFETY: x, w, y are device buffers of at least rows*k, n*k and rows*n elements.
@@ -225,33 +242,15 @@ impl Kernels {
                 cublas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
             )
         }
-        .map_err(|e| anyhow!("cuBLAS GEMM {what} ({rows}x{n}x{k}): {e:?}"))?;
+        .map_err(|source| CudaError::Cublas { what: format!("GEMM {what} ({rows}x{n}x{k})"), source })?;
         self.prof_end(&format!("cublas {what}"), t0);
         if self.sync_each {
-            self.stream.synchronize().map_err(|e| anyhow!("cuBLAS GEMM {what} failed: {e:?}"))?;
+            self.stream.synchronize().map_err(|source| CudaError::KernelFailed { kernel: format!("cuBLAS GEMM {what}"), source })?;
         }
         Ok(())
     }
 
     pub fn sync(&self, what: &str) -> Result<()> {
-        self.stream.synchronize().map_err(|e| anyhow!("CUDA error surfaced at {what}: {e:?}"))
-    }
-}
-
-/// The extern "C" kernels of each csrc module.
-fn kernel_names(module: &str) -> &'static [&'static str] {
-    match module {
-        "gather" => &["embed_gather", "gather_rows"],
-        "norm" => &["add_rms_norm"],
-        "rope" => &["qk_norm_rope_store"],
-        "attention" => &["block_attention", "block_attention_d256", "attention_combine"],
-        "moe_router" => &["moe_router_select"],
-        "moe_permute" => &["moe_permute", "moe_combine"],
-        "moe_gemm" => &["moe_gate_up", "moe_down", "moe_gate_up_m64", "moe_down_m64"],
-        "mlp" => &["silu_mul"],
-        "lm_head" => &["row_argmax"],
-        "unmask" => &["unmask_low_confidence"],
-        "init" => &["init_normal", "spin_wait"],
-        _ => &[],
+        self.stream.synchronize().map_err(CudaError::driver(|| format!("CUDA error surfaced at {what}")))
     }
 }

@@ -3,7 +3,8 @@
 //! Experts of a layer are stored contiguously (`[E][n][k]`) so the grouped GEMMs index them
 //! by expert id; the dense MLP's gate and up are stacked into one `[2I, H]` matrix (one GEMM).
 
-use super::kernels::{params::InitParams, ptr, Kernels};
+use super::error::CudaError;
+use super::kernels::{params::InitParams, ptr, Kernel, Kernels};
 use crate::checkpoint::Checkpoint;
 use crate::config::ModelConfig;
 use anyhow::{anyhow, Result};
@@ -28,6 +29,8 @@ pub struct MoeWeights {
     pub shared: Option<DenseMlp>,
 }
 
+// One per layer, built once and never moved on a hot path: boxing the MoE variant buys nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Ffn {
     Dense(DenseMlp),
     Moe(MoeWeights),
@@ -69,7 +72,7 @@ impl Source for FromCheckpoint<'_> {
                 return Err(anyhow!("tensor {n} has {} elements, expected {numel_each}", bits.len()));
             }
             let mut dst = buf.slice_mut(i * numel_each..(i + 1) * numel_each);
-            k.stream.memcpy_htod(&bits, &mut dst).map_err(|e| anyhow!("uploading {n}: {e:?}"))?;
+            k.stream.memcpy_htod(&bits, &mut dst).map_err(CudaError::driver(|| format!("uploading {n}")))?;
         }
         Ok(buf)
     }
@@ -78,7 +81,7 @@ impl Source for FromCheckpoint<'_> {
         if v.len() != numel {
             return Err(anyhow!("tensor {name} has {} elements, expected {numel}", v.len()));
         }
-        k.stream.clone_htod(&v).map_err(|e| anyhow!("uploading {name}: {e:?}"))
+        Ok(k.stream.clone_htod(&v).map_err(|e| CudaError::upload(name, v.len() * 4, e))?)
     }
 }
 
@@ -119,7 +122,7 @@ impl Random<'_> {
             mean,
             std,
         };
-        k.launch("init_normal", (((n + 255) / 256).min(65536) as u32, 1, 1), 256, &p)
+        Ok(k.launch(Kernel::InitNormal, (n.div_ceil(256).min(65536) as u32, 1, 1), 256, &p)?)
     }
 }
 

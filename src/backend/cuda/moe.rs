@@ -1,0 +1,144 @@
+//! The routed experts: router (cuBLAS logits + moe_router_select), moe_permute, the grouped
+//! expert GEMMs (csrc/moe_gemm.cu) and moe_combine, plus the shared expert's dense MLP.
+
+use super::act::CudaAct;
+use super::error::CudaError;
+use super::kernels::{params::*, Kernel};
+use super::weights::{Ffn, MoeWeights};
+use super::CudaBackend;
+use anyhow::{bail, Result};
+use cudarc::driver::CudaSlice;
+
+/// The grouped GEMM's rows per work item (its BM): 64 once the experts average 12 or more rows
+/// (one item then reads an expert's weights once where 16-row items read them once per 16
+/// rows), else 16 (few rows per expert: less padding, the same weight stream). A 128-row
+/// variant measured slower at batch 64 (2026-11-26, H200: gate_up 9.5 ms a step against 8.5
+/// for 64 rows): with 2 CTAs an SM its WMMA loop is issue-bound before the weight re-reads
+/// it saves matter.
+fn moe_tile_rows(slots: usize, experts: usize) -> usize {
+    if slots >= 12 * experts {
+        MOE_BM_LARGE
+    } else {
+        MOE_BM_SMALL
+    }
+}
+
+impl CudaBackend {
+    /// Router only: (expert ids, weights) per row, `[rows * topk]` each (tests).
+    pub fn route(&mut self, h: &CudaAct, layer: usize) -> Result<(Vec<i32>, Vec<f32>)> {
+        let Ffn::Moe(m) = &self.w.layers[layer].ffn else { bail!("layer {layer} is dense") };
+        let x = self.bf16_of(h, "route")?;
+        let (ids, wts) = self.router(m, x, h.rows)?;
+        Ok((self.download(&ids, "router ids")?, self.download(&wts, "router weights")?))
+    }
+
+    fn router(&self, m: &MoeWeights, x: &CudaSlice<u16>, rows: usize) -> Result<(CudaSlice<i32>, CudaSlice<f32>)> {
+        let c = &self.cfg;
+        let ids = self.k.alloc::<i32>(rows * c.num_experts_per_tok, "router ids")?;
+        let wts = self.alloc_f32(rows * c.num_experts_per_tok, "router weights")?;
+        // fp32 logits h W^T by cuBLAS (bf16 inputs, fp32 accumulate: the CPU twin's math), then
+        // the selection kernel.
+        let logits = self.alloc_f32(rows * c.num_experts, "router logits")?;
+        self.k.gemm_bf16_f32("router logits", self.p(x), self.p(&m.router), self.p(&logits), rows, c.num_experts, c.hidden_size, 0.0)?;
+        let p = RouterParams {
+            logits: self.p(&logits),
+            bias: self.p(&m.bias),
+            topk_ids: self.p(&ids),
+            topk_w: self.p(&wts),
+            tokens: rows as i32,
+            experts: c.num_experts as i32,
+            topk: c.num_experts_per_tok as i32,
+            n_group: c.n_group as i32,
+            topk_group: c.topk_group as i32,
+            scale: c.routed_scaling_factor,
+        };
+        self.k.launch(Kernel::MoeRouterSelect, (rows as u32, 1, 1), ROUTER_THREADS as u32, &p)?;
+        Ok((ids, wts))
+    }
+
+    pub(super) fn moe(&self, m: &MoeWeights, x: &CudaSlice<u16>, rows: usize) -> Result<CudaSlice<f32>> {
+        let c = &self.cfg;
+        let (h, im, e, topk) = (c.hidden_size, c.moe_intermediate_size, c.num_experts, c.num_experts_per_tok);
+        let slots = rows * topk;
+        let (ids, wts) = self.router(m, x, rows)?;
+        if let Some(t) = self.touched.borrow_mut().as_mut() {
+            let mut seen = vec![false; e];
+            for id in self.download(&ids, "router ids (expert count)")? {
+                if let Some(s) = seen.get_mut(id as usize) {
+                    *s = true;
+                }
+            }
+            t.push(seen.iter().filter(|&&s| s).count());
+        }
+        let tile_m = moe_tile_rows(slots, e);
+        let max_items = e.min(slots) + slots / tile_m + 1;
+        let slot_token = self.k.alloc::<i32>(slots, "slot tokens")?;
+        let slot_weight = self.alloc_f32(slots, "slot weights")?;
+        let tok_slot = self.k.alloc::<i32>(slots, "token slots")?;
+        let items = self.k.alloc::<i32>(3 * max_items, "MoE work items")?;
+        let num_items = self.k.alloc::<i32>(1, "MoE item count")?;
+        let p = PermuteParams {
+            topk_ids: self.p(&ids),
+            topk_w: self.p(&wts),
+            slot_token: self.p(&slot_token),
+            slot_weight: self.p(&slot_weight),
+            tok_slot: self.p(&tok_slot),
+            items: self.p(&items),
+            num_items: self.p(&num_items),
+            tokens: rows as i32,
+            topk: topk as i32,
+            experts: e as i32,
+            tile_m: tile_m as i32,
+        };
+        self.k.launch(Kernel::MoePermute, (1, 1, 1), PERMUTE_THREADS as u32, &p)?;
+        let act = self.alloc_bf16(slots * im, "expert activations")?;
+        let mut g = MoeGemmParams {
+            x: self.p(x),
+            w1: self.p(&m.gate),
+            w2: self.p(&m.up),
+            act_out: self.p(&act),
+            f32_out: 0,
+            slot_token: self.p(&slot_token),
+            slot_weight: self.p(&slot_weight),
+            items: self.p(&items),
+            num_items: self.p(&num_items),
+            n: im as i32,
+            k: h as i32,
+            max_items: max_items as i32,
+        };
+        // The kernel variant for the tile rows, and the shared memory params.h sizes it for.
+        let ((gate_up, gate_up_smem), (down, down_smem)) = if tile_m == MOE_BM_LARGE {
+            ((Kernel::MoeGateUpM64, MOE_GATE_UP_M64_SMEM), (Kernel::MoeDownM64, MOE_DOWN_M64_SMEM))
+        } else {
+            ((Kernel::MoeGateUp, MOE_GATE_UP_SMEM), (Kernel::MoeDown, MOE_DOWN_SMEM))
+        };
+        self.k.launch_smem(gate_up, (im.div_ceil(GEMM_BN) as u32, max_items as u32, 1), GEMM_THREADS as u32, gate_up_smem, &g)?;
+        let slot_out = self.alloc_f32(slots * h, "expert outputs")?;
+        g.x = self.p(&act);
+        g.w1 = self.p(&m.down);
+        g.w2 = 0;
+        g.act_out = 0;
+        g.f32_out = self.p(&slot_out);
+        g.n = h as i32;
+        g.k = im as i32;
+        self.k.launch_smem(down, (h.div_ceil(GEMM_BN) as u32, max_items as u32, 1), GEMM_THREADS as u32, down_smem, &g)?;
+        let y = match &m.shared {
+            Some(s) => self.dense_mlp(s, x, rows)?,
+            None => {
+                let mut y = self.k.alloc::<f32>(rows * h, "MoE output")?;
+                self.k.stream.memset_zeros(&mut y).map_err(CudaError::driver(|| "zeroing the MoE output".into()))?;
+                y
+            }
+        };
+        let p = CombineParams {
+            y: self.p(&y),
+            slot_out: self.p(&slot_out),
+            tok_slot: self.p(&tok_slot),
+            tokens: rows as i32,
+            topk: topk as i32,
+            hidden: h as i32,
+        };
+        self.k.launch(Kernel::MoeCombine, (rows as u32, 1, 1), 256, &p)?;
+        Ok(y)
+    }
+}
