@@ -75,6 +75,10 @@ struct GenerateArgs {
     random_weights: Option<String>,
     #[arg(long, default_value_t = 1024)]
     prefix_len: usize,
+    /// With --random-weights: time every kernel launch with CUDA events and print the per-kernel
+    /// breakdown (the forward is queued behind a held stream, so step times include the hold).
+    #[arg(long)]
+    profile_kernels: bool,
     /// Most tokens one forward carries; a longer prompt is prefilled in chunks of whole blocks
     /// first. -1 (any value <= 0) disables chunking (SGLang's flag).
     #[arg(long, allow_negative_numbers = true, default_value_t = dllm::engine::DEFAULT_CHUNKED_PREFILL as i64)]
@@ -115,7 +119,10 @@ fn run(cli: Cli, start: std::time::Instant) -> Result<()> {
 fn generate(a: GenerateArgs) -> Result<()> {
     if let Some(p) = &a.random_weights {
         let blocks = a.max_new_tokens.div_ceil(a.block_size).max(1);
-        println!("{}", dllm::bench::random_weights::random_weights_steps(p, a.prefix_len, a.block_size, blocks, a.seed)?);
+        println!(
+            "{}",
+            dllm::bench::random_weights::random_weights_steps(p, a.prefix_len, a.block_size, blocks, a.seed, a.profile_kernels)?
+        );
         return Ok(());
     }
     let dir = dllm::make_model::resolve_model(a.model_path.as_deref())?;

@@ -82,9 +82,6 @@ impl Backend for Recording {
         }
         self.inner.lm_head_logits(x)
     }
-    fn measure_copy_bandwidth(&mut self) -> Result<f64> {
-        self.inner.measure_copy_bandwidth()
-    }
 }
 
 /// An engine over its own tiny checkpoint (tests run in parallel; see tests/bench.rs).

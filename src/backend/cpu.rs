@@ -1,7 +1,7 @@
 //! The reference backend: f32 math on the checkpoint's weights, plain loops + rayon.
 //! Each function here is the CPU twin of a CUDA kernel and is what that kernel is tested against.
 
-use super::{Backend, Linear, Norm, StepBatch};
+use super::{Backend, Linear, Measure, Norm, StepBatch};
 use crate::checkpoint::names::{self, Proj};
 use crate::checkpoint::Checkpoint;
 use crate::config::ModelConfig;
@@ -412,7 +412,9 @@ impl Backend for CpuBackend {
     fn lm_head_logits(&mut self, x: &Mat) -> Result<Vec<f32>> {
         Ok(matmul(x, &self.lm_head).data)
     }
+}
 
+impl Measure for CpuBackend {
     fn count_experts(&mut self, on: bool) {
         self.touched = on.then(Vec::new);
     }

@@ -4,6 +4,9 @@
 pub mod cpu;
 #[cfg(dllm_cuda)]
 pub mod cuda;
+pub mod measure;
+
+pub use measure::Measure;
 
 use crate::decode::Pick;
 use anyhow::Result;
@@ -87,19 +90,4 @@ pub trait Backend {
     fn lm_head_pick(&mut self, x: &Self::Act) -> Result<Vec<Pick>>;
     /// Full logits rows on the host (sampling, tests).
     fn lm_head_logits(&mut self, x: &Self::Act) -> Result<Vec<f32>>;
-
-    /// Count the distinct experts each MoE layer's tokens route to (benchmarks: the bytes a
-    /// step must read). Off by default: on a GPU it costs a sync per layer.
-    fn count_experts(&mut self, _on: bool) {}
-    /// Distinct experts per MoE layer in the last forward, in layer order (empty when off).
-    fn experts_touched(&self) -> Vec<usize> {
-        vec![]
-    }
-    /// Device memory bandwidth in bytes/s, measured now (a large device-to-device copy,
-    /// counting bytes read plus written): the ceiling a memory-bound step is held to.
-    fn measure_copy_bandwidth(&mut self) -> Result<f64>;
-    /// The bf16 matrix rate in FLOP/s, measured now, where the backend has matrix units.
-    fn matmul_ceiling(&mut self) -> Result<Option<f64>> {
-        Ok(None)
-    }
 }

@@ -3,7 +3,7 @@
 
 use super::engines::{cpu_engine, ModelSource};
 use super::{attach_baseline, bench_generate, bench_steps, print_step_table, StepBenchArgs};
-use crate::backend::Backend;
+use crate::backend::{Backend, Measure};
 use crate::engine::Engine;
 use crate::runtime::Device;
 use anyhow::{bail, Context, Result};
@@ -104,11 +104,9 @@ impl BenchCmd {
 fn cuda(cmd: BenchCmd, process_start: std::time::Instant) -> Result<()> {
     use crate::backend::cuda::CudaOptions;
     let common = cmd.common();
-    if matches!(cmd, BenchCmd::Kernels(_)) {
-        // Per-launch timing is chosen when the backend's kernels are loaded.
-        std::env::set_var("DLLM_PROFILE_KERNELS", "1");
-    }
-    let engine = super::engines::cuda_engine(&ModelSource::parse(&common.preset), common.seed, &CudaOptions::default())?;
+    // Per-launch timing is chosen when the backend's kernels are loaded.
+    let opts = CudaOptions { profile_kernels: matches!(cmd, BenchCmd::Kernels(_)), ..CudaOptions::default() };
+    let engine = super::engines::cuda_engine(&ModelSource::parse(&common.preset), common.seed, &opts)?;
     if let BenchCmd::Kernels(a) = cmd {
         return kernels(engine, &a);
     }
@@ -125,7 +123,7 @@ fn kernels(mut engine: Engine<crate::backend::cuda::CudaBackend>, a: &KernelsArg
     let c = &a.common;
     super::check_step_shape(c.prefix, c.block, a.steps + 1)?; // + the step that counts experts
     let bandwidth = engine.backend.measure_copy_bandwidth()?;
-    let gemm = engine.backend.measure_gemm_tflops()? * 1e12;
+    let gemm = engine.backend.matmul_ceiling()?.unwrap_or(f64::NAN);
     let params = GenParams {
         max_new_tokens: c.block,
         block_size: c.block,
@@ -191,7 +189,7 @@ fn cuda(_cmd: BenchCmd, _process_start: std::time::Instant) -> Result<()> {
     bail!("this dllm was built without CUDA kernels; use --device cpu (tiny or a checkpoint)")
 }
 
-fn run_on<B: Backend>(mut engine: Engine<B>, cmd: BenchCmd, process_start: std::time::Instant) -> Result<()> {
+fn run_on<B: Backend + Measure>(mut engine: Engine<B>, cmd: BenchCmd, process_start: std::time::Instant) -> Result<()> {
     let ready_s = process_start.elapsed().as_secs_f64();
     let device = engine.backend.name();
     let commit = option_env!("DLLM_COMMIT").unwrap_or("unknown");

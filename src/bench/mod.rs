@@ -2,7 +2,7 @@
 //! floor (bytes the step must move / bandwidth measured in the same run) and, for steps, against
 //! the PyTorch baseline's JSON (tools/baseline_torch.py) from the same device call.
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Measure};
 use crate::config::ModelConfig;
 use crate::decode::Policy;
 use crate::engine::{Engine, Event, GenParams};
@@ -19,7 +19,14 @@ pub mod random_weights;
 #[cfg(not(dllm_cuda))]
 pub mod random_weights {
     /// `generate --random-weights` without the kernels it times.
-    pub fn random_weights_steps(_preset: &str, _prefix_len: usize, _block: usize, _blocks: usize, _seed: u64) -> anyhow::Result<String> {
+    pub fn random_weights_steps(
+        _preset: &str,
+        _prefix_len: usize,
+        _block: usize,
+        _blocks: usize,
+        _seed: u64,
+        _profile: bool,
+    ) -> anyhow::Result<String> {
         anyhow::bail!("--random-weights needs the CUDA backend, and this dllm was built without CUDA kernels")
     }
 }
@@ -133,7 +140,7 @@ fn median(v: &[f64]) -> f64 {
 /// Time denoising steps of `batch` requests that each hold `prefix` cached positions and one
 /// block of masks; one token is unmasked per step (random weights make confidences
 /// meaningless, so the policy is fixed), so every step has the same shape.
-pub fn bench_steps<B: Backend>(engine: &mut Engine<B>, a: &StepBenchArgs) -> Result<Vec<StepRun>> {
+pub fn bench_steps<B: Backend + Measure>(engine: &mut Engine<B>, a: &StepBenchArgs) -> Result<Vec<StepRun>> {
     check_step_shape(a.prefix, a.block, a.steps)?;
     let bandwidth = engine.backend.measure_copy_bandwidth()?;
     let gemm = engine.backend.matmul_ceiling()?;
@@ -195,7 +202,13 @@ pub fn bench_steps<B: Backend>(engine: &mut Engine<B>, a: &StepBenchArgs) -> Res
 
 /// Admit `batch` fresh requests, run the first step (prefill + block) and `a.steps` more,
 /// then cancel them; returns each step's wall time in ms.
-fn run_steps<B: Backend>(engine: &mut Engine<B>, batch: usize, a: &StepBenchArgs, params: &GenParams, rng: &mut Rng) -> Result<Vec<f64>> {
+fn run_steps<B: Backend + Measure>(
+    engine: &mut Engine<B>,
+    batch: usize,
+    a: &StepBenchArgs,
+    params: &GenParams,
+    rng: &mut Rng,
+) -> Result<Vec<f64>> {
     let avoid = [engine.mask_id, engine.eos_id];
     let mut ids = vec![];
     for _ in 0..batch {
@@ -273,7 +286,7 @@ pub struct GenerateRun {
 
 /// End to end: `requests` requests of `prefix` random ids, `max_new` tokens each, k unmasked
 /// per step, all admitted at once.
-pub fn bench_generate<B: Backend>(
+pub fn bench_generate<B: Backend + Measure>(
     engine: &mut Engine<B>,
     requests: usize,
     prefix: usize,

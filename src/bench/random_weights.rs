@@ -17,7 +17,7 @@ pub struct StepTimes {
     pub first_ms: f64,
     /// Every later step, in order.
     pub steps_ms: Vec<f64>,
-    /// Per-kernel time over the later steps (DLLM_PROFILE_KERNELS=1): (name, ms per step, calls per step).
+    /// Per-kernel time over the later steps (`profile_kernels`): (name, ms per step, calls per step).
     pub profile: Vec<(String, f64, f64)>,
 }
 
@@ -32,8 +32,16 @@ impl StepTimes {
     }
 }
 
-pub fn random_steps(preset_name: &str, prefix_len: usize, block: usize, blocks: usize, seed: u64) -> Result<StepTimes> {
-    let mut engine = cuda_engine(&ModelSource::Preset(preset_name.to_string()), seed, &CudaOptions::default())?;
+pub fn random_steps(
+    preset_name: &str,
+    prefix_len: usize,
+    block: usize,
+    blocks: usize,
+    seed: u64,
+    profile_kernels: bool,
+) -> Result<StepTimes> {
+    let opts = CudaOptions { profile_kernels, ..CudaOptions::default() };
+    let mut engine = cuda_engine(&ModelSource::Preset(preset_name.to_string()), seed, &opts)?;
     let v = engine.cfg.vocab_size as u32;
     let mut rng = Rng::new(seed);
     let limit = v.min(150_000) - 2;
@@ -70,9 +78,16 @@ pub fn random_steps(preset_name: &str, prefix_len: usize, block: usize, blocks: 
 }
 
 /// Time denoising steps on random device weights of a preset (`generate --random-weights`):
-/// returns a one-line report.
-pub fn random_weights_steps(preset: &str, prefix_len: usize, block: usize, blocks: usize, seed: u64) -> Result<String> {
-    let t = random_steps(preset, prefix_len, block, blocks, seed)?;
+/// returns a one-line report (after the per-kernel times when `profile_kernels`).
+pub fn random_weights_steps(
+    preset: &str,
+    prefix_len: usize,
+    block: usize,
+    blocks: usize,
+    seed: u64,
+    profile_kernels: bool,
+) -> Result<String> {
+    let t = random_steps(preset, prefix_len, block, blocks, seed, profile_kernels)?;
     for (name, ms, calls) in &t.profile {
         eprintln!("  {name:<28} {ms:8.3} ms/step  {calls:6.1} calls/step");
     }

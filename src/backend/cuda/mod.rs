@@ -9,11 +9,11 @@
 
 mod act;
 mod attention;
-mod ceiling;
 mod device;
 pub mod error;
 pub mod kernels;
 pub mod kv_cache;
+mod measure;
 mod moe;
 pub mod weights;
 
@@ -77,7 +77,7 @@ impl CudaBackend {
 
     /// bf16 random weights made on the device (shapes like the `mini` preset that cannot be shipped).
     pub fn random(cfg: ModelConfig, seed: u64, opts: &CudaOptions) -> Result<Self> {
-        Self::build(cfg, opts, |k, c| weights::load(k, c, &mut weights::Random { cfg: c, seed, counter: 0 }))
+        Self::build(cfg, opts, |k, c| weights::load(k, c, &mut weights::Random::new(c, seed)))
     }
 
     fn build(cfg: ModelConfig, opts: &CudaOptions, make: impl FnOnce(&Kernels, &ModelConfig) -> Result<Weights>) -> Result<Self> {
@@ -332,36 +332,5 @@ impl Backend for CudaBackend {
     fn lm_head_logits(&mut self, x: &CudaAct) -> Result<Vec<f32>> {
         let logits = self.logits(x)?;
         Ok(self.download(&logits, "logits")?)
-    }
-
-    fn count_experts(&mut self, on: bool) {
-        *self.touched.get_mut() = on.then(Vec::new);
-    }
-
-    fn experts_touched(&self) -> Vec<usize> {
-        self.touched.borrow().clone().unwrap_or_default()
-    }
-
-    fn matmul_ceiling(&mut self) -> Result<Option<f64>> {
-        Ok(Some(self.measure_gemm_tflops()? * 1e12))
-    }
-
-    /// A 1 GiB device-to-device copy, best of 10, bytes read plus written.
-    fn measure_copy_bandwidth(&mut self) -> Result<f64> {
-        let n = 1usize << 29; // u16 elements: 1 GiB
-        let src = self.k.alloc::<u16>(n, "bandwidth probe source")?;
-        let mut dst = self.k.alloc::<u16>(n, "bandwidth probe destination")?;
-        let copy =
-            |dst: &mut CudaSlice<u16>| self.k.stream.memcpy_dtod(&src, dst).map_err(CudaError::driver(|| "bandwidth probe copy".into()));
-        copy(&mut dst)?;
-        self.k.sync("bandwidth probe warm-up")?;
-        let mut best = f64::MAX;
-        for _ in 0..10 {
-            let t = std::time::Instant::now();
-            copy(&mut dst)?;
-            self.k.sync("bandwidth probe")?;
-            best = best.min(t.elapsed().as_secs_f64());
-        }
-        Ok(2.0 * (n * 2) as f64 / best)
     }
 }

@@ -5,10 +5,12 @@
 
 use super::error::CudaError;
 use super::kernels::{params::InitParams, ptr, Kernel, Kernels};
-use crate::checkpoint::Checkpoint;
+use crate::checkpoint::names::{self, Proj};
+use crate::checkpoint::{expected_tensors, random_init, Checkpoint};
 use crate::config::ModelConfig;
 use anyhow::{anyhow, Result};
 use cudarc::driver::CudaSlice;
+use std::collections::HashMap;
 
 pub struct DenseMlp {
     pub inter: usize,
@@ -85,29 +87,24 @@ impl Source for FromCheckpoint<'_> {
     }
 }
 
-/// Random weights drawn on the device, with the statistics of make_model's `init_for`.
+/// Random weights drawn on the device, each tensor by `checkpoint::random_init` (the rule
+/// `make-model` draws a checkpoint by).
 pub struct Random<'a> {
-    pub cfg: &'a ModelConfig,
-    pub seed: u64,
-    pub counter: u64,
+    cfg: &'a ModelConfig,
+    seed: u64,
+    counter: u64,
+    /// Every tensor's shape (its input width gives the init scale).
+    shapes: HashMap<String, Vec<usize>>,
 }
 
-impl Random<'_> {
-    fn stats(&self, name: &str, fan_in: usize) -> (f32, f32) {
-        let h = self.cfg.hidden_size as f32;
-        if name.ends_with("layernorm.weight") || name == "model.norm.weight" {
-            (1.0, 0.1)
-        } else if name.ends_with("expert_bias") {
-            (0.0, 0.1)
-        } else if name == "model.word_embeddings.weight" {
-            (0.0, 1.0)
-        } else if name == "lm_head.weight" {
-            (0.0, 5.0 / h.sqrt())
-        } else if name.ends_with("mlp.gate.weight") {
-            (0.0, 2.0 / (fan_in as f32).sqrt())
-        } else {
-            (0.0, 1.0 / (fan_in as f32).sqrt())
-        }
+impl<'a> Random<'a> {
+    pub fn new(cfg: &'a ModelConfig, seed: u64) -> Self {
+        Random { cfg, seed, counter: 0, shapes: expected_tensors(cfg).into_iter().collect() }
+    }
+    fn stats(&self, name: &str) -> (f32, f32) {
+        let shape = self.shapes.get(name).map(Vec::as_slice).unwrap_or(&[]);
+        let r = random_init(name, shape, self.cfg);
+        (r.mean as f32, r.std as f32)
     }
     fn fill(&mut self, k: &Kernels, bf: Option<u64>, f: Option<u64>, n: usize, mean: f32, std: f32) -> Result<()> {
         self.counter += 1;
@@ -133,42 +130,25 @@ impl Source for Random<'_> {
         // One draw per stacked tensor; they share statistics except the dense gate/up pair,
         // which also share them.
         for (i, n) in names.iter().enumerate() {
-            let fan_in = fan_in_of(self.cfg, n);
-            let (m, s) = self.stats(n, fan_in);
+            let (m, s) = self.stats(n);
             self.fill(k, Some(base + (i * numel_each * 2) as u64), None, numel_each, m, s)?;
         }
         Ok(buf)
     }
     fn f32(&mut self, k: &Kernels, name: &str, numel: usize) -> Result<CudaSlice<f32>> {
         let buf = k.alloc::<f32>(numel, name)?;
-        let (m, s) = self.stats(name, 1);
+        let (m, s) = self.stats(name);
         self.fill(k, None, Some(ptr(&buf, &k.stream)), numel, m, s)?;
         Ok(buf)
     }
 }
 
-/// The input width of a weight matrix, from its name (the rows' length).
-fn fan_in_of(c: &ModelConfig, name: &str) -> usize {
-    if name.ends_with("down_proj.weight") {
-        if name.contains("shared_experts") {
-            c.shared_intermediate()
-        } else if name.contains("experts") {
-            c.moe_intermediate_size
-        } else {
-            c.intermediate_size
-        }
-    } else if name.ends_with("attention.dense.weight") {
-        c.num_attention_heads * c.head_dim()
-    } else {
-        c.hidden_size
-    }
-}
-
-fn dense_mlp(k: &Kernels, src: &mut dyn Source, p: &str, inter: usize, h: usize) -> Result<DenseMlp> {
+/// A gated MLP whose matrices `name` spells; gate and up stacked.
+fn dense_mlp(k: &Kernels, src: &mut dyn Source, name: impl Fn(Proj) -> String, inter: usize, h: usize) -> Result<DenseMlp> {
     Ok(DenseMlp {
         inter,
-        gate_up: src.bf16(k, &[format!("{p}.gate_proj.weight"), format!("{p}.up_proj.weight")], inter * h)?,
-        down: src.bf16(k, &[format!("{p}.down_proj.weight")], h * inter)?,
+        gate_up: src.bf16(k, &[name(Proj::Gate), name(Proj::Up)], inter * h)?,
+        down: src.bf16(k, &[name(Proj::Down)], h * inter)?,
     })
 }
 
@@ -176,39 +156,39 @@ pub fn load(k: &Kernels, c: &ModelConfig, src: &mut dyn Source) -> Result<Weight
     let (h, d, v) = (c.hidden_size, c.head_dim(), c.vocab_size);
     let mut layers = vec![];
     for i in 0..c.num_hidden_layers {
-        let p = format!("model.layers.{i}");
+        let l = names::layer(i);
         let ffn = if c.is_moe_layer(i) {
             let (e, m) = (c.num_experts, c.moe_intermediate_size);
-            let names = |w: &str| (0..e).map(|x| format!("{p}.mlp.experts.{x}.{w}.weight")).collect::<Vec<_>>();
+            let experts = |p: Proj| (0..e).map(|x| l.expert(x, p)).collect::<Vec<_>>();
             Ffn::Moe(MoeWeights {
-                router: src.bf16(k, &[format!("{p}.mlp.gate.weight")], e * h)?,
-                bias: src.f32(k, &format!("{p}.mlp.gate.expert_bias"), e)?,
-                gate: src.bf16(k, &names("gate_proj"), m * h)?,
-                up: src.bf16(k, &names("up_proj"), m * h)?,
-                down: src.bf16(k, &names("down_proj"), h * m)?,
+                router: src.bf16(k, &[l.router()], e * h)?,
+                bias: src.f32(k, &l.expert_bias(), e)?,
+                gate: src.bf16(k, &experts(Proj::Gate), m * h)?,
+                up: src.bf16(k, &experts(Proj::Up), m * h)?,
+                down: src.bf16(k, &experts(Proj::Down), h * m)?,
                 shared: if c.num_shared_experts > 0 {
-                    Some(dense_mlp(k, src, &format!("{p}.mlp.shared_experts"), c.shared_intermediate(), h)?)
+                    Some(dense_mlp(k, src, |p| l.shared_expert(p), c.shared_intermediate(), h)?)
                 } else {
                     None
                 },
             })
         } else {
-            Ffn::Dense(dense_mlp(k, src, &format!("{p}.mlp"), c.intermediate_size, h)?)
+            Ffn::Dense(dense_mlp(k, src, |p| l.mlp(p), c.intermediate_size, h)?)
         };
         layers.push(LayerWeights {
-            input_norm: src.f32(k, &format!("{p}.input_layernorm.weight"), h)?,
-            post_norm: src.f32(k, &format!("{p}.post_attention_layernorm.weight"), h)?,
-            qkv: src.bf16(k, &[format!("{p}.attention.query_key_value.weight")], c.qkv_rows() * h)?,
-            dense: src.bf16(k, &[format!("{p}.attention.dense.weight")], h * c.num_attention_heads * d)?,
-            q_norm: src.f32(k, &format!("{p}.attention.query_layernorm.weight"), d)?,
-            k_norm: src.f32(k, &format!("{p}.attention.key_layernorm.weight"), d)?,
+            input_norm: src.f32(k, &l.input_norm(), h)?,
+            post_norm: src.f32(k, &l.post_norm(), h)?,
+            qkv: src.bf16(k, &[l.qkv()], c.qkv_rows() * h)?,
+            dense: src.bf16(k, &[l.dense()], h * c.num_attention_heads * d)?,
+            q_norm: src.f32(k, &l.q_norm(), d)?,
+            k_norm: src.f32(k, &l.k_norm(), d)?,
             ffn,
         });
     }
     Ok(Weights {
-        embed: src.bf16(k, &["model.word_embeddings.weight".to_string()], v * h)?,
-        final_norm: src.f32(k, "model.norm.weight", h)?,
-        lm_head: if c.tie_word_embeddings { None } else { Some(src.bf16(k, &["lm_head.weight".to_string()], v * h)?) },
+        embed: src.bf16(k, &[names::EMBED.to_string()], v * h)?,
+        final_norm: src.f32(k, names::FINAL_NORM, h)?,
+        lm_head: if c.tie_word_embeddings { None } else { Some(src.bf16(k, &[names::LM_HEAD.to_string()], v * h)?) },
         layers,
     })
 }

@@ -1,0 +1,75 @@
+//! The CUDA backend's benchmark probes: experts touched, and the copy-bandwidth and bf16 GEMM
+//! ceilings measured on the card in hand (benchmarks report against them).
+
+use super::error::CudaError;
+use super::kernels::{params::InitParams, Kernel};
+use super::CudaBackend;
+use crate::backend::Measure;
+use anyhow::Result;
+use cudarc::driver::CudaSlice;
+
+impl CudaBackend {
+    /// TFLOP/s of a large bf16 GEMM through the same cuBLAS path the backend uses (f32 output),
+    /// random operands, best of 10 after a warm-up.
+    pub fn measure_gemm_tflops(&self) -> Result<f64> {
+        let (m, n, k) = (8192usize, 8192usize, 8192usize);
+        let x = self.k.alloc::<u16>(m * k, "GEMM probe A")?;
+        let w = self.k.alloc::<u16>(n * k, "GEMM probe B")?;
+        let y = self.k.alloc::<f32>(m * n, "GEMM probe C")?;
+        for (i, buf, len) in [(1u32, &x, m * k), (2, &w, n * k)] {
+            let p = InitParams {
+                out_bf16: self.p(buf),
+                n_lo: len as u32,
+                n_hi: (len as u64 >> 32) as u32,
+                seed_lo: 0x5eed + i,
+                std: 1.0,
+                ..Default::default()
+            };
+            self.k.launch(Kernel::InitNormal, (len.div_ceil(256).min(65536) as u32, 1, 1), 256, &p)?;
+        }
+        let run = || self.k.gemm_bf16_f32("GEMM probe", self.p(&x), self.p(&w), self.p(&y), m, n, k, 0.0);
+        run()?;
+        self.k.sync("GEMM probe warm-up")?;
+        let mut best = f64::MAX;
+        for _ in 0..10 {
+            let t = std::time::Instant::now();
+            run()?;
+            self.k.sync("GEMM probe")?;
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        Ok(2.0 * (m * n * k) as f64 / best / 1e12)
+    }
+}
+
+impl Measure for CudaBackend {
+    fn count_experts(&mut self, on: bool) {
+        *self.touched.get_mut() = on.then(Vec::new);
+    }
+
+    fn experts_touched(&self) -> Vec<usize> {
+        self.touched.borrow().clone().unwrap_or_default()
+    }
+
+    fn matmul_ceiling(&mut self) -> Result<Option<f64>> {
+        Ok(Some(self.measure_gemm_tflops()? * 1e12))
+    }
+
+    /// A 1 GiB device-to-device copy, best of 10, bytes read plus written.
+    fn measure_copy_bandwidth(&mut self) -> Result<f64> {
+        let n = 1usize << 29; // u16 elements: 1 GiB
+        let src = self.k.alloc::<u16>(n, "bandwidth probe source")?;
+        let mut dst = self.k.alloc::<u16>(n, "bandwidth probe destination")?;
+        let copy =
+            |dst: &mut CudaSlice<u16>| self.k.stream.memcpy_dtod(&src, dst).map_err(CudaError::driver(|| "bandwidth probe copy".into()));
+        copy(&mut dst)?;
+        self.k.sync("bandwidth probe warm-up")?;
+        let mut best = f64::MAX;
+        for _ in 0..10 {
+            let t = std::time::Instant::now();
+            copy(&mut dst)?;
+            self.k.sync("bandwidth probe")?;
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        Ok(2.0 * (n * 2) as f64 / best)
+    }
+}
