@@ -45,7 +45,9 @@ struct GenerateArgs {
     chat: bool,
     #[arg(long, default_value_t = 64)]
     max_new_tokens: usize,
-    #[arg(long, default_value_t = 0.0)]
+    /// Negative values are accepted here so that the request check (GenParams::validate) names
+    /// the problem, as the server does.
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     temperature: f32,
     #[arg(long, default_value_t = 1.0)]
     top_p: f32,

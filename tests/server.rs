@@ -645,6 +645,64 @@ async fn chunked_prefill_gives_the_unchunked_answers() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sglang_frontend_fields_and_result_changing_fields() {
+    let srv = serve(&["--threshold", "0"]).await;
+    let a = srv.addr;
+    // What SGLang's own frontend (`sgl.gen`) sends: every field it knows, the unset ones as null
+    // or [], the penalties at their neutral values.
+    let frontend = json!({"max_new_tokens": 4, "min_new_tokens": 0, "n": 1, "stop": [], "stop_token_ids": [], "stop_regex": [],
+        "temperature": 0.0, "top_p": 1.0, "top_k": -1, "min_p": 0.0, "frequency_penalty": 0.0, "presence_penalty": 0.0,
+        "ignore_eos": false, "regex": null, "json_schema": null, "ebnf": null, "skip_special_tokens": true,
+        "spaces_between_special_tokens": true, "no_stop_trim": false, "custom_params": null, "logit_bias": null});
+    let r = post(a, "/generate", &json!({"text": "hi", "sampling_params": frontend})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.json()["text"].is_string());
+    for ok in [json!({"repetition_penalty": 1.0}), json!({"logit_bias": {}})] {
+        let mut sp = ok.clone();
+        sp["max_new_tokens"] = json!(4);
+        let r = post(a, "/generate", &json!({"text": "hi", "sampling_params": sp})).await;
+        assert_eq!(r.status, 200, "{ok}: {}", r.text());
+    }
+    // Fields that would change the result are type-checked, and refused unless neutral.
+    let cases: Vec<(Value, &str)> = vec![
+        (json!({"presence_penalty": "x"}), "sampling_params.presence_penalty must be a number"),
+        (json!({"logit_bias": 5}), "sampling_params.logit_bias must be an object"),
+        (json!({"logit_bias": {"5": "up"}}), "sampling_params.logit_bias.5 must be a number"),
+        (json!({"logit_bias": {"5": 2.0}}), "logit_bias is not implemented"),
+        (json!({"presence_penalty": 0.5}), "presence_penalty = 0.5 is not implemented"),
+        (json!({"frequency_penalty": -1}), "frequency_penalty = -1 is not implemented"),
+        (json!({"repetition_penalty": 1.2}), "repetition_penalty = 1.2 is not implemented"),
+        (json!({"min_p": 0.1}), "min_p = 0.1 is not implemented"),
+        (json!({"stop_regex": ["a+"]}), "stop_regex is not supported"),
+    ];
+    for (sp, needle) in cases {
+        let r = post(a, "/generate", &json!({"text": "hi", "sampling_params": sp})).await;
+        assert_error(&r, 400, needle);
+    }
+    let r = post(a, "/v1/completions", &json!({"prompt": "hi", "max_tokens": 4, "frequency_penalty": 0.3})).await;
+    assert_error(&r, 400, "frequency_penalty = 0.3 is not implemented");
+    srv.shutdown().await;
+}
+
+#[test]
+fn the_cli_checks_a_request_as_the_server_does() {
+    for (flags, needle) in [
+        (&["--steps", "0"][..], "steps must be between 1 and the block size"),
+        (&["--steps", "100"][..], "steps must be between 1 and the block size (32), got 100"),
+        (&["--threshold", "5"][..], "threshold must be in [0, 1]"),
+        (&["--temperature", "-1"][..], "temperature must be a finite number >= 0"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_dllm"))
+            .args(["generate", "--device", "cpu", "--model-path", model_dir().to_str().unwrap(), "--max-new-tokens", "4"])
+            .args(flags)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(needle), "{flags:?}: {err}");
+    }
+}
+
 #[test]
 fn flags_are_checked_at_startup() {
     let parse = |extra: &[&str]| {

@@ -35,8 +35,14 @@ impl Sampling {
     /// Set one sampling field; `Ok(false)` when the name is not a sampling field at all.
     /// `at` names the field in error messages (e.g. "sampling_params.top_k").
     pub fn set(&mut self, key: &str, v: &Value, at: &str) -> ApiResult<bool> {
-        if v.is_null() {
-            return Ok(KNOWN_SAMPLING.contains(&key) || IGNORED_SAMPLING.contains(&key) || UNSUPPORTED_SAMPLING.contains(&key));
+        // SGLang's own frontend sends every field it knows, unset ones as null or [] (e.g.
+        // `"stop_regex": []`, `"regex": null`): those mean "unset", never an error.
+        let known = KNOWN_SAMPLING.contains(&key)
+            || IGNORED_SAMPLING.contains(&key)
+            || UNSUPPORTED_SAMPLING.contains(&key)
+            || NEUTRAL_ONLY.iter().any(|(k, _)| *k == key);
+        if known && (v.is_null() || v.as_array().is_some_and(|a| a.is_empty())) {
+            return Ok(true);
         }
         let p = &mut self.params;
         match key {
@@ -86,6 +92,28 @@ impl Sampling {
             k if UNSUPPORTED_SAMPLING.contains(&k) => {
                 return Err(ApiError::bad_request(format!("{at} is not supported by dllm (constrained decoding)")));
             }
+            "logit_bias" => {
+                let bias = v
+                    .as_object()
+                    .ok_or_else(|| ApiError::bad_request(format!("{at} must be an object of token id -> bias, got {}", kind(v))))?;
+                for (t, b) in bias {
+                    as_f32(b, &format!("{at}.{t}"))?;
+                }
+                if !bias.is_empty() {
+                    return Err(ApiError::bad_request(format!("{at} is not implemented by dllm; leave it empty")));
+                }
+            }
+            k if NEUTRAL_ONLY.iter().any(|(n, _)| *n == k) => {
+                // These change the result: the neutral value is accepted, any other refused,
+                // never silently ignored.
+                let neutral = NEUTRAL_ONLY.iter().find(|(n, _)| *n == k).map(|(_, x)| *x).unwrap_or(0.0);
+                let x = as_f32(v, at)?;
+                if x != neutral {
+                    return Err(ApiError::bad_request(format!(
+                        "{at} = {x} is not implemented by dllm (only {neutral}, which changes nothing)"
+                    )));
+                }
+            }
             k if IGNORED_SAMPLING.contains(&k) => {
                 log(Level::Warn, &format!("{at} is accepted but ignored by dllm"));
             }
@@ -133,19 +161,13 @@ const KNOWN_SAMPLING: &[&str] = &[
     "seed",
     "sampling_seed",
     "n",
-];
-/// SGLang sampling fields that change nothing here; accepted with a warning.
-const IGNORED_SAMPLING: &[&str] = &[
-    "min_p",
-    "frequency_penalty",
-    "presence_penalty",
-    "repetition_penalty",
-    "spaces_between_special_tokens",
-    "custom_params",
-    "stream_interval",
     "logit_bias",
-    "lora_path",
 ];
+/// SGLang sampling fields that would change the result and are not implemented: only their
+/// neutral value (which SGLang's frontend always sends) is accepted.
+const NEUTRAL_ONLY: &[(&str, f32)] = &[("min_p", 0.0), ("frequency_penalty", 0.0), ("presence_penalty", 0.0), ("repetition_penalty", 1.0)];
+/// SGLang sampling fields that change nothing here; accepted with a warning.
+const IGNORED_SAMPLING: &[&str] = &["spaces_between_special_tokens", "custom_params", "stream_interval", "lora_path"];
 /// SGLang sampling fields whose promise we cannot keep: refused when set.
 const UNSUPPORTED_SAMPLING: &[&str] = &["json_schema", "regex", "ebnf", "structural_tag", "stop_regex"];
 
