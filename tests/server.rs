@@ -515,7 +515,9 @@ async fn openai_routes_have_openai_shapes() {
     let msgs = json!([{"role": "system", "content": "be brief"}, {"role": "user", "content": "Why?"}]);
     let templ = dllm::tokenizer::apply_chat_template(&serde_json::from_value::<Vec<dllm::tokenizer::ChatMessage>>(msgs.clone()).unwrap());
     let native = post(a, "/generate", &json!({"text": templ, "sampling_params": {"temperature": 0, "max_new_tokens": 16}})).await.json();
-    let c = post(a, "/v1/chat/completions", &json!({"model": "x", "messages": msgs, "max_tokens": 16, "temperature": 0})).await.json();
+    let c = post(a, "/v1/chat/completions", &json!({"model": "llada2-tiny", "messages": msgs, "max_tokens": 16, "temperature": 0}))
+        .await
+        .json();
     assert_eq!(c["object"], "chat.completion");
     assert!(c["id"].as_str().unwrap().starts_with("chatcmpl-"));
     assert_eq!(c["choices"][0]["message"]["role"], "assistant");
@@ -682,6 +684,31 @@ async fn sglang_frontend_fields_and_result_changing_fields() {
     }
     let r = post(a, "/v1/completions", &json!({"prompt": "hi", "max_tokens": 4, "frequency_penalty": 0.3})).await;
     assert_error(&r, 400, "frequency_penalty = 0.3 is not implemented");
+    srv.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn models_are_named_by_their_folder_and_unknown_models_are_404() {
+    let srv = serve(&["--threshold", "0"]).await;
+    let a = srv.addr;
+    let name = model_dir().file_name().unwrap().to_string_lossy().into_owned();
+    let m = get(a, "/v1/models").await.json();
+    assert_eq!(m["data"][0]["id"], json!(name), "the folder's name, not the server's path");
+    let one = get(a, &format!("/v1/models/{name}")).await;
+    assert_eq!(one.status, 200, "{}", one.text());
+    assert_eq!(one.json()["id"], json!(name));
+    assert_eq!(one.json()["object"], "model");
+    assert_error(&get(a, "/v1/models/gpt-4").await, 404, "The model `gpt-4` does not exist");
+    let body = |model: &str| json!({"model": model, "prompt": "hi", "max_tokens": 4, "temperature": 0});
+    assert_error(&post(a, "/v1/completions", &body("gpt-4")).await, 404, "does not exist");
+    let chat = json!({"model": "gpt-4", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4});
+    assert_error(&post(a, "/v1/chat/completions", &chat).await, 404, "does not exist");
+    let r = post(a, "/v1/completions", &body(&name)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["model"], json!(name));
+    // SGLang's tools pass their own request id; /generate echoes it.
+    let r = post(a, "/generate", &json!({"text": "hi", "rid": "my-request-7", "sampling_params": {"max_new_tokens": 4}})).await;
+    assert_eq!(r.json()["meta_info"]["id"], "my-request-7");
     srv.shutdown().await;
 }
 

@@ -115,7 +115,9 @@ pub async fn start_with(settings: Settings, mut loaded: Loaded) -> Result<Runnin
     let addr = listener.local_addr()?;
     let metrics = Arc::new(Metrics::default());
     let sched = Scheduler::start(loaded.engine, settings.max_running, settings.max_queue, metrics.clone());
-    let model_name = settings.served_model_name.clone().unwrap_or_else(|| loaded.model_dir.display().to_string());
+    // OpenAI clients name the model by this; the checkpoint folder's name, as SGLang serves it,
+    // not the server's filesystem path.
+    let model_name = settings.served_model_name.clone().unwrap_or_else(|| default_model_name(&loaded.model_dir));
     let state = Arc::new(AppState {
         tokenizer: Arc::new(loaded.tokenizer),
         sched,
@@ -255,16 +257,24 @@ async fn dispatch(st: &Arc<AppState>, req: Request<Incoming>) -> ApiResult<Resp>
         // Benchmarks call it between runs; finished blocks' K/V are freed with their request.
         "/flush_cache" if is_post || is_get => Ok(full(StatusCode::OK, "text/plain", "Cache flushed.\n")),
         "/v1/models" if is_get => Ok(json(StatusCode::OK, &openai::models(st))),
+        p if p.starts_with("/v1/models/") && is_get => Ok(json(StatusCode::OK, &openai::model(st, &p["/v1/models/".len()..])?)),
         "/generate" if is_post => generate::generate(st, read_json(req, st.settings.max_body_bytes).await?).await,
         "/v1/completions" if is_post => openai::completions(st, read_json(req, st.settings.max_body_bytes).await?).await,
         "/v1/chat/completions" if is_post => openai::chat(st, read_json(req, st.settings.max_body_bytes).await?).await,
         "/health" | "/health_generate" | "/metrics" | "/get_model_info" | "/model_info" | "/get_server_info" | "/server_info"
         | "/v1/models" => Err(ApiError::method_not_allowed(format!("{path} takes GET, not {method}"))),
+        p if p.starts_with("/v1/models/") => Err(ApiError::method_not_allowed(format!("{path} takes GET, not {method}"))),
         "/generate" | "/v1/completions" | "/v1/chat/completions" => {
             Err(ApiError::method_not_allowed(format!("{path} takes POST, not {method}")))
         }
         _ => Err(ApiError::not_found(format!("no endpoint {method} {path}"))),
     }
+}
+
+/// The last component of the checkpoint folder (`/models/LLaDA2.0-mini` -> `LLaDA2.0-mini`).
+fn default_model_name(dir: &std::path::Path) -> String {
+    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| dir.display().to_string())
 }
 
 fn model_info(st: &AppState) -> serde_json::Value {
