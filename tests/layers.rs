@@ -21,7 +21,7 @@ const MAY_IMPORT: &[(&str, &[&str])] = &[
     ("model", &["backend", "config", "decode", "nvtx"]),
     ("engine", &["backend", "config", "decode", "model", "nvtx", "rng"]),
     ("runtime", &["backend", "checkpoint", "config", "engine", "tokenizer"]),
-    ("server", &["backend", "checkpoint", "config", "decode", "engine", "runtime", "tokenizer"]),
+    ("server", &["backend", "checkpoint", "config", "decode", "engine", "rng", "runtime", "tokenizer"]),
     // Callers at the top: they may use the checkpoint writer.
     ("make_model", &["checkpoint", "config", "rng", "tokenizer"]),
     ("bench", &["backend", "checkpoint", "config", "decode", "engine", "make_model", "nvtx", "rng", "runtime", "tokenizer"]),

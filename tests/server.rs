@@ -712,6 +712,37 @@ async fn models_are_named_by_their_folder_and_unknown_models_are_404() {
     srv.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unseeded_requests_sample_afresh_and_report_their_seed() {
+    let sampled = |seed: Option<u64>| {
+        let mut sp = json!({"temperature": 1.0, "max_new_tokens": 16});
+        if let Some(s) = seed {
+            sp["sampling_seed"] = json!(s);
+        }
+        json!({"text": "hi", "sampling_params": sp})
+    };
+    let srv = serve(&["--threshold", "0"]).await;
+    let a = srv.addr;
+    let first = post(a, "/generate", &sampled(None)).await.json();
+    let second = post(a, "/generate", &sampled(None)).await.json();
+    let seed = first["meta_info"]["sampling_seed"].as_u64().expect("meta_info.sampling_seed");
+    assert_ne!(second["meta_info"]["sampling_seed"].as_u64(), Some(seed), "each unseeded request draws its own seed");
+    // The reported seed replays the request exactly; a given seed is kept.
+    let replay = post(a, "/generate", &sampled(Some(seed))).await.json();
+    assert_eq!(replay["meta_info"]["sampling_seed"].as_u64(), Some(seed));
+    assert_eq!(replay["output_ids"], first["output_ids"]);
+    srv.shutdown().await;
+    // --random-seed makes the drawn seeds themselves reproducible.
+    let mut runs = vec![];
+    for _ in 0..2 {
+        let srv = serve(&["--threshold", "0", "--random-seed", "7"]).await;
+        let r = post(srv.addr, "/generate", &sampled(None)).await.json();
+        runs.push(r["meta_info"]["sampling_seed"].clone());
+        srv.shutdown().await;
+    }
+    assert_eq!(runs[0], runs[1]);
+}
+
 #[test]
 fn the_cli_checks_a_request_as_the_server_does() {
     for (flags, needle) in [

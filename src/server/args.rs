@@ -62,6 +62,8 @@ pub struct ServeArgs {
     pub skip_server_warmup: bool,
     #[arg(long)]
     pub dtype: Option<String>,
+    /// Seeds the draw of each unseeded request's sampling seed, so a server's run can be
+    /// replayed; without it every unseeded request gets a fresh random seed.
     #[arg(long)]
     pub random_seed: Option<u64>,
     /// Most tokens one forward carries; longer prefills run in chunks of whole blocks.
@@ -123,7 +125,8 @@ pub struct Settings {
     pub max_forward_tokens: usize,
     pub api_key: Option<String>,
     pub max_body_bytes: usize,
-    pub seed: u64,
+    /// `--random-seed`: where the per-request seeds are drawn from (None: from the clock).
+    pub seed: Option<u64>,
     /// Every flag as given, for /get_server_info.
     pub args_json: serde_json::Value,
 }
@@ -158,7 +161,7 @@ impl Settings {
             max_forward_tokens: crate::engine::forward_budget(chunked_prefill_size),
             api_key: a.api_key.clone(),
             max_body_bytes: a.max_body_bytes,
-            seed: a.random_seed.unwrap_or(0),
+            seed: a.random_seed,
             args_json: args_json(a, threshold, chunked_prefill_size),
         })
     }

@@ -5,7 +5,7 @@ use super::errors::{ApiError, ApiResult};
 use super::http::{json, Resp};
 use super::json::{as_bool, as_object, as_u32, is_unset, kind};
 use super::log::{log, Level};
-use super::request::{encode, new_rid, stream_sse, submit, submit_all, FinishKind, Job, Sampling, StreamFormat, Update};
+use super::request::{encode, new_rid, stream_sse, submit, submit_all, FinishKind, Job, Running, Sampling, StreamFormat, Update};
 use super::AppState;
 use hyper::StatusCode;
 use serde_json::{json, Map, Value};
@@ -172,14 +172,14 @@ pub async fn generate(st: &Arc<AppState>, body: Value) -> ApiResult<Resp> {
     let started = Instant::now();
     let (jobs, batch, stream) = parse_generate(st, &body)?;
     let runs = submit_all(st, jobs, started).await?;
-    let heads: Vec<(String, usize)> = runs.iter().map(|r| (r.rid.clone(), r.prompt_tokens)).collect();
+    let heads: Vec<Head> = runs.iter().map(Head::of).collect();
     if !stream {
         let mut out = Vec::with_capacity(runs.len());
         for r in runs {
-            let head = (r.rid.clone(), r.prompt_tokens);
+            let head = Head::of(&r);
             let u = r.finish().await;
             if let Some(FinishKind::Abort(m)) = &u.finish {
-                return Err(ApiError::internal(format!("request {} failed: {m}", head.0)));
+                return Err(ApiError::internal(format!("request {} failed: {m}", head.rid)));
             }
             out.push(generate_value(&head, &u));
         }
@@ -193,7 +193,7 @@ pub async fn generate(st: &Arc<AppState>, body: Value) -> ApiResult<Resp> {
 /// cumulative `text`), with its `index` in a batch.
 struct GenerateStream {
     /// Per request: its id and prompt length.
-    heads: Vec<(String, usize)>,
+    heads: Vec<Head>,
     batch: bool,
 }
 
@@ -207,11 +207,26 @@ impl StreamFormat for GenerateStream {
     }
 }
 
-fn generate_value(head: &(String, usize), u: &Update) -> Value {
+/// What a response's meta_info says of its request besides the update.
+#[derive(Debug, Clone)]
+struct Head {
+    rid: String,
+    prompt_tokens: usize,
+    seed: u64,
+}
+
+impl Head {
+    fn of(r: &Running) -> Head {
+        Head { rid: r.rid.clone(), prompt_tokens: r.prompt_tokens, seed: r.seed() }
+    }
+}
+
+fn generate_value(head: &Head, u: &Update) -> Value {
     let mut meta = json!({
-        "id": head.0,
+        "id": head.rid,
         "finish_reason": u.finish.as_ref().map(FinishKind::to_json),
-        "prompt_tokens": head.1,
+        "prompt_tokens": head.prompt_tokens,
+        "sampling_seed": head.seed,
         "completion_tokens": u.output_ids.len(),
         "cached_tokens": 0,
         "e2e_latency": u.e2e_latency,

@@ -19,6 +19,7 @@ pub mod scheduler;
 pub use args::{ServeArgs, Settings, MAX_TP};
 
 use crate::engine::GenParams;
+use crate::rng::Rng;
 use crate::runtime::{self, LoadOptions, Loaded};
 use crate::tokenizer::Tokenizer;
 use anyhow::{bail, Context, Result};
@@ -33,7 +34,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// Shared by every handler.
@@ -50,6 +51,9 @@ pub struct AppState {
     pub model_type: String,
     pub started: Instant,
     pub created_unix: u64,
+    /// Draws the seed of every request that gives none (SGLang, vLLM and OpenAI sample afresh
+    /// unless asked for a seed); seeded by `--random-seed`, else by the clock.
+    seeds: Mutex<Rng>,
 }
 
 impl AppState {
@@ -58,7 +62,8 @@ impl AppState {
         GenParams {
             block_size: self.settings.block_size,
             policy: crate::decode::Policy::LowConfidence { threshold: self.settings.threshold },
-            seed: self.settings.seed,
+            // 53 bits: a seed any JSON client reads back exactly (JavaScript numbers are doubles).
+            seed: self.seeds.lock().unwrap_or_else(|e| e.into_inner()).next_u64() >> 11,
             ..GenParams::default()
         }
     }
@@ -130,6 +135,7 @@ pub async fn start_with(settings: Settings, mut loaded: Loaded) -> Result<Runnin
         model_type: cfg.model_type.clone(),
         started: Instant::now(),
         created_unix: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        seeds: Mutex::new(Rng::new(settings.seed.unwrap_or_else(clock_seed))),
         settings,
     });
     log(
@@ -269,6 +275,12 @@ async fn dispatch(st: &Arc<AppState>, req: Request<Incoming>) -> ApiResult<Resp>
         }
         _ => Err(ApiError::not_found(format!("no endpoint {method} {path}"))),
     }
+}
+
+/// A seed from the clock and the process id, for servers started without `--random-seed`.
+fn clock_seed() -> u64 {
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    t ^ (u64::from(std::process::id()) << 32)
 }
 
 /// The last component of the checkpoint folder (`/models/LLaDA2.0-mini` -> `LLaDA2.0-mini`).

@@ -83,7 +83,7 @@ impl Sampling {
             "threshold" => p.policy = Policy::LowConfidence { threshold: as_f32(v, at)? },
             "block_size" => p.block_size = as_usize(v, at)?,
             "steps" | "denoising_steps" => p.steps = Some(as_usize(v, at)?),
-            "seed" | "sampling_seed" => p.seed = as_i64(v, at)? as u64,
+            "seed" | "sampling_seed" => p.seed = v.as_u64().map_or_else(|| as_i64(v, at).map(|s| s as u64), Ok)?,
             "n" => {
                 if as_usize(v, at)? != 1 {
                     return Err(ApiError::bad_request(format!("{at}: only n = 1 is supported")));
@@ -273,6 +273,10 @@ pub async fn submit(st: &Arc<AppState>, job: Job, started: Instant) -> ApiResult
 }
 
 impl Running {
+    /// The request's sampling seed (its own, or the one drawn for it).
+    pub fn seed(&self) -> u64 {
+        self.sampling.params.seed
+    }
     /// The next update: one per finished block, the last one with `finish` set; then None.
     pub async fn next(&mut self) -> Option<Update> {
         if self.finished {
