@@ -743,6 +743,51 @@ async fn unseeded_requests_sample_afresh_and_report_their_seed() {
     assert_eq!(runs[0], runs[1]);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn abort_request_ends_running_requests_and_frees_them() {
+    let srv = serve(&[]).await;
+    let a = srv.addr;
+    // Thousands of one-token steps (threshold 1 never passes: the quota of one per step decides).
+    let long =
+        |rid: &str| json!({"text": "hi", "rid": rid, "sampling_params": {"max_new_tokens": 3900, "threshold": 1.0, "temperature": 0}});
+    let one = tokio::spawn(async move { post(a, "/generate", &long("long-1")).await });
+    wait_metric(a, "dllm:num_running_reqs", |v| v >= 1.0).await;
+    let r = post(a, "/abort_request", &json!({"rid": "long-1"})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["aborted"], 1);
+    let out = one.await.unwrap();
+    assert_eq!(out.status, 200, "{}", out.text());
+    let v = out.json();
+    assert_eq!(v["meta_info"]["id"], "long-1");
+    assert_eq!(v["meta_info"]["finish_reason"]["type"], "abort", "{v}");
+    assert!(v["output_ids"].as_array().unwrap().len() < 3900);
+    wait_metric(a, "dllm:num_running_reqs", |v| v == 0.0).await;
+
+    // abort_all ends every running request, streamed ones too (their final event, then [DONE]).
+    let two = tokio::spawn(async move { post(a, "/generate", &long("long-2")).await });
+    let three = tokio::spawn(async move {
+        let mut body = long("long-3");
+        body["stream"] = json!(true);
+        post(a, "/generate", &body).await
+    });
+    wait_metric(a, "dllm:num_running_reqs", |v| v >= 2.0).await;
+    assert_eq!(post(a, "/abort_request", &json!({"abort_all": true})).await.json()["aborted"], 2);
+    assert_eq!(two.await.unwrap().json()["meta_info"]["finish_reason"]["type"], "abort");
+    let ev = three.await.unwrap().events();
+    assert_eq!(ev.last().map(String::as_str), Some("[DONE]"));
+    let last: Value = serde_json::from_str(&ev[ev.len() - 2]).unwrap();
+    assert_eq!(last["meta_info"]["finish_reason"]["type"], "abort");
+    wait_metric(a, "dllm:num_running_reqs", |v| v == 0.0).await;
+
+    // Unknown ids are no error; bad bodies are; the server keeps serving.
+    assert_eq!(post(a, "/abort_request", &json!({"rid": "nobody"})).await.json()["aborted"], 0);
+    assert_error(&post(a, "/abort_request", &json!({})).await, 400, "rid");
+    assert_error(&post(a, "/abort_request", &json!({"rid": 5})).await, 400, "rid must be");
+    let r = post(a, "/generate", &json!({"text": "hi", "sampling_params": {"max_new_tokens": 4}})).await;
+    assert_eq!(r.status, 200);
+    srv.shutdown().await;
+}
+
 #[test]
 fn the_cli_checks_a_request_as_the_server_does() {
     for (flags, needle) in [

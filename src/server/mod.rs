@@ -29,7 +29,7 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
 use log::{log, Level};
 use metrics::Metrics;
-use scheduler::Scheduler;
+use scheduler::{AbortTarget, Scheduler};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -265,16 +265,41 @@ async fn dispatch(st: &Arc<AppState>, req: Request<Incoming>) -> ApiResult<Resp>
         "/v1/models" if is_get => Ok(json(StatusCode::OK, &openai::models(st))),
         p if p.starts_with("/v1/models/") && is_get => Ok(json(StatusCode::OK, &openai::model(st, &p["/v1/models/".len()..])?)),
         "/generate" if is_post => generate::generate(st, read_json(req, st.settings.max_body_bytes).await?).await,
+        "/abort_request" if is_post => abort_request(st, read_json(req, st.settings.max_body_bytes).await?).await,
         "/v1/completions" if is_post => openai::completions(st, read_json(req, st.settings.max_body_bytes).await?).await,
         "/v1/chat/completions" if is_post => openai::chat(st, read_json(req, st.settings.max_body_bytes).await?).await,
         "/health" | "/health_generate" | "/metrics" | "/get_model_info" | "/model_info" | "/get_server_info" | "/server_info"
         | "/v1/models" => Err(ApiError::method_not_allowed(format!("{path} takes GET, not {method}"))),
         p if p.starts_with("/v1/models/") => Err(ApiError::method_not_allowed(format!("{path} takes GET, not {method}"))),
-        "/generate" | "/v1/completions" | "/v1/chat/completions" => {
+        "/generate" | "/abort_request" | "/v1/completions" | "/v1/chat/completions" => {
             Err(ApiError::method_not_allowed(format!("{path} takes POST, not {method}")))
         }
         _ => Err(ApiError::not_found(format!("no endpoint {method} {path}"))),
     }
+}
+
+/// SGLang's `POST /abort_request`: `{"rid": ...}` ends that request, `{"abort_all": true}` every
+/// queued and running one. Each ends with `finish_reason {"type": "abort"}` and what it had
+/// generated; its KV cache is freed. An unknown rid is no error (the request may have finished).
+async fn abort_request(st: &Arc<AppState>, body: serde_json::Value) -> ApiResult<Resp> {
+    let o = body.as_object().ok_or_else(|| ApiError::bad_request("the body must be a JSON object"))?;
+    for k in o.keys() {
+        if k != "rid" && k != "abort_all" && k != "abort_message" {
+            return Err(ApiError::bad_request(format!("unknown field {k:?} (abort_request takes rid or abort_all)")));
+        }
+    }
+    let all = match o.get("abort_all") {
+        None | Some(serde_json::Value::Null) => false,
+        Some(v) => v.as_bool().ok_or_else(|| ApiError::bad_request("abort_all must be true or false"))?,
+    };
+    let target = match o.get("rid") {
+        _ if all => AbortTarget::All,
+        Some(serde_json::Value::String(r)) if !r.is_empty() => AbortTarget::Rid(r.clone()),
+        None | Some(serde_json::Value::Null) => return Err(ApiError::bad_request("give rid (a request id) or abort_all: true")),
+        Some(_) => return Err(ApiError::bad_request("rid must be a non-empty string")),
+    };
+    let n = st.sched.abort(target).await;
+    Ok(json(StatusCode::OK, &serde_json::json!({"aborted": n})))
 }
 
 /// A seed from the clock and the process id, for servers started without `--random-seed`.

@@ -184,7 +184,10 @@ pub enum FinishKind {
     StopToken(u32),
     StopStr(String),
     Length(usize),
+    /// The request failed (engine error, shutdown).
     Abort(String),
+    /// `/abort_request` ended it: what it had generated so far is its answer.
+    Aborted(String),
 }
 
 impl FinishKind {
@@ -194,7 +197,7 @@ impl FinishKind {
             FinishKind::StopToken(t) => json!({"type": "stop", "matched": t}),
             FinishKind::StopStr(s) => json!({"type": "stop", "matched": s}),
             FinishKind::Length(n) => json!({"type": "length", "length": n}),
-            FinishKind::Abort(m) => json!({"type": "abort", "message": m}),
+            FinishKind::Abort(m) | FinishKind::Aborted(m) => json!({"type": "abort", "message": m}),
         }
     }
     /// OpenAI's `finish_reason`.
@@ -202,7 +205,7 @@ impl FinishKind {
         match self {
             FinishKind::StopToken(_) | FinishKind::StopStr(_) => "stop",
             FinishKind::Length(_) => "length",
-            FinishKind::Abort(_) => "abort",
+            FinishKind::Abort(_) | FinishKind::Aborted(_) => "abort",
         }
     }
     pub fn matched(&self) -> Value {
@@ -235,6 +238,8 @@ pub struct Running {
     started: Instant,
     blocks: usize,
     finished: bool,
+    /// The tokens of the last finished block's update (an aborted request answers with them).
+    last_ids: Vec<u32>,
 }
 
 static RID: AtomicU64 = AtomicU64::new(1);
@@ -251,7 +256,7 @@ pub async fn submit(st: &Arc<AppState>, job: Job, started: Instant) -> ApiResult
         st.metrics.requests_rejected.fetch_add(1, Relaxed);
     })?;
     let prompt_tokens = job.prompt.len();
-    match st.sched.submit(job.prompt, job.sampling.params.clone()).await {
+    match st.sched.submit(job.rid.clone(), job.prompt, job.sampling.params.clone()).await {
         Ok(ticket) => Ok(Running {
             ticket: Some(ticket),
             st: st.clone(),
@@ -261,6 +266,7 @@ pub async fn submit(st: &Arc<AppState>, job: Job, started: Instant) -> ApiResult
             started,
             blocks: 0,
             finished: false,
+            last_ids: vec![],
         }),
         Err(e) => {
             st.metrics.requests_rejected.fetch_add(1, Relaxed);
@@ -287,7 +293,10 @@ impl Running {
             None => None,
         };
         let u = match ev {
-            Some(ReqEvent::Block { generated }) => self.update(generated, None, None),
+            Some(ReqEvent::Block { generated }) => {
+                self.last_ids.clone_from(&generated);
+                self.update(generated, None, None)
+            }
             Some(ReqEvent::Done(out)) => {
                 let fin = match out.finish {
                     Finish::Stop(t) => FinishKind::StopToken(t),
@@ -296,14 +305,21 @@ impl Running {
                 self.update(out.output_ids, Some(fin), Some(out.steps))
             }
             Some(ReqEvent::Failed(e)) => self.update(vec![], Some(FinishKind::Abort(e)), None),
+            Some(ReqEvent::Aborted(why)) => {
+                let ids = std::mem::take(&mut self.last_ids);
+                self.update(ids, Some(FinishKind::Aborted(why)), None)
+            }
             None => self.update(vec![], Some(FinishKind::Abort("the engine dropped the request".into())), None),
         };
         if u.finish.is_some() {
             self.finished = true;
-            let ok = !matches!(u.finish, Some(FinishKind::Abort(_)));
+            let ok = !matches!(u.finish, Some(FinishKind::Abort(_) | FinishKind::Aborted(_)));
             if let Some(mut t) = self.ticket.take() {
                 // Done/Failed: the engine is through with it. A stop string: cancel it (Drop).
-                if matches!(u.finish, Some(FinishKind::StopToken(_) | FinishKind::Length(_) | FinishKind::Abort(_))) {
+                if matches!(
+                    u.finish,
+                    Some(FinishKind::StopToken(_) | FinishKind::Length(_) | FinishKind::Abort(_) | FinishKind::Aborted(_))
+                ) {
                     t.mark_done();
                 }
             }
@@ -331,7 +347,7 @@ impl Running {
     }
 
     fn update(&mut self, mut ids: Vec<u32>, mut finish: Option<FinishKind>, steps: Option<usize>) -> Update {
-        if !matches!(finish, Some(FinishKind::Abort(_))) {
+        if !matches!(finish, Some(FinishKind::Abort(_) | FinishKind::Aborted(_))) {
             self.blocks += 1;
             if self.blocks == 1 {
                 self.st.metrics.first_block_latency.observe(self.started.elapsed().as_secs_f64());

@@ -21,6 +21,8 @@ pub enum ReqEvent {
     },
     Done(Output),
     Failed(String),
+    /// `/abort_request` ended it; its cache is freed.
+    Aborted(String),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -47,15 +49,25 @@ impl std::fmt::Display for SubmitError {
 
 struct Submit {
     key: u64,
+    /// The client's request id (`/abort_request` names requests by it).
+    rid: String,
     prompt: Vec<u32>,
     params: GenParams,
     events: tmpsc::UnboundedSender<ReqEvent>,
     reply: oneshot::Sender<Result<(), SubmitError>>,
 }
 
+/// Which requests `/abort_request` ends.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AbortTarget {
+    Rid(String),
+    All,
+}
+
 enum Cmd {
     Submit(Submit),
     Cancel(u64),
+    Abort(AbortTarget, oneshot::Sender<usize>),
     Shutdown,
 }
 
@@ -104,17 +116,27 @@ impl Scheduler {
     }
 
     /// Validate and queue a request. Returns once the engine thread has accepted or refused it.
-    pub async fn submit(&self, prompt: Vec<u32>, params: GenParams) -> Result<Ticket, SubmitError> {
+    pub async fn submit(&self, rid: String, prompt: Vec<u32>, params: GenParams) -> Result<Ticket, SubmitError> {
         let key = self.next_key.fetch_add(1, Relaxed);
         let (etx, erx) = tmpsc::unbounded_channel();
         let (rtx, rrx) = oneshot::channel();
         let tx = self.sender();
-        tx.send(Cmd::Submit(Submit { key, prompt, params, events: etx, reply: rtx })).map_err(|_| SubmitError::Stopped)?;
+        tx.send(Cmd::Submit(Submit { key, rid, prompt, params, events: etx, reply: rtx })).map_err(|_| SubmitError::Stopped)?;
         match rrx.await {
             Ok(Ok(())) => Ok(Ticket { events: erx, key, tx, done: false }),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(SubmitError::Stopped),
         }
+    }
+
+    /// End the queued and running requests `target` names: each hears `Aborted`, its cache is
+    /// freed. Returns how many there were (0 when the engine thread is gone).
+    pub async fn abort(&self, target: AbortTarget) -> usize {
+        let (rtx, rrx) = oneshot::channel();
+        if self.sender().send(Cmd::Abort(target, rtx)).is_err() {
+            return 0;
+        }
+        rrx.await.unwrap_or(0)
     }
 
     /// Stop the engine thread (requests still running get `Failed`) and wait for it.
@@ -128,6 +150,7 @@ impl Scheduler {
 
 struct Pending {
     key: u64,
+    rid: String,
     prompt: Vec<u32>,
     params: GenParams,
     events: tmpsc::UnboundedSender<ReqEvent>,
@@ -136,6 +159,7 @@ struct Pending {
 
 struct Active {
     key: u64,
+    rid: String,
     events: tmpsc::UnboundedSender<ReqEvent>,
 }
 
@@ -221,6 +245,7 @@ impl EngineLoop {
                 if verdict.is_ok() {
                     self.queue.push_back(Pending {
                         key: s.key,
+                        rid: s.rid,
                         prompt: s.prompt,
                         params: s.params,
                         events: s.events,
@@ -242,8 +267,38 @@ impl EngineLoop {
                 }
                 self.publish();
             }
+            Cmd::Abort(target, reply) => {
+                let _ = reply.send(self.abort(&target));
+                self.publish();
+            }
             Cmd::Shutdown => self.stopping = true,
         }
+    }
+
+    fn abort(&mut self, target: &AbortTarget) -> usize {
+        let hit = |rid: &str| match target {
+            AbortTarget::All => true,
+            AbortTarget::Rid(r) => r == rid,
+        };
+        const WHY: &str = "aborted by /abort_request";
+        let mut n = 0;
+        let (aborted, kept): (VecDeque<Pending>, VecDeque<Pending>) = self.queue.drain(..).partition(|p| hit(&p.rid));
+        self.queue = kept;
+        for p in aborted {
+            let _ = p.events.send(ReqEvent::Aborted(WHY.into()));
+            n += 1;
+        }
+        let ids: Vec<u64> = self.active.iter().filter(|(_, a)| hit(&a.rid)).map(|(id, _)| *id).collect();
+        for id in ids {
+            if let Some(a) = self.active.remove(&id) {
+                self.ids.remove(&a.key);
+                self.engine.cancel(id);
+                let _ = a.events.send(ReqEvent::Aborted(WHY.into()));
+                n += 1;
+            }
+        }
+        self.metrics.requests_cancelled.fetch_add(n as u64, Relaxed);
+        n
     }
 
     fn admit(&mut self) {
@@ -260,7 +315,7 @@ impl EngineLoop {
                     self.metrics.queue_time.observe(p.queued_at.elapsed().as_secs_f64());
                     self.metrics.prompt_tokens.fetch_add(n, Relaxed);
                     self.ids.insert(p.key, id);
-                    self.active.insert(id, Active { key: p.key, events: p.events });
+                    self.active.insert(id, Active { key: p.key, rid: p.rid, events: p.events });
                 }
                 Err(e) if !self.active.is_empty() => {
                     // Most likely the KV cache is full: wait until a running request ends.
