@@ -127,6 +127,13 @@ fn generate(a: GenerateArgs) -> Result<()> {
         );
         return Ok(());
     }
+    if a.model_path.is_none() {
+        // Said once, so that the noise it prints is not taken for a bug.
+        eprintln!(
+            "note: no --model-path, so this runs the embedded tiny model, whose weights are random: its text is noise. \
+             Point --model-path at a LLaDA2 checkpoint (e.g. LLaDA2.0-mini) for real text."
+        );
+    }
     let dir = dllm::make_model::resolve_model(a.model_path.as_deref())?;
     let mut m = runtime::load_with(&dir, &LoadOptions { device: a.device, mem_fraction_static: a.mem_fraction_static })?;
     m.engine.set_max_forward_tokens(dllm::engine::forward_budget(a.chunked_prefill_size));

@@ -163,3 +163,24 @@ fn the_cli_checks_a_request_as_the_server_does() {
         assert!(!out.status.success() && err.contains(needle), "{flags:?}: {err}");
     }
 }
+
+#[test]
+fn the_embedded_model_says_its_weights_are_random() {
+    let cache = std::env::temp_dir().join(format!("dllm-cli-default-{}", std::process::id()));
+    let run = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_dllm"))
+            .args(["generate", "--device", "cpu", "--max-new-tokens", "4"])
+            .args(extra)
+            .env("DLLM_CACHE_DIR", &cache)
+            .output()
+            .unwrap()
+    };
+    let out = run(&[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("weights are random") && err.contains("--model-path"), "{err}");
+    // With a checkpoint given, no such note.
+    let out = run(&["--model-path", model_dir().to_str().unwrap()]);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("weights are random"));
+    let _ = std::fs::remove_dir_all(&cache);
+}

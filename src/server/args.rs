@@ -40,7 +40,8 @@ pub struct ServeArgs {
     /// The fraction of the GPU memory left after the weights that the KV cache takes, in (0, 1].
     #[arg(long)]
     pub mem_fraction_static: Option<f32>,
-    /// Tensor parallelism: dllm runs a model on one GPU, so only 1.
+    /// Tensor parallelism (SGLang's flag). Accepted up to the number of GPUs present, with a
+    /// warning: the model still runs on the first GPU (sharding is not implemented yet).
     #[arg(long, alias = "tensor-parallel-size", default_value_t = 1)]
     pub tp_size: usize,
     /// Data parallelism: only 1.
