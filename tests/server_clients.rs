@@ -184,3 +184,20 @@ fn the_embedded_model_says_its_weights_are_random() {
     assert!(!String::from_utf8_lossy(&out.stderr).contains("weights are random"));
     let _ = std::fs::remove_dir_all(&cache);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shutdown_answers_503_and_ends_streams_with_their_last_event() {
+    let srv = serve(&[]).await;
+    let a = srv.addr;
+    let long = |stream: bool| json!({"text": "hi", "stream": stream, "sampling_params": {"max_new_tokens": 3900, "threshold": 1.0, "temperature": 0}});
+    let plain = tokio::spawn(async move { post(a, "/generate", &long(false)).await });
+    let streamed = tokio::spawn(async move { post(a, "/generate", &long(true)).await });
+    wait_metric(a, "dllm:num_running_reqs", |v| v >= 2.0).await;
+    srv.shutdown().await;
+    // A request cut by shutdown is the server's unavailability (retry elsewhere), not a failure.
+    assert_error(&plain.await.unwrap(), 503, "shutting down");
+    let ev = streamed.await.unwrap().events();
+    assert_eq!(ev.last().map(String::as_str), Some("[DONE]"), "{ev:?}");
+    let last: Value = serde_json::from_str(&ev[ev.len() - 2]).unwrap();
+    assert!(last.to_string().contains("shutting down"), "{last}");
+}

@@ -181,6 +181,9 @@ pub async fn generate(st: &Arc<AppState>, body: Value) -> ApiResult<Resp> {
             if let Some(FinishKind::Abort(m)) = &u.finish {
                 return Err(ApiError::internal(format!("request {} failed: {m}", head.rid)));
             }
+            if let Some(e) = u.finish.as_ref().and_then(FinishKind::error) {
+                return Err(e);
+            }
             out.push(generate_value(&head, &u));
         }
         let v = if batch { Value::Array(out) } else { out.pop().unwrap_or(Value::Null) };
@@ -246,7 +249,7 @@ pub async fn health_generate(st: &Arc<AppState>) -> ApiResult<Resp> {
     let job = Job { prompt, sampling: s, rid: new_rid() };
     let run = submit(st, job, Instant::now()).await?;
     match tokio::time::timeout(std::time::Duration::from_secs(60), run.finish()).await {
-        Ok(u) if !matches!(u.finish, Some(FinishKind::Abort(_))) => Ok(super::http::full(StatusCode::OK, "text/plain", "")),
+        Ok(u) if !u.finish.as_ref().is_some_and(FinishKind::is_abort) => Ok(super::http::full(StatusCode::OK, "text/plain", "")),
         Ok(u) => Err(ApiError::unavailable(format!("generation failed: {:?}", u.finish))),
         Err(_) => Err(ApiError::unavailable("generation did not finish within 60 s")),
     }

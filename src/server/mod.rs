@@ -27,6 +27,7 @@ use errors::{ApiError, ApiResult};
 use http::{check_api_key, full, json, read_json, Resp};
 use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
+use hyper_util::server::graceful::GracefulShutdown;
 use log::{log, Level};
 use metrics::Metrics;
 use scheduler::{AbortTarget, Scheduler};
@@ -74,16 +75,26 @@ pub struct RunningServer {
     pub addr: SocketAddr,
     pub state: Arc<AppState>,
     stop: tokio::sync::watch::Sender<bool>,
-    accept: tokio::task::JoinHandle<()>,
+    /// The accept loop; it hands back the watcher of the connections it accepted.
+    accept: tokio::task::JoinHandle<GracefulShutdown>,
 }
 
+/// How long shutdown waits for open connections to write their last responses.
+const SHUTDOWN_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl RunningServer {
-    /// Stop accepting, stop the engine thread, and wait for both.
+    /// Stop accepting, end every request (each gets its final event: a 503, or a stream's last
+    /// event and `[DONE]`), then let the open connections write those out before returning.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
-        let _ = self.accept.await;
+        let graceful = self.accept.await.ok();
         let st = self.state.clone();
         let _ = tokio::task::spawn_blocking(move || st.sched.shutdown()).await;
+        if let Some(g) = graceful {
+            if tokio::time::timeout(SHUTDOWN_DRAIN, g.shutdown()).await.is_err() {
+                log(Level::Warn, "connections still open after the shutdown drain; closing them");
+            }
+        }
     }
 }
 
@@ -150,6 +161,8 @@ pub async fn start_with(settings: Settings, mut loaded: Loaded) -> Result<Runnin
     );
     let (stop, mut stop_rx) = tokio::sync::watch::channel(false);
     let st = state.clone();
+    // Watches every connection, so that shutdown can let them write their last responses.
+    let graceful = GracefulShutdown::new();
     let accept = tokio::spawn(async move {
         loop {
             let conn = tokio::select! {
@@ -167,17 +180,19 @@ pub async fn start_with(settings: Settings, mut loaded: Loaded) -> Result<Runnin
             };
             let _ = stream.set_nodelay(true);
             let st = st.clone();
+            let svc = hyper::service::service_fn(move |req| {
+                let st = st.clone();
+                async move { Ok::<_, Infallible>(route(st, req).await) }
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let conn = graceful.watch(hyper::server::conn::http1::Builder::new().serve_connection(io, svc));
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req| {
-                    let st = st.clone();
-                    async move { Ok::<_, Infallible>(route(st, req).await) }
-                });
-                let io = hyper_util::rt::TokioIo::new(stream);
-                if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(io, svc).await {
+                if let Err(e) = conn.await {
                     log(Level::Debug, &format!("connection ended: {e}"));
                 }
             });
         }
+        graceful
     });
     Ok(RunningServer { addr, state, stop, accept })
 }

@@ -285,8 +285,8 @@ async fn run(st: &Arc<AppState>, c: Common, prompts: Vec<Vec<u32>>, flavor: Flav
         for (i, r) in runs.into_iter().enumerate() {
             let u = r.finish().await;
             let fin = u.finish.clone().unwrap_or(FinishKind::Length(0));
-            if let FinishKind::Abort(m) = &fin {
-                return Err(ApiError::internal(format!("generation failed: {m}")));
+            if let Some(e) = fin.error() {
+                return Err(e);
             }
             completion += u.output_ids.len();
             choices.push(match flavor {
@@ -364,8 +364,8 @@ impl StreamFormat for OpenAiStream {
         self.sent[i] = shown.to_string();
         self.completion[i] = u.output_ids.len();
         let fin = u.finish.as_ref();
-        if let Some(FinishKind::Abort(m)) = fin {
-            return ApiError::internal(format!("generation failed: {m}")).body();
+        if let Some(e) = fin.and_then(FinishKind::error) {
+            return e.body();
         }
         let choice = match self.flavor {
             Flavor::Completion => json!({

@@ -188,6 +188,8 @@ pub enum FinishKind {
     Abort(String),
     /// `/abort_request` ended it: what it had generated so far is its answer.
     Aborted(String),
+    /// The server is shutting down (a 503: the client may retry elsewhere).
+    Unavailable(String),
 }
 
 impl FinishKind {
@@ -197,7 +199,7 @@ impl FinishKind {
             FinishKind::StopToken(t) => json!({"type": "stop", "matched": t}),
             FinishKind::StopStr(s) => json!({"type": "stop", "matched": s}),
             FinishKind::Length(n) => json!({"type": "length", "length": n}),
-            FinishKind::Abort(m) | FinishKind::Aborted(m) => json!({"type": "abort", "message": m}),
+            FinishKind::Abort(m) | FinishKind::Aborted(m) | FinishKind::Unavailable(m) => json!({"type": "abort", "message": m}),
         }
     }
     /// OpenAI's `finish_reason`.
@@ -205,8 +207,21 @@ impl FinishKind {
         match self {
             FinishKind::StopToken(_) | FinishKind::StopStr(_) => "stop",
             FinishKind::Length(_) => "length",
-            FinishKind::Abort(_) | FinishKind::Aborted(_) => "abort",
+            FinishKind::Abort(_) | FinishKind::Aborted(_) | FinishKind::Unavailable(_) => "abort",
         }
+    }
+    /// The error a request that ended this way answers with: a failure is a 500, a shutdown a
+    /// 503; every other end (an `/abort_request` too) is an answer.
+    pub fn error(&self) -> Option<ApiError> {
+        match self {
+            FinishKind::Abort(m) => Some(ApiError::internal(format!("generation failed: {m}"))),
+            FinishKind::Unavailable(m) => Some(ApiError::unavailable(m.clone())),
+            _ => None,
+        }
+    }
+    /// The request ended without its answer (failed, aborted or cut by shutdown).
+    pub fn is_abort(&self) -> bool {
+        matches!(self, FinishKind::Abort(_) | FinishKind::Aborted(_) | FinishKind::Unavailable(_))
     }
     pub fn matched(&self) -> Value {
         match self {
@@ -305,6 +320,10 @@ impl Running {
                 self.update(out.output_ids, Some(fin), Some(out.steps))
             }
             Some(ReqEvent::Failed(e)) => self.update(vec![], Some(FinishKind::Abort(e)), None),
+            Some(ReqEvent::ShuttingDown) => {
+                let ids = std::mem::take(&mut self.last_ids);
+                self.update(ids, Some(FinishKind::Unavailable("the server is shutting down".into())), None)
+            }
             Some(ReqEvent::Aborted(why)) => {
                 let ids = std::mem::take(&mut self.last_ids);
                 self.update(ids, Some(FinishKind::Aborted(why)), None)
@@ -313,13 +332,10 @@ impl Running {
         };
         if u.finish.is_some() {
             self.finished = true;
-            let ok = !matches!(u.finish, Some(FinishKind::Abort(_) | FinishKind::Aborted(_)));
+            let ok = !u.finish.as_ref().is_some_and(FinishKind::is_abort);
             if let Some(mut t) = self.ticket.take() {
                 // Done/Failed: the engine is through with it. A stop string: cancel it (Drop).
-                if matches!(
-                    u.finish,
-                    Some(FinishKind::StopToken(_) | FinishKind::Length(_) | FinishKind::Abort(_) | FinishKind::Aborted(_))
-                ) {
+                if !matches!(u.finish, Some(FinishKind::StopStr(_))) {
                     t.mark_done();
                 }
             }
@@ -347,7 +363,7 @@ impl Running {
     }
 
     fn update(&mut self, mut ids: Vec<u32>, mut finish: Option<FinishKind>, steps: Option<usize>) -> Update {
-        if !matches!(finish, Some(FinishKind::Abort(_) | FinishKind::Aborted(_))) {
+        if !finish.as_ref().is_some_and(FinishKind::is_abort) {
             self.blocks += 1;
             if self.blocks == 1 {
                 self.st.metrics.first_block_latency.observe(self.started.elapsed().as_secs_f64());

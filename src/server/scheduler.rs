@@ -23,6 +23,8 @@ pub enum ReqEvent {
     Failed(String),
     /// `/abort_request` ended it; its cache is freed.
     Aborted(String),
+    /// The server is shutting down: the request ends unfinished (a 503, not a failure).
+    ShuttingDown,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -219,10 +221,10 @@ impl EngineLoop {
             self.publish();
         }
         for (_, a) in self.active.drain() {
-            let _ = a.events.send(ReqEvent::Failed("the server is shutting down".into()));
+            let _ = a.events.send(ReqEvent::ShuttingDown);
         }
         for p in self.queue.drain(..) {
-            let _ = p.events.send(ReqEvent::Failed("the server is shutting down".into()));
+            let _ = p.events.send(ReqEvent::ShuttingDown);
         }
         self.publish();
     }
