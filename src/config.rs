@@ -5,11 +5,13 @@ use serde::Deserialize;
 use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
+/// Each message carries its cause (`{cause}`), so none is chained as a `source` too: an error
+/// printed with its chain would say the cause twice.
 pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
-    Io { path: String, source: std::io::Error },
-    #[error("{path} is not valid config JSON: {source}")]
-    Json { path: String, source: serde_json::Error },
+    #[error("cannot read {path}: {cause}")]
+    Io { path: String, cause: std::io::Error },
+    #[error("{path} is not valid config JSON: {cause}")]
+    Json { path: String, cause: serde_json::Error },
     #[error("unsupported model_type {0:?}: dllm serves LLaDA2 MoE checkpoints (model_type \"llada2_moe\")")]
     ModelType(String),
     #[error("invalid config: {0}")]
@@ -95,24 +97,22 @@ fn sigmoid() -> String {
 impl ModelConfig {
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let p = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: p.clone(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Io { path: p.clone(), cause })?;
         Self::from_json(&text).map_err(|e| match e {
-            ConfigError::Json { source, .. } => ConfigError::Json { path: p, source },
+            ConfigError::Json { cause, .. } => ConfigError::Json { path: p, cause },
             other => other,
         })
     }
 
     pub fn from_json(text: &str) -> Result<Self, ConfigError> {
         // Check model_type first so a wrong model says so instead of "missing field".
-        let raw: serde_json::Value =
-            serde_json::from_str(text).map_err(|source| ConfigError::Json { path: "config.json".into(), source })?;
+        let raw: serde_json::Value = serde_json::from_str(text).map_err(|cause| ConfigError::Json { path: "config.json".into(), cause })?;
         match raw.get("model_type").and_then(|v| v.as_str()) {
             Some("llada2_moe") => {}
             Some(other) => return Err(ConfigError::ModelType(other.to_string())),
             None => return Err(ConfigError::Invalid("missing field `model_type`".into())),
         }
-        let mut cfg: ModelConfig =
-            serde_json::from_value(raw).map_err(|source| ConfigError::Json { path: "config.json".into(), source })?;
+        let mut cfg: ModelConfig = serde_json::from_value(raw).map_err(|cause| ConfigError::Json { path: "config.json".into(), cause })?;
         if cfg.num_key_value_heads == 0 {
             cfg.num_key_value_heads = cfg.num_attention_heads; // HF convention: 0 means MHA
         }

@@ -214,3 +214,13 @@ fn bias_tensors_are_refused() {
     let e = open_err(&dir);
     assert!(e.contains("dense.bias") && e.contains("biases are not supported"), "{e}");
 }
+
+#[test]
+fn an_error_says_its_cause_once() {
+    let dir = fresh("noconfig");
+    std::fs::remove_file(dir.join("config.json")).unwrap();
+    let err = dllm::runtime::load(&dir, dllm::runtime::Device::Cpu).err().expect("must fail");
+    let text = format!("{err:#}");
+    assert!(text.contains("config.json"), "{text}");
+    assert_eq!(text.matches("os error 2").count(), 1, "the cause is repeated: {text}");
+}

@@ -17,7 +17,7 @@ pub(super) fn open_device(ordinal: usize) -> Result<Arc<CudaContext>> {
     let r = std::panic::catch_unwind(|| CudaContext::new(ordinal));
     match r {
         Ok(Ok(c)) => Ok(c),
-        Ok(Err(source)) => Err(CudaError::Driver { what: format!("opening CUDA device {ordinal}"), source }),
+        Ok(Err(cause)) => Err(CudaError::Driver { what: format!("opening CUDA device {ordinal}"), cause }),
         Err(_) => Err(CudaError::NoDriver),
     }
 }

@@ -1,5 +1,7 @@
 //! The CUDA layer's errors. Each names what it was doing (the kernel, the buffer, the cuBLAS
 //! call); the backend's `Backend` methods turn them into `anyhow::Error` with `?`.
+//! A message carries its cause (`{cause}`), so none is also chained as a `source`: printed with
+//! its chain, an error would say the cause twice.
 
 use super::kernels::Kernel;
 use cudarc::cublas::result::CublasError;
@@ -12,20 +14,20 @@ pub enum CudaError {
     NoDriver,
     #[error("{lib} could not be loaded; put its folder on LD_LIBRARY_PATH")]
     MissingLibrary { lib: &'static str },
-    #[error("loading CUDA module {module}.cu (does the driver support this GPU?): {source}")]
-    ModuleLoad { module: &'static str, source: DriverError },
-    #[error("launching kernel {kernel}: {source}")]
-    Launch { kernel: Kernel, source: DriverError },
+    #[error("loading CUDA module {module}.cu (does the driver support this GPU?): {cause}")]
+    ModuleLoad { module: &'static str, cause: DriverError },
+    #[error("launching kernel {kernel}: {cause}")]
+    Launch { kernel: Kernel, cause: DriverError },
     /// A fault found when the stream was synchronised after the launch (`DLLM_CUDA_SYNC=1`).
-    #[error("kernel {kernel} failed: {source}")]
-    KernelFailed { kernel: String, source: DriverError },
-    #[error("cuBLAS {what}: {source}")]
-    Cublas { what: String, source: CublasError },
+    #[error("kernel {kernel} failed: {cause}")]
+    KernelFailed { kernel: String, cause: DriverError },
+    #[error("cuBLAS {what}: {cause}")]
+    Cublas { what: String, cause: CublasError },
     #[error("out of GPU memory allocating {what} ({bytes} bytes)")]
     OutOfMemory { what: String, bytes: usize },
     /// Any other driver call; `what` says which and on what.
-    #[error("{what}: {source}")]
-    Driver { what: String, source: DriverError },
+    #[error("{what}: {cause}")]
+    Driver { what: String, cause: DriverError },
 }
 
 pub type Result<T> = std::result::Result<T, CudaError>;
@@ -33,24 +35,24 @@ pub type Result<T> = std::result::Result<T, CudaError>;
 impl CudaError {
     /// A driver error of the call `what` (a closure so the message is built only on failure).
     pub fn driver(what: impl FnOnce() -> String) -> impl FnOnce(DriverError) -> CudaError {
-        move |source| CudaError::Driver { what: what(), source }
+        move |cause| CudaError::Driver { what: what(), cause }
     }
 
     /// An allocation's failure: out of memory, or another driver error.
-    pub fn alloc(what: &str, bytes: usize, source: DriverError) -> CudaError {
-        Self::allocating(what, bytes, source, || format!("allocating {what} ({bytes} bytes) on the GPU"))
+    pub fn alloc(what: &str, bytes: usize, cause: DriverError) -> CudaError {
+        Self::allocating(what, bytes, cause, || format!("allocating {what} ({bytes} bytes) on the GPU"))
     }
 
     /// A failed upload (it allocates the device copy): out of memory, or another driver error.
-    pub fn upload(what: &str, bytes: usize, source: DriverError) -> CudaError {
-        Self::allocating(what, bytes, source, || format!("uploading {what}"))
+    pub fn upload(what: &str, bytes: usize, cause: DriverError) -> CudaError {
+        Self::allocating(what, bytes, cause, || format!("uploading {what}"))
     }
 
-    fn allocating(what: &str, bytes: usize, source: DriverError, doing: impl FnOnce() -> String) -> CudaError {
-        if source.0 == cudaError_enum::CUDA_ERROR_OUT_OF_MEMORY {
+    fn allocating(what: &str, bytes: usize, cause: DriverError, doing: impl FnOnce() -> String) -> CudaError {
+        if cause.0 == cudaError_enum::CUDA_ERROR_OUT_OF_MEMORY {
             CudaError::OutOfMemory { what: what.to_string(), bytes }
         } else {
-            CudaError::Driver { what: doing(), source }
+            CudaError::Driver { what: doing(), cause }
         }
     }
 }
@@ -67,7 +69,7 @@ mod tests {
         let other = CudaError::upload("token ids", 8, DriverError(cudaError_enum::CUDA_ERROR_INVALID_VALUE));
         // (Not formatted: DriverError's Debug asks the driver for the text, and CI has none.)
         assert!(
-            matches!(&other, CudaError::Driver { what, source } if what == "uploading token ids" && source.0 == cudaError_enum::CUDA_ERROR_INVALID_VALUE)
+            matches!(&other, CudaError::Driver { what, cause } if what == "uploading token ids" && cause.0 == cudaError_enum::CUDA_ERROR_INVALID_VALUE)
         );
     }
 }

@@ -86,12 +86,12 @@ impl Kernels {
         // cudarc loads libcublas lazily and panics when it is absent: make that an error.
         let blas = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| CudaBlas::new(stream.clone())))
             .map_err(|_| CudaError::MissingLibrary { lib: "libcublas (CUDA 13)" })?
-            .map_err(|source| CudaError::Cublas { what: "cublasCreate".into(), source })?;
+            .map_err(|cause| CudaError::Cublas { what: "cublasCreate".into(), cause })?;
         let mut modules = HashMap::new();
         for (module, fatbin) in embedded::MODULES {
             let m = ctx
                 .load_module(cudarc::nvrtc::Ptx::from_binary(fatbin.to_vec()))
-                .map_err(|source| CudaError::ModuleLoad { module, source })?;
+                .map_err(|cause| CudaError::ModuleLoad { module, cause })?;
             modules.insert(*module, m);
         }
         let mut fns = Vec::with_capacity(Kernel::ALL.len());
@@ -132,7 +132,7 @@ impl Kernels {
         b.arg(&p);
         let cfg = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (1, 1, 1), shared_mem_bytes: 0 };
         // SAFETY: spin_wait reads only its by-value params.
-        unsafe { b.launch(cfg) }.map_err(|source| CudaError::Launch { kernel: Kernel::SpinWait, source })?;
+        unsafe { b.launch(cfg) }.map_err(|cause| CudaError::Launch { kernel: Kernel::SpinWait, cause })?;
         Ok(())
     }
 
@@ -191,10 +191,10 @@ impl Kernels {
         b.arg(p);
         // SAFETY: `p` carries device pointers into allocations that outlive the launch (they are
         // owned by the backend or by the caller's activations, freed stream-ordered after it).
-        unsafe { b.launch(cfg) }.map_err(|source| CudaError::Launch { kernel, source })?;
+        unsafe { b.launch(cfg) }.map_err(|cause| CudaError::Launch { kernel, cause })?;
         self.prof_end(kernel.symbol(), t0);
         if self.sync_each {
-            self.stream.synchronize().map_err(|source| CudaError::KernelFailed { kernel: kernel.to_string(), source })?;
+            self.stream.synchronize().map_err(|cause| CudaError::KernelFailed { kernel: kernel.to_string(), cause })?;
         }
         Ok(())
     }
@@ -242,10 +242,10 @@ impl Kernels {
                 cublas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
             )
         }
-        .map_err(|source| CudaError::Cublas { what: format!("GEMM {what} ({rows}x{n}x{k})"), source })?;
+        .map_err(|cause| CudaError::Cublas { what: format!("GEMM {what} ({rows}x{n}x{k})"), cause })?;
         self.prof_end(&format!("cublas {what}"), t0);
         if self.sync_each {
-            self.stream.synchronize().map_err(|source| CudaError::KernelFailed { kernel: format!("cuBLAS GEMM {what}"), source })?;
+            self.stream.synchronize().map_err(|cause| CudaError::KernelFailed { kernel: format!("cuBLAS GEMM {what}"), cause })?;
         }
         Ok(())
     }
