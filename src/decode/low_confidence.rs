@@ -8,6 +8,15 @@ pub const NAME: &str = "LowConfidence";
 /// The threshold LLaDA2.0's `generate` and SGLang's LowConfidence use when none is given.
 pub const DEFAULT_THRESHOLD: f32 = 0.95;
 
+/// A threshold must be a probability; the server's flags and every request are held to this.
+pub fn check_threshold(t: f32) -> Result<(), String> {
+    if (0.0..=1.0).contains(&t) {
+        Ok(())
+    } else {
+        Err(format!("threshold must be in [0, 1], got {t}"))
+    }
+}
+
 /// The settings SGLang's LowConfidence reads from `--dllm-algorithm-config`: `threshold`.
 /// Returns the threshold (the default when absent) and the keys it does not know.
 pub fn from_settings(settings: &[(String, Setting)]) -> Result<(f32, Vec<String>), String> {

@@ -1,6 +1,6 @@
 //! What a request asks for: SGLang's sampling parameters as the engine reads them.
 
-use crate::decode::low_confidence::DEFAULT_THRESHOLD;
+use crate::decode::low_confidence::{check_threshold, DEFAULT_THRESHOLD};
 use crate::decode::sample::Sampling;
 use crate::decode::Policy;
 
@@ -65,9 +65,7 @@ impl GenParams {
             }
         }
         if let Policy::LowConfidence { threshold } = self.policy {
-            if !(0.0..=1.0).contains(&threshold) {
-                return Err(format!("threshold must be in [0, 1], got {threshold}"));
-            }
+            check_threshold(threshold)?;
         }
         if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
             return Err("temperature must be a finite number >= 0".into());

@@ -1,7 +1,8 @@
 //! The flags of `dllm serve` and the checked `Settings` made from them, before any model loads.
 
 use super::log::{log, set_log_level, Level};
-use crate::decode::{low_confidence, Policy, Setting};
+use crate::decode::low_confidence::{self, check_threshold};
+use crate::decode::{Policy, Setting};
 use crate::engine::MAX_BLOCK_SIZE;
 use crate::runtime::Device;
 use anyhow::{anyhow, bail, Context, Result};
@@ -185,28 +186,20 @@ fn check_algorithm(a: &ServeArgs) -> Result<String> {
 /// The LowConfidence threshold: the algorithm's default, then its `--dllm-algorithm-config`
 /// settings (the keys are the algorithm's own, see `decode/`), then `--threshold`.
 fn threshold(a: &ServeArgs, algo: &str) -> Result<f32> {
-    let settings = match &a.dllm_algorithm_config {
-        Some(path) => read_algorithm_config(path)?,
-        None => vec![],
+    let policy = match &a.dllm_algorithm_config {
+        None => Policy::from_algorithm(algo, &[]).map_err(anyhow::Error::msg)?.0,
+        Some(path) => {
+            let settings = read_algorithm_config(path)?;
+            let (policy, unknown) = Policy::from_algorithm(algo, &settings).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+            for key in unknown {
+                log(Level::Warn, &format!("{}: ignoring unknown key {key:?}", path.display()));
+            }
+            policy
+        }
     };
-    let in_config = |e: String| match &a.dllm_algorithm_config {
-        Some(path) => anyhow!("{}: {e}", path.display()),
-        None => anyhow!(e),
-    };
-    let (policy, unknown) = Policy::from_algorithm(algo, &settings).map_err(in_config)?;
-    for key in unknown {
-        log(
-            Level::Warn,
-            &format!("{}: ignoring unknown key {key:?}", a.dllm_algorithm_config.as_deref().unwrap_or(Path::new("")).display()),
-        );
-    }
-    let Policy::LowConfidence { mut threshold } = policy else { bail!("{algo} takes no threshold") };
-    if let Some(t) = a.threshold {
-        threshold = t;
-    }
-    if !(0.0..=1.0).contains(&threshold) {
-        bail!("threshold must be in [0, 1], got {threshold}");
-    }
+    let Policy::LowConfidence { threshold } = policy else { bail!("{algo} takes no threshold") };
+    let threshold = a.threshold.unwrap_or(threshold);
+    check_threshold(threshold).map_err(anyhow::Error::msg)?;
     Ok(threshold)
 }
 

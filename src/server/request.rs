@@ -37,11 +37,21 @@ impl Sampling {
     pub fn set(&mut self, key: &str, v: &Value, at: &str) -> ApiResult<bool> {
         // SGLang's own frontend sends every field it knows, unset ones as null or [] (e.g.
         // `"stop_regex": []`, `"regex": null`): those mean "unset", never an error.
-        let known = KNOWN_SAMPLING.contains(&key)
-            || IGNORED_SAMPLING.contains(&key)
-            || UNSUPPORTED_SAMPLING.contains(&key)
-            || NEUTRAL_ONLY.iter().any(|(k, _)| *k == key);
+        let neutral = NEUTRAL_ONLY.iter().find(|(k, _)| *k == key).map(|&(_, x)| x);
+        let known =
+            KNOWN_SAMPLING.contains(&key) || IGNORED_SAMPLING.contains(&key) || UNSUPPORTED_SAMPLING.contains(&key) || neutral.is_some();
         if known && (v.is_null() || v.as_array().is_some_and(|a| a.is_empty())) {
+            return Ok(true);
+        }
+        if let Some(neutral) = neutral {
+            // These change the result: the neutral value is accepted, any other refused, never
+            // silently ignored.
+            let x = as_f32(v, at)?;
+            if x != neutral {
+                return Err(ApiError::bad_request(format!(
+                    "{at} = {x} is not implemented by dllm (only {neutral}, which changes nothing)"
+                )));
+            }
             return Ok(true);
         }
         let p = &mut self.params;
@@ -101,17 +111,6 @@ impl Sampling {
                 }
                 if !bias.is_empty() {
                     return Err(ApiError::bad_request(format!("{at} is not implemented by dllm; leave it empty")));
-                }
-            }
-            k if NEUTRAL_ONLY.iter().any(|(n, _)| *n == k) => {
-                // These change the result: the neutral value is accepted, any other refused,
-                // never silently ignored.
-                let neutral = NEUTRAL_ONLY.iter().find(|(n, _)| *n == k).map(|(_, x)| *x).unwrap_or(0.0);
-                let x = as_f32(v, at)?;
-                if x != neutral {
-                    return Err(ApiError::bad_request(format!(
-                        "{at} = {x} is not implemented by dllm (only {neutral}, which changes nothing)"
-                    )));
                 }
             }
             k if IGNORED_SAMPLING.contains(&k) => {
