@@ -3,7 +3,7 @@ use clap::{Parser, Subcommand};
 use dllm::decode::Policy;
 use dllm::engine::GenParams;
 use dllm::runtime::{self, Device, LoadOptions};
-use dllm::tokenizer::{apply_chat_template, ChatMessage};
+use dllm::tokenizer::ChatMessage;
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -137,8 +137,11 @@ fn generate(a: GenerateArgs) -> Result<()> {
     let dir = dllm::make_model::resolve_model(a.model_path.as_deref())?;
     let mut m = runtime::load_with(&dir, &LoadOptions { device: a.device, mem_fraction_static: a.mem_fraction_static })?;
     m.engine.set_max_forward_tokens(dllm::engine::forward_budget(a.chunked_prefill_size));
-    let text =
-        if a.chat { apply_chat_template(&[ChatMessage { role: "user".into(), content: a.prompt.clone() }]) } else { a.prompt.clone() };
+    let text = if a.chat {
+        m.tokenizer.chat_template.render(&[ChatMessage { role: "user".into(), content: a.prompt.clone() }], &Default::default())?
+    } else {
+        a.prompt.clone()
+    };
     let prompt = m.tokenizer.encode(&text)?;
     let params = GenParams {
         max_new_tokens: a.max_new_tokens,

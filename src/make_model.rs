@@ -65,7 +65,7 @@ pub fn make_model(preset_name: &str, out: &Path, seed: u64) -> Result<ModelConfi
             "tokenizer_class": "PreTrainedTokenizerFast",
             "eos_token": EOS_TOKEN, "mask_token": MASK_TOKEN, "pad_token": EOS_TOKEN,
             "model_max_length": cfg.max_position_embeddings,
-            "chat_template": crate::tokenizer::CHAT_TEMPLATE_JINJA,
+            "chat_template": crate::tokenizer::LLADA2_CHAT_TEMPLATE,
         }),
     )?;
     write_json(

@@ -1,8 +1,8 @@
-//! `tokenizer.json` through the `tokenizers` crate, the LLaDA2 chat template, and the
-//! special ids (mask, eos) resolved from the checkpoint's files.
+//! `tokenizer.json` through the `tokenizers` crate, the checkpoint's chat template (Jinja, as
+//! Hugging Face renders it), and the special ids (mask, eos) resolved from the checkpoint's files.
 
 use crate::config::ModelConfig;
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use std::path::Path;
 
 /// Special tokens of the LLaDA2 tokenizer that the engine and chat template rely on.
@@ -10,13 +10,19 @@ pub const EOS_TOKEN: &str = "<|endoftext|>";
 pub const MASK_TOKEN: &str = "<|mask|>";
 pub const SPECIALS: &[&str] = &[EOS_TOKEN, MASK_TOKEN, "<role>", "</role>", "<|role_end|>", "<think>", "</think>"];
 
-/// The template the released tokenizer_config.json carries, for tools that read it.
-pub const CHAT_TEMPLATE_JINJA: &str = "{% for message in messages %}<role>{{ message['role'] | upper }}</role>{{ message['content'] }}<|role_end|>{% endfor %}{% if add_generation_prompt %}<role>ASSISTANT</role>{% endif %}";
+/// LLaDA2's chat format, for checkpoints whose tokenizer_config.json carries no template:
+/// `<role>SYSTEM</role>...<|role_end|><role>HUMAN</role>...<|role_end|><role>ASSISTANT</role>`;
+/// roles are upper-cased and OpenAI's "user" becomes LLaDA2's HUMAN. make-model writes it into
+/// the checkpoints it makes, so the built-in and the checkpoint paths render the same text.
+pub const LLADA2_CHAT_TEMPLATE: &str = "{% for message in messages %}{% set role = message['role'] | lower %}\
+{% if role == 'user' %}{% set role = 'human' %}{% endif %}<role>{{ role | upper }}</role>{{ message['content'] }}<|role_end|>\
+{% endfor %}{% if add_generation_prompt %}<role>ASSISTANT</role>{% endif %}";
 
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     pub eos_id: u32,
     pub mask_id: u32,
+    pub chat_template: ChatTemplate,
 }
 
 #[derive(Debug, Clone, serde::Deserialize, serde::Serialize, PartialEq)]
@@ -25,21 +31,126 @@ pub struct ChatMessage {
     pub content: String,
 }
 
-/// `<role>SYSTEM</role>...<|role_end|><role>HUMAN</role>...<|role_end|><role>ASSISTANT</role>`:
-/// roles are upper-cased, and OpenAI's "user"/"assistant" map to LLaDA2's HUMAN/ASSISTANT.
-pub fn apply_chat_template(messages: &[ChatMessage]) -> String {
-    let mut s = String::new();
-    for m in messages {
-        let role = match m.role.to_ascii_lowercase().as_str() {
-            "user" | "human" => "HUMAN".to_string(),
-            "assistant" => "ASSISTANT".to_string(),
-            "system" => "SYSTEM".to_string(),
-            other => other.to_ascii_uppercase(),
-        };
-        s.push_str(&format!("<role>{role}</role>{}<|role_end|>", m.content));
+/// Where the chat template came from (the server logs it at startup).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TemplateSource {
+    /// `chat_template.jinja` beside the weights (newer transformers save it there).
+    JinjaFile,
+    /// `chat_template` in tokenizer_config.json.
+    TokenizerConfig,
+    /// The checkpoint has none: [`LLADA2_CHAT_TEMPLATE`].
+    BuiltIn,
+}
+
+impl std::fmt::Display for TemplateSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TemplateSource::JinjaFile => "chat_template.jinja",
+            TemplateSource::TokenizerConfig => "tokenizer_config.json",
+            TemplateSource::BuiltIn => "dllm (the checkpoint has none; LLaDA2's format)",
+        })
     }
-    s.push_str("<role>ASSISTANT</role>");
-    s
+}
+
+/// A checkpoint's chat template, compiled once and rendered per request as Hugging Face's
+/// `apply_chat_template` does: Jinja with trimmed blocks, loop controls, Python string methods,
+/// `raise_exception`, the special tokens and any `chat_template_kwargs` as variables.
+pub struct ChatTemplate {
+    env: minijinja::Environment<'static>,
+    pub source: TemplateSource,
+    /// Special tokens by their tokenizer_config.json names (`bos_token`, `eos_token`, ...).
+    special_tokens: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The template refused the conversation (`raise_exception`) or failed while rendering.
+#[derive(Debug, thiserror::Error)]
+#[error("the chat template cannot render these messages: {0}")]
+pub struct ChatTemplateError(String);
+
+const TEMPLATE_NAME: &str = "chat";
+
+impl ChatTemplate {
+    /// The checkpoint's template: `chat_template.jinja`, else tokenizer_config.json's
+    /// `chat_template` (a string, or a list of named templates of which "default" is used),
+    /// else the built-in LLaDA2 one.
+    pub fn from_checkpoint(dir: &Path) -> Result<Self> {
+        let config_path = dir.join("tokenizer_config.json");
+        let config = read_json(&config_path)?;
+        let special_tokens = config.as_ref().map(special_tokens_of).unwrap_or_default();
+        let jinja_path = dir.join("chat_template.jinja");
+        if jinja_path.exists() {
+            let text = std::fs::read_to_string(&jinja_path).with_context(|| format!("reading {}", jinja_path.display()))?;
+            return Self::compile(text, TemplateSource::JinjaFile, special_tokens).with_context(|| jinja_path.display().to_string());
+        }
+        let from_config = match config.as_ref().and_then(|c| c.get("chat_template")) {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(s)) => Some(s.clone()),
+            Some(serde_json::Value::Array(named)) => {
+                let default = named.iter().find(|t| t.get("name").and_then(|n| n.as_str()) == Some("default"));
+                let t = default
+                    .and_then(|t| t.get("template"))
+                    .and_then(|t| t.as_str())
+                    .ok_or_else(|| anyhow!("{}: chat_template is a list without a template named \"default\"", config_path.display()))?;
+                Some(t.to_string())
+            }
+            Some(_) => bail!("{}: chat_template must be a string or a list of named templates", config_path.display()),
+        };
+        match from_config {
+            Some(text) => Self::compile(text, TemplateSource::TokenizerConfig, special_tokens)
+                .with_context(|| format!("{} chat_template", config_path.display())),
+            None => Self::compile(LLADA2_CHAT_TEMPLATE.to_string(), TemplateSource::BuiltIn, special_tokens),
+        }
+    }
+
+    pub fn compile(text: String, source: TemplateSource, special_tokens: serde_json::Map<String, serde_json::Value>) -> Result<Self> {
+        let mut env = minijinja::Environment::new();
+        // Hugging Face renders with trim_blocks and lstrip_blocks; templates are written for that.
+        let syntax = minijinja::syntax::SyntaxConfig::builder().trim_blocks(true).lstrip_blocks(true).build();
+        env.set_syntax(syntax.map_err(|e| anyhow!("{e}"))?);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function("raise_exception", |msg: String| -> Result<String, minijinja::Error> {
+            Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
+        });
+        env.add_template_owned(TEMPLATE_NAME, text).map_err(|e| anyhow!("the chat template does not compile: {e}"))?;
+        Ok(ChatTemplate { env, source, special_tokens })
+    }
+
+    /// The prompt text for `messages`, ending with the assistant's turn opened.
+    /// `kwargs` (OpenAI's `chat_template_kwargs`) become template variables too.
+    pub fn render(
+        &self,
+        messages: &[ChatMessage],
+        kwargs: &serde_json::Map<String, serde_json::Value>,
+    ) -> std::result::Result<String, ChatTemplateError> {
+        let mut vars = self.special_tokens.clone();
+        vars.insert("add_generation_prompt".into(), true.into());
+        vars.insert("tools".into(), serde_json::Value::Null);
+        vars.extend(kwargs.iter().map(|(k, v)| (k.clone(), v.clone())));
+        vars.insert("messages".into(), serde_json::to_value(messages).map_err(|e| ChatTemplateError(e.to_string()))?);
+        let t = self.env.get_template(TEMPLATE_NAME).map_err(|e| ChatTemplateError(e.to_string()))?;
+        t.render(minijinja::Value::from(minijinja::value::Serde(&vars))).map_err(|e| ChatTemplateError(render_error(&e)))
+    }
+}
+
+/// minijinja's message with its detail (e.g. the text passed to `raise_exception`), once.
+fn render_error(e: &minijinja::Error) -> String {
+    match e.detail() {
+        Some(d) if e.kind() == minijinja::ErrorKind::InvalidOperation => d.to_string(),
+        _ => e.to_string(),
+    }
+}
+
+/// `bos_token`, `eos_token`, ... of tokenizer_config.json: strings, or added-token objects whose
+/// `content` is the string.
+fn special_tokens_of(config: &serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+    let Some(obj) = config.as_object() else { return Default::default() };
+    obj.iter()
+        .filter(|(k, _)| k.ends_with("_token"))
+        .filter_map(|(k, v)| {
+            let s = v.as_str().or_else(|| v.get("content").and_then(|c| c.as_str()))?;
+            Some((k.clone(), serde_json::Value::String(s.to_string())))
+        })
+        .collect()
 }
 
 impl Tokenizer {
@@ -64,7 +175,8 @@ impl Tokenizer {
                 return Err(anyhow!("{what} token id {id} is outside the vocabulary ({})", cfg.vocab_size));
             }
         }
-        Ok(Tokenizer { inner, eos_id, mask_id })
+        let chat_template = ChatTemplate::from_checkpoint(dir)?;
+        Ok(Tokenizer { inner, eos_id, mask_id, chat_template })
     }
 
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {

@@ -348,7 +348,8 @@ async fn openai_routes_have_openai_shapes() {
     assert!(chunks[chunks.len() - 2]["choices"][0]["finish_reason"].is_string());
 
     let msgs = json!([{"role": "system", "content": "be brief"}, {"role": "user", "content": "Why?"}]);
-    let templ = dllm::tokenizer::apply_chat_template(&serde_json::from_value::<Vec<dllm::tokenizer::ChatMessage>>(msgs.clone()).unwrap());
+    // The tiny checkpoint carries LLaDA2's template.
+    let templ = "<role>SYSTEM</role>be brief<|role_end|><role>HUMAN</role>Why?<|role_end|><role>ASSISTANT</role>";
     let native = post(a, "/generate", &json!({"text": templ, "sampling_params": {"temperature": 0, "max_new_tokens": 16}})).await.json();
     let c = post(a, "/v1/chat/completions", &json!({"model": "llada2-tiny", "messages": msgs, "max_tokens": 16, "temperature": 0}))
         .await

@@ -152,11 +152,12 @@ pub async fn start_with(settings: Settings, mut loaded: Loaded) -> Result<Runnin
     log(
         Level::Info,
         &format!(
-            "serving {} ({backend}, context {context_len}, block {}, threshold {}, max running {}) on http://{addr}",
+            "serving {} ({backend}, context {context_len}, block {}, threshold {}, max running {}, chat template from {}) on http://{addr}",
             state.model_dir.display(),
             state.settings.block_size,
             state.settings.threshold,
-            state.settings.max_running
+            state.settings.max_running,
+            state.tokenizer.chat_template.source
         ),
     );
     let (stop, mut stop_rx) = tokio::sync::watch::channel(false);

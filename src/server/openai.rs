@@ -7,7 +7,7 @@ use super::json::{as_bool, as_object, as_u32, is_unset, kind};
 use super::log::{log, Level};
 use super::request::{encode, new_rid, stream_sse, submit_all, FinishKind, Job, Running, Sampling, StreamFormat, Update};
 use super::AppState;
-use crate::tokenizer::{apply_chat_template, ChatMessage};
+use crate::tokenizer::ChatMessage;
 use hyper::StatusCode;
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
@@ -55,7 +55,6 @@ struct Common {
 const IGNORED: &[&str] = &[
     "user",
     "parallel_tool_calls",
-    "chat_template_kwargs",
     "separate_reasoning",
     "stream_reasoning",
     "metadata",
@@ -252,9 +251,15 @@ fn parse_messages(v: Option<&Value>) -> ApiResult<Vec<ChatMessage>> {
 pub async fn chat(st: &Arc<AppState>, body: Value) -> ApiResult<Resp> {
     let started = Instant::now();
     let o = as_object(&body, "the request body")?;
-    let mut c = parse_common(st, o, &["messages"])?;
+    let mut c = parse_common(st, o, &["messages", "chat_template_kwargs"])?;
     let messages = parse_messages(o.get("messages"))?;
-    let prompt = encode(st, &apply_chat_template(&messages), "messages")?;
+    let kwargs = match o.get("chat_template_kwargs") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(kw)) => kw.clone(),
+        Some(other) => return Err(ApiError::bad_request(format!("chat_template_kwargs must be an object, got {}", kind(other)))),
+    };
+    let text = st.tokenizer.chat_template.render(&messages, &kwargs).map_err(|e| ApiError::bad_request(format!("messages: {e}")))?;
+    let prompt = encode(st, &text, "messages")?;
     if !c.max_tokens_given {
         // No limit asked: as much as the context leaves (whole blocks).
         let b = c.sampling.params.block_size.max(1);
