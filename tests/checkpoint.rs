@@ -55,6 +55,23 @@ fn truncated_shard() {
     std::fs::write(&p, &bytes[..bytes.len() - 100]).unwrap();
     let e = open_err(&dir);
     assert!(e.contains("not a valid safetensors file") && e.contains("truncated"), "{e}");
+    assert!(e.contains("model-00001-of-00003.safetensors") && e.contains(&format!("the file has {}", bytes.len() - 100)), "{e}");
+}
+
+/// A shard that shrinks between opening the checkpoint and reading its tensors (a copy still
+/// being written, a file replaced under the server) is an error naming the file. Through a
+/// memory map the same read was a SIGBUS that killed the process.
+#[test]
+fn shard_truncated_after_open() {
+    let dir = fresh("trunc-late");
+    let ck = Checkpoint::open(&dir).unwrap();
+    let p = first_shard(&dir);
+    let len = std::fs::metadata(&p).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(&p).unwrap().set_len(len / 2).unwrap();
+    let err = dllm::backend::cpu::CpuBackend::load(&ck).err().expect("a truncated shard must fail the load");
+    let e = format!("{err:#}");
+    assert!(e.contains("model-00001-of-00003.safetensors") && e.contains("truncated after it was opened"), "{e}");
+    assert_eq!(e.lines().count(), 1, "{e}");
 }
 
 #[test]

@@ -83,7 +83,7 @@ pub struct CpuBackend {
 fn weight(ck: &Checkpoint, name: &str) -> Result<Weight> {
     let t = ck.tensor(name)?;
     let (out, inp) = (t.shape[0], t.shape[1]);
-    Ok(Weight { out, inp, w: t.to_f32() })
+    Ok(Weight { out, inp, w: ck.f32(name)? })
 }
 
 /// A gated MLP whose matrices `name` spells.

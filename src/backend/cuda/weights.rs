@@ -69,7 +69,7 @@ impl Source for FromCheckpoint<'_> {
     fn bf16(&mut self, k: &Kernels, names: &[String], numel_each: usize) -> Result<CudaSlice<u16>> {
         let mut buf = k.alloc::<u16>(names.len() * numel_each, &names[0])?;
         for (i, n) in names.iter().enumerate() {
-            let bits = self.0.tensor(n)?.to_bf16_bits();
+            let bits = self.0.bf16_bits(n)?;
             if bits.len() != numel_each {
                 return Err(anyhow!("tensor {n} has {} elements, expected {numel_each}", bits.len()));
             }
