@@ -34,6 +34,9 @@ pub enum CheckpointError {
     Unsupported(String),
     #[error("tensor {name} has dtype {got:?}; supported: BF16, F16, F32")]
     Dtype { name: String, got: String },
+    /// config.json names more layers or experts than the checkpoint's tensors hold.
+    #[error("config.json {field} = {value} but the checkpoint holds {held} {what} ({missing} is missing)")]
+    Count { field: &'static str, value: usize, held: usize, what: &'static str, missing: String },
     #[error("cannot allocate {bytes} bytes for tensor {name}")]
     OutOfMemory { name: String, bytes: usize },
 }
@@ -283,6 +286,7 @@ impl Checkpoint {
                 "tensor {name}: linear-layer biases are not supported by dllm's LLaDA2 forward"
             )));
         }
+        check_counts(&config, &tensors)?;
         let ck = Checkpoint { dir: dir.to_path_buf(), config, shards, shard_names, tensors };
         for (name, want) in expected_tensors(&ck.config) {
             let e = ck.tensors.get(&name).ok_or_else(|| CheckpointError::Missing { name: name.clone() })?;
@@ -366,6 +370,42 @@ impl Checkpoint {
     pub fn weight_bytes(&self) -> u64 {
         expected_tensors(&self.config).iter().map(|(n, _)| self.tensor_bytes(n)).sum()
     }
+}
+
+/// The layer and expert counts config.json gives, against the tensors present: checked before
+/// the expected tensor list is built, whose length they multiply (a config naming 10^9 layers or
+/// experts would otherwise build billions of names before the first one is found missing).
+fn check_counts(c: &ModelConfig, tensors: &HashMap<String, Entry>) -> Result<(), CheckpointError> {
+    // One past the largest index found after `prefix` in a tensor name (0 if none).
+    let held = |prefix: &str| -> usize {
+        tensors
+            .keys()
+            .filter_map(|n| n.strip_prefix(prefix)?.split('.').next()?.parse::<usize>().ok())
+            .map(|i| i.saturating_add(1))
+            .max()
+            .unwrap_or(0)
+    };
+    let layers = held("model.layers.");
+    if c.num_hidden_layers > layers {
+        let missing = format!("model.layers.{layers}");
+        return Err(CheckpointError::Count {
+            field: "num_hidden_layers",
+            value: c.num_hidden_layers,
+            held: layers,
+            what: "layers",
+            missing,
+        });
+    }
+    if c.first_k_dense_replace < c.num_hidden_layers {
+        let first_moe = c.first_k_dense_replace;
+        let experts = held(&format!("model.layers.{first_moe}.mlp.experts."));
+        if c.num_experts > experts {
+            let missing = format!("model.layers.{first_moe}.mlp.experts.{experts}");
+            let what = "experts in its first MoE layer";
+            return Err(CheckpointError::Count { field: "num_experts", value: c.num_experts, held: experts, what, missing });
+        }
+    }
+    Ok(())
 }
 
 /// A shard's header, checked against the file's length before anything is read past it:

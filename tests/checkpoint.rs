@@ -241,3 +241,29 @@ fn an_error_says_its_cause_once() {
     assert!(text.contains("config.json"), "{text}");
     assert_eq!(text.matches("os error 2").count(), 1, "the cause is repeated: {text}");
 }
+
+/// A config whose sizes are absurd gets a one-line error naming the field, before anything is
+/// sized by them. Before, 10^9 layers or experts aborted while the expected tensor list was built,
+/// and 2^62 heads overflowed qkv_rows into a shape error that named no field.
+#[test]
+fn absurd_config_sizes_are_named() {
+    for (key, val, says) in [
+        ("num_hidden_layers", 1_000_000_000u64, "config.json num_hidden_layers = 1000000000 but the checkpoint holds 3 layers"),
+        ("num_experts", 1_000_000_000, "config.json num_experts = 1000000000 but the checkpoint holds 16 experts"),
+        ("num_attention_heads", 1 << 62, "num_attention_heads = 4611686018427387904 exceeds the largest supported value"),
+        ("hidden_size", 1_000_000_000_000_000, "hidden_size = 1000000000000000 exceeds"),
+        ("vocab_size", u64::MAX, "vocab_size = 18446744073709551615 exceeds"),
+        ("head_dim", 1 << 40, "head_dim = 1099511627776 exceeds"),
+    ] {
+        let dir = fresh(&format!("absurd-{key}"));
+        edit_config(&dir, |m| {
+            m.insert(key.into(), serde_json::json!(val));
+        });
+        let t = std::time::Instant::now();
+        let e = open_err(&dir);
+        assert!(e.contains(says), "{key}: {e}");
+        assert_eq!(e.lines().count(), 1, "{e}");
+        assert!(t.elapsed().as_secs() < 5, "{key}: took {:?}", t.elapsed());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
