@@ -267,3 +267,30 @@ fn absurd_config_sizes_are_named() {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
+
+/// max_position_embeddings is a claim about the model, not about this machine: a checkpoint
+/// claiming 10^15 positions loads with a context the KV memory can hold, and a request beyond
+/// it gets the engine's context error. Before, the context was 10^15 and such a request aborted
+/// the process allocating its KV cache.
+#[test]
+fn huge_max_position_embeddings_is_bounded_by_kv_memory() {
+    let dir = fresh("huge-context");
+    edit_config(&dir, |m| {
+        m.insert("max_position_embeddings".into(), serde_json::json!(1_000_000_000_000_000u64));
+    });
+    let mut m = dllm::runtime::load(&dir, dllm::runtime::Device::Cpu).unwrap();
+    let ctx = m.engine.context_len();
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let total: usize = meminfo.lines().find(|l| l.starts_with("MemTotal:")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    let per_position = dllm::backend::cpu::kv_bytes_per_position(m.engine.config());
+    assert!(ctx > 0 && ctx.saturating_mul(per_position) <= total * 1024, "context {ctx} does not fit in {total} kB of memory");
+    // The server's --context-length cannot lift it past the memory either.
+    m.engine.set_context_len(usize::MAX);
+    assert_eq!(m.engine.context_len(), ctx);
+    let params = dllm::engine::GenParams { max_new_tokens: ctx, ..Default::default() };
+    let err = m.engine.generate(vec![1, 2, 3], params).err().expect("a request past the context must fail");
+    assert!(err.to_string().contains(&format!("exceeds the context length {ctx}")), "{err}");
+    // One that fits still runs.
+    let out = m.engine.generate(vec![1, 2, 3], dllm::engine::GenParams { max_new_tokens: 4, ..Default::default() }).unwrap();
+    assert!(!out.output_ids.is_empty());
+}

@@ -210,6 +210,10 @@ impl Backend for CudaBackend {
         format!("cuda ({}, device {})", self.device_name, self.ctx.ordinal())
     }
 
+    fn max_seq_len(&self) -> usize {
+        self.pool.num_pages * self.pool.page_size
+    }
+
     fn alloc_seq(&mut self, max_len: usize) -> Result<usize> {
         self.pool.alloc_seq(max_len)
     }
