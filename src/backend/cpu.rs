@@ -82,15 +82,29 @@ pub struct CpuBackend {
     touched: Option<Vec<usize>>,
 }
 
-fn weight(ck: &Checkpoint, name: &str) -> Result<Weight> {
-    let t = ck.tensor(name)?;
-    let (out, inp) = (t.shape[0], t.shape[1]);
-    Ok(Weight { out, inp, w: ck.f32(name)? })
+/// Reads the checkpoint's tensors as f32, counting their bytes on a progress bar.
+struct Reader<'a> {
+    ck: &'a Checkpoint,
+    bar: indicatif::ProgressBar,
 }
 
-/// A gated MLP whose matrices `name` spells.
-fn mlp(ck: &Checkpoint, name: impl Fn(Proj) -> String) -> Result<Mlp> {
-    Ok(Mlp { gate: weight(ck, &name(Proj::Gate))?, up: weight(ck, &name(Proj::Up))?, down: weight(ck, &name(Proj::Down))? })
+impl Reader<'_> {
+    fn f32(&self, name: &str) -> Result<Vec<f32>> {
+        let v = self.ck.f32(name)?;
+        self.bar.inc(self.ck.tensor_bytes(name));
+        Ok(v)
+    }
+
+    fn weight(&self, name: &str) -> Result<Weight> {
+        let t = self.ck.tensor(name)?;
+        let (out, inp) = (t.shape[0], t.shape[1]);
+        Ok(Weight { out, inp, w: self.f32(name)? })
+    }
+
+    /// A gated MLP whose matrices `name` spells.
+    fn mlp(&self, name: impl Fn(Proj) -> String) -> Result<Mlp> {
+        Ok(Mlp { gate: self.weight(&name(Proj::Gate))?, up: self.weight(&name(Proj::Up))?, down: self.weight(&name(Proj::Down))? })
+    }
 }
 
 impl CpuBackend {
@@ -108,32 +122,36 @@ impl CpuBackend {
                 );
             }
         }
+        // A tied lm_head is a second f32 copy of the embedding, read twice.
+        let tied = if cfg.tie_word_embeddings { ck.tensor_bytes(names::EMBED) } else { 0 };
+        let r = Reader { ck, bar: crate::progress::bytes(ck.weight_bytes() + tied, "loading weights") };
         let mut layers = Vec::new();
         for i in 0..cfg.num_hidden_layers {
             let l = names::layer(i);
             let ffn = if cfg.is_moe_layer(i) {
-                let experts = (0..cfg.num_experts).into_par_iter().map(|x| mlp(ck, |p| l.expert(x, p))).collect::<Result<Vec<_>>>()?;
+                let experts = (0..cfg.num_experts).into_par_iter().map(|x| r.mlp(|p| l.expert(x, p))).collect::<Result<Vec<_>>>()?;
                 Ffn::Moe(Moe {
-                    router: weight(ck, &l.router())?,
-                    bias: ck.f32(&l.expert_bias())?,
+                    router: r.weight(&l.router())?,
+                    bias: r.f32(&l.expert_bias())?,
                     experts,
-                    shared: if cfg.num_shared_experts > 0 { Some(mlp(ck, |p| l.shared_expert(p))?) } else { None },
+                    shared: if cfg.num_shared_experts > 0 { Some(r.mlp(|p| l.shared_expert(p))?) } else { None },
                 })
             } else {
-                Ffn::Dense(mlp(ck, |p| l.mlp(p))?)
+                Ffn::Dense(r.mlp(|p| l.mlp(p))?)
             };
             layers.push(Layer {
-                input_norm: ck.f32(&l.input_norm())?,
-                post_norm: ck.f32(&l.post_norm())?,
-                qkv: weight(ck, &l.qkv())?,
-                dense: weight(ck, &l.dense())?,
-                q_norm: ck.f32(&l.q_norm())?,
-                k_norm: ck.f32(&l.k_norm())?,
+                input_norm: r.f32(&l.input_norm())?,
+                post_norm: r.f32(&l.post_norm())?,
+                qkv: r.weight(&l.qkv())?,
+                dense: r.weight(&l.dense())?,
+                q_norm: r.f32(&l.q_norm())?,
+                k_norm: r.f32(&l.k_norm())?,
                 ffn,
             });
         }
         let lm_name = if cfg.tie_word_embeddings { names::EMBED } else { names::LM_HEAD };
-        let (embed, final_norm, lm_head) = (weight(ck, names::EMBED)?, ck.f32(names::FINAL_NORM)?, weight(ck, lm_name)?);
+        let (embed, final_norm, lm_head) = (r.weight(names::EMBED)?, r.f32(names::FINAL_NORM)?, r.weight(lm_name)?);
+        r.bar.finish_and_clear();
         // Each sequence gets its own KV buffers at alloc_seq; one may take at most half the memory
         // left after the weights (the rest: activations, other sequences), so a context the
         // config names but the machine cannot hold is refused at the request, not by an abort.

@@ -72,7 +72,7 @@ pub struct CudaBackend {
 
 impl CudaBackend {
     pub fn load(ck: &Checkpoint, opts: &CudaOptions) -> Result<Self> {
-        Self::build(ck.config.clone(), opts, |k, c| weights::load(k, c, &mut weights::FromCheckpoint(ck)))
+        Self::build(ck.config.clone(), opts, |k, c| weights::load(k, c, &mut weights::FromCheckpoint::new(ck)))
     }
 
     /// bf16 random weights made on the device (shapes like the `mini` preset that cannot be shipped).
