@@ -1,10 +1,19 @@
-//! Safetensors checkpoints on memmap2: single-file or sharded (`model.safetensors.index.json`),
-//! every tensor checked for name, dtype and shape against the config before anything uses it.
+//! Safetensors checkpoints: single-file or sharded (`model.safetensors.index.json`), every
+//! tensor checked for name, dtype and shape against the config before anything uses it.
+//!
+//! Tensor bytes are read with `pread` (`FileExt::read_exact_at`), not through a memory map: a
+//! mapped file that shrinks (a shard truncated or rewritten while we load it) kills the process
+//! with SIGBUS on the next touch of a vanished page, which safe Rust cannot turn into an error,
+//! while a short `pread` is an ordinary `UnexpectedEof`. Every byte is copied once either way
+//! (the map's page faults copy from the page cache too), and tensors are read in pieces that stay
+//! in the CPU cache while they are widened or narrowed, so loading is no slower.
 
 use crate::config::{ConfigError, ModelConfig};
-use memmap2::Mmap;
-use safetensors::{Dtype, SafeTensors};
+use safetensors::tensor::Metadata;
+use safetensors::Dtype;
 use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +34,11 @@ pub enum CheckpointError {
     Unsupported(String),
     #[error("tensor {name} has dtype {got:?}; supported: BF16, F16, F32")]
     Dtype { name: String, got: String },
+    /// config.json names more layers or experts than the checkpoint's tensors hold.
+    #[error("config.json {field} = {value} but the checkpoint holds {held} {what} ({missing} is missing)")]
+    Count { field: &'static str, value: usize, held: usize, what: &'static str, missing: String },
+    #[error("cannot allocate {bytes} bytes for tensor {name}")]
+    OutOfMemory { name: String, bytes: usize },
 }
 
 /// Element type of a stored tensor.
@@ -42,6 +56,13 @@ impl DType {
             DType::F32 => 4,
         }
     }
+    fn to_f32(self, c: &[u8]) -> f32 {
+        match self {
+            DType::BF16 => half::bf16::from_le_bytes([c[0], c[1]]).to_f32(),
+            DType::F16 => half::f16::from_le_bytes([c[0], c[1]]).to_f32(),
+            DType::F32 => f32::from_le_bytes([c[0], c[1], c[2], c[3]]),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -49,43 +70,33 @@ struct Entry {
     shard: usize,
     dtype: DType,
     shape: Vec<usize>,
-    start: usize,
-    end: usize,
+    /// Byte range in the shard file.
+    start: u64,
+    end: u64,
 }
 
-/// A zero-copy view of one tensor inside a mapped shard.
-pub struct TensorView<'a> {
+/// One stored tensor's dtype and shape (its bytes are read by [`Checkpoint::f32`] and
+/// [`Checkpoint::bf16_bits`]).
+#[derive(Debug, Clone, Copy)]
+pub struct TensorInfo<'a> {
     pub dtype: DType,
     pub shape: &'a [usize],
-    pub bytes: &'a [u8],
 }
 
-impl TensorView<'_> {
+impl TensorInfo<'_> {
     pub fn numel(&self) -> usize {
         self.shape.iter().product()
     }
-    /// Widen to f32 (bf16/f16 are exact in f32).
-    pub fn to_f32(&self) -> Vec<f32> {
-        let b = self.bytes;
-        match self.dtype {
-            DType::BF16 => b.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-            DType::F16 => b.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-            DType::F32 => b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-        }
-    }
-    /// Narrow to bf16 bits (what the GPU backend uploads).
-    pub fn to_bf16_bits(&self) -> Vec<u16> {
-        match self.dtype {
-            DType::BF16 => self.bytes.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect(),
-            _ => self.to_f32().into_iter().map(|x| half::bf16::from_f32(x).to_bits()).collect(),
-        }
-    }
 }
+
+/// Bytes read per `pread`: big enough that the syscalls cost nothing, small enough to stay in
+/// the CPU cache while they are converted.
+const READ_PIECE: usize = 1 << 20;
 
 pub struct Checkpoint {
     pub dir: PathBuf,
     pub config: ModelConfig,
-    shards: Vec<Mmap>,
+    shards: Vec<File>,
     shard_names: Vec<String>,
     tensors: HashMap<String, Entry>,
 }
@@ -245,13 +256,8 @@ impl Checkpoint {
         let mut tensors = HashMap::new();
         for (si, name) in shard_names.iter().enumerate() {
             let path = dir.join(name);
-            let file = std::fs::File::open(&path).map_err(|e| file_err(&path, e))?;
-            // SAFETY: the file is opened read-only; a checkpoint being rewritten while served is
-            // outside what we support (the same contract as every mmap-based loader).
-            let map = unsafe { Mmap::map(&file) }.map_err(|e| file_err(&path, e))?;
-            let (n, meta) = SafeTensors::read_metadata(&map)
-                .map_err(|e| CheckpointError::Safetensors { path: path.display().to_string(), reason: e.to_string() })?;
-            let base = 8 + n;
+            let file = File::open(&path).map_err(|e| file_err(&path, e))?;
+            let (base, meta) = read_header(&file, &path)?;
             for (tname, info) in meta.tensors() {
                 let dtype = match info.dtype {
                     Dtype::BF16 => DType::BF16,
@@ -265,14 +271,14 @@ impl Checkpoint {
                     shard: si,
                     dtype,
                     shape: info.shape.clone(),
-                    start: base + info.data_offsets.0,
-                    end: base + info.data_offsets.1,
+                    start: base + info.data_offsets.0 as u64,
+                    end: base + info.data_offsets.1 as u64,
                 };
                 if tensors.insert(tname.clone(), e).is_some() {
                     return Err(file_err(&path, format!("tensor {tname} appears in more than one shard")));
                 }
             }
-            shards.push(map);
+            shards.push(file);
         }
         // Biases would change the forward; refuse them rather than silently drop them.
         if let Some(name) = tensors.keys().filter(|n| n.starts_with("model.layers.") && n.ends_with(".bias")).min() {
@@ -280,6 +286,7 @@ impl Checkpoint {
                 "tensor {name}: linear-layer biases are not supported by dllm's LLaDA2 forward"
             )));
         }
+        check_counts(&config, &tensors)?;
         let ck = Checkpoint { dir: dir.to_path_buf(), config, shards, shard_names, tensors };
         for (name, want) in expected_tensors(&ck.config) {
             let e = ck.tensors.get(&name).ok_or_else(|| CheckpointError::Missing { name: name.clone() })?;
@@ -294,19 +301,134 @@ impl Checkpoint {
         &self.shard_names
     }
 
-    pub fn tensor(&self, name: &str) -> Result<TensorView<'_>, CheckpointError> {
-        let e = self.tensors.get(name).ok_or_else(|| CheckpointError::Missing { name: name.to_string() })?;
-        Ok(TensorView { dtype: e.dtype, shape: &e.shape, bytes: &self.shards[e.shard][e.start..e.end] })
+    fn entry(&self, name: &str) -> Result<&Entry, CheckpointError> {
+        self.tensors.get(name).ok_or_else(|| CheckpointError::Missing { name: name.to_string() })
     }
 
+    pub fn tensor(&self, name: &str) -> Result<TensorInfo<'_>, CheckpointError> {
+        let e = self.entry(name)?;
+        Ok(TensorInfo { dtype: e.dtype, shape: &e.shape })
+    }
+
+    /// The tensor's bytes, in pieces of whole elements, in order. A shard that has shrunk since
+    /// it was opened is an error naming the file.
+    fn read_pieces(&self, name: &str, mut f: impl FnMut(&[u8])) -> Result<(), CheckpointError> {
+        let e = self.entry(name)?;
+        let file = &self.shards[e.shard];
+        let mut buf = vec![0u8; READ_PIECE.min((e.end - e.start) as usize)];
+        let mut at = e.start;
+        while at < e.end {
+            let n = buf.len().min((e.end - at) as usize);
+            if let Err(err) = file.read_exact_at(&mut buf[..n], at) {
+                let path = self.dir.join(&self.shard_names[e.shard]);
+                let msg = match file.metadata() {
+                    Ok(m) if m.len() < e.end => format!(
+                        "tensor {name} lies at bytes {}..{} but the file now has {} bytes: it was truncated after it was opened",
+                        e.start,
+                        e.end,
+                        m.len()
+                    ),
+                    _ => format!("reading tensor {name}: {err}"),
+                };
+                return Err(file_err(&path, msg));
+            }
+            f(&buf[..n]);
+            at += n as u64;
+        }
+        Ok(())
+    }
+
+    /// Widened to f32 (bf16/f16 are exact in f32).
     pub fn f32(&self, name: &str) -> Result<Vec<f32>, CheckpointError> {
-        Ok(self.tensor(name)?.to_f32())
+        let e = self.entry(name)?;
+        let (dt, n) = (e.dtype, e.shape.iter().product::<usize>());
+        let mut out = Vec::new();
+        out.try_reserve_exact(n).map_err(|_| CheckpointError::OutOfMemory { name: name.to_string(), bytes: n * 4 })?;
+        self.read_pieces(name, |b| out.extend(b.chunks_exact(dt.size()).map(|c| dt.to_f32(c))))?;
+        Ok(out)
+    }
+
+    /// Narrowed to bf16 bits (what the GPU backend uploads).
+    pub fn bf16_bits(&self, name: &str) -> Result<Vec<u16>, CheckpointError> {
+        let e = self.entry(name)?;
+        let (dt, n) = (e.dtype, e.shape.iter().product::<usize>());
+        let mut out = Vec::new();
+        out.try_reserve_exact(n).map_err(|_| CheckpointError::OutOfMemory { name: name.to_string(), bytes: n * 2 })?;
+        self.read_pieces(name, |b| match dt {
+            DType::BF16 => out.extend(b.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]))),
+            _ => out.extend(b.chunks_exact(dt.size()).map(|c| half::bf16::from_f32(dt.to_f32(c)).to_bits())),
+        })?;
+        Ok(out)
+    }
+
+    /// Bytes of the stored tensor `name` (0 if absent).
+    pub fn tensor_bytes(&self, name: &str) -> u64 {
+        self.tensors.get(name).map_or(0, |e| e.end - e.start)
     }
 
     /// Total bytes of the tensors the forward reads.
-    pub fn weight_bytes(&self) -> usize {
-        self.tensors.values().map(|e| e.end - e.start).sum()
+    pub fn weight_bytes(&self) -> u64 {
+        expected_tensors(&self.config).iter().map(|(n, _)| self.tensor_bytes(n)).sum()
     }
+}
+
+/// The layer and expert counts config.json gives, against the tensors present: checked before
+/// the expected tensor list is built, whose length they multiply (a config naming 10^9 layers or
+/// experts would otherwise build billions of names before the first one is found missing).
+fn check_counts(c: &ModelConfig, tensors: &HashMap<String, Entry>) -> Result<(), CheckpointError> {
+    // One past the largest index found after `prefix` in a tensor name (0 if none).
+    let held = |prefix: &str| -> usize {
+        tensors
+            .keys()
+            .filter_map(|n| n.strip_prefix(prefix)?.split('.').next()?.parse::<usize>().ok())
+            .map(|i| i.saturating_add(1))
+            .max()
+            .unwrap_or(0)
+    };
+    let layers = held("model.layers.");
+    if c.num_hidden_layers > layers {
+        let missing = format!("model.layers.{layers}");
+        return Err(CheckpointError::Count {
+            field: "num_hidden_layers",
+            value: c.num_hidden_layers,
+            held: layers,
+            what: "layers",
+            missing,
+        });
+    }
+    if c.first_k_dense_replace < c.num_hidden_layers {
+        let first_moe = c.first_k_dense_replace;
+        let experts = held(&format!("model.layers.{first_moe}.mlp.experts."));
+        if c.num_experts > experts {
+            let missing = format!("model.layers.{first_moe}.mlp.experts.{experts}");
+            let what = "experts in its first MoE layer";
+            return Err(CheckpointError::Count { field: "num_experts", value: c.num_experts, held: experts, what, missing });
+        }
+    }
+    Ok(())
+}
+
+/// A shard's header, checked against the file's length before anything is read past it:
+/// returns where the data starts and the tensors' entries.
+fn read_header(file: &File, path: &Path) -> Result<(u64, Metadata), CheckpointError> {
+    let invalid = |reason: String| CheckpointError::Safetensors { path: path.display().to_string(), reason };
+    let len = file.metadata().map_err(|e| file_err(path, e))?.len();
+    let mut n = [0u8; 8];
+    file.read_exact_at(&mut n, 0).map_err(|_| invalid(format!("{len} bytes, shorter than the 8-byte header length")))?;
+    let n = u64::from_le_bytes(n);
+    // The reference reader's bound on a header; also keeps a corrupt length from sizing a buffer.
+    const MAX_HEADER: u64 = 100_000_000;
+    if n > MAX_HEADER || 8 + n > len {
+        return Err(invalid(format!("header length {n} does not fit in the file's {len} bytes")));
+    }
+    let mut header = vec![0u8; n as usize];
+    file.read_exact_at(&mut header, 8).map_err(|e| file_err(path, e))?;
+    let meta: Metadata = serde_json::from_slice(&header).map_err(|e| invalid(e.to_string()))?;
+    let want = 8 + n + meta.data_len() as u64;
+    if want != len {
+        return Err(invalid(format!("its header describes {want} bytes but the file has {len}")));
+    }
+    Ok((8 + n, meta))
 }
 
 /// The shard files of a checkpoint: from the index when there is one, else model.safetensors.

@@ -142,6 +142,29 @@ impl ModelConfig {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
+        // Widths are multiplied in pairs (a tensor's shape, qkv_rows) before any tensor is
+        // compared with them: bounded here, no product overflows. The layer and expert counts
+        // are checked against the tensors the checkpoint holds (Checkpoint::open), and the
+        // context against the KV memory (the backends), so neither needs a bound here.
+        for (name, v) in [
+            ("hidden_size", self.hidden_size),
+            ("num_attention_heads", self.num_attention_heads),
+            ("num_key_value_heads", self.num_key_value_heads),
+            ("head_dim", self.head_dim.unwrap_or(0)),
+            ("intermediate_size", self.intermediate_size),
+            ("moe_intermediate_size", self.moe_intermediate_size),
+            ("moe_shared_expert_intermediate_size", self.moe_shared_expert_intermediate_size.unwrap_or(0)),
+            ("num_shared_experts", self.num_shared_experts),
+            ("num_experts_per_tok", self.num_experts_per_tok),
+            ("n_group", self.n_group),
+            ("topk_group", self.topk_group),
+            ("vocab_size", self.vocab_size),
+            ("first_k_dense_replace", self.first_k_dense_replace),
+        ] {
+            if v > MAX_WIDTH {
+                return bad(format!("{name} = {v} exceeds the largest supported value ({MAX_WIDTH})"));
+            }
+        }
         for (name, v) in [
             ("hidden_size", self.hidden_size),
             ("num_hidden_layers", self.num_hidden_layers),
@@ -215,6 +238,10 @@ impl ModelConfig {
         Ok(())
     }
 }
+
+/// The largest width (hidden size, heads, head dim, MLP widths, vocabulary, ...) a config may
+/// give: far above any released model, low enough that a product of two never overflows.
+pub const MAX_WIDTH: usize = 1 << 24;
 
 /// The shapes `make-model`, `bench` and `--random-weights` know by name: `tiny` is the test and
 /// default model; `mini` and `flash` carry the released models' real shapes.

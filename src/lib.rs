@@ -9,6 +9,7 @@ pub mod engine;
 pub mod make_model;
 pub mod model;
 pub mod nvtx;
+pub mod progress;
 pub mod rng;
 pub mod runtime;
 pub mod server;

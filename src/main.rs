@@ -16,7 +16,9 @@ struct Cli {
 #[derive(Subcommand)]
 #[allow(clippy::large_enum_variant)] // parsed once per process; boxing would only add noise
 enum Cmd {
-    /// Write a checkpoint in the Hugging Face layout with seeded random weights.
+    /// Write a checkpoint in the Hugging Face layout with seeded random weights (tiny: a few MB;
+    /// mini: 32.5 GB; flash: 206 GB). The size is checked against the free space first, and the
+    /// directory appears only when complete.
     MakeModel {
         #[arg(long, default_value = "tiny")]
         preset: String,
@@ -98,7 +100,10 @@ fn main() {
 fn run(cli: Cli, start: std::time::Instant) -> Result<()> {
     match cli.cmd {
         Cmd::MakeModel { preset, out, seed } => {
-            let cfg = dllm::make_model::make_model(&preset, &out, seed)?;
+            let plan = dllm::make_model::Plan::new(&preset, seed)?;
+            eprintln!("writing {} to {}", dllm::make_model::human_bytes(plan.total_bytes()), out.display());
+            plan.write(&out)?;
+            let cfg = plan.cfg;
             eprintln!(
                 "wrote {preset} (hidden {}, {} layers, {} experts, vocab {}) to {}",
                 cfg.hidden_size,

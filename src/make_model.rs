@@ -1,92 +1,207 @@
 //! `dllm make-model`: writes a complete LLaDA2 checkpoint in the Hugging Face layout
 //! (config.json, sharded safetensors + index, tokenizer files) with seeded random weights.
-//! `tiny` is the test/default model; `mini` and `flash` carry the real shapes.
+//! `tiny` is the test/default model; `mini` and `flash` carry the real shapes (tens of GB).
+//!
+//! Every file is planned before a byte is written ([`Plan`]), so its size is known exactly up
+//! front and checked against the free space; the files go into a hidden sibling directory that is
+//! renamed into place only when complete, and removed on any error: a failed or interrupted run
+//! never leaves something that looks like a checkpoint.
 
 use crate::checkpoint::{expected_tensors, random_init, RandomInit};
 use crate::config::{preset, ModelConfig};
+use crate::progress;
 use crate::rng::Rng;
 use crate::tokenizer::{EOS_TOKEN, MASK_TOKEN, SPECIALS};
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// Write a checkpoint. Shards are streamed tensor by tensor, so the real shapes never
-/// need their full size in memory.
-pub fn make_model(preset_name: &str, out: &Path, seed: u64) -> Result<ModelConfig> {
-    let mut cfg = preset(preset_name)?;
-    let tok = build_tokenizer_json();
-    let n_tokens = tok["model"]["vocab"].as_object().map(|v| v.len()).unwrap_or(0);
-    if cfg.vocab_size == 0 {
-        // Pad like the released models do, so ids with no token exist and are handled.
-        cfg.vocab_size = (n_tokens + 1).div_ceil(8) * 8;
-        cfg.eos_token_id = Some(token_id(&tok, EOS_TOKEN));
-        cfg.mask_token_id = Some(token_id(&tok, MASK_TOKEN));
-    }
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+/// A checkpoint to write: every file's name and size, the shards' headers included.
+pub struct Plan {
+    pub cfg: ModelConfig,
+    seed: u64,
+    shards: Vec<ShardPlan>,
+    /// config.json, the index and the tokenizer files, with their contents.
+    small_files: Vec<(String, Vec<u8>)>,
+}
 
-    let tensors = expected_tensors(&cfg);
-    // Tiny: 2 shards so the sharded path is always exercised; big: ~4 GB shards.
-    let total: usize = tensors.iter().map(|(_, s)| s.iter().product::<usize>() * 2).sum();
-    let shard_target = if preset_name == "tiny" { total / 2 + 1 } else { 4 << 30 };
-    let mut groups: Vec<Vec<(String, Vec<usize>)>> = vec![vec![]];
-    let mut acc = 0;
-    for t in tensors {
-        let b = t.1.iter().product::<usize>() * 2;
-        if acc + b > shard_target && !groups.last().unwrap().is_empty() {
-            groups.push(vec![]);
-            acc = 0;
-        }
-        acc += b;
-        groups.last_mut().unwrap().push(t);
-    }
-    let n = groups.len();
-    let mut rng = Rng::new(seed);
-    let mut weight_map = serde_json::Map::new();
-    let mut total_size = 0usize;
-    for (gi, group) in groups.iter().enumerate() {
-        let fname = format!("model-{:05}-of-{:05}.safetensors", gi + 1, n);
-        total_size += write_shard(&out.join(&fname), group, &cfg, &mut rng)?;
-        for (name, _) in group {
-            weight_map.insert(name.clone(), serde_json::Value::String(fname.clone()));
-        }
-    }
-    let index = serde_json::json!({"metadata": {"total_size": total_size}, "weight_map": weight_map});
-    write_json(&out.join("model.safetensors.index.json"), &index)?;
+struct ShardPlan {
+    file: String,
+    /// The 8-byte length and the JSON header, padded as the reference writer pads it.
+    header: Vec<u8>,
+    /// In file order (sorted by name, as the reference writer sorts them).
+    tensors: Vec<(String, Vec<usize>)>,
+    data_bytes: u64,
+}
 
-    let mut config = serde_json::to_value(&cfg)?;
-    let obj = config.as_object_mut().unwrap();
-    obj.insert("architectures".into(), serde_json::json!(["LLaDA2MoeModelLM"]));
-    obj.insert("num_nextn_predict_layers".into(), serde_json::json!(0));
-    write_json(&out.join("config.json"), &config)?;
-    write_json(&out.join("tokenizer.json"), &tok)?;
-    write_json(
-        &out.join("tokenizer_config.json"),
-        &serde_json::json!({
+impl Plan {
+    pub fn new(preset_name: &str, seed: u64) -> Result<Plan> {
+        let mut cfg = preset(preset_name)?;
+        let tok = build_tokenizer_json();
+        let n_tokens = tok["model"]["vocab"].as_object().map(|v| v.len()).unwrap_or(0);
+        if cfg.vocab_size == 0 {
+            // Pad like the released models do, so ids with no token exist and are handled.
+            cfg.vocab_size = (n_tokens + 1).div_ceil(8) * 8;
+            cfg.eos_token_id = Some(token_id(&tok, EOS_TOKEN));
+            cfg.mask_token_id = Some(token_id(&tok, MASK_TOKEN));
+        }
+        let tensors = expected_tensors(&cfg);
+        // Tiny: 2 shards so the sharded path is always exercised; big: ~4 GB shards.
+        let total: usize = tensors.iter().map(|(_, s)| s.iter().product::<usize>() * 2).sum();
+        let shard_target = if preset_name == "tiny" { total / 2 + 1 } else { 4 << 30 };
+        let mut groups: Vec<Vec<(String, Vec<usize>)>> = vec![vec![]];
+        let mut acc = 0;
+        for t in tensors {
+            let b = t.1.iter().product::<usize>() * 2;
+            if acc + b > shard_target && !groups.last().unwrap().is_empty() {
+                groups.push(vec![]);
+                acc = 0;
+            }
+            acc += b;
+            groups.last_mut().unwrap().push(t);
+        }
+        let n = groups.len();
+        let mut shards = vec![];
+        let mut weight_map = serde_json::Map::new();
+        for (gi, group) in groups.into_iter().enumerate() {
+            let file = format!("model-{:05}-of-{:05}.safetensors", gi + 1, n);
+            for (name, _) in &group {
+                weight_map.insert(name.clone(), serde_json::Value::String(file.clone()));
+            }
+            shards.push(plan_shard(file, group, &cfg)?);
+        }
+        let total_size: u64 = shards.iter().map(|s| s.data_bytes).sum();
+        let index = serde_json::json!({"metadata": {"total_size": total_size}, "weight_map": weight_map});
+
+        let mut config = serde_json::to_value(&cfg)?;
+        let obj = config.as_object_mut().context("the config serialises to an object")?;
+        obj.insert("architectures".into(), serde_json::json!(["LLaDA2MoeModelLM"]));
+        obj.insert("num_nextn_predict_layers".into(), serde_json::json!(0));
+        let tokenizer_config = serde_json::json!({
             "tokenizer_class": "PreTrainedTokenizerFast",
             "eos_token": EOS_TOKEN, "mask_token": MASK_TOKEN, "pad_token": EOS_TOKEN,
             "model_max_length": cfg.max_position_embeddings,
             "chat_template": crate::tokenizer::LLADA2_CHAT_TEMPLATE,
-        }),
-    )?;
-    write_json(
-        &out.join("generation_config.json"),
-        &serde_json::json!({"eos_token_id": cfg.eos_token_id, "pad_token_id": cfg.eos_token_id,
-                            "mask_token_id": cfg.mask_token_id}),
-    )?;
-    Ok(cfg)
+        });
+        let generation_config = serde_json::json!({"eos_token_id": cfg.eos_token_id, "pad_token_id": cfg.eos_token_id,
+                            "mask_token_id": cfg.mask_token_id});
+        let mut small_files = vec![];
+        for (name, v) in [
+            ("model.safetensors.index.json", &index),
+            ("config.json", &config),
+            ("tokenizer.json", &tok),
+            ("tokenizer_config.json", &tokenizer_config),
+            ("generation_config.json", &generation_config),
+        ] {
+            small_files.push((name.to_string(), (serde_json::to_string_pretty(v)? + "\n").into_bytes()));
+        }
+        Ok(Plan { cfg, seed, shards, small_files })
+    }
+
+    /// Exactly the bytes [`Plan::write`] puts on disk.
+    pub fn total_bytes(&self) -> u64 {
+        let shards: u64 = self.shards.iter().map(|s| s.header.len() as u64 + s.data_bytes).sum();
+        shards + self.small_files.iter().map(|(_, b)| b.len() as u64).sum::<u64>()
+    }
+
+    /// Write the checkpoint to `out`, which must not exist or be an empty directory. Nothing is
+    /// left behind on an error: the files go to a hidden sibling that is renamed into place at
+    /// the end, or removed.
+    pub fn write(&self, out: &Path) -> Result<()> {
+        if out.exists() {
+            let empty_dir = std::fs::read_dir(out).map(|mut d| d.next().is_none()).unwrap_or(false);
+            if !empty_dir {
+                bail!("{} already exists; make-model writes a new checkpoint directory (remove it or choose another --out)", out.display());
+            }
+        }
+        let name = out.file_name().with_context(|| format!("--out {} names no directory", out.display()))?;
+        let parent = match out.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        std::fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
+        let free = fs4::available_space(&parent).with_context(|| format!("reading the free space on {}", parent.display()))?;
+        check_free_space(self.total_bytes(), free, &parent)?;
+        let partial = PartialDir::create(parent.join(format!(".{}.partial-{}", name.to_string_lossy(), std::process::id())))?;
+        self.write_files(&partial.path)?;
+        // rename(2) replaces an empty directory and refuses a non-empty one (another writer won).
+        std::fs::rename(&partial.path, out).with_context(|| format!("moving the finished checkpoint to {}", out.display()))?;
+        partial.keep();
+        Ok(())
+    }
+
+    fn write_files(&self, dir: &Path) -> Result<()> {
+        let bar = progress::bytes(self.total_bytes(), "writing the checkpoint");
+        let mut rng = Rng::new(self.seed);
+        for s in &self.shards {
+            write_shard(&dir.join(&s.file), s, &self.cfg, &mut rng, &bar)?;
+        }
+        for (name, bytes) in &self.small_files {
+            let path = dir.join(name);
+            std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+            bar.inc(bytes.len() as u64);
+        }
+        bar.finish_and_clear();
+        Ok(())
+    }
 }
 
-fn write_json(path: &Path, v: &serde_json::Value) -> Result<()> {
-    std::fs::write(path, serde_json::to_string_pretty(v)? + "\n").with_context(|| format!("writing {}", path.display()))
+/// A directory being written: removed, with what is in it, when dropped before [`PartialDir::keep`]
+/// (an error, or a panic, anywhere in the write).
+struct PartialDir {
+    path: PathBuf,
+    keep: bool,
 }
 
-fn write_shard(path: &Path, group: &[(String, Vec<usize>)], cfg: &ModelConfig, rng: &mut Rng) -> Result<usize> {
+impl PartialDir {
+    fn create(path: PathBuf) -> Result<Self> {
+        let _ = std::fs::remove_dir_all(&path); // left by a run with our pid that was killed
+        std::fs::create_dir(&path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(PartialDir { path, keep: false })
+    }
+    fn keep(mut self) {
+        self.keep = true;
+    }
+}
+
+impl Drop for PartialDir {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+/// Refuse to start a write of `need` bytes where only `available` are free.
+pub fn check_free_space(need: u64, available: u64, dir: &Path) -> Result<()> {
+    if need > available {
+        bail!("the checkpoint needs {}, {} free on {}", human_bytes(need), human_bytes(available), dir.display());
+    }
+    Ok(())
+}
+
+/// `31.9 GB`, `2.9 MB` (decimal units, as disks are sold and `df -H` counts).
+pub fn human_bytes(b: u64) -> String {
+    if b >= 1_000_000_000 {
+        format!("{:.1} GB", b as f64 / 1e9)
+    } else {
+        format!("{:.1} MB", b as f64 / 1e6)
+    }
+}
+
+/// Write a checkpoint (see [`Plan`]).
+pub fn make_model(preset_name: &str, out: &Path, seed: u64) -> Result<ModelConfig> {
+    let plan = Plan::new(preset_name, seed)?;
+    plan.write(out)?;
+    Ok(plan.cfg)
+}
+
+fn plan_shard(file: String, mut tensors: Vec<(String, Vec<usize>)>, cfg: &ModelConfig) -> Result<ShardPlan> {
     // Header: names sorted as the reference writer does; data in the same order.
-    let mut sorted: Vec<&(String, Vec<usize>)> = group.iter().collect();
-    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
     let mut header = serde_json::Map::new();
     let mut off = 0usize;
-    for (name, shape) in &sorted {
+    for (name, shape) in &tensors {
         let f32_ = random_init(name, shape, cfg).f32;
         let bytes = shape.iter().product::<usize>() * if f32_ { 4 } else { 2 };
         header.insert(
@@ -100,11 +215,19 @@ fn write_shard(path: &Path, group: &[(String, Vec<usize>)], cfg: &ModelConfig, r
     while (h.len() + 8) % 8 != 0 {
         h.push(b' ');
     }
+    let mut with_len = (h.len() as u64).to_le_bytes().to_vec();
+    with_len.extend_from_slice(&h);
+    Ok(ShardPlan { file, header: with_len, tensors, data_bytes: off as u64 })
+}
+
+/// Shards are streamed tensor by tensor, so the real shapes never need their full size in memory.
+fn write_shard(path: &Path, s: &ShardPlan, cfg: &ModelConfig, rng: &mut Rng, bar: &indicatif::ProgressBar) -> Result<()> {
     let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
     let mut w = std::io::BufWriter::with_capacity(1 << 22, file);
-    w.write_all(&(h.len() as u64).to_le_bytes())?;
-    w.write_all(&h)?;
-    for (name, shape) in &sorted {
+    let write_err = || format!("writing {}", path.display());
+    w.write_all(&s.header).with_context(write_err)?;
+    bar.inc(s.header.len() as u64);
+    for (name, shape) in &s.tensors {
         let RandomInit { mean, std, f32: f32_ } = random_init(name, shape, cfg);
         let n: usize = shape.iter().product();
         let mut buf = Vec::with_capacity(n * if f32_ { 4 } else { 2 });
@@ -116,10 +239,11 @@ fn write_shard(path: &Path, group: &[(String, Vec<usize>)], cfg: &ModelConfig, r
                 buf.extend_from_slice(&half::bf16::from_f32(x).to_le_bytes());
             }
         }
-        w.write_all(&buf)?;
+        w.write_all(&buf).with_context(write_err)?;
+        bar.inc(buf.len() as u64);
     }
-    w.flush()?;
-    Ok(off)
+    w.flush().with_context(write_err)?;
+    Ok(())
 }
 
 fn token_id(tok: &serde_json::Value, t: &str) -> u32 {
@@ -220,16 +344,12 @@ pub fn resolve_model(path: Option<&Path>) -> Result<PathBuf> {
     }
     let dir = default_model_dir();
     if !dir.join("config.json").exists() {
-        let tmp = dir.with_extension(format!("tmp{}", std::process::id()));
-        make_model("tiny", &tmp, 0).context("making the default tiny model")?;
-        if let Some(parent) = dir.parent() {
-            std::fs::create_dir_all(parent)?;
+        match make_model("tiny", &dir, 0) {
+            Ok(_) => eprintln!("made the default tiny model in {}", dir.display()),
+            // Another process may have won the race; either copy is the same model.
+            Err(_) if dir.join("config.json").exists() => {}
+            Err(e) => return Err(e.context("making the default tiny model")),
         }
-        // Another process may have won the race; either copy is the same model.
-        if std::fs::rename(&tmp, &dir).is_err() {
-            let _ = std::fs::remove_dir_all(&tmp);
-        }
-        eprintln!("made the default tiny model in {}", dir.display());
     }
     Ok(dir)
 }

@@ -55,6 +55,23 @@ fn truncated_shard() {
     std::fs::write(&p, &bytes[..bytes.len() - 100]).unwrap();
     let e = open_err(&dir);
     assert!(e.contains("not a valid safetensors file") && e.contains("truncated"), "{e}");
+    assert!(e.contains("model-00001-of-00003.safetensors") && e.contains(&format!("the file has {}", bytes.len() - 100)), "{e}");
+}
+
+/// A shard that shrinks between opening the checkpoint and reading its tensors (a copy still
+/// being written, a file replaced under the server) is an error naming the file. Through a
+/// memory map the same read was a SIGBUS that killed the process.
+#[test]
+fn shard_truncated_after_open() {
+    let dir = fresh("trunc-late");
+    let ck = Checkpoint::open(&dir).unwrap();
+    let p = first_shard(&dir);
+    let len = std::fs::metadata(&p).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(&p).unwrap().set_len(len / 2).unwrap();
+    let err = dllm::backend::cpu::CpuBackend::load(&ck).err().expect("a truncated shard must fail the load");
+    let e = format!("{err:#}");
+    assert!(e.contains("model-00001-of-00003.safetensors") && e.contains("truncated after it was opened"), "{e}");
+    assert_eq!(e.lines().count(), 1, "{e}");
 }
 
 #[test]
@@ -223,4 +240,57 @@ fn an_error_says_its_cause_once() {
     let text = format!("{err:#}");
     assert!(text.contains("config.json"), "{text}");
     assert_eq!(text.matches("os error 2").count(), 1, "the cause is repeated: {text}");
+}
+
+/// A config whose sizes are absurd gets a one-line error naming the field, before anything is
+/// sized by them. Before, 10^9 layers or experts aborted while the expected tensor list was built,
+/// and 2^62 heads overflowed qkv_rows into a shape error that named no field.
+#[test]
+fn absurd_config_sizes_are_named() {
+    for (key, val, says) in [
+        ("num_hidden_layers", 1_000_000_000u64, "config.json num_hidden_layers = 1000000000 but the checkpoint holds 3 layers"),
+        ("num_experts", 1_000_000_000, "config.json num_experts = 1000000000 but the checkpoint holds 16 experts"),
+        ("num_attention_heads", 1 << 62, "num_attention_heads = 4611686018427387904 exceeds the largest supported value"),
+        ("hidden_size", 1_000_000_000_000_000, "hidden_size = 1000000000000000 exceeds"),
+        ("vocab_size", u64::MAX, "vocab_size = 18446744073709551615 exceeds"),
+        ("head_dim", 1 << 40, "head_dim = 1099511627776 exceeds"),
+    ] {
+        let dir = fresh(&format!("absurd-{key}"));
+        edit_config(&dir, |m| {
+            m.insert(key.into(), serde_json::json!(val));
+        });
+        let t = std::time::Instant::now();
+        let e = open_err(&dir);
+        assert!(e.contains(says), "{key}: {e}");
+        assert_eq!(e.lines().count(), 1, "{e}");
+        assert!(t.elapsed().as_secs() < 5, "{key}: took {:?}", t.elapsed());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+/// max_position_embeddings is a claim about the model, not about this machine: a checkpoint
+/// claiming 10^15 positions loads with a context the KV memory can hold, and a request beyond
+/// it gets the engine's context error. Before, the context was 10^15 and such a request aborted
+/// the process allocating its KV cache.
+#[test]
+fn huge_max_position_embeddings_is_bounded_by_kv_memory() {
+    let dir = fresh("huge-context");
+    edit_config(&dir, |m| {
+        m.insert("max_position_embeddings".into(), serde_json::json!(1_000_000_000_000_000u64));
+    });
+    let mut m = dllm::runtime::load(&dir, dllm::runtime::Device::Cpu).unwrap();
+    let ctx = m.engine.context_len();
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let total: usize = meminfo.lines().find(|l| l.starts_with("MemTotal:")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    let per_position = dllm::backend::cpu::kv_bytes_per_position(m.engine.config());
+    assert!(ctx > 0 && ctx.saturating_mul(per_position) <= total * 1024, "context {ctx} does not fit in {total} kB of memory");
+    // The server's --context-length cannot lift it past the memory either.
+    m.engine.set_context_len(usize::MAX);
+    assert_eq!(m.engine.context_len(), ctx);
+    let params = dllm::engine::GenParams { max_new_tokens: ctx, ..Default::default() };
+    let err = m.engine.generate(vec![1, 2, 3], params).err().expect("a request past the context must fail");
+    assert!(err.to_string().contains(&format!("exceeds the context length {ctx}")), "{err}");
+    // One that fits still runs.
+    let out = m.engine.generate(vec![1, 2, 3], dllm::engine::GenParams { max_new_tokens: 4, ..Default::default() }).unwrap();
+    assert!(!out.output_ids.is_empty());
 }

@@ -35,6 +35,9 @@ impl Backend for Recording {
     fn name(&self) -> String {
         self.inner.name()
     }
+    fn max_seq_len(&self) -> usize {
+        self.inner.max_seq_len()
+    }
     fn alloc_seq(&mut self, max_len: usize) -> Result<usize> {
         let slot = self.inner.alloc_seq(max_len)?;
         self.live_slots.insert(slot);

@@ -12,18 +12,19 @@ const MAY_IMPORT: &[(&str, &[&str])] = &[
     ("lib", &[]), // declares the modules, names none
     ("rng", &[]),
     ("nvtx", &[]),
+    ("progress", &[]),
     ("config", &[]),
     ("checkpoint", &["config"]),
     ("tokenizer", &["config"]),
     // Pure decoding rules: the backends' CPU twins, the engine and the benchmarks share them.
     ("decode", &["rng"]),
-    ("backend", &["config", "checkpoint", "decode", "nvtx", "rng"]),
+    ("backend", &["config", "checkpoint", "decode", "nvtx", "progress", "rng"]),
     ("model", &["backend", "config", "decode", "nvtx"]),
     ("engine", &["backend", "config", "decode", "model", "nvtx", "rng"]),
     ("runtime", &["backend", "checkpoint", "config", "engine", "tokenizer"]),
     ("server", &["backend", "checkpoint", "config", "decode", "engine", "rng", "runtime", "tokenizer"]),
     // Callers at the top: they may use the checkpoint writer.
-    ("make_model", &["checkpoint", "config", "rng", "tokenizer"]),
+    ("make_model", &["checkpoint", "config", "progress", "rng", "tokenizer"]),
     ("bench", &["backend", "checkpoint", "config", "decode", "engine", "make_model", "nvtx", "rng", "runtime", "tokenizer"]),
     ("main", &["bench", "config", "decode", "engine", "make_model", "runtime", "server", "tokenizer"]),
 ];

@@ -76,19 +76,35 @@ pub struct CpuBackend {
     final_norm: Vec<f32>,
     lm_head: Weight,
     slots: Vec<Option<SeqCache>>,
+    /// The most positions one sequence's KV may take (see [`CpuBackend::load`]).
+    max_seq_len: usize,
     /// Distinct experts per MoE layer of the current forward, when counting.
     touched: Option<Vec<usize>>,
 }
 
-fn weight(ck: &Checkpoint, name: &str) -> Result<Weight> {
-    let t = ck.tensor(name)?;
-    let (out, inp) = (t.shape[0], t.shape[1]);
-    Ok(Weight { out, inp, w: t.to_f32() })
+/// Reads the checkpoint's tensors as f32, counting their bytes on a progress bar.
+struct Reader<'a> {
+    ck: &'a Checkpoint,
+    bar: indicatif::ProgressBar,
 }
 
-/// A gated MLP whose matrices `name` spells.
-fn mlp(ck: &Checkpoint, name: impl Fn(Proj) -> String) -> Result<Mlp> {
-    Ok(Mlp { gate: weight(ck, &name(Proj::Gate))?, up: weight(ck, &name(Proj::Up))?, down: weight(ck, &name(Proj::Down))? })
+impl Reader<'_> {
+    fn f32(&self, name: &str) -> Result<Vec<f32>> {
+        let v = self.ck.f32(name)?;
+        self.bar.inc(self.ck.tensor_bytes(name));
+        Ok(v)
+    }
+
+    fn weight(&self, name: &str) -> Result<Weight> {
+        let t = self.ck.tensor(name)?;
+        let (out, inp) = (t.shape[0], t.shape[1]);
+        Ok(Weight { out, inp, w: self.f32(name)? })
+    }
+
+    /// A gated MLP whose matrices `name` spells.
+    fn mlp(&self, name: impl Fn(Proj) -> String) -> Result<Mlp> {
+        Ok(Mlp { gate: self.weight(&name(Proj::Gate))?, up: self.weight(&name(Proj::Up))?, down: self.weight(&name(Proj::Down))? })
+    }
 }
 
 impl CpuBackend {
@@ -106,43 +122,62 @@ impl CpuBackend {
                 );
             }
         }
+        // A tied lm_head is a second f32 copy of the embedding, read twice.
+        let tied = if cfg.tie_word_embeddings { ck.tensor_bytes(names::EMBED) } else { 0 };
+        let r = Reader { ck, bar: crate::progress::bytes(ck.weight_bytes() + tied, "loading weights") };
         let mut layers = Vec::new();
         for i in 0..cfg.num_hidden_layers {
             let l = names::layer(i);
             let ffn = if cfg.is_moe_layer(i) {
-                let experts = (0..cfg.num_experts).into_par_iter().map(|x| mlp(ck, |p| l.expert(x, p))).collect::<Result<Vec<_>>>()?;
+                let experts = (0..cfg.num_experts).into_par_iter().map(|x| r.mlp(|p| l.expert(x, p))).collect::<Result<Vec<_>>>()?;
                 Ffn::Moe(Moe {
-                    router: weight(ck, &l.router())?,
-                    bias: ck.f32(&l.expert_bias())?,
+                    router: r.weight(&l.router())?,
+                    bias: r.f32(&l.expert_bias())?,
                     experts,
-                    shared: if cfg.num_shared_experts > 0 { Some(mlp(ck, |p| l.shared_expert(p))?) } else { None },
+                    shared: if cfg.num_shared_experts > 0 { Some(r.mlp(|p| l.shared_expert(p))?) } else { None },
                 })
             } else {
-                Ffn::Dense(mlp(ck, |p| l.mlp(p))?)
+                Ffn::Dense(r.mlp(|p| l.mlp(p))?)
             };
             layers.push(Layer {
-                input_norm: ck.f32(&l.input_norm())?,
-                post_norm: ck.f32(&l.post_norm())?,
-                qkv: weight(ck, &l.qkv())?,
-                dense: weight(ck, &l.dense())?,
-                q_norm: ck.f32(&l.q_norm())?,
-                k_norm: ck.f32(&l.k_norm())?,
+                input_norm: r.f32(&l.input_norm())?,
+                post_norm: r.f32(&l.post_norm())?,
+                qkv: r.weight(&l.qkv())?,
+                dense: r.weight(&l.dense())?,
+                q_norm: r.f32(&l.q_norm())?,
+                k_norm: r.f32(&l.k_norm())?,
                 ffn,
             });
         }
         let lm_name = if cfg.tie_word_embeddings { names::EMBED } else { names::LM_HEAD };
-        Ok(CpuBackend {
-            embed: weight(ck, names::EMBED)?,
-            final_norm: ck.f32(names::FINAL_NORM)?,
-            lm_head: weight(ck, lm_name)?,
-            layers,
-            cfg,
-            slots: Vec::new(),
-            touched: None,
-        })
+        let (embed, final_norm, lm_head) = (r.weight(names::EMBED)?, r.f32(names::FINAL_NORM)?, r.weight(lm_name)?);
+        r.bar.finish_and_clear();
+        // Each sequence gets its own KV buffers at alloc_seq; one may take at most half the memory
+        // left after the weights (the rest: activations, other sequences), so a context the
+        // config names but the machine cannot hold is refused at the request, not by an abort.
+        let kv_budget = available_memory().unwrap_or(DEFAULT_KV_BUDGET) / 2;
+        let max_seq_len = kv_budget / kv_bytes_per_position(&cfg).max(1);
+        Ok(CpuBackend { embed, final_norm, lm_head, layers, cfg, slots: Vec::new(), max_seq_len, touched: None })
     }
 }
 
+/// The KV budget where the available memory cannot be read (not Linux).
+const DEFAULT_KV_BUDGET: usize = 8 << 30;
+
+/// K and V of every layer for one position, f32.
+pub fn kv_bytes_per_position(c: &ModelConfig) -> usize {
+    c.num_hidden_layers * 2 * c.num_key_value_heads * c.head_dim() * 4
+}
+
+/// `n` zeros, or an error if the memory cannot be had (`vec![0.0; n]` would abort).
+fn zeros(n: usize, what: &str) -> Result<Vec<f32>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| anyhow::anyhow!("out of memory allocating {} MiB for {what}", (n * 4) >> 20))?;
+    v.resize(n, 0.0);
+    Ok(v)
+}
+
+/// Bytes of memory the kernel says can still be had (Linux's MemAvailable).
 fn available_memory() -> Option<usize> {
     let s = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = s.lines().find(|l| l.starts_with("MemAvailable:"))?;
@@ -234,10 +269,19 @@ impl Backend for CpuBackend {
         format!("cpu ({} threads)", rayon::current_num_threads())
     }
 
+    fn max_seq_len(&self) -> usize {
+        self.max_seq_len
+    }
+
     fn alloc_seq(&mut self, max_len: usize) -> Result<usize> {
-        let kvd = self.cfg.num_key_value_heads * self.cfg.head_dim();
+        if max_len > self.max_seq_len {
+            bail!("the KV cache cannot hold {max_len} positions for one sequence (at most {})", self.max_seq_len);
+        }
+        let per_layer = max_len * self.cfg.num_key_value_heads * self.cfg.head_dim();
         let n = self.cfg.num_hidden_layers;
-        let cache = SeqCache { max_len, k: vec![vec![0.0; max_len * kvd]; n], v: vec![vec![0.0; max_len * kvd]; n] };
+        let k = (0..n).map(|_| zeros(per_layer, "the KV cache")).collect::<Result<Vec<_>>>()?;
+        let v = (0..n).map(|_| zeros(per_layer, "the KV cache")).collect::<Result<Vec<_>>>()?;
+        let cache = SeqCache { max_len, k, v };
         if let Some(i) = self.slots.iter().position(|s| s.is_none()) {
             self.slots[i] = Some(cache);
             Ok(i)

@@ -70,7 +70,11 @@ pub trait Backend {
     type Act;
 
     fn name(&self) -> String;
-    /// Reserve KV cache for a sequence of up to `max_len` positions; returns its slot.
+    /// The most positions one sequence's KV cache can hold: the engine's context never exceeds
+    /// it, whatever the config's max_position_embeddings says.
+    fn max_seq_len(&self) -> usize;
+    /// Reserve KV cache for a sequence of up to `max_len` positions; returns its slot. Memory
+    /// that cannot be had is an error, never an abort.
     fn alloc_seq(&mut self, max_len: usize) -> Result<usize>;
     fn free_seq(&mut self, slot: usize);
 

@@ -72,7 +72,8 @@ pub struct Engine<B: Backend> {
     pub cfg: ModelConfig,
     pub mask_id: u32,
     pub eos_id: u32,
-    /// Longest sequence (prompt + generated, block-rounded) a request may reach.
+    /// Longest sequence (prompt + generated, block-rounded) a request may reach: at most the
+    /// config's max_position_embeddings and what the backend's KV cache holds for one sequence.
     pub context_len: usize,
     /// Most tokens one forward may carry (usize::MAX: no limit): a step over more first runs
     /// prefill-only forwards over whole context blocks. A forward's scratch memory grows with it.
@@ -85,7 +86,7 @@ pub struct Engine<B: Backend> {
 
 impl<B: Backend> Engine<B> {
     pub fn new(backend: B, cfg: ModelConfig, mask_id: u32, eos_id: u32) -> Self {
-        let context_len = cfg.max_position_embeddings;
+        let context_len = cfg.max_position_embeddings.min(backend.max_seq_len());
         Engine {
             backend,
             cfg,
@@ -327,7 +328,7 @@ impl<B: Backend + Send> DynEngine for Engine<B> {
         self.context_len
     }
     fn set_context_len(&mut self, n: usize) {
-        self.context_len = n.min(self.cfg.max_position_embeddings);
+        self.context_len = n.min(self.cfg.max_position_embeddings).min(self.backend.max_seq_len());
     }
     fn max_forward_tokens(&self) -> usize {
         self.max_forward_tokens

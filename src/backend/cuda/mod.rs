@@ -72,7 +72,7 @@ pub struct CudaBackend {
 
 impl CudaBackend {
     pub fn load(ck: &Checkpoint, opts: &CudaOptions) -> Result<Self> {
-        Self::build(ck.config.clone(), opts, |k, c| weights::load(k, c, &mut weights::FromCheckpoint(ck)))
+        Self::build(ck.config.clone(), opts, |k, c| weights::load(k, c, &mut weights::FromCheckpoint::new(ck)))
     }
 
     /// bf16 random weights made on the device (shapes like the `mini` preset that cannot be shipped).
@@ -208,6 +208,10 @@ impl Backend for CudaBackend {
 
     fn name(&self) -> String {
         format!("cuda ({}, device {})", self.device_name, self.ctx.ordinal())
+    }
+
+    fn max_seq_len(&self) -> usize {
+        self.pool.num_pages * self.pool.page_size
     }
 
     fn alloc_seq(&mut self, max_len: usize) -> Result<usize> {

@@ -63,26 +63,45 @@ pub trait Source {
     fn f32(&mut self, k: &Kernels, name: &str, numel: usize) -> Result<CudaSlice<f32>>;
 }
 
-pub struct FromCheckpoint<'a>(pub &'a Checkpoint);
+/// A checkpoint's tensors, read from its shards and counted on a progress bar (cleared when
+/// this is dropped, the upload done or failed).
+pub struct FromCheckpoint<'a> {
+    ck: &'a Checkpoint,
+    bar: indicatif::ProgressBar,
+}
+
+impl<'a> FromCheckpoint<'a> {
+    pub fn new(ck: &'a Checkpoint) -> Self {
+        FromCheckpoint { ck, bar: crate::progress::bytes(ck.weight_bytes(), "uploading weights to the GPU") }
+    }
+}
+
+impl Drop for FromCheckpoint<'_> {
+    fn drop(&mut self) {
+        self.bar.finish_and_clear();
+    }
+}
 
 impl Source for FromCheckpoint<'_> {
     fn bf16(&mut self, k: &Kernels, names: &[String], numel_each: usize) -> Result<CudaSlice<u16>> {
         let mut buf = k.alloc::<u16>(names.len() * numel_each, &names[0])?;
         for (i, n) in names.iter().enumerate() {
-            let bits = self.0.tensor(n)?.to_bf16_bits();
+            let bits = self.ck.bf16_bits(n)?;
             if bits.len() != numel_each {
                 return Err(anyhow!("tensor {n} has {} elements, expected {numel_each}", bits.len()));
             }
             let mut dst = buf.slice_mut(i * numel_each..(i + 1) * numel_each);
             k.stream.memcpy_htod(&bits, &mut dst).map_err(CudaError::driver(|| format!("uploading {n}")))?;
+            self.bar.inc(self.ck.tensor_bytes(n));
         }
         Ok(buf)
     }
     fn f32(&mut self, k: &Kernels, name: &str, numel: usize) -> Result<CudaSlice<f32>> {
-        let v = self.0.f32(name)?;
+        let v = self.ck.f32(name)?;
         if v.len() != numel {
             return Err(anyhow!("tensor {name} has {} elements, expected {numel}", v.len()));
         }
+        self.bar.inc(self.ck.tensor_bytes(name));
         Ok(k.stream.clone_htod(&v).map_err(|e| CudaError::upload(name, v.len() * 4, e))?)
     }
 }

@@ -1,0 +1,100 @@
+//! `dllm make-model`: the size it announces is the size it writes, it checks the free space
+//! first, and a failed run leaves no half-written checkpoint behind.
+
+use dllm::make_model::{check_free_space, human_bytes, make_model, Plan};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn tmp(tag: &str) -> PathBuf {
+    let p = std::env::temp_dir().join(format!("dllm-mm-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&p);
+    p
+}
+
+/// Everything under `dir` (file names and bytes).
+fn files(dir: &Path) -> Vec<(String, u64)> {
+    let mut v: Vec<(String, u64)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (e.file_name().to_string_lossy().into_owned(), e.metadata().unwrap().len())
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Entries of `parent` whose name starts with `.{name}`: the hidden partial directories.
+fn leftovers(parent: &Path, name: &str) -> Vec<String> {
+    let prefix = format!(".{name}");
+    std::fs::read_dir(parent).unwrap().filter_map(|e| e.ok()?.file_name().into_string().ok()).filter(|n| n.starts_with(&prefix)).collect()
+}
+
+#[test]
+fn the_estimate_is_the_bytes_written() {
+    let dir = tmp("estimate");
+    let plan = Plan::new("tiny", 0).unwrap();
+    plan.write(&dir).unwrap();
+    let written: u64 = files(&dir).iter().map(|(_, n)| n).sum();
+    assert_eq!(plan.total_bytes(), written, "{:?}", files(&dir));
+    dllm::checkpoint::Checkpoint::open(&dir).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn an_existing_directory_is_refused_and_left_as_it_was() {
+    let dir = tmp("exists");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("notes.txt"), "mine").unwrap();
+    let err = make_model("tiny", &dir, 0).err().expect("writing into a non-empty directory must fail");
+    assert!(format!("{err:#}").contains("already exists"), "{err:#}");
+    assert_eq!(files(&dir), vec![("notes.txt".to_string(), 4)]);
+    assert!(leftovers(dir.parent().unwrap(), &dir.file_name().unwrap().to_string_lossy()).is_empty());
+    // An empty directory (e.g. made by the caller) is filled.
+    std::fs::remove_file(dir.join("notes.txt")).unwrap();
+    make_model("tiny", &dir, 0).unwrap();
+    assert!(dir.join("config.json").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn free_space_is_checked_before_writing() {
+    let e = check_free_space(31_900_000_000, 2_500_000_000, Path::new("/data")).unwrap_err().to_string();
+    assert_eq!(e, "the checkpoint needs 31.9 GB, 2.5 GB free on /data");
+    check_free_space(3_000_000, 3_000_000, Path::new("/data")).unwrap();
+    assert_eq!(human_bytes(2_912_345), "2.9 MB");
+}
+
+fn dllm() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_dllm"))
+}
+
+#[test]
+fn the_cli_announces_the_size_and_draws_no_bar_off_a_terminal() {
+    let dir = tmp("cli");
+    let out = dllm().args(["make-model", "--preset", "tiny", "--out"]).arg(&dir).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let size = human_bytes(Plan::new("tiny", 0).unwrap().total_bytes());
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "only the estimate and the summary, no progress bar: {stderr:?}");
+    assert_eq!(lines[0], format!("writing {size} to {}", dir.display()));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A write that fails half way (here: the file-size limit, as a full disk would) leaves neither
+/// the checkpoint directory nor its hidden partial sibling. Before, the shards written so far
+/// stayed in --out.
+#[test]
+fn a_write_that_fails_half_way_leaves_nothing() {
+    let dir = tmp("fails");
+    // 64 KiB per file: the first shard cannot be written whole. SIGXFSZ ignored, so the write
+    // returns EFBIG as an error instead of killing the process.
+    let script = format!("trap '' XFSZ; ulimit -f 64; exec \"$0\" make-model --preset tiny --out '{}'", dir.display());
+    let out = Command::new("bash").arg("-c").arg(script).arg(env!("CARGO_BIN_EXE_dllm")).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("error: writing") && stderr.contains("model-00001-of-"), "{stderr}");
+    assert!(!dir.exists(), "{} was left behind", dir.display());
+    assert!(leftovers(dir.parent().unwrap(), &dir.file_name().unwrap().to_string_lossy()).is_empty());
+}
