@@ -31,6 +31,7 @@ cat "$OUT/tiny_cuda.json" "$OUT/tiny_cpu.json"
 # Informational: tiny's top-k routing flips near-tied experts under bf16, so whole generations
 # may diverge (tests/cuda_kernels.rs explains; dense_routing_lockstep_matches_cpu is the strict check).
 run "tiny cuda vs cpu tokens (info)" tiny.log python3 -c "import json; a=json.load(open('$OUT/tiny_cuda.json'))['output_ids']; b=json.load(open('$OUT/tiny_cpu.json'))['output_ids']; print('equal' if a==b else 'differ: %d/%d tokens equal, first difference at %d' % (sum(x==y for x,y in zip(a,b)), len(b), next(i for i,(x,y) in enumerate(zip(a,b)) if x!=y)))"
+run "server features on cuda (logprobs fused = host path, bias, penalties, n, stop_regex, chat template)" server.log timeout 300 python3 tools/gpu_server_smoke.py $C/dllm
 run "mini random weights, prefix 1024" mini.log timeout 200 $C/dllm generate --device cuda --random-weights mini --prefix-len 1024 --block-size 32 --max-new-tokens 64
 run "mini per-kernel profile (CUDA events; step times include the profiling hold)" mini_profile.log timeout 200 $C/dllm generate --device cuda --profile-kernels --random-weights mini --prefix-len 1024 --block-size 32 --max-new-tokens 64
 
