@@ -269,11 +269,22 @@ async fn n_samples_are_independent_and_numbered() {
         .await
         .json();
     assert_eq!(choices[1]["text"], gen["text"]);
-    let chat = json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 8, "n": 2, "stream": true});
+    // Usage counts the prompt once, as OpenAI does, and every choice's tokens.
+    let one = post(a, "/v1/completions", &json!({"prompt": "Hello", "max_tokens": 16, "temperature": 1.0, "seed": 7})).await.json();
+    assert_eq!(r["usage"]["prompt_tokens"], one["usage"]["prompt_tokens"]);
+    assert!(r["usage"]["completion_tokens"].as_u64().unwrap() > one["usage"]["completion_tokens"].as_u64().unwrap());
+    let chat = json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 8, "n": 2, "stream": true,
+        "stream_options": {"include_usage": true}});
     let ev = post(a, "/v1/chat/completions", &chat).await.events();
     let chunks: Vec<Value> = ev[..ev.len() - 1].iter().map(|e| serde_json::from_str(e).unwrap()).collect();
+    let single = json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 8});
+    let single = post(a, "/v1/chat/completions", &single).await.json();
+    assert_eq!(chunks.last().unwrap()["usage"]["prompt_tokens"], single["usage"]["prompt_tokens"], "the prompt counts once");
     for i in 0..2 {
-        let mine: Vec<&Value> = chunks.iter().filter(|c| c["choices"][0]["index"] == json!(i)).collect();
+        let mine: Vec<&Value> = chunks
+            .iter()
+            .filter(|c| c["choices"].as_array().is_some_and(|a| !a.is_empty()) && c["choices"][0]["index"] == json!(i))
+            .collect();
         assert_eq!(mine.first().unwrap()["choices"][0]["delta"]["role"], "assistant");
         assert!(mine.last().unwrap()["choices"][0]["finish_reason"].is_string(), "choice {i} ends");
     }

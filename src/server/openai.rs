@@ -293,12 +293,14 @@ async fn run(st: &Arc<AppState>, c: Common, prompts: Vec<Vec<u32>>, flavor: Flav
         Flavor::Completion => format!("cmpl-{}", c.rid.clone().unwrap_or_else(new_rid)),
         Flavor::Chat => format!("chatcmpl-{}", c.rid.clone().unwrap_or_else(new_rid)),
     };
+    // OpenAI counts a prompt's tokens once, however many samples it has.
+    let prompt_total: usize = prompts.iter().map(Vec::len).sum();
     // n samples per prompt: choice i * n + j is prompt i's sample j (OpenAI's numbering).
     let jobs: Vec<Job> = expand_n(
         prompts.into_iter().enumerate().map(|(i, prompt)| Job { prompt, sampling: c.sampling.clone(), rid: format!("{id}-{i}") }).collect(),
     );
     let runs: Vec<Running> = submit_all(st, jobs, started).await?;
-    let prompt_tokens: Vec<usize> = runs.iter().map(|r| r.prompt_tokens).collect();
+    let choices_n = runs.len();
     let model = st.model_name.clone();
     let created = now_unix();
     let (object, chunk_object) = match flavor {
@@ -328,13 +330,12 @@ async fn run(st: &Arc<AppState>, c: Common, prompts: Vec<Vec<u32>>, flavor: Flav
                 }),
             });
         }
-        let p: usize = prompt_tokens.iter().sum();
         return Ok(json(
             StatusCode::OK,
-            &json!({"id": id, "object": object, "created": created, "model": model, "choices": choices, "usage": usage(p, completion)}),
+            &json!({"id": id, "object": object, "created": created, "model": model, "choices": choices, "usage": usage(prompt_total, completion)}),
         ));
     }
-    let n = prompt_tokens.len();
+    let n = choices_n;
     let format = OpenAiStream {
         id,
         object: chunk_object,
@@ -342,7 +343,7 @@ async fn run(st: &Arc<AppState>, c: Common, prompts: Vec<Vec<u32>>, flavor: Flav
         model,
         flavor,
         include_usage: c.include_usage,
-        prompt_tokens,
+        prompt_total,
         sent: vec![String::new(); n],
         completion: vec![0; n],
         logprobs: c.logprobs.then(|| st.tokenizer.clone()),
@@ -392,7 +393,8 @@ struct OpenAiStream {
     model: String,
     flavor: Flavor,
     include_usage: bool,
-    prompt_tokens: Vec<usize>,
+    /// The prompts' tokens (each prompt once, whatever `n`).
+    prompt_total: usize,
     /// Per request: the text its deltas have carried so far.
     sent: Vec<String>,
     /// Per request: tokens generated so far.
@@ -416,7 +418,7 @@ impl StreamFormat for OpenAiStream {
         if self.flavor != Flavor::Chat {
             return Vec::new();
         }
-        (0..self.prompt_tokens.len())
+        (0..self.sent.len())
             .map(|i| {
                 self.chunk(json!({"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}))
             })
@@ -460,8 +462,7 @@ impl StreamFormat for OpenAiStream {
         if !self.include_usage {
             return Vec::new();
         }
-        let p: usize = self.prompt_tokens.iter().sum();
-        let usage = usage(p, self.completion.iter().sum());
+        let usage = usage(self.prompt_total, self.completion.iter().sum());
         vec![json!({"id": self.id, "object": self.object, "created": self.created, "model": self.model, "choices": [], "usage": usage})]
     }
 }
