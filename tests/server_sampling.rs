@@ -325,8 +325,10 @@ async fn stop_regex_cuts_the_output_at_its_match() {
     assert_eq!(r["choices"][0]["finish_reason"], "stop");
     assert_eq!(r["choices"][0]["matched_stop"], json!(pattern));
     // A pattern that matches only the empty string never stops.
-    let r = post(a, "/generate", &hello(json!({"stop_regex": "q*"}))).await.json();
-    assert_eq!(r["meta_info"]["finish_reason"]["type"], "length");
+    for never in [json!("q*"), json!(""), json!([""])] {
+        let r = post(a, "/generate", &hello(json!({"stop_regex": never}))).await.json();
+        assert_eq!(r["meta_info"]["finish_reason"]["type"], "length", "{never}: {r}");
+    }
 
     for (v, needle) in [
         (json!("(ab"), "sampling_params.stop_regex[0] is not a valid regex"),

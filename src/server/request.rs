@@ -78,7 +78,9 @@ impl Sampling {
                 self.stop.retain(|s| !s.is_empty());
             }
             "stop_regex" => {
-                let patterns = strings(v, at)?;
+                let mut patterns = strings(v, at)?;
+                // An empty pattern never stops (matches must be non-empty): unset, as in `stop`.
+                patterns.retain(|p| !p.is_empty());
                 if patterns.len() > MAX_STOP_REGEX {
                     return Err(ApiError::bad_request(format!("{at}: at most {MAX_STOP_REGEX} patterns, got {}", patterns.len())));
                 }
@@ -200,9 +202,6 @@ fn strings(v: &Value, at: &str) -> ApiResult<Vec<String>> {
 
 /// One `stop_regex` pattern, bounded in length and in compiled size.
 fn compile_stop_regex(pattern: &str, at: &str) -> ApiResult<regex::Regex> {
-    if pattern.is_empty() {
-        return Err(ApiError::bad_request(format!("{at} is an empty pattern")));
-    }
     if pattern.len() > MAX_STOP_REGEX_LEN {
         return Err(ApiError::bad_request(format!("{at} is {} bytes; a stop_regex may have at most {MAX_STOP_REGEX_LEN}", pattern.len())));
     }
