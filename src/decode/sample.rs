@@ -39,7 +39,12 @@ pub struct Penalties<'a> {
 
 impl Penalties<'_> {
     pub fn is_neutral(&self) -> bool {
-        self.logit_bias.is_empty() && self.repetition == 1.0 && self.presence == 0.0 && self.frequency == 0.0
+        self.logit_bias.is_empty() && !self.reads_history()
+    }
+
+    /// Whether any penalty needs the sequence's [`History`] (a bias alone does not).
+    pub fn reads_history(&self) -> bool {
+        self.repetition != 1.0 || self.presence != 0.0 || self.frequency != 0.0
     }
 }
 

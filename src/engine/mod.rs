@@ -281,15 +281,17 @@ impl<B: Backend> Engine<B> {
             let penalties = r.params.penalties();
             // "So far" is what is unmasked at this step: the prompt, and the output positions
             // up to the end of the current block that are no longer masks (docs/MODEL.md).
-            let history = (!penalties.is_neutral()).then(|| {
+            let history = if penalties.reads_history() {
                 let p0 = r.layout.prompt_len;
                 let end = ((r.block + 1) * b).min(r.tokens.len());
                 History::new(&r.tokens[..p0], &r.tokens[p0.min(end)..end], self.mask_id)
-            });
+            } else {
+                History::default()
+            };
             for _ in 0..b {
                 let l = &mut logits[row * v..(row + 1) * v];
-                if let Some(h) = &history {
-                    apply_penalties(l, &penalties, h);
+                if !penalties.is_neutral() {
+                    apply_penalties(l, &penalties, &history);
                 }
                 picks.push(if r.params.temperature == 0.0 { pick_row(l) } else { sample_row(l, &r.params.sampling(), &mut r.rng) });
                 row += 1;
