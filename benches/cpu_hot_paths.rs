@@ -3,7 +3,7 @@
 //! `cargo bench --bench cpu_hot_paths` prints the median of many runs.
 
 use dllm::decode::low_confidence::select as low_confidence;
-use dllm::decode::sample::sample_row;
+use dllm::decode::sample::{apply_penalties, sample_row, History};
 use dllm::decode::Pick;
 use dllm::engine::GenParams;
 use dllm::rng::Rng;
@@ -39,6 +39,7 @@ fn main() {
         ("temperature only", GenParams { temperature: 0.8, ..GenParams::default() }),
         ("top_k 50", GenParams { temperature: 0.8, top_k: 50, ..GenParams::default() }),
         ("top_p 0.9", GenParams { temperature: 0.8, top_p: 0.9, ..GenParams::default() }),
+        ("min_p 0.05", GenParams { temperature: 0.8, min_p: 0.05, ..GenParams::default() }),
     ] {
         let mut r = Rng::new(2);
         let us = median_us(
@@ -49,6 +50,26 @@ fn main() {
         );
         println!("sample_row {name:<18} vocab {vocab}: {us:8.1} us per position ({:.2} ms per block)", us * block as f64 / 1e3);
     }
+
+    // Penalties and a bias over a 4k-token sequence: counted once per request and step, then
+    // applied to each of the block's rows.
+    let seq: Vec<u32> = (0..4096).map(|_| (rng.uniform() * vocab as f64) as u32).collect();
+    let p = GenParams {
+        repetition_penalty: 1.2,
+        presence_penalty: 0.5,
+        frequency_penalty: 0.5,
+        logit_bias: vec![(5, 2.0), (7, -2.0)],
+        ..GenParams::default()
+    };
+    let mut rows = logits.clone();
+    let us = median_us(
+        || {
+            let h = History::new(&seq[..1024], &seq[1024..], u32::MAX);
+            apply_penalties(&mut rows, &p.penalties(), &h);
+        },
+        50,
+    );
+    println!("penalties, 4096-token sequence, one row:  {us:8.1} us (the counting: once per block step)");
 
     let dir = std::env::temp_dir().join(format!("dllm-bench-tiny-{}", std::process::id()));
     dllm::make_model::make_model("tiny", &dir, 0).expect("tiny model");

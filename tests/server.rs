@@ -174,7 +174,7 @@ async fn bad_input_gets_clear_errors_and_the_server_keeps_serving() {
         (json!({"text": "hi", "sampling_params": {"temperature": -1}}), "temperature"),
         (json!({"text": "hi", "sampling_params": {"min_new_tokens": 9, "max_new_tokens": 8}}), "min_new_tokens"),
         (json!({"text": "hi", "sampling_params": {"regex": "a+"}}), "not supported"),
-        (json!({"text": "hi", "return_logprob": true}), "return_logprob is not supported"),
+        (json!({"text": "hi", "return_logprob": "yes"}), "return_logprob must be true or false"),
         (json!({"text": "hi", "stream": "yes"}), "stream must be true or false"),
         (json!({"text": ["a", "b"], "sampling_params": [{}]}), "1 entries for 2 prompts"),
         (json!({"text": ["a", ""]}), "text[1] is empty"),

@@ -1,8 +1,12 @@
 """SGLang's own Python frontend (`sglang.lang`) against a running `dllm serve`.
 
 Runs the four kinds of program its users write: a plain `gen`, a streamed one, `run_batch`, and
-a two-turn `sgl.function`. Each must return its answer (an incompatible server makes `s["ans"]`
-raise KeyError, or the call raise). Exits non-zero on the first failure.
+a two-turn `sgl.function`; then `gen` with the sampling and output options the frontend passes
+through: `stop_regex`, `return_logprob=True` (`output_token_logprobs` in the meta info, one
+logprob <= 0 per token) and the penalties / `min_p`. Each must return its answer (an
+incompatible server makes `s["ans"]` raise KeyError, or the call raise). Exits non-zero if any
+check failed. (`n` > 1 is not among them: the frontend reads one `text` per `gen`; its
+`fork` is how it samples several answers.)
 
     python3 -m venv .venv-sglang && .venv-sglang/bin/pip install --no-deps sglang \
         && .venv-sglang/bin/pip install numpy orjson psutil pybase64 requests torch packaging pillow \
@@ -30,6 +34,12 @@ def two_turns(s, first, second):
     s += sgl.gen("a2", max_tokens=16, temperature=0)
 
 
+@sgl.function
+def with_options(s, question, **gen_args):
+    s += "<role>HUMAN</role>" + question + "<|role_end|><role>ASSISTANT</role>"
+    s += sgl.gen("ans", max_tokens=32, **gen_args)
+
+
 def main(url):
     sgl.set_default_backend(sgl.RuntimeEndpoint(url))
     ok = True
@@ -55,6 +65,22 @@ def main(url):
     s = two_turns.run(first="Hello.", second="And then?")
     report("two turns, first", s["a1"])
     report("two turns, second", s["a2"])
+
+    s = with_options.run(question="Why did Camus say that Sisyphus was happy?", temperature=0, stop_regex=r"\.{3}")
+    report("stop_regex", s["ans"])
+    reason = s.get_meta_info("ans")["finish_reason"]
+    print(f"stop_regex finish_reason: {reason}")
+
+    s = with_options.run(question="Why?", temperature=0, return_logprob=True, return_text_in_logprobs=True)
+    report("return_logprob", s["ans"])
+    meta = s.get_meta_info("ans")
+    lps = meta.get("output_token_logprobs") or []
+    good = len(lps) == meta["completion_tokens"] and all(lp[0] <= 0 for lp in lps)
+    ok &= good
+    print(f"return_logprob: {'ok' if good else 'FAILED'}: {len(lps)} logprobs, first {lps[:2]}")
+
+    s = with_options.run(question="Again?", temperature=0.8, top_k=50, min_p=0.05, frequency_penalty=0.5, presence_penalty=0.5)
+    report("penalties and min_p", s["ans"])
     return 0 if ok else 1
 
 

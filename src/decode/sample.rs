@@ -1,9 +1,12 @@
 //! The pick of one position from its logits row: the argmax (greedy), or a draw under
-//! temperature, top-k and top-p. The CPU backend's `lm_head_pick` and the engine's sampled rows
-//! both come here; the CUDA backend's fused pick is checked against [`pick_row`].
+//! temperature, top-k, top-p and min-p; before either, [`apply_penalties`] shifts the row by
+//! the request's logit bias and repetition / presence / frequency penalties. The CPU backend's
+//! `lm_head_pick` and the engine's host-logits rows both come here; the CUDA backend's fused
+//! pick is checked against [`pick_row`].
 
 use super::Pick;
 use crate::rng::Rng;
+use std::collections::HashMap;
 
 /// The sampling knobs of a request (a view of its `GenParams`).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -14,6 +17,85 @@ pub struct Sampling {
     pub top_p: f32,
     /// 0 keeps every token.
     pub top_k: usize,
+    /// In [0, 1]: tokens less likely than `min_p` times the most likely one (after temperature)
+    /// are dropped; 0 keeps every token.
+    pub min_p: f32,
+}
+
+/// What shifts a request's logits before the pick (a view of its `GenParams`). Neutral values
+/// (no bias, penalties 1, 0, 0) leave the row untouched.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Penalties<'a> {
+    /// Added to the token's logit.
+    pub logit_bias: &'a [(u32, f32)],
+    /// Above 0 (1 is off). A token already in the sequence (prompt or unmasked output) has its
+    /// logit divided by it when positive, multiplied when negative (Hugging Face's rule).
+    pub repetition: f32,
+    /// Subtracted once from the logit of every token the output already holds.
+    pub presence: f32,
+    /// Subtracted from a token's logit once per time the output already holds it.
+    pub frequency: f32,
+}
+
+impl Penalties<'_> {
+    pub fn is_neutral(&self) -> bool {
+        self.logit_bias.is_empty() && !self.reads_history()
+    }
+
+    /// Whether any penalty needs the sequence's [`History`] (a bias alone does not).
+    pub fn reads_history(&self) -> bool {
+        self.repetition != 1.0 || self.presence != 0.0 || self.frequency != 0.0
+    }
+}
+
+/// What the penalties read of a sequence at one step, counted once for all its rows: every
+/// distinct token of the prompt and the output, and how often each occurs in the output.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct History {
+    /// Distinct tokens of prompt + output (repetition penalty).
+    seen: Vec<u32>,
+    /// Output token -> occurrences (presence and frequency penalties).
+    counts: Vec<(u32, u32)>,
+}
+
+impl History {
+    /// `output` holds the tokens decoded so far; `mask` marks positions not decoded yet.
+    pub fn new(prompt: &[u32], output: &[u32], mask: u32) -> History {
+        let mut counts: HashMap<u32, u32> = HashMap::new();
+        for &t in output.iter().filter(|&&t| t != mask) {
+            *counts.entry(t).or_default() += 1;
+        }
+        let mut seen: Vec<u32> = prompt.iter().copied().chain(counts.keys().copied()).collect();
+        seen.sort_unstable();
+        seen.dedup();
+        let mut counts: Vec<(u32, u32)> = counts.into_iter().collect();
+        counts.sort_unstable();
+        History { seen, counts }
+    }
+}
+
+/// Shift one logits row: repetition penalty over `h.seen`, then presence and frequency over
+/// `h.counts`, then the bias (SGLang's order). O(distinct tokens), not O(vocab).
+pub fn apply_penalties(logits: &mut [f32], p: &Penalties, h: &History) {
+    if p.repetition != 1.0 {
+        for &t in &h.seen {
+            if let Some(l) = logits.get_mut(t as usize) {
+                *l = if *l > 0.0 { *l / p.repetition } else { *l * p.repetition };
+            }
+        }
+    }
+    if p.presence != 0.0 || p.frequency != 0.0 {
+        for &(t, n) in &h.counts {
+            if let Some(l) = logits.get_mut(t as usize) {
+                *l -= p.presence + p.frequency * n as f32;
+            }
+        }
+    }
+    for &(t, b) in p.logit_bias {
+        if let Some(l) = logits.get_mut(t as usize) {
+            *l += b;
+        }
+    }
 }
 
 /// Argmax of a logits row and its softmax probability (ties: lowest id).
@@ -29,7 +111,7 @@ pub fn pick_row(logits: &[f32]) -> Pick {
     Pick { token: best as u32, prob: 1.0 / z }
 }
 
-/// Temperature, top-k and top-p, then a draw; the confidence is the drawn token's probability
+/// Temperature, top-k, top-p and min-p, then a draw; the confidence is the drawn token's probability
 /// under the filtered distribution. O(vocab) unless top-p needs the kept tokens in order
 /// (a full sort of a 157k vocabulary per position would cost milliseconds per step).
 pub fn sample_row(logits: &[f32], p: &Sampling, rng: &mut Rng) -> Pick {
@@ -73,6 +155,12 @@ pub fn sample_row(logits: &[f32], p: &Sampling, rng: &mut Rng) -> Pick {
         }
         z = idx.iter().map(|&i| w[i] as f64).sum();
     }
+    if p.min_p > 0.0 {
+        // The most likely candidate has weight exp(0) = 1, so the bar is min_p itself; it is
+        // never dropped. Measured, as the nucleus is, before either filter renormalizes.
+        idx.retain(|&i| w[i] >= p.min_p);
+        z = idx.iter().map(|&i| w[i] as f64).sum();
+    }
     let probs: Vec<f64> = idx.iter().map(|&i| w[i] as f64 / z).collect();
     let u = rng.uniform();
     let mut acc = 0.0;
@@ -90,7 +178,7 @@ mod tests {
     use super::*;
 
     fn params(temperature: f32, top_k: usize, top_p: f32) -> Sampling {
-        Sampling { temperature, top_k, top_p }
+        Sampling { temperature, top_k, top_p, min_p: 0.0 }
     }
 
     #[test]
@@ -126,5 +214,49 @@ mod tests {
             let p = sample_row(&logits, &params(1.0, 0, 0.3), &mut rng);
             assert_eq!((p.token, p.prob), (1, 1.0));
         }
+    }
+
+    #[test]
+    fn min_p_drops_tokens_below_its_share_of_the_best() {
+        // Softmax at temperature 1: token 1 is the best; token 0 has e^-1 = 0.37 of its
+        // probability, token 2 e^-3 = 0.05. min_p 0.2 keeps 0 and 1 only.
+        let logits = [2.0f32, 3.0, 0.0];
+        let p = Sampling { min_p: 0.2, ..params(1.0, 0, 1.0) };
+        let z = 1.0 + (-1.0f64).exp();
+        let mut rng = Rng::new(7);
+        let mut seen = [0usize; 3];
+        for _ in 0..2000 {
+            let pick = sample_row(&logits, &p, &mut rng);
+            seen[pick.token as usize] += 1;
+            let want = if pick.token == 1 { 1.0 / z } else { (-1.0f64).exp() / z };
+            assert!((pick.prob as f64 - want).abs() < 1e-6, "{pick:?}");
+        }
+        assert!(seen[0] > 0 && seen[1] > 0 && seen[2] == 0, "{seen:?}");
+        // At a lower temperature token 0 falls below the bar too (e^-2 = 0.14 < 0.2).
+        let cold = Sampling { temperature: 0.5, ..p };
+        assert_eq!(sample_row(&logits, &cold, &mut rng), Pick { token: 1, prob: 1.0 });
+    }
+
+    #[test]
+    fn penalties_follow_hugging_face_and_openai() {
+        let none = Penalties { logit_bias: &[], repetition: 1.0, presence: 0.0, frequency: 0.0 };
+        assert!(none.is_neutral());
+        // Prompt [1], output [2, 2, mask]: 1 and 2 are in the sequence, 2 is in the output twice.
+        let h = History::new(&[1], &[2, 2, 9], 9);
+        let row = || vec![1.0f32, 2.0, -2.0, 4.0, 0.5];
+        let mut l = row();
+        apply_penalties(&mut l, &none, &h);
+        assert_eq!(l, row());
+        let mut l = row();
+        apply_penalties(&mut l, &Penalties { repetition: 2.0, ..none }, &h);
+        assert_eq!(l, vec![1.0, 1.0, -4.0, 4.0, 0.5], "positive divided, negative multiplied, unseen untouched");
+        let mut l = row();
+        apply_penalties(&mut l, &Penalties { presence: 0.5, frequency: 0.25, ..none }, &h);
+        assert_eq!(l, vec![1.0, 2.0, -2.0 - 0.5 - 0.5, 4.0, 0.5], "prompt tokens are not output");
+        let bias = [(4u32, 10.0f32), (0, -1.0), (99, 5.0)];
+        let mut l = row();
+        apply_penalties(&mut l, &Penalties { logit_bias: &bias, ..none }, &h);
+        assert_eq!(l, vec![0.0, 2.0, -2.0, 4.0, 10.5], "ids outside the row are skipped");
+        assert_eq!(pick_row(&l).token, 4);
     }
 }

@@ -11,7 +11,7 @@ use crate::backend::{Backend, StepBatch};
 use crate::config::ModelConfig;
 use crate::decode::blocks::{quota_schedule, BlockLayout};
 use crate::decode::output::{cut_output_min, stop_ids};
-use crate::decode::sample::{pick_row, sample_row};
+use crate::decode::sample::{apply_penalties, pick_row, sample_row, History};
 use crate::decode::Pick;
 use crate::model;
 use crate::rng::Rng;
@@ -27,6 +27,8 @@ pub enum Finish {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Output {
     pub output_ids: Vec<u32>,
+    /// Per output token: the probability it had at the step that unmasked it (its pick's).
+    pub output_probs: Vec<f32>,
     pub finish: Finish,
     pub prompt_tokens: usize,
     /// Denoising forwards this request took part in.
@@ -34,12 +36,19 @@ pub struct Output {
     pub blocks: usize,
 }
 
+/// Tokens generated so far, each with the probability it had when it was unmasked.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Generated {
+    pub ids: Vec<u32>,
+    pub probs: Vec<f32>,
+}
+
 #[derive(Debug)]
 pub enum Event {
     /// A block finished; `generated` is everything generated so far (cut as the output would be).
     Block {
         id: u64,
-        generated: Vec<u32>,
+        generated: Generated,
     },
     Done {
         id: u64,
@@ -54,6 +63,8 @@ pub enum Event {
 struct Req {
     id: u64,
     tokens: Vec<u32>,
+    /// Per position of `tokens`: the probability of the pick that unmasked it (0 for the prompt).
+    probs: Vec<f32>,
     layout: BlockLayout,
     params: GenParams,
     quotas: Vec<usize>,
@@ -135,6 +146,7 @@ impl<B: Backend> Engine<B> {
         let quotas = quota_schedule(params.block_size, params.steps.unwrap_or(params.block_size));
         self.reqs.push(Req {
             id,
+            probs: vec![0.0; prompt.len()],
             tokens: prompt,
             layout,
             rng: Rng::new(params.seed),
@@ -177,6 +189,7 @@ impl<B: Backend> Engine<B> {
             let (bs, be) = (r.block * b, (r.block + 1) * b);
             if r.tokens.len() < be {
                 r.tokens.resize(be, self.mask_id);
+                r.probs.resize(be, 0.0);
             }
             let row0 = batch.num_tokens();
             batch.push(r.slot, r.cached, &r.tokens[r.cached..be], b);
@@ -203,6 +216,7 @@ impl<B: Backend> Engine<B> {
             let chosen = r.params.policy.select(picks, &masked, r.quotas[r.step_in_block]);
             for i in chosen {
                 r.tokens[bs + i] = picks[i].token;
+                r.probs[bs + i] = picks[i].prob;
             }
             r.cached = bs;
             r.steps += 1;
@@ -218,11 +232,14 @@ impl<B: Backend> Engine<B> {
             let (cut, matched) = cut_output_min(generated, r.params.max_new_tokens, &stops, r.params.min_new_tokens);
             let eos_final = matched.is_some() && !generated[..cut.len()].contains(&self.mask_id);
             let last = r.block + 1 >= r.layout.end_block();
-            events.push(Event::Block { id: r.id, generated: cut.clone() });
+            let p0 = r.layout.prompt_len;
+            let probs = r.probs[p0..p0 + cut.len()].to_vec();
+            events.push(Event::Block { id: r.id, generated: Generated { ids: cut.clone(), probs: probs.clone() } });
             if eos_final || last || generated.len() >= r.params.max_new_tokens {
                 let output = Output {
                     finish: matched.map(Finish::Stop).unwrap_or(Finish::Length),
                     output_ids: cut,
+                    output_probs: probs,
                     prompt_tokens: r.layout.prompt_len,
                     steps: r.steps,
                     blocks: r.blocks_done,
@@ -249,18 +266,34 @@ impl<B: Backend> Engine<B> {
         }
     }
 
-    /// Per output row: greedy rows through the fused lm_head pick, sampled rows from logits.
+    /// Per output row: when no request needs the logits on the host (greedy, no bias or
+    /// penalty) the backend's fused lm_head pick; otherwise the full logits, each request's rows
+    /// shifted by its bias and penalties, then its argmax or draw.
     fn picks(&mut self, batch: &StepBatch, out_rows: &[usize]) -> Result<Vec<Pick>> {
-        if self.reqs.iter().all(|r| r.params.temperature == 0.0) {
+        if !self.reqs.iter().any(|r| r.params.needs_logits()) {
             return model::forward_pick(&mut self.backend, &self.cfg, batch, out_rows);
         }
-        let logits = model::forward_logits(&mut self.backend, &self.cfg, batch, out_rows)?;
+        let mut logits = model::forward_logits(&mut self.backend, &self.cfg, batch, out_rows)?;
         let v = self.cfg.vocab_size;
         let mut picks = Vec::with_capacity(out_rows.len());
         let mut row = 0;
         for r in &mut self.reqs {
-            for _ in 0..r.layout.block_size {
-                let l = &logits[row * v..(row + 1) * v];
+            let b = r.layout.block_size;
+            let penalties = r.params.penalties();
+            // "So far" is what is unmasked at this step: the prompt, and the output positions
+            // up to the end of the current block that are no longer masks (docs/MODEL.md).
+            let history = if penalties.reads_history() {
+                let p0 = r.layout.prompt_len;
+                let end = ((r.block + 1) * b).min(r.tokens.len());
+                History::new(&r.tokens[..p0], &r.tokens[p0.min(end)..end], self.mask_id)
+            } else {
+                History::default()
+            };
+            for _ in 0..b {
+                let l = &mut logits[row * v..(row + 1) * v];
+                if !penalties.is_neutral() {
+                    apply_penalties(l, &penalties, &history);
+                }
                 picks.push(if r.params.temperature == 0.0 { pick_row(l) } else { sample_row(l, &r.params.sampling(), &mut r.rng) });
                 row += 1;
             }

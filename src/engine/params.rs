@@ -1,7 +1,7 @@
 //! What a request asks for: SGLang's sampling parameters as the engine reads them.
 
 use crate::decode::low_confidence::{check_threshold, DEFAULT_THRESHOLD};
-use crate::decode::sample::Sampling;
+use crate::decode::sample::{Penalties, Sampling};
 use crate::decode::Policy;
 
 /// The largest block a request may denoise at once (and the server's `--diffusion-block-size`).
@@ -17,6 +17,16 @@ pub struct GenParams {
     pub temperature: f32,
     pub top_p: f32,
     pub top_k: usize,
+    /// In [0, 1]; 0 is off (see [`Sampling::min_p`]).
+    pub min_p: f32,
+    /// Token id -> added to its logit at every pick.
+    pub logit_bias: Vec<(u32, f32)>,
+    /// In (0, 2]; 1 is off (see [`Penalties::repetition`]).
+    pub repetition_penalty: f32,
+    /// In [-2, 2]; 0 is off.
+    pub presence_penalty: f32,
+    /// In [-2, 2]; 0 is off.
+    pub frequency_penalty: f32,
     pub seed: u64,
     /// Tokens that end generation besides the model's EOS (or instead of it, see `replace_eos`).
     pub stop_token_ids: Vec<u32>,
@@ -37,6 +47,11 @@ impl Default for GenParams {
             temperature: 0.0,
             top_p: 1.0,
             top_k: 0,
+            min_p: 0.0,
+            logit_bias: vec![],
+            repetition_penalty: 1.0,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
             seed: 0,
             stop_token_ids: vec![],
             replace_eos: false,
@@ -73,6 +88,26 @@ impl GenParams {
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
             return Err("top_p must be in (0, 1]".into());
         }
+        if !(0.0..=1.0).contains(&self.min_p) {
+            return Err(format!("min_p must be in [0, 1], got {}", self.min_p));
+        }
+        // SGLang's ranges; a repetition penalty of 0 or less would divide by zero or flip signs.
+        if !(self.repetition_penalty > 0.0 && self.repetition_penalty <= 2.0) {
+            return Err(format!("repetition_penalty must be in (0, 2], got {}", self.repetition_penalty));
+        }
+        for (name, x) in [("presence_penalty", self.presence_penalty), ("frequency_penalty", self.frequency_penalty)] {
+            if !(-2.0..=2.0).contains(&x) {
+                return Err(format!("{name} must be in [-2, 2], got {x}"));
+            }
+        }
+        for &(t, b) in &self.logit_bias {
+            if t as usize >= vocab_size {
+                return Err(format!("logit_bias: token id {t} is outside the vocabulary ({vocab_size})"));
+            }
+            if !b.is_finite() {
+                return Err(format!("logit_bias: the bias of token {t} must be a finite number"));
+            }
+        }
         if let Some(t) = self.stop_token_ids.iter().find(|&&t| t as usize >= vocab_size) {
             return Err(format!("stop_token_ids: {t} is outside the vocabulary ({vocab_size})"));
         }
@@ -81,7 +116,23 @@ impl GenParams {
 
     /// The sampling knobs, as the sampler takes them.
     pub fn sampling(&self) -> Sampling {
-        Sampling { temperature: self.temperature, top_p: self.top_p, top_k: self.top_k }
+        Sampling { temperature: self.temperature, top_p: self.top_p, top_k: self.top_k, min_p: self.min_p }
+    }
+
+    /// The logit bias and penalties, as the sampler takes them.
+    pub fn penalties(&self) -> Penalties<'_> {
+        Penalties {
+            logit_bias: &self.logit_bias,
+            repetition: self.repetition_penalty,
+            presence: self.presence_penalty,
+            frequency: self.frequency_penalty,
+        }
+    }
+
+    /// Whether the picks need the full logits on the host: a draw, or logits shifted by a bias
+    /// or penalty (a greedy request without either takes the backend's fused argmax).
+    pub fn needs_logits(&self) -> bool {
+        self.temperature > 0.0 || !self.penalties().is_neutral()
     }
 }
 
@@ -107,6 +158,16 @@ mod tests {
         bad(GenParams { temperature: f32::NAN, ..ok.clone() }, "temperature");
         bad(GenParams { top_p: 0.0, ..ok.clone() }, "top_p must be in (0, 1]");
         bad(GenParams { stop_token_ids: vec![3, 100], ..ok.clone() }, "stop_token_ids: 100 is outside the vocabulary (100)");
+        bad(GenParams { min_p: 1.5, ..ok.clone() }, "min_p must be in [0, 1]");
+        bad(GenParams { repetition_penalty: 0.0, ..ok.clone() }, "repetition_penalty must be in (0, 2]");
+        bad(GenParams { repetition_penalty: -1.0, ..ok.clone() }, "repetition_penalty must be in (0, 2], got -1");
+        bad(GenParams { presence_penalty: 2.5, ..ok.clone() }, "presence_penalty must be in [-2, 2]");
+        bad(GenParams { frequency_penalty: -3.0, ..ok.clone() }, "frequency_penalty must be in [-2, 2]");
+        bad(GenParams { logit_bias: vec![(100, 1.0)], ..ok.clone() }, "logit_bias: token id 100 is outside the vocabulary (100)");
+        assert!(!ok.needs_logits());
+        assert!(GenParams { logit_bias: vec![(5, 0.0)], ..ok.clone() }.needs_logits());
+        assert!(GenParams { repetition_penalty: 1.1, ..ok.clone() }.needs_logits());
+        assert!(!GenParams { min_p: 0.5, ..ok.clone() }.needs_logits(), "min_p never drops the argmax");
         assert_eq!(GenParams { steps: Some(32), stop_token_ids: vec![99], ..ok }.validate(100), Ok(()));
     }
 }

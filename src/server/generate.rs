@@ -3,16 +3,29 @@
 
 use super::errors::{ApiError, ApiResult};
 use super::http::{json, Resp};
-use super::json::{as_bool, as_object, as_u32, is_unset, kind};
+use super::json::{as_bool, as_i64, as_object, as_u32, as_usize, is_unset, kind};
 use super::log::{log, Level};
-use super::request::{encode, new_rid, stream_sse, submit, submit_all, FinishKind, Job, Running, Sampling, StreamFormat, Update};
+use super::request::{
+    encode, expand_n, new_rid, stream_sse, submit, submit_all, token_texts, FinishKind, Job, Running, Sampling, StreamFormat, Update,
+};
 use super::AppState;
 use hyper::StatusCode;
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
 use std::time::Instant;
 
-const GENERATE_FIELDS: &[&str] = &["text", "input_ids", "sampling_params", "stream", "rid"];
+const GENERATE_FIELDS: &[&str] = &[
+    "text",
+    "input_ids",
+    "sampling_params",
+    "stream",
+    "rid",
+    "return_logprob",
+    "return_text_in_logprobs",
+    "logprob_start_len",
+    "top_logprobs_num",
+    "token_ids_logprob",
+];
 /// SGLang request fields that change nothing here: accepted with a warning.
 const GENERATE_IGNORED: &[&str] = &[
     "log_metrics",
@@ -23,10 +36,6 @@ const GENERATE_IGNORED: &[&str] = &[
     "background",
     "extra_key",
     "routing_key",
-    "return_text_in_logprobs",
-    "logprob_start_len",
-    "top_logprobs_num",
-    "token_ids_logprob",
     "stream_options",
     "modalities",
     "lora_id",
@@ -40,7 +49,6 @@ const GENERATE_IGNORED: &[&str] = &[
 ];
 /// SGLang request fields that ask for something we do not do: refused unless unset.
 const GENERATE_UNSUPPORTED: &[&str] = &[
-    "return_logprob",
     "return_hidden_states",
     "image_data",
     "audio_data",
@@ -112,8 +120,41 @@ fn parse_sampling(st: &AppState, v: Option<&Value>, at: &str) -> ApiResult<Sampl
     Ok(s)
 }
 
-/// Read a `/generate` body into jobs; the bool says whether it is a batch.
-pub fn parse_generate(st: &AppState, body: &Value) -> ApiResult<(Vec<Job>, bool, bool)> {
+/// A `/generate` request read: its jobs (one per prompt and sample) and how to answer.
+pub struct Parsed {
+    pub jobs: Vec<Job>,
+    /// Answer with a list (several prompts, or n > 1).
+    pub batch: bool,
+    pub stream: bool,
+    /// `return_logprob`: `Some(with_text)` adds `meta_info.output_token_logprobs`, with each
+    /// token's text when `return_text_in_logprobs`.
+    pub logprobs: Option<bool>,
+}
+
+/// SGLang's logprob fields. Only output logprobs of the chosen tokens exist here: a diffusion
+/// model does not score its prompt left to right, and the fused GPU pick keeps no alternatives.
+fn parse_logprobs(o: &Map<String, Value>) -> ApiResult<Option<bool>> {
+    let flag = |k: &str| o.get(k).filter(|v| !v.is_null()).map(|v| as_bool(v, k)).transpose().map(|b| b.unwrap_or(false));
+    if let Some(v) = o.get("logprob_start_len").filter(|v| !v.is_null()) {
+        if as_i64(v, "logprob_start_len")? != -1 {
+            return Err(ApiError::bad_request(
+                "logprob_start_len: input token logprobs are not available (a diffusion model does not score its prompt left to right); leave it unset or -1",
+            ));
+        }
+    }
+    if let Some(v) = o.get("top_logprobs_num").filter(|v| !v.is_null()) {
+        if as_usize(v, "top_logprobs_num")? != 0 {
+            return Err(ApiError::bad_request("top_logprobs_num: only the chosen token's logprob is available; leave it 0"));
+        }
+    }
+    if o.get("token_ids_logprob").is_some_and(|v| !is_unset(v)) {
+        return Err(ApiError::bad_request("token_ids_logprob: only the chosen token's logprob is available"));
+    }
+    Ok(flag("return_logprob")?.then_some(flag("return_text_in_logprobs")?))
+}
+
+/// Read a `/generate` body into jobs.
+pub fn parse_generate(st: &AppState, body: &Value) -> ApiResult<Parsed> {
     let o = as_object(body, "the request body")?;
     for (k, v) in o {
         if GENERATE_FIELDS.contains(&k.as_str()) {
@@ -164,19 +205,24 @@ pub fn parse_generate(st: &AppState, body: &Value) -> ApiResult<(Vec<Job>, bool,
             )))
         }
     };
+    // SGLang: one n for the whole batch; n > 1 answers a list, prompt by prompt.
+    let n_samples = samplings[0].n;
+    if samplings.iter().any(|s| s.n != n_samples) {
+        return Err(ApiError::bad_request("sampling_params: every entry of a batch must have the same n"));
+    }
+    let logprobs = parse_logprobs(o)?;
     let jobs = prompts.into_iter().zip(samplings).zip(rids).map(|((prompt, sampling), rid)| Job { prompt, sampling, rid }).collect();
-    Ok((jobs, batch, stream))
+    Ok(Parsed { jobs: expand_n(jobs), batch: batch || n_samples > 1, stream, logprobs })
 }
 
 pub async fn generate(st: &Arc<AppState>, body: Value) -> ApiResult<Resp> {
     let started = Instant::now();
-    let (jobs, batch, stream) = parse_generate(st, &body)?;
+    let Parsed { jobs, batch, stream, logprobs } = parse_generate(st, &body)?;
     let runs = submit_all(st, jobs, started).await?;
-    let heads: Vec<Head> = runs.iter().map(Head::of).collect();
+    let heads: Vec<Head> = runs.iter().map(|r| Head::of(r, logprobs)).collect();
     if !stream {
         let mut out = Vec::with_capacity(runs.len());
-        for r in runs {
-            let head = Head::of(&r);
+        for (r, head) in runs.into_iter().zip(&heads) {
             let u = r.finish().await;
             if let Some(FinishKind::Abort(m)) = &u.finish {
                 return Err(ApiError::internal(format!("request {} failed: {m}", head.rid)));
@@ -184,17 +230,18 @@ pub async fn generate(st: &Arc<AppState>, body: Value) -> ApiResult<Resp> {
             if let Some(e) = u.finish.as_ref().and_then(FinishKind::error) {
                 return Err(e);
             }
-            out.push(generate_value(&head, &u));
+            out.push(generate_value(st, head, &u));
         }
         let v = if batch { Value::Array(out) } else { out.pop().unwrap_or(Value::Null) };
         return Ok(json(StatusCode::OK, &v));
     }
-    Ok(stream_sse(runs, GenerateStream { heads, batch }))
+    Ok(stream_sse(runs, GenerateStream { st: st.clone(), heads, batch }))
 }
 
 /// `/generate`'s stream: each event is the request's whole answer so far (SGLang's
 /// cumulative `text`), with its `index` in a batch.
 struct GenerateStream {
+    st: Arc<AppState>,
     /// Per request: its id and prompt length.
     heads: Vec<Head>,
     batch: bool,
@@ -202,7 +249,7 @@ struct GenerateStream {
 
 impl StreamFormat for GenerateStream {
     fn update(&mut self, i: usize, u: &Update) -> Value {
-        let mut v = generate_value(&self.heads[i], u);
+        let mut v = generate_value(&self.st, &self.heads[i], u);
         if self.batch {
             v["index"] = json!(i);
         }
@@ -216,15 +263,17 @@ struct Head {
     rid: String,
     prompt_tokens: usize,
     seed: u64,
+    /// `return_logprob` (with the tokens' text or not).
+    logprobs: Option<bool>,
 }
 
 impl Head {
-    fn of(r: &Running) -> Head {
-        Head { rid: r.rid.clone(), prompt_tokens: r.prompt_tokens, seed: r.seed() }
+    fn of(r: &Running, logprobs: Option<bool>) -> Head {
+        Head { rid: r.rid.clone(), prompt_tokens: r.prompt_tokens, seed: r.seed(), logprobs }
     }
 }
 
-fn generate_value(head: &Head, u: &Update) -> Value {
+fn generate_value(st: &AppState, head: &Head, u: &Update) -> Value {
     let mut meta = json!({
         "id": head.rid,
         "finish_reason": u.finish.as_ref().map(FinishKind::to_json),
@@ -237,6 +286,18 @@ fn generate_value(head: &Head, u: &Update) -> Value {
     });
     if let Some(s) = u.steps {
         meta["denoising_steps"] = json!(s);
+    }
+    if let Some(with_text) = head.logprobs {
+        // SGLang's shape, [logprob, token id, text or null] per token, cumulative like `text`.
+        // No input logprobs (see parse_logprobs): what SGLang answers for logprob_start_len -1.
+        let texts = if with_text {
+            token_texts(&st.tokenizer, &u.output_ids).into_iter().map(Value::from).collect()
+        } else {
+            vec![Value::Null; u.output_ids.len()]
+        };
+        let out: Vec<Value> = u.logprobs.iter().zip(&u.output_ids).zip(texts).map(|((lp, id), t)| json!([lp, id, t])).collect();
+        meta["input_token_logprobs"] = json!([]);
+        meta["output_token_logprobs"] = Value::Array(out);
     }
     json!({"text": u.text, "output_ids": u.output_ids, "meta_info": meta})
 }

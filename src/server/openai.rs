@@ -3,11 +3,14 @@
 
 use super::errors::{ApiError, ApiResult};
 use super::http::{json, Resp};
+use super::json::as_usize;
 use super::json::{as_bool, as_object, as_u32, is_unset, kind};
 use super::log::{log, Level};
-use super::request::{encode, new_rid, stream_sse, submit_all, FinishKind, Job, Running, Sampling, StreamFormat, Update};
+use super::request::{
+    encode, expand_n, new_rid, stream_sse, submit_all, token_texts, FinishKind, Job, Running, Sampling, StreamFormat, Update,
+};
 use super::AppState;
-use crate::tokenizer::ChatMessage;
+use crate::tokenizer::{ChatMessage, Tokenizer};
 use hyper::StatusCode;
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
@@ -49,6 +52,8 @@ struct Common {
     include_usage: bool,
     max_tokens_given: bool,
     rid: Option<String>,
+    /// Completions' `logprobs: 0`, chat's `logprobs: true`: each chosen token's logprob.
+    logprobs: bool,
 }
 
 /// Fields OpenAI clients send that change nothing here.
@@ -70,8 +75,12 @@ const IGNORED: &[&str] = &[
     "priority",
 ];
 
-fn parse_common(st: &AppState, o: &Map<String, Value>, own: &[&str]) -> ApiResult<Common> {
-    let mut c = Common { sampling: Sampling::new(st), stream: false, include_usage: false, max_tokens_given: false, rid: None };
+/// The chosen token's logprob is all there is: the fused GPU pick keeps no alternatives.
+const NO_TOP_LOGPROBS: &str = "only the chosen token's logprob is available (dllm keeps no alternatives)";
+
+fn parse_common(st: &AppState, o: &Map<String, Value>, own: &[&str], flavor: Flavor) -> ApiResult<Common> {
+    let mut c =
+        Common { sampling: Sampling::new(st), stream: false, include_usage: false, max_tokens_given: false, rid: None, logprobs: false };
     // OpenAI's default temperature is 1; a request that wants greedy says so.
     c.sampling.params.temperature = 1.0;
     for (k, v) in o {
@@ -109,6 +118,21 @@ fn parse_common(st: &AppState, o: &Map<String, Value>, own: &[&str]) -> ApiResul
             "rid" => {
                 if let Some(s) = v.as_str() {
                     c.rid = Some(s.to_string());
+                }
+            }
+            "logprobs" if !v.is_null() => match flavor {
+                // Completions: the number of alternatives per token besides the chosen one.
+                Flavor::Completion => {
+                    if as_usize(v, k)? > 0 {
+                        return Err(ApiError::bad_request(format!("logprobs = {v}: {NO_TOP_LOGPROBS}; use logprobs: 0")));
+                    }
+                    c.logprobs = true;
+                }
+                Flavor::Chat => c.logprobs = as_bool(v, k)?,
+            },
+            "top_logprobs" if flavor == Flavor::Chat && !v.is_null() => {
+                if as_usize(v, k)? > 0 {
+                    return Err(ApiError::bad_request(format!("top_logprobs = {v}: {NO_TOP_LOGPROBS}; use 0")));
                 }
             }
             "echo" | "logprobs" | "top_logprobs" | "suffix" | "tools" | "functions" => {
@@ -174,7 +198,7 @@ enum Flavor {
 pub async fn completions(st: &Arc<AppState>, body: Value) -> ApiResult<Resp> {
     let started = Instant::now();
     let o = as_object(&body, "the request body")?;
-    let mut c = parse_common(st, o, &["prompt"])?;
+    let mut c = parse_common(st, o, &["prompt"], Flavor::Completion)?;
     if !c.max_tokens_given {
         c.sampling.params.max_new_tokens = 16;
     }
@@ -251,7 +275,7 @@ fn parse_messages(v: Option<&Value>) -> ApiResult<Vec<ChatMessage>> {
 pub async fn chat(st: &Arc<AppState>, body: Value) -> ApiResult<Resp> {
     let started = Instant::now();
     let o = as_object(&body, "the request body")?;
-    let mut c = parse_common(st, o, &["messages", "chat_template_kwargs"])?;
+    let mut c = parse_common(st, o, &["messages", "chat_template_kwargs"], Flavor::Chat)?;
     let messages = parse_messages(o.get("messages"))?;
     let kwargs = match o.get("chat_template_kwargs") {
         None | Some(Value::Null) => Map::new(),
@@ -274,10 +298,14 @@ async fn run(st: &Arc<AppState>, c: Common, prompts: Vec<Vec<u32>>, flavor: Flav
         Flavor::Completion => format!("cmpl-{}", c.rid.clone().unwrap_or_else(new_rid)),
         Flavor::Chat => format!("chatcmpl-{}", c.rid.clone().unwrap_or_else(new_rid)),
     };
-    let jobs: Vec<Job> =
-        prompts.into_iter().enumerate().map(|(i, prompt)| Job { prompt, sampling: c.sampling.clone(), rid: format!("{id}-{i}") }).collect();
+    // OpenAI counts a prompt's tokens once, however many samples it has.
+    let prompt_total: usize = prompts.iter().map(Vec::len).sum();
+    // n samples per prompt: choice i * n + j is prompt i's sample j (OpenAI's numbering).
+    let jobs: Vec<Job> = expand_n(
+        prompts.into_iter().enumerate().map(|(i, prompt)| Job { prompt, sampling: c.sampling.clone(), rid: format!("{id}-{i}") }).collect(),
+    );
     let runs: Vec<Running> = submit_all(st, jobs, started).await?;
-    let prompt_tokens: Vec<usize> = runs.iter().map(|r| r.prompt_tokens).collect();
+    let choices_n = runs.len();
     let model = st.model_name.clone();
     let created = now_unix();
     let (object, chunk_object) = match flavor {
@@ -294,25 +322,25 @@ async fn run(st: &Arc<AppState>, c: Common, prompts: Vec<Vec<u32>>, flavor: Flav
                 return Err(e);
             }
             completion += u.output_ids.len();
+            let logprobs = if c.logprobs { logprobs_value(flavor, &st.tokenizer, &u, 0, &mut 0) } else { Value::Null };
             choices.push(match flavor {
                 Flavor::Completion => json!({
-                    "index": i, "text": u.text, "logprobs": null,
+                    "index": i, "text": u.text, "logprobs": logprobs,
                     "finish_reason": fin.openai(), "matched_stop": fin.matched(),
                 }),
                 Flavor::Chat => json!({
                     "index": i,
                     "message": {"role": "assistant", "content": u.text, "reasoning_content": null, "tool_calls": null},
-                    "logprobs": null, "finish_reason": fin.openai(), "matched_stop": fin.matched(),
+                    "logprobs": logprobs, "finish_reason": fin.openai(), "matched_stop": fin.matched(),
                 }),
             });
         }
-        let p: usize = prompt_tokens.iter().sum();
         return Ok(json(
             StatusCode::OK,
-            &json!({"id": id, "object": object, "created": created, "model": model, "choices": choices, "usage": usage(p, completion)}),
+            &json!({"id": id, "object": object, "created": created, "model": model, "choices": choices, "usage": usage(prompt_total, completion)}),
         ));
     }
-    let n = prompt_tokens.len();
+    let n = choices_n;
     let format = OpenAiStream {
         id,
         object: chunk_object,
@@ -320,11 +348,45 @@ async fn run(st: &Arc<AppState>, c: Common, prompts: Vec<Vec<u32>>, flavor: Flav
         model,
         flavor,
         include_usage: c.include_usage,
-        prompt_tokens,
+        prompt_total,
         sent: vec![String::new(); n],
         completion: vec![0; n],
+        logprobs: c.logprobs.then(|| st.tokenizer.clone()),
+        logprobs_sent: vec![0; n],
+        text_offset: vec![0; n],
     };
     Ok(stream_sse(runs, format))
+}
+
+/// The logprobs of `u`'s tokens from `from` on, in the route's shape. Completions:
+/// `{tokens, token_logprobs, top_logprobs: null, text_offset}`, where a token's offset is
+/// `offset` plus the characters of the tokens before it (advanced past these tokens). Chat:
+/// `{content: [{token, logprob, bytes, top_logprobs: []}]}`.
+fn logprobs_value(flavor: Flavor, tok: &Tokenizer, u: &Update, from: usize, offset: &mut usize) -> Value {
+    let from = from.min(u.output_ids.len());
+    let texts = token_texts(tok, &u.output_ids[from..]);
+    let lps = &u.logprobs[from.min(u.logprobs.len())..];
+    match flavor {
+        Flavor::Completion => {
+            let offsets: Vec<usize> = texts
+                .iter()
+                .map(|t| {
+                    let at = *offset;
+                    *offset += t.chars().count();
+                    at
+                })
+                .collect();
+            json!({"tokens": texts, "token_logprobs": lps, "top_logprobs": null, "text_offset": offsets})
+        }
+        Flavor::Chat => {
+            let content: Vec<Value> = texts
+                .iter()
+                .zip(lps)
+                .map(|(t, lp)| json!({"token": t, "logprob": lp, "bytes": t.as_bytes(), "top_logprobs": []}))
+                .collect();
+            json!({ "content": content })
+        }
+    }
 }
 
 /// The OpenAI routes' stream: chunks carrying the text added since the last one (chat opens
@@ -336,11 +398,18 @@ struct OpenAiStream {
     model: String,
     flavor: Flavor,
     include_usage: bool,
-    prompt_tokens: Vec<usize>,
+    /// The prompts' tokens (each prompt once, whatever `n`).
+    prompt_total: usize,
     /// Per request: the text its deltas have carried so far.
     sent: Vec<String>,
     /// Per request: tokens generated so far.
     completion: Vec<usize>,
+    /// Set when logprobs were asked for (it names their tokens).
+    logprobs: Option<Arc<Tokenizer>>,
+    /// Per request: tokens whose logprobs have been sent.
+    logprobs_sent: Vec<usize>,
+    /// Per request: the completions `text_offset` of the next token.
+    text_offset: Vec<usize>,
 }
 
 impl OpenAiStream {
@@ -354,7 +423,7 @@ impl StreamFormat for OpenAiStream {
         if self.flavor != Flavor::Chat {
             return Vec::new();
         }
-        (0..self.prompt_tokens.len())
+        (0..self.sent.len())
             .map(|i| {
                 self.chunk(json!({"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}))
             })
@@ -372,13 +441,22 @@ impl StreamFormat for OpenAiStream {
         if let Some(e) = fin.and_then(FinishKind::error) {
             return e.body();
         }
+        // The tokens this update added, whatever part of their text the delta holds back.
+        let logprobs = match &self.logprobs {
+            Some(tok) => {
+                let v = logprobs_value(self.flavor, tok, u, self.logprobs_sent[i], &mut self.text_offset[i]);
+                self.logprobs_sent[i] = self.logprobs_sent[i].max(u.output_ids.len());
+                v
+            }
+            None => Value::Null,
+        };
         let choice = match self.flavor {
             Flavor::Completion => json!({
-                "index": i, "text": d, "logprobs": null,
+                "index": i, "text": d, "logprobs": logprobs,
                 "finish_reason": fin.map(FinishKind::openai), "matched_stop": fin.map(FinishKind::matched),
             }),
             Flavor::Chat => json!({
-                "index": i, "delta": {"content": d}, "logprobs": null,
+                "index": i, "delta": {"content": d}, "logprobs": logprobs,
                 "finish_reason": fin.map(FinishKind::openai), "matched_stop": fin.map(FinishKind::matched),
             }),
         };
@@ -389,8 +467,7 @@ impl StreamFormat for OpenAiStream {
         if !self.include_usage {
             return Vec::new();
         }
-        let p: usize = self.prompt_tokens.iter().sum();
-        let usage = usage(p, self.completion.iter().sum());
+        let usage = usage(self.prompt_total, self.completion.iter().sum());
         vec![json!({"id": self.id, "object": self.object, "created": self.created, "model": self.model, "choices": [], "usage": usage})]
     }
 }

@@ -9,7 +9,8 @@ use super::log::{log, Level};
 use super::scheduler::{ReqEvent, SubmitError, Ticket};
 use super::AppState;
 use crate::decode::Policy;
-use crate::engine::{Finish, GenParams};
+use crate::engine::{Finish, GenParams, Generated};
+use crate::tokenizer::Tokenizer;
 use bytes::Bytes;
 use hyper::StatusCode;
 use serde_json::{json, Value};
@@ -23,13 +24,26 @@ use tokio::sync::mpsc as tmpsc;
 pub struct Sampling {
     pub params: GenParams,
     pub stop: Vec<String>,
+    /// SGLang's `stop_regex`: (the pattern as given, compiled).
+    pub stop_regex: Vec<(String, regex::Regex)>,
     pub skip_special: bool,
     pub no_stop_trim: bool,
+    /// Independent samples of the prompt (SGLang's and OpenAI's `n`).
+    pub n: usize,
 }
+
+/// The most samples one prompt may ask for (`n`), as OpenAI's API allows.
+pub const MAX_N: usize = 128;
+/// SGLang's bounds on `stop_regex`: patterns per request and bytes per pattern.
+pub const MAX_STOP_REGEX: usize = 32;
+pub const MAX_STOP_REGEX_LEN: usize = 256;
+/// The most memory one compiled `stop_regex` (and its lazy DFA) may take: a pattern such as
+/// `\w{1000}{1000}` fails to compile instead of eating the server's memory.
+const STOP_REGEX_SIZE_LIMIT: usize = 1 << 20;
 
 impl Sampling {
     pub fn new(st: &AppState) -> Self {
-        Sampling { params: st.default_params(), stop: vec![], skip_special: true, no_stop_trim: false }
+        Sampling { params: st.default_params(), stop: vec![], stop_regex: vec![], skip_special: true, no_stop_trim: false, n: 1 }
     }
 
     /// Set one sampling field; `Ok(false)` when the name is not a sampling field at all.
@@ -37,27 +51,19 @@ impl Sampling {
     pub fn set(&mut self, key: &str, v: &Value, at: &str) -> ApiResult<bool> {
         // SGLang's own frontend sends every field it knows, unset ones as null or [] (e.g.
         // `"stop_regex": []`, `"regex": null`): those mean "unset", never an error.
-        let neutral = NEUTRAL_ONLY.iter().find(|(k, _)| *k == key).map(|&(_, x)| x);
-        let known =
-            KNOWN_SAMPLING.contains(&key) || IGNORED_SAMPLING.contains(&key) || UNSUPPORTED_SAMPLING.contains(&key) || neutral.is_some();
+        let known = KNOWN_SAMPLING.contains(&key) || IGNORED_SAMPLING.contains(&key) || UNSUPPORTED_SAMPLING.contains(&key);
         if known && (v.is_null() || v.as_array().is_some_and(|a| a.is_empty())) {
-            return Ok(true);
-        }
-        if let Some(neutral) = neutral {
-            // These change the result: the neutral value is accepted, any other refused, never
-            // silently ignored.
-            let x = as_f32(v, at)?;
-            if x != neutral {
-                return Err(ApiError::bad_request(format!(
-                    "{at} = {x} is not implemented by dllm (only {neutral}, which changes nothing)"
-                )));
-            }
             return Ok(true);
         }
         let p = &mut self.params;
         match key {
             "temperature" => p.temperature = as_f32(v, at)?,
             "top_p" => p.top_p = as_f32(v, at)?,
+            // Ranges are GenParams::validate's (a 400 from `check`).
+            "min_p" => p.min_p = as_f32(v, at)?,
+            "repetition_penalty" => p.repetition_penalty = as_f32(v, at)?,
+            "presence_penalty" => p.presence_penalty = as_f32(v, at)?,
+            "frequency_penalty" => p.frequency_penalty = as_f32(v, at)?,
             "top_k" => {
                 let k = as_i64(v, at)?;
                 if k < -1 {
@@ -68,20 +74,21 @@ impl Sampling {
             "max_new_tokens" => p.max_new_tokens = as_usize(v, at)?,
             "min_new_tokens" => p.min_new_tokens = as_usize(v, at)?,
             "stop" => {
-                self.stop = match v {
-                    Value::String(s) => vec![s.clone()],
-                    Value::Array(a) => a
-                        .iter()
-                        .enumerate()
-                        .map(|(i, s)| {
-                            s.as_str()
-                                .map(str::to_string)
-                                .ok_or_else(|| ApiError::bad_request(format!("{at}[{i}] must be a string, got {}", kind(s))))
-                        })
-                        .collect::<ApiResult<_>>()?,
-                    other => return Err(ApiError::bad_request(format!("{at} must be a string or a list of strings, got {}", kind(other)))),
-                };
+                self.stop = strings(v, at)?;
                 self.stop.retain(|s| !s.is_empty());
+            }
+            "stop_regex" => {
+                let mut patterns = strings(v, at)?;
+                // An empty pattern never stops (matches must be non-empty): unset, as in `stop`.
+                patterns.retain(|p| !p.is_empty());
+                if patterns.len() > MAX_STOP_REGEX {
+                    return Err(ApiError::bad_request(format!("{at}: at most {MAX_STOP_REGEX} patterns, got {}", patterns.len())));
+                }
+                self.stop_regex = patterns
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, pat)| compile_stop_regex(&pat, &format!("{at}[{i}]")).map(|re| (pat, re)))
+                    .collect::<ApiResult<_>>()?;
             }
             "stop_token_ids" => {
                 let a = v.as_array().ok_or_else(|| ApiError::bad_request(format!("{at} must be a list of token ids, got {}", kind(v))))?;
@@ -95,8 +102,9 @@ impl Sampling {
             "steps" | "denoising_steps" => p.steps = Some(as_usize(v, at)?),
             "seed" | "sampling_seed" => p.seed = v.as_u64().map_or_else(|| as_i64(v, at).map(|s| s as u64), Ok)?,
             "n" => {
-                if as_usize(v, at)? != 1 {
-                    return Err(ApiError::bad_request(format!("{at}: only n = 1 is supported")));
+                self.n = as_usize(v, at)?;
+                if !(1..=MAX_N).contains(&self.n) {
+                    return Err(ApiError::bad_request(format!("{at} must be between 1 and {MAX_N}, got {}", self.n)));
                 }
             }
             k if UNSUPPORTED_SAMPLING.contains(&k) => {
@@ -106,12 +114,17 @@ impl Sampling {
                 let bias = v
                     .as_object()
                     .ok_or_else(|| ApiError::bad_request(format!("{at} must be an object of token id -> bias, got {}", kind(v))))?;
-                for (t, b) in bias {
-                    as_f32(b, &format!("{at}.{t}"))?;
-                }
-                if !bias.is_empty() {
-                    return Err(ApiError::bad_request(format!("{at} is not implemented by dllm; leave it empty")));
-                }
+                p.logit_bias = bias
+                    .iter()
+                    .map(|(t, b)| {
+                        let id = t.trim().parse::<u32>().map_err(|_| {
+                            ApiError::bad_request(format!("{at}: key {t:?} is not a token id (an integer >= 0 written as a string)"))
+                        })?;
+                        Ok((id, as_f32(b, &format!("{at}.{t}"))?))
+                    })
+                    .collect::<ApiResult<_>>()?;
+                // Ids outside the vocabulary are GenParams::validate's 400.
+                p.logit_bias.sort_unstable_by_key(|&(t, _)| t);
             }
             k if IGNORED_SAMPLING.contains(&k) => {
                 log(Level::Warn, &format!("{at} is accepted but ignored by dllm"));
@@ -161,14 +174,54 @@ const KNOWN_SAMPLING: &[&str] = &[
     "sampling_seed",
     "n",
     "logit_bias",
+    "min_p",
+    "repetition_penalty",
+    "presence_penalty",
+    "frequency_penalty",
+    "stop_regex",
 ];
-/// SGLang sampling fields that would change the result and are not implemented: only their
-/// neutral value (which SGLang's frontend always sends) is accepted.
-const NEUTRAL_ONLY: &[(&str, f32)] = &[("min_p", 0.0), ("frequency_penalty", 0.0), ("presence_penalty", 0.0), ("repetition_penalty", 1.0)];
 /// SGLang sampling fields that change nothing here; accepted with a warning.
 const IGNORED_SAMPLING: &[&str] = &["spaces_between_special_tokens", "custom_params", "stream_interval", "lora_path"];
 /// SGLang sampling fields whose promise we cannot keep: refused when set.
-const UNSUPPORTED_SAMPLING: &[&str] = &["json_schema", "regex", "ebnf", "structural_tag", "stop_regex"];
+const UNSUPPORTED_SAMPLING: &[&str] = &["json_schema", "regex", "ebnf", "structural_tag"];
+
+/// A string or a list of strings (`stop`, `stop_regex`).
+fn strings(v: &Value, at: &str) -> ApiResult<Vec<String>> {
+    match v {
+        Value::String(s) => Ok(vec![s.clone()]),
+        Value::Array(a) => a
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                s.as_str().map(str::to_string).ok_or_else(|| ApiError::bad_request(format!("{at}[{i}] must be a string, got {}", kind(s))))
+            })
+            .collect(),
+        other => Err(ApiError::bad_request(format!("{at} must be a string or a list of strings, got {}", kind(other)))),
+    }
+}
+
+/// One `stop_regex` pattern, bounded in length and in compiled size.
+fn compile_stop_regex(pattern: &str, at: &str) -> ApiResult<regex::Regex> {
+    if pattern.len() > MAX_STOP_REGEX_LEN {
+        return Err(ApiError::bad_request(format!("{at} is {} bytes; a stop_regex may have at most {MAX_STOP_REGEX_LEN}", pattern.len())));
+    }
+    regex::RegexBuilder::new(pattern)
+        .size_limit(STOP_REGEX_SIZE_LIMIT)
+        .dfa_size_limit(STOP_REGEX_SIZE_LIMIT)
+        .build()
+        .map_err(|e| ApiError::bad_request(format!("{at} is not a valid regex: {e}")))
+}
+
+/// Where the earliest stop string or `stop_regex` match begins and ends in `text`, and how it
+/// ends the request. A regex match must be non-empty (`a*` matches nothing until an `a`).
+fn first_stop(s: &Sampling, text: &str) -> Option<(usize, usize, FinishKind)> {
+    let strs = s.stop.iter().filter_map(|p| text.find(p.as_str()).map(|i| (i, i + p.len(), FinishKind::StopStr(p.clone()))));
+    let regexes = s
+        .stop_regex
+        .iter()
+        .filter_map(|(p, re)| re.find_iter(text).find(|m| !m.is_empty()).map(|m| (m.start(), m.end(), FinishKind::StopRegex(p.clone()))));
+    strs.chain(regexes).min_by_key(|&(i, _, _)| i)
+}
 
 /// One prompt ready for the engine.
 #[derive(Debug, Clone)]
@@ -178,10 +231,32 @@ pub struct Job {
     pub rid: String,
 }
 
+/// Each job `n` times (its `sampling.n`), in order: job i's samples stay together, as SGLang
+/// and OpenAI number them. Sample j draws with seed + j, and its rid gets `-j` when n > 1.
+pub fn expand_n(jobs: Vec<Job>) -> Vec<Job> {
+    let mut out = Vec::with_capacity(jobs.iter().map(|j| j.sampling.n).sum());
+    for job in jobs {
+        let n = job.sampling.n;
+        if n == 1 {
+            out.push(job);
+            continue;
+        }
+        for j in 0..n {
+            let mut s = job.sampling.clone();
+            s.params.seed = s.params.seed.wrapping_add(j as u64);
+            s.n = 1;
+            out.push(Job { prompt: job.prompt.clone(), sampling: s, rid: format!("{}-{j}", job.rid) });
+        }
+    }
+    out
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum FinishKind {
     StopToken(u32),
     StopStr(String),
+    /// A `stop_regex` matched; the pattern (SGLang reports the pattern, not the text).
+    StopRegex(String),
     Length(usize),
     /// The request failed (engine error, shutdown).
     Abort(String),
@@ -196,7 +271,7 @@ impl FinishKind {
     pub fn to_json(&self) -> Value {
         match self {
             FinishKind::StopToken(t) => json!({"type": "stop", "matched": t}),
-            FinishKind::StopStr(s) => json!({"type": "stop", "matched": s}),
+            FinishKind::StopStr(s) | FinishKind::StopRegex(s) => json!({"type": "stop", "matched": s}),
             FinishKind::Length(n) => json!({"type": "length", "length": n}),
             FinishKind::Abort(m) | FinishKind::Aborted(m) | FinishKind::Unavailable(m) => json!({"type": "abort", "message": m}),
         }
@@ -204,7 +279,7 @@ impl FinishKind {
     /// OpenAI's `finish_reason`.
     pub fn openai(&self) -> &'static str {
         match self {
-            FinishKind::StopToken(_) | FinishKind::StopStr(_) => "stop",
+            FinishKind::StopToken(_) | FinishKind::StopStr(_) | FinishKind::StopRegex(_) => "stop",
             FinishKind::Length(_) => "length",
             FinishKind::Abort(_) | FinishKind::Aborted(_) | FinishKind::Unavailable(_) => "abort",
         }
@@ -225,7 +300,7 @@ impl FinishKind {
     pub fn matched(&self) -> Value {
         match self {
             FinishKind::StopToken(t) => json!(t),
-            FinishKind::StopStr(s) => json!(s),
+            FinishKind::StopStr(s) | FinishKind::StopRegex(s) => json!(s),
             _ => Value::Null,
         }
     }
@@ -235,6 +310,8 @@ impl FinishKind {
 #[derive(Debug, Clone)]
 pub struct Update {
     pub output_ids: Vec<u32>,
+    /// Per output token: ln of the probability it had when it was unmasked.
+    pub logprobs: Vec<f32>,
     pub text: String,
     pub finish: Option<FinishKind>,
     pub steps: Option<usize>,
@@ -253,7 +330,7 @@ pub struct Running {
     blocks: usize,
     finished: bool,
     /// The tokens of the last finished block's update (an aborted request answers with them).
-    last_ids: Vec<u32>,
+    last: Generated,
 }
 
 static RID: AtomicU64 = AtomicU64::new(1);
@@ -280,7 +357,7 @@ pub async fn submit(st: &Arc<AppState>, job: Job, started: Instant) -> ApiResult
             started,
             blocks: 0,
             finished: false,
-            last_ids: vec![],
+            last: Generated::default(),
         }),
         Err(e) => {
             st.metrics.requests_rejected.fetch_add(1, Relaxed);
@@ -308,7 +385,7 @@ impl Running {
         };
         let u = match ev {
             Some(ReqEvent::Block { generated }) => {
-                self.last_ids.clone_from(&generated);
+                self.last.clone_from(&generated);
                 self.update(generated, None, None)
             }
             Some(ReqEvent::Done(out)) => {
@@ -316,25 +393,25 @@ impl Running {
                     Finish::Stop(t) => FinishKind::StopToken(t),
                     Finish::Length => FinishKind::Length(self.sampling.params.max_new_tokens),
                 };
-                self.update(out.output_ids, Some(fin), Some(out.steps))
+                self.update(Generated { ids: out.output_ids, probs: out.output_probs }, Some(fin), Some(out.steps))
             }
-            Some(ReqEvent::Failed(e)) => self.update(vec![], Some(FinishKind::Abort(e)), None),
+            Some(ReqEvent::Failed(e)) => self.update(Generated::default(), Some(FinishKind::Abort(e)), None),
             Some(ReqEvent::ShuttingDown) => {
-                let ids = std::mem::take(&mut self.last_ids);
-                self.update(ids, Some(FinishKind::Unavailable("the server is shutting down".into())), None)
+                let last = std::mem::take(&mut self.last);
+                self.update(last, Some(FinishKind::Unavailable("the server is shutting down".into())), None)
             }
             Some(ReqEvent::Aborted(why)) => {
-                let ids = std::mem::take(&mut self.last_ids);
-                self.update(ids, Some(FinishKind::Aborted(why)), None)
+                let last = std::mem::take(&mut self.last);
+                self.update(last, Some(FinishKind::Aborted(why)), None)
             }
-            None => self.update(vec![], Some(FinishKind::Abort("the engine dropped the request".into())), None),
+            None => self.update(Generated::default(), Some(FinishKind::Abort("the engine dropped the request".into())), None),
         };
         if u.finish.is_some() {
             self.finished = true;
             let ok = !u.finish.as_ref().is_some_and(FinishKind::is_abort);
             if let Some(mut t) = self.ticket.take() {
                 // Done/Failed: the engine is through with it. A stop string: cancel it (Drop).
-                if !matches!(u.finish, Some(FinishKind::StopStr(_))) {
+                if !matches!(u.finish, Some(FinishKind::StopStr(_) | FinishKind::StopRegex(_))) {
                     t.mark_done();
                 }
             }
@@ -353,6 +430,7 @@ impl Running {
         }
         last.unwrap_or(Update {
             output_ids: vec![],
+            logprobs: vec![],
             text: String::new(),
             finish: Some(FinishKind::Abort("no output".into())),
             steps: None,
@@ -361,7 +439,8 @@ impl Running {
         })
     }
 
-    fn update(&mut self, mut ids: Vec<u32>, mut finish: Option<FinishKind>, steps: Option<usize>) -> Update {
+    fn update(&mut self, generated: Generated, mut finish: Option<FinishKind>, steps: Option<usize>) -> Update {
+        let Generated { mut ids, probs } = generated;
         if !finish.as_ref().is_some_and(FinishKind::is_abort) {
             self.blocks += 1;
             if self.blocks == 1 {
@@ -369,17 +448,20 @@ impl Running {
             }
         }
         let tok = &self.st.tokenizer;
-        let mut text = tok.decode(&ids, self.sampling.skip_special);
-        // Stop strings: the earliest match ends the request; its text is trimmed (SGLang's default).
-        let hit = self.sampling.stop.iter().filter_map(|s| text.find(s.as_str()).map(|i| (i, s.clone()))).min_by_key(|(i, _)| *i);
-        if let Some((i, s)) = hit {
-            if let Some(k) = (1..=ids.len()).find(|&k| tok.decode(&ids[..k], self.sampling.skip_special).contains(&s)) {
+        let s = &self.sampling;
+        let mut text = tok.decode(&ids, s.skip_special);
+        // Stop strings and stop_regex: the earliest match ends the request; its text is trimmed
+        // (SGLang's default), and the tokens end with the first one whose text completes a match.
+        if let Some((start, end, why)) = first_stop(s, &text) {
+            if let Some(k) = (1..=ids.len()).find(|&k| first_stop(s, &tok.decode(&ids[..k], s.skip_special)).is_some()) {
                 ids.truncate(k);
             }
-            text.truncate(if self.sampling.no_stop_trim { i + s.len() } else { i });
-            finish = Some(FinishKind::StopStr(s));
+            text.truncate(if s.no_stop_trim { end } else { start });
+            finish = Some(why);
         }
-        Update { output_ids: ids, text, finish, steps, blocks: self.blocks, e2e_latency: self.started.elapsed().as_secs_f64() }
+        // A pick's probability is a softmax share, > 0; the floor keeps ln finite (JSON has no -inf).
+        let logprobs = probs.iter().take(ids.len()).map(|&p| p.max(f32::MIN_POSITIVE).ln()).collect();
+        Update { output_ids: ids, logprobs, text, finish, steps, blocks: self.blocks, e2e_latency: self.started.elapsed().as_secs_f64() }
     }
 }
 
@@ -470,6 +552,11 @@ pub async fn submit_all(st: &Arc<AppState>, jobs: Vec<Job>, started: Instant) ->
         }
     }
     Ok(runs)
+}
+
+/// Each token's own text (special tokens included), as logprobs name their tokens.
+pub fn token_texts(tok: &Tokenizer, ids: &[u32]) -> Vec<String> {
+    ids.iter().map(|&t| tok.decode(&[t], false)).collect()
 }
 
 /// A prompt's tokens: 400 if it is empty or encodes to nothing.

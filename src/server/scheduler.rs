@@ -5,7 +5,7 @@
 //! A request whose receiver is gone (the client left) is cancelled and its cache freed.
 
 use super::metrics::Metrics;
-use crate::engine::{DynEngine, Event, GenParams, Output};
+use crate::engine::{DynEngine, Event, GenParams, Generated, Output};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{mpsc, Arc};
@@ -17,7 +17,7 @@ use tokio::sync::{mpsc as tmpsc, oneshot};
 pub enum ReqEvent {
     /// A block finished; everything generated so far (cut as the output would be).
     Block {
-        generated: Vec<u32>,
+        generated: Generated,
     },
     Done(Output),
     Failed(String),
