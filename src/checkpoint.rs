@@ -56,13 +56,6 @@ impl DType {
             DType::F32 => 4,
         }
     }
-    fn to_f32(self, c: &[u8]) -> f32 {
-        match self {
-            DType::BF16 => half::bf16::from_le_bytes([c[0], c[1]]).to_f32(),
-            DType::F16 => half::f16::from_le_bytes([c[0], c[1]]).to_f32(),
-            DType::F32 => f32::from_le_bytes([c[0], c[1], c[2], c[3]]),
-        }
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -341,23 +334,34 @@ impl Checkpoint {
     /// Widened to f32 (bf16/f16 are exact in f32).
     pub fn f32(&self, name: &str) -> Result<Vec<f32>, CheckpointError> {
         let e = self.entry(name)?;
-        let (dt, n) = (e.dtype, e.shape.iter().product::<usize>());
+        let n = e.shape.iter().product::<usize>();
         let mut out = Vec::new();
         out.try_reserve_exact(n).map_err(|_| CheckpointError::OutOfMemory { name: name.to_string(), bytes: n * 4 })?;
-        self.read_pieces(name, |b| out.extend(b.chunks_exact(dt.size()).map(|c| dt.to_f32(c))))?;
+        // One loop per dtype, so that each converts without a branch per element.
+        match e.dtype {
+            DType::BF16 => {
+                self.read_pieces(name, |b| out.extend(b.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())))?
+            }
+            DType::F16 => {
+                self.read_pieces(name, |b| out.extend(b.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())))?
+            }
+            DType::F32 => {
+                self.read_pieces(name, |b| out.extend(b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))))?
+            }
+        }
         Ok(out)
     }
 
     /// Narrowed to bf16 bits (what the GPU backend uploads).
     pub fn bf16_bits(&self, name: &str) -> Result<Vec<u16>, CheckpointError> {
         let e = self.entry(name)?;
-        let (dt, n) = (e.dtype, e.shape.iter().product::<usize>());
+        if e.dtype != DType::BF16 {
+            return Ok(self.f32(name)?.into_iter().map(|x| half::bf16::from_f32(x).to_bits()).collect());
+        }
+        let n = e.shape.iter().product::<usize>();
         let mut out = Vec::new();
         out.try_reserve_exact(n).map_err(|_| CheckpointError::OutOfMemory { name: name.to_string(), bytes: n * 2 })?;
-        self.read_pieces(name, |b| match dt {
-            DType::BF16 => out.extend(b.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]))),
-            _ => out.extend(b.chunks_exact(dt.size()).map(|c| half::bf16::from_f32(dt.to_f32(c)).to_bits())),
-        })?;
+        self.read_pieces(name, |b| out.extend(b.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]))))?;
         Ok(out)
     }
 

@@ -288,7 +288,7 @@ fn huge_max_position_embeddings_is_bounded_by_kv_memory() {
     m.engine.set_context_len(usize::MAX);
     assert_eq!(m.engine.context_len(), ctx);
     let params = dllm::engine::GenParams { max_new_tokens: ctx, ..Default::default() };
-    let err = m.engine.generate(vec![1, 2, 3], params).err().expect("a request past the context must fail");
+    let err = m.engine.generate(vec![1, 2, 3], params).expect_err("a request past the context must fail");
     assert!(err.to_string().contains(&format!("exceeds the context length {ctx}")), "{err}");
     // One that fits still runs.
     let out = m.engine.generate(vec![1, 2, 3], dllm::engine::GenParams { max_new_tokens: 4, ..Default::default() }).unwrap();

@@ -46,7 +46,7 @@ fn an_existing_directory_is_refused_and_left_as_it_was() {
     let dir = tmp("exists");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("notes.txt"), "mine").unwrap();
-    let err = make_model("tiny", &dir, 0).err().expect("writing into a non-empty directory must fail");
+    let err = make_model("tiny", &dir, 0).expect_err("writing into a non-empty directory must fail");
     assert!(format!("{err:#}").contains("already exists"), "{err:#}");
     assert_eq!(files(&dir), vec![("notes.txt".to_string(), 4)]);
     assert!(leftovers(dir.parent().unwrap(), &dir.file_name().unwrap().to_string_lossy()).is_empty());
