@@ -113,9 +113,11 @@ async fn a_request_holds_at_most_max_prompts_per_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_many_prompt_request_takes_turns_with_later_requests() {
-    let srv = serve(&["--threshold", "0", "--max-running-requests", "4"]).await;
+    // One running slot, two blocks a prompt: the engine thread takes one submission a step, so
+    // the big request's prompts pile up in the queue faster than they run.
+    let srv = serve(&["--threshold", "0", "--max-running-requests", "1"]).await;
     let a = srv.addr;
-    let sp = json!({"temperature": 0, "max_new_tokens": 32, "ignore_eos": true});
+    let sp = json!({"temperature": 0, "max_new_tokens": 64, "ignore_eos": true});
     let many = vec!["Hello"; 128];
     let t0 = Instant::now();
     let body = json!({"text": many, "sampling_params": sp});
@@ -123,8 +125,7 @@ async fn a_many_prompt_request_takes_turns_with_later_requests() {
         let r = post(a, "/generate", &body).await;
         (r.status, t0.elapsed())
     });
-    // Its prompts wait behind the four running ones.
-    wait_metric(a, "dllm:num_queue_reqs", |q| q >= 64.0).await;
+    wait_metric(a, "dllm:num_queue_reqs", |q| q >= 48.0).await;
     let t1 = Instant::now();
     let small = post(a, "/generate", &json!({"text": "Hi", "sampling_params": sp})).await;
     let small_took = t1.elapsed();
@@ -133,8 +134,8 @@ async fn a_many_prompt_request_takes_turns_with_later_requests() {
     let left = metric(a, "dllm:num_queue_reqs").await;
     let (status, big_took) = tokio::time::timeout(Duration::from_secs(120), big).await.expect("the big request finished").unwrap();
     assert_eq!(status, 200);
-    assert!(left >= 32.0, "only {left} of the big request's prompts were still waiting when the small one finished");
-    assert!(small_took * 4 < big_took, "the small request took {small_took:?}, the big one {big_took:?}");
+    assert!(left >= 16.0, "only {left} of the big request's prompts were still waiting when the small one finished");
+    assert!(small_took * 8 < big_took, "the small request took {small_took:?}, the big one {big_took:?}");
     srv.shutdown().await;
 }
 

@@ -149,7 +149,7 @@ pub async fn start_with(settings: Settings, mut loaded: Loaded) -> Result<Runnin
     // not the server's filesystem path.
     let model_name = settings.served_model_name.clone().unwrap_or_else(|| default_model_name(&loaded.model_dir));
     let tokenizer = Arc::new(loaded.tokenizer);
-    let tokenize = TokenizePool::per_core(tokenizer.clone())?;
+    let tokenize = TokenizePool::for_cores(tokenizer.clone())?;
     let limits = PromptLimits::new(settings.max_prompts_per_request, context_len, tokenizer.longest_token_bytes());
     let state = Arc::new(AppState {
         tokenizer,

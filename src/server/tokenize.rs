@@ -1,11 +1,14 @@
-//! Tokenization off the HTTP threads: a fixed pool of threads, one per core, that the handlers
-//! hand their texts to.
+//! Tokenization off the HTTP threads: a fixed pool of threads, one fewer than the cores, that
+//! the handlers hand their texts to.
 //!
 //! Tokenizing takes about a microsecond and a few hundred bytes of memory per input byte. On the
 //! async workers it would stall every connection they serve (`/health` included) for as long as
 //! a big prompt takes; on tokio's blocking pool it would spread over up to 512 threads, and with
-//! them over as many malloc arenas that keep what they once held. A pool of one thread per core
-//! bounds both the CPU it takes from the rest and the memory that stays allocated after it.
+//! them over as many malloc arenas that keep what they once held. A small fixed pool bounds the
+//! memory that stays allocated after it (each thread's arena keeps about one prompt's worth),
+//! and leaving one core out keeps a flood of long prompts from taking every core from the async
+//! workers and the engine thread (tools/load_test.py on 2 busy cores: /health took up to 280 ms
+//! with two tokenizer threads at work, 8 to 99 ms with one).
 
 use crate::tokenizer::Tokenizer;
 use anyhow::{anyhow, Result};
@@ -38,9 +41,9 @@ impl TokenizePool {
         Ok(TokenizePool { jobs: Mutex::new(tx), threads })
     }
 
-    /// One per core (what `std::thread::available_parallelism` reports).
-    pub fn per_core(tokenizer: Arc<Tokenizer>) -> Result<Self> {
-        Self::new(tokenizer, std::thread::available_parallelism().map_or(1, |n| n.get()))
+    /// One thread fewer than the cores `std::thread::available_parallelism` reports (at least one).
+    pub fn for_cores(tokenizer: Arc<Tokenizer>) -> Result<Self> {
+        Self::new(tokenizer, std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1)))
     }
 
     /// Tokenize `text` on the pool. Called from an async handler, the wait happens with the
