@@ -193,6 +193,15 @@ impl Tokenizer {
     pub fn token_to_id(&self, t: &str) -> Option<u32> {
         self.inner.token_to_id(t)
     }
+
+    /// The most bytes one token's vocabulary entry takes (added and special tokens included).
+    /// Each token covers at most that many bytes of input text: byte-level BPE spells every input
+    /// byte as one character of one or two bytes, metaspace spells a 1-byte space as 3-byte `▁`,
+    /// byte fallback spells a byte as `<0xNN>`; so a text of `n` bytes needs at least
+    /// `n / longest_token_bytes()` tokens.
+    pub fn longest_token_bytes(&self) -> usize {
+        self.inner.get_vocab(true).keys().map(String::len).max().unwrap_or(1).max(1)
+    }
 }
 
 fn read_json(path: &Path) -> Result<Option<serde_json::Value>> {

@@ -207,7 +207,7 @@ async fn bad_input_gets_clear_errors_and_the_server_keeps_serving() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_key_is_required_when_set() {
-    let srv = serve(&["--threshold", "0", "--api-key", "sekret"]).await;
+    let srv = serve(&["--threshold", "0", "--api-key", "sekret", "--allowed-origins", "*"]).await;
     let a = srv.addr;
     let body = json!({"text": "hi", "sampling_params": {"max_new_tokens": 4}}).to_string();
     let r = request(a, "POST", "/generate", &[], Some(body.as_bytes())).await;
@@ -219,7 +219,7 @@ async fn api_key_is_required_when_set() {
     assert_error(&get(a, "/v1/models").await, 401, "API key");
     assert_eq!(get(a, "/health").await.status, 200);
     assert_eq!(get(a, "/metrics").await.status, 200);
-    // Browsers' CORS preflight needs no key.
+    // Browsers' CORS preflight (CORS is on here) needs no key.
     let r = request(a, "OPTIONS", "/generate", &[("Origin", "http://x"), ("Access-Control-Request-Method", "POST")], None).await;
     assert_eq!(r.status, 204);
     assert_eq!(r.header("access-control-allow-origin"), Some("*"));

@@ -7,6 +7,7 @@ use crate::engine::MAX_BLOCK_SIZE;
 use crate::runtime::Device;
 use anyhow::{anyhow, bail, Context, Result};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 use yaml_rust2::{Yaml, YamlLoader};
 
 /// Flags of `dllm serve`: SGLang's `launch_server` names, so its command lines work here.
@@ -94,6 +95,29 @@ pub struct ServeArgs {
     /// Largest request body accepted (bytes); larger gets 413.
     #[arg(long, default_value_t = 16 << 20)]
     pub max_body_bytes: usize,
+    /// Most prompts one request may hold (a list of texts or of token lists); more gets 400.
+    /// Each prompt is scheduled as its own request, taking turns with other clients' requests.
+    /// 256 is a quarter of the default queue: one client's batch cannot fill it by itself.
+    #[arg(long, default_value_t = 256)]
+    pub max_prompts_per_request: usize,
+    /// Seconds a connection has to send a complete request head, counted from when it opens
+    /// or from its previous response: a connection that sends nothing (an idle keep-alive one
+    /// too) or only part of a head is closed after this.
+    #[arg(long, default_value_t = 10.0)]
+    pub header_read_timeout: f64,
+    /// Seconds a client may send nothing while the server reads its request body; past this
+    /// the request gets 408 and its connection is closed.
+    #[arg(long, default_value_t = 30.0)]
+    pub idle_timeout: f64,
+    /// Connections served at once. Past it, a small reserve of connections answers /health and
+    /// /metrics and gives every other route 503 with `Connection: close`; beyond the reserve a
+    /// new connection is closed at once.
+    #[arg(long, default_value_t = 512)]
+    pub max_connections: usize,
+    /// Origins whose browser pages may call the server (CORS), comma-separated or repeated;
+    /// `*` allows any. Default: none (no `Access-Control-Allow-Origin` header is sent).
+    #[arg(long, value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
 }
 
 impl ServeArgs {
@@ -129,6 +153,12 @@ pub struct Settings {
     pub max_body_bytes: usize,
     /// `--random-seed`: where the per-request seeds are drawn from (None: from the clock).
     pub seed: Option<u64>,
+    pub max_prompts_per_request: usize,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+    /// `--allowed-origins`, trimmed; empty: no CORS headers at all.
+    pub allowed_origins: Vec<String>,
     /// Every flag as given, for /get_server_info.
     pub args_json: serde_json::Value,
 }
@@ -164,6 +194,11 @@ impl Settings {
             api_key: a.api_key.clone(),
             max_body_bytes: a.max_body_bytes,
             seed: a.random_seed,
+            max_prompts_per_request: a.max_prompts_per_request,
+            header_read_timeout: seconds(a.header_read_timeout, "--header-read-timeout")?,
+            idle_timeout: seconds(a.idle_timeout, "--idle-timeout")?,
+            max_connections: a.max_connections,
+            allowed_origins: check_origins(&a.allowed_origins)?,
             args_json: args_json(a, threshold, chunked_prefill_size),
         })
     }
@@ -279,7 +314,34 @@ fn check_limits(a: &ServeArgs) -> Result<()> {
             bail!("--api-key is empty");
         }
     }
+    if a.max_prompts_per_request == 0 {
+        bail!("--max-prompts-per-request must be at least 1");
+    }
+    if a.max_connections == 0 {
+        bail!("--max-connections must be at least 1");
+    }
     Ok(())
+}
+
+/// A timeout flag in seconds: positive and finite (fractions allowed).
+fn seconds(s: f64, flag: &str) -> Result<Duration> {
+    if !(s > 0.0 && s.is_finite() && s <= 1e9) {
+        bail!("{flag} must be a positive number of seconds, got {s}");
+    }
+    Ok(Duration::from_secs_f64(s))
+}
+
+/// `--allowed-origins`: `*`, or origins as browsers send them (`scheme://host[:port]`, no path).
+fn check_origins(given: &[String]) -> Result<Vec<String>> {
+    let mut out = vec![];
+    for o in given.iter().map(|o| o.trim()).filter(|o| !o.is_empty()) {
+        let ok = o == "*" || (o.contains("://") && !o.ends_with('/') && hyper::header::HeaderValue::from_str(o).is_ok());
+        if !ok {
+            bail!("--allowed-origins {o:?} is not an origin: give `*` or `scheme://host[:port]` (no path, no trailing slash)");
+        }
+        out.push(o.to_string());
+    }
+    Ok(out)
 }
 
 /// Flags taken for SGLang compatibility: say what each does here (often nothing).
@@ -341,5 +403,10 @@ fn args_json(a: &ServeArgs, threshold: f32, chunked_prefill_size: i64) -> serde_
         "device": format!("{:?}", a.device).to_lowercase(),
         "max_body_bytes": a.max_body_bytes,
         "random_seed": a.random_seed,
+        "max_prompts_per_request": a.max_prompts_per_request,
+        "header_read_timeout": a.header_read_timeout,
+        "idle_timeout": a.idle_timeout,
+        "max_connections": a.max_connections,
+        "allowed_origins": a.allowed_origins,
     })
 }

@@ -42,6 +42,8 @@ impl ApiError {
         match self.status {
             StatusCode::BAD_REQUEST => "invalid_request_error",
             StatusCode::UNAUTHORIZED => "authentication_error",
+            StatusCode::FORBIDDEN => "permission_error",
+            StatusCode::REQUEST_TIMEOUT => "timeout_error",
             StatusCode::NOT_FOUND => "not_found_error",
             StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
             StatusCode::PAYLOAD_TOO_LARGE => "request_too_large",

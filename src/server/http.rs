@@ -7,25 +7,42 @@ use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use std::convert::Infallible;
+use std::time::Duration;
 
 pub type Resp = Response<BoxBody<Bytes, Infallible>>;
 
-/// The body as JSON: 413 past the size limit, 400 if it does not parse.
-pub async fn read_json(req: Request<Incoming>, limit: usize) -> ApiResult<serde_json::Value> {
+/// The body as JSON: 413 past the size limit, 408 if the client sends nothing for `idle`
+/// (`--idle-timeout`) before it ends, 400 if it does not parse.
+pub async fn read_json(req: Request<Incoming>, limit: usize, idle: Duration) -> ApiResult<serde_json::Value> {
     if let Some(n) = req.headers().get(hyper::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok()) {
         if n > limit as u64 {
             return Err(ApiError::too_large(format!("request body of {n} bytes exceeds the limit of {limit} bytes")));
         }
     }
-    let body = match Limited::new(req.into_body(), limit).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => {
-            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-                return Err(ApiError::too_large(format!("request body exceeds the limit of {limit} bytes")));
+    let mut frames = Limited::new(req.into_body(), limit);
+    let mut body = Vec::new();
+    loop {
+        // Dropping the unread body on an error makes hyper close the connection after the answer.
+        let frame = match tokio::time::timeout(idle, frames.frame()).await {
+            Err(_) => {
+                return Err(ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!("the request body stalled: nothing arrived for {} s (--idle-timeout)", idle.as_secs_f64()),
+                ))
             }
-            return Err(ApiError::bad_request(format!("reading the request body failed: {e}")));
+            Ok(None) => break,
+            Ok(Some(Ok(f))) => f,
+            Ok(Some(Err(e))) => {
+                if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                    return Err(ApiError::too_large(format!("request body exceeds the limit of {limit} bytes")));
+                }
+                return Err(ApiError::bad_request(format!("reading the request body failed: {e}")));
+            }
+        };
+        if let Ok(data) = frame.into_data() {
+            body.extend_from_slice(&data);
         }
-    };
+    }
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::bad_request("the request body is empty; send a JSON object"));
     }

@@ -58,6 +58,12 @@ pub struct Metrics {
     pub blocks: AtomicU64,
     pub running: AtomicU64,
     pub queued: AtomicU64,
+    /// Connections served now, counted against `--max-connections`.
+    pub open_connections: AtomicU64,
+    /// Connections past the cap being answered now (the reserve: /health and /metrics only).
+    pub reserve_connections: AtomicU64,
+    /// Connections that arrived with the cap reached (answered from the reserve, or closed).
+    pub connections_over_cap: AtomicU64,
     pub e2e_latency: Histogram,
     pub first_block_latency: Histogram,
     pub queue_time: Histogram,
@@ -83,6 +89,9 @@ impl Default for Metrics {
             blocks: z(),
             running: z(),
             queued: z(),
+            open_connections: z(),
+            reserve_connections: z(),
+            connections_over_cap: z(),
             e2e_latency: Histogram::new(LATENCY),
             first_block_latency: Histogram::new(LATENCY),
             queue_time: Histogram::new(LATENCY),
@@ -125,6 +134,14 @@ impl Metrics {
         c(&mut s, "blocks_total", "Blocks finished.", &self.blocks);
         g(&mut s, "num_running_reqs", "Requests in the engine now.", &self.running);
         g(&mut s, "num_queue_reqs", "Requests waiting for a running slot.", &self.queued);
+        g(&mut s, "num_open_connections", "Connections served now (counted against --max-connections).", &self.open_connections);
+        g(&mut s, "num_reserve_connections", "Connections past --max-connections being answered now.", &self.reserve_connections);
+        c(
+            &mut s,
+            "connections_over_cap_total",
+            "Connections that arrived with --max-connections reached (given 503, or closed).",
+            &self.connections_over_cap,
+        );
         let steps = self.request_steps.load(Relaxed);
         let tps = if steps == 0 { 0.0 } else { self.generation_tokens.load(Relaxed) as f64 / steps as f64 };
         let _ = writeln!(

@@ -1,20 +1,26 @@
 //! `dllm serve`: an SGLang-compatible HTTP server (hyper 1 on tokio).
 //!
-//! Handlers parse and tokenize; the engine lives on one thread (`scheduler.rs`) that owns it.
+//! Handlers parse; texts are tokenized on a pool of their own (`tokenize.rs`); the engine
+//! lives on one thread (`scheduler.rs`) that owns it. Connections are capped and timed out
+//! (`--max-connections`, `--header-read-timeout`, `--idle-timeout`), so that idle or half-sent
+//! ones cannot take the server from everyone else.
 //! Routes: SGLang's native API (`/generate`, `/health`, `/health_generate`, `/get_model_info`,
 //! `/get_server_info`), OpenAI's (`/v1/models`, `/v1/completions`, `/v1/chat/completions`)
 //! and `/metrics`.
 
 pub mod args;
+pub mod cors;
 pub mod errors;
 pub mod generate;
 pub mod http;
 pub mod json;
+pub mod limits;
 pub mod log;
 pub mod metrics;
 pub mod openai;
 pub mod request;
 pub mod scheduler;
+pub mod tokenize;
 
 pub use args::{ServeArgs, Settings, MAX_TP};
 
@@ -23,11 +29,13 @@ use crate::rng::Rng;
 use crate::runtime::{self, LoadOptions, Loaded};
 use crate::tokenizer::Tokenizer;
 use anyhow::{bail, Context, Result};
+use cors::Cors;
 use errors::{ApiError, ApiResult};
 use http::{check_api_key, full, json, read_json, Resp};
 use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::server::graceful::GracefulShutdown;
+use limits::{PromptField, PromptLimits};
 use log::{log, Level};
 use metrics::Metrics;
 use scheduler::{AbortTarget, Scheduler};
@@ -36,12 +44,18 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+use tokenize::TokenizePool;
 
 /// Shared by every handler.
 pub struct AppState {
     pub settings: Settings,
     pub tokenizer: Arc<Tokenizer>,
+    /// Where prompts are tokenized: never on the async workers.
+    pub tokenize: TokenizePool,
+    /// How many prompts a request may hold, and how long each may be.
+    pub limits: PromptLimits,
+    pub cors: Cors,
     pub sched: Scheduler,
     pub metrics: Arc<Metrics>,
     pub model_dir: PathBuf,
@@ -134,8 +148,14 @@ pub async fn start_with(settings: Settings, mut loaded: Loaded) -> Result<Runnin
     // OpenAI clients name the model by this; the checkpoint folder's name, as SGLang serves it,
     // not the server's filesystem path.
     let model_name = settings.served_model_name.clone().unwrap_or_else(|| default_model_name(&loaded.model_dir));
+    let tokenizer = Arc::new(loaded.tokenizer);
+    let tokenize = TokenizePool::for_cores(tokenizer.clone())?;
+    let limits = PromptLimits::new(settings.max_prompts_per_request, context_len, tokenizer.longest_token_bytes());
     let state = Arc::new(AppState {
-        tokenizer: Arc::new(loaded.tokenizer),
+        tokenizer,
+        tokenize,
+        limits,
+        cors: Cors::new(&settings.allowed_origins),
         sched,
         metrics,
         model_dir: loaded.model_dir.clone(),
@@ -160,42 +180,119 @@ pub async fn start_with(settings: Settings, mut loaded: Loaded) -> Result<Runnin
             state.tokenizer.chat_template.source
         ),
     );
-    let (stop, mut stop_rx) = tokio::sync::watch::channel(false);
-    let st = state.clone();
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let accept = tokio::spawn(accept_loop(listener, state.clone(), stop_rx));
+    Ok(RunningServer { addr, state, stop, accept })
+}
+
+/// Connections past `--max-connections` that are still read and answered (see `over_capacity`):
+/// enough for health checkers and a metrics scraper; past them a connection is closed at once.
+const RESERVE_CONNECTIONS: u64 = 64;
+/// How long a reserve connection may take to send its request head: health checkers send theirs
+/// at once, and the reserve must not fill up with idle connections for long.
+const RESERVE_HEADER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Accept connections until `stop` fires; hand back the watcher of those it served.
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    st: Arc<AppState>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> GracefulShutdown {
     // Watches every connection, so that shutdown can let them write their last responses.
     let graceful = GracefulShutdown::new();
-    let accept = tokio::spawn(async move {
-        loop {
-            let conn = tokio::select! {
-                c = listener.accept() => c,
-                _ = stop_rx.changed() => break,
-            };
-            let (stream, _peer) = match conn {
-                Ok(c) => c,
-                Err(e) => {
-                    // Out of file descriptors and the like: wait, do not spin.
-                    log(Level::Warn, &format!("accept failed: {e}"));
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let _ = stream.set_nodelay(true);
-            let st = st.clone();
-            let svc = hyper::service::service_fn(move |req| {
-                let st = st.clone();
-                async move { Ok::<_, Infallible>(route(st, req).await) }
-            });
-            let io = hyper_util::rt::TokioIo::new(stream);
-            let conn = graceful.watch(hyper::server::conn::http1::Builder::new().serve_connection(io, svc));
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    log(Level::Debug, &format!("connection ended: {e}"));
-                }
-            });
+    // hyper's header-read timer starts whenever a connection waits for a request head (when it
+    // opens, and after each response), so it also closes connections that send nothing.
+    let timer = hyper_util::rt::TokioTimer::new();
+    let mut served = hyper::server::conn::http1::Builder::new();
+    served.timer(timer.clone()).header_read_timeout(st.settings.header_read_timeout);
+    let mut reserve = hyper::server::conn::http1::Builder::new();
+    reserve.timer(timer).header_read_timeout(st.settings.header_read_timeout.min(RESERVE_HEADER_TIMEOUT)).keep_alive(false);
+    loop {
+        let conn = tokio::select! {
+            c = listener.accept() => c,
+            _ = stop.changed() => break,
+        };
+        let (stream, _peer) = match conn {
+            Ok(c) => c,
+            Err(e) => {
+                // Out of file descriptors and the like: wait, do not spin.
+                log(Level::Warn, &format!("accept failed: {e}"));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let io = hyper_util::rt::TokioIo::new(stream);
+        let m = &st.metrics;
+        // Only this loop adds connections, so the count cannot grow between the test and the add.
+        let over_cap = m.open_connections.load(Relaxed) >= st.settings.max_connections as u64;
+        if over_cap {
+            m.connections_over_cap.fetch_add(1, Relaxed);
+            if m.reserve_connections.load(Relaxed) >= RESERVE_CONNECTIONS {
+                continue; // dropping the stream closes it
+            }
         }
-        graceful
-    });
-    Ok(RunningServer { addr, state, stop, accept })
+        let slot = OpenConnection::take(st.clone(), over_cap);
+        let st = st.clone();
+        let svc = hyper::service::service_fn(move |req| {
+            let st = st.clone();
+            async move { Ok::<_, Infallible>(if over_cap { over_capacity(st, req).await } else { route(st, req).await }) }
+        });
+        let conn = graceful.watch(if over_cap { &reserve } else { &served }.serve_connection(io, svc));
+        tokio::spawn(async move {
+            let _slot = slot;
+            if let Err(e) = conn.await {
+                log(Level::Debug, &format!("connection ended: {e}"));
+            }
+        });
+    }
+    graceful
+}
+
+/// A connection counted in the metrics (and against the cap) while it lives.
+struct OpenConnection {
+    st: Arc<AppState>,
+    reserve: bool,
+}
+
+impl OpenConnection {
+    fn take(st: Arc<AppState>, reserve: bool) -> Self {
+        let c = OpenConnection { st, reserve };
+        c.counter().fetch_add(1, Relaxed);
+        c
+    }
+    fn counter(&self) -> &std::sync::atomic::AtomicU64 {
+        if self.reserve {
+            &self.st.metrics.reserve_connections
+        } else {
+            &self.st.metrics.open_connections
+        }
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.counter().fetch_sub(1, Relaxed);
+    }
+}
+
+/// A connection past `--max-connections`: `/health` and `/metrics` are answered as usual (they
+/// cost nothing, and a health checker should see a server that is full, not one that is gone);
+/// every other route gets 503, and the connection closes after one answer.
+async fn over_capacity(st: Arc<AppState>, req: Request<Incoming>) -> Resp {
+    let path = req.uri().path().trim_end_matches('/');
+    if matches!(path, "/health" | "/metrics") {
+        return route(st, req).await;
+    }
+    st.metrics.http_errors.fetch_add(1, Relaxed);
+    let e = ApiError::unavailable(format!(
+        "the server is serving its limit of {} connections (--max-connections); retry later",
+        st.settings.max_connections
+    ));
+    let mut r = e.response();
+    r.headers_mut().insert(hyper::header::RETRY_AFTER, hyper::header::HeaderValue::from_static("1"));
+    r.headers_mut().insert(hyper::header::CONNECTION, hyper::header::HeaderValue::from_static("close"));
+    r
 }
 
 /// `dllm serve`: run until Ctrl-C or SIGTERM.
@@ -231,17 +328,14 @@ async fn route(st: Arc<AppState>, req: Request<Incoming>) -> Resp {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let t0 = Instant::now();
-    // CORS, as SGLang allows it: any origin; preflights are answered here, before the key check.
-    if method == Method::OPTIONS {
-        let mut r = full(StatusCode::NO_CONTENT, "text/plain", "");
-        let h = r.headers_mut();
-        h.insert("access-control-allow-origin", hyper::header::HeaderValue::from_static("*"));
-        h.insert("access-control-allow-methods", hyper::header::HeaderValue::from_static("GET, POST, OPTIONS"));
-        h.insert("access-control-allow-headers", hyper::header::HeaderValue::from_static("*"));
-        h.insert("access-control-max-age", hyper::header::HeaderValue::from_static("86400"));
+    // Browsers send preflights without credentials: they are answered before the key check.
+    if let Some(r) = st.cors.preflight(&req) {
         return r;
     }
-    let mut resp = match dispatch(&st, req).await {
+    let origin = req.headers().get(hyper::header::ORIGIN).cloned();
+    // The prompts this request submits take their turns in the queue together.
+    let group = st.sched.new_group();
+    let mut resp = match scheduler::REQUEST_GROUP.scope(group, dispatch(&st, req)).await {
         Ok(r) => r,
         Err(e) => {
             if e.status.is_server_error() {
@@ -252,7 +346,7 @@ async fn route(st: Arc<AppState>, req: Request<Incoming>) -> Resp {
             e.response()
         }
     };
-    resp.headers_mut().insert("access-control-allow-origin", hyper::header::HeaderValue::from_static("*"));
+    st.cors.allow(origin.as_ref(), &mut resp);
     if resp.status().is_client_error() || resp.status().is_server_error() {
         st.metrics.http_errors.fetch_add(1, Relaxed);
     }
@@ -280,10 +374,10 @@ async fn dispatch(st: &Arc<AppState>, req: Request<Incoming>) -> ApiResult<Resp>
         "/flush_cache" if is_post || is_get => Ok(full(StatusCode::OK, "text/plain", "Cache flushed.\n")),
         "/v1/models" if is_get => Ok(json(StatusCode::OK, &openai::models(st))),
         p if p.starts_with("/v1/models/") && is_get => Ok(json(StatusCode::OK, &openai::model(st, &p["/v1/models/".len()..])?)),
-        "/generate" if is_post => generate::generate(st, read_json(req, st.settings.max_body_bytes).await?).await,
-        "/abort_request" if is_post => abort_request(st, read_json(req, st.settings.max_body_bytes).await?).await,
-        "/v1/completions" if is_post => openai::completions(st, read_json(req, st.settings.max_body_bytes).await?).await,
-        "/v1/chat/completions" if is_post => openai::chat(st, read_json(req, st.settings.max_body_bytes).await?).await,
+        "/generate" if is_post => generate::generate(st, read_prompts(st, req, PromptField::Generate).await?).await,
+        "/abort_request" if is_post => abort_request(st, read_json(req, st.settings.max_body_bytes, st.settings.idle_timeout).await?).await,
+        "/v1/completions" if is_post => openai::completions(st, read_prompts(st, req, PromptField::Completions).await?).await,
+        "/v1/chat/completions" if is_post => openai::chat(st, read_prompts(st, req, PromptField::Chat).await?).await,
         "/health" | "/health_generate" | "/metrics" | "/get_model_info" | "/model_info" | "/get_server_info" | "/server_info"
         | "/v1/models" => Err(ApiError::method_not_allowed(format!("{path} takes GET, not {method}"))),
         p if p.starts_with("/v1/models/") => Err(ApiError::method_not_allowed(format!("{path} takes GET, not {method}"))),
@@ -292,6 +386,13 @@ async fn dispatch(st: &Arc<AppState>, req: Request<Incoming>) -> ApiResult<Resp>
         }
         _ => Err(ApiError::not_found(format!("no endpoint {method} {path}"))),
     }
+}
+
+/// A generation route's body, its prompts counted and measured before anything is tokenized.
+async fn read_prompts(st: &AppState, req: Request<Incoming>, field: PromptField) -> ApiResult<serde_json::Value> {
+    let body = read_json(req, st.settings.max_body_bytes, st.settings.idle_timeout).await?;
+    st.limits.check_body(field, &body)?;
+    Ok(body)
 }
 
 /// SGLang's `POST /abort_request`: `{"rid": ...}` ends that request, `{"abort_all": true}` every

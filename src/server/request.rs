@@ -559,12 +559,15 @@ pub fn token_texts(tok: &Tokenizer, ids: &[u32]) -> Vec<String> {
     ids.iter().map(|&t| tok.decode(&[t], false)).collect()
 }
 
-/// A prompt's tokens: 400 if it is empty or encodes to nothing.
+/// A prompt's tokens: 400 if it is empty, longer in bytes than the context could hold in tokens
+/// (checked before tokenizing: see `limits.rs`), or encodes to nothing. The text is tokenized on
+/// the server's tokenizer pool, which the calling async worker does not wait on.
 pub fn encode(st: &AppState, text: &str, at: &str) -> ApiResult<Vec<u32>> {
     if text.is_empty() {
         return Err(ApiError::bad_request(format!("{at} is empty")));
     }
-    let ids = st.tokenizer.encode(text).map_err(|e| ApiError::bad_request(format!("{at}: {e:#}")))?;
+    st.limits.check_text(text, at)?;
+    let ids = st.tokenize.encode(text).map_err(|e| ApiError::bad_request(format!("{at}: {e:#}")))?;
     if ids.is_empty() {
         return Err(ApiError::bad_request(format!("{at} encodes to no tokens")));
     }

@@ -3,6 +3,11 @@
 //! most `max_queue`), calls `step` while any request is active (one step carries the current
 //! blocks of all of them), and routes each request's events back through its own channel.
 //! A request whose receiver is gone (the client left) is cancelled and its cache freed.
+//!
+//! Every prompt is a request of its own, but the queue is served in turns across the HTTP
+//! requests the prompts came in (their *group*), not first come first served: a request
+//! holding a thousand prompts takes one turn in each round, so a client arriving after it
+//! waits for one running slot to free, not for the thousand.
 
 use super::metrics::Metrics;
 use crate::engine::{DynEngine, Event, GenParams, Generated, Output};
@@ -49,8 +54,17 @@ impl std::fmt::Display for SubmitError {
     }
 }
 
+tokio::task_local! {
+    /// The HTTP request the current handler serves (`route` sets it for the request's lifetime):
+    /// the prompts it submits share one turn of the queue. A submission made outside one is a
+    /// group of its own.
+    pub static REQUEST_GROUP: u64;
+}
+
 struct Submit {
     key: u64,
+    /// Whose turn it waits for: see [`REQUEST_GROUP`].
+    group: u64,
     /// The client's request id (`/abort_request` names requests by it).
     rid: String,
     prompt: Vec<u32>,
@@ -117,13 +131,20 @@ impl Scheduler {
         self.tx.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// A fresh group id for [`REQUEST_GROUP`] (drawn from the same counter as request keys, so
+    /// that a group of its own never meets another's).
+    pub fn new_group(&self) -> u64 {
+        self.next_key.fetch_add(1, Relaxed)
+    }
+
     /// Validate and queue a request. Returns once the engine thread has accepted or refused it.
     pub async fn submit(&self, rid: String, prompt: Vec<u32>, params: GenParams) -> Result<Ticket, SubmitError> {
         let key = self.next_key.fetch_add(1, Relaxed);
+        let group = REQUEST_GROUP.try_with(|g| *g).unwrap_or(key);
         let (etx, erx) = tmpsc::unbounded_channel();
         let (rtx, rrx) = oneshot::channel();
         let tx = self.sender();
-        tx.send(Cmd::Submit(Submit { key, rid, prompt, params, events: etx, reply: rtx })).map_err(|_| SubmitError::Stopped)?;
+        tx.send(Cmd::Submit(Submit { key, group, rid, prompt, params, events: etx, reply: rtx })).map_err(|_| SubmitError::Stopped)?;
         match rrx.await {
             Ok(Ok(())) => Ok(Ticket { events: erx, key, tx, done: false }),
             Ok(Err(e)) => Err(e),
@@ -152,11 +173,75 @@ impl Scheduler {
 
 struct Pending {
     key: u64,
+    group: u64,
     rid: String,
     prompt: Vec<u32>,
     params: GenParams,
     events: tmpsc::UnboundedSender<ReqEvent>,
     queued_at: Instant,
+}
+
+/// The requests waiting for a running slot, served in turns: one request of each group per
+/// round, groups in the order they first queued; within a group, first come first served.
+#[derive(Default)]
+struct FairQueue {
+    /// Groups in turn order, each with its waiting requests (never empty).
+    groups: VecDeque<(u64, VecDeque<Pending>)>,
+    len: usize,
+}
+
+impl FairQueue {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn push(&mut self, p: Pending) {
+        match self.groups.iter_mut().find(|(g, _)| *g == p.group) {
+            Some((_, q)) => q.push_back(p),
+            None => self.groups.push_back((p.group, VecDeque::from([p]))),
+        }
+        self.len += 1;
+    }
+
+    /// The request whose turn it is; its group goes to the back of the round.
+    fn pop(&mut self) -> Option<Pending> {
+        let (g, mut q) = self.groups.pop_front()?;
+        let p = q.pop_front();
+        if !q.is_empty() {
+            self.groups.push_back((g, q));
+        }
+        self.len -= usize::from(p.is_some());
+        p
+    }
+
+    /// Undo `pop` (the request must wait for cache): it is again the first in line.
+    fn unpop(&mut self, p: Pending) {
+        let mut q = match self.groups.iter().position(|(g, _)| *g == p.group) {
+            Some(i) => self.groups.remove(i).map(|(_, q)| q).unwrap_or_default(),
+            None => VecDeque::new(),
+        };
+        let group = p.group;
+        q.push_front(p);
+        self.groups.push_front((group, q));
+        self.len += 1;
+    }
+
+    /// Take out every waiting request `hit` selects, in queue order within each group.
+    fn take_where(&mut self, mut hit: impl FnMut(&Pending) -> bool) -> Vec<Pending> {
+        let mut taken = vec![];
+        for (_, q) in self.groups.iter_mut() {
+            let (t, kept): (VecDeque<Pending>, VecDeque<Pending>) = q.drain(..).partition(|p| hit(p));
+            *q = kept;
+            taken.extend(t);
+        }
+        self.groups.retain(|(_, q)| !q.is_empty());
+        self.len -= taken.len();
+        taken
+    }
 }
 
 struct Active {
@@ -170,7 +255,7 @@ struct EngineLoop {
     max_running: usize,
     max_queue: usize,
     metrics: Arc<Metrics>,
-    queue: VecDeque<Pending>,
+    queue: FairQueue,
     /// Engine request id -> the request.
     active: HashMap<u64, Active>,
     /// Request key -> engine request id.
@@ -185,7 +270,7 @@ impl EngineLoop {
             max_running,
             max_queue,
             metrics,
-            queue: VecDeque::new(),
+            queue: FairQueue::default(),
             active: HashMap::new(),
             ids: HashMap::new(),
             stopping: false,
@@ -223,7 +308,7 @@ impl EngineLoop {
         for (_, a) in self.active.drain() {
             let _ = a.events.send(ReqEvent::ShuttingDown);
         }
-        for p in self.queue.drain(..) {
+        for p in self.queue.take_where(|_| true) {
             let _ = p.events.send(ReqEvent::ShuttingDown);
         }
         self.publish();
@@ -245,8 +330,9 @@ impl EngineLoop {
                     Ok(()) => Ok(()),
                 };
                 if verdict.is_ok() {
-                    self.queue.push_back(Pending {
+                    self.queue.push(Pending {
                         key: s.key,
+                        group: s.group,
                         rid: s.rid,
                         prompt: s.prompt,
                         params: s.params,
@@ -259,8 +345,7 @@ impl EngineLoop {
                 let _ = s.reply.send(verdict);
             }
             Cmd::Cancel(key) => {
-                if let Some(i) = self.queue.iter().position(|p| p.key == key) {
-                    self.queue.remove(i);
+                if !self.queue.take_where(|p| p.key == key).is_empty() {
                     self.metrics.requests_cancelled.fetch_add(1, Relaxed);
                 } else if let Some(id) = self.ids.remove(&key) {
                     self.active.remove(&id);
@@ -284,9 +369,7 @@ impl EngineLoop {
         };
         const WHY: &str = "aborted by /abort_request";
         let mut n = 0;
-        let (aborted, kept): (VecDeque<Pending>, VecDeque<Pending>) = self.queue.drain(..).partition(|p| hit(&p.rid));
-        self.queue = kept;
-        for p in aborted {
+        for p in self.queue.take_where(|p| hit(&p.rid)) {
             let _ = p.events.send(ReqEvent::Aborted(WHY.into()));
             n += 1;
         }
@@ -305,7 +388,7 @@ impl EngineLoop {
 
     fn admit(&mut self) {
         while self.active.len() < self.max_running {
-            let Some(p) = self.queue.pop_front() else { break };
+            let Some(p) = self.queue.pop() else { break };
             if p.events.is_closed() {
                 self.metrics.requests_cancelled.fetch_add(1, Relaxed);
                 continue;
@@ -322,7 +405,7 @@ impl EngineLoop {
                 Err(e) if !self.active.is_empty() => {
                     // Most likely the KV cache is full: wait until a running request ends.
                     super::log(super::Level::Debug, &format!("request waits for cache: {e:#}"));
-                    self.queue.push_front(p);
+                    self.queue.unpop(p);
                     break;
                 }
                 Err(e) => {
