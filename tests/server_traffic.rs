@@ -105,6 +105,13 @@ async fn a_request_holds_at_most_max_prompts_per_request() {
     assert_error(&r, 400, "--max-prompts-per-request");
     let r = post(a, "/v1/completions", &json!({"prompt": [[1], [2], [3], [4]], "max_tokens": 4})).await;
     assert_error(&r, 400, "--max-prompts-per-request");
+    // n samples of a prompt are n sequences in the queue: the cap counts them.
+    let r = post(a, "/generate", &json!({"text": ["a", "b"], "sampling_params": {"max_new_tokens": 4, "n": 2}})).await;
+    assert_error(&r, 400, "the request holds 2 prompts x n = 2 samples (4 sequences); at most 3");
+    let r = post(a, "/v1/completions", &json!({"prompt": "a", "n": 4, "max_tokens": 4})).await;
+    assert_error(&r, 400, "--max-prompts-per-request");
+    let r = post(a, "/v1/chat/completions", &json!({"messages": [{"role": "user", "content": "a"}], "n": 4, "max_tokens": 4})).await;
+    assert_error(&r, 400, "--max-prompts-per-request");
     assert_eq!(metric(a, "dllm:num_requests_total").await, 0.0);
     let r = post(a, "/generate", &json!({"text": ["a", "b", "c"], "sampling_params": sp})).await;
     assert_eq!(r.status, 200, "{}", r.text());
@@ -113,8 +120,7 @@ async fn a_request_holds_at_most_max_prompts_per_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_many_prompt_request_takes_turns_with_later_requests() {
-    // One running slot, two blocks a prompt: the engine thread takes one submission a step, so
-    // the big request's prompts pile up in the queue faster than they run.
+    // One running slot, two blocks a prompt: the big request's prompts all wait in the queue.
     let srv = serve(&["--threshold", "0", "--max-running-requests", "1"]).await;
     let a = srv.addr;
     let sp = json!({"temperature": 0, "max_new_tokens": 64, "ignore_eos": true});
@@ -136,6 +142,33 @@ async fn a_many_prompt_request_takes_turns_with_later_requests() {
     assert_eq!(status, 200);
     assert!(left >= 16.0, "only {left} of the big request's prompts were still waiting when the small one finished");
     assert!(small_took * 8 < big_took, "the small request took {small_took:?}, the big one {big_took:?}");
+    srv.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_many_prompt_request_reaches_the_queue_at_once() {
+    // Its prompts are sent together, not one per engine step (a 1,000-prompt request took
+    // ~1,000 steps just to be queued): by the time the queue holds them all, only a few steps ran.
+    let srv = serve(&["--threshold", "0", "--max-running-requests", "1"]).await;
+    let a = srv.addr;
+    let sp = json!({"temperature": 0, "max_new_tokens": 64, "ignore_eos": true});
+    let body = json!({"text": vec!["Hello"; 200], "sampling_params": sp});
+    let big = tokio::spawn(async move { post(a, "/generate", &body).await.status });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (queued, steps) = loop {
+        let m = get(a, "/metrics").await.text();
+        let value = |name: &str| -> f64 {
+            m.lines().find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' '))).map_or(0.0, |v| v.trim().parse().unwrap())
+        };
+        let (queued, steps) = (value("dllm:num_queue_reqs"), value("dllm:denoising_steps_total"));
+        if queued >= 190.0 || Instant::now() > deadline {
+            break (queued, steps);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert!(queued >= 190.0, "the queue never held the request's prompts ({queued})");
+    assert!(steps < 100.0, "{steps} engine steps ran before the request's prompts were queued");
+    big.abort();
     srv.shutdown().await;
 }
 

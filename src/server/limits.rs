@@ -75,9 +75,13 @@ impl PromptLimits {
                 1
             }
         };
-        if count > self.max_prompts {
+        // Each of `n` samples of a prompt is a job of its own in the queue, so the cap counts them.
+        let n = samples_per_prompt(field, body);
+        let jobs = count.saturating_mul(n);
+        if jobs > self.max_prompts {
+            let what = if n > 1 { format!("{count} prompts x n = {n} samples ({jobs} sequences)") } else { format!("{count} prompts") };
             return Err(ApiError::bad_request(format!(
-                "the request holds {count} prompts; at most {} are allowed per request (--max-prompts-per-request)",
+                "the request holds {what}; at most {} are allowed per request (--max-prompts-per-request)",
                 self.max_prompts
             )));
         }
@@ -115,4 +119,18 @@ fn chat_text_bytes(messages: Option<&Value>) -> usize {
             _ => 0,
         })
         .fold(0usize, usize::saturating_add)
+}
+
+/// The `n` a request asks for (SGLang: `sampling_params.n`, the first one's for a batch; OpenAI:
+/// `n`); 1 when absent or malformed, which the route's parser then answers.
+fn samples_per_prompt(field: PromptField, body: &Value) -> usize {
+    let n = match field {
+        PromptField::Generate => match body.get("sampling_params") {
+            Some(Value::Array(a)) => a.first().and_then(|p| p.get("n")),
+            Some(p) => p.get("n"),
+            None => None,
+        },
+        PromptField::Completions | PromptField::Chat => body.get("n"),
+    };
+    n.and_then(Value::as_u64).map_or(1, |n| n.max(1) as usize)
 }

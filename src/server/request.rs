@@ -6,7 +6,7 @@ use super::errors::{ApiError, ApiResult};
 use super::http::{sse, sse_event, Resp, SSE_DONE};
 use super::json::{as_bool, as_f32, as_i64, as_u32, as_usize, kind};
 use super::log::{log, Level};
-use super::scheduler::{ReqEvent, SubmitError, Ticket};
+use super::scheduler::{PendingSubmit, ReqEvent, SubmitError, Ticket};
 use super::AppState;
 use crate::decode::Policy;
 use crate::engine::{Finish, GenParams, Generated};
@@ -342,30 +342,50 @@ pub fn new_rid() -> String {
 
 /// Queue a job on the engine thread: 400 if the engine refuses it, 503 if the server is full.
 pub async fn submit(st: &Arc<AppState>, job: Job, started: Instant) -> ApiResult<Running> {
+    send(st, job, started)?.accepted().await
+}
+
+/// A job sent to the engine thread, its verdict not yet read.
+pub struct PendingRun {
+    pending: PendingSubmit,
+    run: Running,
+}
+
+/// Check a job and send it to the engine thread without waiting for the verdict.
+fn send(st: &Arc<AppState>, job: Job, started: Instant) -> ApiResult<PendingRun> {
     st.metrics.requests.fetch_add(1, Relaxed);
     job.sampling.check(st).inspect_err(|_| {
         st.metrics.requests_rejected.fetch_add(1, Relaxed);
     })?;
     let prompt_tokens = job.prompt.len();
-    match st.sched.submit(job.rid.clone(), job.prompt, job.sampling.params.clone()).await {
-        Ok(ticket) => Ok(Running {
-            ticket: Some(ticket),
-            st: st.clone(),
-            rid: job.rid,
-            prompt_tokens,
-            sampling: job.sampling,
-            started,
-            blocks: 0,
-            finished: false,
-            last: Generated::default(),
-        }),
-        Err(e) => {
-            st.metrics.requests_rejected.fetch_add(1, Relaxed);
-            Err(match e {
-                SubmitError::Invalid(m) => ApiError::bad_request(m),
-                e @ (SubmitError::QueueFull { .. } | SubmitError::Stopped) => ApiError::unavailable(e.to_string()),
-            })
-        }
+    let pending = st.sched.send(job.rid.clone(), job.prompt, job.sampling.params.clone()).map_err(|e| submit_error(st, e))?;
+    let run = Running {
+        ticket: None,
+        st: st.clone(),
+        rid: job.rid,
+        prompt_tokens,
+        sampling: job.sampling,
+        started,
+        blocks: 0,
+        finished: false,
+        last: Generated::default(),
+    };
+    Ok(PendingRun { pending, run })
+}
+
+impl PendingRun {
+    async fn accepted(self) -> ApiResult<Running> {
+        let PendingRun { pending, mut run } = self;
+        run.ticket = Some(pending.accepted().await.map_err(|e| submit_error(&run.st, e))?);
+        Ok(run)
+    }
+}
+
+fn submit_error(st: &AppState, e: SubmitError) -> ApiError {
+    st.metrics.requests_rejected.fetch_add(1, Relaxed);
+    match e {
+        SubmitError::Invalid(m) => ApiError::bad_request(m),
+        e @ (SubmitError::QueueFull { .. } | SubmitError::Stopped) => ApiError::unavailable(e.to_string()),
     }
 }
 
@@ -539,17 +559,19 @@ pub fn stream_sse(runs: Vec<Running>, mut format: impl StreamFormat) -> Resp {
 /// Submit every job, or none: on an error the ones already queued are cancelled (dropped).
 pub async fn submit_all(st: &Arc<AppState>, jobs: Vec<Job>, started: Instant) -> ApiResult<Vec<Running>> {
     let batch = jobs.len() > 1;
-    let mut runs = Vec::with_capacity(jobs.len());
-    for (i, j) in jobs.into_iter().enumerate() {
-        match submit(st, j, started).await {
-            Ok(r) => runs.push(r),
-            Err(mut e) => {
-                if batch && e.status == StatusCode::BAD_REQUEST {
-                    e.message = format!("prompt {i}: {}", e.message);
-                }
-                return Err(e);
-            }
+    let name = |i: usize, mut e: ApiError| {
+        if batch && e.status == StatusCode::BAD_REQUEST {
+            e.message = format!("prompt {i}: {}", e.message);
         }
+        e
+    };
+    // Every job is sent before any verdict is awaited: the engine thread reads them all in one
+    // go. On an error the jobs already sent are dropped, which cancels them.
+    let pending: Vec<PendingRun> =
+        jobs.into_iter().enumerate().map(|(i, j)| send(st, j, started).map_err(|e| name(i, e))).collect::<ApiResult<_>>()?;
+    let mut runs = Vec::with_capacity(pending.len());
+    for (i, p) in pending.into_iter().enumerate() {
+        runs.push(p.accepted().await.map_err(|e| name(i, e))?);
     }
     Ok(runs)
 }

@@ -117,6 +117,31 @@ impl Drop for Ticket {
     }
 }
 
+/// A request sent to the engine thread, its verdict not yet read; dropped, it cancels the request.
+pub struct PendingSubmit {
+    ticket: Ticket,
+    reply: oneshot::Receiver<Result<(), SubmitError>>,
+}
+
+impl PendingSubmit {
+    /// The engine thread's verdict: the request's ticket, or why it was refused.
+    pub async fn accepted(mut self) -> Result<Ticket, SubmitError> {
+        let verdict = (&mut self.reply).await;
+        match verdict {
+            Ok(Ok(())) => Ok(self.ticket),
+            Ok(Err(e)) => {
+                // Refused: nothing to cancel.
+                self.ticket.mark_done();
+                Err(e)
+            }
+            Err(_) => {
+                self.ticket.mark_done();
+                Err(SubmitError::Stopped)
+            }
+        }
+    }
+}
+
 impl Scheduler {
     pub fn start(engine: Box<dyn DynEngine>, max_running: usize, max_queue: usize, metrics: Arc<Metrics>) -> Scheduler {
         let (tx, rx) = mpsc::channel();
@@ -139,17 +164,19 @@ impl Scheduler {
 
     /// Validate and queue a request. Returns once the engine thread has accepted or refused it.
     pub async fn submit(&self, rid: String, prompt: Vec<u32>, params: GenParams) -> Result<Ticket, SubmitError> {
+        self.send(rid, prompt, params)?.accepted().await
+    }
+
+    /// Send a request to the engine thread without waiting for its verdict, so that a request's
+    /// many prompts reach the engine thread together instead of one per engine step.
+    pub fn send(&self, rid: String, prompt: Vec<u32>, params: GenParams) -> Result<PendingSubmit, SubmitError> {
         let key = self.next_key.fetch_add(1, Relaxed);
         let group = REQUEST_GROUP.try_with(|g| *g).unwrap_or(key);
         let (etx, erx) = tmpsc::unbounded_channel();
         let (rtx, rrx) = oneshot::channel();
         let tx = self.sender();
         tx.send(Cmd::Submit(Submit { key, group, rid, prompt, params, events: etx, reply: rtx })).map_err(|_| SubmitError::Stopped)?;
-        match rrx.await {
-            Ok(Ok(())) => Ok(Ticket { events: erx, key, tx, done: false }),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(SubmitError::Stopped),
-        }
+        Ok(PendingSubmit { ticket: Ticket { events: erx, key, tx, done: false }, reply: rrx })
     }
 
     /// End the queued and running requests `target` names: each hears `Aborted`, its cache is
