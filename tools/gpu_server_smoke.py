@@ -18,6 +18,7 @@ import math
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 
 BIN = sys.argv[1] if len(sys.argv) > 1 else ".carry/dllm"
@@ -25,8 +26,11 @@ BIN = sys.argv[1] if len(sys.argv) > 1 else ".carry/dllm"
 
 def post(url, body):
     req = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=60) as r:
-        return json.loads(r.read())
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        raise SystemExit(f"{url}: HTTP {e.code}: {e.read().decode(errors='replace')}")
 
 
 def main():
@@ -70,7 +74,7 @@ def main():
         biased = post(gen, {"text": text, "sampling_params": {**sp, "max_new_tokens": 32, "logit_bias": {str(other): 100.0}}})
         check("logit_bias +100 forces the token", set(biased["output_ids"]) == {other}, f"token {other}")
 
-        pen = post(gen, {"text": text, "sampling_params": {**sp, "repetition_penalty": 5.0, "frequency_penalty": 1.5}})
+        pen = post(gen, {"text": text, "sampling_params": {**sp, "repetition_penalty": 2.0, "frequency_penalty": 1.5}})
         check("penalties change the greedy output", pen["output_ids"] != fused["output_ids"])
 
         samp = {"temperature": 1.0, "max_new_tokens": 32, "seed": 11, "n": 3}
