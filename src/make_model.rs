@@ -120,6 +120,7 @@ impl Plan {
             _ => PathBuf::from("."),
         };
         std::fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
+        remove_stale_partials(&parent, &name.to_string_lossy());
         let free = fs4::available_space(&parent).with_context(|| format!("reading the free space on {}", parent.display()))?;
         check_free_space(self.total_bytes(), free, &parent)?;
         let partial = PartialDir::create(parent.join(format!(".{}.partial-{}", name.to_string_lossy(), std::process::id())))?;
@@ -168,6 +169,22 @@ impl Drop for PartialDir {
     fn drop(&mut self) {
         if !self.keep {
             let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+/// A killed make-model (Ctrl-C, `timeout`) never runs [`PartialDir`]'s drop: remove the hidden
+/// partial directories for `name` whose writer process is gone, before the free space is counted
+/// (a killed mini write leaves up to 32 GB).
+fn remove_stale_partials(parent: &Path, name: &str) {
+    let prefix = format!(".{name}.partial-");
+    let Ok(entries) = std::fs::read_dir(parent) else { return };
+    for e in entries.flatten() {
+        let file_name = e.file_name();
+        let Some(pid) = file_name.to_str().and_then(|f| f.strip_prefix(&prefix)).and_then(|p| p.parse::<u32>().ok()) else { continue };
+        if !Path::new("/proc").join(pid.to_string()).exists() {
+            eprintln!("removing {}, left by a make-model that was killed", e.path().display());
+            let _ = std::fs::remove_dir_all(e.path());
         }
     }
 }

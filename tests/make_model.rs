@@ -98,3 +98,21 @@ fn a_write_that_fails_half_way_leaves_nothing() {
     assert!(!dir.exists(), "{} was left behind", dir.display());
     assert!(leftovers(dir.parent().unwrap(), &dir.file_name().unwrap().to_string_lossy()).is_empty());
 }
+
+#[test]
+fn partial_directories_of_killed_writers_are_removed() {
+    let parent = tmp("stale");
+    std::fs::create_dir_all(&parent).unwrap();
+    // Above Linux's largest pid (2^22): no process has it.
+    let stale = parent.join(".ckpt.partial-999999999");
+    std::fs::create_dir_all(&stale).unwrap();
+    std::fs::write(stale.join("model-00001-of-00001.safetensors"), b"half").unwrap();
+    // Another checkpoint's are left alone.
+    let other = parent.join(".other.partial-999999999");
+    std::fs::create_dir_all(&other).unwrap();
+    make_model("tiny", &parent.join("ckpt"), 0).unwrap();
+    assert!(!stale.exists(), "the killed writer's partial directory is still there");
+    assert!(other.exists());
+    assert!(parent.join("ckpt/config.json").exists());
+    std::fs::remove_dir_all(&parent).unwrap();
+}
