@@ -224,10 +224,7 @@ pub async fn generate(st: &Arc<AppState>, body: Value) -> ApiResult<Resp> {
         let mut out = Vec::with_capacity(runs.len());
         for (r, head) in runs.into_iter().zip(&heads) {
             let u = r.finish().await;
-            if let Some(FinishKind::Abort(m)) = &u.finish {
-                return Err(ApiError::internal(format!("request {} failed: {m}", head.rid)));
-            }
-            if let Some(e) = u.finish.as_ref().and_then(FinishKind::error) {
+            if let Some(e) = u.finish.as_ref().and_then(|f| f.error(&head.rid)) {
                 return Err(e);
             }
             out.push(generate_value(st, head, &u));

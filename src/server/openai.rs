@@ -316,9 +316,10 @@ async fn run(st: &Arc<AppState>, c: Common, prompts: Vec<Vec<u32>>, flavor: Flav
         let mut choices = vec![];
         let mut completion = 0;
         for (i, r) in runs.into_iter().enumerate() {
+            let rid = r.rid.clone();
             let u = r.finish().await;
             let fin = u.finish.clone().unwrap_or(FinishKind::Length(0));
-            if let Some(e) = fin.error() {
+            if let Some(e) = fin.error(&rid) {
                 return Err(e);
             }
             completion += u.output_ids.len();
@@ -438,7 +439,7 @@ impl StreamFormat for OpenAiStream {
         self.sent[i] = shown.to_string();
         self.completion[i] = u.output_ids.len();
         let fin = u.finish.as_ref();
-        if let Some(e) = fin.and_then(FinishKind::error) {
+        if let Some(e) = fin.and_then(|f| f.error(&self.id)) {
             return e.body();
         }
         // The tokens this update added, whatever part of their text the delta holds back.

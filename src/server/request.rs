@@ -286,9 +286,10 @@ impl FinishKind {
     }
     /// The error a request that ended this way answers with: a failure is a 500, a shutdown a
     /// 503; every other end (an `/abort_request` too) is an answer.
-    pub fn error(&self) -> Option<ApiError> {
+    /// The error a non-streaming answer gives instead of its body, naming the request.
+    pub fn error(&self, rid: &str) -> Option<ApiError> {
         match self {
-            FinishKind::Abort(m) => Some(ApiError::internal(format!("generation failed: {m}"))),
+            FinishKind::Abort(m) => Some(ApiError::internal(format!("request {rid} failed: {m}"))),
             FinishKind::Unavailable(m) => Some(ApiError::unavailable(m.clone())),
             _ => None,
         }
