@@ -239,12 +239,15 @@ fn plan_shard(file: String, mut tensors: Vec<(String, Vec<usize>)>, cfg: &ModelC
 }
 
 /// Shards are streamed tensor by tensor, so the real shapes never need their full size in memory.
-/// Elements drawn per parallel piece of a random tensor.
-const RANDOM_PIECE: usize = 1 << 20;
+/// Elements drawn per parallel piece of a random tensor: small enough that one expert matrix
+/// (mini: 512 x 2048, 1M elements) spreads over the cores, big enough (a millisecond of work)
+/// that handing pieces out costs nothing.
+const RANDOM_PIECE: usize = 1 << 16;
 
 /// `n` draws of mean + std * N(0, 1) as little-endian f32 or bf16 bytes: the same stream as
 /// drawing element by element from `rng`, made in parallel pieces that each start from the
-/// generator skipped to their first element (mini's 32 GB took over 7 minutes on one core).
+/// generator skipped to their first element (mini's 32.5 GB were one core's work: 55 MB/s on the
+/// H200 host, whose disk writes 1.5 GB/s).
 fn random_bytes(rng: &mut Rng, n: usize, mean: f64, std: f64, f32_: bool) -> Vec<u8> {
     let elem = if f32_ { 4 } else { 2 };
     let mut buf = vec![0u8; n * elem];
