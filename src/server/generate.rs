@@ -4,7 +4,7 @@
 use super::errors::{ApiError, ApiResult};
 use super::http::{json, Resp};
 use super::json::{as_bool, as_i64, as_object, as_u32, as_usize, is_unset, kind};
-use super::log::{log, Level};
+use super::log::ignored_field;
 use super::request::{
     encode, expand_n, new_rid, stream_sse, submit, submit_all, token_texts, FinishKind, Job, Running, Sampling, StreamFormat, Update,
 };
@@ -168,7 +168,7 @@ pub fn parse_generate(st: &AppState, body: &Value) -> ApiResult<Parsed> {
         }
         if GENERATE_IGNORED.contains(&k.as_str()) {
             if !is_unset(v) {
-                log(Level::Warn, &format!("/generate: field {k} is accepted but ignored"));
+                ignored_field(&format!("/generate: field {k}"));
             }
             continue;
         }

@@ -1,7 +1,9 @@
 //! The server's log: one line per event to stderr, filtered by `--log-level`.
 
 use anyhow::{bail, Result};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
+use std::sync::Mutex;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
@@ -40,4 +42,31 @@ pub fn log(level: Level, msg: &str) {
         Level::Debug => "DEBUG",
     };
     eprintln!("[{h:02}:{m:02}:{s:02}] {name} {msg}");
+}
+
+/// A request field dllm accepts but ignores: a warning the first time each field is seen, debug
+/// after that (SGLang's frontend sends `spaces_between_special_tokens` with every request, which
+/// filled the log with one warning per request).
+pub fn ignored_field(field: &str) {
+    let first = first_time(field);
+    let level = if first { Level::Warn } else { Level::Debug };
+    let once = if first { " (said once per field)" } else { "" };
+    log(level, &format!("{field} is accepted but ignored by dllm{once}"));
+}
+
+static SEEN_IGNORED: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+
+fn first_time(field: &str) -> bool {
+    let mut seen = SEEN_IGNORED.lock().unwrap_or_else(|e| e.into_inner());
+    seen.get_or_insert_with(HashSet::new).insert(field.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_ignored_field_is_reported_once() {
+        assert!(super::first_time("test_field_a"));
+        assert!(!super::first_time("test_field_a"));
+        assert!(super::first_time("test_field_b"));
+    }
 }

@@ -5,7 +5,7 @@ use super::errors::{ApiError, ApiResult};
 use super::http::{json, Resp};
 use super::json::as_usize;
 use super::json::{as_bool, as_object, as_u32, is_unset, kind};
-use super::log::{log, Level};
+use super::log::ignored_field;
 use super::request::{
     encode, expand_n, new_rid, stream_sse, submit_all, token_texts, FinishKind, Job, Running, Sampling, StreamFormat, Update,
 };
@@ -158,7 +158,7 @@ fn parse_common(st: &AppState, o: &Map<String, Value>, own: &[&str], flavor: Fla
             }
             k if IGNORED.contains(&k) => {
                 if !is_unset(v) {
-                    log(Level::Warn, &format!("field {k} is accepted but ignored"));
+                    ignored_field(&format!("field {k}"));
                 }
             }
             k => {

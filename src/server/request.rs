@@ -5,7 +5,7 @@
 use super::errors::{ApiError, ApiResult};
 use super::http::{sse, sse_event, Resp, SSE_DONE};
 use super::json::{as_bool, as_f32, as_i64, as_u32, as_usize, kind};
-use super::log::{log, Level};
+use super::log::ignored_field;
 use super::scheduler::{PendingSubmit, ReqEvent, SubmitError, Ticket};
 use super::AppState;
 use crate::decode::Policy;
@@ -127,7 +127,7 @@ impl Sampling {
                 p.logit_bias.sort_unstable_by_key(|&(t, _)| t);
             }
             k if IGNORED_SAMPLING.contains(&k) => {
-                log(Level::Warn, &format!("{at} is accepted but ignored by dllm"));
+                ignored_field(at);
             }
             _ => return Ok(false),
         }
