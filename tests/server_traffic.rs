@@ -157,10 +157,7 @@ async fn a_many_prompt_request_reaches_the_queue_at_once() {
     let deadline = Instant::now() + Duration::from_secs(30);
     let (queued, steps) = loop {
         let m = get(a, "/metrics").await.text();
-        let value = |name: &str| -> f64 {
-            m.lines().find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' '))).map_or(0.0, |v| v.trim().parse().unwrap())
-        };
-        let (queued, steps) = (value("dllm:num_queue_reqs"), value("dllm:denoising_steps_total"));
+        let (queued, steps) = (metric_in(&m, "dllm:num_queue_reqs"), metric_in(&m, "dllm:denoising_steps_total"));
         if queued >= 190.0 || Instant::now() > deadline {
             break (queued, steps);
         }

@@ -137,21 +137,28 @@ def rss_mib(pid):
 # The cases: each returns (lines to print, failures).
 
 
-def case_huge(host, port):
-    text = "a" * (15 << 20)
-    body = json.dumps({"text": text, "sampling_params": {"max_new_tokens": 8}}).encode()
+def post_twice_at_once(host, port, body, timeout, keep):
+    """POST `body` to /generate on two connections at once: per request (status, seconds, the
+    first `keep` bytes of the reply), or None where no answer came within the timeout."""
     results = [None, None]
 
     def send(i):
         t0 = time.monotonic()
-        status, reply = http(host, port, "POST", "/generate", body, timeout=120)
-        results[i] = (status, time.monotonic() - t0, reply[:200].decode(errors="replace"))
+        status, reply = http(host, port, "POST", "/generate", body, timeout=timeout)
+        results[i] = (status, time.monotonic() - t0, reply[:keep].decode(errors="replace"))
 
     threads = [threading.Thread(target=send, args=(i,)) for i in range(2)]
     for t in threads:
         t.start()
     for t in threads:
-        t.join(timeout=150)
+        t.join(timeout=timeout + 30)
+    return results
+
+
+def case_huge(host, port):
+    text = "a" * (15 << 20)
+    body = json.dumps({"text": text, "sampling_params": {"max_new_tokens": 8}}).encode()
+    results = post_twice_at_once(host, port, body, timeout=120, keep=200)
     lines, fails = [], []
     bound = None
     for i, r in enumerate(results):
@@ -169,18 +176,7 @@ def case_huge(host, port):
     # Prompts just under the bound are tokenized, on the server's pool.
     long_prompt = "".join(chr(ord("a") + (i * 7) % 26) for i in range(bound - 64))
     body = json.dumps({"text": [long_prompt] * 64, "sampling_params": {"max_new_tokens": 8}}).encode()
-    results = [None, None]
-
-    def send_long(i):
-        t0 = time.monotonic()
-        status, reply = http(host, port, "POST", "/generate", body, timeout=300)
-        results[i] = (status, time.monotonic() - t0, reply[:160].decode(errors="replace"))
-
-    threads = [threading.Thread(target=send_long, args=(i,)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=330)
+    results = post_twice_at_once(host, port, body, timeout=300, keep=160)
     for i, r in enumerate(results):
         if r is None:
             fails.append(f"64 long prompts {i}: no answer")

@@ -3,8 +3,7 @@
 
 use super::errors::{ApiError, ApiResult};
 use super::http::{json, Resp};
-use super::json::as_usize;
-use super::json::{as_bool, as_object, as_u32, is_unset, kind};
+use super::json::{as_bool, as_object, as_u32, as_usize, is_unset, kind};
 use super::log::ignored_field;
 use super::request::{
     encode, expand_n, new_rid, stream_sse, submit_all, token_texts, FinishKind, Job, Running, Sampling, StreamFormat, Update,
@@ -305,7 +304,7 @@ async fn run(st: &Arc<AppState>, c: Common, prompts: Vec<Vec<u32>>, flavor: Flav
         prompts.into_iter().enumerate().map(|(i, prompt)| Job { prompt, sampling: c.sampling.clone(), rid: format!("{id}-{i}") }).collect(),
     );
     let runs: Vec<Running> = submit_all(st, jobs, started).await?;
-    let choices_n = runs.len();
+    let n = runs.len();
     let model = st.model_name.clone();
     let created = now_unix();
     let (object, chunk_object) = match flavor {
@@ -341,7 +340,6 @@ async fn run(st: &Arc<AppState>, c: Common, prompts: Vec<Vec<u32>>, flavor: Flav
             &json!({"id": id, "object": object, "created": created, "model": model, "choices": choices, "usage": usage(prompt_total, completion)}),
         ));
     }
-    let n = choices_n;
     let format = OpenAiStream {
         id,
         object: chunk_object,

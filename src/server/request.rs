@@ -284,9 +284,9 @@ impl FinishKind {
             FinishKind::Abort(_) | FinishKind::Aborted(_) | FinishKind::Unavailable(_) => "abort",
         }
     }
-    /// The error a request that ended this way answers with: a failure is a 500, a shutdown a
-    /// 503; every other end (an `/abort_request` too) is an answer.
-    /// The error a non-streaming answer gives instead of its body, naming the request.
+    /// The error a request that ended this way answers with instead of its body, naming the
+    /// request: a failure is a 500, a shutdown a 503; every other end (an `/abort_request` too)
+    /// is an answer.
     pub fn error(&self, rid: &str) -> Option<ApiError> {
         match self {
             FinishKind::Abort(m) => Some(ApiError::internal(format!("request {rid} failed: {m}"))),

@@ -162,13 +162,9 @@ impl Scheduler {
         self.next_key.fetch_add(1, Relaxed)
     }
 
-    /// Validate and queue a request. Returns once the engine thread has accepted or refused it.
-    pub async fn submit(&self, rid: String, prompt: Vec<u32>, params: GenParams) -> Result<Ticket, SubmitError> {
-        self.send(rid, prompt, params)?.accepted().await
-    }
-
-    /// Send a request to the engine thread without waiting for its verdict, so that a request's
-    /// many prompts reach the engine thread together instead of one per engine step.
+    /// Send a request to the engine thread to be validated and queued; its verdict comes through
+    /// [`PendingSubmit::accepted`]. Not waiting here lets a request's many prompts reach the
+    /// engine thread together instead of one per engine step.
     pub fn send(&self, rid: String, prompt: Vec<u32>, params: GenParams) -> Result<PendingSubmit, SubmitError> {
         let key = self.next_key.fetch_add(1, Relaxed);
         let group = REQUEST_GROUP.try_with(|g| *g).unwrap_or(key);

@@ -142,8 +142,13 @@ pub async fn open_stream(addr: SocketAddr, v: &Value, events: usize) -> (TcpStre
 }
 
 pub async fn metric(addr: SocketAddr, name: &str) -> f64 {
-    let m = get(addr, "/metrics").await.text();
-    m.lines()
+    metric_in(&get(addr, "/metrics").await.text(), name)
+}
+
+/// The value of `name` in a `/metrics` text (to read several from one scrape).
+pub fn metric_in(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
         .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
         .unwrap_or_else(|| panic!("no metric {name}"))
         .trim()
