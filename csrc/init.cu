@@ -13,8 +13,10 @@ __device__ __forceinline__ uint64_t splitmix(uint64_t z) {
 
 extern "C" __global__ void init_normal(const InitParams p) {
     uint64_t n = ((uint64_t)p.n_hi << 32) | p.n_lo, seed = ((uint64_t)p.seed_hi << 32) | p.seed_lo;
+    uint64_t offset = ((uint64_t)p.offset_hi << 32) | p.offset_lo;
     for (uint64_t i = blockIdx.x * (uint64_t)blockDim.x + threadIdx.x; i < n; i += (uint64_t)gridDim.x * blockDim.x) {
-        uint64_t a = splitmix(seed ^ (2 * i)), b = splitmix(seed ^ (2 * i + 1) ^ 0x5851F42D4C957F2Dull);
+        uint64_t g = offset + (p.local_cols ? (i / p.local_cols) * p.global_cols + p.col0 + i % p.local_cols : i);
+        uint64_t a = splitmix(seed ^ (2 * g)), b = splitmix(seed ^ (2 * g + 1) ^ 0x5851F42D4C957F2Dull);
         float u = ((a >> 40) + 0.5f) / 16777216.f, v = ((b >> 40) + 0.5f) / 16777216.f;
         float x = p.mean + p.std * sqrtf(-2.f * logf(u)) * cospif(2.f * v);
         if (p.out_bf16) p.out_bf16[i] = f2bf(x);

@@ -42,5 +42,12 @@ extern "C" __global__ void __launch_bounds__(PICK_THREADS) row_argmax(const Pick
     if (threadIdx.x == 0) {
         p.token[blockIdx.x] = (uint32_t)arg;
         p.prob[blockIdx.x] = 1.f / z;
+        if (p.share) {
+            // The token id as a float is exact below 2^24 (vocabularies are far smaller).
+            float* s = p.share + 3 * (size_t)blockIdx.x;
+            s[0] = m;
+            s[1] = (float)(p.token_base + arg);
+            s[2] = z;
+        }
     }
 }

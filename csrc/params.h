@@ -252,8 +252,13 @@ struct PickParams {
     DEV_PTR(const float) logits;
     DEV_PTR(uint32_t) token;
     DEV_PTR(float) prob;
+    // Tensor parallel (optional, may be null): per row this rank's share of the pick over its
+    // vocabulary slice, [max logit, token_base + argmax, sum of exp(l - max)] (decode::sample's
+    // PartialPick), for the ranks to combine.
+    DEV_PTR(float) share;
     int32_t rows;
     int32_t vocab;
+    int32_t token_base;
 };
 
 // unmask.cu: LowConfidence over each request's block (see decode/policy.rs::low_confidence).
@@ -277,6 +282,14 @@ struct InitParams {
     uint32_t seed_hi;
     float mean;
     float std;
+    // A tensor-parallel rank's slice draws the whole tensor's values at their indices:
+    // out[i] is element offset + i, or with local_cols > 0 the columns col0 .. col0+local_cols
+    // of rows of global_cols (element offset + (i / local_cols) * global_cols + col0 + i % local_cols).
+    uint32_t offset_lo;
+    uint32_t offset_hi;
+    uint32_t local_cols;
+    uint32_t global_cols;
+    uint32_t col0;
 };
 
 // init.cu, spin_wait: one thread sleeps `us` microseconds.

@@ -13,6 +13,7 @@ use safetensors::tensor::Metadata;
 use safetensors::Dtype;
 use std::collections::HashMap;
 use std::fs::File;
+use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -82,6 +83,44 @@ impl TensorInfo<'_> {
     }
 }
 
+/// The part of a `[rows, cols]` tensor to read (1-D tensors are one row): a tensor-parallel
+/// rank's shard (`backend::shard` gives the rules).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Slice {
+    Whole,
+    /// These row ranges, concatenated in order.
+    Rows(Vec<Range<usize>>),
+    /// Every row's columns in this range.
+    Cols(Range<usize>),
+}
+
+impl Slice {
+    /// The shape of this slice of a tensor of `shape` (`[rows, cols]` or `[n]`); an error when it
+    /// does not fit (a rule applied to a tensor of the wrong shape).
+    pub fn shape(&self, name: &str, shape: &[usize]) -> Result<Vec<usize>, CheckpointError> {
+        let (rows, cols) = match shape {
+            [n] => (1, *n),
+            [r, c] => (*r, *c),
+            _ => return Err(CheckpointError::Unsupported(format!("tensor {name} has shape {shape:?}; sharding expects 1-D or 2-D"))),
+        };
+        match self {
+            Slice::Whole => Ok(shape.to_vec()),
+            Slice::Rows(ranges) => {
+                if shape.len() != 2 || ranges.iter().any(|r| r.end > rows || r.start > r.end) {
+                    return Err(CheckpointError::Unsupported(format!("tensor {name} {shape:?}: row slice {ranges:?} is out of range")));
+                }
+                Ok(vec![ranges.iter().map(|r| r.len()).sum(), cols])
+            }
+            Slice::Cols(r) => {
+                if shape.len() != 2 || r.end > cols || r.start > r.end {
+                    return Err(CheckpointError::Unsupported(format!("tensor {name} {shape:?}: column slice {r:?} is out of range")));
+                }
+                Ok(vec![rows, r.len()])
+            }
+        }
+    }
+}
+
 /// Bytes read per `pread`: big enough that the syscalls cost nothing, small enough to stay in
 /// the CPU cache while they are converted.
 const READ_PIECE: usize = 1 << 20;
@@ -111,7 +150,7 @@ pub mod names {
 
     impl Proj {
         pub const ALL: [Proj; 3] = [Proj::Gate, Proj::Up, Proj::Down];
-        fn stem(self) -> &'static str {
+        pub fn stem(self) -> &'static str {
             match self {
                 Proj::Gate => "gate_proj",
                 Proj::Up => "up_proj",
@@ -303,50 +342,93 @@ impl Checkpoint {
         Ok(TensorInfo { dtype: e.dtype, shape: &e.shape })
     }
 
-    /// The tensor's bytes, in pieces of whole elements, in order. A shard that has shrunk since
-    /// it was opened is an error naming the file.
-    fn read_pieces(&self, name: &str, mut f: impl FnMut(&[u8])) -> Result<(), CheckpointError> {
-        let e = self.entry(name)?;
+    /// Bytes `at..at + buf.len()` of tensor `name`'s shard. A shard that has shrunk since it was
+    /// opened is an error naming the file.
+    fn read_at(&self, name: &str, e: &Entry, buf: &mut [u8], at: u64) -> Result<(), CheckpointError> {
         let file = &self.shards[e.shard];
-        let mut buf = vec![0u8; READ_PIECE.min((e.end - e.start) as usize)];
-        let mut at = e.start;
-        while at < e.end {
-            let n = buf.len().min((e.end - at) as usize);
-            if let Err(err) = file.read_exact_at(&mut buf[..n], at) {
-                let path = self.dir.join(&self.shard_names[e.shard]);
-                let msg = match file.metadata() {
-                    Ok(m) if m.len() < e.end => format!(
-                        "tensor {name} lies at bytes {}..{} but the file now has {} bytes: it was truncated after it was opened",
-                        e.start,
-                        e.end,
-                        m.len()
-                    ),
-                    _ => format!("reading tensor {name}: {err}"),
-                };
-                return Err(file_err(&path, msg));
+        file.read_exact_at(buf, at).map_err(|err| {
+            let path = self.dir.join(&self.shard_names[e.shard]);
+            let msg = match file.metadata() {
+                Ok(m) if m.len() < e.end => format!(
+                    "tensor {name} lies at bytes {}..{} but the file now has {} bytes: it was truncated after it was opened",
+                    e.start,
+                    e.end,
+                    m.len()
+                ),
+                _ => format!("reading tensor {name}: {err}"),
+            };
+            file_err(&path, msg)
+        })
+    }
+
+    /// The bytes of `slice` of the tensor, in pieces of whole elements, in order. Row ranges are
+    /// read as they lie; a column slice reads whole rows a piece at a time and keeps its columns
+    /// (a tensor-parallel rank's half of a row is a few KiB: every page holds both halves).
+    fn read_slice(&self, name: &str, slice: &Slice, mut f: impl FnMut(&[u8])) -> Result<(), CheckpointError> {
+        let e = self.entry(name)?;
+        slice.shape(name, &e.shape)?;
+        let es = e.dtype.size();
+        let cols = *e.shape.last().unwrap_or(&1);
+        let row_bytes = (cols * es) as u64;
+        let mut buf = vec![0u8; READ_PIECE.min((e.end - e.start) as usize).max(row_bytes as usize)];
+        let mut read_span = |from: u64, to: u64, f: &mut dyn FnMut(&[u8])| -> Result<(), CheckpointError> {
+            let mut at = from;
+            while at < to {
+                let n = buf.len().min((to - at) as usize);
+                self.read_at(name, e, &mut buf[..n], at)?;
+                f(&buf[..n]);
+                at += n as u64;
             }
-            f(&buf[..n]);
-            at += n as u64;
+            Ok(())
+        };
+        match slice {
+            Slice::Whole => read_span(e.start, e.end, &mut f),
+            Slice::Rows(ranges) => {
+                for r in ranges {
+                    read_span(e.start + r.start as u64 * row_bytes, e.start + r.end as u64 * row_bytes, &mut f)?;
+                }
+                Ok(())
+            }
+            Slice::Cols(c) => {
+                let (lo, hi) = (c.start * es, c.end * es);
+                let rows_per_read = (READ_PIECE as u64 / row_bytes).max(1);
+                let rows = (e.end - e.start) / row_bytes;
+                let mut r0 = 0;
+                while r0 < rows {
+                    let r1 = (r0 + rows_per_read).min(rows);
+                    let span = ((r1 - r0) * row_bytes) as usize;
+                    self.read_at(name, e, &mut buf[..span], e.start + r0 * row_bytes)?;
+                    for row in buf[..span].chunks_exact(row_bytes as usize) {
+                        f(&row[lo..hi]);
+                    }
+                    r0 = r1;
+                }
+                Ok(())
+            }
         }
-        Ok(())
     }
 
     /// Widened to f32 (bf16/f16 are exact in f32).
     pub fn f32(&self, name: &str) -> Result<Vec<f32>, CheckpointError> {
+        self.f32_slice(name, &Slice::Whole)
+    }
+
+    /// A tensor-parallel rank's `slice` of the tensor, widened to f32.
+    pub fn f32_slice(&self, name: &str, slice: &Slice) -> Result<Vec<f32>, CheckpointError> {
         let e = self.entry(name)?;
-        let n = e.shape.iter().product::<usize>();
+        let n = self.slice_numel(name, slice)?;
         let mut out = Vec::new();
         out.try_reserve_exact(n).map_err(|_| CheckpointError::OutOfMemory { name: name.to_string(), bytes: n * 4 })?;
         // One loop per dtype, so that each converts without a branch per element.
         match e.dtype {
             DType::BF16 => {
-                self.read_pieces(name, |b| out.extend(b.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())))?
+                self.read_slice(name, slice, |b| out.extend(b.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())))?
             }
             DType::F16 => {
-                self.read_pieces(name, |b| out.extend(b.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())))?
+                self.read_slice(name, slice, |b| out.extend(b.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())))?
             }
             DType::F32 => {
-                self.read_pieces(name, |b| out.extend(b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))))?
+                self.read_slice(name, slice, |b| out.extend(b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))))?
             }
         }
         Ok(out)
@@ -354,15 +436,27 @@ impl Checkpoint {
 
     /// Narrowed to bf16 bits (what the GPU backend uploads).
     pub fn bf16_bits(&self, name: &str) -> Result<Vec<u16>, CheckpointError> {
+        self.bf16_bits_slice(name, &Slice::Whole)
+    }
+
+    /// A tensor-parallel rank's `slice` of the tensor as bf16 bits.
+    pub fn bf16_bits_slice(&self, name: &str, slice: &Slice) -> Result<Vec<u16>, CheckpointError> {
         let e = self.entry(name)?;
         if e.dtype != DType::BF16 {
-            return Ok(self.f32(name)?.into_iter().map(|x| half::bf16::from_f32(x).to_bits()).collect());
+            return Ok(self.f32_slice(name, slice)?.into_iter().map(|x| half::bf16::from_f32(x).to_bits()).collect());
         }
-        let n = e.shape.iter().product::<usize>();
+        let n = self.slice_numel(name, slice)?;
         let mut out = Vec::new();
         out.try_reserve_exact(n).map_err(|_| CheckpointError::OutOfMemory { name: name.to_string(), bytes: n * 2 })?;
-        self.read_pieces(name, |b| out.extend(b.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]))))?;
+        self.read_slice(name, slice, |b| out.extend(b.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]))))?;
         Ok(out)
+    }
+
+    /// Elements in `slice` of tensor `name`.
+    pub fn slice_numel(&self, name: &str, slice: &Slice) -> Result<usize, CheckpointError> {
+        let e = self.entry(name)?;
+        let shape = slice.shape(name, &e.shape)?;
+        Ok(shape.iter().product())
     }
 
     /// Bytes of the stored tensor `name` (0 if absent).

@@ -26,6 +26,10 @@ enum Cmd {
         out: PathBuf,
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Write config.json and the tokenizer only, no weights: a model directory to serve with
+        /// `--load-format dummy` (random weights on the GPUs).
+        #[arg(long)]
+        config_only: bool,
     },
     /// Generate from one prompt (no --model-path: the embedded tiny model).
     Generate(GenerateArgs),
@@ -70,6 +74,12 @@ struct GenerateArgs {
     /// flag; e.g. a small cache under compute-sanitizer). Default: the CUDA backend's.
     #[arg(long)]
     mem_fraction_static: Option<f32>,
+    /// Tensor-parallel ranks: the model sharded over this many GPUs (with --device cpu, threads).
+    #[arg(long, alias = "tensor-parallel-size", default_value_t = 1)]
+    tp_size: usize,
+    /// `dummy`: random weights on the GPU(s) in the shapes the model's config.json gives.
+    #[arg(long, value_enum, default_value = "auto")]
+    load_format: runtime::LoadFormat,
     /// Print {"text", "output_ids", "steps", ...} as JSON.
     #[arg(long)]
     json: bool,
@@ -99,8 +109,11 @@ fn main() {
 
 fn run(cli: Cli, start: std::time::Instant) -> Result<()> {
     match cli.cmd {
-        Cmd::MakeModel { preset, out, seed } => {
-            let plan = dllm::make_model::Plan::new(&preset, seed)?;
+        Cmd::MakeModel { preset, out, seed, config_only } => {
+            let mut plan = dllm::make_model::Plan::new(&preset, seed)?;
+            if config_only {
+                plan = plan.without_weights();
+            }
             eprintln!("writing {} to {}", dllm::make_model::human_bytes(plan.total_bytes()), out.display());
             plan.write(&out)?;
             let cfg = plan.cfg;
@@ -140,7 +153,13 @@ fn generate(a: GenerateArgs) -> Result<()> {
         );
     }
     let dir = dllm::make_model::resolve_model(a.model_path.as_deref())?;
-    let mut m = runtime::load_with(&dir, &LoadOptions { device: a.device, mem_fraction_static: a.mem_fraction_static })?;
+    let opts = LoadOptions {
+        mem_fraction_static: a.mem_fraction_static,
+        tp_size: a.tp_size,
+        load_format: a.load_format,
+        ..LoadOptions::on(a.device)
+    };
+    let mut m = runtime::load_with(&dir, &opts)?;
     m.engine.set_max_forward_tokens(dllm::engine::forward_budget(a.chunked_prefill_size));
     let text = if a.chat {
         m.tokenizer.chat_template.render(&[ChatMessage { role: "user".into(), content: a.prompt.clone() }], &Default::default())?

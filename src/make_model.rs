@@ -99,6 +99,15 @@ impl Plan {
         Ok(Plan { cfg, seed, shards, small_files })
     }
 
+    /// The config, tokenizer and generation config only, no weights: a model directory for
+    /// `--load-format dummy` (random weights drawn on the GPUs), for shapes whose checkpoint
+    /// does not fit the disk (flash: 206 GB).
+    pub fn without_weights(mut self) -> Plan {
+        self.shards.clear();
+        self.small_files.retain(|(name, _)| name != "model.safetensors.index.json");
+        self
+    }
+
     /// Exactly the bytes [`Plan::write`] puts on disk.
     pub fn total_bytes(&self) -> u64 {
         let shards: u64 = self.shards.iter().map(|s| s.header.len() as u64 + s.data_bytes).sum();

@@ -33,11 +33,15 @@ fn run_layers<B: Backend>(b: &mut B, cfg: &ModelConfig, batch: &StepBatch, last:
                 return Ok(None);
             }
             let o = b.attention(&q, l, batch)?;
-            b.linear(&o, Linear::AttnOut(l))?
+            let mut out = b.linear(&o, Linear::AttnOut(l))?;
+            b.all_reduce(&mut out)?; // row-parallel: each rank holds its heads' share
+            out
         };
         let h = b.add_rms_norm(&mut x, Some(&attn), Norm::PostAttention(l))?;
         let _m = crate::nvtx::range(if cfg.is_moe_layer(l) { "moe" } else { "mlp" });
-        pending = Some(b.ffn(&h, l)?);
+        let mut ffn = b.ffn(&h, l)?;
+        b.all_reduce(&mut ffn)?; // each rank holds its slice of every intermediate width
+        pending = Some(ffn);
     }
     Ok(Some((x, pending)))
 }

@@ -1,11 +1,15 @@
 //! Choosing a backend and loading a model into it.
 
 use crate::backend::cpu::CpuBackend;
+use crate::backend::mem_group::MemGroup;
+use crate::backend::ranks::Ranks;
+use crate::backend::shard::Shard;
 use crate::checkpoint::Checkpoint;
 use crate::engine::{DynEngine, Engine};
 use crate::tokenizer::Tokenizer;
 use anyhow::Result;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Device {
@@ -28,11 +32,26 @@ pub struct LoadOptions {
     /// The fraction of the device memory left after the weights that the KV cache takes
     /// (SGLang's `--mem-fraction-static`); None: the backend's default.
     pub mem_fraction_static: Option<f32>,
+    /// Tensor-parallel ranks (SGLang's `--tp-size`): the model sharded over this many GPUs of
+    /// this host, one thread each (on the CPU: ranks as threads, the twin the tests check).
+    pub tp_size: usize,
+    pub load_format: LoadFormat,
+}
+
+/// SGLang's `--load-format`: the checkpoint's safetensors, or random weights in the shapes its
+/// config.json gives (profiling a model whose weights are not at hand, such as flash here).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LoadFormat {
+    #[default]
+    Auto,
+    Safetensors,
+    /// Random weights drawn on the GPU(s) (seed 0); only config.json and the tokenizer are read.
+    Dummy,
 }
 
 impl LoadOptions {
     pub fn on(device: Device) -> Self {
-        LoadOptions { device, mem_fraction_static: None }
+        LoadOptions { device, mem_fraction_static: None, tp_size: 1, load_format: LoadFormat::Auto }
     }
 }
 
@@ -42,21 +61,80 @@ pub fn load(model_dir: &Path, device: Device) -> Result<Loaded> {
 }
 
 pub fn load_with(model_dir: &Path, opts: &LoadOptions) -> Result<Loaded> {
-    let ck = Checkpoint::open(model_dir)?;
+    if opts.load_format == LoadFormat::Dummy {
+        return load_dummy(model_dir, opts);
+    }
+    let ck = Arc::new(Checkpoint::open(model_dir)?);
+    Shard::check(&ck.config, opts.tp_size)?;
     let tokenizer = Tokenizer::open(model_dir, &ck.config)?;
     let (mask, eos) = (tokenizer.mask_id, tokenizer.eos_id);
     let engine: Box<dyn DynEngine> = match opts.device {
-        Device::Cpu => Box::new(Engine::new(CpuBackend::load(&ck)?, ck.config.clone(), mask, eos)),
+        Device::Cpu => cpu_engine(&ck, mask, eos, opts.tp_size)?,
         Device::Cuda => cuda_engine(&ck, mask, eos, opts)?,
         Device::Auto => match cuda_engine(&ck, mask, eos, opts) {
             Ok(e) => e,
             Err(err) => {
                 eprintln!("no usable GPU ({err:#}); using the CPU backend");
-                Box::new(Engine::new(CpuBackend::load(&ck)?, ck.config.clone(), mask, eos))
+                cpu_engine(&ck, mask, eos, opts.tp_size)?
             }
         },
     };
     Ok(Loaded { engine, tokenizer, model_dir: model_dir.to_path_buf() })
+}
+
+/// `--load-format dummy`: the model directory's config.json and tokenizer, random weights on the
+/// GPU(s).
+fn load_dummy(model_dir: &Path, opts: &LoadOptions) -> Result<Loaded> {
+    let cfg = crate::config::ModelConfig::from_file(&model_dir.join("config.json"))?;
+    Shard::check(&cfg, opts.tp_size)?;
+    let tokenizer = Tokenizer::open(model_dir, &cfg)?;
+    if opts.device == Device::Cpu {
+        anyhow::bail!("--load-format dummy draws random weights on the GPU; use --device cuda (or auto)");
+    }
+    let engine = dummy_cuda_engine(cfg, tokenizer.mask_id, tokenizer.eos_id, opts)?;
+    Ok(Loaded { engine, tokenizer, model_dir: model_dir.to_path_buf() })
+}
+
+#[cfg(dllm_cuda)]
+fn dummy_cuda_engine(cfg: crate::config::ModelConfig, mask: u32, eos: u32, opts: &LoadOptions) -> Result<Box<dyn DynEngine>> {
+    use crate::backend::cuda::{tensor_parallel, CudaBackend, WeightsFrom};
+    let cuda = cuda_options(opts);
+    if opts.tp_size == 1 {
+        return Ok(Box::new(Engine::new(CudaBackend::random(cfg.clone(), 0, &cuda)?, cfg, mask, eos)));
+    }
+    let ranks = tensor_parallel(WeightsFrom::Random { cfg: Box::new(cfg.clone()), seed: 0 }, opts.tp_size, &cuda)?;
+    Ok(Box::new(Engine::new(ranks, cfg, mask, eos)))
+}
+
+#[cfg(not(dllm_cuda))]
+fn dummy_cuda_engine(_cfg: crate::config::ModelConfig, _mask: u32, _eos: u32, _opts: &LoadOptions) -> Result<Box<dyn DynEngine>> {
+    anyhow::bail!("--load-format dummy needs the CUDA backend, and this dllm was built without CUDA kernels")
+}
+
+/// The CUDA backend's options from the load options.
+#[cfg(dllm_cuda)]
+fn cuda_options(opts: &LoadOptions) -> crate::backend::cuda::CudaOptions {
+    let mut cuda = crate::backend::cuda::CudaOptions::default();
+    if let Some(f) = opts.mem_fraction_static {
+        cuda.mem_fraction_static = f;
+    }
+    cuda
+}
+
+/// The CPU engine; at `tp_size` > 1 the CPU twin of tensor parallelism (ranks as threads
+/// meeting in memory), which computes what the GPU ranks compute.
+pub fn cpu_engine(ck: &Arc<Checkpoint>, mask: u32, eos: u32, tp_size: usize) -> Result<Box<dyn DynEngine>> {
+    let cfg = ck.config.clone();
+    if tp_size == 1 {
+        return Ok(Box::new(Engine::new(CpuBackend::load(ck)?, cfg, mask, eos)));
+    }
+    Ok(Box::new(Engine::new(cpu_ranks(ck, tp_size)?, cfg, mask, eos)))
+}
+
+/// `size` CPU ranks of the checkpoint, as threads.
+pub fn cpu_ranks(ck: &Arc<Checkpoint>, size: usize) -> Result<Ranks<CpuBackend>> {
+    let (ck, group) = (ck.clone(), MemGroup::new(size));
+    Ranks::spawn(size, move |rank| CpuBackend::load_rank(&ck, Shard { rank, size }, Some(group.clone())))
 }
 
 /// CUDA devices this process could use (0 when built without kernels or without a driver).
@@ -68,16 +146,17 @@ pub fn gpu_count() -> usize {
 }
 
 #[cfg(dllm_cuda)]
-fn cuda_engine(ck: &Checkpoint, mask: u32, eos: u32, opts: &LoadOptions) -> Result<Box<dyn DynEngine>> {
-    let mut cuda = crate::backend::cuda::CudaOptions::default();
-    if let Some(f) = opts.mem_fraction_static {
-        cuda.mem_fraction_static = f;
+fn cuda_engine(ck: &Arc<Checkpoint>, mask: u32, eos: u32, opts: &LoadOptions) -> Result<Box<dyn DynEngine>> {
+    let cuda = cuda_options(opts);
+    if opts.tp_size == 1 {
+        let b = crate::backend::cuda::CudaBackend::load(ck, &cuda)?;
+        return Ok(Box::new(Engine::new(b, ck.config.clone(), mask, eos)));
     }
-    let b = crate::backend::cuda::CudaBackend::load(ck, &cuda)?;
-    Ok(Box::new(Engine::new(b, ck.config.clone(), mask, eos)))
+    let ranks = crate::backend::cuda::tensor_parallel(crate::backend::cuda::WeightsFrom::Checkpoint(ck.clone()), opts.tp_size, &cuda)?;
+    Ok(Box::new(Engine::new(ranks, ck.config.clone(), mask, eos)))
 }
 
 #[cfg(not(dllm_cuda))]
-fn cuda_engine(_ck: &Checkpoint, _mask: u32, _eos: u32, _opts: &LoadOptions) -> Result<Box<dyn DynEngine>> {
+fn cuda_engine(_ck: &Arc<Checkpoint>, _mask: u32, _eos: u32, _opts: &LoadOptions) -> Result<Box<dyn DynEngine>> {
     anyhow::bail!("this dllm was built without CUDA kernels (nvcc was not found at build time; run tools/setup-cuda.sh and rebuild)")
 }

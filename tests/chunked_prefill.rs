@@ -70,6 +70,9 @@ impl Backend for Recording {
     fn ffn(&mut self, x: &Mat, layer: usize) -> Result<Mat> {
         self.inner.ffn(x, layer)
     }
+    fn all_reduce(&mut self, x: &mut Mat) -> Result<()> {
+        self.inner.all_reduce(x)
+    }
     fn gather_rows(&mut self, x: &Mat, rows: &[usize]) -> Result<Mat> {
         self.inner.gather_rows(x, rows)
     }

@@ -116,3 +116,29 @@ fn partial_directories_of_killed_writers_are_removed() {
     assert!(parent.join("ckpt/config.json").exists());
     std::fs::remove_dir_all(&parent).unwrap();
 }
+
+/// `--config-only`: flash's config and tokenizer in a few MB, no weights; the directory a
+/// `--load-format dummy` server draws random GPU weights for. Without a GPU that is a clear error.
+#[test]
+fn config_only_writes_a_model_directory_for_dummy_weights() {
+    let out = tmp("config-only");
+    let st = Command::new(env!("CARGO_BIN_EXE_dllm"))
+        .args(["make-model", "--preset", "flash", "--config-only", "--out", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    let names: Vec<String> = files(&out).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json"]);
+    let cfg = dllm::config::ModelConfig::from_file(&out.join("config.json")).unwrap();
+    assert_eq!((cfg.hidden_size, cfg.num_hidden_layers, cfg.moe_intermediate_size), (4096, 32, 1024));
+    let err = format!("{:#}", dllm::checkpoint::Checkpoint::open(&out).err().expect("no weights to open"));
+    assert!(err.contains("safetensors"), "{err}");
+    let g = Command::new(env!("CARGO_BIN_EXE_dllm"))
+        .args(["generate", "--model-path", out.to_str().unwrap(), "--load-format", "dummy", "--device", "cpu"])
+        .output()
+        .unwrap();
+    assert!(!g.status.success());
+    let e = String::from_utf8_lossy(&g.stderr);
+    assert!(e.contains("--load-format dummy draws random weights on the GPU"), "{e}");
+    let _ = std::fs::remove_dir_all(&out);
+}

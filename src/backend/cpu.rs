@@ -1,14 +1,17 @@
 //! The reference backend: f32 math on the checkpoint's weights, plain loops + rayon.
 //! Each function here is the CPU twin of a CUDA kernel and is what that kernel is tested against.
 
+use super::mem_group::MemGroup;
+use super::shard::Shard;
 use super::{Backend, Linear, Measure, Norm, StepBatch};
 use crate::checkpoint::names::{self, Proj};
 use crate::checkpoint::Checkpoint;
 use crate::config::ModelConfig;
-use crate::decode::sample::pick_row;
+use crate::decode::sample::{combine_pick_shares, partial_pick, pick_row};
 use crate::decode::Pick;
 use anyhow::{bail, Result};
 use rayon::prelude::*;
+use std::sync::Arc;
 
 /// Row-major `[rows, cols]` f32 matrix.
 #[derive(Debug, Clone, PartialEq)]
@@ -70,11 +73,18 @@ struct SeqCache {
 }
 
 pub struct CpuBackend {
+    /// This rank's view: its heads and intermediate widths (the whole model at one rank).
     pub cfg: ModelConfig,
     embed: Weight,
     layers: Vec<Layer>,
     final_norm: Vec<f32>,
+    /// This rank's rows of lm_head: token ids `vocab_first ..`.
     lm_head: Weight,
+    vocab_first: usize,
+    vocab_size: usize,
+    shard: Shard,
+    /// The ranks' meeting point (None at one rank).
+    group: Option<Arc<MemGroup>>,
     slots: Vec<Option<SeqCache>>,
     /// The most positions one sequence's KV may take (see [`CpuBackend::load`]).
     max_seq_len: usize,
@@ -82,23 +92,35 @@ pub struct CpuBackend {
     touched: Option<Vec<usize>>,
 }
 
-/// Reads the checkpoint's tensors as f32, counting their bytes on a progress bar.
+/// Reads a rank's slices of the checkpoint's tensors as f32, counting their bytes on a
+/// progress bar.
 struct Reader<'a> {
     ck: &'a Checkpoint,
+    shard: Shard,
     bar: indicatif::ProgressBar,
 }
 
 impl Reader<'_> {
     fn f32(&self, name: &str) -> Result<Vec<f32>> {
-        let v = self.ck.f32(name)?;
-        self.bar.inc(self.ck.tensor_bytes(name));
+        self.f32_as(name, name)
+    }
+
+    /// Tensor `name` sliced by the rule for `rule` (a tied lm_head is the embedding's rows).
+    fn f32_as(&self, name: &str, rule: &str) -> Result<Vec<f32>> {
+        let v = self.ck.f32_slice(name, &self.shard.slice(&self.ck.config, rule))?;
+        self.bar.inc(self.ck.tensor_bytes(name) / self.shard.size as u64);
         Ok(v)
     }
 
     fn weight(&self, name: &str) -> Result<Weight> {
+        self.weight_as(name, name)
+    }
+
+    fn weight_as(&self, name: &str, rule: &str) -> Result<Weight> {
         let t = self.ck.tensor(name)?;
-        let (out, inp) = (t.shape[0], t.shape[1]);
-        Ok(Weight { out, inp, w: self.f32(name)? })
+        let shape = self.shard.slice(&self.ck.config, rule).shape(name, t.shape)?;
+        let (out, inp) = (shape[0], shape[1]);
+        Ok(Weight { out, inp, w: self.f32_as(name, rule)? })
     }
 
     /// A gated MLP whose matrices `name` spells.
@@ -109,8 +131,19 @@ impl Reader<'_> {
 
 impl CpuBackend {
     pub fn load(ck: &Checkpoint) -> Result<Self> {
-        let cfg = ck.config.clone();
-        let params: usize = crate::checkpoint::expected_tensors(&cfg).iter().map(|(_, s)| s.iter().product::<usize>()).sum();
+        Self::load_rank(ck, Shard::WHOLE, None)
+    }
+
+    /// Rank `shard.rank` of a tensor-parallel group meeting in `group`: its slices of the
+    /// weights (`backend::shard`'s rules), its heads' KV.
+    pub fn load_rank(ck: &Checkpoint, shard: Shard, group: Option<Arc<MemGroup>>) -> Result<Self> {
+        Shard::check(&ck.config, shard.size)?;
+        if group.as_ref().map_or(1, |g| g.size()) != shard.size {
+            bail!("rank {} of {}: the group has a different size", shard.rank, shard.size);
+        }
+        let cfg = shard.local_config(&ck.config);
+        let params: usize =
+            crate::checkpoint::expected_tensors(&ck.config).iter().map(|(_, s)| s.iter().product::<usize>()).sum::<usize>() / shard.size;
         // The CPU backend keeps an f32 copy: refuse sizes that cannot fit rather than thrash.
         let need = params * 4;
         if let Some(avail) = available_memory() {
@@ -124,7 +157,7 @@ impl CpuBackend {
         }
         // A tied lm_head is a second f32 copy of the embedding, read twice.
         let tied = if cfg.tie_word_embeddings { ck.tensor_bytes(names::EMBED) } else { 0 };
-        let r = Reader { ck, bar: crate::progress::bytes(ck.weight_bytes() + tied, "loading weights") };
+        let r = Reader { ck, shard, bar: crate::progress::bytes((ck.weight_bytes() + tied) / shard.size as u64, "loading weights") };
         let mut layers = Vec::new();
         for i in 0..cfg.num_hidden_layers {
             let l = names::layer(i);
@@ -150,14 +183,36 @@ impl CpuBackend {
             });
         }
         let lm_name = if cfg.tie_word_embeddings { names::EMBED } else { names::LM_HEAD };
-        let (embed, final_norm, lm_head) = (r.weight(names::EMBED)?, r.f32(names::FINAL_NORM)?, r.weight(lm_name)?);
+        let (embed, final_norm, lm_head) = (r.weight(names::EMBED)?, r.f32(names::FINAL_NORM)?, r.weight_as(lm_name, names::LM_HEAD)?);
         r.bar.finish_and_clear();
         // Each sequence gets its own KV buffers at alloc_seq; one may take at most half the memory
         // left after the weights (the rest: activations, other sequences), so a context the
         // config names but the machine cannot hold is refused at the request, not by an abort.
         let kv_budget = available_memory().unwrap_or(DEFAULT_KV_BUDGET) / 2;
         let max_seq_len = kv_budget / kv_bytes_per_position(&cfg).max(1);
-        Ok(CpuBackend { embed, final_norm, lm_head, layers, cfg, slots: Vec::new(), max_seq_len, touched: None })
+        let vocab_first = shard.vocab(cfg.vocab_size).start;
+        Ok(CpuBackend {
+            embed,
+            final_norm,
+            lm_head,
+            vocab_first,
+            vocab_size: cfg.vocab_size,
+            shard,
+            group,
+            layers,
+            cfg,
+            slots: Vec::new(),
+            max_seq_len,
+            touched: None,
+        })
+    }
+
+    /// Every rank's part, in rank order (just `part` at one rank).
+    fn gather(&self, part: &[f32]) -> Vec<Vec<f32>> {
+        match &self.group {
+            Some(g) => g.all_gather(self.shard.rank, part),
+            None => vec![part.to_vec()],
+        }
     }
 }
 
@@ -417,6 +472,13 @@ impl Backend for CpuBackend {
                         route(&logits, &moe.bias, c)
                     })
                     .collect();
+                if cfg!(debug_assertions) && self.group.is_some() {
+                    // Replicated routers on identical inputs: every rank routes alike.
+                    let ids: Vec<f32> = routes.iter().flatten().map(|&(e, _)| e as f32).collect();
+                    if self.gather(&ids).iter().any(|other| *other != ids) {
+                        bail!("tensor-parallel ranks routed layer {layer}'s tokens differently");
+                    }
+                }
                 if let Some(t) = &mut self.touched {
                     let mut seen = vec![false; c.num_experts];
                     routes.iter().flatten().for_each(|&(e, _)| seen[e] = true);
@@ -440,6 +502,13 @@ impl Backend for CpuBackend {
         Ok(y)
     }
 
+    fn all_reduce(&mut self, x: &mut Mat) -> Result<()> {
+        if let Some(g) = &self.group {
+            g.all_reduce_sum(self.shard.rank, &mut x.data);
+        }
+        Ok(())
+    }
+
     fn gather_rows(&mut self, x: &Mat, rows: &[usize]) -> Result<Mat> {
         let mut out = Mat::zeros(rows.len(), x.cols);
         for (i, &r) in rows.iter().enumerate() {
@@ -450,11 +519,29 @@ impl Backend for CpuBackend {
 
     fn lm_head_pick(&mut self, x: &Mat) -> Result<Vec<Pick>> {
         let logits = matmul(x, &self.lm_head);
-        Ok(logits.data.par_chunks(logits.cols).map(pick_row).collect())
+        if self.group.is_none() {
+            return Ok(logits.data.par_chunks(logits.cols).map(pick_row).collect());
+        }
+        // Each row's share of this rank's vocabulary slice, three floats (the token id is exact
+        // in f32: vocabularies are below 2^24), then every rank combines all ranks' shares.
+        let first = self.vocab_first as u32;
+        let shares: Vec<f32> = logits
+            .data
+            .par_chunks(logits.cols)
+            .flat_map_iter(|row| {
+                let p = partial_pick(row, first);
+                [p.max, p.token as f32, p.sum_exp]
+            })
+            .collect();
+        Ok(combine_pick_shares(&self.gather(&shares), x.rows))
     }
 
     fn lm_head_logits(&mut self, x: &Mat) -> Result<Vec<f32>> {
-        Ok(matmul(x, &self.lm_head).data)
+        let logits = matmul(x, &self.lm_head);
+        if self.group.is_none() {
+            return Ok(logits.data);
+        }
+        Ok(self.shard.assemble_vocab(&self.gather(&logits.data), x.rows, self.vocab_size))
     }
 }
 

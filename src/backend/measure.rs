@@ -17,4 +17,9 @@ pub trait Measure {
     fn matmul_ceiling(&mut self) -> Result<Option<f64>> {
         Ok(None)
     }
+    /// Seconds one all-reduce of `floats` f32 values takes across the tensor-parallel ranks,
+    /// measured now (None at one rank, or where the backend has no collective to time).
+    fn time_all_reduce(&mut self, _floats: usize) -> Result<Option<f64>> {
+        Ok(None)
+    }
 }

@@ -5,6 +5,9 @@ pub mod cpu;
 #[cfg(dllm_cuda)]
 pub mod cuda;
 pub mod measure;
+pub mod mem_group;
+pub mod ranks;
+pub mod shard;
 
 pub use measure::Measure;
 
@@ -89,9 +92,13 @@ pub trait Backend {
     fn attention(&mut self, q: &Self::Act, layer: usize, batch: &StepBatch) -> Result<Self::Act>;
     /// The layer's feed-forward: dense MLP or MoE (router, routed experts, shared expert).
     fn ffn(&mut self, x: &Self::Act, layer: usize) -> Result<Self::Act>;
+    /// Sum a row-parallel output's partial sums over the tensor-parallel ranks, in place (every
+    /// rank then holds the same bits); nothing at one rank.
+    fn all_reduce(&mut self, x: &mut Self::Act) -> Result<()>;
     fn gather_rows(&mut self, x: &Self::Act, rows: &[usize]) -> Result<Self::Act>;
-    /// lm_head fused with the per-row argmax and its softmax probability.
+    /// lm_head fused with the per-row argmax and its softmax probability (tensor parallel: over
+    /// the whole vocabulary, the ranks combining their slices' shares).
     fn lm_head_pick(&mut self, x: &Self::Act) -> Result<Vec<Pick>>;
-    /// Full logits rows on the host (sampling, tests).
+    /// Full logits rows on the host (sampling, tests); tensor parallel: gathered from the ranks.
     fn lm_head_logits(&mut self, x: &Self::Act) -> Result<Vec<f32>>;
 }

@@ -3,8 +3,8 @@
 
 use super::engines::{cpu_engine, ModelSource};
 use super::{attach_baseline, bench_generate, bench_steps, print_step_table, StepBenchArgs};
-use crate::backend::{Backend, Measure};
-use crate::engine::Engine;
+use crate::backend::Measure;
+use crate::engine::{Engine, Runner};
 use crate::runtime::Device;
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
@@ -44,6 +44,9 @@ pub struct Common {
     pub block: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Tensor-parallel ranks (GPUs; with --device cpu, threads). The floor is counted per rank.
+    #[arg(long, alias = "tensor-parallel-size", default_value_t = 1)]
+    pub tp_size: usize,
     /// Write the results here as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -83,8 +86,11 @@ pub fn run(cmd: BenchCmd, process_start: std::time::Instant) -> Result<()> {
             if matches!(cmd, BenchCmd::Kernels(_)) {
                 bail!("bench kernels times CUDA kernels; use --device cuda");
             }
-            let engine = cpu_engine(&ModelSource::parse(&common.preset))?;
-            run_on(engine, cmd, process_start)
+            let src = ModelSource::parse(&common.preset);
+            if common.tp_size > 1 {
+                return run_on(super::engines::cpu_ranks_engine(&src, common.tp_size)?, cmd, process_start);
+            }
+            run_on(cpu_engine(&src)?, cmd, process_start)
         }
         Device::Cuda | Device::Auto => cuda(cmd, process_start),
     }
@@ -106,7 +112,14 @@ fn cuda(cmd: BenchCmd, process_start: std::time::Instant) -> Result<()> {
     let common = cmd.common();
     // Per-launch timing is chosen when the backend's kernels are loaded.
     let opts = CudaOptions { profile_kernels: matches!(cmd, BenchCmd::Kernels(_)), ..CudaOptions::default() };
-    let engine = super::engines::cuda_engine(&ModelSource::parse(&common.preset), common.seed, &opts)?;
+    let src = ModelSource::parse(&common.preset);
+    if common.tp_size > 1 {
+        if matches!(cmd, BenchCmd::Kernels(_)) {
+            bail!("bench kernels profiles one GPU's kernels; use --tp-size 1");
+        }
+        return run_on(super::engines::cuda_ranks_engine(&src, common.seed, common.tp_size, &opts)?, cmd, process_start);
+    }
+    let engine = super::engines::cuda_engine(&src, common.seed, &opts)?;
     if let BenchCmd::Kernels(a) = cmd {
         return kernels(engine, &a);
     }
@@ -162,7 +175,7 @@ fn kernels(mut engine: Engine<crate::backend::cuda::CudaBackend>, a: &KernelsArg
     let rows = super::kernels::rows(&measured, &work, bandwidth, gemm);
     println!(
         "device: {}  batch {}  prefix {}  block {}  experts/layer {:.1}  ceilings: copy {:.0} GB/s, bf16 GEMM {:.0} TFLOP/s",
-        engine.backend.name(),
+        engine.backend.label(),
         a.batch,
         c.prefix,
         c.block,
@@ -174,7 +187,7 @@ fn kernels(mut engine: Engine<crate::backend::cuda::CudaBackend>, a: &KernelsArg
     let gpu_ms: f64 = measured.iter().map(|m| m.1).sum();
     println!("sum of kernel times: {gpu_ms:.3} ms per step (the step as the GPU runs it, without launch gaps)");
     if let Some(p) = &c.json {
-        let v = serde_json::json!({"device": engine.backend.name(), "commit": option_env!("DLLM_COMMIT").unwrap_or("unknown"),
+        let v = serde_json::json!({"device": engine.backend.label(), "commit": option_env!("DLLM_COMMIT").unwrap_or("unknown"),
             "batch": a.batch, "prefix": c.prefix, "block": c.block, "experts_touched": touched,
             "bandwidth_gbps": bandwidth / 1e9, "gemm_tflops": gemm / 1e12, "kernels": rows,
             "kernel_sum_ms": gpu_ms,
@@ -189,14 +202,21 @@ fn cuda(_cmd: BenchCmd, _process_start: std::time::Instant) -> Result<()> {
     bail!("this dllm was built without CUDA kernels; use --device cpu (tiny or a checkpoint)")
 }
 
-fn run_on<B: Backend + Measure>(mut engine: Engine<B>, cmd: BenchCmd, process_start: std::time::Instant) -> Result<()> {
+fn run_on<B: Runner + Measure>(mut engine: Engine<B>, cmd: BenchCmd, process_start: std::time::Instant) -> Result<()> {
     let ready_s = process_start.elapsed().as_secs_f64();
-    let device = engine.backend.name();
+    let device = engine.backend.label();
     let commit = option_env!("DLLM_COMMIT").unwrap_or("unknown");
     let (json, path) = match cmd {
         BenchCmd::Step(a) => {
             let c = &a.common;
-            let args = StepBenchArgs { batches: a.batch.clone(), prefix: c.prefix, block: c.block, steps: a.steps, seed: c.seed };
+            let args = StepBenchArgs {
+                batches: a.batch.clone(),
+                tp_size: c.tp_size,
+                prefix: c.prefix,
+                block: c.block,
+                steps: a.steps,
+                seed: c.seed,
+            };
             let mut runs = bench_steps(&mut engine, &args)?;
             if let Some(p) = &a.baseline {
                 let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;

@@ -3,11 +3,15 @@
 //! backend, shared by `bench step|generate|kernels` and `generate --random-weights`.
 
 use crate::backend::cpu::CpuBackend;
+use crate::backend::ranks::Ranks;
+use crate::backend::shard::Shard;
 use crate::checkpoint::Checkpoint;
+use crate::config::ModelConfig;
 use crate::engine::Engine;
 use crate::tokenizer::Tokenizer;
 use anyhow::{bail, Result};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// What `--preset` names: an existing directory is a checkpoint, anything else a preset.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +44,54 @@ pub fn cpu_engine(src: &ModelSource) -> Result<Engine<CpuBackend>> {
     Ok(Engine::new(CpuBackend::load(&ck)?, ck.config.clone(), tok.mask_id, tok.eos_id))
 }
 
+/// The CPU twin of tensor parallelism: `size` ranks as threads over a checkpoint or tiny.
+pub fn cpu_ranks_engine(src: &ModelSource, size: usize) -> Result<Engine<Ranks<CpuBackend>>> {
+    let dir = match src {
+        ModelSource::Checkpoint(dir) => dir.clone(),
+        ModelSource::Preset(p) if p == "tiny" => crate::make_model::resolve_model(None)?,
+        ModelSource::Preset(p) => bail!("the CPU backend benchmarks checkpoints and the tiny preset; {p:?} needs --device cuda"),
+    };
+    let ck = Arc::new(Checkpoint::open(&dir)?);
+    let tok = Tokenizer::open(&dir, &ck.config)?;
+    Shard::check(&ck.config, size)?;
+    Ok(Engine::new(crate::runtime::cpu_ranks(&ck, size)?, ck.config.clone(), tok.mask_id, tok.eos_id))
+}
+
+/// A preset's config as the random-weight engines draw it, and its mask and EOS ids.
+fn preset_config(name: &str) -> Result<(ModelConfig, u32, u32)> {
+    let mut cfg = crate::config::preset(name)?;
+    if cfg.vocab_size == 0 {
+        cfg.vocab_size = 512; // tiny's vocabulary is sized by its tokenizer; any size works here
+    }
+    let v = cfg.vocab_size as u32;
+    let (mask, eos) = (cfg.mask_token_id.unwrap_or(v - 1), cfg.eos_token_id.unwrap_or(v - 2));
+    Ok((cfg, mask, eos))
+}
+
+/// `size` CUDA ranks (GPUs 0..size): a checkpoint, or a preset's weights drawn on the devices
+/// from `seed` (the same values a one-GPU engine draws).
+#[cfg(dllm_cuda)]
+pub fn cuda_ranks_engine(
+    src: &ModelSource,
+    seed: u64,
+    size: usize,
+    opts: &crate::backend::cuda::CudaOptions,
+) -> Result<Engine<Ranks<crate::backend::cuda::CudaBackend>>> {
+    use crate::backend::cuda::{tensor_parallel, WeightsFrom};
+    match src {
+        ModelSource::Checkpoint(dir) => {
+            let ck = Arc::new(Checkpoint::open(dir)?);
+            let tok = Tokenizer::open(dir, &ck.config)?;
+            let cfg = ck.config.clone();
+            Ok(Engine::new(tensor_parallel(WeightsFrom::Checkpoint(ck), size, opts)?, cfg, tok.mask_id, tok.eos_id))
+        }
+        ModelSource::Preset(name) => {
+            let (cfg, mask, eos) = preset_config(name)?;
+            Ok(Engine::new(tensor_parallel(WeightsFrom::Random { cfg: Box::new(cfg.clone()), seed }, size, opts)?, cfg, mask, eos))
+        }
+    }
+}
+
 /// The CUDA engine: a checkpoint, or a preset's weights drawn on the device from `seed`.
 #[cfg(dllm_cuda)]
 pub fn cuda_engine(
@@ -55,12 +107,7 @@ pub fn cuda_engine(
             Ok(Engine::new(CudaBackend::load(&ck, opts)?, ck.config.clone(), tok.mask_id, tok.eos_id))
         }
         ModelSource::Preset(name) => {
-            let mut cfg = crate::config::preset(name)?;
-            if cfg.vocab_size == 0 {
-                cfg.vocab_size = 512; // tiny's vocabulary is sized by its tokenizer; any size works here
-            }
-            let v = cfg.vocab_size as u32;
-            let (mask, eos) = (cfg.mask_token_id.unwrap_or(v - 1), cfg.eos_token_id.unwrap_or(v - 2));
+            let (cfg, mask, eos) = preset_config(name)?;
             Ok(Engine::new(CudaBackend::random(cfg.clone(), seed, opts)?, cfg, mask, eos))
         }
     }

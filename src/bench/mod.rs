@@ -2,10 +2,11 @@
 //! floor (bytes the step must move / bandwidth measured in the same run) and, for steps, against
 //! the PyTorch baseline's JSON (tools/baseline_torch.py) from the same device call.
 
-use crate::backend::{Backend, Measure};
+use crate::backend::shard::Shard;
+use crate::backend::Measure;
 use crate::config::ModelConfig;
 use crate::decode::Policy;
-use crate::engine::{Engine, Event, GenParams};
+use crate::engine::{Engine, Event, GenParams, Runner};
 use crate::rng::Rng;
 use anyhow::{bail, Result};
 use serde::Serialize;
@@ -66,6 +67,10 @@ pub fn step_bytes(c: &ModelConfig, experts_touched: &[usize], batch: usize, pref
 #[derive(Debug, Clone, Serialize)]
 pub struct StepRun {
     pub batch: usize,
+    /// Tensor-parallel ranks; the bytes, FLOPs and floors below are one rank's.
+    pub tp_size: usize,
+    /// The step's all-reduces (2 a layer), measured alone on the same GPUs; part of `floor_ms`.
+    pub all_reduce_ms: Option<f64>,
     pub prefix: usize,
     pub block: usize,
     /// Median wall time of `Engine::step` over the block's steps after the first.
@@ -84,7 +89,7 @@ pub struct StepRun {
     pub gemm_tflops: Option<f64>,
     pub memory_floor_ms: f64,
     pub compute_floor_ms: Option<f64>,
-    /// The binding floor: the larger of the two.
+    /// The binding floor: the larger of the two, plus `all_reduce_ms`.
     pub floor_ms: f64,
     pub over_floor: f64,
     pub baseline_ms: Option<f64>,
@@ -93,6 +98,8 @@ pub struct StepRun {
 
 pub struct StepBenchArgs {
     pub batches: Vec<usize>,
+    /// Tensor-parallel ranks of the engine (the floor is counted per rank).
+    pub tp_size: usize,
     pub prefix: usize,
     pub block: usize,
     /// Steps timed per batch (at most block - 1: the steps of one block after its first).
@@ -140,11 +147,18 @@ fn median(v: &[f64]) -> f64 {
 /// Time denoising steps of `batch` requests that each hold `prefix` cached positions and one
 /// block of masks; one token is unmasked per step (random weights make confidences
 /// meaningless, so the policy is fixed), so every step has the same shape.
-pub fn bench_steps<B: Backend + Measure>(engine: &mut Engine<B>, a: &StepBenchArgs) -> Result<Vec<StepRun>> {
+pub fn bench_steps<B: Runner + Measure>(engine: &mut Engine<B>, a: &StepBenchArgs) -> Result<Vec<StepRun>> {
     check_step_shape(a.prefix, a.block, a.steps)?;
     let bandwidth = engine.backend.measure_copy_bandwidth()?;
     let gemm = engine.backend.matmul_ceiling()?;
-    let cfg = engine.cfg.clone();
+    // Tensor parallel: the floor is one rank's, each GPU reading its shard (ceil(V/N) of
+    // lm_head's rows), plus the all-reduces measured on the same GPUs.
+    let tp = a.tp_size.max(1);
+    let cfg = {
+        let mut c = Shard { rank: 0, size: tp }.local_config(&engine.cfg);
+        c.vocab_size = Shard { rank: 0, size: tp }.vocab(engine.cfg.vocab_size).len();
+        c
+    };
     let mut rng = Rng::new(a.seed);
     let mut runs = vec![];
     for &batch in &a.batches {
@@ -166,12 +180,19 @@ pub fn bench_steps<B: Backend + Measure>(engine: &mut Engine<B>, a: &StepBenchAr
         let later = &timed[1..];
         let bytes = step_bytes(&cfg, &touched, batch, a.prefix, a.block);
         let flops: f64 = kernels::step_work(&cfg, &touched, batch, a.prefix, a.block).iter().map(|k| k.flops).sum();
+        // Two all-reduces a layer (after attention, after the MLP/MoE) of the step's f32 rows.
+        let all_reduce_ms = match engine.backend.time_all_reduce(batch * a.block * cfg.hidden_size)? {
+            Some(s) if tp > 1 => Some(2.0 * cfg.num_hidden_layers as f64 * s * 1e3),
+            _ => None,
+        };
         let memory_floor_ms = (bytes.weights + bytes.kv) / bandwidth * 1e3;
         let compute_floor_ms = gemm.map(|g| flops / g * 1e3);
-        let floor_ms = memory_floor_ms.max(compute_floor_ms.unwrap_or(0.0));
+        let floor_ms = memory_floor_ms.max(compute_floor_ms.unwrap_or(0.0)) + all_reduce_ms.unwrap_or(0.0);
         let step_ms = median(later);
         runs.push(StepRun {
             batch,
+            tp_size: tp,
+            all_reduce_ms,
             prefix: a.prefix,
             block: a.block,
             step_ms,
@@ -202,7 +223,7 @@ pub fn bench_steps<B: Backend + Measure>(engine: &mut Engine<B>, a: &StepBenchAr
 
 /// Admit `batch` fresh requests, run the first step (prefill + block) and `a.steps` more,
 /// then cancel them; returns each step's wall time in ms.
-fn run_steps<B: Backend + Measure>(
+fn run_steps<B: Runner + Measure>(
     engine: &mut Engine<B>,
     batch: usize,
     a: &StepBenchArgs,
@@ -250,19 +271,21 @@ pub fn attach_baseline(runs: &mut [StepRun], baseline: &serde_json::Value) {
 pub fn print_step_table(device: &str, runs: &[StepRun]) {
     println!("device: {device}");
     println!(
-        "{:>5} {:>7} {:>9} {:>9} {:>9} {:>9} {:>8} {:>10} {:>9} {:>8}",
-        "batch", "prefix", "step_ms", "first_ms", "experts", "floor_ms", "x_floor", "GB/s_ceil", "base_ms", "speedup"
+        "{:>5} {:>3} {:>7} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8} {:>10} {:>9} {:>8}",
+        "batch", "tp", "prefix", "step_ms", "first_ms", "experts", "floor_ms", "ar_ms", "x_floor", "GB/s_ceil", "base_ms", "speedup"
     );
     for r in runs {
         let opt = |v: Option<f64>, p: usize| v.map(|x| format!("{x:.p$}")).unwrap_or_else(|| "-".into());
         println!(
-            "{:>5} {:>7} {:>9.3} {:>9.1} {:>9.1} {:>9.3} {:>8.2} {:>10.0} {:>9} {:>8}",
+            "{:>5} {:>3} {:>7} {:>9.3} {:>9.1} {:>9.1} {:>9.3} {:>8} {:>8.2} {:>10.0} {:>9} {:>8}",
             r.batch,
+            r.tp_size,
             r.prefix,
             r.step_ms,
             r.first_step_ms,
             r.experts_touched_per_layer,
             r.floor_ms,
+            opt(r.all_reduce_ms, 3),
             r.over_floor,
             r.bandwidth_gbps,
             opt(r.baseline_ms, 3),
@@ -286,7 +309,7 @@ pub struct GenerateRun {
 
 /// End to end: `requests` requests of `prefix` random ids, `max_new` tokens each, k unmasked
 /// per step, all admitted at once.
-pub fn bench_generate<B: Backend + Measure>(
+pub fn bench_generate<B: Runner + Measure>(
     engine: &mut Engine<B>,
     requests: usize,
     prefix: usize,

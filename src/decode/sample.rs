@@ -111,6 +111,43 @@ pub fn pick_row(logits: &[f32]) -> Pick {
     Pick { token: best as u32, prob: 1.0 / z }
 }
 
+/// One vocabulary slice's share of a greedy pick (tensor parallel: each rank scores its slice of
+/// the vocabulary and the ranks combine these few floats instead of gathering the logits).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PartialPick {
+    /// The slice's largest logit and its token id (in the whole vocabulary).
+    pub max: f32,
+    pub token: u32,
+    /// Sum over the slice of exp(logit - max).
+    pub sum_exp: f32,
+}
+
+/// The picks of `rows` rows from every slice's shares, each `[rows][max, token, sum_exp]` (the
+/// token id as f32, exact below 2^24), in vocabulary order.
+pub fn combine_pick_shares(shares: &[Vec<f32>], rows: usize) -> Vec<Pick> {
+    (0..rows)
+        .map(|r| {
+            let parts: Vec<PartialPick> =
+                shares.iter().map(|s| PartialPick { max: s[3 * r], token: s[3 * r + 1] as u32, sum_exp: s[3 * r + 2] }).collect();
+            combine_picks(&parts)
+        })
+        .collect()
+}
+
+/// [`pick_row`]'s share of a slice whose first token id is `first`.
+pub fn partial_pick(logits: &[f32], first: u32) -> PartialPick {
+    let p = pick_row(logits);
+    PartialPick { max: logits[p.token as usize], token: first + p.token, sum_exp: 1.0 / p.prob }
+}
+
+/// The pick over the whole vocabulary from its slices' shares, in vocabulary order: the first
+/// largest logit wins, as in [`pick_row`].
+pub fn combine_picks(parts: &[PartialPick]) -> Pick {
+    let best = parts.iter().fold(parts[0], |b, p| if p.max > b.max { *p } else { b });
+    let z: f32 = parts.iter().map(|p| p.sum_exp * (p.max - best.max).exp()).sum();
+    Pick { token: best.token, prob: 1.0 / z }
+}
+
 /// Temperature, top-k, top-p and min-p, then a draw; the confidence is the drawn token's probability
 /// under the filtered distribution. O(vocab) unless top-p needs the kept tokens in order
 /// (a full sort of a 157k vocabulary per position would cost milliseconds per step).
@@ -258,5 +295,21 @@ mod tests {
         apply_penalties(&mut l, &Penalties { logit_bias: &bias, ..none }, &h);
         assert_eq!(l, vec![0.0, 2.0, -2.0, 4.0, 10.5], "ids outside the row are skipped");
         assert_eq!(pick_row(&l).token, 4);
+    }
+
+    #[test]
+    fn combined_slice_picks_equal_the_whole_row_pick() {
+        let mut rng = Rng::new(7);
+        for n in [1, 2, 3, 4] {
+            let row: Vec<f32> = (0..515).map(|_| (rng.next_u64() % 2000) as f32 / 100.0 - 10.0).collect();
+            let w = row.len().div_ceil(n);
+            let parts: Vec<PartialPick> = row.chunks(w).enumerate().map(|(r, c)| partial_pick(c, (r * w) as u32)).collect();
+            let (whole, combined) = (pick_row(&row), combine_picks(&parts));
+            assert_eq!(whole.token, combined.token);
+            assert!((whole.prob - combined.prob).abs() <= 1e-6 * whole.prob, "{whole:?} {combined:?}");
+        }
+        // Ties go to the first slice, as the whole row's argmax takes the first index.
+        let tie = combine_picks(&[partial_pick(&[1.0, 3.0], 0), partial_pick(&[3.0, 0.0], 2)]);
+        assert_eq!(tie.token, 1);
     }
 }

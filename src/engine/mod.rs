@@ -3,17 +3,18 @@
 
 mod params;
 mod prefill;
+mod runner;
 
 pub use params::{GenParams, MAX_BLOCK_SIZE};
 pub use prefill::{forward_budget, plan_prefill, Chunk, ChunkState, DEFAULT_CHUNKED_PREFILL};
+pub use runner::Runner;
 
-use crate::backend::{Backend, StepBatch};
+use crate::backend::StepBatch;
 use crate::config::ModelConfig;
 use crate::decode::blocks::{quota_schedule, BlockLayout};
 use crate::decode::output::{cut_output_min, stop_ids};
 use crate::decode::sample::{apply_penalties, pick_row, sample_row, History};
 use crate::decode::Pick;
-use crate::model;
 use crate::rng::Rng;
 use anyhow::{bail, Result};
 
@@ -78,7 +79,8 @@ struct Req {
     rng: Rng,
 }
 
-pub struct Engine<B: Backend> {
+pub struct Engine<B: Runner> {
+    /// One backend, or a tensor-parallel group of them.
     pub backend: B,
     pub cfg: ModelConfig,
     pub mask_id: u32,
@@ -95,9 +97,9 @@ pub struct Engine<B: Backend> {
     next_id: u64,
 }
 
-impl<B: Backend> Engine<B> {
+impl<B: Runner> Engine<B> {
     pub fn new(backend: B, cfg: ModelConfig, mask_id: u32, eos_id: u32) -> Self {
-        let context_len = cfg.max_position_embeddings.min(backend.max_seq_len());
+        let context_len = cfg.max_position_embeddings.min(backend.seq_capacity());
         Engine {
             backend,
             cfg,
@@ -140,7 +142,7 @@ impl<B: Backend> Engine<B> {
 
     pub fn add(&mut self, prompt: Vec<u32>, params: GenParams) -> Result<u64> {
         let layout = self.validate(&prompt, &params)?;
-        let slot = self.backend.alloc_seq(layout.total_len())?;
+        let slot = self.backend.open_seq(layout.total_len())?;
         let id = self.next_id;
         self.next_id += 1;
         let quotas = quota_schedule(params.block_size, params.steps.unwrap_or(params.block_size));
@@ -165,7 +167,7 @@ impl<B: Backend> Engine<B> {
     pub fn cancel(&mut self, id: u64) -> bool {
         if let Some(i) = self.reqs.iter().position(|r| r.id == id) {
             let r = self.reqs.swap_remove(i);
-            self.backend.free_seq(r.slot);
+            self.backend.close_seq(r.slot);
             true
         } else {
             false
@@ -253,7 +255,7 @@ impl<B: Backend> Engine<B> {
         }
         for &ri in finished.iter().rev() {
             let r = self.reqs.remove(ri);
-            self.backend.free_seq(r.slot);
+            self.backend.close_seq(r.slot);
         }
         events
     }
@@ -271,9 +273,9 @@ impl<B: Backend> Engine<B> {
     /// shifted by its bias and penalties, then its argmax or draw.
     fn picks(&mut self, batch: &StepBatch, out_rows: &[usize]) -> Result<Vec<Pick>> {
         if !self.reqs.iter().any(|r| r.params.needs_logits()) {
-            return model::forward_pick(&mut self.backend, &self.cfg, batch, out_rows);
+            return self.backend.pick(&self.cfg, batch, out_rows);
         }
-        let mut logits = model::forward_logits(&mut self.backend, &self.cfg, batch, out_rows)?;
+        let mut logits = self.backend.logits(&self.cfg, batch, out_rows)?;
         let v = self.cfg.vocab_size;
         let mut picks = Vec::with_capacity(out_rows.len());
         let mut row = 0;
@@ -332,7 +334,7 @@ pub trait DynEngine: Send {
     fn set_max_forward_tokens(&mut self, n: usize);
 }
 
-impl<B: Backend + Send> DynEngine for Engine<B> {
+impl<B: Runner + Send> DynEngine for Engine<B> {
     fn validate(&self, prompt: &[u32], p: &GenParams) -> Result<()> {
         Engine::validate(self, prompt, p).map(|_| ())
     }
@@ -352,7 +354,7 @@ impl<B: Backend + Send> DynEngine for Engine<B> {
         Engine::generate(self, prompt, params)
     }
     fn backend_name(&self) -> String {
-        self.backend.name()
+        self.backend.label()
     }
     fn config(&self) -> &ModelConfig {
         &self.cfg
@@ -361,7 +363,7 @@ impl<B: Backend + Send> DynEngine for Engine<B> {
         self.context_len
     }
     fn set_context_len(&mut self, n: usize) {
-        self.context_len = n.min(self.cfg.max_position_embeddings).min(self.backend.max_seq_len());
+        self.context_len = n.min(self.cfg.max_position_embeddings).min(self.backend.seq_capacity());
     }
     fn max_forward_tokens(&self) -> usize {
         self.max_forward_tokens

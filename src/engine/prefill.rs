@@ -1,9 +1,9 @@
 //! Chunked prefill (SGLang's `--chunked-prefill-size`): when a step's forward would carry more
 //! tokens than the budget, prompt blocks are first prefilled in forwards of whole blocks.
 
+use super::Runner;
 use super::{Engine, Event, Req};
-use crate::backend::{Backend, StepBatch};
-use crate::model;
+use crate::backend::StepBatch;
 
 /// Default token budget of one forward (SGLang's `--chunked-prefill-size`): a step whose
 /// forward would carry more first prefills whole prompt blocks in forwards of at most this many.
@@ -14,7 +14,7 @@ pub fn forward_budget(chunked_prefill_size: i64) -> usize {
     usize::try_from(chunked_prefill_size).ok().filter(|&n| n > 0).unwrap_or(usize::MAX)
 }
 
-impl<B: Backend> Engine<B> {
+impl<B: Runner> Engine<B> {
     /// While the step's forward would carry more than `max_forward_tokens`, run prefill-only
     /// forwards over whole blocks of cached-to-be context (the prompt's, or a just finished
     /// block's), each within the budget. A chunk starts at `cached` (block-aligned) and ends on a
@@ -34,7 +34,7 @@ impl<B: Backend> Engine<B> {
                 batch.push(r.slot, r.cached, &r.tokens[r.cached..r.cached + c.len], r.layout.block_size);
             }
             self.prefill_forwards += 1;
-            match model::forward_prefill(&mut self.backend, &self.cfg, &batch) {
+            match self.backend.prefill(&self.cfg, &batch) {
                 Ok(()) => {
                     for c in &plan {
                         self.reqs[c.req].cached += c.len;

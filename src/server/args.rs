@@ -42,10 +42,14 @@ pub struct ServeArgs {
     /// The fraction of the GPU memory left after the weights that the KV cache takes, in (0, 1].
     #[arg(long)]
     pub mem_fraction_static: Option<f32>,
-    /// Tensor parallelism (SGLang's flag). Accepted up to the number of GPUs present, with a
-    /// warning: the model still runs on the first GPU (sharding is not implemented yet).
+    /// Tensor parallelism (SGLang's flag): the model sharded over this many GPUs of this host,
+    /// one thread each (with `--device cpu`: ranks as CPU threads, the tests' twin).
     #[arg(long, alias = "tensor-parallel-size", default_value_t = 1)]
     pub tp_size: usize,
+    /// `auto`/`safetensors`: the checkpoint's weights; `dummy`: random weights on the GPU(s) in
+    /// the shapes config.json gives (SGLang's profiling mode).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub load_format: crate::runtime::LoadFormat,
     /// Data parallelism: only 1.
     #[arg(long, alias = "data-parallel-size", default_value_t = 1)]
     pub dp_size: usize,
@@ -163,9 +167,6 @@ pub struct Settings {
     pub args_json: serde_json::Value,
 }
 
-/// GPUs one server can use: tensor parallelism is not implemented.
-pub const MAX_TP: usize = 1;
-
 impl Settings {
     /// Check every flag (same order as `--help` reads, first failure wins), log what is
     /// accepted without effect, and settle the values the server runs with.
@@ -268,23 +269,18 @@ fn check_block_size(a: &ServeArgs) -> Result<()> {
     Ok(())
 }
 
-/// `--tp-size` and `--dp-size`: one GPU per model.
+/// `--tp-size`: at most the GPUs present (the model's widths are checked at load);
+/// `--dp-size`: 1.
 fn check_parallelism(a: &ServeArgs) -> Result<()> {
     if a.tp_size == 0 {
         bail!("--tp-size must be at least 1");
     }
-    if a.tp_size > MAX_TP {
-        // The guide's `--tp-size 4` works where 4 GPUs exist: the model runs on the first.
-        let gpus = crate::runtime::gpu_count();
-        if a.tp_size > gpus {
-            bail!(
-                "--tp-size {}: only {gpus} GPU(s) present, and dllm runs a model on one GPU (tensor parallelism is not implemented); use --tp-size 1",
-                a.tp_size
-            );
-        }
-        log(
-            Level::Warn,
-            &format!("--tp-size {}: tensor parallelism is not implemented; the model runs on GPU 0 and must fit its memory", a.tp_size),
+    let gpus = crate::runtime::gpu_count();
+    if a.tp_size > 1 && a.device != Device::Cpu && a.tp_size > gpus {
+        bail!(
+            "--tp-size {} needs {} GPUs, but this machine shows {gpus} (with --device cpu the ranks run as CPU threads)",
+            a.tp_size,
+            a.tp_size
         );
     }
     if a.dp_size != 1 {
@@ -390,6 +386,7 @@ fn args_json(a: &ServeArgs, threshold: f32, chunked_prefill_size: i64) -> serde_
         "max_queued_requests": a.max_queued_requests,
         "mem_fraction_static": a.mem_fraction_static,
         "tp_size": a.tp_size,
+        "load_format": format!("{:?}", a.load_format).to_lowercase(),
         "dp_size": a.dp_size,
         "attention_backend": a.attention_backend,
         "trust_remote_code": a.trust_remote_code,

@@ -22,7 +22,7 @@ pub mod request;
 pub mod scheduler;
 pub mod tokenize;
 
-pub use args::{ServeArgs, Settings, MAX_TP};
+pub use args::{ServeArgs, Settings};
 
 use crate::engine::GenParams;
 use crate::rng::Rng;
@@ -118,7 +118,12 @@ pub async fn start(args: ServeArgs) -> Result<RunningServer> {
     let Some(dir) = settings.model_path.clone() else {
         bail!("no --model-path: give a checkpoint directory (the dllm binary fills in its embedded default)")
     };
-    let opts = LoadOptions { device: settings.device, mem_fraction_static: args.mem_fraction_static };
+    let opts = LoadOptions {
+        mem_fraction_static: args.mem_fraction_static,
+        tp_size: args.tp_size,
+        load_format: args.load_format,
+        ..LoadOptions::on(settings.device)
+    };
     let loaded =
         tokio::task::spawn_blocking(move || -> Result<Loaded> { runtime::load_with(&dir, &opts) }).await.context("loading the model")??;
     start_with(settings, loaded).await

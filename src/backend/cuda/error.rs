@@ -25,6 +25,9 @@ pub enum CudaError {
     Cublas { what: String, cause: CublasError },
     #[error("out of GPU memory allocating {what} ({bytes} bytes)")]
     OutOfMemory { what: String, bytes: usize },
+    /// NCCL missing, or a collective that failed (the message says which).
+    #[error("{0}")]
+    Nccl(String),
     /// Any other driver call; `what` says which and on what.
     #[error("{what}: {cause}")]
     Driver { what: String, cause: DriverError },

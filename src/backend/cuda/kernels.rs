@@ -106,12 +106,12 @@ impl Kernels {
         Ok(Kernels { stream, blas, fns, sync_each, prof, smem_raised: Mutex::new(HashMap::new()) })
     }
 
-    fn prof_start(&self) -> Option<CudaEvent> {
+    pub fn prof_start(&self) -> Option<CudaEvent> {
         self.prof.as_ref()?;
         self.stream.record_event(Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT)).ok()
     }
 
-    fn prof_end(&self, name: &str, start: Option<CudaEvent>) {
+    pub fn prof_end(&self, name: &str, start: Option<CudaEvent>) {
         if let (Some(p), Some(start)) = (&self.prof, start) {
             if let Ok(end) = self.stream.record_event(Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT)) {
                 p.lock().unwrap().pending.push((name.to_string(), start, end));

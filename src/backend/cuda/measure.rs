@@ -54,6 +54,10 @@ impl Measure for CudaBackend {
         Ok(Some(self.measure_gemm_tflops()? * 1e12))
     }
 
+    fn time_all_reduce(&mut self, floats: usize) -> Result<Option<f64>> {
+        self.time_all_reduce_s(floats)
+    }
+
     /// A 1 GiB device-to-device copy, best of 10, bytes read plus written.
     fn measure_copy_bandwidth(&mut self) -> Result<f64> {
         let n = 1usize << 29; // u16 elements: 1 GiB

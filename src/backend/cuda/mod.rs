@@ -15,11 +15,16 @@ pub mod kernels;
 pub mod kv_cache;
 mod measure;
 mod moe;
+pub mod nccl;
 pub mod weights;
 
+use super::mem_group::MemGroup;
+use super::ranks::Ranks;
+use super::shard::Shard;
 use super::{Backend, Linear, Norm, StepBatch};
 use crate::checkpoint::Checkpoint;
 use crate::config::ModelConfig;
+use crate::decode::sample::combine_pick_shares;
 use crate::decode::Pick;
 use anyhow::{bail, Context, Result};
 use cudarc::driver::{CudaContext, CudaSlice};
@@ -55,8 +60,62 @@ impl Default for CudaOptions {
     }
 }
 
+/// A rank's place in a tensor-parallel group: its shard, its NCCL communicator (the
+/// all-reduce) and the host meeting point of the vocab-parallel pick. Alone: [`TpRank::whole`].
+pub struct TpRank {
+    pub shard: Shard,
+    pub comm: Option<nccl::Comm>,
+    pub group: Option<Arc<MemGroup>>,
+}
+
+impl TpRank {
+    pub fn whole() -> Self {
+        TpRank { shard: Shard::WHOLE, comm: None, group: None }
+    }
+}
+
+/// Where a tensor-parallel group's weights come from.
+pub enum WeightsFrom {
+    Checkpoint(Arc<Checkpoint>),
+    /// A preset's shapes drawn on the devices from a seed (the same values at every rank count).
+    Random {
+        cfg: Box<ModelConfig>,
+        seed: u64,
+    },
+}
+
+/// `size` ranks on GPUs `opts.device ..`, one thread each, every rank loading only its shard.
+pub fn tensor_parallel(from: WeightsFrom, size: usize, opts: &CudaOptions) -> Result<Ranks<CudaBackend>> {
+    let cfg = match &from {
+        WeightsFrom::Checkpoint(ck) => ck.config.clone(),
+        WeightsFrom::Random { cfg, .. } => (**cfg).clone(),
+    };
+    Shard::check(&cfg, size)?;
+    let gpus = device_count();
+    if opts.device + size > gpus {
+        bail!("--tp-size {size} needs {size} GPUs (from device {}), but this machine shows {gpus}", opts.device);
+    }
+    let ordinals: Vec<usize> = (opts.device..opts.device + size).collect();
+    let comms = nccl::Comm::init_all(&ordinals).context("setting up NCCL between the tensor-parallel GPUs")?;
+    let comms = std::sync::Mutex::new(comms.into_iter().map(Some).collect::<Vec<_>>());
+    let (group, opts) = (MemGroup::new(size), opts.clone());
+    Ranks::spawn(size, move |rank| {
+        let comm = comms.lock().unwrap_or_else(|e| e.into_inner())[rank].take();
+        let tp = TpRank { shard: Shard { rank, size }, comm, group: Some(group.clone()) };
+        let o = CudaOptions { device: opts.device + rank, ..opts.clone() };
+        match &from {
+            WeightsFrom::Checkpoint(ck) => CudaBackend::load_rank(ck, &o, tp),
+            WeightsFrom::Random { cfg, seed } => CudaBackend::random_rank((**cfg).clone(), *seed, &o, tp),
+        }
+    })
+}
+
 pub struct CudaBackend {
+    /// This rank's view: its heads and intermediate widths (the whole model at one rank).
     pub cfg: ModelConfig,
+    tp: TpRank,
+    /// The whole vocabulary (lm_head scores this rank's `tp.shard.vocab` slice of it).
+    vocab_size: usize,
     pub opts: CudaOptions,
     ctx: Arc<CudaContext>,
     k: Kernels,
@@ -72,15 +131,35 @@ pub struct CudaBackend {
 
 impl CudaBackend {
     pub fn load(ck: &Checkpoint, opts: &CudaOptions) -> Result<Self> {
-        Self::build(ck.config.clone(), opts, |k, c| weights::load(k, c, &mut weights::FromCheckpoint::new(ck)))
+        Self::load_rank(ck, opts, TpRank::whole())
     }
 
     /// bf16 random weights made on the device (shapes like the `mini` preset that cannot be shipped).
     pub fn random(cfg: ModelConfig, seed: u64, opts: &CudaOptions) -> Result<Self> {
-        Self::build(cfg, opts, |k, c| weights::load(k, c, &mut weights::Random::new(c, seed)))
+        Self::random_rank(cfg, seed, opts, TpRank::whole())
     }
 
-    fn build(cfg: ModelConfig, opts: &CudaOptions, make: impl FnOnce(&Kernels, &ModelConfig) -> Result<Weights>) -> Result<Self> {
+    /// One tensor-parallel rank of a checkpoint: its slices only.
+    pub fn load_rank(ck: &Checkpoint, opts: &CudaOptions, tp: TpRank) -> Result<Self> {
+        let shard = tp.shard;
+        Self::build(ck.config.clone(), opts, tp, |k, c| weights::load(k, c, shard, &mut weights::FromCheckpoint::new(ck, shard)))
+    }
+
+    /// One tensor-parallel rank of random weights: the values the whole model has at its slices.
+    pub fn random_rank(cfg: ModelConfig, seed: u64, opts: &CudaOptions, tp: TpRank) -> Result<Self> {
+        let shard = tp.shard;
+        Self::build(cfg, opts, tp, |k, c| weights::load(k, c, shard, &mut weights::Random::new(c, seed)))
+    }
+
+    /// `whole` is the whole model's config; the backend computes with its rank's view of it.
+    fn build(
+        whole: ModelConfig,
+        opts: &CudaOptions,
+        tp: TpRank,
+        make: impl FnOnce(&Kernels, &ModelConfig) -> Result<Weights>,
+    ) -> Result<Self> {
+        Shard::check(&whole, tp.shard.size)?;
+        let cfg = tp.shard.local_config(&whole);
         check_shapes(&cfg)?;
         if opts.page_size == 0 {
             bail!("page_size must be > 0");
@@ -92,7 +171,7 @@ impl CudaBackend {
             .map(|n| n.max(1) as usize)
             .unwrap_or(132);
         let k = Kernels::new(&ctx, opts.profile_kernels)?;
-        let w = make(&k, &cfg).context("putting the weights on the GPU")?;
+        let w = make(&k, &whole).context("putting the weights on the GPU")?;
         k.sync("weight upload")?;
         let (free, _total) = ctx.mem_get_info().map_err(CudaError::driver(|| "cuMemGetInfo".into()))?;
         let page_bytes = opts.page_size * cfg.num_hidden_layers * 2 * cfg.num_key_value_heads * cfg.head_dim() * 2;
@@ -107,6 +186,8 @@ impl CudaBackend {
         let kv = k.alloc::<u16>(num_pages * page_bytes / 2, "the KV cache")?;
         Ok(CudaBackend {
             pool: PagePool::new(num_pages, opts.page_size),
+            vocab_size: whole.vocab_size,
+            tp,
             cfg,
             opts: opts.clone(),
             ctx,
@@ -153,10 +234,36 @@ impl CudaBackend {
         self.gemm("mlp down", &act, &m.down, rows, h, m.inter)
     }
 
+    /// This rank's slice of the vocabulary (the whole of it at one rank).
+    fn vocab_slice(&self) -> std::ops::Range<usize> {
+        self.tp.shard.vocab(self.vocab_size)
+    }
+
+    /// `[rows, vocab slice]` logits.
     fn logits(&self, x: &CudaAct) -> Result<CudaSlice<f32>> {
         let xb = self.bf16_of(x, "lm_head")?;
         let w = self.w.lm_head.as_ref().unwrap_or(&self.w.embed);
-        self.gemm("lm_head", xb, w, x.rows, self.cfg.vocab_size, self.cfg.hidden_size)
+        self.gemm("lm_head", xb, w, x.rows, self.vocab_slice().len(), self.cfg.hidden_size)
+    }
+
+    /// Seconds per all-reduce of `floats` f32 across the ranks, best of 20 after a warm-up
+    /// (every rank must call it at once).
+    pub fn time_all_reduce_s(&self, floats: usize) -> Result<Option<f64>> {
+        let Some(comm) = &self.tp.comm else { return Ok(None) };
+        let buf = self.alloc_f32(floats, "all-reduce probe")?;
+        let run = || comm.all_reduce_sum_f32(self.p(&buf), floats, &self.k.stream);
+        for _ in 0..3 {
+            run()?;
+        }
+        self.k.sync("all-reduce probe warm-up")?;
+        let mut best = f64::MAX;
+        for _ in 0..20 {
+            let t = std::time::Instant::now();
+            run()?;
+            self.k.sync("all-reduce probe")?;
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        Ok(Some(best))
     }
 
     /// LowConfidence on the device for each request's block: `probs`/`masked` are
@@ -227,7 +334,7 @@ impl Backend for CudaBackend {
         if let Some(t) = self.touched.get_mut().as_mut() {
             t.clear(); // a forward starts here
         }
-        let (h, v) = (self.cfg.hidden_size, self.cfg.vocab_size);
+        let (h, v) = (self.cfg.hidden_size, self.vocab_size);
         if let Some(&t) = tokens.iter().find(|&&t| t as usize >= v) {
             bail!("token id {t} is outside the vocabulary ({v})");
         }
@@ -304,6 +411,15 @@ impl Backend for CudaBackend {
         Ok(CudaAct { rows: x.rows, cols: self.cfg.hidden_size, data: ActData::F32(y) })
     }
 
+    fn all_reduce(&mut self, x: &mut CudaAct) -> Result<()> {
+        let Some(comm) = &self.tp.comm else { return Ok(()) };
+        let buf = self.f32_of(x, "all_reduce")?;
+        let t0 = self.k.prof_start();
+        comm.all_reduce_sum_f32(self.p(buf), x.rows * x.cols, &self.k.stream)?;
+        self.k.prof_end("nccl all_reduce", t0);
+        Ok(())
+    }
+
     fn gather_rows(&mut self, x: &CudaAct, rows: &[usize]) -> Result<CudaAct> {
         let src = self.f32_of(x, "gather_rows")?;
         if let Some(&r) = rows.iter().find(|&&r| r >= x.rows) {
@@ -320,21 +436,36 @@ impl Backend for CudaBackend {
         let logits = self.logits(x)?;
         let tok = self.k.alloc::<u32>(x.rows, "picked tokens")?;
         let prob = self.alloc_f32(x.rows, "pick probabilities")?;
+        let share = match &self.tp.group {
+            Some(_) => Some(self.alloc_f32(3 * x.rows, "pick shares")?),
+            None => None,
+        };
         let p = PickParams {
             logits: self.p(&logits),
             token: self.p(&tok),
             prob: self.p(&prob),
+            share: share.as_ref().map_or(0, |s| self.p(s)),
             rows: x.rows as i32,
-            vocab: self.cfg.vocab_size as i32,
+            vocab: self.vocab_slice().len() as i32,
+            token_base: self.vocab_slice().start as i32,
         };
         self.k.launch(Kernel::RowArgmax, (x.rows as u32, 1, 1), PICK_THREADS as u32, &p)?;
+        if let (Some(group), Some(share)) = (&self.tp.group, &share) {
+            // Vocab-parallel: three floats per row cross between the ranks, never the logits.
+            let mine = self.download(share, "pick shares")?;
+            return Ok(combine_pick_shares(&group.all_gather(self.tp.shard.rank, &mine), x.rows));
+        }
         let t = self.download(&tok, "picked tokens")?;
         let pr = self.download(&prob, "pick probabilities")?;
         Ok(t.into_iter().zip(pr).map(|(token, prob)| Pick { token, prob }).collect())
     }
 
     fn lm_head_logits(&mut self, x: &CudaAct) -> Result<Vec<f32>> {
-        let logits = self.logits(x)?;
-        Ok(self.download(&logits, "logits")?)
+        let logits = self.download(&self.logits(x)?, "logits")?;
+        match &self.tp.group {
+            // Sampling needs whole rows: the ranks' slices meet on the host.
+            Some(group) => Ok(self.tp.shard.assemble_vocab(&group.all_gather(self.tp.shard.rank, &logits), x.rows, self.vocab_size)),
+            None => Ok(logits),
+        }
     }
 }

@@ -1,12 +1,16 @@
 //! Weights on the device, bf16 (norm weights and the expert bias f32): uploaded from a
-//! checkpoint, or made on the device with the init kernel for benchmark shapes.
+//! checkpoint, or made on the device with the init kernel for benchmark shapes. A
+//! tensor-parallel rank holds its slices (`backend::shard` gives the rules) and reads or draws
+//! nothing else: a random rank draws the whole tensor's values at its slice's indices, so TP2
+//! runs the very weights TP1 does.
 //! Experts of a layer are stored contiguously (`[E][n][k]`) so the grouped GEMMs index them
 //! by expert id; the dense MLP's gate and up are stacked into one `[2I, H]` matrix (one GEMM).
 
 use super::error::CudaError;
 use super::kernels::{params::InitParams, ptr, Kernel, Kernels};
+use crate::backend::shard::Shard;
 use crate::checkpoint::names::{self, Proj};
-use crate::checkpoint::{expected_tensors, random_init, Checkpoint};
+use crate::checkpoint::{expected_tensors, random_init, Checkpoint, Slice};
 use crate::config::ModelConfig;
 use anyhow::{anyhow, Result};
 use cudarc::driver::CudaSlice;
@@ -52,14 +56,15 @@ pub struct Weights {
     pub embed: CudaSlice<u16>,
     pub layers: Vec<LayerWeights>,
     pub final_norm: CudaSlice<f32>,
-    /// None when tied to the embedding.
+    /// This rank's rows of lm_head (token ids `Shard::vocab`); None when tied to the embedding
+    /// and whole.
     pub lm_head: Option<CudaSlice<u16>>,
 }
 
 /// Where the tensors come from: a checkpoint, or seeded random draws.
 pub trait Source {
-    /// bf16 tensor(s) stacked along the first dim into one buffer.
-    fn bf16(&mut self, k: &Kernels, names: &[String], numel_each: usize) -> Result<CudaSlice<u16>>;
+    /// The same `slice` of each of the bf16 tensor(s), stacked along the first dim into one buffer.
+    fn bf16(&mut self, k: &Kernels, names: &[String], numel_each: usize, slice: &Slice) -> Result<CudaSlice<u16>>;
     fn f32(&mut self, k: &Kernels, name: &str, numel: usize) -> Result<CudaSlice<f32>>;
 }
 
@@ -68,11 +73,19 @@ pub trait Source {
 pub struct FromCheckpoint<'a> {
     ck: &'a Checkpoint,
     bar: indicatif::ProgressBar,
+    /// Ranks sharing the load (the bar counts this rank's share of the bytes).
+    ranks: u64,
 }
 
 impl<'a> FromCheckpoint<'a> {
-    pub fn new(ck: &'a Checkpoint) -> Self {
-        FromCheckpoint { ck, bar: crate::progress::bytes(ck.weight_bytes(), "uploading weights to the GPU") }
+    pub fn new(ck: &'a Checkpoint, shard: Shard) -> Self {
+        let ranks = shard.size as u64;
+        let bar = if shard.rank == 0 {
+            crate::progress::bytes(ck.weight_bytes() / ranks, "uploading weights to the GPU")
+        } else {
+            indicatif::ProgressBar::hidden() // one bar for the group: rank 0's
+        };
+        FromCheckpoint { ck, bar, ranks }
     }
 }
 
@@ -83,16 +96,16 @@ impl Drop for FromCheckpoint<'_> {
 }
 
 impl Source for FromCheckpoint<'_> {
-    fn bf16(&mut self, k: &Kernels, names: &[String], numel_each: usize) -> Result<CudaSlice<u16>> {
+    fn bf16(&mut self, k: &Kernels, names: &[String], numel_each: usize, slice: &Slice) -> Result<CudaSlice<u16>> {
         let mut buf = k.alloc::<u16>(names.len() * numel_each, &names[0])?;
         for (i, n) in names.iter().enumerate() {
-            let bits = self.ck.bf16_bits(n)?;
+            let bits = self.ck.bf16_bits_slice(n, slice)?;
             if bits.len() != numel_each {
-                return Err(anyhow!("tensor {n} has {} elements, expected {numel_each}", bits.len()));
+                return Err(anyhow!("tensor {n} has {} elements in this rank's slice, expected {numel_each}", bits.len()));
             }
             let mut dst = buf.slice_mut(i * numel_each..(i + 1) * numel_each);
             k.stream.memcpy_htod(&bits, &mut dst).map_err(CudaError::driver(|| format!("uploading {n}")))?;
-            self.bar.inc(self.ck.tensor_bytes(n));
+            self.bar.inc(self.ck.tensor_bytes(n) / self.ranks);
         }
         Ok(buf)
     }
@@ -109,25 +122,42 @@ impl Source for FromCheckpoint<'_> {
 /// Random weights drawn on the device, each tensor by `checkpoint::random_init` (the rule
 /// `make-model` draws a checkpoint by).
 pub struct Random<'a> {
+    /// The whole model's config (a rank draws slices of its tensors).
     cfg: &'a ModelConfig,
     seed: u64,
     counter: u64,
+    /// Each tensor's seed, by name: drawn again (a tied lm_head), it gets the same values.
+    seeds: HashMap<String, u64>,
     /// Every tensor's shape (its input width gives the init scale).
     shapes: HashMap<String, Vec<usize>>,
 }
 
 impl<'a> Random<'a> {
     pub fn new(cfg: &'a ModelConfig, seed: u64) -> Self {
-        Random { cfg, seed, counter: 0, shapes: expected_tensors(cfg).into_iter().collect() }
+        Random { cfg, seed, counter: 0, seeds: HashMap::new(), shapes: expected_tensors(cfg).into_iter().collect() }
+    }
+
+    /// Tensor `name`'s draw seed: the n-th tensor drawn gets the n-th, in load order (the same
+    /// order at every rank count).
+    fn seed_of(&mut self, name: &str) -> u64 {
+        if let Some(&s) = self.seeds.get(name) {
+            return s;
+        }
+        self.counter += 1;
+        let s = self.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ self.counter.wrapping_mul(0xD1B5_4A32_D192_ED03);
+        self.seeds.insert(name.to_string(), s);
+        s
     }
     fn stats(&self, name: &str) -> (f32, f32) {
         let shape = self.shapes.get(name).map(Vec::as_slice).unwrap_or(&[]);
         let r = random_init(name, shape, self.cfg);
         (r.mean as f32, r.std as f32)
     }
-    fn fill(&mut self, k: &Kernels, bf: Option<u64>, f: Option<u64>, n: usize, mean: f32, std: f32) -> Result<()> {
-        self.counter += 1;
-        let seed = self.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ self.counter.wrapping_mul(0xD1B5_4A32_D192_ED03);
+    /// Draw `n` values of tensor `name` into `dst` (bf16 or f32); `at` places them in the whole
+    /// tensor (see InitParams).
+    fn fill(&mut self, k: &Kernels, name: &str, bf: Option<u64>, f: Option<u64>, n: usize, at: Placement) -> Result<()> {
+        let seed = self.seed_of(name);
+        let (mean, std) = self.stats(name);
         let p = InitParams {
             out_bf16: bf.unwrap_or(0),
             out_f32: f.unwrap_or(0),
@@ -137,77 +167,130 @@ impl<'a> Random<'a> {
             seed_hi: (seed >> 32) as u32,
             mean,
             std,
+            offset_lo: at.offset as u32,
+            offset_hi: (at.offset as u64 >> 32) as u32,
+            local_cols: at.local_cols as u32,
+            global_cols: at.global_cols as u32,
+            col0: at.col0 as u32,
         };
         Ok(k.launch(Kernel::InitNormal, (n.div_ceil(256).min(65536) as u32, 1, 1), 256, &p)?)
     }
 }
 
+/// Where a drawn run of values lies in the whole tensor (InitParams' offset and column window).
+#[derive(Default, Clone, Copy)]
+struct Placement {
+    offset: usize,
+    local_cols: usize,
+    global_cols: usize,
+    col0: usize,
+}
+
 impl Source for Random<'_> {
-    fn bf16(&mut self, k: &Kernels, names: &[String], numel_each: usize) -> Result<CudaSlice<u16>> {
+    fn bf16(&mut self, k: &Kernels, names: &[String], numel_each: usize, slice: &Slice) -> Result<CudaSlice<u16>> {
         let buf = k.alloc::<u16>(names.len() * numel_each, &names[0])?;
         let base = ptr(&buf, &k.stream);
-        // One draw per stacked tensor; they share statistics except the dense gate/up pair,
-        // which also share them.
+        // One draw per stacked tensor, each at its slice's indices of the whole tensor.
         for (i, n) in names.iter().enumerate() {
-            let (m, s) = self.stats(n);
-            self.fill(k, Some(base + (i * numel_each * 2) as u64), None, numel_each, m, s)?;
+            let dst = base + (i * numel_each * 2) as u64;
+            let cols = self.shapes.get(n).and_then(|s| s.last().copied()).unwrap_or(numel_each);
+            match slice {
+                Slice::Whole => self.fill(k, n, Some(dst), None, numel_each, Placement::default())?,
+                Slice::Rows(ranges) => {
+                    let mut done = 0;
+                    for r in ranges {
+                        let at = Placement { offset: r.start * cols, ..Placement::default() };
+                        self.fill(k, n, Some(dst + (done * 2) as u64), None, r.len() * cols, at)?;
+                        done += r.len() * cols;
+                    }
+                }
+                Slice::Cols(c) => {
+                    let at = Placement { local_cols: c.len(), global_cols: cols, col0: c.start, offset: 0 };
+                    self.fill(k, n, Some(dst), None, numel_each, at)?
+                }
+            }
         }
         Ok(buf)
     }
     fn f32(&mut self, k: &Kernels, name: &str, numel: usize) -> Result<CudaSlice<f32>> {
         let buf = k.alloc::<f32>(numel, name)?;
-        let (m, s) = self.stats(name);
-        self.fill(k, None, Some(ptr(&buf, &k.stream)), numel, m, s)?;
+        self.fill(k, name, None, Some(ptr(&buf, &k.stream)), numel, Placement::default())?;
         Ok(buf)
     }
 }
 
-/// A gated MLP whose matrices `name` spells; gate and up stacked.
-fn dense_mlp(k: &Kernels, src: &mut dyn Source, name: impl Fn(Proj) -> String, inter: usize, h: usize) -> Result<DenseMlp> {
+/// A gated MLP whose matrices `name` spells, this rank's slice of `inter` (its whole width);
+/// gate and up stacked.
+fn dense_mlp(k: &Kernels, src: &mut dyn Source, at: &Sharding, name: impl Fn(Proj) -> String, inter: usize) -> Result<DenseMlp> {
+    let (h, local) = (at.cfg.hidden_size, inter / at.shard.size);
+    let (gate, down) = (name(Proj::Gate), name(Proj::Down));
     Ok(DenseMlp {
-        inter,
-        gate_up: src.bf16(k, &[name(Proj::Gate), name(Proj::Up)], inter * h)?,
-        down: src.bf16(k, &[name(Proj::Down)], h * inter)?,
+        inter: local,
+        gate_up: src.bf16(k, &[gate.clone(), name(Proj::Up)], local * h, &at.slice(&gate))?,
+        down: src.bf16(k, std::slice::from_ref(&down), h * local, &at.slice(&down))?,
     })
 }
 
-pub fn load(k: &Kernels, c: &ModelConfig, src: &mut dyn Source) -> Result<Weights> {
-    let (h, d, v) = (c.hidden_size, c.head_dim(), c.vocab_size);
+/// The whole model's config and this rank's place in it.
+struct Sharding<'a> {
+    cfg: &'a ModelConfig,
+    shard: Shard,
+}
+
+impl Sharding<'_> {
+    fn slice(&self, name: &str) -> Slice {
+        self.shard.slice(self.cfg, name)
+    }
+}
+
+/// Rank `shard`'s weights of the model `c` (the whole model's config).
+pub fn load(k: &Kernels, c: &ModelConfig, shard: Shard, src: &mut dyn Source) -> Result<Weights> {
+    let at = Sharding { cfg: c, shard };
+    let local = shard.local_config(c);
+    let (h, d) = (c.hidden_size, c.head_dim());
+    let whole = Slice::Whole;
     let mut layers = vec![];
     for i in 0..c.num_hidden_layers {
         let l = names::layer(i);
         let ffn = if c.is_moe_layer(i) {
-            let (e, m) = (c.num_experts, c.moe_intermediate_size);
+            let (e, m) = (c.num_experts, local.moe_intermediate_size);
             let experts = |p: Proj| (0..e).map(|x| l.expert(x, p)).collect::<Vec<_>>();
+            let (gate, up, down) = (experts(Proj::Gate), experts(Proj::Up), experts(Proj::Down));
             Ffn::Moe(MoeWeights {
-                router: src.bf16(k, &[l.router()], e * h)?,
+                router: src.bf16(k, &[l.router()], e * h, &whole)?,
                 bias: src.f32(k, &l.expert_bias(), e)?,
-                gate: src.bf16(k, &experts(Proj::Gate), m * h)?,
-                up: src.bf16(k, &experts(Proj::Up), m * h)?,
-                down: src.bf16(k, &experts(Proj::Down), h * m)?,
+                gate: src.bf16(k, &gate, m * h, &at.slice(&gate[0]))?,
+                up: src.bf16(k, &up, m * h, &at.slice(&up[0]))?,
+                down: src.bf16(k, &down, h * m, &at.slice(&down[0]))?,
                 shared: if c.num_shared_experts > 0 {
-                    Some(dense_mlp(k, src, |p| l.shared_expert(p), c.shared_intermediate(), h)?)
+                    Some(dense_mlp(k, src, &at, |p| l.shared_expert(p), c.shared_intermediate())?)
                 } else {
                     None
                 },
             })
         } else {
-            Ffn::Dense(dense_mlp(k, src, |p| l.mlp(p), c.intermediate_size, h)?)
+            Ffn::Dense(dense_mlp(k, src, &at, |p| l.mlp(p), c.intermediate_size)?)
         };
         layers.push(LayerWeights {
             input_norm: src.f32(k, &l.input_norm(), h)?,
             post_norm: src.f32(k, &l.post_norm(), h)?,
-            qkv: src.bf16(k, &[l.qkv()], c.qkv_rows() * h)?,
-            dense: src.bf16(k, &[l.dense()], h * c.num_attention_heads * d)?,
+            qkv: src.bf16(k, &[l.qkv()], local.qkv_rows() * h, &at.slice(&l.qkv()))?,
+            dense: src.bf16(k, &[l.dense()], h * local.num_attention_heads * d, &at.slice(&l.dense()))?,
             q_norm: src.f32(k, &l.q_norm(), d)?,
             k_norm: src.f32(k, &l.k_norm(), d)?,
             ffn,
         });
     }
+    let vocab = shard.vocab(c.vocab_size).len();
+    let lm_slice = at.slice(names::LM_HEAD);
     Ok(Weights {
-        embed: src.bf16(k, &[names::EMBED.to_string()], v * h)?,
+        embed: src.bf16(k, &[names::EMBED.to_string()], c.vocab_size * h, &whole)?,
         final_norm: src.f32(k, names::FINAL_NORM, h)?,
-        lm_head: if c.tie_word_embeddings { None } else { Some(src.bf16(k, &[names::LM_HEAD.to_string()], v * h)?) },
+        lm_head: match (c.tie_word_embeddings, shard.is_whole()) {
+            (true, true) => None,
+            (true, false) => Some(src.bf16(k, &[names::EMBED.to_string()], vocab * h, &lm_slice)?),
+            (false, _) => Some(src.bf16(k, &[names::LM_HEAD.to_string()], vocab * h, &lm_slice)?),
+        },
         layers,
     })
 }

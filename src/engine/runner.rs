@@ -1,0 +1,98 @@
+//! What the engine runs its forwards on: one backend, or a tensor-parallel group of rank
+//! backends that all run the same forward (`model.rs` does not know how many there are).
+
+use crate::backend::ranks::Ranks;
+use crate::backend::{Backend, StepBatch};
+use crate::config::ModelConfig;
+use crate::decode::Pick;
+use crate::model;
+use anyhow::{bail, Result};
+use std::sync::Arc;
+
+pub trait Runner {
+    /// The device(s), for logs and reports.
+    fn label(&self) -> String;
+    /// The most positions one sequence's KV may hold.
+    fn seq_capacity(&self) -> usize;
+    /// Reserve KV for a sequence of up to `max_len` positions; its slot.
+    fn open_seq(&mut self, max_len: usize) -> Result<usize>;
+    fn close_seq(&mut self, slot: usize);
+    /// Greedy picks for `out_rows` (see [`model::forward_pick`]).
+    fn pick(&mut self, cfg: &ModelConfig, batch: &StepBatch, out_rows: &[usize]) -> Result<Vec<Pick>>;
+    /// Full logits for `out_rows`, `[out_rows.len() * vocab]`.
+    fn logits(&mut self, cfg: &ModelConfig, batch: &StepBatch, out_rows: &[usize]) -> Result<Vec<f32>>;
+    /// K/V of the batch into the cache, nothing else (chunked prefill).
+    fn prefill(&mut self, cfg: &ModelConfig, batch: &StepBatch) -> Result<()>;
+}
+
+impl<B: Backend> Runner for B {
+    fn label(&self) -> String {
+        self.name()
+    }
+    fn seq_capacity(&self) -> usize {
+        self.max_seq_len()
+    }
+    fn open_seq(&mut self, max_len: usize) -> Result<usize> {
+        self.alloc_seq(max_len)
+    }
+    fn close_seq(&mut self, slot: usize) {
+        self.free_seq(slot)
+    }
+    fn pick(&mut self, cfg: &ModelConfig, batch: &StepBatch, out_rows: &[usize]) -> Result<Vec<Pick>> {
+        model::forward_pick(self, cfg, batch, out_rows)
+    }
+    fn logits(&mut self, cfg: &ModelConfig, batch: &StepBatch, out_rows: &[usize]) -> Result<Vec<f32>> {
+        model::forward_logits(self, cfg, batch, out_rows)
+    }
+    fn prefill(&mut self, cfg: &ModelConfig, batch: &StepBatch) -> Result<()> {
+        model::forward_prefill(self, cfg, batch)
+    }
+}
+
+/// Every rank runs the forward on the same batch; their picks agree, since the vocab-parallel
+/// pick combines the same shares on every rank.
+impl<B: Backend + 'static> Runner for Ranks<B> {
+    fn label(&self) -> String {
+        let names = self.all(|b| b.name()).unwrap_or_default();
+        format!("tensor parallel over {} ranks: {}", self.size(), names.join("; "))
+    }
+    fn seq_capacity(&self) -> usize {
+        self.all(|b| b.max_seq_len()).map(|v| v.into_iter().min().unwrap_or(0)).unwrap_or(0)
+    }
+    fn open_seq(&mut self, max_len: usize) -> Result<usize> {
+        // Every rank's page pool has seen the same calls, so they hand out the same slot.
+        let slots = self.all(move |b| b.alloc_seq(max_len))?;
+        let first = match &slots[0] {
+            Ok(s) => *s,
+            Err(e) => bail!("{e:#}"),
+        };
+        for (rank, s) in slots.iter().enumerate() {
+            match s {
+                Ok(s) if *s == first => {}
+                Ok(s) => bail!("tensor-parallel rank {rank} reserved KV slot {s}, rank 0 slot {first}"),
+                Err(e) => bail!("tensor-parallel rank {rank}: {e:#}"),
+            }
+        }
+        Ok(first)
+    }
+    fn close_seq(&mut self, slot: usize) {
+        let _ = self.all(move |b| b.free_seq(slot));
+    }
+    fn pick(&mut self, cfg: &ModelConfig, batch: &StepBatch, out_rows: &[usize]) -> Result<Vec<Pick>> {
+        let (cfg, batch, rows) = (Arc::new(cfg.clone()), Arc::new(batch.clone()), Arc::new(out_rows.to_vec()));
+        self.agreed(move |b| model::forward_pick(b, &cfg, &batch, &rows))
+    }
+    fn logits(&mut self, cfg: &ModelConfig, batch: &StepBatch, out_rows: &[usize]) -> Result<Vec<f32>> {
+        let (cfg, batch, rows) = (Arc::new(cfg.clone()), Arc::new(batch.clone()), Arc::new(out_rows.to_vec()));
+        let mut all = self.all(move |b| model::forward_logits(b, &cfg, &batch, &rows))?.into_iter();
+        let first = all.next().unwrap_or_else(|| Err(anyhow::anyhow!("an empty tensor-parallel group")))?;
+        for r in all {
+            r?;
+        }
+        Ok(first)
+    }
+    fn prefill(&mut self, cfg: &ModelConfig, batch: &StepBatch) -> Result<()> {
+        let (cfg, batch) = (Arc::new(cfg.clone()), Arc::new(batch.clone()));
+        self.agreed(move |b| model::forward_prefill(b, &cfg, &batch))
+    }
+}

@@ -1,0 +1,116 @@
+//! The CPU twin of tensor parallelism: N ranks as threads, each holding its shard of the tiny
+//! model (backend::shard's rules), meeting in memory for the all-reduces and the vocab-parallel
+//! pick. Their logits must be the whole model's within f32 rounding, for N = 2 (KV heads split)
+//! and N = 4 (KV heads replicated, 1 query head and 8 expert columns a rank), so every slicing
+//! rule is checked here without GPUs.
+
+use dllm::backend::cpu::CpuBackend;
+use dllm::backend::StepBatch;
+use dllm::checkpoint::Checkpoint;
+use dllm::decode::Policy;
+use dllm::engine::{Engine, GenParams, Runner};
+use dllm::runtime::{self, Device, LoadOptions};
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+fn tiny() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let d = std::env::temp_dir().join(format!("dllm-tp-test-{}", std::process::id()));
+        dllm::make_model::make_model("tiny", &d, 3).expect("making the tiny model");
+        d
+    })
+    .clone()
+}
+
+/// Two requests in one forward: a prompt ending mid-block, and one spanning three blocks.
+fn batch(r: &mut impl Runner) -> (StepBatch, Vec<usize>) {
+    let a: Vec<u32> = (0..13).map(|i| (i * 37 + 5) % 280).collect();
+    let b: Vec<u32> = (0..24).map(|i| (i * 91 + 11) % 280).collect();
+    let (sa, sb) = (r.open_seq(16).unwrap(), r.open_seq(24).unwrap());
+    let mut batch = StepBatch::default();
+    batch.push(sa, 0, &a, 8);
+    batch.push(sb, 0, &b, 8);
+    (batch, (0..37).collect())
+}
+
+fn max_rel_diff(got: &[f32], want: &[f32]) -> f64 {
+    assert_eq!(got.len(), want.len());
+    let scale = want.iter().fold(0f32, |m, x| m.max(x.abs())) as f64;
+    got.iter().zip(want).map(|(a, b)| (a - b).abs() as f64).fold(0.0, f64::max) / scale
+}
+
+#[test]
+fn sharded_forward_gives_the_whole_models_logits_and_picks() {
+    let dir = tiny();
+    let ck = Arc::new(Checkpoint::open(&dir).unwrap());
+    let cfg = ck.config.clone();
+    let mut whole = CpuBackend::load(&ck).unwrap();
+    let (b, rows) = batch(&mut whole);
+    let want = whole.logits(&cfg, &b, &rows).unwrap();
+    let mut whole = CpuBackend::load(&ck).unwrap();
+    let (b, rows) = batch(&mut whole);
+    let want_picks = whole.pick(&cfg, &b, &rows).unwrap();
+    for n in [2, 4] {
+        let mut ranks = runtime::cpu_ranks(&ck, n).unwrap();
+        let (b, rows) = batch(&mut ranks);
+        let got = ranks.logits(&cfg, &b, &rows).unwrap();
+        let d = max_rel_diff(&got, &want);
+        eprintln!("tp {n}: max |logit difference| / max |logit| = {d:.2e}");
+        assert!(d < 1e-5, "tp {n}: logits differ by {d:.2e} of their scale");
+        // The vocab-parallel pick (shares combined, logits never gathered) on fresh caches.
+        let mut ranks = runtime::cpu_ranks(&ck, n).unwrap();
+        let (b, rows) = batch(&mut ranks);
+        let picks = ranks.pick(&cfg, &b, &rows).unwrap();
+        for (i, (p, w)) in picks.iter().zip(&want_picks).enumerate() {
+            assert_eq!(p.token, w.token, "tp {n}, row {i}");
+            assert!((p.prob - w.prob).abs() <= 1e-5 * w.prob.max(1e-3), "tp {n}, row {i}: {} vs {}", p.prob, w.prob);
+        }
+    }
+}
+
+#[test]
+fn greedy_and_sampled_generations_match_one_rank() {
+    let dir = tiny();
+    let ck = Arc::new(Checkpoint::open(&dir).unwrap());
+    let prompt: Vec<u32> = (0..21).map(|i| (i * 53 + 7) % 280).collect();
+    let greedy = GenParams { max_new_tokens: 24, block_size: 8, policy: Policy::LowConfidence { threshold: 0.5 }, ..GenParams::default() };
+    // Temperature and a penalty take the host-logits path: whole rows gathered from the ranks.
+    let sampled = GenParams { temperature: 0.8, top_k: 50, seed: 9, repetition_penalty: 1.3, ..greedy.clone() };
+    let run = |n: usize, p: &GenParams| {
+        let tok = dllm::tokenizer::Tokenizer::open(&dir, &ck.config).unwrap();
+        if n == 1 {
+            Engine::new(CpuBackend::load(&ck).unwrap(), ck.config.clone(), tok.mask_id, tok.eos_id).generate(prompt.clone(), p.clone())
+        } else {
+            Engine::new(runtime::cpu_ranks(&ck, n).unwrap(), ck.config.clone(), tok.mask_id, tok.eos_id).generate(prompt.clone(), p.clone())
+        }
+        .unwrap()
+    };
+    for p in [&greedy, &sampled] {
+        let one = run(1, p);
+        assert!(!one.output_ids.is_empty());
+        for n in [2, 4] {
+            let tp = run(n, p);
+            assert_eq!(tp.output_ids, one.output_ids, "tp {n}, temperature {}", p.temperature);
+            assert_eq!(tp.steps, one.steps);
+        }
+    }
+}
+
+#[test]
+fn a_tp_size_that_does_not_divide_the_model_is_a_startup_error() {
+    let dir = tiny();
+    let opts = LoadOptions { tp_size: 3, ..LoadOptions::on(Device::Cpu) };
+    let err = format!("{:#}", runtime::load_with(&dir, &opts).err().expect("tp 3 must fail"));
+    assert!(err.contains("--tp-size 3 does not divide num_attention_heads (4)"), "{err}");
+    let opts = LoadOptions { tp_size: 0, ..LoadOptions::on(Device::Cpu) };
+    assert!(runtime::load_with(&dir, &opts).is_err());
+    // The whole CLI path: `generate --device cpu --tp-size 2` runs the ranks.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dllm"))
+        .args(["generate", "--model-path", dir.to_str().unwrap(), "--device", "cpu", "--tp-size", "2", "--max-new-tokens", "8", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["backend"].as_str().unwrap().starts_with("tensor parallel over 2 ranks"), "{v}");
+}
