@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Runs ON a GPU machine of 2+ GPUs (nvidia-h200-x2), from the repo root, with .carry/ built by
+# tools/gpu-test.sh: tensor parallelism (and FP8 experts where the binary has them) measured.
+#   1. the CUDA tests of tensor parallelism (TP2 vs one GPU: tiny lockstep, mini logits);
+#   2. `bench step` of mini at TP1 and TP2, flash at TP2 (per-GPU floor + all-reduce time);
+#   3. `dllm serve` with the guide's flags at --tp-size 2 on flash's shapes (random weights,
+#      --load-format dummy) answering the guide's streaming curl call.
+# STEPS picks a subset (default: all of "tests mini flash serve fp8"). Results land in $OUT.
+set -uo pipefail
+OUT=${OUT:-/tmp/tp-out}
+mkdir -p "$OUT"
+C=.carry
+STEPS=${STEPS:-tests mini flash serve fp8}
+want() { [[ " $STEPS " == *" $1 "* ]]; }
+# cuBLAS and NCCL are loaded at run time: put the CUDA 13 wheels' folders on the loader's path.
+for lib in 'libcublas.so.13*' 'libnccl.so.2*'; do
+    f=$(find / -xdev -name "$lib" 2>/dev/null | head -1)
+    echo "$lib: ${f:-not found}" | tee -a "$OUT/libs.txt"
+    [ -n "$f" ] && export LD_LIBRARY_PATH=$(dirname "$f"):${LD_LIBRARY_PATH:-}
+done
+echo "NCCL_NVLS_ENABLE=${NCCL_NVLS_ENABLE:-unset}" | tee -a "$OUT/libs.txt"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/device.txt"
+B="--prefix 1024 --block 32 --steps 8"
+
+if want tests; then
+    timeout 400 $C/test_cuda_kernels tp2 --test-threads=1 --nocapture >"$OUT/tests.log" 2>&1
+    echo "tp tests rc=$?"; grep -E "^test |tp2|lockstep|relative|skipped|panicked" "$OUT/tests.log" | head -30
+    timeout 60 $C/dllm generate --device cuda --tp-size 2 --json --max-new-tokens 64 >"$OUT/tiny_tp2.json" 2>"$OUT/tiny_tp2.err"
+    echo "tiny tp2 generate rc=$?"; cat "$OUT/tiny_tp2.json"; tail -3 "$OUT/tiny_tp2.err"
+fi
+if want mini; then
+    for tp in 1 2; do
+        timeout 240 $C/dllm bench step --preset mini --device cuda --tp-size $tp --batch 1,4,16,64 $B \
+            --json "$OUT/step-mini-tp$tp.json" >"$OUT/step-mini-tp$tp.log" 2>&1
+        echo "mini tp$tp rc=$?"; tail -n 6 "$OUT/step-mini-tp$tp.log"
+    done
+fi
+if want flash; then
+    timeout 300 $C/dllm bench step --preset flash --device cuda --tp-size 2 --batch 1,4,16,64 $B \
+        --json "$OUT/step-flash-tp2.json" >"$OUT/step-flash-tp2.log" 2>&1
+    echo "flash tp2 rc=$?"; tail -n 6 "$OUT/step-flash-tp2.log"
+fi
+if want fp8 && $C/dllm bench step --help | grep -q -- --quantization; then
+    timeout 300 $C/dllm bench step --preset flash --device cuda --quantization fp8 --batch 1,4,16 $B \
+        --json "$OUT/step-flash-fp8.json" >"$OUT/step-flash-fp8.log" 2>&1
+    echo "flash fp8 tp1 rc=$?"; tail -n 5 "$OUT/step-flash-fp8.log"
+    timeout 200 $C/dllm bench step --preset mini --device cuda --quantization fp8 --batch 1,4,16,64 $B \
+        --json "$OUT/step-mini-fp8.json" >"$OUT/step-mini-fp8.log" 2>&1
+    echo "mini fp8 rc=$?"; tail -n 6 "$OUT/step-mini-fp8.log"
+fi
+if want serve; then
+    M=/tmp/flash-config
+    rm -rf $M && $C/dllm make-model --preset flash --config-only --out $M 2>&1 | tail -1
+    # The guide's command line, --tp-size 2 (two GPUs here), the weights drawn on the GPUs.
+    $C/dllm serve --model-path $M --load-format dummy --host 127.0.0.1 --port 8188 --trust-remote-code \
+        --disable-cuda-graph --disable-radix-cache --mem-fraction-static 0.9 --attention-backend flashinfer \
+        --diffusion-algorithm LowConfidence --diffusion-block-size 32 --tp-size 2 --max-running-requests 1 \
+        >"$OUT/serve.log" 2>&1 &
+    pid=$!
+    for _ in $(seq 240); do curl -sf http://127.0.0.1:8188/health >/dev/null && break; sleep 1; done
+    echo "server up after ${SECONDS}s of this script"
+    curl -sN -X POST "http://127.0.0.1:8188/generate" -H "Content-Type: application/json" -d '{
+        "text": "<role>SYSTEM</role>detailed thinking off<|role_end|><role>HUMAN</role>Why did Camus say that Sisyphus was happy?<|role_end|><role>ASSISTANT</role>",
+        "stream": true,
+        "sampling_params": {"temperature": 0, "max_new_tokens": 1024}
+    }' >"$OUT/curl.txt" 2>&1
+    echo "curl rc=$?: $(grep -c '^data:' "$OUT/curl.txt") SSE events"; head -c 600 "$OUT/curl.txt"; echo; tail -c 400 "$OUT/curl.txt"; echo
+    curl -s http://127.0.0.1:8188/get_server_info | head -c 400; echo
+    kill $pid; wait $pid 2>/dev/null
+    grep -iE "error|panic|warn" "$OUT/serve.log" | head -5
+fi
