@@ -703,7 +703,7 @@ mod cuda {
         let tok = Tokenizer::open(&dir, &ck.config).unwrap();
         let cfg = ck.config.clone();
         let mut one = CudaBackend::load(&ck, &opts()).unwrap();
-        let mut tp = tensor_parallel(WeightsFrom::Checkpoint(ck.clone()), 2, &opts()).unwrap();
+        let mut tp = tensor_parallel(WeightsFrom::Checkpoint(ck.clone()), 2, &CudaOptions { check_tp_routing: true, ..opts() }).unwrap();
         let mut total = Lockstep::default();
         for (i, text) in ["Why did Camus say that Sisyphus was happy?", "the"].iter().enumerate() {
             for &(bs, thr) in &[(32usize, 0.95f32), (8, 0.9), (4, 0.0)] {
@@ -744,7 +744,8 @@ mod cuda {
             let tag = if dense { "mini (every expert), tp2" } else { "mini (top-8 routing), tp2" };
             let o = CudaOptions { max_kv_bytes: Some(1 << 30), ..CudaOptions::default() };
             let mut one = CudaBackend::random(cfg.clone(), 5, &o).unwrap();
-            let mut tp = tensor_parallel(WeightsFrom::Random { cfg: Box::new(cfg.clone()), seed: 5 }, 2, &o).unwrap();
+            let checked = CudaOptions { check_tp_routing: true, ..o.clone() };
+            let mut tp = tensor_parallel(WeightsFrom::Random { cfg: Box::new(cfg.clone()), seed: 5 }, 2, &checked).unwrap();
             let mask = cfg.mask_token_id.unwrap();
             let mut rng = Rng::new(11);
             let prompt: Vec<u32> = (0..200).map(|_| (rng.next_u64() % 150_000) as u32).collect();

@@ -472,8 +472,9 @@ impl Backend for CpuBackend {
                         route(&logits, &moe.bias, c)
                     })
                     .collect();
-                if cfg!(debug_assertions) && self.group.is_some() {
-                    // Replicated routers on identical inputs: every rank routes alike.
+                if self.group.is_some() {
+                    // Replicated routers on identical inputs: every rank routes alike (the twin
+                    // checks it at every layer; the CUDA ranks when `check_tp_routing`).
                     let ids: Vec<f32> = routes.iter().flatten().map(|&(e, _)| e as f32).collect();
                     if self.gather(&ids).iter().any(|other| *other != ids) {
                         bail!("tensor-parallel ranks routed layer {layer}'s tokens differently");

@@ -52,11 +52,22 @@ pub struct CudaOptions {
     pub poison: bool,
     /// Time every launch with a CUDA event pair ([`CudaBackend::profile`] reads them back).
     pub profile_kernels: bool,
+    /// Tensor parallel: check at every MoE layer that all ranks routed alike (their routers
+    /// run replicated on identical inputs); a sync and a host gather a layer, so tests only.
+    pub check_tp_routing: bool,
 }
 
 impl Default for CudaOptions {
     fn default() -> Self {
-        CudaOptions { mem_fraction_static: 0.85, page_size: 32, max_kv_bytes: None, device: 0, poison: false, profile_kernels: false }
+        CudaOptions {
+            mem_fraction_static: 0.85,
+            page_size: 32,
+            max_kv_bytes: None,
+            device: 0,
+            poison: false,
+            profile_kernels: false,
+            check_tp_routing: false,
+        }
     }
 }
 

@@ -61,6 +61,12 @@ impl CudaBackend {
         let (h, im, e, topk) = (c.hidden_size, c.moe_intermediate_size, c.num_experts, c.num_experts_per_tok);
         let slots = rows * topk;
         let (ids, wts) = self.router(m, x, rows)?;
+        if let (true, Some(group)) = (self.opts.check_tp_routing, &self.tp.group) {
+            let mine: Vec<f32> = self.download(&ids, "router ids (rank check)")?.into_iter().map(|i| i as f32).collect();
+            if group.all_gather(self.tp.shard.rank, &mine).iter().any(|other| *other != mine) {
+                bail!("tensor-parallel ranks routed this MoE layer's tokens differently");
+            }
+        }
         if let Some(t) = self.touched.borrow_mut().as_mut() {
             let mut seen = vec![false; e];
             for id in self.download(&ids, "router ids (expert count)")? {
