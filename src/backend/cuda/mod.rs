@@ -257,22 +257,24 @@ impl CudaBackend {
         self.gemm("lm_head", xb, w, x.rows, self.vocab_slice().len(), self.cfg.hidden_size)
     }
 
-    /// Seconds per all-reduce of `floats` f32 across the ranks, best of 20 after a warm-up
-    /// (every rank must call it at once).
+    /// Seconds per all-reduce of `floats` f32 across the ranks, as a step issues them: 64 queued
+    /// back to back, one sync, best of 5 after a warm-up (every rank must call it at once).
     pub fn time_all_reduce_s(&self, floats: usize) -> Result<Option<f64>> {
         let Some(comm) = &self.tp.comm else { return Ok(None) };
+        const QUEUED: usize = 64;
         let buf = self.alloc_f32(floats, "all-reduce probe")?;
-        let run = || comm.all_reduce_sum_f32(self.p(&buf), floats, &self.k.stream);
-        for _ in 0..3 {
-            run()?;
-        }
-        self.k.sync("all-reduce probe warm-up")?;
+        let run = || -> Result<()> {
+            for _ in 0..QUEUED {
+                comm.all_reduce_sum_f32(self.p(&buf), floats, &self.k.stream)?;
+            }
+            Ok(self.k.sync("all-reduce probe")?)
+        };
+        run()?;
         let mut best = f64::MAX;
-        for _ in 0..20 {
+        for _ in 0..5 {
             let t = std::time::Instant::now();
             run()?;
-            self.k.sync("all-reduce probe")?;
-            best = best.min(t.elapsed().as_secs_f64());
+            best = best.min(t.elapsed().as_secs_f64() / QUEUED as f64);
         }
         Ok(Some(best))
     }
