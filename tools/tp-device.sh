@@ -26,7 +26,11 @@ if want tests; then
     timeout 400 $C/test_cuda_kernels tp2 --test-threads=1 --nocapture >"$OUT/tests.log" 2>&1
     echo "tp tests rc=$?"; grep -E "^test |tp2|lockstep|relative|skipped|panicked" "$OUT/tests.log" | head -30
     timeout 60 $C/dllm generate --device cuda --tp-size 2 --json --max-new-tokens 64 >"$OUT/tiny_tp2.json" 2>"$OUT/tiny_tp2.err"
-    echo "tiny tp2 generate rc=$?"; cat "$OUT/tiny_tp2.json"; tail -3 "$OUT/tiny_tp2.err"
+    echo "tiny tp2 generate rc=$?"; head -c 300 "$OUT/tiny_tp2.json"; echo; tail -3 "$OUT/tiny_tp2.err"
+    # Startup errors that say why: more ranks than GPUs, a size that does not divide the heads.
+    for tp in 4 3; do
+        echo "--- generate --device cuda --tp-size $tp:"; $C/dllm generate --device cuda --tp-size $tp --max-new-tokens 8 2>&1 | tail -1
+    done
 fi
 if want mini; then
     for tp in 1 2; do
