@@ -131,3 +131,21 @@ impl Drop for Comm {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Where NCCL is installed this reads its version; where it is not (CI), the error names every
+    /// library tried and how to provide one.
+    #[test]
+    fn a_missing_nccl_is_an_error_naming_what_was_searched() {
+        match version() {
+            Ok(v) => assert!(v.starts_with("2."), "NCCL {v}"),
+            Err(e) => {
+                let m = e.to_string();
+                assert!(m.contains("libnccl.so.2") && m.contains("libnccl.so (") && m.contains("LD_LIBRARY_PATH"), "{m}");
+            }
+        }
+    }
+}
