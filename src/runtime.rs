@@ -134,7 +134,8 @@ pub fn cpu_engine(ck: &Arc<Checkpoint>, mask: u32, eos: u32, tp_size: usize) -> 
 /// `size` CPU ranks of the checkpoint, as threads.
 pub fn cpu_ranks(ck: &Arc<Checkpoint>, size: usize) -> Result<Ranks<CpuBackend>> {
     let (ck, group) = (ck.clone(), MemGroup::new(size));
-    Ranks::spawn(size, move |rank| CpuBackend::load_rank(&ck, Shard { rank, size }, Some(group.clone())))
+    let g = group.clone();
+    Ok(Ranks::spawn(size, move |rank| CpuBackend::load_rank(&ck, Shard { rank, size }, Some(g.clone())))?.with_abort(move || group.abort()))
 }
 
 /// CUDA devices this process could use (0 when built without kernels or without a driver).

@@ -4,8 +4,11 @@
 //! and N = 4 (KV heads replicated, 1 query head and 8 expert columns a rank), so every slicing
 //! rule is checked here without GPUs.
 
-use dllm::backend::cpu::CpuBackend;
-use dllm::backend::StepBatch;
+use dllm::backend::cpu::{CpuBackend, Mat};
+use dllm::backend::mem_group::MemGroup;
+use dllm::backend::ranks::Ranks;
+use dllm::backend::shard::Shard;
+use dllm::backend::{Backend, Linear, Norm, StepBatch};
 use dllm::checkpoint::Checkpoint;
 use dllm::decode::Policy;
 use dllm::engine::{Engine, GenParams, Runner};
@@ -113,4 +116,99 @@ fn a_tp_size_that_does_not_divide_the_model_is_a_startup_error() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v["backend"].as_str().unwrap().starts_with("tensor parallel over 2 ranks"), "{v}");
+}
+
+/// A rank backend that fails, on request, in one layer's feed-forward: where every rank fails
+/// alike the error is ordinary; where only one does, the others wait in its all-reduce.
+struct Failing {
+    inner: CpuBackend,
+    fail_ffn: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Backend for Failing {
+    type Act = Mat;
+    fn name(&self) -> String {
+        self.inner.name()
+    }
+    fn max_seq_len(&self) -> usize {
+        self.inner.max_seq_len()
+    }
+    fn alloc_seq(&mut self, max_len: usize) -> anyhow::Result<usize> {
+        self.inner.alloc_seq(max_len)
+    }
+    fn free_seq(&mut self, slot: usize) {
+        self.inner.free_seq(slot)
+    }
+    fn embed(&mut self, tokens: &[u32]) -> anyhow::Result<Mat> {
+        self.inner.embed(tokens)
+    }
+    fn add_rms_norm(&mut self, x: &mut Mat, delta: Option<&Mat>, w: Norm) -> anyhow::Result<Mat> {
+        self.inner.add_rms_norm(x, delta, w)
+    }
+    fn linear(&mut self, x: &Mat, w: Linear) -> anyhow::Result<Mat> {
+        self.inner.linear(x, w)
+    }
+    fn qk_norm_rope_store(&mut self, qkv: &Mat, layer: usize, batch: &StepBatch) -> anyhow::Result<Mat> {
+        self.inner.qk_norm_rope_store(qkv, layer, batch)
+    }
+    fn attention(&mut self, q: &Mat, layer: usize, batch: &StepBatch) -> anyhow::Result<Mat> {
+        self.inner.attention(q, layer, batch)
+    }
+    fn ffn(&mut self, x: &Mat, layer: usize) -> anyhow::Result<Mat> {
+        if layer == 1 && self.fail_ffn.load(std::sync::atomic::Ordering::SeqCst) {
+            anyhow::bail!("injected failure");
+        }
+        self.inner.ffn(x, layer)
+    }
+    fn all_reduce(&mut self, x: &mut Mat) -> anyhow::Result<()> {
+        self.inner.all_reduce(x)
+    }
+    fn gather_rows(&mut self, x: &Mat, rows: &[usize]) -> anyhow::Result<Mat> {
+        self.inner.gather_rows(x, rows)
+    }
+    fn lm_head_pick(&mut self, x: &Mat) -> anyhow::Result<Vec<dllm::decode::Pick>> {
+        self.inner.lm_head_pick(x)
+    }
+    fn lm_head_logits(&mut self, x: &Mat) -> anyhow::Result<Vec<f32>> {
+        self.inner.lm_head_logits(x)
+    }
+}
+
+/// Failures never hang the group: an error every rank hits (a token outside the vocabulary)
+/// is an ordinary error and the group serves on; one rank failing alone stops the group within
+/// its stuck-after time with an error naming it, and every later job is refused with it.
+#[test]
+fn a_rank_failing_alone_stops_the_group_instead_of_hanging_it() {
+    let dir = tiny();
+    let ck = Arc::new(Checkpoint::open(&dir).unwrap());
+    let cfg = ck.config.clone();
+    let flags: Vec<_> = (0..2).map(|_| Arc::new(std::sync::atomic::AtomicBool::new(false))).collect();
+    let group = MemGroup::new(2);
+    let (g, c, f) = (group.clone(), ck.clone(), flags.clone());
+    let mut ranks = Ranks::spawn(2, move |rank| {
+        let inner = CpuBackend::load_rank(&c, Shard { rank, size: 2 }, Some(g.clone()))?;
+        Ok(Failing { inner, fail_ffn: f[rank].clone() })
+    })
+    .unwrap()
+    .with_abort(move || group.abort())
+    .with_stuck_after(std::time::Duration::from_millis(300));
+    let forward = |r: &mut Ranks<Failing>, tokens: &[u32]| {
+        let slot = r.open_seq(16).unwrap();
+        let mut b = StepBatch::default();
+        b.push(slot, 0, tokens, 8);
+        let out = r.pick(&cfg, &b, &[0, 1]);
+        r.close_seq(slot);
+        out
+    };
+    let err = format!("{:#}", forward(&mut ranks, &[1, 2, 100_000]).unwrap_err());
+    assert!(err.contains("outside the vocabulary"), "{err}");
+    assert!(forward(&mut ranks, &[1, 2, 3]).is_ok(), "an error every rank hit leaves the group serving");
+    flags[1].store(true, std::sync::atomic::Ordering::SeqCst);
+    let t = std::time::Instant::now();
+    let err = format!("{:#}", forward(&mut ranks, &[1, 2, 3]).unwrap_err());
+    assert!(err.contains("rank 1 failed alone") && err.contains("injected failure"), "{err}");
+    assert!(t.elapsed() < std::time::Duration::from_secs(10));
+    flags[1].store(false, std::sync::atomic::Ordering::SeqCst);
+    let slot = ranks.open_seq(16);
+    assert!(format!("{:#}", slot.unwrap_err()).contains("the group is stopped"));
 }

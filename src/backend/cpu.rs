@@ -208,10 +208,10 @@ impl CpuBackend {
     }
 
     /// Every rank's part, in rank order (just `part` at one rank).
-    fn gather(&self, part: &[f32]) -> Vec<Vec<f32>> {
+    fn gather(&self, part: &[f32]) -> Result<Vec<Vec<f32>>> {
         match &self.group {
             Some(g) => g.all_gather(self.shard.rank, part),
-            None => vec![part.to_vec()],
+            None => Ok(vec![part.to_vec()]),
         }
     }
 }
@@ -476,7 +476,7 @@ impl Backend for CpuBackend {
                     // Replicated routers on identical inputs: every rank routes alike (the twin
                     // checks it at every layer; the CUDA ranks when `check_tp_routing`).
                     let ids: Vec<f32> = routes.iter().flatten().map(|&(e, _)| e as f32).collect();
-                    if self.gather(&ids).iter().any(|other| *other != ids) {
+                    if self.gather(&ids)?.iter().any(|other| *other != ids) {
                         bail!("tensor-parallel ranks routed layer {layer}'s tokens differently");
                     }
                 }
@@ -505,7 +505,7 @@ impl Backend for CpuBackend {
 
     fn all_reduce(&mut self, x: &mut Mat) -> Result<()> {
         if let Some(g) = &self.group {
-            g.all_reduce_sum(self.shard.rank, &mut x.data);
+            g.all_reduce_sum(self.shard.rank, &mut x.data)?;
         }
         Ok(())
     }
@@ -534,7 +534,7 @@ impl Backend for CpuBackend {
                 [p.max, p.token as f32, p.sum_exp]
             })
             .collect();
-        Ok(combine_pick_shares(&self.gather(&shares), x.rows))
+        Ok(combine_pick_shares(&self.gather(&shares)?, x.rows))
     }
 
     fn lm_head_logits(&mut self, x: &Mat) -> Result<Vec<f32>> {
@@ -542,7 +542,7 @@ impl Backend for CpuBackend {
         if self.group.is_none() {
             return Ok(logits.data);
         }
-        Ok(self.shard.assemble_vocab(&self.gather(&logits.data), x.rows, self.vocab_size))
+        Ok(self.shard.assemble_vocab(&self.gather(&logits.data)?, x.rows, self.vocab_size))
     }
 }
 

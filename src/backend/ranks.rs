@@ -3,11 +3,22 @@
 //! (a forward over the same batch); the ranks meet only inside the backends' collectives
 //! (`Backend::all_reduce`, the vocab-parallel pick). A backend never leaves its thread, so it
 //! need not be `Send` (a CUDA context is bound to the thread that made it current).
+//!
+//! A rank that fails where the others fail too (a bad request: every rank checks the same
+//! inputs) is an ordinary error. A rank that fails alone leaves the others waiting in a
+//! collective it never joins: after [`STUCK_AFTER`] (by default) the group's abort hook wakes them (NCCL's
+//! communicator abort, the host group's abort), and the group refuses every later job with
+//! the first failure, rather than hang the engine.
 
 use super::Measure;
-use anyhow::{anyhow, Result};
-use std::sync::{mpsc, Arc};
+use anyhow::{anyhow, bail, Result};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// How long the other ranks may take to finish a job after one rank failed it before they are
+/// taken to be stuck in a collective the failed rank never joined.
+pub const STUCK_AFTER: Duration = Duration::from_secs(30);
 
 type Job<B> = Box<dyn FnOnce(&mut B) + Send>;
 
@@ -18,6 +29,11 @@ struct Rank<B> {
 
 pub struct Ranks<B> {
     ranks: Vec<Rank<B>>,
+    /// Wakes ranks blocked in a collective (set by the group's maker; none: nothing to wake).
+    abort: Option<Box<dyn Fn() + Send + Sync>>,
+    /// Why the group stopped, once a lone rank failure aborted it.
+    stopped: Mutex<Option<String>>,
+    stuck_after: Duration,
 }
 
 impl<B: 'static> Ranks<B> {
@@ -50,7 +66,7 @@ impl<B: 'static> Ranks<B> {
             ranks.push(Rank { jobs, thread });
             ready.push(ready_rx);
         }
-        let group = Ranks { ranks };
+        let group = Ranks { ranks, abort: None, stopped: Mutex::new(None), stuck_after: STUCK_AFTER };
         for (rank, r) in ready.into_iter().enumerate() {
             match r.recv() {
                 Ok(Ok(())) => {}
@@ -65,8 +81,61 @@ impl<B: 'static> Ranks<B> {
         self.ranks.len()
     }
 
-    /// Run `f` on every rank at once; the results in rank order.
-    pub fn all<R: Send + 'static>(&self, f: impl Fn(&mut B) -> R + Send + Sync + 'static) -> Result<Vec<R>> {
+    /// What wakes ranks blocked in a collective when one rank failed alone.
+    pub fn with_abort(mut self, abort: impl Fn() + Send + Sync + 'static) -> Self {
+        self.abort = Some(Box::new(abort));
+        self
+    }
+
+    /// How long the others may take to finish after one rank failed (default [`STUCK_AFTER`]).
+    pub fn with_stuck_after(mut self, d: Duration) -> Self {
+        self.stuck_after = d;
+        self
+    }
+
+    /// Run `f` on every rank at once: all results in rank order, or the first rank's error. See
+    /// the module comment for a rank that fails alone.
+    pub fn try_all<R: Send + 'static>(&self, f: impl Fn(&mut B) -> Result<R> + Send + Sync + 'static) -> Result<Vec<R>> {
+        if let Some(why) = self.stopped.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            bail!("{why}");
+        }
+        let rx = self.send_all(f)?;
+        let n = self.size();
+        let mut out: Vec<Option<R>> = (0..n).map(|_| None).collect();
+        let mut failed: Option<(usize, anyhow::Error)> = None;
+        for _ in 0..n {
+            let got = match &failed {
+                None => rx.recv().map_err(|_| None),
+                Some(_) => rx.recv_timeout(self.stuck_after).map_err(|e| Some(e == mpsc::RecvTimeoutError::Timeout)),
+            };
+            match got {
+                Ok((rank, Ok(v))) => out[rank] = Some(v),
+                Ok((rank, Err(e))) => {
+                    failed.get_or_insert((rank, e));
+                }
+                Err(Some(true)) => {
+                    let (rank, e) = failed.take().expect("a timeout is only awaited after a failure");
+                    let why = format!(
+                        "tensor-parallel rank {rank} failed alone ({e:#}) while the other ranks waited for it in a collective; \
+                         the group is stopped: restart the process"
+                    );
+                    *self.stopped.lock().unwrap_or_else(|e| e.into_inner()) = Some(why.clone());
+                    if let Some(abort) = &self.abort {
+                        abort();
+                    }
+                    bail!("{why}");
+                }
+                Err(_) => break, // a rank thread is gone: reported below
+            }
+        }
+        if let Some((rank, e)) = failed {
+            return Err(e.context(format!("tensor-parallel rank {rank}")));
+        }
+        out.into_iter().enumerate().map(|(rank, r)| r.ok_or_else(|| anyhow!("tensor-parallel rank {rank} stopped mid-job"))).collect()
+    }
+
+    /// Queue `f` on every rank; results arrive on the returned channel as (rank, result).
+    fn send_all<R: Send + 'static>(&self, f: impl Fn(&mut B) -> R + Send + Sync + 'static) -> Result<mpsc::Receiver<(usize, R)>> {
         let f = Arc::new(f);
         let (tx, rx) = mpsc::channel();
         for (rank, r) in self.ranks.iter().enumerate() {
@@ -77,7 +146,13 @@ impl<B: 'static> Ranks<B> {
                 }))
                 .map_err(|_| anyhow!("tensor-parallel rank {rank} has stopped"))?;
         }
-        drop(tx);
+        Ok(rx)
+    }
+
+    /// Run `f` on every rank at once; the results in rank order (jobs that cannot fail alone:
+    /// no collective inside, or every rank takes part in it).
+    pub fn all<R: Send + 'static>(&self, f: impl Fn(&mut B) -> R + Send + Sync + 'static) -> Result<Vec<R>> {
+        let rx = self.send_all(f)?;
         let mut out: Vec<Option<R>> = (0..self.size()).map(|_| None).collect();
         for (rank, r) in rx {
             out[rank] = Some(r);
@@ -91,10 +166,9 @@ impl<B: 'static> Ranks<B> {
         &self,
         f: impl Fn(&mut B) -> Result<R> + Send + Sync + 'static,
     ) -> Result<R> {
-        let mut results = self.all(f)?.into_iter();
-        let first = results.next().ok_or_else(|| anyhow!("an empty tensor-parallel group"))??;
+        let mut results = self.try_all(f)?.into_iter();
+        let first = results.next().ok_or_else(|| anyhow!("an empty tensor-parallel group"))?;
         for (rank, r) in results.enumerate() {
-            let r = r?;
             if cfg!(debug_assertions) && r != first {
                 return Err(anyhow!("tensor-parallel rank {} disagrees with rank 0: {r:?} vs {first:?}", rank + 1));
             }
@@ -105,9 +179,13 @@ impl<B: 'static> Ranks<B> {
 
 impl<B> Drop for Ranks<B> {
     fn drop(&mut self) {
+        // A stopped group may hold a rank that never woke: leave its thread to the process exit.
+        let stopped = self.stopped.lock().map(|s| s.is_some()).unwrap_or(true);
         for r in std::mem::take(&mut self.ranks) {
             drop(r.jobs); // the rank's loop ends, its backend drops on its own thread
-            let _ = r.thread.join();
+            if !stopped {
+                let _ = r.thread.join();
+            }
         }
     }
 }

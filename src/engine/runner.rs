@@ -61,19 +61,11 @@ impl<B: Backend + 'static> Runner for Ranks<B> {
     }
     fn open_seq(&mut self, max_len: usize) -> Result<usize> {
         // Every rank's page pool has seen the same calls, so they hand out the same slot.
-        let slots = self.all(move |b| b.alloc_seq(max_len))?;
-        let first = match &slots[0] {
-            Ok(s) => *s,
-            Err(e) => bail!("{e:#}"),
-        };
-        for (rank, s) in slots.iter().enumerate() {
-            match s {
-                Ok(s) if *s == first => {}
-                Ok(s) => bail!("tensor-parallel rank {rank} reserved KV slot {s}, rank 0 slot {first}"),
-                Err(e) => bail!("tensor-parallel rank {rank}: {e:#}"),
-            }
+        let slots = self.try_all(move |b| b.alloc_seq(max_len))?;
+        if let Some((rank, s)) = slots.iter().enumerate().find(|(_, s)| **s != slots[0]) {
+            bail!("tensor-parallel rank {rank} reserved KV slot {s}, rank 0 slot {}", slots[0]);
         }
-        Ok(first)
+        Ok(slots[0])
     }
     fn close_seq(&mut self, slot: usize) {
         let _ = self.all(move |b| b.free_seq(slot));
@@ -84,12 +76,8 @@ impl<B: Backend + 'static> Runner for Ranks<B> {
     }
     fn logits(&mut self, cfg: &ModelConfig, batch: &StepBatch, out_rows: &[usize]) -> Result<Vec<f32>> {
         let (cfg, batch, rows) = (Arc::new(cfg.clone()), Arc::new(batch.clone()), Arc::new(out_rows.to_vec()));
-        let mut all = self.all(move |b| model::forward_logits(b, &cfg, &batch, &rows))?.into_iter();
-        let first = all.next().unwrap_or_else(|| Err(anyhow::anyhow!("an empty tensor-parallel group")))?;
-        for r in all {
-            r?;
-        }
-        Ok(first)
+        let all = self.try_all(move |b| model::forward_logits(b, &cfg, &batch, &rows))?;
+        all.into_iter().next().ok_or_else(|| anyhow::anyhow!("an empty tensor-parallel group"))
     }
     fn prefill(&mut self, cfg: &ModelConfig, batch: &StepBatch) -> Result<()> {
         let (cfg, batch) = (Arc::new(cfg.clone()), Arc::new(batch.clone()));

@@ -108,9 +108,17 @@ pub fn tensor_parallel(from: WeightsFrom, size: usize, opts: &CudaOptions) -> Re
     }
     let ordinals: Vec<usize> = (opts.device..opts.device + size).collect();
     let comms = nccl::Comm::init_all(&ordinals).context("setting up NCCL between the tensor-parallel GPUs")?;
+    let nccl_abort = comms[0].group_abort();
     let comms = std::sync::Mutex::new(comms.into_iter().map(Some).collect::<Vec<_>>());
     let (group, opts) = (MemGroup::new(size), opts.clone());
-    Ranks::spawn(size, move |rank| {
+    let abort = {
+        let group = group.clone();
+        move || {
+            group.abort();
+            nccl_abort.abort();
+        }
+    };
+    let ranks = Ranks::spawn(size, move |rank| {
         let comm = comms.lock().unwrap_or_else(|e| e.into_inner())[rank].take();
         let tp = TpRank { shard: Shard { rank, size }, comm, group: Some(group.clone()) };
         let o = CudaOptions { device: opts.device + rank, ..opts.clone() };
@@ -118,7 +126,8 @@ pub fn tensor_parallel(from: WeightsFrom, size: usize, opts: &CudaOptions) -> Re
             WeightsFrom::Checkpoint(ck) => CudaBackend::load_rank(ck, &o, tp),
             WeightsFrom::Random { cfg, seed } => CudaBackend::random_rank((**cfg).clone(), *seed, &o, tp),
         }
-    })
+    })?;
+    Ok(ranks.with_abort(abort))
 }
 
 pub struct CudaBackend {
@@ -466,7 +475,7 @@ impl Backend for CudaBackend {
         if let (Some(group), Some(share)) = (&self.tp.group, &share) {
             // Vocab-parallel: three floats per row cross between the ranks, never the logits.
             let mine = self.download(share, "pick shares")?;
-            return Ok(combine_pick_shares(&group.all_gather(self.tp.shard.rank, &mine), x.rows));
+            return Ok(combine_pick_shares(&group.all_gather(self.tp.shard.rank, &mine)?, x.rows));
         }
         let t = self.download(&tok, "picked tokens")?;
         let pr = self.download(&prob, "pick probabilities")?;
@@ -477,7 +486,7 @@ impl Backend for CudaBackend {
         let logits = self.download(&self.logits(x)?, "logits")?;
         match &self.tp.group {
             // Sampling needs whole rows: the ranks' slices meet on the host.
-            Some(group) => Ok(self.tp.shard.assemble_vocab(&group.all_gather(self.tp.shard.rank, &logits), x.rows, self.vocab_size)),
+            Some(group) => Ok(self.tp.shard.assemble_vocab(&group.all_gather(self.tp.shard.rank, &logits)?, x.rows, self.vocab_size)),
             None => Ok(logits),
         }
     }

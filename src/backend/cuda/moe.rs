@@ -63,7 +63,7 @@ impl CudaBackend {
         let (ids, wts) = self.router(m, x, rows)?;
         if let (true, Some(group)) = (self.opts.check_tp_routing, &self.tp.group) {
             let mine: Vec<f32> = self.download(&ids, "router ids (rank check)")?.into_iter().map(|i| i as f32).collect();
-            if group.all_gather(self.tp.shard.rank, &mine).iter().any(|other| *other != mine) {
+            if group.all_gather(self.tp.shard.rank, &mine)?.iter().any(|other| *other != mine) {
                 bail!("tensor-parallel ranks routed this MoE layer's tokens differently");
             }
         }

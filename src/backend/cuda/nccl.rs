@@ -14,7 +14,8 @@ use super::error::CudaError;
 use cudarc::driver::sys::CUstream;
 use cudarc::driver::CudaStream;
 use std::ffi::{c_char, c_int, c_void, CStr};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 /// The names tried, in order (each through the loader's search: LD_LIBRARY_PATH, the cache).
 const LIBRARY_NAMES: [&str; 2] = ["libnccl.so.2", "libnccl.so"];
@@ -28,6 +29,7 @@ struct Api {
     _lib: libloading::Library,
     comm_init_all: unsafe extern "C" fn(*mut RawComm, c_int, *const c_int) -> c_int,
     comm_destroy: unsafe extern "C" fn(RawComm) -> c_int,
+    comm_abort: unsafe extern "C" fn(RawComm) -> c_int,
     all_reduce: unsafe extern "C" fn(*const c_void, *mut c_void, usize, c_int, c_int, RawComm, CUstream) -> c_int,
     get_error_string: unsafe extern "C" fn(c_int) -> *const c_char,
     get_version: unsafe extern "C" fn(*mut c_int) -> c_int,
@@ -50,6 +52,7 @@ fn load() -> Result<Api, String> {
             Api {
                 comm_init_all: *lib.get(b"ncclCommInitAll\0").map_err(|_| sym("ncclCommInitAll"))?,
                 comm_destroy: *lib.get(b"ncclCommDestroy\0").map_err(|_| sym("ncclCommDestroy"))?,
+                comm_abort: *lib.get(b"ncclCommAbort\0").map_err(|_| sym("ncclCommAbort"))?,
                 all_reduce: *lib.get(b"ncclAllReduce\0").map_err(|_| sym("ncclAllReduce"))?,
                 get_error_string: *lib.get(b"ncclGetErrorString\0").map_err(|_| sym("ncclGetErrorString"))?,
                 get_version: *lib.get(b"ncclGetVersion\0").map_err(|_| sym("ncclGetVersion"))?,
@@ -95,11 +98,35 @@ pub struct Comm {
     raw: RawComm,
     pub rank: usize,
     pub size: usize,
+    group: Arc<GroupAbort>,
 }
 
 // SAFETY: a communicator is used by one thread at a time (its rank's); NCCL allows a
 // communicator to be created on one thread and used on another.
 unsafe impl Send for Comm {}
+
+/// Aborts every communicator of a group, from any thread: ranks blocked in a collective that a
+/// failed rank never joined wake with an error (NCCL's ncclCommAbort). Used once, on the way to
+/// stopping the group.
+pub struct GroupAbort {
+    raws: Vec<usize>,
+    aborted: AtomicBool,
+}
+
+impl GroupAbort {
+    pub fn abort(&self) {
+        if self.aborted.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        if let Ok(a) = api() {
+            for &raw in &self.raws {
+                // SAFETY: each communicator is live (destroyed only after this flag is checked);
+                // NCCL documents ncclCommAbort as callable while other threads use the communicator.
+                unsafe { (a.comm_abort)(raw as RawComm) };
+            }
+        }
+    }
+}
 
 impl Comm {
     /// Communicators for the GPUs `ordinals` of this process, rank i on `ordinals[i]`.
@@ -110,7 +137,13 @@ impl Comm {
         // SAFETY: `raw` has room for one communicator per device.
         check("ncclCommInitAll", unsafe { (a.comm_init_all)(raw.as_mut_ptr(), devs.len() as c_int, devs.as_ptr()) })?;
         let size = raw.len();
-        Ok(raw.into_iter().enumerate().map(|(rank, raw)| Comm { raw, rank, size }).collect())
+        let group = Arc::new(GroupAbort { raws: raw.iter().map(|&r| r as usize).collect(), aborted: AtomicBool::new(false) });
+        Ok(raw.into_iter().enumerate().map(|(rank, raw)| Comm { raw, rank, size, group: group.clone() }).collect())
+    }
+
+    /// The handle that aborts this communicator's whole group.
+    pub fn group_abort(&self) -> Arc<GroupAbort> {
+        self.group.clone()
     }
 
     /// `buf[0..n] =` the sum over the ranks of their `buf`, in place, queued on `stream`.
@@ -125,6 +158,9 @@ impl Comm {
 
 impl Drop for Comm {
     fn drop(&mut self) {
+        if self.group.aborted.load(Ordering::SeqCst) {
+            return; // ncclCommAbort freed it
+        }
         if let Ok(a) = api() {
             // SAFETY: the communicator is live and dropped once.
             unsafe { (a.comm_destroy)(self.raw) };
