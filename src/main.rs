@@ -138,6 +138,13 @@ fn run(cli: Cli, start: std::time::Instant) -> Result<()> {
 
 fn generate(a: GenerateArgs) -> Result<()> {
     if let Some(p) = &a.random_weights {
+        if a.tp_size > 1 {
+            anyhow::bail!(
+                "--random-weights times one GPU; for {p} over {} GPUs run `dllm bench step --preset {p} --tp-size {}`",
+                a.tp_size,
+                a.tp_size
+            );
+        }
         let blocks = a.max_new_tokens.div_ceil(a.block_size).max(1);
         println!(
             "{}",
