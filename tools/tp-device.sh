@@ -7,8 +7,12 @@
 #      --load-format dummy) answering the guide's streaming curl call.
 # STEPS picks a subset (default: all of "tests mini flash serve fp8"). Results land in $OUT.
 set -uo pipefail
-OUT=${OUT:-/tmp/tp-out}
-mkdir -p "$OUT"
+# Everything goes to a work folder, packed into $OUT/tp-results.tar.gz at the end (the device
+# tool brings back only a few files per call).
+FINAL_OUT=${OUT:-/tmp/tp-out}
+OUT=$(mktemp -d)
+mkdir -p "$FINAL_OUT"
+trap 'tar czf "$FINAL_OUT/tp-results.tar.gz" -C "$OUT" .' EXIT
 C=.carry
 STEPS=${STEPS:-tests mini flash serve fp8}
 want() { [[ " $STEPS " == *" $1 "* ]]; }
@@ -24,7 +28,7 @@ B="--prefix 1024 --block 32 --steps 8"
 
 if want tests; then
     timeout 400 $C/test_cuda_kernels tp2 --test-threads=1 --nocapture >"$OUT/tests.log" 2>&1
-    echo "tp tests rc=$?"; grep -E "^test |tp2|lockstep|relative|skipped|panicked" "$OUT/tests.log" | head -30
+    echo "tp tests rc=$?"; grep -E "^test |vs one GPU|skipped|panicked|test result" "$OUT/tests.log" | head -30
     timeout 60 $C/dllm generate --device cuda --tp-size 2 --json --max-new-tokens 64 >"$OUT/tiny_tp2.json" 2>"$OUT/tiny_tp2.err"
     echo "tiny tp2 generate rc=$?"; head -c 300 "$OUT/tiny_tp2.json"; echo; tail -3 "$OUT/tiny_tp2.err"
     # Startup errors that say why: more ranks than GPUs, a size that does not divide the heads.
