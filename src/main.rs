@@ -26,6 +26,11 @@ enum Cmd {
         out: PathBuf,
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// `fp8`: write the routed experts as block FP8 (F8_E4M3 weights with F32
+        /// `weight_scale_inv` per 128x128 block, as DeepSeek-V3 / SGLang checkpoints store them):
+        /// the same draws as the bf16 checkpoint of this seed, quantized.
+        #[arg(long, value_enum)]
+        quantization: Option<dllm::fp8::Quantization>,
     },
     /// Generate from one prompt (no --model-path: the embedded tiny model).
     Generate(GenerateArgs),
@@ -70,6 +75,10 @@ struct GenerateArgs {
     /// flag; e.g. a small cache under compute-sanitizer). Default: the CUDA backend's.
     #[arg(long)]
     mem_fraction_static: Option<f32>,
+    /// `fp8`: routed experts as block FP8, quantized at load (SGLang's flag; a checkpoint that
+    /// stores FP8 experts needs no flag).
+    #[arg(long, value_enum)]
+    quantization: Option<dllm::fp8::Quantization>,
     /// Print {"text", "output_ids", "steps", ...} as JSON.
     #[arg(long)]
     json: bool,
@@ -99,8 +108,8 @@ fn main() {
 
 fn run(cli: Cli, start: std::time::Instant) -> Result<()> {
     match cli.cmd {
-        Cmd::MakeModel { preset, out, seed } => {
-            let plan = dllm::make_model::Plan::new(&preset, seed)?;
+        Cmd::MakeModel { preset, out, seed, quantization } => {
+            let plan = dllm::make_model::Plan::quantized(&preset, seed, quantization)?;
             eprintln!("writing {} to {}", dllm::make_model::human_bytes(plan.total_bytes()), out.display());
             plan.write(&out)?;
             let cfg = plan.cfg;
@@ -128,7 +137,15 @@ fn generate(a: GenerateArgs) -> Result<()> {
         let blocks = a.max_new_tokens.div_ceil(a.block_size).max(1);
         println!(
             "{}",
-            dllm::bench::random_weights::random_weights_steps(p, a.prefix_len, a.block_size, blocks, a.seed, a.profile_kernels)?
+            dllm::bench::random_weights::random_weights_steps(
+                p,
+                a.prefix_len,
+                a.block_size,
+                blocks,
+                a.seed,
+                a.profile_kernels,
+                a.quantization
+            )?
         );
         return Ok(());
     }
@@ -140,7 +157,10 @@ fn generate(a: GenerateArgs) -> Result<()> {
         );
     }
     let dir = dllm::make_model::resolve_model(a.model_path.as_deref())?;
-    let mut m = runtime::load_with(&dir, &LoadOptions { device: a.device, mem_fraction_static: a.mem_fraction_static })?;
+    let mut m = runtime::load_with(
+        &dir,
+        &LoadOptions { device: a.device, mem_fraction_static: a.mem_fraction_static, quantization: a.quantization },
+    )?;
     m.engine.set_max_forward_tokens(dllm::engine::forward_budget(a.chunked_prefill_size));
     let text = if a.chat {
         m.tokenizer.chat_template.render(&[ChatMessage { role: "user".into(), content: a.prompt.clone() }], &Default::default())?

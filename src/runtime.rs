@@ -28,11 +28,14 @@ pub struct LoadOptions {
     /// The fraction of the device memory left after the weights that the KV cache takes
     /// (SGLang's `--mem-fraction-static`); None: the backend's default.
     pub mem_fraction_static: Option<f32>,
+    /// `--quantization fp8`: routed experts as block FP8 (a checkpoint that stores them so is
+    /// FP8 without it).
+    pub quantization: Option<crate::fp8::Quantization>,
 }
 
 impl LoadOptions {
     pub fn on(device: Device) -> Self {
-        LoadOptions { device, mem_fraction_static: None }
+        LoadOptions { device, mem_fraction_static: None, quantization: None }
     }
 }
 
@@ -46,17 +49,23 @@ pub fn load_with(model_dir: &Path, opts: &LoadOptions) -> Result<Loaded> {
     let tokenizer = Tokenizer::open(model_dir, &ck.config)?;
     let (mask, eos) = (tokenizer.mask_id, tokenizer.eos_id);
     let engine: Box<dyn DynEngine> = match opts.device {
-        Device::Cpu => Box::new(Engine::new(CpuBackend::load(&ck)?, ck.config.clone(), mask, eos)),
+        Device::Cpu => cpu_engine(&ck, mask, eos, opts)?,
         Device::Cuda => cuda_engine(&ck, mask, eos, opts)?,
         Device::Auto => match cuda_engine(&ck, mask, eos, opts) {
             Ok(e) => e,
             Err(err) => {
                 eprintln!("no usable GPU ({err:#}); using the CPU backend");
-                Box::new(Engine::new(CpuBackend::load(&ck)?, ck.config.clone(), mask, eos))
+                cpu_engine(&ck, mask, eos, opts)?
             }
         },
     };
     Ok(Loaded { engine, tokenizer, model_dir: model_dir.to_path_buf() })
+}
+
+fn cpu_engine(ck: &Checkpoint, mask: u32, eos: u32, opts: &LoadOptions) -> Result<Box<dyn DynEngine>> {
+    let b = CpuBackend::load_quantized(ck, opts.quantization)?;
+    let cfg = b.cfg.clone();
+    Ok(Box::new(Engine::new(b, cfg, mask, eos)))
 }
 
 /// CUDA devices this process could use (0 when built without kernels or without a driver).
@@ -73,8 +82,10 @@ fn cuda_engine(ck: &Checkpoint, mask: u32, eos: u32, opts: &LoadOptions) -> Resu
     if let Some(f) = opts.mem_fraction_static {
         cuda.mem_fraction_static = f;
     }
+    cuda.quantization = opts.quantization;
     let b = crate::backend::cuda::CudaBackend::load(ck, &cuda)?;
-    Ok(Box::new(Engine::new(b, ck.config.clone(), mask, eos)))
+    let cfg = b.cfg.clone();
+    Ok(Box::new(Engine::new(b, cfg, mask, eos)))
 }
 
 #[cfg(not(dllm_cuda))]

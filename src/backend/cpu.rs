@@ -86,6 +86,10 @@ pub struct CpuBackend {
 struct Reader<'a> {
     ck: &'a Checkpoint,
     bar: indicatif::ProgressBar,
+    /// `--quantization fp8` over bf16 experts: round them through block FP8 (fp8.rs), so the
+    /// CPU computes with the weights the GPU's fp8 GEMMs do. Stored fp8 experts need nothing:
+    /// `Checkpoint::f32` dequantizes them.
+    fp8_round_trip: bool,
 }
 
 impl Reader<'_> {
@@ -101,6 +105,17 @@ impl Reader<'_> {
         Ok(Weight { out, inp, w: self.f32(name)? })
     }
 
+    /// A routed expert's MLP: block FP8 where quantizing (see `fp8_round_trip`).
+    fn expert_mlp(&self, name: impl Fn(Proj) -> String) -> Result<Mlp> {
+        let mut m = self.mlp(name)?;
+        if self.fp8_round_trip {
+            for w in [&mut m.gate, &mut m.up, &mut m.down] {
+                w.w = crate::fp8::round_trip(&w.w, w.out, w.inp)?;
+            }
+        }
+        Ok(m)
+    }
+
     /// A gated MLP whose matrices `name` spells.
     fn mlp(&self, name: impl Fn(Proj) -> String) -> Result<Mlp> {
         Ok(Mlp { gate: self.weight(&name(Proj::Gate))?, up: self.weight(&name(Proj::Up))?, down: self.weight(&name(Proj::Down))? })
@@ -109,7 +124,13 @@ impl Reader<'_> {
 
 impl CpuBackend {
     pub fn load(ck: &Checkpoint) -> Result<Self> {
-        let cfg = ck.config.clone();
+        Self::load_quantized(ck, None)
+    }
+
+    /// [`CpuBackend::load`] with `--quantization`: `Some(Fp8)` rounds bf16 routed experts through
+    /// block FP8 (stored fp8 experts are dequantized either way).
+    pub fn load_quantized(ck: &Checkpoint, quantization: Option<crate::fp8::Quantization>) -> Result<Self> {
+        let cfg = ck.config.clone().quantized(quantization);
         let params: usize = crate::checkpoint::expected_tensors(&cfg).iter().map(|(_, s)| s.iter().product::<usize>()).sum();
         // The CPU backend keeps an f32 copy: refuse sizes that cannot fit rather than thrash.
         let need = params * 4;
@@ -124,12 +145,13 @@ impl CpuBackend {
         }
         // A tied lm_head is a second f32 copy of the embedding, read twice.
         let tied = if cfg.tie_word_embeddings { ck.tensor_bytes(names::EMBED) } else { 0 };
-        let r = Reader { ck, bar: crate::progress::bytes(ck.weight_bytes() + tied, "loading weights") };
+        let fp8_round_trip = cfg.fp8_experts() && !ck.config.fp8_experts();
+        let r = Reader { ck, bar: crate::progress::bytes(ck.weight_bytes() + tied, "loading weights"), fp8_round_trip };
         let mut layers = Vec::new();
         for i in 0..cfg.num_hidden_layers {
             let l = names::layer(i);
             let ffn = if cfg.is_moe_layer(i) {
-                let experts = (0..cfg.num_experts).into_par_iter().map(|x| r.mlp(|p| l.expert(x, p))).collect::<Result<Vec<_>>>()?;
+                let experts = (0..cfg.num_experts).into_par_iter().map(|x| r.expert_mlp(|p| l.expert(x, p))).collect::<Result<Vec<_>>>()?;
                 Ffn::Moe(Moe {
                     router: r.weight(&l.router())?,
                     bias: r.f32(&l.expert_bias())?,

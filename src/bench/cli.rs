@@ -47,6 +47,10 @@ pub struct Common {
     /// Write the results here as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// `fp8`: routed experts as block FP8 (random weights: drawn as bf16 and quantized on the
+    /// device); the floor then counts their fp8 bytes and scales.
+    #[arg(long, value_enum)]
+    pub quantization: Option<crate::fp8::Quantization>,
 }
 
 #[derive(clap::Args)]
@@ -83,7 +87,7 @@ pub fn run(cmd: BenchCmd, process_start: std::time::Instant) -> Result<()> {
             if matches!(cmd, BenchCmd::Kernels(_)) {
                 bail!("bench kernels times CUDA kernels; use --device cuda");
             }
-            let engine = cpu_engine(&ModelSource::parse(&common.preset))?;
+            let engine = cpu_engine(&ModelSource::parse(&common.preset), common.quantization)?;
             run_on(engine, cmd, process_start)
         }
         Device::Cuda | Device::Auto => cuda(cmd, process_start),
@@ -105,7 +109,8 @@ fn cuda(cmd: BenchCmd, process_start: std::time::Instant) -> Result<()> {
     use crate::backend::cuda::CudaOptions;
     let common = cmd.common();
     // Per-launch timing is chosen when the backend's kernels are loaded.
-    let opts = CudaOptions { profile_kernels: matches!(cmd, BenchCmd::Kernels(_)), ..CudaOptions::default() };
+    let opts =
+        CudaOptions { profile_kernels: matches!(cmd, BenchCmd::Kernels(_)), quantization: common.quantization, ..CudaOptions::default() };
     let engine = super::engines::cuda_engine(&ModelSource::parse(&common.preset), common.seed, &opts)?;
     if let BenchCmd::Kernels(a) = cmd {
         return kernels(engine, &a);

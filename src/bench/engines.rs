@@ -29,7 +29,7 @@ impl ModelSource {
 
 /// The CPU engine: a checkpoint, or the tiny preset (the embedded default model; the CPU backend
 /// holds f32 weights in host memory, so the big presets are not offered).
-pub fn cpu_engine(src: &ModelSource) -> Result<Engine<CpuBackend>> {
+pub fn cpu_engine(src: &ModelSource, quantization: Option<crate::fp8::Quantization>) -> Result<Engine<CpuBackend>> {
     let dir = match src {
         ModelSource::Checkpoint(dir) => dir.clone(),
         ModelSource::Preset(p) if p == "tiny" => crate::make_model::resolve_model(None)?,
@@ -37,7 +37,10 @@ pub fn cpu_engine(src: &ModelSource) -> Result<Engine<CpuBackend>> {
     };
     let ck = Checkpoint::open(&dir)?;
     let tok = Tokenizer::open(&dir, &ck.config)?;
-    Ok(Engine::new(CpuBackend::load(&ck)?, ck.config.clone(), tok.mask_id, tok.eos_id))
+    // The backend's config: it says whether the experts are fp8 (the step floor counts by it).
+    let b = CpuBackend::load_quantized(&ck, quantization)?;
+    let cfg = b.cfg.clone();
+    Ok(Engine::new(b, cfg, tok.mask_id, tok.eos_id))
 }
 
 /// The CUDA engine: a checkpoint, or a preset's weights drawn on the device from `seed`.
@@ -52,7 +55,9 @@ pub fn cuda_engine(
         ModelSource::Checkpoint(dir) => {
             let ck = Checkpoint::open(dir)?;
             let tok = Tokenizer::open(dir, &ck.config)?;
-            Ok(Engine::new(CudaBackend::load(&ck, opts)?, ck.config.clone(), tok.mask_id, tok.eos_id))
+            let b = CudaBackend::load(&ck, opts)?;
+            let cfg = b.cfg.clone();
+            Ok(Engine::new(b, cfg, tok.mask_id, tok.eos_id))
         }
         ModelSource::Preset(name) => {
             let mut cfg = crate::config::preset(name)?;
@@ -61,7 +66,9 @@ pub fn cuda_engine(
             }
             let v = cfg.vocab_size as u32;
             let (mask, eos) = (cfg.mask_token_id.unwrap_or(v - 1), cfg.eos_token_id.unwrap_or(v - 2));
-            Ok(Engine::new(CudaBackend::random(cfg.clone(), seed, opts)?, cfg, mask, eos))
+            let b = CudaBackend::random(cfg, seed, opts)?;
+            let cfg = b.cfg.clone();
+            Ok(Engine::new(b, cfg, mask, eos))
         }
     }
 }

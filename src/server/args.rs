@@ -42,6 +42,10 @@ pub struct ServeArgs {
     /// The fraction of the GPU memory left after the weights that the KV cache takes, in (0, 1].
     #[arg(long)]
     pub mem_fraction_static: Option<f32>,
+    /// `fp8`: the routed experts as block FP8 (e4m3, one scale per 128x128 block), quantized on
+    /// the GPU at load; a checkpoint that stores FP8 experts needs no flag (SGLang's flag).
+    #[arg(long, value_enum)]
+    pub quantization: Option<crate::fp8::Quantization>,
     /// Tensor parallelism (SGLang's flag). Accepted up to the number of GPUs present, with a
     /// warning: the model still runs on the first GPU (sharding is not implemented yet).
     #[arg(long, alias = "tensor-parallel-size", default_value_t = 1)]

@@ -118,7 +118,7 @@ pub async fn start(args: ServeArgs) -> Result<RunningServer> {
     let Some(dir) = settings.model_path.clone() else {
         bail!("no --model-path: give a checkpoint directory (the dllm binary fills in its embedded default)")
     };
-    let opts = LoadOptions { device: settings.device, mem_fraction_static: args.mem_fraction_static };
+    let opts = LoadOptions { device: settings.device, mem_fraction_static: args.mem_fraction_static, quantization: args.quantization };
     let loaded =
         tokio::task::spawn_blocking(move || -> Result<Loaded> { runtime::load_with(&dir, &opts) }).await.context("loading the model")??;
     start_with(settings, loaded).await

@@ -11,6 +11,7 @@ mod act;
 mod attention;
 mod device;
 pub mod error;
+mod fp8;
 pub mod kernels;
 pub mod kv_cache;
 mod measure;
@@ -47,11 +48,22 @@ pub struct CudaOptions {
     pub poison: bool,
     /// Time every launch with a CUDA event pair ([`CudaBackend::profile`] reads them back).
     pub profile_kernels: bool,
+    /// `--quantization fp8`: routed experts as block FP8, quantized on the device at load
+    /// (a checkpoint that stores FP8 experts loads as FP8 without it).
+    pub quantization: Option<crate::fp8::Quantization>,
 }
 
 impl Default for CudaOptions {
     fn default() -> Self {
-        CudaOptions { mem_fraction_static: 0.85, page_size: 32, max_kv_bytes: None, device: 0, poison: false, profile_kernels: false }
+        CudaOptions {
+            mem_fraction_static: 0.85,
+            page_size: 32,
+            max_kv_bytes: None,
+            device: 0,
+            poison: false,
+            profile_kernels: false,
+            quantization: None,
+        }
     }
 }
 
@@ -72,12 +84,13 @@ pub struct CudaBackend {
 
 impl CudaBackend {
     pub fn load(ck: &Checkpoint, opts: &CudaOptions) -> Result<Self> {
-        Self::build(ck.config.clone(), opts, |k, c| weights::load(k, c, &mut weights::FromCheckpoint::new(ck)))
+        Self::build(ck.config.clone().quantized(opts.quantization), opts, |k, c| weights::load(k, c, &mut weights::FromCheckpoint::new(ck)))
     }
 
-    /// bf16 random weights made on the device (shapes like the `mini` preset that cannot be shipped).
+    /// bf16 random weights made on the device (shapes like the `mini` preset that cannot be shipped);
+    /// with `--quantization fp8` the experts' draws are quantized on the device.
     pub fn random(cfg: ModelConfig, seed: u64, opts: &CudaOptions) -> Result<Self> {
-        Self::build(cfg, opts, |k, c| weights::load(k, c, &mut weights::Random::new(c, seed)))
+        Self::build(cfg.quantized(opts.quantization), opts, |k, c| weights::load(k, c, &mut weights::Random::new(c, seed)))
     }
 
     fn build(cfg: ModelConfig, opts: &CudaOptions, make: impl FnOnce(&Kernels, &ModelConfig) -> Result<Weights>) -> Result<Self> {
@@ -196,6 +209,10 @@ fn check_shapes(c: &ModelConfig) -> Result<()> {
     }
     if !c.hidden_size.is_multiple_of(8) || !c.moe_intermediate_size.is_multiple_of(8) || c.hidden_size > 8192 {
         bail!("the CUDA kernels need hidden_size (<= 8192) and moe_intermediate_size to be multiples of 8");
+    }
+    // The fp8 GEMM copies weight rows 16 codes (bytes) at a time.
+    if c.fp8_experts() && (!c.hidden_size.is_multiple_of(16) || !c.moe_intermediate_size.is_multiple_of(16)) {
+        bail!("the CUDA fp8 expert GEMMs need hidden_size and moe_intermediate_size to be multiples of 16");
     }
     if c.num_experts > ROUTER_MAX_E.min(PERMUTE_MAX_E) || c.n_group > ROUTER_MAX_GROUPS {
         bail!("the CUDA router supports up to {} experts in up to {ROUTER_MAX_GROUPS} groups", ROUTER_MAX_E.min(PERMUTE_MAX_E));

@@ -4,6 +4,7 @@
 //! by expert id; the dense MLP's gate and up are stacked into one `[2I, H]` matrix (one GEMM).
 
 use super::error::CudaError;
+pub use super::fp8::ExpertMatrix;
 use super::kernels::{params::InitParams, ptr, Kernel, Kernels};
 use crate::checkpoint::names::{self, Proj};
 use crate::checkpoint::{expected_tensors, random_init, Checkpoint};
@@ -23,11 +24,11 @@ pub struct DenseMlp {
 pub struct MoeWeights {
     pub router: CudaSlice<u16>,
     pub bias: CudaSlice<f32>,
-    /// `[E][Im][H]` each.
-    pub gate: CudaSlice<u16>,
-    pub up: CudaSlice<u16>,
+    /// `[E][Im][H]` each (bf16, or block fp8 under `--quantization fp8`).
+    pub gate: ExpertMatrix,
+    pub up: ExpertMatrix,
     /// `[E][H][Im]`.
-    pub down: CudaSlice<u16>,
+    pub down: ExpertMatrix,
     pub shared: Option<DenseMlp>,
 }
 
@@ -61,6 +62,8 @@ pub trait Source {
     /// bf16 tensor(s) stacked along the first dim into one buffer.
     fn bf16(&mut self, k: &Kernels, names: &[String], numel_each: usize) -> Result<CudaSlice<u16>>;
     fn f32(&mut self, k: &Kernels, name: &str, numel: usize) -> Result<CudaSlice<f32>>;
+    /// Routed experts' matrices `[rows, cols]` each, stacked, as block fp8 (backend/cuda/fp8.rs).
+    fn fp8(&mut self, k: &Kernels, names: &[String], rows: usize, cols: usize) -> Result<ExpertMatrix>;
 }
 
 /// A checkpoint's tensors, read from its shards and counted on a progress bar (cleared when
@@ -103,6 +106,10 @@ impl Source for FromCheckpoint<'_> {
         }
         self.bar.inc(self.ck.tensor_bytes(name));
         Ok(k.stream.clone_htod(&v).map_err(|e| CudaError::upload(name, v.len() * 4, e))?)
+    }
+    fn fp8(&mut self, k: &Kernels, names: &[String], rows: usize, cols: usize) -> Result<ExpertMatrix> {
+        let (ck, bar) = (self.ck, &self.bar);
+        super::fp8::from_checkpoint(k, ck, names, rows, cols, |n| bar.inc(ck.tensor_bytes(n) + ck.tensor_bytes(&crate::fp8::scale_name(n))))
     }
 }
 
@@ -160,6 +167,13 @@ impl Source for Random<'_> {
         self.fill(k, None, Some(ptr(&buf, &k.stream)), numel, m, s)?;
         Ok(buf)
     }
+    /// The draws [`Source::bf16`] would make, quantized one matrix at a time.
+    fn fp8(&mut self, k: &Kernels, names: &[String], rows: usize, cols: usize) -> Result<ExpertMatrix> {
+        let stats: Vec<(f32, f32)> = names.iter().map(|n| self.stats(n)).collect();
+        super::fp8::from_draws(k, &names[0], names.len(), rows, cols, |i, staging| {
+            self.fill(k, Some(staging), None, rows * cols, stats[i].0, stats[i].1)
+        })
+    }
 }
 
 /// A gated MLP whose matrices `name` spells; gate and up stacked.
@@ -179,12 +193,23 @@ pub fn load(k: &Kernels, c: &ModelConfig, src: &mut dyn Source) -> Result<Weight
         let ffn = if c.is_moe_layer(i) {
             let (e, m) = (c.num_experts, c.moe_intermediate_size);
             let experts = |p: Proj| (0..e).map(|x| l.expert(x, p)).collect::<Vec<_>>();
+            // In this order: random weights draw each tensor from a counter.
+            let router = src.bf16(k, &[l.router()], e * h)?;
+            let bias = src.f32(k, &l.expert_bias(), e)?;
+            let mut matrix = |p: Proj, rows: usize, cols: usize| -> Result<ExpertMatrix> {
+                if c.fp8_experts() {
+                    src.fp8(k, &experts(p), rows, cols)
+                } else {
+                    Ok(ExpertMatrix::Bf16(src.bf16(k, &experts(p), rows * cols)?))
+                }
+            };
+            let (gate, up, down) = (matrix(Proj::Gate, m, h)?, matrix(Proj::Up, m, h)?, matrix(Proj::Down, h, m)?);
             Ffn::Moe(MoeWeights {
-                router: src.bf16(k, &[l.router()], e * h)?,
-                bias: src.f32(k, &l.expert_bias(), e)?,
-                gate: src.bf16(k, &experts(Proj::Gate), m * h)?,
-                up: src.bf16(k, &experts(Proj::Up), m * h)?,
-                down: src.bf16(k, &experts(Proj::Down), h * m)?,
+                router,
+                bias,
+                gate,
+                up,
+                down,
                 shared: if c.num_shared_experts > 0 {
                     Some(dense_mlp(k, src, |p| l.shared_expert(p), c.shared_intermediate(), h)?)
                 } else {
