@@ -57,12 +57,20 @@ impl Plan {
         }
         let tensors = expected_tensors(&cfg);
         // Tiny: 2 shards so the sharded path is always exercised; big: ~4 GB shards.
-        let total: usize = tensors.iter().map(|(n, s)| s.iter().product::<usize>() * stored_dtype(n, s, &cfg).size()).sum();
+        // Shards are cut by the bf16 sizes, and a scale tensor goes with its weight: an fp8
+        // checkpoint then holds the bf16 one's tensors in the same files and order (each shard
+        // sorted by name, a scale right after its weight), so it draws the same stream.
+        let is_scale = |name: &str| required_dtype(&cfg, name) == Some(DType::F32);
+        let total: usize = tensors.iter().filter(|(n, _)| !is_scale(n)).map(|(_, s)| s.iter().product::<usize>() * 2).sum();
         let shard_target = if preset_name == "tiny" { total / 2 + 1 } else { 4 << 30 };
         let mut groups: Vec<Vec<(String, Vec<usize>)>> = vec![vec![]];
         let mut acc = 0;
         for t in tensors {
-            let b = t.1.iter().product::<usize>() * stored_dtype(&t.0, &t.1, &cfg).size();
+            if is_scale(&t.0) {
+                groups.last_mut().unwrap().push(t);
+                continue;
+            }
+            let b = t.1.iter().product::<usize>() * 2;
             if acc + b > shard_target && !groups.last().unwrap().is_empty() {
                 groups.push(vec![]);
                 acc = 0;
