@@ -20,6 +20,7 @@ pub const E4M3_NAN: u8 = 0x7F;
 
 /// How expert weights are stored on the device (`--quantization`, SGLang's flag).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Quantization {
     /// Routed experts as block FP8 (e4m3 + one f32 scale per 128x128 block), W8A16 GEMMs.
     Fp8,

@@ -393,6 +393,7 @@ fn args_json(a: &ServeArgs, threshold: f32, chunked_prefill_size: i64) -> serde_
         "max_running_requests": a.max_running_requests,
         "max_queued_requests": a.max_queued_requests,
         "mem_fraction_static": a.mem_fraction_static,
+        "quantization": a.quantization,
         "tp_size": a.tp_size,
         "dp_size": a.dp_size,
         "attention_backend": a.attention_backend,
