@@ -39,6 +39,12 @@ typedef __nv_bfloat16 bf16;
 #define GEMM_LDS (GEMM_BK + 8)
 #define MOE_BM_SMALL 16
 #define MOE_BM_LARGE 64
+// Block FP8 (quantize_fp8.cu, the fp8 moe_gemm): one f32 scale per FP8_BLOCK x FP8_BLOCK weight
+// block; FP8_MAX is e4m3's largest finite value (a block's amax maps onto it). GEMM_BN and
+// GEMM_BK divide FP8_BLOCK, so a stage's weight tile lies in one scale block.
+#define FP8_BLOCK 128
+#define FP8_MAX 448.0f
+#define QUANT_THREADS 256
 
 // rope.cu: one warp per head at a time; head_dim up to ROPE_MAX_D.
 #define ROPE_WARPS 4
@@ -93,11 +99,26 @@ constexpr DLLM_HD int moe_gemm_smem_bytes(int bm, bool gated) {
     return 2 * moe_gemm_stage_bytes(bm, gated) > bm * (GEMM_BN + 4) * 4 * (gated ? 2 : 1) ? 2 * moe_gemm_stage_bytes(bm, gated)
                                                                                          : bm * (GEMM_BN + 4) * 4 * (gated ? 2 : 1);
 }
-// What each of the four kernels is launched with.
+// The fp8 variant: two stages of (x bf16 [BM][LDS], w1 fp8 [BN][BK], w2 fp8 [BN][BK] if gated)
+// as cp.async brings them, then one bf16 copy of the weight tiles ([BN][LDS] each) that the
+// MMA reads, converted from the stage; the fp32 epilogue tiles reuse them all. Every region
+// is a multiple of 128 bytes, so the WMMA pointers are 32-byte aligned.
+constexpr DLLM_HD int moe_gemm_fp8_stage_bytes(int bm, bool gated) { return bm * GEMM_LDS * 2 + GEMM_BN * GEMM_BK * (gated ? 2 : 1); }
+constexpr DLLM_HD int moe_gemm_fp8_smem_bytes(int bm, bool gated) {
+    return 2 * moe_gemm_fp8_stage_bytes(bm, gated) + GEMM_BN * GEMM_LDS * 2 * (gated ? 2 : 1) > bm * (GEMM_BN + 4) * 4 * (gated ? 2 : 1)
+               ? 2 * moe_gemm_fp8_stage_bytes(bm, gated) + GEMM_BN * GEMM_LDS * 2 * (gated ? 2 : 1)
+               : bm * (GEMM_BN + 4) * 4 * (gated ? 2 : 1);
+}
+static_assert(FP8_BLOCK % GEMM_BN == 0 && FP8_BLOCK % GEMM_BK == 0, "a GEMM stage's weight tile must lie in one fp8 scale block");
+// What each of the eight kernels is launched with.
 static constexpr uint32_t MOE_GATE_UP_SMEM = moe_gemm_smem_bytes(MOE_BM_SMALL, true);
 static constexpr uint32_t MOE_DOWN_SMEM = moe_gemm_smem_bytes(MOE_BM_SMALL, false);
 static constexpr uint32_t MOE_GATE_UP_M64_SMEM = moe_gemm_smem_bytes(MOE_BM_LARGE, true);
 static constexpr uint32_t MOE_DOWN_M64_SMEM = moe_gemm_smem_bytes(MOE_BM_LARGE, false);
+static constexpr uint32_t MOE_GATE_UP_FP8_SMEM = moe_gemm_fp8_smem_bytes(MOE_BM_SMALL, true);
+static constexpr uint32_t MOE_DOWN_FP8_SMEM = moe_gemm_fp8_smem_bytes(MOE_BM_SMALL, false);
+static constexpr uint32_t MOE_GATE_UP_M64_FP8_SMEM = moe_gemm_fp8_smem_bytes(MOE_BM_LARGE, true);
+static constexpr uint32_t MOE_DOWN_M64_FP8_SMEM = moe_gemm_fp8_smem_bytes(MOE_BM_LARGE, false);
 
 // ---- launch-parameter structs ---------------------------------------------------------------
 
@@ -213,11 +234,16 @@ struct PermuteParams {
 
 // moe_gemm.cu: grouped GEMM over the work list. gate_up: act[slot] = silu(x w1^T) * (x w2^T)
 // with x = h[slot_token[slot]]; down: out[slot] = slot_weight[slot] * (act[slot] w1^T).
-// Weights are [experts][n][k] bf16, row-major.
+// Weights are [experts][n][k] bf16, row-major; the fp8 kernels read w1_fp8/w2_fp8 instead
+// ([experts][n][k] e4m3) with their scales [experts][ceil(n/128)][ceil(k/128)] f32.
 struct MoeGemmParams {
     DEV_PTR(const bf16) x;
     DEV_PTR(const bf16) w1;
     DEV_PTR(const bf16) w2;
+    DEV_PTR(const uint8_t) w1_fp8;
+    DEV_PTR(const uint8_t) w2_fp8;
+    DEV_PTR(const float) w1_scale;
+    DEV_PTR(const float) w2_scale;
     DEV_PTR(bf16) act_out;
     DEV_PTR(float) f32_out;
     DEV_PTR(const int32_t) slot_token;
@@ -227,6 +253,16 @@ struct MoeGemmParams {
     int32_t n;
     int32_t k;
     int32_t max_items;
+};
+
+// quantize_fp8.cu: mats matrices [rows][cols] bf16 -> e4m3 codes (same layout) and scales
+// [mats][ceil(rows/128)][ceil(cols/128)] (src/fp8.rs states the rules); one CTA per block.
+struct QuantizeFp8Params {
+    DEV_PTR(const bf16) src;
+    DEV_PTR(uint8_t) codes;
+    DEV_PTR(float) scale_inv;
+    int32_t rows;
+    int32_t cols;
 };
 
 // moe_permute.cu: y[t] += sum_k slot_out[tok_slot[t*topk + k]] (fixed order: deterministic)

@@ -33,8 +33,12 @@ pub enum CheckpointError {
     Shape { name: String, got: Vec<usize>, want: Vec<usize> },
     #[error("{0}")]
     Unsupported(String),
-    #[error("tensor {name} has dtype {got:?}; supported: BF16, F16, F32")]
+    #[error("tensor {name} has dtype {got:?}; supported: BF16, F16, F32 (and F8_E4M3 for the routed experts of an fp8 checkpoint)")]
     Dtype { name: String, got: String },
+    /// A tensor whose dtype is one dllm reads, but not where it lies (fp8 outside the routed
+    /// experts, or bf16 experts in a checkpoint whose config.json says fp8).
+    #[error("tensor {name} is {got:?}, expected {want:?} ({why})")]
+    DtypeHere { name: String, got: DType, want: DType, why: &'static str },
     /// config.json names more layers or experts than the checkpoint's tensors hold.
     #[error("config.json {field} = {value} but the checkpoint holds {held} {what} ({missing} is missing)")]
     Count { field: &'static str, value: usize, held: usize, what: &'static str, missing: String },
@@ -48,6 +52,8 @@ pub enum DType {
     BF16,
     F16,
     F32,
+    /// float8 e4m3 (the routed experts of a block-FP8 checkpoint; see fp8.rs).
+    F8E4M3,
 }
 
 impl DType {
@@ -55,6 +61,7 @@ impl DType {
         match self {
             DType::BF16 | DType::F16 => 2,
             DType::F32 => 4,
+            DType::F8E4M3 => 1,
         }
     }
 }
@@ -118,6 +125,15 @@ impl Slice {
                 Ok(vec![rows, r.len()])
             }
         }
+    }
+}
+
+/// `slice` of a row-major matrix with `cols` columns, in memory.
+fn slice_rows_cols(m: &[f32], cols: usize, slice: &Slice) -> Vec<f32> {
+    match slice {
+        Slice::Whole => m.to_vec(),
+        Slice::Rows(ranges) => ranges.iter().flat_map(|r| m[r.start * cols..r.end * cols].iter().copied()).collect(),
+        Slice::Cols(c) => m.chunks_exact(cols).flat_map(|row| row[c.clone()].iter().copied()).collect(),
     }
 }
 
@@ -196,6 +212,10 @@ pub mod names {
         pub fn expert(&self, x: usize, p: Proj) -> String {
             format!("{}.mlp.experts.{x}.{}.weight", self.0, p.stem())
         }
+        /// The block scales of routed expert `x`'s matrix (block-FP8 checkpoints).
+        pub fn expert_scale(&self, x: usize, p: Proj) -> String {
+            crate::fp8::scale_name(&self.expert(x, p))
+        }
         pub fn shared_expert(&self, p: Proj) -> String {
             format!("{}.mlp.shared_experts.{}.weight", self.0, p.stem())
         }
@@ -226,7 +246,15 @@ pub fn expected_tensors(c: &ModelConfig) -> Vec<(String, Vec<usize>)> {
             t.push((l.router(), vec![e, h]));
             t.push((l.expert_bias(), vec![e]));
             for x in 0..e {
-                t.extend(Proj::ALL.map(|p| (l.expert(x, p), mlp_shape(p, m))));
+                for p in Proj::ALL {
+                    let shape = mlp_shape(p, m);
+                    let scale = crate::fp8::scale_shape(shape[0], shape[1]).to_vec();
+                    t.push((l.expert(x, p), shape));
+                    // After its weight: make-model draws the weight and writes the scales it got.
+                    if c.fp8_experts() {
+                        t.push((l.expert_scale(x, p), scale));
+                    }
+                }
             }
             if c.num_shared_experts > 0 {
                 t.extend(Proj::ALL.map(|p| (l.shared_expert(p), mlp_shape(p, s))));
@@ -240,6 +268,19 @@ pub fn expected_tensors(c: &ModelConfig) -> Vec<(String, Vec<usize>)> {
         t.push((names::LM_HEAD.to_string(), vec![v, h]));
     }
     t
+}
+
+/// The dtype a tensor of [`expected_tensors`] must be stored in, where one is required: the
+/// routed experts' weights of a block-FP8 config are F8E4M3 and their scales F32; elsewhere
+/// None (BF16, F16 or F32, widened or narrowed on load).
+pub fn required_dtype(c: &ModelConfig, name: &str) -> Option<DType> {
+    if !c.fp8_experts() || !name.contains(".mlp.experts.") {
+        None
+    } else if name.ends_with("_scale_inv") {
+        Some(DType::F32)
+    } else {
+        Some(DType::F8E4M3)
+    }
 }
 
 /// How a random checkpoint draws a tensor: `make-model` on the host and the CUDA backend's
@@ -295,6 +336,7 @@ impl Checkpoint {
                     Dtype::BF16 => DType::BF16,
                     Dtype::F16 => DType::F16,
                     Dtype::F32 => DType::F32,
+                    Dtype::F8_E4M3 => DType::F8E4M3,
                     other => {
                         return Err(CheckpointError::Dtype { name: tname, got: format!("{other:?}") });
                     }
@@ -324,6 +366,17 @@ impl Checkpoint {
             let e = ck.tensors.get(&name).ok_or_else(|| CheckpointError::Missing { name: name.clone() })?;
             if e.shape != want {
                 return Err(CheckpointError::Shape { name, got: e.shape.clone(), want });
+            }
+            match required_dtype(&ck.config, &name) {
+                Some(want) if e.dtype != want => {
+                    let why = "config.json's quantization_config says the routed experts are block fp8";
+                    return Err(CheckpointError::DtypeHere { name, got: e.dtype, want, why });
+                }
+                None if e.dtype == DType::F8E4M3 => {
+                    let why = "only the routed experts of a checkpoint whose config.json has an fp8 quantization_config may be fp8";
+                    return Err(CheckpointError::DtypeHere { name, got: e.dtype, want: DType::BF16, why });
+                }
+                _ => {}
             }
         }
         Ok(ck)
@@ -408,7 +461,8 @@ impl Checkpoint {
         }
     }
 
-    /// Widened to f32 (bf16/f16 are exact in f32).
+    /// Widened to f32 (bf16/f16 are exact in f32); an fp8 weight dequantized with its block
+    /// scales (exact: e4m3 times an f32 scale, as the fp8 GEMM computes it).
     pub fn f32(&self, name: &str) -> Result<Vec<f32>, CheckpointError> {
         self.f32_slice(name, &Slice::Whole)
     }
@@ -416,6 +470,13 @@ impl Checkpoint {
     /// A tensor-parallel rank's `slice` of the tensor, widened to f32.
     pub fn f32_slice(&self, name: &str, slice: &Slice) -> Result<Vec<f32>, CheckpointError> {
         let e = self.entry(name)?;
+        if e.dtype == DType::F8E4M3 {
+            // Dequantized whole, then sliced (the CPU twin's path; a GPU rank refuses to shard a
+            // stored fp8 checkpoint, backend/cuda/fp8.rs).
+            slice.shape(name, &e.shape)?;
+            let m = self.fp8(name)?;
+            return Ok(slice_rows_cols(&m.dequantize(), m.inp, slice));
+        }
         let n = self.slice_numel(name, slice)?;
         let mut out = Vec::new();
         out.try_reserve_exact(n).map_err(|_| CheckpointError::OutOfMemory { name: name.to_string(), bytes: n * 4 })?;
@@ -430,8 +491,27 @@ impl Checkpoint {
             DType::F32 => {
                 self.read_slice(name, slice, |b| out.extend(b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))))?
             }
+            DType::F8E4M3 => unreachable!("dequantized above"),
         }
         Ok(out)
+    }
+
+    /// An fp8 matrix `[out, in]` and its block scales (`<name>_scale_inv`), as stored.
+    pub fn fp8(&self, name: &str) -> Result<crate::fp8::Fp8Matrix, CheckpointError> {
+        let e = self.entry(name)?;
+        let scale = crate::fp8::scale_name(name);
+        let (&[out, inp], Some(s)) = (e.shape.as_slice(), self.tensors.get(&scale)) else {
+            return Err(CheckpointError::Missing { name: scale });
+        };
+        let want = crate::fp8::scale_shape(out, inp).to_vec();
+        if s.shape != want || s.dtype != DType::F32 {
+            return Err(CheckpointError::Shape { name: scale, got: s.shape.clone(), want });
+        }
+        let mut codes = Vec::new();
+        codes.try_reserve_exact(out * inp).map_err(|_| CheckpointError::OutOfMemory { name: name.to_string(), bytes: out * inp })?;
+        self.read_slice(name, &Slice::Whole, |b| codes.extend_from_slice(b))?;
+        let scales = self.f32(&scale)?;
+        crate::fp8::Fp8Matrix::new(out, inp, codes, scales).map_err(|err| CheckpointError::Unsupported(format!("tensor {name}: {err}")))
     }
 
     /// Narrowed to bf16 bits (what the GPU backend uploads).

@@ -67,6 +67,10 @@ pub struct ModelConfig {
     pub eos_token_id: Option<u32>,
     #[serde(default)]
     pub torch_dtype: Option<String>,
+    /// Block FP8 routed experts (`"quant_method": "fp8"`, 128x128 blocks; see fp8.rs): the
+    /// checkpoint stores them so, or `--quantization fp8` quantizes them at load.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantization_config: Option<crate::fp8::QuantizationConfig>,
     /// Keys whose other values change the forward in ways dllm does not implement; read only to
     /// refuse such checkpoints clearly instead of computing something else.
     #[serde(default, skip_serializing)]
@@ -132,6 +136,18 @@ impl ModelConfig {
     }
     pub fn is_moe_layer(&self, layer: usize) -> bool {
         layer >= self.first_k_dense_replace
+    }
+    /// Whether the routed experts are block FP8 (the checkpoint's, or `--quantization fp8`'s).
+    pub fn fp8_experts(&self) -> bool {
+        self.quantization_config.is_some()
+    }
+    /// This config with the routed experts quantized as `q` says (None: unchanged; a checkpoint
+    /// that already holds FP8 experts stays FP8).
+    pub fn quantized(mut self, q: Option<crate::fp8::Quantization>) -> Self {
+        if q == Some(crate::fp8::Quantization::Fp8) {
+            self.quantization_config = Some(crate::fp8::QuantizationConfig::fp8_blocks());
+        }
+        self
     }
     pub fn shared_intermediate(&self) -> usize {
         match self.moe_shared_expert_intermediate_size {
@@ -225,6 +241,9 @@ impl ModelConfig {
         if let Some((_, what)) = unsupported.iter().find(|(bad, _)| *bad) {
             return bad(format!("{what} is not supported by dllm's LLaDA2 forward"));
         }
+        if let Some(q) = &self.quantization_config {
+            q.check().map_err(ConfigError::Invalid)?;
+        }
         if !self.use_qk_norm {
             return bad("use_qk_norm=false is not supported".into());
         }
@@ -276,6 +295,7 @@ pub fn preset(name: &str) -> Result<ModelConfig> {
         mask_token_id: Some(156895),
         eos_token_id: Some(156892),
         torch_dtype: Some("bfloat16".into()),
+        quantization_config: None,
         moe_shared_expert_intermediate_size: None,
         hidden_act: None,
         use_bias: None,

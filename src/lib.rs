@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod decode;
 pub mod engine;
+pub mod fp8;
 pub mod make_model;
 pub mod model;
 pub mod nvtx;

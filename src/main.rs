@@ -30,6 +30,11 @@ enum Cmd {
         /// `--load-format dummy` (random weights on the GPUs).
         #[arg(long)]
         config_only: bool,
+        /// `fp8`: write the routed experts as block FP8 (F8_E4M3 weights with F32
+        /// `weight_scale_inv` per 128x128 block, as DeepSeek-V3 / SGLang checkpoints store them):
+        /// the same draws as the bf16 checkpoint of this seed, quantized.
+        #[arg(long, value_enum)]
+        quantization: Option<dllm::fp8::Quantization>,
     },
     /// Generate from one prompt (no --model-path: the embedded tiny model).
     Generate(GenerateArgs),
@@ -80,6 +85,10 @@ struct GenerateArgs {
     /// `dummy`: random weights on the GPU(s) in the shapes the model's config.json gives.
     #[arg(long, value_enum, default_value = "auto")]
     load_format: runtime::LoadFormat,
+    /// `fp8`: routed experts as block FP8, quantized at load (SGLang's flag; a checkpoint that
+    /// stores FP8 experts needs no flag).
+    #[arg(long, value_enum)]
+    quantization: Option<dllm::fp8::Quantization>,
     /// Print {"text", "output_ids", "steps", ...} as JSON.
     #[arg(long)]
     json: bool,
@@ -109,8 +118,8 @@ fn main() {
 
 fn run(cli: Cli, start: std::time::Instant) -> Result<()> {
     match cli.cmd {
-        Cmd::MakeModel { preset, out, seed, config_only } => {
-            let mut plan = dllm::make_model::Plan::new(&preset, seed)?;
+        Cmd::MakeModel { preset, out, seed, config_only, quantization } => {
+            let mut plan = dllm::make_model::Plan::quantized(&preset, seed, quantization)?;
             if config_only {
                 plan = plan.without_weights();
             }
@@ -148,7 +157,15 @@ fn generate(a: GenerateArgs) -> Result<()> {
         let blocks = a.max_new_tokens.div_ceil(a.block_size).max(1);
         println!(
             "{}",
-            dllm::bench::random_weights::random_weights_steps(p, a.prefix_len, a.block_size, blocks, a.seed, a.profile_kernels)?
+            dllm::bench::random_weights::random_weights_steps(
+                p,
+                a.prefix_len,
+                a.block_size,
+                blocks,
+                a.seed,
+                a.profile_kernels,
+                a.quantization
+            )?
         );
         return Ok(());
     }
@@ -164,6 +181,7 @@ fn generate(a: GenerateArgs) -> Result<()> {
         mem_fraction_static: a.mem_fraction_static,
         tp_size: a.tp_size,
         load_format: a.load_format,
+        quantization: a.quantization,
         ..LoadOptions::on(a.device)
     };
     let mut m = runtime::load_with(&dir, &opts)?;

@@ -7,8 +7,9 @@
 //! renamed into place only when complete, and removed on any error: a failed or interrupted run
 //! never leaves something that looks like a checkpoint.
 
-use crate::checkpoint::{expected_tensors, random_init, RandomInit};
+use crate::checkpoint::{expected_tensors, random_init, required_dtype, DType, RandomInit};
 use crate::config::{preset, ModelConfig};
+use crate::fp8::Quantization;
 use crate::progress;
 use crate::rng::{Rng, NORMAL_DRAWS};
 use crate::tokenizer::{EOS_TOKEN, MASK_TOKEN, SPECIALS};
@@ -37,7 +38,15 @@ struct ShardPlan {
 
 impl Plan {
     pub fn new(preset_name: &str, seed: u64) -> Result<Plan> {
-        let mut cfg = preset(preset_name)?;
+        Self::quantized(preset_name, seed, None)
+    }
+
+    /// With `Some(Fp8)` the routed experts are written as block FP8 (F8_E4M3 weights and F32
+    /// `weight_scale_inv`, config.json's `quantization_config` saying so): the same draws as the
+    /// bf16 checkpoint of this seed, quantized by fp8.rs, so the two differ only by the
+    /// quantization.
+    pub fn quantized(preset_name: &str, seed: u64, quantization: Option<Quantization>) -> Result<Plan> {
+        let mut cfg = preset(preset_name)?.quantized(quantization);
         let tok = build_tokenizer_json();
         let n_tokens = tok["model"]["vocab"].as_object().map(|v| v.len()).unwrap_or(0);
         if cfg.vocab_size == 0 {
@@ -48,11 +57,19 @@ impl Plan {
         }
         let tensors = expected_tensors(&cfg);
         // Tiny: 2 shards so the sharded path is always exercised; big: ~4 GB shards.
-        let total: usize = tensors.iter().map(|(_, s)| s.iter().product::<usize>() * 2).sum();
+        // Shards are cut by the bf16 sizes, and a scale tensor goes with its weight: an fp8
+        // checkpoint then holds the bf16 one's tensors in the same files and order (each shard
+        // sorted by name, a scale right after its weight), so it draws the same stream.
+        let is_scale = |name: &str| required_dtype(&cfg, name) == Some(DType::F32);
+        let total: usize = tensors.iter().filter(|(n, _)| !is_scale(n)).map(|(_, s)| s.iter().product::<usize>() * 2).sum();
         let shard_target = if preset_name == "tiny" { total / 2 + 1 } else { 4 << 30 };
         let mut groups: Vec<Vec<(String, Vec<usize>)>> = vec![vec![]];
         let mut acc = 0;
         for t in tensors {
+            if is_scale(&t.0) {
+                groups.last_mut().unwrap().push(t);
+                continue;
+            }
             let b = t.1.iter().product::<usize>() * 2;
             if acc + b > shard_target && !groups.last().unwrap().is_empty() {
                 groups.push(vec![]);
@@ -144,8 +161,9 @@ impl Plan {
     fn write_files(&self, dir: &Path) -> Result<()> {
         let bar = progress::bytes(self.total_bytes(), "writing the checkpoint");
         let mut rng = Rng::new(self.seed);
+        let mut scales = Scales::default();
         for s in &self.shards {
-            write_shard(&dir.join(&s.file), s, &self.cfg, &mut rng, &bar)?;
+            write_shard(&dir.join(&s.file), s, &self.cfg, &mut rng, &mut scales, &bar)?;
         }
         for (name, bytes) in &self.small_files {
             let path = dir.join(name);
@@ -218,7 +236,12 @@ pub fn human_bytes(b: u64) -> String {
 
 /// Write a checkpoint (see [`Plan`]).
 pub fn make_model(preset_name: &str, out: &Path, seed: u64) -> Result<ModelConfig> {
-    let plan = Plan::new(preset_name, seed)?;
+    make_model_quantized(preset_name, out, seed, None)
+}
+
+/// [`make_model`] with the routed experts as `quantization` says (see [`Plan::quantized`]).
+pub fn make_model_quantized(preset_name: &str, out: &Path, seed: u64, quantization: Option<Quantization>) -> Result<ModelConfig> {
+    let plan = Plan::quantized(preset_name, seed, quantization)?;
     plan.write(out)?;
     Ok(plan.cfg)
 }
@@ -229,12 +252,14 @@ fn plan_shard(file: String, mut tensors: Vec<(String, Vec<usize>)>, cfg: &ModelC
     let mut header = serde_json::Map::new();
     let mut off = 0usize;
     for (name, shape) in &tensors {
-        let f32_ = random_init(name, shape, cfg).f32;
-        let bytes = shape.iter().product::<usize>() * if f32_ { 4 } else { 2 };
-        header.insert(
-            name.clone(),
-            serde_json::json!({"dtype": if f32_ {"F32"} else {"BF16"}, "shape": shape, "data_offsets": [off, off + bytes]}),
-        );
+        let dtype = stored_dtype(name, shape, cfg);
+        let bytes = shape.iter().product::<usize>() * dtype.size();
+        let dtype = match dtype {
+            DType::F32 => "F32",
+            DType::F8E4M3 => "F8_E4M3",
+            DType::BF16 | DType::F16 => "BF16",
+        };
+        header.insert(name.clone(), serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [off, off + bytes]}));
         off += bytes;
     }
     header.insert("__metadata__".into(), serde_json::json!({"format": "pt"}));
@@ -246,6 +271,16 @@ fn plan_shard(file: String, mut tensors: Vec<(String, Vec<usize>)>, cfg: &ModelC
     with_len.extend_from_slice(&h);
     Ok(ShardPlan { file, header: with_len, tensors, data_bytes: off as u64 })
 }
+
+/// The dtype make-model writes a tensor in: what the config requires (fp8 experts and their
+/// scales), else f32 or bf16 as the random rule says.
+fn stored_dtype(name: &str, shape: &[usize], cfg: &ModelConfig) -> DType {
+    required_dtype(cfg, name).unwrap_or(if random_init(name, shape, cfg).f32 { DType::F32 } else { DType::BF16 })
+}
+
+/// The block scales of fp8 weights already written, until their `_scale_inv` tensor is (it
+/// follows its weight in the tensor order, possibly in the next shard).
+type Scales = std::collections::HashMap<String, Vec<f32>>;
 
 /// Shards are streamed tensor by tensor, so the real shapes never need their full size in memory.
 /// Elements drawn per parallel piece of a random tensor: small enough that one expert matrix
@@ -277,7 +312,14 @@ fn random_bytes(rng: &mut Rng, n: usize, mean: f64, std: f64, f32_: bool) -> Vec
     buf
 }
 
-fn write_shard(path: &Path, s: &ShardPlan, cfg: &ModelConfig, rng: &mut Rng, bar: &indicatif::ProgressBar) -> Result<()> {
+fn write_shard(
+    path: &Path,
+    s: &ShardPlan,
+    cfg: &ModelConfig,
+    rng: &mut Rng,
+    scales: &mut Scales,
+    bar: &indicatif::ProgressBar,
+) -> Result<()> {
     let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
     let mut w = std::io::BufWriter::with_capacity(1 << 22, file);
     let write_err = || format!("writing {}", path.display());
@@ -286,7 +328,21 @@ fn write_shard(path: &Path, s: &ShardPlan, cfg: &ModelConfig, rng: &mut Rng, bar
     for (name, shape) in &s.tensors {
         let RandomInit { mean, std, f32: f32_ } = random_init(name, shape, cfg);
         let n: usize = shape.iter().product();
-        let buf = random_bytes(rng, n, mean, std, f32_);
+        let buf = match required_dtype(cfg, name) {
+            None => random_bytes(rng, n, mean, std, f32_),
+            // The bf16 checkpoint's draw of this weight, quantized; its scales wait for their tensor.
+            Some(DType::F8E4M3) => {
+                let bf16 = random_bytes(rng, n, mean, std, false);
+                let w: Vec<f32> = bf16.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect();
+                let q = crate::fp8::quantize(&w, shape[0], shape[1])?;
+                scales.insert(crate::fp8::scale_name(name), q.scale_inv);
+                q.codes
+            }
+            Some(_) => {
+                let s = scales.remove(name).with_context(|| format!("{name} is written before its weight"))?;
+                s.iter().flat_map(|x| x.to_le_bytes()).collect()
+            }
+        };
         w.write_all(&buf).with_context(write_err)?;
         bar.inc(buf.len() as u64);
     }

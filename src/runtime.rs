@@ -36,6 +36,9 @@ pub struct LoadOptions {
     /// this host, one thread each (on the CPU: ranks as threads, the twin the tests check).
     pub tp_size: usize,
     pub load_format: LoadFormat,
+    /// `--quantization fp8`: routed experts as block FP8 (a checkpoint that stores them so is
+    /// FP8 without it).
+    pub quantization: Option<crate::fp8::Quantization>,
 }
 
 /// SGLang's `--load-format`: the checkpoint's safetensors, or random weights in the shapes its
@@ -51,7 +54,7 @@ pub enum LoadFormat {
 
 impl LoadOptions {
     pub fn on(device: Device) -> Self {
-        LoadOptions { device, mem_fraction_static: None, tp_size: 1, load_format: LoadFormat::Auto }
+        LoadOptions { device, mem_fraction_static: None, tp_size: 1, load_format: LoadFormat::Auto, quantization: None }
     }
 }
 
@@ -69,13 +72,13 @@ pub fn load_with(model_dir: &Path, opts: &LoadOptions) -> Result<Loaded> {
     let tokenizer = Tokenizer::open(model_dir, &ck.config)?;
     let (mask, eos) = (tokenizer.mask_id, tokenizer.eos_id);
     let engine: Box<dyn DynEngine> = match opts.device {
-        Device::Cpu => cpu_engine(&ck, mask, eos, opts.tp_size)?,
+        Device::Cpu => cpu_engine(&ck, mask, eos, opts)?,
         Device::Cuda => cuda_engine(&ck, mask, eos, opts)?,
         Device::Auto => match cuda_engine(&ck, mask, eos, opts) {
             Ok(e) => e,
             Err(err) => {
                 eprintln!("no usable GPU ({err:#}); using the CPU backend");
-                cpu_engine(&ck, mask, eos, opts.tp_size)?
+                cpu_engine(&ck, mask, eos, opts)?
             }
         },
     };
@@ -91,7 +94,7 @@ fn load_dummy(model_dir: &Path, opts: &LoadOptions) -> Result<Loaded> {
     if opts.device == Device::Cpu {
         anyhow::bail!("--load-format dummy draws random weights on the GPU; use --device cuda (or auto)");
     }
-    let engine = dummy_cuda_engine(cfg, tokenizer.mask_id, tokenizer.eos_id, opts)?;
+    let engine = dummy_cuda_engine(cfg.quantized(opts.quantization), tokenizer.mask_id, tokenizer.eos_id, opts)?;
     Ok(Loaded { engine, tokenizer, model_dir: model_dir.to_path_buf() })
 }
 
@@ -118,24 +121,26 @@ fn cuda_options(opts: &LoadOptions) -> crate::backend::cuda::CudaOptions {
     if let Some(f) = opts.mem_fraction_static {
         cuda.mem_fraction_static = f;
     }
+    cuda.quantization = opts.quantization;
     cuda
 }
 
 /// The CPU engine; at `tp_size` > 1 the CPU twin of tensor parallelism (ranks as threads
 /// meeting in memory), which computes what the GPU ranks compute.
-pub fn cpu_engine(ck: &Arc<Checkpoint>, mask: u32, eos: u32, tp_size: usize) -> Result<Box<dyn DynEngine>> {
-    let cfg = ck.config.clone();
-    if tp_size == 1 {
-        return Ok(Box::new(Engine::new(CpuBackend::load(ck)?, cfg, mask, eos)));
+pub fn cpu_engine(ck: &Arc<Checkpoint>, mask: u32, eos: u32, opts: &LoadOptions) -> Result<Box<dyn DynEngine>> {
+    let cfg = ck.config.clone().quantized(opts.quantization);
+    if opts.tp_size == 1 {
+        return Ok(Box::new(Engine::new(CpuBackend::load_quantized(ck, opts.quantization)?, cfg, mask, eos)));
     }
-    Ok(Box::new(Engine::new(cpu_ranks(ck, tp_size)?, cfg, mask, eos)))
+    Ok(Box::new(Engine::new(cpu_ranks(ck, opts.tp_size, opts.quantization)?, cfg, mask, eos)))
 }
 
 /// `size` CPU ranks of the checkpoint, as threads.
-pub fn cpu_ranks(ck: &Arc<Checkpoint>, size: usize) -> Result<Ranks<CpuBackend>> {
+pub fn cpu_ranks(ck: &Arc<Checkpoint>, size: usize, quantization: Option<crate::fp8::Quantization>) -> Result<Ranks<CpuBackend>> {
     let (ck, group) = (ck.clone(), MemGroup::new(size));
     let g = group.clone();
-    Ok(Ranks::spawn(size, move |rank| CpuBackend::load_rank(&ck, Shard { rank, size }, Some(g.clone())))?.with_abort(move || group.abort()))
+    let make = move |rank| CpuBackend::load_rank(&ck, Shard { rank, size }, Some(g.clone()), quantization);
+    Ok(Ranks::spawn(size, make)?.with_abort(move || group.abort()))
 }
 
 /// CUDA devices this process could use (0 when built without kernels or without a driver).
@@ -151,10 +156,10 @@ fn cuda_engine(ck: &Arc<Checkpoint>, mask: u32, eos: u32, opts: &LoadOptions) ->
     let cuda = cuda_options(opts);
     if opts.tp_size == 1 {
         let b = crate::backend::cuda::CudaBackend::load(ck, &cuda)?;
-        return Ok(Box::new(Engine::new(b, ck.config.clone(), mask, eos)));
+        return Ok(Box::new(Engine::new(b, ck.config.clone().quantized(opts.quantization), mask, eos)));
     }
     let ranks = crate::backend::cuda::tensor_parallel(crate::backend::cuda::WeightsFrom::Checkpoint(ck.clone()), opts.tp_size, &cuda)?;
-    Ok(Box::new(Engine::new(ranks, ck.config.clone(), mask, eos)))
+    Ok(Box::new(Engine::new(ranks, ck.config.clone().quantized(opts.quantization), mask, eos)))
 }
 
 #[cfg(not(dllm_cuda))]

@@ -13,20 +13,22 @@ const MAY_IMPORT: &[(&str, &[&str])] = &[
     ("rng", &[]),
     ("nvtx", &[]),
     ("progress", &[]),
-    ("config", &[]),
-    ("checkpoint", &["config"]),
+    // Block-FP8 encoding and the quantization config: pure arithmetic, under the config.
+    ("fp8", &[]),
+    ("config", &["fp8"]),
+    ("checkpoint", &["config", "fp8"]),
     ("tokenizer", &["config"]),
     // Pure decoding rules: the backends' CPU twins, the engine and the benchmarks share them.
     ("decode", &["rng"]),
-    ("backend", &["config", "checkpoint", "decode", "nvtx", "progress", "rng"]),
+    ("backend", &["config", "checkpoint", "decode", "fp8", "nvtx", "progress", "rng"]),
     ("model", &["backend", "config", "decode", "nvtx"]),
     ("engine", &["backend", "config", "decode", "model", "nvtx", "rng"]),
-    ("runtime", &["backend", "checkpoint", "config", "engine", "tokenizer"]),
-    ("server", &["backend", "checkpoint", "config", "decode", "engine", "rng", "runtime", "tokenizer"]),
+    ("runtime", &["backend", "checkpoint", "config", "engine", "fp8", "tokenizer"]),
+    ("server", &["backend", "checkpoint", "config", "decode", "engine", "fp8", "rng", "runtime", "tokenizer"]),
     // Callers at the top: they may use the checkpoint writer.
-    ("make_model", &["checkpoint", "config", "progress", "rng", "tokenizer"]),
-    ("bench", &["backend", "checkpoint", "config", "decode", "engine", "make_model", "nvtx", "rng", "runtime", "tokenizer"]),
-    ("main", &["bench", "config", "decode", "engine", "make_model", "runtime", "server", "tokenizer"]),
+    ("make_model", &["checkpoint", "config", "fp8", "progress", "rng", "tokenizer"]),
+    ("bench", &["backend", "checkpoint", "config", "decode", "engine", "fp8", "make_model", "nvtx", "rng", "runtime", "tokenizer"]),
+    ("main", &["bench", "config", "decode", "engine", "fp8", "make_model", "runtime", "server", "tokenizer"]),
 ];
 
 fn sources(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -55,14 +55,14 @@ fn sharded_forward_gives_the_whole_models_logits_and_picks() {
     let (b, rows) = batch(&mut whole);
     let want_picks = whole.pick(&cfg, &b, &rows).unwrap();
     for n in [2, 4] {
-        let mut ranks = runtime::cpu_ranks(&ck, n).unwrap();
+        let mut ranks = runtime::cpu_ranks(&ck, n, None).unwrap();
         let (b, rows) = batch(&mut ranks);
         let got = ranks.logits(&cfg, &b, &rows).unwrap();
         let d = max_rel_diff(&got, &want);
         eprintln!("tp {n}: max |logit difference| / max |logit| = {d:.2e}");
         assert!(d < 1e-5, "tp {n}: logits differ by {d:.2e} of their scale");
         // The vocab-parallel pick (shares combined, logits never gathered) on fresh caches.
-        let mut ranks = runtime::cpu_ranks(&ck, n).unwrap();
+        let mut ranks = runtime::cpu_ranks(&ck, n, None).unwrap();
         let (b, rows) = batch(&mut ranks);
         let picks = ranks.pick(&cfg, &b, &rows).unwrap();
         for (i, (p, w)) in picks.iter().zip(&want_picks).enumerate() {
@@ -85,7 +85,8 @@ fn greedy_and_sampled_generations_match_one_rank() {
         if n == 1 {
             Engine::new(CpuBackend::load(&ck).unwrap(), ck.config.clone(), tok.mask_id, tok.eos_id).generate(prompt.clone(), p.clone())
         } else {
-            Engine::new(runtime::cpu_ranks(&ck, n).unwrap(), ck.config.clone(), tok.mask_id, tok.eos_id).generate(prompt.clone(), p.clone())
+            Engine::new(runtime::cpu_ranks(&ck, n, None).unwrap(), ck.config.clone(), tok.mask_id, tok.eos_id)
+                .generate(prompt.clone(), p.clone())
         }
         .unwrap()
     };
@@ -116,6 +117,13 @@ fn a_tp_size_that_does_not_divide_the_model_is_a_startup_error() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v["backend"].as_str().unwrap().starts_with("tensor parallel over 2 ranks"), "{v}");
+    // With fp8 experts each rank rounds its slices through block FP8.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dllm"))
+        .args(["generate", "--model-path", dir.to_str().unwrap(), "--device", "cpu", "--tp-size", "2", "--quantization", "fp8"])
+        .args(["--max-new-tokens", "8", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// A rank backend that fails, on request, in one layer's feed-forward: where every rank fails
@@ -186,7 +194,7 @@ fn a_rank_failing_alone_stops_the_group_instead_of_hanging_it() {
     let group = MemGroup::new(2);
     let (g, c, f) = (group.clone(), ck.clone(), flags.clone());
     let mut ranks = Ranks::spawn(2, move |rank| {
-        let inner = CpuBackend::load_rank(&c, Shard { rank, size: 2 }, Some(g.clone()))?;
+        let inner = CpuBackend::load_rank(&c, Shard { rank, size: 2 }, Some(g.clone()), None)?;
         Ok(Failing { inner, fail_ffn: f[rank].clone() })
     })
     .unwrap()

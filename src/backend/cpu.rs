@@ -98,6 +98,10 @@ struct Reader<'a> {
     ck: &'a Checkpoint,
     shard: Shard,
     bar: indicatif::ProgressBar,
+    /// `--quantization fp8` over bf16 experts: round them through block FP8 (fp8.rs), so the
+    /// CPU computes with the weights the GPU's fp8 GEMMs do. Stored fp8 experts need nothing:
+    /// `Checkpoint::f32` dequantizes them.
+    fp8_round_trip: bool,
 }
 
 impl Reader<'_> {
@@ -123,6 +127,17 @@ impl Reader<'_> {
         Ok(Weight { out, inp, w: self.f32_as(name, rule)? })
     }
 
+    /// A routed expert's MLP: block FP8 where quantizing (see `fp8_round_trip`).
+    fn expert_mlp(&self, name: impl Fn(Proj) -> String) -> Result<Mlp> {
+        let mut m = self.mlp(name)?;
+        if self.fp8_round_trip {
+            for w in [&mut m.gate, &mut m.up, &mut m.down] {
+                w.w = crate::fp8::round_trip(&w.w, w.out, w.inp)?;
+            }
+        }
+        Ok(m)
+    }
+
     /// A gated MLP whose matrices `name` spells.
     fn mlp(&self, name: impl Fn(Proj) -> String) -> Result<Mlp> {
         Ok(Mlp { gate: self.weight(&name(Proj::Gate))?, up: self.weight(&name(Proj::Up))?, down: self.weight(&name(Proj::Down))? })
@@ -131,19 +146,32 @@ impl Reader<'_> {
 
 impl CpuBackend {
     pub fn load(ck: &Checkpoint) -> Result<Self> {
-        Self::load_rank(ck, Shard::WHOLE, None)
+        Self::load_rank(ck, Shard::WHOLE, None, None)
+    }
+
+    /// [`CpuBackend::load`] with `--quantization`: `Some(Fp8)` rounds bf16 routed experts through
+    /// block FP8 (stored fp8 experts are dequantized either way).
+    pub fn load_quantized(ck: &Checkpoint, quantization: Option<crate::fp8::Quantization>) -> Result<Self> {
+        Self::load_rank(ck, Shard::WHOLE, None, quantization)
     }
 
     /// Rank `shard.rank` of a tensor-parallel group meeting in `group`: its slices of the
-    /// weights (`backend::shard`'s rules), its heads' KV.
-    pub fn load_rank(ck: &Checkpoint, shard: Shard, group: Option<Arc<MemGroup>>) -> Result<Self> {
+    /// weights (`backend::shard`'s rules), its heads' KV. Under `--quantization fp8` a rank
+    /// rounds its slices through block FP8, as a GPU rank quantizes its slices.
+    pub fn load_rank(
+        ck: &Checkpoint,
+        shard: Shard,
+        group: Option<Arc<MemGroup>>,
+        quantization: Option<crate::fp8::Quantization>,
+    ) -> Result<Self> {
         Shard::check(&ck.config, shard.size)?;
         if group.as_ref().map_or(1, |g| g.size()) != shard.size {
             bail!("rank {} of {}: the group has a different size", shard.rank, shard.size);
         }
-        let cfg = shard.local_config(&ck.config);
+        let whole = ck.config.clone().quantized(quantization);
+        let cfg = shard.local_config(&whole);
         let params: usize =
-            crate::checkpoint::expected_tensors(&ck.config).iter().map(|(_, s)| s.iter().product::<usize>()).sum::<usize>() / shard.size;
+            crate::checkpoint::expected_tensors(&whole).iter().map(|(_, s)| s.iter().product::<usize>()).sum::<usize>() / shard.size;
         // The CPU backend keeps an f32 copy: refuse sizes that cannot fit rather than thrash.
         let need = params * 4;
         if let Some(avail) = available_memory() {
@@ -157,12 +185,14 @@ impl CpuBackend {
         }
         // A tied lm_head is a second f32 copy of the embedding, read twice.
         let tied = if cfg.tie_word_embeddings { ck.tensor_bytes(names::EMBED) } else { 0 };
-        let r = Reader { ck, shard, bar: crate::progress::bytes((ck.weight_bytes() + tied) / shard.size as u64, "loading weights") };
+        let fp8_round_trip = cfg.fp8_experts() && !ck.config.fp8_experts();
+        let bar = crate::progress::bytes((ck.weight_bytes() + tied) / shard.size as u64, "loading weights");
+        let r = Reader { ck, shard, bar, fp8_round_trip };
         let mut layers = Vec::new();
         for i in 0..cfg.num_hidden_layers {
             let l = names::layer(i);
             let ffn = if cfg.is_moe_layer(i) {
-                let experts = (0..cfg.num_experts).into_par_iter().map(|x| r.mlp(|p| l.expert(x, p))).collect::<Result<Vec<_>>>()?;
+                let experts = (0..cfg.num_experts).into_par_iter().map(|x| r.expert_mlp(|p| l.expert(x, p))).collect::<Result<Vec<_>>>()?;
                 Ffn::Moe(Moe {
                     router: r.weight(&l.router())?,
                     bias: r.f32(&l.expert_bias())?,

@@ -50,6 +50,10 @@ pub struct Common {
     /// Write the results here as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// `fp8`: routed experts as block FP8 (random weights: drawn as bf16 and quantized on the
+    /// device); the floor then counts their fp8 bytes and scales.
+    #[arg(long, value_enum)]
+    pub quantization: Option<crate::fp8::Quantization>,
 }
 
 #[derive(clap::Args)]
@@ -88,9 +92,9 @@ pub fn run(cmd: BenchCmd, process_start: std::time::Instant) -> Result<()> {
             }
             let src = ModelSource::parse(&common.preset);
             if common.tp_size > 1 {
-                return run_on(super::engines::cpu_ranks_engine(&src, common.tp_size)?, cmd, process_start);
+                return run_on(super::engines::cpu_ranks_engine(&src, common.tp_size, common.quantization)?, cmd, process_start);
             }
-            run_on(cpu_engine(&src)?, cmd, process_start)
+            run_on(cpu_engine(&src, common.quantization)?, cmd, process_start)
         }
         Device::Cuda | Device::Auto => cuda(cmd, process_start),
     }
@@ -111,7 +115,8 @@ fn cuda(cmd: BenchCmd, process_start: std::time::Instant) -> Result<()> {
     use crate::backend::cuda::CudaOptions;
     let common = cmd.common();
     // Per-launch timing is chosen when the backend's kernels are loaded.
-    let opts = CudaOptions { profile_kernels: matches!(cmd, BenchCmd::Kernels(_)), ..CudaOptions::default() };
+    let opts =
+        CudaOptions { profile_kernels: matches!(cmd, BenchCmd::Kernels(_)), quantization: common.quantization, ..CudaOptions::default() };
     let src = ModelSource::parse(&common.preset);
     if common.tp_size > 1 {
         if matches!(cmd, BenchCmd::Kernels(_)) {

@@ -33,7 +33,7 @@ impl ModelSource {
 
 /// The CPU engine: a checkpoint, or the tiny preset (the embedded default model; the CPU backend
 /// holds f32 weights in host memory, so the big presets are not offered).
-pub fn cpu_engine(src: &ModelSource) -> Result<Engine<CpuBackend>> {
+pub fn cpu_engine(src: &ModelSource, quantization: Option<crate::fp8::Quantization>) -> Result<Engine<CpuBackend>> {
     let dir = match src {
         ModelSource::Checkpoint(dir) => dir.clone(),
         ModelSource::Preset(p) if p == "tiny" => crate::make_model::resolve_model(None)?,
@@ -41,11 +41,18 @@ pub fn cpu_engine(src: &ModelSource) -> Result<Engine<CpuBackend>> {
     };
     let ck = Checkpoint::open(&dir)?;
     let tok = Tokenizer::open(&dir, &ck.config)?;
-    Ok(Engine::new(CpuBackend::load(&ck)?, ck.config.clone(), tok.mask_id, tok.eos_id))
+    // The backend's config: it says whether the experts are fp8 (the step floor counts by it).
+    let b = CpuBackend::load_quantized(&ck, quantization)?;
+    let cfg = b.cfg.clone();
+    Ok(Engine::new(b, cfg, tok.mask_id, tok.eos_id))
 }
 
 /// The CPU twin of tensor parallelism: `size` ranks as threads over a checkpoint or tiny.
-pub fn cpu_ranks_engine(src: &ModelSource, size: usize) -> Result<Engine<Ranks<CpuBackend>>> {
+pub fn cpu_ranks_engine(
+    src: &ModelSource,
+    size: usize,
+    quantization: Option<crate::fp8::Quantization>,
+) -> Result<Engine<Ranks<CpuBackend>>> {
     let dir = match src {
         ModelSource::Checkpoint(dir) => dir.clone(),
         ModelSource::Preset(p) if p == "tiny" => crate::make_model::resolve_model(None)?,
@@ -54,7 +61,8 @@ pub fn cpu_ranks_engine(src: &ModelSource, size: usize) -> Result<Engine<Ranks<C
     let ck = Arc::new(Checkpoint::open(&dir)?);
     let tok = Tokenizer::open(&dir, &ck.config)?;
     Shard::check(&ck.config, size)?;
-    Ok(Engine::new(crate::runtime::cpu_ranks(&ck, size)?, ck.config.clone(), tok.mask_id, tok.eos_id))
+    let cfg = ck.config.clone().quantized(quantization);
+    Ok(Engine::new(crate::runtime::cpu_ranks(&ck, size, quantization)?, cfg, tok.mask_id, tok.eos_id))
 }
 
 /// A preset's config as the random-weight engines draw it, and its mask and EOS ids.
@@ -82,12 +90,13 @@ pub fn cuda_ranks_engine(
         ModelSource::Checkpoint(dir) => {
             let ck = Arc::new(Checkpoint::open(dir)?);
             let tok = Tokenizer::open(dir, &ck.config)?;
-            let cfg = ck.config.clone();
+            let cfg = ck.config.clone().quantized(opts.quantization);
             Ok(Engine::new(tensor_parallel(WeightsFrom::Checkpoint(ck), size, opts)?, cfg, tok.mask_id, tok.eos_id))
         }
         ModelSource::Preset(name) => {
             let (cfg, mask, eos) = preset_config(name)?;
-            Ok(Engine::new(tensor_parallel(WeightsFrom::Random { cfg: Box::new(cfg.clone()), seed }, size, opts)?, cfg, mask, eos))
+            let group = tensor_parallel(WeightsFrom::Random { cfg: Box::new(cfg.clone()), seed }, size, opts)?;
+            Ok(Engine::new(group, cfg.quantized(opts.quantization), mask, eos))
         }
     }
 }
@@ -104,11 +113,15 @@ pub fn cuda_engine(
         ModelSource::Checkpoint(dir) => {
             let ck = Checkpoint::open(dir)?;
             let tok = Tokenizer::open(dir, &ck.config)?;
-            Ok(Engine::new(CudaBackend::load(&ck, opts)?, ck.config.clone(), tok.mask_id, tok.eos_id))
+            let b = CudaBackend::load(&ck, opts)?;
+            let cfg = b.cfg.clone();
+            Ok(Engine::new(b, cfg, tok.mask_id, tok.eos_id))
         }
         ModelSource::Preset(name) => {
             let (cfg, mask, eos) = preset_config(name)?;
-            Ok(Engine::new(CudaBackend::random(cfg.clone(), seed, opts)?, cfg, mask, eos))
+            let b = CudaBackend::random(cfg, seed, opts)?;
+            let cfg = b.cfg.clone();
+            Ok(Engine::new(b, cfg, mask, eos))
         }
     }
 }

@@ -26,6 +26,8 @@ pub fn step_work(c: &ModelConfig, experts_touched: &[usize], batch: usize, prefi
     let keys = (prefix + block) as f64;
     let qkv = c.qkv_rows() as f64;
     let touched: f64 = if experts_touched.is_empty() { e * moe_layers } else { experts_touched.iter().sum::<usize>() as f64 };
+    // One expert's [im, h] (= [h, im]) matrix: bf16, or fp8 codes and scales.
+    let expert_matrix = crate::fp8::matrix_bytes(c.moe_intermediate_size, c.hidden_size, c.fp8_experts());
     // Activations: bf16 GEMM inputs (2 bytes), f32 GEMM outputs and residual stream (4 bytes).
     let gemm = |name, rows: f64, n: f64, kk: f64, layers: f64| KernelWork {
         name,
@@ -63,12 +65,12 @@ pub fn step_work(c: &ModelConfig, experts_touched: &[usize], batch: usize, prefi
         KernelWork { name: "moe_permute", bytes: moe_layers * t * k * 8.0 * 3.0, flops: 0.0 },
         KernelWork {
             name: "moe_gate_up",
-            bytes: touched * 2.0 * im * h * 2.0 + moe_layers * (t * k * h * 2.0 + t * k * im * 2.0),
+            bytes: touched * 2.0 * expert_matrix + moe_layers * (t * k * h * 2.0 + t * k * im * 2.0),
             flops: moe_layers * 2.0 * t * k * 2.0 * im * h,
         },
         KernelWork {
             name: "moe_down",
-            bytes: touched * im * h * 2.0 + moe_layers * (t * k * im * 2.0 + t * k * h * 4.0),
+            bytes: touched * expert_matrix + moe_layers * (t * k * im * 2.0 + t * k * h * 4.0),
             flops: moe_layers * 2.0 * t * k * im * h,
         },
         KernelWork { name: "moe_combine", bytes: moe_layers * (t * k * h * 4.0 + t * h * 4.0), flops: moe_layers * t * k * h * 2.0 },
@@ -106,8 +108,8 @@ pub struct KernelRow {
 fn work_name(launch: &str) -> &str {
     match launch {
         "block_attention_d256" => "block_attention",
-        "moe_gate_up_m64" => "moe_gate_up",
-        "moe_down_m64" => "moe_down",
+        "moe_gate_up_m64" | "moe_gate_up_fp8" | "moe_gate_up_m64_fp8" => "moe_gate_up",
+        "moe_down_m64" | "moe_down_fp8" | "moe_down_m64_fp8" => "moe_down",
         other => other,
     }
 }

@@ -27,13 +27,15 @@ pub mod random_weights {
         _blocks: usize,
         _seed: u64,
         _profile: bool,
+        _quantization: Option<crate::fp8::Quantization>,
     ) -> anyhow::Result<String> {
         anyhow::bail!("--random-weights needs the CUDA backend, and this dllm was built without CUDA kernels")
     }
 }
 
 /// Bytes one step must read: every weight it uses once (only the experts its tokens route
-/// to), the KV of every request's prefix and block, and the block's K/V writes.
+/// to; fp8 experts at one byte an element plus their block scales), the KV of every request's
+/// prefix and block, and the block's K/V writes.
 #[derive(Debug, Clone, Copy, Serialize, PartialEq)]
 pub struct StepBytes {
     pub weights: f64,
@@ -44,6 +46,9 @@ pub fn step_bytes(c: &ModelConfig, experts_touched: &[usize], batch: usize, pref
     let (h, d, v) = (c.hidden_size as f64, c.head_dim() as f64, c.vocab_size as f64);
     let attn = c.qkv_rows() as f64 * h + h * (c.num_attention_heads as f64 * d) + 2.0 * h + 2.0 * d;
     let mut params = 0.0;
+    let mut expert_bytes = 0.0;
+    let (im, hs) = (c.moe_intermediate_size, c.hidden_size);
+    let one_expert = 2.0 * crate::fp8::matrix_bytes(im, hs, c.fp8_experts()) + crate::fp8::matrix_bytes(hs, im, c.fp8_experts());
     let mut moe_layer = 0;
     for l in 0..c.num_hidden_layers {
         params += attn;
@@ -51,7 +56,8 @@ pub fn step_bytes(c: &ModelConfig, experts_touched: &[usize], batch: usize, pref
             // Without a count (routing not measured) assume every expert is read.
             let e = experts_touched.get(moe_layer).copied().unwrap_or(c.num_experts) as f64;
             moe_layer += 1;
-            params += c.num_experts as f64 * h + e * 3.0 * c.moe_intermediate_size as f64 * h;
+            params += c.num_experts as f64 * h;
+            expert_bytes += e * one_expert;
             params += 3.0 * c.shared_intermediate() as f64 * h;
         } else {
             params += 3.0 * c.intermediate_size as f64 * h;
@@ -61,7 +67,7 @@ pub fn step_bytes(c: &ModelConfig, experts_touched: &[usize], batch: usize, pref
     params += v * h + h + tokens * h; // lm_head, final norm, the embedding rows gathered
     let kv_row = (c.num_key_value_heads * c.head_dim()) as f64 * 2.0 * 2.0; // K and V, bf16
     let kv = c.num_hidden_layers as f64 * batch as f64 * ((prefix + block) as f64 + block as f64) * kv_row;
-    StepBytes { weights: params * 2.0, kv }
+    StepBytes { weights: params * 2.0 + expert_bytes, kv }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -83,6 +89,8 @@ pub struct StepRun {
     pub experts_touched_per_layer: f64,
     pub weight_bytes: f64,
     pub kv_bytes: f64,
+    /// How the routed experts are stored ("bf16" or "fp8"), which `weight_bytes` counts.
+    pub experts_dtype: &'static str,
     pub bandwidth_gbps: f64,
     /// Matrix FLOPs of the step and the measured bf16 rate (absent on the CPU backend).
     pub flops: f64,
@@ -207,6 +215,7 @@ pub fn bench_steps<B: Runner + Measure>(engine: &mut Engine<B>, a: &StepBenchArg
             },
             weight_bytes: bytes.weights,
             kv_bytes: bytes.kv,
+            experts_dtype: if cfg.fp8_experts() { "fp8" } else { "bf16" },
             bandwidth_gbps: bandwidth / 1e9,
             flops,
             gemm_tflops: gemm.map(|g| g / 1e12),
@@ -270,20 +279,36 @@ pub fn attach_baseline(runs: &mut [StepRun], baseline: &serde_json::Value) {
 
 pub fn print_step_table(device: &str, runs: &[StepRun]) {
     println!("device: {device}");
+    if let Some(r) = runs.first() {
+        println!("routed experts: {} (the floor counts their bytes as stored, with the bf16 rest and the KV)", r.experts_dtype);
+    }
     println!(
-        "{:>5} {:>3} {:>7} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8} {:>10} {:>9} {:>8}",
-        "batch", "tp", "prefix", "step_ms", "first_ms", "experts", "floor_ms", "ar_ms", "x_floor", "GB/s_ceil", "base_ms", "speedup"
+        "{:>5} {:>3} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8} {:>10} {:>9} {:>8}",
+        "batch",
+        "tp",
+        "prefix",
+        "step_ms",
+        "first_ms",
+        "experts",
+        "GB_read",
+        "floor_ms",
+        "ar_ms",
+        "x_floor",
+        "GB/s_ceil",
+        "base_ms",
+        "speedup"
     );
     for r in runs {
         let opt = |v: Option<f64>, p: usize| v.map(|x| format!("{x:.p$}")).unwrap_or_else(|| "-".into());
         println!(
-            "{:>5} {:>3} {:>7} {:>9.3} {:>9.1} {:>9.1} {:>9.3} {:>8} {:>8.2} {:>10.0} {:>9} {:>8}",
+            "{:>5} {:>3} {:>7} {:>9.3} {:>9.1} {:>9.1} {:>9.2} {:>9.3} {:>8} {:>8.2} {:>10.0} {:>9} {:>8}",
             r.batch,
             r.tp_size,
             r.prefix,
             r.step_ms,
             r.first_step_ms,
             r.experts_touched_per_layer,
+            (r.weight_bytes + r.kv_bytes) / 1e9,
             r.floor_ms,
             opt(r.all_reduce_ms, 3),
             r.over_floor,
@@ -378,5 +403,19 @@ mod tests {
         // Every expert counted when routing was not measured.
         let all = step_bytes(&c, &[], 64, 1024, 32);
         assert!(all.weights > b.weights && all.kv > 60.0 * b.kv);
+    }
+
+    #[test]
+    fn fp8_experts_halve_the_expert_bytes_of_the_floor() {
+        let c = crate::config::preset("mini").unwrap();
+        let q = c.clone().quantized(Some(crate::fp8::Quantization::Fp8));
+        let (b, f) = (step_bytes(&c, &[145; 19], 1, 1024, 32), step_bytes(&q, &[145; 19], 1, 1024, 32));
+        let (h, im) = (c.hidden_size as f64, c.moe_intermediate_size as f64);
+        // 145 experts x 19 layers x 3 matrices: each loses a byte an element and gains its scales
+        // (mini: 4 x 16 blocks of 128 x 128 per matrix, 4 bytes each).
+        let saved = 145.0 * 19.0 * 3.0 * (im * h - 4.0 * 16.0 * 4.0);
+        assert_eq!(b.weights - f.weights, saved);
+        assert_eq!(b.kv, f.kv);
+        assert!(f.weights / b.weights < 0.6, "{}", f.weights / b.weights);
     }
 }

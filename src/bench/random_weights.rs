@@ -39,8 +39,9 @@ pub fn random_steps(
     blocks: usize,
     seed: u64,
     profile_kernels: bool,
+    quantization: Option<crate::fp8::Quantization>,
 ) -> Result<StepTimes> {
-    let opts = CudaOptions { profile_kernels, ..CudaOptions::default() };
+    let opts = CudaOptions { profile_kernels, quantization, ..CudaOptions::default() };
     let mut engine = cuda_engine(&ModelSource::Preset(preset_name.to_string()), seed, &opts)?;
     let v = engine.cfg.vocab_size as u32;
     let mut rng = Rng::new(seed);
@@ -86,8 +87,9 @@ pub fn random_weights_steps(
     blocks: usize,
     seed: u64,
     profile_kernels: bool,
+    quantization: Option<crate::fp8::Quantization>,
 ) -> Result<String> {
-    let t = random_steps(preset, prefix_len, block, blocks, seed, profile_kernels)?;
+    let t = random_steps(preset, prefix_len, block, blocks, seed, profile_kernels, quantization)?;
     for (name, ms, calls) in &t.profile {
         eprintln!("  {name:<28} {ms:8.3} ms/step  {calls:6.1} calls/step");
     }

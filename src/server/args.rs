@@ -42,6 +42,10 @@ pub struct ServeArgs {
     /// The fraction of the GPU memory left after the weights that the KV cache takes, in (0, 1].
     #[arg(long)]
     pub mem_fraction_static: Option<f32>,
+    /// `fp8`: the routed experts as block FP8 (e4m3, one scale per 128x128 block), quantized on
+    /// the GPU at load; a checkpoint that stores FP8 experts needs no flag (SGLang's flag).
+    #[arg(long, value_enum)]
+    pub quantization: Option<crate::fp8::Quantization>,
     /// Tensor parallelism (SGLang's flag): the model sharded over this many GPUs of this host,
     /// one thread each (with `--device cpu`: ranks as CPU threads, the tests' twin).
     #[arg(long, alias = "tensor-parallel-size", default_value_t = 1)]
@@ -385,6 +389,7 @@ fn args_json(a: &ServeArgs, threshold: f32, chunked_prefill_size: i64) -> serde_
         "max_running_requests": a.max_running_requests,
         "max_queued_requests": a.max_queued_requests,
         "mem_fraction_static": a.mem_fraction_static,
+        "quantization": a.quantization,
         "tp_size": a.tp_size,
         "load_format": format!("{:?}", a.load_format).to_lowercase(),
         "dp_size": a.dp_size,

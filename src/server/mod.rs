@@ -122,6 +122,7 @@ pub async fn start(args: ServeArgs) -> Result<RunningServer> {
         mem_fraction_static: args.mem_fraction_static,
         tp_size: args.tp_size,
         load_format: args.load_format,
+        quantization: args.quantization,
         ..LoadOptions::on(settings.device)
     };
     let loaded =

@@ -31,6 +31,7 @@ unsafe impl DeviceRepr for AttnParams {}
 unsafe impl DeviceRepr for RouterParams {}
 unsafe impl DeviceRepr for PermuteParams {}
 unsafe impl DeviceRepr for MoeGemmParams {}
+unsafe impl DeviceRepr for QuantizeFp8Params {}
 unsafe impl DeviceRepr for CombineParams {}
 unsafe impl DeviceRepr for SiluMulParams {}
 unsafe impl DeviceRepr for PickParams {}

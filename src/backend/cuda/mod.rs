@@ -11,6 +11,7 @@ mod act;
 mod attention;
 mod device;
 pub mod error;
+mod fp8;
 pub mod kernels;
 pub mod kv_cache;
 mod measure;
@@ -55,6 +56,9 @@ pub struct CudaOptions {
     /// Tensor parallel: check at every MoE layer that all ranks routed alike (their routers
     /// run replicated on identical inputs); a sync and a host gather a layer, so tests only.
     pub check_tp_routing: bool,
+    /// `--quantization fp8`: routed experts as block FP8, quantized on the device at load
+    /// (a checkpoint that stores FP8 experts loads as FP8 without it).
+    pub quantization: Option<crate::fp8::Quantization>,
 }
 
 impl Default for CudaOptions {
@@ -67,6 +71,7 @@ impl Default for CudaOptions {
             poison: false,
             profile_kernels: false,
             check_tp_routing: false,
+            quantization: None,
         }
     }
 }
@@ -154,7 +159,8 @@ impl CudaBackend {
         Self::load_rank(ck, opts, TpRank::whole())
     }
 
-    /// bf16 random weights made on the device (shapes like the `mini` preset that cannot be shipped).
+    /// bf16 random weights made on the device (shapes like the `mini` preset that cannot be shipped);
+    /// with `--quantization fp8` the experts' draws are quantized on the device.
     pub fn random(cfg: ModelConfig, seed: u64, opts: &CudaOptions) -> Result<Self> {
         Self::random_rank(cfg, seed, opts, TpRank::whole())
     }
@@ -162,13 +168,14 @@ impl CudaBackend {
     /// One tensor-parallel rank of a checkpoint: its slices only.
     pub fn load_rank(ck: &Checkpoint, opts: &CudaOptions, tp: TpRank) -> Result<Self> {
         let shard = tp.shard;
-        Self::build(ck.config.clone(), opts, tp, |k, c| weights::load(k, c, shard, &mut weights::FromCheckpoint::new(ck, shard)))
+        let cfg = ck.config.clone().quantized(opts.quantization);
+        Self::build(cfg, opts, tp, |k, c| weights::load(k, c, shard, &mut weights::FromCheckpoint::new(ck, shard)))
     }
 
     /// One tensor-parallel rank of random weights: the values the whole model has at its slices.
     pub fn random_rank(cfg: ModelConfig, seed: u64, opts: &CudaOptions, tp: TpRank) -> Result<Self> {
         let shard = tp.shard;
-        Self::build(cfg, opts, tp, |k, c| weights::load(k, c, shard, &mut weights::Random::new(c, seed)))
+        Self::build(cfg.quantized(opts.quantization), opts, tp, |k, c| weights::load(k, c, shard, &mut weights::Random::new(c, seed)))
     }
 
     /// `whole` is the whole model's config; the backend computes with its rank's view of it.
@@ -325,6 +332,10 @@ fn check_shapes(c: &ModelConfig) -> Result<()> {
     }
     if !c.hidden_size.is_multiple_of(8) || !c.moe_intermediate_size.is_multiple_of(8) || c.hidden_size > 8192 {
         bail!("the CUDA kernels need hidden_size (<= 8192) and moe_intermediate_size to be multiples of 8");
+    }
+    // The fp8 GEMM copies weight rows 16 codes (bytes) at a time.
+    if c.fp8_experts() && (!c.hidden_size.is_multiple_of(16) || !c.moe_intermediate_size.is_multiple_of(16)) {
+        bail!("the CUDA fp8 expert GEMMs need hidden_size and moe_intermediate_size to be multiples of 16");
     }
     if c.num_experts > ROUTER_MAX_E.min(PERMUTE_MAX_E) || c.n_group > ROUTER_MAX_GROUPS {
         bail!("the CUDA router supports up to {} experts in up to {ROUTER_MAX_GROUPS} groups", ROUTER_MAX_E.min(PERMUTE_MAX_E));

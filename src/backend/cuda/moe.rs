@@ -4,7 +4,7 @@
 use super::act::CudaAct;
 use super::error::CudaError;
 use super::kernels::{params::*, Kernel};
-use super::weights::{Ffn, MoeWeights};
+use super::weights::{ExpertMatrix, Ffn, MoeWeights};
 use super::CudaBackend;
 use anyhow::{bail, Result};
 use cudarc::driver::CudaSlice;
@@ -56,6 +56,20 @@ impl CudaBackend {
         Ok((ids, wts))
     }
 
+    /// Point the GEMM's w1 (and w2, gated) at the experts' matrices, bf16 or fp8 with scales.
+    fn set_weights(&self, g: &mut MoeGemmParams, w1: &ExpertMatrix, w2: Option<&ExpertMatrix>) {
+        (g.w1, g.w1_fp8, g.w1_scale) = self.matrix_ptrs(w1);
+        (g.w2, g.w2_fp8, g.w2_scale) = w2.map_or((0, 0, 0), |w| self.matrix_ptrs(w));
+    }
+
+    /// (bf16 weights, fp8 codes, fp8 scales): the addresses the kernel reads, 0 for the others.
+    fn matrix_ptrs(&self, w: &ExpertMatrix) -> (u64, u64, u64) {
+        match w {
+            ExpertMatrix::Bf16(b) => (self.p(b), 0, 0),
+            ExpertMatrix::Fp8 { codes, scale_inv } => (0, self.p(codes), self.p(scale_inv)),
+        }
+    }
+
     pub(super) fn moe(&self, m: &MoeWeights, x: &CudaSlice<u16>, rows: usize) -> Result<CudaSlice<f32>> {
         let c = &self.cfg;
         let (h, im, e, topk) = (c.hidden_size, c.moe_intermediate_size, c.num_experts, c.num_experts_per_tok);
@@ -100,8 +114,6 @@ impl CudaBackend {
         let act = self.alloc_bf16(slots * im, "expert activations")?;
         let mut g = MoeGemmParams {
             x: self.p(x),
-            w1: self.p(&m.gate),
-            w2: self.p(&m.up),
             act_out: self.p(&act),
             f32_out: 0,
             slot_token: self.p(&slot_token),
@@ -111,18 +123,21 @@ impl CudaBackend {
             n: im as i32,
             k: h as i32,
             max_items: max_items as i32,
+            ..Default::default()
         };
-        // The kernel variant for the tile rows, and the shared memory params.h sizes it for.
-        let ((gate_up, gate_up_smem), (down, down_smem)) = if tile_m == MOE_BM_LARGE {
-            ((Kernel::MoeGateUpM64, MOE_GATE_UP_M64_SMEM), (Kernel::MoeDownM64, MOE_DOWN_M64_SMEM))
-        } else {
-            ((Kernel::MoeGateUp, MOE_GATE_UP_SMEM), (Kernel::MoeDown, MOE_DOWN_SMEM))
+        self.set_weights(&mut g, &m.gate, Some(&m.up));
+        // The kernel variant for the tile rows and weight type, and the shared memory params.h sizes it for.
+        let fp8 = matches!(m.gate, ExpertMatrix::Fp8 { .. });
+        let ((gate_up, gate_up_smem), (down, down_smem)) = match (tile_m == MOE_BM_LARGE, fp8) {
+            (true, false) => ((Kernel::MoeGateUpM64, MOE_GATE_UP_M64_SMEM), (Kernel::MoeDownM64, MOE_DOWN_M64_SMEM)),
+            (false, false) => ((Kernel::MoeGateUp, MOE_GATE_UP_SMEM), (Kernel::MoeDown, MOE_DOWN_SMEM)),
+            (true, true) => ((Kernel::MoeGateUpM64Fp8, MOE_GATE_UP_M64_FP8_SMEM), (Kernel::MoeDownM64Fp8, MOE_DOWN_M64_FP8_SMEM)),
+            (false, true) => ((Kernel::MoeGateUpFp8, MOE_GATE_UP_FP8_SMEM), (Kernel::MoeDownFp8, MOE_DOWN_FP8_SMEM)),
         };
         self.k.launch_smem(gate_up, (im.div_ceil(GEMM_BN) as u32, max_items as u32, 1), GEMM_THREADS as u32, gate_up_smem, &g)?;
         let slot_out = self.alloc_f32(slots * h, "expert outputs")?;
         g.x = self.p(&act);
-        g.w1 = self.p(&m.down);
-        g.w2 = 0;
+        self.set_weights(&mut g, &m.down, None);
         g.act_out = 0;
         g.f32_out = self.p(&slot_out);
         g.n = h as i32;

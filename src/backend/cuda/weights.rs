@@ -7,6 +7,7 @@
 //! by expert id; the dense MLP's gate and up are stacked into one `[2I, H]` matrix (one GEMM).
 
 use super::error::CudaError;
+pub use super::fp8::ExpertMatrix;
 use super::kernels::{params::InitParams, ptr, Kernel, Kernels};
 use crate::backend::shard::Shard;
 use crate::checkpoint::names::{self, Proj};
@@ -27,11 +28,11 @@ pub struct DenseMlp {
 pub struct MoeWeights {
     pub router: CudaSlice<u16>,
     pub bias: CudaSlice<f32>,
-    /// `[E][Im][H]` each.
-    pub gate: CudaSlice<u16>,
-    pub up: CudaSlice<u16>,
+    /// `[E][Im][H]` each (bf16, or block fp8 under `--quantization fp8`).
+    pub gate: ExpertMatrix,
+    pub up: ExpertMatrix,
     /// `[E][H][Im]`.
-    pub down: CudaSlice<u16>,
+    pub down: ExpertMatrix,
     pub shared: Option<DenseMlp>,
 }
 
@@ -66,6 +67,10 @@ pub trait Source {
     /// The same `slice` of each of the bf16 tensor(s), stacked along the first dim into one buffer.
     fn bf16(&mut self, k: &Kernels, names: &[String], numel_each: usize, slice: &Slice) -> Result<CudaSlice<u16>>;
     fn f32(&mut self, k: &Kernels, name: &str, numel: usize) -> Result<CudaSlice<f32>>;
+    /// The same `slice` (`[rows, cols]`) of each routed expert's matrix, stacked, as block fp8
+    /// (backend/cuda/fp8.rs). A rank's slice starts at a multiple of its width, a multiple of
+    /// 128 wherever fp8 shards (flash: 512 at TP2), so its blocks are the whole matrix's blocks.
+    fn fp8(&mut self, k: &Kernels, names: &[String], rows: usize, cols: usize, slice: &Slice) -> Result<ExpertMatrix>;
 }
 
 /// A checkpoint's tensors, read from its shards and counted on a progress bar (cleared when
@@ -116,6 +121,12 @@ impl Source for FromCheckpoint<'_> {
         }
         self.bar.inc(self.ck.tensor_bytes(name));
         Ok(k.stream.clone_htod(&v).map_err(|e| CudaError::upload(name, v.len() * 4, e))?)
+    }
+    fn fp8(&mut self, k: &Kernels, names: &[String], rows: usize, cols: usize, slice: &Slice) -> Result<ExpertMatrix> {
+        let (ck, bar, ranks) = (self.ck, &self.bar, self.ranks);
+        super::fp8::from_checkpoint(k, ck, names, rows, cols, slice, |n| {
+            bar.inc((ck.tensor_bytes(n) + ck.tensor_bytes(&crate::fp8::scale_name(n))) / ranks)
+        })
     }
 }
 
@@ -186,29 +197,36 @@ struct Placement {
     col0: usize,
 }
 
+impl Random<'_> {
+    /// Tensor `name`'s `slice` (`numel` values) into `dst`: the whole tensor's values at the
+    /// slice's indices.
+    fn draw(&mut self, k: &Kernels, name: &str, dst: u64, numel: usize, slice: &Slice) -> Result<()> {
+        let cols = self.shapes.get(name).and_then(|s| s.last().copied()).unwrap_or(numel);
+        match slice {
+            Slice::Whole => self.fill(k, name, Some(dst), None, numel, Placement::default()),
+            Slice::Rows(ranges) => {
+                let mut done = 0;
+                for r in ranges {
+                    let at = Placement { offset: r.start * cols, ..Placement::default() };
+                    self.fill(k, name, Some(dst + (done * 2) as u64), None, r.len() * cols, at)?;
+                    done += r.len() * cols;
+                }
+                Ok(())
+            }
+            Slice::Cols(c) => {
+                let at = Placement { local_cols: c.len(), global_cols: cols, col0: c.start, offset: 0 };
+                self.fill(k, name, Some(dst), None, numel, at)
+            }
+        }
+    }
+}
+
 impl Source for Random<'_> {
     fn bf16(&mut self, k: &Kernels, names: &[String], numel_each: usize, slice: &Slice) -> Result<CudaSlice<u16>> {
         let buf = k.alloc::<u16>(names.len() * numel_each, &names[0])?;
         let base = ptr(&buf, &k.stream);
-        // One draw per stacked tensor, each at its slice's indices of the whole tensor.
         for (i, n) in names.iter().enumerate() {
-            let dst = base + (i * numel_each * 2) as u64;
-            let cols = self.shapes.get(n).and_then(|s| s.last().copied()).unwrap_or(numel_each);
-            match slice {
-                Slice::Whole => self.fill(k, n, Some(dst), None, numel_each, Placement::default())?,
-                Slice::Rows(ranges) => {
-                    let mut done = 0;
-                    for r in ranges {
-                        let at = Placement { offset: r.start * cols, ..Placement::default() };
-                        self.fill(k, n, Some(dst + (done * 2) as u64), None, r.len() * cols, at)?;
-                        done += r.len() * cols;
-                    }
-                }
-                Slice::Cols(c) => {
-                    let at = Placement { local_cols: c.len(), global_cols: cols, col0: c.start, offset: 0 };
-                    self.fill(k, n, Some(dst), None, numel_each, at)?
-                }
-            }
+            self.draw(k, n, base + (i * numel_each * 2) as u64, numel_each, slice)?;
         }
         Ok(buf)
     }
@@ -216,6 +234,10 @@ impl Source for Random<'_> {
         let buf = k.alloc::<f32>(numel, name)?;
         self.fill(k, name, None, Some(ptr(&buf, &k.stream)), numel, Placement::default())?;
         Ok(buf)
+    }
+    /// The draws [`Source::bf16`] would make, quantized one matrix at a time.
+    fn fp8(&mut self, k: &Kernels, names: &[String], rows: usize, cols: usize, slice: &Slice) -> Result<ExpertMatrix> {
+        super::fp8::from_draws(k, &names[0], names.len(), rows, cols, |i, staging| self.draw(k, &names[i], staging, rows * cols, slice))
     }
 }
 
@@ -255,13 +277,24 @@ pub fn load(k: &Kernels, c: &ModelConfig, shard: Shard, src: &mut dyn Source) ->
         let ffn = if c.is_moe_layer(i) {
             let (e, m) = (c.num_experts, local.moe_intermediate_size);
             let experts = |p: Proj| (0..e).map(|x| l.expert(x, p)).collect::<Vec<_>>();
-            let (gate, up, down) = (experts(Proj::Gate), experts(Proj::Up), experts(Proj::Down));
+            // In this order: random weights draw each tensor from a counter.
+            let router = src.bf16(k, &[l.router()], e * h, &whole)?;
+            let bias = src.f32(k, &l.expert_bias(), e)?;
+            let mut matrix = |p: Proj, rows: usize, cols: usize| -> Result<ExpertMatrix> {
+                let (names, slice) = (experts(p), at.slice(&l.expert(0, p)));
+                if c.fp8_experts() {
+                    src.fp8(k, &names, rows, cols, &slice)
+                } else {
+                    Ok(ExpertMatrix::Bf16(src.bf16(k, &names, rows * cols, &slice)?))
+                }
+            };
+            let (gate, up, down) = (matrix(Proj::Gate, m, h)?, matrix(Proj::Up, m, h)?, matrix(Proj::Down, h, m)?);
             Ffn::Moe(MoeWeights {
-                router: src.bf16(k, &[l.router()], e * h, &whole)?,
-                bias: src.f32(k, &l.expert_bias(), e)?,
-                gate: src.bf16(k, &gate, m * h, &at.slice(&gate[0]))?,
-                up: src.bf16(k, &up, m * h, &at.slice(&up[0]))?,
-                down: src.bf16(k, &down, h * m, &at.slice(&down[0]))?,
+                router,
+                bias,
+                gate,
+                up,
+                down,
                 shared: if c.num_shared_experts > 0 {
                     Some(dense_mlp(k, src, &at, |p| l.shared_expert(p), c.shared_intermediate())?)
                 } else {

@@ -1,0 +1,37 @@
+// quantize_fp8: bf16 weights -> block FP8 (e4m3 codes + one f32 scale_inv per 128x128 block),
+// at load (`--quantization fp8`: each expert is uploaded into a staging buffer and quantized
+// here, so no second copy is made in host memory). Grid: (column blocks, row blocks, matrices);
+// one CTA per block. The rules are src/fp8.rs's (its CPU twin, matched bit for bit):
+// scale_inv = amax / 448 (1 for an all-zero block), code = e4m3_satfinite_rne(x / scale_inv).
+#include "common.cuh"
+#include <cuda_fp8.h>
+
+extern "C" __global__ void __launch_bounds__(QUANT_THREADS) quantize_fp8(const QuantizeFp8Params p) {
+    const size_t mat = blockIdx.z, numel = (size_t)p.rows * p.cols;
+    const int r0 = blockIdx.y * FP8_BLOCK, c0 = blockIdx.x * FP8_BLOCK;
+    const int rn = min(FP8_BLOCK, p.rows - r0), cn = min(FP8_BLOCK, p.cols - c0);
+    const bf16* src = p.src + mat * numel;
+    uint8_t* codes = p.codes + mat * numel;
+    // fmaxf drops a NaN (as the host's f32::max does): it encodes to NaN below, not the scale.
+    float amax = 0.f;
+    for (int i = threadIdx.x; i < rn * cn; i += QUANT_THREADS) {
+        amax = fmaxf(amax, fabsf(bf2f(src[(size_t)(r0 + i / cn) * p.cols + c0 + i % cn])));
+    }
+    __shared__ float warp_amax[QUANT_THREADS / WARP];
+    amax = warp_max(amax);
+    if (threadIdx.x % WARP == 0) warp_amax[threadIdx.x / WARP] = amax;
+    __syncthreads();
+    amax = 0.f;
+#pragma unroll
+    for (int w = 0; w < QUANT_THREADS / WARP; w++) amax = fmaxf(amax, warp_amax[w]);
+    // IEEE division (nvcc's default -prec-div=true), as on the host.
+    const float s = amax > 0.f ? amax / FP8_MAX : 1.f;
+    if (threadIdx.x == 0) {
+        const int sc = (p.cols + FP8_BLOCK - 1) / FP8_BLOCK, sr = (p.rows + FP8_BLOCK - 1) / FP8_BLOCK;
+        p.scale_inv[mat * sr * sc + blockIdx.y * sc + blockIdx.x] = s;
+    }
+    for (int i = threadIdx.x; i < rn * cn; i += QUANT_THREADS) {
+        const size_t at = (size_t)(r0 + i / cn) * p.cols + c0 + i % cn;
+        codes[at] = __nv_cvt_float_to_fp8(bf2f(src[at]) / s, __NV_SATFINITE, __NV_E4M3);
+    }
+}
