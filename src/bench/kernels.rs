@@ -172,6 +172,12 @@ mod tests {
         let floor = crate::bench::step_bytes(&c, &touched, 1, 1024, 32);
         assert!(total >= floor.weights + floor.kv - 1e6 * 20.0, "{total} vs {:?}", floor);
         assert!(total < (floor.weights + floor.kv) * 1.1, "{total} vs {:?}", floor);
+        // And with fp8 experts: the expert GEMMs' bytes shrink with the floor's.
+        let q = c.clone().quantized(Some(crate::fp8::Quantization::Fp8));
+        let (wq, fq) = (step_work(&q, &touched, 1, 1024, 32), crate::bench::step_bytes(&q, &touched, 1, 1024, 32));
+        let tq: f64 = wq.iter().map(|k| k.bytes).sum();
+        assert!(tq >= fq.weights + fq.kv - 1e6 * 20.0 && tq < (fq.weights + fq.kv) * 1.1, "{tq} vs {fq:?}");
+        assert!(tq < total * 0.6, "{tq} vs {total}");
         // The expert GEMMs dominate at batch 1; the lm_head and attention are visible.
         let moe = w.iter().filter(|k| k.name.starts_with("moe_gate_up") || k.name == "moe_down").map(|k| k.bytes).sum::<f64>();
         assert!(moe / total > 0.8, "{}", moe / total);
