@@ -27,8 +27,9 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | 
 B="--prefix 1024 --block 32 --steps 8"
 
 if want tests; then
-    timeout 400 $C/test_cuda_kernels tp2 --test-threads=1 --nocapture >"$OUT/tests.log" 2>&1
-    echo "tp tests rc=$?"; grep -E "^test |vs one GPU|skipped|panicked|test result" "$OUT/tests.log" | head -30
+    # Every CUDA test (the TP2 and fp8 ones among them).
+    timeout 400 $C/test_cuda_kernels --test-threads=1 --nocapture >"$OUT/tests.log" 2>&1
+    echo "cuda_kernels tests rc=$?"; grep -E "^test .*(FAILED|ok)$|vs one GPU|fp8 vs bf16|relative error|panicked|test result" "$OUT/tests.log" | head -40
     timeout 60 $C/dllm generate --device cuda --tp-size 2 --json --max-new-tokens 64 >"$OUT/tiny_tp2.json" 2>"$OUT/tiny_tp2.err"
     echo "tiny tp2 generate rc=$?"; head -c 300 "$OUT/tiny_tp2.json"; echo; tail -3 "$OUT/tiny_tp2.err"
     # Startup errors that say why: more ranks than GPUs, a size that does not divide the heads.
@@ -49,12 +50,22 @@ if want flash; then
     echo "flash tp2 rc=$?"; tail -n 6 "$OUT/step-flash-tp2.log"
 fi
 if want fp8 && $C/dllm bench step --help | grep -q -- --quantization; then
+    # Flash on ONE H200 (GPU 0) with fp8 experts; mini fp8 next to mini bf16; the expert GEMMs'
+    # bandwidth, W8A16 against bf16.
     timeout 300 $C/dllm bench step --preset flash --device cuda --quantization fp8 --batch 1,4,16 $B \
         --json "$OUT/step-flash-fp8.json" >"$OUT/step-flash-fp8.log" 2>&1
     echo "flash fp8 tp1 rc=$?"; tail -n 5 "$OUT/step-flash-fp8.log"
-    timeout 200 $C/dllm bench step --preset mini --device cuda --quantization fp8 --batch 1,4,16,64 $B \
-        --json "$OUT/step-mini-fp8.json" >"$OUT/step-mini-fp8.log" 2>&1
-    echo "mini fp8 rc=$?"; tail -n 6 "$OUT/step-mini-fp8.log"
+    for q in bf16 fp8; do
+        flag=$([ $q = fp8 ] && echo "--quantization fp8")
+        timeout 200 $C/dllm bench step --preset mini --device cuda $flag --batch 1,4,16,64 $B \
+            --json "$OUT/step-mini-$q.json" >"$OUT/step-mini-$q.log" 2>&1
+        echo "mini $q rc=$?"; tail -n 5 "$OUT/step-mini-$q.log"
+        for b in 1 64; do
+            timeout 120 $C/dllm bench kernels --preset mini --device cuda $flag --batch $b --prefix 1024 \
+                --json "$OUT/kernels-mini-$q-b$b.json" >"$OUT/kernels-mini-$q-b$b.log" 2>&1
+            echo "kernels mini $q b$b rc=$?"; grep -iE "moe_|total" "$OUT/kernels-mini-$q-b$b.log" | head -8
+        done
+    done
 fi
 if want serve; then
     M=/tmp/flash-config
