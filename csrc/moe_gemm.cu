@@ -48,7 +48,6 @@ __device__ __forceinline__ uint4 fp8x8_to_bf16x8(uint2 v) {
 template <int BM, bool GATED, bool FP8>
 __device__ __forceinline__ void moe_gemm(const MoeGemmParams& p) {
     using S = Smem<BM, GATED, FP8>;
-    constexpr int STAGES = FP8 ? MOE_FP8_STAGES : 2;  // cp.async stages in flight
     constexpr int MF = BM / 16;                   // row fragments per warp
     constexpr int XCH = BM * (GEMM_BK / 8) / GEMM_THREADS;  // 16-byte x chunks per thread per stage
     int item = blockIdx.y;
@@ -71,7 +70,7 @@ __device__ __forceinline__ void moe_gemm(const MoeGemmParams& p) {
     auto q1s = [&](int buf) { return reinterpret_cast<uint8_t*>(xs(buf) + BM * GEMM_LDS); };
     auto q2s = [&](int buf) { return q1s(buf) + GEMM_BN * GEMM_BK; };
     auto w1s = [&](int buf) {
-        return FP8 ? reinterpret_cast<bf16*>(raw + STAGES * S::stage) : xs(buf) + BM * GEMM_LDS;
+        return FP8 ? reinterpret_cast<bf16*>(raw + 2 * S::stage) : xs(buf) + BM * GEMM_LDS;
     };
     auto w2s = [&](int buf) { return w1s(buf) + GEMM_BN * GEMM_LDS; };
 
@@ -141,22 +140,19 @@ __device__ __forceinline__ void moe_gemm(const MoeGemmParams& p) {
     // Row fragments wholly past the item's rows multiply zeros: skip them.
     const int mf_live = (rows + 15) / 16;
     int ktiles = (p.k + GEMM_BK - 1) / GEMM_BK;
-    // STAGES - 1 tiles ahead; one commit group per iteration (empty past the end), so waiting
-    // for all but the newest STAGES - 1 groups means tile kt has landed.
-#pragma unroll
-    for (int s = 0; s < STAGES - 1; s++) {
-        if (s < ktiles) load(s, s * GEMM_BK);
-        else cp_async_commit();
-    }
+    load(0, 0);
     for (int kt = 0; kt < ktiles; kt++) {
-        if (kt + STAGES - 1 < ktiles) load((kt + STAGES - 1) % STAGES, (kt + STAGES - 1) * GEMM_BK);
-        else cp_async_commit();
-        cp_async_wait<STAGES - 1>();
+        if (kt + 1 < ktiles) {
+            load((kt + 1) & 1, (kt + 1) * GEMM_BK);
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
         __syncthreads();
         // fp8: this stage's products go to their own accumulators, scaled into acc below.
         wmma::fragment<wmma::accumulator, 16, 16, 16, float> st1[FP8 ? MF : 1], st2[FP8 ? MF : 1];
         if constexpr (FP8) {
-            widen(kt % STAGES);
+            widen(kt & 1);
 #pragma unroll
             for (int m = 0; m < MF; m++) {
                 wmma::fill_fragment(st1[m], 0.f);
@@ -164,9 +160,9 @@ __device__ __forceinline__ void moe_gemm(const MoeGemmParams& p) {
             }
             __syncthreads();
         }
-        const bf16* X = xs(kt % STAGES);
-        const bf16* W1 = w1s(kt % STAGES);
-        const bf16* W2 = w2s(kt % STAGES);
+        const bf16* X = xs(kt & 1);
+        const bf16* W1 = w1s(kt & 1);
+        const bf16* W2 = w2s(kt & 1);
 #pragma unroll
         for (int kk = 0; kk < GEMM_BK; kk += 16) {
             wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> b1, b2;

@@ -44,9 +44,6 @@ typedef __nv_bfloat16 bf16;
 // GEMM_BK divide FP8_BLOCK, so a stage's weight tile lies in one scale block.
 #define FP8_BLOCK 128
 #define FP8_MAX 448.0f
-// Stages of e4m3 weight tiles in flight in the fp8 moe_gemm (bf16: 2). A stage holds half the
-// bytes of a bf16 one, so the weight stream needs more of them to keep as many bytes in flight.
-#define MOE_FP8_STAGES 4
 #define QUANT_THREADS 256
 
 // rope.cu: one warp per head at a time; head_dim up to ROPE_MAX_D.
@@ -102,14 +99,14 @@ constexpr DLLM_HD int moe_gemm_smem_bytes(int bm, bool gated) {
     return 2 * moe_gemm_stage_bytes(bm, gated) > bm * (GEMM_BN + 4) * 4 * (gated ? 2 : 1) ? 2 * moe_gemm_stage_bytes(bm, gated)
                                                                                          : bm * (GEMM_BN + 4) * 4 * (gated ? 2 : 1);
 }
-// The fp8 variant: MOE_FP8_STAGES stages of (x bf16 [BM][LDS], w1 fp8 [BN][BK], w2 fp8 [BN][BK] if gated)
+// The fp8 variant: two stages of (x bf16 [BM][LDS], w1 fp8 [BN][BK], w2 fp8 [BN][BK] if gated)
 // as cp.async brings them, then one bf16 copy of the weight tiles ([BN][LDS] each) that the
 // MMA reads, converted from the stage; the fp32 epilogue tiles reuse them all. Every region
 // is a multiple of 128 bytes, so the WMMA pointers are 32-byte aligned.
 constexpr DLLM_HD int moe_gemm_fp8_stage_bytes(int bm, bool gated) { return bm * GEMM_LDS * 2 + GEMM_BN * GEMM_BK * (gated ? 2 : 1); }
 constexpr DLLM_HD int moe_gemm_fp8_smem_bytes(int bm, bool gated) {
-    return MOE_FP8_STAGES * moe_gemm_fp8_stage_bytes(bm, gated) + GEMM_BN * GEMM_LDS * 2 * (gated ? 2 : 1) > bm * (GEMM_BN + 4) * 4 * (gated ? 2 : 1)
-               ? MOE_FP8_STAGES * moe_gemm_fp8_stage_bytes(bm, gated) + GEMM_BN * GEMM_LDS * 2 * (gated ? 2 : 1)
+    return 2 * moe_gemm_fp8_stage_bytes(bm, gated) + GEMM_BN * GEMM_LDS * 2 * (gated ? 2 : 1) > bm * (GEMM_BN + 4) * 4 * (gated ? 2 : 1)
+               ? 2 * moe_gemm_fp8_stage_bytes(bm, gated) + GEMM_BN * GEMM_LDS * 2 * (gated ? 2 : 1)
                : bm * (GEMM_BN + 4) * 4 * (gated ? 2 : 1);
 }
 static_assert(FP8_BLOCK % GEMM_BN == 0 && FP8_BLOCK % GEMM_BK == 0, "a GEMM stage's weight tile must lie in one fp8 scale block");
