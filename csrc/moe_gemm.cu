@@ -27,27 +27,18 @@ struct Smem {
     static constexpr int bytes = FP8 ? moe_gemm_fp8_smem_bytes(BM, GATED) : moe_gemm_smem_bytes(BM, GATED);
 };
 
-// 2 e4m3 codes -> 2 bf16, exact, in 1 conversion and a few integer ops (the widening pass is
-// the fp8 kernels' bottleneck, and conversions issue at a quarter of the integer rate): e4m3 ->
-// f16 (cvt.rn.f16x2.e4m3x2), where every e4m3 value is a normal f16 or zero; then f16 -> bf16
-// by rebiasing the exponent (+112) and dropping 3 mantissa bits that are zero (e4m3 has 3).
-// NaN stays NaN.
-__device__ __forceinline__ uint32_t fp8x2_to_bf16x2(__nv_fp8x2_storage_t pair) {
-    const __half2_raw hr = __nv_cvt_fp8x2_to_halfraw2(pair, __NV_E4M3);
-    const uint32_t h = (uint32_t)hr.x | ((uint32_t)hr.y << 16);
-    const uint32_t t = h & 0x7fff7fffu;
-    const uint32_t mag = ((t >> 3) & 0x0fff0fffu) + (__vcmpne2(t, 0u) & 0x38003800u);
-    const uint32_t is_nan = __vcmpeq2(t & 0x7c007c00u, 0x7c007c00u);
-    return (h & 0x80008000u) | (mag & ~is_nan) | (is_nan & 0x7fc07fc0u);
-}
-
 // 8 e4m3 codes -> 8 bf16 (exact).
 __device__ __forceinline__ uint4 fp8x8_to_bf16x8(uint2 v) {
     uint4 out;
     uint32_t* o = reinterpret_cast<uint32_t*>(&out);
     const uint32_t in[2] = {v.x, v.y};
 #pragma unroll
-    for (int i = 0; i < 4; i++) o[i] = fp8x2_to_bf16x2((__nv_fp8x2_storage_t)((in[i / 2] >> (16 * (i % 2))) & 0xFFFF));
+    for (int i = 0; i < 4; i++) {
+        const __nv_fp8x2_storage_t pair = (__nv_fp8x2_storage_t)((in[i / 2] >> (16 * (i % 2))) & 0xFFFF);
+        const float2 f = __half22float2(__half2(__nv_cvt_fp8x2_to_halfraw2(pair, __NV_E4M3)));
+        const __nv_bfloat162 b = __floats2bfloat162_rn(f.x, f.y);
+        o[i] = *reinterpret_cast<const uint32_t*>(&b);
+    }
     return out;
 }
 
