@@ -78,10 +78,9 @@ pub struct CpuBackend {
     embed: Weight,
     layers: Vec<Layer>,
     final_norm: Vec<f32>,
-    /// This rank's rows of lm_head: token ids `vocab_first ..`.
+    /// This rank's rows of lm_head: token ids `shard.vocab(cfg.vocab_size)` (the config's
+    /// vocabulary is the whole one at every rank).
     lm_head: Weight,
-    vocab_first: usize,
-    vocab_size: usize,
     shard: Shard,
     /// The ranks' meeting point (None at one rank).
     group: Option<Arc<MemGroup>>,
@@ -220,21 +219,7 @@ impl CpuBackend {
         // config names but the machine cannot hold is refused at the request, not by an abort.
         let kv_budget = available_memory().unwrap_or(DEFAULT_KV_BUDGET) / 2;
         let max_seq_len = kv_budget / kv_bytes_per_position(&cfg).max(1);
-        let vocab_first = shard.vocab(cfg.vocab_size).start;
-        Ok(CpuBackend {
-            embed,
-            final_norm,
-            lm_head,
-            vocab_first,
-            vocab_size: cfg.vocab_size,
-            shard,
-            group,
-            layers,
-            cfg,
-            slots: Vec::new(),
-            max_seq_len,
-            touched: None,
-        })
+        Ok(CpuBackend { embed, final_norm, lm_head, shard, group, layers, cfg, slots: Vec::new(), max_seq_len, touched: None })
     }
 
     /// Every rank's part, in rank order (just `part` at one rank).
@@ -553,17 +538,9 @@ impl Backend for CpuBackend {
         if self.group.is_none() {
             return Ok(logits.data.par_chunks(logits.cols).map(pick_row).collect());
         }
-        // Each row's share of this rank's vocabulary slice, three floats (the token id is exact
-        // in f32: vocabularies are below 2^24), then every rank combines all ranks' shares.
-        let first = self.vocab_first as u32;
-        let shares: Vec<f32> = logits
-            .data
-            .par_chunks(logits.cols)
-            .flat_map_iter(|row| {
-                let p = partial_pick(row, first);
-                [p.max, p.token as f32, p.sum_exp]
-            })
-            .collect();
+        // Each row's share of this rank's vocabulary slice, then every rank combines all ranks'.
+        let first = self.shard.vocab(self.cfg.vocab_size).start as u32;
+        let shares: Vec<f32> = logits.data.par_chunks(logits.cols).flat_map_iter(|row| partial_pick(row, first).to_share()).collect();
         Ok(combine_pick_shares(&self.gather(&shares)?, x.rows))
     }
 
@@ -572,7 +549,7 @@ impl Backend for CpuBackend {
         if self.group.is_none() {
             return Ok(logits.data);
         }
-        Ok(self.shard.assemble_vocab(&self.gather(&logits.data)?, x.rows, self.vocab_size))
+        Ok(self.shard.assemble_vocab(&self.gather(&logits.data)?, x.rows, self.cfg.vocab_size))
     }
 }
 

@@ -183,6 +183,8 @@ mod tests {
         assert_eq!((l.num_attention_heads, l.num_key_value_heads, l.moe_intermediate_size), (16, 2, 512));
         assert_eq!(l.shared_intermediate(), 512);
         assert_eq!(l.intermediate_size, 4608);
+        // The vocabulary stays whole (the backends read it from their rank's config).
+        assert_eq!(l.vocab_size, c.vocab_size);
         let l4 = Shard { rank: 3, size: 4 }.local_config(&c);
         assert_eq!((l4.num_attention_heads, l4.num_key_value_heads, l4.moe_intermediate_size), (8, 1, 256));
         // Above NKV ranks the KV heads replicate: 8 ranks over 4 KV heads, two ranks per head.

@@ -122,16 +122,22 @@ pub struct PartialPick {
     pub sum_exp: f32,
 }
 
-/// The picks of `rows` rows from every slice's shares, each `[rows][max, token, sum_exp]` (the
-/// token id as f32, exact below 2^24), in vocabulary order.
+impl PartialPick {
+    /// The three floats a rank shares, `[max, token, sum_exp]` (the token id as f32, exact below
+    /// 2^24): the layout lm_head.cu's `share` output writes too.
+    pub fn to_share(self) -> [f32; 3] {
+        [self.max, self.token as f32, self.sum_exp]
+    }
+
+    pub fn from_share(s: &[f32]) -> Self {
+        PartialPick { max: s[0], token: s[1] as u32, sum_exp: s[2] }
+    }
+}
+
+/// The picks of `rows` rows from every slice's shares, each `[rows]` of [`PartialPick::to_share`],
+/// in vocabulary order.
 pub fn combine_pick_shares(shares: &[Vec<f32>], rows: usize) -> Vec<Pick> {
-    (0..rows)
-        .map(|r| {
-            let parts: Vec<PartialPick> =
-                shares.iter().map(|s| PartialPick { max: s[3 * r], token: s[3 * r + 1] as u32, sum_exp: s[3 * r + 2] }).collect();
-            combine_picks(&parts)
-        })
-        .collect()
+    (0..rows).map(|r| combine_picks(&shares.iter().map(|s| PartialPick::from_share(&s[3 * r..3 * r + 3])).collect::<Vec<_>>())).collect()
 }
 
 /// [`pick_row`]'s share of a slice whose first token id is `first`.

@@ -136,11 +136,10 @@ pub fn tensor_parallel(from: WeightsFrom, size: usize, opts: &CudaOptions) -> Re
 }
 
 pub struct CudaBackend {
-    /// This rank's view: its heads and intermediate widths (the whole model at one rank).
+    /// This rank's view: its heads and intermediate widths (the whole model at one rank); the
+    /// vocabulary stays whole (lm_head scores this rank's `tp.shard.vocab` slice of it).
     pub cfg: ModelConfig,
     tp: TpRank,
-    /// The whole vocabulary (lm_head scores this rank's `tp.shard.vocab` slice of it).
-    vocab_size: usize,
     pub opts: CudaOptions,
     ctx: Arc<CudaContext>,
     k: Kernels,
@@ -213,7 +212,6 @@ impl CudaBackend {
         let kv = k.alloc::<u16>(num_pages * page_bytes / 2, "the KV cache")?;
         Ok(CudaBackend {
             pool: PagePool::new(num_pages, opts.page_size),
-            vocab_size: whole.vocab_size,
             tp,
             cfg,
             opts: opts.clone(),
@@ -263,7 +261,7 @@ impl CudaBackend {
 
     /// This rank's slice of the vocabulary (the whole of it at one rank).
     fn vocab_slice(&self) -> std::ops::Range<usize> {
-        self.tp.shard.vocab(self.vocab_size)
+        self.tp.shard.vocab(self.cfg.vocab_size)
     }
 
     /// `[rows, vocab slice]` logits.
@@ -367,7 +365,7 @@ impl Backend for CudaBackend {
         if let Some(t) = self.touched.get_mut().as_mut() {
             t.clear(); // a forward starts here
         }
-        let (h, v) = (self.cfg.hidden_size, self.vocab_size);
+        let (h, v) = (self.cfg.hidden_size, self.cfg.vocab_size);
         if let Some(&t) = tokens.iter().find(|&&t| t as usize >= v) {
             bail!("token id {t} is outside the vocabulary ({v})");
         }
@@ -497,7 +495,7 @@ impl Backend for CudaBackend {
         let logits = self.download(&self.logits(x)?, "logits")?;
         match &self.tp.group {
             // Sampling needs whole rows: the ranks' slices meet on the host.
-            Some(group) => Ok(self.tp.shard.assemble_vocab(&group.all_gather(self.tp.shard.rank, &logits)?, x.rows, self.vocab_size)),
+            Some(group) => Ok(self.tp.shard.assemble_vocab(&group.all_gather(self.tp.shard.rank, &logits)?, x.rows, self.cfg.vocab_size)),
             None => Ok(logits),
         }
     }
