@@ -2,7 +2,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use dllm::decode::Policy;
 use dllm::engine::GenParams;
-use dllm::runtime::{self, Device, LoadOptions};
+use dllm::runtime::{self, Device};
 use dllm::tokenizer::ChatMessage;
 use std::path::PathBuf;
 
@@ -75,20 +75,8 @@ struct GenerateArgs {
     steps: Option<usize>,
     #[arg(long, value_enum, default_value = "auto")]
     device: Device,
-    /// The fraction of the GPU memory left after the weights that the KV cache takes (SGLang's
-    /// flag; e.g. a small cache under compute-sanitizer). Default: the CUDA backend's.
-    #[arg(long)]
-    mem_fraction_static: Option<f32>,
-    /// Tensor-parallel ranks: the model sharded over this many GPUs (with --device cpu, threads).
-    #[arg(long, alias = "tensor-parallel-size", default_value_t = 1)]
-    tp_size: usize,
-    /// `dummy`: random weights on the GPU(s) in the shapes the model's config.json gives.
-    #[arg(long, value_enum, default_value = "auto")]
-    load_format: runtime::LoadFormat,
-    /// `fp8`: routed experts as block FP8, quantized at load (SGLang's flag; a checkpoint that
-    /// stores FP8 experts needs no flag).
-    #[arg(long, value_enum)]
-    quantization: Option<dllm::fp8::Quantization>,
+    #[command(flatten)]
+    load: runtime::LoadFlags,
     /// Print {"text", "output_ids", "steps", ...} as JSON.
     #[arg(long)]
     json: bool,
@@ -147,11 +135,11 @@ fn run(cli: Cli, start: std::time::Instant) -> Result<()> {
 
 fn generate(a: GenerateArgs) -> Result<()> {
     if let Some(p) = &a.random_weights {
-        if a.tp_size > 1 {
+        if a.load.tp_size > 1 {
             anyhow::bail!(
                 "--random-weights times one GPU; for {p} over {} GPUs run `dllm bench step --preset {p} --tp-size {}`",
-                a.tp_size,
-                a.tp_size
+                a.load.tp_size,
+                a.load.tp_size
             );
         }
         let blocks = a.max_new_tokens.div_ceil(a.block_size).max(1);
@@ -164,7 +152,7 @@ fn generate(a: GenerateArgs) -> Result<()> {
                 blocks,
                 a.seed,
                 a.profile_kernels,
-                a.quantization
+                a.load.quantization
             )?
         );
         return Ok(());
@@ -177,14 +165,7 @@ fn generate(a: GenerateArgs) -> Result<()> {
         );
     }
     let dir = dllm::make_model::resolve_model(a.model_path.as_deref())?;
-    let opts = LoadOptions {
-        mem_fraction_static: a.mem_fraction_static,
-        tp_size: a.tp_size,
-        load_format: a.load_format,
-        quantization: a.quantization,
-        ..LoadOptions::on(a.device)
-    };
-    let mut m = runtime::load_with(&dir, &opts)?;
+    let mut m = runtime::load_with(&dir, &a.load.options(a.device))?;
     m.engine.set_max_forward_tokens(dllm::engine::forward_budget(a.chunked_prefill_size));
     let text = if a.chat {
         m.tokenizer.chat_template.render(&[ChatMessage { role: "user".into(), content: a.prompt.clone() }], &Default::default())?

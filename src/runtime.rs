@@ -52,6 +52,40 @@ pub enum LoadFormat {
     Dummy,
 }
 
+/// The load flags `dllm generate` and `dllm serve` share (SGLang's names); the device is each
+/// command's own (serve checks it with its other flags).
+#[derive(clap::Args, Debug, Clone)]
+pub struct LoadFlags {
+    /// The fraction of the GPU memory left after the weights that the KV cache takes, in (0, 1]
+    /// (e.g. a small cache under compute-sanitizer). Default: the CUDA backend's.
+    #[arg(long)]
+    pub mem_fraction_static: Option<f32>,
+    /// `fp8`: the routed experts as block FP8 (e4m3, one scale per 128x128 block), quantized on
+    /// the GPU at load; a checkpoint that stores FP8 experts needs no flag.
+    #[arg(long, value_enum)]
+    pub quantization: Option<crate::fp8::Quantization>,
+    /// Tensor parallelism: the model sharded over this many GPUs of this host, one thread each
+    /// (with `--device cpu`: ranks as CPU threads, the tests' twin).
+    #[arg(long, alias = "tensor-parallel-size", default_value_t = 1)]
+    pub tp_size: usize,
+    /// `auto`/`safetensors`: the checkpoint's weights; `dummy`: random weights on the GPU(s) in
+    /// the shapes config.json gives (SGLang's profiling mode).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub load_format: LoadFormat,
+}
+
+impl LoadFlags {
+    pub fn options(&self, device: Device) -> LoadOptions {
+        LoadOptions {
+            device,
+            mem_fraction_static: self.mem_fraction_static,
+            tp_size: self.tp_size,
+            load_format: self.load_format,
+            quantization: self.quantization,
+        }
+    }
+}
+
 impl LoadOptions {
     pub fn on(device: Device) -> Self {
         LoadOptions { device, mem_fraction_static: None, tp_size: 1, load_format: LoadFormat::Auto, quantization: None }

@@ -242,8 +242,8 @@ fn unsupported_quantization_configs_are_refused_by_name() {
 #[test]
 fn serve_takes_sglangs_quantization_flag() {
     use dllm::server::ServeArgs;
-    assert_eq!(ServeArgs::parse_from(["serve", "--quantization", "fp8"]).unwrap().quantization, Some(Quantization::Fp8));
-    assert_eq!(ServeArgs::parse_from(["serve"]).unwrap().quantization, None);
+    assert_eq!(ServeArgs::parse_from(["serve", "--quantization", "fp8"]).unwrap().load.quantization, Some(Quantization::Fp8));
+    assert_eq!(ServeArgs::parse_from(["serve"]).unwrap().load.quantization, None);
     let e = ServeArgs::parse_from(["serve", "--quantization", "awq"]).unwrap_err().to_string();
     assert!(e.contains("awq") && e.contains("fp8"), "{e}");
     assert_eq!(serde_json::to_value(Quantization::Fp8).unwrap(), "fp8");

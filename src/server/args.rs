@@ -39,21 +39,8 @@ pub struct ServeArgs {
     /// Requests that may wait for a running slot; beyond that the server answers 503.
     #[arg(long, default_value_t = 1024)]
     pub max_queued_requests: usize,
-    /// The fraction of the GPU memory left after the weights that the KV cache takes, in (0, 1].
-    #[arg(long)]
-    pub mem_fraction_static: Option<f32>,
-    /// `fp8`: the routed experts as block FP8 (e4m3, one scale per 128x128 block), quantized on
-    /// the GPU at load; a checkpoint that stores FP8 experts needs no flag (SGLang's flag).
-    #[arg(long, value_enum)]
-    pub quantization: Option<crate::fp8::Quantization>,
-    /// Tensor parallelism (SGLang's flag): the model sharded over this many GPUs of this host,
-    /// one thread each (with `--device cpu`: ranks as CPU threads, the tests' twin).
-    #[arg(long, alias = "tensor-parallel-size", default_value_t = 1)]
-    pub tp_size: usize,
-    /// `auto`/`safetensors`: the checkpoint's weights; `dummy`: random weights on the GPU(s) in
-    /// the shapes config.json gives (SGLang's profiling mode).
-    #[arg(long, value_enum, default_value = "auto")]
-    pub load_format: crate::runtime::LoadFormat,
+    #[command(flatten)]
+    pub load: crate::runtime::LoadFlags,
     /// Data parallelism: only 1.
     #[arg(long, alias = "data-parallel-size", default_value_t = 1)]
     pub dp_size: usize,
@@ -276,15 +263,15 @@ fn check_block_size(a: &ServeArgs) -> Result<()> {
 /// `--tp-size`: at most the GPUs present (the model's widths are checked at load);
 /// `--dp-size`: 1.
 fn check_parallelism(a: &ServeArgs) -> Result<()> {
-    if a.tp_size == 0 {
+    if a.load.tp_size == 0 {
         bail!("--tp-size must be at least 1");
     }
     let gpus = crate::runtime::gpu_count();
-    if a.tp_size > 1 && a.device != Device::Cpu && a.tp_size > gpus {
+    if a.load.tp_size > 1 && a.device != Device::Cpu && a.load.tp_size > gpus {
         bail!(
             "--tp-size {} needs {} GPUs, but this machine shows {gpus} (with --device cpu the ranks run as CPU threads)",
-            a.tp_size,
-            a.tp_size
+            a.load.tp_size,
+            a.load.tp_size
         );
     }
     if a.dp_size != 1 {
@@ -298,7 +285,7 @@ fn check_limits(a: &ServeArgs) -> Result<()> {
     if a.max_running_requests == 0 {
         bail!("--max-running-requests must be at least 1");
     }
-    if let Some(m) = a.mem_fraction_static {
+    if let Some(m) = a.load.mem_fraction_static {
         if !(m > 0.0 && m <= 1.0) {
             bail!("--mem-fraction-static must be in (0, 1], got {m}");
         }
@@ -359,7 +346,7 @@ fn note_accepted_flags(a: &ServeArgs) {
     if a.disable_radix_cache {
         noted("--disable-radix-cache", "dllm has no prefix cache to disable");
     }
-    if let Some(m) = a.mem_fraction_static {
+    if let Some(m) = a.load.mem_fraction_static {
         noted(&format!("--mem-fraction-static {m}"), "the CUDA KV cache takes this fraction of the memory left after the weights");
     }
     if a.enable_metrics {
@@ -388,10 +375,10 @@ fn args_json(a: &ServeArgs, threshold: f32, chunked_prefill_size: i64) -> serde_
         "threshold": threshold,
         "max_running_requests": a.max_running_requests,
         "max_queued_requests": a.max_queued_requests,
-        "mem_fraction_static": a.mem_fraction_static,
-        "quantization": a.quantization,
-        "tp_size": a.tp_size,
-        "load_format": format!("{:?}", a.load_format).to_lowercase(),
+        "mem_fraction_static": a.load.mem_fraction_static,
+        "quantization": a.load.quantization,
+        "tp_size": a.load.tp_size,
+        "load_format": format!("{:?}", a.load.load_format).to_lowercase(),
         "dp_size": a.dp_size,
         "attention_backend": a.attention_backend,
         "trust_remote_code": a.trust_remote_code,

@@ -26,7 +26,7 @@ pub use args::{ServeArgs, Settings};
 
 use crate::engine::GenParams;
 use crate::rng::Rng;
-use crate::runtime::{self, LoadOptions, Loaded};
+use crate::runtime::{self, Loaded};
 use crate::tokenizer::Tokenizer;
 use anyhow::{bail, Context, Result};
 use cors::Cors;
@@ -118,13 +118,7 @@ pub async fn start(args: ServeArgs) -> Result<RunningServer> {
     let Some(dir) = settings.model_path.clone() else {
         bail!("no --model-path: give a checkpoint directory (the dllm binary fills in its embedded default)")
     };
-    let opts = LoadOptions {
-        mem_fraction_static: args.mem_fraction_static,
-        tp_size: args.tp_size,
-        load_format: args.load_format,
-        quantization: args.quantization,
-        ..LoadOptions::on(settings.device)
-    };
+    let opts = args.load.options(settings.device);
     let loaded =
         tokio::task::spawn_blocking(move || -> Result<Loaded> { runtime::load_with(&dir, &opts) }).await.context("loading the model")??;
     start_with(settings, loaded).await
