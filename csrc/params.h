@@ -39,6 +39,12 @@ typedef __nv_bfloat16 bf16;
 #define GEMM_LDS (GEMM_BK + 8)
 #define MOE_BM_SMALL 16
 #define MOE_BM_LARGE 64
+// moe_stream.cu (items of MOE_BM_SMALL rows): STREAM_WARPS warps a CTA. gate_up splits k over
+// them (16 weight rows a CTA); down gives each its own 16 rows (64 a CTA).
+#define STREAM_WARPS 4
+#define STREAM_THREADS (STREAM_WARPS * WARP)
+#define STREAM_GATE_UP_ROWS 16
+#define STREAM_DOWN_ROWS (16 * STREAM_WARPS)
 // Block FP8 (quantize_fp8.cu, the fp8 moe_gemm): one f32 scale per FP8_BLOCK x FP8_BLOCK weight
 // block; FP8_MAX is e4m3's largest finite value (a block's amax maps onto it). GEMM_BN and
 // GEMM_BK divide FP8_BLOCK, so a stage's weight tile lies in one scale block.

@@ -338,6 +338,8 @@ mod cuda {
         let mut p = pair(&dir);
         ops_agree(&mut p, 11, 150); // 37 rows an expert on average: 64-row GEMM items
         ops_agree(&mut p, 14, 200); // 50: experts with more than one 64-row item
+        ops_agree(&mut p, 16, 24); // 6: the stream kernels' 16-row items, one n8 tile mostly
+        ops_agree(&mut p, 17, 44); // 11: items of 9-16 rows (both n8 tiles), some split in two
         attention_agrees(&mut p, 12);
         long_attention_agrees(&mut p, 13, 608);
         let _ = std::fs::remove_dir_all(&dir);
@@ -795,6 +797,7 @@ mod cuda {
         ops_agree(&mut p, 11, 150);
         ops_agree(&mut p, 14, 200);
         ops_agree(&mut p, 15, 5);
+        ops_agree(&mut p, 16, 44); // 16-row items with both n8 tiles (moe_stream.cu)
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -54,6 +54,11 @@ pub struct Common {
     /// device); the floor then counts their fp8 bytes and scales.
     #[arg(long, value_enum)]
     pub quantization: Option<crate::fp8::Quantization>,
+    /// CUDA: rows an expert averages in a step from which the expert GEMMs take 64-row work
+    /// items (shared-memory tiles) instead of 16-row ones (the weight stream). For measuring
+    /// where the switch belongs.
+    #[arg(long, default_value_t = 12)]
+    pub moe_large_items_from: usize,
 }
 
 #[derive(clap::Args)]
@@ -115,8 +120,12 @@ fn cuda(cmd: BenchCmd, process_start: std::time::Instant) -> Result<()> {
     use crate::backend::cuda::CudaOptions;
     let common = cmd.common();
     // Per-launch timing is chosen when the backend's kernels are loaded.
-    let opts =
-        CudaOptions { profile_kernels: matches!(cmd, BenchCmd::Kernels(_)), quantization: common.quantization, ..CudaOptions::default() };
+    let opts = CudaOptions {
+        profile_kernels: matches!(cmd, BenchCmd::Kernels(_)),
+        quantization: common.quantization,
+        moe_large_items_from: common.moe_large_items_from,
+        ..CudaOptions::default()
+    };
     let src = ModelSource::parse(&common.preset);
     if common.tp_size > 1 {
         if matches!(cmd, BenchCmd::Kernels(_)) {

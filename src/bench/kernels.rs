@@ -108,8 +108,8 @@ pub struct KernelRow {
 fn work_name(launch: &str) -> &str {
     match launch {
         "block_attention_d256" => "block_attention",
-        "moe_gate_up_m64" | "moe_gate_up_fp8" | "moe_gate_up_m64_fp8" => "moe_gate_up",
-        "moe_down_m64" | "moe_down_fp8" | "moe_down_m64_fp8" => "moe_down",
+        l if l.starts_with("moe_gate_up") => "moe_gate_up",
+        l if l.starts_with("moe_down") => "moe_down",
         other => other,
     }
 }

@@ -9,17 +9,47 @@ use super::CudaBackend;
 use anyhow::{bail, Result};
 use cudarc::driver::CudaSlice;
 
-/// The grouped GEMM's rows per work item (its BM): 64 once the experts average 12 or more rows
-/// (one item then reads an expert's weights once where 16-row items read them once per 16
-/// rows), else 16 (few rows per expert: less padding, the same weight stream). A 128-row
-/// variant measured slower at batch 64 (2026-11-26, H200: gate_up 9.5 ms a step against 8.5
-/// for 64 rows): with 2 CTAs an SM its WMMA loop is issue-bound before the weight re-reads
-/// it saves matter.
-fn moe_tile_rows(slots: usize, experts: usize) -> usize {
-    if slots >= 12 * experts {
+/// The grouped GEMM's rows per work item: 64 once the experts average `large_from` rows or
+/// more (one item then reads an expert's weights once where 16-row items read them once per 16
+/// rows), else 16 (few rows per expert: the weight stream). A 128-row variant measured slower
+/// at batch 64 (2026-11-26, H200: gate_up 9.5 ms a step against 8.5 for 64 rows): with 2 CTAs
+/// an SM its WMMA loop is issue-bound before the weight re-reads it saves matter.
+fn moe_tile_rows(slots: usize, experts: usize, large_from: usize) -> usize {
+    if slots >= large_from * experts {
         MOE_BM_LARGE
     } else {
         MOE_BM_SMALL
+    }
+}
+
+/// One expert GEMM launch: the kernel, the weight rows (output columns) a CTA takes, its
+/// threads and the dynamic shared memory params.h sizes it for.
+struct ExpertGemm {
+    kernel: Kernel,
+    cols: usize,
+    threads: u32,
+    smem: u32,
+}
+
+impl ExpertGemm {
+    /// (n / cols CTAs, one row of them per possible work item); CTAs past the item count exit.
+    fn grid(&self, n: usize, max_items: usize) -> (u32, u32, u32) {
+        (n.div_ceil(self.cols) as u32, max_items as u32, 1)
+    }
+}
+
+/// [gate_up, down] for the tile rows and the weight type: 16-row items go to the weight-stream
+/// kernels (csrc/moe_stream.cu), 64-row items to the shared-memory tiles (csrc/moe_gemm.cu).
+fn expert_gemms(tile_m: usize, fp8: bool) -> [ExpertGemm; 2] {
+    let stream = |kernel, cols| ExpertGemm { kernel, cols, threads: STREAM_THREADS as u32, smem: 0 };
+    let tiles = |kernel, smem| ExpertGemm { kernel, cols: GEMM_BN, threads: GEMM_THREADS as u32, smem };
+    let gate_up_rows = STREAM_GATE_UP_ROWS;
+    let down_rows = STREAM_DOWN_ROWS;
+    match (tile_m == MOE_BM_LARGE, fp8) {
+        (false, false) => [stream(Kernel::MoeGateUpStream, gate_up_rows), stream(Kernel::MoeDownStream, down_rows)],
+        (false, true) => [stream(Kernel::MoeGateUpStreamFp8, gate_up_rows), stream(Kernel::MoeDownStreamFp8, down_rows)],
+        (true, false) => [tiles(Kernel::MoeGateUpM64, MOE_GATE_UP_M64_SMEM), tiles(Kernel::MoeDownM64, MOE_DOWN_M64_SMEM)],
+        (true, true) => [tiles(Kernel::MoeGateUpM64Fp8, MOE_GATE_UP_M64_FP8_SMEM), tiles(Kernel::MoeDownM64Fp8, MOE_DOWN_M64_FP8_SMEM)],
     }
 }
 
@@ -90,7 +120,7 @@ impl CudaBackend {
             }
             t.push(seen.iter().filter(|&&s| s).count());
         }
-        let tile_m = moe_tile_rows(slots, e);
+        let tile_m = moe_tile_rows(slots, e, self.opts.moe_large_items_from);
         let max_items = e.min(slots) + slots / tile_m + 1;
         let slot_token = self.k.alloc::<i32>(slots, "slot tokens")?;
         let slot_weight = self.alloc_f32(slots, "slot weights")?;
@@ -128,13 +158,8 @@ impl CudaBackend {
         self.set_weights(&mut g, &m.gate, Some(&m.up));
         // The kernel variant for the tile rows and weight type, and the shared memory params.h sizes it for.
         let fp8 = matches!(m.gate, ExpertMatrix::Fp8 { .. });
-        let ((gate_up, gate_up_smem), (down, down_smem)) = match (tile_m == MOE_BM_LARGE, fp8) {
-            (true, false) => ((Kernel::MoeGateUpM64, MOE_GATE_UP_M64_SMEM), (Kernel::MoeDownM64, MOE_DOWN_M64_SMEM)),
-            (false, false) => ((Kernel::MoeGateUp, MOE_GATE_UP_SMEM), (Kernel::MoeDown, MOE_DOWN_SMEM)),
-            (true, true) => ((Kernel::MoeGateUpM64Fp8, MOE_GATE_UP_M64_FP8_SMEM), (Kernel::MoeDownM64Fp8, MOE_DOWN_M64_FP8_SMEM)),
-            (false, true) => ((Kernel::MoeGateUpFp8, MOE_GATE_UP_FP8_SMEM), (Kernel::MoeDownFp8, MOE_DOWN_FP8_SMEM)),
-        };
-        self.k.launch_smem(gate_up, (im.div_ceil(GEMM_BN) as u32, max_items as u32, 1), GEMM_THREADS as u32, gate_up_smem, &g)?;
+        let [gate_up, down] = expert_gemms(tile_m, fp8);
+        self.k.launch_smem(gate_up.kernel, gate_up.grid(im, max_items), gate_up.threads, gate_up.smem, &g)?;
         let slot_out = self.alloc_f32(slots * h, "expert outputs")?;
         g.x = self.p(&act);
         self.set_weights(&mut g, &m.down, None);
@@ -142,7 +167,7 @@ impl CudaBackend {
         g.f32_out = self.p(&slot_out);
         g.n = h as i32;
         g.k = im as i32;
-        self.k.launch_smem(down, (h.div_ceil(GEMM_BN) as u32, max_items as u32, 1), GEMM_THREADS as u32, down_smem, &g)?;
+        self.k.launch_smem(down.kernel, down.grid(h, max_items), down.threads, down.smem, &g)?;
         let y = match &m.shared {
             Some(s) => self.dense_mlp(s, x, rows)?,
             None => {

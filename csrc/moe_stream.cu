@@ -1,0 +1,266 @@
+// The routed experts at small batch as a weight stream: the grouped GEMMs of moe_gemm.cu
+// (same work items, same outputs) for items of at most 8 * NT rows, written for the case where
+// an expert gets a few rows, so the cost is reading its weights once and nothing else.
+//   moe_gate_up_stream: act[slot] = bf16(silu(x w_gate^T) * (x w_up^T)), x = h[slot_token[slot]]
+//   moe_down_stream:    out[slot] = slot_weight[slot] * (act[slot] w_down^T)            (f32)
+//
+// Why not moe_gemm.cu's tiles: those stage the weights through shared memory and run 16-row
+// WMMA tiles of which 1-2 rows are real at batch 1; this kernel loads the weights straight into
+// registers (16-byte loads, one chunk in flight while the previous one is multiplied) and puts
+// them on the MMA's 16-row side ("swap AB"): a warp computes 16 weight rows (output columns) x
+// 8 * NT item rows with mma.sync m16n8k16, the weights as A, the item's rows as B.
+//
+// The k order inside an MMA is free (a dot product does not care), so each thread feeds the MMA
+// the k values it loaded itself, no shuffles. m16n8k16 (bf16, f32 accumulate) register layouts,
+// g = lane / 4, t = lane % 4:
+//   A (16 x 16, row-major): a0 = (row g, k 2t..2t+1), a1 = (row g+8, k 2t..2t+1),
+//                           a2 = (row g, k 2t+8..2t+9), a3 = (row g+8, k 2t+8..2t+9)
+//   B (16 x 8, col-major):  b0 = (k 2t..2t+1, col g), b1 = (k 2t+8..2t+9, col g)
+//   C (16 x 8, f32):        c0, c1 = (row g, cols 2t, 2t+1), c2, c3 = (row g+8, cols 2t, 2t+1)
+// A thread holding 4 consecutive physical k values p..p+3 of weight rows g and g+8 and of item
+// row g uses them as the MMA's k 2t, 2t+1, 2t+8, 2t+9: the 4 threads of a group cover 16
+// distinct physical k, the same ones on both sides.
+//
+// A CTA is STREAM_WARPS warps: WK of them split k (chunks dealt round-robin, partial sums added
+// in shared memory at the end) and STREAM_WARPS / WK take 16 weight rows each. gate_up (k =
+// hidden, long) splits k 4 ways; down (k = intermediate, short) gives each warp its own rows.
+//
+// FP8 (W8A16): a chunk's 16 codes a thread are widened to bf16 in registers: e4m3 -> bf16 bits
+// is the code's sign, then its 7 other bits shifted into bf16's exponent/mantissa (that is the
+// value times 2^-120, exact, e4m3 subnormals becoming bf16 subnormals) and one bf16 multiply by
+// 2^120 (exact). Each chunk of STREAM_KC codes lies in one 128 x 128 scale block, so its
+// product goes into its own accumulator and is added times the block scale in f32: the sum is
+// sum(x * e4m3) * scale_inv per block, as in moe_gemm.cu.
+#include "common.cuh"
+
+// k elements (bf16) or codes (fp8) of one weight row a warp multiplies per chunk: 4 threads x
+// 16 bytes x 2 loads (bf16), 4 threads x 16 bytes x 1 load (fp8).
+template <bool FP8>
+struct Chunk {
+    static constexpr int kc = FP8 ? 128 : 64;
+    static constexpr int loads = 2;  // 16-byte loads a weight row a thread
+};
+
+__device__ __forceinline__ void mma_bf16_16816(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                               uint32_t b0, uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// 16 bytes from global memory, read once (weights: no reuse, keep them out of L1).
+__device__ __forceinline__ uint4 ld_stream(const void* p) {
+    uint4 v;
+    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "l"(p));
+    return v;
+}
+
+// Two e4m3 codes (bytes 0/1 or 2/3 of w, per `hi`) -> bf16x2, low k in the low half. Exact.
+__device__ __forceinline__ uint32_t e4m3x2_to_bf16x2(uint32_t w, bool hi) {
+    const uint32_t r = __byte_perm(w, 0, hi ? 0x3424 : 0x1404);  // lanes = code << 8
+    const uint32_t bits = (r & 0x80008000u) | ((r >> 4) & 0x07F007F0u);  // value * 2^-120
+    const __nv_bfloat162 v = *reinterpret_cast<const __nv_bfloat162*>(&bits);
+    const __nv_bfloat162 two120 = __halves2bfloat162(__ushort_as_bfloat16(0x7B80), __ushort_as_bfloat16(0x7B80));
+    const __nv_bfloat162 out = __hmul2(v, two120);
+    return *reinterpret_cast<const uint32_t*>(&out);
+}
+
+// One chunk's weights for this thread: rows g and g + 8 of the warp's 16 (w1, and w2 if gated).
+template <bool GATED, bool FP8>
+struct WeightRegs {
+    uint4 w1[2][Chunk<FP8>::loads];
+    uint4 w2[GATED ? 2 : 1][GATED ? Chunk<FP8>::loads : 1];
+};
+
+template <int NT, int WK, bool GATED, bool FP8>
+__device__ __forceinline__ void moe_stream(const MoeGemmParams& p) {
+    constexpr int KC = Chunk<FP8>::kc, LOADS = Chunk<FP8>::loads, WN = STREAM_WARPS / WK;
+    constexpr int EB = FP8 ? 1 : 2;  // bytes a weight element
+    const int item = blockIdx.y;
+    if (item >= *p.num_items) return;
+    const int e = p.items[3 * item], s0 = p.items[3 * item + 1], rows = p.items[3 * item + 2];
+    const int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP, g = lane / 4, t = lane % 4;
+    const int wk = warp % WK, wn = warp / WK;
+    const int n0 = (blockIdx.x * WN + wn) * 16;  // the warp's first weight row
+    const size_t wstride = (size_t)p.n * p.k;
+    const unsigned char* w1 = FP8 ? (const unsigned char*)(p.w1_fp8 + e * wstride) : (const unsigned char*)(p.w1 + e * wstride);
+    const unsigned char* w2 = !GATED ? nullptr
+                              : FP8  ? (const unsigned char*)(p.w2_fp8 + e * wstride)
+                                     : (const unsigned char*)(p.w2 + e * wstride);
+    const int scols = (p.k + FP8_BLOCK - 1) / FP8_BLOCK;
+    const size_t srow = ((size_t)e * ((p.n + FP8_BLOCK - 1) / FP8_BLOCK) + n0 / FP8_BLOCK) * scols;
+    // Weight rows g and g + 8 (rows past n read nothing and give zeros).
+    const bool rok[2] = {n0 + g < p.n, n0 + g + 8 < p.n};
+    const size_t roff[2] = {(size_t)(n0 + g) * p.k * EB, (size_t)(n0 + g + 8) * p.k * EB};
+    // Item rows g + 8 j: the B side of n8 tile j (rows past the item read nothing: zeros).
+    const bf16* xrow[NT];
+    bool xok[NT];
+#pragma unroll
+    for (int j = 0; j < NT; j++) {
+        const int r = j * 8 + g;
+        xok[j] = r < rows;
+        xrow[j] = xok[j] ? p.x + (size_t)(GATED ? p.slot_token[s0 + r] : s0 + r) * p.k : p.x;
+    }
+    // n8 tiles wholly past the item's rows multiply zeros: skip them (warp-uniform).
+    const int nt_live = (rows + 7) / 8;
+
+    // Thread t's 16-byte loads of chunk c: bytes [16 (t + 4 i), +16) of the chunk's row segment.
+    auto load = [&](WeightRegs<GATED, FP8>& r, int c) {
+        const int kb = c * KC;  // first k of the chunk
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+#pragma unroll
+            for (int i = 0; i < LOADS; i++) {
+                const int kk = kb + (16 / EB) * (t + 4 * i);  // first k of this 16-byte piece
+                const bool ok = rok[h] && kk < p.k;
+                const size_t off = roff[h] + (size_t)kk * EB;
+                r.w1[h][i] = ok ? ld_stream(w1 + off) : make_uint4(0, 0, 0, 0);
+                if constexpr (GATED) r.w2[h][i] = ok ? ld_stream(w2 + off) : make_uint4(0, 0, 0, 0);
+            }
+        }
+    };
+
+    float acc1[NT][4], acc2[NT][4];
+#pragma unroll
+    for (int j = 0; j < NT; j++)
+#pragma unroll
+        for (int q = 0; q < 4; q++) acc1[j][q] = acc2[j][q] = 0.f;
+
+    // Multiply one chunk into (st1, st2): for each 16-byte piece i, its MMAs (bf16: 2 of 4 k;
+    // fp8: 4 of 4 k), each against every live n8 tile.
+    auto multiply = [&](const WeightRegs<GATED, FP8>& r, int c, float (&st1)[NT][4], float (&st2)[NT][4]) {
+        const int kb = c * KC;
+#pragma unroll
+        for (int i = 0; i < LOADS; i++) {
+            const int kk = kb + (16 / EB) * (t + 4 * i);
+            // The item rows' k values matching this piece: 8 (bf16) or 16 (fp8).
+            uint32_t xb[NT][FP8 ? 8 : 4];
+#pragma unroll
+            for (int j = 0; j < NT; j++) {
+                const bool ok = xok[j] && j < nt_live && kk < p.k;
+                const uint4 a = ok ? __ldg(reinterpret_cast<const uint4*>(xrow[j] + kk)) : make_uint4(0, 0, 0, 0);
+                xb[j][0] = a.x, xb[j][1] = a.y, xb[j][2] = a.z, xb[j][3] = a.w;
+                if constexpr (FP8) {
+                    const uint4 b = ok ? __ldg(reinterpret_cast<const uint4*>(xrow[j] + kk + 8)) : make_uint4(0, 0, 0, 0);
+                    xb[j][4] = b.x, xb[j][5] = b.y, xb[j][6] = b.z, xb[j][7] = b.w;
+                }
+            }
+            constexpr int MMAS = FP8 ? 4 : 2;  // MMAs a 16-byte piece feeds
+#pragma unroll
+            for (int m = 0; m < MMAS; m++) {
+                // A registers of MMA m for both matrices: (g, lo), (g+8, lo), (g, hi), (g+8, hi).
+                uint32_t a1[4], a2[4];
+#pragma unroll
+                for (int h = 0; h < 2; h++) {
+                    const uint32_t* v1 = reinterpret_cast<const uint32_t*>(&r.w1[h][i]);
+                    const uint32_t* v2 = reinterpret_cast<const uint32_t*>(&r.w2[GATED ? h : 0][GATED ? i : 0]);
+                    if constexpr (FP8) {  // word m holds this MMA's 4 codes
+                        a1[h] = e4m3x2_to_bf16x2(v1[m], false);
+                        a1[h + 2] = e4m3x2_to_bf16x2(v1[m], true);
+                        if constexpr (GATED) {
+                            a2[h] = e4m3x2_to_bf16x2(v2[m], false);
+                            a2[h + 2] = e4m3x2_to_bf16x2(v2[m], true);
+                        }
+                    } else {  // words 2m, 2m + 1 hold this MMA's 4 values
+                        a1[h] = v1[2 * m];
+                        a1[h + 2] = v1[2 * m + 1];
+                        if constexpr (GATED) {
+                            a2[h] = v2[2 * m];
+                            a2[h + 2] = v2[2 * m + 1];
+                        }
+                    }
+                }
+#pragma unroll
+                for (int j = 0; j < NT; j++) {
+                    if (j >= nt_live) break;
+                    mma_bf16_16816(st1[j], a1[0], a1[1], a1[2], a1[3], xb[j][2 * m], xb[j][2 * m + 1]);
+                    if constexpr (GATED) mma_bf16_16816(st2[j], a2[0], a2[1], a2[2], a2[3], xb[j][2 * m], xb[j][2 * m + 1]);
+                }
+            }
+        }
+    };
+
+    // This warp's chunks: wk, wk + WK, ... ; one chunk's loads in flight while the previous is
+    // multiplied.
+    const int chunks = (p.k + KC - 1) / KC;
+    WeightRegs<GATED, FP8> cur, nxt;
+    if (wk < chunks) load(cur, wk);
+    for (int c = wk; c < chunks; c += WK) {
+        if (c + WK < chunks) load(nxt, c + WK);
+        if constexpr (FP8) {
+            float st1[NT][4], st2[NT][4];
+#pragma unroll
+            for (int j = 0; j < NT; j++)
+#pragma unroll
+                for (int q = 0; q < 4; q++) st1[j][q] = st2[j][q] = 0.f;
+            multiply(cur, c, st1, st2);
+            const int sb = (c * KC) / FP8_BLOCK;
+            const float s1 = p.w1_scale[srow + sb], s2 = GATED ? p.w2_scale[srow + sb] : 0.f;
+#pragma unroll
+            for (int j = 0; j < NT; j++)
+#pragma unroll
+                for (int q = 0; q < 4; q++) {
+                    acc1[j][q] += s1 * st1[j][q];
+                    if (GATED) acc2[j][q] += s2 * st2[j][q];
+                }
+        } else {
+            multiply(cur, c, acc1, acc2);
+        }
+        cur = nxt;
+    }
+
+    // Add the WK partial sums of each row tile: warps wk > 0 park theirs, warp wk = 0 adds.
+    // red[wn][wk - 1][matrix][j][q][lane]: conflict-free (lane fastest).
+    __shared__ float red[WN][WK > 1 ? WK - 1 : 1][GATED ? 2 : 1][NT][4][WARP];
+    if constexpr (WK > 1) {
+        if (wk > 0) {
+#pragma unroll
+            for (int j = 0; j < NT; j++)
+#pragma unroll
+                for (int q = 0; q < 4; q++) {
+                    red[wn][wk - 1][0][j][q][lane] = acc1[j][q];
+                    if (GATED) red[wn][wk - 1][GATED ? 1 : 0][j][q][lane] = acc2[j][q];
+                }
+        }
+        __syncthreads();
+        if (wk > 0) return;
+#pragma unroll
+        for (int w = 0; w < WK - 1; w++)
+#pragma unroll
+            for (int j = 0; j < NT; j++)
+#pragma unroll
+                for (int q = 0; q < 4; q++) {
+                    acc1[j][q] += red[wn][w][0][j][q][lane];
+                    if (GATED) acc2[j][q] += red[wn][w][GATED ? 1 : 0][j][q][lane];
+                }
+    }
+    // C element q of tile j: weight row n0 + g + 8 (q / 2), item row 8 j + 2 t + q % 2.
+#pragma unroll
+    for (int j = 0; j < NT; j++)
+#pragma unroll
+        for (int q = 0; q < 4; q++) {
+            const int col = n0 + g + 8 * (q / 2), r = 8 * j + 2 * t + q % 2;
+            if (r >= rows || col >= p.n) continue;
+            const size_t slot = s0 + r;
+            if (GATED) {
+                p.act_out[slot * p.n + col] = f2bf(silu_f(acc1[j][q]) * acc2[j][q]);
+            } else {
+                p.f32_out[slot * p.n + col] = acc1[j][q] * p.slot_weight[slot];
+            }
+        }
+}
+
+// Items of up to MOE_BM_SMALL = 16 rows (two n8 tiles).
+static_assert(MOE_BM_SMALL == 16, "the stream kernels take 16-row items");
+extern "C" __global__ void __launch_bounds__(STREAM_THREADS) moe_gate_up_stream(const MoeGemmParams p) {
+    moe_stream<2, STREAM_WARPS * 16 / STREAM_GATE_UP_ROWS, true, false>(p);
+}
+extern "C" __global__ void __launch_bounds__(STREAM_THREADS) moe_down_stream(const MoeGemmParams p) { moe_stream<2, STREAM_WARPS * 16 / STREAM_DOWN_ROWS, false, false>(p); }
+extern "C" __global__ void __launch_bounds__(STREAM_THREADS) moe_gate_up_stream_fp8(const MoeGemmParams p) {
+    moe_stream<2, STREAM_WARPS * 16 / STREAM_GATE_UP_ROWS, true, true>(p);
+}
+extern "C" __global__ void __launch_bounds__(STREAM_THREADS) moe_down_stream_fp8(const MoeGemmParams p) { moe_stream<2, STREAM_WARPS * 16 / STREAM_DOWN_ROWS, false, true>(p); }

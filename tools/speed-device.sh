@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Runs ON one H200 (nvidia-h200), from the repo root, with .carry/ built by tools/gpu-test.sh:
+# issue 13's measurements, in one call. STEPS picks a subset (default: all of
+#   "tests kernels mini fp8 flash switch"):
+#   tests   every CUDA test (kernels against their CPU twins; one-GPU runs skip the TP2 ones);
+#   kernels `bench kernels` of mini at batch 1, 16 and 64, bf16 and fp8 experts;
+#   mini    `bench step` of mini at batch 1, 4, 16, 64 (bf16), and fp8 experts;
+#   flash   `bench step` of flash with fp8 experts on this one GPU (batch 1, 4, 16);
+#   switch  the expert GEMMs' item switch: every batch with 16-row items (the weight stream).
+# TOKENS (default: whatever the binary defaults to) is passed as --tokens when the binary has it.
+# Results are packed into $OUT/speed-results.tar.gz (the device tool brings back a few files).
+set -uo pipefail
+FINAL_OUT=${OUT:-/tmp/speed-out}
+OUT=$(mktemp -d)
+mkdir -p "$FINAL_OUT"
+trap 'tar czf "$FINAL_OUT/speed-results.tar.gz" -C "$OUT" .' EXIT
+C=.carry
+STEPS=${STEPS:-tests kernels mini fp8 flash switch}
+want() { [[ " $STEPS " == *" $1 "* ]]; }
+f=$(find / -xdev -name 'libcublas.so.13*' 2>/dev/null | head -1)
+echo "libcublas: ${f:-not found}" | tee "$OUT/libs.txt"
+[ -n "$f" ] && export LD_LIBRARY_PATH=$(dirname "$f"):${LD_LIBRARY_PATH:-}
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/device.txt"
+git rev-parse --short HEAD 2>/dev/null | tee "$OUT/commit.txt"
+B="--prefix 1024 --block 32 --steps 8"
+T=""
+[ -n "${TOKENS:-}" ] && $C/dllm bench step --help | grep -q -- --tokens && T="--tokens $TOKENS"
+
+if want tests; then
+    timeout 400 $C/test_cuda_kernels --test-threads=1 --nocapture >"$OUT/tests.log" 2>&1
+    echo "cuda_kernels tests rc=$?"; grep -E "^test .*(FAILED|ok)$|panicked|test result" "$OUT/tests.log" | head -40
+fi
+if want kernels; then
+    for q in bf16 fp8; do
+        flag=$([ $q = fp8 ] && echo "--quantization fp8")
+        for b in 1 16 64; do
+            timeout 120 $C/dllm bench kernels --preset mini --device cuda $flag $T --batch $b --prefix 1024 \
+                --json "$OUT/kernels-mini-$q-b$b.json" >"$OUT/kernels-mini-$q-b$b.log" 2>&1
+            echo "kernels mini $q b$b rc=$?"; grep -iE "experts|moe_g|moe_d|attention |total" "$OUT/kernels-mini-$q-b$b.log" | head -8
+        done
+    done
+fi
+if want mini; then
+    for q in bf16 fp8; do
+        flag=$([ $q = fp8 ] && echo "--quantization fp8")
+        timeout 200 $C/dllm bench step --preset mini --device cuda $flag $T --batch 1,4,16,64 $B \
+            --json "$OUT/step-mini-$q.json" >"$OUT/step-mini-$q.log" 2>&1
+        echo "mini $q rc=$?"; tail -n 6 "$OUT/step-mini-$q.log"
+    done
+fi
+if want switch; then
+    timeout 200 $C/dllm bench step --preset mini --device cuda $T --batch 16,64 $B --moe-large-items-from 100000 \
+        --json "$OUT/step-mini-stream-only.json" >"$OUT/step-mini-stream-only.log" 2>&1
+    echo "mini, 16-row items at every batch rc=$?"; tail -n 4 "$OUT/step-mini-stream-only.log"
+fi
+if want flash; then
+    timeout 300 $C/dllm bench step --preset flash --device cuda --quantization fp8 $T --batch 1,4,16 $B \
+        --json "$OUT/step-flash-fp8.json" >"$OUT/step-flash-fp8.log" 2>&1
+    echo "flash fp8 rc=$?"; tail -n 5 "$OUT/step-flash-fp8.log"
+fi
