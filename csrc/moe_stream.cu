@@ -80,68 +80,61 @@ template <int NT, int WK, bool GATED, bool FP8>
 __device__ __forceinline__ void moe_stream(const MoeGemmParams& p) {
     constexpr int KC = Chunk<FP8>::kc, LOADS = Chunk<FP8>::loads, WN = STREAM_WARPS / WK;
     constexpr int EB = FP8 ? 1 : 2;  // bytes a weight element
-    const int item = blockIdx.y;
-    if (item >= *p.num_items) return;
-    const int e = p.items[3 * item], s0 = p.items[3 * item + 1], rows = p.items[3 * item + 2];
+    constexpr int CTA_ROWS = 16 * WN;
     const int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP, g = lane / 4, t = lane % 4;
     const int wk = warp % WK, wn = warp / WK;
-    const int n0 = (blockIdx.x * WN + wn) * 16;  // the warp's first weight row
-    const size_t wstride = (size_t)p.n * p.k;
-    const unsigned char* w1 = FP8 ? (const unsigned char*)(p.w1_fp8 + e * wstride) : (const unsigned char*)(p.w1 + e * wstride);
-    const unsigned char* w2 = !GATED ? nullptr
-                              : FP8  ? (const unsigned char*)(p.w2_fp8 + e * wstride)
-                                     : (const unsigned char*)(p.w2 + e * wstride);
-    const int scols = (p.k + FP8_BLOCK - 1) / FP8_BLOCK;
-    const size_t srow = ((size_t)e * ((p.n + FP8_BLOCK - 1) / FP8_BLOCK) + n0 / FP8_BLOCK) * scols;
-    // Weight rows g and g + 8 (rows past n read nothing and give zeros).
-    const bool rok[2] = {n0 + g < p.n, n0 + g + 8 < p.n};
-    const size_t roff[2] = {(size_t)(n0 + g) * p.k * EB, (size_t)(n0 + g + 8) * p.k * EB};
-    // Item rows g + 8 j: the B side of n8 tile j (rows past the item read nothing: zeros).
-    const bf16* xrow[NT];
-    bool xok[NT];
-#pragma unroll
-    for (int j = 0; j < NT; j++) {
-        const int r = j * 8 + g;
-        xok[j] = r < rows;
-        xrow[j] = xok[j] ? p.x + (size_t)(GATED ? p.slot_token[s0 + r] : s0 + r) * p.k : p.x;
-    }
-    // n8 tiles wholly past the item's rows multiply zeros: skip them (warp-uniform).
-    const int nt_live = (rows + 7) / 8;
+    const int tiles_n = (p.n + CTA_ROWS - 1) / CTA_ROWS;
+    const int chunks = (p.k + KC - 1) / KC;
+    const size_t wstride = (size_t)p.n * p.k * EB;  // bytes an expert
+    const unsigned char* w1base = FP8 ? (const unsigned char*)p.w1_fp8 : (const unsigned char*)p.w1;
+    const unsigned char* w2base = !GATED ? nullptr : FP8 ? (const unsigned char*)p.w2_fp8 : (const unsigned char*)p.w2;
 
-    // Thread t's 16-byte loads of chunk c: bytes [16 (t + 4 i), +16) of the chunk's row segment.
-    auto load = [&](WeightRegs<GATED, FP8>& r, int c) {
-        const int kb = c * KC;  // first k of the chunk
+    // Work unit u = (item u / tiles_n, CTA_ROWS weight rows u % tiles_n): this warp's expert,
+    // first weight row, and the item's first slot and rows.
+    struct Unit {
+        int e, n0, s0, rows;
+    };
+    auto unit = [&](int u) {
+        const int item = u / tiles_n;
+        return Unit{p.items[3 * item], (u % tiles_n) * CTA_ROWS + wn * 16, p.items[3 * item + 1], p.items[3 * item + 2]};
+    };
+    // The grid is sized for the most items a step can have (host: max_items * tiles_n units);
+    // the item list itself says how many there are. Read both at once: the unit's entry exists
+    // (u < max_items * tiles_n) even when it is past the count.
+    int u = blockIdx.x;
+    Unit cu = unit(u);
+    const int units = *p.num_items * tiles_n;
+    if (u >= units) return;
+
+    // Thread t's 16-byte loads of chunk c of a unit: bytes [16 (t + 4 i), +16) of the chunk's
+    // row segment, rows g and g + 8 (rows past n read nothing and give zeros).
+    auto load = [&](WeightRegs<GATED, FP8>& r, const Unit& un, int c) {
 #pragma unroll
         for (int h = 0; h < 2; h++) {
+            const int row = un.n0 + g + 8 * h;
 #pragma unroll
             for (int i = 0; i < LOADS; i++) {
-                const int kk = kb + (16 / EB) * (t + 4 * i);  // first k of this 16-byte piece
-                const bool ok = rok[h] && kk < p.k;
-                const size_t off = roff[h] + (size_t)kk * EB;
-                r.w1[h][i] = ok ? ld_stream(w1 + off) : make_uint4(0, 0, 0, 0);
-                if constexpr (GATED) r.w2[h][i] = ok ? ld_stream(w2 + off) : make_uint4(0, 0, 0, 0);
+                const int kk = c * KC + (16 / EB) * (t + 4 * i);  // first k of this 16-byte piece
+                const bool ok = row < p.n && kk < p.k;
+                const size_t off = un.e * wstride + ((size_t)row * p.k + kk) * EB;
+                r.w1[h][i] = ok ? ld_stream(w1base + off) : make_uint4(0, 0, 0, 0);
+                if constexpr (GATED) r.w2[h][i] = ok ? ld_stream(w2base + off) : make_uint4(0, 0, 0, 0);
             }
         }
     };
 
-    float acc1[NT][4], acc2[NT][4];
-#pragma unroll
-    for (int j = 0; j < NT; j++)
-#pragma unroll
-        for (int q = 0; q < 4; q++) acc1[j][q] = acc2[j][q] = 0.f;
-
     // Multiply one chunk into (st1, st2): for each 16-byte piece i, its MMAs (bf16: 2 of 4 k;
-    // fp8: 4 of 4 k), each against every live n8 tile.
-    auto multiply = [&](const WeightRegs<GATED, FP8>& r, int c, float (&st1)[NT][4], float (&st2)[NT][4]) {
-        const int kb = c * KC;
+    // fp8: 4 of 4 k), each against every live n8 tile of the item's rows.
+    auto multiply = [&](const WeightRegs<GATED, FP8>& r, int c, const bf16* const (&xrow)[NT], int nt_live,
+                        float (&st1)[NT][4], float (&st2)[NT][4]) {
 #pragma unroll
         for (int i = 0; i < LOADS; i++) {
-            const int kk = kb + (16 / EB) * (t + 4 * i);
+            const int kk = c * KC + (16 / EB) * (t + 4 * i);
             // The item rows' k values matching this piece: 8 (bf16) or 16 (fp8).
             uint32_t xb[NT][FP8 ? 8 : 4];
 #pragma unroll
             for (int j = 0; j < NT; j++) {
-                const bool ok = xok[j] && j < nt_live && kk < p.k;
+                const bool ok = xrow[j] != nullptr && kk < p.k;
                 const uint4 a = ok ? __ldg(reinterpret_cast<const uint4*>(xrow[j] + kk)) : make_uint4(0, 0, 0, 0);
                 xb[j][0] = a.x, xb[j][1] = a.y, xb[j][2] = a.z, xb[j][3] = a.w;
                 if constexpr (FP8) {
@@ -184,83 +177,120 @@ __device__ __forceinline__ void moe_stream(const MoeGemmParams& p) {
         }
     };
 
-    // This warp's chunks: wk, wk + WK, ... ; one chunk's loads in flight while the previous is
-    // multiplied.
-    const int chunks = (p.k + KC - 1) / KC;
-    WeightRegs<GATED, FP8> cur, nxt;
-    if (wk < chunks) load(cur, wk);
-    for (int c = wk; c < chunks; c += WK) {
-        if (c + WK < chunks) load(nxt, c + WK);
-        if constexpr (FP8) {
-            float st1[NT][4], st2[NT][4];
-#pragma unroll
-            for (int j = 0; j < NT; j++)
-#pragma unroll
-                for (int q = 0; q < 4; q++) st1[j][q] = st2[j][q] = 0.f;
-            multiply(cur, c, st1, st2);
-            const int sb = (c * KC) / FP8_BLOCK;
-            const float s1 = p.w1_scale[srow + sb], s2 = GATED ? p.w2_scale[srow + sb] : 0.f;
-#pragma unroll
-            for (int j = 0; j < NT; j++)
-#pragma unroll
-                for (int q = 0; q < 4; q++) {
-                    acc1[j][q] += s1 * st1[j][q];
-                    if (GATED) acc2[j][q] += s2 * st2[j][q];
-                }
-        } else {
-            multiply(cur, c, acc1, acc2);
-        }
-        cur = nxt;
-    }
-
-    // Add the WK partial sums of each row tile: warps wk > 0 park theirs, warp wk = 0 adds.
-    // red[wn][wk - 1][matrix][j][q][lane]: conflict-free (lane fastest).
+    // red[wn][wk - 1][matrix][j][q][lane]: the WK - 1 other warps' partial sums of a row tile
+    // (lane fastest: conflict-free).
     __shared__ float red[WN][WK > 1 ? WK - 1 : 1][GATED ? 2 : 1][NT][4][WARP];
-    if constexpr (WK > 1) {
-        if (wk > 0) {
+
+    // This warp's chunks of each unit are wk, wk + WK, ...; one chunk's loads are in flight while
+    // the previous one is multiplied, across units too (the next unit's first chunk is loaded
+    // during the last chunk of this one, so the reduction and the writes hide behind it).
+    WeightRegs<GATED, FP8> cur, nxt;
+    if (wk < chunks) load(cur, cu, wk);
+    while (true) {
+        const int un = u + gridDim.x;
+        Unit nu{};
+        if (un < units) nu = unit(un);
+        // The item's rows g + 8 j: the B side of n8 tile j (null past the item: zeros).
+        const bf16* xrow[NT];
 #pragma unroll
-            for (int j = 0; j < NT; j++)
-#pragma unroll
-                for (int q = 0; q < 4; q++) {
-                    red[wn][wk - 1][0][j][q][lane] = acc1[j][q];
-                    if (GATED) red[wn][wk - 1][GATED ? 1 : 0][j][q][lane] = acc2[j][q];
-                }
+        for (int j = 0; j < NT; j++) {
+            const int r = j * 8 + g;
+            xrow[j] = r < cu.rows ? p.x + (size_t)(GATED ? p.slot_token[cu.s0 + r] : cu.s0 + r) * p.k : nullptr;
         }
-        __syncthreads();
-        if (wk > 0) return;
+        // n8 tiles wholly past the item's rows multiply zeros: skip them (warp-uniform).
+        const int nt_live = (cu.rows + 7) / 8;
+        float acc1[NT][4], acc2[NT][4];
 #pragma unroll
-        for (int w = 0; w < WK - 1; w++)
+        for (int j = 0; j < NT; j++)
 #pragma unroll
-            for (int j = 0; j < NT; j++)
+            for (int q = 0; q < 4; q++) acc1[j][q] = acc2[j][q] = 0.f;
+        const int scols = (p.k + FP8_BLOCK - 1) / FP8_BLOCK;
+        const size_t srow = ((size_t)cu.e * ((p.n + FP8_BLOCK - 1) / FP8_BLOCK) + cu.n0 / FP8_BLOCK) * scols;
+        for (int c = wk; c < chunks; c += WK) {
+            if (c + WK < chunks) {
+                load(nxt, cu, c + WK);
+            } else if (un < units) {
+                load(nxt, nu, wk);
+            }
+            if constexpr (FP8) {
+                float st1[NT][4], st2[NT][4];
 #pragma unroll
-                for (int q = 0; q < 4; q++) {
-                    acc1[j][q] += red[wn][w][0][j][q][lane];
-                    if (GATED) acc2[j][q] += red[wn][w][GATED ? 1 : 0][j][q][lane];
-                }
-    }
-    // C element q of tile j: weight row n0 + g + 8 (q / 2), item row 8 j + 2 t + q % 2.
+                for (int j = 0; j < NT; j++)
 #pragma unroll
-    for (int j = 0; j < NT; j++)
+                    for (int q = 0; q < 4; q++) st1[j][q] = st2[j][q] = 0.f;
+                multiply(cur, c, xrow, nt_live, st1, st2);
+                const int sb = (c * KC) / FP8_BLOCK;
+                const float s1 = p.w1_scale[srow + sb], s2 = GATED ? p.w2_scale[srow + sb] : 0.f;
 #pragma unroll
-        for (int q = 0; q < 4; q++) {
-            const int col = n0 + g + 8 * (q / 2), r = 8 * j + 2 * t + q % 2;
-            if (r >= rows || col >= p.n) continue;
-            const size_t slot = s0 + r;
-            if (GATED) {
-                p.act_out[slot * p.n + col] = f2bf(silu_f(acc1[j][q]) * acc2[j][q]);
+                for (int j = 0; j < NT; j++)
+#pragma unroll
+                    for (int q = 0; q < 4; q++) {
+                        acc1[j][q] += s1 * st1[j][q];
+                        if (GATED) acc2[j][q] += s2 * st2[j][q];
+                    }
             } else {
-                p.f32_out[slot * p.n + col] = acc1[j][q] * p.slot_weight[slot];
+                multiply(cur, c, xrow, nt_live, acc1, acc2);
+            }
+            cur = nxt;
+        }
+
+        // Add the WK partial sums of each row tile: warps wk > 0 park theirs, warp wk = 0 adds
+        // and writes.
+        bool writer = true;
+        if constexpr (WK > 1) {
+            if (wk > 0) {
+#pragma unroll
+                for (int j = 0; j < NT; j++)
+#pragma unroll
+                    for (int q = 0; q < 4; q++) {
+                        red[wn][wk - 1][0][j][q][lane] = acc1[j][q];
+                        if (GATED) red[wn][wk - 1][GATED ? 1 : 0][j][q][lane] = acc2[j][q];
+                    }
+            }
+            __syncthreads();
+            writer = wk == 0;
+            if (writer) {
+#pragma unroll
+                for (int w = 0; w < WK - 1; w++)
+#pragma unroll
+                    for (int j = 0; j < NT; j++)
+#pragma unroll
+                        for (int q = 0; q < 4; q++) {
+                            acc1[j][q] += red[wn][w][0][j][q][lane];
+                            if (GATED) acc2[j][q] += red[wn][w][GATED ? 1 : 0][j][q][lane];
+                        }
             }
         }
+        // C element q of tile j: weight row n0 + g + 8 (q / 2), item row 8 j + 2 t + q % 2.
+        if (writer) {
+#pragma unroll
+            for (int j = 0; j < NT; j++)
+#pragma unroll
+                for (int q = 0; q < 4; q++) {
+                    const int col = cu.n0 + g + 8 * (q / 2), r = 8 * j + 2 * t + q % 2;
+                    if (r >= cu.rows || col >= p.n) continue;
+                    const size_t slot = cu.s0 + r;
+                    if (GATED) {
+                        p.act_out[slot * p.n + col] = f2bf(silu_f(acc1[j][q]) * acc2[j][q]);
+                    } else {
+                        p.f32_out[slot * p.n + col] = acc1[j][q] * p.slot_weight[slot];
+                    }
+                }
+        }
+        if (un >= units) break;
+        if constexpr (WK > 1) __syncthreads();  // red is refilled by the next unit
+        u = un;
+        cu = nu;
+    }
 }
 
 // Items of up to MOE_BM_SMALL = 16 rows (two n8 tiles).
 static_assert(MOE_BM_SMALL == 16, "the stream kernels take 16-row items");
-extern "C" __global__ void __launch_bounds__(STREAM_THREADS) moe_gate_up_stream(const MoeGemmParams p) {
+extern "C" __global__ void __launch_bounds__(STREAM_THREADS, STREAM_GATE_UP_CTAS) moe_gate_up_stream(const MoeGemmParams p) {
     moe_stream<2, STREAM_WARPS * 16 / STREAM_GATE_UP_ROWS, true, false>(p);
 }
-extern "C" __global__ void __launch_bounds__(STREAM_THREADS) moe_down_stream(const MoeGemmParams p) { moe_stream<2, STREAM_WARPS * 16 / STREAM_DOWN_ROWS, false, false>(p); }
-extern "C" __global__ void __launch_bounds__(STREAM_THREADS) moe_gate_up_stream_fp8(const MoeGemmParams p) {
+extern "C" __global__ void __launch_bounds__(STREAM_THREADS, STREAM_DOWN_CTAS) moe_down_stream(const MoeGemmParams p) { moe_stream<2, STREAM_WARPS * 16 / STREAM_DOWN_ROWS, false, false>(p); }
+extern "C" __global__ void __launch_bounds__(STREAM_THREADS, STREAM_GATE_UP_FP8_CTAS) moe_gate_up_stream_fp8(const MoeGemmParams p) {
     moe_stream<2, STREAM_WARPS * 16 / STREAM_GATE_UP_ROWS, true, true>(p);
 }
-extern "C" __global__ void __launch_bounds__(STREAM_THREADS) moe_down_stream_fp8(const MoeGemmParams p) { moe_stream<2, STREAM_WARPS * 16 / STREAM_DOWN_ROWS, false, true>(p); }
+extern "C" __global__ void __launch_bounds__(STREAM_THREADS, STREAM_DOWN_FP8_CTAS) moe_down_stream_fp8(const MoeGemmParams p) { moe_stream<2, STREAM_WARPS * 16 / STREAM_DOWN_ROWS, false, true>(p); }

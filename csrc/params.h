@@ -45,6 +45,11 @@ typedef __nv_bfloat16 bf16;
 #define STREAM_THREADS (STREAM_WARPS * WARP)
 #define STREAM_GATE_UP_ROWS 16
 #define STREAM_DOWN_ROWS (16 * STREAM_WARPS)
+// CTAs an SM the register budget is capped for (the weights in flight live in registers).
+#define STREAM_GATE_UP_CTAS 4
+#define STREAM_DOWN_CTAS 6
+#define STREAM_GATE_UP_FP8_CTAS 3
+#define STREAM_DOWN_FP8_CTAS 4
 // Block FP8 (quantize_fp8.cu, the fp8 moe_gemm): one f32 scale per FP8_BLOCK x FP8_BLOCK weight
 // block; FP8_MAX is e4m3's largest finite value (a block's amax maps onto it). GEMM_BN and
 // GEMM_BK divide FP8_BLOCK, so a stage's weight tile lies in one scale block.

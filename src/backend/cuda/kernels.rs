@@ -50,6 +50,8 @@ pub struct Kernels {
     prof: Option<Mutex<Profile>>,
     /// Kernel -> the dynamic shared memory its limit was raised to (the driver call is made once).
     smem_raised: Mutex<HashMap<Kernel, u32>>,
+    /// Kernel -> CTAs resident on the whole GPU at once ([`Kernels::resident_ctas`]).
+    resident: Mutex<HashMap<Kernel, u32>>,
 }
 
 #[derive(Default)]
@@ -104,7 +106,7 @@ impl Kernels {
         // A debugging switch, so an environment variable rather than an option.
         let sync_each = std::env::var("DLLM_CUDA_SYNC").map(|v| v == "1").unwrap_or(false);
         let prof = profile.then(|| Mutex::new(Profile::default()));
-        Ok(Kernels { stream, blas, fns, sync_each, prof, smem_raised: Mutex::new(HashMap::new()) })
+        Ok(Kernels { stream, blas, fns, sync_each, prof, smem_raised: Mutex::new(HashMap::new()), resident: Mutex::new(HashMap::new()) })
     }
 
     pub fn prof_start(&self) -> Option<CudaEvent> {
@@ -198,6 +200,26 @@ impl Kernels {
             self.stream.synchronize().map_err(|cause| CudaError::KernelFailed { kernel: kernel.to_string(), cause })?;
         }
         Ok(())
+    }
+
+    /// How many CTAs of `kernel` (`threads` each, `smem` dynamic shared bytes) the whole GPU holds
+    /// at once: the grid of a persistent kernel. Asked of the driver once per kernel.
+    pub fn resident_ctas(&self, kernel: Kernel, threads: u32, smem: u32) -> Result<u32> {
+        if let Some(&n) = self.resident.lock().unwrap().get(&kernel) {
+            return Ok(n);
+        }
+        use cudarc::driver::sys::CUdevice_attribute_enum as D;
+        // Driver calls outside cudarc's launch path need the context current on this thread.
+        let ctx = self.stream.context();
+        ctx.bind_to_thread().map_err(CudaError::driver(|| "binding the CUDA context".into()))?;
+        let sms =
+            ctx.attribute(D::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT).map_err(CudaError::driver(|| "reading the SM count".into()))?;
+        let per_sm = self.fns[kernel as usize]
+            .occupancy_max_active_blocks_per_multiprocessor(threads, smem as usize, None)
+            .map_err(CudaError::driver(|| format!("kernel {kernel}: occupancy")))?;
+        let n = (sms.max(1) as u32) * per_sm.max(1);
+        self.resident.lock().unwrap().insert(kernel, n);
+        Ok(n)
     }
 
     /// Uninitialised device memory; an out-of-memory is an error naming what was being allocated.

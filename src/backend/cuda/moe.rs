@@ -3,7 +3,7 @@
 
 use super::act::CudaAct;
 use super::error::CudaError;
-use super::kernels::{params::*, Kernel};
+use super::kernels::{params::*, Kernel, Kernels};
 use super::weights::{ExpertMatrix, Ffn, MoeWeights};
 use super::CudaBackend;
 use anyhow::{bail, Result};
@@ -23,26 +23,34 @@ fn moe_tile_rows(slots: usize, experts: usize, large_from: usize) -> usize {
 }
 
 /// One expert GEMM launch: the kernel, the weight rows (output columns) a CTA takes, its
-/// threads and the dynamic shared memory params.h sizes it for.
+/// threads, the dynamic shared memory params.h sizes it for, and whether it is persistent.
 struct ExpertGemm {
     kernel: Kernel,
     cols: usize,
     threads: u32,
     smem: u32,
+    persistent: bool,
 }
 
 impl ExpertGemm {
-    /// (n / cols CTAs, one row of them per possible work item); CTAs past the item count exit.
-    fn grid(&self, n: usize, max_items: usize) -> (u32, u32, u32) {
-        (n.div_ceil(self.cols) as u32, max_items as u32, 1)
+    /// Tiles: (n / cols CTAs, one row of them per possible work item); CTAs past the item count
+    /// exit. Persistent (the stream kernels): as many CTAs as the GPU holds at once, at most one
+    /// per possible (item, column tile) unit; each walks units gridDim.x apart.
+    fn grid(&self, k: &Kernels, n: usize, max_items: usize) -> Result<(u32, u32, u32)> {
+        let tiles = n.div_ceil(self.cols);
+        if !self.persistent {
+            return Ok((tiles as u32, max_items as u32, 1));
+        }
+        let resident = k.resident_ctas(self.kernel, self.threads, self.smem)? as usize;
+        Ok(((tiles * max_items).min(resident) as u32, 1, 1))
     }
 }
 
 /// [gate_up, down] for the tile rows and the weight type: 16-row items go to the weight-stream
 /// kernels (csrc/moe_stream.cu), 64-row items to the shared-memory tiles (csrc/moe_gemm.cu).
 fn expert_gemms(tile_m: usize, fp8: bool) -> [ExpertGemm; 2] {
-    let stream = |kernel, cols| ExpertGemm { kernel, cols, threads: STREAM_THREADS as u32, smem: 0 };
-    let tiles = |kernel, smem| ExpertGemm { kernel, cols: GEMM_BN, threads: GEMM_THREADS as u32, smem };
+    let stream = |kernel, cols| ExpertGemm { kernel, cols, threads: STREAM_THREADS as u32, smem: 0, persistent: true };
+    let tiles = |kernel, smem| ExpertGemm { kernel, cols: GEMM_BN, threads: GEMM_THREADS as u32, smem, persistent: false };
     let gate_up_rows = STREAM_GATE_UP_ROWS;
     let down_rows = STREAM_DOWN_ROWS;
     match (tile_m == MOE_BM_LARGE, fp8) {
@@ -159,7 +167,7 @@ impl CudaBackend {
         // The kernel variant for the tile rows and weight type, and the shared memory params.h sizes it for.
         let fp8 = matches!(m.gate, ExpertMatrix::Fp8 { .. });
         let [gate_up, down] = expert_gemms(tile_m, fp8);
-        self.k.launch_smem(gate_up.kernel, gate_up.grid(im, max_items), gate_up.threads, gate_up.smem, &g)?;
+        self.k.launch_smem(gate_up.kernel, gate_up.grid(&self.k, im, max_items)?, gate_up.threads, gate_up.smem, &g)?;
         let slot_out = self.alloc_f32(slots * h, "expert outputs")?;
         g.x = self.p(&act);
         self.set_weights(&mut g, &m.down, None);
@@ -167,7 +175,7 @@ impl CudaBackend {
         g.f32_out = self.p(&slot_out);
         g.n = h as i32;
         g.k = im as i32;
-        self.k.launch_smem(down.kernel, down.grid(h, max_items), down.threads, down.smem, &g)?;
+        self.k.launch_smem(down.kernel, down.grid(&self.k, h, max_items)?, down.threads, down.smem, &g)?;
         let y = match &m.shared {
             Some(s) => self.dense_mlp(s, x, rows)?,
             None => {
