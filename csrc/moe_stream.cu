@@ -32,6 +32,7 @@
 // product goes into its own accumulator and is added times the block scale in f32: the sum is
 // sum(x * e4m3) * scale_inv per block, as in moe_gemm.cu.
 #include "common.cuh"
+#include "cp_async.cuh"
 
 // k elements (bf16) or codes (fp8) of one weight row a warp multiplies per chunk: 4 threads x
 // 16 bytes x 2 loads (bf16), 4 threads x 16 bytes x 1 load (fp8).
@@ -48,15 +49,6 @@ __device__ __forceinline__ void mma_bf16_16816(float (&c)[4], uint32_t a0, uint3
         "{%0,%1,%2,%3};\n"
         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
         : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-
-// 16 bytes from global memory, read once (weights: no reuse, keep them out of L1).
-__device__ __forceinline__ uint4 ld_stream(const void* p) {
-    uint4 v;
-    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-                 : "l"(p));
-    return v;
 }
 
 // Two e4m3 codes (bytes 0/1 or 2/3 of w, per `hi`) -> bf16x2, low k in the low half. Exact.
@@ -106,9 +98,17 @@ __device__ __forceinline__ void moe_stream(const MoeGemmParams& p) {
     const int units = *p.num_items * tiles_n;
     if (u >= units) return;
 
-    // Thread t's 16-byte loads of chunk c of a unit: bytes [16 (t + 4 i), +16) of the chunk's
-    // row segment, rows g and g + 8 (rows past n read nothing and give zeros).
-    auto load = [&](WeightRegs<GATED, FP8>& r, const Unit& un, int c) {
+    // The weights stream through a ring of STREAM_STAGES chunks a warp in shared memory
+    // (cp.async, so the bytes in flight take no registers): STREAM_STAGES - 1 chunks in flight
+    // while one is multiplied. Each thread reads back only what it copied itself, so the slots
+    // are thread-private: piece q of stage s of thread tid at ((s * PIECES + q) * threads + tid)
+    // * 16 bytes (a warp's 16-byte reads of one piece are contiguous: no bank conflicts).
+    constexpr int PIECES = 2 * LOADS * (GATED ? 2 : 1);
+    extern __shared__ __align__(16) unsigned char ring[];
+    auto slot = [&](int stage, int q) { return ring + ((size_t)(stage * PIECES + q) * STREAM_THREADS + threadIdx.x) * 16; };
+    // Thread t's pieces of chunk c of a unit: bytes [16 (t + 4 i), +16) of the chunk's row
+    // segment, rows g and g + 8 (rows past n, k past the end: zero-filled, nothing read).
+    auto issue = [&](int stage, const Unit& un, int c) {
 #pragma unroll
         for (int h = 0; h < 2; h++) {
             const int row = un.n0 + g + 8 * h;
@@ -116,10 +116,35 @@ __device__ __forceinline__ void moe_stream(const MoeGemmParams& p) {
             for (int i = 0; i < LOADS; i++) {
                 const int kk = c * KC + (16 / EB) * (t + 4 * i);  // first k of this 16-byte piece
                 const bool ok = row < p.n && kk < p.k;
-                const size_t off = un.e * wstride + ((size_t)row * p.k + kk) * EB;
-                r.w1[h][i] = ok ? ld_stream(w1base + off) : make_uint4(0, 0, 0, 0);
-                if constexpr (GATED) r.w2[h][i] = ok ? ld_stream(w2base + off) : make_uint4(0, 0, 0, 0);
+                const size_t off = ok ? un.e * wstride + ((size_t)row * p.k + kk) * EB : 0;
+                const int q = (h * LOADS + i) * (GATED ? 2 : 1);
+                cp_async16(slot(stage, q), w1base + off, ok);
+                if constexpr (GATED) cp_async16(slot(stage, q + 1), w2base + off, ok);
             }
+        }
+    };
+    auto fetch = [&](WeightRegs<GATED, FP8>& r, int stage) {
+#pragma unroll
+        for (int h = 0; h < 2; h++)
+#pragma unroll
+            for (int i = 0; i < LOADS; i++) {
+                const int q = (h * LOADS + i) * (GATED ? 2 : 1);
+                r.w1[h][i] = *reinterpret_cast<const uint4*>(slot(stage, q));
+                if constexpr (GATED) r.w2[h][i] = *reinterpret_cast<const uint4*>(slot(stage, q + 1));
+            }
+    };
+    // The producer side: the next (unit, chunk) of this warp's stream to copy. Every call
+    // commits one cp.async group (empty past the end), so the consumer's group count holds.
+    int pu = u, pc = wk;
+    Unit pun = cu;
+    auto issue_next = [&](int stage) {
+        if (pu < units && pc < chunks) issue(stage, pun, pc);
+        cp_async_commit();
+        pc += WK;
+        if (pc >= chunks) {
+            pc = wk;
+            pu += gridDim.x;
+            if (pu < units) pun = unit(pu);
         }
     };
 
@@ -181,15 +206,13 @@ __device__ __forceinline__ void moe_stream(const MoeGemmParams& p) {
     // (lane fastest: conflict-free).
     __shared__ float red[WN][WK > 1 ? WK - 1 : 1][GATED ? 2 : 1][NT][4][WARP];
 
-    // This warp's chunks of each unit are wk, wk + WK, ...; one chunk's loads are in flight while
-    // the previous one is multiplied, across units too (the next unit's first chunk is loaded
-    // during the last chunk of this one, so the reduction and the writes hide behind it).
-    WeightRegs<GATED, FP8> cur, nxt;
-    if (wk < chunks) load(cur, cu, wk);
+    // This warp's chunks of each unit are wk, wk + WK, ...; the ring runs across units, so the
+    // next unit's first chunks are in flight during this one's last and its reduction.
+    int stage = 0, wstage = STREAM_STAGES - 1;
+#pragma unroll
+    for (int st = 0; st < STREAM_STAGES - 1; st++) issue_next(st);
     while (true) {
         const int un = u + gridDim.x;
-        Unit nu{};
-        if (un < units) nu = unit(un);
         // The item's rows g + 8 j: the B side of n8 tile j (null past the item: zeros).
         const bf16* xrow[NT];
 #pragma unroll
@@ -207,11 +230,12 @@ __device__ __forceinline__ void moe_stream(const MoeGemmParams& p) {
         const int scols = (p.k + FP8_BLOCK - 1) / FP8_BLOCK;
         const size_t srow = ((size_t)cu.e * ((p.n + FP8_BLOCK - 1) / FP8_BLOCK) + cu.n0 / FP8_BLOCK) * scols;
         for (int c = wk; c < chunks; c += WK) {
-            if (c + WK < chunks) {
-                load(nxt, cu, c + WK);
-            } else if (un < units) {
-                load(nxt, nu, wk);
-            }
+            cp_async_wait<STREAM_STAGES - 2>();  // this chunk's group is the oldest
+            WeightRegs<GATED, FP8> cur;
+            fetch(cur, stage);
+            issue_next(wstage);  // into the stage read one chunk ago
+            stage = (stage + 1) % STREAM_STAGES;
+            wstage = (wstage + 1) % STREAM_STAGES;
             if constexpr (FP8) {
                 float st1[NT][4], st2[NT][4];
 #pragma unroll
@@ -231,7 +255,6 @@ __device__ __forceinline__ void moe_stream(const MoeGemmParams& p) {
             } else {
                 multiply(cur, c, xrow, nt_live, acc1, acc2);
             }
-            cur = nxt;
         }
 
         // Add the WK partial sums of each row tile: warps wk > 0 park theirs, warp wk = 0 adds
@@ -280,7 +303,7 @@ __device__ __forceinline__ void moe_stream(const MoeGemmParams& p) {
         if (un >= units) break;
         if constexpr (WK > 1) __syncthreads();  // red is refilled by the next unit
         u = un;
-        cu = nu;
+        cu = unit(u);
     }
 }
 
@@ -290,7 +313,7 @@ extern "C" __global__ void __launch_bounds__(STREAM_THREADS, STREAM_GATE_UP_CTAS
     moe_stream<2, STREAM_WARPS * 16 / STREAM_GATE_UP_ROWS, true, false>(p);
 }
 extern "C" __global__ void __launch_bounds__(STREAM_THREADS, STREAM_DOWN_CTAS) moe_down_stream(const MoeGemmParams p) { moe_stream<2, STREAM_WARPS * 16 / STREAM_DOWN_ROWS, false, false>(p); }
-extern "C" __global__ void __launch_bounds__(STREAM_THREADS, STREAM_GATE_UP_FP8_CTAS) moe_gate_up_stream_fp8(const MoeGemmParams p) {
+extern "C" __global__ void __launch_bounds__(STREAM_THREADS, STREAM_GATE_UP_CTAS) moe_gate_up_stream_fp8(const MoeGemmParams p) {
     moe_stream<2, STREAM_WARPS * 16 / STREAM_GATE_UP_ROWS, true, true>(p);
 }
-extern "C" __global__ void __launch_bounds__(STREAM_THREADS, STREAM_DOWN_FP8_CTAS) moe_down_stream_fp8(const MoeGemmParams p) { moe_stream<2, STREAM_WARPS * 16 / STREAM_DOWN_ROWS, false, true>(p); }
+extern "C" __global__ void __launch_bounds__(STREAM_THREADS, STREAM_DOWN_CTAS) moe_down_stream_fp8(const MoeGemmParams p) { moe_stream<2, STREAM_WARPS * 16 / STREAM_DOWN_ROWS, false, true>(p); }

@@ -45,11 +45,11 @@ typedef __nv_bfloat16 bf16;
 #define STREAM_THREADS (STREAM_WARPS * WARP)
 #define STREAM_GATE_UP_ROWS 16
 #define STREAM_DOWN_ROWS (16 * STREAM_WARPS)
-// CTAs an SM the register budget is capped for (the weights in flight live in registers).
-#define STREAM_GATE_UP_CTAS 4
+// Chunks of weights a warp has in its shared-memory ring (STREAM_STAGES - 1 in flight), and the
+// CTAs an SM that the ring (gate_up 64 KB, down 32 KB a CTA) and the registers are sized for.
+#define STREAM_STAGES 4
+#define STREAM_GATE_UP_CTAS 3
 #define STREAM_DOWN_CTAS 6
-#define STREAM_GATE_UP_FP8_CTAS 3
-#define STREAM_DOWN_FP8_CTAS 4
 // Block FP8 (quantize_fp8.cu, the fp8 moe_gemm): one f32 scale per FP8_BLOCK x FP8_BLOCK weight
 // block; FP8_MAX is e4m3's largest finite value (a block's amax maps onto it). GEMM_BN and
 // GEMM_BK divide FP8_BLOCK, so a stage's weight tile lies in one scale block.
@@ -120,8 +120,13 @@ constexpr DLLM_HD int moe_gemm_fp8_smem_bytes(int bm, bool gated) {
                ? 2 * moe_gemm_fp8_stage_bytes(bm, gated) + GEMM_BN * GEMM_LDS * 2 * (gated ? 2 : 1)
                : bm * (GEMM_BN + 4) * 4 * (gated ? 2 : 1);
 }
+// moe_stream.cu: the weight ring, STREAM_STAGES chunks of 2 rows x 2 pieces x (2 matrices if
+// gated) 16-byte pieces a thread (bf16 and fp8 alike).
+constexpr DLLM_HD int moe_stream_smem_bytes(bool gated) { return STREAM_STAGES * 2 * 2 * (gated ? 2 : 1) * 16 * STREAM_THREADS; }
 static_assert(FP8_BLOCK % GEMM_BN == 0 && FP8_BLOCK % GEMM_BK == 0, "a GEMM stage's weight tile must lie in one fp8 scale block");
 // What each of the eight kernels is launched with.
+static constexpr uint32_t MOE_GATE_UP_STREAM_SMEM = moe_stream_smem_bytes(true);
+static constexpr uint32_t MOE_DOWN_STREAM_SMEM = moe_stream_smem_bytes(false);
 static constexpr uint32_t MOE_GATE_UP_SMEM = moe_gemm_smem_bytes(MOE_BM_SMALL, true);
 static constexpr uint32_t MOE_DOWN_SMEM = moe_gemm_smem_bytes(MOE_BM_SMALL, false);
 static constexpr uint32_t MOE_GATE_UP_M64_SMEM = moe_gemm_smem_bytes(MOE_BM_LARGE, true);

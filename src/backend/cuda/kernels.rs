@@ -179,15 +179,7 @@ impl Kernels {
         if grid.0 == 0 || grid.1 == 0 || grid.2 == 0 {
             return Ok(());
         }
-        // Above the default 48 KiB the limit must be raised; once per kernel and size.
-        if smem > 48 * 1024 && smem > self.smem_raised.lock().unwrap().get(&kernel).copied().unwrap_or(0) {
-            use cudarc::driver::sys::CUfunction_attribute_enum as A;
-            // Driver calls outside cudarc's launch path need the context current on this thread.
-            self.stream.context().bind_to_thread().map_err(CudaError::driver(|| "binding the CUDA context".into()))?;
-            f.set_attribute(A::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem as i32)
-                .map_err(CudaError::driver(|| format!("kernel {kernel}: allowing {smem} bytes of shared memory")))?;
-            self.smem_raised.lock().unwrap().insert(kernel, smem);
-        }
+        self.allow_smem(kernel, smem)?;
         let cfg = LaunchConfig { grid_dim: grid, block_dim: (block, 1, 1), shared_mem_bytes: smem };
         let t0 = self.prof_start();
         let mut b = self.stream.launch_builder(f);
@@ -202,12 +194,28 @@ impl Kernels {
         Ok(())
     }
 
+    /// Above the default 48 KiB a kernel's dynamic shared memory limit must be raised; once per
+    /// kernel and size.
+    fn allow_smem(&self, kernel: Kernel, smem: u32) -> Result<()> {
+        if smem > 48 * 1024 && smem > self.smem_raised.lock().unwrap().get(&kernel).copied().unwrap_or(0) {
+            use cudarc::driver::sys::CUfunction_attribute_enum as A;
+            // Driver calls outside cudarc's launch path need the context current on this thread.
+            self.stream.context().bind_to_thread().map_err(CudaError::driver(|| "binding the CUDA context".into()))?;
+            self.fns[kernel as usize]
+                .set_attribute(A::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem as i32)
+                .map_err(CudaError::driver(|| format!("kernel {kernel}: allowing {smem} bytes of shared memory")))?;
+            self.smem_raised.lock().unwrap().insert(kernel, smem);
+        }
+        Ok(())
+    }
+
     /// How many CTAs of `kernel` (`threads` each, `smem` dynamic shared bytes) the whole GPU holds
     /// at once: the grid of a persistent kernel. Asked of the driver once per kernel.
     pub fn resident_ctas(&self, kernel: Kernel, threads: u32, smem: u32) -> Result<u32> {
         if let Some(&n) = self.resident.lock().unwrap().get(&kernel) {
             return Ok(n);
         }
+        self.allow_smem(kernel, smem)?; // the occupancy counts the raised limit
         use cudarc::driver::sys::CUdevice_attribute_enum as D;
         // Driver calls outside cudarc's launch path need the context current on this thread.
         let ctx = self.stream.context();

@@ -49,13 +49,19 @@ impl ExpertGemm {
 /// [gate_up, down] for the tile rows and the weight type: 16-row items go to the weight-stream
 /// kernels (csrc/moe_stream.cu), 64-row items to the shared-memory tiles (csrc/moe_gemm.cu).
 fn expert_gemms(tile_m: usize, fp8: bool) -> [ExpertGemm; 2] {
-    let stream = |kernel, cols| ExpertGemm { kernel, cols, threads: STREAM_THREADS as u32, smem: 0, persistent: true };
+    let stream = |kernel, cols, smem| ExpertGemm { kernel, cols, threads: STREAM_THREADS as u32, smem, persistent: true };
     let tiles = |kernel, smem| ExpertGemm { kernel, cols: GEMM_BN, threads: GEMM_THREADS as u32, smem, persistent: false };
     let gate_up_rows = STREAM_GATE_UP_ROWS;
     let down_rows = STREAM_DOWN_ROWS;
     match (tile_m == MOE_BM_LARGE, fp8) {
-        (false, false) => [stream(Kernel::MoeGateUpStream, gate_up_rows), stream(Kernel::MoeDownStream, down_rows)],
-        (false, true) => [stream(Kernel::MoeGateUpStreamFp8, gate_up_rows), stream(Kernel::MoeDownStreamFp8, down_rows)],
+        (false, false) => [
+            stream(Kernel::MoeGateUpStream, gate_up_rows, MOE_GATE_UP_STREAM_SMEM),
+            stream(Kernel::MoeDownStream, down_rows, MOE_DOWN_STREAM_SMEM),
+        ],
+        (false, true) => [
+            stream(Kernel::MoeGateUpStreamFp8, gate_up_rows, MOE_GATE_UP_STREAM_SMEM),
+            stream(Kernel::MoeDownStreamFp8, down_rows, MOE_DOWN_STREAM_SMEM),
+        ],
         (true, false) => [tiles(Kernel::MoeGateUpM64, MOE_GATE_UP_M64_SMEM), tiles(Kernel::MoeDownM64, MOE_DOWN_M64_SMEM)],
         (true, true) => [tiles(Kernel::MoeGateUpM64Fp8, MOE_GATE_UP_M64_FP8_SMEM), tiles(Kernel::MoeDownM64Fp8, MOE_DOWN_M64_FP8_SMEM)],
     }
