@@ -713,9 +713,9 @@ def check_one(args, dev, dtype):
             combos = []
             if triton_ok and dtype in (torch.bfloat16, torch.float32 if dev.type == "cpu" else None):
                 # the Triton MoE (CPU: in Triton's interpreter, eager; GPU: compiled, in a graph)
-                tcfgs = ([(16, (32, 32, 4, 4, 2), (32, 32, 4, 4, 2), "sum"),
-                          (16, (16, 32, 1, 4, 2), (32, 32, 2, 4, 2), "atomic")] if dev.type == "cpu"
-                         else [fmt.DEFAULT, (64, (64, 128, 8, 4, 3), (128, 64, 8, 4, 3), "atomic")])
+                tcfgs = ([(16, (32, 32, 4, 4, 2), (32, 32, 4, 4, 2), "sum", "one"),
+                          (16, (16, 32, 1, 4, 2), (32, 32, 2, 4, 2), "atomic", "multi")] if dev.type == "cpu"
+                         else [fmt.DEFAULT, (64, (64, 128, 8, 4, 3), (128, 64, 8, 4, 3), "atomic", "multi")])
                 for tc in tcfgs:
                     combos.append((Opts(attn=args.attn, fused_head=dev.type == "cuda", moe="triton",
                                         moe_cfg=tuple(fmt.flatten(tc)), combine=args.combine),

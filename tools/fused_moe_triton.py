@@ -9,7 +9,8 @@ this is an independent implementation of it.
       expert's run padded to a multiple of BLOCK_M, exclusive cumsum = the run starts.
       Outputs, all preallocated for the worst case EM = P + G*(BLOCK_M-1) rows:
         sorted_slots [EM] int32: the slot of each padded row, P (out of range) on padding;
-        block_expert [EM/BLOCK_M] int32: the expert of each M-block;
+        ends_blk [G_P2] int32: where each expert's run ends, in M-blocks (a GEMM program finds
+            its block's expert as the number of runs that end at or before it: one 2 KB load);
         n_padded [1] int32: the number of padded rows in use (blocks past it exit at once).
       Each slot gets its row by an atomic increment of its expert's cursor, so the order
       inside an expert's run is not fixed; it does not matter: every row is computed on its
@@ -62,30 +63,31 @@ def available(device):
 if HAVE_TRITON:
 
     @triton.jit
-    def _moe_align_kernel(ids_ptr, sorted_ptr, block_expert_ptr, npad_ptr, cursor_ptr,
-                          P, EM, NB,
-                          G: tl.constexpr, G_P2: tl.constexpr, BLOCK_M: tl.constexpr,
-                          CHUNK: tl.constexpr, CB: tl.constexpr):
+    def _align_runs(counts, offs_g, G: tl.constexpr, BLOCK_M: tl.constexpr):
+        """Per-expert counts -> padded run starts, run ends in M-blocks (bins >= G: the total)."""
+        counts = tl.where(offs_g < G, counts, 0)
+        padded = (counts + BLOCK_M - 1) // BLOCK_M * BLOCK_M
+        ends = tl.cumsum(padded, 0)
+        return ends - padded, ends // BLOCK_M, tl.sum(padded, 0)
+
+    @triton.jit
+    def _moe_align_one_kernel(ids_ptr, sorted_ptr, ends_blk_ptr, npad_ptr, cursor_ptr, P,
+                              G: tl.constexpr, G_P2: tl.constexpr, BLOCK_M: tl.constexpr,
+                              CHUNK: tl.constexpr):
+        """The whole alignment in one program (small P)."""
         offs_g = tl.arange(0, G_P2)
         counts = tl.zeros([G_P2], dtype=tl.int32)
         for start in range(0, P, CHUNK):
             offs = start + tl.arange(0, CHUNK)
             e = tl.load(ids_ptr + offs, mask=offs < P, other=G_P2 - 1)
-            counts += tl.histogram(e, G_P2)
-        counts = tl.where(offs_g < G, counts, 0)          # drop the bin of masked lanes
-        padded = (counts + BLOCK_M - 1) // BLOCK_M * BLOCK_M
-        ends = tl.cumsum(padded, 0)
-        starts = ends - padded
-        tl.store(npad_ptr, tl.sum(padded, 0))
+            counts += tl.histogram(e, G_P2)                # masked lanes land in bin G_P2-1 >= G
+        starts, ends_blk, total = _align_runs(counts, offs_g, G, BLOCK_M)
+        tl.store(npad_ptr, total)
+        tl.store(ends_blk_ptr + offs_g, ends_blk)
         tl.store(cursor_ptr + offs_g, starts)
-        # expert of each M-block: the number of runs that end at or before the block start
-        for b0 in range(0, NB, CB):
-            bb = b0 + tl.arange(0, CB)
-            eb = tl.sum((ends[None, :] <= bb[:, None] * BLOCK_M).to(tl.int32), 1)
-            tl.store(block_expert_ptr + bb, tl.minimum(eb, G - 1), mask=bb < NB)
-        for p0 in range(0, EM, CHUNK):
+        for p0 in range(0, total, CHUNK):                  # padding rows: the sentinel P
             pp = p0 + tl.arange(0, CHUNK)
-            tl.store(sorted_ptr + pp, tl.zeros([CHUNK], dtype=tl.int32) + P, mask=pp < EM)
+            tl.store(sorted_ptr + pp, tl.zeros([CHUNK], dtype=tl.int32) + P, mask=pp < total)
         tl.debug_barrier()                                 # cursors and sentinels first
         for start in range(0, P, CHUNK):
             offs = start + tl.arange(0, CHUNK)
@@ -93,6 +95,45 @@ if HAVE_TRITON:
             e = tl.load(ids_ptr + offs, mask=m, other=0)
             dest = tl.atomic_add(cursor_ptr + e, 1, mask=m)
             tl.store(sorted_ptr + dest, offs, mask=m)
+
+    @triton.jit
+    def _moe_count_kernel(ids_ptr, counts_ptr, P, G: tl.constexpr, G_P2: tl.constexpr,
+                          CHUNK: tl.constexpr):
+        """Multi-program alignment, 1/3: per-chunk histograms added into counts (zeroed)."""
+        offs = tl.program_id(0) * CHUNK + tl.arange(0, CHUNK)
+        e = tl.load(ids_ptr + offs, mask=offs < P, other=G_P2 - 1)
+        offs_g = tl.arange(0, G_P2)
+        tl.atomic_add(counts_ptr + offs_g, tl.histogram(e, G_P2), mask=offs_g < G, sem="relaxed")
+
+    @triton.jit
+    def _moe_runs_kernel(counts_ptr, sorted_ptr, ends_blk_ptr, npad_ptr, cursor_ptr, P,
+                         G: tl.constexpr, G_P2: tl.constexpr, BLOCK_M: tl.constexpr,
+                         CHUNK: tl.constexpr):
+        """2/3 (one program): run starts (as cursors), run ends, total, sentinels."""
+        offs_g = tl.arange(0, G_P2)
+        counts = tl.load(counts_ptr + offs_g)
+        starts, ends_blk, total = _align_runs(counts, offs_g, G, BLOCK_M)
+        tl.store(npad_ptr, total)
+        tl.store(ends_blk_ptr + offs_g, ends_blk)
+        tl.store(cursor_ptr + offs_g, starts)
+        for p0 in range(0, total, CHUNK):
+            pp = p0 + tl.arange(0, CHUNK)
+            tl.store(sorted_ptr + pp, tl.zeros([CHUNK], dtype=tl.int32) + P, mask=pp < total)
+
+    @triton.jit
+    def _moe_scatter_kernel(ids_ptr, sorted_ptr, cursor_ptr, P, CHUNK: tl.constexpr):
+        """3/3: each slot takes the next row of its expert's run."""
+        offs = tl.program_id(0) * CHUNK + tl.arange(0, CHUNK)
+        m = offs < P
+        e = tl.load(ids_ptr + offs, mask=m, other=0)
+        dest = tl.atomic_add(cursor_ptr + e, 1, mask=m)
+        tl.store(sorted_ptr + dest, offs, mask=m)
+
+    @triton.jit
+    def _block_expert(ends_blk_ptr, pid_m, G_P2: tl.constexpr):
+        """The expert whose run holds M-block pid_m: the number of runs that end at or before it."""
+        ends = tl.load(ends_blk_ptr + tl.arange(0, G_P2))
+        return tl.sum((ends <= pid_m).to(tl.int32), 0).to(tl.int64)
 
     @triton.jit
     def _round(x, dt: tl.constexpr, UPCAST: tl.constexpr):
@@ -117,10 +158,10 @@ if HAVE_TRITON:
         return pid_m, pid_n
 
     @triton.jit
-    def _moe_gate_up_kernel(h_ptr, w_ptr, act_ptr, sorted_ptr, block_expert_ptr, npad_ptr,
+    def _moe_gate_up_kernel(h_ptr, w_ptr, act_ptr, sorted_ptr, ends_blk_ptr, npad_ptr,
                             P, EM, K, I,
                             stride_hm, stride_we, stride_wk, stride_wn, stride_am,
-                            SLOTS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                            SLOTS: tl.constexpr, G_P2: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                             BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr, UPCAST: tl.constexpr):
         pid_m, pid_n = _pid_mn(EM, I, BLOCK_M, BLOCK_N, GROUP_M)
         if pid_m * BLOCK_M >= tl.load(npad_ptr):
@@ -129,7 +170,7 @@ if HAVE_TRITON:
         slot = tl.load(sorted_ptr + offs_m)
         valid = slot < P
         tok = (slot // SLOTS).to(tl.int64)
-        e = tl.load(block_expert_ptr + pid_m).to(tl.int64)
+        e = _block_expert(ends_blk_ptr, pid_m, G_P2)
         offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
         offs_k = tl.arange(0, BLOCK_K)
         a_ptrs = h_ptr + tok[:, None] * stride_hm + offs_k[None, :]
@@ -155,10 +196,10 @@ if HAVE_TRITON:
         tl.store(o_ptrs, _round(act, act_ptr.dtype.element_ty, UPCAST), mask=valid[:, None])
 
     @triton.jit
-    def _moe_down_kernel(act_ptr, w_ptr, rw_ptr, out_ptr, sorted_ptr, block_expert_ptr, npad_ptr,
+    def _moe_down_kernel(act_ptr, w_ptr, rw_ptr, out_ptr, sorted_ptr, ends_blk_ptr, npad_ptr,
                          P, EM, K, N,
                          stride_am, stride_we, stride_wk, stride_wn, stride_om,
-                         SLOTS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                         SLOTS: tl.constexpr, G_P2: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                          BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr, ATOMIC: tl.constexpr,
                          UPCAST: tl.constexpr):
         pid_m, pid_n = _pid_mn(EM, N, BLOCK_M, BLOCK_N, GROUP_M)
@@ -168,7 +209,7 @@ if HAVE_TRITON:
         slot = tl.load(sorted_ptr + offs_m)
         valid = slot < P
         slot64 = slot.to(tl.int64)
-        e = tl.load(block_expert_ptr + pid_m).to(tl.int64)
+        e = _block_expert(ends_blk_ptr, pid_m, G_P2)
         offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
         offs_k = tl.arange(0, BLOCK_K)
         a_ptrs = act_ptr + slot64[:, None] * stride_am + offs_k[None, :]
@@ -199,8 +240,8 @@ if HAVE_TRITON:
 # --------------------------------------------------------------------------------------
 
 # A config: (BLOCK_M, gate_up (BN, BK, GROUP_M, warps, stages), down (BN, BK, GROUP_M, warps,
-# stages), combine "sum" | "atomic"). Flattened to 12 ints for the custom op.
-DEFAULT = (16, (64, 64, 8, 4, 3), (64, 64, 8, 4, 3), "sum")
+# stages), combine "sum" | "atomic"[, align "one" | "multi"]). Flattened to 13 ints for the op.
+DEFAULT = (16, (64, 64, 8, 4, 3), (64, 64, 8, 4, 3), "sum", "one")
 
 # Candidates tried by tune(), per kernel, for each BLOCK_M. Small M: the weights dominate
 # the traffic, so the point is enough programs in flight and deep enough pipelines.
@@ -215,20 +256,25 @@ CANDIDATES_DOWN = [
 ]
 
 
+def _full(cfg):
+    return tuple(cfg) if len(cfg) == 5 else (*cfg, "one")
+
+
 def flatten(cfg):
-    bm, gu, dn, comb = cfg
-    return [bm, *gu, *dn, 1 if comb == "atomic" else 0]
+    bm, gu, dn, comb, al = _full(cfg)
+    return [bm, *gu, *dn, 1 if comb == "atomic" else 0, 1 if al == "multi" else 0]
 
 
 def unflatten(f):
-    f = [int(v) for v in f]
-    return (f[0], tuple(f[1:6]), tuple(f[6:11]), "atomic" if f[11] else "sum")
+    f = [int(v) for v in f] + [0] * (13 - len(f))
+    return (f[0], tuple(f[1:6]), tuple(f[6:11]), "atomic" if f[11] else "sum", "multi" if f[12] else "one")
 
 
 def describe(cfg):
-    bm, gu, dn, comb = cfg
+    bm, gu, dn, comb, al = _full(cfg)
     k = ("BLOCK_N", "BLOCK_K", "GROUP_M", "num_warps", "num_stages")
-    return {"BLOCK_M": bm, "gate_up": dict(zip(k, gu)), "down": dict(zip(k, dn)), "combine": comb}
+    return {"BLOCK_M": bm, "gate_up": dict(zip(k, gu)), "down": dict(zip(k, dn)), "combine": comb,
+            "align": al}
 
 
 def _next_pow2(n):
@@ -240,26 +286,36 @@ def _fits(kdim, ndim, bn, bk):
 
 
 class Aligned:
-    __slots__ = ("sorted", "block_expert", "npad", "EM", "NB", "BM")
+    __slots__ = ("sorted", "ends_blk", "npad", "EM", "NB", "BM", "G_P2")
 
 
-def align(ids, n_groups, block_m):
-    """ids: [P] int32 expert per slot (values < n_groups). Returns Aligned (device tensors,
-    static shapes for the worst case)."""
+def align(ids, n_groups, block_m, mode="one"):
+    """ids: [P] int32 expert per slot (values < n_groups). mode "one": one program does it
+    all (best for small P); "multi": count / runs / scatter over cdiv(P, 1024) programs
+    (+ a memset). Returns Aligned (device tensors, static shapes for the worst case)."""
     P = ids.numel()
     EM = P + n_groups * (block_m - 1)
-    NB = triton.cdiv(EM, block_m)
+    dev = ids.device
     a = Aligned()
-    a.sorted = torch.empty(EM, device=ids.device, dtype=torch.int32)
-    a.block_expert = torch.empty(NB, device=ids.device, dtype=torch.int32)
-    a.npad = torch.empty(1, device=ids.device, dtype=torch.int32)
-    g_p2 = _next_pow2(n_groups + 1)
-    cursor = torch.empty(g_p2, device=ids.device, dtype=torch.int32)
-    chunk = min(1024, max(16, _next_pow2(P)))
-    _moe_align_kernel[(1,)](ids, a.sorted, a.block_expert, a.npad, cursor, P, EM, NB,
-                            G=n_groups, G_P2=g_p2, BLOCK_M=block_m, CHUNK=chunk, CB=16,
-                            num_warps=8 if not INTERPRET else 4)
-    a.EM, a.NB, a.BM = EM, NB, block_m
+    a.G_P2 = g_p2 = _next_pow2(n_groups + 1)
+    a.sorted = torch.empty(EM, device=dev, dtype=torch.int32)
+    a.ends_blk = torch.empty(g_p2, device=dev, dtype=torch.int32)
+    a.npad = torch.empty(1, device=dev, dtype=torch.int32)
+    cursor = torch.empty(g_p2, device=dev, dtype=torch.int32)
+    if mode == "one":
+        chunk = min(2048, max(16, _next_pow2(P)))
+        _moe_align_one_kernel[(1,)](ids, a.sorted, a.ends_blk, a.npad, cursor, P,
+                                    G=n_groups, G_P2=g_p2, BLOCK_M=block_m, CHUNK=chunk,
+                                    num_warps=4 if INTERPRET else 16)
+    else:
+        chunk = 1024
+        counts = torch.zeros(g_p2, device=dev, dtype=torch.int32)
+        nprog = triton.cdiv(P, chunk)
+        _moe_count_kernel[(nprog,)](ids, counts, P, G=n_groups, G_P2=g_p2, CHUNK=chunk, num_warps=4)
+        _moe_runs_kernel[(1,)](counts, a.sorted, a.ends_blk, a.npad, cursor, P,
+                               G=n_groups, G_P2=g_p2, BLOCK_M=block_m, CHUNK=chunk, num_warps=4)
+        _moe_scatter_kernel[(nprog,)](ids, a.sorted, cursor, P, CHUNK=chunk, num_warps=4)
+    a.EM, a.NB, a.BM = EM, triton.cdiv(EM, block_m), block_m
     return a
 
 
@@ -272,10 +328,10 @@ def gate_up(h, w13, al, P, slots, cfg_gu, act=None):
     if act is None:
         act = torch.empty((P, I), device=h.device, dtype=h.dtype)
     grid = (al.NB * (I // bn),)
-    _moe_gate_up_kernel[grid](h, w13, act, al.sorted, al.block_expert, al.npad,
+    _moe_gate_up_kernel[grid](h, w13, act, al.sorted, al.ends_blk, al.npad,
                               P, al.EM, K, I,
                               h.stride(0), w13.stride(0), w13.stride(1), w13.stride(2), act.stride(0),
-                              SLOTS=slots, BLOCK_M=al.BM, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=gm,
+                              SLOTS=slots, G_P2=al.G_P2, BLOCK_M=al.BM, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=gm,
                               UPCAST=INTERPRET, num_warps=nw, num_stages=ns)
     return act
 
@@ -292,10 +348,10 @@ def down(act, w2, rw, al, T, slots, cfg_dn, combine):
     else:
         out = torch.empty((P, N), device=act.device, dtype=act.dtype)
     grid = (al.NB * (N // bn),)
-    _moe_down_kernel[grid](act, w2, rw, out, al.sorted, al.block_expert, al.npad,
+    _moe_down_kernel[grid](act, w2, rw, out, al.sorted, al.ends_blk, al.npad,
                            P, al.EM, K, N,
                            act.stride(0), w2.stride(0), w2.stride(1), w2.stride(2), out.stride(0),
-                           SLOTS=slots, BLOCK_M=al.BM, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=gm,
+                           SLOTS=slots, G_P2=al.G_P2, BLOCK_M=al.BM, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=gm,
                            ATOMIC=combine == "atomic", UPCAST=INTERPRET, num_warps=nw, num_stages=ns)
     return out
 
@@ -304,10 +360,10 @@ def fused_moe_raw(h, ids, rw, w13, w2, slots, cfg):
     """h [T, H]; ids [T*slots] int32 (expert per slot, slot = token*slots + k); rw [T*slots]
     fp32 routing weights; w13 [G, H, 2I], w2 [G, I, H] (any strides). Returns [P, H] per-slot
     rows (combine "sum") or [T, H] fp32 sums (combine "atomic")."""
-    bm, gu, dn, comb = cfg
+    bm, gu, dn, comb, amode = _full(cfg)
     T = h.shape[0]
     P = ids.numel()
-    al = align(ids, w13.shape[0], bm)
+    al = align(ids, w13.shape[0], bm, amode)
     act = gate_up(h, w13, al, P, slots, gu)
     return down(act, w2, rw, al, T, slots, dn, comb)
 
@@ -339,7 +395,7 @@ def op():
 
         @_fused_moe_op.register_fake
         def _(h, ids, rw, w13, w2, slots, cfg):
-            if cfg[11]:
+            if cfg[11]:   # combine "atomic"
                 return h.new_empty((h.shape[0], w2.shape[2]), dtype=torch.float32)
             return h.new_empty((ids.numel(), w2.shape[2]))
 
@@ -417,12 +473,19 @@ def tune(h, ids, rw, w13, w2, slots, block_ms=BLOCK_MS, log=None, budget_s=60.0)
     for bm in block_ms:
         if time.time() - t0 > budget_s:
             break
-        try:
-            al = align(ids, G, bm)
-            t_align = _time_graph(lambda: align(ids, G, bm))
-        except Exception as e:  # noqa: BLE001
-            log(f"[tune] BLOCK_M {bm}: align failed: {type(e).__name__}: {e}")
+        t_align, amode = float("inf"), None
+        for m in ("one", "multi"):
+            try:
+                us = _time_graph(lambda: align(ids, G, bm, m))
+            except Exception as e:  # noqa: BLE001
+                log(f"[tune] BLOCK_M {bm}: align {m} failed: {type(e).__name__}: {str(e)[:160]}")
+                continue
+            rows.append({"BLOCK_M": bm, "kernel": "align", "cfg": m, "us": round(us, 2)})
+            if us < t_align:
+                t_align, amode = us, m
+        if amode is None:
             continue
+        al = align(ids, G, bm, amode)
         act = torch.empty((P, I), device=h.device, dtype=h.dtype)
         g_best = None
         for c in CANDIDATES_GATE_UP:
@@ -458,12 +521,12 @@ def tune(h, ids, rw, w13, w2, slots, block_ms=BLOCK_MS, log=None, budget_s=60.0)
                     d_best = (c, us, comb)
         if d_best is None:
             continue
-        cfg = (bm, g_best[0], d_best[0], d_best[2])
+        cfg = (bm, g_best[0], d_best[0], d_best[2], amode)
         # correctness of the chosen pair on these operands (a config must never win wrong)
         out = fused_moe(h, ids, rw, w13, w2, slots, cfg)
         err = float((out - ref).norm()) / max(scale, 1e-30)
         total = t_align + g_best[1] + d_best[1]
-        log(f"[tune] T={T} BLOCK_M {bm}: align {t_align:.1f} us + gate_up {g_best[0]} {g_best[1]:.1f} us "
+        log(f"[tune] T={T} BLOCK_M {bm}: align {amode} {t_align:.1f} us + gate_up {g_best[0]} {g_best[1]:.1f} us "
             f"+ down {d_best[0]} {d_best[2]} {d_best[1]:.1f} us = {total:.1f} us/layer, rel err {err:.2e}")
         if err > 2e-2:
             log(f"[tune] BLOCK_M {bm}: rejected (rel err {err:.2e})")
@@ -501,9 +564,10 @@ def selftest(device, dtype=torch.bfloat16, H=64, I=32, G=17, slots=5, T=24, conf
     routings["distinct top-k + shared"] = torch.cat([r, torch.full((T, 1), G - 1)], 1).reshape(-1)
     rw = torch.rand(P, generator=g).to(device)
     if configs is None:
-        configs = [(16, (16, 32, 1, 4, 2), (16, 32, 1, 4, 2), "sum"),
-                   (32, (32, 16, 4, 4, 2), (32, 32, 4, 4, 2), "atomic"),
-                   (16, (32, 64, 8, 4, 3), (64, 32, 2, 4, 3), "sum")]
+        configs = [(16, (16, 32, 1, 4, 2), (16, 32, 1, 4, 2), "sum", "one"),
+                   (32, (32, 16, 4, 4, 2), (32, 32, 4, 4, 2), "atomic", "multi"),
+                   (16, (32, 64, 8, 4, 3), (64, 32, 2, 4, 3), "sum", "multi"),
+                   (64, (16, 64, 2, 4, 3), (32, 32, 8, 4, 3), "atomic", "one")]
     worst = 0.0
     for name, ids in routings.items():
         ids = ids.to(device=device, dtype=torch.int32)
@@ -514,22 +578,24 @@ def selftest(device, dtype=torch.bfloat16, H=64, I=32, G=17, slots=5, T=24, conf
             for lay, (a13, a2) in (("kn", (w13, w2)), ("nk", (w13_nk, w2_nk))):
                 out = fused_moe(h, ids, rw, a13, a2, slots, cfg)
                 err = float((out.double() - ref.double()).norm() / ref.double().norm())
-                # the alignment itself: every slot exactly once, padding = sentinel, runs by expert
-                al = align(ids, G, cfg[0])
+                # the alignment itself: every slot exactly once, padding = sentinel, blocks of one expert
+                al = align(ids, G, cfg[0], cfg[4])
                 srt = al.sorted.cpu()
                 npad = int(al.npad.cpu())
                 used = srt[:npad]
                 real = used[used < P]
-                ok_align = (sorted(real.tolist()) == list(range(P))
-                            and bool((srt[npad:] == P).all()))
-                be = al.block_expert.cpu()
+                ok_align = sorted(real.tolist()) == list(range(P))   # every slot once, rest sentinel
+                eb = al.ends_blk.cpu()
+                be = [(eb[:G] <= b).sum() for b in range(npad // cfg[0])]
+                if int(eb[G - 1]) * cfg[0] != npad:
+                    ok_align = False
                 for b in range(npad // cfg[0]):
                     blk = srt[b * cfg[0]:(b + 1) * cfg[0]]
                     blk = blk[blk < P]
                     if len(blk) and not bool((ids.cpu()[blk.long()] == be[b]).all()):
                         ok_align = False
                 worst = max(worst, err)
-                print(f"[selftest] {name:28s} BLOCK_M {cfg[0]:3d} {cfg[3]:6s} {lay}: rel err {err:.2e}, "
+                print(f"[selftest] {name:28s} BLOCK_M {cfg[0]:3d} {cfg[3]:6s} align {cfg[4]:5s} {lay}: rel err {err:.2e}, "
                       f"align {'ok' if ok_align else 'WRONG'} (padded rows {npad})")
                 if not ok_align:
                     worst = float("inf")
