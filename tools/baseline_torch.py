@@ -992,7 +992,7 @@ def main():
                    help="comma list tried in turn, fastest reported: compile[:MODE] | triton[:MODE] | eager "
                         "(MODE: default | max-autotune-no-cudagraphs; triton = compile with the MoE "
                         "through tools/fused_moe_triton.py, tile config tuned per batch)")
-    p.add_argument("--tune-budget", type=float, default=45.0,
+    p.add_argument("--tune-budget", type=float, default=90.0,
                    help="triton variant: seconds of tuning per batch at most (Triton compiles included)")
     p.add_argument("--triton-config",
                    help="triton variant: skip tuning, use this config (12 ints, fused_moe_triton.flatten: "

@@ -162,7 +162,8 @@ if HAVE_TRITON:
                             P, EM, K, I,
                             stride_hm, stride_we, stride_wk, stride_wn, stride_am,
                             SLOTS: tl.constexpr, G_P2: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                            BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr, UPCAST: tl.constexpr):
+                            BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr, W_KN: tl.constexpr,
+                            UPCAST: tl.constexpr):
         pid_m, pid_n = _pid_mn(EM, I, BLOCK_M, BLOCK_N, GROUP_M)
         if pid_m * BLOCK_M >= tl.load(npad_ptr):
             return
@@ -174,8 +175,16 @@ if HAVE_TRITON:
         offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
         offs_k = tl.arange(0, BLOCK_K)
         a_ptrs = h_ptr + tok[:, None] * stride_hm + offs_k[None, :]
-        g_ptrs = w_ptr + e * stride_we + offs_k[:, None] * stride_wk + offs_n[None, :] * stride_wn
-        u_ptrs = g_ptrs + I * stride_wn
+        # one of the two weight strides is 1 (W_KN: N contiguous): said as a constexpr so that
+        # the compiler sees contiguous rows (vector loads, async-copy pipelining)
+        if W_KN:
+            g_ptrs = w_ptr + e * stride_we + offs_k[:, None] * stride_wk + offs_n[None, :]
+            u_ptrs = g_ptrs + I
+            step_k = BLOCK_K * stride_wk
+        else:
+            g_ptrs = w_ptr + e * stride_we + offs_k[:, None] + offs_n[None, :] * stride_wn
+            u_ptrs = g_ptrs + I * stride_wn
+            step_k = BLOCK_K
         acc_g = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
         acc_u = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
         for _k in range(0, K, BLOCK_K):
@@ -189,8 +198,8 @@ if HAVE_TRITON:
             acc_g = tl.dot(a, g, acc_g)
             acc_u = tl.dot(a, u, acc_u)
             a_ptrs += BLOCK_K
-            g_ptrs += BLOCK_K * stride_wk
-            u_ptrs += BLOCK_K * stride_wk
+            g_ptrs += step_k
+            u_ptrs += step_k
         act = acc_g / (1.0 + tl.exp(-acc_g)) * acc_u
         o_ptrs = act_ptr + slot.to(tl.int64)[:, None] * stride_am + offs_n[None, :]
         tl.store(o_ptrs, _round(act, act_ptr.dtype.element_ty, UPCAST), mask=valid[:, None])
@@ -201,7 +210,7 @@ if HAVE_TRITON:
                          stride_am, stride_we, stride_wk, stride_wn, stride_om,
                          SLOTS: tl.constexpr, G_P2: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                          BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr, ATOMIC: tl.constexpr,
-                         UPCAST: tl.constexpr):
+                         W_KN: tl.constexpr, UPCAST: tl.constexpr):
         pid_m, pid_n = _pid_mn(EM, N, BLOCK_M, BLOCK_N, GROUP_M)
         if pid_m * BLOCK_M >= tl.load(npad_ptr):
             return
@@ -213,7 +222,12 @@ if HAVE_TRITON:
         offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
         offs_k = tl.arange(0, BLOCK_K)
         a_ptrs = act_ptr + slot64[:, None] * stride_am + offs_k[None, :]
-        b_ptrs = w_ptr + e * stride_we + offs_k[:, None] * stride_wk + offs_n[None, :] * stride_wn
+        if W_KN:
+            b_ptrs = w_ptr + e * stride_we + offs_k[:, None] * stride_wk + offs_n[None, :]
+            step_k = BLOCK_K * stride_wk
+        else:
+            b_ptrs = w_ptr + e * stride_we + offs_k[:, None] + offs_n[None, :] * stride_wn
+            step_k = BLOCK_K
         acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
         for _k in range(0, K, BLOCK_K):
             a = tl.load(a_ptrs, mask=valid[:, None], other=0.0)
@@ -223,7 +237,7 @@ if HAVE_TRITON:
                 b = b.to(tl.float32)
             acc = tl.dot(a, b, acc)
             a_ptrs += BLOCK_K
-            b_ptrs += BLOCK_K * stride_wk
+            b_ptrs += step_k
         rw = tl.load(rw_ptr + slot, mask=valid, other=0.0)
         acc = acc * rw[:, None]
         if ATOMIC:
@@ -250,10 +264,12 @@ CANDIDATES_GATE_UP = [  # BN, BK, GROUP_M, warps, stages (two accumulators: BN 1
     (32, 128, 8, 4, 4), (64, 64, 8, 4, 3), (64, 64, 8, 4, 4), (64, 128, 8, 4, 3),
     (64, 128, 8, 4, 4), (64, 128, 8, 8, 3), (128, 64, 8, 4, 3), (128, 64, 8, 8, 4),
 ]
-CANDIDATES_DOWN = [
-    (64, 64, 8, 4, 3), (64, 64, 8, 4, 4), (64, 128, 8, 4, 3), (64, 128, 8, 4, 4),
-    (128, 64, 8, 4, 3), (128, 64, 8, 4, 4), (128, 128, 8, 8, 3), (128, 128, 8, 4, 3),
+CANDIDATES_DOWN = [     # each tried with both combines
+    (64, 64, 8, 4, 4), (64, 128, 8, 4, 3), (64, 128, 8, 4, 4),
+    (128, 64, 8, 4, 3), (128, 64, 8, 4, 4), (128, 128, 8, 8, 3),
 ]
+# All of these compile for sm_90 (Triton 3.9, checked ahead of time without a GPU): async-copy
+# pipelined loads, wgmma at BLOCK_M 64, at most 192 KB of shared memory.
 
 
 def _full(cfg):
@@ -283,6 +299,14 @@ def _next_pow2(n):
 
 def _fits(kdim, ndim, bn, bk):
     return ndim % bn == 0 and kdim % bk == 0 and bn >= 16 and bk >= 16
+
+
+def _w_kn(w):
+    """[G, K, N] weights: True if N is contiguous, False if K is (anything else: copy first)."""
+    if w.stride(2) == 1:
+        return True
+    assert w.stride(1) == 1, f"weights need a unit stride in K or N, got {w.stride()}"
+    return False
 
 
 class Aligned:
@@ -323,6 +347,7 @@ def gate_up(h, w13, al, P, slots, cfg_gu, act=None):
     """act [P, I] = SiLU(h[tok] @ gate[e]) * (h[tok] @ up[e]) for every slot."""
     bn, bk, gm, nw, ns = cfg_gu
     T, K = h.shape
+    assert h.stride(1) == 1
     I = w13.shape[2] // 2
     assert _fits(K, I, bn, bk), (K, I, bn, bk)
     if act is None:
@@ -332,7 +357,7 @@ def gate_up(h, w13, al, P, slots, cfg_gu, act=None):
                               P, al.EM, K, I,
                               h.stride(0), w13.stride(0), w13.stride(1), w13.stride(2), act.stride(0),
                               SLOTS=slots, G_P2=al.G_P2, BLOCK_M=al.BM, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=gm,
-                              UPCAST=INTERPRET, num_warps=nw, num_stages=ns)
+                              W_KN=_w_kn(w13), UPCAST=INTERPRET, num_warps=nw, num_stages=ns)
     return act
 
 
@@ -352,7 +377,8 @@ def down(act, w2, rw, al, T, slots, cfg_dn, combine):
                            P, al.EM, K, N,
                            act.stride(0), w2.stride(0), w2.stride(1), w2.stride(2), out.stride(0),
                            SLOTS=slots, G_P2=al.G_P2, BLOCK_M=al.BM, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=gm,
-                           ATOMIC=combine == "atomic", UPCAST=INTERPRET, num_warps=nw, num_stages=ns)
+                           ATOMIC=combine == "atomic", W_KN=_w_kn(w2), UPCAST=INTERPRET,
+                           num_warps=nw, num_stages=ns)
     return out
 
 
@@ -456,20 +482,27 @@ def _time_graph(fn, reps=10, replays=5):
     return ts[len(ts) // 2]
 
 
-def tune(h, ids, rw, w13, w2, slots, block_ms=BLOCK_MS, log=None, budget_s=60.0):
+def tune(h, ids, rw, w13, w2, slots, block_ms=None, log=None, budget_s=90.0):
     """Times the candidates on these real operands; returns (best cfg, report dict).
-    Per BLOCK_M: the best gate_up config, the best down config for each combine; the total
-    (align + gate_up + down + the slot sum where "sum") decides. Bounded by budget_s
-    (candidates past it are skipped, the best so far is kept)."""
+    BLOCK_M: 16, 32, 64, those at most twice the mean rows per routed expert (16 always).
+    Per BLOCK_M: the faster alignment, the best gate_up config, the best down config for each
+    combine; the total (align + gate_up + down + the slot sum where "sum") decides. Bounded by
+    budget_s (candidates past it are skipped, the best so far is kept); the first batch pays
+    the Triton compiles (~1 s a config), later ones hit the cache."""
     t0 = time.time()
     T, H = h.shape
     P = ids.numel()
     G = w13.shape[0]
     I = w13.shape[2] // 2
+    n_used = int(torch.unique(ids).numel())
+    rows = P / max(1, n_used)
+    if block_ms is None:
+        block_ms = [bm for bm in BLOCK_MS if bm == BLOCK_MS[0] or bm <= 2 * rows]
+    log = log or (lambda s: print(s, file=sys.stderr))
     ref = reference_moe(h, ids, rw, w13, w2, slots)
     scale = float(ref.norm())
+    log(f"[tune] T={T}: {P} slots over {n_used} groups ({rows:.1f} rows each): BLOCK_M {block_ms}")
     best, best_us, rows = None, float("inf"), []
-    log = log or (lambda s: print(s, file=sys.stderr))
     for bm in block_ms:
         if time.time() - t0 > budget_s:
             break
@@ -535,7 +568,7 @@ def tune(h, ids, rw, w13, w2, slots, block_ms=BLOCK_MS, log=None, budget_s=60.0)
             best, best_us = cfg, total
     if best is None:
         raise RuntimeError("no Triton MoE config ran correctly")
-    report = {"config": describe(best), "us_per_layer": round(best_us, 2),
+    report = {"config": describe(best), "us_per_layer": round(best_us, 2), "groups_used": n_used,
               "tune_s": round(time.time() - t0, 1), "timings": rows}
     return best, report
 
