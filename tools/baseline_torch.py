@@ -34,20 +34,52 @@ What the fast path does (all static shapes, no host sync, whole step in a CUDA g
     *end* indices of each group.
   * Head: final RMSNorm, lm_head, argmax + softmax probability of it; compiled variants
     fuse this into one pass over the logits, eager uses log_softmax.gather.
-Variants (pick with --variants, the fastest correct one is reported):
+  * MoE, variant "triton" (tools/fused_moe_triton.py, the fused-MoE algorithm the serving
+    stacks run MoE models with, our own implementation): the same routing ops, then one
+    custom op (torch.library.custom_op, opaque to torch.compile, no graph break) that runs
+      - the alignment: the T*(top_k+1) (token, expert) slots bucketed by expert, each
+        expert's run padded to a multiple of BLOCK_M (tl.histogram, cumsum, an atomic cursor
+        per expert); padding rows hold an out-of-range sentinel; buffers sized for the worst
+        case T*(top_k+1) + G*(BLOCK_M-1); the padded row count stays on the device and
+        M-blocks past it exit at once. One program, or count/runs/scatter over many (tuned);
+      - gate+up: one launch, program = (M-block, N-block): gathers its tokens' rows of h,
+        bf16 tl.dot against the block's expert's gate and up columns (fp32 accumulators),
+        SiLU(gate)*up in the epilogue, bf16 [slots, I];
+      - down: one launch, times the routing weight in the epilogue, then either per-slot bf16
+        rows summed over the k slots in fp32 by the compiled code (fused with the residual
+        add), or fp32 atomics into [T, H] (tuned);
+    the shared expert rides as group E here too (or --shared-separate). Tile configs
+    (BLOCK_M 16/32/64 as the rows per routed expert allow; BLOCK_N/K, warps, stages: 8
+    gate+up and 6x2 down candidates; the alignment and combine choices) are timed per batch
+    on the GPU at startup, on the first MoE layer's real operands (h and routing recorded
+    by an eager run of the same inputs), each candidate as a CUDA graph of 10 launches; the
+    fastest whose output matches a per-expert fp32 loop (rel err < 2e-2) is used, printed,
+    and recorded in the JSON (runs[].triton: config, us per MoE layer, every timing).
+    Bounded by --tune-budget seconds a batch; the Triton compiles (~1 s a config) are paid
+    once, later batches hit the cache. --triton-config skips tuning.
+Variants (pick with --variants, the fastest correct one is reported as "best"):
   compile  : each layer / the head through torch.compile (inductor, no cudagraphs), then
              the whole step captured in one CUDA graph by us.
+  triton   : as compile, with the MoE through the Triton fused MoE above.
   eager    : plain eager ops, whole step captured in one CUDA graph.
-If a variant fails its exception is printed and the next one is tried.
+If a variant fails its exception is printed and the next one is tried. All variants share
+the routing code, so the experts touched per layer (counted by an eager copy of the step
+over the timed inputs) hold for each; the JSON records them per batch with mask_frac.
+--mask-frac 0: random non-special ids everywhere (realistic routing) except the last
+position of each request, which stays masked (the unmask decision needs one).
 
-Measured (H100 80GB HBM3, torch 2.11.0+cu130, mini, prefix 1024, block 32, mask-frac 0.5):
+Measured before the triton variant existed (H100 80GB HBM3, torch 2.11.0+cu130, mini, prefix
+1024, block 32, mask-frac 0.5):
   batch 1: 6.59 ms, 4: 7.94 ms, 16: 11.08 ms, 64: 21.48 ms (compile); eager+graph 9.90 /
   12.00 / 17.48 / 38.07 ms. --layout nk, --shared-separate, --attn gqa were within ~3%
   (3-layer runs); mode max-autotune-no-cudagraphs did not finish compiling in 3 minutes.
 
   python3 tools/baseline_torch.py --preset mini --batch 1,4,16,64 --json OUT.json
+  python3 tools/baseline_torch.py --preset mini --batch 1,4,16,64 --mask-frac 0 --json OUT0.json
   python3 tools/baseline_torch.py --check                  # CPU, tiny config, vs a float64 loop
+  TRITON_INTERPRET=1 python3 tools/baseline_torch.py --check   # + the triton MoE, interpreted
   python3 tools/baseline_torch.py --check --device cuda    # mini shape, bf16, vs a float64 loop
+  python3 tools/fused_moe_triton.py                        # the kernels alone vs a per-expert loop
 """
 
 import argparse
