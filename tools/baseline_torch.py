@@ -769,7 +769,7 @@ def check_one(args, dev, dtype):
                         combos.append((Opts(attn=args.attn, fused_head=True, combine=args.combine), cm))
             for opts, cm in combos:
                 attn, gm, fused = opts.attn, opts.gmm, opts.fused_head
-                if True:
+                try:
                     if True:
                         step = build_step(cfg, W, N, L, B, opts, n_layers, cos, sin, compile_mode=cm)
                         kc2, vc2 = kc.clone(), vc.clone()
@@ -811,6 +811,10 @@ def check_one(args, dev, dtype):
                             ok = False
                         elif dec < 1.0:
                             print(f"[check] note: unmask decision agreement {dec:.3f} (bf16)")
+                except Exception:  # noqa: BLE001 (a combo that cannot run fails the check, the rest go on)
+                    traceback.print_exc()
+                    print(f"[check] FAIL: {opts} raised")
+                    ok = False
             if dev.type == "cuda":
                 del W, kc, vc
                 torch.cuda.empty_cache()
@@ -1027,8 +1031,9 @@ def main():
     p.add_argument("--tune-budget", type=float, default=90.0,
                    help="triton variant: seconds of tuning per batch at most (Triton compiles included)")
     p.add_argument("--triton-config",
-                   help="triton variant: skip tuning, use this config (12 ints, fused_moe_triton.flatten: "
-                        "BLOCK_M, gate_up BN,BK,GROUP_M,warps,stages, down BN,BK,GROUP_M,warps,stages, atomic)")
+                   help="triton variant: skip tuning, use this config (13 ints, fused_moe_triton.flatten: "
+                        "BLOCK_M, gate_up BN,BK,GROUP_M,warps,stages, down BN,BK,GROUP_M,warps,stages, "
+                        "atomic 0|1, align multi 0|1; e.g. the JSON's runs[].triton from an earlier run)")
     p.add_argument("--attn", default="pack", choices=["pack", "gqa", "expand"])
     p.add_argument("--layout", default="kn", choices=["kn", "nk"],
                    help="expert weights [E,H,2I] (kn, N contiguous) or [E,2I,H] (nk, HF, K contiguous)")
