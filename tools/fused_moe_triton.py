@@ -30,6 +30,9 @@ Tile configs: tune() times candidates per batch on the real routing (CUDA graphs
 repeated launches, so launch overhead is not measured) and returns the fastest; see
 CANDIDATES_*.
 
+  python3 tools/fused_moe_triton.py            # self-test (GPU, or CPU under TRITON_INTERPRET=1)
+  python3 tools/fused_moe_triton.py --bench    # GPU: per-layer us, tuned Triton vs _grouped_mm
+
 Under TRITON_INTERPRET=1 (CPU) the kernels run in Triton's interpreter; its tl.dot on bf16
 operands is wrong (numpy has no bf16), so there the tiles are widened to fp32 before the
 dot (UPCAST): the products of bf16 values are exact in fp32, so this is the same math.
@@ -263,6 +266,7 @@ BLOCK_MS = (16, 32, 64)
 CANDIDATES_GATE_UP = [  # BN, BK, GROUP_M, warps, stages (two accumulators: BN 128 is 2x64 regs)
     (32, 128, 8, 4, 4), (64, 64, 8, 4, 3), (64, 64, 8, 4, 4), (64, 128, 8, 4, 3),
     (64, 128, 8, 4, 4), (64, 128, 8, 8, 3), (128, 64, 8, 4, 3), (128, 64, 8, 8, 4),
+    (32, 256, 8, 4, 3),
 ]
 CANDIDATES_DOWN = [     # each tried with both combines
     (64, 64, 8, 4, 4), (64, 128, 8, 4, 3), (64, 128, 8, 4, 4),
@@ -327,10 +331,11 @@ def align(ids, n_groups, block_m, mode="one"):
     a.npad = torch.empty(1, device=dev, dtype=torch.int32)
     cursor = torch.empty(g_p2, device=dev, dtype=torch.int32)
     if mode == "one":
-        chunk = min(2048, max(16, _next_pow2(P)))
+        nw = 4 if INTERPRET else 16
+        chunk = min(2048, max(32 * nw, _next_pow2(P)))   # >= one element a thread: no lane twice
         _moe_align_one_kernel[(1,)](ids, a.sorted, a.ends_blk, a.npad, cursor, P,
                                     G=n_groups, G_P2=g_p2, BLOCK_M=block_m, CHUNK=chunk,
-                                    num_warps=4 if INTERPRET else 16)
+                                    num_warps=nw)
     else:
         chunk = 1024
         counts = torch.zeros(g_p2, device=dev, dtype=torch.int32)
@@ -635,7 +640,51 @@ def selftest(device, dtype=torch.bfloat16, H=64, I=32, G=17, slots=5, T=24, conf
     return worst
 
 
+def grouped_mm_moe(h, ids, rw, w13, w2, slots):
+    """The compile variant's MoE (torch ops + torch._grouped_mm), for --bench."""
+    T = h.shape[0]
+    G = w13.shape[0]
+    I = w13.shape[2] // 2
+    sorted_e, order = torch.sort(ids.to(torch.int16))
+    offs = torch.searchsorted(sorted_e, torch.arange(G, device=h.device, dtype=torch.int16), right=True,
+                              out_int32=True)
+    tok = order // slots
+    gu = torch._grouped_mm(h.index_select(0, tok), w13, offs=offs)
+    a = (torch.nn.functional.silu(gu[:, :I].float()) * gu[:, I:].float() * rw.index_select(0, order)[:, None]).to(h.dtype)
+    y = torch._grouped_mm(a, w2, offs=offs)
+    return torch.zeros((T, w2.shape[2]), device=h.device, dtype=torch.float32).index_add_(0, tok, y.float())
+
+
+def bench_main(batches=(1, 4, 16, 64), block=32, H=2048, I=512, E=256, top_k=8, seed=0):
+    """Per-MoE-layer time at the mini shape (GPU): tuned Triton MoE vs torch._grouped_mm, on a
+    uniform random top-8 of 256 + the shared group (every expert routed from batch 4 on)."""
+    dev = "cuda"
+    g = torch.Generator(device=dev).manual_seed(seed)
+    G = E + 1
+    w13 = torch.randn((G, H, 2 * I), generator=g, device=dev, dtype=torch.bfloat16) / H ** 0.5
+    w2 = torch.randn((G, I, H), generator=g, device=dev, dtype=torch.bfloat16) / I ** 0.5
+    for n in batches:
+        T = n * block
+        h = torch.randn((T, H), generator=g, device=dev, dtype=torch.bfloat16)
+        r = torch.rand((T, E), generator=g, device=dev).topk(top_k, dim=1).indices
+        ids = torch.cat([r, torch.full((T, 1), E, device=dev)], 1).reshape(-1).to(torch.int32)
+        rw = torch.rand((T * (top_k + 1),), generator=g, device=dev)
+        cfg, rep = tune(h, ids, rw, w13, w2, top_k + 1, log=lambda m: print(m, flush=True))
+        us_t = _time_graph(lambda: fused_moe(h, ids, rw, w13, w2, top_k + 1, cfg))
+        us_g = _time_graph(lambda: grouped_mm_moe(h, ids, rw, w13, w2, top_k + 1))
+        a = fused_moe(h, ids, rw, w13, w2, top_k + 1, cfg)
+        b = grouped_mm_moe(h, ids, rw, w13, w2, top_k + 1)
+        err = float((a - b).norm() / b.norm())
+        nbytes = rep["groups_used"] * 3 * H * I * 2
+        print(f"[bench] batch {n} (T={T}, {rep['groups_used']} groups): triton {us_t:.1f} us "
+              f"({nbytes / us_t / 1e3:.0f} GB/s of expert weights), grouped_mm {us_g:.1f} us "
+              f"({nbytes / us_g / 1e3:.0f} GB/s); rel diff {err:.1e}; config {describe(cfg)}", flush=True)
+
+
 if __name__ == "__main__":
+    if "--bench" in sys.argv:
+        bench_main()
+        sys.exit(0)
     dev = "cuda" if (torch.cuda.is_available() and not INTERPRET) else "cpu"
     dt = torch.bfloat16
     w = selftest(dev, dt)
