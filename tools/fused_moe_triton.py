@@ -4,11 +4,14 @@ The algorithm is the one the serving stacks run MoE models with (sorted token-ex
 alignment, one grouped launch for gate+up, one for down, tile configs tuned per shape);
 this is an independent implementation of it.
 
-  moe_align (1 launch, one program): the P = T*slots (token, expert) pairs ("slots", slot
-      s = token*slots + k) are bucketed by expert: per-expert counts (tl.histogram), each
-      expert's run padded to a multiple of BLOCK_M, exclusive cumsum = the run starts.
+  align: the P = T*slots (token, expert) pairs ("slots", slot s = token*slots + k) are
+      bucketed by expert: per-expert counts (tl.histogram), each expert's run padded to a
+      multiple of BLOCK_M, exclusive cumsum = the run starts. Either one launch of one
+      program ("one"), or a memset + count (histograms of 1024-slot chunks, atomically
+      added) + runs (one program) + scatter ("multi"); the tuner times both.
       Outputs, all preallocated for the worst case EM = P + G*(BLOCK_M-1) rows:
-        sorted_slots [EM] int32: the slot of each padded row, P (out of range) on padding;
+        sorted_slots [EM] int32: the slot of each padded row, P (out of range) on padding
+            (written up to n_padded only: nothing reads past it);
         ends_blk [G_P2] int32: where each expert's run ends, in M-blocks (a GEMM program finds
             its block's expert as the number of runs that end at or before it: one 2 KB load);
         n_padded [1] int32: the number of padded rows in use (blocks past it exit at once).
@@ -32,6 +35,7 @@ CANDIDATES_*.
 
   python3 tools/fused_moe_triton.py            # self-test (GPU, or CPU under TRITON_INTERPRET=1)
   python3 tools/fused_moe_triton.py --bench    # GPU: per-layer us, tuned Triton vs _grouped_mm
+  python3 tools/fused_moe_triton.py --aot-check  # no GPU needed: compile everything for sm_90
 
 Under TRITON_INTERPRET=1 (CPU) the kernels run in Triton's interpreter; its tl.dot on bf16
 operands is wrong (numpy has no bf16), so there the tiles are widened to fp32 before the
@@ -681,7 +685,61 @@ def bench_main(batches=(1, 4, 16, 64), block=32, H=2048, I=512, E=256, top_k=8, 
               f"({nbytes / us_g / 1e3:.0f} GB/s); rel diff {err:.1e}; config {describe(cfg)}", flush=True)
 
 
+def aot_check(arch=90, H=2048, I=512, G=257, slots=9):
+    """Compiles every kernel and tuning candidate for sm_<arch> without a GPU (Triton's own
+    ptxas) with the JIT's usual specializations (16-divisible pointers and ints), and prints
+    shared memory, whether loads are async-copy pipelined and whether wgmma is used. The
+    ASTSource signature/attrs form is Triton 3.9's (other versions may differ)."""
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    tgt = GPUTarget("cuda", arch, 32)
+
+    def comp(fn, sig, consts, nw, ns):
+        names = fn.arg_names
+        signature = {n: ("constexpr" if n in consts else sig[n]) for n in names}
+        cx = {(names.index(k),): v for k, v in consts.items()}
+        attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in names if n not in consts and n != "EM"}
+        k = triton.compile(ASTSource(fn=fn, signature=signature, constexprs=cx, attrs=attrs), target=tgt,
+                           options={"num_warps": nw, "num_stages": ns})
+        ir = k.asm["ttgir"]
+        if "dot" not in ir:
+            return f"smem {k.metadata.shared:6d}, compiled"
+        return (f"smem {k.metadata.shared:6d}, {'async-copy' if 'async_copy' in ir else 'SYNC LOADS'}, "
+                f"{'wgmma' if 'warp_group_dot' in ir else 'mma'}")
+    i32 = "*i32"
+    g_p2 = _next_pow2(G + 1)
+    al = {"ids_ptr": i32, "sorted_ptr": i32, "ends_blk_ptr": i32, "npad_ptr": i32, "cursor_ptr": i32, "P": "i32"}
+    print("align one  ", comp(_moe_align_one_kernel, al, {"G": G, "G_P2": g_p2, "BLOCK_M": 16, "CHUNK": 2048}, 16, 3))
+    print("align count", comp(_moe_count_kernel, {"ids_ptr": i32, "counts_ptr": i32, "P": "i32"},
+                               {"G": G, "G_P2": g_p2, "CHUNK": 1024}, 4, 3))
+    print("align runs ", comp(_moe_runs_kernel, {**al, "counts_ptr": i32},
+                               {"G": G, "G_P2": g_p2, "BLOCK_M": 16, "CHUNK": 1024}, 4, 3))
+    print("align scat ", comp(_moe_scatter_kernel, {"ids_ptr": i32, "sorted_ptr": i32, "cursor_ptr": i32, "P": "i32"},
+                               {"CHUNK": 1024}, 4, 3))
+    ints = {n: "i32" for n in ("P", "EM", "K", "I", "N", "stride_hm", "stride_we", "stride_wk", "stride_wn",
+                               "stride_am", "stride_om")}
+    gsig = {"h_ptr": "*bf16", "w_ptr": "*bf16", "act_ptr": "*bf16", "sorted_ptr": i32, "ends_blk_ptr": i32,
+            "npad_ptr": i32, **ints}
+    for bm in BLOCK_MS:
+        for c in CANDIDATES_GATE_UP:
+            bn, bk, gm, nw, ns = c
+            print(f"gate_up BLOCK_M {bm:2d} {c}:",
+                  comp(_moe_gate_up_kernel, gsig, {"SLOTS": slots, "G_P2": g_p2, "BLOCK_M": bm, "BLOCK_N": bn,
+                       "BLOCK_K": bk, "GROUP_M": gm, "W_KN": True, "UPCAST": False}, nw, ns), flush=True)
+        for c in CANDIDATES_DOWN:
+            for atomic in (False, True):
+                bn, bk, gm, nw, ns = c
+                dsig = {**gsig, "rw_ptr": "*fp32", "out_ptr": "*fp32" if atomic else "*bf16"}
+                print(f"down    BLOCK_M {bm:2d} {c} {'atomic' if atomic else 'sum   '}:",
+                      comp(_moe_down_kernel, dsig, {"SLOTS": slots, "G_P2": g_p2, "BLOCK_M": bm, "BLOCK_N": bn,
+                           "BLOCK_K": bk, "GROUP_M": gm, "ATOMIC": atomic, "W_KN": True, "UPCAST": False}, nw, ns),
+                      flush=True)
+
+
 if __name__ == "__main__":
+    if "--aot-check" in sys.argv:
+        aot_check()
+        sys.exit(0)
     if "--bench" in sys.argv:
         bench_main()
         sys.exit(0)
