@@ -49,8 +49,8 @@ What the fast path does (all static shapes, no host sync, whole step in a CUDA g
         rows summed over the k slots in fp32 by the compiled code (fused with the residual
         add), or fp32 atomics into [T, H] (tuned);
     the shared expert rides as group E here too (or --shared-separate). Tile configs
-    (BLOCK_M 16/32/64 as the rows per routed expert allow; BLOCK_N/K, warps, stages: 8
-    gate+up and 6x2 down candidates; the alignment and combine choices) are timed per batch
+    (BLOCK_M 16/32/64 as the rows per routed expert allow; BLOCK_N/K, warps, stages: 10
+    gate+up and 7x2 down candidates; the alignment and combine choices) are timed per batch
     on the GPU at startup, on the first MoE layer's real operands (h and routing recorded
     by an eager run of the same inputs), each candidate as a CUDA graph of 10 launches; the
     fastest whose output matches a per-expert fp32 loop (rel err < 2e-2) is used, printed,
