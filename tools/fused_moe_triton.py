@@ -508,7 +508,8 @@ def tune(h, ids, rw, w13, w2, slots, block_ms=None, log=None, budget_s=90.0):
     n_used = int(torch.unique(ids).numel())
     rows = P / max(1, n_used)
     if block_ms is None:
-        block_ms = [bm for bm in BLOCK_MS if bm == BLOCK_MS[0] or bm <= 2 * rows]
+        # largest first: if the budget runs out, the likeliest winner has been timed
+        block_ms = [bm for bm in BLOCK_MS if bm == BLOCK_MS[0] or bm <= 2 * rows][::-1]
     log = log or (lambda s: print(s, file=sys.stderr))
     ref = reference_moe(h, ids, rw, w13, w2, slots)
     scale = float(ref.norm())
