@@ -34,20 +34,52 @@ What the fast path does (all static shapes, no host sync, whole step in a CUDA g
     *end* indices of each group.
   * Head: final RMSNorm, lm_head, argmax + softmax probability of it; compiled variants
     fuse this into one pass over the logits, eager uses log_softmax.gather.
-Variants (pick with --variants, the fastest correct one is reported):
+  * MoE, variant "triton" (tools/fused_moe_triton.py, the fused-MoE algorithm the serving
+    stacks run MoE models with, our own implementation): the same routing ops, then one
+    custom op (torch.library.custom_op, opaque to torch.compile, no graph break) that runs
+      - the alignment: the T*(top_k+1) (token, expert) slots bucketed by expert, each
+        expert's run padded to a multiple of BLOCK_M (tl.histogram, cumsum, an atomic cursor
+        per expert); padding rows hold an out-of-range sentinel; buffers sized for the worst
+        case T*(top_k+1) + G*(BLOCK_M-1); the padded row count stays on the device and
+        M-blocks past it exit at once. One program, or count/runs/scatter over many (tuned);
+      - gate+up: one launch, program = (M-block, N-block): gathers its tokens' rows of h,
+        bf16 tl.dot against the block's expert's gate and up columns (fp32 accumulators),
+        SiLU(gate)*up in the epilogue, bf16 [slots, I];
+      - down: one launch, times the routing weight in the epilogue, then either per-slot bf16
+        rows summed over the k slots in fp32 by the compiled code (fused with the residual
+        add), or fp32 atomics into [T, H] (tuned);
+    the shared expert rides as group E here too (or --shared-separate). Tile configs
+    (BLOCK_M 16/32/64 as the rows per routed expert allow; BLOCK_N/K, warps, stages: 10
+    gate+up and 7x2 down candidates; the alignment and combine choices) are timed per batch
+    on the GPU at startup, on the first MoE layer's real operands (h and routing recorded
+    by an eager run of the same inputs), each candidate as a CUDA graph of 10 launches; the
+    fastest whose output matches a per-expert fp32 loop (rel err < 2e-2) is used, printed,
+    and recorded in the JSON (runs[].triton: config, us per MoE layer, every timing).
+    Bounded by --tune-budget seconds a batch; the Triton compiles (~1 s a config) are paid
+    once, later batches hit the cache. --triton-config skips tuning.
+Variants (pick with --variants, the fastest correct one is reported as "best"):
   compile  : each layer / the head through torch.compile (inductor, no cudagraphs), then
              the whole step captured in one CUDA graph by us.
+  triton   : as compile, with the MoE through the Triton fused MoE above.
   eager    : plain eager ops, whole step captured in one CUDA graph.
-If a variant fails its exception is printed and the next one is tried.
+If a variant fails its exception is printed and the next one is tried. All variants share
+the routing code, so the experts touched per layer (counted by an eager copy of the step
+over the timed inputs) hold for each; the JSON records them per batch with mask_frac.
+--mask-frac 0: random non-special ids everywhere (realistic routing) except the last
+position of each request, which stays masked (the unmask decision needs one).
 
-Measured (H100 80GB HBM3, torch 2.11.0+cu130, mini, prefix 1024, block 32, mask-frac 0.5):
+Measured before the triton variant existed (H100 80GB HBM3, torch 2.11.0+cu130, mini, prefix
+1024, block 32, mask-frac 0.5):
   batch 1: 6.59 ms, 4: 7.94 ms, 16: 11.08 ms, 64: 21.48 ms (compile); eager+graph 9.90 /
   12.00 / 17.48 / 38.07 ms. --layout nk, --shared-separate, --attn gqa were within ~3%
   (3-layer runs); mode max-autotune-no-cudagraphs did not finish compiling in 3 minutes.
 
   python3 tools/baseline_torch.py --preset mini --batch 1,4,16,64 --json OUT.json
+  python3 tools/baseline_torch.py --preset mini --batch 1,4,16,64 --mask-frac 0 --json OUT0.json
   python3 tools/baseline_torch.py --check                  # CPU, tiny config, vs a float64 loop
+  TRITON_INTERPRET=1 python3 tools/baseline_torch.py --check   # + the triton MoE, interpreted
   python3 tools/baseline_torch.py --check --device cuda    # mini shape, bf16, vs a float64 loop
+  python3 tools/fused_moe_triton.py                        # the kernels alone vs a per-expert loop
 """
 
 import argparse
@@ -62,6 +94,8 @@ from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))   # tools/fused_moe_triton.py
 
 torch.set_grad_enabled(False)
 
@@ -277,10 +311,14 @@ class Opts:
     fused_head: bool = False    # one-pass max/argmax/sum-exp head (for torch.compile)
     top2: str = "max"           # group score: max + second max (fusable) | topk
     combine: str = "scatter"    # scatter (fp32 index_add) | gather (inverse permutation + sum)
+    moe: str = "grouped_mm"     # grouped_mm (torch ops + gmm) | triton (tools/fused_moe_triton.py)
+    moe_cfg: tuple = ()         # moe == "triton": the tile config, fused_moe_triton.flatten()
 
 
-def build_step(cfg, W, N, L, B, opts, n_layers, cos, sin, compile_mode=None, stats=None):
-    """Returns step(ids [N,B], masked [N,B], kc, vc) -> (logits [T,V], new_ids, new_masked, conf)."""
+def build_step(cfg, W, N, L, B, opts, n_layers, cos, sin, compile_mode=None, stats=None, probe=None):
+    """Returns step(ids [N,B], masked [N,B], kc, vc) -> (logits [T,V], new_ids, new_masked, conf).
+    stats / probe (eager runs only): a list that gets each MoE layer's count of routed experts
+    / the first MoE layer's (h, expert id per slot, routing weight per slot, w13, w2)."""
     H, D, NH, NKV = cfg.hidden, cfg.head_dim, cfg.heads, cfg.kv_heads
     G = NH // NKV
     T = N * B
@@ -300,6 +338,11 @@ def build_step(cfg, W, N, L, B, opts, n_layers, cos, sin, compile_mode=None, sta
     group_ids = torch.arange(n_groups_gemm, device=dev, dtype=key_dt)
     ar_rows = torch.arange(T * Kx, device=dev, dtype=torch.int64)
     gmm = torch._grouped_mm if opts.gmm == "grouped_mm" else grouped_mm_loop
+    if opts.moe == "triton":
+        import fused_moe_triton as fmt
+        moe_op = fmt.op()
+        moe_cfg = [int(v) for v in opts.moe_cfg]
+        moe_atomic = bool(moe_cfg[11])
 
     def rms(x, w):
         xf = x.float()
@@ -372,12 +415,29 @@ def build_step(cfg, W, N, L, B, opts, n_layers, cos, sin, compile_mode=None, sta
         if shared_in:
             idx = torch.cat([idx, torch.full((T, 1), E, device=x.device, dtype=idx.dtype)], 1)
             w = torch.cat([w, torch.ones((T, 1), device=x.device, dtype=w.dtype)], 1)
+        if stats is not None:  # eager statistics pass only (never in the timed graph)
+            stats.append(torch.zeros(E, device=x.device, dtype=torch.bool)
+                         .scatter_(0, idx[:, :K].reshape(-1), True).sum())
+        if probe is not None and not probe:
+            probe.append((h.clone(), idx.reshape(-1).to(torch.int32), w.reshape(-1).float().contiguous(),
+                          *gmm_operands(W, lw)))
+        if opts.moe == "triton":
+            # tools/fused_moe_triton.py: alignment, gate+up(+SiLU*up), down(*weight) as one op
+            w13, w2 = gmm_operands(W, lw)
+            y = moe_op(h.contiguous(), idx.reshape(-1).to(torch.int32), w.reshape(-1).float(),
+                       w13, w2, Kx, moe_cfg)
+            if moe_atomic:      # [T, H] fp32 sums
+                out = y.to(x.dtype)
+            else:               # [T*Kx, H] per-slot rows: fp32 sum over the slots (fused by inductor)
+                out = y.view(T, Kx, H).float().sum(1).to(x.dtype)
+            if not shared_in:
+                sg = F.linear(h, lw["s_gu"])
+                Si = sg.shape[1] // 2
+                out = out + F.linear(F.silu(sg[:, :Si]) * sg[:, Si:], lw["s_d"])
+            return x + out
         flat = idx.reshape(-1).to(key_dt)
         sorted_e, order = torch.sort(flat)
         offs = torch.searchsorted(sorted_e, group_ids, right=True, out_int32=True)   # group ends
-        if stats is not None:  # eager statistics pass only (never in the timed graph)
-            cnt = torch.diff(offs[:E], prepend=offs.new_zeros(1))  # noqa
-            stats.append((cnt > 0).sum())
         tok = order // Kx
         xs = h.index_select(0, tok)                                              # [T*Kx, H]
         w13, w2 = gmm_operands(W, lw)
@@ -664,8 +724,13 @@ def check_one(args, dev, dtype):
         N, L, B, tol = 1, min(args.prefix, 256), args.block, (2e-2 if dtype == torch.bfloat16 else 2e-3)
         torch.backends.cuda.matmul.allow_tf32 = True
     gmm_ok = grouped_mm_works(dev, dtype)
+    import fused_moe_triton as fmt
+    triton_ok = fmt.available(dev)
     print(f"[check] device={dev} torch={torch.__version__} dtype={dtype} N={N} L={L} B={B} "
-          f"layers={n_layers} torch._grouped_mm usable: {gmm_ok}")
+          f"layers={n_layers} torch._grouped_mm usable: {gmm_ok}, triton MoE: "
+          + ("yes" + (" (TRITON_INTERPRET=1)" if fmt.INTERPRET else "") if triton_ok else
+             "no (" + ("triton not importable" if not fmt.HAVE_TRITON else
+                       "on CPU it needs TRITON_INTERPRET=1") + ")"))
     ok = True
     worst = 0.0
     for layout in (["kn", "nk"] if dev.type == "cpu" else [args.layout]):
@@ -678,6 +743,15 @@ def check_one(args, dev, dtype):
             print(f"[check] reference (float64 loops) took {time.time() - t0:.1f}s")
             cos, sin = rope_tables(cfg, L, B, N, dev)
             combos = []
+            if triton_ok and dtype in (torch.bfloat16, torch.float32 if dev.type == "cpu" else None):
+                # the Triton MoE (CPU: in Triton's interpreter, eager; GPU: compiled, in a graph)
+                tcfgs = ([(16, (32, 32, 4, 4, 2), (32, 32, 4, 4, 2), "sum", "one"),
+                          (16, (16, 32, 1, 4, 2), (32, 32, 2, 4, 2), "atomic", "multi")] if dev.type == "cpu"
+                         else [fmt.DEFAULT, (64, (64, 128, 8, 4, 3), (128, 64, 8, 4, 3), "atomic", "multi")])
+                for tc in tcfgs:
+                    combos.append((Opts(attn=args.attn, fused_head=dev.type == "cuda", moe="triton",
+                                        moe_cfg=tuple(fmt.flatten(tc)), combine=args.combine),
+                                   "default" if dev.type == "cuda" else None))
             if dev.type == "cpu":
                 for attn in ["pack", "gqa", "expand"]:
                     for gm in (["grouped_mm", "loop"] if gmm_ok else ["loop"]):
@@ -695,7 +769,7 @@ def check_one(args, dev, dtype):
                         combos.append((Opts(attn=args.attn, fused_head=True, combine=args.combine), cm))
             for opts, cm in combos:
                 attn, gm, fused = opts.attn, opts.gmm, opts.fused_head
-                if True:
+                try:
                     if True:
                         step = build_step(cfg, W, N, L, B, opts, n_layers, cos, sin, compile_mode=cm)
                         kc2, vc2 = kc.clone(), vc.clone()
@@ -721,8 +795,9 @@ def check_one(args, dev, dtype):
                         worst = max(worst, e)
                         good = e < tol
                         ok &= good
-                        print(f"[check] layout={layout} shared_in_grouped={sig} attn={attn} gmm={gm} "
-                              f"fused_head={fused} top2={opts.top2} combine={opts.combine} ({how}): rel err {e:.3e} (worst row {float(row):.3e}), "
+                        print(f"[check] layout={layout} shared_in_grouped={sig} attn={attn} "
+                              + (f"moe=triton {fmt.describe(fmt.unflatten(opts.moe_cfg))} " if opts.moe == "triton" else f"gmm={gm} ")
+                              + f"fused_head={fused} top2={opts.top2} combine={opts.combine} ({how}): rel err {e:.3e} (worst row {float(row):.3e}), "
                               f"argmax agreement {agree:.3f} -> {'OK' if good else 'FAIL'} (tol {tol})")
                         # the unmask decision against the same rule applied to the reference logits
                         _, new_ids, new_masked, conf = out
@@ -736,6 +811,10 @@ def check_one(args, dev, dtype):
                             ok = False
                         elif dec < 1.0:
                             print(f"[check] note: unmask decision agreement {dec:.3f} (bf16)")
+                except Exception:  # noqa: BLE001 (a combo that cannot run fails the check, the rest go on)
+                    traceback.print_exc()
+                    print(f"[check] FAIL: {opts} raised")
+                    ok = False
             if dev.type == "cuda":
                 del W, kc, vc
                 torch.cuda.empty_cache()
@@ -746,6 +825,33 @@ def check_one(args, dev, dtype):
 # --------------------------------------------------------------------------------------
 # Benchmark
 # --------------------------------------------------------------------------------------
+
+def tune_triton(cfg, W, N, L, B, inp, kc, vc, n_layers, cos, sin, opts, args):
+    """The triton variant's Opts, with the tile config tuned on this batch's real routing: an
+    eager copy of the step records the first MoE layer's operands (h, routing), then
+    fused_moe_triton.tune times the candidates on them."""
+    import fused_moe_triton as fmt
+    if not fmt.available("cuda"):
+        raise RuntimeError("triton is not importable (or no CUDA): no triton variant")
+    probe = []
+    step = build_step(cfg, W, N, L, B, replace(opts, fused_head=False), n_layers, cos, sin, probe=probe)
+    step(inp[0], inp[1], kc, vc)   # writes the block's K/V slots, as every timed step does
+    if not probe:
+        raise RuntimeError("no MoE layer to tune the triton variant on")
+    h, ids, rw, w13, w2 = probe[0]
+    slots = ids.numel() // h.shape[0]
+    if args.triton_config:
+        best = fmt.unflatten([int(v) for v in args.triton_config.split(",")])
+        report = {"config": fmt.describe(best), "tuned": False}
+    else:
+        best, report = fmt.tune(h, ids, rw, w13, w2, slots, budget_s=args.tune_budget,
+                                log=lambda m: print(m, flush=True))
+    print(f"[baseline] batch {N}: triton config {fmt.describe(best)}"
+          + (f" ({report['us_per_layer']} us/MoE layer, tuned in {report['tune_s']}s)" if "tune_s" in report else ""),
+          flush=True)
+    del probe, step
+    return replace(opts, moe="triton", moe_cfg=tuple(fmt.flatten(best))), report
+
 
 def bench(args):
     assert torch.cuda.is_available(), "benchmarking needs a CUDA GPU (use --check for the CPU check)"
@@ -778,8 +884,13 @@ def bench(args):
     variants = args.variants.split(",")
     result = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
               "preset": args.preset, "layers_run": n_layers, "layers_model": n_full,
-              "block": B, "layout": args.layout, "attn": args.attn,
-              "shared_in_grouped": not args.shared_separate, "runs": []}
+              "block": B, "layout": args.layout, "attn": args.attn, "mask_frac": args.mask_frac,
+              "variants": variants, "shared_in_grouped": not args.shared_separate, "runs": []}
+    try:
+        import triton
+        result["triton"] = triton.__version__
+    except Exception:  # noqa: BLE001
+        pass
     for N in batches:
         kc, vc = make_cache(cfg, n_layers, N, L, B, dev, torch.bfloat16, args.seed)
         cos, sin = rope_tables(cfg, L, B, N, dev)
@@ -794,12 +905,15 @@ def bench(args):
         for var in variants:
             try:
                 compile_mode = None
-                if var.startswith("compile"):
+                if var.startswith("compile") or var.startswith("triton"):
                     compile_mode = var.split(":", 1)[1] if ":" in var else "default"
                 opts = Opts(attn=args.attn, gmm="grouped_mm" if gmm_ok else "loop",
                             combine=args.combine, top2=args.top2,
                             fused_head=compile_mode is not None)
                 t1 = time.time()
+                tuned = None
+                if var.startswith("triton"):
+                    opts, tuned = tune_triton(cfg, W, N, L, B, sets[0], kc, vc, n_layers, cos, sin, opts, args)
                 layer_counts = [n_layers] + ([1] if extrapolate else [])
                 times = {}
                 for nl in layer_counts:
@@ -827,6 +941,8 @@ def bench(args):
                     del graphs
                 ms = times[n_layers]
                 info = {"measured_ms": ms, "setup_s": round(time.time() - t1, 1)}
+                if tuned is not None:
+                    info["triton"] = tuned
                 if extrapolate:
                     per_layer = (times[n_layers] - times[1]) / (n_layers - 1)
                     info.update(per_moe_layer_ms=per_layer, dense_and_head_ms=times[1])
@@ -848,6 +964,8 @@ def bench(args):
             result["runs"].append({"batch": N, "prefix": L, "step_ms": None, "errors": errors})
             continue
         best = min(per_variant, key=lambda v: per_variant[v]["step_ms"])
+        # experts touched: every variant runs the same routing code (torch ops, fp32 router);
+        # counted on an eager copy of the step over the timed input sets
         touched = []
         for ids, masked in sets:
             t = touched_per_layer(cfg, W, N, L, B, ids, masked, kc, vc, n_layers, cos, sin,
@@ -856,7 +974,8 @@ def bench(args):
             if t is not None:
                 touched.append(t)
         touched = statistics.mean(touched) if touched else None
-        run = {"batch": N, "prefix": L, "block": B, "step_ms": round(per_variant[best]["step_ms"], 4),
+        run = {"batch": N, "prefix": L, "block": B, "mask_frac": args.mask_frac,
+               "step_ms": round(per_variant[best]["step_ms"], 4), "best": best,
                "variant": ("cudagraph+" if gmm_ok else "eager-loop-") + best
                + f" (attn={args.attn}, layout={args.layout}, shared_in_grouped={not args.shared_separate}, "
                f"combine={args.combine}, top2={args.top2})",
@@ -865,6 +984,9 @@ def bench(args):
                "kv_bytes_read": n_full * N * (L + B) * cfg.kv_heads * cfg.head_dim * 2 * 2,
                "variants_ms": {v: round(i["step_ms"], 4) for v, i in per_variant.items()},
                "extrapolated": extrapolate}
+        for v, i in per_variant.items():
+            if "triton" in i:   # the tuned tile config (and all candidate timings) per batch
+                run.setdefault("triton", {})[v] = i["triton"]
         if extrapolate:
             run["measured_layers"] = n_layers
             run["per_moe_layer_ms"] = round(per_variant[best]["per_moe_layer_ms"], 4)
@@ -902,9 +1024,16 @@ def main():
     p.add_argument("--json")
     p.add_argument("--layers", type=int, help="run only the first N layers (flash needs it); "
                    "the full-depth step time is extrapolated")
-    p.add_argument("--variants", default="compile,eager",
-                   help="comma list tried in turn, fastest reported: compile[:MODE] | eager "
-                        "(MODE: default | max-autotune-no-cudagraphs)")
+    p.add_argument("--variants", default="compile,triton,eager",
+                   help="comma list tried in turn, fastest reported: compile[:MODE] | triton[:MODE] | eager "
+                        "(MODE: default | max-autotune-no-cudagraphs; triton = compile with the MoE "
+                        "through tools/fused_moe_triton.py, tile config tuned per batch)")
+    p.add_argument("--tune-budget", type=float, default=90.0,
+                   help="triton variant: seconds of tuning per batch at most (Triton compiles included)")
+    p.add_argument("--triton-config",
+                   help="triton variant: skip tuning, use this config (13 ints, fused_moe_triton.flatten: "
+                        "BLOCK_M, gate_up BN,BK,GROUP_M,warps,stages, down BN,BK,GROUP_M,warps,stages, "
+                        "atomic 0|1, align multi 0|1; e.g. the JSON's runs[].triton from an earlier run)")
     p.add_argument("--attn", default="pack", choices=["pack", "gqa", "expand"])
     p.add_argument("--layout", default="kn", choices=["kn", "nk"],
                    help="expert weights [E,H,2I] (kn, N contiguous) or [E,2I,H] (nk, HF, K contiguous)")

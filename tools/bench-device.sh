@@ -17,10 +17,17 @@ CUBLAS=$(ls /usr/local/cuda/lib64/libcublas.so.13* /usr/local/cuda-13*/lib64/lib
 [ -n "$CUBLAS" ] && export LD_LIBRARY_PATH=$(dirname "$CUBLAS"):${LD_LIBRARY_PATH:-}
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/device.txt"
 
-# 1. The baseline (torch.compile + CUDA graph; eager as the fallback variant).
-timeout 300 python3 tools/baseline_torch.py --preset "$PRESET" --batch "$BATCHES" --prefix "$PREFIX" --block 32 \
-    --warmup 10 --iters 50 --variants compile,eager --json "$OUT/baseline-$PRESET.json" >"$OUT/baseline.log" 2>&1
-echo "baseline rc=$?"; tail -n 6 "$OUT/baseline.log"
+# 1. The baseline (torch.compile + CUDA graph, with torch._grouped_mm or the Triton fused MoE,
+# tile configs tuned per batch at startup; eager as the fallback variant). One run per mask
+# fraction in BASELINE_MASK_FRACS: 0.5 -> baseline-$PRESET.json (the one attached below),
+# any other F -> baseline-$PRESET-mfF.json (0 = random ids: realistic routing). The first run
+# pays the Triton compiles (~1-2 min), later ones hit Triton's cache.
+for MF in ${BASELINE_MASK_FRACS:-0.5}; do
+    NAME=baseline-$PRESET; [ "$MF" != "0.5" ] && NAME=baseline-$PRESET-mf$MF
+    timeout 420 python3 tools/baseline_torch.py --preset "$PRESET" --batch "$BATCHES" --prefix "$PREFIX" --block 32 \
+        --warmup 10 --iters 50 --variants compile,triton,eager --mask-frac "$MF" --json "$OUT/$NAME.json" >"$OUT/$NAME.log" 2>&1
+    echo "baseline (mask-frac $MF) rc=$?"; tail -n 6 "$OUT/$NAME.log"
+done
 
 # 2. Ours, with the baseline attached (speedup_vs_baseline).
 timeout 240 .carry/dllm bench step --preset "$PRESET" --device cuda --batch "$BATCHES" --prefix "$PREFIX" --block 32 \
