@@ -22,14 +22,15 @@ typedef __nv_bfloat16 bf16;
 
 #define WARP 32
 
-// attention.cu: a tile is ATT_ROWS query rows; keys go in chunks of ATT_KC (one per lane in
-// the softmax); 4 warps of ATT_RPW rows each.
+// attention.cu: a CTA is 4 warps, each owning 16 query rows (one m16n8k16 row tile), so a tile
+// is ATT_ROWS rows; keys go in chunks of ATT_KC through ATT_STAGES cp.async stages. Shared-
+// memory rows are ATT_PAD bf16 longer than the head dim: consecutive rows then start 16 bytes
+// apart modulo 128, so the 8 row reads of an ldmatrix hit distinct banks.
 #define ATT_THREADS 128
 #define ATT_ROWS 64
-#define ATT_RPW 16
-#define ATT_KC 32
-#define ATT_SLD (ATT_KC + 4)  // S row stride (fp32)
-#define ATT_PLD (ATT_KC + 8)  // P row stride (bf16)
+#define ATT_KC 64
+#define ATT_STAGES 2
+#define ATT_PAD 8
 
 // moe_gemm.cu: BN output columns per CTA, BK of k per stage, rows padded to spread banks;
 // a work item has MOE_BM_SMALL or MOE_BM_LARGE rows (the two kernel variants).
@@ -73,21 +74,18 @@ typedef __nv_bfloat16 bf16;
 
 // ---- dynamic shared memory ------------------------------------------------------------------
 
-// attention.cu: byte offsets of the regions, 128-aligned so WMMA pointers are 32-byte aligned.
+// attention.cu: byte offsets of the regions for the kernel of head dim D (64, 128 or 256),
+// 128-aligned (ldmatrix and cp.async need 16).
 struct AttSmem {
-    int q, k, v, s, pm, lim, total;
+    int q, kv, total;
 };
 constexpr DLLM_HD int att_align(int x) { return (x + 127) & ~127; }
 constexpr DLLM_HD AttSmem att_smem_layout(int d) {
-    const int ld = d + 8;
+    const int ld = d + ATT_PAD;
     AttSmem L{};
     int off = 0;
-    L.q = off;    off += att_align(ATT_ROWS * ld * 2);         // Q, bf16 [64][ld]
-    L.k = off;    off += att_align(2 * ATT_KC * ld * 2);       // K stages, bf16 [2][32][ld]
-    L.v = off;    off += att_align(2 * ATT_KC * ld * 2);       // V stages
-    L.s = off;    off += att_align(ATT_ROWS * ATT_SLD * 4);    // S, fp32 [64][36]
-    L.pm = off;   off += att_align(ATT_ROWS * ATT_PLD * 2);    // P, bf16 [64][40]
-    L.lim = off;  off += att_align(ATT_ROWS * 4);              // per-row key limit
+    L.q = off;    off += att_align(ATT_ROWS * ld * 2);                    // Q, bf16 [64][ld]
+    L.kv = off;   off += att_align(ATT_STAGES * 2 * ATT_KC * ld * 2);     // ATT_STAGES x (K, V), bf16 [64][ld] each
     L.total = off;
     return L;
 }
