@@ -6,14 +6,14 @@
 // Grid (tile, kv head, split). A tile is up to ATT_ROWS = 64 query rows: up to 64/group tokens
 // of one run x the `group` query heads of KV head `kh` (row r = token r / group, head
 // r % group), so every K/V row staged in shared memory serves 64 query rows. The CTA walks
-// keys [split * split_keys, min(that + split_keys, tile's largest limit)) in chunks of
-// ATT_KC = 64 keys through ATT_STAGES cp.async stages (K and V rows of a chunk, 16 bytes a copy,
-// zero-filled past the end), so the copies of the next chunks are in flight while one is
-// computed. Each row is masked by its own limit (prefill tiles span blocks, so rows of one tile
-// differ).
+// keys [split * split_keys, min(that + split_keys, tile's largest limit)) in chunks of KC = 64
+// keys (32 at head dim 256: params.h att_kc) through ATT_STAGES cp.async stages (K and V rows
+// of a chunk, 16 bytes a copy, zero-filled past the end), so the copies of the next chunks are
+// in flight while one is computed. Each row is masked by its own limit (prefill tiles span
+// blocks, so rows of one tile differ).
 //
 // The FlashAttention-2 structure, one pass over the keys: 4 warps, warp w owns query rows
-// 16w..16w+15 (one m16 row tile) throughout. Per chunk a warp computes its 16 x 64 scores
+// 16w..16w+15 (one m16 row tile) throughout. Per chunk a warp computes its 16 x KC scores
 // S = Q K^T with mma.sync m16n8k16 (Q from registers, K by ldmatrix), keeps S in the
 // accumulator registers, updates each row's running max and sum (a row lives in the 4 lanes of
 // a quad: two shuffles), rescales O, turns S into P = exp(S - max) in place, re-packs P's
@@ -85,35 +85,58 @@ __device__ __forceinline__ float exp2_approx(float x) {
     return y;
 }
 
-// Issue the cp.async copies of keys [kbase, kbase + ATT_KC) of KV head kh into a stage (K rows,
-// then V rows, [ATT_KC][LD] each). Keys at or past kend, and columns at or past d, are zero-
-// filled: 0 * V must stay 0 in P.V, and a zero column adds nothing to Q K^T.
+// The K/V copies of a chunk: thread i copies column (i % PER_ROW) * 8 (16 bytes) of rows
+// i / PER_ROW + PASS * j, j < ROWS, of K and of V.
 template <int D>
-__device__ __forceinline__ void att_load_chunk(const AttnParams& p, const int32_t* pt, int kh, int kbase, int kend, bf16* ks) {
-    constexpr int LD = D + ATT_PAD, PER_ROW = D / 8, ROWS_PER_PASS = ATT_THREADS / PER_ROW;
-    static_assert(ATT_THREADS % PER_ROW == 0 && ATT_KC % ROWS_PER_PASS == 0, "a thread copies one column of some rows");
-    bf16* vs = ks + ATT_KC * LD;
-    const int c = (threadIdx.x % PER_ROW) * 8;
-    const size_t v_off = (size_t)p.kv.page_size * p.nkv * p.d;  // V of a position is this far after its K
+struct AttCopy {
+    static constexpr int KC = att_kc(D), PER_ROW = D / 8, PASS = ATT_THREADS / PER_ROW, ROWS = KC / PASS;
+    static_assert(ATT_THREADS % PER_ROW == 0 && KC % PASS == 0, "a thread copies one column of some rows");
+};
+
+// The pages of this thread's rows of the chunk at kbase (0 past kend: never read). Loaded one
+// chunk ahead of its copies, so the page-table reads are in flight while a chunk is computed
+// instead of stalling the copy issue.
+template <int D>
+__device__ __forceinline__ void att_pages(const AttnParams& p, const int32_t* pt, int kbase, int kend, int (&pg)[AttCopy<D>::ROWS]) {
 #pragma unroll
-    for (int i = 0; i < ATT_KC / ROWS_PER_PASS; i++) {
-        const int j = threadIdx.x / PER_ROW + i * ROWS_PER_PASS, pos = kbase + j;
+    for (int i = 0; i < AttCopy<D>::ROWS; i++) {
+        const int pos = kbase + threadIdx.x / AttCopy<D>::PER_ROW + i * AttCopy<D>::PASS;
+        pg[i] = pos < kend ? pt[pos / p.kv.page_size] : 0;
+    }
+}
+
+// Issue the cp.async copies of keys [kbase, kbase + KC) of KV head kh into a stage (K rows,
+// then V rows, [KC][LD] each), their pages in `pg`. Keys at or past kend, and columns at or
+// past d, are zero-filled: 0 * V must stay 0 in P.V, and a zero column adds nothing to Q K^T.
+template <int D>
+__device__ __forceinline__ void att_load_chunk(const AttnParams& p, const int (&pg)[AttCopy<D>::ROWS], int kh, int kbase, int kend, bf16* ks) {
+    constexpr int LD = D + ATT_PAD, KC = att_kc(D);
+    using C = AttCopy<D>;
+    bf16* vs = ks + KC * LD;
+    const int c = (threadIdx.x % C::PER_ROW) * 8, ps = p.kv.page_size;
+    const size_t row_elems = (size_t)p.nkv * p.d;  // one position's K (or V) of all KV heads
+#pragma unroll
+    for (int i = 0; i < C::ROWS; i++) {
+        const int j = threadIdx.x / C::PER_ROW + i * C::PASS, pos = kbase + j;
         const bool valid = pos < kend && c < p.d;
-        const bf16* src = valid ? p.kv.pool + kv_offset(p.kv, pt, pos, 0, p.nkv, kh, p.d) + c : p.kv.pool;
+        // kv_offset (common.cuh) with the page looked up ahead: [page][layer][k|v][slot][nkv][d].
+        const size_t k_off = ((((size_t)pg[i] * p.kv.num_layers + p.kv.layer) * 2) * ps + pos % ps) * row_elems + (size_t)kh * p.d + c;
+        const bf16* src = valid ? p.kv.pool + k_off : p.kv.pool;
         cp_async16(ks + j * LD + c, src, valid);
-        cp_async16(vs + j * LD + c, valid ? src + v_off : src, valid);
+        cp_async16(vs + j * LD + c, valid ? src + ps * row_elems : src, valid);  // V: page_size positions on
     }
 }
 
 template <int D>
 __device__ __forceinline__ void block_attention_body(const AttnParams& p) {
     constexpr int LD = D + ATT_PAD;  // shared-memory row stride (bf16)
+    constexpr int KC = att_kc(D);    // keys a chunk
     constexpr int NT = D / 8;        // O's n8 tiles (head dims)
-    constexpr int KT = ATT_KC / 8;   // S's n8 tiles (keys of a chunk)
-    constexpr int STAGE = 2 * ATT_KC * LD;
+    constexpr int KT = KC / 8;   // S's n8 tiles (keys of a chunk)
+    constexpr int STAGE = 2 * KC * LD;
     constexpr bool Q_IN_REGS = D <= 128;  // d = 256 reloads Q's fragments from shared memory (registers)
     static_assert(ATT_ROWS == (ATT_THREADS / WARP) * 16, "one m16 row tile a warp");
-    static_assert(D % 16 == 0 && ATT_KC % 16 == 0 && ATT_STAGES >= 2, "whole k16 steps");
+    static_assert(D % 16 == 0 && KC % 16 == 0 && ATT_STAGES >= 2, "whole k16 steps");
 
     extern __shared__ __align__(128) unsigned char att_smem[];
     constexpr AttSmem L = att_smem_layout(D);
@@ -132,7 +155,7 @@ __device__ __forceinline__ void block_attention_body(const AttnParams& p) {
     for (int i = 0; i < nt; i++) kmax = max(kmax, p.tok_limit[t0 + i]);
     const int k0 = split * p.split_keys, k1 = min(kmax, k0 + p.split_keys);
     if (k0 >= k1) return;  // uniform over the CTA
-    const int nchunks = (k1 - k0 + ATT_KC - 1) / ATT_KC;
+    const int nchunks = (k1 - k0 + KC - 1) / KC;
 
     // Q rows (bf16 as stored; the scale is applied to S in fp32) in cp.async group 0; padding
     // rows and columns past d are zero.
@@ -144,11 +167,16 @@ __device__ __forceinline__ void block_attention_body(const AttnParams& p) {
     }
     cp_async_commit();
     // Chunks 0..STAGES-2 in groups 1..STAGES-1 (empty groups past the last chunk keep the count).
+    int pg[AttCopy<D>::ROWS];
 #pragma unroll
     for (int s = 0; s < ATT_STAGES - 1; s++) {
-        if (s < nchunks) att_load_chunk<D>(p, pt, kh, k0 + s * ATT_KC, k1, kvs + s * STAGE);
+        if (s < nchunks) {
+            att_pages<D>(p, pt, k0 + s * KC, k1, pg);
+            att_load_chunk<D>(p, pg, kh, k0 + s * KC, k1, kvs + s * STAGE);
+        }
         cp_async_commit();
     }
+    att_pages<D>(p, pt, k0 + (ATT_STAGES - 1) * KC, k1, pg);  // the first chunk the loop copies
 
     // This lane's two rows (C layout: g and g + 8 of the warp's 16) and their key limits within
     // the split; padding rows have limit 0 (no key: P stays 0, l stays 0, nothing written).
@@ -185,14 +213,17 @@ __device__ __forceinline__ void block_attention_body(const AttnParams& p) {
         __syncthreads();  // chunk ch (and Q) visible to all; the stage of chunk ch - 1 is free
         {
             const int nx = ch + ATT_STAGES - 1;
-            if (nx < nchunks) att_load_chunk<D>(p, pt, kh, k0 + nx * ATT_KC, k1, kvs + (nx % ATT_STAGES) * STAGE);
+            if (nx < nchunks) {
+                att_load_chunk<D>(p, pg, kh, k0 + nx * KC, k1, kvs + (nx % ATT_STAGES) * STAGE);
+                att_pages<D>(p, pt, k0 + (nx + 1) * KC, k1, pg);  // used next iteration
+            }
             cp_async_commit();
         }
         const bf16* ks = kvs + (ch % ATT_STAGES) * STAGE;
-        const bf16* vs = ks + ATT_KC * LD;
-        const int kbase = k0 + ch * ATT_KC;
+        const bf16* vs = ks + KC * LD;
+        const int kbase = k0 + ch * KC;
 
-        // S = Q K^T: the warp's 16 rows x the chunk's 64 keys, 8 n8 tiles of accumulators.
+        // S = Q K^T: the warp's 16 rows x the chunk's KC keys, KT n8 tiles of accumulators.
         float s[KT][4];
 #pragma unroll
         for (int n = 0; n < KT; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
@@ -247,7 +278,7 @@ __device__ __forceinline__ void block_attention_body(const AttnParams& p) {
         // a0 = (row g, keys 2tq..) = tile 2j's c0 c1, a1 = (row g + 8) = tile 2j's c2 c3,
         // a2 / a3 = the same of tile 2j + 1 (keys + 8).
 #pragma unroll
-        for (int j = 0; j < ATT_KC / 16; j++) {
+        for (int j = 0; j < KC / 16; j++) {
             uint32_t pa[4];
 #pragma unroll
             for (int i = 0; i < 4; i++) {
@@ -300,7 +331,7 @@ extern "C" __global__ void __launch_bounds__(ATT_THREADS, 2) block_attention(con
     block_attention_body<128>(p);
 }
 // 128 < head_dim <= 256.
-extern "C" __global__ void __launch_bounds__(ATT_THREADS) block_attention_d256(const AttnParams p) {
+extern "C" __global__ void __launch_bounds__(ATT_THREADS, 2) block_attention_d256(const AttnParams p) {
     block_attention_body<256>(p);
 }
 
