@@ -150,9 +150,11 @@ __device__ __forceinline__ void block_attention_body(const AttnParams& p) {
     const int rows = nt * group;
     const int32_t* pt = p.kv.page_table + p.kv.tok_pt[t0];  // one run per tile: one page table
 
-    // The tile's largest key limit bounds the keys any row needs (limits are >= 1).
+    // The tile's largest key limit bounds the keys any row needs (limits are >= 1). Each warp
+    // reads the (at most 64) limits a lane each: one round trip, not a serial chain of loads.
     int kmax = 0;
-    for (int i = 0; i < nt; i++) kmax = max(kmax, p.tok_limit[t0 + i]);
+    for (int i = lane; i < nt; i += WARP) kmax = max(kmax, p.tok_limit[t0 + i]);
+    kmax = __reduce_max_sync(0xffffffffu, kmax);
     const int k0 = split * p.split_keys, k1 = min(kmax, k0 + p.split_keys);
     if (k0 >= k1) return;  // uniform over the CTA
     const int nchunks = (k1 - k0 + KC - 1) / KC;
@@ -323,15 +325,15 @@ __device__ __forceinline__ void block_attention_body(const AttnParams& p) {
 }
 
 // head_dim <= 64.
-extern "C" __global__ void __launch_bounds__(ATT_THREADS, 2) block_attention_d64(const AttnParams p) {
+extern "C" __global__ void __launch_bounds__(ATT_THREADS, ATT_CTAS_PER_SM) block_attention_d64(const AttnParams p) {
     block_attention_body<64>(p);
 }
 // 64 < head_dim <= 128 (mini, flash).
-extern "C" __global__ void __launch_bounds__(ATT_THREADS, 2) block_attention(const AttnParams p) {
+extern "C" __global__ void __launch_bounds__(ATT_THREADS, ATT_CTAS_PER_SM) block_attention(const AttnParams p) {
     block_attention_body<128>(p);
 }
 // 128 < head_dim <= 256.
-extern "C" __global__ void __launch_bounds__(ATT_THREADS, 2) block_attention_d256(const AttnParams p) {
+extern "C" __global__ void __launch_bounds__(ATT_THREADS, ATT_CTAS_PER_SM) block_attention_d256(const AttnParams p) {
     block_attention_body<256>(p);
 }
 

@@ -32,6 +32,7 @@ typedef __nv_bfloat16 bf16;
 #define ATT_KC 64
 #define ATT_KC_WIDE 32
 #define ATT_STAGES 2
+#define ATT_CTAS_PER_SM 2  // __launch_bounds__ of the three kernels; the host sizes key splits by it
 #define ATT_PAD 8
 
 // moe_gemm.cu: BN output columns per CTA, BK of k per stage, rows padded to spread banks;
@@ -98,6 +99,9 @@ constexpr DLLM_HD AttSmem att_smem_layout(int d) {
 static constexpr uint32_t ATT_SMEM_D64 = att_smem_layout(64).total;
 static constexpr uint32_t ATT_SMEM_D128 = att_smem_layout(128).total;
 static constexpr uint32_t ATT_SMEM_D256 = att_smem_layout(256).total;
+// ATT_CTAS_PER_SM of the largest fit in an sm_90 SM's 228 KB (1 KB of it reserved a CTA).
+static_assert(ATT_CTAS_PER_SM * (ATT_SMEM_D128 + 1024) <= 228 * 1024 && ATT_CTAS_PER_SM * (ATT_SMEM_D256 + 1024) <= 228 * 1024,
+              "block_attention's shared memory must let ATT_CTAS_PER_SM CTAs share an SM");
 
 // moe_gemm.cu: two stages of (x [BM][LDS], w1 [BN][LDS], w2 [BN][LDS] if gated), bf16; the fp32
 // epilogue tiles reuse them.

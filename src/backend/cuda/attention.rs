@@ -35,10 +35,6 @@ fn att_kernel(d: usize) -> (usize, u32, Kernel) {
     }
 }
 
-/// Shared memory of an SM on sm_90 (the CTA limit is 1 KiB less), for the CTAs an SM holds at
-/// once. An A100 has 164 KB: fewer CTAs an SM than counted here, which only moves the split count.
-const SM_SMEM_BYTES: u32 = 228 * 1024;
-
 /// The fixed cost of a CTA (Q load, first stage's latency, partial write) in chunk times, and
 /// the fewest chunks a split covers (a split's partial O costs about what a chunk of K and V
 /// does, once written and once read by the combine).
@@ -46,7 +42,7 @@ const ATT_CTA_COST_CHUNKS: usize = 2;
 const ATT_MIN_SPLIT_CHUNKS: usize = 2;
 
 /// How many key splits: the count minimising waves x (chunks a split + fixed cost), where a
-/// wave is `slots` CTAs (SMs x CTAs an SM), at least ATT_MIN_SPLIT_CHUNKS chunks a split
+/// wave is `slots` CTAs (SMs x ATT_CTAS_PER_SM), at least ATT_MIN_SPLIT_CHUNKS chunks a split
 /// (ties: fewer splits). Batch 1 at 1056 keys (8 CTAs a split, 17 chunks): 9 splits of 2
 /// chunks; batch 16 (128 CTAs): 2; batch 64 (512): 1, no combine.
 fn att_splits(ctas: usize, chunks: usize, slots: usize) -> usize {
@@ -162,7 +158,7 @@ impl CudaBackend {
         let s = self.step.as_ref().unwrap();
         let tiles = &s.tiles;
         let (kc, smem, kernel) = att_kernel(d);
-        let slots = self.sm_count * (SM_SMEM_BYTES / (smem + 1024)).max(1) as usize;
+        let slots = self.sm_count * ATT_CTAS_PER_SM;
         let chunks = s.max_limit.div_ceil(kc).max(1);
         let splits = att_splits(s.num_tiles * nkv, chunks, slots);
         let split_keys = chunks.div_ceil(splits) * kc;
@@ -207,9 +203,8 @@ mod tests {
     #[test]
     fn split_counts() {
         // H100/H200: 132 SMs, 2 CTAs an SM at head dim 128; mini's 4 KV heads, 2 tiles a block.
-        let (kc, smem, _) = att_kernel(128);
-        let slots = 132 * (SM_SMEM_BYTES / (smem + 1024)) as usize;
-        assert_eq!(slots, 264);
+        let kc = att_kernel(128).0;
+        let slots = 132 * ATT_CTAS_PER_SM;
         let chunks = 1056usize.div_ceil(kc);
         assert_eq!(att_splits(8, chunks, slots), 9); // batch 1: 72 CTAs of 2 chunks
         assert_eq!(att_splits(128, chunks, slots), 2); // batch 16: one wave of 256
@@ -219,9 +214,5 @@ mod tests {
         assert_eq!(att_kernel(16).2, Kernel::BlockAttentionD64);
         assert_eq!(att_kernel(128).2, Kernel::BlockAttention);
         assert_eq!(att_kernel(144).2, Kernel::BlockAttentionD256);
-        // Two CTAs an SM at every head dim (its stages fit twice in 228 KB).
-        for d in [64, 128, 256] {
-            assert_eq!(SM_SMEM_BYTES / (att_kernel(d).1 + 1024), if d == 64 { 4 } else { 2 });
-        }
     }
 }
