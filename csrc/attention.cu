@@ -6,224 +6,341 @@
 // Grid (tile, kv head, split). A tile is up to ATT_ROWS = 64 query rows: up to 64/group tokens
 // of one run x the `group` query heads of KV head `kh` (row r = token r / group, head
 // r % group), so every K/V row staged in shared memory serves 64 query rows. The CTA walks
-// keys [split * split_keys, min(that + split_keys, tile's largest limit)) in chunks of
-// ATT_KC = 32 keys, double-buffered: the cp.async copies of chunk c+1 (K and V, 16 bytes each,
-// zero-filled past the end) are in flight while chunk c is computed. Each row is masked by its
-// own limit (prefill tiles span blocks, so rows of one tile differ).
+// keys [split * split_keys, min(that + split_keys, tile's largest limit)) in chunks of KC = 64
+// keys (32 at head dim 256: params.h att_kc) through ATT_STAGES cp.async stages (K and V rows
+// of a chunk, 16 bytes a copy, zero-filled past the end), so the copies of the next chunks are
+// in flight while one is computed. Each row is masked by its own limit (prefill tiles span
+// blocks, so rows of one tile differ).
 //
-// Two passes over the split's keys (4 warps, WMMA 16x16x16 bf16 -> fp32); warp w owns query rows
-// 16w..16w+15 throughout, so the only barriers are the two around each K/V stage:
-//   pass 0, per chunk of K: S = Q K^T (the warp's 16 x 32 scores -> smem), each row's max (two
-//     lanes a row, 16 scores each: a row costs one shuffle, not a warp-wide reduction);
-//   pass 1, per chunk of K and V: S again, P = exp(S - max) (bf16, smem), l += sum P,
-//     O += P V with O in WMMA accumulators (registers): with the final max known, O is never
-//     rescaled. Recomputing Q K^T is cheap on tensor cores; K comes twice, mostly from L2.
-// History (mini, H100): fp32 FMAs on CUDA cores measured 377 us a layer at batch 16; WMMA with
-// O in shared memory (an online softmax rescales O every chunk) 221-250 us, bound by shared-
-// memory traffic (ncu: MIO stalls, 8 warps an SM).
+// The FlashAttention-2 structure, one pass over the keys: 4 warps, warp w owns query rows
+// 16w..16w+15 (one m16 row tile) throughout. Per chunk a warp computes its 16 x KC scores
+// S = Q K^T with mma.sync m16n8k16 (Q from registers, K by ldmatrix), keeps S in the
+// accumulator registers, updates each row's running max and sum (a row lives in the 4 lanes of
+// a quad: two shuffles), rescales O, turns S into P = exp(S - max) in place, re-packs P's
+// accumulators as the A operand of O += P V (the C layout of two n8 tiles is the A layout of
+// one k16 step: no shared memory) and reads V by ldmatrix.trans. O stays in registers; the one
+// barrier per chunk is the one that hands a stage over. What this replaced (WMMA 16x16x16, S
+// and P through shared memory, two passes over the keys): docs/PERF.md.
+//
+// Head dims: the kernel is compiled for D = 64, 128 and 256 (block_attention_d64,
+// block_attention, block_attention_d256); a smaller d runs on the next D up with the columns
+// d..D of Q, K and V zero-filled in shared memory (they add 0 to S; O's are never written).
 //
 // Output: with one split the CTA normalises and writes `out`; otherwise it writes the
-// unnormalised O and (m, l) per row to part_acc / part_ml (rows with no key in the split are
-// skipped: attention_combine reads split s of token t only when s * split_keys < limit(t), and
-// then the row has at least that key). d must be a multiple of 16 and at most 256 (mod.rs).
+// unnormalised O and (m, l) per row to part_acc / part_ml, m in log2 units (rows with no key in
+// the split are skipped: attention_combine reads split s of token t only when
+// s * split_keys < limit(t), and then the row has at least that key).
 #include "common.cuh"
 #include "cp_async.cuh"
-#include <mma.h>
-using namespace nvcuda;
 
-// Issue the cp.async copies of keys [kbase, kbase + ATT_KC) (K and V rows of head kh) into one
-// stage; keys at or past kend are zero-filled (0 * V must stay 0 in P.V).
-__device__ __forceinline__ void att_load_chunk(const AttnParams& p, const int32_t* pt, int kh, int kbase, int kend,
-                                               bf16* ks, bf16* vs, int ld, bool with_v) {
-    int per_row = p.d / 8;
-    for (int i = threadIdx.x; i < ATT_KC * per_row; i += ATT_THREADS) {
-        int j = i / per_row, c = (i % per_row) * 8;
-        int pos = kbase + j;
-        bool valid = pos < kend;
-        size_t ko = valid ? kv_offset(p.kv, pt, pos, 0, p.nkv, kh, p.d) : 0;
-        // V of a position is page_size * nkv * d elements after its K.
-        size_t vo = valid ? ko + (size_t)p.kv.page_size * p.nkv * p.d : 0;
-        cp_async16(ks + j * ld + c, p.kv.pool + ko + c, valid);
-        if (with_v) cp_async16(vs + j * ld + c, p.kv.pool + vo + c, valid);
+// ---- mma.sync m16n8k16 (bf16 in, fp32 accumulate) and ldmatrix -----------------------------
+// Fragment layouts (PTX ISA, "Matrix Fragments for mma.m16n8k16"), g = lane / 4, t = lane % 4;
+// a .b32 register holds two bf16, the lower row/column index in the low half:
+//   A (16 x 16, row-major, 4 regs): a0 = A[g][2t, 2t+1]   a1 = A[g+8][2t, 2t+1]
+//                                   a2 = A[g][2t+8, 2t+9] a3 = A[g+8][2t+8, 2t+9]
+//   B (16 x 8, k x n, 2 regs):      b0 = B[2t, 2t+1][g]   b1 = B[2t+8, 2t+9][g]
+//   C (16 x 8, fp32, 4 regs):       c0, c1 = C[g][2t, 2t+1]   c2, c3 = C[g+8][2t, 2t+1]
+// ldmatrix .x4 loads four 8 x 8 b16 matrices: lanes 8i..8i+7 give the addresses of matrix i's
+// rows 0..7, and register i of lane l gets matrix i's row l/4, columns 2(l%4), 2(l%4)+1; with
+// .trans it gets column l/4, rows 2(l%4), 2(l%4)+1 (the same fragment of the transpose).
+// So, for a row-major 16 x 16 block M at (r0, c0) in shared memory:
+//   - as A: lane l points at M[r0 + l%16][c0 + 8(l/16)]; registers 0..3 are a0..a3 (matrix i
+//     is rows +8(i%2), columns +8(i/2), which is the order a0..a3 above).
+//   - K (keys x dims) as B of Q K^T (B[k][n] = K[n][k], so b0 of key tile n is rows n..n+7,
+//     dims 2t.. of K: plain ldmatrix): lane l points at K[n0 + l%8 + 8(l/16)][k0 + 8((l/8)%2)];
+//     registers 0, 1 are b0, b1 of keys n0..n0+7 and 2, 3 those of keys n0+8..n0+15.
+//   - V (keys x dims) as B of P V (B[k][n] = V[k][n]: b0 = V[2t, 2t+1][g] is a column pair, so
+//     .trans): lane l points at V[k0 + l%16][n0 + 8(l/16)]; registers 0, 1 are b0, b1 of dims
+//     n0..n0+7 and 2, 3 those of dims n0+8..n0+15.
+__device__ __forceinline__ void ldsm_x4(uint32_t r[4], const bf16* p) {
+    const unsigned a = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+}
+__device__ __forceinline__ void ldsm_x4_trans(uint32_t r[4], const bf16* p) {
+    const unsigned a = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+}
+// c += a b (one m16n8k16 tile).
+__device__ __forceinline__ void mma_bf16(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+// bf16x2 of (lo, hi), lo in the low half; `sum` gets the rounded values (the P that P.V uses).
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi, float& sum) {
+    const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+    sum += __low2float(h) + __high2float(h);
+    uint32_t u;
+    memcpy(&u, &h, 4);
+    return u;
+}
+// 2^x (ex2.approx: 2^-inf = +0, which is how masked scores become P = 0).
+__device__ __forceinline__ float exp2_approx(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
+}
+
+// The K/V copies of a chunk: thread i copies column (i % PER_ROW) * 8 (16 bytes) of rows
+// i / PER_ROW + PASS * j, j < ROWS, of K and of V.
+template <int D>
+struct AttCopy {
+    static constexpr int KC = att_kc(D), PER_ROW = D / 8, PASS = ATT_THREADS / PER_ROW, ROWS = KC / PASS;
+    static_assert(ATT_THREADS % PER_ROW == 0 && KC % PASS == 0, "a thread copies one column of some rows");
+};
+
+// The pages of this thread's rows of the chunk at kbase (0 past kend: never read). Loaded one
+// chunk ahead of its copies, so the page-table reads are in flight while a chunk is computed
+// instead of stalling the copy issue.
+template <int D>
+__device__ __forceinline__ void att_pages(const AttnParams& p, const int32_t* pt, int kbase, int kend, int (&pg)[AttCopy<D>::ROWS]) {
+#pragma unroll
+    for (int i = 0; i < AttCopy<D>::ROWS; i++) {
+        const int pos = kbase + threadIdx.x / AttCopy<D>::PER_ROW + i * AttCopy<D>::PASS;
+        pg[i] = pos < kend ? pt[pos / p.kv.page_size] : 0;
     }
 }
 
-// NB: 16-column blocks of O held per warp (d <= 16 NB).
-template <int NB>
+// Issue the cp.async copies of keys [kbase, kbase + KC) of KV head kh into a stage (K rows,
+// then V rows, [KC][LD] each), their pages in `pg`. Keys at or past kend, and columns at or
+// past d, are zero-filled: 0 * V must stay 0 in P.V, and a zero column adds nothing to Q K^T.
+template <int D>
+__device__ __forceinline__ void att_load_chunk(const AttnParams& p, const int (&pg)[AttCopy<D>::ROWS], int kh, int kbase, int kend, bf16* ks) {
+    constexpr int LD = D + ATT_PAD, KC = att_kc(D);
+    using C = AttCopy<D>;
+    bf16* vs = ks + KC * LD;
+    const int c = (threadIdx.x % C::PER_ROW) * 8, ps = p.kv.page_size;
+    const size_t row_elems = (size_t)p.nkv * p.d;  // one position's K (or V) of all KV heads
+#pragma unroll
+    for (int i = 0; i < C::ROWS; i++) {
+        const int j = threadIdx.x / C::PER_ROW + i * C::PASS, pos = kbase + j;
+        const bool valid = pos < kend && c < p.d;
+        // kv_offset (common.cuh) with the page looked up ahead: [page][layer][k|v][slot][nkv][d].
+        const size_t k_off = ((((size_t)pg[i] * p.kv.num_layers + p.kv.layer) * 2) * ps + pos % ps) * row_elems + (size_t)kh * p.d + c;
+        const bf16* src = valid ? p.kv.pool + k_off : p.kv.pool;
+        cp_async16(ks + j * LD + c, src, valid);
+        cp_async16(vs + j * LD + c, valid ? src + ps * row_elems : src, valid);  // V: page_size positions on
+    }
+}
+
+template <int D>
 __device__ __forceinline__ void block_attention_body(const AttnParams& p) {
+    constexpr int LD = D + ATT_PAD;  // shared-memory row stride (bf16)
+    constexpr int KC = att_kc(D);    // keys a chunk
+    constexpr int NT = D / 8;        // O's n8 tiles (head dims)
+    constexpr int KT = KC / 8;   // S's n8 tiles (keys of a chunk)
+    constexpr int STAGE = 2 * KC * LD;
+    constexpr bool Q_IN_REGS = D <= 128;  // d = 256 reloads Q's fragments from shared memory (registers)
+    static_assert(ATT_ROWS == (ATT_THREADS / WARP) * 16, "one m16 row tile a warp");
+    static_assert(D % 16 == 0 && KC % 16 == 0 && ATT_STAGES >= 2, "whole k16 steps");
+
     extern __shared__ __align__(128) unsigned char att_smem[];
-    const int d = p.d, ld = d + 8, group = p.nh / p.nkv, nbd = d / 16;
-    const AttSmem L = att_smem_layout(d);
+    constexpr AttSmem L = att_smem_layout(D);
     bf16* qs = reinterpret_cast<bf16*>(att_smem + L.q);
-    bf16* kst = reinterpret_cast<bf16*>(att_smem + L.k);
-    bf16* vst = reinterpret_cast<bf16*>(att_smem + L.v);
-    float* ss = reinterpret_cast<float*>(att_smem + L.s);
-    bf16* ps = reinterpret_cast<bf16*>(att_smem + L.pm);
-    int* lim = reinterpret_cast<int*>(att_smem + L.lim);
+    bf16* kvs = reinterpret_cast<bf16*>(att_smem + L.kv);
 
     const int tile = blockIdx.x, kh = blockIdx.y, split = blockIdx.z;
     const int tid = threadIdx.x, lane = tid % WARP, w = tid / WARP;
+    const int d = p.d, group = p.nh / p.nkv;
     const int t0 = p.tiles[2 * tile], nt = p.tiles[2 * tile + 1];
     const int rows = nt * group;
     const int32_t* pt = p.kv.page_table + p.kv.tok_pt[t0];  // one run per tile: one page table
 
-    // The tile's largest key limit bounds the keys any row needs (limits are >= 1).
+    // The tile's largest key limit bounds the keys any row needs (limits are >= 1). Each warp
+    // reads the (at most 64) limits a lane each: one round trip, not a serial chain of loads.
     int kmax = 0;
-    for (int i = 0; i < nt; i++) kmax = max(kmax, p.tok_limit[t0 + i]);
+    for (int i = lane; i < nt; i += WARP) kmax = max(kmax, p.tok_limit[t0 + i]);
+    kmax = __reduce_max_sync(0xffffffffu, kmax);
     const int k0 = split * p.split_keys, k1 = min(kmax, k0 + p.split_keys);
     if (k0 >= k1) return;  // uniform over the CTA
-    const int nchunks = (k1 - k0 + ATT_KC - 1) / ATT_KC;
+    const int nchunks = (k1 - k0 + KC - 1) / KC;
 
-    // Two passes over the split's chunks, pipelined as one sequence of 2 x nchunks stages:
-    // pass 0 (K only) finds each row's max score, pass 1 (K and V) adds exp(s - max) V into O
-    // in registers, so O is never rescaled.
-    att_load_chunk(p, pt, kh, k0, k1, kst, vst, ld, false);
+    // Q rows (bf16 as stored; the scale is applied to S in fp32) in cp.async group 0; padding
+    // rows and columns past d are zero.
+    for (int i = tid; i < ATT_ROWS * (D / 8); i += ATT_THREADS) {
+        const int r = i / (D / 8), c = (i % (D / 8)) * 8;
+        const bool valid = r < rows && c < d;
+        const bf16* src = valid ? p.q + ((size_t)(t0 + r / group) * p.nh + kh * group + r % group) * d + c : p.q;
+        cp_async16(qs + r * LD + c, src, valid);
+    }
     cp_async_commit();
-
-    // Q rows (bf16 as stored; the scale is applied to S in fp32) and limits; padding rows have
-    // Q = 0 and limit 0 (no key: their P rows stay 0).
-    for (int i = tid; i < ATT_ROWS * (d / 8); i += ATT_THREADS) {
-        const int r = i / (d / 8), c = (i % (d / 8)) * 8;
-        uint4 u = make_uint4(0, 0, 0, 0);
-        if (r < rows) {
-            const int t = t0 + r / group, h = kh * group + r % group;
-            u = *reinterpret_cast<const uint4*>(p.q + ((size_t)t * p.nh + h) * d + c);
-        }
-        *reinterpret_cast<uint4*>(qs + r * ld + c) = u;
-    }
-    if (tid < ATT_ROWS) lim[tid] = tid < rows ? min(p.tok_limit[t0 + tid / group], k1) : 0;
-
-    // Softmax state: lanes 2i and 2i + 1 both hold row r0 + i's max and sum; each reads half of
-    // the row's 32 scores of a chunk.
-    float m_row = -INFINITY, l_row = 0.f;
-    wmma::fragment<wmma::accumulator, 16, 16, 16, float> oacc[NB];
+    // Chunks 0..STAGES-2 in groups 1..STAGES-1 (empty groups past the last chunk keep the count).
+    int pg[AttCopy<D>::ROWS];
 #pragma unroll
-    for (int cb = 0; cb < NB; cb++) wmma::fill_fragment(oacc[cb], 0.f);
-    const int r0 = w * ATT_RPW;  // this warp's rows
+    for (int s = 0; s < ATT_STAGES - 1; s++) {
+        if (s < nchunks) {
+            att_pages<D>(p, pt, k0 + s * KC, k1, pg);
+            att_load_chunk<D>(p, pg, kh, k0 + s * KC, k1, kvs + s * STAGE);
+        }
+        cp_async_commit();
+    }
+    att_pages<D>(p, pt, k0 + (ATT_STAGES - 1) * KC, k1, pg);  // the first chunk the loop copies
 
-    for (int it = 0; it < 2 * nchunks; it++) {
-        const int pass = it / nchunks, ch = it % nchunks;
-        const int kbase = k0 + ch * ATT_KC, st = it & 1;
-        if (it + 1 < 2 * nchunks) {
-            // The stage being filled was last read in iteration it - 1, which ended in a barrier.
-            const int nx = (it + 1) % nchunks;
-            att_load_chunk(p, pt, kh, k0 + nx * ATT_KC, k1, kst + (st ^ 1) * ATT_KC * ld, vst + (st ^ 1) * ATT_KC * ld, ld,
-                           it + 1 >= nchunks);
+    // This lane's two rows (C layout: g and g + 8 of the warp's 16) and their key limits within
+    // the split; padding rows have limit 0 (no key: P stays 0, l stays 0, nothing written).
+    const int g = lane / 4, tq = lane % 4;
+    const int r0 = w * 16;
+    int lim[2];
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        const int r = r0 + g + 8 * h;
+        lim[h] = r < rows ? min(p.tok_limit[t0 + r / group], k1) : 0;
+    }
+    const float sl2 = p.scale * 1.4426950408889634f;  // scores in log2 units: exp(x) = 2^(x log2 e)
+    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};  // per row: running max (log2 units), this lane's part of the sum
+    float o[NT][4];
+#pragma unroll
+    for (int n = 0; n < NT; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
+
+    // ldmatrix lane offsets (see the layouts above): A and V-as-B blocks, and K-as-B blocks.
+    const int a_row = lane % 16, a_col = (lane / 16) * 8;
+    const int k_row = lane % 8 + (lane / 16) * 8, k_col = ((lane / 8) % 2) * 8;
+    const bf16* qw = qs + (r0 + a_row) * LD + a_col;
+
+    uint32_t qf[Q_IN_REGS ? D / 16 : 1][4];
+    if constexpr (Q_IN_REGS) {
+        cp_async_wait<ATT_STAGES - 1>();  // group 0 (Q) is complete
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < D / 16; kk++) ldsm_x4(qf[kk], qw + kk * 16);
+    }
+
+    for (int ch = 0; ch < nchunks; ch++) {
+        // Chunk ch is group ch + 1; STAGES - 2 younger groups may still be in flight.
+        cp_async_wait<ATT_STAGES - 2>();
+        __syncthreads();  // chunk ch (and Q) visible to all; the stage of chunk ch - 1 is free
+        {
+            const int nx = ch + ATT_STAGES - 1;
+            if (nx < nchunks) {
+                att_load_chunk<D>(p, pg, kh, k0 + nx * KC, k1, kvs + (nx % ATT_STAGES) * STAGE);
+                att_pages<D>(p, pt, k0 + (nx + 1) * KC, k1, pg);  // used next iteration
+            }
             cp_async_commit();
-            cp_async_wait<1>();
-        } else {
-            cp_async_wait<0>();
         }
-        __syncthreads();  // stage it (and, the first time, Q / limits) visible to all
-        const bf16* ks = kst + st * ATT_KC * ld;
-        const bf16* vs = vst + st * ATT_KC * ld;
+        const bf16* ks = kvs + (ch % ATT_STAGES) * STAGE;
+        const bf16* vs = ks + KC * LD;
+        const int kbase = k0 + ch * KC;
 
-        // S = Q K^T for the warp's 16 rows x the chunk's 32 keys.
+        // S = Q K^T: the warp's 16 rows x the chunk's KC keys, KT n8 tiles of accumulators.
+        float s[KT][4];
 #pragma unroll
-        for (int kb = 0; kb < ATT_KC / 16; kb++) {
-            wmma::fragment<wmma::accumulator, 16, 16, 16, float> sacc;
-            wmma::fill_fragment(sacc, 0.f);
-            for (int kk = 0; kk < d; kk += 16) {
-                wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> a;
-                wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> b;
-                wmma::load_matrix_sync(a, qs + r0 * ld + kk, ld);
-                wmma::load_matrix_sync(b, ks + kb * 16 * ld + kk, ld);
-                wmma::mma_sync(sacc, a, b, sacc);
+        for (int n = 0; n < KT; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+#pragma unroll
+        for (int kk = 0; kk < D / 16; kk++) {
+            uint32_t qa[4];
+            if constexpr (Q_IN_REGS) {
+#pragma unroll
+                for (int i = 0; i < 4; i++) qa[i] = qf[kk][i];
+            } else {
+                ldsm_x4(qa, qw + kk * 16);
             }
-            wmma::store_matrix_sync(ss + r0 * ATT_SLD + kb * 16, sacc, ATT_SLD, wmma::mem_row_major);
+#pragma unroll
+            for (int n = 0; n < KT; n += 2) {
+                uint32_t b[4];
+                ldsm_x4(b, ks + (n * 8 + k_row) * LD + kk * 16 + k_col);
+                mma_bf16(s[n], qa, b[0], b[1]);
+                mma_bf16(s[n + 1], qa, b[2], b[3]);
+            }
         }
-        __syncwarp();
 
-        const int myrow = r0 + lane / 2, half = lane % 2, kfirst = kbase + half * 16;
-        const int nvalid = min(max(lim[myrow] - kfirst, 0), 16);  // this lane's keys below the limit
-        float sv[16];
+        // Online softmax. Lane holds keys kbase + 8n + 2tq + {0, 1} of rows g (s[n][0..1]) and
+        // g + 8 (s[n][2..3]); the row's other keys are in the quad's other 3 lanes.
+        float mx[2] = {m[0], m[1]};
 #pragma unroll
-        for (int j = 0; j < 16; j += 4) {
-            const float4 v = *reinterpret_cast<const float4*>(ss + myrow * ATT_SLD + half * 16 + j);
-            sv[j] = v.x * p.scale;
-            sv[j + 1] = v.y * p.scale;
-            sv[j + 2] = v.z * p.scale;
-            sv[j + 3] = v.w * p.scale;
-        }
-        if (pass == 0) {
-            float mx = -INFINITY;
+        for (int n = 0; n < KT; n++)
 #pragma unroll
-            for (int j = 0; j < 16; j++)
-                if (j < nvalid) mx = fmaxf(mx, sv[j]);
-            m_row = fmaxf(m_row, fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1)));
-        } else {
-            // P = exp(s - max) for keys below the limit (a row with no key has none: no -inf - -inf).
-            float sum = 0.f;
-            __align__(16) bf16 pb[16];
-#pragma unroll
-            for (int j = 0; j < 16; j++) {
-                pb[j] = __float2bfloat16(j < nvalid ? __expf(sv[j] - m_row) : 0.f);
-                sum += __bfloat162float(pb[j]);  // the sum of the P that P.V uses
+            for (int e = 0; e < 4; e++) {
+                const int h = e / 2, key = kbase + n * 8 + 2 * tq + e % 2;
+                s[n][e] = key < lim[h] ? s[n][e] * sl2 : -INFINITY;
+                mx[h] = fmaxf(mx[h], s[n][e]);
             }
-            uint4* dst = reinterpret_cast<uint4*>(ps + myrow * ATT_PLD + half * 16);
-            dst[0] = reinterpret_cast<const uint4*>(pb)[0];
-            dst[1] = reinterpret_cast<const uint4*>(pb)[1];
-            l_row += sum + __shfl_xor_sync(0xffffffffu, sum, 1);
-            __syncwarp();
+        float ref[2];
 #pragma unroll
-            for (int kb = 0; kb < ATT_KC / 16; kb++) {
-                wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> a;
-                wmma::load_matrix_sync(a, ps + r0 * ATT_PLD + kb * 16, ATT_PLD);
+        for (int h = 0; h < 2; h++) {
+            mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
+            mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
+            // A row with no key yet keeps max -inf: subtract 0 instead (its P is 2^-inf = 0, and
+            // there is no -inf - -inf).
+            ref[h] = mx[h] == -INFINITY ? 0.f : mx[h];
+            const float corr = exp2_approx(m[h] - ref[h]);  // 0 the first time (m = -inf)
+            m[h] = mx[h];
+            l[h] *= corr;
 #pragma unroll
-                for (int cb = 0; cb < NB; cb++) {
-                    if (cb < nbd) {
-                        wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major> b;
-                        wmma::load_matrix_sync(b, vs + kb * 16 * ld + cb * 16, ld);
-                        wmma::mma_sync(oacc[cb], a, b, oacc[cb]);
-                    }
-                }
+            for (int n = 0; n < NT; n++) {
+                o[n][2 * h] *= corr;
+                o[n][2 * h + 1] *= corr;
             }
         }
-        __syncthreads();  // stage st is free for the next load
+
+        // O += P V, one k16 step (16 keys = S tiles 2j, 2j + 1) at a time: P's A fragment is
+        // a0 = (row g, keys 2tq..) = tile 2j's c0 c1, a1 = (row g + 8) = tile 2j's c2 c3,
+        // a2 / a3 = the same of tile 2j + 1 (keys + 8).
+#pragma unroll
+        for (int j = 0; j < KC / 16; j++) {
+            uint32_t pa[4];
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                const float* sn = s[2 * j + i / 2];
+                const int h = i % 2;
+                pa[i] = pack_bf16(exp2_approx(sn[2 * h] - ref[h]), exp2_approx(sn[2 * h + 1] - ref[h]), l[h]);
+            }
+#pragma unroll
+            for (int n = 0; n < NT; n += 2) {
+                uint32_t b[4];
+                ldsm_x4_trans(b, vs + (j * 16 + a_row) * LD + n * 8 + a_col);
+                mma_bf16(o[n], pa, b[0], b[1]);
+                mma_bf16(o[n + 1], pa, b[2], b[3]);
+            }
+        }
     }
+    cp_async_wait<0>();  // no copy may outlive the CTA (the trailing groups are empty)
 
-    // O -> shared memory (the K/V stages are free: 2 x 2 x 32 x (d + 8) bf16 >= 64 x (d + 4)
-    // fp32), then each warp writes its rows.
-    const int old = d + 4;
-    float* os = reinterpret_cast<float*>(att_smem + L.k);
+    // Each row's sum over its quad, then this lane's columns 8n + 2tq, +1 of rows g and g + 8.
 #pragma unroll
-    for (int cb = 0; cb < NB; cb++)
-        if (cb < nbd) wmma::store_matrix_sync(os + r0 * old + cb * 16, oacc[cb], old, wmma::mem_row_major);
-    __syncwarp();
-#pragma unroll
-    for (int i = 0; i < ATT_RPW; i++) {
-        const int r = r0 + i;
-        const float li = __shfl_sync(0xffffffffu, l_row, 2 * i), mi = __shfl_sync(0xffffffffu, m_row, 2 * i);
-        if (r >= rows || li == 0.f) continue;  // padding, or no key of this split (uniform)
-        const int t = t0 + r / group, h = kh * group + r % group;
-        const size_t row = (size_t)t * p.nh + h;
-        const float* o = os + r * old;
+    for (int h = 0; h < 2; h++) {
+        l[h] += __shfl_xor_sync(0xffffffffu, l[h], 1);
+        l[h] += __shfl_xor_sync(0xffffffffu, l[h], 2);
+        const int r = r0 + g + 8 * h;
+        if (r >= rows || l[h] == 0.f) continue;  // padding, or no key of this split (uniform over the quad)
+        const size_t row = (size_t)(t0 + r / group) * p.nh + kh * group + r % group;
         if (p.num_splits == 1) {
-            const float inv = 1.f / li;
-            for (int c = 2 * lane; c < d; c += 2 * WARP)
-                *reinterpret_cast<__nv_bfloat162*>(p.out + row * d + c) = __floats2bfloat162_rn(o[c] * inv, o[c + 1] * inv);
+            const float inv = 1.f / l[h];
+            bf16* dst = p.out + row * d + 2 * tq;
+#pragma unroll
+            for (int n = 0; n < NT; n++)
+                if (n * 8 < d) *reinterpret_cast<__nv_bfloat162*>(dst + n * 8) = __floats2bfloat162_rn(o[n][2 * h] * inv, o[n][2 * h + 1] * inv);
         } else {
             const size_t prow = (size_t)split * p.tokens * p.nh + row;
-            for (int c = 2 * lane; c < d; c += 2 * WARP)
-                *reinterpret_cast<float2*>(p.part_acc + prow * d + c) = make_float2(o[c], o[c + 1]);
-            if (lane == 0) *reinterpret_cast<float2*>(p.part_ml + prow * 2) = make_float2(mi, li);
+            float* dst = p.part_acc + prow * d + 2 * tq;
+#pragma unroll
+            for (int n = 0; n < NT; n++)
+                if (n * 8 < d) *reinterpret_cast<float2*>(dst + n * 8) = make_float2(o[n][2 * h], o[n][2 * h + 1]);
+            if (tq == 0) *reinterpret_cast<float2*>(p.part_ml + prow * 2) = make_float2(m[h], l[h]);
         }
     }
 }
 
-// d <= 128 (mini, flash): 8 O fragments a warp.
-extern "C" __global__ void __launch_bounds__(ATT_THREADS, 3) block_attention(const AttnParams p) {
-    block_attention_body<8>(p);
+// head_dim <= 64.
+extern "C" __global__ void __launch_bounds__(ATT_THREADS, ATT_CTAS_PER_SM) block_attention_d64(const AttnParams p) {
+    block_attention_body<64>(p);
 }
-// 128 < d <= 256.
-extern "C" __global__ void __launch_bounds__(ATT_THREADS) block_attention_d256(const AttnParams p) {
-    block_attention_body<16>(p);
+// 64 < head_dim <= 128 (mini, flash).
+extern "C" __global__ void __launch_bounds__(ATT_THREADS, ATT_CTAS_PER_SM) block_attention(const AttnParams p) {
+    block_attention_body<128>(p);
+}
+// 128 < head_dim <= 256.
+extern "C" __global__ void __launch_bounds__(ATT_THREADS, ATT_CTAS_PER_SM) block_attention_d256(const AttnParams p) {
+    block_attention_body<256>(p);
 }
 
 // Merge the splits of block_attention. Grid (token, query head), one thread per output column:
-// warp 0 reduces the splits' (m, l) to the global max and 1 / sum, then every thread sums its
-// column over the splits with independent loads (the (m) of a split is a broadcast read).
-// Split s holds token t's rows iff s * split_keys < limit(t).
+// warp 0 reduces the splits' (m, l) to the global max and 1 / sum (m in log2 units), then every
+// thread sums its column over the splits with independent loads (the (m) of a split is a
+// broadcast read). Split s holds token t's rows iff s * split_keys < limit(t).
 extern "C" __global__ void attention_combine(const AttnParams p) {
     const int t = blockIdx.x, h = blockIdx.y, d = p.d;
     const int ns = (p.tok_limit[t] + p.split_keys - 1) / p.split_keys;
@@ -235,7 +352,7 @@ extern "C" __global__ void attention_combine(const AttnParams p) {
         for (int s = threadIdx.x; s < ns; s += WARP) mm = fmaxf(mm, p.part_ml[(s * stride + row) * 2]);
         mm = warp_max(mm);
         float ll = 0.f;
-        for (int s = threadIdx.x; s < ns; s += WARP) ll += p.part_ml[(s * stride + row) * 2 + 1] * __expf(p.part_ml[(s * stride + row) * 2] - mm);
+        for (int s = threadIdx.x; s < ns; s += WARP) ll += p.part_ml[(s * stride + row) * 2 + 1] * exp2f(p.part_ml[(s * stride + row) * 2] - mm);
         ll = warp_sum(ll);
         if (threadIdx.x == 0) {
             s_max = mm;
@@ -247,7 +364,7 @@ extern "C" __global__ void attention_combine(const AttnParams p) {
     for (int c = threadIdx.x; c < d; c += blockDim.x) {
         float a = 0.f;
 #pragma unroll 4
-        for (int s = 0; s < ns; s++) a += p.part_acc[(s * stride + row) * d + c] * __expf(p.part_ml[(s * stride + row) * 2] - mm);
+        for (int s = 0; s < ns; s++) a += p.part_acc[(s * stride + row) * d + c] * exp2f(p.part_ml[(s * stride + row) * 2] - mm);
         p.out[row * d + c] = f2bf(a * s_inv);
     }
 }

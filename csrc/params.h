@@ -22,14 +22,18 @@ typedef __nv_bfloat16 bf16;
 
 #define WARP 32
 
-// attention.cu: a tile is ATT_ROWS query rows; keys go in chunks of ATT_KC (one per lane in
-// the softmax); 4 warps of ATT_RPW rows each.
+// attention.cu: a CTA is 4 warps, each owning 16 query rows (one m16n8k16 row tile), so a tile
+// is ATT_ROWS rows; keys go in chunks of ATT_KC (ATT_KC_WIDE for head dims above 128, see
+// att_kc) through ATT_STAGES cp.async stages. Shared-
+// memory rows are ATT_PAD bf16 longer than the head dim: consecutive rows then start 16 bytes
+// apart modulo 128, so the 8 row reads of an ldmatrix hit distinct banks.
 #define ATT_THREADS 128
 #define ATT_ROWS 64
-#define ATT_RPW 16
-#define ATT_KC 32
-#define ATT_SLD (ATT_KC + 4)  // S row stride (fp32)
-#define ATT_PLD (ATT_KC + 8)  // P row stride (bf16)
+#define ATT_KC 64
+#define ATT_KC_WIDE 32
+#define ATT_STAGES 2
+#define ATT_CTAS_PER_SM 2  // __launch_bounds__ of the three kernels; the host sizes key splits by it
+#define ATT_PAD 8
 
 // moe_gemm.cu: BN output columns per CTA, BK of k per stage, rows padded to spread banks;
 // a work item has MOE_BM_SMALL or MOE_BM_LARGE rows (the two kernel variants).
@@ -73,35 +77,31 @@ typedef __nv_bfloat16 bf16;
 
 // ---- dynamic shared memory ------------------------------------------------------------------
 
-// attention.cu: byte offsets of the regions, 128-aligned so WMMA pointers are 32-byte aligned.
+// attention.cu: keys a chunk for the kernel of head dim D (64, 128 or 256): 256 takes half the
+// chunk, so that its stages fit twice an SM (and once on sm_80's 163 KB) and its S
+// accumulators leave room for O's 128 registers a thread.
+constexpr DLLM_HD int att_kc(int d) { return d > 128 ? ATT_KC_WIDE : ATT_KC; }
+// Byte offsets of the regions, 128-aligned (ldmatrix and cp.async need 16).
 struct AttSmem {
-    int q, k, v, s, pm, lim, total;
+    int q, kv, total;
 };
 constexpr DLLM_HD int att_align(int x) { return (x + 127) & ~127; }
 constexpr DLLM_HD AttSmem att_smem_layout(int d) {
-    const int ld = d + 8;
+    const int ld = d + ATT_PAD;
     AttSmem L{};
     int off = 0;
-    L.q = off;    off += att_align(ATT_ROWS * ld * 2);         // Q, bf16 [64][ld]
-    L.k = off;    off += att_align(2 * ATT_KC * ld * 2);       // K stages, bf16 [2][32][ld]
-    L.v = off;    off += att_align(2 * ATT_KC * ld * 2);       // V stages
-    L.s = off;    off += att_align(ATT_ROWS * ATT_SLD * 4);    // S, fp32 [64][36]
-    L.pm = off;   off += att_align(ATT_ROWS * ATT_PLD * 2);    // P, bf16 [64][40]
-    L.lim = off;  off += att_align(ATT_ROWS * 4);              // per-row key limit
+    L.q = off;    off += att_align(ATT_ROWS * ld * 2);                       // Q, bf16 [64][ld]
+    L.kv = off;   off += att_align(ATT_STAGES * 2 * att_kc(d) * ld * 2);     // ATT_STAGES x (K, V), bf16 [kc][ld] each
     L.total = off;
     return L;
 }
-// The total is affine in d (every region is a multiple of 128 bytes): the host computes
-// ATT_SMEM_FIXED + d * ATT_SMEM_PER_D from these two, and the assert below holds them to the
-// layout for every head_dim the kernels take (multiples of 16 up to 256).
-static constexpr uint32_t ATT_SMEM_PER_D = (att_smem_layout(32).total - att_smem_layout(16).total) / 16;
-static constexpr uint32_t ATT_SMEM_FIXED = att_smem_layout(16).total - 16 * ATT_SMEM_PER_D;
-constexpr bool att_smem_is_affine() {
-    for (int d = 16; d <= 256; d += 16)
-        if ((uint32_t)att_smem_layout(d).total != ATT_SMEM_FIXED + d * ATT_SMEM_PER_D) return false;
-    return true;
-}
-static_assert(att_smem_is_affine(), "att_smem_layout(d).total must be ATT_SMEM_FIXED + d * ATT_SMEM_PER_D");
+// What the three kernels are launched with.
+static constexpr uint32_t ATT_SMEM_D64 = att_smem_layout(64).total;
+static constexpr uint32_t ATT_SMEM_D128 = att_smem_layout(128).total;
+static constexpr uint32_t ATT_SMEM_D256 = att_smem_layout(256).total;
+// ATT_CTAS_PER_SM of the largest fit in an sm_90 SM's 228 KB (1 KB of it reserved a CTA).
+static_assert(ATT_CTAS_PER_SM * (ATT_SMEM_D128 + 1024) <= 228 * 1024 && ATT_CTAS_PER_SM * (ATT_SMEM_D256 + 1024) <= 228 * 1024,
+              "block_attention's shared memory must let ATT_CTAS_PER_SM CTAs share an SM");
 
 // moe_gemm.cu: two stages of (x [BM][LDS], w1 [BN][LDS], w2 [BN][LDS] if gated), bf16; the fp32
 // epilogue tiles reuse them.

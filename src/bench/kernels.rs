@@ -107,7 +107,7 @@ pub struct KernelRow {
 /// work).
 fn work_name(launch: &str) -> &str {
     match launch {
-        "block_attention_d256" => "block_attention",
+        "block_attention_d64" | "block_attention_d256" => "block_attention",
         l if l.starts_with("moe_gate_up") => "moe_gate_up",
         l if l.starts_with("moe_down") => "moe_down",
         other => other,

@@ -24,10 +24,31 @@ pub(super) struct StepLayout {
     max_limit: usize,
 }
 
-/// Dynamic shared memory of block_attention for head_dim `d`: params.h's affine form of
-/// `att_smem_layout(d).total` (held to the layout there by a static_assert).
-fn att_smem_bytes(d: usize) -> u32 {
-    ATT_SMEM_FIXED + d as u32 * ATT_SMEM_PER_D
+/// The block_attention instance that serves head_dim `d` (csrc/attention.cu zero-fills the
+/// columns past `d` up to the compiled head dim): its keys a chunk (params.h att_kc), dynamic
+/// shared memory (att_smem_layout) and kernel.
+fn att_kernel(d: usize) -> (usize, u32, Kernel) {
+    match d {
+        0..=64 => (ATT_KC, ATT_SMEM_D64, Kernel::BlockAttentionD64),
+        65..=128 => (ATT_KC, ATT_SMEM_D128, Kernel::BlockAttention),
+        _ => (ATT_KC_WIDE, ATT_SMEM_D256, Kernel::BlockAttentionD256),
+    }
+}
+
+/// The fixed cost of a CTA (Q load, first stage's latency, partial write) in chunk times, and
+/// the fewest chunks a split covers (a split's partial O costs about what a chunk of K and V
+/// does, once written and once read by the combine).
+const ATT_CTA_COST_CHUNKS: usize = 2;
+const ATT_MIN_SPLIT_CHUNKS: usize = 2;
+
+/// How many key splits: the count minimising waves x (chunks a split + fixed cost), where a
+/// wave is `slots` CTAs (SMs x ATT_CTAS_PER_SM), at least ATT_MIN_SPLIT_CHUNKS chunks a split
+/// (ties: fewer splits). Batch 1 at 1056 keys (8 CTAs a split, 17 chunks): 9 splits of 2
+/// chunks; batch 16 (128 CTAs): 2; batch 64 (512): 1, no combine.
+fn att_splits(ctas: usize, chunks: usize, slots: usize) -> usize {
+    let most = chunks.div_ceil(ATT_MIN_SPLIT_CHUNKS).max(1);
+    let cost = |s: usize| (ctas * s).div_ceil(slots) * (chunks.div_ceil(s) + ATT_CTA_COST_CHUNKS);
+    (1..=most).min_by_key(|&s| (cost(s), s)).unwrap_or(1)
 }
 
 impl CudaBackend {
@@ -136,12 +157,11 @@ impl CudaBackend {
         let (nh, nkv, d) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim());
         let s = self.step.as_ref().unwrap();
         let tiles = &s.tiles;
-        // Split the keys so that ~6 CTAs per SM (two waves at 3 an SM) are launched; no split when the tiles alone fill
-        // the GPU (prefill), which also skips the combine.
-        let chunks = s.max_limit.div_ceil(ATT_KC).max(1);
-        let per_split = s.num_tiles * nkv;
-        let want_splits = (6 * self.sm_count).div_ceil(per_split.max(1)).clamp(1, chunks);
-        let split_keys = chunks.div_ceil(want_splits) * ATT_KC;
+        let (kc, smem, kernel) = att_kernel(d);
+        let slots = self.sm_count * ATT_CTAS_PER_SM;
+        let chunks = s.max_limit.div_ceil(kc).max(1);
+        let splits = att_splits(s.num_tiles * nkv, chunks, slots);
+        let split_keys = chunks.div_ceil(splits) * kc;
         let num_splits = s.max_limit.div_ceil(split_keys).max(1);
         let (part_acc, part_ml) = if num_splits > 1 {
             (
@@ -168,11 +188,31 @@ impl CudaBackend {
             scale: 1.0 / (d as f32).sqrt(),
         };
         let grid = (s.num_tiles as u32, nkv as u32, num_splits as u32);
-        let kernel = if d <= 128 { Kernel::BlockAttention } else { Kernel::BlockAttentionD256 };
-        self.k.launch_smem(kernel, grid, ATT_THREADS as u32, att_smem_bytes(d), &p)?;
+        self.k.launch_smem(kernel, grid, ATT_THREADS as u32, smem, &p)?;
         if num_splits > 1 {
             self.k.launch(Kernel::AttentionCombine, (rows as u32, nh as u32, 1), 128, &p)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_counts() {
+        // H100/H200: 132 SMs, 2 CTAs an SM at head dim 128; mini's 4 KV heads, 2 tiles a block.
+        let kc = att_kernel(128).0;
+        let slots = 132 * ATT_CTAS_PER_SM;
+        let chunks = 1056usize.div_ceil(kc);
+        assert_eq!(att_splits(8, chunks, slots), 9); // batch 1: 72 CTAs of 2 chunks
+        assert_eq!(att_splits(128, chunks, slots), 2); // batch 16: one wave of 256
+        assert_eq!(att_splits(512, chunks, slots), 1); // batch 64: no combine
+        assert_eq!(att_splits(8, 32800usize.div_ceil(kc), slots), 33); // batch 1, 32k keys: one full wave
+        assert_eq!(att_splits(8, 1, slots), 1);
+        assert_eq!(att_kernel(16).2, Kernel::BlockAttentionD64);
+        assert_eq!(att_kernel(128).2, Kernel::BlockAttention);
+        assert_eq!(att_kernel(144).2, Kernel::BlockAttentionD256);
     }
 }
