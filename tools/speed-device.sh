@@ -6,7 +6,8 @@
 #   kernels `bench kernels` of mini at batch 1, 16 and 64, bf16 and fp8 experts;
 #   mini    `bench step` of mini at batch 1, 4, 16, 64 (bf16), and fp8 experts;
 #   flash   `bench step` of flash with fp8 experts on this one GPU (batch 1, 4, 16);
-#   switch  the expert GEMMs' item switch: every batch with 16-row items (the weight stream).
+#   switch  the expert GEMMs' item switch: every batch with 16-row items (the weight stream);
+#   long    a 32,768-token prefix: `bench kernels` at batch 1 and `bench step` at batch 1 and 8.
 # TOKENS (default: whatever the binary defaults to) is passed as --tokens when the binary has it.
 # Results are packed into $OUT/speed-results.tar.gz (the device tool brings back a few files).
 set -uo pipefail
@@ -15,7 +16,7 @@ OUT=$(mktemp -d)
 mkdir -p "$FINAL_OUT"
 trap 'tar czf "$FINAL_OUT/speed-results.tar.gz" -C "$OUT" .' EXIT
 C=.carry
-STEPS=${STEPS:-tests kernels mini fp8 flash switch}
+STEPS=${STEPS:-tests kernels mini fp8 flash switch long}
 want() { [[ " $STEPS " == *" $1 "* ]]; }
 f=$(find / -xdev -name 'libcublas.so.13*' 2>/dev/null | head -1)
 echo "libcublas: ${f:-not found}" | tee "$OUT/libs.txt"
@@ -31,7 +32,7 @@ if want tests; then
     echo "cuda_kernels tests rc=$?"; grep -E "^test .*(FAILED|ok)$|panicked|test result" "$OUT/tests.log" | head -40
 fi
 if want kernels; then
-    for q in bf16 fp8; do
+    for q in ${KERNEL_DTYPES:-bf16 fp8}; do
         flag=$([ $q = fp8 ] && echo "--quantization fp8")
         for b in 1 16 64; do
             timeout 120 $C/dllm bench kernels --preset mini --device cuda $flag $T --batch $b --prefix 1024 \
@@ -57,4 +58,12 @@ if want flash; then
     timeout 300 $C/dllm bench step --preset flash --device cuda --quantization fp8 $T --batch 1,4,16 $B \
         --json "$OUT/step-flash-fp8.json" >"$OUT/step-flash-fp8.log" 2>&1
     echo "flash fp8 rc=$?"; tail -n 5 "$OUT/step-flash-fp8.log"
+fi
+if want long; then
+    timeout 120 $C/dllm bench kernels --preset mini --device cuda $T --batch 1 --prefix 32768 \
+        --json "$OUT/kernels-mini-long-b1.json" >"$OUT/kernels-mini-long-b1.log" 2>&1
+    echo "kernels mini prefix 32768 b1 rc=$?"; grep -iE "experts|moe_g|moe_d|attention|total" "$OUT/kernels-mini-long-b1.log" | head -8
+    timeout 300 $C/dllm bench step --preset mini --device cuda $T --batch 1,8 --prefix 32768 --block 32 --steps 8 \
+        --json "$OUT/step-mini-long.json" >"$OUT/step-mini-long.log" 2>&1
+    echo "mini prefix 32768 rc=$?"; tail -n 4 "$OUT/step-mini-long.log"
 fi
