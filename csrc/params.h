@@ -43,6 +43,8 @@ typedef __nv_bfloat16 bf16;
 #define GEMM_LDS (GEMM_BK + 8)
 #define MOE_BM_SMALL 16
 #define MOE_BM_LARGE 64
+// moe_stream.cu also takes items of MOE_BM_MID rows (its weight stream against 4 n8 tiles).
+#define MOE_BM_MID 32
 // moe_stream.cu (items of MOE_BM_SMALL rows): STREAM_WARPS warps a CTA. gate_up splits k over
 // them (16 weight rows a CTA); down gives each its own 16 rows (64 a CTA).
 #define STREAM_WARPS 4

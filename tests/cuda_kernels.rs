@@ -341,6 +341,15 @@ mod cuda {
         ops_agree(&mut p, 14, 200); // 50: experts with more than one 64-row item
         ops_agree(&mut p, 16, 24); // 6: the stream kernels' 16-row items, one n8 tile mostly
         ops_agree(&mut p, 17, 44); // 11: items of 9-16 rows (both n8 tiles), some split in two
+                                   // Every item size on the same shapes, bf16 and fp8: 32-row stream items (4 n8 tiles, rows
+                                   // 1-32), 16-row ones where the choice would take 64, 64-row tiles at few rows.
+        for (q, rows) in [(None, 32), (Some(Quantization::Fp8), 32), (None, 16), (None, 64), (Some(Quantization::Fp8), 16)] {
+            let mut p = pair_with(&dir, q, Some(rows));
+            for (seed, tokens) in [(18u64, 24usize), (19, 150)] {
+                eprintln!("moe item rows {rows}, {q:?}, {tokens} tokens");
+                ops_agree(&mut p, seed, tokens);
+            }
+        }
         attention_agrees(&mut p, 12);
         long_attention_agrees(&mut p, 13, 608);
         let _ = std::fs::remove_dir_all(&dir);
@@ -697,8 +706,13 @@ mod cuda {
 
     /// Both backends on one checkpoint with `--quantization q` (the CPU dequantizes fp8 to f32).
     fn pair_q(dir: &Path, q: Option<Quantization>) -> Pair {
+        pair_with(dir, q, None)
+    }
+
+    /// [`pair_q`] with the expert GEMMs' item rows forced (16, 32: moe_stream.cu; 64: moe_gemm.cu).
+    fn pair_with(dir: &Path, q: Option<Quantization>, moe_item_rows: Option<usize>) -> Pair {
         let ck = Checkpoint::open(dir).unwrap();
-        let gpu = CudaBackend::load(&ck, &opts_q(q)).unwrap();
+        let gpu = CudaBackend::load(&ck, &CudaOptions { moe_item_rows, ..opts_q(q) }).unwrap();
         Pair { cfg: ck.config.clone(), cpu: CpuBackend::load_quantized(&ck, q).unwrap(), gpu, dir: dir.to_path_buf() }
     }
 

@@ -6,8 +6,8 @@
 #   kernels `bench kernels` of mini at batch 1, 16 and 64, bf16 and fp8 experts;
 #   mini    `bench step` of mini at batch 1, 4, 16, 64 (bf16), and fp8 experts;
 #   flash   `bench step` of flash with fp8 experts on this one GPU (batch 1, 4, 16);
-#   switch  the expert GEMMs' item switch: every batch with 16-row items (the weight stream);
-#   long    a 32,768-token prefix: `bench kernels` at batch 1 and `bench step` at batch 1 and 8.
+#   switch  the expert GEMMs' item sizes: batch 4, 16, 64 with 16-, 32- and 64-row items forced;
+#   long    a 32,736-token prefix (the context is 32,768: the block fits after it): `bench kernels` at batch 1 and `bench step` at batch 1 and 8.
 # TOKENS (default: whatever the binary defaults to) is passed as --tokens when the binary has it.
 # Results are packed into $OUT/speed-results.tar.gz (the device tool brings back a few files).
 set -uo pipefail
@@ -50,9 +50,12 @@ if want mini; then
     done
 fi
 if want switch; then
-    timeout 200 $C/dllm bench step --preset mini --device cuda $T --batch 16,64 $B --moe-large-items-from 100000 \
-        --json "$OUT/step-mini-stream-only.json" >"$OUT/step-mini-stream-only.log" 2>&1
-    echo "mini, 16-row items at every batch rc=$?"; tail -n 4 "$OUT/step-mini-stream-only.log"
+    # Where each item size of the expert GEMMs wins (the automatic choice is by rows per expert).
+    for r in 16 32 64; do
+        timeout 200 $C/dllm bench step --preset mini --device cuda $T --batch 4,16,64 $B --moe-item-rows $r \
+            --json "$OUT/step-mini-items$r.json" >"$OUT/step-mini-items$r.log" 2>&1
+        echo "mini, $r-row items rc=$?"; tail -n 4 "$OUT/step-mini-items$r.log"
+    done
 fi
 if want flash; then
     timeout 300 $C/dllm bench step --preset flash --device cuda --quantization fp8 $T --batch 1,4,16 $B \
@@ -60,10 +63,10 @@ if want flash; then
     echo "flash fp8 rc=$?"; tail -n 5 "$OUT/step-flash-fp8.log"
 fi
 if want long; then
-    timeout 120 $C/dllm bench kernels --preset mini --device cuda $T --batch 1 --prefix 32768 \
+    timeout 120 $C/dllm bench kernels --preset mini --device cuda $T --batch 1 --prefix 32736 \
         --json "$OUT/kernels-mini-long-b1.json" >"$OUT/kernels-mini-long-b1.log" 2>&1
-    echo "kernels mini prefix 32768 b1 rc=$?"; grep -iE "experts|moe_g|moe_d|attention|total" "$OUT/kernels-mini-long-b1.log" | head -8
-    timeout 300 $C/dllm bench step --preset mini --device cuda $T --batch 1,8 --prefix 32768 --block 32 --steps 8 \
+    echo "kernels mini prefix 32736 b1 rc=$?"; grep -iE "experts|moe_g|moe_d|attention|total" "$OUT/kernels-mini-long-b1.log" | head -8
+    timeout 300 $C/dllm bench step --preset mini --device cuda $T --batch 1,8 --prefix 32736 --block 32 --steps 8 \
         --json "$OUT/step-mini-long.json" >"$OUT/step-mini-long.log" 2>&1
-    echo "mini prefix 32768 rc=$?"; tail -n 4 "$OUT/step-mini-long.log"
+    echo "mini prefix 32736 rc=$?"; tail -n 4 "$OUT/step-mini-long.log"
 fi

@@ -54,11 +54,10 @@ pub struct Common {
     /// device); the floor then counts their fp8 bytes and scales.
     #[arg(long, value_enum)]
     pub quantization: Option<crate::fp8::Quantization>,
-    /// CUDA: rows an expert averages in a step from which the expert GEMMs take 64-row work
-    /// items (shared-memory tiles) instead of 16-row ones (the weight stream). For measuring
-    /// where the switch belongs.
-    #[arg(long, default_value_t = 12)]
-    pub moe_large_items_from: usize,
+    /// CUDA: rows a work item of the expert GEMMs takes, 16 or 32 (the weight stream) or 64
+    /// (shared-memory tiles), instead of the choice by rows per expert. For measuring it.
+    #[arg(long)]
+    pub moe_item_rows: Option<usize>,
 }
 
 #[derive(clap::Args)]
@@ -119,11 +118,14 @@ impl BenchCmd {
 fn cuda(cmd: BenchCmd, process_start: std::time::Instant) -> Result<()> {
     use crate::backend::cuda::CudaOptions;
     let common = cmd.common();
+    if let Some(rows) = common.moe_item_rows.filter(|r| ![16, 32, 64].contains(r)) {
+        bail!("--moe-item-rows takes 16, 32 or 64, got {rows}");
+    }
     // Per-launch timing is chosen when the backend's kernels are loaded.
     let opts = CudaOptions {
         profile_kernels: matches!(cmd, BenchCmd::Kernels(_)),
         quantization: common.quantization,
-        moe_large_items_from: common.moe_large_items_from,
+        moe_item_rows: common.moe_item_rows,
         ..CudaOptions::default()
     };
     let src = ModelSource::parse(&common.preset);

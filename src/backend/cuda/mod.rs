@@ -59,10 +59,10 @@ pub struct CudaOptions {
     /// `--quantization fp8`: routed experts as block FP8, quantized on the device at load
     /// (a checkpoint that stores FP8 experts loads as FP8 without it).
     pub quantization: Option<crate::fp8::Quantization>,
-    /// Rows an expert averages in a step from which the expert GEMMs take 64-row work items
-    /// (shared-memory tiles, csrc/moe_gemm.cu) instead of 16-row ones (the weight stream,
-    /// csrc/moe_stream.cu). `dllm bench --moe-large-items-from` measures the switch.
-    pub moe_large_items_from: usize,
+    /// Rows a work item of the expert GEMMs takes: 16 or 32 (the weight stream,
+    /// csrc/moe_stream.cu) or 64 (shared-memory tiles, csrc/moe_gemm.cu); `None` picks by the
+    /// rows an expert averages in the step. `dllm bench --moe-item-rows` measures the choice.
+    pub moe_item_rows: Option<usize>,
 }
 
 impl Default for CudaOptions {
@@ -76,7 +76,7 @@ impl Default for CudaOptions {
             profile_kernels: false,
             check_tp_routing: false,
             quantization: None,
-            moe_large_items_from: 12,
+            moe_item_rows: None,
         }
     }
 }

@@ -9,16 +9,17 @@ use super::CudaBackend;
 use anyhow::{bail, Result};
 use cudarc::driver::CudaSlice;
 
-/// The grouped GEMM's rows per work item: 64 once the experts average `large_from` rows or
-/// more (one item then reads an expert's weights once where 16-row items read them once per 16
-/// rows), else 16 (few rows per expert: the weight stream). A 128-row variant measured slower
-/// at batch 64 (2026-11-26, H200: gate_up 9.5 ms a step against 8.5 for 64 rows): with 2 CTAs
-/// an SM its WMMA loop is issue-bound before the weight re-reads it saves matter.
-fn moe_tile_rows(slots: usize, experts: usize, large_from: usize) -> usize {
-    if slots >= large_from * experts {
-        MOE_BM_LARGE
-    } else {
-        MOE_BM_SMALL
+/// The grouped GEMM's rows per work item: 64 once the experts average 12 rows or more (one
+/// item then reads an expert's weights once where 16-row items read them once per 16 rows),
+/// else 16 (few rows per expert: the weight stream); `forced` (CudaOptions::moe_item_rows)
+/// overrides it. A 128-row variant measured slower at batch 64 (2026-11-26, H200: gate_up 9.5
+/// ms a step against 8.5 for 64 rows): with 2 CTAs an SM its WMMA loop is issue-bound before
+/// the weight re-reads it saves matter.
+fn moe_tile_rows(slots: usize, experts: usize, forced: Option<usize>) -> usize {
+    match forced {
+        Some(rows) => rows,
+        None if slots >= 12 * experts => MOE_BM_LARGE,
+        None => MOE_BM_SMALL,
     }
 }
 
@@ -46,24 +47,22 @@ impl ExpertGemm {
     }
 }
 
-/// [gate_up, down] for the tile rows and the weight type: 16-row items go to the weight-stream
-/// kernels (csrc/moe_stream.cu), 64-row items to the shared-memory tiles (csrc/moe_gemm.cu).
+/// [gate_up, down] for the tile rows and the weight type: 16- and 32-row items go to the
+/// weight-stream kernels (csrc/moe_stream.cu), 64-row items to the shared-memory tiles
+/// (csrc/moe_gemm.cu).
 fn expert_gemms(tile_m: usize, fp8: bool) -> [ExpertGemm; 2] {
     let stream = |kernel, cols, smem| ExpertGemm { kernel, cols, threads: STREAM_THREADS as u32, smem, persistent: true };
     let tiles = |kernel, smem| ExpertGemm { kernel, cols: GEMM_BN, threads: GEMM_THREADS as u32, smem, persistent: false };
-    let gate_up_rows = STREAM_GATE_UP_ROWS;
-    let down_rows = STREAM_DOWN_ROWS;
-    match (tile_m == MOE_BM_LARGE, fp8) {
-        (false, false) => [
-            stream(Kernel::MoeGateUpStream, gate_up_rows, MOE_GATE_UP_STREAM_SMEM),
-            stream(Kernel::MoeDownStream, down_rows, MOE_DOWN_STREAM_SMEM),
-        ],
-        (false, true) => [
-            stream(Kernel::MoeGateUpStreamFp8, gate_up_rows, MOE_GATE_UP_STREAM_SMEM),
-            stream(Kernel::MoeDownStreamFp8, down_rows, MOE_DOWN_STREAM_SMEM),
-        ],
-        (true, false) => [tiles(Kernel::MoeGateUpM64, MOE_GATE_UP_M64_SMEM), tiles(Kernel::MoeDownM64, MOE_DOWN_M64_SMEM)],
-        (true, true) => [tiles(Kernel::MoeGateUpM64Fp8, MOE_GATE_UP_M64_FP8_SMEM), tiles(Kernel::MoeDownM64Fp8, MOE_DOWN_M64_FP8_SMEM)],
+    let (gu_rows, gu_smem) = (STREAM_GATE_UP_ROWS, MOE_GATE_UP_STREAM_SMEM);
+    let (dn_rows, dn_smem) = (STREAM_DOWN_ROWS, MOE_DOWN_STREAM_SMEM);
+    use Kernel as K;
+    match (tile_m, fp8) {
+        (MOE_BM_SMALL, false) => [stream(K::MoeGateUpStream, gu_rows, gu_smem), stream(K::MoeDownStream, dn_rows, dn_smem)],
+        (MOE_BM_SMALL, true) => [stream(K::MoeGateUpStreamFp8, gu_rows, gu_smem), stream(K::MoeDownStreamFp8, dn_rows, dn_smem)],
+        (MOE_BM_MID, false) => [stream(K::MoeGateUpStreamM32, gu_rows, gu_smem), stream(K::MoeDownStreamM32, dn_rows, dn_smem)],
+        (MOE_BM_MID, true) => [stream(K::MoeGateUpStreamM32Fp8, gu_rows, gu_smem), stream(K::MoeDownStreamM32Fp8, dn_rows, dn_smem)],
+        (_, false) => [tiles(K::MoeGateUpM64, MOE_GATE_UP_M64_SMEM), tiles(K::MoeDownM64, MOE_DOWN_M64_SMEM)],
+        (_, true) => [tiles(K::MoeGateUpM64Fp8, MOE_GATE_UP_M64_FP8_SMEM), tiles(K::MoeDownM64Fp8, MOE_DOWN_M64_FP8_SMEM)],
     }
 }
 
@@ -134,7 +133,7 @@ impl CudaBackend {
             }
             t.push(seen.iter().filter(|&&s| s).count());
         }
-        let tile_m = moe_tile_rows(slots, e, self.opts.moe_large_items_from);
+        let tile_m = moe_tile_rows(slots, e, self.opts.moe_item_rows);
         let max_items = e.min(slots) + slots / tile_m + 1;
         let slot_token = self.k.alloc::<i32>(slots, "slot tokens")?;
         let slot_weight = self.alloc_f32(slots, "slot weights")?;
