@@ -341,18 +341,22 @@ mod cuda {
         ops_agree(&mut p, 14, 200); // 50: experts with more than one 64-row item
         ops_agree(&mut p, 16, 24); // 6: the stream kernels' 16-row items, one n8 tile mostly
         ops_agree(&mut p, 17, 44); // 11: items of 9-16 rows (both n8 tiles), some split in two
-                                   // Every item size on the same shapes, bf16 and fp8: 32-row stream items (4 n8 tiles, rows
-                                   // 1-32), 16-row ones where the choice would take 64, 64-row tiles at few rows.
-        for (q, rows) in [(None, 32), (Some(Quantization::Fp8), 32), (None, 16), (None, 64), (Some(Quantization::Fp8), 16)] {
-            let mut p = pair_with(&dir, q, Some(rows));
+        every_item_size(&dir, None);
+        attention_agrees(&mut p, 12);
+        long_attention_agrees(&mut p, 13, 608);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Every item size of the expert GEMMs forced on the same shapes: 16- and 32-row stream
+    /// items (2 and 4 n8 tiles) where the choice would take 64, 64-row tiles at few rows.
+    fn every_item_size(dir: &Path, q: Option<Quantization>) {
+        for rows in [16, 32, 64] {
+            let mut p = pair_with(dir, q, Some(rows));
             for (seed, tokens) in [(18u64, 24usize), (19, 150)] {
                 eprintln!("moe item rows {rows}, {q:?}, {tokens} tokens");
                 ops_agree(&mut p, seed, tokens);
             }
         }
-        attention_agrees(&mut p, 12);
-        long_attention_agrees(&mut p, 13, 608);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// The largest head layout the kernels take: head_dim 256 and 8 query heads per KV head
@@ -813,6 +817,7 @@ mod cuda {
         ops_agree(&mut p, 14, 200);
         ops_agree(&mut p, 15, 5);
         ops_agree(&mut p, 16, 44); // 16-row items with both n8 tiles (moe_stream.cu)
+        every_item_size(&dir, Some(Quantization::Fp8));
         let _ = std::fs::remove_dir_all(&dir);
     }
 
