@@ -32,7 +32,6 @@
 // product goes into its own accumulator and is added times the block scale in f32: the sum is
 // sum(x * e4m3) * scale_inv per block, as in moe_gemm.cu.
 #include "common.cuh"
-#include "cp_async.cuh"
 
 // k elements (bf16) or codes (fp8) of one weight row a warp multiplies per chunk: 4 threads x
 // 16 bytes x 2 loads (bf16), 4 threads x 16 bytes x 1 load (fp8).
@@ -49,6 +48,15 @@ __device__ __forceinline__ void mma_bf16_16816(float (&c)[4], uint32_t a0, uint3
         "{%0,%1,%2,%3};\n"
         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
         : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// 16 bytes from global memory, read once (weights: no reuse, keep them out of L1).
+__device__ __forceinline__ uint4 ld_stream(const void* p) {
+    uint4 v;
+    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "l"(p));
+    return v;
 }
 
 // Two e4m3 codes (bytes 0/1 or 2/3 of w, per `hi`) -> bf16x2, low k in the low half. Exact.
@@ -98,27 +106,9 @@ __device__ __forceinline__ void moe_stream(const MoeGemmParams& p) {
     const int units = *p.num_items * tiles_n;
     if (u >= units) return;
 
-    // The weights stream through a ring of STREAM_STAGES chunks a warp in shared memory
-    // (cp.async, so the bytes in flight take no registers): STREAM_STAGES - 1 chunks in flight
-    // while one is multiplied. Each thread reads back only what it copied itself, so the slots
-    // are thread-private: piece q of stage s of thread tid at ((s * PIECES + q) * threads + tid)
-    // * 16 bytes (a warp's 16-byte reads of one piece are contiguous: no bank conflicts).
-    constexpr int PIECES_W = 2 * LOADS * (GATED ? 2 : 1);    // rows g, g + 8 of each matrix
-    constexpr int PIECES_X = NT * LOADS * (FP8 ? 2 : 1);      // item rows g + 8 j: the k values
-    constexpr int PIECES = PIECES_W + PIECES_X;
-    extern __shared__ __align__(16) unsigned char ring[];
-    auto slot = [&](int stage, int q) { return ring + ((size_t)(stage * PIECES + q) * STREAM_THREADS + threadIdx.x) * 16; };
-    // Thread t's pieces of chunk c of a unit: bytes [16 (t + 4 i), +16) of the chunk's row
-    // segment, rows g and g + 8 (rows past n, k past the end: zero-filled, nothing read).
-    // The item's rows g + 8 j of a unit (the B side of n8 tile j; null past the item: zeros).
-    auto item_rows = [&](const Unit& un, const bf16* (&xr)[NT]) {
-#pragma unroll
-        for (int j = 0; j < NT; j++) {
-            const int r = j * 8 + g;
-            xr[j] = r < un.rows ? p.x + (size_t)(GATED ? p.slot_token[un.s0 + r] : un.s0 + r) * p.k : nullptr;
-        }
-    };
-    auto issue = [&](int stage, const Unit& un, const bf16* const (&xr)[NT], int c) {
+    // Thread t's 16-byte loads of chunk c of a unit: bytes [16 (t + 4 i), +16) of the chunk's
+    // row segment, rows g and g + 8 (rows past n read nothing and give zeros).
+    auto load = [&](WeightRegs<GATED, FP8>& r, const Unit& un, int c) {
 #pragma unroll
         for (int h = 0; h < 2; h++) {
             const int row = un.n0 + g + 8 * h;
@@ -126,69 +116,32 @@ __device__ __forceinline__ void moe_stream(const MoeGemmParams& p) {
             for (int i = 0; i < LOADS; i++) {
                 const int kk = c * KC + (16 / EB) * (t + 4 * i);  // first k of this 16-byte piece
                 const bool ok = row < p.n && kk < p.k;
-                const size_t off = ok ? un.e * wstride + ((size_t)row * p.k + kk) * EB : 0;
-                const int q = (h * LOADS + i) * (GATED ? 2 : 1);
-                cp_async16(slot(stage, q), w1base + off, ok);
-                if constexpr (GATED) cp_async16(slot(stage, q + 1), w2base + off, ok);
-            }
-        }
-        // The item rows' k values matching the pieces: 8 a piece (bf16) or 16 (fp8).
-#pragma unroll
-        for (int j = 0; j < NT; j++)
-#pragma unroll
-            for (int i = 0; i < LOADS; i++) {
-                const int kk = c * KC + (16 / EB) * (t + 4 * i);
-                const bool ok = xr[j] != nullptr && kk < p.k;
-                const int q = PIECES_W + (j * LOADS + i) * (FP8 ? 2 : 1);
-                cp_async16(slot(stage, q), ok ? xr[j] + kk : p.x, ok);
-                if constexpr (FP8) cp_async16(slot(stage, q + 1), ok ? xr[j] + kk + 8 : p.x, ok);
-            }
-    };
-    auto fetch = [&](WeightRegs<GATED, FP8>& r, uint32_t (&xb)[NT][LOADS][FP8 ? 8 : 4], int stage) {
-#pragma unroll
-        for (int j = 0; j < NT; j++)
-#pragma unroll
-            for (int i = 0; i < LOADS; i++)
-#pragma unroll
-                for (int h = 0; h < (FP8 ? 2 : 1); h++) {
-                    const uint4 v = *reinterpret_cast<const uint4*>(slot(stage, PIECES_W + (j * LOADS + i) * (FP8 ? 2 : 1) + h));
-                    xb[j][i][4 * h] = v.x, xb[j][i][4 * h + 1] = v.y, xb[j][i][4 * h + 2] = v.z, xb[j][i][4 * h + 3] = v.w;
-                }
-#pragma unroll
-        for (int h = 0; h < 2; h++)
-#pragma unroll
-            for (int i = 0; i < LOADS; i++) {
-                const int q = (h * LOADS + i) * (GATED ? 2 : 1);
-                r.w1[h][i] = *reinterpret_cast<const uint4*>(slot(stage, q));
-                if constexpr (GATED) r.w2[h][i] = *reinterpret_cast<const uint4*>(slot(stage, q + 1));
-            }
-    };
-    // The producer side: the next (unit, chunk) of this warp's stream to copy. Every call
-    // commits one cp.async group (empty past the end), so the consumer's group count holds.
-    int pu = u, pc = wk;
-    Unit pun = cu;
-    const bf16* pxr[NT];
-    item_rows(pun, pxr);
-    auto issue_next = [&](int stage) {
-        if (pu < units && pc < chunks) issue(stage, pun, pxr, pc);
-        cp_async_commit();
-        pc += WK;
-        if (pc >= chunks) {
-            pc = wk;
-            pu += gridDim.x;
-            if (pu < units) {
-                pun = unit(pu);
-                item_rows(pun, pxr);
+                const size_t off = un.e * wstride + ((size_t)row * p.k + kk) * EB;
+                r.w1[h][i] = ok ? ld_stream(w1base + off) : make_uint4(0, 0, 0, 0);
+                if constexpr (GATED) r.w2[h][i] = ok ? ld_stream(w2base + off) : make_uint4(0, 0, 0, 0);
             }
         }
     };
 
     // Multiply one chunk into (st1, st2): for each 16-byte piece i, its MMAs (bf16: 2 of 4 k;
     // fp8: 4 of 4 k), each against every live n8 tile of the item's rows.
-    auto multiply = [&](const WeightRegs<GATED, FP8>& r, const uint32_t (&xs)[NT][LOADS][FP8 ? 8 : 4], int nt_live,
+    auto multiply = [&](const WeightRegs<GATED, FP8>& r, int c, const bf16* const (&xrow)[NT], int nt_live,
                         float (&st1)[NT][4], float (&st2)[NT][4]) {
 #pragma unroll
         for (int i = 0; i < LOADS; i++) {
+            const int kk = c * KC + (16 / EB) * (t + 4 * i);
+            // The item rows' k values matching this piece: 8 (bf16) or 16 (fp8).
+            uint32_t xb[NT][FP8 ? 8 : 4];
+#pragma unroll
+            for (int j = 0; j < NT; j++) {
+                const bool ok = xrow[j] != nullptr && kk < p.k;
+                const uint4 a = ok ? __ldg(reinterpret_cast<const uint4*>(xrow[j] + kk)) : make_uint4(0, 0, 0, 0);
+                xb[j][0] = a.x, xb[j][1] = a.y, xb[j][2] = a.z, xb[j][3] = a.w;
+                if constexpr (FP8) {
+                    const uint4 b = ok ? __ldg(reinterpret_cast<const uint4*>(xrow[j] + kk + 8)) : make_uint4(0, 0, 0, 0);
+                    xb[j][4] = b.x, xb[j][5] = b.y, xb[j][6] = b.z, xb[j][7] = b.w;
+                }
+            }
             constexpr int MMAS = FP8 ? 4 : 2;  // MMAs a 16-byte piece feeds
 #pragma unroll
             for (int m = 0; m < MMAS; m++) {
@@ -217,8 +170,8 @@ __device__ __forceinline__ void moe_stream(const MoeGemmParams& p) {
 #pragma unroll
                 for (int j = 0; j < NT; j++) {
                     if (j >= nt_live) break;
-                    mma_bf16_16816(st1[j], a1[0], a1[1], a1[2], a1[3], xs[j][i][2 * m], xs[j][i][2 * m + 1]);
-                    if constexpr (GATED) mma_bf16_16816(st2[j], a2[0], a2[1], a2[2], a2[3], xs[j][i][2 * m], xs[j][i][2 * m + 1]);
+                    mma_bf16_16816(st1[j], a1[0], a1[1], a1[2], a1[3], xb[j][2 * m], xb[j][2 * m + 1]);
+                    if constexpr (GATED) mma_bf16_16816(st2[j], a2[0], a2[1], a2[2], a2[3], xb[j][2 * m], xb[j][2 * m + 1]);
                 }
             }
         }
@@ -228,13 +181,22 @@ __device__ __forceinline__ void moe_stream(const MoeGemmParams& p) {
     // (lane fastest: conflict-free).
     __shared__ float red[WN][WK > 1 ? WK - 1 : 1][GATED ? 2 : 1][NT][4][WARP];
 
-    // This warp's chunks of each unit are wk, wk + WK, ...; the ring runs across units, so the
-    // next unit's first chunks are in flight during this one's last and its reduction.
-    int stage = 0, wstage = STREAM_STAGES - 1;
-#pragma unroll
-    for (int st = 0; st < STREAM_STAGES - 1; st++) issue_next(st);
+    // This warp's chunks of each unit are wk, wk + WK, ...; one chunk's loads are in flight while
+    // the previous one is multiplied, across units too (the next unit's first chunk is loaded
+    // during the last chunk of this one, so the reduction and the writes hide behind it).
+    WeightRegs<GATED, FP8> cur, nxt;
+    if (wk < chunks) load(cur, cu, wk);
     while (true) {
         const int un = u + gridDim.x;
+        Unit nu{};
+        if (un < units) nu = unit(un);
+        // The item's rows g + 8 j: the B side of n8 tile j (null past the item: zeros).
+        const bf16* xrow[NT];
+#pragma unroll
+        for (int j = 0; j < NT; j++) {
+            const int r = j * 8 + g;
+            xrow[j] = r < cu.rows ? p.x + (size_t)(GATED ? p.slot_token[cu.s0 + r] : cu.s0 + r) * p.k : nullptr;
+        }
         // n8 tiles wholly past the item's rows multiply zeros: skip them (warp-uniform).
         const int nt_live = (cu.rows + 7) / 8;
         float acc1[NT][4], acc2[NT][4];
@@ -245,20 +207,18 @@ __device__ __forceinline__ void moe_stream(const MoeGemmParams& p) {
         const int scols = (p.k + FP8_BLOCK - 1) / FP8_BLOCK;
         const size_t srow = ((size_t)cu.e * ((p.n + FP8_BLOCK - 1) / FP8_BLOCK) + cu.n0 / FP8_BLOCK) * scols;
         for (int c = wk; c < chunks; c += WK) {
-            cp_async_wait<STREAM_STAGES - 2>();  // this chunk's group is the oldest
-            WeightRegs<GATED, FP8> cur;
-            uint32_t xs[NT][LOADS][FP8 ? 8 : 4];
-            fetch(cur, xs, stage);
-            issue_next(wstage);  // into the stage read one chunk ago
-            stage = (stage + 1) % STREAM_STAGES;
-            wstage = (wstage + 1) % STREAM_STAGES;
+            if (c + WK < chunks) {
+                load(nxt, cu, c + WK);
+            } else if (un < units) {
+                load(nxt, nu, wk);
+            }
             if constexpr (FP8) {
                 float st1[NT][4], st2[NT][4];
 #pragma unroll
                 for (int j = 0; j < NT; j++)
 #pragma unroll
                     for (int q = 0; q < 4; q++) st1[j][q] = st2[j][q] = 0.f;
-                multiply(cur, xs, nt_live, st1, st2);
+                multiply(cur, c, xrow, nt_live, st1, st2);
                 const int sb = (c * KC) / FP8_BLOCK;
                 const float s1 = p.w1_scale[srow + sb], s2 = GATED ? p.w2_scale[srow + sb] : 0.f;
 #pragma unroll
@@ -269,8 +229,9 @@ __device__ __forceinline__ void moe_stream(const MoeGemmParams& p) {
                         if (GATED) acc2[j][q] += s2 * st2[j][q];
                     }
             } else {
-                multiply(cur, xs, nt_live, acc1, acc2);
+                multiply(cur, c, xrow, nt_live, acc1, acc2);
             }
+            cur = nxt;
         }
 
         // Add the WK partial sums of each row tile: warps wk > 0 park theirs, warp wk = 0 adds
@@ -319,35 +280,17 @@ __device__ __forceinline__ void moe_stream(const MoeGemmParams& p) {
         if (un >= units) break;
         if constexpr (WK > 1) __syncthreads();  // red is refilled by the next unit
         u = un;
-        cu = unit(u);
+        cu = nu;
     }
 }
 
-// Items of up to MOE_BM_SMALL = 16 rows (two n8 tiles) and MOE_BM_MID = 32 (four).
-static_assert(MOE_BM_SMALL == 16 && MOE_BM_MID == 32, "the stream kernels take 16- and 32-row items");
-constexpr int GATE_UP_WK = STREAM_WARPS * 16 / STREAM_GATE_UP_ROWS, DOWN_WK = STREAM_WARPS * 16 / STREAM_DOWN_ROWS;
-// (build.rs reads the kernel names from these lines: no macros.)
-extern "C" __global__ void __launch_bounds__(STREAM_THREADS, STREAM_MIN_CTAS) moe_gate_up_stream(const MoeGemmParams p) {
-    moe_stream<2, GATE_UP_WK, true, false>(p);
+// Items of up to MOE_BM_SMALL = 16 rows (two n8 tiles).
+static_assert(MOE_BM_SMALL == 16, "the stream kernels take 16-row items");
+extern "C" __global__ void __launch_bounds__(STREAM_THREADS, STREAM_GATE_UP_CTAS) moe_gate_up_stream(const MoeGemmParams p) {
+    moe_stream<2, STREAM_WARPS * 16 / STREAM_GATE_UP_ROWS, true, false>(p);
 }
-extern "C" __global__ void __launch_bounds__(STREAM_THREADS, STREAM_MIN_CTAS) moe_gate_up_stream_fp8(const MoeGemmParams p) {
-    moe_stream<2, GATE_UP_WK, true, true>(p);
+extern "C" __global__ void __launch_bounds__(STREAM_THREADS, STREAM_DOWN_CTAS) moe_down_stream(const MoeGemmParams p) { moe_stream<2, STREAM_WARPS * 16 / STREAM_DOWN_ROWS, false, false>(p); }
+extern "C" __global__ void __launch_bounds__(STREAM_THREADS, STREAM_GATE_UP_FP8_CTAS) moe_gate_up_stream_fp8(const MoeGemmParams p) {
+    moe_stream<2, STREAM_WARPS * 16 / STREAM_GATE_UP_ROWS, true, true>(p);
 }
-extern "C" __global__ void __launch_bounds__(STREAM_THREADS, STREAM_MIN_CTAS) moe_down_stream(const MoeGemmParams p) {
-    moe_stream<2, DOWN_WK, false, false>(p);
-}
-extern "C" __global__ void __launch_bounds__(STREAM_THREADS, STREAM_MIN_CTAS) moe_down_stream_fp8(const MoeGemmParams p) {
-    moe_stream<2, DOWN_WK, false, true>(p);
-}
-extern "C" __global__ void __launch_bounds__(STREAM_THREADS, STREAM_MIN_CTAS) moe_gate_up_stream_m32(const MoeGemmParams p) {
-    moe_stream<4, GATE_UP_WK, true, false>(p);
-}
-extern "C" __global__ void __launch_bounds__(STREAM_THREADS, STREAM_MIN_CTAS) moe_gate_up_stream_m32_fp8(const MoeGemmParams p) {
-    moe_stream<4, GATE_UP_WK, true, true>(p);
-}
-extern "C" __global__ void __launch_bounds__(STREAM_THREADS, STREAM_MIN_CTAS) moe_down_stream_m32(const MoeGemmParams p) {
-    moe_stream<4, DOWN_WK, false, false>(p);
-}
-extern "C" __global__ void __launch_bounds__(STREAM_THREADS, STREAM_MIN_CTAS) moe_down_stream_m32_fp8(const MoeGemmParams p) {
-    moe_stream<4, DOWN_WK, false, true>(p);
-}
+extern "C" __global__ void __launch_bounds__(STREAM_THREADS, STREAM_DOWN_FP8_CTAS) moe_down_stream_fp8(const MoeGemmParams p) { moe_stream<2, STREAM_WARPS * 16 / STREAM_DOWN_ROWS, false, true>(p); }

@@ -43,19 +43,17 @@ typedef __nv_bfloat16 bf16;
 #define GEMM_LDS (GEMM_BK + 8)
 #define MOE_BM_SMALL 16
 #define MOE_BM_LARGE 64
-// moe_stream.cu also takes items of MOE_BM_MID rows (its weight stream against 4 n8 tiles).
-#define MOE_BM_MID 32
-// moe_stream.cu (items of MOE_BM_SMALL or MOE_BM_MID rows): STREAM_WARPS warps a CTA. gate_up splits k over
+// moe_stream.cu (items of MOE_BM_SMALL rows): STREAM_WARPS warps a CTA. gate_up splits k over
 // them (16 weight rows a CTA); down gives each its own 16 rows (64 a CTA).
 #define STREAM_WARPS 4
 #define STREAM_THREADS (STREAM_WARPS * WARP)
 #define STREAM_GATE_UP_ROWS 16
 #define STREAM_DOWN_ROWS (16 * STREAM_WARPS)
-// Chunks (weights and the item rows' matching values) a warp has in its shared-memory ring
-// (STREAM_STAGES - 1 in flight); the ring decides the CTAs an SM (2-4), and the registers are
-// capped for at least STREAM_MIN_CTAS.
-#define STREAM_STAGES 3
-#define STREAM_MIN_CTAS 2
+// CTAs an SM the register budget is capped for (the weights in flight live in registers).
+#define STREAM_GATE_UP_CTAS 4
+#define STREAM_DOWN_CTAS 6
+#define STREAM_GATE_UP_FP8_CTAS 3
+#define STREAM_DOWN_FP8_CTAS 4
 // Block FP8 (quantize_fp8.cu, the fp8 moe_gemm): one f32 scale per FP8_BLOCK x FP8_BLOCK weight
 // block; FP8_MAX is e4m3's largest finite value (a block's amax maps onto it). GEMM_BN and
 // GEMM_BK divide FP8_BLOCK, so a stage's weight tile lies in one scale block.
@@ -122,22 +120,8 @@ constexpr DLLM_HD int moe_gemm_fp8_smem_bytes(int bm, bool gated) {
                ? 2 * moe_gemm_fp8_stage_bytes(bm, gated) + GEMM_BN * GEMM_LDS * 2 * (gated ? 2 : 1)
                : bm * (GEMM_BN + 4) * 4 * (gated ? 2 : 1);
 }
-// moe_stream.cu: the ring, STREAM_STAGES chunks of 16-byte pieces a thread: 2 rows x 2 pieces
-// x (2 matrices if gated) of weights, and the item rows' matching k values (nt rows x 2 pieces,
-// twice that for fp8: 16 codes a piece meet 16 bf16 values).
-constexpr DLLM_HD int moe_stream_smem_bytes(bool gated, int nt, bool fp8) {
-    return STREAM_STAGES * (2 * 2 * (gated ? 2 : 1) + nt * 2 * (fp8 ? 2 : 1)) * 16 * STREAM_THREADS;
-}
 static_assert(FP8_BLOCK % GEMM_BN == 0 && FP8_BLOCK % GEMM_BK == 0, "a GEMM stage's weight tile must lie in one fp8 scale block");
 // What each of the eight kernels is launched with.
-static constexpr uint32_t MOE_GATE_UP_STREAM_SMEM = moe_stream_smem_bytes(true, MOE_BM_SMALL / 8, false);
-static constexpr uint32_t MOE_DOWN_STREAM_SMEM = moe_stream_smem_bytes(false, MOE_BM_SMALL / 8, false);
-static constexpr uint32_t MOE_GATE_UP_STREAM_FP8_SMEM = moe_stream_smem_bytes(true, MOE_BM_SMALL / 8, true);
-static constexpr uint32_t MOE_DOWN_STREAM_FP8_SMEM = moe_stream_smem_bytes(false, MOE_BM_SMALL / 8, true);
-static constexpr uint32_t MOE_GATE_UP_STREAM_M32_SMEM = moe_stream_smem_bytes(true, MOE_BM_MID / 8, false);
-static constexpr uint32_t MOE_DOWN_STREAM_M32_SMEM = moe_stream_smem_bytes(false, MOE_BM_MID / 8, false);
-static constexpr uint32_t MOE_GATE_UP_STREAM_M32_FP8_SMEM = moe_stream_smem_bytes(true, MOE_BM_MID / 8, true);
-static constexpr uint32_t MOE_DOWN_STREAM_M32_FP8_SMEM = moe_stream_smem_bytes(false, MOE_BM_MID / 8, true);
 static constexpr uint32_t MOE_GATE_UP_SMEM = moe_gemm_smem_bytes(MOE_BM_SMALL, true);
 static constexpr uint32_t MOE_DOWN_SMEM = moe_gemm_smem_bytes(MOE_BM_SMALL, false);
 static constexpr uint32_t MOE_GATE_UP_M64_SMEM = moe_gemm_smem_bytes(MOE_BM_LARGE, true);

@@ -6,7 +6,7 @@
 #   kernels `bench kernels` of mini at batch 1, 16 and 64, bf16 and fp8 experts;
 #   mini    `bench step` of mini at batch 1, 4, 16, 64 (bf16), and fp8 experts;
 #   flash   `bench step` of flash with fp8 experts on this one GPU (batch 1, 4, 16);
-#   switch  the expert GEMMs' item sizes: batch 4, 16, 64 with 16-, 32- and 64-row items forced;
+#   switch  the expert GEMMs' item sizes: batch 4, 16, 64 with 16- and 64-row items forced;
 #   long    a 32,736-token prefix (the context is 32,768: the block fits after it): `bench kernels` at batch 1 and `bench step` at batch 1 and 8.
 # TOKENS (default: whatever the binary defaults to) is passed as --tokens when the binary has it.
 # Results are packed into $OUT/speed-results.tar.gz (the device tool brings back a few files).
@@ -51,7 +51,7 @@ if want mini; then
 fi
 if want switch; then
     # Where each item size of the expert GEMMs wins (the automatic choice is by rows per expert).
-    for r in 16 32 64; do
+    for r in 16 64; do
         timeout 200 $C/dllm bench step --preset mini --device cuda $T --batch 4,16,64 $B --moe-item-rows $r \
             --json "$OUT/step-mini-items$r.json" >"$OUT/step-mini-items$r.log" 2>&1
         echo "mini, $r-row items rc=$?"; tail -n 4 "$OUT/step-mini-items$r.log"

@@ -59,9 +59,9 @@ pub struct CudaOptions {
     /// `--quantization fp8`: routed experts as block FP8, quantized on the device at load
     /// (a checkpoint that stores FP8 experts loads as FP8 without it).
     pub quantization: Option<crate::fp8::Quantization>,
-    /// Rows a work item of the expert GEMMs takes: 16 or 32 (the weight stream,
-    /// csrc/moe_stream.cu) or 64 (shared-memory tiles, csrc/moe_gemm.cu); `None` picks by the
-    /// rows an expert averages in the step. `dllm bench --moe-item-rows` measures the choice.
+    /// Rows a work item of the expert GEMMs takes: 16 (the weight stream, csrc/moe_stream.cu)
+    /// or 64 (shared-memory tiles, csrc/moe_gemm.cu); `None` picks by the rows an expert
+    /// averages in the step. `dllm bench --moe-item-rows` measures the choice.
     pub moe_item_rows: Option<usize>,
 }
 

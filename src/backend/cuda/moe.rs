@@ -47,28 +47,16 @@ impl ExpertGemm {
     }
 }
 
-/// [gate_up, down] for the tile rows and the weight type: 16- and 32-row items go to the
-/// weight-stream kernels (csrc/moe_stream.cu), 64-row items to the shared-memory tiles
-/// (csrc/moe_gemm.cu).
+/// [gate_up, down] for the tile rows and the weight type: 16-row items go to the weight-stream
+/// kernels (csrc/moe_stream.cu), 64-row items to the shared-memory tiles (csrc/moe_gemm.cu).
 fn expert_gemms(tile_m: usize, fp8: bool) -> [ExpertGemm; 2] {
-    let stream = |kernel, cols, smem| ExpertGemm { kernel, cols, threads: STREAM_THREADS as u32, smem, persistent: true };
+    let stream = |kernel, cols| ExpertGemm { kernel, cols, threads: STREAM_THREADS as u32, smem: 0, persistent: true };
     let tiles = |kernel, smem| ExpertGemm { kernel, cols: GEMM_BN, threads: GEMM_THREADS as u32, smem, persistent: false };
     let (gu, dn) = (STREAM_GATE_UP_ROWS, STREAM_DOWN_ROWS);
     use Kernel as K;
     match (tile_m, fp8) {
-        (MOE_BM_SMALL, false) => {
-            [stream(K::MoeGateUpStream, gu, MOE_GATE_UP_STREAM_SMEM), stream(K::MoeDownStream, dn, MOE_DOWN_STREAM_SMEM)]
-        }
-        (MOE_BM_SMALL, true) => {
-            [stream(K::MoeGateUpStreamFp8, gu, MOE_GATE_UP_STREAM_FP8_SMEM), stream(K::MoeDownStreamFp8, dn, MOE_DOWN_STREAM_FP8_SMEM)]
-        }
-        (MOE_BM_MID, false) => {
-            [stream(K::MoeGateUpStreamM32, gu, MOE_GATE_UP_STREAM_M32_SMEM), stream(K::MoeDownStreamM32, dn, MOE_DOWN_STREAM_M32_SMEM)]
-        }
-        (MOE_BM_MID, true) => [
-            stream(K::MoeGateUpStreamM32Fp8, gu, MOE_GATE_UP_STREAM_M32_FP8_SMEM),
-            stream(K::MoeDownStreamM32Fp8, dn, MOE_DOWN_STREAM_M32_FP8_SMEM),
-        ],
+        (MOE_BM_SMALL, false) => [stream(K::MoeGateUpStream, gu), stream(K::MoeDownStream, dn)],
+        (MOE_BM_SMALL, true) => [stream(K::MoeGateUpStreamFp8, gu), stream(K::MoeDownStreamFp8, dn)],
         (_, false) => [tiles(K::MoeGateUpM64, MOE_GATE_UP_M64_SMEM), tiles(K::MoeDownM64, MOE_DOWN_M64_SMEM)],
         (_, true) => [tiles(K::MoeGateUpM64Fp8, MOE_GATE_UP_M64_FP8_SMEM), tiles(K::MoeDownM64Fp8, MOE_DOWN_M64_FP8_SMEM)],
     }
