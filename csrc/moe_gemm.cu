@@ -5,9 +5,8 @@
 // and multiplies the item's gathered rows by it with bf16 WMMA (fp32 accumulate).
 //   moe_gate_up: act[slot] = bf16(silu(x w_gate^T) * (x w_up^T)), x = h[slot_token[slot]]
 //   moe_down:    out[slot] = slot_weight[slot] * (act[slot] w_down^T)            (f32)
-// At batch 1 a step has ~1-3 rows per expert, so this is a weight stream: its speed is
-// the bytes in flight per SM (stages x CTAs per SM), not the tensor cores. See docs/PERF.md
-// for what would make it faster.
+// These are the 64-row items (batches whose experts average 12 rows or more); items of a few
+// rows go to the weight stream of moe_stream.cu. See docs/PERF.md for what binds here.
 // FP8 (W8A16, the `_fp8` kernels): the weights stream as e4m3 (half the bytes), are widened to
 // bf16 in shared memory (exact: e4m3 fits in bf16) and multiplied unscaled; each stage's product
 // goes into its own accumulator, which is scaled by the tile's block scale (a stage's 64x64 tile
@@ -42,9 +41,8 @@ __device__ __forceinline__ uint4 fp8x8_to_bf16x8(uint2 v) {
     return out;
 }
 
-// BM rows per work item: 16 when experts get a few rows each (small batches: the kernel is a
-// weight stream), 64 when they get tens (large batches: one item per expert reads its weights
-// once instead of once per 16 rows). Warp w owns output columns 16w..16w+15 for all BM rows.
+// BM rows per work item (64: one item per expert reads its weights once instead of once per
+// 16 rows). Warp w owns output columns 16w..16w+15 for all BM rows.
 template <int BM, bool GATED, bool FP8>
 __device__ __forceinline__ void moe_gemm(const MoeGemmParams& p) {
     using S = Smem<BM, GATED, FP8>;
@@ -219,11 +217,7 @@ __device__ __forceinline__ void moe_gemm(const MoeGemmParams& p) {
     }
 }
 
-extern "C" __global__ void __launch_bounds__(GEMM_THREADS) moe_gate_up(const MoeGemmParams p) { moe_gemm<MOE_BM_SMALL, true, false>(p); }
-extern "C" __global__ void __launch_bounds__(GEMM_THREADS) moe_down(const MoeGemmParams p) { moe_gemm<MOE_BM_SMALL, false, false>(p); }
 extern "C" __global__ void __launch_bounds__(GEMM_THREADS) moe_gate_up_m64(const MoeGemmParams p) { moe_gemm<MOE_BM_LARGE, true, false>(p); }
 extern "C" __global__ void __launch_bounds__(GEMM_THREADS) moe_down_m64(const MoeGemmParams p) { moe_gemm<MOE_BM_LARGE, false, false>(p); }
-extern "C" __global__ void __launch_bounds__(GEMM_THREADS) moe_gate_up_fp8(const MoeGemmParams p) { moe_gemm<MOE_BM_SMALL, true, true>(p); }
-extern "C" __global__ void __launch_bounds__(GEMM_THREADS) moe_down_fp8(const MoeGemmParams p) { moe_gemm<MOE_BM_SMALL, false, true>(p); }
 extern "C" __global__ void __launch_bounds__(GEMM_THREADS) moe_gate_up_m64_fp8(const MoeGemmParams p) { moe_gemm<MOE_BM_LARGE, true, true>(p); }
 extern "C" __global__ void __launch_bounds__(GEMM_THREADS) moe_down_m64_fp8(const MoeGemmParams p) { moe_gemm<MOE_BM_LARGE, false, true>(p); }

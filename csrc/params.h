@@ -36,7 +36,7 @@ typedef __nv_bfloat16 bf16;
 #define ATT_PAD 8
 
 // moe_gemm.cu: BN output columns per CTA, BK of k per stage, rows padded to spread banks;
-// a work item has MOE_BM_SMALL or MOE_BM_LARGE rows (the two kernel variants).
+// a work item has MOE_BM_LARGE rows (MOE_BM_SMALL ones go to moe_stream.cu).
 #define GEMM_THREADS 128
 #define GEMM_BN 64
 #define GEMM_BK 64
@@ -121,13 +121,9 @@ constexpr DLLM_HD int moe_gemm_fp8_smem_bytes(int bm, bool gated) {
                : bm * (GEMM_BN + 4) * 4 * (gated ? 2 : 1);
 }
 static_assert(FP8_BLOCK % GEMM_BN == 0 && FP8_BLOCK % GEMM_BK == 0, "a GEMM stage's weight tile must lie in one fp8 scale block");
-// What each of the eight kernels is launched with.
-static constexpr uint32_t MOE_GATE_UP_SMEM = moe_gemm_smem_bytes(MOE_BM_SMALL, true);
-static constexpr uint32_t MOE_DOWN_SMEM = moe_gemm_smem_bytes(MOE_BM_SMALL, false);
+// What the four kernels are launched with.
 static constexpr uint32_t MOE_GATE_UP_M64_SMEM = moe_gemm_smem_bytes(MOE_BM_LARGE, true);
 static constexpr uint32_t MOE_DOWN_M64_SMEM = moe_gemm_smem_bytes(MOE_BM_LARGE, false);
-static constexpr uint32_t MOE_GATE_UP_FP8_SMEM = moe_gemm_fp8_smem_bytes(MOE_BM_SMALL, true);
-static constexpr uint32_t MOE_DOWN_FP8_SMEM = moe_gemm_fp8_smem_bytes(MOE_BM_SMALL, false);
 static constexpr uint32_t MOE_GATE_UP_M64_FP8_SMEM = moe_gemm_fp8_smem_bytes(MOE_BM_LARGE, true);
 static constexpr uint32_t MOE_DOWN_M64_FP8_SMEM = moe_gemm_fp8_smem_bytes(MOE_BM_LARGE, false);
 
