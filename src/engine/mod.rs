@@ -17,6 +17,7 @@ use crate::decode::sample::{apply_penalties, pick_row, sample_row, History};
 use crate::decode::Pick;
 use crate::rng::Rng;
 use anyhow::{bail, Result};
+use std::ops::Range;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Finish {
@@ -93,6 +94,9 @@ pub struct Engine<B: Runner> {
     pub max_forward_tokens: usize,
     /// Prefill-only forwards run so far (chunked prefill at work).
     pub prefill_forwards: u64,
+    /// Benchmarks only (`dllm bench --tokens random`); always `None` in real decoding. See
+    /// [`RandomFill`].
+    pub mask_fill: Option<RandomFill>,
     reqs: Vec<Req>,
     next_id: u64,
 }
@@ -108,6 +112,7 @@ impl<B: Runner> Engine<B> {
             context_len,
             max_forward_tokens: DEFAULT_CHUNKED_PREFILL,
             prefill_forwards: 0,
+            mask_fill: None,
             reqs: vec![],
             next_id: 1,
         }
@@ -194,7 +199,10 @@ impl<B: Runner> Engine<B> {
                 r.probs.resize(be, 0.0);
             }
             let row0 = batch.num_tokens();
-            batch.push(r.slot, r.cached, &r.tokens[r.cached..be], b);
+            match &mut self.mask_fill {
+                None => batch.push(r.slot, r.cached, &r.tokens[r.cached..be], b),
+                Some(fill) => batch.push(r.slot, r.cached, &fill.fill(&r.tokens[r.cached..be], bs - r.cached, self.mask_id), b),
+            }
             out_rows.extend(row0 + (bs - r.cached)..row0 + (be - r.cached));
         }
         let picks = match self.picks(&batch, &out_rows) {
@@ -260,6 +268,12 @@ impl<B: Runner> Engine<B> {
         events
     }
 
+    /// The positions each request puts in the next step's own forward, after any prefill
+    /// forwards: its context not yet cached and its block (benchmarks count the work from it).
+    pub fn step_spans(&self) -> Vec<(u64, Range<usize>)> {
+        self.reqs.iter().map(|r| (r.id, r.cached..(r.block + 1) * r.layout.block_size)).collect()
+    }
+
     /// Drop the requests (freeing their caches) and report each as failed.
     fn fail(&mut self, ids: &[u64], error: &str, events: &mut Vec<Event>) {
         for &id in ids {
@@ -315,6 +329,55 @@ impl<B: Runner> Engine<B> {
                 }
             }
         }
+    }
+}
+
+/// Benchmarks only: what a step's forward carries at the masked positions of each request's
+/// block instead of the mask id: random ids (never one of `avoid`), drawn afresh for every
+/// forward. With random weights every mask shares one embedding, so a block of masks routes to
+/// a handful of experts where a trained router spreads it over most of them; random ids route
+/// like text does, and the forward costs what it costs with masks (its shape is the same).
+/// Only the forward's input changes: the requests keep their masks, so which positions a step
+/// unmasks and how many steps a block takes stay as they are (the picks come from the forward
+/// over random ids, so the tokens they unmask differ).
+#[derive(Clone)]
+pub struct RandomFill {
+    rng: Rng,
+    vocab: usize,
+    avoid: Vec<u32>,
+}
+
+impl RandomFill {
+    /// Ids below `vocab`, none of `avoid` (which must leave at least one id).
+    pub fn new(seed: u64, vocab: usize, avoid: &[u32]) -> Result<Self> {
+        let mut avoided: Vec<u32> = avoid.iter().copied().filter(|&t| (t as usize) < vocab).collect();
+        avoided.sort_unstable();
+        avoided.dedup();
+        if vocab > u32::MAX as usize || avoided.len() >= vocab {
+            bail!("no token id to draw: vocabulary {vocab}, {} avoided", avoid.len());
+        }
+        Ok(RandomFill { rng: Rng::new(seed), vocab, avoid: avoid.to_vec() })
+    }
+
+    /// One random id.
+    pub fn draw(&mut self) -> u32 {
+        loop {
+            let t = (self.rng.next_u64() % self.vocab as u64) as u32;
+            if !self.avoid.contains(&t) {
+                return t;
+            }
+        }
+    }
+
+    /// `tokens` with every `mask_id` from `from` on replaced by a random id.
+    fn fill(&mut self, tokens: &[u32], from: usize, mask_id: u32) -> Vec<u32> {
+        let mut out = tokens.to_vec();
+        for t in &mut out[from..] {
+            if *t == mask_id {
+                *t = self.draw();
+            }
+        }
+        out
     }
 }
 

@@ -4,6 +4,7 @@
 use super::Runner;
 use super::{Engine, Event, Req};
 use crate::backend::StepBatch;
+use std::ops::Range;
 
 /// Default token budget of one forward (SGLang's `--chunked-prefill-size`): a step whose
 /// forward would carry more first prefills whole prompt blocks in forwards of at most this many.
@@ -22,31 +23,42 @@ impl<B: Runner> Engine<B> {
     /// would in the step's forward. Returns the events of requests whose prefill failed.
     pub(super) fn prefill_chunks(&mut self) -> Vec<Event> {
         let mut events = vec![];
-        loop {
-            let states: Vec<ChunkState> = self.reqs.iter().map(Req::chunk_state).collect();
-            let plan = plan_prefill(&states, self.max_forward_tokens);
-            if plan.is_empty() {
-                return events;
-            }
-            let mut batch = StepBatch::default();
-            for c in &plan {
-                let r = &self.reqs[c.req];
-                batch.push(r.slot, r.cached, &r.tokens[r.cached..r.cached + c.len], r.layout.block_size);
-            }
-            self.prefill_forwards += 1;
-            match self.backend.prefill(&self.cfg, &batch) {
-                Ok(()) => {
-                    for c in &plan {
-                        self.reqs[c.req].cached += c.len;
-                    }
+        while self.prefill_forward(&mut events).is_some() {}
+        events
+    }
+
+    /// The next prefill-only forward [`Engine::step`] would run before its own forward, run
+    /// now: `None` when the step's forward fits the budget (nothing to do). Otherwise each
+    /// request's chunk (its id and the positions the forward carried), and the events of the
+    /// requests it failed pushed to `events`. `step` calls it until `None`; benchmarks call it
+    /// one forward at a time to observe each (the experts it routed to).
+    pub fn prefill_forward(&mut self, events: &mut Vec<Event>) -> Option<Vec<(u64, Range<usize>)>> {
+        let states: Vec<ChunkState> = self.reqs.iter().map(Req::chunk_state).collect();
+        let plan = plan_prefill(&states, self.max_forward_tokens);
+        if plan.is_empty() {
+            return None;
+        }
+        let mut batch = StepBatch::default();
+        let mut carried = Vec::with_capacity(plan.len());
+        for c in &plan {
+            let r = &self.reqs[c.req];
+            batch.push(r.slot, r.cached, &r.tokens[r.cached..r.cached + c.len], r.layout.block_size);
+            carried.push((r.id, r.cached..r.cached + c.len));
+        }
+        self.prefill_forwards += 1;
+        match self.backend.prefill(&self.cfg, &batch) {
+            Ok(()) => {
+                for c in &plan {
+                    self.reqs[c.req].cached += c.len;
                 }
-                Err(e) => {
-                    // Only this forward's requests fail; the others go on.
-                    let ids: Vec<u64> = plan.iter().map(|c| self.reqs[c.req].id).collect();
-                    self.fail(&ids, &format!("{e:#}"), &mut events);
-                }
+            }
+            Err(e) => {
+                // Only this forward's requests fail; the others go on.
+                let ids: Vec<u64> = plan.iter().map(|c| self.reqs[c.req].id).collect();
+                self.fail(&ids, &format!("{e:#}"), events);
             }
         }
+        Some(carried)
     }
 }
 
