@@ -1,8 +1,9 @@
-//! `dllm bench step|generate`: builds an engine on random weights of a preset (CUDA: made on the
+//! `dllm bench step|prefill|generate|kernels`: builds an engine on random weights of a preset (CUDA: made on the
 //! device) or on a checkpoint directory, runs the benchmark, prints a table, writes JSON.
 
 use super::engines::{cpu_engine, ModelSource};
-use super::{attach_baseline, bench_generate, bench_steps, print_step_table, StepBenchArgs};
+use super::prefill::{bench_prefill, print_prefill_table, PrefillBenchArgs};
+use super::{attach_baseline, bench_generate, bench_steps, print_step_table, StepBenchArgs, TokenMode};
 use crate::backend::Measure;
 use crate::engine::{Engine, Runner};
 use crate::runtime::Device;
@@ -14,6 +15,11 @@ pub enum BenchCmd {
     /// Time one denoising step (all layers, lm_head, unmask) per batch size, against the
     /// floor (bytes the step must read / bandwidth measured in the same run) and a baseline.
     Step(StepArgs),
+    /// Time the first step of fresh requests (their prompt's block-causal prefill, chunked as
+    /// the engine chunks it, and the first block's forward) per prompt length and batch size,
+    /// against the floor (matrix FLOPs / bf16 GEMM rate or bytes / bandwidth, both measured in
+    /// the same run).
+    Prefill(PrefillArgs),
     /// End to end: requests to completion with a fixed number of tokens unmasked per step.
     Generate(GenerateArgs),
     /// Every kernel of a denoising step (CUDA): time per step, bytes, FLOPs, and the fraction
@@ -25,10 +31,18 @@ pub enum BenchCmd {
 pub struct KernelsArgs {
     #[command(flatten)]
     pub common: Common,
+    /// Cached positions per request before its block.
+    #[arg(long, default_value_t = 1024)]
+    pub prefix: usize,
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
     #[arg(long, default_value_t = 8)]
     pub steps: usize,
+    /// What the profiled forwards carry at the block's masked positions: `random` non-special
+    /// ids (routes like a trained router spreads a block) or the `mask` id (on random weights,
+    /// far fewer experts).
+    #[arg(long, value_enum, default_value = "random")]
+    pub tokens: TokenMode,
 }
 
 #[derive(clap::Args)]
@@ -38,8 +52,7 @@ pub struct Common {
     pub preset: String,
     #[arg(long, value_enum, default_value = "cuda")]
     pub device: Device,
-    #[arg(long, default_value_t = 1024)]
-    pub prefix: usize,
+    /// Block size (positions denoised together).
     #[arg(long, default_value_t = 32)]
     pub block: usize,
     #[arg(long, default_value_t = 0)]
@@ -64,21 +77,63 @@ pub struct Common {
 pub struct StepArgs {
     #[command(flatten)]
     pub common: Common,
+    /// Cached positions per request before its block (a multiple of --block).
+    #[arg(long, default_value_t = 1024)]
+    pub prefix: usize,
     /// Batch sizes (requests per step), comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,4,16,64")]
     pub batch: Vec<usize>,
     /// Steps timed per batch size, after the prefill step.
     #[arg(long, default_value_t = 16)]
     pub steps: usize,
-    /// tools/baseline_torch.py's JSON from the same device, for speedup_vs_baseline.
-    #[arg(long)]
-    pub baseline: Option<PathBuf>,
+    /// What the timed forwards carry at the block's masked positions, comma-separated (a row
+    /// per batch size each): `random` non-special ids, drawn afresh every step, so the block
+    /// routes like a trained router spreads it (the step's cost does not depend on which ids
+    /// it carries); `mask` the mask id, as decoding has it (on random weights a block of masks
+    /// routes to far fewer experts). The unmasking (one position a step) is the same in both.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "random")]
+    pub tokens: Vec<TokenMode>,
+    /// tools/baseline_torch.py's JSON from the same device (comma-separated for several): each
+    /// row takes the baseline run of its batch, prefix and tokens (the baseline's --mask-frac 0
+    /// is `random`, else `mask`); speedup_vs_baseline is quoted only when the two route to
+    /// within 5% as many experts per layer.
+    #[arg(long, value_delimiter = ',')]
+    pub baseline: Vec<PathBuf>,
+}
+
+#[derive(clap::Args)]
+pub struct PrefillArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Prompt lengths (random non-special ids), comma-separated. A prompt and the block its
+    /// first step denoises must fit the model's positions: with mini's 32768 and --block 32,
+    /// the longest prompt is 32736.
+    #[arg(long, value_delimiter = ',', default_value = "4096,32736")]
+    pub prompt_len: Vec<usize>,
+    /// Fresh requests admitted together, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,8")]
+    pub batch: Vec<usize>,
+    /// Timed first steps per (prompt length, batch), after an untimed one that counts the
+    /// experts; the median is reported.
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
+    /// What the first block's masked positions carry in its forward: `random` non-special ids
+    /// or the `mask` id (see `bench step --tokens`).
+    #[arg(long, value_enum, default_value = "random")]
+    pub tokens: TokenMode,
+    /// Most tokens one forward carries (the server's flag); longer prefills run in forwards of
+    /// whole blocks. -1 (any value <= 0) disables chunking.
+    #[arg(long, allow_negative_numbers = true, default_value_t = crate::engine::DEFAULT_CHUNKED_PREFILL as i64)]
+    pub chunked_prefill_size: i64,
 }
 
 #[derive(clap::Args)]
 pub struct GenerateArgs {
     #[command(flatten)]
     pub common: Common,
+    /// Prompt length (random ids) per request.
+    #[arg(long, default_value_t = 1024)]
+    pub prefix: usize,
     #[arg(long, default_value_t = 1)]
     pub requests: usize,
     #[arg(long, default_value_t = 1)]
@@ -108,6 +163,7 @@ impl BenchCmd {
     fn common(&self) -> &Common {
         match self {
             BenchCmd::Step(a) => &a.common,
+            BenchCmd::Prefill(a) => &a.common,
             BenchCmd::Generate(a) => &a.common,
             BenchCmd::Kernels(a) => &a.common,
         }
@@ -147,10 +203,16 @@ fn cuda(cmd: BenchCmd, process_start: std::time::Instant) -> Result<()> {
 /// the times are GPU time; their sum is the step as the GPU runs it without host gaps.
 #[cfg(dllm_cuda)]
 fn kernels(mut engine: Engine<crate::backend::cuda::CudaBackend>, a: &KernelsArgs) -> Result<()> {
+    let c = &a.common;
+    super::check_step_shape(a.prefix, c.block, a.steps + 1)?; // + the step that counts experts
+    super::with_tokens(&mut engine, a.tokens, c.seed, |engine| profile_steps(engine, a))
+}
+
+#[cfg(dllm_cuda)]
+fn profile_steps(engine: &mut Engine<crate::backend::cuda::CudaBackend>, a: &KernelsArgs) -> Result<()> {
     use crate::decode::Policy;
     use crate::engine::{Event, GenParams};
     let c = &a.common;
-    super::check_step_shape(c.prefix, c.block, a.steps + 1)?; // + the step that counts experts
     let bandwidth = engine.backend.measure_copy_bandwidth()?;
     let gemm = engine.backend.matmul_ceiling()?.unwrap_or(f64::NAN);
     let params = GenParams {
@@ -164,7 +226,7 @@ fn kernels(mut engine: Engine<crate::backend::cuda::CudaBackend>, a: &KernelsArg
     let avoid = [engine.mask_id, engine.eos_id];
     let mut ids = vec![];
     for _ in 0..a.batch {
-        let p = super::random_prompt(&mut rng, c.prefix.max(1), engine.cfg.vocab_size, &avoid);
+        let p = super::random_prompt(&mut rng, a.prefix.max(1), engine.cfg.vocab_size, &avoid);
         ids.push(engine.add(p, params.clone())?);
     }
     let check = |evs: Vec<Event>| match evs.into_iter().find_map(|e| if let Event::Failed { error, .. } = e { Some(error) } else { None }) {
@@ -187,14 +249,15 @@ fn kernels(mut engine: Engine<crate::backend::cuda::CudaBackend>, a: &KernelsArg
     for id in ids {
         engine.cancel(id);
     }
-    let work = super::kernels::step_work(&engine.cfg, &touched, a.batch, c.prefix, c.block);
+    let work = super::kernels::step_work(&engine.cfg, &touched, a.batch, a.prefix, c.block);
     let rows = super::kernels::rows(&measured, &work, bandwidth, gemm);
     println!(
-        "device: {}  batch {}  prefix {}  block {}  experts/layer {:.1}  ceilings: copy {:.0} GB/s, bf16 GEMM {:.0} TFLOP/s",
+        "device: {}  batch {}  prefix {}  block {}  tokens {}  experts/layer {:.1}  ceilings: copy {:.0} GB/s, bf16 GEMM {:.0} TFLOP/s",
         engine.backend.label(),
         a.batch,
-        c.prefix,
+        a.prefix,
         c.block,
+        a.tokens.name(),
         touched.iter().sum::<usize>() as f64 / touched.len().max(1) as f64,
         bandwidth / 1e9,
         gemm / 1e12
@@ -204,7 +267,7 @@ fn kernels(mut engine: Engine<crate::backend::cuda::CudaBackend>, a: &KernelsArg
     println!("sum of kernel times: {gpu_ms:.3} ms per step (the step as the GPU runs it, without launch gaps)");
     if let Some(p) = &c.json {
         let v = serde_json::json!({"device": engine.backend.label(), "commit": option_env!("DLLM_COMMIT").unwrap_or("unknown"),
-            "batch": a.batch, "prefix": c.prefix, "block": c.block, "experts_touched": touched,
+            "batch": a.batch, "prefix": a.prefix, "block": c.block, "tokens": a.tokens, "experts_touched": touched,
             "bandwidth_gbps": bandwidth / 1e9, "gemm_tflops": gemm / 1e12, "kernels": rows,
             "kernel_sum_ms": gpu_ms,
             "timing": "CUDA event pair per launch, forward queued behind a held stream (GPU time, no launch gaps), averaged over the profiled steps"});
@@ -225,27 +288,57 @@ fn run_on<B: Runner + Measure>(mut engine: Engine<B>, cmd: BenchCmd, process_sta
     let (json, path) = match cmd {
         BenchCmd::Step(a) => {
             let c = &a.common;
-            let args = StepBenchArgs {
-                batches: a.batch.clone(),
-                tp_size: c.tp_size,
-                prefix: c.prefix,
-                block: c.block,
-                steps: a.steps,
-                seed: c.seed,
-            };
-            let mut runs = bench_steps(&mut engine, &args)?;
-            if let Some(p) = &a.baseline {
+            if a.tokens.is_empty() {
+                bail!("--tokens needs at least one of random, mask");
+            }
+            // Read the baselines first: a bad path fails before minutes of measuring.
+            let mut baselines = vec![];
+            for p in &a.baseline {
                 let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-                attach_baseline(&mut runs, &serde_json::from_str(&text).with_context(|| format!("{} is not JSON", p.display()))?);
+                baselines.push(serde_json::from_str::<serde_json::Value>(&text).with_context(|| format!("{} is not JSON", p.display()))?);
+            }
+            let mut runs = vec![];
+            for &tokens in &a.tokens {
+                let args = StepBenchArgs {
+                    batches: a.batch.clone(),
+                    tp_size: c.tp_size,
+                    prefix: a.prefix,
+                    block: c.block,
+                    steps: a.steps,
+                    seed: c.seed,
+                    tokens,
+                };
+                runs.extend(bench_steps(&mut engine, &args)?);
+            }
+            for b in &baselines {
+                attach_baseline(&mut runs, b);
             }
             print_step_table(&device, &runs);
             let v = serde_json::json!({"device": device, "commit": commit, "preset": c.preset,
                 "command": std::env::args().collect::<Vec<_>>().join(" "), "runs": runs});
             (v, c.json.clone())
         }
+        BenchCmd::Prefill(a) => {
+            let c = &a.common;
+            let args = PrefillBenchArgs {
+                prompt_lens: a.prompt_len.clone(),
+                batches: a.batch.clone(),
+                tp_size: c.tp_size,
+                block: c.block,
+                repeats: a.repeats,
+                seed: c.seed,
+                tokens: a.tokens,
+            };
+            engine.max_forward_tokens = crate::engine::forward_budget(a.chunked_prefill_size);
+            let runs = bench_prefill(&mut engine, &args)?;
+            print_prefill_table(&device, &runs);
+            let v = serde_json::json!({"device": device, "commit": commit, "preset": c.preset,
+                "command": std::env::args().collect::<Vec<_>>().join(" "), "runs": runs});
+            (v, c.json.clone())
+        }
         BenchCmd::Generate(a) => {
             let c = &a.common;
-            let r = bench_generate(&mut engine, a.requests, c.prefix, c.block, a.tokens_per_step, a.max_new_tokens, c.seed)?;
+            let r = bench_generate(&mut engine, a.requests, a.prefix, c.block, a.tokens_per_step, a.max_new_tokens, c.seed)?;
             println!(
                 "device: {device}\nready {ready_s:.2} s after start; {} requests x {} tokens in {:.3} s: {:.1} tokens/s, {} steps, first block after {:.1} ms",
                 r.requests, a.max_new_tokens, r.seconds, r.tokens_per_s, r.steps, r.time_to_first_block_ms

@@ -6,7 +6,7 @@ use crate::backend::shard::Shard;
 use crate::backend::Measure;
 use crate::config::ModelConfig;
 use crate::decode::Policy;
-use crate::engine::{Engine, Event, GenParams, Runner};
+use crate::engine::{Engine, Event, GenParams, RandomFill, Runner};
 use crate::rng::Rng;
 use anyhow::{bail, Result};
 use serde::Serialize;
@@ -15,6 +15,7 @@ use std::time::Instant;
 pub mod cli;
 pub mod engines;
 pub mod kernels;
+pub mod prefill;
 #[cfg(dllm_cuda)]
 pub mod random_weights;
 #[cfg(not(dllm_cuda))]
@@ -43,6 +44,15 @@ pub struct StepBytes {
 }
 
 pub fn step_bytes(c: &ModelConfig, experts_touched: &[usize], batch: usize, prefix: usize, block: usize) -> StepBytes {
+    forward_bytes(c, experts_touched, &vec![(prefix, block); batch], true)
+}
+
+/// Bytes one forward must move: `chunks` are each request's (first position, tokens), every
+/// token attending to the cache before it and to its chunk. `predicts`: the forward ends in the
+/// lm_head (a step); otherwise it only stores K/V (a chunked-prefill forward: the last layer
+/// reads its input norm and QKV weights and nothing after them, and attends to nothing).
+/// `experts_touched` per MoE layer the forward runs (empty: every expert).
+pub fn forward_bytes(c: &ModelConfig, experts_touched: &[usize], chunks: &[(usize, usize)], predicts: bool) -> StepBytes {
     let (h, d, v) = (c.hidden_size as f64, c.head_dim() as f64, c.vocab_size as f64);
     let attn = c.qkv_rows() as f64 * h + h * (c.num_attention_heads as f64 * d) + 2.0 * h + 2.0 * d;
     let mut params = 0.0;
@@ -50,7 +60,12 @@ pub fn step_bytes(c: &ModelConfig, experts_touched: &[usize], batch: usize, pref
     let (im, hs) = (c.moe_intermediate_size, c.hidden_size);
     let one_expert = 2.0 * crate::fp8::matrix_bytes(im, hs, c.fp8_experts()) + crate::fp8::matrix_bytes(hs, im, c.fp8_experts());
     let mut moe_layer = 0;
-    for l in 0..c.num_hidden_layers {
+    let layers = c.num_hidden_layers;
+    for l in 0..layers {
+        if !predicts && l + 1 == layers {
+            params += c.qkv_rows() as f64 * h + h + 2.0 * d; // input norm, QKV, q/k norms
+            break;
+        }
         params += attn;
         if c.is_moe_layer(l) {
             // Without a count (routing not measured) assume every expert is read.
@@ -63,16 +78,66 @@ pub fn step_bytes(c: &ModelConfig, experts_touched: &[usize], batch: usize, pref
             params += 3.0 * c.intermediate_size as f64 * h;
         }
     }
-    let tokens = (batch * block) as f64;
-    params += v * h + h + tokens * h; // lm_head, final norm, the embedding rows gathered
+    let tokens = chunks.iter().map(|&(_, n)| n).sum::<usize>() as f64;
+    if predicts {
+        params += v * h + h + tokens * h; // lm_head, final norm, the embedding rows gathered
+    } else {
+        params += tokens * h; // the embedding rows gathered
+    }
     let kv_row = (c.num_key_value_heads * c.head_dim()) as f64 * 2.0 * 2.0; // K and V, bf16
-    let kv = c.num_hidden_layers as f64 * batch as f64 * ((prefix + block) as f64 + block as f64) * kv_row;
+                                                                            // Each layer reads the cache and the chunk's K/V and writes the chunk's; a K/V-only last
+                                                                            // layer only writes.
+    let read_write = chunks.iter().map(|&(start, n)| (start + n) + n).sum::<usize>() as f64;
+    let kv = if predicts { layers as f64 * read_write * kv_row } else { ((layers - 1) as f64 * read_write + tokens) * kv_row };
     StepBytes { weights: params * 2.0 + expert_bytes, kv }
+}
+
+/// What a timed forward carries at the masked positions of each request's block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenMode {
+    /// Random non-special ids, drawn afresh for every forward: the block routes like text, as a
+    /// trained router spreads a block of masks (the forward's cost does not depend on which ids
+    /// it carries). The realistic figure.
+    Random,
+    /// The mask id, as decoding has it: on random weights a block of masks routes to far fewer
+    /// experts than a trained router spreads it over.
+    Mask,
+}
+
+impl TokenMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            TokenMode::Random => "random",
+            TokenMode::Mask => "mask",
+        }
+    }
+}
+
+/// Run `f` with the engine's forwards carrying `mode` at masked positions (random ids seeded
+/// from `seed`, avoiding the mask and EOS ids as the prompts do); the engine's own setting after.
+pub fn with_tokens<B: Runner, T>(
+    engine: &mut Engine<B>,
+    mode: TokenMode,
+    seed: u64,
+    f: impl FnOnce(&mut Engine<B>) -> Result<T>,
+) -> Result<T> {
+    let fill = match mode {
+        TokenMode::Mask => None,
+        // Its own stream: the prompts draw from `Rng::new(seed)`, as they did before fills.
+        TokenMode::Random => Some(RandomFill::new(seed ^ 0x6d61_736b_6669_6c6c, engine.cfg.vocab_size, &[engine.mask_id, engine.eos_id])?),
+    };
+    let before = std::mem::replace(&mut engine.mask_fill, fill);
+    let out = f(engine);
+    engine.mask_fill = before;
+    out
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct StepRun {
     pub batch: usize,
+    /// What the timed forwards carried at the block's masked positions ("random" or "mask").
+    pub tokens: TokenMode,
     /// Tensor-parallel ranks; the bytes, FLOPs and floors below are one rank's.
     pub tp_size: usize,
     /// The step's all-reduces (2 a layer), measured alone on the same GPUs; part of `floor_ms`.
@@ -101,6 +166,9 @@ pub struct StepRun {
     pub floor_ms: f64,
     pub over_floor: f64,
     pub baseline_ms: Option<f64>,
+    /// Experts/layer the baseline's step routed to; a speedup is quoted only when it is within
+    /// 5% of ours (see [`attach_baseline`]).
+    pub baseline_experts_per_layer: Option<f64>,
     pub speedup_vs_baseline: Option<f64>,
 }
 
@@ -113,6 +181,8 @@ pub struct StepBenchArgs {
     /// Steps timed per batch (at most block - 1: the steps of one block after its first).
     pub steps: usize,
     pub seed: u64,
+    /// What the timed forwards carry at the block's masked positions.
+    pub tokens: TokenMode,
 }
 
 /// Random prompt ids that avoid the special ids (so no request ends early).
@@ -142,7 +212,7 @@ pub fn check_step_shape(prefix: usize, block: usize, steps: usize) -> Result<()>
     Ok(())
 }
 
-fn median(v: &[f64]) -> f64 {
+pub(crate) fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(|a, b| a.total_cmp(b));
     if s.is_empty() {
@@ -154,9 +224,14 @@ fn median(v: &[f64]) -> f64 {
 
 /// Time denoising steps of `batch` requests that each hold `prefix` cached positions and one
 /// block of masks; one token is unmasked per step (random weights make confidences
-/// meaningless, so the policy is fixed), so every step has the same shape.
+/// meaningless, so the policy is fixed), so every step has the same shape. With
+/// `TokenMode::Random` each forward carries random ids at the block's masked positions.
 pub fn bench_steps<B: Runner + Measure>(engine: &mut Engine<B>, a: &StepBenchArgs) -> Result<Vec<StepRun>> {
     check_step_shape(a.prefix, a.block, a.steps)?;
+    with_tokens(engine, a.tokens, a.seed, |engine| bench_steps_as_set(engine, a))
+}
+
+fn bench_steps_as_set<B: Runner + Measure>(engine: &mut Engine<B>, a: &StepBenchArgs) -> Result<Vec<StepRun>> {
     let bandwidth = engine.backend.measure_copy_bandwidth()?;
     let gemm = engine.backend.matmul_ceiling()?;
     // Tensor parallel: the floor is one rank's, each GPU reading its shard (ceil(V/N) of
@@ -199,6 +274,7 @@ pub fn bench_steps<B: Runner + Measure>(engine: &mut Engine<B>, a: &StepBenchArg
         let step_ms = median(later);
         runs.push(StepRun {
             batch,
+            tokens: a.tokens,
             tp_size: tp,
             all_reduce_ms,
             prefix: a.prefix,
@@ -224,6 +300,7 @@ pub fn bench_steps<B: Runner + Measure>(engine: &mut Engine<B>, a: &StepBenchArg
             floor_ms,
             over_floor: step_ms / floor_ms,
             baseline_ms: None,
+            baseline_experts_per_layer: None,
             speedup_vs_baseline: None,
         });
     }
@@ -265,16 +342,48 @@ fn run_steps<B: Runner + Measure>(
     }
 }
 
-/// Fill `baseline_ms` / `speedup_vs_baseline` from tools/baseline_torch.py's JSON.
+/// How far apart ours and the baseline's experts/layer may be for a speedup to be quoted: the
+/// step's cost follows the experts it reads, so steps that route differently are not compared.
+pub const EXPERTS_AGREE: f64 = 0.05;
+
+/// What a tools/baseline_torch.py run fed its step: `--mask-frac 0` is random ids (the last
+/// position masked), anything else a part-masked block; files from before it recorded
+/// `mask_frac` ran its default, 0.5.
+fn baseline_tokens(run: &serde_json::Value, file: &serde_json::Value) -> TokenMode {
+    let frac = run["mask_frac"].as_f64().or_else(|| file["mask_frac"].as_f64()).unwrap_or(0.5);
+    if frac == 0.0 {
+        TokenMode::Random
+    } else {
+        TokenMode::Mask
+    }
+}
+
+/// Fill `baseline_ms` / `baseline_experts_per_layer` from tools/baseline_torch.py's JSON: its
+/// run of the same batch, prefix and tokens. `speedup_vs_baseline` only where the two routed
+/// alike (experts/layer within [`EXPERTS_AGREE`] of each other).
 pub fn attach_baseline(runs: &mut [StepRun], baseline: &serde_json::Value) {
     let Some(b) = baseline["runs"].as_array() else { return };
     for r in runs {
-        let hit = b.iter().find(|x| x["batch"].as_u64() == Some(r.batch as u64) && x["prefix"].as_u64() == Some(r.prefix as u64));
-        if let Some(ms) = hit.and_then(|x| x["step_ms"].as_f64()) {
+        let hit = b.iter().find(|x| {
+            x["batch"].as_u64() == Some(r.batch as u64)
+                && x["prefix"].as_u64() == Some(r.prefix as u64)
+                && baseline_tokens(x, baseline) == r.tokens
+        });
+        let Some(x) = hit else { continue };
+        if let Some(ms) = x["step_ms"].as_f64() {
             r.baseline_ms = Some(ms);
-            r.speedup_vs_baseline = Some(ms / r.step_ms);
+            r.baseline_experts_per_layer = x["experts_touched_per_layer"].as_f64();
+            r.speedup_vs_baseline = match r.baseline_experts_per_layer {
+                Some(e) if experts_agree(r.experts_touched_per_layer, e) => Some(ms / r.step_ms),
+                _ => None,
+            };
         }
     }
+}
+
+/// Whether two experts/layer counts are within [`EXPERTS_AGREE`] of each other.
+pub fn experts_agree(ours: f64, theirs: f64) -> bool {
+    ours > 0.0 && theirs > 0.0 && (ours - theirs).abs() <= EXPERTS_AGREE * ours.max(theirs)
 }
 
 pub fn print_step_table(device: &str, runs: &[StepRun]) {
@@ -283,8 +392,9 @@ pub fn print_step_table(device: &str, runs: &[StepRun]) {
         println!("routed experts: {} (the floor counts their bytes as stored, with the bf16 rest and the KV)", r.experts_dtype);
     }
     println!(
-        "{:>5} {:>3} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8} {:>10} {:>9} {:>8}",
+        "{:>5} {:>6} {:>3} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8} {:>10} {:>9} {:>9} {:>8}",
         "batch",
+        "tokens",
         "tp",
         "prefix",
         "step_ms",
@@ -296,13 +406,15 @@ pub fn print_step_table(device: &str, runs: &[StepRun]) {
         "x_floor",
         "GB/s_ceil",
         "base_ms",
+        "base_exp",
         "speedup"
     );
     for r in runs {
         let opt = |v: Option<f64>, p: usize| v.map(|x| format!("{x:.p$}")).unwrap_or_else(|| "-".into());
         println!(
-            "{:>5} {:>3} {:>7} {:>9.3} {:>9.1} {:>9.1} {:>9.2} {:>9.3} {:>8} {:>8.2} {:>10.0} {:>9} {:>8}",
+            "{:>5} {:>6} {:>3} {:>7} {:>9.3} {:>9.1} {:>9.1} {:>9.2} {:>9.3} {:>8} {:>8.2} {:>10.0} {:>9} {:>9} {:>8}",
             r.batch,
+            r.tokens.name(),
             r.tp_size,
             r.prefix,
             r.step_ms,
@@ -314,8 +426,22 @@ pub fn print_step_table(device: &str, runs: &[StepRun]) {
             r.over_floor,
             r.bandwidth_gbps,
             opt(r.baseline_ms, 3),
+            opt(r.baseline_experts_per_layer, 1),
             opt(r.speedup_vs_baseline, 2)
         );
+    }
+    println!("experts: distinct routed experts per MoE layer in one step; tokens: what the block's masked positions carried");
+    for r in runs {
+        if let (Some(_), None) = (r.baseline_ms, r.speedup_vs_baseline) {
+            println!(
+                "batch {} ({}): no speedup quoted: the baseline routed to {} experts/layer, ours to {:.1} (more than {:.0}% apart)",
+                r.batch,
+                r.tokens.name(),
+                r.baseline_experts_per_layer.map(|e| format!("{e:.1}")).unwrap_or_else(|| "an unrecorded number of".into()),
+                r.experts_touched_per_layer,
+                EXPERTS_AGREE * 100.0
+            );
+        }
     }
 }
 
@@ -403,6 +529,66 @@ mod tests {
         // Every expert counted when routing was not measured.
         let all = step_bytes(&c, &[], 64, 1024, 32);
         assert!(all.weights > b.weights && all.kv > 60.0 * b.kv);
+    }
+
+    fn run(batch: usize, tokens: TokenMode, experts: f64, step_ms: f64) -> StepRun {
+        StepRun {
+            batch,
+            tokens,
+            tp_size: 1,
+            all_reduce_ms: None,
+            prefix: 1024,
+            block: 32,
+            step_ms,
+            step_ms_min: step_ms,
+            step_ms_max: step_ms,
+            first_step_ms: 50.0,
+            timed_steps: 16,
+            experts_touched_per_layer: experts,
+            weight_bytes: 1e9,
+            kv_bytes: 1e6,
+            experts_dtype: "bf16",
+            bandwidth_gbps: 3000.0,
+            flops: 1e12,
+            gemm_tflops: None,
+            memory_floor_ms: 1.0,
+            compute_floor_ms: None,
+            floor_ms: 1.0,
+            over_floor: step_ms,
+            baseline_ms: None,
+            baseline_experts_per_layer: None,
+            speedup_vs_baseline: None,
+        }
+    }
+
+    #[test]
+    fn a_speedup_is_quoted_only_against_a_baseline_that_routed_alike() {
+        let random = serde_json::json!({"mask_frac": 0.0, "runs": [
+            {"batch": 1, "prefix": 1024, "step_ms": 8.0, "experts_touched_per_layer": 150.0},
+            {"batch": 4, "prefix": 1024, "step_ms": 9.0, "experts_touched_per_layer": 200.0},
+        ]});
+        // An older file: no mask_frac recorded, so the script's default (a half-masked block).
+        let mask = serde_json::json!({"runs": [{"batch": 1, "prefix": 1024, "step_ms": 6.0, "experts_touched_per_layer": 70.0}]});
+        let mut runs = vec![
+            run(1, TokenMode::Random, 146.0, 4.0),
+            run(4, TokenMode::Random, 230.0, 6.0),
+            run(1, TokenMode::Mask, 58.0, 5.0),
+            run(16, TokenMode::Random, 240.0, 9.0),
+        ];
+        attach_baseline(&mut runs, &random);
+        attach_baseline(&mut runs, &mask);
+        // 146 vs 150 experts: within 5%, quoted.
+        assert_eq!(
+            (runs[0].baseline_ms, runs[0].baseline_experts_per_layer, runs[0].speedup_vs_baseline),
+            (Some(8.0), Some(150.0), Some(2.0))
+        );
+        // 230 vs 200: reported, not quoted.
+        assert_eq!((runs[1].baseline_ms, runs[1].baseline_experts_per_layer, runs[1].speedup_vs_baseline), (Some(9.0), Some(200.0), None));
+        // The mask row takes the masked baseline, not the random one; 58 vs 70 is too far.
+        assert_eq!((runs[2].baseline_ms, runs[2].speedup_vs_baseline), (Some(6.0), None));
+        // No baseline run of that batch.
+        assert_eq!(runs[3].baseline_ms, None);
+        assert!(experts_agree(100.0, 95.0) && !experts_agree(100.0, 94.0) && !experts_agree(0.0, 0.0));
     }
 
     #[test]
