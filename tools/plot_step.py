@@ -2,10 +2,13 @@
 """Plot one denoising step's time against batch size: ours vs the PyTorch baseline vs the floor.
 
 Reads docs/perf/step-mini.json:
-  {"device", "commit", "runs": [{"batch", "prefix", "step_ms", "floor_ms", "over_floor",
+  {"device", "commit", "runs": [{"batch", "tokens", "prefix", "step_ms", "floor_ms", "over_floor",
                                  "baseline_ms", "speedup_vs_baseline"}, ...]}
 and writes docs/perf/step-mini.png (log-scale batch axis). Runs with another prefix than
-the most common one are left out (one curve per quantity); a missing or null value is skipped.
+the most common one, or other block tokens than --tokens (default: random where the file has
+such runs), are left out (one curve per quantity); a missing or null value is skipped. A
+speedup is written only where the JSON quotes one (`dllm bench step` leaves it out when the
+baseline routed to more than 5% more or fewer experts).
 
   python3 tools/plot_step.py [--json docs/perf/step-mini.json] [--out docs/perf/step-mini.png]
 """
@@ -22,6 +25,8 @@ def main():
     p.add_argument("--json", default="docs/perf/step-mini.json")
     p.add_argument("--out", help="PNG path (default: the JSON path with .png)")
     p.add_argument("--prefix", type=int, help="plot the runs with this prefix length (default: the most common)")
+    p.add_argument("--tokens", choices=["random", "mask"],
+                   help="plot the runs whose block carried these tokens (default: random if any, else all)")
     p.add_argument("--logy", action="store_true", help="log-scale time axis too")
     args = p.parse_args()
     out = args.out or os.path.splitext(args.json)[0] + ".png"
@@ -31,6 +36,12 @@ def main():
     runs = [r for r in data.get("runs", []) if r.get("batch") is not None]
     if not runs:
         sys.exit(f"{args.json}: no runs")
+    modes = {r.get("tokens") for r in runs}
+    tokens = args.tokens or ("random" if "random" in modes else None)
+    if tokens is not None:
+        runs = [r for r in runs if r.get("tokens", "mask") == tokens]
+        if not runs:
+            sys.exit(f"{args.json}: no runs with --tokens {tokens}")
     prefixes = collections.Counter(r.get("prefix") for r in runs)
     prefix = args.prefix if args.prefix is not None else prefixes.most_common(1)[0][0]
     runs = sorted((r for r in runs if r.get("prefix") == prefix), key=lambda r: r["batch"])
@@ -60,7 +71,9 @@ def main():
     # speedup labels next to our points
     for r in runs:
         sp = r.get("speedup_vs_baseline")
-        if not isinstance(sp, (int, float)) and isinstance(r.get("baseline_ms"), (int, float)) \
+        # Files from before the experts check carried no baseline_experts_per_layer.
+        if not isinstance(sp, (int, float)) and "baseline_experts_per_layer" not in r \
+                and isinstance(r.get("baseline_ms"), (int, float)) \
                 and isinstance(r.get("step_ms"), (int, float)) and r["step_ms"] > 0:
             sp = r["baseline_ms"] / r["step_ms"]
         if isinstance(sp, (int, float)) and isinstance(r.get("step_ms"), (int, float)):
@@ -78,7 +91,8 @@ def main():
         ax.set_ylim(bottom=0)
     ax.set_xlabel("batch (requests)")
     ax.set_ylabel("denoising step (ms)")
-    title = f"LLaDA2 {data.get('preset', 'mini')}: one denoising step, prefix {prefix}"
+    title = f"LLaDA2 {data.get('preset', 'mini')}: one denoising step, prefix {prefix}" \
+        + (f", block tokens {tokens}" if tokens else "")
     sub = " · ".join(str(x) for x in (data.get("device"), data.get("commit") and f"commit {str(data['commit'])[:10]}") if x)
     ax.set_title(title + (f"\n{sub}" if sub else ""), fontsize=10)
     ax.grid(True, which="major", alpha=0.3)
