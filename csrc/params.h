@@ -73,6 +73,7 @@ typedef __nv_bfloat16 bf16;
 #define PERMUTE_THREADS 1024
 #define PERMUTE_MAX_E 1024
 #define PICK_THREADS 512
+#define PICK_UNROLL 8  // lm_head.cu: logits loads in flight a thread
 #define UNMASK_MAX_BLOCK 1024
 
 // ---- dynamic shared memory ------------------------------------------------------------------

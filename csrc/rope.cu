@@ -1,11 +1,24 @@
 // Per-head QK RMSNorm + partial neox RoPE, and the write of K and V into the paged cache.
 // One CTA per token, one warp per head at a time. CPU twins: rms_norm_row, rope_row.
+// The rotation angles depend on the position only: the CTA computes its token's cos/sin once
+// (f64, as the CPU twin does, so large positions agree) for all its heads, instead of a
+// double-precision pow and sincos per element of every head (that made this kernel ~19 us a
+// layer at batch 1, latency-bound on f64 math).
 #include "common.cuh"
 
 extern "C" __global__ void __launch_bounds__(ROPE_WARPS * WARP) qk_norm_rope_store(const RopeParams p) {
     __shared__ float buf[ROPE_WARPS][ROPE_MAX_D];
+    __shared__ float cs[ROPE_MAX_D / 2], sn[ROPE_MAX_D / 2];
     int t = blockIdx.x, lane = threadIdx.x % WARP, w = threadIdx.x / WARP;
     int d = p.d, half = p.rot / 2, pos = p.tok_pos[t];
+    for (int j = threadIdx.x; j < half; j += blockDim.x) {
+        double freq = pow((double)p.theta, -2.0 * j / p.rot);
+        double s, c;
+        sincos((double)pos * freq, &s, &c);
+        cs[j] = (float)c;
+        sn[j] = (float)s;
+    }
+    __syncthreads();
     const int32_t* pt = p.kv.page_table + p.kv.tok_pt[t];
     const float* row = p.qkv + (size_t)t * (p.nh + 2 * p.nkv) * d;
     float* b = buf[w];
@@ -31,11 +44,7 @@ extern "C" __global__ void __launch_bounds__(ROPE_WARPS * WARP) qk_norm_rope_sto
             float o = b[i];
             if (i < p.rot) {
                 int j = i < half ? i : i - half;
-                // Same angle arithmetic as the CPU twin (f64), so large positions agree.
-                double freq = pow((double)p.theta, -2.0 * j / p.rot);
-                double s, c;
-                sincos((double)pos * freq, &s, &c);
-                float sf = (float)s, cf = (float)c;
+                float sf = sn[j], cf = cs[j];
                 o = i < half ? b[i] * cf - b[i + half] * sf : b[i] * cf + b[i - half] * sf;
             }
             dst[i] = f2bf(o);
