@@ -61,7 +61,11 @@ typedef __nv_bfloat16 bf16;
 #define FP8_MAX 448.0f
 #define QUANT_THREADS 256
 
-// rope.cu: one warp per head at a time; head_dim up to ROPE_MAX_D.
+// norm.cu: threads a row, and the values a thread keeps in registers between its two passes.
+#define NORM_THREADS 256
+#define NORM_CACHE 8
+
+// rope.cu: one warp per head at a time, ROPE_WARPS heads a CTA; head_dim up to ROPE_MAX_D.
 #define ROPE_WARPS 4
 #define ROPE_THREADS (ROPE_WARPS * WARP)
 #define ROPE_MAX_D 256

@@ -1,7 +1,7 @@
 // Per-head QK RMSNorm + partial neox RoPE, and the write of K and V into the paged cache.
-// One CTA per token, one warp per head at a time. CPU twins: rms_norm_row, rope_row.
-// The rotation angles depend on the position only: the CTA computes its token's cos/sin once
-// (f64, as the CPU twin does, so large positions agree) for all its heads, instead of a
+// Grid (token, group of ROPE_WARPS heads): one warp per head. CPU twins: rms_norm_row, rope_row.
+// The rotation angles depend on the position only: each CTA computes its token's cos/sin once
+// (f64, as the CPU twin does, so large positions agree) for its heads, instead of a
 // double-precision pow and sincos per element of every head (that made this kernel ~19 us a
 // layer at batch 1, latency-bound on f64 math).
 #include "common.cuh"
@@ -22,7 +22,7 @@ extern "C" __global__ void __launch_bounds__(ROPE_WARPS * WARP) qk_norm_rope_sto
     const int32_t* pt = p.kv.page_table + p.kv.tok_pt[t];
     const float* row = p.qkv + (size_t)t * (p.nh + 2 * p.nkv) * d;
     float* b = buf[w];
-    for (int h = w; h < p.nh + 2 * p.nkv; h += ROPE_WARPS) {
+    for (int h = blockIdx.y * ROPE_WARPS + w; h < p.nh + 2 * p.nkv; h += ROPE_WARPS * gridDim.y) {
         const float* src = row + (size_t)h * d;
         if (h >= p.nh + p.nkv) {  // V: stored as is
             bf16* dst = p.kv.pool + kv_offset(p.kv, pt, pos, 1, p.nkv, h - p.nh - p.nkv, d);

@@ -136,7 +136,8 @@ impl CudaBackend {
             eps: c.rms_norm_eps,
             theta: c.rope_theta,
         };
-        self.k.launch(Kernel::QkNormRopeStore, (qkv.rows as u32, 1, 1), ROPE_THREADS as u32, &p)?;
+        let head_groups = (nh + 2 * c.num_key_value_heads).div_ceil(ROPE_WARPS) as u32;
+        self.k.launch(Kernel::QkNormRopeStore, (qkv.rows as u32, head_groups, 1), ROPE_THREADS as u32, &p)?;
         Ok(CudaAct { rows: qkv.rows, cols: nh * d, data: ActData::Bf16(q) })
     }
 

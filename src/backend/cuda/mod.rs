@@ -415,7 +415,7 @@ impl Backend for CudaBackend {
             cols: x.cols as i32,
             eps: self.cfg.rms_norm_eps,
         };
-        self.k.launch(Kernel::AddRmsNorm, (x.rows as u32, 1, 1), 256, &p)?;
+        self.k.launch(Kernel::AddRmsNorm, (x.rows as u32, 1, 1), NORM_THREADS as u32, &p)?;
         Ok(CudaAct { rows: x.rows, cols: x.cols, data: ActData::Bf16(out) })
     }
 
