@@ -73,6 +73,9 @@ Measured before the triton variant existed (H100 80GB HBM3, torch 2.11.0+cu130, 
   batch 1: 6.59 ms, 4: 7.94 ms, 16: 11.08 ms, 64: 21.48 ms (compile); eager+graph 9.90 /
   12.00 / 17.48 / 38.07 ms. --layout nk, --shared-separate, --attn gqa were within ~3%
   (3-layer runs); mode max-autotune-no-cudagraphs did not finish compiling in 3 minutes.
+Measured with it (H200, 2026-11-30, mask-frac 0, --variants compile,triton --tune-budget 30):
+  triton 4.77 / 5.80 / 7.72 / 16.40 ms at batch 1 / 4 / 16 / 64, compile 6.52 / 7.73 / 10.04 /
+  19.45 ms (docs/perf/issue13/baseline-mini.json).
 
   python3 tools/baseline_torch.py --preset mini --batch 1,4,16,64 --json OUT.json
   python3 tools/baseline_torch.py --preset mini --batch 1,4,16,64 --mask-frac 0 --json OUT0.json
