@@ -210,18 +210,11 @@ fn kernels(mut engine: Engine<crate::backend::cuda::CudaBackend>, a: &KernelsArg
 
 #[cfg(dllm_cuda)]
 fn profile_steps(engine: &mut Engine<crate::backend::cuda::CudaBackend>, a: &KernelsArgs) -> Result<()> {
-    use crate::decode::Policy;
-    use crate::engine::{Event, GenParams};
+    use crate::engine::Event;
     let c = &a.common;
     let bandwidth = engine.backend.measure_copy_bandwidth()?;
     let gemm = engine.backend.matmul_ceiling()?.unwrap_or(f64::NAN);
-    let params = GenParams {
-        max_new_tokens: c.block,
-        block_size: c.block,
-        policy: Policy::FixedCount { k: 1 },
-        ignore_eos: true,
-        ..GenParams::default()
-    };
+    let params = super::one_block_params(c.block);
     let mut rng = crate::rng::Rng::new(c.seed);
     let avoid = [engine.mask_id, engine.eos_id];
     let mut ids = vec![];

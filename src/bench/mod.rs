@@ -212,6 +212,21 @@ pub fn check_step_shape(prefix: usize, block: usize, steps: usize) -> Result<()>
     Ok(())
 }
 
+/// What every step benchmark decodes: one block (`max_new_tokens` of it), one position unmasked
+/// a step (random weights make confidences meaningless, so the policy is fixed), no early EOS.
+pub(crate) fn one_block_params(block: usize) -> GenParams {
+    GenParams { max_new_tokens: block, block_size: block, policy: Policy::FixedCount { k: 1 }, ignore_eos: true, ..GenParams::default() }
+}
+
+/// The config one of `tp` ranks runs (its heads and expert columns, ceil(V/tp) lm_head rows):
+/// tensor-parallel floors count one rank's bytes and FLOPs.
+pub(crate) fn rank_config(cfg: &ModelConfig, tp: usize) -> ModelConfig {
+    let shard = Shard { rank: 0, size: tp.max(1) };
+    let mut c = shard.local_config(cfg);
+    c.vocab_size = shard.vocab(cfg.vocab_size).len();
+    c
+}
+
 pub(crate) fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(|a, b| a.total_cmp(b));
@@ -237,22 +252,12 @@ fn bench_steps_as_set<B: Runner + Measure>(engine: &mut Engine<B>, a: &StepBench
     // Tensor parallel: the floor is one rank's, each GPU reading its shard (ceil(V/N) of
     // lm_head's rows), plus the all-reduces measured on the same GPUs.
     let tp = a.tp_size.max(1);
-    let cfg = {
-        let mut c = Shard { rank: 0, size: tp }.local_config(&engine.cfg);
-        c.vocab_size = Shard { rank: 0, size: tp }.vocab(engine.cfg.vocab_size).len();
-        c
-    };
+    let cfg = rank_config(&engine.cfg, tp);
     let mut rng = Rng::new(a.seed);
     let mut runs = vec![];
     for &batch in &a.batches {
         let _r = crate::nvtx::range_fmt(format_args!("bench batch {batch}"));
-        let params = GenParams {
-            max_new_tokens: a.block,
-            block_size: a.block,
-            policy: Policy::FixedCount { k: 1 },
-            ignore_eos: true,
-            ..GenParams::default()
-        };
+        let params = one_block_params(a.block);
         // Counting experts syncs once per layer, so it has a pass of its own; the timed pass
         // runs without it on fresh requests.
         engine.backend.count_experts(true);

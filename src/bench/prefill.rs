@@ -4,11 +4,9 @@
 //! over the copy bandwidth, whichever is longer (both ceilings measured in the same run).
 
 use super::{forward_bytes, median, random_prompt, with_tokens, TokenMode};
-use crate::backend::shard::Shard;
 use crate::backend::Measure;
 use crate::config::ModelConfig;
 use crate::decode::blocks::BlockLayout;
-use crate::decode::Policy;
 use crate::engine::{Engine, Event, GenParams, Runner, MAX_BLOCK_SIZE};
 use crate::rng::Rng;
 use anyhow::{bail, Context, Result};
@@ -187,18 +185,8 @@ fn bench_prefill_as_set<B: Runner + Measure>(engine: &mut Engine<B>, a: &Prefill
     let bandwidth = engine.backend.measure_copy_bandwidth()?;
     let gemm = engine.backend.matmul_ceiling()?;
     let tp = a.tp_size.max(1);
-    let cfg = {
-        let mut c = Shard { rank: 0, size: tp }.local_config(&engine.cfg);
-        c.vocab_size = Shard { rank: 0, size: tp }.vocab(engine.cfg.vocab_size).len();
-        c
-    };
-    let params = GenParams {
-        max_new_tokens: a.block,
-        block_size: a.block,
-        policy: Policy::FixedCount { k: 1 },
-        ignore_eos: true,
-        ..GenParams::default()
-    };
+    let cfg = super::rank_config(&engine.cfg, tp);
+    let params = super::one_block_params(a.block);
     let mut rng = Rng::new(a.seed);
     let mut all_reduce_s: BTreeMap<usize, Option<f64>> = BTreeMap::new();
     let mut runs = vec![];
