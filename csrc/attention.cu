@@ -155,7 +155,8 @@ __device__ __forceinline__ void block_attention_body(const AttnParams& p) {
     int kmax = 0;
     for (int i = lane; i < nt; i += WARP) kmax = max(kmax, p.tok_limit[t0 + i]);
     kmax = __reduce_max_sync(0xffffffffu, kmax);
-    const int k0 = split * p.split_keys, k1 = min(kmax, k0 + p.split_keys);
+    const int split_keys = *p.split_keys;
+    const int k0 = split * split_keys, k1 = min(kmax, k0 + split_keys);
     if (k0 >= k1) return;  // uniform over the CTA
     const int nchunks = (k1 - k0 + KC - 1) / KC;
 
@@ -343,7 +344,8 @@ extern "C" __global__ void __launch_bounds__(ATT_THREADS, ATT_CTAS_PER_SM) block
 // broadcast read). Split s holds token t's rows iff s * split_keys < limit(t).
 extern "C" __global__ void attention_combine(const AttnParams p) {
     const int t = blockIdx.x, h = blockIdx.y, d = p.d;
-    const int ns = (p.tok_limit[t] + p.split_keys - 1) / p.split_keys;
+    const int split_keys = *p.split_keys;
+    const int ns = (p.tok_limit[t] + split_keys - 1) / split_keys;
     const size_t stride = (size_t)p.tokens * p.nh;  // rows per split
     const size_t row = (size_t)t * p.nh + h;
     __shared__ float s_max, s_inv;

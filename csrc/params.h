@@ -209,7 +209,9 @@ struct AttnParams {
     int32_t nh;
     int32_t nkv;
     int32_t d;
-    int32_t split_keys;
+    // Keys a split covers, one value on the device: the step's CUDA graph replays at other
+    // prefix lengths with the same grid, the host rewriting only this (see attention.rs).
+    DEV_PTR(const int32_t) split_keys;
     int32_t num_splits;
     float scale;
 };

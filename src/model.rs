@@ -1,6 +1,6 @@
 //! The LLaDA2 forward, written once over [`Backend`].
 
-use crate::backend::{Backend, Linear, Norm, StepBatch};
+use crate::backend::{Backend, Head, Linear, Norm, StepBatch};
 use crate::config::ModelConfig;
 use crate::decode::Pick;
 use anyhow::Result;
@@ -68,16 +68,24 @@ pub fn forward_prefill<B: Backend>(b: &mut B, cfg: &ModelConfig, batch: &StepBat
     run_layers(b, cfg, batch, LastLayer::KvOnly).map(|_| ())
 }
 
+/// One step's forward through the lm_head (`head`), its results left with the backend; the
+/// backend may replay a recording of an earlier forward of the same shape (CUDA graphs).
+fn step_head<B: Backend>(b: &mut B, cfg: &ModelConfig, batch: &StepBatch, out_rows: &[usize], head: Head) -> Result<()> {
+    b.step_forward(batch, out_rows, head, &mut |b| {
+        let h = forward_hidden(b, cfg, batch, out_rows)?;
+        let _r = crate::nvtx::range("lm_head");
+        b.head(&h, head)
+    })
+}
+
 /// Greedy picks (token, probability) for `out_rows`.
 pub fn forward_pick<B: Backend>(b: &mut B, cfg: &ModelConfig, batch: &StepBatch, out_rows: &[usize]) -> Result<Vec<Pick>> {
-    let h = forward_hidden(b, cfg, batch, out_rows)?;
-    let _r = crate::nvtx::range("lm_head");
-    b.lm_head_pick(&h)
+    step_head(b, cfg, batch, out_rows, Head::Pick)?;
+    b.read_picks()
 }
 
 /// Full logits for `out_rows`, `[out_rows.len() * vocab]`.
 pub fn forward_logits<B: Backend>(b: &mut B, cfg: &ModelConfig, batch: &StepBatch, out_rows: &[usize]) -> Result<Vec<f32>> {
-    let h = forward_hidden(b, cfg, batch, out_rows)?;
-    let _r = crate::nvtx::range("lm_head");
-    b.lm_head_logits(&h)
+    step_head(b, cfg, batch, out_rows, Head::Logits)?;
+    b.read_logits()
 }

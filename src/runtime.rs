@@ -39,6 +39,9 @@ pub struct LoadOptions {
     /// `--quantization fp8`: routed experts as block FP8 (a checkpoint that stores them so is
     /// FP8 without it).
     pub quantization: Option<crate::fp8::Quantization>,
+    /// Steps of up to this many requests run as CUDA graphs (0: none); None: the backend's
+    /// default (SGLang's `--cuda-graph-max-bs`, `--disable-cuda-graph`).
+    pub cuda_graph_max_bs: Option<usize>,
 }
 
 /// SGLang's `--load-format`: the checkpoint's safetensors, or random weights in the shapes its
@@ -72,6 +75,14 @@ pub struct LoadFlags {
     /// the shapes config.json gives (SGLang's profiling mode).
     #[arg(long, value_enum, default_value = "auto")]
     pub load_format: LoadFormat,
+    /// Run every step's forward eagerly, without CUDA graphs (the GPU then idles between the
+    /// step's ~20 launches a layer; for debugging and comparison).
+    #[arg(long)]
+    pub disable_cuda_graph: bool,
+    /// Steps of up to this many requests are recorded as CUDA graphs (one per step shape) and
+    /// replayed. Default: 64.
+    #[arg(long)]
+    pub cuda_graph_max_bs: Option<usize>,
 }
 
 impl LoadFlags {
@@ -82,13 +93,21 @@ impl LoadFlags {
             tp_size: self.tp_size,
             load_format: self.load_format,
             quantization: self.quantization,
+            cuda_graph_max_bs: if self.disable_cuda_graph { Some(0) } else { self.cuda_graph_max_bs },
         }
     }
 }
 
 impl LoadOptions {
     pub fn on(device: Device) -> Self {
-        LoadOptions { device, mem_fraction_static: None, tp_size: 1, load_format: LoadFormat::Auto, quantization: None }
+        LoadOptions {
+            device,
+            mem_fraction_static: None,
+            tp_size: 1,
+            load_format: LoadFormat::Auto,
+            quantization: None,
+            cuda_graph_max_bs: None,
+        }
     }
 }
 
@@ -156,6 +175,9 @@ fn cuda_options(opts: &LoadOptions) -> crate::backend::cuda::CudaOptions {
         cuda.mem_fraction_static = f;
     }
     cuda.quantization = opts.quantization;
+    if let Some(n) = opts.cuda_graph_max_bs {
+        cuda.cuda_graph_max_bs = n;
+    }
     cuda
 }
 

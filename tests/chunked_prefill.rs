@@ -4,7 +4,7 @@
 
 use anyhow::{bail, Result};
 use dllm::backend::cpu::{CpuBackend, Mat};
-use dllm::backend::{Backend, Linear, Norm, StepBatch};
+use dllm::backend::{Backend, Head, Linear, Norm, StepBatch};
 use dllm::checkpoint::Checkpoint;
 use dllm::decode::Pick;
 use dllm::decode::Policy;
@@ -76,17 +76,17 @@ impl Backend for Recording {
     fn gather_rows(&mut self, x: &Mat, rows: &[usize]) -> Result<Mat> {
         self.inner.gather_rows(x, rows)
     }
-    fn lm_head_pick(&mut self, x: &Mat) -> Result<Vec<Pick>> {
+    fn head(&mut self, x: &Mat, head: Head) -> Result<()> {
         if let Some(f) = self.forwards.last_mut() {
             f.predicted = true;
         }
-        self.inner.lm_head_pick(x)
+        self.inner.head(x, head)
     }
-    fn lm_head_logits(&mut self, x: &Mat) -> Result<Vec<f32>> {
-        if let Some(f) = self.forwards.last_mut() {
-            f.predicted = true;
-        }
-        self.inner.lm_head_logits(x)
+    fn read_picks(&mut self) -> Result<Vec<Pick>> {
+        self.inner.read_picks()
+    }
+    fn read_logits(&mut self) -> Result<Vec<f32>> {
+        self.inner.read_logits()
     }
 }
 

@@ -174,11 +174,14 @@ impl Backend for Failing {
     fn gather_rows(&mut self, x: &Mat, rows: &[usize]) -> anyhow::Result<Mat> {
         self.inner.gather_rows(x, rows)
     }
-    fn lm_head_pick(&mut self, x: &Mat) -> anyhow::Result<Vec<dllm::decode::Pick>> {
-        self.inner.lm_head_pick(x)
+    fn head(&mut self, x: &Mat, head: dllm::backend::Head) -> anyhow::Result<()> {
+        self.inner.head(x, head)
     }
-    fn lm_head_logits(&mut self, x: &Mat) -> anyhow::Result<Vec<f32>> {
-        self.inner.lm_head_logits(x)
+    fn read_picks(&mut self) -> anyhow::Result<Vec<dllm::decode::Pick>> {
+        self.inner.read_picks()
+    }
+    fn read_logits(&mut self) -> anyhow::Result<Vec<f32>> {
+        self.inner.read_logits()
     }
 }
 

@@ -8,6 +8,7 @@
 #           quotes its speedup;
 #   kernels `bench kernels` of mini at batch 1, 16 and 64, bf16 and fp8 experts;
 #   mini    `bench step` of mini at batch 1, 4, 16, 64, bf16 and fp8 experts;
+#   eager   the same bf16 steps with --disable-cuda-graph (what the step's CUDA graph saves);
 #   prefill `bench prefill` of mini, prompts of 4096 and 32736 tokens, batch 1 and 8;
 #   flash   `bench step` of flash with fp8 experts on this one GPU (batch 1, 4, 16);
 #   switch  the expert GEMMs' item sizes: batch 4, 16, 64 with 16- and 64-row items forced;
@@ -21,7 +22,7 @@ OUT=$(mktemp -d)
 mkdir -p "$FINAL_OUT"
 trap 'tar czf "$FINAL_OUT/speed-results.tar.gz" -C "$OUT" .' EXIT
 C=.carry
-STEPS=${STEPS:-tests baseline kernels mini flash prefill switch long}
+STEPS=${STEPS:-tests baseline kernels mini eager flash prefill switch long}
 want() { [[ " $STEPS " == *" $1 "* ]]; }
 f=$(find / -xdev -name 'libcublas.so.13*' 2>/dev/null | head -1)
 echo "libcublas: ${f:-not found}" | tee "$OUT/libs.txt"
@@ -60,6 +61,11 @@ if want mini; then
             $([ $q = bf16 ] && echo "$BASE") --json "$OUT/step-mini-$q.json" >"$OUT/step-mini-$q.log" 2>&1
         echo "mini $q rc=$?"; tail -n 10 "$OUT/step-mini-$q.log"
     done
+fi
+if want eager; then
+    timeout 200 $C/dllm bench step --preset mini --device cuda $T --batch 1,4,16,64 $B --disable-cuda-graph \
+        --json "$OUT/step-mini-eager.json" >"$OUT/step-mini-eager.log" 2>&1
+    echo "mini eager rc=$?"; tail -n 10 "$OUT/step-mini-eager.log"
 fi
 if want switch; then
     # Where each item size of the expert GEMMs wins (the automatic choice is by rows per expert).

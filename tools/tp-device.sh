@@ -42,6 +42,9 @@ if want mini; then
         timeout 240 $C/dllm bench step --preset mini --device cuda --tp-size $tp --batch 1,4,16,64 $B \
             --json "$OUT/step-mini-tp$tp.json" >"$OUT/step-mini-tp$tp.log" 2>&1
         echo "mini tp$tp rc=$?"; tail -n 6 "$OUT/step-mini-tp$tp.log"
+        timeout 240 $C/dllm bench step --preset mini --device cuda --tp-size $tp --batch 1,4,16,64 $B --disable-cuda-graph \
+            --json "$OUT/step-mini-tp$tp-eager.json" >"$OUT/step-mini-tp$tp-eager.log" 2>&1
+        echo "mini tp$tp eager rc=$?"; tail -n 6 "$OUT/step-mini-tp$tp-eager.log"
     done
 fi
 if want flash; then

@@ -3,7 +3,7 @@
 
 use super::mem_group::MemGroup;
 use super::shard::Shard;
-use super::{Backend, Linear, Measure, Norm, StepBatch};
+use super::{Backend, Head, Linear, Measure, Norm, StepBatch};
 use crate::checkpoint::names::{self, Proj};
 use crate::checkpoint::Checkpoint;
 use crate::config::ModelConfig;
@@ -89,6 +89,14 @@ pub struct CpuBackend {
     max_seq_len: usize,
     /// Distinct experts per MoE layer of the current forward, when counting.
     touched: Option<Vec<usize>>,
+    /// What the last `head` produced, until it is read.
+    head_out: Option<HeadOut>,
+}
+
+/// The lm_head's results of one forward.
+enum HeadOut {
+    Picks(Vec<Pick>),
+    Logits(Vec<f32>),
 }
 
 /// Reads a rank's slices of the checkpoint's tensors as f32, counting their bytes on a
@@ -219,7 +227,19 @@ impl CpuBackend {
         // config names but the machine cannot hold is refused at the request, not by an abort.
         let kv_budget = available_memory().unwrap_or(DEFAULT_KV_BUDGET) / 2;
         let max_seq_len = kv_budget / kv_bytes_per_position(&cfg).max(1);
-        Ok(CpuBackend { embed, final_norm, lm_head, shard, group, layers, cfg, slots: Vec::new(), max_seq_len, touched: None })
+        Ok(CpuBackend {
+            embed,
+            final_norm,
+            lm_head,
+            shard,
+            group,
+            layers,
+            cfg,
+            slots: Vec::new(),
+            max_seq_len,
+            touched: None,
+            head_out: None,
+        })
     }
 
     /// Every rank's part, in rank order (just `part` at one rank).
@@ -533,23 +553,35 @@ impl Backend for CpuBackend {
         Ok(out)
     }
 
-    fn lm_head_pick(&mut self, x: &Mat) -> Result<Vec<Pick>> {
+    fn head(&mut self, x: &Mat, head: Head) -> Result<()> {
         let logits = matmul(x, &self.lm_head);
-        if self.group.is_none() {
-            return Ok(logits.data.par_chunks(logits.cols).map(pick_row).collect());
-        }
-        // Each row's share of this rank's vocabulary slice, then every rank combines all ranks'.
-        let first = self.shard.vocab(self.cfg.vocab_size).start as u32;
-        let shares: Vec<f32> = logits.data.par_chunks(logits.cols).flat_map_iter(|row| partial_pick(row, first).to_share()).collect();
-        Ok(combine_pick_shares(&self.gather(&shares)?, x.rows))
+        self.head_out = Some(match (head, &self.group) {
+            (Head::Pick, None) => HeadOut::Picks(logits.data.par_chunks(logits.cols).map(pick_row).collect()),
+            (Head::Pick, Some(_)) => {
+                // Each row's share of this rank's vocabulary slice, then every rank combines all ranks'.
+                let first = self.shard.vocab(self.cfg.vocab_size).start as u32;
+                let shares: Vec<f32> =
+                    logits.data.par_chunks(logits.cols).flat_map_iter(|row| partial_pick(row, first).to_share()).collect();
+                HeadOut::Picks(combine_pick_shares(&self.gather(&shares)?, x.rows))
+            }
+            (Head::Logits, None) => HeadOut::Logits(logits.data),
+            (Head::Logits, Some(_)) => HeadOut::Logits(self.shard.assemble_vocab(&self.gather(&logits.data)?, x.rows, self.cfg.vocab_size)),
+        });
+        Ok(())
     }
 
-    fn lm_head_logits(&mut self, x: &Mat) -> Result<Vec<f32>> {
-        let logits = matmul(x, &self.lm_head);
-        if self.group.is_none() {
-            return Ok(logits.data);
+    fn read_picks(&mut self) -> Result<Vec<Pick>> {
+        match self.head_out.take() {
+            Some(HeadOut::Picks(p)) => Ok(p),
+            _ => bail!("read_picks: the last forward's head made no picks"),
         }
-        Ok(self.shard.assemble_vocab(&self.gather(&logits.data)?, x.rows, self.cfg.vocab_size))
+    }
+
+    fn read_logits(&mut self) -> Result<Vec<f32>> {
+        match self.head_out.take() {
+            Some(HeadOut::Logits(l)) => Ok(l),
+            _ => bail!("read_logits: the last forward's head made no logits"),
+        }
     }
 }
 

@@ -62,6 +62,15 @@ pub enum Norm {
     Final,
 }
 
+/// What the lm_head hands back for a forward's output rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Head {
+    /// Per row the argmax token and its softmax probability (greedy): a few bytes a row.
+    Pick,
+    /// Whole logits rows (sampling and penalties on the host, tests).
+    Logits,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Linear {
     Qkv(usize),
@@ -96,9 +105,38 @@ pub trait Backend {
     /// rank then holds the same bits); nothing at one rank.
     fn all_reduce(&mut self, x: &mut Self::Act) -> Result<()>;
     fn gather_rows(&mut self, x: &Self::Act, rows: &[usize]) -> Result<Self::Act>;
-    /// lm_head fused with the per-row argmax and its softmax probability (tensor parallel: over
-    /// the whole vocabulary, the ranks combining their slices' shares).
-    fn lm_head_pick(&mut self, x: &Self::Act) -> Result<Vec<Pick>>;
-    /// Full logits rows on the host (sampling, tests); tensor parallel: gathered from the ranks.
-    fn lm_head_logits(&mut self, x: &Self::Act) -> Result<Vec<f32>>;
+    /// The lm_head over `x`'s rows; what it produced stays with the backend (on the device)
+    /// until [`Backend::read_picks`] or [`Backend::read_logits`] fetches it. `Head::Pick` fuses
+    /// the per-row argmax and its softmax probability (tensor parallel: over the whole
+    /// vocabulary, the ranks combining their slices' shares when it is read).
+    fn head(&mut self, x: &Self::Act, head: Head) -> Result<()>;
+    /// The picks of the last `head(.., Head::Pick)`.
+    fn read_picks(&mut self) -> Result<Vec<Pick>>;
+    /// The logits rows of the last `head(.., Head::Logits)` (tensor parallel: gathered from the
+    /// ranks), `[rows * vocab]`.
+    fn read_logits(&mut self) -> Result<Vec<f32>>;
+
+    fn lm_head_pick(&mut self, x: &Self::Act) -> Result<Vec<Pick>> {
+        self.head(x, Head::Pick)?;
+        self.read_picks()
+    }
+    fn lm_head_logits(&mut self, x: &Self::Act) -> Result<Vec<f32>> {
+        self.head(x, Head::Logits)?;
+        self.read_logits()
+    }
+
+    /// One denoising step's forward over `batch`, predicting `out_rows`: `forward` issues its
+    /// ops, ending with [`Backend::head`]. A backend that can record its launches (CUDA graphs)
+    /// may record the first forward of a shape and replay the recording for later ones on
+    /// their own inputs instead of calling `forward`; the results read the same either way.
+    fn step_forward(
+        &mut self,
+        batch: &StepBatch,
+        out_rows: &[usize],
+        head: Head,
+        forward: &mut dyn FnMut(&mut Self) -> Result<()>,
+    ) -> Result<()> {
+        let _ = (batch, out_rows, head);
+        forward(self)
+    }
 }

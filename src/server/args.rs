@@ -50,8 +50,6 @@ pub struct ServeArgs {
     #[arg(long)]
     pub trust_remote_code: bool,
     #[arg(long)]
-    pub disable_cuda_graph: bool,
-    #[arg(long)]
     pub disable_radix_cache: bool,
     /// Accepted for SGLang compatibility (metrics are always on at /metrics).
     #[arg(long)]
@@ -68,8 +66,6 @@ pub struct ServeArgs {
     /// -1 (any value <= 0) disables chunking. Default: 8192.
     #[arg(long, allow_negative_numbers = true)]
     pub chunked_prefill_size: Option<i64>,
-    #[arg(long)]
-    pub cuda_graph_max_bs: Option<usize>,
     /// Longest sequence (prompt + generated) a request may reach; at most the model's.
     #[arg(long)]
     pub context_length: Option<usize>,
@@ -340,8 +336,8 @@ fn note_accepted_flags(a: &ServeArgs) {
     if a.trust_remote_code {
         noted("--trust-remote-code", "dllm runs no model code from the checkpoint");
     }
-    if a.disable_cuda_graph {
-        noted("--disable-cuda-graph", "no effect here");
+    if a.load.disable_cuda_graph {
+        noted("--disable-cuda-graph", "every step runs eagerly, without CUDA graphs");
     }
     if a.disable_radix_cache {
         noted("--disable-radix-cache", "dllm has no prefix cache to disable");
@@ -352,11 +348,7 @@ fn note_accepted_flags(a: &ServeArgs) {
     if a.enable_metrics {
         noted("--enable-metrics", "metrics are always served at /metrics");
     }
-    for (f, set) in [
-        ("--skip-server-warmup", a.skip_server_warmup),
-        ("--dtype", a.dtype.is_some()),
-        ("--cuda-graph-max-bs", a.cuda_graph_max_bs.is_some()),
-    ] {
+    for (f, set) in [("--skip-server-warmup", a.skip_server_warmup), ("--dtype", a.dtype.is_some())] {
         if set {
             noted(f, "no effect here");
         }
@@ -382,7 +374,8 @@ fn args_json(a: &ServeArgs, threshold: f32, chunked_prefill_size: i64) -> serde_
         "dp_size": a.dp_size,
         "attention_backend": a.attention_backend,
         "trust_remote_code": a.trust_remote_code,
-        "disable_cuda_graph": a.disable_cuda_graph,
+        "disable_cuda_graph": a.load.disable_cuda_graph,
+        "cuda_graph_max_bs": a.load.cuda_graph_max_bs,
         "disable_radix_cache": a.disable_radix_cache,
         "context_length": a.context_length,
         "chunked_prefill_size": chunked_prefill_size,

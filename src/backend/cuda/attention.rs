@@ -9,19 +9,79 @@ use crate::backend::{SeqRun, StepBatch};
 use anyhow::{bail, Result};
 use cudarc::driver::CudaSlice;
 
-/// The per-token layout of the last step batch on the device (shared by all layers).
+/// A forward's inputs on the device, in one buffer written by one copy: per token its id,
+/// position, page-table offset and key limit; the lm_head's rows; the attention's query tiles
+/// and keys per split; the sequences' page tables. The kernels read them through pointers into
+/// it, so a CUDA graph of the forward (graph.rs) replays on new inputs after that one copy.
 pub(super) struct StepLayout {
+    /// What it was built from: a later call for the same batch and rows reuses it.
     runs: Vec<SeqRun>,
     positions: Vec<u32>,
-    tok_pos: CudaSlice<i32>,
-    tok_pt: CudaSlice<i32>,
-    tok_limit: CudaSlice<i32>,
-    page_table: CudaSlice<i32>,
+    pub(super) tokens: Vec<u32>,
+    pub(super) out_rows: Vec<usize>,
+    pub(super) shape: StepShape,
+    pub(super) pack: CudaSlice<i32>,
+}
+
+/// What fixes a forward's launches (grids, buffer sizes, pointers into the pack): two forwards
+/// of one shape run the same launches on different inputs, so one CUDA graph serves both.
+/// Sequence slots, positions and prefix lengths are not in it: they are data in the pack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) struct StepShape {
+    pub tokens: usize,
+    pub out_rows: usize,
     /// Attention query tiles (first token, tokens), none spanning two runs.
-    tiles: CudaSlice<i32>,
-    num_tiles: usize,
-    /// The largest key limit of the batch.
-    max_limit: usize,
+    pub tiles: usize,
+    /// Key splits of block_attention (grid z; see [`att_splits`]).
+    pub splits: usize,
+    /// Room for the page tables (a power of two, so slowly growing contexts share a shape).
+    pub page_room: usize,
+}
+
+/// The pack's sections, in order: i32 offsets of each (see [`StepLayout`]).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct PackOffsets {
+    pub ids: usize,
+    pub tok_pos: usize,
+    pub tok_pt: usize,
+    pub tok_limit: usize,
+    pub out_rows: usize,
+    pub tiles: usize,
+    pub split_keys: usize,
+    pub page_table: usize,
+    pub len: usize,
+}
+
+impl StepShape {
+    pub(super) fn offsets(&self) -> PackOffsets {
+        let t = self.tokens;
+        let tiles = 4 * t + self.out_rows;
+        let split_keys = tiles + 2 * self.tiles;
+        let page_table = split_keys + 1;
+        PackOffsets {
+            ids: 0,
+            tok_pos: t,
+            tok_pt: 2 * t,
+            tok_limit: 3 * t,
+            out_rows: 4 * t,
+            tiles,
+            split_keys,
+            page_table,
+            len: page_table + self.page_room,
+        }
+    }
+}
+
+impl StepLayout {
+    /// The device address of the pack's i32 at `offset`.
+    pub(super) fn at(&self, base: u64, offset: usize) -> u64 {
+        base + 4 * offset as u64
+    }
+
+    /// Whether this layout was built for `batch` (its tokens aside).
+    fn serves(&self, batch: &StepBatch) -> bool {
+        self.runs == batch.runs && self.positions == batch.positions
+    }
 }
 
 /// The block_attention instance that serves head_dim `d` (csrc/attention.cu zero-fills the
@@ -44,39 +104,87 @@ const ATT_MIN_SPLIT_CHUNKS: usize = 2;
 /// How many key splits: the count minimising waves x (chunks a split + fixed cost), where a
 /// wave is `slots` CTAs (SMs x ATT_CTAS_PER_SM), at least ATT_MIN_SPLIT_CHUNKS chunks a split
 /// (ties: fewer splits). Batch 1 at 1056 keys (8 CTAs a split, 17 chunks): 9 splits of 2
-/// chunks; batch 16 (128 CTAs): 2; batch 64 (512): 1, no combine.
+/// chunks; batch 16 (128 CTAs): 2; batch 64 (512): 1, no combine. The forward asks it for the
+/// chunk count rounded up to a power of two (see [`split_rule`]).
 fn att_splits(ctas: usize, chunks: usize, slots: usize) -> usize {
     let most = chunks.div_ceil(ATT_MIN_SPLIT_CHUNKS).max(1);
     let cost = |s: usize| (ctas * s).div_ceil(slots) * (chunks.div_ceil(s) + ATT_CTA_COST_CHUNKS);
     (1..=most).min_by_key(|&s| (cost(s), s)).unwrap_or(1)
 }
 
+/// The step's key split: (splits, keys a split). The split count comes from [`att_splits`] at
+/// the chunk count rounded up to a power of two, so it changes only when the context doubles
+/// and a CUDA graph of the step replays while the prefix grows; the keys a split covers then
+/// follow the context exactly (a data value: splits past the longest context have no keys and
+/// exit). Eager forwards use the same rule, so a replay computes what they compute.
+fn split_rule(ctas: usize, max_limit: usize, kc: usize, slots: usize) -> (usize, usize) {
+    let chunks = max_limit.div_ceil(kc).max(1);
+    let splits = att_splits(ctas, chunks.next_power_of_two(), slots);
+    let split_keys = max_limit.div_ceil(splits).div_ceil(kc).max(1) * kc;
+    (splits, split_keys)
+}
+
 impl CudaBackend {
     /// Layer `layer` of the KV pool, addressed through the step's page tables.
     fn paged_kv(&self, s: &StepLayout, layer: usize) -> PagedKv {
+        let (base, o) = (self.p(&s.pack), s.shape.offsets());
         PagedKv {
             pool: self.p(&self.kv),
-            page_table: self.p(&s.page_table),
-            tok_pt: self.p(&s.tok_pt),
+            page_table: s.at(base, o.page_table),
+            tok_pt: s.at(base, o.tok_pt),
             page_size: self.pool.page_size as i32,
             layer: layer as i32,
             num_layers: self.cfg.num_hidden_layers as i32,
         }
     }
 
-    /// The step's per-token layout on the device; rebuilt only when the batch changes.
-    fn layout(&mut self, batch: &StepBatch) -> Result<()> {
+    /// Stage `batch`'s inputs (and the lm_head's `out_rows`) on the device, one copy; kept
+    /// while later calls name the same batch and rows (the layers of one forward).
+    pub(super) fn stage(&mut self, batch: &StepBatch, out_rows: &[usize]) -> Result<()> {
         if let Some(s) = &self.step {
-            if s.runs == batch.runs && s.positions == batch.positions {
+            if s.serves(batch) && s.tokens == batch.tokens && s.out_rows == out_rows {
                 return Ok(());
             }
         }
+        let (shape, host) = self.layout_image(batch, out_rows)?;
+        self.step = Some(self.upload_layout(batch, out_rows, shape, &host)?);
+        Ok(())
+    }
+
+    /// A new device pack holding `host`.
+    pub(super) fn upload_layout(&self, batch: &StepBatch, out_rows: &[usize], shape: StepShape, host: &[i32]) -> Result<StepLayout> {
+        Ok(StepLayout {
+            runs: batch.runs.clone(),
+            positions: batch.positions.clone(),
+            tokens: batch.tokens.clone(),
+            out_rows: out_rows.to_vec(),
+            shape,
+            pack: self.upload(host, "the step's inputs")?,
+        })
+    }
+
+    /// The layout ops that see only the batch (a test's single op) stage it with the rows
+    /// the last staging had, or none.
+    fn layout(&mut self, batch: &StepBatch) -> Result<()> {
+        match &self.step {
+            Some(s) if s.serves(batch) => Ok(()),
+            _ => self.stage(batch, &[]),
+        }
+    }
+
+    /// The pack's host image for `batch` and `out_rows`, and its shape.
+    pub(super) fn layout_image(&self, batch: &StepBatch, out_rows: &[usize]) -> Result<(StepShape, Vec<i32>)> {
+        let c = &self.cfg;
+        let t = batch.num_tokens();
+        if let Some(&r) = out_rows.iter().find(|&&r| r >= t) {
+            bail!("output row {r} is out of range ({t} rows)");
+        }
         let mut page_table: Vec<i32> = vec![];
-        let (mut tok_pos, mut tok_pt, mut tok_limit) = (vec![], vec![], vec![]);
+        let (mut tok_pt, mut tok_limit) = (Vec::with_capacity(t), Vec::with_capacity(t));
         let limits = batch.key_limits();
         let mut row = 0;
         let mut tiles: Vec<i32> = vec![];
-        let tile_tokens = (ATT_ROWS / (self.cfg.num_attention_heads / self.cfg.num_key_value_heads)).max(1);
+        let tile_tokens = (ATT_ROWS / (c.num_attention_heads / c.num_key_value_heads)).max(1);
         for r in &batch.runs {
             for t0 in (0..r.len).step_by(tile_tokens) {
                 tiles.push((row + t0) as i32);
@@ -90,26 +198,32 @@ impl CudaBackend {
             let off = page_table.len() as i32;
             page_table.extend(table.iter().map(|&p| p as i32));
             for _ in 0..r.len {
-                tok_pos.push(batch.positions[row] as i32);
                 tok_pt.push(off);
                 tok_limit.push(limits[row].1 as i32);
                 row += 1;
             }
         }
+        let max_limit = tok_limit.iter().copied().max().unwrap_or(0) as usize;
         let num_tiles = tiles.len() / 2;
-        let tiles = self.upload(&tiles, "attention tiles")?;
-        self.step = Some(StepLayout {
-            tiles,
-            num_tiles,
-            max_limit: tok_limit.iter().copied().max().unwrap_or(0) as usize,
-            runs: batch.runs.clone(),
-            positions: batch.positions.clone(),
-            tok_pos: self.upload(&tok_pos, "token positions")?,
-            tok_pt: self.upload(&tok_pt, "page-table offsets")?,
-            tok_limit: self.upload(&tok_limit, "key limits")?,
-            page_table: self.upload(&page_table, "page tables")?,
-        });
-        Ok(())
+        let (kc, _, _) = att_kernel(c.head_dim());
+        let (splits, split_keys) = split_rule(num_tiles * c.num_key_value_heads, max_limit, kc, self.sm_count * ATT_CTAS_PER_SM);
+        let shape =
+            StepShape { tokens: t, out_rows: out_rows.len(), tiles: num_tiles, splits, page_room: page_table.len().next_power_of_two() };
+        let o = shape.offsets();
+        let mut host = vec![0i32; o.len];
+        for (i, &id) in batch.tokens.iter().enumerate() {
+            host[o.ids + i] = id as i32;
+            host[o.tok_pos + i] = batch.positions[i] as i32;
+        }
+        host[o.tok_pt..o.tok_pt + t].copy_from_slice(&tok_pt);
+        host[o.tok_limit..o.tok_limit + t].copy_from_slice(&tok_limit);
+        for (i, &r) in out_rows.iter().enumerate() {
+            host[o.out_rows + i] = r as i32;
+        }
+        host[o.tiles..o.tiles + tiles.len()].copy_from_slice(&tiles);
+        host[o.split_keys] = split_keys as i32;
+        host[o.page_table..o.page_table + page_table.len()].copy_from_slice(&page_table);
+        Ok((shape, host))
     }
 
     /// qk_norm_rope_store: per-head QK norm + RoPE, K and V into the step's pages (csrc/rope.cu).
@@ -120,13 +234,14 @@ impl CudaBackend {
         let src = self.f32_of(qkv, "qk_norm_rope_store")?;
         let q = self.alloc_bf16(qkv.rows * nh * d, "q")?;
         let s = self.step.as_ref().unwrap();
+        let (base, o) = (self.p(&s.pack), s.shape.offsets());
         let l = &self.w.layers[layer];
         let p = RopeParams {
             qkv: self.p(src),
             q_norm: self.p(&l.q_norm),
             k_norm: self.p(&l.k_norm),
             q_out: self.p(&q),
-            tok_pos: self.p(&s.tok_pos),
+            tok_pos: s.at(base, o.tok_pos),
             kv: self.paged_kv(s, layer),
             tokens: qkv.rows as i32,
             nh: nh as i32,
@@ -157,13 +272,9 @@ impl CudaBackend {
         let c = &self.cfg;
         let (nh, nkv, d) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim());
         let s = self.step.as_ref().unwrap();
-        let tiles = &s.tiles;
-        let (kc, smem, kernel) = att_kernel(d);
-        let slots = self.sm_count * ATT_CTAS_PER_SM;
-        let chunks = s.max_limit.div_ceil(kc).max(1);
-        let splits = att_splits(s.num_tiles * nkv, chunks, slots);
-        let split_keys = chunks.div_ceil(splits) * kc;
-        let num_splits = s.max_limit.div_ceil(split_keys).max(1);
+        let (base, o) = (self.p(&s.pack), s.shape.offsets());
+        let (_, smem, kernel) = att_kernel(d);
+        let num_splits = s.shape.splits;
         let (part_acc, part_ml) = if num_splits > 1 {
             (
                 Some(self.k.alloc::<f32>(num_splits * rows * nh * d, "attention partials")?),
@@ -175,8 +286,8 @@ impl CudaBackend {
         let p = AttnParams {
             q: self.p(q),
             out: self.p(out),
-            tok_limit: self.p(&s.tok_limit),
-            tiles: self.p(tiles),
+            tok_limit: s.at(base, o.tok_limit),
+            tiles: s.at(base, o.tiles),
             part_acc: part_acc.as_ref().map_or(0, |b| self.p(b)),
             part_ml: part_ml.as_ref().map_or(0, |b| self.p(b)),
             kv: self.paged_kv(s, layer),
@@ -184,11 +295,11 @@ impl CudaBackend {
             nh: nh as i32,
             nkv: nkv as i32,
             d: d as i32,
-            split_keys: split_keys as i32,
+            split_keys: s.at(base, o.split_keys),
             num_splits: num_splits as i32,
             scale: 1.0 / (d as f32).sqrt(),
         };
-        let grid = (s.num_tiles as u32, nkv as u32, num_splits as u32);
+        let grid = (s.shape.tiles as u32, nkv as u32, num_splits as u32);
         self.k.launch_smem(kernel, grid, ATT_THREADS as u32, smem, &p)?;
         if num_splits > 1 {
             self.k.launch(Kernel::AttentionCombine, (rows as u32, nh as u32, 1), 128, &p)?;
@@ -215,5 +326,20 @@ mod tests {
         assert_eq!(att_kernel(16).2, Kernel::BlockAttentionD64);
         assert_eq!(att_kernel(128).2, Kernel::BlockAttention);
         assert_eq!(att_kernel(144).2, Kernel::BlockAttentionD256);
+    }
+
+    #[test]
+    fn split_rule_keeps_the_split_count_until_the_context_doubles() {
+        let (kc, slots) = (att_kernel(128).0, 132 * ATT_CTAS_PER_SM);
+        // Batch 1 at 1056 keys: 16 splits of 128 keys (9 of them hold keys), as eager always ran.
+        assert_eq!(split_rule(8, 1056, kc, slots), (16, 128));
+        // Every context from 1025 to 2048 keys: the same split count, keys a split following it.
+        for keys in [1025, 1088, 1500, 2048] {
+            let (splits, split_keys) = split_rule(8, keys, kc, slots);
+            assert_eq!(splits, 16, "{keys} keys");
+            assert!(splits * split_keys >= keys && split_keys - kc < keys.div_ceil(splits), "{keys} keys");
+            assert_eq!(split_keys % kc, 0);
+        }
+        assert_eq!(split_rule(512, 1056, kc, slots).0, 1); // batch 64: no combine
     }
 }

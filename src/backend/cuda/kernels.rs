@@ -39,9 +39,15 @@ unsafe impl DeviceRepr for UnmaskParams {}
 unsafe impl DeviceRepr for InitParams {}
 unsafe impl DeviceRepr for SpinParams {}
 
+/// cuBLAS's workspace, ours: cuBLAS must not allocate one inside a CUDA graph capture
+/// (graph.rs); 32 MiB is what NVIDIA advises on Hopper.
+const CUBLAS_WORKSPACE_BYTES: usize = 32 << 20;
+
 pub struct Kernels {
     pub stream: Arc<CudaStream>,
     blas: CudaBlas,
+    /// Handed to cuBLAS (kept alive as long as the handle).
+    _blas_workspace: CudaSlice<u8>,
     /// Indexed by `Kernel as usize` (the order of `Kernel::ALL`).
     fns: Vec<CudaFunction>,
     sync_each: bool,
@@ -65,6 +71,19 @@ struct Profile {
 /// How long [`Kernels::hold_stream`] holds the stream: longer than the host takes to queue
 /// one forward of the largest shapes with two events per launch.
 const PROFILE_HOLD_US: u32 = 20_000;
+
+/// A recorded CUDA graph (graph.rs), owned by one backend.
+pub struct Graph(cudarc::driver::CudaGraph);
+
+// SAFETY: CUDA asks only that a graph's calls be serialised; a Graph is reached only through its
+// backend, which one thread at a time owns (it moves to the engine thread, it is never shared).
+unsafe impl Send for Graph {}
+
+impl Graph {
+    pub fn launch(&self) -> Result<()> {
+        self.0.launch().map_err(CudaError::driver(|| "replaying the step's CUDA graph".into()))
+    }
+}
 
 /// Whether the NVIDIA driver library can be loaded (cudarc panics when it cannot).
 pub fn driver_library_present() -> bool {
@@ -90,6 +109,15 @@ impl Kernels {
         let blas = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| CudaBlas::new(stream.clone())))
             .map_err(|_| CudaError::MissingLibrary { lib: "libcublas (CUDA 13)" })?
             .map_err(|cause| CudaError::Cublas { what: "cublasCreate".into(), cause })?;
+        // SAFETY: cuBLAS writes the workspace only inside its own launches.
+        let workspace = unsafe { stream.alloc::<u8>(CUBLAS_WORKSPACE_BYTES) }
+            .map_err(|e| CudaError::alloc("the cuBLAS workspace", CUBLAS_WORKSPACE_BYTES, e))?;
+        let ws = workspace.device_ptr(&stream).0;
+        // SAFETY: the handle is live and the workspace is a device buffer of that many bytes that
+        // outlives it (both fields of Kernels, the buffer dropped after the handle).
+        unsafe { cublas_sys::cublasSetWorkspace_v2(*blas.handle(), ws as *mut std::ffi::c_void, CUBLAS_WORKSPACE_BYTES) }
+            .result()
+            .map_err(|cause| CudaError::Cublas { what: "cublasSetWorkspace".into(), cause })?;
         let mut modules = HashMap::new();
         for (module, fatbin) in embedded::MODULES {
             let m = ctx
@@ -106,7 +134,49 @@ impl Kernels {
         // A debugging switch, so an environment variable rather than an option.
         let sync_each = std::env::var("DLLM_CUDA_SYNC").map(|v| v == "1").unwrap_or(false);
         let prof = profile.then(|| Mutex::new(Profile::default()));
-        Ok(Kernels { stream, blas, fns, sync_each, prof, smem_raised: Mutex::new(HashMap::new()), resident: Mutex::new(HashMap::new()) })
+        Ok(Kernels {
+            stream,
+            blas,
+            _blas_workspace: workspace,
+            fns,
+            sync_each,
+            prof,
+            smem_raised: Mutex::new(HashMap::new()),
+            resident: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Whether every launch is timed (a forward that is never recorded as a CUDA graph).
+    pub fn profiling(&self) -> bool {
+        self.prof.is_some()
+    }
+
+    /// Whether every launch synchronises (`DLLM_CUDA_SYNC=1`; never inside a CUDA graph).
+    pub fn syncs_each_launch(&self) -> bool {
+        self.sync_each
+    }
+
+    /// Start recording this stream's launches (thread-local mode: other threads, such as the
+    /// other tensor-parallel ranks capturing their own streams, are not disturbed).
+    pub fn begin_capture(&self) -> Result<()> {
+        use cudarc::driver::sys::CUstreamCaptureMode as M;
+        self.stream
+            .begin_capture(M::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+            .map_err(CudaError::driver(|| "starting a CUDA graph capture".into()))
+    }
+
+    /// Stop recording; the launches since [`Kernels::begin_capture`] as a graph ready to launch.
+    pub fn end_capture(&self) -> Result<Graph> {
+        let g = self
+            .stream
+            .end_capture(cudarc::driver::sys::CUgraphInstantiate_flags(0))
+            .map_err(CudaError::driver(|| "ending a CUDA graph capture".into()))?
+            .ok_or_else(|| CudaError::Driver {
+                what: "ending a CUDA graph capture: nothing was recorded".into(),
+                cause: cudarc::driver::DriverError(cudarc::driver::sys::cudaError_enum::CUDA_ERROR_STREAM_CAPTURE_INVALIDATED),
+            })?;
+        g.upload().map_err(CudaError::driver(|| "uploading a CUDA graph".into()))?;
+        Ok(Graph(g))
     }
 
     pub fn prof_start(&self) -> Option<CudaEvent> {

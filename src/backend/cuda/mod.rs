@@ -12,6 +12,7 @@ mod attention;
 mod device;
 pub mod error;
 mod fp8;
+mod graph;
 pub mod kernels;
 pub mod kv_cache;
 mod measure;
@@ -22,7 +23,7 @@ pub mod weights;
 use super::mem_group::MemGroup;
 use super::ranks::Ranks;
 use super::shard::Shard;
-use super::{Backend, Linear, Norm, StepBatch};
+use super::{Backend, Head, Linear, Norm, StepBatch};
 use crate::checkpoint::Checkpoint;
 use crate::config::ModelConfig;
 use crate::decode::sample::combine_pick_shares;
@@ -39,6 +40,7 @@ pub use act::{ActData, CudaAct};
 use attention::StepLayout;
 use device::open_device;
 pub use device::{device_available, device_count};
+use graph::HeadOut;
 
 #[derive(Debug, Clone)]
 pub struct CudaOptions {
@@ -63,6 +65,9 @@ pub struct CudaOptions {
     /// or 64 (shared-memory tiles, csrc/moe_gemm.cu); `None` picks by the rows an expert
     /// averages in the step. `dllm bench --moe-item-rows` measures the choice.
     pub moe_item_rows: Option<usize>,
+    /// Steps of up to this many requests run as CUDA graphs (graph.rs), one recorded per step
+    /// shape; 0 runs every forward eagerly (SGLang's `--cuda-graph-max-bs`, `--disable-cuda-graph`).
+    pub cuda_graph_max_bs: usize,
 }
 
 impl Default for CudaOptions {
@@ -77,6 +82,7 @@ impl Default for CudaOptions {
             check_tp_routing: false,
             quantization: None,
             moe_item_rows: None,
+            cuda_graph_max_bs: graph::DEFAULT_MAX_BS,
         }
     }
 }
@@ -151,7 +157,12 @@ pub struct CudaBackend {
     w: Weights,
     kv: CudaSlice<u16>,
     pool: PagePool,
+    /// The inputs of the forward being issued (eager, or being recorded).
     step: Option<StepLayout>,
+    /// The lm_head's results of the last eager forward (or of the one being recorded).
+    out: Option<HeadOut>,
+    /// The step shapes recorded as CUDA graphs, and which one the last step replayed.
+    graphs: graph::StepGraphs,
     device_name: String,
     sm_count: usize,
     /// Distinct experts per MoE layer of the current forward, when counting (benchmarks).
@@ -225,6 +236,8 @@ impl CudaBackend {
             w,
             kv,
             step: None,
+            out: None,
+            graphs: graph::StepGraphs::new(opts.cuda_graph_max_bs),
             device_name,
             sm_count,
             touched: Default::default(),
@@ -267,13 +280,6 @@ impl CudaBackend {
     /// This rank's slice of the vocabulary (the whole of it at one rank).
     fn vocab_slice(&self) -> std::ops::Range<usize> {
         self.tp.shard.vocab(self.cfg.vocab_size)
-    }
-
-    /// `[rows, vocab slice]` logits.
-    fn logits(&self, x: &CudaAct) -> Result<CudaSlice<f32>> {
-        let xb = self.bf16_of(x, "lm_head")?;
-        let w = self.w.lm_head.as_ref().unwrap_or(&self.w.embed);
-        self.gemm("lm_head", xb, w, x.rows, self.vocab_slice().len(), self.cfg.hidden_size)
     }
 
     /// Seconds per all-reduce of `floats` f32 across the ranks, as a step issues them: 64 queued
@@ -374,12 +380,18 @@ impl Backend for CudaBackend {
         if let Some(&t) = tokens.iter().find(|&&t| t as usize >= v) {
             bail!("token id {t} is outside the vocabulary ({v})");
         }
-        let ids = self.upload(tokens, "token ids")?;
+        // The staged forward's ids (a CUDA graph cannot upload), else this call's own.
+        let staged = self.step.as_ref().filter(|s| s.tokens == tokens).map(|s| s.at(self.p(&s.pack), s.shape.offsets().ids));
+        let own = match staged {
+            Some(_) => None,
+            None => Some(self.upload(tokens, "token ids")?),
+        };
+        let ids = staged.unwrap_or_else(|| own.as_ref().map_or(0, |b| self.p(b)));
         self.k.hold_stream()?; // profiling: queue the forward before it runs
         let out = self.alloc_f32(tokens.len() * h, "embeddings")?;
         let p = EmbedParams {
             table: self.p(&self.w.embed),
-            tokens: self.p(&ids),
+            tokens: ids,
             out: self.p(&out),
             rows: tokens.len() as i32,
             cols: h as i32,
@@ -461,47 +473,71 @@ impl Backend for CudaBackend {
         if let Some(&r) = rows.iter().find(|&&r| r >= x.rows) {
             bail!("gather_rows: row {r} is out of range ({} rows)", x.rows);
         }
-        let idx = self.upload(&rows.iter().map(|&r| r as i32).collect::<Vec<_>>(), "row indices")?;
+        // The staged forward's output rows (a CUDA graph cannot upload), else this call's own.
+        let staged = self.step.as_ref().filter(|s| s.out_rows == rows).map(|s| s.at(self.p(&s.pack), s.shape.offsets().out_rows));
+        let own = match staged {
+            Some(_) => None,
+            None => Some(self.upload(&rows.iter().map(|&r| r as i32).collect::<Vec<_>>(), "row indices")?),
+        };
+        let idx = staged.unwrap_or_else(|| own.as_ref().map_or(0, |b| self.p(b)));
         let out = self.alloc_f32(rows.len() * x.cols, "gathered rows")?;
-        let p = GatherParams { src: self.p(src), rows: self.p(&idx), out: self.p(&out), n: rows.len() as i32, cols: x.cols as i32 };
+        let p = GatherParams { src: self.p(src), rows: idx, out: self.p(&out), n: rows.len() as i32, cols: x.cols as i32 };
         self.k.launch(Kernel::GatherRows, (rows.len() as u32, 1, 1), 256, &p)?;
         Ok(CudaAct { rows: rows.len(), cols: x.cols, data: ActData::F32(out) })
     }
 
-    fn lm_head_pick(&mut self, x: &CudaAct) -> Result<Vec<Pick>> {
-        let logits = self.logits(x)?;
-        let tok = self.k.alloc::<u32>(x.rows, "picked tokens")?;
-        let prob = self.alloc_f32(x.rows, "pick probabilities")?;
-        let share = match &self.tp.group {
-            Some(_) => Some(self.alloc_f32(3 * x.rows, "pick shares")?),
-            None => None,
-        };
+    fn head(&mut self, x: &CudaAct, head: Head) -> Result<()> {
+        self.ensure_head_out(head, x.rows)?;
+        let out = self.out.as_ref().unwrap();
+        let xb = self.bf16_of(x, "lm_head")?;
+        let w = self.w.lm_head.as_ref().unwrap_or(&self.w.embed);
+        let (vocab, h) = (self.vocab_slice(), self.cfg.hidden_size);
+        if let Some(logits) = &out.logits {
+            return Ok(self.k.gemm_bf16_f32("lm_head", self.p(xb), self.p(w), self.p(logits), x.rows, vocab.len(), h, 0.0)?);
+        }
+        let logits = self.gemm("lm_head", xb, w, x.rows, vocab.len(), h)?;
         let p = PickParams {
             logits: self.p(&logits),
-            token: self.p(&tok),
-            prob: self.p(&prob),
-            share: share.as_ref().map_or(0, |s| self.p(s)),
+            token: self.p(&out.token),
+            prob: self.p(&out.prob),
+            share: out.share.as_ref().map_or(0, |s| self.p(s)),
             rows: x.rows as i32,
-            vocab: self.vocab_slice().len() as i32,
-            token_base: self.vocab_slice().start as i32,
+            vocab: vocab.len() as i32,
+            token_base: vocab.start as i32,
         };
         self.k.launch(Kernel::RowArgmax, (x.rows as u32, 1, 1), PICK_THREADS as u32, &p)?;
-        if let (Some(group), Some(share)) = (&self.tp.group, &share) {
+        Ok(())
+    }
+
+    fn read_picks(&mut self) -> Result<Vec<Pick>> {
+        let out = self.head_out(Head::Pick)?;
+        if let (Some(group), Some(share)) = (&self.tp.group, &out.share) {
             // Vocab-parallel: three floats per row cross between the ranks, never the logits.
             let mine = self.download(share, "pick shares")?;
-            return Ok(combine_pick_shares(&group.all_gather(self.tp.shard.rank, &mine)?, x.rows));
+            return Ok(combine_pick_shares(&group.all_gather(self.tp.shard.rank, &mine)?, out.rows));
         }
-        let t = self.download(&tok, "picked tokens")?;
-        let pr = self.download(&prob, "pick probabilities")?;
+        let t = self.download(&out.token, "picked tokens")?;
+        let pr = self.download(&out.prob, "pick probabilities")?;
         Ok(t.into_iter().zip(pr).map(|(token, prob)| Pick { token, prob }).collect())
     }
 
-    fn lm_head_logits(&mut self, x: &CudaAct) -> Result<Vec<f32>> {
-        let logits = self.download(&self.logits(x)?, "logits")?;
+    fn read_logits(&mut self) -> Result<Vec<f32>> {
+        let out = self.head_out(Head::Logits)?;
+        let logits = self.download(out.logits.as_ref().unwrap(), "logits")?;
         match &self.tp.group {
             // Sampling needs whole rows: the ranks' slices meet on the host.
-            Some(group) => Ok(self.tp.shard.assemble_vocab(&group.all_gather(self.tp.shard.rank, &logits)?, x.rows, self.cfg.vocab_size)),
+            Some(group) => Ok(self.tp.shard.assemble_vocab(&group.all_gather(self.tp.shard.rank, &logits)?, out.rows, self.cfg.vocab_size)),
             None => Ok(logits),
         }
+    }
+
+    fn step_forward(
+        &mut self,
+        batch: &StepBatch,
+        out_rows: &[usize],
+        head: Head,
+        forward: &mut dyn FnMut(&mut Self) -> Result<()>,
+    ) -> Result<()> {
+        self.graphed_step(batch, out_rows, head, forward)
     }
 }

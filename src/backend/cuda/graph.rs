@@ -1,0 +1,216 @@
+//! CUDA graphs of the denoising step (SGLang's `--cuda-graph-max-bs`, `--disable-cuda-graph`).
+//!
+//! A step is ~20 launches a layer, most of them a few microseconds long at small batches: issued
+//! one by one they leave the GPU idle between them. The first forward of a step shape (see
+//! [`StepShape`]: tokens, output rows, attention tiles and splits, page-table room) runs
+//! eagerly, its result is the step's, and is then recorded (stream capture) into a graph that
+//! owns its own input pack and output buffers; a later step of that shape copies its inputs into
+//! the pack (one copy) and replays the graph. Everything a replay must see change is data in
+//! the pack (token ids, positions, page tables, key limits, the attention's keys per split), so
+//! one graph serves every step of a block, every block while the context stays within its
+//! power of two, and any requests of the same shape. Activations inside the graph are its own
+//! stream-ordered allocations, freed inside it.
+//!
+//! What is never recorded (it syncs with the host inside the forward, or times each launch):
+//! expert counting, the tensor-parallel routing check, per-launch profiling and
+//! `DLLM_CUDA_SYNC`. A shape whose recording fails runs eagerly from then on (said once).
+
+use super::attention::StepShape;
+use super::error::CudaError;
+use super::kernels::Graph;
+use super::CudaBackend;
+use crate::backend::{Head, StepBatch};
+use anyhow::{bail, Result};
+use cudarc::driver::CudaSlice;
+use std::collections::{HashMap, HashSet};
+
+/// Steps of up to this many requests are recorded by default (`--cuda-graph-max-bs`).
+pub const DEFAULT_MAX_BS: usize = 64;
+
+/// The most graphs kept; past it the least recently replayed is dropped. Requests in different
+/// phases of their blocks give a batch of B requests up to B + 1 token counts, each a shape.
+const MAX_GRAPHS: usize = 64;
+
+/// A recorded forward is found by its shape and what its head returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) struct GraphKey {
+    shape: StepShape,
+    head: Head,
+}
+
+/// The lm_head's results on the device until read: picks (token, probability and, tensor
+/// parallel, this rank's shares of them) or this rank's logits rows. A graph owns its own.
+pub(super) struct HeadOut {
+    pub head: Head,
+    pub rows: usize,
+    pub token: CudaSlice<u32>,
+    pub prob: CudaSlice<f32>,
+    pub share: Option<CudaSlice<f32>>,
+    pub logits: Option<CudaSlice<f32>>,
+}
+
+struct Recorded {
+    graph: Graph,
+    /// The pack the graph's kernels read (a replay copies its inputs here first).
+    pack: CudaSlice<i32>,
+    out: HeadOut,
+    last_used: u64,
+}
+
+pub(super) struct StepGraphs {
+    max_bs: usize,
+    recorded: HashMap<GraphKey, Recorded>,
+    /// Shapes whose recording failed: they run eagerly.
+    unrecordable: HashSet<GraphKey>,
+    /// The graph the last step replayed, whose outputs the reads fetch.
+    replayed: Option<GraphKey>,
+    /// Replays so far (tests).
+    replays: u64,
+    clock: u64,
+}
+
+impl StepGraphs {
+    pub fn new(max_bs: usize) -> Self {
+        StepGraphs { max_bs, recorded: HashMap::new(), unrecordable: HashSet::new(), replayed: None, replays: 0, clock: 0 }
+    }
+}
+
+impl CudaBackend {
+    /// (CUDA graphs held, steps replayed from them) so far (tests).
+    pub fn graph_counts(&self) -> (usize, u64) {
+        (self.graphs.recorded.len(), self.graphs.replays)
+    }
+
+    /// Make `self.out` hold `rows` results of `head` (reused when it already does, so a forward
+    /// being recorded writes the buffers the graph keeps).
+    pub(super) fn ensure_head_out(&mut self, head: Head, rows: usize) -> Result<()> {
+        if self.out.as_ref().is_some_and(|o| o.head == head && o.rows == rows) {
+            return Ok(());
+        }
+        let logits = match head {
+            Head::Logits => Some(self.alloc_f32(rows * self.vocab_slice().len(), "logits")?),
+            Head::Pick => None,
+        };
+        let share = match (&self.tp.group, head) {
+            (Some(_), Head::Pick) => Some(self.alloc_f32(3 * rows, "pick shares")?),
+            _ => None,
+        };
+        self.out = Some(HeadOut {
+            head,
+            rows,
+            token: self.k.alloc::<u32>(rows, "picked tokens")?,
+            prob: self.alloc_f32(rows, "pick probabilities")?,
+            share,
+            logits,
+        });
+        Ok(())
+    }
+
+    /// The outputs of the last forward's head: the replayed graph's, else the eager ones.
+    pub(super) fn head_out(&self, head: Head) -> Result<&HeadOut> {
+        let out = match self.graphs.replayed {
+            Some(key) => self.graphs.recorded.get(&key).map(|r| &r.out),
+            None => self.out.as_ref(),
+        };
+        match out {
+            Some(o) if o.head == head => Ok(o),
+            _ => bail!("reading the lm_head's {head:?} results, but the last forward's head made none"),
+        }
+    }
+
+    /// Whether this forward may be recorded or replayed: nothing in it may talk to the host.
+    fn graphable(&self, batch: &StepBatch) -> bool {
+        self.graphs.max_bs > 0
+            && batch.runs.len() <= self.graphs.max_bs
+            && self.touched.borrow().is_none()
+            && !self.opts.check_tp_routing
+            && !self.k.profiling()
+            && !self.k.syncs_each_launch()
+    }
+
+    /// [`crate::backend::Backend::step_forward`]: replay the shape's graph, or run `forward`
+    /// eagerly and record it.
+    pub(super) fn graphed_step(
+        &mut self,
+        batch: &StepBatch,
+        out_rows: &[usize],
+        head: Head,
+        forward: &mut dyn FnMut(&mut Self) -> Result<()>,
+    ) -> Result<()> {
+        self.graphs.replayed = None;
+        if !self.graphable(batch) {
+            self.stage(batch, out_rows)?;
+            return forward(self);
+        }
+        let (shape, host) = self.layout_image(batch, out_rows)?;
+        let key = GraphKey { shape, head };
+        self.graphs.clock += 1;
+        let clock = self.graphs.clock;
+        if let Some(rec) = self.graphs.recorded.get_mut(&key) {
+            self.k.stream.memcpy_htod(&host, &mut rec.pack).map_err(CudaError::driver(|| "copying the step's inputs".into()))?;
+            rec.graph.launch()?;
+            rec.last_used = clock;
+            self.graphs.replayed = Some(key);
+            self.graphs.replays += 1;
+            return Ok(());
+        }
+        // The shape's first step: eagerly (its result is this step's), then recorded.
+        self.step = Some(self.upload_layout(batch, out_rows, shape, &host)?);
+        forward(self)?;
+        if !self.graphs.unrecordable.contains(&key) {
+            if let Err(e) = self.record(key, batch, out_rows, &host, forward) {
+                eprintln!(
+                    "warning: the CUDA graph of a {}-token step was not recorded; steps of its shape run eagerly: {e:#}",
+                    shape.tokens
+                );
+                self.graphs.unrecordable.insert(key);
+            }
+        }
+        Ok(())
+    }
+
+    /// Record `forward` for `key` on inputs and outputs of its own, leaving the eager forward's
+    /// (this step's results) in place.
+    fn record(
+        &mut self,
+        key: GraphKey,
+        batch: &StepBatch,
+        out_rows: &[usize],
+        host: &[i32],
+        forward: &mut dyn FnMut(&mut Self) -> Result<()>,
+    ) -> Result<()> {
+        let eager = (self.step.take(), self.out.take());
+        let recorded = self.capture(key, batch, out_rows, host, forward);
+        let (layout, out) = (self.step.take(), self.out.take());
+        (self.step, self.out) = eager;
+        let graph = recorded?;
+        let (Some(layout), Some(out)) = (layout, out) else { bail!("the recorded forward left no inputs or outputs") };
+        if self.graphs.recorded.len() >= MAX_GRAPHS {
+            if let Some(old) = self.graphs.recorded.iter().min_by_key(|(_, r)| r.last_used).map(|(k, _)| *k) {
+                self.graphs.recorded.remove(&old);
+            }
+        }
+        let last_used = self.graphs.clock;
+        self.graphs.recorded.insert(key, Recorded { graph, pack: layout.pack, out, last_used });
+        Ok(())
+    }
+
+    fn capture(
+        &mut self,
+        key: GraphKey,
+        batch: &StepBatch,
+        out_rows: &[usize],
+        host: &[i32],
+        forward: &mut dyn FnMut(&mut Self) -> Result<()>,
+    ) -> Result<Graph> {
+        // Made before the capture: buffers that outlive the graph cannot be allocated inside it.
+        self.step = Some(self.upload_layout(batch, out_rows, key.shape, host)?);
+        self.ensure_head_out(key.head, out_rows.len())?;
+        self.k.begin_capture()?;
+        let issued = forward(self);
+        // Always end the capture, so the stream leaves capture mode whatever happened.
+        let graph = self.k.end_capture();
+        issued?;
+        Ok(graph?)
+    }
+}
