@@ -181,10 +181,19 @@ impl<B> Drop for Ranks<B> {
     fn drop(&mut self) {
         // A stopped group may hold a rank that never woke: leave its thread to the process exit.
         let stopped = self.stopped.lock().map(|s| s.is_some()).unwrap_or(true);
-        for r in std::mem::take(&mut self.ranks) {
-            drop(r.jobs); // the rank's loop ends, its backend drops on its own thread
-            if !stopped {
-                let _ = r.thread.join();
+        // Every rank's loop ends first, then the joins: the ranks' backends drop on their own
+        // threads at the same time (tearing down a collective communicator may wait for its
+        // peers, so one rank at a time could hang).
+        let threads: Vec<JoinHandle<()>> = std::mem::take(&mut self.ranks)
+            .into_iter()
+            .map(|r| {
+                drop(r.jobs);
+                r.thread
+            })
+            .collect();
+        if !stopped {
+            for t in threads {
+                let _ = t.join();
             }
         }
     }

@@ -104,7 +104,8 @@ impl Kernels {
     pub fn new(ctx: &Arc<CudaContext>, profile: bool) -> Result<Self> {
         // SAFETY: the backend uses one stream, so cudarc's per-buffer event tracking is not needed.
         unsafe { ctx.disable_event_tracking() };
-        let stream = ctx.default_stream();
+        // A stream of our own: the legacy default stream cannot be captured into a CUDA graph.
+        let stream = ctx.new_stream().map_err(CudaError::driver(|| "creating the backend's CUDA stream".into()))?;
         // cudarc loads libcublas lazily and panics when it is absent: make that an error.
         let blas = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| CudaBlas::new(stream.clone())))
             .map_err(|_| CudaError::MissingLibrary { lib: "libcublas (CUDA 13)" })?

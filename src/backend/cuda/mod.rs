@@ -352,6 +352,15 @@ fn check_shapes(c: &ModelConfig) -> Result<()> {
     Ok(())
 }
 
+impl Drop for CudaBackend {
+    /// The CUDA graphs go before the communicator: a graph that captured NCCL collectives holds
+    /// resources of it.
+    fn drop(&mut self) {
+        let _ = self.k.sync("dropping the backend");
+        self.graphs = graph::StepGraphs::new(0);
+    }
+}
+
 impl Backend for CudaBackend {
     type Act = CudaAct;
 
