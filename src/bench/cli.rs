@@ -58,6 +58,7 @@ pub struct Common {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Tensor-parallel ranks (GPUs; with --device cpu, threads). The floor is counted per rank.
+    /// `bench kernels` profiles rank 0's shapes standing alone on one GPU (no all-reduces).
     #[arg(long, alias = "tensor-parallel-size", default_value_t = 1)]
     pub tp_size: usize,
     /// Write the results here as JSON.
@@ -195,11 +196,13 @@ fn cuda(cmd: BenchCmd, process_start: std::time::Instant) -> Result<()> {
         ..CudaOptions::default()
     };
     let src = ModelSource::parse(&common.preset);
-    if common.tp_size > 1 {
-        if matches!(cmd, BenchCmd::Kernels(_)) {
-            bail!("bench kernels profiles one GPU's kernels; use --tp-size 1");
+    let (seed, tp_size) = (common.seed, common.tp_size);
+    if tp_size > 1 {
+        if let BenchCmd::Kernels(a) = cmd {
+            // One GPU's kernels: rank 0's shapes, standing alone (no all-reduce).
+            return kernels(super::engines::cuda_rank_alone_engine(&src, seed, tp_size, &opts)?, &a);
         }
-        return run_on(super::engines::cuda_ranks_engine(&src, common.seed, common.tp_size, &opts)?, cmd, process_start);
+        return run_on(super::engines::cuda_ranks_engine(&src, seed, tp_size, &opts)?, cmd, process_start);
     }
     let engine = super::engines::cuda_engine(&src, common.seed, &opts)?;
     if let BenchCmd::Kernels(a) = cmd {

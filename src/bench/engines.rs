@@ -101,6 +101,28 @@ pub fn cuda_ranks_engine(
     }
 }
 
+/// One tensor-parallel rank's shapes standing alone on one GPU (`bench kernels --tp-size N`): a
+/// preset's config as rank 0 of `size` holds it (its heads, its slices of every intermediate
+/// width, its slice of the vocabulary), random weights, no collectives. Its kernels are the
+/// rank's kernels; the all-reduces are not among them. Token ids come from the slice.
+#[cfg(dllm_cuda)]
+pub fn cuda_rank_alone_engine(
+    src: &ModelSource,
+    seed: u64,
+    size: usize,
+    opts: &crate::backend::cuda::CudaOptions,
+) -> Result<Engine<crate::backend::cuda::CudaBackend>> {
+    use crate::backend::cuda::CudaBackend;
+    let ModelSource::Preset(name) = src else { anyhow::bail!("profiling one rank alone takes a preset (random weights), not a checkpoint") };
+    let (whole, _, _) = preset_config(name)?;
+    crate::backend::shard::Shard::check(&whole, size)?;
+    let cfg = super::rank_config(&whole, size);
+    let v = cfg.vocab_size as u32;
+    let b = CudaBackend::random(cfg, seed, opts)?;
+    let cfg = b.cfg.clone();
+    Ok(Engine::new(b, cfg, v - 1, v - 2))
+}
+
 /// The CUDA engine: a checkpoint, or a preset's weights drawn on the device from `seed`.
 #[cfg(dllm_cuda)]
 pub fn cuda_engine(
