@@ -220,14 +220,23 @@ pub fn sample_row_u(logits: &[f32], p: &Sampling, u: f64) -> Pick {
     idx.sort_unstable();
     let z: f64 = idx.iter().map(|&i| w[i] as f64).sum();
     let target = u * z;
-    let mut acc = 0.0;
-    for (k, &i) in idx.iter().enumerate() {
+    let pick = |i: usize| Pick { token: i as u32, prob: (w[i] as f64 / z) as f32 };
+    // A weight that underflowed to 0 is never drawn, not even when rounding leaves the target
+    // past the last sum: that takes the last token of positive weight.
+    let (mut acc, mut last) = (0.0, None);
+    for &i in idx.iter().filter(|&&i| w[i] > 0.0) {
         acc += w[i] as f64;
-        if target < acc || k + 1 == idx.len() {
-            return Pick { token: i as u32, prob: (w[i] as f64 / z) as f32 };
+        if target < acc {
+            return pick(i);
         }
+        last = Some(i);
     }
-    unreachable!("the kept set holds at least the most likely token")
+    // The most likely token weighs exp(0) = 1 and is always kept; only a row without a finite
+    // logit has no positive weight (its first kept token, as the GPU sampler's argmax).
+    match last.or(idx.first().copied()) {
+        Some(i) => pick(i),
+        None => Pick { token: 0, prob: 0.0 },
+    }
 }
 
 #[cfg(test)]
@@ -305,11 +314,13 @@ mod tests {
         let z_k: f64 = order[..keep].iter().map(|&i| w[i]).sum();
         if p.top_p < 1.0 {
             let mut acc = 0.0;
-            keep = order[..keep].iter().position(|&i| {
-                acc += w[i];
-                acc >= p.top_p as f64 * z_k
-            })
-            .map_or(keep, |n| n + 1);
+            keep = order[..keep]
+                .iter()
+                .position(|&i| {
+                    acc += w[i];
+                    acc >= p.top_p as f64 * z_k
+                })
+                .map_or(keep, |n| n + 1);
         }
         keep = keep.min(order.iter().take_while(|&&i| w[i] >= p.min_p as f64).count());
         let z: f64 = order[..keep].iter().map(|&i| w[i]).sum();
