@@ -346,3 +346,37 @@ struct InitParams {
 struct SpinParams {
     uint32_t us;
 };
+
+// ---- sampler.cu ------------------------------------------------------------------------------
+
+// One CTA of SAMPLE_THREADS a row. The bars are found by radix select over the logits' 32-bit
+// order keys in three digit passes of SAMPLE_DIGIT0 + 2 x SAMPLE_DIGIT bits (the wide first
+// digit spreads logits that share a sign and exponent over more bins, so fewer shared-memory
+// atomics collide). The draw cuts the row into SAMPLE_THREADS segments of a multiple of WARP
+// tokens, so a warp's loads stay coalesced while the segments keep token-id order.
+#define SAMPLE_THREADS 512
+#define SAMPLE_UNROLL 8  // logits loads in flight a thread (as PICK_UNROLL)
+#define SAMPLE_DIGIT0 12
+#define SAMPLE_DIGIT 10
+static_assert(SAMPLE_DIGIT0 + 2 * SAMPLE_DIGIT == 32, "three digits cover a 32-bit key");
+
+// One row's sampling knobs: decode::sample::Sampling and the row's uniform draw.
+struct RowSampling {
+    float temperature;  // 0: greedy, as lm_head.cu's row_argmax (argmax, its softmax probability)
+    int32_t top_k;      // 0 (or >= vocab) keeps every token
+    float top_p;        // >= 1 keeps every token
+    float min_p;        // <= 0 keeps every token; capped at 1 (the best token always stays)
+    float u;            // uniform in [0, 1): the inverse-CDF draw in token-id order
+};
+
+// sampler.cu, sample_rows: decode::sample::sample_row_u on the device, one CTA per row of
+// logits [rows][vocab] f32; per row the drawn token and its probability in the kept,
+// renormalised distribution.
+struct SampleParams {
+    DEV_PTR(const float) logits;
+    DEV_PTR(const RowSampling) sampling;  // [rows]
+    DEV_PTR(uint32_t) token;              // [rows]
+    DEV_PTR(float) prob;                  // [rows]
+    int32_t rows;
+    int32_t vocab;
+};

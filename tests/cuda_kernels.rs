@@ -400,6 +400,116 @@ mod cuda {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// The device sampler against its CPU twin, draw for draw: random rows (flat, peaked, with
+    /// tied logits, wide enough that weights underflow) of several vocabularies, mini's among
+    /// them, under many knob settings and uniforms near 0 and 1. A token or probability that
+    /// differs must be a near-tie: the host, with u, top_p or min_p moved by 1e-4 (relative
+    /// for the last two), must draw the device's token with its probability; and near-ties
+    /// must stay rare.
+    #[test]
+    fn sample_kernel_matches_sample_row_u() {
+        use dllm::backend::cuda::kernels::params::RowSampling;
+        use dllm::decode::sample::{pick_row, sample_row_u, Sampling};
+        if skip() {
+            return;
+        }
+        let dir = tmp("sampler");
+        make_model("tiny", &dir, 0).unwrap();
+        let gpu = CudaBackend::load(&Checkpoint::open(&dir).unwrap(), &opts()).unwrap();
+        // (temperature, top_k, top_p, min_p); temperature 0 is the greedy pick.
+        let combos: [(f32, usize, f32, f32); 13] = [
+            (1.0, 0, 1.0, 0.0),
+            (0.7, 0, 1.0, 0.0),
+            (1.5, 1, 1.0, 0.0),
+            (1.0, 50, 1.0, 0.0),
+            (1.0, 0, 0.9, 0.0),
+            (0.8, 0, 1e-6, 0.0),
+            (1.0, 40, 0.95, 0.0),
+            (1.0, 0, 1.0, 0.05),
+            (1.2, 100, 0.8, 0.02),
+            (1.0, 5000, 0.99, 0.0),
+            (0.3, 0, 0.5, 0.3),
+            (0.05, 0, 1.0, 0.0),
+            (0.0, 0, 1.0, 0.0),
+        ];
+        let row_of = |rng: &mut Rng, vocab: usize, kind: usize| -> Vec<f32> {
+            match kind {
+                0 => rand_vec(rng, vocab, 0.5),
+                1 => {
+                    let mut r = rand_vec(rng, vocab, 3.0);
+                    for _ in 0..3 {
+                        r[(rng.next_u64() % vocab as u64) as usize] += 12.0;
+                    }
+                    r
+                }
+                // Quarter steps: many tokens share a logit, at the bars too.
+                2 => rand_vec(rng, vocab, 2.0).iter().map(|x| (x * 4.0).round() / 4.0).collect(),
+                _ => rand_vec(rng, vocab, 10.0),
+            }
+        };
+        let uniforms = |rng: &mut Rng, r: usize| match r % 4 {
+            0 => 1e-7,
+            1 => 1.0 - 1e-7,
+            _ => rng.uniform(),
+        };
+        let mut rng = Rng::new(17);
+        let (mut cases, mut ties) = (0usize, 0usize);
+        let mut check = |vocab: usize, rows: Vec<(Vec<f32>, Sampling, RowSampling)>| {
+            let flat: Vec<f32> = rows.iter().flat_map(|(r, _, _)| r.iter().copied()).collect();
+            let knobs: Vec<RowSampling> = rows.iter().map(|(_, _, k)| *k).collect();
+            let got = gpu.sample_host_logits(&flat, rows.len(), &knobs).unwrap();
+            assert_eq!(got.len(), rows.len());
+            for (r, ((row, s, k), g)) in rows.iter().zip(&got).enumerate() {
+                let host = |s: &Sampling, u: f64| if s.temperature == 0.0 { pick_row(row) } else { sample_row_u(row, s, u) };
+                let same = |h: Pick| h.token == g.token && (h.prob - g.prob).abs() <= 1e-4 * h.prob.max(1e-30);
+                let want = host(s, k.u as f64);
+                cases += 1;
+                if same(want) {
+                    continue;
+                }
+                let eps = 1e-4;
+                let us = [k.u as f64, (k.u as f64 - eps).max(1e-9), (k.u as f64 + eps).min(1.0 - 1e-9)];
+                let ps = if s.top_p < 1.0 { vec![s.top_p, s.top_p * (1.0 - eps as f32), s.top_p * (1.0 + eps as f32)] } else { vec![1.0] };
+                let ms = if s.min_p > 0.0 { vec![s.min_p, s.min_p * (1.0 - eps as f32), s.min_p * (1.0 + eps as f32)] } else { vec![0.0] };
+                let near =
+                    us.iter().any(|&u| ps.iter().any(|&top_p| ms.iter().any(|&min_p| same(host(&Sampling { top_p, min_p, ..*s }, u)))));
+                assert!(near, "vocab {vocab} row {r} {s:?} u {}: device {g:?}, host {want:?}", k.u);
+                eprintln!("near-tie: vocab {vocab} row {r} {s:?} u {}: device {g:?}, host {want:?}", k.u);
+                ties += 1;
+            }
+        };
+        for vocab in [1usize, 7, 100, 1000, 4099, 157_184] {
+            let mut rows = vec![];
+            for kind in 0..4 {
+                for (c, &(temperature, top_k, top_p, min_p)) in combos.iter().enumerate() {
+                    let s = Sampling { temperature, top_k, top_p, min_p };
+                    let u = uniforms(&mut rng, c + kind);
+                    rows.push((row_of(&mut rng, vocab, kind), s, RowSampling::new(&s, u)));
+                }
+            }
+            check(vocab, rows);
+        }
+        // The largest batch a step samples (64 requests of 32 positions), knobs drawn at random.
+        let rows: Vec<_> = (0..64 * 32)
+            .map(|r| {
+                let (temperature, top_k, top_p, min_p) = combos[(rng.next_u64() % combos.len() as u64) as usize];
+                let s = Sampling { temperature, top_k, top_p, min_p };
+                let u = uniforms(&mut rng, r);
+                (row_of(&mut rng, 1000, r % 4), s, RowSampling::new(&s, u))
+            })
+            .collect();
+        check(1000, rows);
+        eprintln!("sampler: {cases} draws, {ties} near-ties");
+        assert!(ties * 50 <= cases, "{ties} near-ties in {cases} draws: too many to be rounding");
+        // Bad shapes are errors.
+        let one = [RowSampling::greedy()];
+        assert!(gpu.sample_host_logits(&[0.0; 10], 3, &[one[0]; 3]).is_err(), "10 logits are not 3 rows");
+        assert!(gpu.sample_host_logits(&[0.0; 10], 2, &one).is_err(), "2 rows need 2 knobs");
+        assert!(gpu.sample_host_logits(&[], 1, &one).is_err(), "no logits");
+        assert!(gpu.sample_host_logits(&[], 0, &[]).unwrap().is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// How far the two backends' confidences may drift (bf16 activations vs f32: the full
     /// model's logits differ by ~0.5% relative on the tiny model, so probabilities by up to a
     /// few percent at worst) and what counts as a near-tie decision.

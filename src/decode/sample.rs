@@ -154,10 +154,23 @@ pub fn combine_picks(parts: &[PartialPick]) -> Pick {
     Pick { token: best.token, prob: 1.0 / z }
 }
 
-/// Temperature, top-k, top-p and min-p, then a draw; the confidence is the drawn token's probability
-/// under the filtered distribution. O(vocab) unless top-p needs the kept tokens in order
-/// (a full sort of a 157k vocabulary per position would cost milliseconds per step).
+/// Temperature, top-k, top-p and min-p, then a draw: [`sample_row_u`] with `u` from `rng`.
 pub fn sample_row(logits: &[f32], p: &Sampling, rng: &mut Rng) -> Pick {
+    sample_row_u(logits, p, rng.uniform())
+}
+
+/// The whole sampling rule given its uniform draw `u` in (0, 1); the CUDA sampler
+/// (csrc/sampler.cu) follows it, so that the two can be compared draw for draw.
+///
+/// The kept set is a prefix of the tokens in logit order (larger first, ties: lower id first):
+/// top-k keeps the first `top_k`; the nucleus is the shortest prefix of those whose mass reaches
+/// `top_p` of theirs; min-p drops tokens whose weight (relative to the best, after temperature)
+/// is below `min_p`. The draw is the inverse CDF over the kept tokens in token-id order (the
+/// order a GPU can take with one pass of prefix sums, where logit order would need a sort);
+/// the confidence is the drawn token's probability under the kept, renormalised distribution.
+/// O(vocab) unless top-p needs the kept tokens in order (a full sort of a 157k vocabulary per
+/// position would cost milliseconds per step).
+pub fn sample_row_u(logits: &[f32], p: &Sampling, u: f64) -> Pick {
     let by_logit = |a: &usize, b: &usize| logits[*b].total_cmp(&logits[*a]).then(a.cmp(b));
     let mut idx: Vec<usize> = (0..logits.len()).collect();
     if p.top_k > 0 && p.top_k < idx.len() {
@@ -196,24 +209,34 @@ pub fn sample_row(logits: &[f32], p: &Sampling, rng: &mut Rng) -> Pick {
             }
             head = idx.len();
         }
-        z = idx.iter().map(|&i| w[i] as f64).sum();
     }
     if p.min_p > 0.0 {
-        // The most likely candidate has weight exp(0) = 1, so the bar is min_p itself; it is
-        // never dropped. Measured, as the nucleus is, before either filter renormalizes.
-        idx.retain(|&i| w[i] >= p.min_p);
-        z = idx.iter().map(|&i| w[i] as f64).sum();
+        // The most likely candidate has weight exp(0) = 1, so the bar is min_p itself (a bar
+        // above 1 would drop everything: it is capped there). Measured, as the nucleus is,
+        // before either filter renormalizes.
+        let bar = p.min_p.min(1.0);
+        idx.retain(|&i| w[i] >= bar);
     }
-    let probs: Vec<f64> = idx.iter().map(|&i| w[i] as f64 / z).collect();
-    let u = rng.uniform();
-    let mut acc = 0.0;
-    for (k, &pr) in probs.iter().enumerate() {
-        acc += pr;
-        if u < acc || k + 1 == probs.len() {
-            return Pick { token: idx[k] as u32, prob: pr as f32 };
+    idx.sort_unstable();
+    let z: f64 = idx.iter().map(|&i| w[i] as f64).sum();
+    let target = u * z;
+    let pick = |i: usize| Pick { token: i as u32, prob: (w[i] as f64 / z) as f32 };
+    // A weight that underflowed to 0 is never drawn, not even when rounding leaves the target
+    // past the last sum: that takes the last token of positive weight.
+    let (mut acc, mut last) = (0.0, None);
+    for &i in idx.iter().filter(|&&i| w[i] > 0.0) {
+        acc += w[i] as f64;
+        if target < acc {
+            return pick(i);
         }
+        last = Some(i);
     }
-    unreachable!("probabilities are non-empty")
+    // The most likely token weighs exp(0) = 1 and is always kept; only a row without a finite
+    // logit has no positive weight (its first kept token, as the GPU sampler's argmax).
+    match last.or(idx.first().copied()) {
+        Some(i) => pick(i),
+        None => Pick { token: 0, prob: 0.0 },
+    }
 }
 
 #[cfg(test)]
@@ -278,6 +301,81 @@ mod tests {
         // At a lower temperature token 0 falls below the bar too (e^-2 = 0.14 < 0.2).
         let cold = Sampling { temperature: 0.5, ..p };
         assert_eq!(sample_row(&logits, &cold, &mut rng), Pick { token: 1, prob: 1.0 });
+    }
+
+    /// The filtered distribution by the book: sort every token (logit order, ties: lower id),
+    /// keep the shortest of the three prefixes, renormalise. Indexed by token id.
+    fn reference_probs(logits: &[f32], p: &Sampling) -> Vec<f64> {
+        let mut order: Vec<usize> = (0..logits.len()).collect();
+        order.sort_by(|a, b| logits[*b].total_cmp(&logits[*a]).then(a.cmp(b)));
+        let m = logits[order[0]];
+        let w: Vec<f64> = logits.iter().map(|&l| ((l - m) * (1.0 / p.temperature)).exp() as f64).collect();
+        let mut keep = if p.top_k > 0 { p.top_k.min(order.len()) } else { order.len() };
+        let z_k: f64 = order[..keep].iter().map(|&i| w[i]).sum();
+        if p.top_p < 1.0 {
+            let mut acc = 0.0;
+            keep = order[..keep]
+                .iter()
+                .position(|&i| {
+                    acc += w[i];
+                    acc >= p.top_p as f64 * z_k
+                })
+                .map_or(keep, |n| n + 1);
+        }
+        keep = keep.min(order.iter().take_while(|&&i| w[i] >= p.min_p as f64).count());
+        let z: f64 = order[..keep].iter().map(|&i| w[i]).sum();
+        let mut probs = vec![0.0; logits.len()];
+        for &i in &order[..keep] {
+            probs[i] = w[i] / z;
+        }
+        probs
+    }
+
+    #[test]
+    fn the_draw_is_the_inverse_cdf_of_the_filtered_distribution_in_token_order() {
+        let mut rng = Rng::new(11);
+        let mut rows: Vec<Vec<f32>> = vec![
+            // Ties at the top-k bar and inside the nucleus: the lower ids go first.
+            vec![0.0, 2.0, 1.0, 2.0, -1.0, 2.0, 1.0],
+            vec![3.0; 9],
+        ];
+        for (n, spread) in [(50, 4.0), (300, 0.5), (64, 12.0)] {
+            // Coarse values, so that ties happen.
+            rows.push((0..n).map(|_| (rng.normal() * spread * 4.0).round() as f32 / 4.0).collect());
+        }
+        let combos = [
+            (1.0, 0, 1.0, 0.0),
+            (0.7, 2, 1.0, 0.0),
+            (1.0, 1, 1.0, 0.0),
+            (1.3, 0, 0.5, 0.0),
+            (1.0, 0, 0.01, 0.0),
+            (1.0, 5, 0.8, 0.0),
+            (0.5, 0, 1.0, 0.05),
+            (2.0, 20, 0.9, 0.1),
+            (1.0, 0, 0.95, 0.5),
+        ];
+        const GRID: usize = 20_000;
+        for (r, row) in rows.iter().enumerate() {
+            for &(temperature, top_k, top_p, min_p) in &combos {
+                let p = Sampling { temperature, top_k, top_p, min_p };
+                let want = reference_probs(row, &p);
+                let mut hits = vec![0usize; row.len()];
+                let mut last = 0;
+                for g in 0..GRID {
+                    let pick = sample_row_u(row, &p, (g as f64 + 0.5) / GRID as f64);
+                    let t = pick.token as usize;
+                    assert!(want[t] > 0.0, "row {r} {p:?}: token {t} is not in the kept set");
+                    assert!((pick.prob as f64 - want[t]).abs() <= 1e-6 * want[t].max(1e-3), "row {r} {p:?}: {pick:?} vs {}", want[t]);
+                    assert!(t >= last, "row {r} {p:?}: the draw must walk the kept tokens in id order");
+                    last = t;
+                    hits[t] += 1;
+                }
+                for (t, &h) in hits.iter().enumerate() {
+                    let got = h as f64 / GRID as f64;
+                    assert!((got - want[t]).abs() <= 1.5 / GRID as f64, "row {r} {p:?} token {t}: mass {got} vs {}", want[t]);
+                }
+            }
+        }
     }
 
     #[test]

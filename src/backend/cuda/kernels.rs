@@ -38,6 +38,8 @@ unsafe impl DeviceRepr for PickParams {}
 unsafe impl DeviceRepr for UnmaskParams {}
 unsafe impl DeviceRepr for InitParams {}
 unsafe impl DeviceRepr for SpinParams {}
+unsafe impl DeviceRepr for SampleParams {}
+unsafe impl DeviceRepr for RowSampling {}
 
 /// cuBLAS's workspace, ours: cuBLAS must not allocate one inside a CUDA graph capture
 /// (graph.rs); 32 MiB is what NVIDIA advises on Hopper.

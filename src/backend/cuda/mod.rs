@@ -18,6 +18,7 @@ pub mod kv_cache;
 mod measure;
 mod moe;
 pub mod nccl;
+mod sampler;
 pub mod weights;
 
 use super::mem_group::MemGroup;

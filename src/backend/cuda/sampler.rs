@@ -1,0 +1,97 @@
+//! The device sampler (csrc/sampler.cu, `sample_rows`): temperature, top-k, top-p and min-p
+//! draws on the GPU, so that a sampled step copies back a token and a probability a row, never
+//! its logits. CPU twin: `decode::sample::sample_row_u`, given the same uniform draw.
+
+use super::kernels::{params::*, Kernel};
+use super::CudaBackend;
+use crate::decode::sample::Sampling;
+use crate::decode::Pick;
+use anyhow::{bail, Result};
+use cudarc::driver::CudaSlice;
+
+impl RowSampling {
+    /// A row drawn under `s` with the uniform `u` in (0, 1). The kernel reads `u` as an f32:
+    /// it is rounded there, and kept below 1 (1 itself would fall past the last kept token).
+    pub fn new(s: &Sampling, u: f64) -> Self {
+        RowSampling {
+            temperature: s.temperature,
+            top_k: s.top_k.min(i32::MAX as usize) as i32,
+            top_p: s.top_p,
+            min_p: s.min_p,
+            u: (u as f32).clamp(0.0, 1.0 - f32::EPSILON / 2.0),
+        }
+    }
+
+    /// A greedy row: the argmax (ties: lowest id) and its softmax probability, as the fused
+    /// pick after lm_head.
+    pub fn greedy() -> Self {
+        RowSampling { temperature: 0.0, top_k: 0, top_p: 1.0, min_p: 0.0, u: 0.0 }
+    }
+}
+
+impl CudaBackend {
+    /// One draw per row of `logits` (`[rows, vocab]`, vocab = its length / rows) under each
+    /// row's knobs: one upload of `params`, one launch, a token and a probability back per row.
+    pub fn sample_logits(&self, logits: &CudaSlice<f32>, rows: usize, params: &[RowSampling]) -> Result<Vec<Pick>> {
+        if rows == 0 && params.is_empty() {
+            return Ok(vec![]);
+        }
+        if rows == 0 || !logits.len().is_multiple_of(rows) || params.len() != rows {
+            bail!("sample_logits: {} logits, {rows} rows and {} rows of sampling knobs do not fit", logits.len(), params.len());
+        }
+        let vocab = logits.len() / rows;
+        let sampling = self.upload(params, "sampling knobs")?;
+        let token = self.k.alloc::<u32>(rows, "sampled tokens")?;
+        let prob = self.alloc_f32(rows, "sampled probabilities")?;
+        self.launch_sample(logits, rows, vocab, &sampling, &token, &prob)?;
+        let t = self.download(&token, "sampled tokens")?;
+        let pr = self.download(&prob, "sampled probabilities")?;
+        Ok(t.into_iter().zip(pr).take(rows).map(|(token, prob)| Pick { token, prob }).collect())
+    }
+
+    /// [`CudaBackend::sample_logits`] over host rows (tests, benchmarks): one more upload.
+    pub fn sample_host_logits(&self, logits: &[f32], rows: usize, params: &[RowSampling]) -> Result<Vec<Pick>> {
+        if logits.is_empty() {
+            if rows == 0 && params.is_empty() {
+                return Ok(vec![]);
+            }
+            bail!("sample_host_logits: no logits for {rows} rows");
+        }
+        self.sample_logits(&self.upload(logits, "logits")?, rows, params)
+    }
+
+    /// Only the launch, into the caller's device buffers (a CUDA graph can hold it): the first
+    /// `rows * vocab` of `logits`, `rows` of `sampling`; `rows` tokens and probabilities out.
+    pub(super) fn launch_sample(
+        &self,
+        logits: &CudaSlice<f32>,
+        rows: usize,
+        vocab: usize,
+        sampling: &CudaSlice<RowSampling>,
+        token: &CudaSlice<u32>,
+        prob: &CudaSlice<f32>,
+    ) -> Result<()> {
+        if vocab == 0 || vocab > i32::MAX as usize || rows > i32::MAX as usize {
+            bail!("sample_rows: vocab {vocab} and rows {rows} must be in 1..2^31");
+        }
+        if logits.len() < rows * vocab || sampling.len() < rows || token.len() < rows || prob.len() < rows {
+            bail!(
+                "sample_rows: buffers too small for {rows} rows of {vocab} (logits {}, knobs {}, tokens {}, probabilities {})",
+                logits.len(),
+                sampling.len(),
+                token.len(),
+                prob.len()
+            );
+        }
+        let p = SampleParams {
+            logits: self.p(logits),
+            sampling: self.p(sampling),
+            token: self.p(token),
+            prob: self.p(prob),
+            rows: rows as i32,
+            vocab: vocab as i32,
+        };
+        self.k.launch(Kernel::SampleRows, (rows as u32, 1, 1), SAMPLE_THREADS as u32, &p)?;
+        Ok(())
+    }
+}
