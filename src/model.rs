@@ -2,6 +2,7 @@
 
 use crate::backend::{Backend, Head, Linear, Norm, StepBatch};
 use crate::config::ModelConfig;
+use crate::decode::sample::RowDraw;
 use crate::decode::Pick;
 use anyhow::Result;
 
@@ -81,6 +82,23 @@ fn step_head<B: Backend>(b: &mut B, cfg: &ModelConfig, batch: &StepBatch, out_ro
 /// Greedy picks (token, probability) for `out_rows`.
 pub fn forward_pick<B: Backend>(b: &mut B, cfg: &ModelConfig, batch: &StepBatch, out_rows: &[usize]) -> Result<Vec<Pick>> {
     step_head(b, cfg, batch, out_rows, Head::Pick)?;
+    b.read_picks()
+}
+
+/// Per output row a draw under its own knobs (`draws`, one per row of `out_rows`), made by the
+/// backend where the logits are.
+pub fn forward_sample<B: Backend>(
+    b: &mut B,
+    cfg: &ModelConfig,
+    batch: &StepBatch,
+    out_rows: &[usize],
+    draws: &[RowDraw],
+) -> Result<Vec<Pick>> {
+    if draws.len() != out_rows.len() {
+        anyhow::bail!("{} draws for {} output rows", draws.len(), out_rows.len());
+    }
+    b.set_draws(draws)?;
+    step_head(b, cfg, batch, out_rows, Head::Sample)?;
     b.read_picks()
 }
 

@@ -24,7 +24,17 @@ fn step_bench_counts_experts_and_reports_against_the_floor() {
     let cfg = e.cfg.clone();
     let runs = bench_steps(
         &mut e,
-        &StepBenchArgs { batches: vec![1, 3], tp_size: 1, prefix: 32, block: 8, steps: 3, seed: 1, tokens: TokenMode::Mask },
+        &StepBenchArgs {
+            batches: vec![1, 3],
+            tp_size: 1,
+            prefix: 32,
+            block: 8,
+            steps: 3,
+            seed: 1,
+            tokens: TokenMode::Mask,
+            temperature: 0.0,
+            top_p: 1.0,
+        },
     )
     .unwrap();
     assert_eq!(runs.len(), 2);
@@ -48,13 +58,33 @@ fn step_bench_rejects_a_ragged_prefix() {
     let mut e = engine("ragged");
     let err = bench_steps(
         &mut e,
-        &StepBenchArgs { batches: vec![1], tp_size: 1, prefix: 30, block: 8, steps: 3, seed: 1, tokens: TokenMode::Mask },
+        &StepBenchArgs {
+            batches: vec![1],
+            tp_size: 1,
+            prefix: 30,
+            block: 8,
+            steps: 3,
+            seed: 1,
+            tokens: TokenMode::Mask,
+            temperature: 0.0,
+            top_p: 1.0,
+        },
     )
     .unwrap_err();
     assert!(err.to_string().contains("multiple of --block"), "{err}");
     // Degenerate shapes are errors, not divisions by zero.
     for (block, steps) in [(0, 1), (1, 1), (8, 0), (8, 8)] {
-        let args = StepBenchArgs { batches: vec![1], tp_size: 1, prefix: 8, block, steps, seed: 1, tokens: TokenMode::Mask };
+        let args = StepBenchArgs {
+            batches: vec![1],
+            tp_size: 1,
+            prefix: 8,
+            block,
+            steps,
+            seed: 1,
+            tokens: TokenMode::Mask,
+            temperature: 0.0,
+            top_p: 1.0,
+        };
         assert!(bench_steps(&mut e, &args).is_err(), "block {block} steps {steps}");
     }
     assert!(bench_generate(&mut e, 1, 8, 8, 0, 8, 0).is_err(), "0 tokens per step");
@@ -71,7 +101,7 @@ fn generate_bench_completes_every_request() {
 }
 
 fn step_args(batches: Vec<usize>, tokens: TokenMode) -> StepBenchArgs {
-    StepBenchArgs { batches, tp_size: 1, prefix: 32, block: 32, steps: 8, seed: 3, tokens }
+    StepBenchArgs { batches, tp_size: 1, prefix: 32, block: 32, steps: 8, seed: 3, tokens, temperature: 0.0, top_p: 1.0 }
 }
 
 #[test]

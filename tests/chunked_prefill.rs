@@ -82,6 +82,9 @@ impl Backend for Recording {
         }
         self.inner.head(x, head)
     }
+    fn set_draws(&mut self, draws: &[dllm::decode::sample::RowDraw]) -> anyhow::Result<()> {
+        self.inner.set_draws(draws)
+    }
     fn read_picks(&mut self) -> Result<Vec<Pick>> {
         self.inner.read_picks()
     }

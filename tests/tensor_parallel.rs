@@ -177,6 +177,9 @@ impl Backend for Failing {
     fn head(&mut self, x: &Mat, head: dllm::backend::Head) -> anyhow::Result<()> {
         self.inner.head(x, head)
     }
+    fn set_draws(&mut self, draws: &[dllm::decode::sample::RowDraw]) -> anyhow::Result<()> {
+        self.inner.set_draws(draws)
+    }
     fn read_picks(&mut self) -> anyhow::Result<Vec<dllm::decode::Pick>> {
         self.inner.read_picks()
     }
@@ -222,4 +225,39 @@ fn a_rank_failing_alone_stops_the_group_instead_of_hanging_it() {
     flags[1].store(false, std::sync::atomic::Ordering::SeqCst);
     let slot = ranks.open_seq(16);
     assert!(format!("{:#}", slot.unwrap_err()).contains("the group is stopped"));
+}
+
+/// Sampled decoding: a backend's own draws (`Head::Sample`, what the CUDA sampler does on the
+/// device) against the host's sampling of gathered logits (what tensor-parallel ranks do), with
+/// the same seeds: the same tokens and confidences, since each row's uniform comes from its
+/// request's generator in the same order and both apply `sample_row_u`.
+#[test]
+fn backend_draws_equal_host_sampling_of_gathered_logits() {
+    let dir = tiny();
+    let ck = Arc::new(Checkpoint::open(&dir).unwrap());
+    let cfg = ck.config.clone();
+    let tok = dllm::tokenizer::Tokenizer::open(&dir, &cfg).unwrap();
+    let mut own = Engine::new(CpuBackend::load(&ck).unwrap(), cfg.clone(), tok.mask_id, tok.eos_id);
+    let mut gathered = Engine::new(runtime::cpu_ranks(&ck, 2, None).unwrap(), cfg.clone(), tok.mask_id, tok.eos_id);
+    assert!(own.backend.samples() && !gathered.backend.samples());
+    let prompt: Vec<u32> = (0..11).map(|i| (i * 53 + 7) % 280).collect();
+    for (t, p, k, seed) in [(0.7f32, 0.9f32, 0usize, 1u64), (1.3, 1.0, 20, 2), (0.5, 0.5, 5, 3)] {
+        let params = GenParams {
+            max_new_tokens: 24,
+            block_size: 8,
+            temperature: t,
+            top_p: p,
+            top_k: k,
+            seed,
+            policy: Policy::LowConfidence { threshold: 0.9 },
+            ignore_eos: true,
+            ..GenParams::default()
+        };
+        let a = own.generate(prompt.clone(), params.clone()).unwrap();
+        let b = gathered.generate(prompt.clone(), params).unwrap();
+        assert_eq!(a.output_ids, b.output_ids, "temperature {t} top-p {p} top-k {k}");
+        for (x, y) in a.output_probs.iter().zip(&b.output_probs) {
+            assert!((x - y).abs() < 1e-4, "confidence {x} vs {y}");
+        }
+    }
 }

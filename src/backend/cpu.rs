@@ -7,7 +7,7 @@ use super::{Backend, Head, Linear, Measure, Norm, StepBatch};
 use crate::checkpoint::names::{self, Proj};
 use crate::checkpoint::Checkpoint;
 use crate::config::ModelConfig;
-use crate::decode::sample::{combine_pick_shares, partial_pick, pick_row};
+use crate::decode::sample::{combine_pick_shares, partial_pick, pick_row, RowDraw};
 use crate::decode::Pick;
 use anyhow::{bail, Result};
 use rayon::prelude::*;
@@ -91,6 +91,8 @@ pub struct CpuBackend {
     touched: Option<Vec<usize>>,
     /// What the last `head` produced, until it is read.
     head_out: Option<HeadOut>,
+    /// The next `Head::Sample`'s draws.
+    draws: Vec<RowDraw>,
 }
 
 /// The lm_head's results of one forward.
@@ -239,6 +241,7 @@ impl CpuBackend {
             max_seq_len,
             touched: None,
             head_out: None,
+            draws: Vec::new(),
         })
     }
 
@@ -566,7 +569,23 @@ impl Backend for CpuBackend {
             }
             (Head::Logits, None) => HeadOut::Logits(logits.data),
             (Head::Logits, Some(_)) => HeadOut::Logits(self.shard.assemble_vocab(&self.gather(&logits.data)?, x.rows, self.cfg.vocab_size)),
+            (Head::Sample, _) => {
+                if self.draws.len() != x.rows {
+                    bail!("head: {} draws set for {} rows", self.draws.len(), x.rows);
+                }
+                let whole = match &self.group {
+                    None => logits.data,
+                    Some(_) => self.shard.assemble_vocab(&self.gather(&logits.data)?, x.rows, self.cfg.vocab_size),
+                };
+                let v = self.cfg.vocab_size;
+                HeadOut::Picks(self.draws.par_iter().enumerate().map(|(i, d)| d.pick(&whole[i * v..(i + 1) * v])).collect())
+            }
         });
+        Ok(())
+    }
+
+    fn set_draws(&mut self, draws: &[RowDraw]) -> Result<()> {
+        self.draws = draws.to_vec();
         Ok(())
     }
 

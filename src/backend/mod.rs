@@ -11,6 +11,7 @@ pub mod shard;
 
 pub use measure::Measure;
 
+use crate::decode::sample::RowDraw;
 use crate::decode::Pick;
 use anyhow::Result;
 
@@ -67,8 +68,11 @@ pub enum Norm {
 pub enum Head {
     /// Per row the argmax token and its softmax probability (greedy): a few bytes a row.
     Pick,
-    /// Whole logits rows (sampling and penalties on the host, tests).
+    /// Whole logits rows (penalties and biases on the host, tests).
     Logits,
+    /// Per row a draw under its request's knobs, made where the logits are (see
+    /// [`Backend::set_draws`]): a few bytes a row, as `Pick`.
+    Sample,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,7 +114,9 @@ pub trait Backend {
     /// the per-row argmax and its softmax probability (tensor parallel: over the whole
     /// vocabulary, the ranks combining their slices' shares when it is read).
     fn head(&mut self, x: &Self::Act, head: Head) -> Result<()>;
-    /// The picks of the last `head(.., Head::Pick)`.
+    /// The draws the next `head(.., Head::Sample)` makes, one per output row.
+    fn set_draws(&mut self, draws: &[RowDraw]) -> Result<()>;
+    /// The picks of the last `head(.., Head::Pick)` or `head(.., Head::Sample)`.
     fn read_picks(&mut self) -> Result<Vec<Pick>>;
     /// The logits rows of the last `head(.., Head::Logits)` (tensor parallel: gathered from the
     /// ranks), `[rows * vocab]`.

@@ -106,6 +106,12 @@ pub struct StepArgs {
     /// within 5% as many experts per layer.
     #[arg(long, value_delimiter = ',')]
     pub baseline: Vec<PathBuf>,
+    /// The timed requests' sampling temperature: 0 is greedy (the fused pick); above 0 every
+    /// row is drawn on the device (with --top-p), what sampled decoding costs a step.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
 }
 
 #[derive(clap::Args)]
@@ -313,6 +319,8 @@ fn run_on<B: Runner + Measure>(mut engine: Engine<B>, cmd: BenchCmd, process_sta
                     steps: a.steps,
                     seed: c.seed,
                     tokens,
+                    temperature: a.temperature,
+                    top_p: a.top_p,
                 };
                 runs.extend(bench_steps(&mut engine, &args)?);
             }

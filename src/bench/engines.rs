@@ -113,7 +113,9 @@ pub fn cuda_rank_alone_engine(
     opts: &crate::backend::cuda::CudaOptions,
 ) -> Result<Engine<crate::backend::cuda::CudaBackend>> {
     use crate::backend::cuda::CudaBackend;
-    let ModelSource::Preset(name) = src else { anyhow::bail!("profiling one rank alone takes a preset (random weights), not a checkpoint") };
+    let ModelSource::Preset(name) = src else {
+        anyhow::bail!("profiling one rank alone takes a preset (random weights), not a checkpoint")
+    };
     let (whole, _, _) = preset_config(name)?;
     crate::backend::shard::Shard::check(&whole, size)?;
     let cfg = super::rank_config(&whole, size);

@@ -22,6 +22,27 @@ pub struct Sampling {
     pub min_p: f32,
 }
 
+/// One output row's draw, as a backend samples it on the device: its request's knobs and the
+/// uniform the host drew for it from the request's generator (the draw `sample_row` makes),
+/// so the device and the host pick alike. `None`: the row is greedy ([`pick_row`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RowDraw {
+    pub sampling: Option<Sampling>,
+    pub u: f64,
+}
+
+impl RowDraw {
+    pub const GREEDY: RowDraw = RowDraw { sampling: None, u: 0.0 };
+
+    /// The row's pick from its logits on the host (the CPU backend; the twin of the kernel).
+    pub fn pick(&self, logits: &[f32]) -> Pick {
+        match &self.sampling {
+            Some(s) => sample_row_u(logits, s, self.u),
+            None => pick_row(logits),
+        }
+    }
+}
+
 /// What shifts a request's logits before the pick (a view of its `GenParams`). Neutral values
 /// (no bias, penalties 1, 0, 0) leave the row untouched.
 #[derive(Debug, Clone, Copy, PartialEq)]

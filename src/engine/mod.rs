@@ -13,7 +13,7 @@ use crate::backend::StepBatch;
 use crate::config::ModelConfig;
 use crate::decode::blocks::{quota_schedule, BlockLayout};
 use crate::decode::output::{cut_output_min, stop_ids};
-use crate::decode::sample::{apply_penalties, pick_row, sample_row, History};
+use crate::decode::sample::{apply_penalties, pick_row, sample_row, History, RowDraw};
 use crate::decode::Pick;
 use crate::rng::Rng;
 use anyhow::{bail, Result};
@@ -288,6 +288,18 @@ impl<B: Runner> Engine<B> {
     fn picks(&mut self, batch: &StepBatch, out_rows: &[usize]) -> Result<Vec<Pick>> {
         if !self.reqs.iter().any(|r| r.params.needs_logits()) {
             return self.backend.pick(&self.cfg, batch, out_rows);
+        }
+        if self.backend.samples() && self.reqs.iter().all(|r| r.params.penalties().is_neutral()) {
+            // Sampled without penalties: each row drawn where its logits are, with the uniform
+            // the host path would draw for it (same generator, same order).
+            let mut draws = Vec::with_capacity(out_rows.len());
+            for r in &mut self.reqs {
+                let sampling = (r.params.temperature > 0.0).then(|| r.params.sampling());
+                for _ in 0..r.layout.block_size {
+                    draws.push(RowDraw { sampling, u: if sampling.is_some() { r.rng.uniform() } else { 0.0 } });
+                }
+            }
+            return self.backend.sample(&self.cfg, batch, out_rows, &draws);
         }
         let mut logits = self.backend.logits(&self.cfg, batch, out_rows)?;
         let v = self.cfg.vocab_size;

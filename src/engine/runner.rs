@@ -4,6 +4,7 @@
 use crate::backend::ranks::Ranks;
 use crate::backend::{Backend, StepBatch};
 use crate::config::ModelConfig;
+use crate::decode::sample::RowDraw;
 use crate::decode::Pick;
 use crate::model;
 use anyhow::{bail, Result};
@@ -19,6 +20,12 @@ pub trait Runner {
     fn close_seq(&mut self, slot: usize);
     /// Greedy picks for `out_rows` (see [`model::forward_pick`]).
     fn pick(&mut self, cfg: &ModelConfig, batch: &StepBatch, out_rows: &[usize]) -> Result<Vec<Pick>>;
+    /// Per output row a draw under its request's knobs, made where the logits are (see
+    /// [`model::forward_sample`]); only where [`Runner::samples`] says so.
+    fn sample(&mut self, cfg: &ModelConfig, batch: &StepBatch, out_rows: &[usize], draws: &[RowDraw]) -> Result<Vec<Pick>>;
+    /// Whether [`Runner::sample`] can run here (tensor-parallel ranks hold vocabulary slices,
+    /// so their rows are sampled from gathered logits instead).
+    fn samples(&self) -> bool;
     /// Full logits for `out_rows`, `[out_rows.len() * vocab]`.
     fn logits(&mut self, cfg: &ModelConfig, batch: &StepBatch, out_rows: &[usize]) -> Result<Vec<f32>>;
     /// K/V of the batch into the cache, nothing else (chunked prefill).
@@ -40,6 +47,12 @@ impl<B: Backend> Runner for B {
     }
     fn pick(&mut self, cfg: &ModelConfig, batch: &StepBatch, out_rows: &[usize]) -> Result<Vec<Pick>> {
         model::forward_pick(self, cfg, batch, out_rows)
+    }
+    fn sample(&mut self, cfg: &ModelConfig, batch: &StepBatch, out_rows: &[usize], draws: &[RowDraw]) -> Result<Vec<Pick>> {
+        model::forward_sample(self, cfg, batch, out_rows, draws)
+    }
+    fn samples(&self) -> bool {
+        true
     }
     fn logits(&mut self, cfg: &ModelConfig, batch: &StepBatch, out_rows: &[usize]) -> Result<Vec<f32>> {
         model::forward_logits(self, cfg, batch, out_rows)
@@ -73,6 +86,12 @@ impl<B: Backend + 'static> Runner for Ranks<B> {
     fn pick(&mut self, cfg: &ModelConfig, batch: &StepBatch, out_rows: &[usize]) -> Result<Vec<Pick>> {
         let (cfg, batch, rows) = (Arc::new(cfg.clone()), Arc::new(batch.clone()), Arc::new(out_rows.to_vec()));
         self.agreed(move |b| model::forward_pick(b, &cfg, &batch, &rows))
+    }
+    fn sample(&mut self, _cfg: &ModelConfig, _batch: &StepBatch, _out_rows: &[usize], _draws: &[RowDraw]) -> Result<Vec<Pick>> {
+        bail!("tensor-parallel ranks hold vocabulary slices: sample from their gathered logits")
+    }
+    fn samples(&self) -> bool {
+        false
     }
     fn logits(&mut self, cfg: &ModelConfig, batch: &StepBatch, out_rows: &[usize]) -> Result<Vec<f32>> {
         let (cfg, batch, rows) = (Arc::new(cfg.clone()), Arc::new(batch.clone()), Arc::new(out_rows.to_vec()));

@@ -17,7 +17,7 @@
 
 use super::attention::StepShape;
 use super::error::CudaError;
-use super::kernels::Graph;
+use super::kernels::{params::RowSampling, Graph};
 use super::CudaBackend;
 use crate::backend::{Head, StepBatch};
 use anyhow::{bail, Result};
@@ -47,6 +47,8 @@ pub(super) struct HeadOut {
     pub prob: CudaSlice<f32>,
     pub share: Option<CudaSlice<f32>>,
     pub logits: Option<CudaSlice<f32>>,
+    /// `Head::Sample`: each row's knobs and uniform (written before the forward or replay).
+    pub sampling: Option<CudaSlice<RowSampling>>,
 }
 
 struct Recorded {
@@ -82,14 +84,24 @@ impl CudaBackend {
     }
 
     /// Make `self.out` hold `rows` results of `head` (reused when it already does, so a forward
-    /// being recorded writes the buffers the graph keeps).
+    /// being recorded writes the buffers the graph keeps), with the draws set for `Head::Sample`
+    /// in it. Never called inside a capture with buffers to make (the capture makes them first).
     pub(super) fn ensure_head_out(&mut self, head: Head, rows: usize) -> Result<()> {
         if self.out.as_ref().is_some_and(|o| o.head == head && o.rows == rows) {
             return Ok(());
         }
+        let sampling = match head {
+            Head::Sample => {
+                if self.draws.len() != rows {
+                    bail!("{} draws set for {rows} rows", self.draws.len());
+                }
+                Some(self.upload(&self.draws, "sampling knobs")?)
+            }
+            _ => None,
+        };
         let logits = match head {
             Head::Logits => Some(self.alloc_f32(rows * self.vocab_slice().len(), "logits")?),
-            Head::Pick => None,
+            Head::Pick | Head::Sample => None,
         };
         let share = match (&self.tp.group, head) {
             (Some(_), Head::Pick) => Some(self.alloc_f32(3 * rows, "pick shares")?),
@@ -102,19 +114,41 @@ impl CudaBackend {
             prob: self.alloc_f32(rows, "pick probabilities")?,
             share,
             logits,
+            sampling,
         });
         Ok(())
     }
 
-    /// The outputs of the last forward's head: the replayed graph's, else the eager ones.
-    pub(super) fn head_out(&self, head: Head) -> Result<&HeadOut> {
+    /// The draws set for this step into `out`'s knobs (a replay's or an eager forward's).
+    fn write_draws(&self, out: &mut HeadOut) -> Result<()> {
+        if let Some(buf) = &mut out.sampling {
+            if self.draws.len() != out.rows {
+                bail!("{} draws set for {} rows", self.draws.len(), out.rows);
+            }
+            self.k.stream.memcpy_htod(&self.draws, buf).map_err(CudaError::driver(|| "copying the sampling knobs".into()))?;
+        }
+        Ok(())
+    }
+
+    /// `self.out` ready for `head` over `rows`, holding this step's draws.
+    fn prepare_head_out(&mut self, head: Head, rows: usize) -> Result<()> {
+        self.ensure_head_out(head, rows)?;
+        let mut out = self.out.take();
+        let written = out.as_mut().map_or(Ok(()), |o| self.write_draws(o));
+        self.out = out;
+        written
+    }
+
+    /// The outputs of the last forward's head (the replayed graph's, else the eager ones), when
+    /// it was one of `heads`.
+    pub(super) fn head_out(&self, heads: &[Head]) -> Result<&HeadOut> {
         let out = match self.graphs.replayed {
             Some(key) => self.graphs.recorded.get(&key).map(|r| &r.out),
             None => self.out.as_ref(),
         };
         match out {
-            Some(o) if o.head == head => Ok(o),
-            _ => bail!("reading the lm_head's {head:?} results, but the last forward's head made none"),
+            Some(o) if heads.contains(&o.head) => Ok(o),
+            _ => bail!("reading the lm_head's {heads:?} results, but the last forward's head made none"),
         }
     }
 
@@ -140,22 +174,27 @@ impl CudaBackend {
         self.graphs.replayed = None;
         if !self.graphable(batch) {
             self.stage(batch, out_rows)?;
+            self.prepare_head_out(head, out_rows.len())?;
             return forward(self);
         }
         let (shape, host) = self.layout_image(batch, out_rows)?;
         let key = GraphKey { shape, head };
         self.graphs.clock += 1;
         let clock = self.graphs.clock;
-        if let Some(rec) = self.graphs.recorded.get_mut(&key) {
-            self.k.stream.memcpy_htod(&host, &mut rec.pack).map_err(CudaError::driver(|| "copying the step's inputs".into()))?;
-            rec.graph.launch()?;
+        if let Some(mut rec) = self.graphs.recorded.remove(&key) {
+            let copied = self.k.stream.memcpy_htod(&host, &mut rec.pack).map_err(CudaError::driver(|| "copying the step's inputs".into()));
+            let launched =
+                copied.map_err(anyhow::Error::from).and_then(|_| self.write_draws(&mut rec.out)).and_then(|_| Ok(rec.graph.launch()?));
             rec.last_used = clock;
+            self.graphs.recorded.insert(key, rec);
+            launched?;
             self.graphs.replayed = Some(key);
             self.graphs.replays += 1;
             return Ok(());
         }
         // The shape's first step: eagerly (its result is this step's), then recorded.
         self.step = Some(self.upload_layout(batch, out_rows, shape, &host)?);
+        self.prepare_head_out(head, out_rows.len())?;
         forward(self)?;
         if !self.graphs.unrecordable.contains(&key) {
             if let Err(e) = self.record(key, batch, out_rows, &host, forward) {
@@ -205,7 +244,7 @@ impl CudaBackend {
     ) -> Result<Graph> {
         // Made before the capture: buffers that outlive the graph cannot be allocated inside it.
         self.step = Some(self.upload_layout(batch, out_rows, key.shape, host)?);
-        self.ensure_head_out(key.head, out_rows.len())?;
+        self.prepare_head_out(key.head, out_rows.len())?;
         self.k.begin_capture()?;
         let issued = forward(self);
         // Always end the capture, so the stream leaves capture mode whatever happened.

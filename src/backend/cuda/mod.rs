@@ -27,7 +27,7 @@ use super::shard::Shard;
 use super::{Backend, Head, Linear, Norm, StepBatch};
 use crate::checkpoint::Checkpoint;
 use crate::config::ModelConfig;
-use crate::decode::sample::combine_pick_shares;
+use crate::decode::sample::{combine_pick_shares, RowDraw};
 use crate::decode::Pick;
 use anyhow::{bail, Context, Result};
 use cudarc::driver::{CudaContext, CudaSlice};
@@ -164,6 +164,8 @@ pub struct CudaBackend {
     out: Option<HeadOut>,
     /// The step shapes recorded as CUDA graphs, and which one the last step replayed.
     graphs: graph::StepGraphs,
+    /// The next `Head::Sample`'s knobs and uniforms, one per output row.
+    draws: Vec<RowSampling>,
     device_name: String,
     sm_count: usize,
     /// Distinct experts per MoE layer of the current forward, when counting (benchmarks).
@@ -239,6 +241,7 @@ impl CudaBackend {
             step: None,
             out: None,
             graphs: graph::StepGraphs::new(opts.cuda_graph_max_bs),
+            draws: Vec::new(),
             device_name,
             sm_count,
             touched: Default::default(),
@@ -497,6 +500,9 @@ impl Backend for CudaBackend {
     }
 
     fn head(&mut self, x: &CudaAct, head: Head) -> Result<()> {
+        if head == Head::Sample && self.tp.group.is_some() {
+            bail!("the device sampler needs whole vocabulary rows; tensor-parallel ranks hold slices");
+        }
         self.ensure_head_out(head, x.rows)?;
         let out = self.out.as_ref().unwrap();
         let xb = self.bf16_of(x, "lm_head")?;
@@ -506,6 +512,9 @@ impl Backend for CudaBackend {
             return Ok(self.k.gemm_bf16_f32("lm_head", self.p(xb), self.p(w), self.p(logits), x.rows, vocab.len(), h, 0.0)?);
         }
         let logits = self.gemm("lm_head", xb, w, x.rows, vocab.len(), h)?;
+        if let Some(sampling) = &out.sampling {
+            return self.launch_sample(&logits, x.rows, vocab.len(), sampling, &out.token, &out.prob);
+        }
         let p = PickParams {
             logits: self.p(&logits),
             token: self.p(&out.token),
@@ -519,8 +528,13 @@ impl Backend for CudaBackend {
         Ok(())
     }
 
+    fn set_draws(&mut self, draws: &[RowDraw]) -> Result<()> {
+        self.draws = draws.iter().map(|d| d.sampling.map_or(RowSampling::greedy(), |s| RowSampling::new(&s, d.u))).collect();
+        Ok(())
+    }
+
     fn read_picks(&mut self) -> Result<Vec<Pick>> {
-        let out = self.head_out(Head::Pick)?;
+        let out = self.head_out(&[Head::Pick, Head::Sample])?;
         if let (Some(group), Some(share)) = (&self.tp.group, &out.share) {
             // Vocab-parallel: three floats per row cross between the ranks, never the logits.
             let mine = self.download(share, "pick shares")?;
@@ -532,7 +546,7 @@ impl Backend for CudaBackend {
     }
 
     fn read_logits(&mut self) -> Result<Vec<f32>> {
-        let out = self.head_out(Head::Logits)?;
+        let out = self.head_out(&[Head::Logits])?;
         let logits = self.download(out.logits.as_ref().unwrap(), "logits")?;
         match &self.tp.group {
             // Sampling needs whole rows: the ranks' slices meet on the host.
