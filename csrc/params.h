@@ -63,7 +63,7 @@ typedef __nv_bfloat16 bf16;
 
 // norm.cu: threads a row, and the values a thread keeps in registers between its two passes.
 #define NORM_THREADS 256
-#define NORM_CACHE 8
+#define NORM_CACHE 16
 
 // rope.cu: one warp per head at a time, ROPE_WARPS heads a CTA; head_dim up to ROPE_MAX_D.
 #define ROPE_WARPS 4
@@ -279,7 +279,10 @@ struct QuantizeFp8Params {
     int32_t cols;
 };
 
-// moe_permute.cu: y[t] += sum_k slot_out[tok_slot[t*topk + k]] (fixed order: deterministic)
+// moe_permute.cu: y[t] += sum_k slot_out[tok_slot[t*topk + k]] (fixed order: deterministic).
+// Grid (token, column chunk of COMBINE_THREADS x 4 columns); topk <= COMBINE_MAX_TOPK.
+#define COMBINE_THREADS 128
+#define COMBINE_MAX_TOPK 16
 struct CombineParams {
     DEV_PTR(float) y;
     DEV_PTR(const float) slot_out;

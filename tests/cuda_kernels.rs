@@ -461,7 +461,9 @@ mod cuda {
             assert_eq!(got.len(), rows.len());
             for (r, ((row, s, k), g)) in rows.iter().zip(&got).enumerate() {
                 let host = |s: &Sampling, u: f64| if s.temperature == 0.0 { pick_row(row) } else { sample_row_u(row, s, u) };
-                let same = |h: Pick| h.token == g.token && (h.prob - g.prob).abs() <= 1e-4 * h.prob.max(1e-30);
+                // Probabilities as compare_picks holds the fused pick: 1e-3 relative (both sides sum 157k
+                // exponentials in f32, in different orders).
+                let same = |h: Pick| h.token == g.token && (h.prob - g.prob).abs() <= 1e-3 * h.prob.max(1e-30);
                 let want = host(s, k.u as f64);
                 cases += 1;
                 if same(want) {
