@@ -193,7 +193,7 @@ impl CudaBackend {
             topk: topk as i32,
             hidden: h as i32,
         };
-        let chunks = h.div_ceil(COMBINE_THREADS as usize * 4) as u32;
+        let chunks = h.div_ceil(COMBINE_THREADS * 4) as u32;
         self.k.launch(Kernel::MoeCombine, (rows as u32, chunks, 1), COMBINE_THREADS as u32, &p)?;
         Ok(y)
     }
