@@ -4,27 +4,26 @@
 // moe_combine: y[t] += sum over k (in k order) of the weighted expert rows of token t.
 #include "common.cuh"
 
-// A CTA takes COMBINE_THREADS x 4 columns of one token, a thread 4 of them (16-byte loads): the
-// token's slot indices are read once, and the k loads of a column group are issued together.
-// One CTA a token walking its whole row with a load latency per (column, k) took ~16 us a call
-// at flash's 4096 columns and 32 tokens. Each column still sums its slots in k order, then adds
-// to y, so the sums are as before.
+// A CTA takes COMBINE_THREADS x 4 columns of one token, a thread 4 of them (16-byte loads),
+// with COMBINE_K_UNROLL of its k slot loads issued together. One CTA a token walking its whole
+// row with a load latency per (column, k) took ~16 us a call at flash's 4096 columns and 32
+// tokens. Each column still sums its slots in k order, then adds to y: the sums are as before.
 extern "C" __global__ void __launch_bounds__(COMBINE_THREADS) moe_combine(const CombineParams p) {
-    __shared__ int slot[COMBINE_MAX_TOPK];
     const int t = blockIdx.x;
-    if (threadIdx.x < p.topk) slot[threadIdx.x] = p.tok_slot[t * p.topk + threadIdx.x];
-    __syncthreads();
     const int c = (blockIdx.y * COMBINE_THREADS + threadIdx.x) * 4;
     if (c >= p.hidden) return;  // hidden is a multiple of 8 (checked on the host)
+    const int32_t* slots = p.tok_slot + (size_t)t * p.topk;
     float4 r = make_float4(0.f, 0.f, 0.f, 0.f);
+    for (int k0 = 0; k0 < p.topk; k0 += COMBINE_K_UNROLL) {
 #pragma unroll
-    for (int k = 0; k < COMBINE_MAX_TOPK; k++) {
-        if (k < p.topk) {
-            const float4 v = *reinterpret_cast<const float4*>(p.slot_out + (size_t)slot[k] * p.hidden + c);
-            r.x += v.x;
-            r.y += v.y;
-            r.z += v.z;
-            r.w += v.w;
+        for (int u = 0; u < COMBINE_K_UNROLL; u++) {
+            if (k0 + u < p.topk) {
+                const float4 v = *reinterpret_cast<const float4*>(p.slot_out + (size_t)slots[k0 + u] * p.hidden + c);
+                r.x += v.x;
+                r.y += v.y;
+                r.z += v.z;
+                r.w += v.w;
+            }
         }
     }
     float4* y = reinterpret_cast<float4*>(p.y + (size_t)t * p.hidden + c);

@@ -280,9 +280,10 @@ struct QuantizeFp8Params {
 };
 
 // moe_permute.cu: y[t] += sum_k slot_out[tok_slot[t*topk + k]] (fixed order: deterministic).
-// Grid (token, column chunk of COMBINE_THREADS x 4 columns); topk <= COMBINE_MAX_TOPK.
+// Grid (token, column chunk of COMBINE_THREADS x 4 columns); COMBINE_K_UNROLL slot loads in
+// flight a thread.
 #define COMBINE_THREADS 128
-#define COMBINE_MAX_TOPK 16
+#define COMBINE_K_UNROLL 8
 struct CombineParams {
     DEV_PTR(float) y;
     DEV_PTR(const float) slot_out;

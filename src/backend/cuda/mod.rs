@@ -350,9 +350,6 @@ fn check_shapes(c: &ModelConfig) -> Result<()> {
     if c.fp8_experts() && (!c.hidden_size.is_multiple_of(16) || !c.moe_intermediate_size.is_multiple_of(16)) {
         bail!("the CUDA fp8 expert GEMMs need hidden_size and moe_intermediate_size to be multiples of 16");
     }
-    if c.num_experts_per_tok > COMBINE_MAX_TOPK {
-        bail!("the CUDA MoE combine supports up to {COMBINE_MAX_TOPK} experts a token, got {}", c.num_experts_per_tok);
-    }
     if c.num_experts > ROUTER_MAX_E.min(PERMUTE_MAX_E) || c.n_group > ROUTER_MAX_GROUPS {
         bail!("the CUDA router supports up to {} experts in up to {ROUTER_MAX_GROUPS} groups", ROUTER_MAX_E.min(PERMUTE_MAX_E));
     }
