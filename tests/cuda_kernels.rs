@@ -476,7 +476,9 @@ mod cuda {
                 // The draw is the inverse CDF in token-id order, so the host's token grows with u:
                 // a device token between the host's at u - eps and u + eps is a rounding of the
                 // cumulative sums (f32 on the device), e.g. at u = 1 - 1e-7 in the far tail.
-                let bracketed = s.temperature > 0.0 && host(s, us[1]).token <= g.token && g.token <= host(s, us[2]).token;
+                // Above, u + eps may come closer to 1 than us[2] does (the far tail's tokens).
+                let hi = host(s, (k.u as f64 + eps).min(1.0 - 1e-12));
+                let bracketed = s.temperature > 0.0 && host(s, us[1]).token <= g.token && g.token <= hi.token;
                 let near = bracketed
                     || us.iter().any(|&u| ps.iter().any(|&top_p| ms.iter().any(|&min_p| same(host(&Sampling { top_p, min_p, ..*s }, u)))));
                 assert!(near, "vocab {vocab} row {r} {s:?} u {}: device {g:?}, host {want:?}", k.u);
