@@ -163,8 +163,8 @@ impl CudaBackend {
         })
     }
 
-    /// The layout ops that see only the batch (a test's single op) stage it with the rows
-    /// the last staging had, or none.
+    /// Ops given only the batch (the K/V store, attention) use the staged layout when it is this
+    /// batch's; otherwise (a prefill forward, a test's single op) they stage the batch alone.
     fn layout(&mut self, batch: &StepBatch) -> Result<()> {
         match &self.step {
             Some(s) if s.serves(batch) => Ok(()),

@@ -182,12 +182,11 @@ impl CudaBackend {
         self.graphs.clock += 1;
         let clock = self.graphs.clock;
         if let Some(mut rec) = self.graphs.recorded.remove(&key) {
-            let copied = self.k.stream.memcpy_htod(&host, &mut rec.pack).map_err(CudaError::driver(|| "copying the step's inputs".into()));
-            let launched =
-                copied.map_err(anyhow::Error::from).and_then(|_| self.write_draws(&mut rec.out)).and_then(|_| Ok(rec.graph.launch()?));
+            // Out of the map while its inputs are written (that borrows the backend), then back.
+            let replayed = self.replay(&mut rec, &host);
             rec.last_used = clock;
             self.graphs.recorded.insert(key, rec);
-            launched?;
+            replayed?;
             self.graphs.replayed = Some(key);
             self.graphs.replays += 1;
             return Ok(());
@@ -206,6 +205,13 @@ impl CudaBackend {
             }
         }
         Ok(())
+    }
+
+    /// This step's inputs (and draws) into the recording's buffers, then its replay.
+    fn replay(&self, rec: &mut Recorded, host: &[i32]) -> Result<()> {
+        self.k.stream.memcpy_htod(host, &mut rec.pack).map_err(CudaError::driver(|| "copying the step's inputs".into()))?;
+        self.write_draws(&mut rec.out)?;
+        Ok(rec.graph.launch()?)
     }
 
     /// Record `forward` for `key` on inputs and outputs of its own, leaving the eager forward's

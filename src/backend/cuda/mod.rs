@@ -394,12 +394,14 @@ impl Backend for CudaBackend {
             bail!("token id {t} is outside the vocabulary ({v})");
         }
         // The staged forward's ids (a CUDA graph cannot upload), else this call's own.
-        let staged = self.step.as_ref().filter(|s| s.tokens == tokens).map(|s| s.at(self.p(&s.pack), s.shape.offsets().ids));
-        let own = match staged {
-            Some(_) => None,
-            None => Some(self.upload(tokens, "token ids")?),
+        let own;
+        let ids = match self.step.as_ref().filter(|s| s.tokens == tokens) {
+            Some(s) => s.at(self.p(&s.pack), s.shape.offsets().ids),
+            None => {
+                own = self.upload(tokens, "token ids")?;
+                self.p(&own)
+            }
         };
-        let ids = staged.unwrap_or_else(|| own.as_ref().map_or(0, |b| self.p(b)));
         self.k.hold_stream()?; // profiling: queue the forward before it runs
         let out = self.alloc_f32(tokens.len() * h, "embeddings")?;
         let p = EmbedParams {
@@ -487,12 +489,14 @@ impl Backend for CudaBackend {
             bail!("gather_rows: row {r} is out of range ({} rows)", x.rows);
         }
         // The staged forward's output rows (a CUDA graph cannot upload), else this call's own.
-        let staged = self.step.as_ref().filter(|s| s.out_rows == rows).map(|s| s.at(self.p(&s.pack), s.shape.offsets().out_rows));
-        let own = match staged {
-            Some(_) => None,
-            None => Some(self.upload(&rows.iter().map(|&r| r as i32).collect::<Vec<_>>(), "row indices")?),
+        let own;
+        let idx = match self.step.as_ref().filter(|s| s.out_rows == rows) {
+            Some(s) => s.at(self.p(&s.pack), s.shape.offsets().out_rows),
+            None => {
+                own = self.upload(&rows.iter().map(|&r| r as i32).collect::<Vec<_>>(), "row indices")?;
+                self.p(&own)
+            }
         };
-        let idx = staged.unwrap_or_else(|| own.as_ref().map_or(0, |b| self.p(b)));
         let out = self.alloc_f32(rows.len() * x.cols, "gathered rows")?;
         let p = GatherParams { src: self.p(src), rows: idx, out: self.p(&out), n: rows.len() as i32, cols: x.cols as i32 };
         self.k.launch(Kernel::GatherRows, (rows.len() as u32, 1, 1), 256, &p)?;
