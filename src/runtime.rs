@@ -75,6 +75,13 @@ pub struct LoadFlags {
     /// the shapes config.json gives (SGLang's profiling mode).
     #[arg(long, value_enum, default_value = "auto")]
     pub load_format: LoadFormat,
+    #[command(flatten)]
+    pub graphs: GraphFlags,
+}
+
+/// SGLang's CUDA-graph flags, shared by `generate`, `serve` and `bench`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct GraphFlags {
     /// Run every step's forward eagerly, without CUDA graphs (the GPU then idles between the
     /// step's ~20 launches a layer; for debugging and comparison).
     #[arg(long)]
@@ -85,6 +92,17 @@ pub struct LoadFlags {
     pub cuda_graph_max_bs: Option<usize>,
 }
 
+impl GraphFlags {
+    /// The most requests a graphed step may hold (0: none); None: the backend's default.
+    pub fn max_bs(&self) -> Option<usize> {
+        if self.disable_cuda_graph {
+            Some(0)
+        } else {
+            self.cuda_graph_max_bs
+        }
+    }
+}
+
 impl LoadFlags {
     pub fn options(&self, device: Device) -> LoadOptions {
         LoadOptions {
@@ -93,7 +111,7 @@ impl LoadFlags {
             tp_size: self.tp_size,
             load_format: self.load_format,
             quantization: self.quantization,
-            cuda_graph_max_bs: if self.disable_cuda_graph { Some(0) } else { self.cuda_graph_max_bs },
+            cuda_graph_max_bs: self.graphs.max_bs(),
         }
     }
 }

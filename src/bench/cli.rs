@@ -72,12 +72,9 @@ pub struct Common {
     /// (shared-memory tiles), instead of the choice by rows per expert. For measuring it.
     #[arg(long)]
     pub moe_item_rows: Option<usize>,
-    /// CUDA: run every step eagerly, without CUDA graphs (to measure what they save).
-    #[arg(long)]
-    pub disable_cuda_graph: bool,
-    /// CUDA: steps of up to this many requests run as CUDA graphs. Default: 64.
-    #[arg(long)]
-    pub cuda_graph_max_bs: Option<usize>,
+    /// CUDA: `--disable-cuda-graph` (to measure what graphs save), `--cuda-graph-max-bs N`.
+    #[command(flatten)]
+    pub graphs: crate::runtime::GraphFlags,
 }
 
 #[derive(clap::Args)]
@@ -195,10 +192,7 @@ fn cuda(cmd: BenchCmd, process_start: std::time::Instant) -> Result<()> {
         profile_kernels: matches!(cmd, BenchCmd::Kernels(_)),
         quantization: common.quantization,
         moe_item_rows: common.moe_item_rows,
-        cuda_graph_max_bs: match (common.disable_cuda_graph, common.cuda_graph_max_bs) {
-            (true, _) => 0,
-            (false, n) => n.unwrap_or(CudaOptions::default().cuda_graph_max_bs),
-        },
+        cuda_graph_max_bs: common.graphs.max_bs().unwrap_or(CudaOptions::default().cuda_graph_max_bs),
         ..CudaOptions::default()
     };
     let src = ModelSource::parse(&common.preset);

@@ -336,7 +336,7 @@ fn note_accepted_flags(a: &ServeArgs) {
     if a.trust_remote_code {
         noted("--trust-remote-code", "dllm runs no model code from the checkpoint");
     }
-    if a.load.disable_cuda_graph {
+    if a.load.graphs.disable_cuda_graph {
         noted("--disable-cuda-graph", "every step runs eagerly, without CUDA graphs");
     }
     if a.disable_radix_cache {
@@ -374,8 +374,8 @@ fn args_json(a: &ServeArgs, threshold: f32, chunked_prefill_size: i64) -> serde_
         "dp_size": a.dp_size,
         "attention_backend": a.attention_backend,
         "trust_remote_code": a.trust_remote_code,
-        "disable_cuda_graph": a.load.disable_cuda_graph,
-        "cuda_graph_max_bs": a.load.cuda_graph_max_bs,
+        "disable_cuda_graph": a.load.graphs.disable_cuda_graph,
+        "cuda_graph_max_bs": a.load.graphs.cuda_graph_max_bs,
         "disable_radix_cache": a.disable_radix_cache,
         "context_length": a.context_length,
         "chunked_prefill_size": chunked_prefill_size,
