@@ -249,8 +249,9 @@ fn global_functions(src: &str) -> Vec<String> {
     let mut names = vec![];
     for (i, _) in src.match_indices("extern \"C\" __global__ void") {
         let mut rest = src[i + "extern \"C\" __global__ void".len()..].trim_start();
-        if let Some(r) = rest.strip_prefix("__launch_bounds__(") {
-            let close = r.find(')').expect("__launch_bounds__(...)");
+        // Attributes between `void` and the name: __cluster_dims__(...), __launch_bounds__(...).
+        while let Some(r) = ["__cluster_dims__(", "__launch_bounds__("].iter().find_map(|a| rest.strip_prefix(a)) {
+            let close = r.find(')').expect("an attribute's closing parenthesis");
             rest = r[close + 1..].trim_start();
         }
         let name: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();

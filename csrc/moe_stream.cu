@@ -37,6 +37,7 @@
 // product goes into its own accumulator and is added times the block scale in f32: the sum is
 // sum(x * e4m3) * scale_inv per block, as in moe_gemm.cu.
 #include "common.cuh"
+#include "stream.cuh"
 
 // k elements (bf16) or codes (fp8) of one weight row a warp multiplies per chunk: 4 threads x
 // 16 bytes x 2 loads (bf16), 4 threads x 16 bytes x 1 load (fp8).
@@ -45,24 +46,6 @@ struct Chunk {
     static constexpr int kc = FP8 ? 128 : 64;
     static constexpr int loads = 2;  // 16-byte loads a weight row a thread
 };
-
-__device__ __forceinline__ void mma_bf16_16816(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
-                                               uint32_t b0, uint32_t b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-
-// 16 bytes from global memory, read once (weights: no reuse, keep them out of L1).
-__device__ __forceinline__ uint4 ld_stream(const void* p) {
-    uint4 v;
-    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-                 : "l"(p));
-    return v;
-}
 
 // Two e4m3 codes (bytes 0/1 or 2/3 of w, per `hi`) -> bf16x2, low k in the low half. Exact.
 __device__ __forceinline__ uint32_t e4m3x2_to_bf16x2(uint32_t w, bool hi) {

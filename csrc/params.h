@@ -54,6 +54,21 @@ typedef __nv_bfloat16 bf16;
 #define STREAM_DOWN_CTAS 6
 #define STREAM_GATE_UP_FP8_CTAS 3
 #define STREAM_DOWN_FP8_CTAS 4
+// dense_stream.cu: a dense projection of at most DENSE_STREAM_ROWS rows (a batch-1 step's block)
+// as a weight stream. A CTA is DENSE_STREAM_WARPS warps of 16 weight rows each (DENSE_STREAM_COLS
+// output columns) over one of DENSE_STREAM_CLUSTER k ranges (a thread block cluster adds them),
+// holding its rows of x in shared memory, DENSE_STREAM_PAD bf16 longer than the range (conflict-
+// free fragment reads); chunks of DENSE_STREAM_KC, a range at most DENSE_STREAM_MAX_KR.
+// DENSE_STREAM_CTAS a SM is what the register budget is capped for.
+#define DENSE_STREAM_ROWS 32
+#define DENSE_STREAM_WARPS 4
+#define DENSE_STREAM_THREADS (DENSE_STREAM_WARPS * WARP)
+#define DENSE_STREAM_COLS (16 * DENSE_STREAM_WARPS)
+#define DENSE_STREAM_CLUSTER 8
+#define DENSE_STREAM_KC 64
+#define DENSE_STREAM_MAX_KR 1024
+#define DENSE_STREAM_PAD 32
+#define DENSE_STREAM_CTAS 3
 // Block FP8 (quantize_fp8.cu, the fp8 moe_gemm): one f32 scale per FP8_BLOCK x FP8_BLOCK weight
 // block; FP8_MAX is e4m3's largest finite value (a block's amax maps onto it). GEMM_BN and
 // GEMM_BK divide FP8_BLOCK, so a stage's weight tile lies in one scale block.
@@ -291,6 +306,23 @@ struct CombineParams {
     int32_t tokens;
     int32_t topk;
     int32_t hidden;
+};
+
+// dense_stream.cu: y = x w^T (f32_out) or act = bf16(silu(x w1^T) * (x w2^T)) (act_out, gated)
+// for `rows` <= DENSE_STREAM_ROWS rows of x [rows][k]; w1, w2 [n][k]. The grid is
+// (ceil(n / DENSE_STREAM_COLS), DENSE_STREAM_CLUSTER), a cluster per column tile; k_split, a
+// multiple of DENSE_STREAM_KC and at most DENSE_STREAM_MAX_KR, is the k range of a CTA, whose
+// dynamic shared memory holds rows x (k_split + DENSE_STREAM_PAD) bf16.
+struct DenseStreamParams {
+    DEV_PTR(const bf16) x;
+    DEV_PTR(const bf16) w1;
+    DEV_PTR(const bf16) w2;
+    DEV_PTR(float) f32_out;
+    DEV_PTR(bf16) act_out;
+    int32_t rows;
+    int32_t n;
+    int32_t k;
+    int32_t k_split;
 };
 
 // mlp.cu: out[t, j] = bf16(silu(gu[t, j]) * gu[t, inter + j])

@@ -42,7 +42,7 @@ mod cuda {
 
     fn opts() -> CudaOptions {
         // Small pages so a sequence spans several; a capped cache so tests can share the GPU.
-        CudaOptions { page_size: 8, max_kv_bytes: Some(256 << 20), poison: true, ..CudaOptions::default() }
+        CudaOptions { page_size: 8, max_kv_bytes: Some(256 << 20), poison: true, dense_stream: true, ..CudaOptions::default() }
     }
 
     fn opts_q(quantization: Option<Quantization>) -> CudaOptions {
@@ -276,8 +276,13 @@ mod cuda {
 
     /// `write_mid_heads` with another expert width.
     fn write_mid_shape(dir: &Path, nh: usize, nkv: usize, d: usize, moe_inter: usize) -> ModelConfig {
+        write_mid_hidden(dir, 256, nh, nkv, d, moe_inter)
+    }
+
+    /// `write_mid_shape` with another hidden size.
+    fn write_mid_hidden(dir: &Path, hidden: usize, nh: usize, nkv: usize, d: usize, moe_inter: usize) -> ModelConfig {
         let mut c = preset("tiny").unwrap();
-        c.hidden_size = 256;
+        c.hidden_size = hidden;
         c.num_hidden_layers = 2;
         c.num_attention_heads = nh;
         c.num_key_value_heads = nkv;
@@ -341,6 +346,8 @@ mod cuda {
         ops_agree(&mut p, 14, 200); // 50: experts with more than one 64-row item
         ops_agree(&mut p, 16, 24); // 6: the stream kernels' 16-row items, one n8 tile mostly
         ops_agree(&mut p, 17, 44); // 11: items of 9-16 rows (both n8 tiles), some split in two
+        ops_agree(&mut p, 24, 32); // the dense projections' weight stream at its most rows
+        ops_agree(&mut p, 25, 1); // and at one row
         every_item_size(&dir, None);
         attention_agrees(&mut p, 12);
         long_attention_agrees(&mut p, 13, 608);
@@ -357,6 +364,23 @@ mod cuda {
                 ops_agree(&mut p, seed, tokens);
             }
         }
+    }
+
+    /// The dense projections' weight stream (csrc/dense_stream.cu) with several chunks of k a
+    /// CTA: a hidden size of 1024 is 16 chunks over a cluster of 8 CTAs (the smaller shapes of the
+    /// other tests give a CTA one chunk or none); at 33 rows cuBLAS takes over.
+    #[test]
+    fn dense_stream_long_k_matches_cpu() {
+        if skip() {
+            return;
+        }
+        let dir = tmp("dense-stream");
+        write_mid_hidden(&dir, 1024, 8, 2, 128, 136);
+        let mut p = pair(&dir);
+        for (seed, rows) in [(31u64, 32usize), (32, 3), (33, 17), (34, 33)] {
+            ops_agree(&mut p, seed, rows);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// The largest head layout the kernels take: head_dim 256 and 8 query heads per KV head

@@ -72,6 +72,10 @@ pub struct Common {
     /// (shared-memory tiles), instead of the choice by rows per expert. For measuring it.
     #[arg(long)]
     pub moe_item_rows: Option<usize>,
+    /// CUDA: the dense projections (QKV, attention out, the shared expert, the router) of at most
+    /// 32 rows through the weight stream (csrc/dense_stream.cu) instead of cuBLAS. For measuring it.
+    #[arg(long)]
+    pub dense_stream: bool,
     /// CUDA: `--disable-cuda-graph` (to measure what graphs save), `--cuda-graph-max-bs N`.
     #[command(flatten)]
     pub graphs: crate::runtime::GraphFlags,
@@ -192,6 +196,7 @@ fn cuda(cmd: BenchCmd, process_start: std::time::Instant) -> Result<()> {
         profile_kernels: matches!(cmd, BenchCmd::Kernels(_)),
         quantization: common.quantization,
         moe_item_rows: common.moe_item_rows,
+        dense_stream: common.dense_stream,
         cuda_graph_max_bs: common.graphs.max_bs().unwrap_or(CudaOptions::default().cuda_graph_max_bs),
         ..CudaOptions::default()
     };

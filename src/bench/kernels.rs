@@ -36,14 +36,14 @@ pub fn step_work(c: &ModelConfig, experts_touched: &[usize], batch: usize, prefi
     };
     // The shared expert of each MoE layer and the dense MLP of the first layers share the kernels.
     let mlp_gu = KernelWork {
-        name: "cublas mlp gate_up",
+        name: "mlp gate_up",
         bytes: moe_layers * (2.0 * s * h * 2.0 + t * h * 2.0 + t * 2.0 * s * 4.0)
             + dense_layers * (2.0 * c.intermediate_size as f64 * h * 2.0 + t * h * 2.0 + t * 2.0 * c.intermediate_size as f64 * 4.0),
         flops: 2.0 * t * h * 2.0 * (moe_layers * s + dense_layers * c.intermediate_size as f64),
     };
     let inter_all = moe_layers * s + dense_layers * c.intermediate_size as f64;
     vec![
-        gemm("cublas qkv", t, qkv, h, l),
+        gemm("qkv", t, qkv, h, l),
         KernelWork {
             name: "qk_norm_rope_store",
             bytes: l * t * (qkv * 4.0 + nh * d * 2.0 + 2.0 * nkv * d * 2.0),
@@ -55,10 +55,10 @@ pub fn step_work(c: &ModelConfig, experts_touched: &[usize], batch: usize, prefi
             bytes: l * (batch as f64 * keys * nkv * d * 2.0 * 2.0 + t * nh * d * 2.0 * 2.0),
             flops: l * 4.0 * t * nh * d * keys,
         },
-        gemm("cublas attention out", t, h, nh * d, l),
+        gemm("attention out", t, h, nh * d, l),
         KernelWork { name: "add_rms_norm", bytes: (2.0 * l + 1.0) * t * h * (4.0 + 4.0 + 4.0 + 2.0), flops: (2.0 * l + 1.0) * t * h * 5.0 },
         KernelWork {
-            name: "cublas router logits",
+            name: "router logits",
             bytes: moe_layers * (e * h * 2.0 + t * h * 2.0 + e * 4.0 + t * k * 8.0),
             flops: moe_layers * 2.0 * t * h * e,
         },
@@ -76,14 +76,10 @@ pub fn step_work(c: &ModelConfig, experts_touched: &[usize], batch: usize, prefi
         KernelWork { name: "moe_combine", bytes: moe_layers * (t * k * h * 4.0 + t * h * 4.0), flops: moe_layers * t * k * h * 2.0 },
         mlp_gu,
         KernelWork { name: "silu_mul", bytes: t * inter_all * (2.0 * 4.0 + 2.0), flops: t * inter_all * 6.0 },
-        KernelWork {
-            name: "cublas mlp down",
-            bytes: inter_all * h * 2.0 + l * t * h * 4.0 + t * inter_all * 2.0,
-            flops: 2.0 * t * inter_all * h,
-        },
+        KernelWork { name: "mlp down", bytes: inter_all * h * 2.0 + l * t * h * 4.0 + t * inter_all * 2.0, flops: 2.0 * t * inter_all * h },
         KernelWork { name: "embed_gather", bytes: t * h * (2.0 + 4.0), flops: 0.0 },
         KernelWork { name: "gather_rows", bytes: 2.0 * t * h * 4.0 * 2.0, flops: 0.0 },
-        gemm("cublas lm_head", t, v, h, 1.0),
+        gemm("lm_head", t, v, h, 1.0),
         KernelWork { name: "row_argmax", bytes: t * v * 4.0, flops: t * v * 3.0 },
     ]
 }
@@ -110,6 +106,9 @@ fn work_name(launch: &str) -> &str {
         "block_attention_d64" | "block_attention_d256" => "block_attention",
         l if l.starts_with("moe_gate_up") => "moe_gate_up",
         l if l.starts_with("moe_down") => "moe_down",
+        // A projection by cuBLAS or by the weight stream (csrc/dense_stream.cu): the same work.
+        l if l.starts_with("cublas ") => &l["cublas ".len()..],
+        l if l.starts_with("stream ") => &l["stream ".len()..],
         other => other,
     }
 }

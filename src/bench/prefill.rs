@@ -408,8 +408,8 @@ mod tests {
         // One step (each request's block after a cached prefix) is a predicting forward whose
         // rows are all predicted: its FLOPs are the matrix kernels' of bench kernels' model.
         let c = crate::config::preset("mini").unwrap();
-        let matrix = ["cublas qkv", "block_attention", "cublas attention out", "cublas router logits", "moe_gate_up", "moe_down"];
-        let dense = ["cublas mlp gate_up", "cublas mlp down", "cublas lm_head"];
+        let matrix = ["qkv", "block_attention", "attention out", "router logits", "moe_gate_up", "moe_down"];
+        let dense = ["mlp gate_up", "mlp down", "lm_head"];
         let work = crate::bench::kernels::step_work(&c, &[], 4, 1024, 32);
         let want: f64 = work.iter().filter(|k| matrix.contains(&k.name) || dense.contains(&k.name)).map(|k| k.flops).sum();
         let got = prefill_flops(&c, &[forward(vec![(1024, 32); 4], true)], 32);

@@ -31,6 +31,7 @@ unsafe impl DeviceRepr for AttnParams {}
 unsafe impl DeviceRepr for RouterParams {}
 unsafe impl DeviceRepr for PermuteParams {}
 unsafe impl DeviceRepr for MoeGemmParams {}
+unsafe impl DeviceRepr for DenseStreamParams {}
 unsafe impl DeviceRepr for QuantizeFp8Params {}
 unsafe impl DeviceRepr for CombineParams {}
 unsafe impl DeviceRepr for SiluMulParams {}
@@ -56,8 +57,9 @@ pub struct Kernels {
     /// `CudaOptions::profile_kernels`: a CUDA event pair around every launch, read back when the
     /// profile is asked for (see [`Kernels::hold_stream`] for keeping launch gaps out).
     prof: Option<Mutex<Profile>>,
-    /// Kernel -> the dynamic shared memory its limit was raised to (the driver call is made once).
-    smem_raised: Mutex<HashMap<Kernel, u32>>,
+    /// Kernel -> the dynamic shared memory it is known to launch with (its limit raised where the
+    /// default is too small; the driver calls are made once per size).
+    smem_allowed: Mutex<HashMap<Kernel, u32>>,
     /// Kernel -> CTAs resident on the whole GPU at once ([`Kernels::resident_ctas`]).
     resident: Mutex<HashMap<Kernel, u32>>,
 }
@@ -144,7 +146,7 @@ impl Kernels {
             fns,
             sync_each,
             prof,
-            smem_raised: Mutex::new(HashMap::new()),
+            smem_allowed: Mutex::new(HashMap::new()),
             resident: Mutex::new(HashMap::new()),
         })
     }
@@ -248,6 +250,11 @@ impl Kernels {
     /// [`Kernels::launch`] with `smem` bytes of dynamic shared memory (above 48 KiB the kernel's
     /// limit is raised first, as the driver requires).
     pub fn launch_smem<P: DeviceRepr>(&self, kernel: Kernel, grid: (u32, u32, u32), block: u32, smem: u32, p: &P) -> Result<()> {
+        self.launch_as(kernel, kernel.symbol(), grid, block, smem, p)
+    }
+
+    /// [`Kernels::launch_smem`], profiled under `name` (one kernel serving several projections).
+    pub fn launch_as<P: DeviceRepr>(&self, kernel: Kernel, name: &str, grid: (u32, u32, u32), block: u32, smem: u32, p: &P) -> Result<()> {
         let f = &self.fns[kernel as usize];
         if grid.0 == 0 || grid.1 == 0 || grid.2 == 0 {
             return Ok(());
@@ -260,24 +267,31 @@ impl Kernels {
         // SAFETY: `p` carries device pointers into allocations that outlive the launch (they are
         // owned by the backend or by the caller's activations, freed stream-ordered after it).
         unsafe { b.launch(cfg) }.map_err(|cause| CudaError::Launch { kernel, cause })?;
-        self.prof_end(kernel.symbol(), t0);
+        self.prof_end(name, t0);
         if self.sync_each {
             self.stream.synchronize().map_err(|cause| CudaError::KernelFailed { kernel: kernel.to_string(), cause })?;
         }
         Ok(())
     }
 
-    /// Above the default 48 KiB a kernel's dynamic shared memory limit must be raised; once per
-    /// kernel and size.
+    /// Above the default 48 KiB of a kernel's shared memory (static and dynamic together) its
+    /// dynamic limit must be raised; once per kernel and size.
     fn allow_smem(&self, kernel: Kernel, smem: u32) -> Result<()> {
-        if smem > 48 * 1024 && smem > self.smem_raised.lock().unwrap().get(&kernel).copied().unwrap_or(0) {
+        if smem > 0 && smem > self.smem_allowed.lock().unwrap().get(&kernel).copied().unwrap_or(0) {
             use cudarc::driver::sys::CUfunction_attribute_enum as A;
             // Driver calls outside cudarc's launch path need the context current on this thread.
             self.stream.context().bind_to_thread().map_err(CudaError::driver(|| "binding the CUDA context".into()))?;
+            let fixed = self.fns[kernel as usize]
+                .get_attribute(A::CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES)
+                .map_err(CudaError::driver(|| format!("kernel {kernel}: reading its static shared memory")))?;
+            if smem as i64 + fixed as i64 <= 48 * 1024 {
+                self.smem_allowed.lock().unwrap().insert(kernel, smem); // fits the default: nothing to raise
+                return Ok(());
+            }
             self.fns[kernel as usize]
                 .set_attribute(A::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem as i32)
                 .map_err(CudaError::driver(|| format!("kernel {kernel}: allowing {smem} bytes of shared memory")))?;
-            self.smem_raised.lock().unwrap().insert(kernel, smem);
+            self.smem_allowed.lock().unwrap().insert(kernel, smem);
         }
         Ok(())
     }

@@ -9,6 +9,7 @@
 
 mod act;
 mod attention;
+mod dense;
 mod device;
 pub mod error;
 mod fp8;
@@ -69,6 +70,11 @@ pub struct CudaOptions {
     /// Steps of up to this many requests run as CUDA graphs (graph.rs), one recorded per step
     /// shape; 0 runs every forward eagerly (SGLang's `--cuda-graph-max-bs`, `--disable-cuda-graph`).
     pub cuda_graph_max_bs: usize,
+    /// Projections of at most DENSE_STREAM_ROWS rows through the weight stream
+    /// (csrc/dense_stream.cu) instead of cuBLAS. Off by default: measured slower than cuBLAS on
+    /// the H200 (docs/PERF.md, "The dense projections as a weight stream"); `dllm bench
+    /// --dense-stream` and the CUDA tests run it.
+    pub dense_stream: bool,
 }
 
 impl Default for CudaOptions {
@@ -84,6 +90,7 @@ impl Default for CudaOptions {
             quantization: None,
             moe_item_rows: None,
             cuda_graph_max_bs: graph::DEFAULT_MAX_BS,
+            dense_stream: false,
         }
     }
 }
@@ -263,22 +270,6 @@ impl CudaBackend {
 
     pub fn synchronize(&self) -> Result<()> {
         Ok(self.k.sync("synchronize")?)
-    }
-
-    /// `y[rows, n] = x w^T` (cuBLAS), f32 out.
-    fn gemm(&self, what: &str, x: &CudaSlice<u16>, w: &CudaSlice<u16>, rows: usize, n: usize, k: usize) -> Result<CudaSlice<f32>> {
-        let y = self.alloc_f32(rows * n, what)?;
-        self.k.gemm_bf16_f32(what, self.p(x), self.p(w), self.p(&y), rows, n, k, 0.0)?;
-        Ok(y)
-    }
-
-    fn dense_mlp(&self, m: &weights::DenseMlp, x: &CudaSlice<u16>, rows: usize) -> Result<CudaSlice<f32>> {
-        let h = self.cfg.hidden_size;
-        let gu = self.gemm("mlp gate_up", x, &m.gate_up, rows, 2 * m.inter, h)?;
-        let act = self.alloc_bf16(rows * m.inter, "mlp activation")?;
-        let p = SiluMulParams { gu: self.p(&gu), out: self.p(&act), rows: rows as i32, inter: m.inter as i32 };
-        self.k.launch(Kernel::SiluMul, ((rows * m.inter).div_ceil(256).min(65536) as u32, 1, 1), 256, &p)?;
-        self.gemm("mlp down", &act, &m.down, rows, h, m.inter)
     }
 
     /// This rank's slice of the vocabulary (the whole of it at one rank).
@@ -515,7 +506,9 @@ impl Backend for CudaBackend {
         if let Some(logits) = &out.logits {
             return Ok(self.k.gemm_bf16_f32("lm_head", self.p(xb), self.p(w), self.p(logits), x.rows, vocab.len(), h, 0.0)?);
         }
-        let logits = self.gemm("lm_head", xb, w, x.rows, vocab.len(), h)?;
+        // cuBLAS at every row count: over the vocabulary's 157k rows it reads at ~90% (docs/PERF.md).
+        let logits = self.alloc_f32(x.rows * vocab.len(), "lm_head")?;
+        self.k.gemm_bf16_f32("lm_head", self.p(xb), self.p(w), self.p(&logits), x.rows, vocab.len(), h, 0.0)?;
         if let Some(sampling) = &out.sampling {
             return self.launch_sample(&logits, x.rows, vocab.len(), sampling, &out.token, &out.prob);
         }

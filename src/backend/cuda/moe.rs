@@ -75,10 +75,9 @@ impl CudaBackend {
         let c = &self.cfg;
         let ids = self.k.alloc::<i32>(rows * c.num_experts_per_tok, "router ids")?;
         let wts = self.alloc_f32(rows * c.num_experts_per_tok, "router weights")?;
-        // fp32 logits h W^T by cuBLAS (bf16 inputs, fp32 accumulate: the CPU twin's math), then
+        // fp32 logits h W^T (bf16 inputs, fp32 accumulate: the CPU twin's math), then
         // the selection kernel.
-        let logits = self.alloc_f32(rows * c.num_experts, "router logits")?;
-        self.k.gemm_bf16_f32("router logits", self.p(x), self.p(&m.router), self.p(&logits), rows, c.num_experts, c.hidden_size, 0.0)?;
+        let logits = self.gemm("router logits", x, &m.router, rows, c.num_experts, c.hidden_size)?;
         let p = RouterParams {
             logits: self.p(&logits),
             bias: self.p(&m.bias),

@@ -1,0 +1,109 @@
+//! The dense projections of a forward: QKV, attention out, the dense MLP and shared expert, and
+//! the router's logits. cuBLAS; or, with `CudaOptions::dense_stream`, at few rows (a batch-1
+//! step's block) the weight stream of csrc/dense_stream.cu. At 32 rows cuBLAS reads these weights
+//! at 6-39% of the copy bandwidth, but the stream measured slower still (docs/PERF.md), so it is
+//! off by default: kept, tested, for the next attempt.
+
+use super::kernels::{params::*, Kernel};
+use super::weights::DenseMlp;
+use super::CudaBackend;
+use anyhow::Result;
+use cudarc::driver::CudaSlice;
+
+/// The weight stream's output: f32 projections, or the gated MLP's bf16 activation.
+enum StreamOut<'a> {
+    F32(&'a CudaSlice<f32>),
+    Gated(&'a CudaSlice<u16>),
+}
+
+impl CudaBackend {
+    /// Whether a projection of `rows` rows over `k` inputs takes the weight stream (16-byte rows of
+    /// x, and a cluster's k ranges covering k).
+    fn streams(&self, rows: usize, k: usize) -> bool {
+        self.opts.dense_stream
+            && rows > 0
+            && rows <= DENSE_STREAM_ROWS
+            && k.is_multiple_of(8)
+            && k <= DENSE_STREAM_CLUSTER * DENSE_STREAM_MAX_KR
+    }
+
+    /// `y[rows, n] = x w^T`, f32 out; `w` is `[n][k]`.
+    pub(super) fn gemm(
+        &self,
+        what: &str,
+        x: &CudaSlice<u16>,
+        w: &CudaSlice<u16>,
+        rows: usize,
+        n: usize,
+        k: usize,
+    ) -> Result<CudaSlice<f32>> {
+        let y = self.alloc_f32(rows * n, what)?;
+        if self.streams(rows, k) {
+            self.stream_projection(what, x, self.p(w), None, StreamOut::F32(&y), rows, n, k)?;
+        } else {
+            self.k.gemm_bf16_f32(what, self.p(x), self.p(w), self.p(&y), rows, n, k, 0.0)?;
+        }
+        Ok(y)
+    }
+
+    /// The dense MLP (and the shared expert): `bf16(silu(x gate^T) * (x up^T)) down^T`, f32 out.
+    pub(super) fn dense_mlp(&self, m: &DenseMlp, x: &CudaSlice<u16>, rows: usize) -> Result<CudaSlice<f32>> {
+        let h = self.cfg.hidden_size;
+        let act = self.alloc_bf16(rows * m.inter, "mlp activation")?;
+        if self.streams(rows, h) {
+            // gate_up holds the gate's rows, then the up's: two [inter][h] matrices.
+            let up = self.p(&m.gate_up) + (m.inter * h * std::mem::size_of::<u16>()) as u64;
+            self.stream_projection("mlp gate_up", x, self.p(&m.gate_up), Some(up), StreamOut::Gated(&act), rows, m.inter, h)?;
+        } else {
+            let gu = self.gemm("mlp gate_up", x, &m.gate_up, rows, 2 * m.inter, h)?;
+            let p = SiluMulParams { gu: self.p(&gu), out: self.p(&act), rows: rows as i32, inter: m.inter as i32 };
+            self.k.launch(Kernel::SiluMul, ((rows * m.inter).div_ceil(256).min(65536) as u32, 1, 1), 256, &p)?;
+        }
+        self.gemm("mlp down", &act, &m.down, rows, h, m.inter)
+    }
+
+    /// One weight-stream launch: `w1` (and `w2`, gated) `[n][k]` at these addresses; profiled as
+    /// "stream {what}".
+    #[allow(clippy::too_many_arguments)]
+    fn stream_projection(
+        &self,
+        what: &str,
+        x: &CudaSlice<u16>,
+        w1: u64,
+        w2: Option<u64>,
+        out: StreamOut,
+        rows: usize,
+        n: usize,
+        k: usize,
+    ) -> Result<()> {
+        let kernel = if w2.is_some() { Kernel::DenseGateUpStream } else { Kernel::DenseStream };
+        let tiles = n.div_ceil(DENSE_STREAM_COLS);
+        // The cluster's CTAs split k evenly, in whole chunks.
+        let k_split = k.div_ceil(DENSE_STREAM_KC).div_ceil(DENSE_STREAM_CLUSTER) * DENSE_STREAM_KC;
+        let smem = (rows * (k_split + DENSE_STREAM_PAD) * std::mem::size_of::<u16>()) as u32;
+        let (f32_out, act_out) = match out {
+            StreamOut::F32(y) => (self.p(y), 0),
+            StreamOut::Gated(a) => (0, self.p(a)),
+        };
+        let p = DenseStreamParams {
+            x: self.p(x),
+            w1,
+            w2: w2.unwrap_or(0),
+            f32_out,
+            act_out,
+            rows: rows as i32,
+            n: n as i32,
+            k: k as i32,
+            k_split: k_split as i32,
+        };
+        self.k.launch_as(
+            kernel,
+            &format!("stream {what}"),
+            (tiles as u32, DENSE_STREAM_CLUSTER as u32, 1),
+            DENSE_STREAM_THREADS as u32,
+            smem,
+            &p,
+        )?;
+        Ok(())
+    }
+}
