@@ -16,6 +16,7 @@ use std::time::Instant;
 
 const GENERATE_FIELDS: &[&str] = &[
     "text",
+    "model",
     "input_ids",
     "sampling_params",
     "stream",
@@ -173,6 +174,9 @@ pub fn parse_generate(st: &AppState, body: &Value) -> ApiResult<Parsed> {
             continue;
         }
         return Err(ApiError::bad_request(format!("unknown field {k:?} in the request")));
+    }
+    if let Some(m) = o.get("model") {
+        st.check_model_field(m)?;
     }
     let stream = match o.get("stream") {
         None | Some(Value::Null) => false,
