@@ -194,6 +194,9 @@ def main():
     except KeyboardInterrupt:
         pass
     finally:
+        # A second Ctrl-C must not leave the children running.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         gw.stop()
         for r in replicas:
             r.stop()
