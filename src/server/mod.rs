@@ -5,8 +5,8 @@
 //! (`--max-connections`, `--header-read-timeout`, `--idle-timeout`), so that idle or half-sent
 //! ones cannot take the server from everyone else.
 //! Routes: SGLang's native API (`/generate`, `/health`, `/health_generate`, `/get_model_info`,
-//! `/get_server_info`, `/get_load`, `/flush_cache`, `/abort_request`), OpenAI's (`/v1/models`, `/v1/completions`, `/v1/chat/completions`)
-//! and `/metrics`.
+//! `/get_server_info`, `/get_load`, `/flush_cache`, `/abort_request`), OpenAI's (`/v1/models`,
+//! `/v1/completions`, `/v1/chat/completions`) and `/metrics`.
 
 pub mod args;
 pub mod cors;
