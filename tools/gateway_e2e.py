@@ -6,6 +6,7 @@ Checks, in order (each prints one line; the last line counts them):
               streaming) and /v1/models through the gateway; its /get_loads reads every
               replica's /get_load; its /flush_cache reaches every replica
   spread      requests through the gateway land on both replicas (their /metrics count them)
+  leave       a client that gives up (plain and streaming): the request is cancelled on its replica
   kill        a load in flight on both replicas, one replica SIGKILLed: each request ends within
               its deadline; those that fail number at most what the killed replica held; every
               other one finishes; new requests all succeed, on the survivor
@@ -29,7 +30,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gateway import ROOT, Gateway, Replica, free_port, call, get_json, wait_until  # noqa: E402
+from gateway import HOST, ROOT, Gateway, Replica, call, free_port, get_json, wait_until  # noqa: E402
 
 REQUEST_TIMEOUT_S = 60.0
 # Enough tokens that a request on the tiny CPU model is still running when its replica dies.
@@ -110,6 +111,40 @@ def check_routes(gw, model):
     s, b = call("POST", g + "/flush_cache", timeout=10)
     check(s == 200 and json.loads(b).get("workers_flushed") == 2, f"gateway /flush_cache: {s} {b!r}")
     return "generate, generate stream, completions, chat, chat stream, models, get_loads, flush_cache"
+
+
+def leave(gw, stream):
+    """Send a long request, and hang up: a stream after its first event, a plain one after 1 s."""
+    conn = http.client.HTTPConnection(HOST, gw.port, timeout=1.0)
+    try:
+        body = json.dumps(generate_body("Leaving:", 3000, stream))
+        conn.request("POST", "/generate", body=body, headers={"Content-Type": "application/json"})
+        if stream:
+            r = conn.getresponse()
+            check(r.status == 200 and r.readline().startswith(b"data:"), f"stream: {r.status}")
+        else:
+            try:
+                r = conn.getresponse()
+                raise AssertionError(f"a 3000-token request answered within 1 s ({r.status}); cannot test leaving")
+            except TimeoutError:
+                pass
+    finally:
+        conn.close()
+
+
+def check_leave(gw, replicas):
+    """Clients that give up: the gateway drops its call to the replica, which cancels the request."""
+    count = lambda name: sum(r.metric(name) for r in replicas)
+    cancelled0, finished0 = count("dllm:num_requests_cancelled_total"), count("dllm:num_requests_finished_total")
+    leave(gw, stream=False)
+    leave(gw, stream=True)
+
+    def cancelled():
+        return count("dllm:num_requests_cancelled_total") - cancelled0 >= 2 and count("dllm:num_running_reqs") == 0
+
+    wait_until("both requests cancelled on the replicas", cancelled, 15)
+    check(count("dllm:num_requests_finished_total") == finished0, "a request the client left ran to its end")
+    return "a plain and a streaming request whose clients hung up were cancelled on their replicas"
 
 
 def check_spread(gw, replicas):
@@ -242,6 +277,7 @@ def main():
         print(f"2 replicas ({', '.join(r.url for r in replicas)}) behind the gateway {gw.url}; logs in {work}", flush=True)
         checks.run("routes", lambda: check_routes(gw, "llada2-tiny"))
         checks.run("spread", lambda: check_spread(gw, replicas))
+        checks.run("leave", lambda: check_leave(gw, replicas))
         checks.run("kill", lambda: check_kill(gw, replicas))
         checks.run("restart", lambda: check_restart(gw, replicas))
     finally:
