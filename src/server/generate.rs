@@ -48,6 +48,9 @@ const GENERATE_IGNORED: &[&str] = &[
     "conversation_id",
     "custom_logit_processor",
 ];
+/// Ignored fields whose SGLang default is true: SGLang's model gateway sends them so with every
+/// request, which asks for nothing to warn about.
+const GENERATE_DEFAULT_TRUE: &[&str] = &["log_metrics"];
 /// SGLang request fields that ask for something we do not do: refused unless unset.
 const GENERATE_UNSUPPORTED: &[&str] = &[
     "return_hidden_states",
@@ -168,7 +171,8 @@ pub fn parse_generate(st: &AppState, body: &Value) -> ApiResult<Parsed> {
             return Err(ApiError::bad_request(format!("{k} is not supported by dllm")));
         }
         if GENERATE_IGNORED.contains(&k.as_str()) {
-            if !is_unset(v) {
+            let default = GENERATE_DEFAULT_TRUE.contains(&k.as_str()) && *v == Value::Bool(true);
+            if !is_unset(v) && !default {
                 ignored_field(&format!("/generate: field {k}"));
             }
             continue;

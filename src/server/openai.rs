@@ -66,6 +66,10 @@ const IGNORED: &[&str] = &[
     "priority",
 ];
 
+/// Ignored fields whose SGLang default is true: SGLang's model gateway sends them so with every
+/// chat request, which asks for nothing to warn about.
+const DEFAULT_TRUE: &[&str] = &["separate_reasoning", "stream_reasoning"];
+
 /// The chosen token's logprob is all there is: the fused GPU pick keeps no alternatives.
 const NO_TOP_LOGPROBS: &str = "only the chosen token's logprob is available (dllm keeps no alternatives)";
 
@@ -144,7 +148,8 @@ fn parse_common(st: &AppState, o: &Map<String, Value>, own: &[&str], flavor: Fla
                 }
             }
             k if IGNORED.contains(&k) => {
-                if !is_unset(v) {
+                let default = DEFAULT_TRUE.contains(&k) && *v == Value::Bool(true);
+                if !is_unset(v) && !default {
                     ignored_field(&format!("field {k}"));
                 }
             }
