@@ -178,6 +178,7 @@ async fn bad_input_gets_clear_errors_and_the_server_keeps_serving() {
         (json!({"text": "hi", "stream": "yes"}), "stream must be true or false"),
         (json!({"text": ["a", "b"], "sampling_params": [{}]}), "1 entries for 2 prompts"),
         (json!({"text": ["a", ""]}), "text[1] is empty"),
+        (json!({"text": "hi", "model": 5}), "model must be a string"),
     ];
     for (body, needle) in cases {
         let r = post(a, "/generate", &body).await;
@@ -186,6 +187,13 @@ async fn bad_input_gets_clear_errors_and_the_server_keeps_serving() {
     // Ignored SGLang fields are fine.
     let r = post(a, "/generate", &json!({"text": "hi", "return_logprob": false, "log_metrics": true, "sampling_params": {"max_new_tokens": 4, "frequency_penalty": 0.0, "n": 1}})).await;
     assert_eq!(r.status, 200, "{}", r.text());
+    // The body SGLang's model gateway (sglang-router 0.3.2) forwards for {"text", "sampling_params"}.
+    let gateway = json!({"text": "hi", "model": null, "sampling_params": {"max_new_tokens": 4}, "return_text_in_logprobs": false,
+        "stream": false, "log_metrics": true, "return_hidden_states": false, "background": false, "no_logs": false,
+        "return_bytes": false, "return_entropy": false});
+    let r = post(a, "/generate", &gateway).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_error(&post(a, "/generate", &json!({"text": "hi", "model": "another-model"})).await, 404, "another-model");
     assert_error(&get(a, "/nope").await, 404, "/nope");
     assert_error(&get(a, "/generate").await, 405, "POST");
     let big = format!("{{\"text\": \"{}\"}}", "a".repeat(200_000));
@@ -236,6 +244,10 @@ async fn queue_full_is_503_and_disconnects_cancel() {
     let (queued, seen) = open_stream(a, &long, 0).await;
     assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
     assert_eq!(metric(a, "dllm:num_queue_reqs").await, 1.0);
+    // What load-aware routers read: both requests held, one waiting, both prompts' tokens.
+    let prompt_tokens = srv.state.tokenizer.encode(PROMPT).unwrap().len();
+    let load = get(a, "/get_load").await.json();
+    assert_eq!(load, json!([{"dp_rank": 0, "num_reqs": 2, "num_waiting_reqs": 1, "num_tokens": 2 * prompt_tokens}]));
     let r = post(a, "/generate", &json!({"text": "hi", "sampling_params": {"max_new_tokens": 4}})).await;
     assert_error(&r, 503, "capacity");
     // Both clients leave: the queued one is dropped, the running one cancelled, cache freed.
@@ -245,6 +257,7 @@ async fn queue_full_is_503_and_disconnects_cancel() {
     wait_metric(a, "dllm:num_queue_reqs", |v| v == 0.0).await;
     wait_metric(a, "dllm:num_requests_cancelled_total", |v| v >= 2.0).await;
     assert_eq!(metric(a, "dllm:num_requests_finished_total").await, 0.0);
+    assert_eq!(get(a, "/get_load").await.json()[0]["num_tokens"], 0);
     // And it serves again.
     let r = post(a, "/generate", &json!({"text": "hi", "sampling_params": {"max_new_tokens": 4}})).await;
     assert_eq!(r.status, 200, "{}", r.text());

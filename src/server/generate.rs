@@ -16,6 +16,7 @@ use std::time::Instant;
 
 const GENERATE_FIELDS: &[&str] = &[
     "text",
+    "model",
     "input_ids",
     "sampling_params",
     "stream",
@@ -47,6 +48,9 @@ const GENERATE_IGNORED: &[&str] = &[
     "conversation_id",
     "custom_logit_processor",
 ];
+/// Ignored fields whose SGLang default is true: SGLang's model gateway sends them so with every
+/// request, which asks for nothing to warn about.
+const GENERATE_DEFAULT_TRUE: &[&str] = &["log_metrics"];
 /// SGLang request fields that ask for something we do not do: refused unless unset.
 const GENERATE_UNSUPPORTED: &[&str] = &[
     "return_hidden_states",
@@ -167,12 +171,16 @@ pub fn parse_generate(st: &AppState, body: &Value) -> ApiResult<Parsed> {
             return Err(ApiError::bad_request(format!("{k} is not supported by dllm")));
         }
         if GENERATE_IGNORED.contains(&k.as_str()) {
-            if !is_unset(v) {
+            let default = GENERATE_DEFAULT_TRUE.contains(&k.as_str()) && *v == Value::Bool(true);
+            if !is_unset(v) && !default {
                 ignored_field(&format!("/generate: field {k}"));
             }
             continue;
         }
         return Err(ApiError::bad_request(format!("unknown field {k:?} in the request")));
+    }
+    if let Some(m) = o.get("model") {
+        st.check_model_field(m)?;
     }
     let stream = match o.get("stream") {
         None | Some(Value::Null) => false,

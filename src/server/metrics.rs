@@ -58,6 +58,9 @@ pub struct Metrics {
     pub blocks: AtomicU64,
     pub running: AtomicU64,
     pub queued: AtomicU64,
+    /// Prompt tokens of the running and queued requests: the work this server holds, in tokens
+    /// (`num_tokens` of `/get_load`, which load-aware routers read).
+    pub held_prompt_tokens: AtomicU64,
     /// Connections served now, counted against `--max-connections`.
     pub open_connections: AtomicU64,
     /// Connections past the cap being answered now (the reserve: /health and /metrics only).
@@ -89,6 +92,7 @@ impl Default for Metrics {
             blocks: z(),
             running: z(),
             queued: z(),
+            held_prompt_tokens: z(),
             open_connections: z(),
             reserve_connections: z(),
             connections_over_cap: z(),
@@ -134,6 +138,7 @@ impl Metrics {
         c(&mut s, "blocks_total", "Blocks finished.", &self.blocks);
         g(&mut s, "num_running_reqs", "Requests in the engine now.", &self.running);
         g(&mut s, "num_queue_reqs", "Requests waiting for a running slot.", &self.queued);
+        g(&mut s, "num_held_prompt_tokens", "Prompt tokens of the running and queued requests.", &self.held_prompt_tokens);
         g(&mut s, "num_open_connections", "Connections served now (counted against --max-connections).", &self.open_connections);
         g(&mut s, "num_reserve_connections", "Connections past --max-connections being answered now.", &self.reserve_connections);
         c(

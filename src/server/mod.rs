@@ -5,8 +5,8 @@
 //! (`--max-connections`, `--header-read-timeout`, `--idle-timeout`), so that idle or half-sent
 //! ones cannot take the server from everyone else.
 //! Routes: SGLang's native API (`/generate`, `/health`, `/health_generate`, `/get_model_info`,
-//! `/get_server_info`), OpenAI's (`/v1/models`, `/v1/completions`, `/v1/chat/completions`)
-//! and `/metrics`.
+//! `/get_server_info`, `/get_load`, `/flush_cache`, `/abort_request`), OpenAI's (`/v1/models`,
+//! `/v1/completions`, `/v1/chat/completions`) and `/metrics`.
 
 pub mod args;
 pub mod cors;
@@ -72,6 +72,25 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// A request's `model` must be the one this server serves (`--served-model-name`).
+    pub fn check_model(&self, id: &str) -> ApiResult<()> {
+        if id != self.model_name {
+            return Err(ApiError::not_found(format!("The model `{id}` does not exist; this server serves `{}`", self.model_name)));
+        }
+        Ok(())
+    }
+
+    /// A request body's `model` field: unset (null), or the served model's name. OpenAI clients
+    /// send it; SGLang's model gateway adds it to every `/generate` it forwards (null unless the
+    /// client named a model).
+    pub fn check_model_field(&self, v: &serde_json::Value) -> ApiResult<()> {
+        match v {
+            serde_json::Value::Null => Ok(()),
+            serde_json::Value::String(m) => self.check_model(m),
+            _ => Err(ApiError::bad_request(format!("model must be a string, got {}", json::kind(v)))),
+        }
+    }
+
     /// Defaults every request starts from, before its own sampling params.
     pub fn default_params(&self) -> GenParams {
         GenParams {
@@ -158,7 +177,10 @@ pub async fn start_with(settings: Settings, mut loaded: Loaded) -> Result<Runnin
         cors: Cors::new(&settings.allowed_origins),
         sched,
         metrics,
-        model_dir: loaded.model_dir.clone(),
+        // Absolute: `/get_model_info` reports it, and SGLang's model gateway loads its tokenizer
+        // from there (a relative path would be taken against the gateway's directory, or as a
+        // Hugging Face model id).
+        model_dir: std::path::absolute(&loaded.model_dir).unwrap_or_else(|_| loaded.model_dir.clone()),
         model_name,
         backend: backend.clone(),
         context_len,
@@ -370,6 +392,7 @@ async fn dispatch(st: &Arc<AppState>, req: Request<Incoming>) -> ApiResult<Resp>
         "/metrics" if is_get => Ok(full(StatusCode::OK, "text/plain; version=0.0.4", st.metrics.render())),
         "/get_model_info" | "/model_info" if is_get => Ok(json(StatusCode::OK, &model_info(st))),
         "/get_server_info" | "/server_info" if is_get => Ok(json(StatusCode::OK, &server_info(st))),
+        "/get_load" if is_get => Ok(json(StatusCode::OK, &load(st))),
         // Benchmarks call it between runs; finished blocks' K/V are freed with their request.
         "/flush_cache" if is_post || is_get => Ok(full(StatusCode::OK, "text/plain", "Cache flushed.\n")),
         "/v1/models" if is_get => Ok(json(StatusCode::OK, &openai::models(st))),
@@ -379,7 +402,7 @@ async fn dispatch(st: &Arc<AppState>, req: Request<Incoming>) -> ApiResult<Resp>
         "/v1/completions" if is_post => openai::completions(st, read_prompts(st, req, PromptField::Completions).await?).await,
         "/v1/chat/completions" if is_post => openai::chat(st, read_prompts(st, req, PromptField::Chat).await?).await,
         "/health" | "/health_generate" | "/metrics" | "/get_model_info" | "/model_info" | "/get_server_info" | "/server_info"
-        | "/v1/models" => Err(ApiError::method_not_allowed(format!("{path} takes GET, not {method}"))),
+        | "/get_load" | "/v1/models" => Err(ApiError::method_not_allowed(format!("{path} takes GET, not {method}"))),
         p if p.starts_with("/v1/models/") => Err(ApiError::method_not_allowed(format!("{path} takes GET, not {method}"))),
         "/generate" | "/abort_request" | "/v1/completions" | "/v1/chat/completions" => {
             Err(ApiError::method_not_allowed(format!("{path} takes POST, not {method}")))
@@ -447,6 +470,20 @@ fn model_info(st: &AppState) -> serde_json::Value {
         "dllm_algorithm": st.settings.algorithm,
         "diffusion_block_size": st.settings.block_size,
     })
+}
+
+/// SGLang's `GET /get_load`, which the model gateway polls for its load-aware policies: one entry
+/// per data-parallel rank (dllm has one), with the requests it holds (running and queued), those
+/// waiting, and their prompt tokens.
+fn load(st: &AppState) -> serde_json::Value {
+    let m = &st.metrics;
+    let (running, queued) = (m.running.load(Relaxed), m.queued.load(Relaxed));
+    serde_json::json!([{
+        "dp_rank": 0,
+        "num_reqs": running + queued,
+        "num_waiting_reqs": queued,
+        "num_tokens": m.held_prompt_tokens.load(Relaxed),
+    }])
 }
 
 fn server_info(st: &AppState) -> serde_json::Value {

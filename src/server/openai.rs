@@ -21,7 +21,7 @@ pub fn models(st: &AppState) -> Value {
 
 /// `GET /v1/models/{id}`: the served model, or OpenAI's 404 for any other id.
 pub fn model(st: &AppState, id: &str) -> ApiResult<Value> {
-    check_model(st, id)?;
+    st.check_model(id)?;
     Ok(model_object(st))
 }
 
@@ -34,14 +34,6 @@ fn model_object(st: &AppState) -> Value {
         "root": st.model_name,
         "max_model_len": st.context_len,
     })
-}
-
-/// A request's `model` must be the one this server serves (`--served-model-name`).
-fn check_model(st: &AppState, id: &str) -> ApiResult<()> {
-    if id != st.model_name {
-        return Err(ApiError::not_found(format!("The model `{id}` does not exist; this server serves `{}`", st.model_name)));
-    }
-    Ok(())
 }
 
 /// Request fields both routes share; the rest are sampling fields or errors.
@@ -74,6 +66,10 @@ const IGNORED: &[&str] = &[
     "priority",
 ];
 
+/// Ignored fields whose SGLang default is true: SGLang's model gateway sends them so with every
+/// chat request, which asks for nothing to warn about.
+const DEFAULT_TRUE: &[&str] = &["separate_reasoning", "stream_reasoning"];
+
 /// The chosen token's logprob is all there is: the fused GPU pick keeps no alternatives.
 const NO_TOP_LOGPROBS: &str = "only the chosen token's logprob is available (dllm keeps no alternatives)";
 
@@ -88,11 +84,7 @@ fn parse_common(st: &AppState, o: &Map<String, Value>, own: &[&str], flavor: Fla
             continue;
         }
         match k {
-            "model" => match v {
-                Value::Null => {}
-                Value::String(m) => check_model(st, m)?,
-                _ => return Err(ApiError::bad_request(format!("model must be a string, got {}", kind(v)))),
-            },
+            "model" => st.check_model_field(v)?,
             "max_tokens" | "max_completion_tokens" | "max_new_tokens" => {
                 if !v.is_null() {
                     c.sampling.set("max_new_tokens", v, k)?;
@@ -156,7 +148,8 @@ fn parse_common(st: &AppState, o: &Map<String, Value>, own: &[&str], flavor: Fla
                 }
             }
             k if IGNORED.contains(&k) => {
-                if !is_unset(v) {
+                let default = DEFAULT_TRUE.contains(&k) && *v == Value::Bool(true);
+                if !is_unset(v) && !default {
                     ignored_field(&format!("field {k}"));
                 }
             }

@@ -270,6 +270,7 @@ impl FairQueue {
 struct Active {
     key: u64,
     rid: String,
+    prompt_tokens: usize,
     events: tmpsc::UnboundedSender<ReqEvent>,
 }
 
@@ -340,6 +341,9 @@ impl EngineLoop {
     fn publish(&self) {
         self.metrics.running.store(self.active.len() as u64, Relaxed);
         self.metrics.queued.store(self.queue.len() as u64, Relaxed);
+        let running: usize = self.active.values().map(|a| a.prompt_tokens).sum();
+        let queued: usize = self.queue.groups.iter().flat_map(|(_, q)| q).map(|p| p.prompt.len()).sum();
+        self.metrics.held_prompt_tokens.store((running + queued) as u64, Relaxed);
     }
 
     fn handle(&mut self, c: Cmd) {
@@ -423,7 +427,7 @@ impl EngineLoop {
                     self.metrics.queue_time.observe(p.queued_at.elapsed().as_secs_f64());
                     self.metrics.prompt_tokens.fetch_add(n, Relaxed);
                     self.ids.insert(p.key, id);
-                    self.active.insert(id, Active { key: p.key, rid: p.rid, events: p.events });
+                    self.active.insert(id, Active { key: p.key, rid: p.rid, prompt_tokens: p.prompt.len(), events: p.events });
                 }
                 Err(e) if !self.active.is_empty() => {
                     // Most likely the KV cache is full: wait until a running request ends.
