@@ -135,7 +135,7 @@ fn joint_threshold_fixtures_cover_every_branch() {
     let any = |f: &dyn Fn(&serde_json::Value) -> bool| cases.iter().any(f);
     let n = |c: &serde_json::Value, k: &str| c[k].as_u64().unwrap();
     let blocks = |c: &serde_json::Value| c["block_size"].as_u64().unwrap();
-    let mid_block = |c: &serde_json::Value| ids(&c["prompt_ids"]).len() as u64 % blocks(c) != 0;
+    let mid_block = |c: &serde_json::Value| !(ids(&c["prompt_ids"]).len() as u64).is_multiple_of(blocks(c));
     assert!(any(&|c| n(c, "edits") > 0), "an edit that fires");
     assert!(any(&|c| n(c, "declined_edits") > 0 && n(c, "edits") == 0), "edits that never fire");
     assert!(any(&|c| n(c, "budget_blocks") > 0), "a block ended by the post-edit budget");
