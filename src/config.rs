@@ -132,12 +132,13 @@ impl Family {
             Family::Llada22 => "llada2.2",
         }
     }
-    /// The decoding algorithm the family was trained for (SGLang's `--dllm-algorithm` name).
+    /// The decoding algorithm the family was trained for, by SGLang's `--dllm-algorithm` name
+    /// (spelled here, as the config sits below decode/; tests/families.rs holds the two equal).
     pub fn default_algorithm(self) -> &'static str {
         match self {
-            Family::Llada20 => crate::decode::low_confidence::NAME,
-            Family::Llada21 => crate::decode::joint_threshold::NAME,
-            Family::Llada22 => crate::decode::JOINT_THRESHOLD_INDEL,
+            Family::Llada20 => "LowConfidence",
+            Family::Llada21 => "JointThreshold",
+            Family::Llada22 => "JointThresholdInDel",
         }
     }
     /// The release's name on the hub, as `_name_or_path` carries it (`LLaDA2.1-mini`).

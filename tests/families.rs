@@ -85,6 +85,14 @@ fn every_family_writes_the_keys_the_official_code_reads_with_other_defaults() {
 }
 
 #[test]
+fn the_family_names_are_decode_s() {
+    use dllm::decode::{joint_threshold, low_confidence, JOINT_THRESHOLD_INDEL};
+    assert_eq!(Family::Llada20.default_algorithm(), low_confidence::NAME);
+    assert_eq!(Family::Llada21.default_algorithm(), joint_threshold::NAME);
+    assert_eq!(Family::Llada22.default_algorithm(), JOINT_THRESHOLD_INDEL);
+}
+
+#[test]
 fn each_family_decodes_with_its_algorithm_and_2_2_is_refused() {
     let d20 = write(Family::Llada20, "a20");
     let d21 = write(Family::Llada21, "a21");
