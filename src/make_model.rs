@@ -312,6 +312,10 @@ fn config_json(cfg: &ModelConfig, family: Family) -> Result<serde_json::Value> {
     for (k, v) in released.as_object().context("a JSON object")? {
         obj.entry(k.clone()).or_insert(v.clone());
     }
+    // The f32 written as its shortest decimal (1e-6), not as the f64 nearest to the f32
+    // (9.999999974752427e-7): the released files' spelling, and the same f32 read back.
+    let eps: f64 = cfg.rms_norm_eps.to_string().parse()?;
+    obj.insert("rms_norm_eps".into(), eps.into());
     if family == Family::Llada22 {
         for k in ["n_group", "topk_group", "rope_theta", "rope_scaling"] {
             obj.remove(k);

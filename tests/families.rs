@@ -57,6 +57,7 @@ fn every_family_writes_the_keys_the_official_code_reads_with_other_defaults() {
             ("norm_topk_prob", true.into()),
             ("moe_router_enable_expert_bias", true.into()),
             ("hidden_act", "silu".into()),
+            ("rms_norm_eps", 1e-6.into()),
             ("pad_token_id", c["eos_token_id"].clone()),
         ] {
             assert_eq!(c[key], want, "{tag}: {key}");
