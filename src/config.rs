@@ -49,6 +49,8 @@ pub struct ModelConfig {
     pub score_function: String,
     #[serde(default = "one_f")]
     pub partial_rotary_factor: f32,
+    /// Required, at the top level or (LLaDA2.2's layout) inside `rope_parameters`.
+    #[serde(default = "nan")]
     pub rope_theta: f32,
     pub rms_norm_eps: f32,
     pub vocab_size: usize,
@@ -67,6 +69,23 @@ pub struct ModelConfig {
     pub eos_token_id: Option<u32>,
     #[serde(default)]
     pub torch_dtype: Option<String>,
+    /// Where the checkpoint came from (`inclusionAI/LLaDA2.1-mini`); tells 2.1 from 2.0, whose
+    /// configs have the same keys (see [`ModelConfig::family`]).
+    #[serde(default, rename = "_name_or_path", skip_serializing_if = "Option::is_none")]
+    pub name_or_path: Option<String>,
+    /// LLaDA2.2's keys: block routing (`expert_capacity`, `block_size`), RoPE settings in one
+    /// object, and the delete / split edit tokens. Parsed so a 2.2 checkpoint is recognised and
+    /// refused by name (block routing is not implemented yet), never misread as a 2.0 one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expert_capacity: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_size: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rope_parameters: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delete_token_id: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split_token_id: Option<u32>,
     /// Block FP8 routed experts (`"quant_method": "fp8"`, 128x128 blocks; see fp8.rs): the
     /// checkpoint stores them so, or `--quantization fp8` quantizes them at load.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -87,6 +106,45 @@ pub struct ModelConfig {
 
 fn one() -> usize {
     1
+}
+fn nan() -> f32 {
+    f32::NAN
+}
+
+/// The LLaDA2 releases dllm knows: 2.0 and 2.1 share the architecture and the checkpoint
+/// layout and differ in how they decode; 2.2 adds block routing, a 128K context and delete /
+/// insert edits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Family {
+    #[value(name = "llada2.0")]
+    Llada20,
+    #[value(name = "llada2.1")]
+    Llada21,
+    #[value(name = "llada2.2")]
+    Llada22,
+}
+
+impl Family {
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Llada20 => "llada2.0",
+            Family::Llada21 => "llada2.1",
+            Family::Llada22 => "llada2.2",
+        }
+    }
+    /// The decoding algorithm the family was trained for, by SGLang's `--dllm-algorithm` name
+    /// (spelled here, as the config sits below decode/; tests/families.rs holds the two equal).
+    pub fn default_algorithm(self) -> &'static str {
+        match self {
+            Family::Llada20 => "LowConfidence",
+            Family::Llada21 => "JointThreshold",
+            Family::Llada22 => "JointThresholdInDel",
+        }
+    }
+    /// The release's name on the hub, as `_name_or_path` carries it (`LLaDA2.1-mini`).
+    pub fn hub_name(self, size: &str) -> String {
+        format!("inclusionAI/LLaDA{}-{size}", &self.name()["llada".len()..])
+    }
 }
 fn one_f() -> f32 {
     1.0
@@ -117,11 +175,34 @@ impl ModelConfig {
             None => return Err(ConfigError::Invalid("missing field `model_type`".into())),
         }
         let mut cfg: ModelConfig = serde_json::from_value(raw).map_err(|cause| ConfigError::Json { path: "config.json".into(), cause })?;
+        if cfg.rope_theta.is_nan() {
+            // LLaDA2.2 keeps it in `rope_parameters` (transformers' newer layout).
+            match cfg.rope_parameters.as_ref().and_then(|r| r.get("rope_theta")).and_then(|t| t.as_f64()) {
+                Some(t) => cfg.rope_theta = t as f32,
+                None => return Err(ConfigError::Invalid("missing field `rope_theta` (top level or in rope_parameters)".into())),
+            }
+        }
         if cfg.num_key_value_heads == 0 {
             cfg.num_key_value_heads = cfg.num_attention_heads; // HF convention: 0 means MHA
         }
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// Which release this checkpoint is: 2.2 by its own keys; 2.1 by `_name_or_path` (its
+    /// config.json has 2.0's keys); 2.0 otherwise.
+    pub fn family(&self) -> Family {
+        let v22 = self.delete_token_id.is_some()
+            || self.split_token_id.is_some()
+            || self.expert_capacity.is_some()
+            || self.rope_parameters.is_some();
+        if v22 {
+            Family::Llada22
+        } else if self.name_or_path.as_deref().is_some_and(|n| n.to_ascii_lowercase().contains("llada2.1")) {
+            Family::Llada21
+        } else {
+            Family::Llada20
+        }
     }
 
     pub fn head_dim(&self) -> usize {
@@ -295,6 +376,12 @@ pub fn preset(name: &str) -> Result<ModelConfig> {
         mask_token_id: Some(156895),
         eos_token_id: Some(156892),
         torch_dtype: Some("bfloat16".into()),
+        name_or_path: None,
+        expert_capacity: None,
+        block_size: None,
+        rope_parameters: None,
+        delete_token_id: None,
+        split_token_id: None,
         quantization_config: None,
         moe_shared_expert_intermediate_size: None,
         hidden_act: None,

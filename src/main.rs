@@ -1,6 +1,6 @@
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use dllm::decode::Policy;
+use dllm::decode::{Knobs, Policy};
 use dllm::engine::GenParams;
 use dllm::runtime::{self, Device};
 use dllm::tokenizer::ChatMessage;
@@ -22,6 +22,11 @@ enum Cmd {
     MakeModel {
         #[arg(long, default_value = "tiny")]
         preset: String,
+        /// The release whose config layout to write: llada2.0, llada2.1 (2.0's keys, decoded
+        /// with JointThreshold) or llada2.2 (its block-routing and edit-token keys; dllm does
+        /// not serve it yet).
+        #[arg(long, value_enum, default_value = "llada2.0")]
+        family: dllm::config::Family,
         #[arg(long)]
         out: PathBuf,
         #[arg(long, default_value_t = 0)]
@@ -68,9 +73,21 @@ struct GenerateArgs {
     seed: u64,
     #[arg(long, default_value_t = 32)]
     block_size: usize,
-    #[arg(long, default_value_t = 0.95)]
-    threshold: f32,
-    /// Denoising steps per block at most (default: the block size).
+    /// Decoding algorithm (SGLang's names): LowConfidence (LLaDA2.0) or JointThreshold
+    /// (LLaDA2.1's unmasking plus token edits). Default: the checkpoint family's.
+    #[arg(long)]
+    dllm_algorithm: Option<String>,
+    /// Unmask threshold (default: the algorithm's, 0.95 LowConfidence, 0.5 JointThreshold).
+    #[arg(long, allow_negative_numbers = true)]
+    threshold: Option<f32>,
+    /// JointThreshold: a decoded token is rewritten when the model's argmax differs with a
+    /// probability above this (default 0).
+    #[arg(long, allow_negative_numbers = true)]
+    edit_threshold: Option<f32>,
+    /// JointThreshold: edit-only steps a block may take once it has no masks (default 16).
+    #[arg(long)]
+    max_post_edit_steps: Option<usize>,
+    /// Denoising steps per block at most (LowConfidence; default: the block size).
     #[arg(long)]
     steps: Option<usize>,
     #[arg(long, value_enum, default_value = "auto")]
@@ -106,8 +123,8 @@ fn main() {
 
 fn run(cli: Cli, start: std::time::Instant) -> Result<()> {
     match cli.cmd {
-        Cmd::MakeModel { preset, out, seed, config_only, quantization } => {
-            let mut plan = dllm::make_model::Plan::quantized(&preset, seed, quantization)?;
+        Cmd::MakeModel { preset, family, out, seed, config_only, quantization } => {
+            let mut plan = dllm::make_model::Plan::for_family(&preset, family, seed, quantization)?;
             if config_only {
                 plan = plan.without_weights();
             }
@@ -115,7 +132,8 @@ fn run(cli: Cli, start: std::time::Instant) -> Result<()> {
             plan.write(&out)?;
             let cfg = plan.cfg;
             eprintln!(
-                "wrote {preset} (hidden {}, {} layers, {} experts, vocab {}) to {}",
+                "wrote {preset} {} (hidden {}, {} layers, {} experts, vocab {}) to {}",
+                family.name(),
                 cfg.hidden_size,
                 cfg.num_hidden_layers,
                 cfg.num_experts,
@@ -173,11 +191,15 @@ fn generate(a: GenerateArgs) -> Result<()> {
         a.prompt.clone()
     };
     let prompt = m.tokenizer.encode(&text)?;
+    let knobs = Knobs { threshold: a.threshold, edit_threshold: a.edit_threshold, max_post_edit_steps: a.max_post_edit_steps };
+    let family = m.engine.config().family();
+    let policy =
+        Policy::for_request(a.dllm_algorithm.as_deref().unwrap_or(family.default_algorithm()), &knobs).map_err(anyhow::Error::msg)?;
     let params = GenParams {
         max_new_tokens: a.max_new_tokens,
         block_size: a.block_size,
         steps: a.steps,
-        policy: Policy::LowConfidence { threshold: a.threshold },
+        policy,
         temperature: a.temperature,
         top_p: a.top_p,
         top_k: a.top_k,
@@ -195,6 +217,7 @@ fn generate(a: GenerateArgs) -> Result<()> {
             "prompt_ids": prompt,
             "steps": out.steps,
             "blocks": out.blocks,
+            "dllm_algorithm": policy.name(),
             "finish_reason": match out.finish { dllm::engine::Finish::Stop(t) => serde_json::json!({"type": "stop", "matched": t}),
                                                 dllm::engine::Finish::Length => serde_json::json!({"type": "length"}) },
             "seconds": secs,

@@ -8,7 +8,7 @@
 //! never leaves something that looks like a checkpoint.
 
 use crate::checkpoint::{expected_tensors, random_init, required_dtype, DType, RandomInit};
-use crate::config::{preset, ModelConfig};
+use crate::config::{preset, Family, ModelConfig};
 use crate::fp8::Quantization;
 use crate::progress;
 use crate::rng::{Rng, NORMAL_DRAWS};
@@ -46,15 +46,32 @@ impl Plan {
     /// bf16 checkpoint of this seed, quantized by fp8.rs, so the two differ only by the
     /// quantization.
     pub fn quantized(preset_name: &str, seed: u64, quantization: Option<Quantization>) -> Result<Plan> {
+        Self::for_family(preset_name, Family::Llada20, seed, quantization)
+    }
+
+    /// A checkpoint of `family`'s release: its config.json in that release's layout (2.1 has
+    /// 2.0's keys and says which it is in `_name_or_path`; 2.2 has its own keys, see
+    /// [`family_config`]), the same draws for the weights of a shape.
+    pub fn for_family(preset_name: &str, family: Family, seed: u64, quantization: Option<Quantization>) -> Result<Plan> {
         let mut cfg = preset(preset_name)?.quantized(quantization);
-        let tok = build_tokenizer_json();
+        let extra: &[&str] = if family == Family::Llada22 { &[DELETE_TOKEN, SPLIT_TOKEN] } else { &[] };
+        let tok = build_tokenizer_json_with(extra);
         let n_tokens = tok["model"]["vocab"].as_object().map(|v| v.len()).unwrap_or(0);
         if cfg.vocab_size == 0 {
             // Pad like the released models do, so ids with no token exist and are handled.
             cfg.vocab_size = (n_tokens + 1).div_ceil(8) * 8;
             cfg.eos_token_id = Some(token_id(&tok, EOS_TOKEN));
             cfg.mask_token_id = Some(token_id(&tok, MASK_TOKEN));
+            if family == Family::Llada22 {
+                cfg.delete_token_id = Some(token_id(&tok, DELETE_TOKEN));
+                cfg.split_token_id = Some(token_id(&tok, SPLIT_TOKEN));
+            }
+        } else if family == Family::Llada22 {
+            // The released vocabulary's edit tokens sit next to its mask and EOS.
+            cfg.delete_token_id = Some(RELEASED_DELETE_ID);
+            cfg.split_token_id = Some(RELEASED_SPLIT_ID);
         }
+        let cfg = family_config(cfg, family, preset_name);
         let tensors = expected_tensors(&cfg);
         // Tiny: 2 shards so the sharded path is always exercised; big: ~4 GB shards.
         // Shards are cut by the bf16 sizes, and a scale tensor goes with its weight: an fp8
@@ -91,10 +108,7 @@ impl Plan {
         let total_size: u64 = shards.iter().map(|s| s.data_bytes).sum();
         let index = serde_json::json!({"metadata": {"total_size": total_size}, "weight_map": weight_map});
 
-        let mut config = serde_json::to_value(&cfg)?;
-        let obj = config.as_object_mut().context("the config serialises to an object")?;
-        obj.insert("architectures".into(), serde_json::json!(["LLaDA2MoeModelLM"]));
-        obj.insert("num_nextn_predict_layers".into(), serde_json::json!(0));
+        let config = config_json(&cfg, family)?;
         let tokenizer_config = serde_json::json!({
             "tokenizer_class": "PreTrainedTokenizerFast",
             "eos_token": EOS_TOKEN, "mask_token": MASK_TOKEN, "pad_token": EOS_TOKEN,
@@ -232,6 +246,82 @@ pub fn human_bytes(b: u64) -> String {
     } else {
         format!("{:.1} MB", b as f64 / 1e6)
     }
+}
+
+/// LLaDA2.2's edit tokens in make-model's small tokenizer (the release's own spelling is not
+/// needed: the engine reads their ids from config.json, never these strings).
+const DELETE_TOKEN: &str = "<|delete|>";
+const SPLIT_TOKEN: &str = "<|split|>";
+/// Their ids in the released 157184-token vocabulary (mini and flash shapes).
+const RELEASED_DELETE_ID: u32 = 156930;
+const RELEASED_SPLIT_ID: u32 = 156931;
+
+/// `cfg` as `family`'s release writes it: where it comes from (`_name_or_path`), and for 2.2
+/// the 128K context, block routing's keys and RoPE settings in `rope_parameters`.
+fn family_config(mut cfg: ModelConfig, family: Family, preset_name: &str) -> ModelConfig {
+    cfg.name_or_path = Some(family.hub_name(preset_name));
+    if family == Family::Llada22 {
+        cfg.max_position_embeddings = 131072;
+        // 2.2 routes per block, without expert groups (n_group / topk_group are not written).
+        cfg.n_group = 1;
+        cfg.topk_group = 1;
+        cfg.block_size = Some(32);
+        // Block routing's per-expert token budget as a share of a block's tokens. dllm reads the
+        // key only to recognise 2.2; the value is a stand-in until block routing is implemented.
+        cfg.expert_capacity = Some(serde_json::json!(1.0));
+        cfg.rope_parameters = Some(serde_json::json!({"rope_type": "default", "rope_theta": cfg.rope_theta}));
+    }
+    cfg
+}
+
+/// config.json: the config's own fields, plus every key the released LLaDA2 configs carry that
+/// the engine does not need, with the released values. The official modeling code's defaults
+/// differ for several of them (`use_bias` true, dropouts 0.1, `pad_token_id` 126081), so a
+/// config without them would load there as another model.
+fn config_json(cfg: &ModelConfig, family: Family) -> Result<serde_json::Value> {
+    let mut config = serde_json::to_value(cfg)?;
+    let obj = config.as_object_mut().context("the config serialises to an object")?;
+    let released = serde_json::json!({
+        "architectures": ["LLaDA2MoeModelLM"],
+        "auto_map": {
+            "AutoConfig": "configuration_llada2_moe.LLaDA2MoeConfig",
+            "AutoModel": "modeling_llada2_moe.LLaDA2MoeModel",
+            "AutoModelForCausalLM": "modeling_llada2_moe.LLaDA2MoeModelLM"
+        },
+        "attention_dropout": 0.0,
+        "embedding_dropout": 0.0,
+        "output_dropout": 0.0,
+        "hidden_act": "silu",
+        "initializer_range": 0.02,
+        "max_window_layers": cfg.num_hidden_layers,
+        "moe_router_enable_expert_bias": true,
+        "moe_shared_expert_intermediate_size": cfg.moe_shared_expert_intermediate_size.unwrap_or(cfg.moe_intermediate_size),
+        "norm_head": false,
+        "norm_softmax": false,
+        "norm_topk_prob": true,
+        "num_nextn_predict_layers": 0,
+        "output_router_logits": false,
+        "pad_token_id": cfg.eos_token_id,
+        "rope_scaling": null,
+        "router_dtype": "fp32",
+        "use_bias": false,
+        "use_cache": true,
+        "use_rmsnorm": true,
+        "use_sliding_window": false,
+    });
+    for (k, v) in released.as_object().context("a JSON object")? {
+        obj.entry(k.clone()).or_insert(v.clone());
+    }
+    // The f32 written as its shortest decimal (1e-6), not as the f64 nearest to the f32
+    // (9.999999974752427e-7): the released files' spelling, and the same f32 read back.
+    let eps: f64 = cfg.rms_norm_eps.to_string().parse()?;
+    obj.insert("rms_norm_eps".into(), eps.into());
+    if family == Family::Llada22 {
+        for k in ["n_group", "topk_group", "rope_theta", "rope_scaling"] {
+            obj.remove(k);
+        }
+    }
+    Ok(config)
 }
 
 /// Write a checkpoint (see [`Plan`]).
@@ -376,6 +466,11 @@ fn byte_chars() -> Vec<char> {
 /// A byte-level BPE tokenizer in the `tokenizers` JSON format: all 256 bytes, a few English
 /// merges, and the LLaDA2 special tokens.
 pub fn build_tokenizer_json() -> serde_json::Value {
+    build_tokenizer_json_with(&[])
+}
+
+/// [`build_tokenizer_json`] with `extra` special tokens after the LLaDA2 ones.
+fn build_tokenizer_json_with(extra: &[&str]) -> serde_json::Value {
     let chars = byte_chars();
     let mut vocab: Vec<String> = chars.iter().map(|c| c.to_string()).collect();
     let sp = chars[b' ' as usize];
@@ -410,7 +505,7 @@ pub fn build_tokenizer_json() -> serde_json::Value {
         merges.push(serde_json::json!([a, b]));
     }
     let mut added = vec![];
-    for s in SPECIALS {
+    for s in SPECIALS.iter().chain(extra) {
         added.push(serde_json::json!({"id": vocab.len(), "content": s, "single_word": false, "lstrip": false,
             "rstrip": false, "normalized": false, "special": true}));
         vocab.push(s.to_string());

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{fixture, greedy_params, ids, logits_errors, make_fixture_model};
+use common::{fixture, greedy_params, ids, joint_params, logits_errors, make_fixture_model};
 use dllm::backend::cpu::CpuBackend;
 use dllm::checkpoint::Checkpoint;
 use dllm::engine::Engine;
@@ -93,5 +93,65 @@ fn greedy_generations_match_reference_two_blocks_per_forward() {
     assert!(runs.iter().any(|r| r.prefill_forwards > 0));
     for r in runs {
         assert_eq!(r.prefill_forwards, (r.prompt_blocks / 2) as u64, "{}", r.name);
+    }
+}
+
+/// Every JointThreshold case (LLaDA2.1's decoder) through the CPU engine, token for token and
+/// step for step, with the forward budget `budget(block size)`.
+fn joint_cases_match(tag: &str, budget: impl Fn(usize) -> usize) {
+    let fx = fixture("joint_threshold.json").expect("tests/fixtures/joint_threshold.json");
+    let dir = tiny(tag, &fx);
+    let ck = Checkpoint::open(&dir).unwrap();
+    let tok = Tokenizer::open(&dir, &ck.config).unwrap();
+    let mut engine = Engine::new(CpuBackend::load(&ck).unwrap(), ck.config.clone(), tok.mask_id, tok.eos_id);
+    let cases = fx["cases"].as_array().unwrap();
+    for case in cases {
+        let name = case["name"].as_str().unwrap();
+        let params = joint_params(case);
+        engine.max_forward_tokens = budget(params.block_size);
+        let out = engine.generate(ids(&case["prompt_ids"]), params).unwrap();
+        assert_eq!(out.output_ids, ids(&case["output_ids"]), "{name}: output ids differ");
+        assert_eq!(out.steps as u64, case["num_steps"].as_u64().unwrap(), "{name}: denoising step count differs");
+        assert_eq!(engine.active(), 0);
+    }
+    eprintln!("joint threshold ({tag}): {} cases match token for token", cases.len());
+}
+
+#[test]
+fn joint_threshold_generations_match_reference() {
+    joint_cases_match("joint", |_| dllm::engine::DEFAULT_CHUNKED_PREFILL);
+}
+
+#[test]
+fn joint_threshold_generations_match_reference_one_block_per_forward() {
+    // Every finished block is committed by a prefill-only forward of its own (its final tokens).
+    joint_cases_match("joint-chunk1", |b| b);
+}
+
+#[test]
+fn joint_threshold_fixtures_cover_every_branch() {
+    let fx = fixture("joint_threshold.json").expect("tests/fixtures/joint_threshold.json");
+    let cases = fx["cases"].as_array().unwrap();
+    let any = |f: &dyn Fn(&serde_json::Value) -> bool| cases.iter().any(f);
+    let n = |c: &serde_json::Value, k: &str| c[k].as_u64().unwrap();
+    let blocks = |c: &serde_json::Value| c["block_size"].as_u64().unwrap();
+    let mid_block = |c: &serde_json::Value| !(ids(&c["prompt_ids"]).len() as u64).is_multiple_of(blocks(c));
+    assert!(any(&|c| n(c, "edits") > 0), "an edit that fires");
+    assert!(any(&|c| n(c, "declined_edits") > 0 && n(c, "edits") == 0), "edits that never fire");
+    assert!(any(&|c| n(c, "budget_blocks") > 0), "a block ended by the post-edit budget");
+    assert!(any(&|c| n(c, "budget_blocks") > 0 && c["max_post_edit_steps"] == 0), "a budget of 0");
+    assert!(any(&|c| n(c, "settled_blocks") > 0), "a block ended by a step that changed nothing");
+    assert!(any(&|c| n(c, "unmask_fallback_steps") > 0), "an unmask below the threshold (the most confident)");
+    assert!(any(&|c| n(c, "unmask_threshold_steps") > 0), "unmasks above the threshold");
+    for b in [8, 32] {
+        assert!(any(&|c| blocks(c) == b && mid_block(c)), "block {b}, prompt ending mid-block");
+        assert!(any(&|c| blocks(c) == b && !mid_block(c)), "block {b}, prompt ending on a boundary");
+        assert!(
+            any(&|c| blocks(c) == b && {
+                let out = ids(&c["output_ids"]);
+                out.last() == Some(&(n(c, "eos_id") as u32)) && (out.len() as u64) < n(c, "max_new_tokens")
+            }),
+            "block {b}: an EOS inside a block ends the output"
+        );
     }
 }

@@ -546,10 +546,11 @@ fn flags_are_checked_at_startup() {
     std::fs::create_dir_all(&dir).unwrap();
     let y = dir.join("algo.yaml");
     std::fs::write(&y, "threshold: 0.9\n").unwrap();
+    let v20 = dllm::config::Family::Llada20;
     let s = parse(&["--dllm-algorithm", "LowConfidence", "--dllm-algorithm-config", y.to_str().unwrap()]).unwrap();
-    assert!((s.threshold - 0.9).abs() < 1e-6);
+    assert_eq!(s.policy(v20, false).unwrap(), Policy::LowConfidence { threshold: 0.9 });
     let s = parse(&["--dllm-algorithm-config", y.to_str().unwrap(), "--threshold", "0.5"]).unwrap();
-    assert_eq!(s.threshold, 0.5);
+    assert_eq!(s.policy(v20, false).unwrap(), Policy::LowConfidence { threshold: 0.5 });
     std::fs::write(&y, "threshold: [oops\n").unwrap();
     assert!(err(&["--dllm-algorithm-config", y.to_str().unwrap()]).contains("not valid YAML"));
     std::fs::write(&y, "threshold: high\n").unwrap();

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Independent PyTorch oracle for dllm: the LLaDA2 MoE forward and LowConfidence decoding.
+"""Independent PyTorch oracle for dllm: the LLaDA2 MoE forward, LowConfidence decoding
+(LLaDA2.0) and JointThreshold decoding (LLaDA2.1: unmasking plus token edits).
 
 Written from docs/MODEL.md only. Everything runs on the CPU in float64, and there is
 deliberately NO KV cache: every denoising step recomputes the whole sequence with an
@@ -10,7 +11,9 @@ Subcommands:
   logits    --model DIR --ids 1,2,3 --block-size B      last position's logits (debug aid)
   generate  --model DIR (--prompt-ids 1,2 | --prompt TEXT) [--chat] [--block-size 32
             --steps S --threshold 0.95 --max-new-tokens N --eos-id ID]   greedy output ids
-  fixtures  --model DIR --out tests/fixtures            writes logits.json and greedy.json
+            [--dllm-algorithm JointThreshold --edit-threshold E --max-post-edit-steps S]
+  fixtures  --model DIR --out tests/fixtures            writes logits.json, greedy.json and
+                                                        joint_threshold.json
 """
 
 import argparse
@@ -25,6 +28,7 @@ import torch
 
 F64 = torch.float64
 torch.set_grad_enabled(False)
+torch.set_num_threads(1)  # tiny matrices: threads cost more than they give, on a shared machine
 
 CHAT_TEMPLATE = (
     "<role>SYSTEM</role>You are a helpful assistant.<|role_end|>"
@@ -410,6 +414,132 @@ def generate(model: Model, prompt_ids, block_size: int = 32, steps: int | None =
 
 
 # --------------------------------------------------------------------------------------
+# Decoding (JointThreshold, greedy): LLaDA2.1's mask-to-token plus token-to-token edits
+# --------------------------------------------------------------------------------------
+
+@dataclass
+class JointResult:
+    output_ids: list
+    num_steps: int = 0
+    unmask_threshold_steps: int = 0  # steps whose unmasks all passed the threshold
+    unmask_fallback_steps: int = 0  # steps where none passed: the most confident one
+    edits: int = 0  # positions rewritten by an edit
+    edit_steps: int = 0  # steps with at least one edit
+    declined_edits: int = 0  # decoded positions whose argmax differed but p <= edit_threshold
+    post_edit_steps: int = 0  # steps that started with no mask in their block
+    settled_blocks: int = 0  # blocks ended by a maskless step that changed nothing
+    budget_blocks: int = 0  # blocks ended by the post-edit budget
+    capped_blocks: int = 0  # blocks ended by the step cap (B + max_post_edit_steps)
+    mask_predictions: int = 0  # writes of the mask token (the position is a mask again)
+    min_logit_gap: float = math.inf  # top-2 logit gap where the argmax decides something
+    min_rank_gap: float = math.inf  # confidence gap at the fallback's top-1 choice
+    min_threshold_gap: float = math.inf  # min |p - threshold| over masked positions
+    min_edit_gap: float = math.inf  # min |p - edit_threshold| over differing decoded positions
+
+    @property
+    def min_margin(self) -> float:
+        return min(self.min_logit_gap, self.min_rank_gap, self.min_threshold_gap, self.min_edit_gap)
+
+
+def joint_threshold_generate(model: Model, prompt_ids, block_size: int = 32, threshold: float = 0.5,
+                             edit_threshold: float = 0.0, max_post_edit_steps: int = 16,
+                             max_new_tokens: int = 64, eos_id: int | None = None,
+                             mask_id: int | None = None) -> JointResult:
+    """JointThreshold block diffusion, temperature 0, recomputing everything each step (no
+    KV cache). Per block, each step: masked positions with p > threshold are unmasked, else
+    the single most confident one; a decoded, non-prompt position whose argmax differs from
+    its token with p > edit_threshold takes the argmax. A step that starts with no mask counts
+    against max_post_edit_steps and is not run past it; a maskless step that changes nothing
+    ends the block; a block takes at most B + max_post_edit_steps steps."""
+    B = block_size
+    mask_id = model.cfg.mask_id if mask_id is None else mask_id
+    assert mask_id is not None, "no mask token id (config.json mask_token_id or <|mask|>)"
+    P = len(prompt_ids)
+    tokens = list(prompt_ids)
+    res = JointResult(output_ids=[])
+    first_block = P // B
+    last_block = -(-(P + max_new_tokens) // B) - 1
+
+    for blk in range(first_block, last_block + 1):
+        start, end = blk * B, (blk + 1) * B
+        tokens = tokens + [mask_id] * (end - len(tokens))
+        editable = range(max(start, P), end)  # never the prompt's positions
+        post = 0
+        steps_in_block = 0
+        while True:
+            masked = [pos for pos in editable if tokens[pos] == mask_id]
+            if not masked:
+                post += 1
+                if post > max_post_edit_steps:
+                    res.budget_blocks += 1
+                    break
+            if steps_in_block == B + max_post_edit_steps:
+                res.capped_blocks += 1
+                break
+            rows = forward(model, tokens[:end], B)[start:end]
+            top2 = torch.topk(rows, 2, dim=1)
+            amax = torch.argmax(rows, dim=1)  # first index on ties
+            probs = torch.exp(rows.gather(1, amax[:, None])[:, 0] - torch.logsumexp(rows, 1))
+            x0 = {q: int(amax[q - start]) for q in editable}
+            p = {q: float(probs[q - start]) for q in editable}
+            gap = {q: float(top2.values[q - start, 0] - top2.values[q - start, 1]) for q in editable}
+            res.num_steps += 1
+            steps_in_block += 1
+            # Mask to token.
+            unmask = []
+            if masked:
+                res.min_threshold_gap = min([res.min_threshold_gap] + [abs(p[q] - threshold) for q in masked])
+                unmask = [q for q in masked if p[q] > threshold]
+                if unmask:
+                    res.unmask_threshold_steps += 1
+                else:
+                    res.unmask_fallback_steps += 1
+                    ranked = sorted(masked, key=lambda q: (-p[q], q))
+                    unmask = ranked[:1]
+                    if len(ranked) > 1:
+                        res.min_rank_gap = min(res.min_rank_gap, p[ranked[0]] - p[ranked[1]])
+                res.min_logit_gap = min([res.min_logit_gap] + [gap[q] for q in unmask])
+            else:
+                res.post_edit_steps += 1
+            # Token to token, judged on the tokens this step's forward saw.
+            edits = []
+            for q in editable:
+                if tokens[q] == mask_id:
+                    continue
+                # Whether the argmax differs decides an edit wherever p could pass the bar.
+                if p[q] > edit_threshold - 0.01:
+                    res.min_logit_gap = min(res.min_logit_gap, gap[q])
+                if x0[q] != tokens[q]:
+                    res.min_edit_gap = min(res.min_edit_gap, abs(p[q] - edit_threshold))
+                    if p[q] > edit_threshold:
+                        edits.append(q)
+                    else:
+                        res.declined_edits += 1
+            if edits:
+                res.edit_steps += 1
+                res.edits += len(edits)
+            for q in unmask + edits:
+                tokens[q] = x0[q]
+                if x0[q] == mask_id:
+                    res.mask_predictions += 1
+            if not masked and not edits:
+                res.settled_blocks += 1
+                break
+        generated = tokens[P:end]
+        if len(generated) >= max_new_tokens:
+            break
+        if eos_id is not None and eos_id in generated:
+            if mask_id not in generated[: generated.index(eos_id)]:
+                break
+
+    out = tokens[P:][:max_new_tokens]
+    if eos_id is not None and eos_id in out:
+        out = out[: out.index(eos_id) + 1]
+    res.output_ids = out
+    return res
+
+
+# --------------------------------------------------------------------------------------
 # Fixtures
 # --------------------------------------------------------------------------------------
 
@@ -602,6 +732,100 @@ def greedy_case(model: Model, spec: GreedySpec, min_margin_ok: float, log) -> di
     return fallback
 
 
+@dataclass
+class JointSpec:
+    name: str
+    prompt: str  # "mid" | "boundary" (see prompt_variant)
+    block_size: int
+    threshold: float
+    edit_threshold: float
+    max_post_edit_steps: int
+    max_new_tokens: int
+    want: str  # the branch this case must hit (JOINT_WANTS)
+    eos: str = "config"  # or "emitted": a token the model emits mid-block becomes the EOS
+
+
+# What each case is chosen for: a predicate over its JointResult.
+JOINT_WANTS = {
+    "edits": lambda r: r.edits > 0,
+    "declined": lambda r: r.declined_edits > 0 and r.edits == 0,
+    "budget": lambda r: r.budget_blocks > 0,
+    "settled": lambda r: r.settled_blocks > 0,
+    "fallback": lambda r: r.unmask_fallback_steps > 0 and r.edits > 0,
+    "any": lambda r: True,
+}
+
+JOINT_SPECS = [
+    # name, prompt kind, B, threshold, edit_threshold, max_post_edit_steps, max_new, want
+    JointSpec("jt_b8_speed_mid_block", "mid", 8, 0.5, 0.0, 16, 24, "edits"),
+    JointSpec("jt_b32_speed_on_boundary", "boundary", 32, 0.5, 0.0, 16, 40, "edits"),
+    JointSpec("jt_b8_quality_on_boundary", "boundary", 8, 0.7, 0.5, 16, 40, "settled"),
+    JointSpec("jt_b32_quality_mid_block", "mid", 32, 0.7, 0.5, 16, 70, "edits"),
+    JointSpec("jt_b8_no_edit_fires_mid_block", "mid", 8, 0.5, 0.9, 16, 40, "declined"),
+    JointSpec("jt_b8_budget1_mid_block", "mid", 8, 0.5, 0.0, 1, 30, "budget"),
+    JointSpec("jt_b32_budget0_on_boundary", "boundary", 32, 0.3, 0.0, 0, 64, "budget"),
+    JointSpec("jt_b32_budget2_mid_block", "mid", 32, 0.9, 0.1, 2, 64, "fallback"),
+    JointSpec("jt_eos_b8_mid_block", "mid", 8, 0.5, 0.0, 16, 48, "any", eos="emitted"),
+    JointSpec("jt_eos_b32_on_boundary", "boundary", 32, 0.7, 0.5, 16, 96, "any", eos="emitted"),
+]
+
+
+def joint_case(model: Model, spec: JointSpec, min_margin_ok: float, log) -> dict:
+    """The first prompt variant whose decoding is solid (no near-tie the engine's float32
+    could flip), hits the spec's branch and gives a varied output (else the first solid one
+    that hits the branch)."""
+    fallback = None
+    run = lambda ids, eos: joint_threshold_generate(
+        model, ids, spec.block_size, spec.threshold, spec.edit_threshold,
+        spec.max_post_edit_steps, spec.max_new_tokens, eos_id=eos)
+    for variant in range(80):
+        _, ids = prompt_variant(model, spec, variant)
+        text = None  # ids may be trimmed or repeated; the ids are the case
+        eos_id = model.cfg.eos_id
+        if spec.eos == "emitted":
+            # A token first written mid-output in a block that is not the last, so the cut
+            # and the early stop are both visible.
+            out = run(ids, None).output_ids
+            firsts = [j for j, t in enumerate(out) if t != model.cfg.mask_id and out.index(t) == j]
+            firsts = [j for j in firsts if 2 <= j < len(out) - spec.block_size
+                      and (len(ids) + j) % spec.block_size not in (0, spec.block_size - 1)]
+            if not firsts:
+                continue
+            eos_id = out[firsts[len(firsts) // 2]]
+        r = run(ids, eos_id)
+        name = spec.name if spec.eos == "config" else f"{spec.name}_eos{eos_id}"
+        hit = JOINT_WANTS[spec.want](r)
+        if spec.eos == "emitted":
+            hit = hit and len(r.output_ids) < spec.max_new_tokens and r.output_ids[-1] == eos_id
+        solid = r.min_margin >= min_margin_ok and r.capped_blocks == 0
+        log(f"  {name}: try {variant} P={len(ids)} out={len(r.output_ids)} steps={r.num_steps} "
+            f"edits={r.edits} declined={r.declined_edits} post={r.post_edit_steps} "
+            f"settled={r.settled_blocks} budget={r.budget_blocks} fallback={r.unmask_fallback_steps} "
+            f"margin={r.min_margin:.3g} hit={hit} varied={varied(r.output_ids)}")
+        if not (solid and hit):
+            continue
+        case = {
+            "name": name, "prompt_text": text, "prompt_ids": ids,
+            "block_size": spec.block_size, "threshold": spec.threshold,
+            "edit_threshold": spec.edit_threshold, "max_post_edit_steps": spec.max_post_edit_steps,
+            "max_new_tokens": spec.max_new_tokens, "eos_id": eos_id,
+            "output_ids": r.output_ids, "num_steps": r.num_steps,
+            # What the case exercises (the Rust test checks the fixtures cover every branch):
+            "edits": r.edits, "edit_steps": r.edit_steps, "declined_edits": r.declined_edits,
+            "post_edit_steps": r.post_edit_steps, "settled_blocks": r.settled_blocks,
+            "budget_blocks": r.budget_blocks, "unmask_threshold_steps": r.unmask_threshold_steps,
+            "unmask_fallback_steps": r.unmask_fallback_steps,
+            "mask_predictions": r.mask_predictions, "min_margin": sig7(r.min_margin),
+        }
+        if varied(r.output_ids):
+            return case
+        fallback = fallback or case
+    if fallback is None:
+        raise SystemExit(f"could not find a solid prompt hitting {spec.want!r} for {spec.name}")
+    log(f"  {spec.name}: no varied output found; keeping the first solid one")
+    return fallback
+
+
 def write_fixtures(model: Model, out_dir: str, preset: str, seed: int, min_margin_ok: float):
     log = lambda m: print(m, file=sys.stderr)
     os.makedirs(out_dir, exist_ok=True)
@@ -620,6 +844,17 @@ def write_fixtures(model: Model, out_dir: str, preset: str, seed: int, min_margi
         json.dump({"model": header, "cases": greedy}, f, indent=1)
         f.write("\n")
     log(f"wrote {out_dir}/logits.json ({len(cases)} cases), {out_dir}/greedy.json ({len(greedy)} cases)")
+    write_joint_fixtures(model, out_dir, header, min_margin_ok, log)
+
+
+def write_joint_fixtures(model: Model, out_dir: str, header: dict, min_margin_ok: float, log):
+    joint = [joint_case(model, spec, min_margin_ok, log) for spec in JOINT_SPECS]
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, "joint_threshold.json")
+    with open(path, "w") as f:
+        json.dump({"model": header, "cases": joint}, f, indent=1)
+        f.write("\n")
+    log(f"wrote {path} ({len(joint)} cases)")
 
 
 # --------------------------------------------------------------------------------------
@@ -651,6 +886,9 @@ def main(argv=None):
     g.add_argument("--max-new-tokens", type=int, default=64)
     g.add_argument("--eos-id", type=int, default=None, help="default: config.json eos_token_id")
     g.add_argument("--verbose", action="store_true", help="print step statistics to stderr")
+    g.add_argument("--dllm-algorithm", default="LowConfidence", choices=["LowConfidence", "JointThreshold"])
+    g.add_argument("--edit-threshold", type=float, default=0.0, help="JointThreshold only")
+    g.add_argument("--max-post-edit-steps", type=int, default=16, help="JointThreshold only")
 
     fx = sub.add_parser("fixtures", help="write tests/fixtures/{logits,greedy}.json")
     fx.add_argument("--model", required=True)
@@ -659,6 +897,8 @@ def main(argv=None):
     fx.add_argument("--seed", type=int, default=0, help="recorded in the fixtures' header")
     fx.add_argument("--min-margin", type=float, default=1e-3,
                     help="reject greedy cases whose logit / confidence / threshold gap is below this")
+    fx.add_argument("--only", choices=["joint_threshold"], default=None,
+                    help="write only this fixture file (the others stay as they are)")
 
     args = ap.parse_args(argv)
     model = load_model(args.model)
@@ -674,6 +914,14 @@ def main(argv=None):
             text = CHAT_TEMPLATE.format(text=args.prompt) if args.chat else args.prompt
             ids = encode(model, text)
         eos = model.cfg.eos_id if args.eos_id is None else args.eos_id
+        if args.dllm_algorithm == "JointThreshold":
+            r = joint_threshold_generate(model, ids, args.block_size, args.threshold,
+                                         args.edit_threshold, args.max_post_edit_steps,
+                                         args.max_new_tokens, eos_id=eos)
+            print(",".join(str(t) for t in r.output_ids))
+            if args.verbose:
+                print(f"prompt_len={len(ids)} {r}", file=sys.stderr)
+            return
         r = generate(model, ids, args.block_size, args.steps, args.threshold,
                      args.max_new_tokens, eos_id=eos)
         print(",".join(str(t) for t in r.output_ids))
@@ -682,6 +930,9 @@ def main(argv=None):
                   f"{r.threshold_branch_steps} min_margin={r.min_margin:.4g} "
                   f"min_threshold_gap={r.min_threshold_gap:.4g} mask_predictions={r.mask_predictions}",
                   file=sys.stderr)
+    elif args.only == "joint_threshold":
+        write_joint_fixtures(model, args.out, model_header(model, args.preset, args.seed),
+                             args.min_margin, lambda m: print(m, file=sys.stderr))
     else:
         write_fixtures(model, args.out, args.preset, args.seed, args.min_margin)
 

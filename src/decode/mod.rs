@@ -4,12 +4,14 @@
 //!
 //! - `blocks.rs`: a request's block layout and each step's unmask quota;
 //! - `sample.rs`: the pick of a position (argmax, or a draw with temperature / top-k / top-p);
-//! - one file per unmasking algorithm (`low_confidence.rs`, `fixed_count.rs`), each owning its
-//!   defaults, as SGLang's `srt/dllm/algorithm/` does;
+//! - one file per unmasking algorithm (`low_confidence.rs`, `joint_threshold.rs`,
+//!   `fixed_count.rs`), each owning its defaults and its config keys, as SGLang's
+//!   `srt/dllm/algorithm/` does;
 //! - `output.rs`: where a request's output ends (max_new_tokens, stop tokens).
 
 pub mod blocks;
 pub mod fixed_count;
+pub mod joint_threshold;
 pub mod low_confidence;
 pub mod output;
 pub mod sample;
@@ -26,8 +28,37 @@ pub struct Pick {
 pub enum Policy {
     /// All masked positions with p > threshold, else the step's quota of the most confident.
     LowConfidence { threshold: f32 },
+    /// Unmasking by threshold plus edits of decoded tokens (LLaDA2.1).
+    JointThreshold(joint_threshold::JointThreshold),
     /// Exactly k per step (benchmarks on random weights).
     FixedCount { k: usize },
+}
+
+/// The per-request knobs of the algorithms (`dllm generate`'s flags, a request's
+/// `sampling_params`); None leaves the algorithm's value.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Knobs {
+    pub threshold: Option<f32>,
+    pub edit_threshold: Option<f32>,
+    pub max_post_edit_steps: Option<usize>,
+}
+
+/// Where a block stands between its steps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BlockProgress {
+    /// Steps taken in this block.
+    pub steps: usize,
+    /// Of those, the steps that started with no mask left (JointThreshold's post-edit steps).
+    pub post_edit_steps: usize,
+}
+
+/// What one step does to a block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockStep {
+    /// Positions (ascending) that take their pick.
+    pub writes: Vec<usize>,
+    /// Whether the block takes another step (false: it is final).
+    pub open: bool,
 }
 
 /// One value of an algorithm's settings (SGLang's `--dllm-algorithm-config` YAML scalars).
@@ -39,7 +70,10 @@ pub enum Setting {
 }
 
 /// The unmasking algorithms the server offers, by SGLang's `--dllm-algorithm` names.
-pub const ALGORITHMS: &[&str] = &[low_confidence::NAME];
+pub const ALGORITHMS: &[&str] = &[low_confidence::NAME, joint_threshold::NAME];
+
+/// SGLang's algorithm for LLaDA2.2's delete / insert edits: a later part of the work.
+pub const JOINT_THRESHOLD_INDEL: &str = "JointThresholdInDel";
 
 impl Policy {
     /// SGLang's `--dllm-algorithm NAME` (case-insensitive) with the settings of its
@@ -50,19 +84,99 @@ impl Policy {
             let (threshold, unknown) = low_confidence::from_settings(settings)?;
             return Ok((Policy::LowConfidence { threshold }, unknown));
         }
+        if name.eq_ignore_ascii_case(joint_threshold::NAME) {
+            let (jt, unknown) = joint_threshold::from_settings(settings)?;
+            return Ok((Policy::JointThreshold(jt), unknown));
+        }
+        if name.eq_ignore_ascii_case(JOINT_THRESHOLD_INDEL) {
+            return Err(format!("diffusion algorithm {JOINT_THRESHOLD_INDEL:?} (LLaDA2.2's delete / insert edits) is not implemented yet"));
+        }
         Err(format!(
             "unknown diffusion algorithm {name:?}: dllm supports {}",
             ALGORITHMS.iter().map(|a| format!("{a:?}")).collect::<Vec<_>>().join(", ")
         ))
     }
 
-    /// The positions of one block (indices into `picks`, ascending) that this step unmasks;
-    /// `quota` is the step's share of the block (see [`blocks::quota_schedule`]).
-    pub fn select(&self, picks: &[Pick], masked: &[bool], quota: usize) -> Vec<usize> {
-        match *self {
-            Policy::LowConfidence { threshold } => low_confidence::select(picks, masked, quota, threshold),
-            Policy::FixedCount { k } => fixed_count::select(picks, masked, k),
+    /// The algorithm `name` (SGLang's `--dllm-algorithm`) with its defaults and `knobs`.
+    pub fn for_request(name: &str, knobs: &Knobs) -> Result<Policy, String> {
+        Policy::from_algorithm(name, &[])?.0.with_knobs(knobs)
+    }
+
+    /// This policy with the knobs a flag or a request sets (None: keep). Each knob belongs to
+    /// the algorithms that read it; giving one to another algorithm is an error, not a no-op.
+    pub fn with_knobs(self, k: &Knobs) -> Result<Policy, String> {
+        let only_joint = |name: &str, set: bool| {
+            if set {
+                Err(format!("{name} applies to {} only, not to {}", joint_threshold::NAME, self.name()))
+            } else {
+                Ok(())
+            }
+        };
+        match self {
+            Policy::LowConfidence { threshold } => {
+                only_joint("edit_threshold", k.edit_threshold.is_some())?;
+                only_joint("max_post_edit_steps", k.max_post_edit_steps.is_some())?;
+                let threshold = k.threshold.unwrap_or(threshold);
+                low_confidence::check_threshold(threshold)?;
+                Ok(Policy::LowConfidence { threshold })
+            }
+            Policy::JointThreshold(jt) => {
+                let jt = joint_threshold::JointThreshold {
+                    threshold: k.threshold.unwrap_or(jt.threshold),
+                    edit_threshold: k.edit_threshold.unwrap_or(jt.edit_threshold),
+                    max_post_edit_steps: k.max_post_edit_steps.unwrap_or(jt.max_post_edit_steps),
+                };
+                jt.check()?;
+                Ok(Policy::JointThreshold(jt))
+            }
+            Policy::FixedCount { .. } => {
+                if k.threshold.is_some() || k.edit_threshold.is_some() || k.max_post_edit_steps.is_some() {
+                    return Err("FixedCount takes no thresholds".into());
+                }
+                Ok(self)
+            }
         }
+    }
+
+    /// SGLang's `--dllm-algorithm` name of this policy.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Policy::LowConfidence { .. } => low_confidence::NAME,
+            Policy::JointThreshold(_) => joint_threshold::NAME,
+            Policy::FixedCount { .. } => "FixedCount",
+        }
+    }
+
+    /// One step over a block: `tokens` as the step's forward saw them (its first `fixed` are
+    /// prompt tokens, never written), `picks` the forward's picks for them, `quotas` the
+    /// block's unmask schedule (see [`blocks::quota_schedule`]; LowConfidence and FixedCount
+    /// stop after its length). Advances `progress` and says which positions take their pick
+    /// and whether the block goes on.
+    pub fn step_block(
+        &self,
+        progress: &mut BlockProgress,
+        quotas: &[usize],
+        picks: &[Pick],
+        tokens: &[u32],
+        fixed: usize,
+        mask_id: u32,
+    ) -> BlockStep {
+        let step = progress.steps;
+        progress.steps += 1;
+        let masked: Vec<bool> = tokens.iter().map(|&t| t == mask_id).collect();
+        let writes = match *self {
+            Policy::LowConfidence { threshold } => low_confidence::select(picks, &masked, quotas[step], threshold),
+            Policy::FixedCount { k } => fixed_count::select(picks, &masked, k),
+            Policy::JointThreshold(jt) => {
+                let s = jt.step(picks, tokens, fixed, mask_id, progress.post_edit_steps);
+                progress.post_edit_steps = s.post_edit_steps;
+                let open = s.open && progress.steps < jt.max_steps(tokens.len());
+                return BlockStep { writes: s.writes, open };
+            }
+        };
+        // A position whose pick is the mask token stays masked.
+        let masks_left = (0..tokens.len()).any(|i| if writes.binary_search(&i).is_ok() { picks[i].token == mask_id } else { masked[i] });
+        BlockStep { writes, open: masks_left && progress.steps < quotas.len() }
     }
 }
 

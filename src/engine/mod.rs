@@ -14,7 +14,7 @@ use crate::config::ModelConfig;
 use crate::decode::blocks::{quota_schedule, BlockLayout};
 use crate::decode::output::{cut_output_min, stop_ids};
 use crate::decode::sample::{apply_penalties, pick_row, sample_row, History, RowDraw};
-use crate::decode::Pick;
+use crate::decode::{BlockProgress, Pick};
 use crate::rng::Rng;
 use anyhow::{bail, Result};
 use std::ops::Range;
@@ -72,7 +72,8 @@ struct Req {
     quotas: Vec<usize>,
     slot: usize,
     block: usize,
-    step_in_block: usize,
+    /// The current block's steps so far.
+    progress: BlockProgress,
     /// Positions below this have their final K/V in the cache.
     cached: usize,
     steps: usize,
@@ -161,7 +162,7 @@ impl<B: Runner> Engine<B> {
             params,
             slot,
             block: layout.first_gen_block(),
-            step_in_block: 0,
+            progress: BlockProgress::default(),
             cached: 0,
             steps: 0,
             blocks_done: 0,
@@ -222,17 +223,18 @@ impl<B: Runner> Engine<B> {
             let bs = r.block * b;
             let picks = &picks[off..off + b];
             off += b;
-            let masked: Vec<bool> = r.tokens[bs..bs + b].iter().map(|&t| t == self.mask_id).collect();
-            let chosen = r.params.policy.select(picks, &masked, r.quotas[r.step_in_block]);
-            for i in chosen {
+            let fixed = r.layout.prompt_len.saturating_sub(bs).min(b);
+            let step = r.params.policy.step_block(&mut r.progress, &r.quotas, picks, &r.tokens[bs..bs + b], fixed, self.mask_id);
+            for i in step.writes {
                 r.tokens[bs + i] = picks[i].token;
                 r.probs[bs + i] = picks[i].prob;
             }
+            // The block's K/V in the cache is from this step's forward, over the tokens before
+            // these writes; the next block's first step runs this block again with its final
+            // tokens (from `cached`), so a finished block's cached K/V is always its final one.
             r.cached = bs;
             r.steps += 1;
-            r.step_in_block += 1;
-            let block_open = r.tokens[bs..bs + b].contains(&self.mask_id) && r.step_in_block < r.quotas.len();
-            if block_open {
+            if step.open {
                 continue;
             }
             r.blocks_done += 1;
@@ -258,7 +260,7 @@ impl<B: Runner> Engine<B> {
                 finished.push(ri);
             } else {
                 r.block += 1;
-                r.step_in_block = 0;
+                r.progress = BlockProgress::default();
             }
         }
         for &ri in finished.iter().rev() {

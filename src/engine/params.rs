@@ -79,8 +79,16 @@ impl GenParams {
                 return Err(format!("steps must be between 1 and the block size ({}), got {s}", self.block_size));
             }
         }
-        if let Policy::LowConfidence { threshold } = self.policy {
-            check_threshold(threshold)?;
+        match self.policy {
+            Policy::LowConfidence { threshold } => check_threshold(threshold)?,
+            Policy::JointThreshold(jt) => {
+                jt.check()?;
+                if self.steps.is_some() {
+                    // LLaDA2.1's decoder has no step schedule: a block runs until it settles.
+                    return Err("steps applies to LowConfidence; JointThreshold unmasks by threshold (else one position) and runs until its block settles".into());
+                }
+            }
+            Policy::FixedCount { .. } => {}
         }
         if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
             return Err("temperature must be a finite number >= 0".into());
@@ -139,6 +147,7 @@ impl GenParams {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decode::joint_threshold::JointThreshold;
 
     #[test]
     fn every_limit_is_checked() {
@@ -155,6 +164,13 @@ mod tests {
         bad(GenParams { steps: Some(0), ..ok.clone() }, "steps must be between 1 and the block size (32)");
         bad(GenParams { steps: Some(33), ..ok.clone() }, "got 33");
         bad(GenParams { policy: Policy::LowConfidence { threshold: 1.5 }, ..ok.clone() }, "threshold must be in [0, 1]");
+        let jt = crate::decode::joint_threshold::JointThreshold::default();
+        assert_eq!(GenParams { policy: Policy::JointThreshold(jt), ..ok.clone() }.validate(100), Ok(()));
+        bad(GenParams { policy: Policy::JointThreshold(jt), steps: Some(4), ..ok.clone() }, "steps applies to LowConfidence");
+        bad(
+            GenParams { policy: Policy::JointThreshold(JointThreshold { edit_threshold: -0.5, ..jt }), ..ok.clone() },
+            "edit_threshold must be in [0, 1]",
+        );
         bad(GenParams { temperature: f32::NAN, ..ok.clone() }, "temperature");
         bad(GenParams { top_p: 0.0, ..ok.clone() }, "top_p must be in (0, 1]");
         bad(GenParams { stop_token_ids: vec![3, 100], ..ok.clone() }, "stop_token_ids: 100 is outside the vocabulary (100)");

@@ -1,8 +1,8 @@
 //! The flags of `dllm serve` and the checked `Settings` made from them, before any model loads.
 
 use super::log::{log, set_log_level, Level};
-use crate::decode::low_confidence::{self, check_threshold};
-use crate::decode::{Policy, Setting};
+use crate::config::Family;
+use crate::decode::{Knobs, Policy, Setting};
 use crate::engine::MAX_BLOCK_SIZE;
 use crate::runtime::Device;
 use anyhow::{anyhow, bail, Context, Result};
@@ -21,13 +21,15 @@ pub struct ServeArgs {
     /// 0 picks a free port (the bound address is logged).
     #[arg(long, default_value_t = 30000)]
     pub port: u16,
-    /// Unmasking algorithm (SGLang's dLLM PR spelling); only "LowConfidence".
+    /// Decoding algorithm (SGLang's dLLM PR spelling): LowConfidence or JointThreshold.
+    /// Default: the checkpoint family's (LLaDA2.0: LowConfidence, LLaDA2.1: JointThreshold).
     #[arg(long)]
     pub diffusion_algorithm: Option<String>,
     /// Newer SGLang spelling of --diffusion-algorithm.
     #[arg(long)]
     pub dllm_algorithm: Option<String>,
-    /// YAML file with the algorithm's settings, e.g. `threshold: 0.9`.
+    /// YAML file with the algorithm's settings (SGLang's keys), e.g. `threshold: 0.9`, or for
+    /// JointThreshold `threshold`, `edit_threshold`, `max_post_edit_steps`.
     #[arg(long)]
     pub dllm_algorithm_config: Option<PathBuf>,
     /// Block size of diffusion decoding: the default, and the largest a request may ask for.
@@ -80,7 +82,7 @@ pub struct ServeArgs {
     pub log_level: String,
     #[arg(long, value_enum, default_value = "auto")]
     pub device: Device,
-    /// Confidence threshold of LowConfidence (overrides the algorithm config's).
+    /// Unmask threshold of the algorithm (overrides the algorithm config's).
     #[arg(long)]
     pub threshold: Option<f32>,
     /// Largest request body accepted (bytes); larger gets 413.
@@ -132,8 +134,12 @@ pub struct Settings {
     pub model_path: Option<PathBuf>,
     pub served_model_name: Option<String>,
     pub device: Device,
-    pub algorithm: String,
-    pub threshold: f32,
+    /// `--dllm-algorithm` (either spelling) as given; None: the checkpoint family's.
+    pub algorithm: Option<String>,
+    /// `--dllm-algorithm-config`: the file and its settings (the algorithm's own keys).
+    pub algorithm_config: Option<(PathBuf, Vec<(String, Setting)>)>,
+    /// `--threshold`.
+    pub threshold: Option<f32>,
     pub block_size: usize,
     pub max_running: usize,
     pub max_queue: usize,
@@ -160,20 +166,24 @@ impl Settings {
     pub fn from_args(a: &ServeArgs) -> Result<Settings> {
         set_log_level(&a.log_level)?;
         let algorithm = check_algorithm(a)?;
-        let threshold = threshold(a, &algorithm)?;
+        let algorithm_config = match &a.dllm_algorithm_config {
+            Some(path) => Some((path.clone(), read_algorithm_config(path)?)),
+            None => None,
+        };
         check_block_size(a)?;
         check_parallelism(a)?;
         check_limits(a)?;
         note_accepted_flags(a);
         let chunked_prefill_size = a.chunked_prefill_size.unwrap_or(crate::engine::DEFAULT_CHUNKED_PREFILL as i64);
-        Ok(Settings {
+        let settings = Settings {
             host: a.host.clone(),
             port: a.port,
             model_path: a.model_path.clone(),
             served_model_name: a.served_model_name.clone(),
             device: a.device,
-            algorithm: low_confidence::NAME.into(),
-            threshold,
+            algorithm,
+            algorithm_config,
+            threshold: a.threshold,
             block_size: a.diffusion_block_size,
             max_running: a.max_running_requests,
             max_queue: a.max_queued_requests,
@@ -187,43 +197,49 @@ impl Settings {
             idle_timeout: seconds(a.idle_timeout, "--idle-timeout")?,
             max_connections: a.max_connections,
             allowed_origins: check_origins(&a.allowed_origins)?,
-            args_json: args_json(a, threshold, chunked_prefill_size),
-        })
+            args_json: args_json(a, chunked_prefill_size),
+        };
+        // The algorithm's settings are checked now: against the named algorithm, or when the
+        // checkpoint's family will choose it, against each algorithm a family may choose.
+        for family in [Family::Llada20, Family::Llada21] {
+            settings.policy(family, false)?;
+        }
+        Ok(settings)
+    }
+
+    /// The decoding policy the server runs: `--dllm-algorithm`, else `family`'s algorithm, with
+    /// its `--dllm-algorithm-config` settings, then `--threshold`. `warn`: log the config's keys
+    /// the algorithm does not know.
+    pub fn policy(&self, family: Family, warn: bool) -> Result<Policy> {
+        let algo = self.algorithm.as_deref().unwrap_or(family.default_algorithm());
+        let policy = match &self.algorithm_config {
+            None => Policy::from_algorithm(algo, &[]).map_err(anyhow::Error::msg)?.0,
+            Some((path, settings)) => {
+                let (policy, unknown) = Policy::from_algorithm(algo, settings).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+                for key in unknown.iter().filter(|_| warn) {
+                    log(Level::Warn, &format!("{}: ignoring unknown key {key:?} of {algo}", path.display()));
+                }
+                policy
+            }
+        };
+        let knobs = Knobs { threshold: self.threshold, ..Knobs::default() };
+        policy.with_knobs(&knobs).map_err(|e| anyhow!("--threshold: {e}"))
     }
 }
 
 /// `--diffusion-algorithm` and `--dllm-algorithm` (either spelling, agreeing if both): one of
-/// [`crate::decode::ALGORITHMS`] (case-insensitive); LowConfidence when neither is given.
-fn check_algorithm(a: &ServeArgs) -> Result<String> {
+/// [`crate::decode::ALGORITHMS`] (case-insensitive); None when neither is given (the
+/// checkpoint family's algorithm).
+fn check_algorithm(a: &ServeArgs) -> Result<Option<String>> {
     let algo = match (&a.diffusion_algorithm, &a.dllm_algorithm) {
         (Some(x), Some(y)) if !x.eq_ignore_ascii_case(y) => {
             bail!("--diffusion-algorithm {x:?} and --dllm-algorithm {y:?} disagree; give one")
         }
         (Some(x), _) | (None, Some(x)) => x.clone(),
-        (None, None) => low_confidence::NAME.to_string(),
+        (None, None) => return Ok(None),
     };
     Policy::from_algorithm(&algo, &[]).map_err(anyhow::Error::msg)?;
-    Ok(algo)
-}
-
-/// The LowConfidence threshold: the algorithm's default, then its `--dllm-algorithm-config`
-/// settings (the keys are the algorithm's own, see `decode/`), then `--threshold`.
-fn threshold(a: &ServeArgs, algo: &str) -> Result<f32> {
-    let policy = match &a.dllm_algorithm_config {
-        None => Policy::from_algorithm(algo, &[]).map_err(anyhow::Error::msg)?.0,
-        Some(path) => {
-            let settings = read_algorithm_config(path)?;
-            let (policy, unknown) = Policy::from_algorithm(algo, &settings).map_err(|e| anyhow!("{}: {e}", path.display()))?;
-            for key in unknown {
-                log(Level::Warn, &format!("{}: ignoring unknown key {key:?}", path.display()));
-            }
-            policy
-        }
-    };
-    let Policy::LowConfidence { threshold } = policy else { bail!("{algo} takes no threshold") };
-    let threshold = a.threshold.unwrap_or(threshold);
-    check_threshold(threshold).map_err(anyhow::Error::msg)?;
-    Ok(threshold)
+    Ok(Some(algo))
 }
 
 /// A `--dllm-algorithm-config` YAML file as (key, value) pairs: an empty file has none; anything
@@ -356,15 +372,15 @@ fn note_accepted_flags(a: &ServeArgs) {
 }
 
 /// Every flag as given (the key masked), for /get_server_info.
-fn args_json(a: &ServeArgs, threshold: f32, chunked_prefill_size: i64) -> serde_json::Value {
+/// The decoding entries ("dllm_algorithm", "threshold", ...) are the resolved policy's, added
+/// once the checkpoint is loaded.
+fn args_json(a: &ServeArgs, chunked_prefill_size: i64) -> serde_json::Value {
     serde_json::json!({
         "model_path": a.model_path,
         "host": a.host,
         "port": a.port,
-        "dllm_algorithm": "LowConfidence",
         "dllm_algorithm_config": a.dllm_algorithm_config,
         "diffusion_block_size": a.diffusion_block_size,
-        "threshold": threshold,
         "max_running_requests": a.max_running_requests,
         "max_queued_requests": a.max_queued_requests,
         "mem_fraction_static": a.load.mem_fraction_static,

@@ -69,6 +69,9 @@ pub struct AppState {
     /// Draws the seed of every request that gives none (SGLang, vLLM and OpenAI sample afresh
     /// unless asked for a seed); seeded by `--random-seed`, else by the clock.
     seeds: Mutex<Rng>,
+    /// How every request decodes unless its sampling params change a knob: the flags' algorithm,
+    /// or the checkpoint family's.
+    pub policy: crate::decode::Policy,
 }
 
 impl AppState {
@@ -95,7 +98,7 @@ impl AppState {
     pub fn default_params(&self) -> GenParams {
         GenParams {
             block_size: self.settings.block_size,
-            policy: crate::decode::Policy::LowConfidence { threshold: self.settings.threshold },
+            policy: self.policy,
             // 53 bits: a seed any JSON client reads back exactly (JavaScript numbers are doubles).
             seed: self.seeds.lock().unwrap_or_else(|e| e.into_inner()).next_u64() >> 11,
             ..GenParams::default()
@@ -146,6 +149,7 @@ pub async fn start(args: ServeArgs) -> Result<RunningServer> {
 /// Serve an already loaded model.
 pub async fn start_with(settings: Settings, mut loaded: Loaded) -> Result<RunningServer> {
     let cfg = loaded.engine.config().clone();
+    let policy = settings.policy(cfg.family(), true)?;
     if let Some(n) = settings.context_length {
         if n > cfg.max_position_embeddings {
             bail!("--context-length {n} exceeds the model's max_position_embeddings ({})", cfg.max_position_embeddings);
@@ -189,15 +193,16 @@ pub async fn start_with(settings: Settings, mut loaded: Loaded) -> Result<Runnin
         started: Instant::now(),
         created_unix: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
         seeds: Mutex::new(Rng::new(settings.seed.unwrap_or_else(clock_seed))),
+        policy,
         settings,
     });
     log(
         Level::Info,
         &format!(
-            "serving {} ({backend}, context {context_len}, block {}, threshold {}, max running {}, chat template from {}) on http://{addr}",
+            "serving {} ({backend}, context {context_len}, block {}, {:?}, max running {}, chat template from {}) on http://{addr}",
             state.model_dir.display(),
             state.settings.block_size,
-            state.settings.threshold,
+            state.policy,
             state.settings.max_running,
             state.tokenizer.chat_template.source
         ),
@@ -467,7 +472,7 @@ fn model_info(st: &AppState) -> serde_json::Value {
         "has_audio_understanding": false,
         "context_length": st.context_len,
         "vocab_size": st.vocab_size,
-        "dllm_algorithm": st.settings.algorithm,
+        "dllm_algorithm": st.policy.name(),
         "diffusion_block_size": st.settings.block_size,
     })
 }
@@ -495,6 +500,18 @@ fn server_info(st: &AppState) -> serde_json::Value {
         o.insert("served_model_name".into(), st.model_name.clone().into());
         o.insert("context_length".into(), st.context_len.into());
         o.insert("uptime_s".into(), st.started.elapsed().as_secs_f64().into());
+        o.insert("dllm_algorithm".into(), st.policy.name().into());
+        match st.policy {
+            crate::decode::Policy::LowConfidence { threshold } => {
+                o.insert("threshold".into(), threshold.into());
+            }
+            crate::decode::Policy::JointThreshold(jt) => {
+                o.insert("threshold".into(), jt.threshold.into());
+                o.insert("edit_threshold".into(), jt.edit_threshold.into());
+                o.insert("max_post_edit_steps".into(), jt.max_post_edit_steps.into());
+            }
+            crate::decode::Policy::FixedCount { .. } => {}
+        }
         o.insert(
             "internal_states".into(),
             serde_json::json!([{

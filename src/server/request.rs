@@ -8,7 +8,7 @@ use super::json::{as_bool, as_f32, as_i64, as_u32, as_usize, kind};
 use super::log::ignored_field;
 use super::scheduler::{PendingSubmit, ReqEvent, SubmitError, Ticket};
 use super::AppState;
-use crate::decode::Policy;
+use crate::decode::Knobs;
 use crate::engine::{Finish, GenParams, Generated};
 use crate::tokenizer::Tokenizer;
 use bytes::Bytes;
@@ -97,7 +97,16 @@ impl Sampling {
             "ignore_eos" => p.ignore_eos = as_bool(v, at)?,
             "skip_special_tokens" => self.skip_special = as_bool(v, at)?,
             "no_stop_trim" => self.no_stop_trim = as_bool(v, at)?,
-            "threshold" => p.policy = Policy::LowConfidence { threshold: as_f32(v, at)? },
+            // The server's algorithm with this knob changed; a knob the algorithm does not read
+            // is a 400 (it would otherwise do nothing).
+            "threshold" | "edit_threshold" | "max_post_edit_steps" => {
+                let knobs = match key {
+                    "threshold" => Knobs { threshold: Some(as_f32(v, at)?), ..Knobs::default() },
+                    "edit_threshold" => Knobs { edit_threshold: Some(as_f32(v, at)?), ..Knobs::default() },
+                    _ => Knobs { max_post_edit_steps: Some(as_usize(v, at)?), ..Knobs::default() },
+                };
+                p.policy = p.policy.with_knobs(&knobs).map_err(|e| ApiError::bad_request(format!("{at}: {e}")))?;
+            }
             "block_size" => p.block_size = as_usize(v, at)?,
             "steps" | "denoising_steps" => p.steps = Some(as_usize(v, at)?),
             "seed" | "sampling_seed" => p.seed = v.as_u64().map_or_else(|| as_i64(v, at).map(|s| s as u64), Ok)?,
@@ -167,6 +176,8 @@ const KNOWN_SAMPLING: &[&str] = &[
     "skip_special_tokens",
     "no_stop_trim",
     "threshold",
+    "edit_threshold",
+    "max_post_edit_steps",
     "block_size",
     "steps",
     "denoising_steps",

@@ -81,7 +81,9 @@ pub enum AbortTarget {
 }
 
 enum Cmd {
-    Submit(Submit),
+    /// Boxed: a request's parameters are most of a command's size, and the other commands are
+    /// small.
+    Submit(Box<Submit>),
     Cancel(u64),
     Abort(AbortTarget, oneshot::Sender<usize>),
     Shutdown,
@@ -171,7 +173,8 @@ impl Scheduler {
         let (etx, erx) = tmpsc::unbounded_channel();
         let (rtx, rrx) = oneshot::channel();
         let tx = self.sender();
-        tx.send(Cmd::Submit(Submit { key, group, rid, prompt, params, events: etx, reply: rtx })).map_err(|_| SubmitError::Stopped)?;
+        tx.send(Cmd::Submit(Box::new(Submit { key, group, rid, prompt, params, events: etx, reply: rtx })))
+            .map_err(|_| SubmitError::Stopped)?;
         Ok(PendingSubmit { ticket: Ticket { events: erx, key, tx, done: false }, reply: rrx })
     }
 
@@ -349,6 +352,7 @@ impl EngineLoop {
     fn handle(&mut self, c: Cmd) {
         match c {
             Cmd::Submit(s) => {
+                let s = *s;
                 let verdict = match self.engine.validate(&s.prompt, &s.params) {
                     Err(e) => Err(SubmitError::Invalid(format!("{e:#}"))),
                     Ok(()) if self.active.len() + self.queue.len() >= self.max_running + self.max_queue => {

@@ -70,3 +70,20 @@ pub fn greedy_params(case: &Value) -> GenParams {
         ..GenParams::default()
     }
 }
+
+/// The decoding parameters of a JointThreshold case; its eos_id replaces the model's.
+pub fn joint_params(case: &Value) -> GenParams {
+    GenParams {
+        max_new_tokens: case["max_new_tokens"].as_u64().unwrap() as usize,
+        block_size: case["block_size"].as_u64().unwrap() as usize,
+        steps: None,
+        policy: Policy::JointThreshold(dllm::decode::joint_threshold::JointThreshold {
+            threshold: case["threshold"].as_f64().unwrap() as f32,
+            edit_threshold: case["edit_threshold"].as_f64().unwrap() as f32,
+            max_post_edit_steps: case["max_post_edit_steps"].as_u64().unwrap() as usize,
+        }),
+        stop_token_ids: vec![case["eos_id"].as_u64().unwrap() as u32],
+        replace_eos: true,
+        ..GenParams::default()
+    }
+}
