@@ -350,6 +350,21 @@ class GenResult:
         return min(self.min_logit_gap, self.min_quota_gap)
 
 
+def generation_done(generated: list, max_new_tokens: int, eos_id, mask_id: int) -> bool:
+    """After a block: stop once max_new_tokens are generated, or at an EOS with no mask before it."""
+    if len(generated) >= max_new_tokens:
+        return True
+    return eos_id is not None and eos_id in generated and mask_id not in generated[: generated.index(eos_id)]
+
+
+def output_ids(generated: list, max_new_tokens: int, eos_id) -> list:
+    """The output: cut at max_new_tokens and after the first EOS (the EOS itself kept)."""
+    out = generated[:max_new_tokens]
+    if eos_id is not None and eos_id in out:
+        out = out[: out.index(eos_id) + 1]
+    return out
+
+
 def generate(model: Model, prompt_ids, block_size: int = 32, steps: int | None = None,
              threshold: float = 0.95, max_new_tokens: int = 64, eos_id: int | None = None,
              mask_id: int | None = None) -> GenResult:
@@ -399,17 +414,10 @@ def generate(model: Model, prompt_ids, block_size: int = 32, steps: int | None =
             masked = [pos for pos in masked if tokens[pos] == mask_id]
             s += 1
         # A block still holding masks after `steps` steps is left as it is.
-        generated = tokens[P:end]
-        if len(generated) >= max_new_tokens:
+        if generation_done(tokens[P:end], max_new_tokens, eos_id, mask_id):
             break
-        if eos_id is not None and eos_id in generated:
-            if mask_id not in generated[: generated.index(eos_id)]:
-                break
 
-    out = tokens[P:][:max_new_tokens]
-    if eos_id is not None and eos_id in out:
-        out = out[: out.index(eos_id) + 1]  # keep the EOS itself
-    res.output_ids = out
+    res.output_ids = output_ids(tokens[P:], max_new_tokens, eos_id)
     return res
 
 
@@ -525,17 +533,10 @@ def joint_threshold_generate(model: Model, prompt_ids, block_size: int = 32, thr
             if not masked and not edits:
                 res.settled_blocks += 1
                 break
-        generated = tokens[P:end]
-        if len(generated) >= max_new_tokens:
+        if generation_done(tokens[P:end], max_new_tokens, eos_id, mask_id):
             break
-        if eos_id is not None and eos_id in generated:
-            if mask_id not in generated[: generated.index(eos_id)]:
-                break
 
-    out = tokens[P:][:max_new_tokens]
-    if eos_id is not None and eos_id in out:
-        out = out[: out.index(eos_id) + 1]
-    res.output_ids = out
+    res.output_ids = output_ids(tokens[P:], max_new_tokens, eos_id)
     return res
 
 
