@@ -37,12 +37,26 @@ impl CudaBackend {
         n: usize,
         k: usize,
     ) -> Result<CudaSlice<f32>> {
-        let y = self.alloc_f32(rows * n, what)?;
-        if self.streams(rows, k) {
-            self.stream_projection(what, x, self.p(w), None, StreamOut::F32(&y), rows, n, k)?;
-        } else {
-            self.k.gemm_bf16_f32(what, self.p(x), self.p(w), self.p(&y), rows, n, k, 0.0)?;
+        if !self.streams(rows, k) {
+            return self.cublas_gemm(what, x, w, rows, n, k);
         }
+        let y = self.alloc_f32(rows * n, what)?;
+        self.stream_projection(what, x, self.p(w), None, StreamOut::F32(&y), rows, n, k)?;
+        Ok(y)
+    }
+
+    /// [`CudaBackend::gemm`] by cuBLAS at every row count.
+    pub(super) fn cublas_gemm(
+        &self,
+        what: &str,
+        x: &CudaSlice<u16>,
+        w: &CudaSlice<u16>,
+        rows: usize,
+        n: usize,
+        k: usize,
+    ) -> Result<CudaSlice<f32>> {
+        let y = self.alloc_f32(rows * n, what)?;
+        self.k.gemm_bf16_f32(what, self.p(x), self.p(w), self.p(&y), rows, n, k, 0.0)?;
         Ok(y)
     }
 

@@ -507,8 +507,7 @@ impl Backend for CudaBackend {
             return Ok(self.k.gemm_bf16_f32("lm_head", self.p(xb), self.p(w), self.p(logits), x.rows, vocab.len(), h, 0.0)?);
         }
         // cuBLAS at every row count: over the vocabulary's 157k rows it reads at ~90% (docs/PERF.md).
-        let logits = self.alloc_f32(x.rows * vocab.len(), "lm_head")?;
-        self.k.gemm_bf16_f32("lm_head", self.p(xb), self.p(w), self.p(&logits), x.rows, vocab.len(), h, 0.0)?;
+        let logits = self.cublas_gemm("lm_head", xb, w, x.rows, vocab.len(), h)?;
         if let Some(sampling) = &out.sampling {
             return self.launch_sample(&logits, x.rows, vocab.len(), sampling, &out.token, &out.prob);
         }
