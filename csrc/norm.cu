@@ -5,18 +5,21 @@
 // The row's first NORM_CACHE * blockDim values stay in registers between the two passes, and
 // their loads are issued together (a loop of dependent-latency loads made this ~8 us a call at
 // 32 rows; with 8 values a thread, flash's 4096 columns took ~12 us, half of them in that loop);
-// columns past that are read again. Each thread sums its values in increasing column order, as
-// before.
+// columns past that are read again. The norm weights of those columns are loaded with them: read
+// in the output loop, each load waited behind the previous bf16 store (out may alias w as far as
+// the compiler knows), one latency per column, ~6 of a call's ~10 us at 32 rows. Each thread sums
+// its values in increasing column order, as before.
 extern "C" __global__ void __launch_bounds__(NORM_THREADS) add_rms_norm(const NormParams p) {
     __shared__ float scratch[32];
     int r = blockIdx.x;
     float* x = p.x + (size_t)r * p.cols;
     const float* dl = p.delta ? p.delta + (size_t)r * p.cols : nullptr;
-    float v[NORM_CACHE];
+    float v[NORM_CACHE], wv[NORM_CACHE];
 #pragma unroll
     for (int u = 0; u < NORM_CACHE; u++) {
         const int c = threadIdx.x + u * NORM_THREADS;
         v[u] = c < p.cols ? (dl ? x[c] + dl[c] : x[c]) : 0.f;
+        wv[u] = c < p.cols ? p.w[c] : 0.f;
     }
     float ss = 0.f;
 #pragma unroll
@@ -40,7 +43,7 @@ extern "C" __global__ void __launch_bounds__(NORM_THREADS) add_rms_norm(const No
 #pragma unroll
     for (int u = 0; u < NORM_CACHE; u++) {
         const int c = threadIdx.x + u * NORM_THREADS;
-        if (c < p.cols) o[c] = f2bf(v[u] * inv * p.w[c]);
+        if (c < p.cols) o[c] = f2bf(v[u] * inv * wv[u]);
     }
     for (int c = threadIdx.x + NORM_CACHE * NORM_THREADS; c < p.cols; c += NORM_THREADS) o[c] = f2bf(x[c] * inv * p.w[c]);
 }
