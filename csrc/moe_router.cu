@@ -65,8 +65,13 @@ extern "C" __global__ void __launch_bounds__(ROUTER_THREADS) moe_router_select(c
         wsum = sum;
     }
     __syncthreads();
+    const int picks = p.topk + (p.shared_expert >= 0);
     for (int k = threadIdx.x; k < p.topk; k += blockDim.x) {
-        p.topk_ids[(size_t)t * p.topk + k] = ids[k];
-        p.topk_w[(size_t)t * p.topk + k] = sc[ids[k]] / wsum * p.scale;
+        p.topk_ids[(size_t)t * picks + k] = ids[k];
+        p.topk_w[(size_t)t * picks + k] = sc[ids[k]] / wsum * p.scale;
+    }
+    if (threadIdx.x == 0 && p.shared_expert >= 0) {  // the shared expert, weight 1
+        p.topk_ids[(size_t)t * picks + p.topk] = p.shared_expert;
+        p.topk_w[(size_t)t * picks + p.topk] = 1.f;
     }
 }

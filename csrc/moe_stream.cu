@@ -29,13 +29,17 @@
 // At realistic routing this streams at 76-84% of the copy bandwidth (bf16, batch 1, H200;
 // docs/PERF.md). A shared-memory cp.async ring instead of the registers measured no faster.
 //
-// FP8 (W8A16): a chunk's 16 codes a thread are widened to bf16 in registers: e4m3 -> bf16 bits
-// is the code's sign, then its 7 other bits shifted into bf16's exponent/mantissa (that is the
-// value times 2^-120, e4m3 subnormals becoming bf16 subnormals) and one bf16 multiply by 2^120
-// (exact where the multiply keeps subnormals; the CUDA tests hold the fp8 GEMMs to their CPU
-// twin at the bf16 tolerance). Each chunk (Chunk::kc codes) lies in one 128 x 128 scale block, so its
-// product goes into its own accumulator and is added times the block scale in f32: the sum is
-// sum(x * e4m3) * scale_inv per block, as in moe_gemm.cu.
+// FP8 (W8A16): the MMAs of the fp8 instances run on f16 operands. A chunk's codes a thread are
+// widened e4m3 -> f16 in registers, two codes an instruction (cvt.rn.f16x2.e4m3x2, sm_89 on;
+// exact: every e4m3 value is an f16 value), and the item rows' bf16 values are converted to f16
+// as they are loaded (exact within f16's range; beyond +-65504 they saturate, see docs/MODEL.md).
+// Earlier the codes were widened to bf16 by bit operations and a multiply (five instructions
+// for two codes), which left these kernels issue-bound at 64% of the copy bandwidth on flash
+// where the bf16 ones stream at 89% (docs/PERF.md). Each chunk (Chunk::kc codes) lies in one
+// 128 x 128 scale block, so its product goes into its own accumulator and is added times the
+// block scale in f32: the sum is sum(x * e4m3) * scale_inv per block, as in moe_gemm.cu. Before
+// sm_89 (the sm_80 build) the codes widen by bit operations to f16 scaled by 2^-8 (exact,
+// subnormals included), and the block scale is taken times 2^8.
 #include "common.cuh"
 #include "stream.cuh"
 
@@ -47,14 +51,30 @@ struct Chunk {
     static constexpr int loads = 2;  // 16-byte loads a weight row a thread
 };
 
-// Two e4m3 codes (bytes 0/1 or 2/3 of w, per `hi`) -> bf16x2, low k in the low half. Exact.
-__device__ __forceinline__ uint32_t e4m3x2_to_bf16x2(uint32_t w, bool hi) {
+// Two e4m3 codes (bytes 0/1 or 2/3 of w, per `hi`) -> f16x2, low k in the low half: the codes'
+// values times 1 / FP8_CODE_UNSCALE (1, or 2^-8 before sm_89).
+#if __CUDA_ARCH__ >= 890
+constexpr float FP8_CODE_UNSCALE = 1.f;
+__device__ __forceinline__ uint32_t e4m3x2_to_f16x2(uint32_t w, bool hi) {
+    const unsigned short codes = hi ? (unsigned short)(w >> 16) : (unsigned short)(w & 0xFFFFu);
+    uint32_t out;
+    asm("cvt.rn.f16x2.e4m3x2 %0, %1;\n" : "=r"(out) : "h"(codes));
+    return out;
+}
+#else
+constexpr float FP8_CODE_UNSCALE = 256.f;
+__device__ __forceinline__ uint32_t e4m3x2_to_f16x2(uint32_t w, bool hi) {
     const uint32_t r = __byte_perm(w, 0, hi ? 0x3424 : 0x1404);  // lanes = code << 8
-    const uint32_t bits = (r & 0x80008000u) | ((r >> 4) & 0x07F007F0u);  // value * 2^-120
-    const __nv_bfloat162 v = *reinterpret_cast<const __nv_bfloat162*>(&bits);
-    const __nv_bfloat162 two120 = __halves2bfloat162(__ushort_as_bfloat16(0x7B80), __ushort_as_bfloat16(0x7B80));
-    const __nv_bfloat162 out = __hmul2(v, two120);
-    return *reinterpret_cast<const uint32_t*>(&out);
+    return (r & 0x80008000u) | ((r >> 1) & 0x3F803F80u);         // sign | exponent, mantissa
+}
+#endif
+
+// bf16x2 -> f16x2 (the item rows' values, B operand of the fp8 MMAs), saturating at +-65504.
+__device__ __forceinline__ uint32_t bf16x2_to_f16x2(uint32_t v) {
+    const float lo = __uint_as_float(v << 16), hi = __uint_as_float(v & 0xFFFF0000u);
+    uint32_t out;
+    asm("cvt.rn.satfinite.f16x2.f32 %0, %1, %2;\n" : "=r"(out) : "f"(hi), "f"(lo));
+    return out;
 }
 
 // One chunk's weights for this thread: rows g and g + 8 of the warp's 16 (w1, and w2 if gated).
@@ -97,6 +117,10 @@ __device__ __forceinline__ void moe_stream(const MoeGemmParams& p) {
     // Thread t's 16-byte loads of chunk c of a unit: bytes [16 (t + 4 i), +16) of the chunk's
     // row segment, rows g and g + 8 (rows past n read nothing and give zeros).
     auto load = [&](WeightRegs<GATED, FP8>& r, const Unit& un, int c) {
+        // The shared expert's matrices (bf16 only) lie apart from the routed experts' array.
+        const bool shared = !FP8 && un.e == p.shared_expert;
+        const unsigned char* e1 = shared ? (const unsigned char*)p.shared_w1 : w1base + un.e * wstride;
+        const unsigned char* e2 = !GATED ? nullptr : shared ? (const unsigned char*)p.shared_w2 : w2base + un.e * wstride;
 #pragma unroll
         for (int h = 0; h < 2; h++) {
             const int row = un.n0 + g + 8 * h;
@@ -104,9 +128,9 @@ __device__ __forceinline__ void moe_stream(const MoeGemmParams& p) {
             for (int i = 0; i < LOADS; i++) {
                 const int kk = c * KC + (16 / EB) * (t + 4 * i);  // first k of this 16-byte piece
                 const bool ok = row < p.n && kk < p.k;
-                const size_t off = un.e * wstride + ((size_t)row * p.k + kk) * EB;
-                r.w1[h][i] = ok ? ld_stream(w1base + off) : make_uint4(0, 0, 0, 0);
-                if constexpr (GATED) r.w2[h][i] = ok ? ld_stream(w2base + off) : make_uint4(0, 0, 0, 0);
+                const size_t off = ((size_t)row * p.k + kk) * EB;
+                r.w1[h][i] = ok ? ld_stream(e1 + off) : make_uint4(0, 0, 0, 0);
+                if constexpr (GATED) r.w2[h][i] = ok ? ld_stream(e2 + off) : make_uint4(0, 0, 0, 0);
             }
         }
     };
@@ -128,6 +152,8 @@ __device__ __forceinline__ void moe_stream(const MoeGemmParams& p) {
                 if constexpr (FP8) {
                     const uint4 b = ok ? __ldg(reinterpret_cast<const uint4*>(xrow[j] + kk + 8)) : make_uint4(0, 0, 0, 0);
                     xb[j][4] = b.x, xb[j][5] = b.y, xb[j][6] = b.z, xb[j][7] = b.w;
+#pragma unroll
+                    for (int q = 0; q < 8; q++) xb[j][q] = bf16x2_to_f16x2(xb[j][q]);
                 }
             }
             constexpr int MMAS = FP8 ? 4 : 2;  // MMAs a 16-byte piece feeds
@@ -140,11 +166,11 @@ __device__ __forceinline__ void moe_stream(const MoeGemmParams& p) {
                     const uint32_t* v1 = reinterpret_cast<const uint32_t*>(&r.w1[h][i]);
                     const uint32_t* v2 = reinterpret_cast<const uint32_t*>(&r.w2[GATED ? h : 0][GATED ? i : 0]);
                     if constexpr (FP8) {  // word m holds this MMA's 4 codes
-                        a1[h] = e4m3x2_to_bf16x2(v1[m], false);
-                        a1[h + 2] = e4m3x2_to_bf16x2(v1[m], true);
+                        a1[h] = e4m3x2_to_f16x2(v1[m], false);
+                        a1[h + 2] = e4m3x2_to_f16x2(v1[m], true);
                         if constexpr (GATED) {
-                            a2[h] = e4m3x2_to_bf16x2(v2[m], false);
-                            a2[h + 2] = e4m3x2_to_bf16x2(v2[m], true);
+                            a2[h] = e4m3x2_to_f16x2(v2[m], false);
+                            a2[h + 2] = e4m3x2_to_f16x2(v2[m], true);
                         }
                     } else {  // words 2m, 2m + 1 hold this MMA's 4 values
                         a1[h] = v1[2 * m];
@@ -158,8 +184,13 @@ __device__ __forceinline__ void moe_stream(const MoeGemmParams& p) {
 #pragma unroll
                 for (int j = 0; j < NT; j++) {
                     if (j >= nt_live) break;
-                    mma_bf16_16816(st1[j], a1[0], a1[1], a1[2], a1[3], xb[j][2 * m], xb[j][2 * m + 1]);
-                    if constexpr (GATED) mma_bf16_16816(st2[j], a2[0], a2[1], a2[2], a2[3], xb[j][2 * m], xb[j][2 * m + 1]);
+                    if constexpr (FP8) {
+                        mma_f16_16816(st1[j], a1[0], a1[1], a1[2], a1[3], xb[j][2 * m], xb[j][2 * m + 1]);
+                        if constexpr (GATED) mma_f16_16816(st2[j], a2[0], a2[1], a2[2], a2[3], xb[j][2 * m], xb[j][2 * m + 1]);
+                    } else {
+                        mma_bf16_16816(st1[j], a1[0], a1[1], a1[2], a1[3], xb[j][2 * m], xb[j][2 * m + 1]);
+                        if constexpr (GATED) mma_bf16_16816(st2[j], a2[0], a2[1], a2[2], a2[3], xb[j][2 * m], xb[j][2 * m + 1]);
+                    }
                 }
             }
         }
@@ -208,7 +239,7 @@ __device__ __forceinline__ void moe_stream(const MoeGemmParams& p) {
                     for (int q = 0; q < 4; q++) st1[j][q] = st2[j][q] = 0.f;
                 multiply(cur, c, xrow, nt_live, st1, st2);
                 const int sb = (c * KC) / FP8_BLOCK;
-                const float s1 = p.w1_scale[srow + sb], s2 = GATED ? p.w2_scale[srow + sb] : 0.f;
+                const float s1 = p.w1_scale[srow + sb] * FP8_CODE_UNSCALE, s2 = GATED ? p.w2_scale[srow + sb] * FP8_CODE_UNSCALE : 0.f;
 #pragma unroll
                 for (int j = 0; j < NT; j++)
 #pragma unroll

@@ -43,6 +43,9 @@ typedef __nv_bfloat16 bf16;
 #define GEMM_LDS (GEMM_BK + 8)
 #define MOE_BM_SMALL 16
 #define MOE_BM_LARGE 64
+// The shared expert joins the stream kernels' items (moe.rs) up to this many MOE_BM_SMALL-row
+// items (each reads its weights again).
+#define SHARED_STREAM_MAX_ITEMS 2
 // moe_stream.cu (items of MOE_BM_SMALL rows): STREAM_WARPS warps a CTA. gate_up splits k over
 // them (16 weight rows a CTA); down gives each its own 16 rows (64 a CTA).
 #define STREAM_WARPS 4
@@ -243,6 +246,9 @@ struct RouterParams {
     int32_t n_group;
     int32_t topk_group;
     float scale;
+    // >= 0: every token also picks this expert (the shared expert run with the routed ones) with
+    // weight 1, as its pick number topk; the rows of topk_ids / topk_w are then topk + 1 long.
+    int32_t shared_expert;
 };
 
 // moe_permute.cu: stable counting sort of (token, k) picks by expert, and the work list of
@@ -279,6 +285,11 @@ struct MoeGemmParams {
     DEV_PTR(const float) slot_weight;
     DEV_PTR(const int32_t) items;
     DEV_PTR(const int32_t) num_items;
+    // The shared expert as expert number `shared_expert` of the items (-1: none; bf16 stream
+    // kernels only): its weights (gate and up, or down), which lie outside the experts' array.
+    DEV_PTR(const bf16) shared_w1;
+    DEV_PTR(const bf16) shared_w2;
+    int32_t shared_expert;
     int32_t n;
     int32_t k;
     int32_t max_items;

@@ -13,8 +13,17 @@ pub struct KernelWork {
 }
 
 /// Per-step work of every kernel for `batch` requests with a `prefix` cached and a `block` of
-/// queries each; `experts_touched` per MoE layer (empty: all experts).
-pub fn step_work(c: &ModelConfig, experts_touched: &[usize], batch: usize, prefix: usize, block: usize) -> Vec<KernelWork> {
+/// queries each; `experts_touched` per MoE layer (empty: all experts). `shared_in_experts`: the
+/// MoE layers' shared expert runs inside the routed experts' launches (the CUDA backend does
+/// at a few tokens), so its work is counted under theirs.
+pub fn step_work(
+    c: &ModelConfig,
+    experts_touched: &[usize],
+    batch: usize,
+    prefix: usize,
+    block: usize,
+    shared_in_experts: bool,
+) -> Vec<KernelWork> {
     let l = c.num_hidden_layers as f64;
     let moe_layers = (c.num_hidden_layers - c.first_k_dense_replace) as f64;
     let dense_layers = c.first_k_dense_replace as f64;
@@ -34,14 +43,17 @@ pub fn step_work(c: &ModelConfig, experts_touched: &[usize], batch: usize, prefi
         bytes: layers * (n * kk * 2.0 + rows * kk * 2.0 + rows * n * 4.0),
         flops: layers * 2.0 * rows * n * kk,
     };
-    // The shared expert of each MoE layer and the dense MLP of the first layers share the kernels.
+    // The shared expert of each MoE layer and the dense MLP of the first layers share the kernels,
+    // unless the shared expert runs with the routed ones (then its work is theirs: weights read
+    // once, its activations bf16, its output f32).
+    let (shared_layers, fused_layers) = if shared_in_experts { (0.0, moe_layers) } else { (moe_layers, 0.0) };
     let mlp_gu = KernelWork {
         name: "mlp gate_up",
-        bytes: moe_layers * (2.0 * s * h * 2.0 + t * h * 2.0 + t * 2.0 * s * 4.0)
+        bytes: shared_layers * (2.0 * s * h * 2.0 + t * h * 2.0 + t * 2.0 * s * 4.0)
             + dense_layers * (2.0 * c.intermediate_size as f64 * h * 2.0 + t * h * 2.0 + t * 2.0 * c.intermediate_size as f64 * 4.0),
-        flops: 2.0 * t * h * 2.0 * (moe_layers * s + dense_layers * c.intermediate_size as f64),
+        flops: 2.0 * t * h * 2.0 * (shared_layers * s + dense_layers * c.intermediate_size as f64),
     };
-    let inter_all = moe_layers * s + dense_layers * c.intermediate_size as f64;
+    let inter_all = shared_layers * s + dense_layers * c.intermediate_size as f64;
     vec![
         gemm("qkv", t, qkv, h, l),
         KernelWork {
@@ -65,13 +77,17 @@ pub fn step_work(c: &ModelConfig, experts_touched: &[usize], batch: usize, prefi
         KernelWork { name: "moe_permute", bytes: moe_layers * t * k * 8.0 * 3.0, flops: 0.0 },
         KernelWork {
             name: "moe_gate_up",
-            bytes: touched * 2.0 * expert_matrix + moe_layers * (t * k * h * 2.0 + t * k * im * 2.0),
-            flops: moe_layers * 2.0 * t * k * 2.0 * im * h,
+            bytes: touched * 2.0 * expert_matrix
+                + moe_layers * (t * k * h * 2.0 + t * k * im * 2.0)
+                + fused_layers * (2.0 * s * h * 2.0 + t * h * 2.0 + t * s * 2.0),
+            flops: moe_layers * 2.0 * t * k * 2.0 * im * h + fused_layers * (2.0 * t * 2.0 * s * h + t * s * 6.0),
         },
         KernelWork {
             name: "moe_down",
-            bytes: touched * expert_matrix + moe_layers * (t * k * im * 2.0 + t * k * h * 4.0),
-            flops: moe_layers * 2.0 * t * k * im * h,
+            bytes: touched * expert_matrix
+                + moe_layers * (t * k * im * 2.0 + t * k * h * 4.0)
+                + fused_layers * (s * h * 2.0 + t * s * 2.0 + t * h * 4.0),
+            flops: moe_layers * 2.0 * t * k * im * h + fused_layers * 2.0 * t * s * h,
         },
         KernelWork { name: "moe_combine", bytes: moe_layers * (t * k * h * 4.0 + t * h * 4.0), flops: moe_layers * t * k * h * 2.0 },
         mlp_gu,
@@ -161,19 +177,31 @@ pub fn print_rows(rows: &[KernelRow]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    fn floor_of(c: &ModelConfig, touched: &[usize]) -> f64 {
+        let f = crate::bench::step_bytes(c, touched, 1, 1024, 32);
+        f.weights + f.kv - 1e6 * 20.0
+    }
+
     #[test]
     fn work_adds_up_to_the_step_floor() {
         // The kernels' weight bytes must cover what bench::step_bytes counts for the step.
         let c = crate::config::preset("mini").unwrap();
         let touched = vec![140; 19];
-        let w = step_work(&c, &touched, 1, 1024, 32);
+        let w = step_work(&c, &touched, 1, 1024, 32, false);
         let total: f64 = w.iter().map(|k| k.bytes).sum();
+        // The shared expert counted under the experts' launches: the same weights, the same FLOPs.
+        let fused = step_work(&c, &touched, 1, 1024, 32, true);
+        let flops = |w: &[KernelWork]| w.iter().map(|k| k.flops).sum::<f64>();
+        assert!((flops(&w) - flops(&fused)).abs() < 1e-9 * flops(&w));
+        assert!(fused.iter().find(|k| k.name == "moe_gate_up").unwrap().bytes > w.iter().find(|k| k.name == "moe_gate_up").unwrap().bytes);
+        let fused_total: f64 = fused.iter().map(|k| k.bytes).sum();
+        assert!(fused_total >= floor_of(&c, &touched) && fused_total < total * 1.01, "{fused_total} vs {total}");
         let floor = crate::bench::step_bytes(&c, &touched, 1, 1024, 32);
         assert!(total >= floor.weights + floor.kv - 1e6 * 20.0, "{total} vs {:?}", floor);
         assert!(total < (floor.weights + floor.kv) * 1.1, "{total} vs {:?}", floor);
         // And with fp8 experts: the expert GEMMs' bytes shrink with the floor's.
         let q = c.clone().quantized(Some(crate::fp8::Quantization::Fp8));
-        let (wq, fq) = (step_work(&q, &touched, 1, 1024, 32), crate::bench::step_bytes(&q, &touched, 1, 1024, 32));
+        let (wq, fq) = (step_work(&q, &touched, 1, 1024, 32, false), crate::bench::step_bytes(&q, &touched, 1, 1024, 32));
         let tq: f64 = wq.iter().map(|k| k.bytes).sum();
         assert!(tq >= fq.weights + fq.kv - 1e6 * 20.0 && tq < (fq.weights + fq.kv) * 1.1, "{tq} vs {fq:?}");
         assert!(tq < total * 0.6, "{tq} vs {total}");
@@ -181,7 +209,7 @@ mod tests {
         let moe = w.iter().filter(|k| k.name.starts_with("moe_gate_up") || k.name == "moe_down").map(|k| k.bytes).sum::<f64>();
         assert!(moe / total > 0.8, "{}", moe / total);
         // At batch 64 the matrix work is ~5.7 TFLOP as the north star says.
-        let flops: f64 = step_work(&c, &[], 64, 1024, 32).iter().map(|k| k.flops).sum();
+        let flops: f64 = step_work(&c, &[], 64, 1024, 32, false).iter().map(|k| k.flops).sum();
         assert!((4.0e12..7.0e12).contains(&flops), "{flops:e}");
     }
 }

@@ -67,14 +67,23 @@ impl CudaBackend {
     pub fn route(&mut self, h: &CudaAct, layer: usize) -> Result<(Vec<i32>, Vec<f32>)> {
         let Ffn::Moe(m) = &self.w.layers[layer].ffn else { bail!("layer {layer} is dense") };
         let x = self.bf16_of(h, "route")?;
-        let (ids, wts) = self.router(m, x, h.rows)?;
+        let (ids, wts) = self.router(m, x, h.rows, None)?;
         Ok((self.download(&ids, "router ids")?, self.download(&wts, "router weights")?))
     }
 
-    fn router(&self, m: &MoeWeights, x: &CudaSlice<u16>, rows: usize) -> Result<(CudaSlice<i32>, CudaSlice<f32>)> {
+    /// The routed picks, `[rows][topk]`, or `[rows][topk + 1]` with `shared_expert`: every token's
+    /// last pick is then that expert number with weight 1.
+    fn router(
+        &self,
+        m: &MoeWeights,
+        x: &CudaSlice<u16>,
+        rows: usize,
+        shared_expert: Option<usize>,
+    ) -> Result<(CudaSlice<i32>, CudaSlice<f32>)> {
         let c = &self.cfg;
-        let ids = self.k.alloc::<i32>(rows * c.num_experts_per_tok, "router ids")?;
-        let wts = self.alloc_f32(rows * c.num_experts_per_tok, "router weights")?;
+        let picks = c.num_experts_per_tok + shared_expert.is_some() as usize;
+        let ids = self.k.alloc::<i32>(rows * picks, "router ids")?;
+        let wts = self.alloc_f32(rows * picks, "router weights")?;
         // fp32 logits h W^T (bf16 inputs, fp32 accumulate: the CPU twin's math), then
         // the selection kernel.
         let logits = self.gemm("router logits", x, &m.router, rows, c.num_experts, c.hidden_size)?;
@@ -89,6 +98,7 @@ impl CudaBackend {
             n_group: c.n_group as i32,
             topk_group: c.topk_group as i32,
             scale: c.routed_scaling_factor,
+            shared_expert: shared_expert.map_or(-1, |e| e as i32),
         };
         self.k.launch(Kernel::MoeRouterSelect, (rows as u32, 1, 1), ROUTER_THREADS as u32, &p)?;
         Ok((ids, wts))
@@ -108,11 +118,38 @@ impl CudaBackend {
         }
     }
 
+    /// Whether the shared expert runs inside the routed experts' weight-stream launches for
+    /// `rows` tokens (see [`CudaBackend::moe`]).
+    pub fn shared_expert_streams(&self, rows: usize) -> bool {
+        self.w.layers.iter().any(|l| matches!(&l.ffn, Ffn::Moe(m) if self.shared_in_stream(m, rows)))
+    }
+
+    /// The shared expert as one more expert of the weight-stream launches: at a few tokens its
+    /// own cuBLAS GEMMs (+ silu_mul) read its weights at a fraction of the bandwidth (flash's TP2
+    /// batch-1 step: ~23 us a layer for 12 MB), while as items of the stream kernels it takes a
+    /// few microseconds beside the routed experts. Its items are MOE_BM_SMALL rows each, and
+    /// each reads the weights again, so only up to SHARED_STREAM_MAX_ITEMS items; fp8 experts
+    /// keep it apart (it stays bf16), and so do the 64-row tiles (their GEMMs are not streams).
+    fn shared_in_stream(&self, m: &MoeWeights, rows: usize) -> bool {
+        let c = &self.cfg;
+        let Some(s) = &m.shared else { return false };
+        let bf16 = matches!(m.gate, ExpertMatrix::Bf16(_));
+        bf16 && s.inter == c.moe_intermediate_size
+            && rows.div_ceil(MOE_BM_SMALL) <= SHARED_STREAM_MAX_ITEMS
+            && moe_tile_rows(rows * c.num_experts_per_tok, c.num_experts, self.opts.moe_item_rows) == MOE_BM_SMALL
+    }
+
     pub(super) fn moe(&self, m: &MoeWeights, x: &CudaSlice<u16>, rows: usize) -> Result<CudaSlice<f32>> {
         let c = &self.cfg;
-        let (h, im, e, topk) = (c.hidden_size, c.moe_intermediate_size, c.num_experts, c.num_experts_per_tok);
+        let (h, im, e) = (c.hidden_size, c.moe_intermediate_size, c.num_experts);
+        let shared = if self.shared_in_stream(m, rows) { m.shared.as_ref() } else { None };
+        // With the shared expert among the items it is expert number e, every token's last pick.
+        let (topk, experts) = match shared {
+            Some(_) => (c.num_experts_per_tok + 1, e + 1),
+            None => (c.num_experts_per_tok, e),
+        };
         let slots = rows * topk;
-        let (ids, wts) = self.router(m, x, rows)?;
+        let (ids, wts) = self.router(m, x, rows, shared.map(|_| e))?;
         if let (true, Some(group)) = (self.opts.check_tp_routing, &self.tp.group) {
             let mine: Vec<f32> = self.download(&ids, "router ids (rank check)")?.into_iter().map(|i| i as f32).collect();
             if group.all_gather(self.tp.shard.rank, &mine)?.iter().any(|other| *other != mine) {
@@ -128,8 +165,8 @@ impl CudaBackend {
             }
             t.push(seen.iter().filter(|&&s| s).count());
         }
-        let tile_m = moe_tile_rows(slots, e, self.opts.moe_item_rows);
-        let max_items = e.min(slots) + slots / tile_m + 1;
+        let tile_m = if shared.is_some() { MOE_BM_SMALL } else { moe_tile_rows(slots, e, self.opts.moe_item_rows) };
+        let max_items = experts.min(slots) + slots / tile_m + 1;
         let slot_token = self.k.alloc::<i32>(slots, "slot tokens")?;
         let slot_weight = self.alloc_f32(slots, "slot weights")?;
         let tok_slot = self.k.alloc::<i32>(slots, "token slots")?;
@@ -145,7 +182,7 @@ impl CudaBackend {
             num_items: self.p(&num_items),
             tokens: rows as i32,
             topk: topk as i32,
-            experts: e as i32,
+            experts: experts as i32,
             tile_m: tile_m as i32,
         };
         self.k.launch(Kernel::MoePermute, (1, 1, 1), PERMUTE_THREADS as u32, &p)?;
@@ -158,12 +195,19 @@ impl CudaBackend {
             slot_weight: self.p(&slot_weight),
             items: self.p(&items),
             num_items: self.p(&num_items),
+            shared_expert: -1,
             n: im as i32,
             k: h as i32,
             max_items: max_items as i32,
             ..Default::default()
         };
         self.set_weights(&mut g, &m.gate, Some(&m.up));
+        if let Some(s) = shared {
+            // gate_up holds the gate's rows, then the up's: two [im][h] matrices.
+            g.shared_expert = e as i32;
+            g.shared_w1 = self.p(&s.gate_up);
+            g.shared_w2 = self.p(&s.gate_up) + (im * h * std::mem::size_of::<u16>()) as u64;
+        }
         // The kernel variant for the tile rows and weight type, and the shared memory params.h sizes it for.
         let fp8 = matches!(m.gate, ExpertMatrix::Fp8 { .. });
         let [gate_up, down] = expert_gemms(tile_m, fp8);
@@ -175,10 +219,14 @@ impl CudaBackend {
         g.f32_out = self.p(&slot_out);
         g.n = h as i32;
         g.k = im as i32;
+        if let Some(s) = shared {
+            g.shared_w1 = self.p(&s.down);
+            g.shared_w2 = 0;
+        }
         self.k.launch_smem(down.kernel, down.grid(&self.k, h, max_items)?, down.threads, down.smem, &g)?;
-        let y = match &m.shared {
-            Some(s) => self.dense_mlp(s, x, rows)?,
-            None => {
+        let y = match (&m.shared, shared) {
+            (Some(s), None) => self.dense_mlp(s, x, rows)?,
+            _ => {
                 let mut y = self.k.alloc::<f32>(rows * h, "MoE output")?;
                 self.k.stream.memset_zeros(&mut y).map_err(CudaError::driver(|| "zeroing the MoE output".into()))?;
                 y
