@@ -161,10 +161,13 @@ mod cuda {
         let hin = bf16_round(&rand_vec(&mut rng, rows * h, 1.0));
         let (hc, hg) = (mat(rows, h, hin.clone()), p.gpu.act_from_f32_as_bf16(rows, h, &hin).unwrap());
         route_agrees(p, &hin, &hg, rows);
+        // The rows as one request's run from position 0 (block routing groups them by it).
+        let mut fb = StepBatch::default();
+        fb.push(0, 0, &tokens, c.block_routing().map_or(32, |r| r.block));
         for l in 0..c.num_hidden_layers {
             let (a, b) = (p.cpu.linear(&hc, Linear::Qkv(l)).unwrap(), p.gpu.linear(&hg, Linear::Qkv(l)).unwrap());
             check(&format!("qkv linear (layer {l})"), &p.gpu.act_to_f32(&b).unwrap(), &a.data, 1e-4);
-            let (a, b) = (p.cpu.ffn(&hc, l).unwrap(), p.gpu.ffn(&hg, l).unwrap());
+            let (a, b) = (p.cpu.ffn(&hc, l, &fb).unwrap(), p.gpu.ffn(&hg, l, &fb).unwrap());
             let what = if c.is_moe_layer(l) { "moe ffn" } else { "dense mlp" };
             check(&format!("{what} (layer {l})"), &p.gpu.act_to_f32(&b).unwrap(), &a.data, 1e-2);
         }

@@ -1,5 +1,5 @@
 //! The LLaDA2 releases (`make-model --family`): each writes its config.json layout, the engine
-//! tells them apart, decodes each with its own algorithm unless told otherwise, and refuses 2.2.
+//! tells them apart and decodes each with its own algorithm unless told otherwise.
 
 use dllm::config::{Family, ModelConfig};
 use dllm::make_model::Plan;
@@ -94,7 +94,7 @@ fn the_family_names_are_decode_s() {
 }
 
 #[test]
-fn each_family_decodes_with_its_algorithm_and_2_2_is_refused() {
+fn each_family_decodes_with_its_algorithm() {
     let d20 = write(Family::Llada20, "a20");
     let d21 = write(Family::Llada21, "a21");
     let d22 = write(Family::Llada22, "a22");
@@ -113,8 +113,16 @@ fn each_family_decodes_with_its_algorithm_and_2_2_is_refused() {
         generate(&d21, &["--threshold", "0.7", "--edit-threshold", "0.5", "--max-post-edit-steps", "2"]).unwrap()["output_ids"],
         jt["output_ids"]
     );
+    // 2.2 loads (block routing); its own decoder (JointThresholdInDel) is not there yet, the
+    // others decode it, in blocks of its routing block only.
     let e = generate(&d22, &[]).unwrap_err();
-    assert!(e.contains("LLaDA2.2") && e.contains("block routing is not implemented yet"), "{e}");
+    assert!(e.contains("JointThresholdInDel") && e.contains("not implemented yet"), "{e}");
+    for alg in ["LowConfidence", "JointThreshold"] {
+        let out = generate(&d22, &["--dllm-algorithm", alg]).unwrap();
+        assert_eq!(out["output_ids"].as_array().unwrap().len(), 8, "{alg}: {out}");
+    }
+    let e = generate(&d22, &["--dllm-algorithm", "LowConfidence", "--block-size", "8"]).unwrap_err();
+    assert!(e.contains("routes its experts per block of 32") && e.contains("must be 32, got 8"), "{e}");
     for (args, want) in [
         (&["--dllm-algorithm", "JointThresholdInDel"][..], "not implemented yet"),
         (&["--dllm-algorithm", "Bogus"][..], "unknown diffusion algorithm"),

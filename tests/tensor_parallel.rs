@@ -162,11 +162,11 @@ impl Backend for Failing {
     fn attention(&mut self, q: &Mat, layer: usize, batch: &StepBatch) -> anyhow::Result<Mat> {
         self.inner.attention(q, layer, batch)
     }
-    fn ffn(&mut self, x: &Mat, layer: usize) -> anyhow::Result<Mat> {
+    fn ffn(&mut self, x: &Mat, layer: usize, batch: &StepBatch) -> anyhow::Result<Mat> {
         if layer == 1 && self.fail_ffn.load(std::sync::atomic::Ordering::SeqCst) {
             anyhow::bail!("injected failure");
         }
-        self.inner.ffn(x, layer)
+        self.inner.ffn(x, layer, batch)
     }
     fn all_reduce(&mut self, x: &mut Mat) -> anyhow::Result<()> {
         self.inner.all_reduce(x)

@@ -6,6 +6,7 @@ use super::error::CudaError;
 use super::kernels::{params::*, Kernel, Kernels};
 use super::weights::{ExpertMatrix, Ffn, MoeWeights};
 use super::CudaBackend;
+use crate::backend::StepBatch;
 use anyhow::{bail, Result};
 use cudarc::driver::CudaSlice;
 
@@ -108,7 +109,11 @@ impl CudaBackend {
         }
     }
 
-    pub(super) fn moe(&self, m: &MoeWeights, x: &CudaSlice<u16>, rows: usize) -> Result<CudaSlice<f32>> {
+    pub(super) fn moe(&self, m: &MoeWeights, x: &CudaSlice<u16>, rows: usize, batch: &StepBatch) -> Result<CudaSlice<f32>> {
+        if self.cfg.block_routing().is_some() {
+            let _ = batch;
+            bail!("block routing (LLaDA2.2) is not implemented on the CUDA backend yet");
+        }
         let c = &self.cfg;
         let (h, im, e, topk) = (c.hidden_size, c.moe_intermediate_size, c.num_experts, c.num_experts_per_tok);
         let slots = rows * topk;
