@@ -263,7 +263,7 @@ const RELEASED_SPLIT_ID: u32 = 156931;
 
 /// `cfg` as `family`'s release writes it: where it comes from (`_name_or_path`), and for 2.2
 /// the 128K context, block routing's keys and RoPE settings in `rope_parameters`.
-fn family_config(mut cfg: ModelConfig, family: Family, preset_name: &str) -> ModelConfig {
+pub fn family_config(mut cfg: ModelConfig, family: Family, preset_name: &str) -> ModelConfig {
     cfg.name_or_path = Some(family.hub_name(preset_name));
     if family == Family::Llada22 {
         cfg.max_position_embeddings = 131072;

@@ -139,17 +139,12 @@ pub fn load_with(model_dir: &Path, opts: &LoadOptions) -> Result<Loaded> {
         return load_dummy(model_dir, opts);
     }
     let ck = Arc::new(Checkpoint::open(model_dir)?);
-    check_family(&ck.config, opts.device)?;
     Shard::check(&ck.config, opts.tp_size)?;
     let tokenizer = Tokenizer::open(model_dir, &ck.config)?;
     let (mask, eos) = (tokenizer.mask_id, tokenizer.eos_id);
     let engine: Box<dyn DynEngine> = match opts.device {
         Device::Cpu => cpu_engine(&ck, mask, eos, opts)?,
         Device::Cuda => cuda_engine(&ck, mask, eos, opts)?,
-        Device::Auto if ck.config.block_routing().is_some() => {
-            eprintln!("block routing (LLaDA2.2) runs on the CPU backend only for now; using it");
-            cpu_engine(&ck, mask, eos, opts)?
-        }
         Device::Auto => match cuda_engine(&ck, mask, eos, opts) {
             Ok(e) => e,
             Err(err) => {
@@ -161,22 +156,10 @@ pub fn load_with(model_dir: &Path, opts: &LoadOptions) -> Result<Loaded> {
     Ok(Loaded { engine, tokenizer, model_dir: model_dir.to_path_buf() })
 }
 
-/// LLaDA2.2 routes its experts per block (`expert_capacity`, `block_size`), which the CUDA
-/// backend does not do yet: such a checkpoint loads on the CPU only.
-fn check_family(cfg: &crate::config::ModelConfig, device: Device) -> Result<()> {
-    if cfg.block_routing().is_some() && device == Device::Cuda {
-        anyhow::bail!(
-            "this checkpoint routes its experts per block (LLaDA2.2), which the CUDA backend does not implement yet; use --device cpu"
-        );
-    }
-    Ok(())
-}
-
 /// `--load-format dummy`: the model directory's config.json and tokenizer, random weights on the
 /// GPU(s).
 fn load_dummy(model_dir: &Path, opts: &LoadOptions) -> Result<Loaded> {
     let cfg = crate::config::ModelConfig::from_file(&model_dir.join("config.json"))?;
-    check_family(&cfg, opts.device)?;
     Shard::check(&cfg, opts.tp_size)?;
     let tokenizer = Tokenizer::open(model_dir, &cfg)?;
     if opts.device == Device::Cpu {

@@ -81,13 +81,9 @@ fn the_pool_constrains_a_token_s_choice() {
     let c = cfg(4, 32);
     let e = c.num_experts;
     let mut logits = vec![-5.0f32; 5 * e];
-    for x in 0..4 {
-        logits[x] = 2.2; // sigmoid ~0.90
-    }
+    logits[..4].fill(2.2); // sigmoid ~0.90
     for r in 1..5 {
-        for x in 4..8 {
-            logits[r * e + x] = 4.6; // ~0.99
-        }
+        logits[r * e + 4..r * e + 8].fill(4.6); // ~0.99
     }
     let got = route_block(&logits, &vec![0.0; e], &c, 4);
     for g in &got {
@@ -107,9 +103,7 @@ fn ties_go_to_the_lower_expert() {
     }
     // A tie at the pool's cut: experts 5 and 9 have the same block score; 5 gets in.
     let mut logits = vec![-8.0f32; 2 * e];
-    for x in [0, 1, 2, 3, 4] {
-        logits[x] = 3.0;
-    }
+    logits[..5].fill(3.0);
     logits[5] = 1.0;
     logits[e + 5] = 1.0;
     logits[e + 9] = 1.0;
