@@ -138,3 +138,34 @@ fn each_family_decodes_with_its_algorithm() {
         std::fs::remove_dir_all(d).unwrap();
     }
 }
+
+/// A block-routed (2.2) checkpoint is served in its routing block only: another
+/// `--diffusion-block-size` is a startup error naming both; its own starts.
+#[test]
+fn serving_2_2_needs_its_routing_block() {
+    let dir = write(Family::Llada22, "serve22");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let start = |block: &str| {
+        let args = [
+            "serve",
+            "--model-path",
+            dir.to_str().unwrap(),
+            "--device",
+            "cpu",
+            "--port",
+            "0",
+            "--log-level",
+            "error",
+            "--dllm-algorithm",
+            "LowConfidence",
+            "--diffusion-block-size",
+            block,
+        ];
+        rt.block_on(dllm::server::start(dllm::server::ServeArgs::parse_from(args).unwrap()))
+    };
+    let e = format!("{:#}", start("8").err().expect("block 8 must be refused"));
+    assert!(e.contains("--diffusion-block-size 8") && e.contains("per block of 32"), "{e}");
+    let srv = start("32").expect("the routing block serves");
+    rt.block_on(srv.shutdown());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
