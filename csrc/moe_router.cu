@@ -1,6 +1,7 @@
 // The MoE router: fp32 logits h W^T, sigmoid, + expert_bias, group-limited top-k (group score =
 // sum of its two largest biased scores), weights s_k / sum(s_chosen) * scale from the unbiased
-// scores. CPU twin: backend::cpu::route.
+// scores. CPU twin: backend::cpu::route. LLaDA2.2's block routing (moe_router_block) picks each
+// token's top-k from its routing block's pool instead; CPU twin: backend::cpu::route_block.
 #include "common.cuh"
 
 
@@ -73,5 +74,71 @@ extern "C" __global__ void __launch_bounds__(ROUTER_THREADS) moe_router_select(c
     if (threadIdx.x == 0 && p.shared_expert >= 0) {  // the shared expert, weight 1
         p.topk_ids[(size_t)t * picks + p.topk] = p.shared_expert;
         p.topk_w[(size_t)t * picks + p.topk] = 1.f;
+    }
+}
+
+
+// moe_router_block: one CTA per routing block (rows [b * block, min((b + 1) * block, tokens))).
+// An expert's block score is the largest s + bias over the block's rows; the `capacity` experts
+// with the largest block scores form the pool (ties to the lower index); each row then ranks
+// the pool by its own s + bias (the others compete as -inf) and takes the top-k, ties to the
+// lower index, weights s_k / sum(s_chosen) * scale summed in rank order (the CPU's order).
+extern "C" __global__ void __launch_bounds__(ROUTER_THREADS) moe_router_block(const RouterBlockParams p) {
+    __shared__ float bmax[ROUTER_MAX_E], sc[ROUTER_MAX_E], bk[ROUTER_MAX_E];
+    __shared__ int pool[ROUTER_MAX_E];
+    __shared__ int ids[ROUTER_MAX_E];
+    __shared__ float wsum;
+    const int t0 = blockIdx.x * p.block;
+    const int t1 = min(t0 + p.block, p.tokens);
+    for (int e = threadIdx.x; e < p.experts; e += blockDim.x) {
+        float m = -INFINITY;
+        for (int t = t0; t < t1; t++) {
+            const float s = 1.f / (1.f + expf(-p.logits[(size_t)t * p.experts + e]));
+            m = fmaxf(m, s + p.bias[e]);
+        }
+        bmax[e] = m;
+    }
+    __syncthreads();
+    for (int e = threadIdx.x; e < p.experts; e += blockDim.x) {
+        const float v = bmax[e];
+        int rank = 0;
+        for (int o = 0; o < p.experts; o++) {
+            const float u = bmax[o];
+            rank += u > v || (u == v && o < e);
+        }
+        pool[e] = rank < p.capacity;
+    }
+    __syncthreads();
+    for (int t = t0; t < t1; t++) {
+        const float* lg = p.logits + (size_t)t * p.experts;
+        for (int e = threadIdx.x; e < p.experts; e += blockDim.x) {
+            const float s = 1.f / (1.f + expf(-lg[e]));
+            sc[e] = s;
+            bk[e] = pool[e] ? s + p.bias[e] : -INFINITY;
+        }
+        __syncthreads();
+        for (int e = threadIdx.x; e < p.experts; e += blockDim.x) {
+            if (!pool[e]) continue;
+            const float v = bk[e];
+            int rank = 0;
+#pragma unroll 8
+            for (int o = 0; o < p.experts; o++) {
+                const float u = bk[o];
+                rank += u > v || (u == v && o < e);
+            }
+            if (rank < p.topk) ids[rank] = e;
+        }
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            float sum = 0.f;
+            for (int k = 0; k < p.topk; k++) sum += sc[ids[k]];
+            wsum = sum;
+        }
+        __syncthreads();
+        for (int k = threadIdx.x; k < p.topk; k += blockDim.x) {
+            p.topk_ids[(size_t)t * p.topk + k] = ids[k];
+            p.topk_w[(size_t)t * p.topk + k] = sc[ids[k]] / wsum * p.scale;
+        }
+        __syncthreads();  // the next row rewrites sc, bk and ids
     }
 }

@@ -251,6 +251,21 @@ struct RouterParams {
     int32_t shared_expert;
 };
 
+// moe_router.cu, moe_router_block: LLaDA2.2's block routing, one CTA per routing block of
+// `block` consecutive tokens (the last may be short) over logits[t][e] (fp32).
+struct RouterBlockParams {
+    DEV_PTR(const float) logits;
+    DEV_PTR(const float) bias;
+    DEV_PTR(int32_t) topk_ids;
+    DEV_PTR(float) topk_w;
+    int32_t tokens;
+    int32_t experts;
+    int32_t topk;
+    int32_t capacity;
+    int32_t block;
+    float scale;
+};
+
 // moe_permute.cu: stable counting sort of (token, k) picks by expert, and the work list of
 // (expert, first sorted slot, rows) items of at most tile_m rows for the grouped GEMMs.
 struct PermuteParams {

@@ -73,9 +73,9 @@ pub struct ModelConfig {
     /// configs have the same keys (see [`ModelConfig::family`]).
     #[serde(default, rename = "_name_or_path", skip_serializing_if = "Option::is_none")]
     pub name_or_path: Option<String>,
-    /// LLaDA2.2's keys: block routing (`expert_capacity`, `block_size`), RoPE settings in one
-    /// object, and the delete / split edit tokens. Parsed so a 2.2 checkpoint is recognised and
-    /// refused by name (block routing is not implemented yet), never misread as a 2.0 one.
+    /// LLaDA2.2's keys: block routing (`expert_capacity`, `block_size`; see
+    /// [`ModelConfig::block_routing`]), RoPE settings in one object, and the delete / split edit
+    /// tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expert_capacity: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -205,6 +205,13 @@ impl ModelConfig {
         }
     }
 
+    /// LLaDA2.2's block routing, when config.json has `expert_capacity` (validated at load: an
+    /// integer in [num_experts_per_tok, num_experts], with `block_size` > 0 beside it).
+    pub fn block_routing(&self) -> Option<BlockRouting> {
+        let capacity = self.expert_capacity.as_ref().and_then(integer)?;
+        Some(BlockRouting { capacity: capacity as usize, block: self.block_size? })
+    }
+
     pub fn head_dim(&self) -> usize {
         self.head_dim.unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
     }
@@ -306,6 +313,25 @@ impl ModelConfig {
         if self.num_experts_per_tok > self.topk_group * (self.num_experts / self.n_group) {
             return bad(format!("num_experts_per_tok ({}) exceeds the experts in topk_group groups", self.num_experts_per_tok));
         }
+        if let Some(v) = &self.expert_capacity {
+            let Some(c) = integer(v) else {
+                return bad(format!("expert_capacity must be a whole number of experts, got {v}"));
+            };
+            if c < self.num_experts_per_tok as u64 || c > self.num_experts as u64 {
+                return bad(format!(
+                    "expert_capacity ({c}) must be between num_experts_per_tok ({}) and num_experts ({})",
+                    self.num_experts_per_tok, self.num_experts
+                ));
+            }
+            match self.block_size {
+                None | Some(0) => return bad("expert_capacity (block routing) needs block_size > 0 beside it".into()),
+                Some(b) if b > MAX_WIDTH => return bad(format!("block_size = {b} exceeds the largest supported value ({MAX_WIDTH})")),
+                Some(_) => {}
+            }
+            if self.n_group != 1 || self.topk_group != 1 {
+                return bad("expert_capacity (block routing) with n_group / topk_group (group-limited routing) is not a known model".into());
+            }
+        }
         if self.score_function != "sigmoid" {
             return bad(format!("score_function {:?} is not supported (only sigmoid)", self.score_function));
         }
@@ -337,6 +363,24 @@ impl ModelConfig {
         }
         Ok(())
     }
+}
+
+/// LLaDA2.2's MoE routing: per routing block of `block` consecutive positions (from 0), the
+/// `capacity` experts with the largest block score form the pool each token picks its top-k
+/// from (docs/MODEL.md states every rule).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockRouting {
+    pub capacity: usize,
+    pub block: usize,
+}
+
+/// A JSON number holding a whole non-negative value (48 or 48.0), else None.
+fn integer(v: &serde_json::Value) -> Option<u64> {
+    if let Some(u) = v.as_u64() {
+        return Some(u);
+    }
+    let f = v.as_f64()?;
+    (f >= 0.0 && f.fract() == 0.0 && f <= MAX_WIDTH as f64).then_some(f as u64)
 }
 
 /// The largest width (hidden size, heads, head dim, MLP widths, vocabulary, ...) a config may

@@ -23,8 +23,9 @@ enum Cmd {
         #[arg(long, default_value = "tiny")]
         preset: String,
         /// The release whose config layout to write: llada2.0, llada2.1 (2.0's keys, decoded
-        /// with JointThreshold) or llada2.2 (its block-routing and edit-token keys; dllm does
-        /// not serve it yet).
+        /// with JointThreshold) or llada2.2 (its block-routing and edit-token keys: a pool of
+        /// expert_capacity experts per block of block_size = 32 positions, 48 for the mini and
+        /// flash shapes, 6 of tiny's 16).
         #[arg(long, value_enum, default_value = "llada2.0")]
         family: dllm::config::Family,
         #[arg(long)]

@@ -252,23 +252,30 @@ pub fn human_bytes(b: u64) -> String {
 /// needed: the engine reads their ids from config.json, never these strings).
 const DELETE_TOKEN: &str = "<|delete|>";
 const SPLIT_TOKEN: &str = "<|split|>";
+/// LLaDA2.2's `expert_capacity`: the released models' pool, and the tiny shape's (16 experts, 4
+/// per token).
+const RELEASED_EXPERT_CAPACITY: usize = 48;
+const TINY_EXPERT_CAPACITY: usize = 6;
+
 /// Their ids in the released 157184-token vocabulary (mini and flash shapes).
 const RELEASED_DELETE_ID: u32 = 156930;
 const RELEASED_SPLIT_ID: u32 = 156931;
 
 /// `cfg` as `family`'s release writes it: where it comes from (`_name_or_path`), and for 2.2
 /// the 128K context, block routing's keys and RoPE settings in `rope_parameters`.
-fn family_config(mut cfg: ModelConfig, family: Family, preset_name: &str) -> ModelConfig {
+pub fn family_config(mut cfg: ModelConfig, family: Family, preset_name: &str) -> ModelConfig {
     cfg.name_or_path = Some(family.hub_name(preset_name));
     if family == Family::Llada22 {
         cfg.max_position_embeddings = 131072;
         // 2.2 routes per block, without expert groups (n_group / topk_group are not written).
         cfg.n_group = 1;
         cfg.topk_group = 1;
+        // Block routing: per block of 32 positions (the decode block) a pool of 48 experts (the
+        // released value); the tiny shape's 16 experts get a pool of 6, so that the pool
+        // constrains its top-4 choices.
         cfg.block_size = Some(32);
-        // Block routing's per-expert token budget as a share of a block's tokens. dllm reads the
-        // key only to recognise 2.2; the value is a stand-in until block routing is implemented.
-        cfg.expert_capacity = Some(serde_json::json!(1.0));
+        let capacity = if preset_name == "tiny" { TINY_EXPERT_CAPACITY } else { RELEASED_EXPERT_CAPACITY };
+        cfg.expert_capacity = Some(serde_json::json!(capacity));
         cfg.rope_parameters = Some(serde_json::json!({"rope_type": "default", "rope_theta": cfg.rope_theta}));
     }
     cfg

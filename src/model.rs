@@ -40,7 +40,7 @@ fn run_layers<B: Backend>(b: &mut B, cfg: &ModelConfig, batch: &StepBatch, last:
         };
         let h = b.add_rms_norm(&mut x, Some(&attn), Norm::PostAttention(l))?;
         let _m = crate::nvtx::range(if cfg.is_moe_layer(l) { "moe" } else { "mlp" });
-        let mut ffn = b.ffn(&h, l)?;
+        let mut ffn = b.ffn(&h, l, batch)?;
         b.all_reduce(&mut ffn)?; // each rank holds its slice of every intermediate width
         pending = Some(ffn);
     }

@@ -139,7 +139,6 @@ pub fn load_with(model_dir: &Path, opts: &LoadOptions) -> Result<Loaded> {
         return load_dummy(model_dir, opts);
     }
     let ck = Arc::new(Checkpoint::open(model_dir)?);
-    check_family(&ck.config)?;
     Shard::check(&ck.config, opts.tp_size)?;
     let tokenizer = Tokenizer::open(model_dir, &ck.config)?;
     let (mask, eos) = (tokenizer.mask_id, tokenizer.eos_id);
@@ -157,22 +156,10 @@ pub fn load_with(model_dir: &Path, opts: &LoadOptions) -> Result<Loaded> {
     Ok(Loaded { engine, tokenizer, model_dir: model_dir.to_path_buf() })
 }
 
-/// LLaDA2.2 routes its experts per block (`expert_capacity`, `block_size`): the forward here
-/// routes per token, which would compute something else, so such a checkpoint is refused.
-fn check_family(cfg: &crate::config::ModelConfig) -> Result<()> {
-    if cfg.family() == crate::config::Family::Llada22 {
-        anyhow::bail!(
-            "this is a LLaDA2.2 checkpoint (config.json has its block-routing / delete-split keys): its block routing is not implemented yet in dllm"
-        );
-    }
-    Ok(())
-}
-
 /// `--load-format dummy`: the model directory's config.json and tokenizer, random weights on the
 /// GPU(s).
 fn load_dummy(model_dir: &Path, opts: &LoadOptions) -> Result<Loaded> {
     let cfg = crate::config::ModelConfig::from_file(&model_dir.join("config.json"))?;
-    check_family(&cfg)?;
     Shard::check(&cfg, opts.tp_size)?;
     let tokenizer = Tokenizer::open(model_dir, &cfg)?;
     if opts.device == Device::Cpu {

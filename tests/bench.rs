@@ -100,6 +100,27 @@ fn generate_bench_completes_every_request() {
     assert_eq!(r.steps, 12);
 }
 
+/// LLaDA2.2 (block routing): a step of one request routes one block of 32, so it touches at
+/// most expert_capacity experts per layer, and the floor counts those; three requests, three
+/// routing blocks, may touch more.
+#[test]
+fn block_routed_step_bench_counts_at_most_the_pool() {
+    let dir = std::env::temp_dir().join(format!("dllm-bench-{}-br", std::process::id()));
+    dllm::make_model::Plan::for_family("tiny", dllm::config::Family::Llada22, 0, None).unwrap().write(&dir).unwrap();
+    let ck = Checkpoint::open(&dir).unwrap();
+    let tok = Tokenizer::open(&dir, &ck.config).unwrap();
+    let mut e = Engine::new(CpuBackend::load(&ck).unwrap(), ck.config.clone(), tok.mask_id, tok.eos_id);
+    let cap = ck.config.block_routing().unwrap().capacity as f64;
+    let runs = bench_steps(&mut e, &step_args(vec![1, 3], TokenMode::Random)).unwrap();
+    let (one, three) = (runs[0].experts_touched_per_layer, runs[1].experts_touched_per_layer);
+    assert!(one >= ck.config.num_experts_per_tok as f64 && one <= cap, "batch 1: {one} experts/layer, pool {cap}");
+    assert!(three >= one && three <= (3.0 * cap).min(ck.config.num_experts as f64), "batch 3: {three}");
+    assert!(runs[0].weight_bytes < step_bytes(&ck.config, &[], 1, 32, 32).weights, "the floor counts the touched experts");
+    let err = bench_steps(&mut e, &StepBenchArgs { block: 8, prefix: 32, steps: 4, ..step_args(vec![1], TokenMode::Random) }).unwrap_err();
+    assert!(format!("{err:#}").contains("routes its experts per block of 32"), "{err:#}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn step_args(batches: Vec<usize>, tokens: TokenMode) -> StepBenchArgs {
     StepBenchArgs { batches, tp_size: 1, prefix: 32, block: 32, steps: 8, seed: 3, tokens, temperature: 0.0, top_p: 1.0 }
 }
@@ -315,5 +336,6 @@ fn the_bench_cli_writes_its_modes_and_refuses_bad_arguments() {
     refused(&["prefill", "--preset", model, "--device", "cpu", "--prompt-len", "8", "--batch", "0"], "--batch must be at least 1");
     refused(&["step", "--preset", model, "--device", "cpu", "--tokens", "text"], "possible values: random, mask");
     refused(&["prefill", "--preset", "mini", "--device", "cpu"], "needs --device cuda");
+    refused(&["step", "--preset", "tiny", "--family", "llada2.2", "--device", "cpu"], "needs --device cuda");
     refused(&["step", "--preset", model, "--device", "cpu", "--baseline", "/nonexistent.json"], "reading /nonexistent.json");
 }

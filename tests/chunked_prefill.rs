@@ -67,8 +67,8 @@ impl Backend for Recording {
     fn attention(&mut self, q: &Mat, layer: usize, batch: &StepBatch) -> Result<Mat> {
         self.inner.attention(q, layer, batch)
     }
-    fn ffn(&mut self, x: &Mat, layer: usize) -> Result<Mat> {
-        self.inner.ffn(x, layer)
+    fn ffn(&mut self, x: &Mat, layer: usize, batch: &StepBatch) -> Result<Mat> {
+        self.inner.ffn(x, layer, batch)
     }
     fn all_reduce(&mut self, x: &mut Mat) -> Result<()> {
         self.inner.all_reduce(x)

@@ -1,5 +1,5 @@
 //! The LLaDA2 releases (`make-model --family`): each writes its config.json layout, the engine
-//! tells them apart, decodes each with its own algorithm unless told otherwise, and refuses 2.2.
+//! tells them apart and decodes each with its own algorithm unless told otherwise.
 
 use dllm::config::{Family, ModelConfig};
 use dllm::make_model::Plan;
@@ -94,7 +94,7 @@ fn the_family_names_are_decode_s() {
 }
 
 #[test]
-fn each_family_decodes_with_its_algorithm_and_2_2_is_refused() {
+fn each_family_decodes_with_its_algorithm() {
     let d20 = write(Family::Llada20, "a20");
     let d21 = write(Family::Llada21, "a21");
     let d22 = write(Family::Llada22, "a22");
@@ -113,8 +113,16 @@ fn each_family_decodes_with_its_algorithm_and_2_2_is_refused() {
         generate(&d21, &["--threshold", "0.7", "--edit-threshold", "0.5", "--max-post-edit-steps", "2"]).unwrap()["output_ids"],
         jt["output_ids"]
     );
+    // 2.2 loads (block routing); its own decoder (JointThresholdInDel) is not there yet, the
+    // others decode it, in blocks of its routing block only.
     let e = generate(&d22, &[]).unwrap_err();
-    assert!(e.contains("LLaDA2.2") && e.contains("block routing is not implemented yet"), "{e}");
+    assert!(e.contains("JointThresholdInDel") && e.contains("not implemented yet"), "{e}");
+    for alg in ["LowConfidence", "JointThreshold"] {
+        let out = generate(&d22, &["--dllm-algorithm", alg]).unwrap();
+        assert_eq!(out["output_ids"].as_array().unwrap().len(), 8, "{alg}: {out}");
+    }
+    let e = generate(&d22, &["--dllm-algorithm", "LowConfidence", "--block-size", "8"]).unwrap_err();
+    assert!(e.contains("routes its experts per block of 32") && e.contains("must be 32, got 8"), "{e}");
     for (args, want) in [
         (&["--dllm-algorithm", "JointThresholdInDel"][..], "not implemented yet"),
         (&["--dllm-algorithm", "Bogus"][..], "unknown diffusion algorithm"),
@@ -129,4 +137,35 @@ fn each_family_decodes_with_its_algorithm_and_2_2_is_refused() {
     for d in [d20, d21, d22] {
         std::fs::remove_dir_all(d).unwrap();
     }
+}
+
+/// A block-routed (2.2) checkpoint is served in its routing block only: another
+/// `--diffusion-block-size` is a startup error naming both; its own starts.
+#[test]
+fn serving_2_2_needs_its_routing_block() {
+    let dir = write(Family::Llada22, "serve22");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let start = |block: &str| {
+        let args = [
+            "serve",
+            "--model-path",
+            dir.to_str().unwrap(),
+            "--device",
+            "cpu",
+            "--port",
+            "0",
+            "--log-level",
+            "error",
+            "--dllm-algorithm",
+            "LowConfidence",
+            "--diffusion-block-size",
+            block,
+        ];
+        rt.block_on(dllm::server::start(dllm::server::ServeArgs::parse_from(args).unwrap()))
+    };
+    let e = format!("{:#}", start("8").err().expect("block 8 must be refused"));
+    assert!(e.contains("--diffusion-block-size 8") && e.contains("per block of 32"), "{e}");
+    let srv = start("32").expect("the routing block serves");
+    rt.block_on(srv.shutdown());
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -17,8 +17,19 @@ fn tiny(tag: &str, fx: &serde_json::Value) -> PathBuf {
 
 #[test]
 fn logits_match_reference() {
-    let fx = fixture("logits.json").expect("tests/fixtures/logits.json");
-    let dir = tiny("logits", &fx);
+    logits_fixture_matches("logits.json", "logits");
+}
+
+/// LLaDA2.2's block routing: the tiny 2.2 checkpoint (a pool of 6 of its 16 experts per block
+/// of 32), including sequences that end inside a routing block.
+#[test]
+fn block_routing_logits_match_reference() {
+    logits_fixture_matches("block_routing_logits.json", "br-logits");
+}
+
+fn logits_fixture_matches(file: &str, tag: &str) {
+    let fx = fixture(file).unwrap_or_else(|| panic!("tests/fixtures/{file}"));
+    let dir = tiny(tag, &fx);
     let ck = Checkpoint::open(&dir).unwrap();
     let mut b = CpuBackend::load(&ck).unwrap();
     let errs = logits_errors(&mut b, &ck.config, &fx);
@@ -27,7 +38,7 @@ fn logits_match_reference() {
         assert!(*rel < 1e-4, "{name} position {pos}: relative error {rel:e}");
     }
     let worst = errs.iter().map(|e| e.2).fold(0.0, f64::max);
-    eprintln!("logits: {} positions, largest relative error {worst:e}", errs.len());
+    eprintln!("{file}: {} positions, largest relative error {worst:e}", errs.len());
 }
 
 /// What chunked prefill did for one greedy case.
@@ -40,7 +51,12 @@ struct CaseRun {
 
 /// Every greedy case through one engine whose forward budget is `budget(block size)`.
 fn greedy_cases_match(tag: &str, budget: impl Fn(usize) -> usize) -> Vec<CaseRun> {
-    let fx = fixture("greedy.json").expect("tests/fixtures/greedy.json");
+    greedy_fixture_matches("greedy.json", tag, budget)
+}
+
+/// Every greedy case of `file` through one engine whose forward budget is `budget(block size)`.
+fn greedy_fixture_matches(file: &str, tag: &str, budget: impl Fn(usize) -> usize) -> Vec<CaseRun> {
+    let fx = fixture(file).unwrap_or_else(|| panic!("tests/fixtures/{file}"));
     let dir = tiny(tag, &fx);
     let ck = Checkpoint::open(&dir).unwrap();
     let tok = Tokenizer::open(&dir, &ck.config).unwrap();
@@ -64,7 +80,7 @@ fn greedy_cases_match(tag: &str, budget: impl Fn(usize) -> usize) -> Vec<CaseRun
         assert_eq!(engine.active(), 0);
         runs.push(CaseRun { name: name.into(), prompt_blocks, blocks: out.blocks, prefill_forwards: engine.prefill_forwards - before });
     }
-    eprintln!("greedy ({tag}): {} cases match token for token", cases.len());
+    eprintln!("{file} ({tag}): {} cases match token for token", cases.len());
     runs
 }
 
@@ -94,6 +110,47 @@ fn greedy_generations_match_reference_two_blocks_per_forward() {
     for r in runs {
         assert_eq!(r.prefill_forwards, (r.prompt_blocks / 2) as u64, "{}", r.name);
     }
+}
+
+#[test]
+fn block_routing_greedy_generations_match_reference() {
+    for r in greedy_fixture_matches("block_routing_greedy.json", "br-greedy", |_| dllm::engine::DEFAULT_CHUNKED_PREFILL) {
+        assert_eq!(r.prefill_forwards, 0, "{}", r.name);
+    }
+}
+
+#[test]
+fn block_routing_greedy_generations_match_reference_one_block_per_forward() {
+    // Every routing block in a forward of its own: the prompt's blocks through prefill, each
+    // step over the current block alone.
+    for r in greedy_fixture_matches("block_routing_greedy.json", "br-greedy-chunk1", |b| b) {
+        assert_eq!(r.prefill_forwards, (r.prompt_blocks + r.blocks - 1) as u64, "{}", r.name);
+    }
+}
+
+#[test]
+fn block_routing_fixtures_cover_the_cases() {
+    let fx = fixture("block_routing_greedy.json").expect("tests/fixtures/block_routing_greedy.json");
+    assert_eq!(fx["model"]["family"], "llada2.2");
+    let dir = tiny("br-cover", &fx);
+    let cfg = Checkpoint::open(&dir).unwrap().config;
+    let br = cfg.block_routing().expect("the fixtures' checkpoint routes per block");
+    assert!(br.capacity < cfg.num_experts && br.capacity >= cfg.num_experts_per_tok, "a pool that constrains: {br:?}");
+    let cases = fx["cases"].as_array().unwrap();
+    let mid_block = |c: &serde_json::Value| !(ids(&c["prompt_ids"]).len() as u64).is_multiple_of(c["block_size"].as_u64().unwrap());
+    assert!(cases.iter().all(|c| c["block_size"].as_u64() == Some(br.block as u64)));
+    assert!(cases.iter().any(mid_block), "a prompt ending mid-block");
+    assert!(cases.iter().any(|c| !mid_block(c)), "a prompt ending on a boundary");
+    assert!(
+        cases.iter().any(|c| {
+            let out = ids(&c["output_ids"]);
+            out.last() == Some(&(c["eos_id"].as_u64().unwrap() as u32)) && (out.len() as u64) < c["max_new_tokens"].as_u64().unwrap()
+        }),
+        "an EOS that ends the output"
+    );
+    let lf = fixture("block_routing_logits.json").expect("tests/fixtures/block_routing_logits.json");
+    let short = |c: &serde_json::Value| !(c["input_ids"].as_array().unwrap().len()).is_multiple_of(br.block);
+    assert!(lf["cases"].as_array().unwrap().iter().any(short), "a forward ending inside a routing block");
 }
 
 /// Every JointThreshold case (LLaDA2.1's decoder) through the CPU engine, token for token and

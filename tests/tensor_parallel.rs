@@ -101,6 +101,27 @@ fn greedy_and_sampled_generations_match_one_rank() {
     }
 }
 
+/// LLaDA2.2's block routing on ranks: every rank holds the whole router and bias and routes
+/// alike (the twin checks the ids at every MoE layer), so 2 and 4 ranks generate what one does.
+#[test]
+fn block_routed_generations_match_one_rank() {
+    let dir = std::env::temp_dir().join(format!("dllm-tp-test-{}-22", std::process::id()));
+    dllm::make_model::Plan::for_family("tiny", dllm::config::Family::Llada22, 3, None).unwrap().write(&dir).unwrap();
+    let ck = Arc::new(Checkpoint::open(&dir).unwrap());
+    let tok = dllm::tokenizer::Tokenizer::open(&dir, &ck.config).unwrap();
+    let prompt: Vec<u32> = (0..45).map(|i| (i * 53 + 7) % 280).collect();
+    let p = GenParams { max_new_tokens: 40, block_size: 32, policy: Policy::LowConfidence { threshold: 0.5 }, ..GenParams::default() };
+    let one = Engine::new(CpuBackend::load(&ck).unwrap(), ck.config.clone(), tok.mask_id, tok.eos_id)
+        .generate(prompt.clone(), p.clone())
+        .unwrap();
+    for n in [2, 4] {
+        let ranks = runtime::cpu_ranks(&ck, n, None).unwrap();
+        let tp = Engine::new(ranks, ck.config.clone(), tok.mask_id, tok.eos_id).generate(prompt.clone(), p.clone()).unwrap();
+        assert_eq!((tp.output_ids, tp.steps), (one.output_ids.clone(), one.steps), "tp {n}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn a_tp_size_that_does_not_divide_the_model_is_a_startup_error() {
     let dir = tiny();
@@ -162,11 +183,11 @@ impl Backend for Failing {
     fn attention(&mut self, q: &Mat, layer: usize, batch: &StepBatch) -> anyhow::Result<Mat> {
         self.inner.attention(q, layer, batch)
     }
-    fn ffn(&mut self, x: &Mat, layer: usize) -> anyhow::Result<Mat> {
+    fn ffn(&mut self, x: &Mat, layer: usize, batch: &StepBatch) -> anyhow::Result<Mat> {
         if layer == 1 && self.fail_ffn.load(std::sync::atomic::Ordering::SeqCst) {
             anyhow::bail!("injected failure");
         }
-        self.inner.ffn(x, layer)
+        self.inner.ffn(x, layer, batch)
     }
     fn all_reduce(&mut self, x: &mut Mat) -> anyhow::Result<()> {
         self.inner.all_reduce(x)

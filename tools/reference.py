@@ -13,7 +13,9 @@ Subcommands:
             --steps S --threshold 0.95 --max-new-tokens N --eos-id ID]   greedy output ids
             [--dllm-algorithm JointThreshold --edit-threshold E --max-post-edit-steps S]
   fixtures  --model DIR --out tests/fixtures            writes logits.json, greedy.json and
-                                                        joint_threshold.json
+                                                        joint_threshold.json; for a block-routed
+                                                        (LLaDA2.2) model block_routing_logits.json
+                                                        and block_routing_greedy.json
 """
 
 import argparse
@@ -61,6 +63,10 @@ class Config:
     tie_embeddings: bool
     mask_id: int | None
     eos_id: int | None
+    # LLaDA2.2's block routing: the pool size and the routing block (config.json's
+    # expert_capacity and block_size); None for per-token group-limited routing.
+    expert_capacity: int | None = None
+    route_block: int | None = None
 
     @staticmethod
     def from_json(c: dict) -> "Config":
@@ -70,6 +76,16 @@ class Config:
             raise SystemExit("only score_function=sigmoid is in the contract")
         heads = c["num_attention_heads"]
         head_dim = c.get("head_dim") or c["hidden_size"] // heads
+        capacity = c.get("expert_capacity")
+        if capacity is not None:
+            if float(capacity) != int(capacity) or not c["num_experts_per_tok"] <= int(capacity) <= c["num_experts"]:
+                raise SystemExit(f"expert_capacity {capacity!r} is not a whole number in [top_k, num_experts]")
+            if not c.get("block_size"):
+                raise SystemExit("expert_capacity needs block_size (the routing block)")
+            capacity = int(capacity)
+        rope_theta = c.get("rope_theta")
+        if rope_theta is None:  # LLaDA2.2 keeps it in rope_parameters
+            rope_theta = c["rope_parameters"]["rope_theta"]
         eos = c.get("eos_token_id")
         if isinstance(eos, list):  # HF allows a list; the first one is the canonical EOS
             eos = eos[0] if eos else None
@@ -80,7 +96,7 @@ class Config:
             kv_heads=c["num_key_value_heads"],
             head_dim=head_dim,
             rotary_dim=int(head_dim * c.get("partial_rotary_factor", 1.0)),
-            rope_theta=float(c["rope_theta"]),
+            rope_theta=float(rope_theta),
             eps=float(c["rms_norm_eps"]),
             vocab=c["vocab_size"],
             experts=c["num_experts"],
@@ -93,6 +109,8 @@ class Config:
             tie_embeddings=c.get("tie_word_embeddings", False),
             mask_id=c.get("mask_token_id"),
             eos_id=eos,
+            expert_capacity=capacity,
+            route_block=c.get("block_size") if capacity is not None else None,
         )
 
 
@@ -228,16 +246,48 @@ def mlp(model: Model, prefix: str, h: torch.Tensor) -> torch.Tensor:
     return (torch.nn.functional.silu(g) * u) @ model.t(prefix + "down_proj.weight").T
 
 
+def block_route(model: Model, s: torch.Tensor, b: torch.Tensor):
+    """LLaDA2.2's block routing over rows that start at position 0: rows [j*R, (j+1)*R) form
+    routing block j (R = config.json block_size; the last block may be short and routes on the
+    rows it has). An expert's block score is its largest biased score b over the block's rows;
+    the expert_capacity experts with the largest block scores form the block's pool; each row
+    takes the top_k experts of the pool by its own b. Ties go to the lower expert index (stable
+    descending sorts). Returns the chosen experts [T, k] in rank order."""
+    c = model.cfg
+    T, E, R, C = s.shape[0], c.experts, c.route_block, c.expert_capacity
+    chosen = torch.empty(T, c.top_k, dtype=torch.long)
+    for start in range(0, T, R):
+        bb = b[start : start + R]  # [rows, E]
+        score = bb.max(dim=0).values  # [E]
+        order = torch.sort(score, descending=True, stable=True)
+        pool = torch.zeros(E, dtype=torch.bool)
+        pool[order.indices[:C]] = True
+        masked = bb.masked_fill(~pool[None, :], float("-inf"))
+        e_sorted = torch.sort(masked, dim=-1, descending=True, stable=True)
+        chosen[start : start + R] = e_sorted.indices[:, : c.top_k]
+        if model.route_gaps is not None:
+            # Near-ties at either cut would make the engine's fp32 router pick other experts.
+            if C < E:
+                model.route_gaps.append((order.values[C - 1] - order.values[C]).item())
+            if c.top_k < C:
+                gap = e_sorted.values[:, c.top_k - 1] - e_sorted.values[:, c.top_k]
+                model.route_gaps.append(gap.min().item())
+    return chosen
+
+
 def moe(model: Model, i: int, h: torch.Tensor) -> torch.Tensor:
-    """Routed experts plus the shared expert(s). Grouped sigmoid routing: selection uses
-    the biased b = s + expert_bias, the weights the unbiased s. Ties go to the lower
-    group / expert index (stable descending sorts)."""
+    """Routed experts plus the shared expert(s). Sigmoid routing: selection uses the biased
+    b = s + expert_bias, the weights the unbiased s. Per token, group-limited (ties go to the
+    lower group / expert index: stable descending sorts), or per routing block when the config
+    has expert_capacity (block_route)."""
     c, pre = model.cfg, f"model.layers.{i}.mlp."
     T, E, G = h.shape[0], c.experts, c.n_group
     assert E % G == 0, "num_experts must be a multiple of n_group"
     # Router in float64 here (the contract says fp32; f64 is the more exact oracle).
     s = torch.sigmoid(h @ model.t(pre + "gate.weight").T)  # [T, E] router probabilities
     b = s + model.t(pre + "gate.expert_bias")  # bias only steers the choice
+    if c.expert_capacity is not None:
+        return routed_output(model, pre, h, s, block_route(model, s, b))
 
     # Group score = sum of the two largest b in the group; keep the topk_group best groups.
     grouped = b.reshape(T, G, E // G)
@@ -263,6 +313,13 @@ def moe(model: Model, i: int, h: torch.Tensor) -> torch.Tensor:
             gap = vals[:, c.top_k - 1] - vals[:, c.top_k]
             model.route_gaps.append(gap[torch.isfinite(gap)].min().item() if torch.isfinite(gap).any() else math.inf)
 
+    return routed_output(model, pre, h, s, chosen)
+
+
+def routed_output(model: Model, pre: str, h: torch.Tensor, s: torch.Tensor,
+                  chosen: torch.Tensor) -> torch.Tensor:
+    """sum_k w_k expert_k(h) + shared(h), w_k = s_k / sum(s_chosen) * routed_scaling_factor."""
+    c, E = model.cfg, model.cfg.experts
     s_chosen = torch.gather(s, 1, chosen)
     weights = s_chosen / s_chosen.sum(-1, keepdim=True) * c.routed_scaling  # [T, k]
 
@@ -279,6 +336,9 @@ def moe(model: Model, i: int, h: torch.Tensor) -> torch.Tensor:
 def forward(model: Model, ids, block_size: int) -> torch.Tensor:
     """Full-sequence forward with the block-causal mask. Returns logits [L, V] (float64)."""
     c = model.cfg
+    if c.route_block is not None and block_size != c.route_block:
+        # The routing blocks are the decode blocks: see docs/MODEL.md (block routing).
+        raise SystemExit(f"this model routes per block of {c.route_block}; block size {block_size} is refused")
     ids_t = torch.as_tensor(list(ids), dtype=torch.long)
     L = ids_t.shape[0]
     positions = torch.arange(L)  # absolute positions, from 0
@@ -563,7 +623,8 @@ def model_header(model: Model, preset: str, seed: int) -> dict:
 
 
 def logits_cases(model: Model) -> list:
-    """Deterministic inputs: lengths 1..70, block sizes 4/8/32, some mask tokens."""
+    """Deterministic inputs: lengths 1..70, block sizes 4/8/32 (a block-routed model: its
+    routing block only), some mask tokens."""
     g = torch.Generator().manual_seed(1234)
     V, mask_id = model.cfg.vocab, model.cfg.mask_id
     text = ("The quick brown fox jumps over the lazy dog. Block diffusion models fill "
@@ -573,6 +634,18 @@ def logits_cases(model: Model) -> list:
     def rand_ids(n):
         return torch.randint(0, V, (n,), generator=g).tolist()
 
+    if model.cfg.route_block is not None:
+        R = model.cfg.route_block
+        specs = [
+            (f"len1_b{R}_short_routing_block", rand_ids(1), R),
+            (f"len7_b{R}_short_routing_block", rand_ids(7), R),
+            (f"len{R}_b{R}_one_routing_block", rand_ids(R), R),
+            (f"len{R + 5}_b{R}_text_mid_block", (text_ids * 3)[: R + 5] if len(text_ids) else rand_ids(R + 5), R),
+            (f"len{2 * R + 6}_b{R}", rand_ids(2 * R + 6), R),
+            (f"len{2 * R}_b{R}_masked_block", rand_ids(R + 3) + [mask_id] * (R - 3), R),
+            (f"len{3 * R}_b{R}_three_blocks", rand_ids(3 * R), R),
+        ]
+        return [logits_case(model, *spec) for spec in specs]
     specs = [
         ("len1_b4", rand_ids(1), 4),
         ("len7_b4_partial_last_block", rand_ids(7), 4),
@@ -582,16 +655,17 @@ def logits_cases(model: Model) -> list:
         ("len70_b32", rand_ids(70), 32),
         ("len70_b8_masked_tail", rand_ids(64) + [mask_id] * 6, 8),
     ]
-    cases = []
-    for name, ids, B in specs:
-        logits = forward(model, ids, B)
-        L = len(ids)
-        positions = sorted({0, L // 2, L - 1})
-        cases.append({
-            "name": name, "input_ids": ids, "block_size": B, "positions": positions,
-            "logits": [[sig7(v) for v in logits[pos].tolist()] for pos in positions],
-        })
-    return cases
+    return [logits_case(model, *spec) for spec in specs]
+
+
+def logits_case(model: Model, name: str, ids: list, B: int) -> dict:
+    logits = forward(model, ids, B)
+    L = len(ids)
+    positions = sorted({0, L // 2, L - 1})
+    return {
+        "name": name, "input_ids": ids, "block_size": B, "positions": positions,
+        "logits": [[sig7(v) for v in logits[pos].tolist()] for pos in positions],
+    }
 
 
 @dataclass
@@ -639,6 +713,20 @@ GREEDY_SPECS = [
     GreedySpec("eos_cut_b8_q2_t05", "mid", 8, 4, 0.5, 40, eos="emitted"),
     GreedySpec("eos_cut_b4_q1_t095", "boundary", 4, 4, 0.95, 40, eos="emitted"),
     GreedySpec("eos_after_mask_b8_q2_t05", "mid", 8, 4, 0.5, 40, eos="emitted_after_mask"),
+]
+
+
+# LLaDA2.2 (block routing): the decode block is the routing block (config.json block_size, 32
+# for the tiny 2.2 checkpoint make-model writes), so every case has that block size.
+BLOCK_ROUTING_GREEDY_SPECS = [
+    GreedySpec("br_b32_q1_t095_mid_block", "mid", 32, 32, 0.95, 40),
+    GreedySpec("br_b32_q1_t095_on_boundary", "boundary", 32, 32, 0.95, 40),
+    GreedySpec("br_b32_q4_t02_mid_block", "mid", 32, 8, 0.2, 70),
+    GreedySpec("br_b32_q2_t05_on_boundary", "boundary", 32, 16, 0.5, 70),
+    GreedySpec("br_b32_q8_t05_steps4_mid_block", "mid", 32, 4, 0.5, 40),
+    GreedySpec("br_chat_b32_q2_t05", "chat", 32, 16, 0.5, 40),
+    GreedySpec("br_eos_cut_b32_q2_t05", "mid", 32, 16, 0.5, 96, eos="emitted"),
+    GreedySpec("br_eos_cut_b32_q4_t05_on_boundary", "boundary", 32, 8, 0.5, 96, eos="emitted"),
 ]
 
 
@@ -848,6 +936,27 @@ def write_fixtures(model: Model, out_dir: str, preset: str, seed: int, min_margi
     write_joint_fixtures(model, out_dir, header, min_margin_ok, log)
 
 
+def write_block_routing_fixtures(model: Model, out_dir: str, preset: str, seed: int,
+                                 min_margin_ok: float):
+    """A block-routed (LLaDA2.2) checkpoint's fixtures: block_routing_logits.json and
+    block_routing_greedy.json (LowConfidence), the header naming the family make-model wrote."""
+    log = lambda m: print(m, file=sys.stderr)
+    os.makedirs(out_dir, exist_ok=True)
+    header = dict(model_header(model, preset, seed), family="llada2.2")
+    model.route_gaps = []
+    cases = logits_cases(model)
+    log(f"block routing logits: {len(cases)} cases, min routing gap {min(model.route_gaps):.3g}")
+    with open(os.path.join(out_dir, "block_routing_logits.json"), "w") as f:
+        json.dump({"model": header, "cases": cases}, f)
+        f.write("\n")
+    model.route_gaps = None
+    greedy = [greedy_case(model, spec, min_margin_ok, log) for spec in BLOCK_ROUTING_GREEDY_SPECS]
+    with open(os.path.join(out_dir, "block_routing_greedy.json"), "w") as f:
+        json.dump({"model": header, "cases": greedy}, f, indent=1)
+        f.write("\n")
+    log(f"wrote {out_dir}/block_routing_logits.json, {out_dir}/block_routing_greedy.json ({len(greedy)} cases)")
+
+
 def write_joint_fixtures(model: Model, out_dir: str, header: dict, min_margin_ok: float, log):
     joint = [joint_case(model, spec, min_margin_ok, log) for spec in JOINT_SPECS]
     os.makedirs(out_dir, exist_ok=True)
@@ -931,6 +1040,8 @@ def main(argv=None):
                   f"{r.threshold_branch_steps} min_margin={r.min_margin:.4g} "
                   f"min_threshold_gap={r.min_threshold_gap:.4g} mask_predictions={r.mask_predictions}",
                   file=sys.stderr)
+    elif model.cfg.expert_capacity is not None:
+        write_block_routing_fixtures(model, args.out, args.preset, args.seed, args.min_margin)
     elif args.only == "joint_threshold":
         write_joint_fixtures(model, args.out, model_header(model, args.preset, args.seed),
                              args.min_margin, lambda m: print(m, file=sys.stderr))

@@ -355,6 +355,40 @@ pub fn route(logits: &[f32], bias: &[f32], c: &ModelConfig) -> Vec<(usize, f32)>
     chosen.iter().map(|&i| (i, s[i] / sum * c.routed_scaling_factor)).collect()
 }
 
+/// LLaDA2.2's block routing of one routing block's rows (`logits` `[rows * E]`, fp32): per
+/// row the (expert, weight) pairs in rank order. s = sigmoid(logit), b = s + expert_bias; an
+/// expert's block score is its largest b over the block's rows; the `capacity` experts with the
+/// largest block scores form the pool; each row takes the top-k of the pool by its own b; ties
+/// go to the lower expert index in both; weights s_k / sum(s_chosen) * routed_scaling_factor.
+/// The CUDA kernel moe_router_block computes the same.
+pub fn route_block(logits: &[f32], bias: &[f32], c: &ModelConfig, capacity: usize) -> Vec<Vec<(usize, f32)>> {
+    let e = bias.len();
+    let s: Vec<f32> = logits.iter().map(|&l| 1.0 / (1.0 + (-l).exp())).collect();
+    let b: Vec<f32> = s.chunks(e).flat_map(|row| row.iter().zip(bias).map(|(x, y)| x + y)).collect();
+    let mut block_score = vec![f32::NEG_INFINITY; e];
+    for row in b.chunks(e) {
+        for (m, &v) in block_score.iter_mut().zip(row) {
+            *m = m.max(v);
+        }
+    }
+    let by_score = |score: &[f32]| {
+        let mut order: Vec<usize> = (0..e).collect();
+        order.sort_by(|&x, &y| score[y].total_cmp(&score[x]).then(x.cmp(&y)));
+        order
+    };
+    let pool = &by_score(&block_score)[..capacity.min(e)];
+    s.chunks(e)
+        .zip(b.chunks(e))
+        .map(|(sr, br)| {
+            let mut cand = pool.to_vec();
+            cand.sort_by(|&x, &y| br[y].total_cmp(&br[x]).then(x.cmp(&y)));
+            let chosen = &cand[..c.num_experts_per_tok.min(cand.len())];
+            let sum: f32 = chosen.iter().map(|&i| sr[i]).sum();
+            chosen.iter().map(|&i| (i, sr[i] / sum * c.routed_scaling_factor)).collect()
+        })
+        .collect()
+}
+
 impl Backend for CpuBackend {
     type Act = Mat;
 
@@ -493,7 +527,7 @@ impl Backend for CpuBackend {
         Ok(out)
     }
 
-    fn ffn(&mut self, x: &Mat, layer: usize) -> Result<Mat> {
+    fn ffn(&mut self, x: &Mat, layer: usize, batch: &StepBatch) -> Result<Mat> {
         let c = &self.cfg;
         let mut y = Mat::zeros(x.rows, x.cols);
         match &self.layers[layer].ffn {
@@ -501,15 +535,22 @@ impl Backend for CpuBackend {
                 yr.copy_from_slice(&mlp_row(m, x.row(r)));
             }),
             Ffn::Moe(moe) => {
-                let routes: Vec<Vec<(usize, f32)>> = (0..x.rows)
-                    .into_par_iter()
-                    .map(|r| {
-                        let xr = x.row(r);
-                        let logits: Vec<f32> =
-                            (0..moe.router.out).map(|e| dot(xr, &moe.router.w[e * moe.router.inp..(e + 1) * moe.router.inp])).collect();
-                        route(&logits, &moe.bias, c)
-                    })
-                    .collect();
+                let logits = matmul(x, &moe.router);
+                let routes: Vec<Vec<(usize, f32)>> = match c.block_routing() {
+                    None => logits.data.par_chunks(logits.cols).map(|l| route(l, &moe.bias, c)).collect(),
+                    Some(br) => {
+                        let blocks = batch.routing_blocks(br.block)?;
+                        if blocks.last().map_or(0, |b| b.end) != x.rows {
+                            bail!("block routing: the batch has {} tokens, the activations {} rows", batch.num_tokens(), x.rows);
+                        }
+                        let e = logits.cols;
+                        let per_block: Vec<Vec<Vec<(usize, f32)>>> = blocks
+                            .par_iter()
+                            .map(|r| route_block(&logits.data[r.start * e..r.end * e], &moe.bias, c, br.capacity))
+                            .collect();
+                        per_block.into_iter().flatten().collect()
+                    }
+                };
                 if self.group.is_some() {
                     // Replicated routers on identical inputs: every rank routes alike (the twin
                     // checks it at every layer; the CUDA ranks when `check_tp_routing`).

@@ -43,6 +43,32 @@ impl StepBatch {
     pub fn num_tokens(&self) -> usize {
         self.tokens.len()
     }
+    /// LLaDA2.2's routing blocks (`block` positions each, from position 0) as ranges of the
+    /// batch's rows: each run cut where a position is a multiple of `block`. A run must start on
+    /// a routing block's first position (the engine's runs start on decode blocks, which for a
+    /// block-routed model are routing blocks): a block whose first tokens are not in the forward
+    /// would route on some of its tokens only. A run's last piece may be short (a forward over a
+    /// sequence that ends mid-block): it routes on the tokens it has.
+    pub fn routing_blocks(&self, block: usize) -> Result<Vec<std::ops::Range<usize>>> {
+        if block == 0 {
+            anyhow::bail!("routing block size 0");
+        }
+        let mut out = vec![];
+        let mut row = 0;
+        for r in &self.runs {
+            if !r.start.is_multiple_of(block) {
+                anyhow::bail!("block routing: a forward's run starts at position {}, inside a routing block of {block} positions", r.start);
+            }
+            let mut p = 0;
+            while p < r.len {
+                let n = block.min(r.len - p);
+                out.push(row + p..row + p + n);
+                p += n;
+            }
+            row += r.len;
+        }
+        Ok(out)
+    }
     /// For each token, the end (exclusive) of the keys it may see, and its run's start row.
     pub fn key_limits(&self) -> Vec<(usize, usize)> {
         let mut out = Vec::with_capacity(self.tokens.len());
@@ -103,8 +129,10 @@ pub trait Backend {
     fn qk_norm_rope_store(&mut self, qkv: &Self::Act, layer: usize, batch: &StepBatch) -> Result<Self::Act>;
     /// Block-causal GQA attention of q over the cached keys; returns `[T, NH*D]`.
     fn attention(&mut self, q: &Self::Act, layer: usize, batch: &StepBatch) -> Result<Self::Act>;
-    /// The layer's feed-forward: dense MLP or MoE (router, routed experts, shared expert).
-    fn ffn(&mut self, x: &Self::Act, layer: usize) -> Result<Self::Act>;
+    /// The layer's feed-forward: dense MLP or MoE (router, routed experts, shared expert). `x`
+    /// holds the batch's rows: a block-routed model (LLaDA2.2) routes each of the batch's
+    /// routing blocks ([`StepBatch::routing_blocks`]) on its own rows.
+    fn ffn(&mut self, x: &Self::Act, layer: usize, batch: &StepBatch) -> Result<Self::Act>;
     /// Sum a row-parallel output's partial sums over the tensor-parallel ranks, in place (every
     /// rank then holds the same bits); nothing at one rank.
     fn all_reduce(&mut self, x: &mut Self::Act) -> Result<()>;

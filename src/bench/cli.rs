@@ -50,6 +50,10 @@ pub struct Common {
     /// A preset (tiny, mini, flash: random weights) or a checkpoint directory.
     #[arg(long, default_value = "mini")]
     pub preset: String,
+    /// The release a preset's config is (llada2.2: block routing, its pool of expert_capacity
+    /// experts per block; --block must then be its routing block, 32). A checkpoint says its own.
+    #[arg(long, value_enum, default_value = "llada2.0")]
+    pub family: crate::config::Family,
     #[arg(long, value_enum, default_value = "cuda")]
     pub device: Device,
     /// Block size (positions denoised together).
@@ -163,7 +167,7 @@ pub fn run(cmd: BenchCmd, process_start: std::time::Instant) -> Result<()> {
             if matches!(cmd, BenchCmd::Kernels(_)) {
                 bail!("bench kernels times CUDA kernels; use --device cuda");
             }
-            let src = ModelSource::parse(&common.preset);
+            let src = ModelSource::parse(&common.preset, common.family);
             if common.tp_size > 1 {
                 return run_on(super::engines::cpu_ranks_engine(&src, common.tp_size, common.quantization)?, cmd, process_start);
             }
@@ -200,7 +204,7 @@ fn cuda(cmd: BenchCmd, process_start: std::time::Instant) -> Result<()> {
         cuda_graph_max_bs: common.graphs.max_bs().unwrap_or(CudaOptions::default().cuda_graph_max_bs),
         ..CudaOptions::default()
     };
-    let src = ModelSource::parse(&common.preset);
+    let src = ModelSource::parse(&common.preset, common.family);
     let (seed, tp_size) = (common.seed, common.tp_size);
     if tp_size > 1 {
         if let BenchCmd::Kernels(a) = cmd {

@@ -6,27 +6,28 @@ use crate::backend::cpu::CpuBackend;
 use crate::backend::ranks::Ranks;
 use crate::backend::shard::Shard;
 use crate::checkpoint::Checkpoint;
-use crate::config::ModelConfig;
+use crate::config::{Family, ModelConfig};
 use crate::engine::Engine;
 use crate::tokenizer::Tokenizer;
 use anyhow::{bail, Result};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// What `--preset` names: an existing directory is a checkpoint, anything else a preset.
+/// What `--preset` names: an existing directory is a checkpoint, anything else a preset, whose
+/// config is `--family`'s release of that shape (2.2: block routing).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ModelSource {
     Checkpoint(PathBuf),
-    Preset(String),
+    Preset(String, Family),
 }
 
 impl ModelSource {
-    pub fn parse(preset_or_dir: &str) -> Self {
+    pub fn parse(preset_or_dir: &str, family: Family) -> Self {
         let p = PathBuf::from(preset_or_dir);
         if p.is_dir() {
             ModelSource::Checkpoint(p)
         } else {
-            ModelSource::Preset(preset_or_dir.to_string())
+            ModelSource::Preset(preset_or_dir.to_string(), family)
         }
     }
 }
@@ -36,8 +37,11 @@ impl ModelSource {
 pub fn cpu_engine(src: &ModelSource, quantization: Option<crate::fp8::Quantization>) -> Result<Engine<CpuBackend>> {
     let dir = match src {
         ModelSource::Checkpoint(dir) => dir.clone(),
-        ModelSource::Preset(p) if p == "tiny" => crate::make_model::resolve_model(None)?,
-        ModelSource::Preset(p) => bail!("the CPU backend benchmarks checkpoints and the tiny preset; {p:?} needs --device cuda"),
+        ModelSource::Preset(p, Family::Llada20) if p == "tiny" => crate::make_model::resolve_model(None)?,
+        ModelSource::Preset(p, f) => bail!(
+            "the CPU backend benchmarks checkpoints and the tiny preset (llada2.0); {p:?} of {} needs --device cuda, or a checkpoint from make-model --family",
+            f.name()
+        ),
     };
     let ck = Checkpoint::open(&dir)?;
     let tok = Tokenizer::open(&dir, &ck.config)?;
@@ -55,8 +59,11 @@ pub fn cpu_ranks_engine(
 ) -> Result<Engine<Ranks<CpuBackend>>> {
     let dir = match src {
         ModelSource::Checkpoint(dir) => dir.clone(),
-        ModelSource::Preset(p) if p == "tiny" => crate::make_model::resolve_model(None)?,
-        ModelSource::Preset(p) => bail!("the CPU backend benchmarks checkpoints and the tiny preset; {p:?} needs --device cuda"),
+        ModelSource::Preset(p, Family::Llada20) if p == "tiny" => crate::make_model::resolve_model(None)?,
+        ModelSource::Preset(p, f) => bail!(
+            "the CPU backend benchmarks checkpoints and the tiny preset (llada2.0); {p:?} of {} needs --device cuda, or a checkpoint from make-model --family",
+            f.name()
+        ),
     };
     let ck = Arc::new(Checkpoint::open(&dir)?);
     let tok = Tokenizer::open(&dir, &ck.config)?;
@@ -65,9 +72,10 @@ pub fn cpu_ranks_engine(
     Ok(Engine::new(crate::runtime::cpu_ranks(&ck, size, quantization)?, cfg, tok.mask_id, tok.eos_id))
 }
 
-/// A preset's config as the random-weight engines draw it, and its mask and EOS ids.
-fn preset_config(name: &str) -> Result<(ModelConfig, u32, u32)> {
-    let mut cfg = crate::config::preset(name)?;
+/// A preset's config, as `family` releases it, the random-weight engines draw it with, and its
+/// mask and EOS ids.
+fn preset_config(name: &str, family: Family) -> Result<(ModelConfig, u32, u32)> {
+    let mut cfg = crate::make_model::family_config(crate::config::preset(name)?, family, name);
     if cfg.vocab_size == 0 {
         cfg.vocab_size = 512; // tiny's vocabulary is sized by its tokenizer; any size works here
     }
@@ -93,8 +101,8 @@ pub fn cuda_ranks_engine(
             let cfg = ck.config.clone().quantized(opts.quantization);
             Ok(Engine::new(tensor_parallel(WeightsFrom::Checkpoint(ck), size, opts)?, cfg, tok.mask_id, tok.eos_id))
         }
-        ModelSource::Preset(name) => {
-            let (cfg, mask, eos) = preset_config(name)?;
+        ModelSource::Preset(name, family) => {
+            let (cfg, mask, eos) = preset_config(name, *family)?;
             let group = tensor_parallel(WeightsFrom::Random { cfg: Box::new(cfg.clone()), seed }, size, opts)?;
             Ok(Engine::new(group, cfg.quantized(opts.quantization), mask, eos))
         }
@@ -113,10 +121,10 @@ pub fn cuda_rank_alone_engine(
     opts: &crate::backend::cuda::CudaOptions,
 ) -> Result<Engine<crate::backend::cuda::CudaBackend>> {
     use crate::backend::cuda::CudaBackend;
-    let ModelSource::Preset(name) = src else {
+    let ModelSource::Preset(name, family) = src else {
         anyhow::bail!("profiling one rank alone takes a preset (random weights), not a checkpoint")
     };
-    let (whole, _, _) = preset_config(name)?;
+    let (whole, _, _) = preset_config(name, *family)?;
     crate::backend::shard::Shard::check(&whole, size)?;
     let cfg = super::rank_config(&whole, size);
     let v = cfg.vocab_size as u32;
@@ -141,8 +149,8 @@ pub fn cuda_engine(
             let cfg = b.cfg.clone();
             Ok(Engine::new(b, cfg, tok.mask_id, tok.eos_id))
         }
-        ModelSource::Preset(name) => {
-            let (cfg, mask, eos) = preset_config(name)?;
+        ModelSource::Preset(name, family) => {
+            let (cfg, mask, eos) = preset_config(name, *family)?;
             let b = CudaBackend::random(cfg, seed, opts)?;
             let cfg = b.cfg.clone();
             Ok(Engine::new(b, cfg, mask, eos))

@@ -42,7 +42,7 @@ pub fn random_steps(
     quantization: Option<crate::fp8::Quantization>,
 ) -> Result<StepTimes> {
     let opts = CudaOptions { profile_kernels, quantization, ..CudaOptions::default() };
-    let mut engine = cuda_engine(&ModelSource::Preset(preset_name.to_string()), seed, &opts)?;
+    let mut engine = cuda_engine(&ModelSource::Preset(preset_name.to_string(), crate::config::Family::Llada20), seed, &opts)?;
     let v = engine.cfg.vocab_size as u32;
     let mut rng = Rng::new(seed);
     let limit = v.min(150_000) - 2;

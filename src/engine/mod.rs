@@ -132,6 +132,19 @@ impl<B: Runner> Engine<B> {
         if let Some(&t) = prompt.iter().find(|&&t| t as usize >= self.cfg.vocab_size) {
             bail!("token id {t} is outside the vocabulary ({})", self.cfg.vocab_size);
         }
+        if let Some(br) = self.cfg.block_routing() {
+            if p.block_size != br.block {
+                // Each forward routes its tokens per routing block; a decode block of another size
+                // would split routing blocks across forwards (or merge them), computing another
+                // model than the one the reference decodes without a cache.
+                bail!(
+                    "this model routes its experts per block of {} tokens (config.json block_size): the decode block size must be {}, got {}",
+                    br.block,
+                    br.block,
+                    p.block_size
+                );
+            }
+        }
         let layout = BlockLayout { prompt_len: prompt.len(), block_size: p.block_size, max_new_tokens: p.max_new_tokens };
         if prompt.len().saturating_add(p.max_new_tokens) > self.context_len || layout.total_len() > self.context_len {
             bail!(

@@ -150,6 +150,18 @@ pub async fn start(args: ServeArgs) -> Result<RunningServer> {
 pub async fn start_with(settings: Settings, mut loaded: Loaded) -> Result<RunningServer> {
     let cfg = loaded.engine.config().clone();
     let policy = settings.policy(cfg.family(), true)?;
+    if let Some(br) = cfg.block_routing() {
+        if settings.block_size != br.block {
+            // Requests decode in blocks of at most this size; a block-routed model decodes only
+            // in its routing block (docs/MODEL.md, block routing).
+            bail!(
+                "--diffusion-block-size {}: this model routes its experts per block of {} (config.json block_size); serve it with --diffusion-block-size {}",
+                settings.block_size,
+                br.block,
+                br.block
+            );
+        }
+    }
     if let Some(n) = settings.context_length {
         if n > cfg.max_position_embeddings {
             bail!("--context-length {n} exceeds the model's max_position_embeddings ({})", cfg.max_position_embeddings);

@@ -19,10 +19,16 @@ pub fn ids(v: &Value) -> Vec<u32> {
     v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
 }
 
-/// Make the checkpoint the fixtures came from in `dir`, checked byte for byte against them.
+/// Make the checkpoint the fixtures came from in `dir` (the header's family, 2.0 without one),
+/// checked byte for byte against them.
 pub fn make_fixture_model(fx: &Value, dir: &Path) {
     let m = &fx["model"];
-    dllm::make_model::make_model(m["preset"].as_str().unwrap(), dir, m["seed"].as_u64().unwrap()).unwrap();
+    let family = match m["family"].as_str() {
+        None => dllm::config::Family::Llada20,
+        Some(name) => <dllm::config::Family as clap::ValueEnum>::from_str(name, false).unwrap(),
+    };
+    let plan = dllm::make_model::Plan::for_family(m["preset"].as_str().unwrap(), family, m["seed"].as_u64().unwrap(), None).unwrap();
+    plan.write(dir).unwrap();
     for (file, want) in m["sha256"].as_object().unwrap() {
         let got = format!("{:x}", Sha256::digest(std::fs::read(dir.join(file)).unwrap()));
         assert_eq!(&got, want.as_str().unwrap(), "{file} differs from the checkpoint the fixtures were made from");

@@ -456,11 +456,11 @@ impl Backend for CudaBackend {
         self.attend(q, layer, batch)
     }
 
-    fn ffn(&mut self, x: &CudaAct, layer: usize) -> Result<CudaAct> {
+    fn ffn(&mut self, x: &CudaAct, layer: usize, batch: &StepBatch) -> Result<CudaAct> {
         let xb = self.bf16_of(x, "ffn")?;
         let y = match &self.w.layers[layer].ffn {
             Ffn::Dense(m) => self.dense_mlp(m, xb, x.rows)?,
-            Ffn::Moe(m) => self.moe(m, xb, x.rows)?,
+            Ffn::Moe(m) => self.moe(m, xb, x.rows, batch)?,
         };
         Ok(CudaAct { rows: x.rows, cols: self.cfg.hidden_size, data: ActData::F32(y) })
     }

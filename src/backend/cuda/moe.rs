@@ -1,11 +1,13 @@
-//! The routed experts: router (cuBLAS logits + moe_router_select), moe_permute, the grouped
-//! expert GEMMs (csrc/moe_gemm.cu) and moe_combine, plus the shared expert's dense MLP.
+//! The routed experts: router (cuBLAS logits + moe_router_select, or moe_router_block for
+//! LLaDA2.2's block routing), moe_permute, the grouped expert GEMMs (csrc/moe_gemm.cu) and
+//! moe_combine, plus the shared expert's dense MLP.
 
 use super::act::CudaAct;
 use super::error::CudaError;
 use super::kernels::{params::*, Kernel, Kernels};
 use super::weights::{ExpertMatrix, Ffn, MoeWeights};
 use super::CudaBackend;
+use crate::backend::StepBatch;
 use anyhow::{bail, Result};
 use cudarc::driver::CudaSlice;
 
@@ -63,12 +65,61 @@ fn expert_gemms(tile_m: usize, fp8: bool) -> [ExpertGemm; 2] {
 }
 
 impl CudaBackend {
-    /// Router only: (expert ids, weights) per row, `[rows * topk]` each (tests).
+    /// Router only: (expert ids, weights) per row, `[rows * topk]` each (tests). A block-routed
+    /// model routes the rows as one run from position 0.
     pub fn route(&mut self, h: &CudaAct, layer: usize) -> Result<(Vec<i32>, Vec<f32>)> {
         let Ffn::Moe(m) = &self.w.layers[layer].ffn else { bail!("layer {layer} is dense") };
         let x = self.bf16_of(h, "route")?;
         let (ids, wts) = self.router(m, x, h.rows, None)?;
         Ok((self.download(&ids, "router ids")?, self.download(&wts, "router weights")?))
+    }
+
+    /// moe_router_block alone on given fp32 logits `[rows * E]` and bias: (expert ids, weights)
+    /// per row, `[rows * topk]` each, the rows cut into routing blocks of `block` (tests: the
+    /// kernel against cpu::route_block).
+    pub fn route_block_logits(&mut self, logits: &[f32], bias: &[f32], capacity: usize, block: usize) -> Result<(Vec<i32>, Vec<f32>)> {
+        let e = self.cfg.num_experts;
+        if bias.len() != e || !logits.len().is_multiple_of(e) {
+            bail!("route_block_logits: {} logits, {} biases for {e} experts", logits.len(), bias.len());
+        }
+        let rows = logits.len() / e;
+        let (lg, b) = (self.upload(logits, "router logits")?, self.upload(bias, "router bias")?);
+        let (ids, wts) = self.select_block(&lg, &b, rows, capacity, block)?;
+        Ok((self.download(&ids, "router ids")?, self.download(&wts, "router weights")?))
+    }
+
+    /// LLaDA2.2's selection: per routing block (rows `[i * block, (i + 1) * block)`, the last
+    /// possibly short) a pool of `capacity` experts, each row's top-k inside it.
+    fn select_block(
+        &self,
+        logits: &CudaSlice<f32>,
+        bias: &CudaSlice<f32>,
+        rows: usize,
+        capacity: usize,
+        block: usize,
+    ) -> Result<(CudaSlice<i32>, CudaSlice<f32>)> {
+        let c = &self.cfg;
+        if block == 0 || capacity < c.num_experts_per_tok || capacity > c.num_experts {
+            bail!("block routing: block {block}, capacity {capacity} for top-{} of {} experts", c.num_experts_per_tok, c.num_experts);
+        }
+        let ids = self.k.alloc::<i32>(rows * c.num_experts_per_tok, "router ids")?;
+        let wts = self.alloc_f32(rows * c.num_experts_per_tok, "router weights")?;
+        let p = RouterBlockParams {
+            logits: self.p(logits),
+            bias: self.p(bias),
+            topk_ids: self.p(&ids),
+            topk_w: self.p(&wts),
+            tokens: rows as i32,
+            experts: c.num_experts as i32,
+            topk: c.num_experts_per_tok as i32,
+            capacity: capacity as i32,
+            block: block as i32,
+            scale: c.routed_scaling_factor,
+        };
+        if rows > 0 {
+            self.k.launch(Kernel::MoeRouterBlock, (rows.div_ceil(block) as u32, 1, 1), ROUTER_THREADS as u32, &p)?;
+        }
+        Ok((ids, wts))
     }
 
     /// The routed picks, `[rows][topk]`, or `[rows][topk + 1]` with `shared_expert`: every token's
@@ -87,6 +138,12 @@ impl CudaBackend {
         // fp32 logits h W^T (bf16 inputs, fp32 accumulate: the CPU twin's math), then
         // the selection kernel.
         let logits = self.gemm("router logits", x, &m.router, rows, c.num_experts, c.hidden_size)?;
+        if let Some(br) = c.block_routing() {
+            // The rows' routing blocks are consecutive chunks of br.block (checked by moe()); the
+            // shared expert stays apart (shared_in_stream).
+            debug_assert!(shared_expert.is_none());
+            return self.select_block(&logits, &m.bias, rows, br.capacity, br.block);
+        }
         let p = RouterParams {
             logits: self.p(&logits),
             bias: self.p(&m.bias),
@@ -129,17 +186,31 @@ impl CudaBackend {
     /// batch-1 step: ~23 us a layer for 12 MB), while as items of the stream kernels it takes a
     /// few microseconds beside the routed experts. Its items are MOE_BM_SMALL rows each, and
     /// each reads the weights again, so only up to SHARED_STREAM_MAX_ITEMS items; fp8 experts
-    /// keep it apart (it stays bf16), and so do the 64-row tiles (their GEMMs are not streams).
+    /// keep it apart (it stays bf16), and so do the 64-row tiles (their GEMMs are not streams)
+    /// and block routing (its selection kernel writes the routed picks only).
     fn shared_in_stream(&self, m: &MoeWeights, rows: usize) -> bool {
         let c = &self.cfg;
         let Some(s) = &m.shared else { return false };
+        if c.block_routing().is_some() {
+            return false;
+        }
         let bf16 = matches!(m.gate, ExpertMatrix::Bf16(_));
         bf16 && s.inter == c.moe_intermediate_size
             && rows.div_ceil(MOE_BM_SMALL) <= SHARED_STREAM_MAX_ITEMS
             && moe_tile_rows(rows * c.num_experts_per_tok, c.num_experts, self.opts.moe_item_rows) == MOE_BM_SMALL
     }
 
-    pub(super) fn moe(&self, m: &MoeWeights, x: &CudaSlice<u16>, rows: usize) -> Result<CudaSlice<f32>> {
+    pub(super) fn moe(&self, m: &MoeWeights, x: &CudaSlice<u16>, rows: usize, batch: &StepBatch) -> Result<CudaSlice<f32>> {
+        if let Some(br) = self.cfg.block_routing() {
+            // The kernel cuts the rows into consecutive routing blocks: the batch's own blocks
+            // (per run, StepBatch::routing_blocks) must be those, as they are when every run but
+            // the last covers whole blocks (the engine's runs always do).
+            let blocks = batch.routing_blocks(br.block)?;
+            let flat = blocks.iter().enumerate().all(|(i, r)| r.start == i * br.block && r.end == rows.min((i + 1) * br.block));
+            if !flat || blocks.last().map_or(0, |r| r.end) != rows {
+                bail!("block routing on CUDA: a run other than the batch's last ends inside a routing block of {}", br.block);
+            }
+        }
         let c = &self.cfg;
         let (h, im, e) = (c.hidden_size, c.moe_intermediate_size, c.num_experts);
         let shared = if self.shared_in_stream(m, rows) { m.shared.as_ref() } else { None };
