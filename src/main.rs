@@ -74,18 +74,20 @@ struct GenerateArgs {
     seed: u64,
     #[arg(long, default_value_t = 32)]
     block_size: usize,
-    /// Decoding algorithm (SGLang's names): LowConfidence (LLaDA2.0) or JointThreshold
-    /// (LLaDA2.1's unmasking plus token edits). Default: the checkpoint family's.
+    /// Decoding algorithm (SGLang's names): LowConfidence (LLaDA2.0), JointThreshold (LLaDA2.1's
+    /// unmasking plus token edits) or JointThresholdInDel (LLaDA2.2's, plus delete / insert
+    /// edits; greedy only). Default: the checkpoint family's.
     #[arg(long)]
     dllm_algorithm: Option<String>,
-    /// Unmask threshold (default: the algorithm's, 0.95 LowConfidence, 0.5 JointThreshold).
+    /// Unmask threshold (default: the algorithm's, 0.95 LowConfidence, 0.5 JointThreshold(InDel)).
     #[arg(long, allow_negative_numbers = true)]
     threshold: Option<f32>,
-    /// JointThreshold: a decoded token is rewritten when the model's argmax differs with a
+    /// JointThreshold(InDel): a decoded token is rewritten when the model's argmax differs with a
     /// probability above this (default 0).
     #[arg(long, allow_negative_numbers = true)]
     edit_threshold: Option<f32>,
-    /// JointThreshold: edit-only steps a block may take once it has no masks (default 16).
+    /// JointThreshold(InDel): edit-only steps a block may take once it has no (original) masks
+    /// (default 16).
     #[arg(long)]
     max_post_edit_steps: Option<usize>,
     /// Denoising steps per block at most (LowConfidence; default: the block size).

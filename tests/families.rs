@@ -87,10 +87,10 @@ fn every_family_writes_the_keys_the_official_code_reads_with_other_defaults() {
 
 #[test]
 fn the_family_names_are_decode_s() {
-    use dllm::decode::{joint_threshold, low_confidence, JOINT_THRESHOLD_INDEL};
+    use dllm::decode::{joint_threshold, joint_threshold_indel, low_confidence};
     assert_eq!(Family::Llada20.default_algorithm(), low_confidence::NAME);
     assert_eq!(Family::Llada21.default_algorithm(), joint_threshold::NAME);
-    assert_eq!(Family::Llada22.default_algorithm(), JOINT_THRESHOLD_INDEL);
+    assert_eq!(Family::Llada22.default_algorithm(), joint_threshold_indel::NAME);
 }
 
 #[test]
@@ -124,9 +124,13 @@ fn each_family_decodes_with_its_algorithm() {
     let e = generate(&d22, &["--dllm-algorithm", "LowConfidence", "--block-size", "8"]).unwrap_err();
     assert!(e.contains("routes its experts per block of 32") && e.contains("must be 32, got 8"), "{e}");
     for (args, want) in [
-        (&["--dllm-algorithm", "JointThresholdInDel"][..], "not implemented yet"),
+        // A 2.1 checkpoint has no delete / split tokens.
+        (&["--dllm-algorithm", "JointThresholdInDel"][..], "JointThresholdInDel needs the checkpoint's delete_token_id and split_token_id"),
         (&["--dllm-algorithm", "Bogus"][..], "unknown diffusion algorithm"),
-        (&["--dllm-algorithm", "LowConfidence", "--edit-threshold", "0.5"][..], "edit_threshold applies to JointThreshold only"),
+        (
+            &["--dllm-algorithm", "LowConfidence", "--edit-threshold", "0.5"][..],
+            "edit_threshold applies to JointThreshold and JointThresholdInDel only",
+        ),
         (&["--edit-threshold", "1.5"][..], "edit_threshold must be in [0, 1]"),
         (&["--max-post-edit-steps", "100000"][..], "max_post_edit_steps must be at most"),
         (&["--steps", "4"][..], "steps applies to LowConfidence"),

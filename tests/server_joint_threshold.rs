@@ -4,6 +4,7 @@
 
 use dllm::config::Family;
 use dllm::decode::joint_threshold::JointThreshold;
+use dllm::decode::joint_threshold_indel::JointThresholdInDel;
 use dllm::decode::Policy;
 use dllm::engine::GenParams;
 use dllm::runtime::{self, Device};
@@ -63,7 +64,12 @@ fn the_algorithm_config_takes_sglang_keys() {
         Policy::JointThreshold(JointThreshold { threshold: 0.5, edit_threshold: 0.0, max_post_edit_steps: 16 })
     );
     let err = |extra: &[&str]| format!("{:#}", parse(extra).unwrap_err());
-    assert!(err(&["--dllm-algorithm", "JointThresholdInDel"]).contains("not implemented yet"));
+    // JointThresholdInDel reads the same keys; a 2.2 checkpoint picks it by default.
+    let s = parse(&["--dllm-algorithm", "JointThresholdInDel", "--dllm-algorithm-config", y]).unwrap();
+    let indel = JointThresholdInDel { threshold: 0.7, edit_threshold: 0.5, max_post_edit_steps: 4 };
+    assert_eq!(s.policy(Family::Llada20, false).unwrap(), Policy::JointThresholdInDel(indel));
+    let s = parse(&["--threshold", "0.6"]).unwrap();
+    assert_eq!(s.policy(Family::Llada22, false).unwrap(), Policy::JointThresholdInDel(JointThresholdInDel { threshold: 0.6, ..Default::default() }));
     let bad = dir.join("bad.yaml");
     for (text, want) in [
         ("penalty_lambda: 0.5\n", "penalty_lambda"),
@@ -145,6 +151,23 @@ async fn a_low_confidence_server_refuses_edit_knobs() {
     assert_eq!(info["dllm_algorithm"], "LowConfidence", "a 2.0 checkpoint: {info}");
     let r = post(srv.addr, "/generate", &json!({"text": PROMPT, "sampling_params": {"max_new_tokens": 8, "edit_threshold": 0.5}})).await;
     assert_eq!(r.status, 400, "{}", r.text());
-    assert!(r.text().contains("edit_threshold applies to JointThreshold only"), "{}", r.text());
+    assert!(r.text().contains("edit_threshold applies to JointThreshold and JointThresholdInDel only"), "{}", r.text());
     srv.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joint_threshold_indel_needs_a_checkpoint_with_edit_tokens() {
+    // A 2.1 checkpoint has no delete_token_id / split_token_id: the server refuses to start
+    // rather than decode with an algorithm it cannot run.
+    let dir = tmp("indel21");
+    let _ = std::fs::remove_dir_all(&dir);
+    dllm::make_model::Plan::for_family("tiny", Family::Llada21, 0, None).unwrap().write(&dir).unwrap();
+    let mut args = vec!["serve", "--model-path", dir.to_str().unwrap(), "--port", "0", "--device", "cpu", "--log-level", "error"];
+    args.extend_from_slice(&["--dllm-algorithm", "JointThresholdInDel"]);
+    let e = match server::start(ServeArgs::parse_from(args).unwrap()).await {
+        Ok(_) => panic!("a server without edit tokens started JointThresholdInDel"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(e.contains("--dllm-algorithm JointThresholdInDel") && e.contains("delete_token_id and split_token_id"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -67,6 +67,8 @@ class Config:
     # expert_capacity and block_size); None for per-token group-limited routing.
     expert_capacity: int | None = None
     route_block: int | None = None
+    delete_id: int | None = None  # LLaDA2.2's edit tokens (config.json delete_token_id / split_token_id)
+    split_id: int | None = None
 
     @staticmethod
     def from_json(c: dict) -> "Config":
@@ -111,6 +113,8 @@ class Config:
             eos_id=eos,
             expert_capacity=capacity,
             route_block=c.get("block_size") if capacity is not None else None,
+            delete_id=c.get("delete_token_id"),
+            split_id=c.get("split_token_id"),
         )
 
 
@@ -601,6 +605,241 @@ def joint_threshold_generate(model: Model, prompt_ids, block_size: int = 32, thr
 
 
 # --------------------------------------------------------------------------------------
+# Decoding (JointThresholdInDel, greedy): LLaDA2.2's edits plus DELETE / SPLIT
+# --------------------------------------------------------------------------------------
+
+@dataclass
+class InDelKnobs:
+    threshold: float = 0.5
+    edit_threshold: float = 0.0
+    max_post_edit_steps: int = 16
+
+
+@dataclass
+class InDelIds:
+    mask: int
+    delete: int
+    split: int
+
+
+@dataclass
+class InDelState:
+    """Where a block stands between its steps (reset for every block)."""
+    fixed: int  # the block's prompt positions (its first `fixed`), never written
+    is_orig_mask: list  # per position: the mask there descends from one the block started with
+    post_edit_steps: int = 0  # steps that started with no original mask left
+    update_steps: int = 0  # steps taken
+    seen: set = None  # the input blocks of earlier steps (tuples)
+    sampled: dict = None  # position -> tokens written there by earlier steps
+
+    @staticmethod
+    def start(block: list, fixed: int, mask_id: int) -> "InDelState":
+        return InDelState(fixed, [i >= fixed and t == mask_id for i, t in enumerate(block)],
+                          seen=set(), sampled={})
+
+
+def argmax_excluding(row: torch.Tensor, excluded) -> int | None:
+    """The first index of the largest logit outside `excluded`; None when every one is excluded."""
+    best = None
+    for t in torch.argsort(row, descending=True, stable=True).tolist():
+        if t not in excluded:
+            best = t
+            break
+    return best
+
+
+def softmax_prob(row: torch.Tensor, t: int) -> float:
+    return float(torch.exp(row[t] - torch.logsumexp(row, 0)))
+
+
+def apply_edit_ops(written: list, before: list, is_orig_mask: list, fixed: int, ids: InDelIds):
+    """DELETE / SPLIT of one step, applied after its writes. The prompt positions are copied;
+    past them, a DELETE drops its position, a SPLIT becomes a new mask followed by the token the
+    position held before the step (which keeps its original-mask flag), anything else stays.
+    The result is cut back to the block size, or padded with new masks. Returns (tokens,
+    is_orig_mask, padded, truncated)."""
+    B = len(before)
+    toks, orig = list(before[:fixed]), list(is_orig_mask[:fixed])
+    for i in range(fixed, B):
+        t = written[i]
+        if t == ids.delete:
+            continue
+        if t == ids.split:
+            toks += [ids.mask, before[i]]
+            orig += [False, is_orig_mask[i]]
+        else:
+            toks.append(t)
+            orig.append(is_orig_mask[i])
+    padded, truncated = len(toks) < B, len(toks) > B
+    toks, orig = toks[:B], orig[:B]
+    orig += [False] * (B - len(toks))
+    toks += [ids.mask] * (B - len(toks))
+    return toks, orig, padded, truncated
+
+
+def indel_step(block: list, logits: torch.Tensor, state: InDelState, knobs: InDelKnobs, ids: InDelIds):
+    """One JointThresholdInDel step over a block (SGLang's algorithm, docs/MODEL.md): `block` as
+    the step's forward saw it, `logits` [B, V] its rows. Mutates `state`; returns (new block,
+    open, branches) where branches names every rule the step took (the fixtures' coverage)."""
+    B, fixed = len(block), state.fixed
+    br = set()
+    rows = logits.to(F64)
+    x = [int(torch.argmax(rows[i])) for i in range(B)]  # first index on ties
+    p = [softmax_prob(rows[i], x[i]) for i in range(B)]
+    masked = [i >= fixed and block[i] == ids.mask for i in range(B)]
+    orig_masked = [masked[i] and state.is_orig_mask[i] for i in range(B)]
+    n_total, n_orig = sum(masked), sum(orig_masked)
+    n_new = n_total - n_orig
+
+    state.update_steps += 1
+    if n_orig == 0:
+        state.post_edit_steps += 1
+    over_budget = state.post_edit_steps > knobs.max_post_edit_steps
+    over_cap = state.update_steps > B + knobs.max_post_edit_steps
+    final = over_budget or over_cap
+    if over_budget:
+        br.add("final_budget")
+    if over_cap and not over_budget:
+        br.add("final_step_cap")
+
+    # An original mask is never written back as a mask (outside the final round): its pick is
+    # the best other token, with that token's probability.
+    if not final:
+        for i in range(B):
+            if orig_masked[i] and x[i] == ids.mask:
+                x[i] = argmax_excluding(rows[i], {ids.mask})
+                p[i] = softmax_prob(rows[i], x[i])
+                br.add("mask_pick_replaced")
+
+    # Mask to token.
+    m2t = []
+    if n_total > 0:
+        cand = [i for i in range(B) if masked[i]]
+        if final:
+            m2t = cand
+            br.add("m2t_final_all")
+        elif n_orig > 0:
+            need = 1 + n_new
+            if n_new > 0:
+                br.add("quota_raised")
+            high = [i for i in cand if p[i] > knobs.threshold]
+            if len(high) >= need:
+                m2t = high
+                br.add("m2t_threshold")
+            else:
+                m2t = sorted(sorted(cand, key=lambda i: (-p[i], i))[:min(need, n_total)])
+                br.add("m2t_top")
+        else:
+            m2t = cand
+            br.add("m2t_new_masks_all")
+    # Token to token: decoded, non-prompt positions whose pick differs, above the edit threshold.
+    t2t = []
+    for i in range(fixed, B):
+        if masked[i] or x[i] == block[i]:
+            continue
+        if p[i] > knobs.edit_threshold:
+            t2t.append(i)
+        else:
+            br.add("edit_declined")
+    if t2t:
+        br.add("edit")
+    writes = sorted(set(m2t) | set(t2t))
+    if not writes:
+        br.add("no_change_exit")
+        return list(block), False, br
+
+    if final:
+        # The final round writes no mask, DELETE or SPLIT: each becomes the best other token.
+        banned = {ids.mask, ids.delete, ids.split}
+        for i in writes:
+            if x[i] in banned:
+                alt = argmax_excluding(rows[i], banned)
+                if alt is not None:
+                    x[i] = alt
+                br.add("final_ban")
+
+    # Cycles: a step whose input block an earlier step of this block already saw rewrites its
+    # least confident changing write with the best token not yet written there.
+    key = tuple(block)
+    if key in state.seen and not final:
+        changing = [i for i in writes if x[i] != block[i]]
+        if changing:
+            c = min(changing, key=lambda i: (p[i], i))
+            excluded = set(state.sampled.get(c, ()))
+            if orig_masked[c]:
+                excluded.add(ids.mask)
+            alt = argmax_excluding(rows[c], excluded)
+            if alt is not None:
+                x[c] = alt
+            br.add("cycle_resample")
+    state.seen.add(key)
+
+    written = list(block)
+    has_indel = False
+    for i in writes:
+        state.sampled.setdefault(i, set()).add(x[i])
+        written[i] = x[i]
+        if x[i] == ids.delete:
+            has_indel = True
+            br.add("delete")
+        elif x[i] == ids.split:
+            has_indel = True
+            br.add("split")
+    if has_indel:
+        new, orig, padded, truncated = apply_edit_ops(written, block, state.is_orig_mask, fixed, ids)
+        state.is_orig_mask = orig
+        if padded:
+            br.add("pad")
+        if truncated:
+            br.add("truncate")
+    else:
+        new = written
+    return new, not final, br
+
+
+@dataclass
+class InDelResult:
+    output_ids: list
+    num_steps: int = 0
+    branches: dict = None  # branch -> count
+
+
+def indel_generate(model: Model, prompt_ids, block_size: int = 32, knobs: InDelKnobs = None,
+                   max_new_tokens: int = 64, eos_id: int | None = None,
+                   ids: InDelIds | None = None) -> InDelResult:
+    """JointThresholdInDel block diffusion, temperature 0, recomputing everything each step
+    (no KV cache): per block, indel_step until it closes; generation stops after a block as
+    for the other decoders (generation_done)."""
+    knobs = knobs or InDelKnobs()
+    if ids is None:
+        c = model.cfg
+        if c.mask_id is None or c.delete_id is None or c.split_id is None:
+            raise SystemExit("JointThresholdInDel needs mask_token_id, delete_token_id and split_token_id in config.json")
+        ids = InDelIds(c.mask_id, c.delete_id, c.split_id)
+    B, P = block_size, len(prompt_ids)
+    tokens = list(prompt_ids)
+    res = InDelResult(output_ids=[], branches={})
+    for blk in range(P // B, -(-(P + max_new_tokens) // B)):
+        start, end = blk * B, (blk + 1) * B
+        tokens = tokens + [ids.mask] * (end - len(tokens))
+        fixed = max(0, min(B, P - start))
+        state = InDelState.start(tokens[start:end], fixed, ids.mask)
+        while True:
+            rows = forward(model, tokens[:end], B)[start:end]
+            new, open_, br = indel_step(tokens[start:end], rows, state, knobs, ids)
+            res.num_steps += 1
+            for b in br:
+                res.branches[b] = res.branches.get(b, 0) + 1
+            tokens[start:end] = new
+            if not open_:
+                break
+        if generation_done(tokens[P:end], max_new_tokens, eos_id, ids.mask):
+            break
+    res.output_ids = output_ids(tokens[P:], max_new_tokens, eos_id)
+    return res
+
+
+# --------------------------------------------------------------------------------------
 # Fixtures
 # --------------------------------------------------------------------------------------
 
@@ -968,6 +1207,234 @@ def write_joint_fixtures(model: Model, out_dir: str, header: dict, min_margin_ok
 
 
 # --------------------------------------------------------------------------------------
+# JointThresholdInDel policy fixtures (no model: seeded synthetic logits)
+# --------------------------------------------------------------------------------------
+
+# A small vocabulary: ordinary tokens 0..19 (19 doubles as the EOS), then the specials.
+POLICY_VOCAB = 24
+POLICY_IDS = InDelIds(mask=20, delete=21, split=22)
+POLICY_EOS = 19
+LOGIT_UNIT = 16  # logits are whole multiples of 1/16: exact in JSON, float32 and float64
+
+
+@dataclass
+class PolicySpec:
+    name: str
+    block_size: int
+    fixed: int  # prompt positions at the start of the block
+    knobs: InDelKnobs
+    seed: int
+    p_delete: float = 0.05  # per masked / edited position: the pick is DELETE
+    p_split: float = 0.05  # ... SPLIT
+    p_mask: float = 0.05  # ... the mask token (masked positions only)
+    p_eos: float = 0.0  # ... the EOS (masked positions only)
+    p_edit: float = 0.1  # a decoded position's pick differs from its token
+    p_low: float = 0.5  # the pick's confidence is low (below 0.45)
+    oscillate: bool = False  # once maskless, the first generated position flips between two tokens
+    stall: bool = False  # original masks SPLIT, new masks DELETE: originals outlive the step cap
+
+
+POLICY_SPECS = [
+    PolicySpec("b8_speed_plain", 8, 3, InDelKnobs(0.5, 0.0, 16), 1),
+    PolicySpec("b32_speed_mixed", 32, 0, InDelKnobs(0.5, 0.0, 16), 2),
+    PolicySpec("b8_delete_heavy", 8, 2, InDelKnobs(0.5, 0.0, 16), 3, p_delete=0.3),
+    PolicySpec("b8_split_heavy_budget1", 8, 1, InDelKnobs(0.5, 0.0, 1), 4, p_split=0.3, p_edit=0.3),
+    PolicySpec("b8_budget0_edits", 8, 0, InDelKnobs(0.5, 0.0, 0), 5, p_edit=0.5),
+    PolicySpec("b8_budget2_edits", 8, 4, InDelKnobs(0.5, 0.0, 2), 6, p_edit=0.6),
+    PolicySpec("b8_quality_declined", 8, 2, InDelKnobs(0.7, 0.5, 16), 7, p_edit=0.5, p_low=0.6),
+    PolicySpec("b8_mask_picks", 8, 0, InDelKnobs(0.5, 0.0, 16), 8, p_mask=0.35),
+    PolicySpec("b8_cycle", 8, 2, InDelKnobs(0.5, 0.0, 16), 9, p_delete=0.0, p_split=0.0, oscillate=True),
+    PolicySpec("b32_cycle", 32, 5, InDelKnobs(0.5, 0.0, 6), 10, oscillate=True),
+    PolicySpec("b8_eos", 8, 3, InDelKnobs(0.5, 0.0, 16), 11, p_eos=0.25),
+    PolicySpec("b32_eos_quality", 32, 7, InDelKnobs(0.7, 0.5, 16), 12, p_eos=0.05),
+    PolicySpec("b8_step_cap", 8, 3, InDelKnobs(0.5, 0.0, 0), 13, stall=True),
+    PolicySpec("b8_split_tail", 8, 1, InDelKnobs(0.5, 0.0, 4), 17, p_split=0.9, p_delete=0.0, p_mask=0.0, p_low=0.0),
+    PolicySpec("b32_split_delete", 32, 0, InDelKnobs(0.3, 0.1, 3), 14, p_delete=0.15, p_split=0.15, p_edit=0.3),
+    PolicySpec("b8_strict_threshold", 8, 1, InDelKnobs(0.9, 0.0, 2), 15, p_low=0.8, p_mask=0.2),
+    PolicySpec("b32_low_conf", 32, 12, InDelKnobs(0.95, 0.9, 1), 16, p_low=0.9, p_edit=0.3),
+]
+
+# Every rule of indel_step, plus the end of generation inside a block: the fixture set must hit
+# each (tests/indel_policy.rs checks this list too).
+POLICY_BRANCHES = [
+    "m2t_threshold", "m2t_top", "m2t_new_masks_all", "m2t_final_all", "quota_raised",
+    "mask_pick_replaced", "edit", "edit_declined", "delete", "split", "pad", "truncate",
+    "final_budget", "final_step_cap", "final_ban", "no_change_exit", "cycle_resample",
+]
+
+
+def policy_row(rng, target: int, conf: float) -> list:
+    """A logits row (whole 1/16 units) whose argmax is `target` with about probability `conf`;
+    the other logits are distinct, so no argmax ties."""
+    others = rng.sample(range(-48, 1), POLICY_VOCAB - 1)
+    z = sum(math.exp(v / LOGIT_UNIT) for v in others)
+    lt = round(LOGIT_UNIT * math.log(conf / (1 - conf) * z))
+    lt = max(lt, max(others) + 1)
+    while lt in others:
+        lt += 1
+    row = others[:target] + [lt] + others[target:]
+    return row
+
+
+def policy_picks(rng, spec: PolicySpec, block: list, fixed: int, orig: list) -> list:
+    """One step's synthetic logits rows (1/16 units) for `block`."""
+    ids, B = POLICY_IDS, len(block)
+    maskless = all(t != ids.mask for t in block[fixed:])
+    rows = []
+    for i, t in enumerate(block):
+        conf = rng.uniform(0.05, 0.45) if rng.random() < spec.p_low else rng.uniform(0.55, 0.99)
+        r = rng.random()
+        if i < fixed:
+            target = t if r < 0.5 else rng.choice([ids.delete, ids.split, rng.randrange(19)])
+        elif spec.stall:
+            if i == fixed:  # decoded first, then a weak edit every step (the cycle's victim)
+                target = rng.randrange(19) if t == ids.mask else (t + 1 + rng.randrange(18)) % 19
+                conf = rng.uniform(0.55, 0.99) if t == ids.mask else rng.uniform(0.1, 0.3)
+            elif t == ids.mask:
+                target, conf = (ids.split if orig[i] else ids.delete), rng.uniform(0.8, 0.99)
+            else:
+                target = t
+        elif spec.oscillate and maskless:
+            if i == fixed:
+                target, conf = (3 if t == 4 else 4), 0.95
+            else:
+                target, conf = t, 0.97
+        elif t == ids.mask:
+            cuts = [spec.p_delete, spec.p_split, spec.p_mask, spec.p_eos]
+            opts = [ids.delete, ids.split, ids.mask, POLICY_EOS]
+            target = rng.randrange(19)
+            acc = 0.0
+            for c, o in zip(cuts, opts):
+                acc += c
+                if r < acc:
+                    target = o
+                    break
+        elif r < spec.p_edit:
+            q = rng.random()
+            target = ids.delete if q < spec.p_delete * 3 else ids.split if q < (spec.p_delete + spec.p_split) * 3 else rng.randrange(19)
+        else:
+            target = t
+        rows.append(policy_row(rng, target, conf))
+    return rows
+
+
+def policy_solid(rows: list, spec: PolicySpec) -> bool:
+    """No probability the step compares (a pick's, or its best non-mask alternative's) within
+    1e-4 of a threshold or 1e-5 of another, so float32 decides as float64 does."""
+    ps = []
+    for row in rows:
+        t = torch.tensor(row, dtype=F64) / LOGIT_UNIT
+        order = torch.argsort(t, descending=True).tolist()
+        ps.append(softmax_prob(t, order[0]))
+        alt = next(v for v in order if v != POLICY_IDS.mask)
+        ps.append(softmax_prob(t, alt))
+    for v in ps:
+        if min(abs(v - spec.knobs.threshold), abs(v - spec.knobs.edit_threshold)) < 1e-4:
+            return False
+    ps.sort()
+    return all(b - a > 1e-5 or b == a for a, b in zip(ps, ps[1:]))
+
+
+def policy_case(spec: PolicySpec) -> dict:
+    import random
+
+    rng = random.Random(spec.seed)
+    ids, B = POLICY_IDS, spec.block_size
+    block = [rng.randrange(19) for _ in range(spec.fixed)] + [ids.mask] * (B - spec.fixed)
+    prompt = list(block[: spec.fixed])
+    state = InDelState.start(block, spec.fixed, ids.mask)
+    steps = []
+    while True:
+        for _ in range(200):
+            rows = policy_picks(rng, spec, block, spec.fixed, state.is_orig_mask)
+            if policy_solid(rows, spec):
+                break
+        else:
+            raise SystemExit(f"{spec.name}: no solid step found")
+        logits = torch.tensor(rows, dtype=F64) / LOGIT_UNIT
+        new, open_, br = indel_step(block, logits, state, spec.knobs, ids)
+        steps.append({"input": block, "logits_x16": rows, "output": new, "open": open_, "branches": sorted(br)})
+        block = new
+        if not open_:
+            break
+        if len(steps) > B + spec.knobs.max_post_edit_steps + 1:
+            raise SystemExit(f"{spec.name}: the block did not close within its step limit")
+    generated = block[spec.fixed:]
+    max_new = B + 8  # the EOS decides, not the length
+    done = generation_done(generated, max_new, POLICY_EOS, ids.mask)
+    return {
+        "name": spec.name, "block_size": B, "fixed": spec.fixed, "prompt": prompt,
+        "threshold": spec.knobs.threshold, "edit_threshold": spec.knobs.edit_threshold,
+        "max_post_edit_steps": spec.knobs.max_post_edit_steps,
+        "eos_id": POLICY_EOS, "max_new_tokens": max_new,
+        "steps": steps,
+        # After the block: whether generation ends here (an EOS with no mask before it) and the
+        # output it gives.
+        "generation_done": done, "output_ids": output_ids(generated, max_new, POLICY_EOS),
+        "eos_in_block": POLICY_EOS in generated,
+    }
+
+
+def write_indel_policy_fixtures(out_dir: str, log):
+    cases = [policy_case(spec) for spec in POLICY_SPECS]
+    hit = {b for c in cases for s in c["steps"] for b in s["branches"]}
+    missing = [b for b in POLICY_BRANCHES if b not in hit]
+    if missing:
+        raise SystemExit(f"the policy fixtures miss branches {missing}; change POLICY_SPECS")
+    if not any(c["eos_in_block"] and c["generation_done"] for c in cases):
+        raise SystemExit("no policy case ends generation on an EOS inside its block")
+    if {c["block_size"] for c in cases} != {8, 32}:
+        raise SystemExit("the policy cases must use blocks of 8 and 32")
+    for c in cases:
+        counts = {}
+        for s in c["steps"]:
+            for b in s["branches"]:
+                counts[b] = counts.get(b, 0) + 1
+        log(f"  {c['name']}: {len(c['steps'])} steps, eos_done={c['generation_done']} {counts}")
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, "indel_policy.json")
+    with open(path, "w") as f:
+        json.dump({"vocab": POLICY_VOCAB, "mask_id": POLICY_IDS.mask, "delete_id": POLICY_IDS.delete,
+                   "split_id": POLICY_IDS.split, "logit_unit": LOGIT_UNIT, "branches": POLICY_BRANCHES,
+                   "cases": cases}, f, separators=(",", ":"))
+        f.write("\n")
+    log(f"wrote {path} ({len(cases)} cases, {sum(len(c['steps']) for c in cases)} steps)")
+
+
+INDEL_SPECS = [
+    # name, prompt kind, B, threshold, edit_threshold, max_post_edit_steps, max_new
+    ("indel_b8_speed_mid_block", "mid", 8, 0.5, 0.0, 16, 24),
+    ("indel_b32_speed_on_boundary", "boundary", 32, 0.5, 0.0, 16, 40),
+    ("indel_b8_quality_on_boundary", "boundary", 8, 0.7, 0.5, 16, 40),
+    ("indel_b8_budget1_mid_block", "mid", 8, 0.5, 0.0, 1, 30),
+    ("indel_b32_budget0_mid_block", "mid", 32, 0.3, 0.0, 0, 64),
+]
+
+
+def write_indel_fixtures(model: Model, out_dir: str, header: dict, log):
+    """End-to-end JointThresholdInDel generations of a LLaDA2.2 checkpoint (the tiny one of
+    `dllm make-model --family llada2.2`), for the engine to reproduce. Each case records the
+    branches its steps took; near-ties are not screened here (the engine's float32 could flip
+    one), so a case that disagrees should first be checked for one."""
+    cases = []
+    for name, kind, B, th, et, mp, max_new in INDEL_SPECS:
+        spec = JointSpec(name, kind, B, th, et, mp, max_new, "any")
+        _, ids = prompt_variant(model, spec, 8)
+        r = indel_generate(model, ids, B, InDelKnobs(th, et, mp), max_new, eos_id=model.cfg.eos_id)
+        log(f"  {name}: P={len(ids)} out={len(r.output_ids)} steps={r.num_steps} {r.branches}")
+        cases.append({"name": name, "prompt_ids": ids, "block_size": B, "threshold": th,
+                      "edit_threshold": et, "max_post_edit_steps": mp, "max_new_tokens": max_new,
+                      "eos_id": model.cfg.eos_id, "output_ids": r.output_ids, "num_steps": r.num_steps,
+                      "branches": r.branches})
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, "indel.json")
+    with open(path, "w") as f:
+        json.dump({"model": header, "cases": cases}, f, indent=1)
+        f.write("\n")
+    log(f"wrote {path} ({len(cases)} cases)")
+
+
+# --------------------------------------------------------------------------------------
 # CLI
 # --------------------------------------------------------------------------------------
 
@@ -996,9 +1463,9 @@ def main(argv=None):
     g.add_argument("--max-new-tokens", type=int, default=64)
     g.add_argument("--eos-id", type=int, default=None, help="default: config.json eos_token_id")
     g.add_argument("--verbose", action="store_true", help="print step statistics to stderr")
-    g.add_argument("--dllm-algorithm", default="LowConfidence", choices=["LowConfidence", "JointThreshold"])
-    g.add_argument("--edit-threshold", type=float, default=0.0, help="JointThreshold only")
-    g.add_argument("--max-post-edit-steps", type=int, default=16, help="JointThreshold only")
+    g.add_argument("--dllm-algorithm", default="LowConfidence", choices=["LowConfidence", "JointThreshold", "JointThresholdInDel"])
+    g.add_argument("--edit-threshold", type=float, default=0.0, help="JointThreshold(InDel) only")
+    g.add_argument("--max-post-edit-steps", type=int, default=16, help="JointThreshold(InDel) only")
 
     fx = sub.add_parser("fixtures", help="write tests/fixtures/{logits,greedy}.json")
     fx.add_argument("--model", required=True)
@@ -1010,8 +1477,26 @@ def main(argv=None):
     fx.add_argument("--only", choices=["joint_threshold"], default=None,
                     help="write only this fixture file (the others stay as they are)")
 
+    ip = sub.add_parser("indel-policy-fixtures",
+                        help="write tests/fixtures/indel_policy.json (synthetic; no model)")
+    ip.add_argument("--out", default="tests/fixtures")
+
+    ig = sub.add_parser("indel-fixtures",
+                        help="write indel.json: JointThresholdInDel generations of a LLaDA2.2 checkpoint")
+    ig.add_argument("--model", required=True)
+    ig.add_argument("--out", default="tests/fixtures")
+    ig.add_argument("--preset", default="tiny-2.2", help="recorded in the fixtures' header")
+    ig.add_argument("--seed", type=int, default=0, help="recorded in the fixtures' header")
+
     args = ap.parse_args(argv)
+    log = lambda m: print(m, file=sys.stderr)
+    if args.cmd == "indel-policy-fixtures":
+        write_indel_policy_fixtures(args.out, log)
+        return
     model = load_model(args.model)
+    if args.cmd == "indel-fixtures":
+        write_indel_fixtures(model, args.out, model_header(model, args.preset, args.seed), log)
+        return
 
     if args.cmd == "logits":
         logits = forward(model, parse_ids(args.ids), args.block_size)[-1]
@@ -1024,6 +1509,13 @@ def main(argv=None):
             text = CHAT_TEMPLATE.format(text=args.prompt) if args.chat else args.prompt
             ids = encode(model, text)
         eos = model.cfg.eos_id if args.eos_id is None else args.eos_id
+        if args.dllm_algorithm == "JointThresholdInDel":
+            knobs = InDelKnobs(args.threshold, args.edit_threshold, args.max_post_edit_steps)
+            r = indel_generate(model, ids, args.block_size, knobs, args.max_new_tokens, eos_id=eos)
+            print(",".join(str(t) for t in r.output_ids))
+            if args.verbose:
+                print(f"prompt_len={len(ids)} {r}", file=sys.stderr)
+            return
         if args.dllm_algorithm == "JointThreshold":
             r = joint_threshold_generate(model, ids, args.block_size, args.threshold,
                                          args.edit_threshold, args.max_post_edit_steps,

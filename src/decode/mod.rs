@@ -5,13 +5,14 @@
 //! - `blocks.rs`: a request's block layout and each step's unmask quota;
 //! - `sample.rs`: the pick of a position (argmax, or a draw with temperature / top-k / top-p);
 //! - one file per unmasking algorithm (`low_confidence.rs`, `joint_threshold.rs`,
-//!   `fixed_count.rs`), each owning its defaults and its config keys, as SGLang's
+//!   `joint_threshold_indel.rs`, `fixed_count.rs`), each owning its defaults and its config keys, as SGLang's
 //!   `srt/dllm/algorithm/` does;
 //! - `output.rs`: where a request's output ends (max_new_tokens, stop tokens).
 
 pub mod blocks;
 pub mod fixed_count;
 pub mod joint_threshold;
+pub mod joint_threshold_indel;
 pub mod low_confidence;
 pub mod output;
 pub mod sample;
@@ -30,6 +31,10 @@ pub enum Policy {
     LowConfidence { threshold: f32 },
     /// Unmasking by threshold plus edits of decoded tokens (LLaDA2.1).
     JointThreshold(joint_threshold::JointThreshold),
+    /// JointThreshold plus DELETE / SPLIT edits that change the block's layout (LLaDA2.2). Its
+    /// steps read the block's logits rows, not only the picks: the engine runs it through
+    /// [`joint_threshold_indel::JointThresholdInDel::step`], never [`Policy::step_block`].
+    JointThresholdInDel(joint_threshold_indel::JointThresholdInDel),
     /// Exactly k per step (benchmarks on random weights).
     FixedCount { k: usize },
 }
@@ -70,10 +75,7 @@ pub enum Setting {
 }
 
 /// The unmasking algorithms the server offers, by SGLang's `--dllm-algorithm` names.
-pub const ALGORITHMS: &[&str] = &[low_confidence::NAME, joint_threshold::NAME];
-
-/// SGLang's algorithm for LLaDA2.2's delete / insert edits: a later part of the work.
-pub const JOINT_THRESHOLD_INDEL: &str = "JointThresholdInDel";
+pub const ALGORITHMS: &[&str] = &[low_confidence::NAME, joint_threshold::NAME, joint_threshold_indel::NAME];
 
 impl Policy {
     /// SGLang's `--dllm-algorithm NAME` (case-insensitive) with the settings of its
@@ -88,8 +90,9 @@ impl Policy {
             let (jt, unknown) = joint_threshold::from_settings(settings)?;
             return Ok((Policy::JointThreshold(jt), unknown));
         }
-        if name.eq_ignore_ascii_case(JOINT_THRESHOLD_INDEL) {
-            return Err(format!("diffusion algorithm {JOINT_THRESHOLD_INDEL:?} (LLaDA2.2's delete / insert edits) is not implemented yet"));
+        if name.eq_ignore_ascii_case(joint_threshold_indel::NAME) {
+            let (a, unknown) = joint_threshold_indel::from_settings(settings)?;
+            return Ok((Policy::JointThresholdInDel(a), unknown));
         }
         Err(format!(
             "unknown diffusion algorithm {name:?}: dllm supports {}",
@@ -107,7 +110,7 @@ impl Policy {
     pub fn with_knobs(self, k: &Knobs) -> Result<Policy, String> {
         let only_joint = |name: &str, set: bool| {
             if set {
-                Err(format!("{name} applies to {} only, not to {}", joint_threshold::NAME, self.name()))
+                Err(format!("{name} applies to {} and {} only, not to {}", joint_threshold::NAME, joint_threshold_indel::NAME, self.name()))
             } else {
                 Ok(())
             }
@@ -129,6 +132,15 @@ impl Policy {
                 jt.check()?;
                 Ok(Policy::JointThreshold(jt))
             }
+            Policy::JointThresholdInDel(a) => {
+                let a = joint_threshold_indel::JointThresholdInDel {
+                    threshold: k.threshold.unwrap_or(a.threshold),
+                    edit_threshold: k.edit_threshold.unwrap_or(a.edit_threshold),
+                    max_post_edit_steps: k.max_post_edit_steps.unwrap_or(a.max_post_edit_steps),
+                };
+                a.check()?;
+                Ok(Policy::JointThresholdInDel(a))
+            }
             Policy::FixedCount { .. } => {
                 if k.threshold.is_some() || k.edit_threshold.is_some() || k.max_post_edit_steps.is_some() {
                     return Err("FixedCount takes no thresholds".into());
@@ -143,6 +155,7 @@ impl Policy {
         match self {
             Policy::LowConfidence { .. } => low_confidence::NAME,
             Policy::JointThreshold(_) => joint_threshold::NAME,
+            Policy::JointThresholdInDel(_) => joint_threshold_indel::NAME,
             Policy::FixedCount { .. } => "FixedCount",
         }
     }
@@ -172,6 +185,12 @@ impl Policy {
                 progress.post_edit_steps = s.post_edit_steps;
                 let open = s.open && progress.steps < jt.max_steps(tokens.len());
                 return BlockStep { writes: s.writes, open };
+            }
+            // Its steps need the logits rows (see the variant): called here by mistake, the block
+            // is closed as it stands rather than decoded by another rule.
+            Policy::JointThresholdInDel(_) => {
+                debug_assert!(false, "JointThresholdInDel steps through JointThresholdInDel::step");
+                return BlockStep { writes: vec![], open: false };
             }
         };
         // A position whose pick is the mask token stays masked.

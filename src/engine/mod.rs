@@ -12,9 +12,10 @@ pub use runner::Runner;
 use crate::backend::StepBatch;
 use crate::config::ModelConfig;
 use crate::decode::blocks::{quota_schedule, BlockLayout};
-use crate::decode::output::{cut_output_min, stop_ids};
+use crate::decode::output::{after_block, stop_ids};
 use crate::decode::sample::{apply_penalties, pick_row, sample_row, History, RowDraw};
-use crate::decode::{BlockProgress, Pick};
+use crate::decode::joint_threshold_indel::{EditIds, InDelState};
+use crate::decode::{BlockProgress, Pick, Policy};
 use crate::rng::Rng;
 use anyhow::{bail, Result};
 use std::ops::Range;
@@ -74,6 +75,8 @@ struct Req {
     block: usize,
     /// The current block's steps so far.
     progress: BlockProgress,
+    /// JointThresholdInDel's state of the current block (from its first step).
+    indel: Option<InDelState>,
     /// Positions below this have their final K/V in the cache.
     cached: usize,
     steps: usize,
@@ -87,6 +90,8 @@ pub struct Engine<B: Runner> {
     pub cfg: ModelConfig,
     pub mask_id: u32,
     pub eos_id: u32,
+    /// The mask and edit tokens JointThresholdInDel writes, or why this checkpoint has none.
+    pub edit_ids: Result<EditIds, String>,
     /// Longest sequence (prompt + generated, block-rounded) a request may reach: at most the
     /// config's max_position_embeddings and what the backend's KV cache holds for one sequence.
     pub context_len: usize,
@@ -105,7 +110,9 @@ pub struct Engine<B: Runner> {
 impl<B: Runner> Engine<B> {
     pub fn new(backend: B, cfg: ModelConfig, mask_id: u32, eos_id: u32) -> Self {
         let context_len = cfg.max_position_embeddings.min(backend.seq_capacity());
+        let edit_ids = EditIds::new(mask_id, cfg.delete_token_id, cfg.split_token_id, cfg.vocab_size);
         Engine {
+            edit_ids,
             backend,
             cfg,
             mask_id,
@@ -129,6 +136,9 @@ impl<B: Runner> Engine<B> {
             bail!("the prompt is empty");
         }
         p.validate(self.cfg.vocab_size).map_err(anyhow::Error::msg)?;
+        if let (Policy::JointThresholdInDel(_), Err(e)) = (&p.policy, &self.edit_ids) {
+            bail!("{e}");
+        }
         if let Some(&t) = prompt.iter().find(|&&t| t as usize >= self.cfg.vocab_size) {
             bail!("token id {t} is outside the vocabulary ({})", self.cfg.vocab_size);
         }
@@ -176,6 +186,7 @@ impl<B: Runner> Engine<B> {
             slot,
             block: layout.first_gen_block(),
             progress: BlockProgress::default(),
+            indel: None,
             cached: 0,
             steps: 0,
             blocks_done: 0,
@@ -219,7 +230,7 @@ impl<B: Runner> Engine<B> {
             }
             out_rows.extend(row0 + (bs - r.cached)..row0 + (be - r.cached));
         }
-        let picks = match self.picks(&batch, &out_rows) {
+        let (picks, mut rows) = match self.picks(&batch, &out_rows) {
             Ok(p) => p,
             Err(e) => {
                 // A failed forward fails its requests, never the engine.
@@ -230,6 +241,7 @@ impl<B: Runner> Engine<B> {
             }
         };
         let mut finished = vec![];
+        let mut failed: Vec<(u64, String)> = vec![];
         let mut off = 0;
         for (ri, r) in self.reqs.iter_mut().enumerate() {
             let b = r.layout.block_size;
@@ -237,30 +249,51 @@ impl<B: Runner> Engine<B> {
             let picks = &picks[off..off + b];
             off += b;
             let fixed = r.layout.prompt_len.saturating_sub(bs).min(b);
-            let step = r.params.policy.step_block(&mut r.progress, &r.quotas, picks, &r.tokens[bs..bs + b], fixed, self.mask_id);
-            for i in step.writes {
-                r.tokens[bs + i] = picks[i].token;
-                r.probs[bs + i] = picks[i].prob;
-            }
+            let open = match (r.params.policy, rows.get_mut(ri).and_then(Option::take), &self.edit_ids) {
+                (Policy::JointThresholdInDel(a), Some(rows), Ok(ids)) => {
+                    // The step may rewrite the whole block (deletes shift it left, splits right,
+                    // masks pad it): it returns the block's new tokens and their probabilities.
+                    let block = &r.tokens[bs..bs + b];
+                    let state = r.indel.get_or_insert_with(|| InDelState::start(block, fixed, ids.mask));
+                    let s = a.step(state, block, &r.probs[bs..bs + b], &rows, *ids);
+                    r.tokens[bs..bs + b].copy_from_slice(&s.tokens);
+                    r.probs[bs..bs + b].copy_from_slice(&s.probs);
+                    r.progress.steps += 1;
+                    s.open && r.progress.steps < a.max_steps(b)
+                }
+                (Policy::JointThresholdInDel(_), ..) => {
+                    // add() checked the ids and picks() keeps the rows of every such request.
+                    failed.push((r.id, "internal error: a JointThresholdInDel step without its logits rows or edit ids".to_string()));
+                    continue;
+                }
+                (policy, ..) => {
+                    let step = policy.step_block(&mut r.progress, &r.quotas, picks, &r.tokens[bs..bs + b], fixed, self.mask_id);
+                    for i in step.writes {
+                        r.tokens[bs + i] = picks[i].token;
+                        r.probs[bs + i] = picks[i].prob;
+                    }
+                    step.open
+                }
+            };
             // The block's K/V in the cache is from this step's forward, over the tokens before
-            // these writes; the next block's first step runs this block again with its final
-            // tokens (from `cached`), so a finished block's cached K/V is always its final one.
+            // this step's writes; the next block's first step runs this block again with its final
+            // tokens (from `cached`), so a finished block's cached K/V is always its final one
+            // (also when a step rewrote the block's layout: the whole block is forwarded again).
             r.cached = bs;
             r.steps += 1;
-            if step.open {
+            if open {
                 continue;
             }
             r.blocks_done += 1;
             let p = &r.params;
             let stops = stop_ids(&p.stop_token_ids, self.eos_id, p.replace_eos, p.ignore_eos);
             let generated = &r.tokens[r.layout.prompt_len..bs + b];
-            let (cut, matched) = cut_output_min(generated, r.params.max_new_tokens, &stops, r.params.min_new_tokens);
-            let eos_final = matched.is_some() && !generated[..cut.len()].contains(&self.mask_id);
+            let (cut, matched, done) = after_block(generated, r.params.max_new_tokens, &stops, r.params.min_new_tokens, self.mask_id);
             let last = r.block + 1 >= r.layout.end_block();
             let p0 = r.layout.prompt_len;
             let probs = r.probs[p0..p0 + cut.len()].to_vec();
             events.push(Event::Block { id: r.id, generated: Generated { ids: cut.clone(), probs: probs.clone() } });
-            if eos_final || last || generated.len() >= r.params.max_new_tokens {
+            if done || last {
                 let output = Output {
                     finish: matched.map(Finish::Stop).unwrap_or(Finish::Length),
                     output_ids: cut,
@@ -274,11 +307,15 @@ impl<B: Runner> Engine<B> {
             } else {
                 r.block += 1;
                 r.progress = BlockProgress::default();
+                r.indel = None;
             }
         }
         for &ri in finished.iter().rev() {
             let r = self.reqs.remove(ri);
             self.backend.close_seq(r.slot);
+        }
+        for (id, error) in failed {
+            self.fail(&[id], &error, &mut events);
         }
         events
     }
@@ -299,12 +336,16 @@ impl<B: Runner> Engine<B> {
 
     /// Per output row: when no request needs the logits on the host (greedy, no bias or
     /// penalty) the backend's fused lm_head pick; otherwise the full logits, each request's rows
-    /// shifted by its bias and penalties, then its argmax or draw.
-    fn picks(&mut self, batch: &StepBatch, out_rows: &[usize]) -> Result<Vec<Pick>> {
+    /// shifted by its bias and penalties, then its argmax or draw. Second, per request, its
+    /// block's (shifted) logits rows where its algorithm reads them (JointThresholdInDel).
+    fn picks(&mut self, batch: &StepBatch, out_rows: &[usize]) -> Result<(Vec<Pick>, Vec<Option<Vec<f32>>>)> {
+        let n = self.reqs.len();
+        let none = || vec![None; n];
         if !self.reqs.iter().any(|r| r.params.needs_logits()) {
-            return self.backend.pick(&self.cfg, batch, out_rows);
+            return Ok((self.backend.pick(&self.cfg, batch, out_rows)?, none()));
         }
-        if self.backend.samples() && self.reqs.iter().all(|r| r.params.penalties().is_neutral()) {
+        let reads_rows = self.reqs.iter().any(|r| r.params.reads_rows());
+        if !reads_rows && self.backend.samples() && self.reqs.iter().all(|r| r.params.penalties().is_neutral()) {
             // Sampled without penalties: each row drawn where its logits are, with the uniform
             // the host path would draw for it (same generator, same order).
             let mut draws = Vec::with_capacity(out_rows.len());
@@ -314,13 +355,15 @@ impl<B: Runner> Engine<B> {
                     draws.push(RowDraw { sampling, u: if sampling.is_some() { r.rng.uniform() } else { 0.0 } });
                 }
             }
-            return self.backend.sample(&self.cfg, batch, out_rows, &draws);
+            return Ok((self.backend.sample(&self.cfg, batch, out_rows, &draws)?, none()));
         }
         let mut logits = self.backend.logits(&self.cfg, batch, out_rows)?;
         let v = self.cfg.vocab_size;
         let mut picks = Vec::with_capacity(out_rows.len());
+        let mut rows = Vec::with_capacity(self.reqs.len());
         let mut row = 0;
         for r in &mut self.reqs {
+            let first = row;
             let b = r.layout.block_size;
             let penalties = r.params.penalties();
             // "So far" is what is unmasked at this step: the prompt, and the output positions
@@ -340,8 +383,9 @@ impl<B: Runner> Engine<B> {
                 picks.push(if r.params.temperature == 0.0 { pick_row(l) } else { sample_row(l, &r.params.sampling(), &mut r.rng) });
                 row += 1;
             }
+            rows.push(r.params.reads_rows().then(|| logits[first * v..row * v].to_vec()));
         }
-        Ok(picks)
+        Ok((picks, rows))
     }
 
     /// Run one request alone to the end (the CLI path).
@@ -422,6 +466,8 @@ pub trait DynEngine: Send {
     fn set_context_len(&mut self, n: usize);
     fn max_forward_tokens(&self) -> usize;
     fn set_max_forward_tokens(&mut self, n: usize);
+    /// The checkpoint's mask and edit tokens (JointThresholdInDel), or why it has none.
+    fn edit_ids(&self) -> Result<EditIds, String>;
 }
 
 impl<B: Runner + Send> DynEngine for Engine<B> {
@@ -460,5 +506,8 @@ impl<B: Runner + Send> DynEngine for Engine<B> {
     }
     fn set_max_forward_tokens(&mut self, n: usize) {
         self.max_forward_tokens = n;
+    }
+    fn edit_ids(&self) -> Result<EditIds, String> {
+        self.edit_ids.clone()
     }
 }

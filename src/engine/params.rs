@@ -88,6 +88,17 @@ impl GenParams {
                     return Err("steps applies to LowConfidence; JointThreshold unmasks by threshold (else one position) and runs until its block settles".into());
                 }
             }
+            Policy::JointThresholdInDel(a) => {
+                a.check()?;
+                if self.steps.is_some() {
+                    return Err("steps applies to LowConfidence; JointThresholdInDel unmasks by threshold (else its quota) and runs until its block settles".into());
+                }
+                if self.temperature != 0.0 {
+                    // SGLang's JointThresholdInDel, like LLaDA2.2's reference decoder as served,
+                    // decodes greedily: its rules compare argmaxes and their probabilities.
+                    return Err(format!("JointThresholdInDel decodes greedily: temperature must be 0, got {}", self.temperature));
+                }
+            }
             Policy::FixedCount { .. } => {}
         }
         if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
@@ -140,7 +151,14 @@ impl GenParams {
     /// Whether the picks need the full logits on the host: a draw, or logits shifted by a bias
     /// or penalty (a greedy request without either takes the backend's fused argmax).
     pub fn needs_logits(&self) -> bool {
-        self.temperature > 0.0 || !self.penalties().is_neutral()
+        self.reads_rows() || self.temperature > 0.0 || !self.penalties().is_neutral()
+    }
+
+    /// Whether each step's algorithm reads the block's logits rows, not only the picks
+    /// (JointThresholdInDel: the best token other than the mask, the edit tokens or the tokens
+    /// written before at a position).
+    pub fn reads_rows(&self) -> bool {
+        matches!(self.policy, Policy::JointThresholdInDel(_))
     }
 }
 
@@ -171,6 +189,12 @@ mod tests {
             GenParams { policy: Policy::JointThreshold(JointThreshold { edit_threshold: -0.5, ..jt }), ..ok.clone() },
             "edit_threshold must be in [0, 1]",
         );
+        let indel = Policy::JointThresholdInDel(crate::decode::joint_threshold_indel::JointThresholdInDel::default());
+        let indel_ok = GenParams { policy: indel, ..ok.clone() };
+        assert_eq!(indel_ok.validate(100), Ok(()));
+        assert!(indel_ok.needs_logits() && indel_ok.reads_rows() && !ok.reads_rows());
+        bad(GenParams { temperature: 0.7, ..indel_ok.clone() }, "JointThresholdInDel decodes greedily: temperature must be 0, got 0.7");
+        bad(GenParams { steps: Some(4), ..indel_ok.clone() }, "steps applies to LowConfidence; JointThresholdInDel");
         bad(GenParams { temperature: f32::NAN, ..ok.clone() }, "temperature");
         bad(GenParams { top_p: 0.0, ..ok.clone() }, "top_p must be in (0, 1]");
         bad(GenParams { stop_token_ids: vec![3, 100], ..ok.clone() }, "stop_token_ids: 100 is outside the vocabulary (100)");

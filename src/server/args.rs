@@ -21,15 +21,16 @@ pub struct ServeArgs {
     /// 0 picks a free port (the bound address is logged).
     #[arg(long, default_value_t = 30000)]
     pub port: u16,
-    /// Decoding algorithm (SGLang's dLLM PR spelling): LowConfidence or JointThreshold.
-    /// Default: the checkpoint family's (LLaDA2.0: LowConfidence, LLaDA2.1: JointThreshold).
+    /// Decoding algorithm (SGLang's dLLM PR spelling): LowConfidence, JointThreshold or
+    /// JointThresholdInDel. Default: the checkpoint family's (LLaDA2.0: LowConfidence, LLaDA2.1:
+    /// JointThreshold, LLaDA2.2: JointThresholdInDel).
     #[arg(long)]
     pub diffusion_algorithm: Option<String>,
     /// Newer SGLang spelling of --diffusion-algorithm.
     #[arg(long)]
     pub dllm_algorithm: Option<String>,
     /// YAML file with the algorithm's settings (SGLang's keys), e.g. `threshold: 0.9`, or for
-    /// JointThreshold `threshold`, `edit_threshold`, `max_post_edit_steps`.
+    /// JointThreshold and JointThresholdInDel `threshold`, `edit_threshold`, `max_post_edit_steps`.
     #[arg(long)]
     pub dllm_algorithm_config: Option<PathBuf>,
     /// Block size of diffusion decoding: the default, and the largest a request may ask for.
@@ -201,7 +202,7 @@ impl Settings {
         };
         // The algorithm's settings are checked now: against the named algorithm, or when the
         // checkpoint's family will choose it, against each algorithm a family may choose.
-        for family in [Family::Llada20, Family::Llada21] {
+        for family in [Family::Llada20, Family::Llada21, Family::Llada22] {
             settings.policy(family, false)?;
         }
         Ok(settings)

@@ -162,6 +162,9 @@ pub async fn start_with(settings: Settings, mut loaded: Loaded) -> Result<Runnin
             );
         }
     }
+    if let (crate::decode::Policy::JointThresholdInDel(_), Err(e)) = (&policy, &loaded.engine.edit_ids()) {
+        bail!("--dllm-algorithm {}: {e}", policy.name());
+    }
     if let Some(n) = settings.context_length {
         if n > cfg.max_position_embeddings {
             bail!("--context-length {n} exceeds the model's max_position_embeddings ({})", cfg.max_position_embeddings);
@@ -521,6 +524,11 @@ fn server_info(st: &AppState) -> serde_json::Value {
                 o.insert("threshold".into(), jt.threshold.into());
                 o.insert("edit_threshold".into(), jt.edit_threshold.into());
                 o.insert("max_post_edit_steps".into(), jt.max_post_edit_steps.into());
+            }
+            crate::decode::Policy::JointThresholdInDel(a) => {
+                o.insert("threshold".into(), a.threshold.into());
+                o.insert("edit_threshold".into(), a.edit_threshold.into());
+                o.insert("max_post_edit_steps".into(), a.max_post_edit_steps.into());
             }
             crate::decode::Policy::FixedCount { .. } => {}
         }

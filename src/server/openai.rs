@@ -76,8 +76,9 @@ const NO_TOP_LOGPROBS: &str = "only the chosen token's logprob is available (dll
 fn parse_common(st: &AppState, o: &Map<String, Value>, own: &[&str], flavor: Flavor) -> ApiResult<Common> {
     let mut c =
         Common { sampling: Sampling::new(st), stream: false, include_usage: false, max_tokens_given: false, rid: None, logprobs: false };
-    // OpenAI's default temperature is 1; a request that wants greedy says so.
-    c.sampling.params.temperature = 1.0;
+    // OpenAI's default temperature is 1; a request that wants greedy says so. JointThresholdInDel
+    // decodes greedily only, so under it the default is 0 (a temperature above 0 is a 400).
+    c.sampling.params.temperature = if c.sampling.params.reads_rows() { 0.0 } else { 1.0 };
     for (k, v) in o {
         let k = k.as_str();
         if own.contains(&k) {
