@@ -12,7 +12,7 @@ use dllm::backend::cpu::CpuBackend;
 use dllm::checkpoint::Checkpoint;
 use dllm::decode::joint_threshold_indel::JointThresholdInDel;
 use dllm::decode::Policy;
-use dllm::engine::{Engine, GenParams};
+use dllm::engine::{Engine, Event, GenParams};
 use dllm::tokenizer::Tokenizer;
 
 fn cases_match(tag: &str, budget: impl Fn(usize) -> usize) {
@@ -44,7 +44,26 @@ fn cases_match(tag: &str, budget: impl Fn(usize) -> usize) {
             ..GenParams::default()
         };
         engine.max_forward_tokens = budget(params.block_size);
-        let out = engine.generate(ids(&case["prompt_ids"]), params).unwrap();
+        // Streamed as the server does: each finished block's event holds everything so far, which
+        // later blocks only extend (a block's text is final when the block is).
+        let id = engine.add(ids(&case["prompt_ids"]), params).unwrap();
+        let (mut streamed, mut out) = (Vec::<Vec<u32>>::new(), None);
+        while out.is_none() {
+            for ev in engine.step() {
+                match ev {
+                    Event::Block { id: i, generated } if i == id => streamed.push(generated.ids),
+                    Event::Done { id: i, output } if i == id => out = Some(output),
+                    Event::Failed { error, .. } => panic!("{name}: {error}"),
+                    _ => {}
+                }
+            }
+        }
+        let out = out.unwrap();
+        assert_eq!(streamed.len(), out.blocks, "{name}: one event per finished block");
+        for w in streamed.windows(2) {
+            assert!(w[1].starts_with(&w[0]), "{name}: a later block's event rewrote an earlier block");
+        }
+        assert_eq!(streamed.last(), Some(&out.output_ids), "{name}: the last event is the output");
         assert_eq!(out.output_ids, ids(&case["output_ids"]), "{name}: output ids differ");
         assert_eq!(out.steps as u64, case["num_steps"].as_u64().unwrap(), "{name}: denoising step count differs");
         assert_eq!(engine.active(), 0);
