@@ -1049,6 +1049,39 @@ mod cuda {
                 cases.len()
             );
         }
+        // JointThresholdInDel (LLaDA2.2's decoder; two ordinary ids stand in for DELETE and
+        // SPLIT, see tests/indel_engine.rs) through the same engine: the logits rows come from
+        // the GPU, the step runs on the host. bf16 flips change trajectories, so the count of
+        // equal cases is reported; the assertions are the decoder's bounds and invariants.
+        if let Some(ifx) = fixture("indel_engine.json") {
+            let (del, split) = (ifx["delete_id"].as_u64().unwrap() as u32, ifx["split_id"].as_u64().unwrap() as u32);
+            engine.edit_ids = dllm::decode::joint_threshold_indel::EditIds::new(tok.mask_id, Some(del), Some(split), cfg.vocab_size);
+            let mut same = 0;
+            let cases = ifx["cases"].as_array().unwrap();
+            for case in cases {
+                let name = case["name"].as_str().unwrap();
+                let a = dllm::decode::joint_threshold_indel::JointThresholdInDel {
+                    threshold: case["threshold"].as_f64().unwrap() as f32,
+                    edit_threshold: case["edit_threshold"].as_f64().unwrap() as f32,
+                    max_post_edit_steps: case["max_post_edit_steps"].as_u64().unwrap() as usize,
+                };
+                let params = dllm::engine::GenParams {
+                    max_new_tokens: case["max_new_tokens"].as_u64().unwrap() as usize,
+                    block_size: case["block_size"].as_u64().unwrap() as usize,
+                    policy: dllm::decode::Policy::JointThresholdInDel(a),
+                    stop_token_ids: vec![case["eos_id"].as_u64().unwrap() as u32],
+                    replace_eos: true,
+                    ..Default::default()
+                };
+                let (b, max_new) = (params.block_size, params.max_new_tokens);
+                let out = engine.generate(ids(&case["prompt_ids"]), params).unwrap();
+                assert!(out.output_ids.len() <= max_new, "{name}");
+                assert!(out.steps <= out.blocks * a.max_steps(b), "{name}: {} steps over {} blocks", out.steps, out.blocks);
+                assert!(!out.output_ids.iter().any(|&t| t == del || t == split || t == tok.mask_id), "{name}: {:?}", out.output_ids);
+                same += usize::from(out.output_ids == ids(&case["output_ids"]) && out.steps as u64 == case["num_steps"].as_u64().unwrap());
+            }
+            eprintln!("fixture indel on cuda: {same} of {} equal to the reference token for token and step for step", cases.len());
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -113,10 +113,11 @@ fn each_family_decodes_with_its_algorithm() {
         generate(&d21, &["--threshold", "0.7", "--edit-threshold", "0.5", "--max-post-edit-steps", "2"]).unwrap()["output_ids"],
         jt["output_ids"]
     );
-    // 2.2 loads (block routing); its own decoder (JointThresholdInDel) is not there yet, the
-    // others decode it, in blocks of its routing block only.
-    let e = generate(&d22, &[]).unwrap_err();
-    assert!(e.contains("JointThresholdInDel") && e.contains("not implemented yet"), "{e}");
+    // 2.2 loads (block routing) and decodes with its own decoder by default, the others by the
+    // flag, in blocks of its routing block only.
+    let indel = generate(&d22, &[]).unwrap();
+    assert_eq!(indel["dllm_algorithm"], "JointThresholdInDel", "{indel}");
+    assert_eq!(indel["output_ids"].as_array().unwrap().len(), 8, "{indel}");
     for alg in ["LowConfidence", "JointThreshold"] {
         let out = generate(&d22, &["--dllm-algorithm", alg]).unwrap();
         assert_eq!(out["output_ids"].as_array().unwrap().len(), 8, "{alg}: {out}");

@@ -65,8 +65,7 @@ fn replay(fx: &Value, case: &Value) -> Vec<BTreeSet<String>> {
     let mut taken = vec![];
     for (k, st) in steps.iter().enumerate() {
         assert_eq!(block, u32s(&st["input"]), "{name} step {k}: the input is the previous step's output");
-        let logits: Vec<f32> =
-            st["logits_x16"].as_array().unwrap().iter().flat_map(|row| u32s_f(row)).map(|x| x as f32 / unit).collect();
+        let logits: Vec<f32> = st["logits_x16"].as_array().unwrap().iter().flat_map(logit_units).map(|x| x as f32 / unit).collect();
         let s = a.step(&mut state, &block, &probs, &logits, ids);
         let want_br: BTreeSet<String> = st["branches"].as_array().unwrap().iter().map(|x| x.as_str().unwrap().to_string()).collect();
         let got_br: BTreeSet<String> = s.branches.iter().map(|x| x.to_string()).collect();
@@ -97,7 +96,7 @@ fn replay(fx: &Value, case: &Value) -> Vec<BTreeSet<String>> {
     taken
 }
 
-fn u32s_f(v: &Value) -> Vec<i64> {
+fn logit_units(v: &Value) -> Vec<i64> {
     v.as_array().unwrap().iter().map(|x| x.as_i64().unwrap()).collect()
 }
 

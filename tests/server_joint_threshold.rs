@@ -69,7 +69,10 @@ fn the_algorithm_config_takes_sglang_keys() {
     let indel = JointThresholdInDel { threshold: 0.7, edit_threshold: 0.5, max_post_edit_steps: 4 };
     assert_eq!(s.policy(Family::Llada20, false).unwrap(), Policy::JointThresholdInDel(indel));
     let s = parse(&["--threshold", "0.6"]).unwrap();
-    assert_eq!(s.policy(Family::Llada22, false).unwrap(), Policy::JointThresholdInDel(JointThresholdInDel { threshold: 0.6, ..Default::default() }));
+    assert_eq!(
+        s.policy(Family::Llada22, false).unwrap(),
+        Policy::JointThresholdInDel(JointThresholdInDel { threshold: 0.6, ..Default::default() })
+    );
     let bad = dir.join("bad.yaml");
     for (text, want) in [
         ("penalty_lambda: 0.5\n", "penalty_lambda"),

@@ -802,6 +802,31 @@ class InDelResult:
     output_ids: list
     num_steps: int = 0
     branches: dict = None  # branch -> count
+    min_logit_gap: float = math.inf  # smallest gap between a non-prompt row's top 3 logits
+    min_prob_gap: float = math.inf  # smallest distance of a p from a threshold or another p
+
+
+def indel_margins(block, rows, fixed, knobs, ids, logit_gap, prob_gap):
+    """How close this step came to a decision float32 could take otherwise: over the
+    non-prompt rows, the gaps between their 3 largest logits (the argmax and the best token
+    other than one or two excluded ones), and each p (of the argmax and of the best non-mask
+    token) from the thresholds and from the other p's. Conservative: it looks at more than the
+    step decides on."""
+    masked, decoded = [], []  # the p's ranked against each other: among masks, among edits
+    for i in range(fixed, len(block)):
+        top = torch.topk(rows[i], 3).values
+        logit_gap = min(logit_gap, float(top[0] - top[1]), float(top[1] - top[2]))
+        order = torch.argsort(rows[i], descending=True).tolist()
+        ps = [softmax_prob(rows[i], order[0]), softmax_prob(rows[i], next(t for t in order if t != ids.mask))]
+        for v in ps:
+            prob_gap = min(prob_gap, abs(v - knobs.threshold), abs(v - knobs.edit_threshold))
+        (masked if block[i] == ids.mask else decoded).extend(ps)
+    for group in (masked, decoded):
+        group.sort()
+        for x, y in zip(group, group[1:]):
+            if y != x:
+                prob_gap = min(prob_gap, y - x)
+    return logit_gap, prob_gap
 
 
 def indel_generate(model: Model, prompt_ids, block_size: int = 32, knobs: InDelKnobs = None,
@@ -826,6 +851,8 @@ def indel_generate(model: Model, prompt_ids, block_size: int = 32, knobs: InDelK
         state = InDelState.start(tokens[start:end], fixed, ids.mask)
         while True:
             rows = forward(model, tokens[:end], B)[start:end]
+            res.min_logit_gap, res.min_prob_gap = indel_margins(
+                tokens[start:end], rows, fixed, knobs, ids, res.min_logit_gap, res.min_prob_gap)
             new, open_, br = indel_step(tokens[start:end], rows, state, knobs, ids)
             res.num_steps += 1
             for b in br:
@@ -1404,11 +1431,59 @@ def write_indel_policy_fixtures(out_dir: str, log):
 INDEL_SPECS = [
     # name, prompt kind, B, threshold, edit_threshold, max_post_edit_steps, max_new
     ("indel_b8_speed_mid_block", "mid", 8, 0.5, 0.0, 16, 24),
-    ("indel_b32_speed_on_boundary", "boundary", 32, 0.5, 0.0, 16, 40),
+    ("indel_b32_budget2_on_boundary", "boundary", 32, 0.5, 0.0, 2, 32),
     ("indel_b8_quality_on_boundary", "boundary", 8, 0.7, 0.5, 16, 40),
     ("indel_b8_budget1_mid_block", "mid", 8, 0.5, 0.0, 1, 30),
-    ("indel_b32_budget0_mid_block", "mid", 32, 0.3, 0.0, 0, 64),
+    ("indel_b32_budget0_mid_block", "mid", 32, 0.7, 0.0, 0, 40),
 ]
+
+
+def write_indel_engine_fixtures(model: Model, out_dir: str, header: dict, log, min_logit_gap: float,
+                                min_prob_gap: float):
+    """End-to-end JointThresholdInDel generations of a model that routes as LLaDA2.0 (the tiny
+    fixture checkpoint), with two ordinary ids standing in for DELETE and SPLIT: the two the
+    model predicts most often over a probe, so that its edits fire. The decoder does not care
+    which model feeds it; this checks the engine's handling of blocks whose layout changes
+    (its K/V cache above all) until a 2.2 checkpoint loads. Each case is the first prompt
+    variant whose decoding has no near-tie (indel_margins) and that deletes and splits."""
+    c = model.cfg
+    probe = generate(model, encode(model, PROMPT_TEXTS[0]) if model.tokenizer else list(range(1, 12)),
+                     8, 8, 0.0, 48, eos_id=None).output_ids
+    counts = {}
+    for t in probe:
+        if t not in (c.mask_id, c.eos_id):
+            counts[t] = counts.get(t, 0) + 1
+    ranked = sorted(counts, key=lambda t: (-counts[t], t))
+    ids = InDelIds(c.mask_id, ranked[0], ranked[1])
+    log(f"  delete id {ids.delete}, split id {ids.split} (probe counts {counts[ids.delete]}, {counts[ids.split]})")
+    cases = []
+    for name, kind, B, th, et, mp, max_new in INDEL_SPECS:
+        spec = JointSpec(name, kind, B, th, et, mp, max_new, "any")
+        found = None
+        for variant in range(60):
+            _, prompt = prompt_variant(model, spec, variant)
+            r = indel_generate(model, prompt, B, InDelKnobs(th, et, mp), max_new, eos_id=c.eos_id, ids=ids)
+            solid = r.min_logit_gap >= min_logit_gap and r.min_prob_gap >= min_prob_gap
+            log(f"  {name}: try {variant} P={len(prompt)} out={len(r.output_ids)} steps={r.num_steps} "
+                f"gaps={r.min_logit_gap:.3g}/{r.min_prob_gap:.3g} {r.branches}")
+            if solid and "delete" in r.branches and "split" in r.branches:
+                found = (prompt, r)
+                break
+        if found is None:
+            log(f"  {name}: no solid prompt that deletes and splits; left out")
+            continue
+        prompt, r = found
+        cases.append({"name": name, "prompt_ids": prompt, "block_size": B, "threshold": th,
+                      "edit_threshold": et, "max_post_edit_steps": mp, "max_new_tokens": max_new,
+                      "eos_id": c.eos_id, "output_ids": r.output_ids, "num_steps": r.num_steps,
+                      "branches": dict(sorted(r.branches.items())), "min_logit_gap": sig7(r.min_logit_gap),
+                      "min_prob_gap": sig7(r.min_prob_gap)})
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, "indel_engine.json")
+    with open(path, "w") as f:
+        json.dump({"model": header, "delete_id": ids.delete, "split_id": ids.split, "cases": cases}, f, indent=1)
+        f.write("\n")
+    log(f"wrote {path} ({len(cases)} cases)")
 
 
 def write_indel_fixtures(model: Model, out_dir: str, header: dict, log):
@@ -1425,7 +1500,7 @@ def write_indel_fixtures(model: Model, out_dir: str, header: dict, log):
         cases.append({"name": name, "prompt_ids": ids, "block_size": B, "threshold": th,
                       "edit_threshold": et, "max_post_edit_steps": mp, "max_new_tokens": max_new,
                       "eos_id": model.cfg.eos_id, "output_ids": r.output_ids, "num_steps": r.num_steps,
-                      "branches": r.branches})
+                      "branches": dict(sorted(r.branches.items()))})
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, "indel.json")
     with open(path, "w") as f:
@@ -1488,12 +1563,26 @@ def main(argv=None):
     ig.add_argument("--preset", default="tiny-2.2", help="recorded in the fixtures' header")
     ig.add_argument("--seed", type=int, default=0, help="recorded in the fixtures' header")
 
+    ie = sub.add_parser("indel-engine-fixtures",
+                        help="write indel_engine.json: JointThresholdInDel over a 2.0 checkpoint, "
+                             "two ordinary ids as the edit tokens")
+    ie.add_argument("--model", required=True)
+    ie.add_argument("--out", default="tests/fixtures")
+    ie.add_argument("--preset", default="tiny", help="recorded in the fixtures' header")
+    ie.add_argument("--seed", type=int, default=0, help="recorded in the fixtures' header")
+    ie.add_argument("--min-logit-gap", type=float, default=1e-3)
+    ie.add_argument("--min-prob-gap", type=float, default=1e-5)
+
     args = ap.parse_args(argv)
     log = lambda m: print(m, file=sys.stderr)
     if args.cmd == "indel-policy-fixtures":
         write_indel_policy_fixtures(args.out, log)
         return
     model = load_model(args.model)
+    if args.cmd == "indel-engine-fixtures":
+        write_indel_engine_fixtures(model, args.out, model_header(model, args.preset, args.seed), log,
+                                    args.min_logit_gap, args.min_prob_gap)
+        return
     if args.cmd == "indel-fixtures":
         write_indel_fixtures(model, args.out, model_header(model, args.preset, args.seed), log)
         return

@@ -72,9 +72,7 @@ impl EditIds {
             }
         }
         if delete == split || delete == mask || split == mask {
-            return Err(format!(
-                "config.json's mask ({mask}), delete ({delete}) and split ({split}) token ids must be distinct"
-            ));
+            return Err(format!("config.json's mask ({mask}), delete ({delete}) and split ({split}) token ids must be distinct"));
         }
         Ok(EditIds { mask, delete, split })
     }
@@ -280,8 +278,8 @@ impl JointThresholdInDel {
             let changing = writes.iter().copied().filter(|&i| x[i] != tokens[i]);
             if let Some(c) = changing.min_by(|&i, &j| p[i].total_cmp(&p[j]).then(i.cmp(&j))) {
                 let done = state.sampled.get(c).cloned().unwrap_or_default();
-                let no_mask = orig_masked[c];
-                if let Some(t) = argmax_where(row(c), |t| !done.contains(&t) && !(no_mask && t == ids.mask)) {
+                let excluded = |t: u32| done.contains(&t) || (orig_masked[c] && t == ids.mask);
+                if let Some(t) = argmax_where(row(c), |t| !excluded(t)) {
                     x[c] = t;
                 }
                 br.push("cycle_resample");

@@ -12,9 +12,9 @@ pub use runner::Runner;
 use crate::backend::StepBatch;
 use crate::config::ModelConfig;
 use crate::decode::blocks::{quota_schedule, BlockLayout};
+use crate::decode::joint_threshold_indel::{EditIds, InDelState};
 use crate::decode::output::{after_block, stop_ids};
 use crate::decode::sample::{apply_penalties, pick_row, sample_row, History, RowDraw};
-use crate::decode::joint_threshold_indel::{EditIds, InDelState};
 use crate::decode::{BlockProgress, Pick, Policy};
 use crate::rng::Rng;
 use anyhow::{bail, Result};
@@ -338,7 +338,7 @@ impl<B: Runner> Engine<B> {
     /// penalty) the backend's fused lm_head pick; otherwise the full logits, each request's rows
     /// shifted by its bias and penalties, then its argmax or draw. Second, per request, its
     /// block's (shifted) logits rows where its algorithm reads them (JointThresholdInDel).
-    fn picks(&mut self, batch: &StepBatch, out_rows: &[usize]) -> Result<(Vec<Pick>, Vec<Option<Vec<f32>>>)> {
+    fn picks(&mut self, batch: &StepBatch, out_rows: &[usize]) -> Result<(Vec<Pick>, Vec<BlockRows>)> {
         let n = self.reqs.len();
         let none = || vec![None; n];
         if !self.reqs.iter().any(|r| r.params.needs_logits()) {
@@ -402,6 +402,9 @@ impl<B: Runner> Engine<B> {
         }
     }
 }
+
+/// One request's block of logits rows (`block_size * vocab`), where its algorithm reads them.
+type BlockRows = Option<Vec<f32>>;
 
 /// Benchmarks only: what a step's forward carries at the masked positions of each request's
 /// block instead of the mask id: random ids (never one of `avoid`), drawn afresh for every
