@@ -78,23 +78,29 @@ extern "C" __global__ void __launch_bounds__(ROUTER_THREADS) moe_router_select(c
 }
 
 
-// moe_router_block: one CTA per routing block (rows [b * block, min((b + 1) * block, tokens))).
-// An expert's block score is the largest s + bias over the block's rows; the `capacity` experts
-// with the largest block scores form the pool (ties to the lower index); each row then ranks
-// the pool by its own s + bias (the others compete as -inf) and takes the top-k, ties to the
-// lower index, weights s_k / sum(s_chosen) * scale summed in rank order (the CPU's order).
+// moe_router_block: one CTA per token t, of routing block b = t / block (rows [b * block,
+// min((b + 1) * block, tokens))). An expert's block score is the largest s + bias over the
+// block's rows; the `capacity` experts with the largest block scores form the pool (ties to the
+// lower index); row t ranks the pool by its own s + bias (the others compete as -inf) and takes
+// the top-k, ties to the lower index, weights s_k / sum(s_chosen) * scale summed in rank order
+// (the CPU's order). Every CTA of a block computes the block's pool itself: the same values in
+// the same order, so the same pool, and no second launch. (One CTA per block walking its rows in
+// turn took ~100 us a layer at 32 rows: three barriers and a 256 x 256 ranking per row.)
 extern "C" __global__ void __launch_bounds__(ROUTER_THREADS) moe_router_block(const RouterBlockParams p) {
     __shared__ float bmax[ROUTER_MAX_E], sc[ROUTER_MAX_E], bk[ROUTER_MAX_E];
     __shared__ int pool[ROUTER_MAX_E];
     __shared__ int ids[ROUTER_MAX_E];
     __shared__ float wsum;
-    const int t0 = blockIdx.x * p.block;
+    const int t = blockIdx.x;
+    const int t0 = (t / p.block) * p.block;
     const int t1 = min(t0 + p.block, p.tokens);
     for (int e = threadIdx.x; e < p.experts; e += blockDim.x) {
         float m = -INFINITY;
-        for (int t = t0; t < t1; t++) {
-            const float s = 1.f / (1.f + expf(-p.logits[(size_t)t * p.experts + e]));
-            m = fmaxf(m, s + p.bias[e]);
+        const float b = p.bias[e];
+#pragma unroll 8
+        for (int r = t0; r < t1; r++) {
+            const float s = 1.f / (1.f + expf(-p.logits[(size_t)r * p.experts + e]));
+            m = fmaxf(m, s + b);
         }
         bmax[e] = m;
     }
@@ -102,6 +108,7 @@ extern "C" __global__ void __launch_bounds__(ROUTER_THREADS) moe_router_block(co
     for (int e = threadIdx.x; e < p.experts; e += blockDim.x) {
         const float v = bmax[e];
         int rank = 0;
+#pragma unroll 8
         for (int o = 0; o < p.experts; o++) {
             const float u = bmax[o];
             rank += u > v || (u == v && o < e);
@@ -109,36 +116,38 @@ extern "C" __global__ void __launch_bounds__(ROUTER_THREADS) moe_router_block(co
         pool[e] = rank < p.capacity;
     }
     __syncthreads();
-    for (int t = t0; t < t1; t++) {
-        const float* lg = p.logits + (size_t)t * p.experts;
-        for (int e = threadIdx.x; e < p.experts; e += blockDim.x) {
-            const float s = 1.f / (1.f + expf(-lg[e]));
-            sc[e] = s;
-            bk[e] = pool[e] ? s + p.bias[e] : -INFINITY;
-        }
-        __syncthreads();
-        for (int e = threadIdx.x; e < p.experts; e += blockDim.x) {
-            if (!pool[e]) continue;
-            const float v = bk[e];
-            int rank = 0;
+    const float* lg = p.logits + (size_t)t * p.experts;
+    for (int e = threadIdx.x; e < p.experts; e += blockDim.x) {
+        const float s = 1.f / (1.f + expf(-lg[e]));
+        sc[e] = s;
+        bk[e] = pool[e] ? s + p.bias[e] : -INFINITY;
+    }
+    __syncthreads();
+    for (int e = threadIdx.x; e < p.experts; e += blockDim.x) {
+        if (!pool[e]) continue;
+        const float v = bk[e];
+        int rank = 0;
 #pragma unroll 8
-            for (int o = 0; o < p.experts; o++) {
-                const float u = bk[o];
-                rank += u > v || (u == v && o < e);
-            }
-            if (rank < p.topk) ids[rank] = e;
+        for (int o = 0; o < p.experts; o++) {
+            const float u = bk[o];
+            rank += u > v || (u == v && o < e);
         }
-        __syncthreads();
-        if (threadIdx.x == 0) {
-            float sum = 0.f;
-            for (int k = 0; k < p.topk; k++) sum += sc[ids[k]];
-            wsum = sum;
-        }
-        __syncthreads();
-        for (int k = threadIdx.x; k < p.topk; k += blockDim.x) {
-            p.topk_ids[(size_t)t * p.topk + k] = ids[k];
-            p.topk_w[(size_t)t * p.topk + k] = sc[ids[k]] / wsum * p.scale;
-        }
-        __syncthreads();  // the next row rewrites sc, bk and ids
+        if (rank < p.topk) ids[rank] = e;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        float sum = 0.f;
+        for (int k = 0; k < p.topk; k++) sum += sc[ids[k]];
+        wsum = sum;
+    }
+    __syncthreads();
+    const int picks = p.topk + (p.shared_expert >= 0);
+    for (int k = threadIdx.x; k < p.topk; k += blockDim.x) {
+        p.topk_ids[(size_t)t * picks + k] = ids[k];
+        p.topk_w[(size_t)t * picks + k] = sc[ids[k]] / wsum * p.scale;
+    }
+    if (threadIdx.x == 0 && p.shared_expert >= 0) {  // the shared expert, weight 1
+        p.topk_ids[(size_t)t * picks + p.topk] = p.shared_expert;
+        p.topk_w[(size_t)t * picks + p.topk] = 1.f;
     }
 }

@@ -251,8 +251,8 @@ struct RouterParams {
     int32_t shared_expert;
 };
 
-// moe_router.cu, moe_router_block: LLaDA2.2's block routing, one CTA per routing block of
-// `block` consecutive tokens (the last may be short) over logits[t][e] (fp32).
+// moe_router.cu, moe_router_block: LLaDA2.2's block routing over routing blocks of `block`
+// consecutive tokens (the last may be short), logits[t][e] (fp32); one CTA per token.
 struct RouterBlockParams {
     DEV_PTR(const float) logits;
     DEV_PTR(const float) bias;
@@ -264,6 +264,8 @@ struct RouterBlockParams {
     int32_t capacity;
     int32_t block;
     float scale;
+    // As RouterParams::shared_expert: >= 0 adds it as every token's last pick, weight 1.
+    int32_t shared_expert;
 };
 
 // moe_permute.cu: stable counting sort of (token, k) picks by expert, and the work list of

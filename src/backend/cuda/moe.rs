@@ -84,12 +84,13 @@ impl CudaBackend {
         }
         let rows = logits.len() / e;
         let (lg, b) = (self.upload(logits, "router logits")?, self.upload(bias, "router bias")?);
-        let (ids, wts) = self.select_block(&lg, &b, rows, capacity, block)?;
+        let (ids, wts) = self.select_block(&lg, &b, rows, capacity, block, None)?;
         Ok((self.download(&ids, "router ids")?, self.download(&wts, "router weights")?))
     }
 
     /// LLaDA2.2's selection: per routing block (rows `[i * block, (i + 1) * block)`, the last
-    /// possibly short) a pool of `capacity` experts, each row's top-k inside it.
+    /// possibly short) a pool of `capacity` experts, each row's top-k inside it (and the shared
+    /// expert as the last pick, as [`CudaBackend::router`] says).
     fn select_block(
         &self,
         logits: &CudaSlice<f32>,
@@ -97,13 +98,15 @@ impl CudaBackend {
         rows: usize,
         capacity: usize,
         block: usize,
+        shared_expert: Option<usize>,
     ) -> Result<(CudaSlice<i32>, CudaSlice<f32>)> {
         let c = &self.cfg;
         if block == 0 || capacity < c.num_experts_per_tok || capacity > c.num_experts {
             bail!("block routing: block {block}, capacity {capacity} for top-{} of {} experts", c.num_experts_per_tok, c.num_experts);
         }
-        let ids = self.k.alloc::<i32>(rows * c.num_experts_per_tok, "router ids")?;
-        let wts = self.alloc_f32(rows * c.num_experts_per_tok, "router weights")?;
+        let picks = c.num_experts_per_tok + shared_expert.is_some() as usize;
+        let ids = self.k.alloc::<i32>(rows * picks, "router ids")?;
+        let wts = self.alloc_f32(rows * picks, "router weights")?;
         let p = RouterBlockParams {
             logits: self.p(logits),
             bias: self.p(bias),
@@ -115,9 +118,10 @@ impl CudaBackend {
             capacity: capacity as i32,
             block: block as i32,
             scale: c.routed_scaling_factor,
+            shared_expert: shared_expert.map_or(-1, |e| e as i32),
         };
         if rows > 0 {
-            self.k.launch(Kernel::MoeRouterBlock, (rows.div_ceil(block) as u32, 1, 1), ROUTER_THREADS as u32, &p)?;
+            self.k.launch(Kernel::MoeRouterBlock, (rows as u32, 1, 1), ROUTER_THREADS as u32, &p)?;
         }
         Ok((ids, wts))
     }
@@ -139,10 +143,8 @@ impl CudaBackend {
         // the selection kernel.
         let logits = self.gemm("router logits", x, &m.router, rows, c.num_experts, c.hidden_size)?;
         if let Some(br) = c.block_routing() {
-            // The rows' routing blocks are consecutive chunks of br.block (checked by moe()); the
-            // shared expert stays apart (shared_in_stream).
-            debug_assert!(shared_expert.is_none());
-            return self.select_block(&logits, &m.bias, rows, br.capacity, br.block);
+            // The rows' routing blocks are consecutive chunks of br.block (checked by moe()).
+            return self.select_block(&logits, &m.bias, rows, br.capacity, br.block, shared_expert);
         }
         let p = RouterParams {
             logits: self.p(&logits),
@@ -186,14 +188,10 @@ impl CudaBackend {
     /// batch-1 step: ~23 us a layer for 12 MB), while as items of the stream kernels it takes a
     /// few microseconds beside the routed experts. Its items are MOE_BM_SMALL rows each, and
     /// each reads the weights again, so only up to SHARED_STREAM_MAX_ITEMS items; fp8 experts
-    /// keep it apart (it stays bf16), and so do the 64-row tiles (their GEMMs are not streams)
-    /// and block routing (its selection kernel writes the routed picks only).
+    /// keep it apart (it stays bf16), and so do the 64-row tiles (their GEMMs are not streams).
     fn shared_in_stream(&self, m: &MoeWeights, rows: usize) -> bool {
         let c = &self.cfg;
         let Some(s) = &m.shared else { return false };
-        if c.block_routing().is_some() {
-            return false;
-        }
         let bf16 = matches!(m.gate, ExpertMatrix::Bf16(_));
         bf16 && s.inter == c.moe_intermediate_size
             && rows.div_ceil(MOE_BM_SMALL) <= SHARED_STREAM_MAX_ITEMS
