@@ -910,6 +910,52 @@ mod cuda {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// The block-routing fixtures' inputs through CUDA and the CPU on the tiny 2.2 checkpoint
+    /// with every expert pooled and chosen (expert_capacity = top-k = every expert: no routing
+    /// decision left to flip): the logits must agree within 2e-2 at every fixture position.
+    /// Beside block_routing_fixtures_on_cuda this tells a routing decision apart from the rest of
+    /// the forward (attention over a short block, the norms, the experts, the shared expert).
+    #[test]
+    fn block_routing_inputs_without_routing_choices_match_cpu() {
+        if skip() {
+            return;
+        }
+        let Some(lfx) = fixture("block_routing_logits.json") else {
+            eprintln!("skipped: fixtures not present");
+            return;
+        };
+        let dir = tmp("no-choice-22");
+        write_tiny_22(&dir);
+        let mut c: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+        c["num_experts_per_tok"] = c["num_experts"].clone();
+        c["expert_capacity"] = c["num_experts"].clone();
+        std::fs::write(dir.join("config.json"), c.to_string()).unwrap();
+        let ck = Checkpoint::open(&dir).unwrap();
+        let cfg = ck.config.clone();
+        let mut gpu = CudaBackend::load(&ck, &opts()).unwrap();
+        let mut cpu = CpuBackend::load(&ck).unwrap();
+        fn logits<B: Backend>(b: &mut B, cfg: &ModelConfig, input: &[u32], bs: usize, positions: &[usize]) -> Vec<f32> {
+            let slot = b.alloc_seq(input.len()).unwrap();
+            let mut batch = StepBatch::default();
+            batch.push(slot, 0, input, bs);
+            let out = dllm::model::forward_logits(b, cfg, &batch, positions).unwrap();
+            b.free_seq(slot);
+            out
+        }
+        let v = cfg.vocab_size;
+        for case in lfx["cases"].as_array().unwrap() {
+            let input = ids(&case["input_ids"]);
+            let bs = case["block_size"].as_u64().unwrap() as usize;
+            let positions: Vec<usize> = case["positions"].as_array().unwrap().iter().map(|p| p.as_u64().unwrap() as usize).collect();
+            let (g, w) = (logits(&mut gpu, &cfg, &input, bs, &positions), logits(&mut cpu, &cfg, &input, bs, &positions));
+            for (i, pos) in positions.iter().enumerate() {
+                let name = case["name"].as_str().unwrap();
+                check(&format!("every expert chosen: {name} position {pos}"), &g[i * v..(i + 1) * v], &w[i * v..(i + 1) * v], 2e-2);
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// The block-routing fixtures (tiny 2.2) through the CUDA engine: the logits within 2e-2 of
     /// the oracle's, the greedy cases reported (those that differ run in lockstep with the CPU,
     /// which prints each near-tie), as fixtures_on_cuda does for 2.0.
