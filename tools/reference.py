@@ -16,6 +16,10 @@ Subcommands:
                                                         joint_threshold.json; for a block-routed
                                                         (LLaDA2.2) model block_routing_logits.json
                                                         and block_routing_greedy.json
+  indel-policy-fixtures --out tests/fixtures            indel_policy.json (synthetic, no model)
+  indel-engine-fixtures --model DIR (tiny 2.0)          indel_engine.json (stand-in edit ids)
+  indel-fixtures --model DIR (tiny 2.2)                 indel.json: InDel end to end on the 2.2
+                                                        checkpoint, step logs, rule coverage
 """
 
 import argparse
