@@ -24,7 +24,7 @@ mod cuda {
     use dllm::config::ModelConfig;
     use dllm::decode::Pick;
     use dllm::decode::Policy;
-    use dllm::engine::{Engine, GenParams, Runner};
+    use dllm::engine::{Engine, Event, GenParams, Runner};
     use dllm::fp8::Quantization;
     use dllm::make_model::make_model;
     use dllm::rng::Rng;
@@ -731,7 +731,6 @@ mod cuda {
 
     /// Requests decoded together to the end on `engine`: each one's (output ids, confidences).
     fn run_batch<B: Runner>(engine: &mut Engine<B>, reqs: &[(Vec<u32>, GenParams)]) -> Vec<(Vec<u32>, Vec<f32>)> {
-        use dllm::engine::Event;
         let ids: Vec<u64> = reqs.iter().map(|(p, g)| engine.add(p.clone(), g.clone()).unwrap()).collect();
         let mut done = std::collections::HashMap::new();
         while engine.active() > 0 {
@@ -1131,6 +1130,198 @@ mod cuda {
             }
             eprintln!("fixture indel on cuda: {same} of {} equal to the reference token for token and step for step", cases.len());
         }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// One JointThresholdInDel request on both backends in lockstep, the CPU's steps driving both
+    /// (teacher forcing, so one near-tie does not make the rest incomparable): at every step both
+    /// forward the same tokens over the same cached blocks, and each one's logits rows go through
+    /// the decoder's step from the same state. Returns (steps, steps whose block or open differ,
+    /// the largest difference of the CPU argmax's probability between the two, over the rows past
+    /// the prompt).
+    #[allow(clippy::too_many_arguments)]
+    fn indel_lockstep<A: Runner, G: Runner>(
+        cpu: &mut A,
+        gpu: &mut G,
+        cfg: &ModelConfig,
+        prompt: &[u32],
+        a: dllm::decode::joint_threshold_indel::JointThresholdInDel,
+        bs: usize,
+        max_new: usize,
+        eos: u32,
+        ids: dllm::decode::joint_threshold_indel::EditIds,
+    ) -> (usize, usize, f32) {
+        use dllm::decode::blocks::BlockLayout;
+        use dllm::decode::joint_threshold_indel::InDelState;
+        use dllm::decode::output::{after_block, stop_ids};
+        let lay = BlockLayout { prompt_len: prompt.len(), block_size: bs, max_new_tokens: max_new };
+        let (sc, sg) = (cpu.open_seq(lay.total_len()).unwrap(), gpu.open_seq(lay.total_len()).unwrap());
+        let v = cfg.vocab_size;
+        let (mut tokens, mut cached) = (prompt.to_vec(), 0);
+        let (mut steps, mut differ, mut max_dp) = (0, 0, 0.0f32);
+        for b in lay.first_gen_block()..lay.end_block() {
+            let (b0, b1) = (b * bs, (b + 1) * bs);
+            tokens.resize(b1, ids.mask);
+            let fixed = prompt.len().saturating_sub(b0).min(bs);
+            let mut state = InDelState::start(&tokens[b0..b1], fixed, ids.mask);
+            let mut probs = vec![0.0f32; bs];
+            for _ in 0..a.max_steps(bs) {
+                let (mut bc, mut bg) = (StepBatch::default(), StepBatch::default());
+                bc.push(sc, cached, &tokens[cached..b1], bs);
+                bg.push(sg, cached, &tokens[cached..b1], bs);
+                let rows: Vec<usize> = (b0 - cached..b1 - cached).collect();
+                let lc = cpu.logits(cfg, &bc, &rows).unwrap();
+                let lg = gpu.logits(cfg, &bg, &rows).unwrap();
+                for i in fixed..bs {
+                    let (rc, rg) = (&lc[i * v..(i + 1) * v], &lg[i * v..(i + 1) * v]);
+                    let p = |row: &[f32], t: usize| {
+                        let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+                        (row[t] - m).exp() / row.iter().map(|&x| (x - m).exp()).sum::<f32>()
+                    };
+                    let t = (0..v).fold(0, |best, j| if rc[j] > rc[best] { j } else { best });
+                    max_dp = max_dp.max((p(rc, t) - p(rg, t)).abs());
+                }
+                let mut sg_state = state.clone();
+                let c = a.step(&mut state, &tokens[b0..b1], &probs, &lc, ids);
+                let g = a.step(&mut sg_state, &tokens[b0..b1], &probs, &lg, ids);
+                steps += 1;
+                differ += usize::from(c.tokens != g.tokens || c.open != g.open);
+                tokens[b0..b1].copy_from_slice(&c.tokens);
+                probs = c.probs;
+                cached = b0;
+                if !c.open {
+                    break;
+                }
+            }
+            let (_, _, done) = after_block(&tokens[prompt.len()..b1], max_new, &stop_ids(&[eos], eos, true, false), 0, ids.mask);
+            if done {
+                break;
+            }
+        }
+        cpu.close_seq(sc);
+        gpu.close_seq(sg);
+        (steps, differ, max_dp)
+    }
+
+    /// The InDel parameters of an indel.json case (its eos_id replaces the model's).
+    fn indel_params(case: &Value) -> (GenParams, dllm::decode::joint_threshold_indel::JointThresholdInDel) {
+        let a = dllm::decode::joint_threshold_indel::JointThresholdInDel {
+            threshold: case["threshold"].as_f64().unwrap() as f32,
+            edit_threshold: case["edit_threshold"].as_f64().unwrap() as f32,
+            max_post_edit_steps: case["max_post_edit_steps"].as_u64().unwrap() as usize,
+        };
+        let params = GenParams {
+            max_new_tokens: case["max_new_tokens"].as_u64().unwrap() as usize,
+            block_size: case["block_size"].as_u64().unwrap() as usize,
+            policy: Policy::JointThresholdInDel(a),
+            stop_token_ids: vec![case["eos_id"].as_u64().unwrap() as u32],
+            replace_eos: true,
+            ..GenParams::default()
+        };
+        (params, a)
+    }
+
+    /// JointThresholdInDel end to end on the tiny LLaDA2.2 checkpoint (tests/fixtures/indel.json,
+    /// see tests/indel_22.rs): block routing and the checkpoint's own DELETE / SPLIT ids through
+    /// the CUDA engine (the logits rows from the GPU, the step on the host). bf16 activations
+    /// flip near-ties of the routing and of the decoder's choices, and a flip changes the rest of
+    /// a trajectory, so agreement with the reference is reported (cases equal token for token and
+    /// step for step, and steps equal block for block before the first difference); the
+    /// assertions are the decoder's bounds and invariants. Then every case in lockstep with the
+    /// CPU (its steps driving both): reported as is, and with every expert pooled and chosen (a
+    /// continuous forward) the argmax probabilities must agree within PTOL.
+    #[test]
+    fn indel_22_fixtures_on_cuda() {
+        if skip() {
+            return;
+        }
+        let fx = fixture("indel.json").expect("tests/fixtures/indel.json");
+        let dir = tmp("indel-22");
+        make_fixture_model(&fx, &dir);
+        let ck = Checkpoint::open(&dir).unwrap();
+        let cfg = ck.config.clone();
+        let tok = Tokenizer::open(&dir, &cfg).unwrap();
+        let mut engine = Engine::new(CudaBackend::load(&ck, &opts()).unwrap(), cfg.clone(), tok.mask_id, tok.eos_id);
+        let edit = engine.edit_ids.clone().expect("the 2.2 checkpoint's edit ids");
+        assert_eq!((edit.delete as u64, edit.split as u64), (fx["delete_id"].as_u64().unwrap(), fx["split_id"].as_u64().unwrap()));
+        let cases = fx["cases"].as_array().unwrap();
+        let (mut same, mut steps_same, mut steps_all) = (0, 0, 0);
+        for case in cases {
+            let name = case["name"].as_str().unwrap();
+            let (params, a) = indel_params(case);
+            let (b, max_new) = (params.block_size, params.max_new_tokens);
+            let want_steps = case["steps"].as_array().unwrap();
+            let id = engine.add(ids(&case["prompt_ids"]), params).unwrap();
+            let (mut out, mut k, mut diverged) = (None, 0, false);
+            while out.is_none() {
+                for ev in engine.step() {
+                    match ev {
+                        Event::Block { id: i, generated } if i == id => {
+                            let g = &generated.ids;
+                            assert!(
+                                !g.iter().any(|&t| t == edit.mask || t == edit.delete || t == edit.split),
+                                "{name}: a finished block holds {g:?}"
+                            );
+                        }
+                        Event::Done { id: i, output } if i == id => out = Some(output),
+                        Event::Failed { error, .. } => panic!("{name}: {error}"),
+                        _ => {}
+                    }
+                }
+                if let (Some(t), Some(st), false) = (engine.tokens(id), want_steps.get(k), diverged) {
+                    let blk = st["block"].as_u64().unwrap() as usize;
+                    if t[blk * b..(blk + 1) * b] == ids(&st["tokens"])[..] {
+                        steps_same += 1;
+                    } else {
+                        diverged = true;
+                    }
+                }
+                k += 1;
+                assert!(k <= (max_new / b + 2) * a.max_steps(b), "{name}: more steps than its blocks allow");
+            }
+            let out = out.unwrap();
+            steps_all += want_steps.len();
+            assert!(out.output_ids.len() <= max_new, "{name}");
+            assert!(out.steps <= out.blocks * a.max_steps(b), "{name}: {} steps over {} blocks", out.steps, out.blocks);
+            assert!(!out.output_ids.iter().any(|&t| t == edit.delete || t == edit.split || t == edit.mask), "{name}: {:?}", out.output_ids);
+            assert!(out.output_ids.iter().all(|&t| (t as usize) < cfg.vocab_size));
+            let equal = out.output_ids == ids(&case["output_ids"]) && out.steps as u64 == case["num_steps"].as_u64().unwrap();
+            same += usize::from(equal);
+            if !equal {
+                eprintln!("{name}: differs from the reference (cuda {} steps, reference {})", out.steps, case["num_steps"]);
+            }
+        }
+        assert_eq!(engine.active(), 0);
+        eprintln!(
+            "indel 2.2 fixtures on cuda: {same} of {} cases equal token for token and step for step; {steps_same} of {steps_all} reference steps matched before the first difference",
+            cases.len()
+        );
+        let mut cpu = CpuBackend::load(&ck).unwrap();
+        let lockstep_all = |cpu: &mut CpuBackend, gpu: &mut CudaBackend, cfg: &ModelConfig, what: &str| {
+            let (mut steps, mut differ, mut max_dp) = (0, 0, 0.0f32);
+            for case in cases {
+                let (params, a) = indel_params(case);
+                let eos = case["eos_id"].as_u64().unwrap() as u32;
+                let (s, d, dp) =
+                    indel_lockstep(cpu, gpu, cfg, &ids(&case["prompt_ids"]), a, params.block_size, params.max_new_tokens, eos, edit);
+                steps += s;
+                differ += d;
+                max_dp = max_dp.max(dp);
+            }
+            eprintln!("indel 2.2 lockstep ({what}): {differ} of {steps} steps decided otherwise on cuda; largest argmax probability difference {max_dp:.4}");
+            max_dp
+        };
+        lockstep_all(&mut cpu, &mut engine.backend, &cfg, "block routing");
+        drop(engine);
+        // Every expert pooled and chosen: no routing discontinuity left.
+        let mut c: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+        c["num_experts_per_tok"] = c["num_experts"].clone();
+        c["expert_capacity"] = c["num_experts"].clone();
+        std::fs::write(dir.join("config.json"), c.to_string()).unwrap();
+        let ck = Checkpoint::open(&dir).unwrap();
+        let (mut cpu, mut gpu) = (CpuBackend::load(&ck).unwrap(), CudaBackend::load(&ck, &opts()).unwrap());
+        let max_dp = lockstep_all(&mut cpu, &mut gpu, &ck.config, "every expert pooled and chosen");
+        assert!(max_dp < PTOL, "a continuous forward: argmax probabilities differ by {max_dp} on cuda");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

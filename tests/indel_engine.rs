@@ -1,7 +1,7 @@
 //! JointThresholdInDel through the CPU engine against the PyTorch oracle, end to end
 //! (tools/reference.py `indel-engine-fixtures`, float64, no KV cache): the tiny LLaDA2.0 fixture
-//! checkpoint with two ordinary ids standing in for DELETE and SPLIT (a 2.2 checkpoint cannot
-//! load until block routing lands; the decoder does not depend on the model). Blocks whose layout
+//! checkpoint with two ordinary ids standing in for DELETE and SPLIT (the decoder does not depend
+//! on the model; tests/indel_22.rs runs it on the tiny 2.2 checkpoint's own ids). Blocks whose layout
 //! changes step to step must leave the K/V cache holding their final tokens: any stale K/V would
 //! change later blocks' picks.
 

@@ -16,6 +16,10 @@ Subcommands:
                                                         joint_threshold.json; for a block-routed
                                                         (LLaDA2.2) model block_routing_logits.json
                                                         and block_routing_greedy.json
+  indel-policy-fixtures --out tests/fixtures            indel_policy.json (synthetic, no model)
+  indel-engine-fixtures --model DIR (tiny 2.0)          indel_engine.json (stand-in edit ids)
+  indel-fixtures --model DIR (tiny 2.2)                 indel.json: InDel end to end on the 2.2
+                                                        checkpoint, step logs, rule coverage
 """
 
 import argparse
@@ -677,15 +681,47 @@ def apply_edit_ops(written: list, before: list, is_orig_mask: list, fixed: int, 
     return toks, orig, padded, truncated
 
 
-def indel_step(block: list, logits: torch.Tensor, state: InDelState, knobs: InDelKnobs, ids: InDelIds):
+class decision_gaps:
+    """The margins of the comparisons one indel_step decides on, lowered into `gaps` (nothing
+    when it is None). `pick(i, excluded)`: row i's best token outside `excluded` was taken, so
+    the gap between its two largest logits outside `excluded` (the argmax, the best token but the
+    mask, the best one not banned or not yet written there). `prob(d)`: a probability compared
+    with a threshold or with another one, `d` apart. Unlike indel_margins it looks only at what
+    the step compares, so a flip in float32 is possible only where one of these is small."""
+
+    def __init__(self, gaps: dict | None, rows: torch.Tensor):
+        self.gaps, self.rows = gaps, rows
+
+    def pick(self, i: int, excluded):
+        if self.gaps is None:
+            return
+        row = self.rows[i]
+        k = min(len(excluded) + 2, row.shape[0])
+        vals, idx = torch.topk(row, k)
+        kept = [float(v) for v, t in zip(vals.tolist(), idx.tolist()) if t not in excluded][:2]
+        if len(kept) == 2:
+            self.gaps["logit"] = min(self.gaps["logit"], kept[0] - kept[1])
+
+    def prob(self, d: float):
+        if self.gaps is not None:
+            self.gaps["prob"] = min(self.gaps["prob"], d)
+
+
+def indel_step(block: list, logits: torch.Tensor, state: InDelState, knobs: InDelKnobs, ids: InDelIds,
+               gaps: dict | None = None):
     """One JointThresholdInDel step over a block (SGLang's algorithm, docs/MODEL.md): `block` as
     the step's forward saw it, `logits` [B, V] its rows. Mutates `state`; returns (new block,
-    open, branches) where branches names every rule the step took (the fixtures' coverage)."""
+    open, branches) where branches names every rule the step took (the fixtures' coverage).
+    With `gaps` ({"logit": x, "prob": y}), lowers each to the smallest margin of a comparison
+    this step decided on (decision_gaps): how close it came to taking another decision."""
     B, fixed = len(block), state.fixed
     br = set()
     rows = logits.to(F64)
     x = [int(torch.argmax(rows[i])) for i in range(B)]  # first index on ties
     p = [softmax_prob(rows[i], x[i]) for i in range(B)]
+    note = decision_gaps(gaps, rows)
+    for i in range(fixed, B):
+        note.pick(i, ())  # every argmax past the prompt is compared with the token there
     masked = [i >= fixed and block[i] == ids.mask for i in range(B)]
     orig_masked = [masked[i] and state.is_orig_mask[i] for i in range(B)]
     n_total, n_orig = sum(masked), sum(orig_masked)
@@ -707,6 +743,7 @@ def indel_step(block: list, logits: torch.Tensor, state: InDelState, knobs: InDe
     if not final:
         for i in range(B):
             if orig_masked[i] and x[i] == ids.mask:
+                note.pick(i, {ids.mask})
                 x[i] = argmax_excluding(rows[i], {ids.mask})
                 p[i] = softmax_prob(rows[i], x[i])
                 br.add("mask_pick_replaced")
@@ -723,11 +760,16 @@ def indel_step(block: list, logits: torch.Tensor, state: InDelState, knobs: InDe
             if n_new > 0:
                 br.add("quota_raised")
             high = [i for i in cand if p[i] > knobs.threshold]
+            for i in cand:
+                note.prob(abs(p[i] - knobs.threshold))
             if len(high) >= need:
                 m2t = high
                 br.add("m2t_threshold")
             else:
-                m2t = sorted(sorted(cand, key=lambda i: (-p[i], i))[:min(need, n_total)])
+                ranked = sorted(cand, key=lambda i: (-p[i], i))
+                if need < n_total:  # the cut between the last mask taken and the first left
+                    note.prob(p[ranked[need - 1]] - p[ranked[need]])
+                m2t = sorted(ranked[:min(need, n_total)])
                 br.add("m2t_top")
         else:
             m2t = cand
@@ -737,6 +779,7 @@ def indel_step(block: list, logits: torch.Tensor, state: InDelState, knobs: InDe
     for i in range(fixed, B):
         if masked[i] or x[i] == block[i]:
             continue
+        note.prob(abs(p[i] - knobs.edit_threshold))
         if p[i] > knobs.edit_threshold:
             t2t.append(i)
         else:
@@ -753,6 +796,7 @@ def indel_step(block: list, logits: torch.Tensor, state: InDelState, knobs: InDe
         banned = {ids.mask, ids.delete, ids.split}
         for i in writes:
             if x[i] in banned:
+                note.pick(i, banned)
                 alt = argmax_excluding(rows[i], banned)
                 if alt is not None:
                     x[i] = alt
@@ -764,10 +808,14 @@ def indel_step(block: list, logits: torch.Tensor, state: InDelState, knobs: InDe
     if key in state.seen and not final:
         changing = [i for i in writes if x[i] != block[i]]
         if changing:
-            c = min(changing, key=lambda i: (p[i], i))
+            least = sorted(changing, key=lambda i: (p[i], i))
+            c = least[0]
+            if len(least) > 1:
+                note.prob(p[least[1]] - p[c])
             excluded = set(state.sampled.get(c, ()))
             if orig_masked[c]:
                 excluded.add(ids.mask)
+            note.pick(c, excluded)
             alt = argmax_excluding(rows[c], excluded)
             if alt is not None:
                 x[c] = alt
@@ -804,6 +852,12 @@ class InDelResult:
     branches: dict = None  # branch -> count
     min_logit_gap: float = math.inf  # smallest gap between a non-prompt row's top 3 logits
     min_prob_gap: float = math.inf  # smallest distance of a p from a threshold or another p
+    # The same, over only the comparisons the steps decided on (decision_gaps), and the smallest
+    # routing gap of a block-routed model's forwards (inf when not measured):
+    decision_logit_gap: float = math.inf
+    decision_prob_gap: float = math.inf
+    route_gap: float = math.inf
+    steps: list = None  # per step: its block, the block's tokens after it, open, its branches
 
 
 def indel_margins(block, rows, fixed, knobs, ids, logit_gap, prob_gap):
@@ -831,10 +885,11 @@ def indel_margins(block, rows, fixed, knobs, ids, logit_gap, prob_gap):
 
 def indel_generate(model: Model, prompt_ids, block_size: int = 32, knobs: InDelKnobs = None,
                    max_new_tokens: int = 64, eos_id: int | None = None,
-                   ids: InDelIds | None = None) -> InDelResult:
+                   ids: InDelIds | None = None, route_gaps: bool = False) -> InDelResult:
     """JointThresholdInDel block diffusion, temperature 0, recomputing everything each step
     (no KV cache): per block, indel_step until it closes; generation stops after a block as
-    for the other decoders (generation_done)."""
+    for the other decoders (generation_done). With `route_gaps`, a block-routed model's
+    routing near-ties are measured too (res.route_gap)."""
     knobs = knobs or InDelKnobs()
     if ids is None:
         c = model.cfg
@@ -843,26 +898,35 @@ def indel_generate(model: Model, prompt_ids, block_size: int = 32, knobs: InDelK
         ids = InDelIds(c.mask_id, c.delete_id, c.split_id)
     B, P = block_size, len(prompt_ids)
     tokens = list(prompt_ids)
-    res = InDelResult(output_ids=[], branches={})
+    res = InDelResult(output_ids=[], branches={}, steps=[])
+    gaps = {"logit": math.inf, "prob": math.inf}
+    measure_routes = route_gaps and model.cfg.expert_capacity is not None
     for blk in range(P // B, -(-(P + max_new_tokens) // B)):
         start, end = blk * B, (blk + 1) * B
         tokens = tokens + [ids.mask] * (end - len(tokens))
         fixed = max(0, min(B, P - start))
         state = InDelState.start(tokens[start:end], fixed, ids.mask)
         while True:
+            if measure_routes:
+                model.route_gaps = []
             rows = forward(model, tokens[:end], B)[start:end]
+            if measure_routes:
+                res.route_gap = min([res.route_gap] + model.route_gaps)
+                model.route_gaps = None
             res.min_logit_gap, res.min_prob_gap = indel_margins(
                 tokens[start:end], rows, fixed, knobs, ids, res.min_logit_gap, res.min_prob_gap)
-            new, open_, br = indel_step(tokens[start:end], rows, state, knobs, ids)
+            new, open_, br = indel_step(tokens[start:end], rows, state, knobs, ids, gaps)
             res.num_steps += 1
             for b in br:
                 res.branches[b] = res.branches.get(b, 0) + 1
             tokens[start:end] = new
+            res.steps.append({"block": blk, "tokens": list(new), "open": open_, "branches": sorted(br)})
             if not open_:
                 break
         if generation_done(tokens[P:end], max_new_tokens, eos_id, ids.mask):
             break
     res.output_ids = output_ids(tokens[P:], max_new_tokens, eos_id)
+    res.decision_logit_gap, res.decision_prob_gap = gaps["logit"], gaps["prob"]
     return res
 
 
@@ -1486,27 +1550,119 @@ def write_indel_engine_fixtures(model: Model, out_dir: str, header: dict, log, m
     log(f"wrote {path} ({len(cases)} cases)")
 
 
-def write_indel_fixtures(model: Model, out_dir: str, header: dict, log):
-    """End-to-end JointThresholdInDel generations of a LLaDA2.2 checkpoint (the tiny one of
-    `dllm make-model --family llada2.2`), for the engine to reproduce. Each case records the
-    branches its steps took; near-ties are not screened here (the engine's float32 could flip
-    one), so a case that disagrees should first be checked for one."""
+@dataclass
+class InDel22Spec:
+    name: str
+    prompt: str  # "mid" | "boundary" (see prompt_variant)
+    threshold: float
+    edit_threshold: float
+    max_post_edit_steps: int
+    max_new_tokens: int
+    want: tuple  # branches the case must take (every one)
+    eos: str = "config"  # or "emitted": a token the model emits mid-output becomes the EOS
+    tries: int = 60  # prompt variants searched
+
+
+# The end-to-end cases on the tiny LLaDA2.2 checkpoint. Its decode block is its routing block (32),
+# so every case has that block size; the cases differ in the prompt's end (mid-block, on a
+# boundary), the knobs, and the rules each is chosen for.
+INDEL22_SPECS = [
+    InDel22Spec("indel22_speed_mid_block", "mid", 0.5, 0.0, 16, 64, ("delete", "split", "pad", "truncate")),
+    InDel22Spec("indel22_speed_on_boundary", "boundary", 0.5, 0.0, 16, 64, ("delete", "split")),
+    InDel22Spec("indel22_quality_on_boundary", "boundary", 0.7, 0.5, 16, 64, ("edit_declined", "final_ban", "delete", "split")),
+    InDel22Spec("indel22_settles_mid_block", "mid", 0.95, 0.0, 1, 64, ("no_change_exit",), tries=120),
+    InDel22Spec("indel22_step_cap_on_boundary", "boundary", 0.95, 0.0, 1, 64, ("final_step_cap", "split"), tries=120),
+    InDel22Spec("indel22_mask_pick_mid_block", "mid", 0.95, 0.0, 1, 64, ("mask_pick_replaced",), tries=200),
+    InDel22Spec("indel22_budget0_on_boundary", "boundary", 0.5, 0.0, 0, 48, ("m2t_final_all", "quota_raised", "split")),
+    InDel22Spec("indel22_budget2_mid_block", "mid", 0.9, 0.1, 2, 70, ("final_ban", "delete", "split")),
+    InDel22Spec("indel22_eos_mid_block", "mid", 0.5, 0.0, 16, 96, ("delete", "split"), eos="emitted"),
+    InDel22Spec("indel22_eos_on_boundary", "boundary", 0.7, 0.5, 4, 96, ("split",), eos="emitted"),
+]
+
+
+def emitted_eos(out: list, B: int, mask_id: int):
+    """A token of an EOS-free output to act as the EOS: its first appearance is past the first
+    two tokens, a whole block before the end (the cut is visible) and not at a block's last
+    position (it ends the output inside its block); the middle such token, None if there is none."""
+    firsts = [j for j, t in enumerate(out) if t != mask_id and out.index(t) == j]
+    firsts = [j for j in firsts if 2 <= j < len(out) - B and j % B != B - 1]
+    return out[firsts[len(firsts) // 2]] if firsts else None
+
+
+def indel22_case(model: Model, spec: InDel22Spec, ids: InDelIds, screen: dict, log):
+    """The first prompt variant whose decoding is solid (no decision within the screen's margins,
+    no routing near-tie) and takes every branch of spec.want; None when none does."""
+    B = model.cfg.route_block
+    knobs = InDelKnobs(spec.threshold, spec.edit_threshold, spec.max_post_edit_steps)
+    jspec = JointSpec(spec.name, spec.prompt, B, spec.threshold, spec.edit_threshold,
+                      spec.max_post_edit_steps, spec.max_new_tokens, "any")
+    for variant in range(spec.tries):
+        _, prompt = prompt_variant(model, jspec, variant)
+        eos_id = model.cfg.eos_id
+        if spec.eos == "emitted":
+            probe = indel_generate(model, prompt, B, knobs, spec.max_new_tokens, eos_id=None, ids=ids)
+            eos_id = emitted_eos(probe.output_ids, B, ids.mask)
+            if eos_id is None:
+                continue
+        r = indel_generate(model, prompt, B, knobs, spec.max_new_tokens, eos_id=eos_id, ids=ids, route_gaps=True)
+        solid = (r.decision_logit_gap >= screen["min_logit_gap"] and r.decision_prob_gap >= screen["min_prob_gap"]
+                 and r.route_gap >= screen["min_route_gap"])
+        hit = all(b in r.branches for b in spec.want)
+        if spec.eos == "emitted":
+            hit = hit and eos_id in r.output_ids and len(r.output_ids) < spec.max_new_tokens
+        log(f"  {spec.name}: try {variant} P={len(prompt)} out={len(r.output_ids)} steps={r.num_steps} "
+            f"gaps={r.decision_logit_gap:.3g}/{r.decision_prob_gap:.3g}/{r.route_gap:.3g} solid={solid} hit={hit}")
+        if not (solid and hit):
+            continue
+        return {"name": spec.name, "prompt_ids": prompt, "block_size": B, "threshold": spec.threshold,
+                "edit_threshold": spec.edit_threshold, "max_post_edit_steps": spec.max_post_edit_steps,
+                "max_new_tokens": spec.max_new_tokens, "eos_id": eos_id, "eos_emitted": spec.eos == "emitted",
+                "want": list(spec.want), "output_ids": r.output_ids, "num_steps": r.num_steps,
+                "branches": dict(sorted(r.branches.items())),
+                "decision_logit_gap": sig7(r.decision_logit_gap), "decision_prob_gap": sig7(r.decision_prob_gap),
+                "route_gap": sig7(r.route_gap), "steps": r.steps}
+    return None
+
+
+def write_indel_fixtures(model: Model, out_dir: str, header: dict, log, screen: dict):
+    """End-to-end JointThresholdInDel generations of the tiny LLaDA2.2 checkpoint (`dllm
+    make-model --preset tiny --family llada2.2`): block routing, and the checkpoint's own
+    `<|delete|>` / `<|split|>` ids. Each case is the first prompt variant that takes the
+    branches its spec names with no decision near a tie (decision_gaps: the logit gaps of every
+    pick and the probability gaps of every comparison the steps made) and no routing near-tie.
+    Each records its steps (block, tokens after the step, open, branches) for the engine to
+    match one by one. The set must take DELETE, SPLIT, padding, truncation and edits, end an
+    output on an EOS inside a block, and have prompts ending mid-block and on a boundary."""
+    c = model.cfg
+    if c.expert_capacity is None or c.delete_id is None or c.split_id is None:
+        raise SystemExit("indel-fixtures wants a LLaDA2.2 checkpoint (expert_capacity, delete_token_id, split_token_id)")
+    ids = InDelIds(c.mask_id, c.delete_id, c.split_id)
     cases = []
-    for name, kind, B, th, et, mp, max_new in INDEL_SPECS:
-        spec = JointSpec(name, kind, B, th, et, mp, max_new, "any")
-        _, ids = prompt_variant(model, spec, 8)
-        r = indel_generate(model, ids, B, InDelKnobs(th, et, mp), max_new, eos_id=model.cfg.eos_id)
-        log(f"  {name}: P={len(ids)} out={len(r.output_ids)} steps={r.num_steps} {r.branches}")
-        cases.append({"name": name, "prompt_ids": ids, "block_size": B, "threshold": th,
-                      "edit_threshold": et, "max_post_edit_steps": mp, "max_new_tokens": max_new,
-                      "eos_id": model.cfg.eos_id, "output_ids": r.output_ids, "num_steps": r.num_steps,
-                      "branches": dict(sorted(r.branches.items()))})
+    for spec in INDEL22_SPECS:
+        case = indel22_case(model, spec, ids, screen, log)
+        if case is None:
+            log(f"  {spec.name}: no solid prompt takes {spec.want}; left out")
+            continue
+        log(f"  {spec.name}: {case['num_steps']} steps, {case['branches']}")
+        cases.append(case)
+    hit = {b for case in cases for b in case["branches"]}
+    need = ["delete", "split", "pad", "truncate", "edit"]
+    if any(b not in hit for b in need):
+        raise SystemExit(f"the 2.2 cases miss {[b for b in need if b not in hit]}")
+    if not any(case["eos_emitted"] for case in cases):
+        raise SystemExit("no 2.2 case ends its output on an EOS inside a block")
+    if {len(case["prompt_ids"]) % c.route_block == 0 for case in cases} != {True, False}:
+        raise SystemExit("the 2.2 cases need prompts ending mid-block and on a boundary")
+    not_hit = [b for b in POLICY_BRANCHES if b not in hit]
+    log(f"  branches not taken by any case: {not_hit}")
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, "indel.json")
     with open(path, "w") as f:
-        json.dump({"model": header, "cases": cases}, f, indent=1)
+        json.dump({"model": dict(header, family="llada2.2"), "mask_id": ids.mask, "delete_id": ids.delete,
+                   "split_id": ids.split, "screen": screen, "branches": POLICY_BRANCHES, "not_hit": not_hit,
+                   "cases": cases}, f, separators=(",", ":"))
         f.write("\n")
-    log(f"wrote {path} ({len(cases)} cases)")
+    log(f"wrote {path} ({len(cases)} cases, {sum(case['num_steps'] for case in cases)} steps)")
 
 
 # --------------------------------------------------------------------------------------
@@ -1557,11 +1713,17 @@ def main(argv=None):
     ip.add_argument("--out", default="tests/fixtures")
 
     ig = sub.add_parser("indel-fixtures",
-                        help="write indel.json: JointThresholdInDel generations of a LLaDA2.2 checkpoint")
+                        help="write indel.json: JointThresholdInDel end to end on the tiny LLaDA2.2 checkpoint")
     ig.add_argument("--model", required=True)
     ig.add_argument("--out", default="tests/fixtures")
-    ig.add_argument("--preset", default="tiny-2.2", help="recorded in the fixtures' header")
+    ig.add_argument("--preset", default="tiny", help="recorded in the fixtures' header")
     ig.add_argument("--seed", type=int, default=0, help="recorded in the fixtures' header")
+    ig.add_argument("--min-logit-gap", type=float, default=1e-4,
+                    help="reject a case whose steps pick a token less than this above the next logit")
+    ig.add_argument("--min-prob-gap", type=float, default=1e-5,
+                    help="reject a case whose steps compare probabilities (or one with a threshold) closer than this")
+    ig.add_argument("--min-route-gap", type=float, default=5e-6,
+                    help="reject a case whose forwards route on scores closer than this at a cut")
 
     ie = sub.add_parser("indel-engine-fixtures",
                         help="write indel_engine.json: JointThresholdInDel over a 2.0 checkpoint, "
@@ -1584,7 +1746,9 @@ def main(argv=None):
                                     args.min_logit_gap, args.min_prob_gap)
         return
     if args.cmd == "indel-fixtures":
-        write_indel_fixtures(model, args.out, model_header(model, args.preset, args.seed), log)
+        write_indel_fixtures(model, args.out, model_header(model, args.preset, args.seed), log,
+                             {"min_logit_gap": args.min_logit_gap, "min_prob_gap": args.min_prob_gap,
+                              "min_route_gap": args.min_route_gap})
         return
 
     if args.cmd == "logits":

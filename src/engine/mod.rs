@@ -130,6 +130,14 @@ impl<B: Runner> Engine<B> {
         self.reqs.len()
     }
 
+    /// Request `id`'s tokens as its last step left them: the prompt, the finished blocks and the
+    /// current one (masks where nothing is decoded yet); `None` once it has finished or failed.
+    /// Tests follow a decoder's blocks step by step through it (the events carry finished blocks
+    /// only, cut as the output).
+    pub fn tokens(&self, id: u64) -> Option<&[u32]> {
+        self.reqs.iter().find(|r| r.id == id).map(|r| r.tokens.as_slice())
+    }
+
     /// Check a request before it is queued: every error here is the caller's.
     pub fn validate(&self, prompt: &[u32], p: &GenParams) -> Result<BlockLayout> {
         if prompt.is_empty() {
