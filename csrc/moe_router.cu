@@ -5,6 +5,44 @@
 #include "common.cuh"
 
 
+// The last part of both routers, per token t (the whole CTA): the top-k of the candidate experts
+// (`candidate(e)`; bk holds their biased scores, -inf for the others) by rank, ties to the lower
+// index, then the picks of row t written: weights sc / sum(sc of the chosen, in rank order) *
+// scale, and the shared expert (weight 1) as pick number topk when shared_expert >= 0.
+template <class Candidate>
+__device__ __forceinline__ void pick_and_write(const float* sc, const float* bk, Candidate candidate, int* ids, int experts,
+                                               int topk, float scale, int shared_expert, int32_t* topk_ids, float* topk_w,
+                                               int t) {
+    __shared__ float wsum;
+    for (int e = threadIdx.x; e < experts; e += blockDim.x) {
+        if (!candidate(e)) continue;
+        const float v = bk[e];
+        int rank = 0;
+#pragma unroll 8
+        for (int o = 0; o < experts; o++) {
+            const float u = bk[o];
+            rank += u > v || (u == v && o < e);
+        }
+        if (rank < topk) ids[rank] = e;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {  // the CPU's order: rank order
+        float sum = 0.f;
+        for (int k = 0; k < topk; k++) sum += sc[ids[k]];
+        wsum = sum;
+    }
+    __syncthreads();
+    const int picks = topk + (shared_expert >= 0);
+    for (int k = threadIdx.x; k < topk; k += blockDim.x) {
+        topk_ids[(size_t)t * picks + k] = ids[k];
+        topk_w[(size_t)t * picks + k] = sc[ids[k]] / wsum * scale;
+    }
+    if (threadIdx.x == 0 && shared_expert >= 0) {  // the shared expert, weight 1
+        topk_ids[(size_t)t * picks + topk] = shared_expert;
+        topk_w[(size_t)t * picks + topk] = 1.f;
+    }
+}
+
 // moe_router_select: one CTA per token, from the fp32 logits (cuBLAS, h W^T): sigmoid, + bias,
 // group score = sum of the two largest biased scores, topk_group groups, top-k by biased score,
 // ties to the lower index, weights from the unbiased scores in rank order. The expert ranks are
@@ -15,7 +53,6 @@ extern "C" __global__ void __launch_bounds__(ROUTER_THREADS) moe_router_select(c
     __shared__ float gscore[ROUTER_MAX_GROUPS];
     __shared__ int gkeep[ROUTER_MAX_GROUPS];
     __shared__ int ids[ROUTER_MAX_E];
-    __shared__ float wsum;
     const int t = blockIdx.x;
     const float* lg = p.logits + (size_t)t * p.experts;
     for (int e = threadIdx.x; e < p.experts; e += blockDim.x) {
@@ -48,33 +85,8 @@ extern "C" __global__ void __launch_bounds__(ROUTER_THREADS) moe_router_select(c
     // Experts of dropped groups compete as -inf: never above a kept (finite) score, never equal.
     for (int e = threadIdx.x; e < p.experts; e += blockDim.x) bk[e] = gkeep[e / gsize] ? bs[e] : -INFINITY;
     __syncthreads();
-    for (int e = threadIdx.x; e < p.experts; e += blockDim.x) {
-        if (!gkeep[e / gsize]) continue;
-        const float v = bk[e];
-        int rank = 0;
-#pragma unroll 8
-        for (int o = 0; o < p.experts; o++) {
-            const float u = bk[o];
-            rank += u > v || (u == v && o < e);
-        }
-        if (rank < p.topk) ids[rank] = e;
-    }
-    __syncthreads();
-    if (threadIdx.x == 0) {  // the CPU's order: rank order
-        float sum = 0.f;
-        for (int k = 0; k < p.topk; k++) sum += sc[ids[k]];
-        wsum = sum;
-    }
-    __syncthreads();
-    const int picks = p.topk + (p.shared_expert >= 0);
-    for (int k = threadIdx.x; k < p.topk; k += blockDim.x) {
-        p.topk_ids[(size_t)t * picks + k] = ids[k];
-        p.topk_w[(size_t)t * picks + k] = sc[ids[k]] / wsum * p.scale;
-    }
-    if (threadIdx.x == 0 && p.shared_expert >= 0) {  // the shared expert, weight 1
-        p.topk_ids[(size_t)t * picks + p.topk] = p.shared_expert;
-        p.topk_w[(size_t)t * picks + p.topk] = 1.f;
-    }
+    pick_and_write(sc, bk, [&](int e) { return gkeep[e / gsize] != 0; }, ids, p.experts, p.topk, p.scale, p.shared_expert,
+                   p.topk_ids, p.topk_w, t);
 }
 
 
@@ -90,7 +102,6 @@ extern "C" __global__ void __launch_bounds__(ROUTER_THREADS) moe_router_block(co
     __shared__ float bmax[ROUTER_MAX_E], sc[ROUTER_MAX_E], bk[ROUTER_MAX_E];
     __shared__ int pool[ROUTER_MAX_E];
     __shared__ int ids[ROUTER_MAX_E];
-    __shared__ float wsum;
     const int t = blockIdx.x;
     const int t0 = (t / p.block) * p.block;
     const int t1 = min(t0 + p.block, p.tokens);
@@ -123,31 +134,6 @@ extern "C" __global__ void __launch_bounds__(ROUTER_THREADS) moe_router_block(co
         bk[e] = pool[e] ? s + p.bias[e] : -INFINITY;
     }
     __syncthreads();
-    for (int e = threadIdx.x; e < p.experts; e += blockDim.x) {
-        if (!pool[e]) continue;
-        const float v = bk[e];
-        int rank = 0;
-#pragma unroll 8
-        for (int o = 0; o < p.experts; o++) {
-            const float u = bk[o];
-            rank += u > v || (u == v && o < e);
-        }
-        if (rank < p.topk) ids[rank] = e;
-    }
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        float sum = 0.f;
-        for (int k = 0; k < p.topk; k++) sum += sc[ids[k]];
-        wsum = sum;
-    }
-    __syncthreads();
-    const int picks = p.topk + (p.shared_expert >= 0);
-    for (int k = threadIdx.x; k < p.topk; k += blockDim.x) {
-        p.topk_ids[(size_t)t * picks + k] = ids[k];
-        p.topk_w[(size_t)t * picks + k] = sc[ids[k]] / wsum * p.scale;
-    }
-    if (threadIdx.x == 0 && p.shared_expert >= 0) {  // the shared expert, weight 1
-        p.topk_ids[(size_t)t * picks + p.topk] = p.shared_expert;
-        p.topk_w[(size_t)t * picks + p.topk] = 1.f;
-    }
+    pick_and_write(sc, bk, [&](int e) { return pool[e] != 0; }, ids, p.experts, p.topk, p.scale, p.shared_expert, p.topk_ids,
+                   p.topk_w, t);
 }
