@@ -15,7 +15,7 @@ mod common;
 
 #[cfg(dllm_cuda)]
 mod cuda {
-    use super::common::{fixture, greedy_params, ids, joint_params, logits_errors, make_fixture_model};
+    use super::common::{case_logits, fixture, greedy_params, ids, joint_params, logits_errors, make_fixture_model};
     use dllm::backend::cpu::{CpuBackend, Mat};
     use dllm::backend::cuda::{device_available, CudaAct, CudaBackend, CudaOptions};
     use dllm::backend::{Backend, Linear, Norm, StepBatch};
@@ -933,20 +933,9 @@ mod cuda {
         let cfg = ck.config.clone();
         let mut gpu = CudaBackend::load(&ck, &opts()).unwrap();
         let mut cpu = CpuBackend::load(&ck).unwrap();
-        fn logits<B: Backend>(b: &mut B, cfg: &ModelConfig, input: &[u32], bs: usize, positions: &[usize]) -> Vec<f32> {
-            let slot = b.alloc_seq(input.len()).unwrap();
-            let mut batch = StepBatch::default();
-            batch.push(slot, 0, input, bs);
-            let out = dllm::model::forward_logits(b, cfg, &batch, positions).unwrap();
-            b.free_seq(slot);
-            out
-        }
         let v = cfg.vocab_size;
         for case in lfx["cases"].as_array().unwrap() {
-            let input = ids(&case["input_ids"]);
-            let bs = case["block_size"].as_u64().unwrap() as usize;
-            let positions: Vec<usize> = case["positions"].as_array().unwrap().iter().map(|p| p.as_u64().unwrap() as usize).collect();
-            let (g, w) = (logits(&mut gpu, &cfg, &input, bs, &positions), logits(&mut cpu, &cfg, &input, bs, &positions));
+            let ((positions, g), (_, w)) = (case_logits(&mut gpu, &cfg, case), case_logits(&mut cpu, &cfg, case));
             for (i, pos) in positions.iter().enumerate() {
                 let name = case["name"].as_str().unwrap();
                 check(&format!("every expert chosen: {name} position {pos}"), &g[i * v..(i + 1) * v], &w[i * v..(i + 1) * v], 2e-2);

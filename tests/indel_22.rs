@@ -22,25 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// The rules of the decoder the fixture set must take on this checkpoint (the generator searches
 /// prompts for each; docs/MODEL.md). Shrinking the fixtures' coverage fails the test.
-const MUST_HIT: &[&str] = &[
-    "m2t_threshold",
-    "m2t_top",
-    "m2t_new_masks_all",
-    "m2t_final_all",
-    "quota_raised",
-    "mask_pick_replaced",
-    "edit",
-    "edit_declined",
-    "delete",
-    "split",
-    "pad",
-    "truncate",
-    "final_budget",
-    "final_step_cap",
-    "final_ban",
-    "no_change_exit",
-    "cycle_resample",
-];
+const MUST_HIT: &[&str] = common::INDEL_RULES;
 
 const FILE: &str = "indel.json";
 

@@ -3,32 +3,16 @@
 //! no model): every step's output block, whether the block stays open and the rules it took must
 //! match exactly, and the fixture set must hit every rule, so its coverage cannot shrink.
 
+mod common;
+
 use dllm::decode::joint_threshold_indel::{EditIds, InDelState, JointThresholdInDel};
 use dllm::decode::output::{after_block, stop_ids};
 use serde_json::Value;
 use std::collections::BTreeSet;
 
-/// Every rule `indel_step` names, and more: the fixture set must hit each (reference.py's
-/// POLICY_BRANCHES, written down here again so that shrinking that list fails this test).
-const BRANCHES: &[&str] = &[
-    "m2t_threshold",
-    "m2t_top",
-    "m2t_new_masks_all",
-    "m2t_final_all",
-    "quota_raised",
-    "mask_pick_replaced",
-    "edit",
-    "edit_declined",
-    "delete",
-    "split",
-    "pad",
-    "truncate",
-    "final_budget",
-    "final_step_cap",
-    "final_ban",
-    "no_change_exit",
-    "cycle_resample",
-];
+/// Every rule `indel_step` names: the fixture set must hit each (common::INDEL_RULES, reference.py's
+/// POLICY_BRANCHES written down again so that shrinking that list fails this test).
+const BRANCHES: &[&str] = common::INDEL_RULES;
 
 fn fixture() -> Value {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/indel_policy.json");

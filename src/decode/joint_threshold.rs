@@ -42,19 +42,24 @@ impl Default for JointThreshold {
     }
 }
 
+/// The knobs JointThreshold and JointThresholdInDel share, in range (both algorithms' `check`).
+pub(super) fn check_knobs(threshold: f32, edit_threshold: f32, max_post_edit_steps: usize) -> Result<(), String> {
+    if !(0.0..=1.0).contains(&threshold) {
+        return Err(format!("threshold must be in [0, 1], got {threshold}"));
+    }
+    if !(0.0..=1.0).contains(&edit_threshold) {
+        return Err(format!("edit_threshold must be in [0, 1], got {edit_threshold}"));
+    }
+    if max_post_edit_steps > MAX_POST_EDIT_STEPS {
+        return Err(format!("max_post_edit_steps must be at most {MAX_POST_EDIT_STEPS}, got {max_post_edit_steps}"));
+    }
+    Ok(())
+}
+
 impl JointThreshold {
     /// Every knob in range; the server's flags, its config file and every request are held to this.
     pub fn check(&self) -> Result<(), String> {
-        if !(0.0..=1.0).contains(&self.threshold) {
-            return Err(format!("threshold must be in [0, 1], got {}", self.threshold));
-        }
-        if !(0.0..=1.0).contains(&self.edit_threshold) {
-            return Err(format!("edit_threshold must be in [0, 1], got {}", self.edit_threshold));
-        }
-        if self.max_post_edit_steps > MAX_POST_EDIT_STEPS {
-            return Err(format!("max_post_edit_steps must be at most {MAX_POST_EDIT_STEPS}, got {}", self.max_post_edit_steps));
-        }
-        Ok(())
+        check_knobs(self.threshold, self.edit_threshold, self.max_post_edit_steps)
     }
 
     /// The most steps a block can take: one unmask a step at the least, then the post-edit

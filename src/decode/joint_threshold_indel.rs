@@ -9,7 +9,7 @@
 //! other than the mask, or other than the edit tokens, or other than the tokens written at a
 //! position before), so it takes the block's logits rows.
 
-use super::joint_threshold::MAX_POST_EDIT_STEPS;
+use super::joint_threshold::{check_knobs, MAX_POST_EDIT_STEPS};
 use super::Setting;
 use std::collections::HashSet;
 
@@ -142,16 +142,7 @@ fn prob_of(row: &[f32], t: u32) -> f32 {
 impl JointThresholdInDel {
     /// Every knob in range; the server's flags, its config file and every request are held to this.
     pub fn check(&self) -> Result<(), String> {
-        if !(0.0..=1.0).contains(&self.threshold) {
-            return Err(format!("threshold must be in [0, 1], got {}", self.threshold));
-        }
-        if !(0.0..=1.0).contains(&self.edit_threshold) {
-            return Err(format!("edit_threshold must be in [0, 1], got {}", self.edit_threshold));
-        }
-        if self.max_post_edit_steps > MAX_POST_EDIT_STEPS {
-            return Err(format!("max_post_edit_steps must be at most {MAX_POST_EDIT_STEPS}, got {}", self.max_post_edit_steps));
-        }
-        Ok(())
+        check_knobs(self.threshold, self.edit_threshold, self.max_post_edit_steps)
     }
 
     /// The most steps a block takes: the step after `block_size + max_post_edit_steps` is the

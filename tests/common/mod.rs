@@ -43,18 +43,25 @@ pub fn rel_err(got: &[f32], want: &[f64]) -> f64 {
     num / den.max(1e-30)
 }
 
+/// A logits fixture case's forward (its input_ids from position 0, its block_size) on `b`: the
+/// case's positions and their logits rows, `vocab` floats each.
+pub fn case_logits<B: Backend>(b: &mut B, cfg: &ModelConfig, case: &Value) -> (Vec<usize>, Vec<f32>) {
+    let input = ids(&case["input_ids"]);
+    let bs = case["block_size"].as_u64().unwrap() as usize;
+    let positions: Vec<usize> = case["positions"].as_array().unwrap().iter().map(|p| p.as_u64().unwrap() as usize).collect();
+    let slot = b.alloc_seq(input.len()).unwrap();
+    let mut batch = StepBatch::default();
+    batch.push(slot, 0, &input, bs);
+    let got = dllm::model::forward_logits(b, cfg, &batch, &positions).unwrap();
+    b.free_seq(slot);
+    (positions, got)
+}
+
 /// Every logits case through `b`: (case name, position, relative error vs the oracle).
 pub fn logits_errors<B: Backend>(b: &mut B, cfg: &ModelConfig, fx: &Value) -> Vec<(String, usize, f64)> {
     let mut out = vec![];
     for case in fx["cases"].as_array().unwrap() {
-        let input = ids(&case["input_ids"]);
-        let bs = case["block_size"].as_u64().unwrap() as usize;
-        let positions: Vec<usize> = case["positions"].as_array().unwrap().iter().map(|p| p.as_u64().unwrap() as usize).collect();
-        let slot = b.alloc_seq(input.len()).unwrap();
-        let mut batch = StepBatch::default();
-        batch.push(slot, 0, &input, bs);
-        let got = dllm::model::forward_logits(b, cfg, &batch, &positions).unwrap();
-        b.free_seq(slot);
+        let (positions, got) = case_logits(b, cfg, case);
         let v = cfg.vocab_size;
         for (i, want) in case["logits"].as_array().unwrap().iter().enumerate() {
             let want: Vec<f64> = want.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
@@ -93,3 +100,26 @@ pub fn joint_params(case: &Value) -> GenParams {
         ..GenParams::default()
     }
 }
+
+/// Every rule of JointThresholdInDel's step as reference.py's `indel_step` names them
+/// (POLICY_BRANCHES there, written down again here so that shrinking that list fails the tests
+/// that compare the two): the InDel fixture sets must hit each.
+pub const INDEL_RULES: &[&str] = &[
+    "m2t_threshold",
+    "m2t_top",
+    "m2t_new_masks_all",
+    "m2t_final_all",
+    "quota_raised",
+    "mask_pick_replaced",
+    "edit",
+    "edit_declined",
+    "delete",
+    "split",
+    "pad",
+    "truncate",
+    "final_budget",
+    "final_step_cap",
+    "final_ban",
+    "no_change_exit",
+    "cycle_resample",
+];
