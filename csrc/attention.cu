@@ -32,6 +32,7 @@
 // s * split_keys < limit(t), and then the row has at least that key).
 #include "common.cuh"
 #include "cp_async.cuh"
+#include "stream.cuh"
 
 // ---- mma.sync m16n8k16 (bf16 in, fp32 accumulate) and ldmatrix -----------------------------
 // Fragment layouts (PTX ISA, "Matrix Fragments for mma.m16n8k16"), g = lane / 4, t = lane % 4;
@@ -52,18 +53,6 @@
 //   - V (keys x dims) as B of P V (B[k][n] = V[k][n]: b0 = V[2t, 2t+1][g] is a column pair, so
 //     .trans): lane l points at V[k0 + l%16][n0 + 8(l/16)]; registers 0, 1 are b0, b1 of dims
 //     n0..n0+7 and 2, 3 those of dims n0+8..n0+15.
-__device__ __forceinline__ void ldsm_x4(uint32_t r[4], const bf16* p) {
-    const unsigned a = (unsigned)__cvta_generic_to_shared(p);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(a));
-}
-__device__ __forceinline__ void ldsm_x4_trans(uint32_t r[4], const bf16* p) {
-    const unsigned a = (unsigned)__cvta_generic_to_shared(p);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(a));
-}
 // c += a b (one m16n8k16 tile).
 __device__ __forceinline__ void mma_bf16(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
     asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"

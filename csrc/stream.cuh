@@ -1,5 +1,7 @@
-// The weight-stream kernels' primitives (moe_stream.cu, dense_stream.cu): one m16n8k16 MMA
-// (bf16 or f16 in, f32 accumulate) and a 16-byte global load of data read once.
+// The tensor-core primitives of the hand-written kernels (moe_stream.cu, dense_stream.cu,
+// moe_gemm.cu, attention.cu): one m16n8k16 MMA (bf16 or f16 in, f32 accumulate), a 16-byte
+// global load of data read once, and ldmatrix (8x8 bf16 tiles from shared memory in MMA
+// fragment order).
 #pragma once
 #include <stdint.h>
 
@@ -29,4 +31,19 @@ __device__ __forceinline__ uint4 ld_stream(const void* p) {
                  : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
                  : "l"(p));
     return v;
+}
+
+// ldmatrix .x4 (attention.cu states the fragment layouts): four 8 x 8 b16 tiles, lanes 8i..8i+7
+// giving the row addresses of tile i; .trans gives each tile transposed.
+__device__ __forceinline__ void ldsm_x4(uint32_t r[4], const void* p) {
+    const unsigned a = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+}
+__device__ __forceinline__ void ldsm_x4_trans(uint32_t r[4], const void* p) {
+    const unsigned a = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
 }
