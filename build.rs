@@ -78,8 +78,9 @@ fn main() {
                 let mut cmd = Command::new(&nvcc);
                 cmd.arg("--fatbin").arg("-O3").arg("-std=c++17").arg("-I").arg(root.join("csrc"));
                 cmd.args(["-gencode", "arch=compute_90a,code=sm_90a", "-gencode", "arch=compute_90,code=compute_90"]);
-                // sm_80 machine code only for files with no Hopper-only code.
-                if !text.contains("wgmma") && !text.contains("HOPPER_ONLY") && embed {
+                // sm_80 machine code only for files with no Hopper-only code (wgmma sits behind
+                // __CUDA_ARCH_FEAT_SM90_ALL, with an mma.sync path beside it).
+                if !text.contains("HOPPER_ONLY") && embed {
                     cmd.args(["-gencode", "arch=compute_80,code=sm_80"]);
                 }
                 let dst = out.join(format!("{name}.fatbin"));

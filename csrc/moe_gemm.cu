@@ -14,6 +14,8 @@
 // block, the CPU twin's x * (e4m3 * scale_inv) up to f32 rounding.
 #include "common.cuh"
 #include "cp_async.cuh"
+#include "stream.cuh"
+#include "wgmma.cuh"
 #include <cuda_fp8.h>
 #include <mma.h>
 using namespace nvcuda;
@@ -61,7 +63,7 @@ __device__ __forceinline__ void moe_gemm(const MoeGemmParams& p) {
     const int scols = (p.k + FP8_BLOCK - 1) / FP8_BLOCK;
     const size_t srow = ((size_t)e * ((p.n + FP8_BLOCK - 1) / FP8_BLOCK) + n0 / FP8_BLOCK) * scols;
 
-    extern __shared__ __align__(128) unsigned char raw[];
+    extern __shared__ __align__(1024) unsigned char raw[];
     auto xs = [&](int buf) { return reinterpret_cast<bf16*>(raw + buf * S::stage); };
     // bf16: the stage's weight tiles. fp8: the stage's raw e4m3 tiles [BN][BK] (q1s, q2s), and
     // the one bf16 copy the MMA reads (w1s, w2s for any buf), after both stages.
@@ -217,7 +219,279 @@ __device__ __forceinline__ void moe_gemm(const MoeGemmParams& p) {
     }
 }
 
-extern "C" __global__ void __launch_bounds__(GEMM_THREADS) moe_gate_up_m64(const MoeGemmParams p) { moe_gemm<MOE_BM_LARGE, true, false>(p); }
-extern "C" __global__ void __launch_bounds__(GEMM_THREADS) moe_down_m64(const MoeGemmParams p) { moe_gemm<MOE_BM_LARGE, false, false>(p); }
+// ---------------------------------------------------------------------------------------------
+// The bf16 tiles. A CTA takes one item of BM rows, one warpgroup (4 warps) per 64 of them, and MOE_MMA_WROWS weight rows (gated: the gate's rows n0.. and the up's same rows, so
+// a thread holds the gate and up sums of the same outputs and the epilogue needs no shared
+// memory), streamed through MOE_MMA_STAGES cp.async stages of GEMM_BK with one barrier a
+// k-step. On sm_90a each warpgroup multiplies its 64 rows of a stage with wgmma (operands
+// straight from the swizzled stage); elsewhere (the compute_90 PTX, sm_80) its four warps do with
+// mma.sync. The WMMA tiles above (kept for fp8) ran the bf16 experts at 37-38% of the bandwidth
+// at batch 64; mma.sync at 42%; wgmma at 65-67%. Items of 128 rows (two warpgroups, one read of
+// an expert's weights where two 64-row items read them twice) measured slower at batch 64 and
+// 128 (20.7 against 19.6 ms a step at 64: one CTA an SM, its warpgroups waiting on each other
+// at the barrier), so only BM = 64 is built.
+// The shared expert may be one of the items (expert number p.shared_expert, its own weights).
+// ---------------------------------------------------------------------------------------------
+
+// Outputs (col, col + 1) of `slot` from their sums: gated, act = bf16(silu(gate) * up); else
+// f32_out = sum * the slot's routing weight. Columns past n are not written.
+template <bool GATED>
+__device__ __forceinline__ void store_pair(const MoeGemmParams& p, size_t slot, int col, float s0, float s1, float u0, float u1) {
+    const bool pair = p.n % 2 == 0 && col + 1 < p.n;
+    if constexpr (GATED) {
+        const float v0 = silu_f(s0) * u0, v1 = silu_f(s1) * u1;
+        bf16* out = p.act_out + slot * p.n + col;
+        if (pair) {
+            *reinterpret_cast<__nv_bfloat162*>(out) = __floats2bfloat162_rn(v0, v1);
+        } else {
+            if (col < p.n) out[0] = f2bf(v0);
+            if (col + 1 < p.n) out[1] = f2bf(v1);
+        }
+    } else {
+        const float wt = p.slot_weight[slot];
+        float* out = p.f32_out + slot * p.n + col;
+        if (pair) {
+            *reinterpret_cast<float2*>(out) = make_float2(s0 * wt, s1 * wt);
+        } else {
+            if (col < p.n) out[0] = s0 * wt;
+            if (col + 1 < p.n) out[1] = s1 * wt;
+        }
+    }
+}
+
+// This thread's cp.async sources of a stage: column c8 of rows r0 + i * ROWS_PER_PASS of the
+// item's x (XCH rows) and of the CTA's weight rows (WCH); null past the item or past n (those
+// are zero-filled).
+template <int BM>
+struct TileSources {
+    static constexpr int ROWS_PER_PASS = moe_tiles_threads(BM) / (GEMM_BK / 8);
+    static constexpr int XCH = BM / ROWS_PER_PASS;
+    static constexpr int WCH = MOE_MMA_WROWS / ROWS_PER_PASS;
+    int c8, r0;
+    const bf16* x[XCH];
+    const bf16* w[WCH];
+    template <bool GATED>
+    __device__ __forceinline__ static TileSources make(const MoeGemmParams& p, int e, int s0, int rows, int n0) {
+        TileSources t;
+        const int tid = threadIdx.x;
+        t.c8 = (tid % (GEMM_BK / 8)) * 8;
+        t.r0 = tid / (GEMM_BK / 8);
+#pragma unroll
+        for (int i = 0; i < XCH; i++) {
+            const int r = t.r0 + i * ROWS_PER_PASS;
+            t.x[i] = r < rows ? p.x + (size_t)(GATED ? p.slot_token[s0 + r] : s0 + r) * p.k : nullptr;
+        }
+        // The routed experts' matrices, or the shared expert's: gated, its gate and up ([n][k]
+        // each); else its down.
+        const bool shared = e == p.shared_expert;
+        const bf16* m1 = shared ? p.shared_w1 : p.w1 + (size_t)e * p.n * p.k;
+        const bf16* m2 = shared ? p.shared_w2 : GATED ? p.w2 + (size_t)e * p.n * p.k : nullptr;
+#pragma unroll
+        for (int i = 0; i < WCH; i++) {
+            const int r = t.r0 + i * ROWS_PER_PASS;
+            // Gated: rows [0, WROWS/2) are the gate's n0.., rows [WROWS/2, WROWS) the up's.
+            const int n = GATED ? n0 + r % (MOE_MMA_WROWS / 2) : n0 + r;
+            const bf16* m = GATED && r >= MOE_MMA_WROWS / 2 ? m2 : m1;
+            t.w[i] = n < p.n ? m + (size_t)n * p.k : nullptr;
+        }
+        return t;
+    }
+};
+
+// mma.sync: warp w of warpgroup g multiplies rows 64g..64g+63 by its 32 weight rows: per k16,
+// four A fragments and two B fragment pairs (ldmatrix.x4 each) feed 16 MMAs.
+template <int BM, bool GATED>
+__device__ __forceinline__ void moe_gemm_mma(const MoeGemmParams& p, int e, int s0, int rows, int n0) {
+    constexpr int WR = MOE_MMA_WROWS, BK = GEMM_BK, LDS = GEMM_LDS, ST = MOE_MMA_STAGES;
+    using T = TileSources<BM>;
+    const int warp = threadIdx.x / WARP % 4, lane = threadIdx.x % WARP, row0 = threadIdx.x / 128 * 64;
+    extern __shared__ __align__(1024) unsigned char raw[];
+    auto xs = [&](int buf) { return reinterpret_cast<bf16*>(raw + buf * moe_mma_stage_bytes(BM)); };
+    auto ws = [&](int buf) { return xs(buf) + BM * LDS; };
+    const T src = T::template make<GATED>(p, e, s0, rows, n0);
+    auto load = [&](int buf, int k0) {
+        bf16* X = xs(buf);
+        bf16* W = ws(buf);
+        const bool kin = k0 + src.c8 < p.k;
+#pragma unroll
+        for (int i = 0; i < T::XCH; i++) {
+            const bool ok = kin && src.x[i];
+            cp_async16(&X[(src.r0 + i * T::ROWS_PER_PASS) * LDS + src.c8], ok ? src.x[i] + k0 + src.c8 : p.x, ok);
+        }
+#pragma unroll
+        for (int i = 0; i < T::WCH; i++) {
+            const bool ok = kin && src.w[i];
+            cp_async16(&W[(src.r0 + i * T::ROWS_PER_PASS) * LDS + src.c8], ok ? src.w[i] + k0 + src.c8 : p.w1, ok);
+        }
+    };
+
+    // acc[m][j]: rows row0 + 16m.., the warp's n8 fragment j (gated: j < 2 the gate's, j >= 2
+    // the up's).
+    float acc[4][4][4];
+#pragma unroll
+    for (int m = 0; m < 4; m++)
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+#pragma unroll
+            for (int c = 0; c < 4; c++) acc[m][j][c] = 0.f;
+    // Row fragments wholly past the item's rows multiply zeros: skip them.
+    const int mf_live = min(4, max(0, (rows - row0 + 15) / 16));
+    // The warp's two 16-row groups of weights (gated: its gate rows and the same up rows).
+    const int wg0 = GATED ? warp * 16 : warp * 32, wg1 = GATED ? WR / 2 + warp * 16 : warp * 32 + 16;
+    // ldmatrix row addresses: A tile q = lane / 8 is (rows +8 if q odd, k +8 if q >= 2); B tile q
+    // is (weight rows +8 if q >= 2, k +8 if q odd): fragments in mma's a0..a3 and b0, b1 order.
+    const int a_row = row0 + lane % 16, a_col = (lane / 16) * 8;
+    const int b_row = lane % 8 + (lane / 16) * 8, b_col = ((lane / 8) % 2) * 8;
+
+    const int ktiles = (p.k + BK - 1) / BK;
+#pragma unroll
+    for (int s = 0; s < ST - 1; s++) {
+        if (s < ktiles) load(s, s * BK);
+        cp_async_commit();
+    }
+    for (int kt = 0; kt < ktiles; kt++) {
+        cp_async_wait<ST - 2>();
+        // Stage kt has landed for every thread, and every warp is past step kt - 1, whose buffer
+        // the next load refills.
+        __syncthreads();
+        if (kt + ST - 1 < ktiles) load((kt + ST - 1) % ST, (kt + ST - 1) * BK);
+        cp_async_commit();
+        const bf16* X = xs(kt % ST);
+        const bf16* W = ws(kt % ST);
+#pragma unroll
+        for (int kk = 0; kk < BK; kk += 16) {
+            if (mf_live == 0) break;
+            uint32_t b0[4], b1[4];
+            ldsm_x4(b0, &W[(wg0 + b_row) * LDS + kk + b_col]);
+            ldsm_x4(b1, &W[(wg1 + b_row) * LDS + kk + b_col]);
+#pragma unroll
+            for (int m = 0; m < 4; m++) {
+                if (m >= mf_live) break;
+                uint32_t a[4];
+                ldsm_x4(a, &X[(m * 16 + a_row) * LDS + kk + a_col]);
+                mma_bf16_16816(acc[m][0], a[0], a[1], a[2], a[3], b0[0], b0[1]);
+                mma_bf16_16816(acc[m][1], a[0], a[1], a[2], a[3], b0[2], b0[3]);
+                mma_bf16_16816(acc[m][2], a[0], a[1], a[2], a[3], b1[0], b1[1]);
+                mma_bf16_16816(acc[m][3], a[0], a[1], a[2], a[3], b1[2], b1[3]);
+            }
+        }
+    }
+    cp_async_wait<0>();
+
+    // Epilogue from the fragments: c0, c1 are row lane / 4, columns 2 (lane % 4) + {0, 1};
+    // c2, c3 the same columns 8 rows down.
+#pragma unroll
+    for (int m = 0; m < 4; m++) {
+        if (m >= mf_live) break;
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            const int r = row0 + m * 16 + lane / 4 + 8 * h;
+            if (r >= rows) continue;
+#pragma unroll
+            for (int j = 0; j < (GATED ? 2 : 4); j++) {
+                const int col = n0 + warp * (GATED ? 16 : 32) + j * 8 + (lane % 4) * 2;
+                // Gated: fragment j + 2 holds the up's sums for the gate's fragment j.
+                const float* up = GATED ? acc[m][j + 2] : acc[m][j];
+                store_pair<GATED>(p, s0 + r, col, acc[m][j][2 * h], acc[m][j][2 * h + 1], up[2 * h], up[2 * h + 1]);
+            }
+        }
+    }
+}
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+// wgmma: warpgroup g multiplies rows 64g..64g+63 of the stage's x tile by its 128 x 64 weight
+// tile as four m64n128k16 (the next 16 columns are 32 bytes further into the swizzled rows),
+// left running into the next k-step. A warpgroup with no rows of the item skips its wgmmas. Stages start 1024-byte aligned (the swizzle atom), hence
+// the rounding of the base and the 1 KB of slack the host adds.
+template <int BM, bool GATED>
+__device__ __forceinline__ void moe_gemm_wgmma(const MoeGemmParams& p, int e, int s0, int rows, int n0) {
+    constexpr int BK = GEMM_BK, ST = MOE_MMA_STAGES;
+    using T = TileSources<BM>;
+    const int warp = threadIdx.x / WARP % 4, lane = threadIdx.x % WARP, row0 = threadIdx.x / 128 * 64;
+    extern __shared__ __align__(1024) unsigned char raw[];
+    unsigned char* base = raw + ((1024 - ((uint32_t)__cvta_generic_to_shared(raw) & 1023)) & 1023);
+    auto xs = [&](int buf) { return base + buf * moe_wgmma_stage_bytes(BM); };
+    auto ws = [&](int buf) { return xs(buf) + moe_wgmma_x_bytes(BM); };
+    const T src = T::template make<GATED>(p, e, s0, rows, n0);
+    const int chunk = src.c8 / 8;
+    auto load = [&](int buf, int k0) {
+        unsigned char* X = xs(buf);
+        unsigned char* W = ws(buf);
+        const bool kin = k0 + src.c8 < p.k;
+#pragma unroll
+        for (int i = 0; i < T::XCH; i++) {
+            const bool ok = kin && src.x[i];
+            cp_async16(X + sw128_offset(src.r0 + i * T::ROWS_PER_PASS, chunk), ok ? src.x[i] + k0 + src.c8 : p.x, ok);
+        }
+#pragma unroll
+        for (int i = 0; i < T::WCH; i++) {
+            const bool ok = kin && src.w[i];
+            cp_async16(W + sw128_offset(src.r0 + i * T::ROWS_PER_PASS, chunk), ok ? src.w[i] + k0 + src.c8 : p.w1, ok);
+        }
+    };
+    float d[64];
+#pragma unroll
+    for (int i = 0; i < 64; i++) d[i] = 0.f;
+    const bool live = row0 < rows;
+    const int ktiles = (p.k + BK - 1) / BK;
+    // Stages are loaded AHEAD k-steps early; one buffer more than that holds the stage whose
+    // wgmmas may still run while the next k-step starts (they are waited for one step later).
+    constexpr int AHEAD = ST - 2;
+#pragma unroll
+    for (int s = 0; s < AHEAD; s++) {
+        if (s < ktiles) load(s, s * BK);
+        cp_async_commit();
+    }
+    for (int kt = 0; kt < ktiles; kt++) {
+        cp_async_wait<AHEAD - 1>();
+        fence_proxy_async();
+        // Stage kt has landed for every thread, and every warpgroup has waited for its wgmmas
+        // of step kt - 2, so that stage's buffer may be refilled.
+        __syncthreads();
+        if (kt + AHEAD < ktiles) load((kt + AHEAD) % ST, (kt + AHEAD) * BK);
+        cp_async_commit();
+        if (live) {
+            // Warpgroup g's A: rows 64g.. of the x tile (8 atoms of 1024 bytes further on).
+            const uint64_t da = sw128_desc(xs(kt % ST) + row0 * 128), db = sw128_desc(ws(kt % ST));
+            wgmma_fence();
+#pragma unroll
+            for (int kk = 0; kk < BK / 16; kk++) wgmma_m64n128k16_bf16(d, da + 2 * kk, db + 2 * kk);
+            wgmma_commit();
+            wgmma_wait<1>();  // step kt - 1's
+        }
+    }
+    wgmma_wait<0>();
+    cp_async_wait<0>();
+    // d[4j + i]: row row0 + 16 warp + lane / 4 (+8 for i >= 2), column 8j + 2 (lane % 4) + i % 2
+    // of the CTA's weight rows (gated: j < 8 the gate's, j + 8 the same up column).
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        const int r = row0 + warp * 16 + lane / 4 + 8 * h;
+        if (r >= rows) continue;
+#pragma unroll
+        for (int j = 0; j < (GATED ? 8 : 16); j++) {
+            const int col = n0 + j * 8 + (lane % 4) * 2;
+            const float* up = GATED ? &d[4 * (j + 8)] : &d[4 * j];
+            store_pair<GATED>(p, s0 + r, col, d[4 * j + 2 * h], d[4 * j + 2 * h + 1], up[2 * h], up[2 * h + 1]);
+        }
+    }
+}
+#endif
+
+template <int BM, bool GATED>
+__device__ __forceinline__ void moe_gemm_bf16(const MoeGemmParams& p) {
+    const int item = blockIdx.y;
+    if (item >= *p.num_items) return;
+    const int e = p.items[3 * item], s0 = p.items[3 * item + 1], rows = p.items[3 * item + 2];
+    const int n0 = blockIdx.x * (GATED ? MOE_MMA_GATE_UP_COLS : MOE_MMA_DOWN_COLS);
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    moe_gemm_wgmma<BM, GATED>(p, e, s0, rows, n0);
+#else
+    moe_gemm_mma<BM, GATED>(p, e, s0, rows, n0);
+#endif
+}
+
+extern "C" __global__ void __launch_bounds__(MOE_TILES_M64_THREADS, 2) moe_gate_up_m64(const MoeGemmParams p) { moe_gemm_bf16<MOE_BM_LARGE, true>(p); }
+extern "C" __global__ void __launch_bounds__(MOE_TILES_M64_THREADS, 2) moe_down_m64(const MoeGemmParams p) { moe_gemm_bf16<MOE_BM_LARGE, false>(p); }
 extern "C" __global__ void __launch_bounds__(GEMM_THREADS) moe_gate_up_m64_fp8(const MoeGemmParams p) { moe_gemm<MOE_BM_LARGE, true, true>(p); }
 extern "C" __global__ void __launch_bounds__(GEMM_THREADS) moe_down_m64_fp8(const MoeGemmParams p) { moe_gemm<MOE_BM_LARGE, false, true>(p); }

@@ -345,9 +345,13 @@ mod cuda {
         let dir = tmp("mid-ops");
         write_mid(&dir);
         let mut p = pair(&dir);
-        ops_agree(&mut p, 11, 150); // 37 rows an expert on average: 64-row GEMM items
+        // Rows an expert averages, and the items they take (bf16 on Hopper: 64-row tiles always,
+        // with the shared expert among them at up to 128 tokens; elsewhere the weight stream
+        // below 12; every_item_size forces each kind on the same shapes).
+        ops_agree(&mut p, 11, 150); // 37: 64-row items
         ops_agree(&mut p, 14, 200); // 50: experts with more than one 64-row item
-        ops_agree(&mut p, 16, 24); // 6: the stream kernels' 16-row items, one n8 tile mostly
+        ops_agree(&mut p, 26, 600); // 150: experts with three 64-row items
+        ops_agree(&mut p, 16, 24); // 6: 16-row items (no wgmma), one n8 tile mostly
         ops_agree(&mut p, 17, 44); // 11: items of 9-16 rows (both n8 tiles), some split in two
         ops_agree(&mut p, 24, 32); // the dense projections' weight stream at its most rows
         ops_agree(&mut p, 25, 1); // and at one row
@@ -358,7 +362,7 @@ mod cuda {
     }
 
     /// Both item sizes of the expert GEMMs forced on the same shapes: 16-row stream items where
-    /// the choice would take 64, 64-row tiles at few rows.
+    /// the choice would take tiles, 64-row tiles at few rows.
     fn every_item_size(dir: &Path, q: Option<Quantization>) {
         for rows in [16, 64] {
             let mut p = pair_with(dir, q, Some(rows));

@@ -264,7 +264,7 @@ fn profile_steps(engine: &mut Engine<crate::backend::cuda::CudaBackend>, a: &Ker
     for id in ids {
         engine.cancel(id);
     }
-    let shared_in_experts = engine.backend.shared_expert_streams(a.batch * c.block);
+    let shared_in_experts = engine.backend.shared_expert_in_items(a.batch * c.block);
     let work = super::kernels::step_work(&engine.cfg, &touched, a.batch, a.prefix, c.block, shared_in_experts);
     let rows = super::kernels::rows(&measured, &work, bandwidth, gemm);
     println!(

@@ -65,7 +65,7 @@ pub struct CudaOptions {
     pub quantization: Option<crate::fp8::Quantization>,
     /// Rows a work item of the expert GEMMs takes: 16 (the weight stream, csrc/moe_stream.cu)
     /// or 64 (shared-memory tiles, csrc/moe_gemm.cu); `None` picks by the rows an expert
-    /// averages in the step. `dllm bench --moe-item-rows` measures the choice.
+    /// averages in the step and the GPU. `dllm bench --moe-item-rows` measures the choice.
     pub moe_item_rows: Option<usize>,
     /// Steps of up to this many requests run as CUDA graphs (graph.rs), one recorded per step
     /// shape; 0 runs every forward eagerly (SGLang's `--cuda-graph-max-bs`, `--disable-cuda-graph`).
@@ -175,6 +175,9 @@ pub struct CudaBackend {
     draws: Vec<RowSampling>,
     device_name: String,
     sm_count: usize,
+    /// Hopper (sm_90): the bf16 expert tiles run on wgmma (csrc/moe_gemm.cu), which beat the
+    /// weight stream at every batch measured, so they take every bf16 step.
+    wgmma: bool,
     /// Distinct experts per MoE layer of the current forward, when counting (benchmarks).
     touched: std::cell::RefCell<Option<Vec<usize>>>,
 }
@@ -222,6 +225,8 @@ impl CudaBackend {
             .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
             .map(|n| n.max(1) as usize)
             .unwrap_or(132);
+        let major = ctx.attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR).unwrap_or(0);
+        let minor = ctx.attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR).unwrap_or(0);
         let k = Kernels::new(&ctx, opts.profile_kernels)?;
         let w = make(&k, &whole).context("putting the weights on the GPU")?;
         k.sync("weight upload")?;
@@ -251,6 +256,7 @@ impl CudaBackend {
             draws: Vec::new(),
             device_name,
             sm_count,
+            wgmma: (major, minor) == (9, 0),
             touched: Default::default(),
         })
     }

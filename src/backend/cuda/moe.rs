@@ -11,16 +11,15 @@ use crate::backend::StepBatch;
 use anyhow::{bail, Result};
 use cudarc::driver::CudaSlice;
 
-/// The grouped GEMM's rows per work item: 64 once the experts average 12 rows or more (one
-/// item then reads an expert's weights once where 16-row items read them once per 16 rows),
-/// else 16 (few rows per expert: the weight stream); `forced` (CudaOptions::moe_item_rows)
-/// overrides it. A 128-row variant measured slower at batch 64 (2026-11-26, H200: gate_up 9.5
-/// ms a step against 8.5 for 64 rows): with 2 CTAs an SM its WMMA loop is issue-bound before
-/// the weight re-reads it saves matter.
-fn moe_tile_rows(slots: usize, experts: usize, forced: Option<usize>) -> usize {
+/// The grouped GEMM's rows per work item. bf16 experts on Hopper: 64 (the wgmma tiles), which
+/// beat the weight stream at every batch from 2 up on one H200 and match it at 1 (docs/PERF.md).
+/// Otherwise (fp8 experts, or no wgmma): 64 once the experts average 12 rows or more (one item
+/// then reads an expert's weights once where 16-row items read them once per 16 rows), else 16
+/// (the weight stream). `forced` (CudaOptions::moe_item_rows) overrides it.
+fn moe_tile_rows(slots: usize, experts: usize, forced: Option<usize>, bf16_wgmma: bool) -> usize {
     match forced {
         Some(rows) => rows,
-        None if slots >= 12 * experts => MOE_BM_LARGE,
+        None if bf16_wgmma || slots >= 12 * experts => MOE_BM_LARGE,
         None => MOE_BM_SMALL,
     }
 }
@@ -53,14 +52,19 @@ impl ExpertGemm {
 /// kernels (csrc/moe_stream.cu), 64-row items to the shared-memory tiles (csrc/moe_gemm.cu).
 fn expert_gemms(tile_m: usize, fp8: bool) -> [ExpertGemm; 2] {
     let stream = |kernel, cols| ExpertGemm { kernel, cols, threads: STREAM_THREADS as u32, smem: 0, persistent: true };
-    let tiles = |kernel, smem| ExpertGemm { kernel, cols: GEMM_BN, threads: GEMM_THREADS as u32, smem, persistent: false };
+    let fp8_tiles = |kernel, smem| ExpertGemm { kernel, cols: GEMM_BN, threads: GEMM_THREADS as u32, smem, persistent: false };
+    let tiles = |kernel, cols, threads: u32, smem| ExpertGemm { kernel, cols, threads, smem, persistent: false };
     let (gu, dn) = (STREAM_GATE_UP_ROWS, STREAM_DOWN_ROWS);
+    let (gu_cols, dn_cols) = (MOE_MMA_GATE_UP_COLS, MOE_MMA_DOWN_COLS);
     use Kernel as K;
     match (tile_m, fp8) {
         (MOE_BM_SMALL, false) => [stream(K::MoeGateUpStream, gu), stream(K::MoeDownStream, dn)],
         (MOE_BM_SMALL, true) => [stream(K::MoeGateUpStreamFp8, gu), stream(K::MoeDownStreamFp8, dn)],
-        (_, false) => [tiles(K::MoeGateUpM64, MOE_GATE_UP_M64_SMEM), tiles(K::MoeDownM64, MOE_DOWN_M64_SMEM)],
-        (_, true) => [tiles(K::MoeGateUpM64Fp8, MOE_GATE_UP_M64_FP8_SMEM), tiles(K::MoeDownM64Fp8, MOE_DOWN_M64_FP8_SMEM)],
+        (_, true) => [fp8_tiles(K::MoeGateUpM64Fp8, MOE_GATE_UP_M64_FP8_SMEM), fp8_tiles(K::MoeDownM64Fp8, MOE_DOWN_M64_FP8_SMEM)],
+        (_, false) => [
+            tiles(K::MoeGateUpM64, gu_cols, MOE_TILES_M64_THREADS, MOE_TILES_M64_SMEM),
+            tiles(K::MoeDownM64, dn_cols, MOE_TILES_M64_THREADS, MOE_TILES_M64_SMEM),
+        ],
     }
 }
 
@@ -177,25 +181,29 @@ impl CudaBackend {
         }
     }
 
-    /// Whether the shared expert runs inside the routed experts' weight-stream launches for
-    /// `rows` tokens (see [`CudaBackend::moe`]).
-    pub fn shared_expert_streams(&self, rows: usize) -> bool {
-        self.w.layers.iter().any(|l| matches!(&l.ffn, Ffn::Moe(m) if self.shared_in_stream(m, rows)))
+    /// Whether the shared expert runs inside the routed experts' launches for `rows` tokens
+    /// (see [`CudaBackend::moe`]).
+    pub fn shared_expert_in_items(&self, rows: usize) -> bool {
+        self.w.layers.iter().any(|l| matches!(&l.ffn, Ffn::Moe(m) if self.shared_in_items(m, rows)))
     }
 
-    /// The shared expert as one more expert of the weight-stream launches: at a few tokens its
-    /// own cuBLAS GEMMs (+ silu_mul) read its weights at a fraction of the bandwidth (flash's TP2
-    /// batch-1 step: ~23 us a layer for 12 MB), while as items of the stream kernels it takes a
-    /// few microseconds beside the routed experts. Its items are MOE_BM_SMALL rows each, and
-    /// each reads the weights again, so only up to SHARED_STREAM_MAX_ITEMS items; fp8 experts
-    /// keep it apart (it stays bf16), and so do the 64-row tiles (their GEMMs are not streams).
-    fn shared_in_stream(&self, m: &MoeWeights, rows: usize) -> bool {
+    /// The rows of the expert GEMMs' work items for `rows` tokens of `m`'s layer.
+    fn tile_rows(&self, m: &MoeWeights, rows: usize) -> usize {
         let c = &self.cfg;
+        let bf16 = matches!(m.gate, ExpertMatrix::Bf16(_));
+        moe_tile_rows(rows * c.num_experts_per_tok, c.num_experts, self.opts.moe_item_rows, bf16 && self.wgmma)
+    }
+
+    /// The shared expert as one more expert of the routed experts' launches (the weight stream
+    /// or the bf16 tiles): at a few tokens its own cuBLAS GEMMs (+ silu_mul) read its weights at
+    /// a fraction of the bandwidth (flash's TP2 batch-1 step: ~23 us a layer for 12 MB), while as
+    /// items beside the routed experts it takes a few microseconds. Each of its items reads the
+    /// weights again, so only up to SHARED_STREAM_MAX_ITEMS items; fp8 experts keep it apart (it
+    /// stays bf16).
+    fn shared_in_items(&self, m: &MoeWeights, rows: usize) -> bool {
         let Some(s) = &m.shared else { return false };
         let bf16 = matches!(m.gate, ExpertMatrix::Bf16(_));
-        bf16 && s.inter == c.moe_intermediate_size
-            && rows.div_ceil(MOE_BM_SMALL) <= SHARED_STREAM_MAX_ITEMS
-            && moe_tile_rows(rows * c.num_experts_per_tok, c.num_experts, self.opts.moe_item_rows) == MOE_BM_SMALL
+        bf16 && s.inter == self.cfg.moe_intermediate_size && rows.div_ceil(self.tile_rows(m, rows)) <= SHARED_STREAM_MAX_ITEMS
     }
 
     pub(super) fn moe(&self, m: &MoeWeights, x: &CudaSlice<u16>, rows: usize, batch: &StepBatch) -> Result<CudaSlice<f32>> {
@@ -211,7 +219,7 @@ impl CudaBackend {
         }
         let c = &self.cfg;
         let (h, im, e) = (c.hidden_size, c.moe_intermediate_size, c.num_experts);
-        let shared = if self.shared_in_stream(m, rows) { m.shared.as_ref() } else { None };
+        let shared = if self.shared_in_items(m, rows) { m.shared.as_ref() } else { None };
         // With the shared expert among the items it is expert number e, every token's last pick.
         let (topk, experts) = match shared {
             Some(_) => (c.num_experts_per_tok + 1, e + 1),
@@ -234,7 +242,7 @@ impl CudaBackend {
             }
             t.push(seen.iter().filter(|&&s| s).count());
         }
-        let tile_m = if shared.is_some() { MOE_BM_SMALL } else { moe_tile_rows(slots, e, self.opts.moe_item_rows) };
+        let tile_m = self.tile_rows(m, rows);
         let max_items = experts.min(slots) + slots / tile_m + 1;
         let slot_token = self.k.alloc::<i32>(slots, "slot tokens")?;
         let slot_weight = self.alloc_f32(slots, "slot weights")?;
