@@ -97,7 +97,8 @@ extern "C" __global__ void __launch_bounds__(ROUTER_THREADS) moe_router_select(c
 // the top-k, ties to the lower index, weights s_k / sum(s_chosen) * scale summed in rank order
 // (the CPU's order). Every CTA of a block computes the block's pool itself: the same values in
 // the same order, so the same pool, and no second launch. (One CTA per block walking its rows in
-// turn took ~100 us a layer at 32 rows: three barriers and a 256 x 256 ranking per row.)
+// turn took ~100 us a layer at 32 rows: three barriers and a 256 x 256 ranking per row.) With
+// pool_ids set, the block's first CTA also writes the pool out, in rank order (recording).
 extern "C" __global__ void __launch_bounds__(ROUTER_THREADS) moe_router_block(const RouterBlockParams p) {
     __shared__ float bmax[ROUTER_MAX_E], sc[ROUTER_MAX_E], bk[ROUTER_MAX_E];
     __shared__ int pool[ROUTER_MAX_E];
@@ -125,6 +126,7 @@ extern "C" __global__ void __launch_bounds__(ROUTER_THREADS) moe_router_block(co
             rank += u > v || (u == v && o < e);
         }
         pool[e] = rank < p.capacity;
+        if (p.pool_ids != nullptr && t == t0 && rank < p.capacity) p.pool_ids[(size_t)(t / p.block) * p.capacity + rank] = e;
     }
     __syncthreads();
     const float* lg = p.logits + (size_t)t * p.experts;

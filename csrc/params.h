@@ -289,6 +289,9 @@ struct RouterBlockParams {
     float scale;
     // As RouterParams::shared_expert: >= 0 adds it as every token's last pick, weight 1.
     int32_t shared_expert;
+    // Non-null (recording a forward's routing): each block's pool, [blocks][capacity] expert
+    // ids in rank order, written by the block's first CTA.
+    DEV_PTR(int32_t) pool_ids;
 };
 
 // moe_permute.cu: stable counting sort of (token, k) picks by expert, and the work list of

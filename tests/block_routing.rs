@@ -2,8 +2,11 @@
 //! kernel's twin), the routing blocks a batch is cut into, and what config.json and the engine
 //! refuse. The forward against the oracle is in model_vs_fixtures.rs.
 
-use dllm::backend::cpu::{route, route_block};
-use dllm::backend::StepBatch;
+mod common;
+
+use dllm::backend::cpu::{route, route_block, CpuBackend};
+use dllm::backend::{Measure, StepBatch};
+use dllm::checkpoint::Checkpoint;
 use dllm::config::{preset, Family, ModelConfig};
 use dllm::rng::Rng;
 
@@ -157,4 +160,82 @@ fn make_model_writes_the_released_capacity_for_the_released_shapes() {
         let br = p.cfg.block_routing().unwrap();
         assert_eq!((br.capacity, br.block), (want, 32), "{name}");
     }
+}
+
+/// Recording a forward's routing (Measure::record_routing) on the CPU, on the block-routing
+/// fixtures' checkpoint with the 7-token (one short routing block) and 70-token (three blocks)
+/// inputs: off by default, and the logits are the same bits with it on; one record per MoE
+/// layer, each row's k picks, each routing block's pool of `capacity`, and the biased scores
+/// they were made from, picks and pools being the twin's rules on those scores; the next
+/// forward replaces the record. routing_splits finds a pool changed by hand and measures it.
+#[test]
+fn recorded_routing_is_the_forward_s_routing() {
+    let fx = common::fixture("block_routing_logits.json").expect("tests/fixtures/block_routing_logits.json");
+    let dir = std::env::temp_dir().join(format!("dllm-br-record-{}", std::process::id()));
+    common::make_fixture_model(&fx, &dir);
+    let ck = Checkpoint::open(&dir).unwrap();
+    let cfg = ck.config.clone();
+    let br = cfg.block_routing().unwrap();
+    let (e, k) = (cfg.num_experts, cfg.num_experts_per_tok);
+    let moe_layers: Vec<usize> = (0..cfg.num_hidden_layers).filter(|&l| cfg.is_moe_layer(l)).collect();
+    let mut cpu = CpuBackend::load(&ck).unwrap();
+    let cases: Vec<&serde_json::Value> =
+        fx["cases"].as_array().unwrap().iter().filter(|c| [7, 70].contains(&c["input_ids"].as_array().unwrap().len())).collect();
+    assert_eq!(cases.len(), 2);
+    for case in cases {
+        let rows = case["input_ids"].as_array().unwrap().len();
+        let (_, plain) = common::case_logits(&mut cpu, &cfg, case);
+        assert!(cpu.routing().is_empty(), "recorded while off");
+        cpu.record_routing(true);
+        let (_, recorded) = common::case_logits(&mut cpu, &cfg, case);
+        assert!(plain == recorded, "{rows} tokens: recording changed the logits");
+        let rec = cpu.routing();
+        assert_eq!(rec.iter().map(|l| l.layer).collect::<Vec<_>>(), moe_layers);
+        let mut batch = StepBatch::default();
+        batch.push(0, 0, &vec![0; rows], br.block);
+        let blocks = batch.routing_blocks(br.block).unwrap();
+        for l in &rec {
+            assert_eq!(l.picks.len(), rows);
+            assert!(l.picks.iter().all(|p| p.len() == k));
+            assert_eq!(l.biased.len(), rows);
+            assert!(l.biased.iter().all(|b| b.len() == e && b.iter().all(|v| v.is_finite())));
+            assert_eq!(l.pools.iter().map(|p| p.rows.clone()).collect::<Vec<_>>(), blocks);
+            for p in &l.pools {
+                assert_eq!(p.experts.len(), br.capacity);
+                assert!(l.picks[p.rows.clone()].iter().flatten().all(|x| p.experts.contains(x)), "a pick outside its pool");
+            }
+        }
+        let replayed = common::replay_block_routing(&rec, br.capacity, k);
+        assert!(common::routing_splits(&replayed, &rec).is_empty(), "the record is not the rules applied to its own scores");
+        assert!(common::biased_score_gaps(&replayed, &rec).iter().all(|&(_, d)| d == 0.0));
+        // The pool of the first MoE layer's first block with its last expert swapped for the
+        // best one it left out: one split, that pool, measured on the scores it came from.
+        let mut other = rec.clone();
+        let first = &mut other[0];
+        let admission = common::admission_scores(&first.biased, first.pools[0].rows.clone());
+        let pool = first.pools[0].experts.clone();
+        let rejected = (0..e).filter(|x| !pool.contains(x)).max_by(|&a, &b| admission[a].total_cmp(&admission[b]).then(b.cmp(&a))).unwrap();
+        let last = *pool.last().unwrap();
+        first.pools[0].experts[br.capacity - 1] = rejected;
+        let splits = common::routing_splits(&rec, &other);
+        assert_eq!(splits.len(), 1, "{splits:?}");
+        let s = &splits[0];
+        assert_eq!((s.layer, s.block, s.row), (moe_layers[0], Some(0), 0));
+        assert_eq!(s.cut_margin, admission[last] - admission[rejected]);
+        assert_eq!(s.swap_gap, s.cut_margin);
+        assert!(s.cut_margin >= 0.0);
+        // One changed pick, outside the pools' decisions: that row's split.
+        let mut other = rec.clone();
+        let row = rows - 1;
+        let last_block = other[1].pools.last().unwrap().experts.clone();
+        let left = *last_block.iter().find(|x| !other[1].picks[row].contains(x)).unwrap();
+        other[1].picks[row][k - 1] = left;
+        let splits = common::routing_splits(&rec, &other);
+        assert_eq!(splits.len(), 1, "{splits:?}");
+        assert_eq!((splits[0].layer, splits[0].block, splits[0].row), (moe_layers[1], None, row));
+        assert!(splits[0].swap_gap >= splits[0].cut_margin && splits[0].cut_margin >= 0.0);
+        cpu.record_routing(false);
+        assert!(cpu.routing().is_empty());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

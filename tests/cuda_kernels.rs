@@ -15,10 +15,13 @@ mod common;
 
 #[cfg(dllm_cuda)]
 mod cuda {
-    use super::common::{case_logits, fixture, greedy_params, ids, joint_params, logits_errors, make_fixture_model};
+    use super::common::{
+        biased_score_gaps, case_logits, fixture, greedy_params, ids, joint_params, logits_errors, make_fixture_model,
+        rel_err as oracle_err, replay_block_routing, routing_splits,
+    };
     use dllm::backend::cpu::{CpuBackend, Mat};
     use dllm::backend::cuda::{device_available, CudaAct, CudaBackend, CudaOptions};
-    use dllm::backend::{Backend, Linear, Norm, StepBatch};
+    use dllm::backend::{Backend, LayerRouting, Linear, Measure, Norm, StepBatch};
     use dllm::checkpoint::Checkpoint;
     use dllm::config::preset;
     use dllm::config::ModelConfig;
@@ -948,9 +951,156 @@ mod cuda {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    /// The block-routing fixtures (tiny 2.2) through the CUDA engine: the logits within 2e-2 of
-    /// the oracle's, the greedy cases reported (those that differ run in lockstep with the CPU,
-    /// which prints each near-tie), as fixtures_on_cuda does for 2.0.
+    /// The router input's scale on the tiny 2.2 checkpoint: S = max over the block-routing
+    /// fixtures' inputs, rows, MoE layers and experts of sum_i |x_i W_ei| (x the router's input,
+    /// the post-attention RMSNorm's output; W its weights). reference.py route-margins --fixture
+    /// tests/fixtures/block_routing_logits.json prints 14.63 (|x| rms ~1, H = 64, W rms 0.25).
+    const ROUTER_INPUT_SCALE: f32 = 15.0;
+    /// How far the bf16 rounding of the router's input can move one biased score. The CUDA
+    /// router's logits are bf16 x times the bf16 weights in fp32, the CPU's the fp32 x times the
+    /// same weights: rounding x_i to bf16 (8 significant bits) moves it by at most 2^-8 |x_i|,
+    /// so a logit by at most 2^-8 S; the sigmoid's slope is at most 1/4, so b = sigmoid + bias
+    /// moves by at most 2^-10 S = 0.0146, and an admission score (a max over rows) no more.
+    /// Every error aligned at its worst: the earlier layers' bf16 roundings that the GPU's
+    /// router input also carries (the forward without routing choices agrees within 0.53% at
+    /// the logits) add far less than that; routing_vs_cpu measures the move and holds it here.
+    const BF16_SCORE_MOVE: f32 = ROUTER_INPUT_SCALE / 1024.0;
+    /// A near tie: a decision whose margin two such moves can close, below 2^-9 S = 0.0293.
+    /// (docs/MODEL.md, "Block routing on CUDA against the CPU".)
+    const BF16_NEAR_TIE: f32 = 2.0 * BF16_SCORE_MOVE;
+    /// How far the host's sigmoid of CUDA's logits may sit from the kernel's expf where a
+    /// replay of the kernel's decision on them is checked (scores ~1: a few ulps of f32).
+    const SIGMOID_ULPS: f32 = 1e-5;
+
+    /// One forward's routing on CUDA (`gpu`) against the CPU's (`cpu`), both recorded
+    /// (Measure::record_routing): printed layer by layer (pools and picks alike or not, the
+    /// largest biased-score difference), then every decision the two took apart with the CPU's
+    /// margins (`cut`: at the CPU's cut; `swap`: the gap the CUDA decision inverts on the CPU's
+    /// scores; `cuda`: that gap on CUDA's scores). Asserts that CUDA's kernel took the CPU
+    /// twin's decisions on CUDA's own scores in every layer, and where the two routed apart, that
+    /// every first-diverging decision is a bf16 near tie (swap < BF16_NEAR_TIE) and the scores
+    /// moved by no more than bf16 explains (BF16_SCORE_MOVE) up to that layer. Returns whether
+    /// the two routed alike in every layer.
+    fn routing_vs_cpu(what: &str, cpu: &[LayerRouting], gpu: &[LayerRouting], cfg: &ModelConfig) -> bool {
+        let br = cfg.block_routing().unwrap();
+        let moe_layers = (0..cfg.num_hidden_layers).filter(|&l| cfg.is_moe_layer(l)).count();
+        assert_eq!((cpu.len(), gpu.len()), (moe_layers, moe_layers), "{what}: a recording misses MoE layers");
+        let own = routing_splits(&replay_block_routing(gpu, br.capacity, cfg.num_experts_per_tok), gpu);
+        for s in &own {
+            eprintln!("{what}: CUDA's kernel against the twin's rules on CUDA's own scores, layer {}: {s:?}", s.layer);
+        }
+        assert!(
+            own.iter().all(|s| s.swap_gap <= SIGMOID_ULPS),
+            "{what}: CUDA's router chose against its own scores (a kernel or launch bug, not bf16): {own:?}"
+        );
+        let splits = routing_splits(cpu, gpu);
+        let gaps = biased_score_gaps(cpu, gpu);
+        for ((c, g), (layer, gap)) in cpu.iter().zip(gpu).zip(&gaps) {
+            let pools_alike = c.pools.iter().zip(&g.pools).filter(|(a, b)| sorted_ids(&a.experts) == sorted_ids(&b.experts)).count();
+            let rows_alike = c.picks.iter().zip(&g.picks).filter(|(a, b)| sorted_ids(a) == sorted_ids(b)).count();
+            eprintln!(
+                "{what} layer {layer}: pools alike {pools_alike}/{}, rows with the same picks {rows_alike}/{}, largest |b_cuda - b_cpu| {gap:.3e}",
+                c.pools.len(),
+                c.picks.len()
+            );
+        }
+        let Some(first) = splits.first().map(|s| s.layer) else {
+            eprintln!("{what}: CUDA and the CPU routed alike in every MoE layer");
+            return true;
+        };
+        for s in &splits {
+            let decision = match s.block {
+                Some(b) => format!("pool of block {b}"),
+                None => format!("picks of row {}", s.row),
+            };
+            let role = if s.layer == first { "first divergence" } else { "later (follows from the first)" };
+            eprintln!(
+                "{what} layer {} {decision}: cpu {:?} cuda {:?}; cpu margin: cut {:.3e} swap {:.3e}; on cuda's scores {:.3e} [{role}]",
+                s.layer, s.reference, s.other, s.cut_margin, s.swap_gap, s.other_swap_gap
+            );
+        }
+        eprintln!(
+            "{what}: routing first diverges at layer {first}; near-tie bound {BF16_NEAR_TIE:.3e} on a margin, {BF16_SCORE_MOVE:.3e} on a score's move"
+        );
+        for &(layer, gap) in gaps.iter().filter(|(l, _)| *l <= first) {
+            assert!(gap <= BF16_SCORE_MOVE, "{what} layer {layer}: biased scores {gap:e} apart, beyond bf16's {BF16_SCORE_MOVE:e}");
+        }
+        for s in splits.iter().filter(|s| s.layer == first) {
+            assert!(s.swap_gap < BF16_NEAR_TIE, "{what}: layer {} took apart a decision that is no near tie: {s:?}", s.layer);
+        }
+        false
+    }
+
+    fn sorted_ids(v: &[usize]) -> Vec<usize> {
+        let mut v = v.to_vec();
+        v.sort_unstable();
+        v
+    }
+
+    /// A block-routing logits case on CUDA and the CPU, routing recorded on both: per position
+    /// CUDA's relative error against the oracle (and the CPU's, printed), and whether the two
+    /// routed alike (routing_vs_cpu's checks run).
+    fn routed_case_errors(gpu: &mut CudaBackend, cpu: &mut CpuBackend, cfg: &ModelConfig, case: &Value) -> (Vec<(usize, f64)>, bool) {
+        let name = case["name"].as_str().unwrap();
+        gpu.record_routing(true);
+        cpu.record_routing(true);
+        let ((positions, g), (_, c)) = (case_logits(gpu, cfg, case), case_logits(cpu, cfg, case));
+        let (gr, cr) = (gpu.routing(), cpu.routing());
+        gpu.record_routing(false);
+        cpu.record_routing(false);
+        let alike = routing_vs_cpu(name, &cr, &gr, cfg);
+        let v = cfg.vocab_size;
+        let mut errs = vec![];
+        for (i, want) in case["logits"].as_array().unwrap().iter().enumerate() {
+            let want: Vec<f64> = want.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+            let (eg, ec) = (oracle_err(&g[i * v..(i + 1) * v], &want), oracle_err(&c[i * v..(i + 1) * v], &want));
+            eprintln!("block routing fixture {name} position {}: relative error cuda {eg:.3e}, cpu {ec:.3e}", positions[i]);
+            errs.push((positions[i], eg));
+        }
+        (errs, alike)
+    }
+
+    /// The failing input of block_routing_fixtures_on_cuda alone: the tiny 2.2 checkpoint's
+    /// 7-token forward (one short routing block), its routing recorded on CUDA and the CPU and
+    /// compared layer by layer (routing_vs_cpu: the first layer where they route apart, each
+    /// diverging decision's CPU margin, asserted to be a bf16 near tie), then its logits against
+    /// the oracle: within 2e-2 where the two routed alike in every layer.
+    #[test]
+    fn block_routing_short_block_routes_like_cpu_or_near_tie() {
+        if skip() {
+            return;
+        }
+        let Some(lfx) = fixture("block_routing_logits.json") else {
+            eprintln!("skipped: fixtures not present");
+            return;
+        };
+        let dir = tmp("route-7");
+        make_fixture_model(&lfx, &dir);
+        let ck = Checkpoint::open(&dir).unwrap();
+        let cfg = ck.config.clone();
+        let mut gpu = CudaBackend::load(&ck, &opts()).unwrap();
+        let mut cpu = CpuBackend::load(&ck).unwrap();
+        let case = lfx["cases"].as_array().unwrap().iter().find(|c| c["input_ids"].as_array().unwrap().len() == 7).unwrap();
+        let (errs, alike) = routed_case_errors(&mut gpu, &mut cpu, &cfg, case);
+        if alike {
+            for (pos, e) in &errs {
+                assert!(*e < 2e-2, "position {pos}: relative error {e:e} with the CPU's routing in every layer");
+            }
+        }
+        eprintln!(
+            "7-token forward: {}",
+            if alike { "routed like the CPU in every layer; logits within 2e-2" } else { "routed apart from the CPU on a bf16 near tie" }
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The block-routing fixtures (tiny 2.2) through the CUDA engine. Logits: each case's forward
+    /// is recorded on CUDA and the CPU; where the two routed alike in every layer every position
+    /// must be within 2e-2 of the oracle's; where they did not, every first-diverging decision
+    /// must be a bf16 near tie (routing_vs_cpu), and the errors are printed (another expert
+    /// set is another function: no bound on the logits then). The greedy cases are reported
+    /// (those that differ run in lockstep with the CPU, which prints each near-tie), as
+    /// fixtures_on_cuda does for 2.0.
     #[test]
     fn block_routing_fixtures_on_cuda() {
         if skip() {
@@ -965,18 +1115,25 @@ mod cuda {
         let ck = Checkpoint::open(&dir).unwrap();
         let cfg = ck.config.clone();
         let mut b = CudaBackend::load(&ck, &opts()).unwrap();
-        let errs = logits_errors(&mut b, &cfg, &lfx);
-        for (name, pos, e) in &errs {
-            eprintln!("block routing fixture {name} position {pos}: relative error {e:.3e}");
+        let mut cpu = CpuBackend::load(&ck).unwrap();
+        let (mut worst, mut apart) = (0.0f64, vec![]);
+        for case in lfx["cases"].as_array().unwrap() {
+            let name = case["name"].as_str().unwrap();
+            let (errs, alike) = routed_case_errors(&mut b, &mut cpu, &cfg, case);
+            if !alike {
+                apart.push(name.to_string());
+                continue;
+            }
+            for (pos, e) in &errs {
+                assert!(*e < 2e-2, "{name} position {pos}: relative error {e:e} with the CPU's routing in every layer");
+                worst = worst.max(*e);
+            }
         }
-        for (name, pos, e) in &errs {
-            assert!(*e < 2e-2, "{name} position {pos}: relative error {e:e}");
-        }
-        let worst = errs.iter().map(|e| e.2).fold(0.0, f64::max);
-        eprintln!("block routing fixture logits on cuda: largest relative error {worst:.3e}");
+        eprintln!(
+            "block routing fixture logits on cuda: largest relative error {worst:.3e} where routed like the CPU; routed apart on a near tie: {apart:?}"
+        );
         let tok = Tokenizer::open(&dir, &cfg).unwrap();
         let mut engine = Engine::new(b, cfg.clone(), tok.mask_id, tok.eos_id);
-        let mut cpu = CpuBackend::load(&ck).unwrap();
         let cases = gfx["cases"].as_array().unwrap();
         let mut same = 0;
         for case in cases {

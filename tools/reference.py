@@ -9,6 +9,9 @@ K/V of finished blocks) checks that cache.
 
 Subcommands:
   logits    --model DIR --ids 1,2,3 --block-size B      last position's logits (debug aid)
+  route-margins --model DIR (--ids 1,2,3 | --fixture F [--case NAME])   block routing's
+            decisions per MoE layer and their float64 margins, the router input's scale
+            [--bf16-router-input: the router's input rounded to bf16, as on the GPU]
   generate  --model DIR (--prompt-ids 1,2 | --prompt TEXT) [--chat] [--block-size 32
             --steps S --threshold 0.95 --max-new-tokens N --eos-id ID]   greedy output ids
             [--dllm-algorithm JointThreshold --edit-threshold E --max-post-edit-steps S]
@@ -129,6 +132,8 @@ class Model:
     tokenizer: object | None
     files: list  # safetensors shard paths (for the fixtures' sha256 header)
     route_gaps: list | None = None  # routing near-tie gaps, collected by moe() when a list
+    route_log: list | None = None  # per MoE layer, block routing's margins (route_margins)
+    bf16_router_input: bool = False  # route-margins --bf16-router-input: the GPU's router input
 
     def t(self, name: str) -> torch.Tensor:
         if name not in self.w:
@@ -292,9 +297,12 @@ def moe(model: Model, i: int, h: torch.Tensor) -> torch.Tensor:
     T, E, G = h.shape[0], c.experts, c.n_group
     assert E % G == 0, "num_experts must be a multiple of n_group"
     # Router in float64 here (the contract says fp32; f64 is the more exact oracle).
-    s = torch.sigmoid(h @ model.t(pre + "gate.weight").T)  # [T, E] router probabilities
+    hr = h.to(torch.bfloat16).to(h.dtype) if model.bf16_router_input else h
+    s = torch.sigmoid(hr @ model.t(pre + "gate.weight").T)  # [T, E] router probabilities
     b = s + model.t(pre + "gate.expert_bias")  # bias only steers the choice
     if c.expert_capacity is not None:
+        if model.route_log is not None:
+            model.route_log.append(route_margins(model, i, hr, b))
         return routed_output(model, pre, h, s, block_route(model, s, b))
 
     # Group score = sum of the two largest b in the group; keep the topk_group best groups.
@@ -322,6 +330,54 @@ def moe(model: Model, i: int, h: torch.Tensor) -> torch.Tensor:
             model.route_gaps.append(gap[torch.isfinite(gap)].min().item() if torch.isfinite(gap).any() else math.inf)
 
     return routed_output(model, pre, h, s, chosen)
+
+
+def route_margins(model: Model, i: int, h: torch.Tensor, b: torch.Tensor) -> dict:
+    """Block routing's decisions at MoE layer i and how close each was (the route-margins
+    command): per routing block its pool and the pool's cut margin (admission score, the block
+    max of b, of the last admitted expert minus that of the first rejected), per row its picks
+    and pick margin (b of the k-th pick minus the best pool expert it left). And the router
+    input's scale S = max over rows and experts of sum_i |h_i W_ei|: a relative 2^-8 error in h
+    (bf16 rounding) moves a logit by at most 2^-8 S, a biased score by at most 2^-10 S (sigmoid
+    slope <= 1/4), a margin by at most 2^-9 S."""
+    c, pre = model.cfg, f"model.layers.{i}.mlp."
+    w = model.t(pre + "gate.weight")
+    E, R, C, k = c.experts, c.route_block, c.expert_capacity, c.top_k
+    blocks = []
+    for start in range(0, b.shape[0], R):
+        bb = b[start : start + R]
+        order = torch.sort(bb.max(dim=0).values, descending=True, stable=True)
+        pool = torch.zeros(E, dtype=torch.bool)
+        pool[order.indices[:C]] = True
+        es = torch.sort(bb.masked_fill(~pool[None, :], float("-inf")), dim=-1, descending=True, stable=True)
+        blocks.append({
+            "rows": [start, start + bb.shape[0]],
+            "pool": order.indices[:C].tolist(),
+            "pool_margin": (order.values[C - 1] - order.values[C]).item() if C < E else math.inf,
+            "picks": es.indices[:, :k].tolist(),
+            "pick_margins": (es.values[:, k - 1] - es.values[:, k]).tolist() if k < C else [math.inf] * bb.shape[0],
+        })
+    return {"layer": i, "input_scale": (h.abs() @ w.abs().T).max().item(), "blocks": blocks}
+
+
+def print_route_margins(model: Model, name: str, ids: list, block_size: int, case: dict | None = None):
+    model.route_log = []
+    logits = forward(model, ids, block_size)
+    log, model.route_log = model.route_log, None
+    for p, want in zip(case["positions"], case["logits"]) if case else []:
+        want = torch.tensor(want, dtype=torch.float64)
+        print(f"{name} position {p}: relative error against the fixture {((logits[p] - want).norm() / want.norm()).item():.3e}")
+    for l in log:
+        s = l["input_scale"]
+        print(f"{name} layer {l['layer']}: input scale S = max sum|h W| = {s:.4f} (score move <= 2^-10 S = "
+              f"{s / 1024:.3e}, near tie < 2^-9 S = {s / 512:.3e})")
+        for j, bl in enumerate(l["blocks"]):
+            print(f"  block {j} rows {bl['rows'][0]}..{bl['rows'][1]}: pool {bl['pool']} cut margin {bl['pool_margin']:.3e}")
+            worst = min(range(len(bl["picks"])), key=lambda r: bl["pick_margins"][r])
+            for r, (p, m) in enumerate(zip(bl["picks"], bl["pick_margins"])):
+                flag = " <- smallest" if r == worst else ""
+                print(f"    row {bl['rows'][0] + r}: picks {p} margin {m:.3e}{flag}")
+    return max(l["input_scale"] for l in log)
 
 
 def routed_output(model: Model, pre: str, h: torch.Tensor, s: torch.Tensor,
@@ -1708,6 +1764,17 @@ def main(argv=None):
     fx.add_argument("--only", choices=["joint_threshold"], default=None,
                     help="write only this fixture file (the others stay as they are)")
 
+    rm = sub.add_parser("route-margins",
+                        help="block routing's per-layer decisions and margins (a 2.2 checkpoint)")
+    rm.add_argument("--model", required=True)
+    src = rm.add_mutually_exclusive_group(required=True)
+    src.add_argument("--ids", help="comma-separated token ids (one forward from position 0)")
+    src.add_argument("--fixture", help="a logits fixture file: every case's input")
+    rm.add_argument("--case", default=None, help="with --fixture: only this case")
+    rm.add_argument("--block-size", type=int, default=32)
+    rm.add_argument("--bf16-router-input", action="store_true",
+                    help="round the router's input to bf16 as the CUDA router sees it (the rest float64)")
+
     ip = sub.add_parser("indel-policy-fixtures",
                         help="write tests/fixtures/indel_policy.json (synthetic; no model)")
     ip.add_argument("--out", default="tests/fixtures")
@@ -1751,6 +1818,18 @@ def main(argv=None):
                               "min_route_gap": args.min_route_gap})
         return
 
+    if args.cmd == "route-margins":
+        if model.cfg.expert_capacity is None:
+            raise SystemExit("route-margins: this model does not route per block")
+        model.bf16_router_input = args.bf16_router_input
+        if args.ids is not None:
+            print_route_margins(model, "ids", parse_ids(args.ids), args.block_size)
+            return
+        with open(args.fixture) as f:
+            cases = [c for c in json.load(f)["cases"] if args.case in (None, c["name"])]
+        scale = max(print_route_margins(model, c["name"], c["input_ids"], c["block_size"], c) for c in cases)
+        print(f"largest input scale S over {len(cases)} case(s): {scale:.4f}")
+        return
     if args.cmd == "logits":
         logits = forward(model, parse_ids(args.ids), args.block_size)[-1]
         print(json.dumps([sig7(v) for v in logits.tolist()]))

@@ -3,7 +3,7 @@
 
 use super::mem_group::MemGroup;
 use super::shard::Shard;
-use super::{Backend, Head, Linear, Measure, Norm, StepBatch};
+use super::{Backend, BlockPool, Head, LayerRouting, Linear, Measure, Norm, StepBatch};
 use crate::checkpoint::names::{self, Proj};
 use crate::checkpoint::Checkpoint;
 use crate::config::ModelConfig;
@@ -89,6 +89,8 @@ pub struct CpuBackend {
     max_seq_len: usize,
     /// Distinct experts per MoE layer of the current forward, when counting.
     touched: Option<Vec<usize>>,
+    /// The MoE layers' routing decisions of the current forward, when recording.
+    routing: Option<Vec<LayerRouting>>,
     /// What the last `head` produced, until it is read.
     head_out: Option<HeadOut>,
     /// The next `Head::Sample`'s draws.
@@ -240,6 +242,7 @@ impl CpuBackend {
             slots: Vec::new(),
             max_seq_len,
             touched: None,
+            routing: None,
             head_out: None,
             draws: Vec::new(),
         })
@@ -355,6 +358,38 @@ pub fn route(logits: &[f32], bias: &[f32], c: &ModelConfig) -> Vec<(usize, f32)>
     chosen.iter().map(|&i| (i, s[i] / sum * c.routed_scaling_factor)).collect()
 }
 
+/// The routers' selection values: per row of `logits` (`[rows * E]`, fp32) and expert,
+/// b = sigmoid(logit) + expert_bias, `[rows * E]`.
+pub fn biased_scores(logits: &[f32], bias: &[f32]) -> Vec<f32> {
+    let e = bias.len();
+    logits.chunks(e).flat_map(|row| row.iter().zip(bias).map(|(&l, y)| 1.0 / (1.0 + (-l).exp()) + y)).collect()
+}
+
+/// A routing block's pool from its rows' biased scores (`biased` `[rows * e]`): the `capacity`
+/// experts with the largest block scores (an expert's largest b over the rows), in rank order,
+/// ties to the lower expert index.
+pub fn block_pool(biased: &[f32], e: usize, capacity: usize) -> Vec<usize> {
+    let mut block_score = vec![f32::NEG_INFINITY; e];
+    for row in biased.chunks(e) {
+        for (m, &v) in block_score.iter_mut().zip(row) {
+            *m = m.max(v);
+        }
+    }
+    let mut order: Vec<usize> = (0..e).collect();
+    order.sort_by(|&x, &y| block_score[y].total_cmp(&block_score[x]).then(x.cmp(&y)));
+    order.truncate(capacity.min(e));
+    order
+}
+
+/// One row's picks: the `k` experts of `pool` with the largest biased scores of the row
+/// (`biased_row` `[e]`), in rank order, ties to the lower expert index.
+pub fn pick_in_pool(biased_row: &[f32], pool: &[usize], k: usize) -> Vec<usize> {
+    let mut cand = pool.to_vec();
+    cand.sort_by(|&x, &y| biased_row[y].total_cmp(&biased_row[x]).then(x.cmp(&y)));
+    cand.truncate(k.min(cand.len()));
+    cand
+}
+
 /// LLaDA2.2's block routing of one routing block's rows (`logits` `[rows * E]`, fp32): per
 /// row the (expert, weight) pairs in rank order. s = sigmoid(logit), b = s + expert_bias; an
 /// expert's block score is its largest b over the block's rows; the `capacity` experts with the
@@ -364,25 +399,12 @@ pub fn route(logits: &[f32], bias: &[f32], c: &ModelConfig) -> Vec<(usize, f32)>
 pub fn route_block(logits: &[f32], bias: &[f32], c: &ModelConfig, capacity: usize) -> Vec<Vec<(usize, f32)>> {
     let e = bias.len();
     let s: Vec<f32> = logits.iter().map(|&l| 1.0 / (1.0 + (-l).exp())).collect();
-    let b: Vec<f32> = s.chunks(e).flat_map(|row| row.iter().zip(bias).map(|(x, y)| x + y)).collect();
-    let mut block_score = vec![f32::NEG_INFINITY; e];
-    for row in b.chunks(e) {
-        for (m, &v) in block_score.iter_mut().zip(row) {
-            *m = m.max(v);
-        }
-    }
-    let by_score = |score: &[f32]| {
-        let mut order: Vec<usize> = (0..e).collect();
-        order.sort_by(|&x, &y| score[y].total_cmp(&score[x]).then(x.cmp(&y)));
-        order
-    };
-    let pool = &by_score(&block_score)[..capacity.min(e)];
+    let b = biased_scores(logits, bias);
+    let pool = block_pool(&b, e, capacity);
     s.chunks(e)
         .zip(b.chunks(e))
         .map(|(sr, br)| {
-            let mut cand = pool.to_vec();
-            cand.sort_by(|&x, &y| br[y].total_cmp(&br[x]).then(x.cmp(&y)));
-            let chosen = &cand[..c.num_experts_per_tok.min(cand.len())];
+            let chosen = pick_in_pool(br, &pool, c.num_experts_per_tok);
             let sum: f32 = chosen.iter().map(|&i| sr[i]).sum();
             chosen.iter().map(|&i| (i, sr[i] / sum * c.routed_scaling_factor)).collect()
         })
@@ -425,8 +447,12 @@ impl Backend for CpuBackend {
     }
 
     fn embed(&mut self, tokens: &[u32]) -> Result<Mat> {
+        // A forward starts here.
         if let Some(t) = &mut self.touched {
-            t.clear(); // a forward starts here
+            t.clear();
+        }
+        if let Some(r) = &mut self.routing {
+            r.clear();
         }
         let h = self.cfg.hidden_size;
         let mut x = Mat::zeros(tokens.len(), h);
@@ -564,6 +590,25 @@ impl Backend for CpuBackend {
                     routes.iter().flatten().for_each(|&(e, _)| seen[e] = true);
                     t.push(seen.iter().filter(|&&s| s).count());
                 }
+                if let Some(rec) = &mut self.routing {
+                    let e = logits.cols;
+                    let biased = biased_scores(&logits.data, &moe.bias);
+                    let pools = match c.block_routing() {
+                        None => vec![],
+                        // The pools route_block made: the same function of the same values.
+                        Some(br) => batch
+                            .routing_blocks(br.block)?
+                            .into_iter()
+                            .map(|rows| BlockPool { experts: block_pool(&biased[rows.start * e..rows.end * e], e, br.capacity), rows })
+                            .collect(),
+                    };
+                    rec.push(LayerRouting {
+                        layer,
+                        picks: routes.iter().map(|r| r.iter().map(|&(x, _)| x).collect()).collect(),
+                        pools,
+                        biased: biased.chunks(e).map(<[f32]>::to_vec).collect(),
+                    });
+                }
                 y.data.par_chunks_mut(x.cols).enumerate().for_each(|(r, yr)| {
                     let xr = x.row(r);
                     for &(e, w) in &routes[r] {
@@ -652,6 +697,14 @@ impl Measure for CpuBackend {
 
     fn experts_touched(&self) -> Vec<usize> {
         self.touched.clone().unwrap_or_default()
+    }
+
+    fn record_routing(&mut self, on: bool) {
+        self.routing = on.then(Vec::new);
+    }
+
+    fn routing(&self) -> Vec<LayerRouting> {
+        self.routing.clone().unwrap_or_default()
     }
 
     /// Host memory bandwidth: the CPU backend's ceiling.

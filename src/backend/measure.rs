@@ -1,8 +1,37 @@
-//! What benchmarks ask of a backend besides the forward: the experts a step touched (the bytes
-//! it must read) and the card's ceilings, measured in the same run. Kept out of [`super::Backend`]
-//! so the forward's trait holds only the forward's ops.
+//! What benchmarks and tests ask of a backend besides the forward: the experts a step touched
+//! (the bytes it must read), the routing decisions themselves (tests: where two backends route
+//! apart, and how close the call was), and the card's ceilings, measured in the same run. Kept
+//! out of [`super::Backend`] so the forward's trait holds only the forward's ops.
 
 use anyhow::Result;
+use std::ops::Range;
+
+/// One MoE layer's routing decisions in one forward (see [`Measure::record_routing`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LayerRouting {
+    /// The layer's index in the model.
+    pub layer: usize,
+    /// Per row of the forward, its routed experts in pick order (rank order; the shared expert
+    /// is not among them).
+    pub picks: Vec<Vec<usize>>,
+    /// Block routing (LLaDA2.2): per routing block, its rows and its pool in rank order
+    /// (largest block score first). Empty for per-token routing.
+    pub pools: Vec<BlockPool>,
+    /// Per row, the f32 biased scores `sigmoid(logit) + expert_bias` of every expert, the
+    /// values the decision ranks (tests compute margins from them). The CPU: its own. CUDA: the
+    /// host's sigmoid of the router's f32 logits read back from the device (the kernel's expf
+    /// may differ from the host's by an ulp or two).
+    pub biased: Vec<Vec<f32>>,
+}
+
+/// One routing block's pool of experts.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BlockPool {
+    /// The block's rows of the forward.
+    pub rows: Range<usize>,
+    /// Its `expert_capacity` experts, largest block score first.
+    pub experts: Vec<usize>,
+}
 
 pub trait Measure {
     /// Count the distinct experts each MoE layer's tokens route to (benchmarks: the bytes a
@@ -10,6 +39,11 @@ pub trait Measure {
     fn count_experts(&mut self, on: bool);
     /// Distinct experts per MoE layer in the last forward, in layer order (empty when off).
     fn experts_touched(&self) -> Vec<usize>;
+    /// Record every MoE layer's routing decisions (tests). Off by default: on a GPU it reads the
+    /// router's outputs back after each MoE layer (a sync per layer, no CUDA graphs).
+    fn record_routing(&mut self, on: bool);
+    /// The MoE layers' routing decisions in the last forward, in layer order (empty when off).
+    fn routing(&self) -> Vec<LayerRouting>;
     /// Device memory bandwidth in bytes/s, measured now (a large device-to-device copy,
     /// counting bytes read plus written): the ceiling a memory-bound step is held to.
     fn measure_copy_bandwidth(&mut self) -> Result<f64>;

@@ -9,7 +9,7 @@ pub mod mem_group;
 pub mod ranks;
 pub mod shard;
 
-pub use measure::Measure;
+pub use measure::{BlockPool, LayerRouting, Measure};
 
 use crate::decode::sample::RowDraw;
 use crate::decode::Pick;

@@ -10,7 +10,7 @@
 //! communicator abort, the host group's abort), and the group refuses every later job with
 //! the first failure, rather than hang the engine.
 
-use super::Measure;
+use super::{LayerRouting, Measure};
 use anyhow::{anyhow, bail, Result};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
@@ -207,6 +207,12 @@ impl<B: Measure + 'static> Measure for Ranks<B> {
     }
     fn experts_touched(&self) -> Vec<usize> {
         self.all(|b| b.experts_touched()).ok().and_then(|v| v.into_iter().next()).unwrap_or_default()
+    }
+    fn record_routing(&mut self, on: bool) {
+        let _ = self.all(move |b| b.record_routing(on));
+    }
+    fn routing(&self) -> Vec<LayerRouting> {
+        self.all(|b| b.routing()).ok().and_then(|v| v.into_iter().next()).unwrap_or_default()
     }
     fn measure_copy_bandwidth(&mut self) -> Result<f64> {
         self.all(|b| b.measure_copy_bandwidth())?.into_iter().next().ok_or_else(|| anyhow!("no ranks"))?

@@ -1,7 +1,7 @@
 //! Reading the PyTorch oracle's fixtures (tests/fixtures), shared by the CPU and CUDA tests.
 #![allow(dead_code)]
 
-use dllm::backend::{Backend, StepBatch};
+use dllm::backend::{Backend, BlockPool, LayerRouting, StepBatch};
 use dllm::config::ModelConfig;
 use dllm::decode::Policy;
 use dllm::engine::GenParams;
@@ -123,3 +123,146 @@ pub const INDEL_RULES: &[&str] = &[
     "no_change_exit",
     "cycle_resample",
 ];
+
+/// One routing decision two recorded forwards took apart (see [`routing_splits`]): the
+/// decisions, and how close the call was on each side's biased scores.
+#[derive(Debug, Clone)]
+pub struct RouteSplit {
+    pub layer: usize,
+    /// `Some(block)`: the pool of that routing block; `None`: the picks of `row`.
+    pub block: Option<usize>,
+    pub row: usize,
+    /// The decision each side took, as sets (sorted): the reference's, the other's.
+    pub reference: Vec<usize>,
+    pub other: Vec<usize>,
+    /// The reference's margin at its cut, on its own scores: a pool's admission score (an
+    /// expert's largest biased score over the block's rows) of the last admitted expert minus
+    /// that of the first rejected one; a row's biased score of its k-th pick minus that of the
+    /// best expert it left (of the pool, under block routing).
+    pub cut_margin: f32,
+    /// The score gap the other's decision inverts, on the reference's scores: the best expert
+    /// only the reference took minus the worst only the other took. How far apart two scores
+    /// had to move for the other decision; equal to `cut_margin` when one expert swapped at the
+    /// cut, larger when the swap reaches past it.
+    pub swap_gap: f32,
+    /// The same gap on the other side's scores: <= 0 where the other side's own scores rank its
+    /// choice first (its selection followed its scores).
+    pub other_swap_gap: f32,
+}
+
+/// Per expert, its largest biased score over `rows` (the pool's admission score).
+pub fn admission_scores(biased: &[Vec<f32>], rows: std::ops::Range<usize>) -> Vec<f32> {
+    let e = biased[rows.start].len();
+    (0..e).map(|x| biased[rows.clone()].iter().map(|r| r[x]).fold(f32::NEG_INFINITY, f32::max)).collect()
+}
+
+fn sorted(v: &[usize]) -> Vec<usize> {
+    let mut v = v.to_vec();
+    v.sort_unstable();
+    v
+}
+
+/// `score` of the best expert in `a` but not in `b`, minus that of the worst in `b` but not in
+/// `a` (`a` and `b` differ and have the same size).
+fn swap_gap(score: &[f32], a: &[usize], b: &[usize]) -> f32 {
+    let best = a.iter().filter(|x| !b.contains(x)).map(|&x| score[x]).fold(f32::NEG_INFINITY, f32::max);
+    let worst = b.iter().filter(|x| !a.contains(x)).map(|&x| score[x]).fold(f32::INFINITY, f32::min);
+    best - worst
+}
+
+/// `score` of the worst expert in `taken` minus that of the best of `candidates` outside it
+/// (+inf where every candidate was taken).
+fn cut_margin(score: &[f32], taken: &[usize], candidates: &[usize]) -> f32 {
+    let worst = taken.iter().map(|&x| score[x]).fold(f32::INFINITY, f32::min);
+    let best_left = candidates.iter().filter(|x| !taken.contains(x)).map(|&x| score[x]).fold(f32::NEG_INFINITY, f32::max);
+    worst - best_left
+}
+
+/// The routing decisions two recordings of one forward took apart, layer by layer (the
+/// recordings hold the same MoE layers, rows and blocks). Within a layer a pool that differs is
+/// one decision and its block's rows' picks follow from it (not listed); picks are compared,
+/// as sets, in blocks whose pools agree (every row under per-token routing).
+pub fn routing_splits(reference: &[LayerRouting], other: &[LayerRouting]) -> Vec<RouteSplit> {
+    assert_eq!(reference.len(), other.len(), "the recordings hold different numbers of MoE layers");
+    let mut out = vec![];
+    for (r, o) in reference.iter().zip(other) {
+        assert_eq!((r.layer, r.picks.len(), r.pools.len()), (o.layer, o.picks.len(), o.pools.len()), "recordings of different forwards");
+        let e = r.biased[0].len();
+        let every: Vec<usize> = (0..e).collect();
+        let mut rows_decided_by_pool = vec![false; r.picks.len()];
+        for (b, (rp, op)) in r.pools.iter().zip(&o.pools).enumerate() {
+            assert_eq!(rp.rows, op.rows, "layer {}: routing blocks differ", r.layer);
+            let (rs, os) = (sorted(&rp.experts), sorted(&op.experts));
+            if rs == os {
+                continue;
+            }
+            rows_decided_by_pool[rp.rows.clone()].iter_mut().for_each(|d| *d = true);
+            let (ra, oa) = (admission_scores(&r.biased, rp.rows.clone()), admission_scores(&o.biased, op.rows.clone()));
+            out.push(RouteSplit {
+                layer: r.layer,
+                block: Some(b),
+                row: rp.rows.start,
+                cut_margin: cut_margin(&ra, &rs, &every),
+                swap_gap: swap_gap(&ra, &rs, &os),
+                other_swap_gap: swap_gap(&oa, &rs, &os),
+                reference: rs,
+                other: os,
+            });
+        }
+        for (t, (rk, ok)) in r.picks.iter().zip(&o.picks).enumerate() {
+            let (rs, os) = (sorted(rk), sorted(ok));
+            if rows_decided_by_pool[t] || rs == os {
+                continue;
+            }
+            let candidates = r.pools.iter().find(|p| p.rows.contains(&t)).map_or(every.clone(), |p| p.experts.clone());
+            out.push(RouteSplit {
+                layer: r.layer,
+                block: None,
+                row: t,
+                cut_margin: cut_margin(&r.biased[t], &rs, &candidates),
+                swap_gap: swap_gap(&r.biased[t], &rs, &os),
+                other_swap_gap: swap_gap(&o.biased[t], &rs, &os),
+                reference: rs,
+                other: os,
+            });
+        }
+    }
+    out
+}
+
+/// A block-routed recording's decisions made again on the host from its own biased scores by
+/// the CPU twin's rules (cpu::block_pool, cpu::pick_in_pool): what the recording should hold if
+/// its router followed its scores.
+pub fn replay_block_routing(rec: &[LayerRouting], capacity: usize, k: usize) -> Vec<LayerRouting> {
+    rec.iter()
+        .map(|l| {
+            let e = l.biased[0].len();
+            let pools: Vec<BlockPool> = l
+                .pools
+                .iter()
+                .map(|p| {
+                    let flat: Vec<f32> = l.biased[p.rows.clone()].concat();
+                    BlockPool { rows: p.rows.clone(), experts: dllm::backend::cpu::block_pool(&flat, e, capacity) }
+                })
+                .collect();
+            let picks = (0..l.picks.len())
+                .map(|t| {
+                    let pool = &pools.iter().find(|p| p.rows.contains(&t)).expect("a row outside every routing block").experts;
+                    dllm::backend::cpu::pick_in_pool(&l.biased[t], pool, k)
+                })
+                .collect();
+            LayerRouting { layer: l.layer, picks, pools, biased: l.biased.clone() }
+        })
+        .collect()
+}
+
+/// Per MoE layer, the largest |difference| between two recordings' biased scores.
+pub fn biased_score_gaps(a: &[LayerRouting], b: &[LayerRouting]) -> Vec<(usize, f32)> {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| {
+            let d = x.biased.iter().flatten().zip(y.biased.iter().flatten()).map(|(p, q)| (p - q).abs()).fold(0.0, f32::max);
+            (x.layer, d)
+        })
+        .collect()
+}

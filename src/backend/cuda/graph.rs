@@ -157,6 +157,7 @@ impl CudaBackend {
         self.graphs.max_bs > 0
             && batch.runs.len() <= self.graphs.max_bs
             && self.touched.borrow().is_none()
+            && self.routing.borrow().is_none()
             && !self.opts.check_tp_routing
             && !self.k.profiling()
             && !self.k.syncs_each_launch()

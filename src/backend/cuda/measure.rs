@@ -1,10 +1,10 @@
-//! The CUDA backend's benchmark probes: experts touched, and the copy-bandwidth and bf16 GEMM
+//! The CUDA backend's benchmark probes: experts touched, routing decisions (tests), and the copy-bandwidth and bf16 GEMM
 //! ceilings measured on the card in hand (benchmarks report against them).
 
 use super::error::CudaError;
 use super::kernels::{params::InitParams, Kernel};
 use super::CudaBackend;
-use crate::backend::Measure;
+use crate::backend::{LayerRouting, Measure};
 use anyhow::Result;
 use cudarc::driver::CudaSlice;
 
@@ -48,6 +48,14 @@ impl Measure for CudaBackend {
 
     fn experts_touched(&self) -> Vec<usize> {
         self.touched.borrow().clone().unwrap_or_default()
+    }
+
+    fn record_routing(&mut self, on: bool) {
+        *self.routing.get_mut() = on.then(Vec::new);
+    }
+
+    fn routing(&self) -> Vec<LayerRouting> {
+        self.routing.borrow().clone().unwrap_or_default()
     }
 
     fn matmul_ceiling(&mut self) -> Result<Option<f64>> {

@@ -25,7 +25,7 @@ pub mod weights;
 use super::mem_group::MemGroup;
 use super::ranks::Ranks;
 use super::shard::Shard;
-use super::{Backend, Head, Linear, Norm, StepBatch};
+use super::{Backend, Head, LayerRouting, Linear, Norm, StepBatch};
 use crate::checkpoint::Checkpoint;
 use crate::config::ModelConfig;
 use crate::decode::sample::{combine_pick_shares, RowDraw};
@@ -180,6 +180,8 @@ pub struct CudaBackend {
     wgmma: bool,
     /// Distinct experts per MoE layer of the current forward, when counting (benchmarks).
     touched: std::cell::RefCell<Option<Vec<usize>>>,
+    /// The MoE layers' routing decisions of the current forward, when recording (tests).
+    routing: std::cell::RefCell<Option<Vec<LayerRouting>>>,
 }
 
 impl CudaBackend {
@@ -258,6 +260,7 @@ impl CudaBackend {
             sm_count,
             wgmma: (major, minor) == (9, 0),
             touched: Default::default(),
+            routing: Default::default(),
         })
     }
 
@@ -383,8 +386,12 @@ impl Backend for CudaBackend {
     }
 
     fn embed(&mut self, tokens: &[u32]) -> Result<CudaAct> {
+        // A forward starts here.
         if let Some(t) = self.touched.get_mut().as_mut() {
-            t.clear(); // a forward starts here
+            t.clear();
+        }
+        if let Some(r) = self.routing.get_mut().as_mut() {
+            r.clear();
         }
         let (h, v) = (self.cfg.hidden_size, self.cfg.vocab_size);
         if let Some(&t) = tokens.iter().find(|&&t| t as usize >= v) {
@@ -466,7 +473,7 @@ impl Backend for CudaBackend {
         let xb = self.bf16_of(x, "ffn")?;
         let y = match &self.w.layers[layer].ffn {
             Ffn::Dense(m) => self.dense_mlp(m, xb, x.rows)?,
-            Ffn::Moe(m) => self.moe(m, xb, x.rows, batch)?,
+            Ffn::Moe(m) => self.moe(m, layer, xb, x.rows, batch)?,
         };
         Ok(CudaAct { rows: x.rows, cols: self.cfg.hidden_size, data: ActData::F32(y) })
     }

@@ -7,7 +7,7 @@ use super::error::CudaError;
 use super::kernels::{params::*, Kernel, Kernels};
 use super::weights::{ExpertMatrix, Ffn, MoeWeights};
 use super::CudaBackend;
-use crate::backend::StepBatch;
+use crate::backend::{BlockPool, LayerRouting, StepBatch};
 use anyhow::{bail, Result};
 use cudarc::driver::CudaSlice;
 
@@ -68,14 +68,23 @@ fn expert_gemms(tile_m: usize, fp8: bool) -> [ExpertGemm; 2] {
     }
 }
 
+/// The router's device outputs: per row its picks and their weights (`[rows * picks]`), the
+/// f32 logits they were chosen from, and (recording block routing) each block's pool.
+struct RouterOut {
+    ids: CudaSlice<i32>,
+    wts: CudaSlice<f32>,
+    logits: CudaSlice<f32>,
+    pool_ids: Option<CudaSlice<i32>>,
+}
+
 impl CudaBackend {
     /// Router only: (expert ids, weights) per row, `[rows * topk]` each (tests). A block-routed
     /// model routes the rows as one run from position 0.
     pub fn route(&mut self, h: &CudaAct, layer: usize) -> Result<(Vec<i32>, Vec<f32>)> {
         let Ffn::Moe(m) = &self.w.layers[layer].ffn else { bail!("layer {layer} is dense") };
         let x = self.bf16_of(h, "route")?;
-        let (ids, wts) = self.router(m, x, h.rows, None)?;
-        Ok((self.download(&ids, "router ids")?, self.download(&wts, "router weights")?))
+        let out = self.router(m, x, h.rows, None, false)?;
+        Ok((self.download(&out.ids, "router ids")?, self.download(&out.wts, "router weights")?))
     }
 
     /// moe_router_block alone on given fp32 logits `[rows * E]` and bias: (expert ids, weights)
@@ -88,13 +97,15 @@ impl CudaBackend {
         }
         let rows = logits.len() / e;
         let (lg, b) = (self.upload(logits, "router logits")?, self.upload(bias, "router bias")?);
-        let (ids, wts) = self.select_block(&lg, &b, rows, capacity, block, None)?;
+        let (ids, wts) = self.select_block(&lg, &b, rows, capacity, block, None, None)?;
         Ok((self.download(&ids, "router ids")?, self.download(&wts, "router weights")?))
     }
 
     /// LLaDA2.2's selection: per routing block (rows `[i * block, (i + 1) * block)`, the last
     /// possibly short) a pool of `capacity` experts, each row's top-k inside it (and the shared
-    /// expert as the last pick, as [`CudaBackend::router`] says).
+    /// expert as the last pick, as [`CudaBackend::router`] says). `pool_ids` (recording,
+    /// `[blocks * capacity]`): where the kernel writes each block's pool in rank order.
+    #[allow(clippy::too_many_arguments)]
     fn select_block(
         &self,
         logits: &CudaSlice<f32>,
@@ -103,6 +114,7 @@ impl CudaBackend {
         capacity: usize,
         block: usize,
         shared_expert: Option<usize>,
+        pool_ids: Option<&CudaSlice<i32>>,
     ) -> Result<(CudaSlice<i32>, CudaSlice<f32>)> {
         let c = &self.cfg;
         if block == 0 || capacity < c.num_experts_per_tok || capacity > c.num_experts {
@@ -123,6 +135,7 @@ impl CudaBackend {
             block: block as i32,
             scale: c.routed_scaling_factor,
             shared_expert: shared_expert.map_or(-1, |e| e as i32),
+            pool_ids: pool_ids.map_or(0, |b| self.p(b)),
         };
         if rows > 0 {
             self.k.launch(Kernel::MoeRouterBlock, (rows as u32, 1, 1), ROUTER_THREADS as u32, &p)?;
@@ -131,25 +144,22 @@ impl CudaBackend {
     }
 
     /// The routed picks, `[rows][topk]`, or `[rows][topk + 1]` with `shared_expert`: every token's
-    /// last pick is then that expert number with weight 1.
-    fn router(
-        &self,
-        m: &MoeWeights,
-        x: &CudaSlice<u16>,
-        rows: usize,
-        shared_expert: Option<usize>,
-    ) -> Result<(CudaSlice<i32>, CudaSlice<f32>)> {
+    /// last pick is then that expert number with weight 1. `pools` (recording a block-routed
+    /// forward): also each routing block's pool.
+    fn router(&self, m: &MoeWeights, x: &CudaSlice<u16>, rows: usize, shared_expert: Option<usize>, pools: bool) -> Result<RouterOut> {
         let c = &self.cfg;
         let picks = c.num_experts_per_tok + shared_expert.is_some() as usize;
-        let ids = self.k.alloc::<i32>(rows * picks, "router ids")?;
-        let wts = self.alloc_f32(rows * picks, "router weights")?;
         // fp32 logits h W^T (bf16 inputs, fp32 accumulate: the CPU twin's math), then
         // the selection kernel.
         let logits = self.gemm("router logits", x, &m.router, rows, c.num_experts, c.hidden_size)?;
         if let Some(br) = c.block_routing() {
             // The rows' routing blocks are consecutive chunks of br.block (checked by moe()).
-            return self.select_block(&logits, &m.bias, rows, br.capacity, br.block, shared_expert);
+            let pool_ids = pools.then(|| self.k.alloc::<i32>(rows.div_ceil(br.block).max(1) * br.capacity, "routing pools")).transpose()?;
+            let (ids, wts) = self.select_block(&logits, &m.bias, rows, br.capacity, br.block, shared_expert, pool_ids.as_ref())?;
+            return Ok(RouterOut { ids, wts, logits, pool_ids });
         }
+        let ids = self.k.alloc::<i32>(rows * picks, "router ids")?;
+        let wts = self.alloc_f32(rows * picks, "router weights")?;
         let p = RouterParams {
             logits: self.p(&logits),
             bias: self.p(&m.bias),
@@ -164,7 +174,33 @@ impl CudaBackend {
             shared_expert: shared_expert.map_or(-1, |e| e as i32),
         };
         self.k.launch(Kernel::MoeRouterSelect, (rows as u32, 1, 1), ROUTER_THREADS as u32, &p)?;
-        Ok((ids, wts))
+        Ok(RouterOut { ids, wts, logits, pool_ids: None })
+    }
+
+    /// A MoE layer's routing read back from the router's device outputs (recording): the picks
+    /// without the shared expert, the pools, and the biased scores of the f32 logits.
+    fn read_routing(&self, layer: usize, m: &MoeWeights, out: &RouterOut, rows: usize, picks_per_row: usize) -> Result<LayerRouting> {
+        let c = &self.cfg;
+        let e = c.num_experts;
+        let ids = self.download(&out.ids, "router ids (recording)")?;
+        let logits = self.download(&out.logits, "router logits (recording)")?;
+        let bias = self.download(&m.bias, "router bias (recording)")?;
+        let biased = crate::backend::cpu::biased_scores(&logits, &bias);
+        let picks =
+            ids.chunks(picks_per_row).take(rows).map(|r| r[..c.num_experts_per_tok].iter().map(|&x| x as usize).collect()).collect();
+        let pools = match (c.block_routing(), &out.pool_ids) {
+            (Some(br), Some(p)) => {
+                let pool_ids = self.download(p, "routing pools (recording)")?;
+                (0..rows.div_ceil(br.block))
+                    .map(|b| BlockPool {
+                        rows: b * br.block..rows.min((b + 1) * br.block),
+                        experts: pool_ids[b * br.capacity..(b + 1) * br.capacity].iter().map(|&x| x as usize).collect(),
+                    })
+                    .collect()
+            }
+            _ => vec![],
+        };
+        Ok(LayerRouting { layer, picks, pools, biased: biased.chunks(e).map(<[f32]>::to_vec).collect() })
     }
 
     /// Point the GEMM's w1 (and w2, gated) at the experts' matrices, bf16 or fp8 with scales.
@@ -206,7 +242,7 @@ impl CudaBackend {
         bf16 && s.inter == self.cfg.moe_intermediate_size && rows.div_ceil(self.tile_rows(m, rows)) <= SHARED_STREAM_MAX_ITEMS
     }
 
-    pub(super) fn moe(&self, m: &MoeWeights, x: &CudaSlice<u16>, rows: usize, batch: &StepBatch) -> Result<CudaSlice<f32>> {
+    pub(super) fn moe(&self, m: &MoeWeights, layer: usize, x: &CudaSlice<u16>, rows: usize, batch: &StepBatch) -> Result<CudaSlice<f32>> {
         if let Some(br) = self.cfg.block_routing() {
             // The kernel cuts the rows into consecutive routing blocks: the batch's own blocks
             // (per run, StepBatch::routing_blocks) must be those, as they are when every run but
@@ -226,7 +262,15 @@ impl CudaBackend {
             None => (c.num_experts_per_tok, e),
         };
         let slots = rows * topk;
-        let (ids, wts) = self.router(m, x, rows, shared.map(|_| e))?;
+        let recording = self.routing.borrow().is_some();
+        let routed = self.router(m, x, rows, shared.map(|_| e), recording)?;
+        if recording {
+            let r = self.read_routing(layer, m, &routed, rows, topk)?;
+            if let Some(rec) = self.routing.borrow_mut().as_mut() {
+                rec.push(r);
+            }
+        }
+        let RouterOut { ids, wts, .. } = routed;
         if let (true, Some(group)) = (self.opts.check_tp_routing, &self.tp.group) {
             let mine: Vec<f32> = self.download(&ids, "router ids (rank check)")?.into_iter().map(|i| i as f32).collect();
             if group.all_gather(self.tp.shard.rank, &mine)?.iter().any(|other| *other != mine) {
