@@ -624,6 +624,62 @@ mod cuda {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// A forward's row summaries (Head::Top, what a JointThresholdInDel step reads) against its
+    /// own rows read back whole (read_logit_rows): the entries and m equal to the CPU twin's
+    /// over those rows, z within f32 rounding; eager, recorded and replayed (CUDA graphs). On
+    /// one GPU, and with two a tensor-parallel pair, whose ranks merge their slices' summaries
+    /// and gather the rows.
+    #[test]
+    fn forward_row_summaries_match_their_rows() {
+        if skip() {
+            return;
+        }
+        use dllm::backend::cuda::{tensor_parallel, WeightsFrom};
+        use dllm::decode::row_top::row_top;
+        fn check<R: Runner>(r: &mut R, cfg: &ModelConfig, prompt: &[u32], what: &str) {
+            let v = cfg.vocab_size;
+            let slot = r.open_seq(prompt.len()).unwrap();
+            let mut batch = StepBatch::default();
+            batch.push(slot, 0, prompt, 8);
+            let rows: Vec<usize> = (0..prompt.len()).collect();
+            for round in ["eager", "recorded", "replayed"] {
+                let tops = r.tops(cfg, &batch, &rows).unwrap();
+                let whole = r.logit_rows(&rows).unwrap();
+                assert_eq!((tops.len(), whole.len()), (rows.len(), rows.len() * v), "{what} {round}");
+                for (i, t) in tops.iter().enumerate() {
+                    let row = &whole[i * v..(i + 1) * v];
+                    let want = row_top(row, 0);
+                    assert_eq!((&t.top, t.max), (&want.top, want.max), "{what} {round} row {i}");
+                    let exact: f64 = row.iter().map(|&l| (l - want.max).exp() as f64).sum();
+                    let tol = 1e-5 + (want.sum_exp as f64 - exact).abs() / exact;
+                    assert!(
+                        (t.sum_exp as f64 - want.sum_exp as f64).abs() <= tol * want.sum_exp as f64,
+                        "{what} {round} row {i}: z {} vs {}",
+                        t.sum_exp,
+                        want.sum_exp
+                    );
+                }
+                let some = r.logit_rows(&[3, 0]).unwrap();
+                assert_eq!(some, [&whole[3 * v..4 * v], &whole[..v]].concat(), "{what} {round}: rows 3 and 0");
+                assert!(r.logit_rows(&[rows.len()]).is_err(), "{what}: a row past the forward's");
+            }
+            r.close_seq(slot);
+        }
+        let dir = tmp("row-tops");
+        make_model("tiny", &dir, 0).unwrap();
+        let ck = std::sync::Arc::new(Checkpoint::open(&dir).unwrap());
+        let tok = Tokenizer::open(&dir, &ck.config).unwrap();
+        let cfg = ck.config.clone();
+        let mut prompt = tok.encode("Why did Camus say that Sisyphus was happy? Because").unwrap();
+        prompt.resize(16, tok.mask_id);
+        check(&mut CudaBackend::load(&ck, &opts()).unwrap(), &cfg, &prompt, "one GPU");
+        if two_gpus() {
+            let mut tp = tensor_parallel(WeightsFrom::Checkpoint(ck.clone()), 2, &opts()).unwrap();
+            check(&mut tp, &cfg, &prompt, "tp2");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// How far the two backends' confidences may drift (bf16 activations vs f32: the full
     /// model's logits differ by ~0.5% relative on the tiny model, so probabilities by up to a
     /// few percent at worst) and what counts as a near-tie decision.

@@ -558,8 +558,8 @@ mod tests {
                 Ok(logits[i * v..(i + 1) * v].to_vec())
             });
             let mut full = FullRows::new(&logits, n);
-            for i in 0..n {
-                let order: Vec<u32> = tops[i].top.iter().map(|e| e.0).collect();
+            for (i, top) in tops.iter().enumerate() {
+                let order: Vec<u32> = top.top.iter().map(|e| e.0).collect();
                 // Keep all; drop the first j of the row's order (past ROW_TOP_K: every entry);
                 // keep only odd ids; keep none.
                 let mut keeps: Vec<Box<dyn Fn(u32) -> bool>> = vec![Box::new(|_| true), Box::new(|t| t % 2 == 1), Box::new(|_| false)];
@@ -581,7 +581,7 @@ mod tests {
             // Only rows a summary could not answer for were read, each once.
             assert!(fetched.windows(2).all(|w| w[0] < w[1]), "{fetched:?}");
             assert!(fetched.contains(&5), "the row with a NaN is read whole");
-            if v <= ROW_TOP_K - 1 {
+            if v < ROW_TOP_K {
                 assert_eq!(fetched, vec![5], "a short vocabulary's summary is the whole row");
             }
         }
@@ -606,7 +606,7 @@ mod tests {
             // which takes the cycle rule), peaked on the edit tokens at times.
             let mut logits = random_rows(&mut rng, b, v);
             for _ in 0..a.max_steps(b) {
-                if rng.next_u64() % 3 == 0 {
+                if rng.next_u64().is_multiple_of(3) {
                     logits = random_rows(&mut rng, b, v);
                     let i = (rng.next_u64() % b as u64) as usize;
                     logits[i * v + 17 + (rng.next_u64() % 3) as usize] += 6.0;

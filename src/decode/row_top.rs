@@ -78,8 +78,8 @@ pub fn row_top(row: &[f32], first: u32) -> RowTop {
     let sum_exp: f32 = row.iter().map(|&l| (l - max).exp()).sum();
     let mut top: Vec<(u32, f32)> = Vec::with_capacity(ROW_TOP_K + 1);
     for (i, &l) in row.iter().enumerate() {
-        // In id order an entry ranks below every kept one of an equal logit.
-        if l.is_nan() || (top.len() == ROW_TOP_K && !(l > top[ROW_TOP_K - 1].1)) {
+        // In id order an entry ranks below every kept one of an equal logit (no NaN is kept).
+        if l.is_nan() || (top.len() == ROW_TOP_K && l <= top[ROW_TOP_K - 1].1) {
             continue;
         }
         let at = top.partition_point(|&(_, t)| t >= l);

@@ -432,18 +432,16 @@ impl<B: Runner> Engine<B> {
         }
         let odd: Vec<usize> = (0..tops.len()).filter(|&i| !tops[i].usable()).collect();
         let whole = if odd.is_empty() { vec![] } else { self.backend.logit_rows(&odd)? };
-        let v = self.cfg.vocab_size;
+        // The odd rows come back in row order, as the loop meets them.
+        let mut odd_rows = whole.chunks_exact(self.cfg.vocab_size.max(1));
         let mut picks = Vec::with_capacity(tops.len());
-        for (i, t) in tops.iter().enumerate() {
-            picks.push(match (t.usable(), t.top.first()) {
-                (true, Some(&(token, _))) => Pick { token, prob: 1.0 / t.sum_exp },
-                _ => {
-                    let j = odd.iter().position(|&o| o == i).unwrap_or_default();
-                    match whole.get(j * v..(j + 1) * v) {
-                        Some(row) if v > 0 => pick_row(row),
-                        _ => bail!("the backend read back {} floats for {} whole logits rows", whole.len(), odd.len()),
-                    }
-                }
+        for t in &tops {
+            picks.push(match t.top.first() {
+                Some(&(token, _)) if t.usable() => Pick { token, prob: 1.0 / t.sum_exp },
+                _ => match odd_rows.next() {
+                    Some(row) => pick_row(row),
+                    None => bail!("the backend read back {} floats for {} whole logits rows", whole.len(), odd.len()),
+                },
             });
         }
         let mut rows = Vec::with_capacity(self.reqs.len());

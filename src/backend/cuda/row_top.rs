@@ -56,7 +56,7 @@ impl CudaBackend {
     /// Whole rows `rows` of this rank's `[n, vocab slice]` logits on the device, `[rows.len(),
     /// vocab slice]` on the host.
     pub(super) fn download_rows(&self, logits: &CudaSlice<f32>, n: usize, rows: &[usize]) -> Result<Vec<f32>> {
-        let w = if n == 0 { 0 } else { logits.len() / n };
+        let w = logits.len().checked_div(n).unwrap_or(0);
         let mut out = Vec::with_capacity(rows.len() * w);
         for &r in rows {
             let Some(view) = logits.try_slice(r * w..(r + 1) * w).filter(|_| r < n) else {
