@@ -617,8 +617,8 @@ impl Backend for CpuBackend {
             (Head::Logits, None) => HeadOut::Logits(logits.data),
             (Head::Logits, Some(_)) => HeadOut::Logits(self.shard.assemble_vocab(&self.gather(&logits.data)?, x.rows, self.cfg.vocab_size)),
             (Head::Top, _) => {
-                // Whole rows at every rank (tensor parallel: gathered as for Head::Logits), so
-                // the summaries and their sums are the one-rank ones to the bit.
+                // Whole rows at every rank (tensor parallel: gathered as for Head::Logits), so a
+                // summary is that of the rows Head::Logits gives, to the bit.
                 let whole = match &self.group {
                     None => logits.data,
                     Some(_) => self.shard.assemble_vocab(&self.gather(&logits.data)?, x.rows, self.cfg.vocab_size),
