@@ -29,6 +29,7 @@ fn main() {
     let require = std::env::var("DLLM_REQUIRE_CUDA").map(|v| v == "1").unwrap_or(false);
 
     build_nvtx_shim(&root);
+    write_row_top_k(&root, &out);
     // The commit benchmarks record (the device machine has no .git).
     println!("cargo::rerun-if-changed=.git/HEAD");
     println!("cargo::rerun-if-changed=.git/refs/heads");
@@ -123,6 +124,21 @@ fn main() {
         .collect();
     std::fs::write(out.join("kernels_embed.rs"), kernels_rs(&modules, &kernels)).unwrap();
     println!("cargo::rustc-cfg=dllm_cuda");
+}
+
+/// `ROW_TOP_K` of csrc/params.h as a Rust expression (decode::row_top includes it), written
+/// with or without the kernels: the CPU backend's row summaries keep as many entries as the
+/// kernel's, from the one definition.
+fn write_row_top_k(root: &Path, out: &Path) {
+    let header = std::fs::read_to_string(root.join("csrc/params.h")).expect("reading csrc/params.h");
+    let k = header
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("#define ROW_TOP_K "))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&k| k > 0)
+        .expect("csrc/params.h must #define ROW_TOP_K as a positive integer");
+    std::fs::write(out.join("row_top_k.rs"), format!("{k}\n")).unwrap();
 }
 
 /// NVTX3 is header-only: compile csrc/host/nvtx.c against its headers (from CUDA_HOME or the

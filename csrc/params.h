@@ -401,6 +401,25 @@ struct PickParams {
     int32_t token_base;
 };
 
+// row_top_k.cu: per logits row its ROW_TOP_K best entries (logit descending, then token id
+// ascending: the first of equal maxima comes first, as an argmax keeps it), the row's max m and
+// z = sum of exp(l - m); one CTA of TOP_K_THREADS a row. JointThresholdInDel reads these
+// instead of whole rows (decode::row_top, whose RowTop is the host side and CPU twin). ROW_TOP_K
+// is also the CPU backend's (build.rs reads it from here without bindgen).
+#define ROW_TOP_K 16
+#define TOP_K_THREADS 256
+// Per row ROW_TOP_SUMMARY floats: [m, z, logit_0 .. logit_{K-1}, id_0 .. id_{K-1}], the ids as
+// floats (exact below 2^24) and -1 in slots past a vocabulary shorter than ROW_TOP_K.
+#define ROW_TOP_SUMMARY (2 * ROW_TOP_K + 2)
+struct RowTopKParams {
+    DEV_PTR(const float) logits;  // [rows][vocab]
+    DEV_PTR(float) summary;       // [rows][ROW_TOP_SUMMARY]
+    int32_t rows;
+    int32_t vocab;
+    // Tensor parallel: the first token id of this rank's vocabulary slice (0 at one rank).
+    int32_t token_base;
+};
+
 // unmask.cu: LowConfidence over each request's block (see decode/policy.rs::low_confidence).
 struct UnmaskParams {
     DEV_PTR(const float) prob;

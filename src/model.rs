@@ -2,6 +2,7 @@
 
 use crate::backend::{Backend, Head, Linear, Norm, StepBatch};
 use crate::config::ModelConfig;
+use crate::decode::row_top::RowTop;
 use crate::decode::sample::RowDraw;
 use crate::decode::Pick;
 use anyhow::Result;
@@ -100,6 +101,13 @@ pub fn forward_sample<B: Backend>(
     b.set_draws(draws)?;
     step_head(b, cfg, batch, out_rows, Head::Sample)?;
     b.read_picks()
+}
+
+/// Per row of `out_rows` its summary (the best entries, max and sum of exp); the whole rows
+/// stay with the backend for [`Backend::read_logit_rows`] until the next forward.
+pub fn forward_tops<B: Backend>(b: &mut B, cfg: &ModelConfig, batch: &StepBatch, out_rows: &[usize]) -> Result<Vec<RowTop>> {
+    step_head(b, cfg, batch, out_rows, Head::Top)?;
+    b.read_tops()
 }
 
 /// Full logits for `out_rows`, `[out_rows.len() * vocab]`.

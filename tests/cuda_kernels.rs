@@ -552,6 +552,141 @@ mod cuda {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// The logits row summaries JointThresholdInDel reads (row_top_k.cu) against their CPU twin
+    /// (decode::row_top::row_top) on fresh random rows of mini's vocabulary and of small odd
+    /// ones (some shorter than ROW_TOP_K): flat and wide rows, rows of tied logits (the maximum
+    /// too), rows with -inf entries (fewer finite ones than ROW_TOP_K, and none). The entries
+    /// (ids and logits, so the argmax tie rule) and m must be equal; z within the f32 rounding
+    /// of a sum over the row: relative 1e-5 beyond the CPU sum's own distance from the exact
+    /// sum of its terms. NaN sums (a row of -inf) on both sides.
+    #[test]
+    fn row_top_kernel_matches_cpu_twin() {
+        use dllm::decode::row_top::{row_top, ROW_TOP_K};
+        if skip() {
+            return;
+        }
+        let dir = tmp("row-top");
+        make_model("tiny", &dir, 0).unwrap();
+        let gpu = CudaBackend::load(&Checkpoint::open(&dir).unwrap(), &opts()).unwrap();
+        let mut rng = Rng::new(23);
+        let (mut checked, mut worst_z) = (0, 0f64);
+        for vocab in [1usize, 5, ROW_TOP_K, 37, 1001, 4099, 157_184] {
+            let mut rows: Vec<Vec<f32>> = vec![];
+            for kind in 0..8 {
+                let mut r: Vec<f32> = match kind {
+                    0 => rand_vec(&mut rng, vocab, 1.0),
+                    1 => rand_vec(&mut rng, vocab, 10.0),
+                    // Quarter steps: many tokens share a logit, among the best ones too.
+                    2 => rand_vec(&mut rng, vocab, 2.0).iter().map(|x| (x * 4.0).round() / 4.0).collect(),
+                    // One value everywhere: the entries are the lowest ids.
+                    3 => vec![0.5; vocab],
+                    // A third of the row -inf.
+                    4 => rand_vec(&mut rng, vocab, 1.0)
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, x)| if i % 3 == 1 { f32::NEG_INFINITY } else { x })
+                        .collect(),
+                    // Three finite entries: the rest of the list is -inf entries, lowest ids first.
+                    5 => {
+                        let mut r = vec![f32::NEG_INFINITY; vocab];
+                        for _ in 0..3 {
+                            r[(rng.next_u64() % vocab as u64) as usize] = rng.normal() as f32;
+                        }
+                        r
+                    }
+                    6 => vec![f32::NEG_INFINITY; vocab],
+                    // The maximum at several positions.
+                    _ => rand_vec(&mut rng, vocab, 1.0),
+                };
+                if kind == 7 {
+                    for _ in 0..4 {
+                        r[(rng.next_u64() % vocab as u64) as usize] = 9.0;
+                    }
+                }
+                rows.push(r);
+            }
+            let flat: Vec<f32> = rows.concat();
+            let got = gpu.row_tops_host(&flat, rows.len()).unwrap();
+            assert_eq!(got.len(), rows.len());
+            for (r, (row, g)) in rows.iter().zip(&got).enumerate() {
+                let want = row_top(row, 0);
+                assert_eq!(g.top, want.top, "vocab {vocab} row {r}: the best entries");
+                assert_eq!(g.top.len(), vocab.min(ROW_TOP_K));
+                assert_eq!(g.max, want.max, "vocab {vocab} row {r}: m");
+                if want.sum_exp.is_nan() {
+                    assert!(g.sum_exp.is_nan(), "vocab {vocab} row {r}: z {} where the CPU's is NaN", g.sum_exp);
+                } else {
+                    let exact: f64 = row.iter().map(|&l| (l - want.max).exp() as f64).sum();
+                    let cpu_err = (want.sum_exp as f64 - exact).abs() / exact;
+                    let err = (g.sum_exp as f64 - want.sum_exp as f64).abs() / want.sum_exp as f64;
+                    assert!(err <= 1e-5 + cpu_err, "vocab {vocab} row {r}: z {} vs the CPU's {} (exact {exact})", g.sum_exp, want.sum_exp);
+                    worst_z = worst_z.max(err);
+                }
+                checked += 1;
+            }
+        }
+        eprintln!("row_top_k: {checked} rows equal to the CPU twin, z within {worst_z:.2e} relative");
+        assert!(gpu.row_tops_host(&[0.0; 10], 3).is_err(), "10 logits are not 3 rows");
+        assert!(gpu.row_tops_host(&[], 1).is_err(), "no logits");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A forward's row summaries (Head::Top, what a JointThresholdInDel step reads) against its
+    /// own rows read back whole (read_logit_rows): the entries and m equal to the CPU twin's
+    /// over those rows, z within f32 rounding; eager, recorded and replayed (CUDA graphs). On
+    /// one GPU, and with two a tensor-parallel pair, whose ranks merge their slices' summaries
+    /// and gather the rows.
+    #[test]
+    fn forward_row_summaries_match_their_rows() {
+        if skip() {
+            return;
+        }
+        use dllm::backend::cuda::{tensor_parallel, WeightsFrom};
+        use dllm::decode::row_top::row_top;
+        fn check<R: Runner>(r: &mut R, cfg: &ModelConfig, prompt: &[u32], what: &str) {
+            let v = cfg.vocab_size;
+            let slot = r.open_seq(prompt.len()).unwrap();
+            let mut batch = StepBatch::default();
+            batch.push(slot, 0, prompt, 8);
+            let rows: Vec<usize> = (0..prompt.len()).collect();
+            for round in ["eager", "recorded", "replayed"] {
+                let tops = r.tops(cfg, &batch, &rows).unwrap();
+                let whole = r.logit_rows(&rows).unwrap();
+                assert_eq!((tops.len(), whole.len()), (rows.len(), rows.len() * v), "{what} {round}");
+                for (i, t) in tops.iter().enumerate() {
+                    let row = &whole[i * v..(i + 1) * v];
+                    let want = row_top(row, 0);
+                    assert_eq!((&t.top, t.max), (&want.top, want.max), "{what} {round} row {i}");
+                    let exact: f64 = row.iter().map(|&l| (l - want.max).exp() as f64).sum();
+                    let tol = 1e-5 + (want.sum_exp as f64 - exact).abs() / exact;
+                    assert!(
+                        (t.sum_exp as f64 - want.sum_exp as f64).abs() <= tol * want.sum_exp as f64,
+                        "{what} {round} row {i}: z {} vs {}",
+                        t.sum_exp,
+                        want.sum_exp
+                    );
+                }
+                let some = r.logit_rows(&[3, 0]).unwrap();
+                assert_eq!(some, [&whole[3 * v..4 * v], &whole[..v]].concat(), "{what} {round}: rows 3 and 0");
+                assert!(r.logit_rows(&[rows.len()]).is_err(), "{what}: a row past the forward's");
+            }
+            r.close_seq(slot);
+        }
+        let dir = tmp("row-tops");
+        make_model("tiny", &dir, 0).unwrap();
+        let ck = std::sync::Arc::new(Checkpoint::open(&dir).unwrap());
+        let tok = Tokenizer::open(&dir, &ck.config).unwrap();
+        let cfg = ck.config.clone();
+        let mut prompt = tok.encode("Why did Camus say that Sisyphus was happy? Because").unwrap();
+        prompt.resize(16, tok.mask_id);
+        check(&mut CudaBackend::load(&ck, &opts()).unwrap(), &cfg, &prompt, "one GPU");
+        if two_gpus() {
+            let mut tp = tensor_parallel(WeightsFrom::Checkpoint(ck.clone()), 2, &opts()).unwrap();
+            check(&mut tp, &cfg, &prompt, "tp2");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// How far the two backends' confidences may drift (bf16 activations vs f32: the full
     /// model's logits differ by ~0.5% relative on the tiny model, so probabilities by up to a
     /// few percent at worst) and what counts as a near-tie decision.

@@ -119,6 +119,17 @@ fn block_routed_generations_match_one_rank() {
         let tp = Engine::new(ranks, ck.config.clone(), tok.mask_id, tok.eos_id).generate(prompt.clone(), p.clone()).unwrap();
         assert_eq!((tp.output_ids, tp.steps), (one.output_ids.clone(), one.steps), "tp {n}");
     }
+    // JointThresholdInDel on ranks: its steps read row summaries, which each CPU rank makes
+    // from the whole rows gathered from the ranks, so they take the one-rank steps (the
+    // probabilities within the rounding of the ranks' partial sums).
+    let indel = GenParams { policy: Policy::JointThresholdInDel(Default::default()), ..p.clone() };
+    let one = Engine::new(CpuBackend::load(&ck).unwrap(), ck.config.clone(), tok.mask_id, tok.eos_id)
+        .generate(prompt.clone(), indel.clone())
+        .unwrap();
+    let ranks = runtime::cpu_ranks(&ck, 2, None).unwrap();
+    let tp = Engine::new(ranks, ck.config.clone(), tok.mask_id, tok.eos_id).generate(prompt.clone(), indel).unwrap();
+    assert_eq!((tp.output_ids, tp.steps), (one.output_ids, one.steps), "InDel on 2 ranks");
+    assert!(tp.output_probs.iter().zip(&one.output_probs).all(|(a, b)| (a - b).abs() < 1e-4), "InDel on 2 ranks: the probabilities");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

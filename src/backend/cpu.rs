@@ -7,6 +7,7 @@ use super::{Backend, BlockPool, Head, LayerRouting, Linear, Measure, Norm, StepB
 use crate::checkpoint::names::{self, Proj};
 use crate::checkpoint::Checkpoint;
 use crate::config::ModelConfig;
+use crate::decode::row_top::{row_top, RowTop};
 use crate::decode::sample::{combine_pick_shares, partial_pick, pick_row, RowDraw};
 use crate::decode::Pick;
 use anyhow::{bail, Result};
@@ -101,6 +102,11 @@ pub struct CpuBackend {
 enum HeadOut {
     Picks(Vec<Pick>),
     Logits(Vec<f32>),
+    /// Each row's summary, and the whole rows `[rows, vocab]` for `read_logit_rows`.
+    Tops {
+        tops: Vec<RowTop>,
+        logits: Vec<f32>,
+    },
 }
 
 /// Reads a rank's slices of the checkpoint's tensors as f32, counting their bytes on a
@@ -655,6 +661,16 @@ impl Backend for CpuBackend {
             }
             (Head::Logits, None) => HeadOut::Logits(logits.data),
             (Head::Logits, Some(_)) => HeadOut::Logits(self.shard.assemble_vocab(&self.gather(&logits.data)?, x.rows, self.cfg.vocab_size)),
+            (Head::Top, _) => {
+                // Whole rows at every rank (tensor parallel: gathered as for Head::Logits), so a
+                // summary is that of the rows Head::Logits gives, to the bit.
+                let whole = match &self.group {
+                    None => logits.data,
+                    Some(_) => self.shard.assemble_vocab(&self.gather(&logits.data)?, x.rows, self.cfg.vocab_size),
+                };
+                let tops = whole.par_chunks(self.cfg.vocab_size.max(1)).map(|row| row_top(row, 0)).collect();
+                HeadOut::Tops { tops, logits: whole }
+            }
             (Head::Sample, _) => {
                 if self.draws.len() != x.rows {
                     bail!("head: {} draws set for {} rows", self.draws.len(), x.rows);
@@ -687,6 +703,33 @@ impl Backend for CpuBackend {
             Some(HeadOut::Logits(l)) => Ok(l),
             _ => bail!("read_logits: the last forward's head made no logits"),
         }
+    }
+
+    fn summarizes_rows(&self) -> bool {
+        true
+    }
+
+    fn read_tops(&mut self) -> Result<Vec<RowTop>> {
+        match &self.head_out {
+            Some(HeadOut::Tops { tops, .. }) => Ok(tops.clone()),
+            _ => bail!("read_tops: the last forward's head made no row summaries"),
+        }
+    }
+
+    fn read_logit_rows(&mut self, rows: &[usize]) -> Result<Vec<f32>> {
+        let Some(HeadOut::Tops { logits, .. }) = &self.head_out else {
+            bail!("read_logit_rows: the last forward's head kept no logits rows");
+        };
+        let v = self.cfg.vocab_size;
+        let n = logits.len() / v.max(1);
+        let mut out = Vec::with_capacity(rows.len() * v);
+        for &r in rows {
+            if r >= n {
+                bail!("read_logit_rows: row {r} of {n}");
+            }
+            out.extend_from_slice(&logits[r * v..(r + 1) * v]);
+        }
+        Ok(out)
     }
 }
 

@@ -11,6 +11,7 @@ pub mod shard;
 
 pub use measure::{BlockPool, LayerRouting, Measure};
 
+use crate::decode::row_top::RowTop;
 use crate::decode::sample::RowDraw;
 use crate::decode::Pick;
 use anyhow::Result;
@@ -99,6 +100,10 @@ pub enum Head {
     /// Per row a draw under its request's knobs, made where the logits are (see
     /// [`Backend::set_draws`]): a few bytes a row, as `Pick`.
     Sample,
+    /// Per row its summary ([`RowTop`]: the best entries, the max and the sum of exp over the
+    /// whole vocabulary), `2K + 2` numbers a row; the rows themselves stay with the backend
+    /// until the next `head`, for [`Backend::read_logit_rows`] (JointThresholdInDel).
+    Top,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,6 +154,22 @@ pub trait Backend {
     /// The logits rows of the last `head(.., Head::Logits)` (tensor parallel: gathered from the
     /// ranks), `[rows * vocab]`.
     fn read_logits(&mut self) -> Result<Vec<f32>>;
+    /// Whether this backend makes `Head::Top` (the engine otherwise reads whole rows).
+    fn summarizes_rows(&self) -> bool {
+        false
+    }
+    /// The row summaries of the last `head(.., Head::Top)` (tensor parallel: over the whole
+    /// vocabulary, every rank holding the same).
+    fn read_tops(&mut self) -> Result<Vec<RowTop>> {
+        anyhow::bail!("{} makes no logits row summaries", self.name())
+    }
+    /// Whole logits rows `rows` (indices into the output rows) of the last
+    /// `head(.., Head::Top)`, `[rows.len() * vocab]` (tensor parallel: every rank must call it,
+    /// as its slices are gathered).
+    fn read_logit_rows(&mut self, rows: &[usize]) -> Result<Vec<f32>> {
+        let _ = rows;
+        anyhow::bail!("{} keeps no logits rows", self.name())
+    }
 
     fn lm_head_pick(&mut self, x: &Self::Act) -> Result<Vec<Pick>> {
         self.head(x, Head::Pick)?;

@@ -7,11 +7,15 @@
 //!
 //! Unlike the other algorithms a step reads more of each row than its argmax (the best token
 //! other than the mask, or other than the edit tokens, or other than the tokens written at a
-//! position before), so it takes the block's logits rows.
+//! position before), so it reads the block's rows through [`StepRows`]: whole rows
+//! ([`FullRows`]), or their summaries ([`TopRows`]: the best entries, m and z, which answer as
+//! the whole rows do and read a row whole only where they cannot).
 
 use super::joint_threshold::{check_knobs, MAX_POST_EDIT_STEPS};
+use super::row_top::RowTop;
 use super::Setting;
 use std::collections::HashSet;
+use std::convert::Infallible;
 
 /// Its name in SGLang's `--dllm-algorithm`.
 pub const NAME: &str = "JointThresholdInDel";
@@ -122,7 +126,7 @@ pub struct InDelStep {
 }
 
 /// The first index of the largest logit among the tokens `keep` allows (None: it allows none).
-fn argmax_where(row: &[f32], keep: impl Fn(u32) -> bool) -> Option<u32> {
+fn argmax_where(row: &[f32], keep: &dyn Fn(u32) -> bool) -> Option<u32> {
     let mut best: Option<usize> = None;
     for (i, &l) in row.iter().enumerate() {
         if keep(i as u32) && best.is_none_or(|b| l > row[b]) {
@@ -137,6 +141,98 @@ fn prob_of(row: &[f32], t: u32) -> f32 {
     let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let z: f32 = row.iter().map(|&l| (l - m).exp()).sum();
     (row[t as usize] - m).exp() / z
+}
+
+/// The block's logits rows as a step reads them: per position the best token among those a
+/// rule allows, and a token's softmax probability.
+pub trait StepRows {
+    /// Why a row could not be read (whole rows: never).
+    type Error;
+    /// [`argmax_where`] over position `i`'s row.
+    fn argmax_where(&mut self, i: usize, keep: &dyn Fn(u32) -> bool) -> Result<Option<u32>, Self::Error>;
+    /// [`prob_of`] over position `i`'s row.
+    fn prob_of(&mut self, i: usize, t: u32) -> Result<f32, Self::Error>;
+}
+
+/// Whole rows: `logits` holds the block's rows back to back.
+pub struct FullRows<'a> {
+    logits: &'a [f32],
+    vocab: usize,
+}
+
+impl<'a> FullRows<'a> {
+    /// `rows` rows of `logits.len() / rows` each.
+    pub fn new(logits: &'a [f32], rows: usize) -> Self {
+        FullRows { logits, vocab: logits.len() / rows.max(1) }
+    }
+
+    fn row(&self, i: usize) -> &'a [f32] {
+        &self.logits[i * self.vocab..(i + 1) * self.vocab]
+    }
+}
+
+impl StepRows for FullRows<'_> {
+    type Error = Infallible;
+    fn argmax_where(&mut self, i: usize, keep: &dyn Fn(u32) -> bool) -> Result<Option<u32>, Infallible> {
+        Ok(argmax_where(self.row(i), keep))
+    }
+    fn prob_of(&mut self, i: usize, t: u32) -> Result<f32, Infallible> {
+        Ok(prob_of(self.row(i), t))
+    }
+}
+
+/// Rows by their summaries ([`RowTop`], one per position), each answer the one its whole row
+/// gives: the best allowed token is the first allowed entry, a token's probability among the
+/// entries is exp(l - m) / z with the row's own m and z. Where the entries cannot answer (every
+/// one excluded, a token outside them, a row with a NaN or an infinity) `fetch(i)` reads
+/// position `i`'s whole row, once, and it answers instead.
+pub struct TopRows<'a, F> {
+    tops: &'a [RowTop],
+    fetch: F,
+    whole: Vec<Option<Vec<f32>>>,
+}
+
+impl<'a, F: FnMut(usize) -> Result<Vec<f32>, String>> TopRows<'a, F> {
+    pub fn new(tops: &'a [RowTop], fetch: F) -> Self {
+        TopRows { tops, fetch, whole: vec![None; tops.len()] }
+    }
+
+    /// The summary of position `i`, where it speaks for its row.
+    fn top(&self, i: usize) -> Result<Option<&'a RowTop>, String> {
+        let t = self.tops.get(i).ok_or_else(|| format!("no logits row summary for block position {i} of {}", self.tops.len()))?;
+        Ok(t.usable().then_some(t))
+    }
+
+    /// Position `i`'s whole row, read on first use.
+    fn whole(&mut self, i: usize) -> Result<&[f32], String> {
+        if self.whole[i].is_none() {
+            self.whole[i] = Some((self.fetch)(i)?);
+        }
+        Ok(self.whole[i].as_deref().unwrap_or_default())
+    }
+}
+
+impl<F: FnMut(usize) -> Result<Vec<f32>, String>> StepRows for TopRows<'_, F> {
+    type Error = String;
+    fn argmax_where(&mut self, i: usize, keep: &dyn Fn(u32) -> bool) -> Result<Option<u32>, String> {
+        if let Some(t) = self.top(i)? {
+            // The entries are the row's best in (logit descending, id ascending) order, so the
+            // first allowed one is the row's first allowed maximum.
+            if let Some(&(id, _)) = t.top.iter().find(|e| keep(e.0)) {
+                return Ok(Some(id));
+            }
+            if t.complete() {
+                return Ok(None);
+            }
+        }
+        Ok(argmax_where(self.whole(i)?, keep))
+    }
+    fn prob_of(&mut self, i: usize, t: u32) -> Result<f32, String> {
+        if let Some(p) = self.top(i)?.and_then(|s| s.prob_of(t)) {
+            return Ok(p);
+        }
+        Ok(prob_of(self.whole(i)?, t))
+    }
 }
 
 impl JointThresholdInDel {
@@ -155,13 +251,31 @@ impl JointThresholdInDel {
     /// probabilities, `logits` the forward's rows for them (`tokens.len()` rows of `vocab`).
     /// Advances `state`. docs/MODEL.md gives the rules in this order.
     pub fn step(&self, state: &mut InDelState, tokens: &[u32], probs: &[f32], logits: &[f32], ids: EditIds) -> InDelStep {
+        match self.step_rows(state, tokens, probs, &mut FullRows::new(logits, tokens.len()), ids) {
+            Ok(s) => s,
+            Err(never) => match never {},
+        }
+    }
+
+    /// [`JointThresholdInDel::step`] reading the block's rows through `rows` (one per token);
+    /// fails only where a row cannot be read.
+    pub fn step_rows<R: StepRows>(
+        &self,
+        state: &mut InDelState,
+        tokens: &[u32],
+        probs: &[f32],
+        rows: &mut R,
+        ids: EditIds,
+    ) -> Result<InDelStep, R::Error> {
         let b = tokens.len();
-        let vocab = logits.len() / b.max(1);
-        let row = |i: usize| &logits[i * vocab..(i + 1) * vocab];
         let fixed = state.fixed.min(b);
         let mut br: Vec<&'static str> = vec![];
-        let mut x: Vec<u32> = (0..b).map(|i| argmax_where(row(i), |_| true).unwrap_or(ids.mask)).collect();
-        let mut p: Vec<f32> = (0..b).map(|i| prob_of(row(i), x[i])).collect();
+        let mut x = Vec::with_capacity(b);
+        let mut p = Vec::with_capacity(b);
+        for i in 0..b {
+            x.push(rows.argmax_where(i, &|_| true)?.unwrap_or(ids.mask));
+            p.push(rows.prob_of(i, x[i])?);
+        }
         let masked: Vec<bool> = (0..b).map(|i| i >= fixed && tokens[i] == ids.mask).collect();
         let orig_masked: Vec<bool> = (0..b).map(|i| masked[i] && state.is_orig_mask.get(i).copied().unwrap_or(false)).collect();
         let n_total = masked.iter().filter(|&&m| m).count();
@@ -187,9 +301,9 @@ impl JointThresholdInDel {
         if !last {
             for i in 0..b {
                 if orig_masked[i] && x[i] == ids.mask {
-                    if let Some(t) = argmax_where(row(i), |t| t != ids.mask) {
+                    if let Some(t) = rows.argmax_where(i, &|t| t != ids.mask)? {
                         x[i] = t;
-                        p[i] = prob_of(row(i), t);
+                        p[i] = rows.prob_of(i, t)?;
                     }
                     br.push("mask_pick_replaced");
                 }
@@ -247,7 +361,7 @@ impl JointThresholdInDel {
         // 5. Nothing to write: the block is final.
         if writes.is_empty() {
             br.push("no_change_exit");
-            return finish(tokens.to_vec(), probs.to_vec(), false, br);
+            return Ok(finish(tokens.to_vec(), probs.to_vec(), false, br));
         }
 
         // 6. The final round writes no mask, DELETE or SPLIT.
@@ -255,7 +369,7 @@ impl JointThresholdInDel {
             let banned = |t: u32| t == ids.mask || t == ids.delete || t == ids.split;
             for &i in &writes {
                 if banned(x[i]) {
-                    if let Some(t) = argmax_where(row(i), |t| !banned(t)) {
+                    if let Some(t) = rows.argmax_where(i, &|t| !banned(t))? {
                         x[i] = t;
                     }
                     br.push("final_ban");
@@ -270,7 +384,7 @@ impl JointThresholdInDel {
             if let Some(c) = changing.min_by(|&i, &j| p[i].total_cmp(&p[j]).then(i.cmp(&j))) {
                 let done = state.sampled.get(c).cloned().unwrap_or_default();
                 let excluded = |t: u32| done.contains(&t) || (orig_masked[c] && t == ids.mask);
-                if let Some(t) = argmax_where(row(c), |t| !excluded(t)) {
+                if let Some(t) = rows.argmax_where(c, &|t| !excluded(t))? {
                     x[c] = t;
                 }
                 br.push("cycle_resample");
@@ -290,7 +404,7 @@ impl JointThresholdInDel {
                 state.sampled[i].push(x[i]);
             }
             written[i] = x[i];
-            written_probs[i] = prob_of(row(i), x[i]);
+            written_probs[i] = rows.prob_of(i, x[i])?;
             if x[i] == ids.delete {
                 has_indel = true;
                 br.push("delete");
@@ -300,7 +414,7 @@ impl JointThresholdInDel {
             }
         }
         if !has_indel {
-            return finish(written, written_probs, !last, br);
+            return Ok(finish(written, written_probs, !last, br));
         }
         let mut out = Vec::with_capacity(b + 1);
         let mut orig = Vec::with_capacity(b + 1);
@@ -330,7 +444,7 @@ impl JointThresholdInDel {
         orig.resize(b, false);
         state.is_orig_mask = orig;
         let (toks, ps) = out.into_iter().unzip();
-        finish(toks, ps, !last, br)
+        Ok(finish(toks, ps, !last, br))
     }
 }
 
@@ -411,6 +525,119 @@ mod tests {
         assert!(!s.open);
         assert!(s.tokens.iter().all(|&t| t != 7 && t != 8 && t != 9), "{:?}", s.tokens);
         assert!(s.branches.contains(&"final_ban") && s.branches.contains(&"final_budget"));
+    }
+
+    /// Random rows of `v` tokens: flat, peaked, tied (quarter steps), with -inf entries.
+    fn random_rows(rng: &mut crate::rng::Rng, n: usize, v: usize) -> Vec<f32> {
+        (0..n * v)
+            .map(|i| {
+                let x = rng.normal() as f32;
+                match (i / v) % 4 {
+                    0 => x,
+                    1 => 4.0 * x,
+                    2 => (x * 4.0).round() / 4.0,
+                    _ if i % 5 == 0 => f32::NEG_INFINITY,
+                    _ => x,
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn summaries_answer_as_whole_rows_and_read_a_row_only_when_they_cannot() {
+        use crate::decode::row_top::{row_top, ROW_TOP_K};
+        let mut rng = crate::rng::Rng::new(11);
+        for v in [3, ROW_TOP_K, ROW_TOP_K + 5, 300] {
+            let n = 12;
+            let mut logits = random_rows(&mut rng, n, v);
+            logits[5 * v + v / 2] = f32::NAN;
+            let tops: Vec<_> = logits.chunks(v).map(|r| row_top(r, 0)).collect();
+            let mut fetched = vec![];
+            let mut sum = TopRows::new(&tops, |i| {
+                fetched.push(i);
+                Ok(logits[i * v..(i + 1) * v].to_vec())
+            });
+            let mut full = FullRows::new(&logits, n);
+            for (i, top) in tops.iter().enumerate() {
+                let order: Vec<u32> = top.top.iter().map(|e| e.0).collect();
+                // Keep all; drop the first j of the row's order (past ROW_TOP_K: every entry);
+                // keep only odd ids; keep none.
+                let mut keeps: Vec<Box<dyn Fn(u32) -> bool>> = vec![Box::new(|_| true), Box::new(|t| t % 2 == 1), Box::new(|_| false)];
+                for j in [1, ROW_TOP_K - 1, ROW_TOP_K, ROW_TOP_K + 3] {
+                    let dropped: Vec<u32> =
+                        order.iter().copied().take(j).chain((0..j.saturating_sub(order.len())).map(|x| x as u32)).collect();
+                    keeps.push(Box::new(move |t| !dropped.contains(&t)));
+                }
+                for keep in &keeps {
+                    assert_eq!(sum.argmax_where(i, keep.as_ref()), Ok(full.argmax_where(i, keep.as_ref()).unwrap()), "v {v} row {i}");
+                }
+                for t in (0..v as u32).step_by(v.div_ceil(7)).chain(order.iter().copied()) {
+                    let (a, b) = (sum.prob_of(i, t).unwrap(), full.prob_of(i, t).unwrap());
+                    assert!(a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()), "v {v} row {i} token {t}: {a} vs {b}");
+                }
+            }
+            drop(sum);
+            fetched.dedup();
+            // Only rows a summary could not answer for were read, each once.
+            assert!(fetched.windows(2).all(|w| w[0] < w[1]), "{fetched:?}");
+            assert!(fetched.contains(&5), "the row with a NaN is read whole");
+            if v < ROW_TOP_K {
+                assert_eq!(fetched, vec![5], "a short vocabulary's summary is the whole row");
+            }
+        }
+    }
+
+    #[test]
+    fn steps_over_summaries_equal_steps_over_whole_rows() {
+        use crate::decode::row_top::{row_top, ROW_TOP_K};
+        let ids = EditIds { mask: 17, delete: 18, split: 19 };
+        let v = 20;
+        assert!(v > ROW_TOP_K);
+        let mut rng = crate::rng::Rng::new(5);
+        let (mut steps, mut fetches, mut cycles) = (0, 0, 0);
+        for episode in 0..300 {
+            let b = [4, 8][episode % 2];
+            let a = JointThresholdInDel { threshold: 0.3, edit_threshold: 0.0, max_post_edit_steps: 4 + episode % 5 };
+            let fixed = episode % 3;
+            let mut block: Vec<u32> = (0..b).map(|i| if i < fixed { i as u32 } else { ids.mask }).collect();
+            let (mut st_full, mut probs) = (InDelState::start(&block, fixed, ids.mask), vec![0.0; b]);
+            let mut st_sum = st_full.clone();
+            // The same rows every step but one in three (rows that repeat make blocks repeat,
+            // which takes the cycle rule), peaked on the edit tokens at times.
+            let mut logits = random_rows(&mut rng, b, v);
+            for _ in 0..a.max_steps(b) {
+                if rng.next_u64().is_multiple_of(3) {
+                    logits = random_rows(&mut rng, b, v);
+                    let i = (rng.next_u64() % b as u64) as usize;
+                    logits[i * v + 17 + (rng.next_u64() % 3) as usize] += 6.0;
+                }
+                let tops: Vec<_> = logits.chunks(v).map(|r| row_top(r, 0)).collect();
+                let want = a.step(&mut st_full, &block, &probs, &logits, ids);
+                let mut n = 0;
+                let got = a.step_rows(
+                    &mut st_sum,
+                    &block,
+                    &probs,
+                    &mut TopRows::new(&tops, |i| {
+                        n += 1;
+                        Ok(logits[i * v..(i + 1) * v].to_vec())
+                    }),
+                    ids,
+                );
+                assert_eq!(got.as_ref(), Ok(&want), "episode {episode} step {steps}");
+                assert_eq!(st_sum, st_full);
+                steps += 1;
+                fetches += n;
+                cycles += usize::from(want.branches.contains(&"cycle_resample"));
+                block = want.tokens;
+                probs = want.probs;
+                if !want.open {
+                    break;
+                }
+            }
+        }
+        eprintln!("{steps} steps, {cycles} cycle resamples, {fetches} rows read whole");
+        assert!(cycles > 0, "no step took the cycle rule");
     }
 
     #[test]

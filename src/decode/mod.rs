@@ -15,6 +15,7 @@ pub mod joint_threshold;
 pub mod joint_threshold_indel;
 pub mod low_confidence;
 pub mod output;
+pub mod row_top;
 pub mod sample;
 
 /// The chosen token of a position and its probability (the confidence).

@@ -12,8 +12,9 @@ pub use runner::Runner;
 use crate::backend::StepBatch;
 use crate::config::ModelConfig;
 use crate::decode::blocks::{quota_schedule, BlockLayout};
-use crate::decode::joint_threshold_indel::{EditIds, InDelState};
+use crate::decode::joint_threshold_indel::{EditIds, InDelState, TopRows};
 use crate::decode::output::{after_block, stop_ids};
+use crate::decode::row_top::RowTop;
 use crate::decode::sample::{apply_penalties, pick_row, sample_row, History, RowDraw};
 use crate::decode::{BlockProgress, Pick, Policy};
 use crate::rng::Rng;
@@ -263,7 +264,23 @@ impl<B: Runner> Engine<B> {
                     // masks pad it): it returns the block's new tokens and their probabilities.
                     let block = &r.tokens[bs..bs + b];
                     let state = r.indel.get_or_insert_with(|| InDelState::start(block, fixed, ids.mask));
-                    let s = a.step(state, block, &r.probs[bs..bs + b], &rows, *ids);
+                    let probs = &r.probs[bs..bs + b];
+                    let s = match rows {
+                        BlockRows::Full(logits) => a.step(state, block, probs, &logits, *ids),
+                        BlockRows::Top { tops, first } => {
+                            // A row the summary cannot answer for is read whole from the backend,
+                            // which keeps this step's rows until the next forward.
+                            let backend = &mut self.backend;
+                            let fetch = |i: usize| backend.logit_rows(&[first + i]).map_err(|e| format!("{e:#}"));
+                            match a.step_rows(state, block, probs, &mut TopRows::new(&tops, fetch), *ids) {
+                                Ok(s) => s,
+                                Err(e) => {
+                                    failed.push((r.id, e));
+                                    continue;
+                                }
+                            }
+                        }
+                    };
                     r.tokens[bs..bs + b].copy_from_slice(&s.tokens);
                     r.probs[bs..bs + b].copy_from_slice(&s.probs);
                     r.progress.steps += 1;
@@ -343,16 +360,24 @@ impl<B: Runner> Engine<B> {
     }
 
     /// Per output row: when no request needs the logits on the host (greedy, no bias or
-    /// penalty) the backend's fused lm_head pick; otherwise the full logits, each request's rows
-    /// shifted by its bias and penalties, then its argmax or draw. Second, per request, its
-    /// block's (shifted) logits rows where its algorithm reads them (JointThresholdInDel).
-    fn picks(&mut self, batch: &StepBatch, out_rows: &[usize]) -> Result<(Vec<Pick>, Vec<BlockRows>)> {
+    /// penalty) the backend's fused lm_head pick; when one reads its rows (JointThresholdInDel)
+    /// and all are greedy with no bias or penalty, the rows' summaries (the argmax and its
+    /// probability read from them); otherwise the full logits, each request's rows shifted by
+    /// its bias and penalties, then its argmax or draw. Second, per request, its block's
+    /// (shifted) logits rows or their summaries where its algorithm reads them.
+    fn picks(&mut self, batch: &StepBatch, out_rows: &[usize]) -> Result<(Vec<Pick>, Vec<Option<BlockRows>>)> {
         let n = self.reqs.len();
-        let none = || vec![None; n];
+        let none = || (0..n).map(|_| None).collect::<Vec<_>>();
         if !self.reqs.iter().any(|r| r.params.needs_logits()) {
             return Ok((self.backend.pick(&self.cfg, batch, out_rows)?, none()));
         }
         let reads_rows = self.reqs.iter().any(|r| r.params.reads_rows());
+        if reads_rows
+            && self.backend.summarizes()
+            && self.reqs.iter().all(|r| r.params.temperature == 0.0 && r.params.penalties().is_neutral())
+        {
+            return self.summary_picks(batch, out_rows);
+        }
         if !reads_rows && self.backend.samples() && self.reqs.iter().all(|r| r.params.penalties().is_neutral()) {
             // Sampled without penalties: each row drawn where its logits are, with the uniform
             // the host path would draw for it (same generator, same order).
@@ -391,7 +416,40 @@ impl<B: Runner> Engine<B> {
                 picks.push(if r.params.temperature == 0.0 { pick_row(l) } else { sample_row(l, &r.params.sampling(), &mut r.rng) });
                 row += 1;
             }
-            rows.push(r.params.reads_rows().then(|| logits[first * v..row * v].to_vec()));
+            rows.push(r.params.reads_rows().then(|| BlockRows::Full(logits[first * v..row * v].to_vec())));
+        }
+        Ok((picks, rows))
+    }
+
+    /// [`Engine::picks`] for a greedy batch with no bias or penalty: a few numbers a row cross
+    /// from the backend, not its logits. A row's pick is its summary's first entry with
+    /// probability 1 / z (pick_row's, to the bit on the CPU); a row the summary does not speak
+    /// for (a NaN or an infinity in it) is read whole and picked from.
+    fn summary_picks(&mut self, batch: &StepBatch, out_rows: &[usize]) -> Result<(Vec<Pick>, Vec<Option<BlockRows>>)> {
+        let tops = self.backend.tops(&self.cfg, batch, out_rows)?;
+        if tops.len() != out_rows.len() {
+            bail!("the backend summarized {} logits rows for {} output rows", tops.len(), out_rows.len());
+        }
+        let odd: Vec<usize> = (0..tops.len()).filter(|&i| !tops[i].usable()).collect();
+        let whole = if odd.is_empty() { vec![] } else { self.backend.logit_rows(&odd)? };
+        // The odd rows come back in row order, as the loop meets them.
+        let mut odd_rows = whole.chunks_exact(self.cfg.vocab_size.max(1));
+        let mut picks = Vec::with_capacity(tops.len());
+        for t in &tops {
+            picks.push(match t.top.first() {
+                Some(&(token, _)) if t.usable() => Pick { token, prob: 1.0 / t.sum_exp },
+                _ => match odd_rows.next() {
+                    Some(row) => pick_row(row),
+                    None => bail!("the backend read back {} floats for {} whole logits rows", whole.len(), odd.len()),
+                },
+            });
+        }
+        let mut rows = Vec::with_capacity(self.reqs.len());
+        let mut first = 0;
+        for r in &self.reqs {
+            let b = r.layout.block_size;
+            rows.push(r.params.reads_rows().then(|| BlockRows::Top { tops: tops[first..first + b].to_vec(), first }));
+            first += b;
         }
         Ok((picks, rows))
     }
@@ -411,8 +469,13 @@ impl<B: Runner> Engine<B> {
     }
 }
 
-/// One request's block of logits rows (`block_size * vocab`), where its algorithm reads them.
-type BlockRows = Option<Vec<f32>>;
+/// One request's block of logits rows, where its algorithm reads them (JointThresholdInDel).
+enum BlockRows {
+    /// The rows, `block_size * vocab` (shifted by the request's bias and penalties).
+    Full(Vec<f32>),
+    /// Their summaries; `first` is the block's first output row, for reading a row whole.
+    Top { tops: Vec<RowTop>, first: usize },
+}
 
 /// Benchmarks only: what a step's forward carries at the masked positions of each request's
 /// block instead of the mask id: random ids (never one of `avoid`), drawn afresh for every

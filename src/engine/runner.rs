@@ -4,6 +4,7 @@
 use crate::backend::ranks::Ranks;
 use crate::backend::{Backend, StepBatch};
 use crate::config::ModelConfig;
+use crate::decode::row_top::RowTop;
 use crate::decode::sample::RowDraw;
 use crate::decode::Pick;
 use crate::model;
@@ -28,6 +29,14 @@ pub trait Runner {
     fn samples(&self) -> bool;
     /// Full logits for `out_rows`, `[out_rows.len() * vocab]`.
     fn logits(&mut self, cfg: &ModelConfig, batch: &StepBatch, out_rows: &[usize]) -> Result<Vec<f32>>;
+    /// Whether [`Runner::tops`] can run here.
+    fn summarizes(&self) -> bool;
+    /// Per output row its summary (see [`model::forward_tops`]); the rows stay where they are
+    /// for [`Runner::logit_rows`] until the next forward.
+    fn tops(&mut self, cfg: &ModelConfig, batch: &StepBatch, out_rows: &[usize]) -> Result<Vec<RowTop>>;
+    /// Whole logits rows of the last [`Runner::tops`] (indices into its output rows),
+    /// `[rows.len() * vocab]`.
+    fn logit_rows(&mut self, rows: &[usize]) -> Result<Vec<f32>>;
     /// K/V of the batch into the cache, nothing else (chunked prefill).
     fn prefill(&mut self, cfg: &ModelConfig, batch: &StepBatch) -> Result<()>;
 }
@@ -56,6 +65,15 @@ impl<B: Backend> Runner for B {
     }
     fn logits(&mut self, cfg: &ModelConfig, batch: &StepBatch, out_rows: &[usize]) -> Result<Vec<f32>> {
         model::forward_logits(self, cfg, batch, out_rows)
+    }
+    fn summarizes(&self) -> bool {
+        self.summarizes_rows()
+    }
+    fn tops(&mut self, cfg: &ModelConfig, batch: &StepBatch, out_rows: &[usize]) -> Result<Vec<RowTop>> {
+        model::forward_tops(self, cfg, batch, out_rows)
+    }
+    fn logit_rows(&mut self, rows: &[usize]) -> Result<Vec<f32>> {
+        self.read_logit_rows(rows)
     }
     fn prefill(&mut self, cfg: &ModelConfig, batch: &StepBatch) -> Result<()> {
         model::forward_prefill(self, cfg, batch)
@@ -96,6 +114,22 @@ impl<B: Backend + 'static> Runner for Ranks<B> {
     fn logits(&mut self, cfg: &ModelConfig, batch: &StepBatch, out_rows: &[usize]) -> Result<Vec<f32>> {
         let (cfg, batch, rows) = (Arc::new(cfg.clone()), Arc::new(batch.clone()), Arc::new(out_rows.to_vec()));
         let all = self.try_all(move |b| model::forward_logits(b, &cfg, &batch, &rows))?;
+        all.into_iter().next().ok_or_else(|| anyhow::anyhow!("an empty tensor-parallel group"))
+    }
+    fn summarizes(&self) -> bool {
+        self.all(|b| b.summarizes_rows()).is_ok_and(|v| v.into_iter().all(|s| s))
+    }
+    fn tops(&mut self, cfg: &ModelConfig, batch: &StepBatch, out_rows: &[usize]) -> Result<Vec<RowTop>> {
+        // Every rank merges the same slices' summaries (or summarizes the same gathered rows):
+        // rank 0's stand for all (NaN sums, which never compare equal, ruled out `agreed`).
+        let (cfg, batch, rows) = (Arc::new(cfg.clone()), Arc::new(batch.clone()), Arc::new(out_rows.to_vec()));
+        let all = self.try_all(move |b| model::forward_tops(b, &cfg, &batch, &rows))?;
+        all.into_iter().next().ok_or_else(|| anyhow::anyhow!("an empty tensor-parallel group"))
+    }
+    fn logit_rows(&mut self, rows: &[usize]) -> Result<Vec<f32>> {
+        // Every rank takes part: its slices of the rows are gathered.
+        let rows = Arc::new(rows.to_vec());
+        let all = self.try_all(move |b| b.read_logit_rows(&rows))?;
         all.into_iter().next().ok_or_else(|| anyhow::anyhow!("an empty tensor-parallel group"))
     }
     fn prefill(&mut self, cfg: &ModelConfig, batch: &StepBatch) -> Result<()> {

@@ -17,7 +17,10 @@
 
 use super::attention::StepShape;
 use super::error::CudaError;
-use super::kernels::{params::RowSampling, Graph};
+use super::kernels::{
+    params::{RowSampling, ROW_TOP_SUMMARY},
+    Graph,
+};
 use super::CudaBackend;
 use crate::backend::{Head, StepBatch};
 use anyhow::{bail, Result};
@@ -47,6 +50,9 @@ pub(super) struct HeadOut {
     pub prob: CudaSlice<f32>,
     pub share: Option<CudaSlice<f32>>,
     pub logits: Option<CudaSlice<f32>>,
+    /// `Head::Top`: each row's summary, `[rows][ROW_TOP_SUMMARY]` (row_top_k.cu); the rows
+    /// stay in `logits` for reading back whole.
+    pub tops: Option<CudaSlice<f32>>,
     /// `Head::Sample`: each row's knobs and uniform (written before the forward or replay).
     pub sampling: Option<CudaSlice<RowSampling>>,
 }
@@ -100,8 +106,12 @@ impl CudaBackend {
             _ => None,
         };
         let logits = match head {
-            Head::Logits => Some(self.alloc_f32(rows * self.vocab_slice().len(), "logits")?),
+            Head::Logits | Head::Top => Some(self.alloc_f32(rows * self.vocab_slice().len(), "logits")?),
             Head::Pick | Head::Sample => None,
+        };
+        let tops = match head {
+            Head::Top => Some(self.alloc_f32(rows * ROW_TOP_SUMMARY, "logits row summaries")?),
+            _ => None,
         };
         let share = match (&self.tp.group, head) {
             (Some(_), Head::Pick) => Some(self.alloc_f32(3 * rows, "pick shares")?),
@@ -114,6 +124,7 @@ impl CudaBackend {
             prob: self.alloc_f32(rows, "pick probabilities")?,
             share,
             logits,
+            tops,
             sampling,
         });
         Ok(())

@@ -42,6 +42,7 @@ unsafe impl DeviceRepr for InitParams {}
 unsafe impl DeviceRepr for SpinParams {}
 unsafe impl DeviceRepr for SampleParams {}
 unsafe impl DeviceRepr for RowSampling {}
+unsafe impl DeviceRepr for RowTopKParams {}
 
 /// cuBLAS's workspace, ours: cuBLAS must not allocate one inside a CUDA graph capture
 /// (graph.rs); 32 MiB is what NVIDIA advises on Hopper.

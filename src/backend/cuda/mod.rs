@@ -19,6 +19,7 @@ pub mod kv_cache;
 mod measure;
 mod moe;
 pub mod nccl;
+mod row_top;
 mod sampler;
 pub mod weights;
 
@@ -28,6 +29,7 @@ use super::shard::Shard;
 use super::{Backend, Head, LayerRouting, Linear, Norm, StepBatch};
 use crate::checkpoint::Checkpoint;
 use crate::config::ModelConfig;
+use crate::decode::row_top::{merge_tops, RowTop};
 use crate::decode::sample::{combine_pick_shares, RowDraw};
 use crate::decode::Pick;
 use anyhow::{bail, Context, Result};
@@ -517,7 +519,11 @@ impl Backend for CudaBackend {
         let w = self.w.lm_head.as_ref().unwrap_or(&self.w.embed);
         let (vocab, h) = (self.vocab_slice(), self.cfg.hidden_size);
         if let Some(logits) = &out.logits {
-            return Ok(self.k.gemm_bf16_f32("lm_head", self.p(xb), self.p(w), self.p(logits), x.rows, vocab.len(), h, 0.0)?);
+            self.k.gemm_bf16_f32("lm_head", self.p(xb), self.p(w), self.p(logits), x.rows, vocab.len(), h, 0.0)?;
+            if let Some(tops) = &out.tops {
+                self.launch_row_top_k(logits, x.rows, vocab.len(), vocab.start, tops)?;
+            }
+            return Ok(());
         }
         // cuBLAS at every row count: over the vocabulary's 157k rows it reads at ~90% (docs/PERF.md).
         let logits = self.cublas_gemm("lm_head", xb, w, x.rows, vocab.len(), h)?;
@@ -561,6 +567,38 @@ impl Backend for CudaBackend {
             // Sampling needs whole rows: the ranks' slices meet on the host.
             Some(group) => Ok(self.tp.shard.assemble_vocab(&group.all_gather(self.tp.shard.rank, &logits)?, out.rows, self.cfg.vocab_size)),
             None => Ok(logits),
+        }
+    }
+
+    fn summarizes_rows(&self) -> bool {
+        true
+    }
+
+    fn read_tops(&mut self) -> Result<Vec<RowTop>> {
+        let out = self.head_out(&[Head::Top])?;
+        let Some(tops) = &out.tops else { bail!("read_tops: the last forward's head made no row summaries") };
+        let mine = self.download(tops, "logits row summaries")?;
+        let Some(group) = &self.tp.group else {
+            return Ok(mine.chunks_exact(ROW_TOP_SUMMARY).map(RowTop::from_wire).collect());
+        };
+        // Vocab-parallel: the ranks' summaries of their slices meet (2K + 2 floats a row, never
+        // the rows) and merge into the whole row's.
+        let parts = group.all_gather(self.tp.shard.rank, &mine)?;
+        let s = ROW_TOP_SUMMARY;
+        Ok((0..out.rows)
+            .map(|r| {
+                merge_tops(&parts.iter().map(|p| RowTop::from_wire(p.get(r * s..(r + 1) * s).unwrap_or_default())).collect::<Vec<_>>())
+            })
+            .collect())
+    }
+
+    fn read_logit_rows(&mut self, rows: &[usize]) -> Result<Vec<f32>> {
+        let out = self.head_out(&[Head::Top])?;
+        let Some(logits) = &out.logits else { bail!("read_logit_rows: the last forward's head kept no logits rows") };
+        let mine = self.download_rows(logits, out.rows, rows)?;
+        match &self.tp.group {
+            Some(group) => Ok(self.tp.shard.assemble_vocab(&group.all_gather(self.tp.shard.rank, &mine)?, rows.len(), self.cfg.vocab_size)),
+            None => Ok(mine),
         }
     }
 
