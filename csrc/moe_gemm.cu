@@ -490,7 +490,131 @@ __device__ __forceinline__ void moe_gemm_bf16(const MoeGemmParams& p) {
 #endif
 }
 
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+// The fp8 tiles on wgmma. A stage brings the item's x tile (bf16, swizzled, as in the bf16
+// tiles) and the CTA's 128 weight rows as e4m3 codes ([128][GEMM_BK] bytes, unswizzled); the
+// threads widen the codes to bf16 (exact) into one swizzled tile the warpgroup multiplies. Each
+// 128-column k-block of the weights has its own scale (per 128 weight rows; gated: the gate's
+// and the up's), so a k-block's products go to their own accumulators (blk), which are scaled
+// into the sums (acc) when the block ends: sum over blocks of scale * (x . e4m3), the WMMA
+// version's math. Two barriers a k-step (codes landed; widened tile written).
+template <bool GATED>
+__device__ __forceinline__ void moe_gemm_wgmma_fp8(const MoeGemmParams& p, int e, int s0, int rows, int n0) {
+    constexpr int BK = GEMM_BK, ST = MOE_MMA_STAGES, WR = MOE_MMA_WROWS;
+    constexpr int CODE_CH = WR * (BK / 16) / MOE_WG_THREADS;  // 16-code chunks a thread copies a stage
+    constexpr int WIDE_CH = WR * (BK / 8) / MOE_WG_THREADS;   // 8-code chunks a thread widens a stage
+    using T = TileSources<MOE_BM_LARGE>;
+    const int tid = threadIdx.x, warp = tid / WARP, lane = tid % WARP;
+    extern __shared__ __align__(1024) unsigned char raw[];
+    unsigned char* base = raw + ((1024 - ((uint32_t)__cvta_generic_to_shared(raw) & 1023)) & 1023);
+    // [the widened weight tile][stage 0: x tile, codes][stage 1] ...
+    unsigned char* wide = base;
+    auto xs = [&](int buf) { return base + moe_wgmma_fp8_wide_bytes() + buf * moe_wgmma_fp8_stage_bytes(); };
+    auto qs = [&](int buf) { return xs(buf) + moe_wgmma_x_bytes(MOE_BM_LARGE); };
+    const T src = T::template make<GATED>(p, e, s0, rows, n0);
+    // This thread's code rows: rows tid / 4 + 32 i, 16 codes from column 16 (tid % 4).
+    const uint8_t* qsrc[CODE_CH];
+    const int qc = (tid % (BK / 16)) * 16, qr0 = tid / (BK / 16);
+#pragma unroll
+    for (int i = 0; i < CODE_CH; i++) {
+        const int r = qr0 + i * (MOE_WG_THREADS / (BK / 16));
+        const int n = GATED ? n0 + r % (WR / 2) : n0 + r;
+        const uint8_t* m = GATED && r >= WR / 2 ? p.w2_fp8 : p.w1_fp8;
+        qsrc[i] = n < p.n ? m + (size_t)e * p.n * p.k + (size_t)n * p.k : nullptr;
+    }
+    auto load = [&](int buf, int k0) {
+        unsigned char* X = xs(buf);
+        unsigned char* Q = qs(buf);
+        const bool kin = k0 + src.c8 < p.k;
+#pragma unroll
+        for (int i = 0; i < T::XCH; i++) {
+            const bool ok = kin && src.x[i];
+            cp_async16(X + sw128_offset(src.r0 + i * T::ROWS_PER_PASS, src.c8 / 8), ok ? src.x[i] + k0 + src.c8 : p.x, ok);
+        }
+#pragma unroll
+        for (int i = 0; i < CODE_CH; i++) {
+            const int r = qr0 + i * (MOE_WG_THREADS / (BK / 16));
+            const bool ok = k0 + qc < p.k && qsrc[i];
+            cp_async16(Q + r * BK + qc, ok ? qsrc[i] + k0 + qc : p.w1_fp8, ok);
+        }
+    };
+    // This CTA's row of scale blocks of expert e: [ceil(n/128)][ceil(k/128)] per expert.
+    const int scols = (p.k + FP8_BLOCK - 1) / FP8_BLOCK;
+    const size_t srow = ((size_t)e * ((p.n + FP8_BLOCK - 1) / FP8_BLOCK) + n0 / FP8_BLOCK) * scols;
+    float acc[64], blk[64];
+#pragma unroll
+    for (int i = 0; i < 64; i++) acc[i] = blk[i] = 0.f;
+    const bool live = rows > 0;
+    const int ktiles = (p.k + BK - 1) / BK;
+#pragma unroll
+    for (int s = 0; s < ST - 1; s++) {
+        if (s < ktiles) load(s, s * BK);
+        cp_async_commit();
+    }
+    for (int kt = 0; kt < ktiles; kt++) {
+        cp_async_wait<ST - 2>();
+        // Stage kt has landed for every thread; the widened tile's last reader (step kt - 1's
+        // wgmmas) has completed.
+        __syncthreads();
+        if (kt + ST - 1 < ktiles) load((kt + ST - 1) % ST, (kt + ST - 1) * BK);
+        cp_async_commit();
+        const unsigned char* Q = qs(kt % ST);
+#pragma unroll
+        for (int i = 0; i < WIDE_CH; i++) {
+            const int c = tid + i * MOE_WG_THREADS, r = c / (BK / 8), c8 = c % (BK / 8);
+            *reinterpret_cast<uint4*>(wide + sw128_offset(r, c8)) = fp8x8_to_bf16x8(*reinterpret_cast<const uint2*>(Q + r * BK + c8 * 8));
+        }
+        fence_proxy_async();
+        __syncthreads();  // the widened tile (and stage kt's x) visible to the wgmmas
+        if (live) {
+            const uint64_t da = sw128_desc(xs(kt % ST)), db = sw128_desc(wide);
+            wgmma_fence();
+#pragma unroll
+            for (int kk = 0; kk < BK / 16; kk++) wgmma_m64n128k16_bf16(blk, da + 2 * kk, db + 2 * kk);
+            wgmma_commit();
+            wgmma_wait<0>();
+            // The k-block ends with this stage (or the weights do): scale it into the sums.
+            if ((kt + 1) * BK % FP8_BLOCK == 0 || kt + 1 == ktiles) {
+                const int sb = kt * BK / FP8_BLOCK;
+                const float s1 = p.w1_scale[srow + sb], s2 = GATED ? p.w2_scale[srow + sb] : s1;
+#pragma unroll
+                for (int i = 0; i < 64; i++) {
+                    acc[i] += (GATED && i >= 32 ? s2 : s1) * blk[i];
+                    blk[i] = 0.f;
+                }
+            }
+        }
+    }
+    cp_async_wait<0>();
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        const int r = warp * 16 + lane / 4 + 8 * h;
+        if (r >= rows) continue;
+#pragma unroll
+        for (int j = 0; j < (GATED ? 8 : 16); j++) {
+            const int col = n0 + j * 8 + (lane % 4) * 2;
+            const float* up = GATED ? &acc[4 * (j + 8)] : &acc[4 * j];
+            store_pair<GATED>(p, s0 + r, col, acc[4 * j + 2 * h], acc[4 * j + 2 * h + 1], up[2 * h], up[2 * h + 1]);
+        }
+    }
+}
+#endif
+
+// fp8 experts: wgmma on sm_90a (the codes widened per stage), the WMMA tiles elsewhere (whose
+// CTAs take GEMM_BN output columns; the host launches each path's grid).
+template <bool GATED>
+__device__ __forceinline__ void moe_gemm_fp8_tiles(const MoeGemmParams& p) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    const int item = blockIdx.y;
+    if (item >= *p.num_items) return;
+    const int e = p.items[3 * item], s0 = p.items[3 * item + 1], rows = p.items[3 * item + 2];
+    moe_gemm_wgmma_fp8<GATED>(p, e, s0, rows, blockIdx.x * (GATED ? MOE_MMA_GATE_UP_COLS : MOE_MMA_DOWN_COLS));
+#else
+    moe_gemm<MOE_BM_LARGE, GATED, true>(p);
+#endif
+}
+
 extern "C" __global__ void __launch_bounds__(MOE_TILES_M64_THREADS, 2) moe_gate_up_m64(const MoeGemmParams p) { moe_gemm_bf16<MOE_BM_LARGE, true>(p); }
 extern "C" __global__ void __launch_bounds__(MOE_TILES_M64_THREADS, 2) moe_down_m64(const MoeGemmParams p) { moe_gemm_bf16<MOE_BM_LARGE, false>(p); }
-extern "C" __global__ void __launch_bounds__(GEMM_THREADS) moe_gate_up_m64_fp8(const MoeGemmParams p) { moe_gemm<MOE_BM_LARGE, true, true>(p); }
-extern "C" __global__ void __launch_bounds__(GEMM_THREADS) moe_down_m64_fp8(const MoeGemmParams p) { moe_gemm<MOE_BM_LARGE, false, true>(p); }
+extern "C" __global__ void __launch_bounds__(GEMM_THREADS) moe_gate_up_m64_fp8(const MoeGemmParams p) { moe_gemm_fp8_tiles<true>(p); }
+extern "C" __global__ void __launch_bounds__(GEMM_THREADS) moe_down_m64_fp8(const MoeGemmParams p) { moe_gemm_fp8_tiles<false>(p); }

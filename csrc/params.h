@@ -172,6 +172,14 @@ static constexpr uint32_t MOE_TILES_M64_SMEM = moe_bf16_tiles_smem(MOE_BM_LARGE)
 static_assert(2 * (MOE_TILES_M64_SMEM + 1024) <= 228 * 1024, "two CTAs of the 64-row bf16 tiles must share an SM");
 static constexpr uint32_t MOE_GATE_UP_M64_FP8_SMEM = moe_gemm_fp8_smem_bytes(MOE_BM_LARGE, true);
 static constexpr uint32_t MOE_DOWN_M64_FP8_SMEM = moe_gemm_fp8_smem_bytes(MOE_BM_LARGE, false);
+// The fp8 tiles on sm_90a: one widened bf16 weight tile (swizzled, [MOE_MMA_WROWS][GEMM_BK]),
+// then MOE_MMA_STAGES stages of (x tile, swizzled bf16; the weights' e4m3 codes
+// [MOE_MMA_WROWS][GEMM_BK]), 1 KB of slack for the 1024-byte alignment.
+constexpr DLLM_HD int moe_wgmma_fp8_wide_bytes() { return MOE_MMA_WROWS * GEMM_BK * 2; }
+constexpr DLLM_HD int moe_wgmma_fp8_stage_bytes() { return moe_wgmma_x_bytes(MOE_BM_LARGE) + MOE_MMA_WROWS * GEMM_BK; }
+static constexpr uint32_t MOE_TILES_M64_FP8_SMEM = moe_wgmma_fp8_wide_bytes() + MOE_MMA_STAGES * moe_wgmma_fp8_stage_bytes() + 1024;
+static_assert(2 * (MOE_TILES_M64_FP8_SMEM + 1024) <= 228 * 1024, "two CTAs of the fp8 wgmma tiles must share an SM");
+static_assert(MOE_WG_THREADS == GEMM_THREADS, "the fp8 kernels launch one block size for both paths");
 
 // ---- launch-parameter structs ---------------------------------------------------------------
 

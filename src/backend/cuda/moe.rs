@@ -49,8 +49,9 @@ impl ExpertGemm {
 }
 
 /// [gate_up, down] for the tile rows and the weight type: 16-row items go to the weight-stream
-/// kernels (csrc/moe_stream.cu), 64-row items to the shared-memory tiles (csrc/moe_gemm.cu).
-fn expert_gemms(tile_m: usize, fp8: bool) -> [ExpertGemm; 2] {
+/// kernels (csrc/moe_stream.cu), 64-row items to the shared-memory tiles (csrc/moe_gemm.cu;
+/// with `wgmma`, the Hopper path, whose fp8 CTAs take the bf16 tiles' columns and shared memory).
+fn expert_gemms(tile_m: usize, fp8: bool, wgmma: bool) -> [ExpertGemm; 2] {
     let stream = |kernel, cols| ExpertGemm { kernel, cols, threads: STREAM_THREADS as u32, smem: 0, persistent: true };
     let fp8_tiles = |kernel, smem| ExpertGemm { kernel, cols: GEMM_BN, threads: GEMM_THREADS as u32, smem, persistent: false };
     let tiles = |kernel, cols, threads: u32, smem| ExpertGemm { kernel, cols, threads, smem, persistent: false };
@@ -60,6 +61,10 @@ fn expert_gemms(tile_m: usize, fp8: bool) -> [ExpertGemm; 2] {
     match (tile_m, fp8) {
         (MOE_BM_SMALL, false) => [stream(K::MoeGateUpStream, gu), stream(K::MoeDownStream, dn)],
         (MOE_BM_SMALL, true) => [stream(K::MoeGateUpStreamFp8, gu), stream(K::MoeDownStreamFp8, dn)],
+        (_, true) if wgmma => [
+            tiles(K::MoeGateUpM64Fp8, gu_cols, MOE_TILES_M64_THREADS, MOE_TILES_M64_FP8_SMEM),
+            tiles(K::MoeDownM64Fp8, dn_cols, MOE_TILES_M64_THREADS, MOE_TILES_M64_FP8_SMEM),
+        ],
         (_, true) => [fp8_tiles(K::MoeGateUpM64Fp8, MOE_GATE_UP_M64_FP8_SMEM), fp8_tiles(K::MoeDownM64Fp8, MOE_DOWN_M64_FP8_SMEM)],
         (_, false) => [
             tiles(K::MoeGateUpM64, gu_cols, MOE_TILES_M64_THREADS, MOE_TILES_M64_SMEM),
@@ -331,7 +336,7 @@ impl CudaBackend {
         }
         // The kernel variant for the tile rows and weight type, and the shared memory params.h sizes it for.
         let fp8 = matches!(m.gate, ExpertMatrix::Fp8 { .. });
-        let [gate_up, down] = expert_gemms(tile_m, fp8);
+        let [gate_up, down] = expert_gemms(tile_m, fp8, self.wgmma);
         self.k.launch_smem(gate_up.kernel, gate_up.grid(&self.k, im, max_items)?, gate_up.threads, gate_up.smem, &g)?;
         let slot_out = self.alloc_f32(slots * h, "expert outputs")?;
         g.x = self.p(&act);
