@@ -220,16 +220,15 @@ __device__ __forceinline__ void moe_gemm(const MoeGemmParams& p) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The bf16 tiles. A CTA takes one item of BM rows, one warpgroup (4 warps) per 64 of them, and MOE_MMA_WROWS weight rows (gated: the gate's rows n0.. and the up's same rows, so
-// a thread holds the gate and up sums of the same outputs and the epilogue needs no shared
-// memory), streamed through MOE_MMA_STAGES cp.async stages of GEMM_BK with one barrier a
-// k-step. On sm_90a each warpgroup multiplies its 64 rows of a stage with wgmma (operands
-// straight from the swizzled stage); elsewhere (the compute_90 PTX, sm_80) its four warps do with
-// mma.sync. The WMMA tiles above (kept for fp8) ran the bf16 experts at 37-38% of the bandwidth
-// at batch 64; mma.sync at 42%; wgmma at 65-67%. Items of 128 rows (two warpgroups, one read of
-// an expert's weights where two 64-row items read them twice) measured slower at batch 64 and
-// 128 (20.7 against 19.6 ms a step at 64: one CTA an SM, its warpgroups waiting on each other
-// at the barrier), so only BM = 64 is built.
+// The bf16 tiles. A CTA (one warpgroup, 4 warps) takes one item of BM rows and MOE_MMA_WROWS
+// weight rows (gated: the gate's rows n0.. and the up's same rows, so a thread holds the gate and
+// up sums of the same outputs and the epilogue needs no shared memory), streamed through cp.async
+// stages of GEMM_BK with one barrier a k-step. On sm_90a the warpgroup multiplies a stage with
+// wgmma (operands straight from the swizzled stage), 64 rows at a time: 128-row items (batch 64
+// and up) read an expert's weights once where two 64-row items read them twice. Elsewhere (the
+// compute_90 PTX, sm_80) its four warps multiply 64-row items with mma.sync. The WMMA tiles above
+// (kept for fp8 off Hopper) ran the bf16 experts at 37-38% of the bandwidth at batch 64; mma.sync
+// at 42%; wgmma at 64%. Items of 128 rows as two warpgroups (one CTA an SM) measured slower.
 // The shared expert may be one of the items (expert number p.shared_expert, its own weights).
 // ---------------------------------------------------------------------------------------------
 
@@ -264,7 +263,7 @@ __device__ __forceinline__ void store_pair(const MoeGemmParams& p, size_t slot, 
 // are zero-filled).
 template <int BM>
 struct TileSources {
-    static constexpr int ROWS_PER_PASS = moe_tiles_threads(BM) / (GEMM_BK / 8);
+    static constexpr int ROWS_PER_PASS = MOE_TILES_THREADS / (GEMM_BK / 8);
     static constexpr int XCH = BM / ROWS_PER_PASS;
     static constexpr int WCH = MOE_MMA_WROWS / ROWS_PER_PASS;
     int c8, r0;
@@ -298,13 +297,14 @@ struct TileSources {
     }
 };
 
-// mma.sync: warp w of warpgroup g multiplies rows 64g..64g+63 by its 32 weight rows: per k16,
-// four A fragments and two B fragment pairs (ldmatrix.x4 each) feed 16 MMAs.
+// mma.sync: warp w multiplies the item's 64 rows by its 32 weight rows: per k16, four A
+// fragments and two B fragment pairs (ldmatrix.x4 each) feed 16 MMAs.
 template <int BM, bool GATED>
 __device__ __forceinline__ void moe_gemm_mma(const MoeGemmParams& p, int e, int s0, int rows, int n0) {
-    constexpr int WR = MOE_MMA_WROWS, BK = GEMM_BK, LDS = GEMM_LDS, ST = MOE_MMA_STAGES;
+    static_assert(BM == MOE_BM_LARGE, "the mma.sync tiles take 64-row items");
+    constexpr int WR = MOE_MMA_WROWS, BK = GEMM_BK, LDS = GEMM_LDS, ST = MOE_MMA_STAGES, row0 = 0;
     using T = TileSources<BM>;
-    const int warp = threadIdx.x / WARP % 4, lane = threadIdx.x % WARP, row0 = threadIdx.x / 128 * 64;
+    const int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
     extern __shared__ __align__(1024) unsigned char raw[];
     auto xs = [&](int buf) { return reinterpret_cast<bf16*>(raw + buf * moe_mma_stage_bytes(BM)); };
     auto ws = [&](int buf) { return xs(buf) + BM * LDS; };
@@ -399,15 +399,16 @@ __device__ __forceinline__ void moe_gemm_mma(const MoeGemmParams& p, int e, int 
 }
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-// wgmma: warpgroup g multiplies rows 64g..64g+63 of the stage's x tile by its 128 x 64 weight
-// tile as four m64n128k16 (the next 16 columns are 32 bytes further into the swizzled rows).
-// A warpgroup with no rows of the item skips its wgmmas. Stages start 1024-byte aligned (the swizzle atom), hence
-// the rounding of the base and the 1 KB of slack the host adds.
+// wgmma: the warpgroup multiplies each 64-row half of the stage's x tile that holds rows of the
+// item by the 128 x 64 weight tile as four m64n128k16 (the next 16 columns are 32 bytes further
+// into the swizzled rows), then waits for them before the barrier that lets the stage be
+// refilled. Stages start 1024-byte aligned (the swizzle atom), hence the rounding of the base and
+// the 1 KB of slack the host adds.
 template <int BM, bool GATED>
 __device__ __forceinline__ void moe_gemm_wgmma(const MoeGemmParams& p, int e, int s0, int rows, int n0) {
-    constexpr int BK = GEMM_BK, ST = MOE_MMA_STAGES;
+    constexpr int BK = GEMM_BK, ST = moe_tiles_stages(BM), H = BM / 64;
     using T = TileSources<BM>;
-    const int warp = threadIdx.x / WARP % 4, lane = threadIdx.x % WARP, row0 = threadIdx.x / 128 * 64;
+    const int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
     extern __shared__ __align__(1024) unsigned char raw[];
     unsigned char* base = raw + ((1024 - ((uint32_t)__cvta_generic_to_shared(raw) & 1023)) & 1023);
     auto xs = [&](int buf) { return base + buf * moe_wgmma_stage_bytes(BM); };
@@ -429,14 +430,12 @@ __device__ __forceinline__ void moe_gemm_wgmma(const MoeGemmParams& p, int e, in
             cp_async16(W + sw128_offset(src.r0 + i * T::ROWS_PER_PASS, chunk), ok ? src.w[i] + k0 + src.c8 : p.w1, ok);
         }
     };
-    float d[64];
+    float d[H][64];
 #pragma unroll
-    for (int i = 0; i < 64; i++) d[i] = 0.f;
-    const bool live = row0 < rows;
+    for (int h = 0; h < H; h++)
+#pragma unroll
+        for (int i = 0; i < 64; i++) d[h][i] = 0.f;
     const int ktiles = (p.k + BK - 1) / BK;
-    // Stages are loaded ST - 1 k-steps early, and each step's wgmmas are waited for before the
-    // next step's barrier (leaving them running into the next step, with the loads one stage
-    // less early, measured slower: batch 64 gate_up 4.79 -> 5.10 ms a step).
 #pragma unroll
     for (int s = 0; s < ST - 1; s++) {
         if (s < ktiles) load(s, s * BK);
@@ -450,28 +449,34 @@ __device__ __forceinline__ void moe_gemm_wgmma(const MoeGemmParams& p, int e, in
         __syncthreads();
         if (kt + ST - 1 < ktiles) load((kt + ST - 1) % ST, (kt + ST - 1) * BK);
         cp_async_commit();
-        if (live) {
-            // Warpgroup g's A: rows 64g.. of the x tile (8 atoms of 1024 bytes further on).
-            const uint64_t da = sw128_desc(xs(kt % ST) + row0 * 128), db = sw128_desc(ws(kt % ST));
-            wgmma_fence();
+        const uint64_t db = sw128_desc(ws(kt % ST));
+        wgmma_fence();
 #pragma unroll
-            for (int kk = 0; kk < BK / 16; kk++) wgmma_m64n128k16_bf16(d, da + 2 * kk, db + 2 * kk);
-            wgmma_commit();
-            wgmma_wait<0>();
+        for (int h = 0; h < H; h++) {
+            if (h * 64 >= rows) break;  // a half with no row of the item multiplies zeros
+            // Half h's A: rows 64h.. of the x tile (8 atoms of 1024 bytes further on).
+            const uint64_t da = sw128_desc(xs(kt % ST) + h * 64 * 128);
+#pragma unroll
+            for (int kk = 0; kk < BK / 16; kk++) wgmma_m64n128k16_bf16(d[h], da + 2 * kk, db + 2 * kk);
         }
+        wgmma_commit();
+        wgmma_wait<0>();
     }
     cp_async_wait<0>();
-    // d[4j + i]: row row0 + 16 warp + lane / 4 (+8 for i >= 2), column 8j + 2 (lane % 4) + i % 2
+    // d[h][4j + i]: row 64h + 16 warp + lane / 4 (+8 for i >= 2), column 8j + 2 (lane % 4) + i % 2
     // of the CTA's weight rows (gated: j < 8 the gate's, j + 8 the same up column).
 #pragma unroll
-    for (int h = 0; h < 2; h++) {
-        const int r = row0 + warp * 16 + lane / 4 + 8 * h;
-        if (r >= rows) continue;
+    for (int h = 0; h < H; h++) {
 #pragma unroll
-        for (int j = 0; j < (GATED ? 8 : 16); j++) {
-            const int col = n0 + j * 8 + (lane % 4) * 2;
-            const float* up = GATED ? &d[4 * (j + 8)] : &d[4 * j];
-            store_pair<GATED>(p, s0 + r, col, d[4 * j + 2 * h], d[4 * j + 2 * h + 1], up[2 * h], up[2 * h + 1]);
+        for (int i = 0; i < 2; i++) {
+            const int r = h * 64 + warp * 16 + lane / 4 + 8 * i;
+            if (r >= rows) continue;
+#pragma unroll
+            for (int j = 0; j < (GATED ? 8 : 16); j++) {
+                const int col = n0 + j * 8 + (lane % 4) * 2;
+                const float* up = GATED ? &d[h][4 * (j + 8)] : &d[h][4 * j];
+                store_pair<GATED>(p, s0 + r, col, d[h][4 * j + 2 * i], d[h][4 * j + 2 * i + 1], up[2 * i], up[2 * i + 1]);
+            }
         }
     }
 }
@@ -486,7 +491,12 @@ __device__ __forceinline__ void moe_gemm_bf16(const MoeGemmParams& p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     moe_gemm_wgmma<BM, GATED>(p, e, s0, rows, n0);
 #else
-    moe_gemm_mma<BM, GATED>(p, e, s0, rows, n0);
+    // 128-row items are launched only where wgmma is (CudaBackend::tile_rows).
+    if constexpr (BM == MOE_BM_LARGE) {
+        moe_gemm_mma<BM, GATED>(p, e, s0, rows, n0);
+    } else {
+        __trap();
+    }
 #endif
 }
 
@@ -614,7 +624,9 @@ __device__ __forceinline__ void moe_gemm_fp8_tiles(const MoeGemmParams& p) {
 #endif
 }
 
-extern "C" __global__ void __launch_bounds__(MOE_TILES_M64_THREADS, 2) moe_gate_up_m64(const MoeGemmParams p) { moe_gemm_bf16<MOE_BM_LARGE, true>(p); }
-extern "C" __global__ void __launch_bounds__(MOE_TILES_M64_THREADS, 2) moe_down_m64(const MoeGemmParams p) { moe_gemm_bf16<MOE_BM_LARGE, false>(p); }
+extern "C" __global__ void __launch_bounds__(MOE_TILES_THREADS, 2) moe_gate_up_m64(const MoeGemmParams p) { moe_gemm_bf16<MOE_BM_LARGE, true>(p); }
+extern "C" __global__ void __launch_bounds__(MOE_TILES_THREADS, 2) moe_down_m64(const MoeGemmParams p) { moe_gemm_bf16<MOE_BM_LARGE, false>(p); }
+extern "C" __global__ void __launch_bounds__(MOE_TILES_THREADS, 2) moe_gate_up_m128(const MoeGemmParams p) { moe_gemm_bf16<MOE_BM_XLARGE, true>(p); }
+extern "C" __global__ void __launch_bounds__(MOE_TILES_THREADS, 2) moe_down_m128(const MoeGemmParams p) { moe_gemm_bf16<MOE_BM_XLARGE, false>(p); }
 extern "C" __global__ void __launch_bounds__(GEMM_THREADS) moe_gate_up_m64_fp8(const MoeGemmParams p) { moe_gemm_fp8_tiles<true>(p); }
 extern "C" __global__ void __launch_bounds__(GEMM_THREADS) moe_down_m64_fp8(const MoeGemmParams p) { moe_gemm_fp8_tiles<false>(p); }

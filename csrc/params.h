@@ -43,8 +43,9 @@ typedef __nv_bfloat16 bf16;
 #define GEMM_LDS (GEMM_BK + 8)
 #define MOE_BM_SMALL 16
 #define MOE_BM_LARGE 64
-// moe_gemm.cu's bf16 tiles: a warpgroup (MOE_WG_THREADS, 4 warps) per 64 rows of the item; each
-// warp of it takes 32 weight rows, so a CTA streams MOE_MMA_WROWS weight rows (gated: 64 gate +
+#define MOE_BM_XLARGE 128  // bf16 on sm_90a only: the warpgroup's wgmmas over two 64-row halves
+// moe_gemm.cu's bf16 tiles: a warpgroup (MOE_WG_THREADS, 4 warps) a CTA; on the mma.sync path
+// each warp takes 32 weight rows, so a CTA streams MOE_MMA_WROWS weight rows (gated: 64 gate +
 // 64 up) through MOE_MMA_STAGES cp.async stages of GEMM_BK; its output columns (gated: half its
 // weight rows).
 #define MOE_WG_THREADS 128
@@ -154,21 +155,24 @@ constexpr DLLM_HD int moe_gemm_fp8_smem_bytes(int bm, bool gated) {
                : bm * (GEMM_BN + 4) * 4 * (gated ? 2 : 1);
 }
 static_assert(FP8_BLOCK % GEMM_BN == 0 && FP8_BLOCK % GEMM_BK == 0, "a GEMM stage's weight tile must lie in one fp8 scale block");
-// The bf16 tiles (moe_gemm.cu) of `bm` rows: their threads; on the mma.sync path MOE_MMA_STAGES
-// stages of (x [bm][LDS], weights [MOE_MMA_WROWS][LDS]); on sm_90a (wgmma) a stage is the x tile
-// then the weight tile, rows of GEMM_BK bf16 (128 bytes, swizzled, unpadded), the stages 1024-byte
-// aligned (1 KB of slack). The epilogue writes from registers. Launched with the larger.
-constexpr DLLM_HD int moe_tiles_threads(int bm) { return bm / 64 * MOE_WG_THREADS; }
+// The bf16 tiles (moe_gemm.cu) of `bm` rows, one warpgroup a CTA: their cp.async stages (128-row
+// items take 3, so two CTAs still share an SM); on the mma.sync path (64 rows only) a stage is
+// (x [bm][LDS], weights [MOE_MMA_WROWS][LDS]); on sm_90a (wgmma) the x tile then the weight tile,
+// rows of GEMM_BK bf16 (128 bytes, swizzled, unpadded), the stages 1024-byte aligned (1 KB of
+// slack). The epilogue writes from registers. Launched with the larger.
+constexpr DLLM_HD int moe_tiles_stages(int bm) { return bm > MOE_BM_LARGE ? 3 : MOE_MMA_STAGES; }
 constexpr DLLM_HD int moe_mma_stage_bytes(int bm) { return (bm + MOE_MMA_WROWS) * GEMM_LDS * 2; }
 constexpr DLLM_HD int moe_wgmma_x_bytes(int bm) { return bm * GEMM_BK * 2; }
 constexpr DLLM_HD int moe_wgmma_stage_bytes(int bm) { return (bm + MOE_MMA_WROWS) * GEMM_BK * 2; }
 constexpr DLLM_HD int moe_bf16_tiles_smem(int bm) {
-    return MOE_MMA_STAGES * moe_mma_stage_bytes(bm) > MOE_MMA_STAGES * moe_wgmma_stage_bytes(bm) + 1024
-               ? MOE_MMA_STAGES * moe_mma_stage_bytes(bm)
-               : MOE_MMA_STAGES * moe_wgmma_stage_bytes(bm) + 1024;
+    return moe_tiles_stages(bm) * moe_mma_stage_bytes(bm) > moe_tiles_stages(bm) * moe_wgmma_stage_bytes(bm) + 1024
+               ? moe_tiles_stages(bm) * moe_mma_stage_bytes(bm)
+               : moe_tiles_stages(bm) * moe_wgmma_stage_bytes(bm) + 1024;
 }
-static constexpr uint32_t MOE_TILES_M64_THREADS = moe_tiles_threads(MOE_BM_LARGE);
+static constexpr uint32_t MOE_TILES_THREADS = MOE_WG_THREADS;
 static constexpr uint32_t MOE_TILES_M64_SMEM = moe_bf16_tiles_smem(MOE_BM_LARGE);
+static constexpr uint32_t MOE_TILES_M128_SMEM = moe_bf16_tiles_smem(MOE_BM_XLARGE);
+static_assert(2 * (MOE_TILES_M128_SMEM + 1024) <= 228 * 1024, "two CTAs of the 128-row bf16 tiles must share an SM");
 static_assert(2 * (MOE_TILES_M64_SMEM + 1024) <= 228 * 1024, "two CTAs of the 64-row bf16 tiles must share an SM");
 static constexpr uint32_t MOE_GATE_UP_M64_FP8_SMEM = moe_gemm_fp8_smem_bytes(MOE_BM_LARGE, true);
 static constexpr uint32_t MOE_DOWN_M64_FP8_SMEM = moe_gemm_fp8_smem_bytes(MOE_BM_LARGE, false);

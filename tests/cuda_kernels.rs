@@ -348,12 +348,12 @@ mod cuda {
         let dir = tmp("mid-ops");
         write_mid(&dir);
         let mut p = pair(&dir);
-        // Rows an expert averages, and the items they take (bf16 on Hopper: 64-row tiles always,
-        // with the shared expert among them at up to 128 tokens; elsewhere the weight stream
-        // below 12; every_item_size forces each kind on the same shapes).
+        // Rows an expert averages, and the items they take (bf16 on Hopper: tiles always, of 128
+        // rows from 48, the shared expert among them at up to 128 tokens; elsewhere 64-row tiles
+        // from 12, the weight stream below; every_item_size forces each kind on the same shapes).
         ops_agree(&mut p, 11, 150); // 37: 64-row items
-        ops_agree(&mut p, 14, 200); // 50: experts with more than one 64-row item
-        ops_agree(&mut p, 26, 600); // 150: experts with three 64-row items
+        ops_agree(&mut p, 14, 200); // 50: 128-row items on Hopper, else more than one 64-row item
+        ops_agree(&mut p, 26, 600); // 150: experts with two 128-row items (three of 64)
         ops_agree(&mut p, 16, 24); // 6: 16-row items (no wgmma), one n8 tile mostly
         ops_agree(&mut p, 17, 44); // 11: items of 9-16 rows (both n8 tiles), some split in two
         ops_agree(&mut p, 24, 32); // the dense projections' weight stream at its most rows
@@ -364,10 +364,10 @@ mod cuda {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    /// Both item sizes of the expert GEMMs forced on the same shapes: 16-row stream items where
-    /// the choice would take tiles, 64-row tiles at few rows.
+    /// Every item size of the expert GEMMs forced on the same shapes: 16-row stream items where
+    /// the choice would take tiles, 64- and 128-row tiles at few rows (128 is 64 for fp8).
     fn every_item_size(dir: &Path, q: Option<Quantization>) {
-        for rows in [16, 64] {
+        for rows in [16, 64, 128] {
             let mut p = pair_with(dir, q, Some(rows));
             for (seed, tokens) in [(18u64, 24usize), (19, 150)] {
                 eprintln!("moe item rows {rows}, {q:?}, {tokens} tokens");

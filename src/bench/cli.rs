@@ -72,8 +72,9 @@ pub struct Common {
     /// device); the floor then counts their fp8 bytes and scales.
     #[arg(long, value_enum)]
     pub quantization: Option<crate::fp8::Quantization>,
-    /// CUDA: rows a work item of the expert GEMMs takes, 16 (the weight stream) or 64
-    /// (shared-memory tiles), instead of the choice by rows per expert. For measuring it.
+    /// CUDA: rows a work item of the expert GEMMs takes, 16 (the weight stream), 64 or 128
+    /// (shared-memory tiles; 128 for bf16 experts on Hopper, else 64), instead of the choice by
+    /// rows per expert. For measuring it.
     #[arg(long)]
     pub moe_item_rows: Option<usize>,
     /// CUDA: the dense projections (QKV, attention out, the shared expert, the router) of at most
@@ -192,8 +193,8 @@ impl BenchCmd {
 fn cuda(cmd: BenchCmd, process_start: std::time::Instant) -> Result<()> {
     use crate::backend::cuda::CudaOptions;
     let common = cmd.common();
-    if let Some(rows) = common.moe_item_rows.filter(|r| ![16, 64].contains(r)) {
-        bail!("--moe-item-rows takes 16 or 64, got {rows}");
+    if let Some(rows) = common.moe_item_rows.filter(|r| ![16, 64, 128].contains(r)) {
+        bail!("--moe-item-rows takes 16, 64 or 128, got {rows}");
     }
     // Per-launch timing is chosen when the backend's kernels are loaded.
     let opts = CudaOptions {

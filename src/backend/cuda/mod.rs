@@ -65,9 +65,10 @@ pub struct CudaOptions {
     /// `--quantization fp8`: routed experts as block FP8, quantized on the device at load
     /// (a checkpoint that stores FP8 experts loads as FP8 without it).
     pub quantization: Option<crate::fp8::Quantization>,
-    /// Rows a work item of the expert GEMMs takes: 16 (the weight stream, csrc/moe_stream.cu)
-    /// or 64 (shared-memory tiles, csrc/moe_gemm.cu); `None` picks by the rows an expert
-    /// averages in the step and the GPU. `dllm bench --moe-item-rows` measures the choice.
+    /// Rows a work item of the expert GEMMs takes: 16 (the weight stream, csrc/moe_stream.cu),
+    /// 64 or 128 (shared-memory tiles, csrc/moe_gemm.cu; 128 for bf16 experts on Hopper, else
+    /// 64); `None` picks by the rows an expert averages in the step and the GPU. `dllm bench
+    /// --moe-item-rows` measures the choice.
     pub moe_item_rows: Option<usize>,
     /// Steps of up to this many requests run as CUDA graphs (graph.rs), one recorded per step
     /// shape; 0 runs every forward eagerly (SGLang's `--cuda-graph-max-bs`, `--disable-cuda-graph`).

@@ -11,14 +11,18 @@ use crate::backend::{BlockPool, LayerRouting, StepBatch};
 use anyhow::{bail, Result};
 use cudarc::driver::CudaSlice;
 
-/// The grouped GEMM's rows per work item. bf16 experts on Hopper: 64 (the wgmma tiles), which
-/// beat the weight stream at every batch from 2 up on one H200 and match it at 1 (docs/PERF.md).
-/// Otherwise (fp8 experts, or no wgmma): 64 once the experts average 12 rows or more (one item
-/// then reads an expert's weights once where 16-row items read them once per 16 rows), else 16
-/// (the weight stream). `forced` (CudaOptions::moe_item_rows) overrides it.
+/// The grouped GEMM's rows per work item. bf16 experts on Hopper: the wgmma tiles always (on one
+/// H200 they beat the weight stream at every batch from 2 up and match it at 1: docs/PERF.md), of
+/// 128 rows once the experts average 48 or more (an expert's weights then stream once where two
+/// 64-row items read them twice), else 64. Otherwise (fp8 experts, or no wgmma): 64 once the
+/// experts average 12 rows or more (one item then reads an expert's weights once where 16-row
+/// items read them once per 16 rows), else 16 (the weight stream). `forced`
+/// (CudaOptions::moe_item_rows) overrides it; 128 only where the wgmma tiles run (else 64).
 fn moe_tile_rows(slots: usize, experts: usize, forced: Option<usize>, bf16_wgmma: bool) -> usize {
     match forced {
+        Some(MOE_BM_XLARGE) if !bf16_wgmma => MOE_BM_LARGE,
         Some(rows) => rows,
+        None if bf16_wgmma && slots >= 48 * experts => MOE_BM_XLARGE,
         None if bf16_wgmma || slots >= 12 * experts => MOE_BM_LARGE,
         None => MOE_BM_SMALL,
     }
@@ -49,8 +53,9 @@ impl ExpertGemm {
 }
 
 /// [gate_up, down] for the tile rows and the weight type: 16-row items go to the weight-stream
-/// kernels (csrc/moe_stream.cu), 64-row items to the shared-memory tiles (csrc/moe_gemm.cu;
-/// with `wgmma`, the Hopper path, whose fp8 CTAs take the bf16 tiles' columns and shared memory).
+/// kernels (csrc/moe_stream.cu), 64- and 128-row items to the shared-memory tiles
+/// (csrc/moe_gemm.cu; 128 rows: bf16 with `wgmma` only; with `wgmma`, the Hopper path, the fp8
+/// CTAs take the bf16 tiles' columns).
 fn expert_gemms(tile_m: usize, fp8: bool, wgmma: bool) -> [ExpertGemm; 2] {
     let stream = |kernel, cols| ExpertGemm { kernel, cols, threads: STREAM_THREADS as u32, smem: 0, persistent: true };
     let fp8_tiles = |kernel, smem| ExpertGemm { kernel, cols: GEMM_BN, threads: GEMM_THREADS as u32, smem, persistent: false };
@@ -62,13 +67,17 @@ fn expert_gemms(tile_m: usize, fp8: bool, wgmma: bool) -> [ExpertGemm; 2] {
         (MOE_BM_SMALL, false) => [stream(K::MoeGateUpStream, gu), stream(K::MoeDownStream, dn)],
         (MOE_BM_SMALL, true) => [stream(K::MoeGateUpStreamFp8, gu), stream(K::MoeDownStreamFp8, dn)],
         (_, true) if wgmma => [
-            tiles(K::MoeGateUpM64Fp8, gu_cols, MOE_TILES_M64_THREADS, MOE_TILES_M64_FP8_SMEM),
-            tiles(K::MoeDownM64Fp8, dn_cols, MOE_TILES_M64_THREADS, MOE_TILES_M64_FP8_SMEM),
+            tiles(K::MoeGateUpM64Fp8, gu_cols, MOE_TILES_THREADS, MOE_TILES_M64_FP8_SMEM),
+            tiles(K::MoeDownM64Fp8, dn_cols, MOE_TILES_THREADS, MOE_TILES_M64_FP8_SMEM),
         ],
         (_, true) => [fp8_tiles(K::MoeGateUpM64Fp8, MOE_GATE_UP_M64_FP8_SMEM), fp8_tiles(K::MoeDownM64Fp8, MOE_DOWN_M64_FP8_SMEM)],
+        (MOE_BM_XLARGE, false) => [
+            tiles(K::MoeGateUpM128, gu_cols, MOE_TILES_THREADS, MOE_TILES_M128_SMEM),
+            tiles(K::MoeDownM128, dn_cols, MOE_TILES_THREADS, MOE_TILES_M128_SMEM),
+        ],
         (_, false) => [
-            tiles(K::MoeGateUpM64, gu_cols, MOE_TILES_M64_THREADS, MOE_TILES_M64_SMEM),
-            tiles(K::MoeDownM64, dn_cols, MOE_TILES_M64_THREADS, MOE_TILES_M64_SMEM),
+            tiles(K::MoeGateUpM64, gu_cols, MOE_TILES_THREADS, MOE_TILES_M64_SMEM),
+            tiles(K::MoeDownM64, dn_cols, MOE_TILES_THREADS, MOE_TILES_M64_SMEM),
         ],
     }
 }
