@@ -104,7 +104,6 @@ typedef __nv_bfloat16 bf16;
 #define ROUTER_MAX_GROUPS 64
 #define PERMUTE_THREADS 1024
 #define PERMUTE_MAX_E 1024
-#define PERMUTE_UNROLL 8
 #define PICK_THREADS 512
 #define PICK_UNROLL 8  // lm_head.cu: logits loads in flight a thread
 #define UNMASK_MAX_BLOCK 1024
