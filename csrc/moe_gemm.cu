@@ -296,7 +296,56 @@ struct TileSources {
         }
         return t;
     }
+    // This thread's copies of the stage at k0 (16 bytes each, zero-filled past the item, past n
+    // and past k): x rows into X, weight rows into W, row r's chunk from column c8 at byte offset
+    // at(r, c8) of its tile (the stage's layout: padded rows, or the wgmma swizzle).
+    template <class At>
+    __device__ __forceinline__ void copy_x(unsigned char* X, int k0, const MoeGemmParams& p, At at) const {
+        const bool kin = k0 + c8 < p.k;
+#pragma unroll
+        for (int i = 0; i < XCH; i++) {
+            const bool ok = kin && x[i];
+            cp_async16(X + at(r0 + i * ROWS_PER_PASS, c8), ok ? x[i] + k0 + c8 : p.x, ok);
+        }
+    }
+    template <class At>
+    __device__ __forceinline__ void copy_w(unsigned char* W, int k0, const MoeGemmParams& p, At at) const {
+        const bool kin = k0 + c8 < p.k;
+#pragma unroll
+        for (int i = 0; i < WCH; i++) {
+            const bool ok = kin && w[i];
+            cp_async16(W + at(r0 + i * ROWS_PER_PASS, c8), ok ? w[i] + k0 + c8 : p.w1, ok);
+        }
+    }
 };
+
+// Byte offsets of (row, column c8) in the stages' two layouts: rows of GEMM_LDS bf16 (padded to
+// spread banks, the mma.sync path) and the 128-byte swizzle wgmma reads.
+__device__ __forceinline__ int padded_at(int r, int c8) { return (r * GEMM_LDS + c8) * 2; }
+__device__ __forceinline__ int swizzled_at(int r, int c8) { return sw128_offset(r, c8 / 8); }
+
+// The tiles' cp.async pipeline over ktiles k-steps of GEMM_BK through ST buffers: load(buf, k0)
+// issues a stage's copies, step(buf, kt) consumes stage kt once it has landed for every thread.
+// Stages are loaded ST - 1 k-steps early; the one barrier a k-step also tells that every thread
+// is past step kt - 1, whose buffer the next load refills. ASYNC_PROXY: the step's wgmmas read
+// the stage, so the landed copies are made visible to the async proxy before that barrier.
+template <int ST, bool ASYNC_PROXY, class Load, class Step>
+__device__ __forceinline__ void tile_pipeline(int ktiles, Load load, Step step) {
+#pragma unroll
+    for (int s = 0; s < ST - 1; s++) {
+        if (s < ktiles) load(s, s * GEMM_BK);
+        cp_async_commit();
+    }
+    for (int kt = 0; kt < ktiles; kt++) {
+        cp_async_wait<ST - 2>();
+        if constexpr (ASYNC_PROXY) fence_proxy_async();
+        __syncthreads();
+        if (kt + ST - 1 < ktiles) load((kt + ST - 1) % ST, (kt + ST - 1) * GEMM_BK);
+        cp_async_commit();
+        step(kt % ST, kt);
+    }
+    cp_async_wait<0>();  // no copy may outlive the CTA (the trailing groups are empty)
+}
 
 // mma.sync: warp w multiplies the item's 64 rows by its 32 weight rows: per k16, four A
 // fragments and two B fragment pairs (ldmatrix.x4 each) feed 16 MMAs.
@@ -311,19 +360,8 @@ __device__ __forceinline__ void moe_gemm_mma(const MoeGemmParams& p, int e, int 
     auto ws = [&](int buf) { return xs(buf) + BM * LDS; };
     const T src = T::template make<GATED>(p, e, s0, rows, n0);
     auto load = [&](int buf, int k0) {
-        bf16* X = xs(buf);
-        bf16* W = ws(buf);
-        const bool kin = k0 + src.c8 < p.k;
-#pragma unroll
-        for (int i = 0; i < T::XCH; i++) {
-            const bool ok = kin && src.x[i];
-            cp_async16(&X[(src.r0 + i * T::ROWS_PER_PASS) * LDS + src.c8], ok ? src.x[i] + k0 + src.c8 : p.x, ok);
-        }
-#pragma unroll
-        for (int i = 0; i < T::WCH; i++) {
-            const bool ok = kin && src.w[i];
-            cp_async16(&W[(src.r0 + i * T::ROWS_PER_PASS) * LDS + src.c8], ok ? src.w[i] + k0 + src.c8 : p.w1, ok);
-        }
+        src.copy_x(reinterpret_cast<unsigned char*>(xs(buf)), k0, p, padded_at);
+        src.copy_w(reinterpret_cast<unsigned char*>(ws(buf)), k0, p, padded_at);
     };
 
     // acc[m][j]: rows row0 + 16m.., the warp's n8 fragment j (gated: j < 2 the gate's, j >= 2
@@ -344,21 +382,9 @@ __device__ __forceinline__ void moe_gemm_mma(const MoeGemmParams& p, int e, int 
     const int a_row = row0 + lane % 16, a_col = (lane / 16) * 8;
     const int b_row = lane % 8 + (lane / 16) * 8, b_col = ((lane / 8) % 2) * 8;
 
-    const int ktiles = (p.k + BK - 1) / BK;
-#pragma unroll
-    for (int s = 0; s < ST - 1; s++) {
-        if (s < ktiles) load(s, s * BK);
-        cp_async_commit();
-    }
-    for (int kt = 0; kt < ktiles; kt++) {
-        cp_async_wait<ST - 2>();
-        // Stage kt has landed for every thread, and every warp is past step kt - 1, whose buffer
-        // the next load refills.
-        __syncthreads();
-        if (kt + ST - 1 < ktiles) load((kt + ST - 1) % ST, (kt + ST - 1) * BK);
-        cp_async_commit();
-        const bf16* X = xs(kt % ST);
-        const bf16* W = ws(kt % ST);
+    tile_pipeline<ST, false>((p.k + BK - 1) / BK, load, [&](int buf, int) {
+        const bf16* X = xs(buf);
+        const bf16* W = ws(buf);
 #pragma unroll
         for (int kk = 0; kk < BK; kk += 16) {
             if (mf_live == 0) break;
@@ -376,8 +402,7 @@ __device__ __forceinline__ void moe_gemm_mma(const MoeGemmParams& p, int e, int 
                 mma_bf16_16816(acc[m][3], a[0], a[1], a[2], a[3], b1[2], b1[3]);
             }
         }
-    }
-    cp_async_wait<0>();
+    });
 
     // Epilogue from the fragments: c0, c1 are row lane / 4, columns 2 (lane % 4) + {0, 1};
     // c2, c3 the same columns 8 rows down.
@@ -415,55 +440,31 @@ __device__ __forceinline__ void moe_gemm_wgmma(const MoeGemmParams& p, int e, in
     auto xs = [&](int buf) { return base + buf * moe_wgmma_stage_bytes(BM); };
     auto ws = [&](int buf) { return xs(buf) + moe_wgmma_x_bytes(BM); };
     const T src = T::template make<GATED>(p, e, s0, rows, n0);
-    const int chunk = src.c8 / 8;
     auto load = [&](int buf, int k0) {
-        unsigned char* X = xs(buf);
-        unsigned char* W = ws(buf);
-        const bool kin = k0 + src.c8 < p.k;
-#pragma unroll
-        for (int i = 0; i < T::XCH; i++) {
-            const bool ok = kin && src.x[i];
-            cp_async16(X + sw128_offset(src.r0 + i * T::ROWS_PER_PASS, chunk), ok ? src.x[i] + k0 + src.c8 : p.x, ok);
-        }
-#pragma unroll
-        for (int i = 0; i < T::WCH; i++) {
-            const bool ok = kin && src.w[i];
-            cp_async16(W + sw128_offset(src.r0 + i * T::ROWS_PER_PASS, chunk), ok ? src.w[i] + k0 + src.c8 : p.w1, ok);
-        }
+        src.copy_x(xs(buf), k0, p, swizzled_at);
+        src.copy_w(ws(buf), k0, p, swizzled_at);
     };
     float d[H][64];
 #pragma unroll
     for (int h = 0; h < H; h++)
 #pragma unroll
         for (int i = 0; i < 64; i++) d[h][i] = 0.f;
-    const int ktiles = (p.k + BK - 1) / BK;
-#pragma unroll
-    for (int s = 0; s < ST - 1; s++) {
-        if (s < ktiles) load(s, s * BK);
-        cp_async_commit();
-    }
-    for (int kt = 0; kt < ktiles; kt++) {
-        cp_async_wait<ST - 2>();
-        fence_proxy_async();
-        // Stage kt has landed for every thread; stage kt - 1's wgmmas are complete (waited
-        // below), so its buffer may be refilled.
-        __syncthreads();
-        if (kt + ST - 1 < ktiles) load((kt + ST - 1) % ST, (kt + ST - 1) * BK);
-        cp_async_commit();
-        const uint64_t db = sw128_desc(ws(kt % ST));
+    // Each step's wgmmas are waited for before the next step's barrier, so its buffer may be
+    // refilled then.
+    tile_pipeline<ST, true>((p.k + BK - 1) / BK, load, [&](int buf, int) {
+        const uint64_t db = sw128_desc(ws(buf));
         wgmma_fence();
 #pragma unroll
         for (int h = 0; h < H; h++) {
             if (h * 64 >= rows) break;  // a half with no row of the item multiplies zeros
             // Half h's A: rows 64h.. of the x tile (8 atoms of 1024 bytes further on).
-            const uint64_t da = sw128_desc(xs(kt % ST) + h * 64 * 128);
+            const uint64_t da = sw128_desc(xs(buf) + h * 64 * 128);
 #pragma unroll
             for (int kk = 0; kk < BK / 16; kk++) wgmma_m64n128k16_bf16(d[h], da + 2 * kk, db + 2 * kk);
         }
         wgmma_commit();
         wgmma_wait<0>();
-    }
-    cp_async_wait<0>();
+    });
     // d[h][4j + i]: row 64h + 16 warp + lane / 4 (+8 for i >= 2), column 8j + 2 (lane % 4) + i % 2
     // of the CTA's weight rows (gated: j < 8 the gate's, j + 8 the same up column).
 #pragma unroll
@@ -534,14 +535,8 @@ __device__ __forceinline__ void moe_gemm_wgmma_fp8(const MoeGemmParams& p, int e
         qsrc[i] = n < p.n ? m + (size_t)e * p.n * p.k + (size_t)n * p.k : nullptr;
     }
     auto load = [&](int buf, int k0) {
-        unsigned char* X = xs(buf);
+        src.copy_x(xs(buf), k0, p, swizzled_at);
         unsigned char* Q = qs(buf);
-        const bool kin = k0 + src.c8 < p.k;
-#pragma unroll
-        for (int i = 0; i < T::XCH; i++) {
-            const bool ok = kin && src.x[i];
-            cp_async16(X + sw128_offset(src.r0 + i * T::ROWS_PER_PASS, src.c8 / 8), ok ? src.x[i] + k0 + src.c8 : p.x, ok);
-        }
 #pragma unroll
         for (int i = 0; i < CODE_CH; i++) {
             const int r = qr0 + i * (MOE_WG_THREADS / (BK / 16));
@@ -555,21 +550,12 @@ __device__ __forceinline__ void moe_gemm_wgmma_fp8(const MoeGemmParams& p, int e
     float acc[64], blk[64];
 #pragma unroll
     for (int i = 0; i < 64; i++) acc[i] = blk[i] = 0.f;
-    const bool live = rows > 0;
     const int ktiles = (p.k + BK - 1) / BK;
-#pragma unroll
-    for (int s = 0; s < ST - 1; s++) {
-        if (s < ktiles) load(s, s * BK);
-        cp_async_commit();
-    }
-    for (int kt = 0; kt < ktiles; kt++) {
-        cp_async_wait<ST - 2>();
-        // Stage kt has landed for every thread; the widened tile's last reader (step kt - 1's
-        // wgmmas) has completed.
-        __syncthreads();
-        if (kt + ST - 1 < ktiles) load((kt + ST - 1) % ST, (kt + ST - 1) * BK);
-        cp_async_commit();
-        const unsigned char* Q = qs(kt % ST);
+    // The first barrier of a step also tells that the widened tile's last reader (step kt - 1's
+    // wgmmas, waited for) is done; the widening writes it through the generic proxy, so the
+    // step makes it visible to the wgmmas itself.
+    tile_pipeline<ST, false>(ktiles, load, [&](int buf, int kt) {
+        const unsigned char* Q = qs(buf);
 #pragma unroll
         for (int i = 0; i < WIDE_CH; i++) {
             const int c = tid + i * MOE_WG_THREADS, r = c / (BK / 8), c8 = c % (BK / 8);
@@ -577,26 +563,23 @@ __device__ __forceinline__ void moe_gemm_wgmma_fp8(const MoeGemmParams& p, int e
         }
         fence_proxy_async();
         __syncthreads();  // the widened tile (and stage kt's x) visible to the wgmmas
-        if (live) {
-            const uint64_t da = sw128_desc(xs(kt % ST)), db = sw128_desc(wide);
-            wgmma_fence();
+        const uint64_t da = sw128_desc(xs(buf)), db = sw128_desc(wide);
+        wgmma_fence();
 #pragma unroll
-            for (int kk = 0; kk < BK / 16; kk++) wgmma_m64n128k16_bf16(blk, da + 2 * kk, db + 2 * kk);
-            wgmma_commit();
-            wgmma_wait<0>();
-            // The k-block ends with this stage (or the weights do): scale it into the sums.
-            if ((kt + 1) * BK % FP8_BLOCK == 0 || kt + 1 == ktiles) {
-                const int sb = kt * BK / FP8_BLOCK;
-                const float s1 = p.w1_scale[srow + sb], s2 = GATED ? p.w2_scale[srow + sb] : s1;
+        for (int kk = 0; kk < BK / 16; kk++) wgmma_m64n128k16_bf16(blk, da + 2 * kk, db + 2 * kk);
+        wgmma_commit();
+        wgmma_wait<0>();
+        // The k-block ends with this stage (or the weights do): scale it into the sums.
+        if ((kt + 1) * BK % FP8_BLOCK == 0 || kt + 1 == ktiles) {
+            const int sb = kt * BK / FP8_BLOCK;
+            const float s1 = p.w1_scale[srow + sb], s2 = GATED ? p.w2_scale[srow + sb] : s1;
 #pragma unroll
-                for (int i = 0; i < 64; i++) {
-                    acc[i] += (GATED && i >= 32 ? s2 : s1) * blk[i];
-                    blk[i] = 0.f;
-                }
+            for (int i = 0; i < 64; i++) {
+                acc[i] += (GATED && i >= 32 ? s2 : s1) * blk[i];
+                blk[i] = 0.f;
             }
         }
-    }
-    cp_async_wait<0>();
+    });
 #pragma unroll
     for (int h = 0; h < 2; h++) {
         const int r = warp * 16 + lane / 4 + 8 * h;
