@@ -57,6 +57,23 @@ __device__ __forceinline__ float block_sum(float v, float* scratch) {
     return warp_sum(t);
 }
 
+// Sum of exp(l[i] - m) over a row of n floats, the block's B threads striding through it with U
+// loads in flight each (a load latency per element binds otherwise); every thread gets the sum.
+template <int U, int B>
+__device__ __forceinline__ float block_sum_exp(const float* l, int n, float m, float* scratch) {
+    float z = 0.f;
+    int i0 = threadIdx.x;
+    for (; i0 + (U - 1) * B < n; i0 += U * B) {
+        float v[U];
+#pragma unroll
+        for (int u = 0; u < U; u++) v[u] = l[i0 + u * B];
+#pragma unroll
+        for (int u = 0; u < U; u++) z += expf(v[u] - m);
+    }
+    for (int i = i0; i < n; i += B) z += expf(l[i] - m);
+    return block_sum(z, scratch);
+}
+
 __device__ __forceinline__ float silu_f(float x) { return x / (1.f + expf(-x)); }
 
 // KV pool addressing: [page][layer][k|v][page_size][nkv][d]; `pt` is the token's page table.

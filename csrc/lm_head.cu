@@ -52,17 +52,7 @@ extern "C" __global__ void __launch_bounds__(PICK_THREADS) row_argmax(const Pick
     __syncthreads();
     float m = sm[0];
     int arg = si[0];
-    float z = 0.f;
-    i0 = threadIdx.x;
-    for (; i0 + (U - 1) * B < p.vocab; i0 += U * B) {
-        float v[U];
-#pragma unroll
-        for (int u = 0; u < U; u++) v[u] = l[i0 + u * B];
-#pragma unroll
-        for (int u = 0; u < U; u++) z += expf(v[u] - m);
-    }
-    for (int i = i0; i < p.vocab; i += B) z += expf(l[i] - m);
-    z = block_sum(z, scratch);
+    const float z = block_sum_exp<U, B>(l, p.vocab, m, scratch);
     if (threadIdx.x == 0) {
         p.token[blockIdx.x] = (uint32_t)arg;
         p.prob[blockIdx.x] = 1.f / z;
