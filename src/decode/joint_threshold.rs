@@ -110,6 +110,39 @@ pub struct JointStep {
     pub open: bool,
 }
 
+/// A numeric setting's value, or why it is not one.
+fn setting_number(key: &str, value: &Setting) -> Result<f64, String> {
+    match value {
+        Setting::Number(x) => Ok(*x),
+        Setting::Other(v) => Err(format!("{key} must be a number, got {v}")),
+    }
+}
+
+/// The config keys both editing decoders (JointThreshold, JointThresholdInDel) share:
+/// `threshold`, `edit_threshold` and `max_post_edit_steps` into their knobs. Ok(false): another
+/// key.
+pub(super) fn read_edit_knob(
+    key: &str,
+    value: &Setting,
+    threshold: &mut f32,
+    edit_threshold: &mut f32,
+    max_post_edit_steps: &mut usize,
+) -> Result<bool, String> {
+    match key {
+        "threshold" => *threshold = setting_number(key, value)? as f32,
+        "edit_threshold" => *edit_threshold = setting_number(key, value)? as f32,
+        "max_post_edit_steps" => {
+            let x = setting_number(key, value)?;
+            if !(x >= 0.0 && x.fract() == 0.0 && x <= MAX_POST_EDIT_STEPS as f64) {
+                return Err(format!("max_post_edit_steps must be a whole number in [0, {MAX_POST_EDIT_STEPS}], got {x}"));
+            }
+            *max_post_edit_steps = x as usize;
+        }
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
 /// The settings SGLang's JointThreshold reads from `--dllm-algorithm-config`: `threshold`,
 /// `edit_threshold`, `max_post_edit_steps`, `penalty_lambda`. Returns the settings (defaults for
 /// the keys absent) and the keys it does not know.
@@ -117,24 +150,14 @@ pub fn from_settings(settings: &[(String, Setting)]) -> Result<(JointThreshold, 
     let mut jt = JointThreshold::default();
     let mut unknown = vec![];
     for (key, value) in settings {
-        let num = |v: &Setting| match v {
-            Setting::Number(x) => Ok(*x),
-            Setting::Other(v) => Err(format!("{key} must be a number, got {v}")),
-        };
+        if read_edit_knob(key, value, &mut jt.threshold, &mut jt.edit_threshold, &mut jt.max_post_edit_steps)? {
+            continue;
+        }
         match key.as_str() {
-            "threshold" => jt.threshold = num(value)? as f32,
-            "edit_threshold" => jt.edit_threshold = num(value)? as f32,
-            "max_post_edit_steps" => {
-                let x = num(value)?;
-                if !(x >= 0.0 && x.fract() == 0.0 && x <= MAX_POST_EDIT_STEPS as f64) {
-                    return Err(format!("max_post_edit_steps must be a whole number in [0, {MAX_POST_EDIT_STEPS}], got {x}"));
-                }
-                jt.max_post_edit_steps = x as usize;
-            }
             // SGLang's own addition (a repetition penalty on the previous position's token);
             // LLaDA2.1's reference decoder has none, and dllm does not implement it yet.
             "penalty_lambda" => {
-                if num(value)? != 0.0 {
+                if setting_number(key, value)? != 0.0 {
                     return Err(
                         "penalty_lambda (SGLang's JointThreshold extension) is not implemented yet; leave it out or set it to 0".into()
                     );

@@ -11,7 +11,7 @@
 //! ([`FullRows`]), or their summaries ([`TopRows`]: the best entries, m and z, which answer as
 //! the whole rows do and read a row whole only where they cannot).
 
-use super::joint_threshold::{check_knobs, MAX_POST_EDIT_STEPS};
+use super::joint_threshold::{check_knobs, read_edit_knob};
 use super::row_top::RowTop;
 use super::Setting;
 use std::collections::HashSet;
@@ -461,21 +461,8 @@ pub fn from_settings(settings: &[(String, Setting)]) -> Result<(JointThresholdIn
     let mut a = JointThresholdInDel::default();
     let mut unknown = vec![];
     for (key, value) in settings {
-        let num = |v: &Setting| match v {
-            Setting::Number(x) => Ok(*x),
-            Setting::Other(v) => Err(format!("{key} must be a number, got {v}")),
-        };
-        match key.as_str() {
-            "threshold" => a.threshold = num(value)? as f32,
-            "edit_threshold" => a.edit_threshold = num(value)? as f32,
-            "max_post_edit_steps" => {
-                let x = num(value)?;
-                if !(x >= 0.0 && x.fract() == 0.0 && x <= MAX_POST_EDIT_STEPS as f64) {
-                    return Err(format!("max_post_edit_steps must be a whole number in [0, {MAX_POST_EDIT_STEPS}], got {x}"));
-                }
-                a.max_post_edit_steps = x as usize;
-            }
-            _ => unknown.push(key.clone()),
+        if !read_edit_knob(key, value, &mut a.threshold, &mut a.edit_threshold, &mut a.max_post_edit_steps)? {
+            unknown.push(key.clone());
         }
     }
     a.check()?;
