@@ -1488,22 +1488,9 @@ mod cuda {
         (steps, differ, max_dp)
     }
 
-    /// The InDel parameters of an indel.json case (its eos_id replaces the model's).
+    /// The InDel parameters of an indel.json case (its eos_id replaces the model's), and its knobs.
     fn indel_params(case: &Value) -> (GenParams, dllm::decode::joint_threshold_indel::JointThresholdInDel) {
-        let a = dllm::decode::joint_threshold_indel::JointThresholdInDel {
-            threshold: case["threshold"].as_f64().unwrap() as f32,
-            edit_threshold: case["edit_threshold"].as_f64().unwrap() as f32,
-            max_post_edit_steps: case["max_post_edit_steps"].as_u64().unwrap() as usize,
-        };
-        let params = GenParams {
-            max_new_tokens: case["max_new_tokens"].as_u64().unwrap() as usize,
-            block_size: case["block_size"].as_u64().unwrap() as usize,
-            policy: Policy::JointThresholdInDel(a),
-            stop_token_ids: vec![case["eos_id"].as_u64().unwrap() as u32],
-            replace_eos: true,
-            ..GenParams::default()
-        };
-        (params, a)
+        (crate::common::indel_params(case), crate::common::indel_knobs(case))
     }
 
     /// JointThresholdInDel end to end on the tiny LLaDA2.2 checkpoint (tests/fixtures/indel.json,

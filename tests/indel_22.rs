@@ -10,12 +10,10 @@
 
 mod common;
 
-use common::{fixture, ids, make_fixture_model};
+use common::{fixture, ids, indel_params, make_fixture_model};
 use dllm::backend::cpu::CpuBackend;
 use dllm::checkpoint::Checkpoint;
-use dllm::decode::joint_threshold_indel::JointThresholdInDel;
-use dllm::decode::Policy;
-use dllm::engine::{Engine, Event, GenParams};
+use dllm::engine::{Engine, Event};
 use dllm::tokenizer::Tokenizer;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -32,21 +30,6 @@ fn load() -> Value {
 
 fn n(v: &Value) -> usize {
     v.as_u64().unwrap() as usize
-}
-
-fn params(case: &Value) -> GenParams {
-    GenParams {
-        max_new_tokens: n(&case["max_new_tokens"]),
-        block_size: n(&case["block_size"]),
-        policy: Policy::JointThresholdInDel(JointThresholdInDel {
-            threshold: case["threshold"].as_f64().unwrap() as f32,
-            edit_threshold: case["edit_threshold"].as_f64().unwrap() as f32,
-            max_post_edit_steps: n(&case["max_post_edit_steps"]),
-        }),
-        stop_token_ids: vec![n(&case["eos_id"]) as u32],
-        replace_eos: true,
-        ..GenParams::default()
-    }
 }
 
 /// Every case through one CPU engine whose forward budget is `budget(block size)`.
@@ -73,7 +56,7 @@ fn cases_match(tag: &str, budget: impl Fn(usize) -> usize) {
     let mut total_steps = 0;
     for case in cases {
         let name = case["name"].as_str().unwrap();
-        let p = params(case);
+        let p = indel_params(case);
         let b = p.block_size;
         engine.max_forward_tokens = budget(b);
         let steps = case["steps"].as_array().unwrap();

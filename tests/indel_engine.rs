@@ -7,12 +7,10 @@
 
 mod common;
 
-use common::{fixture, ids, make_fixture_model};
+use common::{fixture, ids, indel_params, make_fixture_model};
 use dllm::backend::cpu::CpuBackend;
 use dllm::checkpoint::Checkpoint;
-use dllm::decode::joint_threshold_indel::JointThresholdInDel;
-use dllm::decode::Policy;
-use dllm::engine::{Engine, Event, GenParams};
+use dllm::engine::{Engine, Event};
 use dllm::tokenizer::Tokenizer;
 
 fn cases_match(tag: &str, budget: impl Fn(usize) -> usize) {
@@ -30,19 +28,7 @@ fn cases_match(tag: &str, budget: impl Fn(usize) -> usize) {
     assert!(cases.len() >= 3, "{} cases", cases.len());
     for case in cases {
         let name = case["name"].as_str().unwrap();
-        let policy = Policy::JointThresholdInDel(JointThresholdInDel {
-            threshold: case["threshold"].as_f64().unwrap() as f32,
-            edit_threshold: case["edit_threshold"].as_f64().unwrap() as f32,
-            max_post_edit_steps: case["max_post_edit_steps"].as_u64().unwrap() as usize,
-        });
-        let params = GenParams {
-            max_new_tokens: case["max_new_tokens"].as_u64().unwrap() as usize,
-            block_size: case["block_size"].as_u64().unwrap() as usize,
-            policy,
-            stop_token_ids: vec![case["eos_id"].as_u64().unwrap() as u32],
-            replace_eos: true,
-            ..GenParams::default()
-        };
+        let params = indel_params(case);
         engine.max_forward_tokens = budget(params.block_size);
         // Streamed as the server does: each finished block's event holds everything so far, which
         // later blocks only extend (a block's text is final when the block is).

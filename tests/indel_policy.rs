@@ -5,7 +5,7 @@
 
 mod common;
 
-use dllm::decode::joint_threshold_indel::{EditIds, InDelState, JointThresholdInDel};
+use dllm::decode::joint_threshold_indel::{EditIds, InDelState};
 use dllm::decode::output::{after_block, stop_ids};
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -32,11 +32,7 @@ fn replay(fx: &Value, case: &Value) -> Vec<BTreeSet<String>> {
         split: fx["split_id"].as_u64().unwrap() as u32,
     };
     let unit = fx["logit_unit"].as_f64().unwrap() as f32;
-    let a = JointThresholdInDel {
-        threshold: case["threshold"].as_f64().unwrap() as f32,
-        edit_threshold: case["edit_threshold"].as_f64().unwrap() as f32,
-        max_post_edit_steps: case["max_post_edit_steps"].as_u64().unwrap() as usize,
-    };
+    let a = common::indel_knobs(case);
     let b = case["block_size"].as_u64().unwrap() as usize;
     let fixed = case["fixed"].as_u64().unwrap() as usize;
     let steps = case["steps"].as_array().unwrap();

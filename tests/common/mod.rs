@@ -101,6 +101,27 @@ pub fn joint_params(case: &Value) -> GenParams {
     }
 }
 
+/// The JointThresholdInDel knobs of a case (the step fixtures' and the end-to-end ones').
+pub fn indel_knobs(case: &Value) -> dllm::decode::joint_threshold_indel::JointThresholdInDel {
+    dllm::decode::joint_threshold_indel::JointThresholdInDel {
+        threshold: case["threshold"].as_f64().unwrap() as f32,
+        edit_threshold: case["edit_threshold"].as_f64().unwrap() as f32,
+        max_post_edit_steps: case["max_post_edit_steps"].as_u64().unwrap() as usize,
+    }
+}
+
+/// The decoding parameters of a JointThresholdInDel case; its eos_id replaces the model's.
+pub fn indel_params(case: &Value) -> GenParams {
+    GenParams {
+        max_new_tokens: case["max_new_tokens"].as_u64().unwrap() as usize,
+        block_size: case["block_size"].as_u64().unwrap() as usize,
+        policy: Policy::JointThresholdInDel(indel_knobs(case)),
+        stop_token_ids: vec![case["eos_id"].as_u64().unwrap() as u32],
+        replace_eos: true,
+        ..GenParams::default()
+    }
+}
+
 /// Every rule of JointThresholdInDel's step as reference.py's `indel_step` names them
 /// (POLICY_BRANCHES there, written down again here so that shrinking that list fails the tests
 /// that compare the two): the InDel fixture sets must hit each.
