@@ -1,6 +1,6 @@
 // Token <-> expert-slot maps for the grouped GEMMs, and the deterministic combine back.
-// moe_permute: one CTA; a counting sort of the (token, k) picks by expert, then the work list of
-// items (expert, first slot, rows <= tile_m).
+// moe_permute: the (token, k) picks sorted by expert from the router's counts, and the work list
+// of items (expert, first slot, rows <= tile_m).
 // moe_combine: y[t] += sum over k (in k order) of the weighted expert rows of token t.
 #include "common.cuh"
 
@@ -36,30 +36,21 @@ extern "C" __global__ void __launch_bounds__(COMBINE_THREADS) moe_combine(const 
 }
 
 // ---------------------------------------------------------------------------------------------
-// moe_permute, one CTA of 1024 threads:
-// 1. counts by shared-memory atomics;
-// 2. one block-wide exclusive scan of (count, items) per expert (expert e = thread e): slot
-//    offsets and item offsets; thread e writes its own items;
-// 3. each pick takes the next slot of its expert by a shared-memory atomic.
-// An earlier version kept pick order inside an expert by letting the warps take turns: 188 us
-// a call at batch 64 (16k picks), for an order nothing needs. Now ~35 us there; issuing 8 picks'
-// loads together measured no faster (2026-12-01), so the shared-memory atomics of one SM bind.
+// moe_permute, CTAs of 1024 threads, each over PERMUTE_THREADS picks:
+// 1. every CTA scans the router's per-expert counts (expert e = thread e): slot offsets and item
+//    offsets; CTA 0 writes the work list;
+// 2. each pick's slot is its expert's offset + the place the router's atomic gave it.
+// The one-CTA version counted and filled by shared-memory atomics itself: ~35 us a call at
+// batch 64 (18k picks), a memory latency per 1024 picks in each of two passes on one SM.
 // ---------------------------------------------------------------------------------------------
 extern "C" __global__ void __launch_bounds__(PERMUTE_THREADS, 1) moe_permute(const PermuteParams p) {
-    __shared__ int count[PERMUTE_MAX_E], offset[PERMUTE_MAX_E], fill[PERMUTE_MAX_E];
+    __shared__ int offset[PERMUTE_MAX_E];
     __shared__ int wsum_c[WARP], wsum_i[WARP];
     const int tid = threadIdx.x, lane = tid % WARP, w = tid / WARP;
     const int n = p.tokens * p.topk;
-    for (int e = tid; e < p.experts; e += blockDim.x) {
-        count[e] = 0;
-        fill[e] = 0;
-    }
-    __syncthreads();
-    for (int j = tid; j < n; j += blockDim.x) atomicAdd(&count[p.topk_ids[j]], 1);
-    __syncthreads();
 
     // Exclusive scan over experts (experts <= blockDim.x = 1024, checked on the host).
-    const int c = tid < p.experts ? count[tid] : 0;
+    const int c = tid < p.experts ? p.counts[tid] : 0;
     const int it = (c + p.tile_m - 1) / p.tile_m;
     int sc = c, si = it;  // inclusive within the warp
     warp_scan2(sc, si);
@@ -79,21 +70,22 @@ extern "C" __global__ void __launch_bounds__(PERMUTE_THREADS, 1) moe_permute(con
     const int ioff = (w > 0 ? wsum_i[w - 1] : 0) + si - it;
     if (tid < p.experts) {
         offset[tid] = off;
-        for (int r = 0; r < it; r++) {
-            p.items[3 * (ioff + r)] = tid;
-            p.items[3 * (ioff + r) + 1] = off + r * p.tile_m;
-            p.items[3 * (ioff + r) + 2] = min(p.tile_m, c - r * p.tile_m);
-        }
+        if (blockIdx.x == 0)
+            for (int r = 0; r < it; r++) {
+                p.items[3 * (ioff + r)] = tid;
+                p.items[3 * (ioff + r) + 1] = off + r * p.tile_m;
+                p.items[3 * (ioff + r) + 2] = min(p.tile_m, c - r * p.tile_m);
+            }
     }
-    if (tid == 0) *p.num_items = wsum_i[WARP - 1];
+    if (blockIdx.x == 0 && tid == 0) *p.num_items = wsum_i[WARP - 1];
     __syncthreads();
 
-    // Fill. The order of an expert's slots follows the atomics, so it varies from run to run;
-    // no result depends on it: a slot's row is computed on its own in the GEMMs, and
+    // Fill. The order of an expert's slots follows the router's atomics, so it varies from run
+    // to run; no result depends on it: a slot's row is computed on its own in the GEMMs, and
     // moe_combine sums a token's slots in k order through tok_slot.
-    for (int j = tid; j < n; j += blockDim.x) {
-        const int e = p.topk_ids[j];
-        const int s = offset[e] + atomicAdd(&fill[e], 1);
+    const int j = blockIdx.x * PERMUTE_THREADS + tid;
+    if (j < n) {
+        const int s = offset[p.topk_ids[j]] + p.pick_pos[j];
         p.slot_token[s] = j / p.topk;
         p.slot_weight[s] = p.topk_w[j];
         p.tok_slot[j] = s;

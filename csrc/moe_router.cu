@@ -5,14 +5,15 @@
 #include "common.cuh"
 
 
-// The last part of both routers, per token t (the whole CTA): the top-k of the candidate experts
+// The block router's last part, per token t (the whole CTA): the top-k of the candidate experts
 // (`candidate(e)`; bk holds their biased scores, -inf for the others) by rank, ties to the lower
 // index, then the picks of row t written: weights sc / sum(sc of the chosen, in rank order) *
-// scale, and the shared expert (weight 1) as pick number topk when shared_expert >= 0.
+// scale, and the shared expert (weight 1) as pick number topk when shared_expert >= 0; with
+// counts set, each pick's place in its expert (as moe_router_select).
 template <class Candidate>
 __device__ __forceinline__ void pick_and_write(const float* sc, const float* bk, Candidate candidate, int* ids, int experts,
                                                int topk, float scale, int shared_expert, int32_t* topk_ids, float* topk_w,
-                                               int t) {
+                                               int32_t* counts, int32_t* pick_pos, int t) {
     __shared__ float wsum;
     for (int e = threadIdx.x; e < experts; e += blockDim.x) {
         if (!candidate(e)) continue;
@@ -33,39 +34,47 @@ __device__ __forceinline__ void pick_and_write(const float* sc, const float* bk,
     }
     __syncthreads();
     const int picks = topk + (shared_expert >= 0);
-    for (int k = threadIdx.x; k < topk; k += blockDim.x) {
-        topk_ids[(size_t)t * picks + k] = ids[k];
-        topk_w[(size_t)t * picks + k] = sc[ids[k]] / wsum * scale;
-    }
-    if (threadIdx.x == 0 && shared_expert >= 0) {  // the shared expert, weight 1
-        topk_ids[(size_t)t * picks + topk] = shared_expert;
-        topk_w[(size_t)t * picks + topk] = 1.f;
+    for (int k = threadIdx.x; k < picks; k += blockDim.x) {
+        const bool shared = k == topk;  // the shared expert, weight 1
+        const int e = shared ? shared_expert : ids[k];
+        const size_t j = (size_t)t * picks + k;
+        topk_ids[j] = e;
+        topk_w[j] = shared ? 1.f : sc[e] / wsum * scale;
+        if (counts != nullptr) pick_pos[j] = atomicAdd(&counts[e], 1);
     }
 }
 
-// moe_router_select: one CTA per token, from the fp32 logits (cuBLAS, h W^T): sigmoid, + bias,
-// group score = sum of the two largest biased scores, topk_group groups, top-k by biased score,
-// ties to the lower index, weights from the unbiased scores in rank order. The expert ranks are
-// computed against a masked copy of the biased scores (one shared read per comparison) and
-// each selected expert writes its own slot.
-extern "C" __global__ void __launch_bounds__(ROUTER_THREADS) moe_router_select(const RouterParams p) {
-    __shared__ float sc[ROUTER_MAX_E], bs[ROUTER_MAX_E], bk[ROUTER_MAX_E];
-    __shared__ float gscore[ROUTER_MAX_GROUPS];
-    __shared__ int gkeep[ROUTER_MAX_GROUPS];
-    __shared__ int ids[ROUTER_MAX_E];
-    const int t = blockIdx.x;
+// moe_router_select: one warp per token, ROUTER_SELECT_WARPS tokens a CTA, from the fp32 logits
+// (cuBLAS, h W^T): sigmoid, + bias, group score = sum of the two largest biased scores, topk_group
+// groups (ties to the lower group), then topk rounds of a warp argmax over the kept experts
+// (ties to the lower index), weights from the unbiased scores summed in rank order. With counts
+// set, each pick also takes its place in its expert (moe_permute's slot order) by a global
+// atomic. Both scores stay in the warp's shared memory, so a round is shared-memory reads and
+// shuffles only. (One CTA per token ranking all experts against all others took ~38 us a layer
+// at batch 64: 256 x 256 comparisons per token.)
+extern "C" __global__ void __launch_bounds__(ROUTER_SELECT_WARPS * WARP) moe_router_select(const RouterParams p) {
+    constexpr int W = ROUTER_SELECT_WARPS;
+    __shared__ float sc_all[W][ROUTER_MAX_E];  // sigmoid scores
+    __shared__ float bk_all[W][ROUTER_MAX_E];  // biased scores; -inf: dropped group or taken
+    __shared__ float gscore_all[W][ROUTER_MAX_GROUPS];
+    const int lane = threadIdx.x % WARP, w = threadIdx.x / WARP;
+    const int t = blockIdx.x * W + w;
+    if (t >= p.tokens) return;  // whole warps: no barrier below spans warps
+    float *sc = sc_all[w], *bk = bk_all[w], *gscore = gscore_all[w];
     const float* lg = p.logits + (size_t)t * p.experts;
-    for (int e = threadIdx.x; e < p.experts; e += blockDim.x) {
+#pragma unroll 8
+    for (int e = lane; e < p.experts; e += WARP) {
         const float s = 1.f / (1.f + expf(-lg[e]));
         sc[e] = s;
-        bs[e] = s + p.bias[e];
+        bk[e] = s + p.bias[e];
     }
-    __syncthreads();
+    __syncwarp();
     const int gsize = p.experts / p.n_group;
-    for (int g = threadIdx.x; g < p.n_group; g += blockDim.x) {
+    for (int g = lane; g < p.n_group; g += WARP) {
         float a = -FLT_MAX, b = -FLT_MAX;  // two largest
+#pragma unroll 8
         for (int e = g * gsize; e < (g + 1) * gsize; e++) {
-            const float v = bs[e];
+            const float v = bk[e];
             if (v > a) {
                 b = a;
                 a = v;
@@ -75,18 +84,49 @@ extern "C" __global__ void __launch_bounds__(ROUTER_THREADS) moe_router_select(c
         }
         gscore[g] = a + b;
     }
-    __syncthreads();
-    for (int g = threadIdx.x; g < p.n_group; g += blockDim.x) {
+    __syncwarp();
+    for (int g = lane; g < p.n_group; g += WARP) {
         int rank = 0;
         for (int o = 0; o < p.n_group; o++) rank += gscore[o] > gscore[g] || (gscore[o] == gscore[g] && o < g);
-        gkeep[g] = rank < p.topk_group;
+        // Experts of dropped groups compete as -inf: never above a kept (finite) score.
+        if (rank >= p.topk_group)
+            for (int e = g * gsize; e < (g + 1) * gsize; e++) bk[e] = -INFINITY;
     }
-    __syncthreads();
-    // Experts of dropped groups compete as -inf: never above a kept (finite) score, never equal.
-    for (int e = threadIdx.x; e < p.experts; e += blockDim.x) bk[e] = gkeep[e / gsize] ? bs[e] : -INFINITY;
-    __syncthreads();
-    pick_and_write(sc, bk, [&](int e) { return gkeep[e / gsize] != 0; }, ids, p.experts, p.topk, p.scale, p.shared_expert,
-                   p.topk_ids, p.topk_w, t);
+    __syncwarp();
+    // Round k: the warp's best remaining expert is pick k (lane k keeps it); the host checks
+    // topk < WARP and that the kept groups hold >= topk experts.
+    int my_id = 0;
+    float my_s = 0.f, sum = 0.f;
+    for (int k = 0; k < p.topk; k++) {
+        float best = -INFINITY;
+        int bi = 0x7fffffff;
+#pragma unroll 8
+        for (int e = lane; e < p.experts; e += WARP) {
+            const float v = bk[e];
+            if (v > best) {
+                best = v;
+                bi = e;
+            }
+        }
+        warp_argmax(best, bi);
+        const float s = sc[bi];
+        sum += s;  // the CPU's order: rank order
+        if (lane == k) {
+            my_id = bi;
+            my_s = s;
+        }
+        if (lane == bi % WARP) bk[bi] = -INFINITY;
+        __syncwarp();
+    }
+    const int picks = p.topk + (p.shared_expert >= 0);
+    if (lane < picks) {
+        const bool shared = lane == p.topk;  // the shared expert, weight 1
+        const int e = shared ? p.shared_expert : my_id;
+        const size_t j = (size_t)t * picks + lane;
+        p.topk_ids[j] = e;
+        p.topk_w[j] = shared ? 1.f : my_s / sum * p.scale;
+        if (p.counts != nullptr) p.pick_pos[j] = atomicAdd(&p.counts[e], 1);
+    }
 }
 
 
@@ -137,5 +177,5 @@ extern "C" __global__ void __launch_bounds__(ROUTER_THREADS) moe_router_block(co
     }
     __syncthreads();
     pick_and_write(sc, bk, [&](int e) { return pool[e] != 0; }, ids, p.experts, p.topk, p.scale, p.shared_expert, p.topk_ids,
-                   p.topk_w, t);
+                   p.topk_w, p.counts, p.pick_pos, t);
 }

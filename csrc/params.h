@@ -28,6 +28,7 @@ typedef __nv_bfloat16 bf16;
 // memory rows are ATT_PAD bf16 longer than the head dim: consecutive rows then start 16 bytes
 // apart modulo 128, so the 8 row reads of an ldmatrix hit distinct banks.
 #define ATT_THREADS 128
+#define ATT_COMBINE_WARPS 8  // attention_combine: output rows (token, head) a CTA, a warp each
 #define ATT_ROWS 64
 #define ATT_KC 64
 #define ATT_KC_WIDE 32
@@ -100,6 +101,7 @@ typedef __nv_bfloat16 bf16;
 
 // moe_router.cu, moe_permute.cu, lm_head.cu, unmask.cu.
 #define ROUTER_THREADS 256
+#define ROUTER_SELECT_WARPS 4  // moe_router_select: tokens a CTA (two 4 KB score rows a warp)
 #define ROUTER_MAX_E 1024
 #define ROUTER_MAX_GROUPS 64
 #define PERMUTE_THREADS 1024
@@ -243,7 +245,14 @@ struct RopeParams {
     int32_t rot;
     float eps;
     float theta;
+    // [table_positions][rot / 2][cos, sin] (the host's backend::cpu::rope_cos_sin); positions
+    // past the table are computed in the kernel, in f64 as well.
+    DEV_PTR(const float) cos_sin;
+    int32_t table_positions;
 };
+
+// The rope table's positions at most (mini: 32,768 positions x 32 pairs, 8 MB).
+#define ROPE_TABLE_MAX_POSITIONS 131072
 
 // attention.cu, block_attention: one CTA per (query tile, KV head, key
 // split). A tile is up to ATT_ROWS query rows (tokens x the group of query heads of one KV head), all
@@ -268,7 +277,7 @@ struct AttnParams {
     float scale;
 };
 
-// moe_router.cu, moe_router_select: one CTA per token over logits[t][e] (fp32).
+// moe_router.cu, moe_router_select: one warp per token over logits[t][e] (fp32).
 struct RouterParams {
     DEV_PTR(const float) logits;
     DEV_PTR(const float) bias;
@@ -283,6 +292,10 @@ struct RouterParams {
     // >= 0: every token also picks this expert (the shared expert run with the routed ones) with
     // weight 1, as its pick number topk; the rows of topk_ids / topk_w are then topk + 1 long.
     int32_t shared_expert;
+    // Non-null (a forward, for moe_permute): counts[e] (zeroed before) counts expert e's picks,
+    // and pick_pos[j] (as topk_ids) is pick j's place among them, taken by atomics.
+    DEV_PTR(int32_t) counts;
+    DEV_PTR(int32_t) pick_pos;
 };
 
 // moe_router.cu, moe_router_block: LLaDA2.2's block routing over routing blocks of `block`
@@ -302,14 +315,19 @@ struct RouterBlockParams {
     int32_t shared_expert;
     // Non-null (recording a forward's routing): each block's pool, [blocks][capacity] expert
     // ids in rank order, written by the block's first CTA.
-    DEV_PTR(int32_t) pool_ids;
+    DEV_PTR(int32_t) pool_ids;    // As RouterParams::counts / pick_pos.
+    DEV_PTR(int32_t) counts;
+    DEV_PTR(int32_t) pick_pos;
 };
 
-// moe_permute.cu: stable counting sort of (token, k) picks by expert, and the work list of
-// (expert, first sorted slot, rows) items of at most tile_m rows for the grouped GEMMs.
+// moe_permute.cu: the (token, k) picks sorted by expert (a pick's slot: its expert's offset +
+// its place, both from the router's counts), and the work list of (expert, first sorted slot,
+// rows) items of at most tile_m rows for the grouped GEMMs.
 struct PermuteParams {
     DEV_PTR(const int32_t) topk_ids;
     DEV_PTR(const float) topk_w;
+    DEV_PTR(const int32_t) counts;
+    DEV_PTR(const int32_t) pick_pos;
     DEV_PTR(int32_t) slot_token;
     DEV_PTR(float) slot_weight;
     DEV_PTR(int32_t) tok_slot;

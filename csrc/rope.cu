@@ -1,9 +1,11 @@
 // Per-head QK RMSNorm + partial neox RoPE, and the write of K and V into the paged cache.
 // Grid (token, group of ROPE_WARPS heads): one warp per head. CPU twins: rms_norm_row, rope_row.
-// The rotation angles depend on the position only: each CTA computes its token's cos/sin once
-// (f64, as the CPU twin does, so large positions agree) for its heads, instead of a
-// double-precision pow and sincos per element of every head (that made this kernel ~19 us a
-// layer at batch 1, latency-bound on f64 math).
+// The rotation angles depend on the position only: each CTA reads its token's cos/sin from a
+// table the host computed in f64 (as the CPU twin does, so large positions agree). A
+// double-precision pow and sincos per element of every head made this kernel ~19 us a layer at
+// batch 1; once per CTA, ~33 us a layer at batch 64 (12k CTAs, each waiting on f64 math), 26 us
+// with the table. (A warp's head row kept in registers, its loads issued before the position's,
+// measured slower at batch 64: 33 us, its 74 registers halving the CTAs an SM holds.)
 #include "common.cuh"
 
 extern "C" __global__ void __launch_bounds__(ROPE_WARPS * WARP) qk_norm_rope_store(const RopeParams p) {
@@ -12,11 +14,17 @@ extern "C" __global__ void __launch_bounds__(ROPE_WARPS * WARP) qk_norm_rope_sto
     int t = blockIdx.x, lane = threadIdx.x % WARP, w = threadIdx.x / WARP;
     int d = p.d, half = p.rot / 2, pos = p.tok_pos[t];
     for (int j = threadIdx.x; j < half; j += blockDim.x) {
-        double freq = pow((double)p.theta, -2.0 * j / p.rot);
-        double s, c;
-        sincos((double)pos * freq, &s, &c);
-        cs[j] = (float)c;
-        sn[j] = (float)s;
+        if (pos < p.table_positions) {
+            const float2 v = reinterpret_cast<const float2*>(p.cos_sin)[(size_t)pos * half + j];
+            cs[j] = v.x;
+            sn[j] = v.y;
+        } else {
+            double freq = pow((double)p.theta, -2.0 * j / p.rot);
+            double s, c;
+            sincos((double)pos * freq, &s, &c);
+            cs[j] = (float)c;
+            sn[j] = (float)s;
+        }
     }
     __syncthreads();
     const int32_t* pt = p.kv.page_table + p.kv.tok_pt[t];

@@ -314,13 +314,19 @@ pub fn rms_norm_row(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     }
 }
 
+/// (cos, sin) of the rotation of pair `i` at position `pos`, computed in f64 and rounded once
+/// (large positions need f64 angles); the CUDA rope reads a table of these.
+pub fn rope_cos_sin(pos: usize, i: usize, rot: usize, theta: f32) -> (f32, f32) {
+    let freq = (theta as f64).powf(-2.0 * i as f64 / rot as f64);
+    let a = pos as f64 * freq;
+    (a.cos() as f32, a.sin() as f32)
+}
+
 /// Neox-style rotation of the first `rot` dims of one head at position `pos`.
 pub fn rope_row(x: &mut [f32], pos: usize, rot: usize, theta: f32) {
     let half = rot / 2;
     for i in 0..half {
-        let freq = (theta as f64).powf(-2.0 * i as f64 / rot as f64);
-        let a = pos as f64 * freq;
-        let (s, c) = (a.sin() as f32, a.cos() as f32);
+        let (c, s) = rope_cos_sin(pos, i, rot, theta);
         let (x1, x2) = (x[i], x[i + half]);
         x[i] = x1 * c - x2 * s;
         x[i + half] = x2 * c + x1 * s;

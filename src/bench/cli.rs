@@ -81,6 +81,11 @@ pub struct Common {
     /// 32 rows through the weight stream (csrc/dense_stream.cu) instead of cuBLAS. For measuring it.
     #[arg(long)]
     pub dense_stream: bool,
+    /// CUDA: the most work items (of the --moe-item-rows rows) the shared expert may take inside
+    /// the routed experts' launches before it runs as its own cuBLAS GEMMs. For measuring it.
+    #[arg(long)]
+    pub shared_expert_items: Option<usize>,
+
     /// CUDA: `--disable-cuda-graph` (to measure what graphs save), `--cuda-graph-max-bs N`.
     #[command(flatten)]
     pub graphs: crate::runtime::GraphFlags,
@@ -202,6 +207,7 @@ fn cuda(cmd: BenchCmd, process_start: std::time::Instant) -> Result<()> {
         quantization: common.quantization,
         moe_item_rows: common.moe_item_rows,
         dense_stream: common.dense_stream,
+        shared_expert_items: common.shared_expert_items,
         cuda_graph_max_bs: common.graphs.max_bs().unwrap_or(CudaOptions::default().cuda_graph_max_bs),
         ..CudaOptions::default()
     };

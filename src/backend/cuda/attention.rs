@@ -6,6 +6,7 @@ use super::act::{ActData, CudaAct};
 use super::kernels::{params::*, Kernel};
 use super::CudaBackend;
 use crate::backend::{SeqRun, StepBatch};
+use crate::config::ModelConfig;
 use anyhow::{bail, Result};
 use cudarc::driver::CudaSlice;
 
@@ -250,6 +251,8 @@ impl CudaBackend {
             rot: c.rotary_dim() as i32,
             eps: c.rms_norm_eps,
             theta: c.rope_theta,
+            cos_sin: self.p(&self.rope_table),
+            table_positions: rope_table_positions(c) as i32,
         };
         let head_groups = (nh + 2 * c.num_key_value_heads).div_ceil(ROPE_WARPS) as u32;
         self.k.launch(Kernel::QkNormRopeStore, (qkv.rows as u32, head_groups, 1), ROPE_THREADS as u32, &p)?;
@@ -302,10 +305,30 @@ impl CudaBackend {
         let grid = (s.shape.tiles as u32, nkv as u32, num_splits as u32);
         self.k.launch_smem(kernel, grid, ATT_THREADS as u32, smem, &p)?;
         if num_splits > 1 {
-            self.k.launch(Kernel::AttentionCombine, (rows as u32, nh as u32, 1), 128, &p)?;
+            let ctas = (rows * nh).div_ceil(ATT_COMBINE_WARPS) as u32;
+            self.k.launch(Kernel::AttentionCombine, (ctas, 1, 1), (ATT_COMBINE_WARPS * WARP) as u32, &p)?;
         }
         Ok(())
     }
+}
+
+/// Positions the rope table covers: the model's context, up to ROPE_TABLE_MAX_POSITIONS.
+fn rope_table_positions(c: &ModelConfig) -> usize {
+    c.max_position_embeddings.min(ROPE_TABLE_MAX_POSITIONS as usize)
+}
+
+/// The rope's (cos, sin) per position and rotated pair, `[positions][rot / 2][2]`, as the CPU
+/// twin computes them (qk_norm_rope_store reads it instead of f64 math per CTA).
+pub(super) fn rope_table(c: &ModelConfig) -> Vec<f32> {
+    let (rot, positions) = (c.rotary_dim(), rope_table_positions(c));
+    let mut t = Vec::with_capacity(positions * rot);
+    for pos in 0..positions {
+        for i in 0..rot / 2 {
+            let (cos, sin) = crate::backend::cpu::rope_cos_sin(pos, i, rot, c.rope_theta);
+            t.extend([cos, sin]);
+        }
+    }
+    t
 }
 
 #[cfg(test)]

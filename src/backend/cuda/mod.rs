@@ -78,6 +78,10 @@ pub struct CudaOptions {
     /// the H200 (docs/PERF.md, "The dense projections as a weight stream"); `dllm bench
     /// --dense-stream` and the CUDA tests run it.
     pub dense_stream: bool,
+    /// The most work items the shared expert may take inside the routed experts' launches
+    /// (beyond it, its own cuBLAS GEMMs); `None`: SHARED_STREAM_MAX_ITEMS. `dllm bench
+    /// --shared-expert-items` measures the choice.
+    pub shared_expert_items: Option<usize>,
 }
 
 impl Default for CudaOptions {
@@ -94,6 +98,7 @@ impl Default for CudaOptions {
             moe_item_rows: None,
             cuda_graph_max_bs: graph::DEFAULT_MAX_BS,
             dense_stream: false,
+            shared_expert_items: None,
         }
     }
 }
@@ -167,6 +172,8 @@ pub struct CudaBackend {
     k: Kernels,
     w: Weights,
     kv: CudaSlice<u16>,
+    /// The rope's (cos, sin) table (attention::rope_table).
+    rope_table: CudaSlice<f32>,
     pool: PagePool,
     /// The inputs of the forward being issued (eager, or being recorded).
     step: Option<StepLayout>,
@@ -235,6 +242,11 @@ impl CudaBackend {
         let k = Kernels::new(&ctx, opts.profile_kernels)?;
         let w = make(&k, &whole).context("putting the weights on the GPU")?;
         k.sync("weight upload")?;
+        let table = attention::rope_table(&cfg);
+        let rope_table = match table.is_empty() {
+            true => k.alloc::<f32>(1, "the rope table")?,
+            false => k.stream.clone_htod(&table).map_err(|e| CudaError::upload("the rope table", table.len() * 4, e))?,
+        };
         let (free, _total) = ctx.mem_get_info().map_err(CudaError::driver(|| "cuMemGetInfo".into()))?;
         let page_bytes = opts.page_size * cfg.num_hidden_layers * 2 * cfg.num_key_value_heads * cfg.head_dim() * 2;
         let mut budget = (free as f64 * opts.mem_fraction_static as f64) as usize;
@@ -255,6 +267,7 @@ impl CudaBackend {
             k,
             w,
             kv,
+            rope_table,
             step: None,
             out: None,
             graphs: graph::StepGraphs::new(opts.cuda_graph_max_bs),
@@ -353,8 +366,13 @@ fn check_shapes(c: &ModelConfig) -> Result<()> {
     if c.fp8_experts() && (!c.hidden_size.is_multiple_of(16) || !c.moe_intermediate_size.is_multiple_of(16)) {
         bail!("the CUDA fp8 expert GEMMs need hidden_size and moe_intermediate_size to be multiples of 16");
     }
-    if c.num_experts > ROUTER_MAX_E.min(PERMUTE_MAX_E) || c.n_group > ROUTER_MAX_GROUPS {
-        bail!("the CUDA router supports up to {} experts in up to {ROUTER_MAX_GROUPS} groups", ROUTER_MAX_E.min(PERMUTE_MAX_E));
+    // The shared expert can join the routed ones as expert number num_experts; a warp picks a
+    // token's top-k, one pick a lane, the shared expert's too.
+    let max_experts = ROUTER_MAX_E.min(PERMUTE_MAX_E) - 1;
+    if c.num_experts > max_experts || c.n_group > ROUTER_MAX_GROUPS || c.num_experts_per_tok >= WARP {
+        bail!(
+            "the CUDA router supports up to {max_experts} experts in up to {ROUTER_MAX_GROUPS} groups, and fewer than {WARP} of them a token"
+        );
     }
     Ok(())
 }

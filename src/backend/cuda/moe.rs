@@ -91,13 +91,20 @@ struct RouterOut {
     pool_ids: Option<CudaSlice<i32>>,
 }
 
+/// What the router counts for moe_permute: picks per expert (`[experts]`, zeroed before the
+/// router runs) and each pick's place among its expert's (`[rows * picks]`).
+struct PickCounts {
+    counts: CudaSlice<i32>,
+    pick_pos: CudaSlice<i32>,
+}
+
 impl CudaBackend {
     /// Router only: (expert ids, weights) per row, `[rows * topk]` each (tests). A block-routed
     /// model routes the rows as one run from position 0.
     pub fn route(&mut self, h: &CudaAct, layer: usize) -> Result<(Vec<i32>, Vec<f32>)> {
         let Ffn::Moe(m) = &self.w.layers[layer].ffn else { bail!("layer {layer} is dense") };
         let x = self.bf16_of(h, "route")?;
-        let out = self.router(m, x, h.rows, None, false)?;
+        let out = self.router(m, x, h.rows, None, None, false)?;
         Ok((self.download(&out.ids, "router ids")?, self.download(&out.wts, "router weights")?))
     }
 
@@ -111,14 +118,15 @@ impl CudaBackend {
         }
         let rows = logits.len() / e;
         let (lg, b) = (self.upload(logits, "router logits")?, self.upload(bias, "router bias")?);
-        let (ids, wts) = self.select_block(&lg, &b, rows, capacity, block, None, None)?;
+        let (ids, wts) = self.select_block(&lg, &b, rows, capacity, block, None, None, None)?;
         Ok((self.download(&ids, "router ids")?, self.download(&wts, "router weights")?))
     }
 
     /// LLaDA2.2's selection: per routing block (rows `[i * block, (i + 1) * block)`, the last
     /// possibly short) a pool of `capacity` experts, each row's top-k inside it (and the shared
     /// expert as the last pick, as [`CudaBackend::router`] says). `pool_ids` (recording,
-    /// `[blocks * capacity]`): where the kernel writes each block's pool in rank order.
+    /// `[blocks * capacity]`): where the kernel writes each block's pool in rank order. `counts`
+    /// as [`CudaBackend::router`] says.
     #[allow(clippy::too_many_arguments)]
     fn select_block(
         &self,
@@ -129,6 +137,7 @@ impl CudaBackend {
         block: usize,
         shared_expert: Option<usize>,
         pool_ids: Option<&CudaSlice<i32>>,
+        counts: Option<&PickCounts>,
     ) -> Result<(CudaSlice<i32>, CudaSlice<f32>)> {
         let c = &self.cfg;
         if block == 0 || capacity < c.num_experts_per_tok || capacity > c.num_experts {
@@ -150,6 +159,8 @@ impl CudaBackend {
             scale: c.routed_scaling_factor,
             shared_expert: shared_expert.map_or(-1, |e| e as i32),
             pool_ids: pool_ids.map_or(0, |b| self.p(b)),
+            counts: counts.map_or(0, |c| self.p(&c.counts)),
+            pick_pos: counts.map_or(0, |c| self.p(&c.pick_pos)),
         };
         if rows > 0 {
             self.k.launch(Kernel::MoeRouterBlock, (rows as u32, 1, 1), ROUTER_THREADS as u32, &p)?;
@@ -159,8 +170,17 @@ impl CudaBackend {
 
     /// The routed picks, `[rows][topk]`, or `[rows][topk + 1]` with `shared_expert`: every token's
     /// last pick is then that expert number with weight 1. `pools` (recording a block-routed
-    /// forward): also each routing block's pool.
-    fn router(&self, m: &MoeWeights, x: &CudaSlice<u16>, rows: usize, shared_expert: Option<usize>, pools: bool) -> Result<RouterOut> {
+    /// forward): also each routing block's pool. `counts` (a forward, for moe_permute): where
+    /// the kernel counts each expert's picks and gives each pick its place among them.
+    fn router(
+        &self,
+        m: &MoeWeights,
+        x: &CudaSlice<u16>,
+        rows: usize,
+        shared_expert: Option<usize>,
+        counts: Option<&PickCounts>,
+        pools: bool,
+    ) -> Result<RouterOut> {
         let c = &self.cfg;
         let picks = c.num_experts_per_tok + shared_expert.is_some() as usize;
         // fp32 logits h W^T (bf16 inputs, fp32 accumulate: the CPU twin's math), then
@@ -169,7 +189,7 @@ impl CudaBackend {
         if let Some(br) = c.block_routing() {
             // The rows' routing blocks are consecutive chunks of br.block (checked by moe()).
             let pool_ids = pools.then(|| self.k.alloc::<i32>(rows.div_ceil(br.block).max(1) * br.capacity, "routing pools")).transpose()?;
-            let (ids, wts) = self.select_block(&logits, &m.bias, rows, br.capacity, br.block, shared_expert, pool_ids.as_ref())?;
+            let (ids, wts) = self.select_block(&logits, &m.bias, rows, br.capacity, br.block, shared_expert, pool_ids.as_ref(), counts)?;
             return Ok(RouterOut { ids, wts, logits, pool_ids });
         }
         let ids = self.k.alloc::<i32>(rows * picks, "router ids")?;
@@ -186,8 +206,13 @@ impl CudaBackend {
             topk_group: c.topk_group as i32,
             scale: c.routed_scaling_factor,
             shared_expert: shared_expert.map_or(-1, |e| e as i32),
+            counts: counts.map_or(0, |c| self.p(&c.counts)),
+            pick_pos: counts.map_or(0, |c| self.p(&c.pick_pos)),
         };
-        self.k.launch(Kernel::MoeRouterSelect, (rows as u32, 1, 1), ROUTER_THREADS as u32, &p)?;
+        if rows > 0 {
+            let ctas = rows.div_ceil(ROUTER_SELECT_WARPS) as u32;
+            self.k.launch(Kernel::MoeRouterSelect, (ctas, 1, 1), (ROUTER_SELECT_WARPS * WARP) as u32, &p)?;
+        }
         Ok(RouterOut { ids, wts, logits, pool_ids: None })
     }
 
@@ -253,7 +278,8 @@ impl CudaBackend {
     fn shared_in_items(&self, m: &MoeWeights, rows: usize) -> bool {
         let Some(s) = &m.shared else { return false };
         let bf16 = matches!(m.gate, ExpertMatrix::Bf16(_));
-        bf16 && s.inter == self.cfg.moe_intermediate_size && rows.div_ceil(self.tile_rows(m, rows)) <= SHARED_STREAM_MAX_ITEMS
+        let max_items = self.opts.shared_expert_items.unwrap_or(SHARED_STREAM_MAX_ITEMS as usize);
+        bf16 && s.inter == self.cfg.moe_intermediate_size && rows.div_ceil(self.tile_rows(m, rows)) <= max_items
     }
 
     pub(super) fn moe(&self, m: &MoeWeights, layer: usize, x: &CudaSlice<u16>, rows: usize, batch: &StepBatch) -> Result<CudaSlice<f32>> {
@@ -277,7 +303,12 @@ impl CudaBackend {
         };
         let slots = rows * topk;
         let recording = self.routing.borrow().is_some();
-        let routed = self.router(m, x, rows, shared.map(|_| e), recording)?;
+        let mut counts = PickCounts {
+            counts: self.k.alloc::<i32>(experts, "expert pick counts")?,
+            pick_pos: self.k.alloc::<i32>(slots, "pick places")?,
+        };
+        self.k.stream.memset_zeros(&mut counts.counts).map_err(CudaError::driver(|| "zeroing the expert pick counts".into()))?;
+        let routed = self.router(m, x, rows, shared.map(|_| e), Some(&counts), recording)?;
         if recording {
             let r = self.read_routing(layer, m, &routed, rows, topk)?;
             if let Some(rec) = self.routing.borrow_mut().as_mut() {
@@ -310,6 +341,8 @@ impl CudaBackend {
         let p = PermuteParams {
             topk_ids: self.p(&ids),
             topk_w: self.p(&wts),
+            counts: self.p(&counts.counts),
+            pick_pos: self.p(&counts.pick_pos),
             slot_token: self.p(&slot_token),
             slot_weight: self.p(&slot_weight),
             tok_slot: self.p(&tok_slot),
@@ -320,7 +353,7 @@ impl CudaBackend {
             experts: experts as i32,
             tile_m: tile_m as i32,
         };
-        self.k.launch(Kernel::MoePermute, (1, 1, 1), PERMUTE_THREADS as u32, &p)?;
+        self.k.launch(Kernel::MoePermute, (slots.div_ceil(PERMUTE_THREADS).max(1) as u32, 1, 1), PERMUTE_THREADS as u32, &p)?;
         let act = self.alloc_bf16(slots * im, "expert activations")?;
         let mut g = MoeGemmParams {
             x: self.p(x),
