@@ -98,6 +98,7 @@ typedef __nv_bfloat16 bf16;
 #define ROPE_WARPS 4
 #define ROPE_THREADS (ROPE_WARPS * WARP)
 #define ROPE_MAX_D 256
+#define ROPE_CTAS_PER_SM 16  // an SM's 2048 threads: the host sizes the grid by it
 
 // moe_router.cu, moe_permute.cu, lm_head.cu, unmask.cu.
 #define ROUTER_THREADS 256

@@ -71,7 +71,8 @@ impl CudaBackend {
         } else {
             let gu = self.gemm("mlp gate_up", x, &m.gate_up, rows, 2 * m.inter, h)?;
             let p = SiluMulParams { gu: self.p(&gu), out: self.p(&act), rows: rows as i32, inter: m.inter as i32 };
-            self.k.launch(Kernel::SiluMul, ((rows * m.inter).div_ceil(256).min(65536) as u32, 1, 1), 256, &p)?;
+            // Four columns a thread (csrc/mlp.cu), the grid striding past 65536 CTAs.
+            self.k.launch(Kernel::SiluMul, ((rows * m.inter).div_ceil(4 * 256).min(65536) as u32, 1, 1), 256, &p)?;
         }
         self.gemm("mlp down", &act, &m.down, rows, h, m.inter)
     }
