@@ -3,16 +3,16 @@
 // sees keys [0, tok_limit[t]) of its sequence (block-causal: its own block and everything
 // before it).
 //
-// Grid (tile, kv head, split). A tile is up to ATT_ROWS = 64 query rows: up to 64/group tokens
+// Grid (tile, kv head, split). A tile is up to ATT_ROWS = 128 query rows: up to 128/group tokens
 // of one run x the `group` query heads of KV head `kh` (row r = token r / group, head
-// r % group), so every K/V row staged in shared memory serves 64 query rows. The CTA walks
+// r % group), so every K/V row staged in shared memory serves 128 query rows. The CTA walks
 // keys [split * split_keys, min(that + split_keys, tile's largest limit)) in chunks of KC = 64
 // keys (32 at head dim 256: params.h att_kc) through ATT_STAGES cp.async stages (K and V rows
 // of a chunk, 16 bytes a copy, zero-filled past the end), so the copies of the next chunks are
 // in flight while one is computed. Each row is masked by its own limit (prefill tiles span
 // blocks, so rows of one tile differ).
 //
-// The FlashAttention-2 structure, one pass over the keys: 4 warps, warp w owns query rows
+// The FlashAttention-2 structure, one pass over the keys: 8 warps, warp w owns query rows
 // 16w..16w+15 (one m16 row tile) throughout. Per chunk a warp computes its 16 x KC scores
 // S = Q K^T with mma.sync m16n8k16 (Q from registers, K by ldmatrix), keeps S in the
 // accumulator registers, updates each row's running max and sum (a row lives in the 4 lanes of

@@ -22,18 +22,21 @@ typedef __nv_bfloat16 bf16;
 
 #define WARP 32
 
-// attention.cu: a CTA is 4 warps, each owning 16 query rows (one m16n8k16 row tile), so a tile
+// attention.cu: a CTA is 8 warps, each owning 16 query rows (one m16n8k16 row tile), so a tile
 // is ATT_ROWS rows; keys go in chunks of ATT_KC (ATT_KC_WIDE for head dims above 128, see
-// att_kc) through ATT_STAGES cp.async stages. Shared-
+// att_kc) through ATT_STAGES cp.async stages. The kernel's ~220 registers a thread leave room
+// for 8 warps an SM either way: 128-row tiles (one CTA an SM) stage each K/V chunk once for a
+// whole 32-token block of mini's 4-head groups where 64-row tiles (two) staged it twice (mini,
+// H200: 2.29 -> 1.99 ms a step at batch 64, 0.71 -> 0.64 at 16, 0.25 -> 0.28 at 1). Shared-
 // memory rows are ATT_PAD bf16 longer than the head dim: consecutive rows then start 16 bytes
 // apart modulo 128, so the 8 row reads of an ldmatrix hit distinct banks.
-#define ATT_THREADS 128
+#define ATT_THREADS 256
 #define ATT_COMBINE_WARPS 8  // attention_combine: output rows (token, head) a CTA, a warp each
-#define ATT_ROWS 64
+#define ATT_ROWS 128
 #define ATT_KC 64
 #define ATT_KC_WIDE 32
 #define ATT_STAGES 2
-#define ATT_CTAS_PER_SM 2  // __launch_bounds__ of the three kernels; the host sizes key splits by it
+#define ATT_CTAS_PER_SM 1  // __launch_bounds__ of the three kernels; the host sizes key splits by it
 #define ATT_PAD 8
 
 // moe_gemm.cu: BN output columns per CTA, BK of k per stage, rows padded to spread banks;
@@ -126,7 +129,7 @@ constexpr DLLM_HD AttSmem att_smem_layout(int d) {
     const int ld = d + ATT_PAD;
     AttSmem L{};
     int off = 0;
-    L.q = off;    off += att_align(ATT_ROWS * ld * 2);                       // Q, bf16 [64][ld]
+    L.q = off;    off += att_align(ATT_ROWS * ld * 2);                       // Q, bf16 [ATT_ROWS][ld]
     L.kv = off;   off += att_align(ATT_STAGES * 2 * att_kc(d) * ld * 2);     // ATT_STAGES x (K, V), bf16 [kc][ld] each
     L.total = off;
     return L;

@@ -104,8 +104,8 @@ const ATT_MIN_SPLIT_CHUNKS: usize = 2;
 
 /// How many key splits: the count minimising waves x (chunks a split + fixed cost), where a
 /// wave is `slots` CTAs (SMs x ATT_CTAS_PER_SM), at least ATT_MIN_SPLIT_CHUNKS chunks a split
-/// (ties: fewer splits). Batch 1 at 1056 keys (8 CTAs a split, 17 chunks): 9 splits of 2
-/// chunks; batch 16 (128 CTAs): 2; batch 64 (512): 1, no combine. The forward asks it for the
+/// (ties: fewer splits). Batch 1 at 1056 keys (4 CTAs a split, 17 chunks): 9 splits of 2
+/// chunks; batch 16 (64 CTAs): 2; batch 64 (256): 1, no combine. The forward asks it for the
 /// chunk count rounded up to a power of two (see [`split_rule`]).
 fn att_splits(ctas: usize, chunks: usize, slots: usize) -> usize {
     let most = chunks.div_ceil(ATT_MIN_SPLIT_CHUNKS).max(1);
@@ -343,15 +343,15 @@ mod tests {
 
     #[test]
     fn split_counts() {
-        // H100/H200: 132 SMs, 2 CTAs an SM at head dim 128; mini's 4 KV heads, 2 tiles a block.
+        // H100/H200: 132 SMs, one CTA an SM; mini's 4 KV heads, one 128-row tile a 32-token block.
         let kc = att_kernel(128).0;
         let slots = 132 * ATT_CTAS_PER_SM;
         let chunks = 1056usize.div_ceil(kc);
-        assert_eq!(att_splits(8, chunks, slots), 9); // batch 1: 72 CTAs of 2 chunks
-        assert_eq!(att_splits(128, chunks, slots), 2); // batch 16: one wave of 256
-        assert_eq!(att_splits(512, chunks, slots), 1); // batch 64: no combine
-        assert_eq!(att_splits(8, 32800usize.div_ceil(kc), slots), 33); // batch 1, 32k keys: one full wave
-        assert_eq!(att_splits(8, 1, slots), 1);
+        assert_eq!(att_splits(4, chunks, slots), 9); // batch 1: 36 CTAs of 2 chunks
+        assert_eq!(att_splits(64, chunks, slots), 2); // batch 16: one wave of 128
+        assert_eq!(att_splits(256, chunks, slots), 1); // batch 64: no combine
+        assert_eq!(att_splits(4, 32800usize.div_ceil(kc), slots), 33); // batch 1, 32k keys: one full wave
+        assert_eq!(att_splits(4, 1, slots), 1);
         assert_eq!(att_kernel(16).2, Kernel::BlockAttentionD64);
         assert_eq!(att_kernel(128).2, Kernel::BlockAttention);
         assert_eq!(att_kernel(144).2, Kernel::BlockAttentionD256);
@@ -361,14 +361,14 @@ mod tests {
     fn split_rule_keeps_the_split_count_until_the_context_doubles() {
         let (kc, slots) = (att_kernel(128).0, 132 * ATT_CTAS_PER_SM);
         // Batch 1 at 1056 keys: 16 splits of 128 keys (9 of them hold keys), as eager always ran.
-        assert_eq!(split_rule(8, 1056, kc, slots), (16, 128));
+        assert_eq!(split_rule(4, 1056, kc, slots), (16, 128));
         // Every context from 1025 to 2048 keys: the same split count, keys a split following it.
         for keys in [1025, 1088, 1500, 2048] {
-            let (splits, split_keys) = split_rule(8, keys, kc, slots);
+            let (splits, split_keys) = split_rule(4, keys, kc, slots);
             assert_eq!(splits, 16, "{keys} keys");
             assert!(splits * split_keys >= keys && split_keys - kc < keys.div_ceil(splits), "{keys} keys");
             assert_eq!(split_keys % kc, 0);
         }
-        assert_eq!(split_rule(512, 1056, kc, slots).0, 1); // batch 64: no combine
+        assert_eq!(split_rule(256, 1056, kc, slots).0, 1); // batch 64: no combine
     }
 }
