@@ -259,7 +259,7 @@ impl CudaBackend {
         // (2048 rows x 6 groups) six waves of CTAs, each a few memory latencies long, took ~26 us
         // a layer.
         let head_groups = (nh + 2 * c.num_key_value_heads).div_ceil(ROPE_WARPS);
-        let resident = self.sm_count * ROPE_CTAS_PER_SM as usize;
+        let resident = self.sm_count * ROPE_CTAS_PER_SM;
         let groups = (resident / qkv.rows.max(1)).clamp(1, head_groups) as u32;
         self.k.launch(Kernel::QkNormRopeStore, (qkv.rows as u32, groups, 1), ROPE_THREADS as u32, &p)?;
         Ok(CudaAct { rows: qkv.rows, cols: nh * d, data: ActData::Bf16(q) })
@@ -320,7 +320,7 @@ impl CudaBackend {
 
 /// Positions the rope table covers: the model's context, up to ROPE_TABLE_MAX_POSITIONS.
 fn rope_table_positions(c: &ModelConfig) -> usize {
-    c.max_position_embeddings.min(ROPE_TABLE_MAX_POSITIONS as usize)
+    c.max_position_embeddings.min(ROPE_TABLE_MAX_POSITIONS)
 }
 
 /// The rope's (cos, sin) per position and rotated pair, `[positions][rot / 2][2]`, as the CPU

@@ -278,7 +278,7 @@ impl CudaBackend {
     fn shared_in_items(&self, m: &MoeWeights, rows: usize) -> bool {
         let Some(s) = &m.shared else { return false };
         let bf16 = matches!(m.gate, ExpertMatrix::Bf16(_));
-        let max_items = self.opts.shared_expert_items.unwrap_or(SHARED_STREAM_MAX_ITEMS as usize);
+        let max_items = self.opts.shared_expert_items.unwrap_or(SHARED_STREAM_MAX_ITEMS);
         bf16 && s.inter == self.cfg.moe_intermediate_size && rows.div_ceil(self.tile_rows(m, rows)) <= max_items
     }
 
