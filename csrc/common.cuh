@@ -46,6 +46,13 @@ __device__ __forceinline__ void warp_scan2(int& a, int& b) {
     }
 }
 
+// A float's bits as an unsigned key in the same order: a larger float has a larger key; -0 sorts
+// below +0, as Rust's total_cmp (the host's order).
+__device__ __forceinline__ uint32_t order_key(float x) {
+    const uint32_t b = __float_as_uint(x);
+    return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+}
+
 // Sum over the whole block; every thread gets the result. `scratch` holds >= 32 floats.
 __device__ __forceinline__ float block_sum(float v, float* scratch) {
     int lane = threadIdx.x % WARP, w = threadIdx.x / WARP, nw = (blockDim.x + WARP - 1) / WARP;

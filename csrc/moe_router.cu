@@ -44,13 +44,6 @@ __device__ __forceinline__ void pick_and_write(const float* sc, const float* bk,
     }
 }
 
-// The bits of a float as an unsigned int in the same order (sign flipped for positives, all bits
-// for negatives); -0 is taken as +0 first, so equal floats give equal keys.
-__device__ __forceinline__ unsigned order_key(float v) {
-    const unsigned u = __float_as_uint(v + 0.f);
-    return (u & 0x80000000u) ? ~u : u | 0x80000000u;
-}
-
 // moe_router_select: one warp per token, ROUTER_SELECT_WARPS tokens a CTA, from the fp32 logits
 // (cuBLAS, h W^T): sigmoid, + bias, group score = sum of the two largest biased scores, topk_group
 // groups (ties to the lower group), then topk rounds of a warp argmax over the kept experts
@@ -117,7 +110,8 @@ extern "C" __global__ void __launch_bounds__(ROUTER_SELECT_WARPS * WARP) moe_rou
         }
         // The warp's largest score, then the lowest index among the lanes holding it: two
         // reductions in hardware where a shuffle argmax waits on five dependent steps.
-        const unsigned key = best > -INFINITY ? order_key(best) : 0u;
+        // (+ 0.f: -0 as +0, so equal floats give equal keys, as the comparisons above see them.)
+        const unsigned key = best > -INFINITY ? order_key(best + 0.f) : 0u;
         const unsigned top = __reduce_max_sync(0xffffffffu, key);
         bi = (int)__reduce_min_sync(0xffffffffu, key == top ? (unsigned)bi : 0xffffffffu);
         const float s = sc[bi];

@@ -16,12 +16,6 @@
 
 #define FULL_MASK 0xffffffffu
 
-// A larger float has a larger key; -0 sorts below +0, as Rust's total_cmp (the host's order).
-__device__ __forceinline__ uint32_t order_key(float x) {
-    const uint32_t b = __float_as_uint(x);
-    return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
-}
-
 __device__ __forceinline__ float key_value(uint32_t k) { return __uint_as_float((k & 0x80000000u) ? (k & 0x7fffffffu) : ~k); }
 
 // The tokens of key > key, and those of key == key with id <= id_cut.

@@ -85,7 +85,6 @@ pub struct Common {
     /// the routed experts' launches before it runs as its own cuBLAS GEMMs. For measuring it.
     #[arg(long)]
     pub shared_expert_items: Option<usize>,
-
     /// CUDA: `--disable-cuda-graph` (to measure what graphs save), `--cuda-graph-max-bs N`.
     #[command(flatten)]
     pub graphs: crate::runtime::GraphFlags,

@@ -74,10 +74,7 @@ impl CudaBackend {
     }
 
     pub(super) fn upload<T: cudarc::driver::DeviceRepr>(&self, v: &[T], what: &str) -> Result<CudaSlice<T>> {
-        if v.is_empty() {
-            return self.k.alloc::<T>(1, what);
-        }
-        self.k.stream.clone_htod(v).map_err(|e| CudaError::upload(what, std::mem::size_of_val(v), e))
+        self.k.upload(v, what)
     }
 
     pub(super) fn download<T: cudarc::driver::DeviceRepr>(&self, s: &CudaSlice<T>, what: &str) -> Result<Vec<T>> {

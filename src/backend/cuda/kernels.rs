@@ -319,6 +319,14 @@ impl Kernels {
         Ok(n)
     }
 
+    /// A copy of `v` on the device (one element, uninitialised, for an empty `v`).
+    pub fn upload<T: DeviceRepr>(&self, v: &[T], what: &str) -> Result<CudaSlice<T>> {
+        if v.is_empty() {
+            return self.alloc::<T>(1, what);
+        }
+        self.stream.clone_htod(v).map_err(|e| CudaError::upload(what, std::mem::size_of_val(v), e))
+    }
+
     /// Uninitialised device memory; an out-of-memory is an error naming what was being allocated.
     pub fn alloc<T: DeviceRepr>(&self, n: usize, what: &str) -> Result<CudaSlice<T>> {
         // SAFETY: every buffer from here is written by a kernel or a copy before it is read

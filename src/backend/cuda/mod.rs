@@ -242,11 +242,7 @@ impl CudaBackend {
         let k = Kernels::new(&ctx, opts.profile_kernels)?;
         let w = make(&k, &whole).context("putting the weights on the GPU")?;
         k.sync("weight upload")?;
-        let table = attention::rope_table(&cfg);
-        let rope_table = match table.is_empty() {
-            true => k.alloc::<f32>(1, "the rope table")?,
-            false => k.stream.clone_htod(&table).map_err(|e| CudaError::upload("the rope table", table.len() * 4, e))?,
-        };
+        let rope_table = k.upload(&attention::rope_table(&cfg), "the rope table")?;
         let (free, _total) = ctx.mem_get_info().map_err(CudaError::driver(|| "cuMemGetInfo".into()))?;
         let page_bytes = opts.page_size * cfg.num_hidden_layers * 2 * cfg.num_key_value_heads * cfg.head_dim() * 2;
         let mut budget = (free as f64 * opts.mem_fraction_static as f64) as usize;
