@@ -33,6 +33,7 @@
 #include "common.cuh"
 #include "cp_async.cuh"
 #include "stream.cuh"
+#include "wgmma.cuh"
 
 // ---- mma.sync m16n8k16 (bf16 in, fp32 accumulate) and ldmatrix -----------------------------
 // Fragment layouts (PTX ISA, "Matrix Fragments for mma.m16n8k16"), g = lane / 4, t = lane % 4;
@@ -94,14 +95,14 @@ __device__ __forceinline__ void att_pages(const AttnParams& p, const int32_t* pt
     }
 }
 
-// Issue the cp.async copies of keys [kbase, kbase + KC) of KV head kh into a stage (K rows,
-// then V rows, [KC][LD] each), their pages in `pg`. Keys at or past kend, and columns at or
-// past d, are zero-filled: 0 * V must stay 0 in P.V, and a zero column adds nothing to Q K^T.
-template <int D>
-__device__ __forceinline__ void att_load_chunk(const AttnParams& p, const int (&pg)[AttCopy<D>::ROWS], int kh, int kbase, int kend, bf16* ks) {
-    constexpr int LD = D + ATT_PAD, KC = att_kc(D);
+// Issue the cp.async copies of keys [kbase, kbase + KC) of KV head kh into a stage's K and V
+// tiles, row j's 16-byte chunk c8 (columns 8 c8..) at byte offset at(j, c8) of each, their
+// pages in `pg`. Keys at or past kend, and columns at or past d, are zero-filled: 0 * V must
+// stay 0 in P.V, and a zero column adds nothing to Q K^T.
+template <int D, class At>
+__device__ __forceinline__ void att_load_chunk(const AttnParams& p, const int (&pg)[AttCopy<D>::ROWS], int kh, int kbase, int kend,
+                                               unsigned char* ks, unsigned char* vs, At at) {
     using C = AttCopy<D>;
-    bf16* vs = ks + KC * LD;
     const int c = (threadIdx.x % C::PER_ROW) * 8, ps = p.kv.page_size;
     const size_t row_elems = (size_t)p.nkv * p.d;  // one position's K (or V) of all KV heads
 #pragma unroll
@@ -111,10 +112,13 @@ __device__ __forceinline__ void att_load_chunk(const AttnParams& p, const int (&
         // kv_offset (common.cuh) with the page looked up ahead: [page][layer][k|v][slot][nkv][d].
         const size_t k_off = ((((size_t)pg[i] * p.kv.num_layers + p.kv.layer) * 2) * ps + pos % ps) * row_elems + (size_t)kh * p.d + c;
         const bf16* src = valid ? p.kv.pool + k_off : p.kv.pool;
-        cp_async16(ks + j * LD + c, src, valid);
-        cp_async16(vs + j * LD + c, valid ? src + ps * row_elems : src, valid);  // V: page_size positions on
+        cp_async16(ks + at(j, c / 8), src, valid);
+        cp_async16(vs + at(j, c / 8), valid ? src + ps * row_elems : src, valid);  // V: page_size positions on
     }
 }
+// The mma.sync path's layout: rows of D + ATT_PAD bf16.
+template <int D>
+__device__ __forceinline__ int att_padded_at(int j, int c8) { return (j * (D + ATT_PAD) + c8 * 8) * 2; }
 
 template <int D>
 __device__ __forceinline__ void block_attention_body(const AttnParams& p) {
@@ -164,7 +168,10 @@ __device__ __forceinline__ void block_attention_body(const AttnParams& p) {
     for (int s = 0; s < ATT_STAGES - 1; s++) {
         if (s < nchunks) {
             att_pages<D>(p, pt, k0 + s * KC, k1, pg);
-            att_load_chunk<D>(p, pg, kh, k0 + s * KC, k1, kvs + s * STAGE);
+            {
+                bf16* ks = kvs + s * STAGE;
+                att_load_chunk<D>(p, pg, kh, k0 + s * KC, k1, (unsigned char*)ks, (unsigned char*)(ks + KC * LD), att_padded_at<D>);
+            }
         }
         cp_async_commit();
     }
@@ -206,7 +213,8 @@ __device__ __forceinline__ void block_attention_body(const AttnParams& p) {
         {
             const int nx = ch + ATT_STAGES - 1;
             if (nx < nchunks) {
-                att_load_chunk<D>(p, pg, kh, k0 + nx * KC, k1, kvs + (nx % ATT_STAGES) * STAGE);
+                bf16* ks = kvs + (nx % ATT_STAGES) * STAGE;
+                att_load_chunk<D>(p, pg, kh, k0 + nx * KC, k1, (unsigned char*)ks, (unsigned char*)(ks + KC * LD), att_padded_at<D>);
                 att_pages<D>(p, pt, k0 + (nx + 1) * KC, k1, pg);  // used next iteration
             }
             cp_async_commit();
@@ -314,13 +322,210 @@ __device__ __forceinline__ void block_attention_body(const AttnParams& p) {
     }
 }
 
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+// ---- head dim 128 on Hopper: the same tiles and softmax, the products on wgmma ----------------
+// FlashAttention-2 on mma.sync above has every warp load its own fragments of each K/V chunk:
+// eight warps read a chunk from shared memory eight times, which bounds the kernel there. Here
+// each warpgroup (4 warps, 64 query rows of the tile) multiplies with wgmma, whose operands in
+// shared memory are read once for all 64 rows:
+//   S (64 x KC) = Q K^T    m64n64k16, Q and K K-major (the head dim contiguous) from shared memory;
+//   O (64 x 128) += P V    m64n128k16, P from registers (S's accumulators, rounded to bf16: the
+//                          C layout of two n8 tiles is the register A layout of one k16 step,
+//                          as for mma.sync), V MN-major (V's rows are keys, the head dim contiguous).
+// The accumulators' layout per warp is mma.sync's (rows 16w + g, + 8; columns 8j + 2t, + 1), so
+// the online softmax and the epilogue are the code above's. Q, K and V sit in 128-byte-swizzled
+// panels of 64 columns ([rows][64] bf16, 1024-byte atoms of 8 rows), the layout wgmma reads; the
+// copies land through the generic proxy, so each stage is fenced to the async proxy before the
+// barrier that hands it over, and a step's wgmmas are waited for before the next barrier (which
+// lets its stage be refilled).
+
+// Byte offset of 16-byte chunk c8 (columns 8 c8..) of row r in a tile of `rows` rows kept as
+// swizzled panels of 64 columns.
+template <int ROWS>
+__device__ __forceinline__ int att_swizzled_at(int r, int c8) { return (c8 / 8) * ROWS * 128 + sw128_offset(r, c8 % 8); }
+
+__device__ __forceinline__ void block_attention_wgmma(const AttnParams& p) {
+    constexpr int D = 128, KC = ATT_KC, NT = D / 8, KT = KC / 8;
+    constexpr int Q_PANEL = ATT_ROWS * 128, KV_PANEL = KC * 128;  // bytes of one 64-column panel
+    constexpr int KV_BYTES = KC * D * 2, STAGE = 2 * KV_BYTES;
+    static_assert(ATT_THREADS == 2 * 128 && ATT_ROWS == 128 && KC == 64, "two warpgroups of 64 rows; S is m64n64");
+
+    extern __shared__ __align__(128) unsigned char att_smem[];
+    // Panels start 1024-byte aligned (the swizzle atom): the host's size leaves the slack.
+    unsigned char* qs = att_smem + ((1024 - ((uint32_t)__cvta_generic_to_shared(att_smem) & 1023)) & 1023);
+    unsigned char* kvs = qs + 2 * Q_PANEL;
+
+    const int tile = blockIdx.x, kh = blockIdx.y, split = blockIdx.z;
+    const int tid = threadIdx.x, lane = tid % WARP, wg = tid / 128, w = (tid / WARP) % 4;
+    const int d = p.d, group = p.nh / p.nkv;
+    const int t0 = p.tiles[2 * tile], nt = p.tiles[2 * tile + 1];
+    const int rows = nt * group;
+    const int32_t* pt = p.kv.page_table + p.kv.tok_pt[t0];
+
+    int kmax = 0;
+    for (int i = lane; i < nt; i += WARP) kmax = max(kmax, p.tok_limit[t0 + i]);
+    kmax = __reduce_max_sync(0xffffffffu, kmax);
+    const int split_keys = *p.split_keys;
+    const int k0 = split * split_keys, k1 = min(kmax, k0 + split_keys);
+    if (k0 >= k1) return;  // uniform over the CTA
+    const int nchunks = (k1 - k0 + KC - 1) / KC;
+
+    for (int i = tid; i < ATT_ROWS * (D / 8); i += ATT_THREADS) {
+        const int r = i / (D / 8), c8 = i % (D / 8);
+        const bool valid = r < rows && c8 * 8 < d;
+        const bf16* src = valid ? p.q + ((size_t)(t0 + r / group) * p.nh + kh * group + r % group) * d + c8 * 8 : p.q;
+        cp_async16(qs + att_swizzled_at<ATT_ROWS>(r, c8), src, valid);
+    }
+    cp_async_commit();
+    int pg[AttCopy<D>::ROWS];
+#pragma unroll
+    for (int s = 0; s < ATT_STAGES - 1; s++) {
+        if (s < nchunks) {
+            att_pages<D>(p, pt, k0 + s * KC, k1, pg);
+            unsigned char* ks = kvs + s * STAGE;
+            att_load_chunk<D>(p, pg, kh, k0 + s * KC, k1, ks, ks + KV_BYTES, att_swizzled_at<KC>);
+        }
+        cp_async_commit();
+    }
+    att_pages<D>(p, pt, k0 + (ATT_STAGES - 1) * KC, k1, pg);
+
+    // This warpgroup's rows 64 wg..; a warpgroup with none of the tile's rows skips the products
+    // (uniform over it, as wgmma needs) but keeps to the barriers.
+    const bool live = wg * 64 < rows;
+    const int g = lane / 4, tq = lane % 4;
+    const int r0 = wg * 64 + w * 16;
+    int lim[2];
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        const int r = r0 + g + 8 * h;
+        lim[h] = r < rows ? min(p.tok_limit[t0 + r / group], k1) : 0;
+    }
+    const float sl2 = p.scale * 1.4426950408889634f;
+    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+    float o[4 * NT];
+#pragma unroll
+    for (int i = 0; i < 4 * NT; i++) o[i] = 0.f;
+
+    for (int ch = 0; ch < nchunks; ch++) {
+        cp_async_wait<ATT_STAGES - 2>();
+        fence_proxy_async();
+        __syncthreads();  // chunk ch (and Q) visible to every wgmma; the stage of chunk ch - 1 is free
+        {
+            const int nx = ch + ATT_STAGES - 1;
+            if (nx < nchunks) {
+                unsigned char* ks = kvs + (nx % ATT_STAGES) * STAGE;
+                att_load_chunk<D>(p, pg, kh, k0 + nx * KC, k1, ks, ks + KV_BYTES, att_swizzled_at<KC>);
+                att_pages<D>(p, pt, k0 + (nx + 1) * KC, k1, pg);
+            }
+            cp_async_commit();
+        }
+        if (!live) continue;
+        const unsigned char* ks = kvs + (ch % ATT_STAGES) * STAGE;
+        const unsigned char* vs = ks + KV_BYTES;
+        const int kbase = k0 + ch * KC;
+
+        // S = Q K^T over the head dim's 8 k16 steps: step kk is panel kk / 4, 32 bytes a step
+        // into its swizzled rows (2 in descriptor units).
+        float s[4 * KT];
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < D / 16; kk++) {
+            const uint64_t da = sw128_desc(qs + (kk / 4) * Q_PANEL + wg * 64 * 128) + 2 * (kk % 4);
+            const uint64_t db = sw128_desc(ks + (kk / 4) * KV_PANEL) + 2 * (kk % 4);
+            wgmma_m64n64k16_bf16(s, da, db, kk > 0);
+        }
+        wgmma_commit();
+        wgmma_wait<0>();
+
+        // Online softmax, as in block_attention_body (s[4n + e] is its s[n][e]).
+        float mx[2] = {m[0], m[1]};
+#pragma unroll
+        for (int n = 0; n < KT; n++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int h = e / 2, key = kbase + n * 8 + 2 * tq + e % 2;
+                s[4 * n + e] = key < lim[h] ? s[4 * n + e] * sl2 : -INFINITY;
+                mx[h] = fmaxf(mx[h], s[4 * n + e]);
+            }
+        float ref[2];
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
+            mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
+            ref[h] = mx[h] == -INFINITY ? 0.f : mx[h];
+            const float corr = exp2_approx(m[h] - ref[h]);
+            m[h] = mx[h];
+            l[h] *= corr;
+#pragma unroll
+            for (int n = 0; n < NT; n++) {
+                o[4 * n + 2 * h] *= corr;
+                o[4 * n + 2 * h + 1] *= corr;
+            }
+        }
+        // P as the A fragments of the KC / 16 k16 steps of P V.
+        uint32_t pa[KC / 16][4];
+#pragma unroll
+        for (int j = 0; j < KC / 16; j++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                const float* sn = s + 4 * (2 * j + i / 2);
+                const int h = i % 2;
+                pa[j][i] = pack_bf16(exp2_approx(sn[2 * h] - ref[h]), exp2_approx(sn[2 * h + 1] - ref[h]), l[h]);
+            }
+        // O += P V: k16 step j is keys 16j.. (two atoms of 8 key rows, 2048 bytes into each
+        // panel); the head dim's two 64-column panels are KV_PANEL bytes apart.
+        wgmma_fence();
+#pragma unroll
+        for (int j = 0; j < KC / 16; j++) wgmma_m64n128k16_bf16_rs_tb(o, pa[j], sw128_desc_mn(vs + j * 16 * 128, KV_PANEL));
+        wgmma_commit();
+        wgmma_wait<0>();
+    }
+    cp_async_wait<0>();
+
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        l[h] += __shfl_xor_sync(0xffffffffu, l[h], 1);
+        l[h] += __shfl_xor_sync(0xffffffffu, l[h], 2);
+        const int r = r0 + g + 8 * h;
+        if (r >= rows || l[h] == 0.f) continue;
+        const size_t row = (size_t)(t0 + r / group) * p.nh + kh * group + r % group;
+        if (p.num_splits == 1) {
+            const float inv = 1.f / l[h];
+            bf16* dst = p.out + row * d + 2 * tq;
+#pragma unroll
+            for (int n = 0; n < NT; n++)
+                if (n * 8 < d) *reinterpret_cast<__nv_bfloat162*>(dst + n * 8) = __floats2bfloat162_rn(o[4 * n + 2 * h] * inv, o[4 * n + 2 * h + 1] * inv);
+        } else {
+            const size_t prow = (size_t)split * p.tokens * p.nh + row;
+            float* dst = p.part_acc + prow * d + 2 * tq;
+#pragma unroll
+            for (int n = 0; n < NT; n++)
+                if (n * 8 < d) *reinterpret_cast<float2*>(dst + n * 8) = make_float2(o[4 * n + 2 * h], o[4 * n + 2 * h + 1]);
+            if (tq == 0) *reinterpret_cast<float2*>(p.part_ml + prow * 2) = make_float2(m[h], l[h]);
+        }
+    }
+}
+#endif
+
 // head_dim <= 64.
 extern "C" __global__ void __launch_bounds__(ATT_THREADS, ATT_CTAS_PER_SM) block_attention_d64(const AttnParams p) {
     block_attention_body<64>(p);
 }
 // 64 < head_dim <= 128 (mini, flash).
-extern "C" __global__ void __launch_bounds__(ATT_THREADS, ATT_CTAS_PER_SM) block_attention(const AttnParams p) {
+// On sm_90a the wgmma path's registers let ATT_WGMMA_CTAS_PER_SM CTAs share an SM (the host
+// sizes its key splits by it: attention.rs att_kernel).
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define ATT_D128_CTAS_PER_SM ATT_WGMMA_CTAS_PER_SM
+#else
+#define ATT_D128_CTAS_PER_SM ATT_CTAS_PER_SM
+#endif
+extern "C" __global__ void __launch_bounds__(ATT_THREADS, ATT_D128_CTAS_PER_SM) block_attention(const AttnParams p) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    block_attention_wgmma(p);
+#else
     block_attention_body<128>(p);
+#endif
 }
 // 128 < head_dim <= 256.
 extern "C" __global__ void __launch_bounds__(ATT_THREADS, ATT_CTAS_PER_SM) block_attention_d256(const AttnParams p) {
