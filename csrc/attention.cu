@@ -380,7 +380,7 @@ __device__ __forceinline__ void block_attention_wgmma(const AttnParams& p) {
     cp_async_commit();
     int pg[AttCopy<D>::ROWS];
 #pragma unroll
-    for (int s = 0; s < ATT_STAGES - 1; s++) {
+    for (int s = 0; s < ATT_WGMMA_STAGES - 1; s++) {
         if (s < nchunks) {
             att_pages<D>(p, pt, k0 + s * KC, k1, pg);
             unsigned char* ks = kvs + s * STAGE;
@@ -388,7 +388,7 @@ __device__ __forceinline__ void block_attention_wgmma(const AttnParams& p) {
         }
         cp_async_commit();
     }
-    att_pages<D>(p, pt, k0 + (ATT_STAGES - 1) * KC, k1, pg);
+    att_pages<D>(p, pt, k0 + (ATT_WGMMA_STAGES - 1) * KC, k1, pg);
 
     // This warpgroup's rows 64 wg..; a warpgroup with none of the tile's rows skips the products
     // (uniform over it, as wgmma needs) but keeps to the barriers.
@@ -408,20 +408,20 @@ __device__ __forceinline__ void block_attention_wgmma(const AttnParams& p) {
     for (int i = 0; i < 4 * NT; i++) o[i] = 0.f;
 
     for (int ch = 0; ch < nchunks; ch++) {
-        cp_async_wait<ATT_STAGES - 2>();
+        cp_async_wait<ATT_WGMMA_STAGES - 2>();
         fence_proxy_async();
         __syncthreads();  // chunk ch (and Q) visible to every wgmma; the stage of chunk ch - 1 is free
         {
-            const int nx = ch + ATT_STAGES - 1;
+            const int nx = ch + ATT_WGMMA_STAGES - 1;
             if (nx < nchunks) {
-                unsigned char* ks = kvs + (nx % ATT_STAGES) * STAGE;
+                unsigned char* ks = kvs + (nx % ATT_WGMMA_STAGES) * STAGE;
                 att_load_chunk<D>(p, pg, kh, k0 + nx * KC, k1, ks, ks + KV_BYTES, att_swizzled_at<KC>);
                 att_pages<D>(p, pt, k0 + (nx + 1) * KC, k1, pg);
             }
             cp_async_commit();
         }
         if (!live) continue;
-        const unsigned char* ks = kvs + (ch % ATT_STAGES) * STAGE;
+        const unsigned char* ks = kvs + (ch % ATT_WGMMA_STAGES) * STAGE;
         const unsigned char* vs = ks + KV_BYTES;
         const int kbase = k0 + ch * KC;
 
@@ -513,8 +513,8 @@ extern "C" __global__ void __launch_bounds__(ATT_THREADS, ATT_CTAS_PER_SM) block
     block_attention_body<64>(p);
 }
 // 64 < head_dim <= 128 (mini, flash).
-// On sm_90a the wgmma path's registers let ATT_WGMMA_CTAS_PER_SM CTAs share an SM (the host
-// sizes its key splits by it: attention.rs att_kernel).
+// On sm_90a the wgmma path's registers let ATT_WGMMA_CTAS_PER_SM CTAs share an SM (a batch-64
+// step's 256 tiles run in one wave; the host's split rule still counts an SM once).
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define ATT_D128_CTAS_PER_SM ATT_WGMMA_CTAS_PER_SM
 #else

@@ -37,7 +37,8 @@ typedef __nv_bfloat16 bf16;
 #define ATT_KC_WIDE 32
 #define ATT_STAGES 2
 #define ATT_CTAS_PER_SM 1  // __launch_bounds__ of the three kernels; the host sizes key splits by it
-#define ATT_WGMMA_CTAS_PER_SM 2  // block_attention on sm_90a (wgmma, head dim 128): ~124 registers, ~97 KB
+#define ATT_WGMMA_STAGES 2  // block_attention on sm_90a: its own cp.async stages (att_wgmma_smem)
+#define ATT_WGMMA_CTAS_PER_SM 2  // block_attention on sm_90a (wgmma, head dim 128): ~124 registers, ~97 KB; the split rule still counts an SM once
 #define ATT_PAD 8
 
 // moe_gemm.cu: BN output columns per CTA, BK of k per stage, rows padded to spread banks;
@@ -137,13 +138,9 @@ constexpr DLLM_HD AttSmem att_smem_layout(int d) {
 }
 // What the three kernels are launched with.
 static constexpr uint32_t ATT_SMEM_D64 = att_smem_layout(64).total;
-static constexpr uint32_t ATT_SMEM_D128 = att_smem_layout(128).total;
+constexpr DLLM_HD int att_wgmma_smem() { return 1024 + ATT_ROWS * 128 * 2 + ATT_WGMMA_STAGES * 2 * ATT_KC * 128 * 2; }
+static constexpr uint32_t ATT_SMEM_D128 = att_smem_layout(128).total > att_wgmma_smem() ? att_smem_layout(128).total : att_wgmma_smem();
 static constexpr uint32_t ATT_SMEM_D256 = att_smem_layout(256).total;
-// block_attention's wgmma path (head dim 128, sm_90a) within ATT_SMEM_D128: Q and each stage's
-// K and V as swizzled bf16 panels of 64 columns, unpadded, 1 KB of slack for their 1024-byte
-// alignment.
-static_assert(1024 + ATT_ROWS * 128 * 2 + ATT_STAGES * 2 * ATT_KC * 128 * 2 <= ATT_SMEM_D128,
-              "block_attention's wgmma layout must fit the shared memory it is launched with");
 static_assert(ATT_WGMMA_CTAS_PER_SM * (ATT_SMEM_D128 + 1024) <= 228 * 1024, "block_attention's wgmma CTAs must share an SM");
 // ATT_CTAS_PER_SM of the largest fit in an sm_90 SM's 228 KB (1 KB of it reserved a CTA).
 static_assert(ATT_CTAS_PER_SM * (ATT_SMEM_D128 + 1024) <= 228 * 1024 && ATT_CTAS_PER_SM * (ATT_SMEM_D256 + 1024) <= 228 * 1024,

@@ -96,16 +96,6 @@ fn att_kernel(d: usize) -> (usize, u32, Kernel) {
     }
 }
 
-/// CTAs of the head_dim `d` instance an SM holds (its `__launch_bounds__`): two for head dim 128
-/// on Hopper (the wgmma path's registers), else one.
-fn att_ctas_per_sm(d: usize, wgmma: bool) -> usize {
-    if wgmma && (65..=128).contains(&d) {
-        ATT_WGMMA_CTAS_PER_SM
-    } else {
-        ATT_CTAS_PER_SM
-    }
-}
-
 /// The fixed cost of a CTA (Q load, first stage's latency, partial write) in chunk times, and
 /// the fewest chunks a split covers (a split's partial O costs about what a chunk of K and V
 /// does, once written and once read by the combine).
@@ -113,7 +103,7 @@ const ATT_CTA_COST_CHUNKS: usize = 2;
 const ATT_MIN_SPLIT_CHUNKS: usize = 2;
 
 /// How many key splits: the count minimising waves x (chunks a split + fixed cost), where a
-/// wave is `slots` CTAs (SMs x att_ctas_per_sm), at least ATT_MIN_SPLIT_CHUNKS chunks a split
+/// wave is `slots` CTAs (SMs x ATT_CTAS_PER_SM), at least ATT_MIN_SPLIT_CHUNKS chunks a split
 /// (ties: fewer splits). Batch 1 at 1056 keys (4 CTAs a split, 17 chunks): 9 splits of 2
 /// chunks; batch 16 (64 CTAs): 2; batch 64 (256): 1, no combine. The forward asks it for the
 /// chunk count rounded up to a power of two (see [`split_rule`]).
@@ -217,7 +207,9 @@ impl CudaBackend {
         let max_limit = tok_limit.iter().copied().max().unwrap_or(0) as usize;
         let num_tiles = tiles.len() / 2;
         let (kc, _, _) = att_kernel(c.head_dim());
-        let slots = self.sm_count * att_ctas_per_sm(c.head_dim(), self.wgmma);
+        // A wave counts an SM once even where it holds two CTAs (the wgmma path): they share its
+        // tensor cores and bandwidth, and more splits only add partial rows to combine.
+        let slots = self.sm_count * ATT_CTAS_PER_SM;
         let (splits, split_keys) = split_rule(num_tiles * c.num_key_value_heads, max_limit, kc, slots);
         let shape =
             StepShape { tokens: t, out_rows: out_rows.len(), tiles: num_tiles, splits, page_room: page_table.len().next_power_of_two() };
