@@ -438,21 +438,28 @@ __device__ __forceinline__ void block_attention_wgmma(const AttnParams& p) {
         wgmma_commit();
         wgmma_wait<0>();
 
-        // Online softmax, as in block_attention_body (s[4n + e] is its s[n][e]).
-        float mx[2] = {m[0], m[1]};
+        // Online softmax, as in block_attention_body (s[4n + e] is its s[n][e]), with the scores
+        // left unscaled: the max of the raw scores times sl2 (> 0) is the max of the scaled ones,
+        // and P = 2^(s sl2 - ref) is one fma into the exp. Only a chunk that reaches past one of
+        // the lane's two rows' limits (the split's last, or a prefill tile's diagonal) is masked.
+        if (kbase + KC > min(lim[0], lim[1])) {
+#pragma unroll
+            for (int n = 0; n < KT; n++)
+#pragma unroll
+                for (int e = 0; e < 4; e++)
+                    if (kbase + n * 8 + 2 * tq + e % 2 >= lim[e / 2]) s[4 * n + e] = -INFINITY;
+        }
+        float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
         for (int n = 0; n < KT; n++)
 #pragma unroll
-            for (int e = 0; e < 4; e++) {
-                const int h = e / 2, key = kbase + n * 8 + 2 * tq + e % 2;
-                s[4 * n + e] = key < lim[h] ? s[4 * n + e] * sl2 : -INFINITY;
-                mx[h] = fmaxf(mx[h], s[4 * n + e]);
-            }
+            for (int e = 0; e < 4; e++) mx[e / 2] = fmaxf(mx[e / 2], s[4 * n + e]);
         float ref[2];
 #pragma unroll
         for (int h = 0; h < 2; h++) {
             mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
             mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
+            mx[h] = fmaxf(m[h], mx[h] * sl2);  // log2 units, with the running max
             ref[h] = mx[h] == -INFINITY ? 0.f : mx[h];
             const float corr = exp2_approx(m[h] - ref[h]);
             m[h] = mx[h];
@@ -471,7 +478,7 @@ __device__ __forceinline__ void block_attention_wgmma(const AttnParams& p) {
             for (int i = 0; i < 4; i++) {
                 const float* sn = s + 4 * (2 * j + i / 2);
                 const int h = i % 2;
-                pa[j][i] = pack_bf16(exp2_approx(sn[2 * h] - ref[h]), exp2_approx(sn[2 * h + 1] - ref[h]), l[h]);
+                pa[j][i] = pack_bf16(exp2_approx(fmaf(sn[2 * h], sl2, -ref[h])), exp2_approx(fmaf(sn[2 * h + 1], sl2, -ref[h])), l[h]);
             }
         // O += P V: k16 step j is keys 16j.. (two atoms of 8 key rows, 2048 bytes into each
         // panel); the head dim's two 64-column panels are KV_PANEL bytes apart.
