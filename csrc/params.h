@@ -495,13 +495,20 @@ struct SpinParams {
 
 // ---- sampler.cu ------------------------------------------------------------------------------
 
-// One CTA of SAMPLE_THREADS a row. The bars are found by radix select over the logits' 32-bit
-// order keys in three digit passes of SAMPLE_DIGIT0 + 2 x SAMPLE_DIGIT bits (the wide first
-// digit spreads logits that share a sign and exponent over more bins, so fewer shared-memory
-// atomics collide). The draw cuts the row into SAMPLE_THREADS segments of a multiple of WARP
-// tokens, so a warp's loads stay coalesced while the segments keep token-id order.
-#define SAMPLE_THREADS 512
-#define SAMPLE_UNROLL 8  // logits loads in flight a thread (as PICK_UNROLL)
+// A thread block cluster of SAMPLE_CLUSTER CTAs of SAMPLE_THREADS a row, CTA r reading slice r
+// of the row (8, the portable maximum: a 157k row is then 19.6k tokens a CTA, about 77 a thread
+// a pass, and at large batch 8 times fewer rows are in flight, so that they stay in L2 across the
+// passes). The bars are found by radix select over the logits' 32-bit order keys in three digit
+// passes of SAMPLE_DIGIT0 + 2 x SAMPLE_DIGIT bits (the wide first digit spreads logits that share
+// a sign and exponent over more bins, so fewer shared-memory atomics collide). The draw cuts each
+// slice into SAMPLE_THREADS segments of a multiple of WARP tokens, so a warp's loads stay
+// coalesced while the segments keep token-id order.
+#define SAMPLE_CLUSTER 8
+#define SAMPLE_THREADS 256
+#define SAMPLE_UNROLL 16  // logits loads in flight a thread (a slice gives a thread few rounds)
+// CTAs a SM the registers are capped for: 3 (80 registers, no spills) keeps 48 KB of loads in
+// flight a SM, and the rows in flight (132 x 3 / 8 of 629 KB) within the L2.
+#define SAMPLE_CTAS 3
 #define SAMPLE_DIGIT0 12
 #define SAMPLE_DIGIT 10
 static_assert(SAMPLE_DIGIT0 + 2 * SAMPLE_DIGIT == 32, "three digits cover a 32-bit key");
@@ -515,9 +522,9 @@ struct RowSampling {
     float u;            // uniform in [0, 1): the inverse-CDF draw in token-id order
 };
 
-// sampler.cu, sample_rows: decode::sample::sample_row_u on the device, one CTA per row of
-// logits [rows][vocab] f32; per row the drawn token and its probability in the kept,
-// renormalised distribution.
+// sampler.cu, sample_rows: decode::sample::sample_row_u on the device, one cluster of
+// SAMPLE_CLUSTER CTAs per row of logits [rows][vocab] f32 (a grid of rows * SAMPLE_CLUSTER);
+// per row the drawn token and its probability in the kept, renormalised distribution.
 struct SampleParams {
     DEV_PTR(const float) logits;
     DEV_PTR(const RowSampling) sampling;  // [rows]

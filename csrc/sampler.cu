@@ -1,5 +1,13 @@
 // The sampled pick: decode::sample::sample_row_u on the device (its CPU twin), so that sampled
-// decoding never copies logits rows to the host. One CTA per row.
+// decoding never copies logits rows to the host. One thread block cluster of SAMPLE_CLUSTER CTAs
+// per row (HOPPER_ONLY: clusters are sm_90).
+//
+// Why a cluster: a row (157k f32, 629 KB) is read about five times. With one CTA a row, a batch-1
+// step's 32 rows ran on 32 of 132 SMs (latency-bound), and at 2048 rows the rows in flight
+// outgrew the 50 MB L2, so that every pass read DRAM. A cluster spreads a row over as many SMs,
+// and at large batch SAMPLE_CLUSTER times fewer rows are in flight: a row stays in L2 across its
+// passes and only the first reads DRAM. CTA r of the cluster (its rank) reads slice r of the row:
+// contiguous, a multiple of WARP tokens, in token-id order (the last slices shorter or empty).
 //
 // The kept set is a prefix of the row in logit order (larger first, ties: lower id first), so
 // each filter is a bar in that order: a logit (as its 32-bit order key) and, among the tokens of
@@ -9,10 +17,22 @@
 //   3      the top-p bar: radix select by mass among the top-k tokens; the first pass's total is
 //          their mass z and the target top_p * z (when top_p < 1);
 //   (+1)   rarely, a bar that falls among tied logits cuts them in id order;
-//   1      the draw: each segment's mass of kept tokens, a block scan, and one warp walking the
-//          segment where u times the kept mass falls (the inverse CDF in token-id order).
+//   1      the draw: each segment's mass of kept tokens, scans over the segments and the slices,
+//          and one warp walking the segment where u times the kept mass falls (the inverse CDF
+//          in token-id order).
 // min-p needs no pass: its bar is a weight, tested wherever a weight is computed.
+//
+// Every reduction is the cluster's: each CTA reduces its slice, publishes the partial in its own
+// shared memory, a cluster barrier (release / acquire), and every CTA reads all the partials
+// through distributed shared memory and combines them in rank order. So every CTA computes the
+// same bits and takes the same branches (it must: a cluster barrier waits for every thread of
+// the cluster). A published value is rewritten only after a later cluster barrier that every
+// reader reaches after its read, and a CTA leaves only after a last barrier: a peer may be
+// reading its shared memory until then.
 #include "common.cuh"
+#include <cooperative_groups.h>
+
+namespace cg = cooperative_groups;
 
 #define FULL_MASK 0xffffffffu
 
@@ -27,16 +47,36 @@ __device__ __forceinline__ bool within(const Bar& b, uint32_t key, int i) { retu
 // Every token (every key is >= 0).
 __device__ __forceinline__ Bar no_bar() { return Bar{0u, 0x7fffffff}; }
 
+// The tokens [begin, end) of the row that this CTA reads.
+struct Slice {
+    int begin, end;
+};
+
 struct SampleSmem {
-    float hist[1 << SAMPLE_DIGIT0];   // one radix pass's quantity per bin
+    // Radix select, one histogram and one set of group sums per pass, read by the whole cluster:
+    // a pass never clears what a peer may still be reading of the pass before (radix_select).
+    float hist0[1 << SAMPLE_DIGIT0];   // the first pass's quantity per bin, this slice
+    float hist1[1 << SAMPLE_DIGIT];
+    float hist2[1 << SAMPLE_DIGIT];
     unsigned ties[1 << SAMPLE_DIGIT];  // the last pass's token count per bin (a bar among ties)
+    float group[3][SAMPLE_THREADS];    // each pass: thread t's bins summed over this slice
     float seg[SAMPLE_THREADS];         // the draw: each segment's quantity
     float scratch[WARP];
-    int bin, low;                      // radix: the bin the target falls in; the lowest non-empty
-    int claim, last;                   // id select: the segment the target falls in; the last non-empty
-    float before;                      // the quantity ahead of the chosen bin or segment
+    uint32_t warp_key[SAMPLE_THREADS / WARP];
+    int warp_id[SAMPLE_THREADS / WARP];
+    // Read by the cluster: the slice's max key and its first index; the slice's sum (the greedy
+    // z, an id select's total); an id select's token and its q (in the CTA holding the target).
+    uint32_t max_key;
+    int max_id;
+    float part;
     int found;
     float found_q;
+    // This CTA's only.
+    int claim, last;  // the thread (group or segment) the target falls in; the last non-empty
+    int bin;          // radix: the chosen bin
+    float group_before, before;  // the quantity ahead of the chosen group; of the bin or segment
+    float tie_q;      // radix, last pass: the chosen bin's quantity and token count (the cluster's)
+    unsigned tie_n;
 };
 
 // Max key over the warp with its index; ties go to the lower index.
@@ -81,34 +121,48 @@ __device__ __forceinline__ void block_scan(float v, float* scratch, float& excl,
     incl = off + x;
 }
 
-// f(i, l[i]) over the row, SAMPLE_UNROLL loads in flight a thread (as row_argmax).
-template <class F>
-__device__ __forceinline__ void for_row(const float* __restrict__ l, int vocab, F f) {
-    constexpr int U = SAMPLE_UNROLL, B = SAMPLE_THREADS;
-    int i0 = threadIdx.x;
-    for (; i0 + (U - 1) * B < vocab; i0 += U * B) {
-        float v[U];
+// The sum over the cluster of the float that every CTA holds at `mine` (one variable of the
+// shared memory), in rank order: every CTA gets the same bits.
+__device__ __forceinline__ float cluster_sum(cg::cluster_group& cluster, float* mine) {
+    float v[SAMPLE_CLUSTER];
 #pragma unroll
-        for (int u = 0; u < U; u++) v[u] = l[i0 + u * B];
+    for (int r = 0; r < SAMPLE_CLUSTER; r++) v[r] = *cluster.map_shared_rank(mine, r);  // all in flight
+    float s = v[0];
 #pragma unroll
-        for (int u = 0; u < U; u++) f(i0 + u * B, v[u]);
-    }
-    for (int i = i0; i < vocab; i += B) f(i, l[i]);
+    for (int r = 1; r < SAMPLE_CLUSTER; r++) s += v[r];
+    return s;
 }
 
-// The first token in id order at which the running sum of q (>= 0) exceeds
-// target = frac * (total of q) + add, its q, and the total. A target at or past the total
-// (rounding) takes the last token with q > 0. The row is cut into SAMPLE_THREADS segments of
-// seg_len (a multiple of WARP) tokens, warp w owning segments 32w .. 32w+31: its loads are
-// 32 consecutive tokens, and each segment's sum is a warp sum.
+// f(i, l[i]) over the slice, SAMPLE_UNROLL loads in flight a thread. The last round's loads are
+// predicated rather than left to a tail loop, which would wait out a load latency per token.
+template <class F>
+__device__ __forceinline__ void for_slice(const float* __restrict__ l, Slice sl, F f) {
+    constexpr int U = SAMPLE_UNROLL, B = SAMPLE_THREADS;
+    for (int i0 = sl.begin + threadIdx.x; i0 < sl.end; i0 += U * B) {
+        float v[U];
+#pragma unroll
+        for (int u = 0; u < U; u++) v[u] = i0 + u * B < sl.end ? l[i0 + u * B] : 0.f;
+#pragma unroll
+        for (int u = 0; u < U; u++)
+            if (i0 + u * B < sl.end) f(i0 + u * B, v[u]);
+    }
+}
+
+// The first token in id order at which the running sum of q (>= 0) over the row exceeds
+// target = frac * (total of q) + add, its q, and the total; the same on every CTA of the cluster.
+// A target at or past the total (rounding) takes the last token with q > 0. Each slice is cut
+// into SAMPLE_THREADS segments of seg_len (a multiple of WARP) tokens, warp w owning segments
+// 32w .. 32w+31: its loads are 32 consecutive tokens, and each segment's sum is a warp sum. The
+// slices' totals, in rank order, say which slice holds the target; that CTA alone scans its
+// segments and walks one, and the others read what it found.
 struct Found {
     int id;
     float q, total;
 };
 template <class Q>
-__device__ Found id_select(const float* __restrict__ l, int vocab, Q q, float frac, float add, SampleSmem& sm) {
-    const int lane = threadIdx.x % WARP, w = threadIdx.x / WARP;
-    const int tiles = (vocab + SAMPLE_THREADS * WARP - 1) / (SAMPLE_THREADS * WARP);  // a segment's
+__device__ Found id_select(const float* __restrict__ l, Slice sl, Q q, float frac, float add, SampleSmem& sm, cg::cluster_group& cluster) {
+    const int lane = threadIdx.x % WARP, w = threadIdx.x / WARP, rank = (int)cluster.block_rank();
+    const int tiles = (sl.end - sl.begin + SAMPLE_THREADS * WARP - 1) / (SAMPLE_THREADS * WARP);  // a segment's
     const int seg_len = tiles * WARP;
     {
         // All 32 segments of the warp at once: 32 loads in flight a lane.
@@ -118,8 +172,8 @@ __device__ Found id_select(const float* __restrict__ l, int vocab, Q q, float fr
         for (int t = 0; t < tiles; t++) {
 #pragma unroll
             for (int s = 0; s < WARP; s++) {
-                const int i = (w * WARP + s) * seg_len + t * WARP + lane;
-                if (i < vocab) acc[s] += q(i, l[i]);
+                const int i = sl.begin + (w * WARP + s) * seg_len + t * WARP + lane;
+                if (i < sl.end) acc[s] += q(i, l[i]);
             }
         }
 #pragma unroll
@@ -134,62 +188,102 @@ __device__ Found id_select(const float* __restrict__ l, int vocab, Q q, float fr
     }
     __syncthreads();
     const float mine = sm.seg[threadIdx.x];
-    float excl, incl, total;
-    block_scan(mine, sm.scratch, excl, incl, total);
-    const float target = frac * total + add;
-    if (mine > 0.f) {
-        if (excl <= target && target < incl) atomicMin(&sm.claim, (int)threadIdx.x);
-        atomicMax(&sm.last, (int)threadIdx.x);
-    }
-    __syncthreads();
-    const int seg = sm.claim < SAMPLE_THREADS ? sm.claim : sm.last;
-    if (seg < 0) return Found{-1, 0.f, total};  // nothing has q > 0 (the callers never ask so)
-    if ((int)threadIdx.x == seg) sm.before = sm.claim < SAMPLE_THREADS ? target - excl : INFINITY;
-    __syncthreads();
-    if (w == 0) {
-        // Walk the segment 32 tokens at a time; a rounding miss falls back on its last q > 0.
-        const float r = sm.before;
-        const int start = seg * seg_len, end = min(start + seg_len, vocab);
-        float run = 0.f, last_q = 0.f;
-        int found = -1, last_id = -1;
-        for (int base = start; base < end && found < 0; base += WARP) {
-            const int i = base + lane;
-            const float x = i < end ? q(i, l[i]) : 0.f;
-            float c = x;
+    float excl, incl, slice_total;
+    block_scan(mine, sm.scratch, excl, incl, slice_total);
+    if (threadIdx.x == 0) sm.part = slice_total;
+    cluster.sync();  // every slice's total is out
+
+    // The slices' totals in rank order: the row's total, and the slice the target falls in.
+    float part[SAMPLE_CLUSTER];
 #pragma unroll
-            for (int o = 1; o < WARP; o <<= 1) {
-                const float y = __shfl_up_sync(FULL_MASK, c, o);
-                if (lane >= o) c += y;
+    for (int r = 0; r < SAMPLE_CLUSTER; r++) part[r] = *cluster.map_shared_rank(&sm.part, r);
+    float total = 0.f;
+#pragma unroll
+    for (int r = 0; r < SAMPLE_CLUSTER; r++) total += part[r];
+    const float target = frac * total + add;
+    int owner = -1, last = -1;
+    float start = 0.f, cum = 0.f;
+#pragma unroll
+    for (int r = 0; r < SAMPLE_CLUSTER; r++) {
+        if (part[r] > 0.f) {
+            if (owner < 0 && cum <= target && target < cum + part[r]) {
+                owner = r;
+                start = cum;
             }
-            const unsigned hit = __ballot_sync(FULL_MASK, x > 0.f && run + c > r);
-            const unsigned pos = __ballot_sync(FULL_MASK, x > 0.f);
-            if (hit) {
-                const int f = __ffs(hit) - 1;
-                found = base + f;
-                last_q = __shfl_sync(FULL_MASK, x, f);
-            } else if (pos) {
-                const int f = 31 - __clz(pos);
-                last_id = base + f;
-                last_q = __shfl_sync(FULL_MASK, x, f);
-            }
-            run += __shfl_sync(FULL_MASK, c, WARP - 1);
+            last = r;
         }
-        if (lane == 0) {
-            sm.found = found >= 0 ? found : last_id;
-            sm.found_q = last_q;
+        cum += part[r];
+    }
+    // Past the total (rounding): the last non-empty slice, whose last token with q > 0 an
+    // infinite target takes (as it takes the last non-empty segment).
+    const float local = owner >= 0 ? target - start : INFINITY;
+    if (owner < 0) owner = last;
+    if (rank == owner) {
+        if (mine > 0.f) {
+            if (excl <= local && local < incl) atomicMin(&sm.claim, (int)threadIdx.x);
+            atomicMax(&sm.last, (int)threadIdx.x);
+        }
+        __syncthreads();
+        const int seg = sm.claim < SAMPLE_THREADS ? sm.claim : sm.last;  // >= 0: the slice has q > 0
+        if ((int)threadIdx.x == seg) sm.before = sm.claim < SAMPLE_THREADS ? local - excl : INFINITY;
+        __syncthreads();
+        if (w == 0) {
+            // Walk the segment 32 tokens at a time; a rounding miss falls back on its last q > 0.
+            const float r = sm.before;
+            const int begin = sl.begin + seg * seg_len, end = min(begin + seg_len, sl.end);
+            float run = 0.f, last_q = 0.f;
+            int found = -1, last_id = -1;
+            for (int base = begin; base < end && found < 0; base += WARP) {
+                const int i = base + lane;
+                const float x = i < end ? q(i, l[i]) : 0.f;
+                float c = x;
+#pragma unroll
+                for (int o = 1; o < WARP; o <<= 1) {
+                    const float y = __shfl_up_sync(FULL_MASK, c, o);
+                    if (lane >= o) c += y;
+                }
+                const unsigned hit = __ballot_sync(FULL_MASK, x > 0.f && run + c > r);
+                const unsigned pos = __ballot_sync(FULL_MASK, x > 0.f);
+                if (hit) {
+                    const int f = __ffs(hit) - 1;
+                    found = base + f;
+                    last_q = __shfl_sync(FULL_MASK, x, f);
+                } else if (pos) {
+                    const int f = 31 - __clz(pos);
+                    last_id = base + f;
+                    last_q = __shfl_sync(FULL_MASK, x, f);
+                }
+                run += __shfl_sync(FULL_MASK, c, WARP - 1);
+            }
+            if (lane == 0) {
+                sm.found = found >= 0 ? found : last_id;
+                sm.found_q = last_q;
+            }
         }
     }
-    __syncthreads();
-    return Found{sm.found, sm.found_q, total};
+    cluster.sync();  // the owner's token is out (and every CTA is done reading sm.part)
+    if (owner < 0) return Found{-1, 0.f, total};  // nothing has q > 0 (the callers never ask so)
+    return Found{*cluster.map_shared_rank(&sm.found, owner), *cluster.map_shared_rank(&sm.found_q, owner), total};
 }
 
 // The bar of the first token in logit order at which the running sum of q (>= 0; q = 1 counts
-// tokens, q = weight sums mass) reaches target = frac * (total of q) + add, the total known
-// after the first pass. Radix select over the keys, most significant digit first: each pass
-// histograms q over the next digit among the tokens that match the digits chosen so far, and
-// takes the bin the target falls in. Ties at the final key are cut in id order by id_select.
+// tokens, q = weight sums mass) over the row reaches target = frac * (total of q) + add, the
+// total known after the first pass. Radix select over the keys, most significant digit first:
+// each pass histograms q over the next digit among the tokens that match the digits chosen so
+// far, and takes the bin the target falls in. Ties at the final key are cut in id order by
+// id_select.
+//
+// The cluster's histogram is never gathered whole (every CTA reading every peer's bins would
+// move the histogram SAMPLE_CLUSTER^2 times through distributed shared memory): thread t owns
+// a group of c bins from the top down (thread order is logit order) and publishes their sum over
+// its slice; the CTAs sum each group over the cluster, scan the groups, and one warp then sums
+// only the chosen group's c bins over the cluster to find the bin.
+//
+// Pass d of every select has its own arrays: pass d of the next select rewrites them only after
+// the barrier of a pass in between, which every peer reaches after its reads of them.
 template <class Q>
-__device__ Bar radix_select(const float* __restrict__ l, int vocab, Q q, float frac, float add, SampleSmem& sm) {
+__device__ Bar radix_select(const float* __restrict__ l, Slice sl, Q q, float frac, float add, SampleSmem& sm, cg::cluster_group& cluster) {
+    const int lane = threadIdx.x % WARP, w = threadIdx.x / WARP;
     uint32_t prefix = 0, mask = 0;
     float above = 0.f, target = 0.f, tie_q = 0.f;
     unsigned tie_n = 0;
@@ -199,64 +293,94 @@ __device__ Bar radix_select(const float* __restrict__ l, int vocab, Q q, float f
         const int shift = d == 0 ? 32 - SAMPLE_DIGIT0 : d == 1 ? SAMPLE_DIGIT : 0;
         const int nb = 1 << bits;
         const bool last = d == 2;
+        float* hist = d == 0 ? sm.hist0 : d == 1 ? sm.hist1 : sm.hist2;
+        float* group = sm.group[d];
         for (int b = threadIdx.x; b < nb; b += SAMPLE_THREADS) {
-            sm.hist[b] = 0.f;
+            hist[b] = 0.f;
             if (last) sm.ties[b] = 0u;
         }
         if (threadIdx.x == 0) {
-            sm.bin = -1;
-            sm.low = nb;
+            sm.claim = SAMPLE_THREADS;
+            sm.last = -1;
         }
         __syncthreads();
-        for_row(l, vocab, [&](int i, float v) {
+        for_slice(l, sl, [&](int i, float v) {
             const uint32_t k = order_key(v);
             if ((k & mask) != prefix) return;
             const float x = q(i, v);
             if (x > 0.f) {
                 const int b = (k >> shift) & (nb - 1);
-                atomicAdd(&sm.hist[b], x);
+                atomicAdd(&hist[b], x);
                 if (last) atomicAdd(&sm.ties[b], 1u);
             }
         });
         __syncthreads();
-        // Thread t owns c bins from the top down, so thread order is logit order.
-        const int c = nb / SAMPLE_THREADS, hi = nb - 1 - threadIdx.x * c;
+        const int c = nb / SAMPLE_THREADS, top = nb - 1 - threadIdx.x * c;  // thread t's bins: top, top - 1, ..
         float own = 0.f;
-        for (int j = 0; j < c; j++) own += sm.hist[hi - j];
+        for (int j = 0; j < c; j++) own += hist[top - j];
+        group[threadIdx.x] = own;
+        cluster.sync();  // every slice's histogram and group sums are out
+        const float g = cluster_sum(cluster, &group[threadIdx.x]);
         float excl, incl, total;
-        block_scan(own, sm.scratch, excl, incl, total);
+        block_scan(g, sm.scratch, excl, incl, total);
         if (d == 0) target = frac * total + add;
         const float need = target - above;
-        float cum = excl;
-        int claim = -1, low = nb;
-        for (int j = 0; j < c; j++) {
-            const float h = sm.hist[hi - j];
-            if (h > 0.f) {
-                if (claim < 0 && cum + h >= need) claim = hi - j;
-                low = hi - j;
-            }
-            cum += h;
+        if (g > 0.f) {
+            if (incl >= need) atomicMin(&sm.claim, (int)threadIdx.x);
+            atomicMax(&sm.last, (int)threadIdx.x);
         }
-        if (claim >= 0) atomicMax(&sm.bin, claim);
-        if (low < nb) atomicMin(&sm.low, low);
         __syncthreads();
-        // A target past the total (rounding) keeps everything: the lowest non-empty bin.
-        const int chosen = sm.bin >= 0 ? sm.bin : sm.low;
-        if (chosen >= nb) return no_bar();  // q is 0 everywhere (the callers never ask so)
-        if ((int)threadIdx.x == (nb - 1 - chosen) / c) {
-            float b4 = excl;
-            for (int b = hi; b > chosen; b--) b4 += sm.hist[b];
-            sm.before = b4;
+        // A target past the total (rounding) keeps everything: the lowest non-empty group.
+        const int chosen = sm.claim < SAMPLE_THREADS ? sm.claim : sm.last;
+        if (chosen < 0) {
+            // q is 0 everywhere (the callers never ask so). The barrier stands in for the passes
+            // left out, after which the next select may rewrite what the peers read here.
+            cluster.sync();
+            return no_bar();
+        }
+        if ((int)threadIdx.x == chosen) sm.group_before = excl;
+        __syncthreads();
+        if (w == 0) {
+            // The chosen group's bins over the cluster, lane j holding bin gtop - j (logit order).
+            const int gtop = nb - 1 - chosen * c;
+            const float h = lane < c ? cluster_sum(cluster, &hist[gtop - lane]) : 0.f;
+            float cum = h;
+#pragma unroll
+            for (int o = 1; o < WARP; o <<= 1) {
+                const float y = __shfl_up_sync(FULL_MASK, cum, o);
+                if (lane >= o) cum += y;
+            }
+            float ahead = __shfl_up_sync(FULL_MASK, cum, 1);
+            if (lane == 0) ahead = 0.f;
+            const float base = sm.group_before;
+            const unsigned hit = __ballot_sync(FULL_MASK, h > 0.f && base + cum >= need);
+            const unsigned pos = __ballot_sync(FULL_MASK, h > 0.f);  // not 0: the group's sum is > 0
+            // A miss (the group's sum and its bins' round apart, or the target is past the
+            // total) takes the group's lowest non-empty bin.
+            const int f = hit ? __ffs(hit) - 1 : 31 - __clz(pos);
+            const float before = base + __shfl_sync(FULL_MASK, ahead, f);
+            const float hf = __shfl_sync(FULL_MASK, h, f);
+            if (lane == 0) {
+                sm.bin = gtop - f;
+                sm.before = before;
+                if (last) {
+                    unsigned n = 0;
+#pragma unroll
+                    for (int r = 0; r < SAMPLE_CLUSTER; r++) n += *cluster.map_shared_rank(&sm.ties[gtop - f], r);
+                    sm.tie_q = hf;
+                    sm.tie_n = n;
+                }
+            }
         }
         __syncthreads();
         above += sm.before;
-        prefix |= (uint32_t)chosen << shift;
+        prefix |= (uint32_t)sm.bin << shift;
         mask |= (uint32_t)(nb - 1) << shift;
         if (last) {
-            tie_q = sm.hist[chosen];
-            tie_n = sm.ties[chosen];
+            tie_q = sm.tie_q;
+            tie_n = sm.tie_n;
         }
-        __syncthreads();  // hist is cleared by the next pass
+        __syncthreads();  // sm.claim, sm.bin, sm.before are rewritten by the next pass
     }
     // The ties at the key all weigh the same: keep as many as the target still needs.
     const float unit = tie_q / (float)tie_n;
@@ -265,24 +389,36 @@ __device__ Bar radix_select(const float* __restrict__ l, int vocab, Q q, float f
     if (keep == (int)tie_n) return Bar{prefix, 0x7fffffff};
     const uint32_t key = prefix;
     const Found f = id_select(
-        l, vocab, [&](int i, float v) { return order_key(v) == key && q(i, v) > 0.f ? 1.f : 0.f; }, 0.f, keep - 0.5f, sm);
+        l, sl, [&](int i, float v) { return order_key(v) == key && q(i, v) > 0.f ? 1.f : 0.f; }, 0.f, keep - 0.5f, sm, cluster);
     return Bar{key, f.id};
 }
 
-extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS) sample_rows(const SampleParams p) {
+extern "C" __global__ void __cluster_dims__(SAMPLE_CLUSTER, 1, 1) __launch_bounds__(SAMPLE_THREADS, SAMPLE_CTAS)
+    sample_rows(const SampleParams p) {
     static_assert((1 << SAMPLE_DIGIT0) % SAMPLE_THREADS == 0 && (1 << SAMPLE_DIGIT) % SAMPLE_THREADS == 0,
                   "every thread owns whole bins");
+    static_assert((1 << SAMPLE_DIGIT0) / SAMPLE_THREADS <= WARP && (1 << SAMPLE_DIGIT) / SAMPLE_THREADS <= WARP,
+                  "one warp resolves a thread's group of bins");
+    static_assert(SAMPLE_THREADS % WARP == 0 && SAMPLE_THREADS / WARP <= WARP && SAMPLE_CLUSTER <= WARP,
+                  "one warp combines the warps' and the cluster's maxima");
     __shared__ SampleSmem sm;
-    __shared__ uint32_t wk[SAMPLE_THREADS / WARP];
-    __shared__ int wi[SAMPLE_THREADS / WARP];
+    cg::cluster_group cluster = cg::this_cluster();
+    const int row = blockIdx.x / SAMPLE_CLUSTER, rank = (int)cluster.block_rank();
     const int vocab = p.vocab;
-    const float* l = p.logits + (size_t)blockIdx.x * vocab;
-    const RowSampling s = p.sampling[blockIdx.x];
+    const float* l = p.logits + (size_t)row * vocab;
+    const RowSampling s = p.sampling[row];
+    // Slices of a multiple of WARP tokens: a warp's 32 consecutive loads stay whole lines.
+    const int slice_len = (vocab / SAMPLE_CLUSTER + (vocab % SAMPLE_CLUSTER != 0) + WARP - 1) / WARP * WARP;
+    const int begin = min(rank * slice_len, vocab);
+    const Slice sl{begin, begin + min(slice_len, vocab - begin)};
+    const int lane = threadIdx.x % WARP, w = threadIdx.x / WARP;
 
-    // The max (its key, so that the order is the one every bar uses) and its first index.
+    // The max (its key, so that the order is the one every bar uses) and its first index: of
+    // the slice, then of the row (exact in any order: ties go to the lower index). An empty
+    // slice offers key 0 at no index, below every token.
     uint32_t best = 0;
     int bi = 0x7fffffff;
-    for_row(l, vocab, [&](int i, float v) {
+    for_slice(l, sl, [&](int i, float v) {
         const uint32_t k = order_key(v);
         if (k > best || (k == best && i < bi)) {
             best = k;
@@ -290,26 +426,37 @@ extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS) sample_rows(const S
         }
     });
     warp_max_key(best, bi);
-    const int lane = threadIdx.x % WARP, w = threadIdx.x / WARP;
     if (lane == 0) {
-        wk[w] = best;
-        wi[w] = bi;
+        sm.warp_key[w] = best;
+        sm.warp_id[w] = bi;
     }
     __syncthreads();
-    best = lane < SAMPLE_THREADS / WARP ? wk[lane] : 0u;
-    bi = lane < SAMPLE_THREADS / WARP ? wi[lane] : 0x7fffffff;
+    best = lane < SAMPLE_THREADS / WARP ? sm.warp_key[lane] : 0u;
+    bi = lane < SAMPLE_THREADS / WARP ? sm.warp_id[lane] : 0x7fffffff;
+    warp_max_key(best, bi);
+    if (threadIdx.x == 0) {
+        sm.max_key = best;
+        sm.max_id = bi;
+    }
+    cluster.sync();  // every slice's max is out
+    best = lane < SAMPLE_CLUSTER ? *cluster.map_shared_rank(&sm.max_key, lane) : 0u;
+    bi = lane < SAMPLE_CLUSTER ? *cluster.map_shared_rank(&sm.max_id, lane) : 0x7fffffff;
     warp_max_key(best, bi);
     const float m = key_value(best);
 
     if (!(s.temperature > 0.f)) {
         // Greedy: as row_argmax, the probability at temperature 1.
         float z = 0.f;
-        for_row(l, vocab, [&](int, float v) { z += expf(v - m); });
+        for_slice(l, sl, [&](int, float v) { z += expf(v - m); });
         z = block_sum(z, sm.scratch);
-        if (threadIdx.x == 0) {
-            p.token[blockIdx.x] = (uint32_t)bi;
-            p.prob[blockIdx.x] = 1.f / z;
+        if (threadIdx.x == 0) sm.part = z;
+        cluster.sync();  // every slice's sum is out
+        z = cluster_sum(cluster, &sm.part);
+        if (rank == 0 && threadIdx.x == 0) {
+            p.token[row] = (uint32_t)bi;
+            p.prob[row] = 1.f / z;
         }
+        cluster.sync();  // no CTA leaves while a peer may still read its shared memory
         return;
     }
     const float inv_t = 1.f / s.temperature;
@@ -318,26 +465,27 @@ extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS) sample_rows(const S
 
     Bar top_k = no_bar();
     if (s.top_k > 0 && s.top_k < vocab)
-        top_k = radix_select(l, vocab, [](int, float) { return 1.f; }, 0.f, (float)s.top_k, sm);
+        top_k = radix_select(l, sl, [](int, float) { return 1.f; }, 0.f, (float)s.top_k, sm, cluster);
     Bar top_p = no_bar();
     if (s.top_p < 1.f) {
         // The nucleus is measured within the top-k tokens, against their mass.
         top_p = radix_select(
-            l, vocab, [&](int i, float v) { return within(top_k, order_key(v), i) ? weight(v) : 0.f; }, s.top_p, 0.f, sm);
+            l, sl, [&](int i, float v) { return within(top_k, order_key(v), i) ? weight(v) : 0.f; }, s.top_p, 0.f, sm, cluster);
     }
     // The best token weighs exp(0) = 1: a bar above 1 would drop everything.
     const float min_p = fminf(s.min_p, 1.f);
     const Found f = id_select(
-        l, vocab,
+        l, sl,
         [&](int i, float v) {
             const uint32_t k = order_key(v);
             if (!within(top_k, k, i) || !within(top_p, k, i)) return 0.f;
             const float x = weight(v);
             return x >= min_p ? x : 0.f;
         },
-        s.u, 0.f, sm);
-    if (threadIdx.x == 0) {
-        p.token[blockIdx.x] = f.id >= 0 ? (uint32_t)f.id : (uint32_t)bi;
-        p.prob[blockIdx.x] = f.id >= 0 ? f.q / f.total : 1.f;
+        s.u, 0.f, sm, cluster);
+    if (rank == 0 && threadIdx.x == 0) {
+        p.token[row] = f.id >= 0 ? (uint32_t)f.id : (uint32_t)bi;
+        p.prob[row] = f.id >= 0 ? f.q / f.total : 1.f;
     }
+    cluster.sync();  // no CTA leaves while a peer may still read its shared memory
 }

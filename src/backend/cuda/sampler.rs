@@ -1,6 +1,7 @@
 //! The device sampler (csrc/sampler.cu, `sample_rows`): temperature, top-k, top-p and min-p
 //! draws on the GPU, so that a sampled step copies back a token and a probability a row, never
-//! its logits. CPU twin: `decode::sample::sample_row_u`, given the same uniform draw.
+//! its logits. A row is one thread block cluster of SAMPLE_CLUSTER CTAs (sm_90). CPU twin:
+//! `decode::sample::sample_row_u`, given the same uniform draw.
 
 use super::kernels::{params::*, Kernel};
 use super::CudaBackend;
@@ -71,8 +72,9 @@ impl CudaBackend {
         token: &CudaSlice<u32>,
         prob: &CudaSlice<f32>,
     ) -> Result<()> {
-        if vocab == 0 || vocab > i32::MAX as usize || rows > i32::MAX as usize {
-            bail!("sample_rows: vocab {vocab} and rows {rows} must be in 1..2^31");
+        // A cluster of SAMPLE_CLUSTER CTAs a row: the grid's CTAs must count in an i32 too.
+        if vocab == 0 || vocab > i32::MAX as usize || rows > i32::MAX as usize / SAMPLE_CLUSTER {
+            bail!("sample_rows: vocab {vocab} must be in 1..2^31 and rows {rows} below 2^31 / {SAMPLE_CLUSTER}");
         }
         if logits.len() < rows * vocab || sampling.len() < rows || token.len() < rows || prob.len() < rows {
             bail!(
@@ -91,7 +93,9 @@ impl CudaBackend {
             rows: rows as i32,
             vocab: vocab as i32,
         };
-        self.k.launch(Kernel::SampleRows, (rows as u32, 1, 1), SAMPLE_THREADS as u32, &p)?;
+        // The cluster shape is the kernel's own (__cluster_dims__), so a plain launch (and a CUDA
+        // graph's) takes it: row r is CTAs r * SAMPLE_CLUSTER .. (r + 1) * SAMPLE_CLUSTER.
+        self.k.launch(Kernel::SampleRows, ((rows * SAMPLE_CLUSTER) as u32, 1, 1), SAMPLE_THREADS as u32, &p)?;
         Ok(())
     }
 }
