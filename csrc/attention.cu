@@ -25,6 +25,8 @@
 // Head dims: the kernel is compiled for D = 64, 128 and 256 (block_attention_d64,
 // block_attention, block_attention_d256); a smaller d runs on the next D up with the columns
 // d..D of Q, K and V zero-filled in shared memory (they add 0 to S; O's are never written).
+// On sm_90a head dim 128 (mini, flash) runs the same tiles and softmax with the products on
+// wgmma instead (block_attention_wgmma below); the mma.sync body serves the rest.
 //
 // Output: with one split the CTA normalises and writes `out`; otherwise it writes the
 // unnormalised O and (m, l) per row to part_acc / part_ml, m in log2 units (rows with no key in
