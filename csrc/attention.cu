@@ -85,37 +85,59 @@ struct AttCopy {
     static_assert(ATT_THREADS % PER_ROW == 0 && KC % PASS == 0, "a thread copies one column of some rows");
 };
 
+// A thread's K/V addressing, worked out once a CTA: the part of a copy's offset that no page
+// changes, and a position's page-table slot and place in its page. Page sizes that are powers
+// of two (the engine's 32) take a shift and a mask where every copy took two integer divisions
+// (the kernel's issue slots are half busy, its integer pipe the busiest: ncu, docs/PERF.md).
+template <int D>
+struct AttKvAddr {
+    int ps, shift;
+    bool pow2;
+    size_t row_elems;    // one position's K (or V) of all KV heads
+    size_t page_stride;  // [page][layer][k|v][slot][nkv][d]: one page of every layer
+    size_t base;         // this layer's K, head kh, this thread's column
+    __device__ __forceinline__ AttKvAddr(const AttnParams& p, int kh) {
+        ps = p.kv.page_size;
+        shift = __ffs(ps) - 1;
+        pow2 = (ps & (ps - 1)) == 0;
+        row_elems = (size_t)p.nkv * p.d;
+        page_stride = (size_t)p.kv.num_layers * 2 * ps * row_elems;
+        base = (size_t)p.kv.layer * 2 * ps * row_elems + (size_t)kh * p.d + (threadIdx.x % AttCopy<D>::PER_ROW) * 8;
+    }
+    __device__ __forceinline__ int page(int pos) const { return pow2 ? pos >> shift : pos / ps; }
+    __device__ __forceinline__ int slot(int pos) const { return pow2 ? pos & (ps - 1) : pos % ps; }
+};
+
 // The pages of this thread's rows of the chunk at kbase (0 past kend: never read). Loaded one
 // chunk ahead of its copies, so the page-table reads are in flight while a chunk is computed
 // instead of stalling the copy issue.
 template <int D>
-__device__ __forceinline__ void att_pages(const AttnParams& p, const int32_t* pt, int kbase, int kend, int (&pg)[AttCopy<D>::ROWS]) {
+__device__ __forceinline__ void att_pages(const AttKvAddr<D>& a, const int32_t* pt, int kbase, int kend, int (&pg)[AttCopy<D>::ROWS]) {
 #pragma unroll
     for (int i = 0; i < AttCopy<D>::ROWS; i++) {
         const int pos = kbase + threadIdx.x / AttCopy<D>::PER_ROW + i * AttCopy<D>::PASS;
-        pg[i] = pos < kend ? pt[pos / p.kv.page_size] : 0;
+        pg[i] = pos < kend ? pt[a.page(pos)] : 0;
     }
 }
 
-// Issue the cp.async copies of keys [kbase, kbase + KC) of KV head kh into a stage's K and V
-// tiles, row j's 16-byte chunk c8 (columns 8 c8..) at byte offset at(j, c8) of each, their
+// Issue the cp.async copies of keys [kbase, kbase + KC) of KV head kh (in `a`) into a stage's K
+// and V tiles, row j's 16-byte chunk c8 (columns 8 c8..) at byte offset at(j, c8) of each, their
 // pages in `pg`. Keys at or past kend, and columns at or past d, are zero-filled: 0 * V must
 // stay 0 in P.V, and a zero column adds nothing to Q K^T.
 template <int D, class At>
-__device__ __forceinline__ void att_load_chunk(const AttnParams& p, const int (&pg)[AttCopy<D>::ROWS], int kh, int kbase, int kend,
+__device__ __forceinline__ void att_load_chunk(const AttnParams& p, const AttKvAddr<D>& a, const int (&pg)[AttCopy<D>::ROWS], int kbase, int kend,
                                                unsigned char* ks, unsigned char* vs, At at) {
     using C = AttCopy<D>;
-    const int c = (threadIdx.x % C::PER_ROW) * 8, ps = p.kv.page_size;
-    const size_t row_elems = (size_t)p.nkv * p.d;  // one position's K (or V) of all KV heads
+    const int c = (threadIdx.x % C::PER_ROW) * 8;
 #pragma unroll
     for (int i = 0; i < C::ROWS; i++) {
         const int j = threadIdx.x / C::PER_ROW + i * C::PASS, pos = kbase + j;
         const bool valid = pos < kend && c < p.d;
-        // kv_offset (common.cuh) with the page looked up ahead: [page][layer][k|v][slot][nkv][d].
-        const size_t k_off = ((((size_t)pg[i] * p.kv.num_layers + p.kv.layer) * 2) * ps + pos % ps) * row_elems + (size_t)kh * p.d + c;
+        // kv_offset (common.cuh) with the page looked up ahead.
+        const size_t k_off = (size_t)pg[i] * a.page_stride + a.base + (size_t)a.slot(pos) * a.row_elems;
         const bf16* src = valid ? p.kv.pool + k_off : p.kv.pool;
         cp_async16(ks + at(j, c / 8), src, valid);
-        cp_async16(vs + at(j, c / 8), valid ? src + ps * row_elems : src, valid);  // V: page_size positions on
+        cp_async16(vs + at(j, c / 8), valid ? src + a.ps * a.row_elems : src, valid);  // V: page_size positions on
     }
 }
 // The mma.sync path's layout: rows of D + ATT_PAD bf16.
@@ -165,19 +187,20 @@ __device__ __forceinline__ void block_attention_body(const AttnParams& p) {
     }
     cp_async_commit();
     // Chunks 0..STAGES-2 in groups 1..STAGES-1 (empty groups past the last chunk keep the count).
+    const AttKvAddr<D> kva(p, kh);
     int pg[AttCopy<D>::ROWS];
 #pragma unroll
     for (int s = 0; s < ATT_STAGES - 1; s++) {
         if (s < nchunks) {
-            att_pages<D>(p, pt, k0 + s * KC, k1, pg);
+            att_pages<D>(kva, pt, k0 + s * KC, k1, pg);
             {
                 bf16* ks = kvs + s * STAGE;
-                att_load_chunk<D>(p, pg, kh, k0 + s * KC, k1, (unsigned char*)ks, (unsigned char*)(ks + KC * LD), att_padded_at<D>);
+                att_load_chunk<D>(p, kva, pg, k0 + s * KC, k1, (unsigned char*)ks, (unsigned char*)(ks + KC * LD), att_padded_at<D>);
             }
         }
         cp_async_commit();
     }
-    att_pages<D>(p, pt, k0 + (ATT_STAGES - 1) * KC, k1, pg);  // the first chunk the loop copies
+    att_pages<D>(kva, pt, k0 + (ATT_STAGES - 1) * KC, k1, pg);  // the first chunk the loop copies
 
     // This lane's two rows (C layout: g and g + 8 of the warp's 16) and their key limits within
     // the split; padding rows have limit 0 (no key: P stays 0, l stays 0, nothing written).
@@ -216,8 +239,8 @@ __device__ __forceinline__ void block_attention_body(const AttnParams& p) {
             const int nx = ch + ATT_STAGES - 1;
             if (nx < nchunks) {
                 bf16* ks = kvs + (nx % ATT_STAGES) * STAGE;
-                att_load_chunk<D>(p, pg, kh, k0 + nx * KC, k1, (unsigned char*)ks, (unsigned char*)(ks + KC * LD), att_padded_at<D>);
-                att_pages<D>(p, pt, k0 + (nx + 1) * KC, k1, pg);  // used next iteration
+                att_load_chunk<D>(p, kva, pg, k0 + nx * KC, k1, (unsigned char*)ks, (unsigned char*)(ks + KC * LD), att_padded_at<D>);
+                att_pages<D>(kva, pt, k0 + (nx + 1) * KC, k1, pg);  // used next iteration
             }
             cp_async_commit();
         }
@@ -380,17 +403,18 @@ __device__ __forceinline__ void block_attention_wgmma(const AttnParams& p) {
         cp_async16(qs + att_swizzled_at<ATT_ROWS>(r, c8), src, valid);
     }
     cp_async_commit();
+    const AttKvAddr<D> kva(p, kh);
     int pg[AttCopy<D>::ROWS];
 #pragma unroll
     for (int s = 0; s < ATT_WGMMA_STAGES - 1; s++) {
         if (s < nchunks) {
-            att_pages<D>(p, pt, k0 + s * KC, k1, pg);
+            att_pages<D>(kva, pt, k0 + s * KC, k1, pg);
             unsigned char* ks = kvs + s * STAGE;
-            att_load_chunk<D>(p, pg, kh, k0 + s * KC, k1, ks, ks + KV_BYTES, att_swizzled_at<KC>);
+            att_load_chunk<D>(p, kva, pg, k0 + s * KC, k1, ks, ks + KV_BYTES, att_swizzled_at<KC>);
         }
         cp_async_commit();
     }
-    att_pages<D>(p, pt, k0 + (ATT_WGMMA_STAGES - 1) * KC, k1, pg);
+    att_pages<D>(kva, pt, k0 + (ATT_WGMMA_STAGES - 1) * KC, k1, pg);
 
     // This warpgroup's rows 64 wg..; a warpgroup with none of the tile's rows skips the products
     // (uniform over it, as wgmma needs) but keeps to the barriers.
@@ -417,8 +441,8 @@ __device__ __forceinline__ void block_attention_wgmma(const AttnParams& p) {
             const int nx = ch + ATT_WGMMA_STAGES - 1;
             if (nx < nchunks) {
                 unsigned char* ks = kvs + (nx % ATT_WGMMA_STAGES) * STAGE;
-                att_load_chunk<D>(p, pg, kh, k0 + nx * KC, k1, ks, ks + KV_BYTES, att_swizzled_at<KC>);
-                att_pages<D>(p, pt, k0 + (nx + 1) * KC, k1, pg);
+                att_load_chunk<D>(p, kva, pg, k0 + nx * KC, k1, ks, ks + KV_BYTES, att_swizzled_at<KC>);
+                att_pages<D>(kva, pt, k0 + (nx + 1) * KC, k1, pg);
             }
             cp_async_commit();
         }
