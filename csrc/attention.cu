@@ -144,6 +144,100 @@ __device__ __forceinline__ void att_load_chunk(const AttnParams& p, const AttKvA
 template <int D>
 __device__ __forceinline__ int att_padded_at(int j, int c8) { return (j * (D + ATT_PAD) + c8 * 8) * 2; }
 
+// What both bodies (mma.sync, wgmma) work out before their loops and write after them.
+
+// The CTA's tile (blockIdx.x), its rows and page table, and the keys of its split (blockIdx.z).
+struct AttTile {
+    int t0, nt, rows, group;  // first token, tokens, query rows (tokens x group)
+    const int32_t* pt;        // one run per tile: one page table
+    int k0, k1, nchunks;      // the split's keys [k0, k1) in chunks of KC
+};
+// False when the split holds no key of the tile (uniform over the CTA: it returns at once).
+template <int KC>
+__device__ __forceinline__ bool att_tile(const AttnParams& p, AttTile& t) {
+    const int tile = blockIdx.x, split = blockIdx.z, lane = threadIdx.x % WARP;
+    t.group = p.nh / p.nkv;
+    t.t0 = p.tiles[2 * tile];
+    t.nt = p.tiles[2 * tile + 1];
+    t.rows = t.nt * t.group;
+    t.pt = p.kv.page_table + p.kv.tok_pt[t.t0];
+    // The tile's largest key limit bounds the keys any row needs (limits are >= 1). Each warp
+    // reads the (at most 64) limits a lane each: one round trip, not a serial chain of loads.
+    int kmax = 0;
+    for (int i = lane; i < t.nt; i += WARP) kmax = max(kmax, p.tok_limit[t.t0 + i]);
+    kmax = __reduce_max_sync(0xffffffffu, kmax);
+    const int split_keys = *p.split_keys;
+    t.k0 = split * split_keys;
+    t.k1 = min(kmax, t.k0 + split_keys);
+    t.nchunks = (t.k1 - t.k0 + KC - 1) / KC;
+    return t.k0 < t.k1;
+}
+
+// Q's rows of the tile (bf16 as stored; the scale is applied to S in fp32), row r's 16-byte chunk
+// c8 at byte offset at(r, c8) of qs, then the cp.async group is committed (group 0). Padding rows
+// and columns past d are zero.
+template <int D, class At>
+__device__ __forceinline__ void att_load_q(const AttnParams& p, const AttTile& t, int kh, unsigned char* qs, At at) {
+    for (int i = threadIdx.x; i < ATT_ROWS * (D / 8); i += ATT_THREADS) {
+        const int r = i / (D / 8), c8 = i % (D / 8);
+        const bool valid = r < t.rows && c8 * 8 < p.d;
+        const bf16* src = valid ? p.q + ((size_t)(t.t0 + r / t.group) * p.nh + kh * t.group + r % t.group) * p.d + c8 * 8 : p.q;
+        cp_async16(qs + at(r, c8), src, valid);
+    }
+    cp_async_commit();
+}
+
+// Copies chunk ch of the split into a stage (K tile at ks, V tile v_off bytes on), its pages
+// already in pg, then reads chunk ch + 1's pages into pg: loaded one chunk ahead of their copies.
+template <int D, class At>
+__device__ __forceinline__ void att_copy_chunk(const AttnParams& p, const AttKvAddr<D>& a, const AttTile& t, int (&pg)[AttCopy<D>::ROWS], int ch,
+                                               unsigned char* ks, int v_off, At at) {
+    constexpr int KC = att_kc(D);
+    att_load_chunk<D>(p, a, pg, t.k0 + ch * KC, t.k1, ks, ks + v_off, at);
+    att_pages<D>(a, t.pt, t.k0 + (ch + 1) * KC, t.k1, pg);
+}
+
+// The key limits within the split of this lane's two rows (C layout: g and g + 8 of the warp's
+// 16 from r0); padding rows have limit 0 (no key: P stays 0, l stays 0, nothing written).
+__device__ __forceinline__ void att_row_limits(const AttnParams& p, const AttTile& t, int r0, int (&lim)[2]) {
+    const int g = threadIdx.x % WARP / 4;
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        const int r = r0 + g + 8 * h;
+        lim[h] = r < t.rows ? min(p.tok_limit[t.t0 + r / t.group], t.k1) : 0;
+    }
+}
+
+// Each row's sum over its quad, then this lane's columns 8n + 2tq, +1 of rows g and g + 8 (from
+// r0): with one split normalised into `out`, else unnormalised into part_acc with (m, l) in
+// part_ml. o(n, i) is O's fragment n, element i (the C layout).
+template <int NT, class O>
+__device__ __forceinline__ void att_write_rows(const AttnParams& p, const AttTile& t, int kh, int r0, const float (&m)[2], float (&l)[2], O o) {
+    const int lane = threadIdx.x % WARP, g = lane / 4, tq = lane % 4, d = p.d;
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        l[h] += __shfl_xor_sync(0xffffffffu, l[h], 1);
+        l[h] += __shfl_xor_sync(0xffffffffu, l[h], 2);
+        const int r = r0 + g + 8 * h;
+        if (r >= t.rows || l[h] == 0.f) continue;  // padding, or no key of this split (uniform over the quad)
+        const size_t row = (size_t)(t.t0 + r / t.group) * p.nh + kh * t.group + r % t.group;
+        if (p.num_splits == 1) {
+            const float inv = 1.f / l[h];
+            bf16* dst = p.out + row * d + 2 * tq;
+#pragma unroll
+            for (int n = 0; n < NT; n++)
+                if (n * 8 < d) *reinterpret_cast<__nv_bfloat162*>(dst + n * 8) = __floats2bfloat162_rn(o(n, 2 * h) * inv, o(n, 2 * h + 1) * inv);
+        } else {
+            const size_t prow = (size_t)blockIdx.z * p.tokens * p.nh + row;
+            float* dst = p.part_acc + prow * d + 2 * tq;
+#pragma unroll
+            for (int n = 0; n < NT; n++)
+                if (n * 8 < d) *reinterpret_cast<float2*>(dst + n * 8) = make_float2(o(n, 2 * h), o(n, 2 * h + 1));
+            if (tq == 0) *reinterpret_cast<float2*>(p.part_ml + prow * 2) = make_float2(m[h], l[h]);
+        }
+    }
+}
+
 template <int D>
 __device__ __forceinline__ void block_attention_body(const AttnParams& p) {
     constexpr int LD = D + ATT_PAD;  // shared-memory row stride (bf16)
@@ -160,58 +254,26 @@ __device__ __forceinline__ void block_attention_body(const AttnParams& p) {
     bf16* qs = reinterpret_cast<bf16*>(att_smem + L.q);
     bf16* kvs = reinterpret_cast<bf16*>(att_smem + L.kv);
 
-    const int tile = blockIdx.x, kh = blockIdx.y, split = blockIdx.z;
-    const int tid = threadIdx.x, lane = tid % WARP, w = tid / WARP;
-    const int d = p.d, group = p.nh / p.nkv;
-    const int t0 = p.tiles[2 * tile], nt = p.tiles[2 * tile + 1];
-    const int rows = nt * group;
-    const int32_t* pt = p.kv.page_table + p.kv.tok_pt[t0];  // one run per tile: one page table
+    const int kh = blockIdx.y, lane = threadIdx.x % WARP, w = threadIdx.x / WARP;
+    AttTile t;
+    if (!att_tile<KC>(p, t)) return;  // uniform over the CTA
+    const int k0 = t.k0, k1 = t.k1, nchunks = t.nchunks;
 
-    // The tile's largest key limit bounds the keys any row needs (limits are >= 1). Each warp
-    // reads the (at most 64) limits a lane each: one round trip, not a serial chain of loads.
-    int kmax = 0;
-    for (int i = lane; i < nt; i += WARP) kmax = max(kmax, p.tok_limit[t0 + i]);
-    kmax = __reduce_max_sync(0xffffffffu, kmax);
-    const int split_keys = *p.split_keys;
-    const int k0 = split * split_keys, k1 = min(kmax, k0 + split_keys);
-    if (k0 >= k1) return;  // uniform over the CTA
-    const int nchunks = (k1 - k0 + KC - 1) / KC;
-
-    // Q rows (bf16 as stored; the scale is applied to S in fp32) in cp.async group 0; padding
-    // rows and columns past d are zero.
-    for (int i = tid; i < ATT_ROWS * (D / 8); i += ATT_THREADS) {
-        const int r = i / (D / 8), c = (i % (D / 8)) * 8;
-        const bool valid = r < rows && c < d;
-        const bf16* src = valid ? p.q + ((size_t)(t0 + r / group) * p.nh + kh * group + r % group) * d + c : p.q;
-        cp_async16(qs + r * LD + c, src, valid);
-    }
-    cp_async_commit();
+    att_load_q<D>(p, t, kh, (unsigned char*)qs, att_padded_at<D>);
     // Chunks 0..STAGES-2 in groups 1..STAGES-1 (empty groups past the last chunk keep the count).
     const AttKvAddr<D> kva(p, kh);
     int pg[AttCopy<D>::ROWS];
+    att_pages<D>(kva, t.pt, k0, k1, pg);
 #pragma unroll
     for (int s = 0; s < ATT_STAGES - 1; s++) {
-        if (s < nchunks) {
-            att_pages<D>(kva, pt, k0 + s * KC, k1, pg);
-            {
-                bf16* ks = kvs + s * STAGE;
-                att_load_chunk<D>(p, kva, pg, k0 + s * KC, k1, (unsigned char*)ks, (unsigned char*)(ks + KC * LD), att_padded_at<D>);
-            }
-        }
+        if (s < nchunks) att_copy_chunk<D>(p, kva, t, pg, s, (unsigned char*)(kvs + s * STAGE), KC * LD * 2, att_padded_at<D>);
         cp_async_commit();
     }
-    att_pages<D>(kva, pt, k0 + (ATT_STAGES - 1) * KC, k1, pg);  // the first chunk the loop copies
 
-    // This lane's two rows (C layout: g and g + 8 of the warp's 16) and their key limits within
-    // the split; padding rows have limit 0 (no key: P stays 0, l stays 0, nothing written).
-    const int g = lane / 4, tq = lane % 4;
+    const int tq = lane % 4;
     const int r0 = w * 16;
     int lim[2];
-#pragma unroll
-    for (int h = 0; h < 2; h++) {
-        const int r = r0 + g + 8 * h;
-        lim[h] = r < rows ? min(p.tok_limit[t0 + r / group], k1) : 0;
-    }
+    att_row_limits(p, t, r0, lim);
     const float sl2 = p.scale * 1.4426950408889634f;  // scores in log2 units: exp(x) = 2^(x log2 e)
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};  // per row: running max (log2 units), this lane's part of the sum
     float o[NT][4];
@@ -237,11 +299,7 @@ __device__ __forceinline__ void block_attention_body(const AttnParams& p) {
         __syncthreads();  // chunk ch (and Q) visible to all; the stage of chunk ch - 1 is free
         {
             const int nx = ch + ATT_STAGES - 1;
-            if (nx < nchunks) {
-                bf16* ks = kvs + (nx % ATT_STAGES) * STAGE;
-                att_load_chunk<D>(p, kva, pg, k0 + nx * KC, k1, (unsigned char*)ks, (unsigned char*)(ks + KC * LD), att_padded_at<D>);
-                att_pages<D>(kva, pt, k0 + (nx + 1) * KC, k1, pg);  // used next iteration
-            }
+            if (nx < nchunks) att_copy_chunk<D>(p, kva, t, pg, nx, (unsigned char*)(kvs + (nx % ATT_STAGES) * STAGE), KC * LD * 2, att_padded_at<D>);
             cp_async_commit();
         }
         const bf16* ks = kvs + (ch % ATT_STAGES) * STAGE;
@@ -321,32 +379,8 @@ __device__ __forceinline__ void block_attention_body(const AttnParams& p) {
         }
     }
     cp_async_wait<0>();  // no copy may outlive the CTA (the trailing groups are empty)
-
-    // Each row's sum over its quad, then this lane's columns 8n + 2tq, +1 of rows g and g + 8.
-#pragma unroll
-    for (int h = 0; h < 2; h++) {
-        l[h] += __shfl_xor_sync(0xffffffffu, l[h], 1);
-        l[h] += __shfl_xor_sync(0xffffffffu, l[h], 2);
-        const int r = r0 + g + 8 * h;
-        if (r >= rows || l[h] == 0.f) continue;  // padding, or no key of this split (uniform over the quad)
-        const size_t row = (size_t)(t0 + r / group) * p.nh + kh * group + r % group;
-        if (p.num_splits == 1) {
-            const float inv = 1.f / l[h];
-            bf16* dst = p.out + row * d + 2 * tq;
-#pragma unroll
-            for (int n = 0; n < NT; n++)
-                if (n * 8 < d) *reinterpret_cast<__nv_bfloat162*>(dst + n * 8) = __floats2bfloat162_rn(o[n][2 * h] * inv, o[n][2 * h + 1] * inv);
-        } else {
-            const size_t prow = (size_t)split * p.tokens * p.nh + row;
-            float* dst = p.part_acc + prow * d + 2 * tq;
-#pragma unroll
-            for (int n = 0; n < NT; n++)
-                if (n * 8 < d) *reinterpret_cast<float2*>(dst + n * 8) = make_float2(o[n][2 * h], o[n][2 * h + 1]);
-            if (tq == 0) *reinterpret_cast<float2*>(p.part_ml + prow * 2) = make_float2(m[h], l[h]);
-        }
-    }
+    att_write_rows<NT>(p, t, kh, r0, m, l, [&](int n, int i) { return o[n][i]; });
 }
-
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 // ---- head dim 128 on Hopper: the same tiles and softmax, the products on wgmma ----------------
@@ -381,52 +415,28 @@ __device__ __forceinline__ void block_attention_wgmma(const AttnParams& p) {
     unsigned char* qs = att_smem + ((1024 - ((uint32_t)__cvta_generic_to_shared(att_smem) & 1023)) & 1023);
     unsigned char* kvs = qs + 2 * Q_PANEL;
 
-    const int tile = blockIdx.x, kh = blockIdx.y, split = blockIdx.z;
-    const int tid = threadIdx.x, lane = tid % WARP, wg = tid / 128, w = (tid / WARP) % 4;
-    const int d = p.d, group = p.nh / p.nkv;
-    const int t0 = p.tiles[2 * tile], nt = p.tiles[2 * tile + 1];
-    const int rows = nt * group;
-    const int32_t* pt = p.kv.page_table + p.kv.tok_pt[t0];
+    const int kh = blockIdx.y, lane = threadIdx.x % WARP, wg = threadIdx.x / 128, w = (threadIdx.x / WARP) % 4;
+    AttTile t;
+    if (!att_tile<KC>(p, t)) return;  // uniform over the CTA
+    const int k0 = t.k0, nchunks = t.nchunks;
 
-    int kmax = 0;
-    for (int i = lane; i < nt; i += WARP) kmax = max(kmax, p.tok_limit[t0 + i]);
-    kmax = __reduce_max_sync(0xffffffffu, kmax);
-    const int split_keys = *p.split_keys;
-    const int k0 = split * split_keys, k1 = min(kmax, k0 + split_keys);
-    if (k0 >= k1) return;  // uniform over the CTA
-    const int nchunks = (k1 - k0 + KC - 1) / KC;
-
-    for (int i = tid; i < ATT_ROWS * (D / 8); i += ATT_THREADS) {
-        const int r = i / (D / 8), c8 = i % (D / 8);
-        const bool valid = r < rows && c8 * 8 < d;
-        const bf16* src = valid ? p.q + ((size_t)(t0 + r / group) * p.nh + kh * group + r % group) * d + c8 * 8 : p.q;
-        cp_async16(qs + att_swizzled_at<ATT_ROWS>(r, c8), src, valid);
-    }
-    cp_async_commit();
+    att_load_q<D>(p, t, kh, qs, att_swizzled_at<ATT_ROWS>);
     const AttKvAddr<D> kva(p, kh);
     int pg[AttCopy<D>::ROWS];
+    att_pages<D>(kva, t.pt, k0, t.k1, pg);
 #pragma unroll
     for (int s = 0; s < ATT_WGMMA_STAGES - 1; s++) {
-        if (s < nchunks) {
-            att_pages<D>(kva, pt, k0 + s * KC, k1, pg);
-            unsigned char* ks = kvs + s * STAGE;
-            att_load_chunk<D>(p, kva, pg, k0 + s * KC, k1, ks, ks + KV_BYTES, att_swizzled_at<KC>);
-        }
+        if (s < nchunks) att_copy_chunk<D>(p, kva, t, pg, s, kvs + s * STAGE, KV_BYTES, att_swizzled_at<KC>);
         cp_async_commit();
     }
-    att_pages<D>(kva, pt, k0 + (ATT_WGMMA_STAGES - 1) * KC, k1, pg);
 
     // This warpgroup's rows 64 wg..; a warpgroup with none of the tile's rows skips the products
     // (uniform over it, as wgmma needs) but keeps to the barriers.
-    const bool live = wg * 64 < rows;
-    const int g = lane / 4, tq = lane % 4;
+    const bool live = wg * 64 < t.rows;
+    const int tq = lane % 4;
     const int r0 = wg * 64 + w * 16;
     int lim[2];
-#pragma unroll
-    for (int h = 0; h < 2; h++) {
-        const int r = r0 + g + 8 * h;
-        lim[h] = r < rows ? min(p.tok_limit[t0 + r / group], k1) : 0;
-    }
+    att_row_limits(p, t, r0, lim);
     const float sl2 = p.scale * 1.4426950408889634f;
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
     float o[4 * NT];
@@ -439,11 +449,7 @@ __device__ __forceinline__ void block_attention_wgmma(const AttnParams& p) {
         __syncthreads();  // chunk ch (and Q) visible to every wgmma; the stage of chunk ch - 1 is free
         {
             const int nx = ch + ATT_WGMMA_STAGES - 1;
-            if (nx < nchunks) {
-                unsigned char* ks = kvs + (nx % ATT_WGMMA_STAGES) * STAGE;
-                att_load_chunk<D>(p, kva, pg, k0 + nx * KC, k1, ks, ks + KV_BYTES, att_swizzled_at<KC>);
-                att_pages<D>(kva, pt, k0 + (nx + 1) * KC, k1, pg);
-            }
+            if (nx < nchunks) att_copy_chunk<D>(p, kva, t, pg, nx, kvs + (nx % ATT_WGMMA_STAGES) * STAGE, KV_BYTES, att_swizzled_at<KC>);
             cp_async_commit();
         }
         if (!live) continue;
@@ -515,29 +521,7 @@ __device__ __forceinline__ void block_attention_wgmma(const AttnParams& p) {
         wgmma_wait<0>();
     }
     cp_async_wait<0>();
-
-#pragma unroll
-    for (int h = 0; h < 2; h++) {
-        l[h] += __shfl_xor_sync(0xffffffffu, l[h], 1);
-        l[h] += __shfl_xor_sync(0xffffffffu, l[h], 2);
-        const int r = r0 + g + 8 * h;
-        if (r >= rows || l[h] == 0.f) continue;
-        const size_t row = (size_t)(t0 + r / group) * p.nh + kh * group + r % group;
-        if (p.num_splits == 1) {
-            const float inv = 1.f / l[h];
-            bf16* dst = p.out + row * d + 2 * tq;
-#pragma unroll
-            for (int n = 0; n < NT; n++)
-                if (n * 8 < d) *reinterpret_cast<__nv_bfloat162*>(dst + n * 8) = __floats2bfloat162_rn(o[4 * n + 2 * h] * inv, o[4 * n + 2 * h + 1] * inv);
-        } else {
-            const size_t prow = (size_t)split * p.tokens * p.nh + row;
-            float* dst = p.part_acc + prow * d + 2 * tq;
-#pragma unroll
-            for (int n = 0; n < NT; n++)
-                if (n * 8 < d) *reinterpret_cast<float2*>(dst + n * 8) = make_float2(o[4 * n + 2 * h], o[4 * n + 2 * h + 1]);
-            if (tq == 0) *reinterpret_cast<float2*>(p.part_ml + prow * 2) = make_float2(m[h], l[h]);
-        }
-    }
+    att_write_rows<NT>(p, t, kh, r0, m, l, [&](int n, int i) { return o[4 * n + i]; });
 }
 #endif
 

@@ -46,6 +46,18 @@ __device__ __forceinline__ void warp_scan2(int& a, int& b) {
     }
 }
 
+// Inclusive prefix sum of a float over the warp's lanes (lane order, the same additions on every
+// call: callers that compare sums across threads get the same bits).
+__device__ __forceinline__ float warp_scan(float v) {
+    const int lane = threadIdx.x % WARP;
+#pragma unroll
+    for (int o = 1; o < WARP; o <<= 1) {
+        const float y = __shfl_up_sync(0xffffffffu, v, o);
+        if (lane >= o) v += y;
+    }
+    return v;
+}
+
 // A float's bits as an unsigned key in the same order: a larger float has a larger key; -0 sorts
 // below +0, as Rust's total_cmp (the host's order).
 __device__ __forceinline__ uint32_t order_key(float x) {

@@ -95,23 +95,13 @@ __device__ __forceinline__ void warp_max_key(uint32_t& k, int& i) {
 // Prefix sums of one value a thread in thread order: exclusive, inclusive, and the block total.
 __device__ __forceinline__ void block_scan(float v, float* scratch, float& excl, float& incl, float& total) {
     const int lane = threadIdx.x % WARP, w = threadIdx.x / WARP, nw = blockDim.x / WARP;
-    float x = v;
-#pragma unroll
-    for (int o = 1; o < WARP; o <<= 1) {
-        const float y = __shfl_up_sync(FULL_MASK, x, o);
-        if (lane >= o) x += y;
-    }
+    const float x = warp_scan(v);
     float prev = __shfl_up_sync(FULL_MASK, x, 1);
     if (lane == 0) prev = 0.f;
     __syncthreads();  // a previous scan may still read scratch
     if (lane == WARP - 1) scratch[w] = x;
     __syncthreads();
-    float t = lane < nw ? scratch[lane] : 0.f;
-#pragma unroll
-    for (int o = 1; o < WARP; o <<= 1) {
-        const float y = __shfl_up_sync(FULL_MASK, t, o);
-        if (lane >= o) t += y;
-    }
+    const float t = warp_scan(lane < nw ? scratch[lane] : 0.f);
     float off = __shfl_sync(FULL_MASK, t, w > 0 ? w - 1 : 0);
     if (w == 0) off = 0.f;
     total = __shfl_sync(FULL_MASK, t, nw - 1);
@@ -236,12 +226,7 @@ __device__ Found id_select(const float* __restrict__ l, Slice sl, Q q, float fra
             for (int base = begin; base < end && found < 0; base += WARP) {
                 const int i = base + lane;
                 const float x = i < end ? q(i, l[i]) : 0.f;
-                float c = x;
-#pragma unroll
-                for (int o = 1; o < WARP; o <<= 1) {
-                    const float y = __shfl_up_sync(FULL_MASK, c, o);
-                    if (lane >= o) c += y;
-                }
+                const float c = warp_scan(x);
                 const unsigned hit = __ballot_sync(FULL_MASK, x > 0.f && run + c > r);
                 const unsigned pos = __ballot_sync(FULL_MASK, x > 0.f);
                 if (hit) {
@@ -344,12 +329,7 @@ __device__ Bar radix_select(const float* __restrict__ l, Slice sl, Q q, float fr
             // The chosen group's bins over the cluster, lane j holding bin gtop - j (logit order).
             const int gtop = nb - 1 - chosen * c;
             const float h = lane < c ? cluster_sum(cluster, &hist[gtop - lane]) : 0.f;
-            float cum = h;
-#pragma unroll
-            for (int o = 1; o < WARP; o <<= 1) {
-                const float y = __shfl_up_sync(FULL_MASK, cum, o);
-                if (lane >= o) cum += y;
-            }
+            const float cum = warp_scan(h);
             float ahead = __shfl_up_sync(FULL_MASK, cum, 1);
             if (lane == 0) ahead = 0.f;
             const float base = sm.group_before;

@@ -8,13 +8,17 @@
 // Where chunk `c` (16 bytes) of row `r` of a swizzled tile lies, in bytes from the tile's start.
 __host__ __device__ constexpr int sw128_offset(int r, int c) { return r * 128 + ((c ^ (r % 8)) << 4); }
 
-// The matrix descriptor of a swizzled K-major tile starting at `smem` (1024-byte aligned; a
-// start 32 bytes further on is the next 16 columns): start address >> 4, leading byte offset
-// 16 (unused by this layout), stride byte offset 1024 (one atom of 8 rows), layout 128B swizzle.
-__device__ __forceinline__ uint64_t sw128_desc(const void* smem) {
+// A matrix descriptor of a 128-byte-swizzled tile starting at `smem` (1024-byte aligned): start
+// address >> 4, leading byte offset `lbo`, stride byte offset 1024 (one atom of 8 rows), layout
+// 128B swizzle.
+__device__ __forceinline__ uint64_t sw128_desc_lbo(const void* smem, uint32_t lbo) {
     const uint32_t a = (uint32_t)__cvta_generic_to_shared(smem);
-    return (uint64_t)((a & 0x3FFFF) >> 4) | ((uint64_t)(16 >> 4) << 16) | ((uint64_t)(1024 >> 4) << 32) | (1ull << 62);
+    return (uint64_t)((a & 0x3FFFF) >> 4) | ((uint64_t)((lbo >> 4) & 0x3FFF) << 16) | ((uint64_t)(1024 >> 4) << 32) | (1ull << 62);
 }
+
+// The descriptor of a swizzled K-major tile (a start 32 bytes further on is the next 16
+// columns); the leading byte offset is unused by this layout (16).
+__device__ __forceinline__ uint64_t sw128_desc(const void* smem) { return sw128_desc_lbo(smem, 16); }
 
 // Writes of the generic proxy (cp.async, st.shared) made visible to wgmma's reads (async proxy).
 __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
@@ -38,14 +42,11 @@ __device__ __forceinline__ void wgmma_m64n128k16_bf16(float (&d)[64], uint64_t d
         : "l"(desc_a), "l"(desc_b), "r"(1));
 }
 
-// The matrix descriptor of a swizzled MN-major tile (B stored [k][n], n contiguous: 64 n a 128-byte
-// row, 8 k rows an atom of 1024 bytes, the next 64 n `mn_stride` bytes further on), as wgmma reads
-// B with imm-trans-b = 1: start >> 4, leading byte offset mn_stride (the next 64 n), stride byte
-// offset 1024 (the next 8 k), layout 128B swizzle.
-__device__ __forceinline__ uint64_t sw128_desc_mn(const void* smem, uint32_t mn_stride) {
-    const uint32_t a = (uint32_t)__cvta_generic_to_shared(smem);
-    return (uint64_t)((a & 0x3FFFF) >> 4) | ((uint64_t)((mn_stride >> 4) & 0x3FFF) << 16) | ((uint64_t)(1024 >> 4) << 32) | (1ull << 62);
-}
+// The descriptor of a swizzled MN-major tile (B stored [k][n], n contiguous: 64 n a 128-byte row,
+// 8 k rows an atom of 1024 bytes, the next 64 n `mn_stride` bytes further on), as wgmma reads B
+// with imm-trans-b = 1: the leading byte offset is mn_stride (the next 64 n), the stride byte
+// offset the next 8 k.
+__device__ __forceinline__ uint64_t sw128_desc_mn(const void* smem, uint32_t mn_stride) { return sw128_desc_lbo(smem, mn_stride); }
 
 // D (64 x 64, f32) = A B + (scale_d ? D : 0), A (64 x 16) and B (16 x 64: B rows are D's
 // columns) K-major in shared memory, bf16. d[4j + i] as in wgmma_m64n128k16_bf16 (j < 8).
