@@ -4,7 +4,7 @@
 // slice of the expert's weights through shared memory (cp.async, 16-byte, double-buffered)
 // and multiplies the item's gathered rows by it with bf16 WMMA (fp32 accumulate).
 //   moe_gate_up: act[slot] = bf16(silu(x w_gate^T) * (x w_up^T)), x = h[slot_token[slot]]
-//   moe_down:    out[slot] = slot_weight[slot] * (act[slot] w_down^T)            (f32)
+//   moe_down:    out[slot] = bf16(slot_weight[slot] * (act[slot] w_down^T))
 // These are the 64-row items (batches whose experts average 12 rows or more); items of a few
 // rows go to the weight stream of moe_stream.cu. See docs/PERF.md for what binds here.
 // FP8 (W8A16, the `_fp8` kernels): the weights stream as e4m3 (half the bytes), are widened to
@@ -214,7 +214,7 @@ __device__ __forceinline__ void moe_gemm(const MoeGemmParams& p) {
         if (GATED) {
             p.act_out[slot * p.n + n0 + c] = f2bf(silu_f(o1[r * (GEMM_BN + 4) + c]) * o2[r * (GEMM_BN + 4) + c]);
         } else {
-            p.f32_out[slot * p.n + n0 + c] = o1[r * (GEMM_BN + 4) + c] * p.slot_weight[slot];
+            p.slot_out[slot * p.n + n0 + c] = f2bf(o1[r * (GEMM_BN + 4) + c] * p.slot_weight[slot]);
         }
     }
 }
@@ -234,7 +234,7 @@ __device__ __forceinline__ void moe_gemm(const MoeGemmParams& p) {
 // ---------------------------------------------------------------------------------------------
 
 // Outputs (col, col + 1) of `slot` from their sums: gated, act = bf16(silu(gate) * up); else
-// f32_out = sum * the slot's routing weight. Columns past n are not written.
+// slot_out = bf16(sum * the slot's routing weight). Columns past n are not written.
 template <bool GATED>
 __device__ __forceinline__ void store_pair(const MoeGemmParams& p, size_t slot, int col, float s0, float s1, float u0, float u1) {
     const bool pair = p.n % 2 == 0 && col + 1 < p.n;
@@ -249,12 +249,12 @@ __device__ __forceinline__ void store_pair(const MoeGemmParams& p, size_t slot, 
         }
     } else {
         const float wt = p.slot_weight[slot];
-        float* out = p.f32_out + slot * p.n + col;
+        bf16* out = p.slot_out + slot * p.n + col;
         if (pair) {
-            *reinterpret_cast<float2*>(out) = make_float2(s0 * wt, s1 * wt);
+            *reinterpret_cast<__nv_bfloat162*>(out) = __floats2bfloat162_rn(s0 * wt, s1 * wt);
         } else {
-            if (col < p.n) out[0] = s0 * wt;
-            if (col + 1 < p.n) out[1] = s1 * wt;
+            if (col < p.n) out[0] = f2bf(s0 * wt);
+            if (col + 1 < p.n) out[1] = f2bf(s1 * wt);
         }
     }
 }

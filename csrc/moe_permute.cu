@@ -4,35 +4,43 @@
 // moe_combine: y[t] += sum over k (in k order) of the weighted expert rows of token t.
 #include "common.cuh"
 
-// A CTA takes COMBINE_THREADS x 4 columns of one token, a thread 4 of them (16-byte loads),
-// with COMBINE_K_UNROLL of its k slot loads issued together. One CTA a token walking its whole
-// row with a load latency per (column, k) took ~16 us a call at flash's 4096 columns and 32
-// tokens. Each column still sums its slots in k order, then adds to y: the sums are as before.
+// A CTA takes COMBINE_THREADS x COMBINE_COLS columns of one token, a thread COMBINE_COLS of
+// them (one 16-byte load of bf16 a slot), with COMBINE_K_UNROLL of its k slot loads issued
+// together. One CTA a token walking its whole row with a load latency per (column, k) took ~16 us
+// a call at flash's 4096 columns and 32 tokens. Each column sums its slots in k order in f32,
+// then adds to y.
 extern "C" __global__ void __launch_bounds__(COMBINE_THREADS) moe_combine(const CombineParams p) {
+    static_assert(COMBINE_COLS == 8, "a thread's columns are one uint4 of bf16");
     const int t = blockIdx.x;
-    const int c = (blockIdx.y * COMBINE_THREADS + threadIdx.x) * 4;
-    if (c >= p.hidden) return;  // hidden is a multiple of 8 (checked on the host)
+    const int c = (blockIdx.y * COMBINE_THREADS + threadIdx.x) * COMBINE_COLS;
+    if (c >= p.hidden) return;  // hidden is a multiple of COMBINE_COLS (checked on the host)
     const int32_t* slots = p.tok_slot + (size_t)t * p.topk;
-    float4 r = make_float4(0.f, 0.f, 0.f, 0.f);
+    float r[COMBINE_COLS] = {};
     for (int k0 = 0; k0 < p.topk; k0 += COMBINE_K_UNROLL) {
 #pragma unroll
         for (int u = 0; u < COMBINE_K_UNROLL; u++) {
             if (k0 + u < p.topk) {
-                const float4 v = *reinterpret_cast<const float4*>(p.slot_out + (size_t)slots[k0 + u] * p.hidden + c);
-                r.x += v.x;
-                r.y += v.y;
-                r.z += v.z;
-                r.w += v.w;
+                const uint4 v = *reinterpret_cast<const uint4*>(p.slot_out + (size_t)slots[k0 + u] * p.hidden + c);
+                const __nv_bfloat162* b = reinterpret_cast<const __nv_bfloat162*>(&v);
+#pragma unroll
+                for (int i = 0; i < COMBINE_COLS / 2; i++) {
+                    const float2 f = __bfloat1622float2(b[i]);
+                    r[2 * i] += f.x;
+                    r[2 * i + 1] += f.y;
+                }
             }
         }
     }
     float4* y = reinterpret_cast<float4*>(p.y + (size_t)t * p.hidden + c);
-    float4 o = *y;
-    o.x += r.x;
-    o.y += r.y;
-    o.z += r.z;
-    o.w += r.w;
-    *y = o;
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        float4 o = y[h];
+        o.x += r[4 * h];
+        o.y += r[4 * h + 1];
+        o.z += r[4 * h + 2];
+        o.w += r[4 * h + 3];
+        y[h] = o;
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -292,7 +292,7 @@ __device__ __forceinline__ void moe_stream(const MoeGemmParams& p) {
                     if (GATED) {
                         p.act_out[slot * p.n + col] = f2bf(silu_f(acc1[j][q]) * acc2[j][q]);
                     } else {
-                        p.f32_out[slot * p.n + col] = acc1[j][q] * p.slot_weight[slot];
+                        p.slot_out[slot * p.n + col] = f2bf(acc1[j][q] * p.slot_weight[slot]);
                     }
                 }
         }

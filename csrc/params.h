@@ -360,7 +360,9 @@ struct MoeGemmParams {
     DEV_PTR(const float) w1_scale;
     DEV_PTR(const float) w2_scale;
     DEV_PTR(bf16) act_out;
-    DEV_PTR(float) f32_out;
+    // down: each slot's output times its routing weight, rounded to bf16 (as SGLang's fused MoE
+    // writes it); f32 doubled the bytes the down GEMM writes and moe_combine reads back.
+    DEV_PTR(bf16) slot_out;
     DEV_PTR(const int32_t) slot_token;
     DEV_PTR(const float) slot_weight;
     DEV_PTR(const int32_t) items;
@@ -386,13 +388,14 @@ struct QuantizeFp8Params {
 };
 
 // moe_permute.cu: y[t] += sum_k slot_out[tok_slot[t*topk + k]] (fixed order: deterministic).
-// Grid (token, column chunk of COMBINE_THREADS x 4 columns); COMBINE_K_UNROLL slot loads in
-// flight a thread.
+// Grid (token, column chunk of COMBINE_THREADS x COMBINE_COLS columns); COMBINE_K_UNROLL slot
+// loads in flight a thread.
 #define COMBINE_THREADS 128
 #define COMBINE_K_UNROLL 8
+#define COMBINE_COLS 8  // a thread's columns: one 16-byte load of bf16 a slot
 struct CombineParams {
     DEV_PTR(float) y;
-    DEV_PTR(const float) slot_out;
+    DEV_PTR(const bf16) slot_out;
     DEV_PTR(const int32_t) tok_slot;
     int32_t tokens;
     int32_t topk;

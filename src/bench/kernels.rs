@@ -85,11 +85,12 @@ pub fn step_work(
         KernelWork {
             name: "moe_down",
             bytes: touched * expert_matrix
-                + moe_layers * (t * k * im * 2.0 + t * k * h * 4.0)
-                + fused_layers * (s * h * 2.0 + t * s * 2.0 + t * h * 4.0),
+                + moe_layers * (t * k * im * 2.0 + t * k * h * 2.0)
+                + fused_layers * (s * h * 2.0 + t * s * 2.0 + t * h * 2.0),
             flops: moe_layers * 2.0 * t * k * im * h + fused_layers * 2.0 * t * s * h,
         },
-        KernelWork { name: "moe_combine", bytes: moe_layers * (t * k * h * 4.0 + t * h * 4.0), flops: moe_layers * t * k * h * 2.0 },
+        // The bf16 weighted slot rows in, y (f32) read and written.
+        KernelWork { name: "moe_combine", bytes: moe_layers * (t * k * h * 2.0 + t * h * 8.0), flops: moe_layers * t * k * h * 2.0 },
         mlp_gu,
         KernelWork { name: "silu_mul", bytes: t * inter_all * (2.0 * 4.0 + 2.0), flops: t * inter_all * 6.0 },
         KernelWork { name: "mlp down", bytes: inter_all * h * 2.0 + l * t * h * 4.0 + t * inter_all * 2.0, flops: 2.0 * t * inter_all * h },

@@ -358,7 +358,7 @@ impl CudaBackend {
         let mut g = MoeGemmParams {
             x: self.p(x),
             act_out: self.p(&act),
-            f32_out: 0,
+            slot_out: 0,
             slot_token: self.p(&slot_token),
             slot_weight: self.p(&slot_weight),
             items: self.p(&items),
@@ -380,11 +380,11 @@ impl CudaBackend {
         let fp8 = matches!(m.gate, ExpertMatrix::Fp8 { .. });
         let [gate_up, down] = expert_gemms(tile_m, fp8, self.wgmma);
         self.k.launch_smem(gate_up.kernel, gate_up.grid(&self.k, im, max_items)?, gate_up.threads, gate_up.smem, &g)?;
-        let slot_out = self.alloc_f32(slots * h, "expert outputs")?;
+        let slot_out = self.alloc_bf16(slots * h, "expert outputs")?;
         g.x = self.p(&act);
         self.set_weights(&mut g, &m.down, None);
         g.act_out = 0;
-        g.f32_out = self.p(&slot_out);
+        g.slot_out = self.p(&slot_out);
         g.n = h as i32;
         g.k = im as i32;
         if let Some(s) = shared {
@@ -408,7 +408,7 @@ impl CudaBackend {
             topk: topk as i32,
             hidden: h as i32,
         };
-        let chunks = h.div_ceil(COMBINE_THREADS * 4) as u32;
+        let chunks = h.div_ceil(COMBINE_THREADS * COMBINE_COLS) as u32;
         self.k.launch(Kernel::MoeCombine, (rows as u32, chunks, 1), COMBINE_THREADS as u32, &p)?;
         Ok(y)
     }
