@@ -85,27 +85,17 @@ struct AttCopy {
     static_assert(ATT_THREADS % PER_ROW == 0 && KC % PASS == 0, "a thread copies one column of some rows");
 };
 
-// A thread's K/V addressing, worked out once a CTA: the part of a copy's offset that no page
-// changes, and a position's page-table slot and place in its page. Page sizes that are powers
-// of two (the engine's 32) take a shift and a mask where every copy took two integer divisions
-// (the kernel's issue slots are half busy, its integer pipe the busiest: ncu, docs/PERF.md).
+// A thread's K/V addressing, worked out once a CTA: the pool's layout (KvLayout, common.cuh) and
+// the part of a copy's offset that no page changes. (Working out each copy's offset, two integer
+// divisions a copy, left the kernel's issue slots half busy with the integer pipe the busiest:
+// ncu, docs/PERF.md.)
 template <int D>
 struct AttKvAddr {
-    int ps, shift;
-    bool pow2;
-    size_t row_elems;    // one position's K (or V) of all KV heads
-    size_t page_stride;  // [page][layer][k|v][slot][nkv][d]: one page of every layer
-    size_t base;         // this layer's K, head kh, this thread's column
-    __device__ __forceinline__ AttKvAddr(const AttnParams& p, int kh) {
-        ps = p.kv.page_size;
-        shift = __ffs(ps) - 1;
-        pow2 = (ps & (ps - 1)) == 0;
-        row_elems = (size_t)p.nkv * p.d;
-        page_stride = (size_t)p.kv.num_layers * 2 * ps * row_elems;
-        base = (size_t)p.kv.layer * 2 * ps * row_elems + (size_t)kh * p.d + (threadIdx.x % AttCopy<D>::PER_ROW) * 8;
+    KvLayout kv;
+    size_t base;  // this layer's K, head kh, this thread's column
+    __device__ __forceinline__ AttKvAddr(const AttnParams& p, int kh) : kv(p.kv, p.nkv, p.d) {
+        base = kv.layer_base + (size_t)kh * p.d + (threadIdx.x % AttCopy<D>::PER_ROW) * 8;
     }
-    __device__ __forceinline__ int page(int pos) const { return pow2 ? pos >> shift : pos / ps; }
-    __device__ __forceinline__ int slot(int pos) const { return pow2 ? pos & (ps - 1) : pos % ps; }
 };
 
 // The pages of this thread's rows of the chunk at kbase (0 past kend: never read). Loaded one
@@ -116,7 +106,7 @@ __device__ __forceinline__ void att_pages(const AttKvAddr<D>& a, const int32_t* 
 #pragma unroll
     for (int i = 0; i < AttCopy<D>::ROWS; i++) {
         const int pos = kbase + threadIdx.x / AttCopy<D>::PER_ROW + i * AttCopy<D>::PASS;
-        pg[i] = pos < kend ? pt[a.page(pos)] : 0;
+        pg[i] = pos < kend ? pt[a.kv.page(pos)] : 0;
     }
 }
 
@@ -133,11 +123,11 @@ __device__ __forceinline__ void att_load_chunk(const AttnParams& p, const AttKvA
     for (int i = 0; i < C::ROWS; i++) {
         const int j = threadIdx.x / C::PER_ROW + i * C::PASS, pos = kbase + j;
         const bool valid = pos < kend && c < p.d;
-        // kv_offset (common.cuh) with the page looked up ahead.
-        const size_t k_off = (size_t)pg[i] * a.page_stride + a.base + (size_t)a.slot(pos) * a.row_elems;
+        // KvLayout::row with the page looked up ahead and the head's column hoisted.
+        const size_t k_off = (size_t)pg[i] * a.kv.page_stride + a.base + (size_t)a.kv.slot(pos) * a.kv.row_elems;
         const bf16* src = valid ? p.kv.pool + k_off : p.kv.pool;
         cp_async16(ks + at(j, c / 8), src, valid);
-        cp_async16(vs + at(j, c / 8), valid ? src + a.ps * a.row_elems : src, valid);  // V: page_size positions on
+        cp_async16(vs + at(j, c / 8), valid ? src + a.kv.ps * a.kv.row_elems : src, valid);  // V: page_size positions on
     }
 }
 // The mma.sync path's layout: rows of D + ATT_PAD bf16.

@@ -95,9 +95,35 @@ __device__ __forceinline__ float block_sum_exp(const float* l, int n, float m, f
 
 __device__ __forceinline__ float silu_f(float x) { return x / (1.f + expf(-x)); }
 
-// KV pool addressing: [page][layer][k|v][page_size][nkv][d]; `pt` is the token's page table.
+// The KV pool's layout, [page][layer][k|v][page_size][nkv][d] bf16, as seen from layer c.layer:
+// a position's page-table index and its slot in the page (a shift and a mask for page sizes that
+// are powers of two, the engine's 32, where a division costs two integer divisions), and where a
+// head's K or V row lies. block_attention works it out once a CTA (AttKvAddr), the rope store
+// once a head.
+struct KvLayout {
+    int ps, shift;
+    bool pow2;
+    size_t row_elems;    // one position's K (or V) of all KV heads
+    size_t page_stride;  // one page of every layer
+    size_t layer_base;   // this layer's K within a page
+    __device__ __forceinline__ KvLayout(const PagedKv& c, int nkv, int d) {
+        ps = c.page_size;
+        shift = __ffs(ps) - 1;
+        pow2 = (ps & (ps - 1)) == 0;
+        row_elems = (size_t)nkv * d;
+        page_stride = (size_t)c.num_layers * 2 * ps * row_elems;
+        layer_base = (size_t)c.layer * 2 * ps * row_elems;
+    }
+    __device__ __forceinline__ int page(int pos) const { return pow2 ? pos >> shift : pos / ps; }
+    __device__ __forceinline__ int slot(int pos) const { return pow2 ? pos & (ps - 1) : pos % ps; }
+    // Head h's K row (kv 0) or V row (kv 1) at `slot` of pool page `page`.
+    __device__ __forceinline__ size_t row(int page, int slot, int kv, int h, int d) const {
+        return (size_t)page * page_stride + layer_base + ((size_t)kv * ps + slot) * row_elems + (size_t)h * d;
+    }
+};
+
+// Where head h's K (kv 0) or V (kv 1) of position pos lies; `pt` is the token's page table.
 __device__ __forceinline__ size_t kv_offset(const PagedKv& c, const int32_t* pt, int pos, int kv, int nkv, int h, int d) {
-    const int page_size = c.page_size, layer = c.layer, num_layers = c.num_layers;
-    int page = pt[pos / page_size], s = pos % page_size;
-    return ((((size_t)page * num_layers + layer) * 2 + kv) * page_size + s) * (size_t)nkv * d + (size_t)h * d;
+    const KvLayout l(c, nkv, d);
+    return l.row(pt[l.page(pos)], l.slot(pos), kv, h, d);
 }
