@@ -2,7 +2,7 @@
 // (same work items, same outputs) for items of at most 8 * NT rows, written for the case where
 // an expert gets a few rows, so the cost is reading its weights once and nothing else.
 //   moe_gate_up_stream: act[slot] = bf16(silu(x w_gate^T) * (x w_up^T)), x = h[slot_token[slot]]
-//   moe_down_stream:    out[slot] = slot_weight[slot] * (act[slot] w_down^T)            (f32)
+//   moe_down_stream:    out[slot] = bf16(slot_weight[slot] * (act[slot] w_down^T))
 //
 // Why not moe_gemm.cu's tiles: those stage the weights through shared memory and run 16-row
 // WMMA tiles of which 1-2 rows are real at batch 1; this kernel loads the weights straight into
