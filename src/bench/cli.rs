@@ -85,6 +85,10 @@ pub struct Common {
     /// the routed experts' launches before it runs as its own cuBLAS GEMMs. For measuring it.
     #[arg(long)]
     pub shared_expert_items: Option<usize>,
+    /// CUDA: CTAs of block_attention an SM that its key-split rule counts as a wave's slots
+    /// (default 1). For measuring it.
+    #[arg(long)]
+    pub att_ctas_per_sm: Option<usize>,
     /// CUDA: `--disable-cuda-graph` (to measure what graphs save), `--cuda-graph-max-bs N`.
     #[command(flatten)]
     pub graphs: crate::runtime::GraphFlags,
@@ -200,6 +204,9 @@ fn cuda(cmd: BenchCmd, process_start: std::time::Instant) -> Result<()> {
     if let Some(rows) = common.moe_item_rows.filter(|r| ![16, 64, 128].contains(r)) {
         bail!("--moe-item-rows takes 16, 64 or 128, got {rows}");
     }
+    if common.att_ctas_per_sm == Some(0) {
+        bail!("--att-ctas-per-sm takes 1 or more");
+    }
     // Per-launch timing is chosen when the backend's kernels are loaded.
     let opts = CudaOptions {
         profile_kernels: matches!(cmd, BenchCmd::Kernels(_)),
@@ -207,6 +214,7 @@ fn cuda(cmd: BenchCmd, process_start: std::time::Instant) -> Result<()> {
         moe_item_rows: common.moe_item_rows,
         dense_stream: common.dense_stream,
         shared_expert_items: common.shared_expert_items,
+        att_ctas_per_sm: common.att_ctas_per_sm,
         cuda_graph_max_bs: common.graphs.max_bs().unwrap_or(CudaOptions::default().cuda_graph_max_bs),
         ..CudaOptions::default()
     };

@@ -101,6 +101,9 @@ fn att_kernel(d: usize) -> (usize, u32, Kernel) {
 /// does, once written and once read by the combine).
 const ATT_CTA_COST_CHUNKS: usize = 2;
 const ATT_MIN_SPLIT_CHUNKS: usize = 2;
+/// From this many chunks a split (at one CTA an SM), the split rule counts every resident CTA of
+/// an SM as a slot (see [`split_rule`]).
+const ATT_SHARED_SM_MIN_CHUNKS: usize = 64;
 
 /// How many key splits: the count minimising waves x (chunks a split + fixed cost), where a
 /// wave is `slots` CTAs (SMs x ATT_CTAS_PER_SM), at least ATT_MIN_SPLIT_CHUNKS chunks a split
@@ -118,9 +121,21 @@ fn att_splits(ctas: usize, chunks: usize, slots: usize) -> usize {
 /// and a CUDA graph of the step replays while the prefix grows; the keys a split covers then
 /// follow the context exactly (a data value: splits past the longest context have no keys and
 /// exit). Eager forwards use the same rule, so a replay computes what they compute.
-fn split_rule(ctas: usize, max_limit: usize, kc: usize, slots: usize) -> (usize, usize) {
-    let chunks = max_limit.div_ceil(kc).max(1);
-    let splits = att_splits(ctas, chunks.next_power_of_two(), slots);
+///
+/// A wave counts an SM once (`sm_count` slots) even where it holds `resident` CTAs (the wgmma
+/// path holds two): at short splits the second CTA's fixed cost and the extra partial rows the
+/// combine reads cost what sharing the SM saves. When a split would still walk
+/// ATT_SHARED_SM_MIN_CHUNKS chunks or more (long contexts), the CTA is bound by its per-chunk
+/// chain (S, softmax, P V), which a second CTA an SM overlaps, so the rule then counts every
+/// resident CTA. Measured on the H200 (docs/PERF.md, session 12): batch 8 at a 32,736-token
+/// prefix 11.03 -> 10.03 ms a step, batch 16 at 8,192 9.93 -> 9.49; counting both at short splits
+/// was slower or level (batch 1 at 8,192 4.38 -> 4.50 ms, batch 16 at 1,024 7.64 -> 7.75).
+fn split_rule(ctas: usize, max_limit: usize, kc: usize, sm_count: usize, resident: usize) -> (usize, usize) {
+    let chunks = max_limit.div_ceil(kc).max(1).next_power_of_two();
+    let mut splits = att_splits(ctas, chunks, sm_count);
+    if resident > 1 && chunks / splits >= ATT_SHARED_SM_MIN_CHUNKS {
+        splits = att_splits(ctas, chunks, sm_count * resident);
+    }
     let split_keys = max_limit.div_ceil(splits).div_ceil(kc).max(1) * kc;
     (splits, split_keys)
 }
@@ -206,11 +221,15 @@ impl CudaBackend {
         }
         let max_limit = tok_limit.iter().copied().max().unwrap_or(0) as usize;
         let num_tiles = tiles.len() / 2;
-        let (kc, _, _) = att_kernel(c.head_dim());
-        // A wave counts an SM once even where it holds two CTAs (the wgmma path): they share its
-        // tensor cores and bandwidth, and more splits only add partial rows to combine.
-        let slots = self.sm_count * ATT_CTAS_PER_SM;
-        let (splits, split_keys) = split_rule(num_tiles * c.num_key_value_heads, max_limit, kc, slots);
+        let (kc, _, kernel) = att_kernel(c.head_dim());
+        // CTAs an SM holds: two on the wgmma path (head dim 128 on sm_90a), one elsewhere. A
+        // measuring override (`dllm bench --att-ctas-per-sm`) counts that many in every wave.
+        let resident = if self.wgmma && kernel == Kernel::BlockAttention { ATT_WGMMA_CTAS_PER_SM } else { ATT_CTAS_PER_SM };
+        let ctas = num_tiles * c.num_key_value_heads;
+        let (splits, split_keys) = match self.opts.att_ctas_per_sm {
+            Some(n) => split_rule(ctas, max_limit, kc, self.sm_count * n, 1),
+            None => split_rule(ctas, max_limit, kc, self.sm_count, resident),
+        };
         let shape =
             StepShape { tokens: t, out_rows: out_rows.len(), tiles: num_tiles, splits, page_room: page_table.len().next_power_of_two() };
         let o = shape.offsets();
@@ -362,16 +381,31 @@ mod tests {
 
     #[test]
     fn split_rule_keeps_the_split_count_until_the_context_doubles() {
-        let (kc, slots) = (att_kernel(128).0, 132 * ATT_CTAS_PER_SM);
+        let kc = att_kernel(128).0;
         // Batch 1 at 1056 keys: 16 splits of 128 keys (9 of them hold keys), as eager always ran.
-        assert_eq!(split_rule(4, 1056, kc, slots), (16, 128));
+        assert_eq!(split_rule(4, 1056, kc, 132, 2), (16, 128));
         // Every context from 1025 to 2048 keys: the same split count, keys a split following it.
         for keys in [1025, 1088, 1500, 2048] {
-            let (splits, split_keys) = split_rule(4, keys, kc, slots);
+            let (splits, split_keys) = split_rule(4, keys, kc, 132, 2);
             assert_eq!(splits, 16, "{keys} keys");
             assert!(splits * split_keys >= keys && split_keys - kc < keys.div_ceil(splits), "{keys} keys");
             assert_eq!(split_keys % kc, 0);
         }
-        assert_eq!(split_rule(256, 1056, kc, slots).0, 1); // batch 64: no combine
+        assert_eq!(split_rule(256, 1056, kc, 132, 2).0, 1); // batch 64: no combine
+    }
+
+    #[test]
+    fn long_splits_count_both_resident_ctas() {
+        let kc = att_kernel(128).0;
+        // Batch 8 at 32,768 keys (32 CTAs a split): 4 splits of 128+ chunks at one CTA an SM; with
+        // two resident, 8 splits fill both slots of every SM in one wave.
+        assert_eq!(split_rule(32, 32768, kc, 132, 1).0, 4);
+        assert_eq!(split_rule(32, 32768, kc, 132, 2).0, 8);
+        // Batch 16 at 8,192 keys: 2 -> 4.
+        assert_eq!(split_rule(64, 8224, kc, 132, 2).0, 4);
+        // Short splits keep counting an SM once: batch 1 at 32k (32 chunks a split), batch 16 at 1k.
+        assert_eq!(split_rule(4, 32768, kc, 132, 2), split_rule(4, 32768, kc, 132, 1));
+        assert_eq!(split_rule(64, 1056, kc, 132, 2).0, 2);
+        assert_eq!(split_rule(1, 1, kc, 132, 2), (1, kc));
     }
 }

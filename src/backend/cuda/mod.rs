@@ -82,6 +82,9 @@ pub struct CudaOptions {
     /// (beyond it, its own cuBLAS GEMMs); `None`: SHARED_STREAM_MAX_ITEMS. `dllm bench
     /// --shared-expert-items` measures the choice.
     pub shared_expert_items: Option<usize>,
+    /// CTAs of block_attention an SM that the key-split rule counts as one wave's slots;
+    /// `None`: ATT_CTAS_PER_SM. `dllm bench --att-ctas-per-sm` measures the choice.
+    pub att_ctas_per_sm: Option<usize>,
 }
 
 impl Default for CudaOptions {
@@ -99,6 +102,7 @@ impl Default for CudaOptions {
             cuda_graph_max_bs: graph::DEFAULT_MAX_BS,
             dense_stream: false,
             shared_expert_items: None,
+            att_ctas_per_sm: None,
         }
     }
 }
