@@ -542,12 +542,11 @@ extern "C" __global__ void __launch_bounds__(ATT_THREADS, ATT_CTAS_PER_SM) block
 // Merge the splits of block_attention. One warp per output row (token t, query head h),
 // ATT_COMBINE_WARPS rows a CTA: the lanes reduce the splits' (m, l) to the global max and
 // 1 / sum (m in log2 units) by shuffles, then each lane sums 4 columns at a time over the splits
-// (16-byte loads). Split s holds token t's rows iff s * split_keys < limit(t). Split s's factor
-// 2^(m_s - max) is worked out once, by lane s % 32, and handed to the others by a shuffle, so the
-// loop over the splits issues only the partial rows' loads, ATT_COMBINE_UNROLL of them at once
-// (re-reading m_s beside each load left a batch-1 step at a 32k prefix, 33 splits, latency-bound).
-// (A CTA per row with a barrier between the two phases: ~13 us a call at batch 16, four
-// dependent latencies per CTA over 8k small CTAs.) Each column sums its splits in split order.
+// (16-byte loads, the splits' loads independent, ATT_COMBINE_UNROLL splits in flight: at 4, a
+// batch-1 step at a 32k prefix, 33 splits, waited out 9 rounds of load latency). Split s holds
+// token t's rows iff s * split_keys < limit(t). (A CTA per row with a barrier between the two
+// phases: ~13 us a call at batch 16, four dependent latencies per CTA over 8k small CTAs.) Each
+// column sums its splits in split order, as before.
 extern "C" __global__ void __launch_bounds__(ATT_COMBINE_WARPS * WARP) attention_combine(const AttnParams p) {
     const int lane = threadIdx.x % WARP, d = p.d;
     const size_t stride = (size_t)p.tokens * p.nh;  // rows per split
@@ -569,18 +568,14 @@ extern "C" __global__ void __launch_bounds__(ATT_COMBINE_WARPS * WARP) attention
         constexpr int U = ATT_COMBINE_UNROLL;
         for (int c = lane * 4; c < d; c += WARP * 4) {
             float4 a = make_float4(0.f, 0.f, 0.f, 0.f);
-            for (int s0 = 0; s0 < ns; s0 += WARP) {
-                const float mine = s0 + lane < ns ? exp2f(ml[(s0 + lane) * stride * 2] - mm) : 0.f;
-                const int n = min(WARP, ns - s0);  // uniform over the warp
 #pragma unroll U
-                for (int j = 0; j < n; j++) {
-                    const float f = __shfl_sync(0xffffffffu, mine, j);
-                    const float4 v = *reinterpret_cast<const float4*>(acc + (s0 + j) * stride * d + c);
-                    a.x += v.x * f;
-                    a.y += v.y * f;
-                    a.z += v.z * f;
-                    a.w += v.w * f;
-                }
+            for (int s = 0; s < ns; s++) {
+                const float f = exp2f(ml[s * stride * 2] - mm);
+                const float4 v = *reinterpret_cast<const float4*>(acc + s * stride * d + c);
+                a.x += v.x * f;
+                a.y += v.y * f;
+                a.z += v.z * f;
+                a.w += v.w * f;
             }
             reinterpret_cast<__nv_bfloat162*>(out + c)[0] = __floats2bfloat162_rn(a.x * inv, a.y * inv);
             reinterpret_cast<__nv_bfloat162*>(out + c)[1] = __floats2bfloat162_rn(a.z * inv, a.w * inv);

@@ -287,6 +287,19 @@ mod cuda {
 
     /// `write_mid_shape` with another hidden size.
     fn write_mid_hidden(dir: &Path, hidden: usize, nh: usize, nkv: usize, d: usize, moe_inter: usize) -> ModelConfig {
+        write_mid_config(dir, hidden, nh, nkv, d, moe_inter, |_| {})
+    }
+
+    /// `write_mid_hidden` with the config edited further by `edit` before it is written.
+    fn write_mid_config(
+        dir: &Path,
+        hidden: usize,
+        nh: usize,
+        nkv: usize,
+        d: usize,
+        moe_inter: usize,
+        edit: impl FnOnce(&mut ModelConfig),
+    ) -> ModelConfig {
         let mut c = preset("tiny").unwrap();
         c.hidden_size = hidden;
         c.num_hidden_layers = 2;
@@ -301,6 +314,7 @@ mod cuda {
         c.topk_group = 2;
         c.vocab_size = 1000;
         c.first_k_dense_replace = 1;
+        edit(&mut c);
         std::fs::create_dir_all(dir).unwrap();
         std::fs::write(dir.join("config.json"), serde_json::to_string(&c).unwrap()).unwrap();
         let mut rng = Rng::new(7);
@@ -361,6 +375,20 @@ mod cuda {
         every_item_size(&dir, None);
         attention_agrees(&mut p, 12);
         long_attention_agrees(&mut p, 13, 608);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A block of 32 over 4,352 cached keys with mini's head layout: 64 key splits, of which 35
+    /// hold keys, more than a warp has lanes: attention_combine's (m, l) loops take two rounds.
+    #[test]
+    fn attention_combine_past_32_splits() {
+        if skip() {
+            return;
+        }
+        let dir = tmp("combine-splits");
+        write_mid_config(&dir, 256, 8, 2, 128, 136, |c| c.max_position_embeddings = 8192);
+        let mut p = pair(&dir);
+        long_attention_agrees(&mut p, 31, 4352);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -901,10 +929,19 @@ mod cuda {
         let dir = tmp("graphs");
         let cfg = write_mid(&dir);
         let ck = Checkpoint::open(&dir).unwrap();
+        // Shared expert items: the default, and none (the shared expert then runs on the side
+        // stream at every step, forked and joined inside the graph).
+        for shared_items in [None, Some(0)] {
+            graph_replay_equals_eager(&ck, &cfg, shared_items);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn graph_replay_equals_eager(ck: &Checkpoint, cfg: &ModelConfig, shared_items: Option<usize>) {
         let (mask, eos) = (cfg.vocab_size as u32 - 1, cfg.vocab_size as u32 - 2);
         let engine = |max_bs| {
-            let o = CudaOptions { cuda_graph_max_bs: max_bs, ..opts() };
-            Engine::new(CudaBackend::load(&ck, &o).unwrap(), cfg.clone(), mask, eos)
+            let o = CudaOptions { cuda_graph_max_bs: max_bs, shared_expert_items: shared_items, ..opts() };
+            Engine::new(CudaBackend::load(ck, &o).unwrap(), cfg.clone(), mask, eos)
         };
         let (mut graphed, mut eager) = (engine(64), engine(0));
         let mut rng = Rng::new(11);
@@ -933,7 +970,6 @@ mod cuda {
         eprintln!("CUDA graphs: {held} held, {replays} replayed steps; eager engine: {:?}", eager.backend.graph_counts());
         assert!(held > 0 && replays > 0, "no step was replayed from a CUDA graph");
         assert_eq!(eager.backend.graph_counts(), (0, 0));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// The tiny model itself. Its top-k routing is discontinuous: bf16 rounding of the router
