@@ -16,6 +16,14 @@ enum StreamOut<'a> {
     Gated(&'a CudaSlice<u16>),
 }
 
+/// The dense MLP's buffers: gate and up in f32 (cuBLAS; none for the weight stream, which
+/// fuses the SiLU), the bf16 activation, the f32 output.
+pub(super) struct MlpBuffers {
+    pub(super) gate_up: Option<CudaSlice<f32>>,
+    pub(super) act: CudaSlice<u16>,
+    pub(super) y: CudaSlice<f32>,
+}
+
 impl CudaBackend {
     /// Whether a projection of `rows` rows over `k` inputs takes the weight stream (16-byte rows of
     /// x, and a cluster's k ranges covering k).
@@ -62,19 +70,37 @@ impl CudaBackend {
 
     /// The dense MLP (and the shared expert): `bf16(silu(x gate^T) * (x up^T)) down^T`, f32 out.
     pub(super) fn dense_mlp(&self, m: &DenseMlp, x: &CudaSlice<u16>, rows: usize) -> Result<CudaSlice<f32>> {
+        let b = self.mlp_buffers(m, rows)?;
+        self.dense_mlp_into(m, x, rows, &b)?;
+        Ok(b.y)
+    }
+
+    /// What [`CudaBackend::dense_mlp_into`] writes, allocated apart from it so that it can run on
+    /// the side stream (which must not allocate: see `Kernels::fork_side`).
+    pub(super) fn mlp_buffers(&self, m: &DenseMlp, rows: usize) -> Result<MlpBuffers> {
         let h = self.cfg.hidden_size;
-        let act = self.alloc_bf16(rows * m.inter, "mlp activation")?;
-        if self.streams(rows, h) {
-            // gate_up holds the gate's rows, then the up's: two [inter][h] matrices.
-            let up = self.p(&m.gate_up) + (m.inter * h * std::mem::size_of::<u16>()) as u64;
-            self.stream_projection("mlp gate_up", x, self.p(&m.gate_up), Some(up), StreamOut::Gated(&act), rows, m.inter, h)?;
-        } else {
-            let gu = self.gemm("mlp gate_up", x, &m.gate_up, rows, 2 * m.inter, h)?;
-            let p = SiluMulParams { gu: self.p(&gu), out: self.p(&act), rows: rows as i32, inter: m.inter as i32 };
+        let gate_up = if self.streams(rows, h) { None } else { Some(self.alloc_f32(rows * 2 * m.inter, "mlp gate_up")?) };
+        Ok(MlpBuffers { gate_up, act: self.alloc_bf16(rows * m.inter, "mlp activation")?, y: self.alloc_f32(rows * h, "mlp down")? })
+    }
+
+    /// [`CudaBackend::dense_mlp`] into buffers from [`CudaBackend::mlp_buffers`] (launches only).
+    pub(super) fn dense_mlp_into(&self, m: &DenseMlp, x: &CudaSlice<u16>, rows: usize, b: &MlpBuffers) -> Result<()> {
+        let h = self.cfg.hidden_size;
+        if let Some(gu) = &b.gate_up {
+            self.k.gemm_bf16_f32("mlp gate_up", self.p(x), self.p(&m.gate_up), self.p(gu), rows, 2 * m.inter, h, 0.0)?;
+            let p = SiluMulParams { gu: self.p(gu), out: self.p(&b.act), rows: rows as i32, inter: m.inter as i32 };
             // Four columns a thread (csrc/mlp.cu), the grid striding past 65536 CTAs.
             self.k.launch(Kernel::SiluMul, ((rows * m.inter).div_ceil(4 * 256).min(65536) as u32, 1, 1), 256, &p)?;
+        } else {
+            // gate_up holds the gate's rows, then the up's: two [inter][h] matrices.
+            let up = self.p(&m.gate_up) + (m.inter * h * std::mem::size_of::<u16>()) as u64;
+            self.stream_projection("mlp gate_up", x, self.p(&m.gate_up), Some(up), StreamOut::Gated(&b.act), rows, m.inter, h)?;
         }
-        self.gemm("mlp down", &act, &m.down, rows, h, m.inter)
+        if self.streams(rows, m.inter) {
+            self.stream_projection("mlp down", &b.act, self.p(&m.down), None, StreamOut::F32(&b.y), rows, h, m.inter)
+        } else {
+            self.k.gemm_bf16_f32("mlp down", self.p(&b.act), self.p(&m.down), self.p(&b.y), rows, h, m.inter, 0.0).map_err(Into::into)
+        }
     }
 
     /// One weight-stream launch: `w1` (and `w2`, gated) `[n][k]` at these addresses; profiled as

@@ -7,6 +7,7 @@ use super::error::{CudaError, Result};
 use cudarc::cublas::{sys as cublas_sys, CudaBlas};
 use cudarc::driver::{CudaContext, CudaEvent, CudaFunction, CudaSlice, CudaStream, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// csrc/params.h through bindgen (build.rs): launch structs, tile constants, shared-memory sizes.
@@ -53,6 +54,11 @@ pub struct Kernels {
     blas: CudaBlas,
     /// Handed to cuBLAS (kept alive as long as the handle).
     _blas_workspace: CudaSlice<u8>,
+    /// A second stream for work that runs beside the main one's (see [`Kernels::fork_side`]).
+    side: Side,
+    /// Launches and GEMMs go to the side stream (between `fork_side` and `join_side`, inside
+    /// [`Kernels::on_side`]).
+    on_side: AtomicBool,
     /// Indexed by `Kernel as usize` (the order of `Kernel::ALL`).
     fns: Vec<CudaFunction>,
     sync_each: bool,
@@ -64,6 +70,36 @@ pub struct Kernels {
     smem_allowed: Mutex<HashMap<Kernel, u32>>,
     /// Kernel -> CTAs resident on the whole GPU at once ([`Kernels::resident_ctas`]).
     resident: Mutex<HashMap<Kernel, u32>>,
+}
+
+/// The side stream, with its own cuBLAS handle and workspace (two GEMMs in flight at once must
+/// not share one), and the events that fork it from the main stream and join it back. The events
+/// are made once: inside a CUDA graph capture they become the graph's fork and join edges.
+struct Side {
+    stream: Arc<CudaStream>,
+    blas: CudaBlas,
+    _blas_workspace: CudaSlice<u8>,
+    fork: CudaEvent,
+    join: CudaEvent,
+}
+
+/// A cuBLAS handle on `stream` with a workspace of ours (cuBLAS must not allocate one inside a
+/// CUDA graph capture), returned with it: the workspace must outlive the handle.
+fn blas_on(stream: &Arc<CudaStream>) -> Result<(CudaBlas, CudaSlice<u8>)> {
+    // cudarc loads libcublas lazily and panics when it is absent: make that an error.
+    let blas = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| CudaBlas::new(stream.clone())))
+        .map_err(|_| CudaError::MissingLibrary { lib: "libcublas (CUDA 13)" })?
+        .map_err(|cause| CudaError::Cublas { what: "cublasCreate".into(), cause })?;
+    // SAFETY: cuBLAS writes the workspace only inside its own launches.
+    let workspace = unsafe { stream.alloc::<u8>(CUBLAS_WORKSPACE_BYTES) }
+        .map_err(|e| CudaError::alloc("the cuBLAS workspace", CUBLAS_WORKSPACE_BYTES, e))?;
+    let ws = workspace.device_ptr(stream).0;
+    // SAFETY: the handle is live and the workspace is a device buffer of that many bytes that
+    // outlives it (the caller keeps both, the buffer dropped after the handle).
+    unsafe { cublas_sys::cublasSetWorkspace_v2(*blas.handle(), ws as *mut std::ffi::c_void, CUBLAS_WORKSPACE_BYTES) }
+        .result()
+        .map_err(|cause| CudaError::Cublas { what: "cublasSetWorkspace".into(), cause })?;
+    Ok((blas, workspace))
 }
 
 #[derive(Default)]
@@ -108,23 +144,17 @@ pub fn ptr<T>(s: &CudaSlice<T>, stream: &CudaStream) -> u64 {
 impl Kernels {
     /// `profile`: time every launch (see [`Kernels::profile`]).
     pub fn new(ctx: &Arc<CudaContext>, profile: bool) -> Result<Self> {
-        // SAFETY: the backend uses one stream, so cudarc's per-buffer event tracking is not needed.
+        // SAFETY: the side stream's work is ordered by our own fork and join events, around
+        // buffers allocated and freed on the main stream outside them, so cudarc's per-buffer
+        // event tracking is not needed.
         unsafe { ctx.disable_event_tracking() };
-        // A stream of our own: the legacy default stream cannot be captured into a CUDA graph.
+        // Streams of our own: the legacy default stream cannot be captured into a CUDA graph.
         let stream = ctx.new_stream().map_err(CudaError::driver(|| "creating the backend's CUDA stream".into()))?;
-        // cudarc loads libcublas lazily and panics when it is absent: make that an error.
-        let blas = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| CudaBlas::new(stream.clone())))
-            .map_err(|_| CudaError::MissingLibrary { lib: "libcublas (CUDA 13)" })?
-            .map_err(|cause| CudaError::Cublas { what: "cublasCreate".into(), cause })?;
-        // SAFETY: cuBLAS writes the workspace only inside its own launches.
-        let workspace = unsafe { stream.alloc::<u8>(CUBLAS_WORKSPACE_BYTES) }
-            .map_err(|e| CudaError::alloc("the cuBLAS workspace", CUBLAS_WORKSPACE_BYTES, e))?;
-        let ws = workspace.device_ptr(&stream).0;
-        // SAFETY: the handle is live and the workspace is a device buffer of that many bytes that
-        // outlives it (both fields of Kernels, the buffer dropped after the handle).
-        unsafe { cublas_sys::cublasSetWorkspace_v2(*blas.handle(), ws as *mut std::ffi::c_void, CUBLAS_WORKSPACE_BYTES) }
-            .result()
-            .map_err(|cause| CudaError::Cublas { what: "cublasSetWorkspace".into(), cause })?;
+        let (blas, workspace) = blas_on(&stream)?;
+        let side_stream = ctx.new_stream().map_err(CudaError::driver(|| "creating the backend's side stream".into()))?;
+        let (side_blas, side_workspace) = blas_on(&side_stream)?;
+        let event = || ctx.new_event(None).map_err(CudaError::driver(|| "creating the side stream's events".into()));
+        let side = Side { stream: side_stream, blas: side_blas, _blas_workspace: side_workspace, fork: event()?, join: event()? };
         let mut modules = HashMap::new();
         for (module, fatbin) in embedded::MODULES {
             let m = ctx
@@ -145,6 +175,8 @@ impl Kernels {
             stream,
             blas,
             _blas_workspace: workspace,
+            side,
+            on_side: AtomicBool::new(false),
             fns,
             sync_each,
             prof,
@@ -264,7 +296,7 @@ impl Kernels {
         self.allow_smem(kernel, smem)?;
         let cfg = LaunchConfig { grid_dim: grid, block_dim: (block, 1, 1), shared_mem_bytes: smem };
         let t0 = self.prof_start();
-        let mut b = self.stream.launch_builder(f);
+        let mut b = self.current().launch_builder(f);
         b.arg(p);
         // SAFETY: `p` carries device pointers into allocations that outlive the launch (they are
         // owned by the backend or by the caller's activations, freed stream-ordered after it).
@@ -329,6 +361,10 @@ impl Kernels {
 
     /// Uninitialised device memory; an out-of-memory is an error naming what was being allocated.
     pub fn alloc<T: DeviceRepr>(&self, n: usize, what: &str) -> Result<CudaSlice<T>> {
+        debug_assert!(
+            !self.on_side.load(Ordering::Relaxed),
+            "allocating {what} inside on_side (the allocator orders it on the main stream)"
+        );
         // SAFETY: every buffer from here is written by a kernel or a copy before it is read
         // (the tests poison outputs to check this).
         unsafe { self.stream.alloc::<T>(n.max(1)) }.map_err(|e| CudaError::alloc(what, n * std::mem::size_of::<T>(), e))
@@ -349,7 +385,7 @@ impl Kernels {
         // SAFETY: x, w, y are device buffers of at least rows*k, n*k and rows*n elements.
         unsafe {
             cudarc::cublas::result::gemm_ex(
-                *self.blas.handle(),
+                *self.current_blas().handle(),
                 cublas_sys::cublasOperation_t::CUBLAS_OP_T,
                 cublas_sys::cublasOperation_t::CUBLAS_OP_N,
                 n as i32,
@@ -376,6 +412,52 @@ impl Kernels {
             self.stream.synchronize().map_err(|cause| CudaError::KernelFailed { kernel: format!("cuBLAS GEMM {what}"), cause })?;
         }
         Ok(())
+    }
+
+    /// The stream launches go to: the side stream inside [`Kernels::on_side`], else the main one.
+    fn current(&self) -> &Arc<CudaStream> {
+        if self.on_side.load(Ordering::Relaxed) {
+            &self.side.stream
+        } else {
+            &self.stream
+        }
+    }
+
+    fn current_blas(&self) -> &CudaBlas {
+        if self.on_side.load(Ordering::Relaxed) {
+            &self.side.blas
+        } else {
+            &self.blas
+        }
+    }
+
+    /// Let the side stream start after the main stream's work so far. Returns false, forking
+    /// nothing, where launches are timed or synchronised one by one (`bench kernels`,
+    /// DLLM_CUDA_SYNC): those need every launch on the main stream, so the caller then runs the
+    /// side's work there in order. Buffers the side's work uses must be allocated before the
+    /// fork and freed after [`Kernels::join_side`]: the allocator orders them on the main stream.
+    pub fn fork_side(&self) -> Result<bool> {
+        if self.prof.is_some() || self.sync_each {
+            return Ok(false);
+        }
+        self.side.fork.record(&self.stream).map_err(CudaError::driver(|| "forking the side stream".into()))?;
+        self.side.stream.wait(&self.side.fork).map_err(CudaError::driver(|| "forking the side stream".into()))?;
+        Ok(true)
+    }
+
+    /// Run `f`'s launches and GEMMs on the side stream (after [`Kernels::fork_side`] returned
+    /// true). `f` must not allocate or free device memory.
+    pub fn on_side<T, E>(&self, f: impl FnOnce() -> std::result::Result<T, E>) -> std::result::Result<T, E> {
+        self.on_side.store(true, Ordering::Relaxed);
+        let r = f();
+        self.on_side.store(false, Ordering::Relaxed);
+        r
+    }
+
+    /// Make the main stream wait for the side stream's work (after a fork).
+    pub fn join_side(&self) -> Result<()> {
+        self.side.join.record(&self.side.stream).map_err(CudaError::driver(|| "joining the side stream".into()))?;
+        self.stream.wait(&self.side.join).map_err(CudaError::driver(|| "joining the side stream".into()))
     }
 
     pub fn sync(&self, what: &str) -> Result<()> {

@@ -3,6 +3,7 @@
 //! moe_combine, plus the shared expert's dense MLP.
 
 use super::act::CudaAct;
+use super::dense::MlpBuffers;
 use super::error::CudaError;
 use super::kernels::{params::*, Kernel, Kernels};
 use super::weights::{ExpertMatrix, Ffn, MoeWeights};
@@ -301,6 +302,23 @@ impl CudaBackend {
             Some(_) => (c.num_experts_per_tok + 1, e + 1),
             None => (c.num_experts_per_tok, e),
         };
+        // The shared expert, when it is not among the items, runs on the side stream beside the
+        // router and the routed experts: its cuBLAS GEMMs fill few SMs at these rows (32 CTAs for
+        // gate_up at batch 16) and wait on nothing but x. Its buffers come first, on the main
+        // stream; moe_combine, which adds the slots to its output, waits for it (the join).
+        let beside = match (&m.shared, shared) {
+            (Some(s), None) => {
+                let b = self.mlp_buffers(s, rows)?;
+                if self.k.fork_side()? {
+                    self.k.on_side(|| self.dense_mlp_into(s, x, rows, &b))?;
+                    Some((b, true))
+                } else {
+                    self.dense_mlp_into(s, x, rows, &b)?;
+                    Some((b, false))
+                }
+            }
+            _ => None,
+        };
         let slots = rows * topk;
         let recording = self.routing.borrow().is_some();
         let mut counts = PickCounts {
@@ -392,9 +410,18 @@ impl CudaBackend {
             g.shared_w2 = 0;
         }
         self.k.launch_smem(down.kernel, down.grid(&self.k, h, max_items)?, down.threads, down.smem, &g)?;
-        let y = match (&m.shared, shared) {
-            (Some(s), None) => self.dense_mlp(s, x, rows)?,
-            _ => {
+        // The side stream's other buffers live to the end of this call, past the join.
+        let mut _side_scratch = None;
+        let y = match beside {
+            Some((b, forked)) => {
+                if forked {
+                    self.k.join_side()?;
+                }
+                let MlpBuffers { gate_up, act, y } = b;
+                _side_scratch = Some((gate_up, act));
+                y
+            }
+            None => {
                 let mut y = self.k.alloc::<f32>(rows * h, "MoE output")?;
                 self.k.stream.memset_zeros(&mut y).map_err(CudaError::driver(|| "zeroing the MoE output".into()))?;
                 y
