@@ -542,11 +542,10 @@ extern "C" __global__ void __launch_bounds__(ATT_THREADS, ATT_CTAS_PER_SM) block
 // Merge the splits of block_attention. One warp per output row (token t, query head h),
 // ATT_COMBINE_WARPS rows a CTA: the lanes reduce the splits' (m, l) to the global max and
 // 1 / sum (m in log2 units) by shuffles, then each lane sums 4 columns at a time over the splits
-// (16-byte loads, the splits' loads independent, ATT_COMBINE_UNROLL splits in flight: at 4, a
-// batch-1 step at a 32k prefix, 33 splits, waited out 9 rounds of load latency). Split s holds
-// token t's rows iff s * split_keys < limit(t). (A CTA per row with a barrier between the two
-// phases: ~13 us a call at batch 16, four dependent latencies per CTA over 8k small CTAs.) Each
-// column sums its splits in split order, as before.
+// (16-byte loads, the splits' loads independent). Split s holds token t's rows iff
+// s * split_keys < limit(t). (A CTA per row with a barrier between the two phases: ~13 us a
+// call at batch 16, four dependent latencies per CTA over 8k small CTAs.) Each column sums its
+// splits in split order, as before.
 extern "C" __global__ void __launch_bounds__(ATT_COMBINE_WARPS * WARP) attention_combine(const AttnParams p) {
     const int lane = threadIdx.x % WARP, d = p.d;
     const size_t stride = (size_t)p.tokens * p.nh;  // rows per split
@@ -565,10 +564,9 @@ extern "C" __global__ void __launch_bounds__(ATT_COMBINE_WARPS * WARP) attention
     const float* acc = p.part_acc + row * d;
     bf16* out = p.out + row * d;
     if (d % 4 == 0) {
-        constexpr int U = ATT_COMBINE_UNROLL;
         for (int c = lane * 4; c < d; c += WARP * 4) {
             float4 a = make_float4(0.f, 0.f, 0.f, 0.f);
-#pragma unroll U
+#pragma unroll 4
             for (int s = 0; s < ns; s++) {
                 const float f = exp2f(ml[s * stride * 2] - mm);
                 const float4 v = *reinterpret_cast<const float4*>(acc + s * stride * d + c);

@@ -32,7 +32,6 @@ typedef __nv_bfloat16 bf16;
 // apart modulo 128, so the 8 row reads of an ldmatrix hit distinct banks.
 #define ATT_THREADS 256
 #define ATT_COMBINE_WARPS 8  // attention_combine: output rows (token, head) a CTA, a warp each
-#define ATT_COMBINE_UNROLL 8  // attention_combine: a lane's partial-row loads in flight
 #define ATT_ROWS 128
 #define ATT_KC 64
 #define ATT_KC_WIDE 32
