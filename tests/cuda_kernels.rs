@@ -363,8 +363,10 @@ mod cuda {
         write_mid(&dir);
         let mut p = pair(&dir);
         // Rows an expert averages, and the items they take (bf16 on Hopper: tiles always, of 128
-        // rows from 48, the shared expert among them at up to 128 tokens; elsewhere 64-row tiles
-        // from 12, the weight stream below; every_item_size forces each kind on the same shapes).
+        // rows from 48; elsewhere 64-row tiles from 12, the weight stream below; every_item_size
+        // forces each kind on the same shapes). The shared expert joins the items up to
+        // SHARED_STREAM_MAX_ITEMS of them (150 and 200 rows here) and runs on the side stream
+        // past it (600 rows).
         ops_agree(&mut p, 11, 150); // 37: 64-row items
         ops_agree(&mut p, 14, 200); // 50: 128-row items on Hopper, else more than one 64-row item
         ops_agree(&mut p, 26, 600); // 150: experts with two 128-row items (three of 64)
