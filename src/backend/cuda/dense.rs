@@ -19,8 +19,8 @@ enum StreamOut<'a> {
 /// The dense MLP's buffers: gate and up in f32 (cuBLAS; none for the weight stream, which
 /// fuses the SiLU), the bf16 activation, the f32 output.
 pub(super) struct MlpBuffers {
-    pub(super) gate_up: Option<CudaSlice<f32>>,
-    pub(super) act: CudaSlice<u16>,
+    gate_up: Option<CudaSlice<f32>>,
+    act: CudaSlice<u16>,
     pub(super) y: CudaSlice<f32>,
 }
 
@@ -45,12 +45,28 @@ impl CudaBackend {
         n: usize,
         k: usize,
     ) -> Result<CudaSlice<f32>> {
-        if !self.streams(rows, k) {
-            return self.cublas_gemm(what, x, w, rows, n, k);
-        }
         let y = self.alloc_f32(rows * n, what)?;
-        self.stream_projection(what, x, self.p(w), None, StreamOut::F32(&y), rows, n, k)?;
+        self.gemm_into(what, x, w, &y, rows, n, k)?;
         Ok(y)
+    }
+
+    /// [`CudaBackend::gemm`] into `y` (launches only): the weight stream or cuBLAS.
+    #[allow(clippy::too_many_arguments)]
+    fn gemm_into(
+        &self,
+        what: &str,
+        x: &CudaSlice<u16>,
+        w: &CudaSlice<u16>,
+        y: &CudaSlice<f32>,
+        rows: usize,
+        n: usize,
+        k: usize,
+    ) -> Result<()> {
+        if self.streams(rows, k) {
+            self.stream_projection(what, x, self.p(w), None, StreamOut::F32(y), rows, n, k)
+        } else {
+            Ok(self.k.gemm_bf16_f32(what, self.p(x), self.p(w), self.p(y), rows, n, k, 0.0)?)
+        }
     }
 
     /// [`CudaBackend::gemm`] by cuBLAS at every row count.
@@ -76,7 +92,7 @@ impl CudaBackend {
     }
 
     /// What [`CudaBackend::dense_mlp_into`] writes, allocated apart from it so that it can run on
-    /// the side stream (which must not allocate: see `Kernels::fork_side`).
+    /// the side stream (which must not allocate: see `Kernels::beside`).
     pub(super) fn mlp_buffers(&self, m: &DenseMlp, rows: usize) -> Result<MlpBuffers> {
         let h = self.cfg.hidden_size;
         let gate_up = if self.streams(rows, h) { None } else { Some(self.alloc_f32(rows * 2 * m.inter, "mlp gate_up")?) };
@@ -96,11 +112,7 @@ impl CudaBackend {
             let up = self.p(&m.gate_up) + (m.inter * h * std::mem::size_of::<u16>()) as u64;
             self.stream_projection("mlp gate_up", x, self.p(&m.gate_up), Some(up), StreamOut::Gated(&b.act), rows, m.inter, h)?;
         }
-        if self.streams(rows, m.inter) {
-            self.stream_projection("mlp down", &b.act, self.p(&m.down), None, StreamOut::F32(&b.y), rows, h, m.inter)
-        } else {
-            self.k.gemm_bf16_f32("mlp down", self.p(&b.act), self.p(&m.down), self.p(&b.y), rows, h, m.inter, 0.0).map_err(Into::into)
-        }
+        self.gemm_into("mlp down", &b.act, &m.down, &b.y, rows, h, m.inter)
     }
 
     /// One weight-stream launch: `w1` (and `w2`, gated) `[n][k]` at these addresses; profiled as

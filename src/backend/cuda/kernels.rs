@@ -54,10 +54,9 @@ pub struct Kernels {
     blas: CudaBlas,
     /// Handed to cuBLAS (kept alive as long as the handle).
     _blas_workspace: CudaSlice<u8>,
-    /// A second stream for work that runs beside the main one's (see [`Kernels::fork_side`]).
+    /// A second stream for work that runs beside the main one's (see [`Kernels::beside`]).
     side: Side,
-    /// Launches and GEMMs go to the side stream (between `fork_side` and `join_side`, inside
-    /// [`Kernels::on_side`]).
+    /// Launches and GEMMs go to the side stream (inside [`Kernels::beside`]).
     on_side: AtomicBool,
     /// Indexed by `Kernel as usize` (the order of `Kernel::ALL`).
     fns: Vec<CudaFunction>,
@@ -363,7 +362,7 @@ impl Kernels {
     pub fn alloc<T: DeviceRepr>(&self, n: usize, what: &str) -> Result<CudaSlice<T>> {
         debug_assert!(
             !self.on_side.load(Ordering::Relaxed),
-            "allocating {what} inside on_side (the allocator orders it on the main stream)"
+            "allocating {what} inside Kernels::beside (the allocator orders it on the main stream)"
         );
         // SAFETY: every buffer from here is written by a kernel or a copy before it is read
         // (the tests poison outputs to check this).
@@ -414,7 +413,7 @@ impl Kernels {
         Ok(())
     }
 
-    /// The stream launches go to: the side stream inside [`Kernels::on_side`], else the main one.
+    /// The stream launches go to: the side stream inside [`Kernels::beside`], else the main one.
     fn current(&self) -> &Arc<CudaStream> {
         if self.on_side.load(Ordering::Relaxed) {
             &self.side.stream
@@ -431,27 +430,23 @@ impl Kernels {
         }
     }
 
-    /// Let the side stream start after the main stream's work so far. Returns false, forking
-    /// nothing, where launches are timed or synchronised one by one (`bench kernels`,
-    /// DLLM_CUDA_SYNC): those need every launch on the main stream, so the caller then runs the
-    /// side's work there in order. Buffers the side's work uses must be allocated before the
-    /// fork and freed after [`Kernels::join_side`]: the allocator orders them on the main stream.
-    pub fn fork_side(&self) -> Result<bool> {
+    /// Run `f`'s launches and GEMMs on the side stream, started after the main stream's work so
+    /// far; returns true when it did, and [`Kernels::join_side`] is then owed before anything on
+    /// the main stream reads what `f` wrote. Where launches are timed or synchronised one by one
+    /// (`bench kernels`, DLLM_CUDA_SYNC) `f` runs on the main stream in order and this returns
+    /// false. `f` must not allocate or free device memory: the buffers it uses are allocated
+    /// before and freed after the join, on the main stream, whose order the allocator keeps.
+    pub fn beside<E: From<CudaError>>(&self, f: impl FnOnce() -> std::result::Result<(), E>) -> std::result::Result<bool, E> {
         if self.prof.is_some() || self.sync_each {
+            f()?;
             return Ok(false);
         }
         self.side.fork.record(&self.stream).map_err(CudaError::driver(|| "forking the side stream".into()))?;
         self.side.stream.wait(&self.side.fork).map_err(CudaError::driver(|| "forking the side stream".into()))?;
-        Ok(true)
-    }
-
-    /// Run `f`'s launches and GEMMs on the side stream (after [`Kernels::fork_side`] returned
-    /// true). `f` must not allocate or free device memory.
-    pub fn on_side<T, E>(&self, f: impl FnOnce() -> std::result::Result<T, E>) -> std::result::Result<T, E> {
         self.on_side.store(true, Ordering::Relaxed);
         let r = f();
         self.on_side.store(false, Ordering::Relaxed);
-        r
+        r.map(|()| true)
     }
 
     /// Make the main stream wait for the side stream's work (after a fork).

@@ -3,7 +3,6 @@
 //! moe_combine, plus the shared expert's dense MLP.
 
 use super::act::CudaAct;
-use super::dense::MlpBuffers;
 use super::error::CudaError;
 use super::kernels::{params::*, Kernel, Kernels};
 use super::weights::{ExpertMatrix, Ffn, MoeWeights};
@@ -309,13 +308,8 @@ impl CudaBackend {
         let beside = match (&m.shared, shared) {
             (Some(s), None) => {
                 let b = self.mlp_buffers(s, rows)?;
-                if self.k.fork_side()? {
-                    self.k.on_side(|| self.dense_mlp_into(s, x, rows, &b))?;
-                    Some((b, true))
-                } else {
-                    self.dense_mlp_into(s, x, rows, &b)?;
-                    Some((b, false))
-                }
+                let forked = self.k.beside(|| self.dense_mlp_into(s, x, rows, &b))?;
+                Some((b, forked))
             }
             _ => None,
         };
@@ -410,16 +404,14 @@ impl CudaBackend {
             g.shared_w2 = 0;
         }
         self.k.launch_smem(down.kernel, down.grid(&self.k, h, max_items)?, down.threads, down.smem, &g)?;
-        // The side stream's other buffers live to the end of this call, past the join.
-        let mut _side_scratch = None;
         let y = match beside {
             Some((b, forked)) => {
                 if forked {
                     self.k.join_side()?;
                 }
-                let MlpBuffers { gate_up, act, y } = b;
-                _side_scratch = Some((gate_up, act));
-                y
+                // b's other buffers drop at the end of this arm, after the join: the main stream
+                // frees them once the side stream's work is done.
+                b.y
             }
             None => {
                 let mut y = self.k.alloc::<f32>(rows * h, "MoE output")?;
