@@ -85,8 +85,8 @@ pub struct Common {
     /// the routed experts' launches before it runs as its own cuBLAS GEMMs. For measuring it.
     #[arg(long)]
     pub shared_expert_items: Option<usize>,
-    /// CUDA: CTAs of block_attention an SM that its key-split rule counts as a wave's slots
-    /// (default 1). For measuring it.
+    /// CUDA: CTAs of block_attention an SM (1 to 32) that its key-split rule counts as a wave's
+    /// slots in every split (default: the rule's own choice). For measuring it.
     #[arg(long)]
     pub att_ctas_per_sm: Option<usize>,
     /// CUDA: `--disable-cuda-graph` (to measure what graphs save), `--cuda-graph-max-bs N`.
@@ -204,8 +204,8 @@ fn cuda(cmd: BenchCmd, process_start: std::time::Instant) -> Result<()> {
     if let Some(rows) = common.moe_item_rows.filter(|r| ![16, 64, 128].contains(r)) {
         bail!("--moe-item-rows takes 16, 64 or 128, got {rows}");
     }
-    if common.att_ctas_per_sm == Some(0) {
-        bail!("--att-ctas-per-sm takes 1 or more");
+    if let Some(n) = common.att_ctas_per_sm.filter(|n| !(1..=32).contains(n)) {
+        bail!("--att-ctas-per-sm takes 1 to 32 (CTAs an SM), got {n}");
     }
     // Per-launch timing is chosen when the backend's kernels are loaded.
     let opts = CudaOptions {
