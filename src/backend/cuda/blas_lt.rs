@@ -1,17 +1,16 @@
 //! The step's dense GEMMs through cuBLASLt, each shape on the algorithm that measured fastest
 //! (part of the launch layer with kernels.rs: the `unsafe` calls into cuBLASLt live here).
 //!
-//! Why: cuBLAS picks one kernel a shape by its heuristic, and at the step's skinny shapes (32 to
-//! 2,048 rows against 2,048-wide weights) its picks ran well below their ceilings on the H200
-//! (`dllm bench kernels`: batch 1's QKV projection at 31% of the bandwidth; batch 16's dense
-//! GEMMs at 22-55% of the GEMM rate; docs/PERF.md). cuBLASLt offers several algorithms a shape
-//! (tile shapes, split-K). The first GEMM of a shape times cuBLAS's own choice and up to
-//! [`CANDIDATES`] of cuBLASLt's on its own inputs, into a scratch output, each after L2 is
-//! flushed, and the shape keeps the fastest for the life of the backend (cuBLAS's choice unless
-//! one is faster). That first GEMM is eager: a step's shape runs eagerly before it is recorded
-//! as a CUDA graph (graph.rs). Inside a capture nothing can be timed, so a shape first met there
-//! keeps cuBLAS's choice. One algorithm a shape keeps a forward's bits the same from call to call
-//! and between eager forwards and graph replays.
+//! Why: cuBLAS's own heuristic picks one kernel a shape by a model, and at the step's skinny
+//! shapes (32 to 2,048 rows against 2,048-wide weights) its picks ran far below their ceilings
+//! on the H200 (`dllm bench kernels`: at batch 1 the QKV projection at 31% of the bandwidth,
+//! the router's logits at 3%; at batch 16 the dense GEMMs at 22-54% of the GEMM rate; docs/PERF.md).
+//! cuBLASLt offers several algorithms a shape (tile shapes, split-K); the first GEMM of a shape
+//! times up to [`CANDIDATES`] of them on its own inputs, into a scratch output, and the shape
+//! keeps the fastest for the life of the backend. That first GEMM is eager (a step's shape runs
+//! eagerly before it is recorded as a CUDA graph, graph.rs); inside a capture nothing can be
+//! timed, so a shape first met there takes cuBLASLt's first pick, for good. One algorithm a shape keeps a
+//! forward's results the same from call to call and between eager forwards and graph replays.
 
 use super::error::{CudaError, Result};
 use cudarc::cublaslt::{result::CublasError, sys as lt};
@@ -44,8 +43,7 @@ struct Plan {
     a: lt::cublasLtMatrixLayout_t,
     b: lt::cublasLtMatrixLayout_t,
     c: lt::cublasLtMatrixLayout_t,
-    /// None: cuBLAS's own choice (`gemm_ex`), timed beside cuBLASLt's candidates.
-    algo: Option<lt::cublasLtMatmulAlgo_t>,
+    algo: lt::cublasLtMatmulAlgo_t,
     workspace: usize,
 }
 
@@ -96,20 +94,9 @@ impl BlasLt {
     }
 
     /// `y = x w^T (+ beta y)`, bf16 in, f32 out, on `stream` with its `workspace` (address,
-    /// bytes): that stream's own, which no GEMM on another stream uses. `cublas(y, beta)` is the
-    /// same GEMM on cuBLAS's own choice, one of the candidates.
+    /// bytes): that stream's own, which no GEMM on another stream uses.
     #[allow(clippy::too_many_arguments)]
-    pub fn gemm(
-        &self,
-        stream: &Arc<CudaStream>,
-        workspace: (u64, usize),
-        s: GemmShape,
-        x: u64,
-        w: u64,
-        y: u64,
-        beta: f32,
-        cublas: &dyn Fn(u64, f32) -> Result<()>,
-    ) -> Result<()> {
+    pub fn gemm(&self, stream: &Arc<CudaStream>, workspace: (u64, usize), s: GemmShape, x: u64, w: u64, y: u64, beta: f32) -> Result<()> {
         let mut plans = self.plans.lock().unwrap();
         // A shape keeps its first plan, timed or not: a later change of algorithm would change
         // the bits of a forward that a graph recorded with the first.
@@ -125,18 +112,14 @@ impl BlasLt {
                             .map_err(|e| CudaError::alloc("a GEMM timing output", s.rows * s.n * 4, e))?,
                     )
                 };
-                e.insert(self.plan(stream, workspace, s, x, w, scratch.as_ref(), cublas)?)
+                e.insert(self.plan(stream, workspace, s, x, w, scratch.as_ref())?)
             }
         };
-        match &p.algo {
-            Some(algo) => self.run(stream, workspace, p, algo, x, w, y, beta),
-            None => cublas(y, beta),
-        }
+        self.run(stream, workspace, p, &p.algo, x, w, y, beta)
     }
 
-    /// Descriptors for `s`, and the fastest of cuBLASLt's candidates and cuBLAS's own choice,
-    /// timed into `scratch` (without one, cuBLAS's own choice).
-    #[allow(clippy::too_many_arguments)]
+    /// Descriptors for `s`, and the fastest of cuBLASLt's candidates timed into `scratch` (or,
+    /// without one, its first pick).
     fn plan(
         &self,
         stream: &Arc<CudaStream>,
@@ -145,7 +128,6 @@ impl BlasLt {
         x: u64,
         w: u64,
         scratch: Option<&CudaSlice<f32>>,
-        cublas: &dyn Fn(u64, f32) -> Result<()>,
     ) -> Result<Plan> {
         let what = || format!("cuBLASLt plan for {}x{}x{}", s.rows, s.n, s.k);
         // Column-major, as cuBLAS sees row-major data: y^T (n x rows) = (w as k x n)^T x^T.
@@ -157,7 +139,8 @@ impl BlasLt {
             a: layout(lt::cudaDataType::CUDA_R_16BF, s.k, s.n, s.k)?,
             b: layout(lt::cudaDataType::CUDA_R_16BF, s.k, s.rows, s.k)?,
             c: layout(lt::cudaDataType::CUDA_R_32F, s.n, s.rows, s.n)?,
-            algo: None,
+            // SAFETY: plain data, all-zero valid; replaced below.
+            algo: unsafe { std::mem::zeroed() },
             workspace: 0,
         };
         let transpose: i32 = 1; // CUBLAS_OP_T
@@ -206,6 +189,11 @@ impl BlasLt {
         .map_err(lt_err(what()))?;
         let usable: Vec<_> =
             found.iter().filter(|r| r.state == lt::cublasStatus_t::CUBLAS_STATUS_SUCCESS && r.workspaceSize <= workspace.1).collect();
+        let Some(first) = usable.first() else {
+            return Err(CudaError::CublasLt { what: what(), cause: CublasError(lt::cublasStatus_t::CUBLAS_STATUS_NOT_SUPPORTED) });
+        };
+        plan.algo = first.algo;
+        plan.workspace = first.workspaceSize;
         let Some(out) = scratch else { return Ok(plan) };
         let out = out.device_ptr(stream).0;
         let event = || {
@@ -214,37 +202,28 @@ impl BlasLt {
                 .new_event(Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT))
                 .map_err(CudaError::driver(|| "creating the GEMM timing events".into()))
         };
-        let (mut best, mut best_ws) = (f32::INFINITY, 0);
+        let (mut best, mut best_ws) = (f32::INFINITY, first.workspaceSize);
         // SAFETY: only written (zeroed) before each timed run; freed stream-ordered after.
         let mut flush =
             unsafe { stream.alloc::<u8>(L2_FLUSH_BYTES) }.map_err(|e| CudaError::alloc("the GEMM timing's L2 flush", L2_FLUSH_BYTES, e))?;
         let (start, end): (CudaEvent, CudaEvent) = (event()?, event()?);
-        // cuBLAS's own choice first: it stays unless a candidate is faster.
-        let candidates = std::iter::once(None).chain(usable.iter().map(|r| Some((r.algo, r.workspaceSize))));
-        for c in candidates {
-            plan.workspace = c.map_or(0, |c| c.1);
-            let once = |plan: &Plan| match &c {
-                Some((algo, _)) => self.run(stream, workspace, plan, algo, x, w, out, 0.0),
-                None => cublas(out, 0.0),
-            };
-            // A candidate of cuBLASLt's that fails to launch is skipped.
-            if let Err(e) = once(&plan) {
-                if c.is_none() {
-                    return Err(e);
-                }
+        for r in &usable {
+            plan.workspace = r.workspaceSize;
+            // A candidate that fails to launch is skipped (the first pick's failure is reported).
+            if self.run(stream, workspace, &plan, &r.algo, x, w, out, 0.0).is_err() {
                 continue;
             }
             let mut ms = 0.0;
             for _ in 0..TIMED_RUNS {
                 stream.memset_zeros(&mut flush).map_err(CudaError::driver(|| "flushing L2 before a GEMM timing".into()))?;
                 start.record(stream).map_err(CudaError::driver(|| "recording a GEMM timing event".into()))?;
-                once(&plan)?;
+                self.run(stream, workspace, &plan, &r.algo, x, w, out, 0.0)?;
                 end.record(stream).map_err(CudaError::driver(|| "recording a GEMM timing event".into()))?;
                 ms += start.elapsed_ms(&end).map_err(CudaError::driver(|| "timing a GEMM candidate".into()))?;
             }
             if ms < best {
-                (best, best_ws) = (ms, plan.workspace);
-                plan.algo = c.map(|c| c.0);
+                (best, best_ws) = (ms, r.workspaceSize);
+                plan.algo = r.algo;
             }
         }
         plan.workspace = best_ws;

@@ -384,12 +384,22 @@ impl Kernels {
         if rows == 0 {
             return Ok(());
         }
-        let alpha = 1.0f32;
+        let (alpha, beta) = (1.0f32, beta);
         // cuBLAS runs in the thread's current context (the engine may live on another thread).
         self.stream.context().bind_to_thread().map_err(CudaError::driver(|| "binding the CUDA context".into()))?;
         let t0 = self.prof_start();
-        // cuBLAS's own choice of algorithm, into `y` with `beta`.
-        let cublas = |y: u64, beta: f32| -> Result<()> {
+        if let Some(lt) = &self.lt {
+            let (stream, ws) = if self.on_side.load(Ordering::Relaxed) {
+                (&self.side.stream, &self.side.blas_workspace)
+            } else {
+                (&self.stream, &self.blas_workspace)
+            };
+            let shape = GemmShape { rows, n, k, accumulate: beta != 0.0 };
+            lt.gemm(stream, (ptr(ws, stream), CUBLAS_WORKSPACE_BYTES), shape, x, w, y, beta).map_err(|e| match e {
+                CudaError::CublasLt { cause, .. } => CudaError::CublasLt { what: format!("GEMM {what} ({rows}x{n}x{k})"), cause },
+                e => e,
+            })?;
+        } else {
             // Column-major view: y^T (n x rows) = w (k x n)^T * x^T (k x rows).
             // SAFETY: x, w, y are device buffers of at least rows*k, n*k and rows*n elements.
             unsafe {
@@ -415,21 +425,7 @@ impl Kernels {
                     cublas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
                 )
             }
-            .map_err(|cause| CudaError::Cublas { what: format!("GEMM {what} ({rows}x{n}x{k})"), cause })
-        };
-        if let Some(lt) = &self.lt {
-            let (stream, ws) = if self.on_side.load(Ordering::Relaxed) {
-                (&self.side.stream, &self.side.blas_workspace)
-            } else {
-                (&self.stream, &self.blas_workspace)
-            };
-            let shape = GemmShape { rows, n, k, accumulate: beta != 0.0 };
-            lt.gemm(stream, (ptr(ws, stream), CUBLAS_WORKSPACE_BYTES), shape, x, w, y, beta, &cublas).map_err(|e| match e {
-                CudaError::CublasLt { cause, .. } => CudaError::CublasLt { what: format!("GEMM {what} ({rows}x{n}x{k})"), cause },
-                e => e,
-            })?;
-        } else {
-            cublas(y, beta)?;
+            .map_err(|cause| CudaError::Cublas { what: format!("GEMM {what} ({rows}x{n}x{k})"), cause })?;
         }
         self.prof_end(&format!("cublas {what}"), t0);
         if self.sync_each {
