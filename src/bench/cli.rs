@@ -89,10 +89,6 @@ pub struct Common {
     /// slots in every split (default: the rule's own choice). For measuring it.
     #[arg(long)]
     pub att_ctas_per_sm: Option<usize>,
-    /// CUDA: the dense GEMMs on cuBLAS's own algorithm choice instead of the fastest of
-    /// cuBLASLt's candidates timed at each shape's first use. For measuring it.
-    #[arg(long)]
-    pub no_gemm_tuning: bool,
     /// CUDA: `--disable-cuda-graph` (to measure what graphs save), `--cuda-graph-max-bs N`.
     #[command(flatten)]
     pub graphs: crate::runtime::GraphFlags,
@@ -219,7 +215,6 @@ fn cuda(cmd: BenchCmd, process_start: std::time::Instant) -> Result<()> {
         dense_stream: common.dense_stream,
         shared_expert_items: common.shared_expert_items,
         att_ctas_per_sm: common.att_ctas_per_sm,
-        tuned_gemms: !common.no_gemm_tuning,
         cuda_graph_max_bs: common.graphs.max_bs().unwrap_or(CudaOptions::default().cuda_graph_max_bs),
         ..CudaOptions::default()
     };

@@ -23,8 +23,6 @@ pub enum CudaError {
     KernelFailed { kernel: String, cause: DriverError },
     #[error("cuBLAS {what}: {cause}")]
     Cublas { what: String, cause: CublasError },
-    #[error("cuBLASLt {what}: {cause}")]
-    CublasLt { what: String, cause: cudarc::cublaslt::result::CublasError },
     #[error("out of GPU memory allocating {what} ({bytes} bytes)")]
     OutOfMemory { what: String, bytes: usize },
     /// NCCL missing, or a collective that failed (the message says which).

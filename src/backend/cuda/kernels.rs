@@ -1,10 +1,8 @@
-//! The `unsafe` of the CUDA backend (with blas_lt.rs for cuBLASLt and nccl.rs for NCCL): probing
-//! for the driver library, loading the embedded fatbins, allocating uninitialised device memory,
-//! launching kernels and calling cuBLAS. Each launch checks its
+//! The only `unsafe` of the CUDA backend: probing for the driver library, loading the embedded fatbins, allocating
+//! uninitialised device memory, launching kernels and calling cuBLAS. Each launch checks its
 //! error and names the kernel. With `DLLM_CUDA_SYNC=1` every launch also synchronises, so an
 //! asynchronous fault is reported against the kernel that caused it.
 
-use super::blas_lt::{BlasLt, GemmShape};
 use super::error::{CudaError, Result};
 use cudarc::cublas::{sys as cublas_sys, CudaBlas};
 use cudarc::driver::{CudaContext, CudaEvent, CudaFunction, CudaSlice, CudaStream, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg};
@@ -54,12 +52,8 @@ const CUBLAS_WORKSPACE_BYTES: usize = 32 << 20;
 pub struct Kernels {
     pub stream: Arc<CudaStream>,
     blas: CudaBlas,
-    /// Handed to cuBLAS, and to cuBLASLt for the main stream's GEMMs (kept alive as long as the
-    /// handle).
-    blas_workspace: CudaSlice<u8>,
-    /// `CudaOptions::tuned_gemms`: the dense GEMMs through cuBLASLt, each shape on its fastest
-    /// algorithm (blas_lt.rs); else cuBLAS's own pick.
-    lt: Option<BlasLt>,
+    /// Handed to cuBLAS (kept alive as long as the handle).
+    _blas_workspace: CudaSlice<u8>,
     /// A second stream for work that runs beside the main one's (see [`Kernels::beside`]).
     side: Side,
     /// Launches and GEMMs go to the side stream (inside [`Kernels::beside`]).
@@ -83,7 +77,7 @@ pub struct Kernels {
 struct Side {
     stream: Arc<CudaStream>,
     blas: CudaBlas,
-    blas_workspace: CudaSlice<u8>,
+    _blas_workspace: CudaSlice<u8>,
     fork: CudaEvent,
     join: CudaEvent,
 }
@@ -147,8 +141,8 @@ pub fn ptr<T>(s: &CudaSlice<T>, stream: &CudaStream) -> u64 {
 }
 
 impl Kernels {
-    /// `profile`: time every launch (see [`Kernels::profile`]); `tuned_gemms`: see [`BlasLt`].
-    pub fn new(ctx: &Arc<CudaContext>, profile: bool, tuned_gemms: bool) -> Result<Self> {
+    /// `profile`: time every launch (see [`Kernels::profile`]).
+    pub fn new(ctx: &Arc<CudaContext>, profile: bool) -> Result<Self> {
         // SAFETY: the side stream's work is ordered by our own fork and join events, around
         // buffers allocated and freed on the main stream outside them, so cudarc's per-buffer
         // event tracking is not needed.
@@ -159,8 +153,7 @@ impl Kernels {
         let side_stream = ctx.new_stream().map_err(CudaError::driver(|| "creating the backend's side stream".into()))?;
         let (side_blas, side_workspace) = blas_on(&side_stream)?;
         let event = || ctx.new_event(None).map_err(CudaError::driver(|| "creating the side stream's events".into()));
-        let side = Side { stream: side_stream, blas: side_blas, blas_workspace: side_workspace, fork: event()?, join: event()? };
-        let lt = if tuned_gemms { Some(BlasLt::new()?) } else { None };
+        let side = Side { stream: side_stream, blas: side_blas, _blas_workspace: side_workspace, fork: event()?, join: event()? };
         let mut modules = HashMap::new();
         for (module, fatbin) in embedded::MODULES {
             let m = ctx
@@ -180,8 +173,7 @@ impl Kernels {
         Ok(Kernels {
             stream,
             blas,
-            blas_workspace: workspace,
-            lt,
+            _blas_workspace: workspace,
             side,
             on_side: AtomicBool::new(false),
             fns,
@@ -388,45 +380,32 @@ impl Kernels {
         // cuBLAS runs in the thread's current context (the engine may live on another thread).
         self.stream.context().bind_to_thread().map_err(CudaError::driver(|| "binding the CUDA context".into()))?;
         let t0 = self.prof_start();
-        if let Some(lt) = &self.lt {
-            let (stream, ws) = if self.on_side.load(Ordering::Relaxed) {
-                (&self.side.stream, &self.side.blas_workspace)
-            } else {
-                (&self.stream, &self.blas_workspace)
-            };
-            let shape = GemmShape { rows, n, k, accumulate: beta != 0.0 };
-            lt.gemm(stream, (ptr(ws, stream), CUBLAS_WORKSPACE_BYTES), shape, x, w, y, beta).map_err(|e| match e {
-                CudaError::CublasLt { cause, .. } => CudaError::CublasLt { what: format!("GEMM {what} ({rows}x{n}x{k})"), cause },
-                e => e,
-            })?;
-        } else {
-            // Column-major view: y^T (n x rows) = w (k x n)^T * x^T (k x rows).
-            // SAFETY: x, w, y are device buffers of at least rows*k, n*k and rows*n elements.
-            unsafe {
-                cudarc::cublas::result::gemm_ex(
-                    *self.current_blas().handle(),
-                    cublas_sys::cublasOperation_t::CUBLAS_OP_T,
-                    cublas_sys::cublasOperation_t::CUBLAS_OP_N,
-                    n as i32,
-                    rows as i32,
-                    k as i32,
-                    &alpha as *const f32 as *const _,
-                    w as *const _,
-                    cublas_sys::cudaDataType_t::CUDA_R_16BF,
-                    k as i32,
-                    x as *const _,
-                    cublas_sys::cudaDataType_t::CUDA_R_16BF,
-                    k as i32,
-                    &beta as *const f32 as *const _,
-                    y as *mut _,
-                    cublas_sys::cudaDataType_t::CUDA_R_32F,
-                    n as i32,
-                    cublas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
-                    cublas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
-                )
-            }
-            .map_err(|cause| CudaError::Cublas { what: format!("GEMM {what} ({rows}x{n}x{k})"), cause })?;
+        // Column-major view: y^T (n x rows) = w (k x n)^T * x^T (k x rows).
+        // SAFETY: x, w, y are device buffers of at least rows*k, n*k and rows*n elements.
+        unsafe {
+            cudarc::cublas::result::gemm_ex(
+                *self.current_blas().handle(),
+                cublas_sys::cublasOperation_t::CUBLAS_OP_T,
+                cublas_sys::cublasOperation_t::CUBLAS_OP_N,
+                n as i32,
+                rows as i32,
+                k as i32,
+                &alpha as *const f32 as *const _,
+                w as *const _,
+                cublas_sys::cudaDataType_t::CUDA_R_16BF,
+                k as i32,
+                x as *const _,
+                cublas_sys::cudaDataType_t::CUDA_R_16BF,
+                k as i32,
+                &beta as *const f32 as *const _,
+                y as *mut _,
+                cublas_sys::cudaDataType_t::CUDA_R_32F,
+                n as i32,
+                cublas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                cublas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+            )
         }
+        .map_err(|cause| CudaError::Cublas { what: format!("GEMM {what} ({rows}x{n}x{k})"), cause })?;
         self.prof_end(&format!("cublas {what}"), t0);
         if self.sync_each {
             self.stream.synchronize().map_err(|cause| CudaError::KernelFailed { kernel: format!("cuBLAS GEMM {what}"), cause })?;

@@ -9,7 +9,6 @@
 
 mod act;
 mod attention;
-mod blas_lt;
 mod dense;
 mod device;
 pub mod error;
@@ -86,12 +85,6 @@ pub struct CudaOptions {
     /// CTAs of block_attention an SM that the key-split rule counts as one wave's slots;
     /// `None`: ATT_CTAS_PER_SM. `dllm bench --att-ctas-per-sm` measures the choice.
     pub att_ctas_per_sm: Option<usize>,
-    /// The dense GEMMs (projections, router, shared expert, lm_head) through cuBLASLt, each shape
-    /// on the algorithm that timed fastest at its first use (blas_lt.rs); off: cuBLAS's own pick.
-    /// Tensor-parallel ranks keep cuBLAS's pick: their replicated router must compute the same
-    /// bits on every rank, which per-rank timings would not promise. `dllm bench
-    /// --no-gemm-tuning` measures it.
-    pub tuned_gemms: bool,
 }
 
 impl Default for CudaOptions {
@@ -110,7 +103,6 @@ impl Default for CudaOptions {
             dense_stream: false,
             shared_expert_items: None,
             att_ctas_per_sm: None,
-            tuned_gemms: true,
         }
     }
 }
@@ -251,7 +243,7 @@ impl CudaBackend {
             .unwrap_or(132);
         let major = ctx.attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR).unwrap_or(0);
         let minor = ctx.attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR).unwrap_or(0);
-        let k = Kernels::new(&ctx, opts.profile_kernels, opts.tuned_gemms && tp.shard.size == 1)?;
+        let k = Kernels::new(&ctx, opts.profile_kernels)?;
         let w = make(&k, &whole).context("putting the weights on the GPU")?;
         k.sync("weight upload")?;
         let rope_table = k.upload(&attention::rope_table(&cfg), "the rope table")?;
