@@ -394,6 +394,7 @@ __device__ __forceinline__ void block_attention_body(const AttnParams& p) {
 template <int ROWS>
 __device__ __forceinline__ int att_swizzled_at(int r, int c8) { return (c8 / 8) * ROWS * 128 + sw128_offset(r, c8 % 8); }
 
+template <int STAGES>
 __device__ __forceinline__ void block_attention_wgmma(const AttnParams& p) {
     constexpr int D = 128, KC = ATT_KC, NT = D / 8, KT = KC / 8;
     constexpr int Q_PANEL = ATT_ROWS * 128, KV_PANEL = KC * 128;  // bytes of one 64-column panel
@@ -415,7 +416,7 @@ __device__ __forceinline__ void block_attention_wgmma(const AttnParams& p) {
     int pg[AttCopy<D>::ROWS];
     att_pages<D>(kva, t.pt, k0, t.k1, pg);
 #pragma unroll
-    for (int s = 0; s < ATT_WGMMA_STAGES - 1; s++) {
+    for (int s = 0; s < STAGES - 1; s++) {
         if (s < nchunks) att_copy_chunk<D>(p, kva, t, pg, s, kvs + s * STAGE, KV_BYTES, att_swizzled_at<KC>);
         cp_async_commit();
     }
@@ -434,16 +435,16 @@ __device__ __forceinline__ void block_attention_wgmma(const AttnParams& p) {
     for (int i = 0; i < 4 * NT; i++) o[i] = 0.f;
 
     for (int ch = 0; ch < nchunks; ch++) {
-        cp_async_wait<ATT_WGMMA_STAGES - 2>();
+        cp_async_wait<STAGES - 2>();
         fence_proxy_async();
         __syncthreads();  // chunk ch (and Q) visible to every wgmma; the stage of chunk ch - 1 is free
         {
-            const int nx = ch + ATT_WGMMA_STAGES - 1;
-            if (nx < nchunks) att_copy_chunk<D>(p, kva, t, pg, nx, kvs + (nx % ATT_WGMMA_STAGES) * STAGE, KV_BYTES, att_swizzled_at<KC>);
+            const int nx = ch + STAGES - 1;
+            if (nx < nchunks) att_copy_chunk<D>(p, kva, t, pg, nx, kvs + (nx % STAGES) * STAGE, KV_BYTES, att_swizzled_at<KC>);
             cp_async_commit();
         }
         if (!live) continue;
-        const unsigned char* ks = kvs + (ch % ATT_WGMMA_STAGES) * STAGE;
+        const unsigned char* ks = kvs + (ch % STAGES) * STAGE;
         const unsigned char* vs = ks + KV_BYTES;
         const int kbase = k0 + ch * KC;
 
@@ -513,6 +514,171 @@ __device__ __forceinline__ void block_attention_wgmma(const AttnParams& p) {
     cp_async_wait<0>();
     att_write_rows<NT>(p, t, kh, r0, m, l, [&](int n, int i) { return o[4 * n + i]; });
 }
+
+// Ties later reads and writes of registers that an async wgmma wrote to a wait before them: the
+// compiler sees the wgmma's outputs at its issue, and would otherwise be free to move their
+// uses above the wait.
+template <int N>
+__device__ __forceinline__ void wgmma_reg_fence(float (&r)[N]) {
+#pragma unroll
+    for (int i = 0; i < N; i++) asm volatile("" : "+f"(r[i])::"memory");
+}
+
+// block_attention_deep's body on sm_90a: block_attention_wgmma's tiles and arithmetic, bit for
+// bit, with each chunk's P V left running while the next chunk's softmax is worked out (the
+// FlashAttention-3 overlap within a warpgroup). Step ch issues S_ch = Q K_ch^T and then
+// O += P_(ch-1) V_(ch-1), waits for S_ch alone, masks it and takes its max and exps while the
+// P V runs, then waits for that, rescales O and l and packs P_ch. S, P and O are then all live
+// at once: registers that one CTA an SM affords (two an SM spilled them: docs/PERF.md, session
+// 13's att-batched). P_(ch-1) V_(ch-1) reads chunk ch-1's stage after step ch's barrier, so the
+// copies run STAGES - 2 chunks ahead: the barrier frees chunk ch-2's stage.
+template <int STAGES>
+__device__ __forceinline__ void block_attention_wgmma_overlap(const AttnParams& p) {
+    constexpr int D = 128, KC = ATT_KC, NT = D / 8, KT = KC / 8;
+    constexpr int Q_PANEL = ATT_ROWS * 128, KV_PANEL = KC * 128;
+    constexpr int KV_BYTES = KC * D * 2, STAGE = 2 * KV_BYTES;
+    static_assert(ATT_THREADS == 2 * 128 && ATT_ROWS == 128 && KC == 64, "two warpgroups of 64 rows; S is m64n64");
+    static_assert(STAGES >= 3, "a stage for the chunk in S, one for the chunk in P V, one in flight");
+
+    extern __shared__ __align__(128) unsigned char att_smem[];
+    unsigned char* qs = att_smem + ((1024 - ((uint32_t)__cvta_generic_to_shared(att_smem) & 1023)) & 1023);
+    unsigned char* kvs = qs + 2 * Q_PANEL;
+
+    const int kh = blockIdx.y, lane = threadIdx.x % WARP, wg = threadIdx.x / 128, w = (threadIdx.x / WARP) % 4;
+    AttTile t;
+    if (!att_tile<KC>(p, t)) return;  // uniform over the CTA
+    const int k0 = t.k0, nchunks = t.nchunks;
+
+    // Q in group 0, chunks 0..STAGES-3 in groups 1..STAGES-2 (empty groups keep the count).
+    att_load_q<D>(p, t, kh, qs, att_swizzled_at<ATT_ROWS>);
+    const AttKvAddr<D> kva(p, kh);
+    int pg[AttCopy<D>::ROWS];
+    att_pages<D>(kva, t.pt, k0, t.k1, pg);
+#pragma unroll
+    for (int s = 0; s < STAGES - 2; s++) {
+        if (s < nchunks) att_copy_chunk<D>(p, kva, t, pg, s, kvs + s * STAGE, KV_BYTES, att_swizzled_at<KC>);
+        cp_async_commit();
+    }
+
+    // A warpgroup with none of the tile's rows computes anyway (on zero Q rows, every key
+    // masked: P and l stay 0 and nothing is written): a branch around the wgmmas would make
+    // ptxas serialize them.
+    const int tq = lane % 4;
+    const int r0 = wg * 64 + w * 16;
+    int lim[2];
+    att_row_limits(p, t, r0, lim);
+    const float sl2 = p.scale * 1.4426950408889634f;
+    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+    float o[4 * NT];
+#pragma unroll
+    for (int i = 0; i < 4 * NT; i++) o[i] = 0.f;
+    float s[4 * KT];           // S_ch, then its exps
+    uint32_t pa[KC / 16][4];  // P_ch as the A fragments of its P V
+    float corr[2];
+
+    // Chunk ch landed and visible to every wgmma, every P V of chunk ch - 2 done (its stage
+    // free): refill that stage with chunk ch + STAGES - 2.
+    auto next_chunk = [&](int ch) {
+        cp_async_wait<STAGES - 3>();  // chunk ch is group ch + 1
+        fence_proxy_async();
+        __syncthreads();
+        const int nx = ch + STAGES - 2;
+        if (nx < nchunks) att_copy_chunk<D>(p, kva, t, pg, nx, kvs + (nx % STAGES) * STAGE, KV_BYTES, att_swizzled_at<KC>);
+        cp_async_commit();
+    };
+    auto issue_s = [&](int ch) {  // S = Q K_ch^T over the head dim's 8 k16 steps
+        const unsigned char* ks = kvs + (ch % STAGES) * STAGE;
+#pragma unroll
+        for (int kk = 0; kk < D / 16; kk++) {
+            const uint64_t da = sw128_desc(qs + (kk / 4) * Q_PANEL + wg * 64 * 128) + 2 * (kk % 4);
+            const uint64_t db = sw128_desc(ks + (kk / 4) * KV_PANEL) + 2 * (kk % 4);
+            wgmma_m64n64k16_bf16(s, da, db, kk > 0);
+        }
+        wgmma_commit();
+    };
+    auto issue_pv = [&](int ch) {  // O += P_ch V_ch
+        const unsigned char* vs = kvs + (ch % STAGES) * STAGE + KV_BYTES;
+#pragma unroll
+        for (int j = 0; j < KC / 16; j++) wgmma_m64n128k16_bf16_rs_tb(o, pa[j], sw128_desc_mn(vs + j * 16 * 128, KV_PANEL));
+        wgmma_commit();
+    };
+    // block_attention_wgmma's online softmax, its steps in the same order per value: the mask,
+    // the max, the new running max and correction, P's exps in s (O and l not touched yet).
+    auto softmax = [&](int ch) {
+        const int kbase = k0 + ch * KC;
+        if (kbase + KC > min(lim[0], lim[1])) {
+#pragma unroll
+            for (int n = 0; n < KT; n++)
+#pragma unroll
+                for (int e = 0; e < 4; e++)
+                    if (kbase + n * 8 + 2 * tq + e % 2 >= lim[e / 2]) s[4 * n + e] = -INFINITY;
+        }
+        float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+        for (int n = 0; n < KT; n++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) mx[e / 2] = fmaxf(mx[e / 2], s[4 * n + e]);
+        float ref[2];
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
+            mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
+            mx[h] = fmaxf(m[h], mx[h] * sl2);
+            ref[h] = mx[h] == -INFINITY ? 0.f : mx[h];
+            corr[h] = exp2_approx(m[h] - ref[h]);
+            m[h] = mx[h];
+        }
+#pragma unroll
+        for (int n = 0; n < KT; n++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) s[4 * n + e] = exp2_approx(fmaf(s[4 * n + e], sl2, -ref[e / 2]));
+    };
+    // With the last P V done: O and l rescaled, then P packed (its rounded sum into l).
+    auto rescale_pack = [&]() {
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            l[h] *= corr[h];
+#pragma unroll
+            for (int n = 0; n < NT; n++) {
+                o[4 * n + 2 * h] *= corr[h];
+                o[4 * n + 2 * h + 1] *= corr[h];
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < KC / 16; j++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                const float* sn = s + 4 * (2 * j + i / 2);
+                pa[j][i] = pack_bf16(sn[2 * (i % 2)], sn[2 * (i % 2) + 1], l[i % 2]);
+            }
+    };
+
+    next_chunk(0);
+    wgmma_fence();
+    issue_s(0);
+    wgmma_wait<0>();
+    wgmma_reg_fence(s);
+    softmax(0);
+    rescale_pack();
+    for (int ch = 1; ch < nchunks; ch++) {
+        next_chunk(ch);
+        wgmma_fence();
+        issue_s(ch);
+        issue_pv(ch - 1);
+        wgmma_wait<1>();  // S_ch; P_(ch-1) V_(ch-1) may still run
+        wgmma_reg_fence(s);
+        softmax(ch);
+        wgmma_wait<0>();  // P_(ch-1) V_(ch-1): O whole again, pa free
+        wgmma_reg_fence(o);
+        rescale_pack();
+    }
+    wgmma_fence();
+    issue_pv(nchunks - 1);
+    wgmma_wait<0>();
+    wgmma_reg_fence(o);
+    cp_async_wait<0>();
+    att_write_rows<NT>(p, t, kh, r0, m, l, [&](int n, int i) { return o[4 * n + i]; });
+}
 #endif
 
 // head_dim <= 64.
@@ -529,7 +695,16 @@ extern "C" __global__ void __launch_bounds__(ATT_THREADS, ATT_CTAS_PER_SM) block
 #endif
 extern "C" __global__ void __launch_bounds__(ATT_THREADS, ATT_D128_CTAS_PER_SM) block_attention(const AttnParams p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-    block_attention_wgmma(p);
+    block_attention_wgmma<ATT_WGMMA_STAGES>(p);
+#else
+    block_attention_body<128>(p);
+#endif
+}
+// The same at one CTA an SM with ATT_DEEP_STAGES stages (params.h): the host takes it when every
+// CTA of the launch has an SM to itself.
+extern "C" __global__ void __launch_bounds__(ATT_THREADS, 1) block_attention_deep(const AttnParams p) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    block_attention_wgmma_overlap<ATT_DEEP_STAGES>(p);
 #else
     block_attention_body<128>(p);
 #endif

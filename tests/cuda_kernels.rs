@@ -394,6 +394,28 @@ mod cuda {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// block_attention's two wgmma variants forced on the same shapes (two CTAs an SM with
+    /// ATT_WGMMA_STAGES stages; block_attention_deep, one with ATT_DEEP_STAGES): by default the
+    /// CTA count picks one, so these small shapes would run only the deep one. Off Hopper both
+    /// are the mma.sync body.
+    #[test]
+    fn attention_variants_match_cpu() {
+        if skip() {
+            return;
+        }
+        let dir = tmp("att-variants");
+        write_mid_config(&dir, 256, 8, 2, 128, 136, |c| c.max_position_embeddings = 8192);
+        for deep in [false, true] {
+            let ck = Checkpoint::open(&dir).unwrap();
+            let gpu = CudaBackend::load(&ck, &CudaOptions { att_deep: Some(deep), ..opts() }).unwrap();
+            let mut p = Pair { cfg: ck.config.clone(), cpu: CpuBackend::load(&ck).unwrap(), gpu, dir: dir.clone() };
+            attention_agrees(&mut p, 40);
+            long_attention_agrees(&mut p, 41, 608);
+            long_attention_agrees(&mut p, 42, 4352);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// Every item size of the expert GEMMs forced on the same shapes: 16-row stream items where
     /// the choice would take tiles, 64- and 128-row tiles at few rows (128 is 64 for fp8).
     fn every_item_size(dir: &Path, q: Option<Quantization>) {

@@ -89,6 +89,10 @@ pub struct Common {
     /// slots in every split (default: the rule's own choice). For measuring it.
     #[arg(long)]
     pub att_ctas_per_sm: Option<usize>,
+    /// CUDA: block_attention_deep (one CTA an SM, deeper stages) forced on or off (default: where
+    /// every CTA of the launch has an SM to itself). For measuring it.
+    #[arg(long)]
+    pub att_deep: Option<bool>,
     /// CUDA: `--disable-cuda-graph` (to measure what graphs save), `--cuda-graph-max-bs N`.
     #[command(flatten)]
     pub graphs: crate::runtime::GraphFlags,
@@ -215,6 +219,7 @@ fn cuda(cmd: BenchCmd, process_start: std::time::Instant) -> Result<()> {
         dense_stream: common.dense_stream,
         shared_expert_items: common.shared_expert_items,
         att_ctas_per_sm: common.att_ctas_per_sm,
+        att_deep: common.att_deep,
         cuda_graph_max_bs: common.graphs.max_bs().unwrap_or(CudaOptions::default().cuda_graph_max_bs),
         ..CudaOptions::default()
     };

@@ -298,6 +298,15 @@ impl CudaBackend {
         Ok(CudaAct { rows: q.rows, cols: nh * d, data: ActData::Bf16(out) })
     }
 
+    /// Whether `ctas` CTAs of `kernel` run as block_attention_deep: the wgmma body at one CTA an
+    /// SM with ATT_DEEP_STAGES stages, when every CTA has an SM to itself (batch 1 at any
+    /// context, batch 16 at 1k); two CTAs an SM would leave SMs idle there, and a lone CTA's
+    /// copies in flight are all its SM's. `CudaOptions::att_deep` forces it either way.
+    fn att_deep(&self, kernel: Kernel, ctas: usize) -> bool {
+        let fits = self.wgmma && kernel == Kernel::BlockAttention;
+        fits && self.opts.att_deep.unwrap_or(ctas <= self.sm_count)
+    }
+
     /// block_attention (+ attention_combine when the keys are split): see csrc/attention.cu.
     fn attention_kernels(&self, q: &CudaSlice<u16>, out: &CudaSlice<u16>, rows: usize, layer: usize) -> Result<()> {
         let c = &self.cfg;
@@ -306,6 +315,11 @@ impl CudaBackend {
         let (base, o) = (self.p(&s.pack), s.shape.offsets());
         let (_, smem, kernel) = att_kernel(d);
         let num_splits = s.shape.splits;
+        let (smem, kernel) = if self.att_deep(kernel, s.shape.tiles * nkv * num_splits) {
+            (ATT_SMEM_DEEP, Kernel::BlockAttentionDeep)
+        } else {
+            (smem, kernel)
+        };
         let (part_acc, part_ml) = if num_splits > 1 {
             (
                 Some(self.k.alloc::<f32>(num_splits * rows * nh * d, "attention partials")?),

@@ -85,6 +85,10 @@ pub struct CudaOptions {
     /// CTAs of block_attention an SM that the key-split rule counts as one wave's slots;
     /// `None`: ATT_CTAS_PER_SM. `dllm bench --att-ctas-per-sm` measures the choice.
     pub att_ctas_per_sm: Option<usize>,
+    /// block_attention_deep (one CTA an SM, deeper stages) where every CTA has an SM to itself;
+    /// `Some` forces it on or off wherever the wgmma path runs. `dllm bench --att-deep`
+    /// measures the choice.
+    pub att_deep: Option<bool>,
 }
 
 impl Default for CudaOptions {
@@ -103,6 +107,7 @@ impl Default for CudaOptions {
             dense_stream: false,
             shared_expert_items: None,
             att_ctas_per_sm: None,
+            att_deep: None,
         }
     }
 }
