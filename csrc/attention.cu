@@ -26,7 +26,9 @@
 // block_attention, block_attention_d256); a smaller d runs on the next D up with the columns
 // d..D of Q, K and V zero-filled in shared memory (they add 0 to S; O's are never written).
 // On sm_90a head dim 128 (mini, flash) runs the same tiles and softmax with the products on
-// wgmma instead (block_attention_wgmma below); the mma.sync body serves the rest.
+// wgmma instead (block_attention_wgmma below); the mma.sync body serves the rest. Where every CTA
+// of a launch has an SM to itself, the host takes block_attention_deep: the same arithmetic,
+// warp-specialized at one CTA an SM (block_attention_wgmma_ws).
 //
 // Output: with one split the CTA normalises and writes `out`; otherwise it writes the
 // unnormalised O and (m, l) per row to part_acc / part_ml, m in log2 units (rows with no key in
@@ -34,6 +36,7 @@
 // s * split_keys < limit(t), and then the row has at least that key).
 #include "common.cuh"
 #include "cp_async.cuh"
+#include "mbarrier.cuh"
 #include "stream.cuh"
 #include "wgmma.cuh"
 
@@ -515,50 +518,98 @@ __device__ __forceinline__ void block_attention_wgmma(const AttnParams& p) {
     att_write_rows<NT>(p, t, kh, r0, m, l, [&](int n, int i) { return o[4 * n + i]; });
 }
 
-// Ties later reads and writes of registers that an async wgmma wrote to a wait before them: the
-// compiler sees the wgmma's outputs at its issue, and would otherwise be free to move their
-// uses above the wait.
-template <int N>
-__device__ __forceinline__ void wgmma_reg_fence(float (&r)[N]) {
-#pragma unroll
-    for (int i = 0; i < N; i++) asm volatile("" : "+f"(r[i])::"memory");
-}
-
 // block_attention_deep's body on sm_90a: block_attention_wgmma's tiles and arithmetic, bit for
-// bit, with each chunk's P V left running while the next chunk's softmax is worked out (the
-// FlashAttention-3 overlap within a warpgroup). Step ch issues S_ch = Q K_ch^T and then
-// O += P_(ch-1) V_(ch-1), waits for S_ch alone, masks it and takes its max and exps while the
-// P V runs, then waits for that, rescales O and l and packs P_ch. S, P and O are then all live
-// at once: registers that one CTA an SM affords (two an SM spilled them: docs/PERF.md, session
-// 13's att-batched). P_(ch-1) V_(ch-1) reads chunk ch-1's stage after step ch's barrier, so the
-// copies run STAGES - 2 chunks ahead: the barrier frees chunk ch-2's stage.
+// bit, warp-specialized (FlashAttention-3's structure, without TMA). ATT_DEEP_THREADS threads:
+// warpgroups 0 and 1 are the consumers (query rows 64 wg.., as in block_attention_wgmma) and
+// warpgroup 2 the producer, which alone copies K and V into STAGES stages. There is no barrier
+// of the whole CTA in the loop: a stage's `full` mbarrier says its chunk has landed (the producer
+// waits for its copies, fences them to the async proxy and arrives) and its `empty` one that both
+// consumers are done with it. So each consumer runs at its own pace, and one's softmax can run
+// while the other's products hold the tensor cores.
+//
+// Within a consumer, step ch issues S_ch = Q K_ch^T and then O += P_(ch-1) V_(ch-1), waits for
+// S_ch alone, masks it and takes its max and exps while the P V runs, then waits for that,
+// rescales O and l, packs P_ch and frees chunk ch - 1's stage. S, P and O are all live at once:
+// registers that one CTA an SM affords (two an SM spilled them: docs/PERF.md, session 13's
+// att-batched).
 template <int STAGES>
-__device__ __forceinline__ void block_attention_wgmma_overlap(const AttnParams& p) {
+__device__ __forceinline__ void block_attention_wgmma_ws(const AttnParams& p) {
     constexpr int D = 128, KC = ATT_KC, NT = D / 8, KT = KC / 8;
     constexpr int Q_PANEL = ATT_ROWS * 128, KV_PANEL = KC * 128;
     constexpr int KV_BYTES = KC * D * 2, STAGE = 2 * KV_BYTES;
-    static_assert(ATT_THREADS == 2 * 128 && ATT_ROWS == 128 && KC == 64, "two warpgroups of 64 rows; S is m64n64");
-    static_assert(STAGES >= 3, "a stage for the chunk in S, one for the chunk in P V, one in flight");
+    constexpr int CONSUMERS = 2 * 128, PRODUCERS = ATT_DEEP_THREADS - CONSUMERS;
+    constexpr int PER_ROW = D / 8, PASS = PRODUCERS / PER_ROW, ROWS = KC / PASS;  // a producer's copies
+    constexpr int AHEAD = 2;  // chunks a producer thread leaves in flight before it waits for the oldest
+    static_assert(ATT_ROWS == 128 && KC == 64 && PRODUCERS == 128 && KC % PASS == 0, "two consumer warpgroups of 64 rows, one producer");
+    static_assert(STAGES >= AHEAD + 2, "the consumers hold two stages (S and P V), the copies in flight the rest");
 
     extern __shared__ __align__(128) unsigned char att_smem[];
     unsigned char* qs = att_smem + ((1024 - ((uint32_t)__cvta_generic_to_shared(att_smem) & 1023)) & 1023);
     unsigned char* kvs = qs + 2 * Q_PANEL;
+    uint64_t* full = reinterpret_cast<uint64_t*>(kvs + STAGES * STAGE);
+    uint64_t* empty = full + STAGES;
 
     const int kh = blockIdx.y, lane = threadIdx.x % WARP, wg = threadIdx.x / 128, w = (threadIdx.x / WARP) % 4;
     AttTile t;
     if (!att_tile<KC>(p, t)) return;  // uniform over the CTA
     const int k0 = t.k0, nchunks = t.nchunks;
-
-    // Q in group 0, chunks 0..STAGES-3 in groups 1..STAGES-2 (empty groups keep the count).
-    att_load_q<D>(p, t, kh, qs, att_swizzled_at<ATT_ROWS>);
-    const AttKvAddr<D> kva(p, kh);
-    int pg[AttCopy<D>::ROWS];
-    att_pages<D>(kva, t.pt, k0, t.k1, pg);
-#pragma unroll
-    for (int s = 0; s < STAGES - 2; s++) {
-        if (s < nchunks) att_copy_chunk<D>(p, kva, t, pg, s, kvs + s * STAGE, KV_BYTES, att_swizzled_at<KC>);
-        cp_async_commit();
+    if (threadIdx.x == 0) {
+        for (int i = 0; i < STAGES; i++) {
+            mbar_init(&full[i], PRODUCERS);
+            mbar_init(&empty[i], CONSUMERS);
+        }
     }
+    __syncthreads();  // the barriers are initialised before anyone arrives
+
+    if (wg == 2) {
+        // The producer: chunk c into stage c % STAGES once both consumers freed it (its use
+        // c / STAGES - 1 done), then `full` of chunk c - AHEAD once that one has landed.
+        const int pt_id = threadIdx.x - CONSUMERS;
+        const KvLayout kv(p.kv, p.nkv, p.d);
+        const size_t base = kv.layer_base + (size_t)kh * p.d + (pt_id % PER_ROW) * 8;
+        const int c8 = pt_id % PER_ROW;
+        int pg[ROWS];
+        auto pages = [&](int c) {  // the pages of this thread's rows of chunk c, a chunk ahead
+#pragma unroll
+            for (int i = 0; i < ROWS; i++) {
+                const int pos = k0 + c * KC + pt_id / PER_ROW + i * PASS;
+                pg[i] = pos < t.k1 ? t.pt[kv.page(pos)] : 0;
+            }
+        };
+        auto landed = [&](int c) {  // this thread's copies of chunk c are done (the caller waited)
+            fence_proxy_async();
+            mbar_arrive(&full[c % STAGES]);
+        };
+        pages(0);
+        for (int c = 0; c < nchunks; c++) {
+            if (c >= STAGES) mbar_wait(&empty[c % STAGES], (c / STAGES - 1) & 1);
+            unsigned char* ks = kvs + (c % STAGES) * STAGE;
+#pragma unroll
+            for (int i = 0; i < ROWS; i++) {
+                const int j = pt_id / PER_ROW + i * PASS, pos = k0 + c * KC + j;
+                const bool valid = pos < t.k1 && c8 * 8 < p.d;
+                const size_t off = (size_t)pg[i] * kv.page_stride + base + (size_t)kv.slot(pos) * kv.row_elems;
+                const bf16* src = valid ? p.kv.pool + off : p.kv.pool;
+                cp_async16(ks + att_swizzled_at<KC>(j, c8), src, valid);
+                cp_async16(ks + KV_BYTES + att_swizzled_at<KC>(j, c8), valid ? src + kv.ps * kv.row_elems : src, valid);
+            }
+            cp_async_commit();
+            pages(c + 1);
+            if (c >= AHEAD) {
+                cp_async_wait<AHEAD>();
+                landed(c - AHEAD);
+            }
+        }
+        cp_async_wait<0>();
+        for (int c = max(0, nchunks - AHEAD); c < nchunks; c++) landed(c);
+        return;
+    }
+
+    // The consumers: Q, then the chunks.
+    att_load_q<D>(p, t, kh, qs, att_swizzled_at<ATT_ROWS>);  // threads 0..255: ATT_THREADS of them
+    cp_async_wait<0>();
+    fence_proxy_async();
+    asm volatile("bar.sync 1, %0;\n" ::"n"(CONSUMERS) : "memory");  // Q whole, for both consumers
 
     // A warpgroup with none of the tile's rows computes anyway (on zero Q rows, every key
     // masked: P and l stay 0 and nothing is written): a branch around the wgmmas would make
@@ -576,16 +627,6 @@ __device__ __forceinline__ void block_attention_wgmma_overlap(const AttnParams& 
     uint32_t pa[KC / 16][4];  // P_ch as the A fragments of its P V
     float corr[2];
 
-    // Chunk ch landed and visible to every wgmma, every P V of chunk ch - 2 done (its stage
-    // free): refill that stage with chunk ch + STAGES - 2.
-    auto next_chunk = [&](int ch) {
-        cp_async_wait<STAGES - 3>();  // chunk ch is group ch + 1
-        fence_proxy_async();
-        __syncthreads();
-        const int nx = ch + STAGES - 2;
-        if (nx < nchunks) att_copy_chunk<D>(p, kva, t, pg, nx, kvs + (nx % STAGES) * STAGE, KV_BYTES, att_swizzled_at<KC>);
-        cp_async_commit();
-    };
     auto issue_s = [&](int ch) {  // S = Q K_ch^T over the head dim's 8 k16 steps
         const unsigned char* ks = kvs + (ch % STAGES) * STAGE;
 #pragma unroll
@@ -653,7 +694,8 @@ __device__ __forceinline__ void block_attention_wgmma_overlap(const AttnParams& 
             }
     };
 
-    next_chunk(0);
+
+    mbar_wait(&full[0], 0);
     wgmma_fence();
     issue_s(0);
     wgmma_wait<0>();
@@ -661,7 +703,7 @@ __device__ __forceinline__ void block_attention_wgmma_overlap(const AttnParams& 
     softmax(0);
     rescale_pack();
     for (int ch = 1; ch < nchunks; ch++) {
-        next_chunk(ch);
+        mbar_wait(&full[ch % STAGES], (ch / STAGES) & 1);
         wgmma_fence();
         issue_s(ch);
         issue_pv(ch - 1);
@@ -670,13 +712,13 @@ __device__ __forceinline__ void block_attention_wgmma_overlap(const AttnParams& 
         softmax(ch);
         wgmma_wait<0>();  // P_(ch-1) V_(ch-1): O whole again, pa free
         wgmma_reg_fence(o);
+        mbar_arrive(&empty[(ch - 1) % STAGES]);  // this thread's reads of chunk ch - 1 are done
         rescale_pack();
     }
     wgmma_fence();
     issue_pv(nchunks - 1);
     wgmma_wait<0>();
     wgmma_reg_fence(o);
-    cp_async_wait<0>();
     att_write_rows<NT>(p, t, kh, r0, m, l, [&](int n, int i) { return o[4 * n + i]; });
 }
 #endif
@@ -700,13 +742,14 @@ extern "C" __global__ void __launch_bounds__(ATT_THREADS, ATT_D128_CTAS_PER_SM) 
     block_attention_body<128>(p);
 #endif
 }
-// The same at one CTA an SM with ATT_DEEP_STAGES stages (params.h): the host takes it when every
-// CTA of the launch has an SM to itself.
-extern "C" __global__ void __launch_bounds__(ATT_THREADS, 1) block_attention_deep(const AttnParams p) {
+// Head dim 128 at one CTA an SM, warp-specialized with ATT_DEEP_STAGES stages (params.h): the
+// host takes it on sm_90a only (CudaBackend::att_deep), where every CTA of the launch has an SM
+// to itself. Elsewhere it is never launched (there is no wgmma), and traps if it is.
+extern "C" __global__ void __launch_bounds__(ATT_DEEP_THREADS, 1) block_attention_deep(const AttnParams p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-    block_attention_wgmma_overlap<ATT_DEEP_STAGES>(p);
+    block_attention_wgmma_ws<ATT_DEEP_STAGES>(p);
 #else
-    block_attention_body<128>(p);
+    __trap();
 #endif
 }
 // 128 < head_dim <= 256.

@@ -39,10 +39,11 @@ typedef __nv_bfloat16 bf16;
 #define ATT_CTAS_PER_SM 1  // __launch_bounds__ of the three kernels; the host sizes key splits by it
 #define ATT_WGMMA_STAGES 2  // block_attention on sm_90a: its own cp.async stages (att_wgmma_smem)
 #define ATT_WGMMA_CTAS_PER_SM 2  // block_attention on sm_90a (wgmma, head dim 128): ~124 registers, ~97 KB; the split rule still counts an SM once
-// block_attention_deep: the wgmma body at one CTA an SM with ATT_DEEP_STAGES stages, for a step
-// whose CTAs all fit one wave at one an SM (batch 1 at any context, batch 16 at 1k): such a CTA
-// is alone on its SM, so its own copies in flight are all the SM's.
-#define ATT_DEEP_STAGES 4
+// block_attention_deep (sm_90a, head dim 128): one CTA an SM of ATT_DEEP_THREADS threads, two
+// consumer warpgroups and a producer one, with ATT_DEEP_STAGES stages and their mbarriers, for a
+// step whose CTAs all fit one wave at one an SM (batch 1 at any context, batch 16 at 1k).
+#define ATT_DEEP_THREADS 384
+#define ATT_DEEP_STAGES 5
 #define ATT_PAD 8
 
 // moe_gemm.cu: BN output columns per CTA, BK of k per stage, rows padded to spread banks;
@@ -148,8 +149,7 @@ static constexpr uint32_t ATT_SMEM_D64 = att_smem_layout(64).total;
 constexpr DLLM_HD int att_wgmma_smem(int stages) { return 1024 + ATT_ROWS * 128 * 2 + stages * 2 * ATT_KC * 128 * 2; }
 static constexpr uint32_t ATT_SMEM_D128 =
     att_smem_layout(128).total > att_wgmma_smem(ATT_WGMMA_STAGES) ? att_smem_layout(128).total : att_wgmma_smem(ATT_WGMMA_STAGES);
-static constexpr uint32_t ATT_SMEM_DEEP =
-    att_smem_layout(128).total > att_wgmma_smem(ATT_DEEP_STAGES) ? att_smem_layout(128).total : att_wgmma_smem(ATT_DEEP_STAGES);
+static constexpr uint32_t ATT_SMEM_DEEP = att_wgmma_smem(ATT_DEEP_STAGES) + 2 * ATT_DEEP_STAGES * 8;  // + the full and empty mbarriers
 static constexpr uint32_t ATT_SMEM_D256 = att_smem_layout(256).total;
 static_assert(ATT_WGMMA_CTAS_PER_SM * (ATT_SMEM_D128 + 1024) <= 228 * 1024, "block_attention's wgmma CTAs must share an SM");
 static_assert(ATT_SMEM_DEEP <= 227 * 1024, "block_attention_deep's stages must fit one CTA's shared memory");

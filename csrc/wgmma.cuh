@@ -27,6 +27,14 @@ __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.a
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 template <int N>  // until at most N committed groups are still running
 __device__ __forceinline__ void wgmma_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory"); }
+// Ties later reads and writes of registers that an async wgmma wrote to a wait before them: the
+// compiler sees the wgmma's outputs at its issue, and would otherwise be free to move their
+// uses above the wait.
+template <int N>
+__device__ __forceinline__ void wgmma_reg_fence(float (&r)[N]) {
+#pragma unroll
+    for (int i = 0; i < N; i++) asm volatile("" : "+f"(r[i])::"memory");
+}
 
 // D (64 x 128, f32, the warpgroup's accumulator fragments) += A (64 x 16) B (16 x 128), A and B
 // K-major in shared memory (A rows are D's rows, B rows D's columns), bf16.

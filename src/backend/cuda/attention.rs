@@ -298,10 +298,11 @@ impl CudaBackend {
         Ok(CudaAct { rows: q.rows, cols: nh * d, data: ActData::Bf16(out) })
     }
 
-    /// Whether `ctas` CTAs of `kernel` run as block_attention_deep: the wgmma body at one CTA an
-    /// SM with ATT_DEEP_STAGES stages, when every CTA has an SM to itself (batch 1 at any
-    /// context, batch 16 at 1k); two CTAs an SM would leave SMs idle there, and a lone CTA's
-    /// copies in flight are all its SM's. `CudaOptions::att_deep` forces it either way.
+    /// Whether `ctas` CTAs of `kernel` run as block_attention_deep (sm_90a, head dim 128): one
+    /// CTA an SM, warp-specialized (a producer warpgroup copying into ATT_DEEP_STAGES stages,
+    /// two consumer warpgroups each overlapping a chunk's P V with the next one's softmax), when
+    /// every CTA has an SM to itself (batch 1 at any context, batch 16 at 1k): two CTAs an SM
+    /// would leave SMs idle there. `CudaOptions::att_deep` forces it either way.
     fn att_deep(&self, kernel: Kernel, ctas: usize) -> bool {
         let fits = self.wgmma && kernel == Kernel::BlockAttention;
         fits && self.opts.att_deep.unwrap_or(ctas <= self.sm_count)
@@ -315,10 +316,10 @@ impl CudaBackend {
         let (base, o) = (self.p(&s.pack), s.shape.offsets());
         let (_, smem, kernel) = att_kernel(d);
         let num_splits = s.shape.splits;
-        let (smem, kernel) = if self.att_deep(kernel, s.shape.tiles * nkv * num_splits) {
-            (ATT_SMEM_DEEP, Kernel::BlockAttentionDeep)
+        let (smem, kernel, threads) = if self.att_deep(kernel, s.shape.tiles * nkv * num_splits) {
+            (ATT_SMEM_DEEP, Kernel::BlockAttentionDeep, ATT_DEEP_THREADS)
         } else {
-            (smem, kernel)
+            (smem, kernel, ATT_THREADS)
         };
         let (part_acc, part_ml) = if num_splits > 1 {
             (
@@ -345,7 +346,7 @@ impl CudaBackend {
             scale: 1.0 / (d as f32).sqrt(),
         };
         let grid = (s.shape.tiles as u32, nkv as u32, num_splits as u32);
-        self.k.launch_smem(kernel, grid, ATT_THREADS as u32, smem, &p)?;
+        self.k.launch_smem(kernel, grid, threads as u32, smem, &p)?;
         if num_splits > 1 {
             let ctas = (rows * nh).div_ceil(ATT_COMBINE_WARPS) as u32;
             self.k.launch(Kernel::AttentionCombine, (ctas, 1, 1), (ATT_COMBINE_WARPS * WARP) as u32, &p)?;
