@@ -395,9 +395,9 @@ mod cuda {
     }
 
     /// block_attention's two wgmma variants forced on the same shapes (two CTAs an SM with
-    /// ATT_WGMMA_STAGES stages; block_attention_deep, one with ATT_DEEP_STAGES): by default the
-    /// CTA count picks one, so these small shapes would run only the deep one. Off Hopper both
-    /// are the mma.sync body.
+    /// ATT_WGMMA_STAGES stages; block_attention_deep, one warp-specialized CTA an SM with
+    /// ATT_DEEP_STAGES): by default the CTA count picks one, so these small shapes would run only
+    /// the deep one. Off Hopper the option is ignored and both runs are the mma.sync body.
     #[test]
     fn attention_variants_match_cpu() {
         if skip() {

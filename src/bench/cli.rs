@@ -89,8 +89,8 @@ pub struct Common {
     /// slots in every split (default: the rule's own choice). For measuring it.
     #[arg(long)]
     pub att_ctas_per_sm: Option<usize>,
-    /// CUDA: block_attention_deep (one CTA an SM, deeper stages) forced on or off (default: where
-    /// every CTA of the launch has an SM to itself). For measuring it.
+    /// CUDA: block_attention_deep (one warp-specialized CTA an SM, sm_90a) forced on or off
+    /// (default: where every CTA of the launch has an SM to itself). For measuring it.
     #[arg(long)]
     pub att_deep: Option<bool>,
     /// CUDA: `--disable-cuda-graph` (to measure what graphs save), `--cuda-graph-max-bs N`.

@@ -85,8 +85,8 @@ pub struct CudaOptions {
     /// CTAs of block_attention an SM that the key-split rule counts as one wave's slots;
     /// `None`: ATT_CTAS_PER_SM. `dllm bench --att-ctas-per-sm` measures the choice.
     pub att_ctas_per_sm: Option<usize>,
-    /// block_attention_deep (one CTA an SM, deeper stages) where every CTA has an SM to itself;
-    /// `Some` forces it on or off wherever the wgmma path runs. `dllm bench --att-deep`
+    /// block_attention_deep (one warp-specialized CTA an SM) where every CTA has an SM to itself;
+    /// `Some` forces it on or off wherever the wgmma path runs (head dim 128 on sm_90a). `dllm bench --att-deep`
     /// measures the choice.
     pub att_deep: Option<bool>,
 }
