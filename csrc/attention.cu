@@ -80,16 +80,17 @@ __device__ __forceinline__ float exp2_approx(float x) {
     return y;
 }
 
-// The K/V copies of a chunk: thread i copies column (i % PER_ROW) * 8 (16 bytes) of rows
-// i / PER_ROW + PASS * j, j < ROWS, of K and of V.
-template <int D>
+// The K/V copies of a chunk by THREADS threads: copier i copies column (i % PER_ROW) * 8 (16
+// bytes) of rows i / PER_ROW + PASS * j, j < ROWS, of K and of V.
+template <int D, int THREADS = ATT_THREADS>
 struct AttCopy {
-    static constexpr int KC = att_kc(D), PER_ROW = D / 8, PASS = ATT_THREADS / PER_ROW, ROWS = KC / PASS;
-    static_assert(ATT_THREADS % PER_ROW == 0 && KC % PASS == 0, "a thread copies one column of some rows");
+    static constexpr int KC = att_kc(D), PER_ROW = D / 8, PASS = THREADS / PER_ROW, ROWS = KC / PASS;
+    static_assert(THREADS % PER_ROW == 0 && KC % PASS == 0, "a thread copies one column of some rows");
 };
 
 // A thread's K/V addressing, worked out once a CTA: the pool's layout (KvLayout, common.cuh) and
-// the part of a copy's offset that no page changes. (Working out each copy's offset, two integer
+// the part of a copy's offset that no page changes (its column: the same for any copier count,
+// a multiple of PER_ROW threads). (Working out each copy's offset, two integer
 // divisions a copy, left the kernel's issue slots half busy with the integer pipe the busiest:
 // ncu, docs/PERF.md.)
 template <int D>
@@ -104,11 +105,14 @@ struct AttKvAddr {
 // The pages of this thread's rows of the chunk at kbase (0 past kend: never read). Loaded one
 // chunk ahead of its copies, so the page-table reads are in flight while a chunk is computed
 // instead of stalling the copy issue.
-template <int D>
-__device__ __forceinline__ void att_pages(const AttKvAddr<D>& a, const int32_t* pt, int kbase, int kend, int (&pg)[AttCopy<D>::ROWS]) {
+// `tid`: this thread's index among the THREADS copiers.
+template <int D, int THREADS = ATT_THREADS>
+__device__ __forceinline__ void att_pages(const AttKvAddr<D>& a, const int32_t* pt, int kbase, int kend, int (&pg)[AttCopy<D, THREADS>::ROWS],
+                                          int tid = threadIdx.x) {
+    using C = AttCopy<D, THREADS>;
 #pragma unroll
-    for (int i = 0; i < AttCopy<D>::ROWS; i++) {
-        const int pos = kbase + threadIdx.x / AttCopy<D>::PER_ROW + i * AttCopy<D>::PASS;
+    for (int i = 0; i < C::ROWS; i++) {
+        const int pos = kbase + tid / C::PER_ROW + i * C::PASS;
         pg[i] = pos < kend ? pt[a.kv.page(pos)] : 0;
     }
 }
@@ -117,14 +121,14 @@ __device__ __forceinline__ void att_pages(const AttKvAddr<D>& a, const int32_t* 
 // and V tiles, row j's 16-byte chunk c8 (columns 8 c8..) at byte offset at(j, c8) of each, their
 // pages in `pg`. Keys at or past kend, and columns at or past d, are zero-filled: 0 * V must
 // stay 0 in P.V, and a zero column adds nothing to Q K^T.
-template <int D, class At>
-__device__ __forceinline__ void att_load_chunk(const AttnParams& p, const AttKvAddr<D>& a, const int (&pg)[AttCopy<D>::ROWS], int kbase, int kend,
-                                               unsigned char* ks, unsigned char* vs, At at) {
-    using C = AttCopy<D>;
-    const int c = (threadIdx.x % C::PER_ROW) * 8;
+template <int D, int THREADS = ATT_THREADS, class At>
+__device__ __forceinline__ void att_load_chunk(const AttnParams& p, const AttKvAddr<D>& a, const int (&pg)[AttCopy<D, THREADS>::ROWS], int kbase,
+                                               int kend, unsigned char* ks, unsigned char* vs, At at, int tid = threadIdx.x) {
+    using C = AttCopy<D, THREADS>;
+    const int c = (tid % C::PER_ROW) * 8;
 #pragma unroll
     for (int i = 0; i < C::ROWS; i++) {
-        const int j = threadIdx.x / C::PER_ROW + i * C::PASS, pos = kbase + j;
+        const int j = tid / C::PER_ROW + i * C::PASS, pos = kbase + j;
         const bool valid = pos < kend && c < p.d;
         // KvLayout::row with the page looked up ahead and the head's column hoisted.
         const size_t k_off = (size_t)pg[i] * a.kv.page_stride + a.base + (size_t)a.kv.slot(pos) * a.kv.row_elems;
@@ -397,10 +401,87 @@ __device__ __forceinline__ void block_attention_body(const AttnParams& p) {
 template <int ROWS>
 __device__ __forceinline__ int att_swizzled_at(int r, int c8) { return (c8 / 8) * ROWS * 128 + sw128_offset(r, c8 % 8); }
 
+// The pieces of a chunk that both wgmma bodies run (head dim 128, KC = 64 keys; s[4n + e] is the
+// mma.sync body's s[n][e], o[4n + i] its o[n][i]). Issued, not committed: the callers group them.
+
+// S = Q K^T of warpgroup wg's 64 rows over the head dim's 8 k16 steps: step kk is panel kk / 4,
+// 32 bytes a step into its swizzled rows (2 in descriptor units).
+__device__ __forceinline__ void att_wgmma_s(float (&s)[4 * ATT_KC / 8], const unsigned char* qs, const unsigned char* ks, int wg) {
+#pragma unroll
+    for (int kk = 0; kk < 128 / 16; kk++) {
+        const uint64_t da = sw128_desc(qs + (kk / 4) * ATT_ROWS * 128 + wg * 64 * 128) + 2 * (kk % 4);
+        const uint64_t db = sw128_desc(ks + (kk / 4) * ATT_KC * 128) + 2 * (kk % 4);
+        wgmma_m64n64k16_bf16(s, da, db, kk > 0);
+    }
+}
+// O += P V: k16 step j is keys 16j.. (two atoms of 8 key rows, 2048 bytes into each panel); the
+// head dim's two 64-column panels are KC * 128 bytes apart.
+__device__ __forceinline__ void att_wgmma_pv(float (&o)[4 * 128 / 8], const uint32_t (&pa)[ATT_KC / 16][4], const unsigned char* vs) {
+#pragma unroll
+    for (int j = 0; j < ATT_KC / 16; j++) wgmma_m64n128k16_bf16_rs_tb(o, pa[j], sw128_desc_mn(vs + j * 16 * 128, ATT_KC * 128));
+}
+// The online softmax of a chunk's S at keys kbase.., as in block_attention_body, with the scores
+// left unscaled: the max of the raw scores times sl2 (> 0) is the max of the scaled ones, and
+// P = 2^(s sl2 - ref) is one fma into the exp. Only a chunk that reaches past one of the lane's
+// two rows' limits (the split's last, or a prefill tile's diagonal) is masked. Leaves the new
+// running max in m, the rows' corrections in corr and P's exps in s; O and l are not touched.
+__device__ __forceinline__ void att_wgmma_softmax(float (&s)[4 * ATT_KC / 8], const int (&lim)[2], int kbase, float sl2, float (&m)[2],
+                                                  float (&corr)[2]) {
+    constexpr int KT = ATT_KC / 8;
+    const int tq = threadIdx.x % 4;
+    if (kbase + ATT_KC > min(lim[0], lim[1])) {
+#pragma unroll
+        for (int n = 0; n < KT; n++)
+#pragma unroll
+            for (int e = 0; e < 4; e++)
+                if (kbase + n * 8 + 2 * tq + e % 2 >= lim[e / 2]) s[4 * n + e] = -INFINITY;
+    }
+    float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int n = 0; n < KT; n++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) mx[e / 2] = fmaxf(mx[e / 2], s[4 * n + e]);
+    float ref[2];
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
+        mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
+        mx[h] = fmaxf(m[h], mx[h] * sl2);  // log2 units, with the running max
+        ref[h] = mx[h] == -INFINITY ? 0.f : mx[h];
+        corr[h] = exp2_approx(m[h] - ref[h]);  // 0 the first time (m = -inf)
+        m[h] = mx[h];
+    }
+#pragma unroll
+    for (int n = 0; n < KT; n++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) s[4 * n + e] = exp2_approx(fmaf(s[4 * n + e], sl2, -ref[e / 2]));
+}
+// O and l rescaled by corr, then P packed as the A fragments of the KC / 16 k16 steps of P V
+// (its rounded values summed into l).
+__device__ __forceinline__ void att_wgmma_rescale_pack(float (&o)[4 * 128 / 8], float (&l)[2], const float (&corr)[2],
+                                                       const float (&s)[4 * ATT_KC / 8], uint32_t (&pa)[ATT_KC / 16][4]) {
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        l[h] *= corr[h];
+#pragma unroll
+        for (int n = 0; n < 128 / 8; n++) {
+            o[4 * n + 2 * h] *= corr[h];
+            o[4 * n + 2 * h + 1] *= corr[h];
+        }
+    }
+#pragma unroll
+    for (int j = 0; j < ATT_KC / 16; j++)
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            const float* sn = s + 4 * (2 * j + i / 2);
+            pa[j][i] = pack_bf16(sn[2 * (i % 2)], sn[2 * (i % 2) + 1], l[i % 2]);
+        }
+}
+
 template <int STAGES>
 __device__ __forceinline__ void block_attention_wgmma(const AttnParams& p) {
     constexpr int D = 128, KC = ATT_KC, NT = D / 8, KT = KC / 8;
-    constexpr int Q_PANEL = ATT_ROWS * 128, KV_PANEL = KC * 128;  // bytes of one 64-column panel
+    constexpr int Q_PANEL = ATT_ROWS * 128;  // bytes of one 64-column panel of Q
     constexpr int KV_BYTES = KC * D * 2, STAGE = 2 * KV_BYTES;
     static_assert(ATT_THREADS == 2 * 128 && ATT_ROWS == 128 && KC == 64, "two warpgroups of 64 rows; S is m64n64");
 
@@ -427,7 +508,6 @@ __device__ __forceinline__ void block_attention_wgmma(const AttnParams& p) {
     // This warpgroup's rows 64 wg..; a warpgroup with none of the tile's rows skips the products
     // (uniform over it, as wgmma needs) but keeps to the barriers.
     const bool live = wg * 64 < t.rows;
-    const int tq = lane % 4;
     const int r0 = wg * 64 + w * 16;
     int lim[2];
     att_row_limits(p, t, r0, lim);
@@ -448,69 +528,17 @@ __device__ __forceinline__ void block_attention_wgmma(const AttnParams& p) {
         }
         if (!live) continue;
         const unsigned char* ks = kvs + (ch % STAGES) * STAGE;
-        const unsigned char* vs = ks + KV_BYTES;
-        const int kbase = k0 + ch * KC;
-
-        // S = Q K^T over the head dim's 8 k16 steps: step kk is panel kk / 4, 32 bytes a step
-        // into its swizzled rows (2 in descriptor units).
         float s[4 * KT];
         wgmma_fence();
-#pragma unroll
-        for (int kk = 0; kk < D / 16; kk++) {
-            const uint64_t da = sw128_desc(qs + (kk / 4) * Q_PANEL + wg * 64 * 128) + 2 * (kk % 4);
-            const uint64_t db = sw128_desc(ks + (kk / 4) * KV_PANEL) + 2 * (kk % 4);
-            wgmma_m64n64k16_bf16(s, da, db, kk > 0);
-        }
+        att_wgmma_s(s, qs, ks, wg);
         wgmma_commit();
         wgmma_wait<0>();
-
-        // Online softmax, as in block_attention_body (s[4n + e] is its s[n][e]), with the scores
-        // left unscaled: the max of the raw scores times sl2 (> 0) is the max of the scaled ones,
-        // and P = 2^(s sl2 - ref) is one fma into the exp. Only a chunk that reaches past one of
-        // the lane's two rows' limits (the split's last, or a prefill tile's diagonal) is masked.
-        if (kbase + KC > min(lim[0], lim[1])) {
-#pragma unroll
-            for (int n = 0; n < KT; n++)
-#pragma unroll
-                for (int e = 0; e < 4; e++)
-                    if (kbase + n * 8 + 2 * tq + e % 2 >= lim[e / 2]) s[4 * n + e] = -INFINITY;
-        }
-        float mx[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-        for (int n = 0; n < KT; n++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) mx[e / 2] = fmaxf(mx[e / 2], s[4 * n + e]);
-        float ref[2];
-#pragma unroll
-        for (int h = 0; h < 2; h++) {
-            mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
-            mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
-            mx[h] = fmaxf(m[h], mx[h] * sl2);  // log2 units, with the running max
-            ref[h] = mx[h] == -INFINITY ? 0.f : mx[h];
-            const float corr = exp2_approx(m[h] - ref[h]);
-            m[h] = mx[h];
-            l[h] *= corr;
-#pragma unroll
-            for (int n = 0; n < NT; n++) {
-                o[4 * n + 2 * h] *= corr;
-                o[4 * n + 2 * h + 1] *= corr;
-            }
-        }
-        // P as the A fragments of the KC / 16 k16 steps of P V.
+        float corr[2];
+        att_wgmma_softmax(s, lim, k0 + ch * KC, sl2, m, corr);
         uint32_t pa[KC / 16][4];
-#pragma unroll
-        for (int j = 0; j < KC / 16; j++)
-#pragma unroll
-            for (int i = 0; i < 4; i++) {
-                const float* sn = s + 4 * (2 * j + i / 2);
-                const int h = i % 2;
-                pa[j][i] = pack_bf16(exp2_approx(fmaf(sn[2 * h], sl2, -ref[h])), exp2_approx(fmaf(sn[2 * h + 1], sl2, -ref[h])), l[h]);
-            }
-        // O += P V: k16 step j is keys 16j.. (two atoms of 8 key rows, 2048 bytes into each
-        // panel); the head dim's two 64-column panels are KV_PANEL bytes apart.
+        att_wgmma_rescale_pack(o, l, corr, s, pa);
         wgmma_fence();
-#pragma unroll
-        for (int j = 0; j < KC / 16; j++) wgmma_m64n128k16_bf16_rs_tb(o, pa[j], sw128_desc_mn(vs + j * 16 * 128, KV_PANEL));
+        att_wgmma_pv(o, pa, ks + KV_BYTES);
         wgmma_commit();
         wgmma_wait<0>();
     }
@@ -535,12 +563,11 @@ __device__ __forceinline__ void block_attention_wgmma(const AttnParams& p) {
 template <int STAGES>
 __device__ __forceinline__ void block_attention_wgmma_ws(const AttnParams& p) {
     constexpr int D = 128, KC = ATT_KC, NT = D / 8, KT = KC / 8;
-    constexpr int Q_PANEL = ATT_ROWS * 128, KV_PANEL = KC * 128;
+    constexpr int Q_PANEL = ATT_ROWS * 128;
     constexpr int KV_BYTES = KC * D * 2, STAGE = 2 * KV_BYTES;
     constexpr int CONSUMERS = 2 * 128, PRODUCERS = ATT_DEEP_THREADS - CONSUMERS;
-    constexpr int PER_ROW = D / 8, PASS = PRODUCERS / PER_ROW, ROWS = KC / PASS;  // a producer's copies
     constexpr int AHEAD = 2;  // chunks a producer thread leaves in flight before it waits for the oldest
-    static_assert(ATT_ROWS == 128 && KC == 64 && PRODUCERS == 128 && KC % PASS == 0, "two consumer warpgroups of 64 rows, one producer");
+    static_assert(ATT_ROWS == 128 && KC == 64 && PRODUCERS == 128, "two consumer warpgroups of 64 rows, one producer");
     static_assert(STAGES >= AHEAD + 2, "the consumers hold two stages (S and P V), the copies in flight the rest");
 
     extern __shared__ __align__(128) unsigned char att_smem[];
@@ -564,37 +591,21 @@ __device__ __forceinline__ void block_attention_wgmma_ws(const AttnParams& p) {
     if (wg == 2) {
         // The producer: chunk c into stage c % STAGES once both consumers freed it (its use
         // c / STAGES - 1 done), then `full` of chunk c - AHEAD once that one has landed.
-        const int pt_id = threadIdx.x - CONSUMERS;
-        const KvLayout kv(p.kv, p.nkv, p.d);
-        const size_t base = kv.layer_base + (size_t)kh * p.d + (pt_id % PER_ROW) * 8;
-        const int c8 = pt_id % PER_ROW;
-        int pg[ROWS];
-        auto pages = [&](int c) {  // the pages of this thread's rows of chunk c, a chunk ahead
-#pragma unroll
-            for (int i = 0; i < ROWS; i++) {
-                const int pos = k0 + c * KC + pt_id / PER_ROW + i * PASS;
-                pg[i] = pos < t.k1 ? t.pt[kv.page(pos)] : 0;
-            }
-        };
+        using C = AttCopy<D, PRODUCERS>;
+        const int pt_id = threadIdx.x - CONSUMERS;  // among the copiers
+        const AttKvAddr<D> kva(p, kh);
+        int pg[C::ROWS];
         auto landed = [&](int c) {  // this thread's copies of chunk c are done (the caller waited)
             fence_proxy_async();
             mbar_arrive(&full[c % STAGES]);
         };
-        pages(0);
+        att_pages<D, PRODUCERS>(kva, t.pt, k0, t.k1, pg, pt_id);
         for (int c = 0; c < nchunks; c++) {
             if (c >= STAGES) mbar_wait(&empty[c % STAGES], (c / STAGES - 1) & 1);
             unsigned char* ks = kvs + (c % STAGES) * STAGE;
-#pragma unroll
-            for (int i = 0; i < ROWS; i++) {
-                const int j = pt_id / PER_ROW + i * PASS, pos = k0 + c * KC + j;
-                const bool valid = pos < t.k1 && c8 * 8 < p.d;
-                const size_t off = (size_t)pg[i] * kv.page_stride + base + (size_t)kv.slot(pos) * kv.row_elems;
-                const bf16* src = valid ? p.kv.pool + off : p.kv.pool;
-                cp_async16(ks + att_swizzled_at<KC>(j, c8), src, valid);
-                cp_async16(ks + KV_BYTES + att_swizzled_at<KC>(j, c8), valid ? src + kv.ps * kv.row_elems : src, valid);
-            }
+            att_load_chunk<D, PRODUCERS>(p, kva, pg, k0 + c * KC, t.k1, ks, ks + KV_BYTES, att_swizzled_at<KC>, pt_id);
             cp_async_commit();
-            pages(c + 1);
+            att_pages<D, PRODUCERS>(kva, t.pt, k0 + (c + 1) * KC, t.k1, pg, pt_id);  // a chunk ahead
             if (c >= AHEAD) {
                 cp_async_wait<AHEAD>();
                 landed(c - AHEAD);
@@ -614,7 +625,6 @@ __device__ __forceinline__ void block_attention_wgmma_ws(const AttnParams& p) {
     // A warpgroup with none of the tile's rows computes anyway (on zero Q rows, every key
     // masked: P and l stay 0 and nothing is written): a branch around the wgmmas would make
     // ptxas serialize them.
-    const int tq = lane % 4;
     const int r0 = wg * 64 + w * 16;
     int lim[2];
     att_row_limits(p, t, r0, lim);
@@ -627,81 +637,22 @@ __device__ __forceinline__ void block_attention_wgmma_ws(const AttnParams& p) {
     uint32_t pa[KC / 16][4];  // P_ch as the A fragments of its P V
     float corr[2];
 
-    auto issue_s = [&](int ch) {  // S = Q K_ch^T over the head dim's 8 k16 steps
-        const unsigned char* ks = kvs + (ch % STAGES) * STAGE;
-#pragma unroll
-        for (int kk = 0; kk < D / 16; kk++) {
-            const uint64_t da = sw128_desc(qs + (kk / 4) * Q_PANEL + wg * 64 * 128) + 2 * (kk % 4);
-            const uint64_t db = sw128_desc(ks + (kk / 4) * KV_PANEL) + 2 * (kk % 4);
-            wgmma_m64n64k16_bf16(s, da, db, kk > 0);
-        }
+    auto issue_s = [&](int ch) {
+        att_wgmma_s(s, qs, kvs + (ch % STAGES) * STAGE, wg);
         wgmma_commit();
     };
-    auto issue_pv = [&](int ch) {  // O += P_ch V_ch
-        const unsigned char* vs = kvs + (ch % STAGES) * STAGE + KV_BYTES;
-#pragma unroll
-        for (int j = 0; j < KC / 16; j++) wgmma_m64n128k16_bf16_rs_tb(o, pa[j], sw128_desc_mn(vs + j * 16 * 128, KV_PANEL));
+    auto issue_pv = [&](int ch) {
+        att_wgmma_pv(o, pa, kvs + (ch % STAGES) * STAGE + KV_BYTES);
         wgmma_commit();
     };
-    // block_attention_wgmma's online softmax, its steps in the same order per value: the mask,
-    // the max, the new running max and correction, P's exps in s (O and l not touched yet).
-    auto softmax = [&](int ch) {
-        const int kbase = k0 + ch * KC;
-        if (kbase + KC > min(lim[0], lim[1])) {
-#pragma unroll
-            for (int n = 0; n < KT; n++)
-#pragma unroll
-                for (int e = 0; e < 4; e++)
-                    if (kbase + n * 8 + 2 * tq + e % 2 >= lim[e / 2]) s[4 * n + e] = -INFINITY;
-        }
-        float mx[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-        for (int n = 0; n < KT; n++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) mx[e / 2] = fmaxf(mx[e / 2], s[4 * n + e]);
-        float ref[2];
-#pragma unroll
-        for (int h = 0; h < 2; h++) {
-            mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
-            mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
-            mx[h] = fmaxf(m[h], mx[h] * sl2);
-            ref[h] = mx[h] == -INFINITY ? 0.f : mx[h];
-            corr[h] = exp2_approx(m[h] - ref[h]);
-            m[h] = mx[h];
-        }
-#pragma unroll
-        for (int n = 0; n < KT; n++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) s[4 * n + e] = exp2_approx(fmaf(s[4 * n + e], sl2, -ref[e / 2]));
-    };
-    // With the last P V done: O and l rescaled, then P packed (its rounded sum into l).
-    auto rescale_pack = [&]() {
-#pragma unroll
-        for (int h = 0; h < 2; h++) {
-            l[h] *= corr[h];
-#pragma unroll
-            for (int n = 0; n < NT; n++) {
-                o[4 * n + 2 * h] *= corr[h];
-                o[4 * n + 2 * h + 1] *= corr[h];
-            }
-        }
-#pragma unroll
-        for (int j = 0; j < KC / 16; j++)
-#pragma unroll
-            for (int i = 0; i < 4; i++) {
-                const float* sn = s + 4 * (2 * j + i / 2);
-                pa[j][i] = pack_bf16(sn[2 * (i % 2)], sn[2 * (i % 2) + 1], l[i % 2]);
-            }
-    };
-
 
     mbar_wait(&full[0], 0);
     wgmma_fence();
     issue_s(0);
     wgmma_wait<0>();
     wgmma_reg_fence(s);
-    softmax(0);
-    rescale_pack();
+    att_wgmma_softmax(s, lim, k0, sl2, m, corr);
+    att_wgmma_rescale_pack(o, l, corr, s, pa);
     for (int ch = 1; ch < nchunks; ch++) {
         mbar_wait(&full[ch % STAGES], (ch / STAGES) & 1);
         wgmma_fence();
@@ -709,11 +660,11 @@ __device__ __forceinline__ void block_attention_wgmma_ws(const AttnParams& p) {
         issue_pv(ch - 1);
         wgmma_wait<1>();  // S_ch; P_(ch-1) V_(ch-1) may still run
         wgmma_reg_fence(s);
-        softmax(ch);
+        att_wgmma_softmax(s, lim, k0 + ch * KC, sl2, m, corr);
         wgmma_wait<0>();  // P_(ch-1) V_(ch-1): O whole again, pa free
         wgmma_reg_fence(o);
         mbar_arrive(&empty[(ch - 1) % STAGES]);  // this thread's reads of chunk ch - 1 are done
-        rescale_pack();
+        att_wgmma_rescale_pack(o, l, corr, s, pa);
     }
     wgmma_fence();
     issue_pv(nchunks - 1);
