@@ -43,6 +43,12 @@ pub struct KernelsArgs {
     /// far fewer experts).
     #[arg(long, value_enum, default_value = "random")]
     pub tokens: TokenMode,
+    /// The profiled requests' sampling temperature: 0 is greedy (lm_head then row_argmax);
+    /// above 0 every row is drawn by sample_rows (with --top-p), which the table then times.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
 }
 
 #[derive(clap::Args)]
@@ -255,7 +261,7 @@ fn profile_steps(engine: &mut Engine<crate::backend::cuda::CudaBackend>, a: &Ker
     let c = &a.common;
     let bandwidth = engine.backend.measure_copy_bandwidth()?;
     let gemm = engine.backend.matmul_ceiling()?.unwrap_or(f64::NAN);
-    let params = super::one_block_params(c.block);
+    let params = crate::engine::GenParams { temperature: a.temperature, top_p: a.top_p, ..super::one_block_params(c.block) };
     let mut rng = crate::rng::Rng::new(c.seed);
     let avoid = [engine.mask_id, engine.eos_id];
     let mut ids = vec![];
@@ -286,8 +292,10 @@ fn profile_steps(engine: &mut Engine<crate::backend::cuda::CudaBackend>, a: &Ker
     let shared_in_experts = engine.backend.shared_expert_in_items(a.batch * c.block);
     let work = super::kernels::step_work(&engine.cfg, &touched, a.batch, a.prefix, c.block, shared_in_experts);
     let rows = super::kernels::rows(&measured, &work, bandwidth, gemm);
+    let decoding =
+        if a.temperature > 0.0 { format!("sampled (temperature {}, top-p {})", a.temperature, a.top_p) } else { "greedy".into() };
     println!(
-        "device: {}  batch {}  prefix {}  block {}  tokens {}  experts/layer {:.1}  ceilings: copy {:.0} GB/s, bf16 GEMM {:.0} TFLOP/s",
+        "device: {}  batch {}  prefix {}  block {}  tokens {}  decoding {decoding}  experts/layer {:.1}  ceilings: copy {:.0} GB/s, bf16 GEMM {:.0} TFLOP/s",
         engine.backend.label(),
         a.batch,
         a.prefix,
@@ -302,7 +310,8 @@ fn profile_steps(engine: &mut Engine<crate::backend::cuda::CudaBackend>, a: &Ker
     println!("sum of kernel times: {gpu_ms:.3} ms per step (the step as the GPU runs it, without launch gaps)");
     if let Some(p) = &c.json {
         let v = serde_json::json!({"device": engine.backend.label(), "commit": option_env!("DLLM_COMMIT").unwrap_or("unknown"),
-            "batch": a.batch, "prefix": a.prefix, "block": c.block, "tokens": a.tokens, "experts_touched": touched,
+            "batch": a.batch, "prefix": a.prefix, "block": c.block, "tokens": a.tokens, "temperature": a.temperature,
+            "top_p": a.top_p, "experts_touched": touched,
             "bandwidth_gbps": bandwidth / 1e9, "gemm_tflops": gemm / 1e12, "kernels": rows,
             "kernel_sum_ms": gpu_ms,
             "timing": "CUDA event pair per launch, forward queued behind a held stream (GPU time, no launch gaps), averaged over the profiled steps"});
