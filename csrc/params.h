@@ -520,12 +520,19 @@ struct SpinParams {
 #define SAMPLE_CLUSTER 8
 #define SAMPLE_THREADS 256
 #define SAMPLE_UNROLL 16  // logits loads in flight a thread (a slice gives a thread few rounds)
-// CTAs a SM the registers are capped for: 3 (80 registers, no spills) keeps 48 KB of loads in
-// flight a SM, and the rows in flight (132 x 3 / 8 of 629 KB) within the L2.
-#define SAMPLE_CTAS 3
+// CTAs a SM the registers are capped for: 4 (64 registers; a few long-lived values spill)
+// keeps 64 KB of loads in flight a SM and the rows in flight (132 x 4 / 8 of 629 KB) within the
+// L2. The kernel is bound by its per-token instructions' latency, so the fourth CTA's warps pay:
+// sample_rows 0.556 against 0.622 ms a step at batch 16, 2.061 against 2.404 at 64 with 3
+// (docs/perf/session15/).
+#define SAMPLE_CTAS 4
 #define SAMPLE_DIGIT0 12
 #define SAMPLE_DIGIT 10
 static_assert(SAMPLE_DIGIT0 + 2 * SAMPLE_DIGIT == 32, "three digits cover a 32-bit key");
+// The top-p bar in two passes: the tokens of a slice in the first digit's chosen bin that the
+// later digits select among from shared memory. A 157k row's bin holds a few hundred tokens a
+// slice at the bars of flat random rows; more than this falls back to the passes over the row.
+#define SAMPLE_CANDIDATES 1024
 
 // One row's sampling knobs: decode::sample::Sampling and the row's uniform draw.
 struct RowSampling {

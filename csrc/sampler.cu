@@ -21,6 +21,9 @@
 //          and one warp walking the segment where u times the kept mass falls (the inverse CDF
 //          in token-id order).
 // min-p needs no pass: its bar is a weight, tested wherever a weight is computed.
+// A top-p row without top-k (the common knobs) takes two passes instead of five (nucleus_draw):
+// the max pass also histograms the first digit, and one pass of exact weights confirms its bin,
+// keeps the bin's tokens for the last two digits, and sums the draw's segments on the way.
 //
 // Every reduction is the cluster's: each CTA reduces its slice, publishes the partial in its own
 // shared memory, a cluster barrier (release / acquire), and every CTA reads all the partials
@@ -55,12 +58,25 @@ struct Slice {
 struct SampleSmem {
     // Radix select, one histogram and one set of group sums per pass, read by the whole cluster:
     // a pass never clears what a peer may still be reading of the pass before (radix_select).
-    float hist0[1 << SAMPLE_DIGIT0];   // the first pass's quantity per bin, this slice
+    union {
+        float hist0[1 << SAMPLE_DIGIT0];     // the first pass's quantity per bin, this slice
+        uint32_t coarse[1 << SAMPLE_DIGIT0];  // nucleus_draw's first pass: fixed-point weights per bin
+    };
     float hist1[1 << SAMPLE_DIGIT];
     float hist2[1 << SAMPLE_DIGIT];
     unsigned ties[1 << SAMPLE_DIGIT];  // the last pass's token count per bin (a bar among ties)
     float group[3][SAMPLE_THREADS];    // each pass: thread t's bins summed over this slice
     float seg[SAMPLE_THREADS];         // the draw: each segment's quantity
+    // The nucleus in two passes (nucleus_draw): each segment's kept mass above the first digit's
+    // bin, and this slice's tokens in that bin (value, id), up to SAMPLE_CANDIDATES of them.
+    float seg_above[SAMPLE_THREADS];
+    float cand_v[SAMPLE_CANDIDATES];
+    int cand_i[SAMPLE_CANDIDATES];
+    int ncand;
+    // Read by the cluster: this slice's total weight, the weight above the bin and in it, and
+    // its candidate count (over SAMPLE_CANDIDATES: some did not fit).
+    float pass_z, pass_above, pass_bin;
+    int pass_n;
     float scratch[WARP];
     uint32_t warp_key[SAMPLE_THREADS / WARP];
     int warp_id[SAMPLE_THREADS / WARP];
@@ -111,23 +127,47 @@ __device__ __forceinline__ void block_scan(float v, float* scratch, float& excl,
     incl = off + x;
 }
 
-// The sum over the cluster of the float that every CTA holds at `mine` (one variable of the
-// shared memory), in rank order: every CTA gets the same bits.
-__device__ __forceinline__ float cluster_sum(cg::cluster_group& cluster, float* mine) {
+// The sum over the cluster of the value that every CTA holds at `mine` (one variable of the
+// shared memory), as floats in rank order: every CTA gets the same bits.
+template <class T>
+__device__ __forceinline__ float cluster_sum(cg::cluster_group& cluster, T* mine) {
     float v[SAMPLE_CLUSTER];
 #pragma unroll
-    for (int r = 0; r < SAMPLE_CLUSTER; r++) v[r] = *cluster.map_shared_rank(mine, r);  // all in flight
+    for (int r = 0; r < SAMPLE_CLUSTER; r++) v[r] = (float)*cluster.map_shared_rank(mine, r);  // all in flight
     float s = v[0];
 #pragma unroll
     for (int r = 1; r < SAMPLE_CLUSTER; r++) s += v[r];
     return s;
 }
 
-// f(i, l[i]) over the slice, SAMPLE_UNROLL loads in flight a thread. The last round's loads are
-// predicated rather than left to a tail loop, which would wait out a load latency per token.
+// f(i, l[i]) over the slice, SAMPLE_UNROLL tokens in flight a thread, each thread's in increasing
+// id. The last round's loads are predicated rather than left to a tail loop, which would wait
+// out a load latency per token. Where the slice starts 16-byte aligned (a row of a multiple of
+// 4 tokens: mini's) the loads are float4s, a quarter of the load and index instructions.
 template <class F>
 __device__ __forceinline__ void for_slice(const float* __restrict__ l, Slice sl, F f) {
     constexpr int U = SAMPLE_UNROLL, B = SAMPLE_THREADS;
+    if ((reinterpret_cast<uintptr_t>(l + sl.begin) & 15) == 0) {
+        constexpr int U4 = U / 4;
+        const int n4 = (sl.end - sl.begin) / 4;
+        const float4* l4 = reinterpret_cast<const float4*>(l + sl.begin);
+        for (int j0 = threadIdx.x; j0 < n4; j0 += U4 * B) {
+            float4 v[U4];
+#pragma unroll
+            for (int u = 0; u < U4; u++) v[u] = j0 + u * B < n4 ? l4[j0 + u * B] : make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+            for (int u = 0; u < U4; u++) {
+                if (j0 + u * B >= n4) continue;
+                const int i = sl.begin + 4 * (j0 + u * B);
+                f(i, v[u].x);
+                f(i + 1, v[u].y);
+                f(i + 2, v[u].z);
+                f(i + 3, v[u].w);
+            }
+        }
+        for (int i = sl.begin + 4 * n4 + threadIdx.x; i < sl.end; i += B) f(i, l[i]);  // a last slice's odd end
+        return;
+    }
     for (int i0 = sl.begin + threadIdx.x; i0 < sl.end; i0 += U * B) {
         float v[U];
 #pragma unroll
@@ -149,11 +189,20 @@ struct Found {
     int id;
     float q, total;
 };
+
+// A segment's length: SAMPLE_THREADS segments cover the slice, each of whole WARP-token tiles.
+__device__ __forceinline__ int segment_len(Slice sl) {
+    return (sl.end - sl.begin + SAMPLE_THREADS * WARP - 1) / (SAMPLE_THREADS * WARP) * WARP;
+}
+
+template <class Q>
+__device__ Found id_select_segments(const float* __restrict__ l, Slice sl, Q q, float frac, float add, float mine, SampleSmem& sm,
+                                    cg::cluster_group& cluster);
+
 template <class Q>
 __device__ Found id_select(const float* __restrict__ l, Slice sl, Q q, float frac, float add, SampleSmem& sm, cg::cluster_group& cluster) {
-    const int lane = threadIdx.x % WARP, w = threadIdx.x / WARP, rank = (int)cluster.block_rank();
-    const int tiles = (sl.end - sl.begin + SAMPLE_THREADS * WARP - 1) / (SAMPLE_THREADS * WARP);  // a segment's
-    const int seg_len = tiles * WARP;
+    const int lane = threadIdx.x % WARP, w = threadIdx.x / WARP;
+    const int seg_len = segment_len(sl), tiles = seg_len / WARP;
     {
         // All 32 segments of the warp at once: 32 loads in flight a lane.
         float acc[WARP];
@@ -172,12 +221,22 @@ __device__ Found id_select(const float* __restrict__ l, Slice sl, Q q, float fra
             if (lane == 0) sm.seg[w * WARP + s] = tot;
         }
     }
+    __syncthreads();
+    return id_select_segments(l, sl, q, frac, add, sm.seg[threadIdx.x], sm, cluster);
+}
+
+// id_select once each segment's sum of q is known (`mine`: segment threadIdx.x's): the slice
+// that holds the target, and there the segment and the token.
+template <class Q>
+__device__ Found id_select_segments(const float* __restrict__ l, Slice sl, Q q, float frac, float add, float mine, SampleSmem& sm,
+                                    cg::cluster_group& cluster) {
+    const int lane = threadIdx.x % WARP, w = threadIdx.x / WARP, rank = (int)cluster.block_rank();
+    const int seg_len = segment_len(sl);
     if (threadIdx.x == 0) {
         sm.claim = SAMPLE_THREADS;
         sm.last = -1;
     }
     __syncthreads();
-    const float mine = sm.seg[threadIdx.x];
     float excl, incl, slice_total;
     block_scan(mine, sm.scratch, excl, incl, slice_total);
     if (threadIdx.x == 0) sm.part = slice_total;
@@ -266,30 +325,113 @@ __device__ Found id_select(const float* __restrict__ l, Slice sl, Q q, float fra
 //
 // Pass d of every select has its own arrays: pass d of the next select rewrites them only after
 // the barrier of a pass in between, which every peer reaches after its reads of them.
-template <class Q>
-__device__ Bar radix_select(const float* __restrict__ l, Slice sl, Q q, float frac, float add, SampleSmem& sm, cg::cluster_group& cluster) {
+
+// Where a digit's select starts: the digits chosen before it (prefix under mask), the quantity
+// of the tokens above them in logit order, and the target (set by digit 0 from its total).
+struct RadixStart {
+    int digit;
+    uint32_t prefix, mask;
+    float above, target;
+};
+__device__ __forceinline__ int digit_bits(int d) { return d == 0 ? SAMPLE_DIGIT0 : SAMPLE_DIGIT; }
+__device__ __forceinline__ int digit_shift(int d) { return d == 0 ? 32 - SAMPLE_DIGIT0 : d == 1 ? SAMPLE_DIGIT : 0; }
+
+// A digit's chosen bin over the cluster, after its histogram pass: hist holds this slice's
+// quantity per bin, each bin worth scale(b) times it (the same factor on every CTA; 1 but for
+// nucleus_draw's first digit, whose bins sum weights relative to their own top). need(total)
+// is the quantity the digit must reach, from the digit's total over the cluster. bin < 0: the
+// quantity is 0 everywhere. Ends on a CTA barrier: sm.claim, sm.bin, sm.before are free again.
+struct Chosen {
+    int bin;
+    float before;   // the quantity of the bins above it
+    float total;    // the digit's total
+    float bin_q;    // count_ties: the bin's quantity and token count
+    unsigned bin_n;
+};
+template <class T, class Scale, class Need>
+__device__ Chosen radix_choose(SampleSmem& sm, cg::cluster_group& cluster, T* hist, float* group, int nb, bool count_ties,
+                               Scale scale, Need need_of) {
     const int lane = threadIdx.x % WARP, w = threadIdx.x / WARP;
-    uint32_t prefix = 0, mask = 0;
-    float above = 0.f, target = 0.f, tie_q = 0.f;
+    if (threadIdx.x == 0) {
+        sm.claim = SAMPLE_THREADS;
+        sm.last = -1;
+    }
+    const int c = nb / SAMPLE_THREADS, top = nb - 1 - threadIdx.x * c;  // thread t's bins: top, top - 1, ..
+    // An empty bin adds 0 whatever its scale (which may overflow above the row's max).
+    auto worth = [&](int b, float h) { return h > 0.f ? scale(b) * h : 0.f; };
+    float own = 0.f;
+    for (int j = 0; j < c; j++) own += worth(top - j, (float)hist[top - j]);
+    group[threadIdx.x] = own;
+    cluster.sync();  // every slice's histogram and group sums are out (and sm.claim is set)
+    const float g = cluster_sum(cluster, &group[threadIdx.x]);
+    float excl, incl, total;
+    block_scan(g, sm.scratch, excl, incl, total);
+    const float need = need_of(total);
+    if (g > 0.f) {
+        if (incl >= need) atomicMin(&sm.claim, (int)threadIdx.x);
+        atomicMax(&sm.last, (int)threadIdx.x);
+    }
+    __syncthreads();
+    // A target past the total (rounding) keeps everything: the lowest non-empty group.
+    const int chosen = sm.claim < SAMPLE_THREADS ? sm.claim : sm.last;
+    if (chosen < 0) {
+        __syncthreads();
+        return Chosen{-1, 0.f, total, 0.f, 0u};
+    }
+    if ((int)threadIdx.x == chosen) sm.group_before = excl;
+    __syncthreads();
+    if (w == 0) {
+        // The chosen group's bins over the cluster, lane j holding bin gtop - j (logit order).
+        const int gtop = nb - 1 - chosen * c;
+        const float h = lane < c ? worth(gtop - lane, cluster_sum(cluster, &hist[gtop - lane])) : 0.f;
+        const float cum = warp_scan(h);
+        float ahead = __shfl_up_sync(FULL_MASK, cum, 1);
+        if (lane == 0) ahead = 0.f;
+        const float base = sm.group_before;
+        const unsigned hit = __ballot_sync(FULL_MASK, h > 0.f && base + cum >= need);
+        const unsigned pos = __ballot_sync(FULL_MASK, h > 0.f);  // not 0: the group's sum is > 0
+        // A miss (the group's sum and its bins' round apart, or the target is past the
+        // total) takes the group's lowest non-empty bin.
+        const int f = hit ? __ffs(hit) - 1 : 31 - __clz(pos);
+        const float before = base + __shfl_sync(FULL_MASK, ahead, f);
+        const float hf = __shfl_sync(FULL_MASK, h, f);
+        if (lane == 0) {
+            sm.bin = gtop - f;
+            sm.before = before;
+            if (count_ties) {
+                unsigned n = 0;
+#pragma unroll
+                for (int r = 0; r < SAMPLE_CLUSTER; r++) n += *cluster.map_shared_rank(&sm.ties[gtop - f], r);
+                sm.tie_q = hf;
+                sm.tie_n = n;
+            }
+        }
+    }
+    __syncthreads();
+    const Chosen out{sm.bin, sm.before, total, sm.tie_q, sm.tie_n};
+    __syncthreads();  // sm.claim, sm.bin, sm.before are rewritten by the next pass
+    return out;
+}
+
+// radix_select from the digit `st` names on, over the tokens `each` visits (each(f) calls
+// f(i, l[i]) for every token of the slice that may match: the row's slice, or candidates).
+template <class Each, class Q>
+__device__ Bar radix_select_from(const float* __restrict__ l, Slice sl, Each each, Q q, RadixStart st, float frac, float add,
+                                 SampleSmem& sm, cg::cluster_group& cluster) {
+    uint32_t prefix = st.prefix, mask = st.mask;
+    float above = st.above, target = st.target, tie_q = 0.f;
     unsigned tie_n = 0;
 #pragma unroll 1
-    for (int d = 0; d < 3; d++) {
-        const int bits = d == 0 ? SAMPLE_DIGIT0 : SAMPLE_DIGIT;
-        const int shift = d == 0 ? 32 - SAMPLE_DIGIT0 : d == 1 ? SAMPLE_DIGIT : 0;
-        const int nb = 1 << bits;
+    for (int d = st.digit; d < 3; d++) {
+        const int shift = digit_shift(d), nb = 1 << digit_bits(d);
         const bool last = d == 2;
         float* hist = d == 0 ? sm.hist0 : d == 1 ? sm.hist1 : sm.hist2;
-        float* group = sm.group[d];
         for (int b = threadIdx.x; b < nb; b += SAMPLE_THREADS) {
             hist[b] = 0.f;
             if (last) sm.ties[b] = 0u;
         }
-        if (threadIdx.x == 0) {
-            sm.claim = SAMPLE_THREADS;
-            sm.last = -1;
-        }
         __syncthreads();
-        for_slice(l, sl, [&](int i, float v) {
+        each([&](int i, float v) {
             const uint32_t k = order_key(v);
             if ((k & mask) != prefix) return;
             const float x = q(i, v);
@@ -300,67 +442,23 @@ __device__ Bar radix_select(const float* __restrict__ l, Slice sl, Q q, float fr
             }
         });
         __syncthreads();
-        const int c = nb / SAMPLE_THREADS, top = nb - 1 - threadIdx.x * c;  // thread t's bins: top, top - 1, ..
-        float own = 0.f;
-        for (int j = 0; j < c; j++) own += hist[top - j];
-        group[threadIdx.x] = own;
-        cluster.sync();  // every slice's histogram and group sums are out
-        const float g = cluster_sum(cluster, &group[threadIdx.x]);
-        float excl, incl, total;
-        block_scan(g, sm.scratch, excl, incl, total);
-        if (d == 0) target = frac * total + add;
-        const float need = target - above;
-        if (g > 0.f) {
-            if (incl >= need) atomicMin(&sm.claim, (int)threadIdx.x);
-            atomicMax(&sm.last, (int)threadIdx.x);
-        }
-        __syncthreads();
-        // A target past the total (rounding) keeps everything: the lowest non-empty group.
-        const int chosen = sm.claim < SAMPLE_THREADS ? sm.claim : sm.last;
-        if (chosen < 0) {
+        const Chosen ch = radix_choose(sm, cluster, hist, sm.group[d], nb, last, [](int) { return 1.f; }, [&](float total) {
+            if (d == 0) target = frac * total + add;
+            return target - above;
+        });
+        if (ch.bin < 0) {
             // q is 0 everywhere (the callers never ask so). The barrier stands in for the passes
             // left out, after which the next select may rewrite what the peers read here.
             cluster.sync();
             return no_bar();
         }
-        if ((int)threadIdx.x == chosen) sm.group_before = excl;
-        __syncthreads();
-        if (w == 0) {
-            // The chosen group's bins over the cluster, lane j holding bin gtop - j (logit order).
-            const int gtop = nb - 1 - chosen * c;
-            const float h = lane < c ? cluster_sum(cluster, &hist[gtop - lane]) : 0.f;
-            const float cum = warp_scan(h);
-            float ahead = __shfl_up_sync(FULL_MASK, cum, 1);
-            if (lane == 0) ahead = 0.f;
-            const float base = sm.group_before;
-            const unsigned hit = __ballot_sync(FULL_MASK, h > 0.f && base + cum >= need);
-            const unsigned pos = __ballot_sync(FULL_MASK, h > 0.f);  // not 0: the group's sum is > 0
-            // A miss (the group's sum and its bins' round apart, or the target is past the
-            // total) takes the group's lowest non-empty bin.
-            const int f = hit ? __ffs(hit) - 1 : 31 - __clz(pos);
-            const float before = base + __shfl_sync(FULL_MASK, ahead, f);
-            const float hf = __shfl_sync(FULL_MASK, h, f);
-            if (lane == 0) {
-                sm.bin = gtop - f;
-                sm.before = before;
-                if (last) {
-                    unsigned n = 0;
-#pragma unroll
-                    for (int r = 0; r < SAMPLE_CLUSTER; r++) n += *cluster.map_shared_rank(&sm.ties[gtop - f], r);
-                    sm.tie_q = hf;
-                    sm.tie_n = n;
-                }
-            }
-        }
-        __syncthreads();
-        above += sm.before;
-        prefix |= (uint32_t)sm.bin << shift;
+        above += ch.before;
+        prefix |= (uint32_t)ch.bin << shift;
         mask |= (uint32_t)(nb - 1) << shift;
         if (last) {
-            tie_q = sm.tie_q;
-            tie_n = sm.tie_n;
+            tie_q = ch.bin_q;
+            tie_n = ch.bin_n;
         }
-        __syncthreads();  // sm.claim, sm.bin, sm.before are rewritten by the next pass
     }
     // The ties at the key all weigh the same: keep as many as the target still needs.
     const float unit = tie_q / (float)tie_n;
@@ -371,6 +469,166 @@ __device__ Bar radix_select(const float* __restrict__ l, Slice sl, Q q, float fr
     const Found f = id_select(
         l, sl, [&](int i, float v) { return order_key(v) == key && q(i, v) > 0.f ? 1.f : 0.f; }, 0.f, keep - 0.5f, sm, cluster);
     return Bar{key, f.id};
+}
+
+template <class Q>
+__device__ Bar radix_select(const float* __restrict__ l, Slice sl, Q q, float frac, float add, SampleSmem& sm, cg::cluster_group& cluster) {
+    return radix_select_from(
+        l, sl, [&](auto f) { for_slice(l, sl, f); }, q, RadixStart{0, 0u, 0u, 0.f, 0.f}, frac, add, sm, cluster);
+}
+
+// The largest float whose order key lies in the first digit's bin b (its top, a finite value for
+// a bin of finite floats).
+__device__ __forceinline__ float bin_top(int b) {
+    constexpr int shift = 32 - SAMPLE_DIGIT0;
+    return key_value(((uint32_t)b << shift) | ((1u << shift) - 1u));
+}
+
+// The draw under any knobs (top-k first, then the nucleus within it, then min-p): a radix select
+// over the row for each bar, then the draw's pass.
+template <class W>
+__device__ Found general_draw(const float* __restrict__ l, Slice sl, const RowSampling& s, int vocab, float min_p, W weight,
+                              SampleSmem& sm, cg::cluster_group& cluster) {
+    Bar top_k = no_bar();
+    if (s.top_k > 0 && s.top_k < vocab)
+        top_k = radix_select(l, sl, [](int, float) { return 1.f; }, 0.f, (float)s.top_k, sm, cluster);
+    Bar top_p = no_bar();
+    if (s.top_p < 1.f) {
+        // The nucleus is measured within the top-k tokens, against their mass.
+        top_p = radix_select(
+            l, sl, [&](int i, float v) { return within(top_k, order_key(v), i) ? weight(v) : 0.f; }, s.top_p, 0.f, sm, cluster);
+    }
+    return id_select(
+        l, sl,
+        [&](int i, float v) {
+            const uint32_t k = order_key(v);
+            if (!within(top_k, k, i) || !within(top_p, k, i)) return 0.f;
+            const float x = weight(v);
+            return x >= min_p ? x : 0.f;
+        },
+        s.u, 0.f, sm, cluster);
+}
+
+// The draw under temperature, top-p and min-p (no top-k), with the top-p bar found in two passes
+// over the row instead of five. The max pass has already histogrammed, per first-digit bin, each
+// token's weight relative to its bin's top (exp((v - top) / t): no max needed, the bins are keyed
+// by logit) as a fixed-point integer (`coarse`: a float atomicAdd on shared memory is a
+// compare-and-swap loop, which the hot bins of a row serialise; an integer add is one atomic), so
+// that a bin weighs about exp((top - m) / t) / qscale times its count; those pick the bin where
+// the nucleus ends. The second pass takes every token's exact weight (the host's): the row's z,
+// the mass above the bin (all kept: its segments' sums go to the draw) and in it, and the bin's
+// tokens as candidates in shared memory. If the exact masses confirm the bin (above < top_p z <=
+// above + in it), the two remaining digits and the draw's last segment need only the candidates.
+// The fixed point only guides: where it misleads (weights far below a wide bin's top round to
+// 0; a bin's edge within its rounding of the target) the exact masses do not confirm the bin and
+// the passes over the row (general_draw) take the row; where the bin's tokens overflow
+// SAMPLE_CANDIDATES, they take it from the second digit. Every branch depends on cluster-wide
+// values only, so every CTA takes it. False: not drawn, general_draw is to take the row whole.
+template <class W>
+__device__ bool nucleus_draw(const float* __restrict__ l, Slice sl, const RowSampling& s, float m, float inv_t, float qscale, float min_p,
+                             W weight, Found& out, SampleSmem& sm, cg::cluster_group& cluster) {
+    constexpr int shift0 = 32 - SAMPLE_DIGIT0;
+    const int lane = threadIdx.x % WARP, w = threadIdx.x / WARP;
+    auto q = [&](int, float v) { return weight(v); };
+    const Chosen c0 = radix_choose(
+        sm, cluster, sm.coarse, sm.group[0], 1 << SAMPLE_DIGIT0, false,
+        [&](int b) { return expf((bin_top(b) - m) * inv_t) / qscale; }, [&](float total) { return s.top_p * total; });
+    const int bin = c0.bin;
+
+    if (threadIdx.x == 0) sm.ncand = 0;
+    __syncthreads();
+    // The pass in id_select's segment order, so that the kept mass above the bin lands in the
+    // draw's segments: warp w's lanes load 32 consecutive tokens of each of its 32 segments.
+    const int seg_len = segment_len(sl), tiles = seg_len / WARP;
+    float z = 0.f, above = 0.f, in_bin = 0.f;
+    // Half the warp's segments at a time: 16 loads in flight a lane, and registers to spare.
+    constexpr int H = WARP / 2;
+#pragma unroll 1
+    for (int half = 0; half < 2; half++) {
+        float acc[H];
+#pragma unroll
+        for (int g = 0; g < H; g++) acc[g] = 0.f;
+        for (int t = 0; t < tiles; t++) {
+#pragma unroll
+            for (int g = 0; g < H; g++) {
+                const int i = sl.begin + (w * WARP + half * H + g) * seg_len + t * WARP + lane;
+                if (i >= sl.end) continue;
+                const float v = l[i];
+                const float x = weight(v);
+                z += x;
+                const int b = (int)(order_key(v) >> shift0);
+                if (b > bin) {
+                    above += x;
+                    acc[g] += x >= min_p ? x : 0.f;
+                } else if (b == bin) {
+                    in_bin += x;
+                    const int n = atomicAdd(&sm.ncand, 1);
+                    if (n < SAMPLE_CANDIDATES) {
+                        sm.cand_v[n] = v;
+                        sm.cand_i[n] = i;
+                    }
+                }
+            }
+        }
+#pragma unroll
+        for (int g = 0; g < H; g++) {
+            const float tot = warp_sum(acc[g]);
+            if (lane == 0) sm.seg_above[w * WARP + half * H + g] = tot;
+        }
+    }
+    z = block_sum(z, sm.scratch);
+    above = block_sum(above, sm.scratch);
+    in_bin = block_sum(in_bin, sm.scratch);
+    if (threadIdx.x == 0) {
+        sm.pass_z = z;
+        sm.pass_above = above;
+        sm.pass_bin = in_bin;
+        sm.pass_n = sm.ncand;
+    }
+    cluster.sync();  // every slice's sums and candidate count are out
+    float total = 0.f, mass_above = 0.f, mass_in = 0.f;
+    bool overflow = false;
+#pragma unroll
+    for (int r = 0; r < SAMPLE_CLUSTER; r++) {
+        total += *cluster.map_shared_rank(&sm.pass_z, r);
+        mass_above += *cluster.map_shared_rank(&sm.pass_above, r);
+        mass_in += *cluster.map_shared_rank(&sm.pass_bin, r);
+        overflow |= *cluster.map_shared_rank(&sm.pass_n, r) > SAMPLE_CANDIDATES;
+    }
+    const float target = s.top_p * total;
+    const bool placed = bin >= 0 && mass_above < target && target <= mass_in + mass_above;
+    if (!placed) return false;
+    const RadixStart from_bin{1, (uint32_t)bin << shift0, ~0u << shift0, mass_above, target};
+    Bar top_p;
+    if (!overflow) {
+        const int n = sm.ncand;
+        top_p = radix_select_from(
+            l, sl,
+            [&](auto f) {
+                for (int j = threadIdx.x; j < n; j += SAMPLE_THREADS) f(sm.cand_i[j], sm.cand_v[j]);
+            },
+            q, from_bin, 0.f, 0.f, sm, cluster);
+    } else {
+        top_p = radix_select_from(l, sl, [&](auto f) { for_slice(l, sl, f); }, q, from_bin, 0.f, 0.f, sm, cluster);
+    }
+    auto kept = [&](int i, float v) {
+        if (!within(top_p, order_key(v), i)) return 0.f;
+        const float x = weight(v);
+        return x >= min_p ? x : 0.f;
+    };
+    if (overflow) {
+        out = id_select(l, sl, kept, s.u, 0.f, sm, cluster);
+        return true;
+    }
+    // The candidates the bar keeps join their segments' mass (in no fixed order: the atomics).
+    for (int j = threadIdx.x; j < sm.ncand; j += SAMPLE_THREADS) {
+        const int i = sm.cand_i[j];
+        const float x = kept(i, sm.cand_v[j]);
+        if (x > 0.f) atomicAdd(&sm.seg_above[(i - sl.begin) / seg_len], x);
+    }
+    __syncthreads();
+    out = id_select_segments(l, sl, kept, s.u, 0.f, sm.seg_above[threadIdx.x], sm, cluster);
+    return true;
 }
 
 extern "C" __global__ void __cluster_dims__(SAMPLE_CLUSTER, 1, 1) __launch_bounds__(SAMPLE_THREADS, SAMPLE_CTAS)
@@ -398,13 +656,32 @@ extern "C" __global__ void __cluster_dims__(SAMPLE_CLUSTER, 1, 1) __launch_bound
     // slice offers key 0 at no index, below every token.
     uint32_t best = 0;
     int bi = 0x7fffffff;
-    for_slice(l, sl, [&](int i, float v) {
-        const uint32_t k = order_key(v);
+    auto take_max = [&](int i, uint32_t k) {
         if (k > best || (k == best && i < bi)) {
             best = k;
             bi = i;
         }
-    });
+    };
+    // A top-p row without top-k (nucleus_draw) also histograms its weights in this pass.
+    const bool nucleus = s.temperature > 0.f && s.top_p < 1.f && !(s.top_k > 0 && s.top_k < vocab);
+    const float inv_t = 1.f / s.temperature;
+    // nucleus_draw's histogram: weights in [0, 1] as fixed point, scaled so that a slice's sum
+    // fits 32 bits (the same scale on every CTA: the cluster adds their bins).
+    const float qscale = 4.0e9f / (float)slice_len;
+    if (nucleus) {
+        for (int b = threadIdx.x; b < (1 << SAMPLE_DIGIT0); b += SAMPLE_THREADS) sm.coarse[b] = 0u;
+        __syncthreads();
+        const float log2e_t = inv_t * 1.44269504f;  // exp2 of the scaled difference: a guide needs no more
+        for_slice(l, sl, [&](int i, float v) {
+            const uint32_t k = order_key(v);
+            take_max(i, k);
+            const int b = (int)(k >> (32 - SAMPLE_DIGIT0));
+            // NaN: 0. Adding a 0 costs less than the branch around it.
+            atomicAdd(&sm.coarse[b], __float2uint_rn(exp2f((v - bin_top(b)) * log2e_t) * qscale));
+        });
+    } else {
+        for_slice(l, sl, [&](int i, float v) { take_max(i, order_key(v)); });
+    }
     warp_max_key(best, bi);
     if (lane == 0) {
         sm.warp_key[w] = best;
@@ -439,30 +716,13 @@ extern "C" __global__ void __cluster_dims__(SAMPLE_CLUSTER, 1, 1) __launch_bound
         cluster.sync();  // no CTA leaves while a peer may still read its shared memory
         return;
     }
-    const float inv_t = 1.f / s.temperature;
     // The host's weight, bit for bit where expf agrees with Rust's f32::exp.
     auto weight = [&](float v) { return expf((v - m) * inv_t); };
-
-    Bar top_k = no_bar();
-    if (s.top_k > 0 && s.top_k < vocab)
-        top_k = radix_select(l, sl, [](int, float) { return 1.f; }, 0.f, (float)s.top_k, sm, cluster);
-    Bar top_p = no_bar();
-    if (s.top_p < 1.f) {
-        // The nucleus is measured within the top-k tokens, against their mass.
-        top_p = radix_select(
-            l, sl, [&](int i, float v) { return within(top_k, order_key(v), i) ? weight(v) : 0.f; }, s.top_p, 0.f, sm, cluster);
-    }
     // The best token weighs exp(0) = 1: a bar above 1 would drop everything.
     const float min_p = fminf(s.min_p, 1.f);
-    const Found f = id_select(
-        l, sl,
-        [&](int i, float v) {
-            const uint32_t k = order_key(v);
-            if (!within(top_k, k, i) || !within(top_p, k, i)) return 0.f;
-            const float x = weight(v);
-            return x >= min_p ? x : 0.f;
-        },
-        s.u, 0.f, sm, cluster);
+    Found f;
+    if (!(nucleus && isfinite(m) && nucleus_draw(l, sl, s, m, inv_t, qscale, min_p, weight, f, sm, cluster)))
+        f = general_draw(l, sl, s, vocab, min_p, weight, sm, cluster);
     if (rank == 0 && threadIdx.x == 0) {
         p.token[row] = f.id >= 0 ? (uint32_t)f.id : (uint32_t)bi;
         p.prob[row] = f.id >= 0 ? f.q / f.total : 1.f;

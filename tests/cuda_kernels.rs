@@ -530,7 +530,10 @@ mod cuda {
                 }
                 // Quarter steps: many tokens share a logit, at the bars too.
                 2 => rand_vec(rng, vocab, 2.0).iter().map(|x| (x * 4.0).round() / 4.0).collect(),
-                _ => rand_vec(rng, vocab, 10.0),
+                3 => rand_vec(rng, vocab, 10.0),
+                // Large logits: the nucleus pass's weights relative to a bin's top underflow, so
+                // the top-p rows fall back to the radix passes over the row.
+                _ => rand_vec(rng, vocab, 3.0).iter().map(|x| x + 1.0e4).collect(),
             }
         };
         let uniforms = |rng: &mut Rng, r: usize| match r % 4 {
@@ -574,7 +577,7 @@ mod cuda {
         };
         for vocab in [1usize, 7, 100, 1000, 4099, 157_184] {
             let mut rows = vec![];
-            for kind in 0..4 {
+            for kind in 0..5 {
                 for (c, &(temperature, top_k, top_p, min_p)) in combos.iter().enumerate() {
                     let s = Sampling { temperature, top_k, top_p, min_p };
                     let u = uniforms(&mut rng, c + kind);
