@@ -34,6 +34,7 @@ fn step_bench_counts_experts_and_reports_against_the_floor() {
             tokens: TokenMode::Mask,
             temperature: 0.0,
             top_p: 1.0,
+            top_k: 0,
         },
     )
     .unwrap();
@@ -68,6 +69,7 @@ fn step_bench_rejects_a_ragged_prefix() {
             tokens: TokenMode::Mask,
             temperature: 0.0,
             top_p: 1.0,
+            top_k: 0,
         },
     )
     .unwrap_err();
@@ -84,6 +86,7 @@ fn step_bench_rejects_a_ragged_prefix() {
             tokens: TokenMode::Mask,
             temperature: 0.0,
             top_p: 1.0,
+            top_k: 0,
         };
         assert!(bench_steps(&mut e, &args).is_err(), "block {block} steps {steps}");
     }
@@ -122,7 +125,7 @@ fn block_routed_step_bench_counts_at_most_the_pool() {
 }
 
 fn step_args(batches: Vec<usize>, tokens: TokenMode) -> StepBenchArgs {
-    StepBenchArgs { batches, tp_size: 1, prefix: 32, block: 32, steps: 8, seed: 3, tokens, temperature: 0.0, top_p: 1.0 }
+    StepBenchArgs { batches, tp_size: 1, prefix: 32, block: 32, steps: 8, seed: 3, tokens, temperature: 0.0, top_p: 1.0, top_k: 0 }
 }
 
 #[test]

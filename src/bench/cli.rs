@@ -44,11 +44,15 @@ pub struct KernelsArgs {
     #[arg(long, value_enum, default_value = "random")]
     pub tokens: TokenMode,
     /// The profiled requests' sampling temperature: 0 is greedy (lm_head then row_argmax);
-    /// above 0 every row is drawn by sample_rows (with --top-p), which the table then times.
+    /// above 0 every row is drawn by sample_rows (with --top-p, --top-k), which the table then
+    /// times.
     #[arg(long, default_value_t = 0.0)]
     pub temperature: f32,
     #[arg(long, default_value_t = 1.0)]
     pub top_p: f32,
+    /// 0 keeps every token.
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
 }
 
 #[derive(clap::Args)]
@@ -131,11 +135,14 @@ pub struct StepArgs {
     #[arg(long, value_delimiter = ',')]
     pub baseline: Vec<PathBuf>,
     /// The timed requests' sampling temperature: 0 is greedy (the fused pick); above 0 every
-    /// row is drawn on the device (with --top-p), what sampled decoding costs a step.
+    /// row is drawn on the device (with --top-p, --top-k), what sampled decoding costs a step.
     #[arg(long, default_value_t = 0.0)]
     pub temperature: f32,
     #[arg(long, default_value_t = 1.0)]
     pub top_p: f32,
+    /// 0 keeps every token.
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
 }
 
 #[derive(clap::Args)]
@@ -261,7 +268,8 @@ fn profile_steps(engine: &mut Engine<crate::backend::cuda::CudaBackend>, a: &Ker
     let c = &a.common;
     let bandwidth = engine.backend.measure_copy_bandwidth()?;
     let gemm = engine.backend.matmul_ceiling()?.unwrap_or(f64::NAN);
-    let params = crate::engine::GenParams { temperature: a.temperature, top_p: a.top_p, ..super::one_block_params(c.block) };
+    let params =
+        crate::engine::GenParams { temperature: a.temperature, top_p: a.top_p, top_k: a.top_k, ..super::one_block_params(c.block) };
     let mut rng = crate::rng::Rng::new(c.seed);
     let avoid = [engine.mask_id, engine.eos_id];
     let mut ids = vec![];
@@ -292,8 +300,11 @@ fn profile_steps(engine: &mut Engine<crate::backend::cuda::CudaBackend>, a: &Ker
     let shared_in_experts = engine.backend.shared_expert_in_items(a.batch * c.block);
     let work = super::kernels::step_work(&engine.cfg, &touched, a.batch, a.prefix, c.block, shared_in_experts);
     let rows = super::kernels::rows(&measured, &work, bandwidth, gemm);
-    let decoding =
-        if a.temperature > 0.0 { format!("sampled (temperature {}, top-p {})", a.temperature, a.top_p) } else { "greedy".into() };
+    let decoding = if a.temperature > 0.0 {
+        format!("sampled (temperature {}, top-p {}, top-k {})", a.temperature, a.top_p, a.top_k)
+    } else {
+        "greedy".into()
+    };
     println!(
         "device: {}  batch {}  prefix {}  block {}  tokens {}  decoding {decoding}  experts/layer {:.1}  ceilings: copy {:.0} GB/s, bf16 GEMM {:.0} TFLOP/s",
         engine.backend.label(),
@@ -311,7 +322,7 @@ fn profile_steps(engine: &mut Engine<crate::backend::cuda::CudaBackend>, a: &Ker
     if let Some(p) = &c.json {
         let v = serde_json::json!({"device": engine.backend.label(), "commit": option_env!("DLLM_COMMIT").unwrap_or("unknown"),
             "batch": a.batch, "prefix": a.prefix, "block": c.block, "tokens": a.tokens, "temperature": a.temperature,
-            "top_p": a.top_p, "experts_touched": touched,
+            "top_p": a.top_p, "top_k": a.top_k, "experts_touched": touched,
             "bandwidth_gbps": bandwidth / 1e9, "gemm_tflops": gemm / 1e12, "kernels": rows,
             "kernel_sum_ms": gpu_ms,
             "timing": "CUDA event pair per launch, forward queued behind a held stream (GPU time, no launch gaps), averaged over the profiled steps"});
@@ -353,6 +364,7 @@ fn run_on<B: Runner + Measure>(mut engine: Engine<B>, cmd: BenchCmd, process_sta
                     tokens,
                     temperature: a.temperature,
                     top_p: a.top_p,
+                    top_k: a.top_k,
                 };
                 runs.extend(bench_steps(&mut engine, &args)?);
             }

@@ -140,9 +140,10 @@ pub struct StepRun {
     pub tokens: TokenMode,
     /// Tensor-parallel ranks; the bytes, FLOPs and floors below are one rank's.
     pub tp_size: usize,
-    /// The timed requests' sampling (0: greedy, the fused pick) and top-p.
+    /// The timed requests' sampling (0: greedy, the fused pick), top-p and top-k (0: off).
     pub temperature: f32,
     pub top_p: f32,
+    pub top_k: usize,
     /// The step's all-reduces (2 a layer), measured alone on the same GPUs; part of `floor_ms`.
     pub all_reduce_ms: Option<f64>,
     pub prefix: usize,
@@ -186,9 +187,10 @@ pub struct StepBenchArgs {
     pub seed: u64,
     /// What the timed forwards carry at the block's masked positions.
     pub tokens: TokenMode,
-    /// The timed requests' temperature (0: greedy) and top-p.
+    /// The timed requests' temperature (0: greedy), top-p and top-k (0: off).
     pub temperature: f32,
     pub top_p: f32,
+    pub top_k: usize,
 }
 
 /// Random prompt ids that avoid the special ids (so no request ends early).
@@ -263,7 +265,7 @@ fn bench_steps_as_set<B: Runner + Measure>(engine: &mut Engine<B>, a: &StepBench
     let mut runs = vec![];
     for &batch in &a.batches {
         let _r = crate::nvtx::range_fmt(format_args!("bench batch {batch}"));
-        let params = GenParams { temperature: a.temperature, top_p: a.top_p, ..one_block_params(a.block) };
+        let params = GenParams { temperature: a.temperature, top_p: a.top_p, top_k: a.top_k, ..one_block_params(a.block) };
         // Counting experts syncs once per layer, so it has a pass of its own; the timed pass
         // runs without it on fresh requests.
         engine.backend.count_experts(true);
@@ -289,6 +291,7 @@ fn bench_steps_as_set<B: Runner + Measure>(engine: &mut Engine<B>, a: &StepBench
             tp_size: tp,
             temperature: a.temperature,
             top_p: a.top_p,
+            top_k: a.top_k,
             all_reduce_ms,
             prefix: a.prefix,
             block: a.block,
@@ -404,7 +407,9 @@ pub fn print_step_table(device: &str, runs: &[StepRun]) {
     if let Some(r) = runs.first() {
         println!("routed experts: {} (the floor counts their bytes as stored, with the bf16 rest and the KV)", r.experts_dtype);
         match r.temperature {
-            t if t > 0.0 => println!("decoding: sampled, temperature {t}, top-p {} (each row drawn on the device)", r.top_p),
+            t if t > 0.0 => {
+                println!("decoding: sampled, temperature {t}, top-p {}, top-k {} (each row drawn on the device)", r.top_p, r.top_k)
+            }
             _ => println!("decoding: greedy (the fused pick)"),
         }
     }
@@ -555,6 +560,7 @@ mod tests {
             tp_size: 1,
             temperature: 0.0,
             top_p: 1.0,
+            top_k: 0,
             all_reduce_ms: None,
             prefix: 1024,
             block: 32,
