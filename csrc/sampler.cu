@@ -58,12 +58,22 @@ struct Slice {
 struct SampleSmem {
     // Radix select, one histogram and one set of group sums per pass, read by the whole cluster:
     // a pass never clears what a peer may still be reading of the pass before (radix_select).
+    // Each pass's bins hold floats (mass) or integers (counts: the top-k select; nucleus_draw's
+    // fixed-point weights). Integers where they do: a float atomicAdd on shared memory is a
+    // compare-and-swap loop, which the few hot bins of a row serialise; an integer add is one
+    // atomic.
     union {
-        float hist0[1 << SAMPLE_DIGIT0];     // the first pass's quantity per bin, this slice
-        uint32_t coarse[1 << SAMPLE_DIGIT0];  // nucleus_draw's first pass: fixed-point weights per bin
+        float hist0[1 << SAMPLE_DIGIT0];  // this slice's quantity per bin
+        uint32_t ihist0[1 << SAMPLE_DIGIT0];
     };
-    float hist1[1 << SAMPLE_DIGIT];
-    float hist2[1 << SAMPLE_DIGIT];
+    union {
+        float hist1[1 << SAMPLE_DIGIT];
+        uint32_t ihist1[1 << SAMPLE_DIGIT];
+    };
+    union {
+        float hist2[1 << SAMPLE_DIGIT];
+        uint32_t ihist2[1 << SAMPLE_DIGIT];
+    };
     unsigned ties[1 << SAMPLE_DIGIT];  // the last pass's token count per bin (a bar among ties)
     float group[3][SAMPLE_THREADS];    // each pass: thread t's bins summed over this slice
     float seg[SAMPLE_THREADS];         // the draw: each segment's quantity
@@ -415,7 +425,8 @@ __device__ Chosen radix_choose(SampleSmem& sm, cg::cluster_group& cluster, T* hi
 
 // radix_select from the digit `st` names on, over the tokens `each` visits (each(f) calls
 // f(i, l[i]) for every token of the slice that may match: the row's slice, or candidates).
-template <class Each, class Q>
+// COUNTS: q is 1 or 0 (a count), histogrammed in the integer bins.
+template <bool COUNTS, class Each, class Q>
 __device__ Bar radix_select_from(const float* __restrict__ l, Slice sl, Each each, Q q, RadixStart st, float frac, float add,
                                  SampleSmem& sm, cg::cluster_group& cluster) {
     uint32_t prefix = st.prefix, mask = st.mask;
@@ -426,8 +437,13 @@ __device__ Bar radix_select_from(const float* __restrict__ l, Slice sl, Each eac
         const int shift = digit_shift(d), nb = 1 << digit_bits(d);
         const bool last = d == 2;
         float* hist = d == 0 ? sm.hist0 : d == 1 ? sm.hist1 : sm.hist2;
+        uint32_t* ihist = d == 0 ? sm.ihist0 : d == 1 ? sm.ihist1 : sm.ihist2;
         for (int b = threadIdx.x; b < nb; b += SAMPLE_THREADS) {
-            hist[b] = 0.f;
+            if constexpr (COUNTS) {
+                ihist[b] = 0u;
+            } else {
+                hist[b] = 0.f;
+            }
             if (last) sm.ties[b] = 0u;
         }
         __syncthreads();
@@ -437,15 +453,26 @@ __device__ Bar radix_select_from(const float* __restrict__ l, Slice sl, Each eac
             const float x = q(i, v);
             if (x > 0.f) {
                 const int b = (k >> shift) & (nb - 1);
-                atomicAdd(&hist[b], x);
+                if constexpr (COUNTS) {
+                    atomicAdd(&ihist[b], 1u);
+                } else {
+                    atomicAdd(&hist[b], x);
+                }
                 if (last) atomicAdd(&sm.ties[b], 1u);
             }
         });
         __syncthreads();
-        const Chosen ch = radix_choose(sm, cluster, hist, sm.group[d], nb, last, [](int) { return 1.f; }, [&](float total) {
+        auto need_of = [&](float total) {
             if (d == 0) target = frac * total + add;
             return target - above;
-        });
+        };
+        auto one = [](int) { return 1.f; };
+        Chosen ch;
+        if constexpr (COUNTS) {
+            ch = radix_choose(sm, cluster, ihist, sm.group[d], nb, last, one, need_of);
+        } else {
+            ch = radix_choose(sm, cluster, hist, sm.group[d], nb, last, one, need_of);
+        }
         if (ch.bin < 0) {
             // q is 0 everywhere (the callers never ask so). The barrier stands in for the passes
             // left out, after which the next select may rewrite what the peers read here.
@@ -471,9 +498,9 @@ __device__ Bar radix_select_from(const float* __restrict__ l, Slice sl, Each eac
     return Bar{key, f.id};
 }
 
-template <class Q>
+template <bool COUNTS = false, class Q>
 __device__ Bar radix_select(const float* __restrict__ l, Slice sl, Q q, float frac, float add, SampleSmem& sm, cg::cluster_group& cluster) {
-    return radix_select_from(
+    return radix_select_from<COUNTS>(
         l, sl, [&](auto f) { for_slice(l, sl, f); }, q, RadixStart{0, 0u, 0u, 0.f, 0.f}, frac, add, sm, cluster);
 }
 
@@ -491,7 +518,7 @@ __device__ Found general_draw(const float* __restrict__ l, Slice sl, const RowSa
                               SampleSmem& sm, cg::cluster_group& cluster) {
     Bar top_k = no_bar();
     if (s.top_k > 0 && s.top_k < vocab)
-        top_k = radix_select(l, sl, [](int, float) { return 1.f; }, 0.f, (float)s.top_k, sm, cluster);
+        top_k = radix_select<true>(l, sl, [](int, float) { return 1.f; }, 0.f, (float)s.top_k, sm, cluster);
     Bar top_p = no_bar();
     if (s.top_p < 1.f) {
         // The nucleus is measured within the top-k tokens, against their mass.
@@ -512,7 +539,7 @@ __device__ Found general_draw(const float* __restrict__ l, Slice sl, const RowSa
 // The draw under temperature, top-p and min-p (no top-k), with the top-p bar found in two passes
 // over the row instead of five. The max pass has already histogrammed, per first-digit bin, each
 // token's weight relative to its bin's top (exp((v - top) / t): no max needed, the bins are keyed
-// by logit) as a fixed-point integer (`coarse`: a float atomicAdd on shared memory is a
+// by logit) as a fixed-point integer (`ihist0`: a float atomicAdd on shared memory is a
 // compare-and-swap loop, which the hot bins of a row serialise; an integer add is one atomic), so
 // that a bin weighs about exp((top - m) / t) / qscale times its count; those pick the bin where
 // the nucleus ends. The second pass takes every token's exact weight (the host's): the row's z,
@@ -531,7 +558,7 @@ __device__ bool nucleus_draw(const float* __restrict__ l, Slice sl, const RowSam
     const int lane = threadIdx.x % WARP, w = threadIdx.x / WARP;
     auto q = [&](int, float v) { return weight(v); };
     const Chosen c0 = radix_choose(
-        sm, cluster, sm.coarse, sm.group[0], 1 << SAMPLE_DIGIT0, false,
+        sm, cluster, sm.ihist0, sm.group[0], 1 << SAMPLE_DIGIT0, false,
         [&](int b) { return expf((bin_top(b) - m) * inv_t) / qscale; }, [&](float total) { return s.top_p * total; });
     const int bin = c0.bin;
 
@@ -602,14 +629,14 @@ __device__ bool nucleus_draw(const float* __restrict__ l, Slice sl, const RowSam
     Bar top_p;
     if (!overflow) {
         const int n = sm.ncand;
-        top_p = radix_select_from(
+        top_p = radix_select_from<false>(
             l, sl,
             [&](auto f) {
                 for (int j = threadIdx.x; j < n; j += SAMPLE_THREADS) f(sm.cand_i[j], sm.cand_v[j]);
             },
             q, from_bin, 0.f, 0.f, sm, cluster);
     } else {
-        top_p = radix_select_from(l, sl, [&](auto f) { for_slice(l, sl, f); }, q, from_bin, 0.f, 0.f, sm, cluster);
+        top_p = radix_select_from<false>(l, sl, [&](auto f) { for_slice(l, sl, f); }, q, from_bin, 0.f, 0.f, sm, cluster);
     }
     auto kept = [&](int i, float v) {
         if (!within(top_p, order_key(v), i)) return 0.f;
@@ -669,7 +696,7 @@ extern "C" __global__ void __cluster_dims__(SAMPLE_CLUSTER, 1, 1) __launch_bound
     // fits 32 bits (the same scale on every CTA: the cluster adds their bins).
     const float qscale = 4.0e9f / (float)slice_len;
     if (nucleus) {
-        for (int b = threadIdx.x; b < (1 << SAMPLE_DIGIT0); b += SAMPLE_THREADS) sm.coarse[b] = 0u;
+        for (int b = threadIdx.x; b < (1 << SAMPLE_DIGIT0); b += SAMPLE_THREADS) sm.ihist0[b] = 0u;
         __syncthreads();
         const float log2e_t = inv_t * 1.44269504f;  // exp2 of the scaled difference: a guide needs no more
         for_slice(l, sl, [&](int i, float v) {
@@ -677,7 +704,7 @@ extern "C" __global__ void __cluster_dims__(SAMPLE_CLUSTER, 1, 1) __launch_bound
             take_max(i, k);
             const int b = (int)(k >> (32 - SAMPLE_DIGIT0));
             // NaN: 0. Adding a 0 costs less than the branch around it.
-            atomicAdd(&sm.coarse[b], __float2uint_rn(exp2f((v - bin_top(b)) * log2e_t) * qscale));
+            atomicAdd(&sm.ihist0[b], __float2uint_rn(exp2f((v - bin_top(b)) * log2e_t) * qscale));
         });
     } else {
         for_slice(l, sl, [&](int i, float v) { take_max(i, order_key(v)); });
