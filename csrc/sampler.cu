@@ -209,28 +209,33 @@ template <class Q>
 __device__ Found id_select_segments(const float* __restrict__ l, Slice sl, Q q, float frac, float add, float mine, SampleSmem& sm,
                                     cg::cluster_group& cluster);
 
-template <class Q>
-__device__ Found id_select(const float* __restrict__ l, Slice sl, Q q, float frac, float add, SampleSmem& sm, cg::cluster_group& cluster) {
+// The sums of q(i, l[i]) over G of this warp's segments, g0 .. g0 + G - 1, into out[segment]:
+// its lanes load 32 consecutive tokens of each, all G in flight. q may keep other sums on the
+// way (nucleus_draw's second pass).
+template <int G, class Q>
+__device__ __forceinline__ void warp_segment_sums(const float* __restrict__ l, Slice sl, int seg_len, int g0, Q q, float* out) {
     const int lane = threadIdx.x % WARP, w = threadIdx.x / WARP;
-    const int seg_len = segment_len(sl), tiles = seg_len / WARP;
-    {
-        // All 32 segments of the warp at once: 32 loads in flight a lane.
-        float acc[WARP];
+    float acc[G];
 #pragma unroll
-        for (int s = 0; s < WARP; s++) acc[s] = 0.f;
-        for (int t = 0; t < tiles; t++) {
+    for (int g = 0; g < G; g++) acc[g] = 0.f;
+    for (int t = 0; t < seg_len / WARP; t++) {
 #pragma unroll
-            for (int s = 0; s < WARP; s++) {
-                const int i = sl.begin + (w * WARP + s) * seg_len + t * WARP + lane;
-                if (i < sl.end) acc[s] += q(i, l[i]);
-            }
-        }
-#pragma unroll
-        for (int s = 0; s < WARP; s++) {
-            const float tot = warp_sum(acc[s]);
-            if (lane == 0) sm.seg[w * WARP + s] = tot;
+        for (int g = 0; g < G; g++) {
+            const int i = sl.begin + (w * WARP + g0 + g) * seg_len + t * WARP + lane;
+            if (i < sl.end) acc[g] += q(i, l[i]);
         }
     }
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+        const float tot = warp_sum(acc[g]);
+        if (lane == 0) out[w * WARP + g0 + g] = tot;
+    }
+}
+
+template <class Q>
+__device__ Found id_select(const float* __restrict__ l, Slice sl, Q q, float frac, float add, SampleSmem& sm, cg::cluster_group& cluster) {
+    // All 32 segments of the warp at once: 32 loads in flight a lane.
+    warp_segment_sums<WARP>(l, sl, segment_len(sl), 0, q, sm.seg);
     __syncthreads();
     return id_select_segments(l, sl, q, frac, add, sm.seg[threadIdx.x], sm, cluster);
 }
@@ -555,7 +560,6 @@ template <class W>
 __device__ bool nucleus_draw(const float* __restrict__ l, Slice sl, const RowSampling& s, float m, float inv_t, float qscale, float min_p,
                              W weight, Found& out, SampleSmem& sm, cg::cluster_group& cluster) {
     constexpr int shift0 = 32 - SAMPLE_DIGIT0;
-    const int lane = threadIdx.x % WARP, w = threadIdx.x / WARP;
     auto q = [&](int, float v) { return weight(v); };
     const Chosen c0 = radix_choose(
         sm, cluster, sm.ihist0, sm.group[0], 1 << SAMPLE_DIGIT0, false,
@@ -565,44 +569,30 @@ __device__ bool nucleus_draw(const float* __restrict__ l, Slice sl, const RowSam
     if (threadIdx.x == 0) sm.ncand = 0;
     __syncthreads();
     // The pass in id_select's segment order, so that the kept mass above the bin lands in the
-    // draw's segments: warp w's lanes load 32 consecutive tokens of each of its 32 segments.
-    const int seg_len = segment_len(sl), tiles = seg_len / WARP;
+    // draw's segments.
+    const int seg_len = segment_len(sl);
     float z = 0.f, above = 0.f, in_bin = 0.f;
-    // Half the warp's segments at a time: 16 loads in flight a lane, and registers to spare.
-    constexpr int H = WARP / 2;
-#pragma unroll 1
-    for (int half = 0; half < 2; half++) {
-        float acc[H];
-#pragma unroll
-        for (int g = 0; g < H; g++) acc[g] = 0.f;
-        for (int t = 0; t < tiles; t++) {
-#pragma unroll
-            for (int g = 0; g < H; g++) {
-                const int i = sl.begin + (w * WARP + half * H + g) * seg_len + t * WARP + lane;
-                if (i >= sl.end) continue;
-                const float v = l[i];
-                const float x = weight(v);
-                z += x;
-                const int b = (int)(order_key(v) >> shift0);
-                if (b > bin) {
-                    above += x;
-                    acc[g] += x >= min_p ? x : 0.f;
-                } else if (b == bin) {
-                    in_bin += x;
-                    const int n = atomicAdd(&sm.ncand, 1);
-                    if (n < SAMPLE_CANDIDATES) {
-                        sm.cand_v[n] = v;
-                        sm.cand_i[n] = i;
-                    }
-                }
+    auto pass = [&](int i, float v) {
+        const float x = weight(v);
+        z += x;
+        const int b = (int)(order_key(v) >> shift0);
+        if (b > bin) {
+            above += x;
+            return x >= min_p ? x : 0.f;
+        }
+        if (b == bin) {
+            in_bin += x;
+            const int n = atomicAdd(&sm.ncand, 1);
+            if (n < SAMPLE_CANDIDATES) {
+                sm.cand_v[n] = v;
+                sm.cand_i[n] = i;
             }
         }
-#pragma unroll
-        for (int g = 0; g < H; g++) {
-            const float tot = warp_sum(acc[g]);
-            if (lane == 0) sm.seg_above[w * WARP + half * H + g] = tot;
-        }
-    }
+        return 0.f;
+    };
+    // Half the warp's segments at a time: 16 loads in flight a lane, and registers to spare.
+    warp_segment_sums<WARP / 2>(l, sl, seg_len, 0, pass, sm.seg_above);
+    warp_segment_sums<WARP / 2>(l, sl, seg_len, WARP / 2, pass, sm.seg_above);
     z = block_sum(z, sm.scratch);
     above = block_sum(above, sm.scratch);
     in_bin = block_sum(in_bin, sm.scratch);
