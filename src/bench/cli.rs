@@ -300,18 +300,14 @@ fn profile_steps(engine: &mut Engine<crate::backend::cuda::CudaBackend>, a: &Ker
     let shared_in_experts = engine.backend.shared_expert_in_items(a.batch * c.block);
     let work = super::kernels::step_work(&engine.cfg, &touched, a.batch, a.prefix, c.block, shared_in_experts);
     let rows = super::kernels::rows(&measured, &work, bandwidth, gemm);
-    let decoding = if a.temperature > 0.0 {
-        format!("sampled (temperature {}, top-p {}, top-k {})", a.temperature, a.top_p, a.top_k)
-    } else {
-        "greedy".into()
-    };
     println!(
-        "device: {}  batch {}  prefix {}  block {}  tokens {}  decoding {decoding}  experts/layer {:.1}  ceilings: copy {:.0} GB/s, bf16 GEMM {:.0} TFLOP/s",
+        "device: {}  batch {}  prefix {}  block {}  tokens {}  decoding: {}  experts/layer {:.1}  ceilings: copy {:.0} GB/s, bf16 GEMM {:.0} TFLOP/s",
         engine.backend.label(),
         a.batch,
         a.prefix,
         c.block,
         a.tokens.name(),
+        super::decoding_label(a.temperature, a.top_p, a.top_k),
         touched.iter().sum::<usize>() as f64 / touched.len().max(1) as f64,
         bandwidth / 1e9,
         gemm / 1e12

@@ -222,6 +222,15 @@ pub fn check_step_shape(prefix: usize, block: usize, steps: usize) -> Result<()>
 
 /// What every step benchmark decodes: one block (`max_new_tokens` of it), one position unmasked
 /// a step (random weights make confidences meaningless, so the policy is fixed), no early EOS.
+/// How the timed requests pick, for a table's header: temperature 0 is greedy.
+pub(crate) fn decoding_label(temperature: f32, top_p: f32, top_k: usize) -> String {
+    if temperature > 0.0 {
+        format!("sampled, temperature {temperature}, top-p {top_p}, top-k {top_k} (each row drawn on the device)")
+    } else {
+        "greedy (the fused pick)".into()
+    }
+}
+
 pub(crate) fn one_block_params(block: usize) -> GenParams {
     GenParams { max_new_tokens: block, block_size: block, policy: Policy::FixedCount { k: 1 }, ignore_eos: true, ..GenParams::default() }
 }
@@ -406,12 +415,7 @@ pub fn print_step_table(device: &str, runs: &[StepRun]) {
     println!("device: {device}");
     if let Some(r) = runs.first() {
         println!("routed experts: {} (the floor counts their bytes as stored, with the bf16 rest and the KV)", r.experts_dtype);
-        match r.temperature {
-            t if t > 0.0 => {
-                println!("decoding: sampled, temperature {t}, top-p {}, top-k {} (each row drawn on the device)", r.top_p, r.top_k)
-            }
-            _ => println!("decoding: greedy (the fused pick)"),
-        }
+        println!("decoding: {}", decoding_label(r.temperature, r.top_p, r.top_k));
     }
     println!(
         "{:>5} {:>6} {:>3} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8} {:>10} {:>9} {:>9} {:>8}",
