@@ -39,7 +39,6 @@ namespace cg = cooperative_groups;
 
 #define FULL_MASK 0xffffffffu
 
-__device__ __forceinline__ float key_value(uint32_t k) { return __uint_as_float((k & 0x80000000u) ? (k & 0x7fffffffu) : ~k); }
 
 // The tokens of key > key, and those of key == key with id <= id_cut.
 struct Bar {
