@@ -398,7 +398,7 @@ struct QuantizeFp8Params {
     int32_t cols;
 };
 
-// moe_permute.cu: y[t] += sum_k slot_out[tok_slot[t*topk + k]] (fixed order: deterministic).
+// moe_permute.cu: y[t] (+)= sum_k slot_out[tok_slot[t*topk + k]] (fixed order: deterministic).
 // Grid (token, column chunk of COMBINE_THREADS x COMBINE_COLS columns); COMBINE_K_UNROLL slot
 // loads in flight a thread.
 #define COMBINE_THREADS 128
@@ -411,6 +411,7 @@ struct CombineParams {
     int32_t tokens;
     int32_t topk;
     int32_t hidden;
+    int32_t add;  // 1: y += the sum (y holds the shared expert's output); 0: y = the sum
 };
 
 // dense_stream.cu: y = x w^T (f32_out) or act = bf16(silu(x w1^T) * (x w2^T)) (act_out, gated)

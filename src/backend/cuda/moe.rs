@@ -404,20 +404,17 @@ impl CudaBackend {
             g.shared_w2 = 0;
         }
         self.k.launch_smem(down.kernel, down.grid(&self.k, h, max_items)?, down.threads, down.smem, &g)?;
-        let y = match beside {
+        // moe_combine adds the slots to the shared expert's output, or writes them.
+        let (y, add) = match beside {
             Some((b, forked)) => {
                 if forked {
                     self.k.join_side()?;
                 }
                 // b's other buffers drop at the end of this arm, after the join: the main stream
                 // frees them once the side stream's work is done.
-                b.y
+                (b.y, true)
             }
-            None => {
-                let mut y = self.k.alloc::<f32>(rows * h, "MoE output")?;
-                self.k.stream.memset_zeros(&mut y).map_err(CudaError::driver(|| "zeroing the MoE output".into()))?;
-                y
-            }
+            None => (self.k.alloc::<f32>(rows * h, "MoE output")?, false),
         };
         let p = CombineParams {
             y: self.p(&y),
@@ -426,6 +423,7 @@ impl CudaBackend {
             tokens: rows as i32,
             topk: topk as i32,
             hidden: h as i32,
+            add: add as i32,
         };
         let chunks = h.div_ceil(COMBINE_THREADS * COMBINE_COLS) as u32;
         self.k.launch(Kernel::MoeCombine, (rows as u32, chunks, 1), COMBINE_THREADS as u32, &p)?;
