@@ -47,7 +47,7 @@
 // 16 bytes x 2 loads (bf16), 4 threads x 16 bytes x 1 load (fp8).
 template <bool FP8>
 struct Chunk {
-    static constexpr int kc = FP8 ? 128 : 64;
+    static constexpr int kc = FP8 ? STREAM_CHUNK_FP8 : STREAM_CHUNK_BF16;
     static constexpr int loads = 2;  // 16-byte loads a weight row a thread
 };
 
@@ -200,6 +200,23 @@ __device__ __forceinline__ void moe_stream(const MoeGemmParams& p) {
     // (lane fastest: conflict-free).
     __shared__ float red[WN][WK > 1 ? WK - 1 : 1][GATED ? 2 : 1][NT][4][WARP];
 
+    // L2 prefetch hints (p.prefetch_ahead > 0): the registers hold one chunk in flight a warp, too
+    // few bytes to cover DRAM's latency where the CTAs an SM are few (the fp8 kernels' registers
+    // allow 3-4), so each warp also hints chunk c's weight lines into L2 a few of its chunks
+    // ahead: a line a lane (a chunk's row segment is one 128-byte line: lanes 0-15 the w1 rows,
+    // 16-31 the w2 rows when gated), nothing waits on them, and the loads then hit L2.
+    static_assert(Chunk<FP8>::kc * EB == 128, "a chunk's row segment is one 128-byte line");
+    auto prefetch = [&](const Unit& un, int c) {
+        const int row = un.n0 + lane % 16, m = lane / 16;
+        if (c >= chunks || row >= p.n || (m == 1 && !GATED)) return;
+        const bool shared = !FP8 && un.e == p.shared_expert;
+        const unsigned char* e1 = shared ? (const unsigned char*)p.shared_w1 : w1base + un.e * wstride;
+        const unsigned char* e2 = !GATED ? nullptr : shared ? (const unsigned char*)p.shared_w2 : w2base + un.e * wstride;
+        const unsigned char* line = (m == 0 ? e1 : e2) + ((size_t)row * p.k + (size_t)c * KC) * EB;
+        asm volatile("prefetch.global.L2 [%0];" ::"l"(line));
+    };
+    const int ahead = p.prefetch_ahead;
+
     // This warp's chunks of each unit are wk, wk + WK, ...; one chunk's loads are in flight while
     // the previous one is multiplied, across units too (the next unit's first chunk is loaded
     // during the last chunk of this one, so the reduction and the writes hide behind it).
@@ -225,12 +242,16 @@ __device__ __forceinline__ void moe_stream(const MoeGemmParams& p) {
             for (int q = 0; q < 4; q++) acc1[j][q] = acc2[j][q] = 0.f;
         const int scols = (p.k + FP8_BLOCK - 1) / FP8_BLOCK;
         const size_t srow = ((size_t)cu.e * ((p.n + FP8_BLOCK - 1) / FP8_BLOCK) + cu.n0 / FP8_BLOCK) * scols;
+        // The unit's first chunk is in flight already and its first step loads the second: hint
+        // the ones after it up to `ahead` beyond the load, then (in the loop) one more a step.
+        for (int a = 2; a <= ahead; a++) prefetch(cu, wk + a * WK);
         for (int c = wk; c < chunks; c += WK) {
             if (c + WK < chunks) {
                 load(nxt, cu, c + WK);
             } else if (un < units) {
                 load(nxt, nu, wk);
             }
+            if (ahead > 0) prefetch(cu, c + (ahead + 1) * WK);
             if constexpr (FP8) {
                 float st1[NT][4], st2[NT][4];
 #pragma unroll

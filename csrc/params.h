@@ -81,6 +81,16 @@ typedef __nv_bfloat16 bf16;
 #define STREAM_DOWN_CTAS 6
 #define STREAM_GATE_UP_FP8_CTAS 3
 #define STREAM_DOWN_FP8_CTAS 4
+// k a warp multiplies per chunk: 64 bf16 or 128 e4m3 codes, one 128-byte line of a weight row.
+#define STREAM_CHUNK_BF16 64
+#define STREAM_CHUNK_FP8 128
+// The gate_up streams' L2 hints (MoeGemmParams::prefetch_ahead): STREAM_PREFETCH_AHEAD of a
+// warp's chunks ahead, where a warp walks at least STREAM_PREFETCH_MIN_CHUNKS of them (k split
+// over the CTA's warps). One H200, fp8 experts at batch 1: flash's k of 4096 (8 chunks a warp)
+// streamed 4.8% faster with 2 ahead (slower with 4); mini's 2048 (4 a warp) made its step
+// 1.5-2% slower; the down streams (one warp a row range) measured level (docs/PERF.md).
+#define STREAM_PREFETCH_AHEAD 2
+#define STREAM_PREFETCH_MIN_CHUNKS 8
 // dense_stream.cu: a dense projection of at most DENSE_STREAM_ROWS rows (a batch-1 step's block)
 // as a weight stream. A CTA is DENSE_STREAM_WARPS warps of 16 weight rows each (DENSE_STREAM_COLS
 // output columns) over one of DENSE_STREAM_CLUSTER k ranges (a thread block cluster adds them),
@@ -386,6 +396,9 @@ struct MoeGemmParams {
     int32_t n;
     int32_t k;
     int32_t max_items;
+    // The stream kernels (moe_stream.cu): each warp hints its weight lines into L2 this many of
+    // its chunks beyond the one it is loading (0: none).
+    int32_t prefetch_ahead;
 };
 
 // quantize_fp8.cu: mats matrices [rows][cols] bf16 -> e4m3 codes (same layout) and scales

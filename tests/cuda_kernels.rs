@@ -418,11 +418,16 @@ mod cuda {
 
     /// Every item size of the expert GEMMs forced on the same shapes: 16-row stream items where
     /// the choice would take tiles, 64- and 128-row tiles at few rows (128 is 64 for fp8).
+    /// The 16-row stream once more with its gate_up L2 hints forced on (by default they are on
+    /// only where k is long, which these shapes are not).
     fn every_item_size(dir: &Path, q: Option<Quantization>) {
-        for rows in [16, 64, 128] {
-            let mut p = pair_with(dir, q, Some(rows));
+        use dllm::backend::cuda::kernels::params::STREAM_PREFETCH_AHEAD;
+        let hinted = CudaOptions { moe_item_rows: Some(16), stream_prefetch: Some(STREAM_PREFETCH_AHEAD), ..opts_q(q) };
+        let ways = [16, 64, 128].map(|rows| (format!("{rows}"), CudaOptions { moe_item_rows: Some(rows), ..opts_q(q) }));
+        for (way, o) in ways.into_iter().chain([("16, L2 hints".to_string(), hinted)]) {
+            let mut p = pair_opts(dir, q, o);
             for (seed, tokens) in [(18u64, 24usize), (19, 150)] {
-                eprintln!("moe item rows {rows}, {q:?}, {tokens} tokens");
+                eprintln!("moe item rows {way}, {q:?}, {tokens} tokens");
                 ops_agree(&mut p, seed, tokens);
             }
         }
@@ -1691,8 +1696,13 @@ mod cuda {
 
     /// [`pair_q`] with the expert GEMMs' item rows forced (16: moe_stream.cu; 64: moe_gemm.cu).
     fn pair_with(dir: &Path, q: Option<Quantization>, moe_item_rows: Option<usize>) -> Pair {
+        pair_opts(dir, q, CudaOptions { moe_item_rows, ..opts_q(q) })
+    }
+
+    /// Both backends on one checkpoint, the CUDA one with options `o` (its quantization `q`).
+    fn pair_opts(dir: &Path, q: Option<Quantization>, o: CudaOptions) -> Pair {
         let ck = Checkpoint::open(dir).unwrap();
-        let gpu = CudaBackend::load(&ck, &CudaOptions { moe_item_rows, ..opts_q(q) }).unwrap();
+        let gpu = CudaBackend::load(&ck, &o).unwrap();
         Pair { cfg: ck.config.clone(), cpu: CpuBackend::load_quantized(&ck, q).unwrap(), gpu, dir: dir.to_path_buf() }
     }
 

@@ -103,6 +103,11 @@ pub struct Common {
     /// (default: where every CTA of the launch has an SM to itself). For measuring it.
     #[arg(long)]
     pub att_deep: Option<bool>,
+    /// CUDA: the gate_up weight streams hint each warp's weight lines into L2 this many of its
+    /// chunks ahead, forced (default: by k, csrc/params.h's STREAM_PREFETCH_*; 0: none). For
+    /// measuring it.
+    #[arg(long)]
+    pub stream_prefetch: Option<usize>,
     /// CUDA: `--disable-cuda-graph` (to measure what graphs save), `--cuda-graph-max-bs N`.
     #[command(flatten)]
     pub graphs: crate::runtime::GraphFlags,
@@ -233,6 +238,7 @@ fn cuda(cmd: BenchCmd, process_start: std::time::Instant) -> Result<()> {
         shared_expert_items: common.shared_expert_items,
         att_ctas_per_sm: common.att_ctas_per_sm,
         att_deep: common.att_deep,
+        stream_prefetch: common.stream_prefetch,
         cuda_graph_max_bs: common.graphs.max_bs().unwrap_or(CudaOptions::default().cuda_graph_max_bs),
         ..CudaOptions::default()
     };

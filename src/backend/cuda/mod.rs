@@ -89,6 +89,10 @@ pub struct CudaOptions {
     /// `Some` forces it on or off wherever the wgmma path runs (head dim 128 on sm_90a). `dllm bench --att-deep`
     /// measures the choice.
     pub att_deep: Option<bool>,
+    /// The gate_up weight streams (csrc/moe_stream.cu) hint each warp's weight lines into L2 this
+    /// many of its chunks ahead (`None`: by k, CudaBackend::gate_up_prefetch; 0: none). `dllm
+    /// bench --stream-prefetch` measures it.
+    pub stream_prefetch: Option<usize>,
 }
 
 impl Default for CudaOptions {
@@ -108,6 +112,7 @@ impl Default for CudaOptions {
             shared_expert_items: None,
             att_ctas_per_sm: None,
             att_deep: None,
+            stream_prefetch: None,
         }
     }
 }

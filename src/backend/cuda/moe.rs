@@ -282,6 +282,17 @@ impl CudaBackend {
         bf16 && s.inter == self.cfg.moe_intermediate_size && rows.div_ceil(self.tile_rows(m, rows)) <= max_items
     }
 
+    /// The gate_up weight stream's L2 hints (MoeGemmParams::prefetch_ahead) over `k` inputs:
+    /// STREAM_PREFETCH_AHEAD chunks ahead where each of the CTA's warps walks at least
+    /// STREAM_PREFETCH_MIN_CHUNKS chunks (csrc/params.h says what was measured), else none;
+    /// `CudaOptions::stream_prefetch` forces the distance (0: none) wherever the stream runs.
+    fn gate_up_prefetch(&self, k: usize, fp8: bool) -> i32 {
+        let chunk = if fp8 { STREAM_CHUNK_FP8 } else { STREAM_CHUNK_BF16 };
+        let warps_on_k = STREAM_WARPS * 16 / STREAM_GATE_UP_ROWS;
+        let long = k.div_ceil(chunk) >= STREAM_PREFETCH_MIN_CHUNKS * warps_on_k;
+        self.opts.stream_prefetch.unwrap_or(if long { STREAM_PREFETCH_AHEAD } else { 0 }) as i32
+    }
+
     pub(super) fn moe(&self, m: &MoeWeights, layer: usize, x: &CudaSlice<u16>, rows: usize, batch: &StepBatch) -> Result<CudaSlice<f32>> {
         if let Some(br) = self.cfg.block_routing() {
             // The kernel cuts the rows into consecutive routing blocks: the batch's own blocks
@@ -379,6 +390,7 @@ impl CudaBackend {
             n: im as i32,
             k: h as i32,
             max_items: max_items as i32,
+            prefetch_ahead: self.gate_up_prefetch(h, matches!(m.gate, ExpertMatrix::Fp8 { .. })),
             ..Default::default()
         };
         self.set_weights(&mut g, &m.gate, Some(&m.up));
@@ -396,6 +408,7 @@ impl CudaBackend {
         g.x = self.p(&act);
         self.set_weights(&mut g, &m.down, None);
         g.act_out = 0;
+        g.prefetch_ahead = 0; // the down streams measured level with it
         g.slot_out = self.p(&slot_out);
         g.n = h as i32;
         g.k = im as i32;
