@@ -39,7 +39,6 @@ namespace cg = cooperative_groups;
 
 #define FULL_MASK 0xffffffffu
 
-
 // The tokens of key > key, and those of key == key with id <= id_cut.
 struct Bar {
     uint32_t key;
