@@ -116,11 +116,19 @@ __device__ __forceinline__ void moe_stream(const MoeGemmParams& p) {
 
     // Thread t's 16-byte loads of chunk c of a unit: bytes [16 (t + 4 i), +16) of the chunk's
     // row segment, rows g and g + 8 (rows past n read nothing and give zeros).
-    auto load = [&](WeightRegs<GATED, FP8>& r, const Unit& un, int c) {
-        // The shared expert's matrices (bf16 only) lie apart from the routed experts' array.
+    // A unit's expert matrices (w2: gated only). The shared expert's (bf16 only) lie apart from
+    // the routed experts' array.
+    struct Matrices {
+        const unsigned char *w1, *w2;
+    };
+    auto matrices = [&](const Unit& un) {
         const bool shared = !FP8 && un.e == p.shared_expert;
         const unsigned char* e1 = shared ? (const unsigned char*)p.shared_w1 : w1base + un.e * wstride;
         const unsigned char* e2 = !GATED ? nullptr : shared ? (const unsigned char*)p.shared_w2 : w2base + un.e * wstride;
+        return Matrices{e1, e2};
+    };
+    auto load = [&](WeightRegs<GATED, FP8>& r, const Unit& un, int c) {
+        const auto [e1, e2] = matrices(un);
 #pragma unroll
         for (int h = 0; h < 2; h++) {
             const int row = un.n0 + g + 8 * h;
@@ -209,10 +217,8 @@ __device__ __forceinline__ void moe_stream(const MoeGemmParams& p) {
     auto prefetch = [&](const Unit& un, int c) {
         const int row = un.n0 + lane % 16, m = lane / 16;
         if (c >= chunks || row >= p.n || (m == 1 && !GATED)) return;
-        const bool shared = !FP8 && un.e == p.shared_expert;
-        const unsigned char* e1 = shared ? (const unsigned char*)p.shared_w1 : w1base + un.e * wstride;
-        const unsigned char* e2 = !GATED ? nullptr : shared ? (const unsigned char*)p.shared_w2 : w2base + un.e * wstride;
-        const unsigned char* line = (m == 0 ? e1 : e2) + ((size_t)row * p.k + (size_t)c * KC) * EB;
+        const Matrices w = matrices(un);
+        const unsigned char* line = (m == 0 ? w.w1 : w.w2) + ((size_t)row * p.k + (size_t)c * KC) * EB;
         asm volatile("prefetch.global.L2 [%0];" ::"l"(line));
     };
     const int ahead = p.prefetch_ahead;
