@@ -43,9 +43,16 @@ pub struct KernelsArgs {
     /// far fewer experts).
     #[arg(long, value_enum, default_value = "random")]
     pub tokens: TokenMode,
-    /// The profiled requests' sampling temperature: 0 is greedy (lm_head then row_argmax);
-    /// above 0 every row is drawn by sample_rows (with --top-p, --top-k), which the table then
-    /// times.
+    #[command(flatten)]
+    pub sampling: Sampling,
+}
+
+/// How `bench step` and `bench kernels` have their requests pick.
+#[derive(clap::Args, Clone, Copy)]
+pub struct Sampling {
+    /// The measured requests' sampling temperature: 0 is greedy (the fused pick: lm_head then
+    /// row_argmax); above 0 every row is drawn on the device by sample_rows (with --top-p,
+    /// --top-k): what sampled decoding costs a step, and sample_rows' row in `bench kernels`.
     #[arg(long, default_value_t = 0.0)]
     pub temperature: f32,
     #[arg(long, default_value_t = 1.0)]
@@ -139,15 +146,8 @@ pub struct StepArgs {
     /// within 5% as many experts per layer.
     #[arg(long, value_delimiter = ',')]
     pub baseline: Vec<PathBuf>,
-    /// The timed requests' sampling temperature: 0 is greedy (the fused pick); above 0 every
-    /// row is drawn on the device (with --top-p, --top-k), what sampled decoding costs a step.
-    #[arg(long, default_value_t = 0.0)]
-    pub temperature: f32,
-    #[arg(long, default_value_t = 1.0)]
-    pub top_p: f32,
-    /// 0 keeps every token.
-    #[arg(long, default_value_t = 0)]
-    pub top_k: usize,
+    #[command(flatten)]
+    pub sampling: Sampling,
 }
 
 #[derive(clap::Args)]
@@ -274,8 +274,12 @@ fn profile_steps(engine: &mut Engine<crate::backend::cuda::CudaBackend>, a: &Ker
     let c = &a.common;
     let bandwidth = engine.backend.measure_copy_bandwidth()?;
     let gemm = engine.backend.matmul_ceiling()?.unwrap_or(f64::NAN);
-    let params =
-        crate::engine::GenParams { temperature: a.temperature, top_p: a.top_p, top_k: a.top_k, ..super::one_block_params(c.block) };
+    let params = crate::engine::GenParams {
+        temperature: a.sampling.temperature,
+        top_p: a.sampling.top_p,
+        top_k: a.sampling.top_k,
+        ..super::one_block_params(c.block)
+    };
     let mut rng = crate::rng::Rng::new(c.seed);
     let avoid = [engine.mask_id, engine.eos_id];
     let mut ids = vec![];
@@ -313,7 +317,7 @@ fn profile_steps(engine: &mut Engine<crate::backend::cuda::CudaBackend>, a: &Ker
         a.prefix,
         c.block,
         a.tokens.name(),
-        super::decoding_label(a.temperature, a.top_p, a.top_k),
+        super::decoding_label(a.sampling.temperature, a.sampling.top_p, a.sampling.top_k),
         touched.iter().sum::<usize>() as f64 / touched.len().max(1) as f64,
         bandwidth / 1e9,
         gemm / 1e12
@@ -323,8 +327,8 @@ fn profile_steps(engine: &mut Engine<crate::backend::cuda::CudaBackend>, a: &Ker
     println!("sum of kernel times: {gpu_ms:.3} ms per step (the step as the GPU runs it, without launch gaps)");
     if let Some(p) = &c.json {
         let v = serde_json::json!({"device": engine.backend.label(), "commit": option_env!("DLLM_COMMIT").unwrap_or("unknown"),
-            "batch": a.batch, "prefix": a.prefix, "block": c.block, "tokens": a.tokens, "temperature": a.temperature,
-            "top_p": a.top_p, "top_k": a.top_k, "experts_touched": touched,
+            "batch": a.batch, "prefix": a.prefix, "block": c.block, "tokens": a.tokens, "temperature": a.sampling.temperature,
+            "top_p": a.sampling.top_p, "top_k": a.sampling.top_k, "experts_touched": touched,
             "bandwidth_gbps": bandwidth / 1e9, "gemm_tflops": gemm / 1e12, "kernels": rows,
             "kernel_sum_ms": gpu_ms,
             "timing": "CUDA event pair per launch, forward queued behind a held stream (GPU time, no launch gaps), averaged over the profiled steps"});
@@ -364,9 +368,9 @@ fn run_on<B: Runner + Measure>(mut engine: Engine<B>, cmd: BenchCmd, process_sta
                     steps: a.steps,
                     seed: c.seed,
                     tokens,
-                    temperature: a.temperature,
-                    top_p: a.top_p,
-                    top_k: a.top_k,
+                    temperature: a.sampling.temperature,
+                    top_p: a.sampling.top_p,
+                    top_k: a.sampling.top_k,
                 };
                 runs.extend(bench_steps(&mut engine, &args)?);
             }
