@@ -333,10 +333,10 @@ __device__ __forceinline__ void moe_stream(const MoeGemmParams& p) {
 // Items of up to MOE_BM_SMALL = 16 rows (two n8 tiles).
 static_assert(MOE_BM_SMALL == 16, "the stream kernels take 16-row items");
 extern "C" __global__ void __launch_bounds__(STREAM_THREADS, STREAM_GATE_UP_CTAS) moe_gate_up_stream(const MoeGemmParams p) {
-    moe_stream<2, STREAM_WARPS * 16 / STREAM_GATE_UP_ROWS, true, false>(p);
+    moe_stream<2, STREAM_GATE_UP_WK, true, false>(p);
 }
-extern "C" __global__ void __launch_bounds__(STREAM_THREADS, STREAM_DOWN_CTAS) moe_down_stream(const MoeGemmParams p) { moe_stream<2, STREAM_WARPS * 16 / STREAM_DOWN_ROWS, false, false>(p); }
+extern "C" __global__ void __launch_bounds__(STREAM_THREADS, STREAM_DOWN_CTAS) moe_down_stream(const MoeGemmParams p) { moe_stream<2, STREAM_DOWN_WK, false, false>(p); }
 extern "C" __global__ void __launch_bounds__(STREAM_THREADS, STREAM_GATE_UP_FP8_CTAS) moe_gate_up_stream_fp8(const MoeGemmParams p) {
-    moe_stream<2, STREAM_WARPS * 16 / STREAM_GATE_UP_ROWS, true, true>(p);
+    moe_stream<2, STREAM_GATE_UP_WK, true, true>(p);
 }
-extern "C" __global__ void __launch_bounds__(STREAM_THREADS, STREAM_DOWN_FP8_CTAS) moe_down_stream_fp8(const MoeGemmParams p) { moe_stream<2, STREAM_WARPS * 16 / STREAM_DOWN_ROWS, false, true>(p); }
+extern "C" __global__ void __launch_bounds__(STREAM_THREADS, STREAM_DOWN_FP8_CTAS) moe_down_stream_fp8(const MoeGemmParams p) { moe_stream<2, STREAM_DOWN_WK, false, true>(p); }

@@ -76,6 +76,9 @@ typedef __nv_bfloat16 bf16;
 #define STREAM_THREADS (STREAM_WARPS * WARP)
 #define STREAM_GATE_UP_ROWS 16
 #define STREAM_DOWN_ROWS (16 * STREAM_WARPS)
+// The warps of a CTA that split k (each taking every WK-th chunk): gate_up all, down one.
+#define STREAM_GATE_UP_WK (STREAM_WARPS * 16 / STREAM_GATE_UP_ROWS)
+#define STREAM_DOWN_WK (STREAM_WARPS * 16 / STREAM_DOWN_ROWS)
 // CTAs an SM the register budget is capped for (the weights in flight live in registers).
 #define STREAM_GATE_UP_CTAS 4
 #define STREAM_DOWN_CTAS 6

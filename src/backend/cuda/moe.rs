@@ -288,8 +288,7 @@ impl CudaBackend {
     /// `CudaOptions::stream_prefetch` forces the distance (0: none) wherever the stream runs.
     fn gate_up_prefetch(&self, k: usize, fp8: bool) -> i32 {
         let chunk = if fp8 { STREAM_CHUNK_FP8 } else { STREAM_CHUNK_BF16 };
-        let warps_on_k = STREAM_WARPS * 16 / STREAM_GATE_UP_ROWS;
-        let long = k.div_ceil(chunk) >= STREAM_PREFETCH_MIN_CHUNKS * warps_on_k;
+        let long = k.div_ceil(chunk) >= STREAM_PREFETCH_MIN_CHUNKS * STREAM_GATE_UP_WK;
         self.opts.stream_prefetch.unwrap_or(if long { STREAM_PREFETCH_AHEAD } else { 0 }) as i32
     }
 
