@@ -225,7 +225,7 @@ pub fn check_step_shape(prefix: usize, block: usize, steps: usize) -> Result<()>
 /// How the timed requests pick, for a table's header: temperature 0 is greedy.
 pub(crate) fn decoding_label(temperature: f32, top_p: f32, top_k: usize) -> String {
     if temperature > 0.0 {
-        format!("sampled, temperature {temperature}, top-p {top_p}, top-k {top_k} (each row drawn on the device)")
+        format!("sampled, temperature {temperature}, top-p {top_p}, top-k {top_k} (each row drawn where its logits are)")
     } else {
         "greedy (the fused pick)".into()
     }
