@@ -115,6 +115,11 @@ pub struct Common {
     /// measuring it.
     #[arg(long)]
     pub stream_prefetch: Option<usize>,
+    /// CUDA: the fraction of the GPU memory left after the weights that the KV cache takes, in
+    /// (0, 1] (SGLang's `--mem-fraction-static`; e.g. a small cache under ncu, which saves and
+    /// restores the device memory a profiled kernel may write). Default: the CUDA backend's.
+    #[arg(long)]
+    pub mem_fraction_static: Option<f32>,
     /// CUDA: `--disable-cuda-graph` (to measure what graphs save), `--cuda-graph-max-bs N`.
     #[command(flatten)]
     pub graphs: crate::runtime::GraphFlags,
@@ -229,6 +234,9 @@ fn cuda(cmd: BenchCmd, process_start: std::time::Instant) -> Result<()> {
     if let Some(n) = common.att_ctas_per_sm.filter(|n| !(1..=32).contains(n)) {
         bail!("--att-ctas-per-sm takes 1 to 32 (CTAs an SM), got {n}");
     }
+    if let Some(m) = common.mem_fraction_static.filter(|m| !(*m > 0.0 && *m <= 1.0)) {
+        bail!("--mem-fraction-static must be in (0, 1], got {m}");
+    }
     // Per-launch timing is chosen when the backend's kernels are loaded.
     let opts = CudaOptions {
         profile_kernels: matches!(cmd, BenchCmd::Kernels(_)),
@@ -239,6 +247,7 @@ fn cuda(cmd: BenchCmd, process_start: std::time::Instant) -> Result<()> {
         att_ctas_per_sm: common.att_ctas_per_sm,
         att_deep: common.att_deep,
         stream_prefetch: common.stream_prefetch,
+        mem_fraction_static: common.mem_fraction_static.unwrap_or(CudaOptions::default().mem_fraction_static),
         cuda_graph_max_bs: common.graphs.max_bs().unwrap_or(CudaOptions::default().cuda_graph_max_bs),
         ..CudaOptions::default()
     };
