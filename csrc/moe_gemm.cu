@@ -6,7 +6,9 @@
 //   moe_gate_up: act[slot] = bf16(silu(x w_gate^T) * (x w_up^T)), x = h[slot_token[slot]]
 //   moe_down:    out[slot] = bf16(slot_weight[slot] * (act[slot] w_down^T))
 // These are the 64-row items (batches whose experts average 12 rows or more); items of a few
-// rows go to the weight stream of moe_stream.cu. See docs/PERF.md for what binds here.
+// rows go to the weight stream of moe_stream.cu. See docs/PERF.md for what binds here. On sm_90a
+// the bf16 items run on wgmma tiles: one warpgroup a CTA (moe_gemm_wgmma), or, for 128-row items,
+// persistent warp-specialized CTAs with TMA weight loads (moe_gemm_ws).
 // FP8 (W8A16, the `_fp8` kernels): the weights stream as e4m3 (half the bytes), are widened to
 // bf16 in shared memory (exact: e4m3 fits in bf16) and multiplied unscaled; each stage's product
 // goes into its own accumulator, which is scaled by the tile's block scale (a stage's 64x64 tile
@@ -14,7 +16,9 @@
 // block, the CPU twin's x * (e4m3 * scale_inv) up to f32 rounding.
 #include "common.cuh"
 #include "cp_async.cuh"
+#include "mbarrier.cuh"
 #include "stream.cuh"
+#include "tma.cuh"
 #include "wgmma.cuh"
 #include <cuda_fp8.h>
 #include <mma.h>
@@ -484,6 +488,135 @@ __device__ __forceinline__ void moe_gemm_wgmma(const MoeGemmParams& p, int e, in
 }
 #endif
 
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+// The bf16 tiles as persistent, warp-specialized CTAs (one an SM, MOE_WS_THREADS threads): two
+// consumer warpgroups and MOE_WS_PRODUCER_WARPS producer warps. A CTA walks the (item, column tile) units gridDim.x
+// apart; a unit is the item's BM rows by MOE_WS_WGS x MOE_MMA_WROWS weight rows (each consumer
+// warpgroup its MOE_MMA_WROWS, laid out as the one-warpgroup tiles' are). The producers stream
+// every unit's k-steps, back to back across units, into a ring of moe_ws_stages(BM) stages: the
+// weight tile by TMA (four boxes of 64 rows x GEMM_BK from the experts' 3-D tensor maps, zeros
+// past n and k), the item's x rows by cp.async (gathered by slot for gate_up). A stage's `full`
+// mbarrier completes when both have landed (the TMA bytes, and the arrival each producer thread's
+// copies make when they are done: cp.async.mbarrier.arrive.noinc); its `empty` one when every
+// consumer thread's wgmmas that read it are done. So nothing waits on a CTA-wide barrier or on
+// its own copies, and a unit's epilogue runs while the producers already bring the next unit's
+// first stages.
+template <int BM, bool GATED>
+__device__ __forceinline__ void moe_gemm_ws(const MoeGemmParams& p) {
+    constexpr int BK = GEMM_BK, H = BM / 64, ST = moe_ws_stages(BM);
+    constexpr int XB = moe_wgmma_x_bytes(BM), BOX = MOE_WS_BOX_ROWS * BK * 2, STAGE = moe_ws_stage_bytes(BM);
+    constexpr int CONSUMERS = MOE_WS_WGS * MOE_WG_THREADS, BOXES = MOE_WS_WGS * MOE_MMA_WROWS / MOE_WS_BOX_ROWS;
+    constexpr int COLS = GATED ? MOE_WS_GATE_UP_COLS : MOE_WS_DOWN_COLS;
+    constexpr int PRODUCERS = MOE_WS_PRODUCERS, XR = BM / (PRODUCERS / (BK / 8));  // x rows a producer thread copies
+    static_assert(MOE_WS_THREADS == CONSUMERS + PRODUCERS, "two consumer warpgroups and the producer warps");
+    extern __shared__ __align__(1024) unsigned char raw[];
+    unsigned char* base = raw + ((1024 - ((uint32_t)__cvta_generic_to_shared(raw) & 1023)) & 1023);
+    uint64_t* full = reinterpret_cast<uint64_t*>(base + ST * STAGE);
+    uint64_t* empty = full + ST;
+    const int tiles = (p.n + COLS - 1) / COLS, units = *p.num_items * tiles, ktiles = (p.k + BK - 1) / BK;
+    if (threadIdx.x == 0) {
+        for (int s = 0; s < ST; s++) {
+            mbar_init(&full[s], PRODUCERS + 1);  // the producer threads, and the expect-tx arrival
+            mbar_init(&empty[s], CONSUMERS);
+        }
+        mbar_init_fence();  // visible to the TMA's complete-tx too
+    }
+    __syncthreads();  // the barriers are initialised before anyone arrives
+
+    if (threadIdx.x >= CONSUMERS) {
+        const int pt = threadIdx.x - CONSUMERS, c8 = (pt % (BK / 8)) * 8, r0 = pt / (BK / 8);
+        if (pt == 0) {
+            tma_prefetch_map(p.w1_map);
+            if (GATED) tma_prefetch_map(p.w2_map);
+        }
+        int it = 0;  // stages issued, over all of this CTA's units
+        for (int u = blockIdx.x; u < units; u += gridDim.x) {
+            const int item = u / tiles, n0 = (u % tiles) * COLS;
+            const int e = p.items[3 * item], s0 = p.items[3 * item + 1], rows = p.items[3 * item + 2];
+            const bf16* xr[XR];  // this thread's x rows r0 + 8i (null past the item: zero-filled)
+#pragma unroll
+            for (int i = 0; i < XR; i++) {
+                const int r = r0 + i * (PRODUCERS / (BK / 8));
+                xr[i] = r < rows ? p.x + (size_t)(GATED ? p.slot_token[s0 + r] : s0 + r) * p.k : nullptr;
+            }
+            for (int kt = 0; kt < ktiles; kt++, it++) {
+                const int s = it % ST, k0 = kt * BK;
+                if (it >= ST) mbar_wait(&empty[s], (it / ST - 1) & 1);
+                unsigned char* X = base + s * STAGE;
+                if (pt == 0) {
+                    mbar_arrive_expect_tx(&full[s], BOXES * BOX);
+                    // Box j: weight rows 64j.. of the stage; gated, warpgroup j / 2's gate (j even)
+                    // or up (j odd) rows n0 + 64 (j / 2)..; down, rows n0 + 64j..
+#pragma unroll
+                    for (int j = 0; j < BOXES; j++) {
+                        const void* map = GATED && (j & 1) ? p.w2_map : p.w1_map;
+                        const int n = n0 + MOE_WS_BOX_ROWS * (GATED ? j / 2 : j);
+                        tma_load_3d(X + XB + j * BOX, map, k0, n, e, &full[s]);
+                    }
+                }
+                const bool kin = k0 + c8 < p.k;
+#pragma unroll
+                for (int i = 0; i < XR; i++) {
+                    const bool ok = kin && xr[i];
+                    cp_async16(X + swizzled_at(r0 + i * (PRODUCERS / (BK / 8)), c8), ok ? xr[i] + k0 + c8 : p.x, ok);
+                }
+                cp_async_arrive_noinc(&full[s]);
+            }
+        }
+        cp_async_wait<0>();  // no copy outlives its thread
+        return;
+    }
+
+    const int g = threadIdx.x / MOE_WG_THREADS, warp = threadIdx.x / WARP % 4, lane = threadIdx.x % WARP;
+    int it = 0;  // stages consumed, in the producer's order
+    for (int u = blockIdx.x; u < units; u += gridDim.x) {
+        const int item = u / tiles, n0 = (u % tiles) * COLS;
+        const int s0 = p.items[3 * item + 1], rows = p.items[3 * item + 2];
+        float d[H][64];
+#pragma unroll
+        for (int h = 0; h < H; h++)
+#pragma unroll
+            for (int i = 0; i < 64; i++) d[h][i] = 0.f;
+        for (int kt = 0; kt < ktiles; kt++, it++) {
+            const int s = it % ST;
+            mbar_wait(&full[s], (it / ST) & 1);
+            fence_proxy_async();  // the x tile's cp.async writes, seen by the wgmmas below
+            const unsigned char* X = base + s * STAGE;
+            const uint64_t db = sw128_desc(X + XB + g * MOE_MMA_WROWS * 128);
+            wgmma_fence();
+#pragma unroll
+            for (int h = 0; h < H; h++) {
+                if (h * 64 >= rows) break;  // a half with no row of the item multiplies zeros
+                const uint64_t da = sw128_desc(X + h * 64 * 128);
+#pragma unroll
+                for (int kk = 0; kk < BK / 16; kk++) wgmma_m64n128k16_bf16(d[h], da + 2 * kk, db + 2 * kk);
+            }
+            wgmma_commit();
+            wgmma_wait<0>();  // this step's wgmmas are done: free its stage (the other
+            mbar_arrive(&empty[s]);  // warpgroup's keep the tensor cores busy meanwhile)
+        }
+#pragma unroll
+        for (int h = 0; h < H; h++) wgmma_reg_fence(d[h]);
+        // d[h][4j + i] as in moe_gemm_wgmma, of this warpgroup's weight rows.
+        const int c0 = n0 + g * (GATED ? MOE_MMA_GATE_UP_COLS : MOE_MMA_DOWN_COLS);
+#pragma unroll
+        for (int h = 0; h < H; h++) {
+#pragma unroll
+            for (int i = 0; i < 2; i++) {
+                const int r = h * 64 + warp * 16 + lane / 4 + 8 * i;
+                if (r >= rows) continue;
+#pragma unroll
+                for (int j = 0; j < (GATED ? 8 : 16); j++) {
+                    const int col = c0 + j * 8 + (lane % 4) * 2;
+                    const float* up = GATED ? &d[h][4 * (j + 8)] : &d[h][4 * j];
+                    store_pair<GATED>(p, s0 + r, col, d[h][4 * j + 2 * i], d[h][4 * j + 2 * i + 1], up[2 * i], up[2 * i + 1]);
+                }
+            }
+        }
+    }
+}
+#endif
+
 template <int BM, bool GATED>
 __device__ __forceinline__ void moe_gemm_bf16(const MoeGemmParams& p) {
     const int item = blockIdx.y;
@@ -612,5 +745,15 @@ extern "C" __global__ void __launch_bounds__(MOE_TILES_THREADS, 2) moe_gate_up_m
 extern "C" __global__ void __launch_bounds__(MOE_TILES_THREADS, 2) moe_down_m64(const MoeGemmParams p) { moe_gemm_bf16<MOE_BM_LARGE, false>(p); }
 extern "C" __global__ void __launch_bounds__(MOE_TILES_THREADS, 2) moe_gate_up_m128(const MoeGemmParams p) { moe_gemm_bf16<MOE_BM_XLARGE, true>(p); }
 extern "C" __global__ void __launch_bounds__(MOE_TILES_THREADS, 2) moe_down_m128(const MoeGemmParams p) { moe_gemm_bf16<MOE_BM_XLARGE, false>(p); }
+// The warp-specialized tiles: sm_90a only (CudaBackend launches them where wgmma is).
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define MOE_WS_BODY(BM, GATED) moe_gemm_ws<BM, GATED>(p)
+#else
+#define MOE_WS_BODY(BM, GATED) __trap()
+#endif
+extern "C" __global__ void __launch_bounds__(MOE_WS_THREADS, 1) moe_gate_up_m64_ws(const MoeGemmParams p) { MOE_WS_BODY(MOE_BM_LARGE, true); }
+extern "C" __global__ void __launch_bounds__(MOE_WS_THREADS, 1) moe_down_m64_ws(const MoeGemmParams p) { MOE_WS_BODY(MOE_BM_LARGE, false); }
+extern "C" __global__ void __launch_bounds__(MOE_WS_THREADS, 1) moe_gate_up_m128_ws(const MoeGemmParams p) { MOE_WS_BODY(MOE_BM_XLARGE, true); }
+extern "C" __global__ void __launch_bounds__(MOE_WS_THREADS, 1) moe_down_m128_ws(const MoeGemmParams p) { MOE_WS_BODY(MOE_BM_XLARGE, false); }
 extern "C" __global__ void __launch_bounds__(GEMM_THREADS) moe_gate_up_m64_fp8(const MoeGemmParams p) { moe_gemm_fp8_tiles<true>(p); }
 extern "C" __global__ void __launch_bounds__(GEMM_THREADS) moe_down_m64_fp8(const MoeGemmParams p) { moe_gemm_fp8_tiles<false>(p); }

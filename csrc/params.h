@@ -207,6 +207,28 @@ static constexpr uint32_t MOE_TILES_M64_SMEM = moe_bf16_tiles_smem(MOE_BM_LARGE)
 static constexpr uint32_t MOE_TILES_M128_SMEM = moe_bf16_tiles_smem(MOE_BM_XLARGE);
 static_assert(2 * (MOE_TILES_M128_SMEM + 1024) <= 228 * 1024, "two CTAs of the 128-row bf16 tiles must share an SM");
 static_assert(2 * (MOE_TILES_M64_SMEM + 1024) <= 228 * 1024, "two CTAs of the 64-row bf16 tiles must share an SM");
+// The warp-specialized bf16 tiles (moe_gemm.cu's moe_gemm_ws, sm_90a): persistent, one CTA an
+// SM of MOE_WS_WGS consumer warpgroups and MOE_WS_PRODUCER_WARPS producer warps. The consumers
+// share one x tile, each multiplying it by its own MOE_MMA_WROWS weight rows, so an item's x is
+// read once per MOE_WS_WGS x MOE_MMA_WROWS weight rows (the L2, which every weight byte crosses
+// twice, is what binds these GEMMs); the weights come by TMA in boxes of MOE_WS_BOX_ROWS rows. The
+// stages fill what shared memory is left after their full and empty mbarriers. One producer warp
+// could not issue a 128-row item's x copies fast enough (32 a lane a stage); four keep up. On one
+// H200 they beat the one-warpgroup tiles at 128-row items (batch 128: gate_up 6.02 against 6.55 ms
+// a step) and lose 2% at 64-row ones (docs/PERF.md, session 17): CudaBackend takes them for 128.
+#define MOE_WS_WGS 2
+#define MOE_WS_BOX_ROWS 64
+#define MOE_WS_PRODUCER_WARPS 4
+static constexpr uint32_t MOE_WS_PRODUCERS = MOE_WS_PRODUCER_WARPS * WARP;
+static constexpr uint32_t MOE_WS_THREADS = MOE_WS_WGS * MOE_WG_THREADS + MOE_WS_PRODUCERS;
+#define MOE_WS_GATE_UP_COLS (MOE_WS_WGS * MOE_MMA_GATE_UP_COLS)
+#define MOE_WS_DOWN_COLS (MOE_WS_WGS * MOE_MMA_DOWN_COLS)
+constexpr DLLM_HD int moe_ws_stage_bytes(int bm) { return (bm + MOE_WS_WGS * MOE_MMA_WROWS) * GEMM_BK * 2; }
+constexpr DLLM_HD int moe_ws_stages(int bm) { return (227 * 1024 - 1024) / (moe_ws_stage_bytes(bm) + 16); }
+constexpr DLLM_HD int moe_ws_smem(int bm) { return moe_ws_stages(bm) * (moe_ws_stage_bytes(bm) + 16) + 1024; }
+static constexpr uint32_t MOE_WS_M64_SMEM = moe_ws_smem(MOE_BM_LARGE);
+static constexpr uint32_t MOE_WS_M128_SMEM = moe_ws_smem(MOE_BM_XLARGE);
+static_assert(moe_ws_stages(MOE_BM_XLARGE) >= 3, "the warp-specialized tiles need a stage in flight beside the two the consumers hold");
 static constexpr uint32_t MOE_GATE_UP_M64_FP8_SMEM = moe_gemm_fp8_smem_bytes(MOE_BM_LARGE, true);
 static constexpr uint32_t MOE_DOWN_M64_FP8_SMEM = moe_gemm_fp8_smem_bytes(MOE_BM_LARGE, false);
 // The fp8 tiles on sm_90a: one widened bf16 weight tile (swizzled, [MOE_MMA_WROWS][GEMM_BK]),
@@ -395,6 +417,10 @@ struct MoeGemmParams {
     // kernels only): its weights (gate and up, or down), which lie outside the experts' array.
     DEV_PTR(const bf16) shared_w1;
     DEV_PTR(const bf16) shared_w2;
+    // The warp-specialized tiles (sm_90a): w1's and w2's TMA tensor maps (a CUtensorMap each, in
+    // device memory), 3-D: [experts][n][k], boxes of MOE_WS_BOX_ROWS x GEMM_BK, 128-byte swizzle.
+    DEV_PTR(const void) w1_map;
+    DEV_PTR(const void) w2_map;
     int32_t shared_expert;
     int32_t n;
     int32_t k;

@@ -419,12 +419,18 @@ mod cuda {
     /// Every item size of the expert GEMMs forced on the same shapes: 16-row stream items where
     /// the choice would take tiles, 64- and 128-row tiles at few rows (128 is 64 for fp8).
     /// The 16-row stream once more with its gate_up L2 hints forced on (by default they are on
-    /// only where k is long, which these shapes are not).
+    /// only where k is long, which these shapes are not), and the 64- and 128-row tiles each as the
+    /// other kind of tile (warp-specialized or one warpgroup: bf16 on Hopper; elsewhere, and for
+    /// fp8, the option changes nothing).
     fn every_item_size(dir: &Path, q: Option<Quantization>) {
         use dllm::backend::cuda::kernels::params::STREAM_PREFETCH_AHEAD;
         let hinted = CudaOptions { moe_item_rows: Some(16), stream_prefetch: Some(STREAM_PREFETCH_AHEAD), ..opts_q(q) };
         let ways = [16, 64, 128].map(|rows| (format!("{rows}"), CudaOptions { moe_item_rows: Some(rows), ..opts_q(q) }));
-        for (way, o) in ways.into_iter().chain([("16, L2 hints".to_string(), hinted)]) {
+        // 128-row items take the warp-specialized tiles by default: force each kind the other way.
+        let other = [(64, true), (128, false)].map(|(rows, ws)| {
+            (format!("{rows}, warp-specialized {ws}"), CudaOptions { moe_item_rows: Some(rows), moe_ws_tiles: Some(ws), ..opts_q(q) })
+        });
+        for (way, o) in ways.into_iter().chain(other).chain([("16, L2 hints".to_string(), hinted)]) {
             let mut p = pair_opts(dir, q, o);
             for (seed, tokens) in [(18u64, 24usize), (19, 150)] {
                 eprintln!("moe item rows {way}, {q:?}, {tokens} tokens");

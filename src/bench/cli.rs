@@ -115,6 +115,10 @@ pub struct Common {
     /// measuring it.
     #[arg(long)]
     pub stream_prefetch: Option<usize>,
+    /// CUDA: the bf16 expert tiles (64 and 128 rows, Hopper) as persistent warp-specialized CTAs
+    /// with TMA weight loads, forced on or off (default: the rule's choice). For measuring it.
+    #[arg(long)]
+    pub moe_ws_tiles: Option<bool>,
     /// CUDA: the fraction of the GPU memory left after the weights that the KV cache takes, in
     /// (0, 1] (SGLang's `--mem-fraction-static`; e.g. a small cache under ncu, which saves and
     /// restores the device memory a profiled kernel may write). Default: the CUDA backend's.
@@ -247,6 +251,7 @@ fn cuda(cmd: BenchCmd, process_start: std::time::Instant) -> Result<()> {
         att_ctas_per_sm: common.att_ctas_per_sm,
         att_deep: common.att_deep,
         stream_prefetch: common.stream_prefetch,
+        moe_ws_tiles: common.moe_ws_tiles,
         mem_fraction_static: common.mem_fraction_static.unwrap_or(CudaOptions::default().mem_fraction_static),
         cuda_graph_max_bs: common.graphs.max_bs().unwrap_or(CudaOptions::default().cuda_graph_max_bs),
         ..CudaOptions::default()

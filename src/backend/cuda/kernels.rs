@@ -350,6 +350,45 @@ impl Kernels {
         Ok(n)
     }
 
+    /// A TMA tensor map (CUtensorMap, its 128 bytes) of the bf16 tensor at device address `ptr`
+    /// with `dims` (innermost first, packed: each dim's stride is the product of those inside it)
+    /// read in boxes of `bbox`, 128-byte swizzled in shared memory, zeros past the dims
+    /// (csrc/tma.cuh reads it).
+    pub fn tensor_map_bf16_3d(ptr: u64, dims: [u64; 3], bbox: [u32; 3]) -> Result<[u8; 128]> {
+        use cudarc::driver::sys as d;
+        let strides = [dims[0] * 2, dims[0] * dims[1] * 2];
+        let elem_strides = [1u32; 3];
+        let mut map = std::mem::MaybeUninit::<d::CUtensorMap>::zeroed();
+        // SAFETY: the arrays are live locals of the lengths rank 3 asks (dims and box 3, strides
+        // 2); the driver only encodes them into `map`, which it writes whole, and reads no device
+        // memory.
+        unsafe {
+            d::cuTensorMapEncodeTiled(
+                map.as_mut_ptr(),
+                d::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
+                3,
+                ptr as *mut std::ffi::c_void,
+                dims.as_ptr(),
+                strides.as_ptr(),
+                bbox.as_ptr(),
+                elem_strides.as_ptr(),
+                d::CUtensorMapInterleave::CU_TENSOR_MAP_INTERLEAVE_NONE,
+                d::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_128B,
+                d::CUtensorMapL2promotion::CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                d::CUtensorMapFloatOOBfill::CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE,
+            )
+        }
+        .result()
+        .map_err(CudaError::driver(|| format!("encoding a TMA tensor map of dims {dims:?}, box {bbox:?}")))?;
+        // SAFETY: the call succeeded, so it wrote the map.
+        let map = unsafe { map.assume_init() };
+        let mut bytes = [0u8; 128];
+        for (b, w) in bytes.chunks_exact_mut(8).zip(map.opaque) {
+            b.copy_from_slice(&w.to_ne_bytes());
+        }
+        Ok(bytes)
+    }
+
     /// A copy of `v` on the device (one element, uninitialised, for an empty `v`).
     pub fn upload<T: DeviceRepr>(&self, v: &[T], what: &str) -> Result<CudaSlice<T>> {
         if v.is_empty() {

@@ -93,6 +93,10 @@ pub struct CudaOptions {
     /// many of its chunks ahead (`None`: by k, CudaBackend::gate_up_prefetch; 0: none). `dllm
     /// bench --stream-prefetch` measures it.
     pub stream_prefetch: Option<usize>,
+    /// The bf16 expert tiles on Hopper (64 and 128 rows) as persistent warp-specialized CTAs
+    /// with TMA weight loads (csrc/moe_gemm.cu, moe_gemm_ws); `None`: for 128-row items only
+    /// (faster there, 2% slower at 64: csrc/params.h). `dllm bench --moe-ws-tiles` measures it.
+    pub moe_ws_tiles: Option<bool>,
 }
 
 impl Default for CudaOptions {
@@ -113,6 +117,7 @@ impl Default for CudaOptions {
             att_ctas_per_sm: None,
             att_deep: None,
             stream_prefetch: None,
+            moe_ws_tiles: None,
         }
     }
 }
@@ -202,6 +207,8 @@ pub struct CudaBackend {
     /// Hopper (sm_90): the bf16 expert tiles run on wgmma (csrc/moe_gemm.cu), which beat the
     /// weight stream at every batch measured, so they take every bf16 step.
     wgmma: bool,
+    /// Per layer, the routed experts' TMA tensor maps (moe.rs, expert_tensor_maps).
+    expert_maps: Vec<Option<CudaSlice<u8>>>,
     /// Distinct experts per MoE layer of the current forward, when counting (benchmarks).
     touched: std::cell::RefCell<Option<Vec<usize>>>,
     /// The MoE layers' routing decisions of the current forward, when recording (tests).
@@ -268,7 +275,7 @@ impl CudaBackend {
             bail!("no GPU memory left for the KV cache ({} MiB free after the weights)", free >> 20);
         }
         let kv = k.alloc::<u16>(num_pages * page_bytes / 2, "the KV cache")?;
-        Ok(CudaBackend {
+        let mut b = CudaBackend {
             pool: PagePool::new(num_pages, opts.page_size),
             tp,
             cfg,
@@ -285,9 +292,12 @@ impl CudaBackend {
             device_name,
             sm_count,
             wgmma: (major, minor) == (9, 0),
+            expert_maps: Vec::new(),
             touched: Default::default(),
             routing: Default::default(),
-        })
+        };
+        b.expert_maps = b.expert_tensor_maps()?;
+        Ok(b)
     }
 
     pub fn kv_pages(&self) -> (usize, usize) {

@@ -55,15 +55,24 @@ impl ExpertGemm {
 /// [gate_up, down] for the tile rows and the weight type: 16-row items go to the weight-stream
 /// kernels (csrc/moe_stream.cu), 64- and 128-row items to the shared-memory tiles
 /// (csrc/moe_gemm.cu; 128 rows: bf16 with `wgmma` only; with `wgmma`, the Hopper path, the fp8
-/// CTAs take the bf16 tiles' columns).
-fn expert_gemms(tile_m: usize, fp8: bool, wgmma: bool) -> [ExpertGemm; 2] {
+/// CTAs take the bf16 tiles' columns). `ws` (bf16 with `wgmma`, 64 or 128 rows, the layer's
+/// tensor maps at hand): the persistent warp-specialized tiles.
+fn expert_gemms(tile_m: usize, fp8: bool, wgmma: bool, ws: bool) -> [ExpertGemm; 2] {
     let stream = |kernel, cols| ExpertGemm { kernel, cols, threads: STREAM_THREADS as u32, smem: 0, persistent: true };
     let fp8_tiles = |kernel, smem| ExpertGemm { kernel, cols: GEMM_BN, threads: GEMM_THREADS as u32, smem, persistent: false };
     let tiles = |kernel, cols, threads: u32, smem| ExpertGemm { kernel, cols, threads, smem, persistent: false };
     let (gu, dn) = (STREAM_GATE_UP_ROWS, STREAM_DOWN_ROWS);
     let (gu_cols, dn_cols) = (MOE_MMA_GATE_UP_COLS, MOE_MMA_DOWN_COLS);
+    let ws_tiles = |kernel, cols, smem| ExpertGemm { kernel, cols, threads: MOE_WS_THREADS, smem, persistent: true };
+    let (ws_gu, ws_dn) = (MOE_WS_GATE_UP_COLS, MOE_WS_DOWN_COLS);
     use Kernel as K;
     match (tile_m, fp8) {
+        (MOE_BM_XLARGE, false) if ws && wgmma => {
+            [ws_tiles(K::MoeGateUpM128Ws, ws_gu, MOE_WS_M128_SMEM), ws_tiles(K::MoeDownM128Ws, ws_dn, MOE_WS_M128_SMEM)]
+        }
+        (MOE_BM_LARGE, false) if ws && wgmma => {
+            [ws_tiles(K::MoeGateUpM64Ws, ws_gu, MOE_WS_M64_SMEM), ws_tiles(K::MoeDownM64Ws, ws_dn, MOE_WS_M64_SMEM)]
+        }
         (MOE_BM_SMALL, false) => [stream(K::MoeGateUpStream, gu), stream(K::MoeDownStream, dn)],
         (MOE_BM_SMALL, true) => [stream(K::MoeGateUpStreamFp8, gu), stream(K::MoeDownStreamFp8, dn)],
         (_, true) if wgmma => [
@@ -98,7 +107,40 @@ struct PickCounts {
     pick_pos: CudaSlice<i32>,
 }
 
+/// One TMA tensor map's bytes (a CUtensorMap).
+const EXPERT_MAP_BYTES: usize = 128;
+
 impl CudaBackend {
+    /// Per layer, the routed experts' TMA tensor maps that the warp-specialized tiles read (gate,
+    /// up, down: [experts][n][k] each, boxes of MOE_WS_BOX_ROWS x GEMM_BK), one device buffer of
+    /// three; `None` for a dense layer, fp8 experts, a GPU without wgmma, or a k whose rows TMA
+    /// cannot step (not a multiple of 16 bytes).
+    pub(super) fn expert_tensor_maps(&self) -> Result<Vec<Option<CudaSlice<u8>>>> {
+        let (h, im, e) = (self.cfg.hidden_size, self.cfg.moe_intermediate_size, self.cfg.num_experts);
+        let bbox = [GEMM_BK as u32, MOE_WS_BOX_ROWS as u32, 1];
+        let mut maps = Vec::with_capacity(self.w.layers.len());
+        for l in &self.w.layers {
+            let Ffn::Moe(m) = &l.ffn else {
+                maps.push(None);
+                continue;
+            };
+            let (ExpertMatrix::Bf16(gate), ExpertMatrix::Bf16(up), ExpertMatrix::Bf16(down)) = (&m.gate, &m.up, &m.down) else {
+                maps.push(None);
+                continue;
+            };
+            if !self.wgmma || h % 8 != 0 || im % 8 != 0 {
+                maps.push(None);
+                continue;
+            }
+            let mut bytes = Vec::with_capacity(3 * EXPERT_MAP_BYTES);
+            for (w, dims) in [(gate, [h, im, e]), (up, [h, im, e]), (down, [im, h, e])] {
+                bytes.extend(Kernels::tensor_map_bf16_3d(self.p(w), dims.map(|d| d as u64), bbox)?);
+            }
+            maps.push(Some(self.k.upload(&bytes, "the experts' tensor maps")?));
+        }
+        Ok(maps)
+    }
+
     /// Router only: (expert ids, weights) per row, `[rows * topk]` each (tests). A block-routed
     /// model routes the rows as one run from position 0.
     pub fn route(&mut self, h: &CudaAct, layer: usize) -> Result<(Vec<i32>, Vec<f32>)> {
@@ -401,7 +443,15 @@ impl CudaBackend {
         }
         // The kernel variant for the tile rows and weight type, and the shared memory params.h sizes it for.
         let fp8 = matches!(m.gate, ExpertMatrix::Fp8 { .. });
-        let [gate_up, down] = expert_gemms(tile_m, fp8, self.wgmma);
+        // The warp-specialized tiles read the weights through the layer's tensor maps, and take
+        // no shared expert among the items.
+        let maps = self.expert_maps.get(layer).and_then(|m| m.as_ref()).filter(|_| shared.is_none());
+        let ws = self.opts.moe_ws_tiles.unwrap_or(tile_m == MOE_BM_XLARGE);
+        let maps = maps.filter(|_| ws && tile_m != MOE_BM_SMALL);
+        let [gate_up, down] = expert_gemms(tile_m, fp8, self.wgmma, maps.is_some());
+        if let Some(m) = maps {
+            (g.w1_map, g.w2_map) = (self.p(m), self.p(m) + EXPERT_MAP_BYTES as u64);
+        }
         self.k.launch_smem(gate_up.kernel, gate_up.grid(&self.k, im, max_items)?, gate_up.threads, gate_up.smem, &g)?;
         let slot_out = self.alloc_bf16(slots * h, "expert outputs")?;
         g.x = self.p(&act);
@@ -411,6 +461,9 @@ impl CudaBackend {
         g.slot_out = self.p(&slot_out);
         g.n = h as i32;
         g.k = im as i32;
+        if let Some(m) = maps {
+            (g.w1_map, g.w2_map) = (self.p(m) + 2 * EXPERT_MAP_BYTES as u64, 0);
+        }
         if let Some(s) = shared {
             g.shared_w1 = self.p(&s.down);
             g.shared_w2 = 0;
