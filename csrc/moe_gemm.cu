@@ -428,6 +428,28 @@ __device__ __forceinline__ void moe_gemm_mma(const MoeGemmParams& p, int e, int 
     }
 }
 
+// A warpgroup's wgmma sums (H halves of 64 rows by its 128 weight rows) out through store_pair:
+// d[h][4j + i] is row 64h + 16 warp + lane / 4 (+8 for i >= 2), column 8j + 2 (lane % 4) + i % 2
+// of its weight rows from output column c0 (gated: j < 8 the gate's, j + 8 the same up column).
+template <int H, bool GATED>
+__device__ __forceinline__ void store_warpgroup_rows(const MoeGemmParams& p, const float (&d)[H][64], int s0, int rows, int c0) {
+    const int warp = threadIdx.x / WARP % 4, lane = threadIdx.x % WARP;
+#pragma unroll
+    for (int h = 0; h < H; h++) {
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            const int r = h * 64 + warp * 16 + lane / 4 + 8 * i;
+            if (r >= rows) continue;
+#pragma unroll
+            for (int j = 0; j < (GATED ? 8 : 16); j++) {
+                const int col = c0 + j * 8 + (lane % 4) * 2;
+                const float* up = GATED ? &d[h][4 * (j + 8)] : &d[h][4 * j];
+                store_pair<GATED>(p, s0 + r, col, d[h][4 * j + 2 * i], d[h][4 * j + 2 * i + 1], up[2 * i], up[2 * i + 1]);
+            }
+        }
+    }
+}
+
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 // wgmma: the warpgroup multiplies each 64-row half of the stage's x tile that holds rows of the
 // item by the 128 x 64 weight tile as four m64n128k16 (the next 16 columns are 32 bytes further
@@ -438,7 +460,6 @@ template <int BM, bool GATED>
 __device__ __forceinline__ void moe_gemm_wgmma(const MoeGemmParams& p, int e, int s0, int rows, int n0) {
     constexpr int BK = GEMM_BK, ST = moe_tiles_stages(BM), H = BM / 64;
     using T = TileSources<BM>;
-    const int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
     extern __shared__ __align__(1024) unsigned char raw[];
     unsigned char* base = raw + ((1024 - ((uint32_t)__cvta_generic_to_shared(raw) & 1023)) & 1023);
     auto xs = [&](int buf) { return base + buf * moe_wgmma_stage_bytes(BM); };
@@ -469,22 +490,7 @@ __device__ __forceinline__ void moe_gemm_wgmma(const MoeGemmParams& p, int e, in
         wgmma_commit();
         wgmma_wait<0>();
     });
-    // d[h][4j + i]: row 64h + 16 warp + lane / 4 (+8 for i >= 2), column 8j + 2 (lane % 4) + i % 2
-    // of the CTA's weight rows (gated: j < 8 the gate's, j + 8 the same up column).
-#pragma unroll
-    for (int h = 0; h < H; h++) {
-#pragma unroll
-        for (int i = 0; i < 2; i++) {
-            const int r = h * 64 + warp * 16 + lane / 4 + 8 * i;
-            if (r >= rows) continue;
-#pragma unroll
-            for (int j = 0; j < (GATED ? 8 : 16); j++) {
-                const int col = n0 + j * 8 + (lane % 4) * 2;
-                const float* up = GATED ? &d[h][4 * (j + 8)] : &d[h][4 * j];
-                store_pair<GATED>(p, s0 + r, col, d[h][4 * j + 2 * i], d[h][4 * j + 2 * i + 1], up[2 * i], up[2 * i + 1]);
-            }
-        }
-    }
+    store_warpgroup_rows<H, GATED>(p, d, s0, rows, n0);
 }
 #endif
 
@@ -567,7 +573,7 @@ __device__ __forceinline__ void moe_gemm_ws(const MoeGemmParams& p) {
         return;
     }
 
-    const int g = threadIdx.x / MOE_WG_THREADS, warp = threadIdx.x / WARP % 4, lane = threadIdx.x % WARP;
+    const int g = threadIdx.x / MOE_WG_THREADS;
     int it = 0;  // stages consumed, in the producer's order
     for (int u = blockIdx.x; u < units; u += gridDim.x) {
         const int item = u / tiles, n0 = (u % tiles) * COLS;
@@ -597,22 +603,7 @@ __device__ __forceinline__ void moe_gemm_ws(const MoeGemmParams& p) {
         }
 #pragma unroll
         for (int h = 0; h < H; h++) wgmma_reg_fence(d[h]);
-        // d[h][4j + i] as in moe_gemm_wgmma, of this warpgroup's weight rows.
-        const int c0 = n0 + g * (GATED ? MOE_MMA_GATE_UP_COLS : MOE_MMA_DOWN_COLS);
-#pragma unroll
-        for (int h = 0; h < H; h++) {
-#pragma unroll
-            for (int i = 0; i < 2; i++) {
-                const int r = h * 64 + warp * 16 + lane / 4 + 8 * i;
-                if (r >= rows) continue;
-#pragma unroll
-                for (int j = 0; j < (GATED ? 8 : 16); j++) {
-                    const int col = c0 + j * 8 + (lane % 4) * 2;
-                    const float* up = GATED ? &d[h][4 * (j + 8)] : &d[h][4 * j];
-                    store_pair<GATED>(p, s0 + r, col, d[h][4 * j + 2 * i], d[h][4 * j + 2 * i + 1], up[2 * i], up[2 * i + 1]);
-                }
-            }
-        }
+        store_warpgroup_rows<H, GATED>(p, d, s0, rows, n0 + g * (GATED ? MOE_MMA_GATE_UP_COLS : MOE_MMA_DOWN_COLS));
     }
 }
 #endif
