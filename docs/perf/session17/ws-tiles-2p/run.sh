@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Session 17, call 7: the warp-specialized tiles (ws-tiles/: noinc arrivals, wgmmas a step in flight)
+# with two producer warps instead of one (16 x-row copies a producer thread a stage at 128-row items,
+# as at 64 rows, where one warp kept up); against the one-warpgroup tiles, same binary. Then an
+# ncu of the new 128-row gate_up at batch 64 (warp states, source counters).
+set -uo pipefail
+CUBLAS=$(ls /usr/local/cuda/lib64/libcublas.so.13* | head -1)
+export LD_LIBRARY_PATH=$(dirname "$CUBLAS"):${LD_LIBRARY_PATH:-}
+export DLLM_CACHE_DIR=/tmp/dllm-cache
+R=$OUT/r; mkdir -p $R; C=.carry
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader > $R/device.txt
+timeout 120 $C/test_cuda_kernels --test-threads=1 mid_shape_ops_match_cpu > $R/mid-test.txt 2>&1; echo "rc=$?" >> $R/mid-test.txt
+grep -h "test result\|^rc=\|FAILED\|panicked" $R/mid-test.txt | head -8
+S="bench step --preset mini --device cuda --block 32 --prefix 1024 --steps 8 --batch 1,4,16,64,128"
+for i in 1 2; do
+  for w in true false; do
+    timeout 110 $C/dllm $S --moe-ws-tiles $w > $R/step-$w-$i.txt 2>&1
+  done
+done
+grep -H "^ *[0-9]\|rror" $R/step-*.txt | sed 's|.*/r/||' | cut -c1-100
+for b in 16 64; do
+  for w in true false; do
+    timeout 60 $C/dllm bench kernels --preset mini --device cuda --batch $b --prefix 1024 --steps 4 --moe-ws-tiles $w > $R/k-b$b-$w.txt 2>&1
+    grep -H "moe_gate\|moe_down\|sum of\|rror" $R/k-b$b-$w.txt | sed 's|.*/r/||' | cut -c1-120
+  done
+done
+NCU="ncu --clock-control none --section SpeedOfLight --section WarpStateStats --section SourceCounters --metrics dram__bytes_read.sum,lts__t_bytes.sum"
+timeout 150 $NCU -k regex:'^moe_gate_up_m128_ws$' --launch-skip 190 --launch-count 1 $C/dllm bench step --preset mini --device cuda --block 32 --prefix 1024 --steps 4 --disable-cuda-graph --mem-fraction-static 0.05 --batch 64 --moe-ws-tiles true > $R/ncu-b64-gate-up-m128-ws.txt 2>&1; echo "ncu rc=$?"
+grep -E "Duration|DRAM Throughput|L2 Cache|Warp Cycles Per Issued|stall|Stall" $R/ncu-b64-gate-up-m128-ws.txt | head -30
+cd $OUT && tar czf r.tgz r
