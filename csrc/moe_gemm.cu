@@ -539,7 +539,7 @@ __device__ __forceinline__ void moe_gemm_ws(const MoeGemmParams& p) {
         for (int u = blockIdx.x; u < units; u += gridDim.x) {
             const int item = u / tiles, n0 = (u % tiles) * COLS;
             const int e = p.items[3 * item], s0 = p.items[3 * item + 1], rows = p.items[3 * item + 2];
-            const bf16* xr[XR];  // this thread's x rows r0 + 8i (null past the item: zero-filled)
+            const bf16* xr[XR];  // this thread's x rows r0 + i PRODUCERS / 8 (null past the item: zero-filled)
 #pragma unroll
             for (int i = 0; i < XR; i++) {
                 const int r = r0 + i * (PRODUCERS / (BK / 8));
