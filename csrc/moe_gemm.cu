@@ -265,7 +265,7 @@ __device__ __forceinline__ void store_pair(const MoeGemmParams& p, size_t slot, 
 
 // This thread's cp.async sources of a stage: column c8 of rows r0 + i * ROWS_PER_PASS of the
 // item's x (XCH rows) and of the CTA's weight rows (WCH); null past the item or past n (those
-// are zero-filled).
+// are zero-filled). `tid`: the thread's place among the MOE_TILES_THREADS copying threads.
 template <int BM>
 struct TileSources {
     static constexpr int ROWS_PER_PASS = MOE_TILES_THREADS / (GEMM_BK / 8);
@@ -275,9 +275,8 @@ struct TileSources {
     const bf16* x[XCH];
     const bf16* w[WCH];
     template <bool GATED>
-    __device__ __forceinline__ static TileSources make(const MoeGemmParams& p, int e, int s0, int rows, int n0) {
+    __device__ __forceinline__ static TileSources make(const MoeGemmParams& p, int e, int s0, int rows, int n0, int tid = threadIdx.x) {
         TileSources t;
-        const int tid = threadIdx.x;
         t.c8 = (tid % (GEMM_BK / 8)) * 8;
         t.r0 = tid / (GEMM_BK / 8);
 #pragma unroll
@@ -513,8 +512,11 @@ __device__ __forceinline__ void moe_gemm_ws(const MoeGemmParams& p) {
     constexpr int XB = moe_wgmma_x_bytes(BM), BOX = MOE_WS_BOX_ROWS * BK * 2, STAGE = moe_ws_stage_bytes(BM);
     constexpr int CONSUMERS = MOE_WS_WGS * MOE_WG_THREADS, BOXES = MOE_WS_WGS * MOE_MMA_WROWS / MOE_WS_BOX_ROWS;
     constexpr int COLS = GATED ? MOE_WS_GATE_UP_COLS : MOE_WS_DOWN_COLS;
-    constexpr int PRODUCERS = MOE_WS_PRODUCERS, XR = BM / (PRODUCERS / (BK / 8));  // x rows a producer thread copies
+    constexpr int PRODUCERS = MOE_WS_PRODUCERS;
     static_assert(MOE_WS_THREADS == CONSUMERS + PRODUCERS, "two consumer warpgroups and the producer warps");
+    // The producers copy an item's x tile as the one-warpgroup tiles' threads do (TileSources).
+    static_assert(PRODUCERS == MOE_TILES_THREADS, "the producer warps copy x as one warpgroup");
+    using T = TileSources<BM>;
     extern __shared__ __align__(1024) unsigned char raw[];
     unsigned char* base = raw + ((1024 - ((uint32_t)__cvta_generic_to_shared(raw) & 1023)) & 1023);
     uint64_t* full = reinterpret_cast<uint64_t*>(base + ST * STAGE);
@@ -530,7 +532,7 @@ __device__ __forceinline__ void moe_gemm_ws(const MoeGemmParams& p) {
     __syncthreads();  // the barriers are initialised before anyone arrives
 
     if (threadIdx.x >= CONSUMERS) {
-        const int pt = threadIdx.x - CONSUMERS, c8 = (pt % (BK / 8)) * 8, r0 = pt / (BK / 8);
+        const int pt = threadIdx.x - CONSUMERS;
         if (pt == 0) {
             tma_prefetch_map(p.w1_map);
             if (GATED) tma_prefetch_map(p.w2_map);
@@ -539,12 +541,7 @@ __device__ __forceinline__ void moe_gemm_ws(const MoeGemmParams& p) {
         for (int u = blockIdx.x; u < units; u += gridDim.x) {
             const int item = u / tiles, n0 = (u % tiles) * COLS;
             const int e = p.items[3 * item], s0 = p.items[3 * item + 1], rows = p.items[3 * item + 2];
-            const bf16* xr[XR];  // this thread's x rows r0 + i PRODUCERS / 8 (null past the item: zero-filled)
-#pragma unroll
-            for (int i = 0; i < XR; i++) {
-                const int r = r0 + i * (PRODUCERS / (BK / 8));
-                xr[i] = r < rows ? p.x + (size_t)(GATED ? p.slot_token[s0 + r] : s0 + r) * p.k : nullptr;
-            }
+            const T src = T::template make<GATED>(p, e, s0, rows, n0, pt);  // its x rows (the weights come by TMA)
             for (int kt = 0; kt < ktiles; kt++, it++) {
                 const int s = it % ST, k0 = kt * BK;
                 if (it >= ST) mbar_wait(&empty[s], (it / ST - 1) & 1);
@@ -560,12 +557,7 @@ __device__ __forceinline__ void moe_gemm_ws(const MoeGemmParams& p) {
                         tma_load_3d(X + XB + j * BOX, map, k0, n, e, &full[s]);
                     }
                 }
-                const bool kin = k0 + c8 < p.k;
-#pragma unroll
-                for (int i = 0; i < XR; i++) {
-                    const bool ok = kin && xr[i];
-                    cp_async16(X + swizzled_at(r0 + i * (PRODUCERS / (BK / 8)), c8), ok ? xr[i] + k0 + c8 : p.x, ok);
-                }
+                src.copy_x(X, k0, p, swizzled_at);
                 cp_async_arrive_noinc(&full[s]);
             }
         }
