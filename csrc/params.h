@@ -228,7 +228,7 @@ constexpr DLLM_HD int moe_ws_stages(int bm) { return (227 * 1024 - 1024) / (moe_
 constexpr DLLM_HD int moe_ws_smem(int bm) { return moe_ws_stages(bm) * (moe_ws_stage_bytes(bm) + 16) + 1024; }
 static constexpr uint32_t MOE_WS_M64_SMEM = moe_ws_smem(MOE_BM_LARGE);
 static constexpr uint32_t MOE_WS_M128_SMEM = moe_ws_smem(MOE_BM_XLARGE);
-static_assert(moe_ws_stages(MOE_BM_XLARGE) >= 3, "the warp-specialized tiles need a stage in flight beside the two the consumers hold");
+static_assert(moe_ws_stages(MOE_BM_XLARGE) >= 3, "the warp-specialized tiles need stages in flight beside the one each consumer holds");
 static constexpr uint32_t MOE_GATE_UP_M64_FP8_SMEM = moe_gemm_fp8_smem_bytes(MOE_BM_LARGE, true);
 static constexpr uint32_t MOE_DOWN_M64_FP8_SMEM = moe_gemm_fp8_smem_bytes(MOE_BM_LARGE, false);
 // The fp8 tiles on sm_90a: one widened bf16 weight tile (swizzled, [MOE_MMA_WROWS][GEMM_BK]),

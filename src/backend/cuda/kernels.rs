@@ -45,6 +45,9 @@ unsafe impl DeviceRepr for SampleParams {}
 unsafe impl DeviceRepr for RowSampling {}
 unsafe impl DeviceRepr for RowTopKParams {}
 
+/// The bytes of a TMA tensor map (CUtensorMap), as the kernels read it from device memory.
+pub const TENSOR_MAP_BYTES: usize = std::mem::size_of::<cudarc::driver::sys::CUtensorMap>();
+
 /// cuBLAS's workspace, ours: cuBLAS must not allocate one inside a CUDA graph capture
 /// (graph.rs); 32 MiB is what NVIDIA advises on Hopper.
 const CUBLAS_WORKSPACE_BYTES: usize = 32 << 20;
@@ -350,11 +353,11 @@ impl Kernels {
         Ok(n)
     }
 
-    /// A TMA tensor map (CUtensorMap, its 128 bytes) of the bf16 tensor at device address `ptr`
+    /// A TMA tensor map (CUtensorMap, its TENSOR_MAP_BYTES bytes) of the bf16 tensor at device address `ptr`
     /// with `dims` (innermost first, packed: each dim's stride is the product of those inside it)
     /// read in boxes of `bbox`, 128-byte swizzled in shared memory, zeros past the dims
     /// (csrc/tma.cuh reads it).
-    pub fn tensor_map_bf16_3d(ptr: u64, dims: [u64; 3], bbox: [u32; 3]) -> Result<[u8; 128]> {
+    pub fn tensor_map_bf16_3d(ptr: u64, dims: [u64; 3], bbox: [u32; 3]) -> Result<[u8; TENSOR_MAP_BYTES]> {
         use cudarc::driver::sys as d;
         let strides = [dims[0] * 2, dims[0] * dims[1] * 2];
         let elem_strides = [1u32; 3];
@@ -382,7 +385,7 @@ impl Kernels {
         .map_err(CudaError::driver(|| format!("encoding a TMA tensor map of dims {dims:?}, box {bbox:?}")))?;
         // SAFETY: the call succeeded, so it wrote the map.
         let map = unsafe { map.assume_init() };
-        let mut bytes = [0u8; 128];
+        let mut bytes = [0u8; TENSOR_MAP_BYTES];
         for (b, w) in bytes.chunks_exact_mut(8).zip(map.opaque) {
             b.copy_from_slice(&w.to_ne_bytes());
         }

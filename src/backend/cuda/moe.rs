@@ -4,7 +4,7 @@
 
 use super::act::CudaAct;
 use super::error::CudaError;
-use super::kernels::{params::*, Kernel, Kernels};
+use super::kernels::{params::*, Kernel, Kernels, TENSOR_MAP_BYTES};
 use super::weights::{ExpertMatrix, Ffn, MoeWeights};
 use super::CudaBackend;
 use crate::backend::{BlockPool, LayerRouting, StepBatch};
@@ -107,9 +107,6 @@ struct PickCounts {
     pick_pos: CudaSlice<i32>,
 }
 
-/// One TMA tensor map's bytes (a CUtensorMap).
-const EXPERT_MAP_BYTES: usize = 128;
-
 impl CudaBackend {
     /// Per layer, the routed experts' TMA tensor maps that the warp-specialized tiles read (gate,
     /// up, down: [experts][n][k] each, boxes of MOE_WS_BOX_ROWS x GEMM_BK), one device buffer of
@@ -132,7 +129,7 @@ impl CudaBackend {
                 maps.push(None);
                 continue;
             }
-            let mut bytes = Vec::with_capacity(3 * EXPERT_MAP_BYTES);
+            let mut bytes = Vec::with_capacity(3 * TENSOR_MAP_BYTES);
             for (w, dims) in [(gate, [h, im, e]), (up, [h, im, e]), (down, [im, h, e])] {
                 bytes.extend(Kernels::tensor_map_bf16_3d(self.p(w), dims.map(|d| d as u64), bbox)?);
             }
@@ -443,14 +440,13 @@ impl CudaBackend {
         }
         // The kernel variant for the tile rows and weight type, and the shared memory params.h sizes it for.
         let fp8 = matches!(m.gate, ExpertMatrix::Fp8 { .. });
-        // The warp-specialized tiles read the weights through the layer's tensor maps, and take
-        // no shared expert among the items.
-        let maps = self.expert_maps.get(layer).and_then(|m| m.as_ref()).filter(|_| shared.is_none());
-        let ws = self.opts.moe_ws_tiles.unwrap_or(tile_m == MOE_BM_XLARGE);
-        let maps = maps.filter(|_| ws && tile_m != MOE_BM_SMALL);
+        // The warp-specialized tiles (by default for 128-row items) read the weights through the
+        // layer's tensor maps, and take no shared expert among the items.
+        let ws = self.opts.moe_ws_tiles.unwrap_or(tile_m == MOE_BM_XLARGE) && tile_m != MOE_BM_SMALL && shared.is_none();
+        let maps = self.expert_maps.get(layer).and_then(|m| m.as_ref()).filter(|_| ws);
         let [gate_up, down] = expert_gemms(tile_m, fp8, self.wgmma, maps.is_some());
         if let Some(m) = maps {
-            (g.w1_map, g.w2_map) = (self.p(m), self.p(m) + EXPERT_MAP_BYTES as u64);
+            (g.w1_map, g.w2_map) = (self.p(m), self.p(m) + TENSOR_MAP_BYTES as u64);
         }
         self.k.launch_smem(gate_up.kernel, gate_up.grid(&self.k, im, max_items)?, gate_up.threads, gate_up.smem, &g)?;
         let slot_out = self.alloc_bf16(slots * h, "expert outputs")?;
@@ -462,7 +458,7 @@ impl CudaBackend {
         g.n = h as i32;
         g.k = im as i32;
         if let Some(m) = maps {
-            (g.w1_map, g.w2_map) = (self.p(m) + 2 * EXPERT_MAP_BYTES as u64, 0);
+            (g.w1_map, g.w2_map) = (self.p(m) + 2 * TENSOR_MAP_BYTES as u64, 0);
         }
         if let Some(s) = shared {
             g.shared_w1 = self.p(&s.down);
