@@ -184,3 +184,4 @@ extern "C" __global__ void __launch_bounds__(ROUTER_THREADS) moe_router_block(co
     pick_and_write(sc, bk, [&](int e) { return pool[e] != 0; }, ids, p.experts, p.topk, p.scale, p.shared_expert, p.topk_ids,
                    p.topk_w, p.counts, p.pick_pos, t);
 }
+

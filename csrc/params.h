@@ -133,6 +133,16 @@ typedef __nv_bfloat16 bf16;
 #define ROUTER_MAX_GROUPS 64
 #define PERMUTE_THREADS 1024
 #define PERMUTE_MAX_E 1024
+// moe_route.cu: the router in one launch at few rows (logits, selection and, for one
+// cluster's rows, the permute). A cluster of ROUTE_CLUSTER CTAs takes ROUTE_ROWS rows, CTA r the
+// GEMM_BK-wide k chunks r, r + ROUTE_CLUSTER, ... of the logits for all experts (<= ROUTE_MAX_E,
+// one a thread in the selection) through ROUTE_STAGES cp.async stages; the partial logits meet
+// through distributed shared memory.
+#define ROUTE_CLUSTER 8
+#define ROUTE_THREADS 256
+#define ROUTE_ROWS 32
+#define ROUTE_MAX_E 256
+#define ROUTE_STAGES 4
 #define PICK_THREADS 512
 #define PICK_UNROLL 8  // lm_head.cu: logits loads in flight a thread
 #define UNMASK_MAX_BLOCK 1024
@@ -229,6 +239,13 @@ constexpr DLLM_HD int moe_ws_smem(int bm) { return moe_ws_stages(bm) * (moe_ws_s
 static constexpr uint32_t MOE_WS_M64_SMEM = moe_ws_smem(MOE_BM_LARGE);
 static constexpr uint32_t MOE_WS_M128_SMEM = moe_ws_smem(MOE_BM_XLARGE);
 static_assert(moe_ws_stages(MOE_BM_XLARGE) >= 3, "the warp-specialized tiles need stages in flight beside the one each consumer holds");
+// moe_route: ROUTE_STAGES stages of the rows' x tile and the experts' weight tile ([rows][GEMM_LDS]
+// bf16 each), then the CTA's partial logits [ROUTE_ROWS][ROUTE_MAX_E] f32.
+constexpr DLLM_HD int route_stage_bytes() { return (ROUTE_ROWS + ROUTE_MAX_E) * GEMM_LDS * 2; }
+static constexpr uint32_t ROUTE_SMEM = ROUTE_STAGES * route_stage_bytes() + ROUTE_ROWS * ROUTE_MAX_E * 4;
+static_assert(ROUTE_ROWS * (GEMM_BK / 8) == ROUTE_THREADS, "a thread copies one 16-byte piece of a stage's x tile");
+static_assert(ROUTE_ROWS == 32 && ROUTE_MAX_E == ROUTE_THREADS && ROUTE_MAX_E == 8 * WARP,
+              "two m16 row tiles; one expert a thread; a warp's 32 experts as four n8 tiles");
 static constexpr uint32_t MOE_GATE_UP_M64_FP8_SMEM = moe_gemm_fp8_smem_bytes(MOE_BM_LARGE, true);
 static constexpr uint32_t MOE_DOWN_M64_FP8_SMEM = moe_gemm_fp8_smem_bytes(MOE_BM_LARGE, false);
 // The fp8 tiles on sm_90a: one widened bf16 weight tile (swizzled, [MOE_MMA_WROWS][GEMM_BK]),
@@ -372,6 +389,38 @@ struct RouterBlockParams {
     DEV_PTR(int32_t) pool_ids;    // As RouterParams::counts / pick_pos.
     DEV_PTR(int32_t) counts;
     DEV_PTR(int32_t) pick_pos;
+};
+
+// moe_route.cu: RouterParams' work from the rows' activations x [tokens][hidden] bf16
+// and the router weight w [experts][hidden] bf16 (logits in f32: bf16 products summed in f32, the
+// CPU twin's math in another order), a cluster of ROUTE_CLUSTER CTAs per ROUTE_ROWS rows. With
+// slot_token set (one cluster: tokens <= ROUTE_ROWS) it also does moe_permute's work, its counts
+// in the cluster's shared memory (counts and pick_pos are then unused); otherwise, with counts
+// set, it counts for moe_permute as moe_router_select does.
+struct RouteParams {
+    DEV_PTR(const bf16) x;
+    DEV_PTR(const bf16) w;
+    DEV_PTR(const float) bias;
+    DEV_PTR(float) logits;  // [tokens][experts], written
+    DEV_PTR(int32_t) topk_ids;
+    DEV_PTR(float) topk_w;
+    int32_t tokens;
+    int32_t hidden;
+    int32_t experts;
+    int32_t topk;
+    int32_t n_group;
+    int32_t topk_group;
+    float scale;
+    int32_t shared_expert;  // as RouterParams::shared_expert
+    DEV_PTR(int32_t) counts;
+    DEV_PTR(int32_t) pick_pos;
+    // One cluster: PermuteParams' outputs (its experts: experts, + 1 with the shared expert).
+    DEV_PTR(int32_t) slot_token;
+    DEV_PTR(float) slot_weight;
+    DEV_PTR(int32_t) tok_slot;
+    DEV_PTR(int32_t) items;
+    DEV_PTR(int32_t) num_items;
+    int32_t tile_m;
 };
 
 // moe_permute.cu: the (token, k) picks sorted by expert (a pick's slot: its expert's offset +

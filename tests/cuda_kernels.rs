@@ -380,6 +380,38 @@ mod cuda {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// moe_route (the router in one launch) forced on and off: its picks against cpu::route and
+    /// every op (the MoE layers among them) against the CPU's, at one cluster's rows (where it
+    /// also does the permute, the shared expert among the items) and past them (a cluster per 32
+    /// rows, then moe_permute), on the mid model's router (16 experts in groups of 4, hidden 256:
+    /// four k chunks, half the cluster idle) and on mini's (256 experts in 8 groups of 32, top-8
+    /// of the best 4 groups, hidden 2048: four k chunks a CTA through its three stages).
+    #[test]
+    fn fused_router_matches_cpu() {
+        if skip() {
+            return;
+        }
+        let mid = tmp("fused-router-mid");
+        write_mid(&mid);
+        let mini = tmp("fused-router-mini");
+        write_mid_config(&mini, 2048, 16, 4, 128, 32, |c| {
+            c.num_experts = 256;
+            c.num_experts_per_tok = 8;
+            c.n_group = 8;
+            c.topk_group = 4;
+        });
+        for dir in [&mid, &mini] {
+            for fused in [true, false] {
+                let mut p = pair_opts(dir, None, CudaOptions { fused_router: Some(fused), ..opts() });
+                for (seed, rows) in [(50u64, 1usize), (51, 24), (52, 32), (53, 33), (54, 96)] {
+                    eprintln!("{}: fused router {fused}, {rows} rows", dir.display());
+                    ops_agree(&mut p, seed, rows);
+                }
+            }
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+
     /// A block of 32 over 4,352 cached keys with mini's head layout: 64 key splits, of which 35
     /// hold keys, more than a warp has lanes: attention_combine's (m, l) loops take two rounds.
     #[test]

@@ -119,6 +119,10 @@ pub struct Common {
     /// with TMA weight loads, forced on or off (default: the rule's choice). For measuring it.
     #[arg(long)]
     pub moe_ws_tiles: Option<bool>,
+    /// CUDA: the router as one launch (logits, selection and, at one cluster's rows, the
+    /// permute), forced on or off (default: at up to 32 rows). For measuring it.
+    #[arg(long)]
+    pub fused_router: Option<bool>,
     /// CUDA: the fraction of the GPU memory left after the weights that the KV cache takes, in
     /// (0, 1] (SGLang's `--mem-fraction-static`; e.g. a small cache under ncu, which saves and
     /// restores the device memory a profiled kernel may write). Default: the CUDA backend's.
@@ -252,6 +256,7 @@ fn cuda(cmd: BenchCmd, process_start: std::time::Instant) -> Result<()> {
         att_deep: common.att_deep,
         stream_prefetch: common.stream_prefetch,
         moe_ws_tiles: common.moe_ws_tiles,
+        fused_router: common.fused_router,
         mem_fraction_static: common.mem_fraction_static.unwrap_or(CudaOptions::default().mem_fraction_static),
         cuda_graph_max_bs: common.graphs.max_bs().unwrap_or(CudaOptions::default().cuda_graph_max_bs),
         ..CudaOptions::default()

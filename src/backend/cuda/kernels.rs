@@ -31,6 +31,7 @@ unsafe impl DeviceRepr for RopeParams {}
 unsafe impl DeviceRepr for AttnParams {}
 unsafe impl DeviceRepr for RouterParams {}
 unsafe impl DeviceRepr for RouterBlockParams {}
+unsafe impl DeviceRepr for RouteParams {}
 unsafe impl DeviceRepr for PermuteParams {}
 unsafe impl DeviceRepr for MoeGemmParams {}
 unsafe impl DeviceRepr for DenseStreamParams {}

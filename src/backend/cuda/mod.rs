@@ -97,6 +97,11 @@ pub struct CudaOptions {
     /// with TMA weight loads (csrc/moe_gemm.cu, moe_gemm_ws); `None`: for 128-row items only
     /// (faster there, 2% slower at 64: csrc/params.h). `dllm bench --moe-ws-tiles` measures it.
     pub moe_ws_tiles: Option<bool>,
+    /// The router as one launch (csrc/moe_router.cu, moe_route: logits, selection and, at one
+    /// cluster's rows, the permute) instead of cuBLAS's logits, moe_router_select and
+    /// moe_permute; `None`: at up to ROUTE_ROWS rows (a batch-1 step). `dllm bench
+    /// --fused-router` measures it.
+    pub fused_router: Option<bool>,
 }
 
 impl Default for CudaOptions {
@@ -118,6 +123,7 @@ impl Default for CudaOptions {
             att_deep: None,
             stream_prefetch: None,
             moe_ws_tiles: None,
+            fused_router: None,
         }
     }
 }

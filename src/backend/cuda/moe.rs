@@ -1,6 +1,7 @@
 //! The routed experts: router (cuBLAS logits + moe_router_select, or moe_router_block for
-//! LLaDA2.2's block routing), moe_permute, the grouped expert GEMMs (csrc/moe_gemm.cu) and
-//! moe_combine, plus the shared expert's dense MLP.
+//! LLaDA2.2's block routing; at few rows moe_route, which at one cluster's rows also does the
+//! permute), moe_permute, the grouped expert GEMMs (csrc/moe_gemm.cu) and moe_combine, plus the
+//! shared expert's dense MLP.
 
 use super::act::CudaAct;
 use super::error::CudaError;
@@ -26,6 +27,15 @@ fn moe_tile_rows(slots: usize, experts: usize, forced: Option<usize>, bf16_wgmma
         None if bf16_wgmma || slots >= 12 * experts => MOE_BM_LARGE,
         None => MOE_BM_SMALL,
     }
+}
+
+/// Whether moe_route's kernel takes this model's router: up to ROUTE_MAX_E experts, a multiple of
+/// 16 (its n8 tile pairs), in groups of a power of two in [2, WARP] experts (a group's lanes
+/// then lie in one warp), and no block routing (LLaDA2.2's routers stay moe_router_block).
+pub(super) fn route_fits(c: &crate::config::ModelConfig) -> bool {
+    let e = c.num_experts;
+    let gsize = if c.n_group > 0 && e.is_multiple_of(c.n_group) { e / c.n_group } else { 0 };
+    c.block_routing().is_none() && e <= ROUTE_MAX_E && e.is_multiple_of(16) && gsize.is_power_of_two() && (2..=WARP).contains(&gsize)
 }
 
 /// One expert GEMM launch: the kernel, the weight rows (output columns) a CTA takes, its
@@ -98,6 +108,16 @@ struct RouterOut {
     wts: CudaSlice<f32>,
     logits: CudaSlice<f32>,
     pool_ids: Option<CudaSlice<i32>>,
+}
+
+/// moe_permute's outputs (or moe_route's, at one cluster's rows): per slot its token and routing
+/// weight, per pick its slot, and the work list of (expert, first slot, rows) items.
+struct Permuted {
+    slot_token: CudaSlice<i32>,
+    slot_weight: CudaSlice<f32>,
+    tok_slot: CudaSlice<i32>,
+    items: CudaSlice<i32>,
+    num_items: CudaSlice<i32>,
 }
 
 /// What the router counts for moe_permute: picks per expert (`[experts]`, zeroed before the
@@ -222,6 +242,9 @@ impl CudaBackend {
     ) -> Result<RouterOut> {
         let c = &self.cfg;
         let picks = c.num_experts_per_tok + shared_expert.is_some() as usize;
+        if self.routes_in_one_launch(rows) {
+            return self.fused_route(m, x, rows, shared_expert, counts, None);
+        }
         // fp32 logits h W^T (bf16 inputs, fp32 accumulate: the CPU twin's math), then
         // the selection kernel.
         let logits = self.gemm("router logits", x, &m.router, rows, c.num_experts, c.hidden_size)?;
@@ -251,6 +274,69 @@ impl CudaBackend {
         if rows > 0 {
             let ctas = rows.div_ceil(ROUTER_SELECT_WARPS) as u32;
             self.k.launch(Kernel::MoeRouterSelect, (ctas, 1, 1), (ROUTER_SELECT_WARPS * WARP) as u32, &p)?;
+        }
+        Ok(RouterOut { ids, wts, logits, pool_ids: None })
+    }
+
+    /// Whether moe_route takes the router of `rows` rows: by default at one cluster's rows
+    /// (ROUTE_ROWS: a batch-1 step), where it also does the permute; `CudaOptions::fused_router`
+    /// forces it either way. Only where its kernel fits the model (see [`route_fits`]) and on
+    /// Hopper (thread block clusters).
+    fn routes_in_one_launch(&self, rows: usize) -> bool {
+        self.wgmma && route_fits(&self.cfg) && self.opts.fused_router.unwrap_or(rows <= ROUTE_ROWS)
+    }
+
+    /// moe_route: the logits and the picks (as [`CudaBackend::router`] returns them) in one
+    /// launch, a cluster per ROUTE_ROWS rows; with `permute` (at most ROUTE_ROWS rows) also
+    /// moe_permute's outputs for items of `tile_m` rows, else with `counts` the counts moe_permute
+    /// reads.
+    fn fused_route(
+        &self,
+        m: &MoeWeights,
+        x: &CudaSlice<u16>,
+        rows: usize,
+        shared_expert: Option<usize>,
+        counts: Option<&PickCounts>,
+        permute: Option<(&Permuted, usize)>,
+    ) -> Result<RouterOut> {
+        let c = &self.cfg;
+        let picks = c.num_experts_per_tok + shared_expert.is_some() as usize;
+        let logits = self.alloc_f32(rows * c.num_experts, "router logits")?;
+        let ids = self.k.alloc::<i32>(rows * picks, "router ids")?;
+        let wts = self.alloc_f32(rows * picks, "router weights")?;
+        let mut p = RouteParams {
+            x: self.p(x),
+            w: self.p(&m.router),
+            bias: self.p(&m.bias),
+            logits: self.p(&logits),
+            topk_ids: self.p(&ids),
+            topk_w: self.p(&wts),
+            tokens: rows as i32,
+            hidden: c.hidden_size as i32,
+            experts: c.num_experts as i32,
+            topk: c.num_experts_per_tok as i32,
+            n_group: c.n_group as i32,
+            topk_group: c.topk_group as i32,
+            scale: c.routed_scaling_factor,
+            shared_expert: shared_expert.map_or(-1, |e| e as i32),
+            counts: counts.map_or(0, |c| self.p(&c.counts)),
+            pick_pos: counts.map_or(0, |c| self.p(&c.pick_pos)),
+            ..Default::default()
+        };
+        if let Some((out, tile_m)) = permute {
+            if rows > ROUTE_ROWS {
+                bail!("moe_route permutes at most {ROUTE_ROWS} rows (one cluster), got {rows}");
+            }
+            p.slot_token = self.p(&out.slot_token);
+            p.slot_weight = self.p(&out.slot_weight);
+            p.tok_slot = self.p(&out.tok_slot);
+            p.items = self.p(&out.items);
+            p.num_items = self.p(&out.num_items);
+            p.tile_m = tile_m as i32;
+        }
+        if rows > 0 {
+            let ctas = rows.div_ceil(ROUTE_ROWS) * ROUTE_CLUSTER;
+            self.k.launch_smem(Kernel::MoeRoute, (ctas as u32, 1, 1), ROUTE_THREADS as u32, ROUTE_SMEM, &p)?;
         }
         Ok(RouterOut { ids, wts, logits, pool_ids: None })
     }
@@ -364,19 +450,51 @@ impl CudaBackend {
         };
         let slots = rows * topk;
         let recording = self.routing.borrow().is_some();
-        let mut counts = PickCounts {
-            counts: self.k.alloc::<i32>(experts, "expert pick counts")?,
-            pick_pos: self.k.alloc::<i32>(slots, "pick places")?,
+        let tile_m = self.tile_rows(m, rows);
+        let max_items = experts.min(slots) + slots / tile_m + 1;
+        let perm = Permuted {
+            slot_token: self.k.alloc::<i32>(slots, "slot tokens")?,
+            slot_weight: self.alloc_f32(slots, "slot weights")?,
+            tok_slot: self.k.alloc::<i32>(slots, "token slots")?,
+            items: self.k.alloc::<i32>(3 * max_items, "MoE work items")?,
+            num_items: self.k.alloc::<i32>(1, "MoE item count")?,
         };
-        self.k.stream.memset_zeros(&mut counts.counts).map_err(CudaError::driver(|| "zeroing the expert pick counts".into()))?;
-        let routed = self.router(m, x, rows, shared.map(|_| e), Some(&counts), recording)?;
+        let shared_pick = shared.map(|_| e);
+        let routed = if self.routes_in_one_launch(rows) && rows <= ROUTE_ROWS {
+            // The router and the permute in one launch (moe_route's cluster counts the picks).
+            self.fused_route(m, x, rows, shared_pick, None, Some((&perm, tile_m)))?
+        } else {
+            let mut counts = PickCounts {
+                counts: self.k.alloc::<i32>(experts, "expert pick counts")?,
+                pick_pos: self.k.alloc::<i32>(slots, "pick places")?,
+            };
+            self.k.stream.memset_zeros(&mut counts.counts).map_err(CudaError::driver(|| "zeroing the expert pick counts".into()))?;
+            let routed = self.router(m, x, rows, shared_pick, Some(&counts), recording)?;
+            let p = PermuteParams {
+                topk_ids: self.p(&routed.ids),
+                topk_w: self.p(&routed.wts),
+                counts: self.p(&counts.counts),
+                pick_pos: self.p(&counts.pick_pos),
+                slot_token: self.p(&perm.slot_token),
+                slot_weight: self.p(&perm.slot_weight),
+                tok_slot: self.p(&perm.tok_slot),
+                items: self.p(&perm.items),
+                num_items: self.p(&perm.num_items),
+                tokens: rows as i32,
+                topk: topk as i32,
+                experts: experts as i32,
+                tile_m: tile_m as i32,
+            };
+            self.k.launch(Kernel::MoePermute, (slots.div_ceil(PERMUTE_THREADS).max(1) as u32, 1, 1), PERMUTE_THREADS as u32, &p)?;
+            routed
+        };
         if recording {
             let r = self.read_routing(layer, m, &routed, rows, topk)?;
             if let Some(rec) = self.routing.borrow_mut().as_mut() {
                 rec.push(r);
             }
         }
-        let RouterOut { ids, wts, .. } = routed;
+        let RouterOut { ids, .. } = routed;
         if let (true, Some(group)) = (self.opts.check_tp_routing, &self.tp.group) {
             let mine: Vec<f32> = self.download(&ids, "router ids (rank check)")?.into_iter().map(|i| i as f32).collect();
             if group.all_gather(self.tp.shard.rank, &mine)?.iter().any(|other| *other != mine) {
@@ -392,29 +510,7 @@ impl CudaBackend {
             }
             t.push(seen.iter().filter(|&&s| s).count());
         }
-        let tile_m = self.tile_rows(m, rows);
-        let max_items = experts.min(slots) + slots / tile_m + 1;
-        let slot_token = self.k.alloc::<i32>(slots, "slot tokens")?;
-        let slot_weight = self.alloc_f32(slots, "slot weights")?;
-        let tok_slot = self.k.alloc::<i32>(slots, "token slots")?;
-        let items = self.k.alloc::<i32>(3 * max_items, "MoE work items")?;
-        let num_items = self.k.alloc::<i32>(1, "MoE item count")?;
-        let p = PermuteParams {
-            topk_ids: self.p(&ids),
-            topk_w: self.p(&wts),
-            counts: self.p(&counts.counts),
-            pick_pos: self.p(&counts.pick_pos),
-            slot_token: self.p(&slot_token),
-            slot_weight: self.p(&slot_weight),
-            tok_slot: self.p(&tok_slot),
-            items: self.p(&items),
-            num_items: self.p(&num_items),
-            tokens: rows as i32,
-            topk: topk as i32,
-            experts: experts as i32,
-            tile_m: tile_m as i32,
-        };
-        self.k.launch(Kernel::MoePermute, (slots.div_ceil(PERMUTE_THREADS).max(1) as u32, 1, 1), PERMUTE_THREADS as u32, &p)?;
+        let Permuted { slot_token, slot_weight, tok_slot, items, num_items } = perm;
         let act = self.alloc_bf16(slots * im, "expert activations")?;
         let mut g = MoeGemmParams {
             x: self.p(x),

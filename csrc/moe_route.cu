@@ -1,0 +1,325 @@
+// moe_route: the router of a few rows in one launch (HOPPER_ONLY: thread block clusters are
+// sm_90), where cuBLAS's logits, moe_router_select and moe_permute were three dependent launches
+// of ~8, ~11 and ~4 us at batch 1 (docs/PERF.md), each mostly its own latency. CPU twin:
+// backend::cpu::route (the picks), as moe_router.cu's.
+#include "common.cuh"
+#include "cp_async.cuh"
+#include "stream.cuh"
+#include <cooperative_groups.h>
+
+namespace cg = cooperative_groups;
+
+// A cluster of ROUTE_CLUSTER CTAs takes ROUTE_ROWS rows:
+// 1. logits: CTA r multiplies the rows by every expert's weights over its k chunks (r, r +
+//    ROUTE_CLUSTER, ...: a slice of the 1 MB weight a CTA, so the weights stream from 8 SMs),
+//    with mma.sync from cp.async stages, into its partial logits in shared memory;
+// 2. selection: CTA r sums rows r, r + ROUTE_CLUSTER, ... over the cluster's partials (through
+//    distributed shared memory, in rank order), then a warp a row picks its top-k
+//    (route_select_warp);
+// 3. (one cluster) the permute: the picks are counted in CTA 0's shared memory by atomics, CTA 0
+//    scans the counts into slot offsets and the work list, and each CTA places its rows' picks.
+// Same picks and weights as moe_router_select on the same logits; the logits differ from
+// cuBLAS's by f32 rounding (another summation order). Host: CudaBackend::router and moe.
+// Needs experts <= ROUTE_MAX_E and a multiple of 16, groups of a power of two in [2, WARP]
+// experts (checked on the host: moe.rs, route_fits).
+
+// A warp's scratch for its row's selection.
+struct RouteWarp {
+    float gscore[ROUTER_MAX_GROUPS];
+    int kept[ROUTER_MAX_GROUPS];
+};
+
+struct RouteShared {
+    float logits[ROUTE_ROWS / ROUTE_CLUSTER][ROUTE_MAX_E];  // this CTA's rows
+    RouteWarp warp[ROUTE_ROWS / ROUTE_CLUSTER];
+    // The permute (one cluster). CTA 0's counts and offsets serve the cluster; each CTA keeps
+    // its rows' picks (expert, place among the expert's picks, weight) until the offsets are out.
+    int counts[ROUTE_MAX_E + 1];
+    int offset[ROUTE_MAX_E + 1];
+    int scan_c[ROUTE_THREADS / WARP], scan_i[ROUTE_THREADS / WARP];
+    int mine_e[ROUTE_ROWS / ROUTE_CLUSTER][WARP];
+    int mine_pos[ROUTE_ROWS / ROUTE_CLUSTER][WARP];
+    float mine_w[ROUTE_ROWS / ROUTE_CLUSTER][WARP];
+};
+
+// Phase 1: this CTA's partial logits part[row][expert] over its k chunks. Warp w takes experts
+// 32w..32w+31 (four n8 tiles) for both 16-row tiles.
+__device__ __forceinline__ void route_partial_logits(const RouteParams& p, int t0, int rows, int rank, unsigned char* raw, float* part) {
+    constexpr int C = ROUTE_CLUSTER, ST = ROUTE_STAGES, LDS = GEMM_LDS, BK = GEMM_BK;
+    const int tid = threadIdx.x, warp = tid / WARP, lane = tid % WARP;
+    const int E = p.experts, K = p.hidden;
+    auto xs = [&](int s) { return reinterpret_cast<bf16*>(raw + s * route_stage_bytes()); };
+    auto ws = [&](int s) { return xs(s) + ROUTE_ROWS * LDS; };
+    const int chunks = (K + BK - 1) / BK;
+    const int mine = chunks > rank ? (chunks - rank + C - 1) / C : 0;
+    auto load = [&](int s, int i) {
+        const int k0 = (rank + i * C) * BK;
+        {
+            const int r = tid / (BK / 8), c8 = (tid % (BK / 8)) * 8;
+            const bool ok = r < rows && k0 + c8 < K;
+            cp_async16(xs(s) + r * LDS + c8, ok ? p.x + (size_t)(t0 + r) * K + k0 + c8 : p.x, ok);
+        }
+        for (int c = tid; c < E * (BK / 8); c += ROUTE_THREADS) {
+            const int r = c / (BK / 8), c8 = (c % (BK / 8)) * 8;
+            const bool ok = k0 + c8 < K;
+            cp_async16(ws(s) + r * LDS + c8, ok ? p.w + (size_t)r * K + k0 + c8 : p.w, ok);
+        }
+    };
+    float acc[2][4][4];
+#pragma unroll
+    for (int m = 0; m < 2; m++)
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+#pragma unroll
+            for (int c = 0; c < 4; c++) acc[m][j][c] = 0.f;
+    // ldmatrix row addresses, as moe_gemm_mma's: A tile q is (rows +8 if q odd, k +8 if q >= 2);
+    // B tile q (weight rows +8 if q >= 2, k +8 if q odd).
+    const int a_row = lane % 16, a_col = (lane / 16) * 8;
+    const int b_row = lane % 8 + (lane / 16) * 8, b_col = ((lane / 8) % 2) * 8;
+    const int e0 = warp * WARP;
+    const int mt = rows > 16 ? 2 : 1;  // the second row tile holds no row at <= 16 rows
+#pragma unroll
+    for (int s = 0; s < ST - 1; s++) {
+        if (s < mine) load(s, s);
+        cp_async_commit();
+    }
+    for (int i = 0; i < mine; i++) {
+        cp_async_wait<ST - 2>();
+        __syncthreads();  // stage i landed for every thread; every thread is past stage i - 1
+        if (i + ST - 1 < mine) load((i + ST - 1) % ST, i + ST - 1);
+        cp_async_commit();
+        if (e0 >= E) continue;
+        const bf16* X = xs(i % ST);
+        const bf16* W = ws(i % ST);
+#pragma unroll
+        for (int kk = 0; kk < BK; kk += 16) {
+            uint32_t a[2][4];
+#pragma unroll
+            for (int m = 0; m < 2; m++)
+                if (m < mt) ldsm_x4(a[m], X + (m * 16 + a_row) * LDS + kk + a_col);
+#pragma unroll
+            for (int q = 0; q < 2; q++) {
+                if (e0 + 16 * q >= E) break;  // experts are a multiple of 16
+                uint32_t b[4];
+                ldsm_x4(b, W + (e0 + 16 * q + b_row) * LDS + kk + b_col);
+#pragma unroll
+                for (int m = 0; m < 2; m++) {
+                    if (m >= mt) break;
+                    mma_bf16_16816(acc[m][2 * q], a[m][0], a[m][1], a[m][2], a[m][3], b[0], b[1]);
+                    mma_bf16_16816(acc[m][2 * q + 1], a[m][0], a[m][1], a[m][2], a[m][3], b[2], b[3]);
+                }
+            }
+        }
+    }
+    cp_async_wait<0>();
+    // c0, c1: row lane / 4, columns 2 (lane % 4) + {0, 1} of the n8 tile; c2, c3 eight rows down.
+#pragma unroll
+    for (int m = 0; m < 2; m++)
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            const int col = e0 + 8 * j + 2 * (lane % 4);
+            if (col >= E) continue;
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                const int r = m * 16 + lane / 4 + 8 * h;
+                part[r * ROUTE_MAX_E + col] = acc[m][j][2 * h];
+                part[r * ROUTE_MAX_E + col + 1] = acc[m][j][2 * h + 1];
+            }
+        }
+}
+
+// Phase 2, one warp a row (all of a CTA's rows at once): the row's logits l (shared memory) ->
+// lane k < topk holds pick k (rank order: id, sigmoid score), every lane their sum in rank order.
+// As cpu::route: b = sigmoid + bias; a group's score the sum of its two largest b; the topk_group
+// best groups (ties to the lower group) keep their experts; the top-k of those by b (ties to the
+// lower index); the weights from the sigmoid scores. Lane l holds experts l + 32j in registers,
+// so a group (gsize consecutive experts, a power of two <= WARP) is gsize consecutive lanes of
+// one register: its two largest b by shuffles within them. A pick round is a lane's best over
+// its registers and two hardware reductions (the largest key, then the lowest expert holding it).
+__device__ __forceinline__ void route_select_warp(const RouteParams& p, const float* l, RouteWarp& sw, int& my_id, float& my_s,
+                                                  float& sum) {
+    constexpr int J = ROUTE_MAX_E / WARP;
+    const int lane = threadIdx.x % WARP;
+    const int E = p.experts, gsize = E / p.n_group;
+    float s[J], b[J];
+#pragma unroll
+    for (int j = 0; j < J; j++) {
+        const int e = lane + WARP * j;
+        const bool act = e < E;
+        s[j] = act ? 1.f / (1.f + expf(-l[e])) : 0.f;
+        b[j] = act ? s[j] + p.bias[e] : -INFINITY;
+    }
+#pragma unroll
+    for (int j = 0; j < J; j++) {
+        if (WARP * j >= E) break;  // (uniform)
+        float a1 = b[j], a2 = -INFINITY;
+        for (int o = 1; o < gsize; o <<= 1) {
+            const float o1 = __shfl_xor_sync(0xffffffffu, a1, o), o2 = __shfl_xor_sync(0xffffffffu, a2, o);
+            a2 = fmaxf(fminf(a1, o1), fmaxf(a2, o2));
+            a1 = fmaxf(a1, o1);
+        }
+        const int e = lane + WARP * j;
+        if (e < E && e % gsize == 0) sw.gscore[e / gsize] = a1 + a2;
+    }
+    __syncwarp();
+    for (int g = lane; g < p.n_group; g += WARP) {
+        const uint32_t mine = order_key(sw.gscore[g]);
+        int rank = 0;
+        for (int o = 0; o < p.n_group; o++) {
+            const uint32_t k = order_key(sw.gscore[o]);
+            rank += k > mine || (k == mine && o < g);
+        }
+        sw.kept[g] = rank < p.topk_group;
+    }
+    __syncwarp();
+    uint32_t key[J];  // 0: not a candidate (below every float's key but a negative NaN's)
+#pragma unroll
+    for (int j = 0; j < J; j++) {
+        const int e = lane + WARP * j;
+        key[j] = e < E && sw.kept[e / gsize] ? order_key(b[j]) : 0u;
+    }
+    my_id = 0;
+    my_s = 0.f;
+    sum = 0.f;
+    for (int k = 0; k < p.topk; k++) {
+        uint32_t best = 0u;
+        int bj = 0;
+#pragma unroll
+        for (int j = 0; j < J; j++)
+            if (key[j] > best) {  // strict: the lane's lowest expert among equal keys
+                best = key[j];
+                bj = j;
+            }
+        const uint32_t top = __reduce_max_sync(0xffffffffu, best);
+        const int id = (int)__reduce_min_sync(0xffffffffu, best == top ? (unsigned)(lane + WARP * bj) : 0xffffffffu);
+        const int owner = id % WARP, oj = id / WARP;
+        float so = 0.f;
+#pragma unroll
+        for (int j = 0; j < J; j++)
+            if (j == oj) so = s[j];
+        const float sk = __shfl_sync(0xffffffffu, so, owner);
+        sum += sk;  // the CPU's order: rank order
+        if (lane == k) {
+            my_id = id;
+            my_s = sk;
+        }
+        if (lane == owner) {
+#pragma unroll
+            for (int j = 0; j < J; j++)
+                if (j == oj) key[j] = 0u;
+        }
+    }
+}
+
+extern "C" __global__ void __cluster_dims__(ROUTE_CLUSTER, 1, 1) __launch_bounds__(ROUTE_THREADS, 1) moe_route(const RouteParams p) {
+    constexpr int C = ROUTE_CLUSTER, PER = ROUTE_ROWS / ROUTE_CLUSTER;
+    extern __shared__ __align__(128) unsigned char raw[];
+    __shared__ RouteShared sh;
+    cg::cluster_group cluster = cg::this_cluster();
+    const int rank = (int)cluster.block_rank(), tid = threadIdx.x;
+    const int t0 = (blockIdx.x / C) * ROUTE_ROWS, rows = min(ROUTE_ROWS, p.tokens - t0);
+    const int E = p.experts, picks = p.topk + (p.shared_expert >= 0);
+    const int n_experts = E + (p.shared_expert >= 0);  // the permute's experts
+    const bool permute = p.slot_token != nullptr;
+    float* part = reinterpret_cast<float*>(raw + ROUTE_STAGES * route_stage_bytes());
+    if (permute && rank == 0)
+        for (int e = tid; e < n_experts; e += ROUTE_THREADS) sh.counts[e] = 0;
+
+    route_partial_logits(p, t0, rows, rank, raw, part);
+    cluster.sync();  // every CTA's partials (and CTA 0's zeroed counts) are out
+
+    // This CTA's rows: the logits over the cluster's partials, in rank order.
+#pragma unroll
+    for (int i = 0; i < PER; i++) {
+        const int r = rank + i * C;
+        if (r >= rows || tid >= E) continue;
+        float v[C];
+#pragma unroll
+        for (int c = 0; c < C; c++) v[c] = cluster.map_shared_rank(part, c)[r * ROUTE_MAX_E + tid];
+        float l = v[0];
+#pragma unroll
+        for (int c = 1; c < C; c++) l += v[c];
+        sh.logits[i][tid] = l;
+        p.logits[(size_t)(t0 + r) * E + tid] = l;
+    }
+    __syncthreads();
+    // Warp i selects row rank + i C.
+    const int warp = tid / WARP, lane = tid % WARP;
+    if (warp < PER && rank + warp * C < rows) {
+        const int t = t0 + rank + warp * C;
+        int id;
+        float sk, sum;
+        route_select_warp(p, sh.logits[warp], sh.warp[warp], id, sk, sum);
+        if (lane < picks) {
+            const bool shared = lane == p.topk;  // the shared expert, weight 1
+            const int e = shared ? p.shared_expert : id;
+            const float w = shared ? 1.f : sk / sum * p.scale;
+            const size_t j = (size_t)t * picks + lane;
+            p.topk_ids[j] = e;
+            p.topk_w[j] = w;
+            if (permute) {
+                sh.mine_e[warp][lane] = e;
+                sh.mine_pos[warp][lane] = atomicAdd(cluster.map_shared_rank(&sh.counts[e], 0), 1);
+                sh.mine_w[warp][lane] = w;
+            } else if (p.counts != nullptr) {
+                p.pick_pos[j] = atomicAdd(&p.counts[e], 1);
+            }
+        }
+    }
+    if (!permute) {
+        cluster.sync();  // no CTA leaves while a peer may still read its partials
+        return;
+    }
+    cluster.sync();  // every pick is counted
+    if (rank == 0) {
+        // Exclusive scans of the picks and of the items per expert (2 experts a thread), the
+        // work list in expert order, as moe_permute.
+        const int w = warp;
+        int c[2], it[2];
+#pragma unroll
+        for (int u = 0; u < 2; u++) {
+            const int e = 2 * tid + u;
+            c[u] = e < n_experts ? sh.counts[e] : 0;
+            it[u] = (c[u] + p.tile_m - 1) / p.tile_m;
+        }
+        int sc = c[0] + c[1], si = it[0] + it[1];
+        warp_scan2(sc, si);
+        if (lane == WARP - 1) {
+            sh.scan_c[w] = sc;
+            sh.scan_i[w] = si;
+        }
+        __syncthreads();
+        int oc = sc - c[0] - c[1], oi = si - it[0] - it[1];
+        for (int o = 0; o < w; o++) {
+            oc += sh.scan_c[o];
+            oi += sh.scan_i[o];
+        }
+#pragma unroll
+        for (int u = 0; u < 2; u++) {
+            const int e = 2 * tid + u;
+            if (e < n_experts) {
+                sh.offset[e] = oc;
+                for (int q = 0; q < it[u]; q++) {
+                    p.items[3 * (oi + q)] = e;
+                    p.items[3 * (oi + q) + 1] = oc + q * p.tile_m;
+                    p.items[3 * (oi + q) + 2] = min(p.tile_m, c[u] - q * p.tile_m);
+                }
+            }
+            oc += c[u];
+            oi += it[u];
+        }
+        if (tid == ROUTE_THREADS - 1) *p.num_items = oi;
+    }
+    cluster.sync();  // the offsets are out
+    const int* offset0 = cluster.map_shared_rank(sh.offset, 0);
+    for (int q = tid; q < PER * picks; q += ROUTE_THREADS) {
+        const int i = q / picks, k = q % picks, r = rank + i * C;
+        if (r >= rows) continue;
+        const int s = offset0[sh.mine_e[i][k]] + sh.mine_pos[i][k];
+        const int t = t0 + r;
+        p.slot_token[s] = t;
+        p.slot_weight[s] = sh.mine_w[i][k];
+        p.tok_slot[(size_t)t * picks + k] = s;
+    }
+    cluster.sync();  // no CTA leaves while a peer may still read CTA 0's offsets
+}
