@@ -95,6 +95,21 @@ __device__ __forceinline__ float block_sum_exp(const float* l, int n, float m, f
     return block_sum(z, scratch);
 }
 
+// Programmatic dependent launch (sm_90; kernels.rs, launch_dependent): pdl_wait blocks until the
+// kernel before in the stream has finished and its writes are visible (a no-op for a kernel
+// launched without the attribute); pdl_release lets the stream's next kernel, if launched as a
+// dependent, start its CTAs now (what they may do before their pdl_wait: read weights).
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_release() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" :::);
+#endif
+}
+
 __device__ __forceinline__ float silu_f(float x) { return x / (1.f + expf(-x)); }
 
 // The KV pool's layout, [page][layer][k|v][page_size][nkv][d] bf16, as seen from layer c.layer:

@@ -31,6 +31,7 @@ struct RouteWarp {
 
 struct RouteShared {
     float logits[ROUTE_ROWS / ROUTE_CLUSTER][ROUTE_MAX_E];  // this CTA's rows
+    __align__(16) float bias[ROUTE_MAX_E];
     RouteWarp warp[ROUTE_ROWS / ROUTE_CLUSTER];
     // The permute (one cluster). CTA 0's counts and offsets serve the cluster; each CTA keeps
     // its rows' picks (expert, place among the expert's picks, weight) until the offsets are out.
@@ -42,28 +43,35 @@ struct RouteShared {
     float mine_w[ROUTE_ROWS / ROUTE_CLUSTER][WARP];
 };
 
-// Phase 1: this CTA's partial logits part[row][expert] over its k chunks. Warp w takes experts
-// 32w..32w+31 (four n8 tiles) for both 16-row tiles.
-__device__ __forceinline__ void route_partial_logits(const RouteParams& p, int t0, int rows, int rank, unsigned char* raw, float* part) {
+// Phase 1: this CTA's partial logits part[row][expert] over its k chunks (and the bias into
+// `bias`). Warp w takes experts 32w..32w+31 (four n8 tiles) for both 16-row tiles.
+__device__ __forceinline__ void route_partial_logits(const RouteParams& p, int t0, int rows, int rank, unsigned char* raw, float* part,
+                                                     float* bias) {
     constexpr int C = ROUTE_CLUSTER, ST = ROUTE_STAGES, LDS = GEMM_LDS, BK = GEMM_BK;
     const int tid = threadIdx.x, warp = tid / WARP, lane = tid % WARP;
     const int E = p.experts, K = p.hidden;
     auto xs = [&](int s) { return reinterpret_cast<bf16*>(raw + s * route_stage_bytes()); };
     auto ws = [&](int s) { return xs(s) + ROUTE_ROWS * LDS; };
-    const int chunks = (K + BK - 1) / BK;
-    const int mine = chunks > rank ? (chunks - rank + C - 1) / C : 0;
-    auto load = [&](int s, int i) {
-        const int k0 = (rank + i * C) * BK;
-        {
-            const int r = tid / (BK / 8), c8 = (tid % (BK / 8)) * 8;
-            const bool ok = r < rows && k0 + c8 < K;
-            cp_async16(xs(s) + r * LDS + c8, ok ? p.x + (size_t)(t0 + r) * K + k0 + c8 : p.x, ok);
-        }
+    // This CTA's chunks: a contiguous run of them, so that it reads whole 128-byte pieces of each
+    // weight row back to back (chunks r, r + C, ... spread a row's pieces over the cluster's SMs,
+    // and the load phase took ~4.4 us at mini's shape).
+    const int chunks = (K + BK - 1) / BK, per = (chunks + C - 1) / C;
+    const int first = min(rank * per, chunks), mine = min(per, chunks - first);
+    // A stage's copies: the weights' (which no kernel writes) and the rows' (which the kernel
+    // before writes: only after pdl_wait).
+    auto load_w = [&](int s, int i) {
+        const int k0 = (first + i) * BK;
         for (int c = tid; c < E * (BK / 8); c += ROUTE_THREADS) {
             const int r = c / (BK / 8), c8 = (c % (BK / 8)) * 8;
             const bool ok = k0 + c8 < K;
             cp_async16(ws(s) + r * LDS + c8, ok ? p.w + (size_t)r * K + k0 + c8 : p.w, ok);
         }
+    };
+    auto load_x = [&](int s, int i) {
+        const int k0 = (first + i) * BK;
+        const int r = tid / (BK / 8), c8 = (tid % (BK / 8)) * 8;
+        const bool ok = r < rows && k0 + c8 < K;
+        cp_async16(xs(s) + r * LDS + c8, ok ? p.x + (size_t)(t0 + r) * K + k0 + c8 : p.x, ok);
     };
     float acc[2][4][4];
 #pragma unroll
@@ -78,15 +86,28 @@ __device__ __forceinline__ void route_partial_logits(const RouteParams& p, int t
     const int b_row = lane % 8 + (lane / 16) * 8, b_col = ((lane / 8) % 2) * 8;
     const int e0 = warp * WARP;
     const int mt = rows > 16 ? 2 : 1;  // the second row tile holds no row at <= 16 rows
+    // Launched as a programmatic dependent (kernels.rs, launch_dependent), the CTAs may start
+    // while the kernel before (add_rms_norm, which writes the rows) still runs: the first stages'
+    // weights and the bias (a row's selection reads it; a global load there waited out a DRAM
+    // latency a register) are requested before pdl_wait, the rows after. The first commit group
+    // holds all of those weights, so the pipeline's waits below stay conservative.
+    for (int c = tid; c < E / 4; c += ROUTE_THREADS) cp_async16(bias + 4 * c, p.bias + 4 * c, true);
+#pragma unroll
+    for (int s = 0; s < ST - 1; s++)
+        if (s < mine) load_w(s, s);
+    pdl_wait();
 #pragma unroll
     for (int s = 0; s < ST - 1; s++) {
-        if (s < mine) load(s, s);
+        if (s < mine) load_x(s, s);
         cp_async_commit();
     }
     for (int i = 0; i < mine; i++) {
         cp_async_wait<ST - 2>();
         __syncthreads();  // stage i landed for every thread; every thread is past stage i - 1
-        if (i + ST - 1 < mine) load((i + ST - 1) % ST, i + ST - 1);
+        if (i + ST - 1 < mine) {
+            load_w((i + ST - 1) % ST, i + ST - 1);
+            load_x((i + ST - 1) % ST, i + ST - 1);
+        }
         cp_async_commit();
         if (e0 >= E) continue;
         const bf16* X = xs(i % ST);
@@ -136,30 +157,42 @@ __device__ __forceinline__ void route_partial_logits(const RouteParams& p, int t
 // so a group (gsize consecutive experts, a power of two <= WARP) is gsize consecutive lanes of
 // one register: its two largest b by shuffles within them. A pick round is a lane's best over
 // its registers and two hardware reductions (the largest key, then the lowest expert holding it).
-__device__ __forceinline__ void route_select_warp(const RouteParams& p, const float* l, RouteWarp& sw, int& my_id, float& my_s,
-                                                  float& sum) {
+__device__ __forceinline__ void route_select_warp(const RouteParams& p, const float* l, const float* bias, RouteWarp& sw, int& my_id,
+                                                  float& my_s, float& sum) {
     constexpr int J = ROUTE_MAX_E / WARP;
     const int lane = threadIdx.x % WARP;
-    const int E = p.experts, gsize = E / p.n_group;
+    const int E = p.experts, gsize = E / p.n_group, gshift = __ffs(gsize) - 1;  // gsize: a power of two
     float s[J], b[J];
+    // (__frcp_rn: 1 / x correctly rounded, as 1.f / x, without the division's slow-path branch
+    // between the registers' chains.)
 #pragma unroll
     for (int j = 0; j < J; j++) {
         const int e = lane + WARP * j;
         const bool act = e < E;
-        s[j] = act ? 1.f / (1.f + expf(-l[e])) : 0.f;
-        b[j] = act ? s[j] + p.bias[e] : -INFINITY;
+        s[j] = act ? __frcp_rn(1.f + expf(-l[e])) : 0.f;
+        b[j] = act ? s[j] + bias[e] : -INFINITY;
+    }
+    // All registers' shuffles interleaved (the level count is uniform).
+    float a1[J], a2[J];
+#pragma unroll
+    for (int j = 0; j < J; j++) {
+        a1[j] = b[j];
+        a2[j] = -INFINITY;
+    }
+#pragma unroll
+    for (int o = 1; o < WARP; o <<= 1) {
+        if (o >= gsize) break;
+#pragma unroll
+        for (int j = 0; j < J; j++) {
+            const float o1 = __shfl_xor_sync(0xffffffffu, a1[j], o), o2 = __shfl_xor_sync(0xffffffffu, a2[j], o);
+            a2[j] = fmaxf(fminf(a1[j], o1), fmaxf(a2[j], o2));
+            a1[j] = fmaxf(a1[j], o1);
+        }
     }
 #pragma unroll
     for (int j = 0; j < J; j++) {
-        if (WARP * j >= E) break;  // (uniform)
-        float a1 = b[j], a2 = -INFINITY;
-        for (int o = 1; o < gsize; o <<= 1) {
-            const float o1 = __shfl_xor_sync(0xffffffffu, a1, o), o2 = __shfl_xor_sync(0xffffffffu, a2, o);
-            a2 = fmaxf(fminf(a1, o1), fmaxf(a2, o2));
-            a1 = fmaxf(a1, o1);
-        }
         const int e = lane + WARP * j;
-        if (e < E && e % gsize == 0) sw.gscore[e / gsize] = a1 + a2;
+        if (e < E && (e & (gsize - 1)) == 0) sw.gscore[e >> gshift] = a1[j] + a2[j];
     }
     __syncwarp();
     for (int g = lane; g < p.n_group; g += WARP) {
@@ -176,7 +209,7 @@ __device__ __forceinline__ void route_select_warp(const RouteParams& p, const fl
 #pragma unroll
     for (int j = 0; j < J; j++) {
         const int e = lane + WARP * j;
-        key[j] = e < E && sw.kept[e / gsize] ? order_key(b[j]) : 0u;
+        key[j] = e < E && sw.kept[e >> gshift] ? order_key(b[j]) : 0u;
     }
     my_id = 0;
     my_s = 0.f;
@@ -225,7 +258,7 @@ extern "C" __global__ void __cluster_dims__(ROUTE_CLUSTER, 1, 1) __launch_bounds
     if (permute && rank == 0)
         for (int e = tid; e < n_experts; e += ROUTE_THREADS) sh.counts[e] = 0;
 
-    route_partial_logits(p, t0, rows, rank, raw, part);
+    route_partial_logits(p, t0, rows, rank, raw, part, sh.bias);
     cluster.sync();  // every CTA's partials (and CTA 0's zeroed counts) are out
 
     // This CTA's rows: the logits over the cluster's partials, in rank order.
@@ -249,7 +282,7 @@ extern "C" __global__ void __cluster_dims__(ROUTE_CLUSTER, 1, 1) __launch_bounds
         const int t = t0 + rank + warp * C;
         int id;
         float sk, sum;
-        route_select_warp(p, sh.logits[warp], sh.warp[warp], id, sk, sum);
+        route_select_warp(p, sh.logits[warp], sh.bias, sh.warp[warp], id, sk, sum);
         if (lane < picks) {
             const bool shared = lane == p.topk;  // the shared expert, weight 1
             const int e = shared ? p.shared_expert : id;

@@ -11,6 +11,9 @@
 // its values in increasing column order, as before.
 extern "C" __global__ void __launch_bounds__(NORM_THREADS) add_rms_norm(const NormParams p) {
     __shared__ float scratch[32];
+    // The router after the post-attention norm (moe_route, a programmatic dependent) may start
+    // loading its weights now; it waits for this kernel before it reads the rows.
+    pdl_release();
     int r = blockIdx.x;
     float* x = p.x + (size_t)r * p.cols;
     const float* dl = p.delta ? p.delta + (size_t)r * p.cols : nullptr;

@@ -311,6 +311,49 @@ impl Kernels {
         Ok(())
     }
 
+    /// [`Kernels::launch_smem`] as a programmatic dependent of the stream's previous kernel (PDL,
+    /// sm_90): the kernel's CTAs may start while that one still runs, once it releases them
+    /// (`pdl_release`, csrc/common.cuh), and must `pdl_wait` before they read what it writes.
+    /// Inside a CUDA graph capture the edge is recorded as programmatic. While profiling (the
+    /// events between launches would time the overlap) or synchronising each launch, a plain one.
+    pub fn launch_dependent<P: DeviceRepr>(&self, kernel: Kernel, grid: (u32, u32, u32), block: u32, smem: u32, p: &P) -> Result<()> {
+        use cudarc::driver::sys;
+        if self.prof.is_some() || self.sync_each {
+            return self.launch_smem(kernel, grid, block, smem, p);
+        }
+        if grid.0 == 0 || grid.1 == 0 || grid.2 == 0 {
+            return Ok(());
+        }
+        self.allow_smem(kernel, smem)?;
+        let f = &self.fns[kernel as usize];
+        let stream = self.current();
+        stream.context().bind_to_thread().map_err(CudaError::driver(|| "binding the CUDA context".into()))?;
+        // SAFETY: a plain C struct of an id and a union of integers, all-zero valid; set next.
+        let mut attr: sys::CUlaunchAttribute = unsafe { std::mem::zeroed() };
+        attr.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+        attr.value.programmaticStreamSerializationAllowed = 1;
+        let cfg = sys::CUlaunchConfig {
+            gridDimX: grid.0,
+            gridDimY: grid.1,
+            gridDimZ: grid.2,
+            blockDimX: block,
+            blockDimY: 1,
+            blockDimZ: 1,
+            sharedMemBytes: smem,
+            hStream: stream.cu_stream(),
+            attrs: &mut attr,
+            numAttrs: 1,
+        };
+        // The kernel's one argument, the params struct, by address (the driver copies it).
+        let mut args = [p as *const P as *mut std::ffi::c_void];
+        // SAFETY: `f` is a kernel of this context taking one params struct whose device pointers
+        // outlive the launch (as in launch_as); cfg, attr and args live across the call.
+        unsafe { sys::cuLaunchKernelEx(&cfg, f.cu_function(), args.as_mut_ptr(), std::ptr::null_mut()) }
+            .result()
+            .map_err(|cause| CudaError::Launch { kernel, cause })?;
+        Ok(())
+    }
+
     /// Above the default 48 KiB of a kernel's shared memory (static and dynamic together) its
     /// dynamic limit must be raised; once per kernel and size.
     fn allow_smem(&self, kernel: Kernel, smem: u32) -> Result<()> {

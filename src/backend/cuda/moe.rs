@@ -336,7 +336,8 @@ impl CudaBackend {
         }
         if rows > 0 {
             let ctas = rows.div_ceil(ROUTE_ROWS) * ROUTE_CLUSTER;
-            self.k.launch_smem(Kernel::MoeRoute, (ctas as u32, 1, 1), ROUTE_THREADS as u32, ROUTE_SMEM, &p)?;
+            // A programmatic dependent: its weight loads overlap the kernel before (csrc/moe_route.cu).
+            self.k.launch_dependent(Kernel::MoeRoute, (ctas as u32, 1, 1), ROUTE_THREADS as u32, ROUTE_SMEM, &p)?;
         }
         Ok(RouterOut { ids, wts, logits, pool_ids: None })
     }
