@@ -155,8 +155,8 @@ __device__ __forceinline__ void route_partial_logits(const RouteParams& p, int t
 // best groups (ties to the lower group) keep their experts; the top-k of those by b (ties to the
 // lower index); the weights from the sigmoid scores. Lane l holds experts l + 32j in registers,
 // so a group (gsize consecutive experts, a power of two <= WARP) is gsize consecutive lanes of
-// one register: its two largest b by shuffles within them. A pick round is two hardware
-// reductions over the lanes' best (the largest key, then the lowest expert holding it).
+// one register: its two largest b by shuffles within them. A pick round is a lane's best over
+// its registers and two hardware reductions (the largest key, then the lowest expert holding it).
 __device__ __forceinline__ void route_select_warp(const RouteParams& p, const float* l, const float* bias, RouteWarp& sw, int& my_id,
                                                   float& my_s, float& sum) {
     constexpr int J = ROUTE_MAX_E / WARP;
@@ -206,56 +206,40 @@ __device__ __forceinline__ void route_select_warp(const RouteParams& p, const fl
     }
     __syncwarp();
     uint32_t key[J];  // 0: not a candidate (below every float's key but a negative NaN's)
-    int id[J];
 #pragma unroll
     for (int j = 0; j < J; j++) {
-        id[j] = lane + WARP * j;
-        key[j] = id[j] < E && sw.kept[id[j] >> gshift] ? order_key(b[j]) : 0u;
-    }
-    // The lane's candidates sorted once, best first (larger key; on equal keys the lower expert),
-    // by an 8-input sorting network (19 comparators, depth 6), so that a round reads only the
-    // lanes' heads and the owner shifts its list: a round's chain is two reductions and a
-    // shuffle, where a lane's max over its registers added eight dependent steps.
-    static_assert(J == 8, "the sorting network is for 8 registers a lane");
-    constexpr int NET[19][2] = {{0, 2}, {1, 3}, {4, 6}, {5, 7}, {0, 4}, {1, 5}, {2, 6}, {3, 7}, {0, 1}, {2, 3},
-                                {4, 5}, {6, 7}, {2, 4}, {3, 5}, {1, 4}, {3, 6}, {1, 2}, {3, 4}, {5, 6}};
-#pragma unroll
-    for (int c = 0; c < 19; c++) {
-        const int x = NET[c][0], y = NET[c][1];
-        if (key[y] > key[x] || (key[y] == key[x] && id[y] < id[x])) {
-            const uint32_t tk = key[x];
-            key[x] = key[y];
-            key[y] = tk;
-            const int ti = id[x];
-            id[x] = id[y];
-            id[y] = ti;
-            const float ts = s[x];
-            s[x] = s[y];
-            s[y] = ts;
-        }
+        const int e = lane + WARP * j;
+        key[j] = e < E && sw.kept[e >> gshift] ? order_key(b[j]) : 0u;
     }
     my_id = 0;
     my_s = 0.f;
     sum = 0.f;
     for (int k = 0; k < p.topk; k++) {
-        // The best head: the largest key, then the lowest expert holding it.
-        const uint32_t top = __reduce_max_sync(0xffffffffu, key[0]);
-        const int pick = (int)__reduce_min_sync(0xffffffffu, key[0] == top ? (unsigned)id[0] : 0xffffffffu);
-        const int owner = pick % WARP;
-        const float sk = __shfl_sync(0xffffffffu, s[0], owner);
+        uint32_t best = 0u;
+        int bj = 0;
+#pragma unroll
+        for (int j = 0; j < J; j++)
+            if (key[j] > best) {  // strict: the lane's lowest expert among equal keys
+                best = key[j];
+                bj = j;
+            }
+        const uint32_t top = __reduce_max_sync(0xffffffffu, best);
+        const int id = (int)__reduce_min_sync(0xffffffffu, best == top ? (unsigned)(lane + WARP * bj) : 0xffffffffu);
+        const int owner = id % WARP, oj = id / WARP;
+        float so = 0.f;
+#pragma unroll
+        for (int j = 0; j < J; j++)
+            if (j == oj) so = s[j];
+        const float sk = __shfl_sync(0xffffffffu, so, owner);
         sum += sk;  // the CPU's order: rank order
         if (lane == k) {
-            my_id = pick;
+            my_id = id;
             my_s = sk;
         }
         if (lane == owner) {
 #pragma unroll
-            for (int j = 0; j + 1 < J; j++) {
-                key[j] = key[j + 1];
-                id[j] = id[j + 1];
-                s[j] = s[j + 1];
-            }
-            key[J - 1] = 0u;
+            for (int j = 0; j < J; j++)
+                if (j == oj) key[j] = 0u;
         }
     }
 }
