@@ -38,6 +38,7 @@
 #include "cp_async.cuh"
 #include "mbarrier.cuh"
 #include "stream.cuh"
+#include "tma.cuh"
 #include "wgmma.cuh"
 
 // ---- mma.sync m16n8k16 (bf16 in, fp32 accumulate) and ldmatrix -----------------------------
@@ -546,14 +547,77 @@ __device__ __forceinline__ void block_attention_wgmma(const AttnParams& p) {
     att_write_rows<NT>(p, t, kh, r0, m, l, [&](int n, int i) { return o[4 * n + i]; });
 }
 
+// block_attention_deep's producer warpgroup with the pool's tensor map (p.kv_map): chunk c < whole
+// (every key below the split's end) is ATT_KC / box boxes (pages) x 2 panels x K and V of
+// p.kv_box_rows positions x 64 columns, which one thread issues by TMA onto the stage's `full`
+// mbarrier with their bytes; the other producer threads just arrive. Box j of a chunk is page
+// j of its keys (or, where a page holds more than a chunk, the chunk's rows of its one page),
+// looked up a chunk ahead by lane j of the first warp. The split's last chunk, when some of its
+// keys lie at or past k1, is copied by every producer thread by cp.async as without a map:
+// zeros past k1, which P V needs (0 * V), where a TMA box would read whatever the page held
+// there. Those copies arrive on `full` as they land (cp.async.mbarrier.arrive.noinc); their
+// readers fence them to the async proxy.
+template <int STAGES>
+__device__ __forceinline__ void att_produce_tma(const AttnParams& p, const AttTile& t, int kh, int whole, unsigned char* kvs,
+                                                uint64_t* full, uint64_t* empty) {
+    constexpr int D = 128, KC = ATT_KC, PANEL = KC * 128, KV_BYTES = KC * D * 2, STAGE = 2 * KV_BYTES;
+    constexpr int PRODUCERS = ATT_DEEP_THREADS - 2 * 128;
+    const int pt_id = threadIdx.x - 2 * 128, lane = threadIdx.x % WARP;
+    const KvLayout kv(p.kv, p.nkv, p.d);
+    const int box = p.kv_box_rows, boxes = KC / box;
+    const bool issuer = pt_id < WARP;  // the warp that looks the pages up; its lane 0 issues
+    if (pt_id == 0) tma_prefetch_map(p.kv_map);
+    // Lane j's page of chunk c (box j), for lanes j < boxes.
+    auto page_of = [&](int c) { return lane < boxes && c < whole ? t.pt[kv.page(t.k0 + c * KC + lane * box)] : 0; };
+    int next = issuer ? page_of(0) : 0;
+    for (int c = 0; c < whole; c++) {
+        const int s = c % STAGES;
+        if (c >= STAGES) mbar_wait(&empty[s], (c / STAGES - 1) & 1);
+        if (issuer) {
+            const int cur = next;
+            next = page_of(c + 1);  // in flight while this chunk is issued and the next waits
+            const int slot0 = kv.slot(t.k0 + c * KC);  // 0 unless a page holds more than a chunk
+            unsigned char* ks = kvs + s * STAGE;
+            if (lane == 0) mbar_arrive_expect_tx(&full[s], STAGE);
+            for (int j = 0; j < boxes; j++) {
+                const int pg = __shfl_sync(0xffffffffu, cur, j);
+                if (lane != 0) continue;
+                const int plane = (pg * p.kv.num_layers + p.kv.layer) * 2;  // this page's K of this layer
+#pragma unroll
+                for (int half = 0; half < 2; half++)
+#pragma unroll
+                    for (int q = 0; q < 2; q++)
+                        tma_load_3d(ks + half * KV_BYTES + q * PANEL + j * box * 128, p.kv_map, kh * D + q * 64, slot0, plane + half, &full[s]);
+            }
+        }
+        mbar_arrive(&full[s]);  // with lane 0's expect-tx, PRODUCERS + 1 arrivals
+    }
+    if (whole < t.nchunks) {  // the partial last chunk
+        using C = AttCopy<D, PRODUCERS>;
+        const int c = whole, s = c % STAGES;
+        if (c >= STAGES) mbar_wait(&empty[s], (c / STAGES - 1) & 1);
+        const AttKvAddr<D> kva(p, kh);  // threadIdx.x % PER_ROW is pt_id % PER_ROW: 256 is a multiple
+        int pg[C::ROWS];
+        att_pages<D, PRODUCERS>(kva, t.pt, t.k0 + c * KC, t.k1, pg, pt_id);
+        unsigned char* ks = kvs + s * STAGE;
+        att_load_chunk<D, PRODUCERS>(p, kva, pg, t.k0 + c * KC, t.k1, ks, ks + KV_BYTES, att_swizzled_at<KC>, pt_id);
+        cp_async_arrive_noinc(&full[s]);
+        if (pt_id == 0) mbar_arrive(&full[s]);  // the arrival the TMA chunks' expect-tx makes
+    }
+    cp_async_wait<0>();  // no copy outlives its thread
+}
+
 // block_attention_deep's body on sm_90a: block_attention_wgmma's tiles and arithmetic, bit for
-// bit, warp-specialized (FlashAttention-3's structure, without TMA). ATT_DEEP_THREADS threads:
-// warpgroups 0 and 1 are the consumers (query rows 64 wg.., as in block_attention_wgmma) and
-// warpgroup 2 the producer, which alone copies K and V into STAGES stages. There is no barrier
-// of the whole CTA in the loop: a stage's `full` mbarrier says its chunk has landed (the producer
-// waits for its copies, fences them to the async proxy and arrives) and its `empty` one that both
-// consumers are done with it. So each consumer runs at its own pace, and one's softmax can run
-// while the other's products hold the tensor cores.
+// bit, warp-specialized (FlashAttention-3's structure). ATT_DEEP_THREADS threads: warpgroups 0
+// and 1 are the consumers (query rows 64 wg.., as in block_attention_wgmma) and warpgroup 2 the
+// producer, which alone brings K and V into STAGES stages: by TMA from the pool's tensor map
+// where the host made one (att_produce_tma; 0.560 against 0.724 ms a batch-1 step at a 32k
+// prefix, 78% of the bandwidth against 59% at batch 8: docs/PERF.md, session 19), else by
+// cp.async. There is no barrier of the whole CTA in the loop: a stage's `full` mbarrier says its
+// chunk has landed (the TMA's bytes; or the producer waits for its copies, fences them to the
+// async proxy and arrives) and its `empty` one that both consumers are done with it. So each
+// consumer runs at its own pace, and one's softmax can run while the other's products hold the
+// tensor cores.
 //
 // Within a consumer, step ch issues S_ch = Q K_ch^T and then O += P_(ch-1) V_(ch-1), waits for
 // S_ch alone, masks it and takes its max and exps while the P V runs, then waits for that,
@@ -580,14 +644,23 @@ __device__ __forceinline__ void block_attention_wgmma_ws(const AttnParams& p) {
     AttTile t;
     if (!att_tile<KC>(p, t)) return;  // uniform over the CTA
     const int k0 = t.k0, nchunks = t.nchunks;
+    // With a tensor map, the chunks whose keys all lie below k1 come by TMA and the split's last
+    // chunk, if partial, by cp.async (zero-filled: see att_produce_tma).
+    const bool tma = p.kv_map != 0;
+    const int whole = tma ? (t.k1 - k0) / KC : 0;
     if (threadIdx.x == 0) {
         for (int i = 0; i < STAGES; i++) {
-            mbar_init(&full[i], PRODUCERS);
+            mbar_init(&full[i], tma ? PRODUCERS + 1 : PRODUCERS);
             mbar_init(&empty[i], CONSUMERS);
         }
+        mbar_init_fence();  // visible to the TMA's complete-tx too
     }
     __syncthreads();  // the barriers are initialised before anyone arrives
 
+    if (wg == 2 && tma) {
+        att_produce_tma<STAGES>(p, t, kh, whole, kvs, full, empty);
+        return;
+    }
     if (wg == 2) {
         // The producer: chunk c into stage c % STAGES once both consumers freed it (its use
         // c / STAGES - 1 done), then `full` of chunk c - AHEAD once that one has landed.
@@ -646,7 +719,14 @@ __device__ __forceinline__ void block_attention_wgmma_ws(const AttnParams& p) {
         wgmma_commit();
     };
 
-    mbar_wait(&full[0], 0);
+    // A chunk the producers copied by cp.async (generic proxy) is fenced to the async proxy by
+    // its readers here (the copying threads arrive without waiting for their copies); without a
+    // tensor map they fence it themselves before arriving.
+    auto landed = [&](int ch) {
+        mbar_wait(&full[ch % STAGES], (ch / STAGES) & 1);
+        if (tma && ch >= whole) fence_proxy_async();
+    };
+    landed(0);
     wgmma_fence();
     issue_s(0);
     wgmma_wait<0>();
@@ -654,7 +734,7 @@ __device__ __forceinline__ void block_attention_wgmma_ws(const AttnParams& p) {
     att_wgmma_softmax(s, lim, k0, sl2, m, corr);
     att_wgmma_rescale_pack(o, l, corr, s, pa);
     for (int ch = 1; ch < nchunks; ch++) {
-        mbar_wait(&full[ch % STAGES], (ch / STAGES) & 1);
+        landed(ch);
         wgmma_fence();
         issue_s(ch);
         issue_pv(ch - 1);
@@ -708,35 +788,67 @@ extern "C" __global__ void __launch_bounds__(ATT_THREADS, ATT_CTAS_PER_SM) block
     block_attention_body<256>(p);
 }
 
-// Merge the splits of block_attention. One warp per output row (token t, query head h),
-// ATT_COMBINE_WARPS rows a CTA: the lanes reduce the splits' (m, l) to the global max and
-// 1 / sum (m in log2 units) by shuffles, then each lane sums 4 columns at a time over the splits
-// (16-byte loads, the splits' loads independent). Split s holds token t's rows iff
-// s * split_keys < limit(t). (A CTA per row with a barrier between the two phases: ~13 us a
-// call at batch 16, four dependent latencies per CTA over 8k small CTAs.) Each column sums its
-// splits in split order, as before.
+// Merge the splits of block_attention. p.combine_warps warps (a power of two dividing
+// ATT_COMBINE_WARPS) share an output row (token t, query head h), ATT_COMBINE_WARPS /
+// combine_warps rows a CTA. Split s holds token t's rows iff s * split_keys < limit(t).
+// - Each warp reduces the row's (m, l) over its splits to the global max M and sum L (m in log2
+//   units) in one pass: a lane merges the splits lane, lane + 32, .. as it loads them, then the
+//   lanes merge by shuffles.
+// - Warp j of the row's group sums splits j, j + combine_warps, .. of O, weighted by
+//   2^(m_s - M), each lane 4 columns a 16-byte load, 8 splits' loads in flight; the group's
+//   sums meet in shared memory in warp order and the first warp writes O / L.
+// The host gives a row more warps where it has more splits (a batch-1 step at a long prefix:
+// 33 splits, 512 rows): a warp a row there held 4 loads in flight and 64 CTAs, ~11 us a call
+// (docs/PERF.md, session 19). A head dim that is not a multiple of 4 takes one warp a row and a
+// column a lane.
+__device__ __forceinline__ void combine_ml(float& m, float& l, float om, float ol) {
+    const float nm = fmaxf(m, om);
+    if (nm == -INFINITY) return;  // neither holds a split yet
+    l = l * exp2f(m - nm) + ol * exp2f(om - nm);
+    m = nm;
+}
 extern "C" __global__ void __launch_bounds__(ATT_COMBINE_WARPS * WARP) attention_combine(const AttnParams p) {
-    const int lane = threadIdx.x % WARP, d = p.d;
+    __shared__ float4 sums[ATT_COMBINE_WARPS][WARP];
+    const int lane = threadIdx.x % WARP, w = threadIdx.x / WARP, d = p.d;
+    const int g = p.combine_warps, j = w % g;  // the row's warps, this warp's place among them
     const size_t stride = (size_t)p.tokens * p.nh;  // rows per split
-    const size_t row = (size_t)blockIdx.x * ATT_COMBINE_WARPS + threadIdx.x / WARP;  // t * nh + h
-    if (row >= stride) return;
-    const int t = (int)(row / p.nh);
-    const int split_keys = *p.split_keys;
-    const int ns = (p.tok_limit[t] + split_keys - 1) / split_keys;
-    const float* ml = p.part_ml + row * 2;
-    float mm = -INFINITY;
-    for (int s = lane; s < ns; s += WARP) mm = fmaxf(mm, ml[s * stride * 2]);
-    mm = warp_max(mm);
-    float ll = 0.f;
-    for (int s = lane; s < ns; s += WARP) ll += ml[s * stride * 2 + 1] * exp2f(ml[s * stride * 2] - mm);
-    const float inv = 1.f / warp_sum(ll);
-    const float* acc = p.part_acc + row * d;
-    bf16* out = p.out + row * d;
-    if (d % 4 == 0) {
-        for (int c = lane * 4; c < d; c += WARP * 4) {
-            float4 a = make_float4(0.f, 0.f, 0.f, 0.f);
+    const size_t row = (size_t)blockIdx.x * (ATT_COMBINE_WARPS / g) + w / g;  // t * nh + h
+    const bool live = row < stride;  // uniform over a warp (the CTA meets at barriers below)
+    int ns = 0;
+    float mm = -INFINITY, ll = 0.f;
+    const float* ml = p.part_ml + (live ? row : 0) * 2;
+    if (live) {
+        const int split_keys = *p.split_keys;
+        ns = (p.tok_limit[row / p.nh] + split_keys - 1) / split_keys;
+        for (int s = lane; s < ns; s += WARP) {
+            const float2 v = *reinterpret_cast<const float2*>(ml + s * stride * 2);
+            combine_ml(mm, ll, v.x, v.y);
+        }
+#pragma unroll
+        for (int o = WARP / 2; o > 0; o /= 2) {
+            const float om = __shfl_xor_sync(0xffffffffu, mm, o), ol = __shfl_xor_sync(0xffffffffu, ll, o);
+            combine_ml(mm, ll, om, ol);
+        }
+    }
+    const float inv = 1.f / ll;
+    const float* acc = p.part_acc + (live ? row : 0) * d;
+    bf16* out = p.out + (live ? row : 0) * d;
+    if (d % 4 != 0) {  // g == 1 (the host's rule)
+        if (!live) return;
+        for (int c = lane; c < d; c += WARP) {
+            float a = 0.f;
 #pragma unroll 4
-            for (int s = 0; s < ns; s++) {
+            for (int s = 0; s < ns; s++) a += acc[s * stride * d + c] * exp2f(ml[s * stride * 2] - mm);
+            out[c] = f2bf(a * inv);
+        }
+        return;
+    }
+    for (int c0 = 0; c0 < d; c0 += WARP * 4) {  // uniform over the CTA
+        const int c = c0 + lane * 4;
+        float4 a = make_float4(0.f, 0.f, 0.f, 0.f);
+        if (live && c < d) {
+#pragma unroll 8
+            for (int s = j; s < ns; s += g) {
                 const float f = exp2f(ml[s * stride * 2] - mm);
                 const float4 v = *reinterpret_cast<const float4*>(acc + s * stride * d + c);
                 a.x += v.x * f;
@@ -744,15 +856,24 @@ extern "C" __global__ void __launch_bounds__(ATT_COMBINE_WARPS * WARP) attention
                 a.z += v.z * f;
                 a.w += v.w * f;
             }
+        }
+        if (g > 1) {
+            sums[w][lane] = a;
+            __syncthreads();
+            if (j == 0) {
+                for (int i = 1; i < g; i++) {
+                    const float4 b = sums[w + i][lane];
+                    a.x += b.x;
+                    a.y += b.y;
+                    a.z += b.z;
+                    a.w += b.w;
+                }
+            }
+            __syncthreads();  // sums is rewritten by the next columns
+        }
+        if (live && c < d && j == 0) {
             reinterpret_cast<__nv_bfloat162*>(out + c)[0] = __floats2bfloat162_rn(a.x * inv, a.y * inv);
             reinterpret_cast<__nv_bfloat162*>(out + c)[1] = __floats2bfloat162_rn(a.z * inv, a.w * inv);
-        }
-    } else {
-        for (int c = lane; c < d; c += WARP) {
-            float a = 0.f;
-#pragma unroll 4
-            for (int s = 0; s < ns; s++) a += acc[s * stride * d + c] * exp2f(ml[s * stride * 2] - mm);
-            out[c] = f2bf(a * inv);
         }
     }
 }

@@ -31,7 +31,7 @@ typedef __nv_bfloat16 bf16;
 // memory rows are ATT_PAD bf16 longer than the head dim: consecutive rows then start 16 bytes
 // apart modulo 128, so the 8 row reads of an ldmatrix hit distinct banks.
 #define ATT_THREADS 256
-#define ATT_COMBINE_WARPS 8  // attention_combine: output rows (token, head) a CTA, a warp each
+#define ATT_COMBINE_WARPS 8  // attention_combine: warps a CTA (p.combine_warps of them a row)
 #define ATT_ROWS 128
 #define ATT_KC 64
 #define ATT_KC_WIDE 32
@@ -44,6 +44,10 @@ typedef __nv_bfloat16 bf16;
 // step whose CTAs all fit one wave at one an SM (batch 1 at any context, batch 16 at 1k).
 #define ATT_DEEP_THREADS 384
 #define ATT_DEEP_STAGES 5
+// Its K/V by TMA needs whole boxes of at least this many positions (a page, or ATT_KC of one):
+// a box lands at a multiple of 1024 bytes of its 128-byte-swizzled panel, and a chunk of
+// ATT_KC / 8 boxes a panel is already 32 TMA copies. Smaller or uneven pages take cp.async.
+#define ATT_TMA_MIN_BOX_ROWS 8
 #define ATT_PAD 8
 
 // moe_gemm.cu: BN output columns per CTA, BK of k per stage, rows padded to spread banks;
@@ -346,6 +350,15 @@ struct AttnParams {
     DEV_PTR(const int32_t) split_keys;
     int32_t num_splits;
     float scale;
+    // block_attention_deep only: the pool's TMA tensor map (a CUtensorMap in device memory:
+    // [page x layer x k|v][page_size][nkv * d] bf16 in boxes of kv_box_rows positions x 64
+    // columns, CudaBackend::kv_tensor_map), or null: the producer copies by cp.async instead.
+    // kv_box_rows = min(page_size, ATT_KC), a power of two >= ATT_TMA_MIN_BOX_ROWS.
+    DEV_PTR(const void) kv_map;
+    int32_t kv_box_rows;
+    // attention_combine: warps an output row (a power of two dividing ATT_COMBINE_WARPS; 1 where
+    // d is not a multiple of 4), by the split count (CudaBackend::attention_kernels).
+    int32_t combine_warps;
 };
 
 // moe_router.cu, moe_router_select: one warp per token over logits[t][e] (fp32).

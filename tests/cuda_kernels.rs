@@ -437,9 +437,14 @@ mod cuda {
         }
         let dir = tmp("att-variants");
         write_mid_config(&dir, 256, 8, 2, 128, 136, |c| c.max_position_embeddings = 8192);
-        for deep in [false, true] {
+        // The deep kernel's K/V by TMA in boxes of a page (8 and 32 positions: 8 and 2 boxes a
+        // chunk), of a chunk within a page (128), and by cp.async (forced, and a page size TMA
+        // cannot box); the KV pool starts as NaN (poison), so a tail read unzeroed fails.
+        let ways = [(false, None, 8), (true, Some(false), 8), (true, None, 8), (true, None, 32), (true, None, 128), (true, None, 12)];
+        for (deep, tma, page_size) in ways {
+            eprintln!("attention: deep {deep}, tma {tma:?}, page size {page_size}");
             let ck = Checkpoint::open(&dir).unwrap();
-            let gpu = CudaBackend::load(&ck, &CudaOptions { att_deep: Some(deep), ..opts() }).unwrap();
+            let gpu = CudaBackend::load(&ck, &CudaOptions { att_deep: Some(deep), att_tma: tma, page_size, ..opts() }).unwrap();
             let mut p = Pair { cfg: ck.config.clone(), cpu: CpuBackend::load(&ck).unwrap(), gpu, dir: dir.clone() };
             attention_agrees(&mut p, 40);
             long_attention_agrees(&mut p, 41, 608);

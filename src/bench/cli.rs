@@ -110,6 +110,10 @@ pub struct Common {
     /// (default: where every CTA of the launch has an SM to itself). For measuring it.
     #[arg(long)]
     pub att_deep: Option<bool>,
+    /// CUDA: block_attention_deep's K/V by TMA (true, the default where the page size allows)
+    /// or by cp.async (false). For measuring it.
+    #[arg(long)]
+    pub att_tma: Option<bool>,
     /// CUDA: the gate_up weight streams hint each warp's weight lines into L2 this many of its
     /// chunks ahead, forced (default: by k, csrc/params.h's STREAM_PREFETCH_*; 0: none). For
     /// measuring it.
@@ -254,6 +258,7 @@ fn cuda(cmd: BenchCmd, process_start: std::time::Instant) -> Result<()> {
         shared_expert_items: common.shared_expert_items,
         att_ctas_per_sm: common.att_ctas_per_sm,
         att_deep: common.att_deep,
+        att_tma: common.att_tma,
         stream_prefetch: common.stream_prefetch,
         moe_ws_tiles: common.moe_ws_tiles,
         fused_router: common.fused_router,

@@ -3,7 +3,7 @@
 //! (csrc/attention.cu).
 
 use super::act::{ActData, CudaAct};
-use super::kernels::{params::*, Kernel};
+use super::kernels::{params::*, Kernel, Kernels};
 use super::CudaBackend;
 use crate::backend::{SeqRun, StepBatch};
 use crate::config::ModelConfig;
@@ -308,6 +308,26 @@ impl CudaBackend {
         fits && self.opts.att_deep.unwrap_or(ctas <= self.sm_count)
     }
 
+    /// The pool as block_attention_deep's TMA reads it: a 3-D map of `[page x layer x k|v][page
+    /// size][nkv * d]` bf16 (the pool's layout, kv_cache.rs) in boxes of 64 columns (one swizzled
+    /// panel of a head) x min(page size, ATT_KC) positions, so a chunk of keys is whole boxes
+    /// (pages). `None` where the deep kernel cannot run (head dim 128 on sm_90a), where
+    /// `CudaOptions::att_tma` turns it off, or where the page size is not a power of two of at
+    /// least ATT_TMA_MIN_BOX_ROWS: the producer copies by cp.async there.
+    pub(super) fn kv_tensor_map(&self) -> Result<Option<(CudaSlice<u8>, usize)>> {
+        let c = &self.cfg;
+        let ps = self.pool.page_size;
+        let usable = self.wgmma && att_kernel(c.head_dim()).2 == Kernel::BlockAttention && c.head_dim() == 128;
+        if !usable || !self.opts.att_tma.unwrap_or(true) || !ps.is_power_of_two() || ps < ATT_TMA_MIN_BOX_ROWS {
+            return Ok(None);
+        }
+        let row = c.num_key_value_heads * c.head_dim();
+        let planes = self.pool.num_pages * c.num_hidden_layers * 2;
+        let box_rows = ps.min(ATT_KC);
+        let map = Kernels::tensor_map_bf16_3d(self.p(&self.kv), [row as u64, ps as u64, planes as u64], [64, box_rows as u32, 1])?;
+        Ok(Some((self.k.upload(&map, "the KV pool's tensor map")?, box_rows)))
+    }
+
     /// block_attention (+ attention_combine when the keys are split): see csrc/attention.cu.
     fn attention_kernels(&self, q: &CudaSlice<u16>, out: &CudaSlice<u16>, rows: usize, layer: usize) -> Result<()> {
         let c = &self.cfg;
@@ -344,15 +364,31 @@ impl CudaBackend {
             split_keys: s.at(base, o.split_keys),
             num_splits: num_splits as i32,
             scale: 1.0 / (d as f32).sqrt(),
+            kv_map: match &self.kv_map {
+                Some((map, _)) if kernel == Kernel::BlockAttentionDeep => self.p(map),
+                _ => 0,
+            },
+            kv_box_rows: self.kv_map.as_ref().map_or(0, |m| m.1 as i32),
+            combine_warps: combine_warps(num_splits, d) as i32,
         };
         let grid = (s.shape.tiles as u32, nkv as u32, num_splits as u32);
         self.k.launch_smem(kernel, grid, threads as u32, smem, &p)?;
         if num_splits > 1 {
-            let ctas = (rows * nh).div_ceil(ATT_COMBINE_WARPS) as u32;
+            let ctas = (rows * nh).div_ceil(ATT_COMBINE_WARPS / p.combine_warps as usize) as u32;
             self.k.launch(Kernel::AttentionCombine, (ctas, 1, 1), (ATT_COMBINE_WARPS * WARP) as u32, &p)?;
         }
         Ok(())
     }
+}
+
+/// attention_combine's warps an output row: about 8 splits a warp, so a row's loads are in flight
+/// at once (a power of two up to ATT_COMBINE_WARPS; one where the head dim is not a multiple of
+/// 4, which the kernel's column-a-lane path needs).
+fn combine_warps(splits: usize, d: usize) -> usize {
+    if !d.is_multiple_of(4) {
+        return 1;
+    }
+    (splits / 8).max(1).next_power_of_two().min(ATT_COMBINE_WARPS)
 }
 
 /// Positions the rope table covers: the model's context, up to ROPE_TABLE_MAX_POSITIONS.
@@ -392,6 +428,16 @@ mod tests {
         assert_eq!(att_kernel(16).2, Kernel::BlockAttentionD64);
         assert_eq!(att_kernel(128).2, Kernel::BlockAttention);
         assert_eq!(att_kernel(144).2, Kernel::BlockAttentionD256);
+    }
+
+    #[test]
+    fn combine_warps_follow_the_splits() {
+        assert_eq!(combine_warps(2, 128), 1); // batch 16 at 1k
+        assert_eq!(combine_warps(16, 128), 2); // batch 1 at 1k
+        assert_eq!(combine_warps(33, 128), 4); // batch 1 at 32k
+        assert_eq!(combine_warps(132, 128), ATT_COMBINE_WARPS);
+        assert_eq!(combine_warps(33, 126), 1);
+        assert!(ATT_COMBINE_WARPS.is_power_of_two());
     }
 
     #[test]

@@ -60,7 +60,7 @@ impl CudaBackend {
         Ok(b)
     }
 
-    fn nan_fill(&self, f: u64, bf: u64, n: usize) -> Result<()> {
+    pub(super) fn nan_fill(&self, f: u64, bf: u64, n: usize) -> Result<()> {
         let p = InitParams {
             out_bf16: bf,
             out_f32: f,

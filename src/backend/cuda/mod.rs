@@ -89,6 +89,10 @@ pub struct CudaOptions {
     /// `Some` forces it on or off wherever the wgmma path runs (head dim 128 on sm_90a). `dllm bench --att-deep`
     /// measures the choice.
     pub att_deep: Option<bool>,
+    /// block_attention_deep's K/V by TMA from a tensor map of the pool (page sizes that are a
+    /// power of two of at least ATT_TMA_MIN_BOX_ROWS); `Some(false)`: by cp.async, as the other
+    /// attention kernels copy. `dllm bench --att-tma` measures the choice.
+    pub att_tma: Option<bool>,
     /// The gate_up weight streams (csrc/moe_stream.cu) hint each warp's weight lines into L2 this
     /// many of its chunks ahead (`None`: by k, CudaBackend::gate_up_prefetch; 0: none). `dllm
     /// bench --stream-prefetch` measures it.
@@ -121,6 +125,7 @@ impl Default for CudaOptions {
             shared_expert_items: None,
             att_ctas_per_sm: None,
             att_deep: None,
+            att_tma: None,
             stream_prefetch: None,
             moe_ws_tiles: None,
             fused_router: None,
@@ -215,6 +220,9 @@ pub struct CudaBackend {
     wgmma: bool,
     /// Per layer, the routed experts' TMA tensor maps (moe.rs, expert_tensor_maps).
     expert_maps: Vec<Option<CudaSlice<u8>>>,
+    /// The KV pool's TMA tensor map that block_attention_deep reads (attention.rs,
+    /// kv_tensor_map), and its box's positions; `None` where the deep kernel copies by cp.async.
+    kv_map: Option<(CudaSlice<u8>, usize)>,
     /// Distinct experts per MoE layer of the current forward, when counting (benchmarks).
     touched: std::cell::RefCell<Option<Vec<usize>>>,
     /// The MoE layers' routing decisions of the current forward, when recording (tests).
@@ -299,10 +307,16 @@ impl CudaBackend {
             sm_count,
             wgmma: (major, minor) == (9, 0),
             expert_maps: Vec::new(),
+            kv_map: None,
             touched: Default::default(),
             routing: Default::default(),
         };
         b.expert_maps = b.expert_tensor_maps()?;
+        b.kv_map = b.kv_tensor_map()?;
+        if b.opts.poison {
+            // Positions no token has written read as NaN: a kernel that lets them into P V unzeroed fails the tests.
+            b.nan_fill(0, b.p(&b.kv), b.kv.len())?;
+        }
         Ok(b)
     }
 
