@@ -570,6 +570,7 @@ __device__ __forceinline__ void att_produce_tma(const AttnParams& p, const AttTi
     // Lane j's page of chunk c (box j), for lanes j < boxes.
     auto page_of = [&](int c) { return lane < boxes && c < whole ? t.pt[kv.page(t.k0 + c * KC + lane * box)] : 0; };
     int next = issuer ? page_of(0) : 0;
+    pdl_wait();  // the keys of this step's tokens, written by the kernel before
     for (int c = 0; c < whole; c++) {
         const int s = c % STAGES;
         if (c >= STAGES) mbar_wait(&empty[s], (c / STAGES - 1) & 1);
@@ -641,6 +642,11 @@ __device__ __forceinline__ void block_attention_wgmma_ws(const AttnParams& p) {
     uint64_t* empty = full + STAGES;
 
     const int kh = blockIdx.y, lane = threadIdx.x % WARP, wg = threadIdx.x / 128, w = (threadIdx.x / WARP) % 4;
+    // Launched as a programmatic dependent of qk_norm_rope_store (attention.rs), this CTA may run
+    // while that kernel still writes Q and this step's K and V: until pdl_wait it reads only the
+    // step's layout (tiles, limits, page tables), which the host wrote before the forward. The
+    // combine after it may start its CTAs as soon as all of these have.
+    pdl_release();
     AttTile t;
     if (!att_tile<KC>(p, t)) return;  // uniform over the CTA
     const int k0 = t.k0, nchunks = t.nchunks;
@@ -673,6 +679,7 @@ __device__ __forceinline__ void block_attention_wgmma_ws(const AttnParams& p) {
             mbar_arrive(&full[c % STAGES]);
         };
         att_pages<D, PRODUCERS>(kva, t.pt, k0, t.k1, pg, pt_id);
+        pdl_wait();  // the keys of this step's tokens, written by the kernel before
         for (int c = 0; c < nchunks; c++) {
             if (c >= STAGES) mbar_wait(&empty[c % STAGES], (c / STAGES - 1) & 1);
             unsigned char* ks = kvs + (c % STAGES) * STAGE;
@@ -690,6 +697,7 @@ __device__ __forceinline__ void block_attention_wgmma_ws(const AttnParams& p) {
     }
 
     // The consumers: Q, then the chunks.
+    pdl_wait();  // Q, written by the kernel before
     att_load_q<D>(p, t, kh, qs, att_swizzled_at<ATT_ROWS>);  // threads 0..255: ATT_THREADS of them
     cp_async_wait<0>();
     fence_proxy_async();
@@ -820,6 +828,10 @@ extern "C" __global__ void __launch_bounds__(ATT_COMBINE_WARPS * WARP) attention
     if (live) {
         const int split_keys = *p.split_keys;
         ns = (p.tok_limit[row / p.nh] + split_keys - 1) / split_keys;
+    }
+    // Launched as a programmatic dependent of block_attention_deep: the partials are its.
+    pdl_wait();
+    if (live) {
         for (int s = lane; s < ns; s += WARP) {
             const float2 v = *reinterpret_cast<const float2*>(ml + s * stride * 2);
             combine_ml(mm, ll, v.x, v.y);

@@ -11,6 +11,9 @@
 extern "C" __global__ void __launch_bounds__(ROPE_WARPS * WARP) qk_norm_rope_store(const RopeParams p) {
     __shared__ float buf[ROPE_WARPS][ROPE_MAX_D];
     __shared__ float cs[ROPE_MAX_D / 2], sn[ROPE_MAX_D / 2];
+    // The attention after it may start its CTAs now (block_attention_deep, launched as a
+    // programmatic dependent): they read only the step's layout before their pdl_wait.
+    pdl_release();
     int t = blockIdx.x, lane = threadIdx.x % WARP, w = threadIdx.x / WARP;
     int d = p.d, half = p.rot / 2, pos = p.tok_pos[t];
     for (int j = threadIdx.x; j < half; j += blockDim.x) {

@@ -222,9 +222,9 @@ impl CudaBackend {
         let max_limit = tok_limit.iter().copied().max().unwrap_or(0) as usize;
         let num_tiles = tiles.len() / 2;
         let (kc, _, kernel) = att_kernel(c.head_dim());
-        // CTAs an SM holds: two on the wgmma path (head dim 128 on sm_90a), one elsewhere. A
-        // measuring override (`dllm bench --att-ctas-per-sm`) counts that many in every wave.
-        let resident = if self.wgmma && kernel == Kernel::BlockAttention { ATT_WGMMA_CTAS_PER_SM } else { ATT_CTAS_PER_SM };
+        // CTAs an SM holds (att_resident). A measuring override (`dllm bench --att-ctas-per-sm`)
+        // counts that many in every wave.
+        let resident = self.att_resident(kernel);
         let ctas = num_tiles * c.num_key_value_heads;
         let (splits, split_keys) = match self.opts.att_ctas_per_sm {
             Some(n) => split_rule(ctas, max_limit, kc, self.sm_count * n, 1),
@@ -299,13 +299,30 @@ impl CudaBackend {
     }
 
     /// Whether `ctas` CTAs of `kernel` run as block_attention_deep (sm_90a, head dim 128): one
-    /// CTA an SM, warp-specialized (a producer warpgroup copying into ATT_DEEP_STAGES stages,
-    /// two consumer warpgroups each overlapping a chunk's P V with the next one's softmax), when
-    /// every CTA has an SM to itself (batch 1 at any context, batch 16 at 1k): two CTAs an SM
-    /// would leave SMs idle there. `CudaOptions::att_deep` forces it either way.
+    /// CTA an SM, warp-specialized (a producer warpgroup bringing K and V into ATT_DEEP_STAGES
+    /// stages, two consumer warpgroups each overlapping a chunk's P V with the next one's
+    /// softmax). With the pool's tensor map (TMA loads) it takes every launch: measured against
+    /// the two-CTA kernel (docs/PERF.md, session 19) it was level or faster at every batch and
+    /// context, most where splits are long (batch 8 at a 32k prefix 9.17 against 9.92 ms a step,
+    /// a 32k prefill 328 against 382 ms). Copying by cp.async, it takes a launch only where every
+    /// CTA has an SM to itself (batch 1 at any context, batch 16 at 1k). `CudaOptions::att_deep`
+    /// forces it either way.
     fn att_deep(&self, kernel: Kernel, ctas: usize) -> bool {
         let fits = self.wgmma && kernel == Kernel::BlockAttention;
-        fits && self.opts.att_deep.unwrap_or(ctas <= self.sm_count)
+        fits && self.opts.att_deep.unwrap_or(self.kv_map.is_some() || ctas <= self.sm_count)
+    }
+
+    /// CTAs of the attention an SM holds, as the key-split rule counts them: two on the two-CTA
+    /// wgmma path (head dim 128 on sm_90a) unless the deep kernel takes every launch there (its
+    /// TMA form, see [`Self::att_deep`]), one elsewhere.
+    fn att_resident(&self, kernel: Kernel) -> usize {
+        let two_cta = self.wgmma && kernel == Kernel::BlockAttention;
+        let all_deep = self.opts.att_deep.unwrap_or(self.kv_map.is_some());
+        if two_cta && !all_deep {
+            ATT_WGMMA_CTAS_PER_SM
+        } else {
+            ATT_CTAS_PER_SM
+        }
     }
 
     /// The pool as block_attention_deep's TMA reads it: a 3-D map of `[page x layer x k|v][page
@@ -372,10 +389,23 @@ impl CudaBackend {
             combine_warps: combine_warps(num_splits, d) as i32,
         };
         let grid = (s.shape.tiles as u32, nkv as u32, num_splits as u32);
-        self.k.launch_smem(kernel, grid, threads as u32, smem, &p)?;
+        // The deep kernel starts its CTAs (barriers, tile, page lookups) while
+        // qk_norm_rope_store, which just ran on this stream, finishes; the combine its while the
+        // deep kernel's last CTAs finish (programmatic dependents: each waits before reading).
+        let deep = kernel == Kernel::BlockAttentionDeep;
+        if deep {
+            self.k.launch_dependent(kernel, grid, threads as u32, smem, &p)?;
+        } else {
+            self.k.launch_smem(kernel, grid, threads as u32, smem, &p)?;
+        }
         if num_splits > 1 {
             let ctas = (rows * nh).div_ceil(ATT_COMBINE_WARPS / p.combine_warps as usize) as u32;
-            self.k.launch(Kernel::AttentionCombine, (ctas, 1, 1), (ATT_COMBINE_WARPS * WARP) as u32, &p)?;
+            let block = (ATT_COMBINE_WARPS * WARP) as u32;
+            if deep {
+                self.k.launch_dependent(Kernel::AttentionCombine, (ctas, 1, 1), block, 0, &p)?;
+            } else {
+                self.k.launch(Kernel::AttentionCombine, (ctas, 1, 1), block, &p)?;
+            }
         }
         Ok(())
     }
