@@ -49,7 +49,7 @@ __device__ __forceinline__ void route_partial_logits(const RouteParams& p, int t
                                                      float* bias) {
     constexpr int C = ROUTE_CLUSTER, ST = ROUTE_STAGES, LDS = GEMM_LDS, BK = GEMM_BK;
     const int tid = threadIdx.x, warp = tid / WARP, lane = tid % WARP;
-    const int E = p.experts, K = p.hidden;
+    const int E = p.sel.experts, K = p.hidden;
     auto xs = [&](int s) { return reinterpret_cast<bf16*>(raw + s * route_stage_bytes()); };
     auto ws = [&](int s) { return xs(s) + ROUTE_ROWS * LDS; };
     // This CTA's chunks: a contiguous run of them, so that it reads whole 128-byte pieces of each
@@ -91,7 +91,7 @@ __device__ __forceinline__ void route_partial_logits(const RouteParams& p, int t
     // weights and the bias (a row's selection reads it; a global load there waited out a DRAM
     // latency a register) are requested before pdl_wait, the rows after. The first commit group
     // holds all of those weights, so the pipeline's waits below stay conservative.
-    for (int c = tid; c < E / 4; c += ROUTE_THREADS) cp_async16(bias + 4 * c, p.bias + 4 * c, true);
+    for (int c = tid; c < E / 4; c += ROUTE_THREADS) cp_async16(bias + 4 * c, p.sel.bias + 4 * c, true);
 #pragma unroll
     for (int s = 0; s < ST - 1; s++)
         if (s < mine) load_w(s, s);
@@ -161,7 +161,7 @@ __device__ __forceinline__ void route_select_warp(const RouteParams& p, const fl
                                                   float& my_s, float& sum) {
     constexpr int J = ROUTE_MAX_E / WARP;
     const int lane = threadIdx.x % WARP;
-    const int E = p.experts, gsize = E / p.n_group, gshift = __ffs(gsize) - 1;  // gsize: a power of two
+    const int E = p.sel.experts, gsize = E / p.sel.n_group, gshift = __ffs(gsize) - 1;  // gsize: a power of two
     float s[J], b[J];
     // (__frcp_rn: 1 / x correctly rounded, as 1.f / x, without the division's slow-path branch
     // between the registers' chains.)
@@ -195,14 +195,14 @@ __device__ __forceinline__ void route_select_warp(const RouteParams& p, const fl
         if (e < E && (e & (gsize - 1)) == 0) sw.gscore[e >> gshift] = a1[j] + a2[j];
     }
     __syncwarp();
-    for (int g = lane; g < p.n_group; g += WARP) {
+    for (int g = lane; g < p.sel.n_group; g += WARP) {
         const uint32_t mine = order_key(sw.gscore[g]);
         int rank = 0;
-        for (int o = 0; o < p.n_group; o++) {
+        for (int o = 0; o < p.sel.n_group; o++) {
             const uint32_t k = order_key(sw.gscore[o]);
             rank += k > mine || (k == mine && o < g);
         }
-        sw.kept[g] = rank < p.topk_group;
+        sw.kept[g] = rank < p.sel.topk_group;
     }
     __syncwarp();
     uint32_t key[J];  // 0: not a candidate (below every float's key but a negative NaN's)
@@ -214,7 +214,7 @@ __device__ __forceinline__ void route_select_warp(const RouteParams& p, const fl
     my_id = 0;
     my_s = 0.f;
     sum = 0.f;
-    for (int k = 0; k < p.topk; k++) {
+    for (int k = 0; k < p.sel.topk; k++) {
         uint32_t best = 0u;
         int bj = 0;
 #pragma unroll
@@ -250,9 +250,9 @@ extern "C" __global__ void __cluster_dims__(ROUTE_CLUSTER, 1, 1) __launch_bounds
     __shared__ RouteShared sh;
     cg::cluster_group cluster = cg::this_cluster();
     const int rank = (int)cluster.block_rank(), tid = threadIdx.x;
-    const int t0 = (blockIdx.x / C) * ROUTE_ROWS, rows = min(ROUTE_ROWS, p.tokens - t0);
-    const int E = p.experts, picks = p.topk + (p.shared_expert >= 0);
-    const int n_experts = E + (p.shared_expert >= 0);  // the permute's experts
+    const int t0 = (blockIdx.x / C) * ROUTE_ROWS, rows = min(ROUTE_ROWS, p.sel.tokens - t0);
+    const int E = p.sel.experts, picks = p.sel.topk + (p.sel.shared_expert >= 0);
+    const int n_experts = E + (p.sel.shared_expert >= 0);  // the permute's experts
     const bool permute = p.slot_token != nullptr;
     float* part = reinterpret_cast<float*>(raw + ROUTE_STAGES * route_stage_bytes());
     if (permute && rank == 0)
@@ -273,7 +273,8 @@ extern "C" __global__ void __cluster_dims__(ROUTE_CLUSTER, 1, 1) __launch_bounds
 #pragma unroll
         for (int c = 1; c < C; c++) l += v[c];
         sh.logits[i][tid] = l;
-        p.logits[(size_t)(t0 + r) * E + tid] = l;
+        // The selection's input (const there) is this kernel's output.
+        const_cast<float*>(p.sel.logits)[(size_t)(t0 + r) * E + tid] = l;
     }
     __syncthreads();
     // Warp i selects row rank + i C.
@@ -284,18 +285,18 @@ extern "C" __global__ void __cluster_dims__(ROUTE_CLUSTER, 1, 1) __launch_bounds
         float sk, sum;
         route_select_warp(p, sh.logits[warp], sh.bias, sh.warp[warp], id, sk, sum);
         if (lane < picks) {
-            const bool shared = lane == p.topk;  // the shared expert, weight 1
-            const int e = shared ? p.shared_expert : id;
-            const float w = shared ? 1.f : sk / sum * p.scale;
+            const bool shared = lane == p.sel.topk;  // the shared expert, weight 1
+            const int e = shared ? p.sel.shared_expert : id;
+            const float w = shared ? 1.f : sk / sum * p.sel.scale;
             const size_t j = (size_t)t * picks + lane;
-            p.topk_ids[j] = e;
-            p.topk_w[j] = w;
+            p.sel.topk_ids[j] = e;
+            p.sel.topk_w[j] = w;
             if (permute) {
                 sh.mine_e[warp][lane] = e;
                 sh.mine_pos[warp][lane] = atomicAdd(cluster.map_shared_rank(&sh.counts[e], 0), 1);
                 sh.mine_w[warp][lane] = w;
-            } else if (p.counts != nullptr) {
-                p.pick_pos[j] = atomicAdd(&p.counts[e], 1);
+            } else if (p.sel.counts != nullptr) {
+                p.sel.pick_pos[j] = atomicAdd(&p.sel.counts[e], 1);
             }
         }
     }

@@ -411,22 +411,12 @@ struct RouterBlockParams {
 // in the cluster's shared memory (counts and pick_pos are then unused); otherwise, with counts
 // set, it counts for moe_permute as moe_router_select does.
 struct RouteParams {
+    // The selection's inputs and outputs, as moe_router_select takes them; `logits` is written
+    // here (the kernel's own product of x and w).
+    RouterParams sel;
     DEV_PTR(const bf16) x;
     DEV_PTR(const bf16) w;
-    DEV_PTR(const float) bias;
-    DEV_PTR(float) logits;  // [tokens][experts], written
-    DEV_PTR(int32_t) topk_ids;
-    DEV_PTR(float) topk_w;
-    int32_t tokens;
     int32_t hidden;
-    int32_t experts;
-    int32_t topk;
-    int32_t n_group;
-    int32_t topk_group;
-    float scale;
-    int32_t shared_expert;  // as RouterParams::shared_expert
-    DEV_PTR(int32_t) counts;
-    DEV_PTR(int32_t) pick_pos;
     // One cluster: PermuteParams' outputs (its experts: experts, + 1 with the shared expert).
     DEV_PTR(int32_t) slot_token;
     DEV_PTR(float) slot_weight;

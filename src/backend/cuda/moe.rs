@@ -256,11 +256,34 @@ impl CudaBackend {
         }
         let ids = self.k.alloc::<i32>(rows * picks, "router ids")?;
         let wts = self.alloc_f32(rows * picks, "router weights")?;
-        let p = RouterParams {
-            logits: self.p(&logits),
+        let p = self.selection_params(m, &logits, &ids, &wts, rows, shared_expert, counts);
+        if rows > 0 {
+            let ctas = rows.div_ceil(ROUTER_SELECT_WARPS) as u32;
+            self.k.launch(Kernel::MoeRouterSelect, (ctas, 1, 1), (ROUTER_SELECT_WARPS * WARP) as u32, &p)?;
+        }
+        Ok(RouterOut { ids, wts, logits, pool_ids: None })
+    }
+
+    /// The top-k selection's parameters over `rows` rows of f32 `logits` (moe_router_select
+    /// reads them; moe_route writes them first): the model's grouped top-k, its outputs `ids`
+    /// and `wts`, and with `counts` each expert's pick count and each pick's place among them.
+    #[allow(clippy::too_many_arguments)]
+    fn selection_params(
+        &self,
+        m: &MoeWeights,
+        logits: &CudaSlice<f32>,
+        ids: &CudaSlice<i32>,
+        wts: &CudaSlice<f32>,
+        rows: usize,
+        shared_expert: Option<usize>,
+        counts: Option<&PickCounts>,
+    ) -> RouterParams {
+        let c = &self.cfg;
+        RouterParams {
+            logits: self.p(logits),
             bias: self.p(&m.bias),
-            topk_ids: self.p(&ids),
-            topk_w: self.p(&wts),
+            topk_ids: self.p(ids),
+            topk_w: self.p(wts),
             tokens: rows as i32,
             experts: c.num_experts as i32,
             topk: c.num_experts_per_tok as i32,
@@ -270,12 +293,7 @@ impl CudaBackend {
             shared_expert: shared_expert.map_or(-1, |e| e as i32),
             counts: counts.map_or(0, |c| self.p(&c.counts)),
             pick_pos: counts.map_or(0, |c| self.p(&c.pick_pos)),
-        };
-        if rows > 0 {
-            let ctas = rows.div_ceil(ROUTER_SELECT_WARPS) as u32;
-            self.k.launch(Kernel::MoeRouterSelect, (ctas, 1, 1), (ROUTER_SELECT_WARPS * WARP) as u32, &p)?;
         }
-        Ok(RouterOut { ids, wts, logits, pool_ids: None })
     }
 
     /// Whether moe_route takes the router of `rows` rows: by default at one cluster's rows
@@ -305,22 +323,10 @@ impl CudaBackend {
         let ids = self.k.alloc::<i32>(rows * picks, "router ids")?;
         let wts = self.alloc_f32(rows * picks, "router weights")?;
         let mut p = RouteParams {
+            sel: self.selection_params(m, &logits, &ids, &wts, rows, shared_expert, counts),
             x: self.p(x),
             w: self.p(&m.router),
-            bias: self.p(&m.bias),
-            logits: self.p(&logits),
-            topk_ids: self.p(&ids),
-            topk_w: self.p(&wts),
-            tokens: rows as i32,
             hidden: c.hidden_size as i32,
-            experts: c.num_experts as i32,
-            topk: c.num_experts_per_tok as i32,
-            n_group: c.n_group as i32,
-            topk_group: c.topk_group as i32,
-            scale: c.routed_scaling_factor,
-            shared_expert: shared_expert.map_or(-1, |e| e as i32),
-            counts: counts.map_or(0, |c| self.p(&c.counts)),
-            pick_pos: counts.map_or(0, |c| self.p(&c.pick_pos)),
             ..Default::default()
         };
         if let Some((out, tile_m)) = permute {
