@@ -3,6 +3,7 @@
 // of items (expert, first slot, rows <= tile_m).
 // moe_combine: y[t] (+)= sum over k (in k order) of the weighted expert rows of token t.
 #include "common.cuh"
+#include "moe_items.cuh"
 
 // A CTA takes COMBINE_THREADS x COMBINE_COLS columns of one token, a thread COMBINE_COLS of
 // them (one 16-byte load of bf16 a slot), with COMBINE_K_UNROLL of its k slot loads issued
@@ -56,39 +57,15 @@ extern "C" __global__ void __launch_bounds__(COMBINE_THREADS) moe_combine(const 
 // ---------------------------------------------------------------------------------------------
 extern "C" __global__ void __launch_bounds__(PERMUTE_THREADS, 1) moe_permute(const PermuteParams p) {
     __shared__ int offset[PERMUTE_MAX_E];
-    __shared__ int wsum_c[WARP], wsum_i[WARP];
-    const int tid = threadIdx.x, lane = tid % WARP, w = tid / WARP;
+    __shared__ int wsum_c[PERMUTE_THREADS / WARP], wsum_i[PERMUTE_THREADS / WARP];
+    const int tid = threadIdx.x;
     const int n = p.tokens * p.topk;
 
-    // Exclusive scan over experts (experts <= blockDim.x = 1024, checked on the host).
-    const int c = tid < p.experts ? p.counts[tid] : 0;
-    const int it = (c + p.tile_m - 1) / p.tile_m;
-    int sc = c, si = it;  // inclusive within the warp
-    warp_scan2(sc, si);
-    if (lane == WARP - 1) {
-        wsum_c[w] = sc;
-        wsum_i[w] = si;
-    }
-    __syncthreads();
-    if (w == 0) {  // inclusive scan of the 32 warp totals
-        int a = wsum_c[lane], b = wsum_i[lane];
-        warp_scan2(a, b);
-        wsum_c[lane] = a;
-        wsum_i[lane] = b;
-    }
-    __syncthreads();
-    const int off = (w > 0 ? wsum_c[w - 1] : 0) + sc - c;
-    const int ioff = (w > 0 ? wsum_i[w - 1] : 0) + si - it;
-    if (tid < p.experts) {
-        offset[tid] = off;
-        if (blockIdx.x == 0)
-            for (int r = 0; r < it; r++) {
-                p.items[3 * (ioff + r)] = tid;
-                p.items[3 * (ioff + r) + 1] = off + r * p.tile_m;
-                p.items[3 * (ioff + r) + 2] = min(p.tile_m, c - r * p.tile_m);
-            }
-    }
-    if (blockIdx.x == 0 && tid == 0) *p.num_items = wsum_i[WARP - 1];
+    // Slot offsets over experts (experts <= blockDim.x = 1024, checked on the host); CTA 0 writes
+    // the work list.
+    const int c[1] = {tid < p.experts ? p.counts[tid] : 0};
+    const bool writer = blockIdx.x == 0;
+    expert_items<PERMUTE_THREADS, 1>(c, p.experts, p.tile_m, offset, writer ? p.items : nullptr, p.num_items, wsum_c, wsum_i);
     __syncthreads();
 
     // Fill. The order of an expert's slots follows the router's atomics, so it varies from run

@@ -4,6 +4,7 @@
 // backend::cpu::route (the picks), as moe_router.cu's.
 #include "common.cuh"
 #include "cp_async.cuh"
+#include "moe_items.cuh"
 #include "stream.cuh"
 #include <cooperative_groups.h>
 
@@ -306,43 +307,15 @@ extern "C" __global__ void __cluster_dims__(ROUTE_CLUSTER, 1, 1) __launch_bounds
     }
     cluster.sync();  // every pick is counted
     if (rank == 0) {
-        // Exclusive scans of the picks and of the items per expert (2 experts a thread), the
-        // work list in expert order, as moe_permute.
-        const int w = warp;
-        int c[2], it[2];
+        // Slot offsets and the work list, as moe_permute (2 experts a thread).
+        constexpr int PER_THREAD = (ROUTE_MAX_E + 1 + ROUTE_THREADS - 1) / ROUTE_THREADS;
+        int c[PER_THREAD];
 #pragma unroll
-        for (int u = 0; u < 2; u++) {
-            const int e = 2 * tid + u;
+        for (int u = 0; u < PER_THREAD; u++) {
+            const int e = PER_THREAD * tid + u;
             c[u] = e < n_experts ? sh.counts[e] : 0;
-            it[u] = (c[u] + p.tile_m - 1) / p.tile_m;
         }
-        int sc = c[0] + c[1], si = it[0] + it[1];
-        warp_scan2(sc, si);
-        if (lane == WARP - 1) {
-            sh.scan_c[w] = sc;
-            sh.scan_i[w] = si;
-        }
-        __syncthreads();
-        int oc = sc - c[0] - c[1], oi = si - it[0] - it[1];
-        for (int o = 0; o < w; o++) {
-            oc += sh.scan_c[o];
-            oi += sh.scan_i[o];
-        }
-#pragma unroll
-        for (int u = 0; u < 2; u++) {
-            const int e = 2 * tid + u;
-            if (e < n_experts) {
-                sh.offset[e] = oc;
-                for (int q = 0; q < it[u]; q++) {
-                    p.items[3 * (oi + q)] = e;
-                    p.items[3 * (oi + q) + 1] = oc + q * p.tile_m;
-                    p.items[3 * (oi + q) + 2] = min(p.tile_m, c[u] - q * p.tile_m);
-                }
-            }
-            oc += c[u];
-            oi += it[u];
-        }
-        if (tid == ROUTE_THREADS - 1) *p.num_items = oi;
+        expert_items<ROUTE_THREADS, PER_THREAD>(c, n_experts, p.tile_m, sh.offset, p.items, p.num_items, sh.scan_c, sh.scan_i);
     }
     cluster.sync();  // the offsets are out
     const int* offset0 = cluster.map_shared_rank(sh.offset, 0);

@@ -1,0 +1,64 @@
+// The grouped GEMMs' work list from the router's per-expert pick counts, as moe_permute and
+// moe_route (one cluster's rows) both write it: expert e's picks take slots offset[e]..
+// (experts in order), and its rows go in items of at most tile_m rows, [expert, first slot,
+// rows] each, in expert order.
+#pragma once
+#include "common.cuh"
+
+// One CTA of THREADS threads (at most 32 warps), thread i holding the counts of experts
+// PER i .. PER i + PER - 1 in `c` (0 past the last expert): exclusive scans of the slots and of
+// the items over the experts (warp scans, then one warp's scan of the warp totals in `wsum_c` /
+// `wsum_i`, shared arrays of THREADS / WARP). Writes offset[e] (shared or global) for e <
+// experts, and with `items` non-null the work list and its length. Every thread of the CTA calls
+// it (it holds two CTA barriers).
+template <int THREADS, int PER>
+__device__ __forceinline__ void expert_items(const int (&c)[PER], int experts, int tile_m, int* offset, int* items, int* num_items, int* wsum_c,
+                                             int* wsum_i) {
+    static_assert(THREADS % WARP == 0 && THREADS / WARP <= WARP, "one warp scans the warp totals");
+    constexpr int WARPS = THREADS / WARP;
+    const int tid = threadIdx.x, lane = tid % WARP, w = tid / WARP;
+    int it[PER], sc = 0, si = 0;
+#pragma unroll
+    for (int u = 0; u < PER; u++) {
+        it[u] = (c[u] + tile_m - 1) / tile_m;
+        sc += c[u];
+        si += it[u];
+    }
+    warp_scan2(sc, si);  // inclusive within the warp
+    if (lane == WARP - 1) {
+        wsum_c[w] = sc;
+        wsum_i[w] = si;
+    }
+    __syncthreads();
+    if (w == 0) {  // inclusive scan of the warp totals
+        int a = lane < WARPS ? wsum_c[lane] : 0, b = lane < WARPS ? wsum_i[lane] : 0;
+        warp_scan2(a, b);
+        if (lane < WARPS) {
+            wsum_c[lane] = a;
+            wsum_i[lane] = b;
+        }
+    }
+    __syncthreads();
+    int oc = (w > 0 ? wsum_c[w - 1] : 0) + sc, oi = (w > 0 ? wsum_i[w - 1] : 0) + si;
+#pragma unroll
+    for (int u = 0; u < PER; u++) {  // back to this thread's first expert
+        oc -= c[u];
+        oi -= it[u];
+    }
+#pragma unroll
+    for (int u = 0; u < PER; u++) {
+        const int e = PER * tid + u;
+        if (e < experts) {
+            offset[e] = oc;
+            if (items != nullptr)
+                for (int q = 0; q < it[u]; q++) {
+                    items[3 * (oi + q)] = e;
+                    items[3 * (oi + q) + 1] = oc + q * tile_m;
+                    items[3 * (oi + q) + 2] = min(tile_m, c[u] - q * tile_m);
+                }
+        }
+        oc += c[u];
+        oi += it[u];
+    }
+    if (items != nullptr && tid == 0) *num_items = wsum_i[WARPS - 1];
+}
