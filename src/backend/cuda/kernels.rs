@@ -292,11 +292,10 @@ impl Kernels {
 
     /// [`Kernels::launch_smem`], profiled under `name` (one kernel serving several projections).
     pub fn launch_as<P: DeviceRepr>(&self, kernel: Kernel, name: &str, grid: (u32, u32, u32), block: u32, smem: u32, p: &P) -> Result<()> {
-        let f = &self.fns[kernel as usize];
-        if grid.0 == 0 || grid.1 == 0 || grid.2 == 0 {
+        if !self.ready(kernel, grid, smem)? {
             return Ok(());
         }
-        self.allow_smem(kernel, smem)?;
+        let f = &self.fns[kernel as usize];
         let cfg = LaunchConfig { grid_dim: grid, block_dim: (block, 1, 1), shared_mem_bytes: smem };
         let t0 = self.prof_start();
         let mut b = self.current().launch_builder(f);
@@ -321,10 +320,9 @@ impl Kernels {
         if self.prof.is_some() || self.sync_each {
             return self.launch_smem(kernel, grid, block, smem, p);
         }
-        if grid.0 == 0 || grid.1 == 0 || grid.2 == 0 {
+        if !self.ready(kernel, grid, smem)? {
             return Ok(());
         }
-        self.allow_smem(kernel, smem)?;
         let f = &self.fns[kernel as usize];
         let stream = self.current();
         stream.context().bind_to_thread().map_err(CudaError::driver(|| "binding the CUDA context".into()))?;
@@ -352,6 +350,16 @@ impl Kernels {
             .result()
             .map_err(|cause| CudaError::Launch { kernel, cause })?;
         Ok(())
+    }
+
+    /// What every launch path does first: false for an empty grid (nothing to launch), else the
+    /// kernel's shared-memory limit raised to `smem` (see [`Self::allow_smem`]).
+    fn ready(&self, kernel: Kernel, grid: (u32, u32, u32), smem: u32) -> Result<bool> {
+        if grid.0 == 0 || grid.1 == 0 || grid.2 == 0 {
+            return Ok(false);
+        }
+        self.allow_smem(kernel, smem)?;
+        Ok(true)
     }
 
     /// Above the default 48 KiB of a kernel's shared memory (static and dynamic together) its
