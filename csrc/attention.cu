@@ -800,8 +800,8 @@ extern "C" __global__ void __launch_bounds__(ATT_THREADS, ATT_CTAS_PER_SM) block
 // ATT_COMBINE_WARPS) share an output row (token t, query head h), ATT_COMBINE_WARPS /
 // combine_warps rows a CTA. Split s holds token t's rows iff s * split_keys < limit(t).
 // - Each warp reduces the row's (m, l) over its splits to the global max M and sum L (m in log2
-//   units) in one pass: a lane merges the splits lane, lane + 32, .. as it loads them, then the
-//   lanes merge by shuffles.
+//   units): lane i loads split i's (m, l) once (one 8-byte load), then a max and a sum over the
+//   warp.
 // - Warp j of the row's group sums splits j, j + combine_warps, .. of O, weighted by
 //   2^(m_s - M), each lane 4 columns a 16-byte load, 8 splits' loads in flight; the group's
 //   sums meet in shared memory in warp order and the first warp writes O / L.
@@ -809,12 +809,6 @@ extern "C" __global__ void __launch_bounds__(ATT_THREADS, ATT_CTAS_PER_SM) block
 // 33 splits, 512 rows): a warp a row there held 4 loads in flight and 64 CTAs, ~11 us a call
 // (docs/PERF.md, session 19). A head dim that is not a multiple of 4 takes one warp a row and a
 // column a lane.
-__device__ __forceinline__ void combine_ml(float& m, float& l, float om, float ol) {
-    const float nm = fmaxf(m, om);
-    if (nm == -INFINITY) return;  // neither holds a split yet
-    l = l * exp2f(m - nm) + ol * exp2f(om - nm);
-    m = nm;
-}
 extern "C" __global__ void __launch_bounds__(ATT_COMBINE_WARPS * WARP) attention_combine(const AttnParams p) {
     __shared__ float4 sums[ATT_COMBINE_WARPS][WARP];
     const int lane = threadIdx.x % WARP, w = threadIdx.x / WARP, d = p.d;
@@ -832,15 +826,14 @@ extern "C" __global__ void __launch_bounds__(ATT_COMBINE_WARPS * WARP) attention
     // Launched as a programmatic dependent of block_attention_deep: the partials are its.
     pdl_wait();
     if (live) {
-        for (int s = lane; s < ns; s += WARP) {
-            const float2 v = *reinterpret_cast<const float2*>(ml + s * stride * 2);
-            combine_ml(mm, ll, v.x, v.y);
-        }
-#pragma unroll
-        for (int o = WARP / 2; o > 0; o /= 2) {
-            const float om = __shfl_xor_sync(0xffffffffu, mm, o), ol = __shfl_xor_sync(0xffffffffu, ll, o);
-            combine_ml(mm, ll, om, ol);
-        }
+        // Split `lane`'s (m, l) stays in registers; the splits past 32 are read again (from L1).
+        const float2 v = lane < ns ? *reinterpret_cast<const float2*>(ml + lane * stride * 2) : make_float2(-INFINITY, 0.f);
+        float mx = v.x;
+        for (int s = lane + WARP; s < ns; s += WARP) mx = fmaxf(mx, ml[s * stride * 2]);
+        mm = warp_max(mx);
+        ll = lane < ns ? v.y * exp2f(v.x - mm) : 0.f;
+        for (int s = lane + WARP; s < ns; s += WARP) ll += ml[s * stride * 2 + 1] * exp2f(ml[s * stride * 2] - mm);
+        ll = warp_sum(ll);
     }
     const float inv = 1.f / ll;
     const float* acc = p.part_acc + (live ? row : 0) * d;
