@@ -220,6 +220,7 @@ impl CudaBackend {
             }
         }
         let max_limit = tok_limit.iter().copied().max().unwrap_or(0) as usize;
+        let tiles = longest_first(&tiles, &tok_limit);
         let num_tiles = tiles.len() / 2;
         let (kc, _, kernel) = att_kernel(c.head_dim());
         // CTAs an SM holds (att_resident). A measuring override (`dllm bench --att-ctas-per-sm`)
@@ -411,6 +412,17 @@ impl CudaBackend {
     }
 }
 
+/// The query tiles `[first token, tokens]*` ordered by the keys they walk, most first (stable):
+/// the GPU starts CTAs in grid order, tiles fastest, so a prefill's long tiles (a causal prompt's
+/// last blocks see 32 times the keys of its first) start in the first waves and its short ones
+/// fill the last, instead of its longest ending the kernel alone (longest processing time
+/// first). A tile's keys are its last token's limit (limits do not fall within a run).
+fn longest_first(tiles: &[i32], tok_limit: &[i32]) -> Vec<i32> {
+    let mut order: Vec<&[i32]> = tiles.chunks_exact(2).collect();
+    order.sort_by_key(|t| std::cmp::Reverse(tok_limit[(t[0] + t[1] - 1) as usize]));
+    order.concat()
+}
+
 /// attention_combine's warps an output row: about 8 splits a warp, so a row's loads are in flight
 /// at once (a power of two up to ATT_COMBINE_WARPS; one where the head dim is not a multiple of
 /// 4, which the kernel's column-a-lane path needs).
@@ -458,6 +470,14 @@ mod tests {
         assert_eq!(att_kernel(16).2, Kernel::BlockAttentionD64);
         assert_eq!(att_kernel(128).2, Kernel::BlockAttention);
         assert_eq!(att_kernel(144).2, Kernel::BlockAttentionD256);
+    }
+
+    #[test]
+    fn tiles_go_longest_first() {
+        // Two runs: tokens 0..4 (limits 2, 2, 4, 4) in tiles of 2, tokens 4..7 (limits 9, 9, 9).
+        let tiles = [0, 2, 2, 2, 4, 2, 6, 1];
+        let limits = [2, 2, 4, 4, 9, 9, 9];
+        assert_eq!(longest_first(&tiles, &limits), vec![4, 2, 6, 1, 2, 2, 0, 2]);
     }
 
     #[test]
