@@ -335,8 +335,9 @@ impl CudaBackend {
     pub(super) fn kv_tensor_map(&self) -> Result<Option<(CudaSlice<u8>, usize)>> {
         let c = &self.cfg;
         let ps = self.pool.page_size;
-        let usable = self.wgmma && att_kernel(c.head_dim()).2 == Kernel::BlockAttention && c.head_dim() == 128;
-        if !usable || !self.opts.att_tma.unwrap_or(true) || !ps.is_power_of_two() || ps < ATT_TMA_MIN_BOX_ROWS {
+        // The deep kernel's shape (head dim 128 on sm_90a), TMA not turned off; then pages that box.
+        let usable = self.wgmma && c.head_dim() == 128 && self.opts.att_tma.unwrap_or(true);
+        if !usable || !ps.is_power_of_two() || ps < ATT_TMA_MIN_BOX_ROWS {
             return Ok(None);
         }
         let row = c.num_key_value_heads * c.head_dim();
@@ -394,19 +395,17 @@ impl CudaBackend {
         // qk_norm_rope_store, which just ran on this stream, finishes; the combine its while the
         // deep kernel's last CTAs finish (programmatic dependents: each waits before reading).
         let deep = kernel == Kernel::BlockAttentionDeep;
-        if deep {
-            self.k.launch_dependent(kernel, grid, threads as u32, smem, &p)?;
-        } else {
-            self.k.launch_smem(kernel, grid, threads as u32, smem, &p)?;
-        }
+        let launch = |kernel, grid, block, smem| {
+            if deep {
+                self.k.launch_dependent(kernel, grid, block, smem, &p)
+            } else {
+                self.k.launch_smem(kernel, grid, block, smem, &p)
+            }
+        };
+        launch(kernel, grid, threads as u32, smem)?;
         if num_splits > 1 {
             let ctas = (rows * nh).div_ceil(ATT_COMBINE_WARPS / p.combine_warps as usize) as u32;
-            let block = (ATT_COMBINE_WARPS * WARP) as u32;
-            if deep {
-                self.k.launch_dependent(Kernel::AttentionCombine, (ctas, 1, 1), block, 0, &p)?;
-            } else {
-                self.k.launch(Kernel::AttentionCombine, (ctas, 1, 1), block, &p)?;
-            }
+            launch(Kernel::AttentionCombine, (ctas, 1, 1), (ATT_COMBINE_WARPS * WARP) as u32, 0)?;
         }
         Ok(())
     }
