@@ -1,7 +1,7 @@
 // Token <-> expert-slot maps for the grouped GEMMs, and the deterministic combine back.
 // moe_permute: the (token, k) picks sorted by expert from the router's counts, and the work list
 // of items (expert, first slot, rows <= tile_m).
-// moe_combine: y[t] (+)= sum over k (in k order) of the weighted expert rows of token t.
+// moe_combine: y[t] = sum over k (in k order) of the weighted expert rows of token t (+ base[t]).
 #include "common.cuh"
 #include "moe_items.cuh"
 
@@ -33,15 +33,16 @@ extern "C" __global__ void __launch_bounds__(COMBINE_THREADS) moe_combine(const 
         }
     }
     float4* y = reinterpret_cast<float4*>(p.y + (size_t)t * p.hidden + c);
+    const float4* base = p.base ? reinterpret_cast<const float4*>(p.base + (size_t)t * p.hidden + c) : nullptr;
 #pragma unroll
     for (int h = 0; h < 2; h++) {
         float4 o = make_float4(r[4 * h], r[4 * h + 1], r[4 * h + 2], r[4 * h + 3]);
-        if (p.add) {
-            const float4 was = y[h];
-            o.x += was.x;
-            o.y += was.y;
-            o.z += was.z;
-            o.w += was.w;
+        if (base) {
+            const float4 b = base[h];
+            o.x += b.x;
+            o.y += b.y;
+            o.z += b.z;
+            o.w += b.w;
         }
         y[h] = o;
     }

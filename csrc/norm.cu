@@ -1,4 +1,5 @@
 // RMSNorm fused with the residual add: x += delta; out = bf16(x / rms(x) * w). One CTA per row.
+// add_moe_rms_norm (below): the same, delta summed from a MoE layer's expert slots on the way.
 // CPU twin: backend::cpu::rms_norm_row.
 #include "common.cuh"
 
@@ -49,4 +50,126 @@ extern "C" __global__ void __launch_bounds__(NORM_THREADS) add_rms_norm(const No
         if (c < p.cols) o[c] = f2bf(v[u] * inv * wv[u]);
     }
     for (int c = threadIdx.x + NORM_CACHE * NORM_THREADS; c < p.cols; c += NORM_THREADS) o[c] = f2bf(x[c] * inv * p.w[c]);
+}
+
+// add_rms_norm whose delta is a MoE layer's output still in its expert slots: moe_combine fused
+// into the next layer's input norm, so the combined rows make no round trip through memory (an
+// f32 row written and read again, and a launch: ~8 us a layer at batch 1). Per row, delta is the
+// token's topk weighted slot rows summed in k order, plus the shared expert's y where p.delta is
+// given, in moe_combine's order of operations; then x += delta, out = bf16(x / rms(x) * w) as in
+// add_rms_norm. A thread takes groups of MOE_NORM_COLS columns (one 16-byte bf16 load a slot):
+// group t, t + NORM_THREADS, ...; the first NORM_CACHE / MOE_NORM_COLS stay in registers between
+// the two passes. The host checks cols % MOE_NORM_COLS == 0 (a model's hidden size, at load).
+
+// v = x + delta for the group of columns from c; x is left as it was.
+__device__ __forceinline__ void moe_norm_group(const NormParams& p, const float* x, const float* dl, const int32_t* slots, int c,
+                                               float (&v)[MOE_NORM_COLS]) {
+    float s[MOE_NORM_COLS] = {};
+    for (int k0 = 0; k0 < p.topk; k0 += COMBINE_K_UNROLL) {
+#pragma unroll
+        for (int u = 0; u < COMBINE_K_UNROLL; u++) {
+            if (k0 + u < p.topk) {
+                const uint4 q = *reinterpret_cast<const uint4*>(p.slot_out + (size_t)slots[k0 + u] * p.cols + c);
+                const __nv_bfloat162* b = reinterpret_cast<const __nv_bfloat162*>(&q);
+#pragma unroll
+                for (int i = 0; i < MOE_NORM_COLS / 2; i++) {
+                    const float2 f = __bfloat1622float2(b[i]);
+                    s[2 * i] += f.x;
+                    s[2 * i + 1] += f.y;
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int h = 0; h < MOE_NORM_COLS / 4; h++) {
+        const float4 xv = reinterpret_cast<const float4*>(x + c)[h];
+        float4 d = make_float4(s[4 * h], s[4 * h + 1], s[4 * h + 2], s[4 * h + 3]);
+        if (dl) {
+            const float4 y = reinterpret_cast<const float4*>(dl + c)[h];
+            d.x += y.x;
+            d.y += y.y;
+            d.z += y.z;
+            d.w += y.w;
+        }
+        v[4 * h] = xv.x + d.x;
+        v[4 * h + 1] = xv.y + d.y;
+        v[4 * h + 2] = xv.z + d.z;
+        v[4 * h + 3] = xv.w + d.w;
+    }
+}
+
+__device__ __forceinline__ void store_group_f32(float* dst, const float (&v)[MOE_NORM_COLS]) {
+#pragma unroll
+    for (int h = 0; h < MOE_NORM_COLS / 4; h++) reinterpret_cast<float4*>(dst)[h] = make_float4(v[4 * h], v[4 * h + 1], v[4 * h + 2], v[4 * h + 3]);
+}
+
+// bf16(v * inv * w) of a group, one 16-byte store.
+__device__ __forceinline__ void store_group_normed(bf16* dst, const float (&v)[MOE_NORM_COLS], float inv, const float* w) {
+    static_assert(MOE_NORM_COLS == 8, "a group's output is one uint4 of bf16");
+    uint32_t o[MOE_NORM_COLS / 2];
+#pragma unroll
+    for (int i = 0; i < MOE_NORM_COLS / 2; i++) {
+        const __nv_bfloat162 b = __halves2bfloat162(f2bf(v[2 * i] * inv * w[2 * i]), f2bf(v[2 * i + 1] * inv * w[2 * i + 1]));
+        memcpy(&o[i], &b, sizeof(b));  // a register move
+    }
+    *reinterpret_cast<uint4*>(dst) = make_uint4(o[0], o[1], o[2], o[3]);
+}
+
+extern "C" __global__ void __launch_bounds__(NORM_THREADS) add_moe_rms_norm(const NormParams p) {
+    constexpr int G = MOE_NORM_COLS, CG = NORM_CACHE / MOE_NORM_COLS;
+    __shared__ float scratch[32];
+    pdl_release();  // as add_rms_norm: a dependent may start its weight loads
+    const int r = blockIdx.x, groups = p.cols / G;
+    float* x = p.x + (size_t)r * p.cols;
+    const float* dl = p.delta ? p.delta + (size_t)r * p.cols : nullptr;
+    const int32_t* slots = p.tok_slot + (size_t)r * p.topk;
+    float v[CG][G], wv[CG][G];
+    float ss = 0.f;
+#pragma unroll
+    for (int u = 0; u < CG; u++) {
+        const int g = threadIdx.x + u * NORM_THREADS;
+        if (g < groups) {
+#pragma unroll
+            for (int h = 0; h < G / 4; h++) {
+                const float4 w = reinterpret_cast<const float4*>(p.w + g * G)[h];
+                wv[u][4 * h] = w.x;
+                wv[u][4 * h + 1] = w.y;
+                wv[u][4 * h + 2] = w.z;
+                wv[u][4 * h + 3] = w.w;
+            }
+            moe_norm_group(p, x, dl, slots, g * G, v[u]);
+        }
+    }
+#pragma unroll
+    for (int u = 0; u < CG; u++) {
+        const int g = threadIdx.x + u * NORM_THREADS;
+        if (g < groups) {
+            store_group_f32(x + g * G, v[u]);
+#pragma unroll
+            for (int j = 0; j < G; j++) ss += v[u][j] * v[u][j];
+        }
+    }
+    for (int g = threadIdx.x + CG * NORM_THREADS; g < groups; g += NORM_THREADS) {
+        float t[G];
+        moe_norm_group(p, x, dl, slots, g * G, t);
+        store_group_f32(x + g * G, t);
+#pragma unroll
+        for (int j = 0; j < G; j++) ss += t[j] * t[j];
+    }
+    const float inv = rsqrtf(block_sum(ss, scratch) / p.cols + p.eps);
+    bf16* o = p.out + (size_t)r * p.cols;
+#pragma unroll
+    for (int u = 0; u < CG; u++) {
+        const int g = threadIdx.x + u * NORM_THREADS;
+        if (g < groups) store_group_normed(o + g * G, v[u], inv, wv[u]);
+    }
+    for (int g = threadIdx.x + CG * NORM_THREADS; g < groups; g += NORM_THREADS) {
+        float t[G], w[G];
+#pragma unroll
+        for (int j = 0; j < G; j++) {
+            t[j] = x[g * G + j];
+            w[j] = p.w[g * G + j];
+        }
+        store_group_normed(o + g * G, t, inv, w);
+    }
 }

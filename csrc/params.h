@@ -123,6 +123,9 @@ typedef __nv_bfloat16 bf16;
 // norm.cu: threads a row, and the values a thread keeps in registers between its two passes.
 #define NORM_THREADS 256
 #define NORM_CACHE 16
+// add_moe_rms_norm: a thread's group of columns (one 16-byte load of bf16 a slot); a divisor of
+// NORM_CACHE and of every hidden size the CUDA backend loads.
+#define MOE_NORM_COLS 8
 
 // rope.cu: one warp per head at a time, ROPE_WARPS heads a CTA; head_dim up to ROPE_MAX_D.
 #define ROPE_WARPS 4
@@ -291,6 +294,11 @@ struct NormParams {
     int32_t rows;
     int32_t cols;
     float eps;
+    // add_moe_rms_norm only: the MoE layer's output still in its expert slots (moe_combine's
+    // slot_out and tok_slot, topk slots a token); delta, when given, is the shared expert's y.
+    int32_t topk;
+    DEV_PTR(const bf16) slot_out;
+    DEV_PTR(const int32_t) tok_slot;
 };
 
 // The paged KV cache of one layer as rope.cu and attention.cu see it (flashinfer's paged_kv_t
@@ -500,12 +508,12 @@ struct QuantizeFp8Params {
 #define COMBINE_COLS 8  // a thread's columns: one 16-byte load of bf16 a slot
 struct CombineParams {
     DEV_PTR(float) y;
+    DEV_PTR(const float) base;  // y = the sum + base (the shared expert's output), or the sum (null)
     DEV_PTR(const bf16) slot_out;
     DEV_PTR(const int32_t) tok_slot;
     int32_t tokens;
     int32_t topk;
     int32_t hidden;
-    int32_t add;  // 1: y += the sum (y holds the shared expert's output); 0: y = the sum
 };
 
 // dense_stream.cu: y = x w^T (f32_out) or act = bf16(silu(x w1^T) * (x w2^T)) (act_out, gated)

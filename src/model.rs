@@ -26,7 +26,8 @@ fn run_layers<B: Backend>(b: &mut B, cfg: &ModelConfig, batch: &StepBatch, last:
     let mut pending: Option<B::Act> = None; // the last sub-block's output, not yet added to x
     for l in 0..cfg.num_hidden_layers {
         let _l = crate::nvtx::range_fmt(format_args!("layer {l}"));
-        let h = b.add_rms_norm(&mut x, pending.as_ref(), Norm::Input(l))?;
+        // The last layer's output is dropped once added (a MoE layer's may hold its expert slots).
+        let h = b.add_rms_norm(&mut x, pending.take().as_ref(), Norm::Input(l))?;
         let attn = {
             let _a = crate::nvtx::range("attention");
             let qkv = b.linear(&h, Linear::Qkv(l))?;

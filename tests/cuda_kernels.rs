@@ -173,6 +173,15 @@ mod cuda {
             let (a, b) = (p.cpu.ffn(&hc, l, &fb).unwrap(), p.gpu.ffn(&hg, l, &fb).unwrap());
             let what = if c.is_moe_layer(l) { "moe ffn" } else { "dense mlp" };
             check(&format!("{what} (layer {l})"), &p.gpu.act_to_f32(&b).unwrap(), &a.data, 1e-2);
+            // The next layer's input norm takes the output as it is (a MoE layer's uncombined
+            // slots: add_moe_rms_norm), and the residual it writes holds the sum.
+            let (mut xc, mut xg) = (mat(rows, h, x.clone()), p.gpu.act_from_f32(rows, h, &x).unwrap());
+            let nc = p.cpu.add_rms_norm(&mut xc, Some(&a), Norm::Input(l)).unwrap();
+            let ng = p.gpu.add_rms_norm(&mut xg, Some(&b), Norm::Input(l)).unwrap();
+            // What the norm added to the residual, against the CPU's output itself.
+            let added: Vec<f32> = p.gpu.act_to_f32(&xg).unwrap().iter().zip(&x).map(|(r, x)| r - x).collect();
+            check(&format!("{what} into the next norm: what it added (layer {l})"), &added, &a.data, 1e-2);
+            check(&format!("{what} into the next norm (layer {l})"), &p.gpu.act_to_f32(&ng).unwrap(), &nc.data, 1e-2);
         }
         let oin = bf16_round(&rand_vec(&mut rng, rows * c.num_attention_heads * c.head_dim(), 1.0));
         let oc = mat(rows, c.num_attention_heads * c.head_dim(), oin.clone());
@@ -409,6 +418,28 @@ mod cuda {
                 }
             }
             let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+
+    /// A MoE layer's slots summed by the next input norm (add_moe_rms_norm) and by moe_combine
+    /// first, at a hidden size whose columns outrun what a thread keeps in registers (4,608:
+    /// 64 of its 576 column groups take the kernel's second loop) and at mini's 2,048.
+    #[test]
+    fn moe_norm_both_ways_matches_cpu() {
+        if skip() {
+            return;
+        }
+        for hidden in [4608, 2048] {
+            let dir = tmp(&format!("moe-norm-{hidden}"));
+            write_mid_config(&dir, hidden, 4, 2, 64, 64, |_| {});
+            for fused in [true, false] {
+                let mut p = pair_opts(&dir, None, CudaOptions { fused_moe_norm: fused, ..opts() });
+                for (seed, rows) in [(60u64, 1usize), (61, 40)] {
+                    eprintln!("hidden {hidden}: slots summed by the norm {fused}, {rows} rows");
+                    ops_agree(&mut p, seed, rows);
+                }
+            }
+            let _ = std::fs::remove_dir_all(&dir);
         }
     }
 

@@ -123,6 +123,10 @@ pub struct Common {
     /// with TMA weight loads, forced on or off (default: the rule's choice). For measuring it.
     #[arg(long)]
     pub moe_ws_tiles: Option<bool>,
+    /// CUDA: a MoE layer's expert slots summed by the next layer's input norm (true, the
+    /// default) or by moe_combine into an f32 output first (false). For measuring it.
+    #[arg(long)]
+    pub fused_moe_norm: Option<bool>,
     /// CUDA: the router as one launch (logits, selection and, at one cluster's rows, the
     /// permute), forced on or off (default: at up to 32 rows). For measuring it.
     #[arg(long)]
@@ -262,6 +266,7 @@ fn cuda(cmd: BenchCmd, process_start: std::time::Instant) -> Result<()> {
         stream_prefetch: common.stream_prefetch,
         moe_ws_tiles: common.moe_ws_tiles,
         fused_router: common.fused_router,
+        fused_moe_norm: common.fused_moe_norm.unwrap_or(CudaOptions::default().fused_moe_norm),
         mem_fraction_static: common.mem_fraction_static.unwrap_or(CudaOptions::default().mem_fraction_static),
         cuda_graph_max_bs: common.graphs.max_bs().unwrap_or(CudaOptions::default().cuda_graph_max_bs),
         ..CudaOptions::default()
@@ -332,7 +337,7 @@ fn profile_steps(engine: &mut Engine<crate::backend::cuda::CudaBackend>, a: &Ker
         engine.cancel(id);
     }
     let shared_in_experts = engine.backend.shared_expert_in_items(a.batch * c.block);
-    let work = super::kernels::step_work(&engine.cfg, &touched, a.batch, a.prefix, c.block, shared_in_experts);
+    let work = super::kernels::step_work(&engine.cfg, &touched, a.batch, a.prefix, c.block, shared_in_experts, c.fused_moe_norm.unwrap_or(true));
     let rows = super::kernels::rows(&measured, &work, bandwidth, gemm);
     println!(
         "device: {}  batch {}  prefix {}  block {}  tokens {}  decoding: {}  experts/layer {:.1}  ceilings: copy {:.0} GB/s, bf16 GEMM {:.0} TFLOP/s",

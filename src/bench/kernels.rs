@@ -15,7 +15,9 @@ pub struct KernelWork {
 /// Per-step work of every kernel for `batch` requests with a `prefix` cached and a `block` of
 /// queries each; `experts_touched` per MoE layer (empty: all experts). `shared_in_experts`: the
 /// MoE layers' shared expert runs inside the routed experts' launches (the CUDA backend does
-/// at a few tokens), so its work is counted under theirs.
+/// at a few tokens), so its work is counted under theirs. `fused_moe_norm`: a MoE layer's slots
+/// are summed by the next layer's input norm (add_moe_rms_norm; CudaOptions::fused_moe_norm),
+/// moe_combine then only combines the last layer's.
 pub fn step_work(
     c: &ModelConfig,
     experts_touched: &[usize],
@@ -23,6 +25,7 @@ pub fn step_work(
     prefix: usize,
     block: usize,
     shared_in_experts: bool,
+    fused_moe_norm: bool,
 ) -> Vec<KernelWork> {
     let l = c.num_hidden_layers as f64;
     let moe_layers = (c.num_hidden_layers - c.first_k_dense_replace) as f64;
@@ -54,6 +57,12 @@ pub fn step_work(
         flops: 2.0 * t * h * 2.0 * (shared_layers * s + dense_layers * c.intermediate_size as f64),
     };
     let inter_all = shared_layers * s + dense_layers * c.intermediate_size as f64;
+    // Input norms that sum a MoE layer's slots (every MoE layer's but the last layer's), and the
+    // moe_combine launches left.
+    let slot_norms = if fused_moe_norm { (1..c.num_hidden_layers).filter(|&l| c.is_moe_layer(l - 1)).count() as f64 } else { 0.0 };
+    let combines = moe_layers - slot_norms;
+    // The shared expert's output, read where it ran beside the routed experts.
+    let shared_y = if shared_in_experts { 0.0 } else { 4.0 };
     vec![
         gemm("qkv", t, qkv, h, l),
         KernelWork {
@@ -68,7 +77,17 @@ pub fn step_work(
             flops: l * 4.0 * t * nh * d * keys,
         },
         gemm("attention out", t, h, nh * d, l),
-        KernelWork { name: "add_rms_norm", bytes: (2.0 * l + 1.0) * t * h * (4.0 + 4.0 + 4.0 + 2.0), flops: (2.0 * l + 1.0) * t * h * 5.0 },
+        KernelWork {
+            name: "add_rms_norm",
+            bytes: (2.0 * l + 1.0 - slot_norms) * t * h * (4.0 + 4.0 + 4.0 + 2.0),
+            flops: (2.0 * l + 1.0 - slot_norms) * t * h * 5.0,
+        },
+        // x read and written, the slots and the shared expert's output read, the normed rows out.
+        KernelWork {
+            name: "add_moe_rms_norm",
+            bytes: slot_norms * t * (k * h * 2.0 + h * (4.0 + 4.0 + 2.0 + shared_y)),
+            flops: slot_norms * t * h * (2.0 * k + 5.0),
+        },
         KernelWork {
             name: "router logits",
             bytes: moe_layers * (e * h * 2.0 + t * h * 2.0 + e * 4.0 + t * k * 8.0),
@@ -89,8 +108,8 @@ pub fn step_work(
                 + fused_layers * (s * h * 2.0 + t * s * 2.0 + t * h * 2.0),
             flops: moe_layers * 2.0 * t * k * im * h + fused_layers * 2.0 * t * s * h,
         },
-        // The bf16 weighted slot rows in, y (f32) read and written.
-        KernelWork { name: "moe_combine", bytes: moe_layers * (t * k * h * 2.0 + t * h * 8.0), flops: moe_layers * t * k * h * 2.0 },
+        // The bf16 weighted slot rows in, the shared expert's output read, y (f32) written.
+        KernelWork { name: "moe_combine", bytes: combines * t * (k * h * 2.0 + h * (4.0 + shared_y)), flops: combines * t * k * h * 2.0 },
         mlp_gu,
         KernelWork { name: "silu_mul", bytes: t * inter_all * (2.0 * 4.0 + 2.0), flops: t * inter_all * 6.0 },
         KernelWork { name: "mlp down", bytes: inter_all * h * 2.0 + l * t * h * 4.0 + t * inter_all * 2.0, flops: 2.0 * t * inter_all * h },
@@ -188,10 +207,10 @@ mod tests {
         // The kernels' weight bytes must cover what bench::step_bytes counts for the step.
         let c = crate::config::preset("mini").unwrap();
         let touched = vec![140; 19];
-        let w = step_work(&c, &touched, 1, 1024, 32, false);
+        let w = step_work(&c, &touched, 1, 1024, 32, false, true);
         let total: f64 = w.iter().map(|k| k.bytes).sum();
         // The shared expert counted under the experts' launches: the same weights, the same FLOPs.
-        let fused = step_work(&c, &touched, 1, 1024, 32, true);
+        let fused = step_work(&c, &touched, 1, 1024, 32, true, true);
         let flops = |w: &[KernelWork]| w.iter().map(|k| k.flops).sum::<f64>();
         assert!((flops(&w) - flops(&fused)).abs() < 1e-9 * flops(&w));
         assert!(fused.iter().find(|k| k.name == "moe_gate_up").unwrap().bytes > w.iter().find(|k| k.name == "moe_gate_up").unwrap().bytes);
@@ -202,7 +221,7 @@ mod tests {
         assert!(total < (floor.weights + floor.kv) * 1.1, "{total} vs {:?}", floor);
         // And with fp8 experts: the expert GEMMs' bytes shrink with the floor's.
         let q = c.clone().quantized(Some(crate::fp8::Quantization::Fp8));
-        let (wq, fq) = (step_work(&q, &touched, 1, 1024, 32, false), crate::bench::step_bytes(&q, &touched, 1, 1024, 32));
+        let (wq, fq) = (step_work(&q, &touched, 1, 1024, 32, false, true), crate::bench::step_bytes(&q, &touched, 1, 1024, 32));
         let tq: f64 = wq.iter().map(|k| k.bytes).sum();
         assert!(tq >= fq.weights + fq.kv - 1e6 * 20.0 && tq < (fq.weights + fq.kv) * 1.1, "{tq} vs {fq:?}");
         assert!(tq < total * 0.6, "{tq} vs {total}");
@@ -210,7 +229,7 @@ mod tests {
         let moe = w.iter().filter(|k| k.name.starts_with("moe_gate_up") || k.name == "moe_down").map(|k| k.bytes).sum::<f64>();
         assert!(moe / total > 0.8, "{}", moe / total);
         // At batch 64 the matrix work is ~5.7 TFLOP as the north star says.
-        let flops: f64 = step_work(&c, &[], 64, 1024, 32, false).iter().map(|k| k.flops).sum();
+        let flops: f64 = step_work(&c, &[], 64, 1024, 32, false, true).iter().map(|k| k.flops).sum();
         assert!((4.0e12..7.0e12).contains(&flops), "{flops:e}");
     }
 }

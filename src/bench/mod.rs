@@ -284,7 +284,7 @@ fn bench_steps_as_set<B: Runner + Measure>(engine: &mut Engine<B>, a: &StepBench
         let timed = run_steps(engine, batch, a, &params, &mut rng)?;
         let later = &timed[1..];
         let bytes = step_bytes(&cfg, &touched, batch, a.prefix, a.block);
-        let flops: f64 = kernels::step_work(&cfg, &touched, batch, a.prefix, a.block, false).iter().map(|k| k.flops).sum();
+        let flops: f64 = kernels::step_work(&cfg, &touched, batch, a.prefix, a.block, false, true).iter().map(|k| k.flops).sum();
         // Two all-reduces a layer (after attention, after the MLP/MoE) of the step's f32 rows.
         let all_reduce_ms = match engine.backend.time_all_reduce(batch * a.block * cfg.hidden_size)? {
             Some(s) if tp > 1 => Some(2.0 * cfg.num_hidden_layers as f64 * s * 1e3),

@@ -14,6 +14,19 @@ pub struct CudaAct {
 pub enum ActData {
     F32(CudaSlice<f32>),
     Bf16(CudaSlice<u16>),
+    /// A MoE layer's output not yet combined ([`MoeSlots`]): the next layer's input norm sums it
+    /// on the way (add_moe_rms_norm); any other reader combines it first ([`CudaBackend::combined`]).
+    MoeSlots(MoeSlots),
+}
+
+/// A MoE layer's output as its expert GEMMs left it: per token, `topk` weighted bf16 rows of
+/// `slot_out` (through `tok_slot`, in k order), plus the shared expert's output `shared` where it
+/// ran beside the routed experts.
+pub struct MoeSlots {
+    pub(super) slot_out: CudaSlice<u16>,
+    pub(super) tok_slot: CudaSlice<i32>,
+    pub(super) topk: usize,
+    pub(super) shared: Option<CudaSlice<f32>>,
 }
 
 impl CudaBackend {
@@ -33,6 +46,7 @@ impl CudaBackend {
         Ok(match &a.data {
             ActData::F32(s) => self.download(s, "an activation")?,
             ActData::Bf16(s) => self.download(s, "an activation")?.into_iter().map(|b| half::bf16::from_bits(b).to_f32()).collect(),
+            ActData::MoeSlots(m) => self.download(&self.combined(m, a.rows)?, "an activation")?,
         })
     }
 
@@ -40,6 +54,7 @@ impl CudaBackend {
         match &a.data {
             ActData::F32(s) => Ok(s),
             ActData::Bf16(_) => bail!("{op}: expected an f32 activation, got bf16"),
+            ActData::MoeSlots(_) => bail!("{op}: expected an f32 activation, got uncombined MoE slots"),
         }
     }
 
@@ -47,6 +62,16 @@ impl CudaBackend {
         match &a.data {
             ActData::Bf16(s) => Ok(s),
             ActData::F32(_) => bail!("{op}: expected a bf16 activation, got f32"),
+            ActData::MoeSlots(_) => bail!("{op}: expected a bf16 activation, got uncombined MoE slots"),
         }
+    }
+
+    /// `a` in f32, combining a MoE layer's slots in place where it holds them (readers other
+    /// than the next input norm: the all-reduce, the last layer's row gather).
+    pub(super) fn make_f32(&self, a: &mut CudaAct) -> Result<()> {
+        if let ActData::MoeSlots(m) = &a.data {
+            a.data = ActData::F32(self.combined(m, a.rows)?);
+        }
+        Ok(())
     }
 }

@@ -106,6 +106,9 @@ pub struct CudaOptions {
     /// moe_permute; `None`: at up to ROUTE_ROWS rows (a batch-1 step). `dllm bench
     /// --fused-router` measures it.
     pub fused_router: Option<bool>,
+    /// A MoE layer's slots summed by the next layer's input norm (add_moe_rms_norm) instead of
+    /// by moe_combine into an f32 output first. `dllm bench --fused-moe-norm false` measures it.
+    pub fused_moe_norm: bool,
 }
 
 impl Default for CudaOptions {
@@ -129,6 +132,7 @@ impl Default for CudaOptions {
             stream_prefetch: None,
             moe_ws_tiles: None,
             fused_router: None,
+            fused_moe_norm: true,
         }
     }
 }
@@ -483,14 +487,15 @@ impl Backend for CudaBackend {
 
     fn add_rms_norm(&mut self, x: &mut CudaAct, delta: Option<&CudaAct>, w: Norm) -> Result<CudaAct> {
         let xs = self.f32_of(x, "add_rms_norm")?;
-        let dp = match delta {
-            Some(d) => {
-                if d.rows != x.rows || d.cols != x.cols {
-                    bail!("add_rms_norm: delta is {}x{}, x is {}x{}", d.rows, d.cols, x.rows, x.cols);
-                }
-                self.p(self.f32_of(d, "add_rms_norm delta")?)
-            }
-            None => 0,
+        if let Some(d) = delta.filter(|d| d.rows != x.rows || d.cols != x.cols) {
+            bail!("add_rms_norm: delta is {}x{}, x is {}x{}", d.rows, d.cols, x.rows, x.cols);
+        }
+        // A MoE layer's slots are summed on the way (add_moe_rms_norm); delta is then the
+        // shared expert's output, where it ran beside them.
+        let (kernel, dp, slots) = match delta.map(|d| &d.data) {
+            Some(ActData::MoeSlots(m)) => (Kernel::AddMoeRmsNorm, m.shared.as_ref().map_or(0, |s| self.p(s)), Some(m)),
+            Some(_) => (Kernel::AddRmsNorm, self.p(self.f32_of(delta.unwrap(), "add_rms_norm delta")?), None),
+            None => (Kernel::AddRmsNorm, 0, None),
         };
         let wv = match w {
             Norm::Input(l) => &self.w.layers[l].input_norm,
@@ -506,8 +511,11 @@ impl Backend for CudaBackend {
             rows: x.rows as i32,
             cols: x.cols as i32,
             eps: self.cfg.rms_norm_eps,
+            topk: slots.map_or(0, |m| m.topk as i32),
+            slot_out: slots.map_or(0, |m| self.p(&m.slot_out)),
+            tok_slot: slots.map_or(0, |m| self.p(&m.tok_slot)),
         };
-        self.k.launch(Kernel::AddRmsNorm, (x.rows as u32, 1, 1), NORM_THREADS as u32, &p)?;
+        self.k.launch(kernel, (x.rows as u32, 1, 1), NORM_THREADS as u32, &p)?;
         Ok(CudaAct { rows: x.rows, cols: x.cols, data: ActData::Bf16(out) })
     }
 
@@ -534,13 +542,24 @@ impl Backend for CudaBackend {
         let xb = self.bf16_of(x, "ffn")?;
         let y = match &self.w.layers[layer].ffn {
             Ffn::Dense(m) => self.dense_mlp(m, xb, x.rows)?,
-            Ffn::Moe(m) => self.moe(m, layer, xb, x.rows, batch)?,
+            Ffn::Moe(m) => {
+                let slots = self.moe(m, layer, xb, x.rows, batch)?;
+                // Left in its slots for the next input norm to sum (CudaOptions::fused_moe_norm).
+                if self.opts.fused_moe_norm {
+                    return Ok(CudaAct { rows: x.rows, cols: self.cfg.hidden_size, data: ActData::MoeSlots(slots) });
+                }
+                self.combined(&slots, x.rows)?
+            }
         };
         Ok(CudaAct { rows: x.rows, cols: self.cfg.hidden_size, data: ActData::F32(y) })
     }
 
     fn all_reduce(&mut self, x: &mut CudaAct) -> Result<()> {
-        let Some(comm) = &self.tp.comm else { return Ok(()) };
+        if self.tp.comm.is_none() {
+            return Ok(());
+        }
+        self.make_f32(x)?; // each rank's partial sums, combined from its slots
+        let comm = self.tp.comm.as_ref().unwrap();
         let buf = self.f32_of(x, "all_reduce")?;
         let t0 = self.k.prof_start();
         comm.all_reduce_sum_f32(self.p(buf), x.rows * x.cols, &self.k.stream)?;
@@ -549,7 +568,15 @@ impl Backend for CudaBackend {
     }
 
     fn gather_rows(&mut self, x: &CudaAct, rows: &[usize]) -> Result<CudaAct> {
-        let src = self.f32_of(x, "gather_rows")?;
+        // The last MoE layer's output before the final norm: combined here (all its rows).
+        let combined = match &x.data {
+            ActData::MoeSlots(m) => Some(self.combined(m, x.rows)?),
+            _ => None,
+        };
+        let src = match &combined {
+            Some(y) => y,
+            None => self.f32_of(x, "gather_rows")?,
+        };
         if let Some(&r) = rows.iter().find(|&&r| r >= x.rows) {
             bail!("gather_rows: row {r} is out of range ({} rows)", x.rows);
         }

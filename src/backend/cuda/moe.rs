@@ -3,7 +3,7 @@
 //! permute), moe_permute, the grouped expert GEMMs (csrc/moe_gemm.cu) and moe_combine, plus the
 //! shared expert's dense MLP.
 
-use super::act::CudaAct;
+use super::act::{CudaAct, MoeSlots};
 use super::error::CudaError;
 use super::kernels::{params::*, Kernel, Kernels, TENSOR_MAP_BYTES};
 use super::weights::{ExpertMatrix, Ffn, MoeWeights};
@@ -424,7 +424,9 @@ impl CudaBackend {
         self.opts.stream_prefetch.unwrap_or(if long { STREAM_PREFETCH_AHEAD } else { 0 }) as i32
     }
 
-    pub(super) fn moe(&self, m: &MoeWeights, layer: usize, x: &CudaSlice<u16>, rows: usize, batch: &StepBatch) -> Result<CudaSlice<f32>> {
+    /// The MoE layer over `x`'s rows, left in its expert slots: the next input norm sums them
+    /// (add_moe_rms_norm), other readers through [`Self::combined`].
+    pub(super) fn moe(&self, m: &MoeWeights, layer: usize, x: &CudaSlice<u16>, rows: usize, batch: &StepBatch) -> Result<MoeSlots> {
         if let Some(br) = self.cfg.block_routing() {
             // The kernel cuts the rows into consecutive routing blocks: the batch's own blocks
             // (per run, StepBatch::routing_blocks) must be those, as they are when every run but
@@ -568,26 +570,34 @@ impl CudaBackend {
             g.shared_w2 = 0;
         }
         self.k.launch_smem(down.kernel, down.grid(&self.k, h, max_items)?, down.threads, down.smem, &g)?;
-        // moe_combine adds the slots to the shared expert's output, or writes them.
-        let (y, add) = match beside {
+        // The shared expert's output, once its stream has joined this one (its other buffers
+        // drop at the end of this arm, after the join: the main stream frees them once the side
+        // stream's work is done).
+        let shared = match beside {
             Some((b, forked)) => {
                 if forked {
                     self.k.join_side()?;
                 }
-                // b's other buffers drop at the end of this arm, after the join: the main stream
-                // frees them once the side stream's work is done.
-                (b.y, true)
+                Some(b.y)
             }
-            None => (self.k.alloc::<f32>(rows * h, "MoE output")?, false),
+            None => None,
         };
+        Ok(MoeSlots { slot_out, tok_slot, topk, shared })
+    }
+
+    /// moe_combine: a MoE layer's slots summed into a new f32 output, the shared expert's output
+    /// added where that ran beside them.
+    pub(super) fn combined(&self, m: &MoeSlots, rows: usize) -> Result<CudaSlice<f32>> {
+        let h = self.cfg.hidden_size;
+        let y = self.k.alloc::<f32>(rows * h, "MoE output")?;
         let p = CombineParams {
             y: self.p(&y),
-            slot_out: self.p(&slot_out),
-            tok_slot: self.p(&tok_slot),
+            base: m.shared.as_ref().map_or(0, |s| self.p(s)),
+            slot_out: self.p(&m.slot_out),
+            tok_slot: self.p(&m.tok_slot),
             tokens: rows as i32,
-            topk: topk as i32,
+            topk: m.topk as i32,
             hidden: h as i32,
-            add: add as i32,
         };
         let chunks = h.div_ceil(COMBINE_THREADS * COMBINE_COLS) as u32;
         self.k.launch(Kernel::MoeCombine, (rows as u32, chunks, 1), COMBINE_THREADS as u32, &p)?;
