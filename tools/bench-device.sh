@@ -18,10 +18,7 @@ BATCHES=${BATCHES:-1,4,16,64}
 PREFIX=${PREFIX:-1024}
 PROMPT_LENS=${PROMPT_LENS:-4096,32736}
 PREFILL_BATCHES=${PREFILL_BATCHES:-1,8}
-CUBLAS=$(ls /usr/local/cuda/lib64/libcublas.so.13* /usr/local/cuda-13*/lib64/libcublas.so.13* 2>/dev/null | head -1)
-[ -z "$CUBLAS" ] && CUBLAS=$(find / -xdev -name 'libcublas.so.13*' 2>/dev/null | head -1)
-[ -n "$CUBLAS" ] && export LD_LIBRARY_PATH=$(dirname "$CUBLAS"):${LD_LIBRARY_PATH:-}
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/device.txt"
+source tools/device-env.sh "$OUT"
 
 # 1. The baseline (torch.compile + CUDA graph, with torch._grouped_mm or the Triton fused MoE,
 # tile configs tuned per batch at startup; eager as the fallback variant). One run per mask

@@ -6,7 +6,6 @@
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu-test-out}
 mkdir -p "$OUT"
-export DLLM_CACHE_DIR=/tmp/dllm-cache
 C=.carry
 declare -a NAMES RESULTS
 row() { NAMES+=("$1"); RESULTS+=("$2"); }
@@ -17,12 +16,8 @@ run() {  # name, log file, command...
     if "$@" >>"$OUT/$log" 2>&1; then row "$name" "PASS ($(( $(date +%s) - t0 ))s)"; else row "$name" "FAIL rc=$? (see $log)"; fi
     tail -n 12 "$OUT/$log"
 }
-# cuBLAS is loaded at run time (cudarc dynamic loading): find a CUDA 13 libcublas.
-CUBLAS=$(ls /usr/local/cuda/lib64/libcublas.so.13* /usr/local/cuda-13*/lib64/libcublas.so.13* /usr/lib/x86_64-linux-gnu/libcublas.so.13* 2>/dev/null | head -1)
-[ -z "$CUBLAS" ] && CUBLAS=$(find / -xdev -name 'libcublas.so.13*' 2>/dev/null | head -1)
-echo "libcublas: ${CUBLAS:-not found}" | tee "$OUT/libs.txt"
-[ -n "$CUBLAS" ] && export LD_LIBRARY_PATH=$(dirname "$CUBLAS"):${LD_LIBRARY_PATH:-}
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/device.txt"
+# cuBLAS is loaded at run time (cudarc dynamic loading).
+source tools/device-env.sh "$OUT"
 
 run "cuda_kernels tests" tests.log timeout 300 $C/test_cuda_kernels --test-threads=1 --nocapture
 run "tiny generate cuda" tiny.log sh -c "$C/dllm generate --device cuda --json --max-new-tokens 64 > $OUT/tiny_cuda.json"

@@ -24,10 +24,7 @@ trap 'tar czf "$FINAL_OUT/speed-results.tar.gz" -C "$OUT" .' EXIT
 C=.carry
 STEPS=${STEPS:-tests baseline kernels mini eager flash prefill switch long}
 want() { [[ " $STEPS " == *" $1 "* ]]; }
-f=$(find / -xdev -name 'libcublas.so.13*' 2>/dev/null | head -1)
-echo "libcublas: ${f:-not found}" | tee "$OUT/libs.txt"
-[ -n "$f" ] && export LD_LIBRARY_PATH=$(dirname "$f"):${LD_LIBRARY_PATH:-}
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/device.txt"
+source tools/device-env.sh "$OUT"
 git rev-parse --short HEAD 2>/dev/null | tee "$OUT/commit.txt"
 B="--prefix 1024 --block 32 --steps 8"
 T="--tokens random,mask"

@@ -16,14 +16,9 @@ trap 'tar czf "$FINAL_OUT/tp-results.tar.gz" -C "$OUT" .' EXIT
 C=.carry
 STEPS=${STEPS:-tests mini flash serve fp8}
 want() { [[ " $STEPS " == *" $1 "* ]]; }
-# cuBLAS and NCCL are loaded at run time: put the CUDA 13 wheels' folders on the loader's path.
-for lib in 'libcublas.so.13*' 'libnccl.so.2*'; do
-    f=$(find / -xdev -name "$lib" 2>/dev/null | head -1)
-    echo "$lib: ${f:-not found}" | tee -a "$OUT/libs.txt"
-    [ -n "$f" ] && export LD_LIBRARY_PATH=$(dirname "$f"):${LD_LIBRARY_PATH:-}
-done
+# cuBLAS and NCCL are loaded at run time: put their CUDA 13 folders on the loader's path.
+DEVICE_LIBS='libnccl.so.2*' source tools/device-env.sh "$OUT"
 echo "NCCL_NVLS_ENABLE=${NCCL_NVLS_ENABLE:-unset}" | tee -a "$OUT/libs.txt"
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/device.txt"
 B="--prefix 1024 --block 32 --steps 8"
 
 if want tests; then
