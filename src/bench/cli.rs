@@ -337,7 +337,8 @@ fn profile_steps(engine: &mut Engine<crate::backend::cuda::CudaBackend>, a: &Ker
         engine.cancel(id);
     }
     let shared_in_experts = engine.backend.shared_expert_in_items(a.batch * c.block);
-    let work = super::kernels::step_work(&engine.cfg, &touched, a.batch, a.prefix, c.block, shared_in_experts, c.fused_moe_norm.unwrap_or(true));
+    let work =
+        super::kernels::step_work(&engine.cfg, &touched, a.batch, a.prefix, c.block, shared_in_experts, c.fused_moe_norm.unwrap_or(true));
     let rows = super::kernels::rows(&measured, &work, bandwidth, gemm);
     println!(
         "device: {}  batch {}  prefix {}  block {}  tokens {}  decoding: {}  experts/layer {:.1}  ceilings: copy {:.0} GB/s, bf16 GEMM {:.0} TFLOP/s",
