@@ -491,7 +491,7 @@ __device__ __forceinline__ void block_attention_wgmma(const AttnParams& p) {
     unsigned char* qs = att_smem + ((1024 - ((uint32_t)__cvta_generic_to_shared(att_smem) & 1023)) & 1023);
     unsigned char* kvs = qs + 2 * Q_PANEL;
 
-    const int kh = blockIdx.y, lane = threadIdx.x % WARP, wg = threadIdx.x / 128, w = (threadIdx.x / WARP) % 4;
+    const int kh = blockIdx.y, wg = threadIdx.x / 128, w = (threadIdx.x / WARP) % 4;
     AttTile t;
     if (!att_tile<KC>(p, t)) return;  // uniform over the CTA
     const int k0 = t.k0, nchunks = t.nchunks;
@@ -557,12 +557,15 @@ __device__ __forceinline__ void block_attention_wgmma(const AttnParams& p) {
 // zeros past k1, which P V needs (0 * V), where a TMA box would read whatever the page held
 // there. Those copies arrive on `full` as they land (cp.async.mbarrier.arrive.noinc); their
 // readers fence them to the async proxy.
+// block_attention_deep's threads: two consumer warpgroups, then the producer warpgroup.
+constexpr int ATT_DEEP_CONSUMERS = 2 * 128, ATT_DEEP_PRODUCERS = ATT_DEEP_THREADS - ATT_DEEP_CONSUMERS;
+
 template <int STAGES>
 __device__ __forceinline__ void att_produce_tma(const AttnParams& p, const AttTile& t, int kh, int whole, unsigned char* kvs,
                                                 uint64_t* full, uint64_t* empty) {
     constexpr int D = 128, KC = ATT_KC, PANEL = KC * 128, KV_BYTES = KC * D * 2, STAGE = 2 * KV_BYTES;
-    constexpr int PRODUCERS = ATT_DEEP_THREADS - 2 * 128;
-    const int pt_id = threadIdx.x - 2 * 128, lane = threadIdx.x % WARP;
+    constexpr int PRODUCERS = ATT_DEEP_PRODUCERS;
+    const int pt_id = threadIdx.x - ATT_DEEP_CONSUMERS, lane = threadIdx.x % WARP;
     const KvLayout kv(p.kv, p.nkv, p.d);
     const int box = p.kv_box_rows, boxes = KC / box;
     const bool issuer = pt_id < WARP;  // the warp that looks the pages up; its lane 0 issues
@@ -630,7 +633,7 @@ __device__ __forceinline__ void block_attention_wgmma_ws(const AttnParams& p) {
     constexpr int D = 128, KC = ATT_KC, NT = D / 8, KT = KC / 8;
     constexpr int Q_PANEL = ATT_ROWS * 128;
     constexpr int KV_BYTES = KC * D * 2, STAGE = 2 * KV_BYTES;
-    constexpr int CONSUMERS = 2 * 128, PRODUCERS = ATT_DEEP_THREADS - CONSUMERS;
+    constexpr int CONSUMERS = ATT_DEEP_CONSUMERS, PRODUCERS = ATT_DEEP_PRODUCERS;
     constexpr int AHEAD = 2;  // chunks a producer thread leaves in flight before it waits for the oldest
     static_assert(ATT_ROWS == 128 && KC == 64 && PRODUCERS == 128, "two consumer warpgroups of 64 rows, one producer");
     static_assert(STAGES >= AHEAD + 2, "the consumers hold two stages (S and P V), the copies in flight the rest");
@@ -641,7 +644,7 @@ __device__ __forceinline__ void block_attention_wgmma_ws(const AttnParams& p) {
     uint64_t* full = reinterpret_cast<uint64_t*>(kvs + STAGES * STAGE);
     uint64_t* empty = full + STAGES;
 
-    const int kh = blockIdx.y, lane = threadIdx.x % WARP, wg = threadIdx.x / 128, w = (threadIdx.x / WARP) % 4;
+    const int kh = blockIdx.y, wg = threadIdx.x / 128, w = (threadIdx.x / WARP) % 4;
     // Launched as a programmatic dependent of qk_norm_rope_store (attention.rs), this CTA may run
     // while that kernel still writes Q and this step's K and V: until pdl_wait it reads only the
     // step's layout (tiles, limits, page tables), which the host wrote before the forward. The
