@@ -309,21 +309,30 @@ impl CudaBackend {
     /// CTA has an SM to itself (batch 1 at any context, batch 16 at 1k). `CudaOptions::att_deep`
     /// forces it either way.
     fn att_deep(&self, kernel: Kernel, ctas: usize) -> bool {
-        let fits = self.wgmma && kernel == Kernel::BlockAttention;
-        fits && self.opts.att_deep.unwrap_or(self.kv_map.is_some() || ctas <= self.sm_count)
+        self.att_wgmma_path(kernel) && self.att_deep_everywhere().unwrap_or(ctas <= self.sm_count)
     }
 
     /// CTAs of the attention an SM holds, as the key-split rule counts them: two on the two-CTA
-    /// wgmma path (head dim 128 on sm_90a) unless the deep kernel takes every launch there (its
-    /// TMA form, see [`Self::att_deep`]), one elsewhere.
+    /// wgmma path unless the deep kernel takes every launch there (see [`Self::att_deep`]), one
+    /// elsewhere.
     fn att_resident(&self, kernel: Kernel) -> usize {
-        let two_cta = self.wgmma && kernel == Kernel::BlockAttention;
-        let all_deep = self.opts.att_deep.unwrap_or(self.kv_map.is_some());
-        if two_cta && !all_deep {
+        if self.att_wgmma_path(kernel) && !self.att_deep_everywhere().unwrap_or(false) {
             ATT_WGMMA_CTAS_PER_SM
         } else {
             ATT_CTAS_PER_SM
         }
+    }
+
+    /// Whether `kernel`'s launches take the wgmma path (head dim 128 on sm_90a), the two-CTA
+    /// kernel's or the deep one's.
+    fn att_wgmma_path(&self, kernel: Kernel) -> bool {
+        self.wgmma && kernel == Kernel::BlockAttention
+    }
+
+    /// Whether the deep kernel takes every launch of the wgmma path (forced either way, or its
+    /// TMA form), `None` where it depends on the launch (cp.async: where every CTA has an SM).
+    fn att_deep_everywhere(&self) -> Option<bool> {
+        self.opts.att_deep.or(self.kv_map.is_some().then_some(true))
     }
 
     /// The pool as block_attention_deep's TMA reads it: a 3-D map of `[page x layer x k|v][page
