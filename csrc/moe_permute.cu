@@ -4,6 +4,7 @@
 // moe_combine: y[t] = sum over k (in k order) of the weighted expert rows of token t (+ base[t]).
 #include "common.cuh"
 #include "moe_items.cuh"
+#include "moe_slots.cuh"
 
 // A CTA takes COMBINE_THREADS x COMBINE_COLS columns of one token, a thread COMBINE_COLS of
 // them (one 16-byte load of bf16 a slot), with COMBINE_K_UNROLL of its k slot loads issued
@@ -16,22 +17,8 @@ extern "C" __global__ void __launch_bounds__(COMBINE_THREADS) moe_combine(const 
     const int c = (blockIdx.y * COMBINE_THREADS + threadIdx.x) * COMBINE_COLS;
     if (c >= p.hidden) return;  // hidden is a multiple of COMBINE_COLS (checked on the host)
     const int32_t* slots = p.tok_slot + (size_t)t * p.topk;
-    float r[COMBINE_COLS] = {};
-    for (int k0 = 0; k0 < p.topk; k0 += COMBINE_K_UNROLL) {
-#pragma unroll
-        for (int u = 0; u < COMBINE_K_UNROLL; u++) {
-            if (k0 + u < p.topk) {
-                const uint4 v = *reinterpret_cast<const uint4*>(p.slot_out + (size_t)slots[k0 + u] * p.hidden + c);
-                const __nv_bfloat162* b = reinterpret_cast<const __nv_bfloat162*>(&v);
-#pragma unroll
-                for (int i = 0; i < COMBINE_COLS / 2; i++) {
-                    const float2 f = __bfloat1622float2(b[i]);
-                    r[2 * i] += f.x;
-                    r[2 * i + 1] += f.y;
-                }
-            }
-        }
-    }
+    float r[COMBINE_COLS];
+    slot_sum8(p.slot_out, slots, p.topk, p.hidden, c, r);
     float4* y = reinterpret_cast<float4*>(p.y + (size_t)t * p.hidden + c);
     const float4* base = p.base ? reinterpret_cast<const float4*>(p.base + (size_t)t * p.hidden + c) : nullptr;
 #pragma unroll

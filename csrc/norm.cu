@@ -2,6 +2,7 @@
 // add_moe_rms_norm (below): the same, delta summed from a MoE layer's expert slots on the way.
 // CPU twin: backend::cpu::rms_norm_row.
 #include "common.cuh"
+#include "moe_slots.cuh"
 
 // The row's first NORM_CACHE * blockDim values stay in registers between the two passes, and
 // their loads are issued together (a loop of dependent-latency loads made this ~8 us a call at
@@ -64,22 +65,9 @@ extern "C" __global__ void __launch_bounds__(NORM_THREADS) add_rms_norm(const No
 // v = x + delta for the group of columns from c; x is left as it was.
 __device__ __forceinline__ void moe_norm_group(const NormParams& p, const float* x, const float* dl, const int32_t* slots, int c,
                                                float (&v)[MOE_NORM_COLS]) {
-    float s[MOE_NORM_COLS] = {};
-    for (int k0 = 0; k0 < p.topk; k0 += COMBINE_K_UNROLL) {
-#pragma unroll
-        for (int u = 0; u < COMBINE_K_UNROLL; u++) {
-            if (k0 + u < p.topk) {
-                const uint4 q = *reinterpret_cast<const uint4*>(p.slot_out + (size_t)slots[k0 + u] * p.cols + c);
-                const __nv_bfloat162* b = reinterpret_cast<const __nv_bfloat162*>(&q);
-#pragma unroll
-                for (int i = 0; i < MOE_NORM_COLS / 2; i++) {
-                    const float2 f = __bfloat1622float2(b[i]);
-                    s[2 * i] += f.x;
-                    s[2 * i + 1] += f.y;
-                }
-            }
-        }
-    }
+    static_assert(MOE_NORM_COLS == 8, "a group is one 16-byte load of bf16 a slot");
+    float s[MOE_NORM_COLS];
+    slot_sum8(p.slot_out, slots, p.topk, p.cols, c, s);
 #pragma unroll
     for (int h = 0; h < MOE_NORM_COLS / 4; h++) {
         const float4 xv = reinterpret_cast<const float4*>(x + c)[h];
