@@ -492,9 +492,11 @@ impl Backend for CudaBackend {
         }
         // A MoE layer's slots are summed on the way (add_moe_rms_norm); delta is then the
         // shared expert's output, where it ran beside them.
-        let (kernel, dp, slots) = match delta.map(|d| &d.data) {
-            Some(ActData::MoeSlots(m)) => (Kernel::AddMoeRmsNorm, m.shared.as_ref().map_or(0, |s| self.p(s)), Some(m)),
-            Some(_) => (Kernel::AddRmsNorm, self.p(self.f32_of(delta.unwrap(), "add_rms_norm delta")?), None),
+        let (kernel, dp, slots) = match delta {
+            Some(CudaAct { data: ActData::MoeSlots(m), .. }) => {
+                (Kernel::AddMoeRmsNorm, m.shared.as_ref().map_or(0, |s| self.p(s)), Some(m))
+            }
+            Some(d) => (Kernel::AddRmsNorm, self.p(self.f32_of(d, "add_rms_norm delta")?), None),
             None => (Kernel::AddRmsNorm, 0, None),
         };
         let wv = match w {
@@ -555,11 +557,8 @@ impl Backend for CudaBackend {
     }
 
     fn all_reduce(&mut self, x: &mut CudaAct) -> Result<()> {
-        if self.tp.comm.is_none() {
-            return Ok(());
-        }
+        let Some(comm) = &self.tp.comm else { return Ok(()) };
         self.make_f32(x)?; // each rank's partial sums, combined from its slots
-        let comm = self.tp.comm.as_ref().unwrap();
         let buf = self.f32_of(x, "all_reduce")?;
         let t0 = self.k.prof_start();
         comm.all_reduce_sum_f32(self.p(buf), x.rows * x.cols, &self.k.stream)?;
@@ -568,6 +567,9 @@ impl Backend for CudaBackend {
     }
 
     fn gather_rows(&mut self, x: &CudaAct, rows: &[usize]) -> Result<CudaAct> {
+        if let Some(&r) = rows.iter().find(|&&r| r >= x.rows) {
+            bail!("gather_rows: row {r} is out of range ({} rows)", x.rows);
+        }
         // The last MoE layer's output before the final norm: combined here (all its rows).
         let combined = match &x.data {
             ActData::MoeSlots(m) => Some(self.combined(m, x.rows)?),
@@ -577,9 +579,6 @@ impl Backend for CudaBackend {
             Some(y) => y,
             None => self.f32_of(x, "gather_rows")?,
         };
-        if let Some(&r) = rows.iter().find(|&&r| r >= x.rows) {
-            bail!("gather_rows: row {r} is out of range ({} rows)", x.rows);
-        }
         // The staged forward's output rows (a CUDA graph cannot upload), else this call's own.
         let own;
         let idx = match self.step.as_ref().filter(|s| s.out_rows == rows) {
