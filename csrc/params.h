@@ -644,7 +644,13 @@ struct RowSampling {
     float top_p;        // >= 1 keeps every token
     float min_p;        // <= 0 keeps every token; capped at 1 (the best token always stays)
     float u;            // uniform in [0, 1): the inverse-CDF draw in token-id order
+    // Nonzero: nobody reads this row's pick (a position its step cannot write: LowConfidence
+    // and FixedCount write masked positions only), so the row is not read at all and gets
+    // token SAMPLE_SKIPPED with probability 0.
+    int32_t skip;
 };
+// The token of a skipped row (RowSampling::skip): no vocabulary id.
+#define SAMPLE_SKIPPED 0xffffffffu
 
 // sampler.cu, sample_rows: decode::sample::sample_row_u on the device, one cluster of
 // SAMPLE_CLUSTER CTAs per row of logits [rows][vocab] f32 (a grid of rows * SAMPLE_CLUSTER);

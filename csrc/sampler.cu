@@ -660,6 +660,14 @@ extern "C" __global__ void __cluster_dims__(SAMPLE_CLUSTER, 1, 1) __launch_bound
     const int vocab = p.vocab;
     const float* l = p.logits + (size_t)row * vocab;
     const RowSampling s = p.sampling[row];
+    if (s.skip) {
+        // Uniform over the cluster (one row's knobs): every CTA leaves before any cluster barrier.
+        if (rank == 0 && threadIdx.x == 0) {
+            p.token[row] = SAMPLE_SKIPPED;
+            p.prob[row] = 0.f;
+        }
+        return;
+    }
     // Slices of a multiple of WARP tokens: a warp's 32 consecutive loads stay whole lines.
     const int slice_len = (vocab / SAMPLE_CLUSTER + (vocab % SAMPLE_CLUSTER != 0) + WARP - 1) / WARP * WARP;
     const int begin = min(rank * slice_len, vocab);

@@ -574,7 +574,7 @@ mod cuda {
     #[test]
     fn sample_kernel_matches_sample_row_u() {
         use dllm::backend::cuda::kernels::params::RowSampling;
-        use dllm::decode::sample::{pick_row, sample_row_u, Sampling};
+        use dllm::decode::sample::{pick_row, sample_row_u, RowDraw, Sampling, SKIPPED};
         if skip() {
             return;
         }
@@ -628,12 +628,16 @@ mod cuda {
             let got = gpu.sample_host_logits(&flat, rows.len(), &knobs).unwrap();
             assert_eq!(got.len(), rows.len());
             for (r, ((row, s, k), g)) in rows.iter().zip(&got).enumerate() {
+                cases += 1;
+                if k.skip != 0 {
+                    assert_eq!((g.token, g.prob), (SKIPPED.token, SKIPPED.prob), "vocab {vocab} row {r}: skipped, yet picked");
+                    continue;
+                }
                 let host = |s: &Sampling, u: f64| if s.temperature == 0.0 { pick_row(row) } else { sample_row_u(row, s, u) };
                 // Probabilities as compare_picks holds the fused pick: 1e-3 relative (both sides sum 157k
                 // exponentials in f32, in different orders).
                 let same = |h: Pick| h.token == g.token && (h.prob - g.prob).abs() <= 1e-3 * h.prob.max(1e-30);
                 let want = host(s, k.u as f64);
-                cases += 1;
                 if same(want) {
                     continue;
                 }
@@ -665,13 +669,15 @@ mod cuda {
             }
             check(vocab, rows);
         }
-        // The largest batch a step samples (64 requests of 32 positions), knobs drawn at random.
+        // The largest batch a step samples (64 requests of 32 positions), knobs drawn at random,
+        // every third row skipped (an unmasked position): the rows around them draw as alone.
         let rows: Vec<_> = (0..64 * 32)
             .map(|r| {
                 let (temperature, top_k, top_p, min_p) = combos[(rng.next_u64() % combos.len() as u64) as usize];
                 let s = Sampling { temperature, top_k, top_p, min_p };
                 let u = uniforms(&mut rng, r);
-                (row_of(&mut rng, 1000, r % 4), s, RowSampling::new(&s, u))
+                let draw = RowDraw { sampling: (temperature > 0.0).then_some(s), u, skip: r % 3 == 1 };
+                (row_of(&mut rng, 1000, r % 4), s, RowSampling::of(&draw))
             })
             .collect();
         check(1000, rows);

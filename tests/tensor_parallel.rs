@@ -159,10 +159,12 @@ fn a_tp_size_that_does_not_divide_the_model_is_a_startup_error() {
 }
 
 /// A rank backend that fails, on request, in one layer's feed-forward: where every rank fails
-/// alike the error is ordinary; where only one does, the others wait in its all-reduce.
+/// alike the error is ordinary; where only one does, the others wait in its all-reduce. It
+/// keeps the draws it was last given (`Head::Sample`'s).
 struct Failing {
     inner: CpuBackend,
     fail_ffn: Arc<std::sync::atomic::AtomicBool>,
+    draws: Arc<std::sync::Mutex<Vec<dllm::decode::sample::RowDraw>>>,
 }
 
 impl Backend for Failing {
@@ -210,6 +212,7 @@ impl Backend for Failing {
         self.inner.head(x, head)
     }
     fn set_draws(&mut self, draws: &[dllm::decode::sample::RowDraw]) -> anyhow::Result<()> {
+        self.draws.lock().unwrap().extend_from_slice(draws);
         self.inner.set_draws(draws)
     }
     fn read_picks(&mut self) -> anyhow::Result<Vec<dllm::decode::Pick>> {
@@ -233,7 +236,7 @@ fn a_rank_failing_alone_stops_the_group_instead_of_hanging_it() {
     let (g, c, f) = (group.clone(), ck.clone(), flags.clone());
     let mut ranks = Ranks::spawn(2, move |rank| {
         let inner = CpuBackend::load_rank(&c, Shard { rank, size: 2 }, Some(g.clone()), None)?;
-        Ok(Failing { inner, fail_ffn: f[rank].clone() })
+        Ok(Failing { inner, fail_ffn: f[rank].clone(), draws: Default::default() })
     })
     .unwrap()
     .with_abort(move || group.abort())
@@ -262,14 +265,18 @@ fn a_rank_failing_alone_stops_the_group_instead_of_hanging_it() {
 /// Sampled decoding: a backend's own draws (`Head::Sample`, what the CUDA sampler does on the
 /// device) against the host's sampling of gathered logits (what tensor-parallel ranks do), with
 /// the same seeds: the same tokens and confidences, since each row's uniform comes from its
-/// request's generator in the same order and both apply `sample_row_u`.
+/// request's generator in the same order and both apply `sample_row_u`. The backend skips the
+/// rows of positions no longer masked (LowConfidence never reads their picks); the host draws
+/// every row.
 #[test]
 fn backend_draws_equal_host_sampling_of_gathered_logits() {
     let dir = tiny();
     let ck = Arc::new(Checkpoint::open(&dir).unwrap());
     let cfg = ck.config.clone();
     let tok = dllm::tokenizer::Tokenizer::open(&dir, &cfg).unwrap();
-    let mut own = Engine::new(CpuBackend::load(&ck).unwrap(), cfg.clone(), tok.mask_id, tok.eos_id);
+    let draws = Arc::new(std::sync::Mutex::new(vec![]));
+    let backend = Failing { inner: CpuBackend::load(&ck).unwrap(), fail_ffn: Default::default(), draws: draws.clone() };
+    let mut own = Engine::new(backend, cfg.clone(), tok.mask_id, tok.eos_id);
     let mut gathered = Engine::new(runtime::cpu_ranks(&ck, 2, None).unwrap(), cfg.clone(), tok.mask_id, tok.eos_id);
     assert!(own.backend.samples() && !gathered.backend.samples());
     let prompt: Vec<u32> = (0..11).map(|i| (i * 53 + 7) % 280).collect();
@@ -292,4 +299,9 @@ fn backend_draws_equal_host_sampling_of_gathered_logits() {
             assert!((x - y).abs() < 1e-4, "confidence {x} vs {y}");
         }
     }
+    // Blocks of 8 over a prompt of 11: its first generated block holds 3 prompt tokens, and
+    // every block's later steps hold unmasked positions; those rows were not drawn.
+    let seen = draws.lock().unwrap();
+    let skipped = seen.iter().filter(|d| d.skip).count();
+    assert!(skipped > 0 && skipped < seen.len(), "{skipped} of {} rows skipped", seen.len());
 }

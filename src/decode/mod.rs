@@ -161,6 +161,13 @@ impl Policy {
         }
     }
 
+    /// Whether a step reads the picks of positions that are not masks: the edit algorithms
+    /// (JointThreshold, JointThresholdInDel) may rewrite a decoded token; LowConfidence and
+    /// FixedCount read and write masked positions only, so the others' picks need not be made.
+    pub fn reads_unmasked_picks(&self) -> bool {
+        matches!(self, Policy::JointThreshold(_) | Policy::JointThresholdInDel(_))
+    }
+
     /// One step over a block: `tokens` as the step's forward saw them (its first `fixed` are
     /// prompt tokens, never written), `picks` the forward's picks for them, `quotas` the
     /// block's unmask schedule (see [`blocks::quota_schedule`]; LowConfidence and FixedCount

@@ -29,14 +29,23 @@ pub struct Sampling {
 pub struct RowDraw {
     pub sampling: Option<Sampling>,
     pub u: f64,
+    /// Nobody reads this row's pick (a position its step cannot write): it is not made, and
+    /// the row's pick is [`SKIPPED`]. The uniform is still drawn, so the generator's order,
+    /// and every other row's draw, are those of a step that picks every row.
+    pub skip: bool,
 }
 
+/// The pick of a skipped row ([`RowDraw::skip`]): no token id (csrc/params.h's SAMPLE_SKIPPED,
+/// which backend::cuda::sampler asserts equal).
+pub const SKIPPED: Pick = Pick { token: u32::MAX, prob: 0.0 };
+
 impl RowDraw {
-    pub const GREEDY: RowDraw = RowDraw { sampling: None, u: 0.0 };
+    pub const GREEDY: RowDraw = RowDraw { sampling: None, u: 0.0, skip: false };
 
     /// The row's pick from its logits on the host (the CPU backend; the twin of the kernel).
     pub fn pick(&self, logits: &[f32]) -> Pick {
         match &self.sampling {
+            _ if self.skip => SKIPPED,
             Some(s) => sample_row_u(logits, s, self.u),
             None => pick_row(logits),
         }

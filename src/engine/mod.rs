@@ -380,12 +380,19 @@ impl<B: Runner> Engine<B> {
         }
         if !reads_rows && self.backend.samples() && self.reqs.iter().all(|r| r.params.penalties().is_neutral()) {
             // Sampled without penalties: each row drawn where its logits are, with the uniform
-            // the host path would draw for it (same generator, same order).
+            // the host path would draw for it (same generator, same order). A row whose pick the
+            // request's algorithm cannot read (a position no longer masked) is skipped: its
+            // uniform is still drawn, so every other row's draw stays the same.
             let mut draws = Vec::with_capacity(out_rows.len());
+            let mask_id = self.mask_id;
             for r in &mut self.reqs {
                 let sampling = (r.params.temperature > 0.0).then(|| r.params.sampling());
-                for _ in 0..r.layout.block_size {
-                    draws.push(RowDraw { sampling, u: if sampling.is_some() { r.rng.uniform() } else { 0.0 } });
+                let b = r.layout.block_size;
+                let block = &r.tokens[r.block * b..(r.block + 1) * b];
+                let every_row = r.params.policy.reads_unmasked_picks();
+                for &t in block {
+                    let u = if sampling.is_some() { r.rng.uniform() } else { 0.0 };
+                    draws.push(RowDraw { sampling, u, skip: !every_row && t != mask_id });
                 }
             }
             return Ok((self.backend.sample(&self.cfg, batch, out_rows, &draws)?, none()));

@@ -629,7 +629,7 @@ impl Backend for CudaBackend {
     }
 
     fn set_draws(&mut self, draws: &[RowDraw]) -> Result<()> {
-        self.draws = draws.iter().map(|d| d.sampling.map_or(RowSampling::greedy(), |s| RowSampling::new(&s, d.u))).collect();
+        self.draws = draws.iter().map(RowSampling::of).collect();
         Ok(())
     }
 

@@ -5,10 +5,13 @@
 
 use super::kernels::{params::*, Kernel};
 use super::CudaBackend;
-use crate::decode::sample::Sampling;
+use crate::decode::sample::{RowDraw, Sampling};
 use crate::decode::Pick;
 use anyhow::{bail, Result};
 use cudarc::driver::CudaSlice;
+
+// A skipped row's token: the kernel's and the CPU twin's are one value.
+const _: () = assert!(SAMPLE_SKIPPED == crate::decode::sample::SKIPPED.token as usize);
 
 impl RowSampling {
     /// A row drawn under `s` with the uniform `u` in (0, 1). The kernel reads `u` as an f32:
@@ -20,13 +23,20 @@ impl RowSampling {
             top_p: s.top_p,
             min_p: s.min_p,
             u: (u as f32).clamp(0.0, 1.0 - f32::EPSILON / 2.0),
+            skip: 0,
         }
+    }
+
+    /// The knobs of `d` (greedy where it has none), skipped where it is.
+    pub fn of(d: &RowDraw) -> Self {
+        let r = d.sampling.map_or(RowSampling::greedy(), |s| RowSampling::new(&s, d.u));
+        RowSampling { skip: d.skip as i32, ..r }
     }
 
     /// A greedy row: the argmax (ties: lowest id) and its softmax probability, as the fused
     /// pick after lm_head.
     pub fn greedy() -> Self {
-        RowSampling { temperature: 0.0, top_k: 0, top_p: 1.0, min_p: 0.0, u: 0.0 }
+        RowSampling { temperature: 0.0, top_k: 0, top_p: 1.0, min_p: 0.0, u: 0.0, skip: 0 }
     }
 }
 
