@@ -132,6 +132,9 @@ typedef __nv_bfloat16 bf16;
 #define ROPE_THREADS (ROPE_WARPS * WARP)
 #define ROPE_MAX_D 256
 #define ROPE_CTAS_PER_SM 16  // an SM's 2048 threads: the host sizes the grid by it
+// qk_norm_rope_store_v4 / _v8 (head dims 128 / 256): a lane's head elements as one vector; a
+// warp issues the loads of this many of its heads before it works on the first.
+#define ROPE_VEC_HEADS 4
 
 // moe_router.cu, moe_permute.cu, lm_head.cu, unmask.cu.
 #define ROUTER_THREADS 256

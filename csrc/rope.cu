@@ -6,6 +6,7 @@
 // batch 1; once per CTA, ~33 us a layer at batch 64 (12k CTAs, each waiting on f64 math), 26 us
 // with the table. (A warp's head row kept in registers, its loads issued before the position's,
 // measured slower at batch 64: 33 us, its 74 registers halving the CTAs an SM holds.)
+// Head dims 128 and 256 take qk_norm_rope_store_v4 / _v8 below instead.
 #include "common.cuh"
 
 extern "C" __global__ void __launch_bounds__(ROPE_WARPS * WARP) qk_norm_rope_store(const RopeParams p) {
@@ -63,3 +64,106 @@ extern "C" __global__ void __launch_bounds__(ROPE_WARPS * WARP) qk_norm_rope_sto
         __syncwarp();
     }
 }
+
+// ---- head dims 128 and 256: a head's row as one vector a lane ---------------------------------
+// The same arithmetic, but lane l holds the V = d / WARP consecutive elements lV.. of a head
+// (one 16- or 32-byte load of the f32 row, one 8- or 16-byte store of the bf16 one), a warp
+// issues the loads of ROPE_VEC_HEADS of its heads before working on the first, and a rotation's
+// partner half comes from lane l +- (rot / 2) / V by a shuffle instead of shared memory. The
+// kernel above, a warp's head at a time (four dependent memory latencies a head: its loads, the
+// sum, the staging, the stores of 2 bytes a lane), ran at ~36% of the copy bandwidth at batch 64
+// and 48 us a call over a 4,096-token prefill (docs/PERF.md, session 21). Needs (rot / 2) % V == 0
+// so that a lane's elements are all in the first half of the rotated part, all in the second, or
+// all past it (the host checks).
+template <int V>
+__device__ __forceinline__ void load_row_f32(const float* p, float (&o)[V]) {
+#pragma unroll
+    for (int k = 0; k < V; k += 4) {
+        const float4 a = *reinterpret_cast<const float4*>(p + k);
+        o[k] = a.x;
+        o[k + 1] = a.y;
+        o[k + 2] = a.z;
+        o[k + 3] = a.w;
+    }
+}
+
+template <int V>
+__device__ __forceinline__ void store_row_bf16(bf16* p, const float (&o)[V]) {
+    static_assert(V == 4 || V == 8, "8- or 16-byte stores");
+    __align__(16) __nv_bfloat162 h[V / 2];
+#pragma unroll
+    for (int k = 0; k < V / 2; k++) h[k] = __floats2bfloat162_rn(o[2 * k], o[2 * k + 1]);
+    if constexpr (V == 4) {
+        *reinterpret_cast<uint2*>(p) = *reinterpret_cast<const uint2*>(h);
+    } else {
+        *reinterpret_cast<uint4*>(p) = *reinterpret_cast<const uint4*>(h);
+    }
+}
+
+template <int V>
+__device__ __forceinline__ void qk_norm_rope_store_vec(const RopeParams& p) {
+    constexpr int B = ROPE_VEC_HEADS;
+    pdl_release();  // as qk_norm_rope_store
+    const int t = blockIdx.x, lane = threadIdx.x % WARP, w = threadIdx.x / WARP;
+    const int d = WARP * V, half = p.rot / 2, pos = p.tok_pos[t], heads = p.nh + 2 * p.nkv;
+    const int i0 = lane * V;
+    const bool first = i0 < half, rotated = i0 < p.rot;
+    const int partner = first ? lane + half / V : rotated ? lane - half / V : lane;
+    // This lane's angles (of pairs j0..j0 + V - 1) and norm weights, for all of the warp's heads.
+    float c[V], s[V], qn[V], kn[V];
+    const int j0 = first ? i0 : i0 - half;
+#pragma unroll
+    for (int k = 0; k < V; k++) {
+        c[k] = 1.f;
+        s[k] = 0.f;
+        if (!rotated) continue;
+        if (pos < p.table_positions) {
+            const float2 v = reinterpret_cast<const float2*>(p.cos_sin)[(size_t)pos * half + j0 + k];
+            c[k] = v.x;
+            s[k] = v.y;
+        } else {
+            double sd, cd;
+            sincos((double)pos * pow((double)p.theta, -2.0 * (j0 + k) / p.rot), &sd, &cd);
+            c[k] = (float)cd;
+            s[k] = (float)sd;
+        }
+    }
+    load_row_f32<V>(p.q_norm + i0, qn);
+    load_row_f32<V>(p.k_norm + i0, kn);
+    const int32_t* pt = p.kv.page_table + p.kv.tok_pt[t];
+    const float* row = p.qkv + (size_t)t * heads * d;
+    const int step = ROPE_WARPS * gridDim.y;
+    for (int h0 = blockIdx.y * ROPE_WARPS + w; h0 < heads; h0 += B * step) {
+        float x[B][V];
+#pragma unroll
+        for (int b = 0; b < B; b++)
+            if (h0 + b * step < heads) load_row_f32<V>(row + (size_t)(h0 + b * step) * d + i0, x[b]);
+#pragma unroll
+        for (int b = 0; b < B; b++) {
+            const int h = h0 + b * step;  // uniform over the warp
+            if (h >= heads) break;
+            if (h >= p.nh + p.nkv) {  // V: stored as is
+                store_row_bf16<V>(p.kv.pool + kv_offset(p.kv, pt, pos, 1, p.nkv, h - p.nh - p.nkv, d) + i0, x[b]);
+                continue;
+            }
+            const bool is_q = h < p.nh;
+            float ss = 0.f;
+#pragma unroll
+            for (int k = 0; k < V; k++) ss += x[b][k] * x[b][k];
+            const float inv = rsqrtf(warp_sum(ss) / d + p.eps);
+            float o[V], r[V];
+#pragma unroll
+            for (int k = 0; k < V; k++) o[k] = x[b][k] * inv * (is_q ? qn[k] : kn[k]);
+#pragma unroll
+            for (int k = 0; k < V; k++) {
+                const float y = __shfl_sync(0xffffffffu, o[k], partner);
+                r[k] = first ? o[k] * c[k] - y * s[k] : rotated ? o[k] * c[k] + y * s[k] : o[k];
+            }
+            bf16* dst = is_q ? p.q_out + ((size_t)t * p.nh + h) * d : p.kv.pool + kv_offset(p.kv, pt, pos, 0, p.nkv, h - p.nh, d);
+            store_row_bf16<V>(dst + i0, r);
+        }
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(ROPE_THREADS) qk_norm_rope_store_v4(const RopeParams p) { qk_norm_rope_store_vec<4>(p); }
+extern "C" __global__ void __launch_bounds__(ROPE_THREADS) qk_norm_rope_store_v8(const RopeParams p) { qk_norm_rope_store_vec<8>(p); }

@@ -127,6 +127,10 @@ pub struct Common {
     /// default) or by moe_combine into an f32 output first (false). For measuring it.
     #[arg(long)]
     pub fused_moe_norm: Option<bool>,
+    /// CUDA: qk_norm_rope_store in its vector form at head dims 128 and 256 (true, the
+    /// default) or the scalar one (false). For measuring it.
+    #[arg(long)]
+    pub rope_vectors: Option<bool>,
     /// CUDA: the router as one launch (logits, selection and, at one cluster's rows, the
     /// permute), forced on or off (default: at up to 32 rows). For measuring it.
     #[arg(long)]
@@ -267,6 +271,7 @@ fn cuda(cmd: BenchCmd, process_start: std::time::Instant) -> Result<()> {
         moe_ws_tiles: common.moe_ws_tiles,
         fused_router: common.fused_router,
         fused_moe_norm: common.fused_moe_norm.unwrap_or(CudaOptions::default().fused_moe_norm),
+        rope_vectors: common.rope_vectors.unwrap_or(CudaOptions::default().rope_vectors),
         mem_fraction_static: common.mem_fraction_static.unwrap_or(CudaOptions::default().mem_fraction_static),
         cuda_graph_max_bs: common.graphs.max_bs().unwrap_or(CudaOptions::default().cuda_graph_max_bs),
         ..CudaOptions::default()

@@ -140,6 +140,7 @@ pub struct KernelRow {
 fn work_name(launch: &str) -> &str {
     match launch {
         "block_attention_d64" | "block_attention_d256" | "block_attention_deep" => "block_attention",
+        "qk_norm_rope_store_v4" | "qk_norm_rope_store_v8" => "qk_norm_rope_store",
         l if l.starts_with("moe_gate_up") => "moe_gate_up",
         l if l.starts_with("moe_down") => "moe_down",
         // A projection by cuBLAS or by the weight stream (csrc/dense_stream.cu): the same work.

@@ -284,8 +284,27 @@ impl CudaBackend {
         let head_groups = (nh + 2 * c.num_key_value_heads).div_ceil(ROPE_WARPS);
         let resident = self.sm_count * ROPE_CTAS_PER_SM;
         let groups = (resident / qkv.rows.max(1)).clamp(1, head_groups) as u32;
-        self.k.launch(Kernel::QkNormRopeStore, (qkv.rows as u32, groups, 1), ROPE_THREADS as u32, &p)?;
+        let kernel = match self.rope_vector_kernel(p.qkv) {
+            Some(k) => k,
+            None => Kernel::QkNormRopeStore,
+        };
+        self.k.launch(kernel, (qkv.rows as u32, groups, 1), ROPE_THREADS as u32, &p)?;
         Ok(CudaAct { rows: qkv.rows, cols: nh * d, data: ActData::Bf16(q) })
+    }
+
+    /// The vector form of qk_norm_rope_store (csrc/rope.cu) for this model, where it applies:
+    /// head dim 128 or 256 (4 or 8 elements a lane), lanes whose elements all fall on one side
+    /// of the rotation's halves, and a 16-byte aligned input (its vector loads).
+    fn rope_vector_kernel(&self, qkv: u64) -> Option<Kernel> {
+        let d = self.cfg.head_dim();
+        let kernel = match d {
+            128 => Kernel::QkNormRopeStoreV4,
+            256 => Kernel::QkNormRopeStoreV8,
+            _ => return None,
+        };
+        let per_lane = d / WARP;
+        let fits = (self.cfg.rotary_dim() / 2).is_multiple_of(per_lane) && qkv.is_multiple_of(16);
+        (self.opts.rope_vectors && fits).then_some(kernel)
     }
 
     /// Attention of the step's queries over their sequences' pages.

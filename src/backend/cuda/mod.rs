@@ -109,6 +109,10 @@ pub struct CudaOptions {
     /// A MoE layer's slots summed by the next layer's input norm (add_moe_rms_norm) instead of
     /// by moe_combine into an f32 output first. `dllm bench --fused-moe-norm false` measures it.
     pub fused_moe_norm: bool,
+    /// qk_norm_rope_store in its vector form (head dims 128 and 256: a head's row a warp's
+    /// vector, several heads' loads in flight) where it applies. `dllm bench --rope-vectors
+    /// false` measures the scalar form.
+    pub rope_vectors: bool,
 }
 
 impl Default for CudaOptions {
@@ -133,6 +137,7 @@ impl Default for CudaOptions {
             moe_ws_tiles: None,
             fused_router: None,
             fused_moe_norm: true,
+            rope_vectors: true,
         }
     }
 }
