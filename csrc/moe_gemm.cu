@@ -238,9 +238,10 @@ __device__ __forceinline__ void moe_gemm(const MoeGemmParams& p) {
 // ---------------------------------------------------------------------------------------------
 
 // Outputs (col, col + 1) of `slot` from their sums: gated, act = bf16(silu(gate) * up); else
-// slot_out = bf16(sum * the slot's routing weight). Columns past n are not written.
+// slot_out = bf16(sum * wt), wt the slot's routing weight (slot_weight_of). Columns past n are
+// not written.
 template <bool GATED>
-__device__ __forceinline__ void store_pair(const MoeGemmParams& p, size_t slot, int col, float s0, float s1, float u0, float u1) {
+__device__ __forceinline__ void store_pair(const MoeGemmParams& p, size_t slot, int col, float s0, float s1, float u0, float u1, float wt) {
     const bool pair = p.n % 2 == 0 && col + 1 < p.n;
     if constexpr (GATED) {
         const float v0 = silu_f(s0) * u0, v1 = silu_f(s1) * u1;
@@ -252,7 +253,6 @@ __device__ __forceinline__ void store_pair(const MoeGemmParams& p, size_t slot, 
             if (col + 1 < p.n) out[1] = f2bf(v1);
         }
     } else {
-        const float wt = p.slot_weight[slot];
         bf16* out = p.slot_out + slot * p.n + col;
         if (pair) {
             *reinterpret_cast<__nv_bfloat162*>(out) = __floats2bfloat162_rn(s0 * wt, s1 * wt);
@@ -321,6 +321,14 @@ struct TileSources {
         }
     }
 };
+
+// The routing weight store_pair scales a down row by, read once a row: read in store_pair, it
+// was loaded again before each of the row's stores (the compiler cannot tell that the bf16
+// stores leave it alone), a dependent load each in every epilogue.
+template <bool GATED>
+__device__ __forceinline__ float slot_weight_of(const MoeGemmParams& p, size_t slot) {
+    return GATED ? 0.f : p.slot_weight[slot];
+}
 
 // Byte offsets of (row, column c8) in the stages' two layouts: rows of GEMM_LDS bf16 (padded to
 // spread banks, the mma.sync path) and the 128-byte swizzle wgmma reads.
@@ -416,12 +424,13 @@ __device__ __forceinline__ void moe_gemm_mma(const MoeGemmParams& p, int e, int 
         for (int h = 0; h < 2; h++) {
             const int r = row0 + m * 16 + lane / 4 + 8 * h;
             if (r >= rows) continue;
+            const float wt = slot_weight_of<GATED>(p, s0 + r);
 #pragma unroll
             for (int j = 0; j < (GATED ? 2 : 4); j++) {
                 const int col = n0 + warp * (GATED ? 16 : 32) + j * 8 + (lane % 4) * 2;
                 // Gated: fragment j + 2 holds the up's sums for the gate's fragment j.
                 const float* up = GATED ? acc[m][j + 2] : acc[m][j];
-                store_pair<GATED>(p, s0 + r, col, acc[m][j][2 * h], acc[m][j][2 * h + 1], up[2 * h], up[2 * h + 1]);
+                store_pair<GATED>(p, s0 + r, col, acc[m][j][2 * h], acc[m][j][2 * h + 1], up[2 * h], up[2 * h + 1], wt);
             }
         }
     }
@@ -439,11 +448,12 @@ __device__ __forceinline__ void store_warpgroup_rows(const MoeGemmParams& p, con
         for (int i = 0; i < 2; i++) {
             const int r = h * 64 + warp * 16 + lane / 4 + 8 * i;
             if (r >= rows) continue;
+            const float wt = slot_weight_of<GATED>(p, s0 + r);
 #pragma unroll
             for (int j = 0; j < (GATED ? 8 : 16); j++) {
                 const int col = c0 + j * 8 + (lane % 4) * 2;
                 const float* up = GATED ? &d[h][4 * (j + 8)] : &d[h][4 * j];
-                store_pair<GATED>(p, s0 + r, col, d[h][4 * j + 2 * i], d[h][4 * j + 2 * i + 1], up[2 * i], up[2 * i + 1]);
+                store_pair<GATED>(p, s0 + r, col, d[h][4 * j + 2 * i], d[h][4 * j + 2 * i + 1], up[2 * i], up[2 * i + 1], wt);
             }
         }
     }
@@ -700,11 +710,12 @@ __device__ __forceinline__ void moe_gemm_wgmma_fp8(const MoeGemmParams& p, int e
     for (int h = 0; h < 2; h++) {
         const int r = warp * 16 + lane / 4 + 8 * h;
         if (r >= rows) continue;
+        const float wt = slot_weight_of<GATED>(p, s0 + r);
 #pragma unroll
         for (int j = 0; j < (GATED ? 8 : 16); j++) {
             const int col = n0 + j * 8 + (lane % 4) * 2;
             const float* up = GATED ? &acc[4 * (j + 8)] : &acc[4 * j];
-            store_pair<GATED>(p, s0 + r, col, acc[4 * j + 2 * h], acc[4 * j + 2 * h + 1], up[2 * h], up[2 * h + 1]);
+            store_pair<GATED>(p, s0 + r, col, acc[4 * j + 2 * h], acc[4 * j + 2 * h + 1], up[2 * h], up[2 * h + 1], wt);
         }
     }
 }
