@@ -239,16 +239,19 @@ __device__ __forceinline__ void moe_stream(const MoeGemmParams& p) {
             const int r = j * 8 + g;
             xrow[j] = r < cu.rows ? p.x + (size_t)(GATED ? p.slot_token[cu.s0 + r] : cu.s0 + r) * p.k : nullptr;
         }
-        // The down rows' routing weights for the epilogue (C rows 8 j + 2 t, + 1), requested
-        // with the unit's first chunk: read at the stores, each was a dependent load there (the
-        // compiler cannot move it above the previous row's bf16 store).
+        // The bf16 down rows' routing weights for the epilogue (C rows 8 j + 2 t, + 1),
+        // requested with the unit's first chunk: read at the stores, each was a dependent load
+        // there (the compiler cannot move it above the previous row's bf16 store). The fp8
+        // stream keeps reading them at the stores: requested here it took 14.60 against 14.08
+        // ms a flash batch-1 step (docs/perf/session21/flash-ab/).
+        constexpr bool EARLY_WT = !GATED && !FP8;
         float wt[NT][2];
 #pragma unroll
         for (int j = 0; j < NT; j++)
 #pragma unroll
             for (int b = 0; b < 2; b++) {
                 const int r = 8 * j + 2 * t + b;
-                wt[j][b] = !GATED && r < cu.rows ? p.slot_weight[cu.s0 + r] : 0.f;
+                wt[j][b] = EARLY_WT && r < cu.rows ? p.slot_weight[cu.s0 + r] : 0.f;
             }
         // n8 tiles wholly past the item's rows multiply zeros: skip them (warp-uniform).
         const int nt_live = (cu.rows + 7) / 8;
@@ -330,7 +333,7 @@ __device__ __forceinline__ void moe_stream(const MoeGemmParams& p) {
                     if (GATED) {
                         p.act_out[slot * p.n + col] = f2bf(silu_f(acc1[j][q]) * acc2[j][q]);
                     } else {
-                        p.slot_out[slot * p.n + col] = f2bf(acc1[j][q] * wt[j][q % 2]);
+                        p.slot_out[slot * p.n + col] = f2bf(acc1[j][q] * (EARLY_WT ? wt[j][q % 2] : p.slot_weight[slot]));
                     }
                 }
         }
