@@ -160,7 +160,7 @@ fn a_tp_size_that_does_not_divide_the_model_is_a_startup_error() {
 
 /// A rank backend that fails, on request, in one layer's feed-forward: where every rank fails
 /// alike the error is ordinary; where only one does, the others wait in its all-reduce. It
-/// keeps the draws it was last given (`Head::Sample`'s).
+/// keeps every draw it is given (`Head::Sample`'s), in order.
 struct Failing {
     inner: CpuBackend,
     fail_ffn: Arc<std::sync::atomic::AtomicBool>,

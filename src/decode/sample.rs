@@ -44,8 +44,10 @@ impl RowDraw {
 
     /// The row's pick from its logits on the host (the CPU backend; the twin of the kernel).
     pub fn pick(&self, logits: &[f32]) -> Pick {
+        if self.skip {
+            return SKIPPED;
+        }
         match &self.sampling {
-            _ if self.skip => SKIPPED,
             Some(s) => sample_row_u(logits, s, self.u),
             None => pick_row(logits),
         }

@@ -284,10 +284,7 @@ impl CudaBackend {
         let head_groups = (nh + 2 * c.num_key_value_heads).div_ceil(ROPE_WARPS);
         let resident = self.sm_count * ROPE_CTAS_PER_SM;
         let groups = (resident / qkv.rows.max(1)).clamp(1, head_groups) as u32;
-        let kernel = match self.rope_vector_kernel(p.qkv) {
-            Some(k) => k,
-            None => Kernel::QkNormRopeStore,
-        };
+        let kernel = self.rope_vector_kernel(p.qkv).unwrap_or(Kernel::QkNormRopeStore);
         self.k.launch(kernel, (qkv.rows as u32, groups, 1), ROPE_THREADS as u32, &p)?;
         Ok(CudaAct { rows: qkv.rows, cols: nh * d, data: ActData::Bf16(q) })
     }
