@@ -81,10 +81,34 @@ fn step_head<B: Backend>(b: &mut B, cfg: &ModelConfig, batch: &StepBatch, out_ro
     })
 }
 
+/// `out_rows` and, up to the count the backend computes ([`Backend::padded_out_rows`]), copies
+/// of the last; the forward functions drop the copies' results.
+fn padded<B: Backend>(b: &B, batch: &StepBatch, out_rows: &[usize]) -> Vec<usize> {
+    let mut rows = out_rows.to_vec();
+    if let Some(&last) = out_rows.last() {
+        rows.resize(b.padded_out_rows(batch, out_rows.len()).max(out_rows.len()), last);
+    }
+    rows
+}
+
+/// The results of a head over `padded` rows (the same count of values each) cut to those of the
+/// first `rows`.
+fn unpadded<T>(mut v: Vec<T>, rows: usize, padded: usize) -> Result<Vec<T>> {
+    if padded == rows {
+        return Ok(v);
+    }
+    if padded == 0 || !v.len().is_multiple_of(padded) {
+        anyhow::bail!("the head returned {} values for {padded} rows", v.len());
+    }
+    v.truncate(v.len() / padded * rows);
+    Ok(v)
+}
+
 /// Greedy picks (token, probability) for `out_rows`.
 pub fn forward_pick<B: Backend>(b: &mut B, cfg: &ModelConfig, batch: &StepBatch, out_rows: &[usize]) -> Result<Vec<Pick>> {
-    step_head(b, cfg, batch, out_rows, Head::Pick)?;
-    b.read_picks()
+    let rows = padded(b, batch, out_rows);
+    step_head(b, cfg, batch, &rows, Head::Pick)?;
+    unpadded(b.read_picks()?, out_rows.len(), rows.len())
 }
 
 /// Per output row a draw under its own knobs (`draws`, one per row of `out_rows`), made by the
@@ -99,20 +123,26 @@ pub fn forward_sample<B: Backend>(
     if draws.len() != out_rows.len() {
         anyhow::bail!("{} draws for {} output rows", draws.len(), out_rows.len());
     }
-    b.set_draws(draws)?;
-    step_head(b, cfg, batch, out_rows, Head::Sample)?;
-    b.read_picks()
+    let rows = padded(b, batch, out_rows);
+    // The padding's rows are skipped: no pass over their logits.
+    let mut all = draws.to_vec();
+    all.resize(rows.len(), RowDraw { skip: true, ..RowDraw::GREEDY });
+    b.set_draws(&all)?;
+    step_head(b, cfg, batch, &rows, Head::Sample)?;
+    unpadded(b.read_picks()?, out_rows.len(), rows.len())
 }
 
 /// Per row of `out_rows` its summary (the best entries, max and sum of exp); the whole rows
 /// stay with the backend for [`Backend::read_logit_rows`] until the next forward.
 pub fn forward_tops<B: Backend>(b: &mut B, cfg: &ModelConfig, batch: &StepBatch, out_rows: &[usize]) -> Result<Vec<RowTop>> {
-    step_head(b, cfg, batch, out_rows, Head::Top)?;
-    b.read_tops()
+    let rows = padded(b, batch, out_rows);
+    step_head(b, cfg, batch, &rows, Head::Top)?;
+    unpadded(b.read_tops()?, out_rows.len(), rows.len())
 }
 
 /// Full logits for `out_rows`, `[out_rows.len() * vocab]`.
 pub fn forward_logits<B: Backend>(b: &mut B, cfg: &ModelConfig, batch: &StepBatch, out_rows: &[usize]) -> Result<Vec<f32>> {
-    step_head(b, cfg, batch, out_rows, Head::Logits)?;
-    b.read_logits()
+    let rows = padded(b, batch, out_rows);
+    step_head(b, cfg, batch, &rows, Head::Logits)?;
+    unpadded(b.read_logits()?, out_rows.len(), rows.len())
 }

@@ -160,11 +160,13 @@ fn a_tp_size_that_does_not_divide_the_model_is_a_startup_error() {
 
 /// A rank backend that fails, on request, in one layer's feed-forward: where every rank fails
 /// alike the error is ordinary; where only one does, the others wait in its all-reduce. It
-/// keeps every draw it is given (`Head::Sample`'s), in order.
+/// keeps every draw it is given (`Head::Sample`'s), in order, and pads a step's output rows to
+/// a multiple of `pad_rows_to` (0: not at all) as a backend recording step shapes does.
 struct Failing {
     inner: CpuBackend,
     fail_ffn: Arc<std::sync::atomic::AtomicBool>,
     draws: Arc<std::sync::Mutex<Vec<dllm::decode::sample::RowDraw>>>,
+    pad_rows_to: usize,
 }
 
 impl Backend for Failing {
@@ -221,6 +223,13 @@ impl Backend for Failing {
     fn read_logits(&mut self) -> anyhow::Result<Vec<f32>> {
         self.inner.read_logits()
     }
+    fn padded_out_rows(&self, _batch: &StepBatch, rows: usize) -> usize {
+        if self.pad_rows_to == 0 {
+            rows
+        } else {
+            rows.next_multiple_of(self.pad_rows_to)
+        }
+    }
 }
 
 /// Failures never hang the group: an error every rank hits (a token outside the vocabulary)
@@ -236,7 +245,7 @@ fn a_rank_failing_alone_stops_the_group_instead_of_hanging_it() {
     let (g, c, f) = (group.clone(), ck.clone(), flags.clone());
     let mut ranks = Ranks::spawn(2, move |rank| {
         let inner = CpuBackend::load_rank(&c, Shard { rank, size: 2 }, Some(g.clone()), None)?;
-        Ok(Failing { inner, fail_ffn: f[rank].clone(), draws: Default::default() })
+        Ok(Failing { inner, fail_ffn: f[rank].clone(), draws: Default::default(), pad_rows_to: 0 })
     })
     .unwrap()
     .with_abort(move || group.abort())
@@ -265,9 +274,9 @@ fn a_rank_failing_alone_stops_the_group_instead_of_hanging_it() {
 /// Sampled decoding: a backend's own draws (`Head::Sample`, what the CUDA sampler does on the
 /// device) against the host's sampling of gathered logits (what tensor-parallel ranks do), with
 /// the same seeds: the same tokens and confidences, since each row's uniform comes from its
-/// request's generator in the same order and both apply `sample_row_u`. The backend skips the
-/// rows of positions no longer masked (LowConfidence never reads their picks); the host draws
-/// every row.
+/// request's generator in the same order and both apply `sample_row_u`. The backend predicts
+/// only the rows of positions still masked (LowConfidence never reads the others' picks),
+/// padded to a multiple of 4 rows (skipped draws); the host draws every row.
 #[test]
 fn backend_draws_equal_host_sampling_of_gathered_logits() {
     let dir = tiny();
@@ -275,11 +284,12 @@ fn backend_draws_equal_host_sampling_of_gathered_logits() {
     let cfg = ck.config.clone();
     let tok = dllm::tokenizer::Tokenizer::open(&dir, &cfg).unwrap();
     let draws = Arc::new(std::sync::Mutex::new(vec![]));
-    let backend = Failing { inner: CpuBackend::load(&ck).unwrap(), fail_ffn: Default::default(), draws: draws.clone() };
+    let backend = Failing { inner: CpuBackend::load(&ck).unwrap(), fail_ffn: Default::default(), draws: draws.clone(), pad_rows_to: 4 };
     let mut own = Engine::new(backend, cfg.clone(), tok.mask_id, tok.eos_id);
     let mut gathered = Engine::new(runtime::cpu_ranks(&ck, 2, None).unwrap(), cfg.clone(), tok.mask_id, tok.eos_id);
     assert!(own.backend.samples() && !gathered.backend.samples());
     let prompt: Vec<u32> = (0..11).map(|i| (i * 53 + 7) % 280).collect();
+    let mut positions = 0;
     for (t, p, k, seed) in [(0.7f32, 0.9f32, 0usize, 1u64), (1.3, 1.0, 20, 2), (0.5, 0.5, 5, 3)] {
         let params = GenParams {
             max_new_tokens: 24,
@@ -294,14 +304,21 @@ fn backend_draws_equal_host_sampling_of_gathered_logits() {
         };
         let a = own.generate(prompt.clone(), params.clone()).unwrap();
         let b = gathered.generate(prompt.clone(), params).unwrap();
+        positions += a.steps * 8;
         assert_eq!(a.output_ids, b.output_ids, "temperature {t} top-p {p} top-k {k}");
         for (x, y) in a.output_probs.iter().zip(&b.output_probs) {
             assert!((x - y).abs() < 1e-4, "confidence {x} vs {y}");
         }
     }
     // Blocks of 8 over a prompt of 11: its first generated block holds 3 prompt tokens, and
-    // every block's later steps hold unmasked positions; those rows were not drawn.
+    // every block's later steps hold unmasked positions; those rows were not predicted. The
+    // padding's rows were, skipped.
     let seen = draws.lock().unwrap();
     let skipped = seen.iter().filter(|d| d.skip).count();
-    assert!(skipped > 0 && skipped < seen.len(), "{skipped} of {} rows skipped", seen.len());
+    assert!(seen.len() % 4 == 0, "{} rows: not padded to 4", seen.len());
+    assert!(
+        skipped > 0 && seen.len() - skipped < positions * 3 / 4,
+        "{} rows drawn, {skipped} skipped, of {positions} positions",
+        seen.len()
+    );
 }

@@ -180,6 +180,15 @@ pub trait Backend {
         self.read_logits()
     }
 
+    /// How many output rows a step's forward over `batch` computes to predict `rows` of them
+    /// (at least `rows`; the model repeats the last row into the rest and drops their results).
+    /// A backend that records forwards by shape (CUDA graphs) rounds the count up, so that the
+    /// steps of a block, which predict fewer rows as it unmasks, share a few recordings.
+    fn padded_out_rows(&self, batch: &StepBatch, rows: usize) -> usize {
+        let _ = batch;
+        rows
+    }
+
     /// One denoising step's forward over `batch`, predicting `out_rows`: `forward` issues its
     /// ops, ending with [`Backend::head`]. A backend that can record its launches (CUDA graphs)
     /// may record the first forward of a shape and replay the recording for later ones on

@@ -332,8 +332,10 @@ fn profile_steps(engine: &mut Engine<crate::backend::cuda::CudaBackend>, a: &Ker
     let touched = engine.backend.experts_touched();
     engine.backend.count_experts(false);
     engine.backend.profile_reset();
+    let mut predicted = 0;
     for _ in 0..a.steps {
         check(engine.step())?;
+        predicted += engine.predicted_rows;
     }
     let n = a.steps as f64;
     let measured: Vec<(String, f64, f64)> =
@@ -342,8 +344,8 @@ fn profile_steps(engine: &mut Engine<crate::backend::cuda::CudaBackend>, a: &Ker
         engine.cancel(id);
     }
     let shared_in_experts = engine.backend.shared_expert_in_items(a.batch * c.block);
-    let work =
-        super::kernels::step_work(&engine.cfg, &touched, a.batch, a.prefix, c.block, shared_in_experts, c.fused_moe_norm.unwrap_or(true));
+    let dims = super::kernels::StepDims { batch: a.batch, prefix: a.prefix, block: c.block, predicted: predicted as f64 / n };
+    let work = super::kernels::step_work(&engine.cfg, &touched, dims, shared_in_experts, c.fused_moe_norm.unwrap_or(true));
     let rows = super::kernels::rows(&measured, &work, bandwidth, gemm);
     println!(
         "device: {}  batch {}  prefix {}  block {}  tokens {}  decoding: {}  experts/layer {:.1}  ceilings: copy {:.0} GB/s, bf16 GEMM {:.0} TFLOP/s",

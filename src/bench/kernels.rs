@@ -12,8 +12,25 @@ pub struct KernelWork {
     pub flops: f64,
 }
 
-/// Per-step work of every kernel for `batch` requests with a `prefix` cached and a `block` of
-/// queries each; `experts_touched` per MoE layer (empty: all experts). `shared_in_experts`: the
+/// A denoising step's size: `batch` requests with a `prefix` cached and a `block` of queries
+/// each, of which `predicted` rows in all (a mean over steps) go through the lm_head: the
+/// positions still masked where the requests' algorithms read only those.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepDims {
+    pub batch: usize,
+    pub prefix: usize,
+    pub block: usize,
+    pub predicted: f64,
+}
+
+impl StepDims {
+    /// Every block row predicted.
+    pub fn whole(batch: usize, prefix: usize, block: usize) -> Self {
+        StepDims { batch, prefix, block, predicted: (batch * block) as f64 }
+    }
+}
+
+/// Per-step work of every kernel for a step of `dims`; `experts_touched` per MoE layer (empty: all experts). `shared_in_experts`: the
 /// MoE layers' shared expert runs inside the routed experts' launches (the CUDA backend does
 /// at a few tokens), so its work is counted under theirs. `fused_moe_norm`: a MoE layer's slots
 /// are summed by the next layer's input norm (add_moe_rms_norm; CudaOptions::fused_moe_norm),
@@ -21,12 +38,11 @@ pub struct KernelWork {
 pub fn step_work(
     c: &ModelConfig,
     experts_touched: &[usize],
-    batch: usize,
-    prefix: usize,
-    block: usize,
+    dims: StepDims,
     shared_in_experts: bool,
     fused_moe_norm: bool,
 ) -> Vec<KernelWork> {
+    let StepDims { batch, prefix, block, predicted } = dims;
     let l = c.num_hidden_layers as f64;
     let moe_layers = (c.num_hidden_layers - c.first_k_dense_replace) as f64;
     let dense_layers = c.first_k_dense_replace as f64;
@@ -114,9 +130,9 @@ pub fn step_work(
         KernelWork { name: "silu_mul", bytes: t * inter_all * (2.0 * 4.0 + 2.0), flops: t * inter_all * 6.0 },
         KernelWork { name: "mlp down", bytes: inter_all * h * 2.0 + l * t * h * 4.0 + t * inter_all * 2.0, flops: 2.0 * t * inter_all * h },
         KernelWork { name: "embed_gather", bytes: t * h * (2.0 + 4.0), flops: 0.0 },
-        KernelWork { name: "gather_rows", bytes: 2.0 * t * h * 4.0 * 2.0, flops: 0.0 },
-        gemm("lm_head", t, v, h, 1.0),
-        KernelWork { name: "row_argmax", bytes: t * v * 4.0, flops: t * v * 3.0 },
+        KernelWork { name: "gather_rows", bytes: 2.0 * predicted * h * 4.0 * 2.0, flops: 0.0 },
+        gemm("lm_head", predicted, v, h, 1.0),
+        KernelWork { name: "row_argmax", bytes: predicted * v * 4.0, flops: predicted * v * 3.0 },
     ]
 }
 
@@ -208,10 +224,10 @@ mod tests {
         // The kernels' weight bytes must cover what bench::step_bytes counts for the step.
         let c = crate::config::preset("mini").unwrap();
         let touched = vec![140; 19];
-        let w = step_work(&c, &touched, 1, 1024, 32, false, true);
+        let w = step_work(&c, &touched, StepDims::whole(1, 1024, 32), false, true);
         let total: f64 = w.iter().map(|k| k.bytes).sum();
         // The shared expert counted under the experts' launches: the same weights, the same FLOPs.
-        let fused = step_work(&c, &touched, 1, 1024, 32, true, true);
+        let fused = step_work(&c, &touched, StepDims::whole(1, 1024, 32), true, true);
         let flops = |w: &[KernelWork]| w.iter().map(|k| k.flops).sum::<f64>();
         assert!((flops(&w) - flops(&fused)).abs() < 1e-9 * flops(&w));
         assert!(fused.iter().find(|k| k.name == "moe_gate_up").unwrap().bytes > w.iter().find(|k| k.name == "moe_gate_up").unwrap().bytes);
@@ -222,7 +238,8 @@ mod tests {
         assert!(total < (floor.weights + floor.kv) * 1.1, "{total} vs {:?}", floor);
         // And with fp8 experts: the expert GEMMs' bytes shrink with the floor's.
         let q = c.clone().quantized(Some(crate::fp8::Quantization::Fp8));
-        let (wq, fq) = (step_work(&q, &touched, 1, 1024, 32, false, true), crate::bench::step_bytes(&q, &touched, 1, 1024, 32));
+        let (wq, fq) =
+            (step_work(&q, &touched, StepDims::whole(1, 1024, 32), false, true), crate::bench::step_bytes(&q, &touched, 1, 1024, 32));
         let tq: f64 = wq.iter().map(|k| k.bytes).sum();
         assert!(tq >= fq.weights + fq.kv - 1e6 * 20.0 && tq < (fq.weights + fq.kv) * 1.1, "{tq} vs {fq:?}");
         assert!(tq < total * 0.6, "{tq} vs {total}");
@@ -230,7 +247,7 @@ mod tests {
         let moe = w.iter().filter(|k| k.name.starts_with("moe_gate_up") || k.name == "moe_down").map(|k| k.bytes).sum::<f64>();
         assert!(moe / total > 0.8, "{}", moe / total);
         // At batch 64 the matrix work is ~5.7 TFLOP as the north star says.
-        let flops: f64 = step_work(&c, &[], 64, 1024, 32, false, true).iter().map(|k| k.flops).sum();
+        let flops: f64 = step_work(&c, &[], StepDims::whole(64, 1024, 32), false, true).iter().map(|k| k.flops).sum();
         assert!((4.0e12..7.0e12).contains(&flops), "{flops:e}");
     }
 }

@@ -155,6 +155,9 @@ pub struct StepRun {
     /// The first step: prefill of the prefix plus the first block.
     pub first_step_ms: f64,
     pub timed_steps: usize,
+    /// Rows through the lm_head a timed step (mean): the block positions still masked, whose
+    /// picks the step reads; `flops` counts the lm_head over these.
+    pub predicted_rows: f64,
     pub experts_touched_per_layer: f64,
     pub weight_bytes: f64,
     pub kv_bytes: f64,
@@ -281,10 +284,13 @@ fn bench_steps_as_set<B: Runner + Measure>(engine: &mut Engine<B>, a: &StepBench
         run_steps(engine, batch, a, &params, &mut rng)?;
         let touched = engine.backend.experts_touched();
         engine.backend.count_experts(false);
-        let timed = run_steps(engine, batch, a, &params, &mut rng)?;
+        let (timed, predicted) = run_steps(engine, batch, a, &params, &mut rng)?;
         let later = &timed[1..];
+        // The lm_head's rows: the positions still masked (a mean over the timed steps).
+        let predicted = predicted[1..].iter().sum::<usize>() as f64 / later.len().max(1) as f64;
         let bytes = step_bytes(&cfg, &touched, batch, a.prefix, a.block);
-        let flops: f64 = kernels::step_work(&cfg, &touched, batch, a.prefix, a.block, false, true).iter().map(|k| k.flops).sum();
+        let dims = kernels::StepDims { batch, prefix: a.prefix, block: a.block, predicted };
+        let flops: f64 = kernels::step_work(&cfg, &touched, dims, false, true).iter().map(|k| k.flops).sum();
         // Two all-reduces a layer (after attention, after the MLP/MoE) of the step's f32 rows.
         let all_reduce_ms = match engine.backend.time_all_reduce(batch * a.block * cfg.hidden_size)? {
             Some(s) if tp > 1 => Some(2.0 * cfg.num_hidden_layers as f64 * s * 1e3),
@@ -309,6 +315,7 @@ fn bench_steps_as_set<B: Runner + Measure>(engine: &mut Engine<B>, a: &StepBench
             step_ms_max: later.iter().cloned().fold(0.0, f64::max),
             first_step_ms: timed[0],
             timed_steps: later.len(),
+            predicted_rows: predicted,
             experts_touched_per_layer: if touched.is_empty() {
                 f64::NAN
             } else {
@@ -333,26 +340,27 @@ fn bench_steps_as_set<B: Runner + Measure>(engine: &mut Engine<B>, a: &StepBench
 }
 
 /// Admit `batch` fresh requests, run the first step (prefill + block) and `a.steps` more,
-/// then cancel them; returns each step's wall time in ms.
+/// then cancel them; returns each step's wall time in ms and the rows it predicted.
 fn run_steps<B: Runner + Measure>(
     engine: &mut Engine<B>,
     batch: usize,
     a: &StepBenchArgs,
     params: &GenParams,
     rng: &mut Rng,
-) -> Result<Vec<f64>> {
+) -> Result<(Vec<f64>, Vec<usize>)> {
     let avoid = [engine.mask_id, engine.eos_id];
     let mut ids = vec![];
     for _ in 0..batch {
         let p = random_prompt(rng, a.prefix.max(1), engine.cfg.vocab_size, &avoid);
         ids.push(engine.add(p, params.clone())?);
     }
-    let mut times = vec![];
+    let (mut times, mut predicted) = (vec![], vec![]);
     let mut failed = None;
     for _ in 0..=a.steps {
         let t = Instant::now();
         let events = engine.step();
         times.push(t.elapsed().as_secs_f64() * 1e3);
+        predicted.push(engine.predicted_rows);
         if let Some(Event::Failed { error, .. }) = events.into_iter().find(|e| matches!(e, Event::Failed { .. })) {
             failed = Some(error);
             break;
@@ -363,7 +371,7 @@ fn run_steps<B: Runner + Measure>(
     }
     match failed {
         Some(e) => bail!("batch {batch}: {e}"),
-        None => Ok(times),
+        None => Ok((times, predicted)),
     }
 }
 
@@ -573,6 +581,7 @@ mod tests {
             step_ms_max: step_ms,
             first_step_ms: 50.0,
             timed_steps: 16,
+            predicted_rows: (batch * 32) as f64,
             experts_touched_per_layer: experts,
             weight_bytes: 1e9,
             kv_bytes: 1e6,

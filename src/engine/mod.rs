@@ -15,7 +15,7 @@ use crate::decode::blocks::{quota_schedule, BlockLayout};
 use crate::decode::joint_threshold_indel::{EditIds, InDelState, TopRows};
 use crate::decode::output::{after_block, stop_ids};
 use crate::decode::row_top::RowTop;
-use crate::decode::sample::{apply_penalties, pick_row, sample_row, History, RowDraw};
+use crate::decode::sample::{apply_penalties, pick_row, sample_row, History, RowDraw, SKIPPED};
 use crate::decode::{BlockProgress, Pick, Policy};
 use crate::rng::Rng;
 use anyhow::{bail, Result};
@@ -104,6 +104,8 @@ pub struct Engine<B: Runner> {
     /// Benchmarks only (`dllm bench --tokens random`); always `None` in real decoding. See
     /// [`RandomFill`].
     pub mask_fill: Option<RandomFill>,
+    /// Output rows the last step's forward predicted (benchmarks count its lm_head by them).
+    pub predicted_rows: usize,
     reqs: Vec<Req>,
     next_id: u64,
 }
@@ -122,6 +124,7 @@ impl<B: Runner> Engine<B> {
             max_forward_tokens: DEFAULT_CHUNKED_PREFILL,
             prefill_forwards: 0,
             mask_fill: None,
+            predicted_rows: 0,
             reqs: vec![],
             next_id: 1,
         }
@@ -368,8 +371,12 @@ impl<B: Runner> Engine<B> {
     fn picks(&mut self, batch: &StepBatch, out_rows: &[usize]) -> Result<(Vec<Pick>, Vec<Option<BlockRows>>)> {
         let n = self.reqs.len();
         let none = || (0..n).map(|_| None).collect::<Vec<_>>();
+        self.predicted_rows = out_rows.len();
         if !self.reqs.iter().any(|r| r.params.needs_logits()) {
-            return Ok((self.backend.pick(&self.cfg, batch, out_rows)?, none()));
+            let read = self.read_positions();
+            let rows = predicted(out_rows, &read);
+            self.predicted_rows = rows.len();
+            return Ok((spread(self.backend.pick(&self.cfg, batch, &rows)?, &read)?, none()));
         }
         let reads_rows = self.reqs.iter().any(|r| r.params.reads_rows());
         if reads_rows
@@ -381,21 +388,27 @@ impl<B: Runner> Engine<B> {
         if !reads_rows && self.backend.samples() && self.reqs.iter().all(|r| r.params.penalties().is_neutral()) {
             // Sampled without penalties: each row drawn where its logits are, with the uniform
             // the host path would draw for it (same generator, same order). A row whose pick the
-            // request's algorithm cannot read (a position no longer masked) is skipped: its
-            // uniform is still drawn, so every other row's draw stays the same.
+            // request's algorithm cannot read (a position no longer masked) is not predicted:
+            // its uniform is still drawn, so every other row's draw stays the same.
+            let read = self.read_positions();
             let mut draws = Vec::with_capacity(out_rows.len());
-            let mask_id = self.mask_id;
+            let mut at = read.iter();
             for r in &mut self.reqs {
                 let sampling = (r.params.temperature > 0.0).then(|| r.params.sampling());
-                let b = r.layout.block_size;
-                let block = &r.tokens[r.block * b..(r.block + 1) * b];
-                let every_row = r.params.policy.reads_unmasked_picks();
-                for &t in block {
+                for _ in 0..r.layout.block_size {
                     let u = if sampling.is_some() { r.rng.uniform() } else { 0.0 };
-                    draws.push(RowDraw { sampling, u, skip: !every_row && t != mask_id });
+                    if at.next() == Some(&true) {
+                        draws.push(RowDraw { sampling, u, skip: false });
+                    }
                 }
             }
-            return Ok((self.backend.sample(&self.cfg, batch, out_rows, &draws)?, none()));
+            let rows = predicted(out_rows, &read);
+            self.predicted_rows = rows.len();
+            // `predicted` keeps one row of a step that reads none (its forward still runs).
+            if rows.len() > draws.len() {
+                draws.push(RowDraw { skip: true, ..RowDraw::GREEDY });
+            }
+            return Ok((spread(self.backend.sample(&self.cfg, batch, &rows, &draws)?, &read)?, none()));
         }
         let mut logits = self.backend.logits(&self.cfg, batch, out_rows)?;
         let v = self.cfg.vocab_size;
@@ -426,6 +439,20 @@ impl<B: Runner> Engine<B> {
             rows.push(r.params.reads_rows().then(|| BlockRows::Full(logits[first * v..row * v].to_vec())));
         }
         Ok((picks, rows))
+    }
+
+    /// Per block position of the step (requests in order): whether its request's algorithm
+    /// reads its pick. LowConfidence and FixedCount read masked positions only, so the others'
+    /// rows are not predicted (no lm_head, no pick), which at two tokens a step halves the
+    /// lm_head of a block on average.
+    fn read_positions(&self) -> Vec<bool> {
+        let mut read = Vec::new();
+        for r in &self.reqs {
+            let b = r.layout.block_size;
+            let every = r.params.policy.reads_unmasked_picks();
+            read.extend(r.tokens[r.block * b..(r.block + 1) * b].iter().map(|&t| every || t == self.mask_id));
+        }
+        read
     }
 
     /// [`Engine::picks`] for a greedy batch with no bias or penalty: a few numbers a row cross
@@ -474,6 +501,27 @@ impl<B: Runner> Engine<B> {
             }
         }
     }
+}
+
+/// The output rows of the positions read (`read[i]` for `out_rows[i]`); a step that reads none
+/// still predicts its first row, since its forward runs anyway (it writes the blocks' K/V).
+fn predicted(out_rows: &[usize], read: &[bool]) -> Vec<usize> {
+    let rows: Vec<usize> = out_rows.iter().zip(read).filter(|(_, &r)| r).map(|(&row, _)| row).collect();
+    if rows.is_empty() {
+        return out_rows.iter().take(1).copied().collect();
+    }
+    rows
+}
+
+/// Every position's pick from the picks of [`predicted`]'s rows: the read positions' in order,
+/// [`SKIPPED`] at the others.
+fn spread(picks: Vec<Pick>, read: &[bool]) -> Result<Vec<Pick>> {
+    let wanted = read.iter().filter(|&&r| r).count().max(read.len().min(1));
+    if picks.len() != wanted {
+        bail!("the backend made {} picks for {wanted} predicted rows", picks.len());
+    }
+    let mut made = picks.into_iter();
+    Ok(read.iter().map(|&r| if r { made.next().unwrap_or(SKIPPED) } else { SKIPPED }).collect())
 }
 
 /// One request's block of logits rows, where its algorithm reads them (JointThresholdInDel).

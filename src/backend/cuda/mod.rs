@@ -692,6 +692,10 @@ impl Backend for CudaBackend {
         }
     }
 
+    fn padded_out_rows(&self, batch: &StepBatch, rows: usize) -> usize {
+        self.graph_out_rows(batch, rows)
+    }
+
     fn step_forward(
         &mut self,
         batch: &StepBatch,
