@@ -259,7 +259,8 @@ pub(crate) fn median(v: &[f64]) -> f64 {
 
 /// Time denoising steps of `batch` requests that each hold `prefix` cached positions and one
 /// block of masks; one token is unmasked per step (random weights make confidences
-/// meaningless, so the policy is fixed), so every step has the same shape. With
+/// meaningless, so the policy is fixed), so every step's forward carries the same tokens (its
+/// lm_head predicts one row a request fewer each step: the positions still masked). With
 /// `TokenMode::Random` each forward carries random ids at the block's masked positions.
 pub fn bench_steps<B: Runner + Measure>(engine: &mut Engine<B>, a: &StepBenchArgs) -> Result<Vec<StepRun>> {
     check_step_shape(a.prefix, a.block, a.steps)?;
@@ -284,6 +285,10 @@ fn bench_steps_as_set<B: Runner + Measure>(engine: &mut Engine<B>, a: &StepBench
         run_steps(engine, batch, a, &params, &mut rng)?;
         let touched = engine.backend.experts_touched();
         engine.backend.count_experts(false);
+        // The steps of a block predict fewer rows as it unmasks, so they differ in shape: an
+        // untimed pass records every shape's CUDA graph, and the timed pass replays them, as a
+        // server does once warm.
+        run_steps(engine, batch, a, &params, &mut rng)?;
         let (timed, predicted) = run_steps(engine, batch, a, &params, &mut rng)?;
         let later = &timed[1..];
         // The lm_head's rows: the positions still masked (a mean over the timed steps).

@@ -34,9 +34,9 @@ pub const DEFAULT_MAX_BS: usize = 64;
 /// phases of their blocks give a batch of B requests up to B + 1 token counts, each a shape.
 const MAX_GRAPHS: usize = 64;
 
-/// A recorded step predicts a multiple of this many output rows, or of an eighth of its tokens
+/// A recorded step predicts a multiple of this many output rows, or of a sixteenth of its tokens
 /// where that is more, so a block's steps (each predicting only the positions still masked)
-/// share at most 8 recordings a token count. Below ~180 rows mini's lm_head takes the time of
+/// share at most 16 recordings a token count. Below ~180 rows mini's lm_head takes the time of
 /// reading its weights (157k x 2048 bf16) whatever the rows, so rounding up that far is free.
 const OUT_ROWS_STEP: usize = 128;
 
@@ -185,7 +185,7 @@ impl CudaBackend {
     /// computes the same shapes (and cuBLAS picks the same kernels) recorded or not.
     pub(super) fn graph_out_rows(&self, batch: &StepBatch, rows: usize) -> usize {
         let tokens = batch.num_tokens();
-        let step = OUT_ROWS_STEP.max((tokens / 8).next_multiple_of(32));
+        let step = OUT_ROWS_STEP.max((tokens / 16).next_multiple_of(32));
         rows.next_multiple_of(step).min(tokens.max(rows))
     }
 
