@@ -109,6 +109,9 @@ __device__ __forceinline__ void moe_stream(const MoeGemmParams& p) {
     // The grid is sized for the most items a step can have (host: max_items * tiles_n units);
     // the item list itself says how many there are. Read both at once: the unit's entry exists
     // (u < max_items * tiles_n) even when it is past the count.
+    // gate_up lets its down launch (a programmatic dependent, CudaOptions::expert_pdl) place its
+    // CTAs as this grid's retire, where they load their first weights during this one's tail.
+    if constexpr (GATED) pdl_release();
     int u = blockIdx.x;
     Unit cu = unit(u);
     const int units = *p.num_items * tiles_n;
@@ -228,6 +231,13 @@ __device__ __forceinline__ void moe_stream(const MoeGemmParams& p) {
     // during the last chunk of this one, so the reduction and the writes hide behind it).
     WeightRegs<GATED, FP8> cur, nxt;
     if (wk < chunks) load(cur, cu, wk);
+    // Launched as gate_up's programmatic dependent, down reads nothing gate_up writes until here:
+    // the items, routing weights and weights come from the router and the checkpoint. So its
+    // first chunk (and the hinted ones after it) stream in while gate_up's last CTAs finish.
+    if constexpr (!GATED) {
+        for (int a = 2; a <= STREAM_PDL_AHEAD; a++) prefetch(cu, wk + (a - 1) * WK);
+        pdl_wait();  // the act rows gate_up wrote
+    }
     while (true) {
         const int un = u + gridDim.x;
         Unit nu{};

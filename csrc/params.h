@@ -98,6 +98,10 @@ typedef __nv_bfloat16 bf16;
 // 1.5-2% slower; the down streams (one warp a row range) measured level (docs/PERF.md).
 #define STREAM_PREFETCH_AHEAD 2
 #define STREAM_PREFETCH_MIN_CHUNKS 8
+// The down streams launched as gate_up's programmatic dependents (CudaOptions::expert_pdl): a
+// warp's first STREAM_PDL_AHEAD chunks are requested (one loaded, the rest hinted into L2) before
+// it waits for gate_up's end.
+#define STREAM_PDL_AHEAD 4
 // dense_stream.cu: a dense projection of at most DENSE_STREAM_ROWS rows (a batch-1 step's block)
 // as a weight stream. A CTA is DENSE_STREAM_WARPS warps of 16 weight rows each (DENSE_STREAM_COLS
 // output columns) over one of DENSE_STREAM_CLUSTER k ranges (a thread block cluster adds them),

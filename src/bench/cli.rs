@@ -131,6 +131,10 @@ pub struct Common {
     /// default) or the scalar one (false). For measuring it.
     #[arg(long)]
     pub rope_vectors: Option<bool>,
+    /// CUDA: the down weight streams as programmatic dependents of gate_up's (true, the
+    /// default) or plain launches (false). For measuring it.
+    #[arg(long)]
+    pub expert_pdl: Option<bool>,
     /// CUDA: the router as one launch (logits, selection and, at one cluster's rows, the
     /// permute), forced on or off (default: at up to 32 rows). For measuring it.
     #[arg(long)]
@@ -272,6 +276,7 @@ fn cuda(cmd: BenchCmd, process_start: std::time::Instant) -> Result<()> {
         fused_router: common.fused_router,
         fused_moe_norm: common.fused_moe_norm.unwrap_or(CudaOptions::default().fused_moe_norm),
         rope_vectors: common.rope_vectors.unwrap_or(CudaOptions::default().rope_vectors),
+        expert_pdl: common.expert_pdl.unwrap_or(CudaOptions::default().expert_pdl),
         mem_fraction_static: common.mem_fraction_static.unwrap_or(CudaOptions::default().mem_fraction_static),
         cuda_graph_max_bs: common.graphs.max_bs().unwrap_or(CudaOptions::default().cuda_graph_max_bs),
         ..CudaOptions::default()

@@ -113,6 +113,10 @@ pub struct CudaOptions {
     /// vector, several heads' loads in flight) where it applies. `dllm bench --rope-vectors
     /// false` measures the scalar form.
     pub rope_vectors: bool,
+    /// The down weight streams (batch-1-sized steps) launched as programmatic dependents of
+    /// gate_up's, their first weights requested before gate_up ends. `dllm bench --expert-pdl
+    /// false` measures without.
+    pub expert_pdl: bool,
 }
 
 impl Default for CudaOptions {
@@ -138,6 +142,7 @@ impl Default for CudaOptions {
             fused_router: None,
             fused_moe_norm: true,
             rope_vectors: true,
+            expert_pdl: true,
         }
     }
 }

@@ -553,8 +553,10 @@ impl CudaBackend {
         if let Some(m) = maps {
             (g.w1_map, g.w2_map) = (self.p(m), self.p(m) + TENSOR_MAP_BYTES as u64);
         }
-        self.k.launch_smem(gate_up.kernel, gate_up.grid(&self.k, im, max_items)?, gate_up.threads, gate_up.smem, &g)?;
+        // Allocated before gate_up's launch, so that down follows it directly in the stream (a
+        // programmatic dependent's edge is to the node before it).
         let slot_out = self.alloc_bf16(slots * h, "expert outputs")?;
+        self.k.launch_smem(gate_up.kernel, gate_up.grid(&self.k, im, max_items)?, gate_up.threads, gate_up.smem, &g)?;
         g.x = self.p(&act);
         self.set_weights(&mut g, &m.down, None);
         g.act_out = 0;
@@ -569,7 +571,13 @@ impl CudaBackend {
             g.shared_w1 = self.p(&s.down);
             g.shared_w2 = 0;
         }
-        self.k.launch_smem(down.kernel, down.grid(&self.k, h, max_items)?, down.threads, down.smem, &g)?;
+        let down_grid = down.grid(&self.k, h, max_items)?;
+        if self.opts.expert_pdl && self.wgmma && matches!(down.kernel, Kernel::MoeDownStream | Kernel::MoeDownStreamFp8) {
+            // The weight streams: down starts its weights during gate_up's tail (csrc/moe_stream.cu).
+            self.k.launch_dependent(down.kernel, down_grid, down.threads, down.smem, &g)?;
+        } else {
+            self.k.launch_smem(down.kernel, down_grid, down.threads, down.smem, &g)?;
+        }
         // The shared expert's output, once its stream has joined this one (its other buffers
         // drop at the end of this arm, after the join: the main stream frees them once the side
         // stream's work is done).
