@@ -8,8 +8,6 @@ R=$OUT/r; C=.carry
 source tools/device-env.sh "$R"
 timeout 150 $C/test_cuda_kernels --test-threads=1 sample_kernel > $R/sampler-test.txt 2>&1; echo "rc=$?" >> $R/sampler-test.txt
 grep -h "test result\|^rc=\|panicked" $R/sampler-test.txt
-timeout 150 compute-sanitizer --tool memcheck --error-exitcode 3 $C/test_cuda_kernels --test-threads=1 sample_kernel > $R/memcheck-sampler.txt 2>&1; echo "memcheck rc=$?" | tee -a $R/memcheck-sampler.txt
-grep -h "ERROR SUMMARY" $R/memcheck-sampler.txt
 M0="--preset mini --device cuda --block 32"
 for bt in 16 64; do
   for v in true false; do
@@ -17,6 +15,8 @@ for bt in 16 64; do
   done
 done
 grep -H "sample_rows" $R/k-sampled-*.txt | sed 's|.*/r/||'
+timeout 150 compute-sanitizer --tool memcheck --error-exitcode 3 $C/test_cuda_kernels --test-threads=1 sample_kernel > $R/memcheck-sampler.txt 2>&1; echo "memcheck rc=$?" | tee -a $R/memcheck-sampler.txt
+grep -h "ERROR SUMMARY" $R/memcheck-sampler.txt
 for i in 1; do
   for v in true false; do
     timeout 60 $C/dllm bench step $M0 --prefix 1024 --steps 8 --batch 16,64 --temperature 0.7 --top-p 0.9 --sample-warp-sums $v > $R/step-sampled-$v-$i.txt 2>&1
