@@ -106,12 +106,12 @@ __device__ __forceinline__ void moe_stream(const MoeGemmParams& p) {
         const int item = u / tiles_n;
         return Unit{p.items[3 * item], (u % tiles_n) * CTA_ROWS + wn * 16, p.items[3 * item + 1], p.items[3 * item + 2]};
     };
-    // The grid is sized for the most items a step can have (host: max_items * tiles_n units);
-    // the item list itself says how many there are. Read both at once: the unit's entry exists
-    // (u < max_items * tiles_n) even when it is past the count.
     // gate_up lets its down launch (a programmatic dependent, CudaOptions::expert_pdl) place its
     // CTAs as this grid's retire, where they load their first weights during this one's tail.
     if constexpr (GATED) pdl_release();
+    // The grid is sized for the most items a step can have (host: max_items * tiles_n units);
+    // the item list itself says how many there are. Read both at once: the unit's entry exists
+    // (u < max_items * tiles_n) even when it is past the count.
     int u = blockIdx.x;
     Unit cu = unit(u);
     const int units = *p.num_items * tiles_n;

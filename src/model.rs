@@ -97,7 +97,7 @@ fn unpadded<T>(mut v: Vec<T>, rows: usize, padded: usize) -> Result<Vec<T>> {
     if padded == rows {
         return Ok(v);
     }
-    if padded == 0 || !v.len().is_multiple_of(padded) {
+    if !v.len().is_multiple_of(padded) {
         anyhow::bail!("the head returned {} values for {padded} rows", v.len());
     }
     v.truncate(v.len() / padded * rows);

@@ -404,10 +404,6 @@ impl<B: Runner> Engine<B> {
             }
             let rows = predicted(out_rows, &read);
             self.predicted_rows = rows.len();
-            // `predicted` keeps one row of a step that reads none (its forward still runs).
-            if rows.len() > draws.len() {
-                draws.push(RowDraw { skip: true, ..RowDraw::GREEDY });
-            }
             return Ok((spread(self.backend.sample(&self.cfg, batch, &rows, &draws)?, &read)?, none()));
         }
         let mut logits = self.backend.logits(&self.cfg, batch, out_rows)?;
@@ -444,13 +440,17 @@ impl<B: Runner> Engine<B> {
     /// Per block position of the step (requests in order): whether its request's algorithm
     /// reads its pick. LowConfidence and FixedCount read masked positions only, so the others'
     /// rows are not predicted (no lm_head, no pick), which at two tokens a step halves the
-    /// lm_head of a block on average.
+    /// lm_head of a block on average. A step that reads none still predicts its first row (its
+    /// forward runs anyway: it writes the blocks' K/V), whose pick no algorithm then reads.
     fn read_positions(&self) -> Vec<bool> {
         let mut read = Vec::new();
         for r in &self.reqs {
             let b = r.layout.block_size;
             let every = r.params.policy.reads_unmasked_picks();
             read.extend(r.tokens[r.block * b..(r.block + 1) * b].iter().map(|&t| every || t == self.mask_id));
+        }
+        if let (false, Some(first)) = (read.contains(&true), read.first_mut()) {
+            *first = true;
         }
         read
     }
@@ -503,20 +503,15 @@ impl<B: Runner> Engine<B> {
     }
 }
 
-/// The output rows of the positions read (`read[i]` for `out_rows[i]`); a step that reads none
-/// still predicts its first row, since its forward runs anyway (it writes the blocks' K/V).
+/// The output rows of the positions read (`read[i]` for `out_rows[i]`).
 fn predicted(out_rows: &[usize], read: &[bool]) -> Vec<usize> {
-    let rows: Vec<usize> = out_rows.iter().zip(read).filter(|(_, &r)| r).map(|(&row, _)| row).collect();
-    if rows.is_empty() {
-        return out_rows.iter().take(1).copied().collect();
-    }
-    rows
+    out_rows.iter().zip(read).filter(|(_, &r)| r).map(|(&row, _)| row).collect()
 }
 
 /// Every position's pick from the picks of [`predicted`]'s rows: the read positions' in order,
 /// [`SKIPPED`] at the others.
 fn spread(picks: Vec<Pick>, read: &[bool]) -> Result<Vec<Pick>> {
-    let wanted = read.iter().filter(|&&r| r).count().max(read.len().min(1));
+    let wanted = read.iter().filter(|&&r| r).count();
     if picks.len() != wanted {
         bail!("the backend made {} picks for {wanted} predicted rows", picks.len());
     }
