@@ -32,9 +32,10 @@ impl StepDims {
 
 /// Per-step work of every kernel for a step of `dims`; `experts_touched` per MoE layer (empty:
 /// all experts). `shared_in_experts`: the MoE layers' shared expert runs inside the routed
-/// experts' launches (the CUDA backend does at a few tokens), so its work is counted under theirs. `fused_moe_norm`: a MoE layer's slots
-/// are summed by the next layer's input norm (add_moe_rms_norm; CudaOptions::fused_moe_norm),
-/// moe_combine then only combines the last layer's.
+/// experts' launches (the CUDA backend does at a few tokens), so its work is counted under
+/// theirs. `fused_moe_norm`: a MoE layer's slots are summed by the next layer's input norm
+/// (add_moe_rms_norm; CudaOptions::fused_moe_norm), moe_combine then only combines the last
+/// layer's.
 pub fn step_work(
     c: &ModelConfig,
     experts_touched: &[usize],
