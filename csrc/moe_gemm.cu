@@ -505,8 +505,10 @@ __device__ __forceinline__ void moe_gemm_wgmma(const MoeGemmParams& p, int e, in
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 // The bf16 tiles as persistent, warp-specialized CTAs (one an SM, MOE_WS_THREADS threads): two
-// consumer warpgroups and MOE_WS_PRODUCER_WARPS producer warps. A CTA walks the (item, column tile) units gridDim.x
-// apart; a unit is the item's BM rows by MOE_WS_WGS x MOE_MMA_WROWS weight rows (each consumer
+// consumer warpgroups and MOE_WS_PRODUCER_WARPS producer warps. A CTA takes the (item, column
+// tile) units in order from a counter as it comes free (producer 0 takes the next one and names
+// it to the consumers in the unit's first stage); a unit is the item's BM rows by MOE_WS_WGS x
+// MOE_MMA_WROWS weight rows (each consumer
 // warpgroup its MOE_MMA_WROWS, laid out as the one-warpgroup tiles' are). The producers stream
 // every unit's k-steps, back to back across units, into a ring of moe_ws_stages(BM) stages: the
 // weight tile by TMA (four boxes of 64 rows x GEMM_BK from the experts' 3-D tensor maps, zeros
@@ -531,6 +533,11 @@ __device__ __forceinline__ void moe_gemm_ws(const MoeGemmParams& p) {
     unsigned char* base = raw + ((1024 - ((uint32_t)__cvta_generic_to_shared(raw) & 1023)) & 1023);
     uint64_t* full = reinterpret_cast<uint64_t*>(base + ST * STAGE);
     uint64_t* empty = full + ST;
+    // unit_of[s]: the unit whose first k-step stage s holds (written with it by the producer
+    // that takes the unit; past the last unit, `units`: the consumers stop). grabbed[2]: the unit
+    // producer 0 took, for the other producers (two, by the parity of the units taken).
+    int* unit_of = reinterpret_cast<int*>(empty + ST);
+    int* grabbed = unit_of + ST;
     const int tiles = (p.n + COLS - 1) / COLS, units = *p.num_items * tiles, ktiles = (p.k + BK - 1) / BK;
     if (threadIdx.x == 0) {
         for (int s = 0; s < ST; s++) {
@@ -541,6 +548,12 @@ __device__ __forceinline__ void moe_gemm_ws(const MoeGemmParams& p) {
     }
     __syncthreads();  // the barriers are initialised before anyone arrives
 
+    // The units are taken in order from p.unit_counter as CTAs come free, not gridDim.x apart: so
+    // the items of one expert (consecutive) have their column tiles streamed at about the same
+    // time, and the second reads the expert's weights from the L2 the first filled. With a fixed
+    // stride the CTAs drift apart by whole units, and the weights came from DRAM about 1.5 times
+    // (ncu, batch 128: 964 MB read for 624 MB of gate_up weights; in order, 776 MB; the tiles
+    // 3-6% faster: docs/PERF.md, session 25).
     if (threadIdx.x >= CONSUMERS) {
         const int pt = threadIdx.x - CONSUMERS;
         if (pt == 0) {
@@ -548,7 +561,20 @@ __device__ __forceinline__ void moe_gemm_ws(const MoeGemmParams& p) {
             if (GATED) tma_prefetch_map(p.w2_map);
         }
         int it = 0;  // stages issued, over all of this CTA's units
-        for (int u = blockIdx.x; u < units; u += gridDim.x) {
+        for (int taken = 0;; taken++) {
+            if (pt == 0) grabbed[taken & 1] = atomicAdd(p.unit_counter, 1);
+            asm volatile("bar.sync 1, %0;\n" ::"r"(PRODUCERS) : "memory");  // the producers only
+            const int u = min(grabbed[taken & 1], units);
+            if (u == units) {  // no unit left: one last stage tells the consumers so
+                const int s = it % ST;
+                if (it >= ST) mbar_wait(&empty[s], (it / ST - 1) & 1);
+                if (pt == 0) {
+                    unit_of[s] = units;
+                    mbar_arrive(&full[s]);  // the expect-tx arrival's place, with no bytes
+                }
+                cp_async_arrive_noinc(&full[s]);
+                break;
+            }
             const int item = u / tiles, n0 = (u % tiles) * COLS;
             const int e = p.items[3 * item], s0 = p.items[3 * item + 1], rows = p.items[3 * item + 2];
             const T src = T::template make<GATED>(p, e, s0, rows, n0, pt);  // its x rows (the weights come by TMA)
@@ -557,6 +583,7 @@ __device__ __forceinline__ void moe_gemm_ws(const MoeGemmParams& p) {
                 if (it >= ST) mbar_wait(&empty[s], (it / ST - 1) & 1);
                 unsigned char* X = base + s * STAGE;
                 if (pt == 0) {
+                    if (kt == 0) unit_of[s] = u;  // released to the consumers by the arrival below
                     mbar_arrive_expect_tx(&full[s], BOXES * BOX);
                     // Box j: weight rows 64j.. of the stage; gated, warpgroup j / 2's gate (j even)
                     // or up (j odd) rows n0 + 64 (j / 2)..; down, rows n0 + 64j..
@@ -577,7 +604,12 @@ __device__ __forceinline__ void moe_gemm_ws(const MoeGemmParams& p) {
 
     const int g = threadIdx.x / MOE_WG_THREADS;
     int it = 0;  // stages consumed, in the producer's order
-    for (int u = blockIdx.x; u < units; u += gridDim.x) {
+    // Each unit's first stage names it (the stage past the last unit names none).
+    auto next_unit = [&]() {
+        mbar_wait(&full[it % ST], (it / ST) & 1);
+        return unit_of[it % ST];
+    };
+    for (int u = next_unit(); u < units; u = next_unit()) {
         const int item = u / tiles, n0 = (u % tiles) * COLS;
         const int s0 = p.items[3 * item + 1], rows = p.items[3 * item + 2];
         float d[H][64];
@@ -587,14 +619,17 @@ __device__ __forceinline__ void moe_gemm_ws(const MoeGemmParams& p) {
             for (int i = 0; i < 64; i++) d[h][i] = 0.f;
         for (int kt = 0; kt < ktiles; kt++, it++) {
             const int s = it % ST;
-            mbar_wait(&full[s], (it / ST) & 1);
+            mbar_wait(&full[s], (it / ST) & 1);  // at kt = 0 waited already (above): no wait
             fence_proxy_async();  // the x tile's cp.async writes, seen by the wgmmas below
             const unsigned char* X = base + s * STAGE;
             const uint64_t db = sw128_desc(X + XB + g * MOE_MMA_WROWS * 128);
             wgmma_fence();
 #pragma unroll
             for (int h = 0; h < H; h++) {
-                if (h * 64 >= rows) break;  // a half with no row of the item multiplies zeros
+                // A half with no row of the item multiplies zeros. (The same for every thread: the
+                // vote tells ptxas so. `rows` comes from a unit read from shared memory, and a
+                // plain branch on it serialised the wgmmas: warning C7520.)
+                if (!__all_sync(0xffffffffu, h * 64 < rows)) break;
                 const uint64_t da = sw128_desc(X + h * 64 * 128);
 #pragma unroll
                 for (int kk = 0; kk < BK / 16; kk++) wgmma_m64n128k16_bf16(d[h], da + 2 * kk, db + 2 * kk);

@@ -9,7 +9,8 @@
 // PER i .. PER i + PER - 1 in `c` (0 past the last expert): exclusive scans of the slots and of
 // the items over the experts (warp scans, then one warp's scan of the warp totals in `wsum_c` /
 // `wsum_i`, shared arrays of THREADS / WARP). Writes offset[e] (shared or global) for e <
-// experts, and with `items` non-null the work list and its length. Every thread of the CTA calls
+// experts, and with `items` non-null the work list and its length (and zeroes the
+// MOE_UNIT_COUNTERS counters that follow the length). Every thread of the CTA calls
 // it (it holds two CTA barriers).
 template <int THREADS, int PER>
 __device__ __forceinline__ void expert_items(const int (&c)[PER], int experts, int tile_m, int* offset, int* items, int* num_items, int* wsum_c,
@@ -60,5 +61,9 @@ __device__ __forceinline__ void expert_items(const int (&c)[PER], int experts, i
         oc += c[u];
         oi += it[u];
     }
-    if (items != nullptr && tid == 0) *num_items = wsum_i[WARPS - 1];
+    if (items != nullptr && tid == 0) {
+        num_items[0] = wsum_i[WARPS - 1];
+        // The expert GEMMs' unit counters after it (MOE_UNIT_COUNTERS), zeroed for this layer's launches.
+        for (int i = 1; i <= MOE_UNIT_COUNTERS; i++) num_items[i] = 0;
+    }
 }

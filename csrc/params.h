@@ -231,6 +231,9 @@ static constexpr uint32_t MOE_TILES_M64_SMEM = moe_bf16_tiles_smem(MOE_BM_LARGE)
 static constexpr uint32_t MOE_TILES_M128_SMEM = moe_bf16_tiles_smem(MOE_BM_XLARGE);
 static_assert(2 * (MOE_TILES_M128_SMEM + 1024) <= 228 * 1024, "two CTAs of the 128-row bf16 tiles must share an SM");
 static_assert(2 * (MOE_TILES_M64_SMEM + 1024) <= 228 * 1024, "two CTAs of the 64-row bf16 tiles must share an SM");
+// The MoE item count's buffer: [count, gate_up's unit counter, down's], all written by the
+// permute (moe_items.cuh); the warp-specialized tiles take their units from the counters.
+#define MOE_UNIT_COUNTERS 2
 // The warp-specialized bf16 tiles (moe_gemm.cu's moe_gemm_ws, sm_90a): persistent, one CTA an
 // SM of MOE_WS_WGS consumer warpgroups and MOE_WS_PRODUCER_WARPS producer warps. The consumers
 // share one x tile, each multiplying it by its own MOE_MMA_WROWS weight rows, so an item's x is
@@ -248,8 +251,9 @@ static constexpr uint32_t MOE_WS_THREADS = MOE_WS_WGS * MOE_WG_THREADS + MOE_WS_
 #define MOE_WS_GATE_UP_COLS (MOE_WS_WGS * MOE_MMA_GATE_UP_COLS)
 #define MOE_WS_DOWN_COLS (MOE_WS_WGS * MOE_MMA_DOWN_COLS)
 constexpr DLLM_HD int moe_ws_stage_bytes(int bm) { return (bm + MOE_WS_WGS * MOE_MMA_WROWS) * GEMM_BK * 2; }
-constexpr DLLM_HD int moe_ws_stages(int bm) { return (227 * 1024 - 1024) / (moe_ws_stage_bytes(bm) + 16); }
-constexpr DLLM_HD int moe_ws_smem(int bm) { return moe_ws_stages(bm) * (moe_ws_stage_bytes(bm) + 16) + 1024; }
+// A stage's bytes and its two mbarriers and unit slot (20 bytes), two more ints, 1 KB of alignment.
+constexpr DLLM_HD int moe_ws_stages(int bm) { return (227 * 1024 - 1024 - 8) / (moe_ws_stage_bytes(bm) + 20); }
+constexpr DLLM_HD int moe_ws_smem(int bm) { return moe_ws_stages(bm) * (moe_ws_stage_bytes(bm) + 20) + 8 + 1024; }
 static constexpr uint32_t MOE_WS_M64_SMEM = moe_ws_smem(MOE_BM_LARGE);
 static constexpr uint32_t MOE_WS_M128_SMEM = moe_ws_smem(MOE_BM_XLARGE);
 static_assert(moe_ws_stages(MOE_BM_XLARGE) >= 3, "the warp-specialized tiles need stages in flight beside the one each consumer holds");
@@ -488,6 +492,9 @@ struct MoeGemmParams {
     // device memory), 3-D: [experts][n][k], boxes of MOE_WS_BOX_ROWS x GEMM_BK, 128-byte swizzle.
     DEV_PTR(const void) w1_map;
     DEV_PTR(const void) w2_map;
+    // The warp-specialized tiles take their (item, column tile) units in order from this counter
+    // (one per launch; the permute zeroes it beside the item count: MOE_UNIT_COUNTERS).
+    DEV_PTR(int32_t) unit_counter;
     int32_t shared_expert;
     int32_t n;
     int32_t k;

@@ -117,6 +117,8 @@ struct Permuted {
     slot_weight: CudaSlice<f32>,
     tok_slot: CudaSlice<i32>,
     items: CudaSlice<i32>,
+    /// The item count, then the MOE_UNIT_COUNTERS counters the warp-specialized tiles take their
+    /// units from (zeroed with the count).
     num_items: CudaSlice<i32>,
 }
 
@@ -466,7 +468,8 @@ impl CudaBackend {
             slot_weight: self.alloc_f32(slots, "slot weights")?,
             tok_slot: self.k.alloc::<i32>(slots, "token slots")?,
             items: self.k.alloc::<i32>(3 * max_items, "MoE work items")?,
-            num_items: self.k.alloc::<i32>(1, "MoE item count")?,
+            // The count, then the expert GEMMs' unit counters (csrc/params.h, MOE_UNIT_COUNTERS).
+            num_items: self.k.alloc::<i32>(1 + MOE_UNIT_COUNTERS, "MoE item count")?,
         };
         let shared_pick = shared.map(|_| e);
         let routed = if self.routes_in_one_launch(rows) && rows <= ROUTE_ROWS {
@@ -529,6 +532,9 @@ impl CudaBackend {
             slot_weight: self.p(&slot_weight),
             items: self.p(&items),
             num_items: self.p(&num_items),
+            // gate_up's unit counter; down's is the next (the warp-specialized tiles take their
+            // units from it).
+            unit_counter: self.p(&num_items) + 4,
             shared_expert: -1,
             n: im as i32,
             k: h as i32,
@@ -562,6 +568,7 @@ impl CudaBackend {
         g.act_out = 0;
         g.prefetch_ahead = 0; // the down streams measured level with it
         g.slot_out = self.p(&slot_out);
+        g.unit_counter += 4;
         g.n = h as i32;
         g.k = im as i32;
         if let Some(m) = maps {
