@@ -508,8 +508,8 @@ __device__ __forceinline__ void moe_gemm_wgmma(const MoeGemmParams& p, int e, in
 // consumer warpgroups and MOE_WS_PRODUCER_WARPS producer warps. A CTA takes the (item, column
 // tile) units in order from a counter as it comes free (producer 0 takes the next one and names
 // it to the consumers in the unit's first stage); a unit is the item's BM rows by MOE_WS_WGS x
-// MOE_MMA_WROWS weight rows (each consumer
-// warpgroup its MOE_MMA_WROWS, laid out as the one-warpgroup tiles' are). The producers stream
+// MOE_MMA_WROWS weight rows (each consumer warpgroup its MOE_MMA_WROWS, laid out as the
+// one-warpgroup tiles' are). The producers stream
 // every unit's k-steps, back to back across units, into a ring of moe_ws_stages(BM) stages: the
 // weight tile by TMA (four boxes of 64 rows x GEMM_BK from the experts' 3-D tensor maps, zeros
 // past n and k), the item's x rows by cp.async (gathered by slot for gate_up). A stage's `full`

@@ -63,7 +63,8 @@ __device__ __forceinline__ void expert_items(const int (&c)[PER], int experts, i
     }
     if (items != nullptr && tid == 0) {
         num_items[0] = wsum_i[WARPS - 1];
-        // The expert GEMMs' unit counters after it (MOE_UNIT_COUNTERS), zeroed for this layer's launches.
+        // The expert GEMMs' unit counters after it (MOE_UNIT_COUNTERS), zeroed for this
+        // layer's launches.
         for (int i = 1; i <= MOE_UNIT_COUNTERS; i++) num_items[i] = 0;
     }
 }

@@ -534,7 +534,7 @@ impl CudaBackend {
             num_items: self.p(&num_items),
             // gate_up's unit counter; down's is the next (the warp-specialized tiles take their
             // units from it).
-            unit_counter: self.p(&num_items) + 4,
+            unit_counter: self.p(&num_items) + std::mem::size_of::<i32>() as u64,
             shared_expert: -1,
             n: im as i32,
             k: h as i32,
@@ -568,7 +568,7 @@ impl CudaBackend {
         g.act_out = 0;
         g.prefetch_ahead = 0; // the down streams measured level with it
         g.slot_out = self.p(&slot_out);
-        g.unit_counter += 4;
+        g.unit_counter += std::mem::size_of::<i32>() as u64;
         g.n = h as i32;
         g.k = im as i32;
         if let Some(m) = maps {
