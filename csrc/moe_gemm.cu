@@ -436,24 +436,94 @@ __device__ __forceinline__ void moe_gemm_mma(const MoeGemmParams& p, int e, int 
     }
 }
 
-// A warpgroup's wgmma sums (H halves of 64 rows by its 128 weight rows) out through store_pair:
-// d[h][4j + i] is row 64h + 16 warp + lane / 4 (+8 for i >= 2), column 8j + 2 (lane % 4) + i % 2
-// of its weight rows from output column c0 (gated: j < 8 the gate's, j + 8 the same up column).
+// The routing weights of a warpgroup thread's rows (row 64h + 16 warp + lane / 4 + 8i: wt[h][i]) for
+// down's epilogue (gate_up's take none). Loaded before the unit's k-steps, so that their latency
+// passes under the products: loaded in the epilogue, each row's waited for the row before's stores
+// (the compiler cannot tell that the bf16 stores leave them alone).
 template <int H, bool GATED>
-__device__ __forceinline__ void store_warpgroup_rows(const MoeGemmParams& p, const float (&d)[H][64], int s0, int rows, int c0) {
+__device__ __forceinline__ void load_row_weights(const MoeGemmParams& p, int s0, int rows, float (&wt)[H][2]) {
     const int warp = threadIdx.x / WARP % 4, lane = threadIdx.x % WARP;
+#pragma unroll
+    for (int h = 0; h < H; h++)
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            const int r = h * 64 + warp * 16 + lane / 4 + 8 * i;
+            wt[h][i] = !GATED && r < rows ? p.slot_weight[s0 + r] : 1.f;
+        }
+}
+
+// A quad's (lanes 4a..4a+3) four 8-column groups of one row, lane q holding columns 2q, 2q + 1
+// of group t in v[t] (two bf16), as each lane's whole group q (16 bytes, columns in order): a 4 x 4
+// transpose by two butterfly exchanges. Every lane of the warp must take part.
+__device__ __forceinline__ uint4 quad_transpose(uint32_t v0, uint32_t v1, uint32_t v2, uint32_t v3, int q) {
+    // Lanes q, q ^ 1: an even lane keeps groups 0 and 2, an odd one 1 and 3, each now 4 columns
+    // (the even lane's pair first).
+    const bool odd = q & 1;
+    const uint32_t r0 = __shfl_xor_sync(0xffffffffu, odd ? v0 : v1, 1);
+    const uint32_t r1 = __shfl_xor_sync(0xffffffffu, odd ? v2 : v3, 1);
+    const uint2 lo = odd ? make_uint2(r0, v1) : make_uint2(v0, r0);  // group 0 or 1
+    const uint2 hi = odd ? make_uint2(r1, v3) : make_uint2(v2, r1);  // group 2 or 3
+    // Lanes q, q ^ 2: lanes 0 and 1 keep the first of theirs (columns 0-3), 2 and 3 the second
+    // (columns 4-7); each sends the other half.
+    const bool upper = q & 2;
+    const uint2 keep = upper ? hi : lo, send = upper ? lo : hi;
+    const uint2 got = make_uint2(__shfl_xor_sync(0xffffffffu, send.x, 2), __shfl_xor_sync(0xffffffffu, send.y, 2));
+    return upper ? make_uint4(got.x, got.y, keep.x, keep.y) : make_uint4(keep.x, keep.y, got.x, got.y);
+}
+
+__device__ __forceinline__ uint32_t bf16x2_bits(float a, float b) {
+    const __nv_bfloat162 v = __floats2bfloat162_rn(a, b);
+    return *reinterpret_cast<const uint32_t*>(&v);
+}
+
+// A warpgroup's wgmma sums (H halves of 64 rows by its 128 weight rows) out: d[h][4j + i] is row
+// 64h + 16 warp + lane / 4 (+8 for i >= 2), column 8j + 2 (lane % 4) + i % 2 of its weight rows
+// from output column c0 (gated: j < 8 the gate's, j + 8 the same up column); wt from
+// load_row_weights. Down, where n is a multiple of 8: a quad's lanes trade their columns
+// (quad_transpose) and each stores a whole 8-column group, 16-byte stores that write a row's 32-byte
+// sectors whole, where each lane's own pairs were 4-byte stores of half a sector. Down writes a
+// hidden-size row a slot (batch 128: 134 MB a layer beside 312 MB of weights read); with this and
+// the weights loaded early it took 8-21% less time from batch 16 to 128 (docs/PERF.md, session 26).
+// gate_up's act rows the same way measured 7-15% slower (its main loop's SASS unchanged; the cause
+// is not known), so gate_up, and an n that is not a multiple of 8, go through store_pair.
+template <int H, bool GATED>
+__device__ __forceinline__ void store_warpgroup_rows(const MoeGemmParams& p, const float (&d)[H][64], const float (&wt)[H][2], int s0, int rows,
+                                                     int c0) {
+    constexpr int G = GATED ? 8 : 16;  // the thread's 8-column groups a row
+    const int warp = threadIdx.x / WARP % 4, lane = threadIdx.x % WARP, q = lane % 4;
+    if (!GATED && p.n % 8 == 0) {
+        bf16* out = p.slot_out;
+#pragma unroll
+        for (int h = 0; h < H; h++) {
+#pragma unroll
+            for (int i = 0; i < 2; i++) {
+                const int r = h * 64 + warp * 16 + lane / 4 + 8 * i;
+                uint32_t v[G];
+#pragma unroll
+                for (int j = 0; j < G; j++) {
+                    v[j] = bf16x2_bits(d[h][4 * j + 2 * i] * wt[h][i], d[h][4 * j + 2 * i + 1] * wt[h][i]);
+                }
+#pragma unroll
+                for (int t = 0; t < G / 4; t++) {
+                    const uint4 w = quad_transpose(v[4 * t], v[4 * t + 1], v[4 * t + 2], v[4 * t + 3], q);
+                    const int col = c0 + 8 * (4 * t + q);
+                    if (r < rows && col < p.n) *reinterpret_cast<uint4*>(out + (size_t)(s0 + r) * p.n + col) = w;
+                }
+            }
+        }
+        return;
+    }
 #pragma unroll
     for (int h = 0; h < H; h++) {
 #pragma unroll
         for (int i = 0; i < 2; i++) {
             const int r = h * 64 + warp * 16 + lane / 4 + 8 * i;
             if (r >= rows) continue;
-            const float wt = slot_weight_of<GATED>(p, s0 + r);
 #pragma unroll
-            for (int j = 0; j < (GATED ? 8 : 16); j++) {
-                const int col = c0 + j * 8 + (lane % 4) * 2;
+            for (int j = 0; j < G; j++) {
+                const int col = c0 + j * 8 + q * 2;
                 const float* up = GATED ? &d[h][4 * (j + 8)] : &d[h][4 * j];
-                store_pair<GATED>(p, s0 + r, col, d[h][4 * j + 2 * i], d[h][4 * j + 2 * i + 1], up[2 * i], up[2 * i + 1], wt);
+                store_pair<GATED>(p, s0 + r, col, d[h][4 * j + 2 * i], d[h][4 * j + 2 * i + 1], up[2 * i], up[2 * i + 1], wt[h][i]);
             }
         }
     }
@@ -478,7 +548,8 @@ __device__ __forceinline__ void moe_gemm_wgmma(const MoeGemmParams& p, int e, in
         src.copy_x(xs(buf), k0, p, swizzled_at);
         src.copy_w(ws(buf), k0, p, swizzled_at);
     };
-    float d[H][64];
+    float d[H][64], wt[H][2];
+    load_row_weights<H, GATED>(p, s0, rows, wt);
 #pragma unroll
     for (int h = 0; h < H; h++)
 #pragma unroll
@@ -499,7 +570,7 @@ __device__ __forceinline__ void moe_gemm_wgmma(const MoeGemmParams& p, int e, in
         wgmma_commit();
         wgmma_wait<0>();
     });
-    store_warpgroup_rows<H, GATED>(p, d, s0, rows, n0);
+    store_warpgroup_rows<H, GATED>(p, d, wt, s0, rows, n0);
 }
 #endif
 
@@ -612,7 +683,8 @@ __device__ __forceinline__ void moe_gemm_ws(const MoeGemmParams& p) {
     for (int u = next_unit(); u < units; u = next_unit()) {
         const int item = u / tiles, n0 = (u % tiles) * COLS;
         const int s0 = p.items[3 * item + 1], rows = p.items[3 * item + 2];
-        float d[H][64];
+        float d[H][64], wt[H][2];
+        load_row_weights<H, GATED>(p, s0, rows, wt);
 #pragma unroll
         for (int h = 0; h < H; h++)
 #pragma unroll
@@ -640,7 +712,7 @@ __device__ __forceinline__ void moe_gemm_ws(const MoeGemmParams& p) {
         }
 #pragma unroll
         for (int h = 0; h < H; h++) wgmma_reg_fence(d[h]);
-        store_warpgroup_rows<H, GATED>(p, d, s0, rows, n0 + g * (GATED ? MOE_MMA_GATE_UP_COLS : MOE_MMA_DOWN_COLS));
+        store_warpgroup_rows<H, GATED>(p, d, wt, s0, rows, n0 + g * (GATED ? MOE_MMA_GATE_UP_COLS : MOE_MMA_DOWN_COLS));
     }
 }
 #endif
