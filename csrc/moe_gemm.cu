@@ -484,8 +484,9 @@ __device__ __forceinline__ uint32_t bf16x2_bits(float a, float b) {
 // sectors whole, where each lane's own pairs were 4-byte stores of half a sector. Down writes a
 // hidden-size row a slot (batch 128: 134 MB a layer beside 312 MB of weights read); with this and
 // the weights loaded early it took 8-21% less time from batch 16 to 128 (docs/PERF.md, session 26).
-// gate_up's act rows the same way measured 7-15% slower (its main loop's SASS unchanged; the cause
-// is not known), so gate_up, and an n that is not a multiple of 8, go through store_pair.
+// gate_up's act rows the same way measured level (7-15% slower where silu also ran on the rows
+// past the item, which store_pair skips): it writes 32 KB a unit after 32 k-steps, where down
+// writes 64 KB after 8. So gate_up, and an n that is not a multiple of 8, go through store_pair.
 template <int H, bool GATED>
 __device__ __forceinline__ void store_warpgroup_rows(const MoeGemmParams& p, const float (&d)[H][64], const float (&wt)[H][2], int s0, int rows,
                                                      int c0) {
