@@ -448,7 +448,7 @@ __device__ __forceinline__ void load_row_weights(const MoeGemmParams& p, int s0,
 #pragma unroll
         for (int i = 0; i < 2; i++) {
             const int r = h * 64 + warp * 16 + lane / 4 + 8 * i;
-            wt[h][i] = !GATED && r < rows ? p.slot_weight[s0 + r] : 1.f;
+            wt[h][i] = r < rows ? slot_weight_of<GATED>(p, s0 + r) : 1.f;
         }
 }
 
@@ -471,9 +471,12 @@ __device__ __forceinline__ uint4 quad_transpose(uint32_t v0, uint32_t v1, uint32
     return upper ? make_uint4(got.x, got.y, keep.x, keep.y) : make_uint4(keep.x, keep.y, got.x, got.y);
 }
 
+// bf16x2 of (a, b), a in the low half (the lower column), as bits.
 __device__ __forceinline__ uint32_t bf16x2_bits(float a, float b) {
     const __nv_bfloat162 v = __floats2bfloat162_rn(a, b);
-    return *reinterpret_cast<const uint32_t*>(&v);
+    uint32_t u;
+    memcpy(&u, &v, 4);  // a register move
+    return u;
 }
 
 // A warpgroup's wgmma sums (H halves of 64 rows by its 128 weight rows) out: d[h][4j + i] is row
