@@ -74,12 +74,6 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi, float& sum) {
     memcpy(&u, &h, 4);
     return u;
 }
-// 2^x (ex2.approx: 2^-inf = +0, which is how masked scores become P = 0).
-__device__ __forceinline__ float exp2_approx(float x) {
-    float y;
-    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-    return y;
-}
 
 // The K/V copies of a chunk by THREADS threads: copier i copies column (i % PER_ROW) * 8 (16
 // bytes) of rows i / PER_ROW + PASS * j, j < ROWS, of K and of V.

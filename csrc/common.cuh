@@ -67,6 +67,14 @@ __device__ __forceinline__ uint32_t order_key(float x) {
 // The float whose order_key is k.
 __device__ __forceinline__ float key_value(uint32_t k) { return __uint_as_float((k & 0x80000000u) ? (k & 0x7fffffffu) : ~k); }
 
+// 2^x by the one MUFU instruction, denormal results flushed to +0 (ex2.approx.ftz: 2^-inf = +0,
+// which is how the attention's masked scores become P = 0).
+__device__ __forceinline__ float exp2_approx(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
+}
+
 // Sum over the whole block; every thread gets the result. `scratch` holds >= 32 floats.
 __device__ __forceinline__ float block_sum(float v, float* scratch) {
     int lane = threadIdx.x % WARP, w = threadIdx.x / WARP, nw = (blockDim.x + WARP - 1) / WARP;
