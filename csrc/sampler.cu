@@ -159,19 +159,30 @@ __device__ __forceinline__ void for_slice(const float* __restrict__ l, Slice sl,
         constexpr int U4 = U / 4;
         const int n4 = (sl.end - sl.begin) / 4;
         const float4* l4 = reinterpret_cast<const float4*>(l + sl.begin);
-        for (int j0 = threadIdx.x; j0 < n4; j0 += U4 * B) {
+        auto take4 = [&](int j, float4 v) {
+            const int i = sl.begin + 4 * j;
+            f(i, v.x);
+            f(i + 1, v.y);
+            f(i + 2, v.z);
+            f(i + 3, v.w);
+        };
+        int j0 = threadIdx.x;
+        // Whole rounds without a check a float4 (the checks cost a branch a float4, and kept the
+        // shared-memory window's base from being hoisted out of f).
+        for (; j0 + (U4 - 1) * B < n4; j0 += U4 * B) {
+            float4 v[U4];
+#pragma unroll
+            for (int u = 0; u < U4; u++) v[u] = l4[j0 + u * B];
+#pragma unroll
+            for (int u = 0; u < U4; u++) take4(j0 + u * B, v[u]);
+        }
+        if (j0 < n4) {  // the last round, predicated
             float4 v[U4];
 #pragma unroll
             for (int u = 0; u < U4; u++) v[u] = j0 + u * B < n4 ? l4[j0 + u * B] : make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll
-            for (int u = 0; u < U4; u++) {
-                if (j0 + u * B >= n4) continue;
-                const int i = sl.begin + 4 * (j0 + u * B);
-                f(i, v[u].x);
-                f(i + 1, v[u].y);
-                f(i + 2, v[u].z);
-                f(i + 3, v[u].w);
-            }
+            for (int u = 0; u < U4; u++)
+                if (j0 + u * B < n4) take4(j0 + u * B, v[u]);
         }
         for (int i = sl.begin + 4 * n4 + threadIdx.x; i < sl.end; i += B) f(i, l[i]);  // a last slice's odd end
         return;
@@ -208,31 +219,39 @@ __device__ Found id_select_segments(const float* __restrict__ l, Slice sl, Q q, 
                                     cg::cluster_group& cluster);
 
 // The sums of q(i, l[i]) over G of this warp's segments, g0 .. g0 + G - 1, into out[segment]:
-// its lanes load 32 consecutive tokens of each, all G in flight. q may keep other sums on the
-// way (nucleus_draw's second pass).
+// its lanes load 32 consecutive tokens of each. q may keep other sums on the way (nucleus_draw's
+// second pass). SAMPLE_SEGMENT_LOADS segments at a time, their loads issued before any q: with
+// q's branches (and its shared-memory stores) between one load and the next, the compiler
+// issued each load after the previous token's q, one load in flight a lane.
 template <int G, class Q>
 __device__ __forceinline__ void warp_segment_sums(const float* __restrict__ l, Slice sl, int seg_len, int g0, Q q, float* out) {
+    constexpr int L = G < SAMPLE_SEGMENT_LOADS ? G : SAMPLE_SEGMENT_LOADS;
+    static_assert(G % L == 0, "whole groups of segments");
     const int lane = threadIdx.x % WARP, w = threadIdx.x / WARP;
-    float acc[G];
+#pragma unroll 1
+    for (int c = g0; c < g0 + G; c += L) {
+        float acc[L];
 #pragma unroll
-    for (int g = 0; g < G; g++) acc[g] = 0.f;
-    for (int t = 0; t < seg_len / WARP; t++) {
+        for (int g = 0; g < L; g++) acc[g] = 0.f;
+        const int i0 = sl.begin + (w * WARP + c) * seg_len + lane;
+        for (int t = 0; t < seg_len; t += WARP) {
+            float v[L];
 #pragma unroll
-        for (int g = 0; g < G; g++) {
-            const int i = sl.begin + (w * WARP + g0 + g) * seg_len + t * WARP + lane;
-            if (i < sl.end) acc[g] += q(i, l[i]);
+            for (int g = 0; g < L; g++) v[g] = i0 + g * seg_len + t < sl.end ? l[i0 + g * seg_len + t] : 0.f;
+#pragma unroll
+            for (int g = 0; g < L; g++)
+                if (i0 + g * seg_len + t < sl.end) acc[g] += q(i0 + g * seg_len + t, v[g]);
         }
-    }
 #pragma unroll
-    for (int g = 0; g < G; g++) {
-        const float tot = warp_sum(acc[g]);
-        if (lane == 0) out[w * WARP + g0 + g] = tot;
+        for (int g = 0; g < L; g++) {
+            const float tot = warp_sum(acc[g]);
+            if (lane == 0) out[w * WARP + c + g] = tot;
+        }
     }
 }
 
 template <class Q>
 __device__ Found id_select(const float* __restrict__ l, Slice sl, Q q, float frac, float add, SampleSmem& sm, cg::cluster_group& cluster) {
-    // All 32 segments of the warp at once: 32 loads in flight a lane.
     warp_segment_sums<WARP>(l, sl, segment_len(sl), 0, q, sm.seg);
     __syncthreads();
     return id_select_segments(l, sl, q, frac, add, sm.seg[threadIdx.x], sm, cluster);
@@ -574,10 +593,9 @@ __device__ bool nucleus_draw(const float* __restrict__ l, Slice sl, const RowSam
         const float x = weight(v);
         z += x;
         const int b = (int)(order_key(v) >> shift0);
-        if (b > bin) {
-            above += x;
-            return x >= min_p ? x : 0.f;
-        }
+        // Selects, not branches, but for the bin's few tokens.
+        const bool kept_above = b > bin;
+        above += kept_above ? x : 0.f;
         if (b == bin) {
             in_bin += x;
             const int n = atomicAdd(&sm.ncand, 1);
@@ -586,11 +604,9 @@ __device__ bool nucleus_draw(const float* __restrict__ l, Slice sl, const RowSam
                 sm.cand_i[n] = i;
             }
         }
-        return 0.f;
+        return kept_above && x >= min_p ? x : 0.f;
     };
-    // Half the warp's segments at a time: 16 loads in flight a lane, and registers to spare.
-    warp_segment_sums<WARP / 2>(l, sl, seg_len, 0, pass, sm.seg_above);
-    warp_segment_sums<WARP / 2>(l, sl, seg_len, WARP / 2, pass, sm.seg_above);
+    warp_segment_sums<WARP>(l, sl, seg_len, 0, pass, sm.seg_above);
     z = block_sum(z, sm.scratch);
     above = block_sum(above, sm.scratch);
     in_bin = block_sum(in_bin, sm.scratch);
@@ -646,6 +662,32 @@ __device__ bool nucleus_draw(const float* __restrict__ l, Slice sl, const RowSam
     return true;
 }
 
+// The row's first index whose order key is `key` (0x7fffffff where none is), the same on every
+// CTA of the cluster: a nucleus row's first pass keeps the max key alone.
+__device__ int first_index_of_key(const float* __restrict__ l, Slice sl, uint32_t key, SampleSmem& sm, cg::cluster_group& cluster) {
+    const int lane = threadIdx.x % WARP, w = threadIdx.x / WARP;
+    int first = 0x7fffffff;
+    for_slice(l, sl, [&](int i, float v) {
+        if (order_key(v) == key) first = min(first, i);
+    });
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) first = min(first, __shfl_xor_sync(FULL_MASK, first, o));
+    __syncthreads();  // a previous reader of warp_id is done
+    if (lane == 0) sm.warp_id[w] = first;
+    __syncthreads();
+    first = lane < SAMPLE_THREADS / WARP ? sm.warp_id[lane] : 0x7fffffff;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) first = min(first, __shfl_xor_sync(FULL_MASK, first, o));
+    // max_id was last read by the peers right after the max pass's barrier; cluster barriers
+    // since then order this write after those reads.
+    if (threadIdx.x == 0) sm.max_id = first;
+    cluster.sync();  // every slice's first index is out
+    first = lane < SAMPLE_CLUSTER ? *cluster.map_shared_rank(&sm.max_id, lane) : 0x7fffffff;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) first = min(first, __shfl_xor_sync(FULL_MASK, first, o));
+    return first;
+}
+
 extern "C" __global__ void __cluster_dims__(SAMPLE_CLUSTER, 1, 1) __launch_bounds__(SAMPLE_THREADS, SAMPLE_CTAS)
     sample_rows(const SampleParams p) {
     static_assert((1 << SAMPLE_DIGIT0) % SAMPLE_THREADS == 0 && (1 << SAMPLE_DIGIT) % SAMPLE_THREADS == 0,
@@ -695,12 +737,20 @@ extern "C" __global__ void __cluster_dims__(SAMPLE_CLUSTER, 1, 1) __launch_bound
         for (int b = threadIdx.x; b < (1 << SAMPLE_DIGIT0); b += SAMPLE_THREADS) sm.ihist0[b] = 0u;
         __syncthreads();
         const float log2e_t = inv_t * 1.44269504f;  // exp2 of the scaled difference: a guide needs no more
-        for_slice(l, sl, [&](int i, float v) {
-            const uint32_t k = order_key(v);
-            take_max(i, k);
-            const int b = (int)(k >> (32 - SAMPLE_DIGIT0));
+        // The fewest instructions a token (this pass reads the row from DRAM, and it was bound by
+        // them): the max key alone (its first index is found only where a draw needs it, below),
+        // the key and the bin's top straight from v's bits, and 2^x without the range fix-up (a
+        // result below 2^-126 flushes to 0, which times qscale rounds to the same 0 anyway).
+        constexpr uint32_t low = (1u << (32 - SAMPLE_DIGIT0)) - 1u;  // the bits below the first digit
+        for_slice(l, sl, [&](int, float v) {
+            const uint32_t bits = __float_as_uint(v);
+            const uint32_t neg = (uint32_t)((int32_t)bits >> 31);  // all ones where v < 0
+            const uint32_t k = bits ^ (neg | 0x80000000u);          // order_key(v)
+            best = max(best, k);
+            // bin_top(k's bin): the bin's largest v, all of `low` set (v >= 0) or clear (v < 0).
+            const float top = __uint_as_float((bits & ~low) | (low & ~neg));
             // NaN: 0. Adding a 0 costs less than the branch around it.
-            atomicAdd(&sm.ihist0[b], __float2uint_rn(exp2f((v - bin_top(b)) * log2e_t) * qscale));
+            atomicAdd(&sm.ihist0[k >> (32 - SAMPLE_DIGIT0)], __float2uint_rn(exp2_approx((v - top) * log2e_t) * qscale));
         });
     } else {
         for_slice(l, sl, [&](int i, float v) { take_max(i, order_key(v)); });
@@ -746,6 +796,9 @@ extern "C" __global__ void __cluster_dims__(SAMPLE_CLUSTER, 1, 1) __launch_bound
     Found f;
     if (!(nucleus && isfinite(m) && nucleus_draw(l, sl, s, m, inv_t, qscale, min_p, weight, f, sm, cluster)))
         f = general_draw(l, sl, s, vocab, min_p, weight, sm, cluster);
+    // No token drawn (no weight above 0): the max's first index, which a nucleus row's first
+    // pass did not keep. f is the cluster's, so every CTA takes this branch or none does.
+    if (f.id < 0 && nucleus) bi = first_index_of_key(l, sl, best, sm, cluster);
     if (rank == 0 && threadIdx.x == 0) {
         p.token[row] = f.id >= 0 ? (uint32_t)f.id : (uint32_t)bi;
         p.prob[row] = f.id >= 0 ? f.q / f.total : 1.f;

@@ -683,6 +683,24 @@ mod cuda {
         check(1000, rows);
         eprintln!("sampler: {cases} draws, {ties} near-ties");
         assert!(ties * 50 <= cases, "{ties} near-ties in {cases} draws: too many to be rounding");
+        // Rows without a finite logit draw nothing and take the max's first index in the order
+        // keys' order, a top-p row's found only then (its first pass keeps the max key alone).
+        // All -inf: index 0, as the host's. -inf from index j on after negative NaNs (whose keys
+        // lie below -inf's): j, in whichever CTA's slice it falls.
+        let nucleus = Sampling { temperature: 0.7, top_k: 0, top_p: 0.9, min_p: 0.0 };
+        let plain = Sampling { temperature: 1.0, top_k: 0, top_p: 1.0, min_p: 0.0 };
+        for vocab in [7usize, 4099, 157_184] {
+            for s in [nucleus, plain] {
+                let row = vec![f32::NEG_INFINITY; vocab];
+                let got = gpu.sample_host_logits(&row, 1, &[RowSampling::new(&s, 0.5)]).unwrap();
+                assert_eq!(got[0].token, sample_row_u(&row, &s, 0.5).token, "vocab {vocab} {s:?}: a row of -inf");
+                for j in [1, vocab / 2, vocab - 1] {
+                    let row: Vec<f32> = (0..vocab).map(|i| if i < j { -f32::NAN } else { f32::NEG_INFINITY }).collect();
+                    let got = gpu.sample_host_logits(&row, 1, &[RowSampling::new(&s, 0.5)]).unwrap();
+                    assert_eq!(got[0].token as usize, j, "vocab {vocab} {s:?}: -inf from {j} after negative NaNs");
+                }
+            }
+        }
         // Bad shapes are errors.
         let one = [RowSampling::greedy()];
         assert!(gpu.sample_host_logits(&[0.0; 10], 3, &[one[0]; 3]).is_err(), "10 logits are not 3 rows");
