@@ -637,7 +637,7 @@ struct SpinParams {
 #define SAMPLE_CLUSTER 8
 #define SAMPLE_THREADS 256
 #define SAMPLE_UNROLL 16  // logits loads in flight a thread (a slice gives a thread few rounds)
-#define SAMPLE_SEGMENT_LOADS 8  // the segment sums' loads in flight a lane (within 64 registers)
+#define SAMPLE_SEGMENT_LOADS 4  // segments a warp sums at once, a float4 a lane of each in flight
 // CTAs a SM the registers are capped for: 4 (64 registers; a few long-lived values spill)
 // keeps 64 KB of loads in flight a SM and the rows in flight (132 x 4 / 8 of 629 KB) within the
 // L2. The kernel is bound by its per-token instructions' latency, so the fourth CTA's warps pay:

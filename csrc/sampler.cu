@@ -209,50 +209,73 @@ struct Found {
     float q, total;
 };
 
-// A segment's length: SAMPLE_THREADS segments cover the slice, each of whole WARP-token tiles.
+// A segment's length: at most SAMPLE_THREADS segments cover the slice, each of whole pieces of
+// 4 x WARP tokens (a float4 a lane).
 __device__ __forceinline__ int segment_len(Slice sl) {
-    return (sl.end - sl.begin + SAMPLE_THREADS * WARP - 1) / (SAMPLE_THREADS * WARP) * WARP;
+    constexpr int P = 4 * WARP, N = SAMPLE_THREADS * P;
+    return (sl.end - sl.begin + N - 1) / N * P;
 }
 
 template <class Q>
 __device__ Found id_select_segments(const float* __restrict__ l, Slice sl, Q q, float frac, float add, float mine, SampleSmem& sm,
                                     cg::cluster_group& cluster);
 
-// The sums of q(i, l[i]) over G of this warp's segments, g0 .. g0 + G - 1, into out[segment]:
-// its lanes load 32 consecutive tokens of each. q may keep other sums on the way (nucleus_draw's
-// second pass). SAMPLE_SEGMENT_LOADS segments at a time, their loads issued before any q: with
-// q's branches (and its shared-memory stores) between one load and the next, the compiler
-// issued each load after the previous token's q, one load in flight a lane.
-template <int G, class Q>
-__device__ __forceinline__ void warp_segment_sums(const float* __restrict__ l, Slice sl, int seg_len, int g0, Q q, float* out) {
-    constexpr int L = G < SAMPLE_SEGMENT_LOADS ? G : SAMPLE_SEGMENT_LOADS;
-    static_assert(G % L == 0, "whole groups of segments");
+// The sum of q(i, l[i]) over each segment of the slice into out[segment], for all SAMPLE_THREADS
+// segments (0 past the slice's end). Warp w takes segments w, w + NW, ..., SAMPLE_SEGMENT_LOADS of
+// them at a time, a piece of 4 x WARP tokens of each in flight (a float4 a lane where the slice
+// starts 16-byte aligned: then so does every segment), and sums a piece's 4 tokens a lane before
+// the warp sums the segment. q may keep other sums on the way (nucleus_draw's second pass). The
+// loads are all issued before any q: with q's branches (and its shared-memory stores) between
+// them, the compiler issued each load after the previous token's q, one in flight a lane.
+template <class Q>
+__device__ __forceinline__ void warp_segment_sums(const float* __restrict__ l, Slice sl, int seg_len, Q q, float* out) {
+    constexpr int NW = SAMPLE_THREADS / WARP, S = SAMPLE_SEGMENT_LOADS;
+    static_assert(SAMPLE_THREADS % (NW * S) == 0, "whole groups of segments");
     const int lane = threadIdx.x % WARP, w = threadIdx.x / WARP;
+    const bool vec = (reinterpret_cast<uintptr_t>(l + sl.begin) & 15) == 0;
+    const int used = seg_len > 0 ? (sl.end - sl.begin + seg_len - 1) / seg_len : 0;  // segments holding tokens
 #pragma unroll 1
-    for (int c = g0; c < g0 + G; c += L) {
-        float acc[L];
+    for (int s0 = w; s0 < SAMPLE_THREADS; s0 += NW * S) {
+        float acc[S];
 #pragma unroll
-        for (int g = 0; g < L; g++) acc[g] = 0.f;
-        const int i0 = sl.begin + (w * WARP + c) * seg_len + lane;
-        for (int t = 0; t < seg_len; t += WARP) {
-            float v[L];
+        for (int u = 0; u < S; u++) acc[u] = 0.f;
+        for (int piece = 0; s0 < used && piece < seg_len; piece += 4 * WARP) {
+            float4 v[S];
 #pragma unroll
-            for (int g = 0; g < L; g++) v[g] = i0 + g * seg_len + t < sl.end ? l[i0 + g * seg_len + t] : 0.f;
+            for (int u = 0; u < S; u++) {
+                const int i = sl.begin + (s0 + u * NW) * seg_len + piece + 4 * lane;
+                if (vec && i + 3 < sl.end) {
+                    v[u] = *reinterpret_cast<const float4*>(l + i);
+                } else {
+                    v[u].x = i < sl.end ? l[i] : 0.f;
+                    v[u].y = i + 1 < sl.end ? l[i + 1] : 0.f;
+                    v[u].z = i + 2 < sl.end ? l[i + 2] : 0.f;
+                    v[u].w = i + 3 < sl.end ? l[i + 3] : 0.f;
+                }
+            }
 #pragma unroll
-            for (int g = 0; g < L; g++)
-                if (i0 + g * seg_len + t < sl.end) acc[g] += q(i0 + g * seg_len + t, v[g]);
+            for (int u = 0; u < S; u++) {
+                const int i = sl.begin + (s0 + u * NW) * seg_len + piece + 4 * lane;
+                if (i + 3 < sl.end) {
+                    acc[u] += (q(i, v[u].x) + q(i + 1, v[u].y)) + (q(i + 2, v[u].z) + q(i + 3, v[u].w));
+                } else {
+                    if (i < sl.end) acc[u] += q(i, v[u].x);
+                    if (i + 1 < sl.end) acc[u] += q(i + 1, v[u].y);
+                    if (i + 2 < sl.end) acc[u] += q(i + 2, v[u].z);
+                }
+            }
         }
 #pragma unroll
-        for (int g = 0; g < L; g++) {
-            const float tot = warp_sum(acc[g]);
-            if (lane == 0) out[w * WARP + c + g] = tot;
+        for (int u = 0; u < S; u++) {
+            const float tot = warp_sum(acc[u]);
+            if (lane == 0) out[s0 + u * NW] = tot;
         }
     }
 }
 
 template <class Q>
 __device__ Found id_select(const float* __restrict__ l, Slice sl, Q q, float frac, float add, SampleSmem& sm, cg::cluster_group& cluster) {
-    warp_segment_sums<WARP>(l, sl, segment_len(sl), 0, q, sm.seg);
+    warp_segment_sums(l, sl, segment_len(sl), q, sm.seg);
     __syncthreads();
     return id_select_segments(l, sl, q, frac, add, sm.seg[threadIdx.x], sm, cluster);
 }
@@ -606,7 +629,7 @@ __device__ bool nucleus_draw(const float* __restrict__ l, Slice sl, const RowSam
         }
         return kept_above && x >= min_p ? x : 0.f;
     };
-    warp_segment_sums<WARP>(l, sl, seg_len, 0, pass, sm.seg_above);
+    warp_segment_sums(l, sl, seg_len, pass, sm.seg_above);
     z = block_sum(z, sm.scratch);
     above = block_sum(above, sm.scratch);
     in_bin = block_sum(in_bin, sm.scratch);
