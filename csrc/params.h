@@ -632,8 +632,8 @@ struct SpinParams {
 // passes). The bars are found by radix select over the logits' 32-bit order keys in three digit
 // passes of SAMPLE_DIGIT0 + 2 x SAMPLE_DIGIT bits (the wide first digit spreads logits that share
 // a sign and exponent over more bins, so fewer shared-memory atomics collide). The draw cuts each
-// slice into SAMPLE_THREADS segments of a multiple of WARP tokens, so a warp's loads stay
-// coalesced while the segments keep token-id order.
+// slice into at most SAMPLE_THREADS segments of whole pieces of 4 x WARP tokens (a float4 a lane),
+// so a warp's loads stay coalesced while the segments keep token-id order.
 #define SAMPLE_CLUSTER 8
 #define SAMPLE_THREADS 256
 #define SAMPLE_UNROLL 16  // logits loads in flight a thread (a slice gives a thread few rounds)

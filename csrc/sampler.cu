@@ -200,10 +200,10 @@ __device__ __forceinline__ void for_slice(const float* __restrict__ l, Slice sl,
 // The first token in id order at which the running sum of q (>= 0) over the row exceeds
 // target = frac * (total of q) + add, its q, and the total; the same on every CTA of the cluster.
 // A target at or past the total (rounding) takes the last token with q > 0. Each slice is cut
-// into SAMPLE_THREADS segments of seg_len (a multiple of WARP) tokens, warp w owning segments
-// 32w .. 32w+31: its loads are 32 consecutive tokens, and each segment's sum is a warp sum. The
-// slices' totals, in rank order, say which slice holds the target; that CTA alone scans its
-// segments and walks one, and the others read what it found.
+// into at most SAMPLE_THREADS segments of seg_len (whole pieces of 4 x WARP) tokens, segment t
+// thread t's in the scans; each segment's sum is a warp sum (warp_segment_sums). The slices'
+// totals, in rank order, say which slice holds the target; that CTA alone scans its segments and
+// walks one, and the others read what it found.
 struct Found {
     int id;
     float q, total;
