@@ -62,7 +62,9 @@ __device__ __forceinline__ float warp_scan(float v) {
 // below +0, as Rust's total_cmp (the host's order).
 __device__ __forceinline__ uint32_t order_key(float x) {
     const uint32_t b = __float_as_uint(x);
-    return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+    // Negative: every bit flipped; otherwise the sign bit set. As one xor with the sign spread
+    // over the word, which a caller that also needs the spread sign shares.
+    return b ^ ((uint32_t)((int32_t)b >> 31) | 0x80000000u);
 }
 // The float whose order_key is k.
 __device__ __forceinline__ float key_value(uint32_t k) { return __uint_as_float((k & 0x80000000u) ? (k & 0x7fffffffu) : ~k); }

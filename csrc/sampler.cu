@@ -693,22 +693,16 @@ __device__ int first_index_of_key(const float* __restrict__ l, Slice sl, uint32_
     for_slice(l, sl, [&](int i, float v) {
         if (order_key(v) == key) first = min(first, i);
     });
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) first = min(first, __shfl_xor_sync(FULL_MASK, first, o));
+    first = __reduce_min_sync(FULL_MASK, first);
     __syncthreads();  // a previous reader of warp_id is done
     if (lane == 0) sm.warp_id[w] = first;
     __syncthreads();
-    first = lane < SAMPLE_THREADS / WARP ? sm.warp_id[lane] : 0x7fffffff;
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) first = min(first, __shfl_xor_sync(FULL_MASK, first, o));
+    first = __reduce_min_sync(FULL_MASK, lane < SAMPLE_THREADS / WARP ? sm.warp_id[lane] : 0x7fffffff);
     // max_id was last read by the peers right after the max pass's barrier; cluster barriers
     // since then order this write after those reads.
     if (threadIdx.x == 0) sm.max_id = first;
     cluster.sync();  // every slice's first index is out
-    first = lane < SAMPLE_CLUSTER ? *cluster.map_shared_rank(&sm.max_id, lane) : 0x7fffffff;
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) first = min(first, __shfl_xor_sync(FULL_MASK, first, o));
-    return first;
+    return __reduce_min_sync(FULL_MASK, lane < SAMPLE_CLUSTER ? *cluster.map_shared_rank(&sm.max_id, lane) : 0x7fffffff);
 }
 
 extern "C" __global__ void __cluster_dims__(SAMPLE_CLUSTER, 1, 1) __launch_bounds__(SAMPLE_THREADS, SAMPLE_CTAS)
@@ -768,7 +762,7 @@ extern "C" __global__ void __cluster_dims__(SAMPLE_CLUSTER, 1, 1) __launch_bound
         for_slice(l, sl, [&](int, float v) {
             const uint32_t bits = __float_as_uint(v);
             const uint32_t neg = (uint32_t)((int32_t)bits >> 31);  // all ones where v < 0
-            const uint32_t k = bits ^ (neg | 0x80000000u);          // order_key(v)
+            const uint32_t k = order_key(v);
             best = max(best, k);
             // bin_top(k's bin): the bin's largest v, all of `low` set (v >= 0) or clear (v < 0).
             const float top = __uint_as_float((bits & ~low) | (low & ~neg));
