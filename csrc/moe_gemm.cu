@@ -32,6 +32,14 @@ struct Smem {
     static constexpr int bytes = FP8 ? moe_gemm_fp8_smem_bytes(BM, GATED) : moe_gemm_smem_bytes(BM, GATED);
 };
 
+// bf16x2 of (a, b), a in the low half (the lower column), as bits.
+__device__ __forceinline__ uint32_t bf16x2_bits(float a, float b) {
+    const __nv_bfloat162 v = __floats2bfloat162_rn(a, b);
+    uint32_t u;
+    memcpy(&u, &v, 4);  // a register move
+    return u;
+}
+
 // 8 e4m3 codes -> 8 bf16 (exact).
 __device__ __forceinline__ uint4 fp8x8_to_bf16x8(uint2 v) {
     uint4 out;
@@ -41,8 +49,7 @@ __device__ __forceinline__ uint4 fp8x8_to_bf16x8(uint2 v) {
     for (int i = 0; i < 4; i++) {
         const __nv_fp8x2_storage_t pair = (__nv_fp8x2_storage_t)((in[i / 2] >> (16 * (i % 2))) & 0xFFFF);
         const float2 f = __half22float2(__half2(__nv_cvt_fp8x2_to_halfraw2(pair, __NV_E4M3)));
-        const __nv_bfloat162 b = __floats2bfloat162_rn(f.x, f.y);
-        o[i] = *reinterpret_cast<const uint32_t*>(&b);
+        o[i] = bf16x2_bits(f.x, f.y);
     }
     return out;
 }
@@ -469,14 +476,6 @@ __device__ __forceinline__ uint4 quad_transpose(uint32_t v0, uint32_t v1, uint32
     const uint2 keep = upper ? hi : lo, send = upper ? lo : hi;
     const uint2 got = make_uint2(__shfl_xor_sync(0xffffffffu, send.x, 2), __shfl_xor_sync(0xffffffffu, send.y, 2));
     return upper ? make_uint4(got.x, got.y, keep.x, keep.y) : make_uint4(keep.x, keep.y, got.x, got.y);
-}
-
-// bf16x2 of (a, b), a in the low half (the lower column), as bits.
-__device__ __forceinline__ uint32_t bf16x2_bits(float a, float b) {
-    const __nv_bfloat162 v = __floats2bfloat162_rn(a, b);
-    uint32_t u;
-    memcpy(&u, &v, 4);  // a register move
-    return u;
 }
 
 // A warpgroup's wgmma sums (H halves of 64 rows by its 128 weight rows) out: d[h][4j + i] is row
