@@ -22,8 +22,8 @@
 //          in token-id order).
 // min-p needs no pass: its bar is a weight, tested wherever a weight is computed.
 // A top-p row without top-k (the common knobs) takes two passes instead of five (nucleus_draw):
-// the max pass also histograms the first digit, and one pass of exact weights confirms its bin,
-// keeps the bin's tokens for the last two digits, and sums the draw's segments on the way.
+// the max pass also histograms the first digit, and one pass of the draw's weights confirms its
+// bin, keeps the bin's tokens for the last two digits, and sums the draw's segments on the way.
 //
 // Every reduction is the cluster's: each CTA reduces its slice, publishes the partial in its own
 // shared memory, a cluster barrier (release / acquire), and every CTA reads all the partials
@@ -587,15 +587,16 @@ __device__ Found general_draw(const float* __restrict__ l, Slice sl, const RowSa
 // by logit) as a fixed-point integer (`ihist0`: a float atomicAdd on shared memory is a
 // compare-and-swap loop, which the hot bins of a row serialise; an integer add is one atomic), so
 // that a bin weighs about exp((top - m) / t) / qscale times its count; those pick the bin where
-// the nucleus ends. The second pass takes every token's exact weight (the host's): the row's z,
-// the mass above the bin (all kept: its segments' sums go to the draw) and in it, and the bin's
-// tokens as candidates in shared memory. If the exact masses confirm the bin (above < top_p z <=
-// above + in it), the two remaining digits and the draw's last segment need only the candidates.
-// The fixed point only guides: where it misleads (weights far below a wide bin's top round to
-// 0; a bin's edge within its rounding of the target) the exact masses do not confirm the bin and
-// the passes over the row (general_draw) take the row; where the bin's tokens overflow
-// SAMPLE_CANDIDATES, they take it from the second digit. Every branch depends on cluster-wide
-// values only, so every CTA takes it. False: not drawn, general_draw is to take the row whole.
+// the nucleus ends. The second pass takes every token's weight as the draw takes it (`weight`,
+// not the guide's fixed point): the row's z, the mass above the bin (all kept: its segments' sums
+// go to the draw) and in it, and the bin's tokens as candidates in shared memory. If those masses
+// confirm the bin (above < top_p z <= above + in it), the two remaining digits and the draw's
+// last segment need only the candidates. The fixed point only guides: where it misleads (weights
+// far below a wide bin's top round to 0; a bin's edge within its rounding of the target) the
+// masses do not confirm the bin and the passes over the row (general_draw) take the row; where
+// the bin's tokens overflow SAMPLE_CANDIDATES, they take it from the second digit. Every branch
+// depends on cluster-wide values only, so every CTA takes it. False: not drawn, general_draw is
+// to take the row whole.
 template <class W>
 __device__ bool nucleus_draw(const float* __restrict__ l, Slice sl, const RowSampling& s, float m, float inv_t, float qscale, float min_p,
                              W weight, Found& out, SampleSmem& sm, cg::cluster_group& cluster) {
@@ -611,15 +612,17 @@ __device__ bool nucleus_draw(const float* __restrict__ l, Slice sl, const RowSam
     // The pass in id_select's segment order, so that the kept mass above the bin lands in the
     // draw's segments.
     const int seg_len = segment_len(sl);
+    // The bin's keys are [bin_lo, bin_hi]. (A bin < 0 is never placed, below; its pass only
+    // keeps the cluster's barriers in step.)
+    const uint32_t bin_lo = (uint32_t)bin << shift0, bin_hi = bin_lo | ((1u << shift0) - 1u);
     float z = 0.f, above = 0.f, in_bin = 0.f;
-    auto pass = [&](int i, float v) {
-        const float x = weight(v);
+    // A token: its weight into z, and where it lies against the bin; the bin's few tokens take
+    // the branch. Keys compared whole (no shift a token), selects rather than branches.
+    auto visit = [&](int i, float v, float x) {
         z += x;
-        const int b = (int)(order_key(v) >> shift0);
-        // Selects, not branches, but for the bin's few tokens.
-        const bool kept_above = b > bin;
-        above += kept_above ? x : 0.f;
-        if (b == bin) {
+        const uint32_t k = order_key(v);
+        const bool kept_above = k > bin_hi;
+        if (k >= bin_lo && !kept_above) {
             in_bin += x;
             const int n = atomicAdd(&sm.ncand, 1);
             if (n < SAMPLE_CANDIDATES) {
@@ -627,11 +630,26 @@ __device__ bool nucleus_draw(const float* __restrict__ l, Slice sl, const RowSam
                 sm.cand_i[n] = i;
             }
         }
-        return kept_above && x >= min_p ? x : 0.f;
+        return kept_above ? x : 0.f;
     };
-    warp_segment_sums(l, sl, seg_len, pass, sm.seg_above);
+    if (min_p > 0.f) {
+        warp_segment_sums(
+            l, sl, seg_len,
+            [&](int i, float v) {
+                const float x = weight(v);
+                const float a = visit(i, v, x);
+                above += a;
+                return x >= min_p ? a : 0.f;
+            },
+            sm.seg_above);
+        above = block_sum(above, sm.scratch);
+    } else {
+        // Without min-p the segments' sums are the mass above the bin: no third sum a token.
+        warp_segment_sums(l, sl, seg_len, [&](int i, float v) { return visit(i, v, weight(v)); }, sm.seg_above);
+        __syncthreads();
+        above = block_sum(sm.seg_above[threadIdx.x], sm.scratch);
+    }
     z = block_sum(z, sm.scratch);
-    above = block_sum(above, sm.scratch);
     in_bin = block_sum(in_bin, sm.scratch);
     if (threadIdx.x == 0) {
         sm.pass_z = z;
@@ -746,14 +764,13 @@ extern "C" __global__ void __cluster_dims__(SAMPLE_CLUSTER, 1, 1) __launch_bound
     };
     // A top-p row without top-k (nucleus_draw) also histograms its weights in this pass.
     const bool nucleus = s.temperature > 0.f && s.top_p < 1.f && !(s.top_k > 0 && s.top_k < vocab);
-    const float inv_t = 1.f / s.temperature;
+    const float inv_t = 1.f / s.temperature, log2e_t = inv_t * 1.44269504f;  // 2^((v - m) log2e / t)
     // nucleus_draw's histogram: weights in [0, 1] as fixed point, scaled so that a slice's sum
     // fits 32 bits (the same scale on every CTA: the cluster adds their bins).
     const float qscale = 4.0e9f / (float)slice_len;
     if (nucleus) {
         for (int b = threadIdx.x; b < (1 << SAMPLE_DIGIT0); b += SAMPLE_THREADS) sm.ihist0[b] = 0u;
         __syncthreads();
-        const float log2e_t = inv_t * 1.44269504f;  // exp2 of the scaled difference: a guide needs no more
         // The fewest instructions a token (this pass reads the row from DRAM, and it was bound by
         // them): the max key alone (its first index is found only where a draw needs it, below),
         // the key and the bin's top straight from v's bits, and 2^x without the range fix-up (a
@@ -806,8 +823,12 @@ extern "C" __global__ void __cluster_dims__(SAMPLE_CLUSTER, 1, 1) __launch_bound
         cluster.sync();  // no CTA leaves while a peer may still read its shared memory
         return;
     }
-    // The host's weight, bit for bit where expf agrees with Rust's f32::exp.
-    auto weight = [&](float v) { return expf((v - m) * inv_t); };
+    // A token's weight exp((v - m) / t), as 2^x by the one MUFU instruction: within a few parts in
+    // 10^6 of the host's f32::exp (the scaled difference's rounding, and ex2.approx's 2 ulp; the
+    // draw's tests allow for such), a third of expf's instructions (every pass takes it a token),
+    // and the same function in every pass, so that the passes' sums and the draw's walk agree. v = m weighs exactly 1 (2^0), what min-p's cap relies on; a
+    // weight below 2^-126 flushes to 0 where the host keeps a denormal, which no draw can tell.
+    auto weight = [&](float v) { return exp2_approx((v - m) * log2e_t); };
     // The best token weighs exp(0) = 1: a bar above 1 would drop everything.
     const float min_p = fminf(s.min_p, 1.f);
     Found f;
