@@ -280,31 +280,33 @@ __device__ Found id_select(const float* __restrict__ l, Slice sl, Q q, float fra
     return id_select_segments(l, sl, q, frac, add, sm.seg[threadIdx.x], sm, cluster);
 }
 
-// id_select once each segment's sum of q is known (`mine`: segment threadIdx.x's): the slice
-// that holds the target, and there the segment and the token.
-template <class Q>
-__device__ Found id_select_segments(const float* __restrict__ l, Slice sl, Q q, float frac, float add, float mine, SampleSmem& sm,
-                                    cg::cluster_group& cluster) {
-    const int lane = threadIdx.x % WARP, w = threadIdx.x / WARP, rank = (int)cluster.block_rank();
-    const int seg_len = segment_len(sl);
+// Where the target of an id select lies once each segment's sum of q is known (`mine`: segment
+// threadIdx.x's): the slices' totals in rank order give the row's total and the slice (`owner`)
+// the target falls in, and where in it (`local`); the same on every CTA. Past the total
+// (rounding): the last non-empty slice, whose last token with q > 0 an infinite target takes (as
+// it takes the last non-empty segment). owner < 0: nothing has q > 0.
+struct Located {
+    int owner;
+    float local, total, excl, incl;  // excl, incl: this thread's segment's running sums in the slice
+};
+__device__ Located locate_target(float frac, float add, float mine, SampleSmem& sm, cg::cluster_group& cluster) {
     if (threadIdx.x == 0) {
         sm.claim = SAMPLE_THREADS;
         sm.last = -1;
     }
     __syncthreads();
-    float excl, incl, slice_total;
-    block_scan(mine, sm.scratch, excl, incl, slice_total);
+    Located at;
+    float slice_total;
+    block_scan(mine, sm.scratch, at.excl, at.incl, slice_total);
     if (threadIdx.x == 0) sm.part = slice_total;
     cluster.sync();  // every slice's total is out
-
-    // The slices' totals in rank order: the row's total, and the slice the target falls in.
     float part[SAMPLE_CLUSTER];
 #pragma unroll
     for (int r = 0; r < SAMPLE_CLUSTER; r++) part[r] = *cluster.map_shared_rank(&sm.part, r);
-    float total = 0.f;
+    at.total = 0.f;
 #pragma unroll
-    for (int r = 0; r < SAMPLE_CLUSTER; r++) total += part[r];
-    const float target = frac * total + add;
+    for (int r = 0; r < SAMPLE_CLUSTER; r++) at.total += part[r];
+    const float target = frac * at.total + add;
     int owner = -1, last = -1;
     float start = 0.f, cum = 0.f;
 #pragma unroll
@@ -318,51 +320,87 @@ __device__ Found id_select_segments(const float* __restrict__ l, Slice sl, Q q, 
         }
         cum += part[r];
     }
-    // Past the total (rounding): the last non-empty slice, whose last token with q > 0 an
-    // infinite target takes (as it takes the last non-empty segment).
-    const float local = owner >= 0 ? target - start : INFINITY;
-    if (owner < 0) owner = last;
-    if (rank == owner) {
-        if (mine > 0.f) {
-            if (excl <= local && local < incl) atomicMin(&sm.claim, (int)threadIdx.x);
-            atomicMax(&sm.last, (int)threadIdx.x);
+    at.local = owner >= 0 ? target - start : INFINITY;
+    at.owner = owner >= 0 ? owner : last;
+    return at;
+}
+
+// The owner's part of an id select (every thread of the owning CTA calls it): the segment the
+// target falls in, and warp 0 walking it into sm.found and sm.found_q.
+template <class Q>
+__device__ void walk_to_target(const float* __restrict__ l, Slice sl, Q q, float mine, const Located& at, SampleSmem& sm) {
+    const int lane = threadIdx.x % WARP, w = threadIdx.x / WARP;
+    const int seg_len = segment_len(sl);
+    if (mine > 0.f) {
+        if (at.excl <= at.local && at.local < at.incl) atomicMin(&sm.claim, (int)threadIdx.x);
+        atomicMax(&sm.last, (int)threadIdx.x);
+    }
+    __syncthreads();
+    const int seg = sm.claim < SAMPLE_THREADS ? sm.claim : sm.last;  // >= 0: the slice has q > 0
+    if ((int)threadIdx.x == seg) sm.before = sm.claim < SAMPLE_THREADS ? at.local - at.excl : INFINITY;
+    __syncthreads();
+    if (w == 0) {
+        // Walk the segment 32 tokens at a time; a rounding miss falls back on its last q > 0.
+        const float r = sm.before;
+        const int begin = sl.begin + seg * seg_len, end = min(begin + seg_len, sl.end);
+        float run = 0.f, last_q = 0.f;
+        int found = -1, last_id = -1;
+        for (int base = begin; base < end && found < 0; base += WARP) {
+            const int i = base + lane;
+            const float x = i < end ? q(i, l[i]) : 0.f;
+            const float c = warp_scan(x);
+            const unsigned hit = __ballot_sync(FULL_MASK, x > 0.f && run + c > r);
+            const unsigned pos = __ballot_sync(FULL_MASK, x > 0.f);
+            if (hit) {
+                const int f = __ffs(hit) - 1;
+                found = base + f;
+                last_q = __shfl_sync(FULL_MASK, x, f);
+            } else if (pos) {
+                const int f = 31 - __clz(pos);
+                last_id = base + f;
+                last_q = __shfl_sync(FULL_MASK, x, f);
+            }
+            run += __shfl_sync(FULL_MASK, c, WARP - 1);
         }
-        __syncthreads();
-        const int seg = sm.claim < SAMPLE_THREADS ? sm.claim : sm.last;  // >= 0: the slice has q > 0
-        if ((int)threadIdx.x == seg) sm.before = sm.claim < SAMPLE_THREADS ? local - excl : INFINITY;
-        __syncthreads();
-        if (w == 0) {
-            // Walk the segment 32 tokens at a time; a rounding miss falls back on its last q > 0.
-            const float r = sm.before;
-            const int begin = sl.begin + seg * seg_len, end = min(begin + seg_len, sl.end);
-            float run = 0.f, last_q = 0.f;
-            int found = -1, last_id = -1;
-            for (int base = begin; base < end && found < 0; base += WARP) {
-                const int i = base + lane;
-                const float x = i < end ? q(i, l[i]) : 0.f;
-                const float c = warp_scan(x);
-                const unsigned hit = __ballot_sync(FULL_MASK, x > 0.f && run + c > r);
-                const unsigned pos = __ballot_sync(FULL_MASK, x > 0.f);
-                if (hit) {
-                    const int f = __ffs(hit) - 1;
-                    found = base + f;
-                    last_q = __shfl_sync(FULL_MASK, x, f);
-                } else if (pos) {
-                    const int f = 31 - __clz(pos);
-                    last_id = base + f;
-                    last_q = __shfl_sync(FULL_MASK, x, f);
-                }
-                run += __shfl_sync(FULL_MASK, c, WARP - 1);
-            }
-            if (lane == 0) {
-                sm.found = found >= 0 ? found : last_id;
-                sm.found_q = last_q;
-            }
+        if (lane == 0) {
+            sm.found = found >= 0 ? found : last_id;
+            sm.found_q = last_q;
         }
     }
+}
+
+// id_select once each segment's sum of q is known (`mine`: segment threadIdx.x's): the slice
+// that holds the target, and there the segment and the token.
+template <class Q>
+__device__ Found id_select_segments(const float* __restrict__ l, Slice sl, Q q, float frac, float add, float mine, SampleSmem& sm,
+                                    cg::cluster_group& cluster) {
+    const Located at = locate_target(frac, add, mine, sm, cluster);
+    if ((int)cluster.block_rank() == at.owner) walk_to_target(l, sl, q, mine, at, sm);
     cluster.sync();  // the owner's token is out (and every CTA is done reading sm.part)
-    if (owner < 0) return Found{-1, 0.f, total};  // nothing has q > 0 (the callers never ask so)
-    return Found{*cluster.map_shared_rank(&sm.found, owner), *cluster.map_shared_rank(&sm.found_q, owner), total};
+    if (at.owner < 0) return Found{-1, 0.f, at.total};  // nothing has q > 0 (the callers never ask so)
+    return Found{*cluster.map_shared_rank(&sm.found, at.owner), *cluster.map_shared_rank(&sm.found_q, at.owner), at.total};
+}
+
+// The draw's id select, its pick written by the CTA that finds it (no barrier to hand the token
+// round the cluster), and the cluster's last barrier split around that CTA's walk: each CTA
+// arrives once done reading its peers' totals and leaves when all have. False (nothing has
+// q > 0): nothing written, no barrier taken after the totals'.
+template <class Q>
+__device__ bool id_draw(const float* __restrict__ l, Slice sl, Q q, float u, float mine, uint32_t* token, float* prob, SampleSmem& sm,
+                        cg::cluster_group& cluster) {
+    const Located at = locate_target(u, 0.f, mine, sm, cluster);
+    if (at.owner < 0) return false;
+    cluster.barrier_arrive();  // done with the peers' shared memory
+    if ((int)cluster.block_rank() == at.owner) {
+        walk_to_target(l, sl, q, mine, at, sm);
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            *token = (uint32_t)sm.found;
+            *prob = sm.found_q / at.total;
+        }
+    }
+    cluster.barrier_wait();  // no CTA leaves while a peer may still read its shared memory
+    return true;
 }
 
 // The bar of the first token in logit order at which the running sum of q (>= 0; q = 1 counts
@@ -595,11 +633,16 @@ __device__ Found general_draw(const float* __restrict__ l, Slice sl, const RowSa
 // far below a wide bin's top round to 0; a bin's edge within its rounding of the target) the
 // masses do not confirm the bin and the passes over the row (general_draw) take the row; where
 // the bin's tokens overflow SAMPLE_CANDIDATES, they take it from the second digit. Every branch
-// depends on cluster-wide values only, so every CTA takes it. False: not drawn, general_draw is
-// to take the row whole.
+// depends on cluster-wide values only, so every CTA takes it.
+enum class Nucleus {
+    Fallback,  // not drawn: general_draw is to take the row whole
+    Found,     // `out` holds the draw, the same on every CTA
+    Written,   // the pick is written, and the cluster has met its last barrier
+};
 template <class W>
-__device__ bool nucleus_draw(const float* __restrict__ l, Slice sl, const RowSampling& s, float m, float inv_t, float qscale, float min_p,
-                             W weight, Found& out, SampleSmem& sm, cg::cluster_group& cluster) {
+__device__ Nucleus nucleus_draw(const float* __restrict__ l, Slice sl, const RowSampling& s, float m, float inv_t, float qscale,
+                                float min_p, W weight, uint32_t* token, float* prob, Found& out, SampleSmem& sm,
+                                cg::cluster_group& cluster) {
     constexpr int shift0 = 32 - SAMPLE_DIGIT0;
     auto q = [&](int, float v) { return weight(v); };
     const Chosen c0 = radix_choose(
@@ -669,7 +712,7 @@ __device__ bool nucleus_draw(const float* __restrict__ l, Slice sl, const RowSam
     }
     const float target = s.top_p * total;
     const bool placed = bin >= 0 && mass_above < target && target <= mass_in + mass_above;
-    if (!placed) return false;
+    if (!placed) return Nucleus::Fallback;
     const RadixStart from_bin{1, (uint32_t)bin << shift0, ~0u << shift0, mass_above, target};
     Bar top_p;
     if (!overflow) {
@@ -690,7 +733,7 @@ __device__ bool nucleus_draw(const float* __restrict__ l, Slice sl, const RowSam
     };
     if (overflow) {
         out = id_select(l, sl, kept, s.u, 0.f, sm, cluster);
-        return true;
+        return Nucleus::Found;
     }
     // The candidates the bar keeps join their segments' mass (in no fixed order: the atomics).
     for (int j = threadIdx.x; j < sm.ncand; j += SAMPLE_THREADS) {
@@ -699,8 +742,9 @@ __device__ bool nucleus_draw(const float* __restrict__ l, Slice sl, const RowSam
         if (x > 0.f) atomicAdd(&sm.seg_above[(i - sl.begin) / seg_len], x);
     }
     __syncthreads();
-    out = id_select_segments(l, sl, kept, s.u, 0.f, sm.seg_above[threadIdx.x], sm, cluster);
-    return true;
+    if (id_draw(l, sl, kept, s.u, sm.seg_above[threadIdx.x], token, prob, sm, cluster)) return Nucleus::Written;
+    out = Found{-1, 0.f, 0.f};  // nothing has q > 0 (the bar keeps the max, which weighs 1: never)
+    return Nucleus::Found;
 }
 
 // The row's first index whose order key is `key` (0x7fffffff where none is), the same on every
@@ -826,14 +870,18 @@ extern "C" __global__ void __cluster_dims__(SAMPLE_CLUSTER, 1, 1) __launch_bound
     // A token's weight exp((v - m) / t), as 2^x by the one MUFU instruction: within a few parts in
     // 10^6 of the host's f32::exp (the scaled difference's rounding, and ex2.approx's 2 ulp; the
     // draw's tests allow for such), a third of expf's instructions (every pass takes it a token),
-    // and the same function in every pass, so that the passes' sums and the draw's walk agree. v = m weighs exactly 1 (2^0), what min-p's cap relies on; a
-    // weight below 2^-126 flushes to 0 where the host keeps a denormal, which no draw can tell.
+    // and the same function in every pass, so that the passes' sums and the draw's walk agree.
+    // v = m weighs exactly 1 (2^0), what min-p's cap relies on; a weight below 2^-126 flushes to 0
+    // where the host keeps a denormal, which no draw can tell.
     auto weight = [&](float v) { return exp2_approx((v - m) * log2e_t); };
     // The best token weighs exp(0) = 1: a bar above 1 would drop everything.
     const float min_p = fminf(s.min_p, 1.f);
     Found f;
-    if (!(nucleus && isfinite(m) && nucleus_draw(l, sl, s, m, inv_t, qscale, min_p, weight, f, sm, cluster)))
-        f = general_draw(l, sl, s, vocab, min_p, weight, sm, cluster);
+    const Nucleus nd = nucleus && isfinite(m)
+                           ? nucleus_draw(l, sl, s, m, inv_t, qscale, min_p, weight, &p.token[row], &p.prob[row], f, sm, cluster)
+                           : Nucleus::Fallback;
+    if (nd == Nucleus::Written) return;
+    if (nd == Nucleus::Fallback) f = general_draw(l, sl, s, vocab, min_p, weight, sm, cluster);
     // No token drawn (no weight above 0): the max's first index, which a nucleus row's first
     // pass did not keep. f is the cluster's, so every CTA takes this branch or none does.
     if (f.id < 0 && nucleus) bi = first_index_of_key(l, sl, best, sm, cluster);
