@@ -441,21 +441,32 @@ struct Chosen {
     float bin_q;    // count_ties: the bin's quantity and token count
     unsigned bin_n;
 };
-template <class T, class Scale, class Need>
-__device__ Chosen radix_choose(SampleSmem& sm, cg::cluster_group& cluster, T* hist, float* group, int nb, bool count_ties,
-                               Scale scale, Need need_of) {
-    const int lane = threadIdx.x % WARP, w = threadIdx.x / WARP;
+// A digit's choice comes in two halves around the cluster barrier that publishes the slices'
+// histograms: radix_publish sums thread t's group of bins into group[t] (and readies sm.claim),
+// radix_pick chooses the bin from every slice's. A barrier that publishes something else too
+// may stand between them (nucleus_draw's second digit).
+template <class T, class Scale>
+__device__ void radix_publish(SampleSmem& sm, const T* hist, float* group, int nb, Scale scale) {
     if (threadIdx.x == 0) {
         sm.claim = SAMPLE_THREADS;
         sm.last = -1;
     }
     const int c = nb / SAMPLE_THREADS, top = nb - 1 - threadIdx.x * c;  // thread t's bins: top, top - 1, ..
     // An empty bin adds 0 whatever its scale (which may overflow above the row's max).
-    auto worth = [&](int b, float h) { return h > 0.f ? scale(b) * h : 0.f; };
     float own = 0.f;
-    for (int j = 0; j < c; j++) own += worth(top - j, (float)hist[top - j]);
+    for (int j = 0; j < c; j++) {
+        const float h = (float)hist[top - j];
+        own += h > 0.f ? scale(top - j) * h : 0.f;
+    }
     group[threadIdx.x] = own;
-    cluster.sync();  // every slice's histogram and group sums are out (and sm.claim is set)
+}
+
+template <class T, class Scale, class Need>
+__device__ Chosen radix_pick(SampleSmem& sm, cg::cluster_group& cluster, T* hist, float* group, int nb, bool count_ties, Scale scale,
+                             Need need_of) {
+    const int lane = threadIdx.x % WARP, w = threadIdx.x / WARP;
+    const int c = nb / SAMPLE_THREADS;
+    auto worth = [&](int b, float h) { return h > 0.f ? scale(b) * h : 0.f; };
     const float g = cluster_sum(cluster, &group[threadIdx.x]);
     float excl, incl, total;
     block_scan(g, sm.scratch, excl, incl, total);
@@ -504,6 +515,14 @@ __device__ Chosen radix_choose(SampleSmem& sm, cg::cluster_group& cluster, T* hi
     const Chosen out{sm.bin, sm.before, total, sm.tie_q, sm.tie_n};
     __syncthreads();  // sm.claim, sm.bin, sm.before are rewritten by the next pass
     return out;
+}
+
+template <class T, class Scale, class Need>
+__device__ Chosen radix_choose(SampleSmem& sm, cg::cluster_group& cluster, T* hist, float* group, int nb, bool count_ties,
+                               Scale scale, Need need_of) {
+    radix_publish(sm, hist, group, nb, scale);
+    cluster.sync();  // every slice's histogram and group sums are out (and sm.claim is set)
+    return radix_pick(sm, cluster, hist, group, nb, count_ties, scale, need_of);
 }
 
 // radix_select from the digit `st` names on, over the tokens `each` visits (each(f) calls
@@ -650,7 +669,11 @@ __device__ Nucleus nucleus_draw(const float* __restrict__ l, Slice sl, const Row
         [&](int b) { return expf((bin_top(b) - m) * inv_t) / qscale; }, [&](float total) { return s.top_p * total; });
     const int bin = c0.bin;
 
+    // The second digit's histogram of the bin's tokens fills on the way (its barrier is the
+    // pass's), from every token of the bin, candidates or not.
+    constexpr int nb1 = 1 << SAMPLE_DIGIT;
     if (threadIdx.x == 0) sm.ncand = 0;
+    for (int b = threadIdx.x; b < nb1; b += SAMPLE_THREADS) sm.hist1[b] = 0.f;
     __syncthreads();
     // The pass in id_select's segment order, so that the kept mass above the bin lands in the
     // draw's segments.
@@ -667,6 +690,7 @@ __device__ Nucleus nucleus_draw(const float* __restrict__ l, Slice sl, const Row
         const bool kept_above = k > bin_hi;
         if (k >= bin_lo && !kept_above) {
             in_bin += x;
+            if (x > 0.f) atomicAdd(&sm.hist1[(k >> SAMPLE_DIGIT) & (nb1 - 1)], x);
             const int n = atomicAdd(&sm.ncand, 1);
             if (n < SAMPLE_CANDIDATES) {
                 sm.cand_v[n] = v;
@@ -700,7 +724,9 @@ __device__ Nucleus nucleus_draw(const float* __restrict__ l, Slice sl, const Row
         sm.pass_bin = in_bin;
         sm.pass_n = sm.ncand;
     }
-    cluster.sync();  // every slice's sums and candidate count are out
+    auto one = [](int) { return 1.f; };
+    radix_publish(sm, sm.hist1, sm.group[1], nb1, one);
+    cluster.sync();  // every slice's sums, candidate count and second digit's groups are out
     float total = 0.f, mass_above = 0.f, mass_in = 0.f;
     bool overflow = false;
 #pragma unroll
@@ -713,7 +739,13 @@ __device__ Nucleus nucleus_draw(const float* __restrict__ l, Slice sl, const Row
     const float target = s.top_p * total;
     const bool placed = bin >= 0 && mass_above < target && target <= mass_in + mass_above;
     if (!placed) return Nucleus::Fallback;
-    const RadixStart from_bin{1, (uint32_t)bin << shift0, ~0u << shift0, mass_above, target};
+    const Chosen c1 = radix_pick(sm, cluster, sm.hist1, sm.group[1], nb1, false, one, [&](float) { return target - mass_above; });
+    // The bin holds mass (placed), so c1.bin >= 0 but for a rounding that the passes from the
+    // second digit would take from scratch (after a barrier: peers may still read group[1]).
+    if (c1.bin < 0) cluster.sync();
+    const RadixStart from = c1.bin < 0 ? RadixStart{1, (uint32_t)bin << shift0, ~0u << shift0, mass_above, target}
+                                       : RadixStart{2, ((uint32_t)bin << shift0) | ((uint32_t)c1.bin << SAMPLE_DIGIT),
+                                                    ~0u << SAMPLE_DIGIT, mass_above + c1.before, target};
     Bar top_p;
     if (!overflow) {
         const int n = sm.ncand;
@@ -722,9 +754,9 @@ __device__ Nucleus nucleus_draw(const float* __restrict__ l, Slice sl, const Row
             [&](auto f) {
                 for (int j = threadIdx.x; j < n; j += SAMPLE_THREADS) f(sm.cand_i[j], sm.cand_v[j]);
             },
-            q, from_bin, 0.f, 0.f, sm, cluster);
+            q, from, 0.f, 0.f, sm, cluster);
     } else {
-        top_p = radix_select_from<false>(l, sl, [&](auto f) { for_slice(l, sl, f); }, q, from_bin, 0.f, 0.f, sm, cluster);
+        top_p = radix_select_from<false>(l, sl, [&](auto f) { for_slice(l, sl, f); }, q, from, 0.f, 0.f, sm, cluster);
     }
     auto kept = [&](int i, float v) {
         if (!within(top_p, order_key(v), i)) return 0.f;
