@@ -820,7 +820,10 @@ extern "C" __global__ void __launch_bounds__(ATT_COMBINE_WARPS * WARP) attention
         const int split_keys = *p.split_keys;
         ns = (p.tok_limit[row / p.nh] + split_keys - 1) / split_keys;
     }
-    // Launched as a programmatic dependent of block_attention_deep: the partials are its.
+    // Launched as a programmatic dependent of block_attention_deep: the partials are its. The
+    // output projection after it (dense_stream at a few rows, also a dependent) may start its CTAs
+    // now: they ask for their weights before their own pdl_wait.
+    pdl_release();
     pdl_wait();
     if (live) {
         // Split `lane`'s (m, l) stays in registers; the splits past 32 are read again (from L1).

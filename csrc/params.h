@@ -103,11 +103,16 @@ typedef __nv_bfloat16 bf16;
 // it waits for gate_up's end.
 #define STREAM_PDL_AHEAD 4
 // dense_stream.cu: a dense projection of at most DENSE_STREAM_ROWS rows (a batch-1 step's block)
-// as a weight stream. A CTA is DENSE_STREAM_WARPS warps of 16 weight rows each (DENSE_STREAM_COLS
-// output columns) over one of DENSE_STREAM_CLUSTER k ranges (a thread block cluster adds them),
-// holding its rows of x in shared memory, DENSE_STREAM_PAD bf16 longer than the range (conflict-
-// free fragment reads); chunks of DENSE_STREAM_KC, a range at most DENSE_STREAM_MAX_KR.
-// DENSE_STREAM_CTAS a SM is what the register budget is capped for.
+// at few rows. A CTA is DENSE_STREAM_WARPS warps of 16 weight rows each (DENSE_STREAM_COLS output
+// columns) over one of DENSE_STREAM_CLUSTER k ranges (a thread block cluster adds them), holding
+// its weight tile and x over its range in shared memory, rows DENSE_STREAM_PAD bf16 longer than
+// the range (16 bytes: a row is then an odd number of 16-byte units, so ldmatrix's eight row
+// reads fall in different banks); a range is a multiple of DENSE_STREAM_KC, at most
+// DENSE_STREAM_MAX_KR. The host takes cuBLAS where a CTA's shared memory would pass
+// DENSE_STREAM_MAX_SMEM: DENSE_STREAM_CTAS CTAs an SM (QKV at mini: 384 CTAs, 48 clusters of 8;
+// at three an SM only 45 clusters fit at once, ncu). The partial sums' rows are
+// DENSE_STREAM_RED_LD floats apart (8-byte stores, a half-warp's in different banks), over the
+// weight tile, which they fit at the shortest range.
 #define DENSE_STREAM_ROWS 32
 #define DENSE_STREAM_WARPS 4
 #define DENSE_STREAM_THREADS (DENSE_STREAM_WARPS * WARP)
@@ -115,8 +120,12 @@ typedef __nv_bfloat16 bf16;
 #define DENSE_STREAM_CLUSTER 8
 #define DENSE_STREAM_KC 64
 #define DENSE_STREAM_MAX_KR 1024
-#define DENSE_STREAM_PAD 32
-#define DENSE_STREAM_CTAS 3
+#define DENSE_STREAM_PAD 8
+#define DENSE_STREAM_CTAS 4
+#define DENSE_STREAM_MAX_SMEM (56 * 1024)
+#define DENSE_STREAM_RED_LD (DENSE_STREAM_COLS + 8)
+static_assert(DENSE_STREAM_ROWS * DENSE_STREAM_RED_LD * 4 <= DENSE_STREAM_COLS * (DENSE_STREAM_KC + DENSE_STREAM_PAD) * 2,
+              "the partial sums fit over the weight tile");
 // Block FP8 (quantize_fp8.cu, the fp8 moe_gemm): one f32 scale per FP8_BLOCK x FP8_BLOCK weight
 // block; FP8_MAX is e4m3's largest finite value (a block's amax maps onto it). GEMM_BN and
 // GEMM_BK divide FP8_BLOCK, so a stage's weight tile lies in one scale block.
@@ -534,7 +543,7 @@ struct CombineParams {
 // for `rows` <= DENSE_STREAM_ROWS rows of x [rows][k]; w1, w2 [n][k]. The grid is
 // (ceil(n / DENSE_STREAM_COLS), DENSE_STREAM_CLUSTER), a cluster per column tile; k_split, a
 // multiple of DENSE_STREAM_KC and at most DENSE_STREAM_MAX_KR, is the k range of a CTA, whose
-// dynamic shared memory holds rows x (k_split + DENSE_STREAM_PAD) bf16.
+// dynamic shared memory the host sizes (dense.rs, stream_smem) as the kernel lays it out.
 struct DenseStreamParams {
     DEV_PTR(const bf16) x;
     DEV_PTR(const bf16) w1;

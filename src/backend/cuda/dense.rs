@@ -1,8 +1,9 @@
 //! The dense projections of a forward: QKV, attention out, the dense MLP and shared expert, and
 //! the router's logits. cuBLAS; or, with `CudaOptions::dense_stream`, at few rows (a batch-1
-//! step's block) the weight stream of csrc/dense_stream.cu. At 32 rows cuBLAS reads these weights
-//! at 6-39% of the copy bandwidth, but the stream measured slower still (docs/PERF.md), so it is
-//! off by default: kept, tested, for the next attempt.
+//! step's block) csrc/dense_stream.cu, which asks for its weights before the kernel before it
+//! ends. cuBLAS reads them at 23-32% of the copy bandwidth there, but the stream still measured
+//! slower (its cluster's reduction after the wait: docs/PERF.md, session 29), so it is off by
+//! default: kept, tested, for the next attempt.
 
 use super::kernels::{params::*, Kernel};
 use super::weights::DenseMlp;
@@ -25,14 +26,16 @@ pub(super) struct MlpBuffers {
 }
 
 impl CudaBackend {
-    /// Whether a projection of `rows` rows over `k` inputs takes the weight stream (16-byte rows of
-    /// x, and a cluster's k ranges covering k).
-    fn streams(&self, rows: usize, k: usize) -> bool {
+    /// Whether a projection of `rows` rows over `k` inputs (`gated`: two matrices) takes the weight
+    /// stream: 16-byte rows of x, a cluster's k ranges covering k, and DENSE_STREAM_CTAS CTAs an SM
+    /// (mini's QKV and attention out do; its dense MLP's gated tiles, twice the weights, do not).
+    fn streams(&self, rows: usize, k: usize, gated: bool) -> bool {
         self.opts.dense_stream
             && rows > 0
             && rows <= DENSE_STREAM_ROWS
             && k.is_multiple_of(8)
             && k <= DENSE_STREAM_CLUSTER * DENSE_STREAM_MAX_KR
+            && stream_smem(stream_k_split(k), gated) <= DENSE_STREAM_MAX_SMEM
     }
 
     /// `y[rows, n] = x w^T`, f32 out; `w` is `[n][k]`.
@@ -62,7 +65,7 @@ impl CudaBackend {
         n: usize,
         k: usize,
     ) -> Result<()> {
-        if self.streams(rows, k) {
+        if self.streams(rows, k, false) {
             self.stream_projection(what, x, self.p(w), None, StreamOut::F32(y), rows, n, k)
         } else {
             Ok(self.k.gemm_bf16_f32(what, self.p(x), self.p(w), self.p(y), rows, n, k, 0.0)?)
@@ -95,7 +98,7 @@ impl CudaBackend {
     /// the side stream (which must not allocate: see `Kernels::beside`).
     pub(super) fn mlp_buffers(&self, m: &DenseMlp, rows: usize) -> Result<MlpBuffers> {
         let h = self.cfg.hidden_size;
-        let gate_up = if self.streams(rows, h) { None } else { Some(self.alloc_f32(rows * 2 * m.inter, "mlp gate_up")?) };
+        let gate_up = if self.streams(rows, h, true) { None } else { Some(self.alloc_f32(rows * 2 * m.inter, "mlp gate_up")?) };
         Ok(MlpBuffers { gate_up, act: self.alloc_bf16(rows * m.inter, "mlp activation")?, y: self.alloc_f32(rows * h, "mlp down")? })
     }
 
@@ -131,9 +134,8 @@ impl CudaBackend {
     ) -> Result<()> {
         let kernel = if w2.is_some() { Kernel::DenseGateUpStream } else { Kernel::DenseStream };
         let tiles = n.div_ceil(DENSE_STREAM_COLS);
-        // The cluster's CTAs split k evenly, in whole chunks.
-        let k_split = k.div_ceil(DENSE_STREAM_KC).div_ceil(DENSE_STREAM_CLUSTER) * DENSE_STREAM_KC;
-        let smem = (rows * (k_split + DENSE_STREAM_PAD) * std::mem::size_of::<u16>()) as u32;
+        let k_split = stream_k_split(k);
+        let smem = stream_smem(k_split, w2.is_some()) as u32;
         let (f32_out, act_out) = match out {
             StreamOut::F32(y) => (self.p(y), 0),
             StreamOut::Gated(a) => (0, self.p(a)),
@@ -149,7 +151,8 @@ impl CudaBackend {
             k: k as i32,
             k_split: k_split as i32,
         };
-        self.k.launch_as(
+        // A programmatic dependent: its CTAs ask for their weights while the kernel before runs.
+        self.k.launch_dependent_as(
             kernel,
             &format!("stream {what}"),
             (tiles as u32, DENSE_STREAM_CLUSTER as u32, 1),
@@ -159,4 +162,17 @@ impl CudaBackend {
         )?;
         Ok(())
     }
+}
+
+/// The weight stream's k range a CTA: the cluster's CTAs split k evenly, in whole chunks.
+fn stream_k_split(k: usize) -> usize {
+    k.div_ceil(DENSE_STREAM_KC).div_ceil(DENSE_STREAM_CLUSTER) * DENSE_STREAM_KC
+}
+
+/// The weight stream's dynamic shared memory, as csrc/dense_stream.cu lays it out: the weight
+/// tile (gated: two) and x, DENSE_STREAM_COLS and DENSE_STREAM_ROWS rows of k_split +
+/// DENSE_STREAM_PAD bf16 (the partial sums go over the weight tile afterwards: params.h).
+fn stream_smem(k_split: usize, gated: bool) -> usize {
+    let mats = if gated { 2 } else { 1 };
+    (mats * DENSE_STREAM_COLS + DENSE_STREAM_ROWS) * (k_split + DENSE_STREAM_PAD) * std::mem::size_of::<u16>()
 }

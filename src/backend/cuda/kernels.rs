@@ -316,9 +316,22 @@ impl Kernels {
     /// Inside a CUDA graph capture the edge is recorded as programmatic. While profiling (the
     /// events between launches would time the overlap) or synchronising each launch, a plain one.
     pub fn launch_dependent<P: DeviceRepr>(&self, kernel: Kernel, grid: (u32, u32, u32), block: u32, smem: u32, p: &P) -> Result<()> {
+        self.launch_dependent_as(kernel, kernel.symbol(), grid, block, smem, p)
+    }
+
+    /// [`Kernels::launch_dependent`], profiled under `name` (as [`Kernels::launch_as`]).
+    pub fn launch_dependent_as<P: DeviceRepr>(
+        &self,
+        kernel: Kernel,
+        name: &str,
+        grid: (u32, u32, u32),
+        block: u32,
+        smem: u32,
+        p: &P,
+    ) -> Result<()> {
         use cudarc::driver::sys;
         if self.prof.is_some() || self.sync_each {
-            return self.launch_smem(kernel, grid, block, smem, p);
+            return self.launch_as(kernel, name, grid, block, smem, p);
         }
         if !self.ready(kernel, grid, smem)? {
             return Ok(());

@@ -74,9 +74,9 @@ pub struct CudaOptions {
     /// shape; 0 runs every forward eagerly (SGLang's `--cuda-graph-max-bs`, `--disable-cuda-graph`).
     pub cuda_graph_max_bs: usize,
     /// Projections of at most DENSE_STREAM_ROWS rows through the weight stream
-    /// (csrc/dense_stream.cu) instead of cuBLAS. Off by default: measured slower than cuBLAS on
-    /// the H200 (docs/PERF.md, "The dense projections as a weight stream"); `dllm bench
-    /// --dense-stream` and the CUDA tests run it.
+    /// (csrc/dense_stream.cu) instead of cuBLAS. Off by default: both its forms measured slower
+    /// than cuBLAS on the H200 (docs/PERF.md: "The dense projections as a weight stream", and
+    /// session 29); `dllm bench --dense-stream` and the CUDA tests run it.
     pub dense_stream: bool,
     /// The most work items the shared expert may take inside the routed experts' launches
     /// (beyond it, its own cuBLAS GEMMs); `None`: SHARED_STREAM_MAX_ITEMS. `dllm bench
