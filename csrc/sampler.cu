@@ -444,7 +444,7 @@ struct Chosen {
 // A digit's choice comes in two halves around the cluster barrier that publishes the slices'
 // histograms: radix_publish sums thread t's group of bins into group[t] (and readies sm.claim),
 // radix_pick chooses the bin from every slice's. A barrier that publishes something else too
-// may stand between them (nucleus_draw's second digit).
+// may stand between them (nucleus_draw's digits: the max pass's, the second pass's).
 template <class T, class Scale>
 __device__ void radix_publish(SampleSmem& sm, const T* hist, float* group, int nb, Scale scale) {
     if (threadIdx.x == 0) {
@@ -461,13 +461,15 @@ __device__ void radix_publish(SampleSmem& sm, const T* hist, float* group, int n
     group[threadIdx.x] = own;
 }
 
-template <class T, class Scale, class Need>
-__device__ Chosen radix_pick(SampleSmem& sm, cg::cluster_group& cluster, T* hist, float* group, int nb, bool count_ties, Scale scale,
-                             Need need_of) {
+// group_sum(): thread t's group over the cluster (every slice's group[t] added in rank order,
+// each at its slice's scale).
+template <class T, class Scale, class Need, class GroupSum>
+__device__ Chosen radix_pick(SampleSmem& sm, cg::cluster_group& cluster, T* hist, int nb, bool count_ties, Scale scale, Need need_of,
+                             GroupSum group_sum) {
     const int lane = threadIdx.x % WARP, w = threadIdx.x / WARP;
     const int c = nb / SAMPLE_THREADS;
     auto worth = [&](int b, float h) { return h > 0.f ? scale(b) * h : 0.f; };
-    const float g = cluster_sum(cluster, &group[threadIdx.x]);
+    const float g = group_sum();
     float excl, incl, total;
     block_scan(g, sm.scratch, excl, incl, total);
     const float need = need_of(total);
@@ -522,7 +524,7 @@ __device__ Chosen radix_choose(SampleSmem& sm, cg::cluster_group& cluster, T* hi
                                Scale scale, Need need_of) {
     radix_publish(sm, hist, group, nb, scale);
     cluster.sync();  // every slice's histogram and group sums are out (and sm.claim is set)
-    return radix_pick(sm, cluster, hist, group, nb, count_ties, scale, need_of);
+    return radix_pick(sm, cluster, hist, nb, count_ties, scale, need_of, [&] { return cluster_sum(cluster, &group[threadIdx.x]); });
 }
 
 // radix_select from the digit `st` names on, over the tokens `each` visits (each(f) calls
@@ -658,15 +660,28 @@ enum class Nucleus {
     Found,     // `out` holds the draw, the same on every CTA
     Written,   // the pick is written, and the cluster has met its last barrier
 };
+// The first digit's histogram and group sums were published with the max pass (its barrier
+// is theirs): each slice's groups at its own max's scale, exp((top - m_r) / t), which
+// rank_scale (lane r: exp((m_r - m) / t), 0 for an empty slice) brings to the row's.
 template <class W>
 __device__ Nucleus nucleus_draw(const float* __restrict__ l, Slice sl, const RowSampling& s, float m, float inv_t, float qscale,
-                                float min_p, W weight, uint32_t* token, float* prob, Found& out, SampleSmem& sm,
+                                float rank_scale, float min_p, W weight, uint32_t* token, float* prob, Found& out, SampleSmem& sm,
                                 cg::cluster_group& cluster) {
     constexpr int shift0 = 32 - SAMPLE_DIGIT0;
     auto q = [&](int, float v) { return weight(v); };
-    const Chosen c0 = radix_choose(
-        sm, cluster, sm.ihist0, sm.group[0], 1 << SAMPLE_DIGIT0, false,
-        [&](int b) { return expf((bin_top(b) - m) * inv_t) / qscale; }, [&](float total) { return s.top_p * total; });
+    const Chosen c0 = radix_pick(
+        sm, cluster, sm.ihist0, 1 << SAMPLE_DIGIT0, false, [&](int b) { return expf((bin_top(b) - m) * inv_t) / qscale; },
+        [&](float total) { return s.top_p * total; },
+        [&] {
+            float g = 0.f;
+#pragma unroll
+            for (int r = 0; r < SAMPLE_CLUSTER; r++) {
+                const float f = __shfl_sync(FULL_MASK, rank_scale, r);
+                const float gr = *cluster.map_shared_rank(&sm.group[0][threadIdx.x], r);
+                g += gr > 0.f ? f * gr : 0.f;  // an empty slice's scale may be a NaN
+            }
+            return g;
+        });
     const int bin = c0.bin;
 
     // The second digit's histogram of the bin's tokens fills on the way (its barrier is the
@@ -739,7 +754,8 @@ __device__ Nucleus nucleus_draw(const float* __restrict__ l, Slice sl, const Row
     const float target = s.top_p * total;
     const bool placed = bin >= 0 && mass_above < target && target <= mass_in + mass_above;
     if (!placed) return Nucleus::Fallback;
-    const Chosen c1 = radix_pick(sm, cluster, sm.hist1, sm.group[1], nb1, false, one, [&](float) { return target - mass_above; });
+    const Chosen c1 = radix_pick(sm, cluster, sm.hist1, nb1, false, one, [&](float) { return target - mass_above; },
+                                 [&] { return cluster_sum(cluster, &sm.group[1][threadIdx.x]); });
     // The bin holds mass (placed), so c1.bin >= 0 but for a rounding that the passes from the
     // second digit would take from scratch (after a barrier: peers may still read group[1]).
     if (c1.bin < 0) cluster.sync();
@@ -878,9 +894,17 @@ extern "C" __global__ void __cluster_dims__(SAMPLE_CLUSTER, 1, 1) __launch_bound
         sm.max_key = best;
         sm.max_id = bi;
     }
-    cluster.sync();  // every slice's max is out
+    // nucleus_draw's first digit is published with the max, each slice's bins weighed against
+    // its own max (the row's is not known yet): one cluster barrier fewer a row. (An empty
+    // slice's max is no number; its bins are all empty, which add 0 at any scale.)
+    if (nucleus) {
+        const float m_own = key_value(best);
+        radix_publish(sm, sm.ihist0, sm.group[0], 1 << SAMPLE_DIGIT0, [&](int b) { return expf((bin_top(b) - m_own) * inv_t) / qscale; });
+    }
+    cluster.sync();  // every slice's max is out (and a nucleus row's first digit)
     best = lane < SAMPLE_CLUSTER ? *cluster.map_shared_rank(&sm.max_key, lane) : 0u;
     bi = lane < SAMPLE_CLUSTER ? *cluster.map_shared_rank(&sm.max_id, lane) : 0x7fffffff;
+    const uint32_t rank_key = best;  // lane r: slice r's max key
     warp_max_key(best, bi);
     const float m = key_value(best);
 
@@ -909,9 +933,11 @@ extern "C" __global__ void __cluster_dims__(SAMPLE_CLUSTER, 1, 1) __launch_bound
     // The best token weighs exp(0) = 1: a bar above 1 would drop everything.
     const float min_p = fminf(s.min_p, 1.f);
     Found f;
-    const Nucleus nd = nucleus && isfinite(m)
-                           ? nucleus_draw(l, sl, s, m, inv_t, qscale, min_p, weight, &p.token[row], &p.prob[row], f, sm, cluster)
-                           : Nucleus::Fallback;
+    // Lane r: slice r's first-digit groups to the row's scale (0 for an empty slice, key 0).
+    const float rank_scale = lane < SAMPLE_CLUSTER && rank_key != 0u ? expf((key_value(rank_key) - m) * inv_t) : 0.f;
+    const Nucleus nd = nucleus && isfinite(m) ? nucleus_draw(l, sl, s, m, inv_t, qscale, rank_scale, min_p, weight, &p.token[row],
+                                                             &p.prob[row], f, sm, cluster)
+                                              : Nucleus::Fallback;
     if (nd == Nucleus::Written) return;
     if (nd == Nucleus::Fallback) f = general_draw(l, sl, s, vocab, min_p, weight, sm, cluster);
     // No token drawn (no weight above 0): the max's first index, which a nucleus row's first
