@@ -347,11 +347,13 @@ __device__ __forceinline__ int swizzled_at(int r, int c8) { return sw128_offset(
 // Stages are loaded ST - 1 k-steps early; the one barrier a k-step also tells that every thread
 // is past step kt - 1, whose buffer the next load refills. ASYNC_PROXY: the step's wgmmas read
 // the stage, so the landed copies are made visible to the async proxy before that barrier.
-template <int ST, bool ASYNC_PROXY, class Load, class Step>
-__device__ __forceinline__ void tile_pipeline(int ktiles, Load load, Step step) {
+// first(buf, k0) issues the first ST - 1 stages' copies instead (what load left for them: down's
+// weights come before its pdl_wait, moe_gemm_wgmma).
+template <int ST, bool ASYNC_PROXY, class First, class Load, class Step>
+__device__ __forceinline__ void tile_pipeline(int ktiles, First first, Load load, Step step) {
 #pragma unroll
     for (int s = 0; s < ST - 1; s++) {
-        if (s < ktiles) load(s, s * GEMM_BK);
+        if (s < ktiles) first(s, s * GEMM_BK);
         cp_async_commit();
     }
     for (int kt = 0; kt < ktiles; kt++) {
@@ -363,6 +365,10 @@ __device__ __forceinline__ void tile_pipeline(int ktiles, Load load, Step step) 
         step(kt % ST, kt);
     }
     cp_async_wait<0>();  // no copy may outlive the CTA (the trailing groups are empty)
+}
+template <int ST, bool ASYNC_PROXY, class Load, class Step>
+__device__ __forceinline__ void tile_pipeline(int ktiles, Load load, Step step) {
+    tile_pipeline<ST, ASYNC_PROXY>(ktiles, load, load, step);
 }
 
 // mma.sync: warp w multiplies the item's 64 rows by its 32 weight rows: per k16, four A
@@ -551,6 +557,25 @@ __device__ __forceinline__ void moe_gemm_wgmma(const MoeGemmParams& p, int e, in
         src.copy_x(xs(buf), k0, p, swizzled_at);
         src.copy_w(ws(buf), k0, p, swizzled_at);
     };
+    const int ktiles = (p.k + BK - 1) / BK;
+    // Programmatic dependent launch (CudaOptions::expert_pdl; kernels.rs, launch_dependent): gate_up
+    // lets its down start CTAs now, and down, which reads nothing gate_up writes but the act rows
+    // (the items, routing weights and weights come from the router and the checkpoint), asks for
+    // its first stages' weights before it waits for gate_up's end. So down's weights stream in
+    // while gate_up's last CTAs finish, where down's launch and first DRAM latency followed them.
+    if constexpr (GATED) {
+        pdl_release();
+    } else {
+#pragma unroll
+        for (int s = 0; s < ST - 1; s++)
+            if (s < ktiles) src.copy_w(ws(s), s * BK, p, swizzled_at);
+        pdl_wait();  // the act rows gate_up wrote
+    }
+    // (Their commit group is the first stage's, so the pipeline's waits stay conservative.)
+    auto first = [&](int buf, int k0) {
+        src.copy_x(xs(buf), k0, p, swizzled_at);
+        if constexpr (GATED) src.copy_w(ws(buf), k0, p, swizzled_at);
+    };
     float d[H][64], wt[H][2];
     load_row_weights<H, GATED>(p, s0, rows, wt);
 #pragma unroll
@@ -559,7 +584,7 @@ __device__ __forceinline__ void moe_gemm_wgmma(const MoeGemmParams& p, int e, in
         for (int i = 0; i < 64; i++) d[h][i] = 0.f;
     // Each step's wgmmas are waited for before the next step's barrier, so its buffer may be
     // refilled then.
-    tile_pipeline<ST, true>((p.k + BK - 1) / BK, load, [&](int buf, int) {
+    tile_pipeline<ST, true>(ktiles, first, load, [&](int buf, int) {
         const uint64_t db = sw128_desc(ws(buf));
         wgmma_fence();
 #pragma unroll

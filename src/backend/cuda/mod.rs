@@ -113,9 +113,9 @@ pub struct CudaOptions {
     /// vector, several heads' loads in flight) where it applies. `dllm bench --rope-vectors
     /// false` measures the scalar form.
     pub rope_vectors: bool,
-    /// The down weight streams (batch-1-sized steps) launched as programmatic dependents of
-    /// gate_up's, their first weights requested before gate_up ends. `dllm bench --expert-pdl
-    /// false` measures without.
+    /// The down weight streams and one-warpgroup bf16 tiles (the experts of steps up to batch
+    /// 32 at mini's shape) launched as programmatic dependents of their gate_up, their first
+    /// weights requested before gate_up ends. `dllm bench --expert-pdl false` measures without.
     pub expert_pdl: bool,
 }
 

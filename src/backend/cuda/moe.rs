@@ -579,8 +579,10 @@ impl CudaBackend {
             g.shared_w2 = 0;
         }
         let down_grid = down.grid(&self.k, h, max_items)?;
-        if self.opts.expert_pdl && self.wgmma && matches!(down.kernel, Kernel::MoeDownStream | Kernel::MoeDownStreamFp8) {
-            // The weight streams: down starts its weights during gate_up's tail (csrc/moe_stream.cu).
+        let dependent = matches!(down.kernel, Kernel::MoeDownStream | Kernel::MoeDownStreamFp8 | Kernel::MoeDownM64 | Kernel::MoeDownM128);
+        if self.opts.expert_pdl && self.wgmma && dependent {
+            // The weight streams and the one-warpgroup wgmma tiles: down starts its weights during
+            // gate_up's tail (csrc/moe_stream.cu, csrc/moe_gemm.cu's moe_gemm_wgmma).
             self.k.launch_dependent(down.kernel, down_grid, down.threads, down.smem, &g)?;
         } else {
             self.k.launch_smem(down.kernel, down_grid, down.threads, down.smem, &g)?;
