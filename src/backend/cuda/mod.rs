@@ -101,10 +101,10 @@ pub struct CudaOptions {
     /// with TMA weight loads (csrc/moe_gemm.cu, moe_gemm_ws); `None`: for 128-row items only
     /// (faster there, 2% slower at 64: csrc/params.h). `dllm bench --moe-ws-tiles` measures it.
     pub moe_ws_tiles: Option<bool>,
-    /// The router as one launch (csrc/moe_router.cu, moe_route: logits, selection and, at one
+    /// The router as one launch (csrc/moe_route.cu: logits, selection and, at one
     /// cluster's rows, the permute) instead of cuBLAS's logits, moe_router_select and
-    /// moe_permute; `None`: at up to ROUTE_ROWS rows (a batch-1 step). `dllm bench
-    /// --fused-router` measures it.
+    /// moe_permute; `None`: at up to 512 rows (batch 16; moe.rs, FUSED_ROUTE_MAX_ROWS). `dllm
+    /// bench --fused-router` measures it.
     pub fused_router: Option<bool>,
     /// A MoE layer's slots summed by the next layer's input norm (add_moe_rms_norm) instead of
     /// by moe_combine into an f32 output first. `dllm bench --fused-moe-norm false` measures it.

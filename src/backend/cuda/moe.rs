@@ -29,6 +29,13 @@ fn moe_tile_rows(slots: usize, experts: usize, forced: Option<usize>, bf16_wgmma
     }
 }
 
+/// The most rows moe_route takes by default: its logits and selection in one launch (a cluster
+/// per ROUTE_ROWS rows, each reading the router's weights) against cuBLAS's logits and
+/// moe_router_select, both followed by moe_permute past ROUTE_ROWS. In steps at mini's shape
+/// (docs/PERF.md, session 29) it was 1-2% faster at batch 4 and 8, 0.5% at 16 (512 rows), and
+/// 1% slower at 32, 7% at 64.
+const FUSED_ROUTE_MAX_ROWS: usize = 16 * ROUTE_ROWS;
+
 /// Whether moe_route's kernel takes this model's router: up to ROUTE_MAX_E experts, a multiple of
 /// 16 (its n8 tile pairs), in groups of a power of two in [2, WARP] experts (a group's lanes
 /// then lie in one warp), and no block routing (LLaDA2.2's routers stay moe_router_block).
@@ -298,12 +305,12 @@ impl CudaBackend {
         }
     }
 
-    /// Whether moe_route takes the router of `rows` rows: by default at one cluster's rows
-    /// (ROUTE_ROWS: a batch-1 step), where it also does the permute; `CudaOptions::fused_router`
+    /// Whether moe_route takes the router of `rows` rows: by default up to FUSED_ROUTE_MAX_ROWS
+    /// (at one cluster's rows, ROUTE_ROWS, it also does the permute); `CudaOptions::fused_router`
     /// forces it either way. Only where its kernel fits the model (see [`route_fits`]) and on
     /// Hopper (thread block clusters).
     fn routes_in_one_launch(&self, rows: usize) -> bool {
-        self.wgmma && route_fits(&self.cfg) && self.opts.fused_router.unwrap_or(rows <= ROUTE_ROWS)
+        self.wgmma && route_fits(&self.cfg) && self.opts.fused_router.unwrap_or(rows <= FUSED_ROUTE_MAX_ROWS)
     }
 
     /// moe_route: the logits and the picks (as [`CudaBackend::router`] returns them) in one
