@@ -615,6 +615,14 @@ __device__ __forceinline__ float bin_top(int b) {
     return key_value(((uint32_t)b << shift) | ((1u << shift) - 1u));
 }
 
+// nucleus_draw's guide: what a unit of first-digit bin b's fixed-point count weighs against the
+// max m, exp((top - m) / t) / qscale (the max pass adds each token's weight against its bin's top,
+// times qscale). Each slice publishes its groups against its own max, the pick reads them against
+// the row's: one formula for both.
+__device__ __forceinline__ auto guide_bin_scale(float m, float inv_t, float qscale) {
+    return [=](int b) { return expf((bin_top(b) - m) * inv_t) / qscale; };
+}
+
 // The draw under any knobs (top-k first, then the nucleus within it, then min-p): a radix select
 // over the row for each bar, then the draw's pass.
 template <class W>
@@ -670,7 +678,7 @@ __device__ Nucleus nucleus_draw(const float* __restrict__ l, Slice sl, const Row
     constexpr int shift0 = 32 - SAMPLE_DIGIT0;
     auto q = [&](int, float v) { return weight(v); };
     const Chosen c0 = radix_pick(
-        sm, cluster, sm.ihist0, 1 << SAMPLE_DIGIT0, false, [&](int b) { return expf((bin_top(b) - m) * inv_t) / qscale; },
+        sm, cluster, sm.ihist0, 1 << SAMPLE_DIGIT0, false, guide_bin_scale(m, inv_t, qscale),
         [&](float total) { return s.top_p * total; },
         [&] {
             float g = 0.f;
@@ -898,8 +906,7 @@ extern "C" __global__ void __cluster_dims__(SAMPLE_CLUSTER, 1, 1) __launch_bound
     // its own max (the row's is not known yet): one cluster barrier fewer a row. (An empty
     // slice's max is no number; its bins are all empty, which add 0 at any scale.)
     if (nucleus) {
-        const float m_own = key_value(best);
-        radix_publish(sm, sm.ihist0, sm.group[0], 1 << SAMPLE_DIGIT0, [&](int b) { return expf((bin_top(b) - m_own) * inv_t) / qscale; });
+        radix_publish(sm, sm.ihist0, sm.group[0], 1 << SAMPLE_DIGIT0, guide_bin_scale(key_value(best), inv_t, qscale));
     }
     cluster.sync();  // every slice's max is out (and a nucleus row's first digit)
     best = lane < SAMPLE_CLUSTER ? *cluster.map_shared_rank(&sm.max_key, lane) : 0u;
