@@ -559,13 +559,12 @@ __device__ __forceinline__ void moe_gemm_wgmma(const MoeGemmParams& p, int e, in
     };
     const int ktiles = (p.k + BK - 1) / BK;
     // Programmatic dependent launch (CudaOptions::expert_pdl; kernels.rs, launch_dependent): gate_up
-    // lets its down start CTAs now, and down, which reads nothing gate_up writes but the act rows
-    // (the items, routing weights and weights come from the router and the checkpoint), asks for
-    // its first stages' weights before it waits for gate_up's end. So down's weights stream in
-    // while gate_up's last CTAs finish, where down's launch and first DRAM latency followed them.
-    if constexpr (GATED) {
-        pdl_release();
-    } else {
+    // has let its down start CTAs (moe_gemm_bf16), and down, which reads nothing gate_up writes
+    // but the act rows (the items, routing weights and weights come from the router and the
+    // checkpoint), asks for its first stages' weights before it waits for gate_up's end. So down's
+    // weights stream in while gate_up's last CTAs finish, where down's launch and first DRAM
+    // latency followed them.
+    if constexpr (!GATED) {
 #pragma unroll
         for (int s = 0; s < ST - 1; s++)
             if (s < ktiles) src.copy_w(ws(s), s * BK, p, swizzled_at);
@@ -747,6 +746,15 @@ __device__ __forceinline__ void moe_gemm_ws(const MoeGemmParams& p) {
 
 template <int BM, bool GATED>
 __device__ __forceinline__ void moe_gemm_bf16(const MoeGemmParams& p) {
+    // Programmatic dependent launch (CudaOptions::expert_pdl; kernels.rs, launch_dependent).
+    // gate_up, moe_permute's dependent (moe.rs says when), reads the work list only after
+    // moe_permute's end, and releases its down only then: down reads the items, the routing
+    // weights and its weights before its own wait (moe_gemm_wgmma), so the permute must have
+    // ended before any down CTA starts. (Launched plainly, the wait returns at once.)
+    if constexpr (GATED) {
+        pdl_wait();
+        pdl_release();
+    }
     const int item = blockIdx.y;
     if (item >= *p.num_items) return;
     const int e = p.items[3 * item], s0 = p.items[3 * item + 1], rows = p.items[3 * item + 2];

@@ -48,6 +48,10 @@ extern "C" __global__ void __launch_bounds__(PERMUTE_THREADS, 1) moe_permute(con
     __shared__ int wsum_c[PERMUTE_THREADS / WARP], wsum_i[PERMUTE_THREADS / WARP];
     const int tid = threadIdx.x;
     const int n = p.tokens * p.topk;
+    // The expert tiles' gate_up after this kernel (a programmatic dependent where no kernel runs
+    // beside it, moe.rs) may place its CTAs now: they wait for this kernel's end before they read
+    // the work list.
+    pdl_release();
 
     // Slot offsets over experts (experts <= blockDim.x = 1024, checked on the host); CTA 0 writes
     // the work list.

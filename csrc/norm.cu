@@ -62,15 +62,26 @@ extern "C" __global__ void __launch_bounds__(NORM_THREADS) add_rms_norm(const No
 // group t, t + NORM_THREADS, ...; the first NORM_CACHE / MOE_NORM_COLS stay in registers between
 // the two passes. The host checks cols % MOE_NORM_COLS == 0 (a model's hidden size, at load).
 
-// v = x + delta for the group of columns from c; x is left as it was.
-__device__ __forceinline__ void moe_norm_group(const NormParams& p, const float* x, const float* dl, const int32_t* slots, int c,
+// x's group of columns from c, as two float4.
+struct XGroup {
+    float4 h[MOE_NORM_COLS / 4];
+};
+__device__ __forceinline__ XGroup load_x_group(const float* x, int c) {
+    XGroup g;
+#pragma unroll
+    for (int h = 0; h < MOE_NORM_COLS / 4; h++) g.h[h] = reinterpret_cast<const float4*>(x + c)[h];
+    return g;
+}
+
+// v = x + delta for the group of columns from c (x's values in xg); x is left as it was.
+__device__ __forceinline__ void moe_norm_group(const NormParams& p, const XGroup& xg, const float* dl, const int32_t* slots, int c,
                                                float (&v)[MOE_NORM_COLS]) {
     static_assert(MOE_NORM_COLS == 8, "a group is one 16-byte load of bf16 a slot");
     float s[MOE_NORM_COLS];
     slot_sum8(p.slot_out, slots, p.topk, p.cols, c, s);
 #pragma unroll
     for (int h = 0; h < MOE_NORM_COLS / 4; h++) {
-        const float4 xv = reinterpret_cast<const float4*>(x + c)[h];
+        const float4 xv = xg.h[h];
         float4 d = make_float4(s[4 * h], s[4 * h + 1], s[4 * h + 2], s[4 * h + 3]);
         if (dl) {
             const float4 y = reinterpret_cast<const float4*>(dl + c)[h];
@@ -106,13 +117,18 @@ __device__ __forceinline__ void store_group_normed(bf16* dst, const float (&v)[M
 extern "C" __global__ void __launch_bounds__(NORM_THREADS) add_moe_rms_norm(const NormParams p) {
     constexpr int G = MOE_NORM_COLS, CG = NORM_CACHE / MOE_NORM_COLS;
     __shared__ float scratch[32];
+    __shared__ int32_t slots[WARP];  // the row's slot places (topk < WARP: the host checks)
     pdl_release();  // as add_rms_norm: a dependent may start its weight loads
     const int r = blockIdx.x, groups = p.cols / G;
     float* x = p.x + (size_t)r * p.cols;
     const float* dl = p.delta ? p.delta + (size_t)r * p.cols : nullptr;
-    const int32_t* slots = p.tok_slot + (size_t)r * p.topk;
+    // The loads that do not hang on another load go out together first: the row's slot places
+    // (into shared memory), the weights and x. Then the slot rows, whose addresses come from the
+    // places: a thread's chain is two memory latencies, where it was the places' and then the
+    // slot rows' and x's in turn.
+    if (threadIdx.x < p.topk) slots[threadIdx.x] = p.tok_slot[(size_t)r * p.topk + threadIdx.x];
     float v[CG][G], wv[CG][G];
-    float ss = 0.f;
+    XGroup xg[CG];
 #pragma unroll
     for (int u = 0; u < CG; u++) {
         const int g = threadIdx.x + u * NORM_THREADS;
@@ -125,8 +141,15 @@ extern "C" __global__ void __launch_bounds__(NORM_THREADS) add_moe_rms_norm(cons
                 wv[u][4 * h + 2] = w.z;
                 wv[u][4 * h + 3] = w.w;
             }
-            moe_norm_group(p, x, dl, slots, g * G, v[u]);
+            xg[u] = load_x_group(x, g * G);
         }
+    }
+    __syncthreads();  // the slots' places are in shared memory
+    float ss = 0.f;
+#pragma unroll
+    for (int u = 0; u < CG; u++) {
+        const int g = threadIdx.x + u * NORM_THREADS;
+        if (g < groups) moe_norm_group(p, xg[u], dl, slots, g * G, v[u]);
     }
 #pragma unroll
     for (int u = 0; u < CG; u++) {
@@ -139,7 +162,7 @@ extern "C" __global__ void __launch_bounds__(NORM_THREADS) add_moe_rms_norm(cons
     }
     for (int g = threadIdx.x + CG * NORM_THREADS; g < groups; g += NORM_THREADS) {
         float t[G];
-        moe_norm_group(p, x, dl, slots, g * G, t);
+        moe_norm_group(p, load_x_group(x, g * G), dl, slots, g * G, t);
         store_group_f32(x + g * G, t);
 #pragma unroll
         for (int j = 0; j < G; j++) ss += t[j] * t[j];

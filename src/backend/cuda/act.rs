@@ -27,6 +27,8 @@ pub struct MoeSlots {
     pub(super) tok_slot: CudaSlice<i32>,
     pub(super) topk: usize,
     pub(super) shared: Option<CudaSlice<f32>>,
+    /// The layer's other buffers, freed with these slots (moe.rs, MoeScratch).
+    pub(super) _scratch: Box<super::moe::MoeScratch>,
 }
 
 impl CudaBackend {

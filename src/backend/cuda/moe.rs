@@ -136,6 +136,18 @@ struct PickCounts {
     pick_pos: CudaSlice<i32>,
 }
 
+/// A MoE layer's buffers that its kernels read but its output does not: kept with the output
+/// ([`MoeSlots`]) so that they are freed once the next layer's input norm is launched. A free is
+/// a stream operation (a node in a captured step): between two launches it would cut a
+/// programmatic edge (gate_up's, down's) and put a node between two kernels.
+pub(super) struct MoeScratch {
+    _routed: RouterOut,
+    _counts: Option<PickCounts>,
+    _perm: [CudaSlice<i32>; 3],
+    _slot_weight: CudaSlice<f32>,
+    _act: CudaSlice<u16>,
+}
+
 impl CudaBackend {
     /// Per layer, the routed experts' TMA tensor maps that the warp-specialized tiles read (gate,
     /// up, down: [experts][n][k] each, boxes of MOE_WS_BOX_ROWS x GEMM_BK), one device buffer of
@@ -470,6 +482,21 @@ impl CudaBackend {
         let recording = self.routing.borrow().is_some();
         let tile_m = self.tile_rows(m, rows);
         let max_items = experts.min(slots) + slots / tile_m + 1;
+        // The kernels and their programmatic edges (kernels.rs, launch_dependent): gate_up after
+        // moe_permute, down after gate_up. A dependent's edge is to the stream's node before it,
+        // so every buffer is allocated before the router and freed after the layer (MoeScratch):
+        // no allocation or free lies between two kernels of the layer.
+        let fp8 = matches!(m.gate, ExpertMatrix::Fp8 { .. });
+        // The warp-specialized tiles (by default for 128-row items) read the weights through the
+        // layer's tensor maps, and take no shared expert among the items.
+        let ws = self.opts.moe_ws_tiles.unwrap_or(tile_m == MOE_BM_XLARGE) && tile_m != MOE_BM_SMALL && shared.is_none();
+        let maps = self.expert_maps.get(layer).and_then(|m| m.as_ref()).filter(|_| ws);
+        let [gate_up, down] = expert_gemms(tile_m, fp8, self.wgmma, maps.is_some());
+        let pdl = self.opts.expert_pdl && self.wgmma;
+        // The one-warpgroup tiles (csrc/moe_gemm.cu, moe_gemm_bf16).
+        let tiles = matches!(gate_up.kernel, Kernel::MoeGateUpM64 | Kernel::MoeGateUpM128);
+        let act = self.alloc_bf16(slots * im, "expert activations")?;
+        let slot_out = self.alloc_bf16(slots * h, "expert outputs")?;
         let perm = Permuted {
             slot_token: self.k.alloc::<i32>(slots, "slot tokens")?,
             slot_weight: self.alloc_f32(slots, "slot weights")?,
@@ -479,16 +506,17 @@ impl CudaBackend {
             num_items: self.k.alloc::<i32>(1 + MOE_UNIT_COUNTERS, "MoE item count")?,
         };
         let shared_pick = shared.map(|_| e);
+        let mut held_counts = None;
         let routed = if self.routes_in_one_launch(rows) && rows <= ROUTE_ROWS {
             // The router and the permute in one launch (moe_route's cluster counts the picks).
             self.fused_route(m, x, rows, shared_pick, None, Some((&perm, tile_m)))?
         } else {
-            let mut counts = PickCounts {
+            let counts = held_counts.insert(PickCounts {
                 counts: self.k.alloc::<i32>(experts, "expert pick counts")?,
                 pick_pos: self.k.alloc::<i32>(slots, "pick places")?,
-            };
+            });
             self.k.stream.memset_zeros(&mut counts.counts).map_err(CudaError::driver(|| "zeroing the expert pick counts".into()))?;
-            let routed = self.router(m, x, rows, shared_pick, Some(&counts), recording)?;
+            let routed = self.router(m, x, rows, shared_pick, Some(counts), recording)?;
             let p = PermuteParams {
                 topk_ids: self.p(&routed.ids),
                 topk_w: self.p(&routed.wts),
@@ -513,16 +541,15 @@ impl CudaBackend {
                 rec.push(r);
             }
         }
-        let RouterOut { ids, .. } = routed;
         if let (true, Some(group)) = (self.opts.check_tp_routing, &self.tp.group) {
-            let mine: Vec<f32> = self.download(&ids, "router ids (rank check)")?.into_iter().map(|i| i as f32).collect();
+            let mine: Vec<f32> = self.download(&routed.ids, "router ids (rank check)")?.into_iter().map(|i| i as f32).collect();
             if group.all_gather(self.tp.shard.rank, &mine)?.iter().any(|other| *other != mine) {
                 bail!("tensor-parallel ranks routed this MoE layer's tokens differently");
             }
         }
         if let Some(t) = self.touched.borrow_mut().as_mut() {
             let mut seen = vec![false; e];
-            for id in self.download(&ids, "router ids (expert count)")? {
+            for id in self.download(&routed.ids, "router ids (expert count)")? {
                 if let Some(s) = seen.get_mut(id as usize) {
                     *s = true;
                 }
@@ -530,7 +557,6 @@ impl CudaBackend {
             t.push(seen.iter().filter(|&&s| s).count());
         }
         let Permuted { slot_token, slot_weight, tok_slot, items, num_items } = perm;
-        let act = self.alloc_bf16(slots * im, "expert activations")?;
         let mut g = MoeGemmParams {
             x: self.p(x),
             act_out: self.p(&act),
@@ -556,20 +582,21 @@ impl CudaBackend {
             g.shared_w1 = self.p(&s.gate_up);
             g.shared_w2 = self.p(&s.gate_up) + (im * h * std::mem::size_of::<u16>()) as u64;
         }
-        // The kernel variant for the tile rows and weight type, and the shared memory params.h sizes it for.
-        let fp8 = matches!(m.gate, ExpertMatrix::Fp8 { .. });
-        // The warp-specialized tiles (by default for 128-row items) read the weights through the
-        // layer's tensor maps, and take no shared expert among the items.
-        let ws = self.opts.moe_ws_tiles.unwrap_or(tile_m == MOE_BM_XLARGE) && tile_m != MOE_BM_SMALL && shared.is_none();
-        let maps = self.expert_maps.get(layer).and_then(|m| m.as_ref()).filter(|_| ws);
-        let [gate_up, down] = expert_gemms(tile_m, fp8, self.wgmma, maps.is_some());
         if let Some(m) = maps {
             (g.w1_map, g.w2_map) = (self.p(m), self.p(m) + TENSOR_MAP_BYTES as u64);
         }
-        // Allocated before gate_up's launch, so that down follows it directly in the stream (a
-        // programmatic dependent's edge is to the node before it).
-        let slot_out = self.alloc_bf16(slots * h, "expert outputs")?;
-        self.k.launch_smem(gate_up.kernel, gate_up.grid(&self.k, im, max_items)?, gate_up.threads, gate_up.smem, &g)?;
+        let gate_up_grid = gate_up.grid(&self.k, im, max_items)?;
+        // The tiles' gate_up as moe_permute's dependent (held_counts: moe_permute ran): its CTAs
+        // take their SMs during the permute and wait there for its end (moe_gemm_bf16); steps 2%
+        // faster at batch 8 (docs/PERF.md, session 30). Not after a permuting moe_route (batch 1
+        // measured 2-3% slower with moe_route releasing as it starts, level with it releasing
+        // after its selection), nor with the shared expert's GEMMs beside (batch 16 1% slower:
+        // the waiting CTAs would hold SMs those take).
+        if pdl && tiles && held_counts.is_some() && beside.is_none() {
+            self.k.launch_dependent(gate_up.kernel, gate_up_grid, gate_up.threads, gate_up.smem, &g)?;
+        } else {
+            self.k.launch_smem(gate_up.kernel, gate_up_grid, gate_up.threads, gate_up.smem, &g)?;
+        }
         g.x = self.p(&act);
         self.set_weights(&mut g, &m.down, None);
         g.act_out = 0;
@@ -587,7 +614,7 @@ impl CudaBackend {
         }
         let down_grid = down.grid(&self.k, h, max_items)?;
         let dependent = matches!(down.kernel, Kernel::MoeDownStream | Kernel::MoeDownStreamFp8 | Kernel::MoeDownM64 | Kernel::MoeDownM128);
-        if self.opts.expert_pdl && self.wgmma && dependent {
+        if pdl && dependent {
             // The weight streams and the one-warpgroup wgmma tiles: down starts its weights during
             // gate_up's tail (csrc/moe_stream.cu, csrc/moe_gemm.cu's moe_gemm_wgmma).
             self.k.launch_dependent(down.kernel, down_grid, down.threads, down.smem, &g)?;
@@ -606,7 +633,14 @@ impl CudaBackend {
             }
             None => None,
         };
-        Ok(MoeSlots { slot_out, tok_slot, topk, shared })
+        let scratch = MoeScratch {
+            _routed: routed,
+            _counts: held_counts,
+            _perm: [slot_token, items, num_items],
+            _slot_weight: slot_weight,
+            _act: act,
+        };
+        Ok(MoeSlots { slot_out, tok_slot, topk, shared, _scratch: Box::new(scratch) })
     }
 
     /// moe_combine: a MoE layer's slots summed into a new f32 output, the shared expert's output
