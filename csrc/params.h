@@ -70,10 +70,11 @@ typedef __nv_bfloat16 bf16;
 #define MOE_MMA_DOWN_COLS MOE_MMA_WROWS
 // The shared expert joins the routed experts' items (moe.rs: the stream kernels' or the bf16
 // tiles') up to this many items (each reads its weights again); past it, it runs beside them on
-// the side stream. 4 takes batch 8 (four 64-row items): 6.08 against 6.26 ms a step with 2, three
-// runs each; 8 (batch 16's items too) left batch 16 level and batch 32 slower (docs/PERF.md,
-// session 12).
-#define SHARED_STREAM_MAX_ITEMS 4
+// the side stream. 4 took batch 8 (four 64-row items): 6.08 against 6.26 ms a step with 2, three
+// runs each (docs/PERF.md, session 12, where 8 left batch 16 level). 8 takes batch 16 (eight
+// 64-row items) since its gate_up became moe_permute's programmatic dependent, which it is only
+// with nothing beside it: 7.48 against 7.71 ms a step, three runs each (session 30).
+#define SHARED_STREAM_MAX_ITEMS 8
 // moe_stream.cu (items of MOE_BM_SMALL rows): STREAM_WARPS warps a CTA. gate_up splits k over
 // them (16 weight rows a CTA); down gives each its own 16 rows (64 a CTA).
 #define STREAM_WARPS 4

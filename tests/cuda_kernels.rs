@@ -374,11 +374,14 @@ mod cuda {
         // Rows an expert averages, and the items they take (bf16 on Hopper: tiles always, of 128
         // rows from 48; elsewhere 64-row tiles from 12, the weight stream below; every_item_size
         // forces each kind on the same shapes). The shared expert joins the items up to
-        // SHARED_STREAM_MAX_ITEMS of them (150 and 200 rows here) and runs on the side stream
-        // past it (600 rows).
+        // SHARED_STREAM_MAX_ITEMS of them (on Hopper all three row counts here: at most five) and
+        // runs on the side stream past it (forced below).
         ops_agree(&mut p, 11, 150); // 37: 64-row items
         ops_agree(&mut p, 14, 200); // 50: 128-row items on Hopper, else more than one 64-row item
         ops_agree(&mut p, 26, 600); // 150: experts with two 128-row items (three of 64)
+        let mut beside = pair_opts(&dir, None, CudaOptions { shared_expert_items: Some(0), ..opts() });
+        ops_agree(&mut beside, 27, 150);
+        ops_agree(&mut beside, 28, 600);
         ops_agree(&mut p, 16, 24); // 6: 16-row items (no wgmma), one n8 tile mostly
         ops_agree(&mut p, 17, 44); // 11: items of 9-16 rows (both n8 tiles), some split in two
         ops_agree(&mut p, 24, 32); // the dense projections' weight stream at its most rows
