@@ -103,7 +103,7 @@ pub struct CudaOptions {
     pub moe_ws_tiles: Option<bool>,
     /// The router as one launch (csrc/moe_route.cu: logits, selection and, at one
     /// cluster's rows, the permute) instead of cuBLAS's logits, moe_router_select and
-    /// moe_permute; `None`: at up to 512 rows (batch 16; moe.rs, FUSED_ROUTE_MAX_ROWS). `dllm
+    /// moe_permute; `None`: at up to 256 rows (batch 8; moe.rs, FUSED_ROUTE_MAX_ROWS). `dllm
     /// bench --fused-router` measures it.
     pub fused_router: Option<bool>,
     /// A MoE layer's slots summed by the next layer's input norm (add_moe_rms_norm) instead of

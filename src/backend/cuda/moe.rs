@@ -33,8 +33,10 @@ fn moe_tile_rows(slots: usize, experts: usize, forced: Option<usize>, bf16_wgmma
 /// per ROUTE_ROWS rows, each reading the router's weights) against cuBLAS's logits and
 /// moe_router_select, both followed by moe_permute past ROUTE_ROWS. In steps at mini's shape
 /// (docs/PERF.md, session 29) it was 1-2% faster at batch 4 and 8, 0.5% at 16 (512 rows), and
-/// 1% slower at 32, 7% at 64.
-const FUSED_ROUTE_MAX_ROWS: usize = 16 * ROUTE_ROWS;
+/// 1% slower at 32, 7% at 64. Since batch 16 takes the shared expert among its items and gate_up
+/// follows moe_permute as its dependent (session 30), it is level at batch 4 and 8 and 2% slower
+/// at 16, so it stops at 256 rows.
+const FUSED_ROUTE_MAX_ROWS: usize = 8 * ROUTE_ROWS;
 
 /// Whether moe_route's kernel takes this model's router: up to ROUTE_MAX_E experts, a multiple of
 /// 16 (its n8 tile pairs), in groups of a power of two in [2, WARP] experts (a group's lanes
