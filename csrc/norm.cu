@@ -117,7 +117,7 @@ __device__ __forceinline__ void store_group_normed(bf16* dst, const float (&v)[M
 extern "C" __global__ void __launch_bounds__(NORM_THREADS) add_moe_rms_norm(const NormParams p) {
     constexpr int G = MOE_NORM_COLS, CG = NORM_CACHE / MOE_NORM_COLS;
     __shared__ float scratch[32];
-    __shared__ int32_t slots[WARP];  // the row's slot places (topk < WARP: the host checks)
+    __shared__ int32_t slots[WARP];  // the row's slot places (at most WARP picks: the host checks)
     pdl_release();  // as add_rms_norm: a dependent may start its weight loads
     const int r = blockIdx.x, groups = p.cols / G;
     float* x = p.x + (size_t)r * p.cols;
