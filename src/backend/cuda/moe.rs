@@ -141,7 +141,8 @@ struct PickCounts {
 /// A MoE layer's buffers that its kernels read but its output does not: kept with the output
 /// ([`MoeSlots`]) so that they are freed once the next layer's input norm is launched. A free is
 /// a stream operation (a node in a captured step): between two launches it would cut a
-/// programmatic edge (gate_up's, down's) and put a node between two kernels.
+/// programmatic edge (gate_up's, down's), a dependent's edge being to the node before it. (Such
+/// nodes between plain launches measured free: docs/PERF.md, session 30.)
 pub(super) struct MoeScratch {
     _routed: RouterOut,
     _counts: Option<PickCounts>,
@@ -591,9 +592,9 @@ impl CudaBackend {
         // The tiles' gate_up as moe_permute's dependent (held_counts: moe_permute ran): its CTAs
         // take their SMs during the permute and wait there for its end (moe_gemm_bf16); steps 2%
         // faster at batch 8 (docs/PERF.md, session 30). Not after a permuting moe_route (batch 1
-        // measured 2-3% slower with moe_route releasing as it starts, level with it releasing
-        // after its selection), nor with the shared expert's GEMMs beside (batch 16 1% slower:
-        // the waiting CTAs would hold SMs those take).
+        // measured 2-4% slower with moe_route releasing as it starts, level with it releasing
+        // after its selection), nor with the shared expert's GEMMs beside (batch 16 1% slower,
+        // likely because the waiting CTAs hold SMs those would take).
         if pdl && tiles && held_counts.is_some() && beside.is_none() {
             self.k.launch_dependent(gate_up.kernel, gate_up_grid, gate_up.threads, gate_up.smem, &g)?;
         } else {
