@@ -16,6 +16,8 @@ extern "C" __global__ void __launch_bounds__(NORM_THREADS) add_rms_norm(const No
     // The router after the post-attention norm (moe_route, a programmatic dependent) may start
     // loading its weights now; it waits for this kernel before it reads the rows.
     pdl_release();
+    if (blockIdx.x == 0)
+        for (int i = threadIdx.x; i < p.zero_len; i += blockDim.x) p.zero[i] = 0;
     int r = blockIdx.x;
     float* x = p.x + (size_t)r * p.cols;
     const float* dl = p.delta ? p.delta + (size_t)r * p.cols : nullptr;

@@ -320,6 +320,10 @@ struct NormParams {
     int32_t topk;
     DEV_PTR(const bf16) slot_out;
     DEV_PTR(const int32_t) tok_slot;
+    // add_rms_norm only, when non-null: zero_len ints that the next MoE layer's router counts
+    // into, zeroed here so that no memset lies between this norm and the router.
+    DEV_PTR(int32_t) zero;
+    int32_t zero_len;
 };
 
 // The paged KV cache of one layer as rope.cu and attention.cu see it (flashinfer's paged_kv_t

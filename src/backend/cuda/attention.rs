@@ -140,6 +140,20 @@ fn split_rule(ctas: usize, max_limit: usize, kc: usize, sm_count: usize, residen
     (splits, split_keys)
 }
 
+/// What a layer's attention writes (its output; where the keys are split, the splits' partial
+/// O and (m, l)), allocated before qk_norm_rope_store is launched: block_attention_deep is that
+/// kernel's programmatic dependent, and a dependent's edge is to the stream's node before it (in
+/// a recorded step an allocation is a node, and with the allocations between the two the deep
+/// kernel's CTAs started only once the rope had ended: the kernel trace, docs/PERF.md session 31).
+pub(super) struct AttnBuffers {
+    layer: usize,
+    rows: usize,
+    splits: usize,
+    out: CudaSlice<u16>,
+    part_acc: Option<CudaSlice<f32>>,
+    part_ml: Option<CudaSlice<f32>>,
+}
+
 impl CudaBackend {
     /// Layer `layer` of the KV pool, addressed through the step's page tables.
     fn paged_kv(&self, s: &StepLayout, layer: usize) -> PagedKv {
@@ -257,6 +271,8 @@ impl CudaBackend {
         let (nh, nkv, d) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim());
         let src = self.f32_of(qkv, "qk_norm_rope_store")?;
         let q = self.alloc_bf16(qkv.rows * nh * d, "q")?;
+        // The attention's outputs, allocated before this kernel (see AttnBuffers).
+        self.attn_prepared = Some(self.attn_buffers(layer, qkv.rows)?);
         let s = self.step.as_ref().unwrap();
         let (base, o) = (self.p(&s.pack), s.shape.offsets());
         let l = &self.w.layers[layer];
@@ -310,9 +326,30 @@ impl CudaBackend {
         let c = &self.cfg;
         let (nh, d) = (c.num_attention_heads, c.head_dim());
         let qb = self.bf16_of(q, "attention")?;
-        let out = self.alloc_bf16(q.rows * nh * d, "attention output")?;
-        self.attention_kernels(qb, &out, q.rows, layer)?;
-        Ok(CudaAct { rows: q.rows, cols: nh * d, data: ActData::Bf16(out) })
+        let splits = self.step.as_ref().map_or(1, |s| s.shape.splits);
+        let b = match self.attn_prepared.take().filter(|b| b.layer == layer && b.rows == q.rows && b.splits == splits) {
+            Some(b) => b,
+            None => self.attn_buffers(layer, q.rows)?,
+        };
+        self.attention_kernels(qb, &b, q.rows, layer)?;
+        Ok(CudaAct { rows: q.rows, cols: nh * d, data: ActData::Bf16(b.out) })
+    }
+
+    /// What layer `layer`'s attention writes at `rows` query rows under the staged layout: its
+    /// output and, where the keys are split, the splits' partials.
+    fn attn_buffers(&self, layer: usize, rows: usize) -> Result<AttnBuffers> {
+        let c = &self.cfg;
+        let (nh, d) = (c.num_attention_heads, c.head_dim());
+        let splits = self.step.as_ref().map_or(1, |s| s.shape.splits);
+        let (part_acc, part_ml) = if splits > 1 {
+            (
+                Some(self.k.alloc::<f32>(splits * rows * nh * d, "attention partials")?),
+                Some(self.k.alloc::<f32>(splits * rows * nh * 2, "attention partial stats")?),
+            )
+        } else {
+            (None, None)
+        };
+        Ok(AttnBuffers { layer, rows, splits, out: self.alloc_bf16(rows * nh * d, "attention output")?, part_acc, part_ml })
     }
 
     /// Whether `ctas` CTAs of `kernel` run as block_attention_deep (sm_90a, head dim 128): one
@@ -373,7 +410,7 @@ impl CudaBackend {
     }
 
     /// block_attention (+ attention_combine when the keys are split): see csrc/attention.cu.
-    fn attention_kernels(&self, q: &CudaSlice<u16>, out: &CudaSlice<u16>, rows: usize, layer: usize) -> Result<()> {
+    fn attention_kernels(&self, q: &CudaSlice<u16>, b: &AttnBuffers, rows: usize, layer: usize) -> Result<()> {
         let c = &self.cfg;
         let (nh, nkv, d) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim());
         let s = self.step.as_ref().unwrap();
@@ -385,14 +422,7 @@ impl CudaBackend {
         } else {
             (smem, kernel, ATT_THREADS)
         };
-        let (part_acc, part_ml) = if num_splits > 1 {
-            (
-                Some(self.k.alloc::<f32>(num_splits * rows * nh * d, "attention partials")?),
-                Some(self.k.alloc::<f32>(num_splits * rows * nh * 2, "attention partial stats")?),
-            )
-        } else {
-            (None, None)
-        };
+        let (out, part_acc, part_ml) = (&b.out, &b.part_acc, &b.part_ml);
         let p = AttnParams {
             q: self.p(q),
             out: self.p(out),

@@ -241,6 +241,12 @@ pub struct CudaBackend {
     touched: std::cell::RefCell<Option<Vec<usize>>>,
     /// The MoE layers' routing decisions of the current forward, when recording (tests).
     routing: std::cell::RefCell<Option<Vec<LayerRouting>>>,
+    /// A MoE layer's buffers, allocated before its post-attention norm (moe.rs, `MoeBuffers`):
+    /// taken by the layer.
+    moe_prepared: std::cell::RefCell<Option<moe::MoeBuffers>>,
+    /// A layer's attention outputs, allocated before its qk_norm_rope_store (attention.rs,
+    /// `AttnBuffers`): taken by its attention.
+    attn_prepared: Option<attention::AttnBuffers>,
 }
 
 impl CudaBackend {
@@ -324,6 +330,8 @@ impl CudaBackend {
             kv_map: None,
             touched: Default::default(),
             routing: Default::default(),
+            moe_prepared: Default::default(),
+            attn_prepared: None,
         };
         b.expert_maps = b.expert_tensor_maps()?;
         b.kv_map = b.kv_tensor_map()?;
@@ -515,6 +523,14 @@ impl Backend for CudaBackend {
             Norm::Final => &self.w.final_norm,
         };
         let out = self.alloc_bf16(x.rows * x.cols, "normed activations")?;
+        // Before a MoE layer: its buffers, allocated before this norm, which zeroes its router's
+        // pick counts (moe.rs, MoeBuffers).
+        let mut moe = match w {
+            Norm::PostAttention(l) => self.moe_buffers(l, x.rows)?,
+            _ => None,
+        };
+        let zero = moe.as_mut().and_then(|b| b.counts_to_zero());
+        let (zero, zero_len) = zero.map_or((0, 0), |z| (self.p(z), z.len() as i32));
         let p = NormParams {
             x: self.p(xs),
             delta: dp,
@@ -526,8 +542,11 @@ impl Backend for CudaBackend {
             topk: slots.map_or(0, |m| m.topk as i32),
             slot_out: slots.map_or(0, |m| self.p(&m.slot_out)),
             tok_slot: slots.map_or(0, |m| self.p(&m.tok_slot)),
+            zero,
+            zero_len,
         };
         self.k.launch(kernel, (x.rows as u32, 1, 1), NORM_THREADS as u32, &p)?;
+        *self.moe_prepared.borrow_mut() = moe;
         Ok(CudaAct { rows: x.rows, cols: x.cols, data: ActData::Bf16(out) })
     }
 

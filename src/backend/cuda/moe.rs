@@ -138,6 +138,49 @@ struct PickCounts {
     pick_pos: CudaSlice<i32>,
 }
 
+/// What a MoE layer's launches write, at `rows` rows: allocated before the layer's
+/// post-attention norm is launched ([`CudaBackend::moe_buffers`], from
+/// [`CudaBackend::add_rms_norm`]), so that no allocation lies between that norm and the router,
+/// which is the norm's programmatic dependent (moe_route): a dependent's edge is to the stream's
+/// node before it, and in a recorded step an allocation is a node. The norm also zeroes the
+/// router's pick counts, where it counts into a device buffer: a memset node there took ~5 us a
+/// layer (batch 4 and 16 in the kernel trace, docs/PERF.md session 31). An op run on its own
+/// allocates them in [`CudaBackend::moe`] instead.
+pub(super) struct MoeBuffers {
+    layer: usize,
+    rows: usize,
+    act: CudaSlice<u16>,
+    slot_out: CudaSlice<u16>,
+    perm: Permuted,
+    /// moe_permute's counts (none where moe_route permutes one cluster's rows itself), and
+    /// whether the norm zeroed them.
+    counts: Option<PickCounts>,
+    counts_zeroed: bool,
+    /// moe_route's outputs, where the router is moe_route.
+    route: Option<RouterOut>,
+}
+
+impl MoeBuffers {
+    /// The counts the post-attention norm zeroes, if any (marked zeroed: the norm is launched next).
+    pub(super) fn counts_to_zero(&mut self) -> Option<&CudaSlice<i32>> {
+        let c = self.counts.as_ref()?;
+        self.counts_zeroed = true;
+        Some(&c.counts)
+    }
+}
+
+/// A MoE layer's sizes at a row count (see [`CudaBackend::moe_shape`]).
+struct MoeShape {
+    /// The shared expert among the routed items (expert number `num_experts`, every token's
+    /// last pick).
+    shared_in_items: bool,
+    topk: usize,
+    experts: usize,
+    slots: usize,
+    tile_m: usize,
+    max_items: usize,
+}
+
 /// A MoE layer's buffers that its kernels read but its output does not: kept with the output
 /// ([`MoeSlots`]) so that they are freed once the next layer's input norm is launched. A free is
 /// a stream operation (a node in a captured step): between two launches it would cut a
@@ -187,7 +230,7 @@ impl CudaBackend {
     pub fn route(&mut self, h: &CudaAct, layer: usize) -> Result<(Vec<i32>, Vec<f32>)> {
         let Ffn::Moe(m) = &self.w.layers[layer].ffn else { bail!("layer {layer} is dense") };
         let x = self.bf16_of(h, "route")?;
-        let out = self.router(m, x, h.rows, None, None, false)?;
+        let out = self.router(m, x, h.rows, None, None, false, None)?;
         Ok((self.download(&out.ids, "router ids")?, self.download(&out.wts, "router weights")?))
     }
 
@@ -255,6 +298,7 @@ impl CudaBackend {
     /// last pick is then that expert number with weight 1. `pools` (recording a block-routed
     /// forward): also each routing block's pool. `counts` (a forward, for moe_permute): where
     /// the kernel counts each expert's picks and gives each pick its place among them.
+    #[allow(clippy::too_many_arguments)]
     fn router(
         &self,
         m: &MoeWeights,
@@ -263,11 +307,12 @@ impl CudaBackend {
         shared_expert: Option<usize>,
         counts: Option<&PickCounts>,
         pools: bool,
+        out: Option<RouterOut>,
     ) -> Result<RouterOut> {
         let c = &self.cfg;
         let picks = c.num_experts_per_tok + shared_expert.is_some() as usize;
         if self.routes_in_one_launch(rows) {
-            return self.fused_route(m, x, rows, shared_expert, counts, None);
+            return self.fused_route(m, x, rows, shared_expert, counts, None, out);
         }
         // fp32 logits h W^T (bf16 inputs, fp32 accumulate: the CPU twin's math), then
         // the selection kernel.
@@ -324,6 +369,58 @@ impl CudaBackend {
     /// (at one cluster's rows, ROUTE_ROWS, it also does the permute); `CudaOptions::fused_router`
     /// forces it either way. Only where its kernel fits the model (see [`route_fits`]) and on
     /// Hopper (thread block clusters).
+    /// A MoE layer's sizes at `rows` rows.
+    fn moe_shape(&self, m: &MoeWeights, rows: usize) -> MoeShape {
+        let c = &self.cfg;
+        let shared_in_items = self.shared_in_items(m, rows);
+        let (topk, experts) = (c.num_experts_per_tok + shared_in_items as usize, c.num_experts + shared_in_items as usize);
+        let slots = rows * topk;
+        let tile_m = self.tile_rows(m, rows);
+        MoeShape { shared_in_items, topk, experts, slots, tile_m, max_items: experts.min(slots) + slots / tile_m + 1 }
+    }
+
+    /// What MoE layer `layer`'s launches write at `rows` rows ([`MoeBuffers`]); `None` for a
+    /// dense layer.
+    pub(super) fn moe_buffers(&self, layer: usize, rows: usize) -> Result<Option<MoeBuffers>> {
+        let Ffn::Moe(m) = &self.w.layers[layer].ffn else { return Ok(None) };
+        let (h, im) = (self.cfg.hidden_size, self.cfg.moe_intermediate_size);
+        let MoeShape { shared_in_items, experts, slots, max_items, .. } = self.moe_shape(m, rows);
+        let act = self.alloc_bf16(slots * im, "expert activations")?;
+        let slot_out = self.alloc_bf16(slots * h, "expert outputs")?;
+        let perm = Permuted {
+            slot_token: self.k.alloc::<i32>(slots, "slot tokens")?,
+            slot_weight: self.alloc_f32(slots, "slot weights")?,
+            tok_slot: self.k.alloc::<i32>(slots, "token slots")?,
+            items: self.k.alloc::<i32>(3 * max_items, "MoE work items")?,
+            // The count, then the expert GEMMs' unit counters (csrc/params.h, MOE_UNIT_COUNTERS).
+            num_items: self.k.alloc::<i32>(1 + MOE_UNIT_COUNTERS, "MoE item count")?,
+        };
+        let fused = self.routes_in_one_launch(rows);
+        // moe_route permutes one cluster's rows itself, counting in shared memory.
+        let counts = if fused && rows <= ROUTE_ROWS {
+            None
+        } else {
+            Some(PickCounts {
+                counts: self.k.alloc::<i32>(experts, "expert pick counts")?,
+                pick_pos: self.k.alloc::<i32>(slots, "pick places")?,
+            })
+        };
+        let route = if fused { Some(self.router_out(rows, shared_in_items)?) } else { None };
+        Ok(Some(MoeBuffers { layer, rows, act, slot_out, perm, counts, counts_zeroed: false, route }))
+    }
+
+    /// moe_route's outputs at `rows` rows: the f32 logits, the picks and their weights.
+    fn router_out(&self, rows: usize, shared_in_items: bool) -> Result<RouterOut> {
+        let c = &self.cfg;
+        let picks = c.num_experts_per_tok + shared_in_items as usize;
+        Ok(RouterOut {
+            logits: self.alloc_f32(rows * c.num_experts, "router logits")?,
+            ids: self.k.alloc::<i32>(rows * picks, "router ids")?,
+            wts: self.alloc_f32(rows * picks, "router weights")?,
+            pool_ids: None,
+        })
+    }
+
     fn routes_in_one_launch(&self, rows: usize) -> bool {
         self.wgmma && route_fits(&self.cfg) && self.opts.fused_router.unwrap_or(rows <= FUSED_ROUTE_MAX_ROWS)
     }
@@ -332,6 +429,7 @@ impl CudaBackend {
     /// launch, a cluster per ROUTE_ROWS rows; with `permute` (at most ROUTE_ROWS rows) also
     /// moe_permute's outputs for items of `tile_m` rows, else with `counts` the counts moe_permute
     /// reads.
+    #[allow(clippy::too_many_arguments)]
     fn fused_route(
         &self,
         m: &MoeWeights,
@@ -340,12 +438,13 @@ impl CudaBackend {
         shared_expert: Option<usize>,
         counts: Option<&PickCounts>,
         permute: Option<(&Permuted, usize)>,
+        out: Option<RouterOut>,
     ) -> Result<RouterOut> {
         let c = &self.cfg;
-        let picks = c.num_experts_per_tok + shared_expert.is_some() as usize;
-        let logits = self.alloc_f32(rows * c.num_experts, "router logits")?;
-        let ids = self.k.alloc::<i32>(rows * picks, "router ids")?;
-        let wts = self.alloc_f32(rows * picks, "router weights")?;
+        let RouterOut { logits, ids, wts, .. } = match out {
+            Some(o) => o,
+            None => self.router_out(rows, shared_expert.is_some())?,
+        };
         let mut p = RouteParams {
             sel: self.selection_params(m, &logits, &ids, &wts, rows, shared_expert, counts),
             x: self.p(x),
@@ -463,11 +562,15 @@ impl CudaBackend {
         }
         let c = &self.cfg;
         let (h, im, e) = (c.hidden_size, c.moe_intermediate_size, c.num_experts);
-        let shared = if self.shared_in_items(m, rows) { m.shared.as_ref() } else { None };
+        let MoeShape { shared_in_items, topk, experts, slots, tile_m, max_items } = self.moe_shape(m, rows);
         // With the shared expert among the items it is expert number e, every token's last pick.
-        let (topk, experts) = match shared {
-            Some(_) => (c.num_experts_per_tok + 1, e + 1),
-            None => (c.num_experts_per_tok, e),
+        let shared = if shared_in_items { m.shared.as_ref() } else { None };
+        // The layer's buffers, allocated before its post-attention norm where that norm ran just
+        // before for this layer and these rows (MoeBuffers); here otherwise (an op on its own).
+        let prepared = self.moe_prepared.borrow_mut().take().filter(|b| b.layer == layer && b.rows == rows);
+        let MoeBuffers { act, slot_out, perm, counts, counts_zeroed, route, .. } = match prepared {
+            Some(b) => b,
+            None => self.moe_buffers(layer, rows)?.ok_or_else(|| anyhow::anyhow!("layer {layer} is dense"))?,
         };
         // The shared expert, when it is not among the items, runs on the side stream beside the
         // router and the routed experts: its cuBLAS GEMMs fill few SMs at these rows (32 CTAs for
@@ -481,14 +584,12 @@ impl CudaBackend {
             }
             _ => None,
         };
-        let slots = rows * topk;
         let recording = self.routing.borrow().is_some();
-        let tile_m = self.tile_rows(m, rows);
-        let max_items = experts.min(slots) + slots / tile_m + 1;
-        // The kernels and their programmatic edges (kernels.rs, launch_dependent): gate_up after
-        // moe_permute, down after gate_up. A dependent's edge is to the stream's node before it,
-        // so every buffer is allocated before the router and freed after the layer (MoeScratch):
-        // no allocation or free lies between two kernels of the layer.
+        // The kernels and their programmatic edges (kernels.rs, launch_dependent): moe_route
+        // after the post-attention norm, gate_up after moe_permute, down after gate_up. A
+        // dependent's edge is to the stream's node before it, so every buffer is allocated before
+        // that norm (MoeBuffers) and freed after the layer (MoeScratch): no allocation or free
+        // lies between two kernels of the layer.
         let fp8 = matches!(m.gate, ExpertMatrix::Fp8 { .. });
         // The warp-specialized tiles (by default for 128-row items) read the weights through the
         // layer's tensor maps, and take no shared expert among the items.
@@ -498,28 +599,14 @@ impl CudaBackend {
         let pdl = self.opts.expert_pdl && self.wgmma;
         // The one-warpgroup tiles (csrc/moe_gemm.cu, moe_gemm_bf16).
         let tiles = matches!(gate_up.kernel, Kernel::MoeGateUpM64 | Kernel::MoeGateUpM128);
-        let act = self.alloc_bf16(slots * im, "expert activations")?;
-        let slot_out = self.alloc_bf16(slots * h, "expert outputs")?;
-        let perm = Permuted {
-            slot_token: self.k.alloc::<i32>(slots, "slot tokens")?,
-            slot_weight: self.alloc_f32(slots, "slot weights")?,
-            tok_slot: self.k.alloc::<i32>(slots, "token slots")?,
-            items: self.k.alloc::<i32>(3 * max_items, "MoE work items")?,
-            // The count, then the expert GEMMs' unit counters (csrc/params.h, MOE_UNIT_COUNTERS).
-            num_items: self.k.alloc::<i32>(1 + MOE_UNIT_COUNTERS, "MoE item count")?,
-        };
         let shared_pick = shared.map(|_| e);
         let mut held_counts = None;
-        let routed = if self.routes_in_one_launch(rows) && rows <= ROUTE_ROWS {
-            // The router and the permute in one launch (moe_route's cluster counts the picks).
-            self.fused_route(m, x, rows, shared_pick, None, Some((&perm, tile_m)))?
-        } else {
-            let counts = held_counts.insert(PickCounts {
-                counts: self.k.alloc::<i32>(experts, "expert pick counts")?,
-                pick_pos: self.k.alloc::<i32>(slots, "pick places")?,
-            });
-            self.k.stream.memset_zeros(&mut counts.counts).map_err(CudaError::driver(|| "zeroing the expert pick counts".into()))?;
-            let routed = self.router(m, x, rows, shared_pick, Some(counts), recording)?;
+        let routed = if let Some(mut counts) = counts {
+            if !counts_zeroed {
+                self.k.stream.memset_zeros(&mut counts.counts).map_err(CudaError::driver(|| "zeroing the expert pick counts".into()))?;
+            }
+            let counts = held_counts.insert(counts);
+            let routed = self.router(m, x, rows, shared_pick, Some(counts), recording, route)?;
             let p = PermuteParams {
                 topk_ids: self.p(&routed.ids),
                 topk_w: self.p(&routed.wts),
@@ -537,6 +624,9 @@ impl CudaBackend {
             };
             self.k.launch(Kernel::MoePermute, (slots.div_ceil(PERMUTE_THREADS).max(1) as u32, 1, 1), PERMUTE_THREADS as u32, &p)?;
             routed
+        } else {
+            // The router and the permute in one launch (moe_route's cluster counts the picks).
+            self.fused_route(m, x, rows, shared_pick, None, Some((&perm, tile_m)), route)?
         };
         if recording {
             let r = self.read_routing(layer, m, &routed, rows, topk)?;
