@@ -546,7 +546,7 @@ __device__ __forceinline__ void store_warpgroup_rows(const MoeGemmParams& p, con
 // the 1 KB of slack the host adds.
 template <int BM, bool GATED>
 __device__ __forceinline__ void moe_gemm_wgmma(const MoeGemmParams& p, int e, int s0, int rows, int n0) {
-    constexpr int BK = GEMM_BK, ST = moe_tiles_stages(BM), H = BM / 64;
+    constexpr int BK = GEMM_BK, ST = moe_wgmma_tiles_stages(BM), H = BM / 64;
     using T = TileSources<BM>;
     extern __shared__ __align__(1024) unsigned char raw[];
     unsigned char* base = raw + ((1024 - ((uint32_t)__cvta_generic_to_shared(raw) & 1023)) & 1023);
@@ -878,8 +878,8 @@ __device__ __forceinline__ void moe_gemm_fp8_tiles(const MoeGemmParams& p) {
 #endif
 }
 
-extern "C" __global__ void __launch_bounds__(MOE_TILES_THREADS, 2) moe_gate_up_m64(const MoeGemmParams p) { moe_gemm_bf16<MOE_BM_LARGE, true>(p); }
-extern "C" __global__ void __launch_bounds__(MOE_TILES_THREADS, 2) moe_down_m64(const MoeGemmParams p) { moe_gemm_bf16<MOE_BM_LARGE, false>(p); }
+extern "C" __global__ void __launch_bounds__(MOE_TILES_THREADS, 3) moe_gate_up_m64(const MoeGemmParams p) { moe_gemm_bf16<MOE_BM_LARGE, true>(p); }
+extern "C" __global__ void __launch_bounds__(MOE_TILES_THREADS, 3) moe_down_m64(const MoeGemmParams p) { moe_gemm_bf16<MOE_BM_LARGE, false>(p); }
 extern "C" __global__ void __launch_bounds__(MOE_TILES_THREADS, 2) moe_gate_up_m128(const MoeGemmParams p) { moe_gemm_bf16<MOE_BM_XLARGE, true>(p); }
 extern "C" __global__ void __launch_bounds__(MOE_TILES_THREADS, 2) moe_down_m128(const MoeGemmParams p) { moe_gemm_bf16<MOE_BM_XLARGE, false>(p); }
 // The warp-specialized tiles: sm_90a only (CudaBackend launches them where wgmma is).

@@ -103,10 +103,10 @@ fn expert_gemms(tile_m: usize, fp8: bool, wgmma: bool, ws: bool) -> [ExpertGemm;
             tiles(K::MoeGateUpM128, gu_cols, MOE_TILES_THREADS, MOE_TILES_M128_SMEM),
             tiles(K::MoeDownM128, dn_cols, MOE_TILES_THREADS, MOE_TILES_M128_SMEM),
         ],
-        (_, false) => [
-            tiles(K::MoeGateUpM64, gu_cols, MOE_TILES_THREADS, MOE_TILES_M64_SMEM),
-            tiles(K::MoeDownM64, dn_cols, MOE_TILES_THREADS, MOE_TILES_M64_SMEM),
-        ],
+        (_, false) => {
+            let smem = if wgmma { MOE_TILES_M64_WGMMA_SMEM } else { MOE_TILES_M64_SMEM };
+            [tiles(K::MoeGateUpM64, gu_cols, MOE_TILES_THREADS, smem), tiles(K::MoeDownM64, dn_cols, MOE_TILES_THREADS, smem)]
+        }
     }
 }
 
