@@ -222,8 +222,9 @@ constexpr DLLM_HD int moe_gemm_fp8_smem_bytes(int bm, bool gated) {
                : bm * (GEMM_BN + 4) * 4 * (gated ? 2 : 1);
 }
 static_assert(FP8_BLOCK % GEMM_BN == 0 && FP8_BLOCK % GEMM_BK == 0, "a GEMM stage's weight tile must lie in one fp8 scale block");
-// The bf16 tiles (moe_gemm.cu) of `bm` rows, one warpgroup a CTA: their cp.async stages (128-row
-// items take 3, so two CTAs still share an SM); on the mma.sync path (64 rows only) a stage is
+// The bf16 tiles (moe_gemm.cu) of `bm` rows, one warpgroup a CTA: their cp.async stages as the
+// launch sizes them (128-row items take 3, so two CTAs still share an SM; the wgmma tiles' own
+// count is below); on the mma.sync path (64 rows only) a stage is
 // (x [bm][LDS], weights [MOE_MMA_WROWS][LDS]); on sm_90a (wgmma) the x tile then the weight tile,
 // rows of GEMM_BK bf16 (128 bytes, swizzled, unpadded), the stages 1024-byte aligned (1 KB of
 // slack). The epilogue writes from registers. Launched with the larger.
@@ -239,9 +240,11 @@ constexpr DLLM_HD int moe_bf16_tiles_smem(int bm) {
 static constexpr uint32_t MOE_TILES_THREADS = MOE_WG_THREADS;
 static constexpr uint32_t MOE_TILES_M64_SMEM = moe_bf16_tiles_smem(MOE_BM_LARGE);
 static constexpr uint32_t MOE_TILES_M128_SMEM = moe_bf16_tiles_smem(MOE_BM_XLARGE);
-// On sm_90a (wgmma) the 64-row tiles take 3 stages of the unpadded layout, so that three CTAs
-// share an SM (a batch-1 step's 648 gate_up CTAs in 1.6 waves instead of 2.45).
-constexpr DLLM_HD int moe_wgmma_tiles_stages(int bm) { return 3; }
+// On sm_90a (wgmma) both item sizes take 3 stages of the unpadded layout: two 128-row CTAs or
+// three 64-row CTAs share an SM, and the 64-row ones launch with only what that layout needs.
+// With 4 stages and two an SM, a batch-1 step's 648 gate_up CTAs ran 2.45 waves; with 3 and
+// three an SM, 1.6, and steps from batch 1 to 32 ran 1.5-1.8% faster (docs/PERF.md, session 31).
+constexpr DLLM_HD int moe_wgmma_tiles_stages(int) { return 3; }
 static constexpr uint32_t MOE_TILES_M64_WGMMA_SMEM = moe_wgmma_tiles_stages(MOE_BM_LARGE) * moe_wgmma_stage_bytes(MOE_BM_LARGE) + 1024;
 static_assert(3 * (MOE_TILES_M64_WGMMA_SMEM + 1024) <= 228 * 1024, "three CTAs of the 64-row wgmma tiles must share an SM");
 static_assert(2 * (MOE_TILES_M128_SMEM + 1024) <= 228 * 1024, "two CTAs of the 128-row bf16 tiles must share an SM");
