@@ -12,7 +12,6 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 
 #define BUF_BYTES (8u << 20)
 #define ALIGN 8
@@ -35,8 +34,6 @@ static void CUPTIAPI buffer_requested(uint8_t** buffer, size_t* size, size_t* ma
 }
 
 static void CUPTIAPI buffer_completed(CUcontext ctx, uint32_t stream, uint8_t* buffer, size_t size, size_t valid) {
-    (void)ctx;
-    (void)stream;
     (void)size;
     CUpti_Activity* rec = NULL;
     while (cuptiActivityGetNextRecord(buffer, valid, &rec) == CUPTI_SUCCESS) {

@@ -365,10 +365,6 @@ impl CudaBackend {
         }
     }
 
-    /// Whether moe_route takes the router of `rows` rows: by default up to FUSED_ROUTE_MAX_ROWS
-    /// (at one cluster's rows, ROUTE_ROWS, it also does the permute); `CudaOptions::fused_router`
-    /// forces it either way. Only where its kernel fits the model (see [`route_fits`]) and on
-    /// Hopper (thread block clusters).
     /// A MoE layer's sizes at `rows` rows.
     fn moe_shape(&self, m: &MoeWeights, rows: usize) -> MoeShape {
         let c = &self.cfg;
@@ -421,6 +417,10 @@ impl CudaBackend {
         })
     }
 
+    /// Whether moe_route takes the router of `rows` rows: by default up to FUSED_ROUTE_MAX_ROWS
+    /// (at one cluster's rows, ROUTE_ROWS, it also does the permute); `CudaOptions::fused_router`
+    /// forces it either way. Only where its kernel fits the model (see [`route_fits`]) and on
+    /// Hopper (thread block clusters).
     fn routes_in_one_launch(&self, rows: usize) -> bool {
         self.wgmma && route_fits(&self.cfg) && self.opts.fused_router.unwrap_or(rows <= FUSED_ROUTE_MAX_ROWS)
     }
