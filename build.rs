@@ -266,8 +266,9 @@ fn global_functions(src: &str) -> Vec<String> {
     let mut names = vec![];
     for (i, _) in src.match_indices("extern \"C\" __global__ void") {
         let mut rest = src[i + "extern \"C\" __global__ void".len()..].trim_start();
-        // Attributes between `void` and the name: __cluster_dims__(...), __launch_bounds__(...).
-        while let Some(r) = ["__cluster_dims__(", "__launch_bounds__("].iter().find_map(|a| rest.strip_prefix(a)) {
+        // Attributes between `void` and the name: __cluster_dims__(...), __launch_bounds__(...),
+        // __maxnreg__(...).
+        while let Some(r) = ["__cluster_dims__(", "__launch_bounds__(", "__maxnreg__("].iter().find_map(|a| rest.strip_prefix(a)) {
             let close = r.find(')').expect("an attribute's closing parenthesis");
             rest = r[close + 1..].trim_start();
         }

@@ -6,12 +6,18 @@
 
 // The row's first NORM_CACHE * blockDim values stay in registers between the two passes, and
 // their loads are issued together (a loop of dependent-latency loads made this ~8 us a call at
-// 32 rows; with 8 values a thread, flash's 4096 columns took ~12 us, half of them in that loop);
+// 32 rows; with 8 values a thread at 256 threads, flash's 4096 columns took ~12 us, half of them
+// in that loop: the host now sizes the block so that rows up to 8,192 columns have none);
 // columns past that are read again. The norm weights of those columns are loaded with them: read
 // in the output loop, each load waited behind the previous bf16 store (out may alias w as far as
 // the compiler knows), one latency per column, ~6 of a call's ~10 us at 32 rows. Each thread sums
 // its values in increasing column order, as before.
-extern "C" __global__ void __launch_bounds__(NORM_THREADS) add_rms_norm(const NormParams p) {
+//
+// At most 40 registers (__maxnreg__: no spills; 52 with NORM_MAX_THREADS's launch bounds): six
+// CTAs of mini's 256 threads an SM instead of four. Each CTA is a row's two memory latencies with
+// a block reduction between, so the SM's bytes in flight grow with the CTAs it holds: a 4,096-token
+// prefill's add_rms_norm took 31.2 against 34.4 us a layer (docs/PERF.md, session 32).
+extern "C" __global__ void __maxnreg__(40) add_rms_norm(const NormParams p) {
     __shared__ float scratch[32];
     // The router after the post-attention norm (moe_route, a programmatic dependent) may start
     // loading its weights now; it waits for this kernel before it reads the rows.
@@ -24,20 +30,20 @@ extern "C" __global__ void __launch_bounds__(NORM_THREADS) add_rms_norm(const No
     float v[NORM_CACHE], wv[NORM_CACHE];
 #pragma unroll
     for (int u = 0; u < NORM_CACHE; u++) {
-        const int c = threadIdx.x + u * NORM_THREADS;
+        const int c = threadIdx.x + u * blockDim.x;
         v[u] = c < p.cols ? (dl ? x[c] + dl[c] : x[c]) : 0.f;
         wv[u] = c < p.cols ? p.w[c] : 0.f;
     }
     float ss = 0.f;
 #pragma unroll
     for (int u = 0; u < NORM_CACHE; u++) {
-        const int c = threadIdx.x + u * NORM_THREADS;
+        const int c = threadIdx.x + u * blockDim.x;
         if (c < p.cols) {
             if (dl) x[c] = v[u];
             ss += v[u] * v[u];
         }
     }
-    for (int c = threadIdx.x + NORM_CACHE * NORM_THREADS; c < p.cols; c += NORM_THREADS) {
+    for (int c = threadIdx.x + NORM_CACHE * blockDim.x; c < p.cols; c += blockDim.x) {
         float w = x[c];
         if (dl) {
             w += dl[c];
@@ -49,10 +55,10 @@ extern "C" __global__ void __launch_bounds__(NORM_THREADS) add_rms_norm(const No
     bf16* o = p.out + (size_t)r * p.cols;
 #pragma unroll
     for (int u = 0; u < NORM_CACHE; u++) {
-        const int c = threadIdx.x + u * NORM_THREADS;
+        const int c = threadIdx.x + u * blockDim.x;
         if (c < p.cols) o[c] = f2bf(v[u] * inv * wv[u]);
     }
-    for (int c = threadIdx.x + NORM_CACHE * NORM_THREADS; c < p.cols; c += NORM_THREADS) o[c] = f2bf(x[c] * inv * p.w[c]);
+    for (int c = threadIdx.x + NORM_CACHE * blockDim.x; c < p.cols; c += blockDim.x) o[c] = f2bf(x[c] * inv * p.w[c]);
 }
 
 // add_rms_norm whose delta is a MoE layer's output still in its expert slots: moe_combine fused
@@ -61,7 +67,7 @@ extern "C" __global__ void __launch_bounds__(NORM_THREADS) add_rms_norm(const No
 // token's topk weighted slot rows summed in k order, plus the shared expert's y where p.delta is
 // given, in moe_combine's order of operations; then x += delta, out = bf16(x / rms(x) * w) as in
 // add_rms_norm. A thread takes groups of MOE_NORM_COLS columns (one 16-byte bf16 load a slot):
-// group t, t + NORM_THREADS, ...; the first NORM_CACHE / MOE_NORM_COLS stay in registers between
+// group t, t + blockDim.x, ...; the first NORM_CACHE / MOE_NORM_COLS stay in registers between
 // the two passes. The host checks cols % MOE_NORM_COLS == 0 (a model's hidden size, at load).
 
 // x's group of columns from c, as two float4.
@@ -116,7 +122,10 @@ __device__ __forceinline__ void store_group_normed(bf16* dst, const float (&v)[M
     *reinterpret_cast<uint4*>(dst) = make_uint4(o[0], o[1], o[2], o[3]);
 }
 
-extern "C" __global__ void __launch_bounds__(NORM_THREADS) add_moe_rms_norm(const NormParams p) {
+// 61 registers: four CTAs of mini's 256 threads an SM (16 values a thread took 70: three), which
+// took a 4,096-token prefill's add_moe_rms_norm from 84.8 to 72.9 us a layer; capped at 48
+// (five CTAs) it spilled and took 76.8 (docs/PERF.md, session 32).
+extern "C" __global__ void __launch_bounds__(NORM_MAX_THREADS) add_moe_rms_norm(const NormParams p) {
     constexpr int G = MOE_NORM_COLS, CG = NORM_CACHE / MOE_NORM_COLS;
     __shared__ float scratch[32];
     __shared__ int32_t slots[WARP];  // the row's slot places (at most WARP picks: the host checks)
@@ -133,7 +142,7 @@ extern "C" __global__ void __launch_bounds__(NORM_THREADS) add_moe_rms_norm(cons
     XGroup xg[CG];
 #pragma unroll
     for (int u = 0; u < CG; u++) {
-        const int g = threadIdx.x + u * NORM_THREADS;
+        const int g = threadIdx.x + u * blockDim.x;
         if (g < groups) {
 #pragma unroll
             for (int h = 0; h < G / 4; h++) {
@@ -150,19 +159,19 @@ extern "C" __global__ void __launch_bounds__(NORM_THREADS) add_moe_rms_norm(cons
     float ss = 0.f;
 #pragma unroll
     for (int u = 0; u < CG; u++) {
-        const int g = threadIdx.x + u * NORM_THREADS;
+        const int g = threadIdx.x + u * blockDim.x;
         if (g < groups) moe_norm_group(p, xg[u], dl, slots, g * G, v[u]);
     }
 #pragma unroll
     for (int u = 0; u < CG; u++) {
-        const int g = threadIdx.x + u * NORM_THREADS;
+        const int g = threadIdx.x + u * blockDim.x;
         if (g < groups) {
             store_group_f32(x + g * G, v[u]);
 #pragma unroll
             for (int j = 0; j < G; j++) ss += v[u][j] * v[u][j];
         }
     }
-    for (int g = threadIdx.x + CG * NORM_THREADS; g < groups; g += NORM_THREADS) {
+    for (int g = threadIdx.x + CG * blockDim.x; g < groups; g += blockDim.x) {
         float t[G];
         moe_norm_group(p, load_x_group(x, g * G), dl, slots, g * G, t);
         store_group_f32(x + g * G, t);
@@ -173,10 +182,10 @@ extern "C" __global__ void __launch_bounds__(NORM_THREADS) add_moe_rms_norm(cons
     bf16* o = p.out + (size_t)r * p.cols;
 #pragma unroll
     for (int u = 0; u < CG; u++) {
-        const int g = threadIdx.x + u * NORM_THREADS;
+        const int g = threadIdx.x + u * blockDim.x;
         if (g < groups) store_group_normed(o + g * G, v[u], inv, wv[u]);
     }
-    for (int g = threadIdx.x + CG * NORM_THREADS; g < groups; g += NORM_THREADS) {
+    for (int g = threadIdx.x + CG * blockDim.x; g < groups; g += blockDim.x) {
         float t[G], w[G];
 #pragma unroll
         for (int j = 0; j < G; j++) {

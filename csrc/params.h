@@ -134,9 +134,14 @@ static_assert(DENSE_STREAM_ROWS * DENSE_STREAM_RED_LD * 4 <= DENSE_STREAM_COLS *
 #define FP8_MAX 448.0f
 #define QUANT_THREADS 256
 
-// norm.cu: threads a row, and the values a thread keeps in registers between its two passes.
-#define NORM_THREADS 256
-#define NORM_CACHE 16
+// norm.cu: the values a thread keeps in registers between its two passes, and the threads a
+// row: cols / NORM_CACHE rounded up to whole warps, at least NORM_MIN_THREADS and at most
+// NORM_MAX_THREADS (CudaBackend::add_rms_norm), so every column of a row up to 8,192 stays in
+// registers. 16 values a thread at 256 threads took 70 registers: three CTAs an SM, and the norms
+// of a 4,096-token prefill ran at 58% of the DRAM bandwidth (docs/PERF.md, session 32).
+#define NORM_CACHE 8
+#define NORM_MIN_THREADS 128
+#define NORM_MAX_THREADS 1024
 // add_moe_rms_norm: a thread's group of columns (one 16-byte load of bf16 a slot); a divisor of
 // NORM_CACHE and of every hidden size the CUDA backend loads.
 #define MOE_NORM_COLS 8

@@ -412,6 +412,14 @@ impl CudaBackend {
     }
 }
 
+/// The norms' threads a row of `cols` (csrc/norm.cu): NORM_CACHE columns a thread in whole warps,
+/// so that a row of up to NORM_CACHE x NORM_MAX_THREADS columns stays in registers between the
+/// kernel's two passes, in [NORM_MIN_THREADS, NORM_MAX_THREADS]. (Mini's 2,048: 256; flash's
+/// 4,096: 512.)
+fn norm_threads(cols: usize) -> u32 {
+    (cols.div_ceil(NORM_CACHE).next_multiple_of(WARP)).clamp(NORM_MIN_THREADS, NORM_MAX_THREADS) as u32
+}
+
 fn check_shapes(c: &ModelConfig) -> Result<()> {
     let d = c.head_dim();
     let group = c.num_attention_heads / c.num_key_value_heads;
@@ -545,7 +553,7 @@ impl Backend for CudaBackend {
             zero,
             zero_len,
         };
-        self.k.launch(kernel, (x.rows as u32, 1, 1), NORM_THREADS as u32, &p)?;
+        self.k.launch(kernel, (x.rows as u32, 1, 1), norm_threads(x.cols), &p)?;
         *self.moe_prepared.borrow_mut() = moe;
         Ok(CudaAct { rows: x.rows, cols: x.cols, data: ActData::Bf16(out) })
     }
