@@ -5,6 +5,7 @@
 #include "common.cuh"
 #include "cp_async.cuh"
 #include "moe_items.cuh"
+#include "route_select.cuh"
 #include "stream.cuh"
 #include <cooperative_groups.h>
 
@@ -23,12 +24,6 @@ namespace cg = cooperative_groups;
 // cuBLAS's by f32 rounding (another summation order). Host: CudaBackend::router and moe.
 // Needs experts <= ROUTE_MAX_E and a multiple of 16, groups of a power of two in [2, WARP]
 // experts (checked on the host: moe.rs, route_fits).
-
-// A warp's scratch for its row's selection.
-struct RouteWarp {
-    float gscore[ROUTER_MAX_GROUPS];
-    int kept[ROUTER_MAX_GROUPS];
-};
 
 struct RouteShared {
     float logits[ROUTE_ROWS / ROUTE_CLUSTER][ROUTE_MAX_E];  // this CTA's rows
@@ -150,101 +145,6 @@ __device__ __forceinline__ void route_partial_logits(const RouteParams& p, int t
         }
 }
 
-// Phase 2, one warp a row (all of a CTA's rows at once): the row's logits l (shared memory) ->
-// lane k < topk holds pick k (rank order: id, sigmoid score), every lane their sum in rank order.
-// As cpu::route: b = sigmoid + bias; a group's score the sum of its two largest b; the topk_group
-// best groups (ties to the lower group) keep their experts; the top-k of those by b (ties to the
-// lower index); the weights from the sigmoid scores. Lane l holds experts l + 32j in registers,
-// so a group (gsize consecutive experts, a power of two <= WARP) is gsize consecutive lanes of
-// one register: its two largest b by shuffles within them. A pick round is a lane's best over
-// its registers and two hardware reductions (the largest key, then the lowest expert holding it).
-__device__ __forceinline__ void route_select_warp(const RouteParams& p, const float* l, const float* bias, RouteWarp& sw, int& my_id,
-                                                  float& my_s, float& sum) {
-    constexpr int J = ROUTE_MAX_E / WARP;
-    const int lane = threadIdx.x % WARP;
-    const int E = p.sel.experts, gsize = E / p.sel.n_group, gshift = __ffs(gsize) - 1;  // gsize: a power of two
-    float s[J], b[J];
-    // (__frcp_rn: 1 / x correctly rounded, as 1.f / x, without the division's slow-path branch
-    // between the registers' chains.)
-#pragma unroll
-    for (int j = 0; j < J; j++) {
-        const int e = lane + WARP * j;
-        const bool act = e < E;
-        s[j] = act ? __frcp_rn(1.f + expf(-l[e])) : 0.f;
-        b[j] = act ? s[j] + bias[e] : -INFINITY;
-    }
-    // All registers' shuffles interleaved (the level count is uniform).
-    float a1[J], a2[J];
-#pragma unroll
-    for (int j = 0; j < J; j++) {
-        a1[j] = b[j];
-        a2[j] = -INFINITY;
-    }
-#pragma unroll
-    for (int o = 1; o < WARP; o <<= 1) {
-        if (o >= gsize) break;
-#pragma unroll
-        for (int j = 0; j < J; j++) {
-            const float o1 = __shfl_xor_sync(0xffffffffu, a1[j], o), o2 = __shfl_xor_sync(0xffffffffu, a2[j], o);
-            a2[j] = fmaxf(fminf(a1[j], o1), fmaxf(a2[j], o2));
-            a1[j] = fmaxf(a1[j], o1);
-        }
-    }
-#pragma unroll
-    for (int j = 0; j < J; j++) {
-        const int e = lane + WARP * j;
-        if (e < E && (e & (gsize - 1)) == 0) sw.gscore[e >> gshift] = a1[j] + a2[j];
-    }
-    __syncwarp();
-    for (int g = lane; g < p.sel.n_group; g += WARP) {
-        const uint32_t mine = order_key(sw.gscore[g]);
-        int rank = 0;
-        for (int o = 0; o < p.sel.n_group; o++) {
-            const uint32_t k = order_key(sw.gscore[o]);
-            rank += k > mine || (k == mine && o < g);
-        }
-        sw.kept[g] = rank < p.sel.topk_group;
-    }
-    __syncwarp();
-    uint32_t key[J];  // 0: not a candidate (below every float's key but a negative NaN's)
-#pragma unroll
-    for (int j = 0; j < J; j++) {
-        const int e = lane + WARP * j;
-        key[j] = e < E && sw.kept[e >> gshift] ? order_key(b[j]) : 0u;
-    }
-    my_id = 0;
-    my_s = 0.f;
-    sum = 0.f;
-    for (int k = 0; k < p.sel.topk; k++) {
-        uint32_t best = 0u;
-        int bj = 0;
-#pragma unroll
-        for (int j = 0; j < J; j++)
-            if (key[j] > best) {  // strict: the lane's lowest expert among equal keys
-                best = key[j];
-                bj = j;
-            }
-        const uint32_t top = __reduce_max_sync(0xffffffffu, best);
-        const int id = (int)__reduce_min_sync(0xffffffffu, best == top ? (unsigned)(lane + WARP * bj) : 0xffffffffu);
-        const int owner = id % WARP, oj = id / WARP;
-        float so = 0.f;
-#pragma unroll
-        for (int j = 0; j < J; j++)
-            if (j == oj) so = s[j];
-        const float sk = __shfl_sync(0xffffffffu, so, owner);
-        sum += sk;  // the CPU's order: rank order
-        if (lane == k) {
-            my_id = id;
-            my_s = sk;
-        }
-        if (lane == owner) {
-#pragma unroll
-            for (int j = 0; j < J; j++)
-                if (j == oj) key[j] = 0u;
-        }
-    }
-}
-
 extern "C" __global__ void __cluster_dims__(ROUTE_CLUSTER, 1, 1) __launch_bounds__(ROUTE_THREADS, 1) moe_route(const RouteParams p) {
     constexpr int C = ROUTE_CLUSTER, PER = ROUTE_ROWS / ROUTE_CLUSTER;
     extern __shared__ __align__(128) unsigned char raw[];
@@ -284,7 +184,7 @@ extern "C" __global__ void __cluster_dims__(ROUTE_CLUSTER, 1, 1) __launch_bounds
         const int t = t0 + rank + warp * C;
         int id;
         float sk, sum;
-        route_select_warp(p, sh.logits[warp], sh.bias, sh.warp[warp], id, sk, sum);
+        route_select_warp(p.sel, sh.logits[warp], sh.bias, sh.warp[warp], id, sk, sum);
         if (lane < picks) {
             const bool shared = lane == p.sel.topk;  // the shared expert, weight 1
             const int e = shared ? p.sel.shared_expert : id;

@@ -3,6 +3,7 @@
 // scores. CPU twin: backend::cpu::route. LLaDA2.2's block routing (moe_router_block) picks each
 // token's top-k from its routing block's pool instead; CPU twin: backend::cpu::route_block.
 #include "common.cuh"
+#include "route_select.cuh"
 
 
 // The block router's last part, per token t (the whole CTA): the top-k of the candidate experts
@@ -44,7 +45,51 @@ __device__ __forceinline__ void pick_and_write(const float* sc, const float* bk,
     }
 }
 
-// moe_router_select: one warp per token, ROUTER_SELECT_WARPS tokens a CTA, from the fp32 logits
+// moe_router_select: one warp per token, blockDim.x / WARP tokens a CTA (up to
+// ROUTER_SELECT_MAX_WARPS; the host sizes it by the rows, moe.rs select_warps), from the fp32
+// logits (cuBLAS, h W^T), by route_select_warp (route_select.cuh: the selection in registers, as
+// moe_route's). With counts set, each pick also takes its place in its expert (moe_permute's slot
+// order): first among the CTA's picks of that expert (shared-memory atomics), then the CTA takes
+// its experts' places at once (one global atomic an expert the CTA picked). A global atomic a
+// pick, as moe_router_select_wide takes them, serialises on an expert that most tokens pick: the
+// selection grew by about 5 ns a row, to 31 us a layer of a 4,096-token prefill at mini's shape,
+// 19 us with CTAs of 16 tokens (docs/PERF.md, session 32).
+extern "C" __global__ void __launch_bounds__(ROUTER_SELECT_MAX_WARPS * WARP) moe_router_select(const RouterParams p) {
+    __shared__ RouteWarp scratch[ROUTER_SELECT_MAX_WARPS];
+    __shared__ int cta_count[ROUTE_MAX_E + 1], cta_base[ROUTE_MAX_E + 1];  // + the shared expert
+    const int lane = threadIdx.x % WARP, w = threadIdx.x / WARP;
+    const int t = blockIdx.x * (blockDim.x / WARP) + w;
+    const bool counting = p.counts != nullptr;
+    const int n_experts = p.experts + (p.shared_expert >= 0);
+    if (counting)
+        for (int e = threadIdx.x; e < n_experts; e += blockDim.x) cta_count[e] = 0;
+    __syncthreads();
+    const int picks = p.topk + (p.shared_expert >= 0);
+    int e = -1, local = 0;  // this lane's pick and its place among the CTA's picks of e
+    if (t < p.tokens) {  // uniform over the warp
+        int id;
+        float sk, sum;
+        route_select_warp(p, p.logits + (size_t)t * p.experts, p.bias, scratch[w], id, sk, sum);
+        if (lane < picks) {
+            const bool shared = lane == p.topk;  // the shared expert, weight 1
+            e = shared ? p.shared_expert : id;
+            const size_t j = (size_t)t * picks + lane;
+            p.topk_ids[j] = e;
+            p.topk_w[j] = shared ? 1.f : sk / sum * p.scale;
+            if (counting) local = atomicAdd(&cta_count[e], 1);
+        }
+    }
+    if (!counting) return;  // uniform over the grid
+    __syncthreads();  // the CTA's counts are in
+    for (int x = threadIdx.x; x < n_experts; x += blockDim.x)
+        if (cta_count[x] > 0) cta_base[x] = atomicAdd(&p.counts[x], cta_count[x]);
+    __syncthreads();  // the CTA's places are taken
+    if (e >= 0) p.pick_pos[(size_t)t * picks + lane] = cta_base[e] + local;
+}
+
+// moe_router_select_wide: the same picks for any router moe_router_select cannot take (more than
+// ROUTE_MAX_E experts, or groups that are not a power of two in [2, WARP] experts). One warp per
+// token, ROUTER_SELECT_WIDE_WARPS tokens a CTA, from the fp32 logits
 // (cuBLAS, h W^T): sigmoid, + bias, group score = sum of the two largest biased scores, topk_group
 // groups (ties to the lower group), then topk rounds of a warp argmax over the kept experts
 // (ties to the lower index), weights from the unbiased scores summed in rank order. With counts
@@ -52,8 +97,8 @@ __device__ __forceinline__ void pick_and_write(const float* sc, const float* bk,
 // atomic. Both scores stay in the warp's shared memory, so a round is shared-memory reads and
 // shuffles only. (One CTA per token ranking all experts against all others took ~38 us a layer
 // at batch 64: 256 x 256 comparisons per token.)
-extern "C" __global__ void __launch_bounds__(ROUTER_SELECT_WARPS * WARP) moe_router_select(const RouterParams p) {
-    constexpr int W = ROUTER_SELECT_WARPS;
+extern "C" __global__ void __launch_bounds__(ROUTER_SELECT_WIDE_WARPS * WARP) moe_router_select_wide(const RouterParams p) {
+    constexpr int W = ROUTER_SELECT_WIDE_WARPS;
     __shared__ float sc_all[W][ROUTER_MAX_E];  // sigmoid scores
     __shared__ float bk_all[W][ROUTER_MAX_E];  // biased scores; -inf: dropped group or taken
     __shared__ float gscore_all[W][ROUTER_MAX_GROUPS];

@@ -157,7 +157,8 @@ static_assert(DENSE_STREAM_ROWS * DENSE_STREAM_RED_LD * 4 <= DENSE_STREAM_COLS *
 
 // moe_router.cu, moe_permute.cu, lm_head.cu, unmask.cu.
 #define ROUTER_THREADS 256
-#define ROUTER_SELECT_WARPS 4  // moe_router_select: tokens a CTA (two 4 KB score rows a warp)
+#define ROUTER_SELECT_MAX_WARPS 16  // moe_router_select: tokens (a warp each) a CTA at most, which counts its picks at once
+#define ROUTER_SELECT_WIDE_WARPS 4  // moe_router_select_wide: tokens a CTA (two 4 KB score rows a warp)
 #define ROUTER_MAX_E 1024
 #define ROUTER_MAX_GROUPS 64
 #define PERMUTE_THREADS 1024

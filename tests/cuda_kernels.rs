@@ -397,7 +397,10 @@ mod cuda {
     /// also does the permute, the shared expert among the items) and past them (a cluster per 32
     /// rows, then moe_permute), on the mid model's router (16 experts in groups of 4, hidden 256:
     /// four k chunks, half the cluster idle) and on mini's (256 experts in 8 groups of 32, top-8
-    /// of the best 4 groups, hidden 2048: four k chunks a CTA through its three stages).
+    /// of the best 4 groups, hidden 2048: four k chunks a CTA through its three stages). Off, the
+    /// selection is moe_router_select's (in registers, as moe_route's); a third router, 48 experts
+    /// in 2 groups of 24 (not a power of two: neither kernel takes it), selects by
+    /// moe_router_select_wide either way.
     #[test]
     fn fused_router_matches_cpu() {
         if skip() {
@@ -412,7 +415,14 @@ mod cuda {
             c.n_group = 8;
             c.topk_group = 4;
         });
-        for dir in [&mid, &mini] {
+        let wide = tmp("fused-router-wide");
+        write_mid_config(&wide, 256, 8, 2, 128, 136, |c| {
+            c.num_experts = 48;
+            c.num_experts_per_tok = 6;
+            c.n_group = 2;
+            c.topk_group = 1;
+        });
+        for dir in [&mid, &mini, &wide] {
             for fused in [true, false] {
                 let mut p = pair_opts(dir, None, CudaOptions { fused_router: Some(fused), ..opts() });
                 for (seed, rows) in [(50u64, 1usize), (51, 24), (52, 32), (53, 33), (54, 96)] {

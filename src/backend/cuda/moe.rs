@@ -38,13 +38,29 @@ fn moe_tile_rows(slots: usize, experts: usize, forced: Option<usize>, bf16_wgmma
 /// at 16, so it stops at 256 rows.
 const FUSED_ROUTE_MAX_ROWS: usize = 8 * ROUTE_ROWS;
 
-/// Whether moe_route's kernel takes this model's router: up to ROUTE_MAX_E experts, a multiple of
-/// 16 (its n8 tile pairs), in groups of a power of two in [2, WARP] experts (a group's lanes
-/// then lie in one warp), and no block routing (LLaDA2.2's routers stay moe_router_block).
-pub(super) fn route_fits(c: &crate::config::ModelConfig) -> bool {
+/// Whether the selection in registers (csrc/route_select.cuh: moe_route's and moe_router_select's)
+/// takes this model's router: up to ROUTE_MAX_E experts in groups of a power of two in [2, WARP]
+/// experts (a group's lanes then lie in one warp). Other routers select by moe_router_select_wide.
+fn select_fits(c: &crate::config::ModelConfig) -> bool {
     let e = c.num_experts;
     let gsize = if c.n_group > 0 && e.is_multiple_of(c.n_group) { e / c.n_group } else { 0 };
-    c.block_routing().is_none() && e <= ROUTE_MAX_E && e.is_multiple_of(16) && gsize.is_power_of_two() && (2..=WARP).contains(&gsize)
+    e <= ROUTE_MAX_E && gsize.is_power_of_two() && (2..=WARP).contains(&gsize)
+}
+
+/// moe_router_select's tokens (warps) a CTA at `rows` rows: about two CTAs an SM, 4 to
+/// ROUTER_SELECT_MAX_WARPS (a power of two). A CTA counts its picks for one global atomic an
+/// expert: more tokens a CTA, fewer atomics on an expert most tokens pick (a 4,096-token prefill's
+/// selection 31 -> 19 us a layer at 16), but fewer CTAs at fewer rows (batch 16 at 16: 8.8 -> 10.8
+/// us; docs/PERF.md, session 32).
+fn select_warps(rows: usize, sm_count: usize) -> usize {
+    (rows / (2 * sm_count).max(1)).next_power_of_two().clamp(4, ROUTER_SELECT_MAX_WARPS)
+}
+
+/// Whether moe_route's kernel takes this model's router: the selection in registers fits, the
+/// experts are a multiple of 16 (its n8 tile pairs), and no block routing (LLaDA2.2's routers stay
+/// moe_router_block).
+pub(super) fn route_fits(c: &crate::config::ModelConfig) -> bool {
+    c.block_routing().is_none() && select_fits(c) && c.num_experts.is_multiple_of(16)
 }
 
 /// One expert GEMM launch: the kernel, the weight rows (output columns) a CTA takes, its
@@ -327,8 +343,12 @@ impl CudaBackend {
         let wts = self.alloc_f32(rows * picks, "router weights")?;
         let p = self.selection_params(m, &logits, &ids, &wts, rows, shared_expert, counts);
         if rows > 0 {
-            let ctas = rows.div_ceil(ROUTER_SELECT_WARPS) as u32;
-            self.k.launch(Kernel::MoeRouterSelect, (ctas, 1, 1), (ROUTER_SELECT_WARPS * WARP) as u32, &p)?;
+            let (kernel, warps) = if select_fits(c) {
+                (Kernel::MoeRouterSelect, select_warps(rows, self.sm_count))
+            } else {
+                (Kernel::MoeRouterSelectWide, ROUTER_SELECT_WIDE_WARPS)
+            };
+            self.k.launch(kernel, (rows.div_ceil(warps) as u32, 1, 1), (warps * WARP) as u32, &p)?;
         }
         Ok(RouterOut { ids, wts, logits, pool_ids: None })
     }
@@ -753,5 +773,32 @@ impl CudaBackend {
         let chunks = h.div_ceil(COMBINE_THREADS * COMBINE_COLS) as u32;
         self.k.launch(Kernel::MoeCombine, (rows as u32, chunks, 1), COMBINE_THREADS as u32, &p)?;
         Ok(y)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn select_cta_sizes() {
+        // 132 SMs (H200): batch 16's 512 rows, batch 64's 2,048, a 4,096-token prefill, a forward of 8,192.
+        assert_eq!(select_warps(0, 132), 4);
+        assert_eq!(select_warps(512, 132), 4);
+        assert_eq!(select_warps(2048, 132), 8);
+        assert_eq!(select_warps(4128, 132), 16);
+        assert_eq!(select_warps(8192, 132), ROUTER_SELECT_MAX_WARPS);
+    }
+
+    #[test]
+    fn register_selection_takes_grouped_routers_of_up_to_256_experts() {
+        let mut c = crate::config::preset("mini").unwrap();
+        assert!(select_fits(&c) && route_fits(&c)); // 256 experts in 8 groups of 32
+        c.num_experts = 48;
+        c.n_group = 2; // groups of 24: not a power of two
+        assert!(!select_fits(&c));
+        c.num_experts = 512;
+        c.n_group = 8; // more experts than a warp's registers hold
+        assert!(!select_fits(&c));
     }
 }
