@@ -186,12 +186,8 @@ extern "C" __global__ void __cluster_dims__(ROUTE_CLUSTER, 1, 1) __launch_bounds
         float sk, sum;
         route_select_warp(p.sel, sh.logits[warp], sh.bias, sh.warp[warp], id, sk, sum);
         if (lane < picks) {
-            const bool shared = lane == p.sel.topk;  // the shared expert, weight 1
-            const int e = shared ? p.sel.shared_expert : id;
-            const float w = shared ? 1.f : sk / sum * p.sel.scale;
+            const auto [e, w] = write_pick(p.sel.topk_ids, p.sel.topk_w, t, lane, p.sel.topk, p.sel.shared_expert, p.sel.scale, id, sk, sum);
             const size_t j = (size_t)t * picks + lane;
-            p.sel.topk_ids[j] = e;
-            p.sel.topk_w[j] = w;
             if (permute) {
                 sh.mine_e[warp][lane] = e;
                 sh.mine_pos[warp][lane] = atomicAdd(cluster.map_shared_rank(&sh.counts[e], 0), 1);

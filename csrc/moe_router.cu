@@ -36,12 +36,9 @@ __device__ __forceinline__ void pick_and_write(const float* sc, const float* bk,
     __syncthreads();
     const int picks = topk + (shared_expert >= 0);
     for (int k = threadIdx.x; k < picks; k += blockDim.x) {
-        const bool shared = k == topk;  // the shared expert, weight 1
-        const int e = shared ? shared_expert : ids[k];
-        const size_t j = (size_t)t * picks + k;
-        topk_ids[j] = e;
-        topk_w[j] = shared ? 1.f : sc[e] / wsum * scale;
-        if (counts != nullptr) pick_pos[j] = atomicAdd(&counts[e], 1);
+        const int id = k < topk ? ids[k] : 0;
+        const int e = write_pick(topk_ids, topk_w, t, k, topk, shared_expert, scale, id, sc[id], wsum).e;
+        if (counts != nullptr) pick_pos[(size_t)t * picks + k] = atomicAdd(&counts[e], 1);
     }
 }
 
@@ -71,11 +68,7 @@ extern "C" __global__ void __launch_bounds__(ROUTER_SELECT_MAX_WARPS * WARP) moe
         float sk, sum;
         route_select_warp(p, p.logits + (size_t)t * p.experts, p.bias, scratch[w], id, sk, sum);
         if (lane < picks) {
-            const bool shared = lane == p.topk;  // the shared expert, weight 1
-            e = shared ? p.shared_expert : id;
-            const size_t j = (size_t)t * picks + lane;
-            p.topk_ids[j] = e;
-            p.topk_w[j] = shared ? 1.f : sk / sum * p.scale;
+            e = write_pick(p.topk_ids, p.topk_w, t, lane, p.topk, p.shared_expert, p.scale, id, sk, sum).e;
             if (counting) local = atomicAdd(&cta_count[e], 1);
         }
     }
@@ -170,12 +163,8 @@ extern "C" __global__ void __launch_bounds__(ROUTER_SELECT_WIDE_WARPS * WARP) mo
     }
     const int picks = p.topk + (p.shared_expert >= 0);
     if (lane < picks) {
-        const bool shared = lane == p.topk;  // the shared expert, weight 1
-        const int e = shared ? p.shared_expert : my_id;
-        const size_t j = (size_t)t * picks + lane;
-        p.topk_ids[j] = e;
-        p.topk_w[j] = shared ? 1.f : my_s / sum * p.scale;
-        if (p.counts != nullptr) p.pick_pos[j] = atomicAdd(&p.counts[e], 1);
+        const int e = write_pick(p.topk_ids, p.topk_w, t, lane, p.topk, p.shared_expert, p.scale, my_id, my_s, sum).e;
+        if (p.counts != nullptr) p.pick_pos[(size_t)t * picks + lane] = atomicAdd(&p.counts[e], 1);
     }
 }
 
