@@ -5,6 +5,8 @@
 // are not serialised, programmatic dependent launches still overlap, CUDA graph replays are
 // recorded node by node) and writes them, one line a kernel, when the program exits:
 //   start_ns end_ns graph_id graph_node_id stream_id grid_x grid_y grid_z block_x name
+// and every memcpy and memset the same way, grid and block 0 and the name in brackets
+// ("[memcpy HtoD 4096 B]", "[memset 1028 B]"): the GPU time between kernels they take,
 // to the file KERNEL_TRACE_OUT names (a tool's setting, as CUPTI's own; default
 // kernel-trace.tsv). tools/kernel-trace/timeline.py turns that into per-layer tables.
 // Build: tools/kernel-trace/build.sh (here, against the CUPTI headers of the pinned wheel).
@@ -37,6 +39,24 @@ static void CUPTIAPI buffer_completed(CUcontext ctx, uint32_t stream, uint8_t* b
     (void)size;
     CUpti_Activity* rec = NULL;
     while (cuptiActivityGetNextRecord(buffer, valid, &rec) == CUPTI_SUCCESS) {
+        if (rec->kind == CUPTI_ACTIVITY_KIND_MEMCPY) {
+            static const char* const kinds[] = {"?", "HtoD", "DtoH", "HtoA", "AtoH", "AtoA", "AtoD", "DtoA", "DtoD", "HtoH", "PtoP"};
+            const CUpti_ActivityMemcpy6* m = (const CUpti_ActivityMemcpy6*)rec;
+            if (out)
+                fprintf(out, "%llu %llu %u %llu %u 0 0 0 0 [memcpy %s %llu B]\n", (unsigned long long)m->start, (unsigned long long)m->end,
+                        m->graphId, (unsigned long long)m->graphNodeId, m->streamId, m->copyKind < 11 ? kinds[m->copyKind] : "?",
+                        (unsigned long long)m->bytes);
+            records++;
+            continue;
+        }
+        if (rec->kind == CUPTI_ACTIVITY_KIND_MEMSET) {
+            const CUpti_ActivityMemset4* m = (const CUpti_ActivityMemset4*)rec;
+            if (out)
+                fprintf(out, "%llu %llu %u %llu %u 0 0 0 0 [memset %llu B]\n", (unsigned long long)m->start, (unsigned long long)m->end,
+                        m->graphId, (unsigned long long)m->graphNodeId, m->streamId, (unsigned long long)m->bytes);
+            records++;
+            continue;
+        }
         if (rec->kind != CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL && rec->kind != CUPTI_ACTIVITY_KIND_KERNEL) continue;
         const CUpti_ActivityKernel10* k = (const CUpti_ActivityKernel10*)rec;
         if (out)
@@ -55,7 +75,7 @@ static void finish(void) {
         fclose(out);
         out = NULL;
     }
-    fprintf(stderr, "kernel_trace: %llu kernel records written, %llu dropped\n", records, dropped);
+    fprintf(stderr, "kernel_trace: %llu kernel, memcpy and memset records written, %llu dropped\n", records, dropped);
 }
 
 // Called by the CUDA driver (CUDA_INJECTION64_PATH) once, at cuInit.
@@ -69,6 +89,8 @@ int InitializeInjection(void) {
     }
     check(cuptiActivityRegisterCallbacks(buffer_requested, buffer_completed), "cuptiActivityRegisterCallbacks");
     check(cuptiActivityEnable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL), "cuptiActivityEnable(CONCURRENT_KERNEL)");
+    check(cuptiActivityEnable(CUPTI_ACTIVITY_KIND_MEMCPY), "cuptiActivityEnable(MEMCPY)");
+    check(cuptiActivityEnable(CUPTI_ACTIVITY_KIND_MEMSET), "cuptiActivityEnable(MEMSET)");
     atexit(finish);
     return 1;
 }

@@ -11,8 +11,11 @@ layers (the first and last layers differ) of each kernel of a layer, in the orde
          two overlapped (a programmatic dependent launch, a side stream), positive where the GPU
          ran nothing of this chain in between (launch latency, a dependency's drain);
 then the layer's span, the step's span, and how much of the step some kernel was running.
+With --gaps N it also lists each analysed step's N longest stretches where no kernel ran, with
+the kernels on either side and the memcpys and memsets the GPU did in them (the trace records
+those too, bracketed: "[memset 1028 B]"); they are kept out of the layer tables.
 
-    python3 tools/kernel-trace/timeline.py kernel-trace.tsv [--steps 4]
+    python3 tools/kernel-trace/timeline.py kernel-trace.tsv [--steps 4] [--gaps 10]
 """
 import argparse
 import statistics
@@ -50,6 +53,25 @@ def load(path):
     return ks
 
 
+def is_copy(k):
+    """A memcpy or memset record (kernel_trace.c writes their names in brackets)."""
+    return k["name"].startswith("[")
+
+
+def idle_gaps(step, copies):
+    """The stretches of a step where no kernel ran: (start, end, kernel before, kernel after,
+    the copies overlapping it), longest first."""
+    gaps, prev = [], None
+    for k in sorted(step, key=lambda k: k["start"]):
+        if prev is not None and k["start"] > prev["end"]:
+            a, b = prev["end"], k["start"]
+            inside = [c["name"] for c in copies if c["start"] < b and c["end"] > a]
+            gaps.append((a, b, prev["name"], k["name"], inside))
+        if prev is None or k["end"] > prev["end"]:
+            prev = k
+    return sorted(gaps, key=lambda g: g[0] - g[1])
+
+
 def steps_of(ks):
     starts = [i for i, k in enumerate(ks) if k["name"] == "embed_gather"]
     return [ks[a:b] for a, b in zip(starts, starts[1:] + [len(ks)])]
@@ -83,18 +105,27 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("trace")
     ap.add_argument("--steps", type=int, default=4, help="the last N steps of the trace")
+    ap.add_argument("--gaps", type=int, default=0, help="list each step's N longest stretches with no kernel running")
     a = ap.parse_args()
-    ks = load(a.trace)
+    everything = load(a.trace)
+    ks = [k for k in everything if not is_copy(k)]
+    copies = [k for k in everything if is_copy(k)]
     steps = [s for s in steps_of(ks) if any(k["name"].startswith("qk_norm_rope_store") for k in s)]
     if not steps:
         sys.exit(f"{a.trace}: no step (no embed_gather followed by a layer)")
     steps = steps[-a.steps:]
     # The step's span ends where its last kernel ends (the next step's host work is not its own).
-    print(f"{len(ks)} kernels, {len(steps)} steps analysed")
+    print(f"{len(ks)} kernels and {len(copies)} memcpys and memsets, {len(steps)} steps analysed")
     for i, s in enumerate(steps):
         span = (max(k["end"] for k in s) - s[0]["start"]) / 1e3
         print(f"step {i}: span {span:8.1f} us, some kernel running {busy_us(s):8.1f} us, {len(s)} kernels, "
               f"{len(layers_of(s))} layers")
+        if a.gaps:
+            gaps = idle_gaps(s, copies)
+            print(f"  {len(gaps)} stretches with no kernel running, {sum(b - e for e, b, *_ in gaps) / 1e3:.1f} us; the longest:")
+            for e, b, before, after, inside in gaps[:a.gaps]:
+                also = f"  during {', '.join(inside)}" if inside else ""
+                print(f"  {(b - e) / 1e3:8.1f} us at {(e - s[0]['start']) / 1e3:8.1f}: {before} -> {after}{also}")
     # Middle layers: the same kernel sequence in each (by name), so positions line up.
     rows = {}
     spans = []
