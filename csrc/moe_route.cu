@@ -186,8 +186,7 @@ extern "C" __global__ void __cluster_dims__(ROUTE_CLUSTER, 1, 1) __launch_bounds
         float sk, sum;
         route_select_warp(p.sel, sh.logits[warp], sh.bias, sh.warp[warp], id, sk, sum);
         if (lane < picks) {
-            const auto [e, w] = write_pick(p.sel.topk_ids, p.sel.topk_w, t, lane, p.sel.topk, p.sel.shared_expert, p.sel.scale, id, sk, sum);
-            const size_t j = (size_t)t * picks + lane;
+            const auto [e, w, j] = write_pick(p.sel.topk_ids, p.sel.topk_w, t, lane, p.sel.topk, p.sel.shared_expert, p.sel.scale, id, sk, sum);
             if (permute) {
                 sh.mine_e[warp][lane] = e;
                 sh.mine_pos[warp][lane] = atomicAdd(cluster.map_shared_rank(&sh.counts[e], 0), 1);

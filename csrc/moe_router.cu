@@ -37,8 +37,8 @@ __device__ __forceinline__ void pick_and_write(const float* sc, const float* bk,
     const int picks = topk + (shared_expert >= 0);
     for (int k = threadIdx.x; k < picks; k += blockDim.x) {
         const int id = k < topk ? ids[k] : 0;
-        const int e = write_pick(topk_ids, topk_w, t, k, topk, shared_expert, scale, id, sc[id], wsum).e;
-        if (counts != nullptr) pick_pos[(size_t)t * picks + k] = atomicAdd(&counts[e], 1);
+        const RoutePick r = write_pick(topk_ids, topk_w, t, k, topk, shared_expert, scale, id, sc[id], wsum);
+        if (counts != nullptr) pick_pos[r.j] = atomicAdd(&counts[r.e], 1);
     }
 }
 
@@ -163,8 +163,8 @@ extern "C" __global__ void __launch_bounds__(ROUTER_SELECT_WIDE_WARPS * WARP) mo
     }
     const int picks = p.topk + (p.shared_expert >= 0);
     if (lane < picks) {
-        const int e = write_pick(p.topk_ids, p.topk_w, t, lane, p.topk, p.shared_expert, p.scale, my_id, my_s, sum).e;
-        if (p.counts != nullptr) p.pick_pos[(size_t)t * picks + lane] = atomicAdd(&p.counts[e], 1);
+        const RoutePick r = write_pick(p.topk_ids, p.topk_w, t, lane, p.topk, p.shared_expert, p.scale, my_id, my_s, sum);
+        if (p.counts != nullptr) p.pick_pos[r.j] = atomicAdd(&p.counts[r.e], 1);
     }
 }
 

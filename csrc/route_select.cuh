@@ -110,17 +110,18 @@ __device__ __forceinline__ void route_select_warp(const RouterParams& sel, const
 // Pick k of token t written out (k < topk + 1 with a shared expert, else < topk): a routed pick
 // (expert id, sigmoid score s, over the picks' score sum in rank order) at weight s / sum * scale,
 // or at k == topk the shared expert (shared_expert >= 0) at weight 1. The router kernels all
-// write a token's picks this way; each counts their places in its own way (pick_pos).
+// write a token's picks this way; each counts their places in its own way, at the pick's index j
+// (pick_pos, tok_slot: the same [token][pick] layout as topk_ids and topk_w).
 struct RoutePick {
     int e;
     float w;
+    size_t j;
 };
 __device__ __forceinline__ RoutePick write_pick(int32_t* topk_ids, float* topk_w, int t, int k, int topk, int shared_expert, float scale,
                                                 int id, float s, float sum) {
     const bool shared = k == topk;
-    const RoutePick r{shared ? shared_expert : id, shared ? 1.f : s / sum * scale};
-    const size_t j = (size_t)t * (topk + (shared_expert >= 0)) + k;
-    topk_ids[j] = r.e;
-    topk_w[j] = r.w;
+    const RoutePick r{shared ? shared_expert : id, shared ? 1.f : s / sum * scale, (size_t)t * (topk + (shared_expert >= 0)) + k};
+    topk_ids[r.j] = r.e;
+    topk_w[r.j] = r.w;
     return r;
 }
