@@ -606,8 +606,9 @@ __device__ __forceinline__ void moe_gemm_wgmma(const MoeGemmParams& p, int e, in
 // consumer warpgroups and MOE_WS_PRODUCER_WARPS producer warps. A CTA takes the (item, column
 // tile) units in order from a counter as it comes free (producer 0 takes the next one and names
 // it to the consumers in the unit's first stage); a unit is the item's BM rows by MOE_WS_WGS x
-// MOE_MMA_WROWS weight rows (each consumer warpgroup its MOE_MMA_WROWS, laid out as the
-// one-warpgroup tiles' are). The producers stream
+// MOE_MMA_WROWS weight rows (64-row items: each consumer warpgroup the rows by its
+// MOE_MMA_WROWS, laid out as the one-warpgroup tiles' are; 128-row items: each its 64 rows by all
+// of them, below). The producers stream
 // every unit's k-steps, back to back across units, into a ring of moe_ws_stages(BM) stages: the
 // weight tile by TMA (four boxes of 64 rows x GEMM_BK from the experts' 3-D tensor maps, zeros
 // past n and k), the item's x rows by cp.async (gathered by slot for gate_up). A stage's `full`
@@ -707,6 +708,49 @@ __device__ __forceinline__ void moe_gemm_ws(const MoeGemmParams& p) {
         mbar_wait(&full[it % ST], (it / ST) & 1);
         return unit_of[it % ST];
     };
+    if constexpr (H == 2) {
+        // 128-row items: warpgroup g takes the item's rows 64g.. by all the stage's weight rows,
+        // one m64n256k16 a k16 (the 256 rows are the boxes in order: gated, the gate's and the
+        // up's rows of output columns n0.., then of n0 + 64..). Each k16 then reads A once and
+        // B once a warpgroup, where two m64n128k16 halves read B twice: 20 KB of shared memory
+        // a k16 for both warpgroups instead of 24, beside the 12 KB the copies write (batch 128:
+        // gate_up 2% and down 3% faster, the steps at batch 64 and 128 2%: docs/PERF.md,
+        // session 34).
+        // Accumulator half c (lo, hi) is the one-warpgroup tiles' d for output columns from
+        // n0 + c x (the columns a warpgroup of those tiles takes), rows 64g...
+        constexpr int HALF_COLS = GATED ? MOE_MMA_GATE_UP_COLS : MOE_MMA_DOWN_COLS;
+        for (int u = next_unit(); u < units; u = next_unit()) {
+            const int item = u / tiles, n0 = (u % tiles) * COLS;
+            const int s0 = p.items[3 * item + 1] + 64 * g, rows = p.items[3 * item + 2] - 64 * g;
+            // Whether this warpgroup has rows of the item (uniform: see the vote below).
+            const bool live = __all_sync(0xffffffffu, rows > 0);
+            float lo[64], hi[64], wt[1][2];
+            load_row_weights<1, GATED>(p, s0, rows, wt);
+#pragma unroll
+            for (int i = 0; i < 64; i++) lo[i] = hi[i] = 0.f;
+            for (int kt = 0; kt < ktiles; kt++, it++) {
+                const int s = it % ST;
+                mbar_wait(&full[s], (it / ST) & 1);  // at kt = 0 waited already (above): no wait
+                if (live) {
+                    fence_proxy_async();  // the x tile's cp.async writes, seen by the wgmmas below
+                    const unsigned char* X = base + s * STAGE;
+                    const uint64_t da = sw128_desc(X + g * 64 * 128), db = sw128_desc(X + XB);
+                    wgmma_fence();
+#pragma unroll
+                    for (int kk = 0; kk < BK / 16; kk++) wgmma_m64n256k16_bf16(lo, hi, da + 2 * kk, db + 2 * kk);
+                    wgmma_commit();
+                    wgmma_wait<0>();
+                }
+                mbar_arrive(&empty[s]);  // a warpgroup with no rows frees the stage at once
+            }
+            if (!live) continue;
+            wgmma_reg_fence(lo);
+            wgmma_reg_fence(hi);
+            store_warpgroup_rows<1, GATED>(p, reinterpret_cast<const float(&)[1][64]>(lo), wt, s0, rows, n0);
+            store_warpgroup_rows<1, GATED>(p, reinterpret_cast<const float(&)[1][64]>(hi), wt, s0, rows, n0 + HALF_COLS);
+        }
+        return;
+    }
     for (int u = next_unit(); u < units; u = next_unit()) {
         const int item = u / tiles, n0 = (u % tiles) * COLS;
         const int s0 = p.items[3 * item + 1], rows = p.items[3 * item + 2];
