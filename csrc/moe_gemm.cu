@@ -749,41 +749,41 @@ __device__ __forceinline__ void moe_gemm_ws(const MoeGemmParams& p) {
             store_warpgroup_rows<1, GATED>(p, reinterpret_cast<const float(&)[1][64]>(lo), wt, s0, rows, n0);
             store_warpgroup_rows<1, GATED>(p, reinterpret_cast<const float(&)[1][64]>(hi), wt, s0, rows, n0 + HALF_COLS);
         }
-        return;
-    }
-    for (int u = next_unit(); u < units; u = next_unit()) {
-        const int item = u / tiles, n0 = (u % tiles) * COLS;
-        const int s0 = p.items[3 * item + 1], rows = p.items[3 * item + 2];
-        float d[H][64], wt[H][2];
-        load_row_weights<H, GATED>(p, s0, rows, wt);
+    } else {
+        for (int u = next_unit(); u < units; u = next_unit()) {
+            const int item = u / tiles, n0 = (u % tiles) * COLS;
+            const int s0 = p.items[3 * item + 1], rows = p.items[3 * item + 2];
+            float d[H][64], wt[H][2];
+            load_row_weights<H, GATED>(p, s0, rows, wt);
 #pragma unroll
-        for (int h = 0; h < H; h++)
+            for (int h = 0; h < H; h++)
 #pragma unroll
-            for (int i = 0; i < 64; i++) d[h][i] = 0.f;
-        for (int kt = 0; kt < ktiles; kt++, it++) {
-            const int s = it % ST;
-            mbar_wait(&full[s], (it / ST) & 1);  // at kt = 0 waited already (above): no wait
-            fence_proxy_async();  // the x tile's cp.async writes, seen by the wgmmas below
-            const unsigned char* X = base + s * STAGE;
-            const uint64_t db = sw128_desc(X + XB + g * MOE_MMA_WROWS * 128);
-            wgmma_fence();
+                for (int i = 0; i < 64; i++) d[h][i] = 0.f;
+            for (int kt = 0; kt < ktiles; kt++, it++) {
+                const int s = it % ST;
+                mbar_wait(&full[s], (it / ST) & 1);  // at kt = 0 waited already (above): no wait
+                fence_proxy_async();  // the x tile's cp.async writes, seen by the wgmmas below
+                const unsigned char* X = base + s * STAGE;
+                const uint64_t db = sw128_desc(X + XB + g * MOE_MMA_WROWS * 128);
+                wgmma_fence();
 #pragma unroll
-            for (int h = 0; h < H; h++) {
-                // A half with no row of the item multiplies zeros. (The same for every thread: the
-                // vote tells ptxas so. `rows` comes from a unit read from shared memory, and a
-                // plain branch on it serialised the wgmmas: warning C7520.)
-                if (!__all_sync(0xffffffffu, h * 64 < rows)) break;
-                const uint64_t da = sw128_desc(X + h * 64 * 128);
+                for (int h = 0; h < H; h++) {
+                    // A half with no row of the item multiplies zeros. (The same for every thread: the
+                    // vote tells ptxas so. `rows` comes from a unit read from shared memory, and a
+                    // plain branch on it serialised the wgmmas: warning C7520.)
+                    if (!__all_sync(0xffffffffu, h * 64 < rows)) break;
+                    const uint64_t da = sw128_desc(X + h * 64 * 128);
 #pragma unroll
-                for (int kk = 0; kk < BK / 16; kk++) wgmma_m64n128k16_bf16(d[h], da + 2 * kk, db + 2 * kk);
+                    for (int kk = 0; kk < BK / 16; kk++) wgmma_m64n128k16_bf16(d[h], da + 2 * kk, db + 2 * kk);
+                }
+                wgmma_commit();
+                wgmma_wait<0>();  // this step's wgmmas are done: free its stage (the other
+                mbar_arrive(&empty[s]);  // warpgroup's keep the tensor cores busy meanwhile)
             }
-            wgmma_commit();
-            wgmma_wait<0>();  // this step's wgmmas are done: free its stage (the other
-            mbar_arrive(&empty[s]);  // warpgroup's keep the tensor cores busy meanwhile)
-        }
 #pragma unroll
-        for (int h = 0; h < H; h++) wgmma_reg_fence(d[h]);
-        store_warpgroup_rows<H, GATED>(p, d, wt, s0, rows, n0 + g * (GATED ? MOE_MMA_GATE_UP_COLS : MOE_MMA_DOWN_COLS));
+            for (int h = 0; h < H; h++) wgmma_reg_fence(d[h]);
+            store_warpgroup_rows<H, GATED>(p, d, wt, s0, rows, n0 + g * (GATED ? MOE_MMA_GATE_UP_COLS : MOE_MMA_DOWN_COLS));
+        }
     }
 }
 #endif
