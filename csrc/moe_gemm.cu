@@ -708,6 +708,8 @@ __device__ __forceinline__ void moe_gemm_ws(const MoeGemmParams& p) {
         mbar_wait(&full[it % ST], (it / ST) & 1);
         return unit_of[it % ST];
     };
+    // The output columns a warpgroup's MOE_MMA_WROWS weight rows hold (gated: gate and up rows).
+    constexpr int WG_COLS = GATED ? MOE_MMA_GATE_UP_COLS : MOE_MMA_DOWN_COLS;
     if constexpr (H == 2) {
         // 128-row items: warpgroup g takes the item's rows 64g.. by all the stage's weight rows,
         // one m64n256k16 a k16 (the 256 rows are the boxes in order: gated, the gate's and the
@@ -717,8 +719,7 @@ __device__ __forceinline__ void moe_gemm_ws(const MoeGemmParams& p) {
         // gate_up 2% and down 3% faster, the steps at batch 64 and 128 2%: docs/PERF.md,
         // session 34).
         // Accumulator half c (lo, hi) is the one-warpgroup tiles' d for output columns from
-        // n0 + c x (the columns a warpgroup of those tiles takes), rows 64g...
-        constexpr int HALF_COLS = GATED ? MOE_MMA_GATE_UP_COLS : MOE_MMA_DOWN_COLS;
+        // n0 + c WG_COLS, rows 64g...
         for (int u = next_unit(); u < units; u = next_unit()) {
             const int item = u / tiles, n0 = (u % tiles) * COLS;
             const int s0 = p.items[3 * item + 1] + 64 * g, rows = p.items[3 * item + 2] - 64 * g;
@@ -747,7 +748,7 @@ __device__ __forceinline__ void moe_gemm_ws(const MoeGemmParams& p) {
             wgmma_reg_fence(lo);
             wgmma_reg_fence(hi);
             store_warpgroup_rows<1, GATED>(p, reinterpret_cast<const float(&)[1][64]>(lo), wt, s0, rows, n0);
-            store_warpgroup_rows<1, GATED>(p, reinterpret_cast<const float(&)[1][64]>(hi), wt, s0, rows, n0 + HALF_COLS);
+            store_warpgroup_rows<1, GATED>(p, reinterpret_cast<const float(&)[1][64]>(hi), wt, s0, rows, n0 + WG_COLS);
         }
     } else {
         for (int u = next_unit(); u < units; u = next_unit()) {
@@ -782,7 +783,7 @@ __device__ __forceinline__ void moe_gemm_ws(const MoeGemmParams& p) {
             }
 #pragma unroll
             for (int h = 0; h < H; h++) wgmma_reg_fence(d[h]);
-            store_warpgroup_rows<H, GATED>(p, d, wt, s0, rows, n0 + g * (GATED ? MOE_MMA_GATE_UP_COLS : MOE_MMA_DOWN_COLS));
+            store_warpgroup_rows<H, GATED>(p, d, wt, s0, rows, n0 + g * WG_COLS);
         }
     }
 }

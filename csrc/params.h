@@ -262,8 +262,9 @@ static_assert(2 * (MOE_TILES_M64_SMEM + 1024) <= 228 * 1024, "two CTAs of the 64
 // SM of MOE_WS_WGS consumer warpgroups and MOE_WS_PRODUCER_WARPS producer warps. The consumers
 // share one x tile and one tile of MOE_WS_WGS x MOE_MMA_WROWS weight rows (64-row items: each
 // warpgroup the item by its own MOE_MMA_WROWS; 128-row items: each its 64 of the item's rows by
-// all of them), so an item's x is read once per MOE_WS_WGS x MOE_MMA_WROWS weight rows (the L2, which every weight byte crosses
-// twice, is what binds these GEMMs); the weights come by TMA in boxes of MOE_WS_BOX_ROWS rows. The
+// all of them), so an item's x is read once per MOE_WS_WGS x MOE_MMA_WROWS weight rows (the L2,
+// which every weight byte crosses twice, is what binds these GEMMs); the weights come by TMA in
+// boxes of MOE_WS_BOX_ROWS rows. The
 // stages fill what shared memory is left after their full and empty mbarriers. One producer warp
 // could not issue a 128-row item's x copies fast enough (32 a lane a stage); four keep up. On one
 // H200 they beat the one-warpgroup tiles at 128-row items (batch 128: gate_up 6.02 against 6.55 ms
