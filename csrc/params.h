@@ -356,7 +356,9 @@ struct PagedKv {
 
 // rope.cu: per-head QK norm and RoPE; K and V into the pages.
 struct RopeParams {
-    DEV_PTR(const float) qkv;
+    // The QKV projection's rows: f32, or bf16 for the _bf16 kernels (cuBLAS writes them so where
+    // the host asks for bf16 QKV: CudaOptions::qkv_bf16).
+    DEV_PTR(const void) qkv;
     DEV_PTR(const float) q_norm;
     DEV_PTR(const float) k_norm;
     DEV_PTR(bf16) q_out;

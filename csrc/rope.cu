@@ -6,10 +6,16 @@
 // batch 1; once per CTA, ~33 us a layer at batch 64 (12k CTAs, each waiting on f64 math), 26 us
 // with the table. (A warp's head row kept in registers, its loads issued before the position's,
 // measured slower at batch 64: 33 us, its 74 registers halving the CTAs an SM holds.)
-// Head dims 128 and 256 take qk_norm_rope_store_v4 / _v8 below instead.
+// Head dims 128 and 256 take qk_norm_rope_store_v4 / _v8 below instead. Every form reads the
+// QKV rows as f32 or, in its _bf16 kernel, as bf16 (half the bytes; the arithmetic is f32 either
+// way, on the values as stored).
 #include "common.cuh"
 
-extern "C" __global__ void __launch_bounds__(ROPE_WARPS * WARP) qk_norm_rope_store(const RopeParams p) {
+__device__ __forceinline__ float in_f32(float v) { return v; }
+__device__ __forceinline__ float in_f32(bf16 v) { return bf2f(v); }
+
+template <class In>
+__device__ __forceinline__ void qk_norm_rope_store_scalar(const RopeParams& p) {
     __shared__ float buf[ROPE_WARPS][ROPE_MAX_D];
     __shared__ float cs[ROPE_MAX_D / 2], sn[ROPE_MAX_D / 2];
     // The attention after it may start its CTAs now (block_attention_deep, launched as a
@@ -32,23 +38,23 @@ extern "C" __global__ void __launch_bounds__(ROPE_WARPS * WARP) qk_norm_rope_sto
     }
     __syncthreads();
     const int32_t* pt = p.kv.page_table + p.kv.tok_pt[t];
-    const float* row = p.qkv + (size_t)t * (p.nh + 2 * p.nkv) * d;
+    const In* row = static_cast<const In*>(p.qkv) + (size_t)t * (p.nh + 2 * p.nkv) * d;
     float* b = buf[w];
     for (int h = blockIdx.y * ROPE_WARPS + w; h < p.nh + 2 * p.nkv; h += ROPE_WARPS * gridDim.y) {
-        const float* src = row + (size_t)h * d;
+        const In* src = row + (size_t)h * d;
         if (h >= p.nh + p.nkv) {  // V: stored as is
             bf16* dst = p.kv.pool + kv_offset(p.kv, pt, pos, 1, p.nkv, h - p.nh - p.nkv, d);
-            for (int i = lane; i < d; i += WARP) dst[i] = f2bf(src[i]);
+            for (int i = lane; i < d; i += WARP) dst[i] = f2bf(in_f32(src[i]));
             continue;
         }
         const float* nw = h < p.nh ? p.q_norm : p.k_norm;
         float ss = 0.f;
         for (int i = lane; i < d; i += WARP) {
-            float v = src[i];
+            float v = in_f32(src[i]);
             ss += v * v;
         }
         float inv = rsqrtf(warp_sum(ss) / d + p.eps);
-        for (int i = lane; i < d; i += WARP) b[i] = src[i] * inv * nw[i];
+        for (int i = lane; i < d; i += WARP) b[i] = in_f32(src[i]) * inv * nw[i];
         __syncwarp();
         bf16* dst = h < p.nh ? p.q_out + (size_t)t * p.nh * d + (size_t)h * d
                              : p.kv.pool + kv_offset(p.kv, pt, pos, 0, p.nkv, h - p.nh, d);
@@ -63,6 +69,13 @@ extern "C" __global__ void __launch_bounds__(ROPE_WARPS * WARP) qk_norm_rope_sto
         }
         __syncwarp();
     }
+}
+
+extern "C" __global__ void __launch_bounds__(ROPE_WARPS * WARP) qk_norm_rope_store(const RopeParams p) {
+    qk_norm_rope_store_scalar<float>(p);
+}
+extern "C" __global__ void __launch_bounds__(ROPE_WARPS * WARP) qk_norm_rope_store_bf16(const RopeParams p) {
+    qk_norm_rope_store_scalar<bf16>(p);
 }
 
 // ---- head dims 128 and 256: a head's row as one vector a lane ---------------------------------
@@ -87,6 +100,23 @@ __device__ __forceinline__ void load_row_f32(const float* p, float (&o)[V]) {
     }
 }
 
+// The same from bf16 rows: one 8- or 16-byte load.
+template <int V>
+__device__ __forceinline__ void load_row_f32(const bf16* p, float (&o)[V]) {
+    static_assert(V == 4 || V == 8, "8- or 16-byte loads");
+    __align__(16) __nv_bfloat162 h[V / 2];
+    if constexpr (V == 4) {
+        *reinterpret_cast<uint2*>(h) = *reinterpret_cast<const uint2*>(p);
+    } else {
+        *reinterpret_cast<uint4*>(h) = *reinterpret_cast<const uint4*>(p);
+    }
+#pragma unroll
+    for (int k = 0; k < V / 2; k++) {
+        o[2 * k] = __low2float(h[k]);
+        o[2 * k + 1] = __high2float(h[k]);
+    }
+}
+
 template <int V>
 __device__ __forceinline__ void store_row_bf16(bf16* p, const float (&o)[V]) {
     static_assert(V == 4 || V == 8, "8- or 16-byte stores");
@@ -100,7 +130,7 @@ __device__ __forceinline__ void store_row_bf16(bf16* p, const float (&o)[V]) {
     }
 }
 
-template <int V>
+template <int V, class In>
 __device__ __forceinline__ void qk_norm_rope_store_vec(const RopeParams& p) {
     constexpr int B = ROPE_VEC_HEADS;
     pdl_release();  // as qk_norm_rope_store
@@ -131,7 +161,7 @@ __device__ __forceinline__ void qk_norm_rope_store_vec(const RopeParams& p) {
     load_row_f32<V>(p.q_norm + i0, qn);
     load_row_f32<V>(p.k_norm + i0, kn);
     const int32_t* pt = p.kv.page_table + p.kv.tok_pt[t];
-    const float* row = p.qkv + (size_t)t * heads * d;
+    const In* row = static_cast<const In*>(p.qkv) + (size_t)t * heads * d;
     const int step = ROPE_WARPS * gridDim.y;
     for (int h0 = blockIdx.y * ROPE_WARPS + w; h0 < heads; h0 += B * step) {
         float x[B][V];
@@ -165,5 +195,11 @@ __device__ __forceinline__ void qk_norm_rope_store_vec(const RopeParams& p) {
     }
 }
 
-extern "C" __global__ void __launch_bounds__(ROPE_THREADS) qk_norm_rope_store_v4(const RopeParams p) { qk_norm_rope_store_vec<4>(p); }
-extern "C" __global__ void __launch_bounds__(ROPE_THREADS) qk_norm_rope_store_v8(const RopeParams p) { qk_norm_rope_store_vec<8>(p); }
+extern "C" __global__ void __launch_bounds__(ROPE_THREADS) qk_norm_rope_store_v4(const RopeParams p) { qk_norm_rope_store_vec<4, float>(p); }
+extern "C" __global__ void __launch_bounds__(ROPE_THREADS) qk_norm_rope_store_v8(const RopeParams p) { qk_norm_rope_store_vec<8, float>(p); }
+extern "C" __global__ void __launch_bounds__(ROPE_THREADS) qk_norm_rope_store_v4_bf16(const RopeParams p) {
+    qk_norm_rope_store_vec<4, bf16>(p);
+}
+extern "C" __global__ void __launch_bounds__(ROPE_THREADS) qk_norm_rope_store_v8_bf16(const RopeParams p) {
+    qk_norm_rope_store_vec<8, bf16>(p);
+}

@@ -36,15 +36,12 @@ fn run_layers<B: Backend>(b: &mut B, cfg: &ModelConfig, batch: &StepBatch, last:
                 return Ok(None);
             }
             let o = b.attention(&q, l, batch)?;
-            let mut out = b.linear(&o, Linear::AttnOut(l))?;
-            b.all_reduce(&mut out)?; // row-parallel: each rank holds its heads' share
-            out
+            // Row-parallel: each rank holds its heads' share, summed over the ranks.
+            b.linear_residual(&mut x, &o, Linear::AttnOut(l))?
         };
-        let h = b.add_rms_norm(&mut x, Some(&attn), Norm::PostAttention(l))?;
+        let h = b.add_rms_norm(&mut x, attn.as_ref(), Norm::PostAttention(l))?;
         let _m = crate::nvtx::range(if cfg.is_moe_layer(l) { "moe" } else { "mlp" });
-        let mut ffn = b.ffn(&h, l, batch)?;
-        b.all_reduce(&mut ffn)?; // each rank holds its slice of every intermediate width
-        pending = Some(ffn);
+        pending = b.ffn_residual(&mut x, &h, l, batch)?;
     }
     Ok(Some((x, pending)))
 }

@@ -129,6 +129,16 @@ pub trait Backend {
     /// `x += delta` (when given), then return `RMSNorm(x) * w`.
     fn add_rms_norm(&mut self, x: &mut Self::Act, delta: Option<&Self::Act>, w: Norm) -> Result<Self::Act>;
     fn linear(&mut self, x: &Self::Act, w: Linear) -> Result<Self::Act>;
+    /// `o w^T` summed over the tensor-parallel ranks, for the residual stream `x`: returned for
+    /// the next [`Backend::add_rms_norm`] to add (this default), or `None` where the backend
+    /// added it into `x` itself as it computed it (CUDA at one rank: the GEMM's epilogue reads
+    /// and writes `x`, so the norm after it reads one f32 row instead of two and writes none).
+    fn linear_residual(&mut self, x: &mut Self::Act, o: &Self::Act, w: Linear) -> Result<Option<Self::Act>> {
+        let _ = x;
+        let mut out = self.linear(o, w)?;
+        self.all_reduce(&mut out)?;
+        Ok(Some(out))
+    }
     /// Split fused QKV, RMSNorm q and k per head, rotate them, write k and v to the cache
     /// at the batch's positions; returns q `[T, NH*D]`.
     fn qk_norm_rope_store(&mut self, qkv: &Self::Act, layer: usize, batch: &StepBatch) -> Result<Self::Act>;
@@ -138,6 +148,16 @@ pub trait Backend {
     /// holds the batch's rows: a block-routed model (LLaDA2.2) routes each of the batch's
     /// routing blocks ([`StepBatch::routing_blocks`]) on its own rows.
     fn ffn(&mut self, x: &Self::Act, layer: usize, batch: &StepBatch) -> Result<Self::Act>;
+    /// [`Backend::ffn`] over the normed rows `h`, summed over the tensor-parallel ranks, for the
+    /// residual stream `x`: returned for the next [`Backend::add_rms_norm`] to add (this
+    /// default). A backend may add it into `x` itself and return `None` (CUDA at one rank: a
+    /// dense MLP's down projection, in its GEMM's epilogue).
+    fn ffn_residual(&mut self, x: &mut Self::Act, h: &Self::Act, layer: usize, batch: &StepBatch) -> Result<Option<Self::Act>> {
+        let _ = x;
+        let mut y = self.ffn(h, layer, batch)?;
+        self.all_reduce(&mut y)?; // each rank holds its slice of every intermediate width
+        Ok(Some(y))
+    }
     /// Sum a row-parallel output's partial sums over the tensor-parallel ranks, in place (every
     /// rank then holds the same bits); nothing at one rank.
     fn all_reduce(&mut self, x: &mut Self::Act) -> Result<()>;

@@ -135,6 +135,15 @@ pub struct Common {
     /// default) or plain launches (false). For measuring it.
     #[arg(long)]
     pub expert_pdl: Option<bool>,
+    /// CUDA: the attention's output projection and the dense MLP's down projection added into
+    /// the residual stream by their GEMMs (true, the default) or written out for the next norm
+    /// to add (false). For measuring it.
+    #[arg(long)]
+    pub residual_gemm: Option<bool>,
+    /// CUDA: the QKV projection written in bf16 for the QK norm (true, the default) or in f32
+    /// (false). For measuring it.
+    #[arg(long)]
+    pub qkv_bf16: Option<bool>,
     /// CUDA: the router as one launch (logits, selection and, at one cluster's rows, the
     /// permute), forced on or off (default: at up to 32 rows). For measuring it.
     #[arg(long)]
@@ -277,6 +286,8 @@ fn cuda(cmd: BenchCmd, process_start: std::time::Instant) -> Result<()> {
         fused_moe_norm: common.fused_moe_norm.unwrap_or(CudaOptions::default().fused_moe_norm),
         rope_vectors: common.rope_vectors.unwrap_or(CudaOptions::default().rope_vectors),
         expert_pdl: common.expert_pdl.unwrap_or(CudaOptions::default().expert_pdl),
+        residual_gemm: common.residual_gemm.unwrap_or(CudaOptions::default().residual_gemm),
+        qkv_bf16: common.qkv_bf16.unwrap_or(CudaOptions::default().qkv_bf16),
         mem_fraction_static: common.mem_fraction_static.unwrap_or(CudaOptions::default().mem_fraction_static),
         cuda_graph_max_bs: common.graphs.max_bs().unwrap_or(CudaOptions::default().cuda_graph_max_bs),
         ..CudaOptions::default()
@@ -350,7 +361,17 @@ fn profile_steps(engine: &mut Engine<crate::backend::cuda::CudaBackend>, a: &Ker
     }
     let shared_in_experts = engine.backend.shared_expert_in_items(a.batch * c.block);
     let dims = super::kernels::StepDims { batch: a.batch, prefix: a.prefix, block: c.block, predicted: predicted as f64 / n };
-    let work = super::kernels::step_work(&engine.cfg, &touched, dims, shared_in_experts, c.fused_moe_norm.unwrap_or(true));
+    let defaults = crate::backend::cuda::CudaOptions::default();
+    // The weight stream, where it takes the projections, neither adds into the residual nor
+    // writes bf16.
+    let cublas = !(c.dense_stream && a.batch * c.block <= crate::backend::cuda::kernels::params::DENSE_STREAM_ROWS);
+    let fused = super::kernels::StepFusions {
+        shared_in_experts,
+        fused_moe_norm: c.fused_moe_norm.unwrap_or(defaults.fused_moe_norm),
+        residual_gemm: c.residual_gemm.unwrap_or(defaults.residual_gemm) && cublas,
+        qkv_bf16: c.qkv_bf16.unwrap_or(defaults.qkv_bf16) && cublas,
+    };
+    let work = super::kernels::step_work(&engine.cfg, &touched, dims, fused);
     let rows = super::kernels::rows(&measured, &work, bandwidth, gemm);
     println!(
         "device: {}  batch {}  prefix {}  block {}  tokens {}  decoding: {}  experts/layer {:.1}  ceilings: copy {:.0} GB/s, bf16 GEMM {:.0} TFLOP/s",

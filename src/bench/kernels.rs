@@ -30,19 +30,37 @@ impl StepDims {
     }
 }
 
+/// Which of the CUDA backend's fusions a step ran with: each moves work between the kernels'
+/// rows.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepFusions {
+    /// The MoE layers' shared expert runs inside the routed experts' launches (the CUDA backend
+    /// does at a few tokens), so its work is counted under theirs.
+    pub shared_in_experts: bool,
+    /// A MoE layer's slots are summed by the next layer's input norm (add_moe_rms_norm;
+    /// CudaOptions::fused_moe_norm), moe_combine then only combines the last layer's.
+    pub fused_moe_norm: bool,
+    /// The attention's output projection and the dense MLPs' down projections add into the
+    /// residual stream (CudaOptions::residual_gemm): they read it as their GEMM's C, and the
+    /// norms after them read no delta and write no x.
+    pub residual_gemm: bool,
+    /// The QKV projection is written in bf16 (CudaOptions::qkv_bf16): 2 bytes an element out of
+    /// its GEMM and into qk_norm_rope_store instead of 4.
+    pub qkv_bf16: bool,
+}
+
+impl StepFusions {
+    /// The CUDA backend's defaults, the shared expert where `shared_in_experts` says.
+    pub fn defaults(shared_in_experts: bool) -> Self {
+        StepFusions { shared_in_experts, fused_moe_norm: true, residual_gemm: true, qkv_bf16: true }
+    }
+}
+
 /// Per-step work of every kernel for a step of `dims`; `experts_touched` per MoE layer (empty:
-/// all experts). `shared_in_experts`: the MoE layers' shared expert runs inside the routed
-/// experts' launches (the CUDA backend does at a few tokens), so its work is counted under
-/// theirs. `fused_moe_norm`: a MoE layer's slots are summed by the next layer's input norm
-/// (add_moe_rms_norm; CudaOptions::fused_moe_norm), moe_combine then only combines the last
-/// layer's.
-pub fn step_work(
-    c: &ModelConfig,
-    experts_touched: &[usize],
-    dims: StepDims,
-    shared_in_experts: bool,
-    fused_moe_norm: bool,
-) -> Vec<KernelWork> {
+/// all experts); `fused`: what the step's kernels fused.
+pub fn step_work(c: &ModelConfig, experts_touched: &[usize], dims: StepDims, fused: StepFusions) -> Vec<KernelWork> {
+    let StepFusions { shared_in_experts, fused_moe_norm, residual_gemm, qkv_bf16 } = fused;
+    let qkv_out = if qkv_bf16 { 2.0 } else { 4.0 };
     let StepDims { batch, prefix, block, predicted } = dims;
     let l = c.num_hidden_layers as f64;
     let moe_layers = (c.num_hidden_layers - c.first_k_dense_replace) as f64;
@@ -63,6 +81,8 @@ pub fn step_work(
         bytes: layers * (n * kk * 2.0 + rows * kk * 2.0 + rows * n * 4.0),
         flops: layers * 2.0 * rows * n * kk,
     };
+    // A GEMM that adds into the residual stream also reads it (its C).
+    let resid_c = if residual_gemm { t * h * 4.0 } else { 0.0 };
     // The shared expert of each MoE layer and the dense MLP of the first layers share the kernels,
     // unless the shared expert runs with the routed ones (then its work is theirs: weights read
     // once, its activations bf16, its output f32).
@@ -80,11 +100,20 @@ pub fn step_work(
     let combines = moe_layers - slot_norms;
     // The shared expert's output, read where it ran beside the routed experts.
     let shared_y = if shared_in_experts { 0.0 } else { 4.0 };
+    // Norms whose delta the GEMM before them added (the post-attention norms, and the input norms
+    // after dense layers): x read, the normed rows out. The others (but the slot norms) read x and
+    // the delta and write both.
+    let added_norms = if residual_gemm { l + dense_layers } else { 0.0 };
+    let delta_norms = 2.0 * l + 1.0 - slot_norms - added_norms;
     vec![
-        gemm("qkv", t, qkv, h, l),
+        {
+            let mut w = gemm("qkv", t, qkv, h, l);
+            w.bytes -= l * t * qkv * (4.0 - qkv_out);
+            w
+        },
         KernelWork {
             name: "qk_norm_rope_store",
-            bytes: l * t * (qkv * 4.0 + nh * d * 2.0 + 2.0 * nkv * d * 2.0),
+            bytes: l * t * (qkv * qkv_out + nh * d * 2.0 + 2.0 * nkv * d * 2.0),
             flops: l * t * qkv * 8.0,
         },
         KernelWork {
@@ -93,11 +122,15 @@ pub fn step_work(
             bytes: l * (batch as f64 * keys * nkv * d * 2.0 * 2.0 + t * nh * d * 2.0 * 2.0),
             flops: l * 4.0 * t * nh * d * keys,
         },
-        gemm("attention out", t, h, nh * d, l),
+        {
+            let mut w = gemm("attention out", t, h, nh * d, l);
+            w.bytes += l * resid_c;
+            w
+        },
         KernelWork {
             name: "add_rms_norm",
-            bytes: (2.0 * l + 1.0 - slot_norms) * t * h * (4.0 + 4.0 + 4.0 + 2.0),
-            flops: (2.0 * l + 1.0 - slot_norms) * t * h * 5.0,
+            bytes: delta_norms * t * h * (4.0 + 4.0 + 4.0 + 2.0) + added_norms * t * h * (4.0 + 2.0),
+            flops: (delta_norms + added_norms) * t * h * 5.0,
         },
         // x read and written, the slots and the shared expert's output read, the normed rows out.
         KernelWork {
@@ -129,7 +162,11 @@ pub fn step_work(
         KernelWork { name: "moe_combine", bytes: combines * t * (k * h * 2.0 + h * (4.0 + shared_y)), flops: combines * t * k * h * 2.0 },
         mlp_gu,
         KernelWork { name: "silu_mul", bytes: t * inter_all * (2.0 * 4.0 + 2.0), flops: t * inter_all * 6.0 },
-        KernelWork { name: "mlp down", bytes: inter_all * h * 2.0 + l * t * h * 4.0 + t * inter_all * 2.0, flops: 2.0 * t * inter_all * h },
+        KernelWork {
+            name: "mlp down",
+            bytes: inter_all * h * 2.0 + l * t * h * 4.0 + t * inter_all * 2.0 + dense_layers * resid_c,
+            flops: 2.0 * t * inter_all * h,
+        },
         KernelWork { name: "embed_gather", bytes: t * h * (2.0 + 4.0), flops: 0.0 },
         KernelWork { name: "gather_rows", bytes: 2.0 * predicted * h * 4.0 * 2.0, flops: 0.0 },
         gemm("lm_head", predicted, v, h, 1.0),
@@ -157,7 +194,11 @@ pub struct KernelRow {
 fn work_name(launch: &str) -> &str {
     match launch {
         "block_attention_d64" | "block_attention_d256" | "block_attention_deep" => "block_attention",
-        "qk_norm_rope_store_v4" | "qk_norm_rope_store_v8" => "qk_norm_rope_store",
+        "qk_norm_rope_store_v4"
+        | "qk_norm_rope_store_v8"
+        | "qk_norm_rope_store_bf16"
+        | "qk_norm_rope_store_v4_bf16"
+        | "qk_norm_rope_store_v8_bf16" => "qk_norm_rope_store",
         l if l.starts_with("moe_gate_up") => "moe_gate_up",
         l if l.starts_with("moe_down") => "moe_down",
         // A projection by cuBLAS or by the weight stream (csrc/dense_stream.cu): the same work.
@@ -225,10 +266,10 @@ mod tests {
         // The kernels' weight bytes must cover what bench::step_bytes counts for the step.
         let c = crate::config::preset("mini").unwrap();
         let touched = vec![140; 19];
-        let w = step_work(&c, &touched, StepDims::whole(1, 1024, 32), false, true);
+        let w = step_work(&c, &touched, StepDims::whole(1, 1024, 32), StepFusions::defaults(false));
         let total: f64 = w.iter().map(|k| k.bytes).sum();
         // The shared expert counted under the experts' launches: the same weights, the same FLOPs.
-        let fused = step_work(&c, &touched, StepDims::whole(1, 1024, 32), true, true);
+        let fused = step_work(&c, &touched, StepDims::whole(1, 1024, 32), StepFusions::defaults(true));
         let flops = |w: &[KernelWork]| w.iter().map(|k| k.flops).sum::<f64>();
         assert!((flops(&w) - flops(&fused)).abs() < 1e-9 * flops(&w));
         assert!(fused.iter().find(|k| k.name == "moe_gate_up").unwrap().bytes > w.iter().find(|k| k.name == "moe_gate_up").unwrap().bytes);
@@ -239,8 +280,10 @@ mod tests {
         assert!(total < (floor.weights + floor.kv) * 1.1, "{total} vs {:?}", floor);
         // And with fp8 experts: the expert GEMMs' bytes shrink with the floor's.
         let q = c.clone().quantized(Some(crate::fp8::Quantization::Fp8));
-        let (wq, fq) =
-            (step_work(&q, &touched, StepDims::whole(1, 1024, 32), false, true), crate::bench::step_bytes(&q, &touched, 1, 1024, 32));
+        let (wq, fq) = (
+            step_work(&q, &touched, StepDims::whole(1, 1024, 32), StepFusions::defaults(false)),
+            crate::bench::step_bytes(&q, &touched, 1, 1024, 32),
+        );
         let tq: f64 = wq.iter().map(|k| k.bytes).sum();
         assert!(tq >= fq.weights + fq.kv - 1e6 * 20.0 && tq < (fq.weights + fq.kv) * 1.1, "{tq} vs {fq:?}");
         assert!(tq < total * 0.6, "{tq} vs {total}");
@@ -248,7 +291,7 @@ mod tests {
         let moe = w.iter().filter(|k| k.name.starts_with("moe_gate_up") || k.name == "moe_down").map(|k| k.bytes).sum::<f64>();
         assert!(moe / total > 0.8, "{}", moe / total);
         // At batch 64 the matrix work is ~5.7 TFLOP as the north star says.
-        let flops: f64 = step_work(&c, &[], StepDims::whole(64, 1024, 32), false, true).iter().map(|k| k.flops).sum();
+        let flops: f64 = step_work(&c, &[], StepDims::whole(64, 1024, 32), StepFusions::defaults(false)).iter().map(|k| k.flops).sum();
         assert!((4.0e12..7.0e12).contains(&flops), "{flops:e}");
     }
 }

@@ -295,7 +295,7 @@ fn bench_steps_as_set<B: Runner + Measure>(engine: &mut Engine<B>, a: &StepBench
         let predicted = predicted[1..].iter().sum::<usize>() as f64 / later.len().max(1) as f64;
         let bytes = step_bytes(&cfg, &touched, batch, a.prefix, a.block);
         let dims = kernels::StepDims { batch, prefix: a.prefix, block: a.block, predicted };
-        let flops: f64 = kernels::step_work(&cfg, &touched, dims, false, true).iter().map(|k| k.flops).sum();
+        let flops: f64 = kernels::step_work(&cfg, &touched, dims, kernels::StepFusions::defaults(false)).iter().map(|k| k.flops).sum();
         // Two all-reduces a layer (after attention, after the MLP/MoE) of the step's f32 rows.
         let all_reduce_ms = match engine.backend.time_all_reduce(batch * a.block * cfg.hidden_size)? {
             Some(s) if tp > 1 => Some(2.0 * cfg.num_hidden_layers as f64 * s * 1e3),

@@ -410,7 +410,12 @@ mod tests {
         let c = crate::config::preset("mini").unwrap();
         let matrix = ["qkv", "block_attention", "attention out", "router logits", "moe_gate_up", "moe_down"];
         let dense = ["mlp gate_up", "mlp down", "lm_head"];
-        let work = crate::bench::kernels::step_work(&c, &[], crate::bench::kernels::StepDims::whole(4, 1024, 32), false, true);
+        let work = crate::bench::kernels::step_work(
+            &c,
+            &[],
+            crate::bench::kernels::StepDims::whole(4, 1024, 32),
+            crate::bench::kernels::StepFusions::defaults(false),
+        );
         let want: f64 = work.iter().filter(|k| matrix.contains(&k.name) || dense.contains(&k.name)).map(|k| k.flops).sum();
         let got = prefill_flops(&c, &[forward(vec![(1024, 32); 4], true)], 32);
         assert!((got / want - 1.0).abs() < 1e-12, "{got:e} vs {want:e}");

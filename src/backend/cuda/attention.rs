@@ -269,7 +269,12 @@ impl CudaBackend {
         self.layout(batch)?;
         let c = &self.cfg;
         let (nh, nkv, d) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim());
-        let src = self.f32_of(qkv, "qk_norm_rope_store")?;
+        // f32 rows, or bf16 (CudaOptions::qkv_bf16) for the _bf16 kernels.
+        let (src, bf16_in) = match &qkv.data {
+            ActData::F32(s) => (self.p(s), false),
+            ActData::Bf16(s) => (self.p(s), true),
+            ActData::MoeSlots(_) => bail!("qk_norm_rope_store: expected the QKV rows, got uncombined MoE slots"),
+        };
         let q = self.alloc_bf16(qkv.rows * nh * d, "q")?;
         // The attention's outputs, allocated before this kernel (see AttnBuffers).
         self.attn_prepared = Some(self.attn_buffers(layer, qkv.rows)?);
@@ -277,7 +282,7 @@ impl CudaBackend {
         let (base, o) = (self.p(&s.pack), s.shape.offsets());
         let l = &self.w.layers[layer];
         let p = RopeParams {
-            qkv: self.p(src),
+            qkv: src,
             q_norm: self.p(&l.q_norm),
             k_norm: self.p(&l.k_norm),
             q_out: self.p(&q),
@@ -300,7 +305,13 @@ impl CudaBackend {
         let head_groups = (nh + 2 * c.num_key_value_heads).div_ceil(ROPE_WARPS);
         let resident = self.sm_count * ROPE_CTAS_PER_SM;
         let groups = (resident / qkv.rows.max(1)).clamp(1, head_groups) as u32;
-        let kernel = self.rope_vector_kernel(p.qkv).unwrap_or(Kernel::QkNormRopeStore);
+        let kernel = match (self.rope_vector_kernel(p.qkv), bf16_in) {
+            (Some(Kernel::QkNormRopeStoreV4), true) => Kernel::QkNormRopeStoreV4Bf16,
+            (Some(Kernel::QkNormRopeStoreV8), true) => Kernel::QkNormRopeStoreV8Bf16,
+            (Some(k), _) => k,
+            (None, true) => Kernel::QkNormRopeStoreBf16,
+            (None, false) => Kernel::QkNormRopeStore,
+        };
         self.k.launch(kernel, (qkv.rows as u32, groups, 1), ROPE_THREADS as u32, &p)?;
         Ok(CudaAct { rows: qkv.rows, cols: nh * d, data: ActData::Bf16(q) })
     }

@@ -8,7 +8,7 @@
 use super::kernels::{params::*, Kernel};
 use super::weights::DenseMlp;
 use super::CudaBackend;
-use anyhow::Result;
+use anyhow::{anyhow, Result};
 use cudarc::driver::CudaSlice;
 
 /// The weight stream's output: f32 projections, or the gated MLP's bf16 activation.
@@ -18,18 +18,36 @@ enum StreamOut<'a> {
 }
 
 /// The dense MLP's buffers: gate and up in f32 (cuBLAS; none for the weight stream, which
-/// fuses the SiLU), the bf16 activation, the f32 output.
+/// fuses the SiLU), the bf16 activation, where its output goes.
 pub(super) struct MlpBuffers {
     gate_up: Option<CudaSlice<f32>>,
     act: CudaSlice<u16>,
-    pub(super) y: CudaSlice<f32>,
+    pub(super) y: MlpOut,
+}
+
+/// Where the dense MLP's down projection goes.
+pub(super) enum MlpOut {
+    /// Its own f32 rows.
+    Own(CudaSlice<f32>),
+    /// Added into the residual stream's f32 rows at this device address by cuBLAS (beta = 1).
+    Residual(u64),
+}
+
+impl MlpOut {
+    /// The output's own rows; none where it went into the residual stream.
+    pub(super) fn into_own(self) -> Option<CudaSlice<f32>> {
+        match self {
+            MlpOut::Own(y) => Some(y),
+            MlpOut::Residual(_) => None,
+        }
+    }
 }
 
 impl CudaBackend {
     /// Whether a projection of `rows` rows over `k` inputs (`gated`: two matrices) takes the weight
     /// stream: 16-byte rows of x, a cluster's k ranges covering k, and DENSE_STREAM_CTAS CTAs an SM
     /// (mini's QKV and attention out do; its dense MLP's gated tiles, twice the weights, do not).
-    fn streams(&self, rows: usize, k: usize, gated: bool) -> bool {
+    pub(super) fn streams(&self, rows: usize, k: usize, gated: bool) -> bool {
         self.opts.dense_stream
             && rows > 0
             && rows <= DENSE_STREAM_ROWS
@@ -89,20 +107,27 @@ impl CudaBackend {
 
     /// The dense MLP (and the shared expert): `bf16(silu(x gate^T) * (x up^T)) down^T`, f32 out.
     pub(super) fn dense_mlp(&self, m: &DenseMlp, x: &CudaSlice<u16>, rows: usize) -> Result<CudaSlice<f32>> {
-        let b = self.mlp_buffers(m, rows)?;
+        let b = self.mlp_buffers(m, rows, None)?;
         self.dense_mlp_into(m, x, rows, &b)?;
-        Ok(b.y)
+        b.y.into_own().ok_or_else(|| anyhow!("the dense MLP's output went into the residual stream unasked"))
     }
 
     /// What [`CudaBackend::dense_mlp_into`] writes, allocated apart from it so that it can run on
-    /// the side stream (which must not allocate: see `Kernels::beside`).
-    pub(super) fn mlp_buffers(&self, m: &DenseMlp, rows: usize) -> Result<MlpBuffers> {
+    /// the side stream (which must not allocate: see `Kernels::beside`). With `residual` (the
+    /// residual stream's device address) the down projection is added into it, unless the
+    /// weight stream takes it (which cannot add).
+    pub(super) fn mlp_buffers(&self, m: &DenseMlp, rows: usize, residual: Option<u64>) -> Result<MlpBuffers> {
         let h = self.cfg.hidden_size;
         let gate_up = if self.streams(rows, h, true) { None } else { Some(self.alloc_f32(rows * 2 * m.inter, "mlp gate_up")?) };
-        Ok(MlpBuffers { gate_up, act: self.alloc_bf16(rows * m.inter, "mlp activation")?, y: self.alloc_f32(rows * h, "mlp down")? })
+        let y = match residual.filter(|_| !self.streams(rows, m.inter, false)) {
+            Some(x) => MlpOut::Residual(x),
+            None => MlpOut::Own(self.alloc_f32(rows * h, "mlp down")?),
+        };
+        Ok(MlpBuffers { gate_up, act: self.alloc_bf16(rows * m.inter, "mlp activation")?, y })
     }
 
-    /// [`CudaBackend::dense_mlp`] into buffers from [`CudaBackend::mlp_buffers`] (launches only).
+    /// The dense MLP (and the shared expert), `bf16(silu(x gate^T) * (x up^T)) down^T` in f32,
+    /// into buffers from [`CudaBackend::mlp_buffers`] (launches only).
     pub(super) fn dense_mlp_into(&self, m: &DenseMlp, x: &CudaSlice<u16>, rows: usize, b: &MlpBuffers) -> Result<()> {
         let h = self.cfg.hidden_size;
         if let Some(gu) = &b.gate_up {
@@ -115,7 +140,10 @@ impl CudaBackend {
             let up = self.p(&m.gate_up) + (m.inter * h * std::mem::size_of::<u16>()) as u64;
             self.stream_projection("mlp gate_up", x, self.p(&m.gate_up), Some(up), StreamOut::Gated(&b.act), rows, m.inter, h)?;
         }
-        self.gemm_into("mlp down", &b.act, &m.down, &b.y, rows, h, m.inter)
+        match &b.y {
+            MlpOut::Own(y) => self.gemm_into("mlp down", &b.act, &m.down, y, rows, h, m.inter),
+            MlpOut::Residual(x) => Ok(self.k.gemm_bf16_f32("mlp down", self.p(&b.act), self.p(&m.down), *x, rows, h, m.inter, 1.0)?),
+        }
     }
 
     /// One weight-stream launch: `w1` (and `w2`, gated) `[n][k]` at these addresses; profiled as

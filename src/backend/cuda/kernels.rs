@@ -480,6 +480,28 @@ impl Kernels {
     /// fp32 accumulate). `beta = 1` accumulates into y.
     #[allow(clippy::too_many_arguments)]
     pub fn gemm_bf16_f32(&self, what: &str, x: u64, w: u64, y: u64, rows: usize, n: usize, k: usize, beta: f32) -> Result<()> {
+        self.gemm_bf16(what, x, w, y, cublas_sys::cudaDataType_t::CUDA_R_32F, rows, n, k, beta)
+    }
+
+    /// [`Kernels::gemm_bf16_f32`] with y in bf16: the fp32 accumulators rounded once.
+    #[allow(clippy::too_many_arguments)]
+    pub fn gemm_bf16_bf16(&self, what: &str, x: u64, w: u64, y: u64, rows: usize, n: usize, k: usize) -> Result<()> {
+        self.gemm_bf16(what, x, w, y, cublas_sys::cudaDataType_t::CUDA_R_16BF, rows, n, k, 0.0)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn gemm_bf16(
+        &self,
+        what: &str,
+        x: u64,
+        w: u64,
+        y: u64,
+        y_type: cublas_sys::cudaDataType_t,
+        rows: usize,
+        n: usize,
+        k: usize,
+        beta: f32,
+    ) -> Result<()> {
         if rows == 0 {
             return Ok(());
         }
@@ -488,7 +510,8 @@ impl Kernels {
         self.stream.context().bind_to_thread().map_err(CudaError::driver(|| "binding the CUDA context".into()))?;
         let t0 = self.prof_start();
         // Column-major view: y^T (n x rows) = w (k x n)^T * x^T (k x rows).
-        // SAFETY: x, w, y are device buffers of at least rows*k, n*k and rows*n elements.
+        // SAFETY: x, w, y are device buffers of at least rows*k, n*k and rows*n elements (y of
+        // y_type's).
         unsafe {
             cudarc::cublas::result::gemm_ex(
                 *self.current_blas().handle(),
@@ -506,7 +529,7 @@ impl Kernels {
                 k as i32,
                 &beta as *const f32 as *const _,
                 y as *mut _,
-                cublas_sys::cudaDataType_t::CUDA_R_32F,
+                y_type,
                 n as i32,
                 cublas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
                 cublas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,

@@ -117,6 +117,16 @@ pub struct CudaOptions {
     /// 32 at mini's shape) launched as programmatic dependents of their gate_up, their first
     /// weights requested before gate_up ends. `dllm bench --expert-pdl false` measures without.
     pub expert_pdl: bool,
+    /// The attention's output projection and the dense MLP's down projection added into the
+    /// residual stream by their cuBLAS GEMMs (beta = 1; one rank, no weight stream) instead of
+    /// written out for the next norm to add: that norm then reads one f32 row instead of two and
+    /// writes none. `dllm bench --residual-gemm false` measures without.
+    pub residual_gemm: bool,
+    /// The QKV projection written by cuBLAS in bf16 (its fp32 sums rounded once, as a bf16
+    /// checkpoint's own QKV rows are) for qk_norm_rope_store's _bf16 kernels, instead of in f32:
+    /// half the bytes out of the GEMM and into the norm. `dllm bench --qkv-bf16 false` measures
+    /// without.
+    pub qkv_bf16: bool,
 }
 
 impl Default for CudaOptions {
@@ -143,6 +153,8 @@ impl Default for CudaOptions {
             fused_moe_norm: true,
             rope_vectors: true,
             expert_pdl: true,
+            residual_gemm: true,
+            qkv_bf16: true,
         }
     }
 }
@@ -359,6 +371,22 @@ impl CudaBackend {
         Ok(self.k.sync("synchronize")?)
     }
 
+    /// The layer's feed-forward summed over the ranks, for the next norm to add (what
+    /// [`Backend::ffn_residual`] does by default).
+    fn ffn_to_add(&mut self, h: &CudaAct, layer: usize, batch: &StepBatch) -> Result<Option<CudaAct>> {
+        let mut y = self.ffn(h, layer, batch)?;
+        self.all_reduce(&mut y)?;
+        Ok(Some(y))
+    }
+
+    /// A projection's weight, its output columns and its name in profiles.
+    fn linear_weight(&self, w: Linear) -> (&CudaSlice<u16>, usize, &'static str) {
+        match w {
+            Linear::Qkv(l) => (&self.w.layers[l].qkv, self.cfg.qkv_rows(), "qkv"),
+            Linear::AttnOut(l) => (&self.w.layers[l].dense, self.cfg.hidden_size, "attention out"),
+        }
+    }
+
     /// This rank's slice of the vocabulary (the whole of it at one rank).
     fn vocab_slice(&self) -> std::ops::Range<usize> {
         self.tp.shard.vocab(self.cfg.vocab_size)
@@ -559,14 +587,33 @@ impl Backend for CudaBackend {
     }
 
     fn linear(&mut self, x: &CudaAct, w: Linear) -> Result<CudaAct> {
-        let c = &self.cfg;
         let xb = self.bf16_of(x, "linear")?;
-        let (wt, n, what) = match w {
-            Linear::Qkv(l) => (&self.w.layers[l].qkv, c.qkv_rows(), "qkv"),
-            Linear::AttnOut(l) => (&self.w.layers[l].dense, c.hidden_size, "attention out"),
-        };
+        let (wt, n, what) = self.linear_weight(w);
+        // QKV in bf16 for the norm after it (CudaOptions::qkv_bf16), where cuBLAS computes it.
+        if matches!(w, Linear::Qkv(_)) && self.opts.qkv_bf16 && !self.streams(x.rows, x.cols, false) {
+            let y = self.alloc_bf16(x.rows * n, what)?;
+            self.k.gemm_bf16_bf16(what, self.p(xb), self.p(wt), self.p(&y), x.rows, n, x.cols)?;
+            return Ok(CudaAct { rows: x.rows, cols: n, data: ActData::Bf16(y) });
+        }
         let y = self.gemm(what, xb, wt, x.rows, n, x.cols)?;
         Ok(CudaAct { rows: x.rows, cols: n, data: ActData::F32(y) })
+    }
+
+    fn linear_residual(&mut self, x: &mut CudaAct, o: &CudaAct, w: Linear) -> Result<Option<CudaAct>> {
+        let (wt, n, what) = self.linear_weight(w);
+        // Only cuBLAS adds into its output, and only one rank's output is the whole sum.
+        if !self.opts.residual_gemm || self.tp.comm.is_some() || self.streams(o.rows, o.cols, false) {
+            let mut out = self.linear(o, w)?;
+            self.all_reduce(&mut out)?;
+            return Ok(Some(out));
+        }
+        if x.rows != o.rows || x.cols != n {
+            bail!("linear_residual: the residual is {}x{}, the projection {}x{n}", x.rows, x.cols, o.rows);
+        }
+        let (ob, xs) = (self.bf16_of(o, "linear_residual")?, self.f32_of(x, "linear_residual")?);
+        // x = x + o w^T: beta = 1 reads x as the GEMM's C, one f32 rounding of the sum as the norm's add.
+        self.k.gemm_bf16_f32(what, self.p(ob), self.p(wt), self.p(xs), o.rows, n, o.cols, 1.0)?;
+        Ok(None)
     }
 
     fn qk_norm_rope_store(&mut self, qkv: &CudaAct, layer: usize, batch: &StepBatch) -> Result<CudaAct> {
@@ -591,6 +638,24 @@ impl Backend for CudaBackend {
             }
         };
         Ok(CudaAct { rows: x.rows, cols: self.cfg.hidden_size, data: ActData::F32(y) })
+    }
+
+    fn ffn_residual(&mut self, x: &mut CudaAct, h: &CudaAct, layer: usize, batch: &StepBatch) -> Result<Option<CudaAct>> {
+        // A dense MLP's down projection adds into x (CudaOptions::residual_gemm) where cuBLAS
+        // computes it at one rank (only one rank's output is the whole sum). A MoE layer's shared
+        // expert does not: its output's one read would only move from add_moe_rms_norm onto the
+        // side stream, beside the routed experts, which measured slower (docs/PERF.md, session 35).
+        let into_x = self.opts.residual_gemm && self.tp.comm.is_none();
+        let Ffn::Dense(m) = &self.w.layers[layer].ffn else { return self.ffn_to_add(h, layer, batch) };
+        if !into_x {
+            return self.ffn_to_add(h, layer, batch);
+        }
+        if x.rows != h.rows || x.cols != self.cfg.hidden_size {
+            bail!("ffn_residual: the residual is {}x{}, the rows {}x{}", x.rows, x.cols, h.rows, self.cfg.hidden_size);
+        }
+        let b = self.mlp_buffers(m, h.rows, Some(self.p(self.f32_of(x, "ffn_residual")?)))?;
+        self.dense_mlp_into(m, self.bf16_of(h, "ffn")?, h.rows, &b)?;
+        Ok(b.y.into_own().map(|y| CudaAct { rows: h.rows, cols: self.cfg.hidden_size, data: ActData::F32(y) }))
     }
 
     fn all_reduce(&mut self, x: &mut CudaAct) -> Result<()> {

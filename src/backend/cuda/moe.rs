@@ -598,7 +598,7 @@ impl CudaBackend {
         // stream; moe_combine, which adds the slots to its output, waits for it (the join).
         let beside = match (&m.shared, shared) {
             (Some(s), None) => {
-                let b = self.mlp_buffers(s, rows)?;
+                let b = self.mlp_buffers(s, rows, None)?;
                 let forked = self.k.beside(|| self.dense_mlp_into(s, x, rows, &b))?;
                 Some((b, forked))
             }
@@ -742,7 +742,7 @@ impl CudaBackend {
                 if forked {
                     self.k.join_side()?;
                 }
-                Some(b.y)
+                b.y.into_own()
             }
             None => None,
         };
