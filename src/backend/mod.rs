@@ -112,6 +112,23 @@ pub enum Linear {
     AttnOut(usize),
 }
 
+/// [`Backend::linear_residual`] without the residual: `o w^T` summed over the tensor-parallel
+/// ranks (row-parallel: each holds its heads' share), for the next norm to add.
+pub fn linear_to_add<B: Backend + ?Sized>(b: &mut B, o: &B::Act, w: Linear) -> Result<Option<B::Act>> {
+    let mut out = b.linear(o, w)?;
+    b.all_reduce(&mut out)?;
+    Ok(Some(out))
+}
+
+/// [`Backend::ffn_residual`] without the residual: the feed-forward summed over the
+/// tensor-parallel ranks (each holds its slice of every intermediate width), for the next norm
+/// to add.
+pub fn ffn_to_add<B: Backend + ?Sized>(b: &mut B, h: &B::Act, layer: usize, batch: &StepBatch) -> Result<Option<B::Act>> {
+    let mut y = b.ffn(h, layer, batch)?;
+    b.all_reduce(&mut y)?;
+    Ok(Some(y))
+}
+
 pub trait Backend {
     /// Activations: `[rows, cols]`, row-major.
     type Act;
@@ -135,9 +152,7 @@ pub trait Backend {
     /// and writes `x`, so the norm after it reads one f32 row instead of two and writes none).
     fn linear_residual(&mut self, x: &mut Self::Act, o: &Self::Act, w: Linear) -> Result<Option<Self::Act>> {
         let _ = x;
-        let mut out = self.linear(o, w)?;
-        self.all_reduce(&mut out)?;
-        Ok(Some(out))
+        linear_to_add(self, o, w)
     }
     /// Split fused QKV, RMSNorm q and k per head, rotate them, write k and v to the cache
     /// at the batch's positions; returns q `[T, NH*D]`.
@@ -154,9 +169,7 @@ pub trait Backend {
     /// dense MLP's down projection, in its GEMM's epilogue).
     fn ffn_residual(&mut self, x: &mut Self::Act, h: &Self::Act, layer: usize, batch: &StepBatch) -> Result<Option<Self::Act>> {
         let _ = x;
-        let mut y = self.ffn(h, layer, batch)?;
-        self.all_reduce(&mut y)?; // each rank holds its slice of every intermediate width
-        Ok(Some(y))
+        ffn_to_add(self, h, layer, batch)
     }
     /// Sum a row-parallel output's partial sums over the tensor-parallel ranks, in place (every
     /// rank then holds the same bits); nothing at one rank.

@@ -26,7 +26,7 @@ pub mod weights;
 use super::mem_group::MemGroup;
 use super::ranks::Ranks;
 use super::shard::Shard;
-use super::{Backend, Head, LayerRouting, Linear, Norm, StepBatch};
+use super::{ffn_to_add, linear_to_add, Backend, Head, LayerRouting, Linear, Norm, StepBatch};
 use crate::checkpoint::Checkpoint;
 use crate::config::ModelConfig;
 use crate::decode::row_top::{merge_tops, RowTop};
@@ -371,14 +371,6 @@ impl CudaBackend {
         Ok(self.k.sync("synchronize")?)
     }
 
-    /// The layer's feed-forward summed over the ranks, for the next norm to add (what
-    /// [`Backend::ffn_residual`] does by default).
-    fn ffn_to_add(&mut self, h: &CudaAct, layer: usize, batch: &StepBatch) -> Result<Option<CudaAct>> {
-        let mut y = self.ffn(h, layer, batch)?;
-        self.all_reduce(&mut y)?;
-        Ok(Some(y))
-    }
-
     /// A projection's weight, its output columns and its name in profiles.
     fn linear_weight(&self, w: Linear) -> (&CudaSlice<u16>, usize, &'static str) {
         match w {
@@ -603,9 +595,7 @@ impl Backend for CudaBackend {
         let (wt, n, what) = self.linear_weight(w);
         // Only cuBLAS adds into its output, and only one rank's output is the whole sum.
         if !self.opts.residual_gemm || self.tp.comm.is_some() || self.streams(o.rows, o.cols, false) {
-            let mut out = self.linear(o, w)?;
-            self.all_reduce(&mut out)?;
-            return Ok(Some(out));
+            return linear_to_add(self, o, w);
         }
         if x.rows != o.rows || x.cols != n {
             bail!("linear_residual: the residual is {}x{}, the projection {}x{n}", x.rows, x.cols, o.rows);
@@ -646,9 +636,9 @@ impl Backend for CudaBackend {
         // expert does not: its output's one read would only move from add_moe_rms_norm onto the
         // side stream, beside the routed experts, which measured slower (docs/PERF.md, session 35).
         let into_x = self.opts.residual_gemm && self.tp.comm.is_none();
-        let Ffn::Dense(m) = &self.w.layers[layer].ffn else { return self.ffn_to_add(h, layer, batch) };
+        let Ffn::Dense(m) = &self.w.layers[layer].ffn else { return ffn_to_add(self, h, layer, batch) };
         if !into_x {
-            return self.ffn_to_add(h, layer, batch);
+            return ffn_to_add(self, h, layer, batch);
         }
         if x.rows != h.rows || x.cols != self.cfg.hidden_size {
             bail!("ffn_residual: the residual is {}x{}, the rows {}x{}", x.rows, x.cols, h.rows, self.cfg.hidden_size);
