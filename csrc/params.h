@@ -664,12 +664,13 @@ struct SpinParams {
 // passes). The bars are found by radix select over the logits' 32-bit order keys in three digit
 // passes of SAMPLE_DIGIT0 + 2 x SAMPLE_DIGIT bits (the wide first digit spreads logits that share
 // a sign and exponent over more bins, so fewer shared-memory atomics collide). The draw cuts each
-// slice into at most SAMPLE_THREADS segments of whole pieces of 4 x WARP tokens (a float4 a lane),
-// so a warp's loads stay coalesced while the segments keep token-id order.
+// slice into at most SAMPLE_THREADS segments of whole pieces of 4 x WARP f32 or 8 x WARP bf16
+// tokens (a 16-byte vector a lane), so a warp's loads stay coalesced while the segments keep
+// token-id order.
 #define SAMPLE_CLUSTER 8
 #define SAMPLE_THREADS 256
-#define SAMPLE_UNROLL 16  // logits loads in flight a thread (a slice gives a thread few rounds)
-#define SAMPLE_SEGMENT_LOADS 4  // segments a warp sums at once, a float4 a lane of each in flight
+#define SAMPLE_UNROLL 16  // f32 logits in flight a thread, SAMPLE_UNROLL / 4 16-byte loads (a slice gives a thread few rounds)
+#define SAMPLE_SEGMENT_LOADS 4  // f32 segments a warp sums at once, a float4 a lane of each in flight
 // CTAs a SM the registers are capped for: 4 (64 registers; a few long-lived values spill)
 // keeps 64 KB of loads in flight a SM and the rows in flight (132 x 4 / 8 of 629 KB) within the
 // L2. The kernel is bound by its per-token instructions' latency, so the fourth CTA's warps pay:
@@ -700,10 +701,11 @@ struct RowSampling {
 #define SAMPLE_SKIPPED 0xffffffffu
 
 // sampler.cu, sample_rows: decode::sample::sample_row_u on the device, one cluster of
-// SAMPLE_CLUSTER CTAs per row of logits [rows][vocab] f32 (a grid of rows * SAMPLE_CLUSTER);
-// per row the drawn token and its probability in the kept, renormalised distribution.
+// SAMPLE_CLUSTER CTAs per row of logits [rows][vocab] (a grid of rows * SAMPLE_CLUSTER), f32 for
+// sample_rows and bf16 for sample_rows_bf16; per row the drawn token and its probability in the
+// kept, renormalised distribution.
 struct SampleParams {
-    DEV_PTR(const float) logits;
+    DEV_PTR(const void) logits;
     DEV_PTR(const RowSampling) sampling;  // [rows]
     DEV_PTR(uint32_t) token;              // [rows]
     DEV_PTR(float) prob;                  // [rows]

@@ -21,6 +21,10 @@
 //          and one warp walking the segment where u times the kept mass falls (the inverse CDF
 //          in token-id order).
 // min-p needs no pass: its bar is a weight, tested wherever a weight is computed.
+// The rows are f32 (sample_rows) or bf16 (sample_rows_bf16, a sampled step's lm_head output: half
+// the bytes to write and read); each logit is widened to f32 as it is read, and everything after
+// is the same. bf16 rows put many tokens on one value, so the top-p bar usually falls among
+// tied tokens: nucleus_draw cuts those from its candidates (candidate_tie_cut), not by a pass.
 // A top-p row without top-k (the common knobs) takes two passes instead of five (nucleus_draw):
 // the max pass also histograms the first digit, and one pass of the draw's weights confirms its
 // bin, keeps the bin's tokens for the last two digits, and sums the draw's segments on the way.
@@ -95,6 +99,9 @@ struct SampleSmem {
     float part;
     int found;
     float found_q;
+    // Read by the cluster: a candidate tie cut's count of this slice's tied tokens, and the
+    // owner's cut (candidate_tie_cut).
+    int tie_count, tie_id;
     // This CTA's only.
     int claim, last;  // the thread (group or segment) the target falls in; the last non-empty
     int bin;          // radix: the chosen bin
@@ -148,49 +155,99 @@ __device__ __forceinline__ float cluster_sum(cg::cluster_group& cluster, T* mine
     return s;
 }
 
-// f(i, l[i]) over the slice, SAMPLE_UNROLL tokens in flight a thread, each thread's in increasing
-// id. The last round's loads are predicated rather than left to a tail loop, which would wait
-// out a load latency per token. Where the slice starts 16-byte aligned (a row of a multiple of
-// 4 tokens: mini's) the loads are float4s, a quarter of the load and index instructions.
-template <class F>
-__device__ __forceinline__ void for_slice(const float* __restrict__ l, Slice sl, F f) {
-    constexpr int U = SAMPLE_UNROLL, B = SAMPLE_THREADS;
+// A row of logits as f32 (sample_rows) or bf16 (sample_rows_bf16: a sampled step's lm_head
+// writes half the bytes, and every pass reads half): PACK tokens a 16-byte load, widened to f32
+// (exact) where they are read, so that every pass, bar and draw works on the same f32 values.
+template <class LT>
+struct Logits;
+template <>
+struct Logits<float> {
+    static constexpr int PACK = 4;
+    static __device__ __forceinline__ float at(const float* l, int i) { return l[i]; }
+    // The PACK tokens from i as one vector, 0 from `end` on (any alignment).
+    static __device__ __forceinline__ uint4 load_partial(const float* l, int i, int end) {
+        uint32_t w[PACK];
+#pragma unroll
+        for (int t = 0; t < PACK; t++) w[t] = i + t < end ? __float_as_uint(l[i + t]) : 0u;
+        return make_uint4(w[0], w[1], w[2], w[3]);
+    }
+    static __device__ __forceinline__ void unpack(uint4 u, float (&v)[PACK]) {
+        v[0] = __uint_as_float(u.x);
+        v[1] = __uint_as_float(u.y);
+        v[2] = __uint_as_float(u.z);
+        v[3] = __uint_as_float(u.w);
+    }
+};
+template <>
+struct Logits<bf16> {
+    static constexpr int PACK = 8;
+    static __device__ __forceinline__ float at(const bf16* l, int i) { return __bfloat162float(l[i]); }
+    static __device__ __forceinline__ uint4 load_partial(const bf16* l, int i, int end) {
+        const unsigned short* h = reinterpret_cast<const unsigned short*>(l);
+        uint32_t w[PACK / 2];
+#pragma unroll
+        for (int j = 0; j < PACK / 2; j++) {
+            const uint32_t lo = i + 2 * j < end ? h[i + 2 * j] : 0u, hi = i + 2 * j + 1 < end ? h[i + 2 * j + 1] : 0u;
+            w[j] = lo | (hi << 16);
+        }
+        return make_uint4(w[0], w[1], w[2], w[3]);
+    }
+    // A bf16 is the top half of its f32 (the lower id in the lower half of each word).
+    static __device__ __forceinline__ void unpack(uint4 u, float (&v)[PACK]) {
+        const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            v[2 * j] = __uint_as_float(w[j] << 16);
+            v[2 * j + 1] = __uint_as_float(w[j] & 0xffff0000u);
+        }
+    }
+};
+
+// f(i, l[i]) over the slice, SAMPLE_UNROLL / 4 16-byte loads in flight a thread, each thread's
+// tokens in increasing id. The last round's loads are predicated rather than left to a tail loop,
+// which would wait out a load latency per token. Where the slice starts 16-byte aligned (a row
+// of a multiple of 4 f32 or 8 bf16 tokens: mini's) the loads are 16-byte vectors, a quarter (f32)
+// or an eighth (bf16) of the load and index instructions.
+template <class LT, class F>
+__device__ __forceinline__ void for_slice(const LT* __restrict__ l, Slice sl, F f) {
+    using L = Logits<LT>;
+    constexpr int B = SAMPLE_THREADS, P = L::PACK, UV = SAMPLE_UNROLL / 4;
     if ((reinterpret_cast<uintptr_t>(l + sl.begin) & 15) == 0) {
-        constexpr int U4 = U / 4;
-        const int n4 = (sl.end - sl.begin) / 4;
-        const float4* l4 = reinterpret_cast<const float4*>(l + sl.begin);
-        auto take4 = [&](int j, float4 v) {
-            const int i = sl.begin + 4 * j;
-            f(i, v.x);
-            f(i + 1, v.y);
-            f(i + 2, v.z);
-            f(i + 3, v.w);
+        const int nv = (sl.end - sl.begin) / P;
+        const uint4* lv = reinterpret_cast<const uint4*>(l + sl.begin);
+        auto take = [&](int j, uint4 raw) {
+            float v[P];
+            L::unpack(raw, v);
+            const int i = sl.begin + P * j;
+#pragma unroll
+            for (int t = 0; t < P; t++) f(i + t, v[t]);
         };
         int j0 = threadIdx.x;
-        // Whole rounds without a check a float4 (the checks cost a branch a float4, and kept the
+        // Whole rounds without a check a vector (the checks cost a branch a vector, and kept the
         // shared-memory window's base from being hoisted out of f).
-        for (; j0 + (U4 - 1) * B < n4; j0 += U4 * B) {
-            float4 v[U4];
+        for (; j0 + (UV - 1) * B < nv; j0 += UV * B) {
+            uint4 v[UV];
 #pragma unroll
-            for (int u = 0; u < U4; u++) v[u] = l4[j0 + u * B];
+            for (int u = 0; u < UV; u++) v[u] = lv[j0 + u * B];
 #pragma unroll
-            for (int u = 0; u < U4; u++) take4(j0 + u * B, v[u]);
+            for (int u = 0; u < UV; u++) take(j0 + u * B, v[u]);
         }
-        if (j0 < n4) {  // the last round, predicated
-            float4 v[U4];
+        if (j0 < nv) {  // the last round, predicated
+            uint4 v[UV];
 #pragma unroll
-            for (int u = 0; u < U4; u++) v[u] = j0 + u * B < n4 ? l4[j0 + u * B] : make_float4(0.f, 0.f, 0.f, 0.f);
+            for (int u = 0; u < UV; u++) v[u] = j0 + u * B < nv ? lv[j0 + u * B] : make_uint4(0u, 0u, 0u, 0u);
 #pragma unroll
-            for (int u = 0; u < U4; u++)
-                if (j0 + u * B < n4) take4(j0 + u * B, v[u]);
+            for (int u = 0; u < UV; u++)
+                if (j0 + u * B < nv) take(j0 + u * B, v[u]);
         }
-        for (int i = sl.begin + 4 * n4 + threadIdx.x; i < sl.end; i += B) f(i, l[i]);  // a last slice's odd end
+        for (int i = sl.begin + P * nv + threadIdx.x; i < sl.end; i += B) f(i, L::at(l, i));  // a last slice's odd end
         return;
     }
+    constexpr int U = SAMPLE_UNROLL;
     for (int i0 = sl.begin + threadIdx.x; i0 < sl.end; i0 += U * B) {
         float v[U];
 #pragma unroll
-        for (int u = 0; u < U; u++) v[u] = i0 + u * B < sl.end ? l[i0 + u * B] : 0.f;
+        for (int u = 0; u < U; u++) v[u] = i0 + u * B < sl.end ? L::at(l, i0 + u * B) : 0.f;
 #pragma unroll
         for (int u = 0; u < U; u++)
             if (i0 + u * B < sl.end) f(i0 + u * B, v[u]);
@@ -200,7 +257,7 @@ __device__ __forceinline__ void for_slice(const float* __restrict__ l, Slice sl,
 // The first token in id order at which the running sum of q (>= 0) over the row exceeds
 // target = frac * (total of q) + add, its q, and the total; the same on every CTA of the cluster.
 // A target at or past the total (rounding) takes the last token with q > 0. Each slice is cut
-// into at most SAMPLE_THREADS segments of seg_len (whole pieces of 4 x WARP) tokens, segment t
+// into at most SAMPLE_THREADS segments of seg_len (whole pieces of PACK x WARP) tokens, segment t
 // thread t's in the scans; each segment's sum is a warp sum (warp_segment_sums). The slices'
 // totals, in rank order, say which slice holds the target; that CTA alone scans its segments and
 // walks one, and the others read what it found.
@@ -210,26 +267,29 @@ struct Found {
 };
 
 // A segment's length: at most SAMPLE_THREADS segments cover the slice, each of whole pieces of
-// 4 x WARP tokens (a float4 a lane).
+// PACK x WARP tokens (a 16-byte vector a lane: 4 f32 or 8 bf16 tokens).
+template <class LT>
 __device__ __forceinline__ int segment_len(Slice sl) {
-    constexpr int P = 4 * WARP, N = SAMPLE_THREADS * P;
+    constexpr int P = Logits<LT>::PACK * WARP, N = SAMPLE_THREADS * P;
     return (sl.end - sl.begin + N - 1) / N * P;
 }
 
-template <class Q>
-__device__ Found id_select_segments(const float* __restrict__ l, Slice sl, Q q, float frac, float add, float mine, SampleSmem& sm,
+template <class LT, class Q>
+__device__ Found id_select_segments(const LT* __restrict__ l, Slice sl, Q q, float frac, float add, float mine, SampleSmem& sm,
                                     cg::cluster_group& cluster);
 
 // The sum of q(i, l[i]) over each segment of the slice into out[segment], for all SAMPLE_THREADS
-// segments (0 past the slice's end). Warp w takes segments w, w + NW, ..., SAMPLE_SEGMENT_LOADS of
-// them at a time, a piece of 4 x WARP tokens of each in flight (a float4 a lane where the slice
-// starts 16-byte aligned: then so does every segment), and sums a piece's 4 tokens a lane before
-// the warp sums the segment. q may keep other sums on the way (nucleus_draw's second pass). The
-// loads are all issued before any q: with q's branches (and its shared-memory stores) between
-// them, the compiler issued each load after the previous token's q, one in flight a lane.
-template <class Q>
-__device__ __forceinline__ void warp_segment_sums(const float* __restrict__ l, Slice sl, int seg_len, Q q, float* out) {
-    constexpr int NW = SAMPLE_THREADS / WARP, S = SAMPLE_SEGMENT_LOADS;
+// segments (0 past the slice's end). Warp w takes segments w, w + NW, ..., S of them at a time
+// (SAMPLE_SEGMENT_LOADS f32 segments, half as many bf16 ones: the same tokens, in the 64
+// registers), a piece of PACK x WARP tokens of each in flight (a 16-byte vector a lane where the
+// slice starts 16-byte aligned: then so does every segment), and sums a piece's PACK tokens a
+// lane before the warp sums the segment. q may keep other sums on the way (nucleus_draw's second
+// pass). The loads are all issued before any q: with q's branches (and its shared-memory stores)
+// between them, the compiler issued each load after the previous token's q, one in flight a lane.
+template <class LT, class Q>
+__device__ __forceinline__ void warp_segment_sums(const LT* __restrict__ l, Slice sl, int seg_len, Q q, float* out) {
+    using L = Logits<LT>;
+    constexpr int NW = SAMPLE_THREADS / WARP, P = L::PACK, S = SAMPLE_SEGMENT_LOADS * 4 / P;
     static_assert(SAMPLE_THREADS % (NW * S) == 0, "whole groups of segments");
     const int lane = threadIdx.x % WARP, w = threadIdx.x / WARP;
     const bool vec = (reinterpret_cast<uintptr_t>(l + sl.begin) & 15) == 0;
@@ -239,29 +299,27 @@ __device__ __forceinline__ void warp_segment_sums(const float* __restrict__ l, S
         float acc[S];
 #pragma unroll
         for (int u = 0; u < S; u++) acc[u] = 0.f;
-        for (int piece = 0; s0 < used && piece < seg_len; piece += 4 * WARP) {
-            float4 v[S];
+        for (int piece = 0; s0 < used && piece < seg_len; piece += P * WARP) {
+            uint4 raw[S];
 #pragma unroll
             for (int u = 0; u < S; u++) {
-                const int i = sl.begin + (s0 + u * NW) * seg_len + piece + 4 * lane;
-                if (vec && i + 3 < sl.end) {
-                    v[u] = *reinterpret_cast<const float4*>(l + i);
-                } else {
-                    v[u].x = i < sl.end ? l[i] : 0.f;
-                    v[u].y = i + 1 < sl.end ? l[i + 1] : 0.f;
-                    v[u].z = i + 2 < sl.end ? l[i + 2] : 0.f;
-                    v[u].w = i + 3 < sl.end ? l[i + 3] : 0.f;
-                }
+                const int i = sl.begin + (s0 + u * NW) * seg_len + piece + P * lane;
+                raw[u] = vec && i + P - 1 < sl.end ? *reinterpret_cast<const uint4*>(l + i) : L::load_partial(l, i, sl.end);
             }
 #pragma unroll
             for (int u = 0; u < S; u++) {
-                const int i = sl.begin + (s0 + u * NW) * seg_len + piece + 4 * lane;
-                if (i + 3 < sl.end) {
-                    acc[u] += (q(i, v[u].x) + q(i + 1, v[u].y)) + (q(i + 2, v[u].z) + q(i + 3, v[u].w));
+                const int i = sl.begin + (s0 + u * NW) * seg_len + piece + P * lane;
+                float v[P];
+                L::unpack(raw[u], v);
+                if (i + P - 1 < sl.end) {
+                    float a = 0.f;
+#pragma unroll
+                    for (int t = 0; t < P; t += 2) a += q(i + t, v[t]) + q(i + t + 1, v[t + 1]);
+                    acc[u] += a;
                 } else {
-                    if (i < sl.end) acc[u] += q(i, v[u].x);
-                    if (i + 1 < sl.end) acc[u] += q(i + 1, v[u].y);
-                    if (i + 2 < sl.end) acc[u] += q(i + 2, v[u].z);
+#pragma unroll
+                    for (int t = 0; t < P - 1; t++)
+                        if (i + t < sl.end) acc[u] += q(i + t, v[t]);
                 }
             }
         }
@@ -273,9 +331,9 @@ __device__ __forceinline__ void warp_segment_sums(const float* __restrict__ l, S
     }
 }
 
-template <class Q>
-__device__ Found id_select(const float* __restrict__ l, Slice sl, Q q, float frac, float add, SampleSmem& sm, cg::cluster_group& cluster) {
-    warp_segment_sums(l, sl, segment_len(sl), q, sm.seg);
+template <class LT, class Q>
+__device__ Found id_select(const LT* __restrict__ l, Slice sl, Q q, float frac, float add, SampleSmem& sm, cg::cluster_group& cluster) {
+    warp_segment_sums(l, sl, segment_len<LT>(sl), q, sm.seg);
     __syncthreads();
     return id_select_segments(l, sl, q, frac, add, sm.seg[threadIdx.x], sm, cluster);
 }
@@ -327,10 +385,10 @@ __device__ Located locate_target(float frac, float add, float mine, SampleSmem& 
 
 // The owner's part of an id select (every thread of the owning CTA calls it): the segment the
 // target falls in, and warp 0 walking it into sm.found and sm.found_q.
-template <class Q>
-__device__ void walk_to_target(const float* __restrict__ l, Slice sl, Q q, float mine, const Located& at, SampleSmem& sm) {
+template <class LT, class Q>
+__device__ void walk_to_target(const LT* __restrict__ l, Slice sl, Q q, float mine, const Located& at, SampleSmem& sm) {
     const int lane = threadIdx.x % WARP, w = threadIdx.x / WARP;
-    const int seg_len = segment_len(sl);
+    const int seg_len = segment_len<LT>(sl);
     if (mine > 0.f) {
         if (at.excl <= at.local && at.local < at.incl) atomicMin(&sm.claim, (int)threadIdx.x);
         atomicMax(&sm.last, (int)threadIdx.x);
@@ -347,7 +405,7 @@ __device__ void walk_to_target(const float* __restrict__ l, Slice sl, Q q, float
         int found = -1, last_id = -1;
         for (int base = begin; base < end && found < 0; base += WARP) {
             const int i = base + lane;
-            const float x = i < end ? q(i, l[i]) : 0.f;
+            const float x = i < end ? q(i, Logits<LT>::at(l, i)) : 0.f;
             const float c = warp_scan(x);
             const unsigned hit = __ballot_sync(FULL_MASK, x > 0.f && run + c > r);
             const unsigned pos = __ballot_sync(FULL_MASK, x > 0.f);
@@ -371,8 +429,8 @@ __device__ void walk_to_target(const float* __restrict__ l, Slice sl, Q q, float
 
 // id_select once each segment's sum of q is known (`mine`: segment threadIdx.x's): the slice
 // that holds the target, and there the segment and the token.
-template <class Q>
-__device__ Found id_select_segments(const float* __restrict__ l, Slice sl, Q q, float frac, float add, float mine, SampleSmem& sm,
+template <class LT, class Q>
+__device__ Found id_select_segments(const LT* __restrict__ l, Slice sl, Q q, float frac, float add, float mine, SampleSmem& sm,
                                     cg::cluster_group& cluster) {
     const Located at = locate_target(frac, add, mine, sm, cluster);
     if ((int)cluster.block_rank() == at.owner) walk_to_target(l, sl, q, mine, at, sm);
@@ -385,8 +443,8 @@ __device__ Found id_select_segments(const float* __restrict__ l, Slice sl, Q q, 
 // round the cluster), and the cluster's last barrier split around that CTA's walk: each CTA
 // arrives once done reading its peers' totals and leaves when all have. False (nothing has
 // q > 0): nothing written, no barrier taken after the totals'.
-template <class Q>
-__device__ bool id_draw(const float* __restrict__ l, Slice sl, Q q, float u, float mine, uint32_t* token, float* prob, SampleSmem& sm,
+template <class LT, class Q>
+__device__ bool id_draw(const LT* __restrict__ l, Slice sl, Q q, float u, float mine, uint32_t* token, float* prob, SampleSmem& sm,
                         cg::cluster_group& cluster) {
     const Located at = locate_target(u, 0.f, mine, sm, cluster);
     if (at.owner < 0) return false;
@@ -530,8 +588,54 @@ __device__ Chosen radix_choose(SampleSmem& sm, cg::cluster_group& cluster, T* hi
 // radix_select from the digit `st` names on, over the tokens `each` visits (each(f) calls
 // f(i, l[i]) for every token of the slice that may match: the row's slice, or candidates).
 // COUNTS: q is 1 or 0 (a count), histogrammed in the integer bins.
-template <bool COUNTS, class Each, class Q>
-__device__ Bar radix_select_from(const float* __restrict__ l, Slice sl, Each each, Q q, RadixStart st, float frac, float add,
+// The id of the keep-th (from 1) tied token in id order over the row, when `each` visits
+// nucleus_draw's candidates: every token of the first digit's bin, so every token of the bar's
+// key, is among its slice's candidates, and the slices lie in id order by rank. So the slices'
+// counts of tied tokens say which slice holds it, and that CTA ranks its own tied candidates by
+// id (they are few: a bar's key is one logit value), instead of a pass over the row in id order
+// (id_select), which bf16 rows (many tokens a value) took at most bars.
+template <class Tied>
+__device__ int candidate_tie_cut(Tied tied, int keep, SampleSmem& sm, cg::cluster_group& cluster) {
+    const int n = min(sm.ncand, SAMPLE_CANDIDATES);
+    float mine = 0.f;
+    for (int j = threadIdx.x; j < n; j += SAMPLE_THREADS) mine += tied(sm.cand_i[j], sm.cand_v[j]) ? 1.f : 0.f;
+    mine = block_sum(mine, sm.scratch);  // at most SAMPLE_CANDIDATES: exact
+    if (threadIdx.x == 0) sm.tie_count = (int)mine;
+    cluster.sync();  // every slice's count is out
+    int owner = -1, local = 0, before = 0;
+#pragma unroll
+    for (int r = 0; r < SAMPLE_CLUSTER; r++) {
+        const int c = *cluster.map_shared_rank(&sm.tie_count, r);
+        if (owner < 0 && before + c >= keep) {
+            owner = r;
+            local = keep - before;
+        }
+        before += c;
+    }
+    // The counts came from the same tokens the bar's ties were counted over: owner >= 0.
+    if ((int)cluster.block_rank() == owner) {
+        // The tied ids, compacted (the last digit's histogram is free: no peer reads it after
+        // the barrier above), then the one with local - 1 tied ids below it.
+        __syncthreads();
+        if (threadIdx.x == 0) sm.claim = 0;
+        __syncthreads();
+        for (int j = threadIdx.x; j < n; j += SAMPLE_THREADS)
+            if (tied(sm.cand_i[j], sm.cand_v[j])) sm.ihist2[atomicAdd(&sm.claim, 1)] = (uint32_t)sm.cand_i[j];
+        __syncthreads();
+        const int nt = sm.claim;
+        for (int j = threadIdx.x; j < nt; j += SAMPLE_THREADS) {
+            const uint32_t id = sm.ihist2[j];
+            int below = 0;
+            for (int m = 0; m < nt; m++) below += sm.ihist2[m] < id;
+            if (below == local - 1) sm.tie_id = (int)id;
+        }
+    }
+    cluster.sync();  // the owner's cut is out
+    return owner >= 0 ? *cluster.map_shared_rank(&sm.tie_id, owner) : 0x7fffffff;
+}
+
+template <bool COUNTS, bool CANDIDATES, class LT, class Each, class Q>
+__device__ Bar radix_select_from(const LT* __restrict__ l, Slice sl, Each each, Q q, RadixStart st, float frac, float add,
                                  SampleSmem& sm, cg::cluster_group& cluster) {
     uint32_t prefix = st.prefix, mask = st.mask;
     float above = st.above, target = st.target, tie_q = 0.f;
@@ -597,14 +701,18 @@ __device__ Bar radix_select_from(const float* __restrict__ l, Slice sl, Each eac
     keep = max(1, min(keep, (int)tie_n));
     if (keep == (int)tie_n) return Bar{prefix, 0x7fffffff};
     const uint32_t key = prefix;
-    const Found f = id_select(
-        l, sl, [&](int i, float v) { return order_key(v) == key && q(i, v) > 0.f ? 1.f : 0.f; }, 0.f, keep - 0.5f, sm, cluster);
-    return Bar{key, f.id};
+    auto tied = [&](int i, float v) { return order_key(v) == key && q(i, v) > 0.f; };
+    if constexpr (CANDIDATES) {
+        return Bar{key, candidate_tie_cut(tied, keep, sm, cluster)};
+    } else {
+        const Found f = id_select(l, sl, [&](int i, float v) { return tied(i, v) ? 1.f : 0.f; }, 0.f, keep - 0.5f, sm, cluster);
+        return Bar{key, f.id};
+    }
 }
 
-template <bool COUNTS = false, class Q>
-__device__ Bar radix_select(const float* __restrict__ l, Slice sl, Q q, float frac, float add, SampleSmem& sm, cg::cluster_group& cluster) {
-    return radix_select_from<COUNTS>(
+template <bool COUNTS = false, class LT, class Q>
+__device__ Bar radix_select(const LT* __restrict__ l, Slice sl, Q q, float frac, float add, SampleSmem& sm, cg::cluster_group& cluster) {
+    return radix_select_from<COUNTS, false>(
         l, sl, [&](auto f) { for_slice(l, sl, f); }, q, RadixStart{0, 0u, 0u, 0.f, 0.f}, frac, add, sm, cluster);
 }
 
@@ -625,8 +733,8 @@ __device__ __forceinline__ auto guide_bin_scale(float m, float inv_t, float qsca
 
 // The draw under any knobs (top-k first, then the nucleus within it, then min-p): a radix select
 // over the row for each bar, then the draw's pass.
-template <class W>
-__device__ Found general_draw(const float* __restrict__ l, Slice sl, const RowSampling& s, int vocab, float min_p, W weight,
+template <class LT, class W>
+__device__ Found general_draw(const LT* __restrict__ l, Slice sl, const RowSampling& s, int vocab, float min_p, W weight,
                               SampleSmem& sm, cg::cluster_group& cluster) {
     Bar top_k = no_bar();
     if (s.top_k > 0 && s.top_k < vocab)
@@ -671,8 +779,8 @@ enum class Nucleus {
 // The first digit's histogram and group sums were published with the max pass (its barrier
 // is theirs): each slice's groups at its own max's scale, exp((top - m_r) / t), which
 // rank_scale (lane r: exp((m_r - m) / t), 0 for an empty slice) brings to the row's.
-template <class W>
-__device__ Nucleus nucleus_draw(const float* __restrict__ l, Slice sl, const RowSampling& s, float m, float inv_t, float qscale,
+template <class LT, class W>
+__device__ Nucleus nucleus_draw(const LT* __restrict__ l, Slice sl, const RowSampling& s, float m, float inv_t, float qscale,
                                 float rank_scale, float min_p, W weight, uint32_t* token, float* prob, Found& out, SampleSmem& sm,
                                 cg::cluster_group& cluster) {
     constexpr int shift0 = 32 - SAMPLE_DIGIT0;
@@ -700,7 +808,7 @@ __device__ Nucleus nucleus_draw(const float* __restrict__ l, Slice sl, const Row
     __syncthreads();
     // The pass in id_select's segment order, so that the kept mass above the bin lands in the
     // draw's segments.
-    const int seg_len = segment_len(sl);
+    const int seg_len = segment_len<LT>(sl);
     // The bin's keys are [bin_lo, bin_hi]. (A bin < 0 is never placed, below; its pass only
     // keeps the cluster's barriers in step.)
     const uint32_t bin_lo = (uint32_t)bin << shift0, bin_hi = bin_lo | ((1u << shift0) - 1u);
@@ -773,14 +881,14 @@ __device__ Nucleus nucleus_draw(const float* __restrict__ l, Slice sl, const Row
     Bar top_p;
     if (!overflow) {
         const int n = sm.ncand;
-        top_p = radix_select_from<false>(
+        top_p = radix_select_from<false, true>(
             l, sl,
             [&](auto f) {
                 for (int j = threadIdx.x; j < n; j += SAMPLE_THREADS) f(sm.cand_i[j], sm.cand_v[j]);
             },
             q, from, 0.f, 0.f, sm, cluster);
     } else {
-        top_p = radix_select_from<false>(l, sl, [&](auto f) { for_slice(l, sl, f); }, q, from, 0.f, 0.f, sm, cluster);
+        top_p = radix_select_from<false, false>(l, sl, [&](auto f) { for_slice(l, sl, f); }, q, from, 0.f, 0.f, sm, cluster);
     }
     auto kept = [&](int i, float v) {
         if (!within(top_p, order_key(v), i)) return 0.f;
@@ -805,7 +913,8 @@ __device__ Nucleus nucleus_draw(const float* __restrict__ l, Slice sl, const Row
 
 // The row's first index whose order key is `key` (0x7fffffff where none is), the same on every
 // CTA of the cluster: a nucleus row's first pass keeps the max key alone.
-__device__ int first_index_of_key(const float* __restrict__ l, Slice sl, uint32_t key, SampleSmem& sm, cg::cluster_group& cluster) {
+template <class LT>
+__device__ int first_index_of_key(const LT* __restrict__ l, Slice sl, uint32_t key, SampleSmem& sm, cg::cluster_group& cluster) {
     const int lane = threadIdx.x % WARP, w = threadIdx.x / WARP;
     int first = 0x7fffffff;
     for_slice(l, sl, [&](int i, float v) {
@@ -823,8 +932,8 @@ __device__ int first_index_of_key(const float* __restrict__ l, Slice sl, uint32_
     return __reduce_min_sync(FULL_MASK, lane < SAMPLE_CLUSTER ? *cluster.map_shared_rank(&sm.max_id, lane) : 0x7fffffff);
 }
 
-extern "C" __global__ void __cluster_dims__(SAMPLE_CLUSTER, 1, 1) __launch_bounds__(SAMPLE_THREADS, SAMPLE_CTAS)
-    sample_rows(const SampleParams p) {
+template <class LT>
+__device__ __forceinline__ void sample_row(const SampleParams& p) {
     static_assert((1 << SAMPLE_DIGIT0) % SAMPLE_THREADS == 0 && (1 << SAMPLE_DIGIT) % SAMPLE_THREADS == 0,
                   "every thread owns whole bins");
     static_assert((1 << SAMPLE_DIGIT0) / SAMPLE_THREADS <= WARP && (1 << SAMPLE_DIGIT) / SAMPLE_THREADS <= WARP,
@@ -835,7 +944,7 @@ extern "C" __global__ void __cluster_dims__(SAMPLE_CLUSTER, 1, 1) __launch_bound
     cg::cluster_group cluster = cg::this_cluster();
     const int row = blockIdx.x / SAMPLE_CLUSTER, rank = (int)cluster.block_rank();
     const int vocab = p.vocab;
-    const float* l = p.logits + (size_t)row * vocab;
+    const LT* l = static_cast<const LT*>(p.logits) + (size_t)row * vocab;
     const RowSampling s = p.sampling[row];
     if (s.skip) {
         // Uniform over the cluster (one row's knobs): every CTA leaves before any cluster barrier.
@@ -955,4 +1064,15 @@ extern "C" __global__ void __cluster_dims__(SAMPLE_CLUSTER, 1, 1) __launch_bound
         p.prob[row] = f.id >= 0 ? f.q / f.total : 1.f;
     }
     cluster.sync();  // no CTA leaves while a peer may still read its shared memory
+}
+
+// The two instantiations: the rows as f32 (the host's logits, tests) or as bf16 (a sampled step's
+// lm_head: CudaOptions::sample_bf16).
+extern "C" __global__ void __cluster_dims__(SAMPLE_CLUSTER, 1, 1) __launch_bounds__(SAMPLE_THREADS, SAMPLE_CTAS)
+    sample_rows(const SampleParams p) {
+    sample_row<float>(p);
+}
+extern "C" __global__ void __cluster_dims__(SAMPLE_CLUSTER, 1, 1) __launch_bounds__(SAMPLE_THREADS, SAMPLE_CTAS)
+    sample_rows_bf16(const SampleParams p) {
+    sample_row<bf16>(p);
 }

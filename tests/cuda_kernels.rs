@@ -673,12 +673,23 @@ mod cuda {
         };
         let mut rng = Rng::new(17);
         let (mut cases, mut ties) = (0usize, 0usize);
-        let mut check = |vocab: usize, rows: Vec<(Vec<f32>, Sampling, RowSampling)>| {
-            let flat: Vec<f32> = rows.iter().flat_map(|(r, _, _)| r.iter().copied()).collect();
+        // Each set of rows twice: as f32 (sample_rows), and rounded to bf16 (sample_rows_bf16, a
+        // sampled step's rows), each against the host drawing from the same values.
+        let mut check_rows = |vocab: usize, bf16: bool, rows: &[(Vec<f32>, Sampling, RowSampling)]| {
             let knobs: Vec<RowSampling> = rows.iter().map(|(_, _, k)| *k).collect();
-            let got = gpu.sample_host_logits(&flat, rows.len(), &knobs).unwrap();
+            let (got, rounded): (Vec<Pick>, Vec<Vec<f32>>) = if bf16 {
+                let bits: Vec<Vec<u16>> =
+                    rows.iter().map(|(r, _, _)| r.iter().map(|&x| half::bf16::from_f32(x).to_bits()).collect()).collect();
+                let flat: Vec<u16> = bits.iter().flatten().copied().collect();
+                let rounded = bits.iter().map(|r| r.iter().map(|&b| half::bf16::from_bits(b).to_f32()).collect()).collect();
+                (gpu.sample_host_logits_bf16(&flat, rows.len(), &knobs).unwrap(), rounded)
+            } else {
+                let flat: Vec<f32> = rows.iter().flat_map(|(r, _, _)| r.iter().copied()).collect();
+                (gpu.sample_host_logits(&flat, rows.len(), &knobs).unwrap(), rows.iter().map(|(r, _, _)| r.clone()).collect())
+            };
             assert_eq!(got.len(), rows.len());
-            for (r, ((row, s, k), g)) in rows.iter().zip(&got).enumerate() {
+            for (r, (((_, s, k), row), g)) in rows.iter().zip(&rounded).zip(&got).enumerate() {
+                let row: &[f32] = row;
                 cases += 1;
                 if k.skip != 0 {
                     assert_eq!((g.token, g.prob), (SKIPPED.token, SKIPPED.prob), "vocab {vocab} row {r}: skipped, yet picked");
@@ -704,9 +715,14 @@ mod cuda {
                 let bracketed = s.temperature > 0.0 && host(s, us[1]).token <= g.token && g.token <= hi.token;
                 let near = bracketed
                     || us.iter().any(|&u| ps.iter().any(|&top_p| ms.iter().any(|&min_p| same(host(&Sampling { top_p, min_p, ..*s }, u)))));
-                assert!(near, "vocab {vocab} row {r} {s:?} u {}: device {g:?}, host {want:?}", k.u);
-                eprintln!("near-tie: vocab {vocab} row {r} {s:?} u {}: device {g:?}, host {want:?}", k.u);
+                assert!(near, "vocab {vocab} bf16 {bf16} row {r} {s:?} u {}: device {g:?}, host {want:?}", k.u);
+                eprintln!("near-tie: vocab {vocab} bf16 {bf16} row {r} {s:?} u {}: device {g:?}, host {want:?}", k.u);
                 ties += 1;
+            }
+        };
+        let mut check = |vocab: usize, rows: Vec<(Vec<f32>, Sampling, RowSampling)>| {
+            for bf16 in [false, true] {
+                check_rows(vocab, bf16, &rows);
             }
         };
         for vocab in [1usize, 7, 100, 1000, 4099, 157_184] {
@@ -749,6 +765,9 @@ mod cuda {
                     let row: Vec<f32> = (0..vocab).map(|i| if i < j { -f32::NAN } else { f32::NEG_INFINITY }).collect();
                     let got = gpu.sample_host_logits(&row, 1, &[RowSampling::new(&s, 0.5)]).unwrap();
                     assert_eq!(got[0].token as usize, j, "vocab {vocab} {s:?}: -inf from {j} after negative NaNs");
+                    let bits: Vec<u16> = row.iter().map(|&x| half::bf16::from_f32(x).to_bits()).collect();
+                    let got = gpu.sample_host_logits_bf16(&bits, 1, &[RowSampling::new(&s, 0.5)]).unwrap();
+                    assert_eq!(got[0].token as usize, j, "vocab {vocab} {s:?}: bf16 -inf from {j} after negative NaNs");
                 }
             }
         }

@@ -144,6 +144,10 @@ pub struct Common {
     /// (false). For measuring it.
     #[arg(long)]
     pub qkv_bf16: Option<bool>,
+    /// CUDA: a sampled step's logits written in bf16 for the sampler (true, the default) or in
+    /// f32 (false). For measuring it.
+    #[arg(long)]
+    pub sample_bf16: Option<bool>,
     /// CUDA: the router as one launch (logits, selection and, at one cluster's rows, the
     /// permute), forced on or off (default: at up to 32 rows). For measuring it.
     #[arg(long)]
@@ -288,6 +292,7 @@ fn cuda(cmd: BenchCmd, process_start: std::time::Instant) -> Result<()> {
         expert_pdl: common.expert_pdl.unwrap_or(CudaOptions::default().expert_pdl),
         residual_gemm: common.residual_gemm.unwrap_or(CudaOptions::default().residual_gemm),
         qkv_bf16: common.qkv_bf16.unwrap_or(CudaOptions::default().qkv_bf16),
+        sample_bf16: common.sample_bf16.unwrap_or(CudaOptions::default().sample_bf16),
         mem_fraction_static: common.mem_fraction_static.unwrap_or(CudaOptions::default().mem_fraction_static),
         cuda_graph_max_bs: common.graphs.max_bs().unwrap_or(CudaOptions::default().cuda_graph_max_bs),
         ..CudaOptions::default()
@@ -370,6 +375,7 @@ fn profile_steps(engine: &mut Engine<crate::backend::cuda::CudaBackend>, a: &Ker
         fused_moe_norm: c.fused_moe_norm.unwrap_or(defaults.fused_moe_norm),
         residual_gemm: c.residual_gemm.unwrap_or(defaults.residual_gemm) && cublas,
         qkv_bf16: c.qkv_bf16.unwrap_or(defaults.qkv_bf16) && cublas,
+        logits_bf16: a.sampling.temperature > 0.0 && c.sample_bf16.unwrap_or(defaults.sample_bf16),
     };
     let work = super::kernels::step_work(&engine.cfg, &touched, dims, fused);
     let rows = super::kernels::rows(&measured, &work, bandwidth, gemm);

@@ -47,19 +47,22 @@ pub struct StepFusions {
     /// The QKV projection is written in bf16 (CudaOptions::qkv_bf16): 2 bytes an element out of
     /// its GEMM and into qk_norm_rope_store instead of 4.
     pub qkv_bf16: bool,
+    /// The lm_head writes bf16 logits (a sampled step under CudaOptions::sample_bf16): 2 bytes a
+    /// logit instead of 4.
+    pub logits_bf16: bool,
 }
 
 impl StepFusions {
     /// The CUDA backend's defaults, the shared expert where `shared_in_experts` says.
     pub fn defaults(shared_in_experts: bool) -> Self {
-        StepFusions { shared_in_experts, fused_moe_norm: true, residual_gemm: true, qkv_bf16: true }
+        StepFusions { shared_in_experts, fused_moe_norm: true, residual_gemm: true, qkv_bf16: true, logits_bf16: false }
     }
 }
 
 /// Per-step work of every kernel for a step of `dims`; `experts_touched` per MoE layer (empty:
 /// all experts); `fused`: what the step's kernels fused.
 pub fn step_work(c: &ModelConfig, experts_touched: &[usize], dims: StepDims, fused: StepFusions) -> Vec<KernelWork> {
-    let StepFusions { shared_in_experts, fused_moe_norm, residual_gemm, qkv_bf16 } = fused;
+    let StepFusions { shared_in_experts, fused_moe_norm, residual_gemm, qkv_bf16, logits_bf16 } = fused;
     let qkv_out = if qkv_bf16 { 2.0 } else { 4.0 };
     let StepDims { batch, prefix, block, predicted } = dims;
     let l = c.num_hidden_layers as f64;
@@ -169,7 +172,11 @@ pub fn step_work(c: &ModelConfig, experts_touched: &[usize], dims: StepDims, fus
         },
         KernelWork { name: "embed_gather", bytes: t * h * (2.0 + 4.0), flops: 0.0 },
         KernelWork { name: "gather_rows", bytes: 2.0 * predicted * h * 4.0 * 2.0, flops: 0.0 },
-        gemm("lm_head", predicted, v, h, 1.0),
+        KernelWork {
+            name: "lm_head",
+            bytes: v * h * 2.0 + predicted * h * 2.0 + predicted * v * if logits_bf16 { 2.0 } else { 4.0 },
+            flops: 2.0 * predicted * v * h,
+        },
         KernelWork { name: "row_argmax", bytes: predicted * v * 4.0, flops: predicted * v * 3.0 },
     ]
 }

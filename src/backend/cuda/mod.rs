@@ -45,6 +45,7 @@ use attention::StepLayout;
 use device::open_device;
 pub use device::{device_available, device_count};
 use graph::HeadOut;
+use sampler::LogitRows;
 
 #[derive(Debug, Clone)]
 pub struct CudaOptions {
@@ -127,6 +128,12 @@ pub struct CudaOptions {
     /// half the bytes out of the GEMM and into the norm. `dllm bench --qkv-bf16 false` measures
     /// without.
     pub qkv_bf16: bool,
+    /// A sampled step's lm_head writes its logits in bf16 (the fp32 sums rounded once, as a bf16
+    /// model's logits are in PyTorch) for sample_rows_bf16, instead of in f32: half the bytes out
+    /// of the GEMM and into the sampler's passes. Its greedy rows, if any, take the argmax of
+    /// those rows; greedy steps keep f32 logits and the fused pick. `dllm bench --sample-bf16
+    /// false` measures without.
+    pub sample_bf16: bool,
 }
 
 impl Default for CudaOptions {
@@ -155,6 +162,7 @@ impl Default for CudaOptions {
             expert_pdl: true,
             residual_gemm: true,
             qkv_bf16: true,
+            sample_bf16: true,
         }
     }
 }
@@ -703,10 +711,18 @@ impl Backend for CudaBackend {
             return Ok(());
         }
         // cuBLAS at every row count: over the vocabulary's 157k rows it reads at ~90% (docs/PERF.md).
-        let logits = self.cublas_gemm("lm_head", xb, w, x.rows, vocab.len(), h)?;
         if let Some(sampling) = &out.sampling {
-            return self.launch_sample(&logits, x.rows, vocab.len(), sampling, &out.token, &out.prob);
+            // A sampled step's rows in bf16 (CudaOptions::sample_bf16): the sampler reads them
+            // about twice, and its first pass from DRAM.
+            if self.opts.sample_bf16 {
+                let logits = self.alloc_bf16(x.rows * vocab.len(), "lm_head")?;
+                self.k.gemm_bf16_bf16("lm_head", self.p(xb), self.p(w), self.p(&logits), x.rows, vocab.len(), h)?;
+                return self.launch_sample(LogitRows::Bf16(&logits), x.rows, vocab.len(), sampling, &out.token, &out.prob);
+            }
+            let logits = self.cublas_gemm("lm_head", xb, w, x.rows, vocab.len(), h)?;
+            return self.launch_sample(LogitRows::F32(&logits), x.rows, vocab.len(), sampling, &out.token, &out.prob);
         }
+        let logits = self.cublas_gemm("lm_head", xb, w, x.rows, vocab.len(), h)?;
         let p = PickParams {
             logits: self.p(&logits),
             token: self.p(&out.token),

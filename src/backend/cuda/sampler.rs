@@ -1,7 +1,8 @@
 //! The device sampler (csrc/sampler.cu, `sample_rows`): temperature, top-k, top-p and min-p
 //! draws on the GPU, so that a sampled step copies back a token and a probability a row, never
 //! its logits. A row is one thread block cluster of SAMPLE_CLUSTER CTAs (sm_90). CPU twin:
-//! `decode::sample::sample_row_u`, given the same uniform draw.
+//! `decode::sample::sample_row_u`, given the same uniform draw. The rows are f32, or bf16 where a
+//! sampled step's lm_head writes them so (`CudaOptions::sample_bf16`, `sample_rows_bf16`).
 
 use super::kernels::{params::*, Kernel};
 use super::CudaBackend;
@@ -40,6 +41,22 @@ impl RowSampling {
     }
 }
 
+/// The logits rows a draw reads: f32, or bf16 bits.
+#[derive(Clone, Copy)]
+pub(super) enum LogitRows<'a> {
+    F32(&'a CudaSlice<f32>),
+    Bf16(&'a CudaSlice<u16>),
+}
+
+impl LogitRows<'_> {
+    fn len(&self) -> usize {
+        match self {
+            LogitRows::F32(l) => l.len(),
+            LogitRows::Bf16(l) => l.len(),
+        }
+    }
+}
+
 impl CudaBackend {
     /// One draw per row of `logits` (`[rows, vocab]`, vocab = its length / rows) under each
     /// row's knobs: one upload of `params`, one launch, a token and a probability back per row.
@@ -50,6 +67,19 @@ impl CudaBackend {
         if rows == 0 || !logits.len().is_multiple_of(rows) || params.len() != rows {
             bail!("sample_logits: {} logits, {rows} rows and {} rows of sampling knobs do not fit", logits.len(), params.len());
         }
+        self.draw_rows(LogitRows::F32(logits), rows, params)
+    }
+
+    /// [`CudaBackend::sample_logits`] over rows of bf16 bits (tests: `sample_rows_bf16`, the
+    /// kernel of a sampled step whose lm_head writes bf16).
+    pub fn sample_host_logits_bf16(&self, logits: &[u16], rows: usize, params: &[RowSampling]) -> Result<Vec<Pick>> {
+        if logits.is_empty() || rows == 0 || !logits.len().is_multiple_of(rows) || params.len() != rows {
+            bail!("sample_host_logits_bf16: {} logits, {rows} rows and {} rows of sampling knobs do not fit", logits.len(), params.len());
+        }
+        self.draw_rows(LogitRows::Bf16(&self.upload(logits, "logits")?), rows, params)
+    }
+
+    fn draw_rows(&self, logits: LogitRows, rows: usize, params: &[RowSampling]) -> Result<Vec<Pick>> {
         let vocab = logits.len() / rows;
         let sampling = self.upload(params, "sampling knobs")?;
         let token = self.k.alloc::<u32>(rows, "sampled tokens")?;
@@ -75,7 +105,7 @@ impl CudaBackend {
     /// `rows * vocab` of `logits`, `rows` of `sampling`; `rows` tokens and probabilities out.
     pub(super) fn launch_sample(
         &self,
-        logits: &CudaSlice<f32>,
+        logits: LogitRows,
         rows: usize,
         vocab: usize,
         sampling: &CudaSlice<RowSampling>,
@@ -95,8 +125,12 @@ impl CudaBackend {
                 prob.len()
             );
         }
+        let (kernel, ptr) = match logits {
+            LogitRows::F32(l) => (Kernel::SampleRows, self.p(l)),
+            LogitRows::Bf16(l) => (Kernel::SampleRowsBf16, self.p(l)),
+        };
         let p = SampleParams {
-            logits: self.p(logits),
+            logits: ptr,
             sampling: self.p(sampling),
             token: self.p(token),
             prob: self.p(prob),
@@ -105,7 +139,7 @@ impl CudaBackend {
         };
         // The cluster shape is the kernel's own (__cluster_dims__), so a plain launch (and a CUDA
         // graph's) takes it: row r is CTAs r * SAMPLE_CLUSTER .. (r + 1) * SAMPLE_CLUSTER.
-        self.k.launch(Kernel::SampleRows, ((rows * SAMPLE_CLUSTER) as u32, 1, 1), SAMPLE_THREADS as u32, &p)?;
+        self.k.launch(kernel, ((rows * SAMPLE_CLUSTER) as u32, 1, 1), SAMPLE_THREADS as u32, &p)?;
         Ok(())
     }
 }
