@@ -658,6 +658,10 @@ __device__ __forceinline__ void moe_gemm_ws(const MoeGemmParams& p) {
         if (pt == 0) {
             tma_prefetch_map(p.w1_map);
             if (GATED) tma_prefetch_map(p.w2_map);
+            if (p.shared_expert >= 0) {
+                tma_prefetch_map(p.shared_w1_map);
+                if (GATED) tma_prefetch_map(p.shared_w2_map);
+            }
         }
         int it = 0;  // stages issued, over all of this CTA's units
         for (int taken = 0;; taken++) {
@@ -685,12 +689,15 @@ __device__ __forceinline__ void moe_gemm_ws(const MoeGemmParams& p) {
                     if (kt == 0) unit_of[s] = u;  // released to the consumers by the arrival below
                     mbar_arrive_expect_tx(&full[s], BOXES * BOX);
                     // Box j: weight rows 64j.. of the stage; gated, warpgroup j / 2's gate (j even)
-                    // or up (j odd) rows n0 + 64 (j / 2)..; down, rows n0 + 64j..
+                    // or up (j odd) rows n0 + 64 (j / 2)..; down, rows n0 + 64j.. The shared
+                    // expert's come through its own maps (its weights lie outside the experts').
+                    const bool shared = e == p.shared_expert;
+                    const void* w1 = shared ? p.shared_w1_map : p.w1_map;
+                    const void* w2 = shared ? p.shared_w2_map : p.w2_map;
 #pragma unroll
                     for (int j = 0; j < BOXES; j++) {
-                        const void* map = GATED && (j & 1) ? p.w2_map : p.w1_map;
                         const int n = n0 + MOE_WS_BOX_ROWS * (GATED ? j / 2 : j);
-                        tma_load_3d(X + XB + j * BOX, map, k0, n, e, &full[s]);
+                        tma_load_3d(X + XB + j * BOX, GATED && (j & 1) ? w2 : w1, k0, n, shared ? 0 : e, &full[s]);
                     }
                 }
                 src.copy_x(X, k0, p, swizzled_at);

@@ -73,7 +73,10 @@ typedef __nv_bfloat16 bf16;
 // the side stream. 4 took batch 8 (four 64-row items): 6.08 against 6.26 ms a step with 2, three
 // runs each (docs/PERF.md, session 12, where 8 left batch 16 level). 8 takes batch 16 (eight
 // 64-row items) since its gate_up became moe_permute's programmatic dependent, which it is only
-// with nothing beside it: 7.48 against 7.71 ms a step, three runs each (session 30).
+// with nothing beside it: 7.48 against 7.71 ms a step, three runs each (session 30). The
+// warp-specialized tiles take it at any number of items (their units of one expert run one after
+// the other, so its weights come from DRAM once): batch 64 13.79 against 13.95 ms, 128 25.09
+// against 25.24, three runs each (session 36).
 #define SHARED_STREAM_MAX_ITEMS 8
 // moe_stream.cu (items of MOE_BM_SMALL rows): STREAM_WARPS warps a CTA. gate_up splits k over
 // them (16 weight rows a CTA); down gives each its own 16 rows (64 a CTA).
@@ -516,7 +519,7 @@ struct MoeGemmParams {
     DEV_PTR(const float) slot_weight;
     DEV_PTR(const int32_t) items;
     DEV_PTR(const int32_t) num_items;
-    // The shared expert as expert number `shared_expert` of the items (-1: none; bf16 stream
+    // The shared expert as expert number `shared_expert` of the items (-1: none; the bf16
     // kernels only): its weights (gate and up, or down), which lie outside the experts' array.
     DEV_PTR(const bf16) shared_w1;
     DEV_PTR(const bf16) shared_w2;
@@ -524,6 +527,11 @@ struct MoeGemmParams {
     // device memory), 3-D: [experts][n][k], boxes of MOE_WS_BOX_ROWS x GEMM_BK, 128-byte swizzle.
     DEV_PTR(const void) w1_map;
     DEV_PTR(const void) w2_map;
+    // The shared expert among the warp-specialized tiles' items (expert number shared_expert):
+    // its weights' maps, 3-D as w1_map's with one expert ([1][n][k]): gate_up, its gate's and
+    // its up's; down, its down's in shared_w1_map.
+    DEV_PTR(const void) shared_w1_map;
+    DEV_PTR(const void) shared_w2_map;
     // The warp-specialized tiles take their (item, column tile) units in order from this counter
     // (one per launch; the permute zeroes it beside the item count: MOE_UNIT_COUNTERS).
     DEV_PTR(int32_t) unit_counter;

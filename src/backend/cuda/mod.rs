@@ -252,8 +252,8 @@ pub struct CudaBackend {
     /// Hopper (sm_90): the bf16 expert tiles run on wgmma (csrc/moe_gemm.cu), which beat the
     /// weight stream at every batch measured, so they take every bf16 step.
     wgmma: bool,
-    /// Per layer, the routed experts' TMA tensor maps (moe.rs, expert_tensor_maps).
-    expert_maps: Vec<Option<CudaSlice<u8>>>,
+    /// Per layer, the experts' TMA tensor maps (moe.rs, expert_tensor_maps).
+    expert_maps: Vec<Option<moe::ExpertMaps>>,
     /// The KV pool's TMA tensor map that block_attention_deep reads (attention.rs,
     /// kv_tensor_map), and its box's positions; `None` where the deep kernel copies by cp.async.
     kv_map: Option<(CudaSlice<u8>, usize)>,

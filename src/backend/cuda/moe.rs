@@ -210,12 +210,27 @@ pub(super) struct MoeScratch {
     _act: CudaSlice<u16>,
 }
 
+/// A MoE layer's TMA tensor maps, one device buffer: the routed experts' gate, up and down
+/// ([experts][n][k] each, boxes of MOE_WS_BOX_ROWS x GEMM_BK), then, where the shared expert can
+/// be one of the items (bf16, the routed experts' intermediate size), its gate, up and down
+/// ([1][n][k]).
+pub(super) struct ExpertMaps {
+    maps: CudaSlice<u8>,
+    shared: bool,
+}
+
+impl ExpertMaps {
+    /// The device address of map `i` (0-2 the routed experts', 3-5 the shared expert's).
+    fn at(&self, b: &CudaBackend, i: usize) -> u64 {
+        b.p(&self.maps) + (i * TENSOR_MAP_BYTES) as u64
+    }
+}
+
 impl CudaBackend {
-    /// Per layer, the routed experts' TMA tensor maps that the warp-specialized tiles read (gate,
-    /// up, down: [experts][n][k] each, boxes of MOE_WS_BOX_ROWS x GEMM_BK), one device buffer of
-    /// three; `None` for a dense layer, fp8 experts, a GPU without wgmma, or a k whose rows TMA
-    /// cannot step (not a multiple of 16 bytes).
-    pub(super) fn expert_tensor_maps(&self) -> Result<Vec<Option<CudaSlice<u8>>>> {
+    /// Per layer, the experts' TMA tensor maps that the warp-specialized tiles read
+    /// ([`ExpertMaps`]); `None` for a dense layer, fp8 experts, a GPU without wgmma, or a k
+    /// whose rows TMA cannot step (not a multiple of 16 bytes).
+    pub(super) fn expert_tensor_maps(&self) -> Result<Vec<Option<ExpertMaps>>> {
         let (h, im, e) = (self.cfg.hidden_size, self.cfg.moe_intermediate_size, self.cfg.num_experts);
         let bbox = [GEMM_BK as u32, MOE_WS_BOX_ROWS as u32, 1];
         let mut maps = Vec::with_capacity(self.w.layers.len());
@@ -232,11 +247,18 @@ impl CudaBackend {
                 maps.push(None);
                 continue;
             }
-            let mut bytes = Vec::with_capacity(3 * TENSOR_MAP_BYTES);
-            for (w, dims) in [(gate, [h, im, e]), (up, [h, im, e]), (down, [im, h, e])] {
-                bytes.extend(Kernels::tensor_map_bf16_3d(self.p(w), dims.map(|d| d as u64), bbox)?);
+            let mut bytes = Vec::with_capacity(6 * TENSOR_MAP_BYTES);
+            let mut matrices = vec![(self.p(gate), [h, im, e]), (self.p(up), [h, im, e]), (self.p(down), [im, h, e])];
+            // The shared expert's gate_up holds its gate's rows, then its up's.
+            let shared = m.shared.as_ref().filter(|s| s.inter == im);
+            if let Some(s) = shared {
+                let up = self.p(&s.gate_up) + (im * h * std::mem::size_of::<u16>()) as u64;
+                matrices.extend([(self.p(&s.gate_up), [h, im, 1]), (up, [h, im, 1]), (self.p(&s.down), [im, h, 1])]);
             }
-            maps.push(Some(self.k.upload(&bytes, "the experts' tensor maps")?));
+            for (w, dims) in matrices {
+                bytes.extend(Kernels::tensor_map_bf16_3d(w, dims.map(|d| d as u64), bbox)?);
+            }
+            maps.push(Some(ExpertMaps { maps: self.k.upload(&bytes, "the experts' tensor maps")?, shared: shared.is_some() }));
         }
         Ok(maps)
     }
@@ -548,13 +570,23 @@ impl CudaBackend {
     /// or the bf16 tiles): at a few tokens its own cuBLAS GEMMs (+ silu_mul) read its weights at
     /// a fraction of the bandwidth (flash's TP2 batch-1 step: ~23 us a layer for 12 MB), while as
     /// items beside the routed experts it takes a few microseconds. Each of its items reads the
-    /// weights again, so only up to SHARED_STREAM_MAX_ITEMS items; fp8 experts keep it apart (it
-    /// stays bf16).
+    /// weights again, so only up to SHARED_STREAM_MAX_ITEMS items, but for the warp-specialized
+    /// tiles: they take an expert's items one after the other, so its weights come from DRAM
+    /// once and then from the L2, and beside them on the side stream its cuBLAS GEMMs held the
+    /// SMs the routed gate_up waited for. fp8 experts keep it apart (it stays bf16).
     fn shared_in_items(&self, m: &MoeWeights, rows: usize) -> bool {
         let Some(s) = &m.shared else { return false };
         let bf16 = matches!(m.gate, ExpertMatrix::Bf16(_));
-        let max_items = self.opts.shared_expert_items.unwrap_or(SHARED_STREAM_MAX_ITEMS);
-        bf16 && s.inter == self.cfg.moe_intermediate_size && rows.div_ceil(self.tile_rows(m, rows)) <= max_items
+        let tile_m = self.tile_rows(m, rows);
+        let ws = self.ws_tiles(tile_m) && self.expert_maps.iter().flatten().any(|mp| mp.shared);
+        let max_items = self.opts.shared_expert_items.unwrap_or(if ws { usize::MAX } else { SHARED_STREAM_MAX_ITEMS });
+        bf16 && s.inter == self.cfg.moe_intermediate_size && rows.div_ceil(tile_m) <= max_items
+    }
+
+    /// Whether items of `tile_m` rows take the warp-specialized tiles (where the layer's tensor
+    /// maps are at hand): by default for 128-row items (`CudaOptions::moe_ws_tiles`).
+    fn ws_tiles(&self, tile_m: usize) -> bool {
+        self.wgmma && self.opts.moe_ws_tiles.unwrap_or(tile_m == MOE_BM_XLARGE) && tile_m != MOE_BM_SMALL
     }
 
     /// The gate_up weight stream's L2 hints (MoeGemmParams::prefetch_ahead) over `k` inputs:
@@ -612,9 +644,9 @@ impl CudaBackend {
         // lies between two kernels of the layer.
         let fp8 = matches!(m.gate, ExpertMatrix::Fp8 { .. });
         // The warp-specialized tiles (by default for 128-row items) read the weights through the
-        // layer's tensor maps, and take no shared expert among the items.
-        let ws = self.opts.moe_ws_tiles.unwrap_or(tile_m == MOE_BM_XLARGE) && tile_m != MOE_BM_SMALL && shared.is_none();
-        let maps = self.expert_maps.get(layer).and_then(|m| m.as_ref()).filter(|_| ws);
+        // layer's tensor maps, the shared expert's too where it is among the items.
+        let maps =
+            self.expert_maps.get(layer).and_then(|mp| mp.as_ref()).filter(|mp| self.ws_tiles(tile_m) && (shared.is_none() || mp.shared));
         let [gate_up, down] = expert_gemms(tile_m, fp8, self.wgmma, maps.is_some());
         let pdl = self.opts.expert_pdl && self.wgmma;
         // The one-warpgroup tiles (csrc/moe_gemm.cu, moe_gemm_bf16).
@@ -695,8 +727,11 @@ impl CudaBackend {
             g.shared_w1 = self.p(&s.gate_up);
             g.shared_w2 = self.p(&s.gate_up) + (im * h * std::mem::size_of::<u16>()) as u64;
         }
-        if let Some(m) = maps {
-            (g.w1_map, g.w2_map) = (self.p(m), self.p(m) + TENSOR_MAP_BYTES as u64);
+        if let Some(mp) = maps {
+            (g.w1_map, g.w2_map) = (mp.at(self, 0), mp.at(self, 1));
+            if shared.is_some() {
+                (g.shared_w1_map, g.shared_w2_map) = (mp.at(self, 3), mp.at(self, 4));
+            }
         }
         let gate_up_grid = gate_up.grid(&self.k, im, max_items)?;
         // The tiles' gate_up as moe_permute's dependent (held_counts: moe_permute ran): its CTAs
@@ -718,8 +753,11 @@ impl CudaBackend {
         g.unit_counter += std::mem::size_of::<i32>() as u64;
         g.n = h as i32;
         g.k = im as i32;
-        if let Some(m) = maps {
-            (g.w1_map, g.w2_map) = (self.p(m) + 2 * TENSOR_MAP_BYTES as u64, 0);
+        if let Some(mp) = maps {
+            (g.w1_map, g.w2_map) = (mp.at(self, 2), 0);
+            if shared.is_some() {
+                (g.shared_w1_map, g.shared_w2_map) = (mp.at(self, 5), 0);
+            }
         }
         if let Some(s) = shared {
             g.shared_w1 = self.p(&s.down);
