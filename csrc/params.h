@@ -666,32 +666,35 @@ struct SpinParams {
 
 // ---- sampler.cu ------------------------------------------------------------------------------
 
-// A thread block cluster of SAMPLE_CLUSTER CTAs of SAMPLE_THREADS a row, CTA r reading slice r
-// of the row (8, the portable maximum: a 157k row is then 19.6k tokens a CTA, about 77 a thread
-// a pass, and at large batch 8 times fewer rows are in flight, so that they stay in L2 across the
-// passes). The bars are found by radix select over the logits' 32-bit order keys in three digit
-// passes of SAMPLE_DIGIT0 + 2 x SAMPLE_DIGIT bits (the wide first digit spreads logits that share
-// a sign and exponent over more bins, so fewer shared-memory atomics collide). The draw cuts each
-// slice into at most SAMPLE_THREADS segments of whole pieces of 4 x WARP f32 or 8 x WARP bf16
-// tokens (a 16-byte vector a lane), so a warp's loads stay coalesced while the segments keep
-// token-id order.
-#define SAMPLE_CLUSTER 8
+// A thread block cluster of SAMPLE_CLUSTER CTAs of SAMPLE_THREADS a row, CTA r reading slice r of
+// the row: 4, so that a 157k row is 39.3k tokens a CTA, about 154 a thread a pass, and 132 rows
+// are in flight (132 SMs x SAMPLE_CTAS / 4): as bf16 rows (a sampled step's), 41 MB, within the L2
+// across the passes (f32 rows, 83 MB, partly not). 8, the portable maximum, which held even f32
+// rows in L2, took a third longer: a row's cluster barriers and its dependent latencies, not its
+// bytes, bound a wave of rows, and 4 halves the waves (sample_rows_bf16 0.645 against 1.000 ms a
+// step at batch 64, 0.183 against 0.268 at 16; f32 rows 0.766 against 1.002: docs/PERF.md, session
+// 36). The bars are found by radix select over the logits' 32-bit order keys in three digit passes
+// of SAMPLE_DIGIT0 + 2 x SAMPLE_DIGIT bits (the wide first digit spreads logits that share a sign
+// and exponent over more bins, so fewer shared-memory atomics collide). The draw cuts each slice
+// into at most SAMPLE_THREADS segments of whole pieces of 4 x WARP f32 or 8 x WARP bf16 tokens (a
+// 16-byte vector a lane), so a warp's loads stay coalesced while the segments keep token-id order.
+#define SAMPLE_CLUSTER 4
 #define SAMPLE_THREADS 256
 #define SAMPLE_UNROLL 16  // f32 logits in flight a thread, SAMPLE_UNROLL / 4 16-byte loads (a slice gives a thread few rounds)
 #define SAMPLE_SEGMENT_LOADS 4  // f32 segments a warp sums at once, a float4 a lane of each in flight
-// CTAs a SM the registers are capped for: 4 (64 registers; a few long-lived values spill)
-// keeps 64 KB of loads in flight a SM and the rows in flight (132 x 4 / 8 of 629 KB) within the
-// L2. The kernel is bound by its per-token instructions' latency, so the fourth CTA's warps pay:
-// sample_rows 0.556 against 0.622 ms a step at batch 16, 2.061 against 2.404 at 64 with 3
-// (docs/perf/session15/).
+// CTAs a SM the registers are capped for: 4 (64 registers; a few long-lived values spill; 50 KB of
+// shared memory each) keeps 64 KB of loads in flight a SM. The kernel is bound by its per-token
+// instructions' latency, so the fourth CTA's warps pay: sample_rows 0.556 against 0.622 ms a step
+// at batch 16, 2.061 against 2.404 at 64 with 3 (docs/perf/session15/).
 #define SAMPLE_CTAS 4
 #define SAMPLE_DIGIT0 12
 #define SAMPLE_DIGIT 10
 static_assert(SAMPLE_DIGIT0 + 2 * SAMPLE_DIGIT == 32, "three digits cover a 32-bit key");
 // The top-p bar in two passes: the tokens of a slice in the first digit's chosen bin that the
-// later digits select among from shared memory. A 157k row's bin holds a few hundred tokens a
-// slice at the bars of flat random rows; more than this falls back to the passes over the row.
-#define SAMPLE_CANDIDATES 1024
+// later digits select among from shared memory. A 157k row's bin holds a few hundred tokens an
+// eighth of a row at the bars of flat random rows; more than this in a slice falls back to the
+// passes over the row.
+#define SAMPLE_CANDIDATES 2048
 
 // One row's sampling knobs: decode::sample::Sampling and the row's uniform draw.
 struct RowSampling {
