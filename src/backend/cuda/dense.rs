@@ -8,7 +8,7 @@
 use super::kernels::{params::*, Kernel};
 use super::weights::DenseMlp;
 use super::CudaBackend;
-use anyhow::{anyhow, Result};
+use anyhow::Result;
 use cudarc::driver::CudaSlice;
 
 /// The weight stream's output: f32 projections, or the gated MLP's bf16 activation.
@@ -17,30 +17,20 @@ enum StreamOut<'a> {
     Gated(&'a CudaSlice<u16>),
 }
 
-/// The dense MLP's buffers: gate and up in f32 (cuBLAS; none for the weight stream, which
-/// fuses the SiLU), the bf16 activation, where its output goes.
+/// The dense MLP's scratch: gate and up in f32 (cuBLAS; none for the weight stream, which
+/// fuses the SiLU), and the bf16 activation.
 pub(super) struct MlpBuffers {
     gate_up: Option<CudaSlice<f32>>,
     act: CudaSlice<u16>,
-    pub(super) y: MlpOut,
 }
 
 /// Where the dense MLP's down projection goes.
-pub(super) enum MlpOut {
-    /// Its own f32 rows.
-    Own(CudaSlice<f32>),
+#[derive(Clone, Copy)]
+pub(super) enum MlpOut<'a> {
+    /// f32 rows of its own.
+    Own(&'a CudaSlice<f32>),
     /// Added into the residual stream's f32 rows at this device address by cuBLAS (beta = 1).
     Residual(u64),
-}
-
-impl MlpOut {
-    /// The output's own rows; none where it went into the residual stream.
-    pub(super) fn into_own(self) -> Option<CudaSlice<f32>> {
-        match self {
-            MlpOut::Own(y) => Some(y),
-            MlpOut::Residual(_) => None,
-        }
-    }
 }
 
 impl CudaBackend {
@@ -107,28 +97,29 @@ impl CudaBackend {
 
     /// The dense MLP (and the shared expert): `bf16(silu(x gate^T) * (x up^T)) down^T`, f32 out.
     pub(super) fn dense_mlp(&self, m: &DenseMlp, x: &CudaSlice<u16>, rows: usize) -> Result<CudaSlice<f32>> {
-        let b = self.mlp_buffers(m, rows, None)?;
-        self.dense_mlp_into(m, x, rows, &b)?;
-        b.y.into_own().ok_or_else(|| anyhow!("the dense MLP's output went into the residual stream unasked"))
+        let b = self.mlp_buffers(m, rows)?;
+        let y = self.alloc_f32(rows * self.cfg.hidden_size, "mlp down")?;
+        self.dense_mlp_into(m, x, rows, &b, MlpOut::Own(&y))?;
+        Ok(y)
     }
 
-    /// What [`CudaBackend::dense_mlp_into`] writes, allocated apart from it so that it can run on
-    /// the side stream (which must not allocate: see `Kernels::beside`). With `residual` (the
-    /// residual stream's device address) the down projection is added into it, unless the
-    /// weight stream takes it (which cannot add).
-    pub(super) fn mlp_buffers(&self, m: &DenseMlp, rows: usize, residual: Option<u64>) -> Result<MlpBuffers> {
+    /// The scratch [`CudaBackend::dense_mlp_into`] writes, allocated apart from it so that it can
+    /// run on the side stream (which must not allocate: see `Kernels::beside`).
+    pub(super) fn mlp_buffers(&self, m: &DenseMlp, rows: usize) -> Result<MlpBuffers> {
         let h = self.cfg.hidden_size;
         let gate_up = if self.streams(rows, h, true) { None } else { Some(self.alloc_f32(rows * 2 * m.inter, "mlp gate_up")?) };
-        let y = match residual.filter(|_| !self.streams(rows, m.inter, false)) {
-            Some(x) => MlpOut::Residual(x),
-            None => MlpOut::Own(self.alloc_f32(rows * h, "mlp down")?),
-        };
-        Ok(MlpBuffers { gate_up, act: self.alloc_bf16(rows * m.inter, "mlp activation")?, y })
+        Ok(MlpBuffers { gate_up, act: self.alloc_bf16(rows * m.inter, "mlp activation")? })
+    }
+
+    /// Whether the weight stream takes the dense MLP's down projection into rows of its own at
+    /// `rows` rows ([`MlpOut::Own`]; it cannot add, and [`MlpOut::Residual`] is cuBLAS's).
+    pub(super) fn mlp_down_streams(&self, m: &DenseMlp, rows: usize) -> bool {
+        self.streams(rows, m.inter, false)
     }
 
     /// The dense MLP (and the shared expert), `bf16(silu(x gate^T) * (x up^T)) down^T` in f32,
-    /// into buffers from [`CudaBackend::mlp_buffers`] (launches only).
-    pub(super) fn dense_mlp_into(&self, m: &DenseMlp, x: &CudaSlice<u16>, rows: usize, b: &MlpBuffers) -> Result<()> {
+    /// into `y` with the scratch from [`CudaBackend::mlp_buffers`] (launches only).
+    pub(super) fn dense_mlp_into(&self, m: &DenseMlp, x: &CudaSlice<u16>, rows: usize, b: &MlpBuffers, y: MlpOut) -> Result<()> {
         let h = self.cfg.hidden_size;
         if let Some(gu) = &b.gate_up {
             self.k.gemm_bf16_f32("mlp gate_up", self.p(x), self.p(&m.gate_up), self.p(gu), rows, 2 * m.inter, h, 0.0)?;
@@ -140,9 +131,9 @@ impl CudaBackend {
             let up = self.p(&m.gate_up) + (m.inter * h * std::mem::size_of::<u16>()) as u64;
             self.stream_projection("mlp gate_up", x, self.p(&m.gate_up), Some(up), StreamOut::Gated(&b.act), rows, m.inter, h)?;
         }
-        match &b.y {
+        match y {
             MlpOut::Own(y) => self.gemm_into("mlp down", &b.act, &m.down, y, rows, h, m.inter),
-            MlpOut::Residual(x) => Ok(self.k.gemm_bf16_f32("mlp down", self.p(&b.act), self.p(&m.down), *x, rows, h, m.inter, 1.0)?),
+            MlpOut::Residual(x) => Ok(self.k.gemm_bf16_f32("mlp down", self.p(&b.act), self.p(&m.down), x, rows, h, m.inter, 1.0)?),
         }
     }
 

@@ -42,6 +42,7 @@ use weights::{Ffn, Weights};
 
 pub use act::{ActData, CudaAct};
 use attention::StepLayout;
+use dense::MlpOut;
 use device::open_device;
 pub use device::{device_available, device_count};
 use graph::HeadOut;
@@ -651,9 +652,17 @@ impl Backend for CudaBackend {
         if x.rows != h.rows || x.cols != self.cfg.hidden_size {
             bail!("ffn_residual: the residual is {}x{}, the rows {}x{}", x.rows, x.cols, h.rows, self.cfg.hidden_size);
         }
-        let b = self.mlp_buffers(m, h.rows, Some(self.p(self.f32_of(x, "ffn_residual")?)))?;
-        self.dense_mlp_into(m, self.bf16_of(h, "ffn")?, h.rows, &b)?;
-        Ok(b.y.into_own().map(|y| CudaAct { rows: h.rows, cols: self.cfg.hidden_size, data: ActData::F32(y) }))
+        let b = self.mlp_buffers(m, h.rows)?;
+        // The weight stream, where it takes the down projection, cannot add: its rows are the
+        // next norm's to add.
+        if self.mlp_down_streams(m, h.rows) {
+            let y = self.alloc_f32(h.rows * self.cfg.hidden_size, "mlp down")?;
+            self.dense_mlp_into(m, self.bf16_of(h, "ffn")?, h.rows, &b, MlpOut::Own(&y))?;
+            return Ok(Some(CudaAct { rows: h.rows, cols: self.cfg.hidden_size, data: ActData::F32(y) }));
+        }
+        let residual = self.p(self.f32_of(x, "ffn_residual")?);
+        self.dense_mlp_into(m, self.bf16_of(h, "ffn")?, h.rows, &b, MlpOut::Residual(residual))?;
+        Ok(None)
     }
 
     fn all_reduce(&mut self, x: &mut CudaAct) -> Result<()> {

@@ -4,6 +4,7 @@
 //! shared expert's dense MLP.
 
 use super::act::{CudaAct, MoeSlots};
+use super::dense::MlpOut;
 use super::error::CudaError;
 use super::kernels::{params::*, Kernel, Kernels, TENSOR_MAP_BYTES};
 use super::weights::{ExpertMatrix, Ffn, MoeWeights};
@@ -630,9 +631,10 @@ impl CudaBackend {
         // stream; moe_combine, which adds the slots to its output, waits for it (the join).
         let beside = match (&m.shared, shared) {
             (Some(s), None) => {
-                let b = self.mlp_buffers(s, rows, None)?;
-                let forked = self.k.beside(|| self.dense_mlp_into(s, x, rows, &b))?;
-                Some((b, forked))
+                let b = self.mlp_buffers(s, rows)?;
+                let y = self.alloc_f32(rows * h, "mlp down")?;
+                let forked = self.k.beside(|| self.dense_mlp_into(s, x, rows, &b, MlpOut::Own(&y)))?;
+                Some((b, y, forked))
             }
             _ => None,
         };
@@ -776,11 +778,12 @@ impl CudaBackend {
         // drop at the end of this arm, after the join: the main stream frees them once the side
         // stream's work is done).
         let shared = match beside {
-            Some((b, forked)) => {
+            Some((b, y, forked)) => {
                 if forked {
                     self.k.join_side()?;
                 }
-                b.y.into_own()
+                drop(b);
+                Some(y)
             }
             None => None,
         };
