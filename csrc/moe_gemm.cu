@@ -758,6 +758,8 @@ __device__ __forceinline__ void moe_gemm_ws(const MoeGemmParams& p) {
             store_warpgroup_rows<1, GATED>(p, reinterpret_cast<const float(&)[1][64]>(hi), wt, s0, rows, n0 + WG_COLS);
         }
     } else {
+        // 64-row items: each warpgroup the item's rows by its MOE_MMA_WROWS weight rows.
+        static_assert(H == 1, "128-row items take the branch above");
         for (int u = next_unit(); u < units; u = next_unit()) {
             const int item = u / tiles, n0 = (u % tiles) * COLS;
             const int s0 = p.items[3 * item + 1], rows = p.items[3 * item + 2];
@@ -772,18 +774,10 @@ __device__ __forceinline__ void moe_gemm_ws(const MoeGemmParams& p) {
                 mbar_wait(&full[s], (it / ST) & 1);  // at kt = 0 waited already (above): no wait
                 fence_proxy_async();  // the x tile's cp.async writes, seen by the wgmmas below
                 const unsigned char* X = base + s * STAGE;
-                const uint64_t db = sw128_desc(X + XB + g * MOE_MMA_WROWS * 128);
+                const uint64_t da = sw128_desc(X), db = sw128_desc(X + XB + g * MOE_MMA_WROWS * 128);
                 wgmma_fence();
 #pragma unroll
-                for (int h = 0; h < H; h++) {
-                    // A half with no row of the item multiplies zeros. (The same for every thread: the
-                    // vote tells ptxas so. `rows` comes from a unit read from shared memory, and a
-                    // plain branch on it serialised the wgmmas: warning C7520.)
-                    if (!__all_sync(0xffffffffu, h * 64 < rows)) break;
-                    const uint64_t da = sw128_desc(X + h * 64 * 128);
-#pragma unroll
-                    for (int kk = 0; kk < BK / 16; kk++) wgmma_m64n128k16_bf16(d[h], da + 2 * kk, db + 2 * kk);
-                }
+                for (int kk = 0; kk < BK / 16; kk++) wgmma_m64n128k16_bf16(d[0], da + 2 * kk, db + 2 * kk);
                 wgmma_commit();
                 wgmma_wait<0>();  // this step's wgmmas are done: free its stage (the other
                 mbar_arrive(&empty[s]);  // warpgroup's keep the tensor cores busy meanwhile)
