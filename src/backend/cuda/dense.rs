@@ -111,6 +111,13 @@ impl CudaBackend {
         Ok(MlpBuffers { gate_up, act: self.alloc_bf16(rows * m.inter, "mlp activation")? })
     }
 
+    /// The device addresses of a dense MLP's gate and up matrices: `gate_up` holds the gate's
+    /// rows, then the up's (two [inter][H] matrices).
+    pub(super) fn gate_and_up(&self, m: &DenseMlp) -> (u64, u64) {
+        let gate = self.p(&m.gate_up);
+        (gate, gate + (m.gate_up.len() / 2 * std::mem::size_of::<u16>()) as u64)
+    }
+
     /// Whether the weight stream takes the dense MLP's down projection into rows of its own at
     /// `rows` rows ([`MlpOut::Own`]; it cannot add, and [`MlpOut::Residual`] is cuBLAS's).
     pub(super) fn mlp_down_streams(&self, m: &DenseMlp, rows: usize) -> bool {
@@ -127,9 +134,8 @@ impl CudaBackend {
             // Four columns a thread (csrc/mlp.cu), the grid striding past 65536 CTAs.
             self.k.launch(Kernel::SiluMul, ((rows * m.inter).div_ceil(4 * 256).min(65536) as u32, 1, 1), 256, &p)?;
         } else {
-            // gate_up holds the gate's rows, then the up's: two [inter][h] matrices.
-            let up = self.p(&m.gate_up) + (m.inter * h * std::mem::size_of::<u16>()) as u64;
-            self.stream_projection("mlp gate_up", x, self.p(&m.gate_up), Some(up), StreamOut::Gated(&b.act), rows, m.inter, h)?;
+            let (gate, up) = self.gate_and_up(m);
+            self.stream_projection("mlp gate_up", x, gate, Some(up), StreamOut::Gated(&b.act), rows, m.inter, h)?;
         }
         match y {
             MlpOut::Own(y) => self.gemm_into("mlp down", &b.act, &m.down, y, rows, h, m.inter),

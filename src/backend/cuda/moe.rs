@@ -250,11 +250,10 @@ impl CudaBackend {
             }
             let mut bytes = Vec::with_capacity(6 * TENSOR_MAP_BYTES);
             let mut matrices = vec![(self.p(gate), [h, im, e]), (self.p(up), [h, im, e]), (self.p(down), [im, h, e])];
-            // The shared expert's gate_up holds its gate's rows, then its up's.
             let shared = m.shared.as_ref().filter(|s| s.inter == im);
             if let Some(s) = shared {
-                let up = self.p(&s.gate_up) + (im * h * std::mem::size_of::<u16>()) as u64;
-                matrices.extend([(self.p(&s.gate_up), [h, im, 1]), (up, [h, im, 1]), (self.p(&s.down), [im, h, 1])]);
+                let (gate, up) = self.gate_and_up(s);
+                matrices.extend([(gate, [h, im, 1]), (up, [h, im, 1]), (self.p(&s.down), [im, h, 1])]);
             }
             for (w, dims) in matrices {
                 bytes.extend(Kernels::tensor_map_bf16_3d(w, dims.map(|d| d as u64), bbox)?);
@@ -724,10 +723,8 @@ impl CudaBackend {
         };
         self.set_weights(&mut g, &m.gate, Some(&m.up));
         if let Some(s) = shared {
-            // gate_up holds the gate's rows, then the up's: two [im][h] matrices.
             g.shared_expert = e as i32;
-            g.shared_w1 = self.p(&s.gate_up);
-            g.shared_w2 = self.p(&s.gate_up) + (im * h * std::mem::size_of::<u16>()) as u64;
+            (g.shared_w1, g.shared_w2) = self.gate_and_up(s);
         }
         if let Some(mp) = maps {
             (g.w1_map, g.w2_map) = (mp.at(self, 0), mp.at(self, 1));
