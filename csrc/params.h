@@ -680,7 +680,8 @@ struct SpinParams {
 // 16-byte vector a lane), so a warp's loads stay coalesced while the segments keep token-id order.
 #define SAMPLE_CLUSTER 4
 #define SAMPLE_THREADS 256
-#define SAMPLE_UNROLL 16  // f32 logits in flight a thread, SAMPLE_UNROLL / 4 16-byte loads (a slice gives a thread few rounds)
+// f32 logits in flight a thread, SAMPLE_UNROLL / 4 16-byte loads (a slice gives a thread few rounds).
+#define SAMPLE_UNROLL 16
 #define SAMPLE_SEGMENT_LOADS 4  // f32 segments a warp sums at once, a float4 a lane of each in flight
 // CTAs a SM the registers are capped for: 4 (64 registers; a few long-lived values spill; 50 KB of
 // shared memory each) keeps 64 KB of loads in flight a SM. The kernel is bound by its per-token

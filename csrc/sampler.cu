@@ -181,7 +181,7 @@ struct Logits<float> {
 template <>
 struct Logits<bf16> {
     static constexpr int PACK = 8;
-    static __device__ __forceinline__ float at(const bf16* l, int i) { return __bfloat162float(l[i]); }
+    static __device__ __forceinline__ float at(const bf16* l, int i) { return bf2f(l[i]); }
     static __device__ __forceinline__ uint4 load_partial(const bf16* l, int i, int end) {
         const unsigned short* h = reinterpret_cast<const unsigned short*>(l);
         uint32_t w[PACK / 2];

@@ -172,10 +172,12 @@ pub fn step_work(c: &ModelConfig, experts_touched: &[usize], dims: StepDims, fus
         },
         KernelWork { name: "embed_gather", bytes: t * h * (2.0 + 4.0), flops: 0.0 },
         KernelWork { name: "gather_rows", bytes: 2.0 * predicted * h * 4.0 * 2.0, flops: 0.0 },
-        KernelWork {
-            name: "lm_head",
-            bytes: v * h * 2.0 + predicted * h * 2.0 + predicted * v * if logits_bf16 { 2.0 } else { 4.0 },
-            flops: 2.0 * predicted * v * h,
+        {
+            let mut w = gemm("lm_head", predicted, v, h, 1.0);
+            if logits_bf16 {
+                w.bytes -= predicted * v * 2.0;
+            }
+            w
         },
         KernelWork { name: "row_argmax", bytes: predicted * v * 4.0, flops: predicted * v * 3.0 },
     ]

@@ -720,18 +720,17 @@ impl Backend for CudaBackend {
             return Ok(());
         }
         // cuBLAS at every row count: over the vocabulary's 157k rows it reads at ~90% (docs/PERF.md).
-        if let Some(sampling) = &out.sampling {
-            // A sampled step's rows in bf16 (CudaOptions::sample_bf16): the sampler reads them
-            // about twice, and its first pass from DRAM.
-            if self.opts.sample_bf16 {
-                let logits = self.alloc_bf16(x.rows * vocab.len(), "lm_head")?;
-                self.k.gemm_bf16_bf16("lm_head", self.p(xb), self.p(w), self.p(&logits), x.rows, vocab.len(), h)?;
-                return self.launch_sample(LogitRows::Bf16(&logits), x.rows, vocab.len(), sampling, &out.token, &out.prob);
-            }
-            let logits = self.cublas_gemm("lm_head", xb, w, x.rows, vocab.len(), h)?;
-            return self.launch_sample(LogitRows::F32(&logits), x.rows, vocab.len(), sampling, &out.token, &out.prob);
+        // A sampled step's rows in bf16 (CudaOptions::sample_bf16): the sampler reads them
+        // about twice, and its first pass from DRAM.
+        if let (Some(sampling), true) = (&out.sampling, self.opts.sample_bf16) {
+            let logits = self.alloc_bf16(x.rows * vocab.len(), "lm_head")?;
+            self.k.gemm_bf16_bf16("lm_head", self.p(xb), self.p(w), self.p(&logits), x.rows, vocab.len(), h)?;
+            return self.launch_sample(LogitRows::Bf16(&logits), x.rows, vocab.len(), sampling, &out.token, &out.prob);
         }
         let logits = self.cublas_gemm("lm_head", xb, w, x.rows, vocab.len(), h)?;
+        if let Some(sampling) = &out.sampling {
+            return self.launch_sample(LogitRows::F32(&logits), x.rows, vocab.len(), sampling, &out.token, &out.prob);
+        }
         let p = PickParams {
             logits: self.p(&logits),
             token: self.p(&out.token),

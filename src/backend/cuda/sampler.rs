@@ -64,22 +64,23 @@ impl CudaBackend {
         if rows == 0 && params.is_empty() {
             return Ok(vec![]);
         }
-        if rows == 0 || !logits.len().is_multiple_of(rows) || params.len() != rows {
-            bail!("sample_logits: {} logits, {rows} rows and {} rows of sampling knobs do not fit", logits.len(), params.len());
-        }
         self.draw_rows(LogitRows::F32(logits), rows, params)
     }
 
     /// [`CudaBackend::sample_logits`] over rows of bf16 bits (tests: `sample_rows_bf16`, the
     /// kernel of a sampled step whose lm_head writes bf16).
     pub fn sample_host_logits_bf16(&self, logits: &[u16], rows: usize, params: &[RowSampling]) -> Result<Vec<Pick>> {
-        if logits.is_empty() || rows == 0 || !logits.len().is_multiple_of(rows) || params.len() != rows {
-            bail!("sample_host_logits_bf16: {} logits, {rows} rows and {} rows of sampling knobs do not fit", logits.len(), params.len());
+        if logits.is_empty() {
+            bail!("sample_host_logits_bf16: no logits for {rows} rows");
         }
         self.draw_rows(LogitRows::Bf16(&self.upload(logits, "logits")?), rows, params)
     }
 
+    /// One draw per row of `logits` under each row's knobs, the shapes checked first.
     fn draw_rows(&self, logits: LogitRows, rows: usize, params: &[RowSampling]) -> Result<Vec<Pick>> {
+        if rows == 0 || !logits.len().is_multiple_of(rows) || params.len() != rows {
+            bail!("sampling: {} logits, {rows} rows and {} rows of sampling knobs do not fit", logits.len(), params.len());
+        }
         let vocab = logits.len() / rows;
         let sampling = self.upload(params, "sampling knobs")?;
         let token = self.k.alloc::<u32>(rows, "sampled tokens")?;
