@@ -27,7 +27,12 @@
 // The grid is persistent (as many CTAs as the GPU holds): a CTA walks (item, row tile) units
 // gridDim.x apart, and the next unit's first chunk is loaded during the last chunk of this one.
 // At realistic routing this streams at 76-84% of the copy bandwidth (bf16, batch 1, H200;
-// docs/PERF.md). A shared-memory cp.async ring instead of the registers measured no faster.
+// docs/PERF.md). A shared-memory cp.async ring instead of the registers measured no faster
+// (bf16; fp8: 1.6% faster at flash's batch 1, session 37, where the fp8 tiles below are 15%).
+//
+// fp8 experts' 16-row items take those tiles (moe_*_fp8_m16, at the end of this file) by default:
+// the same math with the weights and x shared through shared memory by a CTA's four warps. The
+// fp8 streams stay for measuring against them (CudaOptions::fp8_m16_tiles).
 //
 // FP8 (W8A16): the MMAs of the fp8 instances run on f16 operands. A chunk's codes a thread are
 // widened e4m3 -> f16 in registers, two codes an instruction (cvt.rn.f16x2.e4m3x2, sm_89 on;
@@ -41,6 +46,7 @@
 // sm_89 (the sm_80 build) the codes widen by bit operations to f16 scaled by 2^-8 (exact,
 // subnormals included), and the block scale is taken times 2^8.
 #include "common.cuh"
+#include "cp_async.cuh"
 #include "stream.cuh"
 
 // k elements (bf16) or codes (fp8) of one weight row a warp multiplies per chunk: 4 threads x
@@ -364,3 +370,196 @@ extern "C" __global__ void __launch_bounds__(STREAM_THREADS, STREAM_GATE_UP_FP8_
     moe_stream<2, STREAM_GATE_UP_WK, true, true>(p);
 }
 extern "C" __global__ void __launch_bounds__(STREAM_THREADS, STREAM_DOWN_FP8_CTAS) moe_down_stream_fp8(const MoeGemmParams p) { moe_stream<2, STREAM_DOWN_WK, false, true>(p); }
+
+// The fp8 experts' 16-row items as tiles (moe_*_fp8_m16): the stream's math (weights as the
+// MMA's A side, widened e4m3 -> f16 in registers; the item's rows as B, bf16 -> f16; each thread
+// feeding the MMAs the k it holds on both sides), but the weights and the item's x rows come
+// through FP8_M16_STAGES cp.async stages in shared memory that the CTA's four warps share:
+// each stage is one fp8 scale block of k (FP8_BLOCK codes) of the CTA's FP8_M16_ROWS weight rows
+// (16 KB) and of the item's 16 x rows (4 KB). A stream warp reloads and reconverts the item's x
+// for every 16 weight rows it takes, and its chunks in flight are bounded by its registers (or its
+// ring); here x is loaded once for 128 weight rows, and a stage's copies are in flight two
+// stages ahead for the whole CTA.
+// Warp w takes the CTA's weight rows 32w.. as two m16 row tiles a (gated: its 16 gate rows and
+// the same 16 up rows, output columns n0 + 16w..; down: output columns n0 + 32w + 16a..).
+// Shared memory, a stage: W [FP8_M16_ROWS][FP8_BLOCK] codes, X [16][FP8_BLOCK] bf16. A thread
+// reads 16-byte pieces of two rows g, g + 1 apart in its quarter-warp, so W's 16-byte chunks are
+// XOR-swizzled by (row & 1) << 2 and X's by (row & 1): conflict-free.
+template <bool GATED>
+__device__ __forceinline__ void moe_fp8_m16(const MoeGemmParams& p) {
+    constexpr int BK = FP8_BLOCK, ST = FP8_M16_STAGES, ROWS = FP8_M16_ROWS, NT = MOE_BM_SMALL / 8;
+    constexpr int W_BYTES = ROWS * BK, COLS = GATED ? FP8_M16_GATE_UP_COLS : FP8_M16_DOWN_COLS;
+    static_assert(FP8_M16_STAGE_BYTES == W_BYTES + MOE_BM_SMALL * BK * 2, "params.h's stage");
+    static_assert(ROWS == 4 * 32 && MOE_WG_THREADS == 128, "four warps of two m16 row tiles");
+    // gate_up: as the tiles' gate_up (moe_gemm_bf16), a no-op when launched plainly.
+    if constexpr (GATED) {
+        pdl_wait();
+        pdl_release();
+    }
+    const int item = blockIdx.y;
+    if (item >= *p.num_items) return;
+    const int e = p.items[3 * item], s0 = p.items[3 * item + 1], rows = p.items[3 * item + 2];
+    const int n0 = blockIdx.x * COLS, tid = threadIdx.x, warp = tid / WARP, lane = tid % WARP, g = lane / 4, t = lane % 4;
+    extern __shared__ __align__(16) unsigned char tiles[];
+    auto wtile = [&](int s) { return tiles + s * FP8_M16_STAGE_BYTES; };
+    auto xtile = [&](int s) { return tiles + s * FP8_M16_STAGE_BYTES + W_BYTES; };
+    const size_t wstride = (size_t)p.n * p.k;  // codes an expert
+
+    // Copies: weight chunk (row R, 16-byte chunk c) for R = tid / 8 + 16 q, c = tid % 8; x chunk
+    // (row xr, 16-byte chunk xc) for xr = tid / 16 + 8 q, xc = tid % 16.
+    // CTA weight row R: warp R / 32, tile a = (R / 16) % 2, row R % 16 of it.
+    auto weight_row = [&](int R) -> const uint8_t* {
+        const int w = R / 32, a = (R / 16) % 2, r = R % 16;
+        const int n = GATED ? n0 + 16 * w + r : n0 + R;
+        const uint8_t* m = GATED && a == 1 ? p.w2_fp8 : p.w1_fp8;
+        return n < p.n ? m + e * wstride + (size_t)n * p.k : nullptr;
+    };
+    const int wc = tid % 8, xc = tid % 16;
+    auto copy_w = [&](int s, int k0) {
+        unsigned char* W = wtile(s);
+        const bool kin = k0 + 16 * wc < p.k;
+#pragma unroll
+        for (int q = 0; q < ROWS / 16; q++) {
+            const int R = tid / 8 + 16 * q;
+            const uint8_t* src = weight_row(R);
+            const bool ok = kin && src;
+            cp_async16(W + R * BK + ((wc ^ ((R & 1) << 2)) * 16), ok ? src + k0 + 16 * wc : p.w1_fp8, ok);
+        }
+    };
+    const bf16* xsrc[2];
+#pragma unroll
+    for (int q = 0; q < 2; q++) {
+        const int xr = tid / 16 + 8 * q;
+        xsrc[q] = xr < rows ? p.x + (size_t)(GATED ? p.slot_token[s0 + xr] : s0 + xr) * p.k : nullptr;
+    }
+    auto copy_x = [&](int s, int k0) {
+        unsigned char* X = xtile(s);
+        const bool kin = k0 + 8 * xc < p.k;
+#pragma unroll
+        for (int q = 0; q < 2; q++) {
+            const int xr = tid / 16 + 8 * q;
+            const bool ok = kin && xsrc[q];
+            cp_async16(X + xr * BK * 2 + ((xc ^ (xr & 1)) * 16), ok ? xsrc[q] + k0 + 8 * xc : p.x, ok);
+        }
+    };
+
+    const int ktiles = (p.k + BK - 1) / BK;
+    // Down, gate_up's programmatic dependent: its first stages' weights come before the wait for
+    // gate_up's act rows (as the stream's and the one-warpgroup tiles' do).
+    if constexpr (!GATED) {
+#pragma unroll
+        for (int s = 0; s < ST - 1; s++)
+            if (s < ktiles) copy_w(s, s * BK);
+        pdl_wait();
+    }
+#pragma unroll
+    for (int s = 0; s < ST - 1; s++) {
+        if (s < ktiles) {
+            if constexpr (GATED) copy_w(s, s * BK);
+            copy_x(s, s * BK);
+        }
+        cp_async_commit();
+    }
+
+    // This CTA's scale blocks: its weight rows lie in one 128-row block (n0 is a multiple of COLS).
+    const int scols = (p.k + FP8_BLOCK - 1) / FP8_BLOCK;
+    const size_t srow = ((size_t)e * ((p.n + FP8_BLOCK - 1) / FP8_BLOCK) + n0 / FP8_BLOCK) * scols;
+    const int nt_live = (rows + 7) / 8;  // n8 tiles of the item's rows (warp-uniform)
+    float acc[2][NT][4];
+#pragma unroll
+    for (int a = 0; a < 2; a++)
+#pragma unroll
+        for (int j = 0; j < NT; j++)
+#pragma unroll
+            for (int c = 0; c < 4; c++) acc[a][j][c] = 0.f;
+
+    for (int kt = 0; kt < ktiles; kt++) {
+        cp_async_wait<ST - 2>();
+        __syncthreads();  // stage kt landed for every thread; every thread is past stage kt - 1
+        if (kt + ST - 1 < ktiles) {
+            copy_w((kt + ST - 1) % ST, (kt + ST - 1) * BK);
+            copy_x((kt + ST - 1) % ST, (kt + ST - 1) * BK);
+        }
+        cp_async_commit();
+        const unsigned char* W = wtile(kt % ST);
+        const unsigned char* X = xtile(kt % ST);
+        const float s1 = p.w1_scale[srow + kt] * FP8_CODE_UNSCALE;
+        const float s2 = GATED ? p.w2_scale[srow + kt] * FP8_CODE_UNSCALE : s1;
+        float st[2][NT][4];
+#pragma unroll
+        for (int a = 0; a < 2; a++)
+#pragma unroll
+            for (int j = 0; j < NT; j++)
+#pragma unroll
+                for (int c = 0; c < 4; c++) st[a][j][c] = 0.f;
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            // Piece i: codes 16 (t + 4i).. of rows g, g + 8 of both row tiles; x the same k of the
+            // item's rows g + 8j, as f16 pairs.
+            const int wchunk = (t + 4 * i) ^ ((g & 1) << 2);
+            uint4 wv[2][2];
+#pragma unroll
+            for (int a = 0; a < 2; a++)
+#pragma unroll
+                for (int h = 0; h < 2; h++) {
+                    const int R = 32 * warp + 16 * a + g + 8 * h;
+                    wv[a][h] = *reinterpret_cast<const uint4*>(W + R * BK + wchunk * 16);
+                }
+            uint32_t xb[NT][8];
+#pragma unroll
+            for (int j = 0; j < NT; j++) {
+                const int xr = 8 * j + g;
+                const uint4 lo = *reinterpret_cast<const uint4*>(X + xr * BK * 2 + (((2 * (t + 4 * i)) ^ (xr & 1)) * 16));
+                const uint4 hi = *reinterpret_cast<const uint4*>(X + xr * BK * 2 + (((2 * (t + 4 * i) + 1) ^ (xr & 1)) * 16));
+                const uint32_t v[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
+#pragma unroll
+                for (int q = 0; q < 8; q++) xb[j][q] = bf16x2_to_f16x2(v[q]);
+            }
+#pragma unroll
+            for (int m = 0; m < 4; m++) {
+#pragma unroll
+                for (int a = 0; a < 2; a++) {
+                    const uint32_t w0 = reinterpret_cast<const uint32_t*>(&wv[a][0])[m];
+                    const uint32_t w1 = reinterpret_cast<const uint32_t*>(&wv[a][1])[m];
+                    const uint32_t a0 = e4m3x2_to_f16x2(w0, false), a1 = e4m3x2_to_f16x2(w1, false);
+                    const uint32_t a2 = e4m3x2_to_f16x2(w0, true), a3 = e4m3x2_to_f16x2(w1, true);
+#pragma unroll
+                    for (int j = 0; j < NT; j++) {
+                        if (j >= nt_live) break;
+                        mma_f16_16816(st[a][j], a0, a1, a2, a3, xb[j][2 * m], xb[j][2 * m + 1]);
+                    }
+                }
+            }
+        }
+#pragma unroll
+        for (int a = 0; a < 2; a++)
+#pragma unroll
+            for (int j = 0; j < NT; j++)
+#pragma unroll
+                for (int c = 0; c < 4; c++) acc[a][j][c] += (GATED && a == 1 ? s2 : s1) * st[a][j][c];
+    }
+    cp_async_wait<0>();  // the trailing groups are empty; no copy outlives the CTA
+
+    // C element c of tile (a, j): weight row g + 8 (c / 2) of row tile a, item row 8j + 2t + c % 2.
+#pragma unroll
+    for (int j = 0; j < NT; j++)
+#pragma unroll
+        for (int c = 0; c < 4; c++) {
+            const int r = 8 * j + 2 * t + c % 2;
+            if (r >= rows) continue;
+            const size_t slot = s0 + r;
+            if constexpr (GATED) {
+                const int col = n0 + 16 * warp + g + 8 * (c / 2);
+                if (col < p.n) p.act_out[slot * p.n + col] = f2bf(silu_f(acc[0][j][c]) * acc[1][j][c]);
+            } else {
+                const float wt = p.slot_weight[slot];
+#pragma unroll
+                for (int a = 0; a < 2; a++) {
+                    const int col = n0 + 32 * warp + 16 * a + g + 8 * (c / 2);
+                    if (col < p.n) p.slot_out[slot * p.n + col] = f2bf(acc[a][j][c] * wt);
+                }
+            }
+        }
+}
+extern "C" __global__ void __launch_bounds__(MOE_WG_THREADS, FP8_M16_CTAS) moe_gate_up_fp8_m16(const MoeGemmParams p) { moe_fp8_m16<true>(p); }
+extern "C" __global__ void __launch_bounds__(MOE_WG_THREADS, FP8_M16_CTAS) moe_down_fp8_m16(const MoeGemmParams p) { moe_fp8_m16<false>(p); }

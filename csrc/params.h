@@ -136,6 +136,17 @@ static_assert(DENSE_STREAM_ROWS * DENSE_STREAM_RED_LD * 4 <= DENSE_STREAM_COLS *
 #define FP8_BLOCK 128
 #define FP8_MAX 448.0f
 #define QUANT_THREADS 256
+// The fp8 tiles of 16-row items (moe_stream.cu, moe_*_fp8_m16): a CTA of FP8_M16_ROWS weight
+// rows (gated: half gate, half up) streams them with the item's x rows through FP8_M16_STAGES
+// cp.async stages of one fp8 scale block of k each (FP8_BLOCK codes: 16 KB of weights a stage,
+// the bytes a bf16 wgmma tile's stage brings), FP8_M16_CTAS CTAs an SM.
+#define FP8_M16_ROWS 128
+#define FP8_M16_STAGES 3
+#define FP8_M16_CTAS 3
+#define FP8_M16_GATE_UP_COLS (FP8_M16_ROWS / 2)
+#define FP8_M16_DOWN_COLS FP8_M16_ROWS
+static constexpr uint32_t FP8_M16_STAGE_BYTES = FP8_M16_ROWS * FP8_BLOCK + MOE_BM_SMALL * FP8_BLOCK * 2;
+static constexpr uint32_t FP8_M16_SMEM = FP8_M16_STAGES * FP8_M16_STAGE_BYTES;
 
 // norm.cu: the values a thread keeps in registers between its two passes, and the threads a
 // row: cols / NORM_CACHE rounded up to whole warps, at least NORM_MIN_THREADS and at most

@@ -544,13 +544,17 @@ mod cuda {
     /// fp8, the option changes nothing).
     fn every_item_size(dir: &Path, q: Option<Quantization>) {
         use dllm::backend::cuda::kernels::params::STREAM_PREFETCH_AHEAD;
-        let hinted = CudaOptions { moe_item_rows: Some(16), stream_prefetch: Some(STREAM_PREFETCH_AHEAD), ..opts_q(q) };
+        // fp8's 16-row items take the fp8 tiles by default: the weight stream is forced for them
+        // (with and without its L2 hints).
+        let streams = CudaOptions { moe_item_rows: Some(16), fp8_m16_tiles: Some(false), ..opts_q(q) };
+        let hinted = CudaOptions { stream_prefetch: Some(STREAM_PREFETCH_AHEAD), ..streams.clone() };
         let ways = [16, 64, 128].map(|rows| (format!("{rows}"), CudaOptions { moe_item_rows: Some(rows), ..opts_q(q) }));
         // 128-row items take the warp-specialized tiles by default: force each kind the other way.
         let other = [(64, true), (128, false)].map(|(rows, ws)| {
             (format!("{rows}, warp-specialized {ws}"), CudaOptions { moe_item_rows: Some(rows), moe_ws_tiles: Some(ws), ..opts_q(q) })
         });
-        for (way, o) in ways.into_iter().chain(other).chain([("16, L2 hints".to_string(), hinted)]) {
+        let streams = ("16, weight stream".to_string(), streams);
+        for (way, o) in ways.into_iter().chain(other).chain([streams, ("16, weight stream, L2 hints".to_string(), hinted)]) {
             let mut p = pair_opts(dir, q, o);
             for (seed, tokens) in [(18u64, 24usize), (19, 150)] {
                 eprintln!("moe item rows {way}, {q:?}, {tokens} tokens");
@@ -572,6 +576,29 @@ mod cuda {
         let mut p = pair(&dir);
         for (seed, rows) in [(31u64, 32usize), (32, 3), (33, 17), (34, 33)] {
             ops_agree(&mut p, seed, rows);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The 16-row items' kernels over a longer k (csrc/moe_stream.cu): the weight streams, bf16
+    /// and fp8, and the fp8 tiles. A hidden size of 1024 gives gate_up's stream warps 2 (fp8) or 4
+    /// (bf16) chunks a unit and the fp8 tiles 8 stages (past their 3 buffers); 600 tokens make more
+    /// (item, row tile) units than the GPU holds stream CTAs, so each walks several; down's k of
+    /// 144 ends in a partial chunk (and a partial tile stage).
+    #[test]
+    fn small_items_long_k_match_cpu() {
+        if skip() {
+            return;
+        }
+        let dir = tmp("small-items");
+        write_mid_hidden(&dir, 1024, 8, 2, 128, 144);
+        let fp8 = Some(Quantization::Fp8);
+        for (q, fp8_m16_tiles) in [(None, None), (fp8, Some(false)), (fp8, Some(true))] {
+            let mut p = pair_opts(&dir, q, CudaOptions { moe_item_rows: Some(16), fp8_m16_tiles, ..opts_q(q) });
+            for (seed, rows) in [(41u64, 600usize), (42, 7)] {
+                eprintln!("16-row items, {q:?}, fp8 tiles {fp8_m16_tiles:?}, {rows} tokens");
+                ops_agree(&mut p, seed, rows);
+            }
         }
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -123,6 +123,10 @@ pub struct Common {
     /// with TMA weight loads, forced on or off (default: the rule's choice). For measuring it.
     #[arg(long)]
     pub moe_ws_tiles: Option<bool>,
+    /// CUDA: fp8 experts' 16-row items as shared-memory tiles (true) or the weight stream
+    /// (false), forced (default: the tiles). For measuring it.
+    #[arg(long)]
+    pub fp8_m16_tiles: Option<bool>,
     /// CUDA: a MoE layer's expert slots summed by the next layer's input norm (true, the
     /// default) or by moe_combine into an f32 output first (false). For measuring it.
     #[arg(long)]
@@ -286,6 +290,7 @@ fn cuda(cmd: BenchCmd, process_start: std::time::Instant) -> Result<()> {
         att_tma: common.att_tma,
         stream_prefetch: common.stream_prefetch,
         moe_ws_tiles: common.moe_ws_tiles,
+        fp8_m16_tiles: common.fp8_m16_tiles,
         fused_router: common.fused_router,
         fused_moe_norm: common.fused_moe_norm.unwrap_or(CudaOptions::default().fused_moe_norm),
         rope_vectors: common.rope_vectors.unwrap_or(CudaOptions::default().rope_vectors),

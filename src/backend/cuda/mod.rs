@@ -103,6 +103,10 @@ pub struct CudaOptions {
     /// with TMA weight loads (csrc/moe_gemm.cu, moe_gemm_ws); `None`: for 128-row items only
     /// (faster there, 2% slower at 64: csrc/params.h). `dllm bench --moe-ws-tiles` measures it.
     pub moe_ws_tiles: Option<bool>,
+    /// fp8 experts' 16-row items as tiles (csrc/moe_stream.cu, moe_*_fp8_m16: weights and x
+    /// staged in shared memory for the CTA's 128 weight rows) instead of the weight stream;
+    /// `None`: the tiles. `dllm bench --fp8-m16-tiles` measures it.
+    pub fp8_m16_tiles: Option<bool>,
     /// The router as one launch (csrc/moe_route.cu: logits, selection and, at one
     /// cluster's rows, the permute) instead of cuBLAS's logits, moe_router_select and
     /// moe_permute; `None`: at up to 256 rows (batch 8; moe.rs, FUSED_ROUTE_MAX_ROWS). `dllm
@@ -157,6 +161,7 @@ impl Default for CudaOptions {
             att_tma: None,
             stream_prefetch: None,
             moe_ws_tiles: None,
+            fp8_m16_tiles: None,
             fused_router: None,
             fused_moe_norm: true,
             rope_vectors: true,

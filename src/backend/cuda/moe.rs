@@ -89,11 +89,12 @@ impl ExpertGemm {
 }
 
 /// [gate_up, down] for the tile rows and the weight type: 16-row items go to the weight-stream
-/// kernels (csrc/moe_stream.cu), 64- and 128-row items to the shared-memory tiles
-/// (csrc/moe_gemm.cu; 128 rows: bf16 with `wgmma` only; with `wgmma`, the Hopper path, the fp8
-/// CTAs take the bf16 tiles' columns). `ws` (bf16 with `wgmma`, 64 or 128 rows, the layer's
-/// tensor maps at hand): the persistent warp-specialized tiles.
-fn expert_gemms(tile_m: usize, fp8: bool, wgmma: bool, ws: bool) -> [ExpertGemm; 2] {
+/// kernels (csrc/moe_stream.cu), or with fp8 experts and `fp8_m16` to its fp8 tiles (faster at
+/// every batch that makes 16-row items: docs/PERF.md, session 37); 64- and 128-row items to the
+/// shared-memory tiles (csrc/moe_gemm.cu; 128 rows: bf16 with `wgmma` only; with `wgmma`, the
+/// Hopper path, the fp8 CTAs take the bf16 tiles' columns). `ws` (bf16 with `wgmma`, 64 or 128
+/// rows, the layer's tensor maps at hand): the persistent warp-specialized tiles.
+fn expert_gemms(tile_m: usize, fp8: bool, wgmma: bool, ws: bool, fp8_m16: bool) -> [ExpertGemm; 2] {
     let stream = |kernel, cols| ExpertGemm { kernel, cols, threads: STREAM_THREADS as u32, smem: 0, persistent: true };
     let fp8_tiles = |kernel, smem| ExpertGemm { kernel, cols: GEMM_BN, threads: GEMM_THREADS as u32, smem, persistent: false };
     let tiles = |kernel, cols, threads: u32, smem| ExpertGemm { kernel, cols, threads, smem, persistent: false };
@@ -109,6 +110,10 @@ fn expert_gemms(tile_m: usize, fp8: bool, wgmma: bool, ws: bool) -> [ExpertGemm;
         (MOE_BM_LARGE, false) if ws && wgmma => {
             [ws_tiles(K::MoeGateUpM64Ws, ws_gu, MOE_WS_M64_SMEM), ws_tiles(K::MoeDownM64Ws, ws_dn, MOE_WS_M64_SMEM)]
         }
+        (MOE_BM_SMALL, true) if fp8_m16 => [
+            tiles(K::MoeGateUpFp8M16, FP8_M16_GATE_UP_COLS, MOE_TILES_THREADS, FP8_M16_SMEM),
+            tiles(K::MoeDownFp8M16, FP8_M16_DOWN_COLS, MOE_TILES_THREADS, FP8_M16_SMEM),
+        ],
         (MOE_BM_SMALL, false) => [stream(K::MoeGateUpStream, gu), stream(K::MoeDownStream, dn)],
         (MOE_BM_SMALL, true) => [stream(K::MoeGateUpStreamFp8, gu), stream(K::MoeDownStreamFp8, dn)],
         (_, true) if wgmma => [
@@ -648,7 +653,8 @@ impl CudaBackend {
         // layer's tensor maps, the shared expert's too where it is among the items.
         let maps =
             self.expert_maps.get(layer).and_then(|mp| mp.as_ref()).filter(|mp| self.ws_tiles(tile_m) && (shared.is_none() || mp.shared));
-        let [gate_up, down] = expert_gemms(tile_m, fp8, self.wgmma, maps.is_some());
+        let fp8_m16 = self.opts.fp8_m16_tiles.unwrap_or(true);
+        let [gate_up, down] = expert_gemms(tile_m, fp8, self.wgmma, maps.is_some(), fp8_m16);
         let pdl = self.opts.expert_pdl && self.wgmma;
         // The one-warpgroup tiles (csrc/moe_gemm.cu, moe_gemm_bf16).
         let tiles = matches!(gate_up.kernel, Kernel::MoeGateUpM64 | Kernel::MoeGateUpM128);
@@ -763,10 +769,14 @@ impl CudaBackend {
             g.shared_w2 = 0;
         }
         let down_grid = down.grid(&self.k, h, max_items)?;
-        let dependent = matches!(down.kernel, Kernel::MoeDownStream | Kernel::MoeDownStreamFp8 | Kernel::MoeDownM64 | Kernel::MoeDownM128);
+        let dependent = matches!(
+            down.kernel,
+            Kernel::MoeDownStream | Kernel::MoeDownStreamFp8 | Kernel::MoeDownFp8M16 | Kernel::MoeDownM64 | Kernel::MoeDownM128
+        );
         if pdl && dependent {
-            // The weight streams and the one-warpgroup wgmma tiles: down starts its weights during
-            // gate_up's tail (csrc/moe_stream.cu, csrc/moe_gemm.cu's moe_gemm_wgmma).
+            // The weight streams, the fp8 16-row tiles and the one-warpgroup wgmma tiles: down
+            // starts its weights during gate_up's tail (csrc/moe_stream.cu, csrc/moe_gemm.cu's
+            // moe_gemm_wgmma).
             self.k.launch_dependent(down.kernel, down_grid, down.threads, down.smem, &g)?;
         } else {
             self.k.launch_smem(down.kernel, down_grid, down.threads, down.smem, &g)?;
