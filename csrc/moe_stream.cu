@@ -372,74 +372,73 @@ extern "C" __global__ void __launch_bounds__(STREAM_THREADS, STREAM_GATE_UP_FP8_
 extern "C" __global__ void __launch_bounds__(STREAM_THREADS, STREAM_DOWN_FP8_CTAS) moe_down_stream_fp8(const MoeGemmParams p) { moe_stream<2, STREAM_DOWN_WK, false, true>(p); }
 
 // The fp8 experts' 16-row items as tiles (moe_*_fp8_m16): the stream's math (weights as the
-// MMA's A side, widened e4m3 -> f16 in registers; the item's rows as B, bf16 -> f16; each thread
+// MMA's A side, e4m3 widened to f16 in registers; the item's rows as B, bf16 -> f16; each thread
 // feeding the MMAs the k it holds on both sides), but the weights and the item's x rows come
 // through FP8_M16_STAGES cp.async stages in shared memory that the CTA's four warps share:
-// each stage is one fp8 scale block of k (FP8_BLOCK codes) of the CTA's FP8_M16_ROWS weight rows
-// (16 KB) and of the item's 16 x rows (4 KB). A stream warp reloads and reconverts the item's x
-// for every 16 weight rows it takes, and its chunks in flight are bounded by its registers (or its
-// ring); here x is loaded once for 128 weight rows, and a stage's copies are in flight two
+// each stage is 128 bytes of each of the CTA's FP8_M16_ROWS weight rows (16 KB: one fp8 scale
+// block of k) and the item's 16 x rows over the same k. A stream warp reloads and reconverts the
+// item's x for every 16 weight rows it takes, and its chunks in flight are bounded by its
+// registers; here x is loaded once for 128 weight rows, and a stage's copies are in flight two
 // stages ahead for the whole CTA.
+// The shared expert (bf16: fp8 quantizes the routed experts only) comes among the items as
+// expert p.shared_expert, and its CTAs run the same tile over bf16 weights (64 k a stage, bf16
+// MMAs, no scales), where it would otherwise run beside as cuBLAS GEMMs.
 // Warp w takes the CTA's weight rows 32w.. as two m16 row tiles a (gated: its 16 gate rows and
 // the same 16 up rows, output columns n0 + 16w..; down: output columns n0 + 32w + 16a..).
-// Shared memory, a stage: W [FP8_M16_ROWS][FP8_BLOCK] codes, X [16][FP8_BLOCK] bf16. A thread
-// reads 16-byte pieces of two rows g, g + 1 apart in its quarter-warp, so W's 16-byte chunks are
-// XOR-swizzled by (row & 1) << 2 and X's by (row & 1): conflict-free.
-template <bool GATED>
-__device__ __forceinline__ void moe_fp8_m16(const MoeGemmParams& p) {
-    constexpr int BK = FP8_BLOCK, ST = FP8_M16_STAGES, ROWS = FP8_M16_ROWS, NT = MOE_BM_SMALL / 8;
-    constexpr int W_BYTES = ROWS * BK, COLS = GATED ? FP8_M16_GATE_UP_COLS : FP8_M16_DOWN_COLS;
-    static_assert(FP8_M16_STAGE_BYTES == W_BYTES + MOE_BM_SMALL * BK * 2, "params.h's stage");
+// Shared memory, a stage: W [FP8_M16_ROWS][128 bytes], X [16][BK] bf16. A thread reads
+// 16-byte pieces of two rows g, g + 1 apart in its quarter-warp, so W's 16-byte chunks are
+// XOR-swizzled by (row & 1) << 2, and X's by (row & 1) (fp8: its two chunks of a piece are 32
+// bytes apart) or (row & 1) << 2 (bf16): conflict-free.
+template <bool GATED, bool FP8>
+__device__ __forceinline__ void moe_m16_tile(const MoeGemmParams& p, int e, int s0, int rows, int n0, const unsigned char* w1,
+                                             const unsigned char* w2) {
+    constexpr int EB = FP8 ? 1 : 2, BK = 128 / EB, ST = FP8_M16_STAGES, ROWS = FP8_M16_ROWS, NT = MOE_BM_SMALL / 8;
+    constexpr int W_BYTES = ROWS * 128, XCH = BK * 2 / 16;  // x's 16-byte chunks a row a stage
+    static_assert(FP8_M16_STAGE_BYTES >= W_BYTES + MOE_BM_SMALL * BK * 2, "params.h's stage");
     static_assert(ROWS == 4 * 32 && MOE_WG_THREADS == 128, "four warps of two m16 row tiles");
-    // gate_up: as the tiles' gate_up (moe_gemm_bf16), a no-op when launched plainly.
-    if constexpr (GATED) {
-        pdl_wait();
-        pdl_release();
-    }
-    const int item = blockIdx.y;
-    if (item >= *p.num_items) return;
-    const int e = p.items[3 * item], s0 = p.items[3 * item + 1], rows = p.items[3 * item + 2];
-    const int n0 = blockIdx.x * COLS, tid = threadIdx.x, warp = tid / WARP, lane = tid % WARP, g = lane / 4, t = lane % 4;
+    static_assert(!FP8 || BK == FP8_BLOCK, "an fp8 stage is one scale block of k");
+    const int tid = threadIdx.x, warp = tid / WARP, lane = tid % WARP, g = lane / 4, t = lane % 4;
     extern __shared__ __align__(16) unsigned char tiles[];
     auto wtile = [&](int s) { return tiles + s * FP8_M16_STAGE_BYTES; };
     auto xtile = [&](int s) { return tiles + s * FP8_M16_STAGE_BYTES + W_BYTES; };
-    const size_t wstride = (size_t)p.n * p.k;  // codes an expert
+    auto xchunk = [](int xr, int c) { return FP8 ? c ^ (xr & 1) : c ^ ((xr & 1) << 2); };
 
     // Copies: weight chunk (row R, 16-byte chunk c) for R = tid / 8 + 16 q, c = tid % 8; x chunk
-    // (row xr, 16-byte chunk xc) for xr = tid / 16 + 8 q, xc = tid % 16.
+    // (row xr, 16-byte chunk xc) for xr = tid / XCH + (128 / XCH) q, xc = tid % XCH.
     // CTA weight row R: warp R / 32, tile a = (R / 16) % 2, row R % 16 of it.
-    auto weight_row = [&](int R) -> const uint8_t* {
+    auto weight_row = [&](int R) -> const unsigned char* {
         const int w = R / 32, a = (R / 16) % 2, r = R % 16;
         const int n = GATED ? n0 + 16 * w + r : n0 + R;
-        const uint8_t* m = GATED && a == 1 ? p.w2_fp8 : p.w1_fp8;
-        return n < p.n ? m + e * wstride + (size_t)n * p.k : nullptr;
+        const unsigned char* m = GATED && a == 1 ? w2 : w1;
+        return n < p.n ? m + (size_t)n * p.k * EB : nullptr;
     };
-    const int wc = tid % 8, xc = tid % 16;
+    const int wc = tid % 8, xc = tid % XCH;
     auto copy_w = [&](int s, int k0) {
         unsigned char* W = wtile(s);
-        const bool kin = k0 + 16 * wc < p.k;
+        const int kk = k0 + wc * (16 / EB);
 #pragma unroll
         for (int q = 0; q < ROWS / 16; q++) {
             const int R = tid / 8 + 16 * q;
-            const uint8_t* src = weight_row(R);
-            const bool ok = kin && src;
-            cp_async16(W + R * BK + ((wc ^ ((R & 1) << 2)) * 16), ok ? src + k0 + 16 * wc : p.w1_fp8, ok);
+            const unsigned char* src = weight_row(R);
+            const bool ok = kk < p.k && src;
+            cp_async16(W + R * 128 + ((wc ^ ((R & 1) << 2)) * 16), ok ? src + (size_t)kk * EB : w1, ok);
         }
     };
-    const bf16* xsrc[2];
+    constexpr int XQ = MOE_BM_SMALL * XCH / MOE_WG_THREADS;  // x chunks a thread copies
+    const bf16* xsrc[XQ];
 #pragma unroll
-    for (int q = 0; q < 2; q++) {
-        const int xr = tid / 16 + 8 * q;
+    for (int q = 0; q < XQ; q++) {
+        const int xr = tid / XCH + (MOE_WG_THREADS / XCH) * q;
         xsrc[q] = xr < rows ? p.x + (size_t)(GATED ? p.slot_token[s0 + xr] : s0 + xr) * p.k : nullptr;
     }
     auto copy_x = [&](int s, int k0) {
         unsigned char* X = xtile(s);
         const bool kin = k0 + 8 * xc < p.k;
 #pragma unroll
-        for (int q = 0; q < 2; q++) {
-            const int xr = tid / 16 + 8 * q;
+        for (int q = 0; q < XQ; q++) {
+            const int xr = tid / XCH + (MOE_WG_THREADS / XCH) * q;
             const bool ok = kin && xsrc[q];
-            cp_async16(X + xr * BK * 2 + ((xc ^ (xr & 1)) * 16), ok ? xsrc[q] + k0 + 8 * xc : p.x, ok);
+            cp_async16(X + xr * BK * 2 + xchunk(xr, xc) * 16, ok ? xsrc[q] + k0 + 8 * xc : p.x, ok);
         }
     };
 
@@ -461,7 +460,8 @@ __device__ __forceinline__ void moe_fp8_m16(const MoeGemmParams& p) {
         cp_async_commit();
     }
 
-    // This CTA's scale blocks: its weight rows lie in one 128-row block (n0 is a multiple of COLS).
+    // fp8: this CTA's scale blocks (its weight rows lie in one 128-row block: n0 is a multiple of
+    // the CTA's columns, 64 or 128).
     const int scols = (p.k + FP8_BLOCK - 1) / FP8_BLOCK;
     const size_t srow = ((size_t)e * ((p.n + FP8_BLOCK - 1) / FP8_BLOCK) + n0 / FP8_BLOCK) * scols;
     const int nt_live = (rows + 7) / 8;  // n8 tiles of the item's rows (warp-uniform)
@@ -483,8 +483,7 @@ __device__ __forceinline__ void moe_fp8_m16(const MoeGemmParams& p) {
         cp_async_commit();
         const unsigned char* W = wtile(kt % ST);
         const unsigned char* X = xtile(kt % ST);
-        const float s1 = p.w1_scale[srow + kt] * FP8_CODE_UNSCALE;
-        const float s2 = GATED ? p.w2_scale[srow + kt] * FP8_CODE_UNSCALE : s1;
+        // fp8: the stage's products go to st and are scaled into acc; bf16: into acc directly.
         float st[2][NT][4];
 #pragma unroll
         for (int a = 0; a < 2; a++)
@@ -492,10 +491,11 @@ __device__ __forceinline__ void moe_fp8_m16(const MoeGemmParams& p) {
             for (int j = 0; j < NT; j++)
 #pragma unroll
                 for (int c = 0; c < 4; c++) st[a][j][c] = 0.f;
+        float(&sum)[2][NT][4] = FP8 ? st : acc;
 #pragma unroll
         for (int i = 0; i < 2; i++) {
-            // Piece i: codes 16 (t + 4i).. of rows g, g + 8 of both row tiles; x the same k of the
-            // item's rows g + 8j, as f16 pairs.
+            // Piece i: 16 bytes from byte 16 (t + 4i) of rows g, g + 8 of both row tiles (16 fp8
+            // codes or 8 bf16 values); x the same k of the item's rows g + 8j (fp8: as f16 pairs).
             const int wchunk = (t + 4 * i) ^ ((g & 1) << 2);
             uint4 wv[2][2];
 #pragma unroll
@@ -503,40 +503,60 @@ __device__ __forceinline__ void moe_fp8_m16(const MoeGemmParams& p) {
 #pragma unroll
                 for (int h = 0; h < 2; h++) {
                     const int R = 32 * warp + 16 * a + g + 8 * h;
-                    wv[a][h] = *reinterpret_cast<const uint4*>(W + R * BK + wchunk * 16);
+                    wv[a][h] = *reinterpret_cast<const uint4*>(W + R * 128 + wchunk * 16);
                 }
-            uint32_t xb[NT][8];
+            uint32_t xb[NT][8 / EB];
 #pragma unroll
             for (int j = 0; j < NT; j++) {
                 const int xr = 8 * j + g;
-                const uint4 lo = *reinterpret_cast<const uint4*>(X + xr * BK * 2 + (((2 * (t + 4 * i)) ^ (xr & 1)) * 16));
-                const uint4 hi = *reinterpret_cast<const uint4*>(X + xr * BK * 2 + (((2 * (t + 4 * i) + 1) ^ (xr & 1)) * 16));
-                const uint32_t v[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
+                const unsigned char* xrow = X + xr * BK * 2;
+                if constexpr (FP8) {
+                    const uint4 lo = *reinterpret_cast<const uint4*>(xrow + xchunk(xr, 2 * (t + 4 * i)) * 16);
+                    const uint4 hi = *reinterpret_cast<const uint4*>(xrow + xchunk(xr, 2 * (t + 4 * i) + 1) * 16);
+                    const uint32_t v[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
 #pragma unroll
-                for (int q = 0; q < 8; q++) xb[j][q] = bf16x2_to_f16x2(v[q]);
+                    for (int q = 0; q < 8; q++) xb[j][q] = bf16x2_to_f16x2(v[q]);
+                } else {
+                    const uint4 v = *reinterpret_cast<const uint4*>(xrow + xchunk(xr, t + 4 * i) * 16);
+                    xb[j][0] = v.x, xb[j][1] = v.y, xb[j][2] = v.z, xb[j][3] = v.w;
+                }
             }
+            // fp8: word m of a piece holds MMA m's 4 codes; bf16: words 2m, 2m + 1 its 4 values.
 #pragma unroll
-            for (int m = 0; m < 4; m++) {
+            for (int m = 0; m < (FP8 ? 4 : 2); m++) {
 #pragma unroll
                 for (int a = 0; a < 2; a++) {
-                    const uint32_t w0 = reinterpret_cast<const uint32_t*>(&wv[a][0])[m];
-                    const uint32_t w1 = reinterpret_cast<const uint32_t*>(&wv[a][1])[m];
-                    const uint32_t a0 = e4m3x2_to_f16x2(w0, false), a1 = e4m3x2_to_f16x2(w1, false);
-                    const uint32_t a2 = e4m3x2_to_f16x2(w0, true), a3 = e4m3x2_to_f16x2(w1, true);
+                    const uint32_t* v0 = reinterpret_cast<const uint32_t*>(&wv[a][0]);
+                    const uint32_t* v1 = reinterpret_cast<const uint32_t*>(&wv[a][1]);
+                    uint32_t a0, a1, a2, a3;
+                    if constexpr (FP8) {
+                        a0 = e4m3x2_to_f16x2(v0[m], false), a1 = e4m3x2_to_f16x2(v1[m], false);
+                        a2 = e4m3x2_to_f16x2(v0[m], true), a3 = e4m3x2_to_f16x2(v1[m], true);
+                    } else {
+                        a0 = v0[2 * m], a1 = v1[2 * m], a2 = v0[2 * m + 1], a3 = v1[2 * m + 1];
+                    }
 #pragma unroll
                     for (int j = 0; j < NT; j++) {
                         if (j >= nt_live) break;
-                        mma_f16_16816(st[a][j], a0, a1, a2, a3, xb[j][2 * m], xb[j][2 * m + 1]);
+                        if constexpr (FP8) {
+                            mma_f16_16816(sum[a][j], a0, a1, a2, a3, xb[j][2 * m], xb[j][2 * m + 1]);
+                        } else {
+                            mma_bf16_16816(sum[a][j], a0, a1, a2, a3, xb[j][2 * m], xb[j][2 * m + 1]);
+                        }
                     }
                 }
             }
         }
+        if constexpr (FP8) {
+            const float s1 = p.w1_scale[srow + kt] * FP8_CODE_UNSCALE;
+            const float s2 = GATED ? p.w2_scale[srow + kt] * FP8_CODE_UNSCALE : s1;
 #pragma unroll
-        for (int a = 0; a < 2; a++)
+            for (int a = 0; a < 2; a++)
 #pragma unroll
-            for (int j = 0; j < NT; j++)
+                for (int j = 0; j < NT; j++)
 #pragma unroll
-                for (int c = 0; c < 4; c++) acc[a][j][c] += (GATED && a == 1 ? s2 : s1) * st[a][j][c];
+                    for (int c = 0; c < 4; c++) acc[a][j][c] += (GATED && a == 1 ? s2 : s1) * st[a][j][c];
+        }
     }
     cp_async_wait<0>();  // the trailing groups are empty; no copy outlives the CTA
 
@@ -560,6 +580,26 @@ __device__ __forceinline__ void moe_fp8_m16(const MoeGemmParams& p) {
                 }
             }
         }
+}
+
+template <bool GATED>
+__device__ __forceinline__ void moe_fp8_m16(const MoeGemmParams& p) {
+    // gate_up: as the tiles' gate_up (moe_gemm_bf16), a no-op when launched plainly.
+    if constexpr (GATED) {
+        pdl_wait();
+        pdl_release();
+    }
+    const int item = blockIdx.y;
+    if (item >= *p.num_items) return;
+    const int e = p.items[3 * item], s0 = p.items[3 * item + 1], rows = p.items[3 * item + 2];
+    const int n0 = blockIdx.x * (GATED ? FP8_M16_GATE_UP_COLS : FP8_M16_DOWN_COLS);
+    if (e == p.shared_expert) {
+        const auto* w1 = reinterpret_cast<const unsigned char*>(p.shared_w1);
+        moe_m16_tile<GATED, false>(p, e, s0, rows, n0, w1, GATED ? reinterpret_cast<const unsigned char*>(p.shared_w2) : w1);
+    } else {
+        const size_t wstride = (size_t)p.n * p.k;  // codes an expert
+        moe_m16_tile<GATED, true>(p, e, s0, rows, n0, p.w1_fp8 + e * wstride, GATED ? p.w2_fp8 + e * wstride : p.w1_fp8);
+    }
 }
 extern "C" __global__ void __launch_bounds__(MOE_WG_THREADS, FP8_M16_CTAS) moe_gate_up_fp8_m16(const MoeGemmParams p) { moe_fp8_m16<true>(p); }
 extern "C" __global__ void __launch_bounds__(MOE_WG_THREADS, FP8_M16_CTAS) moe_down_fp8_m16(const MoeGemmParams p) { moe_fp8_m16<false>(p); }

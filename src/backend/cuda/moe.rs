@@ -18,17 +18,23 @@ use cudarc::driver::CudaSlice;
 /// 128 rows once the experts average 48 or more (an expert's weights then stream once where two
 /// 64-row items read them twice), else 64. Otherwise (fp8 experts, or no wgmma): 64 once the
 /// experts average 12 rows or more (one item then reads an expert's weights once where 16-row
-/// items read them once per 16 rows), else 16 (the weight stream). `forced`
+/// items read them once per 16 rows), else 16 (the weight stream); with fp8 experts, 24 rows or
+/// more (their 16-row tiles, csrc/moe_stream.cu, beat the 64-row ones at mini's batch 16, 16 rows
+/// an expert, by 4%, and lose at batch 32 by 12%: docs/PERF.md, session 37). `forced`
 /// (CudaOptions::moe_item_rows) overrides it; 128 only where the wgmma tiles run (else 64).
-fn moe_tile_rows(slots: usize, experts: usize, forced: Option<usize>, bf16_wgmma: bool) -> usize {
+fn moe_tile_rows(slots: usize, experts: usize, forced: Option<usize>, bf16_wgmma: bool, fp8: bool) -> usize {
+    let large_from = if fp8 { FP8_M64_MIN_ROWS } else { 12 };
     match forced {
         Some(MOE_BM_XLARGE) if !bf16_wgmma => MOE_BM_LARGE,
         Some(rows) => rows,
         None if bf16_wgmma && slots >= 48 * experts => MOE_BM_XLARGE,
-        None if bf16_wgmma || slots >= 12 * experts => MOE_BM_LARGE,
+        None if bf16_wgmma || slots >= large_from * experts => MOE_BM_LARGE,
         None => MOE_BM_SMALL,
     }
 }
+
+/// The experts' average rows from which fp8 experts take 64-row items (see [`moe_tile_rows`]).
+const FP8_M64_MIN_ROWS: usize = 24;
 
 /// The most rows moe_route takes by default: its logits and selection in one launch (a cluster
 /// per ROUTE_ROWS rows, each reading the router's weights) against cuBLAS's logits and
@@ -568,7 +574,7 @@ impl CudaBackend {
     fn tile_rows(&self, m: &MoeWeights, rows: usize) -> usize {
         let c = &self.cfg;
         let bf16 = matches!(m.gate, ExpertMatrix::Bf16(_));
-        moe_tile_rows(rows * c.num_experts_per_tok, c.num_experts, self.opts.moe_item_rows, bf16 && self.wgmma)
+        moe_tile_rows(rows * c.num_experts_per_tok, c.num_experts, self.opts.moe_item_rows, bf16 && self.wgmma, !bf16)
     }
 
     /// The shared expert as one more expert of the routed experts' launches (the weight stream
@@ -578,14 +584,22 @@ impl CudaBackend {
     /// weights again, so only up to SHARED_STREAM_MAX_ITEMS items, but for the warp-specialized
     /// tiles: they take an expert's items one after the other, so its weights come from DRAM
     /// once and then from the L2, and beside them on the side stream its cuBLAS GEMMs held the
-    /// SMs the routed gate_up waited for. fp8 experts keep it apart (it stays bf16).
+    /// SMs the routed gate_up waited for. With fp8 experts (it stays bf16) only the fp8 16-row
+    /// tiles take it, over its bf16 weights (csrc/moe_stream.cu, moe_fp8_m16).
     fn shared_in_items(&self, m: &MoeWeights, rows: usize) -> bool {
         let Some(s) = &m.shared else { return false };
         let bf16 = matches!(m.gate, ExpertMatrix::Bf16(_));
         let tile_m = self.tile_rows(m, rows);
+        let fp8_m16 = !bf16 && tile_m == MOE_BM_SMALL && self.fp8_m16_tiles();
         let ws = self.ws_tiles(tile_m) && self.expert_maps.iter().flatten().any(|mp| mp.shared);
         let max_items = self.opts.shared_expert_items.unwrap_or(if ws { usize::MAX } else { SHARED_STREAM_MAX_ITEMS });
-        bf16 && s.inter == self.cfg.moe_intermediate_size && rows.div_ceil(tile_m) <= max_items
+        (bf16 || fp8_m16) && s.inter == self.cfg.moe_intermediate_size && rows.div_ceil(tile_m) <= max_items
+    }
+
+    /// Whether fp8 experts' 16-row items take the fp8 tiles (`CudaOptions::fp8_m16_tiles`, by
+    /// default) rather than the weight stream.
+    fn fp8_m16_tiles(&self) -> bool {
+        self.opts.fp8_m16_tiles.unwrap_or(true)
     }
 
     /// Whether items of `tile_m` rows take the warp-specialized tiles (where the layer's tensor
@@ -653,8 +667,7 @@ impl CudaBackend {
         // layer's tensor maps, the shared expert's too where it is among the items.
         let maps =
             self.expert_maps.get(layer).and_then(|mp| mp.as_ref()).filter(|mp| self.ws_tiles(tile_m) && (shared.is_none() || mp.shared));
-        let fp8_m16 = self.opts.fp8_m16_tiles.unwrap_or(true);
-        let [gate_up, down] = expert_gemms(tile_m, fp8, self.wgmma, maps.is_some(), fp8_m16);
+        let [gate_up, down] = expert_gemms(tile_m, fp8, self.wgmma, maps.is_some(), self.fp8_m16_tiles());
         let pdl = self.opts.expert_pdl && self.wgmma;
         // The one-warpgroup tiles (csrc/moe_gemm.cu, moe_gemm_bf16).
         let tiles = matches!(gate_up.kernel, Kernel::MoeGateUpM64 | Kernel::MoeGateUpM128);
