@@ -23,7 +23,7 @@ use cudarc::driver::CudaSlice;
 /// an expert, by 4%, and lose at batch 32 by 12%: docs/PERF.md, session 37). `forced`
 /// (CudaOptions::moe_item_rows) overrides it; 128 only where the wgmma tiles run (else 64).
 fn moe_tile_rows(slots: usize, experts: usize, forced: Option<usize>, bf16_wgmma: bool, fp8: bool) -> usize {
-    let large_from = if fp8 { FP8_M64_MIN_ROWS } else { 12 };
+    let large_from = if fp8 { FP8_M64_MIN_ROWS } else { M64_MIN_ROWS };
     match forced {
         Some(MOE_BM_XLARGE) if !bf16_wgmma => MOE_BM_LARGE,
         Some(rows) => rows,
@@ -33,7 +33,9 @@ fn moe_tile_rows(slots: usize, experts: usize, forced: Option<usize>, bf16_wgmma
     }
 }
 
-/// The experts' average rows from which fp8 experts take 64-row items (see [`moe_tile_rows`]).
+/// The experts' average rows from which bf16 experts without wgmma, and fp8 experts, take
+/// 64-row items (see [`moe_tile_rows`]).
+const M64_MIN_ROWS: usize = 12;
 const FP8_M64_MIN_ROWS: usize = 24;
 
 /// The most rows moe_route takes by default: its logits and selection in one launch (a cluster
