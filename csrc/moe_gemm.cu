@@ -17,6 +17,7 @@
 #include "common.cuh"
 #include "cp_async.cuh"
 #include "mbarrier.cuh"
+#include "moe_items.cuh"
 #include "stream.cuh"
 #include "tma.cuh"
 #include "wgmma.cuh"
@@ -801,16 +802,15 @@ __device__ __forceinline__ void moe_gemm_bf16(const MoeGemmParams& p) {
         pdl_wait();
         pdl_release();
     }
-    const int item = blockIdx.y;
-    if (item >= *p.num_items) return;
-    const int e = p.items[3 * item], s0 = p.items[3 * item + 1], rows = p.items[3 * item + 2];
+    const TileItem it = tile_item(p);
+    if (!it.live) return;
     const int n0 = blockIdx.x * (GATED ? MOE_MMA_GATE_UP_COLS : MOE_MMA_DOWN_COLS);
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-    moe_gemm_wgmma<BM, GATED>(p, e, s0, rows, n0);
+    moe_gemm_wgmma<BM, GATED>(p, it.e, it.s0, it.rows, n0);
 #else
     // 128-row items are launched only where wgmma is (CudaBackend::tile_rows).
     if constexpr (BM == MOE_BM_LARGE) {
-        moe_gemm_mma<BM, GATED>(p, e, s0, rows, n0);
+        moe_gemm_mma<BM, GATED>(p, it.e, it.s0, it.rows, n0);
     } else {
         __trap();
     }
@@ -915,10 +915,9 @@ __device__ __forceinline__ void moe_gemm_wgmma_fp8(const MoeGemmParams& p, int e
 template <bool GATED>
 __device__ __forceinline__ void moe_gemm_fp8_tiles(const MoeGemmParams& p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-    const int item = blockIdx.y;
-    if (item >= *p.num_items) return;
-    const int e = p.items[3 * item], s0 = p.items[3 * item + 1], rows = p.items[3 * item + 2];
-    moe_gemm_wgmma_fp8<GATED>(p, e, s0, rows, blockIdx.x * (GATED ? MOE_MMA_GATE_UP_COLS : MOE_MMA_DOWN_COLS));
+    const TileItem it = tile_item(p);
+    if (!it.live) return;
+    moe_gemm_wgmma_fp8<GATED>(p, it.e, it.s0, it.rows, blockIdx.x * (GATED ? MOE_MMA_GATE_UP_COLS : MOE_MMA_DOWN_COLS));
 #else
     moe_gemm<MOE_BM_LARGE, GATED, true>(p);
 #endif

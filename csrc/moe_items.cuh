@@ -5,6 +5,19 @@
 #pragma once
 #include "common.cuh"
 
+// A tile CTA's work item: row blockIdx.y of its grid (the host launches a row of CTAs per
+// possible item), its expert, first slot and rows; `live` false past the list's length (the CTA
+// has nothing to do).
+struct TileItem {
+    int e, s0, rows;
+    bool live;
+};
+__device__ __forceinline__ TileItem tile_item(const MoeGemmParams& p) {
+    const int item = blockIdx.y;
+    if (item >= *p.num_items) return TileItem{0, 0, 0, false};
+    return TileItem{p.items[3 * item], p.items[3 * item + 1], p.items[3 * item + 2], true};
+}
+
 // One CTA of THREADS threads (at most 32 warps), thread i holding the counts of experts
 // PER i .. PER i + PER - 1 in `c` (0 past the last expert): exclusive scans of the slots and of
 // the items over the experts (warp scans, then one warp's scan of the warp totals in `wsum_c` /

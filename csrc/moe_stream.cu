@@ -47,6 +47,7 @@
 // subnormals included), and the block scale is taken times 2^8.
 #include "common.cuh"
 #include "cp_async.cuh"
+#include "moe_items.cuh"
 #include "stream.cuh"
 
 // k elements (bf16) or codes (fp8) of one weight row a warp multiplies per chunk: 4 threads x
@@ -589,16 +590,16 @@ __device__ __forceinline__ void moe_fp8_m16(const MoeGemmParams& p) {
         pdl_wait();
         pdl_release();
     }
-    const int item = blockIdx.y;
-    if (item >= *p.num_items) return;
-    const int e = p.items[3 * item], s0 = p.items[3 * item + 1], rows = p.items[3 * item + 2];
+    const TileItem it = tile_item(p);
+    if (!it.live) return;
     const int n0 = blockIdx.x * (GATED ? FP8_M16_GATE_UP_COLS : FP8_M16_DOWN_COLS);
-    if (e == p.shared_expert) {
+    if (it.e == p.shared_expert) {
         const auto* w1 = reinterpret_cast<const unsigned char*>(p.shared_w1);
-        moe_m16_tile<GATED, false>(p, e, s0, rows, n0, w1, GATED ? reinterpret_cast<const unsigned char*>(p.shared_w2) : w1);
+        moe_m16_tile<GATED, false>(p, it.e, it.s0, it.rows, n0, w1, GATED ? reinterpret_cast<const unsigned char*>(p.shared_w2) : w1);
     } else {
         const size_t wstride = (size_t)p.n * p.k;  // codes an expert
-        moe_m16_tile<GATED, true>(p, e, s0, rows, n0, p.w1_fp8 + e * wstride, GATED ? p.w2_fp8 + e * wstride : p.w1_fp8);
+        const uint8_t* w1 = p.w1_fp8 + it.e * wstride;
+        moe_m16_tile<GATED, true>(p, it.e, it.s0, it.rows, n0, w1, GATED ? p.w2_fp8 + it.e * wstride : w1);
     }
 }
 extern "C" __global__ void __launch_bounds__(MOE_WG_THREADS, FP8_M16_CTAS) moe_gate_up_fp8_m16(const MoeGemmParams p) { moe_fp8_m16<true>(p); }
