@@ -466,13 +466,7 @@ __device__ __forceinline__ void moe_m16_tile(const MoeGemmParams& p, int e, int 
     const int scols = (p.k + FP8_BLOCK - 1) / FP8_BLOCK;
     const size_t srow = ((size_t)e * ((p.n + FP8_BLOCK - 1) / FP8_BLOCK) + n0 / FP8_BLOCK) * scols;
     const int nt_live = (rows + 7) / 8;  // n8 tiles of the item's rows (warp-uniform)
-    float acc[2][NT][4];
-#pragma unroll
-    for (int a = 0; a < 2; a++)
-#pragma unroll
-        for (int j = 0; j < NT; j++)
-#pragma unroll
-            for (int c = 0; c < 4; c++) acc[a][j][c] = 0.f;
+    float acc[2][NT][4] = {};
 
     for (int kt = 0; kt < ktiles; kt++) {
         cp_async_wait<ST - 2>();
@@ -485,13 +479,7 @@ __device__ __forceinline__ void moe_m16_tile(const MoeGemmParams& p, int e, int 
         const unsigned char* W = wtile(kt % ST);
         const unsigned char* X = xtile(kt % ST);
         // fp8: the stage's products go to st and are scaled into acc; bf16: into acc directly.
-        float st[2][NT][4];
-#pragma unroll
-        for (int a = 0; a < 2; a++)
-#pragma unroll
-            for (int j = 0; j < NT; j++)
-#pragma unroll
-                for (int c = 0; c < 4; c++) st[a][j][c] = 0.f;
+        float st[2][NT][4] = {};
         float(&sum)[2][NT][4] = FP8 ? st : acc;
 #pragma unroll
         for (int i = 0; i < 2; i++) {

@@ -531,7 +531,8 @@ struct MoeGemmParams {
     DEV_PTR(const int32_t) items;
     DEV_PTR(const int32_t) num_items;
     // The shared expert as expert number `shared_expert` of the items (-1: none; the bf16
-    // kernels only): its weights (gate and up, or down), which lie outside the experts' array.
+    // kernels and the fp8 16-row tiles, where it stays bf16): its weights (gate and up, or down),
+    // which lie outside the experts' array.
     DEV_PTR(const bf16) shared_w1;
     DEV_PTR(const bf16) shared_w2;
     // The warp-specialized tiles (sm_90a): w1's and w2's TMA tensor maps (a CUtensorMap each, in
@@ -703,9 +704,9 @@ struct SpinParams {
 #define SAMPLE_DIGIT 10
 static_assert(SAMPLE_DIGIT0 + 2 * SAMPLE_DIGIT == 32, "three digits cover a 32-bit key");
 // The top-p bar in two passes: the tokens of a slice in the first digit's chosen bin that the
-// later digits select among from shared memory. A 157k row's bin holds a few hundred tokens an
-// eighth of a row at the bars of flat random rows; more than this in a slice falls back to the
-// passes over the row.
+// later digits select among from shared memory. A 157k row's bin holds a few hundred tokens a
+// slice (a quarter of the row) at the bars of flat random rows; more than this in a slice falls
+// back to the passes over the row.
 #define SAMPLE_CANDIDATES 2048
 
 // One row's sampling knobs: decode::sample::Sampling and the row's uniform draw.
