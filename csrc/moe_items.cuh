@@ -7,14 +7,17 @@
 
 // A tile CTA's work item: row blockIdx.y of its grid (the host launches a row of CTAs per
 // possible item), its expert, first slot and rows; `live` false past the list's length (the CTA
-// has nothing to do).
+// has nothing to do). With p.shared_items_first = s, rows 0..s - 1 take the list's last s items
+// (the shared expert's) and row y >= s item y - s: a CTA starts in its grid row's order, so
+// the shared expert's larger bf16 CTAs start first instead of making the launch's tail.
 struct TileItem {
     int e, s0, rows;
     bool live;
 };
 __device__ __forceinline__ TileItem tile_item(const MoeGemmParams& p) {
-    const int item = blockIdx.y;
-    if (item >= *p.num_items) return TileItem{0, 0, 0, false};
+    const int n = *p.num_items, y = blockIdx.y, s = min(p.shared_items_first, n);
+    if (y >= n) return TileItem{0, 0, 0, false};
+    const int item = y < s ? n - s + y : y - s;
     return TileItem{p.items[3 * item], p.items[3 * item + 1], p.items[3 * item + 2], true};
 }
 

@@ -11,7 +11,8 @@
 
 namespace cg = cooperative_groups;
 
-// A cluster of ROUTE_CLUSTER CTAs takes ROUTE_ROWS rows:
+// A cluster of C CTAs takes ROUTE_ROWS rows (moe_route: C = ROUTE_CLUSTER; moe_route_wide, one
+// cluster's rows: ROUTE_CLUSTER_WIDE; ROUTE_CLUSTER is written below):
 // 1. logits: CTA r multiplies the rows by every expert's weights over its k chunks (r, r +
 //    ROUTE_CLUSTER, ...: a slice of the 1 MB weight a CTA, so the weights stream from 8 SMs),
 //    with mma.sync from cp.async stages, into its partial logits in shared memory;
@@ -25,25 +26,27 @@ namespace cg = cooperative_groups;
 // Needs experts <= ROUTE_MAX_E and a multiple of 16, groups of a power of two in [2, WARP]
 // experts (checked on the host: moe.rs, route_fits).
 
+template <int C>
 struct RouteShared {
-    float logits[ROUTE_ROWS / ROUTE_CLUSTER][ROUTE_MAX_E];  // this CTA's rows
+    float logits[ROUTE_ROWS / C][ROUTE_MAX_E];  // this CTA's rows
     __align__(16) float bias[ROUTE_MAX_E];
-    RouteWarp warp[ROUTE_ROWS / ROUTE_CLUSTER];
+    RouteWarp warp[ROUTE_ROWS / C];
     // The permute (one cluster). CTA 0's counts and offsets serve the cluster; each CTA keeps
     // its rows' picks (expert, place among the expert's picks, weight) until the offsets are out.
     int counts[ROUTE_MAX_E + 1];
     int offset[ROUTE_MAX_E + 1];
     int scan_c[ROUTE_THREADS / WARP], scan_i[ROUTE_THREADS / WARP];
-    int mine_e[ROUTE_ROWS / ROUTE_CLUSTER][WARP];
-    int mine_pos[ROUTE_ROWS / ROUTE_CLUSTER][WARP];
-    float mine_w[ROUTE_ROWS / ROUTE_CLUSTER][WARP];
+    int mine_e[ROUTE_ROWS / C][WARP];
+    int mine_pos[ROUTE_ROWS / C][WARP];
+    float mine_w[ROUTE_ROWS / C][WARP];
 };
 
 // Phase 1: this CTA's partial logits part[row][expert] over its k chunks (and the bias into
 // `bias`). Warp w takes experts 32w..32w+31 (four n8 tiles) for both 16-row tiles.
+template <int C>
 __device__ __forceinline__ void route_partial_logits(const RouteParams& p, int t0, int rows, int rank, unsigned char* raw, float* part,
                                                      float* bias) {
-    constexpr int C = ROUTE_CLUSTER, ST = ROUTE_STAGES, LDS = GEMM_LDS, BK = GEMM_BK;
+    constexpr int ST = ROUTE_STAGES, LDS = GEMM_LDS, BK = GEMM_BK;
     const int tid = threadIdx.x, warp = tid / WARP, lane = tid % WARP;
     const int E = p.sel.experts, K = p.hidden;
     auto xs = [&](int s) { return reinterpret_cast<bf16*>(raw + s * route_stage_bytes()); };
@@ -145,10 +148,13 @@ __device__ __forceinline__ void route_partial_logits(const RouteParams& p, int t
         }
 }
 
-extern "C" __global__ void __cluster_dims__(ROUTE_CLUSTER, 1, 1) __launch_bounds__(ROUTE_THREADS, 1) moe_route(const RouteParams p) {
-    constexpr int C = ROUTE_CLUSTER, PER = ROUTE_ROWS / ROUTE_CLUSTER;
+// A cluster of C CTAs per ROUTE_ROWS rows (moe_route: ROUTE_CLUSTER; moe_route_wide: the rows
+// of one cluster over ROUTE_CLUSTER_WIDE CTAs).
+template <int C>
+__device__ __forceinline__ void moe_route_body(const RouteParams& p) {
+    constexpr int PER = ROUTE_ROWS / C;
     extern __shared__ __align__(128) unsigned char raw[];
-    __shared__ RouteShared sh;
+    __shared__ RouteShared<C> sh;
     cg::cluster_group cluster = cg::this_cluster();
     const int rank = (int)cluster.block_rank(), tid = threadIdx.x;
     const int t0 = (blockIdx.x / C) * ROUTE_ROWS, rows = min(ROUTE_ROWS, p.sel.tokens - t0);
@@ -159,7 +165,7 @@ extern "C" __global__ void __cluster_dims__(ROUTE_CLUSTER, 1, 1) __launch_bounds
     if (permute && rank == 0)
         for (int e = tid; e < n_experts; e += ROUTE_THREADS) sh.counts[e] = 0;
 
-    route_partial_logits(p, t0, rows, rank, raw, part, sh.bias);
+    route_partial_logits<C>(p, t0, rows, rank, raw, part, sh.bias);
     cluster.sync();  // every CTA's partials (and CTA 0's zeroed counts) are out
 
     // This CTA's rows: the logits over the cluster's partials, in rank order.
@@ -224,4 +230,15 @@ extern "C" __global__ void __cluster_dims__(ROUTE_CLUSTER, 1, 1) __launch_bounds
         p.tok_slot[(size_t)t * picks + k] = s;
     }
     cluster.sync();  // no CTA leaves while a peer may still read CTA 0's offsets
+}
+
+extern "C" __global__ void __cluster_dims__(ROUTE_CLUSTER, 1, 1) __launch_bounds__(ROUTE_THREADS, 1) moe_route(const RouteParams p) {
+    moe_route_body<ROUTE_CLUSTER>(p);
+}
+// One cluster's rows (<= ROUTE_ROWS: a batch-1 step's block) over twice the CTAs, each reading
+// half moe_route's slice of the router's weights: flash's 2 MB router took 14.0 against 17.5 us
+// a layer (docs/PERF.md, session 38). A non-portable cluster size: the host allows it and takes
+// moe_route where the GPU cannot place one (kernels.rs, large_cluster_fits).
+extern "C" __global__ void __cluster_dims__(ROUTE_CLUSTER_WIDE, 1, 1) __launch_bounds__(ROUTE_THREADS, 1) moe_route_wide(const RouteParams p) {
+    moe_route_body<ROUTE_CLUSTER_WIDE>(p);
 }

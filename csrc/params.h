@@ -183,6 +183,7 @@ static constexpr uint32_t FP8_M16_SMEM = FP8_M16_STAGES * FP8_M16_STAGE_BYTES;
 // one a thread in the selection) through ROUTE_STAGES cp.async stages; the partial logits meet
 // through distributed shared memory.
 #define ROUTE_CLUSTER 8
+#define ROUTE_CLUSTER_WIDE 16  // moe_route_wide: one cluster's rows (<= ROUTE_ROWS) over 16 CTAs (non-portable)
 #define ROUTE_THREADS 256
 #define ROUTE_ROWS 32
 #define ROUTE_MAX_E 256
@@ -548,6 +549,9 @@ struct MoeGemmParams {
     // (one per launch; the permute zeroes it beside the item count: MOE_UNIT_COUNTERS).
     DEV_PTR(int32_t) unit_counter;
     int32_t shared_expert;
+    // The shared expert's items, the list's last (it is the last expert), taken by the grid's
+    // first rows of CTAs and the other items after them (tile_item); 0: the list's order.
+    int32_t shared_items_first;
     int32_t n;
     int32_t k;
     int32_t max_items;

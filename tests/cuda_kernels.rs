@@ -462,10 +462,12 @@ mod cuda {
             c.topk_group = 1;
         });
         for dir in [&mid, &mini, &wide] {
-            for fused in [true, false] {
-                let mut p = pair_opts(dir, None, CudaOptions { fused_router: Some(fused), ..opts() });
+            // moe_route's one cluster of rows over 16 CTAs (moe_route_wide, where the GPU places
+            // it) and over 8.
+            for (fused, wide_route) in [(true, true), (true, false), (false, true)] {
+                let mut p = pair_opts(dir, None, CudaOptions { fused_router: Some(fused), wide_route, ..opts() });
                 for (seed, rows) in [(50u64, 1usize), (51, 24), (52, 32), (53, 33), (54, 96)] {
-                    eprintln!("{}: fused router {fused}, {rows} rows", dir.display());
+                    eprintln!("{}: fused router {fused}, wide {wide_route}, {rows} rows", dir.display());
                     ops_agree(&mut p, seed, rows);
                 }
             }
@@ -593,10 +595,15 @@ mod cuda {
         let dir = tmp("small-items");
         write_mid_hidden(&dir, 1024, 8, 2, 128, 144);
         let fp8 = Some(Quantization::Fp8);
-        for (q, fp8_m16_tiles) in [(None, None), (fp8, Some(false)), (fp8, Some(true))] {
-            let mut p = pair_opts(&dir, q, CudaOptions { moe_item_rows: Some(16), fp8_m16_tiles, ..opts_q(q) });
+        // The fp8 tiles take the shared expert's items first by default, in the list's order
+        // with shared_items_first off.
+        for (q, fp8_m16_tiles, shared_items_first) in
+            [(None, None, true), (fp8, Some(false), true), (fp8, Some(true), true), (fp8, Some(true), false)]
+        {
+            let o = CudaOptions { moe_item_rows: Some(16), fp8_m16_tiles, shared_items_first, ..opts_q(q) };
+            let mut p = pair_opts(&dir, q, o);
             for (seed, rows) in [(41u64, 600usize), (42, 7)] {
-                eprintln!("16-row items, {q:?}, fp8 tiles {fp8_m16_tiles:?}, {rows} tokens");
+                eprintln!("16-row items, {q:?}, fp8 tiles {fp8_m16_tiles:?}, shared items first {shared_items_first}, {rows} tokens");
                 ops_agree(&mut p, seed, rows);
             }
         }

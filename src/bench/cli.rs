@@ -127,6 +127,14 @@ pub struct Common {
     /// (false), forced (default: the tiles). For measuring it.
     #[arg(long)]
     pub fp8_m16_tiles: Option<bool>,
+    /// CUDA: moe_route's one cluster of rows (batch 1) over a cluster of 16 CTAs where the GPU
+    /// places one (true, the default) or of 8 (false). For measuring it.
+    #[arg(long)]
+    pub wide_route: Option<bool>,
+    /// CUDA: with fp8 experts' 16-row tiles, the shared expert's (bf16) items taken first
+    /// (true, the default) or last (false), as the work list orders them. For measuring it.
+    #[arg(long)]
+    pub shared_items_first: Option<bool>,
     /// CUDA: a MoE layer's expert slots summed by the next layer's input norm (true, the
     /// default) or by moe_combine into an f32 output first (false). For measuring it.
     #[arg(long)]
@@ -292,6 +300,8 @@ fn cuda(cmd: BenchCmd, process_start: std::time::Instant) -> Result<()> {
         moe_ws_tiles: common.moe_ws_tiles,
         fp8_m16_tiles: common.fp8_m16_tiles,
         fused_router: common.fused_router,
+        wide_route: common.wide_route.unwrap_or(CudaOptions::default().wide_route),
+        shared_items_first: common.shared_items_first.unwrap_or(CudaOptions::default().shared_items_first),
         fused_moe_norm: common.fused_moe_norm.unwrap_or(CudaOptions::default().fused_moe_norm),
         rope_vectors: common.rope_vectors.unwrap_or(CudaOptions::default().rope_vectors),
         expert_pdl: common.expert_pdl.unwrap_or(CudaOptions::default().expert_pdl),

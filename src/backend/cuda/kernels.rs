@@ -73,6 +73,8 @@ pub struct Kernels {
     smem_allowed: Mutex<HashMap<Kernel, u32>>,
     /// Kernel -> CTAs resident on the whole GPU at once ([`Kernels::resident_ctas`]).
     resident: Mutex<HashMap<Kernel, u32>>,
+    /// Kernel -> whether its cluster of more than 8 CTAs fits this GPU ([`Kernels::large_cluster_fits`]).
+    large_clusters: Mutex<HashMap<Kernel, bool>>,
 }
 
 /// The side stream, with its own cuBLAS handle and workspace (two GEMMs in flight at once must
@@ -185,6 +187,7 @@ impl Kernels {
             prof,
             smem_allowed: Mutex::new(HashMap::new()),
             resident: Mutex::new(HashMap::new()),
+            large_clusters: Mutex::new(HashMap::new()),
         })
     }
 
@@ -395,6 +398,27 @@ impl Kernels {
             self.smem_allowed.lock().unwrap().insert(kernel, smem);
         }
         Ok(())
+    }
+
+    /// Whether `kernel`, compiled for a cluster of more than 8 CTAs (a non-portable size: up to
+    /// 16 on Hopper) of `cluster` CTAs, can be placed on this GPU with `threads` threads and `smem` dynamic shared
+    /// bytes a CTA: such a cluster must be allowed per kernel, and needs that many SMs free in
+    /// one GPC, which a part with fewer working SMs there may not have. Asked once per kernel;
+    /// false where the driver refuses it.
+    pub fn large_cluster_fits(&self, kernel: Kernel, cluster: u32, threads: u32, smem: u32) -> Result<bool> {
+        if let Some(&fits) = self.large_clusters.lock().unwrap().get(&kernel) {
+            return Ok(fits);
+        }
+        self.allow_smem(kernel, smem)?;
+        use cudarc::driver::sys::CUfunction_attribute_enum as A;
+        self.stream.context().bind_to_thread().map_err(CudaError::driver(|| "binding the CUDA context".into()))?;
+        let f = &self.fns[kernel as usize];
+        let cfg = LaunchConfig { grid_dim: (cluster, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: smem };
+        // The compiled cluster size comes with the kernel; a refusal of either call is a no.
+        let fits = f.set_attribute(A::CU_FUNC_ATTRIBUTE_NON_PORTABLE_CLUSTER_SIZE_ALLOWED, 1).is_ok()
+            && f.occupancy_max_active_clusters(cfg, &self.stream).is_ok_and(|n| n > 0);
+        self.large_clusters.lock().unwrap().insert(kernel, fits);
+        Ok(fits)
     }
 
     /// How many CTAs of `kernel` (`threads` each, `smem` dynamic shared bytes) the whole GPU holds

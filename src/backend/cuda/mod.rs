@@ -112,6 +112,15 @@ pub struct CudaOptions {
     /// moe_permute; `None`: at up to 256 rows (batch 8; moe.rs, FUSED_ROUTE_MAX_ROWS). `dllm
     /// bench --fused-router` measures it.
     pub fused_router: Option<bool>,
+    /// moe_route's one cluster of rows (a step up to batch 1's block) over a non-portable
+    /// cluster of 16 CTAs (moe_route_wide: half the router's weights an SM) where the GPU places
+    /// one, instead of 8. `dllm bench --wide-route false` measures without.
+    pub wide_route: bool,
+    /// With fp8 experts' 16-row tiles, the shared expert's items (bf16: a CTA reads twice an fp8
+    /// CTA's bytes) taken by the launches' first CTAs instead of their last, so that they are
+    /// not the launch's tail (MoeGemmParams::shared_items_first). `dllm bench
+    /// --shared-items-first false` measures without.
+    pub shared_items_first: bool,
     /// A MoE layer's slots summed by the next layer's input norm (add_moe_rms_norm) instead of
     /// by moe_combine into an f32 output first. `dllm bench --fused-moe-norm false` measures it.
     pub fused_moe_norm: bool,
@@ -163,6 +172,8 @@ impl Default for CudaOptions {
             moe_ws_tiles: None,
             fp8_m16_tiles: None,
             fused_router: None,
+            wide_route: true,
+            shared_items_first: true,
             fused_moe_norm: true,
             rope_vectors: true,
             expert_pdl: true,

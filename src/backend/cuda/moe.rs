@@ -519,9 +519,19 @@ impl CudaBackend {
             p.tile_m = tile_m as i32;
         }
         if rows > 0 {
-            let ctas = rows.div_ceil(ROUTE_ROWS) * ROUTE_CLUSTER;
+            // One cluster's rows over a cluster of ROUTE_CLUSTER_WIDE (each CTA reads half the
+            // weight slice) where the GPU places one (`CudaOptions::wide_route`), else a cluster
+            // of ROUTE_CLUSTER per ROUTE_ROWS rows (a wave of them up to 512 rows).
+            let wide = rows <= ROUTE_ROWS
+                && self.opts.wide_route
+                && self.k.large_cluster_fits(Kernel::MoeRouteWide, ROUTE_CLUSTER_WIDE as u32, ROUTE_THREADS as u32, ROUTE_SMEM)?;
+            let (kernel, ctas) = if wide {
+                (Kernel::MoeRouteWide, ROUTE_CLUSTER_WIDE)
+            } else {
+                (Kernel::MoeRoute, rows.div_ceil(ROUTE_ROWS) * ROUTE_CLUSTER)
+            };
             // A programmatic dependent: its weight loads overlap the kernel before (csrc/moe_route.cu).
-            self.k.launch_dependent(Kernel::MoeRoute, (ctas as u32, 1, 1), ROUTE_THREADS as u32, ROUTE_SMEM, &p)?;
+            self.k.launch_dependent(kernel, (ctas as u32, 1, 1), ROUTE_THREADS as u32, ROUTE_SMEM, &p)?;
         }
         Ok(RouterOut { ids, wts, logits, pool_ids: None })
     }
@@ -746,6 +756,11 @@ impl CudaBackend {
         if let Some(s) = shared {
             g.shared_expert = e as i32;
             (g.shared_w1, g.shared_w2) = self.gate_and_up(s);
+            // Among the fp8 16-row tiles' items its bf16 CTAs read twice an fp8 CTA's bytes:
+            // taken first, they are not the tail of either launch (CudaOptions::shared_items_first).
+            if self.opts.shared_items_first && matches!(gate_up.kernel, Kernel::MoeGateUpFp8M16) {
+                g.shared_items_first = rows.div_ceil(tile_m) as i32;
+            }
         }
         if let Some(mp) = maps {
             (g.w1_map, g.w2_map) = (mp.at(self, 0), mp.at(self, 1));
