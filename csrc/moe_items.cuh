@@ -12,13 +12,48 @@
 // the shared expert's larger bf16 CTAs start first instead of making the launch's tail.
 struct TileItem {
     int e, s0, rows;
+    int index;  // in the list
     bool live;
 };
 __device__ __forceinline__ TileItem tile_item(const MoeGemmParams& p) {
     const int n = *p.num_items, y = blockIdx.y, s = min(p.shared_items_first, n);
-    if (y >= n) return TileItem{0, 0, 0, false};
+    if (y >= n) return TileItem{0, 0, 0, 0, false};
     const int item = y < s ? n - s + y : y - s;
-    return TileItem{p.items[3 * item], p.items[3 * item + 1], p.items[3 * item + 2], true};
+    return TileItem{p.items[3 * item], p.items[3 * item + 1], p.items[3 * item + 2], item, true};
+}
+
+// An item's gate_up CTA done (MoeGemmParams::item_done): after every thread's stores of its act
+// rows (the barrier), thread 0 makes them visible at GPU scope and counts the CTA.
+__device__ __forceinline__ void item_done_signal(const MoeGemmParams& p, const TileItem& it) {
+    if (p.item_done == nullptr) return;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        __threadfence();
+        atomicAdd(p.item_done + it.index, 1);
+    }
+}
+
+// Down's CTA waits for its item's gate_up CTAs (all p.item_done_target of them) before it reads
+// their act rows; without a target, for gate_up's end (pdl_wait: down is its programmatic
+// dependent). Thread 0 polls with acquire loads, then the barrier orders every thread's reads
+// after them. Down's CTAs start once every gate_up CTA has started (gate_up releases its
+// dependents as it starts), so the CTAs they wait for are already running: no wait can hold
+// an SM that a CTA it waits for needs.
+__device__ __forceinline__ void item_done_wait(const MoeGemmParams& p, const TileItem& it) {
+    if (p.item_done_target <= 0) {
+        pdl_wait();
+        return;
+    }
+    if (threadIdx.x == 0) {
+        const int* c = p.item_done + it.index;
+        int v;
+        while (true) {
+            asm volatile("ld.acquire.gpu.global.s32 %0, [%1];" : "=r"(v) : "l"(c) : "memory");
+            if (v >= p.item_done_target) break;
+            __nanosleep(64);
+        }
+    }
+    __syncthreads();
 }
 
 // One CTA of THREADS threads (at most 32 warps), thread i holding the counts of experts
@@ -26,7 +61,8 @@ __device__ __forceinline__ TileItem tile_item(const MoeGemmParams& p) {
 // the items over the experts (warp scans, then one warp's scan of the warp totals in `wsum_c` /
 // `wsum_i`, shared arrays of THREADS / WARP). Writes offset[e] (shared or global) for e <
 // experts, and with `items` non-null the work list and its length (and zeroes the
-// MOE_UNIT_COUNTERS counters that follow the length). Every thread of the CTA calls
+// MOE_UNIT_COUNTERS counters that follow the length and the list's item counters after them,
+// which num_items must have room for: 1 + MOE_UNIT_COUNTERS + the most items). Every thread of the CTA calls
 // it (it holds two CTA barriers).
 template <int THREADS, int PER>
 __device__ __forceinline__ void expert_items(const int (&c)[PER], int experts, int tile_m, int* offset, int* items, int* num_items, int* wsum_c,
@@ -77,6 +113,8 @@ __device__ __forceinline__ void expert_items(const int (&c)[PER], int experts, i
         oc += c[u];
         oi += it[u];
     }
+    if (items != nullptr)
+        for (int i = tid; i < wsum_i[WARPS - 1]; i += THREADS) num_items[1 + MOE_UNIT_COUNTERS + i] = 0;
     if (items != nullptr && tid == 0) {
         num_items[0] = wsum_i[WARPS - 1];
         // The expert GEMMs' unit counters after it (MOE_UNIT_COUNTERS), zeroed for this

@@ -391,8 +391,9 @@ extern "C" __global__ void __launch_bounds__(STREAM_THREADS, STREAM_DOWN_FP8_CTA
 // XOR-swizzled by (row & 1) << 2, and X's by (row & 1) (fp8: its two chunks of a piece are 32
 // bytes apart) or (row & 1) << 2 (bf16): conflict-free.
 template <bool GATED, bool FP8>
-__device__ __forceinline__ void moe_m16_tile(const MoeGemmParams& p, int e, int s0, int rows, int n0, const unsigned char* w1,
+__device__ __forceinline__ void moe_m16_tile(const MoeGemmParams& p, const TileItem& it, int n0, const unsigned char* w1,
                                              const unsigned char* w2) {
+    const int e = it.e, s0 = it.s0, rows = it.rows;
     constexpr int EB = FP8 ? 1 : 2, BK = 128 / EB, ST = FP8_M16_STAGES, ROWS = FP8_M16_ROWS, NT = MOE_BM_SMALL / 8;
     constexpr int W_BYTES = ROWS * 128, XCH = BK * 2 / 16;  // x's 16-byte chunks a row a stage
     static_assert(FP8_M16_STAGE_BYTES >= W_BYTES + MOE_BM_SMALL * BK * 2, "params.h's stage");
@@ -445,12 +446,13 @@ __device__ __forceinline__ void moe_m16_tile(const MoeGemmParams& p, int e, int 
 
     const int ktiles = (p.k + BK - 1) / BK;
     // Down, gate_up's programmatic dependent: its first stages' weights come before the wait for
-    // gate_up's act rows (as the stream's and the one-warpgroup tiles' do).
+    // its item's act rows (as the stream's and the one-warpgroup tiles' do), which waits for the
+    // item's gate_up CTAs alone where they count themselves (item_done_wait).
     if constexpr (!GATED) {
 #pragma unroll
         for (int s = 0; s < ST - 1; s++)
             if (s < ktiles) copy_w(s, s * BK);
-        pdl_wait();
+        item_done_wait(p, it);
     }
 #pragma unroll
     for (int s = 0; s < ST - 1; s++) {
@@ -583,12 +585,13 @@ __device__ __forceinline__ void moe_fp8_m16(const MoeGemmParams& p) {
     const int n0 = blockIdx.x * (GATED ? FP8_M16_GATE_UP_COLS : FP8_M16_DOWN_COLS);
     if (it.e == p.shared_expert) {
         const auto* w1 = reinterpret_cast<const unsigned char*>(p.shared_w1);
-        moe_m16_tile<GATED, false>(p, it.e, it.s0, it.rows, n0, w1, GATED ? reinterpret_cast<const unsigned char*>(p.shared_w2) : w1);
+        moe_m16_tile<GATED, false>(p, it, n0, w1, GATED ? reinterpret_cast<const unsigned char*>(p.shared_w2) : w1);
     } else {
         const size_t wstride = (size_t)p.n * p.k;  // codes an expert
         const uint8_t* w1 = p.w1_fp8 + it.e * wstride;
-        moe_m16_tile<GATED, true>(p, it.e, it.s0, it.rows, n0, w1, GATED ? p.w2_fp8 + it.e * wstride : w1);
+        moe_m16_tile<GATED, true>(p, it, n0, w1, GATED ? p.w2_fp8 + it.e * wstride : w1);
     }
+    if constexpr (GATED) item_done_signal(p, it);
 }
 extern "C" __global__ void __launch_bounds__(MOE_WG_THREADS, FP8_M16_CTAS) moe_gate_up_fp8_m16(const MoeGemmParams p) { moe_fp8_m16<true>(p); }
 extern "C" __global__ void __launch_bounds__(MOE_WG_THREADS, FP8_M16_CTAS) moe_down_fp8_m16(const MoeGemmParams p) { moe_fp8_m16<false>(p); }

@@ -595,15 +595,21 @@ mod cuda {
         let dir = tmp("small-items");
         write_mid_hidden(&dir, 1024, 8, 2, 128, 144);
         let fp8 = Some(Quantization::Fp8);
-        // The fp8 tiles take the shared expert's items first by default, in the list's order
-        // with shared_items_first off.
-        for (q, fp8_m16_tiles, shared_items_first) in
-            [(None, None, true), (fp8, Some(false), true), (fp8, Some(true), true), (fp8, Some(true), false)]
-        {
-            let o = CudaOptions { moe_item_rows: Some(16), fp8_m16_tiles, shared_items_first, ..opts_q(q) };
+        // The fp8 tiles take the shared expert's items first by default (in the list's order
+        // with shared_items_first off), and down's CTAs wait for their own item's gate_up CTAs
+        // (for gate_up's end with item_wait off).
+        let base = |q, fp8_m16_tiles| CudaOptions { moe_item_rows: Some(16), fp8_m16_tiles, ..opts_q(q) };
+        for o in [
+            base(None, None),
+            base(fp8, Some(false)),
+            base(fp8, Some(true)),
+            CudaOptions { shared_items_first: false, ..base(fp8, Some(true)) },
+            CudaOptions { item_wait: false, ..base(fp8, Some(true)) },
+        ] {
+            let (q, tiles, first, wait) = (o.quantization, o.fp8_m16_tiles, o.shared_items_first, o.item_wait);
             let mut p = pair_opts(&dir, q, o);
             for (seed, rows) in [(41u64, 600usize), (42, 7)] {
-                eprintln!("16-row items, {q:?}, fp8 tiles {fp8_m16_tiles:?}, shared items first {shared_items_first}, {rows} tokens");
+                eprintln!("16-row items, {q:?}, fp8 tiles {tiles:?}, shared items first {first}, item wait {wait}, {rows} tokens");
                 ops_agree(&mut p, seed, rows);
             }
         }

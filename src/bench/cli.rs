@@ -135,6 +135,10 @@ pub struct Common {
     /// (true, the default) or last (false), as the work list orders them. For measuring it.
     #[arg(long)]
     pub shared_items_first: Option<bool>,
+    /// CUDA: with fp8 experts' 16-row tiles, each down CTA waiting for its own item's gate_up
+    /// CTAs (true, the default) or for gate_up's end (false). For measuring it.
+    #[arg(long)]
+    pub item_wait: Option<bool>,
     /// CUDA: a MoE layer's expert slots summed by the next layer's input norm (true, the
     /// default) or by moe_combine into an f32 output first (false). For measuring it.
     #[arg(long)]
@@ -302,6 +306,7 @@ fn cuda(cmd: BenchCmd, process_start: std::time::Instant) -> Result<()> {
         fused_router: common.fused_router,
         wide_route: common.wide_route.unwrap_or(CudaOptions::default().wide_route),
         shared_items_first: common.shared_items_first.unwrap_or(CudaOptions::default().shared_items_first),
+        item_wait: common.item_wait.unwrap_or(CudaOptions::default().item_wait),
         fused_moe_norm: common.fused_moe_norm.unwrap_or(CudaOptions::default().fused_moe_norm),
         rope_vectors: common.rope_vectors.unwrap_or(CudaOptions::default().rope_vectors),
         expert_pdl: common.expert_pdl.unwrap_or(CudaOptions::default().expert_pdl),

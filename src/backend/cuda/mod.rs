@@ -121,6 +121,11 @@ pub struct CudaOptions {
     /// not the launch's tail (MoeGemmParams::shared_items_first). `dllm bench
     /// --shared-items-first false` measures without.
     pub shared_items_first: bool,
+    /// With fp8 experts' 16-row tiles, each down CTA waits for its own item's gate_up CTAs
+    /// (counted in the item's counter, MoeGemmParams::item_done) instead of for gate_up's end,
+    /// so down's items start under gate_up's tail. `dllm bench --item-wait false` measures
+    /// without.
+    pub item_wait: bool,
     /// A MoE layer's slots summed by the next layer's input norm (add_moe_rms_norm) instead of
     /// by moe_combine into an f32 output first. `dllm bench --fused-moe-norm false` measures it.
     pub fused_moe_norm: bool,
@@ -174,6 +179,7 @@ impl Default for CudaOptions {
             fused_router: None,
             wide_route: true,
             shared_items_first: true,
+            item_wait: true,
             fused_moe_norm: true,
             rope_vectors: true,
             expert_pdl: true,

@@ -157,7 +157,7 @@ struct Permuted {
     tok_slot: CudaSlice<i32>,
     items: CudaSlice<i32>,
     /// The item count, then the MOE_UNIT_COUNTERS counters the warp-specialized tiles take their
-    /// units from (zeroed with the count).
+    /// units from, then one counter an item (MoeGemmParams::item_done); zeroed with the count.
     num_items: CudaSlice<i32>,
 }
 
@@ -443,8 +443,9 @@ impl CudaBackend {
             slot_weight: self.alloc_f32(slots, "slot weights")?,
             tok_slot: self.k.alloc::<i32>(slots, "token slots")?,
             items: self.k.alloc::<i32>(3 * max_items, "MoE work items")?,
-            // The count, then the expert GEMMs' unit counters (csrc/params.h, MOE_UNIT_COUNTERS).
-            num_items: self.k.alloc::<i32>(1 + MOE_UNIT_COUNTERS, "MoE item count")?,
+            // The count, the expert GEMMs' unit counters (csrc/params.h, MOE_UNIT_COUNTERS), the
+            // items' counters.
+            num_items: self.k.alloc::<i32>(1 + MOE_UNIT_COUNTERS + max_items, "MoE item count")?,
         };
         let fused = self.routes_in_one_launch(rows);
         // moe_route permutes one cluster's rows itself, counting in shared memory.
@@ -769,6 +770,12 @@ impl CudaBackend {
             }
         }
         let gate_up_grid = gate_up.grid(&self.k, im, max_items)?;
+        // The fp8 16-row tiles' down CTAs wait for their item's gate_up CTAs alone (they count
+        // themselves in the item's counter), not for gate_up's end: CudaOptions::item_wait.
+        let item_wait = self.opts.item_wait && matches!(gate_up.kernel, Kernel::MoeGateUpFp8M16);
+        if item_wait {
+            g.item_done = self.p(&num_items) + ((1 + MOE_UNIT_COUNTERS) * std::mem::size_of::<i32>()) as u64;
+        }
         // The tiles' gate_up as moe_permute's dependent (held_counts: moe_permute ran): its CTAs
         // take their SMs during the permute and wait there for its end (moe_gemm_bf16); steps 2%
         // faster at batch 8 (docs/PERF.md, session 30). Not after a permuting moe_route (batch 1
@@ -786,6 +793,9 @@ impl CudaBackend {
         g.prefetch_ahead = 0; // the down streams measured level with it
         g.slot_out = self.p(&slot_out);
         g.unit_counter += std::mem::size_of::<i32>() as u64;
+        if item_wait {
+            g.item_done_target = gate_up_grid.0 as i32; // gate_up's CTAs an item
+        }
         g.n = h as i32;
         g.k = im as i32;
         if let Some(mp) = maps {
