@@ -546,7 +546,8 @@ __device__ __forceinline__ void store_warpgroup_rows(const MoeGemmParams& p, con
 // refilled. Stages start 1024-byte aligned (the swizzle atom), hence the rounding of the base and
 // the 1 KB of slack the host adds.
 template <int BM, bool GATED>
-__device__ __forceinline__ void moe_gemm_wgmma(const MoeGemmParams& p, int e, int s0, int rows, int n0) {
+__device__ __forceinline__ void moe_gemm_wgmma(const MoeGemmParams& p, const TileItem& it, int n0) {
+    const int e = it.e, s0 = it.s0, rows = it.rows;
     constexpr int BK = GEMM_BK, ST = moe_wgmma_tiles_stages(BM), H = BM / 64;
     using T = TileSources<BM>;
     extern __shared__ __align__(1024) unsigned char raw[];
@@ -562,14 +563,15 @@ __device__ __forceinline__ void moe_gemm_wgmma(const MoeGemmParams& p, int e, in
     // Programmatic dependent launch (CudaOptions::expert_pdl; kernels.rs, launch_dependent): gate_up
     // has let its down start CTAs (moe_gemm_bf16), and down, which reads nothing gate_up writes
     // but the act rows (the items, routing weights and weights come from the router and the
-    // checkpoint), asks for its first stages' weights before it waits for gate_up's end. So down's
-    // weights stream in while gate_up's last CTAs finish, where down's launch and first DRAM
-    // latency followed them.
+    // checkpoint), asks for its first stages' weights before it waits for the act rows gate_up
+    // writes: for its own item's gate_up CTAs where they count themselves (item_done_wait), else
+    // for gate_up's end. So down's weights stream in while gate_up's last CTAs finish, where
+    // down's launch and first DRAM latency followed them.
     if constexpr (!GATED) {
 #pragma unroll
         for (int s = 0; s < ST - 1; s++)
             if (s < ktiles) src.copy_w(ws(s), s * BK, p, swizzled_at);
-        pdl_wait();  // the act rows gate_up wrote
+        item_done_wait(p, it);
     }
     // (Their commit group is the first stage's, so the pipeline's waits stay conservative.)
     auto first = [&](int buf, int k0) {
@@ -806,7 +808,8 @@ __device__ __forceinline__ void moe_gemm_bf16(const MoeGemmParams& p) {
     if (!it.live) return;
     const int n0 = blockIdx.x * (GATED ? MOE_MMA_GATE_UP_COLS : MOE_MMA_DOWN_COLS);
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-    moe_gemm_wgmma<BM, GATED>(p, it.e, it.s0, it.rows, n0);
+    moe_gemm_wgmma<BM, GATED>(p, it, n0);
+    if constexpr (GATED) item_done_signal(p, it);
 #else
     // 128-row items are launched only where wgmma is (CudaBackend::tile_rows).
     if constexpr (BM == MOE_BM_LARGE) {

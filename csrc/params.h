@@ -273,7 +273,8 @@ static_assert(2 * (MOE_TILES_M64_SMEM + 1024) <= 228 * 1024, "two CTAs of the 64
 // The MoE item count's buffer: [count, gate_up's unit counter, down's, then one counter an item],
 // all written by the permute (moe_items.cuh); the warp-specialized tiles take their units from
 // the unit counters; the fp8 16-row tiles' gate_up CTAs count themselves done in their item's
-// counter, which down's CTAs of that item wait for (MoeGemmParams::item_done).
+// counter, which down's CTAs of that item wait for (MoeGemmParams::item_done; the one-warpgroup
+// wgmma tiles too).
 #define MOE_UNIT_COUNTERS 2
 // The warp-specialized bf16 tiles (moe_gemm.cu's moe_gemm_ws, sm_90a): persistent, one CTA an
 // SM of MOE_WS_WGS consumer warpgroups and MOE_WS_PRODUCER_WARPS producer warps. The consumers
@@ -550,11 +551,11 @@ struct MoeGemmParams {
     // The warp-specialized tiles take their (item, column tile) units in order from this counter
     // (one per launch; the permute zeroes it beside the item count: MOE_UNIT_COUNTERS).
     DEV_PTR(int32_t) unit_counter;
-    // The fp8 16-row tiles: each item's counter (after the count and the unit counters in the
-    // item count's buffer, zeroed by the permute). gate_up's CTAs add one as they finish; with
-    // item_done_target > 0 (gate_up's CTAs an item), down's CTAs wait for their item's counter
-    // to reach it instead of for gate_up's end (pdl_wait): an item's down starts as soon as its
-    // gate_up is done, under the rest of gate_up's tail.
+    // The fp8 16-row tiles and the one-warpgroup wgmma tiles: each item's counter (after the
+    // count and the unit counters in the item count's buffer, zeroed by the permute). gate_up's
+    // CTAs add one as they finish; with item_done_target > 0 (gate_up's CTAs an item), down's
+    // CTAs wait for their item's counter to reach it instead of for gate_up's end (pdl_wait): an
+    // item's down starts as soon as its gate_up is done, under the rest of gate_up's tail.
     DEV_PTR(int32_t) item_done;
     int32_t item_done_target;
     int32_t shared_expert;

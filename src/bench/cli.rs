@@ -135,8 +135,9 @@ pub struct Common {
     /// (true, the default) or last (false), as the work list orders them. For measuring it.
     #[arg(long)]
     pub shared_items_first: Option<bool>,
-    /// CUDA: with fp8 experts' 16-row tiles, each down CTA waiting for its own item's gate_up
-    /// CTAs (true, the default) or for gate_up's end (false). For measuring it.
+    /// CUDA: with fp8 experts' 16-row tiles and the one-warpgroup bf16 tiles, each down CTA
+    /// waiting for its own item's gate_up CTAs (true, the default) or for gate_up's end
+    /// (false). For measuring it.
     #[arg(long)]
     pub item_wait: Option<bool>,
     /// CUDA: a MoE layer's expert slots summed by the next layer's input norm (true, the

@@ -121,10 +121,10 @@ pub struct CudaOptions {
     /// not the launch's tail (MoeGemmParams::shared_items_first). `dllm bench
     /// --shared-items-first false` measures without.
     pub shared_items_first: bool,
-    /// With fp8 experts' 16-row tiles, each down CTA waits for its own item's gate_up CTAs
-    /// (counted in the item's counter, MoeGemmParams::item_done) instead of for gate_up's end,
-    /// so down's items start under gate_up's tail. `dllm bench --item-wait false` measures
-    /// without.
+    /// With fp8 experts' 16-row tiles and the one-warpgroup bf16 wgmma tiles, each down CTA
+    /// waits for its own item's gate_up CTAs (counted in the item's counter,
+    /// MoeGemmParams::item_done) instead of for gate_up's end, so down's items start under
+    /// gate_up's tail. `dllm bench --item-wait false` measures without.
     pub item_wait: bool,
     /// A MoE layer's slots summed by the next layer's input norm (add_moe_rms_norm) instead of
     /// by moe_combine into an f32 output first. `dllm bench --fused-moe-norm false` measures it.

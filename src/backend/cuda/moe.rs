@@ -770,9 +770,10 @@ impl CudaBackend {
             }
         }
         let gate_up_grid = gate_up.grid(&self.k, im, max_items)?;
-        // The fp8 16-row tiles' down CTAs wait for their item's gate_up CTAs alone (they count
-        // themselves in the item's counter), not for gate_up's end: CudaOptions::item_wait.
-        let item_wait = self.opts.item_wait && matches!(gate_up.kernel, Kernel::MoeGateUpFp8M16);
+        // The fp8 16-row tiles' and the one-warpgroup tiles' down CTAs wait for their item's
+        // gate_up CTAs alone (they count themselves in the item's counter), not for gate_up's
+        // end: CudaOptions::item_wait.
+        let item_wait = self.opts.item_wait && (matches!(gate_up.kernel, Kernel::MoeGateUpFp8M16) || (tiles && self.wgmma));
         if item_wait {
             g.item_done = self.p(&num_items) + ((1 + MOE_UNIT_COUNTERS) * std::mem::size_of::<i32>()) as u64;
         }
