@@ -605,6 +605,18 @@ __device__ __forceinline__ void moe_gemm_wgmma(const MoeGemmParams& p, const Til
 #endif
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+// A warp-specialized gate_up unit's rows stored by consumer warpgroup g: counted in its item's
+// counter (MoeGemmParams::item_done; MOE_WS_WGS counts a unit) once the warpgroup's threads are
+// past their stores (named barrier 2 + g: the producers hold 1).
+__device__ __forceinline__ void ws_unit_done(const MoeGemmParams& p, int item, int g) {
+    if (p.item_done == nullptr) return;
+    asm volatile("bar.sync %0, %1;\n" ::"r"(2 + g), "r"(MOE_WG_THREADS) : "memory");
+    if (threadIdx.x % MOE_WG_THREADS == 0) {
+        __threadfence();
+        atomicAdd(p.item_done + item, 1);
+    }
+}
+
 // The bf16 tiles as persistent, warp-specialized CTAs (one an SM, MOE_WS_THREADS threads): two
 // consumer warpgroups and MOE_WS_PRODUCER_WARPS producer warps. A CTA takes the (item, column
 // tile) units in order from a counter as it comes free (producer 0 takes the next one and names
@@ -656,6 +668,10 @@ __device__ __forceinline__ void moe_gemm_ws(const MoeGemmParams& p) {
     // stride the CTAs drift apart by whole units, and the weights came from DRAM about 1.5 times
     // (ncu, batch 128: 964 MB read for 624 MB of gate_up weights; in order, 776 MB; the tiles
     // 3-6% faster: docs/PERF.md, session 25).
+    // gate_up lets its down start CTAs as their SMs come free (where down is its programmatic
+    // dependent: with item counters, moe.rs); down reads the items before any wait (the permute
+    // wrote them before gate_up started).
+    if constexpr (GATED) pdl_release();
     if (threadIdx.x >= CONSUMERS) {
         const int pt = threadIdx.x - CONSUMERS;
         if (pt == 0) {
@@ -668,7 +684,22 @@ __device__ __forceinline__ void moe_gemm_ws(const MoeGemmParams& p) {
         }
         int it = 0;  // stages issued, over all of this CTA's units
         for (int taken = 0;; taken++) {
-            if (pt == 0) grabbed[taken & 1] = atomicAdd(p.unit_counter, 1);
+            if (pt == 0) {
+                const int u = atomicAdd(p.unit_counter, 1);
+                grabbed[taken & 1] = u;
+                // Down: the unit's x is its item's act rows; with item counters, wait for the
+                // item's gate_up units (MoeGemmParams::item_done), else gate_up has ended (a
+                // plain launch). The barrier below holds the other producers behind it.
+                if (!GATED && p.item_done_target > 0 && u < units) {
+                    const int* c = p.item_done + u / tiles;
+                    int v;
+                    while (true) {
+                        asm volatile("ld.acquire.gpu.global.s32 %0, [%1];" : "=r"(v) : "l"(c) : "memory");
+                        if (v >= p.item_done_target) break;
+                        __nanosleep(64);
+                    }
+                }
+            }
             asm volatile("bar.sync 1, %0;\n" ::"r"(PRODUCERS) : "memory");  // the producers only
             const int u = min(grabbed[taken & 1], units);
             if (u == units) {  // no unit left: one last stage tells the consumers so
@@ -754,11 +785,13 @@ __device__ __forceinline__ void moe_gemm_ws(const MoeGemmParams& p) {
                 }
                 mbar_arrive(&empty[s]);  // a warpgroup with no rows frees the stage at once
             }
-            if (!live) continue;
-            wgmma_reg_fence(lo);
-            wgmma_reg_fence(hi);
-            store_warpgroup_rows<1, GATED>(p, reinterpret_cast<const float(&)[1][64]>(lo), wt, s0, rows, n0);
-            store_warpgroup_rows<1, GATED>(p, reinterpret_cast<const float(&)[1][64]>(hi), wt, s0, rows, n0 + WG_COLS);
+            if (live) {
+                wgmma_reg_fence(lo);
+                wgmma_reg_fence(hi);
+                store_warpgroup_rows<1, GATED>(p, reinterpret_cast<const float(&)[1][64]>(lo), wt, s0, rows, n0);
+                store_warpgroup_rows<1, GATED>(p, reinterpret_cast<const float(&)[1][64]>(hi), wt, s0, rows, n0 + WG_COLS);
+            }
+            if constexpr (GATED) ws_unit_done(p, item, g);
         }
     } else {
         // 64-row items: each warpgroup the item's rows by its MOE_MMA_WROWS weight rows.
@@ -788,6 +821,7 @@ __device__ __forceinline__ void moe_gemm_ws(const MoeGemmParams& p) {
 #pragma unroll
             for (int h = 0; h < H; h++) wgmma_reg_fence(d[h]);
             store_warpgroup_rows<H, GATED>(p, d, wt, s0, rows, n0 + g * WG_COLS);
+            if constexpr (GATED) ws_unit_done(p, item, g);
         }
     }
 }

@@ -773,7 +773,8 @@ impl CudaBackend {
         // The fp8 16-row tiles' and the one-warpgroup tiles' down CTAs wait for their item's
         // gate_up CTAs alone (they count themselves in the item's counter), not for gate_up's
         // end: CudaOptions::item_wait.
-        let item_wait = self.opts.item_wait && (matches!(gate_up.kernel, Kernel::MoeGateUpFp8M16) || (tiles && self.wgmma));
+        let ws = matches!(gate_up.kernel, Kernel::MoeGateUpM64Ws | Kernel::MoeGateUpM128Ws);
+        let item_wait = self.opts.item_wait && (matches!(gate_up.kernel, Kernel::MoeGateUpFp8M16) || ((tiles || ws) && self.wgmma));
         if item_wait {
             g.item_done = self.p(&num_items) + ((1 + MOE_UNIT_COUNTERS) * std::mem::size_of::<i32>()) as u64;
         }
@@ -795,7 +796,9 @@ impl CudaBackend {
         g.slot_out = self.p(&slot_out);
         g.unit_counter += std::mem::size_of::<i32>() as u64;
         if item_wait {
-            g.item_done_target = gate_up_grid.0 as i32; // gate_up's CTAs an item
+            // gate_up's counts an item: a CTA a column tile; the warp-specialized tiles count
+            // each consumer warpgroup's share of a unit (one unit a column tile).
+            g.item_done_target = if ws { (MOE_WS_WGS * im.div_ceil(MOE_WS_GATE_UP_COLS)) as i32 } else { gate_up_grid.0 as i32 };
         }
         g.n = h as i32;
         g.k = im as i32;
@@ -810,10 +813,12 @@ impl CudaBackend {
             g.shared_w2 = 0;
         }
         let down_grid = down.grid(&self.k, h, max_items)?;
+        // (The warp-specialized down only with item counters: its producers wait for an item's
+        // gate_up units before they copy its act rows, where it has no pdl_wait.)
         let dependent = matches!(
             down.kernel,
             Kernel::MoeDownStream | Kernel::MoeDownStreamFp8 | Kernel::MoeDownFp8M16 | Kernel::MoeDownM64 | Kernel::MoeDownM128
-        );
+        ) || (item_wait && ws);
         if pdl && dependent {
             // The weight streams, the fp8 16-row tiles and the one-warpgroup wgmma tiles: down
             // starts its weights during gate_up's tail (csrc/moe_stream.cu, csrc/moe_gemm.cu's
