@@ -690,15 +690,7 @@ __device__ __forceinline__ void moe_gemm_ws(const MoeGemmParams& p) {
                 // Down: the unit's x is its item's act rows; with item counters, wait for the
                 // item's gate_up units (MoeGemmParams::item_done), else gate_up has ended (a
                 // plain launch). The barrier below holds the other producers behind it.
-                if (!GATED && p.item_done_target > 0 && u < units) {
-                    const int* c = p.item_done + u / tiles;
-                    int v;
-                    while (true) {
-                        asm volatile("ld.acquire.gpu.global.s32 %0, [%1];" : "=r"(v) : "l"(c) : "memory");
-                        if (v >= p.item_done_target) break;
-                        __nanosleep(64);
-                    }
-                }
+                if (!GATED && p.item_done_target > 0 && u < units) wait_count(p.item_done + u / tiles, p.item_done_target);
             }
             asm volatile("bar.sync 1, %0;\n" ::"r"(PRODUCERS) : "memory");  // the producers only
             const int u = min(grabbed[taken & 1], units);

@@ -33,6 +33,16 @@ __device__ __forceinline__ void item_done_signal(const MoeGemmParams& p, const T
     }
 }
 
+// Until *c >= target (another CTA's release, seen with acquire loads), by the calling thread alone.
+__device__ __forceinline__ void wait_count(const int* c, int target) {
+    int v;
+    while (true) {
+        asm volatile("ld.acquire.gpu.global.s32 %0, [%1];" : "=r"(v) : "l"(c) : "memory");
+        if (v >= target) return;
+        __nanosleep(64);
+    }
+}
+
 // Down's CTA waits for its item's gate_up CTAs (all p.item_done_target of them) before it reads
 // their act rows; without a target, for gate_up's end (pdl_wait: down is its programmatic
 // dependent). Thread 0 polls with acquire loads, then the barrier orders every thread's reads
@@ -44,15 +54,7 @@ __device__ __forceinline__ void item_done_wait(const MoeGemmParams& p, const Til
         pdl_wait();
         return;
     }
-    if (threadIdx.x == 0) {
-        const int* c = p.item_done + it.index;
-        int v;
-        while (true) {
-            asm volatile("ld.acquire.gpu.global.s32 %0, [%1];" : "=r"(v) : "l"(c) : "memory");
-            if (v >= p.item_done_target) break;
-            __nanosleep(64);
-        }
-    }
+    if (threadIdx.x == 0) wait_count(p.item_done + it.index, p.item_done_target);
     __syncthreads();
 }
 

@@ -555,8 +555,11 @@ mod cuda {
         let other = [(64, true), (128, false)].map(|(rows, ws)| {
             (format!("{rows}, warp-specialized {ws}"), CudaOptions { moe_item_rows: Some(rows), moe_ws_tiles: Some(ws), ..opts_q(q) })
         });
+        // Down waiting for gate_up's end instead of for its item's gate_up CTAs (item_wait off).
+        let ends = [64, 128]
+            .map(|rows| (format!("{rows}, item wait off"), CudaOptions { moe_item_rows: Some(rows), item_wait: false, ..opts_q(q) }));
         let streams = ("16, weight stream".to_string(), streams);
-        for (way, o) in ways.into_iter().chain(other).chain([streams, ("16, weight stream, L2 hints".to_string(), hinted)]) {
+        for (way, o) in ways.into_iter().chain(other).chain(ends).chain([streams, ("16, weight stream, L2 hints".to_string(), hinted)]) {
             let mut p = pair_opts(dir, q, o);
             for (seed, tokens) in [(18u64, 24usize), (19, 150)] {
                 eprintln!("moe item rows {way}, {q:?}, {tokens} tokens");
