@@ -410,12 +410,12 @@ mod cuda {
         write_mid(&dir);
         let mut p = pair(&dir);
         // Rows an expert averages, and the items they take (bf16 on Hopper: tiles always, of 128
-        // rows from 48; elsewhere 64-row tiles from 12, the weight stream below; every_item_size
+        // rows from 32; elsewhere 64-row tiles from 12, the weight stream below; every_item_size
         // forces each kind on the same shapes). The shared expert joins the items: up to
         // SHARED_STREAM_MAX_ITEMS of them, but any number for the warp-specialized tiles (on
         // Hopper all three row counts here: at most five, the 128-row ones through its own tensor
         // maps); it runs on the side stream past that (forced below).
-        ops_agree(&mut p, 11, 150); // 37: 64-row items
+        ops_agree(&mut p, 11, 150); // 37: 128-row items on Hopper (from 32 an expert), else 64-row
         ops_agree(&mut p, 14, 200); // 50: 128-row items on Hopper, else more than one 64-row item
         ops_agree(&mut p, 26, 600); // 150: experts with two 128-row items (three of 64)
         let mut beside = pair_opts(&dir, None, CudaOptions { shared_expert_items: Some(0), ..opts() });

@@ -15,8 +15,8 @@ use cudarc::driver::CudaSlice;
 
 /// The grouped GEMM's rows per work item. bf16 experts on Hopper: the wgmma tiles always (on one
 /// H200 they beat the weight stream at every batch from 2 up and match it at 1: docs/PERF.md), of
-/// 128 rows once the experts average 48 or more (an expert's weights then stream once where two
-/// 64-row items read them twice), else 64. Otherwise (fp8 experts, or no wgmma): 64 once the
+/// 128 rows once the experts average M128_MIN_ROWS or more (an expert's weights then stream once
+/// where two 64-row items read them twice), else 64. Otherwise (fp8 experts, or no wgmma): 64 once the
 /// experts average 12 rows or more (one item then reads an expert's weights once where 16-row
 /// items read them once per 16 rows), else 16 (the weight stream); with fp8 experts, 24 rows or
 /// more (their 16-row tiles, csrc/moe_stream.cu, beat the 64-row ones at mini's batch 16, 16 rows
@@ -27,7 +27,7 @@ fn moe_tile_rows(slots: usize, experts: usize, forced: Option<usize>, bf16_wgmma
     match forced {
         Some(MOE_BM_XLARGE) if !bf16_wgmma => MOE_BM_LARGE,
         Some(rows) => rows,
-        None if bf16_wgmma && slots >= 48 * experts => MOE_BM_XLARGE,
+        None if bf16_wgmma && slots >= M128_MIN_ROWS * experts => MOE_BM_XLARGE,
         None if bf16_wgmma || slots >= large_from * experts => MOE_BM_LARGE,
         None => MOE_BM_SMALL,
     }
@@ -36,6 +36,11 @@ fn moe_tile_rows(slots: usize, experts: usize, forced: Option<usize>, bf16_wgmma
 /// The experts' average rows from which bf16 experts without wgmma, and fp8 experts, take
 /// 64-row items (see [`moe_tile_rows`]).
 const M64_MIN_ROWS: usize = 12;
+/// The experts' average rows from which bf16 experts on Hopper take 128-row items (the
+/// warp-specialized tiles). Since down waits for its own item's gate_up (CudaOptions::item_wait),
+/// mini's batch 32 (32 rows an expert) ran 1.4-7% faster on them than on 64-row items, batch 16
+/// level (docs/PERF.md, session 38, calls 9 and 10); it was 48.
+const M128_MIN_ROWS: usize = 32;
 const FP8_M64_MIN_ROWS: usize = 24;
 
 /// The most rows moe_route takes by default: its logits and selection in one launch (a cluster
