@@ -38,7 +38,7 @@ fn moe_tile_rows(slots: usize, experts: usize, forced: Option<usize>, bf16_wgmma
 const M64_MIN_ROWS: usize = 12;
 /// The experts' average rows from which bf16 experts on Hopper take 128-row items (the
 /// warp-specialized tiles). Since down waits for its own item's gate_up (CudaOptions::item_wait),
-/// mini's batch 32 (32 rows an expert) ran 1.4-7% faster on them than on 64-row items, batch 16
+/// mini's batch 32 (32 rows an expert) ran 1.4-9% faster on them than on 64-row items, batch 16
 /// level (docs/PERF.md, session 38, calls 9 and 10); it was 48.
 const M128_MIN_ROWS: usize = 32;
 const FP8_M64_MIN_ROWS: usize = 24;
