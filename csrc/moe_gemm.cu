@@ -349,7 +349,7 @@ __device__ __forceinline__ int swizzled_at(int r, int c8) { return sw128_offset(
 // is past step kt - 1, whose buffer the next load refills. ASYNC_PROXY: the step's wgmmas read
 // the stage, so the landed copies are made visible to the async proxy before that barrier.
 // first(buf, k0) issues the first ST - 1 stages' copies instead (what load left for them: down's
-// weights come before its pdl_wait, moe_gemm_wgmma).
+// weights come before its wait for the act rows, moe_gemm_wgmma).
 template <int ST, bool ASYNC_PROXY, class First, class Load, class Step>
 __device__ __forceinline__ void tile_pipeline(int ktiles, First first, Load load, Step step) {
 #pragma unroll
@@ -611,10 +611,7 @@ __device__ __forceinline__ void moe_gemm_wgmma(const MoeGemmParams& p, const Til
 __device__ __forceinline__ void ws_unit_done(const MoeGemmParams& p, int item, int g) {
     if (p.item_done == nullptr) return;
     asm volatile("bar.sync %0, %1;\n" ::"r"(2 + g), "r"(MOE_WG_THREADS) : "memory");
-    if (threadIdx.x % MOE_WG_THREADS == 0) {
-        __threadfence();
-        atomicAdd(p.item_done + item, 1);
-    }
+    if (threadIdx.x % MOE_WG_THREADS == 0) release_count(p.item_done + item);
 }
 
 // The bf16 tiles as persistent, warp-specialized CTAs (one an SM, MOE_WS_THREADS threads): two

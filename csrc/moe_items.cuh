@@ -22,18 +22,23 @@ __device__ __forceinline__ TileItem tile_item(const MoeGemmParams& p) {
     return TileItem{p.items[3 * item], p.items[3 * item + 1], p.items[3 * item + 2], item, true};
 }
 
+// One more in *c, after the stores the calling thread has seen (its own, and its group's past the
+// barrier before the call) are visible at GPU scope: what wait_count acquires.
+__device__ __forceinline__ void release_count(int* c) {
+    __threadfence();
+    atomicAdd(c, 1);
+}
+
 // An item's gate_up CTA done (MoeGemmParams::item_done): after every thread's stores of its act
-// rows (the barrier), thread 0 makes them visible at GPU scope and counts the CTA.
+// rows (the barrier), thread 0 counts the CTA.
 __device__ __forceinline__ void item_done_signal(const MoeGemmParams& p, const TileItem& it) {
     if (p.item_done == nullptr) return;
     __syncthreads();
-    if (threadIdx.x == 0) {
-        __threadfence();
-        atomicAdd(p.item_done + it.index, 1);
-    }
+    if (threadIdx.x == 0) release_count(p.item_done + it.index);
 }
 
-// Until *c >= target (another CTA's release, seen with acquire loads), by the calling thread alone.
+// Until *c >= target (release_count's by other CTAs, seen with acquire loads), by the calling
+// thread alone.
 __device__ __forceinline__ void wait_count(const int* c, int target) {
     int v;
     while (true) {
@@ -64,8 +69,8 @@ __device__ __forceinline__ void item_done_wait(const MoeGemmParams& p, const Til
 // `wsum_i`, shared arrays of THREADS / WARP). Writes offset[e] (shared or global) for e <
 // experts, and with `items` non-null the work list and its length (and zeroes the
 // MOE_UNIT_COUNTERS counters that follow the length and the list's item counters after them,
-// which num_items must have room for: 1 + MOE_UNIT_COUNTERS + the most items). Every thread of the CTA calls
-// it (it holds two CTA barriers).
+// which num_items must have room for: 1 + MOE_UNIT_COUNTERS + the most items). Every thread of
+// the CTA calls it (it holds two CTA barriers).
 template <int THREADS, int PER>
 __device__ __forceinline__ void expert_items(const int (&c)[PER], int experts, int tile_m, int* offset, int* items, int* num_items, int* wsum_c,
                                              int* wsum_i) {

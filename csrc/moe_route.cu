@@ -12,11 +12,11 @@
 namespace cg = cooperative_groups;
 
 // A cluster of C CTAs takes ROUTE_ROWS rows (moe_route: C = ROUTE_CLUSTER; moe_route_wide, one
-// cluster's rows: ROUTE_CLUSTER_WIDE; ROUTE_CLUSTER is written below):
-// 1. logits: CTA r multiplies the rows by every expert's weights over its k chunks (r, r +
-//    ROUTE_CLUSTER, ...: a slice of the 1 MB weight a CTA, so the weights stream from 8 SMs),
-//    with mma.sync from cp.async stages, into its partial logits in shared memory;
-// 2. selection: CTA r sums rows r, r + ROUTE_CLUSTER, ... over the cluster's partials (through
+// cluster's rows: ROUTE_CLUSTER_WIDE):
+// 1. logits: CTA r multiplies the rows by every expert's weights over its run of k chunks (a
+//    C-th of the router's weights a CTA, so the weights stream from C SMs), with mma.sync from
+//    cp.async stages, into its partial logits in shared memory;
+// 2. selection: CTA r sums rows r, r + C, ... over the cluster's partials (through
 //    distributed shared memory, in rank order), then a warp a row picks its top-k
 //    (route_select_warp);
 // 3. (one cluster) the permute: each CTA writes its rows' picks into CTA 0's shared memory and

@@ -400,11 +400,11 @@ impl Kernels {
         Ok(())
     }
 
-    /// Whether `kernel`, compiled for a cluster of more than 8 CTAs (a non-portable size: up to
-    /// 16 on Hopper) of `cluster` CTAs, can be placed on this GPU with `threads` threads and `smem` dynamic shared
-    /// bytes a CTA: such a cluster must be allowed per kernel, and needs that many SMs free in
-    /// one GPC, which a part with fewer working SMs there may not have. Asked once per kernel;
-    /// false where the driver refuses it.
+    /// Whether `kernel`, compiled for a cluster of `cluster` CTAs, more than 8 (a non-portable
+    /// size: up to 16 on Hopper), can be placed on this GPU with `threads` threads and `smem`
+    /// dynamic shared bytes a CTA: such a cluster must be allowed per kernel, and needs that many
+    /// SMs free in one GPC, which a part with fewer working SMs there may not have. Asked once
+    /// per kernel; false where the driver refuses it.
     pub fn large_cluster_fits(&self, kernel: Kernel, cluster: u32, threads: u32, smem: u32) -> Result<bool> {
         if let Some(&fits) = self.large_clusters.lock().unwrap().get(&kernel) {
             return Ok(fits);

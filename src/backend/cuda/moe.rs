@@ -16,11 +16,11 @@ use cudarc::driver::CudaSlice;
 /// The grouped GEMM's rows per work item. bf16 experts on Hopper: the wgmma tiles always (on one
 /// H200 they beat the weight stream at every batch from 2 up and match it at 1: docs/PERF.md), of
 /// 128 rows once the experts average M128_MIN_ROWS or more (an expert's weights then stream once
-/// where two 64-row items read them twice), else 64. Otherwise (fp8 experts, or no wgmma): 64 once the
-/// experts average 12 rows or more (one item then reads an expert's weights once where 16-row
-/// items read them once per 16 rows), else 16 (the weight stream); with fp8 experts, 24 rows or
-/// more (their 16-row tiles, csrc/moe_stream.cu, beat the 64-row ones at mini's batch 16, 16 rows
-/// an expert, by 4%, and lose at batch 32 by 12%: docs/PERF.md, session 37). `forced`
+/// where two 64-row items read them twice), else 64. Otherwise (fp8 experts, or no wgmma): 64
+/// once the experts average 12 rows or more (one item then reads an expert's weights once where
+/// 16-row items read them once per 16 rows), else 16 (the weight stream); with fp8 experts, 24
+/// rows or more (their 16-row tiles, csrc/moe_stream.cu, beat the 64-row ones at mini's batch 16,
+/// 16 rows an expert, by 4%, and lose at batch 32 by 12%: docs/PERF.md, session 37). `forced`
 /// (CudaOptions::moe_item_rows) overrides it; 128 only where the wgmma tiles run (else 64).
 fn moe_tile_rows(slots: usize, experts: usize, forced: Option<usize>, bf16_wgmma: bool, fp8: bool) -> usize {
     let large_from = if fp8 { FP8_M64_MIN_ROWS } else { M64_MIN_ROWS };
@@ -775,11 +775,12 @@ impl CudaBackend {
             }
         }
         let gate_up_grid = gate_up.grid(&self.k, im, max_items)?;
-        // The fp8 16-row tiles' and the one-warpgroup tiles' down CTAs wait for their item's
-        // gate_up CTAs alone (they count themselves in the item's counter), not for gate_up's
-        // end: CudaOptions::item_wait.
+        // Down's CTAs (the fp8 16-row tiles, the one-warpgroup wgmma tiles, the warp-specialized
+        // tiles' producers) wait for their item's gate_up work alone (it counts itself in the
+        // item's counter), not for gate_up's end: CudaOptions::item_wait. (The warp-specialized
+        // tiles run only where wgmma is; the one-warpgroup tiles elsewhere have no wait.)
         let ws = matches!(gate_up.kernel, Kernel::MoeGateUpM64Ws | Kernel::MoeGateUpM128Ws);
-        let item_wait = self.opts.item_wait && (matches!(gate_up.kernel, Kernel::MoeGateUpFp8M16) || ((tiles || ws) && self.wgmma));
+        let item_wait = self.opts.item_wait && (matches!(gate_up.kernel, Kernel::MoeGateUpFp8M16) || ws || (tiles && self.wgmma));
         if item_wait {
             g.item_done = self.p(&num_items) + ((1 + MOE_UNIT_COUNTERS) * std::mem::size_of::<i32>()) as u64;
         }
