@@ -41,17 +41,22 @@ __device__ __forceinline__ uint32_t bf16x2_bits(float a, float b) {
     return u;
 }
 
+// Two e4m3 codes (the low 16 bits, the low byte first) as two bf16 (the low half first): exact,
+// every e4m3 value being a bf16 value. (An integer form, the code's bits placed into a bf16 of
+// its value times 2^-120 and one bf16 multiply by 2^120, is exact too but made the register tiles
+// below 3% slower: seven instructions a pair where these conversions take five. docs/PERF.md,
+// session 39.)
+__device__ __forceinline__ uint32_t fp8x2_to_bf16x2(uint32_t pair) {
+    const float2 f = __half22float2(__half2(__nv_cvt_fp8x2_to_halfraw2((__nv_fp8x2_storage_t)(pair & 0xFFFF), __NV_E4M3)));
+    return bf16x2_bits(f.x, f.y);
+}
 // 8 e4m3 codes -> 8 bf16 (exact).
 __device__ __forceinline__ uint4 fp8x8_to_bf16x8(uint2 v) {
     uint4 out;
     uint32_t* o = reinterpret_cast<uint32_t*>(&out);
     const uint32_t in[2] = {v.x, v.y};
 #pragma unroll
-    for (int i = 0; i < 4; i++) {
-        const __nv_fp8x2_storage_t pair = (__nv_fp8x2_storage_t)((in[i / 2] >> (16 * (i % 2))) & 0xFFFF);
-        const float2 f = __half22float2(__half2(__nv_cvt_fp8x2_to_halfraw2(pair, __NV_E4M3)));
-        o[i] = bf16x2_bits(f.x, f.y);
-    }
+    for (int i = 0; i < 4; i++) o[i] = fp8x2_to_bf16x2(in[i / 2] >> (16 * (i % 2)));
     return out;
 }
 
@@ -936,6 +941,135 @@ __device__ __forceinline__ void moe_gemm_wgmma_fp8(const MoeGemmParams& p, int e
 }
 #endif
 
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+// The fp8 tiles with the codes as wgmma's A operand from registers (CudaOptions::fp8_codes_in_registers).
+// The CTA's 128 weight rows are D's rows and the item's x rows its columns (D = W x^T: a
+// m64n64k16 takes 64 weight rows by the item's 64 rows), so each thread widens the codes of its
+// own A fragments straight from the stage: no widened tile in shared memory, no second barrier a
+// step. A stage is one whole scale block of k (FP8_BLOCK: x as two swizzled 64-column panels, the
+// codes in padded rows), so that a step's fixed costs (its barrier, the wgmma wait) come once a
+// block, where the widening tiles above pay them twice for half the bytes. A block's products go
+// to their own accumulators (blk: scale-d off at its first k16), scaled into the sums (acc) after
+// the wait: sum over blocks of scale * (x . e4m3), as the widening tiles. Tile t of the weight
+// rows: gated, t = 0 the gate's rows n0.., t = 1 the up's same rows (a thread then holds the gate
+// and up sums of the same outputs); down, rows n0 + 64t... Launched plainly, as the widening tiles.
+template <bool GATED>
+__device__ __forceinline__ void moe_gemm_wgmma_fp8_ra(const MoeGemmParams& p, int e, int s0, int rows, int n0) {
+    constexpr int KB = FP8_BLOCK, ST = FP8_RA_STAGES, WR = MOE_MMA_WROWS, LD = FP8_RA_CODE_LD, KK = KB / 16;
+    constexpr int PANELS = KB / GEMM_BK;                      // x's 64-column panels a stage
+    constexpr int CODE_CH = WR * (KB / 16) / MOE_WG_THREADS;  // 16-code chunks a thread copies a stage
+    constexpr int PANEL_BYTES = moe_wgmma_x_bytes(MOE_BM_LARGE);
+    static_assert(WR == 128 && MOE_WG_THREADS == 128, "two 64-row A tiles, one warpgroup");
+    using T = TileSources<MOE_BM_LARGE>;
+    const int tid = threadIdx.x, warp = tid / WARP, lane = tid % WARP, g = lane / 4, q = lane % 4;
+    extern __shared__ __align__(1024) unsigned char raw[];
+    unsigned char* base = raw + ((1024 - ((uint32_t)__cvta_generic_to_shared(raw) & 1023)) & 1023);
+    auto xs = [&](int buf) { return base + buf * moe_fp8_ra_stage_bytes(); };
+    auto qs = [&](int buf) { return xs(buf) + moe_fp8_ra_x_bytes(); };
+    const T src = T::template make<GATED>(p, e, s0, rows, n0);
+    // This thread's code rows: rows tid / 8 + 16 i, 16 codes from column 16 (tid % 8).
+    const int qc = (tid % (KB / 16)) * 16, qr0 = tid / (KB / 16);
+    const uint8_t* qsrc[CODE_CH];
+#pragma unroll
+    for (int i = 0; i < CODE_CH; i++) {
+        const int r = qr0 + i * (MOE_WG_THREADS / (KB / 16));
+        const int n = GATED ? n0 + r % (WR / 2) : n0 + r;
+        const uint8_t* m = GATED && r >= WR / 2 ? p.w2_fp8 : p.w1_fp8;
+        qsrc[i] = n < p.n ? m + (size_t)e * p.n * p.k + (size_t)n * p.k : nullptr;
+    }
+    auto load = [&](int buf, int k0) {
+#pragma unroll
+        for (int h = 0; h < PANELS; h++) src.copy_x(xs(buf) + h * PANEL_BYTES, k0 + h * GEMM_BK, p, swizzled_at);
+        unsigned char* Q = qs(buf);
+#pragma unroll
+        for (int i = 0; i < CODE_CH; i++) {
+            const int r = qr0 + i * (MOE_WG_THREADS / (KB / 16));
+            const bool ok = k0 + qc < p.k && qsrc[i];  // k is a multiple of 16 (CudaBackend checks)
+            cp_async16(Q + r * LD + qc, ok ? qsrc[i] + k0 + qc : p.w1_fp8, ok);
+        }
+    };
+    // This CTA's row of scale blocks of expert e: [ceil(n/128)][ceil(k/128)] per expert (gated:
+    // the gate's n0.. and the up's, in their own scales).
+    const int scols = (p.k + KB - 1) / KB;
+    const size_t srow = ((size_t)e * ((p.n + KB - 1) / KB) + n0 / KB) * scols;
+    const int ktiles = scols;
+    float acc[2][32], blk[2][32];
+#pragma unroll
+    for (int t = 0; t < 2; t++)
+#pragma unroll
+        for (int i = 0; i < 32; i++) acc[t][i] = blk[t][i] = 0.f;
+    // A fragment (tile t, k16 kk) of this thread: rows 64t + 16 warp + g (+8), codes 16kk + 2q
+    // (+1) and + 8 (mma.m16n8k16's A layout, which a register A of wgmma takes a warp).
+    const int a_off = (16 * warp + g) * LD + 2 * q;
+#pragma unroll
+    for (int s = 0; s < ST - 1; s++) {
+        if (s < ktiles) load(s, s * KB);
+        cp_async_commit();
+    }
+    for (int kt = 0; kt < ktiles; kt++) {
+        cp_async_wait<ST - 2>();
+        fence_proxy_async();  // stage kt's x, seen by the wgmmas below
+        __syncthreads();      // stage kt landed for every thread; every thread is past step kt - 1
+        if (kt + ST - 1 < ktiles) load((kt + ST - 1) % ST, (kt + ST - 1) * KB);
+        cp_async_commit();
+        // The block's scales first, so that their latency passes under the widening and products.
+        const float s1 = p.w1_scale[srow + kt], s2 = GATED ? p.w2_scale[srow + kt] : s1;
+        const unsigned char* X = xs(kt % ST);
+        const unsigned char* Q = qs(kt % ST) + a_off;
+        uint32_t a[2][KK][4];
+#pragma unroll
+        for (int t = 0; t < 2; t++)
+#pragma unroll
+            for (int kk = 0; kk < KK; kk++) {
+                const unsigned char* c = Q + 64 * t * LD + 16 * kk;
+                a[t][kk][0] = fp8x2_to_bf16x2(*reinterpret_cast<const uint16_t*>(c));
+                a[t][kk][1] = fp8x2_to_bf16x2(*reinterpret_cast<const uint16_t*>(c + 8 * LD));
+                a[t][kk][2] = fp8x2_to_bf16x2(*reinterpret_cast<const uint16_t*>(c + 8));
+                a[t][kk][3] = fp8x2_to_bf16x2(*reinterpret_cast<const uint16_t*>(c + 8 * LD + 8));
+            }
+        wgmma_fence();
+#pragma unroll
+        for (int t = 0; t < 2; t++)
+#pragma unroll
+            for (int kk = 0; kk < KK; kk++)
+                wgmma_m64n64k16_bf16_rs(blk[t], a[t][kk], sw128_desc(X + (kk / 4) * PANEL_BYTES) + 2 * (kk % 4), kk > 0);
+        wgmma_commit();
+        wgmma_wait<0>();
+        wgmma_reg_fence(blk[0]);
+        wgmma_reg_fence(blk[1]);
+        wgmma_reg_fence_a(a[0]);
+        wgmma_reg_fence_a(a[1]);
+#pragma unroll
+        for (int i = 0; i < 32; i++) {
+            acc[0][i] += s1 * blk[0][i];
+            acc[1][i] += s2 * blk[1][i];
+        }
+    }
+    cp_async_wait<0>();  // no copy may outlive the CTA (the trailing groups are empty)
+    // d[4j + i]: weight row 16 warp + g (+8 for i >= 2) of the tile, x row 8j + 2q + i % 2.
+#pragma unroll
+    for (int j = 0; j < 8; j++)
+#pragma unroll
+        for (int b = 0; b < 2; b++) {
+            const int c = 8 * j + 2 * q + b;
+            if (c >= rows) continue;
+            const size_t slot = s0 + c;
+            const float wt = slot_weight_of<GATED>(p, slot);
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                const int r = 16 * warp + g + 8 * h, i = 4 * j + 2 * h + b;
+                if constexpr (GATED) {
+                    if (n0 + r < p.n) p.act_out[slot * p.n + n0 + r] = f2bf(silu_f(acc[0][i]) * acc[1][i]);
+                } else {
+#pragma unroll
+                    for (int t = 0; t < 2; t++)
+                        if (n0 + 64 * t + r < p.n) p.slot_out[slot * p.n + n0 + 64 * t + r] = f2bf(acc[t][i] * wt);
+                }
+            }
+        }
+}
+#endif
+
 // fp8 experts: wgmma on sm_90a (the codes widened per stage), the WMMA tiles elsewhere (whose
 // CTAs take GEMM_BN output columns; the host launches each path's grid).
 template <bool GATED>
@@ -965,3 +1099,16 @@ extern "C" __global__ void __launch_bounds__(MOE_WS_THREADS, 1) moe_gate_up_m128
 extern "C" __global__ void __launch_bounds__(MOE_WS_THREADS, 1) moe_down_m128_ws(const MoeGemmParams p) { MOE_WS_BODY(MOE_BM_XLARGE, false); }
 extern "C" __global__ void __launch_bounds__(GEMM_THREADS) moe_gate_up_m64_fp8(const MoeGemmParams p) { moe_gemm_fp8_tiles<true>(p); }
 extern "C" __global__ void __launch_bounds__(GEMM_THREADS) moe_down_m64_fp8(const MoeGemmParams p) { moe_gemm_fp8_tiles<false>(p); }
+// The fp8 tiles with the codes in registers: sm_90a only (CudaBackend launches them where wgmma is).
+template <bool GATED>
+__device__ __forceinline__ void moe_gemm_fp8_ra_tiles(const MoeGemmParams& p) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    const TileItem it = tile_item(p);
+    if (!it.live) return;
+    moe_gemm_wgmma_fp8_ra<GATED>(p, it.e, it.s0, it.rows, blockIdx.x * (GATED ? MOE_MMA_GATE_UP_COLS : MOE_MMA_DOWN_COLS));
+#else
+    __trap();
+#endif
+}
+extern "C" __global__ void __launch_bounds__(MOE_TILES_THREADS, 2) moe_gate_up_m64_fp8_ra(const MoeGemmParams p) { moe_gemm_fp8_ra_tiles<true>(p); }
+extern "C" __global__ void __launch_bounds__(MOE_TILES_THREADS, 2) moe_down_m64_fp8_ra(const MoeGemmParams p) { moe_gemm_fp8_ra_tiles<false>(p); }

@@ -318,6 +318,18 @@ constexpr DLLM_HD int moe_wgmma_fp8_stage_bytes() { return moe_wgmma_x_bytes(MOE
 static constexpr uint32_t MOE_TILES_M64_FP8_SMEM = moe_wgmma_fp8_wide_bytes() + MOE_MMA_STAGES * moe_wgmma_fp8_stage_bytes() + 1024;
 static_assert(2 * (MOE_TILES_M64_FP8_SMEM + 1024) <= 228 * 1024, "two CTAs of the fp8 wgmma tiles must share an SM");
 static_assert(MOE_WG_THREADS == GEMM_THREADS, "the fp8 kernels launch one block size for both paths");
+// The fp8 tiles with the codes in registers (moe_gemm.cu, moe_gemm_wgmma_fp8_ra; sm_90a): a stage
+// is one whole scale block of k (FP8_BLOCK), the item's x rows (bf16, two swizzled 64-column
+// panels) then the CTA's MOE_MMA_WROWS code rows, each padded by 16 bytes (FP8_RA_CODE_LD: a
+// quarter-warp's 2-byte reads of eight rows fall in distinct banks); FP8_RA_STAGES of them, 1 KB
+// of slack for the 1024-byte alignment. Two CTAs an SM.
+#define FP8_RA_STAGES 3
+#define FP8_RA_CODE_LD (FP8_BLOCK + 16)
+constexpr DLLM_HD int moe_fp8_ra_x_bytes() { return MOE_BM_LARGE * FP8_BLOCK * 2; }
+constexpr DLLM_HD int moe_fp8_ra_stage_bytes() { return moe_fp8_ra_x_bytes() + MOE_MMA_WROWS * FP8_RA_CODE_LD; }
+static constexpr uint32_t MOE_TILES_M64_FP8_RA_SMEM = FP8_RA_STAGES * moe_fp8_ra_stage_bytes() + 1024;
+static_assert(2 * (MOE_TILES_M64_FP8_RA_SMEM + 1024) <= 228 * 1024, "two CTAs of the fp8 register tiles must share an SM");
+static_assert(moe_fp8_ra_x_bytes() % 1024 == 0 && moe_fp8_ra_stage_bytes() % 1024 == 0, "the stages' x panels start 1024-byte aligned");
 
 // ---- launch-parameter structs ---------------------------------------------------------------
 

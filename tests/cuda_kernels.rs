@@ -558,8 +558,17 @@ mod cuda {
         // Down waiting for gate_up's end instead of for its item's gate_up CTAs (item_wait off).
         let ends = [64, 128]
             .map(|rows| (format!("{rows}, item wait off"), CudaOptions { moe_item_rows: Some(rows), item_wait: false, ..opts_q(q) }));
+        // fp8's 64-row items: the tiles that widen the codes into shared memory (by default, in
+        // registers).
+        let widened = q.map(|_| {
+            (
+                "64, fp8 codes widened in shared memory".to_string(),
+                CudaOptions { moe_item_rows: Some(64), fp8_codes_in_registers: false, ..opts_q(q) },
+            )
+        });
         let streams = ("16, weight stream".to_string(), streams);
-        for (way, o) in ways.into_iter().chain(other).chain(ends).chain([streams, ("16, weight stream, L2 hints".to_string(), hinted)]) {
+        let more = [streams, ("16, weight stream, L2 hints".to_string(), hinted)].into_iter().chain(widened);
+        for (way, o) in ways.into_iter().chain(other).chain(ends).chain(more) {
             let mut p = pair_opts(dir, q, o);
             for (seed, tokens) in [(18u64, 24usize), (19, 150)] {
                 eprintln!("moe item rows {way}, {q:?}, {tokens} tokens");

@@ -107,6 +107,11 @@ pub struct CudaOptions {
     /// staged in shared memory for the CTA's 128 weight rows) instead of the weight stream;
     /// `None`: the tiles. `dllm bench --fp8-m16-tiles` measures it.
     pub fp8_m16_tiles: Option<bool>,
+    /// fp8 experts' 64-row items on Hopper through the tiles that widen the codes in registers
+    /// as wgmma's A operand, a whole scale block a stage (csrc/moe_gemm.cu,
+    /// moe_gemm_wgmma_fp8_ra), instead of the tiles that widen them into shared memory a
+    /// 64-column stage at a time. `dllm bench --fp8-codes-in-registers false` measures without.
+    pub fp8_codes_in_registers: bool,
     /// The router as one launch (csrc/moe_route.cu: logits, selection and, at one
     /// cluster's rows, the permute) instead of cuBLAS's logits, moe_router_select and
     /// moe_permute; `None`: at up to 256 rows (batch 8; moe.rs, FUSED_ROUTE_MAX_ROWS). `dllm
@@ -176,6 +181,7 @@ impl Default for CudaOptions {
             stream_prefetch: None,
             moe_ws_tiles: None,
             fp8_m16_tiles: None,
+            fp8_codes_in_registers: true,
             fused_router: None,
             wide_route: true,
             shared_items_first: true,

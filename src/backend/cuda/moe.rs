@@ -18,10 +18,9 @@ use cudarc::driver::CudaSlice;
 /// 128 rows once the experts average M128_MIN_ROWS or more (an expert's weights then stream once
 /// where two 64-row items read them twice), else 64. Otherwise (fp8 experts, or no wgmma): 64
 /// once the experts average 12 rows or more (one item then reads an expert's weights once where
-/// 16-row items read them once per 16 rows), else 16 (the weight stream); with fp8 experts, 24
-/// rows or more (their 16-row tiles, csrc/moe_stream.cu, beat the 64-row ones at mini's batch 16,
-/// 16 rows an expert, by 4%, and lose at batch 32 by 12%: docs/PERF.md, session 37). `forced`
-/// (CudaOptions::moe_item_rows) overrides it; 128 only where the wgmma tiles run (else 64).
+/// 16-row items read them once per 16 rows), else 16 (the weight stream); with fp8 experts,
+/// FP8_M64_MIN_ROWS or more. `forced` (CudaOptions::moe_item_rows) overrides it; 128 only where
+/// the wgmma tiles run (else 64).
 fn moe_tile_rows(slots: usize, experts: usize, forced: Option<usize>, bf16_wgmma: bool, fp8: bool) -> usize {
     let large_from = if fp8 { FP8_M64_MIN_ROWS } else { M64_MIN_ROWS };
     match forced {
@@ -41,7 +40,13 @@ const M64_MIN_ROWS: usize = 12;
 /// mini's batch 32 (32 rows an expert) ran 1.4-9% faster on them than on 64-row items, batch 16
 /// level (docs/PERF.md, session 38, calls 9 and 10); it was 48.
 const M128_MIN_ROWS: usize = 32;
-const FP8_M64_MIN_ROWS: usize = 24;
+/// The experts' average rows from which fp8 experts take 64-row items. On Hopper those run the
+/// tiles that widen the codes in registers (CudaOptions::fp8_codes_in_registers): at 16 rows an
+/// expert (batch 16) 13-21% faster than the 16-row tiles (csrc/moe_stream.cu: mini 6.86-7.16
+/// against 7.93-8.24 ms a step, flash 31.3-33.0 against 39.5), at 8 (batch 8) level to 3% slower
+/// (docs/PERF.md, session 39); 12 lies between. It was 24, with the tiles that widen the codes in
+/// shared memory (4% slower than the 16-row tiles at 16 rows an expert: session 37).
+const FP8_M64_MIN_ROWS: usize = 12;
 
 /// The most rows moe_route takes by default: its logits and selection in one launch (a cluster
 /// per ROUTE_ROWS rows, each reading the router's weights) against cuBLAS's logits and
@@ -105,9 +110,10 @@ impl ExpertGemm {
 /// kernels (csrc/moe_stream.cu), or with fp8 experts and `fp8_m16` to its fp8 tiles (faster at
 /// every batch that makes 16-row items: docs/PERF.md, session 37); 64- and 128-row items to the
 /// shared-memory tiles (csrc/moe_gemm.cu; 128 rows: bf16 with `wgmma` only; with `wgmma`, the
-/// Hopper path, the fp8 CTAs take the bf16 tiles' columns). `ws` (bf16 with `wgmma`, 64 or 128
-/// rows, the layer's tensor maps at hand): the persistent warp-specialized tiles.
-fn expert_gemms(tile_m: usize, fp8: bool, wgmma: bool, ws: bool, fp8_m16: bool) -> [ExpertGemm; 2] {
+/// Hopper path, the fp8 CTAs take the bf16 tiles' columns, and with `fp8_ra` widen the codes in
+/// registers: CudaOptions::fp8_codes_in_registers). `ws` (bf16 with `wgmma`, 64 or 128 rows, the
+/// layer's tensor maps at hand): the persistent warp-specialized tiles.
+fn expert_gemms(tile_m: usize, fp8: bool, wgmma: bool, ws: bool, fp8_m16: bool, fp8_ra: bool) -> [ExpertGemm; 2] {
     let stream = |kernel, cols| ExpertGemm { kernel, cols, threads: STREAM_THREADS as u32, smem: 0, persistent: true };
     let fp8_tiles = |kernel, smem| ExpertGemm { kernel, cols: GEMM_BN, threads: GEMM_THREADS as u32, smem, persistent: false };
     let tiles = |kernel, cols, threads: u32, smem| ExpertGemm { kernel, cols, threads, smem, persistent: false };
@@ -129,6 +135,10 @@ fn expert_gemms(tile_m: usize, fp8: bool, wgmma: bool, ws: bool, fp8_m16: bool) 
         ],
         (MOE_BM_SMALL, false) => [stream(K::MoeGateUpStream, gu), stream(K::MoeDownStream, dn)],
         (MOE_BM_SMALL, true) => [stream(K::MoeGateUpStreamFp8, gu), stream(K::MoeDownStreamFp8, dn)],
+        (_, true) if wgmma && fp8_ra => [
+            tiles(K::MoeGateUpM64Fp8Ra, gu_cols, MOE_TILES_THREADS, MOE_TILES_M64_FP8_RA_SMEM),
+            tiles(K::MoeDownM64Fp8Ra, dn_cols, MOE_TILES_THREADS, MOE_TILES_M64_FP8_RA_SMEM),
+        ],
         (_, true) if wgmma => [
             tiles(K::MoeGateUpM64Fp8, gu_cols, MOE_TILES_THREADS, MOE_TILES_M64_FP8_SMEM),
             tiles(K::MoeDownM64Fp8, dn_cols, MOE_TILES_THREADS, MOE_TILES_M64_FP8_SMEM),
@@ -685,7 +695,7 @@ impl CudaBackend {
         // layer's tensor maps, the shared expert's too where it is among the items.
         let maps =
             self.expert_maps.get(layer).and_then(|mp| mp.as_ref()).filter(|mp| self.ws_tiles(tile_m) && (shared.is_none() || mp.shared));
-        let [gate_up, down] = expert_gemms(tile_m, fp8, self.wgmma, maps.is_some(), self.fp8_m16_tiles());
+        let [gate_up, down] = expert_gemms(tile_m, fp8, self.wgmma, maps.is_some(), self.fp8_m16_tiles(), self.opts.fp8_codes_in_registers);
         let pdl = self.opts.expert_pdl && self.wgmma;
         // The one-warpgroup tiles (csrc/moe_gemm.cu, moe_gemm_bf16).
         let tiles = matches!(gate_up.kernel, Kernel::MoeGateUpM64 | Kernel::MoeGateUpM128);
@@ -888,6 +898,19 @@ mod tests {
         assert_eq!(select_warps(2048, 132), 8);
         assert_eq!(select_warps(4128, 132), 16);
         assert_eq!(select_warps(8192, 132), ROUTER_SELECT_MAX_WARPS);
+    }
+
+    #[test]
+    fn fp8_items_of_64_rows_from_12_rows_an_expert() {
+        // Mini's 256 experts, top 8: batch 8 (256 rows) averages 8 rows an expert, batch 16 16.
+        let (slots, experts) = (|batch: usize| batch * 32 * 8, 256);
+        assert_eq!(moe_tile_rows(slots(8), experts, None, false, true), MOE_BM_SMALL);
+        assert_eq!(moe_tile_rows(slots(16), experts, None, false, true), MOE_BM_LARGE);
+        assert_eq!(moe_tile_rows(slots(16), experts, Some(MOE_BM_SMALL), false, true), MOE_BM_SMALL);
+        // On Hopper the 64-row fp8 items take the register tiles unless told otherwise.
+        let kernels = |fp8_ra| expert_gemms(MOE_BM_LARGE, true, true, false, true, fp8_ra).map(|g| g.kernel);
+        assert_eq!(kernels(true), [Kernel::MoeGateUpM64Fp8Ra, Kernel::MoeDownM64Fp8Ra]);
+        assert_eq!(kernels(false), [Kernel::MoeGateUpM64Fp8, Kernel::MoeDownM64Fp8]);
     }
 
     #[test]
