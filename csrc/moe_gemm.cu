@@ -848,6 +848,40 @@ __device__ __forceinline__ void moe_gemm_bf16(const MoeGemmParams& p) {
 #endif
 }
 
+// The e4m3 code rows a thread of the fp8 wgmma tiles copies: the CTA's MOE_MMA_WROWS weight rows
+// (gated: the gate's rows n0.., then the up's same rows) by KW codes a stage, 16 a copy; thread
+// tid takes the 16 codes from column 16 (tid % (KW / 16)) of rows tid / (KW / 16) + ROWS_PER_PASS
+// i. Rows past n have no source (zero-filled).
+template <int KW, bool GATED>
+struct CodeRows {
+    static constexpr int PER_ROW = KW / 16;
+    static constexpr int ROWS_PER_PASS = MOE_WG_THREADS / PER_ROW;
+    static constexpr int CH = MOE_MMA_WROWS / ROWS_PER_PASS;
+    int qc, qr0;
+    const uint8_t* src[CH];
+    __device__ __forceinline__ CodeRows(const MoeGemmParams& p, int e, int n0, int tid = threadIdx.x) {
+        constexpr int WR = MOE_MMA_WROWS;
+        qc = (tid % PER_ROW) * 16;
+        qr0 = tid / PER_ROW;
+#pragma unroll
+        for (int i = 0; i < CH; i++) {
+            const int r = qr0 + i * ROWS_PER_PASS;
+            const int n = GATED ? n0 + r % (WR / 2) : n0 + r;
+            const uint8_t* m = GATED && r >= WR / 2 ? p.w2_fp8 : p.w1_fp8;
+            src[i] = n < p.n ? m + (size_t)e * p.n * p.k + (size_t)n * p.k : nullptr;
+        }
+    }
+    // The stage at k0 into Q, code rows `ld` bytes apart (k is a multiple of 16, CudaBackend
+    // checks: a copy lies wholly inside k or past it).
+    __device__ __forceinline__ void copy(unsigned char* Q, int ld, int k0, const MoeGemmParams& p) const {
+#pragma unroll
+        for (int i = 0; i < CH; i++) {
+            const bool ok = k0 + qc < p.k && src[i];
+            cp_async16(Q + (qr0 + i * ROWS_PER_PASS) * ld + qc, ok ? src[i] + k0 + qc : p.w1_fp8, ok);
+        }
+    }
+};
+
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 // The fp8 tiles on wgmma. A stage brings the item's x tile (bf16, swizzled, as in the bf16
 // tiles) and the CTA's 128 weight rows as e4m3 codes ([128][GEMM_BK] bytes, unswizzled); the
@@ -859,7 +893,6 @@ __device__ __forceinline__ void moe_gemm_bf16(const MoeGemmParams& p) {
 template <bool GATED>
 __device__ __forceinline__ void moe_gemm_wgmma_fp8(const MoeGemmParams& p, int e, int s0, int rows, int n0) {
     constexpr int BK = GEMM_BK, ST = MOE_MMA_STAGES, WR = MOE_MMA_WROWS;
-    constexpr int CODE_CH = WR * (BK / 16) / MOE_WG_THREADS;  // 16-code chunks a thread copies a stage
     constexpr int WIDE_CH = WR * (BK / 8) / MOE_WG_THREADS;   // 8-code chunks a thread widens a stage
     using T = TileSources<MOE_BM_LARGE>;
     const int tid = threadIdx.x, warp = tid / WARP, lane = tid % WARP;
@@ -870,25 +903,10 @@ __device__ __forceinline__ void moe_gemm_wgmma_fp8(const MoeGemmParams& p, int e
     auto xs = [&](int buf) { return base + moe_wgmma_fp8_wide_bytes() + buf * moe_wgmma_fp8_stage_bytes(); };
     auto qs = [&](int buf) { return xs(buf) + moe_wgmma_x_bytes(MOE_BM_LARGE); };
     const T src = T::template make<GATED>(p, e, s0, rows, n0);
-    // This thread's code rows: rows tid / 4 + 32 i, 16 codes from column 16 (tid % 4).
-    const uint8_t* qsrc[CODE_CH];
-    const int qc = (tid % (BK / 16)) * 16, qr0 = tid / (BK / 16);
-#pragma unroll
-    for (int i = 0; i < CODE_CH; i++) {
-        const int r = qr0 + i * (MOE_WG_THREADS / (BK / 16));
-        const int n = GATED ? n0 + r % (WR / 2) : n0 + r;
-        const uint8_t* m = GATED && r >= WR / 2 ? p.w2_fp8 : p.w1_fp8;
-        qsrc[i] = n < p.n ? m + (size_t)e * p.n * p.k + (size_t)n * p.k : nullptr;
-    }
+    const CodeRows<BK, GATED> codes(p, e, n0);
     auto load = [&](int buf, int k0) {
         src.copy_x(xs(buf), k0, p, swizzled_at);
-        unsigned char* Q = qs(buf);
-#pragma unroll
-        for (int i = 0; i < CODE_CH; i++) {
-            const int r = qr0 + i * (MOE_WG_THREADS / (BK / 16));
-            const bool ok = k0 + qc < p.k && qsrc[i];
-            cp_async16(Q + r * BK + qc, ok ? qsrc[i] + k0 + qc : p.w1_fp8, ok);
-        }
+        codes.copy(qs(buf), BK, k0, p);
     };
     // This CTA's row of scale blocks of expert e: [ceil(n/128)][ceil(k/128)] per expert.
     const int scols = (p.k + FP8_BLOCK - 1) / FP8_BLOCK;
@@ -957,7 +975,6 @@ template <bool GATED>
 __device__ __forceinline__ void moe_gemm_wgmma_fp8_ra(const MoeGemmParams& p, int e, int s0, int rows, int n0) {
     constexpr int KB = FP8_BLOCK, ST = FP8_RA_STAGES, WR = MOE_MMA_WROWS, LD = FP8_RA_CODE_LD, KK = KB / 16;
     constexpr int PANELS = KB / GEMM_BK;                      // x's 64-column panels a stage
-    constexpr int CODE_CH = WR * (KB / 16) / MOE_WG_THREADS;  // 16-code chunks a thread copies a stage
     constexpr int PANEL_BYTES = moe_wgmma_x_bytes(MOE_BM_LARGE);
     static_assert(WR == 128 && MOE_WG_THREADS == 128, "two 64-row A tiles, one warpgroup");
     using T = TileSources<MOE_BM_LARGE>;
@@ -967,26 +984,11 @@ __device__ __forceinline__ void moe_gemm_wgmma_fp8_ra(const MoeGemmParams& p, in
     auto xs = [&](int buf) { return base + buf * moe_fp8_ra_stage_bytes(); };
     auto qs = [&](int buf) { return xs(buf) + moe_fp8_ra_x_bytes(); };
     const T src = T::template make<GATED>(p, e, s0, rows, n0);
-    // This thread's code rows: rows tid / 8 + 16 i, 16 codes from column 16 (tid % 8).
-    const int qc = (tid % (KB / 16)) * 16, qr0 = tid / (KB / 16);
-    const uint8_t* qsrc[CODE_CH];
-#pragma unroll
-    for (int i = 0; i < CODE_CH; i++) {
-        const int r = qr0 + i * (MOE_WG_THREADS / (KB / 16));
-        const int n = GATED ? n0 + r % (WR / 2) : n0 + r;
-        const uint8_t* m = GATED && r >= WR / 2 ? p.w2_fp8 : p.w1_fp8;
-        qsrc[i] = n < p.n ? m + (size_t)e * p.n * p.k + (size_t)n * p.k : nullptr;
-    }
+    const CodeRows<KB, GATED> codes(p, e, n0);
     auto load = [&](int buf, int k0) {
 #pragma unroll
         for (int h = 0; h < PANELS; h++) src.copy_x(xs(buf) + h * PANEL_BYTES, k0 + h * GEMM_BK, p, swizzled_at);
-        unsigned char* Q = qs(buf);
-#pragma unroll
-        for (int i = 0; i < CODE_CH; i++) {
-            const int r = qr0 + i * (MOE_WG_THREADS / (KB / 16));
-            const bool ok = k0 + qc < p.k && qsrc[i];  // k is a multiple of 16 (CudaBackend checks)
-            cp_async16(Q + r * LD + qc, ok ? qsrc[i] + k0 + qc : p.w1_fp8, ok);
-        }
+        codes.copy(qs(buf), LD, k0, p);
     };
     // This CTA's row of scale blocks of expert e: [ceil(n/128)][ceil(k/128)] per expert (gated:
     // the gate's n0.. and the up's, in their own scales).
