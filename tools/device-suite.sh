@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs ON the GPU machine, from the repo root, after `source tools/device-env.sh "$R"`: the CUDA
+# suite and the fixture tests from .carry (the test binaries as tools/gpu-test.sh leaves them, or
+# gzipped to fit the carry limit), then compute-sanitizer's memcheck of each test named in the
+# arguments after the output folder. Outputs in that folder (cuda-tests.txt, fixtures.txt,
+# memcheck-NAME.txt, each ending in its rc), a summary on stdout. The docs/perf/*/run.sh calls
+# start with it:  bash tools/device-suite.sh "$R" [test ...]
+set -uo pipefail
+R=${1:?usage: tools/device-suite.sh OUTPUT_FOLDER [test to memcheck ...]}
+shift
+C=.carry
+mkdir -p "$R"
+for b in test_cuda_kernels test_model_vs_fixtures; do
+    if [ -f "$C/$b.gz" ]; then gunzip -c "$C/$b.gz" > "/tmp/$b"; else cp "$C/$b" "/tmp/$b"; fi
+    chmod +x "/tmp/$b"
+done
+timeout 200 /tmp/test_cuda_kernels --test-threads=1 > "$R/cuda-tests.txt" 2>&1; echo "rc=$?" >> "$R/cuda-tests.txt"
+timeout 60 /tmp/test_model_vs_fixtures > "$R/fixtures.txt" 2>&1; echo "rc=$?" >> "$R/fixtures.txt"
+grep -h "test result\|^rc=\|panicked\|FAILED" "$R/cuda-tests.txt" "$R/fixtures.txt" | head
+for t in "$@"; do
+    timeout 150 compute-sanitizer --tool memcheck --error-exitcode 3 /tmp/test_cuda_kernels --test-threads=1 "$t" > "$R/memcheck-$t.txt" 2>&1
+    echo "rc=$?" >> "$R/memcheck-$t.txt"
+    echo "memcheck $t: $(grep -h "ERROR SUMMARY" "$R/memcheck-$t.txt") $(tail -1 "$R/memcheck-$t.txt")"
+done
