@@ -960,17 +960,18 @@ __device__ __forceinline__ void moe_gemm_wgmma_fp8(const MoeGemmParams& p, int e
 #endif
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-// The fp8 tiles with the codes as wgmma's A operand from registers (CudaOptions::fp8_codes_in_registers).
-// The CTA's 128 weight rows are D's rows and the item's x rows its columns (D = W x^T: a
-// m64n64k16 takes 64 weight rows by the item's 64 rows), so each thread widens the codes of its
-// own A fragments straight from the stage: no widened tile in shared memory, no second barrier a
-// step. A stage is one whole scale block of k (FP8_BLOCK: x as two swizzled 64-column panels, the
-// codes in padded rows), so that a step's fixed costs (its barrier, the wgmma wait) come once a
-// block, where the widening tiles above pay them twice for half the bytes. A block's products go
-// to their own accumulators (blk: scale-d off at its first k16), scaled into the sums (acc) after
-// the wait: sum over blocks of scale * (x . e4m3), as the widening tiles. Tile t of the weight
-// rows: gated, t = 0 the gate's rows n0.., t = 1 the up's same rows (a thread then holds the gate
-// and up sums of the same outputs); down, rows n0 + 64t... Launched plainly, as the widening tiles.
+// The fp8 tiles with the codes as wgmma's A operand from registers
+// (CudaOptions::fp8_codes_in_registers). The CTA's 128 weight rows are D's rows and the item's x
+// rows its columns (D = W x^T: a m64n64k16 takes 64 weight rows by the item's 64 rows), so each
+// thread widens the codes of its own A fragments straight from the stage: no widened tile in shared
+// memory, no second barrier a step. A stage is one whole scale block of k (FP8_BLOCK: x as two
+// swizzled 64-column panels, the codes in padded rows), so that a step's fixed costs (its barrier,
+// the wgmma wait) come once a block, where the widening tiles above pay them twice for half the
+// bytes. A block's products go to their own accumulators (blk: scale-d off at its first k16),
+// scaled into the sums (acc) after the wait: sum over blocks of scale * (x . e4m3), as the widening
+// tiles. Tile t of the weight rows: gated, t = 0 the gate's rows n0.., t = 1 the up's same rows (a
+// thread then holds the gate and up sums of the same outputs); down, rows n0 + 64t... Launched
+// plainly, as the widening tiles.
 template <bool GATED>
 __device__ __forceinline__ void moe_gemm_wgmma_fp8_ra(const MoeGemmParams& p, int e, int s0, int rows, int n0) {
     constexpr int KB = FP8_BLOCK, ST = FP8_RA_STAGES, WR = MOE_MMA_WROWS, LD = FP8_RA_CODE_LD, KK = KB / 16;
@@ -1101,7 +1102,8 @@ extern "C" __global__ void __launch_bounds__(MOE_WS_THREADS, 1) moe_gate_up_m128
 extern "C" __global__ void __launch_bounds__(MOE_WS_THREADS, 1) moe_down_m128_ws(const MoeGemmParams p) { MOE_WS_BODY(MOE_BM_XLARGE, false); }
 extern "C" __global__ void __launch_bounds__(GEMM_THREADS) moe_gate_up_m64_fp8(const MoeGemmParams p) { moe_gemm_fp8_tiles<true>(p); }
 extern "C" __global__ void __launch_bounds__(GEMM_THREADS) moe_down_m64_fp8(const MoeGemmParams p) { moe_gemm_fp8_tiles<false>(p); }
-// The fp8 tiles with the codes in registers: sm_90a only (CudaBackend launches them where wgmma is).
+// The fp8 tiles with the codes in registers: sm_90a only (CudaBackend launches them where wgmma
+// is).
 template <bool GATED>
 __device__ __forceinline__ void moe_gemm_fp8_ra_tiles(const MoeGemmParams& p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
