@@ -128,13 +128,35 @@ impl Slice {
     }
 }
 
-/// `slice` of a row-major matrix with `cols` columns, in memory.
-fn slice_rows_cols(m: &[f32], cols: usize, slice: &Slice) -> Vec<f32> {
-    match slice {
-        Slice::Whole => m.to_vec(),
-        Slice::Rows(ranges) => ranges.iter().flat_map(|r| m[r.start * cols..r.end * cols].iter().copied()).collect(),
-        Slice::Cols(c) => m.chunks_exact(cols).flat_map(|row| row[c.clone()].iter().copied()).collect(),
-    }
+/// The slice of an fp8 matrix's block scales that a `slice` of its codes lies in
+/// ([`Checkpoint::fp8_slice`]): along the cut dimension, each range must start on a block
+/// boundary and, where another range follows, end on one; the last (or only) range may instead
+/// lie wholly inside one block. Else one of the rank's blocks would need two scales: an error
+/// that says what to do instead.
+pub fn fp8_scale_slice(name: &str, slice: &Slice) -> Result<Slice, CheckpointError> {
+    use crate::fp8::BLOCK;
+    let blocks = |r: &Range<usize>, last: bool| -> Result<Range<usize>, CheckpointError> {
+        let inside_one = r.start / BLOCK == (r.end.max(r.start + 1) - 1) / BLOCK;
+        if r.start.is_multiple_of(BLOCK) && (last || r.len().is_multiple_of(BLOCK)) {
+            Ok(r.start / BLOCK..r.end.div_ceil(BLOCK))
+        } else if inside_one && last {
+            Ok(r.start / BLOCK..r.start / BLOCK + 1)
+        } else {
+            Err(CheckpointError::Unsupported(format!(
+                "tensor {name}: this rank's slice {}..{} cuts the fp8 checkpoint's {BLOCK}-wide scale blocks, so its own blocks \
+                 would need two scales; load the bf16 checkpoint with --quantization fp8, or choose a --tp-size whose slices \
+                 are whole blocks",
+                r.start, r.end
+            )))
+        }
+    };
+    Ok(match slice {
+        Slice::Whole => Slice::Whole,
+        Slice::Rows(ranges) => {
+            Slice::Rows(ranges.iter().enumerate().map(|(i, r)| blocks(r, i + 1 == ranges.len())).collect::<Result<_, _>>()?)
+        }
+        Slice::Cols(c) => Slice::Cols(blocks(c, true)?),
+    })
 }
 
 /// Bytes read per `pread`: big enough that the syscalls cost nothing, small enough to stay in
@@ -471,11 +493,9 @@ impl Checkpoint {
     pub fn f32_slice(&self, name: &str, slice: &Slice) -> Result<Vec<f32>, CheckpointError> {
         let e = self.entry(name)?;
         if e.dtype == DType::F8E4M3 {
-            // Dequantized whole, then sliced (the CPU twin's path; a GPU rank refuses to shard a
-            // stored fp8 checkpoint, backend/cuda/fp8.rs).
-            slice.shape(name, &e.shape)?;
-            let m = self.fp8(name)?;
-            return Ok(slice_rows_cols(&m.dequantize(), m.inp, slice));
+            // The rank's codes and scales, as a GPU rank uploads them (backend/cuda/fp8.rs),
+            // dequantized: the CPU twin of the sharded forward refuses and reads what it does.
+            return Ok(self.fp8_slice(name, slice)?.dequantize());
         }
         let n = self.slice_numel(name, slice)?;
         let mut out = Vec::new();
@@ -498,6 +518,13 @@ impl Checkpoint {
 
     /// An fp8 matrix `[out, in]` and its block scales (`<name>_scale_inv`), as stored.
     pub fn fp8(&self, name: &str) -> Result<crate::fp8::Fp8Matrix, CheckpointError> {
+        self.fp8_slice(name, &Slice::Whole)
+    }
+
+    /// A tensor-parallel rank's `slice` of an fp8 matrix: its codes, and the scales of the
+    /// 128 x 128 blocks they lie in (the rank's own blocks, each one of the matrix's), as
+    /// [`fp8_scale_slice`] allows (mini's experts split 2, 4 or 8 ways, flash's 2 or 4, are).
+    pub fn fp8_slice(&self, name: &str, slice: &Slice) -> Result<crate::fp8::Fp8Matrix, CheckpointError> {
         let e = self.entry(name)?;
         let scale = crate::fp8::scale_name(name);
         let (&[out, inp], Some(s)) = (e.shape.as_slice(), self.tensors.get(&scale)) else {
@@ -507,11 +534,15 @@ impl Checkpoint {
         if s.shape != want || s.dtype != DType::F32 {
             return Err(CheckpointError::Shape { name: scale, got: s.shape.clone(), want });
         }
+        let shape = slice.shape(name, &e.shape)?;
+        let scale_slice = fp8_scale_slice(name, slice)?;
+        let n = shape.iter().product::<usize>();
         let mut codes = Vec::new();
-        codes.try_reserve_exact(out * inp).map_err(|_| CheckpointError::OutOfMemory { name: name.to_string(), bytes: out * inp })?;
-        self.read_slice(name, &Slice::Whole, |b| codes.extend_from_slice(b))?;
-        let scales = self.f32(&scale)?;
-        crate::fp8::Fp8Matrix::new(out, inp, codes, scales).map_err(|err| CheckpointError::Unsupported(format!("tensor {name}: {err}")))
+        codes.try_reserve_exact(n).map_err(|_| CheckpointError::OutOfMemory { name: name.to_string(), bytes: n })?;
+        self.read_slice(name, slice, |b| codes.extend_from_slice(b))?;
+        let scales = self.f32_slice(&scale, &scale_slice)?;
+        crate::fp8::Fp8Matrix::new(shape[0], shape[1], codes, scales)
+            .map_err(|err| CheckpointError::Unsupported(format!("tensor {name}: {err}")))
     }
 
     /// Narrowed to bf16 bits (what the GPU backend uploads).

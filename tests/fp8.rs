@@ -248,3 +248,29 @@ fn serve_takes_sglangs_quantization_flag() {
     assert!(e.contains("awq") && e.contains("fp8"), "{e}");
     assert_eq!(serde_json::to_value(Quantization::Fp8).unwrap(), "fp8");
 }
+
+/// A rank's slice of a stored fp8 matrix takes the scales of the blocks it lies in: whole blocks
+/// along the cut dimension, or one block it lies inside; a slice that cuts a block where the
+/// rank's own block would need two scales is refused with what to do instead.
+#[test]
+#[allow(clippy::single_range_in_vec_init)] // one row range is a Slice::Rows of one
+fn fp8_slices_keep_their_scale_blocks_whole() {
+    use dllm::checkpoint::{fp8_scale_slice, Slice};
+    let ok = |s: Slice| fp8_scale_slice("w", &s).unwrap();
+    // Flash's experts (1024 wide) over 2 and 4 ranks; mini's (512) over 8: a rank inside one block.
+    assert_eq!(ok(Slice::Rows(vec![512..1024])), Slice::Rows(vec![4..8]));
+    assert_eq!(ok(Slice::Cols(256..512)), Slice::Cols(2..4));
+    assert_eq!(ok(Slice::Rows(vec![64..128])), Slice::Rows(vec![0..1]));
+    assert_eq!(ok(Slice::Cols(448..512)), Slice::Cols(3..4));
+    // A ragged last block (144 = 128 + 16), the rank holding it whole or inside it.
+    assert_eq!(ok(Slice::Rows(vec![128..144])), Slice::Rows(vec![1..2]));
+    assert_eq!(ok(Slice::Rows(vec![0..144])), Slice::Rows(vec![0..2]));
+    // Several row ranges: each but the last must end on a block boundary.
+    assert_eq!(ok(Slice::Rows(vec![0..128, 256..300])), Slice::Rows(vec![0..1, 2..3]));
+    assert_eq!(ok(Slice::Whole), Slice::Whole);
+    for bad in [Slice::Rows(vec![72..144]), Slice::Cols(64..192), Slice::Rows(vec![64..128, 256..384]), Slice::Rows(vec![0..72, 128..256])]
+    {
+        let e = fp8_scale_slice("w", &bad).unwrap_err().to_string();
+        assert!(e.contains("cuts the fp8 checkpoint's 128-wide scale blocks") && e.contains("--quantization fp8"), "{bad:?}: {e}");
+    }
+}

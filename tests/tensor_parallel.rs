@@ -72,6 +72,30 @@ fn sharded_forward_gives_the_whole_models_logits_and_picks() {
     }
 }
 
+/// A checkpoint stored with fp8 experts, sharded: each rank reads its slice of the codes and the
+/// scales of the blocks they lie in (`Checkpoint::fp8_slice`, what a GPU rank uploads), and the
+/// ranks' logits are the whole fp8 model's.
+#[test]
+fn sharded_fp8_checkpoint_gives_the_whole_models_logits() {
+    let dir = std::env::temp_dir().join(format!("dllm-tp-fp8-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dllm::make_model::make_model_quantized("tiny", &dir, 3, Some(dllm::fp8::Quantization::Fp8)).unwrap();
+    let ck = Arc::new(Checkpoint::open(&dir).unwrap());
+    assert!(ck.config.fp8_experts());
+    let cfg = ck.config.clone();
+    let mut whole = CpuBackend::load(&ck).unwrap();
+    let (b, rows) = batch(&mut whole);
+    let want = whole.logits(&cfg, &b, &rows).unwrap();
+    for n in [2, 4] {
+        let mut ranks = runtime::cpu_ranks(&ck, n, None).unwrap();
+        let (b, rows) = batch(&mut ranks);
+        let d = max_rel_diff(&ranks.logits(&cfg, &b, &rows).unwrap(), &want);
+        eprintln!("fp8 checkpoint, tp {n}: max |logit difference| / max |logit| = {d:.2e}");
+        assert!(d < 1e-5, "fp8 checkpoint, tp {n}: logits differ by {d:.2e} of their scale");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn greedy_and_sampled_generations_match_one_rank() {
     let dir = tiny();

@@ -54,13 +54,7 @@ pub fn from_checkpoint(
     let mut staging: Option<CudaSlice<u16>> = None;
     for (i, n) in names.iter().enumerate() {
         if ck.tensor(n)?.dtype == DType::F8E4M3 {
-            if *slice != Slice::Whole {
-                return Err(anyhow!(
-                    "{n}: a checkpoint stored in fp8 cannot be sharded over tensor-parallel ranks yet; \
-                     load its bf16 checkpoint with --quantization fp8, or run it with --tp-size 1"
-                ));
-            }
-            let m = ck.fp8(n)?;
+            let m = ck.fp8_slice(n, slice)?;
             if (m.out, m.inp) != (rows, cols) {
                 return Err(anyhow!("tensor {n} is {}x{}, expected {rows}x{cols}", m.out, m.inp));
             }
