@@ -42,7 +42,7 @@ const M64_MIN_ROWS: usize = 12;
 const M128_MIN_ROWS: usize = 32;
 /// The experts' average rows from which fp8 experts take 64-row items. On Hopper those run the
 /// tiles that widen the codes in registers (CudaOptions::fp8_codes_in_registers): at 16 rows an
-/// expert (batch 16) 13-21% faster than the 16-row tiles (csrc/moe_stream.cu: mini 6.86-7.16
+/// expert (batch 16) 12-21% faster than the 16-row tiles (csrc/moe_stream.cu: mini 6.86-7.16
 /// against 7.93-8.24 ms a step, flash 31.3-33.0 against 39.5), at 8 (batch 8) level to 3% slower
 /// (docs/PERF.md, session 39); 12 lies between. It was 24, with the tiles that widen the codes in
 /// shared memory (4% slower than the 16-row tiles at 16 rows an expert: session 37).
