@@ -72,27 +72,96 @@ fn sharded_forward_gives_the_whole_models_logits_and_picks() {
     }
 }
 
-/// A checkpoint stored with fp8 experts, sharded: each rank reads its slice of the codes and the
-/// scales of the blocks they lie in (`Checkpoint::fp8_slice`, what a GPU rank uploads), and the
-/// ranks' logits are the whole fp8 model's.
-#[test]
-fn sharded_fp8_checkpoint_gives_the_whole_models_logits() {
-    let dir = std::env::temp_dir().join(format!("dllm-tp-fp8-test-{}", std::process::id()));
+/// tiny's fp8 checkpoint with its experts `moe_inter` wide (tiny's own 32 lie in one 128 x 128
+/// scale block): the experts and their scales drawn anew, every block its own scale, into one
+/// model.safetensors; the other tensors as make-model wrote them.
+fn tiny_fp8_wide(tag: &str, moe_inter: usize) -> PathBuf {
+    use safetensors::{tensor::TensorView, Dtype, SafeTensors};
+    let dir = std::env::temp_dir().join(format!("dllm-tp-fp8-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     dllm::make_model::make_model_quantized("tiny", &dir, 3, Some(dllm::fp8::Quantization::Fp8)).unwrap();
-    let ck = Arc::new(Checkpoint::open(&dir).unwrap());
-    assert!(ck.config.fp8_experts());
-    let cfg = ck.config.clone();
-    let mut whole = CpuBackend::load(&ck).unwrap();
-    let (b, rows) = batch(&mut whole);
-    let want = whole.logits(&cfg, &b, &rows).unwrap();
-    for n in [2, 4] {
-        let mut ranks = runtime::cpu_ranks(&ck, n, None).unwrap();
-        let (b, rows) = batch(&mut ranks);
-        let d = max_rel_diff(&ranks.logits(&cfg, &b, &rows).unwrap(), &want);
-        eprintln!("fp8 checkpoint, tp {n}: max |logit difference| / max |logit| = {d:.2e}");
-        assert!(d < 1e-5, "fp8 checkpoint, tp {n}: logits differ by {d:.2e} of their scale");
+    let cfg_path = dir.join("config.json");
+    let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    cfg["moe_intermediate_size"] = moe_inter.into();
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    let c: dllm::config::ModelConfig = serde_json::from_value(cfg).unwrap();
+    // What make-model wrote, by name.
+    let mut old = std::collections::HashMap::new();
+    for e in std::fs::read_dir(&dir).unwrap().flatten() {
+        let path = e.path();
+        if path.extension().is_some_and(|x| x == "safetensors") {
+            let raw = std::fs::read(&path).unwrap();
+            for (name, t) in SafeTensors::deserialize(&raw).unwrap().tensors() {
+                old.insert(name, (t.dtype(), t.shape().to_vec(), t.data().to_vec()));
+            }
+            std::fs::remove_file(&path).unwrap();
+        }
     }
+    std::fs::remove_file(dir.join("model.safetensors.index.json")).unwrap();
+    let mut rng = dllm::rng::Rng::new(11);
+    let mut tensors = vec![];
+    for (name, shape) in dllm::checkpoint::expected_tensors(&c) {
+        let n: usize = shape.iter().product();
+        let t = match old.remove(&name) {
+            Some((dtype, s, data)) if s == shape => (dtype, data),
+            // A block's scale: 1-3 thousandths, so that the blocks differ.
+            _ if name.ends_with("_scale_inv") => {
+                (Dtype::F32, (0..n).flat_map(|_| ((1.0 + 2.0 * rng.uniform()) as f32 * 1e-3).to_le_bytes()).collect())
+            }
+            // An expert's e4m3 codes, any but the two NaN codes.
+            _ if name.contains(".experts.") => {
+                (Dtype::F8_E4M3, (0..n).map(|_| (rng.uniform() * 254.0) as u8).map(|b| if b & 0x7F == 0x7F { b - 1 } else { b }).collect())
+            }
+            _ => (Dtype::BF16, (0..n).flat_map(|_| half::bf16::from_f32((rng.normal() * 0.05) as f32).to_le_bytes()).collect()),
+        };
+        tensors.push((name, shape, t));
+    }
+    let views: Vec<(String, TensorView)> =
+        tensors.iter().map(|(name, shape, (dtype, data))| (name.clone(), TensorView::new(*dtype, shape.clone(), data).unwrap())).collect();
+    std::fs::write(dir.join("model.safetensors"), safetensors::tensor::serialize(views, None).unwrap()).unwrap();
+    dir
+}
+
+/// A checkpoint stored with fp8 experts, sharded: each rank reads its slice of the codes and the
+/// scales of the blocks they lie in (`Checkpoint::fp8_slice`, what a GPU rank uploads), and the
+/// ranks' logits are the whole fp8 model's: tiny's experts (one block), and 256 wide (two blocks
+/// along each expert's cut: 2 ranks take one block each, 4 ranks half of one). At 144 wide (a
+/// block and a ragged 16) 2 ranks would cut the first block: refused at load, saying why.
+#[test]
+fn sharded_fp8_checkpoint_gives_the_whole_models_logits() {
+    for (tag, moe_inter) in [("tiny", None), ("wide", Some(256))] {
+        let dir = match moe_inter {
+            None => {
+                let d = std::env::temp_dir().join(format!("dllm-tp-fp8-{tag}-{}", std::process::id()));
+                let _ = std::fs::remove_dir_all(&d);
+                dllm::make_model::make_model_quantized("tiny", &d, 3, Some(dllm::fp8::Quantization::Fp8)).unwrap();
+                d
+            }
+            Some(w) => tiny_fp8_wide(tag, w),
+        };
+        let ck = Arc::new(Checkpoint::open(&dir).unwrap());
+        assert!(ck.config.fp8_experts());
+        let cfg = ck.config.clone();
+        let mut whole = CpuBackend::load(&ck).unwrap();
+        let (b, rows) = batch(&mut whole);
+        let want = whole.logits(&cfg, &b, &rows).unwrap();
+        for n in [2, 4] {
+            let mut ranks = runtime::cpu_ranks(&ck, n, None).unwrap();
+            let (b, rows) = batch(&mut ranks);
+            let d = max_rel_diff(&ranks.logits(&cfg, &b, &rows).unwrap(), &want);
+            eprintln!("fp8 checkpoint ({tag}), tp {n}: max |logit difference| / max |logit| = {d:.2e}");
+            assert!(d < 1e-5, "fp8 checkpoint ({tag}), tp {n}: logits differ by {d:.2e} of their scale");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    let dir = tiny_fp8_wide("cut", 144);
+    let ck = Arc::new(Checkpoint::open(&dir).unwrap());
+    assert!(CpuBackend::load(&ck).is_ok());
+    let e = match runtime::cpu_ranks(&ck, 2, None) {
+        Ok(_) => panic!("2 ranks of 72 expert rows each cut a scale block; expected an error"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(e.contains("cuts the fp8 checkpoint's 128-wide scale blocks") && e.contains("--quantization fp8"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
