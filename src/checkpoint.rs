@@ -493,8 +493,9 @@ impl Checkpoint {
     pub fn f32_slice(&self, name: &str, slice: &Slice) -> Result<Vec<f32>, CheckpointError> {
         let e = self.entry(name)?;
         if e.dtype == DType::F8E4M3 {
-            // The rank's codes and scales, as a GPU rank uploads them (backend/cuda/fp8.rs),
-            // dequantized: the CPU twin of the sharded forward refuses and reads what it does.
+            // The rank's codes and scales as a GPU rank uploads them (backend/cuda/fp8.rs),
+            // dequantized: the CPU twin of the sharded forward reads what a GPU rank reads and
+            // refuses the slices it refuses.
             return Ok(self.fp8_slice(name, slice)?.dequantize());
         }
         let n = self.slice_numel(name, slice)?;
