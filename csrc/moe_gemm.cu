@@ -970,10 +970,12 @@ __device__ __forceinline__ void moe_gemm_wgmma_fp8(const MoeGemmParams& p, int e
 // bytes. A block's products go to their own accumulators (blk: scale-d off at its first k16),
 // scaled into the sums (acc) after the wait: sum over blocks of scale * (x . e4m3), as the widening
 // tiles. Tile t of the weight rows: gated, t = 0 the gate's rows n0.., t = 1 the up's same rows (a
-// thread then holds the gate and up sums of the same outputs); down, rows n0 + 64t... Launched
-// plainly, as the widening tiles.
+// thread then holds the gate and up sums of the same outputs); down, rows n0 + 64t... Down is
+// gate_up's programmatic dependent and waits for its own item's gate_up CTAs, as the bf16 tiles'
+// (CudaOptions::item_wait).
 template <bool GATED>
-__device__ __forceinline__ void moe_gemm_wgmma_fp8_ra(const MoeGemmParams& p, int e, int s0, int rows, int n0) {
+__device__ __forceinline__ void moe_gemm_wgmma_fp8_ra(const MoeGemmParams& p, const TileItem& it, int n0) {
+    const int e = it.e, s0 = it.s0, rows = it.rows;
     constexpr int KB = FP8_BLOCK, ST = FP8_RA_STAGES, WR = MOE_MMA_WROWS, LD = FP8_RA_CODE_LD, KK = KB / 16;
     constexpr int PANELS = KB / GEMM_BK;                      // x's 64-column panels a stage
     constexpr int PANEL_BYTES = moe_wgmma_x_bytes(MOE_BM_LARGE);
@@ -1004,9 +1006,22 @@ __device__ __forceinline__ void moe_gemm_wgmma_fp8_ra(const MoeGemmParams& p, in
     // A fragment (tile t, k16 kk) of this thread: rows 64t + 16 warp + g (+8), codes 16kk + 2q
     // (+1) and + 8 (mma.m16n8k16's A layout, which a register A of wgmma takes a warp).
     const int a_off = (16 * warp + g) * LD + 2 * q;
+    // Down, gate_up's programmatic dependent, asks for its first stages' codes before it waits
+    // for its item's act rows (item_done_wait), as moe_gemm_wgmma's down does; gate_up copies
+    // both at once. (The first commit group holds all of those codes: the waits stay conservative.)
+    if constexpr (!GATED) {
+#pragma unroll
+        for (int s = 0; s < ST - 1; s++)
+            if (s < ktiles) codes.copy(qs(s), LD, s * KB, p);
+        item_done_wait(p, it);
+    }
 #pragma unroll
     for (int s = 0; s < ST - 1; s++) {
-        if (s < ktiles) load(s, s * KB);
+        if (s < ktiles) {
+#pragma unroll
+            for (int h = 0; h < PANELS; h++) src.copy_x(xs(s) + h * PANEL_BYTES, s * KB + h * GEMM_BK, p, swizzled_at);
+            if constexpr (GATED) codes.copy(qs(s), LD, s * KB, p);
+        }
         cp_async_commit();
     }
     for (int kt = 0; kt < ktiles; kt++) {
@@ -1107,9 +1122,16 @@ extern "C" __global__ void __launch_bounds__(GEMM_THREADS) moe_down_m64_fp8(cons
 template <bool GATED>
 __device__ __forceinline__ void moe_gemm_fp8_ra_tiles(const MoeGemmParams& p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    // As moe_gemm_bf16: gate_up (maybe moe_permute's dependent) waits before it reads the work
+    // list and then lets its down start CTAs, which wait for their own item's gate_up CTAs.
+    if constexpr (GATED) {
+        pdl_wait();
+        pdl_release();
+    }
     const TileItem it = tile_item(p);
     if (!it.live) return;
-    moe_gemm_wgmma_fp8_ra<GATED>(p, it.e, it.s0, it.rows, blockIdx.x * (GATED ? MOE_MMA_GATE_UP_COLS : MOE_MMA_DOWN_COLS));
+    moe_gemm_wgmma_fp8_ra<GATED>(p, it, blockIdx.x * (GATED ? MOE_MMA_GATE_UP_COLS : MOE_MMA_DOWN_COLS));
+    if constexpr (GATED) item_done_signal(p, it);
 #else
     __trap();
 #endif

@@ -790,7 +790,8 @@ impl CudaBackend {
         // item's counter), not for gate_up's end: CudaOptions::item_wait. (The warp-specialized
         // tiles run only where wgmma is; the one-warpgroup tiles elsewhere have no wait.)
         let ws = matches!(gate_up.kernel, Kernel::MoeGateUpM64Ws | Kernel::MoeGateUpM128Ws);
-        let item_wait = self.opts.item_wait && (matches!(gate_up.kernel, Kernel::MoeGateUpFp8M16) || ws || (tiles && self.wgmma));
+        let item_wait = self.opts.item_wait
+            && (matches!(gate_up.kernel, Kernel::MoeGateUpFp8M16 | Kernel::MoeGateUpM64Fp8Ra) || ws || (tiles && self.wgmma));
         if item_wait {
             g.item_done = self.p(&num_items) + ((1 + MOE_UNIT_COUNTERS) * std::mem::size_of::<i32>()) as u64;
         }
@@ -833,7 +834,12 @@ impl CudaBackend {
         // gate_up units before they copy its act rows, where it has no pdl_wait.)
         let dependent = matches!(
             down.kernel,
-            Kernel::MoeDownStream | Kernel::MoeDownStreamFp8 | Kernel::MoeDownFp8M16 | Kernel::MoeDownM64 | Kernel::MoeDownM128
+            Kernel::MoeDownStream
+                | Kernel::MoeDownStreamFp8
+                | Kernel::MoeDownFp8M16
+                | Kernel::MoeDownM64
+                | Kernel::MoeDownM128
+                | Kernel::MoeDownM64Fp8Ra
         ) || (item_wait && ws);
         if pdl && dependent {
             // The weight streams, the fp8 16-row tiles and the one-warpgroup wgmma tiles: down
