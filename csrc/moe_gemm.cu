@@ -13,7 +13,9 @@
 // bf16 in shared memory (exact: e4m3 fits in bf16) and multiplied unscaled; each stage's product
 // goes into its own accumulator, which is scaled by the tile's block scale (a stage's 64x64 tile
 // lies in one 128x128 scale block) and added in f32. So the sum is sum(x * e4m3) * scale_inv per
-// block, the CPU twin's x * (e4m3 * scale_inv) up to f32 rounding.
+// block, the CPU twin's x * (e4m3 * scale_inv) up to f32 rounding. On sm_90a, from 8 rows an
+// expert, fp8 runs W8A8 instead (CudaOptions::fp8_activations, moe_gemm_wgmma_w8a8): x quantized
+// too (quantize_fp8.cu's quantize_rows_fp8) and both codes multiplied on fp8 wgmma.
 #include "common.cuh"
 #include "cp_async.cuh"
 #include "mbarrier.cuh"
@@ -279,49 +281,82 @@ __device__ __forceinline__ void store_pair(const MoeGemmParams& p, size_t slot, 
 // This thread's cp.async sources of a stage: column c8 of rows r0 + i * ROWS_PER_PASS of the
 // item's x (XCH rows) and of the CTA's weight rows (WCH); null past the item or past n (those
 // are zero-filled). `tid`: the thread's place among the MOE_TILES_THREADS copying threads.
-template <int BM>
+// E: bf16 (x and the bf16 weights), or uint8_t (the W8A8 tiles: x's e4m3 codes, p.x_fp8, and the
+// experts' codes; no shared expert among their items). Either way a stage's row is 128 bytes
+// (GEMM_BK bf16, or FP8_BLOCK codes), copied 16 bytes a thread; c8 counts elements.
+template <int BM, class E = bf16>
 struct TileSources {
+    static constexpr bool CODES = sizeof(E) == 1;
+    static constexpr int PER_COPY = 16 / sizeof(E);  // elements a 16-byte copy
     static constexpr int ROWS_PER_PASS = MOE_TILES_THREADS / (GEMM_BK / 8);
     static constexpr int XCH = BM / ROWS_PER_PASS;
     static constexpr int WCH = MOE_MMA_WROWS / ROWS_PER_PASS;
     int c8, r0;
-    const bf16* x[XCH];
-    const bf16* w[WCH];
+    const E* x[XCH];
+    const E* w[WCH];
     template <bool GATED>
     __device__ __forceinline__ static TileSources make(const MoeGemmParams& p, int e, int s0, int rows, int n0, int tid = threadIdx.x) {
         TileSources t;
-        t.c8 = (tid % (GEMM_BK / 8)) * 8;
+        t.c8 = (tid % (GEMM_BK / 8)) * PER_COPY;
         t.r0 = tid / (GEMM_BK / 8);
+        const E* xb;
+        if constexpr (CODES) {
+            xb = p.x_fp8;
+        } else {
+            xb = p.x;
+        }
 #pragma unroll
         for (int i = 0; i < XCH; i++) {
             const int r = t.r0 + i * ROWS_PER_PASS;
-            t.x[i] = r < rows ? p.x + (size_t)(GATED ? p.slot_token[s0 + r] : s0 + r) * p.k : nullptr;
+            t.x[i] = r < rows ? xb + (size_t)(GATED ? p.slot_token[s0 + r] : s0 + r) * p.k : nullptr;
         }
         // The routed experts' matrices, or the shared expert's: gated, its gate and up ([n][k]
         // each); else its down.
-        const bool shared = e == p.shared_expert;
-        const bf16* m1 = shared ? p.shared_w1 : p.w1 + (size_t)e * p.n * p.k;
-        const bf16* m2 = shared ? p.shared_w2 : GATED ? p.w2 + (size_t)e * p.n * p.k : nullptr;
+        const E *m1, *m2;
+        if constexpr (CODES) {
+            m1 = p.w1_fp8 + (size_t)e * p.n * p.k;
+            m2 = GATED ? p.w2_fp8 + (size_t)e * p.n * p.k : nullptr;
+        } else {
+            const bool shared = e == p.shared_expert;
+            m1 = shared ? p.shared_w1 : p.w1 + (size_t)e * p.n * p.k;
+            m2 = shared ? p.shared_w2 : GATED ? p.w2 + (size_t)e * p.n * p.k : nullptr;
+        }
 #pragma unroll
         for (int i = 0; i < WCH; i++) {
             const int r = t.r0 + i * ROWS_PER_PASS;
             // Gated: rows [0, WROWS/2) are the gate's n0.., rows [WROWS/2, WROWS) the up's.
             const int n = GATED ? n0 + r % (MOE_MMA_WROWS / 2) : n0 + r;
-            const bf16* m = GATED && r >= MOE_MMA_WROWS / 2 ? m2 : m1;
+            const E* m = GATED && r >= MOE_MMA_WROWS / 2 ? m2 : m1;
             t.w[i] = n < p.n ? m + (size_t)n * p.k : nullptr;
         }
         return t;
     }
+    // A valid address for the zero-filling copies (which read nothing).
+    __device__ __forceinline__ static const E* fallback_x(const MoeGemmParams& p) {
+        if constexpr (CODES) {
+            return p.x_fp8;
+        } else {
+            return p.x;
+        }
+    }
+    __device__ __forceinline__ static const E* fallback_w(const MoeGemmParams& p) {
+        if constexpr (CODES) {
+            return p.w1_fp8;
+        } else {
+            return p.w1;
+        }
+    }
     // This thread's copies of the stage at k0 (16 bytes each, zero-filled past the item, past n
     // and past k): x rows into X, weight rows into W, row r's chunk from column c8 at byte offset
-    // at(r, c8) of its tile (the stage's layout: padded rows, or the wgmma swizzle).
+    // at(r, c8) of its tile (the stage's layout: padded rows, or the wgmma swizzle; in bf16
+    // columns, so a code chunk's column is halved).
     template <class At>
     __device__ __forceinline__ void copy_x(unsigned char* X, int k0, const MoeGemmParams& p, At at) const {
         const bool kin = k0 + c8 < p.k;
 #pragma unroll
         for (int i = 0; i < XCH; i++) {
             const bool ok = kin && x[i];
-            cp_async16(X + at(r0 + i * ROWS_PER_PASS, c8), ok ? x[i] + k0 + c8 : p.x, ok);
+            cp_async16(X + at(r0 + i * ROWS_PER_PASS, CODES ? c8 / 2 : c8), ok ? x[i] + k0 + c8 : fallback_x(p), ok);
         }
     }
     template <class At>
@@ -330,7 +365,7 @@ struct TileSources {
 #pragma unroll
         for (int i = 0; i < WCH; i++) {
             const bool ok = kin && w[i];
-            cp_async16(W + at(r0 + i * ROWS_PER_PASS, c8), ok ? w[i] + k0 + c8 : p.w1, ok);
+            cp_async16(W + at(r0 + i * ROWS_PER_PASS, CODES ? c8 / 2 : c8), ok ? w[i] + k0 + c8 : fallback_w(p), ok);
         }
     }
 };
@@ -1119,6 +1154,82 @@ extern "C" __global__ void __launch_bounds__(GEMM_THREADS) moe_gate_up_m64_fp8(c
 extern "C" __global__ void __launch_bounds__(GEMM_THREADS) moe_down_m64_fp8(const MoeGemmParams p) { moe_gemm_fp8_tiles<false>(p); }
 // The fp8 tiles with the codes in registers: sm_90a only (CudaBackend launches them where wgmma
 // is).
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+// The W8A8 tiles (CudaOptions::fp8_activations): x's e4m3 codes (quantize_rows_fp8: one scale a
+// row and 128 columns) by the experts' codes on fp8 wgmma, both operands straight from the
+// swizzled stage, so nothing is widened. Laid out as moe_gemm_wgmma's 64-row tiles (x rows are D's
+// rows, the CTA's 128 weight rows its columns: gated, the gate's n0.. then the up's), with a stage
+// one whole scale block of k (FP8_BLOCK codes, a 128-byte row as a bf16 stage's). A block's
+// products go to their own accumulators (blk: scale-d off at its first k32), added into the sums
+// after the wait times x's row scale and the weights' block scale: sum over blocks of
+// sx * sw * (qx . qw), what the CPU twin's dequantized x . dequantized w is (src/fp8.rs).
+template <bool GATED>
+__device__ __forceinline__ void moe_gemm_wgmma_w8a8(const MoeGemmParams& p, const TileItem& it, int n0) {
+    const int e = it.e, s0 = it.s0, rows = it.rows;
+    constexpr int KB = FP8_BLOCK, ST = W8A8_STAGES;
+    using T = TileSources<MOE_BM_LARGE, uint8_t>;
+    const int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
+    extern __shared__ __align__(1024) unsigned char raw[];
+    unsigned char* base = raw + ((1024 - ((uint32_t)__cvta_generic_to_shared(raw) & 1023)) & 1023);
+    auto xs = [&](int buf) { return base + buf * moe_w8a8_stage_bytes(); };
+    auto ws = [&](int buf) { return xs(buf) + moe_w8a8_x_bytes(); };
+    const T src = T::template make<GATED>(p, e, s0, rows, n0);
+    // tile_pipeline counts k in GEMM_BK steps; a stage here is FP8_BLOCK codes.
+    auto load = [&](int buf, int k0) {
+        const int kc = k0 / GEMM_BK * KB;
+        src.copy_x(xs(buf), kc, p, swizzled_at);
+        src.copy_w(ws(buf), kc, p, swizzled_at);
+    };
+    const int ktiles = (p.k + KB - 1) / KB;
+    // This CTA's row of the weights' scale blocks ([ceil(n/128)][ceil(k/128)] an expert; gated,
+    // the gate's and the up's), and the scale rows of this thread's two x rows (16 warp + g, + 8;
+    // none past the item).
+    const size_t srow = ((size_t)e * ((p.n + KB - 1) / KB) + n0 / KB) * ktiles;
+    const float* sx[2];
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        const int r = warp * 16 + lane / 4 + 8 * i;
+        sx[i] = r < rows ? p.x_scale + (size_t)(GATED ? p.slot_token[s0 + r] : s0 + r) * ktiles : nullptr;
+    }
+    float acc[1][64], blk[64], wt[1][2];
+    load_row_weights<1, GATED>(p, s0, rows, wt);
+#pragma unroll
+    for (int i = 0; i < 64; i++) acc[0][i] = 0.f;
+    tile_pipeline<ST, true>(ktiles, load, [&](int buf, int kt) {
+        // The block's scales, asked for before its products so that their latency passes under them.
+        const float w1s = p.w1_scale[srow + kt], w2s = GATED ? p.w2_scale[srow + kt] : w1s;
+        const float x0 = sx[0] ? sx[0][kt] : 0.f, x1 = sx[1] ? sx[1][kt] : 0.f;
+        const uint64_t da = sw128_desc(xs(buf)), db = sw128_desc(ws(buf));
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < KB / 32; kk++) wgmma_m64n128k32_e4m3(blk, da + 2 * kk, db + 2 * kk, kk > 0);
+        wgmma_commit();
+        wgmma_wait<0>();
+        wgmma_reg_fence(blk);
+        // blk[4j + i]: row 16 warp + g (+8 for i >= 2), column 8j + 2q + i % 2 (gated: j >= 8 the up's).
+        const float f[2][2] = {{x0 * w1s, x1 * w1s}, {x0 * w2s, x1 * w2s}};
+#pragma unroll
+        for (int i = 0; i < 64; i++) acc[0][i] += f[GATED && i >= 32][(i % 4) / 2] * blk[i];
+    });
+    store_warpgroup_rows<1, GATED>(p, acc, wt, s0, rows, n0);
+}
+#endif
+
+// The W8A8 tiles' kernels: launched plainly (their x codes come from quantize_rows_fp8, launched
+// between gate_up and down).
+template <bool GATED>
+__device__ __forceinline__ void moe_gemm_w8a8_tiles(const MoeGemmParams& p) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    const TileItem it = tile_item(p);
+    if (!it.live) return;
+    moe_gemm_wgmma_w8a8<GATED>(p, it, blockIdx.x * (GATED ? MOE_MMA_GATE_UP_COLS : MOE_MMA_DOWN_COLS));
+#else
+    __trap();
+#endif
+}
+extern "C" __global__ void __launch_bounds__(MOE_TILES_THREADS, 2) moe_gate_up_m64_w8a8(const MoeGemmParams p) { moe_gemm_w8a8_tiles<true>(p); }
+extern "C" __global__ void __launch_bounds__(MOE_TILES_THREADS, 2) moe_down_m64_w8a8(const MoeGemmParams p) { moe_gemm_w8a8_tiles<false>(p); }
+
 template <bool GATED>
 __device__ __forceinline__ void moe_gemm_fp8_ra_tiles(const MoeGemmParams& p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)

@@ -330,6 +330,20 @@ constexpr DLLM_HD int moe_fp8_ra_stage_bytes() { return moe_fp8_ra_x_bytes() + M
 static constexpr uint32_t MOE_TILES_M64_FP8_RA_SMEM = FP8_RA_STAGES * moe_fp8_ra_stage_bytes() + 1024;
 static_assert(2 * (MOE_TILES_M64_FP8_RA_SMEM + 1024) <= 228 * 1024, "two CTAs of the fp8 register tiles must share an SM");
 static_assert(moe_fp8_ra_x_bytes() % 1024 == 0 && moe_fp8_ra_stage_bytes() % 1024 == 0, "the stages' x panels start 1024-byte aligned");
+// The W8A8 tiles (moe_gemm.cu, moe_gemm_wgmma_w8a8; sm_90a, CudaOptions::fp8_activations): the
+// item's x rows as e4m3 codes too (quantize_rows_fp8), both operands of fp8 wgmma straight from the
+// stage. A stage is one whole scale block of k (FP8_BLOCK codes: a 128-byte swizzled row, as a bf16
+// stage's GEMM_BK), the x codes [MOE_BM_LARGE][FP8_BLOCK] then the weights' [MOE_MMA_WROWS][FP8_BLOCK];
+// W8A8_STAGES of them, 1 KB of slack for the 1024-byte alignment. Three CTAs an SM.
+#define W8A8_STAGES 4
+constexpr DLLM_HD int moe_w8a8_x_bytes() { return MOE_BM_LARGE * FP8_BLOCK; }
+constexpr DLLM_HD int moe_w8a8_stage_bytes() { return moe_w8a8_x_bytes() + MOE_MMA_WROWS * FP8_BLOCK; }
+static constexpr uint32_t MOE_TILES_M64_W8A8_SMEM = W8A8_STAGES * moe_w8a8_stage_bytes() + 1024;
+static_assert(2 * (MOE_TILES_M64_W8A8_SMEM + 1024) <= 228 * 1024, "two CTAs of the W8A8 tiles must share an SM");
+static_assert(FP8_BLOCK == GEMM_BK * 2, "a W8A8 stage's code rows are a bf16 stage's 128-byte rows");
+// quantize_rows_fp8 (quantize_fp8.cu): a warp a (row, group of FP8_BLOCK columns), QUANT_ROWS_WARPS
+// warps a CTA.
+#define QUANT_ROWS_WARPS 8
 
 // ---- launch-parameter structs ---------------------------------------------------------------
 
@@ -580,6 +594,10 @@ struct MoeGemmParams {
     // The stream kernels (moe_stream.cu): each warp hints its weight lines into L2 this many of
     // its chunks beyond the one it is loading (0: none).
     int32_t prefetch_ahead;
+    // The W8A8 tiles: x as e4m3 codes ([rows][k], the rows x's are) and their scales
+    // ([rows][ceil(k/128)]), from quantize_rows_fp8.
+    DEV_PTR(const uint8_t) x_fp8;
+    DEV_PTR(const float) x_scale;
 };
 
 // quantize_fp8.cu: mats matrices [rows][cols] bf16 -> e4m3 codes (same layout) and scales
@@ -588,6 +606,17 @@ struct QuantizeFp8Params {
     DEV_PTR(const bf16) src;
     DEV_PTR(uint8_t) codes;
     DEV_PTR(float) scale_inv;
+    int32_t rows;
+    int32_t cols;
+};
+
+// quantize_fp8.cu's quantize_rows_fp8: activations [rows][cols] bf16 (row r at src + r * cols) ->
+// e4m3 codes [rows][cols] and one f32 scale a row and group of FP8_BLOCK columns
+// ([rows][ceil(cols/128)]), the weights' rules over groups of 1 x 128 (src/fp8.rs, quantize_rows).
+struct QuantizeRowsParams {
+    DEV_PTR(const bf16) src;
+    DEV_PTR(uint8_t) codes;
+    DEV_PTR(float) scale;
     int32_t rows;
     int32_t cols;
 };

@@ -35,3 +35,32 @@ extern "C" __global__ void __launch_bounds__(QUANT_THREADS) quantize_fp8(const Q
         codes[at] = __nv_cvt_float_to_fp8(bf2f(src[at]) / s, __NV_SATFINITE, __NV_E4M3);
     }
 }
+
+// quantize_rows_fp8: activations -> e4m3 codes and one scale a row and group of FP8_BLOCK columns
+// (the W8A8 expert tiles' x: CudaOptions::fp8_activations). The weights' rules over 1 x 128 groups
+// (src/fp8.rs quantize_rows, matched bit for bit): scale = amax / 448 (1 for an all-zero group),
+// code = e4m3_satfinite_rne(x / scale). Warp w of CTA b takes group (b * QUANT_ROWS_WARPS + w) of
+// the rows' groups, row-major; lane l its columns l, l + 32, l + 64, l + 96.
+extern "C" __global__ void __launch_bounds__(QUANT_ROWS_WARPS * WARP) quantize_rows_fp8(const QuantizeRowsParams p) {
+    const int groups = (p.cols + FP8_BLOCK - 1) / FP8_BLOCK, lane = threadIdx.x % WARP;
+    const long gi = (long)blockIdx.x * QUANT_ROWS_WARPS + threadIdx.x / WARP;
+    if (gi >= (long)p.rows * groups) return;
+    const int row = gi / groups, c0 = (gi % groups) * FP8_BLOCK;
+    const bf16* src = p.src + (size_t)row * p.cols;
+    float v[FP8_BLOCK / WARP];
+    float amax = 0.f;
+#pragma unroll
+    for (int j = 0; j < FP8_BLOCK / WARP; j++) {
+        const int c = c0 + lane + WARP * j;
+        v[j] = c < p.cols ? bf2f(src[c]) : 0.f;
+        amax = fmaxf(amax, fabsf(v[j]));  // fmaxf drops a NaN, as the host's f32::max does
+    }
+    amax = warp_max(amax);
+    const float s = amax > 0.f ? amax / FP8_MAX : 1.f;  // IEEE division, as on the host
+    if (lane == 0) p.scale[gi] = s;
+#pragma unroll
+    for (int j = 0; j < FP8_BLOCK / WARP; j++) {
+        const int c = c0 + lane + WARP * j;
+        if (c < p.cols) p.codes[(size_t)row * p.cols + c] = __nv_cvt_float_to_fp8(v[j] / s, __NV_SATFINITE, __NV_E4M3);
+    }
+}

@@ -22,7 +22,9 @@ pub const E4M3_NAN: u8 = 0x7F;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Quantization {
-    /// Routed experts as block FP8 (e4m3 + one f32 scale per 128x128 block), W8A16 GEMMs.
+    /// Routed experts as block FP8 (e4m3 + one f32 scale per 128x128 block): W8A16 GEMMs, or on
+    /// Hopper from 8 rows an expert W8A8 (the activations quantized per row and 128 columns,
+    /// [`quantize_rows`]; `--fp8-activations`).
     Fp8,
 }
 
@@ -209,6 +211,36 @@ impl Fp8Matrix {
     }
 }
 
+/// Activations `[rows, cols]` quantized as the W8A8 expert tiles take them (CUDA
+/// `fp8_activations`; csrc/quantize_fp8.cu's quantize_rows_fp8 bit for bit): the weights' rules
+/// over groups of 1 x 128 (a row's columns 0..128, 128..256, ...): codes `[rows, cols]` and scales
+/// `[rows, ceil(cols/128)]`.
+pub fn quantize_rows(x: &[f32], rows: usize, cols: usize) -> Result<(Vec<u8>, Vec<f32>)> {
+    if x.len() != rows * cols {
+        bail!("quantize_rows: {} values for {rows}x{cols}", x.len());
+    }
+    let groups = cols.div_ceil(BLOCK);
+    let (mut codes, mut scales) = (vec![0u8; rows * cols], vec![1.0f32; rows * groups]);
+    for r in 0..rows {
+        for g in 0..groups {
+            let (c0, c1) = (r * cols + g * BLOCK, r * cols + ((g + 1) * BLOCK).min(cols));
+            let s = block_scale(x[c0..c1].iter().fold(0f32, |m, v| m.max(v.abs())));
+            scales[r * groups + g] = s;
+            for c in c0..c1 {
+                codes[c] = f32_to_e4m3(x[c] / s);
+            }
+        }
+    }
+    Ok((codes, scales))
+}
+
+/// One activation row as the W8A8 tiles multiply it: quantized by [`quantize_rows`] and
+/// dequantized (code * its group's scale).
+pub fn round_trip_row(x: &[f32]) -> Vec<f32> {
+    let (codes, scales) = quantize_rows(x, 1, x.len()).expect("one row of its own length");
+    codes.iter().enumerate().map(|(c, &q)| e4m3_to_f32(q) * scales[c / BLOCK]).collect()
+}
+
 /// The f32 weights a bf16 matrix becomes once quantized and dequantized (what the fp8 GEMMs
 /// multiply by): the CPU backend's `--quantization fp8`.
 pub fn round_trip(w: &[f32], out: usize, inp: usize) -> Result<Vec<f32>> {
@@ -348,6 +380,32 @@ mod tests {
         assert_eq!(q.scale_inv, vec![1.0 / 448.0]);
         assert_eq!(q.codes, vec![0x7E, E4M3_NAN, 0x7E, 0x7E]);
         assert!(q.dequantize()[1].is_nan());
+    }
+
+    #[test]
+    fn rows_quantize_in_groups_of_128_columns() {
+        // 2 rows of 300 columns: groups of 128, 128 and 44; one group all zero (scale 1).
+        let mut x = lcg_matrix(2, 300, 7);
+        for v in &mut x[300 + 128..300 + 256] {
+            *v = 0.0;
+        }
+        let (codes, scales) = quantize_rows(&x, 2, 300).unwrap();
+        assert_eq!((codes.len(), scales.len()), (600, 6));
+        for r in 0..2 {
+            for g in 0..3 {
+                let span = &x[r * 300 + g * 128..r * 300 + ((g + 1) * 128).min(300)];
+                let amax = span.iter().fold(0f32, |m, v| m.max(v.abs()));
+                assert_eq!(scales[r * 3 + g], block_scale(amax), "row {r} group {g}");
+            }
+        }
+        assert_eq!(scales[4], 1.0);
+        // Each value within half an e4m3 step (2^-4 relative) of its round trip, or of 0 below
+        // the subnormals' reach.
+        let rt: Vec<f32> = x.chunks(300).flat_map(round_trip_row).collect();
+        for (i, (a, b)) in x.iter().zip(&rt).enumerate() {
+            let s = scales[(i / 300) * 3 + (i % 300) / 128];
+            assert!((a - b).abs() <= a.abs() / 16.0 + s / 1024.0, "{i}: {a} -> {b}");
+        }
     }
 
     #[test]

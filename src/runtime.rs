@@ -39,6 +39,10 @@ pub struct LoadOptions {
     /// `--quantization fp8`: routed experts as block FP8 (a checkpoint that stores them so is
     /// FP8 without it).
     pub quantization: Option<crate::fp8::Quantization>,
+    /// FP8 experts on Hopper GPUs: W8A8 (the activations quantized too, one scale a row and 128
+    /// columns) where the experts average 8 rows or more, else W8A16 (the CUDA backend's
+    /// `fp8_activations`; the CPU backend is W8A16 either way).
+    pub fp8_activations: bool,
     /// Steps of up to this many requests run as CUDA graphs (0: none); None: the backend's
     /// default (SGLang's `--cuda-graph-max-bs`, `--disable-cuda-graph`).
     pub cuda_graph_max_bs: Option<usize>,
@@ -67,6 +71,11 @@ pub struct LoadFlags {
     /// the GPU at load; a checkpoint that stores FP8 experts needs no flag.
     #[arg(long, value_enum)]
     pub quantization: Option<crate::fp8::Quantization>,
+    /// With FP8 experts on a Hopper GPU: quantize the experts' activations too (W8A8, one scale
+    /// a row and 128 columns, as SGLang's block-FP8 MoE does) where the experts average 8 rows or
+    /// more (batch 8 up). `false`: W8A16 at every batch, more accurate and slower.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub fp8_activations: bool,
     /// Tensor parallelism: the model sharded over this many GPUs of this host, one thread each
     /// (with `--device cpu`: ranks as CPU threads, the tests' twin).
     #[arg(long, alias = "tensor-parallel-size", default_value_t = 1)]
@@ -111,6 +120,7 @@ impl LoadFlags {
             tp_size: self.tp_size,
             load_format: self.load_format,
             quantization: self.quantization,
+            fp8_activations: self.fp8_activations,
             cuda_graph_max_bs: self.graphs.max_bs(),
         }
     }
@@ -124,6 +134,7 @@ impl LoadOptions {
             tp_size: 1,
             load_format: LoadFormat::Auto,
             quantization: None,
+            fp8_activations: true,
             cuda_graph_max_bs: None,
         }
     }
@@ -193,6 +204,7 @@ fn cuda_options(opts: &LoadOptions) -> crate::backend::cuda::CudaOptions {
         cuda.mem_fraction_static = f;
     }
     cuda.quantization = opts.quantization;
+    cuda.fp8_activations = opts.fp8_activations;
     if let Some(n) = opts.cuda_graph_max_bs {
         cuda.cuda_graph_max_bs = n;
     }

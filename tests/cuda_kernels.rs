@@ -45,8 +45,16 @@ mod cuda {
     }
 
     fn opts() -> CudaOptions {
-        // Small pages so a sequence spans several; a capped cache so tests can share the GPU.
-        CudaOptions { page_size: 8, max_kv_bytes: Some(256 << 20), poison: true, dense_stream: true, ..CudaOptions::default() }
+        // Small pages so a sequence spans several; a capped cache so tests can share the GPU. fp8
+        // experts as W8A16 (the CPU twin's default): the W8A8 tiles have their own tests.
+        CudaOptions {
+            page_size: 8,
+            max_kv_bytes: Some(256 << 20),
+            poison: true,
+            dense_stream: true,
+            fp8_activations: false,
+            ..CudaOptions::default()
+        }
     }
 
     fn opts_q(quantization: Option<Quantization>) -> CudaOptions {
@@ -2028,6 +2036,58 @@ mod cuda {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// The W8A8 tiles (CudaOptions::fp8_activations) against the CPU twin that quantizes the
+    /// routed experts' activations the same way (CpuBackend::set_fp8_activations): the mid shape
+    /// (hidden 256: two scale blocks of x a row; intermediate 144: a ragged second block of act)
+    /// at 64-row items, with 24 tokens (one item an expert, most rows padding), 150 and 200.
+    #[test]
+    fn w8a8_ops_match_cpu() {
+        if skip() {
+            return;
+        }
+        let dir = tmp("w8a8-ops");
+        write_mid_shape(&dir, 8, 2, 128, 144);
+        let q = Some(Quantization::Fp8);
+        let mut p = pair_opts(&dir, q, CudaOptions { fp8_activations: true, moe_item_rows: Some(64), ..opts_q(q) });
+        p.cpu.set_fp8_activations(true);
+        for (seed, tokens) in [(31u64, 24usize), (32, 150), (33, 200)] {
+            eprintln!("W8A8, {tokens} tokens");
+            ops_agree(&mut p, seed, tokens);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// quantize_rows_fp8 against fp8::quantize_rows, bit for bit (codes and scales): rows of a
+    /// whole number of groups, a ragged last group, fewer columns than a group, an all-zero group
+    /// (scale 1), and exact e4m3 ties, subnormals, -0 and the saturation edge in a group of scale 1.
+    #[test]
+    fn fp8_quantize_rows_kernel_matches_host_bit_for_bit() {
+        if skip() {
+            return;
+        }
+        let dir = tmp("fp8-quantize-rows");
+        make_model("tiny", &dir, 0).unwrap();
+        let gpu = CudaBackend::load(&Checkpoint::open(&dir).unwrap(), &opts()).unwrap();
+        let mut rng = Rng::new(23);
+        for (rows, cols) in [(5usize, 2048usize), (37, 300), (3, 64), (9, 144)] {
+            let mut x: Vec<f32> = bf16_round(&rand_vec(&mut rng, rows * cols, 3.0));
+            let special = [448.0f32, 1.0625, 1.1875, -1.0625, 7.5 / 512.0, 0.5 / 512.0, 1.5 / 512.0, -0.0, 1.9375, 416.0, 440.0, 1e-30];
+            x[..special.len()].copy_from_slice(&special);
+            if rows > 1 {
+                x[cols..cols + cols.min(128)].iter_mut().for_each(|v| *v = 0.0);
+            }
+            let bits: Vec<u16> = x.iter().map(|&v| half::bf16::from_f32(v).to_bits()).collect();
+            let x: Vec<f32> = bits.iter().map(|&b| half::bf16::from_bits(b).to_f32()).collect();
+            let (codes, scales) = gpu.quantize_rows_fp8(&bits, rows, cols).unwrap();
+            let (want_codes, want_scales) = dllm::fp8::quantize_rows(&x, rows, cols).unwrap();
+            let first = codes.iter().zip(&want_codes).position(|(a, b)| a != b);
+            eprintln!("quantize_rows {rows}x{cols}: first code difference {first:?}, scales equal: {}", scales == want_scales);
+            assert_eq!(scales.iter().map(|s| s.to_bits()).collect::<Vec<_>>(), want_scales.iter().map(|s| s.to_bits()).collect::<Vec<_>>());
+            assert_eq!(first, None, "gpu {:#x} vs host {:#x}", codes[first.unwrap_or(0)], want_codes[first.unwrap_or(0)]);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// tiny with fp8 experts and every expert chosen: CPU (dequantized weights, f32) and CUDA
     /// (W8A16 GEMMs) in lockstep within PTOL, differing only at printed near-ties.
     #[test]
@@ -2106,8 +2166,9 @@ mod cuda {
 
     /// The accuracy of fp8 experts on mini's shapes (4 of its layers, random weights drawn on
     /// the device; the fp8 backend quantizes the same draws): relative error of the logits of a
-    /// random prompt, printed. A bound loose enough for the routing flips such a model has,
-    /// tight enough to catch a wrong scale (which moves the logits by O(1)).
+    /// random prompt, printed, W8A16 (the 16-row items such a prompt makes) and W8A8 (64-row
+    /// items, CudaOptions::fp8_activations). A bound loose enough for the routing flips such a
+    /// model has, tight enough to catch a wrong scale (which moves the logits by O(1)).
     #[test]
     fn mini_shape_fp8_vs_bf16_logits() {
         if skip() {
@@ -2116,7 +2177,13 @@ mod cuda {
         let mut c = preset("mini").unwrap();
         c.num_hidden_layers = 4;
         let mut bf16 = CudaBackend::random(c.clone(), 3, &opts()).unwrap();
-        let mut fp8 = CudaBackend::random(c.clone(), 3, &opts_q(Some(Quantization::Fp8))).unwrap();
+        let fp8 = opts_q(Some(Quantization::Fp8));
+        for (way, o) in [("W8A16", fp8.clone()), ("W8A8", CudaOptions { fp8_activations: true, moe_item_rows: Some(64), ..fp8 })] {
+            fp8_vs_bf16_logits(&c, &mut bf16, &mut CudaBackend::random(c.clone(), 3, &o).unwrap(), way);
+        }
+    }
+
+    fn fp8_vs_bf16_logits(c: &ModelConfig, bf16: &mut CudaBackend, fp8: &mut CudaBackend, way: &str) {
         let mut rng = Rng::new(4);
         let tokens: Vec<u32> = (0..64).map(|_| (rng.next_u64() % 150_000) as u32).collect();
         let rows: Vec<usize> = (32..64).collect();
@@ -2124,16 +2191,16 @@ mod cuda {
             let s = b.alloc_seq(tokens.len()).unwrap();
             let mut batch = StepBatch::default();
             batch.push(s, 0, &tokens, 32);
-            let l = dllm::model::forward_logits(b, &c, &batch, &rows).unwrap();
+            let l = dllm::model::forward_logits(b, c, &batch, &rows).unwrap();
             b.free_seq(s);
             l
         };
-        let (a, q) = (run(&mut bf16), run(&mut fp8));
+        let (a, q) = (run(bf16), run(fp8));
         let e = rel_err(&q, &a);
         let v = c.vocab_size;
         let mut per_row: Vec<f64> = (0..rows.len()).map(|r| rel_err(&q[r * v..(r + 1) * v], &a[r * v..(r + 1) * v])).collect();
         per_row.sort_by(f64::total_cmp);
-        eprintln!("mini shapes (4 layers): fp8 vs bf16 logits relative error {e:.4}, median row {:.4}", per_row[per_row.len() / 2]);
+        eprintln!("mini shapes (4 layers): fp8 ({way}) vs bf16 logits relative error {e:.4}, median row {:.4}", per_row[per_row.len() / 2]);
         assert!(e > 0.0 && e < 0.25, "{e}");
     }
 

@@ -96,6 +96,10 @@ pub struct CpuBackend {
     head_out: Option<HeadOut>,
     /// The next `Head::Sample`'s draws.
     draws: Vec<RowDraw>,
+    /// The routed experts' inputs (x, and the act rows rounded to bf16) quantized to e4m3 per row
+    /// and 128 columns and dequantized before their GEMMs: the twin of the CUDA W8A8 tiles
+    /// (`CudaOptions::fp8_activations`), set by [`CpuBackend::set_fp8_activations`].
+    fp8_activations: bool,
 }
 
 /// The lm_head's results of one forward.
@@ -251,7 +255,14 @@ impl CpuBackend {
             routing: None,
             head_out: None,
             draws: Vec::new(),
+            fp8_activations: false,
         })
+    }
+
+    /// The routed experts' GEMMs on fp8-quantized activations (see `fp8_activations`), as the
+    /// CUDA backend's W8A8 tiles compute them.
+    pub fn set_fp8_activations(&mut self, on: bool) {
+        self.fp8_activations = on;
     }
 
     /// Every rank's part, in rank order (just `part` at one rank).
@@ -339,14 +350,32 @@ pub fn silu(x: f32) -> f32 {
 
 /// Feed-forward of one row through a gated MLP.
 fn mlp_row(m: &Mlp, x: &[f32]) -> Vec<f32> {
+    let a = mlp_act(m, x);
+    mlp_down(m, &a)
+}
+
+/// silu(x gate^T) * (x up^T) of one row.
+fn mlp_act(m: &Mlp, x: &[f32]) -> Vec<f32> {
+    (0..m.gate.out)
+        .map(|j| {
+            let g = dot(x, &m.gate.w[j * m.gate.inp..(j + 1) * m.gate.inp]);
+            let u = dot(x, &m.up.w[j * m.up.inp..(j + 1) * m.up.inp]);
+            silu(g) * u
+        })
+        .collect()
+}
+
+/// a down^T of one row.
+fn mlp_down(m: &Mlp, a: &[f32]) -> Vec<f32> {
     let inter = m.gate.out;
-    let mut a = vec![0.0f32; inter];
-    for (j, aj) in a.iter_mut().enumerate() {
-        let g = dot(x, &m.gate.w[j * m.gate.inp..(j + 1) * m.gate.inp]);
-        let u = dot(x, &m.up.w[j * m.up.inp..(j + 1) * m.up.inp]);
-        *aj = silu(g) * u;
-    }
-    (0..m.down.out).map(|o| dot(&a, &m.down.w[o * inter..(o + 1) * inter])).collect()
+    (0..m.down.out).map(|o| dot(a, &m.down.w[o * inter..(o + 1) * inter])).collect()
+}
+
+/// [`mlp_row`] as the W8A8 expert tiles compute it: x and the act row, each rounded to bf16 (as
+/// the GPU holds them) and then through e4m3 per 128 columns (`fp8::round_trip_row`).
+fn mlp_row_fp8_activations(m: &Mlp, x: &[f32]) -> Vec<f32> {
+    let as_gpu = |v: &[f32]| crate::fp8::round_trip_row(&v.iter().map(|&e| half::bf16::from_f32(e).to_f32()).collect::<Vec<_>>());
+    mlp_down(m, &as_gpu(&mlp_act(m, &as_gpu(x))))
 }
 
 /// Sigmoid router with bias-adjusted group-limited top-k; returns (expert, weight) pairs.
@@ -621,10 +650,11 @@ impl Backend for CpuBackend {
                         biased: biased.chunks(e).map(<[f32]>::to_vec).collect(),
                     });
                 }
+                let routed_mlp = if self.fp8_activations { mlp_row_fp8_activations } else { mlp_row };
                 y.data.par_chunks_mut(x.cols).enumerate().for_each(|(r, yr)| {
                     let xr = x.row(r);
                     for &(e, w) in &routes[r] {
-                        for (a, b) in yr.iter_mut().zip(mlp_row(&moe.experts[e], xr)) {
+                        for (a, b) in yr.iter_mut().zip(routed_mlp(&moe.experts[e], xr)) {
                             *a += w * b;
                         }
                     }

@@ -131,6 +131,10 @@ pub struct Common {
     /// wgmma's A operand (true, the default) or into shared memory (false). For measuring it.
     #[arg(long)]
     pub fp8_codes_in_registers: Option<bool>,
+    /// CUDA: fp8 experts' 64-row items as W8A8 (activations quantized per row and 128 columns,
+    /// fp8 wgmma; true) or W8A16 (false, the default). For measuring it.
+    #[arg(long)]
+    pub fp8_activations: Option<bool>,
     /// CUDA: moe_route's one cluster of rows (batch 1) over a cluster of 16 CTAs where the GPU
     /// places one (true, the default) or of 8 (false). For measuring it.
     #[arg(long)]
@@ -309,6 +313,7 @@ fn cuda(cmd: BenchCmd, process_start: std::time::Instant) -> Result<()> {
         moe_ws_tiles: common.moe_ws_tiles,
         fp8_m16_tiles: common.fp8_m16_tiles,
         fp8_codes_in_registers: common.fp8_codes_in_registers.unwrap_or(CudaOptions::default().fp8_codes_in_registers),
+        fp8_activations: common.fp8_activations.unwrap_or(CudaOptions::default().fp8_activations),
         fused_router: common.fused_router,
         wide_route: common.wide_route.unwrap_or(CudaOptions::default().wide_route),
         shared_items_first: common.shared_items_first.unwrap_or(CudaOptions::default().shared_items_first),

@@ -30,6 +30,16 @@ pub fn launch_quantize(k: &Kernels, src: u64, codes: u64, scale_inv: u64, mats: 
     Ok(k.launch(Kernel::QuantizeFp8, (sc as u32, sr as u32, mats as u32), QUANT_THREADS as u32, &p)?)
 }
 
+/// Quantize activations `[rows, cols]` bf16 at device address `src` into e4m3 codes `[rows, cols]`
+/// at `codes` and scales `[rows, ceil(cols/128)]` at `scale` (csrc/quantize_fp8.cu,
+/// quantize_rows_fp8; CPU twin `crate::fp8::quantize_rows`).
+pub fn launch_quantize_rows(k: &Kernels, src: u64, codes: u64, scale: u64, rows: usize, cols: usize) -> Result<()> {
+    let groups = rows * cols.div_ceil(crate::fp8::BLOCK);
+    let p = QuantizeRowsParams { src, codes, scale, rows: rows as i32, cols: cols as i32 };
+    let ctas = groups.div_ceil(QUANT_ROWS_WARPS).max(1);
+    Ok(k.launch(Kernel::QuantizeRowsFp8, (ctas as u32, 1, 1), (QUANT_ROWS_WARPS * WARP) as u32, &p)?)
+}
+
 /// Device buffers for `mats` fp8 matrices `[rows, cols]`.
 fn alloc_fp8(k: &Kernels, mats: usize, rows: usize, cols: usize, what: &str) -> Result<(CudaSlice<u8>, CudaSlice<f32>)> {
     let [sr, sc] = scale_shape(rows, cols);
@@ -112,6 +122,19 @@ impl CudaBackend {
         let src = self.upload(bf16_bits, "quantize input")?;
         let (codes, scales) = alloc_fp8(&self.k, mats, rows, cols, "quantize output")?;
         launch_quantize(&self.k, self.p(&src), self.p(&codes), self.p(&scales), mats, rows, cols)?;
+        Ok((self.download(&codes, "fp8 codes")?, self.download(&scales, "fp8 scales")?))
+    }
+
+    /// The activations' quantize kernel on `rows` bf16 rows of `cols` (bits), read back: (codes,
+    /// scales), for testing it against `crate::fp8::quantize_rows`.
+    pub fn quantize_rows_fp8(&self, bf16_bits: &[u16], rows: usize, cols: usize) -> Result<(Vec<u8>, Vec<f32>)> {
+        if bf16_bits.len() != rows * cols {
+            return Err(anyhow!("quantize_rows_fp8: {} values for {rows}x{cols}", bf16_bits.len()));
+        }
+        let src = self.upload(bf16_bits, "quantize_rows input")?;
+        let codes = self.k.alloc::<u8>(rows * cols, "quantize_rows codes")?;
+        let scales = self.k.alloc::<f32>(rows * cols.div_ceil(crate::fp8::BLOCK), "quantize_rows scales")?;
+        launch_quantize_rows(&self.k, self.p(&src), self.p(&codes), self.p(&scales), rows, cols)?;
         Ok((self.download(&codes, "fp8 codes")?, self.download(&scales, "fp8 scales")?))
     }
 }

@@ -36,6 +36,7 @@ unsafe impl DeviceRepr for PermuteParams {}
 unsafe impl DeviceRepr for MoeGemmParams {}
 unsafe impl DeviceRepr for DenseStreamParams {}
 unsafe impl DeviceRepr for QuantizeFp8Params {}
+unsafe impl DeviceRepr for QuantizeRowsParams {}
 unsafe impl DeviceRepr for CombineParams {}
 unsafe impl DeviceRepr for SiluMulParams {}
 unsafe impl DeviceRepr for PickParams {}

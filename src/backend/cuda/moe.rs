@@ -6,6 +6,7 @@
 use super::act::{CudaAct, MoeSlots};
 use super::dense::MlpOut;
 use super::error::CudaError;
+use super::fp8::launch_quantize_rows;
 use super::kernels::{params::*, Kernel, Kernels, TENSOR_MAP_BYTES};
 use super::weights::{ExpertMatrix, Ffn, MoeWeights};
 use super::CudaBackend;
@@ -19,10 +20,14 @@ use cudarc::driver::CudaSlice;
 /// where two 64-row items read them twice), else 64. Otherwise (fp8 experts, or no wgmma): 64
 /// once the experts average 12 rows or more (one item then reads an expert's weights once where
 /// 16-row items read them once per 16 rows), else 16 (the weight stream); with fp8 experts,
-/// FP8_M64_MIN_ROWS or more. `forced` (CudaOptions::moe_item_rows) overrides it; 128 only where
-/// the wgmma tiles run (else 64).
-fn moe_tile_rows(slots: usize, experts: usize, forced: Option<usize>, bf16_wgmma: bool, fp8: bool) -> usize {
-    let large_from = if fp8 { FP8_M64_MIN_ROWS } else { M64_MIN_ROWS };
+/// FP8_M64_MIN_ROWS or more (W8A8_M64_MIN_ROWS as W8A8). `forced` (CudaOptions::moe_item_rows)
+/// overrides it; 128 only where the wgmma tiles run (else 64).
+fn moe_tile_rows(slots: usize, experts: usize, forced: Option<usize>, bf16_wgmma: bool, fp8: Option<Fp8Tiles>) -> usize {
+    let large_from = match fp8 {
+        None => M64_MIN_ROWS,
+        Some(Fp8Tiles::W8a8) => W8A8_M64_MIN_ROWS,
+        Some(_) => FP8_M64_MIN_ROWS,
+    };
     match forced {
         Some(MOE_BM_XLARGE) if !bf16_wgmma => MOE_BM_LARGE,
         Some(rows) => rows,
@@ -47,6 +52,11 @@ const M128_MIN_ROWS: usize = 32;
 /// (docs/PERF.md, session 39); 12 lies between. It was 24, with the tiles that widen the codes in
 /// shared memory (4% slower than the 16-row tiles at 16 rows an expert: session 37).
 const FP8_M64_MIN_ROWS: usize = 12;
+/// The experts' average rows from which fp8 experts take 64-row items as W8A8
+/// (CudaOptions::fp8_activations). Against the 16-row W8A16 tiles (docs/PERF.md, session 40): at
+/// 8 rows an expert (batch 8) 11% faster steps at mini's shape and 20% at flash's; at 4 (batch 4)
+/// 4% slower at mini's and 14% faster at flash's; at 1-3 (batch 1) 22% and 4% slower.
+const W8A8_M64_MIN_ROWS: usize = 8;
 
 /// The most rows moe_route takes by default: its logits and selection in one launch (a cluster
 /// per ROUTE_ROWS rows, each reading the router's weights) against cuBLAS's logits and
@@ -106,14 +116,25 @@ impl ExpertGemm {
     }
 }
 
+/// How fp8 experts' 64-row items run on Hopper (CudaOptions::fp8_codes_in_registers and
+/// fp8_activations): the codes widened to bf16 into shared memory a 64-column stage at a time, or
+/// in registers as wgmma's A operand (W8A16 both), or multiplied as they are by the activations'
+/// codes (W8A8: quantize_rows_fp8 before each GEMM).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fp8Tiles {
+    SharedMemory,
+    Registers,
+    W8a8,
+}
+
 /// [gate_up, down] for the tile rows and the weight type: 16-row items go to the weight-stream
 /// kernels (csrc/moe_stream.cu), or with fp8 experts and `fp8_m16` to its fp8 tiles (faster at
 /// every batch that makes 16-row items: docs/PERF.md, session 37); 64- and 128-row items to the
 /// shared-memory tiles (csrc/moe_gemm.cu; 128 rows: bf16 with `wgmma` only; with `wgmma`, the
-/// Hopper path, the fp8 CTAs take the bf16 tiles' columns, and with `fp8_ra` widen the codes in
-/// registers: CudaOptions::fp8_codes_in_registers). `ws` (bf16 with `wgmma`, 64 or 128 rows, the
-/// layer's tensor maps at hand): the persistent warp-specialized tiles.
-fn expert_gemms(tile_m: usize, fp8: bool, wgmma: bool, ws: bool, fp8_m16: bool, fp8_ra: bool) -> [ExpertGemm; 2] {
+/// Hopper path, the fp8 CTAs take the bf16 tiles' columns, in the way `fp8_m64` names). `ws`
+/// (bf16 with `wgmma`, 64 or 128 rows, the layer's tensor maps at hand): the persistent
+/// warp-specialized tiles.
+fn expert_gemms(tile_m: usize, fp8: bool, wgmma: bool, ws: bool, fp8_m16: bool, fp8_m64: Fp8Tiles) -> [ExpertGemm; 2] {
     let stream = |kernel, cols| ExpertGemm { kernel, cols, threads: STREAM_THREADS as u32, smem: 0, persistent: true };
     let fp8_tiles = |kernel, smem| ExpertGemm { kernel, cols: GEMM_BN, threads: GEMM_THREADS as u32, smem, persistent: false };
     let tiles = |kernel, cols, threads: u32, smem| ExpertGemm { kernel, cols, threads, smem, persistent: false };
@@ -135,7 +156,11 @@ fn expert_gemms(tile_m: usize, fp8: bool, wgmma: bool, ws: bool, fp8_m16: bool, 
         ],
         (MOE_BM_SMALL, false) => [stream(K::MoeGateUpStream, gu), stream(K::MoeDownStream, dn)],
         (MOE_BM_SMALL, true) => [stream(K::MoeGateUpStreamFp8, gu), stream(K::MoeDownStreamFp8, dn)],
-        (_, true) if wgmma && fp8_ra => [
+        (_, true) if wgmma && fp8_m64 == Fp8Tiles::W8a8 => [
+            tiles(K::MoeGateUpM64W8a8, gu_cols, MOE_TILES_THREADS, MOE_TILES_M64_W8A8_SMEM),
+            tiles(K::MoeDownM64W8a8, dn_cols, MOE_TILES_THREADS, MOE_TILES_M64_W8A8_SMEM),
+        ],
+        (_, true) if wgmma && fp8_m64 == Fp8Tiles::Registers => [
             tiles(K::MoeGateUpM64Fp8Ra, gu_cols, MOE_TILES_THREADS, MOE_TILES_M64_FP8_RA_SMEM),
             tiles(K::MoeDownM64Fp8Ra, dn_cols, MOE_TILES_THREADS, MOE_TILES_M64_FP8_RA_SMEM),
         ],
@@ -237,6 +262,16 @@ pub(super) struct MoeScratch {
     _perm: [CudaSlice<i32>; 3],
     _slot_weight: CudaSlice<f32>,
     _act: CudaSlice<u16>,
+    _w8a8: Option<W8a8Scratch>,
+}
+
+/// The W8A8 tiles' inputs (CudaOptions::fp8_activations): x's and act's e4m3 codes and their
+/// scales (one a row and 128 columns).
+pub(super) struct W8a8Scratch {
+    x_codes: CudaSlice<u8>,
+    x_scales: CudaSlice<f32>,
+    act_codes: CudaSlice<u8>,
+    act_scales: CudaSlice<f32>,
 }
 
 /// A MoE layer's TMA tensor maps, one device buffer: the routed experts' gate, up and down
@@ -602,7 +637,8 @@ impl CudaBackend {
     fn tile_rows(&self, m: &MoeWeights, rows: usize) -> usize {
         let c = &self.cfg;
         let bf16 = matches!(m.gate, ExpertMatrix::Bf16(_));
-        moe_tile_rows(rows * c.num_experts_per_tok, c.num_experts, self.opts.moe_item_rows, bf16 && self.wgmma, !bf16)
+        let fp8 = (!bf16).then(|| self.fp8_m64_tiles());
+        moe_tile_rows(rows * c.num_experts_per_tok, c.num_experts, self.opts.moe_item_rows, bf16 && self.wgmma, fp8)
     }
 
     /// The shared expert as one more expert of the routed experts' launches (the weight stream
@@ -622,6 +658,16 @@ impl CudaBackend {
         let ws = self.ws_tiles(tile_m) && self.expert_maps.iter().flatten().any(|mp| mp.shared);
         let max_items = self.opts.shared_expert_items.unwrap_or(if ws { usize::MAX } else { SHARED_STREAM_MAX_ITEMS });
         (bf16 || fp8_m16) && s.inter == self.cfg.moe_intermediate_size && rows.div_ceil(tile_m) <= max_items
+    }
+
+    /// How fp8 experts' 64-row items run (`CudaOptions::fp8_activations` where wgmma is, then
+    /// `fp8_codes_in_registers`).
+    fn fp8_m64_tiles(&self) -> Fp8Tiles {
+        match (self.opts.fp8_activations && self.wgmma, self.opts.fp8_codes_in_registers) {
+            (true, _) => Fp8Tiles::W8a8,
+            (false, true) => Fp8Tiles::Registers,
+            (false, false) => Fp8Tiles::SharedMemory,
+        }
     }
 
     /// Whether fp8 experts' 16-row items take the fp8 tiles (`CudaOptions::fp8_m16_tiles`, by
@@ -695,7 +741,7 @@ impl CudaBackend {
         // layer's tensor maps, the shared expert's too where it is among the items.
         let maps =
             self.expert_maps.get(layer).and_then(|mp| mp.as_ref()).filter(|mp| self.ws_tiles(tile_m) && (shared.is_none() || mp.shared));
-        let [gate_up, down] = expert_gemms(tile_m, fp8, self.wgmma, maps.is_some(), self.fp8_m16_tiles(), self.opts.fp8_codes_in_registers);
+        let [gate_up, down] = expert_gemms(tile_m, fp8, self.wgmma, maps.is_some(), self.fp8_m16_tiles(), self.fp8_m64_tiles());
         let pdl = self.opts.expert_pdl && self.wgmma;
         // The one-warpgroup tiles (csrc/moe_gemm.cu, moe_gemm_bf16).
         let tiles = matches!(gate_up.kernel, Kernel::MoeGateUpM64 | Kernel::MoeGateUpM128);
@@ -769,6 +815,22 @@ impl CudaBackend {
             ..Default::default()
         };
         self.set_weights(&mut g, &m.gate, Some(&m.up));
+        // W8A8: x's codes and scales for gate_up now, act's after it (the buffers are allocated
+        // after the router's launches: gate_up and down then follow plain launches).
+        let w8a8 = if matches!(gate_up.kernel, Kernel::MoeGateUpM64W8a8) {
+            let groups = |cols: usize| cols.div_ceil(crate::fp8::BLOCK);
+            let q = W8a8Scratch {
+                x_codes: self.k.alloc::<u8>(rows * h, "W8A8 x codes")?,
+                x_scales: self.k.alloc::<f32>(rows * groups(h), "W8A8 x scales")?,
+                act_codes: self.k.alloc::<u8>(slots * im, "W8A8 act codes")?,
+                act_scales: self.k.alloc::<f32>(slots * groups(im), "W8A8 act scales")?,
+            };
+            launch_quantize_rows(&self.k, self.p(x), self.p(&q.x_codes), self.p(&q.x_scales), rows, h)?;
+            (g.x_fp8, g.x_scale) = (self.p(&q.x_codes), self.p(&q.x_scales));
+            Some(q)
+        } else {
+            None
+        };
         if let Some(s) = shared {
             g.shared_expert = e as i32;
             (g.shared_w1, g.shared_w2) = self.gate_and_up(s);
@@ -807,6 +869,10 @@ impl CudaBackend {
             self.k.launch_smem(gate_up.kernel, gate_up_grid, gate_up.threads, gate_up.smem, &g)?;
         }
         g.x = self.p(&act);
+        if let Some(q) = &w8a8 {
+            launch_quantize_rows(&self.k, self.p(&act), self.p(&q.act_codes), self.p(&q.act_scales), slots, im)?;
+            (g.x_fp8, g.x_scale) = (self.p(&q.act_codes), self.p(&q.act_scales));
+        }
         self.set_weights(&mut g, &m.down, None);
         g.act_out = 0;
         g.prefetch_ahead = 0; // the down streams measured level with it
@@ -868,6 +934,7 @@ impl CudaBackend {
             _perm: [slot_token, items, num_items],
             _slot_weight: slot_weight,
             _act: act,
+            _w8a8: w8a8,
         };
         Ok(MoeSlots { slot_out, tok_slot, topk, shared, _scratch: Box::new(scratch) })
     }
@@ -907,16 +974,24 @@ mod tests {
     }
 
     #[test]
-    fn fp8_items_of_64_rows_from_12_rows_an_expert() {
+    fn fp8_items_of_64_rows_from_12_rows_an_expert_or_8_as_w8a8() {
         // Mini's 256 experts, top 8: batch 8 (256 rows) averages 8 rows an expert, batch 16 16.
         let (slots, experts) = (|batch: usize| batch * 32 * 8, 256);
-        assert_eq!(moe_tile_rows(slots(8), experts, None, false, true), MOE_BM_SMALL);
-        assert_eq!(moe_tile_rows(slots(16), experts, None, false, true), MOE_BM_LARGE);
-        assert_eq!(moe_tile_rows(slots(16), experts, Some(MOE_BM_SMALL), false, true), MOE_BM_SMALL);
+        let w8a16 = Some(Fp8Tiles::Registers);
+        assert_eq!(moe_tile_rows(slots(8), experts, None, false, w8a16), MOE_BM_SMALL);
+        assert_eq!(moe_tile_rows(slots(16), experts, None, false, w8a16), MOE_BM_LARGE);
+        assert_eq!(moe_tile_rows(slots(16), experts, Some(MOE_BM_SMALL), false, w8a16), MOE_BM_SMALL);
+        // W8A8 from 8 rows an expert: batch 8 up; batch 4 stays on the 16-row W8A16 tiles.
+        let w8a8 = Some(Fp8Tiles::W8a8);
+        assert_eq!(moe_tile_rows(slots(4), experts, None, false, w8a8), MOE_BM_SMALL);
+        assert_eq!(moe_tile_rows(slots(8), experts, None, false, w8a8), MOE_BM_LARGE);
         // On Hopper the 64-row fp8 items take the register tiles unless told otherwise.
-        let kernels = |fp8_ra| expert_gemms(MOE_BM_LARGE, true, true, false, true, fp8_ra).map(|g| g.kernel);
-        assert_eq!(kernels(true), [Kernel::MoeGateUpM64Fp8Ra, Kernel::MoeDownM64Fp8Ra]);
-        assert_eq!(kernels(false), [Kernel::MoeGateUpM64Fp8, Kernel::MoeDownM64Fp8]);
+        let kernels = |tiles| expert_gemms(MOE_BM_LARGE, true, true, false, true, tiles).map(|g| g.kernel);
+        assert_eq!(kernels(Fp8Tiles::Registers), [Kernel::MoeGateUpM64Fp8Ra, Kernel::MoeDownM64Fp8Ra]);
+        assert_eq!(kernels(Fp8Tiles::SharedMemory), [Kernel::MoeGateUpM64Fp8, Kernel::MoeDownM64Fp8]);
+        assert_eq!(kernels(Fp8Tiles::W8a8), [Kernel::MoeGateUpM64W8a8, Kernel::MoeDownM64W8a8]);
+        // 16-row items stay W8A16 either way.
+        assert_eq!(expert_gemms(MOE_BM_SMALL, true, true, false, true, Fp8Tiles::W8a8)[0].kernel, Kernel::MoeGateUpFp8M16);
     }
 
     #[test]
