@@ -14,7 +14,7 @@
 // goes into its own accumulator, which is scaled by the tile's block scale (a stage's 64x64 tile
 // lies in one 128x128 scale block) and added in f32. So the sum is sum(x * e4m3) * scale_inv per
 // block, the CPU twin's x * (e4m3 * scale_inv) up to f32 rounding. On sm_90a, from 8 rows an
-// expert, fp8 runs W8A8 instead (CudaOptions::fp8_activations, moe_gemm_wgmma_w8a8): x quantized
+// expert (4 at 4096 wide: moe.rs), fp8 runs W8A8 instead (CudaOptions::fp8_activations, moe_gemm_wgmma_w8a8): x quantized
 // too (quantize_fp8.cu's quantize_rows_fp8) and both codes multiplied on fp8 wgmma.
 #include "common.cuh"
 #include "cp_async.cuh"

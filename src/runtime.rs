@@ -40,8 +40,8 @@ pub struct LoadOptions {
     /// FP8 without it).
     pub quantization: Option<crate::fp8::Quantization>,
     /// FP8 experts on Hopper GPUs: W8A8 (the activations quantized too, one scale a row and 128
-    /// columns) where the experts average 8 rows or more, else W8A16 (the CUDA backend's
-    /// `fp8_activations`; the CPU backend is W8A16 either way).
+    /// columns) where the experts average 8 rows or more (4 at 4096 wide), else W8A16 (the CUDA
+    /// backend's `fp8_activations`; the CPU backend is W8A16 either way).
     pub fp8_activations: bool,
     /// Steps of up to this many requests run as CUDA graphs (0: none); None: the backend's
     /// default (SGLang's `--cuda-graph-max-bs`, `--disable-cuda-graph`).
@@ -73,7 +73,8 @@ pub struct LoadFlags {
     pub quantization: Option<crate::fp8::Quantization>,
     /// With FP8 experts on a Hopper GPU: quantize the experts' activations too (W8A8, one scale
     /// a row and 128 columns, as SGLang's block-FP8 MoE does) where the experts average 8 rows or
-    /// more (batch 8 up). `false`: W8A16 at every batch, more accurate and slower.
+    /// more (4 at 4096 wide: mini from batch 8, flash from 4). `false`: W8A16 at every batch, more
+    /// accurate and slower.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub fp8_activations: bool,
     /// Tensor parallelism: the model sharded over this many GPUs of this host, one thread each

@@ -112,8 +112,8 @@ pub struct CudaOptions {
     /// moe_gemm_wgmma_fp8_ra), instead of the tiles that widen them into shared memory a
     /// 64-column stage at a time. `dllm bench --fp8-codes-in-registers false` measures without.
     pub fp8_codes_in_registers: bool,
-    /// fp8 experts on Hopper as W8A8 where the experts average W8A8_M64_MIN_ROWS (8) rows or more
-    /// (moe.rs): 64-row items whose activations are quantized to e4m3 with one scale a row and
+    /// fp8 experts on Hopper as W8A8 where the experts average 8 rows or more (4 where they are
+    /// 4096 or more wide; moe.rs, w8a8_m64_min_rows): 64-row items whose activations are quantized to e4m3 with one scale a row and
     /// 128 columns (csrc/quantize_fp8.cu, quantize_rows_fp8; src/fp8.rs, quantize_rows) and
     /// multiplied by the codes on fp8 wgmma (csrc/moe_gemm.cu, moe_gemm_wgmma_w8a8); fewer rows
     /// stay W8A16 (16-row items). Off: W8A16 at every batch (the codes widened to bf16). The CPU

@@ -20,14 +20,9 @@ use cudarc::driver::CudaSlice;
 /// where two 64-row items read them twice), else 64. Otherwise (fp8 experts, or no wgmma): 64
 /// once the experts average 12 rows or more (one item then reads an expert's weights once where
 /// 16-row items read them once per 16 rows), else 16 (the weight stream); with fp8 experts,
-/// FP8_M64_MIN_ROWS or more (W8A8_M64_MIN_ROWS as W8A8). `forced` (CudaOptions::moe_item_rows)
-/// overrides it; 128 only where the wgmma tiles run (else 64).
-fn moe_tile_rows(slots: usize, experts: usize, forced: Option<usize>, bf16_wgmma: bool, fp8: Option<Fp8Tiles>) -> usize {
-    let large_from = match fp8 {
-        None => M64_MIN_ROWS,
-        Some(Fp8Tiles::W8a8) => W8A8_M64_MIN_ROWS,
-        Some(_) => FP8_M64_MIN_ROWS,
-    };
+/// FP8_M64_MIN_ROWS or more (as W8A8, w8a8_m64_min_rows): `large_from` ([`m64_min_rows`]).
+/// `forced` (CudaOptions::moe_item_rows) overrides it; 128 only where the wgmma tiles run (else 64).
+fn moe_tile_rows(slots: usize, experts: usize, forced: Option<usize>, bf16_wgmma: bool, large_from: usize) -> usize {
     match forced {
         Some(MOE_BM_XLARGE) if !bf16_wgmma => MOE_BM_LARGE,
         Some(rows) => rows,
@@ -52,11 +47,30 @@ const M128_MIN_ROWS: usize = 32;
 /// (docs/PERF.md, session 39); 12 lies between. It was 24, with the tiles that widen the codes in
 /// shared memory (4% slower than the 16-row tiles at 16 rows an expert: session 37).
 const FP8_M64_MIN_ROWS: usize = 12;
+
+/// The experts' average rows from which 64-row items run: bf16 (without wgmma), fp8 as W8A16, or
+/// fp8 as W8A8 (`fp8`) for experts `hidden` wide.
+fn m64_min_rows(fp8: Option<Fp8Tiles>, hidden: usize) -> usize {
+    match fp8 {
+        None => M64_MIN_ROWS,
+        Some(Fp8Tiles::W8a8) => w8a8_m64_min_rows(hidden),
+        Some(_) => FP8_M64_MIN_ROWS,
+    }
+}
+
 /// The experts' average rows from which fp8 experts take 64-row items as W8A8
-/// (CudaOptions::fp8_activations). Against the 16-row W8A16 tiles (docs/PERF.md, session 40): at
-/// 8 rows an expert (batch 8) 11% faster steps at mini's shape and 20% at flash's; at 4 (batch 4)
-/// 4% slower at mini's and 14% faster at flash's; at 1-3 (batch 1) 22% and 4% slower.
-const W8A8_M64_MIN_ROWS: usize = 8;
+/// (CudaOptions::fp8_activations), by the experts' width (gate_up's k: a CTA's fixed costs come
+/// once per k it streams). Against the 16-row W8A16 tiles (docs/PERF.md, session 40): at 8 rows an
+/// expert (batch 8) 11-12% faster steps at mini's shape (hidden 2048) and 20-24% at flash's
+/// (4096); at 4 (batch 4) 4% slower at mini's and 14% faster at flash's; at 1-3 (batch 1) 22%
+/// and 4% slower. So from 8 rows below 4096 wide, from 4 at 4096 and wider.
+fn w8a8_m64_min_rows(hidden: usize) -> usize {
+    if hidden >= 4096 {
+        4
+    } else {
+        8
+    }
+}
 
 /// The most rows moe_route takes by default: its logits and selection in one launch (a cluster
 /// per ROUTE_ROWS rows, each reading the router's weights) against cuBLAS's logits and
@@ -637,8 +651,8 @@ impl CudaBackend {
     fn tile_rows(&self, m: &MoeWeights, rows: usize) -> usize {
         let c = &self.cfg;
         let bf16 = matches!(m.gate, ExpertMatrix::Bf16(_));
-        let fp8 = (!bf16).then(|| self.fp8_m64_tiles());
-        moe_tile_rows(rows * c.num_experts_per_tok, c.num_experts, self.opts.moe_item_rows, bf16 && self.wgmma, fp8)
+        let large_from = m64_min_rows((!bf16).then(|| self.fp8_m64_tiles()), c.hidden_size);
+        moe_tile_rows(rows * c.num_experts_per_tok, c.num_experts, self.opts.moe_item_rows, bf16 && self.wgmma, large_from)
     }
 
     /// The shared expert as one more expert of the routed experts' launches (the weight stream
@@ -974,17 +988,20 @@ mod tests {
     }
 
     #[test]
-    fn fp8_items_of_64_rows_from_12_rows_an_expert_or_8_as_w8a8() {
+    fn fp8_items_of_64_rows_from_12_rows_an_expert_or_fewer_as_w8a8() {
         // Mini's 256 experts, top 8: batch 8 (256 rows) averages 8 rows an expert, batch 16 16.
         let (slots, experts) = (|batch: usize| batch * 32 * 8, 256);
-        let w8a16 = Some(Fp8Tiles::Registers);
+        let w8a16 = m64_min_rows(Some(Fp8Tiles::Registers), 2048);
         assert_eq!(moe_tile_rows(slots(8), experts, None, false, w8a16), MOE_BM_SMALL);
         assert_eq!(moe_tile_rows(slots(16), experts, None, false, w8a16), MOE_BM_LARGE);
         assert_eq!(moe_tile_rows(slots(16), experts, Some(MOE_BM_SMALL), false, w8a16), MOE_BM_SMALL);
-        // W8A8 from 8 rows an expert: batch 8 up; batch 4 stays on the 16-row W8A16 tiles.
-        let w8a8 = Some(Fp8Tiles::W8a8);
-        assert_eq!(moe_tile_rows(slots(4), experts, None, false, w8a8), MOE_BM_SMALL);
-        assert_eq!(moe_tile_rows(slots(8), experts, None, false, w8a8), MOE_BM_LARGE);
+        // W8A8 at mini's width (2048) from 8 rows an expert: batch 8 up, batch 4 on the 16-row
+        // W8A16 tiles; at flash's (4096, its 256 experts top 8 too) from 4: batch 4 up.
+        let (mini, flash) = (m64_min_rows(Some(Fp8Tiles::W8a8), 2048), m64_min_rows(Some(Fp8Tiles::W8a8), 4096));
+        assert_eq!(moe_tile_rows(slots(4), experts, None, false, mini), MOE_BM_SMALL);
+        assert_eq!(moe_tile_rows(slots(8), experts, None, false, mini), MOE_BM_LARGE);
+        assert_eq!(moe_tile_rows(slots(2), experts, None, false, flash), MOE_BM_SMALL);
+        assert_eq!(moe_tile_rows(slots(4), experts, None, false, flash), MOE_BM_LARGE);
         // On Hopper the 64-row fp8 items take the register tiles unless told otherwise.
         let kernels = |tiles| expert_gemms(MOE_BM_LARGE, true, true, false, true, tiles).map(|g| g.kernel);
         assert_eq!(kernels(Fp8Tiles::Registers), [Kernel::MoeGateUpM64Fp8Ra, Kernel::MoeDownM64Fp8Ra]);
