@@ -23,8 +23,8 @@ pub const E4M3_NAN: u8 = 0x7F;
 #[serde(rename_all = "lowercase")]
 pub enum Quantization {
     /// Routed experts as block FP8 (e4m3 + one f32 scale per 128x128 block): W8A16 GEMMs, or on
-    /// Hopper from 8 rows an expert (4 at 4096 wide) W8A8 (the activations quantized per row and 128 columns,
-    /// [`quantize_rows`]; `--fp8-activations`).
+    /// Hopper from 8 rows an expert (4 at 4096 wide) W8A8, the activations quantized per row and
+    /// 128 columns (see `--fp8-activations`).
     Fp8,
 }
 

@@ -131,8 +131,9 @@ pub struct Common {
     /// wgmma's A operand (true, the default) or into shared memory (false). For measuring it.
     #[arg(long)]
     pub fp8_codes_in_registers: Option<bool>,
-    /// CUDA: fp8 experts' 64-row items as W8A8 (activations quantized per row and 128 columns,
-    /// fp8 wgmma; true) or W8A16 (false, the default). For measuring it.
+    /// CUDA: fp8 experts on Hopper as W8A8 from 8 rows an expert, 4 at 4096 wide (activations
+    /// quantized per row and 128 columns, fp8 wgmma; true, the default) or W8A16 at every batch
+    /// (false). For measuring it.
     #[arg(long)]
     pub fp8_activations: Option<bool>,
     /// CUDA: moe_route's one cluster of rows (batch 1) over a cluster of 16 CTAs where the GPU
