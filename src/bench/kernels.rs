@@ -50,19 +50,29 @@ pub struct StepFusions {
     /// The lm_head writes bf16 logits (a sampled step under CudaOptions::sample_bf16): 2 bytes a
     /// logit instead of 4.
     pub logits_bf16: bool,
+    /// The fp8 experts run W8A8 (CudaOptions::fp8_activations at these rows): the expert GEMMs
+    /// read x's and act's e4m3 codes and scales, which quantize_rows_fp8 writes from the bf16 rows.
+    pub w8a8_experts: bool,
 }
 
 impl StepFusions {
     /// The CUDA backend's defaults, the shared expert where `shared_in_experts` says.
     pub fn defaults(shared_in_experts: bool) -> Self {
-        StepFusions { shared_in_experts, fused_moe_norm: true, residual_gemm: true, qkv_bf16: true, logits_bf16: false }
+        StepFusions {
+            shared_in_experts,
+            fused_moe_norm: true,
+            residual_gemm: true,
+            qkv_bf16: true,
+            logits_bf16: false,
+            w8a8_experts: false,
+        }
     }
 }
 
 /// Per-step work of every kernel for a step of `dims`; `experts_touched` per MoE layer (empty:
 /// all experts); `fused`: what the step's kernels fused.
 pub fn step_work(c: &ModelConfig, experts_touched: &[usize], dims: StepDims, fused: StepFusions) -> Vec<KernelWork> {
-    let StepFusions { shared_in_experts, fused_moe_norm, residual_gemm, qkv_bf16, logits_bf16 } = fused;
+    let StepFusions { shared_in_experts, fused_moe_norm, residual_gemm, qkv_bf16, logits_bf16, w8a8_experts } = fused;
     let qkv_out = if qkv_bf16 { 2.0 } else { 4.0 };
     let StepDims { batch, prefix, block, predicted } = dims;
     let l = c.num_hidden_layers as f64;
@@ -86,6 +96,10 @@ pub fn step_work(c: &ModelConfig, experts_touched: &[usize], dims: StepDims, fus
     };
     // A GEMM that adds into the residual stream also reads it (its C).
     let resid_c = if residual_gemm { t * h * 4.0 } else { 0.0 };
+    // The bytes an expert GEMM reads of an input row `cols` wide: bf16, or as W8A8 its codes and
+    // one f32 scale a 128 columns.
+    let w8a8_layers = if w8a8_experts { moe_layers } else { 0.0 };
+    let row_in = |cols: f64| if w8a8_experts { cols + (cols / crate::fp8::BLOCK as f64).ceil() * 4.0 } else { cols * 2.0 };
     // The shared expert of each MoE layer and the dense MLP of the first layers share the kernels,
     // unless the shared expert runs with the routed ones (then its work is theirs: weights read
     // once, its activations bf16, its output f32).
@@ -150,16 +164,22 @@ pub fn step_work(c: &ModelConfig, experts_touched: &[usize], dims: StepDims, fus
         KernelWork {
             name: "moe_gate_up",
             bytes: touched * 2.0 * expert_matrix
-                + moe_layers * (t * k * h * 2.0 + t * k * im * 2.0)
+                + moe_layers * (t * k * row_in(h) + t * k * im * 2.0)
                 + fused_layers * (2.0 * s * h * 2.0 + t * h * 2.0 + t * s * 2.0),
             flops: moe_layers * 2.0 * t * k * 2.0 * im * h + fused_layers * (2.0 * t * 2.0 * s * h + t * s * 6.0),
         },
         KernelWork {
             name: "moe_down",
             bytes: touched * expert_matrix
-                + moe_layers * (t * k * im * 2.0 + t * k * h * 2.0)
+                + moe_layers * (t * k * row_in(im) + t * k * h * 2.0)
                 + fused_layers * (s * h * 2.0 + t * s * 2.0 + t * h * 2.0),
             flops: moe_layers * 2.0 * t * k * im * h + fused_layers * 2.0 * t * s * h,
+        },
+        // W8A8: x's rows (tokens) and act's (slots) read in bf16, their codes and scales written.
+        KernelWork {
+            name: "quantize_rows_fp8",
+            bytes: w8a8_layers * (t * (h * 2.0 + row_in(h)) + t * k * (im * 2.0 + row_in(im))),
+            flops: 0.0,
         },
         // The bf16 weighted slot rows in, the shared expert's output read, y (f32) written.
         KernelWork { name: "moe_combine", bytes: combines * t * (k * h * 2.0 + h * (4.0 + shared_y)), flops: combines * t * k * h * 2.0 },
@@ -296,6 +316,17 @@ mod tests {
         let tq: f64 = wq.iter().map(|k| k.bytes).sum();
         assert!(tq >= fq.weights + fq.kv - 1e6 * 20.0 && tq < (fq.weights + fq.kv) * 1.1, "{tq} vs {fq:?}");
         assert!(tq < total * 0.6, "{tq} vs {total}");
+        // As W8A8 at batch 64: the expert GEMMs read half of x's and act's bytes (and the scales),
+        // and quantize_rows_fp8 does that work.
+        let at64 =
+            |w8a8_experts| step_work(&q, &[], StepDims::whole(64, 1024, 32), StepFusions { w8a8_experts, ..StepFusions::defaults(false) });
+        let (a16, a8) = (at64(false), at64(true));
+        let of = |w: &[KernelWork], name: &str| w.iter().find(|k| k.name == name).unwrap().bytes;
+        let (x_rows, act_rows) = (2048.0 * 19.0 * 8.0 * 2048.0, 2048.0 * 19.0 * 8.0 * 512.0);
+        assert!((of(&a16, "moe_gate_up") - of(&a8, "moe_gate_up") - x_rows * (1.0 - 16.0 * 4.0 / 2048.0)).abs() < 1.0);
+        assert!((of(&a16, "moe_down") - of(&a8, "moe_down") - act_rows * (1.0 - 4.0 * 4.0 / 512.0)).abs() < 1.0);
+        assert_eq!(of(&a16, "quantize_rows_fp8"), 0.0);
+        assert!(of(&a8, "quantize_rows_fp8") > 3.0 * (x_rows / 8.0 + act_rows));
         // The expert GEMMs dominate at batch 1; the lm_head and attention are visible.
         let moe = w.iter().filter(|k| k.name.starts_with("moe_gate_up") || k.name == "moe_down").map(|k| k.bytes).sum::<f64>();
         assert!(moe / total > 0.8, "{}", moe / total);

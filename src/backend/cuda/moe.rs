@@ -641,6 +641,15 @@ impl CudaBackend {
         }
     }
 
+    /// Whether the MoE layers' fp8 experts run W8A8 for `rows` tokens (the W8A8 tiles, with
+    /// their activations' quantize launches).
+    pub fn w8a8_experts_at(&self, rows: usize) -> bool {
+        self.fp8_m64_tiles() == Fp8Tiles::W8a8
+            && self.w.layers.iter().any(
+                |l| matches!(&l.ffn, Ffn::Moe(m) if matches!(m.gate, ExpertMatrix::Fp8 { .. }) && self.tile_rows(m, rows) == MOE_BM_LARGE),
+            )
+    }
+
     /// Whether the shared expert runs inside the routed experts' launches for `rows` tokens
     /// (see [`CudaBackend::moe`]).
     pub fn shared_expert_in_items(&self, rows: usize) -> bool {
