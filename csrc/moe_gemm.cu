@@ -14,8 +14,9 @@
 // goes into its own accumulator, which is scaled by the tile's block scale (a stage's 64x64 tile
 // lies in one 128x128 scale block) and added in f32. So the sum is sum(x * e4m3) * scale_inv per
 // block, the CPU twin's x * (e4m3 * scale_inv) up to f32 rounding. On sm_90a, from 8 rows an
-// expert (4 at 4096 wide: moe.rs), fp8 runs W8A8 instead (CudaOptions::fp8_activations, moe_gemm_wgmma_w8a8): x quantized
-// too (quantize_fp8.cu's quantize_rows_fp8) and both codes multiplied on fp8 wgmma.
+// expert (4 at 4096 wide: moe.rs), fp8 runs W8A8 instead (CudaOptions::fp8_activations,
+// moe_gemm_wgmma_w8a8): x quantized too (quantize_fp8.cu's quantize_rows_fp8) and both codes
+// multiplied on fp8 wgmma.
 #include "common.cuh"
 #include "cp_async.cuh"
 #include "mbarrier.cuh"
@@ -383,33 +384,34 @@ __device__ __forceinline__ float slot_weight_of(const MoeGemmParams& p, size_t s
 __device__ __forceinline__ int padded_at(int r, int c8) { return (r * GEMM_LDS + c8) * 2; }
 __device__ __forceinline__ int swizzled_at(int r, int c8) { return sw128_offset(r, c8 / 8); }
 
-// The tiles' cp.async pipeline over ktiles k-steps of GEMM_BK through ST buffers: load(buf, k0)
+// The tiles' cp.async pipeline over ktiles k-steps of KSTEP (GEMM_BK bf16 columns; the W8A8
+// tiles' FP8_BLOCK codes) through ST buffers: load(buf, k0)
 // issues a stage's copies, step(buf, kt) consumes stage kt once it has landed for every thread.
 // Stages are loaded ST - 1 k-steps early; the one barrier a k-step also tells that every thread
 // is past step kt - 1, whose buffer the next load refills. ASYNC_PROXY: the step's wgmmas read
 // the stage, so the landed copies are made visible to the async proxy before that barrier.
 // first(buf, k0) issues the first ST - 1 stages' copies instead (what load left for them: down's
 // weights come before its wait for the act rows, moe_gemm_wgmma).
-template <int ST, bool ASYNC_PROXY, class First, class Load, class Step>
+template <int ST, bool ASYNC_PROXY, int KSTEP = GEMM_BK, class First, class Load, class Step>
 __device__ __forceinline__ void tile_pipeline(int ktiles, First first, Load load, Step step) {
 #pragma unroll
     for (int s = 0; s < ST - 1; s++) {
-        if (s < ktiles) first(s, s * GEMM_BK);
+        if (s < ktiles) first(s, s * KSTEP);
         cp_async_commit();
     }
     for (int kt = 0; kt < ktiles; kt++) {
         cp_async_wait<ST - 2>();
         if constexpr (ASYNC_PROXY) fence_proxy_async();
         __syncthreads();
-        if (kt + ST - 1 < ktiles) load((kt + ST - 1) % ST, (kt + ST - 1) * GEMM_BK);
+        if (kt + ST - 1 < ktiles) load((kt + ST - 1) % ST, (kt + ST - 1) * KSTEP);
         cp_async_commit();
         step(kt % ST, kt);
     }
     cp_async_wait<0>();  // no copy may outlive the CTA (the trailing groups are empty)
 }
-template <int ST, bool ASYNC_PROXY, class Load, class Step>
+template <int ST, bool ASYNC_PROXY, int KSTEP = GEMM_BK, class Load, class Step>
 __device__ __forceinline__ void tile_pipeline(int ktiles, Load load, Step step) {
-    tile_pipeline<ST, ASYNC_PROXY>(ktiles, load, load, step);
+    tile_pipeline<ST, ASYNC_PROXY, KSTEP>(ktiles, load, load, step);
 }
 
 // mma.sync: warp w multiplies the item's 64 rows by its 32 weight rows: per k16, four A
@@ -1154,6 +1156,26 @@ extern "C" __global__ void __launch_bounds__(GEMM_THREADS) moe_gate_up_m64_fp8(c
 extern "C" __global__ void __launch_bounds__(GEMM_THREADS) moe_down_m64_fp8(const MoeGemmParams p) { moe_gemm_fp8_tiles<false>(p); }
 // The fp8 tiles with the codes in registers: sm_90a only (CudaBackend launches them where wgmma
 // is).
+template <bool GATED>
+__device__ __forceinline__ void moe_gemm_fp8_ra_tiles(const MoeGemmParams& p) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    // As moe_gemm_bf16: gate_up (maybe moe_permute's dependent) waits before it reads the work
+    // list and then lets its down start CTAs, which wait for their own item's gate_up CTAs.
+    if constexpr (GATED) {
+        pdl_wait();
+        pdl_release();
+    }
+    const TileItem it = tile_item(p);
+    if (!it.live) return;
+    moe_gemm_wgmma_fp8_ra<GATED>(p, it, blockIdx.x * (GATED ? MOE_MMA_GATE_UP_COLS : MOE_MMA_DOWN_COLS));
+    if constexpr (GATED) item_done_signal(p, it);
+#else
+    __trap();
+#endif
+}
+extern "C" __global__ void __launch_bounds__(MOE_TILES_THREADS, 2) moe_gate_up_m64_fp8_ra(const MoeGemmParams p) { moe_gemm_fp8_ra_tiles<true>(p); }
+extern "C" __global__ void __launch_bounds__(MOE_TILES_THREADS, 2) moe_down_m64_fp8_ra(const MoeGemmParams p) { moe_gemm_fp8_ra_tiles<false>(p); }
+
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 // The W8A8 tiles (CudaOptions::fp8_activations): x's e4m3 codes (quantize_rows_fp8: one scale a
 // row and 128 columns) by the experts' codes on fp8 wgmma, both operands straight from the
@@ -1174,11 +1196,9 @@ __device__ __forceinline__ void moe_gemm_wgmma_w8a8(const MoeGemmParams& p, cons
     auto xs = [&](int buf) { return base + buf * moe_w8a8_stage_bytes(); };
     auto ws = [&](int buf) { return xs(buf) + moe_w8a8_x_bytes(); };
     const T src = T::template make<GATED>(p, e, s0, rows, n0);
-    // tile_pipeline counts k in GEMM_BK steps; a stage here is FP8_BLOCK codes.
     auto load = [&](int buf, int k0) {
-        const int kc = k0 / GEMM_BK * KB;
-        src.copy_x(xs(buf), kc, p, swizzled_at);
-        src.copy_w(ws(buf), kc, p, swizzled_at);
+        src.copy_x(xs(buf), k0, p, swizzled_at);
+        src.copy_w(ws(buf), k0, p, swizzled_at);
     };
     const int ktiles = (p.k + KB - 1) / KB;
     // This CTA's row of the weights' scale blocks ([ceil(n/128)][ceil(k/128)] an expert; gated,
@@ -1195,7 +1215,7 @@ __device__ __forceinline__ void moe_gemm_wgmma_w8a8(const MoeGemmParams& p, cons
     load_row_weights<1, GATED>(p, s0, rows, wt);
 #pragma unroll
     for (int i = 0; i < 64; i++) acc[0][i] = 0.f;
-    tile_pipeline<ST, true>(ktiles, load, [&](int buf, int kt) {
+    tile_pipeline<ST, true, KB>(ktiles, load, [&](int buf, int kt) {
         // The block's scales, asked for before its products so that their latency passes under them.
         const float w1s = p.w1_scale[srow + kt], w2s = GATED ? p.w2_scale[srow + kt] : w1s;
         const float x0 = sx[0] ? sx[0][kt] : 0.f, x1 = sx[1] ? sx[1][kt] : 0.f;
@@ -1229,23 +1249,3 @@ __device__ __forceinline__ void moe_gemm_w8a8_tiles(const MoeGemmParams& p) {
 }
 extern "C" __global__ void __launch_bounds__(MOE_TILES_THREADS, 2) moe_gate_up_m64_w8a8(const MoeGemmParams p) { moe_gemm_w8a8_tiles<true>(p); }
 extern "C" __global__ void __launch_bounds__(MOE_TILES_THREADS, 2) moe_down_m64_w8a8(const MoeGemmParams p) { moe_gemm_w8a8_tiles<false>(p); }
-
-template <bool GATED>
-__device__ __forceinline__ void moe_gemm_fp8_ra_tiles(const MoeGemmParams& p) {
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-    // As moe_gemm_bf16: gate_up (maybe moe_permute's dependent) waits before it reads the work
-    // list and then lets its down start CTAs, which wait for their own item's gate_up CTAs.
-    if constexpr (GATED) {
-        pdl_wait();
-        pdl_release();
-    }
-    const TileItem it = tile_item(p);
-    if (!it.live) return;
-    moe_gemm_wgmma_fp8_ra<GATED>(p, it, blockIdx.x * (GATED ? MOE_MMA_GATE_UP_COLS : MOE_MMA_DOWN_COLS));
-    if constexpr (GATED) item_done_signal(p, it);
-#else
-    __trap();
-#endif
-}
-extern "C" __global__ void __launch_bounds__(MOE_TILES_THREADS, 2) moe_gate_up_m64_fp8_ra(const MoeGemmParams p) { moe_gemm_fp8_ra_tiles<true>(p); }
-extern "C" __global__ void __launch_bounds__(MOE_TILES_THREADS, 2) moe_down_m64_fp8_ra(const MoeGemmParams p) { moe_gemm_fp8_ra_tiles<false>(p); }

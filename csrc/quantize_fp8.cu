@@ -6,6 +6,12 @@
 #include "common.cuh"
 #include <cuda_fp8.h>
 
+// The rules both kernels share (src/fp8.rs's block_scale and f32_to_e4m3): a block's or group's
+// scale from its amax (IEEE division, nvcc's default -prec-div=true, as on the host; 1 for an
+// all-zero one), and a value's code under that scale.
+__device__ __forceinline__ float fp8_scale(float amax) { return amax > 0.f ? amax / FP8_MAX : 1.f; }
+__device__ __forceinline__ uint8_t fp8_code(float x, float scale) { return __nv_cvt_float_to_fp8(x / scale, __NV_SATFINITE, __NV_E4M3); }
+
 extern "C" __global__ void __launch_bounds__(QUANT_THREADS) quantize_fp8(const QuantizeFp8Params p) {
     const size_t mat = blockIdx.z, numel = (size_t)p.rows * p.cols;
     const int r0 = blockIdx.y * FP8_BLOCK, c0 = blockIdx.x * FP8_BLOCK;
@@ -24,15 +30,14 @@ extern "C" __global__ void __launch_bounds__(QUANT_THREADS) quantize_fp8(const Q
     amax = 0.f;
 #pragma unroll
     for (int w = 0; w < QUANT_THREADS / WARP; w++) amax = fmaxf(amax, warp_amax[w]);
-    // IEEE division (nvcc's default -prec-div=true), as on the host.
-    const float s = amax > 0.f ? amax / FP8_MAX : 1.f;
+    const float s = fp8_scale(amax);
     if (threadIdx.x == 0) {
         const int sc = (p.cols + FP8_BLOCK - 1) / FP8_BLOCK, sr = (p.rows + FP8_BLOCK - 1) / FP8_BLOCK;
         p.scale_inv[mat * sr * sc + blockIdx.y * sc + blockIdx.x] = s;
     }
     for (int i = threadIdx.x; i < rn * cn; i += QUANT_THREADS) {
         const size_t at = (size_t)(r0 + i / cn) * p.cols + c0 + i % cn;
-        codes[at] = __nv_cvt_float_to_fp8(bf2f(src[at]) / s, __NV_SATFINITE, __NV_E4M3);
+        codes[at] = fp8_code(bf2f(src[at]), s);
     }
 }
 
@@ -56,11 +61,11 @@ extern "C" __global__ void __launch_bounds__(QUANT_ROWS_WARPS * WARP) quantize_r
         amax = fmaxf(amax, fabsf(v[j]));  // fmaxf drops a NaN, as the host's f32::max does
     }
     amax = warp_max(amax);
-    const float s = amax > 0.f ? amax / FP8_MAX : 1.f;  // IEEE division, as on the host
+    const float s = fp8_scale(amax);
     if (lane == 0) p.scale[gi] = s;
 #pragma unroll
     for (int j = 0; j < FP8_BLOCK / WARP; j++) {
         const int c = c0 + lane + WARP * j;
-        if (c < p.cols) p.codes[(size_t)row * p.cols + c] = __nv_cvt_float_to_fp8(v[j] / s, __NV_SATFINITE, __NV_E4M3);
+        if (c < p.cols) p.codes[(size_t)row * p.cols + c] = fp8_code(v[j], s);
     }
 }
