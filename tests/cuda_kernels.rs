@@ -1935,6 +1935,12 @@ mod cuda {
         Pair { cfg: ck.config.clone(), cpu: CpuBackend::load_quantized(&ck, q).unwrap(), gpu, dir: dir.to_path_buf() }
     }
 
+    /// 448 (so that a block or group holding it has scale exactly 1, and the values below reach the
+    /// encoder unchanged) and values on e4m3's edges: exact ties, subnormals, -0, the saturation
+    /// edge, one far below the smallest subnormal.
+    const E4M3_EDGES: [f32; 12] =
+        [448.0, 1.0625, 1.1875, -1.0625, 7.5 / 512.0, 0.5 / 512.0, 1.5 / 512.0, -0.0, 1.9375, 416.0, 440.0, 1e-30];
+
     /// The quantize kernel against fp8::quantize, bit for bit (codes and scales), on ragged
     /// shapes (partial blocks on both edges), several matrices a launch, an all-zero block
     /// (scale 1), and a block whose scale is 1 so that exact e4m3 ties, subnormals, -0 and the
@@ -1951,10 +1957,7 @@ mod cuda {
         for (mats, rows, cols) in [(1usize, 32usize, 64usize), (3, 200, 136), (2, 129, 257), (1, 256, 512)] {
             let mut w: Vec<f32> = bf16_round(&rand_vec(&mut rng, mats * rows * cols, 0.05));
             // Matrix 0, block (0, 0): amax 448 (scale exactly 1) and values on e4m3's edges.
-            let special = [448.0f32, 1.0625, 1.1875, -1.0625, 7.5 / 512.0, 0.5 / 512.0, 1.5 / 512.0, -0.0, 1.9375, 416.0, 440.0, 1e-30];
-            for (i, &x) in special.iter().enumerate() {
-                w[i] = x;
-            }
+            w[..E4M3_EDGES.len()].copy_from_slice(&E4M3_EDGES);
             // The last matrix's last block: all zeros (scale 1, codes 0).
             if rows > 128 && cols > 128 {
                 let m0 = (mats - 1) * rows * cols;
@@ -2071,8 +2074,8 @@ mod cuda {
         let mut rng = Rng::new(23);
         for (rows, cols) in [(5usize, 2048usize), (37, 300), (3, 64), (9, 144)] {
             let mut x: Vec<f32> = bf16_round(&rand_vec(&mut rng, rows * cols, 3.0));
-            let special = [448.0f32, 1.0625, 1.1875, -1.0625, 7.5 / 512.0, 0.5 / 512.0, 1.5 / 512.0, -0.0, 1.9375, 416.0, 440.0, 1e-30];
-            x[..special.len()].copy_from_slice(&special);
+            // Row 0, group 0: amax 448 (scale exactly 1) and values on e4m3's edges.
+            x[..E4M3_EDGES.len()].copy_from_slice(&E4M3_EDGES);
             if rows > 1 {
                 x[cols..cols + cols.min(128)].iter_mut().for_each(|v| *v = 0.0);
             }

@@ -72,14 +72,16 @@ fn sharded_forward_gives_the_whole_models_logits_and_picks() {
     }
 }
 
-/// tiny's fp8 checkpoint with its experts `moe_inter` wide (tiny's own 32 lie in one 128 x 128
-/// scale block): the experts and their scales drawn anew, every block its own scale, into one
-/// model.safetensors; the other tensors as make-model wrote them.
-fn tiny_fp8_wide(tag: &str, moe_inter: usize) -> PathBuf {
+/// tiny's fp8 checkpoint as make-model writes it (`moe_inter` None: its experts 32 wide, in one
+/// 128 x 128 scale block), or with its experts `moe_inter` wide: the experts and their scales drawn
+/// anew, every block its own scale, into one model.safetensors; the other tensors as make-model
+/// wrote them.
+fn tiny_fp8(tag: &str, moe_inter: Option<usize>) -> PathBuf {
     use safetensors::{tensor::TensorView, Dtype, SafeTensors};
     let dir = std::env::temp_dir().join(format!("dllm-tp-fp8-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     dllm::make_model::make_model_quantized("tiny", &dir, 3, Some(dllm::fp8::Quantization::Fp8)).unwrap();
+    let Some(moe_inter) = moe_inter else { return dir };
     let cfg_path = dir.join("config.json");
     let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
     cfg["moe_intermediate_size"] = moe_inter.into();
@@ -130,15 +132,7 @@ fn tiny_fp8_wide(tag: &str, moe_inter: usize) -> PathBuf {
 #[test]
 fn sharded_fp8_checkpoint_gives_the_whole_models_logits() {
     for (tag, moe_inter) in [("tiny", None), ("wide", Some(256))] {
-        let dir = match moe_inter {
-            None => {
-                let d = std::env::temp_dir().join(format!("dllm-tp-fp8-{tag}-{}", std::process::id()));
-                let _ = std::fs::remove_dir_all(&d);
-                dllm::make_model::make_model_quantized("tiny", &d, 3, Some(dllm::fp8::Quantization::Fp8)).unwrap();
-                d
-            }
-            Some(w) => tiny_fp8_wide(tag, w),
-        };
+        let dir = tiny_fp8(tag, moe_inter);
         let ck = Arc::new(Checkpoint::open(&dir).unwrap());
         assert!(ck.config.fp8_experts());
         let cfg = ck.config.clone();
@@ -154,7 +148,7 @@ fn sharded_fp8_checkpoint_gives_the_whole_models_logits() {
         }
         let _ = std::fs::remove_dir_all(&dir);
     }
-    let dir = tiny_fp8_wide("cut", 144);
+    let dir = tiny_fp8("cut", Some(144));
     let ck = Arc::new(Checkpoint::open(&dir).unwrap());
     assert!(CpuBackend::load(&ck).is_ok());
     let e = match runtime::cpu_ranks(&ck, 2, None) {

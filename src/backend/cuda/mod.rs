@@ -113,12 +113,13 @@ pub struct CudaOptions {
     /// 64-column stage at a time. `dllm bench --fp8-codes-in-registers false` measures without.
     pub fp8_codes_in_registers: bool,
     /// fp8 experts on Hopper as W8A8 where the experts average 8 rows or more (4 where they are
-    /// 4096 or more wide; moe.rs, w8a8_m64_min_rows): 64-row items whose activations are quantized to e4m3 with one scale a row and
-    /// 128 columns (csrc/quantize_fp8.cu, quantize_rows_fp8; src/fp8.rs, quantize_rows) and
-    /// multiplied by the codes on fp8 wgmma (csrc/moe_gemm.cu, moe_gemm_wgmma_w8a8); fewer rows
-    /// stay W8A16 (16-row items). Off: W8A16 at every batch (the codes widened to bf16). The CPU
-    /// twin: `CpuBackend::set_fp8_activations`. On by default: at mini's and flash's shapes 11-28%
-    /// faster steps from batch 8 (docs/PERF.md, session 40). `--fp8-activations false` turns it off.
+    /// 4096 or more wide; moe.rs, w8a8_m64_min_rows): 64-row items whose activations are
+    /// quantized to e4m3 with one scale a row and 128 columns (csrc/quantize_fp8.cu,
+    /// quantize_rows_fp8; src/fp8.rs, quantize_rows) and multiplied by the codes on fp8 wgmma
+    /// (csrc/moe_gemm.cu, moe_gemm_wgmma_w8a8); fewer rows stay W8A16 (16-row items). Off: W8A16
+    /// at every batch (the codes widened to bf16). The CPU twin: `CpuBackend::set_fp8_activations`.
+    /// On by default: steps 12-21% faster at mini's shape from batch 8, 11-29% at flash's from
+    /// batch 4 (docs/PERF.md, session 40). `--fp8-activations false` turns it off.
     pub fp8_activations: bool,
     /// The router as one launch (csrc/moe_route.cu: logits, selection and, at one
     /// cluster's rows, the permute) instead of cuBLAS's logits, moe_router_select and
