@@ -1090,11 +1090,15 @@ mod cuda {
         st
     }
 
-    fn engines(dir: &Path, q: Option<Quantization>) -> (Engine<CpuBackend>, Engine<CudaBackend>, Tokenizer) {
+    /// The CPU and CUDA engines of one checkpoint, loaded with `--quantization q`, the CUDA one
+    /// with `o`; the CPU twin quantizes the experts' activations where `o` has W8A8 on.
+    fn engines(dir: &Path, q: Option<Quantization>, o: CudaOptions) -> (Engine<CpuBackend>, Engine<CudaBackend>, Tokenizer) {
         let ck = Checkpoint::open(dir).unwrap();
         let tok = Tokenizer::open(dir, &ck.config).unwrap();
-        let cpu = Engine::new(CpuBackend::load_quantized(&ck, q).unwrap(), ck.config.clone(), tok.mask_id, tok.eos_id);
-        let gpu = Engine::new(CudaBackend::load(&ck, &opts_q(q)).unwrap(), ck.config.clone(), tok.mask_id, tok.eos_id);
+        let mut cpu = CpuBackend::load_quantized(&ck, q).unwrap();
+        cpu.set_fp8_activations(o.fp8_activations);
+        let cpu = Engine::new(cpu, ck.config.clone(), tok.mask_id, tok.eos_id);
+        let gpu = Engine::new(CudaBackend::load(&ck, &o).unwrap(), ck.config.clone(), tok.mask_id, tok.eos_id);
         (cpu, gpu, tok)
     }
 
@@ -1106,12 +1110,26 @@ mod cuda {
 
     /// [`greedy_pair`] with both backends loaded with `--quantization q`.
     fn greedy_pair_q(dir: &Path, strict: bool, q: Option<Quantization>) -> (usize, usize, Lockstep) {
-        greedy_pair_with(dir, strict, q, &[(32, 0.95), (8, 0.9), (4, 0.0)])
+        greedy_pair_opts(dir, strict, q, opts_q(q), GREEDY_SETTINGS)
     }
+
+    /// The (block size, threshold) pairs the greedy comparisons decode with.
+    const GREEDY_SETTINGS: &[(usize, f32)] = &[(32, 0.95), (8, 0.9), (4, 0.0)];
 
     /// [`greedy_pair_q`] over the (block size, threshold) `settings`.
     fn greedy_pair_with(dir: &Path, strict: bool, q: Option<Quantization>, settings: &[(usize, f32)]) -> (usize, usize, Lockstep) {
-        let (mut cpu, mut gpu, tok) = engines(dir, q);
+        greedy_pair_opts(dir, strict, q, opts_q(q), settings)
+    }
+
+    /// [`greedy_pair_with`] with the CUDA engine loaded with `o` (see [`engines`]).
+    fn greedy_pair_opts(
+        dir: &Path,
+        strict: bool,
+        q: Option<Quantization>,
+        o: CudaOptions,
+        settings: &[(usize, f32)],
+    ) -> (usize, usize, Lockstep) {
+        let (mut cpu, mut gpu, tok) = engines(dir, q, o);
         let cfg = cpu.cfg.clone();
         let prompts = ["Why did Camus say that Sisyphus was happy?", "the", "In a hole in the ground there lived a hobbit."];
         let (mut n, mut same) = (0, 0);
@@ -2106,6 +2124,31 @@ mod cuda {
         std::fs::write(dir.join("config.json"), c.to_string()).unwrap();
         let (n, same, total) = greedy_pair_q(&dir, true, None);
         eprintln!("fp8 dense routing: {same}/{n} engine generations equal token for token; lockstep: {total:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// tiny with fp8 experts, every expert chosen, as W8A8 (64-row items forced, so every forward
+    /// quantizes x and act: CudaOptions::fp8_activations) against the CPU twin that quantizes them
+    /// the same way (CpuBackend::set_fp8_activations): engine generations compared and decoded in
+    /// strict lockstep, as the W8A16 test above. The activations' codes are a step function of
+    /// rows the CPU holds in f32 and the GPU in bf16, so a code lands one e4m3 step apart now and
+    /// then: that is the near-tie this test allows and prints, within PTOL.
+    #[test]
+    fn dense_routing_w8a8_lockstep_matches_cpu() {
+        if skip() {
+            return;
+        }
+        let dir = tmp("w8a8-dense-routing");
+        let q = Some(Quantization::Fp8);
+        dllm::make_model::make_model_quantized("tiny", &dir, 0, q).unwrap();
+        let mut c: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+        c["num_experts_per_tok"] = c["num_experts"].clone();
+        c["topk_group"] = c["n_group"].clone();
+        std::fs::write(dir.join("config.json"), c.to_string()).unwrap();
+        let w8a8 = CudaOptions { fp8_activations: true, moe_item_rows: Some(64), ..opts() };
+        let (n, same, total) = greedy_pair_opts(&dir, true, None, w8a8, GREEDY_SETTINGS);
+        eprintln!("W8A8 dense routing: {same}/{n} engine generations equal token for token; lockstep: {total:?}");
+        assert!(total.steps > 0);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
