@@ -3,7 +3,7 @@
 
 use super::mem_group::MemGroup;
 use super::shard::Shard;
-use super::{Backend, BlockPool, Head, LayerRouting, Linear, Measure, Norm, StepBatch};
+use super::{Backend, BlockPool, ExpertMath, Head, LayerRouting, Linear, Measure, Norm, StepBatch};
 use crate::checkpoint::names::{self, Proj};
 use crate::checkpoint::Checkpoint;
 use crate::config::ModelConfig;
@@ -799,5 +799,15 @@ impl Measure for CpuBackend {
             best = best.min(t.elapsed().as_secs_f64());
         }
         Ok(2.0 * n as f64 / best)
+    }
+
+    /// The twin quantizes the activations at every row count once set (the CUDA W8A8 tiles
+    /// forced), and never otherwise.
+    fn expert_math(&self, _rows: usize) -> ExpertMath {
+        match (self.cfg.fp8_experts(), self.fp8_activations) {
+            (false, _) => ExpertMath::Bf16,
+            (true, false) => ExpertMath::W8A16,
+            (true, true) => ExpertMath::W8A8,
+        }
     }
 }

@@ -4,7 +4,29 @@
 //! out of [`super::Backend`] so the forward's trait holds only the forward's ops.
 
 use anyhow::Result;
+use serde::Serialize;
 use std::ops::Range;
+
+/// How a forward's routed-expert GEMMs multiply: bf16 weights, fp8 weights widened to bf16
+/// (W8A16), or fp8 weights by activations quantized to fp8 per row and 128 columns (W8A8). With
+/// fp8 experts the CUDA backend picks by the rows a forward routes (`CudaOptions::fp8_activations`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum ExpertMath {
+    #[serde(rename = "bf16")]
+    Bf16,
+    W8A16,
+    W8A8,
+}
+
+impl ExpertMath {
+    pub fn name(self) -> &'static str {
+        match self {
+            ExpertMath::Bf16 => "bf16",
+            ExpertMath::W8A16 => "W8A16",
+            ExpertMath::W8A8 => "W8A8",
+        }
+    }
+}
 
 /// One MoE layer's routing decisions in one forward (see [`Measure::record_routing`]).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -56,4 +78,6 @@ pub trait Measure {
     fn time_all_reduce(&mut self, _floats: usize) -> Result<Option<f64>> {
         Ok(None)
     }
+    /// How the MoE layers' routed experts multiply in a forward of `rows` tokens.
+    fn expert_math(&self, rows: usize) -> ExpertMath;
 }

@@ -10,7 +10,7 @@
 //! communicator abort, the host group's abort), and the group refuses every later job with
 //! the first failure, rather than hang the engine.
 
-use super::{LayerRouting, Measure};
+use super::{ExpertMath, LayerRouting, Measure};
 use anyhow::{anyhow, bail, Result};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
@@ -223,5 +223,9 @@ impl<B: Measure + 'static> Measure for Ranks<B> {
     fn time_all_reduce(&mut self, floats: usize) -> Result<Option<f64>> {
         // A collective: every rank must run it.
         self.all(move |b| b.time_all_reduce(floats))?.into_iter().next().ok_or_else(|| anyhow!("no ranks"))?
+    }
+    fn expert_math(&self, rows: usize) -> ExpertMath {
+        // Every rank holds the same kind of experts and picks by the same rows.
+        self.all(move |b| b.expert_math(rows)).ok().and_then(|v| v.into_iter().next()).unwrap_or(ExpertMath::Bf16)
     }
 }

@@ -3,7 +3,7 @@
 //! the PyTorch baseline's JSON (tools/baseline_torch.py) from the same device call.
 
 use crate::backend::shard::Shard;
-use crate::backend::Measure;
+use crate::backend::{ExpertMath, Measure};
 use crate::config::ModelConfig;
 use crate::decode::Policy;
 use crate::engine::{Engine, Event, GenParams, RandomFill, Runner};
@@ -163,6 +163,9 @@ pub struct StepRun {
     pub kv_bytes: f64,
     /// How the routed experts are stored ("bf16" or "fp8"), which `weight_bytes` counts.
     pub experts_dtype: &'static str,
+    /// How the timed forwards' expert GEMMs multiplied ("bf16", "W8A16" or "W8A8": fp8 experts
+    /// take W8A8 from a number of rows an expert, `CudaOptions::fp8_activations`).
+    pub expert_math: ExpertMath,
     pub bandwidth_gbps: f64,
     /// Matrix FLOPs of the step and the measured bf16 rate (absent on the CPU backend).
     pub flops: f64,
@@ -329,6 +332,7 @@ fn bench_steps_as_set<B: Runner + Measure>(engine: &mut Engine<B>, a: &StepBench
             weight_bytes: bytes.weights,
             kv_bytes: bytes.kv,
             experts_dtype: if cfg.fp8_experts() { "fp8" } else { "bf16" },
+            expert_math: engine.backend.expert_math(batch * a.block),
             bandwidth_gbps: bandwidth / 1e9,
             flops,
             gemm_tflops: gemm.map(|g| g / 1e12),
@@ -470,6 +474,9 @@ pub fn print_step_table(device: &str, runs: &[StepRun]) {
         );
     }
     println!("experts: distinct routed experts per MoE layer in one step; tokens: what the block's masked positions carried");
+    if let Some(line) = expert_math_line(runs) {
+        println!("{line}");
+    }
     for r in runs {
         if let (Some(_), None) = (r.baseline_ms, r.speedup_vs_baseline) {
             println!(
@@ -482,6 +489,27 @@ pub fn print_step_table(device: &str, runs: &[StepRun]) {
             );
         }
     }
+}
+
+/// Which batches' expert GEMMs ran which way, where the experts are fp8 (the way follows the
+/// rows a forward routes): "fp8 experts as W8A16 at batch 1, 4; as W8A8 at batch 8, 16".
+fn expert_math_line(runs: &[StepRun]) -> Option<String> {
+    if runs.iter().all(|r| r.expert_math == ExpertMath::Bf16) {
+        return None;
+    }
+    let mut ways: Vec<(ExpertMath, Vec<usize>)> = vec![];
+    for r in runs {
+        match ways.iter_mut().find(|(m, _)| *m == r.expert_math) {
+            Some((_, batches)) if !batches.contains(&r.batch) => batches.push(r.batch),
+            Some(_) => {}
+            None => ways.push((r.expert_math, vec![r.batch])),
+        }
+    }
+    let ways: Vec<String> = ways
+        .iter()
+        .map(|(m, b)| format!("as {} at batch {}", m.name(), b.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", ")))
+        .collect();
+    Some(format!("fp8 experts {}", ways.join("; ")))
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -591,6 +619,7 @@ mod tests {
             weight_bytes: 1e9,
             kv_bytes: 1e6,
             experts_dtype: "bf16",
+            expert_math: ExpertMath::Bf16,
             bandwidth_gbps: 3000.0,
             flops: 1e12,
             gemm_tflops: None,
@@ -602,6 +631,20 @@ mod tests {
             baseline_experts_per_layer: None,
             speedup_vs_baseline: None,
         }
+    }
+
+    #[test]
+    fn the_fp8_experts_line_names_each_way_with_its_batches() {
+        let mut runs: Vec<StepRun> = [1, 4, 8, 16].iter().map(|&b| run(b, TokenMode::Random, 100.0, 5.0)).collect();
+        assert_eq!(expert_math_line(&runs), None);
+        for (r, m) in runs.iter_mut().zip([ExpertMath::W8A16, ExpertMath::W8A16, ExpertMath::W8A8, ExpertMath::W8A8]) {
+            r.expert_math = m;
+        }
+        // A batch of both token rows is named once.
+        runs.push(StepRun { tokens: TokenMode::Mask, ..runs[3].clone() });
+        assert_eq!(expert_math_line(&runs).unwrap(), "fp8 experts as W8A16 at batch 1, 4; as W8A8 at batch 8, 16");
+        assert_eq!(serde_json::to_value(&runs[0]).unwrap()["expert_math"], "W8A16");
+        assert_eq!(serde_json::to_value(run(1, TokenMode::Random, 1.0, 1.0)).unwrap()["expert_math"], "bf16");
     }
 
     #[test]

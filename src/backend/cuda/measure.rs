@@ -4,7 +4,7 @@
 use super::error::CudaError;
 use super::kernels::{params::InitParams, Kernel};
 use super::CudaBackend;
-use crate::backend::{LayerRouting, Measure};
+use crate::backend::{ExpertMath, LayerRouting, Measure};
 use anyhow::Result;
 use cudarc::driver::CudaSlice;
 
@@ -64,6 +64,16 @@ impl Measure for CudaBackend {
 
     fn time_all_reduce(&mut self, floats: usize) -> Result<Option<f64>> {
         self.time_all_reduce_s(floats)
+    }
+
+    fn expert_math(&self, rows: usize) -> ExpertMath {
+        if !self.cfg.fp8_experts() {
+            ExpertMath::Bf16
+        } else if self.w8a8_experts_at(rows) {
+            ExpertMath::W8A8
+        } else {
+            ExpertMath::W8A16
+        }
     }
 
     /// A 1 GiB device-to-device copy, best of 10, bytes read plus written.
