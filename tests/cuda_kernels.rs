@@ -1249,6 +1249,9 @@ mod cuda {
         eprintln!("CUDA graphs: {held} held, {replays} replayed steps; eager engine: {:?}", eager.backend.graph_counts());
         assert!(held > 0 && replays > 0, "no step was replayed from a CUDA graph");
         assert_eq!(eager.backend.graph_counts(), (0, 0));
+        // What `bench step` reports: every recording counted, none with graphs off.
+        assert!(graphed.backend.graphs_recorded().is_some_and(|n| n >= held as u64));
+        assert_eq!(eager.backend.graphs_recorded(), None);
     }
 
     /// The tiny model itself. Its top-k routing is discontinuous: bf16 rounding of the router

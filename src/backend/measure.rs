@@ -80,4 +80,8 @@ pub trait Measure {
     }
     /// How the MoE layers' routed experts multiply in a forward of `rows` tokens.
     fn expert_math(&self, rows: usize) -> ExpertMath;
+    /// Step shapes recorded as CUDA graphs so far (None: this backend records none).
+    fn graphs_recorded(&self) -> Option<u64> {
+        None
+    }
 }

@@ -154,6 +154,8 @@ pub struct StepRun {
     pub step_ms_max: f64,
     /// The first step: prefill of the prefix plus the first block.
     pub first_step_ms: f64,
+    /// What recording the step shapes' CUDA graphs cost (None without graphs).
+    pub graph_recording: Option<GraphRecording>,
     pub timed_steps: usize,
     /// Rows through the lm_head a timed step (mean): the block positions still masked, whose
     /// picks the step reads; `flops` counts the lm_head over these.
@@ -291,9 +293,15 @@ fn bench_steps_as_set<B: Runner + Measure>(engine: &mut Engine<B>, a: &StepBench
         // The steps of a block predict fewer rows as it unmasks, so they differ in shape: an
         // untimed pass records every shape's CUDA graph, and the timed pass replays them, as a
         // server does once warm.
-        run_steps(engine, batch, a, &params, &mut rng)?;
+        let recorded_before = engine.backend.graphs_recorded();
+        let (recording, _) = run_steps(engine, batch, a, &params, &mut rng)?;
+        let recorded = engine.backend.graphs_recorded().zip(recorded_before).map(|(after, before)| after - before);
         let (timed, predicted) = run_steps(engine, batch, a, &params, &mut rng)?;
         let later = &timed[1..];
+        let graph_recording = recorded.map(|shapes| GraphRecording {
+            shapes,
+            ms_a_step: (recording[1..].iter().sum::<f64>() - later.iter().sum::<f64>()) / later.len().max(1) as f64,
+        });
         // The lm_head's rows: the positions still masked (a mean over the timed steps).
         let predicted = predicted[1..].iter().sum::<usize>() as f64 / later.len().max(1) as f64;
         let bytes = step_bytes(&cfg, &touched, batch, a.prefix, a.block);
@@ -322,6 +330,7 @@ fn bench_steps_as_set<B: Runner + Measure>(engine: &mut Engine<B>, a: &StepBench
             step_ms_min: later.iter().cloned().fold(f64::MAX, f64::min),
             step_ms_max: later.iter().cloned().fold(0.0, f64::max),
             first_step_ms: timed[0],
+            graph_recording,
             timed_steps: later.len(),
             predicted_rows: predicted,
             experts_touched_per_layer: if touched.is_empty() {
@@ -477,6 +486,15 @@ pub fn print_step_table(device: &str, runs: &[StepRun]) {
     if let Some(line) = expert_math_line(runs) {
         println!("{line}");
     }
+    let recording: Vec<String> = runs
+        .iter()
+        .filter_map(|r| {
+            r.graph_recording.map(|g| format!("batch {} ({}) {:+.3} ms, {} shapes", r.batch, r.tokens.name(), g.ms_a_step, g.shapes))
+        })
+        .collect();
+    if !recording.is_empty() {
+        println!("CUDA graphs recorded in an untimed pass before the timed one, its steps' extra time each: {}", recording.join("; "));
+    }
     for r in runs {
         if let (Some(_), None) = (r.baseline_ms, r.speedup_vs_baseline) {
             println!(
@@ -489,6 +507,18 @@ pub fn print_step_table(device: &str, runs: &[StepRun]) {
             );
         }
     }
+}
+
+/// The untimed pass before a row's timed one meets each step shape first: runs it eagerly, then
+/// captures and instantiates its CUDA graph. Its steps after the first, less the timed pass's,
+/// over their count, is what a recording costs a step (a block's steps predict fewer rows as it
+/// unmasks, so each is a shape of its own: `bench generate`'s first block pays it).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct GraphRecording {
+    /// Step shapes the pass recorded.
+    pub shapes: u64,
+    /// Its steps' mean extra time over the timed pass's, ms.
+    pub ms_a_step: f64,
 }
 
 /// Which batches' expert GEMMs ran which way, where the experts are fp8 (the way follows the
@@ -613,6 +643,7 @@ mod tests {
             step_ms_min: step_ms,
             step_ms_max: step_ms,
             first_step_ms: 50.0,
+            graph_recording: None,
             timed_steps: 16,
             predicted_rows: (batch * 32) as f64,
             experts_touched_per_layer: experts,

@@ -80,12 +80,14 @@ pub(super) struct StepGraphs {
     replayed: Option<GraphKey>,
     /// Replays so far (tests).
     replays: u64,
+    /// Recordings so far (benchmarks).
+    recordings: u64,
     clock: u64,
 }
 
 impl StepGraphs {
     pub fn new(max_bs: usize) -> Self {
-        StepGraphs { max_bs, recorded: HashMap::new(), unrecordable: HashSet::new(), replayed: None, replays: 0, clock: 0 }
+        StepGraphs { max_bs, recorded: HashMap::new(), unrecordable: HashSet::new(), replayed: None, replays: 0, recordings: 0, clock: 0 }
     }
 }
 
@@ -93,6 +95,11 @@ impl CudaBackend {
     /// (CUDA graphs held, steps replayed from them) so far (tests).
     pub fn graph_counts(&self) -> (usize, u64) {
         (self.graphs.recorded.len(), self.graphs.replays)
+    }
+
+    /// Step shapes recorded so far, those since dropped included (None with graphs off).
+    pub(super) fn graphs_recorded_total(&self) -> Option<u64> {
+        (self.graphs.max_bs > 0).then_some(self.graphs.recordings)
     }
 
     /// Make `self.out` hold `rows` results of `head` (reused when it already does, so a forward
@@ -264,6 +271,7 @@ impl CudaBackend {
         }
         let last_used = self.graphs.clock;
         self.graphs.recorded.insert(key, Recorded { graph, pack: layout.pack, out, last_used });
+        self.graphs.recordings += 1;
         Ok(())
     }
 

@@ -66,6 +66,10 @@ impl Measure for CudaBackend {
         self.time_all_reduce_s(floats)
     }
 
+    fn graphs_recorded(&self) -> Option<u64> {
+        self.graphs_recorded_total()
+    }
+
     fn expert_math(&self, rows: usize) -> ExpertMath {
         if !self.cfg.fp8_experts() {
             ExpertMath::Bf16
