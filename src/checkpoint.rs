@@ -33,10 +33,12 @@ pub enum CheckpointError {
     Shape { name: String, got: Vec<usize>, want: Vec<usize> },
     #[error("{0}")]
     Unsupported(String),
-    #[error("tensor {name} has dtype {got:?}; supported: BF16, F16, F32 (and F8_E4M3 for the routed experts of an fp8 checkpoint)")]
+    #[error(
+        "tensor {name} has dtype {got:?}; supported: BF16, F16, F32 (and F8_E4M3 for the routed and shared experts of an fp8 checkpoint)"
+    )]
     Dtype { name: String, got: String },
-    /// A tensor whose dtype is one dllm reads, but not where it lies (fp8 outside the routed
-    /// experts, or bf16 experts in a checkpoint whose config.json says fp8).
+    /// A tensor whose dtype is one dllm reads, but not where it lies (fp8 outside the routed and
+    /// shared experts, or bf16 routed experts in a checkpoint whose config.json says fp8).
     #[error("tensor {name} is {got:?}, expected {want:?} ({why})")]
     DtypeHere { name: String, got: DType, want: DType, why: &'static str },
     /// config.json names more layers or experts than the checkpoint's tensors hold.
@@ -294,7 +296,8 @@ pub fn expected_tensors(c: &ModelConfig) -> Vec<(String, Vec<usize>)> {
 
 /// The dtype a tensor of [`expected_tensors`] must be stored in, where one is required: the
 /// routed experts' weights of a block-FP8 config are F8E4M3 and their scales F32; elsewhere
-/// None (BF16, F16 or F32, widened or narrowed on load).
+/// None (BF16, F16 or F32, widened or narrowed on load; the shared expert's may also be F8E4M3
+/// under such a config, see [`may_be_fp8`]).
 pub fn required_dtype(c: &ModelConfig, name: &str) -> Option<DType> {
     if !c.fp8_experts() || !name.contains(".mlp.experts.") {
         None
@@ -303,6 +306,14 @@ pub fn required_dtype(c: &ModelConfig, name: &str) -> Option<DType> {
     } else {
         Some(DType::F8E4M3)
     }
+}
+
+/// Whether tensor `name` may be stored as block FP8 though [`required_dtype`] asks for none: the
+/// shared expert's matrices of a block-FP8 config (DeepSeek-V3's layout quantizes them with the
+/// routed experts'; a checkpoint may hold them either way). They are dequantized at load and
+/// run as the bf16 shared expert does (docs/MODEL.md).
+pub fn may_be_fp8(c: &ModelConfig, name: &str) -> bool {
+    c.fp8_experts() && name.contains(".mlp.shared_experts.") && name.ends_with(".weight")
 }
 
 /// How a random checkpoint draws a tensor: `make-model` on the host and the CUDA backend's
@@ -394,14 +405,32 @@ impl Checkpoint {
                     let why = "config.json's quantization_config says the routed experts are block fp8";
                     return Err(CheckpointError::DtypeHere { name, got: e.dtype, want, why });
                 }
+                None if e.dtype == DType::F8E4M3 && may_be_fp8(&ck.config, &name) => ck.check_fp8_scale(&name, &want)?,
                 None if e.dtype == DType::F8E4M3 => {
-                    let why = "only the routed experts of a checkpoint whose config.json has an fp8 quantization_config may be fp8";
+                    let why = "only the routed and shared experts of a checkpoint whose config.json has an fp8 quantization_config \
+                               may be fp8";
                     return Err(CheckpointError::DtypeHere { name, got: e.dtype, want: DType::BF16, why });
                 }
                 _ => {}
             }
         }
         Ok(ck)
+    }
+
+    /// The block scales beside an fp8 matrix `name` of shape `shape` that [`expected_tensors`]
+    /// does not list (an fp8 shared expert's): present, F32, `[ceil(out/128), ceil(in/128)]`.
+    fn check_fp8_scale(&self, name: &str, shape: &[usize]) -> Result<(), CheckpointError> {
+        let scale = crate::fp8::scale_name(name);
+        let e = self.tensors.get(&scale).ok_or_else(|| CheckpointError::Missing { name: scale.clone() })?;
+        let want = crate::fp8::scale_shape(shape[0], shape[1]).to_vec();
+        if e.shape != want {
+            return Err(CheckpointError::Shape { name: scale, got: e.shape.clone(), want });
+        }
+        if e.dtype != DType::F32 {
+            let why = "an fp8 matrix's block scales are f32";
+            return Err(CheckpointError::DtypeHere { name: scale, got: e.dtype, want: DType::F32, why });
+        }
+        Ok(())
     }
 
     pub fn shard_names(&self) -> &[String] {

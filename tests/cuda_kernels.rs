@@ -2040,6 +2040,40 @@ mod cuda {
         let _ = std::fs::remove_dir_all(&bf16);
     }
 
+    /// A block-FP8 checkpoint whose shared experts are fp8 too (tests/fp8.rs): on the GPU they
+    /// are dequantized and rounded to bf16 at load, so it computes what the same checkpoint with
+    /// those weights dequantized into f32 (narrowed to bf16 at load the same way) computes, bit
+    /// for bit, with the shared expert among the fp8 tiles' items and beside them.
+    #[test]
+    fn fp8_shared_expert_loads_as_its_dequantized_weights() {
+        if skip() {
+            return;
+        }
+        use super::common::checkpoints::store_shared_expert_as_fp8;
+        let (fp8, f32) = (tmp("fp8-shared"), tmp("fp8-shared-f32"));
+        for (d, as_f32) in [(&fp8, false), (&f32, true)] {
+            dllm::make_model::make_model_quantized("tiny", d, 0, Some(Quantization::Fp8)).unwrap();
+            store_shared_expert_as_fp8(d, as_f32);
+        }
+        let tokens: Vec<u32> = (0..40).map(|i| (i * 41 % 280) as u32).collect();
+        for shared_items in [None, Some(0)] {
+            let o = CudaOptions { shared_expert_items: shared_items, ..opts() };
+            let logits = |d: &Path| {
+                let ck = Checkpoint::open(d).unwrap();
+                let mut b = CudaBackend::load(&ck, &o).unwrap();
+                let s = b.alloc_seq(tokens.len()).unwrap();
+                let mut batch = StepBatch::default();
+                batch.push(s, 0, &tokens, 8);
+                let rows: Vec<usize> = (0..tokens.len()).collect();
+                dllm::model::forward_logits(&mut b, &ck.config, &batch, &rows).unwrap()
+            };
+            let (a, b) = (logits(&fp8), logits(&f32));
+            assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()), "shared expert items {shared_items:?}");
+        }
+        let _ = std::fs::remove_dir_all(&fp8);
+        let _ = std::fs::remove_dir_all(&f32);
+    }
+
     /// The fp8 GEMMs on mid shapes quantized on the GPU at load: hidden 256 (two scale blocks
     /// along k for gate/up), expert width 144 (a ragged second scale block along n for gate/up
     /// and along k for down; not a multiple of the 64-column tile), and enough rows per expert

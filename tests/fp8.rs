@@ -2,6 +2,7 @@
 //! checks of their dtypes and scale shapes, `--quantization fp8` over a bf16 checkpoint giving
 //! the very weights of the fp8 checkpoint, and the accuracy cost of fp8 on the tiny model.
 
+use common::checkpoints::{f32_bytes, replace_tensor, replace_tensors, shared_expert_matrices, store_shared_expert_as_fp8};
 use dllm::backend::cpu::CpuBackend;
 use dllm::backend::{Backend, StepBatch};
 use dllm::checkpoint::{Checkpoint, DType};
@@ -11,6 +12,8 @@ use dllm::rng::Rng;
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use std::path::{Path, PathBuf};
+
+mod common;
 
 fn dir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("dllm-fp8-{}-{tag}", std::process::id()));
@@ -29,27 +32,6 @@ fn open_err(d: &Path) -> String {
         Ok(_) => panic!("expected an error for {}", d.display()),
         Err(e) => e.to_string(),
     }
-}
-
-/// Rewrite the shard holding `name` with that tensor replaced by (dtype, shape, bytes).
-fn replace_tensor(d: &Path, name: &str, dtype: Dtype, shape: Vec<usize>, bytes: Vec<u8>) {
-    for e in std::fs::read_dir(d).unwrap().flatten() {
-        let p = e.path();
-        if p.extension().is_none_or(|x| x != "safetensors") {
-            continue;
-        }
-        let raw = std::fs::read(&p).unwrap();
-        let st = SafeTensors::deserialize(&raw).unwrap();
-        if !st.names().contains(&name) {
-            continue;
-        }
-        let mut views: Vec<(String, TensorView)> = st.tensors().into_iter().filter(|(n, _)| n != name).collect();
-        views.push((name.to_string(), TensorView::new(dtype, shape, &bytes).unwrap()));
-        let out = safetensors::tensor::serialize(views, None).unwrap();
-        std::fs::write(&p, out).unwrap();
-        return;
-    }
-    panic!("{name} is in no shard of {}", d.display());
 }
 
 const GATE0: &str = "model.layers.1.mlp.experts.0.gate_proj.weight";
@@ -273,4 +255,59 @@ fn fp8_slices_keep_their_scale_blocks_whole() {
         let e = fp8_scale_slice("w", &bad).unwrap_err().to_string();
         assert!(e.contains("cuts the fp8 checkpoint's 128-wide scale blocks") && e.contains("--quantization fp8"), "{bad:?}: {e}");
     }
+}
+
+/// A block-FP8 checkpoint whose shared experts are fp8 too (DeepSeek-V3's layout quantizes them
+/// with the routed experts'; make-model writes them bf16): it loads, and computes what the same
+/// checkpoint with those fp8 weights dequantized into f32 computes, bit for bit (the CPU
+/// dequantizes in f32 either way); the fp8 shared expert moves tiny's logits a little from the
+/// bf16 one.
+#[test]
+fn an_fp8_shared_expert_loads_as_its_dequantized_weights() {
+    let (bf16, fp8, f32) = (
+        tiny("shared-bf16", Some(Quantization::Fp8)),
+        tiny("shared-fp8", Some(Quantization::Fp8)),
+        tiny("shared-f32", Some(Quantization::Fp8)),
+    );
+    store_shared_expert_as_fp8(&fp8, false);
+    store_shared_expert_as_fp8(&f32, true);
+    let ck = Checkpoint::open(&fp8).unwrap();
+    let (name, _) = &shared_expert_matrices(&fp8)[0];
+    assert_eq!(ck.tensor(name).unwrap().dtype, DType::F8E4M3);
+    let tokens: Vec<u32> = (0..24).map(|i| (i * 41 % 280) as u32).collect();
+    let l = |d: &Path| logits(&mut CpuBackend::load(&Checkpoint::open(d).unwrap()).unwrap(), &tokens);
+    let (a, q, w) = (l(&bf16), l(&fp8), l(&f32));
+    assert!(q == w, "an fp8 shared expert must compute its dequantized weights' logits");
+    let e =
+        (q.iter().zip(&a).map(|(x, y)| ((x - y) as f64).powi(2)).sum::<f64>() / a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>()).sqrt();
+    eprintln!("tiny: fp8 shared expert against bf16 logits relative error {e:.2e}");
+    assert!(e > 0.0 && e < 0.05, "{e}");
+}
+
+#[test]
+fn an_fp8_shared_experts_scales_are_checked_and_fp8_needs_the_config() {
+    // No scale beside the fp8 weight.
+    let f = tiny("shared-no-scale", Some(Quantization::Fp8));
+    let (name, [out, inp]) = shared_expert_matrices(&f)[0].clone();
+    replace_tensor(&f, &name, Dtype::F8_E4M3, vec![out, inp], vec![0x38; out * inp]);
+    let scale = dllm::fp8::scale_name(&name);
+    let e = open_err(&f);
+    assert!(e.contains(&scale) && e.contains("missing"), "{e}");
+    // A scale of the wrong shape.
+    replace_tensors(&f, &name, vec![(scale.clone(), Dtype::F32, vec![2, 1], f32_bytes(&[1.0, 1.0]))]);
+    let e = open_err(&f);
+    assert!(e.contains(&scale) && e.contains("[2, 1]") && e.contains("[1, 1]"), "{e}");
+    // A scale that is not f32.
+    replace_tensors(&f, &name, vec![(scale.clone(), Dtype::BF16, vec![1, 1], vec![0x80, 0x3f])]);
+    let e = open_err(&f);
+    assert!(e.contains(&scale) && e.contains("F32"), "{e}");
+    // fp8 shared experts in a checkpoint whose config.json announces no fp8.
+    let b = tiny("shared-fp8-unannounced", None);
+    replace_tensors(
+        &b,
+        &name,
+        vec![(name.clone(), Dtype::F8_E4M3, vec![out, inp], vec![0x38; out * inp]), (scale, Dtype::F32, vec![1, 1], f32_bytes(&[1.0]))],
+    );
+    let e = open_err(&b);
+    assert!(e.contains(&name) && e.contains("F8E4M3") && e.contains("quantization_config"), "{e}");
 }

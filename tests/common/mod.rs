@@ -1,5 +1,8 @@
-//! Reading the PyTorch oracle's fixtures (tests/fixtures), shared by the CPU and CUDA tests.
+//! Reading the PyTorch oracle's fixtures (tests/fixtures), shared by the CPU and CUDA tests;
+//! `checkpoints`: editing test checkpoints' tensors.
 #![allow(dead_code)]
+
+pub mod checkpoints;
 
 use dllm::backend::{Backend, BlockPool, LayerRouting, StepBatch};
 use dllm::config::ModelConfig;

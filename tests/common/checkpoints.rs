@@ -1,0 +1,69 @@
+//! Editing test checkpoints' tensors in place (a shard rewritten with some tensors replaced or
+//! added), for the loader's checks and for layouts `make-model` does not write.
+
+use dllm::checkpoint::Checkpoint;
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
+use std::path::Path;
+
+/// Rewrite the shard holding `name` with that tensor replaced by (dtype, shape, bytes).
+pub fn replace_tensor(d: &Path, name: &str, dtype: Dtype, shape: Vec<usize>, bytes: Vec<u8>) {
+    replace_tensors(d, name, vec![(name.to_string(), dtype, shape, bytes)]);
+}
+
+/// Rewrite the shard holding `holder` with each of `new` (name, dtype, shape, bytes) in it, in
+/// place of any tensor of that name.
+pub fn replace_tensors(d: &Path, holder: &str, new: Vec<(String, Dtype, Vec<usize>, Vec<u8>)>) {
+    for e in std::fs::read_dir(d).unwrap().flatten() {
+        let p = e.path();
+        if p.extension().is_none_or(|x| x != "safetensors") {
+            continue;
+        }
+        let raw = std::fs::read(&p).unwrap();
+        let st = SafeTensors::deserialize(&raw).unwrap();
+        if !st.names().contains(&holder) {
+            continue;
+        }
+        let mut views: Vec<(String, TensorView)> = st.tensors().into_iter().filter(|(n, _)| new.iter().all(|t| &t.0 != n)).collect();
+        for (name, dtype, shape, bytes) in &new {
+            views.push((name.clone(), TensorView::new(*dtype, shape.clone(), bytes).unwrap()));
+        }
+        let out = safetensors::tensor::serialize(views, None).unwrap();
+        std::fs::write(&p, out).unwrap();
+        return;
+    }
+    panic!("{holder} is in no shard of {}", d.display());
+}
+
+pub fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// The shared expert's matrices of every MoE layer of `d`: (name, [out, in]).
+pub fn shared_expert_matrices(d: &Path) -> Vec<(String, [usize; 2])> {
+    let ck = Checkpoint::open(d).unwrap();
+    let c = &ck.config;
+    (0..c.num_hidden_layers)
+        .filter(|&l| c.is_moe_layer(l))
+        .flat_map(|l| ["gate", "up", "down"].map(|p| format!("model.layers.{l}.mlp.shared_experts.{p}_proj.weight")))
+        .map(|n| {
+            let s = ck.tensor(&n).unwrap().shape;
+            (n, [s[0], s[1]])
+        })
+        .collect()
+}
+
+/// Store `d`'s shared experts as block fp8 (fp8.rs's quantization of their draws, with their
+/// `_scale_inv`) or, `as_f32`, as those fp8 weights dequantized, in f32.
+pub fn store_shared_expert_as_fp8(d: &Path, as_f32: bool) {
+    for (name, [out, inp]) in shared_expert_matrices(d) {
+        let w = Checkpoint::open(d).unwrap().f32(&name).unwrap();
+        let q = dllm::fp8::quantize(&w, out, inp).unwrap();
+        if as_f32 {
+            replace_tensor(d, &name, Dtype::F32, vec![out, inp], f32_bytes(&q.dequantize()));
+        } else {
+            let scale = (dllm::fp8::scale_name(&name), Dtype::F32, dllm::fp8::scale_shape(out, inp).to_vec(), f32_bytes(&q.scale_inv));
+            replace_tensors(d, &name, vec![(name.clone(), Dtype::F8_E4M3, vec![out, inp], q.codes), scale]);
+        }
+    }
+}
