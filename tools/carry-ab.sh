@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Builds .carry/ for an A/B device call: what tools/gpu-test.sh makes from the working tree (the
+# release binary `dllm` and the two test binaries), plus BASE's release binary as `dllm-base`
+# (BASE: a commit, HEAD by default), built in a temporary worktree. Both binaries stripped and the
+# test binaries gzipped (tools/device-suite.sh unpacks them), to fit the 64 MiB carry limit. The
+# call scripts then run `.carry/dllm` and `.carry/dllm-base` side by side, e.g.
+#   git apply some.patch && bash tools/carry-ab.sh        # patched against HEAD
+#   bash tools/carry-ab.sh 262fc7b                        # the working tree against 262fc7b
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+base=$(git rev-parse --verify "${1:-HEAD}^{commit}")
+[ -d .venv-cuda ] || { echo "no .venv-cuda here: run tools/setup-cuda.sh first" >&2; exit 1; }
+wt=$(mktemp -d /tmp/dllm-base.XXXXXX)
+saved=$(mktemp /tmp/dllm-base-bin.XXXXXX)
+cleanup() { git worktree remove --force "$wt" 2>/dev/null || rm -rf "$wt"; rm -f "$saved"; }
+trap cleanup EXIT
+git worktree add --detach "$wt" "$base" >/dev/null
+# build.rs finds nvcc, libclang and the NVTX headers in the tree's .venv-cuda: this one's.
+ln -s "$root/.venv-cuda" "$wt/.venv-cuda"
+# A target folder of its own (kept across runs, so its dependencies build once): in this tree's,
+# the base build would leave target/release/dllm its own binary, which cargo, seeing this tree's
+# crate fresh, would not link again.
+base_target=/tmp/dllm-target-base
+(cd "$wt" && DLLM_REQUIRE_CUDA=1 CARGO_TARGET_DIR="$base_target" cargo build --release)
+cp "$base_target/release/dllm" "$saved"
+bash tools/gpu-test.sh
+cp "$saved" .carry/dllm-base
+strip --strip-all .carry/dllm .carry/dllm-base
+gzip -f .carry/test_cuda_kernels .carry/test_model_vs_fixtures
+echo "dllm: the working tree ($(git rev-parse --short=12 HEAD)$(git diff --quiet HEAD -- . || echo ', with changes')); dllm-base: ${base:0:12}"
+ls -la .carry
+du -sh .carry
