@@ -506,8 +506,14 @@ fn run_on<B: Runner + Measure>(mut engine: Engine<B>, cmd: BenchCmd, process_sta
             let c = &a.common;
             let r = bench_generate(&mut engine, a.requests, a.prefix, c.block, a.tokens_per_step, a.max_new_tokens, c.seed)?;
             println!(
-                "device: {device}\nready {ready_s:.2} s after start; {} requests x {} tokens in {:.3} s: {:.1} tokens/s, {} steps, first block after {:.1} ms",
-                r.requests, a.max_new_tokens, r.seconds, r.tokens_per_s, r.steps, r.time_to_first_block_ms
+                "device: {device}\nready {ready_s:.2} s after start; {} requests x {} tokens in {:.3} s: {:.1} tokens/s, {} steps, first block after {:.1} ms{}",
+                r.requests,
+                a.max_new_tokens,
+                r.seconds,
+                r.tokens_per_s,
+                r.steps,
+                r.time_to_first_block_ms,
+                r.graph_shapes_recorded.map(|n| format!(", {n} step shapes recorded as CUDA graphs")).unwrap_or_default()
             );
             let v = serde_json::json!({"device": device, "commit": commit, "preset": c.preset, "startup_s": ready_s,
                 "command": std::env::args().collect::<Vec<_>>().join(" "), "run": r});

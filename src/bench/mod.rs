@@ -553,6 +553,9 @@ pub struct GenerateRun {
     pub tokens_per_s: f64,
     pub steps: usize,
     pub time_to_first_block_ms: f64,
+    /// Step shapes recorded as CUDA graphs during the run (None without graphs): each costs its
+    /// step an eager run, a capture and an instantiation (see [`GraphRecording`]).
+    pub graph_shapes_recorded: Option<u64>,
 }
 
 /// End to end: `requests` requests of `prefix` random ids, `max_new` tokens each, k unmasked
@@ -579,6 +582,7 @@ pub fn bench_generate<B: Runner + Measure>(
         ..GenParams::default()
     };
     let avoid = [engine.mask_id, engine.eos_id];
+    let recorded_before = engine.backend.graphs_recorded();
     let t0 = Instant::now();
     for _ in 0..requests {
         let p = random_prompt(&mut rng, prefix.max(1), engine.cfg.vocab_size, &avoid);
@@ -610,6 +614,7 @@ pub fn bench_generate<B: Runner + Measure>(
         tokens_per_s: tokens as f64 / secs,
         steps,
         time_to_first_block_ms: first_block.unwrap_or(secs) * 1e3,
+        graph_shapes_recorded: engine.backend.graphs_recorded().zip(recorded_before).map(|(after, before)| after - before),
     })
 }
 
