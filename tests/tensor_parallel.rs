@@ -16,6 +16,8 @@ use dllm::runtime::{self, Device, LoadOptions};
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
+mod common;
+
 fn tiny() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
@@ -128,11 +130,17 @@ fn tiny_fp8(tag: &str, moe_inter: Option<usize>) -> PathBuf {
 /// scales of the blocks they lie in (`Checkpoint::fp8_slice`, what a GPU rank uploads), and the
 /// ranks' logits are the whole fp8 model's: tiny's experts (one block), and 256 wide (two blocks
 /// along each expert's cut: 2 ranks take one block each, 4 ranks half of one). At 144 wide (a
-/// block and a ragged 16) 2 ranks would cut the first block: refused at load, saying why.
+/// block and a ragged 16) 2 ranks would cut the first block: refused at load, saying why. Each
+/// also with its shared experts stored fp8 (sliced by the same rules, dequantized at load).
 #[test]
 fn sharded_fp8_checkpoint_gives_the_whole_models_logits() {
-    for (tag, moe_inter) in [("tiny", None), ("wide", Some(256))] {
+    for (tag, moe_inter, shared_fp8) in
+        [("tiny", None, false), ("wide", Some(256), false), ("tiny-shared", None, true), ("wide-shared", Some(256), true)]
+    {
         let dir = tiny_fp8(tag, moe_inter);
+        if shared_fp8 {
+            common::checkpoints::store_shared_expert_as_fp8(&dir, false);
+        }
         let ck = Arc::new(Checkpoint::open(&dir).unwrap());
         assert!(ck.config.fp8_experts());
         let cfg = ck.config.clone();
