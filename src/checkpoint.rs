@@ -405,7 +405,9 @@ impl Checkpoint {
                     let why = "config.json's quantization_config says the routed experts are block fp8";
                     return Err(CheckpointError::DtypeHere { name, got: e.dtype, want, why });
                 }
-                None if e.dtype == DType::F8E4M3 && may_be_fp8(&ck.config, &name) => ck.check_fp8_scale(&name, &want)?,
+                None if e.dtype == DType::F8E4M3 && may_be_fp8(&ck.config, &name) => {
+                    ck.fp8_scale_of(&name, &want)?;
+                }
                 None if e.dtype == DType::F8E4M3 => {
                     let why = "only the routed and shared experts of a checkpoint whose config.json has an fp8 quantization_config \
                                may be fp8";
@@ -417,12 +419,16 @@ impl Checkpoint {
         Ok(ck)
     }
 
-    /// The block scales beside an fp8 matrix `name` of shape `shape` that [`expected_tensors`]
-    /// does not list (an fp8 shared expert's): present, F32, `[ceil(out/128), ceil(in/128)]`.
-    fn check_fp8_scale(&self, name: &str, shape: &[usize]) -> Result<(), CheckpointError> {
+    /// The name of the block scales beside an fp8 matrix `name` of shape `shape`, checked:
+    /// present, F32, `[ceil(out/128), ceil(in/128)]`. At open for the fp8 tensors that
+    /// [`expected_tensors`] lists no scales for (a shared expert's), and before every fp8 read.
+    fn fp8_scale_of(&self, name: &str, shape: &[usize]) -> Result<String, CheckpointError> {
         let scale = crate::fp8::scale_name(name);
+        let &[out, inp] = shape else {
+            return Err(CheckpointError::Unsupported(format!("tensor {name}: an fp8 tensor must be a matrix, not {shape:?}")));
+        };
         let e = self.tensors.get(&scale).ok_or_else(|| CheckpointError::Missing { name: scale.clone() })?;
-        let want = crate::fp8::scale_shape(shape[0], shape[1]).to_vec();
+        let want = crate::fp8::scale_shape(out, inp).to_vec();
         if e.shape != want {
             return Err(CheckpointError::Shape { name: scale, got: e.shape.clone(), want });
         }
@@ -430,7 +436,7 @@ impl Checkpoint {
             let why = "an fp8 matrix's block scales are f32";
             return Err(CheckpointError::DtypeHere { name: scale, got: e.dtype, want: DType::F32, why });
         }
-        Ok(())
+        Ok(scale)
     }
 
     pub fn shard_names(&self) -> &[String] {
@@ -556,14 +562,7 @@ impl Checkpoint {
     /// [`fp8_scale_slice`] allows (mini's experts split 2, 4 or 8 ways, flash's 2 or 4, are).
     pub fn fp8_slice(&self, name: &str, slice: &Slice) -> Result<crate::fp8::Fp8Matrix, CheckpointError> {
         let e = self.entry(name)?;
-        let scale = crate::fp8::scale_name(name);
-        let (&[out, inp], Some(s)) = (e.shape.as_slice(), self.tensors.get(&scale)) else {
-            return Err(CheckpointError::Missing { name: scale });
-        };
-        let want = crate::fp8::scale_shape(out, inp).to_vec();
-        if s.shape != want || s.dtype != DType::F32 {
-            return Err(CheckpointError::Shape { name: scale, got: s.shape.clone(), want });
-        }
+        let scale = self.fp8_scale_of(name, &e.shape)?;
         let shape = slice.shape(name, &e.shape)?;
         let scale_slice = fp8_scale_slice(name, slice)?;
         let n = shape.iter().product::<usize>();
