@@ -224,11 +224,12 @@ impl<B: Measure + 'static> Measure for Ranks<B> {
         // A collective: every rank must run it.
         self.all(move |b| b.time_all_reduce(floats))?.into_iter().next().ok_or_else(|| anyhow!("no ranks"))?
     }
+    // Every rank records the same step shapes, holds the same kind of experts and picks by the
+    // same rows: rank 0's answer, the others' checked against it in debug builds.
     fn graphs_recorded(&self) -> Option<u64> {
-        self.all(|b| b.graphs_recorded()).ok().and_then(|v| v.into_iter().next()).flatten()
+        self.agreed(|b| Ok(b.graphs_recorded())).ok().flatten()
     }
     fn expert_math(&self, rows: usize) -> ExpertMath {
-        // Every rank holds the same kind of experts and picks by the same rows.
-        self.all(move |b| b.expert_math(rows)).ok().and_then(|v| v.into_iter().next()).unwrap_or(ExpertMath::Bf16)
+        self.agreed(move |b| Ok(b.expert_math(rows))).unwrap_or(ExpertMath::Bf16)
     }
 }

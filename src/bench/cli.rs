@@ -4,7 +4,7 @@
 use super::engines::{cpu_engine, ModelSource};
 use super::prefill::{bench_prefill, print_prefill_table, PrefillBenchArgs};
 use super::{attach_baseline, bench_generate, bench_steps, print_step_table, StepBenchArgs, TokenMode};
-use crate::backend::Measure;
+use crate::backend::{ExpertMath, Measure};
 use crate::engine::{Engine, Runner};
 use crate::runtime::Device;
 use anyhow::{bail, Context, Result};
@@ -408,7 +408,7 @@ fn profile_steps(engine: &mut Engine<crate::backend::cuda::CudaBackend>, a: &Ker
         residual_gemm: c.residual_gemm.unwrap_or(defaults.residual_gemm) && cublas,
         qkv_bf16: c.qkv_bf16.unwrap_or(defaults.qkv_bf16) && cublas,
         logits_bf16: a.sampling.temperature > 0.0 && c.sample_bf16.unwrap_or(defaults.sample_bf16),
-        w8a8_experts: engine.backend.w8a8_experts_at(a.batch * c.block),
+        w8a8_experts: engine.backend.expert_math(a.batch * c.block) == ExpertMath::W8A8,
     };
     let work = super::kernels::step_work(&engine.cfg, &touched, dims, fused);
     let rows = super::kernels::rows(&measured, &work, bandwidth, gemm);

@@ -295,7 +295,7 @@ fn bench_steps_as_set<B: Runner + Measure>(engine: &mut Engine<B>, a: &StepBench
         // server does once warm.
         let recorded_before = engine.backend.graphs_recorded();
         let (recording, _) = run_steps(engine, batch, a, &params, &mut rng)?;
-        let recorded = engine.backend.graphs_recorded().zip(recorded_before).map(|(after, before)| after - before);
+        let recorded = graphs_recorded_since(&engine.backend, recorded_before);
         let (timed, predicted) = run_steps(engine, batch, a, &params, &mut rng)?;
         let later = &timed[1..];
         let graph_recording = recorded.map(|shapes| GraphRecording {
@@ -521,6 +521,11 @@ pub struct GraphRecording {
     pub ms_a_step: f64,
 }
 
+/// The step shapes `b` recorded as CUDA graphs since it counted `before` (None without graphs).
+fn graphs_recorded_since(b: &impl Measure, before: Option<u64>) -> Option<u64> {
+    b.graphs_recorded().zip(before).map(|(after, before)| after - before)
+}
+
 /// Which batches' expert GEMMs ran which way, where the experts are fp8 (the way follows the
 /// rows a forward routes): "fp8 experts as W8A16 at batch 1, 4; as W8A8 at batch 8, 16".
 fn expert_math_line(runs: &[StepRun]) -> Option<String> {
@@ -614,7 +619,7 @@ pub fn bench_generate<B: Runner + Measure>(
         tokens_per_s: tokens as f64 / secs,
         steps,
         time_to_first_block_ms: first_block.unwrap_or(secs) * 1e3,
-        graph_shapes_recorded: engine.backend.graphs_recorded().zip(recorded_before).map(|(after, before)| after - before),
+        graph_shapes_recorded: graphs_recorded_since(&engine.backend, recorded_before),
     })
 }
 

@@ -643,7 +643,7 @@ impl CudaBackend {
 
     /// Whether the MoE layers' fp8 experts run W8A8 for `rows` tokens (the W8A8 tiles, with
     /// their activations' quantize launches).
-    pub fn w8a8_experts_at(&self, rows: usize) -> bool {
+    pub(super) fn w8a8_experts_at(&self, rows: usize) -> bool {
         self.fp8_m64_tiles() == Fp8Tiles::W8a8
             && self.w.layers.iter().any(
                 |l| matches!(&l.ffn, Ffn::Moe(m) if matches!(m.gate, ExpertMatrix::Fp8 { .. }) && self.tile_rows(m, rows) == MOE_BM_LARGE),
