@@ -334,7 +334,7 @@ static_assert(moe_fp8_ra_x_bytes() % 1024 == 0 && moe_fp8_ra_stage_bytes() % 102
 // item's x rows as e4m3 codes too (quantize_rows_fp8), both operands of fp8 wgmma straight from the
 // stage. A stage is one whole scale block of k (FP8_BLOCK codes: a 128-byte swizzled row, as a bf16
 // stage's GEMM_BK), the x codes [MOE_BM_LARGE][FP8_BLOCK] then the weights' [MOE_MMA_WROWS][FP8_BLOCK];
-// W8A8_STAGES of them, 1 KB of slack for the 1024-byte alignment. Three CTAs an SM.
+// W8A8_STAGES of them, 1 KB of slack for the 1024-byte alignment. Two CTAs an SM.
 #define W8A8_STAGES 4
 constexpr DLLM_HD int moe_w8a8_x_bytes() { return MOE_BM_LARGE * FP8_BLOCK; }
 constexpr DLLM_HD int moe_w8a8_stage_bytes() { return moe_w8a8_x_bytes() + MOE_MMA_WROWS * FP8_BLOCK; }
