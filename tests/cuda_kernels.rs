@@ -17,7 +17,7 @@ mod common;
 mod cuda {
     use super::common::{
         biased_score_gaps, case_logits, fixture, greedy_params, ids, joint_params, logits_errors, make_fixture_model,
-        rel_err as oracle_err, replay_block_routing, routing_splits,
+        rel_err as oracle_err, replay_block_routing, routing_splits, sequence_logits,
     };
     use dllm::backend::cpu::{CpuBackend, Mat};
     use dllm::backend::cuda::kernels::params::DENSE_STREAM_ROWS;
@@ -2058,14 +2058,10 @@ mod cuda {
         let tokens: Vec<u32> = (0..40).map(|i| (i * 41 % 280) as u32).collect();
         for shared_items in [None, Some(0)] {
             let o = CudaOptions { shared_expert_items: shared_items, ..opts() };
+            let rows: Vec<usize> = (0..tokens.len()).collect();
             let logits = |d: &Path| {
                 let ck = Checkpoint::open(d).unwrap();
-                let mut b = CudaBackend::load(&ck, &o).unwrap();
-                let s = b.alloc_seq(tokens.len()).unwrap();
-                let mut batch = StepBatch::default();
-                batch.push(s, 0, &tokens, 8);
-                let rows: Vec<usize> = (0..tokens.len()).collect();
-                dllm::model::forward_logits(&mut b, &ck.config, &batch, &rows).unwrap()
+                sequence_logits(&mut CudaBackend::load(&ck, &o).unwrap(), &ck.config, &tokens, 8, &rows)
             };
             let (a, b) = (logits(&fp8), logits(&f32));
             assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()), "shared expert items {shared_items:?}");
@@ -2270,15 +2266,7 @@ mod cuda {
         let mut rng = Rng::new(4);
         let tokens: Vec<u32> = (0..64).map(|_| (rng.next_u64() % 150_000) as u32).collect();
         let rows: Vec<usize> = (32..64).collect();
-        let run = |b: &mut CudaBackend| {
-            let s = b.alloc_seq(tokens.len()).unwrap();
-            let mut batch = StepBatch::default();
-            batch.push(s, 0, &tokens, 32);
-            let l = dllm::model::forward_logits(b, c, &batch, &rows).unwrap();
-            b.free_seq(s);
-            l
-        };
-        let (a, q) = (run(bf16), run(fp8));
+        let (a, q) = (sequence_logits(bf16, c, &tokens, 32, &rows), sequence_logits(fp8, c, &tokens, 32, &rows));
         let e = rel_err(&q, &a);
         let v = c.vocab_size;
         let mut per_row: Vec<f64> = (0..rows.len()).map(|r| rel_err(&q[r * v..(r + 1) * v], &a[r * v..(r + 1) * v])).collect();

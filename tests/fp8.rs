@@ -4,7 +4,6 @@
 
 use common::checkpoints::{f32_bytes, replace_tensor, replace_tensors, shared_expert_matrices, store_shared_expert_as_fp8};
 use dllm::backend::cpu::CpuBackend;
-use dllm::backend::{Backend, StepBatch};
 use dllm::checkpoint::{Checkpoint, DType};
 use dllm::fp8::Quantization;
 use dllm::make_model::make_model_quantized;
@@ -78,14 +77,8 @@ fn quantizing_at_load_gives_the_fp8_checkpoints_weights() {
 }
 
 fn logits(b: &mut CpuBackend, tokens: &[u32]) -> Vec<f32> {
-    let cfg = b.cfg.clone();
-    let slot = b.alloc_seq(tokens.len()).unwrap();
-    let mut batch = StepBatch::default();
-    batch.push(slot, 0, tokens, 8);
-    let rows: Vec<usize> = (0..tokens.len()).collect();
-    let l = dllm::model::forward_logits(b, &cfg, &batch, &rows).unwrap();
-    b.free_seq(slot);
-    l
+    let (cfg, rows) = (b.cfg.clone(), (0..tokens.len()).collect::<Vec<_>>());
+    common::sequence_logits(b, &cfg, tokens, 8, &rows)
 }
 
 /// fp8 vs bf16 logits on random prompts of tiny's vocabulary: (relative error over all rows,

@@ -52,12 +52,19 @@ pub fn case_logits<B: Backend>(b: &mut B, cfg: &ModelConfig, case: &Value) -> (V
     let input = ids(&case["input_ids"]);
     let bs = case["block_size"].as_u64().unwrap() as usize;
     let positions: Vec<usize> = case["positions"].as_array().unwrap().iter().map(|p| p.as_u64().unwrap() as usize).collect();
-    let slot = b.alloc_seq(input.len()).unwrap();
-    let mut batch = StepBatch::default();
-    batch.push(slot, 0, &input, bs);
-    let got = dllm::model::forward_logits(b, cfg, &batch, &positions).unwrap();
-    b.free_seq(slot);
+    let got = sequence_logits(b, cfg, &input, bs, &positions);
     (positions, got)
+}
+
+/// One fresh sequence of `tokens` from position 0 through `b`'s forward in blocks of `block`:
+/// the logits rows of `rows`, `vocab` floats each (the sequence freed after).
+pub fn sequence_logits<B: Backend>(b: &mut B, cfg: &ModelConfig, tokens: &[u32], block: usize, rows: &[usize]) -> Vec<f32> {
+    let slot = b.alloc_seq(tokens.len()).unwrap();
+    let mut batch = StepBatch::default();
+    batch.push(slot, 0, tokens, block);
+    let got = dllm::model::forward_logits(b, cfg, &batch, rows).unwrap();
+    b.free_seq(slot);
+    got
 }
 
 /// Every logits case through `b`: (case name, position, relative error vs the oracle).
