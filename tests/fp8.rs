@@ -265,7 +265,7 @@ fn an_fp8_shared_expert_loads_as_its_dequantized_weights() {
     store_shared_expert_as_fp8(&fp8, false);
     store_shared_expert_as_fp8(&f32, true);
     let ck = Checkpoint::open(&fp8).unwrap();
-    let (name, _) = &shared_expert_matrices(&fp8)[0];
+    let (name, _) = &shared_expert_matrices(&ck)[0];
     assert_eq!(ck.tensor(name).unwrap().dtype, DType::F8E4M3);
     let tokens: Vec<u32> = (0..24).map(|i| (i * 41 % 280) as u32).collect();
     let l = |d: &Path| logits(&mut CpuBackend::load(&Checkpoint::open(d).unwrap()).unwrap(), &tokens);
@@ -281,7 +281,7 @@ fn an_fp8_shared_expert_loads_as_its_dequantized_weights() {
 fn an_fp8_shared_experts_scales_are_checked_and_fp8_needs_the_config() {
     // No scale beside the fp8 weight.
     let f = tiny("shared-no-scale", Some(Quantization::Fp8));
-    let (name, [out, inp]) = shared_expert_matrices(&f)[0].clone();
+    let (name, [out, inp]) = shared_expert_matrices(&Checkpoint::open(&f).unwrap())[0].clone();
     replace_tensor(&f, &name, Dtype::F8_E4M3, vec![out, inp], vec![0x38; out * inp]);
     let scale = dllm::fp8::scale_name(&name);
     let e = open_err(&f);

@@ -39,13 +39,13 @@ pub fn f32_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
-/// The shared expert's matrices of every MoE layer of `d`: (name, [out, in]).
-pub fn shared_expert_matrices(d: &Path) -> Vec<(String, [usize; 2])> {
-    let ck = Checkpoint::open(d).unwrap();
+/// The shared expert's matrices of every MoE layer of `ck`: (name, [out, in]).
+pub fn shared_expert_matrices(ck: &Checkpoint) -> Vec<(String, [usize; 2])> {
+    use dllm::checkpoint::names::{layer, Proj};
     let c = &ck.config;
     (0..c.num_hidden_layers)
         .filter(|&l| c.is_moe_layer(l))
-        .flat_map(|l| ["gate", "up", "down"].map(|p| format!("model.layers.{l}.mlp.shared_experts.{p}_proj.weight")))
+        .flat_map(|l| Proj::ALL.map(|p| layer(l).shared_expert(p)))
         .map(|n| {
             let s = ck.tensor(&n).unwrap().shape;
             (n, [s[0], s[1]])
@@ -56,14 +56,22 @@ pub fn shared_expert_matrices(d: &Path) -> Vec<(String, [usize; 2])> {
 /// Store `d`'s shared experts as block fp8 (fp8.rs's quantization of their draws, with their
 /// `_scale_inv`) or, `as_f32`, as those fp8 weights dequantized, in f32.
 pub fn store_shared_expert_as_fp8(d: &Path, as_f32: bool) {
-    for (name, [out, inp]) in shared_expert_matrices(d) {
-        let w = Checkpoint::open(d).unwrap().f32(&name).unwrap();
-        let q = dllm::fp8::quantize(&w, out, inp).unwrap();
+    // Every matrix read before the first shard is rewritten (which moves the tensors in it).
+    let ck = Checkpoint::open(d).unwrap();
+    let quantized: Vec<_> = shared_expert_matrices(&ck)
+        .into_iter()
+        .map(|(name, [out, inp])| {
+            let q = dllm::fp8::quantize(&ck.f32(&name).unwrap(), out, inp).unwrap();
+            (name, q)
+        })
+        .collect();
+    for (name, q) in quantized {
+        let shape = vec![q.out, q.inp];
         if as_f32 {
-            replace_tensor(d, &name, Dtype::F32, vec![out, inp], f32_bytes(&q.dequantize()));
+            replace_tensor(d, &name, Dtype::F32, shape, f32_bytes(&q.dequantize()));
         } else {
-            let scale = (dllm::fp8::scale_name(&name), Dtype::F32, dllm::fp8::scale_shape(out, inp).to_vec(), f32_bytes(&q.scale_inv));
-            replace_tensors(d, &name, vec![(name.clone(), Dtype::F8_E4M3, vec![out, inp], q.codes), scale]);
+            let scale = (dllm::fp8::scale_name(&name), Dtype::F32, dllm::fp8::scale_shape(q.out, q.inp).to_vec(), f32_bytes(&q.scale_inv));
+            replace_tensors(d, &name, vec![(name.clone(), Dtype::F8_E4M3, shape, q.codes), scale]);
         }
     }
 }
