@@ -22,6 +22,7 @@ mod cuda {
     use dllm::backend::cpu::{CpuBackend, Mat};
     use dllm::backend::cuda::kernels::params::DENSE_STREAM_ROWS;
     use dllm::backend::cuda::{device_available, ActData, CudaAct, CudaBackend, CudaOptions};
+    use dllm::backend::shard::Shard;
     use dllm::backend::{Backend, LayerRouting, Linear, Measure, Norm, StepBatch};
     use dllm::checkpoint::Checkpoint;
     use dllm::config::preset;
@@ -634,6 +635,59 @@ mod cuda {
             }
         }
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// One tensor-parallel rank's shapes on one GPU, against the CPU twin: mini's and flash's
+    /// heads, KV heads and dense, expert and shared-expert widths as `Shard::local_config` divides
+    /// them at 2 and 4 ranks (mini at 4: one KV head a rank and 128-wide experts), in bf16, as
+    /// W8A16 and as W8A8. A rank's forward is these shapes through the same kernels plus the
+    /// all-reduces, so a one-GPU machine checks the kernels of the TP runs, whose own tests need
+    /// two GPUs. 32 experts in 8 groups keep it quick: the router is whole at every rank
+    /// (fused_router_matches_cpu has mini's), and 1, 32, 150 and 600 rows give the experts
+    /// 16-row, 64-row and 128-row items.
+    #[test]
+    fn rank_shapes_ops_match_cpu() {
+        if skip() {
+            return;
+        }
+        for (name, ranks) in [("mini", 2), ("mini", 4), ("flash", 2), ("flash", 4)] {
+            let local = Shard { rank: 0, size: ranks }.local_config(&preset(name).unwrap());
+            let dir = tmp(&format!("rank-{name}-tp{ranks}"));
+            let (h, nh, nkv, d) = (local.hidden_size, local.num_attention_heads, local.num_key_value_heads, local.head_dim());
+            write_mid_config(&dir, h, nh, nkv, d, local.moe_intermediate_size, |c| {
+                c.intermediate_size = local.intermediate_size;
+                c.num_shared_experts = local.num_shared_experts;
+                c.moe_shared_expert_intermediate_size = local.moe_shared_expert_intermediate_size;
+                c.num_experts = 32;
+                c.num_experts_per_tok = 4;
+                c.n_group = 8;
+                c.topk_group = 4;
+            });
+            let fp8 = Some(Quantization::Fp8);
+            // Rows: the dense projections' weight stream (1, 32), 64-row items (150: 19 an expert)
+            // and bf16's 128-row ones (300: 37 an expert); W8A8 forced to its 64-row items.
+            let ways = [
+                ("bf16", None, opts(), &[1usize, 32, 150, 300][..]),
+                ("W8A16", fp8, opts_q(fp8), &[1, 150][..]),
+                ("W8A8", fp8, CudaOptions { fp8_activations: true, moe_item_rows: Some(64), ..opts_q(fp8) }, &[32, 150][..]),
+            ];
+            for (way, q, o, row_counts) in ways {
+                let mut p = pair_opts(&dir, q, o);
+                p.cpu.set_fp8_activations(way == "W8A8");
+                for (seed, &rows) in (70u64..).zip(row_counts) {
+                    eprintln!(
+                        "{name} at tp {ranks} (rank 0's shapes: {nh} heads, {nkv} KV heads, experts {} wide), {way}, {rows} rows",
+                        local.moe_intermediate_size
+                    );
+                    ops_agree(&mut p, seed, rows);
+                }
+                if q.is_none() {
+                    attention_agrees(&mut p, 80);
+                    long_attention_agrees(&mut p, 81, 608);
+                }
+            }
+            let _ = std::fs::remove_dir_all(&dir);
+        }
     }
 
     /// The largest head layout the kernels take: head_dim 256 and 8 query heads per KV head
