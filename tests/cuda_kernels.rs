@@ -1023,9 +1023,9 @@ mod cuda {
         let mut prompt = tok.encode("Why did Camus say that Sisyphus was happy? Because").unwrap();
         prompt.resize(16, tok.mask_id);
         check(&mut CudaBackend::load(&ck, &opts()).unwrap(), &cfg, &prompt, "one GPU");
-        if two_gpus() {
-            let mut tp = tensor_parallel(WeightsFrom::Checkpoint(ck.clone()), 2, &opts()).unwrap();
-            check(&mut tp, &cfg, &prompt, "tp2");
+        for ranks in tp_sizes() {
+            let mut tp = tensor_parallel(WeightsFrom::Checkpoint(ck.clone()), ranks, &opts()).unwrap();
+            check(&mut tp, &cfg, &prompt, &format!("tp{ranks}"));
         }
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -2329,25 +2329,33 @@ mod cuda {
         assert!(e > 0.0 && e < 0.25, "{e}");
     }
 
-    fn two_gpus() -> bool {
-        if dllm::backend::cuda::device_count() >= 2 {
-            return true;
+    /// The tensor-parallel sizes this machine can run, of 2 and 4 (the guide's): none on one GPU.
+    fn tp_sizes() -> Vec<usize> {
+        let gpus = dllm::backend::cuda::device_count();
+        let sizes: Vec<usize> = [2, 4].into_iter().filter(|&n| n <= gpus).collect();
+        if sizes.is_empty() {
+            eprintln!("skipped: tensor parallelism needs 2 GPUs");
         }
-        eprintln!("skipped: tensor parallelism needs 2 GPUs");
-        false
+        sizes
     }
 
-    /// Tensor parallel over 2 GPUs against one GPU, on the tiny model with every expert
-    /// chosen (a continuous forward): step by step within PTOL, token flips and unmask
-    /// differences only at named near-ties (strict lockstep), over the prompts and block sizes
-    /// of the CPU comparison.
+    /// Tensor parallel over 2 GPUs (and 4 where the machine has them) against one GPU, on the
+    /// tiny model with every expert chosen (a continuous forward): step by step within PTOL,
+    /// token flips and unmask differences only at named near-ties (strict lockstep), over the
+    /// prompts and block sizes of the CPU comparison.
     #[test]
-    fn tp2_lockstep_matches_one_gpu() {
-        if skip() || !two_gpus() {
+    fn tp_lockstep_matches_one_gpu() {
+        if skip() {
             return;
         }
+        for ranks in tp_sizes() {
+            tp_lockstep(ranks);
+        }
+    }
+
+    fn tp_lockstep(ranks: usize) {
         use dllm::backend::cuda::{tensor_parallel, WeightsFrom};
-        let dir = tmp("tp2");
+        let dir = tmp(&format!("tp{ranks}"));
         make_model("tiny", &dir, 0).unwrap();
         let mut c: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
         c["num_experts_per_tok"] = c["num_experts"].clone();
@@ -2357,19 +2365,21 @@ mod cuda {
         let tok = Tokenizer::open(&dir, &ck.config).unwrap();
         let cfg = ck.config.clone();
         let mut one = CudaBackend::load(&ck, &opts()).unwrap();
-        let mut tp = tensor_parallel(WeightsFrom::Checkpoint(ck.clone()), 2, &CudaOptions { check_tp_routing: true, ..opts() }).unwrap();
+        let mut tp =
+            tensor_parallel(WeightsFrom::Checkpoint(ck.clone()), ranks, &CudaOptions { check_tp_routing: true, ..opts() }).unwrap();
         let mut total = Lockstep::default();
         for (i, text) in ["Why did Camus say that Sisyphus was happy?", "the"].iter().enumerate() {
             for &(bs, thr) in &[(32usize, 0.95f32), (8, 0.9), (4, 0.0)] {
                 let prompt = tok.encode(text).unwrap();
-                let st = lockstep(&mut one, &mut tp, &cfg, &prompt, bs, bs, thr, 40, tok.mask_id, &format!("tp2 prompt {i} b{bs}"), true);
+                let st =
+                    lockstep(&mut one, &mut tp, &cfg, &prompt, bs, bs, thr, 40, tok.mask_id, &format!("tp{ranks} prompt {i} b{bs}"), true);
                 total.steps += st.steps;
                 total.max_dp = total.max_dp.max(st.max_dp);
                 total.token_ties += st.token_ties;
                 total.decision_ties += st.decision_ties;
             }
         }
-        eprintln!("tiny (dense routing) tp2 vs one GPU: lockstep {total:?}");
+        eprintln!("tiny (dense routing) tp{ranks} vs one GPU: lockstep {total:?}");
         // The engine on the group: a generation runs to the end and frees its pages.
         let mut e = Engine::new(tp, cfg.clone(), tok.mask_id, tok.eos_id);
         let out = e.generate(tok.encode("the").unwrap(), GenParams { max_new_tokens: 16, block_size: 8, ..GenParams::default() }).unwrap();
@@ -2379,15 +2389,22 @@ mod cuda {
     }
 
     /// Mini's shape on random device weights, drawn at every rank count to the same values.
-    /// With every expert chosen the forward is continuous: TP2's logits within bf16 tolerance of
-    /// one GPU's and strict greedy lockstep. With mini's top-8 routing, the figures are reported:
-    /// a near-tied expert that flips under a different summation order changes that token's
-    /// output, and over 20 layers of random weights such flips compound (as CPU against CUDA).
+    /// With every expert chosen the forward is continuous: TP2's (and TP4's) logits within bf16
+    /// tolerance of one GPU's and strict greedy lockstep. With mini's top-8 routing, the figures
+    /// are reported: a near-tied expert that flips under a different summation order changes
+    /// that token's output, and over 20 layers of random weights such flips compound (as CPU
+    /// against CUDA).
     #[test]
-    fn tp2_mini_random_weights_match_one_gpu() {
-        if skip() || !two_gpus() {
+    fn tp_mini_random_weights_match_one_gpu() {
+        if skip() {
             return;
         }
+        for ranks in tp_sizes() {
+            tp_mini_random_weights(ranks);
+        }
+    }
+
+    fn tp_mini_random_weights(ranks: usize) {
         use dllm::backend::cuda::{tensor_parallel, WeightsFrom};
         for dense in [true, false] {
             let mut cfg = preset("mini").unwrap();
@@ -2395,11 +2412,11 @@ mod cuda {
                 cfg.num_experts_per_tok = cfg.num_experts;
                 cfg.topk_group = cfg.n_group;
             }
-            let tag = if dense { "mini (every expert), tp2" } else { "mini (top-8 routing), tp2" };
+            let tag = format!("mini ({}), tp{ranks}", if dense { "every expert" } else { "top-8 routing" });
             let o = CudaOptions { max_kv_bytes: Some(1 << 30), ..CudaOptions::default() };
             let mut one = CudaBackend::random(cfg.clone(), 5, &o).unwrap();
             let checked = CudaOptions { check_tp_routing: true, ..o.clone() };
-            let mut tp = tensor_parallel(WeightsFrom::Random { cfg: Box::new(cfg.clone()), seed: 5 }, 2, &checked).unwrap();
+            let mut tp = tensor_parallel(WeightsFrom::Random { cfg: Box::new(cfg.clone()), seed: 5 }, ranks, &checked).unwrap();
             let mask = cfg.mask_token_id.unwrap();
             let mut rng = Rng::new(11);
             let prompt: Vec<u32> = (0..200).map(|_| (rng.next_u64() % 150_000) as u32).collect();
@@ -2419,7 +2436,7 @@ mod cuda {
             let num: f64 = got.iter().zip(&want).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>().sqrt();
             let den: f64 = want.iter().map(|b| (*b as f64).powi(2)).sum::<f64>().sqrt();
             eprintln!("{tag} vs one GPU: logits relative error {:.3e}", num / den);
-            let st = lockstep(&mut one, &mut tp, &cfg, &prompt, 32, 32, 0.95, 64, mask, tag, dense);
+            let st = lockstep(&mut one, &mut tp, &cfg, &prompt, 32, 32, 0.95, 64, mask, &tag, dense);
             eprintln!("{tag} vs one GPU: lockstep {st:?}");
             if dense {
                 assert!(num / den < 2e-2, "{tag}: logits differ from one GPU's by {:.3e}", num / den);
