@@ -253,12 +253,12 @@ struct GenerateStream {
 }
 
 impl StreamFormat for GenerateStream {
-    fn update(&mut self, i: usize, u: &Update) -> Value {
+    fn update(&mut self, i: usize, u: &Update) -> Vec<Value> {
         let mut v = generate_value(&self.st, &self.heads[i], u);
         if self.batch {
             v["index"] = json!(i);
         }
-        v
+        vec![v]
     }
 }
 

@@ -117,5 +117,11 @@ pub fn sse_event(v: &serde_json::Value) -> Bytes {
     Bytes::from(format!("data: {v}\n\n"))
 }
 
+/// A server-sent event with its name (`event:`) before its data, as OpenAI's Responses API
+/// streams them.
+pub fn sse_named_event(name: &str, v: &serde_json::Value) -> Bytes {
+    Bytes::from(format!("event: {name}\ndata: {v}\n\n"))
+}
+
 /// The event that ends a stream (OpenAI's convention, which SGLang's `/generate` follows too).
 pub const SSE_DONE: &str = "data: [DONE]\n\n";

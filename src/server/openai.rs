@@ -168,12 +168,12 @@ fn usage(prompt: usize, completion: usize) -> Value {
     json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
 }
 
-fn now_unix() -> u64 {
+pub(super) fn now_unix() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// Text added since `prev` (cumulative text can, rarely, rewrite its tail: then what differs).
-fn delta(prev: &str, now: &str) -> String {
+pub(super) fn delta(prev: &str, now: &str) -> String {
     if let Some(d) = now.strip_prefix(prev) {
         return d.to_string();
     }
@@ -423,7 +423,7 @@ impl StreamFormat for OpenAiStream {
             .collect()
     }
 
-    fn update(&mut self, i: usize, u: &Update) -> Value {
+    fn update(&mut self, i: usize, u: &Update) -> Vec<Value> {
         // A trailing U+FFFD may be half a character whose rest comes in the next block:
         // hold it back until then (deltas cannot be taken back).
         let shown = if u.finish.is_none() { u.text.trim_end_matches('\u{fffd}') } else { u.text.as_str() };
@@ -432,7 +432,7 @@ impl StreamFormat for OpenAiStream {
         self.completion[i] = u.output_ids.len();
         let fin = u.finish.as_ref();
         if let Some(e) = fin.and_then(|f| f.error(&self.id)) {
-            return e.body();
+            return vec![e.body()];
         }
         // The tokens this update added, whatever part of their text the delta holds back.
         let logprobs = match &self.logprobs {
@@ -453,7 +453,7 @@ impl StreamFormat for OpenAiStream {
                 "finish_reason": fin.map(FinishKind::openai), "matched_stop": fin.map(FinishKind::matched),
             }),
         };
-        self.chunk(choice)
+        vec![self.chunk(choice)]
     }
 
     fn closing(&mut self) -> Vec<Value> {

@@ -3,7 +3,7 @@
 //! applied), one per finished block.
 
 use super::errors::{ApiError, ApiResult};
-use super::http::{sse, sse_event, Resp, SSE_DONE};
+use super::http::{sse, sse_event, sse_named_event, Resp, SSE_DONE};
 use super::json::{as_bool, as_f32, as_i64, as_u32, as_usize, kind};
 use super::log::ignored_field;
 use super::scheduler::{PendingSubmit, ReqEvent, SubmitError, Ticket};
@@ -529,23 +529,36 @@ pub trait StreamFormat: Send + 'static {
     fn opening(&mut self) -> Vec<Value> {
         Vec::new()
     }
-    /// The event for update `u` of request `i` (its index in the batch).
-    fn update(&mut self, i: usize, u: &Update) -> Value;
+    /// The events for update `u` of request `i` (its index in the batch).
+    fn update(&mut self, i: usize, u: &Update) -> Vec<Value>;
     /// Events after every request has finished.
     fn closing(&mut self) -> Vec<Value> {
         Vec::new()
     }
+    /// The SSE event name of `v` (an `event:` line before its data), if the format names them.
+    fn event_name<'a>(&self, _v: &'a Value) -> Option<&'a str> {
+        None
+    }
+    /// Whether the stream ends with `data: [DONE]` (OpenAI's chat and completions, SGLang's
+    /// `/generate`); OpenAI's Responses API ends with its last event instead.
+    fn ends_with_done(&self) -> bool {
+        true
+    }
 }
 
-/// Stream every request's updates as server-sent events, written by `format`, then `[DONE]`.
-/// When the client goes away the stream stops, and with it the forwarders: their requests
-/// are cancelled.
+/// Stream every request's updates as server-sent events, written by `format`, then (where the
+/// format ends so) `[DONE]`. When the client goes away the stream stops, and with it the
+/// forwarders: their requests are cancelled.
 pub fn stream_sse(runs: Vec<Running>, mut format: impl StreamFormat) -> Resp {
     let (resp, tx) = sse();
     let mut rx = forward_all(runs);
     tokio::spawn(async move {
+        let frame = |f: &dyn StreamFormat, v: &Value| match f.event_name(v) {
+            Some(name) => sse_named_event(name, v),
+            None => sse_event(v),
+        };
         for v in format.opening() {
-            if tx.send(sse_event(&v)).await.is_err() {
+            if tx.send(frame(&format, &v)).await.is_err() {
                 return;
             }
         }
@@ -554,16 +567,20 @@ pub fn stream_sse(runs: Vec<Running>, mut format: impl StreamFormat) -> Resp {
                 m = rx.recv() => match m { Some(m) => m, None => break },
                 _ = tx.closed() => return,
             };
-            if tx.send(sse_event(&format.update(i, &u))).await.is_err() {
-                return;
+            for v in format.update(i, &u) {
+                if tx.send(frame(&format, &v)).await.is_err() {
+                    return;
+                }
             }
         }
         for v in format.closing() {
-            if tx.send(sse_event(&v)).await.is_err() {
+            if tx.send(frame(&format, &v)).await.is_err() {
                 return;
             }
         }
-        let _ = tx.send(Bytes::from_static(SSE_DONE.as_bytes())).await;
+        if format.ends_with_done() {
+            let _ = tx.send(Bytes::from_static(SSE_DONE.as_bytes())).await;
+        }
     });
     resp
 }
