@@ -13,6 +13,8 @@ pub enum PromptField {
     Completions,
     /// `/v1/chat/completions`: the `messages`, rendered into one prompt.
     Chat,
+    /// `/v1/responses`: `instructions` and `input` (a string or messages), rendered into one.
+    Responses,
 }
 
 #[derive(Debug, Clone)]
@@ -74,6 +76,15 @@ impl PromptLimits {
                 self.check_bytes(chat_text_bytes(body.get("messages")), "messages")?;
                 1
             }
+            PromptField::Responses => {
+                let input = match body.get("input") {
+                    Some(Value::String(s)) => s.len(),
+                    other => chat_text_bytes(other),
+                };
+                let instructions = body.get("instructions").and_then(Value::as_str).map_or(0, str::len);
+                self.check_bytes(input.saturating_add(instructions), "input")?;
+                1
+            }
         };
         // Each of `n` samples of a prompt is a job of its own in the queue, so the cap counts them.
         let n = samples_per_prompt(field, body);
@@ -130,7 +141,7 @@ fn samples_per_prompt(field: PromptField, body: &Value) -> usize {
             Some(p) => p.get("n"),
             None => None,
         },
-        PromptField::Completions | PromptField::Chat => body.get("n"),
+        PromptField::Completions | PromptField::Chat | PromptField::Responses => body.get("n"),
     };
     n.and_then(Value::as_u64).map_or(1, |n| n.max(1) as usize)
 }

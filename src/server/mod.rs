@@ -19,6 +19,7 @@ pub mod log;
 pub mod metrics;
 pub mod openai;
 pub mod request;
+pub mod responses;
 pub mod scheduler;
 pub mod tokenize;
 
@@ -421,10 +422,11 @@ async fn dispatch(st: &Arc<AppState>, req: Request<Incoming>) -> ApiResult<Resp>
         "/abort_request" if is_post => abort_request(st, read_json(req, st.settings.max_body_bytes, st.settings.idle_timeout).await?).await,
         "/v1/completions" if is_post => openai::completions(st, read_prompts(st, req, PromptField::Completions).await?).await,
         "/v1/chat/completions" if is_post => openai::chat(st, read_prompts(st, req, PromptField::Chat).await?).await,
+        "/v1/responses" if is_post => responses::create(st, read_prompts(st, req, PromptField::Responses).await?).await,
         "/health" | "/health_generate" | "/metrics" | "/get_model_info" | "/model_info" | "/get_server_info" | "/server_info"
         | "/get_load" | "/v1/models" => Err(ApiError::method_not_allowed(format!("{path} takes GET, not {method}"))),
         p if p.starts_with("/v1/models/") => Err(ApiError::method_not_allowed(format!("{path} takes GET, not {method}"))),
-        "/generate" | "/abort_request" | "/v1/completions" | "/v1/chat/completions" => {
+        "/generate" | "/abort_request" | "/v1/completions" | "/v1/chat/completions" | "/v1/responses" => {
             Err(ApiError::method_not_allowed(format!("{path} takes POST, not {method}")))
         }
         _ => Err(ApiError::not_found(format!("no endpoint {method} {path}"))),

@@ -1,0 +1,392 @@
+//! OpenAI's Responses API, `POST /v1/responses`: `input` (a string, or a list of messages) and
+//! `instructions` go through the chat template as `/v1/chat/completions`' messages do; the answer
+//! is a `response` object with one assistant message, or a stream of its typed events
+//! (`response.created` ... `response.output_text.delta` ... `response.completed`). Nothing is
+//! stored: `previous_response_id`, `conversation` and `background` are refused, and a
+//! conversation is sent whole in `input`.
+
+use super::errors::{ApiError, ApiResult};
+use super::http::{json, Resp};
+use super::json::{as_bool, as_object, as_usize, is_unset, kind};
+use super::log::ignored_field;
+use super::openai::{delta, now_unix};
+use super::request::{encode, new_rid, stream_sse, submit, FinishKind, Job, Sampling, StreamFormat, Update};
+use super::AppState;
+use crate::tokenizer::ChatMessage;
+use hyper::StatusCode;
+use serde_json::{json, Map, Value};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Fields OpenAI clients send that change nothing here (nothing is stored; there is no
+/// reasoning to configure).
+const IGNORED: &[&str] = &[
+    "user",
+    "metadata",
+    "store",
+    "service_tier",
+    "parallel_tool_calls",
+    "reasoning",
+    "prompt_cache_key",
+    "safety_identifier",
+    "max_tool_calls",
+];
+
+/// The request, parsed: what to generate and what the response object echoes back.
+struct ResponsesRequest {
+    sampling: Sampling,
+    stream: bool,
+    messages: Vec<ChatMessage>,
+    instructions: Option<String>,
+    max_output_tokens: Option<usize>,
+    metadata: Value,
+}
+
+fn parse(st: &AppState, o: &Map<String, Value>) -> ApiResult<ResponsesRequest> {
+    let mut sampling = Sampling::new(st);
+    // OpenAI's default temperature is 1; JointThresholdInDel decodes greedily only (as chat).
+    sampling.params.temperature = if sampling.params.reads_rows() { 0.0 } else { 1.0 };
+    let mut r =
+        ResponsesRequest { sampling, stream: false, messages: vec![], instructions: None, max_output_tokens: None, metadata: json!({}) };
+    for (k, v) in o {
+        let k = k.as_str();
+        match k {
+            "model" => st.check_model_field(v)?,
+            "input" => {}
+            "instructions" => match v {
+                Value::Null => {}
+                Value::String(s) => r.instructions = Some(s.clone()),
+                other => return Err(ApiError::bad_request(format!("instructions must be a string, got {}", kind(other)))),
+            },
+            "max_output_tokens" => {
+                if !v.is_null() {
+                    r.sampling.set("max_new_tokens", v, k)?;
+                    r.max_output_tokens = Some(as_usize(v, k)?);
+                }
+            }
+            "stream" => r.stream = !v.is_null() && as_bool(v, k)?,
+            "stream_options" => {
+                if !v.is_null() {
+                    for sk in as_object(v, k)?.keys() {
+                        if sk != "include_obfuscation" {
+                            return Err(ApiError::bad_request(format!("unknown field stream_options.{sk}")));
+                        }
+                    }
+                }
+            }
+            "text" => {
+                if !v.is_null() {
+                    for (tk, tv) in as_object(v, k)? {
+                        match tk.as_str() {
+                            "format" => {
+                                let plain = tv.is_null() || tv.get("type").and_then(Value::as_str) == Some("text");
+                                if !plain {
+                                    return Err(ApiError::bad_request("text.format: only {\"type\": \"text\"} is supported"));
+                                }
+                            }
+                            "verbosity" => {}
+                            other => return Err(ApiError::bad_request(format!("unknown field text.{other}"))),
+                        }
+                    }
+                }
+            }
+            "tools" | "include" | "prompt" => {
+                if !is_unset(v) {
+                    return Err(ApiError::bad_request(format!("{k} is not supported by dllm")));
+                }
+            }
+            "tool_choice" => {
+                if !(v.is_null() || v == "none" || v == "auto") {
+                    return Err(ApiError::bad_request("tool_choice is not supported by dllm (no tool calling)"));
+                }
+            }
+            "previous_response_id" | "conversation" => {
+                if !v.is_null() {
+                    return Err(ApiError::bad_request(format!("{k}: dllm stores no responses; send the whole conversation in input")));
+                }
+            }
+            "background" => {
+                if !v.is_null() && as_bool(v, k)? {
+                    return Err(ApiError::bad_request("background: dllm stores no responses; leave it false"));
+                }
+            }
+            "truncation" => {
+                if !(v.is_null() || v == "disabled") {
+                    return Err(ApiError::bad_request("truncation: only \"disabled\" is supported (a prompt too long is an error)"));
+                }
+            }
+            "top_logprobs" => {
+                if !v.is_null() && as_usize(v, k)? > 0 {
+                    return Err(ApiError::bad_request("top_logprobs: dllm keeps no alternatives to the chosen token; use 0"));
+                }
+            }
+            k if IGNORED.contains(&k) => {
+                if k == "metadata" && v.is_object() {
+                    r.metadata = v.clone();
+                }
+                if !is_unset(v) {
+                    ignored_field(&format!("field {k}"));
+                }
+            }
+            k => {
+                if !r.sampling.set(k, v, k)? {
+                    return Err(ApiError::bad_request(format!("unknown field {k:?} in the request")));
+                }
+            }
+        }
+    }
+    if r.sampling.n > 1 {
+        return Err(ApiError::bad_request("n: a response has one output; ask /v1/chat/completions for several"));
+    }
+    if let Some(s) = &r.instructions {
+        r.messages.push(ChatMessage { role: "system".into(), content: s.clone() });
+    }
+    r.messages.extend(parse_input(o.get("input"))?);
+    Ok(r)
+}
+
+/// `input`: a string (one user message) or a list of messages, each `{"role", "content"}` (with
+/// or without `"type": "message"`), whose content is a string or a list of text parts. OpenAI's
+/// `developer` role is the template's `system`.
+fn parse_input(v: Option<&Value>) -> ApiResult<Vec<ChatMessage>> {
+    let items = match v {
+        Some(Value::String(s)) => return Ok(vec![ChatMessage { role: "user".into(), content: s.clone() }]),
+        Some(Value::Array(a)) if !a.is_empty() => a,
+        Some(Value::Array(_)) => return Err(ApiError::bad_request("input is empty")),
+        None | Some(Value::Null) => return Err(ApiError::bad_request("the request needs an input")),
+        Some(other) => return Err(ApiError::bad_request(format!("input must be a string or a list of messages, got {}", kind(other)))),
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let at = format!("input[{i}]");
+            let m = as_object(item, &at)?;
+            match m.get("type").and_then(Value::as_str) {
+                None | Some("message") => {}
+                Some(t) => {
+                    return Err(ApiError::bad_request(format!("{at}: items of type {t:?} are not supported by dllm (messages only)")))
+                }
+            }
+            let role = match m.get("role").and_then(Value::as_str) {
+                Some("developer") => "system",
+                Some(r @ ("system" | "user" | "assistant")) => r,
+                Some(r) => return Err(ApiError::bad_request(format!("{at}.role {r:?} is not one of user, assistant, system, developer"))),
+                None => return Err(ApiError::bad_request(format!("{at}.role must be a string"))),
+            };
+            let content = match m.get("content") {
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Array(parts)) => {
+                    let mut s = String::new();
+                    for (j, p) in parts.iter().enumerate() {
+                        let pat = format!("{at}.content[{j}]");
+                        match p.get("type").and_then(Value::as_str) {
+                            Some("input_text" | "output_text" | "text") => s.push_str(
+                                p.get("text")
+                                    .and_then(Value::as_str)
+                                    .ok_or_else(|| ApiError::bad_request(format!("{pat}.text must be a string")))?,
+                            ),
+                            Some(t) => return Err(ApiError::bad_request(format!("{pat}: content of type {t:?} is not supported"))),
+                            None => return Err(ApiError::bad_request(format!("{pat} needs a type"))),
+                        }
+                    }
+                    s
+                }
+                None | Some(Value::Null) => return Err(ApiError::bad_request(format!("{at} needs a content"))),
+                Some(other) => {
+                    return Err(ApiError::bad_request(format!("{at}.content must be a string or a list of parts, got {}", kind(other))))
+                }
+            };
+            Ok(ChatMessage { role: role.to_string(), content })
+        })
+        .collect()
+}
+
+pub async fn create(st: &Arc<AppState>, body: Value) -> ApiResult<Resp> {
+    let started = Instant::now();
+    let o = as_object(&body, "the request body")?;
+    let mut r = parse(st, o)?;
+    let text = st.tokenizer.chat_template.render(&r.messages, &Map::new()).map_err(|e| ApiError::bad_request(format!("input: {e}")))?;
+    let prompt = encode(st, &text, "input")?;
+    if r.max_output_tokens.is_none() {
+        // No limit asked: as much as the context leaves (whole blocks), as chat.
+        let b = r.sampling.params.block_size.max(1);
+        r.sampling.params.max_new_tokens = ((st.context_len / b * b).saturating_sub(prompt.len())).max(1);
+    }
+    let rid = new_rid();
+    let shape = Shape {
+        id: format!("resp_{rid}"),
+        item_id: format!("msg_{rid}"),
+        created_at: now_unix(),
+        model: st.model_name.clone(),
+        instructions: r.instructions.clone(),
+        max_output_tokens: r.max_output_tokens,
+        temperature: r.sampling.params.temperature,
+        top_p: r.sampling.params.top_p,
+        metadata: r.metadata.clone(),
+        input_tokens: prompt.len(),
+    };
+    let run = submit(st, Job { prompt, sampling: r.sampling, rid: shape.id.clone() }, started).await?;
+    if !r.stream {
+        let u = run.finish().await;
+        let fin = u.finish.clone().unwrap_or(FinishKind::Length(0));
+        if let Some(e) = fin.error(&shape.id) {
+            return Err(e);
+        }
+        return Ok(json(StatusCode::OK, &shape.response(Some(&fin), &u.text, u.output_ids.len())));
+    }
+    Ok(stream_sse(vec![run], ResponsesStream { shape, sequence: 0, sent: String::new() }))
+}
+
+/// What every response object and event of one request carries.
+struct Shape {
+    id: String,
+    item_id: String,
+    created_at: u64,
+    model: String,
+    instructions: Option<String>,
+    max_output_tokens: Option<usize>,
+    temperature: f32,
+    top_p: f32,
+    metadata: Value,
+    input_tokens: usize,
+}
+
+/// A response's status for its end (None: still running): a stop is `completed`, the length
+/// `incomplete` (max_output_tokens), an `/abort_request` `cancelled`, a failure `failed`.
+fn status(fin: Option<&FinishKind>) -> &'static str {
+    match fin {
+        None => "in_progress",
+        Some(FinishKind::StopToken(_) | FinishKind::StopStr(_) | FinishKind::StopRegex(_)) => "completed",
+        Some(FinishKind::Length(_)) => "incomplete",
+        Some(FinishKind::Aborted(_)) => "cancelled",
+        Some(FinishKind::Abort(_) | FinishKind::Unavailable(_)) => "failed",
+    }
+}
+
+impl Shape {
+    /// The assistant message (the response's one output item) holding `text`.
+    fn item(&self, fin: Option<&FinishKind>, text: &str) -> Value {
+        let item_status = match status(fin) {
+            "in_progress" => "in_progress",
+            "completed" => "completed",
+            _ => "incomplete",
+        };
+        let content = if fin.is_none() && text.is_empty() { json!([]) } else { json!([self.part(text)]) };
+        json!({"type": "message", "id": self.item_id, "status": item_status, "role": "assistant", "content": content})
+    }
+
+    fn part(&self, text: &str) -> Value {
+        json!({"type": "output_text", "text": text, "annotations": [], "logprobs": []})
+    }
+
+    /// The response object: `output` empty while it runs, then the message; `usage` at its end.
+    fn response(&self, fin: Option<&FinishKind>, text: &str, output_tokens: usize) -> Value {
+        let st = status(fin);
+        let error = match fin {
+            Some(FinishKind::Abort(m) | FinishKind::Unavailable(m)) => json!({"code": "server_error", "message": m}),
+            _ => Value::Null,
+        };
+        let incomplete = match fin {
+            Some(FinishKind::Length(_)) => json!({"reason": "max_output_tokens"}),
+            _ => Value::Null,
+        };
+        let (output, usage) = match fin {
+            None => (json!([]), Value::Null),
+            Some(_) => (
+                json!([self.item(fin, text)]),
+                json!({
+                    "input_tokens": self.input_tokens, "input_tokens_details": {"cached_tokens": 0},
+                    "output_tokens": output_tokens, "output_tokens_details": {"reasoning_tokens": 0},
+                    "total_tokens": self.input_tokens + output_tokens,
+                }),
+            ),
+        };
+        json!({
+            "id": self.id, "object": "response", "created_at": self.created_at, "status": st,
+            "error": error, "incomplete_details": incomplete, "instructions": self.instructions,
+            "max_output_tokens": self.max_output_tokens, "model": self.model, "output": output,
+            "parallel_tool_calls": false, "previous_response_id": null, "reasoning": {"effort": null, "summary": null},
+            "store": false, "temperature": self.temperature, "text": {"format": {"type": "text"}},
+            "tool_choice": "none", "tools": [], "top_p": self.top_p, "truncation": "disabled",
+            "usage": usage, "metadata": self.metadata,
+        })
+    }
+}
+
+/// The Responses stream of one request: the response created and in progress, its message and
+/// text part opened, a `response.output_text.delta` for each block's new text, then the text,
+/// part and message done and the response's end (`response.completed`, `response.incomplete` or
+/// `response.failed`) with the whole response. Every event carries its `sequence_number`.
+struct ResponsesStream {
+    shape: Shape,
+    sequence: u64,
+    /// The text the deltas have carried so far.
+    sent: String,
+}
+
+impl ResponsesStream {
+    fn event(&mut self, kind: &str, mut fields: Value) -> Value {
+        fields["type"] = json!(kind);
+        fields["sequence_number"] = json!(self.sequence);
+        self.sequence += 1;
+        fields
+    }
+}
+
+impl StreamFormat for ResponsesStream {
+    fn opening(&mut self) -> Vec<Value> {
+        let running = self.shape.response(None, "", 0);
+        let item = self.shape.item(None, "");
+        let (item_id, part) = (self.shape.item_id.clone(), self.shape.part(""));
+        vec![
+            self.event("response.created", json!({ "response": running })),
+            self.event("response.in_progress", json!({ "response": running })),
+            self.event("response.output_item.added", json!({"output_index": 0, "item": item})),
+            self.event("response.content_part.added", json!({"item_id": item_id, "output_index": 0, "content_index": 0, "part": part})),
+        ]
+    }
+
+    fn update(&mut self, _i: usize, u: &Update) -> Vec<Value> {
+        // A trailing U+FFFD may be half a character whose rest comes in the next block: hold it
+        // back until then (deltas cannot be taken back), as chat's stream does.
+        let shown = if u.finish.is_none() { u.text.trim_end_matches('\u{fffd}') } else { u.text.as_str() };
+        let d = delta(&self.sent, shown);
+        self.sent = shown.to_string();
+        let item_id = self.shape.item_id.clone();
+        let mut events = vec![];
+        if !d.is_empty() {
+            events.push(self.event(
+                "response.output_text.delta",
+                json!({"item_id": item_id, "output_index": 0, "content_index": 0, "delta": d, "logprobs": []}),
+            ));
+        }
+        let Some(fin) = &u.finish else { return events };
+        let text = self.sent.clone();
+        let (part, item) = (self.shape.part(&text), self.shape.item(Some(fin), &text));
+        let whole = self.shape.response(Some(fin), &text, u.output_ids.len());
+        events.push(self.event(
+            "response.output_text.done",
+            json!({"item_id": item_id, "output_index": 0, "content_index": 0, "text": text, "logprobs": []}),
+        ));
+        events.push(
+            self.event("response.content_part.done", json!({"item_id": item_id, "output_index": 0, "content_index": 0, "part": part})),
+        );
+        events.push(self.event("response.output_item.done", json!({"output_index": 0, "item": item})));
+        let end = match status(Some(fin)) {
+            "completed" => "response.completed",
+            "failed" => "response.failed",
+            _ => "response.incomplete",
+        };
+        events.push(self.event(end, json!({ "response": whole })));
+        events
+    }
+
+    fn event_name<'a>(&self, v: &'a Value) -> Option<&'a str> {
+        v.get("type").and_then(Value::as_str)
+    }
+
+    fn ends_with_done(&self) -> bool {
+        false
+    }
+}
