@@ -240,22 +240,7 @@ fn parse_messages(v: Option<&Value>) -> ApiResult<Vec<ChatMessage>> {
             let content = match m.get("content") {
                 None | Some(Value::Null) => String::new(),
                 Some(Value::String(s)) => s.clone(),
-                Some(Value::Array(parts)) => {
-                    let mut s = String::new();
-                    for (j, p) in parts.iter().enumerate() {
-                        let pat = format!("{at}.content[{j}]");
-                        match p.get("type").and_then(Value::as_str) {
-                            Some("text") => s.push_str(
-                                p.get("text")
-                                    .and_then(Value::as_str)
-                                    .ok_or_else(|| ApiError::bad_request(format!("{pat}.text must be a string")))?,
-                            ),
-                            Some(t) => return Err(ApiError::bad_request(format!("{pat}: content of type {t:?} is not supported"))),
-                            None => return Err(ApiError::bad_request(format!("{pat} needs a type"))),
-                        }
-                    }
-                    s
-                }
+                Some(Value::Array(parts)) => join_text_parts(parts, &at, &["text"])?,
                 Some(other) => {
                     return Err(ApiError::bad_request(format!("{at}.content must be a string or a list of parts, got {}", kind(other))))
                 }
@@ -263,6 +248,30 @@ fn parse_messages(v: Option<&Value>) -> ApiResult<Vec<ChatMessage>> {
             Ok(ChatMessage { role: role.to_string(), content })
         })
         .collect()
+}
+
+/// A message's content parts joined into its text: parts of the `text_types` carry it in their
+/// `text`; a part of any other type (an image, a file) is a 400 naming it.
+pub(super) fn join_text_parts(parts: &[Value], at: &str, text_types: &[&str]) -> ApiResult<String> {
+    let mut s = String::new();
+    for (j, p) in parts.iter().enumerate() {
+        let pat = format!("{at}.content[{j}]");
+        match p.get("type").and_then(Value::as_str) {
+            Some(t) if text_types.contains(&t) => s.push_str(
+                p.get("text").and_then(Value::as_str).ok_or_else(|| ApiError::bad_request(format!("{pat}.text must be a string")))?,
+            ),
+            Some(t) => return Err(ApiError::bad_request(format!("{pat}: content of type {t:?} is not supported"))),
+            None => return Err(ApiError::bad_request(format!("{pat} needs a type"))),
+        }
+    }
+    Ok(s)
+}
+
+/// The token limit of a request that gives none: what the context leaves after its prompt, in
+/// whole blocks.
+pub(super) fn room_after(st: &AppState, block_size: usize, prompt: usize) -> usize {
+    let b = block_size.max(1);
+    (st.context_len / b * b).saturating_sub(prompt).max(1)
 }
 
 pub async fn chat(st: &Arc<AppState>, body: Value) -> ApiResult<Resp> {
@@ -278,10 +287,7 @@ pub async fn chat(st: &Arc<AppState>, body: Value) -> ApiResult<Resp> {
     let text = st.tokenizer.chat_template.render(&messages, &kwargs).map_err(|e| ApiError::bad_request(format!("messages: {e}")))?;
     let prompt = encode(st, &text, "messages")?;
     if !c.max_tokens_given {
-        // No limit asked: as much as the context leaves (whole blocks).
-        let b = c.sampling.params.block_size.max(1);
-        let room = (st.context_len / b * b).saturating_sub(prompt.len());
-        c.sampling.params.max_new_tokens = room.max(1);
+        c.sampling.params.max_new_tokens = room_after(st, c.sampling.params.block_size, prompt.len());
     }
     run(st, c, vec![prompt], Flavor::Chat, started).await
 }

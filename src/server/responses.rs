@@ -9,7 +9,7 @@ use super::errors::{ApiError, ApiResult};
 use super::http::{json, Resp};
 use super::json::{as_bool, as_object, as_usize, is_unset, kind};
 use super::log::ignored_field;
-use super::openai::{delta, now_unix};
+use super::openai::{delta, join_text_parts, now_unix, room_after};
 use super::request::{encode, new_rid, stream_sse, submit, FinishKind, Job, Sampling, StreamFormat, Update};
 use super::AppState;
 use crate::tokenizer::ChatMessage;
@@ -176,22 +176,7 @@ fn parse_input(v: Option<&Value>) -> ApiResult<Vec<ChatMessage>> {
             };
             let content = match m.get("content") {
                 Some(Value::String(s)) => s.clone(),
-                Some(Value::Array(parts)) => {
-                    let mut s = String::new();
-                    for (j, p) in parts.iter().enumerate() {
-                        let pat = format!("{at}.content[{j}]");
-                        match p.get("type").and_then(Value::as_str) {
-                            Some("input_text" | "output_text" | "text") => s.push_str(
-                                p.get("text")
-                                    .and_then(Value::as_str)
-                                    .ok_or_else(|| ApiError::bad_request(format!("{pat}.text must be a string")))?,
-                            ),
-                            Some(t) => return Err(ApiError::bad_request(format!("{pat}: content of type {t:?} is not supported"))),
-                            None => return Err(ApiError::bad_request(format!("{pat} needs a type"))),
-                        }
-                    }
-                    s
-                }
+                Some(Value::Array(parts)) => join_text_parts(parts, &at, &["input_text", "output_text", "text"])?,
                 None | Some(Value::Null) => return Err(ApiError::bad_request(format!("{at} needs a content"))),
                 Some(other) => {
                     return Err(ApiError::bad_request(format!("{at}.content must be a string or a list of parts, got {}", kind(other))))
@@ -209,9 +194,7 @@ pub async fn create(st: &Arc<AppState>, body: Value) -> ApiResult<Resp> {
     let text = st.tokenizer.chat_template.render(&r.messages, &Map::new()).map_err(|e| ApiError::bad_request(format!("input: {e}")))?;
     let prompt = encode(st, &text, "input")?;
     if r.max_output_tokens.is_none() {
-        // No limit asked: as much as the context leaves (whole blocks), as chat.
-        let b = r.sampling.params.block_size.max(1);
-        r.sampling.params.max_new_tokens = ((st.context_len / b * b).saturating_sub(prompt.len())).max(1);
+        r.sampling.params.max_new_tokens = room_after(st, r.sampling.params.block_size, prompt.len());
     }
     let rid = new_rid();
     let shape = Shape {
