@@ -153,4 +153,7 @@ async fn what_a_response_cannot_be_asked_for_is_a_400() {
     let r = post(a, "/v1/responses", &ok).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["metadata"], json!({"k": "v"}));
+    // The knobs echo as given (not as the f32 they became), and OpenAI's defaults where not given.
+    let v = post(a, "/v1/responses", &json!({"input": "hi", "max_output_tokens": 4, "temperature": 0.7})).await.json();
+    assert_eq!((v["temperature"].clone(), v["top_p"].clone()), (json!(0.7), json!(1.0)), "{v}");
 }

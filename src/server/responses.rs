@@ -42,6 +42,11 @@ struct ResponsesRequest {
     metadata: Value,
 }
 
+/// A knob's value as the request gave it (a response echoes it), else the one in effect.
+fn given(o: &Map<String, Value>, key: &str, in_effect: f32) -> Value {
+    o.get(key).filter(|v| v.is_number()).cloned().unwrap_or_else(|| json!(in_effect))
+}
+
 fn parse(st: &AppState, o: &Map<String, Value>) -> ApiResult<ResponsesRequest> {
     let mut sampling = Sampling::new(st);
     // OpenAI's default temperature is 1; JointThresholdInDel decodes greedily only (as chat).
@@ -204,8 +209,8 @@ pub async fn create(st: &Arc<AppState>, body: Value) -> ApiResult<Resp> {
         model: st.model_name.clone(),
         instructions: r.instructions.clone(),
         max_output_tokens: r.max_output_tokens,
-        temperature: r.sampling.params.temperature,
-        top_p: r.sampling.params.top_p,
+        temperature: given(o, "temperature", r.sampling.params.temperature),
+        top_p: given(o, "top_p", r.sampling.params.top_p),
         metadata: r.metadata.clone(),
         input_tokens: prompt.len(),
     };
@@ -229,32 +234,67 @@ struct Shape {
     model: String,
     instructions: Option<String>,
     max_output_tokens: Option<usize>,
-    temperature: f32,
-    top_p: f32,
+    temperature: Value,
+    top_p: Value,
     metadata: Value,
     input_tokens: usize,
 }
 
-/// A response's status for its end (None: still running): a stop is `completed`, the length
-/// `incomplete` (max_output_tokens), an `/abort_request` `cancelled`, a failure `failed`.
-fn status(fin: Option<&FinishKind>) -> &'static str {
-    match fin {
-        None => "in_progress",
-        Some(FinishKind::StopToken(_) | FinishKind::StopStr(_) | FinishKind::StopRegex(_)) => "completed",
-        Some(FinishKind::Length(_)) => "incomplete",
-        Some(FinishKind::Aborted(_)) => "cancelled",
-        Some(FinishKind::Abort(_) | FinishKind::Unavailable(_)) => "failed",
+/// A response's status: in progress until its end, then `completed` (a stop), `incomplete` (the
+/// length: max_output_tokens), `cancelled` (an `/abort_request`) or `failed`.
+#[derive(Clone, Copy, PartialEq)]
+enum Status {
+    InProgress,
+    Completed,
+    Incomplete,
+    Cancelled,
+    Failed,
+}
+
+impl Status {
+    fn of(fin: Option<&FinishKind>) -> Status {
+        match fin {
+            None => Status::InProgress,
+            Some(FinishKind::StopToken(_) | FinishKind::StopStr(_) | FinishKind::StopRegex(_)) => Status::Completed,
+            Some(FinishKind::Length(_)) => Status::Incomplete,
+            Some(FinishKind::Aborted(_)) => Status::Cancelled,
+            Some(FinishKind::Abort(_) | FinishKind::Unavailable(_)) => Status::Failed,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Status::InProgress => "in_progress",
+            Status::Completed => "completed",
+            Status::Incomplete => "incomplete",
+            Status::Cancelled => "cancelled",
+            Status::Failed => "failed",
+        }
+    }
+
+    /// The output message's status: a message is in progress, completed or incomplete.
+    fn of_item(self) -> &'static str {
+        match self {
+            Status::InProgress => "in_progress",
+            Status::Completed => "completed",
+            _ => "incomplete",
+        }
+    }
+
+    /// The stream's last event (the SDKs know these three ends).
+    fn end_event(self) -> &'static str {
+        match self {
+            Status::Completed => "response.completed",
+            Status::Failed => "response.failed",
+            _ => "response.incomplete",
+        }
     }
 }
 
 impl Shape {
     /// The assistant message (the response's one output item) holding `text`.
     fn item(&self, fin: Option<&FinishKind>, text: &str) -> Value {
-        let item_status = match status(fin) {
-            "in_progress" => "in_progress",
-            "completed" => "completed",
-            _ => "incomplete",
-        };
+        let item_status = Status::of(fin).of_item();
         let content = if fin.is_none() && text.is_empty() { json!([]) } else { json!([self.part(text)]) };
         json!({"type": "message", "id": self.item_id, "status": item_status, "role": "assistant", "content": content})
     }
@@ -265,7 +305,7 @@ impl Shape {
 
     /// The response object: `output` empty while it runs, then the message; `usage` at its end.
     fn response(&self, fin: Option<&FinishKind>, text: &str, output_tokens: usize) -> Value {
-        let st = status(fin);
+        let status = Status::of(fin).as_str();
         let error = match fin {
             Some(FinishKind::Abort(m) | FinishKind::Unavailable(m)) => json!({"code": "server_error", "message": m}),
             _ => Value::Null,
@@ -286,7 +326,7 @@ impl Shape {
             ),
         };
         json!({
-            "id": self.id, "object": "response", "created_at": self.created_at, "status": st,
+            "id": self.id, "object": "response", "created_at": self.created_at, "status": status,
             "error": error, "incomplete_details": incomplete, "instructions": self.instructions,
             "max_output_tokens": self.max_output_tokens, "model": self.model, "output": output,
             "parallel_tool_calls": false, "previous_response_id": null, "reasoning": {"effort": null, "summary": null},
@@ -356,12 +396,7 @@ impl StreamFormat for ResponsesStream {
             self.event("response.content_part.done", json!({"item_id": item_id, "output_index": 0, "content_index": 0, "part": part})),
         );
         events.push(self.event("response.output_item.done", json!({"output_index": 0, "item": item})));
-        let end = match status(Some(fin)) {
-            "completed" => "response.completed",
-            "failed" => "response.failed",
-            _ => "response.incomplete",
-        };
-        events.push(self.event(end, json!({ "response": whole })));
+        events.push(self.event(Status::of(Some(fin)).end_event(), json!({ "response": whole })));
         events
     }
 
