@@ -153,6 +153,11 @@ async fn what_a_response_cannot_be_asked_for_is_a_400() {
     let r = post(a, "/v1/responses", &ok).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["metadata"], json!({"k": "v"}));
+    // What SGLang's model gateway forwards for a plain request (its defaults filled in).
+    let gateway = json!({"input": "hi", "max_output_tokens": 4, "model": null, "store": true, "stream": null, "temperature": 0.0,
+        "top_p": 1.0, "priority": 0, "top_k": -1, "min_p": 0.0, "repetition_penalty": 1.0});
+    let r = post(a, "/v1/responses", &gateway).await;
+    assert_eq!(r.status, 200, "{}", r.text());
     // The knobs echo as given (not as the f32 they became), and OpenAI's defaults where not given.
     let v = post(a, "/v1/responses", &json!({"input": "hi", "max_output_tokens": 4, "temperature": 0.7})).await.json();
     assert_eq!((v["temperature"].clone(), v["top_p"].clone()), (json!(0.7), json!(1.0)), "{v}");

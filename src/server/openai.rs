@@ -47,8 +47,9 @@ struct Common {
     logprobs: bool,
 }
 
-/// Fields OpenAI clients send that change nothing here.
-const IGNORED: &[&str] = &[
+/// Fields OpenAI clients (and SGLang's model gateway, which adds `priority`) send that change
+/// nothing here.
+pub(super) const IGNORED: &[&str] = &[
     "user",
     "parallel_tool_calls",
     "separate_reasoning",

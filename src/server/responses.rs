@@ -9,7 +9,7 @@ use super::errors::{ApiError, ApiResult};
 use super::http::{json, Resp};
 use super::json::{as_bool, as_object, as_usize, is_unset, kind};
 use super::log::ignored_field;
-use super::openai::{delta, join_text_parts, now_unix, room_after};
+use super::openai::{self, delta, join_text_parts, now_unix, room_after};
 use super::request::{encode, new_rid, stream_sse, submit, FinishKind, Job, Sampling, StreamFormat, Update};
 use super::AppState;
 use crate::tokenizer::ChatMessage;
@@ -18,19 +18,10 @@ use serde_json::{json, Map, Value};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Fields OpenAI clients send that change nothing here (nothing is stored; there is no
-/// reasoning to configure).
-const IGNORED: &[&str] = &[
-    "user",
-    "metadata",
-    "store",
-    "service_tier",
-    "parallel_tool_calls",
-    "reasoning",
-    "prompt_cache_key",
-    "safety_identifier",
-    "max_tool_calls",
-];
+/// Fields of the Responses API that change nothing here (nothing is stored; there is no
+/// reasoning to configure), besides those the chat route ignores (`openai::IGNORED`: `user`,
+/// `metadata`, `store`, ..., and the `priority` SGLang's model gateway adds to what it forwards).
+const IGNORED: &[&str] = &["reasoning", "prompt_cache_key", "safety_identifier", "max_tool_calls"];
 
 /// The request, parsed: what to generate and what the response object echoes back.
 struct ResponsesRequest {
@@ -125,7 +116,7 @@ fn parse(st: &AppState, o: &Map<String, Value>) -> ApiResult<ResponsesRequest> {
                     return Err(ApiError::bad_request("top_logprobs: dllm keeps no alternatives to the chosen token; use 0"));
                 }
             }
-            k if IGNORED.contains(&k) => {
+            k if IGNORED.contains(&k) || openai::IGNORED.contains(&k) => {
                 if k == "metadata" && v.is_object() {
                     r.metadata = v.clone();
                 }
