@@ -2,9 +2,9 @@
 """End to end: two `dllm serve` replicas (the tiny model, CPU) behind SGLang's model gateway.
 
 Checks, in order (each prints one line; the last line counts them):
-  routes      /generate (plain and streaming), /v1/completions, /v1/chat/completions (plain and
-              streaming) and /v1/models through the gateway; its /get_loads reads every
-              replica's /get_load; its /flush_cache reaches every replica
+  routes      /generate (plain and streaming), /v1/completions, /v1/chat/completions and
+              /v1/responses (plain and streaming) and /v1/models through the gateway; its
+              /get_loads reads every replica's /get_load; its /flush_cache reaches every replica
   spread      requests through the gateway land on both replicas (their /metrics count them)
   leave       a client that gives up (plain and streaming): the request is cancelled on its replica
   kill        a load in flight on both replicas, one replica SIGKILLed: each request ends within
@@ -103,6 +103,13 @@ def check_routes(gw, model):
     s, b = call("POST", g + "/v1/chat/completions", {**chat, "stream": True}, REQUEST_TIMEOUT_S)
     ev = sse_events(b)
     check(s == 200 and ev[-1] == "[DONE]" and json.loads(ev[0])["object"] == "chat.completion.chunk", f"chat stream: {s} {ev[:2]}")
+    # The Responses API: the gateway forwards it with its own defaults (priority among them).
+    resp = {"model": model, "input": "Hi", "max_output_tokens": 8}
+    s, b = call("POST", g + "/v1/responses", resp, REQUEST_TIMEOUT_S)
+    check(s == 200 and json.loads(b)["output"][0]["role"] == "assistant", f"/v1/responses: {s} {b[:300]!r}")
+    s, b = call("POST", g + "/v1/responses", {**resp, "stream": True}, REQUEST_TIMEOUT_S)
+    ev = [json.loads(e) for e in sse_events(b)]
+    check(s == 200 and ev and ev[0]["type"] == "response.created" and ev[-1]["type"].startswith("response."), f"responses stream: {s} {ev[:1]}")
     models = get_json(g + "/v1/models")
     check(model in [m["id"] for m in models["data"]], f"/v1/models: {models}")
 
@@ -110,7 +117,7 @@ def check_routes(gw, model):
     check(len(loads) == 2 and all(w["load"] >= 0 for w in loads), f"gateway /get_loads (a -1 is a /get_load it could not read): {loads}")
     s, b = call("POST", g + "/flush_cache", timeout=10)
     check(s == 200 and json.loads(b).get("workers_flushed") == 2, f"gateway /flush_cache: {s} {b!r}")
-    return "generate, generate stream, completions, chat, chat stream, models, get_loads, flush_cache"
+    return "generate, generate stream, completions, chat, chat stream, responses, responses stream, models, get_loads, flush_cache"
 
 
 def leave(gw, stream):
