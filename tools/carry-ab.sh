@@ -25,7 +25,7 @@ base_target=/tmp/dllm-target-base
 (cd "$wt" && DLLM_REQUIRE_CUDA=1 CARGO_TARGET_DIR="$base_target" cargo build --release)
 cp "$base_target/release/dllm" "$saved"
 bash tools/gpu-test.sh
-cp "$saved" .carry/dllm-base
+cp "$saved" .carry/dllm-base && chmod +x .carry/dllm-base  # mktemp made it 0600
 strip --strip-all .carry/dllm .carry/dllm-base
 gzip -f .carry/test_cuda_kernels .carry/test_model_vs_fixtures
 echo "dllm: the working tree ($(git rev-parse --short=12 HEAD)$(git diff --quiet HEAD -- . || echo ', with changes')); dllm-base: ${base:0:12}"
