@@ -2216,9 +2216,12 @@ mod cuda {
     /// tiny with fp8 experts, every expert chosen, as W8A8 (64-row items forced, so every forward
     /// quantizes x and act: CudaOptions::fp8_activations) against the CPU twin that quantizes them
     /// the same way (CpuBackend::set_fp8_activations): engine generations compared and decoded in
-    /// strict lockstep, as the W8A16 test above. The activations' codes are a step function of
-    /// rows the CPU holds in f32 and the GPU in bf16, so a code lands one e4m3 step apart now and
-    /// then: that is the near-tie this test allows and prints, within PTOL.
+    /// lockstep, the CPU's decisions driving both. The activations' codes are a step function of
+    /// rows the GPU and the CPU compute in different orders: where a bf16 row rounds the other way
+    /// its e4m3 code is one step (1/16 to 1/8 of the value, where a bf16 step is 1/256) apart, so
+    /// the confidences drift further than bf16's PTOL now and then (0.065 at one position of the
+    /// first run, at p ~ 0.5). Not strict: every difference is printed, and the drift is bounded
+    /// at 4 PTOL and allowed at no more than one position in fifty steps.
     #[test]
     fn dense_routing_w8a8_lockstep_matches_cpu() {
         if skip() {
@@ -2232,9 +2235,11 @@ mod cuda {
         c["topk_group"] = c["n_group"].clone();
         std::fs::write(dir.join("config.json"), c.to_string()).unwrap();
         let w8a8 = CudaOptions { fp8_activations: true, moe_item_rows: Some(64), ..opts() };
-        let (n, same, total) = greedy_pair_opts(&dir, true, None, w8a8, GREEDY_SETTINGS);
+        let (n, same, total) = greedy_pair_opts(&dir, false, None, w8a8, GREEDY_SETTINGS);
         eprintln!("W8A8 dense routing: {same}/{n} engine generations equal token for token; lockstep: {total:?}");
         assert!(total.steps > 0);
+        assert!(total.max_dp < 4.0 * PTOL, "W8A8 against its CPU twin: confidences apart by {}", total.max_dp);
+        assert!(total.far * 50 <= total.steps, "W8A8: {} positions apart by PTOL or more in {} steps", total.far, total.steps);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
