@@ -1052,25 +1052,17 @@ __device__ __forceinline__ void moe_gemm_wgmma_fp8_ra(const MoeGemmParams& p, co
             if (s < ktiles) codes.copy(qs(s), LD, s * KB, p);
         item_done_wait(p, it);
     }
+    // The first stages: down's codes are already asked for.
+    auto first = [&](int buf, int k0) {
 #pragma unroll
-    for (int s = 0; s < ST - 1; s++) {
-        if (s < ktiles) {
-#pragma unroll
-            for (int h = 0; h < PANELS; h++) src.copy_x(xs(s) + h * PANEL_BYTES, s * KB + h * GEMM_BK, p, swizzled_at);
-            if constexpr (GATED) codes.copy(qs(s), LD, s * KB, p);
-        }
-        cp_async_commit();
-    }
-    for (int kt = 0; kt < ktiles; kt++) {
-        cp_async_wait<ST - 2>();
-        fence_proxy_async();  // stage kt's x, seen by the wgmmas below
-        __syncthreads();      // stage kt landed for every thread; every thread is past step kt - 1
-        if (kt + ST - 1 < ktiles) load((kt + ST - 1) % ST, (kt + ST - 1) * KB);
-        cp_async_commit();
+        for (int h = 0; h < PANELS; h++) src.copy_x(xs(buf) + h * PANEL_BYTES, k0 + h * GEMM_BK, p, swizzled_at);
+        if constexpr (GATED) codes.copy(qs(buf), LD, k0, p);
+    };
+    tile_pipeline<ST, true, KB>(ktiles, first, load, [&](int buf, int kt) {
         // The block's scales first, so that their latency passes under the widening and products.
         const float s1 = p.w1_scale[srow + kt], s2 = GATED ? p.w2_scale[srow + kt] : s1;
-        const unsigned char* X = xs(kt % ST);
-        const unsigned char* Q = qs(kt % ST) + a_off;
+        const unsigned char* X = xs(buf);
+        const unsigned char* Q = qs(buf) + a_off;
         uint32_t a[2][KK][4];
 #pragma unroll
         for (int t = 0; t < 2; t++)
@@ -1099,8 +1091,7 @@ __device__ __forceinline__ void moe_gemm_wgmma_fp8_ra(const MoeGemmParams& p, co
             acc[0][i] += s1 * blk[0][i];
             acc[1][i] += s2 * blk[1][i];
         }
-    }
-    cp_async_wait<0>();  // no copy may outlive the CTA (the trailing groups are empty)
+    });
     // d[4j + i]: weight row 16 warp + g (+8 for i >= 2) of the tile, x row 8j + 2q + i % 2.
 #pragma unroll
     for (int j = 0; j < 8; j++)
