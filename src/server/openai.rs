@@ -74,12 +74,18 @@ const DEFAULT_TRUE: &[&str] = &["separate_reasoning", "stream_reasoning"];
 /// The chosen token's logprob is all there is: the fused GPU pick keeps no alternatives.
 const NO_TOP_LOGPROBS: &str = "only the chosen token's logprob is available (dllm keeps no alternatives)";
 
+/// The server's sampling defaults under OpenAI's: its default temperature is 1, and a request
+/// that wants greedy says so. JointThresholdInDel decodes greedily only, so under it the default
+/// is 0 (a temperature above 0 is a 400).
+pub(super) fn openai_sampling(st: &AppState) -> Sampling {
+    let mut s = Sampling::new(st);
+    s.params.temperature = if s.params.reads_rows() { 0.0 } else { 1.0 };
+    s
+}
+
 fn parse_common(st: &AppState, o: &Map<String, Value>, own: &[&str], flavor: Flavor) -> ApiResult<Common> {
     let mut c =
-        Common { sampling: Sampling::new(st), stream: false, include_usage: false, max_tokens_given: false, rid: None, logprobs: false };
-    // OpenAI's default temperature is 1; a request that wants greedy says so. JointThresholdInDel
-    // decodes greedily only, so under it the default is 0 (a temperature above 0 is a 400).
-    c.sampling.params.temperature = if c.sampling.params.reads_rows() { 0.0 } else { 1.0 };
+        Common { sampling: openai_sampling(st), stream: false, include_usage: false, max_tokens_given: false, rid: None, logprobs: false };
     for (k, v) in o {
         let k = k.as_str();
         if own.contains(&k) {
@@ -173,8 +179,18 @@ pub(super) fn now_unix() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
+/// The text update `u` adds to what a stream has `sent` (which it then holds). A trailing U+FFFD
+/// may be half a character whose rest comes in the next block: it is held back until then
+/// (deltas cannot be taken back).
+pub(super) fn next_delta(sent: &mut String, u: &Update) -> String {
+    let shown = if u.finish.is_none() { u.text.trim_end_matches('\u{fffd}') } else { u.text.as_str() };
+    let d = delta(sent, shown);
+    *sent = shown.to_string();
+    d
+}
+
 /// Text added since `prev` (cumulative text can, rarely, rewrite its tail: then what differs).
-pub(super) fn delta(prev: &str, now: &str) -> String {
+fn delta(prev: &str, now: &str) -> String {
     if let Some(d) = now.strip_prefix(prev) {
         return d.to_string();
     }
@@ -431,11 +447,7 @@ impl StreamFormat for OpenAiStream {
     }
 
     fn update(&mut self, i: usize, u: &Update) -> Vec<Value> {
-        // A trailing U+FFFD may be half a character whose rest comes in the next block:
-        // hold it back until then (deltas cannot be taken back).
-        let shown = if u.finish.is_none() { u.text.trim_end_matches('\u{fffd}') } else { u.text.as_str() };
-        let d = delta(&self.sent[i], shown);
-        self.sent[i] = shown.to_string();
+        let d = next_delta(&mut self.sent[i], u);
         self.completion[i] = u.output_ids.len();
         let fin = u.finish.as_ref();
         if let Some(e) = fin.and_then(|f| f.error(&self.id)) {

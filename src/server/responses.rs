@@ -9,7 +9,7 @@ use super::errors::{ApiError, ApiResult};
 use super::http::{json, Resp};
 use super::json::{as_bool, as_object, as_usize, is_unset, kind};
 use super::log::ignored_field;
-use super::openai::{self, delta, join_text_parts, now_unix, room_after};
+use super::openai::{self, join_text_parts, next_delta, now_unix, openai_sampling, room_after};
 use super::request::{encode, new_rid, stream_sse, submit, FinishKind, Job, Sampling, StreamFormat, Update};
 use super::AppState;
 use crate::tokenizer::ChatMessage;
@@ -39,11 +39,14 @@ fn given(o: &Map<String, Value>, key: &str, in_effect: f32) -> Value {
 }
 
 fn parse(st: &AppState, o: &Map<String, Value>) -> ApiResult<ResponsesRequest> {
-    let mut sampling = Sampling::new(st);
-    // OpenAI's default temperature is 1; JointThresholdInDel decodes greedily only (as chat).
-    sampling.params.temperature = if sampling.params.reads_rows() { 0.0 } else { 1.0 };
-    let mut r =
-        ResponsesRequest { sampling, stream: false, messages: vec![], instructions: None, max_output_tokens: None, metadata: json!({}) };
+    let mut r = ResponsesRequest {
+        sampling: openai_sampling(st),
+        stream: false,
+        messages: vec![],
+        instructions: None,
+        max_output_tokens: None,
+        metadata: json!({}),
+    };
     for (k, v) in o {
         let k = k.as_str();
         match k {
@@ -362,11 +365,7 @@ impl StreamFormat for ResponsesStream {
     }
 
     fn update(&mut self, _i: usize, u: &Update) -> Vec<Value> {
-        // A trailing U+FFFD may be half a character whose rest comes in the next block: hold it
-        // back until then (deltas cannot be taken back), as chat's stream does.
-        let shown = if u.finish.is_none() { u.text.trim_end_matches('\u{fffd}') } else { u.text.as_str() };
-        let d = delta(&self.sent, shown);
-        self.sent = shown.to_string();
+        let d = next_delta(&mut self.sent, u);
         let item_id = self.shape.item_id.clone();
         let mut events = vec![];
         if !d.is_empty() {
