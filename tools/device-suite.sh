@@ -8,12 +8,8 @@
 set -uo pipefail
 R=${1:?usage: tools/device-suite.sh OUTPUT_FOLDER [test to memcheck ...]}
 shift
-C=.carry
 mkdir -p "$R"
-for b in test_cuda_kernels test_model_vs_fixtures; do
-    if [ -f "$C/$b.gz" ]; then gunzip -c "$C/$b.gz" > "/tmp/$b"; else cp "$C/$b" "/tmp/$b"; fi
-    chmod +x "/tmp/$b"
-done
+bash tools/unpack-tests.sh test_cuda_kernels test_model_vs_fixtures
 timeout 300 /tmp/test_cuda_kernels --test-threads=1 > "$R/cuda-tests.txt" 2>&1; echo "rc=$?" >> "$R/cuda-tests.txt"
 timeout 60 /tmp/test_model_vs_fixtures > "$R/fixtures.txt" 2>&1; echo "rc=$?" >> "$R/fixtures.txt"
 grep -h "test result\|^rc=\|panicked\|FAILED" "$R/cuda-tests.txt" "$R/fixtures.txt" | head

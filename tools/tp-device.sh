@@ -30,11 +30,7 @@ echo "NCCL_NVLS_ENABLE=${NCCL_NVLS_ENABLE:-unset}" | tee -a "$OUT/libs.txt"
 GPUS=$(nvidia-smi --list-gpus | wc -l)
 [ "$GPUS" -ge "$TP" ] || echo "warning: TP=$TP on $GPUS GPUs: the runs past $GPUS ranks will stop with the startup error"
 B="--prefix 1024 --block 32 --steps 8"
-# The test binaries as gpu-test.sh leaves them, or gzipped (carry-ab.sh).
-for b in test_cuda_kernels; do
-    if [ -f "$C/$b.gz" ]; then gunzip -c "$C/$b.gz" >"/tmp/$b"; else cp "$C/$b" "/tmp/$b"; fi
-    chmod +x "/tmp/$b"
-done
+bash tools/unpack-tests.sh test_cuda_kernels
 tp_sizes=$([ "$TP" -ge 4 ] && echo "2 $TP" || echo "$TP")
 
 if want tests; then
