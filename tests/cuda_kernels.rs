@@ -894,6 +894,69 @@ mod cuda {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// The greedy pick (lm_head.cu: row_argmax, one CTA a row, and its cluster forms, 2, 4 or 8
+    /// CTAs a row by the row count) against its CPU twin (decode::sample::pick_row) on fresh
+    /// random rows of mini's vocabulary and of small odd ones (some with fewer entries than a
+    /// cluster has CTAs): the row counts take every form (132 SMs: 8 CTAs a row up to 33 rows, 4
+    /// to 66, 2 to 132, then one). Rows of tied logits (the maximum too: the lowest id wins, across
+    /// a cluster's slices as well), wide ones, a third -inf. The token must be the CPU's; the
+    /// probability within 1e-4 relative (both sum exp over the row in f32, in other orders).
+    #[test]
+    fn row_argmax_matches_pick_row() {
+        use dllm::decode::sample::pick_row;
+        if skip() {
+            return;
+        }
+        let dir = tmp("row-argmax");
+        make_model("tiny", &dir, 0).unwrap();
+        let gpu = CudaBackend::load(&Checkpoint::open(&dir).unwrap(), &opts()).unwrap();
+        let mut rng = Rng::new(29);
+        let (mut checked, mut worst) = (0, 0f64);
+        for vocab in [1usize, 5, 37, 1001, 4099, 157_184] {
+            for n in [1usize, 3, 32, 34, 100, 140] {
+                let rows: Vec<Vec<f32>> = (0..n)
+                    .map(|i| {
+                        let mut r: Vec<f32> = match i % 6 {
+                            0 => rand_vec(&mut rng, vocab, 1.0),
+                            1 => rand_vec(&mut rng, vocab, 10.0),
+                            // Quarter steps: many tokens share a logit, the maximum too.
+                            2 => rand_vec(&mut rng, vocab, 2.0).iter().map(|x| (x * 4.0).round() / 4.0).collect(),
+                            // One value everywhere: token 0.
+                            3 => vec![0.5; vocab],
+                            // A third of the row -inf (never all of it).
+                            4 => rand_vec(&mut rng, vocab, 1.0)
+                                .into_iter()
+                                .enumerate()
+                                .map(|(i, x)| if i % 3 == 1 { f32::NEG_INFINITY } else { x })
+                                .collect(),
+                            _ => rand_vec(&mut rng, vocab, 1.0),
+                        };
+                        if i % 6 == 5 {
+                            // The maximum at several positions, likely in different slices.
+                            for _ in 0..4 {
+                                r[(rng.next_u64() % vocab as u64) as usize] = 9.0;
+                            }
+                        }
+                        r
+                    })
+                    .collect();
+                let got = gpu.pick_host_logits(&rows.concat(), n).unwrap();
+                assert_eq!(got.len(), n);
+                for (r, (row, g)) in rows.iter().zip(&got).enumerate() {
+                    let want = pick_row(row);
+                    assert_eq!(g.token, want.token, "vocab {vocab}, {n} rows, row {r}: token");
+                    let err = ((g.prob - want.prob) as f64).abs() / want.prob as f64;
+                    assert!(err <= 1e-4, "vocab {vocab}, {n} rows, row {r}: prob {} vs the CPU's {}", g.prob, want.prob);
+                    worst = worst.max(err);
+                    checked += 1;
+                }
+            }
+        }
+        eprintln!("row_argmax: {checked} rows pick the CPU twin's token, probabilities within {worst:.2e} relative");
+        assert!(gpu.pick_host_logits(&[0.0; 10], 3).is_err(), "10 logits are not 3 rows");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// The logits row summaries JointThresholdInDel reads (row_top_k.cu) against their CPU twin
     /// (decode::row_top::row_top) on fresh random rows of mini's vocabulary and of small odd
     /// ones (some shorter than ROW_TOP_K): flat and wide rows, rows of tied logits (the maximum

@@ -228,6 +228,8 @@ fn work_name(launch: &str) -> &str {
         | "qk_norm_rope_store_bf16"
         | "qk_norm_rope_store_v4_bf16"
         | "qk_norm_rope_store_v8_bf16" => "qk_norm_rope_store",
+        // One CTA a row or a cluster of them (pick.rs): the same pass over the rows.
+        l if l.starts_with("row_argmax") => "row_argmax",
         l if l.starts_with("moe_gate_up") => "moe_gate_up",
         l if l.starts_with("moe_down") => "moe_down",
         // A projection by cuBLAS or by the weight stream (csrc/dense_stream.cu): the same work.

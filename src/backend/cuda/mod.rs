@@ -19,6 +19,7 @@ pub mod kv_cache;
 mod measure;
 mod moe;
 pub mod nccl;
+mod pick;
 mod row_top;
 mod sampler;
 pub mod weights;
@@ -778,8 +779,7 @@ impl Backend for CudaBackend {
             vocab: vocab.len() as i32,
             token_base: vocab.start as i32,
         };
-        self.k.launch(Kernel::RowArgmax, (x.rows as u32, 1, 1), PICK_THREADS as u32, &p)?;
-        Ok(())
+        self.launch_pick(&p)
     }
 
     fn set_draws(&mut self, draws: &[RowDraw]) -> Result<()> {
