@@ -791,26 +791,3 @@ struct SampleParams {
     int32_t rows;
     int32_t vocab;
 };
-
-// l2_prefetch.cu: a MoE layer's weights asked into L2 from the side stream while the layer's
-// latency-bound attention leaves DRAM idle (CudaOptions::l2_prefetch): up to L2_PREFETCH_RANGES
-// fixed ranges (16-byte aligned, a multiple of 16 bytes long: bulk prefetches), then, where `ids`
-// is given, the gate and up matrices of the experts those picks name (a prediction: the router
-// over the layer's attention input), lowest id first, at most max_experts of them. In chunks of
-// L2_PREFETCH_CHUNK bytes spread over the grid's CTAs.
-#define L2_PREFETCH_RANGES 6
-#define L2_PREFETCH_CHUNK 65536
-#define L2_PREFETCH_CTAS 32
-#define L2_PREFETCH_THREADS 32
-#define L2_PREFETCH_MAX_E 256
-struct L2PrefetchParams {
-    uint64_t addr[L2_PREFETCH_RANGES];
-    uint64_t bytes[L2_PREFETCH_RANGES];
-    DEV_PTR(const int32_t) ids;  // [picks] expert ids (ids outside [0, experts) are skipped), or null
-    uint64_t gate;               // expert e's gate matrix at gate + e * expert_bytes; up's likewise
-    uint64_t up;
-    uint64_t expert_bytes;       // a multiple of 16, as are gate and up
-    int32_t picks;
-    int32_t experts;  // <= L2_PREFETCH_MAX_E
-    int32_t max_experts;
-};

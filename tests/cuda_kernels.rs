@@ -21,7 +21,7 @@ mod cuda {
     };
     use dllm::backend::cpu::{CpuBackend, Mat};
     use dllm::backend::cuda::kernels::params::DENSE_STREAM_ROWS;
-    use dllm::backend::cuda::{device_available, ActData, CudaAct, CudaBackend, CudaOptions, L2Prefetch};
+    use dllm::backend::cuda::{device_available, ActData, CudaAct, CudaBackend, CudaOptions};
     use dllm::backend::shard::Shard;
     use dllm::backend::{Backend, LayerRouting, Linear, Measure, Norm, StepBatch};
     use dllm::checkpoint::Checkpoint;
@@ -1322,31 +1322,23 @@ mod cuda {
             return;
         }
         let dir = tmp("graphs");
-        // write_mid with a third layer: the L2 prefetch skips the last layer (a prefill's forward
-        // ends inside it), so it runs at the middle one.
-        let cfg = write_mid_config(&dir, 256, 8, 2, 128, 136, |c| c.num_hidden_layers = 3);
+        let cfg = write_mid(&dir);
         let ck = Checkpoint::open(&dir).unwrap();
         // Shared expert items: the default, and none (the shared expert then runs on the side
-        // stream at every step, forked and joined inside the graph). Then the L2 prefetch
-        // (CudaOptions::l2_prefetch: the side stream forked at every MoE layer's input norm, the
-        // router's prediction and the experts' prefetch after it, joined at the next norm) in
-        // the graphs only: replays equal to the eager forward without it.
-        let experts = L2Prefetch::Experts { mb: 1 };
-        for (shared_items, l2_prefetch) in
-            [(None, L2Prefetch::Off), (Some(0), L2Prefetch::Off), (None, experts), (Some(0), L2Prefetch::Weights)]
-        {
-            graph_replay_equals_eager(&ck, &cfg, shared_items, l2_prefetch);
+        // stream at every step, forked and joined inside the graph).
+        for shared_items in [None, Some(0)] {
+            graph_replay_equals_eager(&ck, &cfg, shared_items);
         }
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    fn graph_replay_equals_eager(ck: &Checkpoint, cfg: &ModelConfig, shared_items: Option<usize>, l2_prefetch: L2Prefetch) {
+    fn graph_replay_equals_eager(ck: &Checkpoint, cfg: &ModelConfig, shared_items: Option<usize>) {
         let (mask, eos) = (cfg.vocab_size as u32 - 1, cfg.vocab_size as u32 - 2);
-        let engine = |max_bs, l2_prefetch| {
-            let o = CudaOptions { cuda_graph_max_bs: max_bs, shared_expert_items: shared_items, l2_prefetch, ..opts() };
+        let engine = |max_bs| {
+            let o = CudaOptions { cuda_graph_max_bs: max_bs, shared_expert_items: shared_items, ..opts() };
             Engine::new(CudaBackend::load(ck, &o).unwrap(), cfg.clone(), mask, eos)
         };
-        let (mut graphed, mut eager) = (engine(64, l2_prefetch), engine(0, L2Prefetch::Off));
+        let (mut graphed, mut eager) = (engine(64), engine(0));
         let mut rng = Rng::new(11);
         let mut prompt = |n: usize| (0..n).map(|_| (rng.next_u64() % (cfg.vocab_size as u64 - 2)) as u32).collect::<Vec<u32>>();
         let greedy = |bs, thr| GenParams {

@@ -174,13 +174,6 @@ pub struct Common {
     /// f32 (false). For measuring it.
     #[arg(long)]
     pub sample_bf16: Option<bool>,
-    /// CUDA: at each MoE layer's input norm, steps of up to 512 rows ask L2 for the layer's
-    /// weights from the side stream: `weights` (QKV, output projection, router, shared expert),
-    /// `experts[:MB]` (those, and the gate and up matrices of the experts the router picks over
-    /// the attention's input, up to MB megabytes, 24 by default) or `off` (the default). For
-    /// measuring it.
-    #[arg(long, default_value = "off")]
-    pub l2_prefetch: crate::backend::cuda::L2Prefetch,
     /// CUDA: the router as one launch (logits, selection and, at one cluster's rows, the
     /// permute), forced on or off (default: at up to 32 rows). For measuring it.
     #[arg(long)]
@@ -332,7 +325,6 @@ fn cuda(cmd: BenchCmd, process_start: std::time::Instant) -> Result<()> {
         residual_gemm: common.residual_gemm.unwrap_or(CudaOptions::default().residual_gemm),
         qkv_bf16: common.qkv_bf16.unwrap_or(CudaOptions::default().qkv_bf16),
         sample_bf16: common.sample_bf16.unwrap_or(CudaOptions::default().sample_bf16),
-        l2_prefetch: common.l2_prefetch,
         mem_fraction_static: common.mem_fraction_static.unwrap_or(CudaOptions::default().mem_fraction_static),
         cuda_graph_max_bs: common.graphs.max_bs().unwrap_or(CudaOptions::default().cuda_graph_max_bs),
         ..CudaOptions::default()

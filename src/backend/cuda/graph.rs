@@ -206,8 +206,6 @@ impl CudaBackend {
         forward: &mut dyn FnMut(&mut Self) -> Result<()>,
     ) -> Result<()> {
         self.graphs.replayed = None;
-        // A prefetch left unjoined by a forward that failed half way must not join a capture.
-        self.join_prefetch()?;
         if !self.graphable(batch) {
             self.stage(batch, out_rows)?;
             self.prepare_head_out(head, out_rows.len())?;

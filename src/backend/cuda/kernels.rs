@@ -42,7 +42,6 @@ unsafe impl DeviceRepr for SiluMulParams {}
 unsafe impl DeviceRepr for PickParams {}
 unsafe impl DeviceRepr for UnmaskParams {}
 unsafe impl DeviceRepr for InitParams {}
-unsafe impl DeviceRepr for L2PrefetchParams {}
 unsafe impl DeviceRepr for SpinParams {}
 unsafe impl DeviceRepr for SampleParams {}
 unsafe impl DeviceRepr for RowSampling {}

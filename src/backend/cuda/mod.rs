@@ -16,7 +16,6 @@ mod fp8;
 mod graph;
 pub mod kernels;
 pub mod kv_cache;
-mod l2_prefetch;
 mod measure;
 mod moe;
 pub mod nccl;
@@ -48,7 +47,6 @@ use dense::MlpOut;
 use device::open_device;
 pub use device::{device_available, device_count};
 use graph::HeadOut;
-pub use l2_prefetch::L2Prefetch;
 use sampler::LogitRows;
 
 #[derive(Debug, Clone)]
@@ -170,11 +168,6 @@ pub struct CudaOptions {
     /// those rows; greedy steps keep f32 logits and the fused pick. `dllm bench --sample-bf16
     /// false` measures without.
     pub sample_bf16: bool,
-    /// At a MoE layer's input norm, steps of up to L2_PREFETCH_MAX_ROWS rows ask L2 for the
-    /// layer's weights from the side stream (l2_prefetch.rs, csrc/l2_prefetch.cu), while the
-    /// layer's latency-bound attention leaves DRAM idle. Off by default; `dllm bench
-    /// --l2-prefetch` measures it.
-    pub l2_prefetch: L2Prefetch,
 }
 
 impl Default for CudaOptions {
@@ -210,7 +203,6 @@ impl Default for CudaOptions {
             residual_gemm: true,
             qkv_bf16: true,
             sample_bf16: true,
-            l2_prefetch: L2Prefetch::Off,
         }
     }
 }
@@ -315,8 +307,6 @@ pub struct CudaBackend {
     /// A layer's attention outputs, allocated before its qk_norm_rope_store (attention.rs,
     /// `AttnBuffers`): taken by its attention.
     attn_prepared: Option<attention::AttnBuffers>,
-    /// An L2 prefetch on the side stream, not yet joined (l2_prefetch.rs).
-    prefetch: l2_prefetch::PrefetchState,
 }
 
 impl CudaBackend {
@@ -401,7 +391,6 @@ impl CudaBackend {
             touched: Default::default(),
             routing: Default::default(),
             moe_prepared: Default::default(),
-            prefetch: Default::default(),
             attn_prepared: None,
         };
         b.expert_maps = b.expert_tensor_maps()?;
@@ -604,11 +593,6 @@ impl Backend for CudaBackend {
             Some(d) => (Kernel::AddRmsNorm, self.p(self.f32_of(d, "add_rms_norm delta")?), None),
             None => (Kernel::AddRmsNorm, 0, None),
         };
-        match w {
-            Norm::Input(l) => self.prefetch_before_norm(l, x.rows)?,
-            Norm::Final => self.join_prefetch()?,
-            Norm::PostAttention(_) => {}
-        }
         let wv = match w {
             Norm::Input(l) => &self.w.layers[l].input_norm,
             Norm::PostAttention(l) => &self.w.layers[l].post_norm,
@@ -639,9 +623,6 @@ impl Backend for CudaBackend {
         };
         self.k.launch(kernel, (x.rows as u32, 1, 1), norm_threads(x.cols), &p)?;
         *self.moe_prepared.borrow_mut() = moe;
-        if let Norm::Input(l) = w {
-            self.prefetch_after_norm(l, &out, x.rows)?;
-        }
         Ok(CudaAct { rows: x.rows, cols: x.cols, data: ActData::Bf16(out) })
     }
 

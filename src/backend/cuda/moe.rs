@@ -203,16 +203,6 @@ struct RouterOut {
     pool_ids: Option<CudaSlice<i32>>,
 }
 
-/// The router's picks over a layer's attention input (`[rows * topk]` ids, with their logits and
-/// weights), a prediction of its picks over the post-attention rows (l2_prefetch.rs).
-pub(super) struct PredictedPicks(RouterOut);
-
-impl PredictedPicks {
-    pub(super) fn ids(&self) -> &CudaSlice<i32> {
-        &self.0.ids
-    }
-}
-
 /// moe_permute's outputs (or moe_route's, at one cluster's rows): per slot its token and routing
 /// weight, per pick its slot, and the work list of (expert, first slot, rows) items.
 struct Permuted {
@@ -594,49 +584,21 @@ impl CudaBackend {
             p.tile_m = tile_m as i32;
         }
         if rows > 0 {
-            let (kernel, ctas) = self.route_kernel(rows)?;
+            // One cluster's rows over a cluster of ROUTE_CLUSTER_WIDE (each CTA reads half the
+            // weight slice) where the GPU places one (`CudaOptions::wide_route`), else a cluster
+            // of ROUTE_CLUSTER per ROUTE_ROWS rows (a wave of them up to 512 rows).
+            let wide = rows <= ROUTE_ROWS
+                && self.opts.wide_route
+                && self.k.large_cluster_fits(Kernel::MoeRouteWide, ROUTE_CLUSTER_WIDE as u32, ROUTE_THREADS as u32, ROUTE_SMEM)?;
+            let (kernel, ctas) = if wide {
+                (Kernel::MoeRouteWide, ROUTE_CLUSTER_WIDE)
+            } else {
+                (Kernel::MoeRoute, rows.div_ceil(ROUTE_ROWS) * ROUTE_CLUSTER)
+            };
             // A programmatic dependent: its weight loads overlap the kernel before (csrc/moe_route.cu).
             self.k.launch_dependent(kernel, (ctas as u32, 1, 1), ROUTE_THREADS as u32, ROUTE_SMEM, &p)?;
         }
         Ok(RouterOut { ids, wts, logits, pool_ids: None })
-    }
-
-    /// moe_route's kernel and CTAs at `rows` rows: one cluster's rows over a cluster of
-    /// ROUTE_CLUSTER_WIDE (each CTA reads half the weight slice) where the GPU places one
-    /// (`CudaOptions::wide_route`), else a cluster of ROUTE_CLUSTER per ROUTE_ROWS rows (a wave of
-    /// them up to 512 rows).
-    fn route_kernel(&self, rows: usize) -> Result<(Kernel, usize)> {
-        let wide = rows <= ROUTE_ROWS
-            && self.opts.wide_route
-            && self.k.large_cluster_fits(Kernel::MoeRouteWide, ROUTE_CLUSTER_WIDE as u32, ROUTE_THREADS as u32, ROUTE_SMEM)?;
-        Ok(if wide { (Kernel::MoeRouteWide, ROUTE_CLUSTER_WIDE) } else { (Kernel::MoeRoute, rows.div_ceil(ROUTE_ROWS) * ROUTE_CLUSTER) })
-    }
-
-    /// Whether the router's picks can be predicted at `rows` rows (l2_prefetch.rs): moe_route
-    /// runs there (Hopper, a router it fits) and no block routing pools them.
-    pub(super) fn predicts_picks(&self, rows: usize) -> bool {
-        self.wgmma && route_fits(&self.cfg) && self.cfg.block_routing().is_none() && rows > 0
-    }
-
-    /// Buffers for [`CudaBackend::launch_prediction`] at `rows` rows.
-    pub(super) fn prediction_buffers(&self, rows: usize) -> Result<PredictedPicks> {
-        Ok(PredictedPicks(self.router_out(rows, false)?))
-    }
-
-    /// moe_route over `x` (a layer's attention input, normed) into `out`: the picks the router
-    /// would make there, without counts, permute or shared expert, by a plain launch (on the side
-    /// stream no programmatic edge is wanted).
-    pub(super) fn launch_prediction(&self, m: &MoeWeights, x: &CudaSlice<u16>, rows: usize, out: &PredictedPicks) -> Result<()> {
-        let o = &out.0;
-        let p = RouteParams {
-            sel: self.selection_params(m, &o.logits, &o.ids, &o.wts, rows, None, None),
-            x: self.p(x),
-            w: self.p(&m.router),
-            hidden: self.cfg.hidden_size as i32,
-            ..Default::default()
-        };
-        let (kernel, ctas) = self.route_kernel(rows)?;
-        Ok(self.k.launch_smem(kernel, (ctas as u32, 1, 1), ROUTE_THREADS as u32, ROUTE_SMEM, &p)?)
     }
 
     /// A MoE layer's routing read back from the router's device outputs (recording): the picks
