@@ -894,6 +894,20 @@ mod cuda {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// A logits row of `vocab` entries of kind 0-4 (the pick's and the row summaries' tests):
+    /// normal with sd 1 or 10; quarter steps of sd 2 (many tokens share a logit, the maximum too);
+    /// one value everywhere (the lowest ids win); sd 1 with a third of the row -inf (never all).
+    fn logits_row(rng: &mut Rng, vocab: usize, kind: usize) -> Vec<f32> {
+        match kind {
+            0 => rand_vec(rng, vocab, 1.0),
+            1 => rand_vec(rng, vocab, 10.0),
+            2 => rand_vec(rng, vocab, 2.0).iter().map(|x| (x * 4.0).round() / 4.0).collect(),
+            3 => vec![0.5; vocab],
+            4 => rand_vec(rng, vocab, 1.0).into_iter().enumerate().map(|(i, x)| if i % 3 == 1 { f32::NEG_INFINITY } else { x }).collect(),
+            _ => panic!("logits_row: no kind {kind}"),
+        }
+    }
+
     /// The greedy pick (lm_head.cu: row_argmax, one CTA a row, and its cluster forms, 2, 4 or 8
     /// CTAs a row by the row count) against its CPU twin (decode::sample::pick_row) on fresh
     /// random rows of mini's vocabulary and of small odd ones (some with fewer entries than a
@@ -916,19 +930,8 @@ mod cuda {
             for n in [1usize, 3, 32, 34, 100, 140] {
                 let rows: Vec<Vec<f32>> = (0..n)
                     .map(|i| {
-                        let mut r: Vec<f32> = match i % 6 {
-                            0 => rand_vec(&mut rng, vocab, 1.0),
-                            1 => rand_vec(&mut rng, vocab, 10.0),
-                            // Quarter steps: many tokens share a logit, the maximum too.
-                            2 => rand_vec(&mut rng, vocab, 2.0).iter().map(|x| (x * 4.0).round() / 4.0).collect(),
-                            // One value everywhere: token 0.
-                            3 => vec![0.5; vocab],
-                            // A third of the row -inf (never all of it).
-                            4 => rand_vec(&mut rng, vocab, 1.0)
-                                .into_iter()
-                                .enumerate()
-                                .map(|(i, x)| if i % 3 == 1 { f32::NEG_INFINITY } else { x })
-                                .collect(),
+                        let mut r = match i % 6 {
+                            k @ 0..=4 => logits_row(&mut rng, vocab, k),
                             _ => rand_vec(&mut rng, vocab, 1.0),
                         };
                         if i % 6 == 5 {
@@ -991,18 +994,7 @@ mod cuda {
             let mut rows: Vec<Vec<f32>> = vec![];
             for kind in 0..8 {
                 let mut r: Vec<f32> = match kind {
-                    0 => rand_vec(&mut rng, vocab, 1.0),
-                    1 => rand_vec(&mut rng, vocab, 10.0),
-                    // Quarter steps: many tokens share a logit, among the best ones too.
-                    2 => rand_vec(&mut rng, vocab, 2.0).iter().map(|x| (x * 4.0).round() / 4.0).collect(),
-                    // One value everywhere: the entries are the lowest ids.
-                    3 => vec![0.5; vocab],
-                    // A third of the row -inf.
-                    4 => rand_vec(&mut rng, vocab, 1.0)
-                        .into_iter()
-                        .enumerate()
-                        .map(|(i, x)| if i % 3 == 1 { f32::NEG_INFINITY } else { x })
-                        .collect(),
+                    0..=4 => logits_row(&mut rng, vocab, kind),
                     // Three finite entries: the rest of the list is -inf entries, lowest ids first.
                     5 => {
                         let mut r = vec![f32::NEG_INFINITY; vocab];
