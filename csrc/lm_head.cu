@@ -13,6 +13,17 @@ struct PickPart {
     int i;
     float z;
 };
+// The pick of no element (a lane past the parts it combines).
+#define NO_PICK (PickPart{-FLT_MAX, 0x7fffffff, 0.f})
+
+// The warp's lanes' parts combined, in every lane: the max and its lowest index, then each
+// lane's sum moved onto that max.
+__device__ __forceinline__ PickPart warp_pick(PickPart s) {
+    float m = s.m;
+    int mi = s.i;
+    warp_argmax(m, mi);
+    return PickPart{m, mi, warp_sum(s.z * expf(s.m - m))};
+}
 
 // The block's pick over l[begin, end), valid in every lane of warp 0 (the other warps return
 // garbage). One pass: each thread keeps its running max, its index and its sum of exp(l - running
@@ -55,26 +66,16 @@ __device__ __forceinline__ PickPart block_pick(const float* __restrict__ l, int 
         for (int u = 0; u < U; u++)
             if (i0 + u * B < end) take(v[u], i0 + u * B);
     }
-    // Combine: the warp's max and index, then each lane's sum moved onto that max.
-    float m = best;
-    int mi = bi;
-    warp_argmax(m, mi);
-    z = warp_sum(z * expf(best - m));
+    // Combine: each warp's threads, then the warps'.
+    const PickPart wp = warp_pick(PickPart{best, bi, z});
     const int lane = threadIdx.x % WARP, w = threadIdx.x / WARP;
     if (lane == 0) {
-        sm[w] = m;
-        si[w] = mi;
-        sz[w] = z;
+        sm[w] = wp.m;
+        si[w] = wp.i;
+        sz[w] = wp.z;
     }
     __syncthreads();
-    best = lane < NW ? sm[lane] : -FLT_MAX;
-    bi = lane < NW ? si[lane] : 0x7fffffff;
-    z = lane < NW ? sz[lane] : 0.f;
-    m = best;
-    mi = bi;
-    warp_argmax(m, mi);
-    z = warp_sum(z * expf(best - m));
-    return PickPart{m, mi, z};
+    return warp_pick(lane < NW ? PickPart{sm[lane], si[lane], sz[lane]} : NO_PICK);
 }
 
 // Row `row`'s pick into p (thread 0 of the caller).
@@ -112,12 +113,8 @@ __device__ __forceinline__ void row_argmax_cluster(const PickParams& p) {
     cluster.sync();
     if (rank == 0 && threadIdx.x < WARP) {
         const int lane = threadIdx.x;
-        PickPart s = lane < C ? *cluster.map_shared_rank(&part, lane) : PickPart{-FLT_MAX, 0x7fffffff, 0.f};
-        float m = s.m;
-        int mi = s.i;
-        warp_argmax(m, mi);
-        const float z = warp_sum(s.z * expf(s.m - m));
-        if (lane == 0) write_pick(p, row, PickPart{m, mi, z});
+        const PickPart r = warp_pick(lane < C ? *cluster.map_shared_rank(&part, lane) : NO_PICK);
+        if (lane == 0) write_pick(p, row, r);
     }
     cluster.sync();  // no CTA leaves while rank 0 may still read its part
 }
