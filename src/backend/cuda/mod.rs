@@ -794,9 +794,7 @@ impl Backend for CudaBackend {
             let mine = self.download(share, "pick shares")?;
             return Ok(combine_pick_shares(&group.all_gather(self.tp.shard.rank, &mine)?, out.rows));
         }
-        let t = self.download(&out.token, "picked tokens")?;
-        let pr = self.download(&out.prob, "pick probabilities")?;
-        Ok(t.into_iter().zip(pr).map(|(token, prob)| Pick { token, prob }).collect())
+        self.download_picks(&out.token, &out.prob)
     }
 
     fn read_logits(&mut self) -> Result<Vec<f32>> {

@@ -6,6 +6,7 @@ use super::kernels::{params::*, Kernel};
 use super::CudaBackend;
 use crate::decode::Pick;
 use anyhow::{bail, Result};
+use cudarc::driver::CudaSlice;
 
 /// CTAs a logits row takes (a thread block cluster beyond one): the most of 8, 4 and 2 with
 /// which the rows' CTAs stay within two an SM, else one. One CTA a row left most SMs idle at
@@ -35,15 +36,21 @@ impl CudaBackend {
             token_base: 0,
         };
         self.launch_pick(&p)?;
-        let t = self.download(&token, "picked tokens")?;
-        let pr = self.download(&prob, "pick probabilities")?;
+        self.download_picks(&token, &prob)
+    }
+
+    /// Picks from the device's tokens and probabilities (the pick's and the sampler's outputs).
+    pub(super) fn download_picks(&self, token: &CudaSlice<u32>, prob: &CudaSlice<f32>) -> Result<Vec<Pick>> {
+        let t = self.download(token, "picked tokens")?;
+        let pr = self.download(prob, "pick probabilities")?;
         Ok(t.into_iter().zip(pr).map(|(token, prob)| Pick { token, prob }).collect())
     }
 
     /// Only the launch, into the buffers `p` names (a CUDA graph can hold it): one CTA a row, or a
     /// cluster of [`pick_cluster`] CTAs a row on Hopper.
     pub(super) fn launch_pick(&self, p: &PickParams) -> Result<()> {
-        if p.rows <= 0 || p.vocab <= 0 {
+        // No rows: no launch, as before the clusters (Kernels::launch skips an empty grid).
+        if p.rows < 0 || p.vocab <= 0 {
             bail!("row_argmax: {} rows of {} logits", p.rows, p.vocab);
         }
         let rows = p.rows as usize;

@@ -86,9 +86,9 @@ impl CudaBackend {
         let token = self.k.alloc::<u32>(rows, "sampled tokens")?;
         let prob = self.alloc_f32(rows, "sampled probabilities")?;
         self.launch_sample(logits, rows, vocab, &sampling, &token, &prob)?;
-        let t = self.download(&token, "sampled tokens")?;
-        let pr = self.download(&prob, "sampled probabilities")?;
-        Ok(t.into_iter().zip(pr).take(rows).map(|(token, prob)| Pick { token, prob }).collect())
+        let mut picks = self.download_picks(&token, &prob)?;
+        picks.truncate(rows);
+        Ok(picks)
     }
 
     /// [`CudaBackend::sample_logits`] over host rows (tests, benchmarks): one more upload.
