@@ -484,6 +484,72 @@ mod cuda {
         }
     }
 
+    /// A MoE layer's post-attention norm computed by its router (CudaOptions::route_norm), on
+    /// the mid model's router (hidden 256: one k chunk a CTA, some CTAs with none) and on mini's
+    /// (hidden 2,048: two k chunks a CTA in moe_route_wide's cluster of 16, four in moe_route's of
+    /// 8), at 1, 24 and 32 rows (one cluster) and 33 (past it: the norm runs on its own). The
+    /// rows the router wrote against add_rms_norm's (the sums of squares meet in another order);
+    /// the layer's output against the unfused backend's and against the CPU's on those same
+    /// rows; the residual left as it was. Once more with the rows read before the router (the
+    /// norm on its own first, then the router's over them).
+    #[test]
+    fn route_norm_matches_cpu() {
+        if skip() {
+            return;
+        }
+        let mid = tmp("route-norm-mid");
+        write_mid(&mid);
+        let mini = tmp("route-norm-mini");
+        write_mid_config(&mini, 2048, 16, 4, 128, 32, |c| {
+            c.num_experts = 256;
+            c.num_experts_per_tok = 8;
+            c.n_group = 8;
+            c.topk_group = 4;
+        });
+        for dir in [&mid, &mini] {
+            let ck = Checkpoint::open(dir).unwrap();
+            let c = ck.config.clone();
+            let (h, l) = (c.hidden_size, c.first_k_dense_replace);
+            assert!(c.is_moe_layer(l));
+            let mut cpu = CpuBackend::load(&ck).unwrap();
+            for wide_route in [true, false] {
+                let mut plain = CudaBackend::load(&ck, &CudaOptions { wide_route, ..opts() }).unwrap();
+                let mut fold = CudaBackend::load(&ck, &CudaOptions { wide_route, route_norm: true, ..opts() }).unwrap();
+                assert!(fold.router_takes_norm(32).unwrap(), "{}: the router does not take the norm at 32 rows", dir.display());
+                for (seed, rows, read_first) in [(70u64, 1usize, false), (71, 24, false), (72, 32, false), (73, 33, false), (74, 32, true)]
+                {
+                    eprintln!("{}: wide route {wide_route}, {rows} rows, read before the router {read_first}", dir.display());
+                    let mut rng = Rng::new(seed);
+                    let x = rand_vec(&mut rng, rows * h, 1.0);
+                    let tokens: Vec<u32> = (0..rows).map(|_| (rng.next_u64() % c.vocab_size as u64) as u32).collect();
+                    let mut fb = StepBatch::default();
+                    fb.push(0, 0, &tokens, 32);
+                    let mut xp = plain.act_from_f32(rows, h, &x).unwrap();
+                    let hp = plain.add_rms_norm(&mut xp, None, Norm::PostAttention(l)).unwrap();
+                    let mut xf = fold.act_from_f32(rows, h, &x).unwrap();
+                    let hf = fold.add_rms_norm(&mut xf, None, Norm::PostAttention(l)).unwrap();
+                    assert_eq!(matches!(hf.data, ActData::RouteNormed(_)), rows <= 32, "{rows} rows: the norm left to the router");
+                    let early = read_first.then(|| fold.act_to_f32(&hf).unwrap());
+                    let yp = plain.ffn(&hp, l, &fb).unwrap();
+                    let yf = fold.ffn(&hf, l, &fb).unwrap();
+                    let want = plain.act_to_f32(&hp).unwrap();
+                    let normed = fold.act_to_f32(&hf).unwrap();
+                    check("the router's normed rows", &normed, &want, 1e-3);
+                    if let Some(e) = early {
+                        check("the normed rows read before the router", &e, &want, 1e-3);
+                    }
+                    let resid = fold.act_to_f32(&xf).unwrap();
+                    assert!(resid.iter().zip(&x).all(|(a, b)| a.to_bits() == b.to_bits()), "the residual changed");
+                    let yc = cpu.ffn(&mat(rows, h, normed), l, &fb).unwrap();
+                    let got = fold.act_to_f32(&yf).unwrap();
+                    check("moe ffn over the router's norm, against the CPU", &got, &yc.data, 1e-2);
+                    check("moe ffn over the router's norm, against add_rms_norm's", &got, &plain.act_to_f32(&yp).unwrap(), 1e-2);
+                }
+            }
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+
     /// A MoE layer's slots summed by the next input norm (add_moe_rms_norm) and by moe_combine
     /// first, at a hidden size whose columns outrun what a thread keeps in registers (4,608:
     /// 64 of its 576 column groups take the kernel's second loop) and at mini's 2,048.
@@ -1331,15 +1397,18 @@ mod cuda {
         // Shared expert items: the default, and none (the shared expert then runs on the side
         // stream at every step, forked and joined inside the graph).
         for shared_items in [None, Some(0)] {
-            graph_replay_equals_eager(&ck, &cfg, shared_items);
+            graph_replay_equals_eager(&ck, &cfg, CudaOptions { shared_expert_items: shared_items, ..opts() });
         }
+        // The post-attention norm in the router (at steps of up to 32 rows; cuBLAS's projection
+        // adds the attention's output into the residual, which the weight stream does not).
+        graph_replay_equals_eager(&ck, &cfg, CudaOptions { route_norm: true, dense_stream: false, ..opts() });
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    fn graph_replay_equals_eager(ck: &Checkpoint, cfg: &ModelConfig, shared_items: Option<usize>) {
+    fn graph_replay_equals_eager(ck: &Checkpoint, cfg: &ModelConfig, base: CudaOptions) {
         let (mask, eos) = (cfg.vocab_size as u32 - 1, cfg.vocab_size as u32 - 2);
         let engine = |max_bs| {
-            let o = CudaOptions { cuda_graph_max_bs: max_bs, shared_expert_items: shared_items, ..opts() };
+            let o = CudaOptions { cuda_graph_max_bs: max_bs, ..base.clone() };
             Engine::new(CudaBackend::load(ck, &o).unwrap(), cfg.clone(), mask, eos)
         };
         let (mut graphed, mut eager) = (engine(64), engine(0));
@@ -1408,6 +1477,14 @@ mod cuda {
         std::fs::write(dir.join("config.json"), c.to_string()).unwrap();
         let (n, same, total) = greedy_pair(&dir, true);
         eprintln!("dense routing: {same}/{n} engine generations equal token for token; lockstep: {total:?}");
+        // The post-attention norm in the router (CudaOptions::route_norm) wherever a forward
+        // takes at most 32 rows: cuBLAS's projection adds the attention's output into the
+        // residual (the weight stream, which opts() turns on, leaves it to the norm).
+        let o = CudaOptions { route_norm: true, dense_stream: false, ..opts() };
+        let ck = Checkpoint::open(&dir).unwrap();
+        assert!(CudaBackend::load(&ck, &o).unwrap().router_takes_norm(32).unwrap(), "tiny's router does not take the norm");
+        let (n, same, total) = greedy_pair_opts(&dir, true, None, o, GREEDY_SETTINGS);
+        eprintln!("dense routing, the norm in the router: {same}/{n} engine generations equal token for token; lockstep: {total:?}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -178,6 +178,11 @@ pub struct Common {
     /// permute), forced on or off (default: at up to 32 rows). For measuring it.
     #[arg(long)]
     pub fused_router: Option<bool>,
+    /// CUDA: a MoE layer's post-attention norm computed by its router where the router takes
+    /// the rows in one cluster (batch 1) (true), or on its own first (false, the default). For
+    /// measuring it.
+    #[arg(long)]
+    pub route_norm: Option<bool>,
     /// CUDA: the fraction of the GPU memory left after the weights that the KV cache takes, in
     /// (0, 1] (SGLang's `--mem-fraction-static`; e.g. a small cache under ncu, which saves and
     /// restores the device memory a profiled kernel may write). Default: the CUDA backend's.
@@ -325,6 +330,7 @@ fn cuda(cmd: BenchCmd, process_start: std::time::Instant) -> Result<()> {
         residual_gemm: common.residual_gemm.unwrap_or(CudaOptions::default().residual_gemm),
         qkv_bf16: common.qkv_bf16.unwrap_or(CudaOptions::default().qkv_bf16),
         sample_bf16: common.sample_bf16.unwrap_or(CudaOptions::default().sample_bf16),
+        route_norm: common.route_norm.unwrap_or(CudaOptions::default().route_norm),
         mem_fraction_static: common.mem_fraction_static.unwrap_or(CudaOptions::default().mem_fraction_static),
         cuda_graph_max_bs: common.graphs.max_bs().unwrap_or(CudaOptions::default().cuda_graph_max_bs),
         ..CudaOptions::default()
@@ -409,6 +415,8 @@ fn profile_steps(engine: &mut Engine<crate::backend::cuda::CudaBackend>, a: &Ker
         qkv_bf16: c.qkv_bf16.unwrap_or(defaults.qkv_bf16) && cublas,
         logits_bf16: a.sampling.temperature > 0.0 && c.sample_bf16.unwrap_or(defaults.sample_bf16),
         w8a8_experts: engine.backend.expert_math(a.batch * c.block) == ExpertMath::W8A8,
+        // Only where the attention's output is added into the residual (no delta to add).
+        route_norm: c.residual_gemm.unwrap_or(defaults.residual_gemm) && cublas && engine.backend.router_takes_norm(a.batch * c.block)?,
     };
     let work = super::kernels::step_work(&engine.cfg, &touched, dims, fused);
     let rows = super::kernels::rows(&measured, &work, bandwidth, gemm);

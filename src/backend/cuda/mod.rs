@@ -168,6 +168,11 @@ pub struct CudaOptions {
     /// those rows; greedy steps keep f32 logits and the fused pick. `dllm bench --sample-bf16
     /// false` measures without.
     pub sample_bf16: bool,
+    /// A MoE layer's post-attention norm computed by its router (csrc/moe_route.cu,
+    /// RouteParams::residual) where moe_route takes the rows in one cluster and permutes them
+    /// (batch 1's block; moe.rs, route_takes_norm): the norm's launch and its wait leave the
+    /// layer's chain. Off by default until a GPU measures it; `dllm bench --route-norm` does.
+    pub route_norm: bool,
 }
 
 impl Default for CudaOptions {
@@ -203,6 +208,7 @@ impl Default for CudaOptions {
             residual_gemm: true,
             qkv_bf16: true,
             sample_bf16: true,
+            route_norm: false,
         }
     }
 }
@@ -605,6 +611,14 @@ impl Backend for CudaBackend {
             Norm::PostAttention(l) => self.moe_buffers(l, x.rows)?,
             _ => None,
         };
+        // Or the layer's router runs the norm (CudaOptions::route_norm; it counts no picks here).
+        if let (None, Norm::PostAttention(l)) = (delta, w) {
+            if self.route_takes_norm(l, x.rows)? {
+                *self.moe_prepared.borrow_mut() = moe;
+                let r = act::RouteNormed { out, residual: self.p(xs), w: self.p(wv), issued: Default::default() };
+                return Ok(CudaAct { rows: x.rows, cols: x.cols, data: ActData::RouteNormed(r) });
+            }
+        }
         let zero = moe.as_mut().and_then(|b| b.counts_to_zero());
         let (zero, zero_len) = zero.map_or((0, 0), |z| (self.p(z), z.len() as i32));
         let p = NormParams {
@@ -663,11 +677,20 @@ impl Backend for CudaBackend {
     }
 
     fn ffn(&mut self, x: &CudaAct, layer: usize, batch: &StepBatch) -> Result<CudaAct> {
-        let xb = self.bf16_of(x, "ffn")?;
+        // Rows whose norm was left to the MoE layer's router (ActData::RouteNormed).
+        let (xb, norm) = match &x.data {
+            ActData::RouteNormed(r) => (&r.out, Some(r)),
+            _ => (self.bf16_of(x, "ffn")?, None),
+        };
         let y = match &self.w.layers[layer].ffn {
-            Ffn::Dense(m) => self.dense_mlp(m, xb, x.rows)?,
+            Ffn::Dense(m) => {
+                if let Some(r) = norm {
+                    self.run_route_norm(r, x.rows, x.cols)?;
+                }
+                self.dense_mlp(m, xb, x.rows)?
+            }
             Ffn::Moe(m) => {
-                let slots = self.moe(m, layer, xb, x.rows, batch)?;
+                let slots = self.moe(m, layer, xb, x.rows, batch, norm)?;
                 // Left in its slots for the next input norm to sum (CudaOptions::fused_moe_norm).
                 if self.opts.fused_moe_norm {
                     return Ok(CudaAct { rows: x.rows, cols: self.cfg.hidden_size, data: ActData::MoeSlots(slots) });
