@@ -586,6 +586,40 @@ mod cuda {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// block_attention_deep's key splits merged by their own cluster (CudaOptions::
+    /// att_cluster_combine) against the CPU: a batch-1 step over 1,056 keys (16 splits, 9 with
+    /// keys: a non-portable cluster of 16, as mini's batch 1 at 1k) after its 1,024-token prefill
+    /// (2 splits), and one over 640 keys (8 splits, 5 with keys) after a 608-token prefill (3
+    /// splits, the first tiles' keys all in the first); over 4,384 keys (64 splits) attention_combine
+    /// merges them as before. K/V by TMA (pages of 32) and by cp.async (pages of 8). The kernel
+    /// profile of the first pair of steps shows no attention_combine where the clusters merged,
+    /// and its launches without the option.
+    #[test]
+    fn attention_cluster_combine_matches_cpu() {
+        if skip() {
+            return;
+        }
+        let dir = tmp("att-cluster");
+        write_mid_config(&dir, 256, 8, 2, 128, 136, |c| c.max_position_embeddings = 8192);
+        let ck = Checkpoint::open(&dir).unwrap();
+        for page_size in [32, 8] {
+            for clustered in [true, false] {
+                eprintln!("attention: splits merged in clusters {clustered}, page size {page_size}");
+                let o = CudaOptions { att_deep: Some(true), att_cluster_combine: clustered, page_size, profile_kernels: true, ..opts() };
+                let gpu = CudaBackend::load(&ck, &o).unwrap();
+                let mut p = Pair { cfg: ck.config.clone(), cpu: CpuBackend::load(&ck).unwrap(), gpu, dir: dir.clone() };
+                p.gpu.profile_reset();
+                long_attention_agrees(&mut p, 50, 1024);
+                let combines: u64 = p.gpu.profile().iter().filter(|(k, _, _)| k == "attention_combine").map(|(_, _, n)| *n).sum();
+                eprintln!("  attention_combine launches: {combines}");
+                assert_eq!(combines == 0, clustered, "attention_combine launched {combines} times");
+                long_attention_agrees(&mut p, 51, 608);
+                long_attention_agrees(&mut p, 52, 4352);
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// block_attention's two wgmma variants forced on the same shapes (two CTAs an SM with
     /// ATT_WGMMA_STAGES stages; block_attention_deep, one warp-specialized CTA an SM with
     /// ATT_DEEP_STAGES): by default the CTA count picks one, so these small shapes would run only
@@ -1402,6 +1436,9 @@ mod cuda {
         // The post-attention norm in the router (at steps of up to 32 rows; cuBLAS's projection
         // adds the attention's output into the residual, which the weight stream does not).
         graph_replay_equals_eager(&ck, &cfg, CudaOptions { route_norm: true, dense_stream: false, ..opts() });
+        // The attention's splits merged in their clusters (the deep kernel forced: the graphs
+        // record its clustered launches).
+        graph_replay_equals_eager(&ck, &cfg, CudaOptions { att_deep: Some(true), att_cluster_combine: true, ..opts() });
         let _ = std::fs::remove_dir_all(&dir);
     }
 

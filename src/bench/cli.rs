@@ -183,6 +183,10 @@ pub struct Common {
     /// measuring it.
     #[arg(long)]
     pub route_norm: Option<bool>,
+    /// CUDA: the attention's key splits merged by the splits' own CTAs, as a cluster, where there
+    /// are at most 16 (true), or by attention_combine (false, the default). For measuring it.
+    #[arg(long)]
+    pub att_cluster_combine: Option<bool>,
     /// CUDA: the fraction of the GPU memory left after the weights that the KV cache takes, in
     /// (0, 1] (SGLang's `--mem-fraction-static`; e.g. a small cache under ncu, which saves and
     /// restores the device memory a profiled kernel may write). Default: the CUDA backend's.
@@ -331,6 +335,7 @@ fn cuda(cmd: BenchCmd, process_start: std::time::Instant) -> Result<()> {
         qkv_bf16: common.qkv_bf16.unwrap_or(CudaOptions::default().qkv_bf16),
         sample_bf16: common.sample_bf16.unwrap_or(CudaOptions::default().sample_bf16),
         route_norm: common.route_norm.unwrap_or(CudaOptions::default().route_norm),
+        att_cluster_combine: common.att_cluster_combine.unwrap_or(CudaOptions::default().att_cluster_combine),
         mem_fraction_static: common.mem_fraction_static.unwrap_or(CudaOptions::default().mem_fraction_static),
         cuda_graph_max_bs: common.graphs.max_bs().unwrap_or(CudaOptions::default().cuda_graph_max_bs),
         ..CudaOptions::default()

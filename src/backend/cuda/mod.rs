@@ -173,6 +173,12 @@ pub struct CudaOptions {
     /// (batch 1's block; moe.rs, route_takes_norm): the norm's launch and its wait leave the
     /// layer's chain. Off by default until a GPU measures it; `dllm bench --route-norm` does.
     pub route_norm: bool,
+    /// block_attention_deep's key splits merged by the splits themselves, a cluster of them
+    /// through distributed shared memory (csrc/attention.cu, att_cluster_combine), instead of
+    /// written out for attention_combine, where a (tile, KV head) has 2 to ATT_CLUSTER_MAX_SPLITS
+    /// splits and the GPU holds all the clusters at once (batch 1 and 16 at short contexts). Off
+    /// by default until a GPU measures it; `dllm bench --att-cluster-combine` does.
+    pub att_cluster_combine: bool,
 }
 
 impl Default for CudaOptions {
@@ -209,6 +215,7 @@ impl Default for CudaOptions {
             qkv_bf16: true,
             sample_bf16: true,
             route_norm: false,
+            att_cluster_combine: false,
         }
     }
 }
