@@ -667,7 +667,11 @@ __device__ __forceinline__ void att_cluster_combine(const AttnParams& p, const A
         reinterpret_cast<__nv_bfloat162*>(out)[0] = __floats2bfloat162_rn(a.x * inv, a.y * inv);
         reinterpret_cast<__nv_bfloat162*>(out)[1] = __floats2bfloat162_rn(a.z * inv, a.w * inv);
     }
-    cluster.sync();  // no CTA leaves while a peer may still read its shared memory
+    // No CTA leaves while a peer may still read its shared memory. Relaxed: a peer's reads are
+    // done once it arrives (their values are in its stores above), and this CTA's own stores
+    // need no ordering here (a release would wait for them: MEMBAR.ALL.GPU).
+    __cluster_barrier_arrive_relaxed();
+    __cluster_barrier_wait();
 }
 
 // block_attention_deep's body on sm_90a: block_attention_wgmma's tiles and arithmetic, bit for
