@@ -440,6 +440,17 @@ mod cuda {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// The mid model with mini's router: hidden 2048, 256 experts in 8 groups of 32, top-8 of the
+    /// best 4 groups (its experts 32 wide: the router is the shape under test).
+    fn write_mini_router(dir: &Path) -> ModelConfig {
+        write_mid_config(dir, 2048, 16, 4, 128, 32, |c| {
+            c.num_experts = 256;
+            c.num_experts_per_tok = 8;
+            c.n_group = 8;
+            c.topk_group = 4;
+        })
+    }
+
     /// moe_route (the router in one launch) forced on and off: its picks against cpu::route and
     /// every op (the MoE layers among them) against the CPU's, at one cluster's rows (where it
     /// also does the permute, the shared expert among the items) and past them (a cluster per 32
@@ -457,12 +468,7 @@ mod cuda {
         let mid = tmp("fused-router-mid");
         write_mid(&mid);
         let mini = tmp("fused-router-mini");
-        write_mid_config(&mini, 2048, 16, 4, 128, 32, |c| {
-            c.num_experts = 256;
-            c.num_experts_per_tok = 8;
-            c.n_group = 8;
-            c.topk_group = 4;
-        });
+        write_mini_router(&mini);
         let wide = tmp("fused-router-wide");
         write_mid_config(&wide, 256, 8, 2, 128, 136, |c| {
             c.num_experts = 48;
@@ -500,12 +506,7 @@ mod cuda {
         let mid = tmp("route-norm-mid");
         write_mid(&mid);
         let mini = tmp("route-norm-mini");
-        write_mid_config(&mini, 2048, 16, 4, 128, 32, |c| {
-            c.num_experts = 256;
-            c.num_experts_per_tok = 8;
-            c.n_group = 8;
-            c.topk_group = 4;
-        });
+        write_mini_router(&mini);
         for dir in [&mid, &mini] {
             let ck = Checkpoint::open(dir).unwrap();
             let c = ck.config.clone();
