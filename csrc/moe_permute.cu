@@ -18,7 +18,7 @@ extern "C" __global__ void __launch_bounds__(COMBINE_THREADS) moe_combine(const 
     if (c >= p.hidden) return;  // hidden is a multiple of COMBINE_COLS (checked on the host)
     const int32_t* slots = p.tok_slot + (size_t)t * p.topk;
     float r[COMBINE_COLS];
-    slot_sum8(p.slot_out, slots, p.topk, p.hidden, c, r);
+    slot_sum8<false>(p.slot_out, slots, p.topk, p.hidden, c, r);
     float4* y = reinterpret_cast<float4*>(p.y + (size_t)t * p.hidden + c);
     const float4* base = p.base ? reinterpret_cast<const float4*>(p.base + (size_t)t * p.hidden + c) : nullptr;
 #pragma unroll

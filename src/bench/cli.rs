@@ -187,6 +187,10 @@ pub struct Common {
     /// are at most 16 (true), or by attention_combine (false, the default). For measuring it.
     #[arg(long)]
     pub att_cluster_combine: Option<bool>,
+    /// CUDA: the input norm after a MoE layer loads a round of a token's slot rows at once (true)
+    /// or one after the other (false, the default). For measuring it.
+    #[arg(long)]
+    pub slot_loads_together: Option<bool>,
     /// CUDA: the fraction of the GPU memory left after the weights that the KV cache takes, in
     /// (0, 1] (SGLang's `--mem-fraction-static`; e.g. a small cache under ncu, which saves and
     /// restores the device memory a profiled kernel may write). Default: the CUDA backend's.
@@ -336,6 +340,7 @@ fn cuda(cmd: BenchCmd, process_start: std::time::Instant) -> Result<()> {
         sample_bf16: common.sample_bf16.unwrap_or(CudaOptions::default().sample_bf16),
         route_norm: common.route_norm.unwrap_or(CudaOptions::default().route_norm),
         att_cluster_combine: common.att_cluster_combine.unwrap_or(CudaOptions::default().att_cluster_combine),
+        slot_loads_together: common.slot_loads_together.unwrap_or(CudaOptions::default().slot_loads_together),
         mem_fraction_static: common.mem_fraction_static.unwrap_or(CudaOptions::default().mem_fraction_static),
         cuda_graph_max_bs: common.graphs.max_bs().unwrap_or(CudaOptions::default().cuda_graph_max_bs),
         ..CudaOptions::default()

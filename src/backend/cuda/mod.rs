@@ -179,6 +179,13 @@ pub struct CudaOptions {
     /// splits and the GPU holds all the clusters at once (batch 1 and 16 at short contexts). Off
     /// by default until a GPU measures it; `dllm bench --att-cluster-combine` does.
     pub att_cluster_combine: bool,
+    /// The next input norm's sum of a MoE layer's slots (csrc/norm.cu, add_moe_rms_norm_together)
+    /// issuing a round of a token's slot loads at once instead of one after the other (the guarded
+    /// loads wait each for the one before: csrc/moe_slots.cuh), at 104 registers a thread instead of
+    /// 61 (two CTAs of mini's 256 threads an SM instead of four), up to NORM_TOGETHER_MAX_THREADS
+    /// threads a row. Off by default until a GPU measures it; `dllm bench --slot-loads-together`
+    /// does.
+    pub slot_loads_together: bool,
 }
 
 impl Default for CudaOptions {
@@ -216,6 +223,7 @@ impl Default for CudaOptions {
             sample_bf16: true,
             route_norm: false,
             att_cluster_combine: false,
+            slot_loads_together: false,
         }
     }
 }
@@ -601,7 +609,9 @@ impl Backend for CudaBackend {
         // shared expert's output, where it ran beside them.
         let (kernel, dp, slots) = match delta {
             Some(CudaAct { data: ActData::MoeSlots(m), .. }) => {
-                (Kernel::AddMoeRmsNorm, m.shared.as_ref().map_or(0, |s| self.p(s)), Some(m))
+                let together = self.opts.slot_loads_together && norm_threads(x.cols) <= NORM_TOGETHER_MAX_THREADS as u32;
+                let kernel = if together { Kernel::AddMoeRmsNormTogether } else { Kernel::AddMoeRmsNorm };
+                (kernel, m.shared.as_ref().map_or(0, |s| self.p(s)), Some(m))
             }
             Some(d) => (Kernel::AddRmsNorm, self.p(self.f32_of(d, "add_rms_norm delta")?), None),
             None => (Kernel::AddRmsNorm, 0, None),
