@@ -160,7 +160,12 @@ __device__ __forceinline__ void qk_norm_rope_store_vec(const RopeParams& p) {
     }
     load_row_f32<V>(p.q_norm + i0, qn);
     load_row_f32<V>(p.k_norm + i0, kn);
-    const int32_t* pt = p.kv.page_table + p.kv.tok_pt[t];
+    // The token's pool page, read here with the loads above: read where a K or V row is stored
+    // (kv_offset), after the row's norm and rotation, it was one more memory latency a warp before
+    // its first store (the compiler keeps a load after an earlier store to the pool, which may
+    // alias the page table as far as it knows).
+    const KvLayout kl(p.kv, p.nkv, d);
+    const int page = p.kv.page_table[p.kv.tok_pt[t] + kl.page(pos)], slot = kl.slot(pos);
     const In* row = static_cast<const In*>(p.qkv) + (size_t)t * heads * d;
     const int step = ROPE_WARPS * gridDim.y;
     for (int h0 = blockIdx.y * ROPE_WARPS + w; h0 < heads; h0 += B * step) {
@@ -173,7 +178,7 @@ __device__ __forceinline__ void qk_norm_rope_store_vec(const RopeParams& p) {
             const int h = h0 + b * step;  // uniform over the warp
             if (h >= heads) break;
             if (h >= p.nh + p.nkv) {  // V: stored as is
-                store_row_bf16<V>(p.kv.pool + kv_offset(p.kv, pt, pos, 1, p.nkv, h - p.nh - p.nkv, d) + i0, x[b]);
+                store_row_bf16<V>(p.kv.pool + kl.row(page, slot, 1, h - p.nh - p.nkv, d) + i0, x[b]);
                 continue;
             }
             const bool is_q = h < p.nh;
@@ -189,7 +194,7 @@ __device__ __forceinline__ void qk_norm_rope_store_vec(const RopeParams& p) {
                 const float y = __shfl_sync(0xffffffffu, o[k], partner);
                 r[k] = first ? o[k] * c[k] - y * s[k] : rotated ? o[k] * c[k] + y * s[k] : o[k];
             }
-            bf16* dst = is_q ? p.q_out + ((size_t)t * p.nh + h) * d : p.kv.pool + kv_offset(p.kv, pt, pos, 0, p.nkv, h - p.nh, d);
+            bf16* dst = is_q ? p.q_out + ((size_t)t * p.nh + h) * d : p.kv.pool + kl.row(page, slot, 0, h - p.nh, d);
             store_row_bf16<V>(dst + i0, r);
         }
     }
