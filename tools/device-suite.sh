@@ -13,8 +13,4 @@ bash tools/unpack-tests.sh test_cuda_kernels test_model_vs_fixtures
 timeout 300 /tmp/test_cuda_kernels --test-threads=1 > "$R/cuda-tests.txt" 2>&1; echo "rc=$?" >> "$R/cuda-tests.txt"
 timeout 60 /tmp/test_model_vs_fixtures > "$R/fixtures.txt" 2>&1; echo "rc=$?" >> "$R/fixtures.txt"
 grep -h "test result\|^rc=\|panicked\|FAILED" "$R/cuda-tests.txt" "$R/fixtures.txt" | head
-for t in "$@"; do
-    timeout 150 compute-sanitizer --tool memcheck --error-exitcode 3 /tmp/test_cuda_kernels --test-threads=1 "$t" > "$R/memcheck-$t.txt" 2>&1
-    echo "rc=$?" >> "$R/memcheck-$t.txt"
-    echo "memcheck $t: $(grep -h "ERROR SUMMARY" "$R/memcheck-$t.txt") $(tail -1 "$R/memcheck-$t.txt")"
-done
+if [ $# -gt 0 ]; then bash tools/memcheck-tests.sh "$R" "$@"; fi
