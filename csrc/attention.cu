@@ -623,6 +623,7 @@ __device__ __forceinline__ void att_produce_tma(const AttnParams& p, const AttTi
 // read it. The CTAs whose split holds no key of the tile returned at the start and the
 // producers after their last chunk: barrier.cluster waits only for threads that have not exited.
 // Called by the ATT_DEEP_CONSUMERS threads; head dim 128 (a lane's 4 columns of a row).
+constexpr int ATT_CLUSTER_ROUND = 8;  // att_cluster_combine's distributed loads in flight a lane
 template <int NT, class O>
 __device__ __forceinline__ void att_cluster_combine(const AttnParams& p, const AttTile& t, int kh, int r0, unsigned char* stages,
                                                     const float (&m)[2], float (&l)[2], O o) {
@@ -655,13 +656,23 @@ __device__ __forceinline__ void att_cluster_combine(const AttnParams& p, const A
         const float inv = 1.f / ll;
         const int c = lane * 4;
         float4 a = make_float4(0.f, 0.f, 0.f, 0.f);
-        for (int q = 0; q < ns; q++) {
-            const float f = exp2f(__shfl_sync(0xffffffffu, v.x, q) - mm);
-            const float4 x = *reinterpret_cast<const float4*>(cluster.map_shared_rank(ob, q) + r * LD + c);
-            a.x += x.x * f;
-            a.y += x.y * f;
-            a.z += x.z * f;
-            a.w += x.w * f;
+        // ATT_CLUSTER_ROUND splits' rows in flight at once (a loop of one load and its sum waited
+        // out each distributed load in turn), summed in split order.
+        for (int q0 = 0; q0 < ns; q0 += ATT_CLUSTER_ROUND) {
+            float4 x[ATT_CLUSTER_ROUND];
+#pragma unroll
+            for (int u = 0; u < ATT_CLUSTER_ROUND; u++)
+                if (q0 + u < ns) x[u] = *reinterpret_cast<const float4*>(cluster.map_shared_rank(ob, q0 + u) + r * LD + c);
+#pragma unroll
+            for (int u = 0; u < ATT_CLUSTER_ROUND; u++) {
+                const float f = exp2f(__shfl_sync(0xffffffffu, v.x, (q0 + u) % WARP) - mm);
+                if (q0 + u < ns) {
+                    a.x += x[u].x * f;
+                    a.y += x[u].y * f;
+                    a.z += x[u].z * f;
+                    a.w += x[u].w * f;
+                }
+            }
         }
         bf16* out = p.out + ((size_t)tok * p.nh + kh * t.group + r % t.group) * p.d + c;
         reinterpret_cast<__nv_bfloat162*>(out)[0] = __floats2bfloat162_rn(a.x * inv, a.y * inv);

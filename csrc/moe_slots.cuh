@@ -7,9 +7,9 @@
 // s[j] = the sum over k, in k order from 0, of slot row slots[k]'s column c + j (j < 8: one
 // 16-byte load a slot), COMBINE_K_UNROLL slots a round. Guarded by `k < topk`, a round's loads
 // are not issued together: each sits behind the branch and the sum of the one before (sm_90a
-// SASS: one load latency a slot, 9 in a row for a mini token). TOGETHER issues a round's loads
-// before its first sum, a k past topk reading row topk - 1 again (in bounds; discarded): the same
-// sums in the same order, COMBINE_K_UNROLL x 4 more registers live.
+// SASS: one load latency a slot, 9 in a row for a mini token). TOGETHER issues a round's loads,
+// each predicated on its k, in a loop of their own before the round's sums: the same sums in the
+// same order, COMBINE_K_UNROLL x 4 more registers live.
 template <bool TOGETHER>
 __device__ __forceinline__ void slot_sum8(const bf16* slot_out, const int32_t* slots, int topk, int hidden, int c, float (&s)[8]) {
 #pragma unroll
@@ -28,7 +28,8 @@ __device__ __forceinline__ void slot_sum8(const bf16* slot_out, const int32_t* s
         if constexpr (TOGETHER) {
             uint4 q[COMBINE_K_UNROLL];
 #pragma unroll
-            for (int u = 0; u < COMBINE_K_UNROLL; u++) q[u] = row(min(k0 + u, topk - 1));
+            for (int u = 0; u < COMBINE_K_UNROLL; u++)
+                if (k0 + u < topk) q[u] = row(k0 + u);
 #pragma unroll
             for (int u = 0; u < COMBINE_K_UNROLL; u++)
                 if (k0 + u < topk) add(q[u]);
