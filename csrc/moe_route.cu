@@ -88,13 +88,19 @@ __device__ __forceinline__ void route_norm_rows(const RouteParams& p, cg::cluste
         if (lane == 0) sum_sq[warp + i * WARPS] = s;
     }
     cluster.sync();  // every slice's sums are out
+    // All of the warp's rows' sums read before the first store (a distributed load issued after a
+    // store waits for it, as far as the compiler knows): RW x C loads in flight, not C a row.
+    float ss[RW] = {};
+#pragma unroll
+    for (int q = 0; q < C; q++) {
+        const float* peer = cluster.map_shared_rank(sum_sq, q);
+#pragma unroll
+        for (int i = 0; i < RW; i++) ss[i] += peer[warp + i * WARPS];
+    }
 #pragma unroll
     for (int i = 0; i < RW; i++) {
         const int r = warp + i * WARPS;
-        float ss = 0.f;
-#pragma unroll
-        for (int q = 0; q < C; q++) ss += cluster.map_shared_rank(sum_sq, q)[r];
-        const float inv = rsqrtf(ss / K + p.eps);
+        const float inv = rsqrtf(ss[i] / K + p.eps);
         uint32_t o[4];
 #pragma unroll
         for (int u = 0; u < 4; u++) {
@@ -240,17 +246,24 @@ __device__ __forceinline__ void moe_route_body(const RouteParams& p) {
     route_partial_logits<C>(p, cluster, t0, rows, rank, raw, part, sh.bias, sh.sum_sq);
     cluster.sync();  // every CTA's partials are out
 
-    // This CTA's rows: the logits over the cluster's partials, in rank order.
+    // This CTA's rows: the logits over the cluster's partials, in rank order. Every row's
+    // partials are read before the first row's stores (a distributed load after a store waits for
+    // it, as far as the compiler knows): PER x C loads in flight, not C a row.
+    float v[PER][C];
 #pragma unroll
     for (int i = 0; i < PER; i++) {
         const int r = rank + i * C;
         if (r >= rows || tid >= E) continue;
-        float v[C];
 #pragma unroll
-        for (int c = 0; c < C; c++) v[c] = cluster.map_shared_rank(part, c)[r * ROUTE_MAX_E + tid];
-        float l = v[0];
+        for (int c = 0; c < C; c++) v[i][c] = cluster.map_shared_rank(part, c)[r * ROUTE_MAX_E + tid];
+    }
 #pragma unroll
-        for (int c = 1; c < C; c++) l += v[c];
+    for (int i = 0; i < PER; i++) {
+        const int r = rank + i * C;
+        if (r >= rows || tid >= E) continue;
+        float l = v[i][0];
+#pragma unroll
+        for (int c = 1; c < C; c++) l += v[i][c];
         sh.logits[i][tid] = l;
         // The selection's input (const there) is this kernel's output.
         const_cast<float*>(p.sel.logits)[(size_t)(t0 + r) * E + tid] = l;
