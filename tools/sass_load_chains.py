@@ -3,11 +3,13 @@ loads are issued between it and the first instruction that reads its destination
 "after 0 other loads" was waited on alone: a memory round trip of its own on the kernel's path.
 
     cuobjdump -sass -fun KERNEL file.cubin > k.sass   # nvcc --cubin -arch=sm_90a -I csrc csrc/FILE.cu
-    python3 load_chains.py k.sass
+    python3 tools/sass_load_chains.py k.sass
 
 A heuristic over the text (no control flow: a use on another branch counts as the first use).
 """
-import re, sys
+import re, signal, sys
+
+signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # quiet under `| head`
 lines = [l for l in open(sys.argv[1]) if re.match(r"\s+/\*[0-9a-f]{4}\*/", l)]
 ins = [re.sub(r"/\*[0-9a-f]*\*/|;.*", "", l).strip() for l in lines]
 def regs(op):  # registers read in an operand string
