@@ -891,6 +891,7 @@ extern "C" __global__ void __launch_bounds__(ATT_THREADS, ATT_CTAS_PER_SM) block
 // 33 splits, 512 rows): a warp a row there held 4 loads in flight and 64 CTAs, ~11 us a call
 // (docs/PERF.md, session 19). A head dim that is not a multiple of 4 takes one warp a row and a
 // column a lane.
+constexpr int ATT_COMBINE_ROUND = 8;  // attention_combine's split loads in flight a lane
 extern "C" __global__ void __launch_bounds__(ATT_COMBINE_WARPS * WARP) attention_combine(const AttnParams p) {
     __shared__ float4 sums[ATT_COMBINE_WARPS][WARP];
     const int lane = threadIdx.x % WARP, w = threadIdx.x / WARP, d = p.d;
@@ -937,14 +938,30 @@ extern "C" __global__ void __launch_bounds__(ATT_COMBINE_WARPS * WARP) attention
         const int c = c0 + lane * 4;
         float4 a = make_float4(0.f, 0.f, 0.f, 0.f);
         if (live && c < d) {
-#pragma unroll 8
-            for (int s = j; s < ns; s += g) {
-                const float f = exp2f(ml[s * stride * 2] - mm);
-                const float4 v = *reinterpret_cast<const float4*>(acc + s * stride * d + c);
-                a.x += v.x * f;
-                a.y += v.y * f;
-                a.z += v.z * f;
-                a.w += v.w * f;
+            // ATT_COMBINE_ROUND of the warp's splits loaded before the first is summed (an
+            // `unroll 8` loop left a warp's 4-5 splits of a batch-1 step to its remainder, one
+            // load and its sum at a time: the sm_90a SASS), summed in split order.
+            for (int s0 = j; s0 < ns; s0 += ATT_COMBINE_ROUND * g) {
+                float mv[ATT_COMBINE_ROUND];
+                float4 v[ATT_COMBINE_ROUND];
+#pragma unroll
+                for (int u = 0; u < ATT_COMBINE_ROUND; u++) {
+                    const int s = s0 + u * g;
+                    if (s < ns) {
+                        mv[u] = ml[s * stride * 2];
+                        v[u] = *reinterpret_cast<const float4*>(acc + s * stride * d + c);
+                    }
+                }
+#pragma unroll
+                for (int u = 0; u < ATT_COMBINE_ROUND; u++) {
+                    if (s0 + u * g < ns) {
+                        const float f = exp2f(mv[u] - mm);
+                        a.x += v[u].x * f;
+                        a.y += v[u].y * f;
+                        a.z += v[u].z * f;
+                        a.w += v[u].w * f;
+                    }
+                }
             }
         }
         if (g > 1) {

@@ -51,6 +51,8 @@ __device__ __forceinline__ void pick_and_write(const float* sc, const float* bk,
 // pick, as moe_router_select_wide takes them, serialises on an expert that most tokens pick: the
 // selection grew by about 5 ns a row, to 31 us a layer of a 4,096-token prefill at mini's shape,
 // 19 us with CTAs of 16 tokens (docs/PERF.md, session 32).
+constexpr int ROUTER_LOAD_ROUND = 8;  // moe_router_select_wide's and moe_router_block's loads in flight a thread
+
 extern "C" __global__ void __launch_bounds__(ROUTER_SELECT_MAX_WARPS * WARP) moe_router_select(const RouterParams p) {
     __shared__ RouteWarp scratch[ROUTER_SELECT_MAX_WARPS];
     __shared__ int cta_count[ROUTE_MAX_E + 1], cta_base[ROUTE_MAX_E + 1];  // + the shared expert
@@ -100,11 +102,27 @@ extern "C" __global__ void __launch_bounds__(ROUTER_SELECT_WIDE_WARPS * WARP) mo
     if (t >= p.tokens) return;  // whole warps: no barrier below spans warps
     float *sc = sc_all[w], *bk = bk_all[w], *gscore = gscore_all[w];
     const float* lg = p.logits + (size_t)t * p.experts;
-#pragma unroll 8
-    for (int e = lane; e < p.experts; e += WARP) {
-        const float s = 1.f / (1.f + expf(-lg[e]));
-        sc[e] = s;
-        bk[e] = s + p.bias[e];
+    // ROUTER_LOAD_ROUND experts' logits and biases a lane loaded before the first is used (as one
+    // loop of load, sigmoid and stores, the sm_90a SASS waited out each load in turn).
+    for (int e0 = lane; e0 < p.experts; e0 += ROUTER_LOAD_ROUND * WARP) {
+        float lv[ROUTER_LOAD_ROUND], bv[ROUTER_LOAD_ROUND];
+#pragma unroll
+        for (int u = 0; u < ROUTER_LOAD_ROUND; u++) {
+            const int e = e0 + u * WARP;
+            if (e < p.experts) {
+                lv[u] = lg[e];
+                bv[u] = p.bias[e];
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < ROUTER_LOAD_ROUND; u++) {
+            const int e = e0 + u * WARP;
+            if (e < p.experts) {
+                const float s = 1.f / (1.f + expf(-lv[u]));
+                sc[e] = s;
+                bk[e] = s + bv[u];
+            }
+        }
     }
     __syncwarp();
     const int gsize = p.experts / p.n_group;
@@ -188,10 +206,16 @@ extern "C" __global__ void __launch_bounds__(ROUTER_THREADS) moe_router_block(co
     for (int e = threadIdx.x; e < p.experts; e += blockDim.x) {
         float m = -INFINITY;
         const float b = p.bias[e];
-#pragma unroll 8
-        for (int r = t0; r < t1; r++) {
-            const float s = 1.f / (1.f + expf(-p.logits[(size_t)r * p.experts + e]));
-            m = fmaxf(m, s + b);
+        // ROUTER_LOAD_ROUND rows' logits loaded before the first is used (one loop of load and
+        // max waited out each of the block's loads in turn: the sm_90a SASS).
+        for (int r0 = t0; r0 < t1; r0 += ROUTER_LOAD_ROUND) {
+            float lv[ROUTER_LOAD_ROUND];
+#pragma unroll
+            for (int u = 0; u < ROUTER_LOAD_ROUND; u++)
+                if (r0 + u < t1) lv[u] = p.logits[(size_t)(r0 + u) * p.experts + e];
+#pragma unroll
+            for (int u = 0; u < ROUTER_LOAD_ROUND; u++)
+                if (r0 + u < t1) m = fmaxf(m, 1.f / (1.f + expf(-lv[u])) + b);
         }
         bmax[e] = m;
     }
@@ -210,9 +234,10 @@ extern "C" __global__ void __launch_bounds__(ROUTER_THREADS) moe_router_block(co
     __syncthreads();
     const float* lg = p.logits + (size_t)t * p.experts;
     for (int e = threadIdx.x; e < p.experts; e += blockDim.x) {
-        const float s = 1.f / (1.f + expf(-lg[e]));
+        const float l = lg[e], b = p.bias[e];  // both loads out before either is used
+        const float s = 1.f / (1.f + expf(-l));
         sc[e] = s;
-        bk[e] = pool[e] ? s + p.bias[e] : -INFINITY;
+        bk[e] = pool[e] ? s + b : -INFINITY;
     }
     __syncthreads();
     pick_and_write(sc, bk, [&](int e) { return pool[e] != 0; }, ids, p.experts, p.topk, p.scale, p.shared_expert, p.topk_ids,
