@@ -1,6 +1,8 @@
 // A token's MoE output as the expert GEMMs leave it: its topk weighted bf16 slot rows (moe_down's
 // slot_out, through tok_slot), summed in k order. moe_combine (moe_permute.cu) and
-// add_moe_rms_norm (norm.cu) both sum them here, so the two give the same bits.
+// add_moe_rms_norm (norm.cu) both sum them here, so the two give the same bits (moe_combine and
+// add_moe_rms_norm_together with a round's loads at once, add_moe_rms_norm one after the other:
+// at its 64 registers the round spilled).
 #pragma once
 #include "common.cuh"
 

@@ -480,6 +480,13 @@ __device__ __forceinline__ void moe_m16_tile(const MoeGemmParams& p, const TileI
         cp_async_commit();
         const unsigned char* W = wtile(kt % ST);
         const unsigned char* X = xtile(kt % ST);
+        // fp8: the stage's scales, loaded before its products (loaded after them, each stage
+        // waited out the load: the sm_90a SASS).
+        float s1 = 0.f, s2 = 0.f;
+        if constexpr (FP8) {
+            s1 = p.w1_scale[srow + kt];
+            s2 = GATED ? p.w2_scale[srow + kt] : s1;
+        }
         // fp8: the stage's products go to st and are scaled into acc; bf16: into acc directly.
         float st[2][NT][4] = {};
         float(&sum)[2][NT][4] = FP8 ? st : acc;
@@ -539,19 +546,29 @@ __device__ __forceinline__ void moe_m16_tile(const MoeGemmParams& p, const TileI
             }
         }
         if constexpr (FP8) {
-            const float s1 = p.w1_scale[srow + kt] * FP8_CODE_UNSCALE;
-            const float s2 = GATED ? p.w2_scale[srow + kt] * FP8_CODE_UNSCALE : s1;
+            const float u1 = s1 * FP8_CODE_UNSCALE;
+            const float u2 = GATED ? s2 * FP8_CODE_UNSCALE : u1;
 #pragma unroll
             for (int a = 0; a < 2; a++)
 #pragma unroll
                 for (int j = 0; j < NT; j++)
 #pragma unroll
-                    for (int c = 0; c < 4; c++) acc[a][j][c] += (GATED && a == 1 ? s2 : s1) * st[a][j][c];
+                    for (int c = 0; c < 4; c++) acc[a][j][c] += (GATED && a == 1 ? u2 : u1) * st[a][j][c];
         }
     }
     cp_async_wait<0>();  // the trailing groups are empty; no copy outlives the CTA
 
     // C element c of tile (a, j): weight row g + 8 (c / 2) of row tile a, item row 8j + 2t + c % 2.
+    // Down: the thread's rows' routing weights loaded before the first store (a load after a
+    // store waits for it, as far as the compiler knows: 8 round trips in a row, the sm_90a SASS).
+    float wts[NT][2];
+    if constexpr (!GATED) {
+#pragma unroll
+        for (int j = 0; j < NT; j++)
+#pragma unroll
+            for (int c = 0; c < 2; c++)
+                if (8 * j + 2 * t + c < rows) wts[j][c] = p.slot_weight[s0 + 8 * j + 2 * t + c];
+    }
 #pragma unroll
     for (int j = 0; j < NT; j++)
 #pragma unroll
@@ -563,7 +580,7 @@ __device__ __forceinline__ void moe_m16_tile(const MoeGemmParams& p, const TileI
                 const int col = n0 + 16 * warp + g + 8 * (c / 2);
                 if (col < p.n) p.act_out[slot * p.n + col] = f2bf(silu_f(acc[0][j][c]) * acc[1][j][c]);
             } else {
-                const float wt = p.slot_weight[slot];
+                const float wt = wts[j][c % 2];
 #pragma unroll
                 for (int a = 0; a < 2; a++) {
                     const int col = n0 + 32 * warp + 16 * a + g + 8 * (c / 2);
