@@ -2,8 +2,9 @@
 # Session 44's first device call, prepared and NOT run (no device was lent in session 44): the
 # next session's first call, on one H200. `.carry` from `bash tools/carry-ab.sh e4b0d7a`:
 # dllm-base is session 43's last build; the three options below live in the one binary, off by
-# default, so `dllm` with none of them against `dllm-base` measures the default path's change
-# (84226a0, the rope store's page read at the start; 845c761 has the same SASS counts).
+# default, so `dllm` with none of them against `dllm-base` measures the default path's changes
+# (the loads this session moved ahead of their uses: docs/perf/session44/README.md; 845c761 has
+# the same SASS counts). Flash fp8 at batch 1 and 16 too (its expert epilogues changed).
 # 1. The CUDA suite and the fixtures: 845c761's warp_pick (lm_head.cu) has run on no GPU yet; the
 #    new tests are route_norm_matches_cpu, attention_cluster_combine_matches_cpu,
 #    slot_loads_together_match_bit_for_bit, and the graph replay and dense-routing lockstep with
@@ -33,6 +34,13 @@ for i in 1 2 3 4; do
   timeout 100 $C/dllm bench step $B $ALL > $R/s-all-$i.txt 2>&1
 done
 for f in $R/s-*.txt; do echo "$(basename $f) $(grep -E '^ +[0-9]+ random' $f | awk '{printf "%s ", $5}')"; done
+pack
+F="--preset flash --quantization fp8 --device cuda --block 32 --prefix 1024 --steps 8 --batch 1,16"
+for i in 1 2; do
+  timeout 120 $C/dllm-base bench step $F > $R/f-base-$i.txt 2>&1
+  timeout 120 $C/dllm bench step $F > $R/f-new-$i.txt 2>&1
+done
+for f in $R/f-*.txt; do echo "$(basename $f) $(grep -E '^ +[0-9]+ random' $f | awk '{printf "%s ", $5}')"; done
 pack
 P="--preset mini --device cuda --prompt-len 4096 --batch 1"
 for i in 1 2; do
