@@ -8,7 +8,7 @@
 
 // A CTA takes COMBINE_THREADS x COMBINE_COLS columns of one token, a thread COMBINE_COLS of
 // them (one 16-byte load of bf16 a slot), with COMBINE_K_UNROLL of its k slot loads issued
-// together (slot_sum8<true>: as one guarded loop they went one at a time, the sm_90a SASS). One CTA a token walking its whole row with a load latency per (column, k) took ~16 us
+// together (slot_sum8: as one guarded loop they went one at a time, the sm_90a SASS). One CTA a token walking its whole row with a load latency per (column, k) took ~16 us
 // a call at flash's 4096 columns and 32 tokens. Each column sums its slots in k order in f32,
 // then adds to y.
 extern "C" __global__ void __launch_bounds__(COMBINE_THREADS) moe_combine(const CombineParams p) {
@@ -18,7 +18,7 @@ extern "C" __global__ void __launch_bounds__(COMBINE_THREADS) moe_combine(const 
     if (c >= p.hidden) return;  // hidden is a multiple of COMBINE_COLS (checked on the host)
     const int32_t* slots = p.tok_slot + (size_t)t * p.topk;
     float r[COMBINE_COLS];
-    slot_sum8<true>(p.slot_out, slots, p.topk, p.hidden, c, r);
+    slot_sum8<COMBINE_K_UNROLL>(p.slot_out, slots, p.topk, p.hidden, c, r);
     float4* y = reinterpret_cast<float4*>(p.y + (size_t)t * p.hidden + c);
     const float4* base = p.base ? reinterpret_cast<const float4*>(p.base + (size_t)t * p.hidden + c) : nullptr;
 #pragma unroll

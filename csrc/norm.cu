@@ -82,12 +82,12 @@ __device__ __forceinline__ XGroup load_x_group(const float* x, int c) {
 }
 
 // v = x + delta for the group of columns from c (x's values in xg); x is left as it was.
-template <bool TOGETHER>
+template <int ROUND>
 __device__ __forceinline__ void moe_norm_group(const NormParams& p, const XGroup& xg, const float* dl, const int32_t* slots, int c,
                                                float (&v)[MOE_NORM_COLS]) {
     static_assert(MOE_NORM_COLS == 8, "a group is one 16-byte load of bf16 a slot");
     float s[MOE_NORM_COLS];
-    slot_sum8<TOGETHER>(p.slot_out, slots, p.topk, p.cols, c, s);
+    slot_sum8<ROUND>(p.slot_out, slots, p.topk, p.cols, c, s);
 #pragma unroll
     for (int h = 0; h < MOE_NORM_COLS / 4; h++) {
         const float4 xv = xg.h[h];
@@ -123,9 +123,8 @@ __device__ __forceinline__ void store_group_normed(bf16* dst, const float (&v)[M
     *reinterpret_cast<uint4*>(dst) = make_uint4(o[0], o[1], o[2], o[3]);
 }
 
-// The kernel's body; TOGETHER: a token's slot rows loaded a round at once (slot_sum8), the norm
-// weights loaded after them (below).
-template <bool TOGETHER>
+// The kernel's body, ROUND slot rows in flight a thread (slot_sum8).
+template <int ROUND>
 __device__ __forceinline__ void add_moe_rms_norm_body(const NormParams& p) {
     constexpr int G = MOE_NORM_COLS, CG = NORM_CACHE / MOE_NORM_COLS;
     __shared__ float scratch[32];
@@ -135,43 +134,38 @@ __device__ __forceinline__ void add_moe_rms_norm_body(const NormParams& p) {
     float* x = p.x + (size_t)r * p.cols;
     const float* dl = p.delta ? p.delta + (size_t)r * p.cols : nullptr;
     // The loads that do not hang on another load go out together first: the row's slot places
-    // (into shared memory), the weights and x. Then the slot rows, whose addresses come from the
-    // places. With TOGETHER the norm weights go out after the slot rows have come instead (in
-    // registers beside them the kernel spilled) and before the first store (a load issued after a
-    // store waits behind it: out may alias w as far as the compiler knows), under the x stores
-    // and the block sum.
+    // (into shared memory) and x. Then the slot rows, whose addresses come from the places, a
+    // round at once. The norm weights go out after them (in registers beside a round the kernel
+    // spilled) and before the first store (a load issued after a store waits behind it: out may
+    // alias w as far as the compiler knows), under the x stores and the block sum.
     if (threadIdx.x < p.topk) slots[threadIdx.x] = p.tok_slot[(size_t)r * p.topk + threadIdx.x];
     float v[CG][G], wv[CG][G];
     XGroup xg[CG];
-    auto load_w = [&](int u, int g) {
-#pragma unroll
-        for (int h = 0; h < G / 4; h++) {
-            const float4 w = reinterpret_cast<const float4*>(p.w + g * G)[h];
-            wv[u][4 * h] = w.x;
-            wv[u][4 * h + 1] = w.y;
-            wv[u][4 * h + 2] = w.z;
-            wv[u][4 * h + 3] = w.w;
-        }
-    };
 #pragma unroll
     for (int u = 0; u < CG; u++) {
         const int g = threadIdx.x + u * blockDim.x;
-        if (g < groups) {
-            if (!TOGETHER) load_w(u, g);
-            xg[u] = load_x_group(x, g * G);
-        }
+        if (g < groups) xg[u] = load_x_group(x, g * G);
     }
     __syncthreads();  // the slots' places are in shared memory
     float ss = 0.f;
 #pragma unroll
     for (int u = 0; u < CG; u++) {
         const int g = threadIdx.x + u * blockDim.x;
-        if (g < groups) moe_norm_group<TOGETHER>(p, xg[u], dl, slots, g * G, v[u]);
+        if (g < groups) moe_norm_group<ROUND>(p, xg[u], dl, slots, g * G, v[u]);
     }
 #pragma unroll
     for (int u = 0; u < CG; u++) {
         const int g = threadIdx.x + u * blockDim.x;
-        if (TOGETHER && g < groups) load_w(u, g);
+        if (g < groups) {
+#pragma unroll
+            for (int h = 0; h < G / 4; h++) {
+                const float4 w = reinterpret_cast<const float4*>(p.w + g * G)[h];
+                wv[u][4 * h] = w.x;
+                wv[u][4 * h + 1] = w.y;
+                wv[u][4 * h + 2] = w.z;
+                wv[u][4 * h + 3] = w.w;
+            }
+        }
     }
 #pragma unroll
     for (int u = 0; u < CG; u++) {
@@ -184,7 +178,7 @@ __device__ __forceinline__ void add_moe_rms_norm_body(const NormParams& p) {
     }
     for (int g = threadIdx.x + CG * blockDim.x; g < groups; g += blockDim.x) {
         float t[G];
-        moe_norm_group<TOGETHER>(p, load_x_group(x, g * G), dl, slots, g * G, t);
+        moe_norm_group<ROUND>(p, load_x_group(x, g * G), dl, slots, g * G, t);
         store_group_f32(x + g * G, t);
 #pragma unroll
         for (int j = 0; j < G; j++) ss += t[j] * t[j];
@@ -207,13 +201,16 @@ __device__ __forceinline__ void add_moe_rms_norm_body(const NormParams& p) {
     }
 }
 
-// 61 registers: four CTAs of mini's 256 threads an SM (16 values a thread took 70: three), which
-// took a 4,096-token prefill's add_moe_rms_norm from 84.8 to 72.9 us a layer; capped at 48
-// (five CTAs) it spilled and took 76.8 (docs/PERF.md, session 32).
-extern "C" __global__ void __launch_bounds__(NORM_MAX_THREADS) add_moe_rms_norm(const NormParams p) { add_moe_rms_norm_body<false>(p); }
-// The slot rows a round at once (CudaOptions::slot_loads_together): at most
+// At most 64 registers (NORM_MAX_THREADS a CTA): four CTAs of mini's 256 threads an SM (at 70
+// registers, three: a 4,096-token prefill's add_moe_rms_norm took 84.8 against 72.9 us a layer;
+// capped at 48, five, it spilled and took 76.8: docs/PERF.md, session 32). NORM_SLOT_ROUND slot
+// rows in flight fit them (64, no spill; one at a time it took 61).
+extern "C" __global__ void __launch_bounds__(NORM_MAX_THREADS) add_moe_rms_norm(const NormParams p) {
+    add_moe_rms_norm_body<NORM_SLOT_ROUND>(p);
+}
+// A round of COMBINE_K_UNROLL slot rows (CudaOptions::slot_loads_together): at most
 // NORM_TOGETHER_MAX_THREADS threads (hidden sizes up to 4,096), so that more than 64 registers a
-// thread are allowed: the round's 8 slot rows are 32 of them (at 64 it spilled).
+// thread are allowed (it takes 100: two CTAs of 256 threads an SM).
 extern "C" __global__ void __launch_bounds__(NORM_TOGETHER_MAX_THREADS) add_moe_rms_norm_together(const NormParams p) {
-    add_moe_rms_norm_body<true>(p);
+    add_moe_rms_norm_body<COMBINE_K_UNROLL>(p);
 }

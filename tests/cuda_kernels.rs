@@ -573,9 +573,10 @@ mod cuda {
         }
     }
 
-    /// The input norm after a MoE layer with a round of each token's slot rows loaded at once
+    /// The input norm after a MoE layer with each token's slot rows loaded 8 at a time
     /// (CudaOptions::slot_loads_together, add_moe_rms_norm_together) gives the default kernel's
-    /// bits, residual and normed rows: the same sums in the same order (csrc/moe_slots.cuh). At
+    /// bits (3 at a time), residual and normed rows: the same sums in the same order
+    /// (csrc/moe_slots.cuh). At
     /// mini's hidden size (256 threads a row) and flash's (512), one row and 40, the shared expert
     /// among the items and beside them (its output then part of the sum); the kernel profile
     /// shows the together kernel ran.

@@ -187,8 +187,8 @@ pub struct Common {
     /// are at most 16 (true), or by attention_combine (false, the default). For measuring it.
     #[arg(long)]
     pub att_cluster_combine: Option<bool>,
-    /// CUDA: the input norm after a MoE layer loads a round of a token's slot rows at once (true)
-    /// or one after the other (false, the default). For measuring it.
+    /// CUDA: the input norm after a MoE layer loads a token's slot rows 8 at a time (true) or 3
+    /// (false, the default: within 64 registers). For measuring it.
     #[arg(long)]
     pub slot_loads_together: Option<bool>,
     /// CUDA: the fraction of the GPU memory left after the weights that the KV cache takes, in

@@ -180,11 +180,10 @@ pub struct CudaOptions {
     /// by default until a GPU measures it; `dllm bench --att-cluster-combine` does.
     pub att_cluster_combine: bool,
     /// The next input norm's sum of a MoE layer's slots (csrc/norm.cu, add_moe_rms_norm_together)
-    /// issuing a round of a token's slot loads at once instead of one after the other (the guarded
-    /// loads wait each for the one before: csrc/moe_slots.cuh), at 100 registers a thread instead of
-    /// 61 (two CTAs of mini's 256 threads an SM instead of four), up to NORM_TOGETHER_MAX_THREADS
-    /// threads a row. Off by default until a GPU measures it; `dllm bench --slot-loads-together`
-    /// does.
+    /// issuing a round of COMBINE_K_UNROLL of a token's slot loads at once instead of
+    /// NORM_SLOT_ROUND (csrc/moe_slots.cuh), at 100 registers a thread instead of 64 (two CTAs of
+    /// mini's 256 threads an SM instead of four), up to NORM_TOGETHER_MAX_THREADS threads a row.
+    /// Off by default until a GPU measures it; `dllm bench --slot-loads-together` does.
     pub slot_loads_together: bool,
 }
 
