@@ -657,23 +657,17 @@ __device__ __forceinline__ void att_cluster_combine(const AttnParams& p, const A
         const int c = lane * 4;
         float4 a = make_float4(0.f, 0.f, 0.f, 0.f);
         // ATT_CLUSTER_ROUND splits' rows in flight at once (a loop of one load and its sum waited
-        // out each distributed load in turn), summed in split order.
-        for (int q0 = 0; q0 < ns; q0 += ATT_CLUSTER_ROUND) {
-            float4 x[ATT_CLUSTER_ROUND];
-#pragma unroll
-            for (int u = 0; u < ATT_CLUSTER_ROUND; u++)
-                if (q0 + u < ns) x[u] = *reinterpret_cast<const float4*>(cluster.map_shared_rank(ob, q0 + u) + r * LD + c);
-#pragma unroll
-            for (int u = 0; u < ATT_CLUSTER_ROUND; u++) {
-                const float f = exp2f(__shfl_sync(0xffffffffu, v.x, (q0 + u) % WARP) - mm);
-                if (q0 + u < ns) {
-                    a.x += x[u].x * f;
-                    a.y += x[u].y * f;
-                    a.z += x[u].z * f;
-                    a.w += x[u].w * f;
-                }
-            }
-        }
+        // out each distributed load in turn), summed in split order. ns is the row's, so the
+        // warp's lanes take the same rounds (the shuffle).
+        in_load_rounds<ATT_CLUSTER_ROUND>(
+            ns, [&](int q) { return *reinterpret_cast<const float4*>(cluster.map_shared_rank(ob, q) + r * LD + c); },
+            [&](int q, const float4& x) {
+                const float f = exp2f(__shfl_sync(0xffffffffu, v.x, q) - mm);
+                a.x += x.x * f;
+                a.y += x.y * f;
+                a.z += x.z * f;
+                a.w += x.w * f;
+            });
         bf16* out = p.out + ((size_t)tok * p.nh + kh * t.group + r % t.group) * p.d + c;
         reinterpret_cast<__nv_bfloat162*>(out)[0] = __floats2bfloat162_rn(a.x * inv, a.y * inv);
         reinterpret_cast<__nv_bfloat162*>(out)[1] = __floats2bfloat162_rn(a.z * inv, a.w * inv);
@@ -938,31 +932,26 @@ extern "C" __global__ void __launch_bounds__(ATT_COMBINE_WARPS * WARP) attention
         const int c = c0 + lane * 4;
         float4 a = make_float4(0.f, 0.f, 0.f, 0.f);
         if (live && c < d) {
-            // ATT_COMBINE_ROUND of the warp's splits loaded before the first is summed (an
-            // `unroll 8` loop left a warp's 4-5 splits of a batch-1 step to its remainder, one
-            // load and its sum at a time: the sm_90a SASS), summed in split order.
-            for (int s0 = j; s0 < ns; s0 += ATT_COMBINE_ROUND * g) {
-                float mv[ATT_COMBINE_ROUND];
-                float4 v[ATT_COMBINE_ROUND];
-#pragma unroll
-                for (int u = 0; u < ATT_COMBINE_ROUND; u++) {
-                    const int s = s0 + u * g;
-                    if (s < ns) {
-                        mv[u] = ml[s * stride * 2];
-                        v[u] = *reinterpret_cast<const float4*>(acc + s * stride * d + c);
-                    }
-                }
-#pragma unroll
-                for (int u = 0; u < ATT_COMBINE_ROUND; u++) {
-                    if (s0 + u * g < ns) {
-                        const float f = exp2f(mv[u] - mm);
-                        a.x += v[u].x * f;
-                        a.y += v[u].y * f;
-                        a.z += v[u].z * f;
-                        a.w += v[u].w * f;
-                    }
-                }
-            }
+            // The warp's splits j, j + g, .. in split order, ATT_COMBINE_ROUND of them loaded at
+            // once (an `unroll 8` loop left a warp's 4-5 splits of a batch-1 step to its
+            // remainder, one load and its sum at a time: the sm_90a SASS).
+            struct Split {
+                float m;
+                float4 v;
+            };
+            in_load_rounds<ATT_COMBINE_ROUND>(
+                (ns - j + g - 1) / g,
+                [&](int i) {
+                    const int s = j + i * g;
+                    return Split{ml[s * stride * 2], *reinterpret_cast<const float4*>(acc + s * stride * d + c)};
+                },
+                [&](int, const Split& sp) {
+                    const float f = exp2f(sp.m - mm);
+                    a.x += sp.v.x * f;
+                    a.y += sp.v.y * f;
+                    a.z += sp.v.z * f;
+                    a.w += sp.v.w * f;
+                });
         }
         if (g > 1) {
             sums[w][lane] = a;

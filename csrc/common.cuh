@@ -20,6 +20,25 @@ __device__ __forceinline__ float warp_max(float v) {
     return v;
 }
 
+// Items 0..n-1 loaded R at a time and used in order: each round's loads (load(i), predicated on
+// i < n) are issued in a loop of their own before the round's uses (use(i, value)). Guarded by
+// `i < n` in one loop with its use, each load sat behind the branch and the use before it: the
+// sm_90a SASS waited out every load in turn (tools/sass_load_chains.py). A round holds R values
+// live.
+template <int R, class Load, class Use>
+__device__ __forceinline__ void in_load_rounds(int n, Load load, Use use) {
+    using T = decltype(load(0));
+    for (int i0 = 0; i0 < n; i0 += R) {
+        T q[R];
+#pragma unroll
+        for (int u = 0; u < R; u++)
+            if (i0 + u < n) q[u] = load(i0 + u);
+#pragma unroll
+        for (int u = 0; u < R; u++)
+            if (i0 + u < n) use(i0 + u, q[u]);
+    }
+}
+
 // Max over the warp with its index; ties go to the lower index. Every lane gets the result.
 __device__ __forceinline__ void warp_argmax(float& v, int& i) {
 #pragma unroll

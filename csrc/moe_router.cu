@@ -102,28 +102,15 @@ extern "C" __global__ void __launch_bounds__(ROUTER_SELECT_WIDE_WARPS * WARP) mo
     if (t >= p.tokens) return;  // whole warps: no barrier below spans warps
     float *sc = sc_all[w], *bk = bk_all[w], *gscore = gscore_all[w];
     const float* lg = p.logits + (size_t)t * p.experts;
-    // ROUTER_LOAD_ROUND experts' logits and biases a lane loaded before the first is used (as one
+    // The lane's experts lane, lane + WARP, .., ROUTER_LOAD_ROUND of them loaded at once (as one
     // loop of load, sigmoid and stores, the sm_90a SASS waited out each load in turn).
-    for (int e0 = lane; e0 < p.experts; e0 += ROUTER_LOAD_ROUND * WARP) {
-        float lv[ROUTER_LOAD_ROUND], bv[ROUTER_LOAD_ROUND];
-#pragma unroll
-        for (int u = 0; u < ROUTER_LOAD_ROUND; u++) {
-            const int e = e0 + u * WARP;
-            if (e < p.experts) {
-                lv[u] = lg[e];
-                bv[u] = p.bias[e];
-            }
-        }
-#pragma unroll
-        for (int u = 0; u < ROUTER_LOAD_ROUND; u++) {
-            const int e = e0 + u * WARP;
-            if (e < p.experts) {
-                const float s = 1.f / (1.f + expf(-lv[u]));
-                sc[e] = s;
-                bk[e] = s + bv[u];
-            }
-        }
-    }
+    in_load_rounds<ROUTER_LOAD_ROUND>(
+        (p.experts - lane + WARP - 1) / WARP, [&](int i) { return make_float2(lg[lane + i * WARP], p.bias[lane + i * WARP]); },
+        [&](int i, const float2& lb) {
+            const float s = 1.f / (1.f + expf(-lb.x));
+            sc[lane + i * WARP] = s;
+            bk[lane + i * WARP] = s + lb.y;
+        });
     __syncwarp();
     const int gsize = p.experts / p.n_group;
     for (int g = lane; g < p.n_group; g += WARP) {
@@ -206,17 +193,11 @@ extern "C" __global__ void __launch_bounds__(ROUTER_THREADS) moe_router_block(co
     for (int e = threadIdx.x; e < p.experts; e += blockDim.x) {
         float m = -INFINITY;
         const float b = p.bias[e];
-        // ROUTER_LOAD_ROUND rows' logits loaded before the first is used (one loop of load and
-        // max waited out each of the block's loads in turn: the sm_90a SASS).
-        for (int r0 = t0; r0 < t1; r0 += ROUTER_LOAD_ROUND) {
-            float lv[ROUTER_LOAD_ROUND];
-#pragma unroll
-            for (int u = 0; u < ROUTER_LOAD_ROUND; u++)
-                if (r0 + u < t1) lv[u] = p.logits[(size_t)(r0 + u) * p.experts + e];
-#pragma unroll
-            for (int u = 0; u < ROUTER_LOAD_ROUND; u++)
-                if (r0 + u < t1) m = fmaxf(m, 1.f / (1.f + expf(-lv[u])) + b);
-        }
+        // ROUTER_LOAD_ROUND rows' logits loaded at once (one loop of load and max waited out each
+        // of the block's loads in turn: the sm_90a SASS).
+        in_load_rounds<ROUTER_LOAD_ROUND>(
+            t1 - t0, [&](int i) { return p.logits[(size_t)(t0 + i) * p.experts + e]; },
+            [&](int, float l) { m = fmaxf(m, 1.f / (1.f + expf(-l)) + b); });
         bmax[e] = m;
     }
     __syncthreads();
