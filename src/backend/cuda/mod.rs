@@ -693,18 +693,18 @@ impl Backend for CudaBackend {
     }
 
     fn ffn(&mut self, x: &CudaAct, layer: usize, batch: &StepBatch) -> Result<CudaAct> {
-        // Rows whose norm was left to the MoE layer's router (ActData::RouteNormed).
+        // Rows whose norm was left to the MoE layer's router (ActData::RouteNormed): its router
+        // computes it where it takes it (route_takes_norm), else it runs here first.
         let (xb, norm) = match &x.data {
-            ActData::RouteNormed(r) => (&r.out, Some(r)),
+            ActData::RouteNormed(r) if self.route_takes_norm(layer, x.rows)? => (&r.out, Some(r)),
+            ActData::RouteNormed(r) => {
+                self.run_route_norm(r, x.rows, x.cols)?;
+                (&r.out, None)
+            }
             _ => (self.bf16_of(x, "ffn")?, None),
         };
         let y = match &self.w.layers[layer].ffn {
-            Ffn::Dense(m) => {
-                if let Some(r) = norm {
-                    self.run_route_norm(r, x.rows, x.cols)?;
-                }
-                self.dense_mlp(m, xb, x.rows)?
-            }
+            Ffn::Dense(m) => self.dense_mlp(m, xb, x.rows)?,
             Ffn::Moe(m) => {
                 let slots = self.moe(m, layer, xb, x.rows, batch, norm)?;
                 // Left in its slots for the next input norm to sum (CudaOptions::fused_moe_norm).

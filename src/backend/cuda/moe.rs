@@ -774,8 +774,8 @@ impl CudaBackend {
 
     /// The MoE layer over `x`'s rows, left in its expert slots: the next input norm sums them
     /// (add_moe_rms_norm), other readers through [`Self::combined`].
-    /// `norm`: `x`'s post-attention norm not yet run ([`RouteNormed`]): moe_route computes it
-    /// where [`CudaBackend::route_takes_norm`] says so, and it runs on its own first otherwise.
+    /// `norm`: `x`'s post-attention norm not yet run ([`RouteNormed`]), for moe_route to compute
+    /// (the caller's check: [`CudaBackend::route_takes_norm`]).
     pub(super) fn moe(
         &self,
         m: &MoeWeights,
@@ -785,13 +785,6 @@ impl CudaBackend {
         batch: &StepBatch,
         norm: Option<&RouteNormed>,
     ) -> Result<MoeSlots> {
-        let norm = match norm {
-            Some(r) if !self.route_takes_norm(layer, rows)? => {
-                self.run_route_norm(r, rows, self.cfg.hidden_size)?;
-                None
-            }
-            n => n,
-        };
         if let Some(br) = self.cfg.block_routing() {
             // The kernel cuts the rows into consecutive routing blocks: the batch's own blocks
             // (per run, StepBatch::routing_blocks) must be those, as they are when every run but
