@@ -348,9 +348,6 @@ impl Kernels {
         smem: u32,
         p: &P,
     ) -> Result<()> {
-        if self.prof.is_some() || self.sync_each {
-            return self.launch_as(kernel, name, grid, block, smem, p);
-        }
         self.launch_ex(kernel, name, grid, block, smem, p, true, None)
     }
 
@@ -367,12 +364,12 @@ impl Kernels {
         cluster_z: u32,
         p: &P,
     ) -> Result<()> {
-        let pdl = self.prof.is_none() && !self.sync_each;
-        self.launch_ex(kernel, kernel.symbol(), grid, block, smem, p, pdl, Some(cluster_z))
+        self.launch_ex(kernel, kernel.symbol(), grid, block, smem, p, true, Some(cluster_z))
     }
 
-    /// The launch through cuLaunchKernelEx: as a programmatic dependent (`pdl`) and/or in
-    /// clusters of `cluster_z` CTAs along z, profiled and synchronised as [`Kernels::launch_as`].
+    /// The launch through cuLaunchKernelEx: as a programmatic dependent (`dependent`, but for a
+    /// plain launch while profiling or synchronising each launch) and/or in clusters of
+    /// `cluster_z` CTAs along z, profiled and synchronised as [`Kernels::launch_as`].
     #[allow(clippy::too_many_arguments)]
     fn launch_ex<P: DeviceRepr>(
         &self,
@@ -382,10 +379,11 @@ impl Kernels {
         block: u32,
         smem: u32,
         p: &P,
-        pdl: bool,
+        dependent: bool,
         cluster_z: Option<u32>,
     ) -> Result<()> {
         use cudarc::driver::sys;
+        let pdl = dependent && self.prof.is_none() && !self.sync_each;
         if !self.ready(kernel, grid, smem)? {
             return Ok(());
         }
