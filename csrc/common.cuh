@@ -20,6 +20,17 @@ __device__ __forceinline__ float warp_max(float v) {
     return v;
 }
 
+// bf16(v[j] * inv * w[j]) of 8 values, packed as one 16-byte store (an RMSNorm's output group).
+__device__ __forceinline__ uint4 pack_normed8(const float* v, float inv, const float* w) {
+    uint32_t o[4];
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        const __nv_bfloat162 b = __halves2bfloat162(f2bf(v[2 * i] * inv * w[2 * i]), f2bf(v[2 * i + 1] * inv * w[2 * i + 1]));
+        memcpy(&o[i], &b, sizeof(b));  // a register move
+    }
+    return make_uint4(o[0], o[1], o[2], o[3]);
+}
+
 // Items 0..n-1 loaded R at a time and used in order: each round's loads (load(i), predicated on
 // i < n) are issued in a loop of their own before the round's uses (use(i, value)). Guarded by
 // `i < n` in one loop with its use, each load sat behind the branch and the use before it: the

@@ -100,14 +100,7 @@ __device__ __forceinline__ void route_norm_rows(const RouteParams& p, cg::cluste
 #pragma unroll
     for (int i = 0; i < RW; i++) {
         const int r = warp + i * WARPS;
-        const float inv = rsqrtf(ss[i] / K + p.eps);
-        uint32_t o[4];
-#pragma unroll
-        for (int u = 0; u < 4; u++) {
-            const __nv_bfloat162 b2 = __halves2bfloat162(f2bf(v[i][2 * u] * inv * w[2 * u]), f2bf(v[i][2 * u + 1] * inv * w[2 * u + 1]));
-            memcpy(&o[u], &b2, sizeof(b2));  // a register move
-        }
-        const uint4 packed = make_uint4(o[0], o[1], o[2], o[3]);
+        const uint4 packed = pack_normed8(v[i], rsqrtf(ss[i] / K + p.eps), w);
         if (in_slice) {
             bf16* stage = reinterpret_cast<bf16*>(raw + (col / GEMM_BK) * route_stage_bytes());
             *reinterpret_cast<uint4*>(stage + r * GEMM_LDS + col % GEMM_BK) = packed;

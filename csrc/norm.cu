@@ -114,13 +114,7 @@ __device__ __forceinline__ void store_group_f32(float* dst, const float (&v)[MOE
 // bf16(v * inv * w) of a group, one 16-byte store.
 __device__ __forceinline__ void store_group_normed(bf16* dst, const float (&v)[MOE_NORM_COLS], float inv, const float* w) {
     static_assert(MOE_NORM_COLS == 8, "a group's output is one uint4 of bf16");
-    uint32_t o[MOE_NORM_COLS / 2];
-#pragma unroll
-    for (int i = 0; i < MOE_NORM_COLS / 2; i++) {
-        const __nv_bfloat162 b = __halves2bfloat162(f2bf(v[2 * i] * inv * w[2 * i]), f2bf(v[2 * i + 1] * inv * w[2 * i + 1]));
-        memcpy(&o[i], &b, sizeof(b));  // a register move
-    }
-    *reinterpret_cast<uint4*>(dst) = make_uint4(o[0], o[1], o[2], o[3]);
+    *reinterpret_cast<uint4*>(dst) = pack_normed8(v, inv, w);
 }
 
 // The kernel's body, ROUND slot rows in flight a thread (slot_sum8).
