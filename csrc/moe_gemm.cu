@@ -1093,16 +1093,8 @@ __device__ __forceinline__ void moe_gemm_wgmma_fp8_ra(const MoeGemmParams& p, co
         }
     });
     // d[4j + i]: weight row 16 warp + g (+8 for i >= 2) of the tile, x row 8j + 2q + i % 2.
-    // Down: the thread's 16 rows' routing weights loaded before the first store (read between
-    // the stores, each waited out its own round trip: the sm_90a SASS).
-    float wts[8][2];
-    if constexpr (!GATED) {
-#pragma unroll
-        for (int j = 0; j < 8; j++)
-#pragma unroll
-            for (int b = 0; b < 2; b++)
-                if (8 * j + 2 * q + b < rows) wts[j][b] = slot_weight_of<GATED>(p, s0 + 8 * j + 2 * q + b);
-    }
+    float wts[8][2] = {};
+    if constexpr (!GATED) load_n_row_weights(p, s0, rows, wts);
 #pragma unroll
     for (int j = 0; j < 8; j++)
 #pragma unroll

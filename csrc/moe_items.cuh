@@ -129,3 +129,19 @@ __device__ __forceinline__ void expert_items(const int (&c)[PER], int experts, i
         for (int i = 1; i <= MOE_UNIT_COUNTERS; i++) num_items[i] = 0;
     }
 }
+
+// Down's routing weights of the item rows a thread's C fragments hold where the rows are an
+// MMA's n side (row 8j + 2 (lane % 4) + b: wt[j][b], 0 past the item's rows), for the epilogue,
+// loaded before its first store: read between the stores, each waited out its own round trip
+// (the compiler cannot tell that the bf16 stores leave them alone; the sm_90a SASS).
+template <int NJ>
+__device__ __forceinline__ void load_n_row_weights(const MoeGemmParams& p, int s0, int rows, float (&wt)[NJ][2]) {
+    const int q = threadIdx.x % 4;
+#pragma unroll
+    for (int j = 0; j < NJ; j++)
+#pragma unroll
+        for (int b = 0; b < 2; b++) {
+            const int r = 8 * j + 2 * q + b;
+            wt[j][b] = r < rows ? p.slot_weight[s0 + r] : 0.f;
+        }
+}

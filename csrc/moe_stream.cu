@@ -262,14 +262,8 @@ __device__ __forceinline__ void moe_stream(const MoeGemmParams& p) {
         // stream keeps reading them at the stores: requested here it took 14.60 against 14.08
         // ms a flash batch-1 step (docs/perf/session21/flash-ab/).
         constexpr bool EARLY_WT = !GATED && !FP8;
-        float wt[NT][2];
-#pragma unroll
-        for (int j = 0; j < NT; j++)
-#pragma unroll
-            for (int b = 0; b < 2; b++) {
-                const int r = 8 * j + 2 * t + b;
-                wt[j][b] = EARLY_WT && r < cu.rows ? p.slot_weight[cu.s0 + r] : 0.f;
-            }
+        float wt[NT][2] = {};
+        if constexpr (EARLY_WT) load_n_row_weights(p, cu.s0, cu.rows, wt);
         // n8 tiles wholly past the item's rows multiply zeros: skip them (warp-uniform).
         const int nt_live = (cu.rows + 7) / 8;
         float acc1[NT][4], acc2[NT][4];
@@ -559,16 +553,8 @@ __device__ __forceinline__ void moe_m16_tile(const MoeGemmParams& p, const TileI
     cp_async_wait<0>();  // the trailing groups are empty; no copy outlives the CTA
 
     // C element c of tile (a, j): weight row g + 8 (c / 2) of row tile a, item row 8j + 2t + c % 2.
-    // Down: the thread's rows' routing weights loaded before the first store (a load after a
-    // store waits for it, as far as the compiler knows: 8 round trips in a row, the sm_90a SASS).
-    float wts[NT][2];
-    if constexpr (!GATED) {
-#pragma unroll
-        for (int j = 0; j < NT; j++)
-#pragma unroll
-            for (int c = 0; c < 2; c++)
-                if (8 * j + 2 * t + c < rows) wts[j][c] = p.slot_weight[s0 + 8 * j + 2 * t + c];
-    }
+    float wts[NT][2] = {};
+    if constexpr (!GATED) load_n_row_weights(p, s0, rows, wts);
 #pragma unroll
     for (int j = 0; j < NT; j++)
 #pragma unroll
