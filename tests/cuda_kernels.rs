@@ -541,10 +541,20 @@ mod cuda {
                     }
                     let resid = fold.act_to_f32(&xf).unwrap();
                     assert!(resid.iter().zip(&x).all(|(a, b)| a.to_bits() == b.to_bits()), "the residual changed");
+                    let same_rows = normed.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
                     let yc = cpu.ffn(&mat(rows, h, normed), l, &fb).unwrap();
                     let got = fold.act_to_f32(&yf).unwrap();
                     check("moe ffn over the router's norm, against the CPU", &got, &yc.data, 1e-2);
-                    check("moe ffn over the router's norm, against add_rms_norm's", &got, &plain.act_to_f32(&yp).unwrap(), 1e-2);
+                    // Against add_rms_norm's path only on the same rows: a last-bit difference (the
+                    // sums of squares in another order) may flip a near-tied expert, which moves
+                    // that token's output a lot; the CPU check above is on the router's own rows.
+                    if same_rows {
+                        check("moe ffn over the router's norm, against add_rms_norm's", &got, &plain.act_to_f32(&yp).unwrap(), 1e-2);
+                    } else {
+                        eprintln!(
+                            "the router's normed rows differ from add_rms_norm's in the last bit: the layer checked against the CPU only"
+                        );
+                    }
                 }
             }
             let _ = std::fs::remove_dir_all(dir);
@@ -1530,6 +1540,13 @@ mod cuda {
         }
         let (held, replays) = graphed.backend.graph_counts();
         eprintln!("CUDA graphs: {held} held, {replays} replayed steps; eager engine: {:?}", eager.backend.graph_counts());
+        // The options' own paths ran, both ways (recorded into the graphs on the graphed side).
+        for (way, e) in [("graphed", &graphed), ("eager", &eager)] {
+            let ran = e.backend.option_launches();
+            eprintln!("{way}: launches on the options' paths {ran:?}");
+            assert!(!base.route_norm || ran.route_norm > 0, "{way}: no router computed its norm");
+            assert!(!base.att_cluster_combine || ran.cluster_combine > 0, "{way}: no attention merged its splits in clusters");
+        }
         assert!(held > 0 && replays > 0, "no step was replayed from a CUDA graph");
         assert_eq!(eager.backend.graph_counts(), (0, 0));
         // What `bench step` reports: every recording counted, none with graphs off.

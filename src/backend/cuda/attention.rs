@@ -460,14 +460,18 @@ impl CudaBackend {
         };
         let grid = (s.shape.tiles as u32, nkv as u32, num_splits as u32);
         // The splits merged in their clusters (CudaOptions::att_cluster_combine): the deep kernel,
-        // at most ATT_CLUSTER_MAX_SPLITS of them, every (tile, KV head)'s cluster resident at once.
+        // at most ATT_CLUSTER_MAX_SPLITS of them, every (tile, KV head)'s cluster resident at once,
+        // at head dim 128 only (att_cluster_combine's lanes write 4 columns each, unguarded).
         let clustered = kernel == Kernel::BlockAttentionDeep
             && self.opts.att_cluster_combine
+            && d == 4 * WARP
             && (2..=ATT_CLUSTER_MAX_SPLITS).contains(&num_splits)
             && self.k.clusters_fit(kernel, num_splits as u32, grid.0 * grid.1, threads as u32, smem)?;
         if clustered {
             let p = AttnParams { cluster_combine: 1, ..p };
-            return Ok(self.k.launch_dependent_clustered(kernel, grid, threads as u32, smem, num_splits as u32, &p)?);
+            self.k.launch_dependent_clustered(kernel, grid, threads as u32, smem, num_splits as u32, &p)?;
+            self.count_option_launch(|c| &mut c.cluster_combine);
+            return Ok(());
         }
         // The deep kernel starts its CTAs (barriers, tile, page lookups) while
         // qk_norm_rope_store, which just ran on this stream, finishes; the combine its while the

@@ -327,6 +327,32 @@ pub struct CudaBackend {
     /// A layer's attention outputs, allocated before its qk_norm_rope_store (attention.rs,
     /// `AttnBuffers`): taken by its attention.
     attn_prepared: Option<attention::AttnBuffers>,
+    /// Where a MoE layer's router runs its post-attention norm: the normed rows and the layer's
+    /// buffers, allocated before the attention's output projection (`prepare_route_norm`): taken
+    /// by the norm.
+    route_norm_prepared: std::cell::RefCell<Option<RouteNormBuffers>>,
+    /// Launches issued so far on the options' own paths (see [`OptionLaunches`]).
+    option_launches: std::cell::Cell<OptionLaunches>,
+}
+
+/// Launches issued on the options' own paths since load, recordings of CUDA graphs included: what
+/// tests read to see that a path ran rather than fell back (`CudaBackend::option_launches`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OptionLaunches {
+    /// moe_route launches that computed the post-attention norm (CudaOptions::route_norm).
+    pub route_norm: u64,
+    /// block_attention_deep launches whose splits merged in their clusters
+    /// (CudaOptions::att_cluster_combine).
+    pub cluster_combine: u64,
+}
+
+/// What a route-normed post-attention norm writes (ActData::RouteNormed's rows, the MoE layer's
+/// MoeBuffers), made before the projection whose programmatic dependent the router then is.
+struct RouteNormBuffers {
+    layer: usize,
+    rows: usize,
+    out: CudaSlice<u16>,
+    moe: Option<moe::MoeBuffers>,
 }
 
 impl CudaBackend {
@@ -411,6 +437,8 @@ impl CudaBackend {
             touched: Default::default(),
             routing: Default::default(),
             moe_prepared: Default::default(),
+            route_norm_prepared: Default::default(),
+            option_launches: Default::default(),
             attn_prepared: None,
         };
         b.expert_maps = b.expert_tensor_maps()?;
@@ -433,6 +461,17 @@ impl CudaBackend {
 
     pub fn profile_reset(&self) {
         self.k.profile_reset()
+    }
+
+    /// Launches issued so far on the options' own paths (tests).
+    pub fn option_launches(&self) -> OptionLaunches {
+        self.option_launches.get()
+    }
+
+    fn count_option_launch(&self, which: impl FnOnce(&mut OptionLaunches) -> &mut u64) {
+        let mut c = self.option_launches.get();
+        *which(&mut c) += 1;
+        self.option_launches.set(c);
     }
 
     pub fn synchronize(&self) -> Result<()> {
@@ -620,6 +659,21 @@ impl Backend for CudaBackend {
             Norm::PostAttention(l) => &self.w.layers[l].post_norm,
             Norm::Final => &self.w.final_norm,
         };
+        // The layer's router runs the norm (CudaOptions::route_norm; it counts no picks here), on
+        // the buffers made before the attention's output projection where that ran through
+        // linear_residual.
+        let prepared = self.route_norm_prepared.take();
+        if let (None, Norm::PostAttention(l)) = (delta, w) {
+            if self.route_takes_norm(l, x.rows)? {
+                let (out, moe) = match prepared.filter(|b| b.layer == l && b.rows == x.rows) {
+                    Some(b) => (b.out, b.moe),
+                    None => (self.alloc_bf16(x.rows * x.cols, "normed activations")?, self.moe_buffers(l, x.rows)?),
+                };
+                *self.moe_prepared.borrow_mut() = moe;
+                let r = act::RouteNormed { out, residual: self.p(xs), w: self.p(wv), issued: Default::default() };
+                return Ok(CudaAct { rows: x.rows, cols: x.cols, data: ActData::RouteNormed(r) });
+            }
+        }
         let out = self.alloc_bf16(x.rows * x.cols, "normed activations")?;
         // Before a MoE layer: its buffers, allocated before this norm, which zeroes its router's
         // pick counts (moe.rs, MoeBuffers).
@@ -627,14 +681,6 @@ impl Backend for CudaBackend {
             Norm::PostAttention(l) => self.moe_buffers(l, x.rows)?,
             _ => None,
         };
-        // Or the layer's router runs the norm (CudaOptions::route_norm; it counts no picks here).
-        if let (None, Norm::PostAttention(l)) = (delta, w) {
-            if self.route_takes_norm(l, x.rows)? {
-                *self.moe_prepared.borrow_mut() = moe;
-                let r = act::RouteNormed { out, residual: self.p(xs), w: self.p(wv), issued: Default::default() };
-                return Ok(CudaAct { rows: x.rows, cols: x.cols, data: ActData::RouteNormed(r) });
-            }
-        }
         let zero = moe.as_mut().and_then(|b| b.counts_to_zero());
         let (zero, zero_len) = zero.map_or((0, 0), |z| (self.p(z), z.len() as i32));
         let p = NormParams {
@@ -679,6 +725,9 @@ impl Backend for CudaBackend {
             bail!("linear_residual: the residual is {}x{}, the projection {}x{n}", x.rows, x.cols, o.rows);
         }
         let (ob, xs) = (self.bf16_of(o, "linear_residual")?, self.f32_of(x, "linear_residual")?);
+        if let Linear::AttnOut(l) = w {
+            self.prepare_route_norm(l, x.rows)?;
+        }
         // x = x + o w^T: beta = 1 reads x as the GEMM's C, one f32 rounding of the sum as the norm's add.
         self.k.gemm_bf16_f32(what, self.p(ob), self.p(wt), self.p(xs), o.rows, n, o.cols, 1.0)?;
         Ok(None)

@@ -575,6 +575,21 @@ impl CudaBackend {
         Ok((m.shared.is_none() || self.shared_in_items(m, rows)) && h.is_multiple_of(8) && chunks_a_cta <= ROUTE_STAGES)
     }
 
+    /// Before layer `layer`'s attention output projection (linear_residual): where its router will
+    /// run the post-attention norm, the normed rows' and the MoE layer's buffers, made now, so that
+    /// no allocation lies between the projection and the router, its programmatic dependent (an
+    /// allocation is a node of a recorded step: [`MoeBuffers`]).
+    pub(super) fn prepare_route_norm(&self, layer: usize, rows: usize) -> Result<()> {
+        let prepared = if self.route_takes_norm(layer, rows)? {
+            let out = self.alloc_bf16(rows * self.cfg.hidden_size, "normed activations")?;
+            Some(super::RouteNormBuffers { layer, rows, out, moe: self.moe_buffers(layer, rows)? })
+        } else {
+            None
+        };
+        *self.route_norm_prepared.borrow_mut() = prepared;
+        Ok(())
+    }
+
     /// The post-attention norm of rows left to the router ([`RouteNormed`]), run on its own
     /// (add_rms_norm without a delta) for a reader other than moe_route.
     pub(super) fn run_route_norm(&self, r: &RouteNormed, rows: usize, cols: usize) -> Result<()> {
@@ -644,6 +659,7 @@ impl CudaBackend {
             self.k.launch_dependent(kernel, (ctas as u32, 1, 1), ROUTE_THREADS as u32, ROUTE_SMEM, &p)?;
             if let Some(r) = norm {
                 r.issued.set(true);
+                self.count_option_launch(|c| &mut c.route_norm);
             }
         }
         Ok(RouterOut { ids, wts, logits, pool_ids: None })
