@@ -4,13 +4,18 @@
 # gzipped to fit the carry limit), then compute-sanitizer's memcheck of each test named in the
 # arguments after the output folder. Outputs in that folder (cuda-tests.txt, fixtures.txt,
 # memcheck-NAME.txt, each ending in its rc), a summary on stdout. The docs/perf/*/run.sh calls
-# start with it:  bash tools/device-suite.sh "$R" [test ...]
+# start with it:  bash tools/device-suite.sh "$R" [--skip TEST ...] [test ...]
+# (--skip: a CUDA test left out of the suite, e.g. one that hung when run alone first.)
 set -uo pipefail
-R=${1:?usage: tools/device-suite.sh OUTPUT_FOLDER [test to memcheck ...]}
+R=${1:?usage: tools/device-suite.sh OUTPUT_FOLDER [--skip TEST ...] [test to memcheck ...]}
 shift
+skip=(); memcheck=()
+while [ $# -gt 0 ]; do
+    if [ "$1" = --skip ]; then skip+=(--skip "${2:?--skip needs a test name}"); shift 2; else memcheck+=("$1"); shift; fi
+done
 mkdir -p "$R"
 bash tools/unpack-tests.sh test_cuda_kernels test_model_vs_fixtures
-timeout 300 /tmp/test_cuda_kernels --test-threads=1 > "$R/cuda-tests.txt" 2>&1; echo "rc=$?" >> "$R/cuda-tests.txt"
+timeout 300 /tmp/test_cuda_kernels --test-threads=1 "${skip[@]}" > "$R/cuda-tests.txt" 2>&1; echo "rc=$?" >> "$R/cuda-tests.txt"
 timeout 60 /tmp/test_model_vs_fixtures > "$R/fixtures.txt" 2>&1; echo "rc=$?" >> "$R/fixtures.txt"
 grep -h "test result\|^rc=\|panicked\|FAILED" "$R/cuda-tests.txt" "$R/fixtures.txt" | head
-if [ $# -gt 0 ]; then bash tools/memcheck-tests.sh "$R" "$@"; fi
+if [ ${#memcheck[@]} -gt 0 ]; then bash tools/memcheck-tests.sh "$R" "${memcheck[@]}"; fi
