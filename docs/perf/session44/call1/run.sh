@@ -9,7 +9,7 @@
 #    new tests are route_norm_matches_cpu, attention_cluster_combine_matches_cpu,
 #    slot_loads_together_match_bit_for_bit, and the graph replay and dense-routing lockstep with
 #    options on (memcheck of the new tests: call2).
-# 2. dllm-base, then the options against none, one binary, three rounds interleaved, batch 1, 4,
+# 2. dllm-base, then the options against none, one binary, four rounds interleaved, batch 1, 4,
 #    16, 64 (route_norm applies at batch 1; the cluster combine where a step has 2-16 key
 #    splits: batch 1 and 16 at 1k; the slot loads at every batch): --route-norm (CudaOptions::route_norm),
 #    --att-cluster-combine (att_cluster_combine), --slot-loads-together (slot_loads_together),
@@ -47,7 +47,7 @@ ok route_norm_matches_cpu && ALL+=" --route-norm true"
 ok attention_cluster_combine_matches_cpu && ALL+=" --att-cluster-combine true"
 ok slot_loads_together_match_bit_for_bit && ALL+=" --slot-loads-together true"
 echo "options that passed their tests:${ALL:- none}"
-for i in 1 2 3; do
+for i in 1 2 3 4; do
   SECONDS=0
   timeout 100 $C/dllm-base bench step $B > $R/s-base-$i.txt 2>&1
   timeout 100 $C/dllm bench step $B > $R/s-off-$i.txt 2>&1
