@@ -29,6 +29,8 @@ pub enum ActData {
 /// stream, which nothing writes between that norm and the router (the attention's output is in
 /// it already: the norm adds no delta).
 pub struct RouteNormed {
+    /// The MoE layer whose router takes the norm (the norm decided it: route_takes_norm).
+    pub(super) layer: usize,
     pub(super) out: CudaSlice<u16>,
     pub(super) residual: u64,
     pub(super) w: u64,

@@ -661,16 +661,19 @@ impl Backend for CudaBackend {
         };
         // The layer's router runs the norm (CudaOptions::route_norm; it counts no picks here), on
         // the buffers made before the attention's output projection where that ran through
-        // linear_residual.
+        // linear_residual (prepare_route_norm, which decided it then).
         let prepared = self.route_norm_prepared.take();
         if let (None, Norm::PostAttention(l)) = (delta, w) {
-            if self.route_takes_norm(l, x.rows)? {
-                let (out, moe) = match prepared.filter(|b| b.layer == l && b.rows == x.rows) {
-                    Some(b) => (b.out, b.moe),
-                    None => (self.alloc_bf16(x.rows * x.cols, "normed activations")?, self.moe_buffers(l, x.rows)?),
-                };
+            let buffers = match prepared.filter(|b| b.layer == l && b.rows == x.rows) {
+                Some(b) => Some((b.out, b.moe)),
+                None if self.route_takes_norm(l, x.rows)? => {
+                    Some((self.alloc_bf16(x.rows * x.cols, "normed activations")?, self.moe_buffers(l, x.rows)?))
+                }
+                None => None,
+            };
+            if let Some((out, moe)) = buffers {
                 *self.moe_prepared.borrow_mut() = moe;
-                let r = act::RouteNormed { out, residual: self.p(xs), w: self.p(wv), issued: Default::default() };
+                let r = act::RouteNormed { layer: l, out, residual: self.p(xs), w: self.p(wv), issued: Default::default() };
                 return Ok(CudaAct { rows: x.rows, cols: x.cols, data: ActData::RouteNormed(r) });
             }
         }
@@ -742,10 +745,10 @@ impl Backend for CudaBackend {
     }
 
     fn ffn(&mut self, x: &CudaAct, layer: usize, batch: &StepBatch) -> Result<CudaAct> {
-        // Rows whose norm was left to the MoE layer's router (ActData::RouteNormed): its router
-        // computes it where it takes it (route_takes_norm), else it runs here first.
+        // Rows whose norm was left to the MoE layer's router (ActData::RouteNormed): that layer's
+        // router computes it (add_rms_norm decided so by route_takes_norm), else it runs here first.
         let (xb, norm) = match &x.data {
-            ActData::RouteNormed(r) if self.route_takes_norm(layer, x.rows)? => (&r.out, Some(r)),
+            ActData::RouteNormed(r) if r.layer == layer => (&r.out, Some(r)),
             ActData::RouteNormed(r) => {
                 self.run_route_norm(r, x.rows, x.cols)?;
                 (&r.out, None)
