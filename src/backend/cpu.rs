@@ -380,10 +380,18 @@ fn mlp_row_fp8_activations(m: &Mlp, x: &[f32]) -> Vec<f32> {
 
 /// Sigmoid router with bias-adjusted group-limited top-k; returns (expert, weight) pairs.
 pub fn route(logits: &[f32], bias: &[f32], c: &ModelConfig) -> Vec<(usize, f32)> {
-    let e = logits.len();
     let s: Vec<f32> = logits.iter().map(|&l| 1.0 / (1.0 + (-l).exp())).collect();
     let b: Vec<f32> = s.iter().zip(bias).map(|(x, y)| x + y).collect();
-    let gsize = e / c.n_group;
+    let chosen = select_experts(&b, c);
+    let sum: f32 = chosen.iter().map(|&i| s[i]).sum();
+    chosen.iter().map(|&i| (i, s[i] / sum * c.routed_scaling_factor)).collect()
+}
+
+/// The router's selection from one row's biased scores `b` (`[E]`): the groups with the largest
+/// sums of their two best scores (`topk_group` of `n_group`, ties to the lower group), then the
+/// `num_experts_per_tok` best experts among them, in rank order, ties to the lower index.
+pub fn select_experts(b: &[f32], c: &ModelConfig) -> Vec<usize> {
+    let gsize = b.len() / c.n_group;
     let mut gscore: Vec<(usize, f32)> = (0..c.n_group)
         .map(|g| {
             let mut v: Vec<f32> = b[g * gsize..(g + 1) * gsize].to_vec();
@@ -394,9 +402,8 @@ pub fn route(logits: &[f32], bias: &[f32], c: &ModelConfig) -> Vec<(usize, f32)>
     gscore.sort_by(|x, y| y.1.total_cmp(&x.1).then(x.0.cmp(&y.0)));
     let mut cand: Vec<usize> = gscore[..c.topk_group].iter().flat_map(|&(g, _)| g * gsize..(g + 1) * gsize).collect();
     cand.sort_by(|&x, &y| b[y].total_cmp(&b[x]).then(x.cmp(&y)));
-    let chosen = &cand[..c.num_experts_per_tok];
-    let sum: f32 = chosen.iter().map(|&i| s[i]).sum();
-    chosen.iter().map(|&i| (i, s[i] / sum * c.routed_scaling_factor)).collect()
+    cand.truncate(c.num_experts_per_tok);
+    cand
 }
 
 /// The routers' selection values: per row of `logits` (`[rows * E]`, fp32) and expert,
