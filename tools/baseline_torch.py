@@ -318,10 +318,11 @@ class Opts:
     moe_cfg: tuple = ()         # moe == "triton": the tile config, fused_moe_triton.flatten()
 
 
-def build_step(cfg, W, N, L, B, opts, n_layers, cos, sin, compile_mode=None, stats=None, probe=None):
+def build_step(cfg, W, N, L, B, opts, n_layers, cos, sin, compile_mode=None, stats=None, probe=None, scores=None):
     """Returns step(ids [N,B], masked [N,B], kc, vc) -> (logits [T,V], new_ids, new_masked, conf).
-    stats / probe (eager runs only): a list that gets each MoE layer's count of routed experts
-    / the first MoE layer's (h, expert id per slot, routing weight per slot, w13, w2)."""
+    stats / probe / scores (eager runs only): a list that gets each MoE layer's count of routed
+    experts / the first MoE layer's (h, expert id per slot, routing weight per slot, w13, w2) /
+    each MoE layer's (its weights lw, biased scores b [T, E] f32)."""
     H, D, NH, NKV = cfg.hidden, cfg.head_dim, cfg.heads, cfg.kv_heads
     G = NH // NKV
     T = N * B
@@ -418,6 +419,8 @@ def build_step(cfg, W, N, L, B, opts, n_layers, cos, sin, compile_mode=None, sta
         if shared_in:
             idx = torch.cat([idx, torch.full((T, 1), E, device=x.device, dtype=idx.dtype)], 1)
             w = torch.cat([w, torch.ones((T, 1), device=x.device, dtype=w.dtype)], 1)
+        if scores is not None:  # eager calibration pass only (--balanced-router)
+            scores.append((lw, b.float().clone()))
         if stats is not None:  # eager statistics pass only (never in the timed graph)
             stats.append(torch.zeros(E, device=x.device, dtype=torch.bool)
                          .scatter_(0, idx[:, :K].reshape(-1), True).sum())
@@ -620,6 +623,81 @@ def time_graphs(graphs, iters, warmup):
     torch.cuda.synchronize()
     ts = [a.elapsed_time(b) for a, b in evs]
     return statistics.median(ts), ts
+
+
+# --------------------------------------------------------------------------------------
+# --balanced-router: the routers' expert bias balanced as training balances it, as
+# src/bench/router_balance.rs does for dllm (the same update, passes and steps), so that both
+# steps route a block to about as many experts as a trained router does (~150 of 256 at mini's
+# batch 1, against ~80 as drawn)
+# --------------------------------------------------------------------------------------
+
+BALANCE_ROUNDS, BALANCE_PASSES, BALANCE_FIRST_STEP, BALANCE_STEP_SHRINK = 2, 100, 0.04, 0.96
+BALANCE_ROWS = 2048
+
+
+def select_experts(b, cfg):
+    """The router's group-limited top-k of biased scores b [T, E] (as moe_layer's)."""
+    T, E = b.shape
+    ng, tg = cfg.n_group, cfg.topk_group
+    gscore = b.view(T, ng, E // ng).topk(2, dim=-1).values.sum(-1)
+    gidx = gscore.topk(tg, dim=-1).indices
+    gkeep = torch.zeros((T, ng), device=b.device, dtype=torch.bool).scatter_(1, gidx, True)
+    bm = b.view(T, ng, E // ng).masked_fill(~gkeep[:, :, None], float("-inf")).view(T, E)
+    return bm.topk(cfg.top_k, dim=-1).indices
+
+
+def balancing_offsets(b, cfg):
+    """Bias offsets under which the rows of b pick every expert about equally often: load under
+    the mean -> up, BALANCE_PASSES times over these scores with a shrinking step."""
+    T, E = b.shape
+    mean = T * cfg.top_k / E
+    d = torch.zeros(E, device=b.device, dtype=torch.float32)
+    step = BALANCE_FIRST_STEP
+    for _ in range(BALANCE_PASSES):
+        load = torch.bincount(select_experts(b + d, cfg).reshape(-1), minlength=E).float()
+        d += step * ((mean - load) / mean).clamp(-1.0, 1.0)
+        step *= BALANCE_STEP_SHRINK
+    return d
+
+
+def routing_spread(scores, cfg, N, B):
+    """(distinct experts a request's block routes to, busiest expert's load over the mean),
+    averaged over the MoE layers of one eager step's recorded scores."""
+    per_block, busiest = 0.0, 0.0
+    for _, b in scores:
+        idx = select_experts(b, cfg).view(N, B * cfg.top_k)
+        per_block += sum(len(torch.unique(idx[n])) for n in range(N)) / N
+        load = torch.bincount(idx.reshape(-1), minlength=cfg.experts).float()
+        busiest += float(load.max() / (N * B * cfg.top_k / cfg.experts))
+    return per_block / len(scores), busiest / len(scores)
+
+
+def balance_router(cfg, W, n_layers, L, B, dev, seed, opts):
+    """Moves every MoE layer's lw["bias"] (in place) as training would; returns the spread as
+    drawn and after (on fresh inputs)."""
+    N = max(1, -(-BALANCE_ROWS // B))
+    kc, vc = make_cache(cfg, n_layers, N, L, B, dev, torch.bfloat16, seed + 7)
+    cos, sin = rope_tables(cfg, L, B, N, dev)
+
+    def forward(i):
+        scores = []
+        step = build_step(cfg, W, N, L, B, opts, n_layers, cos, sin, compile_mode=None, scores=scores)
+        ids, masked = make_inputs(cfg, N, B, dev, seed + 9000 + i, mask_frac=0.0)
+        step(ids, masked, kc, vc)
+        return scores
+
+    before = None
+    for r in range(BALANCE_ROUNDS):
+        scores = forward(r)
+        if before is None:
+            before = routing_spread(scores, cfg, N, B)
+        for lw, b in scores:
+            lw["bias"] += balancing_offsets(b, cfg)
+    after = routing_spread(forward(BALANCE_ROUNDS), cfg, N, B)
+    del kc, vc
+    return {"rows": N * B, "before": {"experts_per_block": before[0], "busiest_over_mean": before[1]},
+            "after": {"experts_per_block": after[0], "busiest_over_mean": after[1]}}
 
 
 # --------------------------------------------------------------------------------------
@@ -884,11 +962,23 @@ def bench(args):
     wbytes = sum(t.numel() * t.element_size() for lw in W.layers for k, t in lw.items()
                  if torch.is_tensor(t) and k != "router_f32") + 2 * W.embed.numel() * 2
     print(f"[baseline] weights: {wbytes / 1e9:.1f} GB for {n_layers} layers, made in {time.time() - t0:.1f}s")
+    balance = None
+    if args.balanced_router:
+        t0 = time.time()
+        balance = balance_router(cfg, W, n_layers, args.prefix, args.block, dev, args.seed,
+                                 Opts(attn=args.attn, gmm="grouped_mm" if gmm_ok else "loop", fused_head=False))
+        print(f"[baseline] routers balanced as training balances them ({time.time() - t0:.1f}s, "
+              f"{balance['rows']} rows): a block routes to {balance['after']['experts_per_block']:.1f} "
+              f"experts a layer ({balance['before']['experts_per_block']:.1f} as drawn), the busiest "
+              f"expert takes {balance['after']['busiest_over_mean']:.2f}x the mean "
+              f"({balance['before']['busiest_over_mean']:.2f}x as drawn)")
     variants = args.variants.split(",")
     result = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
               "preset": args.preset, "layers_run": n_layers, "layers_model": n_full,
               "block": B, "layout": args.layout, "attn": args.attn, "mask_frac": args.mask_frac,
               "variants": variants, "shared_in_grouped": not args.shared_separate, "runs": []}
+    if balance is not None:
+        result["router_balance"] = balance
     try:
         import triton
         result["triton"] = triton.__version__
@@ -1022,6 +1112,10 @@ def main():
     p.add_argument("--batch", default="1,4,16,64")
     p.add_argument("--prefix", type=int, default=1024)
     p.add_argument("--block", type=int, default=32)
+    p.add_argument("--balanced-router", action="store_true",
+                   help="balance every MoE layer's expert bias first, as training does (and as "
+                        "`dllm bench --balanced-router` does): realistic routing, ~160 of 256 "
+                        "experts a block at mini's batch 1")
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--iters", type=int, default=50)
     p.add_argument("--json")

@@ -793,6 +793,24 @@ impl Measure for CpuBackend {
         self.routing.clone().unwrap_or_default()
     }
 
+    fn expert_bias(&self, layer: usize) -> Result<Vec<f32>> {
+        match self.layers.get(layer).map(|l| &l.ffn) {
+            Some(Ffn::Moe(m)) => Ok(m.bias.clone()),
+            _ => bail!("layer {layer} is not a MoE layer"),
+        }
+    }
+
+    fn set_expert_bias(&mut self, layer: usize, bias: &[f32]) -> Result<()> {
+        match self.layers.get_mut(layer).map(|l| &mut l.ffn) {
+            Some(Ffn::Moe(m)) if m.bias.len() == bias.len() => {
+                m.bias.copy_from_slice(bias);
+                Ok(())
+            }
+            Some(Ffn::Moe(m)) => bail!("layer {layer}: expert_bias has {} values, got {}", m.bias.len(), bias.len()),
+            _ => bail!("layer {layer} is not a MoE layer"),
+        }
+    }
+
     /// Host memory bandwidth: the CPU backend's ceiling.
     fn measure_copy_bandwidth(&mut self) -> Result<f64> {
         let n = 64 << 20;

@@ -66,6 +66,12 @@ pub trait Measure {
     fn record_routing(&mut self, on: bool);
     /// The MoE layers' routing decisions in the last forward, in layer order (empty when off).
     fn routing(&self) -> Vec<LayerRouting>;
+    /// MoE layer `layer`'s router bias (`expert_bias`, `[E]`): what training moves to balance
+    /// the experts' loads. An error for a dense layer.
+    fn expert_bias(&self, layer: usize) -> Result<Vec<f32>>;
+    /// Set MoE layer `layer`'s router bias (benchmarks on random weights balance it as training
+    /// does: bench::router_balance); every later forward routes by it.
+    fn set_expert_bias(&mut self, layer: usize, bias: &[f32]) -> Result<()>;
     /// Device memory bandwidth in bytes/s, measured now (a large device-to-device copy,
     /// counting bytes read plus written): the ceiling a memory-bound step is held to.
     fn measure_copy_bandwidth(&mut self) -> Result<f64>;

@@ -214,6 +214,14 @@ impl<B: Measure + 'static> Measure for Ranks<B> {
     fn routing(&self) -> Vec<LayerRouting> {
         self.all(|b| b.routing()).ok().and_then(|v| v.into_iter().next()).unwrap_or_default()
     }
+    // The router runs replicated: every rank holds the same bias.
+    fn expert_bias(&self, layer: usize) -> Result<Vec<f32>> {
+        self.agreed(move |b| b.expert_bias(layer))
+    }
+    fn set_expert_bias(&mut self, layer: usize, bias: &[f32]) -> Result<()> {
+        let bias = bias.to_vec();
+        self.try_all(move |b| b.set_expert_bias(layer, &bias)).map(drop)
+    }
     fn measure_copy_bandwidth(&mut self) -> Result<f64> {
         self.all(|b| b.measure_copy_bandwidth())?.into_iter().next().ok_or_else(|| anyhow!("no ranks"))?
     }

@@ -78,6 +78,11 @@ pub struct Common {
     pub block: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// A preset's random weights with each MoE layer's router bias balanced first, as training
+    /// balances it (bench::router_balance): a block then routes to about as many experts as a
+    /// trained router's (mini: ~80 of 256 a layer as drawn, ~160 balanced; ~150 trained).
+    #[arg(long)]
+    pub balanced_router: bool,
     /// Tensor-parallel ranks (GPUs; with --device cpu, threads). The floor is counted per rank.
     /// `bench kernels` profiles rank 0's shapes standing alone on one GPU (no all-reduces).
     #[arg(long, alias = "tensor-parallel-size", default_value_t = 1)]
@@ -368,6 +373,7 @@ fn cuda(cmd: BenchCmd, process_start: std::time::Instant) -> Result<()> {
 fn kernels(mut engine: Engine<crate::backend::cuda::CudaBackend>, a: &KernelsArgs) -> Result<()> {
     let c = &a.common;
     super::check_step_shape(a.prefix, c.block, a.steps + 1)?; // + the step that counts experts
+    balance_if_asked(&mut engine, c)?;
     super::with_tokens(&mut engine, a.tokens, c.seed, |engine| profile_steps(engine, a))
 }
 
@@ -462,7 +468,33 @@ fn cuda(_cmd: BenchCmd, _process_start: std::time::Instant) -> Result<()> {
     bail!("this dllm was built without CUDA kernels; use --device cpu (tiny or a checkpoint)")
 }
 
+/// `--balanced-router`: balance the random weights' routers before anything is measured, and say
+/// what it did (None without the flag).
+fn balance_if_asked<B: Runner + Measure>(engine: &mut Engine<B>, c: &Common) -> Result<Option<super::router_balance::RouterBalance>> {
+    if !c.balanced_router {
+        return Ok(None);
+    }
+    if let ModelSource::Checkpoint(dir) = ModelSource::parse(&c.preset, c.family) {
+        bail!("--balanced-router balances a preset's random weights; {} holds its own expert bias", dir.display());
+    }
+    let t = std::time::Instant::now();
+    let (cfg, avoid) = (engine.cfg.clone(), [engine.mask_id, engine.eos_id]);
+    let r = super::router_balance::balance_router(&mut engine.backend, &cfg, &avoid, c.block, c.seed)?;
+    println!(
+        "routers balanced as training balances them ({:.1} s, forwards of {} rows): a block of {} rows routes to {:.1} experts a layer ({:.1} as drawn), the busiest expert takes {:.2}x the mean ({:.2}x as drawn)",
+        t.elapsed().as_secs_f64(),
+        r.rows,
+        r.block,
+        r.after.experts_per_block,
+        r.before.experts_per_block,
+        r.after.busiest_over_mean,
+        r.before.busiest_over_mean
+    );
+    Ok(Some(r))
+}
+
 fn run_on<B: Runner + Measure>(mut engine: Engine<B>, cmd: BenchCmd, process_start: std::time::Instant) -> Result<()> {
+    let balance = balance_if_asked(&mut engine, cmd.common())?;
     let ready_s = process_start.elapsed().as_secs_f64();
     let device = engine.backend.label();
     let commit = option_env!("DLLM_COMMIT").unwrap_or("unknown");
@@ -538,6 +570,13 @@ fn run_on<B: Runner + Measure>(mut engine: Engine<B>, cmd: BenchCmd, process_sta
             (v, c.json.clone())
         }
         BenchCmd::Kernels(_) => bail!("bench kernels runs on the CUDA backend only"),
+    };
+    let json = match (json, balance) {
+        (serde_json::Value::Object(mut o), Some(b)) => {
+            o.insert("router_balance".into(), serde_json::to_value(b)?);
+            serde_json::Value::Object(o)
+        }
+        (j, _) => j,
     };
     if let Some(p) = path {
         if let Some(dir) = p.parent() {

@@ -18,6 +18,7 @@ pub mod kernels;
 pub mod prefill;
 #[cfg(dllm_cuda)]
 pub mod random_weights;
+pub mod router_balance;
 #[cfg(not(dllm_cuda))]
 pub mod random_weights {
     /// `generate --random-weights` without the kernels it times.

@@ -3,9 +3,10 @@
 
 use super::error::CudaError;
 use super::kernels::{params::InitParams, Kernel};
+use super::weights::Ffn;
 use super::CudaBackend;
 use crate::backend::{ExpertMath, LayerRouting, Measure};
-use anyhow::Result;
+use anyhow::{bail, Result};
 use cudarc::driver::CudaSlice;
 
 impl CudaBackend {
@@ -56,6 +57,25 @@ impl Measure for CudaBackend {
 
     fn routing(&self) -> Vec<LayerRouting> {
         self.routing.borrow().clone().unwrap_or_default()
+    }
+
+    fn expert_bias(&self, layer: usize) -> Result<Vec<f32>> {
+        match self.w.layers.get(layer).map(|l| &l.ffn) {
+            Some(Ffn::Moe(m)) => Ok(self.download(&m.bias, "the router's expert bias")?),
+            _ => bail!("layer {layer} is not a MoE layer"),
+        }
+    }
+
+    fn set_expert_bias(&mut self, layer: usize, bias: &[f32]) -> Result<()> {
+        let Some(Ffn::Moe(m)) = self.w.layers.get_mut(layer).map(|l| &mut l.ffn) else {
+            bail!("layer {layer} is not a MoE layer");
+        };
+        if m.bias.len() != bias.len() {
+            bail!("layer {layer}: expert_bias has {} values, got {}", m.bias.len(), bias.len());
+        }
+        // Into the same buffer: recorded CUDA graphs read it where they were recorded.
+        self.k.stream.memcpy_htod(bias, &mut m.bias).map_err(CudaError::driver(|| format!("setting layer {layer}'s expert bias")))?;
+        Ok(self.k.sync("setting the expert bias")?)
     }
 
     fn matmul_ceiling(&mut self) -> Result<Option<f64>> {
