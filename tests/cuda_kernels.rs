@@ -561,6 +561,58 @@ mod cuda {
         }
     }
 
+    /// `--balanced-router`'s hook on the device: a MoE layer's expert bias set through Measure
+    /// reads back as set, and the router (moe_route and cuBLAS + moe_router_select) routes by it:
+    /// with one group's experts raised by 10 every token picks exactly them, as the CPU twin does.
+    #[test]
+    fn expert_bias_set_on_the_device_routes() {
+        if skip() {
+            return;
+        }
+        let dir = tmp("expert-bias");
+        let c = write_mid(&dir);
+        let (h, l) = (c.hidden_size, c.first_k_dense_replace);
+        let gsize = c.num_experts / c.n_group;
+        assert_eq!(gsize, c.num_experts_per_tok, "one group's experts are a token's picks");
+        let boosted = gsize..2 * gsize;
+        for fused in [true, false] {
+            let mut p = pair_opts(&dir, None, CudaOptions { fused_router: Some(fused), ..opts() });
+            let mut bias = p.gpu.expert_bias(l).unwrap();
+            assert_eq!(bias, p.cpu.expert_bias(l).unwrap(), "the drawn bias differs between the backends");
+            for e in boosted.clone() {
+                bias[e] += 10.0;
+            }
+            p.gpu.set_expert_bias(l, &bias).unwrap();
+            p.cpu.set_expert_bias(l, &bias).unwrap();
+            assert_eq!(p.gpu.expert_bias(l).unwrap(), bias, "the bias read back");
+            let rows = 40;
+            let x = rand_vec(&mut Rng::new(80), rows * h, 1.0);
+            // bf16 rows, as a norm leaves them for the MoE layer (the CPU's are their values).
+            let x = bf16_round(&x);
+            let hg = p.gpu.act_from_f32_as_bf16(rows, h, &x).unwrap();
+            let (ids, _) = p.gpu.route(&hg, l).unwrap();
+            for (t, row) in ids.chunks(c.num_experts_per_tok).enumerate() {
+                let mut got: Vec<usize> = row.iter().map(|&e| e as usize).collect();
+                got.sort();
+                assert_eq!(got, boosted.clone().collect::<Vec<_>>(), "fused router {fused}, token {t}");
+            }
+            p.gpu.record_routing(true);
+            p.cpu.record_routing(true);
+            let fb = {
+                let mut b = StepBatch::default();
+                b.push(0, 0, &vec![1u32; rows], 8);
+                b
+            };
+            let _ = p.gpu.ffn(&hg, l, &fb).unwrap();
+            let _ = p.cpu.ffn(&mat(rows, h, x.clone()), l, &fb).unwrap();
+            for (g, cpu) in p.gpu.routing().iter().zip(p.cpu.routing()) {
+                assert_eq!(g.picks.iter().map(|r| r.iter().copied().min()).collect::<Vec<_>>(), vec![Some(gsize); rows]);
+                assert_eq!(cpu.picks.iter().map(|r| r.iter().copied().min()).collect::<Vec<_>>(), vec![Some(gsize); rows]);
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// A MoE layer's slots summed by the next input norm (add_moe_rms_norm) and by moe_combine
     /// first, at a hidden size whose columns outrun what a thread keeps in registers (4,608:
     /// 64 of its 576 column groups take the kernel's second loop) and at mini's 2,048.
