@@ -373,40 +373,18 @@ mod cuda {
         edit(&mut c);
         std::fs::create_dir_all(dir).unwrap();
         std::fs::write(dir.join("config.json"), serde_json::to_string(&c).unwrap()).unwrap();
-        let mut rng = Rng::new(7);
-        let mut bufs: Vec<(String, Vec<usize>, Vec<u8>, bool)> = vec![];
-        for (name, shape) in dllm::checkpoint::expected_tensors(&c) {
-            let n: usize = shape.iter().product();
+        super::common::checkpoints::write_drawn_weights(dir, &c, &mut Rng::new(7), |name, shape| {
             let fan_in = *shape.last().unwrap() as f64;
-            let (mean, std) = if name.contains("norm") {
-                (1.0, 0.1)
+            if name.contains("norm") {
+                (1.0, 0.1, false)
             } else if name.ends_with("expert_bias") {
-                (0.0, 0.1)
+                (0.0, 0.1, true)
             } else if name.contains("embeddings") {
-                (0.0, 1.0)
+                (0.0, 1.0, false)
             } else {
-                (0.0, 2.0 / fan_in.sqrt())
-            };
-            let f32_ = name.ends_with("expert_bias");
-            let mut b = vec![];
-            for _ in 0..n {
-                let x = (mean + std * rng.normal()) as f32;
-                if f32_ {
-                    b.extend_from_slice(&x.to_le_bytes());
-                } else {
-                    b.extend_from_slice(&half::bf16::from_f32(x).to_le_bytes());
-                }
+                (0.0, 2.0 / fan_in.sqrt(), false)
             }
-            bufs.push((name, shape, b, f32_));
-        }
-        let views: Vec<(String, safetensors::tensor::TensorView)> = bufs
-            .iter()
-            .map(|(n, s, b, f)| {
-                let dt = if *f { safetensors::Dtype::F32 } else { safetensors::Dtype::BF16 };
-                (n.clone(), safetensors::tensor::TensorView::new(dt, s.clone(), b).unwrap())
-            })
-            .collect();
-        safetensors::tensor::serialize_to_file(views, None, &dir.join("model.safetensors")).unwrap();
+        });
         c
     }
 

@@ -3,10 +3,13 @@
 //! balanced as training balances them, fresh tokens spread about evenly and a block reaches more
 //! experts, and only the routers' biases changed.
 
+mod common;
+
+use common::checkpoints::write_drawn_weights;
 use dllm::backend::cpu::CpuBackend;
 use dllm::backend::Measure;
 use dllm::bench::router_balance::{balance_router, balancing_offsets};
-use dllm::checkpoint::{expected_tensors, random_init, Checkpoint};
+use dllm::checkpoint::{random_init, Checkpoint};
 use dllm::config::{preset, ModelConfig};
 use dllm::rng::Rng;
 use std::path::Path;
@@ -28,32 +31,10 @@ fn write_small_router_model(dir: &Path) -> ModelConfig {
     c.mask_token_id = Some(2047);
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(dir.join("config.json"), serde_json::to_string(&c).unwrap()).unwrap();
-    let mut rng = Rng::new(3);
-    let bufs: Vec<(String, Vec<usize>, Vec<u8>, bool)> = expected_tensors(&c)
-        .into_iter()
-        .map(|(name, shape)| {
-            let r = random_init(&name, &shape, &c);
-            let n: usize = shape.iter().product();
-            let mut b = Vec::with_capacity(n * if r.f32 { 4 } else { 2 });
-            for _ in 0..n {
-                let x = (r.mean + r.std * rng.normal()) as f32;
-                if r.f32 {
-                    b.extend_from_slice(&x.to_le_bytes());
-                } else {
-                    b.extend_from_slice(&half::bf16::from_f32(x).to_le_bytes());
-                }
-            }
-            (name, shape, b, r.f32)
-        })
-        .collect();
-    let views: Vec<(String, safetensors::tensor::TensorView)> = bufs
-        .iter()
-        .map(|(n, s, b, f)| {
-            let dt = if *f { safetensors::Dtype::F32 } else { safetensors::Dtype::BF16 };
-            (n.clone(), safetensors::tensor::TensorView::new(dt, s.clone(), b).unwrap())
-        })
-        .collect();
-    safetensors::tensor::serialize_to_file(views, None, &dir.join("model.safetensors")).unwrap();
+    write_drawn_weights(dir, &c, &mut Rng::new(3), |name, shape| {
+        let r = random_init(name, shape, &c);
+        (r.mean, r.std, r.f32)
+    });
     c
 }
 

@@ -1,7 +1,10 @@
 //! Editing test checkpoints' tensors in place (a shard rewritten with some tensors replaced or
-//! added), for the loader's checks and for layouts `make-model` does not write.
+//! added), for the loader's checks and for layouts `make-model` does not write; and drawing a
+//! checkpoint of a config `make-model` has no preset for.
 
-use dllm::checkpoint::Checkpoint;
+use dllm::checkpoint::{expected_tensors, Checkpoint};
+use dllm::config::ModelConfig;
+use dllm::rng::Rng;
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use std::path::Path;
@@ -74,4 +77,32 @@ pub fn store_shared_expert_as_fp8(d: &Path, as_f32: bool) {
             replace_tensors(d, &name, vec![(name.clone(), Dtype::F8_E4M3, shape, q.codes), scale]);
         }
     }
+}
+
+/// `cfg`'s weights as one `model.safetensors` in `dir` (config.json is the caller's): every
+/// tensor of `expected_tensors(cfg)` drawn N(mean, std) from `rng` by `rule(name, shape)` ->
+/// (mean, std, stored as f32; else bf16).
+pub fn write_drawn_weights(dir: &Path, cfg: &ModelConfig, rng: &mut Rng, rule: impl Fn(&str, &[usize]) -> (f64, f64, bool)) {
+    let bufs: Vec<(String, Vec<usize>, Vec<u8>, bool)> = expected_tensors(cfg)
+        .into_iter()
+        .map(|(name, shape)| {
+            let (mean, std, f32_) = rule(&name, &shape);
+            let n: usize = shape.iter().product();
+            let mut b = Vec::with_capacity(n * if f32_ { 4 } else { 2 });
+            for _ in 0..n {
+                let x = (mean + std * rng.normal()) as f32;
+                if f32_ {
+                    b.extend_from_slice(&x.to_le_bytes());
+                } else {
+                    b.extend_from_slice(&half::bf16::from_f32(x).to_le_bytes());
+                }
+            }
+            (name, shape, b, f32_)
+        })
+        .collect();
+    let views: Vec<(String, TensorView)> = bufs
+        .iter()
+        .map(|(n, s, b, f)| (n.clone(), TensorView::new(if *f { Dtype::F32 } else { Dtype::BF16 }, s.clone(), b).unwrap()))
+        .collect();
+    safetensors::tensor::serialize_to_file(views, None, &dir.join("model.safetensors")).unwrap();
 }
