@@ -665,13 +665,10 @@ impl Backend for CudaBackend {
         let prepared = self.route_norm_prepared.take();
         if let (None, Norm::PostAttention(l)) = (delta, w) {
             let buffers = match prepared.filter(|b| b.layer == l && b.rows == x.rows) {
-                Some(b) => Some((b.out, b.moe)),
-                None if self.route_takes_norm(l, x.rows)? => {
-                    Some((self.alloc_bf16(x.rows * x.cols, "normed activations")?, self.moe_buffers(l, x.rows)?))
-                }
-                None => None,
+                Some(b) => Some(b),
+                None => self.route_norm_buffers(l, x.rows)?,
             };
-            if let Some((out, moe)) = buffers {
+            if let Some(RouteNormBuffers { out, moe, .. }) = buffers {
                 *self.moe_prepared.borrow_mut() = moe;
                 let r = act::RouteNormed { layer: l, out, residual: self.p(xs), w: self.p(wv), issued: Default::default() };
                 return Ok(CudaAct { rows: x.rows, cols: x.cols, data: ActData::RouteNormed(r) });

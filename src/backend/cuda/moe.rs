@@ -580,14 +580,18 @@ impl CudaBackend {
     /// no allocation lies between the projection and the router, its programmatic dependent (an
     /// allocation is a node of a recorded step: [`MoeBuffers`]).
     pub(super) fn prepare_route_norm(&self, layer: usize, rows: usize) -> Result<()> {
-        let prepared = if self.route_takes_norm(layer, rows)? {
-            let out = self.alloc_bf16(rows * self.cfg.hidden_size, "normed activations")?;
-            Some(super::RouteNormBuffers { layer, rows, out, moe: self.moe_buffers(layer, rows)? })
-        } else {
-            None
-        };
-        *self.route_norm_prepared.borrow_mut() = prepared;
+        *self.route_norm_prepared.borrow_mut() = self.route_norm_buffers(layer, rows)?;
         Ok(())
+    }
+
+    /// Where layer `layer`'s router runs its post-attention norm at `rows` rows
+    /// ([`CudaBackend::route_takes_norm`]): the normed rows and the MoE layer's buffers; else None.
+    pub(super) fn route_norm_buffers(&self, layer: usize, rows: usize) -> Result<Option<super::RouteNormBuffers>> {
+        if !self.route_takes_norm(layer, rows)? {
+            return Ok(None);
+        }
+        let out = self.alloc_bf16(rows * self.cfg.hidden_size, "normed activations")?;
+        Ok(Some(super::RouteNormBuffers { layer, rows, out, moe: self.moe_buffers(layer, rows)? }))
     }
 
     /// The post-attention norm of rows left to the router ([`RouteNormed`]), run on its own
