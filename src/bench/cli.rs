@@ -494,8 +494,8 @@ fn balance_if_asked<B: Runner + Measure>(engine: &mut Engine<B>, c: &Common) -> 
 }
 
 fn run_on<B: Runner + Measure>(mut engine: Engine<B>, cmd: BenchCmd, process_start: std::time::Instant) -> Result<()> {
-    let balance = balance_if_asked(&mut engine, cmd.common())?;
     let ready_s = process_start.elapsed().as_secs_f64();
+    let balance = balance_if_asked(&mut engine, cmd.common())?;
     let device = engine.backend.label();
     let commit = option_env!("DLLM_COMMIT").unwrap_or("unknown");
     let (json, path) = match cmd {
