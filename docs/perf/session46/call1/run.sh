@@ -5,12 +5,12 @@
 # 1. The tests of code that has run on no GPU (sessions 43-45), one at a time within 90 s each
 #    (a cluster barrier that never opens would hang its test), then the suite without them and
 #    the fixtures. An option whose test fails is left out below.
-# 2. Two rounds of session 44's A/B at drawn routing, batch 1, 4, 16, 64: dllm-base (e4b0d7a,
-#    session 43), dllm with the options off (session 44's default-path load cuts), each option,
-#    and all that passed.
-# 3. Realistic routing (--balanced-router, session 45) against drawn, batch 1-128: the step and its
+# 2. Realistic routing (--balanced-router, session 45) against drawn, batch 1-128: the step and its
 #    floor where a block reaches ~150 experts a layer. (The balanced PyTorch baseline:
 #    docs/perf/session45/call1, a later call.)
+# 3. Two rounds of session 44's A/B at drawn routing, batch 1, 4, 16, 64: dllm-base (e4b0d7a,
+#    session 43), dllm with the options off (session 44's default-path load cuts), each option,
+#    and all that passed.
 set -uo pipefail
 mkdir -p $OUT; R=$OUT/r; C=.carry
 source tools/device-env.sh "$R"
@@ -31,6 +31,14 @@ bash tools/device-suite.sh "$R" "${SKIP[@]}"
 echo "suite: ${SECONDS}s"
 grep -h "panicked\|FAILED" $R/cuda-tests.txt $R/first-*.txt | head -20
 pack
+M="--preset mini --device cuda --block 32 --prefix 1024 --steps 16 --batch 1,4,16,64,128"
+SECONDS=0
+timeout 120 $C/dllm bench step $M --balanced-router --json "$R/step-mini-balanced.json" > "$R/step-mini-balanced.txt" 2>&1
+echo "balanced: rc=$? ${SECONDS}s"
+timeout 90 $C/dllm bench step $M --json "$R/step-mini-drawn.json" > "$R/step-mini-drawn.txt" 2>&1
+for f in step-mini-balanced step-mini-drawn; do echo "== $f"; grep "balanc\|^ *[0-9]\|rror" $R/$f.txt | cut -c1-160; done
+grep -l "rror\|panic" $R/*.txt
+pack
 B="--preset mini --device cuda --block 32 --prefix 1024 --steps 16 --batch 1,4,16,64"
 ok() { [ -n "${OK[$1]:-}" ]; }
 ALL=""
@@ -50,11 +58,3 @@ for i in 1 2; do
   pack
 done
 for f in $R/s-*.txt; do echo "$(basename $f) $(grep -E '^ +[0-9]+ random' $f | awk '{printf "%s ", $5}')"; done
-M="--preset mini --device cuda --block 32 --prefix 1024 --steps 16 --batch 1,4,16,64,128"
-SECONDS=0
-timeout 120 $C/dllm bench step $M --balanced-router --json "$R/step-mini-balanced.json" > "$R/step-mini-balanced.txt" 2>&1
-echo "balanced: rc=$? ${SECONDS}s"
-timeout 90 $C/dllm bench step $M --json "$R/step-mini-drawn.json" > "$R/step-mini-drawn.txt" 2>&1
-for f in step-mini-balanced step-mini-drawn; do echo "== $f"; grep "balanc\|^ *[0-9]\|rror" $R/$f.txt | cut -c1-160; done
-grep -l "rror\|panic" $R/*.txt
-pack
