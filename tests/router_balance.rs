@@ -8,7 +8,7 @@ mod common;
 use common::checkpoints::write_drawn_weights;
 use dllm::backend::cpu::CpuBackend;
 use dllm::backend::Measure;
-use dllm::bench::router_balance::{balance_router, balancing_offsets};
+use dllm::bench::router_balance::{balance_router, balancing_offsets, BALANCE_ROUNDS};
 use dllm::checkpoint::{random_init, Checkpoint};
 use dllm::config::{preset, ModelConfig};
 use dllm::rng::Rng;
@@ -48,7 +48,7 @@ fn balanced_routers_spread_fresh_tokens() {
     let drawn: Vec<Vec<f32>> = moe_layers.iter().map(|&l| cpu.expert_bias(l).unwrap()).collect();
     let avoid = [cfg.eos_token_id.unwrap(), cfg.mask_token_id.unwrap()];
     // Blocks of 8 rows: 64 picks over 64 experts, ~42 distinct when the picks are independent.
-    let r = balance_router(&mut cpu, &cfg, &avoid, 8, 5).unwrap();
+    let r = balance_router(&mut cpu, &cfg, &avoid, 8, BALANCE_ROUNDS, 5).unwrap();
     eprintln!("{r:?}");
     assert!(r.before.busiest_over_mean > 2.0, "the random weights as drawn were already balanced: {:?}", r.before);
     assert!(r.after.busiest_over_mean < 1.6, "fresh tokens still crowd an expert: {:?}", r.after);

@@ -673,7 +673,7 @@ def routing_spread(scores, cfg, N, B):
     return per_block / len(scores), busiest / len(scores)
 
 
-def balance_router(cfg, W, n_layers, L, B, dev, seed, opts):
+def balance_router(cfg, W, n_layers, L, B, dev, seed, opts, rounds=BALANCE_ROUNDS):
     """Moves every MoE layer's lw["bias"] (in place) as training would; returns the spread as
     drawn and after (on fresh inputs)."""
     N = max(1, -(-BALANCE_ROWS // B))
@@ -688,13 +688,13 @@ def balance_router(cfg, W, n_layers, L, B, dev, seed, opts):
         return scores
 
     before = None
-    for r in range(BALANCE_ROUNDS):
+    for r in range(rounds):
         scores = forward(r)
         if before is None:
             before = routing_spread(scores, cfg, N, B)
         for lw, b in scores:
             lw["bias"] += balancing_offsets(b, cfg)
-    after = routing_spread(forward(BALANCE_ROUNDS), cfg, N, B)
+    after = routing_spread(forward(rounds), cfg, N, B)
     del kc, vc
     return {"rows": N * B, "before": {"experts_per_block": before[0], "busiest_over_mean": before[1]},
             "after": {"experts_per_block": after[0], "busiest_over_mean": after[1]}}
@@ -966,7 +966,8 @@ def bench(args):
     if args.balanced_router:
         t0 = time.time()
         balance = balance_router(cfg, W, n_layers, args.prefix, args.block, dev, args.seed,
-                                 Opts(attn=args.attn, gmm="grouped_mm" if gmm_ok else "loop", fused_head=False))
+                                 Opts(attn=args.attn, gmm="grouped_mm" if gmm_ok else "loop", fused_head=False),
+                                 rounds=args.balance_rounds)
         print(f"[baseline] routers balanced as training balances them ({time.time() - t0:.1f}s, "
               f"{balance['rows']} rows): a block routes to {balance['after']['experts_per_block']:.1f} "
               f"experts a layer ({balance['before']['experts_per_block']:.1f} as drawn), the busiest "
@@ -1116,6 +1117,10 @@ def main():
                    help="balance every MoE layer's expert bias first, as training does (and as "
                         "`dllm bench --balanced-router` does): realistic routing, ~160 of 256 "
                         "experts a block at mini's batch 1")
+    p.add_argument("--balance-rounds", type=int, default=BALANCE_ROUNDS,
+                   help="--balanced-router's calibration forwards that move the biases (fewer: less even "
+                        "routing, a block reaching fewer experts; for matching the experts/layer of a run "
+                        "whose step reads its prefix from real prompts rather than random caches)")
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--iters", type=int, default=50)
     p.add_argument("--json")

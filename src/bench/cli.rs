@@ -83,6 +83,11 @@ pub struct Common {
     /// trained router's (mini: ~80 of 256 a layer as drawn, ~160 balanced; ~150 trained).
     #[arg(long)]
     pub balanced_router: bool,
+    /// --balanced-router's calibration forwards that move the biases (each on fresh prompts:
+    /// a layer's routing moves the inputs of the layers after it, so more rounds spread deep
+    /// layers more evenly).
+    #[arg(long, default_value_t = super::router_balance::BALANCE_ROUNDS)]
+    pub balance_rounds: usize,
     /// Tensor-parallel ranks (GPUs; with --device cpu, threads). The floor is counted per rank.
     /// `bench kernels` profiles rank 0's shapes standing alone on one GPU (no all-reduces).
     #[arg(long, alias = "tensor-parallel-size", default_value_t = 1)]
@@ -479,7 +484,7 @@ fn balance_if_asked<B: Runner + Measure>(engine: &mut Engine<B>, c: &Common) -> 
     }
     let t = std::time::Instant::now();
     let (cfg, avoid) = (engine.cfg.clone(), [engine.mask_id, engine.eos_id]);
-    let r = super::router_balance::balance_router(&mut engine.backend, &cfg, &avoid, c.block, c.seed)?;
+    let r = super::router_balance::balance_router(&mut engine.backend, &cfg, &avoid, c.block, c.balance_rounds, c.seed)?;
     println!(
         "routers balanced as training balances them ({:.1} s, forwards of {} rows): a block of {} rows routes to {:.1} experts a layer ({:.1} as drawn), the busiest expert takes {:.2}x the mean ({:.2}x as drawn)",
         t.elapsed().as_secs_f64(),

@@ -29,8 +29,8 @@ use std::collections::HashSet;
 
 /// Rows a calibration forward carries at least (at mini's shape 64 picks an expert on average).
 const CALIBRATION_ROWS: usize = 2048;
-/// Forwards that move the biases; one more measures the result.
-const BALANCE_ROUNDS: usize = 2;
+/// Forwards that move the biases by default (`--balance-rounds`); one more measures the result.
+pub const BALANCE_ROUNDS: usize = 2;
 /// The update's passes over one forward's recorded scores, its first step (in score units:
 /// sigmoid scores lie in (0, 1)) and the step's shrink a pass. The steps sum to about 1.
 const BALANCE_PASSES: usize = 100;
@@ -59,13 +59,23 @@ pub struct RouterBalance {
 }
 
 /// Balance every MoE layer's router bias of `b` (random weights of `cfg`) over random prompts of
-/// ids outside `avoid`, blocks of `block` rows.
-pub fn balance_router<B: Runner + Measure>(b: &mut B, cfg: &ModelConfig, avoid: &[u32], block: usize, seed: u64) -> Result<RouterBalance> {
+/// ids outside `avoid`, blocks of `block` rows, in `rounds` calibration forwards (at least 1).
+pub fn balance_router<B: Runner + Measure>(
+    b: &mut B,
+    cfg: &ModelConfig,
+    avoid: &[u32],
+    block: usize,
+    rounds: usize,
+    seed: u64,
+) -> Result<RouterBalance> {
     if cfg.block_routing().is_some() {
         bail!("--balanced-router balances per-token routing; LLaDA2.2's block routing picks from pools (not supported)");
     }
     if cfg.num_experts == 0 || block == 0 {
         bail!("--balanced-router needs a MoE model and a block size");
+    }
+    if rounds == 0 {
+        bail!("--balance-rounds must be at least 1");
     }
     let prompt_len = (1024 + block).min(b.seq_capacity()).max(block);
     let prompts = CALIBRATION_ROWS.div_ceil(prompt_len);
@@ -78,7 +88,7 @@ pub fn balance_router<B: Runner + Measure>(b: &mut B, cfg: &ModelConfig, avoid: 
         Ok(routing)
     };
     let mut before = None;
-    for _ in 0..BALANCE_ROUNDS {
+    for _ in 0..rounds {
         let routing = forward(b)?;
         before.get_or_insert_with(|| spread_of(&routing, cfg, prompt_len, block));
         // Each layer's offsets from its own recorded scores: independent, so in parallel.
