@@ -38,3 +38,9 @@ done
 grep -H "balanced\|moe_\|sum of\|rror" $R/k-*.txt | sed 's|.*/r/||' | cut -c1-120
 grep -l "rror\|panic" $R/*.txt
 pack
+# (session 46) bench generate, issue 13's end-to-end line, balanced and as drawn.
+G="--preset mini --device cuda --requests 64 --tokens-per-step 2"
+timeout 90 $C/dllm bench generate $G --balanced-router --json "$R/generate-balanced.json" > "$R/generate-balanced.txt" 2>&1
+timeout 90 $C/dllm bench generate $G --json "$R/generate-drawn.json" > "$R/generate-drawn.txt" 2>&1
+grep -H "tokens/s\|balanced\|rror" $R/generate-*.txt | sed 's|.*/r/||' | cut -c1-200
+pack
