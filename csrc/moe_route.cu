@@ -13,9 +13,6 @@ namespace cg = cooperative_groups;
 
 // A cluster of C CTAs takes ROUTE_ROWS rows (moe_route: C = ROUTE_CLUSTER; moe_route_wide, one
 // cluster's rows: ROUTE_CLUSTER_WIDE):
-// 0. (the post-attention norm folded in, RouteParams::residual) CTA r normalizes the rows over its
-//    run of k chunks into its stages and p.normed (route_norm_rows): the norm's launch and its
-//    wait are gone from a batch-1 layer;
 // 1. logits: CTA r multiplies the rows by every expert's weights over its run of k chunks (a
 //    C-th of the router's weights a CTA, so the weights stream from C SMs), with mma.sync from
 //    cp.async stages, into its partial logits in shared memory;
@@ -35,7 +32,6 @@ template <int C>
 struct RouteShared {
     float logits[ROUTE_ROWS / C][ROUTE_MAX_E];  // this CTA's rows
     __align__(16) float bias[ROUTE_MAX_E];
-    float sum_sq[ROUTE_ROWS];  // the folded norm (RouteParams::residual): the rows' squares over this CTA's k slice, summed
     RouteWarp warp[ROUTE_ROWS / C];
     // The permute (one cluster), all in CTA 0: each CTA's selecting warps put their rows' picks
     // (expert, weight) into CTA 0's pick_e / pick_w, row by row; CTA 0 counts them (pick_pos:
@@ -48,72 +44,11 @@ struct RouteShared {
     float pick_w[ROUTE_ROWS][WARP];
 };
 
-// The post-attention norm of the rows over this CTA's k chunks [first, first + mine) (mine <=
-// ROUTE_STAGES; RouteParams::residual): lane l takes the 8 columns from first * GEMM_BK + 8 l,
-// warp w rows w, w + 8, ... Each row's sum of squares over the slice (a lane's 8 in column order,
-// then the warp's tree) goes to sum_sq; after a cluster barrier the row's is the cluster's
-// slices summed in rank order, and its normed bf16 values go into chunk j's stage j (x, as
-// load_x would put them there) and, for the rows and columns that exist, to p.normed. Rows past
-// `rows` and columns past the hidden size are zeros in the stages, as load_x fills them.
-template <int C>
-__device__ __forceinline__ void route_norm_rows(const RouteParams& p, cg::cluster_group& cluster, int t0, int rows, int first, int mine,
-                                                unsigned char* raw, float* sum_sq) {
-    constexpr int WARPS = ROUTE_THREADS / WARP, RW = ROUTE_ROWS / WARPS;
-    static_assert(RW * WARPS == ROUTE_ROWS, "every row has a warp");
-    const int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP, K = p.hidden;
-    const int col = lane * 8;                                    // in the slice
-    const int c = first * GEMM_BK + col;                         // in the row
-    const bool in_slice = col < mine * GEMM_BK, in_row = in_slice && c < K;  // K % 8 == 0 (host)
-    float w[8] = {}, v[RW][8] = {};
-    if (in_row) {
-        const float4* wp = reinterpret_cast<const float4*>(p.norm_w + c);
-        const float4 a = wp[0], b = wp[1];
-        w[0] = a.x, w[1] = a.y, w[2] = a.z, w[3] = a.w, w[4] = b.x, w[5] = b.y, w[6] = b.z, w[7] = b.w;
-    }
-#pragma unroll
-    for (int i = 0; i < RW; i++) {
-        const int r = warp + i * WARPS;
-        if (in_row && r < rows) {
-            const float4* xp = reinterpret_cast<const float4*>(p.residual + (size_t)(t0 + r) * K + c);
-            const float4 a = xp[0], b = xp[1];
-            v[i][0] = a.x, v[i][1] = a.y, v[i][2] = a.z, v[i][3] = a.w, v[i][4] = b.x, v[i][5] = b.y, v[i][6] = b.z, v[i][7] = b.w;
-        }
-    }
-#pragma unroll
-    for (int i = 0; i < RW; i++) {
-        float s = 0.f;
-#pragma unroll
-        for (int u = 0; u < 8; u++) s += v[i][u] * v[i][u];
-        s = warp_sum(s);
-        if (lane == 0) sum_sq[warp + i * WARPS] = s;
-    }
-    cluster.sync();  // every slice's sums are out
-    // All of the warp's rows' sums read before the first store (a distributed load issued after a
-    // store waits for it, as far as the compiler knows): RW x C loads in flight, not C a row.
-    float ss[RW] = {};
-#pragma unroll
-    for (int q = 0; q < C; q++) {
-        const float* peer = cluster.map_shared_rank(sum_sq, q);
-#pragma unroll
-        for (int i = 0; i < RW; i++) ss[i] += peer[warp + i * WARPS];
-    }
-#pragma unroll
-    for (int i = 0; i < RW; i++) {
-        const int r = warp + i * WARPS;
-        const uint4 packed = pack_normed8(v[i], rsqrtf(ss[i] / K + p.eps), w);
-        if (in_slice) {
-            bf16* stage = reinterpret_cast<bf16*>(raw + (col / GEMM_BK) * route_stage_bytes());
-            *reinterpret_cast<uint4*>(stage + r * GEMM_LDS + col % GEMM_BK) = packed;
-        }
-        if (in_row && r < rows) *reinterpret_cast<uint4*>(p.normed + (size_t)(t0 + r) * K + c) = packed;
-    }
-}
-
 // Phase 1: this CTA's partial logits part[row][expert] over its k chunks (and the bias into
 // `bias`). Warp w takes experts 32w..32w+31 (four n8 tiles) for both 16-row tiles.
 template <int C>
-__device__ __forceinline__ void route_partial_logits(const RouteParams& p, cg::cluster_group& cluster, int t0, int rows, int rank,
-                                                     unsigned char* raw, float* part, float* bias, float* sum_sq) {
+__device__ __forceinline__ void route_partial_logits(const RouteParams& p, int t0, int rows, int rank, unsigned char* raw, float* part,
+                                                     float* bias) {
     constexpr int ST = ROUTE_STAGES, LDS = GEMM_LDS, BK = GEMM_BK;
     const int tid = threadIdx.x, warp = tid / WARP, lane = tid % WARP;
     const int E = p.sel.experts, K = p.hidden;
@@ -163,12 +98,9 @@ __device__ __forceinline__ void route_partial_logits(const RouteParams& p, cg::c
     for (int s = 0; s < ST - 1; s++)
         if (s < mine) load_w(s, s);
     pdl_wait();
-    // With the norm folded in, every chunk's x is in its stage (mine <= ST) once it returns.
-    const bool norm = p.residual != nullptr;
-    if (norm) route_norm_rows<C>(p, cluster, t0, rows, first, mine, raw, sum_sq);
 #pragma unroll
     for (int s = 0; s < ST - 1; s++) {
-        if (s < mine && !norm) load_x(s, s);
+        if (s < mine) load_x(s, s);
         cp_async_commit();
     }
     for (int i = 0; i < mine; i++) {
@@ -176,7 +108,7 @@ __device__ __forceinline__ void route_partial_logits(const RouteParams& p, cg::c
         __syncthreads();  // stage i landed for every thread; every thread is past stage i - 1
         if (i + ST - 1 < mine) {
             load_w((i + ST - 1) % ST, i + ST - 1);
-            if (!norm) load_x((i + ST - 1) % ST, i + ST - 1);
+            load_x((i + ST - 1) % ST, i + ST - 1);
         }
         cp_async_commit();
         if (e0 >= E) continue;
@@ -236,7 +168,7 @@ __device__ __forceinline__ void moe_route_body(const RouteParams& p) {
     if (permute && rank == 0)
         for (int e = tid; e < n_experts; e += ROUTE_THREADS) sh.counts[e] = 0;  // counted after the barriers below
 
-    route_partial_logits<C>(p, cluster, t0, rows, rank, raw, part, sh.bias, sh.sum_sq);
+    route_partial_logits<C>(p, t0, rows, rank, raw, part, sh.bias);
     cluster.sync();  // every CTA's partials are out
 
     // This CTA's rows: the logits over the cluster's partials, in rank order. Every row's

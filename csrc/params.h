@@ -527,18 +527,7 @@ struct RouteParams {
     DEV_PTR(int32_t) items;
     DEV_PTR(int32_t) num_items;
     int32_t tile_m;
-    // The post-attention norm folded in, where `residual` is non-null (one cluster's rows, each
-    // CTA's k chunks at most ROUTE_STAGES: the host checks both): x is then not read. Each CTA
-    // normalizes its k slice of the rows, bf16(residual / rms(residual) * norm_w) as
-    // add_rms_norm, the slices' sums of squares meeting through distributed shared memory; it
-    // keeps the slice in its stages for the logits and writes it to `normed` [tokens][hidden],
-    // the expert GEMMs' x. The residual is only read (delta None: the attention output is in it).
-    DEV_PTR(const float) residual;
-    DEV_PTR(const float) norm_w;
-    DEV_PTR(bf16) normed;
-    float eps;
 };
-static_assert(WARP * 8 == ROUTE_STAGES * GEMM_BK, "moe_route's norm: a lane normalizes 8 of a CTA's columns, at most ROUTE_STAGES chunks");
 
 // moe_permute.cu: the (token, k) picks sorted by expert (a pick's slot: its expert's offset +
 // its place, both from the router's counts), and the work list of (expert, first sorted slot,

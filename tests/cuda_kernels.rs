@@ -468,77 +468,6 @@ mod cuda {
         }
     }
 
-    /// A MoE layer's post-attention norm computed by its router (CudaOptions::route_norm), on
-    /// the mid model's router (hidden 256: one k chunk a CTA, some CTAs with none) and on mini's
-    /// (hidden 2,048: two k chunks a CTA in moe_route_wide's cluster of 16, four in moe_route's of
-    /// 8), at 1, 24 and 32 rows (one cluster) and 33 (past it: the norm runs on its own). The
-    /// rows the router wrote against add_rms_norm's (the sums of squares meet in another order);
-    /// the layer's output against the unfused backend's and against the CPU's on those same
-    /// rows; the residual left as it was. Once more with the rows read before the router (the
-    /// norm on its own first, then the router's over them).
-    #[test]
-    fn route_norm_matches_cpu() {
-        if skip() {
-            return;
-        }
-        let mid = tmp("route-norm-mid");
-        write_mid(&mid);
-        let mini = tmp("route-norm-mini");
-        write_mini_router(&mini);
-        for dir in [&mid, &mini] {
-            let ck = Checkpoint::open(dir).unwrap();
-            let c = ck.config.clone();
-            let (h, l) = (c.hidden_size, c.first_k_dense_replace);
-            assert!(c.is_moe_layer(l));
-            let mut cpu = CpuBackend::load(&ck).unwrap();
-            for wide_route in [true, false] {
-                let mut plain = CudaBackend::load(&ck, &CudaOptions { wide_route, ..opts() }).unwrap();
-                let mut fold = CudaBackend::load(&ck, &CudaOptions { wide_route, route_norm: true, ..opts() }).unwrap();
-                assert!(fold.router_takes_norm(32).unwrap(), "{}: the router does not take the norm at 32 rows", dir.display());
-                for (seed, rows, read_first) in [(70u64, 1usize, false), (71, 24, false), (72, 32, false), (73, 33, false), (74, 32, true)]
-                {
-                    eprintln!("{}: wide route {wide_route}, {rows} rows, read before the router {read_first}", dir.display());
-                    let mut rng = Rng::new(seed);
-                    let x = rand_vec(&mut rng, rows * h, 1.0);
-                    let tokens: Vec<u32> = (0..rows).map(|_| (rng.next_u64() % c.vocab_size as u64) as u32).collect();
-                    let mut fb = StepBatch::default();
-                    fb.push(0, 0, &tokens, 32);
-                    let mut xp = plain.act_from_f32(rows, h, &x).unwrap();
-                    let hp = plain.add_rms_norm(&mut xp, None, Norm::PostAttention(l)).unwrap();
-                    let mut xf = fold.act_from_f32(rows, h, &x).unwrap();
-                    let hf = fold.add_rms_norm(&mut xf, None, Norm::PostAttention(l)).unwrap();
-                    assert_eq!(matches!(hf.data, ActData::RouteNormed(_)), rows <= 32, "{rows} rows: the norm left to the router");
-                    let early = read_first.then(|| fold.act_to_f32(&hf).unwrap());
-                    let yp = plain.ffn(&hp, l, &fb).unwrap();
-                    let yf = fold.ffn(&hf, l, &fb).unwrap();
-                    let want = plain.act_to_f32(&hp).unwrap();
-                    let normed = fold.act_to_f32(&hf).unwrap();
-                    check("the router's normed rows", &normed, &want, 1e-3);
-                    if let Some(e) = early {
-                        check("the normed rows read before the router", &e, &want, 1e-3);
-                    }
-                    let resid = fold.act_to_f32(&xf).unwrap();
-                    assert!(resid.iter().zip(&x).all(|(a, b)| a.to_bits() == b.to_bits()), "the residual changed");
-                    let same_rows = normed.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
-                    let yc = cpu.ffn(&mat(rows, h, normed), l, &fb).unwrap();
-                    let got = fold.act_to_f32(&yf).unwrap();
-                    check("moe ffn over the router's norm, against the CPU", &got, &yc.data, 1e-2);
-                    // Against add_rms_norm's path only on the same rows: a last-bit difference (the
-                    // sums of squares in another order) may flip a near-tied expert, which moves
-                    // that token's output a lot; the CPU check above is on the router's own rows.
-                    if same_rows {
-                        check("moe ffn over the router's norm, against add_rms_norm's", &got, &plain.act_to_f32(&yp).unwrap(), 1e-2);
-                    } else {
-                        eprintln!(
-                            "the router's normed rows differ from add_rms_norm's in the last bit: the layer checked against the CPU only"
-                        );
-                    }
-                }
-            }
-            let _ = std::fs::remove_dir_all(dir);
-        }
-    }
-
     /// `--balanced-router`'s hook on the device: a MoE layer's expert bias set through Measure
     /// reads back as set, and the router (moe_route and cuBLAS + moe_router_select) routes by it:
     /// with one group's experts raised by 10 every token picks exactly them, as the CPU twin does.
@@ -1530,9 +1459,6 @@ mod cuda {
         for shared_items in [None, Some(0)] {
             graph_replay_equals_eager(&ck, &cfg, CudaOptions { shared_expert_items: shared_items, ..opts() });
         }
-        // The post-attention norm in the router (at steps of up to 32 rows; cuBLAS's projection
-        // adds the attention's output into the residual, which the weight stream does not).
-        graph_replay_equals_eager(&ck, &cfg, CudaOptions { route_norm: true, dense_stream: false, ..opts() });
         // The attention's splits merged in their clusters (the deep kernel forced: the graphs
         // record its clustered launches).
         graph_replay_equals_eager(&ck, &cfg, CudaOptions { att_deep: Some(true), att_cluster_combine: true, ..opts() });
@@ -1574,7 +1500,6 @@ mod cuda {
         for (way, e) in [("graphed", &graphed), ("eager", &eager)] {
             let ran = e.backend.option_launches();
             eprintln!("{way}: launches on the options' paths {ran:?}");
-            assert!(!base.route_norm || ran.route_norm > 0, "{way}: no router computed its norm");
             assert!(!base.att_cluster_combine || ran.cluster_combine > 0, "{way}: no attention merged its splits in clusters");
         }
         assert!(held > 0 && replays > 0, "no step was replayed from a CUDA graph");
@@ -1618,14 +1543,6 @@ mod cuda {
         std::fs::write(dir.join("config.json"), c.to_string()).unwrap();
         let (n, same, total) = greedy_pair(&dir, true);
         eprintln!("dense routing: {same}/{n} engine generations equal token for token; lockstep: {total:?}");
-        // The post-attention norm in the router (CudaOptions::route_norm) wherever a forward
-        // takes at most 32 rows: cuBLAS's projection adds the attention's output into the
-        // residual (the weight stream, which opts() turns on, leaves it to the norm).
-        let o = CudaOptions { route_norm: true, dense_stream: false, ..opts() };
-        let ck = Checkpoint::open(&dir).unwrap();
-        assert!(CudaBackend::load(&ck, &o).unwrap().router_takes_norm(32).unwrap(), "tiny's router does not take the norm");
-        let (n, same, total) = greedy_pair_opts(&dir, true, None, o, GREEDY_SETTINGS);
-        eprintln!("dense routing, the norm in the router: {same}/{n} engine generations equal token for token; lockstep: {total:?}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -188,11 +188,6 @@ pub struct Common {
     /// permute), forced on or off (default: at up to 32 rows). For measuring it.
     #[arg(long)]
     pub fused_router: Option<bool>,
-    /// CUDA: a MoE layer's post-attention norm computed by its router where the router takes
-    /// the rows in one cluster (batch 1) (true), or on its own first (false, the default). For
-    /// measuring it.
-    #[arg(long)]
-    pub route_norm: Option<bool>,
     /// CUDA: the attention's key splits merged by the splits' own CTAs, as a cluster, where there
     /// are at most 16 (true), or by attention_combine (false, the default). For measuring it.
     #[arg(long)]
@@ -348,7 +343,6 @@ fn cuda(cmd: BenchCmd, process_start: std::time::Instant) -> Result<()> {
         residual_gemm: common.residual_gemm.unwrap_or(CudaOptions::default().residual_gemm),
         qkv_bf16: common.qkv_bf16.unwrap_or(CudaOptions::default().qkv_bf16),
         sample_bf16: common.sample_bf16.unwrap_or(CudaOptions::default().sample_bf16),
-        route_norm: common.route_norm.unwrap_or(CudaOptions::default().route_norm),
         att_cluster_combine: common.att_cluster_combine.unwrap_or(CudaOptions::default().att_cluster_combine),
         slot_loads_together: common.slot_loads_together.unwrap_or(CudaOptions::default().slot_loads_together),
         mem_fraction_static: common.mem_fraction_static.unwrap_or(CudaOptions::default().mem_fraction_static),
@@ -436,8 +430,6 @@ fn profile_steps(engine: &mut Engine<crate::backend::cuda::CudaBackend>, a: &Ker
         qkv_bf16: c.qkv_bf16.unwrap_or(defaults.qkv_bf16) && cublas,
         logits_bf16: a.sampling.temperature > 0.0 && c.sample_bf16.unwrap_or(defaults.sample_bf16),
         w8a8_experts: engine.backend.expert_math(a.batch * c.block) == ExpertMath::W8A8,
-        // Only where the attention's output is added into the residual (no delta to add).
-        route_norm: c.residual_gemm.unwrap_or(defaults.residual_gemm) && cublas && engine.backend.router_takes_norm(a.batch * c.block)?,
     };
     let work = super::kernels::step_work(&engine.cfg, &touched, dims, fused);
     let rows = super::kernels::rows(&measured, &work, bandwidth, gemm);

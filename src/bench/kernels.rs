@@ -53,9 +53,6 @@ pub struct StepFusions {
     /// The fp8 experts run W8A8 (CudaOptions::fp8_activations at these rows): the expert GEMMs
     /// read x's and act's e4m3 codes and scales, which quantize_rows_fp8 writes from the bf16 rows.
     pub w8a8_experts: bool,
-    /// The MoE layers' routers compute their post-attention norms (CudaOptions::route_norm at
-    /// these rows): the router reads the f32 residual instead of the bf16 rows and writes those.
-    pub route_norm: bool,
 }
 
 impl StepFusions {
@@ -68,7 +65,6 @@ impl StepFusions {
             qkv_bf16: true,
             logits_bf16: false,
             w8a8_experts: false,
-            route_norm: false,
         }
     }
 }
@@ -76,7 +72,7 @@ impl StepFusions {
 /// Per-step work of every kernel for a step of `dims`; `experts_touched` per MoE layer (empty:
 /// all experts); `fused`: what the step's kernels fused.
 pub fn step_work(c: &ModelConfig, experts_touched: &[usize], dims: StepDims, fused: StepFusions) -> Vec<KernelWork> {
-    let StepFusions { shared_in_experts, fused_moe_norm, residual_gemm, qkv_bf16, logits_bf16, w8a8_experts, route_norm } = fused;
+    let StepFusions { shared_in_experts, fused_moe_norm, residual_gemm, qkv_bf16, logits_bf16, w8a8_experts } = fused;
     let qkv_out = if qkv_bf16 { 2.0 } else { 4.0 };
     let StepDims { batch, prefix, block, predicted } = dims;
     let l = c.num_hidden_layers as f64;
@@ -126,10 +122,6 @@ pub fn step_work(c: &ModelConfig, experts_touched: &[usize], dims: StepDims, fus
     // the delta and write both.
     let added_norms = if residual_gemm { l + dense_layers } else { 0.0 };
     let delta_norms = 2.0 * l + 1.0 - slot_norms - added_norms;
-    // The MoE layers' post-attention norms (added norms: route_norm needs residual_gemm's) run in
-    // the router: x's f32 rows in, the normed bf16 rows out, with its work.
-    let route_norms = if route_norm { moe_layers } else { 0.0 };
-    let added_norms = added_norms - route_norms;
     vec![
         {
             let mut w = gemm("qkv", t, qkv, h, l);
@@ -165,8 +157,8 @@ pub fn step_work(c: &ModelConfig, experts_touched: &[usize], dims: StepDims, fus
         },
         KernelWork {
             name: "router logits",
-            bytes: moe_layers * (e * h * 2.0 + t * h * 2.0 + e * 4.0 + t * k * 8.0) + route_norms * t * h * 4.0,
-            flops: moe_layers * 2.0 * t * h * e + route_norms * t * h * 5.0,
+            bytes: moe_layers * (e * h * 2.0 + t * h * 2.0 + e * 4.0 + t * k * 8.0),
+            flops: moe_layers * 2.0 * t * h * e,
         },
         KernelWork { name: "moe_permute", bytes: moe_layers * t * k * 8.0 * 3.0, flops: 0.0 },
         KernelWork {

@@ -3,7 +3,6 @@
 use super::CudaBackend;
 use anyhow::{bail, Result};
 use cudarc::driver::CudaSlice;
-use std::cell::Cell;
 
 /// A device activation `[rows, cols]`, row-major.
 pub struct CudaAct {
@@ -18,24 +17,6 @@ pub enum ActData {
     /// A MoE layer's output not yet combined ([`MoeSlots`]): the next layer's input norm sums it
     /// on the way (add_moe_rms_norm); any other reader combines it first ([`CudaBackend::combined`]).
     MoeSlots(MoeSlots),
-    /// A MoE layer's post-attention normed rows left for its router to compute as it routes them
-    /// (CudaOptions::route_norm): moe_route writes them to `out`, which the expert GEMMs read.
-    /// Any other reader runs the norm first ([`CudaBackend::run_route_norm`]).
-    RouteNormed(RouteNormed),
-}
-
-/// The post-attention norm of [`ActData::RouteNormed`] rows: bf16(residual / rms(residual) * w)
-/// into `out`, by the MoE layer's router or on its own. `residual` is the forward's residual
-/// stream, which nothing writes between that norm and the router (the attention's output is in
-/// it already: the norm adds no delta).
-pub struct RouteNormed {
-    /// The MoE layer whose router takes the norm (the norm decided it: route_takes_norm).
-    pub(super) layer: usize,
-    pub(super) out: CudaSlice<u16>,
-    pub(super) residual: u64,
-    pub(super) w: u64,
-    /// Whether a launch that computes `out` has been issued (the router's or the norm's own).
-    pub(super) issued: Cell<bool>,
 }
 
 /// A MoE layer's output as its expert GEMMs left it: per token, `topk` weighted bf16 rows of
@@ -68,12 +49,6 @@ impl CudaBackend {
             ActData::F32(s) => self.download(s, "an activation")?,
             ActData::Bf16(s) => self.download(s, "an activation")?.into_iter().map(|b| half::bf16::from_bits(b).to_f32()).collect(),
             ActData::MoeSlots(m) => self.download(&self.combined(m, a.rows)?, "an activation")?,
-            ActData::RouteNormed(r) => {
-                if !r.issued.get() {
-                    self.run_route_norm(r, a.rows, a.cols)?;
-                }
-                self.download(&r.out, "an activation")?.into_iter().map(|b| half::bf16::from_bits(b).to_f32()).collect()
-            }
         })
     }
 
@@ -82,7 +57,6 @@ impl CudaBackend {
             ActData::F32(s) => Ok(s),
             ActData::Bf16(_) => bail!("{op}: expected an f32 activation, got bf16"),
             ActData::MoeSlots(_) => bail!("{op}: expected an f32 activation, got uncombined MoE slots"),
-            ActData::RouteNormed(_) => bail!("{op}: expected an f32 activation, got rows left for the router to normalize"),
         }
     }
 
@@ -91,8 +65,6 @@ impl CudaBackend {
             ActData::Bf16(s) => Ok(s),
             ActData::F32(_) => bail!("{op}: expected a bf16 activation, got f32"),
             ActData::MoeSlots(_) => bail!("{op}: expected a bf16 activation, got uncombined MoE slots"),
-            // Only the MoE layer reads them (CudaBackend::ffn), or a host conversion.
-            ActData::RouteNormed(_) => bail!("{op}: expected a bf16 activation, got rows left for the MoE layer's router to normalize"),
         }
     }
 

@@ -273,7 +273,7 @@ impl CudaBackend {
         let (src, bf16_in) = match &qkv.data {
             ActData::F32(s) => (self.p(s), false),
             ActData::Bf16(s) => (self.p(s), true),
-            ActData::MoeSlots(_) | ActData::RouteNormed(_) => bail!("qk_norm_rope_store: expected the QKV rows, got a MoE layer's rows"),
+            ActData::MoeSlots(_) => bail!("qk_norm_rope_store: expected the QKV rows, got uncombined MoE slots"),
         };
         let q = self.alloc_bf16(qkv.rows * nh * d, "q")?;
         // The attention's outputs, allocated before this kernel (see AttnBuffers).

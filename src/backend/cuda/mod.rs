@@ -168,11 +168,6 @@ pub struct CudaOptions {
     /// those rows; greedy steps keep f32 logits and the fused pick. `dllm bench --sample-bf16
     /// false` measures without.
     pub sample_bf16: bool,
-    /// A MoE layer's post-attention norm computed by its router (csrc/moe_route.cu,
-    /// RouteParams::residual) where moe_route takes the rows in one cluster and permutes them
-    /// (batch 1's block; moe.rs, route_takes_norm): the norm's launch and its wait leave the
-    /// layer's chain. Off by default until a GPU measures it; `dllm bench --route-norm` does.
-    pub route_norm: bool,
     /// block_attention_deep's key splits merged by the splits themselves, a cluster of them
     /// through distributed shared memory (csrc/attention.cu, att_cluster_combine), instead of
     /// written out for attention_combine, where a (tile, KV head) has 2 to ATT_CLUSTER_MAX_SPLITS
@@ -220,7 +215,6 @@ impl Default for CudaOptions {
             residual_gemm: true,
             qkv_bf16: true,
             sample_bf16: true,
-            route_norm: false,
             att_cluster_combine: false,
             slot_loads_together: false,
         }
@@ -327,10 +321,6 @@ pub struct CudaBackend {
     /// A layer's attention outputs, allocated before its qk_norm_rope_store (attention.rs,
     /// `AttnBuffers`): taken by its attention.
     attn_prepared: Option<attention::AttnBuffers>,
-    /// Where a MoE layer's router runs its post-attention norm: the normed rows and the layer's
-    /// buffers, allocated before the attention's output projection (`prepare_route_norm`): taken
-    /// by the norm.
-    route_norm_prepared: std::cell::RefCell<Option<RouteNormBuffers>>,
     /// Launches issued so far on the options' own paths (see [`OptionLaunches`]).
     option_launches: std::cell::Cell<OptionLaunches>,
 }
@@ -339,20 +329,9 @@ pub struct CudaBackend {
 /// tests read to see that a path ran rather than fell back (`CudaBackend::option_launches`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct OptionLaunches {
-    /// moe_route launches that computed the post-attention norm (CudaOptions::route_norm).
-    pub route_norm: u64,
     /// block_attention_deep launches whose splits merged in their clusters
     /// (CudaOptions::att_cluster_combine).
     pub cluster_combine: u64,
-}
-
-/// What a route-normed post-attention norm writes (ActData::RouteNormed's rows, the MoE layer's
-/// MoeBuffers), made before the projection whose programmatic dependent the router then is.
-struct RouteNormBuffers {
-    layer: usize,
-    rows: usize,
-    out: CudaSlice<u16>,
-    moe: Option<moe::MoeBuffers>,
 }
 
 impl CudaBackend {
@@ -437,7 +416,6 @@ impl CudaBackend {
             touched: Default::default(),
             routing: Default::default(),
             moe_prepared: Default::default(),
-            route_norm_prepared: Default::default(),
             option_launches: Default::default(),
             attn_prepared: None,
         };
@@ -659,21 +637,6 @@ impl Backend for CudaBackend {
             Norm::PostAttention(l) => &self.w.layers[l].post_norm,
             Norm::Final => &self.w.final_norm,
         };
-        // The layer's router runs the norm (CudaOptions::route_norm; it counts no picks here), on
-        // the buffers made before the attention's output projection where that ran through
-        // linear_residual (prepare_route_norm, which decided it then).
-        let prepared = self.route_norm_prepared.take();
-        if let (None, Norm::PostAttention(l)) = (delta, w) {
-            let buffers = match prepared.filter(|b| b.layer == l && b.rows == x.rows) {
-                Some(b) => Some(b),
-                None => self.route_norm_buffers(l, x.rows)?,
-            };
-            if let Some(RouteNormBuffers { out, moe, .. }) = buffers {
-                *self.moe_prepared.borrow_mut() = moe;
-                let r = act::RouteNormed { layer: l, out, residual: self.p(xs), w: self.p(wv), issued: Default::default() };
-                return Ok(CudaAct { rows: x.rows, cols: x.cols, data: ActData::RouteNormed(r) });
-            }
-        }
         let out = self.alloc_bf16(x.rows * x.cols, "normed activations")?;
         // Before a MoE layer: its buffers, allocated before this norm, which zeroes its router's
         // pick counts (moe.rs, MoeBuffers).
@@ -725,9 +688,6 @@ impl Backend for CudaBackend {
             bail!("linear_residual: the residual is {}x{}, the projection {}x{n}", x.rows, x.cols, o.rows);
         }
         let (ob, xs) = (self.bf16_of(o, "linear_residual")?, self.f32_of(x, "linear_residual")?);
-        if let Linear::AttnOut(l) = w {
-            self.prepare_route_norm(l, x.rows)?;
-        }
         // x = x + o w^T: beta = 1 reads x as the GEMM's C, one f32 rounding of the sum as the norm's add.
         self.k.gemm_bf16_f32(what, self.p(ob), self.p(wt), self.p(xs), o.rows, n, o.cols, 1.0)?;
         Ok(None)
@@ -742,20 +702,11 @@ impl Backend for CudaBackend {
     }
 
     fn ffn(&mut self, x: &CudaAct, layer: usize, batch: &StepBatch) -> Result<CudaAct> {
-        // Rows whose norm was left to the MoE layer's router (ActData::RouteNormed): that layer's
-        // router computes it (add_rms_norm decided so by route_takes_norm), else it runs here first.
-        let (xb, norm) = match &x.data {
-            ActData::RouteNormed(r) if r.layer == layer => (&r.out, Some(r)),
-            ActData::RouteNormed(r) => {
-                self.run_route_norm(r, x.rows, x.cols)?;
-                (&r.out, None)
-            }
-            _ => (self.bf16_of(x, "ffn")?, None),
-        };
+        let xb = self.bf16_of(x, "ffn")?;
         let y = match &self.w.layers[layer].ffn {
             Ffn::Dense(m) => self.dense_mlp(m, xb, x.rows)?,
             Ffn::Moe(m) => {
-                let slots = self.moe(m, layer, xb, x.rows, batch, norm)?;
+                let slots = self.moe(m, layer, xb, x.rows, batch)?;
                 // Left in its slots for the next input norm to sum (CudaOptions::fused_moe_norm).
                 if self.opts.fused_moe_norm {
                     return Ok(CudaAct { rows: x.rows, cols: self.cfg.hidden_size, data: ActData::MoeSlots(slots) });

@@ -3,7 +3,7 @@
 //! permute), moe_permute, the grouped expert GEMMs (csrc/moe_gemm.cu) and moe_combine, plus the
 //! shared expert's dense MLP.
 
-use super::act::{CudaAct, MoeSlots, RouteNormed};
+use super::act::{CudaAct, MoeSlots};
 use super::dense::MlpOut;
 use super::error::CudaError;
 use super::fp8::launch_quantize_rows;
@@ -427,7 +427,7 @@ impl CudaBackend {
         let c = &self.cfg;
         let picks = c.num_experts_per_tok + shared_expert.is_some() as usize;
         if self.routes_in_one_launch(rows) {
-            return self.fused_route(m, x, rows, shared_expert, counts, None, out, None);
+            return self.fused_route(m, x, rows, shared_expert, counts, None, out);
         }
         // fp32 logits h W^T (bf16 inputs, fp32 accumulate: the CPU twin's math), then
         // the selection kernel.
@@ -545,76 +545,10 @@ impl CudaBackend {
         self.wgmma && route_fits(&self.cfg) && self.opts.fused_router.unwrap_or(rows <= FUSED_ROUTE_MAX_ROWS)
     }
 
-    /// moe_route's kernel at `rows` rows, its CTAs and their cluster size: one cluster's rows over
-    /// a cluster of ROUTE_CLUSTER_WIDE (each CTA reads half the weight slice) where the GPU places
-    /// one (`CudaOptions::wide_route`), else a cluster of ROUTE_CLUSTER per ROUTE_ROWS rows (a
-    /// wave of them up to 512 rows).
-    fn route_launch(&self, rows: usize) -> Result<(Kernel, usize, usize)> {
-        let wide = rows <= ROUTE_ROWS
-            && self.opts.wide_route
-            && self.k.large_cluster_fits(Kernel::MoeRouteWide, ROUTE_CLUSTER_WIDE as u32, ROUTE_THREADS as u32, ROUTE_SMEM)?;
-        Ok(if wide {
-            (Kernel::MoeRouteWide, ROUTE_CLUSTER_WIDE, ROUTE_CLUSTER_WIDE)
-        } else {
-            (Kernel::MoeRoute, rows.div_ceil(ROUTE_ROWS) * ROUTE_CLUSTER, ROUTE_CLUSTER)
-        })
-    }
-
-    /// Whether layer `layer`'s router computes its post-attention norm at `rows` rows
-    /// (`CudaOptions::route_norm`; csrc/moe_route.cu, RouteParams::residual): where moe_route
-    /// takes and permutes the rows in one cluster (so nothing reads the normed rows before it: the
-    /// shared expert is among the items or absent) and each CTA's run of k chunks fits its stages.
-    pub(super) fn route_takes_norm(&self, layer: usize, rows: usize) -> Result<bool> {
-        let Ffn::Moe(m) = &self.w.layers[layer].ffn else { return Ok(false) };
-        if !self.opts.route_norm || rows == 0 || rows > ROUTE_ROWS || !self.routes_in_one_launch(rows) {
-            return Ok(false);
-        }
-        let h = self.cfg.hidden_size;
-        let (_, _, cluster) = self.route_launch(rows)?;
-        let chunks_a_cta = h.div_ceil(GEMM_BK).div_ceil(cluster);
-        Ok((m.shared.is_none() || self.shared_in_items(m, rows)) && h.is_multiple_of(8) && chunks_a_cta <= ROUTE_STAGES)
-    }
-
-    /// Before layer `layer`'s attention output projection (linear_residual): where its router will
-    /// run the post-attention norm, the normed rows' and the MoE layer's buffers, made now, so that
-    /// no allocation lies between the projection and the router, its programmatic dependent (an
-    /// allocation is a node of a recorded step: [`MoeBuffers`]).
-    pub(super) fn prepare_route_norm(&self, layer: usize, rows: usize) -> Result<()> {
-        *self.route_norm_prepared.borrow_mut() = self.route_norm_buffers(layer, rows)?;
-        Ok(())
-    }
-
-    /// Where layer `layer`'s router runs its post-attention norm at `rows` rows
-    /// ([`CudaBackend::route_takes_norm`]): the normed rows and the MoE layer's buffers; else None.
-    pub(super) fn route_norm_buffers(&self, layer: usize, rows: usize) -> Result<Option<super::RouteNormBuffers>> {
-        if !self.route_takes_norm(layer, rows)? {
-            return Ok(None);
-        }
-        let out = self.alloc_bf16(rows * self.cfg.hidden_size, "normed activations")?;
-        Ok(Some(super::RouteNormBuffers { layer, rows, out, moe: self.moe_buffers(layer, rows)? }))
-    }
-
-    /// The post-attention norm of rows left to the router ([`RouteNormed`]), run on its own
-    /// (add_rms_norm without a delta) for a reader other than moe_route.
-    pub(super) fn run_route_norm(&self, r: &RouteNormed, rows: usize, cols: usize) -> Result<()> {
-        let p = NormParams {
-            x: r.residual,
-            w: r.w,
-            out: self.p(&r.out),
-            rows: rows as i32,
-            cols: cols as i32,
-            eps: self.cfg.rms_norm_eps,
-            ..Default::default()
-        };
-        self.k.launch(Kernel::AddRmsNorm, (rows as u32, 1, 1), super::norm_threads(cols), &p)?;
-        r.issued.set(true);
-        Ok(())
-    }
-
     /// moe_route: the logits and the picks (as [`CudaBackend::router`] returns them) in one
     /// launch, a cluster per ROUTE_ROWS rows; with `permute` (at most ROUTE_ROWS rows) also
     /// moe_permute's outputs for items of `tile_m` rows, else with `counts` the counts moe_permute
-    /// reads. With `norm` (see [`CudaBackend::route_takes_norm`]) it first computes `x` itself.
+    /// reads.
     #[allow(clippy::too_many_arguments)]
     fn fused_route(
         &self,
@@ -625,7 +559,6 @@ impl CudaBackend {
         counts: Option<&PickCounts>,
         permute: Option<(&Permuted, usize)>,
         out: Option<RouterOut>,
-        norm: Option<&RouteNormed>,
     ) -> Result<RouterOut> {
         let c = &self.cfg;
         let RouterOut { logits, ids, wts, .. } = match out {
@@ -650,21 +583,20 @@ impl CudaBackend {
             p.num_items = self.p(&out.num_items);
             p.tile_m = tile_m as i32;
         }
-        if let Some(r) = norm {
-            if permute.is_none() {
-                bail!("moe_route computes the post-attention norm only where it also permutes the rows");
-            }
-            // The residual in, the normed rows out to x (the expert GEMMs' input).
-            (p.residual, p.norm_w, p.normed, p.eps) = (r.residual, r.w, self.p(x), self.cfg.rms_norm_eps);
-        }
         if rows > 0 {
-            let (kernel, ctas, _) = self.route_launch(rows)?;
+            // One cluster's rows over a cluster of ROUTE_CLUSTER_WIDE (each CTA reads half the
+            // weight slice) where the GPU places one (`CudaOptions::wide_route`), else a cluster
+            // of ROUTE_CLUSTER per ROUTE_ROWS rows (a wave of them up to 512 rows).
+            let wide = rows <= ROUTE_ROWS
+                && self.opts.wide_route
+                && self.k.large_cluster_fits(Kernel::MoeRouteWide, ROUTE_CLUSTER_WIDE as u32, ROUTE_THREADS as u32, ROUTE_SMEM)?;
+            let (kernel, ctas) = if wide {
+                (Kernel::MoeRouteWide, ROUTE_CLUSTER_WIDE)
+            } else {
+                (Kernel::MoeRoute, rows.div_ceil(ROUTE_ROWS) * ROUTE_CLUSTER)
+            };
             // A programmatic dependent: its weight loads overlap the kernel before (csrc/moe_route.cu).
             self.k.launch_dependent(kernel, (ctas as u32, 1, 1), ROUTE_THREADS as u32, ROUTE_SMEM, &p)?;
-            if let Some(r) = norm {
-                r.issued.set(true);
-                self.count_option_launch(|c| &mut c.route_norm);
-            }
         }
         Ok(RouterOut { ids, wts, logits, pool_ids: None })
     }
@@ -722,15 +654,6 @@ impl CudaBackend {
     /// (see [`CudaBackend::moe`]).
     pub fn shared_expert_in_items(&self, rows: usize) -> bool {
         self.w.layers.iter().any(|l| matches!(&l.ffn, Ffn::Moe(m) if self.shared_in_items(m, rows)))
-    }
-
-    /// Whether the MoE layers' routers compute their post-attention norms for `rows` tokens
-    /// (see [`CudaBackend::route_takes_norm`]; every MoE layer's alike, their shapes being one).
-    pub fn router_takes_norm(&self, rows: usize) -> Result<bool> {
-        match self.w.layers.iter().position(|l| matches!(l.ffn, Ffn::Moe(_))) {
-            Some(l) => self.route_takes_norm(l, rows),
-            None => Ok(false),
-        }
     }
 
     /// The rows of the expert GEMMs' work items for `rows` tokens of `m`'s layer.
@@ -794,17 +717,7 @@ impl CudaBackend {
 
     /// The MoE layer over `x`'s rows, left in its expert slots: the next input norm sums them
     /// (add_moe_rms_norm), other readers through [`Self::combined`].
-    /// `norm`: `x`'s post-attention norm not yet run ([`RouteNormed`]), for moe_route to compute
-    /// (the caller's check: [`CudaBackend::route_takes_norm`]).
-    pub(super) fn moe(
-        &self,
-        m: &MoeWeights,
-        layer: usize,
-        x: &CudaSlice<u16>,
-        rows: usize,
-        batch: &StepBatch,
-        norm: Option<&RouteNormed>,
-    ) -> Result<MoeSlots> {
+    pub(super) fn moe(&self, m: &MoeWeights, layer: usize, x: &CudaSlice<u16>, rows: usize, batch: &StepBatch) -> Result<MoeSlots> {
         if let Some(br) = self.cfg.block_routing() {
             // The kernel cuts the rows into consecutive routing blocks: the batch's own blocks
             // (per run, StepBatch::routing_blocks) must be those, as they are when every run but
@@ -882,7 +795,7 @@ impl CudaBackend {
             routed
         } else {
             // The router and the permute in one launch (moe_route's cluster counts the picks).
-            self.fused_route(m, x, rows, shared_pick, None, Some((&perm, tile_m)), route, norm)?
+            self.fused_route(m, x, rows, shared_pick, None, Some((&perm, tile_m)), route)?
         };
         if recording {
             let r = self.read_routing(layer, m, &routed, rows, topk)?;
