@@ -33,17 +33,13 @@
 // Output: with one split the CTA normalises and writes `out`; otherwise it writes the
 // unnormalised O and (m, l) per row to part_acc / part_ml, m in log2 units (rows with no key in
 // the split are skipped: attention_combine reads split s of token t only when
-// s * split_keys < limit(t), and then the row has at least that key). The deep kernel launched in
-// clusters of a tile's splits merges them itself instead (att_cluster_combine).
+// s * split_keys < limit(t), and then the row has at least that key).
 #include "common.cuh"
 #include "cp_async.cuh"
 #include "mbarrier.cuh"
 #include "stream.cuh"
 #include "tma.cuh"
 #include "wgmma.cuh"
-#include <cooperative_groups.h>
-
-namespace cg = cooperative_groups;
 
 // ---- mma.sync m16n8k16 (bf16 in, fp32 accumulate) and ldmatrix -----------------------------
 // Fragment layouts (PTX ISA, "Matrix Fragments for mma.m16n8k16"), g = lane / 4, t = lane % 4;
@@ -147,7 +143,6 @@ struct AttTile {
     int t0, nt, rows, group;  // first token, tokens, query rows (tokens x group)
     const int32_t* pt;        // one run per tile: one page table
     int k0, k1, nchunks;      // the split's keys [k0, k1) in chunks of KC
-    int kmax;                 // the tile's largest key limit
 };
 // False when the split holds no key of the tile (uniform over the CTA: it returns at once).
 template <int KC>
@@ -163,7 +158,6 @@ __device__ __forceinline__ bool att_tile(const AttnParams& p, AttTile& t) {
     int kmax = 0;
     for (int i = lane; i < t.nt; i += WARP) kmax = max(kmax, p.tok_limit[t.t0 + i]);
     kmax = __reduce_max_sync(0xffffffffu, kmax);
-    t.kmax = kmax;
     const int split_keys = *p.split_keys;
     t.k0 = split * split_keys;
     t.k1 = min(kmax, t.k0 + split_keys);
@@ -611,74 +605,6 @@ __device__ __forceinline__ void att_produce_tma(const AttnParams& p, const AttTi
     cp_async_wait<0>();  // no copy outlives its thread
 }
 
-// The splits of a (tile, KV head) merged inside their cluster (AttnParams::cluster_combine: the
-// deep kernel launched with a cluster of its num_splits CTAs along z, so a CTA's rank is its
-// split): each CTA leaves its rows' unnormalised O and (m, l) in its own shared memory, over the
-// stages, which both consumer warpgroups are done with by then (the named barrier); after a
-// cluster barrier (release, acquire) CTA s of the n splits that hold keys of the tile merges rows
-// s, s + n, ... over the splits that hold each row's keys, a warp a row, reading them through
-// distributed shared memory: attention_combine's operations for one warp a row, in its order
-// (lane i's split's (m, l), the max and the sum over the warp, O summed in split order), and
-// writes the row. A second cluster barrier keeps each CTA's shared memory until its peers have
-// read it. The CTAs whose split holds no key of the tile returned at the start and the
-// producers after their last chunk: barrier.cluster waits only for threads that have not exited.
-// Called by the ATT_DEEP_CONSUMERS threads; head dim 128 (a lane's 4 columns of a row).
-constexpr int ATT_CLUSTER_ROUND = 8;  // att_cluster_combine's distributed loads in flight a lane
-template <int NT, class O>
-__device__ __forceinline__ void att_cluster_combine(const AttnParams& p, const AttTile& t, int kh, int r0, unsigned char* stages,
-                                                    const float (&m)[2], float (&l)[2], O o) {
-    constexpr int LD = NT * 8 + 4;  // a row of O in floats, padded: the quads' rows spread over the banks
-    static_assert(NT * 8 == 4 * WARP, "a warp's lanes take a row's columns 4 each");
-    float* ob = reinterpret_cast<float*>(stages);
-    float2* mlb = reinterpret_cast<float2*>(ob + ATT_ROWS * LD);
-    const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP, g = lane / 4, tq = lane % 4;
-    asm volatile("bar.sync 1, %0;\n" ::"n"(ATT_DEEP_CONSUMERS) : "memory");  // both warpgroups past the stages
-#pragma unroll
-    for (int h = 0; h < 2; h++) {
-        l[h] += __shfl_xor_sync(0xffffffffu, l[h], 1);
-        l[h] += __shfl_xor_sync(0xffffffffu, l[h], 2);
-        const int r = r0 + g + 8 * h;
-        if (r >= t.rows || l[h] == 0.f) continue;  // padding, or no key of this split (never read)
-#pragma unroll
-        for (int n = 0; n < NT; n++) *reinterpret_cast<float2*>(ob + r * LD + 8 * n + 2 * tq) = make_float2(o(n, 2 * h), o(n, 2 * h + 1));
-        if (tq == 0) mlb[r] = make_float2(m[h], l[h]);
-    }
-    cg::cluster_group cluster = cg::this_cluster();
-    cluster.sync();  // every split's rows are in its shared memory
-    const int split_keys = *p.split_keys;
-    const int n = (t.kmax + split_keys - 1) / split_keys, s = blockIdx.z;  // the splits with keys; this one's
-    for (int r = s + warp * n; r < t.rows; r += n * (ATT_DEEP_CONSUMERS / WARP)) {
-        const int tok = t.t0 + r / t.group;
-        const int ns = (p.tok_limit[tok] + split_keys - 1) / split_keys;  // <= n <= ATT_CLUSTER_MAX_SPLITS < WARP
-        const float2 v = lane < ns ? cluster.map_shared_rank(mlb, lane)[r] : make_float2(-INFINITY, 0.f);
-        const float mm = warp_max(v.x);
-        const float ll = warp_sum(lane < ns ? v.y * exp2f(v.x - mm) : 0.f);
-        const float inv = 1.f / ll;
-        const int c = lane * 4;
-        float4 a = make_float4(0.f, 0.f, 0.f, 0.f);
-        // ATT_CLUSTER_ROUND splits' rows in flight at once (a loop of one load and its sum waited
-        // out each distributed load in turn), summed in split order. ns is the row's, so the
-        // warp's lanes take the same rounds (the shuffle).
-        in_load_rounds<ATT_CLUSTER_ROUND>(
-            ns, [&](int q) { return *reinterpret_cast<const float4*>(cluster.map_shared_rank(ob, q) + r * LD + c); },
-            [&](int q, const float4& x) {
-                const float f = exp2f(__shfl_sync(0xffffffffu, v.x, q) - mm);
-                a.x += x.x * f;
-                a.y += x.y * f;
-                a.z += x.z * f;
-                a.w += x.w * f;
-            });
-        bf16* out = p.out + ((size_t)tok * p.nh + kh * t.group + r % t.group) * p.d + c;
-        reinterpret_cast<__nv_bfloat162*>(out)[0] = __floats2bfloat162_rn(a.x * inv, a.y * inv);
-        reinterpret_cast<__nv_bfloat162*>(out)[1] = __floats2bfloat162_rn(a.z * inv, a.w * inv);
-    }
-    // No CTA leaves while a peer may still read its shared memory. Relaxed: a peer's reads are
-    // done once it arrives (their values are in its stores above), and this CTA's own stores
-    // need no ordering here (a release would wait for them: MEMBAR.ALL.GPU).
-    __cluster_barrier_arrive_relaxed();
-    __cluster_barrier_wait();
-}
-
 // block_attention_deep's body on sm_90a: block_attention_wgmma's tiles and arithmetic, bit for
 // bit, warp-specialized (FlashAttention-3's structure). ATT_DEEP_THREADS threads: warpgroups 0
 // and 1 are the consumers (query rows 64 wg.., as in block_attention_wgmma) and warpgroup 2 the
@@ -704,7 +630,6 @@ __device__ __forceinline__ void block_attention_wgmma_ws(const AttnParams& p) {
     constexpr int CONSUMERS = ATT_DEEP_CONSUMERS, PRODUCERS = ATT_DEEP_PRODUCERS;
     constexpr int AHEAD = 2;  // chunks a producer thread leaves in flight before it waits for the oldest
     static_assert(ATT_ROWS == 128 && KC == 64 && PRODUCERS == 128, "two consumer warpgroups of 64 rows, one producer");
-    static_assert(ATT_ROWS * (D + 4) * 4 + ATT_ROWS * 8 <= STAGES * STAGE, "att_cluster_combine's rows fit over the stages");
     static_assert(STAGES >= AHEAD + 2, "the consumers hold two stages (S and P V), the copies in flight the rest");
 
     extern __shared__ __align__(128) unsigned char att_smem[];
@@ -830,10 +755,6 @@ __device__ __forceinline__ void block_attention_wgmma_ws(const AttnParams& p) {
     issue_pv(nchunks - 1);
     wgmma_wait<0>();
     wgmma_reg_fence(o);
-    if (p.cluster_combine) {
-        att_cluster_combine<NT>(p, t, kh, r0, kvs, m, l, [&](int n, int i) { return o[4 * n + i]; });
-        return;
-    }
     att_write_rows<NT>(p, t, kh, r0, m, l, [&](int n, int i) { return o[4 * n + i]; });
 }
 #endif

@@ -43,7 +43,6 @@ typedef __nv_bfloat16 bf16;
 // consumer warpgroups and a producer one, with ATT_DEEP_STAGES stages and their mbarriers, for a
 // step whose CTAs all fit one wave at one an SM (batch 1 at any context, batch 16 at 1k).
 #define ATT_DEEP_THREADS 384
-#define ATT_CLUSTER_MAX_SPLITS 16  // AttnParams::cluster_combine: a cluster of the splits (non-portable past 8)
 #define ATT_DEEP_STAGES 5
 // Its K/V by TMA needs whole boxes of at least this many positions (a page, or ATT_KC of one):
 // a box lands at a multiple of 1024 bytes of its 128-byte-swizzled panel, and a chunk of
@@ -457,11 +456,6 @@ struct AttnParams {
     // attention_combine: warps an output row (a power of two dividing ATT_COMBINE_WARPS; 1 where
     // d is not a multiple of 4), by the split count (CudaBackend::attention_kernels).
     int32_t combine_warps;
-    // block_attention_deep only, non-zero: launched with a cluster of the num_splits CTAs of a
-    // (tile, KV head) along z (at most ATT_CLUSTER_MAX_SPLITS), which merge the splits
-    // themselves through distributed shared memory (att_cluster_combine): no partials, no
-    // attention_combine.
-    int32_t cluster_combine;
 };
 
 // moe_router.cu, moe_router_select: one warp per token over logits[t][e] (fp32).

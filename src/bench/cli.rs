@@ -188,10 +188,6 @@ pub struct Common {
     /// permute), forced on or off (default: at up to 32 rows). For measuring it.
     #[arg(long)]
     pub fused_router: Option<bool>,
-    /// CUDA: the attention's key splits merged by the splits' own CTAs, as a cluster, where there
-    /// are at most 16 (true), or by attention_combine (false, the default). For measuring it.
-    #[arg(long)]
-    pub att_cluster_combine: Option<bool>,
     /// CUDA: the input norm after a MoE layer loads a token's slot rows 8 at a time (true) or 3
     /// (false, the default: within 64 registers). For measuring it.
     #[arg(long)]
@@ -343,7 +339,6 @@ fn cuda(cmd: BenchCmd, process_start: std::time::Instant) -> Result<()> {
         residual_gemm: common.residual_gemm.unwrap_or(CudaOptions::default().residual_gemm),
         qkv_bf16: common.qkv_bf16.unwrap_or(CudaOptions::default().qkv_bf16),
         sample_bf16: common.sample_bf16.unwrap_or(CudaOptions::default().sample_bf16),
-        att_cluster_combine: common.att_cluster_combine.unwrap_or(CudaOptions::default().att_cluster_combine),
         slot_loads_together: common.slot_loads_together.unwrap_or(CudaOptions::default().slot_loads_together),
         mem_fraction_static: common.mem_fraction_static.unwrap_or(CudaOptions::default().mem_fraction_static),
         cuda_graph_max_bs: common.graphs.max_bs().unwrap_or(CudaOptions::default().cuda_graph_max_bs),

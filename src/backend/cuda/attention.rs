@@ -420,8 +420,7 @@ impl CudaBackend {
         Ok(Some((self.k.upload(&map, "the KV pool's tensor map")?, box_rows)))
     }
 
-    /// block_attention (+ attention_combine when the keys are split, unless the deep kernel's
-    /// clusters merge the splits themselves): see csrc/attention.cu.
+    /// block_attention (+ attention_combine when the keys are split): see csrc/attention.cu.
     fn attention_kernels(&self, q: &CudaSlice<u16>, b: &AttnBuffers, rows: usize, layer: usize) -> Result<()> {
         let c = &self.cfg;
         let (nh, nkv, d) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim());
@@ -456,23 +455,8 @@ impl CudaBackend {
             },
             kv_box_rows: self.kv_map.as_ref().map_or(0, |m| m.1 as i32),
             combine_warps: combine_warps(num_splits, d) as i32,
-            cluster_combine: 0,
         };
         let grid = (s.shape.tiles as u32, nkv as u32, num_splits as u32);
-        // The splits merged in their clusters (CudaOptions::att_cluster_combine): the deep kernel,
-        // at most ATT_CLUSTER_MAX_SPLITS of them, every (tile, KV head)'s cluster resident at once,
-        // at head dim 128 only (att_cluster_combine's lanes write 4 columns each, unguarded).
-        let clustered = kernel == Kernel::BlockAttentionDeep
-            && self.opts.att_cluster_combine
-            && d == 4 * WARP
-            && (2..=ATT_CLUSTER_MAX_SPLITS).contains(&num_splits)
-            && self.k.clusters_fit(kernel, num_splits as u32, grid.0 * grid.1, threads as u32, smem)?;
-        if clustered {
-            let p = AttnParams { cluster_combine: 1, ..p };
-            self.k.launch_dependent_clustered(kernel, grid, threads as u32, smem, num_splits as u32, &p)?;
-            self.count_option_launch(|c| &mut c.cluster_combine);
-            return Ok(());
-        }
         // The deep kernel starts its CTAs (barriers, tile, page lookups) while
         // qk_norm_rope_store, which just ran on this stream, finishes; the combine its while the
         // deep kernel's last CTAs finish (programmatic dependents: each waits before reading).

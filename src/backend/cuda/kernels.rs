@@ -54,18 +54,6 @@ pub const TENSOR_MAP_BYTES: usize = std::mem::size_of::<cudarc::driver::sys::CUt
 /// (graph.rs); 32 MiB is what NVIDIA advises on Hopper.
 const CUBLAS_WORKSPACE_BYTES: usize = 32 << 20;
 
-/// The launch attribute that groups a grid's CTAs in clusters of `z` along z.
-fn cluster_attr(z: u32) -> cudarc::driver::sys::CUlaunchAttribute {
-    use cudarc::driver::sys;
-    // SAFETY: a plain C struct of an id and a union of integers, all-zero valid; set next.
-    let mut a: sys::CUlaunchAttribute = unsafe { std::mem::zeroed() };
-    a.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
-    a.value.clusterDim.x = 1;
-    a.value.clusterDim.y = 1;
-    a.value.clusterDim.z = z;
-    a
-}
-
 pub struct Kernels {
     pub stream: Arc<CudaStream>,
     blas: CudaBlas,
@@ -88,8 +76,6 @@ pub struct Kernels {
     resident: Mutex<HashMap<Kernel, u32>>,
     /// Kernel -> whether its cluster of more than 8 CTAs fits this GPU ([`Kernels::large_cluster_fits`]).
     large_clusters: Mutex<HashMap<Kernel, bool>>,
-    /// Per kernel and cluster size set at launch, the clusters the GPU holds at once.
-    launch_clusters: Mutex<HashMap<(Kernel, u32), u32>>,
 }
 
 /// The side stream, with its own cuBLAS handle and workspace (two GEMMs in flight at once must
@@ -203,7 +189,6 @@ impl Kernels {
             smem_allowed: Mutex::new(HashMap::new()),
             resident: Mutex::new(HashMap::new()),
             large_clusters: Mutex::new(HashMap::new()),
-            launch_clusters: Mutex::new(HashMap::new()),
         })
     }
 
@@ -348,58 +333,28 @@ impl Kernels {
         smem: u32,
         p: &P,
     ) -> Result<()> {
-        self.launch_ex(kernel, name, grid, block, smem, p, true, None)
+        self.launch_ex(kernel, name, grid, block, smem, p)
     }
 
-    /// [`Kernels::launch_dependent`] with the grid's CTAs in clusters of `cluster_z` along z, a
-    /// launch attribute (the kernel is compiled without cluster dimensions; sizes past 8 need
-    /// [`Kernels::clusters_fit`] first, which allows them). While profiling or synchronising
-    /// each launch, still in clusters but not a dependent.
-    pub fn launch_dependent_clustered<P: DeviceRepr>(
-        &self,
-        kernel: Kernel,
-        grid: (u32, u32, u32),
-        block: u32,
-        smem: u32,
-        cluster_z: u32,
-        p: &P,
-    ) -> Result<()> {
-        self.launch_ex(kernel, kernel.symbol(), grid, block, smem, p, true, Some(cluster_z))
-    }
-
-    /// The launch through cuLaunchKernelEx: as a programmatic dependent (`dependent`, but for a
-    /// plain launch while profiling or synchronising each launch) and/or in clusters of
-    /// `cluster_z` CTAs along z, profiled and synchronised as [`Kernels::launch_as`].
-    #[allow(clippy::too_many_arguments)]
-    fn launch_ex<P: DeviceRepr>(
-        &self,
-        kernel: Kernel,
-        name: &str,
-        grid: (u32, u32, u32),
-        block: u32,
-        smem: u32,
-        p: &P,
-        dependent: bool,
-        cluster_z: Option<u32>,
-    ) -> Result<()> {
+    /// The launch through cuLaunchKernelEx: as a programmatic dependent, but for a plain launch
+    /// while profiling or synchronising each launch, profiled and synchronised as
+    /// [`Kernels::launch_as`].
+    fn launch_ex<P: DeviceRepr>(&self, kernel: Kernel, name: &str, grid: (u32, u32, u32), block: u32, smem: u32, p: &P) -> Result<()> {
         use cudarc::driver::sys;
-        let pdl = dependent && self.prof.is_none() && !self.sync_each;
+        let pdl = self.prof.is_none() && !self.sync_each;
         if !self.ready(kernel, grid, smem)? {
             return Ok(());
         }
         let f = &self.fns[kernel as usize];
         let stream = self.current();
         stream.context().bind_to_thread().map_err(CudaError::driver(|| "binding the CUDA context".into()))?;
-        let mut attrs = Vec::with_capacity(2);
+        let mut attrs = Vec::with_capacity(1);
         if pdl {
             // SAFETY: a plain C struct of an id and a union of integers, all-zero valid; set next.
             let mut a: sys::CUlaunchAttribute = unsafe { std::mem::zeroed() };
             a.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
             a.value.programmaticStreamSerializationAllowed = 1;
             attrs.push(a);
-        }
-        if let Some(z) = cluster_z {
-            attrs.push(cluster_attr(z));
         }
         let cfg = sys::CUlaunchConfig {
             gridDimX: grid.0,
@@ -426,43 +381,6 @@ impl Kernels {
             self.stream.synchronize().map_err(|cause| CudaError::KernelFailed { kernel: kernel.to_string(), cause })?;
         }
         Ok(())
-    }
-
-    /// Whether `clusters` clusters of `cluster_z` CTAs of `kernel` (`threads` each, `smem`
-    /// dynamic shared bytes), the size set at launch ([`Kernels::launch_dependent_clustered`]),
-    /// are resident on the GPU at once: a size past 8 must be allowed per kernel, and a cluster
-    /// needs that many SMs free in one GPC. The driver is asked once per kernel and size; a
-    /// refusal is a no.
-    pub fn clusters_fit(&self, kernel: Kernel, cluster_z: u32, clusters: u32, threads: u32, smem: u32) -> Result<bool> {
-        use cudarc::driver::sys;
-        if let Some(&n) = self.launch_clusters.lock().unwrap().get(&(kernel, cluster_z)) {
-            return Ok(n >= clusters);
-        }
-        self.allow_smem(kernel, smem)?;
-        self.stream.context().bind_to_thread().map_err(CudaError::driver(|| "binding the CUDA context".into()))?;
-        let f = &self.fns[kernel as usize];
-        let allowed = cluster_z <= 8
-            || f.set_attribute(sys::CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_NON_PORTABLE_CLUSTER_SIZE_ALLOWED, 1).is_ok();
-        let mut attr = cluster_attr(cluster_z);
-        let cfg = sys::CUlaunchConfig {
-            gridDimX: 1,
-            gridDimY: 1,
-            gridDimZ: cluster_z,
-            blockDimX: threads,
-            blockDimY: 1,
-            blockDimZ: 1,
-            sharedMemBytes: smem,
-            hStream: self.stream.cu_stream(),
-            attrs: &mut attr,
-            numAttrs: 1,
-        };
-        let mut n: std::ffi::c_int = 0;
-        // SAFETY: `f` is a kernel of this context; cfg and attr live across the call, which only
-        // writes `n`.
-        let asked = allowed && unsafe { sys::cuOccupancyMaxActiveClusters(&mut n, f.cu_function(), &cfg) }.result().is_ok();
-        let n = if asked { n.max(0) as u32 } else { 0 };
-        self.launch_clusters.lock().unwrap().insert((kernel, cluster_z), n);
-        Ok(n >= clusters)
     }
 
     /// What every launch path does first: false for an empty grid (nothing to launch), else the

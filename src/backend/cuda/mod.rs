@@ -168,12 +168,6 @@ pub struct CudaOptions {
     /// those rows; greedy steps keep f32 logits and the fused pick. `dllm bench --sample-bf16
     /// false` measures without.
     pub sample_bf16: bool,
-    /// block_attention_deep's key splits merged by the splits themselves, a cluster of them
-    /// through distributed shared memory (csrc/attention.cu, att_cluster_combine), instead of
-    /// written out for attention_combine, where a (tile, KV head) has 2 to ATT_CLUSTER_MAX_SPLITS
-    /// splits and the GPU holds all the clusters at once (batch 1 and 16 at short contexts). Off
-    /// by default until a GPU measures it; `dllm bench --att-cluster-combine` does.
-    pub att_cluster_combine: bool,
     /// The next input norm's sum of a MoE layer's slots (csrc/norm.cu, add_moe_rms_norm_together)
     /// issuing a round of COMBINE_K_UNROLL of a token's slot loads at once instead of
     /// NORM_SLOT_ROUND (csrc/moe_slots.cuh), at 100 registers a thread instead of 64 (two CTAs of
@@ -215,7 +209,6 @@ impl Default for CudaOptions {
             residual_gemm: true,
             qkv_bf16: true,
             sample_bf16: true,
-            att_cluster_combine: false,
             slot_loads_together: false,
         }
     }
@@ -321,17 +314,6 @@ pub struct CudaBackend {
     /// A layer's attention outputs, allocated before its qk_norm_rope_store (attention.rs,
     /// `AttnBuffers`): taken by its attention.
     attn_prepared: Option<attention::AttnBuffers>,
-    /// Launches issued so far on the options' own paths (see [`OptionLaunches`]).
-    option_launches: std::cell::Cell<OptionLaunches>,
-}
-
-/// Launches issued on the options' own paths since load, recordings of CUDA graphs included: what
-/// tests read to see that a path ran rather than fell back (`CudaBackend::option_launches`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct OptionLaunches {
-    /// block_attention_deep launches whose splits merged in their clusters
-    /// (CudaOptions::att_cluster_combine).
-    pub cluster_combine: u64,
 }
 
 impl CudaBackend {
@@ -416,7 +398,6 @@ impl CudaBackend {
             touched: Default::default(),
             routing: Default::default(),
             moe_prepared: Default::default(),
-            option_launches: Default::default(),
             attn_prepared: None,
         };
         b.expert_maps = b.expert_tensor_maps()?;
@@ -439,17 +420,6 @@ impl CudaBackend {
 
     pub fn profile_reset(&self) {
         self.k.profile_reset()
-    }
-
-    /// Launches issued so far on the options' own paths (tests).
-    pub fn option_launches(&self) -> OptionLaunches {
-        self.option_launches.get()
-    }
-
-    fn count_option_launch(&self, which: impl FnOnce(&mut OptionLaunches) -> &mut u64) {
-        let mut c = self.option_launches.get();
-        *which(&mut c) += 1;
-        self.option_launches.set(c);
     }
 
     pub fn synchronize(&self) -> Result<()> {
