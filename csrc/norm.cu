@@ -82,12 +82,11 @@ __device__ __forceinline__ XGroup load_x_group(const float* x, int c) {
 }
 
 // v = x + delta for the group of columns from c (x's values in xg); x is left as it was.
-template <int ROUND>
 __device__ __forceinline__ void moe_norm_group(const NormParams& p, const XGroup& xg, const float* dl, const int32_t* slots, int c,
                                                float (&v)[MOE_NORM_COLS]) {
     static_assert(MOE_NORM_COLS == 8, "a group is one 16-byte load of bf16 a slot");
     float s[MOE_NORM_COLS];
-    slot_sum8<ROUND>(p.slot_out, slots, p.topk, p.cols, c, s);
+    slot_sum8<NORM_SLOT_ROUND>(p.slot_out, slots, p.topk, p.cols, c, s);
 #pragma unroll
     for (int h = 0; h < MOE_NORM_COLS / 4; h++) {
         const float4 xv = xg.h[h];
@@ -117,9 +116,11 @@ __device__ __forceinline__ void store_group_normed(bf16* dst, const float (&v)[M
     *reinterpret_cast<uint4*>(dst) = pack_normed8(v, inv, w);
 }
 
-// The kernel's body, ROUND slot rows in flight a thread (slot_sum8).
-template <int ROUND>
-__device__ __forceinline__ void add_moe_rms_norm_body(const NormParams& p) {
+// At most 64 registers (NORM_MAX_THREADS a CTA): four CTAs of mini's 256 threads an SM (at 70
+// registers, three: a 4,096-token prefill's add_moe_rms_norm took 84.8 against 72.9 us a layer;
+// capped at 48, five, it spilled and took 76.8: docs/PERF.md, session 32). NORM_SLOT_ROUND slot
+// rows in flight fit them (64, no spill; one at a time it took 61).
+extern "C" __global__ void __launch_bounds__(NORM_MAX_THREADS) add_moe_rms_norm(const NormParams p) {
     constexpr int G = MOE_NORM_COLS, CG = NORM_CACHE / MOE_NORM_COLS;
     __shared__ float scratch[32];
     __shared__ int32_t slots[WARP];  // the row's slot places (at most WARP picks: the host checks)
@@ -145,7 +146,7 @@ __device__ __forceinline__ void add_moe_rms_norm_body(const NormParams& p) {
 #pragma unroll
     for (int u = 0; u < CG; u++) {
         const int g = threadIdx.x + u * blockDim.x;
-        if (g < groups) moe_norm_group<ROUND>(p, xg[u], dl, slots, g * G, v[u]);
+        if (g < groups) moe_norm_group(p, xg[u], dl, slots, g * G, v[u]);
     }
 #pragma unroll
     for (int u = 0; u < CG; u++) {
@@ -172,7 +173,7 @@ __device__ __forceinline__ void add_moe_rms_norm_body(const NormParams& p) {
     }
     for (int g = threadIdx.x + CG * blockDim.x; g < groups; g += blockDim.x) {
         float t[G];
-        moe_norm_group<ROUND>(p, load_x_group(x, g * G), dl, slots, g * G, t);
+        moe_norm_group(p, load_x_group(x, g * G), dl, slots, g * G, t);
         store_group_f32(x + g * G, t);
 #pragma unroll
         for (int j = 0; j < G; j++) ss += t[j] * t[j];
@@ -193,18 +194,4 @@ __device__ __forceinline__ void add_moe_rms_norm_body(const NormParams& p) {
         }
         store_group_normed(o + g * G, t, inv, w);
     }
-}
-
-// At most 64 registers (NORM_MAX_THREADS a CTA): four CTAs of mini's 256 threads an SM (at 70
-// registers, three: a 4,096-token prefill's add_moe_rms_norm took 84.8 against 72.9 us a layer;
-// capped at 48, five, it spilled and took 76.8: docs/PERF.md, session 32). NORM_SLOT_ROUND slot
-// rows in flight fit them (64, no spill; one at a time it took 61).
-extern "C" __global__ void __launch_bounds__(NORM_MAX_THREADS) add_moe_rms_norm(const NormParams p) {
-    add_moe_rms_norm_body<NORM_SLOT_ROUND>(p);
-}
-// A round of COMBINE_K_UNROLL slot rows (CudaOptions::slot_loads_together): at most
-// NORM_TOGETHER_MAX_THREADS threads (hidden sizes up to 4,096), so that more than 64 registers a
-// thread are allowed (it takes 100: two CTAs of 256 threads an SM).
-extern "C" __global__ void __launch_bounds__(NORM_TOGETHER_MAX_THREADS) add_moe_rms_norm_together(const NormParams p) {
-    add_moe_rms_norm_body<COMBINE_K_UNROLL>(p);
 }

@@ -156,7 +156,6 @@ static constexpr uint32_t FP8_M16_SMEM = FP8_M16_STAGES * FP8_M16_STAGE_BYTES;
 #define NORM_CACHE 8
 #define NORM_MIN_THREADS 128
 #define NORM_MAX_THREADS 1024
-#define NORM_TOGETHER_MAX_THREADS 512  // norm.cu, add_moe_rms_norm_together
 #define NORM_SLOT_ROUND 3  // add_moe_rms_norm's slot rows in flight a thread (within 64 registers: 4 spilled)
 // add_moe_rms_norm: a thread's group of columns (one 16-byte load of bf16 a slot); a divisor of
 // NORM_CACHE and of every hidden size the CUDA backend loads.

@@ -542,58 +542,6 @@ mod cuda {
         }
     }
 
-    /// The input norm after a MoE layer with each token's slot rows loaded 8 at a time
-    /// (CudaOptions::slot_loads_together, add_moe_rms_norm_together) gives the default kernel's
-    /// bits (3 at a time), residual and normed rows: the same sums in the same order
-    /// (csrc/moe_slots.cuh). At
-    /// mini's hidden size (256 threads a row) and flash's (512), one row and 40, the shared expert
-    /// among the items and beside them (its output then part of the sum); the kernel profile
-    /// shows the together kernel ran.
-    #[test]
-    fn slot_loads_together_match_bit_for_bit() {
-        if skip() {
-            return;
-        }
-        for hidden in [2048, 4096] {
-            let dir = tmp(&format!("slot-loads-{hidden}"));
-            let c = write_mid_config(&dir, hidden, 4, 2, 64, 64, |_| {});
-            let ck = Checkpoint::open(&dir).unwrap();
-            let l = c.first_k_dense_replace;
-            for shared_items in [None, Some(0)] {
-                let load = |together| {
-                    let o =
-                        CudaOptions { slot_loads_together: together, shared_expert_items: shared_items, profile_kernels: true, ..opts() };
-                    CudaBackend::load(&ck, &o).unwrap()
-                };
-                let (mut plain, mut together) = (load(false), load(true));
-                for (seed, rows) in [(80u64, 1usize), (81, 40)] {
-                    let mut rng = Rng::new(seed);
-                    let x = rand_vec(&mut rng, rows * hidden, 1.0);
-                    let h = bf16_round(&rand_vec(&mut rng, rows * hidden, 1.0));
-                    let tokens: Vec<u32> = (0..rows).map(|_| (rng.next_u64() % c.vocab_size as u64) as u32).collect();
-                    let mut fb = StepBatch::default();
-                    fb.push(0, 0, &tokens, 32);
-                    let run = |b: &mut CudaBackend| {
-                        let hg = b.act_from_f32_as_bf16(rows, hidden, &h).unwrap();
-                        let y = b.ffn(&hg, l, &fb).unwrap();
-                        assert!(matches!(y.data, ActData::MoeSlots(_)), "the MoE layer's output is not in its slots");
-                        let mut xg = b.act_from_f32(rows, hidden, &x).unwrap();
-                        let n = b.add_rms_norm(&mut xg, Some(&y), Norm::Final).unwrap();
-                        let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
-                        (bits(b.act_to_f32(&xg).unwrap()), bits(b.act_to_f32(&n).unwrap()))
-                    };
-                    let (want, got) = (run(&mut plain), run(&mut together));
-                    eprintln!("hidden {hidden}, shared expert items {shared_items:?}, {rows} rows");
-                    assert!(want.0 == got.0, "the residual differs");
-                    assert!(want.1 == got.1, "the normed rows differ");
-                }
-                let ran = together.profile().iter().any(|(k, _, _)| k == "add_moe_rms_norm_together");
-                assert!(ran, "add_moe_rms_norm_together did not run");
-            }
-            let _ = std::fs::remove_dir_all(&dir);
-        }
-    }
-
     /// A block of 32 over 4,352 cached keys with mini's head layout: 64 key splits, of which 35
     /// hold keys, more than a warp has lanes: attention_combine's (m, l) loops take two rounds.
     #[test]

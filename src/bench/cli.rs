@@ -188,10 +188,6 @@ pub struct Common {
     /// permute), forced on or off (default: at up to 32 rows). For measuring it.
     #[arg(long)]
     pub fused_router: Option<bool>,
-    /// CUDA: the input norm after a MoE layer loads a token's slot rows 8 at a time (true) or 3
-    /// (false, the default: within 64 registers). For measuring it.
-    #[arg(long)]
-    pub slot_loads_together: Option<bool>,
     /// CUDA: the fraction of the GPU memory left after the weights that the KV cache takes, in
     /// (0, 1] (SGLang's `--mem-fraction-static`; e.g. a small cache under ncu, which saves and
     /// restores the device memory a profiled kernel may write). Default: the CUDA backend's.
@@ -339,7 +335,6 @@ fn cuda(cmd: BenchCmd, process_start: std::time::Instant) -> Result<()> {
         residual_gemm: common.residual_gemm.unwrap_or(CudaOptions::default().residual_gemm),
         qkv_bf16: common.qkv_bf16.unwrap_or(CudaOptions::default().qkv_bf16),
         sample_bf16: common.sample_bf16.unwrap_or(CudaOptions::default().sample_bf16),
-        slot_loads_together: common.slot_loads_together.unwrap_or(CudaOptions::default().slot_loads_together),
         mem_fraction_static: common.mem_fraction_static.unwrap_or(CudaOptions::default().mem_fraction_static),
         cuda_graph_max_bs: common.graphs.max_bs().unwrap_or(CudaOptions::default().cuda_graph_max_bs),
         ..CudaOptions::default()

@@ -223,8 +223,6 @@ pub struct KernelRow {
 fn work_name(launch: &str) -> &str {
     match launch {
         "block_attention_d64" | "block_attention_d256" | "block_attention_deep" => "block_attention",
-        // Its slot rows a round at once (CudaOptions::slot_loads_together): the same work.
-        "add_moe_rms_norm_together" => "add_moe_rms_norm",
         "qk_norm_rope_store_v4"
         | "qk_norm_rope_store_v8"
         | "qk_norm_rope_store_bf16"

@@ -168,12 +168,6 @@ pub struct CudaOptions {
     /// those rows; greedy steps keep f32 logits and the fused pick. `dllm bench --sample-bf16
     /// false` measures without.
     pub sample_bf16: bool,
-    /// The next input norm's sum of a MoE layer's slots (csrc/norm.cu, add_moe_rms_norm_together)
-    /// issuing a round of COMBINE_K_UNROLL of a token's slot loads at once instead of
-    /// NORM_SLOT_ROUND (csrc/moe_slots.cuh), at 100 registers a thread instead of 64 (two CTAs of
-    /// mini's 256 threads an SM instead of four), up to NORM_TOGETHER_MAX_THREADS threads a row.
-    /// Off by default until a GPU measures it; `dllm bench --slot-loads-together` does.
-    pub slot_loads_together: bool,
 }
 
 impl Default for CudaOptions {
@@ -209,7 +203,6 @@ impl Default for CudaOptions {
             residual_gemm: true,
             qkv_bf16: true,
             sample_bf16: true,
-            slot_loads_together: false,
         }
     }
 }
@@ -595,9 +588,7 @@ impl Backend for CudaBackend {
         // shared expert's output, where it ran beside them.
         let (kernel, dp, slots) = match delta {
             Some(CudaAct { data: ActData::MoeSlots(m), .. }) => {
-                let together = self.opts.slot_loads_together && norm_threads(x.cols) <= NORM_TOGETHER_MAX_THREADS as u32;
-                let kernel = if together { Kernel::AddMoeRmsNormTogether } else { Kernel::AddMoeRmsNorm };
-                (kernel, m.shared.as_ref().map_or(0, |s| self.p(s)), Some(m))
+                (Kernel::AddMoeRmsNorm, m.shared.as_ref().map_or(0, |s| self.p(s)), Some(m))
             }
             Some(d) => (Kernel::AddRmsNorm, self.p(self.f32_of(d, "add_rms_norm delta")?), None),
             None => (Kernel::AddRmsNorm, 0, None),
