@@ -341,4 +341,29 @@ fn the_bench_cli_writes_its_modes_and_refuses_bad_arguments() {
     refused(&["prefill", "--preset", "mini", "--device", "cpu"], "needs --device cuda");
     refused(&["step", "--preset", "tiny", "--family", "llada2.2", "--device", "cpu"], "needs --device cuda");
     refused(&["step", "--preset", model, "--device", "cpu", "--baseline", "/nonexistent.json"], "reading /nonexistent.json");
+    refused(&["step", "--preset", model, "--device", "cpu", "--balanced-router"], "holds its own expert bias");
+    refused(&["step", "--preset", "tiny", "--device", "cpu", "--balanced-router", "--balance-rounds", "0"], "at least 1");
+}
+
+/// Realistic routing is the default for a preset's random routers (issue 13), and only there: a
+/// checkpoint's trained routers stay as they are, and `--balanced-router false` keeps a preset's
+/// as drawn. The JSON says which (`router_balance`).
+#[test]
+fn presets_are_balanced_by_default_and_checkpoints_never() {
+    let dir = checkpoint("balance");
+    let step = |preset: &str, extra: &[&str], tag: &str| -> serde_json::Value {
+        let json = dir.join(format!("{tag}.json"));
+        let mut args =
+            vec!["step", "--preset", preset, "--device", "cpu", "--batch", "1", "--prefix", "16", "--block", "8", "--steps", "2"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--json", json.to_str().unwrap()]);
+        let out = dllm_bench(&args);
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap()
+    };
+    let balanced = step("tiny", &[], "preset");
+    let r = &balanced["router_balance"];
+    assert!(r["after"]["busiest_over_mean"].as_f64().unwrap() < r["before"]["busiest_over_mean"].as_f64().unwrap(), "{r}");
+    assert!(step("tiny", &["--balanced-router", "false"], "drawn").get("router_balance").is_none());
+    assert!(step(dir.to_str().unwrap(), &[], "checkpoint").get("router_balance").is_none());
 }

@@ -65,8 +65,10 @@ Variants (pick with --variants, the fastest correct one is reported as "best"):
 If a variant fails its exception is printed and the next one is tried. All variants share
 the routing code, so the experts touched per layer (counted by an eager copy of the step
 over the timed inputs) hold for each; the JSON records them per batch with mask_frac.
---mask-frac 0: random non-special ids everywhere (realistic routing) except the last
-position of each request, which stays masked (the unmask decision needs one).
+--mask-frac 0: random non-special ids everywhere except the last position of each request,
+which stays masked (the unmask decision needs one). The routers are first balanced as training
+balances them (--balanced-router, the default, as `dllm bench`'s): with random ids that is
+realistic routing, ~160 of 256 experts a block at mini's batch 1 (--no-balanced-router: ~80).
 
 Measured before the triton variant existed (H100 80GB HBM3, torch 2.11.0+cu130, mini, prefix
 1024, block 32, mask-frac 0.5):
@@ -1113,10 +1115,11 @@ def main():
     p.add_argument("--batch", default="1,4,16,64")
     p.add_argument("--prefix", type=int, default=1024)
     p.add_argument("--block", type=int, default=32)
-    p.add_argument("--balanced-router", action="store_true",
+    p.add_argument("--balanced-router", action=argparse.BooleanOptionalAction, default=True,
                    help="balance every MoE layer's expert bias first, as training does (and as "
-                        "`dllm bench --balanced-router` does): realistic routing, ~160 of 256 "
-                        "experts a block at mini's batch 1")
+                        "`dllm bench` does by default): realistic routing, ~160 of 256 experts a "
+                        "block at mini's batch 1 (--no-balanced-router: the random routers as "
+                        "drawn, ~80)")
     p.add_argument("--balance-rounds", type=int, default=BALANCE_ROUNDS,
                    help="--balanced-router's calibration forwards that move the biases (fewer: less even "
                         "routing, a block reaching fewer experts; for matching the experts/layer of a run "

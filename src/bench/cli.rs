@@ -80,9 +80,12 @@ pub struct Common {
     pub seed: u64,
     /// A preset's random weights with each MoE layer's router bias balanced first, as training
     /// balances it (bench::router_balance): a block then routes to about as many experts as a
-    /// trained router's (mini: ~80 of 256 a layer as drawn, ~160 balanced; ~150 trained).
-    #[arg(long)]
-    pub balanced_router: bool,
+    /// trained router's (mini at batch 1: ~80 of 256 a layer as drawn, ~150 balanced, as
+    /// trained). The default for a preset's per-token routers (issue 13's realistic routing);
+    /// `--balanced-router false` keeps the routers as drawn. A checkpoint's trained routers and
+    /// LLaDA2.2's block routing are left as they are unless it is asked for (then refused).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub balanced_router: Option<bool>,
     /// --balanced-router's calibration forwards that move the biases (each on fresh prompts:
     /// a layer's routing moves the inputs of the layers after it, so more rounds spread deep
     /// layers more evenly).
@@ -455,14 +458,25 @@ fn cuda(_cmd: BenchCmd, _process_start: std::time::Instant) -> Result<()> {
     bail!("this dllm was built without CUDA kernels; use --device cpu (tiny or a checkpoint)")
 }
 
-/// `--balanced-router`: balance the random weights' routers before anything is measured, and say
-/// what it did (None without the flag).
+/// `--balanced-router` (by default for a preset's per-token routers): balance the random weights'
+/// routers before anything is measured, and say what it did (None where they stay as they are).
 fn balance_if_asked<B: Runner + Measure>(engine: &mut Engine<B>, c: &Common) -> Result<Option<super::router_balance::RouterBalance>> {
-    if !c.balanced_router {
-        return Ok(None);
-    }
-    if let ModelSource::Checkpoint(dir) = ModelSource::parse(&c.preset, c.family) {
-        bail!("--balanced-router balances a preset's random weights; {} holds its own expert bias", dir.display());
+    let checkpoint = match ModelSource::parse(&c.preset, c.family) {
+        ModelSource::Checkpoint(dir) => Some(dir),
+        _ => None,
+    };
+    match c.balanced_router {
+        Some(false) => {
+            println!("routers as drawn (--balanced-router false): a block routes to fewer experts than a trained router's");
+            return Ok(None);
+        }
+        None if checkpoint.is_some() || engine.cfg.block_routing().is_some() => return Ok(None),
+        None => {}
+        Some(true) => {
+            if let Some(dir) = checkpoint {
+                bail!("--balanced-router balances a preset's random weights; {} holds its own expert bias", dir.display());
+            }
+        }
     }
     let t = std::time::Instant::now();
     let (cfg, avoid) = (engine.cfg.clone(), [engine.mask_id, engine.eos_id]);
