@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs ON the GPU machine (no cargo, no network), from the repo root, with .carry/ built by
 # tools/gpu-test.sh. One call gives the issue-5/13 numbers: the PyTorch baseline and our step,
-# same shapes, same card, same call, with the block's masked positions carrying random ids
-# (realistic routing: `--tokens random`, baseline `--mask-frac 0`) and, as a second row, masks;
+# same shapes, same card, same call, with the random routers balanced as training balances them
+# (both tools' default) and the block's masked positions carrying random ids (realistic routing:
+# `--tokens random`, baseline `--mask-frac 0`) and, as a second row, masks;
 # the prefill; then the plot. Results land in $OUT (fetch them into docs/perf/).
 # Usage: run(command="bash tools/bench-device.sh", carry=[".carry"]).
 # Knobs: PRESET, BATCHES, PREFIX; BASELINE_MASK_FRACS (below); PROMPT_LENS / PREFILL_BATCHES
@@ -22,7 +23,7 @@ source tools/device-env.sh "$OUT"
 
 # 1. The baseline (torch.compile + CUDA graph, with torch._grouped_mm or the Triton fused MoE,
 # tile configs tuned per batch at startup; eager as the fallback variant). One run per mask
-# fraction in BASELINE_MASK_FRACS (default 0: random ids, the realistic routing that
+# fraction in BASELINE_MASK_FRACS (default 0: random ids on balanced routers, the realistic routing that
 # `bench step --tokens random` compares with; 0.5 is what the mask rows compare with):
 # 0.5 -> baseline-$PRESET.json, any other F -> baseline-$PRESET-mfF.json; all are attached
 # below. The first run pays the Triton compiles (~1-2 min), later ones hit Triton's cache.

@@ -4,7 +4,7 @@
 #   "tests kernels mini fp8 flash switch"):
 #   tests   every CUDA test (kernels against their CPU twins; one-GPU runs skip the TP2 ones);
 #   baseline tools/baseline_torch.py (torch.compile and the Triton fused MoE, each step in a CUDA
-#           graph) at the same shapes, random ids (MASK_FRAC 0: realistic routing); `mini` then
+#           graph) at the same shapes, random ids on balanced routers (MASK_FRAC 0: realistic routing); `mini` then
 #           quotes its speedup;
 #   kernels `bench kernels` of mini at batch 1, 16 and 64, bf16 and fp8 experts;
 #   mini    `bench step` of mini at batch 1, 4, 16, 64, bf16 and fp8 experts;
@@ -13,8 +13,8 @@
 #   flash   `bench step` of flash with fp8 experts on this one GPU (batch 1, 4, 16);
 #   switch  the expert GEMMs' item sizes: batch 4, 16, 64 with 16- and 64-row items forced;
 #   long    a 32,736-token prefix (the context is 32,768: the block fits after it): `bench kernels` at batch 1 and `bench step` at batch 1 and 8.
-# Steps run with --tokens random,mask (a row each: random ids route like a trained router, masks
-# as before); kernels with --tokens random.
+# Steps run with --tokens random,mask (a row each: random ids on the routers balanced as training
+# balances them, bench's default, route like a trained router; masks as before); kernels with --tokens random.
 # Results are packed into $OUT/speed-results.tar.gz (the device tool brings back a few files).
 set -uo pipefail
 FINAL_OUT=${OUT:-/tmp/speed-out}
