@@ -333,29 +333,20 @@ impl Kernels {
         smem: u32,
         p: &P,
     ) -> Result<()> {
-        self.launch_ex(kernel, name, grid, block, smem, p)
-    }
-
-    /// The launch through cuLaunchKernelEx: as a programmatic dependent, but for a plain launch
-    /// while profiling or synchronising each launch, profiled and synchronised as
-    /// [`Kernels::launch_as`].
-    fn launch_ex<P: DeviceRepr>(&self, kernel: Kernel, name: &str, grid: (u32, u32, u32), block: u32, smem: u32, p: &P) -> Result<()> {
         use cudarc::driver::sys;
-        let pdl = self.prof.is_none() && !self.sync_each;
+        if self.prof.is_some() || self.sync_each {
+            return self.launch_as(kernel, name, grid, block, smem, p);
+        }
         if !self.ready(kernel, grid, smem)? {
             return Ok(());
         }
         let f = &self.fns[kernel as usize];
         let stream = self.current();
         stream.context().bind_to_thread().map_err(CudaError::driver(|| "binding the CUDA context".into()))?;
-        let mut attrs = Vec::with_capacity(1);
-        if pdl {
-            // SAFETY: a plain C struct of an id and a union of integers, all-zero valid; set next.
-            let mut a: sys::CUlaunchAttribute = unsafe { std::mem::zeroed() };
-            a.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
-            a.value.programmaticStreamSerializationAllowed = 1;
-            attrs.push(a);
-        }
+        // SAFETY: a plain C struct of an id and a union of integers, all-zero valid; set next.
+        let mut attr: sys::CUlaunchAttribute = unsafe { std::mem::zeroed() };
+        attr.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+        attr.value.programmaticStreamSerializationAllowed = 1;
         let cfg = sys::CUlaunchConfig {
             gridDimX: grid.0,
             gridDimY: grid.1,
@@ -365,21 +356,16 @@ impl Kernels {
             blockDimZ: 1,
             sharedMemBytes: smem,
             hStream: stream.cu_stream(),
-            attrs: attrs.as_mut_ptr(),
-            numAttrs: attrs.len() as u32,
+            attrs: &mut attr,
+            numAttrs: 1,
         };
         // The kernel's one argument, the params struct, by address (the driver copies it).
         let mut args = [p as *const P as *mut std::ffi::c_void];
-        let t0 = self.prof_start();
         // SAFETY: `f` is a kernel of this context taking one params struct whose device pointers
-        // outlive the launch (as in launch_as); cfg, attrs and args live across the call.
+        // outlive the launch (as in launch_as); cfg, attr and args live across the call.
         unsafe { sys::cuLaunchKernelEx(&cfg, f.cu_function(), args.as_mut_ptr(), std::ptr::null_mut()) }
             .result()
             .map_err(|cause| CudaError::Launch { kernel, cause })?;
-        self.prof_end(name, t0);
-        if self.sync_each {
-            self.stream.synchronize().map_err(|cause| CudaError::KernelFailed { kernel: kernel.to_string(), cause })?;
-        }
         Ok(())
     }
 
