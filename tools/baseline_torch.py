@@ -1163,6 +1163,8 @@ def main():
                    help="--check --device cuda: compile modes also checked (comma list, '' for none)")
     p.add_argument("--device", default="cpu", help="--check only: cpu (tiny config, fp32) or cuda (preset shape, bf16)")
     args = p.parse_args()
+    if args.balance_rounds < 1:
+        p.error("--balance-rounds must be at least 1 (--no-balanced-router: the routers as drawn)")
     if args.check:
         return run_check(args)
     return bench(args)
