@@ -7,8 +7,8 @@
 //   moe_down:    out[slot] = bf16(slot_weight[slot] * (act[slot] w_down^T))
 // These are the 64-row items (batches whose experts average 12 rows or more); items of a few
 // rows go to the weight stream of moe_stream.cu. See docs/PERF.md for what binds here. On sm_90a
-// the bf16 items run on wgmma tiles: one warpgroup a CTA (moe_gemm_wgmma), or, for 128-row items,
-// persistent warp-specialized CTAs with TMA weight loads (moe_gemm_ws).
+// the bf16 items run on wgmma tiles: by default persistent warp-specialized CTAs with TMA weight
+// loads (moe_gemm_ws), else one warpgroup a CTA (moe_gemm_wgmma).
 // FP8 (W8A16, the `_fp8` kernels): the weights stream as e4m3 (half the bytes), are widened to
 // bf16 in shared memory (exact: e4m3 fits in bf16) and multiplied unscaled; each stage's product
 // goes into its own accumulator, which is scaled by the tile's block scale (a stage's 64x64 tile

@@ -596,8 +596,9 @@ mod cuda {
         let streams = CudaOptions { moe_item_rows: Some(16), fp8_m16_tiles: Some(false), ..opts_q(q) };
         let hinted = CudaOptions { stream_prefetch: Some(STREAM_PREFETCH_AHEAD), ..streams.clone() };
         let ways = [16, 64, 128].map(|rows| (format!("{rows}"), CudaOptions { moe_item_rows: Some(rows), ..opts_q(q) }));
-        // 128-row items take the warp-specialized tiles by default: force each kind the other way.
-        let other = [(64, true), (128, false)].map(|(rows, ws)| {
+        // 64- and 128-row items take the warp-specialized tiles by default: force the
+        // one-warpgroup tiles for each.
+        let other = [(64, false), (128, false)].map(|(rows, ws)| {
             (format!("{rows}, warp-specialized {ws}"), CudaOptions { moe_item_rows: Some(rows), moe_ws_tiles: Some(ws), ..opts_q(q) })
         });
         // Down waiting for gate_up's end instead of for its item's gate_up CTAs (item_wait off).

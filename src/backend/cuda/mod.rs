@@ -101,8 +101,9 @@ pub struct CudaOptions {
     /// bench --stream-prefetch` measures it.
     pub stream_prefetch: Option<usize>,
     /// The bf16 expert tiles on Hopper (64 and 128 rows) as persistent warp-specialized CTAs
-    /// with TMA weight loads (csrc/moe_gemm.cu, moe_gemm_ws); `None`: for 128-row items only
-    /// (faster there, 2% slower at 64: csrc/params.h). `dllm bench --moe-ws-tiles` measures it.
+    /// with TMA weight loads (csrc/moe_gemm.cu, moe_gemm_ws) rather than the one-warpgroup
+    /// tiles; `None`: both item sizes (at realistic routing faster at 64 rows too, where drawn
+    /// routing had them 2% slower: csrc/params.h). `dllm bench --moe-ws-tiles` measures it.
     pub moe_ws_tiles: Option<bool>,
     /// fp8 experts' 16-row items as tiles (csrc/moe_stream.cu, moe_*_fp8_m16: weights and x
     /// staged in shared memory for the CTA's 128 weight rows) instead of the weight stream;

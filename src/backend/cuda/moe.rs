@@ -700,9 +700,9 @@ impl CudaBackend {
     }
 
     /// Whether items of `tile_m` rows take the warp-specialized tiles (where the layer's tensor
-    /// maps are at hand): by default for 128-row items (`CudaOptions::moe_ws_tiles`).
+    /// maps are at hand): by default for 64- and 128-row items (`CudaOptions::moe_ws_tiles`).
     fn ws_tiles(&self, tile_m: usize) -> bool {
-        self.wgmma && self.opts.moe_ws_tiles.unwrap_or(tile_m == MOE_BM_XLARGE) && tile_m != MOE_BM_SMALL
+        self.wgmma && self.opts.moe_ws_tiles.unwrap_or(true) && tile_m != MOE_BM_SMALL
     }
 
     /// The gate_up weight stream's L2 hints (MoeGemmParams::prefetch_ahead) over `k` inputs:
@@ -760,7 +760,7 @@ impl CudaBackend {
         // that norm (MoeBuffers) and freed after the layer (MoeScratch): no allocation or free
         // lies between two kernels of the layer.
         let fp8 = matches!(m.gate, ExpertMatrix::Fp8 { .. });
-        // The warp-specialized tiles (by default for 128-row items) read the weights through the
+        // The warp-specialized tiles (by default for 64- and 128-row items) read the weights through the
         // layer's tensor maps, the shared expert's too where it is among the items.
         let maps =
             self.expert_maps.get(layer).and_then(|mp| mp.as_ref()).filter(|mp| self.ws_tiles(tile_m) && (shared.is_none() || mp.shared));
