@@ -244,6 +244,25 @@ def make_cache(cfg, n_layers, N, L, B, device, dtype, seed):
     return kc, vc
 
 
+def prefill_cache(cfg, W, n_layers, N, L, B, kc, vc, dev, seed, opts):
+    """Writes positions [0, L) of kc / vc as the engine's prefill does: random prompt ids (no
+    mask token) through the model itself, a block of B positions at a time, each attending to
+    the blocks before it and to itself (block-causal; eager steps, whose K/V writes land at the
+    block's positions). A block of a request then attends to context its own tokens' hidden
+    states share, as `dllm bench step`'s do, and routes as correlated as they do: over random
+    K/V the tokens of a block route about independently (mini: ~162 distinct experts a block,
+    uniform independent picks give 256 (1 - (255/256)^256) = 161.8), where the engine's,
+    balanced the same way, route to ~150."""
+    for p0 in range(0, L, B):
+        b = min(B, L - p0)
+        cos, sin = rope_tables(cfg, p0, b, N, dev)
+        step = build_step(cfg, W, N, p0, b, opts, n_layers, cos, sin, compile_mode=None)
+        g = torch.Generator(device="cpu")
+        g.manual_seed(seed + 50000 + p0)
+        ids = torch.randint(0, cfg.vocab, (N, b), generator=g).to(dev)
+        step(ids, torch.zeros((N, b), dtype=torch.bool, device=dev), kc, vc)
+
+
 def make_inputs(cfg, N, B, device, seed, mask_frac=0.5):
     """A block part-way through decoding: random token ids, a random mask_frac of the
     positions still masked (they all hold mask_id, so they share one embedding)."""
@@ -675,14 +694,17 @@ def routing_spread(scores, cfg, N, B):
     return per_block / len(scores), busiest / len(scores)
 
 
-def balance_router(cfg, W, n_layers, L, B, dev, seed, opts, rounds=BALANCE_ROUNDS):
+def balance_router(cfg, W, n_layers, L, B, dev, seed, opts, rounds=BALANCE_ROUNDS, prompt_cache=False):
     """Moves every MoE layer's lw["bias"] (in place) as training would; returns the spread as
-    drawn and after (on fresh inputs)."""
+    drawn and after (on fresh inputs). prompt_cache: each forward's prefix written from random
+    prompts first (prefill_cache, under the biases so far), else random K/V."""
     N = max(1, -(-BALANCE_ROWS // B))
     kc, vc = make_cache(cfg, n_layers, N, L, B, dev, torch.bfloat16, seed + 7)
     cos, sin = rope_tables(cfg, L, B, N, dev)
 
     def forward(i):
+        if prompt_cache:
+            prefill_cache(cfg, W, n_layers, N, L, B, kc, vc, dev, seed + 7000 + 100 * i, opts)
         scores = []
         step = build_step(cfg, W, N, L, B, opts, n_layers, cos, sin, compile_mode=None, scores=scores)
         ids, masked = make_inputs(cfg, N, B, dev, seed + 9000 + i, mask_frac=0.0)
@@ -969,7 +991,7 @@ def bench(args):
         t0 = time.time()
         balance = balance_router(cfg, W, n_layers, args.prefix, args.block, dev, args.seed,
                                  Opts(attn=args.attn, gmm="grouped_mm" if gmm_ok else "loop", fused_head=False),
-                                 rounds=args.balance_rounds)
+                                 rounds=args.balance_rounds, prompt_cache=args.prompt_cache)
         print(f"[baseline] routers balanced as training balances them ({time.time() - t0:.1f}s, "
               f"{balance['rows']} rows): a block routes to {balance['after']['experts_per_block']:.1f} "
               f"experts a layer ({balance['before']['experts_per_block']:.1f} as drawn), the busiest "
@@ -979,6 +1001,7 @@ def bench(args):
     result = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
               "preset": args.preset, "layers_run": n_layers, "layers_model": n_full,
               "block": B, "layout": args.layout, "attn": args.attn, "mask_frac": args.mask_frac,
+              "prompt_cache": args.prompt_cache,
               "variants": variants, "shared_in_grouped": not args.shared_separate, "runs": []}
     if balance is not None:
         result["router_balance"] = balance
@@ -989,6 +1012,12 @@ def bench(args):
         pass
     for N in batches:
         kc, vc = make_cache(cfg, n_layers, N, L, B, dev, torch.bfloat16, args.seed)
+        if args.prompt_cache:
+            t0 = time.time()
+            prefill_cache(cfg, W, n_layers, N, L, B, kc, vc, dev, args.seed,
+                          Opts(attn=args.attn, gmm="grouped_mm" if gmm_ok else "loop", fused_head=False))
+            torch.cuda.synchronize()
+            print(f"[baseline] batch {N}: the {L}-token prefix prefilled from random prompts ({time.time() - t0:.1f}s)")
         cos, sin = rope_tables(cfg, L, B, N, dev)
         sets = [make_inputs(cfg, N, B, dev, args.seed + 100 + i, args.mask_frac) for i in range(args.input_sets)]
         per_variant = {}
@@ -1124,6 +1153,12 @@ def main():
                    help="--balanced-router's calibration forwards that move the biases (fewer: less even "
                         "routing, a block reaching fewer experts; for matching the experts/layer of a run "
                         "whose step reads its prefix from real prompts rather than random caches)")
+    p.add_argument("--prompt-cache", action="store_true",
+                   help="the prefix's K/V written by the model itself from random prompt ids, block by "
+                        "block (block-causal, as the engine prefills), for the balancing's forwards and "
+                        "the timed steps, instead of random K/V: a block's tokens then route as "
+                        "correlated as `dllm bench step`'s (mini at batch 1: ~150 experts a layer, "
+                        "where over random K/V they route about independently: ~162)")
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--iters", type=int, default=50)
     p.add_argument("--json")
