@@ -289,8 +289,8 @@ static_assert(2 * (MOE_TILES_M64_SMEM + 1024) <= 228 * 1024, "two CTAs of the 64
 // H200 they beat the one-warpgroup tiles at 128-row items (batch 128: gate_up 6.02 against 6.55 ms
 // a step) and lost 2% at 64-row ones (docs/PERF.md, session 17), at drawn routing, where a few
 // experts took most rows. At realistic routing (every expert's rows within ~3x the mean) they win
-// at 64-row items too: steps at batch 1, 4 and 16 1.6-2.9% faster (session 47), so CudaBackend
-// takes them for both.
+// at 64-row items too: steps at batch 1, 4 and 16 2.6-3.6% faster on an H100 (docs/PERF.md,
+// session 47), so CudaBackend takes them for both.
 #define MOE_WS_WGS 2
 #define MOE_WS_BOX_ROWS 64
 #define MOE_WS_PRODUCER_WARPS 4

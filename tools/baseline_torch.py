@@ -926,8 +926,30 @@ def check_one(args, dev, dtype):
             if dev.type == "cuda":
                 del W, kc, vc
                 torch.cuda.empty_cache()
+    if dev.type == "cpu":
+        ok &= check_prefill_cache(cfg, n_layers, N, L, B, dev, dtype, args.seed)
     print(f"[check] {dtype}: max rel err {worst:.3e}: {'PASS' if ok else 'FAIL'}")
     return 0 if ok else 1
+
+
+def check_prefill_cache(cfg, n_layers, N, L, B, dev, dtype, seed):
+    """prefill_cache writes every prefix position and no block position, and is block-causal: a
+    block's K/V do not change when the blocks after it are prefilled too."""
+    W = make_weights(cfg, n_layers, dev, dtype, seed)
+    opts = Opts(attn="pack", gmm="loop", fused_head=False)
+    kc, vc = make_cache(cfg, n_layers, N, L, B, dev, dtype, seed)
+    k0, v0 = kc.clone(), vc.clone()
+    prefill_cache(cfg, W, n_layers, N, L, B, kc, vc, dev, seed, opts)
+    written = bool((kc[:, :, :L] != k0[:, :, :L]).flatten(3).any(-1).all()) and \
+        bool((vc[:, :, :L] != v0[:, :, :L]).flatten(3).any(-1).all())
+    block_kept = torch.equal(kc[:, :, L:], k0[:, :, L:]) and torch.equal(vc[:, :, L:], v0[:, :, L:])
+    kc1, vc1 = make_cache(cfg, n_layers, N, L, B, dev, dtype, seed)
+    prefill_cache(cfg, W, n_layers, N, B, B, kc1, vc1, dev, seed, opts)
+    causal = torch.equal(kc1[:, :, :B], kc[:, :, :B]) and torch.equal(vc1[:, :, :B], vc[:, :, :B])
+    good = written and block_kept and causal
+    print(f"[check] prefill_cache: prefix written {written}, block untouched {block_kept}, "
+          f"block-causal {causal} -> {'OK' if good else 'FAIL'}")
+    return good
 
 
 # --------------------------------------------------------------------------------------
@@ -1154,8 +1176,7 @@ def main():
                         "drawn, ~80)")
     p.add_argument("--balance-rounds", type=int, default=BALANCE_ROUNDS,
                    help="--balanced-router's calibration forwards that move the biases (fewer: less even "
-                        "routing, a block reaching fewer experts; for matching the experts/layer of a run "
-                        "whose step reads its prefix from real prompts rather than random caches)")
+                        "routing, a block reaching fewer experts)")
     p.add_argument("--prompt-cache", action=argparse.BooleanOptionalAction, default=True,
                    help="the prefix's K/V written by the model itself from random prompt ids, block by "
                         "block (block-causal, as the engine prefills), for the balancing's forwards and "
