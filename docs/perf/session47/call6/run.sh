@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Session 47's sixth call: call5 (prepared for the H200, whose starts were refused) on the H100
+# Session 47's sixth call: the H200 call prepared as call5 (its starts were refused) on the H100
 # lent instead, less what only the H200 can show (the lines against session 46's H200 baseline,
 # bench generate against its H200 goal); two A/B rounds. `.carry` from `bash tools/carry-ab.sh 8dc3704` with the
 # warp-specialized expert tiles taking 64-row items by default (`dllm`; `dllm-base`: 8dc3704,
