@@ -221,11 +221,15 @@ impl<B: Runner> Engine<B> {
         if self.reqs.is_empty() {
             return vec![];
         }
-        let _r = crate::nvtx::range("step");
+        // The prefill-only forwards first, outside the "step" range (each forward has its own
+        // "prefill" range, model.rs): a profile of "step" ranges (tools/profile.sh ncu) then holds
+        // denoising forwards only, where a first step's 8,192-token prefill chunks took all of
+        // its launches (session 47).
         let mut events = self.prefill_chunks();
         if self.reqs.is_empty() {
             return events;
         }
+        let _r = crate::nvtx::range("step");
         let mut batch = StepBatch::default();
         let mut out_rows = Vec::new();
         for r in &mut self.reqs {
