@@ -343,6 +343,9 @@ fn the_bench_cli_writes_its_modes_and_refuses_bad_arguments() {
     refused(&["step", "--preset", model, "--device", "cpu", "--baseline", "/nonexistent.json"], "reading /nonexistent.json");
     refused(&["step", "--preset", model, "--device", "cpu", "--balanced-router"], "holds its own expert bias");
     refused(&["step", "--preset", "tiny", "--device", "cpu", "--balanced-router", "--balance-rounds", "0"], "at least 1");
+    let unbalanced = "these routers are not balanced";
+    refused(&["step", "--preset", "tiny", "--device", "cpu", "--balanced-router", "false", "--balance-rounds", "3"], unbalanced);
+    refused(&["step", "--preset", model, "--device", "cpu", "--balance-rounds", "3"], unbalanced);
 }
 
 /// Realistic routing is the default for a preset's random routers (issue 13), and only there: a

@@ -88,9 +88,10 @@ pub struct Common {
     pub balanced_router: Option<bool>,
     /// --balanced-router's calibration forwards that move the biases (each on fresh prompts:
     /// a layer's routing moves the inputs of the layers after it, so more rounds spread deep
-    /// layers more evenly).
-    #[arg(long, default_value_t = super::router_balance::BALANCE_ROUNDS)]
-    pub balance_rounds: usize,
+    /// layers more evenly); by default bench::router_balance::BALANCE_ROUNDS. Refused where
+    /// nothing is balanced.
+    #[arg(long)]
+    pub balance_rounds: Option<usize>,
     /// Tensor-parallel ranks (GPUs; with --device cpu, threads). The floor is counted per rank.
     /// `bench kernels` profiles rank 0's shapes standing alone on one GPU (no all-reduces).
     #[arg(long, alias = "tensor-parallel-size", default_value_t = 1)]
@@ -465,12 +466,17 @@ fn balance_if_asked<B: Runner + Measure>(engine: &mut Engine<B>, c: &Common) -> 
         ModelSource::Checkpoint(dir) => Some(dir),
         _ => None,
     };
+    // --balance-rounds where no balancing runs would be silently ignored.
+    let unused_rounds = || match c.balance_rounds {
+        Some(_) => bail!("--balance-rounds sets --balanced-router's rounds, but these routers are not balanced"),
+        None => Ok(None),
+    };
     match c.balanced_router {
         Some(false) => {
             println!("routers as drawn (--balanced-router false): a block routes to fewer experts than a trained router's");
-            return Ok(None);
+            return unused_rounds();
         }
-        None if checkpoint.is_some() || engine.cfg.block_routing().is_some() => return Ok(None),
+        None if checkpoint.is_some() || engine.cfg.block_routing().is_some() => return unused_rounds(),
         None => {}
         Some(true) => {
             if let Some(dir) = checkpoint {
@@ -480,7 +486,8 @@ fn balance_if_asked<B: Runner + Measure>(engine: &mut Engine<B>, c: &Common) -> 
     }
     let t = std::time::Instant::now();
     let (cfg, avoid) = (engine.cfg.clone(), [engine.mask_id, engine.eos_id]);
-    let r = super::router_balance::balance_router(&mut engine.backend, &cfg, &avoid, c.block, c.balance_rounds, c.seed)?;
+    let rounds = c.balance_rounds.unwrap_or(super::router_balance::BALANCE_ROUNDS);
+    let r = super::router_balance::balance_router(&mut engine.backend, &cfg, &avoid, c.block, rounds, c.seed)?;
     println!(
         "routers balanced as training balances them ({:.1} s, forwards of {} rows): a block of {} rows routes to {:.1} experts a layer ({:.1} as drawn), the busiest expert takes {:.2}x the mean ({:.2}x as drawn)",
         t.elapsed().as_secs_f64(),
