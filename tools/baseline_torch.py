@@ -1011,11 +1011,12 @@ def bench(args):
     wbytes = sum(t.numel() * t.element_size() for lw in W.layers for k, t in lw.items()
                  if torch.is_tensor(t) and k != "router_f32") + 2 * W.embed.numel() * 2
     print(f"[baseline] weights: {wbytes / 1e9:.1f} GB for {n_layers} layers, made in {time.time() - t0:.1f}s")
+    # The untimed eager forwards' options: the balancing's and the prefix prefill's.
+    eager = Opts(attn=args.attn, gmm="grouped_mm" if gmm_ok else "loop", fused_head=False)
     balance = None
     if args.balanced_router:
         t0 = time.time()
-        balance = balance_router(cfg, W, n_layers, args.prefix, args.block, dev, args.seed,
-                                 Opts(attn=args.attn, gmm="grouped_mm" if gmm_ok else "loop", fused_head=False),
+        balance = balance_router(cfg, W, n_layers, args.prefix, args.block, dev, args.seed, eager,
                                  rounds=args.balance_rounds, prompt_cache=args.prompt_cache)
         print(f"[baseline] routers balanced as training balances them ({time.time() - t0:.1f}s, "
               f"{balance['rows']} rows): a block routes to {balance['after']['experts_per_block']:.1f} "
@@ -1039,8 +1040,7 @@ def bench(args):
         kc, vc = make_cache(cfg, n_layers, N, L, B, dev, torch.bfloat16, args.seed)
         if args.prompt_cache:
             t0 = time.time()
-            prefill_cache(cfg, W, n_layers, N, L, B, kc, vc, dev, args.seed,
-                          Opts(attn=args.attn, gmm="grouped_mm" if gmm_ok else "loop", fused_head=False))
+            prefill_cache(cfg, W, n_layers, N, L, B, kc, vc, dev, args.seed, eager)
             torch.cuda.synchronize()
             print(f"[baseline] batch {N}: the {L}-token prefix prefilled from random prompts ({time.time() - t0:.1f}s)")
         cos, sin = rope_tables(cfg, L, B, N, dev)
