@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# Session 48's seventh call: where a prefill forward's time goes (bench generate spends ~22% of
-# its time prefilling 64 prompts of 1,024 tokens). `.carry` as call6; its `dllm-base` is e7d2bd4,
-# the code of this session's HEAD. The kernel timeline of `bench prefill` at 4,096 x 8 (four
+# Session 48's seventh call, prepared and NOT run (no machine could be started): where a prefill
+# forward's time goes (bench generate spends ~22% of its time prefilling 64 prompts of 1,024
+# tokens). `.carry` from `bash tools/gpu-test.sh` and `bash tools/kernel-trace/build.sh` at HEAD.
+# The kernel timeline of `bench prefill` at 4,096 x 8 (four
 # forwards of 8,192 tokens, then the first block's), per kernel summed over the middle layers.
 set -uo pipefail
 R=$OUT/r; C=.carry
 DEVICE_LIBS='libcupti.so.13*' source tools/device-env.sh "$R"
 pack() { (cd $OUT && tar czf r.tgz r); }
 SECONDS=0
-CUDA_INJECTION64_PATH=$PWD/$C/libkernel_trace.so KERNEL_TRACE_OUT=$R/t.tsv timeout 150 $C/dllm-base bench prefill \
+CUDA_INJECTION64_PATH=$PWD/$C/libkernel_trace.so KERNEL_TRACE_OUT=$R/t.tsv timeout 150 $C/dllm bench prefill \
   --preset mini --device cuda --prompt-len 4096 --batch 8 > $R/traced-prefill.txt 2>&1
 echo "traced rc=$? (${SECONDS}s)"; grep -E "^ +[0-9]" $R/traced-prefill.txt | cut -c1-140
 python3 tools/kernel-trace/timeline.py $R/t.tsv --steps 6 --gaps 5 > $R/timeline-prefill.txt 2>&1
