@@ -1148,6 +1148,14 @@ mod cuda {
         far: usize,
     }
 
+    /// A greedy fixture case (its prompt, block size, steps, threshold and length) run by
+    /// [`lockstep`] under its name, not strict: near-ties are printed, not failed.
+    fn lockstep_case<A: Runner, G: Runner>(cpu: &mut A, gpu: &mut G, cfg: &ModelConfig, case: &Value, mask: u32) -> Lockstep {
+        let n = |k: &str| case[k].as_u64().unwrap() as usize;
+        let (name, thr) = (case["name"].as_str().unwrap(), case["threshold"].as_f64().unwrap() as f32);
+        lockstep(cpu, gpu, cfg, &ids(&case["prompt_ids"]), n("block_size"), n("steps"), thr, n("max_new_tokens"), mask, name, false)
+    }
+
     /// Decode one request on both backends in lockstep by the rules of docs/MODEL.md
     /// ("Decoding", LowConfidence, greedy), the CPU's decisions driving both (teacher forcing,
     /// so one near-tie does not make the rest of the run incomparable). At every step: the
@@ -1753,19 +1761,7 @@ mod cuda {
                 same += 1;
                 continue;
             }
-            let st = lockstep(
-                &mut cpu,
-                &mut engine.backend,
-                &cfg,
-                &ids(&case["prompt_ids"]),
-                case["block_size"].as_u64().unwrap() as usize,
-                case["steps"].as_u64().unwrap() as usize,
-                case["threshold"].as_f64().unwrap() as f32,
-                case["max_new_tokens"].as_u64().unwrap() as usize,
-                tok.mask_id,
-                name,
-                false,
-            );
+            let st = lockstep_case(&mut cpu, &mut engine.backend, &cfg, case, tok.mask_id);
             eprintln!("{name}: differs from the reference; lockstep with the CPU {st:?}");
         }
         eprintln!("block routing fixture greedy on cuda: {same} of {} equal", cases.len());
@@ -1822,19 +1818,7 @@ mod cuda {
             if !flips.iter().any(|(n, _)| n == name) {
                 continue;
             }
-            let st = lockstep(
-                &mut cpu,
-                &mut engine.backend,
-                &cfg,
-                &ids(&case["prompt_ids"]),
-                case["block_size"].as_u64().unwrap() as usize,
-                case["steps"].as_u64().unwrap() as usize,
-                case["threshold"].as_f64().unwrap() as f32,
-                case["max_new_tokens"].as_u64().unwrap() as usize,
-                tok.mask_id,
-                name,
-                false,
-            );
+            let st = lockstep_case(&mut cpu, &mut engine.backend, &cfg, case, tok.mask_id);
             eprintln!("{name}: lockstep {st:?}");
         }
         // JointThreshold (LLaDA2.1) through the same engine on the GPU. Its cases edit every
