@@ -22,22 +22,8 @@ fn engine(tag: &str) -> Engine<CpuBackend> {
 fn step_bench_counts_experts_and_reports_against_the_floor() {
     let mut e = engine("floor");
     let cfg = e.cfg.clone();
-    let runs = bench_steps(
-        &mut e,
-        &StepBenchArgs {
-            batches: vec![1, 3],
-            tp_size: 1,
-            prefix: 32,
-            block: 8,
-            steps: 3,
-            seed: 1,
-            tokens: TokenMode::Mask,
-            temperature: 0.0,
-            top_p: 1.0,
-            top_k: 0,
-        },
-    )
-    .unwrap();
+    let args = StepBenchArgs { block: 8, steps: 3, seed: 1, ..step_args(vec![1, 3], TokenMode::Mask) };
+    let runs = bench_steps(&mut e, &args).unwrap();
     assert_eq!(runs.len(), 2);
     for r in &runs {
         assert_eq!(r.timed_steps, 3);
@@ -57,37 +43,12 @@ fn step_bench_counts_experts_and_reports_against_the_floor() {
 #[test]
 fn step_bench_rejects_a_ragged_prefix() {
     let mut e = engine("ragged");
-    let err = bench_steps(
-        &mut e,
-        &StepBenchArgs {
-            batches: vec![1],
-            tp_size: 1,
-            prefix: 30,
-            block: 8,
-            steps: 3,
-            seed: 1,
-            tokens: TokenMode::Mask,
-            temperature: 0.0,
-            top_p: 1.0,
-            top_k: 0,
-        },
-    )
-    .unwrap_err();
+    let args = StepBenchArgs { prefix: 30, block: 8, steps: 3, seed: 1, ..step_args(vec![1], TokenMode::Mask) };
+    let err = bench_steps(&mut e, &args).unwrap_err();
     assert!(err.to_string().contains("multiple of --block"), "{err}");
     // Degenerate shapes are errors, not divisions by zero.
     for (block, steps) in [(0, 1), (1, 1), (8, 0), (8, 8)] {
-        let args = StepBenchArgs {
-            batches: vec![1],
-            tp_size: 1,
-            prefix: 8,
-            block,
-            steps,
-            seed: 1,
-            tokens: TokenMode::Mask,
-            temperature: 0.0,
-            top_p: 1.0,
-            top_k: 0,
-        };
+        let args = StepBenchArgs { prefix: 8, block, steps, seed: 1, ..step_args(vec![1], TokenMode::Mask) };
         assert!(bench_steps(&mut e, &args).is_err(), "block {block} steps {steps}");
     }
     assert!(bench_generate(&mut e, 1, 8, 8, 0, 8, 0).is_err(), "0 tokens per step");
