@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Session 48's eighth call, prepared and NOT run: `status` offered an H200 with 274 s of device
 # time left, too little to start one. For the next H200: `.carry` from `bash tools/gpu-test.sh` at
-# HEAD. The lines on the default (first on an H200 since the warp-specialized tiles took 64-row
-# items, session 47); then the baseline at batch 1 with its prompt-cache prefix and ours against
-# it, the one speedup the H200 has not shown (~4 minutes).
+# HEAD, plus `bash tools/kernel-trace/build.sh`. The lines on the default (first on an H200 since
+# the warp-specialized tiles took 64-row items, session 47); then the baseline at batch 1 with its
+# prompt-cache prefix and ours against it, the one speedup the H200 has not shown; then call7's
+# prefill timeline on the same machine (~5 minutes in all).
 set -uo pipefail
 mkdir -p $OUT; R=$OUT/r; C=.carry
 source tools/device-env.sh "$R"
@@ -23,3 +24,4 @@ timeout 40 $C/dllm bench step $M --batch 1 --baseline "$R/baseline-b1.json" > "$
 grep "^ *[0-9]\|rror" $R/step-b1-vs.txt | cut -c1-160
 echo "total: ${SECONDS}s"
 pack
+bash docs/perf/session48/call7/run.sh
