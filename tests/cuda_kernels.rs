@@ -598,8 +598,8 @@ mod cuda {
         let ways = [16, 64, 128].map(|rows| (format!("{rows}"), CudaOptions { moe_item_rows: Some(rows), ..opts_q(q) }));
         // 64- and 128-row items take the warp-specialized tiles by default: force the
         // one-warpgroup tiles for each.
-        let other = [(64, false), (128, false)].map(|(rows, ws)| {
-            (format!("{rows}, warp-specialized {ws}"), CudaOptions { moe_item_rows: Some(rows), moe_ws_tiles: Some(ws), ..opts_q(q) })
+        let other = [64, 128].map(|rows| {
+            (format!("{rows}, one-warpgroup tiles"), CudaOptions { moe_item_rows: Some(rows), moe_ws_tiles: Some(false), ..opts_q(q) })
         });
         // Down waiting for gate_up's end instead of for its item's gate_up CTAs (item_wait off).
         let ends = [64, 128]
