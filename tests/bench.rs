@@ -290,6 +290,20 @@ fn the_bench_cli_writes_its_modes_and_refuses_bad_arguments() {
         assert!(r["forwards"].as_array().unwrap().len() > 1, "{r}");
     }
 
+    // bench generate takes the server's token budget a forward, and says which it ran with.
+    let json = dir.join("generate.json");
+    let generate = |size: &str| {
+        let args = ["generate", "--preset", model, "--device", "cpu", "--requests", "3", "--prefix", "24", "--block", "8"];
+        let out =
+            dllm_bench(&[&args[..], &["--max-new-tokens", "8", "--chunked-prefill-size", size, "--json", json.to_str().unwrap()]].concat());
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        assert_eq!(v["run"]["new_tokens"], 24, "{v}");
+        v["run"]["chunked_prefill"].clone()
+    };
+    assert_eq!(generate("16"), 16);
+    assert_eq!(generate("-1"), serde_json::Value::Null);
+
     // Clear errors, not panics.
     let refused = |args: &[&str], want: &str| {
         let out = dllm_bench(args);

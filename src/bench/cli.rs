@@ -271,6 +271,10 @@ pub struct GenerateArgs {
     pub tokens_per_step: usize,
     #[arg(long, default_value_t = 128)]
     pub max_new_tokens: usize,
+    /// Most tokens one forward carries (the server's flag): the prompts' prefill runs in
+    /// forwards of whole blocks within it. -1 (any value <= 0) disables chunking.
+    #[arg(long, allow_negative_numbers = true, default_value_t = crate::engine::DEFAULT_CHUNKED_PREFILL as i64)]
+    pub chunked_prefill_size: i64,
 }
 
 pub fn run(cmd: BenchCmd, process_start: std::time::Instant) -> Result<()> {
@@ -562,6 +566,7 @@ fn run_on<B: Runner + Measure>(mut engine: Engine<B>, cmd: BenchCmd, process_sta
         }
         BenchCmd::Generate(a) => {
             let c = &a.common;
+            engine.max_forward_tokens = crate::engine::forward_budget(a.chunked_prefill_size);
             let r = bench_generate(&mut engine, a.requests, a.prefix, c.block, a.tokens_per_step, a.max_new_tokens, c.seed)?;
             println!(
                 "device: {device}\nready {ready_s:.2} s after start; {} requests x {} tokens in {:.3} s: {:.1} tokens/s, {} steps, first block after {:.1} ms{}",

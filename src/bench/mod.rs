@@ -559,6 +559,8 @@ pub struct GenerateRun {
     pub tokens_per_s: f64,
     pub steps: usize,
     pub time_to_first_block_ms: f64,
+    /// Most tokens a forward carried (`--chunked-prefill-size`); None when unchunked.
+    pub chunked_prefill: Option<usize>,
     /// Step shapes recorded as CUDA graphs during the run (None without graphs): each costs its
     /// step an eager run, a capture and an instantiation (see [`GraphRecording`]).
     pub graph_shapes_recorded: Option<u64>,
@@ -620,6 +622,7 @@ pub fn bench_generate<B: Runner + Measure>(
         tokens_per_s: tokens as f64 / secs,
         steps,
         time_to_first_block_ms: first_block.unwrap_or(secs) * 1e3,
+        chunked_prefill: (engine.max_forward_tokens != usize::MAX).then_some(engine.max_forward_tokens),
         graph_shapes_recorded: graphs_recorded_since(&engine.backend, recorded_before),
     })
 }
