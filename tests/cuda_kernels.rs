@@ -1410,6 +1410,14 @@ mod cuda {
                 assert_eq!(bits(&g.1), bits(&e.1), "request {i}: confidences differ with CUDA graphs");
             }
         }
+        // A step that carries a prompt has a one-off shape and is not recorded.
+        let before = graphed.backend.graphs_recorded();
+        graphed.add(prompt(70), greedy(8, 0.0)).unwrap();
+        let _ = graphed.step();
+        assert_eq!(graphed.backend.graphs_recorded(), before, "the step carrying a 70-token prompt was recorded");
+        while graphed.active() > 0 {
+            let _ = graphed.step();
+        }
         let (held, replays) = graphed.backend.graph_counts();
         eprintln!("CUDA graphs: {held} held, {replays} replayed steps; eager engine: {:?}", eager.backend.graph_counts());
         assert!(held > 0 && replays > 0, "no step was replayed from a CUDA graph");

@@ -13,7 +13,8 @@
 //!
 //! What is never recorded (it syncs with the host inside the forward, or times each launch):
 //! expert counting, the tensor-parallel routing check, per-launch profiling and
-//! `DLLM_CUDA_SYNC`. A shape whose recording fails runs eagerly from then on (said once).
+//! `DLLM_CUDA_SYNC`; nor a step that carries a prompt (a one-off shape). A shape whose
+//! recording fails runs eagerly from then on (said once).
 
 use super::attention::StepShape;
 use super::error::CudaError;
@@ -176,10 +177,15 @@ impl CudaBackend {
         }
     }
 
-    /// Whether this forward may be recorded or replayed: nothing in it may talk to the host.
+    /// Whether this forward may be recorded or replayed: nothing in it may talk to the host, and
+    /// each request carries at most its block and the finished block before it (whose K/V the
+    /// block's first step writes). A step that also carries a prompt has a one-off shape (its
+    /// length): recording it would buy a capture and a graph's activations that no later step
+    /// replays, and would push the block steps' graphs out (SGLang graphs no extend batch).
     fn graphable(&self, batch: &StepBatch) -> bool {
         self.graphs.max_bs > 0
             && batch.runs.len() <= self.graphs.max_bs
+            && batch.runs.iter().all(|r| r.len <= 2 * r.block_size)
             && self.touched.borrow().is_none()
             && self.routing.borrow().is_none()
             && !self.opts.check_tp_routing
