@@ -252,10 +252,23 @@ pub struct PrefillArgs {
     /// or the `mask` id (see `bench step --tokens`).
     #[arg(long, value_enum, default_value = "random")]
     pub tokens: TokenMode,
+    #[command(flatten)]
+    pub budget: ForwardBudget,
+}
+
+/// The server's token budget a forward, for the benchmarks whose requests bring prompts.
+#[derive(clap::Args)]
+pub struct ForwardBudget {
     /// Most tokens one forward carries (the server's flag); longer prefills run in forwards of
     /// whole blocks. -1 (any value <= 0) disables chunking.
     #[arg(long, allow_negative_numbers = true, default_value_t = crate::engine::DEFAULT_CHUNKED_PREFILL as i64)]
     pub chunked_prefill_size: i64,
+}
+
+impl ForwardBudget {
+    fn apply<B: Runner>(&self, engine: &mut Engine<B>) {
+        engine.max_forward_tokens = crate::engine::forward_budget(self.chunked_prefill_size);
+    }
 }
 
 #[derive(clap::Args)]
@@ -271,10 +284,8 @@ pub struct GenerateArgs {
     pub tokens_per_step: usize,
     #[arg(long, default_value_t = 128)]
     pub max_new_tokens: usize,
-    /// Most tokens one forward carries (the server's flag): the prompts' prefill runs in
-    /// forwards of whole blocks within it. -1 (any value <= 0) disables chunking.
-    #[arg(long, allow_negative_numbers = true, default_value_t = crate::engine::DEFAULT_CHUNKED_PREFILL as i64)]
-    pub chunked_prefill_size: i64,
+    #[command(flatten)]
+    pub budget: ForwardBudget,
 }
 
 pub fn run(cmd: BenchCmd, process_start: std::time::Instant) -> Result<()> {
@@ -557,7 +568,7 @@ fn run_on<B: Runner + Measure>(mut engine: Engine<B>, cmd: BenchCmd, process_sta
                 seed: c.seed,
                 tokens: a.tokens,
             };
-            engine.max_forward_tokens = crate::engine::forward_budget(a.chunked_prefill_size);
+            a.budget.apply(&mut engine);
             let runs = bench_prefill(&mut engine, &args)?;
             print_prefill_table(&device, &runs);
             let v = serde_json::json!({"device": device, "commit": commit, "preset": c.preset,
@@ -566,7 +577,7 @@ fn run_on<B: Runner + Measure>(mut engine: Engine<B>, cmd: BenchCmd, process_sta
         }
         BenchCmd::Generate(a) => {
             let c = &a.common;
-            engine.max_forward_tokens = crate::engine::forward_budget(a.chunked_prefill_size);
+            a.budget.apply(&mut engine);
             let r = bench_generate(&mut engine, a.requests, a.prefix, c.block, a.tokens_per_step, a.max_new_tokens, c.seed)?;
             println!(
                 "device: {device}\nready {ready_s:.2} s after start; {} requests x {} tokens in {:.3} s: {:.1} tokens/s, {} steps, first block after {:.1} ms{}",

@@ -566,6 +566,11 @@ pub struct GenerateRun {
     pub graph_shapes_recorded: Option<u64>,
 }
 
+/// The forward budget a run's JSON records as `chunked_prefill`: None when unchunked.
+fn chunked_prefill<B: Runner>(engine: &Engine<B>) -> Option<usize> {
+    (engine.max_forward_tokens != usize::MAX).then_some(engine.max_forward_tokens)
+}
+
 /// End to end: `requests` requests of `prefix` random ids, `max_new` tokens each, k unmasked
 /// per step, all admitted at once.
 pub fn bench_generate<B: Runner + Measure>(
@@ -622,7 +627,7 @@ pub fn bench_generate<B: Runner + Measure>(
         tokens_per_s: tokens as f64 / secs,
         steps,
         time_to_first_block_ms: first_block.unwrap_or(secs) * 1e3,
-        chunked_prefill: (engine.max_forward_tokens != usize::MAX).then_some(engine.max_forward_tokens),
+        chunked_prefill: chunked_prefill(engine),
         graph_shapes_recorded: graphs_recorded_since(&engine.backend, recorded_before),
     })
 }

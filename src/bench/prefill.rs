@@ -249,7 +249,7 @@ fn bench_prefill_as_set<B: Runner + Measure>(engine: &mut Engine<B>, a: &Prefill
                 ms_max: times.iter().cloned().fold(0.0, f64::max),
                 repeats: a.repeats,
                 tokens_per_s: (batch * len) as f64 / (ms / 1e3),
-                chunked_prefill: (engine.max_forward_tokens != usize::MAX).then_some(engine.max_forward_tokens),
+                chunked_prefill: super::chunked_prefill(engine),
                 forwards: forwards
                     .iter()
                     .map(|f| ForwardRun { tokens: f.tokens(), predicts: f.predicts, experts_touched_per_layer: mean(&f.experts_touched) })
