@@ -26,6 +26,7 @@
 #include "wgmma.cuh"
 #include <cuda_fp8.h>
 #include <mma.h>
+#include <type_traits>
 using namespace nvcuda;
 
 // Dynamic shared memory: params.h's moe_gemm(_fp8)_stage_bytes / moe_gemm(_fp8)_smem_bytes (the
@@ -650,10 +651,27 @@ __device__ __forceinline__ void moe_gemm_wgmma(const MoeGemmParams& p, const Til
 // A warp-specialized gate_up unit's rows stored by consumer warpgroup g: counted in its item's
 // counter (MoeGemmParams::item_done; MOE_WS_WGS counts a unit) once the warpgroup's threads are
 // past their stores (named barrier 2 + g: the producers hold 1).
-__device__ __forceinline__ void ws_unit_done(const MoeGemmParams& p, int item, int g) {
+__device__ __forceinline__ void ws_unit_done(const MoeGemmParams& p, int item, int g, bool and_next = false) {
     if (p.item_done == nullptr) return;
     asm volatile("bar.sync %0, %1;\n" ::"r"(2 + g), "r"(MOE_WG_THREADS) : "memory");
-    if (threadIdx.x % MOE_WG_THREADS == 0) release_count(p.item_done + item);
+    if (threadIdx.x % MOE_WG_THREADS == 0) {
+        release_count(p.item_done + item);
+        if (and_next) release_count(p.item_done + item + 1);
+    }
+}
+
+// gate_up's 192-row units over a list of 128-row items (moe_gate_up_m192_ws): an expert's last
+// two items, 128 rows and at most 64, are one unit, which the first names. The rows of item
+// `item`'s unit: its own, with the next item's where it takes them, or 0 where the item before
+// took its rows. Down keeps the 128-row items (as 192-row units it ran 6% slower at batch 128:
+// its 8 k-steps a unit are too few for the longer epilogue; docs/PERF.md, session 50).
+__device__ __forceinline__ bool ws_merges_next(const MoeGemmParams& p, int item) {
+    const int* a = p.items + 3 * item;
+    return item + 1 < *p.num_items && a[2] == MOE_BM_XLARGE && a[3] == a[0] && a[5] <= MOE_BM_XXLARGE - MOE_BM_XLARGE;
+}
+__device__ __forceinline__ int ws_unit_rows(const MoeGemmParams& p, int item) {
+    if (item > 0 && ws_merges_next(p, item - 1)) return 0;
+    return p.items[3 * item + 2] + (ws_merges_next(p, item) ? p.items[3 * item + 5] : 0);
 }
 
 // The bf16 tiles as persistent, warp-specialized CTAs (one an SM, MOE_WS_THREADS threads): two
@@ -675,6 +693,7 @@ template <int BM, bool GATED>
 __device__ __forceinline__ void moe_gemm_ws(const MoeGemmParams& p) {
     constexpr int BK = GEMM_BK, H = BM / 64, ST = moe_ws_stages(BM);
     constexpr int XB = moe_wgmma_x_bytes(BM), BOX = MOE_WS_BOX_ROWS * BK * 2, STAGE = moe_ws_stage_bytes(BM);
+    static_assert(H < 3 || GATED, "192-row units are gate_up's (over 128-row items: ws_unit_rows)");
     constexpr int CONSUMERS = MOE_WS_WGS * MOE_WG_THREADS, BOXES = MOE_WS_WGS * MOE_MMA_WROWS / MOE_WS_BOX_ROWS;
     constexpr int COLS = GATED ? MOE_WS_GATE_UP_COLS : MOE_WS_DOWN_COLS;
     constexpr int PRODUCERS = MOE_WS_PRODUCERS;
@@ -712,6 +731,8 @@ __device__ __forceinline__ void moe_gemm_ws(const MoeGemmParams& p) {
     // wrote them before gate_up started).
     if constexpr (GATED) pdl_release();
     if (threadIdx.x >= CONSUMERS) {
+        // 192-row items: the producers give registers to the consumers' third accumulator.
+        if constexpr (H == 3) setmaxnreg_dec<MOE_WS_M192_PRODUCER_REGS>();
         const int pt = threadIdx.x - CONSUMERS;
         if (pt == 0) {
             tma_prefetch_map(p.w1_map);
@@ -724,7 +745,9 @@ __device__ __forceinline__ void moe_gemm_ws(const MoeGemmParams& p) {
         int it = 0;  // stages issued, over all of this CTA's units
         for (int taken = 0;; taken++) {
             if (pt == 0) {
-                const int u = atomicAdd(p.unit_counter, 1);
+                int u = atomicAdd(p.unit_counter, 1);
+                // 192-row units: an item merged into the one before has no units of its own.
+                while (H == 3 && u < units && ws_unit_rows(p, u / tiles) == 0) u = atomicAdd(p.unit_counter, 1);
                 grabbed[taken & 1] = u;
                 // Down: the unit's x is its item's act rows; with item counters, wait for the
                 // item's gate_up units (MoeGemmParams::item_done), else gate_up has ended (a
@@ -744,7 +767,7 @@ __device__ __forceinline__ void moe_gemm_ws(const MoeGemmParams& p) {
                 break;
             }
             const int item = u / tiles, n0 = (u % tiles) * COLS;
-            const int e = p.items[3 * item], s0 = p.items[3 * item + 1], rows = p.items[3 * item + 2];
+            const int e = p.items[3 * item], s0 = p.items[3 * item + 1], rows = H == 3 ? ws_unit_rows(p, item) : p.items[3 * item + 2];
             const T src = T::template make<GATED>(p, e, s0, rows, n0, pt);  // its x rows (the weights come by TMA)
             for (int kt = 0; kt < ktiles; kt++, it++) {
                 const int s = it % ST, k0 = kt * BK;
@@ -773,6 +796,7 @@ __device__ __forceinline__ void moe_gemm_ws(const MoeGemmParams& p) {
         return;
     }
 
+    if constexpr (H == 3) setmaxnreg_inc<MOE_WS_M192_CONSUMER_REGS>();
     const int g = threadIdx.x / MOE_WG_THREADS;
     int it = 0;  // stages consumed, in the producer's order
     // Each unit's first stage names it (the stage past the last unit names none).
@@ -782,7 +806,7 @@ __device__ __forceinline__ void moe_gemm_ws(const MoeGemmParams& p) {
     };
     // The output columns a warpgroup's MOE_MMA_WROWS weight rows hold (gated: gate and up rows).
     constexpr int WG_COLS = GATED ? MOE_MMA_GATE_UP_COLS : MOE_MMA_DOWN_COLS;
-    if constexpr (H == 2) {
+    if constexpr (H >= 2) {
         // 128-row items: warpgroup g takes the item's rows 64g.. by all the stage's weight rows,
         // one m64n256k16 a k16 (the 256 rows are the boxes in order: gated, the gate's and the
         // up's rows of output columns n0.., then of n0 + 64..). Each k16 then reads A once and
@@ -792,29 +816,62 @@ __device__ __forceinline__ void moe_gemm_ws(const MoeGemmParams& p) {
         // session 34).
         // Accumulator half c (lo, hi) is the one-warpgroup tiles' d for output columns from
         // n0 + c WG_COLS, rows 64g...
+        // 192-row units (gate_up, H == 3; ws_unit_rows): the unit's rows 128.. as well,
+        // warpgroup g by its own MOE_MMA_WROWS of the stage's weight rows (ex: the one-warpgroup
+        // tiles' d for output columns from n0 + g WG_COLS), one m64n128k16 a k16 beside the
+        // m64n256k16. So an expert of up to 192 rows reads its gate and up weights from the L2
+        // once, where 128-row units read them twice past 128 rows (at batch 128 about half the
+        // experts: 128 rows on average, give or take a few dozen), and the SM takes 56 KB a stage
+        // for 192 rows' products instead of 48 KB for 128's. The third accumulator needs
+        // setmaxnreg: 192 registers of sums a thread.
         for (int u = next_unit(); u < units; u = next_unit()) {
             const int item = u / tiles, n0 = (u % tiles) * COLS;
-            const int s0 = p.items[3 * item + 1] + 64 * g, rows = p.items[3 * item + 2] - 64 * g;
+            // The unit's rows: the item's, or (192-row units) with the next item's merged in.
+            const int unit_rows = H == 3 ? ws_unit_rows(p, item) : p.items[3 * item + 2];
+            const int s0 = p.items[3 * item + 1] + 64 * g, rows = unit_rows - 64 * g;
             // Whether this warpgroup has rows of the item (uniform: see the vote below).
             const bool live = __all_sync(0xffffffffu, rows > 0);
             float lo[64], hi[64], wt[1][2];
             load_row_weights<1, GATED>(p, s0, rows, wt);
 #pragma unroll
             for (int i = 0; i < 64; i++) lo[i] = hi[i] = 0.f;
-            for (int kt = 0; kt < ktiles; kt++, it++) {
-                const int s = it % ST;
-                mbar_wait(&full[s], (it / ST) & 1);  // at kt = 0 waited already (above): no wait
-                if (live) {
-                    fence_proxy_async();  // the x tile's cp.async writes, seen by the wgmmas below
-                    const unsigned char* X = base + s * STAGE;
-                    const uint64_t da = sw128_desc(X + g * 64 * 128), db = sw128_desc(X + XB);
-                    wgmma_fence();
+            // The rows past 128 (H == 3; uniform over the CTA: the unit's).
+            const int sx = p.items[3 * item + 1] + 128, rx = unit_rows - 128;
+            const bool live_x = H == 3 && rx > 0;
+            float ex[64], wx[1][2];
+            if constexpr (H == 3) {
+                load_row_weights<1, GATED>(p, sx, rx, wx);
 #pragma unroll
-                    for (int kk = 0; kk < BK / 16; kk++) wgmma_m64n256k16_bf16(lo, hi, da + 2 * kk, db + 2 * kk);
-                    wgmma_commit();
-                    wgmma_wait<0>();
+                for (int i = 0; i < 64; i++) ex[i] = 0.f;
+            }
+            // The unit's k-steps, with the rows past 128 (WITH_X) or without: two loops, each
+            // with no branch between its wgmmas (a branch there made ptxas wait after each).
+            auto k_steps = [&](auto with_x) {
+                for (int kt = 0; kt < ktiles; kt++, it++) {
+                    const int s = it % ST;
+                    mbar_wait(&full[s], (it / ST) & 1);  // at kt = 0 waited already (above): no wait
+                    if (live) {
+                        fence_proxy_async();  // the x tile's cp.async writes, seen by the wgmmas below
+                        const unsigned char* X = base + s * STAGE;
+                        const uint64_t da = sw128_desc(X + g * 64 * 128), db = sw128_desc(X + XB);
+                        wgmma_fence();
+#pragma unroll
+                        for (int kk = 0; kk < BK / 16; kk++) wgmma_m64n256k16_bf16(lo, hi, da + 2 * kk, db + 2 * kk);
+                        if constexpr (decltype(with_x)::value) {
+                            const uint64_t dx = sw128_desc(X + 128 * 128), dbx = sw128_desc(X + XB + g * MOE_MMA_WROWS * 128);
+#pragma unroll
+                            for (int kk = 0; kk < BK / 16; kk++) wgmma_m64n128k16_bf16(ex, dx + 2 * kk, dbx + 2 * kk);
+                        }
+                        wgmma_commit();
+                        wgmma_wait<0>();
+                    }
+                    mbar_arrive(&empty[s]);  // a warpgroup with no rows frees the stage at once
                 }
-                mbar_arrive(&empty[s]);  // a warpgroup with no rows frees the stage at once
+            };
+            if (live_x) {
+                if constexpr (H == 3) k_steps(std::true_type{});
+            } else {
+                k_steps(std::false_type{});
             }
             if (live) {
                 wgmma_reg_fence(lo);
@@ -822,7 +879,14 @@ __device__ __forceinline__ void moe_gemm_ws(const MoeGemmParams& p) {
                 store_warpgroup_rows<1, GATED>(p, reinterpret_cast<const float(&)[1][64]>(lo), wt, s0, rows, n0);
                 store_warpgroup_rows<1, GATED>(p, reinterpret_cast<const float(&)[1][64]>(hi), wt, s0, rows, n0 + WG_COLS);
             }
-            if constexpr (GATED) ws_unit_done(p, item, g);
+            if constexpr (H == 3) {
+                if (live_x) {
+                    wgmma_reg_fence(ex);
+                    store_warpgroup_rows<1, GATED>(p, reinterpret_cast<const float(&)[1][64]>(ex), wx, sx, rx, n0 + g * WG_COLS);
+                }
+            }
+            // A merged unit is done for both of its items (down waits for each by its own).
+            if constexpr (GATED) ws_unit_done(p, item, g, unit_rows > p.items[3 * item + 2]);
         }
     } else {
         // 64-row items: each warpgroup the item's rows by its MOE_MMA_WROWS weight rows.
@@ -1145,6 +1209,7 @@ extern "C" __global__ void __launch_bounds__(MOE_WS_THREADS, 1) moe_gate_up_m64_
 extern "C" __global__ void __launch_bounds__(MOE_WS_THREADS, 1) moe_down_m64_ws(const MoeGemmParams p) { MOE_WS_BODY(MOE_BM_LARGE, false); }
 extern "C" __global__ void __launch_bounds__(MOE_WS_THREADS, 1) moe_gate_up_m128_ws(const MoeGemmParams p) { MOE_WS_BODY(MOE_BM_XLARGE, true); }
 extern "C" __global__ void __launch_bounds__(MOE_WS_THREADS, 1) moe_down_m128_ws(const MoeGemmParams p) { MOE_WS_BODY(MOE_BM_XLARGE, false); }
+extern "C" __global__ void __launch_bounds__(MOE_WS_THREADS, 1) moe_gate_up_m192_ws(const MoeGemmParams p) { MOE_WS_BODY(MOE_BM_XXLARGE, true); }
 extern "C" __global__ void __launch_bounds__(GEMM_THREADS) moe_gate_up_m64_fp8(const MoeGemmParams p) { moe_gemm_fp8_tiles<true>(p); }
 extern "C" __global__ void __launch_bounds__(GEMM_THREADS) moe_down_m64_fp8(const MoeGemmParams p) { moe_gemm_fp8_tiles<false>(p); }
 // The fp8 tiles with the codes in registers: sm_90a only (CudaBackend launches them where wgmma

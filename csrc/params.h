@@ -59,6 +59,7 @@ typedef __nv_bfloat16 bf16;
 #define MOE_BM_SMALL 16
 #define MOE_BM_LARGE 64
 #define MOE_BM_XLARGE 128  // bf16 on sm_90a only: the warpgroup's wgmmas over two 64-row halves
+#define MOE_BM_XXLARGE 192  // gate_up's warp-specialized units over 128-row items (moe_gemm.cu: ws_unit_rows)
 // moe_gemm.cu's bf16 tiles: a warpgroup (MOE_WG_THREADS, 4 warps) a CTA; on the mma.sync path
 // each warp takes 32 weight rows, so a CTA streams MOE_MMA_WROWS weight rows (gated: 64 gate +
 // 64 up) through MOE_MMA_STAGES cp.async stages of GEMM_BK; its output columns (gated: half its
@@ -304,6 +305,16 @@ constexpr DLLM_HD int moe_ws_stages(int bm) { return (227 * 1024 - 1024 - 8) / (
 constexpr DLLM_HD int moe_ws_smem(int bm) { return moe_ws_stages(bm) * (moe_ws_stage_bytes(bm) + 20) + 8 + 1024; }
 static constexpr uint32_t MOE_WS_M64_SMEM = moe_ws_smem(MOE_BM_LARGE);
 static constexpr uint32_t MOE_WS_M128_SMEM = moe_ws_smem(MOE_BM_XLARGE);
+static constexpr uint32_t MOE_WS_M192_SMEM = moe_ws_smem(MOE_BM_XXLARGE);
+static_assert(moe_ws_stages(MOE_BM_XXLARGE) >= 3, "the 192-row tiles need stages in flight too");
+// The 192-row tiles' registers a thread after setmaxnreg (launched at 65536 / MOE_WS_THREADS,
+// rounded down to 8: 168): the producers keep 40, the consumers take what that frees (232), so
+// the CTA still holds 64,512.
+#define MOE_WS_M192_PRODUCER_REGS 40
+#define MOE_WS_M192_CONSUMER_REGS 232
+static_assert(MOE_WS_WGS * MOE_WG_THREADS * MOE_WS_M192_CONSUMER_REGS + MOE_WS_PRODUCERS * MOE_WS_M192_PRODUCER_REGS <=
+                  MOE_WS_THREADS * (65536 / MOE_WS_THREADS / 8 * 8),
+              "setmaxnreg moves registers between the warpgroups, it does not add any");
 static_assert(moe_ws_stages(MOE_BM_XLARGE) >= 3, "the warp-specialized tiles need stages in flight beside the one each consumer holds");
 // moe_route: ROUTE_STAGES stages of the rows' x tile and the experts' weight tile ([rows][GEMM_LDS]
 // bf16 each), then the CTA's partial logits [ROUTE_ROWS][ROUTE_MAX_E] f32.

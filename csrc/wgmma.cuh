@@ -22,6 +22,13 @@ __device__ __forceinline__ uint64_t sw128_desc(const void* smem) { return sw128_
 
 // Writes of the generic proxy (cp.async, st.shared) made visible to wgmma's reads (async proxy).
 __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+// The registers a thread of the calling warpgroup holds, down or up to N (a multiple of 8 in
+// 24..256): warp-specialized kernels hand the producers' spare registers to the consumers. Every
+// warp of the warpgroup calls it; an increase waits until the CTA has the registers free.
+template <int N>
+__device__ __forceinline__ void setmaxnreg_dec() { asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(N)); }
+template <int N>
+__device__ __forceinline__ void setmaxnreg_inc() { asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(N)); }
 // Orders register accesses before the next wgmma; commit the issued ones as a group; wait.
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }

@@ -404,7 +404,7 @@ mod cuda {
         // maps); it runs on the side stream past that (forced below).
         ops_agree(&mut p, 11, 150); // 37: 128-row items on Hopper (from 32 an expert), else 64-row
         ops_agree(&mut p, 14, 200); // 50: 128-row items on Hopper, else more than one 64-row item
-        ops_agree(&mut p, 26, 600); // 150: experts with two 128-row items (three of 64)
+        ops_agree(&mut p, 26, 600); // 150: experts with two 128-row items (three of 64); on Hopper gate_up's 192-row units (from 96)
         let mut beside = pair_opts(&dir, None, CudaOptions { shared_expert_items: Some(0), ..opts() });
         ops_agree(&mut beside, 27, 150);
         ops_agree(&mut beside, 28, 600);
@@ -588,7 +588,9 @@ mod cuda {
     /// The 16-row stream once more with its gate_up L2 hints forced on (by default they are on
     /// only where k is long, which these shapes are not), and the 64- and 128-row tiles each as the
     /// other kind of tile (warp-specialized or one warpgroup: bf16 on Hopper; elsewhere, and for
-    /// fp8, the option changes nothing).
+    /// fp8, the option changes nothing). And gate_up's 192-row units over 128-row items forced on
+    /// (with 600 tokens too: 150 rows an expert, so units of 129-192 rows and experts past 192)
+    /// and off (bf16 on Hopper; elsewhere, and for fp8, the option changes nothing).
     fn every_item_size(dir: &Path, q: Option<Quantization>) {
         use dllm::backend::cuda::kernels::params::STREAM_PREFETCH_AHEAD;
         // fp8's 16-row items take the fp8 tiles by default: the weight stream is forced for them
@@ -614,9 +616,16 @@ mod cuda {
         });
         let streams = ("16, weight stream".to_string(), streams);
         let more = [streams, ("16, weight stream, L2 hints".to_string(), hinted)].into_iter().chain(widened);
-        for (way, o) in ways.into_iter().chain(other).chain(ends).chain(more) {
+        let m192 = |on, wait| CudaOptions { moe_item_rows: Some(128), moe_gate_up_m192: Some(on), item_wait: wait, ..opts_q(q) };
+        let units = [
+            ("128, gate_up 192-row units".to_string(), m192(true, true)),
+            ("128, gate_up 192-row units, item wait off".to_string(), m192(true, false)),
+            ("128, gate_up 192-row units off".to_string(), m192(false, true)),
+        ];
+        for (way, o) in ways.into_iter().chain(other).chain(ends).chain(more).chain(units) {
             let mut p = pair_opts(dir, q, o);
-            for (seed, tokens) in [(18u64, 24usize), (19, 150)] {
+            let many = way.contains("192-row units").then_some((20u64, 600usize));
+            for (seed, tokens) in [(18u64, 24usize), (19, 150)].into_iter().chain(many) {
                 eprintln!("moe item rows {way}, {q:?}, {tokens} tokens");
                 ops_agree(&mut p, seed, tokens);
             }

@@ -137,6 +137,11 @@ pub struct Common {
     /// with TMA weight loads, forced on or off (default: the rule's choice). For measuring it.
     #[arg(long)]
     pub moe_ws_tiles: Option<bool>,
+    /// CUDA: bf16 gate_up over 128-row items as 192-row units (an expert's last two items, 128
+    /// rows and at most 64, one unit), forced on or off (default: from 96 rows an expert). For
+    /// measuring it.
+    #[arg(long)]
+    pub moe_gate_up_m192: Option<bool>,
     /// CUDA: fp8 experts' 16-row items as shared-memory tiles (true) or the weight stream
     /// (false), forced (default: the tiles). For measuring it.
     #[arg(long)]
@@ -341,6 +346,7 @@ fn cuda(cmd: BenchCmd, process_start: std::time::Instant) -> Result<()> {
         att_tma: common.att_tma,
         stream_prefetch: common.stream_prefetch,
         moe_ws_tiles: common.moe_ws_tiles,
+        moe_gate_up_m192: common.moe_gate_up_m192,
         fp8_m16_tiles: common.fp8_m16_tiles,
         fp8_codes_in_registers: common.fp8_codes_in_registers.unwrap_or(CudaOptions::default().fp8_codes_in_registers),
         fp8_activations: common.fp8_activations.unwrap_or(CudaOptions::default().fp8_activations),

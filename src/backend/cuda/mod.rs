@@ -105,6 +105,11 @@ pub struct CudaOptions {
     /// tiles; `None`: both item sizes (at realistic routing faster at 64 rows too, where drawn
     /// routing had them 2% slower: csrc/params.h). `dllm bench --moe-ws-tiles` measures it.
     pub moe_ws_tiles: Option<bool>,
+    /// bf16 gate_up over 128-row items on the warp-specialized tiles as 192-row units (an
+    /// expert's last two items, 128 rows and at most 64, one unit: csrc/moe_gemm.cu,
+    /// ws_unit_rows); `None`: from M192_MIN_ROWS rows an expert on average (moe.rs). `dllm bench
+    /// --moe-gate-up-m192` measures it.
+    pub moe_gate_up_m192: Option<bool>,
     /// fp8 experts' 16-row items as tiles (csrc/moe_stream.cu, moe_*_fp8_m16: weights and x
     /// staged in shared memory for the CTA's 128 weight rows) instead of the weight stream;
     /// `None`: the tiles. `dllm bench --fp8-m16-tiles` measures it.
@@ -191,6 +196,7 @@ impl Default for CudaOptions {
             att_tma: None,
             stream_prefetch: None,
             moe_ws_tiles: None,
+            moe_gate_up_m192: None,
             fp8_m16_tiles: None,
             fp8_codes_in_registers: true,
             fp8_activations: true,

@@ -40,6 +40,11 @@ const M64_MIN_ROWS: usize = 12;
 /// mini's batch 32 (32 rows an expert) ran 1.4-9% faster on them than on 64-row items, batch 16
 /// level (docs/PERF.md, session 38, calls 9 and 10); it was 48.
 const M128_MIN_ROWS: usize = 32;
+/// The experts' average rows from which bf16 gate_up takes 192-row units over the 128-row items
+/// (CudaOptions::moe_gate_up_m192). Past 128 rows an expert, 128-row units read its weights from
+/// the L2 twice, the second unit often a few rows; at batch 128 (128 rows an expert on average)
+/// about half the experts are past 128. Measured in docs/PERF.md (session 50).
+const M192_MIN_ROWS: usize = 96;
 /// The experts' average rows from which fp8 experts take 64-row items. On Hopper those run the
 /// tiles that widen the codes in registers (CudaOptions::fp8_codes_in_registers): at 16 rows an
 /// expert (batch 16) 12-21% faster than the 16-row tiles (csrc/moe_stream.cu: mini 6.86-7.16
@@ -699,6 +704,13 @@ impl CudaBackend {
         self.opts.fp8_m16_tiles.unwrap_or(true)
     }
 
+    /// Whether gate_up's warp-specialized tiles over 128-row items take 192-row units at `rows`
+    /// rows (CudaOptions::moe_gate_up_m192; by default from M192_MIN_ROWS rows an expert).
+    fn gate_up_m192(&self, rows: usize) -> bool {
+        let c = &self.cfg;
+        self.opts.moe_gate_up_m192.unwrap_or(rows * c.num_experts_per_tok >= M192_MIN_ROWS * c.num_experts)
+    }
+
     /// Whether items of `tile_m` rows take the warp-specialized tiles (where the layer's tensor
     /// maps are at hand): by default for 64- and 128-row items (`CudaOptions::moe_ws_tiles`).
     fn ws_tiles(&self, tile_m: usize) -> bool {
@@ -764,7 +776,10 @@ impl CudaBackend {
         // layer's tensor maps, the shared expert's too where it is among the items.
         let maps =
             self.expert_maps.get(layer).and_then(|mp| mp.as_ref()).filter(|mp| self.ws_tiles(tile_m) && (shared.is_none() || mp.shared));
-        let [gate_up, down] = expert_gemms(tile_m, fp8, self.wgmma, maps.is_some(), self.fp8_m16_tiles(), self.fp8_m64_tiles());
+        let [mut gate_up, down] = expert_gemms(tile_m, fp8, self.wgmma, maps.is_some(), self.fp8_m16_tiles(), self.fp8_m64_tiles());
+        if gate_up.kernel == Kernel::MoeGateUpM128Ws && self.gate_up_m192(rows) {
+            gate_up = ExpertGemm { kernel: Kernel::MoeGateUpM192Ws, smem: MOE_WS_M192_SMEM, ..gate_up };
+        }
         let pdl = self.opts.expert_pdl && self.wgmma;
         // The one-warpgroup tiles (csrc/moe_gemm.cu, moe_gemm_bf16).
         let tiles = matches!(gate_up.kernel, Kernel::MoeGateUpM64 | Kernel::MoeGateUpM128);
@@ -874,7 +889,7 @@ impl CudaBackend {
         // tiles' producers) wait for their item's gate_up work alone (it counts itself in the
         // item's counter), not for gate_up's end: CudaOptions::item_wait. (The warp-specialized
         // tiles run only where wgmma is; the one-warpgroup tiles elsewhere have no wait.)
-        let ws = matches!(gate_up.kernel, Kernel::MoeGateUpM64Ws | Kernel::MoeGateUpM128Ws);
+        let ws = matches!(gate_up.kernel, Kernel::MoeGateUpM64Ws | Kernel::MoeGateUpM128Ws | Kernel::MoeGateUpM192Ws);
         let item_wait = self.opts.item_wait
             && (matches!(gate_up.kernel, Kernel::MoeGateUpFp8M16 | Kernel::MoeGateUpM64Fp8Ra) || ws || (tiles && self.wgmma));
         if item_wait {
