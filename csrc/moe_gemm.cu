@@ -886,7 +886,7 @@ __device__ __forceinline__ void moe_gemm_ws(const MoeGemmParams& p) {
                 }
             }
             // A merged unit is done for both of its items (down waits for each by its own).
-            if constexpr (GATED) ws_unit_done(p, item, g, unit_rows > p.items[3 * item + 2]);
+            if constexpr (GATED) ws_unit_done(p, item, g, H == 3 && unit_rows > p.items[3 * item + 2]);
         }
     } else {
         // 64-row items: each warpgroup the item's rows by its MOE_MMA_WROWS weight rows.
