@@ -45,6 +45,12 @@ const M128_MIN_ROWS: usize = 32;
 /// the L2 twice, the second unit often a few rows; at batch 128 (128 rows an expert on average)
 /// about half the experts are past 128. Measured in docs/PERF.md (session 50).
 const M192_MIN_ROWS: usize = 96;
+/// Whether gate_up's 128-row items run as 192-row units ([`M192_MIN_ROWS`]) at `slots` picks
+/// over `experts`; `forced` (CudaOptions::moe_gate_up_m192) overrides it.
+fn gate_up_m192_units(slots: usize, experts: usize, forced: Option<bool>) -> bool {
+    forced.unwrap_or(slots >= M192_MIN_ROWS * experts)
+}
+
 /// The experts' average rows from which fp8 experts take 64-row items. On Hopper those run the
 /// tiles that widen the codes in registers (CudaOptions::fp8_codes_in_registers): at 16 rows an
 /// expert (batch 16) 12-21% faster than the 16-row tiles (csrc/moe_stream.cu: mini 6.86-7.16
@@ -708,7 +714,7 @@ impl CudaBackend {
     /// rows (CudaOptions::moe_gate_up_m192; by default from M192_MIN_ROWS rows an expert).
     fn gate_up_m192(&self, rows: usize) -> bool {
         let c = &self.cfg;
-        self.opts.moe_gate_up_m192.unwrap_or(rows * c.num_experts_per_tok >= M192_MIN_ROWS * c.num_experts)
+        gate_up_m192_units(rows * c.num_experts_per_tok, c.num_experts, self.opts.moe_gate_up_m192)
     }
 
     /// Whether items of `tile_m` rows take the warp-specialized tiles (where the layer's tensor
@@ -1033,6 +1039,17 @@ mod tests {
         assert_eq!(kernels(Fp8Tiles::W8a8), [Kernel::MoeGateUpM64W8a8, Kernel::MoeDownM64W8a8]);
         // 16-row items stay W8A16 either way.
         assert_eq!(expert_gemms(MOE_BM_SMALL, true, true, false, true, Fp8Tiles::W8a8)[0].kernel, Kernel::MoeGateUpFp8M16);
+    }
+
+    #[test]
+    fn gate_up_takes_192_row_units_from_96_rows_an_expert() {
+        // Mini's 256 experts, top 8: batch 64 averages 64 rows an expert, 96 at 96, 128 at 128.
+        let slots = |batch: usize| batch * 32 * 8;
+        assert!(!gate_up_m192_units(slots(64), 256, None));
+        assert!(gate_up_m192_units(slots(96), 256, None));
+        assert!(gate_up_m192_units(slots(128), 256, None));
+        assert!(!gate_up_m192_units(slots(128), 256, Some(false)));
+        assert!(gate_up_m192_units(slots(1), 256, Some(true)));
     }
 
     #[test]
