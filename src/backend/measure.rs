@@ -90,4 +90,11 @@ pub trait Measure {
     fn graphs_recorded(&self) -> Option<u64> {
         None
     }
+    /// Seconds the host has spent blocked on the device since the last call, which resets the
+    /// count (a step's downloads: its picks wait for its forward); None where the backend does
+    /// not count them. A step's wall time less this is its host time: the engine's work and the
+    /// launches, during which a synchronous step leaves the device idle (`bench step`'s host_ms).
+    fn take_device_wait(&mut self) -> Option<f64> {
+        None
+    }
 }

@@ -155,6 +155,10 @@ pub struct StepRun {
     pub step_ms_max: f64,
     /// The first step: prefill of the prefix plus the first block.
     pub first_step_ms: f64,
+    /// Median host time of the timed steps: each step's wall time less the host's wait on the
+    /// device in it (Measure::take_device_wait), the time a synchronous step leaves the device
+    /// idle at most (the engine's work and the launches). None where the backend does not count.
+    pub host_ms: Option<f64>,
     /// What recording the step shapes' CUDA graphs cost (None without graphs).
     pub graph_recording: Option<GraphRecording>,
     pub timed_steps: usize,
@@ -295,10 +299,12 @@ fn bench_steps_as_set<B: Runner + Measure>(engine: &mut Engine<B>, a: &StepBench
         // untimed pass records every shape's CUDA graph, and the timed pass replays them, as a
         // server does once warm.
         let recorded_before = engine.backend.graphs_recorded();
-        let (recording, _) = run_steps(engine, batch, a, &params, &mut rng)?;
+        let recording = run_steps(engine, batch, a, &params, &mut rng)?.times;
         let recorded = graphs_recorded_since(&engine.backend, recorded_before);
-        let (timed, predicted) = run_steps(engine, batch, a, &params, &mut rng)?;
+        let StepTimes { times: timed, predicted, host } = run_steps(engine, batch, a, &params, &mut rng)?;
         let later = &timed[1..];
+        // The host's part of the timed steps (median), where the backend counts its waits.
+        let host_ms = host[1..].iter().copied().collect::<Option<Vec<f64>>>().filter(|h| !h.is_empty()).map(|h| median(&h));
         let graph_recording = recorded.map(|shapes| GraphRecording {
             shapes,
             ms_a_step: (recording[1..].iter().sum::<f64>() - later.iter().sum::<f64>()) / later.len().max(1) as f64,
@@ -331,6 +337,7 @@ fn bench_steps_as_set<B: Runner + Measure>(engine: &mut Engine<B>, a: &StepBench
             step_ms_min: later.iter().cloned().fold(f64::MAX, f64::min),
             step_ms_max: later.iter().cloned().fold(0.0, f64::max),
             first_step_ms: timed[0],
+            host_ms,
             graph_recording,
             timed_steps: later.len(),
             predicted_rows: predicted,
@@ -358,27 +365,39 @@ fn bench_steps_as_set<B: Runner + Measure>(engine: &mut Engine<B>, a: &StepBench
     Ok(runs)
 }
 
+/// Each step of [`run_steps`]: its wall time in ms, the rows it predicted, and its host time in
+/// ms (the wall less the host's wait on the device: Measure::take_device_wait; None where the
+/// backend does not count it).
+struct StepTimes {
+    times: Vec<f64>,
+    predicted: Vec<usize>,
+    host: Vec<Option<f64>>,
+}
+
 /// Admit `batch` fresh requests, run the first step (prefill + block) and `a.steps` more,
-/// then cancel them; returns each step's wall time in ms and the rows it predicted.
+/// then cancel them ([`StepTimes`]).
 fn run_steps<B: Runner + Measure>(
     engine: &mut Engine<B>,
     batch: usize,
     a: &StepBenchArgs,
     params: &GenParams,
     rng: &mut Rng,
-) -> Result<(Vec<f64>, Vec<usize>)> {
+) -> Result<StepTimes> {
     let avoid = [engine.mask_id, engine.eos_id];
     let mut ids = vec![];
     for _ in 0..batch {
         let p = random_prompt(rng, a.prefix.max(1), engine.cfg.vocab_size, &avoid);
         ids.push(engine.add(p, params.clone())?);
     }
-    let (mut times, mut predicted) = (vec![], vec![]);
+    let (mut times, mut predicted, mut host) = (vec![], vec![], vec![]);
     let mut failed = None;
+    let _ = engine.backend.take_device_wait();
     for _ in 0..=a.steps {
         let t = Instant::now();
         let events = engine.step();
-        times.push(t.elapsed().as_secs_f64() * 1e3);
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        times.push(ms);
+        host.push(engine.backend.take_device_wait().map(|wait| ms - wait * 1e3));
         predicted.push(engine.predicted_rows);
         if let Some(Event::Failed { error, .. }) = events.into_iter().find(|e| matches!(e, Event::Failed { .. })) {
             failed = Some(error);
@@ -390,7 +409,7 @@ fn run_steps<B: Runner + Measure>(
     }
     match failed {
         Some(e) => bail!("batch {batch}: {e}"),
-        None => Ok((times, predicted)),
+        None => Ok(StepTimes { times, predicted, host }),
     }
 }
 
@@ -495,6 +514,14 @@ pub fn print_step_table(device: &str, runs: &[StepRun]) {
         .collect();
     if !recording.is_empty() {
         println!("CUDA graphs recorded in an untimed pass before the timed one, its steps' extra time each: {}", recording.join("; "));
+    }
+    let host: Vec<String> =
+        runs.iter().filter_map(|r| r.host_ms.map(|h| format!("batch {} ({}) {:.3} ms", r.batch, r.tokens.name(), h))).collect();
+    if !host.is_empty() {
+        println!(
+            "host time a step (its wall time less the host's wait on the device; the device idles for it at most): {}",
+            host.join("; ")
+        );
     }
     for r in runs {
         if let (Some(_), None) = (r.baseline_ms, r.speedup_vs_baseline) {
@@ -662,6 +689,7 @@ mod tests {
             step_ms_min: step_ms,
             step_ms_max: step_ms,
             first_step_ms: 50.0,
+            host_ms: None,
             graph_recording: None,
             timed_steps: 16,
             predicted_rows: (batch * 32) as f64,

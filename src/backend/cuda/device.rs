@@ -78,6 +78,16 @@ impl CudaBackend {
     }
 
     pub(super) fn download<T: cudarc::driver::DeviceRepr>(&self, s: &CudaSlice<T>, what: &str) -> Result<Vec<T>> {
-        self.k.stream.clone_dtoh(s).map_err(CudaError::driver(|| format!("downloading {what} (a kernel before it may have failed)")))
+        self.waiting(|| self.k.stream.clone_dtoh(s))
+            .map_err(CudaError::driver(|| format!("downloading {what} (a kernel before it may have failed)")))
+    }
+
+    /// `f`, a blocking download (it waits for the stream's work before it), its time counted as
+    /// the host's wait on the device (Measure::take_device_wait).
+    pub(super) fn waiting<R>(&self, f: impl FnOnce() -> R) -> R {
+        let t = std::time::Instant::now();
+        let r = f();
+        self.device_wait.set(self.device_wait.get() + t.elapsed().as_secs_f64());
+        r
     }
 }

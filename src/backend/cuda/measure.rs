@@ -90,6 +90,10 @@ impl Measure for CudaBackend {
         self.graphs_recorded_total()
     }
 
+    fn take_device_wait(&mut self) -> Option<f64> {
+        Some(self.device_wait.replace(0.0))
+    }
+
     fn expert_math(&self, rows: usize) -> ExpertMath {
         if !self.cfg.fp8_experts() {
             ExpertMath::Bf16

@@ -306,6 +306,9 @@ pub struct CudaBackend {
     kv_map: Option<(CudaSlice<u8>, usize)>,
     /// Distinct experts per MoE layer of the current forward, when counting (benchmarks).
     touched: std::cell::RefCell<Option<Vec<usize>>>,
+    /// Seconds the host has waited in blocking downloads since Measure::take_device_wait last
+    /// read it (device.rs, `waiting`).
+    device_wait: std::cell::Cell<f64>,
     /// The MoE layers' routing decisions of the current forward, when recording (tests).
     routing: std::cell::RefCell<Option<Vec<LayerRouting>>>,
     /// A MoE layer's buffers, allocated before its post-attention norm (moe.rs, `MoeBuffers`):
@@ -396,6 +399,7 @@ impl CudaBackend {
             expert_maps: Vec::new(),
             kv_map: None,
             touched: Default::default(),
+            device_wait: Default::default(),
             routing: Default::default(),
             moe_prepared: Default::default(),
             attn_prepared: None,

@@ -62,7 +62,9 @@ impl CudaBackend {
             let Some(view) = logits.try_slice(r * w..(r + 1) * w).filter(|_| r < n) else {
                 bail!("reading logits row {r} of {n}");
             };
-            out.extend(self.k.stream.clone_dtoh(&view).map_err(CudaError::driver(|| format!("downloading logits row {r}")))?);
+            out.extend(
+                self.waiting(|| self.k.stream.clone_dtoh(&view)).map_err(CudaError::driver(|| format!("downloading logits row {r}")))?,
+            );
         }
         Ok(out)
     }
