@@ -664,7 +664,7 @@ __device__ __forceinline__ void ws_unit_done(const MoeGemmParams& p, int item, i
 // two items, 128 rows and at most 64, are one unit, which the first names. The rows of item
 // `item`'s unit: its own, with the next item's where it takes them, or 0 where the item before
 // took its rows. Down keeps the 128-row items (as 192-row units it ran 6% slower at batch 128:
-// its 8 k-steps a unit are too few for the longer epilogue; docs/PERF.md, session 50).
+// likely its 8 k-steps a unit too few for the longer epilogue; docs/PERF.md, session 50).
 __device__ __forceinline__ bool ws_merges_next(const MoeGemmParams& p, int item) {
     const int* a = p.items + 3 * item;
     return item + 1 < *p.num_items && a[2] == MOE_BM_XLARGE && a[3] == a[0] && a[5] <= MOE_BM_XXLARGE - MOE_BM_XLARGE;
