@@ -623,8 +623,8 @@ mod cuda {
             ("128, gate_up 192-row units off".to_string(), m192(false, true)),
         ];
         for (way, o) in ways.into_iter().chain(other).chain(ends).chain(more).chain(units) {
+            let many = o.moe_gate_up_m192.is_some().then_some((20u64, 600usize));
             let mut p = pair_opts(dir, q, o);
-            let many = way.contains("192-row units").then_some((20u64, 600usize));
             for (seed, tokens) in [(18u64, 24usize), (19, 150)].into_iter().chain(many) {
                 eprintln!("moe item rows {way}, {q:?}, {tokens} tokens");
                 ops_agree(&mut p, seed, tokens);

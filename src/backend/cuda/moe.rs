@@ -158,8 +158,9 @@ enum Fp8Tiles {
 /// shared-memory tiles (csrc/moe_gemm.cu; 128 rows: bf16 with `wgmma` only; with `wgmma`, the
 /// Hopper path, the fp8 CTAs take the bf16 tiles' columns, in the way `fp8_m64` names). `ws`
 /// (bf16 with `wgmma`, 64 or 128 rows, the layer's tensor maps at hand): the persistent
-/// warp-specialized tiles.
-fn expert_gemms(tile_m: usize, fp8: bool, wgmma: bool, ws: bool, fp8_m16: bool, fp8_m64: Fp8Tiles) -> [ExpertGemm; 2] {
+/// warp-specialized tiles, whose gate_up over 128-row items takes 192-row units with
+/// `gate_up_m192` (csrc/moe_gemm.cu, ws_unit_rows; down keeps the 128-row items).
+fn expert_gemms(tile_m: usize, fp8: bool, wgmma: bool, ws: bool, gate_up_m192: bool, fp8_m16: bool, fp8_m64: Fp8Tiles) -> [ExpertGemm; 2] {
     let stream = |kernel, cols| ExpertGemm { kernel, cols, threads: STREAM_THREADS as u32, smem: 0, persistent: true };
     let fp8_tiles = |kernel, smem| ExpertGemm { kernel, cols: GEMM_BN, threads: GEMM_THREADS as u32, smem, persistent: false };
     let tiles = |kernel, cols, threads: u32, smem| ExpertGemm { kernel, cols, threads, smem, persistent: false };
@@ -170,7 +171,11 @@ fn expert_gemms(tile_m: usize, fp8: bool, wgmma: bool, ws: bool, fp8_m16: bool, 
     use Kernel as K;
     match (tile_m, fp8) {
         (MOE_BM_XLARGE, false) if ws && wgmma => {
-            [ws_tiles(K::MoeGateUpM128Ws, ws_gu, MOE_WS_M128_SMEM), ws_tiles(K::MoeDownM128Ws, ws_dn, MOE_WS_M128_SMEM)]
+            let gate_up = match gate_up_m192 {
+                true => ws_tiles(K::MoeGateUpM192Ws, ws_gu, MOE_WS_M192_SMEM),
+                false => ws_tiles(K::MoeGateUpM128Ws, ws_gu, MOE_WS_M128_SMEM),
+            };
+            [gate_up, ws_tiles(K::MoeDownM128Ws, ws_dn, MOE_WS_M128_SMEM)]
         }
         (MOE_BM_LARGE, false) if ws && wgmma => {
             [ws_tiles(K::MoeGateUpM64Ws, ws_gu, MOE_WS_M64_SMEM), ws_tiles(K::MoeDownM64Ws, ws_dn, MOE_WS_M64_SMEM)]
@@ -782,10 +787,8 @@ impl CudaBackend {
         // layer's tensor maps, the shared expert's too where it is among the items.
         let maps =
             self.expert_maps.get(layer).and_then(|mp| mp.as_ref()).filter(|mp| self.ws_tiles(tile_m) && (shared.is_none() || mp.shared));
-        let [mut gate_up, down] = expert_gemms(tile_m, fp8, self.wgmma, maps.is_some(), self.fp8_m16_tiles(), self.fp8_m64_tiles());
-        if gate_up.kernel == Kernel::MoeGateUpM128Ws && self.gate_up_m192(rows) {
-            gate_up = ExpertGemm { kernel: Kernel::MoeGateUpM192Ws, smem: MOE_WS_M192_SMEM, ..gate_up };
-        }
+        let [gate_up, down] =
+            expert_gemms(tile_m, fp8, self.wgmma, maps.is_some(), self.gate_up_m192(rows), self.fp8_m16_tiles(), self.fp8_m64_tiles());
         let pdl = self.opts.expert_pdl && self.wgmma;
         // The one-warpgroup tiles (csrc/moe_gemm.cu, moe_gemm_bf16).
         let tiles = matches!(gate_up.kernel, Kernel::MoeGateUpM64 | Kernel::MoeGateUpM128);
@@ -1033,12 +1036,12 @@ mod tests {
         assert_eq!(moe_tile_rows(slots(2), experts, None, false, flash), MOE_BM_SMALL);
         assert_eq!(moe_tile_rows(slots(4), experts, None, false, flash), MOE_BM_LARGE);
         // On Hopper the 64-row fp8 items take the register tiles unless told otherwise.
-        let kernels = |tiles| expert_gemms(MOE_BM_LARGE, true, true, false, true, tiles).map(|g| g.kernel);
+        let kernels = |tiles| expert_gemms(MOE_BM_LARGE, true, true, false, false, true, tiles).map(|g| g.kernel);
         assert_eq!(kernels(Fp8Tiles::Registers), [Kernel::MoeGateUpM64Fp8Ra, Kernel::MoeDownM64Fp8Ra]);
         assert_eq!(kernels(Fp8Tiles::SharedMemory), [Kernel::MoeGateUpM64Fp8, Kernel::MoeDownM64Fp8]);
         assert_eq!(kernels(Fp8Tiles::W8a8), [Kernel::MoeGateUpM64W8a8, Kernel::MoeDownM64W8a8]);
         // 16-row items stay W8A16 either way.
-        assert_eq!(expert_gemms(MOE_BM_SMALL, true, true, false, true, Fp8Tiles::W8a8)[0].kernel, Kernel::MoeGateUpFp8M16);
+        assert_eq!(expert_gemms(MOE_BM_SMALL, true, true, false, false, true, Fp8Tiles::W8a8)[0].kernel, Kernel::MoeGateUpFp8M16);
     }
 
     #[test]
@@ -1050,6 +1053,13 @@ mod tests {
         assert!(gate_up_m192_units(slots(128), 256, None));
         assert!(!gate_up_m192_units(slots(128), 256, Some(false)));
         assert!(gate_up_m192_units(slots(1), 256, Some(true)));
+        // Only the warp-specialized gate_up over 128-row bf16 items takes them; down keeps its
+        // 128-row units, and the one-warpgroup tiles (no tensor maps) ignore the choice.
+        let kernels = |ws| expert_gemms(MOE_BM_XLARGE, false, true, ws, true, true, Fp8Tiles::W8a8).map(|g| g.kernel);
+        assert_eq!(kernels(true), [Kernel::MoeGateUpM192Ws, Kernel::MoeDownM128Ws]);
+        assert_eq!(kernels(false), [Kernel::MoeGateUpM128, Kernel::MoeDownM128]);
+        let m64 = expert_gemms(MOE_BM_LARGE, false, true, true, true, true, Fp8Tiles::W8a8).map(|g| g.kernel);
+        assert_eq!(m64, [Kernel::MoeGateUpM64Ws, Kernel::MoeDownM64Ws]);
     }
 
     #[test]
