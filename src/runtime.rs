@@ -100,6 +100,12 @@ pub struct GraphFlags {
     /// replayed. Default: 64.
     #[arg(long)]
     pub cuda_graph_max_bs: Option<usize>,
+    /// SGLang's list of batch sizes to capture (`--cuda-graph-bs 1 2 4 8`). SGLang pads a batch
+    /// to the next listed size and runs larger ones eagerly; dllm records each step shape at its
+    /// own size on first use, so only the largest value counts: it takes the place of
+    /// `--cuda-graph-max-bs` (as in SGLang, where it sets that flag to the list's largest).
+    #[arg(long, num_args = 1.., value_name = "BS")]
+    pub cuda_graph_bs: Option<Vec<usize>>,
 }
 
 impl GraphFlags {
@@ -107,6 +113,8 @@ impl GraphFlags {
     pub fn max_bs(&self) -> Option<usize> {
         if self.disable_cuda_graph {
             Some(0)
+        } else if let Some(list) = &self.cuda_graph_bs {
+            list.iter().copied().max()
         } else {
             self.cuda_graph_max_bs
         }

@@ -496,6 +496,25 @@ async fn chunked_prefill_gives_the_unchunked_answers() {
     }
 }
 
+/// SGLang's CUDA-graph flags: `--cuda-graph-bs` lists sizes, whose largest caps the graphed
+/// steps as `--cuda-graph-max-bs` does (and replaces it, as in SGLang); `--disable-cuda-graph`
+/// wins over both.
+#[test]
+fn cuda_graph_flags_resolve_as_sglang_resolves_them() {
+    let max_bs = |extra: &[&str]| {
+        let mut a = vec!["serve"];
+        a.extend_from_slice(extra);
+        ServeArgs::parse_from(a).unwrap().load.graphs.max_bs()
+    };
+    assert_eq!(max_bs(&[]), None);
+    assert_eq!(max_bs(&["--cuda-graph-max-bs", "32"]), Some(32));
+    assert_eq!(max_bs(&["--cuda-graph-bs", "1", "2", "4", "8", "--port", "8188"]), Some(8));
+    assert_eq!(max_bs(&["--cuda-graph-max-bs", "32", "--cuda-graph-bs", "16", "1"]), Some(16));
+    assert_eq!(max_bs(&["--disable-cuda-graph", "--cuda-graph-bs", "8"]), Some(0));
+    let mut a = vec!["serve", "--cuda-graph-bs", "two"];
+    assert!(ServeArgs::parse_from(a.drain(..)).is_err());
+}
+
 #[test]
 fn flags_are_checked_at_startup() {
     let parse = |extra: &[&str]| {

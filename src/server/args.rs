@@ -355,6 +355,12 @@ fn note_accepted_flags(a: &ServeArgs) {
     }
     if a.load.graphs.disable_cuda_graph {
         noted("--disable-cuda-graph", "every step runs eagerly, without CUDA graphs");
+    } else if let (Some(list), Some(max)) = (&a.load.graphs.cuda_graph_bs, a.load.graphs.max_bs()) {
+        let given: Vec<String> = list.iter().map(|b| b.to_string()).collect();
+        noted(
+            &format!("--cuda-graph-bs {}", given.join(" ")),
+            &format!("steps of up to {max} running requests are recorded as CUDA graphs, each step shape at its own size (nothing padded to a listed size)"),
+        );
     }
     if a.disable_radix_cache {
         noted("--disable-radix-cache", "dllm has no prefix cache to disable");
@@ -393,6 +399,7 @@ fn args_json(a: &ServeArgs, chunked_prefill_size: i64) -> serde_json::Value {
         "trust_remote_code": a.trust_remote_code,
         "disable_cuda_graph": a.load.graphs.disable_cuda_graph,
         "cuda_graph_max_bs": a.load.graphs.cuda_graph_max_bs,
+        "cuda_graph_bs": a.load.graphs.cuda_graph_bs,
         "disable_radix_cache": a.disable_radix_cache,
         "context_length": a.context_length,
         "chunked_prefill_size": chunked_prefill_size,
