@@ -131,8 +131,8 @@ impl CudaBackend {
         if let Some(gu) = &b.gate_up {
             self.k.gemm_bf16_f32("mlp gate_up", self.p(x), self.p(&m.gate_up), self.p(gu), rows, 2 * m.inter, h, 0.0)?;
             let p = SiluMulParams { gu: self.p(gu), out: self.p(&b.act), rows: rows as i32, inter: m.inter as i32 };
-            // Four columns a thread (csrc/mlp.cu), the grid striding past 65536 CTAs.
-            self.k.launch(Kernel::SiluMul, ((rows * m.inter).div_ceil(4 * 256).min(65536) as u32, 1, 1), 256, &p)?;
+            // Four columns a thread (csrc/mlp.cu).
+            self.k.launch_grid_stride(Kernel::SiluMul, (rows * m.inter).div_ceil(4), &p)?;
         } else {
             let (gate, up) = self.gate_and_up(m);
             self.stream_projection("mlp gate_up", x, gate, Some(up), StreamOut::Gated(&b.act), rows, m.inter, h)?;

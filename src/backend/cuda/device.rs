@@ -70,7 +70,7 @@ impl CudaBackend {
             std: 0.0,
             ..Default::default()
         };
-        self.k.launch(Kernel::InitNormal, (n.div_ceil(256).min(65536) as u32, 1, 1), 256, &p)
+        self.k.launch_grid_stride(Kernel::InitNormal, n, &p)
     }
 
     pub(super) fn upload<T: cudarc::driver::DeviceRepr>(&self, v: &[T], what: &str) -> Result<CudaSlice<T>> {

@@ -142,6 +142,15 @@ pub fn driver_library_present() -> bool {
     })
 }
 
+/// Threads a CTA of the grid-stride kernels ([`Kernels::launch_grid_stride`]), and the most CTAs
+/// they are launched with (past it each thread strides over several items).
+const GRID_STRIDE_THREADS: usize = 256;
+const GRID_STRIDE_MAX_CTAS: usize = 65536;
+
+/// Threads a CTA of the row copies (embed_gather, gather_rows: one CTA a row, its threads
+/// striding over the row's columns).
+pub const ROW_COPY_THREADS: u32 = 256;
+
 /// The raw device address of a buffer (what the params structs carry).
 pub fn ptr<T>(s: &CudaSlice<T>, stream: &CudaStream) -> u64 {
     s.device_ptr(stream).0
@@ -286,6 +295,14 @@ impl Kernels {
     /// the sizes the kernel's comment in csrc/ states; the callers in mod.rs build them so.
     pub fn launch<P: DeviceRepr>(&self, kernel: Kernel, grid: (u32, u32, u32), block: u32, p: &P) -> Result<()> {
         self.launch_smem(kernel, grid, block, 0, p)
+    }
+
+    /// A grid-stride kernel (init_normal, silu_mul: any block size, each thread striding over
+    /// `items` work items) at GRID_STRIDE_THREADS a CTA, one item a thread up to
+    /// GRID_STRIDE_MAX_CTAS CTAs, beyond which the threads stride.
+    pub fn launch_grid_stride<P: DeviceRepr>(&self, kernel: Kernel, items: usize, p: &P) -> Result<()> {
+        let ctas = items.div_ceil(GRID_STRIDE_THREADS).min(GRID_STRIDE_MAX_CTAS);
+        self.launch(kernel, (ctas as u32, 1, 1), GRID_STRIDE_THREADS as u32, p)
     }
 
     /// [`Kernels::launch`] with `smem` bytes of dynamic shared memory (above 48 KiB the kernel's

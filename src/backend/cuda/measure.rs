@@ -26,7 +26,7 @@ impl CudaBackend {
                 std: 1.0,
                 ..Default::default()
             };
-            self.k.launch(Kernel::InitNormal, (len.div_ceil(256).min(65536) as u32, 1, 1), 256, &p)?;
+            self.k.launch_grid_stride(Kernel::InitNormal, len, &p)?;
         }
         let run = || self.k.gemm_bf16_f32("GEMM probe", self.p(&x), self.p(&w), self.p(&y), m, n, k, 0.0);
         run()?;

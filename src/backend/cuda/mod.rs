@@ -36,7 +36,7 @@ use crate::decode::Pick;
 use anyhow::{bail, Context, Result};
 use cudarc::driver::{CudaContext, CudaSlice};
 use error::CudaError;
-use kernels::{params::*, Kernel, Kernels};
+use kernels::{params::*, Kernel, Kernels, ROW_COPY_THREADS};
 use kv_cache::PagePool;
 use std::sync::Arc;
 use weights::{Ffn, Weights};
@@ -592,7 +592,7 @@ impl Backend for CudaBackend {
             cols: h as i32,
             vocab: v as i32,
         };
-        self.k.launch(Kernel::EmbedGather, (tokens.len() as u32, 1, 1), 256, &p)?;
+        self.k.launch(Kernel::EmbedGather, (tokens.len() as u32, 1, 1), ROW_COPY_THREADS, &p)?;
         Ok(CudaAct { rows: tokens.len(), cols: h, data: ActData::F32(out) })
     }
 
@@ -755,7 +755,7 @@ impl Backend for CudaBackend {
         };
         let out = self.alloc_f32(rows.len() * x.cols, "gathered rows")?;
         let p = GatherParams { src: self.p(src), rows: idx, out: self.p(&out), n: rows.len() as i32, cols: x.cols as i32 };
-        self.k.launch(Kernel::GatherRows, (rows.len() as u32, 1, 1), 256, &p)?;
+        self.k.launch(Kernel::GatherRows, (rows.len() as u32, 1, 1), ROW_COPY_THREADS, &p)?;
         Ok(CudaAct { rows: rows.len(), cols: x.cols, data: ActData::F32(out) })
     }
 

@@ -184,7 +184,7 @@ impl<'a> Random<'a> {
             global_cols: at.global_cols as u32,
             col0: at.col0 as u32,
         };
-        Ok(k.launch(Kernel::InitNormal, (n.div_ceil(256).min(65536) as u32, 1, 1), 256, &p)?)
+        Ok(k.launch_grid_stride(Kernel::InitNormal, n, &p)?)
     }
 }
 
