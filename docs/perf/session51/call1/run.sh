@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Session 51's first call (one H200 asked for): three builds side by side.
-#   dllm-base: 6bebda1 (session 49's code), dllm: fda2eb5 (session 50's code, gate_up's 192-row
+#   dllm-base: 6bebda1 (session 49's code), dllm: 6b8eafb (session 50's code, gate_up's 192-row
 #   units in their final form, never run on an H200, plus the attention's ping-pong knob, off by
-#   default), dllm-rope: fda2eb5 with docs/perf/session50/rope-rows-first.patch
-#   (qk_norm_rope_store's head rows before the position).
+#   default, and --cuda-graph-bs), dllm-rope: 6b8eafb with
+#   docs/perf/session50/rope-rows-first.patch (qk_norm_rope_store's head rows before the position).
 # The test binaries are the rope build's (its kernel is the one changed; the attention variants
 # test runs the ping-pong). Built here by `bash tools/carry-ab.sh 6bebda1`, then the patch
 # applied, `cargo build --release` and `cargo test --release --no-run` copied in as dllm-rope and

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Session 51's second call (one H200; `.carry` as call1's): bench generate (64 requests, 2 tokens
-# a step) and a 4,096 x 8 prefill for fda2eb5 as it is, with the attention's ping-pong, and with
+# a step) and a 4,096 x 8 prefill for 6b8eafb as it is, with the attention's ping-pong, and with
 # the rope patch; `bench kernels` at batch 128 and 64 (gate_up's 192-row units against 6bebda1's
 # 128-row items, the rope store's rows-first form, the attention's rows with the ping-pong); then,
-# with time left, session 49's knob sweep on the H200 (its call4 got an H100) with fda2eb5's
+# with time left, session 49's knob sweep on the H200 (its call4 got an H100) with 6b8eafb's
 # binary. ~10 min; each part guarded by the time left.
 set -uo pipefail
 mkdir -p $OUT; R=$OUT/r; C=/tmp/bins

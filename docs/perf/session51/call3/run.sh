@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Session 51's third call (optional, after call1 and call2; one H200; `.carry` as call1's plus
 # `bash tools/kernel-trace/build.sh`): the kernel timeline of graphed steps (session 49 call3's
-# method) for fda2eb5 at batch 64 as it is, at batch 128 graphed (`--cuda-graph-max-bs 256`; every
+# method) for 6b8eafb at batch 64 as it is, at batch 128 graphed (`--cuda-graph-max-bs 256`; every
 # earlier batch-128 timeline was of eager steps), and both with the attention's ping-pong: where a
 # graphed batch-128 layer spends its time, and what the ping-pong does to block_attention_deep in
 # a running step (bench kernels times each launch alone). ~4 min.
