@@ -553,9 +553,6 @@ __device__ __forceinline__ void block_attention_wgmma(const AttnParams& p) {
 // readers fence them to the async proxy.
 // block_attention_deep's threads: two consumer warpgroups, then the producer warpgroup.
 constexpr int ATT_DEEP_CONSUMERS = 2 * 128, ATT_DEEP_PRODUCERS = ATT_DEEP_THREADS - ATT_DEEP_CONSUMERS;
-// Named barriers of the consumers: 1 is "Q whole"; ATT_PINGPONG_BAR + wg is consumer wg's turn
-// to issue its products (with p.pingpong).
-constexpr int ATT_PINGPONG_BAR = 2;
 
 template <int STAGES>
 __device__ __forceinline__ void att_produce_tma(const AttnParams& p, const AttTile& t, int kh, int whole, unsigned char* kvs,
@@ -726,31 +723,6 @@ __device__ __forceinline__ void block_attention_wgmma_ws(const AttnParams& p) {
         att_wgmma_pv(o, pa, kvs + (ch % STAGES) * STAGE + KV_BYTES);
         wgmma_commit();
     };
-    // With p.pingpong (uniform over the grid) the two consumers take turns to issue their
-    // products (FlashAttention-3's ping-pong): a consumer issues once the other has issued its
-    // own, so one's softmax runs while the other's products hold the tensor cores, rather than
-    // both meeting the tensor cores and the exp units at the same moments. Named barrier
-    // ATT_PINGPONG_BAR + wg is this consumer's turn: its own threads sync on it and the other
-    // consumer's arrive, CONSUMERS threads a phase. Consumer 1 gives consumer 0 the first turn
-    // and skips the arrival after its last issue, so every phase is completed: each consumer
-    // issues nchunks + 1 times (S of chunk 0, S and P V of each chunk after it, the last P V).
-    const bool pingpong = p.pingpong != 0;
-    // (Immediate barrier ids: with an id in a register ptxas reserves all 16 barriers.)
-    auto my_turn = [&] {
-        if (!pingpong) return;
-        if (wg == 0)
-            asm volatile("bar.sync %0, %1;\n" ::"n"(ATT_PINGPONG_BAR), "n"(CONSUMERS) : "memory");
-        else
-            asm volatile("bar.sync %0, %1;\n" ::"n"(ATT_PINGPONG_BAR + 1), "n"(CONSUMERS) : "memory");
-    };
-    auto their_turn = [&] {
-        if (!pingpong) return;
-        if (wg == 0)
-            asm volatile("bar.arrive %0, %1;\n" ::"n"(ATT_PINGPONG_BAR + 1), "n"(CONSUMERS) : "memory");
-        else
-            asm volatile("bar.arrive %0, %1;\n" ::"n"(ATT_PINGPONG_BAR), "n"(CONSUMERS) : "memory");
-    };
-    if (wg == 1) their_turn();
 
     // A chunk the producers copied by cp.async (generic proxy) is fenced to the async proxy by
     // its readers here (the copying threads arrive without waiting for their copies); without a
@@ -760,21 +732,17 @@ __device__ __forceinline__ void block_attention_wgmma_ws(const AttnParams& p) {
         if (tma && ch >= whole) fence_proxy_async();
     };
     landed(0);
-    my_turn();
     wgmma_fence();
     issue_s(0);
-    their_turn();
     wgmma_wait<0>();
     wgmma_reg_fence(s);
     att_wgmma_softmax(s, lim, k0, sl2, m, corr);
     att_wgmma_rescale_pack(o, l, corr, s, pa);
     for (int ch = 1; ch < nchunks; ch++) {
         landed(ch);
-        my_turn();
         wgmma_fence();
         issue_s(ch);
         issue_pv(ch - 1);
-        their_turn();
         wgmma_wait<1>();  // S_ch; P_(ch-1) V_(ch-1) may still run
         wgmma_reg_fence(s);
         att_wgmma_softmax(s, lim, k0 + ch * KC, sl2, m, corr);
@@ -783,10 +751,8 @@ __device__ __forceinline__ void block_attention_wgmma_ws(const AttnParams& p) {
         mbar_arrive(&empty[(ch - 1) % STAGES]);  // this thread's reads of chunk ch - 1 are done
         att_wgmma_rescale_pack(o, l, corr, s, pa);
     }
-    my_turn();
     wgmma_fence();
     issue_pv(nchunks - 1);
-    if (wg == 0) their_turn();  // consumer 1's last turn; consumer 0 has had its last
     wgmma_wait<0>();
     wgmma_reg_fence(o);
     att_write_rows<NT>(p, t, kh, r0, m, l, [&](int n, int i) { return o[4 * n + i]; });

@@ -469,9 +469,6 @@ struct AttnParams {
     // attention_combine: warps an output row (a power of two dividing ATT_COMBINE_WARPS; 1 where
     // d is not a multiple of 4), by the split count (CudaBackend::attention_kernels).
     int32_t combine_warps;
-    // block_attention_deep only: 1 to have its two consumer warpgroups take turns issuing their
-    // products (CudaOptions::att_pingpong), 0 to let them issue as they come.
-    int32_t pingpong;
 };
 
 // moe_router.cu, moe_router_select: one warp per token over logits[t][e] (fp32).

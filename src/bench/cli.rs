@@ -128,10 +128,6 @@ pub struct Common {
     /// or by cp.async (false). For measuring it.
     #[arg(long)]
     pub att_tma: Option<bool>,
-    /// CUDA: block_attention_deep's two consumer warpgroups taking turns to issue their products
-    /// (true) or issuing as they come (false, the default). For measuring it.
-    #[arg(long)]
-    pub att_pingpong: Option<bool>,
     /// CUDA: the gate_up weight streams hint each warp's weight lines into L2 this many of its
     /// chunks ahead, forced (default: by k, csrc/params.h's STREAM_PREFETCH_*; 0: none). For
     /// measuring it.
@@ -348,7 +344,6 @@ fn cuda(cmd: BenchCmd, process_start: std::time::Instant) -> Result<()> {
         att_ctas_per_sm: common.att_ctas_per_sm,
         att_deep: common.att_deep,
         att_tma: common.att_tma,
-        att_pingpong: common.att_pingpong.unwrap_or(CudaOptions::default().att_pingpong),
         stream_prefetch: common.stream_prefetch,
         moe_ws_tiles: common.moe_ws_tiles,
         moe_gate_up_m192: common.moe_gate_up_m192,

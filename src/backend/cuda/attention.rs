@@ -455,7 +455,6 @@ impl CudaBackend {
             },
             kv_box_rows: self.kv_map.as_ref().map_or(0, |m| m.1 as i32),
             combine_warps: combine_warps(num_splits, d) as i32,
-            pingpong: self.opts.att_pingpong as i32,
         };
         let grid = (s.shape.tiles as u32, nkv as u32, num_splits as u32);
         // The deep kernel starts its CTAs (barriers, tile, page lookups) while

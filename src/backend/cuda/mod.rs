@@ -96,11 +96,6 @@ pub struct CudaOptions {
     /// power of two of at least ATT_TMA_MIN_BOX_ROWS); `Some(false)`: by cp.async, as the other
     /// attention kernels copy. `dllm bench --att-tma` measures the choice.
     pub att_tma: Option<bool>,
-    /// block_attention_deep's two consumer warpgroups take turns issuing their products
-    /// (FlashAttention-3's ping-pong: one's softmax under the other's products) instead of
-    /// issuing as they come. Off by default until measured; `dllm bench --att-pingpong`
-    /// measures it.
-    pub att_pingpong: bool,
     /// The gate_up weight streams (csrc/moe_stream.cu) hint each warp's weight lines into L2 this
     /// many of its chunks ahead (`None`: by k, CudaBackend::gate_up_prefetch; 0: none). `dllm
     /// bench --stream-prefetch` measures it.
@@ -199,7 +194,6 @@ impl Default for CudaOptions {
             att_ctas_per_sm: None,
             att_deep: None,
             att_tma: None,
-            att_pingpong: false,
             stream_prefetch: None,
             moe_ws_tiles: None,
             moe_gate_up_m192: None,
