@@ -673,6 +673,11 @@ __device__ __forceinline__ int ws_unit_rows(const MoeGemmParams& p, int item) {
     if (item > 0 && ws_merges_next(p, item - 1)) return 0;
     return p.items[3 * item + 2] + (ws_merges_next(p, item) ? p.items[3 * item + 5] : 0);
 }
+// The rows a unit of `item` multiplies: its 192-row unit's (H == 3), else the item's own.
+template <int H>
+__device__ __forceinline__ int ws_rows(const MoeGemmParams& p, int item) {
+    return H == 3 ? ws_unit_rows(p, item) : p.items[3 * item + 2];
+}
 
 // The bf16 tiles as persistent, warp-specialized CTAs (one an SM, MOE_WS_THREADS threads): two
 // consumer warpgroups and MOE_WS_PRODUCER_WARPS producer warps. A CTA takes the (item, column
@@ -767,7 +772,7 @@ __device__ __forceinline__ void moe_gemm_ws(const MoeGemmParams& p) {
                 break;
             }
             const int item = u / tiles, n0 = (u % tiles) * COLS;
-            const int e = p.items[3 * item], s0 = p.items[3 * item + 1], rows = H == 3 ? ws_unit_rows(p, item) : p.items[3 * item + 2];
+            const int e = p.items[3 * item], s0 = p.items[3 * item + 1], rows = ws_rows<H>(p, item);
             const T src = T::template make<GATED>(p, e, s0, rows, n0, pt);  // its x rows (the weights come by TMA)
             for (int kt = 0; kt < ktiles; kt++, it++) {
                 const int s = it % ST, k0 = kt * BK;
@@ -827,7 +832,7 @@ __device__ __forceinline__ void moe_gemm_ws(const MoeGemmParams& p) {
         for (int u = next_unit(); u < units; u = next_unit()) {
             const int item = u / tiles, n0 = (u % tiles) * COLS;
             // The unit's rows: the item's, or (192-row units) with the next item's merged in.
-            const int unit_rows = H == 3 ? ws_unit_rows(p, item) : p.items[3 * item + 2];
+            const int unit_rows = ws_rows<H>(p, item);
             const int s0 = p.items[3 * item + 1] + 64 * g, rows = unit_rows - 64 * g;
             // Whether this warpgroup has rows of the item (uniform: see the vote below).
             const bool live = __all_sync(0xffffffffu, rows > 0);
