@@ -564,10 +564,7 @@ mod cuda {
         let _ = std::fs::remove_dir_all(&dir);
         let dir = tmp("moe-sum-rows-dense");
         make_model("tiny", &dir, 0).unwrap();
-        let mut c: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
-        c["num_experts_per_tok"] = c["num_experts"].clone();
-        c["topk_group"] = c["n_group"].clone();
-        std::fs::write(dir.join("config.json"), c.to_string()).unwrap();
+        route_to_every_expert(&dir);
         let o = CudaOptions { moe_sum_rows: true, ..opts() };
         let (n, same, total) = greedy_pair_opts(&dir, true, None, o, GREEDY_SETTINGS);
         eprintln!("dense routing, down summing its rows: {same}/{n} engine generations equal token for token; lockstep: {total:?}");
@@ -1486,6 +1483,15 @@ mod cuda {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// Rewrites the checkpoint's config so that every token picks every expert
+    /// (num_experts_per_tok = num_experts, topk_group = n_group): routing without discontinuities.
+    fn route_to_every_expert(dir: &Path) {
+        let mut c: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+        c["num_experts_per_tok"] = c["num_experts"].clone();
+        c["topk_group"] = c["n_group"].clone();
+        std::fs::write(dir.join("config.json"), c.to_string()).unwrap();
+    }
+
     /// The tiny model with every expert chosen (num_experts_per_tok = num_experts,
     /// topk_group = n_group): the forward becomes continuous, so CPU and CUDA must agree step
     /// by step within PTOL, with token flips and unmask differences only at named near-ties.
@@ -1496,10 +1502,7 @@ mod cuda {
         }
         let dir = tmp("dense-routing");
         make_model("tiny", &dir, 0).unwrap();
-        let mut c: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
-        c["num_experts_per_tok"] = c["num_experts"].clone();
-        c["topk_group"] = c["n_group"].clone();
-        std::fs::write(dir.join("config.json"), c.to_string()).unwrap();
+        route_to_every_expert(&dir);
         let (n, same, total) = greedy_pair(&dir, true);
         eprintln!("dense routing: {same}/{n} engine generations equal token for token; lockstep: {total:?}");
         let _ = std::fs::remove_dir_all(&dir);
@@ -2341,10 +2344,7 @@ mod cuda {
         }
         let dir = tmp("fp8-dense-routing");
         dllm::make_model::make_model_quantized("tiny", &dir, 0, Some(Quantization::Fp8)).unwrap();
-        let mut c: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
-        c["num_experts_per_tok"] = c["num_experts"].clone();
-        c["topk_group"] = c["n_group"].clone();
-        std::fs::write(dir.join("config.json"), c.to_string()).unwrap();
+        route_to_every_expert(&dir);
         let (n, same, total) = greedy_pair_q(&dir, true, None);
         eprintln!("fp8 dense routing: {same}/{n} engine generations equal token for token; lockstep: {total:?}");
         let _ = std::fs::remove_dir_all(&dir);
@@ -2369,10 +2369,7 @@ mod cuda {
         let dir = tmp("w8a8-dense-routing");
         let q = Some(Quantization::Fp8);
         dllm::make_model::make_model_quantized("tiny", &dir, 0, q).unwrap();
-        let mut c: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
-        c["num_experts_per_tok"] = c["num_experts"].clone();
-        c["topk_group"] = c["n_group"].clone();
-        std::fs::write(dir.join("config.json"), c.to_string()).unwrap();
+        route_to_every_expert(&dir);
         let w8a8 = CudaOptions { fp8_activations: true, moe_item_rows: Some(64), ..opts() };
         let (n, same, total) = greedy_pair_opts(&dir, false, None, w8a8, GREEDY_SETTINGS);
         eprintln!("W8A8 dense routing: {same}/{n} engine generations equal token for token; lockstep: {total:?}");
@@ -2417,10 +2414,7 @@ mod cuda {
         make_model("tiny", &dir, 0).unwrap();
         for dense in [false, true] {
             if dense {
-                let mut c: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
-                c["num_experts_per_tok"] = c["num_experts"].clone();
-                c["topk_group"] = c["n_group"].clone();
-                std::fs::write(dir.join("config.json"), c.to_string()).unwrap();
+                route_to_every_expert(&dir);
             }
             let ck = Checkpoint::open(&dir).unwrap();
             let tok = Tokenizer::open(&dir, &ck.config).unwrap();
@@ -2499,10 +2493,7 @@ mod cuda {
         use dllm::backend::cuda::{tensor_parallel, WeightsFrom};
         let dir = tmp(&format!("tp{ranks}"));
         make_model("tiny", &dir, 0).unwrap();
-        let mut c: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
-        c["num_experts_per_tok"] = c["num_experts"].clone();
-        c["topk_group"] = c["n_group"].clone();
-        std::fs::write(dir.join("config.json"), c.to_string()).unwrap();
+        route_to_every_expert(&dir);
         let ck = std::sync::Arc::new(Checkpoint::open(&dir).unwrap());
         let tok = Tokenizer::open(&dir, &ck.config).unwrap();
         let cfg = ck.config.clone();
