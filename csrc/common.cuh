@@ -150,17 +150,6 @@ __device__ __forceinline__ void pdl_release() {
 #endif
 }
 
-// p[0] += a, p[1] += b in f32 at the L2 (no value returned): one vector reduction on sm_90
-// (`red.global.add.v2.f32`; p 8-byte aligned), two atomics before it.
-__device__ __forceinline__ void red_add_f32x2(float* p, float a, float b) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("red.relaxed.gpu.global.add.v2.f32 [%0], {%1, %2};" ::"l"(p), "f"(a), "f"(b) : "memory");
-#else
-    atomicAdd(p, a);
-    atomicAdd(p + 1, b);
-#endif
-}
-
 __device__ __forceinline__ float silu_f(float x) { return x / (1.f + expf(-x)); }
 
 // The KV pool's layout, [page][layer][k|v][page_size][nkv][d] bf16, as seen from layer c.layer:

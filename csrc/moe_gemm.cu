@@ -269,10 +269,6 @@ __device__ __forceinline__ void store_pair(const MoeGemmParams& p, size_t slot, 
             if (col < p.n) out[0] = f2bf(v0);
             if (col + 1 < p.n) out[1] = f2bf(v1);
         }
-    } else if (p.sum_out != nullptr) {  // see store_warpgroup_rows
-        float* row = p.sum_out + (size_t)p.slot_token[slot] * p.n;
-        if (col < p.n) atomicAdd(row + col, s0 * wt);
-        if (col + 1 < p.n) atomicAdd(row + col + 1, s1 * wt);
     } else {
         bf16* out = p.slot_out + slot * p.n + col;
         if (pair) {
@@ -497,30 +493,20 @@ __device__ __forceinline__ void moe_gemm_mma(const MoeGemmParams& p, int e, int 
     }
 }
 
-// What down's epilogue needs of a warpgroup thread's rows (row 64h + 16 warp + lane / 4 + 8i:
-// [h][i]): their routing weights, and with MoeGemmParams::sum_out their tokens (gate_up's take
-// neither). Loaded before the unit's k-steps, so that their latency passes under the products:
-// loaded in the epilogue, each row's waited for the row before's stores (the compiler cannot tell
-// that the bf16 stores leave them alone).
-template <int H>
-struct RowOuts {
-    float wt[H][2];
-    int tok[H][2];
-};
+// The routing weights of a warpgroup thread's rows (row 64h + 16 warp + lane / 4 + 8i: wt[h][i]) for
+// down's epilogue (gate_up's take none). Loaded before the unit's k-steps, so that their latency
+// passes under the products: loaded in the epilogue, each row's waited for the row before's stores
+// (the compiler cannot tell that the bf16 stores leave them alone).
 template <int H, bool GATED>
-__device__ __forceinline__ RowOuts<H> row_outs(const MoeGemmParams& p, int s0, int rows) {
+__device__ __forceinline__ void load_row_weights(const MoeGemmParams& p, int s0, int rows, float (&wt)[H][2]) {
     const int warp = threadIdx.x / WARP % 4, lane = threadIdx.x % WARP;
-    const bool sums = !GATED && p.sum_out != nullptr;
-    RowOuts<H> o;
 #pragma unroll
     for (int h = 0; h < H; h++)
 #pragma unroll
         for (int i = 0; i < 2; i++) {
             const int r = h * 64 + warp * 16 + lane / 4 + 8 * i;
-            o.wt[h][i] = r < rows ? slot_weight_of<GATED>(p, s0 + r) : 1.f;
-            o.tok[h][i] = sums && r < rows ? p.slot_token[s0 + r] : 0;
+            wt[h][i] = r < rows ? slot_weight_of<GATED>(p, s0 + r) : 1.f;
         }
-    return o;
 }
 
 // A quad's (lanes 4a..4a+3) four 8-column groups of one row, lane q holding columns 2q, 2q + 1
@@ -544,9 +530,8 @@ __device__ __forceinline__ uint4 quad_transpose(uint32_t v0, uint32_t v1, uint32
 
 // A warpgroup's wgmma sums (H halves of 64 rows by its 128 weight rows) out: d[h][4j + i] is row
 // 64h + 16 warp + lane / 4 (+8 for i >= 2), column 8j + 2 (lane % 4) + i % 2 of its weight rows
-// from output column c0 (gated: j < 8 the gate's, j + 8 the same up column); o from
-// row_outs. Down with MoeGemmParams::sum_out: each lane's pairs added into its rows' tokens' f32
-// rows (red_add_f32x2), any n. Else down, where n is a multiple of 8: a quad's lanes trade their columns
+// from output column c0 (gated: j < 8 the gate's, j + 8 the same up column); wt from
+// load_row_weights. Down, where n is a multiple of 8: a quad's lanes trade their columns
 // (quad_transpose) and each stores a whole 8-column group, 16-byte stores that write a row's 32-byte
 // sectors whole, where each lane's own pairs were 4-byte stores of half a sector. Down writes a
 // hidden-size row a slot (batch 128: 134 MB a layer beside 312 MB of weights read); with this and
@@ -555,36 +540,10 @@ __device__ __forceinline__ uint4 quad_transpose(uint32_t v0, uint32_t v1, uint32
 // past the item, which store_pair skips): it writes 32 KB a unit after 32 k-steps, where down
 // writes 64 KB after 8. So gate_up, and an n that is not a multiple of 8, go through store_pair.
 template <int H, bool GATED>
-__device__ __forceinline__ void store_warpgroup_rows(const MoeGemmParams& p, const float (&d)[H][64], const RowOuts<H>& o, int s0, int rows,
+__device__ __forceinline__ void store_warpgroup_rows(const MoeGemmParams& p, const float (&d)[H][64], const float (&wt)[H][2], int s0, int rows,
                                                      int c0) {
     constexpr int G = GATED ? 8 : 16;  // the thread's 8-column groups a row
     const int warp = threadIdx.x / WARP % 4, lane = threadIdx.x % WARP, q = lane % 4;
-    const auto& wt = o.wt;
-    if (!GATED && p.sum_out != nullptr) {
-#pragma unroll
-        for (int h = 0; h < H; h++) {
-#pragma unroll
-            for (int i = 0; i < 2; i++) {
-                const int r = h * 64 + warp * 16 + lane / 4 + 8 * i;
-                if (r >= rows) continue;
-                float* row = p.sum_out + (size_t)o.tok[h][i] * p.n;
-#pragma unroll
-                for (int j = 0; j < G; j++) {
-                    const int col = c0 + j * 8 + q * 2;
-                    const float a = d[h][4 * j + 2 * i] * wt[h][i], b = d[h][4 * j + 2 * i + 1] * wt[h][i];
-                    if (col + 1 < p.n && p.n % 2 == 0) {
-                        red_add_f32x2(row + col, a, b);
-                    } else if (col + 1 < p.n) {
-                        atomicAdd(row + col, a);
-                        atomicAdd(row + col + 1, b);
-                    } else if (col < p.n) {
-                        atomicAdd(row + col, a);
-                    }
-                }
-            }
-        }
-        return;
-    }
     if (!GATED && p.n % 8 == 0) {
         bf16* out = p.slot_out;
 #pragma unroll
@@ -662,8 +621,8 @@ __device__ __forceinline__ void moe_gemm_wgmma(const MoeGemmParams& p, const Til
         src.copy_x(xs(buf), k0, p, swizzled_at);
         if constexpr (GATED) src.copy_w(ws(buf), k0, p, swizzled_at);
     };
-    float d[H][64];
-    const RowOuts<H> wt = row_outs<H, GATED>(p, s0, rows);
+    float d[H][64], wt[H][2];
+    load_row_weights<H, GATED>(p, s0, rows, wt);
 #pragma unroll
     for (int h = 0; h < H; h++)
 #pragma unroll
@@ -877,17 +836,16 @@ __device__ __forceinline__ void moe_gemm_ws(const MoeGemmParams& p) {
             const int s0 = p.items[3 * item + 1] + 64 * g, rows = unit_rows - 64 * g;
             // Whether this warpgroup has rows of the item (uniform: see the vote below).
             const bool live = __all_sync(0xffffffffu, rows > 0);
-            float lo[64], hi[64];
-            const RowOuts<1> wt = row_outs<1, GATED>(p, s0, rows);
+            float lo[64], hi[64], wt[1][2];
+            load_row_weights<1, GATED>(p, s0, rows, wt);
 #pragma unroll
             for (int i = 0; i < 64; i++) lo[i] = hi[i] = 0.f;
             // The rows past 128 (H == 3; uniform over the CTA: the unit's).
             const int sx = p.items[3 * item + 1] + 128, rx = unit_rows - 128;
             const bool live_x = H == 3 && rx > 0;
-            float ex[64];
-            RowOuts<1> wx{};
+            float ex[64], wx[1][2];
             if constexpr (H == 3) {
-                wx = row_outs<1, GATED>(p, sx, rx);
+                load_row_weights<1, GATED>(p, sx, rx, wx);
 #pragma unroll
                 for (int i = 0; i < 64; i++) ex[i] = 0.f;
             }
@@ -941,8 +899,8 @@ __device__ __forceinline__ void moe_gemm_ws(const MoeGemmParams& p) {
         for (int u = next_unit(); u < units; u = next_unit()) {
             const int item = u / tiles, n0 = (u % tiles) * COLS;
             const int s0 = p.items[3 * item + 1], rows = p.items[3 * item + 2];
-            float d[H][64];
-            const RowOuts<H> wt = row_outs<H, GATED>(p, s0, rows);
+            float d[H][64], wt[H][2];
+            load_row_weights<H, GATED>(p, s0, rows, wt);
 #pragma unroll
             for (int h = 0; h < H; h++)
 #pragma unroll
@@ -1316,8 +1274,8 @@ __device__ __forceinline__ void moe_gemm_wgmma_w8a8(const MoeGemmParams& p, cons
         const int r = warp * 16 + lane / 4 + 8 * i;
         sx[i] = r < rows ? p.x_scale + (size_t)(GATED ? p.slot_token[s0 + r] : s0 + r) * ktiles : nullptr;
     }
-    float acc[1][64], blk[64];
-    const RowOuts<1> wt = row_outs<1, GATED>(p, s0, rows);
+    float acc[1][64], blk[64], wt[1][2];
+    load_row_weights<1, GATED>(p, s0, rows, wt);
 #pragma unroll
     for (int i = 0; i < 64; i++) acc[0][i] = 0.f;
     tile_pipeline<ST, true, KB>(ktiles, load, [&](int buf, int kt) {

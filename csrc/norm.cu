@@ -25,8 +25,6 @@ extern "C" __global__ void __maxnreg__(40) add_rms_norm(const NormParams p) {
     if (blockIdx.x == 0)
         for (int i = threadIdx.x; i < p.zero_len; i += blockDim.x) p.zero[i] = 0;
     int r = blockIdx.x;
-    if (p.zero_rows != nullptr)
-        for (int c = threadIdx.x; c < p.cols; c += blockDim.x) p.zero_rows[(size_t)r * p.cols + c] = 0.f;
     float* x = p.x + (size_t)r * p.cols;
     const float* dl = p.delta ? p.delta + (size_t)r * p.cols : nullptr;
     float v[NORM_CACHE], wv[NORM_CACHE];

@@ -399,9 +399,6 @@ struct NormParams {
     // into, zeroed here so that no memset lies between this norm and the router.
     DEV_PTR(int32_t) zero;
     int32_t zero_len;
-    // add_rms_norm only, when non-null: rows x cols floats (the next MoE layer's down sums its
-    // slots into them: MoeGemmParams::sum_out), row r zeroed by row r's CTA.
-    DEV_PTR(float) zero_rows;
 };
 
 // The paged KV cache of one layer as rope.cu and attention.cu see it (flashinfer's paged_kv_t
@@ -574,11 +571,6 @@ struct MoeGemmParams {
     // down: each slot's output times its routing weight, rounded to bf16 (as SGLang's fused MoE
     // writes it); f32 doubled the bytes the down GEMM writes and moe_combine reads back.
     DEV_PTR(bf16) slot_out;
-    // down, where set (CudaOptions::moe_sum_rows; the bf16 tiles): each slot's output times its
-    // routing weight added in f32 into its token's row, sum_out[slot_token[slot]][col], by
-    // reductions at the L2, instead of written to slot_out; the rows are zero before down (the
-    // post-attention norm zeroes them: NormParams::zero_rows). The order of the adds varies.
-    DEV_PTR(float) sum_out;
     DEV_PTR(const int32_t) slot_token;
     DEV_PTR(const float) slot_weight;
     DEV_PTR(const int32_t) items;

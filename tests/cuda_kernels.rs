@@ -542,35 +542,6 @@ mod cuda {
         }
     }
 
-    /// Down adding its outputs into one f32 row a token (CudaOptions::moe_sum_rows) on the bf16
-    /// tiles: every op against the CPU's on the mid model at 64- and 128-row items (with gate_up's
-    /// 192-row units) and at 16-row ones (the weight stream, which writes slot rows as before),
-    /// the layer run on its own (its rows zeroed by a memset) and read back both ways (copied,
-    /// and as the next norm's delta); then the tiny model with every expert chosen, decoded in
-    /// lockstep with the CPU (strict), where the post-attention norm zeroes the rows and the
-    /// final rows are gathered from them, in CUDA graphs. Off Hopper the option does nothing.
-    #[test]
-    fn moe_sum_rows_match_cpu() {
-        if skip() {
-            return;
-        }
-        let dir = tmp("moe-sum-rows");
-        write_mid(&dir);
-        let mut p = pair_opts(&dir, None, CudaOptions { moe_sum_rows: true, ..opts() });
-        for (seed, rows) in [(70u64, 80usize), (71, 150), (72, 600), (73, 24)] {
-            eprintln!("down summing its rows: {rows} rows");
-            ops_agree(&mut p, seed, rows);
-        }
-        let _ = std::fs::remove_dir_all(&dir);
-        let dir = tmp("moe-sum-rows-dense");
-        make_model("tiny", &dir, 0).unwrap();
-        route_to_every_expert(&dir);
-        let o = CudaOptions { moe_sum_rows: true, ..opts() };
-        let (n, same, total) = greedy_pair_opts(&dir, true, None, o, GREEDY_SETTINGS);
-        eprintln!("dense routing, down summing its rows: {same}/{n} engine generations equal token for token; lockstep: {total:?}");
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-
     /// A block of 32 over 4,352 cached keys with mini's head layout: 64 key splits, of which 35
     /// hold keys, more than a warp has lanes: attention_combine's (m, l) loops take two rounds.
     #[test]

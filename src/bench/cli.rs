@@ -128,11 +128,6 @@ pub struct Common {
     /// or by cp.async (false). For measuring it.
     #[arg(long)]
     pub att_tma: Option<bool>,
-    /// CUDA: the bf16 expert tiles' down adding its outputs into f32 rows a token at the L2
-    /// (true) or writing bf16 slot rows for the next norm to sum (false, the default). For
-    /// measuring it.
-    #[arg(long)]
-    pub moe_sum_rows: Option<bool>,
     /// CUDA: the gate_up weight streams hint each warp's weight lines into L2 this many of its
     /// chunks ahead, forced (default: by k, csrc/params.h's STREAM_PREFETCH_*; 0: none). For
     /// measuring it.
@@ -349,7 +344,6 @@ fn cuda(cmd: BenchCmd, process_start: std::time::Instant) -> Result<()> {
         att_ctas_per_sm: common.att_ctas_per_sm,
         att_deep: common.att_deep,
         att_tma: common.att_tma,
-        moe_sum_rows: common.moe_sum_rows.unwrap_or(CudaOptions::default().moe_sum_rows),
         stream_prefetch: common.stream_prefetch,
         moe_ws_tiles: common.moe_ws_tiles,
         moe_gate_up_m192: common.moe_gate_up_m192,

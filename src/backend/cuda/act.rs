@@ -19,21 +19,16 @@ pub enum ActData {
     MoeSlots(MoeSlots),
 }
 
-/// A MoE layer's output as its expert GEMMs left it ([`MoeRows`]), plus the shared expert's
-/// output `shared` where it ran beside the routed experts.
+/// A MoE layer's output as its expert GEMMs left it: per token, `topk` weighted bf16 rows of
+/// `slot_out` (through `tok_slot`, in k order), plus the shared expert's output `shared` where it
+/// ran beside the routed experts.
 pub struct MoeSlots {
-    pub(super) rows: MoeRows,
+    pub(super) slot_out: CudaSlice<u16>,
+    pub(super) tok_slot: CudaSlice<i32>,
+    pub(super) topk: usize,
     pub(super) shared: Option<CudaSlice<f32>>,
     /// The layer's other buffers, freed with these slots (moe.rs, MoeScratch).
     pub(super) _scratch: Box<super::moe::MoeScratch>,
-}
-
-/// The routed experts' output: per token, `topk` weighted bf16 rows of `slot_out` (through
-/// `tok_slot`, in k order); or, where down summed them itself (CudaOptions::moe_sum_rows), one
-/// f32 row a token.
-pub enum MoeRows {
-    Slots { slot_out: CudaSlice<u16>, tok_slot: CudaSlice<i32>, topk: usize },
-    Summed(CudaSlice<f32>),
 }
 
 impl CudaBackend {

@@ -42,7 +42,6 @@ use std::sync::Arc;
 use weights::{Ffn, Weights};
 
 pub use act::{ActData, CudaAct};
-use act::{MoeRows, MoeSlots};
 use attention::StepLayout;
 use dense::MlpOut;
 use device::open_device;
@@ -97,12 +96,6 @@ pub struct CudaOptions {
     /// power of two of at least ATT_TMA_MIN_BOX_ROWS); `Some(false)`: by cp.async, as the other
     /// attention kernels copy. `dllm bench --att-tma` measures the choice.
     pub att_tma: Option<bool>,
-    /// The bf16 expert tiles' down adds each slot's weighted output into its token's f32 row
-    /// (reductions at the L2; MoeGemmParams::sum_out) instead of writing bf16 slot rows that the
-    /// next norm reads back: a MoE layer's outputs then cross DRAM neither way. The adds' order
-    /// varies from run to run (f32 sums not bit-reproducible). Off by default until measured;
-    /// `dllm bench --moe-sum-rows` measures it.
-    pub moe_sum_rows: bool,
     /// The gate_up weight streams (csrc/moe_stream.cu) hint each warp's weight lines into L2 this
     /// many of its chunks ahead (`None`: by k, CudaBackend::gate_up_prefetch; 0: none). `dllm
     /// bench --stream-prefetch` measures it.
@@ -201,7 +194,6 @@ impl Default for CudaOptions {
             att_ctas_per_sm: None,
             att_deep: None,
             att_tma: None,
-            moe_sum_rows: false,
             stream_prefetch: None,
             moe_ws_tiles: None,
             moe_gate_up_m192: None,
@@ -604,15 +596,11 @@ impl Backend for CudaBackend {
             bail!("add_rms_norm: delta is {}x{}, x is {}x{}", d.rows, d.cols, x.rows, x.cols);
         }
         // A MoE layer's slots are summed on the way (add_moe_rms_norm); delta is then the
-        // shared expert's output, where it ran beside them. Rows that down summed itself are a
-        // plain delta (no shared expert beside them: CudaBackend::sums_rows).
+        // shared expert's output, where it ran beside them.
         let (kernel, dp, slots) = match delta {
-            Some(CudaAct { data: ActData::MoeSlots(m), .. }) => match &m.rows {
-                MoeRows::Summed(y) => (Kernel::AddRmsNorm, self.p(y), None),
-                MoeRows::Slots { slot_out, tok_slot, topk } => {
-                    (Kernel::AddMoeRmsNorm, m.shared.as_ref().map_or(0, |s| self.p(s)), Some((slot_out, tok_slot, *topk)))
-                }
-            },
+            Some(CudaAct { data: ActData::MoeSlots(m), .. }) => {
+                (Kernel::AddMoeRmsNorm, m.shared.as_ref().map_or(0, |s| self.p(s)), Some(m))
+            }
             Some(d) => (Kernel::AddRmsNorm, self.p(self.f32_of(d, "add_rms_norm delta")?), None),
             None => (Kernel::AddRmsNorm, 0, None),
         };
@@ -630,8 +618,6 @@ impl Backend for CudaBackend {
         };
         let zero = moe.as_mut().and_then(|b| b.counts_to_zero());
         let (zero, zero_len) = zero.map_or((0, 0), |z| (self.p(z), z.len() as i32));
-        // ... and the f32 rows its down sums into, where it does.
-        let zero_rows = moe.as_mut().and_then(|b| b.sums_to_zero()).map_or(0, |z| self.p(z));
         let p = NormParams {
             x: self.p(xs),
             delta: dp,
@@ -640,12 +626,11 @@ impl Backend for CudaBackend {
             rows: x.rows as i32,
             cols: x.cols as i32,
             eps: self.cfg.rms_norm_eps,
-            topk: slots.map_or(0, |(_, _, topk)| topk as i32),
-            slot_out: slots.map_or(0, |(s, _, _)| self.p(s)),
-            tok_slot: slots.map_or(0, |(_, t, _)| self.p(t)),
+            topk: slots.map_or(0, |m| m.topk as i32),
+            slot_out: slots.map_or(0, |m| self.p(&m.slot_out)),
+            tok_slot: slots.map_or(0, |m| self.p(&m.tok_slot)),
             zero,
             zero_len,
-            zero_rows,
         };
         self.k.launch(kernel, (x.rows as u32, 1, 1), norm_threads(x.cols), &p)?;
         *self.moe_prepared.borrow_mut() = moe;
@@ -744,17 +729,14 @@ impl Backend for CudaBackend {
         if let Some(&r) = rows.iter().find(|&&r| r >= x.rows) {
             bail!("gather_rows: row {r} is out of range ({} rows)", x.rows);
         }
-        // The last MoE layer's output before the final norm: combined here (all its rows), or
-        // read where down summed it.
+        // The last MoE layer's output before the final norm: combined here (all its rows).
         let combined = match &x.data {
-            ActData::MoeSlots(MoeSlots { rows: MoeRows::Summed(_), shared: None, .. }) => None,
             ActData::MoeSlots(m) => Some(self.combined(m, x.rows)?),
             _ => None,
         };
-        let src = match (&combined, &x.data) {
-            (Some(y), _) => y,
-            (None, ActData::MoeSlots(MoeSlots { rows: MoeRows::Summed(y), .. })) => y,
-            (None, _) => self.f32_of(x, "gather_rows")?,
+        let src = match &combined {
+            Some(y) => y,
+            None => self.f32_of(x, "gather_rows")?,
         };
         // The staged forward's output rows (a CUDA graph cannot upload), else this call's own.
         let own;

@@ -3,7 +3,7 @@
 //! permute), moe_permute, the grouped expert GEMMs (csrc/moe_gemm.cu) and moe_combine, plus the
 //! shared expert's dense MLP.
 
-use super::act::{CudaAct, MoeRows, MoeSlots};
+use super::act::{CudaAct, MoeSlots};
 use super::dense::MlpOut;
 use super::error::CudaError;
 use super::fp8::launch_quantize_rows;
@@ -250,7 +250,7 @@ pub(super) struct MoeBuffers {
     layer: usize,
     rows: usize,
     act: CudaSlice<u16>,
-    out: LayerOut,
+    slot_out: CudaSlice<u16>,
     perm: Permuted,
     /// moe_permute's counts (none where moe_route permutes one cluster's rows itself), and
     /// whether the norm zeroed them.
@@ -260,31 +260,12 @@ pub(super) struct MoeBuffers {
     route: Option<RouterOut>,
 }
 
-/// Where down leaves a MoE layer's output: bf16 slot rows, or one f32 row a token that it adds
-/// into (CudaBackend::sums_rows), which must be zero before it runs (`zeroed`: by the norm).
-enum LayerOut {
-    Slots(CudaSlice<u16>),
-    Summed { rows: CudaSlice<f32>, zeroed: bool },
-}
-
 impl MoeBuffers {
     /// The counts the post-attention norm zeroes, if any (marked zeroed: the norm is launched next).
     pub(super) fn counts_to_zero(&mut self) -> Option<&CudaSlice<i32>> {
         let c = self.counts.as_ref()?;
         self.counts_zeroed = true;
         Some(&c.counts)
-    }
-
-    /// The f32 rows down sums into, which the post-attention norm zeroes, if any (marked zeroed:
-    /// the norm is launched next).
-    pub(super) fn sums_to_zero(&mut self) -> Option<&CudaSlice<f32>> {
-        match &mut self.out {
-            LayerOut::Summed { rows, zeroed } => {
-                *zeroed = true;
-                Some(rows)
-            }
-            LayerOut::Slots(_) => None,
-        }
     }
 }
 
@@ -309,7 +290,6 @@ pub(super) struct MoeScratch {
     _routed: RouterOut,
     _counts: Option<PickCounts>,
     _perm: [CudaSlice<i32>; 3],
-    _tok_slot: Option<CudaSlice<i32>>,
     _slot_weight: CudaSlice<f32>,
     _act: CudaSlice<u16>,
     _w8a8: Option<W8a8Scratch>,
@@ -537,10 +517,7 @@ impl CudaBackend {
         let (h, im) = (self.cfg.hidden_size, self.cfg.moe_intermediate_size);
         let MoeShape { shared_in_items, experts, slots, max_items, .. } = self.moe_shape(m, rows);
         let act = self.alloc_bf16(slots * im, "expert activations")?;
-        let out = match self.sums_rows(m, rows) {
-            true => LayerOut::Summed { rows: self.alloc_f32(rows * h, "MoE output rows")?, zeroed: false },
-            false => LayerOut::Slots(self.alloc_bf16(slots * h, "expert outputs")?),
-        };
+        let slot_out = self.alloc_bf16(slots * h, "expert outputs")?;
         let perm = Permuted {
             slot_token: self.k.alloc::<i32>(slots, "slot tokens")?,
             slot_weight: self.alloc_f32(slots, "slot weights")?,
@@ -561,7 +538,7 @@ impl CudaBackend {
             })
         };
         let route = if fused { Some(self.router_out(rows, shared_in_items)?) } else { None };
-        Ok(Some(MoeBuffers { layer, rows, act, out, perm, counts, counts_zeroed: false, route }))
+        Ok(Some(MoeBuffers { layer, rows, act, slot_out, perm, counts, counts_zeroed: false, route }))
     }
 
     /// moe_route's outputs at `rows` rows: the f32 logits, the picks and their weights.
@@ -745,18 +722,6 @@ impl CudaBackend {
         gate_up_m192_units(rows * c.num_experts_per_tok, c.num_experts, self.opts.moe_gate_up_m192)
     }
 
-    /// Whether down adds the layer's outputs into one f32 row a token at `rows` rows
-    /// (CudaOptions::moe_sum_rows): the bf16 tiles on wgmma (64- and 128-row items, which store
-    /// through csrc/moe_gemm.cu's store_warpgroup_rows), with no shared expert beside them (its
-    /// output would be a second delta for the next norm).
-    fn sums_rows(&self, m: &MoeWeights, rows: usize) -> bool {
-        self.opts.moe_sum_rows
-            && self.wgmma
-            && matches!(m.gate, ExpertMatrix::Bf16(_))
-            && self.tile_rows(m, rows) != MOE_BM_SMALL
-            && (m.shared.is_none() || self.shared_in_items(m, rows))
-    }
-
     /// Whether items of `tile_m` rows take the warp-specialized tiles (where the layer's tensor
     /// maps are at hand): by default for 64- and 128-row items (`CudaOptions::moe_ws_tiles`).
     fn ws_tiles(&self, tile_m: usize) -> bool {
@@ -794,7 +759,7 @@ impl CudaBackend {
         // The layer's buffers, allocated before its post-attention norm where that norm ran just
         // before for this layer and these rows (MoeBuffers); here otherwise (an op on its own).
         let prepared = self.moe_prepared.borrow_mut().take().filter(|b| b.layer == layer && b.rows == rows);
-        let MoeBuffers { act, mut out, perm, counts, counts_zeroed, route, .. } = match prepared {
+        let MoeBuffers { act, slot_out, perm, counts, counts_zeroed, route, .. } = match prepared {
             Some(b) => b,
             None => self.moe_buffers(layer, rows)?.ok_or_else(|| anyhow::anyhow!("layer {layer} is dense"))?,
         };
@@ -958,16 +923,7 @@ impl CudaBackend {
         self.set_weights(&mut g, &m.down, None);
         g.act_out = 0;
         g.prefetch_ahead = 0; // the down streams measured level with it
-        match &mut out {
-            LayerOut::Slots(slot_out) => g.slot_out = self.p(slot_out),
-            LayerOut::Summed { rows: y, zeroed } => {
-                if !*zeroed {
-                    // An op run on its own: no norm before it zeroed the rows.
-                    self.k.stream.memset_zeros(y).map_err(CudaError::driver(|| "zeroing the MoE output rows".into()))?;
-                }
-                g.sum_out = self.p(y);
-            }
-        }
+        g.slot_out = self.p(&slot_out);
         g.unit_counter += std::mem::size_of::<i32>() as u64;
         if item_wait {
             // gate_up's counts an item: a CTA a column tile; the warp-specialized tiles count
@@ -1019,47 +975,29 @@ impl CudaBackend {
             }
             None => None,
         };
-        // (Summed, tok_slot has no reader left but goes with the scratch: no free between down
-        // and the next norm.)
-        let (out, tok_slot) = match out {
-            LayerOut::Slots(slot_out) => (MoeRows::Slots { slot_out, tok_slot, topk }, None),
-            LayerOut::Summed { rows: y, .. } => (MoeRows::Summed(y), Some(tok_slot)),
-        };
         let scratch = MoeScratch {
             _routed: routed,
             _counts: held_counts,
             _perm: [slot_token, items, num_items],
-            _tok_slot: tok_slot,
             _slot_weight: slot_weight,
             _act: act,
             _w8a8: w8a8,
         };
-        Ok(MoeSlots { rows: out, shared, _scratch: Box::new(scratch) })
+        Ok(MoeSlots { slot_out, tok_slot, topk, shared, _scratch: Box::new(scratch) })
     }
 
     /// moe_combine: a MoE layer's slots summed into a new f32 output, the shared expert's output
     /// added where that ran beside them.
-    /// Where down summed them itself (MoeRows::Summed), a copy of its rows.
     pub(super) fn combined(&self, m: &MoeSlots, rows: usize) -> Result<CudaSlice<f32>> {
         let h = self.cfg.hidden_size;
-        let mut y = self.k.alloc::<f32>(rows * h, "MoE output")?;
-        let (slot_out, tok_slot, topk) = match &m.rows {
-            MoeRows::Slots { slot_out, tok_slot, topk } => (slot_out, tok_slot, *topk),
-            MoeRows::Summed(sum) => {
-                if m.shared.is_some() {
-                    bail!("a MoE layer's rows summed by down with its shared expert beside them");
-                }
-                self.k.stream.memcpy_dtod(sum, &mut y).map_err(CudaError::driver(|| "copying the MoE output rows".into()))?;
-                return Ok(y);
-            }
-        };
+        let y = self.k.alloc::<f32>(rows * h, "MoE output")?;
         let p = CombineParams {
             y: self.p(&y),
             base: m.shared.as_ref().map_or(0, |s| self.p(s)),
-            slot_out: self.p(slot_out),
-            tok_slot: self.p(tok_slot),
+            slot_out: self.p(&m.slot_out),
+            tok_slot: self.p(&m.tok_slot),
             tokens: rows as i32,
-            topk: topk as i32,
+            topk: m.topk as i32,
             hidden: h as i32,
         };
         let chunks = h.div_ceil(COMBINE_THREADS * COMBINE_COLS) as u32;
