@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Session 55's second call: three ways of the expert tiles, from `.carry/dllm-base` (HEAD,
-# 3b704c5 = 26d9358's code) and `.carry/dllm` (the working tree; tools/carry-ab.sh):
+# 3b704c5 = 26d9358's code) and `.carry/dllm` (the tree with ../split-rings-down-x-tma.patch applied; tools/carry-ab.sh):
 #   base:  HEAD;
 #   split: split rings (128-row items: 5 weight stages of 32 KB beside 4 x stages of 16 KB, the
 #          weights a k-step ahead), down's act rows copied (`--moe-down-x-tma false`);
