@@ -14,8 +14,8 @@ while [ $# -gt 0 ]; do
     if [ "$1" = --skip ]; then skip+=(--skip "${2:?--skip needs a test name}"); shift 2; else memcheck+=("$1"); shift; fi
 done
 mkdir -p "$R"
-bash tools/unpack-tests.sh test_cuda_kernels test_model_vs_fixtures
-timeout 300 /tmp/test_cuda_kernels --test-threads=1 "${skip[@]}" > "$R/cuda-tests.txt" 2>&1; echo "rc=$?" >> "$R/cuda-tests.txt"
+bash tools/cuda-tests.sh "$R" "${skip[@]}"
+bash tools/unpack-tests.sh test_model_vs_fixtures
 timeout 60 /tmp/test_model_vs_fixtures > "$R/fixtures.txt" 2>&1; echo "rc=$?" >> "$R/fixtures.txt"
-grep -h "test result\|^rc=\|panicked\|FAILED" "$R/cuda-tests.txt" "$R/fixtures.txt" | head
+grep -h "test result\|^rc=\|panicked\|FAILED" "$R/fixtures.txt" | head
 if [ ${#memcheck[@]} -gt 0 ]; then bash tools/memcheck-tests.sh "$R" "${memcheck[@]}"; fi
