@@ -97,4 +97,17 @@ pub trait Measure {
     fn take_device_wait(&mut self) -> Option<f64> {
         None
     }
+    /// Time each step's forward on the device from now (`on`) or stop: a timing event on the
+    /// stream before its first work and one after its last kernel ([`Measure::take_step_span`]).
+    /// Off by default; a backend without a device stream ignores it.
+    fn time_step_spans(&mut self, _on: bool) -> Result<()> {
+        Ok(())
+    }
+    /// Seconds from the last step's first work on the device's stream to the end of its last
+    /// kernel, once (None when not timing, or no step ran since the last call). A step's wall
+    /// time less this is the time the device sat idle for the host outside the forward: the
+    /// engine's work before it, and the download, the sync and the engine's work after it.
+    fn take_step_span(&mut self) -> Result<Option<f64>> {
+        Ok(None)
+    }
 }

@@ -159,6 +159,10 @@ pub struct StepRun {
     /// device in it (Measure::take_device_wait), the time a synchronous step leaves the device
     /// idle at most (the engine's work and the launches). None where the backend does not count.
     pub host_ms: Option<f64>,
+    /// Median of the timed steps' wall time less their forward's span on the device's stream
+    /// (timing events before its first work and after its last kernel): the time the device
+    /// sat idle for the host between forwards. None where the backend does not time spans.
+    pub idle_ms: Option<f64>,
     /// What recording the step shapes' CUDA graphs cost (None without graphs).
     pub graph_recording: Option<GraphRecording>,
     pub timed_steps: usize,
@@ -301,10 +305,12 @@ fn bench_steps_as_set<B: Runner + Measure>(engine: &mut Engine<B>, a: &StepBench
         let recorded_before = engine.backend.graphs_recorded();
         let recording = run_steps(engine, batch, a, &params, &mut rng)?.times;
         let recorded = graphs_recorded_since(&engine.backend, recorded_before);
-        let StepTimes { times: timed, predicted, host } = run_steps(engine, batch, a, &params, &mut rng)?;
+        let StepTimes { times: timed, predicted, host, idle } = run_steps(engine, batch, a, &params, &mut rng)?;
         let later = &timed[1..];
-        // The host's part of the timed steps (median), where the backend counts its waits.
+        // The host's part of the timed steps and the device's idle between them (medians),
+        // where the backend counts its waits and times its spans.
         let host_ms = host[1..].iter().copied().collect::<Option<Vec<f64>>>().filter(|h| !h.is_empty()).map(|h| median(&h));
+        let idle_ms = idle[1..].iter().copied().collect::<Option<Vec<f64>>>().filter(|h| !h.is_empty()).map(|h| median(&h));
         let graph_recording = recorded.map(|shapes| GraphRecording {
             shapes,
             ms_a_step: (recording[1..].iter().sum::<f64>() - later.iter().sum::<f64>()) / later.len().max(1) as f64,
@@ -338,6 +344,7 @@ fn bench_steps_as_set<B: Runner + Measure>(engine: &mut Engine<B>, a: &StepBench
             step_ms_max: later.iter().cloned().fold(0.0, f64::max),
             first_step_ms: timed[0],
             host_ms,
+            idle_ms,
             graph_recording,
             timed_steps: later.len(),
             predicted_rows: predicted,
@@ -365,13 +372,15 @@ fn bench_steps_as_set<B: Runner + Measure>(engine: &mut Engine<B>, a: &StepBench
     Ok(runs)
 }
 
-/// Each step of [`run_steps`]: its wall time in ms, the rows it predicted, and its host time in
-/// ms (the wall less the host's wait on the device: Measure::take_device_wait; None where the
-/// backend does not count it).
+/// Each step of [`run_steps`]: its wall time in ms, the rows it predicted, its host time in
+/// ms (the wall less the host's wait on the device: Measure::take_device_wait) and the device's
+/// idle in ms (the wall less the forward's span: Measure::take_step_span); None where the
+/// backend does not count them.
 struct StepTimes {
     times: Vec<f64>,
     predicted: Vec<usize>,
     host: Vec<Option<f64>>,
+    idle: Vec<Option<f64>>,
 }
 
 /// Admit `batch` fresh requests, run the first step (prefill + block) and `a.steps` more,
@@ -389,27 +398,30 @@ fn run_steps<B: Runner + Measure>(
         let p = random_prompt(rng, a.prefix.max(1), engine.cfg.vocab_size, &avoid);
         ids.push(engine.add(p, params.clone())?);
     }
-    let (mut times, mut predicted, mut host) = (vec![], vec![], vec![]);
+    let (mut times, mut predicted, mut host, mut idle) = (vec![], vec![], vec![], vec![]);
     let mut failed = None;
     let _ = engine.backend.take_device_wait();
+    engine.backend.time_step_spans(true)?;
     for _ in 0..=a.steps {
         let t = Instant::now();
         let events = engine.step();
         let ms = t.elapsed().as_secs_f64() * 1e3;
         times.push(ms);
         host.push(engine.backend.take_device_wait().map(|wait| ms - wait * 1e3));
+        idle.push(engine.backend.take_step_span()?.map(|span| ms - span * 1e3));
         predicted.push(engine.predicted_rows);
         if let Some(Event::Failed { error, .. }) = events.into_iter().find(|e| matches!(e, Event::Failed { .. })) {
             failed = Some(error);
             break;
         }
     }
+    engine.backend.time_step_spans(false)?;
     for id in ids {
         engine.cancel(id);
     }
     match failed {
         Some(e) => bail!("batch {batch}: {e}"),
-        None => Ok(StepTimes { times, predicted, host }),
+        None => Ok(StepTimes { times, predicted, host, idle }),
     }
 }
 
@@ -521,6 +533,14 @@ pub fn print_step_table(device: &str, runs: &[StepRun]) {
         println!(
             "host time a step (its wall time less the host's wait on the device; the device idles for it at most): {}",
             host.join("; ")
+        );
+    }
+    let idle: Vec<String> =
+        runs.iter().filter_map(|r| r.idle_ms.map(|i| format!("batch {} ({}) {:.3} ms", r.batch, r.tokens.name(), i))).collect();
+    if !idle.is_empty() {
+        println!(
+            "device idle a step (its wall time less its forward's span on the stream, from the first work to the last kernel): {}",
+            idle.join("; ")
         );
     }
     for r in runs {
@@ -690,6 +710,7 @@ mod tests {
             step_ms_max: step_ms,
             first_step_ms: 50.0,
             host_ms: None,
+            idle_ms: None,
             graph_recording: None,
             timed_steps: 16,
             predicted_rows: (batch * 32) as f64,

@@ -213,6 +213,7 @@ impl CudaBackend {
     ) -> Result<()> {
         self.graphs.replayed = None;
         if !self.graphable(batch) {
+            self.mark_step_start()?;
             self.stage(batch, out_rows)?;
             self.prepare_head_out(head, out_rows.len())?;
             return forward(self);
@@ -232,6 +233,7 @@ impl CudaBackend {
             return Ok(());
         }
         // The shape's first step: eagerly (its result is this step's), then recorded.
+        self.mark_step_start()?;
         self.step = Some(self.upload_layout(batch, out_rows, shape, &host)?);
         self.prepare_head_out(head, out_rows.len())?;
         forward(self)?;
@@ -249,6 +251,7 @@ impl CudaBackend {
 
     /// This step's inputs (and draws) into the recording's buffers, then its replay.
     fn replay(&self, rec: &mut Recorded, host: &[i32]) -> Result<()> {
+        self.mark_step_start()?;
         self.k.stream.memcpy_htod(host, &mut rec.pack).map_err(CudaError::driver(|| "copying the step's inputs".into()))?;
         self.write_draws(&mut rec.out)?;
         Ok(rec.graph.launch()?)

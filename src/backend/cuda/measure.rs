@@ -7,9 +7,35 @@ use super::weights::Ffn;
 use super::CudaBackend;
 use crate::backend::{ExpertMath, LayerRouting, Measure};
 use anyhow::{bail, Result};
-use cudarc::driver::CudaSlice;
+use cudarc::driver::sys::CUevent_flags;
+use cudarc::driver::{CudaEvent, CudaSlice};
+
+/// Two timing events around a step's forward on the backend's stream (Measure::time_step_spans).
+pub(super) struct StepEvents {
+    start: CudaEvent,
+    end: CudaEvent,
+    /// Both recorded for a step whose span was not yet taken.
+    recorded: std::cell::Cell<bool>,
+}
 
 impl CudaBackend {
+    /// Before a step's first work on the stream (its inputs' copy): its span's start, when
+    /// spans are timed.
+    pub(super) fn mark_step_start(&self) -> Result<()> {
+        let Some(e) = &self.step_events else { return Ok(()) };
+        e.recorded.set(false);
+        e.start.record(&self.k.stream).map_err(CudaError::driver(|| "recording a step's start event".into()))?;
+        Ok(())
+    }
+
+    /// After a step's forward was issued: its span's end, after its last kernel.
+    pub(super) fn mark_step_end(&self) -> Result<()> {
+        let Some(e) = &self.step_events else { return Ok(()) };
+        e.end.record(&self.k.stream).map_err(CudaError::driver(|| "recording a step's end event".into()))?;
+        e.recorded.set(true);
+        Ok(())
+    }
+
     /// TFLOP/s of a large bf16 GEMM through the same cuBLAS path the backend uses (f32 output),
     /// random operands, best of 10 after a warm-up.
     pub fn measure_gemm_tflops(&self) -> Result<f64> {
@@ -88,6 +114,27 @@ impl Measure for CudaBackend {
 
     fn graphs_recorded(&self) -> Option<u64> {
         self.graphs_recorded_total()
+    }
+
+    fn time_step_spans(&mut self, on: bool) -> Result<()> {
+        self.step_events = None;
+        if on {
+            let ctx = self.k.stream.context();
+            let event = || {
+                ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT)).map_err(CudaError::driver(|| "creating a step's timing events".into()))
+            };
+            self.step_events = Some(StepEvents { start: event()?, end: event()?, recorded: Default::default() });
+        }
+        Ok(())
+    }
+
+    fn take_step_span(&mut self) -> Result<Option<f64>> {
+        let Some(e) = &self.step_events else { return Ok(None) };
+        if !e.recorded.replace(false) {
+            return Ok(None);
+        }
+        let ms = e.start.elapsed_ms(&e.end).map_err(CudaError::driver(|| "timing a step's span".into()))?;
+        Ok(Some(f64::from(ms) / 1e3))
     }
 
     fn take_device_wait(&mut self) -> Option<f64> {

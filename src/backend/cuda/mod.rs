@@ -309,6 +309,9 @@ pub struct CudaBackend {
     /// Seconds the host has waited in blocking downloads since Measure::take_device_wait last
     /// read it (device.rs, `waiting`).
     device_wait: std::cell::Cell<f64>,
+    /// CUDA events around each step's forward on the stream, while benchmarks time them
+    /// (Measure::time_step_spans; measure.rs).
+    step_events: Option<measure::StepEvents>,
     /// The MoE layers' routing decisions of the current forward, when recording (tests).
     routing: std::cell::RefCell<Option<Vec<LayerRouting>>>,
     /// A MoE layer's buffers, allocated before its post-attention norm (moe.rs, `MoeBuffers`):
@@ -400,6 +403,7 @@ impl CudaBackend {
             kv_map: None,
             touched: Default::default(),
             device_wait: Default::default(),
+            step_events: None,
             routing: Default::default(),
             moe_prepared: Default::default(),
             attn_prepared: None,
@@ -861,6 +865,7 @@ impl Backend for CudaBackend {
         head: Head,
         forward: &mut dyn FnMut(&mut Self) -> Result<()>,
     ) -> Result<()> {
-        self.graphed_step(batch, out_rows, head, forward)
+        self.graphed_step(batch, out_rows, head, forward)?;
+        self.mark_step_end()
     }
 }
