@@ -527,22 +527,14 @@ pub fn print_step_table(device: &str, runs: &[StepRun]) {
     if !recording.is_empty() {
         println!("CUDA graphs recorded in an untimed pass before the timed one, its steps' extra time each: {}", recording.join("; "));
     }
-    let host: Vec<String> =
-        runs.iter().filter_map(|r| r.host_ms.map(|h| format!("batch {} ({}) {:.3} ms", r.batch, r.tokens.name(), h))).collect();
-    if !host.is_empty() {
-        println!(
-            "host time a step (its wall time less the host's wait on the device; the device idles for it at most): {}",
-            host.join("; ")
-        );
-    }
-    let idle: Vec<String> =
-        runs.iter().filter_map(|r| r.idle_ms.map(|i| format!("batch {} ({}) {:.3} ms", r.batch, r.tokens.name(), i))).collect();
-    if !idle.is_empty() {
-        println!(
-            "device idle a step (its wall time less its forward's span on the stream, from the first work to the last kernel): {}",
-            idle.join("; ")
-        );
-    }
+    print_per_batch_ms(runs, "host time a step (its wall time less the host's wait on the device; the device idles for it at most)", |r| {
+        r.host_ms
+    });
+    print_per_batch_ms(
+        runs,
+        "device idle a step (its wall time less its forward's span on the stream, from the first work to the last kernel)",
+        |r| r.idle_ms,
+    );
     for r in runs {
         if let (Some(_), None) = (r.baseline_ms, r.speedup_vs_baseline) {
             println!(
@@ -593,6 +585,15 @@ fn expert_math_line(runs: &[StepRun]) -> Option<String> {
         .map(|(m, b)| format!("as {} at batch {}", m.name(), b.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", ")))
         .collect();
     Some(format!("fp8 experts {}", ways.join("; ")))
+}
+
+/// A line `what: batch B (tokens) X ms; ...` over the runs that have a figure for `ms`, or none.
+fn print_per_batch_ms(runs: &[StepRun], what: &str, ms: impl Fn(&StepRun) -> Option<f64>) {
+    let parts: Vec<String> =
+        runs.iter().filter_map(|r| ms(r).map(|v| format!("batch {} ({}) {v:.3} ms", r.batch, r.tokens.name()))).collect();
+    if !parts.is_empty() {
+        println!("{what}: {}", parts.join("; "));
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
