@@ -261,6 +261,11 @@ pub(crate) fn rank_config(cfg: &ModelConfig, tp: usize) -> ModelConfig {
     c
 }
 
+/// The median of figures every step has, or None where some step (or every one) has none.
+fn median_of_all(v: &[Option<f64>]) -> Option<f64> {
+    v.iter().copied().collect::<Option<Vec<f64>>>().filter(|h| !h.is_empty()).map(|h| median(&h))
+}
+
 pub(crate) fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(|a, b| a.total_cmp(b));
@@ -309,8 +314,7 @@ fn bench_steps_as_set<B: Runner + Measure>(engine: &mut Engine<B>, a: &StepBench
         let later = &timed[1..];
         // The host's part of the timed steps and the device's idle between them (medians),
         // where the backend counts its waits and times its spans.
-        let host_ms = host[1..].iter().copied().collect::<Option<Vec<f64>>>().filter(|h| !h.is_empty()).map(|h| median(&h));
-        let idle_ms = idle[1..].iter().copied().collect::<Option<Vec<f64>>>().filter(|h| !h.is_empty()).map(|h| median(&h));
+        let (host_ms, idle_ms) = (median_of_all(&host[1..]), median_of_all(&idle[1..]));
         let graph_recording = recorded.map(|shapes| GraphRecording {
             shapes,
             ms_a_step: (recording[1..].iter().sum::<f64>() - later.iter().sum::<f64>()) / later.len().max(1) as f64,
