@@ -128,3 +128,179 @@ extern "C" __global__ void __cluster_dims__(4, 1, 1) __launch_bounds__(PICK_THRE
 extern "C" __global__ void __cluster_dims__(8, 1, 1) __launch_bounds__(PICK_THREADS) row_argmax_c8(const PickParams p) {
     row_argmax_cluster<8>(p);
 }
+
+// ---- the lm_head GEMM with the pick in its epilogue (sm_90a; params.h, LmHeadPickParams) -------
+// Greedy rows only need each row's argmax and its probability, so a unit of the GEMM reduces its
+// 128 x 256 block of logits in registers to a PickPart a row (its 256 columns), and a second
+// launch combines a row's parts: the ~0.6 MB of f32 logits a row are never written or read back.
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#include "cp_async.cuh"
+#include "mbarrier.cuh"
+#include "tma.cuh"
+#include "wgmma.cuh"
+
+// Two parts of one row combined: the larger max (on equal maxima the lower column), each sum
+// moved onto it.
+__device__ __forceinline__ PickPart pick_combine(const PickPart& a, const PickPart& b) {
+    const float m = fmaxf(a.m, b.m);
+    const int i = a.m > b.m ? a.i : b.m > a.m ? b.i : min(a.i, b.i);
+    return PickPart{m, i, a.z * __expf(a.m - m) + b.z * __expf(b.m - m)};
+}
+
+// A thread's part of accumulator row `half` (0: rows 16w + lane/4, 1: 8 further) over its 64
+// columns of the unit (lo: columns 0..127, hi: 128..255, each as wgmma_m64n128k16_bf16's d),
+// whose first column is n0; columns at or past `vocab` are not counted. Its columns are visited
+// in increasing order, so the strict > keeps the lowest of equal maxima.
+__device__ __forceinline__ PickPart unit_row_part(const float (&lo)[64], const float (&hi)[64], int half, int n0, int vocab) {
+    const int q = threadIdx.x % 4;
+    float m = -FLT_MAX;
+    int mi = 0x7fffffff;
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        const float(&d)[64] = h ? hi : lo;
+#pragma unroll
+        for (int j = 0; j < 16; j++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                const int col = n0 + 128 * h + 8 * j + 2 * q + e;
+                const float v = d[4 * j + 2 * half + e];
+                if (col < vocab && v > m) {
+                    m = v;
+                    mi = col;
+                }
+            }
+    }
+    float z = 0.f;
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        const float(&d)[64] = h ? hi : lo;
+#pragma unroll
+        for (int j = 0; j < 16; j++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                const int col = n0 + 128 * h + 8 * j + 2 * q + e;
+                if (col < vocab) z += __expf(d[4 * j + 2 * half + e] - m);
+            }
+    }
+    return PickPart{m, mi, z};
+}
+
+__device__ __forceinline__ void lm_head_pick_tiles(const LmHeadPickParams& p) {
+    constexpr int ST = LM_PICK_STAGES, BK = GEMM_BK, XB = LM_PICK_ROWS * BK * 2, BOX = MOE_WS_BOX_ROWS * BK * 2;
+    constexpr int BOXES = LM_PICK_COLS / MOE_WS_BOX_ROWS, CONSUMERS = LM_PICK_WGS * MOE_WG_THREADS;
+    constexpr int PRODUCERS = MOE_WG_THREADS, CHUNKS = BK / 8;  // 16-byte chunks of an x row a stage
+    static_assert(LM_PICK_ROWS == 64 * LM_PICK_WGS && LM_PICK_COLS == 256, "a warpgroup's 64 rows by one m64n256k16");
+    extern __shared__ __align__(1024) unsigned char raw[];
+    unsigned char* base = raw + ((1024 - ((uint32_t)__cvta_generic_to_shared(raw) & 1023)) & 1023);
+    uint64_t* full = reinterpret_cast<uint64_t*>(base + ST * LM_PICK_STAGE_BYTES);
+    uint64_t* empty = full + ST;
+    const int rows = p.pick.rows, vocab = p.pick.vocab;
+    const int row_tiles = (rows + LM_PICK_ROWS - 1) / LM_PICK_ROWS, units = row_tiles * p.col_tiles;
+    const int ktiles = (p.k + BK - 1) / BK;
+    if (threadIdx.x == 0) {
+        for (int s = 0; s < ST; s++) {
+            mbar_init(&full[s], PRODUCERS + 1);  // the producers' copies, and the expect-tx arrival
+            mbar_init(&empty[s], CONSUMERS);
+        }
+        mbar_init_fence();
+    }
+    __syncthreads();
+    // Unit u: row tile u % row_tiles of column tile u / row_tiles (a CTA every gridDim.x units).
+    if (threadIdx.x >= CONSUMERS) {
+        setmaxnreg_dec<LM_PICK_PRODUCER_REGS>();  // to the consumers (params.h)
+        const int pt = threadIdx.x - CONSUMERS, c8 = (pt % CHUNKS) * 8;
+        if (pt == 0) tma_prefetch_map(p.w_map);
+        int it = 0;  // stages issued
+        for (int u = blockIdx.x; u < units; u += gridDim.x) {
+            const int r0 = (u % row_tiles) * LM_PICK_ROWS, n0 = (u / row_tiles) * LM_PICK_COLS;
+            for (int kt = 0; kt < ktiles; kt++, it++) {
+                const int s = it % ST, k0 = kt * BK;
+                if (it >= ST) mbar_wait(&empty[s], (it / ST - 1) & 1);
+                unsigned char* X = base + s * LM_PICK_STAGE_BYTES;
+                if (pt == 0) {
+                    mbar_arrive_expect_tx(&full[s], BOXES * BOX);
+#pragma unroll
+                    for (int j = 0; j < BOXES; j++) tma_load_3d(X + XB + j * BOX, p.w_map, k0, n0 + MOE_WS_BOX_ROWS * j, 0, &full[s]);
+                }
+                // x: row r's chunk c8 for r = pt / CHUNKS + 16 i (zeros past the rows and k).
+#pragma unroll
+                for (int i = 0; i < LM_PICK_ROWS * CHUNKS / PRODUCERS; i++) {
+                    const int r = pt / CHUNKS + i * (PRODUCERS / CHUNKS);
+                    const bool ok = r0 + r < rows && k0 + c8 < p.k;
+                    cp_async16(X + sw128_offset(r, c8 / 8), ok ? p.x + (size_t)(r0 + r) * p.k + k0 + c8 : p.x, ok);
+                }
+                cp_async_arrive_noinc(&full[s]);
+            }
+        }
+        cp_async_wait<0>();  // no copy outlives its thread
+        return;
+    }
+    setmaxnreg_inc<LM_PICK_CONSUMER_REGS>();
+    const int g = threadIdx.x / MOE_WG_THREADS, lane = threadIdx.x % WARP, w = (threadIdx.x % MOE_WG_THREADS) / WARP;
+    int it = 0;  // stages consumed
+    for (int u = blockIdx.x; u < units; u += gridDim.x) {
+        const int r0 = (u % row_tiles) * LM_PICK_ROWS, tile = u / row_tiles, n0 = tile * LM_PICK_COLS;
+        float lo[64], hi[64];
+#pragma unroll
+        for (int i = 0; i < 64; i++) lo[i] = hi[i] = 0.f;
+        for (int kt = 0; kt < ktiles; kt++, it++) {
+            const int s = it % ST;
+            mbar_wait(&full[s], (it / ST) & 1);
+            fence_proxy_async();  // the x tile's cp.async writes, seen by the wgmmas below
+            const unsigned char* X = base + s * LM_PICK_STAGE_BYTES;
+            const uint64_t da = sw128_desc(X + g * 64 * 128), db = sw128_desc(X + XB);
+            wgmma_fence();
+#pragma unroll
+            for (int kk = 0; kk < BK / 16; kk++) wgmma_m64n256k16_bf16(lo, hi, da + 2 * kk, db + 2 * kk);
+            wgmma_commit();
+            wgmma_wait<0>();
+            mbar_arrive(&empty[s]);
+        }
+        wgmma_reg_fence(lo);
+        wgmma_reg_fence(hi);
+        // Rows 16w + lane / 4 (+ 8) of the warpgroup's 64: each quad's four threads hold a row's
+        // 256 columns between them.
+#pragma unroll
+        for (int half = 0; half < 2; half++) {
+            PickPart r = unit_row_part(lo, hi, half, n0, vocab);
+#pragma unroll
+            for (int o = 1; o < 4; o <<= 1) {
+                const PickPart other{__shfl_xor_sync(0xffffffffu, r.m, o), __shfl_xor_sync(0xffffffffu, r.i, o), __shfl_xor_sync(0xffffffffu, r.z, o)};
+                r = pick_combine(r, other);
+            }
+            const int row = r0 + 64 * g + 16 * w + lane / 4 + 8 * half;
+            if (lane % 4 == 0 && row < rows) {
+                float* dst = p.parts + ((size_t)row * p.col_tiles + tile) * 3;
+                dst[0] = r.m;
+                dst[1] = __int_as_float(r.i);
+                dst[2] = r.z;
+            }
+        }
+    }
+}
+#endif
+
+extern "C" __global__ void __launch_bounds__(LM_PICK_THREADS, 1) lm_head_pick(const LmHeadPickParams p) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    lm_head_pick_tiles(p);
+#else
+    __trap();  // the host launches it only where wgmma is
+#endif
+}
+
+// A row's parts combined, a warp a row: lane l takes parts l, l + 32, ... (lower tiles hold lower
+// columns, and equal maxima keep the lower column), then the warp's lanes. The order of the sums
+// is fixed, so a row's pick does not depend on which unit finished first.
+extern "C" __global__ void __launch_bounds__(LM_PICK_MERGE_WARPS * WARP) lm_head_pick_merge(const LmHeadPickParams p) {
+    const int row = blockIdx.x * LM_PICK_MERGE_WARPS + threadIdx.x / WARP, lane = threadIdx.x % WARP;
+    if (row >= p.pick.rows) return;
+    const float* parts = p.parts + (size_t)row * p.col_tiles * 3;
+    PickPart r = NO_PICK;
+    for (int t = lane; t < p.col_tiles; t += WARP) {
+        const PickPart q{parts[3 * t], __float_as_int(parts[3 * t + 1]), parts[3 * t + 2]};
+        const float m = fmaxf(r.m, q.m);
+        r = PickPart{m, r.m >= q.m ? r.i : q.i, r.z * expf(r.m - m) + q.z * expf(q.m - m)};
+    }
+    r = warp_pick(r);
+    if (lane == 0) write_pick(p.pick, row, r);
+}

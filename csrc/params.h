@@ -691,6 +691,43 @@ struct PickParams {
     int32_t token_base;
 };
 
+// lm_head.cu's lm_head_pick (sm_90a): the lm_head GEMM of a greedy step's rows with the pick in
+// its epilogue, so the logits are never written (at batch 64 they were ~1 GB a step, written by
+// cuBLAS and read back by row_argmax). Persistent CTAs of LM_PICK_WGS consumer warpgroups (each
+// 64 rows of a LM_PICK_ROWS-row tile by all LM_PICK_COLS columns of a vocabulary tile, one
+// m64n256k16 a k16) and one producer warpgroup (the x rows by cp.async; the weights by TMA in
+// boxes of MOE_WS_BOX_ROWS rows of the lm_head's map) through LM_PICK_STAGES stages. A unit is
+// (row tile, column tile), the row tiles of one column tile consecutive, so the CTAs that share a
+// weight tile run together and it crosses DRAM once. Each unit leaves, per row, its columns'
+// (max, lowest index of the max, sum of exp(l - max)) in `parts`; lm_head_pick_merge combines a
+// row's parts into PickParams's outputs, a warp a row (LM_PICK_MERGE_WARPS a CTA).
+#define LM_PICK_ROWS 128
+#define LM_PICK_COLS 256
+#define LM_PICK_WGS 2
+#define LM_PICK_STAGES 4
+#define LM_PICK_MERGE_WARPS 8
+// setmaxnreg's split of the register file: 128 sums a consumer thread and the epilogue's
+// reductions spilled in the 168 a thread that an even split of 384 threads leaves.
+#define LM_PICK_PRODUCER_REGS 40
+#define LM_PICK_CONSUMER_REGS 232
+static constexpr uint32_t LM_PICK_THREADS = (LM_PICK_WGS + 1) * MOE_WG_THREADS;
+static constexpr uint32_t LM_PICK_STAGE_BYTES = (LM_PICK_ROWS + LM_PICK_COLS) * GEMM_BK * 2;
+// The stages (1024-byte aligned: 1 KB of slack), then their full and empty mbarriers.
+static constexpr uint32_t LM_PICK_SMEM = 1024 + LM_PICK_STAGES * (LM_PICK_STAGE_BYTES + 16);
+static_assert(LM_PICK_WGS * MOE_WG_THREADS * LM_PICK_CONSUMER_REGS + MOE_WG_THREADS * LM_PICK_PRODUCER_REGS <= 65536,
+              "lm_head_pick's registers fit an SM");
+struct LmHeadPickParams {
+    DEV_PTR(const bf16) x;  // [pick.rows][k], the final norm's rows
+    // The lm_head's weights ([pick.vocab][k] bf16) as a TMA map: dims (k, vocab, 1), boxes of
+    // GEMM_BK x MOE_WS_BOX_ROWS, 128-byte swizzle (Kernels::tensor_map_bf16_3d).
+    DEV_PTR(const void) w_map;
+    // [pick.rows][col_tiles][3] floats: max logit, its column (int bits), sum of exp(l - max).
+    DEV_PTR(float) parts;
+    PickParams pick;  // rows, vocab, the outputs (its logits are unused)
+    int32_t k;
+    int32_t col_tiles;
+};
+
 // row_top_k.cu: per logits row its ROW_TOP_K best entries (logit descending, then token id
 // ascending: the first of equal maxima comes first, as an argmax keeps it), the row's max m and
 // z = sum of exp(l - m); one CTA of TOP_K_THREADS a row. JointThresholdInDel reads these

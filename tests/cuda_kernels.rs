@@ -388,6 +388,38 @@ mod cuda {
         c
     }
 
+    /// The greedy pick of random final-norm rows, both forms (CudaOptions::fused_pick: the lm_head
+    /// GEMM with the pick in its epilogue, or cuBLAS then row_argmax) against the CPU's: one row,
+    /// a partial 128-row tile, several tiles with a partial last one, over mid's vocabulary of
+    /// 1,000 (a partial last column tile) and its k of 256 (four k-steps).
+    #[test]
+    fn lm_head_pick_forms_match_cpu() {
+        if skip() {
+            return;
+        }
+        let dir = tmp("pick-forms");
+        let c = write_mid(&dir);
+        let (h, v) = (c.hidden_size, c.vocab_size);
+        for fused in [true, false] {
+            let mut p = pair_opts(&dir, None, CudaOptions { fused_pick: fused, profile_kernels: true, ..opts() });
+            assert!(fused || !p.gpu.fuses_pick(), "fused_pick false still fuses");
+            eprintln!("fused_pick {fused}: lm_head_pick {}", if p.gpu.fuses_pick() { "launched" } else { "not available" });
+            let mut rng = Rng::new(90 + fused as u64);
+            for rows in [1usize, 77, 300] {
+                let x = bf16_round(&rand_vec(&mut rng, rows * h, 1.0));
+                let (xc, xg) = (mat(rows, h, x.clone()), p.gpu.act_from_f32_as_bf16(rows, h, &x).unwrap());
+                let lc = p.cpu.lm_head_logits(&xc).unwrap();
+                let (pc, pg) = (p.cpu.lm_head_pick(&xc).unwrap(), p.gpu.lm_head_pick(&xg).unwrap());
+                compare_picks(&format!("lm_head_pick (fused {fused}, {rows} rows)"), &pc, &pg, &lc, v);
+            }
+            let launched: Vec<String> = p.gpu.profile().into_iter().map(|(name, _, _)| name).collect();
+            let fused_ran = launched.iter().any(|n| n == "lm_head_pick");
+            assert_eq!(fused_ran, p.gpu.fuses_pick(), "launched {launched:?}");
+            assert_eq!(launched.iter().any(|n| n.starts_with("row_argmax")), !fused_ran, "launched {launched:?}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn mid_shape_ops_match_cpu() {
         if skip() {

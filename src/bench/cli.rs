@@ -189,6 +189,10 @@ pub struct Common {
     /// (false). For measuring it.
     #[arg(long)]
     pub qkv_bf16: Option<bool>,
+    /// CUDA: a greedy step's lm_head as the GEMM with the pick in its epilogue (true, the
+    /// default, on Hopper) or as cuBLAS then row_argmax (false). For measuring it.
+    #[arg(long)]
+    pub fused_pick: Option<bool>,
     /// CUDA: a sampled step's logits written in bf16 for the sampler (true, the default) or in
     /// f32 (false). For measuring it.
     #[arg(long)]
@@ -359,6 +363,7 @@ fn cuda(cmd: BenchCmd, process_start: std::time::Instant) -> Result<()> {
         expert_pdl: common.expert_pdl.unwrap_or(CudaOptions::default().expert_pdl),
         residual_gemm: common.residual_gemm.unwrap_or(CudaOptions::default().residual_gemm),
         qkv_bf16: common.qkv_bf16.unwrap_or(CudaOptions::default().qkv_bf16),
+        fused_pick: common.fused_pick.unwrap_or(CudaOptions::default().fused_pick),
         sample_bf16: common.sample_bf16.unwrap_or(CudaOptions::default().sample_bf16),
         mem_fraction_static: common.mem_fraction_static.unwrap_or(CudaOptions::default().mem_fraction_static),
         cuda_graph_max_bs: common.graphs.max_bs().unwrap_or(CudaOptions::default().cuda_graph_max_bs),

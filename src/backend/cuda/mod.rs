@@ -163,6 +163,10 @@ pub struct CudaOptions {
     /// written out for the next norm to add: that norm then reads one f32 row instead of two and
     /// writes none. `dllm bench --residual-gemm false` measures without.
     pub residual_gemm: bool,
+    /// A greedy step's lm_head on Hopper as lm_head_pick (csrc/lm_head.cu: the GEMM with each
+    /// row's argmax and softmax sum in its epilogue, never writing the logits) instead of cuBLAS
+    /// then row_argmax. `dllm bench --fused-pick false` measures without.
+    pub fused_pick: bool,
     /// The QKV projection written by cuBLAS in bf16 (its fp32 sums rounded once, as a bf16
     /// checkpoint's own QKV rows are) for qk_norm_rope_store's _bf16 kernels, instead of in f32:
     /// half the bytes out of the GEMM and into the norm. `dllm bench --qkv-bf16 false` measures
@@ -208,6 +212,7 @@ impl Default for CudaOptions {
             rope_vectors: true,
             expert_pdl: true,
             residual_gemm: true,
+            fused_pick: true,
             qkv_bf16: true,
             sample_bf16: true,
         }
@@ -304,6 +309,9 @@ pub struct CudaBackend {
     /// The KV pool's TMA tensor map that block_attention_deep reads (attention.rs,
     /// kv_tensor_map), and its box's positions; `None` where the deep kernel copies by cp.async.
     kv_map: Option<(CudaSlice<u8>, usize)>,
+    /// The lm_head's TMA tensor map that lm_head_pick reads (pick.rs, lm_head_map); `None` where
+    /// greedy steps take cuBLAS and row_argmax.
+    lm_head_map: Option<CudaSlice<u8>>,
     /// Distinct experts per MoE layer of the current forward, when counting (benchmarks).
     touched: std::cell::RefCell<Option<Vec<usize>>>,
     /// Seconds the host has waited in blocking downloads since Measure::take_device_wait last
@@ -401,6 +409,7 @@ impl CudaBackend {
             wgmma: (major, minor) == (9, 0),
             expert_maps: Vec::new(),
             kv_map: None,
+            lm_head_map: None,
             touched: Default::default(),
             device_wait: Default::default(),
             step_events: None,
@@ -410,6 +419,10 @@ impl CudaBackend {
         };
         b.expert_maps = b.expert_tensor_maps()?;
         b.kv_map = b.kv_tensor_map()?;
+        if b.opts.fused_pick {
+            let w = b.p(b.w.lm_head.as_ref().unwrap_or(&b.w.embed));
+            b.lm_head_map = b.lm_head_map(w, b.vocab_slice().len(), b.cfg.hidden_size)?;
+        }
         if b.opts.poison {
             // Positions no token has written read as NaN: a kernel that lets them into P V unzeroed fails the tests.
             b.nan_fill(0, b.p(&b.kv), b.kv.len())?;
@@ -419,6 +432,11 @@ impl CudaBackend {
 
     pub fn kv_pages(&self) -> (usize, usize) {
         (self.pool.free_pages(), self.pool.num_pages)
+    }
+
+    /// Whether greedy rows take lm_head_pick (CudaOptions::fused_pick on a GPU with wgmma).
+    pub fn fuses_pick(&self) -> bool {
+        self.lm_head_map.is_some()
     }
 
     /// Per-kernel wall time (with `profile_kernels`): (name, total ms, calls).
@@ -781,12 +799,8 @@ impl Backend for CudaBackend {
             self.k.gemm_bf16_bf16("lm_head", self.p(xb), self.p(w), self.p(&logits), x.rows, vocab.len(), h)?;
             return self.launch_sample(LogitRows::Bf16(&logits), x.rows, vocab.len(), sampling, &out.token, &out.prob);
         }
-        let logits = self.cublas_gemm("lm_head", xb, w, x.rows, vocab.len(), h)?;
-        if let Some(sampling) = &out.sampling {
-            return self.launch_sample(LogitRows::F32(&logits), x.rows, vocab.len(), sampling, &out.token, &out.prob);
-        }
-        let p = PickParams {
-            logits: self.p(&logits),
+        let pick = |logits: u64| PickParams {
+            logits,
             token: self.p(&out.token),
             prob: self.p(&out.prob),
             share: out.share.as_ref().map_or(0, |s| self.p(s)),
@@ -794,7 +808,15 @@ impl Backend for CudaBackend {
             vocab: vocab.len() as i32,
             token_base: vocab.start as i32,
         };
-        self.launch_pick(&p)
+        // Greedy rows on Hopper: the GEMM with the pick in its epilogue (CudaOptions::fused_pick).
+        if let (None, Some(map)) = (&out.sampling, &self.lm_head_map) {
+            return self.launch_fused_pick(xb, map, h, pick(0));
+        }
+        let logits = self.cublas_gemm("lm_head", xb, w, x.rows, vocab.len(), h)?;
+        if let Some(sampling) = &out.sampling {
+            return self.launch_sample(LogitRows::F32(&logits), x.rows, vocab.len(), sampling, &out.token, &out.prob);
+        }
+        self.launch_pick(&pick(self.p(&logits)))
     }
 
     fn set_draws(&mut self, draws: &[RowDraw]) -> Result<()> {

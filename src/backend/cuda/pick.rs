@@ -1,8 +1,9 @@
 //! The greedy pick after the lm_head (csrc/lm_head.cu, `row_argmax` and its cluster forms): per
-//! row its argmax and softmax probability, a few bytes a row back to the host. CPU twin:
-//! `decode::sample::pick_row`.
+//! row its argmax and softmax probability, a few bytes a row back to the host; on Hopper the
+//! lm_head GEMM with the pick in its epilogue instead (`lm_head_pick`, then
+//! `lm_head_pick_merge`), which never writes the logits. CPU twin: `decode::sample::pick_row`.
 
-use super::kernels::{params::*, Kernel};
+use super::kernels::{params::*, Kernel, Kernels};
 use super::CudaBackend;
 use crate::decode::Pick;
 use anyhow::{bail, Result};
@@ -44,6 +45,37 @@ impl CudaBackend {
         let t = self.download(token, "picked tokens")?;
         let pr = self.download(prob, "pick probabilities")?;
         Ok(t.into_iter().zip(pr).map(|(token, prob)| Pick { token, prob }).collect())
+    }
+
+    /// The lm_head's weights (`w`, `[vocab][k]` bf16) as lm_head_pick's TMA map, where it can run:
+    /// on Hopper (wgmma), with rows TMA can step (k a multiple of 8 bf16) from a 16-byte aligned
+    /// start.
+    pub(super) fn lm_head_map(&self, w: u64, vocab: usize, k: usize) -> Result<Option<CudaSlice<u8>>> {
+        if !self.wgmma || !k.is_multiple_of(8) || !w.is_multiple_of(16) || vocab == 0 {
+            return Ok(None);
+        }
+        let map = Kernels::tensor_map_bf16_3d(w, [k as u64, vocab as u64, 1], [GEMM_BK as u32, MOE_WS_BOX_ROWS as u32, 1])?;
+        Ok(Some(self.k.upload(&map, "the lm_head's tensor map")?))
+    }
+
+    /// The greedy pick of `rows` bf16 rows `x` (`[rows][k]`) through lm_head_pick (the GEMM with
+    /// the pick in its epilogue, over `map`'s vocabulary) and lm_head_pick_merge, into the
+    /// outputs `pick` names (its logits unused). Only launches: a CUDA graph can hold them.
+    pub(super) fn launch_fused_pick(&self, x: &CudaSlice<u16>, map: &CudaSlice<u8>, k: usize, pick: PickParams) -> Result<()> {
+        let (rows, vocab) = (pick.rows.max(0) as usize, pick.vocab.max(0) as usize);
+        if rows == 0 {
+            return Ok(());
+        }
+        let col_tiles = vocab.div_ceil(LM_PICK_COLS);
+        let parts = self.alloc_f32(rows * col_tiles * 3, "lm_head_pick parts")?;
+        let p =
+            LmHeadPickParams { x: self.p(x), w_map: self.p(map), parts: self.p(&parts), pick, k: k as i32, col_tiles: col_tiles as i32 };
+        let units = rows.div_ceil(LM_PICK_ROWS) * col_tiles;
+        let resident = self.k.resident_ctas(Kernel::LmHeadPick, LM_PICK_THREADS, LM_PICK_SMEM)? as usize;
+        self.k.launch_smem(Kernel::LmHeadPick, (units.min(resident) as u32, 1, 1), LM_PICK_THREADS, LM_PICK_SMEM, &p)?;
+        let merge_ctas = rows.div_ceil(LM_PICK_MERGE_WARPS) as u32;
+        self.k.launch(Kernel::LmHeadPickMerge, (merge_ctas, 1, 1), (LM_PICK_MERGE_WARPS * WARP) as u32, &p)?;
+        Ok(())
     }
 
     /// Only the launch, into the buffers `p` names (a CUDA graph can hold it): one CTA a row, or a
