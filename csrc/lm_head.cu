@@ -1,7 +1,8 @@
 // The pick after lm_head: per row, argmax (ties: lowest id) and its softmax probability
-// 1 / sum(exp(l - max)). The logits come from a cuBLAS GEMM into a scratch buffer (a first
-// step: a fused GEMM + row-reduce would never write them). CPU twin: backend::cpu::pick_row.
-// Fewer rows than fill the GPU take a thread block cluster a row (HOPPER_ONLY: clusters are sm_90).
+// 1 / sum(exp(l - max)). CPU twin: backend::cpu::pick_row. Two forms: row_argmax reads logits a
+// cuBLAS GEMM wrote (fewer rows than fill the GPU take a thread block cluster a row; HOPPER_ONLY:
+// clusters are sm_90); on sm_90a lm_head_pick (below) is the GEMM itself with the pick in its
+// epilogue, and never writes the logits.
 #include "common.cuh"
 #include <cooperative_groups.h>
 
