@@ -450,6 +450,7 @@ fn profile_steps(engine: &mut Engine<crate::backend::cuda::CudaBackend>, a: &Ker
         qkv_bf16: c.qkv_bf16.unwrap_or(defaults.qkv_bf16) && cublas,
         logits_bf16: a.sampling.temperature > 0.0 && c.sample_bf16.unwrap_or(defaults.sample_bf16),
         w8a8_experts: engine.backend.expert_math(a.batch * c.block) == ExpertMath::W8A8,
+        fused_pick: a.sampling.temperature == 0.0 && engine.backend.fuses_pick(),
     };
     let work = super::kernels::step_work(&engine.cfg, &touched, dims, fused);
     let rows = super::kernels::rows(&measured, &work, bandwidth, gemm);

@@ -53,6 +53,9 @@ pub struct StepFusions {
     /// The fp8 experts run W8A8 (CudaOptions::fp8_activations at these rows): the expert GEMMs
     /// read x's and act's e4m3 codes and scales, which quantize_rows_fp8 writes from the bf16 rows.
     pub w8a8_experts: bool,
+    /// A greedy step's lm_head is lm_head_pick (CudaOptions::fused_pick on Hopper): the GEMM with
+    /// the pick in its epilogue and its merge, instead of the lm_head GEMM and row_argmax.
+    pub fused_pick: bool,
 }
 
 impl StepFusions {
@@ -65,6 +68,7 @@ impl StepFusions {
             qkv_bf16: true,
             logits_bf16: false,
             w8a8_experts: false,
+            fused_pick: false,
         }
     }
 }
@@ -72,7 +76,7 @@ impl StepFusions {
 /// Per-step work of every kernel for a step of `dims`; `experts_touched` per MoE layer (empty:
 /// all experts); `fused`: what the step's kernels fused.
 pub fn step_work(c: &ModelConfig, experts_touched: &[usize], dims: StepDims, fused: StepFusions) -> Vec<KernelWork> {
-    let StepFusions { shared_in_experts, fused_moe_norm, residual_gemm, qkv_bf16, logits_bf16, w8a8_experts } = fused;
+    let StepFusions { shared_in_experts, fused_moe_norm, residual_gemm, qkv_bf16, logits_bf16, w8a8_experts, fused_pick } = fused;
     let qkv_out = if qkv_bf16 { 2.0 } else { 4.0 };
     let StepDims { batch, prefix, block, predicted } = dims;
     let l = c.num_hidden_layers as f64;
@@ -123,7 +127,7 @@ pub fn step_work(c: &ModelConfig, experts_touched: &[usize], dims: StepDims, fus
     // the delta and write both.
     let added_norms = if residual_gemm { l + dense_layers } else { 0.0 };
     let delta_norms = 2.0 * l + 1.0 - slot_norms - added_norms;
-    vec![
+    let mut work = vec![
         {
             let mut w = gemm("qkv", t, qkv, h, l);
             w.bytes -= l * t * qkv * (4.0 - qkv_out);
@@ -193,19 +197,26 @@ pub fn step_work(c: &ModelConfig, experts_touched: &[usize], dims: StepDims, fus
         },
         KernelWork { name: "embed_gather", bytes: t * h * (2.0 + 4.0), flops: 0.0 },
         KernelWork { name: "gather_rows", bytes: 2.0 * predicted * h * 4.0 * 2.0, flops: 0.0 },
-        {
-            let mut w = gemm("lm_head", predicted, v, h, 1.0);
-            if logits_bf16 {
-                w.bytes -= predicted * v * 2.0;
-            }
-            w
-        },
-        KernelWork { name: "row_argmax", bytes: predicted * v * 4.0, flops: predicted * v * 3.0 },
-        // The lm_head with the pick in its epilogue: the weights and x in, a part (three floats)
-        // a row and column tile out; then the parts read back by the merge.
-        KernelWork { name: "lm_head_pick", bytes: v * h * 2.0 + predicted * h * 2.0 + pick_parts, flops: 2.0 * predicted * v * h },
-        KernelWork { name: "lm_head_pick_merge", bytes: pick_parts, flops: 0.0 },
-    ]
+    ];
+    // The lm_head and the pick: the GEMM writing logits, then row_argmax; or the GEMM with the
+    // pick in its epilogue (the weights and x in, a part of three floats a row and column tile
+    // out), then the parts read back by the merge.
+    if fused_pick {
+        work.push(KernelWork {
+            name: "lm_head_pick",
+            bytes: v * h * 2.0 + predicted * h * 2.0 + pick_parts,
+            flops: 2.0 * predicted * v * h,
+        });
+        work.push(KernelWork { name: "lm_head_pick_merge", bytes: pick_parts, flops: 0.0 });
+    } else {
+        let mut w = gemm("lm_head", predicted, v, h, 1.0);
+        if logits_bf16 {
+            w.bytes -= predicted * v * 2.0;
+        }
+        work.push(w);
+        work.push(KernelWork { name: "row_argmax", bytes: predicted * v * 4.0, flops: predicted * v * 3.0 });
+    }
+    work
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -295,6 +306,28 @@ mod tests {
     fn floor_of(c: &ModelConfig, touched: &[usize]) -> f64 {
         let f = crate::bench::step_bytes(c, touched, 1, 1024, 32);
         f.weights + f.kv - 1e6 * 20.0
+    }
+
+    #[test]
+    fn the_lm_head_is_counted_once_in_either_form() {
+        // The step floor sums the model's FLOPs: the fused pick replaces the lm_head GEMM and
+        // row_argmax, it does not add to them (a first form counted both: a batch-128 floor 12%
+        // too high).
+        let c = crate::config::preset("mini").unwrap();
+        let dims = StepDims { batch: 64, prefix: 1024, block: 32, predicted: 1700.0 };
+        let of = |fused_pick| step_work(&c, &[], dims, StepFusions { fused_pick, ..StepFusions::defaults(false) });
+        let (plain, fused) = (of(false), of(true));
+        let names =
+            |w: &[KernelWork]| w.iter().map(|k| k.name).filter(|n| n.starts_with("lm_head") || *n == "row_argmax").collect::<Vec<_>>();
+        assert_eq!(names(&plain), ["lm_head", "row_argmax"]);
+        assert_eq!(names(&fused), ["lm_head_pick", "lm_head_pick_merge"]);
+        let flops = |w: &[KernelWork]| w.iter().map(|k| k.flops).sum::<f64>();
+        let argmax = plain.iter().find(|k| k.name == "row_argmax").unwrap().flops;
+        assert!((flops(&plain) - argmax - flops(&fused)).abs() < 1e-9 * flops(&plain), "{} vs {}", flops(&plain), flops(&fused));
+        // Fused, the logits (f32, written and read back) are not moved.
+        let bytes = |w: &[KernelWork]| w.iter().map(|k| k.bytes).sum::<f64>();
+        let logits = 1700.0 * c.vocab_size as f64 * 4.0;
+        assert!(bytes(&plain) - bytes(&fused) > 1.9 * logits, "{} vs {}", bytes(&plain), bytes(&fused));
     }
 
     #[test]
