@@ -420,7 +420,7 @@ impl CudaBackend {
         b.expert_maps = b.expert_tensor_maps()?;
         b.kv_map = b.kv_tensor_map()?;
         if b.opts.fused_pick {
-            let w = b.p(b.w.lm_head.as_ref().unwrap_or(&b.w.embed));
+            let w = b.p(b.w.lm_head_rows());
             b.lm_head_map = b.lm_head_map(w, b.vocab_slice().len(), b.cfg.hidden_size)?;
         }
         if b.opts.poison {
@@ -782,7 +782,7 @@ impl Backend for CudaBackend {
         self.ensure_head_out(head, x.rows)?;
         let out = self.out.as_ref().unwrap();
         let xb = self.bf16_of(x, "lm_head")?;
-        let w = self.w.lm_head.as_ref().unwrap_or(&self.w.embed);
+        let w = self.w.lm_head_rows();
         let (vocab, h) = (self.vocab_slice(), self.cfg.hidden_size);
         if let Some(logits) = &out.logits {
             self.k.gemm_bf16_f32("lm_head", self.p(xb), self.p(w), self.p(logits), x.rows, vocab.len(), h, 0.0)?;

@@ -62,6 +62,13 @@ pub struct Weights {
     pub lm_head: Option<CudaSlice<u16>>,
 }
 
+impl Weights {
+    /// The rows the lm_head multiplies by: its own, or the embedding it is tied to.
+    pub fn lm_head_rows(&self) -> &CudaSlice<u16> {
+        self.lm_head.as_ref().unwrap_or(&self.embed)
+    }
+}
+
 /// Where the tensors come from: a checkpoint, or seeded random draws.
 pub trait Source {
     /// The same `slice` of each of the bf16 tensor(s), stacked along the first dim into one buffer.
