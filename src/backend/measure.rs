@@ -86,11 +86,6 @@ pub trait Measure {
     }
     /// How the MoE layers' routed experts multiply in a forward of `rows` tokens.
     fn expert_math(&self, rows: usize) -> ExpertMath;
-    /// Whether a greedy step's lm_head is the GEMM with the pick in its epilogue (CUDA's
-    /// lm_head_pick), so that no logits are written.
-    fn fuses_pick(&self) -> bool {
-        false
-    }
     /// Step shapes recorded as CUDA graphs so far (None: this backend records none).
     fn graphs_recorded(&self) -> Option<u64> {
         None

@@ -240,7 +240,4 @@ impl<B: Measure + 'static> Measure for Ranks<B> {
     fn expert_math(&self, rows: usize) -> ExpertMath {
         self.agreed(move |b| Ok(b.expert_math(rows))).unwrap_or(ExpertMath::Bf16)
     }
-    fn fuses_pick(&self) -> bool {
-        self.agreed(|b| Ok(b.fuses_pick())).unwrap_or(false)
-    }
 }

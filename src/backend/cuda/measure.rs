@@ -141,10 +141,6 @@ impl Measure for CudaBackend {
         Some(self.device_wait.replace(0.0))
     }
 
-    fn fuses_pick(&self) -> bool {
-        CudaBackend::fuses_pick(self)
-    }
-
     fn expert_math(&self, rows: usize) -> ExpertMath {
         if !self.cfg.fp8_experts() {
             ExpertMath::Bf16
