@@ -187,16 +187,16 @@ __device__ __forceinline__ PickPart unit_row_part(const float (&lo)[64], const f
 }
 
 __device__ __forceinline__ void lm_head_pick_tiles(const LmHeadPickParams& p) {
-    constexpr int ST = LM_PICK_STAGES, BK = GEMM_BK, XB = LM_PICK_ROWS * BK * 2, BOX = MOE_WS_BOX_ROWS * BK * 2;
-    constexpr int BOXES = LM_PICK_COLS / MOE_WS_BOX_ROWS, CONSUMERS = LM_PICK_WGS * MOE_WG_THREADS;
+    constexpr int ST = DENSE_WS_STAGES, BK = GEMM_BK, XB = DENSE_WS_ROWS * BK * 2, BOX = MOE_WS_BOX_ROWS * BK * 2;
+    constexpr int BOXES = DENSE_WS_COLS / MOE_WS_BOX_ROWS, CONSUMERS = DENSE_WS_WGS * MOE_WG_THREADS;
     constexpr int PRODUCERS = MOE_WG_THREADS, CHUNKS = BK / 8;  // 16-byte chunks of an x row a stage
-    static_assert(LM_PICK_ROWS == 64 * LM_PICK_WGS && LM_PICK_COLS == 256, "a warpgroup's 64 rows by one m64n256k16");
+    static_assert(DENSE_WS_ROWS == 64 * DENSE_WS_WGS && DENSE_WS_COLS == 256, "a warpgroup's 64 rows by one m64n256k16");
     extern __shared__ __align__(1024) unsigned char raw[];
     unsigned char* base = raw + ((1024 - ((uint32_t)__cvta_generic_to_shared(raw) & 1023)) & 1023);
-    uint64_t* full = reinterpret_cast<uint64_t*>(base + ST * LM_PICK_STAGE_BYTES);
+    uint64_t* full = reinterpret_cast<uint64_t*>(base + ST * DENSE_WS_STAGE_BYTES);
     uint64_t* empty = full + ST;
     const int rows = p.pick.rows, vocab = p.pick.vocab;
-    const int row_tiles = (rows + LM_PICK_ROWS - 1) / LM_PICK_ROWS, units = row_tiles * p.col_tiles;
+    const int row_tiles = (rows + DENSE_WS_ROWS - 1) / DENSE_WS_ROWS, units = row_tiles * p.col_tiles;
     const int ktiles = (p.k + BK - 1) / BK;
     if (threadIdx.x == 0) {
         for (int s = 0; s < ST; s++) {
@@ -208,16 +208,16 @@ __device__ __forceinline__ void lm_head_pick_tiles(const LmHeadPickParams& p) {
     __syncthreads();
     // Unit u: row tile u % row_tiles of column tile u / row_tiles (a CTA every gridDim.x units).
     if (threadIdx.x >= CONSUMERS) {
-        setmaxnreg_dec<LM_PICK_PRODUCER_REGS>();  // to the consumers (params.h)
+        setmaxnreg_dec<DENSE_WS_PRODUCER_REGS>();  // to the consumers (params.h)
         const int pt = threadIdx.x - CONSUMERS, c8 = (pt % CHUNKS) * 8;
         if (pt == 0) tma_prefetch_map(p.w_map);
         int it = 0;  // stages issued
         for (int u = blockIdx.x; u < units; u += gridDim.x) {
-            const int r0 = (u % row_tiles) * LM_PICK_ROWS, n0 = (u / row_tiles) * LM_PICK_COLS;
+            const int r0 = (u % row_tiles) * DENSE_WS_ROWS, n0 = (u / row_tiles) * DENSE_WS_COLS;
             for (int kt = 0; kt < ktiles; kt++, it++) {
                 const int s = it % ST, k0 = kt * BK;
                 if (it >= ST) mbar_wait(&empty[s], (it / ST - 1) & 1);
-                unsigned char* X = base + s * LM_PICK_STAGE_BYTES;
+                unsigned char* X = base + s * DENSE_WS_STAGE_BYTES;
                 if (pt == 0) {
                     mbar_arrive_expect_tx(&full[s], BOXES * BOX);
 #pragma unroll
@@ -225,7 +225,7 @@ __device__ __forceinline__ void lm_head_pick_tiles(const LmHeadPickParams& p) {
                 }
                 // x: row r's chunk c8 for r = pt / CHUNKS + 16 i (zeros past the rows and k).
 #pragma unroll
-                for (int i = 0; i < LM_PICK_ROWS * CHUNKS / PRODUCERS; i++) {
+                for (int i = 0; i < DENSE_WS_ROWS * CHUNKS / PRODUCERS; i++) {
                     const int r = pt / CHUNKS + i * (PRODUCERS / CHUNKS);
                     const bool ok = r0 + r < rows && k0 + c8 < p.k;
                     cp_async16(X + sw128_offset(r, c8 / 8), ok ? p.x + (size_t)(r0 + r) * p.k + k0 + c8 : p.x, ok);
@@ -236,11 +236,11 @@ __device__ __forceinline__ void lm_head_pick_tiles(const LmHeadPickParams& p) {
         cp_async_wait<0>();  // no copy outlives its thread
         return;
     }
-    setmaxnreg_inc<LM_PICK_CONSUMER_REGS>();
+    setmaxnreg_inc<DENSE_WS_CONSUMER_REGS>();
     const int g = threadIdx.x / MOE_WG_THREADS, lane = threadIdx.x % WARP, w = (threadIdx.x % MOE_WG_THREADS) / WARP;
     int it = 0;  // stages consumed
     for (int u = blockIdx.x; u < units; u += gridDim.x) {
-        const int r0 = (u % row_tiles) * LM_PICK_ROWS, tile = u / row_tiles, n0 = tile * LM_PICK_COLS;
+        const int r0 = (u % row_tiles) * DENSE_WS_ROWS, tile = u / row_tiles, n0 = tile * DENSE_WS_COLS;
         float lo[64], hi[64];
 #pragma unroll
         for (int i = 0; i < 64; i++) lo[i] = hi[i] = 0.f;
@@ -248,7 +248,7 @@ __device__ __forceinline__ void lm_head_pick_tiles(const LmHeadPickParams& p) {
             const int s = it % ST;
             mbar_wait(&full[s], (it / ST) & 1);
             fence_proxy_async();  // the x tile's cp.async writes, seen by the wgmmas below
-            const unsigned char* X = base + s * LM_PICK_STAGE_BYTES;
+            const unsigned char* X = base + s * DENSE_WS_STAGE_BYTES;
             const uint64_t da = sw128_desc(X + g * 64 * 128), db = sw128_desc(X + XB);
             wgmma_fence();
 #pragma unroll
@@ -281,7 +281,7 @@ __device__ __forceinline__ void lm_head_pick_tiles(const LmHeadPickParams& p) {
 }
 #endif
 
-extern "C" __global__ void __launch_bounds__(LM_PICK_THREADS, 1) lm_head_pick(const LmHeadPickParams p) {
+extern "C" __global__ void __launch_bounds__(DENSE_WS_THREADS, 1) lm_head_pick(const LmHeadPickParams p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     lm_head_pick_tiles(p);
 #else

@@ -691,34 +691,37 @@ struct PickParams {
     int32_t token_base;
 };
 
-// lm_head.cu's lm_head_pick (sm_90a): the lm_head GEMM of a greedy step's rows with the pick in
-// its epilogue, so the logits are never written (at batch 64 they were ~1 GB a step, written by
-// cuBLAS and read back by row_argmax). Persistent CTAs of LM_PICK_WGS consumer warpgroups (each
-// 64 rows of a LM_PICK_ROWS-row tile by all LM_PICK_COLS columns of a vocabulary tile, one
-// m64n256k16 a k16) and one producer warpgroup (the x rows by cp.async; the weights by TMA in
-// boxes of MOE_WS_BOX_ROWS rows of the lm_head's map) through LM_PICK_STAGES stages. A unit is
-// (row tile, column tile), the row tiles of one column tile consecutive, so the CTAs that share a
-// weight tile run at about the same time and its later reads find it in the L2. Each unit
-// leaves, per row, its columns' (max, lowest index of the max, sum of exp(l - max)) in `parts`;
-// lm_head_pick_merge combines a row's parts into PickParams's outputs, a warp a row
-// (LM_PICK_MERGE_WARPS a CTA). On an H100 at batch 64 the GEMM ran at 92% of the measured GEMM
-// rate (cuBLAS's lm_head 88-90%) and the pair took 1.55 ms a step against 1.99 for cuBLAS and
-// row_argmax (docs/perf/session59).
-#define LM_PICK_ROWS 128
-#define LM_PICK_COLS 256
-#define LM_PICK_WGS 2
-#define LM_PICK_STAGES 4
-#define LM_PICK_MERGE_WARPS 8
+// gemm_tiles.cuh (sm_90a): the persistent warp-specialized bf16 GEMM tiles under the dense
+// products with their own epilogues (lm_head.cu's lm_head_pick, qkv_rope.cu's qkv_rope_store).
+// Persistent CTAs of DENSE_WS_WGS consumer warpgroups (each 64 rows of a DENSE_WS_ROWS-row tile
+// by all DENSE_WS_COLS columns of a column tile, one m64n256k16 a k16) and one producer warpgroup
+// (the x rows by cp.async; the weights by TMA in boxes of MOE_WS_BOX_ROWS rows of a [n][k] map)
+// through DENSE_WS_STAGES stages.
+#define DENSE_WS_ROWS 128
+#define DENSE_WS_COLS 256
+#define DENSE_WS_WGS 2
+#define DENSE_WS_STAGES 4
 // setmaxnreg's split of the register file: 128 sums a consumer thread and the epilogue's
 // reductions spilled in the 168 a thread that an even split of 384 threads leaves.
-#define LM_PICK_PRODUCER_REGS 40
-#define LM_PICK_CONSUMER_REGS 232
-static constexpr uint32_t LM_PICK_THREADS = (LM_PICK_WGS + 1) * MOE_WG_THREADS;
-static constexpr uint32_t LM_PICK_STAGE_BYTES = (LM_PICK_ROWS + LM_PICK_COLS) * GEMM_BK * 2;
+#define DENSE_WS_PRODUCER_REGS 40
+#define DENSE_WS_CONSUMER_REGS 232
+static constexpr uint32_t DENSE_WS_THREADS = (DENSE_WS_WGS + 1) * MOE_WG_THREADS;
+static constexpr uint32_t DENSE_WS_STAGE_BYTES = (DENSE_WS_ROWS + DENSE_WS_COLS) * GEMM_BK * 2;
 // The stages (1024-byte aligned: 1 KB of slack), then their full and empty mbarriers.
-static constexpr uint32_t LM_PICK_SMEM = 1024 + LM_PICK_STAGES * (LM_PICK_STAGE_BYTES + 16);
-static_assert(LM_PICK_WGS * MOE_WG_THREADS * LM_PICK_CONSUMER_REGS + MOE_WG_THREADS * LM_PICK_PRODUCER_REGS <= 65536,
-              "lm_head_pick's registers fit an SM");
+static constexpr uint32_t DENSE_WS_SMEM = 1024 + DENSE_WS_STAGES * (DENSE_WS_STAGE_BYTES + 16);
+static_assert(DENSE_WS_WGS * MOE_WG_THREADS * DENSE_WS_CONSUMER_REGS + MOE_WG_THREADS * DENSE_WS_PRODUCER_REGS <= 65536,
+              "the dense tiles' registers fit an SM");
+
+// lm_head.cu's lm_head_pick (sm_90a): the lm_head GEMM of a greedy step's rows with the pick in
+// its epilogue, so the logits are never written (at batch 64 they were ~1 GB a step, written by
+// cuBLAS and read back by row_argmax), on the dense tiles above. A unit is (row tile, column
+// tile), the row tiles of one column tile consecutive, so the CTAs that share a weight tile run
+// at about the same time and its later reads find it in the L2. Each unit leaves, per row, its
+// columns' (max, lowest index of the max, sum of exp(l - max)) in `parts`; lm_head_pick_merge
+// combines a row's parts into PickParams's outputs, a warp a row (LM_PICK_MERGE_WARPS a CTA). On
+// an H100 at batch 64 the GEMM ran at 92% of the measured GEMM rate (cuBLAS's lm_head 88-90%)
+// and the pair took 1.55 ms a step against 1.99 for cuBLAS and row_argmax (docs/perf/session59).
+#define LM_PICK_MERGE_WARPS 8
 struct LmHeadPickParams {
     DEV_PTR(const bf16) x;  // [pick.rows][k], the final norm's rows
     // The lm_head's weights ([pick.vocab][k] bf16) as a TMA map: dims (k, vocab, 1), boxes of

@@ -89,7 +89,7 @@ pub fn step_work(c: &ModelConfig, experts_touched: &[usize], dims: StepDims, fus
     let t = (batch * block) as f64; // query tokens
     let keys = (prefix + block) as f64;
     let qkv = c.qkv_rows() as f64;
-    let pick_parts = predicted * (v / crate::backend::cuda::kernels::params::LM_PICK_COLS as f64).ceil() * 12.0;
+    let pick_parts = predicted * (v / crate::backend::cuda::kernels::params::DENSE_WS_COLS as f64).ceil() * 12.0;
     let touched: f64 = if experts_touched.is_empty() { e * moe_layers } else { experts_touched.iter().sum::<usize>() as f64 };
     // One expert's [im, h] (= [h, im]) matrix: bf16, or fp8 codes and scales.
     let expert_matrix = crate::fp8::matrix_bytes(c.moe_intermediate_size, c.hidden_size, c.fp8_experts());

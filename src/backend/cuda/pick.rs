@@ -66,13 +66,13 @@ impl CudaBackend {
         if rows == 0 {
             return Ok(());
         }
-        let col_tiles = vocab.div_ceil(LM_PICK_COLS);
+        let col_tiles = vocab.div_ceil(DENSE_WS_COLS);
         let parts = self.alloc_f32(rows * col_tiles * 3, "lm_head_pick parts")?;
         let p =
             LmHeadPickParams { x: self.p(x), w_map: self.p(map), parts: self.p(&parts), pick, k: k as i32, col_tiles: col_tiles as i32 };
-        let units = rows.div_ceil(LM_PICK_ROWS) * col_tiles;
-        let resident = self.k.resident_ctas(Kernel::LmHeadPick, LM_PICK_THREADS, LM_PICK_SMEM)? as usize;
-        self.k.launch_smem(Kernel::LmHeadPick, (units.min(resident) as u32, 1, 1), LM_PICK_THREADS, LM_PICK_SMEM, &p)?;
+        let units = rows.div_ceil(DENSE_WS_ROWS) * col_tiles;
+        let resident = self.k.resident_ctas(Kernel::LmHeadPick, DENSE_WS_THREADS, DENSE_WS_SMEM)? as usize;
+        self.k.launch_smem(Kernel::LmHeadPick, (units.min(resident) as u32, 1, 1), DENSE_WS_THREADS, DENSE_WS_SMEM, &p)?;
         let merge_ctas = rows.div_ceil(LM_PICK_MERGE_WARPS) as u32;
         self.k.launch(Kernel::LmHeadPickMerge, (merge_ctas, 1, 1), (LM_PICK_MERGE_WARPS * WARP) as u32, &p)?;
         Ok(())
