@@ -135,10 +135,7 @@ extern "C" __global__ void __cluster_dims__(8, 1, 1) __launch_bounds__(PICK_THRE
 // 128 x 256 block of logits in registers to a PickPart a row (its 256 columns), and a second
 // launch combines a row's parts: the ~0.6 MB of f32 logits a row are never written or read back.
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-#include "cp_async.cuh"
-#include "mbarrier.cuh"
-#include "tma.cuh"
-#include "wgmma.cuh"
+#include "gemm_tiles.cuh"
 
 // Two parts of one row combined: the larger max (on equal maxima the lower column), each sum
 // moved onto it.
@@ -186,91 +183,32 @@ __device__ __forceinline__ PickPart unit_row_part(const float (&lo)[64], const f
     return PickPart{m, mi, z};
 }
 
-__device__ __forceinline__ void lm_head_pick_tiles(const LmHeadPickParams& p) {
-    constexpr int ST = DENSE_WS_STAGES, BK = GEMM_BK, XB = DENSE_WS_ROWS * BK * 2, BOX = MOE_WS_BOX_ROWS * BK * 2;
-    constexpr int BOXES = DENSE_WS_COLS / MOE_WS_BOX_ROWS, CONSUMERS = DENSE_WS_WGS * MOE_WG_THREADS;
-    constexpr int PRODUCERS = MOE_WG_THREADS, CHUNKS = BK / 8;  // 16-byte chunks of an x row a stage
-    static_assert(DENSE_WS_ROWS == 64 * DENSE_WS_WGS && DENSE_WS_COLS == 256, "a warpgroup's 64 rows by one m64n256k16");
-    extern __shared__ __align__(1024) unsigned char raw[];
-    unsigned char* base = raw + ((1024 - ((uint32_t)__cvta_generic_to_shared(raw) & 1023)) & 1023);
-    uint64_t* full = reinterpret_cast<uint64_t*>(base + ST * DENSE_WS_STAGE_BYTES);
-    uint64_t* empty = full + ST;
-    const int rows = p.pick.rows, vocab = p.pick.vocab;
-    const int row_tiles = (rows + DENSE_WS_ROWS - 1) / DENSE_WS_ROWS, units = row_tiles * p.col_tiles;
-    const int ktiles = (p.k + BK - 1) / BK;
-    if (threadIdx.x == 0) {
-        for (int s = 0; s < ST; s++) {
-            mbar_init(&full[s], PRODUCERS + 1);  // the producers' copies, and the expect-tx arrival
-            mbar_init(&empty[s], CONSUMERS);
-        }
-        mbar_init_fence();
+// The units: row tile i % row_tiles of column tile i / row_tiles, all of k.
+struct PickWork {
+    int row_tiles, ktiles, count;
+    __device__ __forceinline__ DenseWork at(int i) const {
+        return DenseWork{(i % row_tiles) * DENSE_WS_ROWS, (i / row_tiles) * DENSE_WS_COLS, 0, ktiles};
     }
-    __syncthreads();
-    // Unit u: row tile u % row_tiles of column tile u / row_tiles (a CTA every gridDim.x units).
-    if (threadIdx.x >= CONSUMERS) {
-        setmaxnreg_dec<DENSE_WS_PRODUCER_REGS>();  // to the consumers (params.h)
-        const int pt = threadIdx.x - CONSUMERS, c8 = (pt % CHUNKS) * 8;
-        if (pt == 0) tma_prefetch_map(p.w_map);
-        int it = 0;  // stages issued
-        for (int u = blockIdx.x; u < units; u += gridDim.x) {
-            const int r0 = (u % row_tiles) * DENSE_WS_ROWS, n0 = (u / row_tiles) * DENSE_WS_COLS;
-            for (int kt = 0; kt < ktiles; kt++, it++) {
-                const int s = it % ST, k0 = kt * BK;
-                if (it >= ST) mbar_wait(&empty[s], (it / ST - 1) & 1);
-                unsigned char* X = base + s * DENSE_WS_STAGE_BYTES;
-                if (pt == 0) {
-                    mbar_arrive_expect_tx(&full[s], BOXES * BOX);
-#pragma unroll
-                    for (int j = 0; j < BOXES; j++) tma_load_3d(X + XB + j * BOX, p.w_map, k0, n0 + MOE_WS_BOX_ROWS * j, 0, &full[s]);
-                }
-                // x: row r's chunk c8 for r = pt / CHUNKS + 16 i (zeros past the rows and k).
-#pragma unroll
-                for (int i = 0; i < DENSE_WS_ROWS * CHUNKS / PRODUCERS; i++) {
-                    const int r = pt / CHUNKS + i * (PRODUCERS / CHUNKS);
-                    const bool ok = r0 + r < rows && k0 + c8 < p.k;
-                    cp_async16(X + sw128_offset(r, c8 / 8), ok ? p.x + (size_t)(r0 + r) * p.k + k0 + c8 : p.x, ok);
-                }
-                cp_async_arrive_noinc(&full[s]);
-            }
-        }
-        cp_async_wait<0>();  // no copy outlives its thread
-        return;
-    }
-    setmaxnreg_inc<DENSE_WS_CONSUMER_REGS>();
-    const int g = threadIdx.x / MOE_WG_THREADS, lane = threadIdx.x % WARP, w = (threadIdx.x % MOE_WG_THREADS) / WARP;
-    int it = 0;  // stages consumed
-    for (int u = blockIdx.x; u < units; u += gridDim.x) {
-        const int r0 = (u % row_tiles) * DENSE_WS_ROWS, tile = u / row_tiles, n0 = tile * DENSE_WS_COLS;
-        float lo[64], hi[64];
-#pragma unroll
-        for (int i = 0; i < 64; i++) lo[i] = hi[i] = 0.f;
-        for (int kt = 0; kt < ktiles; kt++, it++) {
-            const int s = it % ST;
-            mbar_wait(&full[s], (it / ST) & 1);
-            fence_proxy_async();  // the x tile's cp.async writes, seen by the wgmmas below
-            const unsigned char* X = base + s * DENSE_WS_STAGE_BYTES;
-            const uint64_t da = sw128_desc(X + g * 64 * 128), db = sw128_desc(X + XB);
-            wgmma_fence();
-#pragma unroll
-            for (int kk = 0; kk < BK / 16; kk++) wgmma_m64n256k16_bf16(lo, hi, da + 2 * kk, db + 2 * kk);
-            wgmma_commit();
-            wgmma_wait<0>();
-            mbar_arrive(&empty[s]);
-        }
-        wgmma_reg_fence(lo);
-        wgmma_reg_fence(hi);
-        // Rows 16w + lane / 4 (+ 8) of the warpgroup's 64: each quad's four threads hold a row's
+};
+
+// A unit's epilogue: its rows' parts over its columns, into p.parts.
+struct PickEpilogue {
+    const LmHeadPickParams& p;
+    __device__ __forceinline__ void prepare(const DenseWork&, int, int) {}
+    __device__ __forceinline__ void finish(const DenseWork& w, int, int g, const float (&lo)[64], const float (&hi)[64]) {
+        const int lane = threadIdx.x % WARP, wp = (threadIdx.x % MOE_WG_THREADS) / WARP, tile = w.n0 / DENSE_WS_COLS;
+        // Rows 16 wp + lane / 4 (+ 8) of the warpgroup's 64: each quad's four threads hold a row's
         // 256 columns between them.
 #pragma unroll
         for (int half = 0; half < 2; half++) {
-            PickPart r = unit_row_part(lo, hi, half, n0, vocab);
+            PickPart r = unit_row_part(lo, hi, half, w.n0, p.pick.vocab);
 #pragma unroll
             for (int o = 1; o < 4; o <<= 1) {
                 const PickPart other{__shfl_xor_sync(0xffffffffu, r.m, o), __shfl_xor_sync(0xffffffffu, r.i, o), __shfl_xor_sync(0xffffffffu, r.z, o)};
                 r = pick_combine(r, other);
             }
-            const int row = r0 + 64 * g + 16 * w + lane / 4 + 8 * half;
-            if (lane % 4 == 0 && row < rows) {
+            const int row = w.r0 + 64 * g + 16 * wp + lane / 4 + 8 * half;
+            if (lane % 4 == 0 && row < p.pick.rows) {
                 float* dst = p.parts + ((size_t)row * p.col_tiles + tile) * 3;
                 dst[0] = r.m;
                 dst[1] = __int_as_float(r.i);
@@ -278,6 +216,13 @@ __device__ __forceinline__ void lm_head_pick_tiles(const LmHeadPickParams& p) {
             }
         }
     }
+};
+
+__device__ __forceinline__ void lm_head_pick_tiles(const LmHeadPickParams& p) {
+    const int row_tiles = (p.pick.rows + DENSE_WS_ROWS - 1) / DENSE_WS_ROWS, ktiles = (p.k + GEMM_BK - 1) / GEMM_BK;
+    const PickWork work{row_tiles, ktiles, row_tiles * p.col_tiles};
+    PickEpilogue epi{p};
+    dense_ws_tiles(p.x, p.pick.rows, p.k, p.w_map, work, epi);
 }
 #endif
 
