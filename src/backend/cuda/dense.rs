@@ -5,7 +5,7 @@
 //! slower (its cluster's reduction after the wait: docs/PERF.md, session 29), so it is off by
 //! default: kept, tested, for the next attempt.
 
-use super::kernels::{params::*, Kernel};
+use super::kernels::{params::*, Kernel, Kernels};
 use super::weights::DenseMlp;
 use super::CudaBackend;
 use anyhow::Result;
@@ -34,6 +34,17 @@ pub(super) enum MlpOut<'a> {
 }
 
 impl CudaBackend {
+    /// A projection's weights (`w`, `[n][k]` bf16) as the TMA map of the dense tiles
+    /// (csrc/gemm_tiles.cuh: lm_head_pick, qkv_rope_store), where they can run: on Hopper
+    /// (wgmma), with rows TMA can step (k a multiple of 8 bf16) from a 16-byte aligned start.
+    pub(super) fn dense_tiles_map(&self, w: u64, n: usize, k: usize, what: &str) -> Result<Option<CudaSlice<u8>>> {
+        if !self.wgmma || !k.is_multiple_of(8) || !w.is_multiple_of(16) || n == 0 {
+            return Ok(None);
+        }
+        let map = Kernels::tensor_map_bf16_3d(w, [k as u64, n as u64, 1], [GEMM_BK as u32, MOE_WS_BOX_ROWS as u32, 1])?;
+        Ok(Some(self.k.upload(&map, what)?))
+    }
+
     /// Whether a projection of `rows` rows over `k` inputs (`gated`: two matrices) takes the weight
     /// stream: 16-byte rows of x, a cluster's k ranges covering k, and DENSE_STREAM_CTAS CTAs an SM
     /// (mini's QKV and attention out do; its dense MLP's gated tiles, twice the weights, do not).

@@ -309,7 +309,7 @@ pub struct CudaBackend {
     /// The KV pool's TMA tensor map that block_attention_deep reads (attention.rs,
     /// kv_tensor_map), and its box's positions; `None` where the deep kernel copies by cp.async.
     kv_map: Option<(CudaSlice<u8>, usize)>,
-    /// The lm_head's TMA tensor map that lm_head_pick reads (pick.rs, lm_head_map); `None` where
+    /// The lm_head's TMA tensor map that lm_head_pick reads (dense.rs, dense_tiles_map); `None` where
     /// greedy steps take cuBLAS and row_argmax.
     lm_head_map: Option<CudaSlice<u8>>,
     /// Distinct experts per MoE layer of the current forward, when counting (benchmarks).
@@ -421,7 +421,7 @@ impl CudaBackend {
         b.kv_map = b.kv_tensor_map()?;
         if b.opts.fused_pick {
             let w = b.p(b.w.lm_head_rows());
-            b.lm_head_map = b.lm_head_map(w, b.vocab_slice().len(), b.cfg.hidden_size)?;
+            b.lm_head_map = b.dense_tiles_map(w, b.vocab_slice().len(), b.cfg.hidden_size, "the lm_head's tensor map")?;
         }
         if b.opts.poison {
             // Positions no token has written read as NaN: a kernel that lets them into P V unzeroed fails the tests.

@@ -3,7 +3,7 @@
 //! lm_head GEMM with the pick in its epilogue instead (`lm_head_pick`, then
 //! `lm_head_pick_merge`), which never writes the logits. CPU twin: `decode::sample::pick_row`.
 
-use super::kernels::{params::*, Kernel, Kernels};
+use super::kernels::{params::*, Kernel};
 use super::CudaBackend;
 use crate::decode::Pick;
 use anyhow::{bail, Result};
@@ -45,17 +45,6 @@ impl CudaBackend {
         let t = self.download(token, "picked tokens")?;
         let pr = self.download(prob, "pick probabilities")?;
         Ok(t.into_iter().zip(pr).map(|(token, prob)| Pick { token, prob }).collect())
-    }
-
-    /// The lm_head's weights (`w`, `[vocab][k]` bf16) as lm_head_pick's TMA map, where it can run:
-    /// on Hopper (wgmma), with rows TMA can step (k a multiple of 8 bf16) from a 16-byte aligned
-    /// start.
-    pub(super) fn lm_head_map(&self, w: u64, vocab: usize, k: usize) -> Result<Option<CudaSlice<u8>>> {
-        if !self.wgmma || !k.is_multiple_of(8) || !w.is_multiple_of(16) || vocab == 0 {
-            return Ok(None);
-        }
-        let map = Kernels::tensor_map_bf16_3d(w, [k as u64, vocab as u64, 1], [GEMM_BK as u32, MOE_WS_BOX_ROWS as u32, 1])?;
-        Ok(Some(self.k.upload(&map, "the lm_head's tensor map")?))
     }
 
     /// The greedy pick of `rows` bf16 rows `x` (`[rows][k]`) through lm_head_pick (the GEMM with
