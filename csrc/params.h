@@ -734,6 +734,32 @@ struct LmHeadPickParams {
     int32_t col_tiles;
 };
 
+// qkv_rope.cu's qkv_rope_store (sm_90a): the QKV projection with qk_norm_rope_store's work (the
+// per-head QK norm, the partial neox RoPE, K and V into the pages) in its epilogue, on the dense
+// tiles above: the f32 sums are normalized and rotated in registers, and the QKV rows are never
+// written or read back. A unit is (row tile, column tile), a column tile two heads (head dim 128).
+// Where the units leave the last round of CTAs short, the last `tail` units are split `split`
+// ways over k: each split writes its sums to `partials`, and the last of a unit's splits to
+// arrive (counted in `arrivals`) adds them in split order and runs the epilogue.
+#define QKV_ROPE_HEAD_DIM 128
+#define QKV_ROPE_MAX_SPLIT 4
+// The floats one split of one warpgroup leaves: 128 threads x 128 sums.
+#define QKV_ROPE_PARTIAL_FLOATS (MOE_WG_THREADS * 128)
+struct QkvRopeParams {
+    DEV_PTR(const bf16) x;      // [rope.tokens][k], the input norm's rows
+    DEV_PTR(const void) w_map;  // the QKV weights [(nh + 2 nkv) d][k] as a TMA map (as the lm_head's)
+    RopeParams rope;            // the norms, angles, positions and outputs (its qkv is unused)
+    int32_t k;
+    int32_t col_tiles;
+    int32_t units;  // row tiles x col_tiles; units [units - tail, units) are split
+    int32_t tail;
+    int32_t split;
+    // [tail][split][DENSE_WS_WGS][QKV_ROPE_PARTIAL_FLOATS] (unused where split is 1)
+    DEV_PTR(float) partials;
+    // [tail][DENSE_WS_WGS] arrivals, zero before a launch (the last arrival resets its count)
+    DEV_PTR(int32_t) arrivals;
+};
+
 // row_top_k.cu: per logits row its ROW_TOP_K best entries (logit descending, then token id
 // ascending: the first of equal maxima comes first, as an argmax keeps it), the row's max m and
 // z = sum of exp(l - m); one CTA of TOP_K_THREADS a row. JointThresholdInDel reads these

@@ -30,8 +30,7 @@ fn run_layers<B: Backend>(b: &mut B, cfg: &ModelConfig, batch: &StepBatch, last:
         let h = b.add_rms_norm(&mut x, pending.take().as_ref(), Norm::Input(l))?;
         let attn = {
             let _a = crate::nvtx::range("attention");
-            let qkv = b.linear(&h, Linear::Qkv(l))?;
-            let q = b.qk_norm_rope_store(&qkv, l, batch)?;
+            let q = b.qkv_rope_store(&h, l, batch)?;
             if last == LastLayer::KvOnly && l + 1 == cfg.num_hidden_layers {
                 return Ok(None);
             }

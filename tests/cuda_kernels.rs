@@ -420,6 +420,57 @@ mod cuda {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// The QKV projection with the rope store in its epilogue (CudaOptions::fused_qkv_rope, from
+    /// one row on) against the CPU's projection and qk_norm_rope_store: q, and the K and V it
+    /// stored, read back through attention. Mid's heads (8 + 2 x 2 of 128: six column tiles) at
+    /// both rotations (half the head: qkv_rope_store_r64; all of it: _r128). A 3,000-token prefill
+    /// (144 units on an H100's 132 SMs: the last 12 split four ways over mid's four k-steps), then
+    /// a 32-token block over that cache (six units, split).
+    #[test]
+    fn qkv_rope_store_fused_matches_cpu() {
+        if skip() {
+            return;
+        }
+        for rotary in [0.5f32, 1.0] {
+            let dir = tmp(&format!("qkv-rope-{rotary}"));
+            let c = write_mid_config(&dir, 256, 8, 2, 128, 136, |c| c.partial_rotary_factor = rotary);
+            // No weight stream: it would take the 32-row block's projection first.
+            let o = CudaOptions { fused_qkv_rope: true, fused_qkv_rope_min_rows: 1, dense_stream: false, profile_kernels: true, ..opts() };
+            let mut p = pair_opts(&dir, None, o);
+            let fused = p.gpu.fuses_qkv_rope(1);
+            eprintln!("rotary {rotary}: qkv_rope_store {}", if fused { "launched" } else { "not available" });
+            let (nh, d, h) = (c.num_attention_heads, c.head_dim(), c.hidden_size);
+            let mut rng = Rng::new(91);
+            let len = 3000;
+            let (sc, sg) = (p.cpu.alloc_seq(len + 32).unwrap(), p.gpu.alloc_seq(len + 32).unwrap());
+            for (start, n) in [(0usize, len), (len, 32)] {
+                let (mut bc, mut bg) = (StepBatch::default(), StepBatch::default());
+                let toks = vec![0u32; n];
+                bc.push(sc, start, &toks, 32);
+                bg.push(sg, start, &toks, 32);
+                for l in 0..c.num_hidden_layers {
+                    let x = bf16_round(&rand_vec(&mut rng, n * h, 1.0));
+                    let (xc, xg) = (mat(n, h, x.clone()), p.gpu.act_from_f32_as_bf16(n, h, &x).unwrap());
+                    let qc = p.cpu.qkv_rope_store(&xc, l, &bc).unwrap();
+                    let qg = p.gpu.qkv_rope_store(&xg, l, &bg).unwrap();
+                    let qgh = p.gpu.act_to_f32(&qg).unwrap();
+                    let what = format!("rotary {rotary}, start {start}, layer {l}");
+                    check(&format!("qkv_rope_store q ({what})"), &qgh, &qc.data, 1e-2);
+                    // Attention from the same (bf16) q on both sides: the K and V each stored.
+                    let ac = p.cpu.attention(&mat(n, nh * d, qgh.clone()), l, &bc).unwrap();
+                    let ag = p.gpu.attention(&qg, l, &bg).unwrap();
+                    check(&format!("attention over its K/V ({what})"), &p.gpu.act_to_f32(&ag).unwrap(), &ac.data, 1e-2);
+                }
+            }
+            let launched: Vec<String> = p.gpu.profile().into_iter().map(|(name, _, _)| name).collect();
+            assert_eq!(launched.iter().any(|n| n.starts_with("qkv_rope_store")), fused, "launched {launched:?}");
+            assert_eq!(launched.iter().any(|n| n.starts_with("qk_norm_rope_store")), !fused, "launched {launched:?}");
+            p.cpu.free_seq(sc);
+            p.gpu.free_seq(sg);
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+
     #[test]
     fn mid_shape_ops_match_cpu() {
         if skip() {

@@ -157,6 +157,13 @@ pub trait Backend {
     /// Split fused QKV, RMSNorm q and k per head, rotate them, write k and v to the cache
     /// at the batch's positions; returns q `[T, NH*D]`.
     fn qk_norm_rope_store(&mut self, qkv: &Self::Act, layer: usize, batch: &StepBatch) -> Result<Self::Act>;
+    /// The QKV projection of the normed rows `h`, then [`Backend::qk_norm_rope_store`]: returns
+    /// q. A backend may do both in one pass (CUDA on Hopper: the norm, rotation and stores in the
+    /// projection's epilogue).
+    fn qkv_rope_store(&mut self, h: &Self::Act, layer: usize, batch: &StepBatch) -> Result<Self::Act> {
+        let qkv = self.linear(h, Linear::Qkv(layer))?;
+        self.qk_norm_rope_store(&qkv, layer, batch)
+    }
     /// Block-causal GQA attention of q over the cached keys; returns `[T, NH*D]`.
     fn attention(&mut self, q: &Self::Act, layer: usize, batch: &StepBatch) -> Result<Self::Act>;
     /// The layer's feed-forward: dense MLP or MoE (router, routed experts, shared expert). `x`

@@ -193,6 +193,13 @@ pub struct Common {
     /// default, on Hopper) or as cuBLAS then row_argmax (false). For measuring it.
     #[arg(long)]
     pub fused_pick: Option<bool>,
+    /// CUDA: the QKV projection with the QK norm, RoPE and K/V stores in its epilogue (true, on
+    /// Hopper) or as cuBLAS then qk_norm_rope_store (false, the default). For measuring it.
+    #[arg(long)]
+    pub fused_qkv_rope: Option<bool>,
+    /// CUDA: the fewest rows a forward's QKV projection takes the fused kernel at (default 1024).
+    #[arg(long)]
+    pub fused_qkv_rope_min_rows: Option<usize>,
     /// CUDA: a sampled step's logits written in bf16 for the sampler (true, the default) or in
     /// f32 (false). For measuring it.
     #[arg(long)]
@@ -364,6 +371,8 @@ fn cuda(cmd: BenchCmd, process_start: std::time::Instant) -> Result<()> {
         residual_gemm: common.residual_gemm.unwrap_or(CudaOptions::default().residual_gemm),
         qkv_bf16: common.qkv_bf16.unwrap_or(CudaOptions::default().qkv_bf16),
         fused_pick: common.fused_pick.unwrap_or(CudaOptions::default().fused_pick),
+        fused_qkv_rope: common.fused_qkv_rope.unwrap_or(CudaOptions::default().fused_qkv_rope),
+        fused_qkv_rope_min_rows: common.fused_qkv_rope_min_rows.unwrap_or(CudaOptions::default().fused_qkv_rope_min_rows),
         sample_bf16: common.sample_bf16.unwrap_or(CudaOptions::default().sample_bf16),
         mem_fraction_static: common.mem_fraction_static.unwrap_or(CudaOptions::default().mem_fraction_static),
         cuda_graph_max_bs: common.graphs.max_bs().unwrap_or(CudaOptions::default().cuda_graph_max_bs),
@@ -451,6 +460,7 @@ fn profile_steps(engine: &mut Engine<crate::backend::cuda::CudaBackend>, a: &Ker
         logits_bf16: a.sampling.temperature > 0.0 && c.sample_bf16.unwrap_or(defaults.sample_bf16),
         w8a8_experts: engine.backend.expert_math(a.batch * c.block) == ExpertMath::W8A8,
         fused_pick: a.sampling.temperature == 0.0 && engine.backend.fuses_pick(),
+        fused_qkv_rope: engine.backend.fuses_qkv_rope(a.batch * c.block),
     };
     let work = super::kernels::step_work(&engine.cfg, &touched, dims, fused);
     let rows = super::kernels::rows(&measured, &work, bandwidth, gemm);

@@ -56,6 +56,10 @@ pub struct StepFusions {
     /// A greedy step's lm_head is lm_head_pick (CudaOptions::fused_pick on Hopper): the GEMM with
     /// the pick in its epilogue and its merge, instead of the lm_head GEMM and row_argmax.
     pub fused_pick: bool,
+    /// The QKV projection is qkv_rope_store (CudaOptions::fused_qkv_rope at these rows): the GEMM
+    /// with the QK norm, RoPE and K/V stores in its epilogue, instead of the QKV GEMM and
+    /// qk_norm_rope_store.
+    pub fused_qkv_rope: bool,
 }
 
 impl StepFusions {
@@ -69,6 +73,7 @@ impl StepFusions {
             logits_bf16: false,
             w8a8_experts: false,
             fused_pick: false,
+            fused_qkv_rope: false,
         }
     }
 }
@@ -76,7 +81,8 @@ impl StepFusions {
 /// Per-step work of every kernel for a step of `dims`; `experts_touched` per MoE layer (empty:
 /// all experts); `fused`: what the step's kernels fused.
 pub fn step_work(c: &ModelConfig, experts_touched: &[usize], dims: StepDims, fused: StepFusions) -> Vec<KernelWork> {
-    let StepFusions { shared_in_experts, fused_moe_norm, residual_gemm, qkv_bf16, logits_bf16, w8a8_experts, fused_pick } = fused;
+    let StepFusions { shared_in_experts, fused_moe_norm, residual_gemm, qkv_bf16, logits_bf16, w8a8_experts, fused_pick, fused_qkv_rope } =
+        fused;
     let qkv_out = if qkv_bf16 { 2.0 } else { 4.0 };
     let StepDims { batch, prefix, block, predicted } = dims;
     let l = c.num_hidden_layers as f64;
@@ -127,17 +133,28 @@ pub fn step_work(c: &ModelConfig, experts_touched: &[usize], dims: StepDims, fus
     // the delta and write both.
     let added_norms = if residual_gemm { l + dense_layers } else { 0.0 };
     let delta_norms = 2.0 * l + 1.0 - slot_norms - added_norms;
+    // The QKV projection and the rope store: the GEMM writing the QKV rows, then the norm reading
+    // them; or the GEMM with the norm, rotation and stores in its epilogue (the weights and x in,
+    // q and the block's K and V out).
+    let qkv_and_rope = if fused_qkv_rope {
+        vec![KernelWork {
+            name: "qkv_rope_store",
+            bytes: l * (qkv * h * 2.0 + t * h * 2.0 + t * (nh * d * 2.0 + 2.0 * nkv * d * 2.0)),
+            flops: l * (2.0 * t * qkv * h + t * qkv * 8.0),
+        }]
+    } else {
+        let mut w = gemm("qkv", t, qkv, h, l);
+        w.bytes -= l * t * qkv * (4.0 - qkv_out);
+        vec![
+            w,
+            KernelWork {
+                name: "qk_norm_rope_store",
+                bytes: l * t * (qkv * qkv_out + nh * d * 2.0 + 2.0 * nkv * d * 2.0),
+                flops: l * t * qkv * 8.0,
+            },
+        ]
+    };
     let mut work = vec![
-        {
-            let mut w = gemm("qkv", t, qkv, h, l);
-            w.bytes -= l * t * qkv * (4.0 - qkv_out);
-            w
-        },
-        KernelWork {
-            name: "qk_norm_rope_store",
-            bytes: l * t * (qkv * qkv_out + nh * d * 2.0 + 2.0 * nkv * d * 2.0),
-            flops: l * t * qkv * 8.0,
-        },
         KernelWork {
             name: "block_attention",
             // Each request's K and V once per layer, its queries in, the outputs out.
@@ -198,6 +215,7 @@ pub fn step_work(c: &ModelConfig, experts_touched: &[usize], dims: StepDims, fus
         KernelWork { name: "embed_gather", bytes: t * h * (2.0 + 4.0), flops: 0.0 },
         KernelWork { name: "gather_rows", bytes: 2.0 * predicted * h * 4.0 * 2.0, flops: 0.0 },
     ];
+    work.splice(0..0, qkv_and_rope);
     // The lm_head and the pick: the GEMM writing logits, then row_argmax; or the GEMM with the
     // pick in its epilogue (the weights and x in, a part of three floats a row and column tile
     // out), then the parts read back by the merge.
@@ -244,6 +262,7 @@ fn work_name(launch: &str) -> &str {
         | "qk_norm_rope_store_bf16"
         | "qk_norm_rope_store_v4_bf16"
         | "qk_norm_rope_store_v8_bf16" => "qk_norm_rope_store",
+        "qkv_rope_store_r64" | "qkv_rope_store_r128" => "qkv_rope_store",
         // One CTA a row or a cluster of them (pick.rs): the same pass over the rows.
         l if l.starts_with("row_argmax") => "row_argmax",
         l if l.starts_with("moe_gate_up") => "moe_gate_up",
@@ -328,6 +347,24 @@ mod tests {
         let bytes = |w: &[KernelWork]| w.iter().map(|k| k.bytes).sum::<f64>();
         let logits = 1700.0 * c.vocab_size as f64 * 4.0;
         assert!(bytes(&plain) - bytes(&fused) > 1.9 * logits, "{} vs {}", bytes(&plain), bytes(&fused));
+    }
+
+    #[test]
+    fn the_qkv_projection_is_counted_once_in_either_form() {
+        // qkv_rope_store replaces the QKV GEMM and qk_norm_rope_store: the same FLOPs, and the QKV
+        // rows neither written nor read.
+        let c = crate::config::preset("mini").unwrap();
+        let dims = StepDims::whole(64, 1024, 32);
+        let of = |fused_qkv_rope| step_work(&c, &[], dims, StepFusions { fused_qkv_rope, ..StepFusions::defaults(false) });
+        let (plain, fused) = (of(false), of(true));
+        let names = |w: &[KernelWork]| w.iter().map(|k| k.name).filter(|n| n.starts_with("qk")).collect::<Vec<_>>();
+        assert_eq!(names(&plain), ["qkv", "qk_norm_rope_store"]);
+        assert_eq!(names(&fused), ["qkv_rope_store"]);
+        let flops = |w: &[KernelWork]| w.iter().map(|k| k.flops).sum::<f64>();
+        assert!((flops(&plain) - flops(&fused)).abs() < 1e-9 * flops(&plain), "{} vs {}", flops(&plain), flops(&fused));
+        let bytes = |w: &[KernelWork]| w.iter().map(|k| k.bytes).sum::<f64>();
+        let qkv_rows = c.num_hidden_layers as f64 * 64.0 * 32.0 * c.qkv_rows() as f64 * 2.0;
+        assert!((bytes(&plain) - bytes(&fused) - 2.0 * qkv_rows).abs() < 1e-6 * qkv_rows, "{} vs {}", bytes(&plain), bytes(&fused));
     }
 
     #[test]

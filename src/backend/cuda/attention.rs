@@ -195,7 +195,7 @@ impl CudaBackend {
 
     /// Ops given only the batch (the K/V store, attention) use the staged layout when it is this
     /// batch's; otherwise (a prefill forward, a test's single op) they stage the batch alone.
-    fn layout(&mut self, batch: &StepBatch) -> Result<()> {
+    pub(super) fn layout(&mut self, batch: &StepBatch) -> Result<()> {
         match &self.step {
             Some(s) if s.serves(batch) => Ok(()),
             _ => self.stage(batch, &[]),
@@ -268,7 +268,7 @@ impl CudaBackend {
     pub(super) fn rope_store(&mut self, qkv: &CudaAct, layer: usize, batch: &StepBatch) -> Result<CudaAct> {
         self.layout(batch)?;
         let c = &self.cfg;
-        let (nh, nkv, d) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim());
+        let (nh, d) = (c.num_attention_heads, c.head_dim());
         // f32 rows, or bf16 (CudaOptions::qkv_bf16) for the _bf16 kernels.
         let (src, bf16_in) = match &qkv.data {
             ActData::F32(s) => (self.p(s), false),
@@ -278,26 +278,7 @@ impl CudaBackend {
         let q = self.alloc_bf16(qkv.rows * nh * d, "q")?;
         // The attention's outputs, allocated before this kernel (see AttnBuffers).
         self.attn_prepared = Some(self.attn_buffers(layer, qkv.rows)?);
-        let s = self.step.as_ref().unwrap();
-        let (base, o) = (self.p(&s.pack), s.shape.offsets());
-        let l = &self.w.layers[layer];
-        let p = RopeParams {
-            qkv: src,
-            q_norm: self.p(&l.q_norm),
-            k_norm: self.p(&l.k_norm),
-            q_out: self.p(&q),
-            tok_pos: s.at(base, o.tok_pos),
-            kv: self.paged_kv(s, layer),
-            tokens: qkv.rows as i32,
-            nh: nh as i32,
-            nkv: nkv as i32,
-            d: d as i32,
-            rot: c.rotary_dim() as i32,
-            eps: c.rms_norm_eps,
-            theta: c.rope_theta,
-            cos_sin: self.p(&self.rope_table),
-            table_positions: rope_table_positions(c) as i32,
-        };
+        let p = self.rope_params(layer, qkv.rows, src, &q);
         // A CTA per token and group of ROPE_WARPS heads; from the rows where that is more CTAs
         // than the GPU holds at once, fewer groups, each warp walking more heads: at batch 64
         // (2048 rows x 6 groups) six waves of CTAs, each a few memory latencies long, took ~26 us
@@ -314,6 +295,33 @@ impl CudaBackend {
         };
         self.k.launch(kernel, (qkv.rows as u32, groups, 1), ROPE_THREADS as u32, &p)?;
         Ok(CudaAct { rows: qkv.rows, cols: nh * d, data: ActData::Bf16(q) })
+    }
+
+    /// The rope store's parameters for layer `layer`'s `rows` rows of the staged step (its layout
+    /// uploaded: [`CudaBackend::layout`]): the QKV rows at `qkv` (0 where the QKV projection's
+    /// epilogue does the work: qkv_rope.rs), q out to `q`.
+    pub(super) fn rope_params(&self, layer: usize, rows: usize, qkv: u64, q: &CudaSlice<u16>) -> RopeParams {
+        let c = &self.cfg;
+        let s = self.step.as_ref().expect("the step's layout is staged before its rope store");
+        let (base, o) = (self.p(&s.pack), s.shape.offsets());
+        let l = &self.w.layers[layer];
+        RopeParams {
+            qkv,
+            q_norm: self.p(&l.q_norm),
+            k_norm: self.p(&l.k_norm),
+            q_out: self.p(q),
+            tok_pos: s.at(base, o.tok_pos),
+            kv: self.paged_kv(s, layer),
+            tokens: rows as i32,
+            nh: c.num_attention_heads as i32,
+            nkv: c.num_key_value_heads as i32,
+            d: c.head_dim() as i32,
+            rot: c.rotary_dim() as i32,
+            eps: c.rms_norm_eps,
+            theta: c.rope_theta,
+            cos_sin: self.p(&self.rope_table),
+            table_positions: rope_table_positions(c) as i32,
+        }
     }
 
     /// The vector form of qk_norm_rope_store (csrc/rope.cu) for this model, where it applies:
@@ -348,7 +356,7 @@ impl CudaBackend {
 
     /// What layer `layer`'s attention writes at `rows` query rows under the staged layout: its
     /// output and, where the keys are split, the splits' partials.
-    fn attn_buffers(&self, layer: usize, rows: usize) -> Result<AttnBuffers> {
+    pub(super) fn attn_buffers(&self, layer: usize, rows: usize) -> Result<AttnBuffers> {
         let c = &self.cfg;
         let (nh, d) = (c.num_attention_heads, c.head_dim());
         let splits = self.step.as_ref().map_or(1, |s| s.shape.splits);
@@ -499,7 +507,7 @@ fn combine_warps(splits: usize, d: usize) -> usize {
 }
 
 /// Positions the rope table covers: the model's context, up to ROPE_TABLE_MAX_POSITIONS.
-fn rope_table_positions(c: &ModelConfig) -> usize {
+pub(super) fn rope_table_positions(c: &ModelConfig) -> usize {
     c.max_position_embeddings.min(ROPE_TABLE_MAX_POSITIONS)
 }
 

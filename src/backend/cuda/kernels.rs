@@ -41,6 +41,7 @@ unsafe impl DeviceRepr for CombineParams {}
 unsafe impl DeviceRepr for SiluMulParams {}
 unsafe impl DeviceRepr for PickParams {}
 unsafe impl DeviceRepr for LmHeadPickParams {}
+unsafe impl DeviceRepr for QkvRopeParams {}
 unsafe impl DeviceRepr for UnmaskParams {}
 unsafe impl DeviceRepr for InitParams {}
 unsafe impl DeviceRepr for SpinParams {}

@@ -20,6 +20,7 @@ mod measure;
 mod moe;
 pub mod nccl;
 mod pick;
+mod qkv_rope;
 mod row_top;
 mod sampler;
 pub mod weights;
@@ -167,6 +168,15 @@ pub struct CudaOptions {
     /// row's argmax and softmax sum in its epilogue, never writing the logits) instead of cuBLAS
     /// then row_argmax. `dllm bench --fused-pick false` measures without.
     pub fused_pick: bool,
+    /// The QKV projection on Hopper as qkv_rope_store (csrc/qkv_rope.cu: the GEMM with the QK
+    /// norm, RoPE and K/V stores in its epilogue, never writing the QKV rows) from
+    /// `fused_qkv_rope_min_rows` rows on, instead of cuBLAS then qk_norm_rope_store. Off by
+    /// default while it measures slower (docs/perf/session60); `dllm bench --fused-qkv-rope true`
+    /// measures it.
+    pub fused_qkv_rope: bool,
+    /// The fewest rows (a step's batch x block) that take qkv_rope_store: below them its 128-row
+    /// units leave SMs idle where cuBLAS splits the work finer.
+    pub fused_qkv_rope_min_rows: usize,
     /// The QKV projection written by cuBLAS in bf16 (its fp32 sums rounded once, as a bf16
     /// checkpoint's own QKV rows are) for qk_norm_rope_store's _bf16 kernels, instead of in f32:
     /// half the bytes out of the GEMM and into the norm. `dllm bench --qkv-bf16 false` measures
@@ -213,6 +223,8 @@ impl Default for CudaOptions {
             expert_pdl: true,
             residual_gemm: true,
             fused_pick: true,
+            fused_qkv_rope: false,
+            fused_qkv_rope_min_rows: 1024,
             qkv_bf16: true,
             sample_bf16: true,
         }
@@ -312,6 +324,9 @@ pub struct CudaBackend {
     /// The lm_head's TMA tensor map that lm_head_pick reads (dense.rs, dense_tiles_map); `None` where
     /// greedy steps take cuBLAS and row_argmax.
     lm_head_map: Option<CudaSlice<u8>>,
+    /// What qkv_rope_store reads (qkv_rope.rs); `None` where the QKV projection takes cuBLAS and
+    /// qk_norm_rope_store.
+    qkv_rope: Option<qkv_rope::QkvRopeMaps>,
     /// Distinct experts per MoE layer of the current forward, when counting (benchmarks).
     touched: std::cell::RefCell<Option<Vec<usize>>>,
     /// Seconds the host has waited in blocking downloads since Measure::take_device_wait last
@@ -410,6 +425,7 @@ impl CudaBackend {
             expert_maps: Vec::new(),
             kv_map: None,
             lm_head_map: None,
+            qkv_rope: None,
             touched: Default::default(),
             device_wait: Default::default(),
             step_events: None,
@@ -423,6 +439,7 @@ impl CudaBackend {
             let w = b.p(b.w.lm_head_rows());
             b.lm_head_map = b.dense_tiles_map(w, b.vocab_slice().len(), b.cfg.hidden_size, "the lm_head's tensor map")?;
         }
+        b.qkv_rope = b.qkv_rope_maps()?;
         if b.opts.poison {
             // Positions no token has written read as NaN: a kernel that lets them into P V unzeroed fails the tests.
             b.nan_fill(0, b.p(&b.kv), b.kv.len())?;
@@ -689,6 +706,14 @@ impl Backend for CudaBackend {
 
     fn qk_norm_rope_store(&mut self, qkv: &CudaAct, layer: usize, batch: &StepBatch) -> Result<CudaAct> {
         self.rope_store(qkv, layer, batch)
+    }
+
+    fn qkv_rope_store(&mut self, h: &CudaAct, layer: usize, batch: &StepBatch) -> Result<CudaAct> {
+        if let Some(q) = self.fused_qkv_rope(h, layer, batch)? {
+            return Ok(q);
+        }
+        let qkv = self.linear(h, Linear::Qkv(layer))?;
+        self.rope_store(&qkv, layer, batch)
     }
 
     fn attention(&mut self, q: &CudaAct, layer: usize, batch: &StepBatch) -> Result<CudaAct> {
