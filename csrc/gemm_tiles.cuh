@@ -27,7 +27,7 @@ struct DenseWork {
 // wgmma_m64n256k16_bf16 leaves them, lo the block's columns 0..127 and hi 128..255. The producers
 // stream every work's stages back to back, so a work's epilogue runs while the next one's first
 // stages land. Dynamic shared memory: DENSE_WS_SMEM.
-template <class Work, class Epi>
+template <class Work, class Epi, int PRODUCER_REGS = DENSE_WS_PRODUCER_REGS, int CONSUMER_REGS = DENSE_WS_CONSUMER_REGS>
 __device__ __forceinline__ void dense_ws_tiles(const bf16* __restrict__ x, int rows, int k, const void* w_map, const Work& work, Epi& epi) {
     constexpr int ST = DENSE_WS_STAGES, BK = GEMM_BK, XB = DENSE_WS_ROWS * BK * 2, BOX = MOE_WS_BOX_ROWS * BK * 2;
     constexpr int BOXES = DENSE_WS_COLS / MOE_WS_BOX_ROWS, CONSUMERS = DENSE_WS_WGS * MOE_WG_THREADS;
@@ -46,7 +46,7 @@ __device__ __forceinline__ void dense_ws_tiles(const bf16* __restrict__ x, int r
     }
     __syncthreads();
     if (threadIdx.x >= CONSUMERS) {
-        setmaxnreg_dec<DENSE_WS_PRODUCER_REGS>();  // to the consumers (params.h)
+        setmaxnreg_dec<PRODUCER_REGS>();  // to the consumers (params.h)
         const int pt = threadIdx.x - CONSUMERS, c8 = (pt % CHUNKS) * 8;
         if (pt == 0) tma_prefetch_map(w_map);
         int it = 0;  // stages issued
@@ -74,7 +74,7 @@ __device__ __forceinline__ void dense_ws_tiles(const bf16* __restrict__ x, int r
         cp_async_wait<0>();  // no copy outlives its thread
         return;
     }
-    setmaxnreg_inc<DENSE_WS_CONSUMER_REGS>();
+    setmaxnreg_inc<CONSUMER_REGS>();
     const int g = threadIdx.x / MOE_WG_THREADS;
     int it = 0;  // stages consumed
     for (int i = blockIdx.x; i < work.count; i += gridDim.x) {

@@ -743,6 +743,12 @@ struct LmHeadPickParams {
 // arrive (counted in `arrivals`) adds them in split order and runs the epilogue.
 #define QKV_ROPE_HEAD_DIM 128
 #define QKV_ROPE_MAX_SPLIT 4
+// The dense tiles' register split for this kernel: its producers keep more of a unit's work
+// description (its k range, the split) than lm_head_pick's, which spilled in 40 registers.
+#define QKV_ROPE_PRODUCER_REGS 56
+#define QKV_ROPE_CONSUMER_REGS 224
+static_assert(DENSE_WS_WGS * MOE_WG_THREADS * QKV_ROPE_CONSUMER_REGS + MOE_WG_THREADS * QKV_ROPE_PRODUCER_REGS <= 65536,
+              "qkv_rope_store's registers fit an SM");
 // The floats one split of one warpgroup leaves: 128 threads x 128 sums.
 #define QKV_ROPE_PARTIAL_FLOATS (MOE_WG_THREADS * 128)
 struct QkvRopeParams {

@@ -171,7 +171,7 @@ __device__ __forceinline__ void qkv_rope_tiles(const QkvRopeParams& p) {
     const int row_tiles = (p.rope.tokens + DENSE_WS_ROWS - 1) / DENSE_WS_ROWS, full = p.units - p.tail;
     const QkvWork work{row_tiles, full, p.split, (p.k + GEMM_BK - 1) / GEMM_BK, full + p.tail * p.split};
     QkvRopeEpilogue<JP> epi{p};
-    dense_ws_tiles(p.x, p.rope.tokens, p.k, p.w_map, work, epi);
+    dense_ws_tiles<QkvWork, QkvRopeEpilogue<JP>, QKV_ROPE_PRODUCER_REGS, QKV_ROPE_CONSUMER_REGS>(p.x, p.rope.tokens, p.k, p.w_map, work, epi);
 }
 #endif
 
