@@ -130,13 +130,6 @@ extern "C" __global__ void __cluster_dims__(8, 1, 1) __launch_bounds__(PICK_THRE
     row_argmax_cluster<8>(p);
 }
 
-// ---- the lm_head GEMM with the pick in its epilogue (sm_90a; params.h, LmHeadPickParams) -------
-// Greedy rows only need each row's argmax and its probability, so a unit of the GEMM reduces its
-// 128 x 256 block of logits in registers to a PickPart a row (its 256 columns), and a second
-// launch combines a row's parts: the ~0.6 MB of f32 logits a row are never written or read back.
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-#include "gemm_tiles.cuh"
-
 // Two parts of one row combined: the larger max (on equal maxima the lower column), each sum
 // moved onto it.
 __device__ __forceinline__ PickPart pick_combine(const PickPart& a, const PickPart& b) {
@@ -144,6 +137,13 @@ __device__ __forceinline__ PickPart pick_combine(const PickPart& a, const PickPa
     const int i = a.m > b.m ? a.i : b.m > a.m ? b.i : min(a.i, b.i);
     return PickPart{m, i, a.z * __expf(a.m - m) + b.z * __expf(b.m - m)};
 }
+
+// ---- the lm_head GEMM with the pick in its epilogue (sm_90a; params.h, LmHeadPickParams) -------
+// Greedy rows only need each row's argmax and its probability, so a unit of the GEMM reduces its
+// 128 x 256 block of logits in registers to a PickPart a row (its 256 columns), and a second
+// launch combines a row's parts: the ~0.6 MB of f32 logits a row are never written or read back.
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#include "gemm_tiles.cuh"
 
 // A thread's part of accumulator row `half` (0: rows 16w + lane/4, 1: 8 further) over its 64
 // columns of the unit (lo: columns 0..127, hi: 128..255, each as wgmma_m64n128k16_bf16's d),
@@ -242,11 +242,7 @@ extern "C" __global__ void __launch_bounds__(LM_PICK_MERGE_WARPS * WARP) lm_head
     if (row >= p.pick.rows) return;
     const float* parts = p.parts + (size_t)row * p.col_tiles * 3;
     PickPart r = NO_PICK;
-    for (int t = lane; t < p.col_tiles; t += WARP) {
-        const PickPart q{parts[3 * t], __float_as_int(parts[3 * t + 1]), parts[3 * t + 2]};
-        const float m = fmaxf(r.m, q.m);
-        r = PickPart{m, r.m >= q.m ? r.i : q.i, r.z * expf(r.m - m) + q.z * expf(q.m - m)};
-    }
+    for (int t = lane; t < p.col_tiles; t += WARP) r = pick_combine(r, PickPart{parts[3 * t], __float_as_int(parts[3 * t + 1]), parts[3 * t + 2]});
     r = warp_pick(r);
     if (lane == 0) write_pick(p.pick, row, r);
 }
