@@ -23,7 +23,7 @@ pub(super) fn qkv_rope_split(units: usize, resident: usize, ktiles: usize) -> (u
     if tail == 0 {
         return (0, 1);
     }
-    let split = (resident / tail).min(QKV_ROPE_MAX_SPLIT as usize).min(ktiles);
+    let split = (resident / tail).min(QKV_ROPE_MAX_SPLIT).min(ktiles);
     if split < 2 {
         (0, 1)
     } else {
@@ -42,7 +42,7 @@ impl CudaBackend {
     /// The fused kernel for this model's rotation, where it applies: head dim 128 (a column tile
     /// is two heads), rotary dim 64 or 128 (a rotated column's partner in the same thread).
     fn qkv_rope_kernel(&self) -> Option<Kernel> {
-        if self.cfg.head_dim() != QKV_ROPE_HEAD_DIM as usize {
+        if self.cfg.head_dim() != QKV_ROPE_HEAD_DIM {
             return None;
         }
         match self.cfg.rotary_dim() {
@@ -66,7 +66,7 @@ impl CudaBackend {
                 None => return Ok(None),
             }
         }
-        let mut arrivals = self.k.alloc::<i32>(self.sm_count * DENSE_WS_WGS as usize, "qkv_rope_store arrivals")?;
+        let mut arrivals = self.k.alloc::<i32>(self.sm_count * DENSE_WS_WGS, "qkv_rope_store arrivals")?;
         self.k
             .stream
             .memset_zeros(&mut arrivals)
@@ -95,12 +95,11 @@ impl CudaBackend {
         // The attention's outputs, allocated before this kernel (see AttnBuffers).
         self.attn_prepared = Some(self.attn_buffers(layer, rows)?);
         let rope = self.rope_params(layer, rows, 0, &q);
-        let col_tiles = self.cfg.qkv_rows().div_ceil(DENSE_WS_COLS as usize);
-        let units = rows.div_ceil(DENSE_WS_ROWS as usize) * col_tiles;
+        let col_tiles = self.cfg.qkv_rows().div_ceil(DENSE_WS_COLS);
+        let units = rows.div_ceil(DENSE_WS_ROWS) * col_tiles;
         let resident = (self.k.resident_ctas(kernel, DENSE_WS_THREADS, DENSE_WS_SMEM)? as usize).min(self.sm_count);
-        let (tail, split) = qkv_rope_split(units, resident, k.div_ceil(GEMM_BK as usize));
-        let partials =
-            self.alloc_f32((tail * split * DENSE_WS_WGS as usize * QKV_ROPE_PARTIAL_FLOATS as usize).max(1), "qkv_rope_store partials")?;
+        let (tail, split) = qkv_rope_split(units, resident, k.div_ceil(GEMM_BK));
+        let partials = self.alloc_f32((tail * split * DENSE_WS_WGS * QKV_ROPE_PARTIAL_FLOATS).max(1), "qkv_rope_store partials")?;
         let fused = self.qkv_rope.as_ref().expect("fuses_qkv_rope checked the maps");
         let p = QkvRopeParams {
             x: self.p(x),
