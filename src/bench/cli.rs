@@ -197,7 +197,8 @@ pub struct Common {
     /// Hopper) or as cuBLAS then qk_norm_rope_store (false, the default). For measuring it.
     #[arg(long)]
     pub fused_qkv_rope: Option<bool>,
-    /// CUDA: the fewest rows a forward's QKV projection takes the fused kernel at (default 1024).
+    /// CUDA: the fewest rows a forward's QKV projection takes the fused kernel at (by default
+    /// CudaOptions's). For measuring it.
     #[arg(long)]
     pub fused_qkv_rope_min_rows: Option<usize>,
     /// CUDA: a sampled step's logits written in bf16 for the sampler (true, the default) or in
