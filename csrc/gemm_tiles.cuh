@@ -19,6 +19,12 @@ struct DenseWork {
     int r0, n0, kt0, kt1;
 };
 
+// The work's row that a consumer thread's sums of accumulator row `half` belong to: warpgroup g's
+// rows 64g.., warp w's 16 of them, lane / 4 within those, half 1 eight further (wgmma's layout).
+__device__ __forceinline__ int dense_ws_row(const DenseWork& w, int g, int half) {
+    return w.r0 + 64 * g + 16 * ((threadIdx.x % MOE_WG_THREADS) / WARP) + (threadIdx.x % WARP) / 4 + 8 * half;
+}
+
 // The product of x ([rows][k] bf16) by the weights of `w_map` (a [n][k] bf16 TMA map: dims (k, n,
 // 1), boxes of GEMM_BK x MOE_WS_BOX_ROWS, 128-byte swizzle; zeros past n and k), CTA b taking
 // works b, b + gridDim.x, ... of `work` (`count`, and `at(i)`: a DenseWork). For each, `epi`'s

@@ -196,9 +196,8 @@ struct PickEpilogue {
     const LmHeadPickParams& p;
     __device__ __forceinline__ void prepare(const DenseWork&, int, int) {}
     __device__ __forceinline__ void finish(const DenseWork& w, int, int g, const float (&lo)[64], const float (&hi)[64]) {
-        const int lane = threadIdx.x % WARP, wp = (threadIdx.x % MOE_WG_THREADS) / WARP, tile = w.n0 / DENSE_WS_COLS;
-        // Rows 16 wp + lane / 4 (+ 8) of the warpgroup's 64: each quad's four threads hold a row's
-        // 256 columns between them.
+        const int lane = threadIdx.x % WARP, tile = w.n0 / DENSE_WS_COLS;
+        // Each quad's four threads hold a row's 256 columns between them.
 #pragma unroll
         for (int half = 0; half < 2; half++) {
             PickPart r = unit_row_part(lo, hi, half, w.n0, p.pick.vocab);
@@ -207,7 +206,7 @@ struct PickEpilogue {
                 const PickPart other{__shfl_xor_sync(0xffffffffu, r.m, o), __shfl_xor_sync(0xffffffffu, r.i, o), __shfl_xor_sync(0xffffffffu, r.z, o)};
                 r = pick_combine(r, other);
             }
-            const int row = w.r0 + 64 * g + 16 * wp + lane / 4 + 8 * half;
+            const int row = dense_ws_row(w, g, half);
             if (lane % 4 == 0 && row < p.pick.rows) {
                 float* dst = p.parts + ((size_t)row * p.col_tiles + tile) * 3;
                 dst[0] = r.m;

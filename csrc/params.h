@@ -756,8 +756,7 @@ struct QkvRopeParams {
     DEV_PTR(const void) w_map;  // the QKV weights [(nh + 2 nkv) d][k] as a TMA map (as the lm_head's)
     RopeParams rope;            // the norms, angles, positions and outputs (its qkv is unused)
     int32_t k;
-    int32_t col_tiles;
-    int32_t units;  // row tiles x col_tiles; units [units - tail, units) are split
+    int32_t units;  // row tiles x column tiles; units [units - tail, units) are split
     int32_t tail;
     int32_t split;
     // [tail][split][DENSE_WS_WGS][QKV_ROPE_PARTIAL_FLOATS] (unused where split is 1)

@@ -78,11 +78,6 @@ struct QkvRopeEpilogue {
     size_t kv_at[2];     // each row's K row of KV head 0 in the pool (its V row: ps x nkv x d further)
     float2 cs[2][JP][2];  // each row's (cos, sin) of its rotated pairs 8j + 2q + e
 
-    __device__ __forceinline__ int row_of(const DenseWork& w, int g, int half) const {
-        const int lane = threadIdx.x % WARP, wp = (threadIdx.x % MOE_WG_THREADS) / WARP;
-        return w.r0 + 64 * g + 16 * wp + lane / 4 + 8 * half;
-    }
-
     // The rows' pool rows and angles, asked for before the unit's k-steps. Every position is in
     // the angle table (the host checks), so there is no f64 fallback here: rope.cu's, inlined for
     // each of a thread's angles, made this kernel's code 105 KB (49 KB without).
@@ -93,7 +88,7 @@ struct QkvRopeEpilogue {
         const int q = threadIdx.x % 4, half_rot = 8 * JP;
 #pragma unroll
         for (int half = 0; half < 2; half++) {
-            const int row = row_of(w, g, half);
+            const int row = dense_ws_row(w, g, half);
             const bool ok = row < r.tokens;
             const int pos = ok ? r.tok_pos[row] : 0;
             const int page = ok ? r.kv.page_table[r.kv.tok_pt[row] + kl.page(pos)] : 0;
@@ -156,7 +151,7 @@ struct QkvRopeEpilogue {
         const int head = w.n0 / QKV_ROPE_HEAD_DIM, heads = p.rope.nh + 2 * p.rope.nkv;
 #pragma unroll
         for (int half = 0; half < 2; half++) {
-            const int row = row_of(w, g, half);
+            const int row = dense_ws_row(w, g, half);
             head_row(lo, half, head, row);
             if (head + 1 < heads) head_row(hi, half, head + 1, row);
         }
