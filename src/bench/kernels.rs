@@ -136,25 +136,19 @@ pub fn step_work(c: &ModelConfig, experts_touched: &[usize], dims: StepDims, fus
     // The QKV projection and the rope store: the GEMM writing the QKV rows, then the norm reading
     // them; or the GEMM with the norm, rotation and stores in its epilogue (the weights and x in,
     // q and the block's K and V out).
-    let qkv_and_rope = if fused_qkv_rope {
+    let (rope_out, rope_flops) = (l * t * (nh * d * 2.0 + 2.0 * nkv * d * 2.0), l * t * qkv * 8.0);
+    let mut work = if fused_qkv_rope {
         vec![KernelWork {
             name: "qkv_rope_store",
-            bytes: l * (qkv * h * 2.0 + t * h * 2.0 + t * (nh * d * 2.0 + 2.0 * nkv * d * 2.0)),
-            flops: l * (2.0 * t * qkv * h + t * qkv * 8.0),
+            bytes: l * (qkv * h * 2.0 + t * h * 2.0) + rope_out,
+            flops: l * 2.0 * t * qkv * h + rope_flops,
         }]
     } else {
         let mut w = gemm("qkv", t, qkv, h, l);
         w.bytes -= l * t * qkv * (4.0 - qkv_out);
-        vec![
-            w,
-            KernelWork {
-                name: "qk_norm_rope_store",
-                bytes: l * t * (qkv * qkv_out + nh * d * 2.0 + 2.0 * nkv * d * 2.0),
-                flops: l * t * qkv * 8.0,
-            },
-        ]
+        vec![w, KernelWork { name: "qk_norm_rope_store", bytes: l * t * qkv * qkv_out + rope_out, flops: rope_flops }]
     };
-    let mut work = vec![
+    work.extend([
         KernelWork {
             name: "block_attention",
             // Each request's K and V once per layer, its queries in, the outputs out.
@@ -214,8 +208,7 @@ pub fn step_work(c: &ModelConfig, experts_touched: &[usize], dims: StepDims, fus
         },
         KernelWork { name: "embed_gather", bytes: t * h * (2.0 + 4.0), flops: 0.0 },
         KernelWork { name: "gather_rows", bytes: 2.0 * predicted * h * 4.0 * 2.0, flops: 0.0 },
-    ];
-    work.splice(0..0, qkv_and_rope);
+    ]);
     // The lm_head and the pick: the GEMM writing logits, then row_argmax; or the GEMM with the
     // pick in its epilogue (the weights and x in, a part of three floats a row and column tile
     // out), then the parts read back by the merge.

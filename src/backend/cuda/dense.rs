@@ -45,6 +45,19 @@ impl CudaBackend {
         Ok(Some(self.k.upload(&map, what)?))
     }
 
+    /// The persistent CTAs a dense-tiles kernel runs at most: those the GPU keeps resident (one an
+    /// SM, by their shared memory), never more than the SMs.
+    pub(super) fn dense_tiles_resident(&self, kernel: Kernel) -> Result<usize> {
+        Ok((self.k.resident_ctas(kernel, DENSE_WS_THREADS, DENSE_WS_SMEM)? as usize).min(self.sm_count))
+    }
+
+    /// A dense-tiles kernel over `works` pieces of work: a persistent CTA for each resident one,
+    /// none idle from the start. Only the launch: a CUDA graph can hold it.
+    pub(super) fn launch_dense_tiles<P: cudarc::driver::DeviceRepr>(&self, kernel: Kernel, works: usize, p: &P) -> Result<()> {
+        let ctas = works.min(self.dense_tiles_resident(kernel)?) as u32;
+        Ok(self.k.launch_smem(kernel, (ctas, 1, 1), DENSE_WS_THREADS, DENSE_WS_SMEM, p)?)
+    }
+
     /// Whether a projection of `rows` rows over `k` inputs (`gated`: two matrices) takes the weight
     /// stream: 16-byte rows of x, a cluster's k ranges covering k, and DENSE_STREAM_CTAS CTAs an SM
     /// (mini's QKV and attention out do; its dense MLP's gated tiles, twice the weights, do not).

@@ -31,9 +31,11 @@ pub(super) fn qkv_rope_split(units: usize, resident: usize, ktiles: usize) -> (u
     }
 }
 
-/// What the fused kernel needs at load: per layer its QKV weights' TMA map, and the arrival
-/// counts of split units (zeroed once; each launch leaves them zero).
+/// What the fused kernel needs at load: its form for the model's rotation, per layer its QKV
+/// weights' TMA map, and the arrival counts of split units (zeroed once; each launch leaves them
+/// zero).
 pub(super) struct QkvRopeMaps {
+    kernel: Kernel,
     maps: Vec<CudaSlice<u8>>,
     arrivals: CudaSlice<i32>,
 }
@@ -55,9 +57,9 @@ impl CudaBackend {
     /// The maps and counts of `CudaOptions::fused_qkv_rope`, where the kernel can run for every
     /// layer; `None` otherwise.
     pub(super) fn qkv_rope_maps(&self) -> Result<Option<QkvRopeMaps>> {
-        if !self.opts.fused_qkv_rope || self.qkv_rope_kernel().is_none() {
+        let Some(kernel) = self.qkv_rope_kernel().filter(|_| self.opts.fused_qkv_rope) else {
             return Ok(None);
-        }
+        };
         let (n, k) = (self.cfg.qkv_rows(), self.cfg.hidden_size);
         let mut maps = Vec::with_capacity(self.w.layers.len());
         for l in &self.w.layers {
@@ -71,7 +73,7 @@ impl CudaBackend {
             .stream
             .memset_zeros(&mut arrivals)
             .map_err(super::error::CudaError::driver(|| "zeroing qkv_rope_store's arrivals".into()))?;
-        Ok(Some(QkvRopeMaps { maps, arrivals }))
+        Ok(Some(QkvRopeMaps { kernel, maps, arrivals }))
     }
 
     /// Whether layers of `rows` rows take the fused kernel.
@@ -84,8 +86,9 @@ impl CudaBackend {
     pub(super) fn fused_qkv_rope(&mut self, h: &CudaAct, layer: usize, batch: &StepBatch) -> Result<Option<CudaAct>> {
         // Every position in the angle table: the kernel has no f64 fallback (qkv_rope.cu).
         let in_table = batch.runs.iter().all(|r| r.start + r.len <= super::attention::rope_table_positions(&self.cfg));
-        let Some(kernel) = self.qkv_rope_kernel().filter(|_| in_table && self.fuses_qkv_rope(h.rows)) else {
-            return Ok(None);
+        let (kernel, w_map, arrivals) = match &self.qkv_rope {
+            Some(f) if in_table && self.fuses_qkv_rope(h.rows) => (f.kernel, self.p(&f.maps[layer]), self.p(&f.arrivals)),
+            _ => return Ok(None),
         };
         self.layout(batch)?;
         let (rows, k) = (h.rows, h.cols);
@@ -97,24 +100,21 @@ impl CudaBackend {
         let rope = self.rope_params(layer, rows, 0, &q);
         let col_tiles = self.cfg.qkv_rows().div_ceil(DENSE_WS_COLS);
         let units = rows.div_ceil(DENSE_WS_ROWS) * col_tiles;
-        let resident = (self.k.resident_ctas(kernel, DENSE_WS_THREADS, DENSE_WS_SMEM)? as usize).min(self.sm_count);
+        let resident = self.dense_tiles_resident(kernel)?;
         let (tail, split) = qkv_rope_split(units, resident, k.div_ceil(GEMM_BK));
         let partials = self.alloc_f32((tail * split * DENSE_WS_WGS * QKV_ROPE_PARTIAL_FLOATS).max(1), "qkv_rope_store partials")?;
-        let fused = self.qkv_rope.as_ref().expect("fuses_qkv_rope checked the maps");
         let p = QkvRopeParams {
             x: self.p(x),
-            w_map: self.p(&fused.maps[layer]),
+            w_map,
             rope,
             k: k as i32,
-            col_tiles: col_tiles as i32,
             units: units as i32,
             tail: tail as i32,
             split: split as i32,
             partials: self.p(&partials),
-            arrivals: self.p(&fused.arrivals),
+            arrivals,
         };
-        let works = units - tail + tail * split;
-        self.k.launch_smem(kernel, (works.min(resident) as u32, 1, 1), DENSE_WS_THREADS, DENSE_WS_SMEM, &p)?;
+        self.launch_dense_tiles(kernel, units - tail + tail * split, &p)?;
         Ok(Some(CudaAct { rows, cols: nh * d, data: ActData::Bf16(q) }))
     }
 }
