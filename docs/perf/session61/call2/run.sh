@@ -2,7 +2,7 @@
 # Session 61's second call: qkv_rope_store with its rows described by the producers (each row's
 # position and K/V row, looked up by the producer warpgroup after it issues a unit's first stage;
 # before, both consumer warpgroups waited for tok_pos and then the page table before every unit's
-# k-steps). .carry/dllm is that build, .carry/dllm-base 01acea0's (both stripped).
+# k-steps). .carry/dllm is that build, .carry/dllm-base 01acea0's (both stripped and gzipped).
 # 1. the fused kernel's test (now also six works a CTA: the row slots reused), the pick's, graph
 # replay. On an H200 then: 2. the lines, session59/call6's steps at batch 1, 16, 64 and 128
 # (`--fused-pick false` / on, two rounds) and `bench generate`. On any card, as time allows:
@@ -13,6 +13,7 @@ R=$OUT/r; C=.carry
 source tools/device-env.sh "$R"
 pack() { (cd $OUT && tar czf r.tgz r); }
 SECONDS=0
+gunzip -f $C/dllm.gz $C/dllm-base.gz
 bash tools/cuda-tests.sh $R/tests qkv_rope_store_fused_matches_cpu lm_head_pick_forms_match_cpu cuda_graph_replay_equals_eager
 rc=$?
 [ $rc -ne 0 ] && { echo "tests failed: no benchmarks"; grep -h -B2 -A12 "panicked" $R/tests/cuda-tests.txt | head -60; pack; exit 1; }
