@@ -41,6 +41,10 @@ __device__ __forceinline__ int dense_ws_row(const DenseWork& w, int g, int half)
 // dependent loads the consumers would otherwise wait for before their k-steps) into one of
 // DENSE_WS_ROW_SLOTS slots, and prepare and finish get the work's slot (else nullptr). Dynamic
 // shared memory: DENSE_WS_SMEM, or DENSE_WS_ROWS_SMEM where Epi::PRODUCER_ROWS.
+// `epi.lag()` k-steps (at most DENSE_WS_STAGES: warpgroup 0 cannot pass the ring's last stage
+// without the other): warpgroup 1 starts that many stages behind warpgroup 0 (named barrier
+// DENSE_WS_LAG_BARRIER), so that, the ring keeping them apart, one's epilogue runs while the
+// other's products keep the tensor cores busy, instead of both epilogues at once.
 template <class Work, class Epi, int PRODUCER_REGS = DENSE_WS_PRODUCER_REGS, int CONSUMER_REGS = DENSE_WS_CONSUMER_REGS>
 __device__ __forceinline__ void dense_ws_tiles(const bf16* __restrict__ x, int rows, int k, const void* w_map, const Work& work, Epi& epi) {
     constexpr int ST = DENSE_WS_STAGES, BK = GEMM_BK, XB = DENSE_WS_ROWS * BK * 2, BOX = MOE_WS_BOX_ROWS * BK * 2;
@@ -105,7 +109,10 @@ __device__ __forceinline__ void dense_ws_tiles(const bf16* __restrict__ x, int r
         return;
     }
     setmaxnreg_inc<CONSUMER_REGS>();
-    const int g = threadIdx.x / MOE_WG_THREADS;
+    const int g = threadIdx.x / MOE_WG_THREADS, lag = epi.lag();
+    // Warpgroup 0 releases warpgroup 1 once `lag` stages are done, or at its end if it has fewer.
+    bool held = lag > 0 && g == 0;
+    if (lag > 0 && g == 1) asm volatile("bar.sync %0, %1;\n" ::"r"(DENSE_WS_LAG_BARRIER), "r"(CONSUMERS) : "memory");
     int it = 0;  // stages consumed
     for (int i = blockIdx.x, u = 0; i < work.count; i += gridDim.x, u++) {
         const DenseWork w = work.at(i);
@@ -130,10 +137,15 @@ __device__ __forceinline__ void dense_ws_tiles(const bf16* __restrict__ x, int r
             wgmma_commit();
             wgmma_wait<0>();
             mbar_arrive(&empty[s]);
+            if (held && it + 1 >= lag) {
+                asm volatile("bar.arrive %0, %1;\n" ::"r"(DENSE_WS_LAG_BARRIER), "r"(CONSUMERS) : "memory");
+                held = false;
+            }
         }
         wgmma_reg_fence(lo);
         wgmma_reg_fence(hi);
         epi.finish(w, i, g, rows, lo, hi);
     }
+    if (held) asm volatile("bar.arrive %0, %1;\n" ::"r"(DENSE_WS_LAG_BARRIER), "r"(CONSUMERS) : "memory");
 }
 #endif

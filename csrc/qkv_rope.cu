@@ -85,6 +85,8 @@ struct QkvRopeEpilogue {
     const QkvRopeParams& p;
     float2 cs[2][JP][2];  // each row's (cos, sin) of its rotated pairs 8j + 2q + e
 
+    __device__ __forceinline__ int lag() const { return p.lag; }
+
     __device__ __forceinline__ Row row(const DenseWork& w, int t) const {
         const RopeParams& r = p.rope;
         const int row = w.r0 + t;

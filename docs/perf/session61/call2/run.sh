@@ -2,12 +2,16 @@
 # Session 61's second call: qkv_rope_store with its rows described by the producers (each row's
 # position and K/V row, looked up by the producer warpgroup after it issues a unit's first stage;
 # before, both consumer warpgroups waited for tok_pos and then the page table before every unit's
-# k-steps). .carry/dllm is that build, .carry/dllm-base 01acea0's (both stripped and gzipped).
-# 1. the fused kernel's test (now also six works a CTA: the row slots reused), the pick's, graph
-# replay. On an H200 then: 2. the lines, session59/call6's steps at batch 1, 16, 64 and 128
-# (`--fused-pick false` / on, two rounds) and `bench generate`. On any card, as time allows:
-# 3. `bench kernels` at batch 64 and 128: base fused / rows fused / cuBLAS + rope; 4. steps at
-# batch 64 and 128 the same three ways, two rounds; 5. ncu's source view of the rows form at 128.
+# k-steps), and its second consumer warpgroup `--fused-qkv-rope-lag N` k-steps behind the first
+# (their epilogues at different times). .carry/dllm is that build, .carry/dllm-base 01acea0's
+# (both stripped and gzipped).
+# 1. the fused kernel's test (now also six works a CTA: the row slots reused; lags 0, 2, 4), the
+# pick's, graph replay. On an H200 then: 2. the lines, session59/call6's steps at batch 1, 16, 64
+# and 128 (`--fused-pick false` / on, two rounds) and `bench generate`. On any card, as time
+# allows: 3. `bench kernels` at batch 128 and 64 (routers as drawn: the QKV does not depend on
+# them): base fused / rows fused at lags 0, 1, 2, 4 / cuBLAS + rope; 4. steps at batch 64 and
+# 128: cuBLAS + rope / rows / rows at lag 2, two rounds; 5. ncu's source view of the rows form at
+# 128, lag 0.
 set -uo pipefail
 R=$OUT/r; C=.carry
 source tools/device-env.sh "$R"
@@ -25,14 +29,16 @@ if nvidia-smi --query-gpu=name --format=csv,noheader | grep -q H200; then
     bash tools/ab-ways.sh $R/generate 1 "$W" generate --preset mini --device cuda --requests 64 --tokens-per-step 2
     pack
 fi
-W="base:$C/dllm-base:--fused-qkv-rope true;rows:$C/dllm:--fused-qkv-rope true;off:$C/dllm"
-for b in 64 128; do
-    [ $SECONDS -gt 420 ] && break
-    bash tools/ab-ways.sh $R/kernels-b$b 1 "$W" kernels --preset mini --device cuda --prefix 1024 --batch $b
+F="$C/dllm:--fused-qkv-rope true"
+W="base:$C/dllm-base:--fused-qkv-rope true;rows:$F;lag1:$F --fused-qkv-rope-lag 1;lag2:$F --fused-qkv-rope-lag 2;lag4:$F --fused-qkv-rope-lag 4;off:$C/dllm"
+for b in 128 64; do
+    [ $SECONDS -gt 400 ] && break
+    bash tools/ab-ways.sh $R/kernels-b$b 1 "$W" kernels --preset mini --device cuda --prefix 1024 --batch $b --balanced-router false
     grep -h "qkv\|rope" $R/kernels-b$b/*.txt | tr -s ' ' | cut -c1-110
     pack
 done
-[ $SECONDS -lt 330 ] && timeout $((560 - SECONDS)) bash tools/ab-ways.sh $R 2 "$W" step --preset mini --device cuda --block 32 --prefix 1024 --steps 16 --batch 64,128
+W="off:$C/dllm;rows:$F;lag2:$F --fused-qkv-rope-lag 2"
+[ $SECONDS -lt 360 ] && timeout $((560 - SECONDS)) bash tools/ab-ways.sh $R 2 "$W" step --preset mini --device cuda --block 32 --prefix 1024 --steps 16 --batch 64,128
 pack
 if [ $SECONDS -lt 480 ]; then
     NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu)
