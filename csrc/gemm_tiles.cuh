@@ -87,12 +87,19 @@ __device__ __forceinline__ void dense_ws_tiles(const bf16* __restrict__ x, int r
 #pragma unroll
                     for (int j = 0; j < BOXES; j++) tma_load_3d(X + XB + j * BOX, w_map, k0, w.n0 + MOE_WS_BOX_ROWS * j, 0, &full[s]);
                 }
-                // x: row r's chunk c8 for r = pt / CHUNKS + 16 i (zeros past the rows and k).
+                // x: row r's chunk c8 for r = pt / CHUNKS + 16 j, zeros past the rows and k. One
+                // pointer walked 16 rows at a time, the destinations at fixed offsets (16 rows are
+                // 2 KB of the stage under the same swizzle): the producers' instructions a stage
+                // bound how fast the stages fill when the consumers' epilogues come often.
+                constexpr int RSTEP = PRODUCERS / CHUNKS;
+                const int rows_left = rows - w.r0 - pt / CHUNKS;  // row pt / CHUNKS + 16 j is x's while 16 j < this
+                const bool k_ok = k0 + c8 < k;
+                const bf16* src = x + (size_t)(w.r0 + pt / CHUNKS) * k + k0 + c8;
+                unsigned char* dst = X + sw128_offset(pt / CHUNKS, c8 / 8);
 #pragma unroll
-                for (int j = 0; j < DENSE_WS_ROWS * CHUNKS / PRODUCERS; j++) {
-                    const int r = pt / CHUNKS + j * (PRODUCERS / CHUNKS);
-                    const bool ok = w.r0 + r < rows && k0 + c8 < k;
-                    cp_async16(X + sw128_offset(r, c8 / 8), ok ? x + (size_t)(w.r0 + r) * k + k0 + c8 : x, ok);
+                for (int j = 0; j < DENSE_WS_ROWS / RSTEP; j++, src += (size_t)RSTEP * k) {
+                    const bool ok = k_ok && j * RSTEP < rows_left;
+                    cp_async16(dst + j * RSTEP * 128, ok ? src : x, ok);
                 }
                 cp_async_arrive_noinc(&full[s]);
                 if constexpr (Epi::PRODUCER_ROWS) {

@@ -438,7 +438,11 @@ mod cuda {
         }
         for (rotary, nh, nkv, len, lag) in [(0.5f32, 8, 2, 3000, 0), (1.0, 8, 2, 3000, 2), (0.5, 32, 4, 4352, 2), (0.5, 8, 2, 3000, 4)] {
             let dir = tmp(&format!("qkv-rope-{rotary}-{nh}-{lag}"));
-            let c = write_mid_config(&dir, 256, nh, nkv, 128, 136, |c| c.partial_rotary_factor = rotary);
+            // Past the tiny preset's 4,096 positions: the 4,352-token prefill's angles in the table.
+            let c = write_mid_config(&dir, 256, nh, nkv, 128, 136, |c| {
+                c.partial_rotary_factor = rotary;
+                c.max_position_embeddings = 8192;
+            });
             // No weight stream: it would take the 32-row block's projection first.
             let o = CudaOptions {
                 fused_qkv_rope: true,
