@@ -40,12 +40,11 @@ __device__ __forceinline__ int dense_ws_row(const DenseWork& w, int g, int half)
 // writes `epi.row(work, t)` (an Epi::Row for row r0 + t: e.g. where its K/V go, a chain of
 // dependent loads the consumers would otherwise wait for before their k-steps) into one of
 // DENSE_WS_ROW_SLOTS slots, and prepare and finish get the work's slot (else nullptr). Dynamic
-// shared memory: DENSE_WS_SMEM, or DENSE_WS_ROWS_SMEM where Epi::PRODUCER_ROWS.
-// `epi.lag()` k-steps (at most DENSE_WS_STAGES: warpgroup 0 cannot pass the ring's last stage
-// without the other): warpgroup 1 starts that many stages behind warpgroup 0 (named barrier
-// DENSE_WS_LAG_BARRIER), so that, the ring keeping them apart, one's epilogue runs while the
-// other's products keep the tensor cores busy, instead of both epilogues at once.
-template <class Work, class Epi, int PRODUCER_REGS = DENSE_WS_PRODUCER_REGS, int CONSUMER_REGS = DENSE_WS_CONSUMER_REGS>
+// shared memory: DENSE_WS_SMEM, or DENSE_WS_ROWS_SMEM where Epi::PRODUCER_ROWS. X_WALKED: the
+// producers' x copies from one pointer walked by rows (fewer instructions a stage) instead of
+// each copy's own address. The walked form made qkv_rope_store 3-6% faster and lm_head_pick 8-9%
+// slower (session 61, call3, H100: why, not known), so each caller says which.
+template <class Work, class Epi, int PRODUCER_REGS = DENSE_WS_PRODUCER_REGS, int CONSUMER_REGS = DENSE_WS_CONSUMER_REGS, bool X_WALKED = false>
 __device__ __forceinline__ void dense_ws_tiles(const bf16* __restrict__ x, int rows, int k, const void* w_map, const Work& work, Epi& epi) {
     constexpr int ST = DENSE_WS_STAGES, BK = GEMM_BK, XB = DENSE_WS_ROWS * BK * 2, BOX = MOE_WS_BOX_ROWS * BK * 2;
     constexpr int BOXES = DENSE_WS_COLS / MOE_WS_BOX_ROWS, CONSUMERS = DENSE_WS_WGS * MOE_WG_THREADS;
@@ -87,19 +86,29 @@ __device__ __forceinline__ void dense_ws_tiles(const bf16* __restrict__ x, int r
 #pragma unroll
                     for (int j = 0; j < BOXES; j++) tma_load_3d(X + XB + j * BOX, w_map, k0, w.n0 + MOE_WS_BOX_ROWS * j, 0, &full[s]);
                 }
-                // x: row r's chunk c8 for r = pt / CHUNKS + 16 j, zeros past the rows and k. One
-                // pointer walked 16 rows at a time, the destinations at fixed offsets (16 rows are
-                // 2 KB of the stage under the same swizzle): the producers' instructions a stage
-                // bound how fast the stages fill when the consumers' epilogues come often.
+                // x: row r's chunk c8 for r = pt / CHUNKS + 16 j, zeros past the rows and k.
                 constexpr int RSTEP = PRODUCERS / CHUNKS;
-                const int rows_left = rows - w.r0 - pt / CHUNKS;  // row pt / CHUNKS + 16 j is x's while 16 j < this
-                const bool k_ok = k0 + c8 < k;
-                const bf16* src = x + (size_t)(w.r0 + pt / CHUNKS) * k + k0 + c8;
-                unsigned char* dst = X + sw128_offset(pt / CHUNKS, c8 / 8);
+                if constexpr (X_WALKED) {
+                    // One pointer walked 16 rows at a time, the destinations at fixed offsets (16
+                    // rows are 2 KB of the stage under the same swizzle): ~106 instructions a stage
+                    // against ~180 for qkv_rope_store, whose producers bound how fast its stages
+                    // filled (session 61).
+                    const int rows_left = rows - w.r0 - pt / CHUNKS;  // row pt / CHUNKS + 16 j is x's while 16 j < this
+                    const bool k_ok = k0 + c8 < k;
+                    const bf16* src = x + (size_t)(w.r0 + pt / CHUNKS) * k + k0 + c8;
+                    unsigned char* dst = X + sw128_offset(pt / CHUNKS, c8 / 8);
 #pragma unroll
-                for (int j = 0; j < DENSE_WS_ROWS / RSTEP; j++, src += (size_t)RSTEP * k) {
-                    const bool ok = k_ok && j * RSTEP < rows_left;
-                    cp_async16(dst + j * RSTEP * 128, ok ? src : x, ok);
+                    for (int j = 0; j < DENSE_WS_ROWS / RSTEP; j++, src += (size_t)RSTEP * k) {
+                        const bool ok = k_ok && j * RSTEP < rows_left;
+                        cp_async16(dst + j * RSTEP * 128, ok ? src : x, ok);
+                    }
+                } else {
+#pragma unroll
+                    for (int j = 0; j < DENSE_WS_ROWS / RSTEP; j++) {
+                        const int r = pt / CHUNKS + j * RSTEP;
+                        const bool ok = w.r0 + r < rows && k0 + c8 < k;
+                        cp_async16(X + sw128_offset(r, c8 / 8), ok ? x + (size_t)(w.r0 + r) * k + k0 + c8 : x, ok);
+                    }
                 }
                 cp_async_arrive_noinc(&full[s]);
                 if constexpr (Epi::PRODUCER_ROWS) {
@@ -116,10 +125,7 @@ __device__ __forceinline__ void dense_ws_tiles(const bf16* __restrict__ x, int r
         return;
     }
     setmaxnreg_inc<CONSUMER_REGS>();
-    const int g = threadIdx.x / MOE_WG_THREADS, lag = epi.lag();
-    // Warpgroup 0 releases warpgroup 1 once `lag` stages are done, or at its end if it has fewer.
-    bool held = lag > 0 && g == 0;
-    if (lag > 0 && g == 1) asm volatile("bar.sync %0, %1;\n" ::"r"(DENSE_WS_LAG_BARRIER), "r"(CONSUMERS) : "memory");
+    const int g = threadIdx.x / MOE_WG_THREADS;
     int it = 0;  // stages consumed
     for (int i = blockIdx.x, u = 0; i < work.count; i += gridDim.x, u++) {
         const DenseWork w = work.at(i);
@@ -144,15 +150,10 @@ __device__ __forceinline__ void dense_ws_tiles(const bf16* __restrict__ x, int r
             wgmma_commit();
             wgmma_wait<0>();
             mbar_arrive(&empty[s]);
-            if (held && it + 1 >= lag) {
-                asm volatile("bar.arrive %0, %1;\n" ::"r"(DENSE_WS_LAG_BARRIER), "r"(CONSUMERS) : "memory");
-                held = false;
-            }
         }
         wgmma_reg_fence(lo);
         wgmma_reg_fence(hi);
         epi.finish(w, i, g, rows, lo, hi);
     }
-    if (held) asm volatile("bar.arrive %0, %1;\n" ::"r"(DENSE_WS_LAG_BARRIER), "r"(CONSUMERS) : "memory");
 }
 #endif

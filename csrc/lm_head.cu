@@ -196,7 +196,6 @@ struct PickEpilogue {
     static constexpr bool PRODUCER_ROWS = false;
     using Row = DenseNoRow;
     const LmHeadPickParams& p;
-    __device__ __forceinline__ int lag() const { return 0; }
     __device__ __forceinline__ void prepare(const DenseWork&, int, int, const Row*) {}
     __device__ __forceinline__ void finish(const DenseWork& w, int, int g, const Row*, const float (&lo)[64], const float (&hi)[64]) {
         const int lane = threadIdx.x % WARP, tile = w.n0 / DENSE_WS_COLS;

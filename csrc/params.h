@@ -716,9 +716,6 @@ static_assert(DENSE_WS_WGS * MOE_WG_THREADS * DENSE_WS_CONSUMER_REGS + MOE_WG_TH
 // after the stage barriers, a barrier a slot (16 bytes each, keeping the slots 16-byte aligned),
 // then the slots.
 #define DENSE_WS_ROW_SLOTS (DENSE_WS_STAGES + 1)
-// The named barrier by which consumer warpgroup 0 releases warpgroup 1 `lag` stages later (0 is
-// __syncthreads'; qkv_rope.cu's split units take 1 and 2).
-#define DENSE_WS_LAG_BARRIER 3
 #define DENSE_WS_ROW_BYTES 16
 static constexpr uint32_t DENSE_WS_ROWS_SMEM = DENSE_WS_SMEM + DENSE_WS_ROW_SLOTS * (16 + DENSE_WS_ROWS * DENSE_WS_ROW_BYTES);
 
@@ -773,7 +770,6 @@ struct QkvRopeParams {
     DEV_PTR(float) partials;
     // [tail][DENSE_WS_WGS] arrivals, zero before a launch (the last arrival resets its count)
     DEV_PTR(int32_t) arrivals;
-    int32_t lag;  // k-steps consumer warpgroup 1 starts behind warpgroup 0 (gemm_tiles.cuh)
 };
 
 // row_top_k.cu: per logits row its ROW_TOP_K best entries (logit descending, then token id

@@ -85,8 +85,6 @@ struct QkvRopeEpilogue {
     const QkvRopeParams& p;
     float2 cs[2][JP][2];  // each row's (cos, sin) of its rotated pairs 8j + 2q + e
 
-    __device__ __forceinline__ int lag() const { return p.lag; }
-
     __device__ __forceinline__ Row row(const DenseWork& w, int t) const {
         const RopeParams& r = p.rope;
         const int row = w.r0 + t;
@@ -180,7 +178,7 @@ __device__ __forceinline__ void qkv_rope_tiles(const QkvRopeParams& p) {
     const int row_tiles = (p.rope.tokens + DENSE_WS_ROWS - 1) / DENSE_WS_ROWS, full = p.units - p.tail;
     const QkvWork work{row_tiles, full, p.split, (p.k + GEMM_BK - 1) / GEMM_BK, full + p.tail * p.split};
     QkvRopeEpilogue<JP> epi{p};
-    dense_ws_tiles<QkvWork, QkvRopeEpilogue<JP>, QKV_ROPE_PRODUCER_REGS, QKV_ROPE_CONSUMER_REGS>(p.x, p.rope.tokens, p.k, p.w_map, work, epi);
+    dense_ws_tiles<QkvWork, QkvRopeEpilogue<JP>, QKV_ROPE_PRODUCER_REGS, QKV_ROPE_CONSUMER_REGS, true>(p.x, p.rope.tokens, p.k, p.w_map, work, epi);
 }
 #endif
 

@@ -428,30 +428,21 @@ mod cuda {
     /// a 32-token block over that cache (six units, split). Then 32 + 2 x 4 heads (20 column tiles)
     /// over a 4,352-token prefill: 680 units, six works on a CTA (the producers' row slots each
     /// written twice), its K and V checked through the block's attention (the prefill's own, 4,352
-    /// queries, would take the CPU minutes). The second consumer warpgroup in step with the first
-    /// (lag 0), two k-steps behind it, and the whole ring behind (lag 4; the block's splits, a
-    /// k-step each, release it at their end).
+    /// queries, would take the CPU minutes).
     #[test]
     fn qkv_rope_store_fused_matches_cpu() {
         if skip() {
             return;
         }
-        for (rotary, nh, nkv, len, lag) in [(0.5f32, 8, 2, 3000, 0), (1.0, 8, 2, 3000, 2), (0.5, 32, 4, 4352, 2), (0.5, 8, 2, 3000, 4)] {
-            let dir = tmp(&format!("qkv-rope-{rotary}-{nh}-{lag}"));
+        for (rotary, nh, nkv, len) in [(0.5f32, 8, 2, 3000), (1.0, 8, 2, 3000), (0.5, 32, 4, 4352)] {
+            let dir = tmp(&format!("qkv-rope-{rotary}-{nh}"));
             // Past the tiny preset's 4,096 positions: the 4,352-token prefill's angles in the table.
             let c = write_mid_config(&dir, 256, nh, nkv, 128, 136, |c| {
                 c.partial_rotary_factor = rotary;
                 c.max_position_embeddings = 8192;
             });
             // No weight stream: it would take the 32-row block's projection first.
-            let o = CudaOptions {
-                fused_qkv_rope: true,
-                fused_qkv_rope_min_rows: 1,
-                fused_qkv_rope_lag: lag,
-                dense_stream: false,
-                profile_kernels: true,
-                ..opts()
-            };
+            let o = CudaOptions { fused_qkv_rope: true, fused_qkv_rope_min_rows: 1, dense_stream: false, profile_kernels: true, ..opts() };
             let mut p = pair_opts(&dir, None, o);
             let fused = p.gpu.fuses_qkv_rope(1);
             eprintln!("rotary {rotary}: qkv_rope_store {}", if fused { "launched" } else { "not available" });
@@ -469,7 +460,7 @@ mod cuda {
                     let qc = p.cpu.qkv_rope_store(&xc, l, &bc).unwrap();
                     let qg = p.gpu.qkv_rope_store(&xg, l, &bg).unwrap();
                     let qgh = p.gpu.act_to_f32(&qg).unwrap();
-                    let what = format!("rotary {rotary}, {nh} heads, lag {lag}, start {start}, layer {l}");
+                    let what = format!("rotary {rotary}, {nh} heads, start {start}, layer {l}");
                     check(&format!("qkv_rope_store q ({what})"), &qgh, &qc.data, 1e-2);
                     if n > 3000 {
                         continue;

@@ -201,10 +201,6 @@ pub struct Common {
     /// CudaOptions's). For measuring it.
     #[arg(long)]
     pub fused_qkv_rope_min_rows: Option<usize>,
-    /// CUDA: the k-steps the fused QKV kernel's second consumer warpgroup starts behind its first
-    /// (by default CudaOptions's). For measuring it.
-    #[arg(long)]
-    pub fused_qkv_rope_lag: Option<usize>,
     /// CUDA: a sampled step's logits written in bf16 for the sampler (true, the default) or in
     /// f32 (false). For measuring it.
     #[arg(long)]
@@ -378,7 +374,6 @@ fn cuda(cmd: BenchCmd, process_start: std::time::Instant) -> Result<()> {
         fused_pick: common.fused_pick.unwrap_or(CudaOptions::default().fused_pick),
         fused_qkv_rope: common.fused_qkv_rope.unwrap_or(CudaOptions::default().fused_qkv_rope),
         fused_qkv_rope_min_rows: common.fused_qkv_rope_min_rows.unwrap_or(CudaOptions::default().fused_qkv_rope_min_rows),
-        fused_qkv_rope_lag: common.fused_qkv_rope_lag.unwrap_or(CudaOptions::default().fused_qkv_rope_lag),
         sample_bf16: common.sample_bf16.unwrap_or(CudaOptions::default().sample_bf16),
         mem_fraction_static: common.mem_fraction_static.unwrap_or(CudaOptions::default().mem_fraction_static),
         cuda_graph_max_bs: common.graphs.max_bs().unwrap_or(CudaOptions::default().cuda_graph_max_bs),

@@ -177,11 +177,6 @@ pub struct CudaOptions {
     /// The fewest rows (a step's batch x block) that take qkv_rope_store: below them its 128-row
     /// units leave SMs idle where cuBLAS splits the work finer.
     pub fused_qkv_rope_min_rows: usize,
-    /// The k-steps qkv_rope_store's second consumer warpgroup starts behind its first
-    /// (csrc/gemm_tiles.cuh), so that their epilogues run at different times, each under the
-    /// other's products; 0 runs them in step. At most DENSE_WS_STAGES: the stage ring keeps them
-    /// no further apart.
-    pub fused_qkv_rope_lag: usize,
     /// The QKV projection written by cuBLAS in bf16 (its fp32 sums rounded once, as a bf16
     /// checkpoint's own QKV rows are) for qk_norm_rope_store's _bf16 kernels, instead of in f32:
     /// half the bytes out of the GEMM and into the norm. `dllm bench --qkv-bf16 false` measures
@@ -230,7 +225,6 @@ impl Default for CudaOptions {
             fused_pick: true,
             fused_qkv_rope: false,
             fused_qkv_rope_min_rows: 1024,
-            fused_qkv_rope_lag: 0,
             qkv_bf16: true,
             sample_bf16: true,
         }
@@ -387,10 +381,6 @@ impl CudaBackend {
         check_shapes(&cfg)?;
         if opts.page_size == 0 {
             bail!("page_size must be > 0");
-        }
-        if opts.fused_qkv_rope_lag > DENSE_WS_STAGES {
-            // The ring holds the two warpgroups at most that far apart: a longer lag would wait forever.
-            bail!("--fused-qkv-rope-lag {} is more than the dense tiles' {DENSE_WS_STAGES} stages", opts.fused_qkv_rope_lag);
         }
         let ctx = open_device(opts.device)?;
         let device_name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());

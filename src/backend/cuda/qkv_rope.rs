@@ -113,7 +113,6 @@ impl CudaBackend {
             split: split as i32,
             partials: self.p(&partials),
             arrivals,
-            lag: self.opts.fused_qkv_rope_lag as i32,
         };
         self.launch_dense_tiles(kernel, units - tail + tail * split, &p)?;
         Ok(Some(CudaAct { rows, cols: nh * d, data: ActData::Bf16(q) }))
