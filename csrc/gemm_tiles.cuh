@@ -19,9 +19,6 @@ struct DenseWork {
     int r0, n0, kt0, kt1;
 };
 
-// The row description of an epilogue without one (Epi::PRODUCER_ROWS false).
-struct DenseNoRow {};
-
 // The work's row that a consumer thread's sums of accumulator row `half` belong to: warpgroup g's
 // rows 64g.., warp w's 16 of them, lane / 4 within those, half 1 eight further (wgmma's layout).
 __device__ __forceinline__ int dense_ws_row(const DenseWork& w, int g, int half) {
@@ -31,19 +28,14 @@ __device__ __forceinline__ int dense_ws_row(const DenseWork& w, int g, int half)
 // The product of x ([rows][k] bf16) by the weights of `w_map` (a [n][k] bf16 TMA map: dims (k, n,
 // 1), boxes of GEMM_BK x MOE_WS_BOX_ROWS, 128-byte swizzle; zeros past n and k), CTA b taking
 // works b, b + gridDim.x, ... of `work` (`count`, and `at(i)`: a DenseWork). For each, `epi`'s
-// consumer threads get `prepare(work, i, g, rows)` before its k-steps (loads whose latency the
-// products then hide) and `finish(work, i, g, rows, lo, hi)` after them: warpgroup g's sums as
+// consumer threads get `prepare(work, i, g)` before its k-steps (loads whose latency the products
+// then hide) and `finish(work, i, g, lo, hi)` after them: warpgroup g's sums as
 // wgmma_m64n256k16_bf16 leaves them, lo the block's columns 0..127 and hi 128..255. The producers
 // stream every work's stages back to back, so a work's epilogue runs while the next one's first
-// stages land. Where Epi::PRODUCER_ROWS, the producers also describe each work's rows for its
-// epilogue, off the consumers' path: after issuing the work's first stage, producer thread t
-// writes `epi.row(work, t)` (an Epi::Row for row r0 + t: e.g. where its K/V go, a chain of
-// dependent loads the consumers would otherwise wait for before their k-steps) into one of
-// DENSE_WS_ROW_SLOTS slots, and prepare and finish get the work's slot (else nullptr). Dynamic
-// shared memory: DENSE_WS_SMEM, or DENSE_WS_ROWS_SMEM where Epi::PRODUCER_ROWS. X_WALKED: the
-// producers' x copies from one pointer walked by rows (fewer instructions a stage) instead of
-// each copy's own address. The walked form made qkv_rope_store 3-6% faster and lm_head_pick 8-9%
-// slower (session 61, call3, H100: why, not known), so each caller says which.
+// stages land. Dynamic shared memory: DENSE_WS_SMEM. X_WALKED: the producers' x copies from one
+// pointer walked by rows (fewer instructions a stage) instead of each copy's own address. The
+// walked form made qkv_rope_store 3-7% faster and lm_head_pick 8-9% slower (session 61, H100; why
+// is not known), so each caller says which.
 template <class Work, class Epi, int PRODUCER_REGS = DENSE_WS_PRODUCER_REGS, int CONSUMER_REGS = DENSE_WS_CONSUMER_REGS, bool X_WALKED = false>
 __device__ __forceinline__ void dense_ws_tiles(const bf16* __restrict__ x, int rows, int k, const void* w_map, const Work& work, Epi& epi) {
     constexpr int ST = DENSE_WS_STAGES, BK = GEMM_BK, XB = DENSE_WS_ROWS * BK * 2, BOX = MOE_WS_BOX_ROWS * BK * 2;
@@ -54,19 +46,11 @@ __device__ __forceinline__ void dense_ws_tiles(const bf16* __restrict__ x, int r
     unsigned char* base = raw + ((1024 - ((uint32_t)__cvta_generic_to_shared(raw) & 1023)) & 1023);
     uint64_t* full = reinterpret_cast<uint64_t*>(base + ST * DENSE_WS_STAGE_BYTES);
     uint64_t* empty = full + ST;
-    // Where Epi::PRODUCER_ROWS: a barrier a row slot (its producers' writes), then the slots.
-    using Row = typename Epi::Row;
-    constexpr int SLOTS = DENSE_WS_ROW_SLOTS;
-    static_assert(!Epi::PRODUCER_ROWS || (sizeof(Row) <= DENSE_WS_ROW_BYTES && PRODUCERS == DENSE_WS_ROWS), "a producer thread a row");
-    uint64_t* rows_full = empty + ST;
-    Row* row_slots = reinterpret_cast<Row*>(base + ST * DENSE_WS_STAGE_BYTES + 2 * ST * 8 + SLOTS * 16);
     if (threadIdx.x == 0) {
         for (int s = 0; s < ST; s++) {
             mbar_init(&full[s], PRODUCERS + 1);  // the producers' copies, and the expect-tx arrival
             mbar_init(&empty[s], CONSUMERS);
         }
-        if constexpr (Epi::PRODUCER_ROWS)
-            for (int s = 0; s < SLOTS; s++) mbar_init(&rows_full[s], PRODUCERS);
         mbar_init_fence();
     }
     __syncthreads();
@@ -75,7 +59,7 @@ __device__ __forceinline__ void dense_ws_tiles(const bf16* __restrict__ x, int r
         const int pt = threadIdx.x - CONSUMERS, c8 = (pt % CHUNKS) * 8;
         if (pt == 0) tma_prefetch_map(w_map);
         int it = 0;  // stages issued
-        for (int i = blockIdx.x, u = 0; i < work.count; i += gridDim.x, u++) {
+        for (int i = blockIdx.x; i < work.count; i += gridDim.x) {
             const DenseWork w = work.at(i);
             for (int kt = w.kt0; kt < w.kt1; kt++, it++) {
                 const int s = it % ST, k0 = kt * BK;
@@ -111,14 +95,6 @@ __device__ __forceinline__ void dense_ws_tiles(const bf16* __restrict__ x, int r
                     }
                 }
                 cp_async_arrive_noinc(&full[s]);
-                if constexpr (Epi::PRODUCER_ROWS) {
-                    // The slot's last reader, work u - SLOTS, is done: the consumers have freed a
-                    // stage of work u - ST or later (each work takes at least one stage).
-                    if (kt == w.kt0) {
-                        row_slots[(u % SLOTS) * DENSE_WS_ROWS + pt] = epi.row(w, pt);
-                        mbar_arrive(&rows_full[u % SLOTS]);
-                    }
-                }
             }
         }
         cp_async_wait<0>();  // no copy outlives its thread
@@ -127,14 +103,9 @@ __device__ __forceinline__ void dense_ws_tiles(const bf16* __restrict__ x, int r
     setmaxnreg_inc<CONSUMER_REGS>();
     const int g = threadIdx.x / MOE_WG_THREADS;
     int it = 0;  // stages consumed
-    for (int i = blockIdx.x, u = 0; i < work.count; i += gridDim.x, u++) {
+    for (int i = blockIdx.x; i < work.count; i += gridDim.x) {
         const DenseWork w = work.at(i);
-        const Row* rows = nullptr;
-        if constexpr (Epi::PRODUCER_ROWS) {
-            mbar_wait(&rows_full[u % SLOTS], (u / SLOTS) & 1);
-            rows = row_slots + (u % SLOTS) * DENSE_WS_ROWS;
-        }
-        epi.prepare(w, i, g, rows);
+        epi.prepare(w, i, g);
         float lo[64], hi[64];
 #pragma unroll
         for (int j = 0; j < 64; j++) lo[j] = hi[j] = 0.f;
@@ -153,7 +124,7 @@ __device__ __forceinline__ void dense_ws_tiles(const bf16* __restrict__ x, int r
         }
         wgmma_reg_fence(lo);
         wgmma_reg_fence(hi);
-        epi.finish(w, i, g, rows, lo, hi);
+        epi.finish(w, i, g, lo, hi);
     }
 }
 #endif

@@ -193,11 +193,9 @@ struct PickWork {
 
 // A unit's epilogue: its rows' parts over its columns, into p.parts.
 struct PickEpilogue {
-    static constexpr bool PRODUCER_ROWS = false;
-    using Row = DenseNoRow;
     const LmHeadPickParams& p;
-    __device__ __forceinline__ void prepare(const DenseWork&, int, int, const Row*) {}
-    __device__ __forceinline__ void finish(const DenseWork& w, int, int g, const Row*, const float (&lo)[64], const float (&hi)[64]) {
+    __device__ __forceinline__ void prepare(const DenseWork&, int, int) {}
+    __device__ __forceinline__ void finish(const DenseWork& w, int, int g, const float (&lo)[64], const float (&hi)[64]) {
         const int lane = threadIdx.x % WARP, tile = w.n0 / DENSE_WS_COLS;
         // Each quad's four threads hold a row's 256 columns between them.
 #pragma unroll

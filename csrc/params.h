@@ -711,13 +711,6 @@ static constexpr uint32_t DENSE_WS_STAGE_BYTES = (DENSE_WS_ROWS + DENSE_WS_COLS)
 static constexpr uint32_t DENSE_WS_SMEM = 1024 + DENSE_WS_STAGES * (DENSE_WS_STAGE_BYTES + 16);
 static_assert(DENSE_WS_WGS * MOE_WG_THREADS * DENSE_WS_CONSUMER_REGS + MOE_WG_THREADS * DENSE_WS_PRODUCER_REGS <= 65536,
               "the dense tiles' registers fit an SM");
-// With row descriptions from the producers (qkv_rope_store's: where each row's K/V go), one more
-// slot of them than stages, so a slot is rewritten only once the consumers are past its work;
-// after the stage barriers, a barrier a slot (16 bytes each, keeping the slots 16-byte aligned),
-// then the slots.
-#define DENSE_WS_ROW_SLOTS (DENSE_WS_STAGES + 1)
-#define DENSE_WS_ROW_BYTES 16
-static constexpr uint32_t DENSE_WS_ROWS_SMEM = DENSE_WS_SMEM + DENSE_WS_ROW_SLOTS * (16 + DENSE_WS_ROWS * DENSE_WS_ROW_BYTES);
 
 // lm_head.cu's lm_head_pick (sm_90a): the lm_head GEMM of a greedy step's rows with the pick in
 // its epilogue, so the logits are never written (at batch 64 they were ~1 GB a step, written by

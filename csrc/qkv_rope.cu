@@ -74,36 +74,25 @@ __device__ __forceinline__ void store_pair(bf16* dst, float a, float b) {
 // with the column 8 JP further, which the same thread holds (j + JP).
 template <int JP>
 struct QkvRopeEpilogue {
-    // A row's position and its K row of KV head 0 in the pool (its V row: ps x nkv x d further),
-    // looked up by the producers (tok_pos, then the page table: two dependent loads that, in
-    // prepare, held both consumer warpgroups before every unit's k-steps).
-    struct Row {
-        size_t kv_at;
-        int pos;
-    };
-    static constexpr bool PRODUCER_ROWS = true;
     const QkvRopeParams& p;
+    size_t kv_at[2];     // each row's K row of KV head 0 in the pool (its V row: ps x nkv x d further)
     float2 cs[2][JP][2];  // each row's (cos, sin) of its rotated pairs 8j + 2q + e
 
-    __device__ __forceinline__ Row row(const DenseWork& w, int t) const {
+    // The rows' pool rows and angles, asked for before the unit's k-steps. Every position is in
+    // the angle table (the host checks), so there is no f64 fallback here: rope.cu's, inlined for
+    // each of a thread's angles, made this kernel's code 105 KB (49 KB without).
+    __device__ __forceinline__ void prepare(const DenseWork& w, int, int g) {
         const RopeParams& r = p.rope;
-        const int row = w.r0 + t;
-        if (row >= r.tokens) return Row{0, 0};
         const KvLayout kl(r.kv, r.nkv, QKV_ROPE_HEAD_DIM);
-        const int pos = r.tok_pos[row];
-        const int page = r.kv.page_table[r.kv.tok_pt[row] + kl.page(pos)];
-        return Row{kl.row(page, kl.slot(pos), 0, 0, QKV_ROPE_HEAD_DIM), pos};
-    }
-
-    // The rows' angles, asked for before the unit's k-steps. Every position is in the angle table
-    // (the host checks), so there is no f64 fallback here: rope.cu's, inlined for each of a
-    // thread's angles, made this kernel's code 105 KB (49 KB without).
-    __device__ __forceinline__ void prepare(const DenseWork& w, int, int g, const Row* rows) {
-        const float2* angles = reinterpret_cast<const float2*>(p.rope.cos_sin);
+        const float2* angles = reinterpret_cast<const float2*>(r.cos_sin);
         const int q = threadIdx.x % 4, half_rot = 8 * JP;
 #pragma unroll
         for (int half = 0; half < 2; half++) {
-            const int pos = rows[dense_ws_row(w, g, half) - w.r0].pos;
+            const int row = dense_ws_row(w, g, half);
+            const bool ok = row < r.tokens;
+            const int pos = ok ? r.tok_pos[row] : 0;
+            const int page = ok ? r.kv.page_table[r.kv.tok_pt[row] + kl.page(pos)] : 0;
+            kv_at[half] = kl.row(page, kl.slot(pos), 0, 0, QKV_ROPE_HEAD_DIM);
 #pragma unroll
             for (int j = 0; j < JP; j++)
 #pragma unroll
@@ -113,13 +102,13 @@ struct QkvRopeEpilogue {
 
     // Head `head`'s row of one row (`half`): V stored as is; Q and K normed, rotated and stored.
     // `head` is the same over the warpgroup, so the quad's shuffles have every lane.
-    __device__ __forceinline__ void head_row(const float (&d)[64], int half, int head, int row, size_t kv_at) {
+    __device__ __forceinline__ void head_row(const float (&d)[64], int half, int head, int row) {
         const RopeParams& r = p.rope;
         constexpr int D = QKV_ROPE_HEAD_DIM;
         const int q = threadIdx.x % 4;
         const bool ok = row < r.tokens;
         if (head >= r.nh + r.nkv) {
-            bf16* dst = r.kv.pool + kv_at + (size_t)r.kv.page_size * r.nkv * D + (size_t)(head - r.nh - r.nkv) * D;
+            bf16* dst = r.kv.pool + kv_at[half] + (size_t)r.kv.page_size * r.nkv * D + (size_t)(head - r.nh - r.nkv) * D;
 #pragma unroll
             for (int j = 0; j < 16; j++)
                 if (ok) store_pair(dst + 8 * j + 2 * q, d[4 * j + 2 * half], d[4 * j + 2 * half + 1]);
@@ -150,22 +139,21 @@ struct QkvRopeEpilogue {
                 o[j][e] = a * c - b * s;
                 o[j + JP][e] = b * c + a * s;
             }
-        bf16* dst = is_q ? r.q_out + ((size_t)row * r.nh + head) * D : r.kv.pool + kv_at + (size_t)(head - r.nh) * D;
+        bf16* dst = is_q ? r.q_out + ((size_t)row * r.nh + head) * D : r.kv.pool + kv_at[half] + (size_t)(head - r.nh) * D;
 #pragma unroll
         for (int j = 0; j < 16; j++)
             if (ok) store_pair(dst + 8 * j + 2 * q, o[j][0], o[j][1]);
     }
 
-    __device__ __forceinline__ void finish(const DenseWork& w, int i, int g, const Row* rows, float (&lo)[64], float (&hi)[64]) {
+    __device__ __forceinline__ void finish(const DenseWork& w, int i, int g, float (&lo)[64], float (&hi)[64]) {
         const int full = p.units - p.tail;
         if (i >= full && !gather_splits(p, (i - full) / p.split, (i - full) % p.split, g, lo, hi)) return;
         const int head = w.n0 / QKV_ROPE_HEAD_DIM, heads = p.rope.nh + 2 * p.rope.nkv;
 #pragma unroll
         for (int half = 0; half < 2; half++) {
             const int row = dense_ws_row(w, g, half);
-            const size_t kv_at = rows[row - w.r0].kv_at;
-            head_row(lo, half, head, row, kv_at);
-            if (head + 1 < heads) head_row(hi, half, head + 1, row, kv_at);
+            head_row(lo, half, head, row);
+            if (head + 1 < heads) head_row(hi, half, head + 1, row);
         }
     }
 };
@@ -178,6 +166,7 @@ __device__ __forceinline__ void qkv_rope_tiles(const QkvRopeParams& p) {
     const int row_tiles = (p.rope.tokens + DENSE_WS_ROWS - 1) / DENSE_WS_ROWS, full = p.units - p.tail;
     const QkvWork work{row_tiles, full, p.split, (p.k + GEMM_BK - 1) / GEMM_BK, full + p.tail * p.split};
     QkvRopeEpilogue<JP> epi{p};
+    // The walked x copies: this kernel's producers bound how fast its stages fill (gemm_tiles.cuh).
     dense_ws_tiles<QkvWork, QkvRopeEpilogue<JP>, QKV_ROPE_PRODUCER_REGS, QKV_ROPE_CONSUMER_REGS, true>(p.x, p.rope.tokens, p.k, p.w_map, work, epi);
 }
 #endif

@@ -426,9 +426,8 @@ mod cuda {
     /// both rotations (half the head: qkv_rope_store_r64; all of it: _r128). A 3,000-token prefill
     /// (144 units on an H100's 132 SMs: the last 12 split four ways over mid's four k-steps), then
     /// a 32-token block over that cache (six units, split). Then 32 + 2 x 4 heads (20 column tiles)
-    /// over a 4,352-token prefill: 680 units, six works on a CTA (the producers' row slots each
-    /// written twice), its K and V checked through the block's attention (the prefill's own, 4,352
-    /// queries, would take the CPU minutes).
+    /// over a 4,352-token prefill: 680 units, six works on a CTA, its K and V checked through the
+    /// block's attention (the prefill's own, 4,352 queries, would take the CPU minutes).
     #[test]
     fn qkv_rope_store_fused_matches_cpu() {
         if skip() {

@@ -33,15 +33,6 @@ pub(super) enum MlpOut<'a> {
     Residual(u64),
 }
 
-/// A dense-tiles kernel's dynamic shared memory: its stages, and where its epilogue takes row
-/// descriptions from the producers (gemm_tiles.cuh, `Epi::PRODUCER_ROWS`), their slots.
-fn dense_tiles_smem(kernel: Kernel) -> u32 {
-    match kernel {
-        Kernel::QkvRopeStoreR64 | Kernel::QkvRopeStoreR128 => DENSE_WS_ROWS_SMEM,
-        _ => DENSE_WS_SMEM,
-    }
-}
-
 impl CudaBackend {
     /// A projection's weights (`w`, `[n][k]` bf16) as the TMA map of the dense tiles
     /// (csrc/gemm_tiles.cuh: lm_head_pick, qkv_rope_store), where they can run: on Hopper
@@ -57,14 +48,14 @@ impl CudaBackend {
     /// The persistent CTAs a dense-tiles kernel runs at most: those the GPU keeps resident (one an
     /// SM, by their shared memory), never more than the SMs.
     pub(super) fn dense_tiles_resident(&self, kernel: Kernel) -> Result<usize> {
-        Ok((self.k.resident_ctas(kernel, DENSE_WS_THREADS, dense_tiles_smem(kernel))? as usize).min(self.sm_count))
+        Ok((self.k.resident_ctas(kernel, DENSE_WS_THREADS, DENSE_WS_SMEM)? as usize).min(self.sm_count))
     }
 
     /// A dense-tiles kernel over `works` pieces of work: a persistent CTA for each resident one,
     /// none idle from the start. Only the launch: a CUDA graph can hold it.
     pub(super) fn launch_dense_tiles<P: cudarc::driver::DeviceRepr>(&self, kernel: Kernel, works: usize, p: &P) -> Result<()> {
         let ctas = works.min(self.dense_tiles_resident(kernel)?) as u32;
-        Ok(self.k.launch_smem(kernel, (ctas, 1, 1), DENSE_WS_THREADS, dense_tiles_smem(kernel), p)?)
+        Ok(self.k.launch_smem(kernel, (ctas, 1, 1), DENSE_WS_THREADS, DENSE_WS_SMEM, p)?)
     }
 
     /// Whether a projection of `rows` rows over `k` inputs (`gated`: two matrices) takes the weight
