@@ -74,8 +74,8 @@ __device__ __forceinline__ void dense_ws_tiles(const bf16* __restrict__ x, int r
                 constexpr int RSTEP = PRODUCERS / CHUNKS;
                 if constexpr (X_WALKED) {
                     // One pointer walked 16 rows at a time, the destinations at fixed offsets (16
-                    // rows are 2 KB of the stage under the same swizzle): ~106 instructions a stage
-                    // against ~180 for qkv_rope_store, whose producers bound how fast its stages
+                    // rows are 2 KB of the stage under the same swizzle): ~113 instructions a stage
+                    // against ~185 for qkv_rope_store, whose producers bound how fast its stages
                     // filled (session 61).
                     const int rows_left = rows - w.r0 - pt / CHUNKS;  // row pt / CHUNKS + 16 j is x's while 16 j < this
                     const bool k_ok = k0 + c8 < k;
