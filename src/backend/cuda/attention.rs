@@ -267,23 +267,19 @@ impl CudaBackend {
     /// qk_norm_rope_store: per-head QK norm + RoPE, K and V into the step's pages (csrc/rope.cu).
     pub(super) fn rope_store(&mut self, qkv: &CudaAct, layer: usize, batch: &StepBatch) -> Result<CudaAct> {
         self.layout(batch)?;
-        let c = &self.cfg;
-        let (nh, d) = (c.num_attention_heads, c.head_dim());
+        let (nh, nkv, d) = (self.cfg.num_attention_heads, self.cfg.num_key_value_heads, self.cfg.head_dim());
         // f32 rows, or bf16 (CudaOptions::qkv_bf16) for the _bf16 kernels.
         let (src, bf16_in) = match &qkv.data {
             ActData::F32(s) => (self.p(s), false),
             ActData::Bf16(s) => (self.p(s), true),
             ActData::MoeSlots(_) => bail!("qk_norm_rope_store: expected the QKV rows, got uncombined MoE slots"),
         };
-        let q = self.alloc_bf16(qkv.rows * nh * d, "q")?;
-        // The attention's outputs, allocated before this kernel (see AttnBuffers).
-        self.attn_prepared = Some(self.attn_buffers(layer, qkv.rows)?);
-        let p = self.rope_params(layer, qkv.rows, src, &q);
+        let (q, p) = self.rope_outputs(layer, qkv.rows, src)?;
         // A CTA per token and group of ROPE_WARPS heads; from the rows where that is more CTAs
         // than the GPU holds at once, fewer groups, each warp walking more heads: at batch 64
         // (2048 rows x 6 groups) six waves of CTAs, each a few memory latencies long, took ~26 us
         // a layer.
-        let head_groups = (nh + 2 * c.num_key_value_heads).div_ceil(ROPE_WARPS);
+        let head_groups = (nh + 2 * nkv).div_ceil(ROPE_WARPS);
         let resident = self.sm_count * ROPE_CTAS_PER_SM;
         let groups = (resident / qkv.rows.max(1)).clamp(1, head_groups) as u32;
         let kernel = match (self.rope_vector_kernel(p.qkv), bf16_in) {
@@ -297,19 +293,22 @@ impl CudaBackend {
         Ok(CudaAct { rows: qkv.rows, cols: nh * d, data: ActData::Bf16(q) })
     }
 
-    /// The rope store's parameters for layer `layer`'s `rows` rows of the staged step (its layout
-    /// uploaded: [`CudaBackend::layout`]): the QKV rows at `qkv` (0 where the QKV projection's
-    /// epilogue does the work: qkv_rope.rs), q out to `q`.
-    pub(super) fn rope_params(&self, layer: usize, rows: usize, qkv: u64, q: &CudaSlice<u16>) -> RopeParams {
+    /// The rope store's q (allocated here) and parameters for layer `layer`'s `rows` rows of the
+    /// staged step (its layout uploaded: [`CudaBackend::layout`]), the QKV rows at `qkv` (0 where
+    /// the QKV projection's epilogue does the work: qkv_rope.rs). The attention's outputs are
+    /// allocated here too, before the rope store's kernel (see AttnBuffers).
+    pub(super) fn rope_outputs(&mut self, layer: usize, rows: usize, qkv: u64) -> Result<(CudaSlice<u16>, RopeParams)> {
+        let q = self.alloc_bf16(rows * self.cfg.num_attention_heads * self.cfg.head_dim(), "q")?;
+        self.attn_prepared = Some(self.attn_buffers(layer, rows)?);
         let c = &self.cfg;
-        let s = self.step.as_ref().expect("the step's layout is staged before its rope store");
+        let Some(s) = self.step.as_ref() else { bail!("the rope store ran before its step's layout was staged") };
         let (base, o) = (self.p(&s.pack), s.shape.offsets());
         let l = &self.w.layers[layer];
-        RopeParams {
+        let p = RopeParams {
             qkv,
             q_norm: self.p(&l.q_norm),
             k_norm: self.p(&l.k_norm),
-            q_out: self.p(q),
+            q_out: self.p(&q),
             tok_pos: s.at(base, o.tok_pos),
             kv: self.paged_kv(s, layer),
             tokens: rows as i32,
@@ -321,7 +320,8 @@ impl CudaBackend {
             theta: c.rope_theta,
             cos_sin: self.p(&self.rope_table),
             table_positions: rope_table_positions(c) as i32,
-        }
+        };
+        Ok((q, p))
     }
 
     /// The vector form of qk_norm_rope_store (csrc/rope.cu) for this model, where it applies:
@@ -356,7 +356,7 @@ impl CudaBackend {
 
     /// What layer `layer`'s attention writes at `rows` query rows under the staged layout: its
     /// output and, where the keys are split, the splits' partials.
-    pub(super) fn attn_buffers(&self, layer: usize, rows: usize) -> Result<AttnBuffers> {
+    fn attn_buffers(&self, layer: usize, rows: usize) -> Result<AttnBuffers> {
         let c = &self.cfg;
         let (nh, d) = (c.num_attention_heads, c.head_dim());
         let splits = self.step.as_ref().map_or(1, |s| s.shape.splits);

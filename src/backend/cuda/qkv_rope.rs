@@ -94,10 +94,7 @@ impl CudaBackend {
         let (rows, k) = (h.rows, h.cols);
         let (nh, d) = (self.cfg.num_attention_heads, self.cfg.head_dim());
         let x = self.bf16_of(h, "qkv_rope_store")?;
-        let q = self.alloc_bf16(rows * nh * d, "q")?;
-        // The attention's outputs, allocated before this kernel (see AttnBuffers).
-        self.attn_prepared = Some(self.attn_buffers(layer, rows)?);
-        let rope = self.rope_params(layer, rows, 0, &q);
+        let (q, rope) = self.rope_outputs(layer, rows, 0)?;
         let col_tiles = self.cfg.qkv_rows().div_ceil(DENSE_WS_COLS);
         let units = rows.div_ceil(DENSE_WS_ROWS) * col_tiles;
         let resident = self.dense_tiles_resident(kernel)?;
