@@ -129,6 +129,13 @@ pub fn ffn_to_add<B: Backend + ?Sized>(b: &mut B, h: &B::Act, layer: usize, batc
     Ok(Some(y))
 }
 
+/// [`Backend::qkv_rope_store`] in two passes: the QKV projection, then
+/// [`Backend::qk_norm_rope_store`] (a backend without the one-pass form, or rows it does not take).
+pub fn qkv_then_rope_store<B: Backend + ?Sized>(b: &mut B, h: &B::Act, layer: usize, batch: &StepBatch) -> Result<B::Act> {
+    let qkv = b.linear(h, Linear::Qkv(layer))?;
+    b.qk_norm_rope_store(&qkv, layer, batch)
+}
+
 pub trait Backend {
     /// Activations: `[rows, cols]`, row-major.
     type Act;
@@ -161,8 +168,7 @@ pub trait Backend {
     /// q. A backend may do both in one pass (CUDA on Hopper: the norm, rotation and stores in the
     /// projection's epilogue).
     fn qkv_rope_store(&mut self, h: &Self::Act, layer: usize, batch: &StepBatch) -> Result<Self::Act> {
-        let qkv = self.linear(h, Linear::Qkv(layer))?;
-        self.qk_norm_rope_store(&qkv, layer, batch)
+        qkv_then_rope_store(self, h, layer, batch)
     }
     /// Block-causal GQA attention of q over the cached keys; returns `[T, NH*D]`.
     fn attention(&mut self, q: &Self::Act, layer: usize, batch: &StepBatch) -> Result<Self::Act>;

@@ -28,7 +28,7 @@ pub mod weights;
 use super::mem_group::MemGroup;
 use super::ranks::Ranks;
 use super::shard::Shard;
-use super::{ffn_to_add, linear_to_add, Backend, Head, LayerRouting, Linear, Norm, StepBatch};
+use super::{ffn_to_add, linear_to_add, qkv_then_rope_store, Backend, Head, LayerRouting, Linear, Norm, StepBatch};
 use crate::checkpoint::Checkpoint;
 use crate::config::ModelConfig;
 use crate::decode::row_top::{merge_tops, RowTop};
@@ -709,11 +709,10 @@ impl Backend for CudaBackend {
     }
 
     fn qkv_rope_store(&mut self, h: &CudaAct, layer: usize, batch: &StepBatch) -> Result<CudaAct> {
-        if let Some(q) = self.fused_qkv_rope(h, layer, batch)? {
-            return Ok(q);
+        match self.fused_qkv_rope(h, layer, batch)? {
+            Some(q) => Ok(q),
+            None => qkv_then_rope_store(self, h, layer, batch),
         }
-        let qkv = self.linear(h, Linear::Qkv(layer))?;
-        self.rope_store(&qkv, layer, batch)
     }
 
     fn attention(&mut self, q: &CudaAct, layer: usize, batch: &StepBatch) -> Result<CudaAct> {
