@@ -3,7 +3,7 @@
 
 A step is the kernels from one `embed_gather` (a forward's first kernel) to the next; a layer
 starts at the norm before its QKV projection (the last `*rms_norm*` kernel before its
-`qk_norm_rope_store*`). For the last `--steps` steps it prints the median over the middle
+`qk_norm_rope_store*` or `qkv_rope_store*`). For the last `--steps` steps it prints the median over the middle
 layers (the first and last layers differ) of each kernel of a layer, in the order they start:
   start  µs from the layer's start to the kernel's start;
   dur    µs from its start to its end (as the GPU timestamps it);
@@ -77,8 +77,14 @@ def steps_of(ks):
     return [ks[a:b] for a, b in zip(starts, starts[1:] + [len(ks)])]
 
 
+def is_rope(name):
+    """The kernel that stores a layer's rotated K/V: the rope kernel, or the QKV projection with
+    the rope store in its epilogue (`--fused-qkv-rope`)."""
+    return name.startswith(("qk_norm_rope_store", "qkv_rope_store"))
+
+
 def layers_of(step):
-    ropes = [i for i, k in enumerate(step) if k["name"].startswith("qk_norm_rope_store")]
+    ropes = [i for i, k in enumerate(step) if is_rope(k["name"])]
     starts = []
     for r in ropes:
         s = max((i for i in range(r) if "rms_norm" in step[i]["name"]), default=0)
@@ -110,7 +116,7 @@ def main():
     everything = load(a.trace)
     ks = [k for k in everything if not is_copy(k)]
     copies = [k for k in everything if is_copy(k)]
-    steps = [s for s in steps_of(ks) if any(k["name"].startswith("qk_norm_rope_store") for k in s)]
+    steps = [s for s in steps_of(ks) if any(is_rope(k["name"]) for k in s)]
     if not steps:
         sys.exit(f"{a.trace}: no step (no embed_gather followed by a layer)")
     steps = steps[-a.steps:]
