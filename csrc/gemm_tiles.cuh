@@ -35,8 +35,13 @@ __device__ __forceinline__ int dense_ws_row(const DenseWork& w, int g, int half)
 // stages land. Dynamic shared memory: DENSE_WS_SMEM. X_WALKED: the producers' x copies from one
 // pointer walked by rows (fewer instructions a stage) instead of each copy's own address. The
 // walked form made qkv_rope_store 3-7% faster and lm_head_pick 8-9% slower (session 61, H100; why
-// is not known), so each caller says which.
-template <class Work, class Epi, int PRODUCER_REGS = DENSE_WS_PRODUCER_REGS, int CONSUMER_REGS = DENSE_WS_CONSUMER_REGS, bool X_WALKED = false>
+// is not known), so each caller says which. DEPENDENT: launched as a programmatic dependent of the
+// kernel that writes x (kernels.rs, launch_dependent): the producers ask for the first stages'
+// weights, which never depend on it, before their pdl_wait, and copy x only after it. Nothing
+// else reads or writes global memory before the consumers' first stage lands, which is after
+// that wait.
+template <class Work, class Epi, int PRODUCER_REGS = DENSE_WS_PRODUCER_REGS, int CONSUMER_REGS = DENSE_WS_CONSUMER_REGS, bool X_WALKED = false,
+          bool DEPENDENT = false>
 __device__ __forceinline__ void dense_ws_tiles(const bf16* __restrict__ x, int rows, int k, const void* w_map, const Work& work, Epi& epi) {
     constexpr int ST = DENSE_WS_STAGES, BK = GEMM_BK, XB = DENSE_WS_ROWS * BK * 2, BOX = MOE_WS_BOX_ROWS * BK * 2;
     constexpr int BOXES = DENSE_WS_COLS / MOE_WS_BOX_ROWS, CONSUMERS = DENSE_WS_WGS * MOE_WG_THREADS;
@@ -58,6 +63,23 @@ __device__ __forceinline__ void dense_ws_tiles(const bf16* __restrict__ x, int r
         setmaxnreg_dec<PRODUCER_REGS>();  // to the consumers (params.h)
         const int pt = threadIdx.x - CONSUMERS, c8 = (pt % CHUNKS) * 8;
         if (pt == 0) tma_prefetch_map(w_map);
+        // Stage s's weight boxes for columns n0.. at k-step kt, and the bytes its barrier expects.
+        auto load_weights = [&](int s, int n0, int kt) {
+            unsigned char* X = base + s * DENSE_WS_STAGE_BYTES;
+            mbar_arrive_expect_tx(&full[s], BOXES * BOX);
+#pragma unroll
+            for (int j = 0; j < BOXES; j++) tma_load_3d(X + XB + j * BOX, w_map, kt * BK, n0 + MOE_WS_BOX_ROWS * j, 0, &full[s]);
+        };
+        if constexpr (DEPENDENT) {
+            if (pt == 0) {
+                int it = 0;
+                for (int i = blockIdx.x; i < work.count && it < ST; i += gridDim.x) {
+                    const DenseWork w = work.at(i);
+                    for (int kt = w.kt0; kt < w.kt1 && it < ST; kt++, it++) load_weights(it, w.n0, kt);
+                }
+            }
+            pdl_wait();  // x: written by the kernel before
+        }
         int it = 0;  // stages issued
         for (int i = blockIdx.x; i < work.count; i += gridDim.x) {
             const DenseWork w = work.at(i);
@@ -65,11 +87,7 @@ __device__ __forceinline__ void dense_ws_tiles(const bf16* __restrict__ x, int r
                 const int s = it % ST, k0 = kt * BK;
                 if (it >= ST) mbar_wait(&empty[s], (it / ST - 1) & 1);
                 unsigned char* X = base + s * DENSE_WS_STAGE_BYTES;
-                if (pt == 0) {
-                    mbar_arrive_expect_tx(&full[s], BOXES * BOX);
-#pragma unroll
-                    for (int j = 0; j < BOXES; j++) tma_load_3d(X + XB + j * BOX, w_map, k0, w.n0 + MOE_WS_BOX_ROWS * j, 0, &full[s]);
-                }
+                if (pt == 0 && !(DEPENDENT && it < ST)) load_weights(s, w.n0, kt);
                 // x: row r's chunk c8 for r = pt / CHUNKS + 16 j, zeros past the rows and k.
                 constexpr int RSTEP = PRODUCERS / CHUNKS;
                 if constexpr (X_WALKED) {

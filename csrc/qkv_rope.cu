@@ -167,7 +167,9 @@ __device__ __forceinline__ void qkv_rope_tiles(const QkvRopeParams& p) {
     const QkvWork work{row_tiles, full, p.split, (p.k + GEMM_BK - 1) / GEMM_BK, full + p.tail * p.split};
     QkvRopeEpilogue<JP> epi{p};
     // The walked x copies: this kernel's producers bound how fast its stages fill (gemm_tiles.cuh).
-    dense_ws_tiles<QkvWork, QkvRopeEpilogue<JP>, QKV_ROPE_PRODUCER_REGS, QKV_ROPE_CONSUMER_REGS, true>(p.x, p.rope.tokens, p.k, p.w_map, work, epi);
+    // A programmatic dependent of the input norm (qkv_rope.rs): its first weights are asked for
+    // while the norm runs.
+    dense_ws_tiles<QkvWork, QkvRopeEpilogue<JP>, QKV_ROPE_PRODUCER_REGS, QKV_ROPE_CONSUMER_REGS, true, true>(p.x, p.rope.tokens, p.k, p.w_map, work, epi);
 }
 #endif
 

@@ -479,6 +479,40 @@ mod cuda {
         }
     }
 
+    /// The fused kernel inside whole forwards, launched as serving launches it: a programmatic
+    /// dependent of the input norm (no kernel profiling, which launches everything plainly), its
+    /// first weights asked for before the norm has finished. Mid's heads with every expert chosen
+    /// (a continuous forward), decoded in strict lockstep with the CPU (docs/MODEL.md's rules):
+    /// an x read before the norm's rows landed would move the confidences past PTOL.
+    #[test]
+    fn fused_qkv_rope_forward_lockstep_matches_cpu() {
+        if skip() {
+            return;
+        }
+        let dir = tmp("fused-qkv-forward");
+        let cfg = write_mid_config(&dir, 256, 8, 2, 128, 136, |c| {
+            c.num_experts_per_tok = c.num_experts;
+            c.topk_group = c.n_group;
+        });
+        let ck = Checkpoint::open(&dir).unwrap();
+        let mut cpu = CpuBackend::load(&ck).unwrap();
+        let o = CudaOptions { fused_qkv_rope: true, fused_qkv_rope_min_rows: 1, dense_stream: false, ..opts() };
+        let mut gpu = CudaBackend::load(&ck, &o).unwrap();
+        if !gpu.fuses_qkv_rope(1) {
+            eprintln!("qkv_rope_store not available here: nothing to check");
+            return;
+        }
+        let mask = cfg.vocab_size as u32 - 1;
+        let mut rng = Rng::new(23);
+        let prompt: Vec<u32> = (0..45).map(|_| (rng.next_u64() % (cfg.vocab_size as u64 - 2)) as u32).collect();
+        for (bs, thr) in [(32, 0.95), (8, 0.0)] {
+            let st = lockstep(&mut cpu, &mut gpu, &cfg, &prompt, bs, bs, thr, 40, mask, &format!("fused qkv b{bs} t{thr}"), true);
+            eprintln!("fused qkv, block {bs}, threshold {thr}: {st:?}");
+            assert!(st.steps > 0);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn mid_shape_ops_match_cpu() {
         if skip() {
@@ -1478,6 +1512,9 @@ mod cuda {
         for shared_items in [None, Some(0)] {
             graph_replay_equals_eager(&ck, &cfg, CudaOptions { shared_expert_items: shared_items, ..opts() });
         }
+        // The fused QKV kernel at every row count: recorded as the input norm's programmatic
+        // dependent.
+        graph_replay_equals_eager(&ck, &cfg, CudaOptions { fused_qkv_rope: true, fused_qkv_rope_min_rows: 1, dense_stream: false, ..opts() });
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -59,7 +59,7 @@ impl CudaBackend {
         let parts = self.alloc_f32(rows * col_tiles * 3, "lm_head_pick parts")?;
         let p =
             LmHeadPickParams { x: self.p(x), w_map: self.p(map), parts: self.p(&parts), pick, k: k as i32, col_tiles: col_tiles as i32 };
-        self.launch_dense_tiles(Kernel::LmHeadPick, rows.div_ceil(DENSE_WS_ROWS) * col_tiles, &p)?;
+        self.launch_dense_tiles(Kernel::LmHeadPick, rows.div_ceil(DENSE_WS_ROWS) * col_tiles, false, &p)?;
         let merge_ctas = rows.div_ceil(LM_PICK_MERGE_WARPS) as u32;
         self.k.launch(Kernel::LmHeadPickMerge, (merge_ctas, 1, 1), (LM_PICK_MERGE_WARPS * WARP) as u32, &p)?;
         Ok(())

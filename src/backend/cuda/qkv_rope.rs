@@ -111,7 +111,9 @@ impl CudaBackend {
             partials: self.p(&partials),
             arrivals,
         };
-        self.launch_dense_tiles(kernel, units - tail + tail * split, &p)?;
+        // A programmatic dependent of the input norm: the kernel asks for its first stages'
+        // weights before it waits for x (csrc/qkv_rope.cu).
+        self.launch_dense_tiles(kernel, units - tail + tail * split, true, &p)?;
         Ok(Some(CudaAct { rows, cols: nh * d, data: ActData::Bf16(q) }))
     }
 }
