@@ -1514,7 +1514,11 @@ mod cuda {
         }
         // The fused QKV kernel at every row count: recorded as the input norm's programmatic
         // dependent.
-        graph_replay_equals_eager(&ck, &cfg, CudaOptions { fused_qkv_rope: true, fused_qkv_rope_min_rows: 1, dense_stream: false, ..opts() });
+        graph_replay_equals_eager(
+            &ck,
+            &cfg,
+            CudaOptions { fused_qkv_rope: true, fused_qkv_rope_min_rows: 1, dense_stream: false, ..opts() },
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 

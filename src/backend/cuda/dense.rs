@@ -55,7 +55,13 @@ impl CudaBackend {
     /// none idle from the start. `dependent`: as a programmatic dependent of the kernel before (a
     /// kernel built with gemm_tiles.cuh's DEPENDENT, which waits for it before reading x). Only
     /// the launch: a CUDA graph can hold it.
-    pub(super) fn launch_dense_tiles<P: cudarc::driver::DeviceRepr>(&self, kernel: Kernel, works: usize, dependent: bool, p: &P) -> Result<()> {
+    pub(super) fn launch_dense_tiles<P: cudarc::driver::DeviceRepr>(
+        &self,
+        kernel: Kernel,
+        works: usize,
+        dependent: bool,
+        p: &P,
+    ) -> Result<()> {
         let ctas = works.min(self.dense_tiles_resident(kernel)?) as u32;
         if dependent {
             return Ok(self.k.launch_dependent(kernel, (ctas, 1, 1), DENSE_WS_THREADS, DENSE_WS_SMEM, p)?);
