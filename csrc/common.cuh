@@ -8,6 +8,33 @@
 __device__ __forceinline__ float bf2f(bf16 x) { return __bfloat162float(x); }
 __device__ __forceinline__ bf16 f2bf(float x) { return __float2bfloat16(x); }
 
+// bf16x2 of (a, b), a in the low half (the lower column), as bits.
+__device__ __forceinline__ uint32_t bf16x2_bits(float a, float b) {
+    const __nv_bfloat162 v = __floats2bfloat162_rn(a, b);
+    uint32_t u;
+    memcpy(&u, &v, 4);  // a register move
+    return u;
+}
+
+// A quad's (lanes 4a..4a+3) four 8-column groups of one row, lane q holding columns 2q, 2q + 1
+// of group t in v[t] (two bf16), as each lane's whole group q (16 bytes, columns in order): a 4 x 4
+// transpose by two butterfly exchanges. Every lane of the warp must take part.
+__device__ __forceinline__ uint4 quad_transpose(uint32_t v0, uint32_t v1, uint32_t v2, uint32_t v3, int q) {
+    // Lanes q, q ^ 1: an even lane keeps groups 0 and 2, an odd one 1 and 3, each now 4 columns
+    // (the even lane's pair first).
+    const bool odd = q & 1;
+    const uint32_t r0 = __shfl_xor_sync(0xffffffffu, odd ? v0 : v1, 1);
+    const uint32_t r1 = __shfl_xor_sync(0xffffffffu, odd ? v2 : v3, 1);
+    const uint2 lo = odd ? make_uint2(r0, v1) : make_uint2(v0, r0);  // group 0 or 1
+    const uint2 hi = odd ? make_uint2(r1, v3) : make_uint2(v2, r1);  // group 2 or 3
+    // Lanes q, q ^ 2: lanes 0 and 1 keep the first of theirs (columns 0-3), 2 and 3 the second
+    // (columns 4-7); each sends the other half.
+    const bool upper = q & 2;
+    const uint2 keep = upper ? hi : lo, send = upper ? lo : hi;
+    const uint2 got = make_uint2(__shfl_xor_sync(0xffffffffu, send.x, 2), __shfl_xor_sync(0xffffffffu, send.y, 2));
+    return upper ? make_uint4(got.x, got.y, keep.x, keep.y) : make_uint4(keep.x, keep.y, got.x, got.y);
+}
+
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
