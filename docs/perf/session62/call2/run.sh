@@ -4,12 +4,13 @@
 # stores; session 61's source view had the LSU queue, `lg`, as its epilogue's most sampled
 # stall). .carry/dllm-pdl is call1's (1bba78f: 4-byte pairs, launched as the norm's programmatic
 # dependent, as this build is). The default path (fused off) is db8b4b5's in both. Stripped, gzipped.
+# (Cut to ~400 s before it ran: two failed starts left ~780 s of device time.)
 # 1. The whole CUDA suite and the fixtures, memcheck of the fused kernel's test; the benchmarks only
 #    if the suite passes. On an H200: the lines (steps at batch 1, 16, 64 and 128, two
 #    rounds; `bench generate`).
 # Then on any card: 2. `bench kernels` at batch 128 and 64: fused (this build, call1's) / cuBLAS +
-#    rope; 3. steps at batch 64 and 128, plain / fused / fused pdl, three rounds; 4. a 4,096 x 8
-#    prefill, plain / fused, two rounds; 5. `bench generate`, plain / fused from 4,096 rows.
+#    rope; 3. steps at batch 64 and 128, plain / fused / fused pdl, two rounds; 4. a 4,096 x 8
+#    prefill, plain / fused; 5. `bench generate`, plain / fused from 4,096 rows.
 set -uo pipefail
 R=$OUT/r; C=.carry
 source tools/device-env.sh "$R"
@@ -35,11 +36,11 @@ for b in 128 64; do
     for f in $R/kernels-b$b/*.txt; do echo "$(basename $f) $(grep -h 'qkv_rope_store\|cublas qkv \|qk_norm_rope' $f | tr -s ' ' | cut -d' ' -f1,2,9 | tr '\n' ' ')"; done
 done
 pack
-rounds=3; [ $SECONDS -gt 250 ] && rounds=2
+rounds=2; [ $SECONDS -gt 250 ] && rounds=1
 bash tools/ab-ways.sh $R/steps $rounds "plain:$C/dllm;fused:$C/dllm:$Q;fusedpdl:$C/dllm-pdl:$Q" step $M --batch 64,128
 pack
-for i in 1 2; do
-    [ $SECONDS -gt 440 ] && break
+for i in 1; do
+    [ $SECONDS -gt 330 ] && break
     for way in plain fused; do
         o=; [ $way = fused ] && o=$F
         timeout 90 $C/dllm bench prefill --preset mini --device cuda --prompt-len 4096 --batch 8 $o \
@@ -48,6 +49,6 @@ for i in 1 2; do
     done
 done
 pack
-timeout $((585 - SECONDS)) bash tools/ab-ways.sh $R/generate 2 "plain:$C/dllm;fused:$C/dllm:$F" generate --preset mini --device cuda --requests 64 --tokens-per-step 2
+timeout $((420 - SECONDS)) bash tools/ab-ways.sh $R/generate 1 "plain:$C/dllm;fused:$C/dllm:$F" generate --preset mini --device cuda --requests 64 --tokens-per-step 2
 pack
 echo "total: ${SECONDS}s"
