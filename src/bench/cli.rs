@@ -193,8 +193,9 @@ pub struct Common {
     /// default, on Hopper) or as cuBLAS then row_argmax (false). For measuring it.
     #[arg(long)]
     pub fused_pick: Option<bool>,
-    /// CUDA: the QKV projection with the QK norm, RoPE and K/V stores in its epilogue (true, on
-    /// Hopper) or as cuBLAS then qk_norm_rope_store (false, the default). For measuring it.
+    /// CUDA: the QKV projection with the QK norm, RoPE and K/V stores in its epilogue (true, the
+    /// default, on Hopper from `--fused-qkv-rope-min-rows` rows) or as cuBLAS then
+    /// qk_norm_rope_store (false). For measuring it.
     #[arg(long)]
     pub fused_qkv_rope: Option<bool>,
     /// CUDA: the fewest rows a forward's QKV projection takes the fused kernel at (by default

@@ -170,12 +170,13 @@ pub struct CudaOptions {
     pub fused_pick: bool,
     /// The QKV projection on Hopper as qkv_rope_store (csrc/qkv_rope.cu: the GEMM with the QK
     /// norm, RoPE and K/V stores in its epilogue, never writing the QKV rows) from
-    /// `fused_qkv_rope_min_rows` rows on, instead of cuBLAS then qk_norm_rope_store. Off by
-    /// default while it measures slower (docs/perf/session60); `dllm bench --fused-qkv-rope true`
-    /// measures it.
+    /// `fused_qkv_rope_min_rows` rows on, instead of cuBLAS then qk_norm_rope_store. On by
+    /// default since its 16-byte epilogue stores (session 62, H100: steps at batch 128 1.7-2.0%
+    /// faster, batch 64 level); `dllm bench --fused-qkv-rope false` measures without.
     pub fused_qkv_rope: bool,
     /// The fewest rows (a step's batch x block) that take qkv_rope_store: below them its 128-row
-    /// units leave SMs idle where cuBLAS splits the work finer.
+    /// units leave SMs idle where cuBLAS splits the work finer (2,048, batch 64 at block 32: the
+    /// fewest measured level or faster, session 62).
     pub fused_qkv_rope_min_rows: usize,
     /// The QKV projection written by cuBLAS in bf16 (its fp32 sums rounded once, as a bf16
     /// checkpoint's own QKV rows are) for qk_norm_rope_store's _bf16 kernels, instead of in f32:
@@ -223,8 +224,8 @@ impl Default for CudaOptions {
             expert_pdl: true,
             residual_gemm: true,
             fused_pick: true,
-            fused_qkv_rope: false,
-            fused_qkv_rope_min_rows: 1024,
+            fused_qkv_rope: true,
+            fused_qkv_rope_min_rows: 2048,
             qkv_bf16: true,
             sample_bf16: true,
         }
