@@ -63,7 +63,10 @@ pub struct StepFusions {
 }
 
 impl StepFusions {
-    /// The CUDA backend's defaults, the shared expert where `shared_in_experts` says.
+    /// The CUDA backend's defaults, the shared expert where `shared_in_experts` says, but for the
+    /// lm_head and the QKV projection, in their unfused forms here (on Hopper the backend's
+    /// defaults are lm_head_pick and qkv_rope_store; `bench kernels` asks the backend for both):
+    /// their FLOPs, all that the step floors take from this, are the same either way.
     pub fn defaults(shared_in_experts: bool) -> Self {
         StepFusions {
             shared_in_experts,
