@@ -35,6 +35,23 @@ __device__ __forceinline__ uint4 quad_transpose(uint32_t v0, uint32_t v1, uint32
     return upper ? make_uint4(got.x, got.y, keep.x, keep.y) : make_uint4(keep.x, keep.y, got.x, got.y);
 }
 
+// A quad's row of G / 4 groups of 8 columns out from column c0 of `row`, lane q holding columns
+// c0 + 8j + 2q, + 1 as v[j] (bf16x2): the lanes trade them (quad_transpose) and each stores whole
+// groups, 16-byte stores that write the row's 32-byte sectors whole (as each lane's own 4-byte
+// pairs they were half sectors, and filled the LSU's queue). Groups from column n on, and every
+// group where `ok` is false, are not stored; every lane of the warp takes part.
+template <int G>
+__device__ __forceinline__ void store_quad_row(bf16* row, int c0, int n, const uint32_t (&v)[G], bool ok) {
+    static_assert(G % 4 == 0, "whole groups of the quad");
+    const int q = threadIdx.x % 4;
+#pragma unroll
+    for (int t = 0; t < G / 4; t++) {
+        const uint4 w = quad_transpose(v[4 * t], v[4 * t + 1], v[4 * t + 2], v[4 * t + 3], q);
+        const int col = c0 + 8 * (4 * t + q);
+        if (ok && col < n) *reinterpret_cast<uint4*>(row + col) = w;
+    }
+}
+
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);

@@ -504,8 +504,8 @@ __device__ __forceinline__ void load_row_weights(const MoeGemmParams& p, int s0,
 // A warpgroup's wgmma sums (H halves of 64 rows by its 128 weight rows) out: d[h][4j + i] is row
 // 64h + 16 warp + lane / 4 (+8 for i >= 2), column 8j + 2 (lane % 4) + i % 2 of its weight rows
 // from output column c0 (gated: j < 8 the gate's, j + 8 the same up column); wt from
-// load_row_weights. Down, where n is a multiple of 8: a quad's lanes trade their columns
-// (quad_transpose) and each stores a whole 8-column group, 16-byte stores that write a row's 32-byte
+// load_row_weights. Down, where n is a multiple of 8: a quad's lanes trade their columns and each
+// stores whole 8-column groups (store_quad_row), 16-byte stores that write a row's 32-byte
 // sectors whole, where each lane's own pairs were 4-byte stores of half a sector. Down writes a
 // hidden-size row a slot (batch 128: 134 MB a layer beside 312 MB of weights read); with this and
 // the weights loaded early it took 8-21% less time from batch 16 to 128 (docs/PERF.md, session 26).
@@ -529,12 +529,7 @@ __device__ __forceinline__ void store_warpgroup_rows(const MoeGemmParams& p, con
                 for (int j = 0; j < G; j++) {
                     v[j] = bf16x2_bits(d[h][4 * j + 2 * i] * wt[h][i], d[h][4 * j + 2 * i + 1] * wt[h][i]);
                 }
-#pragma unroll
-                for (int t = 0; t < G / 4; t++) {
-                    const uint4 w = quad_transpose(v[4 * t], v[4 * t + 1], v[4 * t + 2], v[4 * t + 3], q);
-                    const int col = c0 + 8 * (4 * t + q);
-                    if (r < rows && col < p.n) *reinterpret_cast<uint4*>(out + (size_t)(s0 + r) * p.n + col) = w;
-                }
+                store_quad_row(out + (size_t)(s0 + r) * p.n, c0, p.n, v, r < rows);
             }
         }
         return;

@@ -63,20 +63,6 @@ __device__ __forceinline__ bool gather_splits(const QkvRopeParams& p, int tail_u
     return true;
 }
 
-// A head row out: thread q of a quad holds columns 8j + 2q, 8j + 2q + 1 as v[j] (bf16x2). The
-// quad's lanes trade them (quad_transpose) so that each stores whole 8-column groups, 16-byte
-// stores writing a row's 32-byte sectors whole: as 4-byte pairs, a consumer's 64 stores a unit
-// filled the LSU's queue (session 61's source view: the epilogue's most sampled stall). Every
-// lane of the warp takes part; only rows of the step (`ok`) are stored.
-__device__ __forceinline__ void store_head_row(bf16* dst, const uint32_t (&v)[16], bool ok) {
-    const int q = threadIdx.x % 4;
-#pragma unroll
-    for (int t = 0; t < 4; t++) {
-        const uint4 w = quad_transpose(v[4 * t], v[4 * t + 1], v[4 * t + 2], v[4 * t + 3], q);
-        if (ok) *reinterpret_cast<uint4*>(dst + 8 * (4 * t + q)) = w;
-    }
-}
-
 // A unit's epilogue. Thread (warpgroup g, warp wp, lane) holds rows 64g + 16wp + lane / 4 (+ 8:
 // `half`) of the unit, and of each of its two heads (lo, hi) the columns 8j + 2q + e (q = lane % 4,
 // j < 16, e < 2) as d[4j + 2 half + e]. JP = rot / 16: a rotated column 8j + 2q + e (j < JP) pairs
@@ -116,12 +102,15 @@ struct QkvRopeEpilogue {
         constexpr int D = QKV_ROPE_HEAD_DIM;
         const int q = threadIdx.x % 4;
         const bool ok = row < r.tokens;
+        // The row goes out as bf16x2 pairs through the quad's 16-byte stores (store_quad_row: as
+        // 4-byte pairs, a consumer's 64 stores a unit filled the LSU's queue, session 61's source
+        // view: the epilogue's most sampled stall); only rows of the step (`ok`) are stored.
         uint32_t v[16];
         if (head >= r.nh + r.nkv) {
             bf16* dst = r.kv.pool + kv_at[half] + (size_t)r.kv.page_size * r.nkv * D + (size_t)(head - r.nh - r.nkv) * D;
 #pragma unroll
             for (int j = 0; j < 16; j++) v[j] = bf16x2_bits(d[4 * j + 2 * half], d[4 * j + 2 * half + 1]);
-            store_head_row(dst, v, ok);
+            store_quad_row(dst, 0, D, v, ok);
             return;
         }
         const bool is_q = head < r.nh;
@@ -152,7 +141,7 @@ struct QkvRopeEpilogue {
         bf16* dst = is_q ? r.q_out + ((size_t)row * r.nh + head) * D : r.kv.pool + kv_at[half] + (size_t)(head - r.nh) * D;
 #pragma unroll
         for (int j = 0; j < 16; j++) v[j] = bf16x2_bits(o[j][0], o[j][1]);
-        store_head_row(dst, v, ok);
+        store_quad_row(dst, 0, D, v, ok);
     }
 
     __device__ __forceinline__ void finish(const DenseWork& w, int i, int g, float (&lo)[64], float (&hi)[64]) {
