@@ -1,0 +1,17 @@
+# Sourced first by a session's device call (docs/perf/sessionN/callM/run.sh), from the repo root
+# on the device machine: the preamble every call repeated. Sets R (the call's outputs, $OUT/r)
+# and C (.carry), sources tools/device-env.sh into R (DEVICE_LIBS as there), unpacks every
+# gzipped binary in .carry (tools/gpu-test.sh's builds are carried gzipped to fit the carry
+# limit), prints the GPU's name and clocks, and defines pack, which tars R into $OUT/r.tgz (a
+# call's outputs past eight files come back only in it; call it after each part, so a call cut
+# off by its time limit still returns what it measured). SECONDS restarts at 0.
+R=$OUT/r
+C=.carry
+source tools/device-env.sh "$R"
+pack() { (cd "$OUT" && tar czf r.tgz r); }
+for _call_gz in "$C"/*.gz; do
+    [ -e "$_call_gz" ] && gunzip -f "$_call_gz"
+done
+unset _call_gz
+nvidia-smi --query-gpu=name,clocks.max.sm,clocks.max.mem --format=csv,noheader
+SECONDS=0
