@@ -7,7 +7,7 @@
 # patched build's.
 # 1. lm_head_pick_forms_match_cpu (now also over a 70,000-word vocabulary: two rounds a lane),
 #    graph replay and the fixtures; the benchmarks only if they pass.
-# 2. `bench kernels` at batch 64, 1 and 128, base / new: the merge's row.
+# 2. `bench kernels` at batch 64 and 128, base / new: the merge's row.
 # 3. Steps at batch 64 and 128, two interleaved rounds: base / new / new with graphs to 256
 #    (SGLang's default on H100/H200 below TP 4; ours 64, session 52) on an H200 only.
 # 4. `bench generate`, base / new, one round.
@@ -19,7 +19,7 @@ bash tools/unpack-tests.sh test_model_vs_fixtures
 timeout 60 /tmp/test_model_vs_fixtures > $R/tests/fixtures.txt 2>&1; frc=$?; echo "rc=$frc" >> $R/tests/fixtures.txt
 grep -h "test result" $R/tests/fixtures.txt
 [ $rc -ne 0 ] || [ $frc -ne 0 ] && { echo "tests failed: no benchmarks"; grep -h -B2 -A12 "panicked" $R/tests/*.txt | head -60; pack; exit 1; }
-for b in 64 1 128; do
+for b in 64 128; do
     for way in base new; do
         bin=$C/dllm; [ $way = base ] && bin=$C/dllm-base
         timeout 90 $bin bench kernels --preset mini --device cuda --prefix 1024 --batch $b > $R/kernels-b$b-$way.txt 2>&1
@@ -40,7 +40,7 @@ pack
 NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu)
 NM="--clock-control none --section SpeedOfLight --metrics sm__pipe_tensor_cycles_active.avg.pct_of_peak_sustained_active,dram__bytes_read.sum,lts__t_bytes.sum"
 for spec in 128:moe_gate_up_m192_ws 128:moe_down_m128_ws 64:moe_gate_up_m128_ws; do
-    [ $SECONDS -gt 480 ] && break
+    [ $SECONDS -gt 360 ] && break
     b=${spec%%:*}; k=${spec#*:}
     timeout 100 $NCU $NM -k regex:"^$k\$" --launch-skip 3 --launch-count 1 \
         $C/dllm bench kernels --preset mini --device cuda --prefix 1024 --batch $b > $R/ncu-b$b-$k.txt 2>&1
