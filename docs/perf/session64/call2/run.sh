@@ -18,7 +18,7 @@ echo "metrics: $MET"
 NM="--clock-control none --section SpeedOfLight --metrics $MET"
 # batch:kernel:launches to skip (balancing 57; prefill 8 x 19 = 152 at batch 64, 16 x 19 = 304 at 128)
 for spec in 64:moe_gate_up_m128_ws:62 128:moe_gate_up_m192_ws:310 128:moe_down_m128_ws:370; do
-    [ $SECONDS -gt 170 ] && break
+    [ $SECONDS -gt 110 ] && break
     IFS=: read -r b k skip <<<"$spec"
     timeout 110 $NCU $NM -k regex:"^$k\$" --launch-skip $skip --launch-count 1 \
         $C/dllm-base bench kernels --preset mini --device cuda --prefix 1024 --batch $b > $R/ncu-b$b-$k.txt 2>&1
