@@ -4,7 +4,7 @@
 # forwards (2,112 rows, as-drawn routing: ~170 experts), gate_up m192 in the batch-128 bench's
 # prefix prefill (8,192-row forwards). Skipped here: the balancing's 3 forwards x 19 MoE layers
 # (m128 at 66 picks an expert), then the prefix prefill's forwards of 8,192 rows (m192 gate_up,
-# m128 down; 16 forwards at batch 128, 8 at 64). .carry/dllm: a build of HEAD (tools/gpu-test.sh).
+# m128 down; 16 forwards at batch 128, 8 at 64). .carry/dllm-base: the build of 46b1e2c (tools/gpu-test.sh).
 # Per launch: DRAM, L2 and tensor-pipe use, the L2's bytes by where they come from (the SMs, the
 # other L2 partition's fabric, where ncu has the metric), to size what crosses the L2.
 set -uo pipefail
@@ -21,7 +21,7 @@ for spec in 64:moe_gate_up_m128_ws:62 64:moe_down_m128_ws:214 128:moe_gate_up_m1
     [ $SECONDS -gt 420 ] && break
     IFS=: read -r b k skip <<<"$spec"
     timeout 150 $NCU $NM -k regex:"^$k\$" --launch-skip $skip --launch-count 1 \
-        $C/dllm bench kernels --preset mini --device cuda --prefix 1024 --batch $b > $R/ncu-b$b-$k.txt 2>&1
+        $C/dllm-base bench kernels --preset mini --device cuda --prefix 1024 --batch $b > $R/ncu-b$b-$k.txt 2>&1
     echo "ncu b$b $k skip $skip rc=$? (${SECONDS}s)"
     grep -E "\(132, 1, 1\)|Duration|Throughput|pipe_tensor|bytes|sectors|ERROR|==WARNING==" $R/ncu-b$b-$k.txt | head -16
     pack
