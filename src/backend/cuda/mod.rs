@@ -700,7 +700,8 @@ impl Backend for CudaBackend {
             zero,
             zero_len,
             // Only rows of whole 128-byte lines (discard drops whole lines).
-            discard_slots: slots.is_some_and(|m| self.opts.discard_slots && self.p(&m.slot_out) % 128 == 0 && (x.cols * 2) % 128 == 0)
+            discard_slots: slots
+                .is_some_and(|m| self.opts.discard_slots && self.p(&m.slot_out).is_multiple_of(128) && (x.cols * 2).is_multiple_of(128))
                 as i32,
         };
         match slots.and_then(|m| self.slot_window(&m.slot_out)) {
