@@ -24,8 +24,10 @@ grep -h "test result" $R/tests/fixtures.txt
 echo "tests: ${SECONDS}s"
 M="--preset mini --device cuda --block 32 --prefix 1024 --steps 16"
 W="base:$C/dllm-base;s32d:$C/dllm:--l2-slot-mb 32 --discard-slots true;s32:$C/dllm:--l2-slot-mb 32"
-bash tools/ab-ways.sh $R/lines 2 "$W" step $M --batch 16,64,128
+# Round 2 in its own folder, only if the call has the time (device time ran short this session).
+bash tools/ab-ways.sh $R/lines 1 "$W" step $M --batch 16,64,128
 pack
+[ $SECONDS -lt 300 ] && { bash tools/ab-ways.sh $R/lines2 1 "$W" step $M --batch 16,64,128; pack; }
 echo "steps: ${SECONDS}s"
 for way in base s32d; do
     [ $SECONDS -gt 420 ] && break
