@@ -27,10 +27,10 @@ W="base:$C/dllm-base;s32d:$C/dllm:--l2-slot-mb 32 --discard-slots true;s32:$C/dl
 # Round 2 in its own folder, only if the call has the time (device time ran short this session).
 bash tools/ab-ways.sh $R/lines 1 "$W" step $M --batch 16,64,128
 pack
-[ $SECONDS -lt 300 ] && { bash tools/ab-ways.sh $R/lines2 1 "$W" step $M --batch 16,64,128; pack; }
+[ $SECONDS -lt 200 ] && { bash tools/ab-ways.sh $R/lines2 1 "$W" step $M --batch 16,64,128; pack; }
 echo "steps: ${SECONDS}s"
 for way in base s32d; do
-    [ $SECONDS -gt 420 ] && break
+    [ $SECONDS -gt 280 ] && break
     bin=$C/dllm; o="--l2-slot-mb 32 --discard-slots true"; [ $way = base ] && { bin=$C/dllm-base; o=""; }
     timeout 90 $bin bench kernels --preset mini --device cuda --prefix 1024 --batch 64 $o > $R/kernels-b64-$way.txt 2>&1
     echo "kernels b64 $way rc=$? $(grep -hE '^(moe_down_m128_ws|add_moe_rms_norm|moe_gate_up_m128_ws) ' $R/kernels-b64-$way.txt | tr -s ' ' | cut -d' ' -f1,2,9 | tr '\n' ' ') $(grep -h 'sum of kernel times' $R/kernels-b64-$way.txt | cut -c1-40)"
