@@ -179,16 +179,6 @@ extern "C" __global__ void __launch_bounds__(NORM_MAX_THREADS) add_moe_rms_norm(
         for (int j = 0; j < G; j++) ss += t[j] * t[j];
     }
     const float inv = rsqrtf(block_sum(ss, scratch) / p.cols + p.eps);
-    if (p.discard_slots) {
-        // Every slot row's loads have landed (their values are in ss, summed before block_sum's
-        // barrier), and nothing reads these rows again: drop their lines from the L2 unwritten.
-        // The host sets this only where rows are whole 128-byte lines.
-        const int lines = p.cols * (int)sizeof(bf16) / 128;
-        for (int i = threadIdx.x; i < p.topk * lines; i += blockDim.x) {
-            const bf16* a = p.slot_out + (size_t)slots[i / lines] * p.cols + (i % lines) * (128 / sizeof(bf16));
-            asm volatile("discard.global.L2 [%0], 128;\n" ::"l"(a) : "memory");
-        }
-    }
     bf16* o = p.out + (size_t)r * p.cols;
 #pragma unroll
     for (int u = 0; u < CG; u++) {

@@ -395,9 +395,6 @@ struct NormParams {
     int32_t topk;
     DEV_PTR(const bf16) slot_out;
     DEV_PTR(const int32_t) tok_slot;
-    // add_moe_rms_norm only, nonzero: each slot row's L2 lines are discarded once read (no
-    // write-back of rows nothing reads again; CudaOptions::discard_slots).
-    int32_t discard_slots;
     // add_rms_norm only, when non-null: zero_len ints that the next MoE layer's router counts
     // into, zeroed here so that no memset lies between this norm and the router.
     DEV_PTR(int32_t) zero;

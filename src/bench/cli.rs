@@ -206,14 +206,6 @@ pub struct Common {
     /// f32 (false). For measuring it.
     #[arg(long)]
     pub sample_bf16: Option<bool>,
-    /// CUDA: MiB of the L2 set aside for a MoE layer's expert outputs between down and the next
-    /// norm (an access-policy window on both launches; default 0, none). For measuring it.
-    #[arg(long)]
-    pub l2_slot_mb: Option<usize>,
-    /// CUDA: the next norm drops the expert outputs' L2 lines once it has read them (no
-    /// write-back). For measuring it.
-    #[arg(long)]
-    pub discard_slots: Option<bool>,
     /// CUDA: the router as one launch (logits, selection and, at one cluster's rows, the
     /// permute), forced on or off (default: at up to 32 rows). For measuring it.
     #[arg(long)]
@@ -384,8 +376,6 @@ fn cuda(cmd: BenchCmd, process_start: std::time::Instant) -> Result<()> {
         fused_qkv_rope: common.fused_qkv_rope.unwrap_or(CudaOptions::default().fused_qkv_rope),
         fused_qkv_rope_min_rows: common.fused_qkv_rope_min_rows.unwrap_or(CudaOptions::default().fused_qkv_rope_min_rows),
         sample_bf16: common.sample_bf16.unwrap_or(CudaOptions::default().sample_bf16),
-        l2_slot_mb: common.l2_slot_mb.unwrap_or(CudaOptions::default().l2_slot_mb),
-        discard_slots: common.discard_slots.unwrap_or(CudaOptions::default().discard_slots),
         mem_fraction_static: common.mem_fraction_static.unwrap_or(CudaOptions::default().mem_fraction_static),
         cuda_graph_max_bs: common.graphs.max_bs().unwrap_or(CudaOptions::default().cuda_graph_max_bs),
         ..CudaOptions::default()

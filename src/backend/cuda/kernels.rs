@@ -80,16 +80,6 @@ pub struct Kernels {
     large_clusters: Mutex<HashMap<Kernel, bool>>,
 }
 
-/// An L2 access-policy window of a launch: `hit_ratio` of the lines of `bytes` from `base`
-/// (device address) are kept in the L2's persisting set-aside ([`Kernels::set_aside_l2`]), the
-/// rest stream. Lines a kernel writes and the next reads stay on chip between them.
-#[derive(Clone, Copy, Debug)]
-pub struct L2Window {
-    pub base: u64,
-    pub bytes: usize,
-    pub hit_ratio: f32,
-}
-
 /// The side stream, with its own cuBLAS handle and workspace (two GEMMs in flight at once must
 /// not share one), and the events that fork it from the main stream and join it back. The events
 /// are made once: inside a CUDA graph capture they become the graph's fork and join edges.
@@ -362,54 +352,20 @@ impl Kernels {
         smem: u32,
         p: &P,
     ) -> Result<()> {
+        use cudarc::driver::sys;
         if self.prof.is_some() || self.sync_each {
             return self.launch_as(kernel, name, grid, block, smem, p);
         }
-        self.launch_ex(kernel, name, grid, block, smem, p, true, None)
-    }
-
-    /// [`Kernels::launch_smem`] with launch attributes: `dependent` as in
-    /// [`Kernels::launch_dependent`] (a plain launch while profiling or synchronising each), and an
-    /// L2 access-policy window (its lines kept in the persisting set-aside, [`L2Window`]).
-    #[allow(clippy::too_many_arguments)]
-    pub fn launch_ex<P: DeviceRepr>(
-        &self,
-        kernel: Kernel,
-        name: &str,
-        grid: (u32, u32, u32),
-        block: u32,
-        smem: u32,
-        p: &P,
-        dependent: bool,
-        window: Option<L2Window>,
-    ) -> Result<()> {
-        use cudarc::driver::sys;
         if !self.ready(kernel, grid, smem)? {
             return Ok(());
         }
         let f = &self.fns[kernel as usize];
         let stream = self.current();
         stream.context().bind_to_thread().map_err(CudaError::driver(|| "binding the CUDA context".into()))?;
-        // SAFETY: plain C structs of an id and a union of integers, pointers and floats, all-zero
-        // valid; the ones used are set next.
-        let mut attrs: [sys::CUlaunchAttribute; 2] = unsafe { std::mem::zeroed() };
-        let mut n = 0;
-        if dependent && self.prof.is_none() && !self.sync_each {
-            attrs[n].id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
-            attrs[n].value.programmaticStreamSerializationAllowed = 1;
-            n += 1;
-        }
-        if let Some(w) = window {
-            attrs[n].id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_ACCESS_POLICY_WINDOW;
-            attrs[n].value.accessPolicyWindow = sys::CUaccessPolicyWindow {
-                base_ptr: w.base as *mut std::ffi::c_void,
-                num_bytes: w.bytes,
-                hitRatio: w.hit_ratio,
-                hitProp: sys::CUaccessProperty::CU_ACCESS_PROPERTY_PERSISTING,
-                missProp: sys::CUaccessProperty::CU_ACCESS_PROPERTY_STREAMING,
-            };
-            n += 1;
-        }
+        // SAFETY: a plain C struct of an id and a union of integers, all-zero valid; set next.
+        let mut attr: sys::CUlaunchAttribute = unsafe { std::mem::zeroed() };
+        attr.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+        attr.value.programmaticStreamSerializationAllowed = 1;
         let cfg = sys::CUlaunchConfig {
             gridDimX: grid.0,
             gridDimY: grid.1,
@@ -419,42 +375,17 @@ impl Kernels {
             blockDimZ: 1,
             sharedMemBytes: smem,
             hStream: stream.cu_stream(),
-            attrs: attrs.as_mut_ptr(),
-            numAttrs: n as u32,
+            attrs: &mut attr,
+            numAttrs: 1,
         };
         // The kernel's one argument, the params struct, by address (the driver copies it).
         let mut args = [p as *const P as *mut std::ffi::c_void];
-        let t0 = self.prof_start();
         // SAFETY: `f` is a kernel of this context taking one params struct whose device pointers
-        // outlive the launch (as in launch_as); cfg, attrs and args live across the call.
+        // outlive the launch (as in launch_as); cfg, attr and args live across the call.
         unsafe { sys::cuLaunchKernelEx(&cfg, f.cu_function(), args.as_mut_ptr(), std::ptr::null_mut()) }
             .result()
             .map_err(|cause| CudaError::Launch { kernel, cause })?;
-        self.prof_end(name, t0);
-        if self.sync_each {
-            self.stream.synchronize().map_err(|cause| CudaError::KernelFailed { kernel: kernel.to_string(), cause })?;
-        }
         Ok(())
-    }
-
-    /// Sets aside up to `bytes` of the L2 for persisting accesses ([`L2Window`]); returns the
-    /// bytes set aside (the device's most, if less) and the largest window the device takes.
-    pub fn set_aside_l2(&self, bytes: usize) -> Result<(usize, usize)> {
-        use cudarc::driver::sys;
-        use sys::CUdevice_attribute as D;
-        let ctx = self.stream.context();
-        let read = |a: D, what: &str| -> Result<usize> {
-            Ok(ctx.attribute(a).map_err(CudaError::driver(|| format!("reading the {what}")))?.max(0) as usize)
-        };
-        let most = read(D::CU_DEVICE_ATTRIBUTE_MAX_PERSISTING_L2_CACHE_SIZE, "largest persisting L2 set-aside")?;
-        let window = read(D::CU_DEVICE_ATTRIBUTE_MAX_ACCESS_POLICY_WINDOW_SIZE, "largest L2 access-policy window")?;
-        let size = bytes.min(most);
-        ctx.bind_to_thread().map_err(CudaError::driver(|| "binding the CUDA context".into()))?;
-        // SAFETY: sets a context limit; no pointers.
-        unsafe { sys::cuCtxSetLimit(sys::CUlimit::CU_LIMIT_PERSISTING_L2_CACHE_SIZE, size) }
-            .result()
-            .map_err(CudaError::driver(|| format!("setting aside {size} bytes of L2 for persisting accesses")))?;
-        Ok((size, window))
     }
 
     /// What every launch path does first: false for an empty grid (nothing to launch), else the

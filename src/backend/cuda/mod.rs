@@ -189,15 +189,6 @@ pub struct CudaOptions {
     /// those rows; greedy steps keep f32 logits and the fused pick. `dllm bench --sample-bf16
     /// false` measures without.
     pub sample_bf16: bool,
-    /// MiB of the L2 set aside for a MoE layer's expert outputs (the slot rows down writes and
-    /// the next norm reads): down's and add_moe_rms_norm's launches carry an access-policy window
-    /// over them (kernels.rs, L2Window), so that those rows stay on chip between the two instead
-    /// of crossing DRAM both ways. 0: none. `dllm bench --l2-slot-mb` measures it.
-    pub l2_slot_mb: usize,
-    /// add_moe_rms_norm drops each slot row's L2 lines once it has read them
-    /// (`discard.global.L2`): dead rows are never written back. `dllm bench --discard-slots`
-    /// measures it.
-    pub discard_slots: bool,
 }
 
 impl Default for CudaOptions {
@@ -237,8 +228,6 @@ impl Default for CudaOptions {
             fused_qkv_rope_min_rows: 2048,
             qkv_bf16: true,
             sample_bf16: true,
-            l2_slot_mb: 0,
-            discard_slots: false,
         }
     }
 }
@@ -355,24 +344,9 @@ pub struct CudaBackend {
     /// A layer's attention outputs, allocated before its qk_norm_rope_store (attention.rs,
     /// `AttnBuffers`): taken by its attention.
     attn_prepared: Option<attention::AttnBuffers>,
-    /// With `CudaOptions::l2_slot_mb`: the L2 bytes set aside for the expert outputs and the
-    /// largest access-policy window the device takes ([`CudaBackend::slot_window`]).
-    l2_slot: Option<(usize, usize)>,
 }
 
 impl CudaBackend {
-    /// The L2 window over a MoE layer's expert outputs (`CudaOptions::l2_slot_mb`): as many of
-    /// their lines persisting as the set-aside holds.
-    pub(super) fn slot_window(&self, slot_out: &CudaSlice<u16>) -> Option<kernels::L2Window> {
-        let (aside, most) = self.l2_slot?;
-        let bytes = (slot_out.len() * 2).min(most);
-        (bytes > 0 && aside > 0).then(|| kernels::L2Window {
-            base: self.p(slot_out),
-            bytes,
-            hit_ratio: (aside as f32 / bytes as f32).min(1.0),
-        })
-    }
-
     pub fn load(ck: &Checkpoint, opts: &CudaOptions) -> Result<Self> {
         Self::load_rank(ck, opts, TpRank::whole())
     }
@@ -418,7 +392,6 @@ impl CudaBackend {
         let major = ctx.attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR).unwrap_or(0);
         let minor = ctx.attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR).unwrap_or(0);
         let k = Kernels::new(&ctx, opts.profile_kernels)?;
-        let l2_slot = if opts.l2_slot_mb > 0 { Some(k.set_aside_l2(opts.l2_slot_mb << 20)?) } else { None };
         let w = make(&k, &whole).context("putting the weights on the GPU")?;
         k.sync("weight upload")?;
         let rope_table = k.upload(&attention::rope_table(&cfg), "the rope table")?;
@@ -460,7 +433,6 @@ impl CudaBackend {
             routing: Default::default(),
             moe_prepared: Default::default(),
             attn_prepared: None,
-            l2_slot,
         };
         b.expert_maps = b.expert_tensor_maps()?;
         b.kv_map = b.kv_tensor_map()?;
@@ -699,15 +671,8 @@ impl Backend for CudaBackend {
             tok_slot: slots.map_or(0, |m| self.p(&m.tok_slot)),
             zero,
             zero_len,
-            // Only rows of whole 128-byte lines (discard drops whole lines).
-            discard_slots: slots
-                .is_some_and(|m| self.opts.discard_slots && self.p(&m.slot_out).is_multiple_of(128) && (x.cols * 2).is_multiple_of(128))
-                as i32,
         };
-        match slots.and_then(|m| self.slot_window(&m.slot_out)) {
-            Some(win) => self.k.launch_ex(kernel, kernel.symbol(), (x.rows as u32, 1, 1), norm_threads(x.cols), 0, &p, false, Some(win))?,
-            None => self.k.launch(kernel, (x.rows as u32, 1, 1), norm_threads(x.cols), &p)?,
-        }
+        self.k.launch(kernel, (x.rows as u32, 1, 1), norm_threads(x.cols), &p)?;
         *self.moe_prepared.borrow_mut() = moe;
         Ok(CudaAct { rows: x.rows, cols: x.cols, data: ActData::Bf16(out) })
     }

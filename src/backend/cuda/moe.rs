@@ -954,10 +954,7 @@ impl CudaBackend {
                 | Kernel::MoeDownM128
                 | Kernel::MoeDownM64Fp8Ra
         ) || (item_wait && ws);
-        if let Some(win) = self.slot_window(&slot_out) {
-            // Its slot rows' lines persisting in the L2 for the next norm (CudaOptions::l2_slot_mb).
-            self.k.launch_ex(down.kernel, down.kernel.symbol(), down_grid, down.threads, down.smem, &g, pdl && dependent, Some(win))?;
-        } else if pdl && dependent {
+        if pdl && dependent {
             // The weight streams, the fp8 16-row tiles and the one-warpgroup wgmma tiles: down
             // starts its weights during gate_up's tail (csrc/moe_stream.cu, csrc/moe_gemm.cu's
             // moe_gemm_wgmma).
