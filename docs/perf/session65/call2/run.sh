@@ -6,7 +6,7 @@
 # launches an access-policy window over the slot rows (hit ratio N MiB / their bytes);
 # --discard-slots true has the norm drop each slot row's lines once read (discard.global.L2: no
 # write-back of dead rows, and the set-aside free again for the next layer's down).
-# .carry/dllm: this change (both off by default); .carry/dllm-base: HEAD before it (the build of 46b1e2c, this session's start).
+# .carry/dllm: 46b1e2c + ../l2-slot-residency.patch (both options off by default; reverted from main by 14a8420 until run); .carry/dllm-base: the build of 46b1e2c.
 # 1. Tests: moe_norm_both_ways_matches_cpu (with the window and discards), graph replay (a way with
 #    both), fixtures; the benchmarks only if they pass.
 # 2. Steps at batch 16, 64 and 128, two interleaved rounds: base / window 32 MiB + discards /
