@@ -4,7 +4,8 @@
 # gzipped binary in .carry (tools/gpu-test.sh's builds are carried gzipped to fit the carry
 # limit), prints the GPU's name and clocks, and defines pack, which tars R into $OUT/r.tgz (a
 # call's outputs past eight files come back only in it; call it after each part, so a call cut
-# off by its time limit still returns what it measured). SECONDS restarts at 0.
+# off by its time limit still returns what it measured) and tests_gate (below: the named CUDA
+# tests and the fixtures, a failure ending the call). SECONDS restarts at 0.
 R=$OUT/r
 C=.carry
 source tools/device-env.sh "$R"
@@ -15,3 +16,22 @@ done
 unset _call_gz
 nvidia-smi --query-gpu=name,clocks.max.sm,clocks.max.mem --format=csv,noheader
 SECONDS=0
+
+# tests_gate TEST...: the named CUDA tests (tools/cuda-tests.sh, into $R/tests) and the fixtures
+# (test_model_vs_fixtures). If either fails, it prints the panics, packs and ends the call: a
+# build that fails its tests gets no benchmarks.
+tests_gate() {
+    bash tools/cuda-tests.sh "$R/tests" "$@"
+    local rc=$?
+    bash tools/unpack-tests.sh test_model_vs_fixtures
+    timeout 60 /tmp/test_model_vs_fixtures > "$R/tests/fixtures.txt" 2>&1
+    local frc=$?
+    echo "rc=$frc" >> "$R/tests/fixtures.txt"
+    grep -h "test result" "$R/tests/fixtures.txt"
+    if [ $rc -ne 0 ] || [ $frc -ne 0 ]; then
+        echo "tests failed: no benchmarks"
+        grep -h -B2 -A12 "panicked" "$R"/tests/*.txt | head -60
+        pack
+        exit 1
+    fi
+}

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Session 65 call1 (session 64 call2, run now): session 64 call1's ncu again, on launches of the timed steps. Call1's fourth
+# Session 65 call1 (session 64 call2 carried forward; that script now points here): session 64 call1's ncu again, on launches of the timed steps. Call1's fourth
 # launch of each kernel fell before them: gate_up m128 and down m128 in bench's router-balancing
 # forwards (2,112 rows, as-drawn routing: ~170 experts), gate_up m192 in the batch-128 bench's
 # prefix prefill (8,192-row forwards). Skipped here: the balancing's 3 forwards x 19 MoE layers

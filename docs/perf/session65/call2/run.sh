@@ -15,12 +15,7 @@
 #    call has the time).
 set -uo pipefail
 source tools/device-call.sh
-bash tools/cuda-tests.sh $R/tests moe_norm_both_ways_matches_cpu cuda_graph_replay_equals_eager
-rc=$?
-bash tools/unpack-tests.sh test_model_vs_fixtures
-timeout 60 /tmp/test_model_vs_fixtures > $R/tests/fixtures.txt 2>&1; frc=$?; echo "rc=$frc" >> $R/tests/fixtures.txt
-grep -h "test result" $R/tests/fixtures.txt
-[ $rc -ne 0 ] || [ $frc -ne 0 ] && { echo "tests failed: no benchmarks"; grep -h -B2 -A12 "panicked" $R/tests/*.txt | head -60; pack; exit 1; }
+tests_gate moe_norm_both_ways_matches_cpu cuda_graph_replay_equals_eager
 echo "tests: ${SECONDS}s"
 M="--preset mini --device cuda --block 32 --prefix 1024 --steps 16"
 W="base:$C/dllm-base;s32d:$C/dllm:--l2-slot-mb 32 --discard-slots true;s32:$C/dllm:--l2-slot-mb 32"
