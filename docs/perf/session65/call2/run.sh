@@ -9,10 +9,10 @@
 # .carry/dllm: 46b1e2c + ../l2-slot-residency.patch (both options off by default; reverted from main by 14a8420 until run); .carry/dllm-base: the build of 46b1e2c.
 # 1. Tests: moe_norm_both_ways_matches_cpu (with the window and discards), graph replay (a way with
 #    both), fixtures; the benchmarks only if they pass.
-# 2. Steps at batch 16, 64 and 128, two interleaved rounds: base / window 32 MiB + discards /
+# 2. Steps at batch 16, 64 and 128, one round and a second where time allows: base / window 32 MiB + discards /
 #    window 32 MiB alone.
-# 3. `bench kernels` at batch 64, base / window + discards: down's and the norm's rows (if the
-#    call has the time).
+# 3. `bench kernels` at batch 64, the same ways (tools/ab-ways.sh): gate_up's, down's and the
+#    norm's rows (if the call has the time).
 set -uo pipefail
 source tools/device-call.sh
 tests_gate moe_norm_both_ways_matches_cpu cuda_graph_replay_equals_eager
@@ -24,11 +24,9 @@ bash tools/ab-ways.sh $R/lines 1 "$W" step $M --batch 16,64,128
 pack
 [ $SECONDS -lt 200 ] && { bash tools/ab-ways.sh $R/lines2 1 "$W" step $M --batch 16,64,128; pack; }
 echo "steps: ${SECONDS}s"
-for way in base s32d; do
-    [ $SECONDS -gt 280 ] && break
-    bin=$C/dllm; o="--l2-slot-mb 32 --discard-slots true"; [ $way = base ] && { bin=$C/dllm-base; o=""; }
-    timeout 90 $bin bench kernels --preset mini --device cuda --prefix 1024 --batch 64 $o > $R/kernels-b64-$way.txt 2>&1
-    echo "kernels b64 $way rc=$? $(grep -hE '^(moe_down_m128_ws|add_moe_rms_norm|moe_gate_up_m128_ws) ' $R/kernels-b64-$way.txt | tr -s ' ' | cut -d' ' -f1,2,9 | tr '\n' ' ') $(grep -h 'sum of kernel times' $R/kernels-b64-$way.txt | cut -c1-40)"
-done
+if [ $SECONDS -le 280 ]; then
+    bash tools/ab-ways.sh $R/kernels 1 "$W" kernels --preset mini --device cuda --prefix 1024 --batch 64
+    grep -E '^(moe_gate_up_m128_ws|moe_down_m128_ws|add_moe_rms_norm) ' $R/kernels/*.txt
+fi
 pack
 echo "total: ${SECONDS}s"
