@@ -11,7 +11,7 @@ NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu)
 MET="sm__pipe_tensor_cycles_active.avg.pct_of_peak_sustained_active,dram__bytes_read.sum,dram__bytes_write.sum,lts__t_bytes.sum,lts__t_sector_hit_rate.pct,lts__t_sectors_srcunit_tex.sum,lts__t_sectors_srcunit_ltcfabric.sum"
 NM="--clock-control none --section SpeedOfLight --metrics $MET"
 for spec in 64:moe_gate_up_m128_ws:62 64:moe_down_m128_ws:214 128:moe_gate_up_m192_ws:310 128:moe_down_m128_ws:370; do
-    [ $SECONDS -gt 300 ] && break
+    [ $SECONDS -gt 240 ] && break
     IFS=: read -r b k skip <<<"$spec"
     timeout 150 $NCU $NM -k regex:"^$k\$" --launch-skip $skip --launch-count 1 \
         $C/dllm-base bench kernels --preset mini --device cuda --prefix 1024 --batch $b > $R/ncu-b$b-$k.txt 2>&1
