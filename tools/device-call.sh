@@ -18,16 +18,13 @@ nvidia-smi --query-gpu=name,clocks.max.sm,clocks.max.mem --format=csv,noheader
 SECONDS=0
 
 # tests_gate TEST...: the named CUDA tests (tools/cuda-tests.sh, into $R/tests) and the fixtures
-# (test_model_vs_fixtures). If either fails, it prints the panics, packs and ends the call: a
+# (tools/fixture-tests.sh). If either fails, it prints the panics, packs and ends the call: a
 # build that fails its tests gets no benchmarks.
 tests_gate() {
     bash tools/cuda-tests.sh "$R/tests" "$@"
     local rc=$?
-    bash tools/unpack-tests.sh test_model_vs_fixtures
-    timeout 60 /tmp/test_model_vs_fixtures > "$R/tests/fixtures.txt" 2>&1
+    bash tools/fixture-tests.sh "$R/tests"
     local frc=$?
-    echo "rc=$frc" >> "$R/tests/fixtures.txt"
-    grep -h "test result" "$R/tests/fixtures.txt"
     if [ $rc -ne 0 ] || [ $frc -ne 0 ]; then
         echo "tests failed: no benchmarks"
         grep -h -B2 -A12 "panicked" "$R"/tests/*.txt | head -60

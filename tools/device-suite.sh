@@ -15,7 +15,5 @@ while [ $# -gt 0 ]; do
 done
 mkdir -p "$R"
 bash tools/cuda-tests.sh "$R" "${skip[@]}"
-bash tools/unpack-tests.sh test_model_vs_fixtures
-timeout 60 /tmp/test_model_vs_fixtures > "$R/fixtures.txt" 2>&1; echo "rc=$?" >> "$R/fixtures.txt"
-grep -h "test result\|^rc=\|panicked\|FAILED" "$R/fixtures.txt" | head
+bash tools/fixture-tests.sh "$R"
 if [ ${#memcheck[@]} -gt 0 ]; then bash tools/memcheck-tests.sh "$R" "${memcheck[@]}"; fi
