@@ -1,19 +1,26 @@
 #!/usr/bin/env bash
-# Session 67 call1 (session 66's call3, carried forward): on an H200 only.
-# 1. Session 65 call1's ncu (docs/perf/session65/call1/run.sh; session 66 ran it on an H100 as
-#    its call2) of one launch each of the timed steps' expert tiles at batch 64 and 128: does the
-#    L2 reach its peak before DRAM does on this card, as the H100's figures (L2 87-90%, DRAM
-#    79-85%) and the H200's 1.4x DRAM bandwidth behind the same L2 suggest?
-# 2. With the time left: the lines on this machine, one round (steps at batch 64 and 128,
-#    `bench generate`), for the standing figures' spread across H200s.
-# .carry/dllm-base is 267b7e8's build (tools/gpu-test.sh); src/ and csrc/ are as at 46b1e2c.
+# Session 67 call1. .carry/dllm-base is 267b7e8's build (tools/gpu-test.sh); src/ and csrc/ are as
+# at 46b1e2c.
+# 1. Sampled (temperature 0.7, top-p 0.9) against greedy steps at batch 16 and 64, two
+#    interleaved rounds, on any card: the line (within 5% of greedy) was last measured in session
+#    38, before greedy steps took lm_head_pick (session 59: ~0.4 ms faster at batch 64 on an
+#    H100), which sampled steps do not.
+# 2. On an H200 only: session 65 call1's ncu (docs/perf/session65/call1/run.sh; session 66 ran it
+#    on an H100 as its call2) of one launch each of the timed steps' expert tiles at batch 64 and
+#    128: does the L2 reach its peak before DRAM on this card, as the H100's figures (L2 87-90%,
+#    DRAM 79-85%) and the H200's 1.4x DRAM bandwidth behind the same L2 suggest?
+# 3. With the time left: `bench generate`, then steps at batch 128, once each.
 set -uo pipefail
-nvidia-smi --query-gpu=name --format=csv,noheader | grep -q H200 || { echo "not an H200: nothing to do"; exit 0; }
 source tools/device-call.sh
-bash docs/perf/session65/call1/run.sh
-W="now:$C/dllm-base"
-timeout $((500 - SECONDS)) bash tools/ab-ways.sh $R/lines 1 "$W" step --preset mini --device cuda --block 32 --prefix 1024 --steps 16 --batch 64,128
+W="greedy:$C/dllm-base;sampled:$C/dllm-base:--temperature 0.7 --top-p 0.9"
+bash tools/ab-ways.sh $R/sampled 2 "$W" step --preset mini --device cuda --block 32 --prefix 1024 --steps 16 --batch 16,64
 pack
-timeout $((590 - SECONDS)) bash tools/ab-ways.sh $R/generate 1 "$W" generate --preset mini --device cuda --requests 64 --tokens-per-step 2
+if nvidia-smi --query-gpu=name --format=csv,noheader | grep -q H200; then
+    bash docs/perf/session65/call1/run.sh
+fi
+W="now:$C/dllm-base"
+timeout $((560 - SECONDS)) bash tools/ab-ways.sh $R/generate 1 "$W" generate --preset mini --device cuda --requests 64 --tokens-per-step 2
+pack
+timeout $((590 - SECONDS)) bash tools/ab-ways.sh $R/lines 1 "$W" step --preset mini --device cuda --block 32 --prefix 1024 --steps 16 --batch 128
 pack
 echo "total: ${SECONDS}s"
