@@ -9,11 +9,11 @@
 #    on an H100 as its call2) of one launch each of the timed steps' expert tiles at batch 64 and
 #    128: does the L2 reach its peak before DRAM on this card, as the H100's figures (L2 87-90%,
 #    DRAM 79-85%) and the H200's 1.4x DRAM bandwidth behind the same L2 suggest?
-# 3. With the time left (the call must fit ~260 s of device time): `bench generate`, then steps at batch 128, once each.
+# 3. With the time left (the call must fit ~180 s of device time): `bench generate`, then steps at batch 128, once each.
 set -uo pipefail
 source tools/device-call.sh
 W="greedy:$C/dllm-base;sampled:$C/dllm-base:--temperature 0.7 --top-p 0.9"
-timeout 200 bash tools/ab-ways.sh $R/sampled 2 "$W" step --preset mini --device cuda --block 32 --prefix 1024 --steps 16 --batch 16,64
+timeout 150 bash tools/ab-ways.sh $R/sampled 2 "$W" step --preset mini --device cuda --block 32 --prefix 1024 --steps 16 --batch 16,64
 pack
 # Session 65 call1's loop (its notes say why these skip counts), here with a time guard that
 # leaves room for the rest: batch 64's two tiles first.
@@ -22,7 +22,7 @@ MET="sm__pipe_tensor_cycles_active.avg.pct_of_peak_sustained_active,dram__bytes_
 MET="$MET,lts__t_sectors_srcunit_tex.sum,lts__t_sectors_srcunit_ltcfabric.sum"
 NM="--clock-control none --section SpeedOfLight --metrics $MET"
 nvidia-smi --query-gpu=name --format=csv,noheader | grep -q H200 && for spec in 64:moe_gate_up_m128_ws:62 64:moe_down_m128_ws:214 128:moe_gate_up_m192_ws:310 128:moe_down_m128_ws:370; do
-    [ $SECONDS -gt 130 ] && break
+    [ $SECONDS -gt 90 ] && break
     IFS=: read -r b k skip <<<"$spec"
     timeout 120 $NCU $NM -k regex:"^$k\$" --launch-skip $skip --launch-count 1 \
         $C/dllm-base bench kernels --preset mini --device cuda --prefix 1024 --batch $b > $R/ncu-b$b-$k.txt 2>&1
@@ -31,8 +31,8 @@ nvidia-smi --query-gpu=name --format=csv,noheader | grep -q H200 && for spec in 
     pack
 done
 W="now:$C/dllm-base"
-timeout $((240 - SECONDS)) bash tools/ab-ways.sh $R/generate 1 "$W" generate --preset mini --device cuda --requests 64 --tokens-per-step 2
+timeout $((175 - SECONDS)) bash tools/ab-ways.sh $R/generate 1 "$W" generate --preset mini --device cuda --requests 64 --tokens-per-step 2
 pack
-timeout $((250 - SECONDS)) bash tools/ab-ways.sh $R/lines 1 "$W" step --preset mini --device cuda --block 32 --prefix 1024 --steps 16 --batch 128
+timeout $((180 - SECONDS)) bash tools/ab-ways.sh $R/lines 1 "$W" step --preset mini --device cuda --block 32 --prefix 1024 --steps 16 --batch 128
 pack
 echo "total: ${SECONDS}s"
