@@ -10,6 +10,8 @@ R=$OUT/r
 C=.carry
 source tools/device-env.sh "$R"
 pack() { (cd "$OUT" && tar czf r.tgz r); }
+# Exported, so that a tools/ script the call runs (ncu-expert-tiles.sh) packs after each part too.
+export -f pack
 for _call_gz in "$C"/*.gz; do
     [ -e "$_call_gz" ] && gunzip -f "$_call_gz"
 done

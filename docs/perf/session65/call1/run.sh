@@ -9,21 +9,6 @@
 # other L2 partition's fabric, where ncu has the metric), to size what crosses the L2.
 set -uo pipefail
 source tools/device-call.sh
-NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu)
-MET="sm__pipe_tensor_cycles_active.avg.pct_of_peak_sustained_active,dram__bytes_read.sum,dram__bytes_write.sum,lts__t_bytes.sum,lts__t_sector_hit_rate.pct"
-for m in lts__t_sectors_srcunit_tex.sum lts__t_sectors_srcunit_ltcfabric.sum lts__t_sectors_srcunit_tex_op_read.sum lts__t_sectors_srcunit_tex_op_write.sum; do
-    $NCU --query-metrics 2>/dev/null | grep -q "^${m%.sum} " && MET="$MET,$m"
-done
-echo "metrics: $MET"
-NM="--clock-control none --section SpeedOfLight --metrics $MET"
-# batch:kernel:launches to skip (balancing 57; gate_up at batch 64 has no m128 launch in the prefill (m192); prefill 8 x 19 = 152 at batch 64, 16 x 19 = 304 at 128)
-for spec in 64:moe_gate_up_m128_ws:62 64:moe_down_m128_ws:214 128:moe_gate_up_m192_ws:310 128:moe_down_m128_ws:370; do
-    [ $SECONDS -gt 420 ] && break
-    IFS=: read -r b k skip <<<"$spec"
-    timeout 150 $NCU $NM -k regex:"^$k\$" --launch-skip $skip --launch-count 1 \
-        $C/dllm-base bench kernels --preset mini --device cuda --prefix 1024 --batch $b > $R/ncu-b$b-$k.txt 2>&1
-    echo "ncu b$b $k skip $skip rc=$? (${SECONDS}s)"
-    grep -E "\(132, 1, 1\)|Duration|Throughput|pipe_tensor|bytes|sectors|ERROR|==WARNING==" $R/ncu-b$b-$k.txt | head -16
-    pack
-done
+bash tools/ncu-expert-tiles.sh $R $C/dllm-base 420 150
+pack
 echo "total: ${SECONDS}s"

@@ -15,21 +15,9 @@ source tools/device-call.sh
 W="greedy:$C/dllm-base;sampled:$C/dllm-base:--temperature 0.7 --top-p 0.9"
 timeout 150 bash tools/ab-ways.sh $R/sampled 2 "$W" step --preset mini --device cuda --block 32 --prefix 1024 --steps 16 --batch 16,64
 pack
-# Session 65 call1's loop (its notes say why these skip counts), here with a time guard that
-# leaves room for the rest: batch 64's two tiles first.
-NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu)
-MET="sm__pipe_tensor_cycles_active.avg.pct_of_peak_sustained_active,dram__bytes_read.sum,dram__bytes_write.sum,lts__t_bytes.sum,lts__t_sector_hit_rate.pct"
-MET="$MET,lts__t_sectors_srcunit_tex.sum,lts__t_sectors_srcunit_ltcfabric.sum"
-NM="--clock-control none --section SpeedOfLight --metrics $MET"
-nvidia-smi --query-gpu=name --format=csv,noheader | grep -q H200 && for spec in 64:moe_gate_up_m128_ws:62 64:moe_down_m128_ws:214 128:moe_gate_up_m192_ws:310 128:moe_down_m128_ws:370; do
-    [ $SECONDS -gt 90 ] && break
-    IFS=: read -r b k skip <<<"$spec"
-    timeout 120 $NCU $NM -k regex:"^$k\$" --launch-skip $skip --launch-count 1 \
-        $C/dllm-base bench kernels --preset mini --device cuda --prefix 1024 --batch $b > $R/ncu-b$b-$k.txt 2>&1
-    echo "ncu b$b $k skip $skip rc=$? (${SECONDS}s)"
-    grep -E "Duration|Throughput|pipe_tensor|bytes|sectors|ERROR|==WARNING==" $R/ncu-b$b-$k.txt | head -16
-    pack
-done
+# The ncu, with a time guard that leaves room for the rest: batch 64's two tiles first.
+nvidia-smi --query-gpu=name --format=csv,noheader | grep -q H200 && bash tools/ncu-expert-tiles.sh $R $C/dllm-base $((90 - SECONDS)) 120
+pack
 W="now:$C/dllm-base"
 timeout $((175 - SECONDS)) bash tools/ab-ways.sh $R/generate 1 "$W" generate --preset mini --device cuda --requests 64 --tokens-per-step 2
 pack
