@@ -97,7 +97,7 @@ pub struct GraphFlags {
     #[arg(long)]
     pub disable_cuda_graph: bool,
     /// Steps of up to this many requests are recorded as CUDA graphs (one per step shape) and
-    /// replayed. Default: 64.
+    /// replayed. Default: 128.
     #[arg(long)]
     pub cuda_graph_max_bs: Option<usize>,
     /// SGLang's list of batch sizes to capture (`--cuda-graph-bs 1 2 4 8`). SGLang pads a batch
