@@ -1552,10 +1552,10 @@ mod cuda {
             }
         }
         // A step that carries a prompt has a one-off shape and is not recorded.
-        let before = graphed.backend.graphs_recorded();
+        let before = graphed.backend.graph_steps();
         graphed.add(prompt(70), greedy(8, 0.0)).unwrap();
         let _ = graphed.step();
-        assert_eq!(graphed.backend.graphs_recorded(), before, "the step carrying a 70-token prompt was recorded");
+        assert_eq!(graphed.backend.graph_steps(), before, "the step carrying a 70-token prompt was recorded or replayed");
         while graphed.active() > 0 {
             let _ = graphed.step();
         }
@@ -1563,9 +1563,12 @@ mod cuda {
         eprintln!("CUDA graphs: {held} held, {replays} replayed steps; eager engine: {:?}", eager.backend.graph_counts());
         assert!(held > 0 && replays > 0, "no step was replayed from a CUDA graph");
         assert_eq!(eager.backend.graph_counts(), (0, 0));
-        // What `bench step` reports: every recording counted, none with graphs off.
-        assert!(graphed.backend.graphs_recorded().is_some_and(|n| n >= held as u64));
-        assert_eq!(eager.backend.graphs_recorded(), None);
+        // What `bench step` and the server's /metrics report: every recording and replay
+        // counted, none with graphs off.
+        let counted = graphed.backend.graph_steps().expect("graphs on, but no counts");
+        assert!(counted.recorded >= held as u64);
+        assert_eq!(counted.replayed, replays);
+        assert_eq!(eager.backend.graph_steps(), None);
     }
 
     /// The tiny model itself. Its top-k routing is discontinuous: bf16 rounding of the router

@@ -28,6 +28,16 @@ impl ExpertMath {
     }
 }
 
+/// A backend's CUDA graphs of the step so far (backend/cuda/graph.rs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct GraphSteps {
+    /// Step shapes recorded, those since dropped included (each shape's first step ran eagerly,
+    /// then was recorded).
+    pub recorded: u64,
+    /// Steps replayed from a recorded graph.
+    pub replayed: u64,
+}
+
 /// One MoE layer's routing decisions in one forward (see [`Measure::record_routing`]).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LayerRouting {
@@ -86,8 +96,8 @@ pub trait Measure {
     }
     /// How the MoE layers' routed experts multiply in a forward of `rows` tokens.
     fn expert_math(&self, rows: usize) -> ExpertMath;
-    /// Step shapes recorded as CUDA graphs so far (None: this backend records none).
-    fn graphs_recorded(&self) -> Option<u64> {
+    /// The CUDA graphs of the step so far (None: this backend records none).
+    fn graph_steps(&self) -> Option<GraphSteps> {
         None
     }
     /// Seconds the host has spent blocked on the device since the last call, which resets the

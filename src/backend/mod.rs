@@ -9,7 +9,7 @@ pub mod mem_group;
 pub mod ranks;
 pub mod shard;
 
-pub use measure::{BlockPool, ExpertMath, LayerRouting, Measure};
+pub use measure::{BlockPool, ExpertMath, GraphSteps, LayerRouting, Measure};
 
 use crate::decode::row_top::RowTop;
 use crate::decode::sample::RowDraw;

@@ -10,7 +10,7 @@
 //! communicator abort, the host group's abort), and the group refuses every later job with
 //! the first failure, rather than hang the engine.
 
-use super::{ExpertMath, LayerRouting, Measure};
+use super::{ExpertMath, GraphSteps, LayerRouting, Measure};
 use anyhow::{anyhow, bail, Result};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
@@ -234,8 +234,8 @@ impl<B: Measure + 'static> Measure for Ranks<B> {
     }
     // Every rank records the same step shapes, holds the same kind of experts and picks by the
     // same rows: rank 0's answer, the others' checked against it in debug builds.
-    fn graphs_recorded(&self) -> Option<u64> {
-        self.agreed(|b| Ok(b.graphs_recorded())).ok().flatten()
+    fn graph_steps(&self) -> Option<GraphSteps> {
+        self.agreed(|b| Ok(b.graph_steps())).ok().flatten()
     }
     fn expert_math(&self, rows: usize) -> ExpertMath {
         self.agreed(move |b| Ok(b.expert_math(rows))).unwrap_or(ExpertMath::Bf16)

@@ -307,7 +307,7 @@ fn bench_steps_as_set<B: Runner + Measure>(engine: &mut Engine<B>, a: &StepBench
         // The steps of a block predict fewer rows as it unmasks, so they differ in shape: an
         // untimed pass records every shape's CUDA graph, and the timed pass replays them, as a
         // server does once warm.
-        let recorded_before = engine.backend.graphs_recorded();
+        let recorded_before = engine.backend.graph_steps().map(|g| g.recorded);
         let recording = run_steps(engine, batch, a, &params, &mut rng)?.times;
         let recorded = graphs_recorded_since(&engine.backend, recorded_before);
         let StepTimes { times: timed, predicted, host, idle } = run_steps(engine, batch, a, &params, &mut rng)?;
@@ -567,7 +567,7 @@ pub struct GraphRecording {
 
 /// The step shapes `b` recorded as CUDA graphs since it counted `before` (None without graphs).
 fn graphs_recorded_since(b: &impl Measure, before: Option<u64>) -> Option<u64> {
-    b.graphs_recorded().zip(before).map(|(after, before)| after - before)
+    b.graph_steps().map(|g| g.recorded).zip(before).map(|(after, before)| after - before)
 }
 
 /// Which batches' expert GEMMs ran which way, where the experts are fp8 (the way follows the
@@ -647,7 +647,7 @@ pub fn bench_generate<B: Runner + Measure>(
         ..GenParams::default()
     };
     let avoid = [engine.mask_id, engine.eos_id];
-    let recorded_before = engine.backend.graphs_recorded();
+    let recorded_before = engine.backend.graph_steps().map(|g| g.recorded);
     let t0 = Instant::now();
     for _ in 0..requests {
         let p = random_prompt(&mut rng, prefix.max(1), engine.cfg.vocab_size, &avoid);

@@ -23,7 +23,7 @@ use super::kernels::{
     Graph,
 };
 use super::CudaBackend;
-use crate::backend::{Head, StepBatch};
+use crate::backend::{GraphSteps, Head, StepBatch};
 use anyhow::{bail, Result};
 use cudarc::driver::CudaSlice;
 use std::collections::{HashMap, HashSet};
@@ -100,9 +100,10 @@ impl CudaBackend {
         (self.graphs.recorded.len(), self.graphs.replays)
     }
 
-    /// Step shapes recorded so far, those since dropped included (None with graphs off).
-    pub(super) fn graphs_recorded_total(&self) -> Option<u64> {
-        (self.graphs.max_bs > 0).then_some(self.graphs.recordings)
+    /// Step shapes recorded so far (those since dropped included) and steps replayed (None with
+    /// graphs off).
+    pub(super) fn graph_steps_total(&self) -> Option<GraphSteps> {
+        (self.graphs.max_bs > 0).then_some(GraphSteps { recorded: self.graphs.recordings, replayed: self.graphs.replays })
     }
 
     /// Make `self.out` hold `rows` results of `head` (reused when it already does, so a forward

@@ -5,7 +5,7 @@ use super::error::CudaError;
 use super::kernels::{params::InitParams, Kernel};
 use super::weights::Ffn;
 use super::CudaBackend;
-use crate::backend::{ExpertMath, LayerRouting, Measure};
+use crate::backend::{ExpertMath, GraphSteps, LayerRouting, Measure};
 use anyhow::{bail, Result};
 use cudarc::driver::sys::CUevent_flags;
 use cudarc::driver::{CudaEvent, CudaSlice};
@@ -112,8 +112,8 @@ impl Measure for CudaBackend {
         self.time_all_reduce_s(floats)
     }
 
-    fn graphs_recorded(&self) -> Option<u64> {
-        self.graphs_recorded_total()
+    fn graph_steps(&self) -> Option<GraphSteps> {
+        self.graph_steps_total()
     }
 
     fn time_step_spans(&mut self, on: bool) -> Result<()> {
