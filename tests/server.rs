@@ -459,6 +459,9 @@ async fn info_health_and_metrics_endpoints() {
     }
     assert!(metric(a, "dllm:generation_tokens_total").await >= 9.0);
     assert!(metric(a, "dllm:denoising_steps_total").await >= 2.0);
+    // The CPU backend records no CUDA graphs: the counters are there, at 0.
+    assert_eq!(metric(a, "dllm:cuda_graph_recordings_total").await, 0.0);
+    assert_eq!(metric(a, "dllm:cuda_graph_replays_total").await, 0.0);
     srv.shutdown().await;
 }
 

@@ -9,7 +9,7 @@ pub use params::{GenParams, MAX_BLOCK_SIZE};
 pub use prefill::{forward_budget, plan_prefill, Chunk, ChunkState, DEFAULT_CHUNKED_PREFILL};
 pub use runner::Runner;
 
-use crate::backend::StepBatch;
+use crate::backend::{GraphSteps, Measure, StepBatch};
 use crate::config::ModelConfig;
 use crate::decode::blocks::{quota_schedule, BlockLayout};
 use crate::decode::joint_threshold_indel::{EditIds, InDelState, TopRows};
@@ -596,9 +596,11 @@ pub trait DynEngine: Send {
     fn set_max_forward_tokens(&mut self, n: usize);
     /// The checkpoint's mask and edit tokens (JointThresholdInDel), or why it has none.
     fn edit_ids(&self) -> Result<EditIds, String>;
+    /// The backend's CUDA graphs of the step so far (None: it records none).
+    fn graph_steps(&self) -> Option<GraphSteps>;
 }
 
-impl<B: Runner + Send> DynEngine for Engine<B> {
+impl<B: Runner + Measure + Send> DynEngine for Engine<B> {
     fn validate(&self, prompt: &[u32], p: &GenParams) -> Result<()> {
         Engine::validate(self, prompt, p).map(|_| ())
     }
@@ -637,5 +639,8 @@ impl<B: Runner + Send> DynEngine for Engine<B> {
     }
     fn edit_ids(&self) -> Result<EditIds, String> {
         self.edit_ids.clone()
+    }
+    fn graph_steps(&self) -> Option<GraphSteps> {
+        self.backend.graph_steps()
     }
 }

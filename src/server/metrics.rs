@@ -56,6 +56,10 @@ pub struct Metrics {
     /// Sum over steps of the requests in that step.
     pub request_steps: AtomicU64,
     pub blocks: AtomicU64,
+    /// The engine's CUDA graphs (copied from the backend after each step; 0 without graphs):
+    /// step shapes recorded, and steps replayed from them.
+    pub graph_recordings: AtomicU64,
+    pub graph_replays: AtomicU64,
     pub running: AtomicU64,
     pub queued: AtomicU64,
     /// Prompt tokens of the running and queued requests: the work this server holds, in tokens
@@ -90,6 +94,8 @@ impl Default for Metrics {
             engine_steps: z(),
             request_steps: z(),
             blocks: z(),
+            graph_recordings: z(),
+            graph_replays: z(),
             running: z(),
             queued: z(),
             held_prompt_tokens: z(),
@@ -136,6 +142,18 @@ impl Metrics {
         );
         c(&mut s, "request_denoising_steps_total", "Sum over engine steps of the requests each step carried.", &self.request_steps);
         c(&mut s, "blocks_total", "Blocks finished.", &self.blocks);
+        c(
+            &mut s,
+            "cuda_graph_recordings_total",
+            "Step shapes recorded as CUDA graphs (each shape's first step runs eagerly; 0 without graphs).",
+            &self.graph_recordings,
+        );
+        c(
+            &mut s,
+            "cuda_graph_replays_total",
+            "Engine steps replayed from a CUDA graph; the other steps ran eagerly (a step carrying a prompt always does).",
+            &self.graph_replays,
+        );
         g(&mut s, "num_running_reqs", "Requests in the engine now.", &self.running);
         g(&mut s, "num_queue_reqs", "Requests waiting for a running slot.", &self.queued);
         g(&mut s, "num_held_prompt_tokens", "Prompt tokens of the running and queued requests.", &self.held_prompt_tokens);

@@ -473,6 +473,10 @@ impl EngineLoop {
         self.metrics.engine_steps.fetch_add(1, Relaxed);
         self.metrics.request_steps.fetch_add(n, Relaxed);
         self.metrics.batch_size.observe(n as f64);
+        if let Some(g) = self.engine.graph_steps() {
+            self.metrics.graph_recordings.store(g.recorded, Relaxed);
+            self.metrics.graph_replays.store(g.replayed, Relaxed);
+        }
         let done: Vec<u64> = events.iter().filter_map(|e| if let Event::Done { id, .. } = e { Some(*id) } else { None }).collect();
         let mut gone = vec![];
         for ev in events {
