@@ -7,7 +7,9 @@ more distinct step shapes (tokens in a step, rows predicted) for the CUDA graphs
 
 It counts the tokens of the requests that finish inside the measured window (after the warm-up)
 and prints one JSON line: completed requests, generated tokens, tokens/s, and the mean and p90
-latency of those requests.
+latency of those requests; and, from the server's /metrics read as the window opens and closes,
+the engine steps in the window and how many of them replayed a CUDA graph (the others ran
+eagerly: a step carrying an arriving prompt always does).
 
     python3 tools/serve_load.py --url http://127.0.0.1:8188 --clients 128 --warmup 20 --duration 40
 
@@ -30,6 +32,22 @@ def one_request(url, ids, max_new, temperature, top_p, timeout):
         out = json.loads(r.read())
     meta = out.get("meta_info", {})
     return int(meta.get("completion_tokens", 0))
+
+
+def scrape(url, names, timeout=10):
+    """The values of `names` in the server's /metrics (None for one it does not report)."""
+    with urllib.request.urlopen(url + "/metrics", timeout=timeout) as r:
+        text = r.read().decode()
+    values = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in names:
+            values[name] = float(value)
+    return {n: values.get(n) for n in names}
+
+
+STEPS = "dllm:denoising_steps_total"
+REPLAYS = "dllm:cuda_graph_replays_total"
 
 
 def main():
@@ -75,8 +93,20 @@ def main():
     threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(a.clients)]
     for t in threads:
         t.start()
+    marks = []  # /metrics as the window opens and as it closes
+    for edge in window:
+        time.sleep(max(0.0, edge - time.monotonic()))
+        try:
+            marks.append(scrape(a.url, (STEPS, REPLAYS)))
+        except Exception as e:  # noqa: BLE001 (reported, not hidden)
+            errors.append("/metrics: " + repr(e)[:200])
     for t in threads:
         t.join(timeout=a.warmup + a.duration + a.timeout)
+    delta = {}
+    if len(marks) == 2:
+        for n in (STEPS, REPLAYS):
+            if marks[0][n] is not None and marks[1][n] is not None:
+                delta[n] = int(marks[1][n] - marks[0][n])
     inside = [d for d in done if window[0] <= d[0] <= window[1]]
     lat = sorted(d[2] for d in inside)
     tokens = sum(d[1] for d in inside)
@@ -88,6 +118,8 @@ def main():
         "tokens_per_s": round(tokens / a.duration, 1),
         "latency_mean_s": round(sum(lat) / len(lat), 3) if lat else None,
         "latency_p90_s": round(lat[int(0.9 * (len(lat) - 1))], 3) if lat else None,
+        "steps": delta.get(STEPS),
+        "graph_replays": delta.get(REPLAYS),
         "errors": len(errors),
         "first_errors": errors[:3],
     }))
