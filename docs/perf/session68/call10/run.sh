@@ -38,6 +38,6 @@ grep -E '^ +[0-9]+ (random|mask) ' $R/step-lines.txt
 W="greedy:$C/dllm;sampled:$C/dllm:--temperature 0.7 --top-p 0.9"
 timeout 100 bash tools/ab-ways.sh $R/ab 1 "$W" step --preset mini --device cuda --block 32 --prefix 1024 --steps 16 --batch 16,64,128
 pack
-bash tools/ncu-expert-tiles.sh $R $C/dllm $((SECONDS + 100)) 100
+bash tools/ncu-expert-tiles.sh $R $C/dllm 100 100  # its own clock: launches start in its first 100 s
 pack
 echo "total: ${SECONDS}s"
