@@ -85,6 +85,7 @@ def main():
             except Exception as e:  # noqa: BLE001 (reported, not hidden)
                 with lock:
                     errors.append(repr(e)[:200])
+                time.sleep(0.5)  # a refused connection fails at once: no spinning on a down server
                 continue
             end = time.monotonic()
             with lock:

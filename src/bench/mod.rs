@@ -3,7 +3,7 @@
 //! the PyTorch baseline's JSON (tools/baseline_torch.py) from the same device call.
 
 use crate::backend::shard::Shard;
-use crate::backend::{ExpertMath, Measure};
+use crate::backend::{ExpertMath, GraphSteps, Measure};
 use crate::config::ModelConfig;
 use crate::decode::Policy;
 use crate::engine::{Engine, Event, GenParams, RandomFill, Runner};
@@ -307,9 +307,9 @@ fn bench_steps_as_set<B: Runner + Measure>(engine: &mut Engine<B>, a: &StepBench
         // The steps of a block predict fewer rows as it unmasks, so they differ in shape: an
         // untimed pass records every shape's CUDA graph, and the timed pass replays them, as a
         // server does once warm.
-        let recorded_before = engine.backend.graph_steps().map(|g| g.recorded);
+        let graphs_before = engine.backend.graph_steps();
         let recording = run_steps(engine, batch, a, &params, &mut rng)?.times;
-        let recorded = graphs_recorded_since(&engine.backend, recorded_before);
+        let recorded = graphs_recorded_since(&engine.backend, graphs_before);
         let StepTimes { times: timed, predicted, host, idle } = run_steps(engine, batch, a, &params, &mut rng)?;
         let later = &timed[1..];
         // The host's part of the timed steps and the device's idle between them (medians),
@@ -565,9 +565,9 @@ pub struct GraphRecording {
     pub ms_a_step: f64,
 }
 
-/// The step shapes `b` recorded as CUDA graphs since it counted `before` (None without graphs).
-fn graphs_recorded_since(b: &impl Measure, before: Option<u64>) -> Option<u64> {
-    b.graph_steps().map(|g| g.recorded).zip(before).map(|(after, before)| after - before)
+/// The step shapes `b` recorded as CUDA graphs since its counts were `before` (None without graphs).
+fn graphs_recorded_since(b: &impl Measure, before: Option<GraphSteps>) -> Option<u64> {
+    b.graph_steps().zip(before).map(|(after, before)| after.recorded - before.recorded)
 }
 
 /// Which batches' expert GEMMs ran which way, where the experts are fp8 (the way follows the
@@ -647,7 +647,7 @@ pub fn bench_generate<B: Runner + Measure>(
         ..GenParams::default()
     };
     let avoid = [engine.mask_id, engine.eos_id];
-    let recorded_before = engine.backend.graph_steps().map(|g| g.recorded);
+    let graphs_before = engine.backend.graph_steps();
     let t0 = Instant::now();
     for _ in 0..requests {
         let p = random_prompt(&mut rng, prefix.max(1), engine.cfg.vocab_size, &avoid);
@@ -680,7 +680,7 @@ pub fn bench_generate<B: Runner + Measure>(
         steps,
         time_to_first_block_ms: first_block.unwrap_or(secs) * 1e3,
         chunked_prefill: chunked_prefill(engine),
-        graph_shapes_recorded: graphs_recorded_since(&engine.backend, recorded_before),
+        graph_shapes_recorded: graphs_recorded_since(&engine.backend, graphs_before),
     })
 }
 
