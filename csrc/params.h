@@ -823,18 +823,23 @@ struct SpinParams {
 // ---- sampler.cu ------------------------------------------------------------------------------
 
 // A thread block cluster of SAMPLE_CLUSTER CTAs of SAMPLE_THREADS a row, CTA r reading slice r of
-// the row: 4, so that a 157k row is 39.3k tokens a CTA, about 154 a thread a pass, and 132 rows
-// are in flight (132 SMs x SAMPLE_CTAS / 4): as bf16 rows (a sampled step's), 41 MB, within the L2
-// across the passes (f32 rows, 83 MB, partly not). 8, the portable maximum, which held even f32
-// rows in L2, took a third longer: a row's cluster barriers and its dependent latencies, not its
-// bytes, bound a wave of rows, and 4 halves the waves (sample_rows_bf16 0.645 against 1.000 ms a
-// step at batch 64, 0.183 against 0.268 at 16; f32 rows 0.766 against 1.002: docs/PERF.md, session
-// 36). The bars are found by radix select over the logits' 32-bit order keys in three digit passes
-// of SAMPLE_DIGIT0 + 2 x SAMPLE_DIGIT bits (the wide first digit spreads logits that share a sign
-// and exponent over more bins, so fewer shared-memory atomics collide). The draw cuts each slice
-// into at most SAMPLE_THREADS segments of whole pieces of 4 x WARP f32 or 8 x WARP bf16 tokens (a
+// the row: 2, so that a 157k row is 78.6k tokens a CTA, about 307 a thread a pass, and 264 rows
+// are in flight (132 SMs x SAMPLE_CTAS / 2): as bf16 rows (a sampled step's), 83 MB, so the later
+// passes find part of their rows gone from the L2. A row's cluster barriers and its dependent
+// latencies, not its bytes, bound a wave of rows, so fewer CTAs a row (fewer waves, each CTA's
+// slice longer) kept paying: 8, the portable maximum, took a third longer than 4 (sample_rows_bf16
+// 0.645 against 1.000 ms a step at batch 64, 0.183 against 0.268 at 16: session 36), and 4 a fifth
+// longer than 2 (H100, session 69: 1.294 against 1.019 ms at batch 128, 0.190 against 0.167 at 16;
+// sampled steps 2.2-3.3% faster at 128, 1% at 64, level at 1 and 16; f32 rows, which only tests
+// and `dllm bench --sample-bf16 false` use, not measured). One CTA a row (0.943 ms at batch
+// 128) drew past the host at u near 1 (its one slice's sums round otherwise), and its steps were
+// no faster.
+// The bars are found by radix select over the logits' 32-bit order keys in three digit passes of
+// SAMPLE_DIGIT0 + 2 x SAMPLE_DIGIT bits (the wide first digit spreads logits that share a sign and
+// exponent over more bins, so fewer shared-memory atomics collide). The draw cuts each slice into
+// at most SAMPLE_THREADS segments of whole pieces of 4 x WARP f32 or 8 x WARP bf16 tokens (a
 // 16-byte vector a lane), so a warp's loads stay coalesced while the segments keep token-id order.
-#define SAMPLE_CLUSTER 4
+#define SAMPLE_CLUSTER 2
 #define SAMPLE_THREADS 256
 // f32 logits in flight a thread, SAMPLE_UNROLL / 4 16-byte loads (a slice gives a thread few rounds).
 #define SAMPLE_UNROLL 16
@@ -848,9 +853,9 @@ struct SpinParams {
 #define SAMPLE_DIGIT 10
 static_assert(SAMPLE_DIGIT0 + 2 * SAMPLE_DIGIT == 32, "three digits cover a 32-bit key");
 // The top-p bar in two passes: the tokens of a slice in the first digit's chosen bin that the
-// later digits select among from shared memory. A 157k row's bin holds a few hundred tokens a
-// slice (a quarter of the row) at the bars of flat random rows; more than this in a slice falls
-// back to the passes over the row.
+// later digits select among from shared memory. A 157k row's bin held a few hundred tokens a
+// slice at the bars of flat random rows when a slice was a quarter of the row (session 36; about
+// twice that at half); more than this in a slice falls back to the passes over the row.
 #define SAMPLE_CANDIDATES 2048
 
 // One row's sampling knobs: decode::sample::Sampling and the row's uniform draw.
