@@ -2,12 +2,15 @@
 // decoding never copies logits rows to the host. One thread block cluster of SAMPLE_CLUSTER CTAs
 // per row (HOPPER_ONLY: clusters are sm_90).
 //
-// Why a cluster: a row (157k f32, 629 KB) is read about five times. With one CTA a row, a batch-1
-// step's 32 rows ran on 32 of 132 SMs (latency-bound), and at 2048 rows the rows in flight
-// outgrew the 50 MB L2, so that every pass read DRAM. A cluster spreads a row over as many SMs,
-// and at large batch SAMPLE_CLUSTER times fewer rows are in flight: a row stays in L2 across its
-// passes and only the first reads DRAM. CTA r of the cluster (its rank) reads slice r of the row:
-// contiguous, a multiple of WARP tokens, in token-id order (the last slices shorter or empty).
+// Why a cluster: a row (157k f32, 629 KB) was read about five times when this kernel took f32 rows
+// and five passes. With one CTA a row, a batch-1 step's 32 rows ran on 32 of 132 SMs
+// (latency-bound), and at 2048 rows the rows in flight outgrew the 50 MB L2, so that every pass
+// read DRAM. A cluster spreads a row over as many SMs, and at large batch SAMPLE_CLUSTER times
+// fewer rows are in flight. A sampled step's top-p rows are bf16 and take two passes now, and
+// their waves are bound by each row's barriers and dependent latencies more than by re-reads, so
+// the cluster is as small as pays (params.h). CTA r of the cluster (its rank) reads slice r of
+// the row: contiguous, a multiple of WARP tokens, in token-id order (the last slices shorter or
+// empty).
 //
 // The kept set is a prefix of the row in logit order (larger first, ties: lower id first), so
 // each filter is a bar in that order: a logit (as its 32-bit order key) and, among the tokens of
