@@ -3,9 +3,8 @@
 # sampler's clusters of 2 CTAs a row. .carry: `bash tools/gpu-test.sh` at d12ce36 (dllm stripped,
 # every binary gzipped), with 9c77d81's dllm as dllm-base (clusters of 4; call1's build).
 #  1. The whole CUDA suite and the fixtures; memcheck of the sampler's CPU-twin test.
-#  2. Steps at batch 16, 64 and 128 (call3 had batch 1 level), two interleaved rounds: greedy,
-#     sampled (temperature 0.7, top-p 0.9), and sampled on the base.
-#  3. On an H200 with time left: `bench generate` (64 requests, 2 tokens a step).
+#  2. Steps at batch 16, 64 and 128 (call3 had batch 1 level), one round (a second if time is
+#     left): greedy, sampled (temperature 0.7, top-p 0.9), and sampled on the base.
 set -uo pipefail
 source tools/device-call.sh
 tests_gate
@@ -14,11 +13,9 @@ pack
 echo "tests: ${SECONDS}s"
 S="--temperature 0.7 --top-p 0.9"
 W="greedy:$C/dllm;sampled:$C/dllm:$S;sampled-base:$C/dllm-base:$S"
-timeout $((330 - SECONDS)) bash tools/ab-ways.sh $R/ab 2 "$W" step --preset mini --device cuda --block 32 --prefix 1024 --steps 16 --batch 16,64,128
+# The device time left this session (~400 s) allows one round, a second only if the tests were quick.
+timeout $((240 - SECONDS)) bash tools/ab-ways.sh $R/ab 1 "$W" step --preset mini --device cuda --block 32 --prefix 1024 --steps 16 --batch 16,64,128
 pack
-echo "steps: ${SECONDS}s"
-if nvidia-smi --query-gpu=name --format=csv,noheader | grep -q H200 && [ $SECONDS -lt 250 ]; then
-    timeout $((340 - SECONDS)) bash tools/ab-ways.sh $R/generate 1 "now:$C/dllm" generate --preset mini --device cuda --requests 64 --tokens-per-step 2
-    pack
-fi
+[ $SECONDS -lt 150 ] && timeout $((250 - SECONDS)) bash tools/ab-ways.sh $R/ab2 1 "$W" step --preset mini --device cuda --block 32 --prefix 1024 --steps 16 --batch 16,64,128
+pack
 echo "total: ${SECONDS}s"
