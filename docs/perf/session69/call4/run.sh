@@ -14,7 +14,7 @@ echo "tests: ${SECONDS}s"
 S="--temperature 0.7 --top-p 0.9"
 W="greedy:$C/dllm;sampled:$C/dllm:$S;sampled-base:$C/dllm-base:$S"
 # The device time left this session (~400 s) allows one round, a second only if the tests were quick.
-timeout $((240 - SECONDS)) bash tools/ab-ways.sh $R/ab 1 "$W" step --preset mini --device cuda --block 32 --prefix 1024 --steps 16 --batch 16,64,128
+timeout $((220 - SECONDS)) bash tools/ab-ways.sh $R/ab 1 "$W" step --preset mini --device cuda --block 32 --prefix 1024 --steps 16 --batch 16,64,128
 pack
 [ $SECONDS -lt 150 ] && timeout $((250 - SECONDS)) bash tools/ab-ways.sh $R/ab2 1 "$W" step --preset mini --device cuda --block 32 --prefix 1024 --steps 16 --batch 16,64,128
 pack
