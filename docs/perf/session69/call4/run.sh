@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Session 69 call4, any card (on an H200 the greedy rows are the lines too): d12ce36, the
-# sampler's clusters of 2 CTAs a row. .carry: `bash tools/gpu-test.sh` at d12ce36 (dllm stripped,
-# every binary gzipped), with 9c77d81's dllm as dllm-base (clusters of 4; call1's build).
+# sampler's clusters of 2 CTAs a row. .carry: `bash tools/carry-ab.sh 9c77d81` at d12ce36 or a
+# later commit whose src/ and csrc/ differ from it in comments only (dllm, and 9c77d81's as
+# dllm-base: clusters of 4). Not run in session 69 (no machine could be started).
 #  1. The whole CUDA suite and the fixtures; memcheck of the sampler's CPU-twin test.
 #  2. Steps at batch 16, 64 and 128 (call3 had batch 1 level), one round (a second if time is
 #     left): greedy, sampled (temperature 0.7, top-p 0.9), and sampled on the base.
