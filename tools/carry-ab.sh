@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Builds .carry/ for an A/B device call: what tools/gpu-test.sh makes from the working tree (the
 # release binary `dllm` and the two test binaries), plus BASE's release binary as `dllm-base`
-# (BASE: a commit, HEAD by default), built in a temporary worktree. Both binaries stripped and the
-# test binaries gzipped (tools/device-suite.sh unpacks them), to fit the 64 MiB carry limit. The
-# call scripts then run `.carry/dllm` and `.carry/dllm-base` side by side, e.g.
+# (BASE: a commit, HEAD by default), built in a temporary worktree. Both binaries stripped and all
+# four gzipped (tools/device-call.sh unpacks them): the tracked tree (~20 MB) and the carry share
+# the 64 MiB limit, which two unzipped binaries of ~16 MB each would pass. The call scripts
+# (sourcing tools/device-call.sh) then run `.carry/dllm` and `.carry/dllm-base` side by side, e.g.
 #   git apply some.patch && bash tools/carry-ab.sh        # patched against HEAD
 #   bash tools/carry-ab.sh 262fc7b                        # the working tree against 262fc7b
 set -euo pipefail
@@ -27,7 +28,7 @@ cp "$base_target/release/dllm" "$saved"
 bash tools/gpu-test.sh
 cp "$saved" .carry/dllm-base && chmod +x .carry/dllm-base  # mktemp made it 0600
 strip --strip-all .carry/dllm .carry/dllm-base
-gzip -f .carry/test_cuda_kernels .carry/test_model_vs_fixtures
+gzip -f .carry/dllm .carry/dllm-base .carry/test_cuda_kernels .carry/test_model_vs_fixtures
 echo "dllm: the working tree ($(git rev-parse --short=12 HEAD)$(git diff --quiet HEAD -- . || echo ', with changes')); dllm-base: ${base:0:12}"
 ls -la .carry
 du -sh .carry
