@@ -995,8 +995,11 @@ mod cuda {
                 // The draw is the inverse CDF in token-id order, so the host's token grows with u:
                 // a device token between the host's at u - eps and u + eps is a rounding of the
                 // cumulative sums (f32 on the device), e.g. at u = 1 - 1e-7 in the far tail.
-                // Above, u + eps may come closer to 1 than us[2] does (the far tail's tokens).
-                let hi = host(s, (k.u as f64 + eps).min(1.0 - 1e-12));
+                // Above, the bracket reaches u = 1 itself, whose inverse CDF is the last token of
+                // positive weight: f32 sums cannot resolve a tail below ~1e-7 of the row, so a
+                // device whose sums round low may draw any token there (a one-CTA sampler drew
+                // one of probability 2e-14 at u = 1 - 1e-7, session 69; TRIED.md).
+                let hi = host(s, (k.u as f64 + eps).min(1.0));
                 let bracketed = s.temperature > 0.0 && host(s, us[1]).token <= g.token && g.token <= hi.token;
                 let near = bracketed
                     || us.iter().any(|&u| ps.iter().any(|&top_p| ms.iter().any(|&min_p| same(host(&Sampling { top_p, min_p, ..*s }, u)))));
