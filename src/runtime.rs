@@ -43,9 +43,9 @@ pub struct LoadOptions {
     /// columns) where the experts average 8 rows or more (4 at 4096 wide), else W8A16 (the CUDA
     /// backend's `fp8_activations`; the CPU backend is W8A16 either way).
     pub fp8_activations: bool,
-    /// Steps of up to this many requests run as CUDA graphs (0: none); None: the backend's
-    /// default (SGLang's `--cuda-graph-max-bs`, `--disable-cuda-graph`).
-    pub cuda_graph_max_bs: Option<usize>,
+    /// Steps of up to this many requests run as CUDA graphs (0: none; SGLang's
+    /// `--cuda-graph-max-bs`, `--disable-cuda-graph`).
+    pub cuda_graph_max_bs: usize,
 }
 
 /// SGLang's `--load-format`: the checkpoint's safetensors, or random weights in the shapes its
@@ -90,16 +90,16 @@ pub struct LoadFlags {
 }
 
 /// SGLang's CUDA-graph flags, shared by `generate`, `serve` and `bench`.
-#[derive(clap::Args, Debug, Clone, Default)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct GraphFlags {
     /// Run every step's forward eagerly, without CUDA graphs (the GPU then idles between the
     /// step's ~20 launches a layer; for debugging and comparison).
     #[arg(long)]
     pub disable_cuda_graph: bool,
     /// Steps of up to this many requests are recorded as CUDA graphs (one per step shape) and
-    /// replayed. Default: 128.
-    #[arg(long)]
-    pub cuda_graph_max_bs: Option<usize>,
+    /// replayed.
+    #[arg(long, default_value_t = crate::backend::DEFAULT_CUDA_GRAPH_MAX_BS)]
+    pub cuda_graph_max_bs: usize,
     /// SGLang's list of batch sizes to capture (`--cuda-graph-bs 1 2 4 8`). SGLang pads a batch
     /// to the next listed size and runs larger ones eagerly; dllm records each step shape at its
     /// own size on first use, so only the largest value counts: it takes the place of
@@ -109,14 +109,13 @@ pub struct GraphFlags {
 }
 
 impl GraphFlags {
-    /// The most requests a graphed step may hold (0: none); None: the backend's default.
-    pub fn max_bs(&self) -> Option<usize> {
-        if self.disable_cuda_graph {
-            Some(0)
-        } else if let Some(list) = &self.cuda_graph_bs {
-            list.iter().copied().max()
-        } else {
-            self.cuda_graph_max_bs
+    /// The most requests a graphed step may hold (0: none).
+    pub fn max_bs(&self) -> usize {
+        match &self.cuda_graph_bs {
+            _ if self.disable_cuda_graph => 0,
+            // clap takes at least one value.
+            Some(list) => list.iter().copied().max().unwrap_or(0),
+            None => self.cuda_graph_max_bs,
         }
     }
 }
@@ -144,7 +143,7 @@ impl LoadOptions {
             load_format: LoadFormat::Auto,
             quantization: None,
             fp8_activations: true,
-            cuda_graph_max_bs: None,
+            cuda_graph_max_bs: crate::backend::DEFAULT_CUDA_GRAPH_MAX_BS,
         }
     }
 }
@@ -214,9 +213,7 @@ fn cuda_options(opts: &LoadOptions) -> crate::backend::cuda::CudaOptions {
     }
     cuda.quantization = opts.quantization;
     cuda.fp8_activations = opts.fp8_activations;
-    if let Some(n) = opts.cuda_graph_max_bs {
-        cuda.cuda_graph_max_bs = n;
-    }
+    cuda.cuda_graph_max_bs = opts.cuda_graph_max_bs;
     cuda
 }
 

@@ -509,11 +509,11 @@ fn cuda_graph_flags_resolve_as_sglang_resolves_them() {
         a.extend_from_slice(extra);
         ServeArgs::parse_from(a).unwrap().load.graphs.max_bs()
     };
-    assert_eq!(max_bs(&[]), None);
-    assert_eq!(max_bs(&["--cuda-graph-max-bs", "32"]), Some(32));
-    assert_eq!(max_bs(&["--cuda-graph-bs", "1", "2", "4", "8", "--port", "8188"]), Some(8));
-    assert_eq!(max_bs(&["--cuda-graph-max-bs", "32", "--cuda-graph-bs", "16", "1"]), Some(16));
-    assert_eq!(max_bs(&["--disable-cuda-graph", "--cuda-graph-bs", "8"]), Some(0));
+    assert_eq!(max_bs(&[]), dllm::backend::DEFAULT_CUDA_GRAPH_MAX_BS);
+    assert_eq!(max_bs(&["--cuda-graph-max-bs", "32"]), 32);
+    assert_eq!(max_bs(&["--cuda-graph-bs", "1", "2", "4", "8", "--port", "8188"]), 8);
+    assert_eq!(max_bs(&["--cuda-graph-max-bs", "32", "--cuda-graph-bs", "16", "1"]), 16);
+    assert_eq!(max_bs(&["--disable-cuda-graph", "--cuda-graph-bs", "8"]), 0);
     let mut a = vec!["serve", "--cuda-graph-bs", "two"];
     assert!(ServeArgs::parse_from(a.drain(..)).is_err());
 }

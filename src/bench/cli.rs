@@ -377,7 +377,7 @@ fn cuda(cmd: BenchCmd, process_start: std::time::Instant) -> Result<()> {
         fused_qkv_rope_min_rows: common.fused_qkv_rope_min_rows.unwrap_or(CudaOptions::default().fused_qkv_rope_min_rows),
         sample_bf16: common.sample_bf16.unwrap_or(CudaOptions::default().sample_bf16),
         mem_fraction_static: common.mem_fraction_static.unwrap_or(CudaOptions::default().mem_fraction_static),
-        cuda_graph_max_bs: common.graphs.max_bs().unwrap_or(CudaOptions::default().cuda_graph_max_bs),
+        cuda_graph_max_bs: common.graphs.max_bs(),
         ..CudaOptions::default()
     };
     let src = ModelSource::parse(&common.preset, common.family);

@@ -355,7 +355,8 @@ fn note_accepted_flags(a: &ServeArgs) {
     }
     if a.load.graphs.disable_cuda_graph {
         noted("--disable-cuda-graph", "every step runs eagerly, without CUDA graphs");
-    } else if let (Some(list), Some(max)) = (&a.load.graphs.cuda_graph_bs, a.load.graphs.max_bs()) {
+    } else if let Some(list) = &a.load.graphs.cuda_graph_bs {
+        let max = a.load.graphs.max_bs();
         let given: Vec<String> = list.iter().map(|b| b.to_string()).collect();
         noted(
             &format!("--cuda-graph-bs {}", given.join(" ")),

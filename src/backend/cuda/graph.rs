@@ -28,11 +28,6 @@ use anyhow::{bail, Result};
 use cudarc::driver::CudaSlice;
 use std::collections::{HashMap, HashSet};
 
-/// Steps of up to this many requests are recorded by default (`--cuda-graph-max-bs`). On H100s,
-/// graphs made mini's batch-128 steps 0.7-4.4% faster than eager, and batch 256's no faster
-/// (sampled ones 1.5% slower, with 3 GB more held); so 128, not SGLang's 256 (docs/perf/session68).
-pub const DEFAULT_MAX_BS: usize = 128;
-
 /// The most graphs kept; past it the least recently replayed is dropped. Requests in different
 /// phases of their blocks give a batch of B requests up to B + 1 token counts, each a shape.
 const MAX_GRAPHS: usize = 64;

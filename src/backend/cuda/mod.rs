@@ -203,7 +203,7 @@ impl Default for CudaOptions {
             check_tp_routing: false,
             quantization: None,
             moe_item_rows: None,
-            cuda_graph_max_bs: graph::DEFAULT_MAX_BS,
+            cuda_graph_max_bs: crate::backend::DEFAULT_CUDA_GRAPH_MAX_BS,
             dense_stream: false,
             shared_expert_items: None,
             att_ctas_per_sm: None,
