@@ -111,12 +111,10 @@ pub struct GraphFlags {
 impl GraphFlags {
     /// The most requests a graphed step may hold (0: none).
     pub fn max_bs(&self) -> usize {
-        match &self.cuda_graph_bs {
-            _ if self.disable_cuda_graph => 0,
-            // clap takes at least one value.
-            Some(list) => list.iter().copied().max().unwrap_or(0),
-            None => self.cuda_graph_max_bs,
+        if self.disable_cuda_graph {
+            return 0;
         }
+        self.cuda_graph_bs.as_ref().and_then(|list| list.iter().copied().max()).unwrap_or(self.cuda_graph_max_bs)
     }
 }
 
