@@ -830,8 +830,9 @@ struct SpinParams {
 // slice longer) kept paying: 8, the portable maximum, took a third longer than 4 (sample_rows_bf16
 // 0.645 against 1.000 ms a step at batch 64, 0.183 against 0.268 at 16: session 36), and 4 a fifth
 // longer than 2 (H100, session 69: 1.294 against 1.019 ms at batch 128, 0.190 against 0.167 at 16;
-// sampled steps 2.2-3.3% faster at 128, 1% at 64, level at 1 and 16; f32 rows, which only tests
-// and `dllm bench --sample-bf16 false` use, not measured). One CTA a row (0.943 ms at batch
+// sampled steps over three H100s, sessions 69-70: 0.5-1.6% faster at 64, from 3.2% faster to 0.3%
+// slower at 128, level at 1 and 16; f32 rows, which only tests and `dllm bench --sample-bf16
+// false` use, not measured). One CTA a row (0.943 ms at batch
 // 128) drew past the host at u near 1 (its one slice's sums round otherwise), and its steps were
 // no faster.
 // The bars are found by radix select over the logits' 32-bit order keys in three digit passes of
