@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # Runs ON the GPU machine (no cargo, no network), from the repo root, with .carry/ built by
-# tools/gpu-test.sh: per-kernel tests, fixture tests on cuda, compute-sanitizer over one tiny
-# generation, the tiny model and the mini shape (random device weights, prefix 1024, batch 1)
-# through `dllm generate --device cuda`. Logs go to $OUT; a pass/fail table is printed last.
+# tools/gpu-test.sh (or tools/carry-ab.sh): per-kernel tests, fixture tests on cuda,
+# compute-sanitizer over one tiny generation, the tiny model and the mini shape (random device
+# weights, prefix 1024, batch 1) through `dllm generate --device cuda`. Logs go to $OUT; a
+# pass/fail table is printed last.
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu-test-out}
 mkdir -p "$OUT"
 C=.carry
+# tools/carry-ab.sh carries its binaries gzipped (the 64 MiB carry limit); gpu-test.sh's are plain.
+for gz in "$C"/*.gz; do
+    [ -e "$gz" ] && gunzip -f "$gz"
+done
 declare -a NAMES RESULTS
 row() { NAMES+=("$1"); RESULTS+=("$2"); }
 run() {  # name, log file, command...
