@@ -8,7 +8,7 @@ use dllm::backend::cpu::{CpuBackend, Mat};
 use dllm::backend::mem_group::MemGroup;
 use dllm::backend::ranks::Ranks;
 use dllm::backend::shard::Shard;
-use dllm::backend::{Backend, Linear, Norm, StepBatch};
+use dllm::backend::{Backend, ExpertMath, GraphSteps, LayerRouting, Linear, Measure, Norm, StepBatch};
 use dllm::checkpoint::Checkpoint;
 use dllm::decode::Policy;
 use dllm::engine::{Engine, GenParams, Runner};
@@ -256,12 +256,15 @@ fn a_tp_size_that_does_not_divide_the_model_is_a_startup_error() {
 /// A rank backend that fails, on request, in one layer's feed-forward: where every rank fails
 /// alike the error is ordinary; where only one does, the others wait in its all-reduce. It
 /// keeps every draw it is given (`Head::Sample`'s), in order, and pads a step's output rows to
-/// a multiple of `pad_rows_to` (0: not at all) as a backend recording step shapes does.
+/// a multiple of `pad_rows_to` (0: not at all) as a backend recording step shapes does. It
+/// reports each forward as a replayed graph, and counts how often it is asked for those counts.
 struct Failing {
     inner: CpuBackend,
     fail_ffn: Arc<std::sync::atomic::AtomicBool>,
     draws: Arc<std::sync::Mutex<Vec<dllm::decode::sample::RowDraw>>>,
     pad_rows_to: usize,
+    forwards: u64,
+    graph_asks: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Backend for Failing {
@@ -279,6 +282,7 @@ impl Backend for Failing {
         self.inner.free_seq(slot)
     }
     fn embed(&mut self, tokens: &[u32]) -> anyhow::Result<Mat> {
+        self.forwards += 1;
         self.inner.embed(tokens)
     }
     fn add_rms_norm(&mut self, x: &mut Mat, delta: Option<&Mat>, w: Norm) -> anyhow::Result<Mat> {
@@ -327,6 +331,38 @@ impl Backend for Failing {
     }
 }
 
+/// What a tensor-parallel group's ranks must also answer (the engine's measures): the CPU's.
+impl Measure for Failing {
+    fn count_experts(&mut self, on: bool) {
+        self.inner.count_experts(on)
+    }
+    fn experts_touched(&self) -> Vec<usize> {
+        self.inner.experts_touched()
+    }
+    fn record_routing(&mut self, on: bool) {
+        self.inner.record_routing(on)
+    }
+    fn routing(&self) -> Vec<LayerRouting> {
+        self.inner.routing()
+    }
+    fn expert_bias(&self, layer: usize) -> anyhow::Result<Vec<f32>> {
+        self.inner.expert_bias(layer)
+    }
+    fn set_expert_bias(&mut self, layer: usize, bias: &[f32]) -> anyhow::Result<()> {
+        self.inner.set_expert_bias(layer, bias)
+    }
+    fn measure_copy_bandwidth(&mut self) -> anyhow::Result<f64> {
+        self.inner.measure_copy_bandwidth()
+    }
+    fn expert_math(&self, rows: usize) -> ExpertMath {
+        self.inner.expert_math(rows)
+    }
+    fn graph_steps(&self) -> Option<GraphSteps> {
+        self.graph_asks.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Some(GraphSteps { recorded: 0, replayed: self.forwards })
+    }
+}
+
 /// Failures never hang the group: an error every rank hits (a token outside the vocabulary)
 /// is an ordinary error and the group serves on; one rank failing alone stops the group within
 /// its stuck-after time with an error naming it, and every later job is refused with it.
@@ -340,7 +376,14 @@ fn a_rank_failing_alone_stops_the_group_instead_of_hanging_it() {
     let (g, c, f) = (group.clone(), ck.clone(), flags.clone());
     let mut ranks = Ranks::spawn(2, move |rank| {
         let inner = CpuBackend::load_rank(&c, Shard { rank, size: 2 }, Some(g.clone()), None)?;
-        Ok(Failing { inner, fail_ffn: f[rank].clone(), draws: Default::default(), pad_rows_to: 0 })
+        Ok(Failing {
+            inner,
+            fail_ffn: f[rank].clone(),
+            draws: Default::default(),
+            pad_rows_to: 0,
+            forwards: 0,
+            graph_asks: Default::default(),
+        })
     })
     .unwrap()
     .with_abort(move || group.abort())
@@ -366,6 +409,52 @@ fn a_rank_failing_alone_stops_the_group_instead_of_hanging_it() {
     assert!(format!("{:#}", slot.unwrap_err()).contains("the group is stopped"));
 }
 
+/// The group keeps rank 0's graph counts from each forward's own job, so reading them after a
+/// step (the server's metrics do, every step) asks no rank; before the first forward and after a
+/// failed one it asks every rank.
+#[test]
+fn graph_counts_come_back_with_each_forward() {
+    let dir = tiny();
+    let ck = Arc::new(Checkpoint::open(&dir).unwrap());
+    let cfg = ck.config.clone();
+    let asks: Vec<Arc<std::sync::atomic::AtomicUsize>> = (0..2).map(|_| Default::default()).collect();
+    let group = MemGroup::new(2);
+    let (g, c, a) = (group.clone(), ck.clone(), asks.clone());
+    let mut ranks = Ranks::spawn(2, move |rank| {
+        let inner = CpuBackend::load_rank(&c, Shard { rank, size: 2 }, Some(g.clone()), None)?;
+        Ok(Failing {
+            inner,
+            fail_ffn: Default::default(),
+            draws: Default::default(),
+            pad_rows_to: 0,
+            forwards: 0,
+            graph_asks: a[rank].clone(),
+        })
+    })
+    .unwrap()
+    .with_abort(move || group.abort());
+    let asked = || asks.iter().map(|a| a.load(std::sync::atomic::Ordering::SeqCst)).collect::<Vec<_>>();
+    let replayed = |n| Some(GraphSteps { recorded: 0, replayed: n });
+    assert_eq!(ranks.graph_steps(), replayed(0));
+    assert_eq!(asked(), [1, 1], "no forward yet: every rank is asked");
+    let slot = ranks.open_seq(16).unwrap();
+    for (n, tokens) in [[1u32, 2, 3], [4, 5, 6]].iter().enumerate() {
+        let mut b = StepBatch::default();
+        b.push(slot, 0, tokens, 8);
+        ranks.pick(&cfg, &b, &[0, 1]).unwrap();
+        for _ in 0..3 {
+            assert_eq!(ranks.graph_steps(), replayed(n as u64 + 1));
+        }
+        assert_eq!(asked(), [n + 2, n + 2], "only the forward's own job asks");
+    }
+    let mut b = StepBatch::default();
+    b.push(slot, 0, &[1, 2, 100_000], 8);
+    assert!(ranks.pick(&cfg, &b, &[0, 1]).is_err());
+    assert_eq!(ranks.graph_steps(), replayed(3));
+    assert_eq!(asked(), [4, 4], "after a failed forward every rank is asked");
+    ranks.close_seq(slot);
+}
+
 /// Sampled decoding: a backend's own draws (`Head::Sample`, what the CUDA sampler does on the
 /// device) against the host's sampling of gathered logits (what tensor-parallel ranks do), with
 /// the same seeds: the same tokens and confidences, since each row's uniform comes from its
@@ -379,7 +468,14 @@ fn backend_draws_equal_host_sampling_of_gathered_logits() {
     let cfg = ck.config.clone();
     let tok = dllm::tokenizer::Tokenizer::open(&dir, &cfg).unwrap();
     let draws = Arc::new(std::sync::Mutex::new(vec![]));
-    let backend = Failing { inner: CpuBackend::load(&ck).unwrap(), fail_ffn: Default::default(), draws: draws.clone(), pad_rows_to: 4 };
+    let backend = Failing {
+        inner: CpuBackend::load(&ck).unwrap(),
+        fail_ffn: Default::default(),
+        draws: draws.clone(),
+        pad_rows_to: 4,
+        forwards: 0,
+        graph_asks: Default::default(),
+    };
     let mut own = Engine::new(backend, cfg.clone(), tok.mask_id, tok.eos_id);
     let mut gathered = Engine::new(runtime::cpu_ranks(&ck, 2, None).unwrap(), cfg.clone(), tok.mask_id, tok.eos_id);
     assert!(own.backend.samples() && !gathered.backend.samples());

@@ -34,6 +34,10 @@ pub struct Ranks<B> {
     /// Why the group stopped, once a lone rank failure aborted it.
     stopped: Mutex<Option<String>>,
     stuck_after: Duration,
+    /// Rank 0's CUDA graph counts as the last forward left them, returned with its results
+    /// (engine/runner.rs), so that reading them after each step (the server's metrics) asks no
+    /// rank; None until a forward finishes, or after one fails (then the ranks are asked).
+    graphs_after_forward: Option<Option<GraphSteps>>,
 }
 
 impl<B: 'static> Ranks<B> {
@@ -66,7 +70,7 @@ impl<B: 'static> Ranks<B> {
             ranks.push(Rank { jobs, thread });
             ready.push(ready_rx);
         }
-        let group = Ranks { ranks, abort: None, stopped: Mutex::new(None), stuck_after: STUCK_AFTER };
+        let group = Ranks { ranks, abort: None, stopped: Mutex::new(None), stuck_after: STUCK_AFTER, graphs_after_forward: None };
         for (rank, r) in ready.into_iter().enumerate() {
             match r.recv() {
                 Ok(Ok(())) => {}
@@ -91,6 +95,12 @@ impl<B: 'static> Ranks<B> {
     pub fn with_stuck_after(mut self, d: Duration) -> Self {
         self.stuck_after = d;
         self
+    }
+
+    /// Keep the graph counts a forward's job returned (`Some`), or forget them (`None`: the
+    /// forward failed, so what it recorded is unknown); [`Measure::graph_steps`] reads them.
+    pub fn set_graphs_after_forward(&mut self, graphs: Option<Option<GraphSteps>>) {
+        self.graphs_after_forward = graphs;
     }
 
     /// Run `f` on every rank at once: all results in rank order, or the first rank's error. See
@@ -232,11 +242,16 @@ impl<B: Measure + 'static> Measure for Ranks<B> {
         // A collective: every rank must run it.
         self.all(move |b| b.time_all_reduce(floats))?.into_iter().next().ok_or_else(|| anyhow!("no ranks"))?
     }
-    // Every rank records the same step shapes, holds the same kind of experts and picks by the
-    // same rows: rank 0's answer, the others' checked against it in debug builds.
+    // Every rank records the same step shapes: rank 0's counts, kept from the last forward
+    // (only forwards move them), else asked of every rank and checked in debug builds.
     fn graph_steps(&self) -> Option<GraphSteps> {
-        self.agreed(|b| Ok(b.graph_steps())).ok().flatten()
+        match self.graphs_after_forward {
+            Some(graphs) => graphs,
+            None => self.agreed(|b| Ok(b.graph_steps())).ok().flatten(),
+        }
     }
+    // Every rank holds the same kind of experts and picks by the same rows: rank 0's answer, the
+    // others' checked against it in debug builds.
     fn expert_math(&self, rows: usize) -> ExpertMath {
         self.agreed(move |b| Ok(b.expert_math(rows))).unwrap_or(ExpertMath::Bf16)
     }

@@ -2,7 +2,7 @@
 //! backends that all run the same forward (`model.rs` does not know how many there are).
 
 use crate::backend::ranks::Ranks;
-use crate::backend::{Backend, StepBatch};
+use crate::backend::{Backend, GraphSteps, Measure, StepBatch};
 use crate::config::ModelConfig;
 use crate::decode::row_top::RowTop;
 use crate::decode::sample::RowDraw;
@@ -80,9 +80,36 @@ impl<B: Backend> Runner for B {
     }
 }
 
+/// A forward job that also returns the rank's CUDA graph counts as the forward left them.
+fn counting_graphs<B: Measure, R>(
+    forward: impl Fn(&mut B) -> Result<R> + Send + Sync + 'static,
+) -> impl Fn(&mut B) -> Result<(R, Option<GraphSteps>)> + Send + Sync + 'static {
+    move |b| forward(b).map(|r| (r, b.graph_steps()))
+}
+
+/// The forward's result, its graph counts kept in the group (read after each step by the
+/// server's metrics, which then ask no rank); a failed forward's are forgotten.
+fn keep_graphs<B: 'static, R>(ranks: &mut Ranks<B>, out: Result<(R, Option<GraphSteps>)>) -> Result<R> {
+    match out {
+        Ok((r, graphs)) => {
+            ranks.set_graphs_after_forward(Some(graphs));
+            Ok(r)
+        }
+        Err(e) => {
+            ranks.set_graphs_after_forward(None);
+            Err(e)
+        }
+    }
+}
+
+/// Rank 0's result of a job every rank ran.
+fn first<R>(all: Result<Vec<R>>) -> Result<R> {
+    all?.into_iter().next().ok_or_else(|| anyhow::anyhow!("an empty tensor-parallel group"))
+}
+
 /// Every rank runs the forward on the same batch; their picks agree, since the vocab-parallel
 /// pick combines the same shares on every rank.
-impl<B: Backend + 'static> Runner for Ranks<B> {
+impl<B: Backend + Measure + 'static> Runner for Ranks<B> {
     fn label(&self) -> String {
         let names = self.all(|b| b.name()).unwrap_or_default();
         format!("tensor parallel over {} ranks: {}", self.size(), names.join("; "))
@@ -103,7 +130,8 @@ impl<B: Backend + 'static> Runner for Ranks<B> {
     }
     fn pick(&mut self, cfg: &ModelConfig, batch: &StepBatch, out_rows: &[usize]) -> Result<Vec<Pick>> {
         let (cfg, batch, rows) = (Arc::new(cfg.clone()), Arc::new(batch.clone()), Arc::new(out_rows.to_vec()));
-        self.agreed(move |b| model::forward_pick(b, &cfg, &batch, &rows))
+        let out = self.agreed(counting_graphs(move |b| model::forward_pick(b, &cfg, &batch, &rows)));
+        keep_graphs(self, out)
     }
     fn sample(&mut self, _cfg: &ModelConfig, _batch: &StepBatch, _out_rows: &[usize], _draws: &[RowDraw]) -> Result<Vec<Pick>> {
         bail!("tensor-parallel ranks hold vocabulary slices: sample from their gathered logits")
@@ -113,8 +141,8 @@ impl<B: Backend + 'static> Runner for Ranks<B> {
     }
     fn logits(&mut self, cfg: &ModelConfig, batch: &StepBatch, out_rows: &[usize]) -> Result<Vec<f32>> {
         let (cfg, batch, rows) = (Arc::new(cfg.clone()), Arc::new(batch.clone()), Arc::new(out_rows.to_vec()));
-        let all = self.try_all(move |b| model::forward_logits(b, &cfg, &batch, &rows))?;
-        all.into_iter().next().ok_or_else(|| anyhow::anyhow!("an empty tensor-parallel group"))
+        let out = first(self.try_all(counting_graphs(move |b| model::forward_logits(b, &cfg, &batch, &rows))));
+        keep_graphs(self, out)
     }
     fn summarizes(&self) -> bool {
         self.all(|b| b.summarizes_rows()).is_ok_and(|v| v.into_iter().all(|s| s))
@@ -123,17 +151,17 @@ impl<B: Backend + 'static> Runner for Ranks<B> {
         // Every rank merges the same slices' summaries (or summarizes the same gathered rows):
         // rank 0's stand for all (NaN sums, which never compare equal, ruled out `agreed`).
         let (cfg, batch, rows) = (Arc::new(cfg.clone()), Arc::new(batch.clone()), Arc::new(out_rows.to_vec()));
-        let all = self.try_all(move |b| model::forward_tops(b, &cfg, &batch, &rows))?;
-        all.into_iter().next().ok_or_else(|| anyhow::anyhow!("an empty tensor-parallel group"))
+        let out = first(self.try_all(counting_graphs(move |b| model::forward_tops(b, &cfg, &batch, &rows))));
+        keep_graphs(self, out)
     }
     fn logit_rows(&mut self, rows: &[usize]) -> Result<Vec<f32>> {
         // Every rank takes part: its slices of the rows are gathered.
         let rows = Arc::new(rows.to_vec());
-        let all = self.try_all(move |b| b.read_logit_rows(&rows))?;
-        all.into_iter().next().ok_or_else(|| anyhow::anyhow!("an empty tensor-parallel group"))
+        first(self.try_all(move |b| b.read_logit_rows(&rows)))
     }
     fn prefill(&mut self, cfg: &ModelConfig, batch: &StepBatch) -> Result<()> {
         let (cfg, batch) = (Arc::new(cfg.clone()), Arc::new(batch.clone()));
-        self.agreed(move |b| model::forward_prefill(b, &cfg, &batch))
+        let out = self.agreed(counting_graphs(move |b| model::forward_prefill(b, &cfg, &batch)));
+        keep_graphs(self, out)
     }
 }
