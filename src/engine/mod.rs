@@ -106,6 +106,9 @@ pub struct Engine<B: Runner> {
     pub mask_fill: Option<RandomFill>,
     /// Output rows the last step's forward predicted (benchmarks count its lm_head by them).
     pub predicted_rows: usize,
+    /// [`Runner::summarizes`], asked once: a capability, which tensor-parallel ranks answer by a
+    /// round trip to every rank (a step reading logits rows would otherwise ask each time).
+    summarizes: bool,
     reqs: Vec<Req>,
     next_id: u64,
 }
@@ -114,6 +117,7 @@ impl<B: Runner> Engine<B> {
     pub fn new(backend: B, cfg: ModelConfig, mask_id: u32, eos_id: u32) -> Self {
         let context_len = cfg.max_position_embeddings.min(backend.seq_capacity());
         let edit_ids = EditIds::new(mask_id, cfg.delete_token_id, cfg.split_token_id, cfg.vocab_size);
+        let summarizes = backend.summarizes();
         Engine {
             edit_ids,
             backend,
@@ -125,6 +129,7 @@ impl<B: Runner> Engine<B> {
             prefill_forwards: 0,
             mask_fill: None,
             predicted_rows: 0,
+            summarizes,
             reqs: vec![],
             next_id: 1,
         }
@@ -384,7 +389,7 @@ impl<B: Runner> Engine<B> {
         }
         let reads_rows = self.reqs.iter().any(|r| r.params.reads_rows());
         if reads_rows
-            && self.backend.summarizes()
+            && self.summarizes
             && self.reqs.iter().all(|r| r.params.temperature == 0.0 && r.params.penalties().is_neutral())
         {
             return self.summary_picks(batch, out_rows);
