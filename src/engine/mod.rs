@@ -388,10 +388,7 @@ impl<B: Runner> Engine<B> {
             return Ok((spread(self.backend.pick(&self.cfg, batch, &rows)?, &read)?, none()));
         }
         let reads_rows = self.reqs.iter().any(|r| r.params.reads_rows());
-        if reads_rows
-            && self.summarizes
-            && self.reqs.iter().all(|r| r.params.temperature == 0.0 && r.params.penalties().is_neutral())
-        {
+        if reads_rows && self.summarizes && self.reqs.iter().all(|r| r.params.temperature == 0.0 && r.params.penalties().is_neutral()) {
             return self.summary_picks(batch, out_rows);
         }
         if !reads_rows && self.backend.samples() && self.reqs.iter().all(|r| r.params.penalties().is_neutral()) {
