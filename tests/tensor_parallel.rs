@@ -363,6 +363,30 @@ impl Measure for Failing {
     }
 }
 
+/// Two CPU ranks of [`Failing`] over `ck`, rank r failing while `fail[r]` is set and counting its
+/// graph-count answers in `asks[r]`, their collectives abortable.
+fn failing_ranks(
+    ck: &Arc<Checkpoint>,
+    fail: Vec<Arc<std::sync::atomic::AtomicBool>>,
+    asks: Vec<Arc<std::sync::atomic::AtomicUsize>>,
+) -> Ranks<Failing> {
+    let group = MemGroup::new(2);
+    let (g, c) = (group.clone(), ck.clone());
+    Ranks::spawn(2, move |rank| {
+        let inner = CpuBackend::load_rank(&c, Shard { rank, size: 2 }, Some(g.clone()), None)?;
+        Ok(Failing {
+            inner,
+            fail_ffn: fail[rank].clone(),
+            draws: Default::default(),
+            pad_rows_to: 0,
+            forwards: 0,
+            graph_asks: asks[rank].clone(),
+        })
+    })
+    .unwrap()
+    .with_abort(move || group.abort())
+}
+
 /// Failures never hang the group: an error every rank hits (a token outside the vocabulary)
 /// is an ordinary error and the group serves on; one rank failing alone stops the group within
 /// its stuck-after time with an error naming it, and every later job is refused with it.
@@ -372,22 +396,8 @@ fn a_rank_failing_alone_stops_the_group_instead_of_hanging_it() {
     let ck = Arc::new(Checkpoint::open(&dir).unwrap());
     let cfg = ck.config.clone();
     let flags: Vec<_> = (0..2).map(|_| Arc::new(std::sync::atomic::AtomicBool::new(false))).collect();
-    let group = MemGroup::new(2);
-    let (g, c, f) = (group.clone(), ck.clone(), flags.clone());
-    let mut ranks = Ranks::spawn(2, move |rank| {
-        let inner = CpuBackend::load_rank(&c, Shard { rank, size: 2 }, Some(g.clone()), None)?;
-        Ok(Failing {
-            inner,
-            fail_ffn: f[rank].clone(),
-            draws: Default::default(),
-            pad_rows_to: 0,
-            forwards: 0,
-            graph_asks: Default::default(),
-        })
-    })
-    .unwrap()
-    .with_abort(move || group.abort())
-    .with_stuck_after(std::time::Duration::from_millis(300));
+    let mut ranks = failing_ranks(&ck, flags.clone(), (0..2).map(|_| Default::default()).collect())
+        .with_stuck_after(std::time::Duration::from_millis(300));
     let forward = |r: &mut Ranks<Failing>, tokens: &[u32]| {
         let slot = r.open_seq(16).unwrap();
         let mut b = StepBatch::default();
@@ -418,21 +428,7 @@ fn graph_counts_come_back_with_each_forward() {
     let ck = Arc::new(Checkpoint::open(&dir).unwrap());
     let cfg = ck.config.clone();
     let asks: Vec<Arc<std::sync::atomic::AtomicUsize>> = (0..2).map(|_| Default::default()).collect();
-    let group = MemGroup::new(2);
-    let (g, c, a) = (group.clone(), ck.clone(), asks.clone());
-    let mut ranks = Ranks::spawn(2, move |rank| {
-        let inner = CpuBackend::load_rank(&c, Shard { rank, size: 2 }, Some(g.clone()), None)?;
-        Ok(Failing {
-            inner,
-            fail_ffn: Default::default(),
-            draws: Default::default(),
-            pad_rows_to: 0,
-            forwards: 0,
-            graph_asks: a[rank].clone(),
-        })
-    })
-    .unwrap()
-    .with_abort(move || group.abort());
+    let mut ranks = failing_ranks(&ck, (0..2).map(|_| Default::default()).collect(), asks.clone());
     let asked = || asks.iter().map(|a| a.load(std::sync::atomic::Ordering::SeqCst)).collect::<Vec<_>>();
     let replayed = |n| Some(GraphSteps { recorded: 0, replayed: n });
     assert_eq!(ranks.graph_steps(), replayed(0));
