@@ -2,7 +2,7 @@
 # Builds .carry/ for an A/B device call: what tools/gpu-test.sh makes from the working tree (the
 # release binary `dllm` and the two test binaries), plus BASE's release binary as `dllm-base`
 # (BASE: a commit, HEAD by default), built in a temporary worktree. Both binaries stripped and all
-# four gzipped (tools/device-call.sh unpacks them): the tracked tree (~20 MB) and the carry share
+# four gzipped (tools/unpack-carry.sh unpacks them): the tracked tree (~20 MB) and the carry share
 # the 64 MiB limit, which two unzipped binaries of ~16 MB each would pass. The call scripts
 # (sourcing tools/device-call.sh) then run `.carry/dllm` and `.carry/dllm-base` side by side, e.g.
 #   git apply some.patch && bash tools/carry-ab.sh        # patched against HEAD

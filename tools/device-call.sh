@@ -1,21 +1,18 @@
 # Sourced first by a session's device call (docs/perf/sessionN/callM/run.sh), from the repo root
 # on the device machine: the preamble every call repeated. Sets R (the call's outputs, $OUT/r)
 # and C (.carry), sources tools/device-env.sh into R (DEVICE_LIBS as there), unpacks every
-# gzipped binary in .carry (tools/gpu-test.sh's builds are carried gzipped to fit the carry
-# limit), prints the GPU's name and clocks, and defines pack, which tars R into $OUT/r.tgz (a
-# call's outputs past eight files come back only in it; call it after each part, so a call cut
-# off by its time limit still returns what it measured) and tests_gate (below: the named CUDA
-# tests and the fixtures, a failure ending the call). SECONDS restarts at 0.
+# gzipped binary in .carry (tools/unpack-carry.sh), prints the GPU's name and clocks, and defines
+# pack, which tars R into $OUT/r.tgz (a call's outputs past eight files come back only in it; call
+# it after each part, so a call cut off by its time limit still returns what it measured) and
+# tests_gate (below: the named CUDA tests and the fixtures, a failure ending the call). SECONDS
+# restarts at 0.
 R=$OUT/r
 C=.carry
 source tools/device-env.sh "$R"
 pack() { (cd "$OUT" && tar czf r.tgz r); }
 # Exported, so that a tools/ script the call runs (ncu-expert-tiles.sh) packs after each part too.
 export -f pack
-for _call_gz in "$C"/*.gz; do
-    [ -e "$_call_gz" ] && gunzip -f "$_call_gz"
-done
-unset _call_gz
+bash tools/unpack-carry.sh
 nvidia-smi --query-gpu=name,clocks.max.sm,clocks.max.mem --format=csv,noheader
 SECONDS=0
 

@@ -8,10 +8,7 @@ set -uo pipefail
 OUT=${OUT:-/tmp/gpu-test-out}
 mkdir -p "$OUT"
 C=.carry
-# tools/carry-ab.sh carries its binaries gzipped (the 64 MiB carry limit); gpu-test.sh's are plain.
-for gz in "$C"/*.gz; do
-    [ -e "$gz" ] && gunzip -f "$gz"
-done
+bash tools/unpack-carry.sh  # tools/carry-ab.sh's binaries come gzipped
 declare -a NAMES RESULTS
 row() { NAMES+=("$1"); RESULTS+=("$2"); }
 run() {  # name, log file, command...
