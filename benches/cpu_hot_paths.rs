@@ -1,11 +1,14 @@
 //! Host-side work that runs every denoising step, at the real shapes (block 32, vocab 157184):
-//! the unmask policy, the sampler, and one tiny-model CPU step. Plain harness:
+//! the unmask policy, the sampler, the engine's own work a step, and one tiny-model CPU step. Plain harness:
 //! `cargo bench --bench cpu_hot_paths` prints the median of many runs.
 
+use dllm::backend::StepBatch;
+use dllm::config::ModelConfig;
 use dllm::decode::low_confidence::select as low_confidence;
-use dllm::decode::sample::{apply_penalties, sample_row, History};
+use dllm::decode::row_top::RowTop;
+use dllm::decode::sample::{apply_penalties, sample_row, History, RowDraw};
 use dllm::decode::Pick;
-use dllm::engine::GenParams;
+use dllm::engine::{Engine, GenParams};
 use dllm::rng::Rng;
 use std::time::Instant;
 
@@ -71,6 +74,10 @@ fn main() {
     );
     println!("penalties, 4096-token sequence, one row:  {us:8.1} us (the counting: once per block step)");
 
+    for batch in [1, 16, 64, 128] {
+        println!("engine host work a step, batch {batch:>3}:        {:8.1} us", engine_host_step_us(batch));
+    }
+
     let dir = std::env::temp_dir().join(format!("dllm-bench-tiny-{}", std::process::id()));
     dllm::make_model::make_model("tiny", &dir, 0).expect("tiny model");
     let mut m = dllm::runtime::load(&dir, dllm::runtime::Device::Cpu).expect("load");
@@ -79,4 +86,68 @@ fn main() {
     let us = median_us(|| drop(m.engine.generate(prompt.clone(), p.clone()).expect("generate")), 20);
     println!("tiny CPU generate, prompt 64, 64 new tokens:   {:8.2} ms", us / 1e3);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A backend that answers at once: what is left of a step is the engine's own host work (the
+/// batch, the picks' bookkeeping, the unmasking), which on the GPU runs while the device idles
+/// between steps (docs/perf/session58: ~150 us at batch 64).
+struct InstantRunner {
+    rng: Rng,
+}
+
+impl dllm::engine::Runner for InstantRunner {
+    fn label(&self) -> String {
+        "instant".into()
+    }
+    fn seq_capacity(&self) -> usize {
+        1 << 20
+    }
+    fn open_seq(&mut self, _max_len: usize) -> anyhow::Result<usize> {
+        Ok(0)
+    }
+    fn close_seq(&mut self, _slot: usize) {}
+    fn pick(&mut self, _cfg: &ModelConfig, _batch: &StepBatch, out_rows: &[usize]) -> anyhow::Result<Vec<Pick>> {
+        Ok(out_rows.iter().map(|&r| Pick { token: (r % 1000) as u32, prob: self.rng.uniform() as f32 }).collect())
+    }
+    fn sample(&mut self, cfg: &ModelConfig, batch: &StepBatch, out_rows: &[usize], _draws: &[RowDraw]) -> anyhow::Result<Vec<Pick>> {
+        self.pick(cfg, batch, out_rows)
+    }
+    fn samples(&self) -> bool {
+        true
+    }
+    fn logits(&mut self, _cfg: &ModelConfig, _batch: &StepBatch, _out_rows: &[usize]) -> anyhow::Result<Vec<f32>> {
+        anyhow::bail!("not measured")
+    }
+    fn summarizes(&self) -> bool {
+        false
+    }
+    fn tops(&mut self, _cfg: &ModelConfig, _batch: &StepBatch, _out_rows: &[usize]) -> anyhow::Result<Vec<RowTop>> {
+        anyhow::bail!("not measured")
+    }
+    fn logit_rows(&mut self, _rows: &[usize]) -> anyhow::Result<Vec<f32>> {
+        anyhow::bail!("not measured")
+    }
+    fn prefill(&mut self, _cfg: &ModelConfig, _batch: &StepBatch) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+/// The engine's host time a step at mini's shapes: `batch` requests of a 1,024-token prompt, two
+/// tokens a step over 32-token blocks (`bench generate`'s decoding), greedy; the median step once
+/// every prompt is prefilled.
+fn engine_host_step_us(batch: usize) -> f64 {
+    let cfg = dllm::config::preset("mini").expect("mini");
+    let (mask, eos) = (cfg.mask_token_id.expect("mini's mask"), cfg.eos_token_id.expect("mini's eos"));
+    let mut engine = Engine::new(InstantRunner { rng: Rng::new(3) }, cfg, mask, eos);
+    let p = GenParams { max_new_tokens: 1 << 12, steps: Some(16), ignore_eos: true, ..GenParams::default() };
+    for i in 0..batch {
+        engine.add((0..1024).map(|t| ((t * 31 + i) % 150_000) as u32).collect(), p.clone()).expect("add");
+    }
+    let _ = engine.step(); // the prompts' prefill and the first block's first step
+    median_us(
+        || {
+            std::hint::black_box(engine.step());
+        },
+        400,
+    )
 }
