@@ -1,6 +1,6 @@
 //! Host-side work that runs every denoising step, at the real shapes (block 32, vocab 157184):
-//! the unmask policy, the sampler, the engine's own work a step, and one tiny-model CPU step. Plain harness:
-//! `cargo bench --bench cpu_hot_paths` prints the median of many runs.
+//! the unmask policy, the sampler, the engine's own work a step, and one tiny-model CPU step.
+//! Plain harness: `cargo bench --bench cpu_hot_paths` prints the median of many runs.
 
 use dllm::backend::StepBatch;
 use dllm::config::ModelConfig;
