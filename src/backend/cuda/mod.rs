@@ -824,15 +824,8 @@ impl Backend for CudaBackend {
             self.k.gemm_bf16_bf16("lm_head", self.p(xb), self.p(w), self.p(&logits), x.rows, vocab.len(), h)?;
             return self.launch_sample(LogitRows::Bf16(&logits), x.rows, vocab.len(), sampling, &out.token, &out.prob);
         }
-        let pick = |logits: u64| PickParams {
-            logits,
-            token: self.p(&out.token),
-            prob: self.p(&out.prob),
-            share: out.share.as_ref().map_or(0, |s| self.p(s)),
-            rows: x.rows as i32,
-            vocab: vocab.len() as i32,
-            token_base: vocab.start as i32,
-        };
+        let share = out.share.as_ref().map_or(0, |s| self.p(s));
+        let pick = |logits: u64| self.pick_params(logits, (&out.token, &out.prob, share), x.rows, vocab.clone());
         // Greedy rows on Hopper: the GEMM with the pick in its epilogue (CudaOptions::fused_pick).
         if let (None, Some(map)) = (&out.sampling, &self.lm_head_map) {
             return self.launch_fused_pick(xb, map, h, pick(0));

@@ -8,6 +8,7 @@ use super::CudaBackend;
 use crate::decode::Pick;
 use anyhow::{bail, Result};
 use cudarc::driver::CudaSlice;
+use std::ops::Range;
 
 /// CTAs a logits row takes (a thread block cluster beyond one): the most of 8, 4 and 2 with
 /// which the rows' CTAs stay within two an SM, else one. One CTA a row left most SMs idle at
@@ -27,17 +28,31 @@ impl CudaBackend {
         let dev = self.upload(logits, "logits")?;
         let token = self.k.alloc::<u32>(rows, "picked tokens")?;
         let prob = self.alloc_f32(rows, "pick probabilities")?;
-        let p = PickParams {
-            logits: self.p(&dev),
-            token: self.p(&token),
-            prob: self.p(&prob),
-            share: 0,
-            rows: rows as i32,
-            vocab: (logits.len() / rows) as i32,
-            token_base: 0,
-        };
+        let p = self.pick_params(self.p(&dev), (&token, &prob, 0), rows, 0..logits.len() / rows);
         self.launch_pick(&p)?;
         self.download_picks(&token, &prob)
+    }
+
+    /// The pick's parameters: `rows` rows of `logits` (0 where lm_head_pick makes them) over
+    /// the vocabulary's ids `vocab` (this rank's slice), into `out`'s picked tokens, their
+    /// probabilities and the ranks' shares (0: none).
+    pub(super) fn pick_params(
+        &self,
+        logits: u64,
+        out: (&CudaSlice<u32>, &CudaSlice<f32>, u64),
+        rows: usize,
+        vocab: Range<usize>,
+    ) -> PickParams {
+        let (token, prob, share) = out;
+        PickParams {
+            logits,
+            token: self.p(token),
+            prob: self.p(prob),
+            share,
+            rows: rows as i32,
+            vocab: vocab.len() as i32,
+            token_base: vocab.start as i32,
+        }
     }
 
     /// Picks from the device's tokens and probabilities (the pick's and the sampler's outputs).
