@@ -144,10 +144,13 @@ fn engine_host_step_us(batch: usize) -> f64 {
         engine.add((0..1024).map(|t| ((t * 31 + i) % 150_000) as u32).collect(), p.clone()).expect("add");
     }
     let _ = engine.step(); // the prompts' prefill and the first block's first step
-    median_us(
+    let us = median_us(
         || {
             std::hint::black_box(engine.step());
         },
         400,
-    )
+    );
+    // A failed request leaves the engine, and later steps would time less work: all must run.
+    assert_eq!(engine.active(), batch, "requests failed or finished while timed");
+    us
 }
