@@ -153,13 +153,31 @@ fn special_tokens_of(config: &serde_json::Value) -> serde_json::Map<String, serd
         .collect()
 }
 
+/// The tokenizer in `path` (a tokenizer.json). The tokenizers crate panics on some broken files
+/// instead of returning an error (an `expect` in its decoder's deserializer fires on a file cut
+/// short inside the decoder; its Precompiled normalizer's on a bad charsmap), so the text is
+/// checked as JSON first, which names the usual cause (a truncated download), and a panic left
+/// in the crate becomes this error too.
+fn read_tokenizer(path: &Path) -> Result<tokenizers::Tokenizer> {
+    let cannot = |why: String| anyhow!("cannot load {}: {why}", path.display());
+    let text = std::fs::read_to_string(path).map_err(|e| cannot(e.to_string()))?;
+    serde_json::from_str::<serde::de::IgnoredAny>(&text).map_err(|e| cannot(format!("not valid JSON ({e}); is it truncated?")))?;
+    match std::panic::catch_unwind(|| text.parse::<tokenizers::Tokenizer>()) {
+        Ok(parsed) => parsed.map_err(|e| cannot(e.to_string())),
+        Err(panic) => {
+            let what = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned());
+            Err(cannot(format!("the tokenizers library failed on it ({})", what.as_deref().unwrap_or("a panic"))))
+        }
+    }
+}
+
 impl Tokenizer {
     pub fn open(dir: &Path, cfg: &ModelConfig) -> Result<Self> {
         let path = dir.join("tokenizer.json");
         if !path.exists() {
             return Err(anyhow!("tokenizer.json is missing from {}", dir.display()));
         }
-        let inner = tokenizers::Tokenizer::from_file(&path).map_err(|e| anyhow!("cannot load {}: {e}", path.display()))?;
+        let inner = read_tokenizer(&path)?;
         let gen = read_json(&dir.join("generation_config.json"))?;
         let eos_id =
             first_id(&[gen.as_ref().and_then(|g| g.get("eos_token_id")).and_then(id_of), cfg.eos_token_id, inner.token_to_id(EOS_TOKEN)])
