@@ -102,6 +102,20 @@ pub struct ModelConfig {
     pub moe_router_enable_expert_bias: Option<bool>,
     #[serde(default, skip_serializing)]
     pub norm_head: Option<bool>,
+    /// RoPE scaling (linear, dynamic, YaRN, ...): the releases carry null; anything but null or
+    /// the default type would rotate positions differently from dllm's plain RoPE.
+    #[serde(default, skip_serializing)]
+    pub rope_scaling: Option<serde_json::Value>,
+}
+
+/// Whether a RoPE description (`rope_scaling`, or LLaDA2.2's `rope_parameters`) asks for more
+/// than plain RoPE: a type other than "default" (transformers reads `rope_type`, older configs
+/// `type`), or anything that is not an object.
+fn scales_rope(r: &serde_json::Value) -> bool {
+    match r.as_object() {
+        Some(o) => o.get("rope_type").or_else(|| o.get("type")).is_some_and(|t| t.as_str() != Some("default")),
+        None => true,
+    }
 }
 
 fn one() -> usize {
@@ -344,6 +358,8 @@ impl ModelConfig {
             (self.norm_topk_prob == Some(false), "norm_topk_prob=false"),
             (self.moe_router_enable_expert_bias == Some(false), "moe_router_enable_expert_bias=false"),
             (self.norm_head == Some(true), "norm_head=true"),
+            (self.rope_scaling.as_ref().is_some_and(scales_rope), "rope_scaling (RoPE scaling)"),
+            (self.rope_parameters.as_ref().is_some_and(scales_rope), "rope_parameters with a rope_type other than default"),
         ];
         if let Some((_, what)) = unsupported.iter().find(|(bad, _)| *bad) {
             return bad(format!("{what} is not supported by dllm's LLaDA2 forward"));
@@ -433,6 +449,7 @@ pub fn preset(name: &str) -> Result<ModelConfig> {
         norm_topk_prob: None,
         moe_router_enable_expert_bias: None,
         norm_head: None,
+        rope_scaling: None,
     };
     Ok(match name {
         "tiny" => ModelConfig {

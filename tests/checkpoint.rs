@@ -168,6 +168,10 @@ fn config_keys_that_change_the_forward_are_refused() {
         ("norm_topk_prob", serde_json::json!(false), "norm_topk_prob"),
         ("moe_router_enable_expert_bias", serde_json::json!(false), "expert_bias"),
         ("norm_head", serde_json::json!(true), "norm_head"),
+        ("rope_scaling", serde_json::json!({"type": "yarn", "factor": 4.0}), "rope_scaling"),
+        ("rope_scaling", serde_json::json!({"rope_type": "linear", "factor": 2.0}), "rope_scaling"),
+        ("rope_scaling", serde_json::json!(2.0), "rope_scaling"),
+        ("rope_parameters", serde_json::json!({"rope_type": "yarn", "rope_theta": 600000.0, "factor": 4.0}), "rope_parameters"),
     ] {
         let dir = fresh(&format!("key-{key}"));
         edit_config(&dir, |m| {
@@ -186,6 +190,7 @@ fn config_keys_that_change_the_forward_are_refused() {
             ("moe_router_enable_expert_bias", serde_json::json!(true)),
             ("norm_head", serde_json::json!(false)),
             ("router_dtype", serde_json::json!("fp32")),
+            ("rope_scaling", serde_json::Value::Null),
         ] {
             m.insert(k.into(), v);
         }
