@@ -563,6 +563,15 @@ fn flags_are_checked_at_startup() {
     assert!(err(&["--mem-fraction-static", "1.5"]).contains("mem-fraction"));
     assert!(err(&["--diffusion-algorithm", "LowConfidence", "--dllm-algorithm", "Other"]).contains("disagree"));
     assert!(err(&["--log-level", "loud"]).contains("log-level"));
+    // --dtype: SGLang casts the weights to it; dllm runs them as stored (bf16), so only the
+    // values that mean that are taken.
+    for d in ["auto", "bfloat16"] {
+        parse(&["--dtype", d]).unwrap();
+    }
+    for d in ["float16", "half", "float32", "float"] {
+        assert!(err(&["--dtype", d]).contains("does not cast the weights"), "{d}");
+    }
+    assert!(err(&["--dtype", "int8"]).contains("is not a dtype"));
 
     let dir = std::env::temp_dir().join(format!("dllm-server-yaml-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -174,6 +174,7 @@ impl Settings {
         check_block_size(a)?;
         check_parallelism(a)?;
         check_limits(a)?;
+        check_dtype(a.dtype.as_deref())?;
         note_accepted_flags(a);
         let chunked_prefill_size = a.chunked_prefill_size.unwrap_or(crate::engine::DEFAULT_CHUNKED_PREFILL as i64);
         let settings = Settings {
@@ -344,6 +345,20 @@ fn check_origins(given: &[String]) -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// `--dtype`, one of SGLang's values. SGLang casts the weights to it; dllm runs them as the
+/// checkpoint stores them (bf16, or fp8 experts under `--quantization fp8`), so `auto` and
+/// `bfloat16` are what it does, and a float16 or float32 run, which would compute something
+/// else, is refused rather than ignored.
+fn check_dtype(dtype: Option<&str>) -> Result<()> {
+    match dtype {
+        None | Some("auto" | "bfloat16") => Ok(()),
+        Some(d @ ("half" | "float16" | "float" | "float32")) => {
+            bail!("--dtype {d}: dllm does not cast the weights; it runs them as the checkpoint stores them (bf16). Give auto or bfloat16, or leave it out")
+        }
+        Some(d) => bail!("--dtype {d:?} is not a dtype: SGLang's are auto, half, float16, bfloat16, float and float32"),
+    }
+}
+
 /// Flags taken for SGLang compatibility: say what each does here (often nothing).
 fn note_accepted_flags(a: &ServeArgs) {
     let noted = |flag: &str, why: &str| log(Level::Info, &format!("{flag}: accepted; {why}"));
@@ -372,10 +387,11 @@ fn note_accepted_flags(a: &ServeArgs) {
     if a.enable_metrics {
         noted("--enable-metrics", "metrics are always served at /metrics");
     }
-    for (f, set) in [("--skip-server-warmup", a.skip_server_warmup), ("--dtype", a.dtype.is_some())] {
-        if set {
-            noted(f, "no effect here");
-        }
+    if a.skip_server_warmup {
+        noted("--skip-server-warmup", "no effect here");
+    }
+    if let Some(d) = &a.dtype {
+        noted(&format!("--dtype {d}"), "the weights run as the checkpoint stores them (bf16)");
     }
 }
 
