@@ -219,20 +219,13 @@ fn bias_tensors_are_refused() {
     let dir = fresh("bias");
     // Append a bias tensor to the last shard's index entry and file by rewriting that shard.
     let shard = dir.join("model-00003-of-00003.safetensors");
-    let bytes = std::fs::read(&shard).unwrap();
-    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-    let mut header: serde_json::Value = serde_json::from_str(std::str::from_utf8(&bytes[8..8 + n]).unwrap().trim_end()).unwrap();
-    let data = &bytes[8 + n..];
-    header.as_object_mut().unwrap().insert(
+    let (mut header, mut data) = read_header(&shard);
+    header.insert(
         "model.layers.0.attention.dense.bias".into(),
         serde_json::json!({"dtype": "BF16", "shape": [64], "data_offsets": [data.len(), data.len() + 128]}),
     );
-    let h = header.to_string().into_bytes();
-    let mut out = (h.len() as u64).to_le_bytes().to_vec();
-    out.extend_from_slice(&h);
-    out.extend_from_slice(data);
-    out.extend_from_slice(&[0u8; 128]);
-    std::fs::write(&shard, out).unwrap();
+    data.extend_from_slice(&[0u8; 128]);
+    write_header(&shard, &header, &data);
     let e = open_err(&dir);
     assert!(e.contains("dense.bias") && e.contains("biases are not supported"), "{e}");
 }
@@ -340,10 +333,16 @@ impl Draw {
     }
 }
 
-/// A shard's header as JSON, and the bytes after it.
+/// The length of a safetensors file's JSON header (its first 8 bytes, little-endian).
+fn header_len(bytes: &[u8]) -> usize {
+    u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize
+}
+
+/// A shard's header as JSON, and the bytes after it (the tests that rewrite a header by hand:
+/// entries safetensors' own writer would refuse).
 fn read_header(path: &Path) -> (serde_json::Map<String, serde_json::Value>, Vec<u8>) {
     let bytes = std::fs::read(path).unwrap();
-    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let n = header_len(&bytes);
     let header = serde_json::from_slice::<serde_json::Value>(&bytes[8..8 + n]).unwrap();
     (header.as_object().unwrap().clone(), bytes[8 + n..].to_vec())
 }
@@ -387,8 +386,7 @@ fn corrupt(dir: &Path, d: &mut Draw) -> String {
         }
         1 => {
             let mut bytes = std::fs::read(&shard).unwrap();
-            let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-            let (at, bit) = (d.below(8 + n), d.below(8));
+            let (at, bit) = (d.below(8 + header_len(&bytes)), d.below(8));
             bytes[at] ^= 1 << bit;
             std::fs::write(&shard, bytes).unwrap();
             format!("{name}: bit {bit} of byte {at} flipped")
