@@ -423,6 +423,54 @@ async fn batches_stream_with_an_index_and_stop_strings_end_streams() {
     srv.shutdown().await;
 }
 
+/// The events of a finished SSE reply, `[DONE]` dropped, as JSON.
+fn event_values(r: &Reply) -> Vec<Value> {
+    let ev = r.events();
+    assert_eq!(ev.last().map(String::as_str), Some("[DONE]"));
+    ev[..ev.len() - 1].iter().map(|e| serde_json::from_str(e).unwrap()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_string_across_two_blocks_never_reaches_a_stream() {
+    // A stop string whose first characters end one block and whose last begins the next: the
+    // first block's update must not stream those characters, which the answer trims.
+    let srv = serve(&["--threshold", "0", "--diffusion-block-size", "8"]).await;
+    let a = srv.addr;
+    let mut checked = 0;
+    for prompt in ["Why?", "Hello", "abc", "The", "Tell me a story"] {
+        let sp = json!({"temperature": 0, "max_new_tokens": 24, "ignore_eos": true});
+        let texts: Vec<String> = event_values(&post(a, "/generate", &json!({"text": prompt, "sampling_params": sp, "stream": true})).await)
+            .iter()
+            .map(|e| e["text"].as_str().unwrap().to_string())
+            .collect();
+        let (first, full) = (texts[0].trim_end_matches('\u{fffd}'), texts.last().unwrap());
+        let Some(next) = full.strip_prefix(first).and_then(|rest| rest.chars().next()) else { continue };
+        // The first block's last character and the next one, where they first stand together.
+        let Some(last) = first.chars().last() else { continue };
+        let stop = format!("{last}{next}");
+        if full.find(&stop) != Some(first.len() - last.len_utf8()) {
+            continue;
+        }
+        let sp = json!({"temperature": 0, "max_new_tokens": 24, "ignore_eos": true, "stop": stop});
+        let whole = post(a, "/generate", &json!({"text": prompt, "sampling_params": sp})).await.json();
+        let answer = whole["text"].as_str().unwrap();
+        assert_eq!(answer, &first[..first.len() - last.len_utf8()], "{prompt:?}, stop {stop:?}");
+        let streamed = event_values(&post(a, "/generate", &json!({"text": prompt, "sampling_params": sp, "stream": true})).await);
+        for e in &streamed {
+            let t = e["text"].as_str().unwrap();
+            assert!(answer.starts_with(t.trim_end_matches('\u{fffd}')), "{prompt:?}, stop {stop:?}: streamed {t:?}, answered {answer:?}");
+        }
+        assert_eq!(streamed.last().unwrap()["text"], whole["text"]);
+        let body = json!({"prompt": prompt, "max_tokens": 24, "temperature": 0, "ignore_eos": true, "stop": stop, "stream": true});
+        let deltas: String =
+            event_values(&post(a, "/v1/completions", &body).await).iter().filter_map(|c| c["choices"][0]["text"].as_str()).collect();
+        assert_eq!(deltas, answer, "{prompt:?}, stop {stop:?}: the OpenAI stream's deltas");
+        checked += 1;
+    }
+    assert!(checked > 0, "no prompt's output had a stop string across its first two blocks");
+    srv.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn info_health_and_metrics_endpoints() {
     let srv = serve(&["--threshold", "0", "--max-running-requests", "3"]).await;

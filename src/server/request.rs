@@ -234,6 +234,14 @@ fn first_stop(s: &Sampling, text: &str) -> Option<(usize, usize, FinishKind)> {
     strs.chain(regexes).min_by_key(|&(i, _, _)| i)
 }
 
+/// How many bytes at the end of `text` begin one of the `stops` without completing it: the
+/// longest such tail. A stop string can begin in one block and end in the next, and a stream
+/// cannot take back text it has sent, so a block's update holds this tail back until the next
+/// block decides it (vLLM holds back its streams' tails for the same reason).
+fn stop_prefix_tail(text: &str, stops: &[String]) -> usize {
+    stops.iter().filter_map(|p| (1..p.len()).rev().find(|&k| p.is_char_boundary(k) && text.ends_with(&p[..k]))).max().unwrap_or(0)
+}
+
 /// One prompt ready for the engine.
 #[derive(Debug, Clone)]
 pub struct Job {
@@ -490,6 +498,11 @@ impl Running {
             }
             text.truncate(if s.no_stop_trim { end } else { start });
             finish = Some(why);
+        } else if finish.is_none() && !s.no_stop_trim {
+            // Untrimmed (no_stop_trim), a match would keep the tail: nothing to hold then. A
+            // stop_regex match across blocks is not foreseen (the regex crate has no prefix
+            // match); SERVING.md says so.
+            text.truncate(text.len() - stop_prefix_tail(&text, &s.stop));
         }
         // A pick's probability is a softmax share, > 0; the floor keeps ln finite (JSON has no -inf).
         let logprobs = probs.iter().take(ids.len()).map(|&p| p.max(f32::MIN_POSITIVE).ln()).collect();
@@ -623,4 +636,24 @@ pub fn encode(st: &AppState, text: &str, at: &str) -> ApiResult<Vec<u32>> {
         return Err(ApiError::bad_request(format!("{at} encodes to no tokens")));
     }
     Ok(ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stop_prefix_tail;
+
+    #[test]
+    fn the_held_tail_is_the_longest_unfinished_beginning_of_a_stop_string() {
+        let stops = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(stop_prefix_tail("hello wor", &stops(&["world"])), 3);
+        assert_eq!(stop_prefix_tail("hello w", &stops(&["xyz", "world", "w"])), 1);
+        assert_eq!(stop_prefix_tail("hel", &stops(&["lo"])), 1);
+        // A whole stop string is a match, not a beginning (the caller has matched it first).
+        assert_eq!(stop_prefix_tail("hello", &stops(&["lo"])), 0);
+        assert_eq!(stop_prefix_tail("hello", &stops(&["abc", ""])), 0);
+        assert_eq!(stop_prefix_tail("", &stops(&["abc"])), 0);
+        // The longest of several stops' beginnings, on character boundaries.
+        assert_eq!(stop_prefix_tail("say é", &stops(&["ép", " éa"])), " é".len());
+        assert_eq!(stop_prefix_tail("x\u{e9}", &stops(&["\u{e9}\u{e8}"])), 2);
+    }
 }
