@@ -234,12 +234,25 @@ fn first_stop(s: &Sampling, text: &str) -> Option<(usize, usize, FinishKind)> {
     strs.chain(regexes).min_by_key(|&(i, _, _)| i)
 }
 
-/// How many bytes at the end of `text` begin one of the `stops` without completing it: the
-/// longest such tail. A stop string can begin in one block and end in the next, and a stream
-/// cannot take back text it has sent, so a block's update holds this tail back until the next
-/// block decides it (vLLM holds back its streams' tails for the same reason).
+/// How many bytes at the end of `text` may still become the start of a stop string: the longest
+/// tail that begins one of the `stops` without completing it. A stop string can begin in one
+/// block and end in the next, and a stream cannot take back text it has sent, so a block's update
+/// holds this tail back until the next block decides it (vLLM holds back its streams' tails for
+/// the same reason). A block that ends inside a character decodes to a trailing U+FFFD that the
+/// next block turns into any character: that is held too, with what before it begins a stop.
 fn stop_prefix_tail(text: &str, stops: &[String]) -> usize {
-    stops.iter().filter_map(|p| (1..p.len()).rev().find(|&k| p.is_char_boundary(k) && text.ends_with(&p[..k]))).max().unwrap_or(0)
+    if stops.is_empty() {
+        return 0;
+    }
+    let begins_stop =
+        |t: &str| stops.iter().filter_map(|p| (1..p.len()).rev().find(|&k| p.is_char_boundary(k) && t.ends_with(&p[..k]))).max();
+    let as_is = begins_stop(text).unwrap_or(0);
+    let settled = text.trim_end_matches('\u{fffd}');
+    let unsettled = text.len() - settled.len();
+    if unsettled == 0 {
+        return as_is;
+    }
+    as_is.max(unsettled + begins_stop(settled).unwrap_or(0))
 }
 
 /// One prompt ready for the engine.
@@ -655,5 +668,11 @@ mod tests {
         // The longest of several stops' beginnings, on character boundaries.
         assert_eq!(stop_prefix_tail("say é", &stops(&["ép", " éa"])), " é".len());
         assert_eq!(stop_prefix_tail("x\u{e9}", &stops(&["\u{e9}\u{e8}"])), 2);
+        // A trailing U+FFFD (a character cut by the block's end) is held with what it may extend.
+        assert_eq!(stop_prefix_tail("abf\u{fffd}", &stops(&["f\u{68d}f"])), 1 + 3);
+        assert_eq!(stop_prefix_tail("ab\u{fffd}\u{fffd}", &stops(&["zz"])), 6);
+        assert_eq!(stop_prefix_tail("ab\u{fffd}", &[]), 0);
+        // A stop string holding U+FFFD itself is matched as written too.
+        assert_eq!(stop_prefix_tail("a@\u{fffd}", &stops(&["@\u{fffd}x"])), 4);
     }
 }

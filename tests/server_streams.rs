@@ -1,0 +1,142 @@
+//! Every route's stream tells the answer its plain reply gives, for random requests, seeded:
+//! block sizes, lengths, temperatures with seeds, stop strings drawn from the answer itself
+//! (so they do stop it, wherever the blocks split them), `no_stop_trim`, `skip_special_tokens`.
+//! `/generate`'s cumulative text only grows and ends as the reply; the OpenAI routes' deltas add
+//! up to the reply's text, and their finish reasons agree.
+
+mod http_client;
+use dllm::rng::Rng;
+use http_client::*;
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+
+fn below(rng: &mut Rng, n: usize) -> usize {
+    (rng.next_u64() % n as u64) as usize
+}
+
+fn pick<T: Copy>(rng: &mut Rng, v: &[T]) -> T {
+    v[below(rng, v.len())]
+}
+
+/// The events of a finished SSE reply, `[DONE]` dropped, as JSON.
+fn events(r: &Reply) -> Vec<Value> {
+    assert_eq!(r.status, 200, "{}", r.text());
+    let ev = r.events();
+    assert_eq!(ev.last().map(String::as_str), Some("[DONE]"), "{}", r.text());
+    ev[..ev.len() - 1].iter().map(|e| serde_json::from_str(e).unwrap()).collect()
+}
+
+/// Up to two pieces of `text` (1 to 4 characters each, at drawn places), as stop strings.
+fn stops_from(rng: &mut Rng, text: &str) -> Vec<String> {
+    let chars: Vec<char> = text.chars().collect();
+    if chars.is_empty() {
+        return vec![];
+    }
+    (0..1 + below(rng, 2))
+        .map(|_| {
+            let at = below(rng, chars.len());
+            let len = (1 + below(rng, 4)).min(chars.len() - at);
+            chars[at..at + len].iter().collect()
+        })
+        .collect()
+}
+
+/// One seeded case against the server at `a`.
+async fn case(a: SocketAddr, seed: u64) -> Result<(), String> {
+    let mut rng = Rng::new(seed);
+    let prompt = pick(&mut rng, &["Hello", "Why?", "abc", "The sky is", "Camus said ", "日本語で"]);
+    let mut sp = json!({
+        "max_new_tokens": pick(&mut rng, &[1, 3, 8, 17, 40]),
+        "block_size": pick(&mut rng, &[1, 2, 4, 8, 32]),
+        "temperature": pick(&mut rng, &[0.0, 0.0, 0.8]),
+        "seed": below(&mut rng, 1000),
+        "ignore_eos": below(&mut rng, 2) == 0,
+        "skip_special_tokens": below(&mut rng, 4) != 0,
+    });
+    // The answer without stops, to draw stop strings it holds.
+    let plain = post(a, "/generate", &json!({"text": prompt, "sampling_params": sp})).await.json();
+    if below(&mut rng, 4) != 0 {
+        sp["stop"] = json!(stops_from(&mut rng, plain["text"].as_str().unwrap()));
+    }
+    if below(&mut rng, 4) == 0 {
+        sp["no_stop_trim"] = json!(true);
+    }
+    let what = format!("prompt {prompt:?}, sampling_params {sp}");
+
+    let reply = post(a, "/generate", &json!({"text": prompt, "sampling_params": sp})).await.json();
+    let answer = reply["text"].as_str().unwrap();
+    let streamed = events(&post(a, "/generate", &json!({"text": prompt, "sampling_params": sp, "stream": true})).await);
+    let mut before = "";
+    for e in &streamed {
+        // A block may end inside a character: its text then ends in U+FFFD until the next.
+        let t = e["text"].as_str().unwrap().trim_end_matches('\u{fffd}');
+        if !t.starts_with(before) || !answer.starts_with(t) {
+            return Err(format!("{what}: /generate streamed {t:?} after {before:?}; the reply is {answer:?}"));
+        }
+        before = t;
+    }
+    let last = streamed.last().unwrap();
+    for key in ["text", "output_ids"] {
+        if last[key] != reply[key] {
+            return Err(format!("{what}: the stream's last {key} {} against the reply's {}", last[key], reply[key]));
+        }
+    }
+    if last["meta_info"]["finish_reason"] != reply["meta_info"]["finish_reason"] {
+        return Err(format!("{what}: finish reasons {} and {}", last["meta_info"]["finish_reason"], reply["meta_info"]["finish_reason"]));
+    }
+
+    // The same request on the OpenAI routes: completions (the same prompt) and chat.
+    let mut body = json!({"prompt": prompt, "max_tokens": sp["max_new_tokens"]});
+    for key in ["block_size", "temperature", "seed", "ignore_eos", "skip_special_tokens", "stop", "no_stop_trim"] {
+        if !sp[key].is_null() {
+            body[key] = sp[key].clone();
+        }
+    }
+    let c = post(a, "/v1/completions", &body).await.json();
+    if c["choices"][0]["text"] != reply["text"] {
+        return Err(format!("{what}: /v1/completions answered {} where /generate answered {}", c["choices"][0]["text"], reply["text"]));
+    }
+    body["stream"] = json!(true);
+    let chunks = events(&post(a, "/v1/completions", &body).await);
+    let deltas: String = chunks.iter().filter_map(|c| c["choices"][0]["text"].as_str()).collect();
+    let finish = chunks.iter().rev().find_map(|c| c["choices"][0]["finish_reason"].as_str());
+    if deltas != answer || finish != c["choices"][0]["finish_reason"].as_str() {
+        return Err(format!(
+            "{what}: /v1/completions streamed {deltas:?} ({finish:?}), answered {answer:?} ({})",
+            c["choices"][0]["finish_reason"]
+        ));
+    }
+
+    body.as_object_mut().unwrap().remove("prompt");
+    body["messages"] = json!([{"role": "user", "content": prompt}]);
+    body["stream"] = json!(false);
+    let chat = post(a, "/v1/chat/completions", &body).await.json();
+    let content = chat["choices"][0]["message"]["content"].as_str().unwrap_or_default();
+    body["stream"] = json!(true);
+    let chunks = events(&post(a, "/v1/chat/completions", &body).await);
+    let deltas: String = chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
+    let finish = chunks.iter().rev().find_map(|c| c["choices"][0]["finish_reason"].as_str());
+    if deltas != content || finish != chat["choices"][0]["finish_reason"].as_str() {
+        return Err(format!(
+            "{what}: /v1/chat/completions streamed {deltas:?} ({finish:?}), answered {content:?} ({})",
+            chat["choices"][0]["finish_reason"]
+        ));
+    }
+    Ok(())
+}
+
+/// Cases a run draws (seeds 0..CASES).
+const CASES: u64 = 100;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_stream_tells_its_replys_answer() {
+    let srv = serve(&["--threshold", "0"]).await;
+    let mut failures = vec![];
+    for seed in 0..CASES {
+        if let Err(e) = case(srv.addr, seed).await {
+            failures.push(format!("case {seed}: {e}"));
+        }
+    }
+    srv.shutdown().await;
+    assert!(failures.is_empty(), "{} of {CASES} cases failed:\n{}", failures.len(), failures.join("\n"));
+}
