@@ -1,8 +1,9 @@
 //! Every route's stream tells the answer its plain reply gives, for random requests, seeded:
-//! block sizes, lengths, temperatures with seeds, stop strings drawn from the answer itself
-//! (so they do stop it, wherever the blocks split them), `no_stop_trim`, `skip_special_tokens`.
-//! `/generate`'s cumulative text only grows and ends as the reply; the OpenAI routes' deltas add
-//! up to the reply's text, and their finish reasons agree.
+//! block sizes, lengths, temperatures with seeds, stop strings and stop tokens drawn from the
+//! answer itself (so they do stop it, wherever the blocks split them), `min_new_tokens`,
+//! `no_stop_trim`, `skip_special_tokens`, `n` and `logprobs`. `/generate`'s cumulative text only
+//! grows and ends as the reply; the OpenAI routes' deltas (completions, chat, responses) add up
+//! to their replies' texts, with the same finish reasons and logprobs.
 
 mod http_client;
 use dllm::rng::Rng;
@@ -61,6 +62,13 @@ async fn case(a: SocketAddr, seed: u64) -> Result<(), String> {
     if below(&mut rng, 4) == 0 {
         sp["no_stop_trim"] = json!(true);
     }
+    let ids = plain["output_ids"].as_array().unwrap();
+    if below(&mut rng, 4) == 0 && !ids.is_empty() {
+        sp["stop_token_ids"] = json!([ids[below(&mut rng, ids.len())]]);
+    }
+    if below(&mut rng, 4) == 0 {
+        sp["min_new_tokens"] = json!(below(&mut rng, 1 + sp["max_new_tokens"].as_u64().unwrap() as usize));
+    }
     let what = format!("prompt {prompt:?}, sampling_params {sp}");
 
     let reply = post(a, "/generate", &json!({"text": prompt, "sampling_params": sp})).await.json();
@@ -87,29 +95,56 @@ async fn case(a: SocketAddr, seed: u64) -> Result<(), String> {
 
     // The same request on the OpenAI routes: completions (the same prompt) and chat.
     let mut body = json!({"prompt": prompt, "max_tokens": sp["max_new_tokens"]});
-    for key in ["block_size", "temperature", "seed", "ignore_eos", "skip_special_tokens", "stop", "no_stop_trim"] {
+    let keys = [
+        "block_size",
+        "temperature",
+        "seed",
+        "ignore_eos",
+        "skip_special_tokens",
+        "stop",
+        "no_stop_trim",
+        "stop_token_ids",
+        "min_new_tokens",
+    ];
+    for key in keys {
         if !sp[key].is_null() {
             body[key] = sp[key].clone();
         }
     }
-    let c = post(a, "/v1/completions", &body).await.json();
+    let mut completion = body.clone();
+    let n = pick(&mut rng, &[1, 1, 2, 3]);
+    completion["n"] = json!(n);
+    if below(&mut rng, 2) == 0 {
+        completion["logprobs"] = json!(0);
+    }
+    let c = post(a, "/v1/completions", &completion).await.json();
     if c["choices"][0]["text"] != reply["text"] {
         return Err(format!("{what}: /v1/completions answered {} where /generate answered {}", c["choices"][0]["text"], reply["text"]));
     }
-    body["stream"] = json!(true);
-    let chunks = events(&post(a, "/v1/completions", &body).await);
-    let deltas: String = chunks.iter().filter_map(|c| c["choices"][0]["text"].as_str()).collect();
-    let finish = chunks.iter().rev().find_map(|c| c["choices"][0]["finish_reason"].as_str());
-    if deltas != answer || finish != c["choices"][0]["finish_reason"].as_str() {
-        return Err(format!(
-            "{what}: /v1/completions streamed {deltas:?} ({finish:?}), answered {answer:?} ({})",
-            c["choices"][0]["finish_reason"]
-        ));
+    completion["stream"] = json!(true);
+    let chunks = events(&post(a, "/v1/completions", &completion).await);
+    for i in 0..n {
+        let mine: Vec<&Value> = chunks.iter().filter_map(|c| c["choices"].as_array()?.iter().find(|ch| ch["index"] == i)).collect();
+        let deltas: String = mine.iter().filter_map(|ch| ch["text"].as_str()).collect();
+        let finish = mine.iter().rev().find_map(|ch| ch["finish_reason"].as_str());
+        let whole = &c["choices"][i];
+        if deltas != whole["text"].as_str().unwrap() || finish != whole["finish_reason"].as_str() {
+            return Err(format!("{what}, n {n}: /v1/completions choice {i} streamed {deltas:?} ({finish:?}), answered {whole}"));
+        }
+        // With `logprobs: 0` the chunks' tokens and logprobs add up to the reply's.
+        if whole["logprobs"].is_null() {
+            continue;
+        }
+        for key in ["tokens", "token_logprobs"] {
+            let streamed: Vec<Value> = mine.iter().flat_map(|ch| ch["logprobs"][key].as_array().cloned().unwrap_or_default()).collect();
+            if json!(streamed) != whole["logprobs"][key] {
+                return Err(format!("{what}, n {n}: choice {i}'s streamed logprobs {key} {streamed:?} against {}", whole["logprobs"][key]));
+            }
+        }
     }
 
     body.as_object_mut().unwrap().remove("prompt");
     body["messages"] = json!([{"role": "user", "content": prompt}]);
-    body["stream"] = json!(false);
     let chat = post(a, "/v1/chat/completions", &body).await.json();
     let content = chat["choices"][0]["message"]["content"].as_str().unwrap_or_default();
     body["stream"] = json!(true);
@@ -122,21 +157,60 @@ async fn case(a: SocketAddr, seed: u64) -> Result<(), String> {
             chat["choices"][0]["finish_reason"]
         ));
     }
+
+    // The Responses API over the same conversation: its text deltas make the response's text.
+    let mut resp = body.clone();
+    let o = resp.as_object_mut().unwrap();
+    for key in ["messages", "stream", "max_tokens"] {
+        o.remove(key);
+    }
+    resp["input"] = json!(prompt);
+    resp["max_output_tokens"] = sp["max_new_tokens"].clone();
+    let r = post(a, "/v1/responses", &resp).await;
+    if r.status != 200 {
+        return Err(format!("{what}: /v1/responses answered {} {} to {resp}", r.status, r.text()));
+    }
+    let whole = r.json();
+    let text = whole["output"][0]["content"][0]["text"].as_str().unwrap_or_default().to_string();
+    if text != content {
+        return Err(format!("{what}: /v1/responses answered {text:?} where chat answered {content:?}"));
+    }
+    resp["stream"] = json!(true);
+    let r = post(a, "/v1/responses", &resp).await;
+    if r.status != 200 {
+        return Err(format!("{what}: the streamed /v1/responses answered {} {} to {resp}", r.status, r.text()));
+    }
+    // Its events are named (an `event:` line before each `data:` line).
+    let streamed: Vec<Value> = r
+        .text()
+        .split("\n\n")
+        .filter_map(|f| f.lines().find_map(|l| l.strip_prefix("data: ")))
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let deltas: String =
+        streamed.iter().filter(|e| e["type"] == "response.output_text.delta").filter_map(|e| e["delta"].as_str()).collect();
+    let last = &streamed.last().unwrap()["response"];
+    if deltas != text || last["status"] != whole["status"] {
+        return Err(format!("{what}: /v1/responses streamed {deltas:?} ({}), answered {text:?} ({})", last["status"], whole["status"]));
+    }
     Ok(())
 }
 
-/// Cases a run draws (seeds 0..CASES).
+/// Cases a run draws (seeds 0..CASES), and seeds past them that once failed (with the draws as
+/// they are): 1309 and 1430 drew a stop string of three U+FFFD that a block's partial character
+/// completed spuriously, ending the tokens before the real match.
 const CASES: u64 = 100;
+const ONCE_FAILED: [u64; 2] = [1309, 1430];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_stream_tells_its_replys_answer() {
     let srv = serve(&["--threshold", "0"]).await;
     let mut failures = vec![];
-    for seed in 0..CASES {
+    for seed in (0..CASES).chain(ONCE_FAILED) {
         if let Err(e) = case(srv.addr, seed).await {
             failures.push(format!("case {seed}: {e}"));
         }
     }
     srv.shutdown().await;
-    assert!(failures.is_empty(), "{} of {CASES} cases failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), CASES as usize + ONCE_FAILED.len(), failures.join("\n"));
 }

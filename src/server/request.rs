@@ -505,8 +505,18 @@ impl Running {
         let mut text = tok.decode(&ids, s.skip_special);
         // Stop strings and stop_regex: the earliest match ends the request; its text is trimmed
         // (SGLang's default), and the tokens end with the first one whose text completes a match.
-        if let Some((start, end, why)) = first_stop(s, &text) {
-            if let Some(k) = (1..=ids.len()).find(|&k| first_stop(s, &tok.decode(&ids[..k], s.skip_special)).is_some()) {
+        // Only settled text is matched: tokens that end inside a character decode to a trailing
+        // U+FFFD until the next token completes it (a stop holding U+FFFD would match it), so a
+        // trailing U+FFFD counts only in the last update's whole text. (A stop string that ends
+        // in a real U+FFFD then ends the tokens one later, or not before the last update.)
+        let last = finish.is_some();
+        let settled = |t: &str, whole: bool| if whole { t.len() } else { t.trim_end_matches('\u{fffd}').len() };
+        if let Some((start, end, why)) = first_stop(s, &text[..settled(&text, last)]) {
+            let completes = |k: usize| {
+                let t = tok.decode(&ids[..k], s.skip_special);
+                first_stop(s, &t[..settled(&t, last && k == ids.len())]).is_some()
+            };
+            if let Some(k) = (1..=ids.len()).find(|&k| completes(k)) {
                 ids.truncate(k);
             }
             text.truncate(if s.no_stop_trim { end } else { start });
