@@ -2,7 +2,7 @@
 //! block sizes, lengths, temperatures with seeds, stop strings and stop tokens drawn from the
 //! answer itself (so they do stop it, wherever the blocks split them), `min_new_tokens`,
 //! `no_stop_trim`, `skip_special_tokens`, `n` and `logprobs`. `/generate`'s cumulative text only
-//! grows and ends as the reply; the OpenAI routes' deltas (completions, chat, responses) add up
+//! grows and ends as the reply, alone or in a batch of prompts; the OpenAI routes' deltas (completions, chat, responses) add up
 //! to their replies' texts, with the same finish reasons and logprobs.
 
 mod http_client;
@@ -91,6 +91,33 @@ async fn case(a: SocketAddr, seed: u64) -> Result<(), String> {
     }
     if last["meta_info"]["finish_reason"] != reply["meta_info"]["finish_reason"] {
         return Err(format!("{what}: finish reasons {} and {}", last["meta_info"]["finish_reason"], reply["meta_info"]["finish_reason"]));
+    }
+
+    // A batch of prompts in one /generate request: each index's events tell its own reply.
+    let other = pick(&mut rng, &["Hi", "Why not?", "日本語で"]);
+    let batch = json!({"text": [prompt, other], "sampling_params": sp});
+    let replies = post(a, "/generate", &batch).await.json();
+    if replies[0]["text"] != reply["text"] {
+        return Err(format!("{what}: batched with {other:?} it answered {} alone {}", replies[0]["text"], reply["text"]));
+    }
+    let mut streamed_batch = batch.clone();
+    streamed_batch["stream"] = json!(true);
+    let streamed = events(&post(a, "/generate", &streamed_batch).await);
+    for i in 0..2 {
+        let mine: Vec<&Value> = streamed.iter().filter(|e| e["index"] == i).collect();
+        let answer = replies[i]["text"].as_str().unwrap();
+        let mut before = "";
+        for e in &mine {
+            let t = e["text"].as_str().unwrap().trim_end_matches('\u{fffd}');
+            if !t.starts_with(before) || !answer.starts_with(t) {
+                return Err(format!("{what}: batch index {i} streamed {t:?} after {before:?}; the reply is {answer:?}"));
+            }
+            before = t;
+        }
+        let last = mine.last().ok_or_else(|| format!("{what}: no events for batch index {i}"))?;
+        if last["text"] != replies[i]["text"] || last["output_ids"] != replies[i]["output_ids"] {
+            return Err(format!("{what}: batch index {i} ended at {} against the reply's {}", last["text"], replies[i]["text"]));
+        }
     }
 
     // The same request on the OpenAI routes: completions (the same prompt) and chat.
