@@ -42,6 +42,37 @@ fn stops_from(rng: &mut Rng, text: &str) -> Vec<String> {
         .collect()
 }
 
+/// Whether a `/generate` stream's `events` tell `reply`: the text only grows, never past the
+/// reply's, and the last event is the reply (text, tokens and finish reason).
+fn tells(events: &[&Value], reply: &Value) -> Result<(), String> {
+    let answer = reply["text"].as_str().unwrap();
+    let mut before = "";
+    for e in events {
+        // A block may end inside a character: its text then ends in U+FFFD until the next.
+        let t = e["text"].as_str().unwrap().trim_end_matches('\u{fffd}');
+        if !t.starts_with(before) || !answer.starts_with(t) {
+            return Err(format!("streamed {t:?} after {before:?}; the reply is {answer:?}"));
+        }
+        before = t;
+    }
+    let last = events.last().ok_or("no events")?;
+    if last["text"] != reply["text"]
+        || last["output_ids"] != reply["output_ids"]
+        || last["meta_info"]["finish_reason"] != reply["meta_info"]["finish_reason"]
+    {
+        return Err(format!(
+            "the stream ended at {} (ids {}, {}) against the reply's {} (ids {}, {})",
+            last["text"],
+            last["output_ids"],
+            last["meta_info"]["finish_reason"],
+            reply["text"],
+            reply["output_ids"],
+            reply["meta_info"]["finish_reason"]
+        ));
+    }
+    Ok(())
+}
+
 /// One seeded case against the server at `a`.
 async fn case(a: SocketAddr, seed: u64) -> Result<(), String> {
     let mut rng = Rng::new(seed);
@@ -72,26 +103,8 @@ async fn case(a: SocketAddr, seed: u64) -> Result<(), String> {
     let what = format!("prompt {prompt:?}, sampling_params {sp}");
 
     let reply = post(a, "/generate", &json!({"text": prompt, "sampling_params": sp})).await.json();
-    let answer = reply["text"].as_str().unwrap();
     let streamed = events(&post(a, "/generate", &json!({"text": prompt, "sampling_params": sp, "stream": true})).await);
-    let mut before = "";
-    for e in &streamed {
-        // A block may end inside a character: its text then ends in U+FFFD until the next.
-        let t = e["text"].as_str().unwrap().trim_end_matches('\u{fffd}');
-        if !t.starts_with(before) || !answer.starts_with(t) {
-            return Err(format!("{what}: /generate streamed {t:?} after {before:?}; the reply is {answer:?}"));
-        }
-        before = t;
-    }
-    let last = streamed.last().unwrap();
-    for key in ["text", "output_ids"] {
-        if last[key] != reply[key] {
-            return Err(format!("{what}: the stream's last {key} {} against the reply's {}", last[key], reply[key]));
-        }
-    }
-    if last["meta_info"]["finish_reason"] != reply["meta_info"]["finish_reason"] {
-        return Err(format!("{what}: finish reasons {} and {}", last["meta_info"]["finish_reason"], reply["meta_info"]["finish_reason"]));
-    }
+    tells(&streamed.iter().collect::<Vec<_>>(), &reply).map_err(|e| format!("{what}: /generate {e}"))?;
 
     // A batch of prompts in one /generate request: each index's events tell its own reply.
     let other = pick(&mut rng, &["Hi", "Why not?", "日本語で"]);
@@ -105,19 +118,7 @@ async fn case(a: SocketAddr, seed: u64) -> Result<(), String> {
     let streamed = events(&post(a, "/generate", &streamed_batch).await);
     for i in 0..2 {
         let mine: Vec<&Value> = streamed.iter().filter(|e| e["index"] == i).collect();
-        let answer = replies[i]["text"].as_str().unwrap();
-        let mut before = "";
-        for e in &mine {
-            let t = e["text"].as_str().unwrap().trim_end_matches('\u{fffd}');
-            if !t.starts_with(before) || !answer.starts_with(t) {
-                return Err(format!("{what}: batch index {i} streamed {t:?} after {before:?}; the reply is {answer:?}"));
-            }
-            before = t;
-        }
-        let last = mine.last().ok_or_else(|| format!("{what}: no events for batch index {i}"))?;
-        if last["text"] != replies[i]["text"] || last["output_ids"] != replies[i]["output_ids"] {
-            return Err(format!("{what}: batch index {i} ended at {} against the reply's {}", last["text"], replies[i]["text"]));
-        }
+        tells(&mine, &replies[i]).map_err(|e| format!("{what}: batch index {i}: {e}"))?;
     }
 
     // The same request on the OpenAI routes: completions (the same prompt) and chat.
