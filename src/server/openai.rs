@@ -6,7 +6,7 @@ use super::http::{json, Resp};
 use super::json::{as_bool, as_object, as_u32, as_usize, is_unset, kind};
 use super::log::ignored_field;
 use super::request::{
-    encode, expand_n, new_rid, stream_sse, submit_all, token_texts, FinishKind, Job, Running, Sampling, StreamFormat, Update,
+    encode, expand_n, new_rid, settled, stream_sse, submit_all, token_texts, FinishKind, Job, Running, Sampling, StreamFormat, Update,
 };
 use super::AppState;
 use crate::tokenizer::{ChatMessage, Tokenizer};
@@ -183,7 +183,7 @@ pub(super) fn now_unix() -> u64 {
 /// may be half a character whose rest comes in the next block: it is held back until then
 /// (deltas cannot be taken back).
 pub(super) fn next_delta(sent: &mut String, u: &Update) -> String {
-    let shown = if u.finish.is_none() { u.text.trim_end_matches('\u{fffd}') } else { u.text.as_str() };
+    let shown = if u.finish.is_none() { settled(&u.text) } else { u.text.as_str() };
     let d = delta(sent, shown);
     *sent = shown.to_string();
     d

@@ -234,25 +234,26 @@ fn first_stop(s: &Sampling, text: &str) -> Option<(usize, usize, FinishKind)> {
     strs.chain(regexes).min_by_key(|&(i, _, _)| i)
 }
 
-/// How many bytes at the end of `text` may still become the start of a stop string: the longest
-/// tail that begins one of the `stops` without completing it. A stop string can begin in one
-/// block and end in the next, and a stream cannot take back text it has sent, so a block's update
-/// holds this tail back until the next block decides it (vLLM holds back its streams' tails for
-/// the same reason). A block that ends inside a character decodes to a trailing U+FFFD that the
-/// next block turns into any character: that is held too, with what before it begins a stop.
+/// `text` without its trailing U+FFFD: tokens that end inside a character decode to one until
+/// the next token completes it, so until the last update that tail is not text yet.
+pub(super) fn settled(text: &str) -> &str {
+    text.trim_end_matches('\u{fffd}')
+}
+
+/// How many bytes at the end of `text` may still become the start of a stop string. A stop
+/// string can begin in one block and end in the next, and a stream cannot take back text it has
+/// sent, so a block's update holds this tail back until the next block decides it (vLLM holds
+/// back its streams' tails for the same reason): the unsettled U+FFFD tail (any character to
+/// come), and before it the longest tail that begins one of the `stops` without completing it.
+/// (A tail beginning a stop that holds U+FFFD itself is no longer: its settled part begins the
+/// stop too.)
 fn stop_prefix_tail(text: &str, stops: &[String]) -> usize {
     if stops.is_empty() {
         return 0;
     }
-    let begins_stop =
-        |t: &str| stops.iter().filter_map(|p| (1..p.len()).rev().find(|&k| p.is_char_boundary(k) && t.ends_with(&p[..k]))).max();
-    let as_is = begins_stop(text).unwrap_or(0);
-    let settled = text.trim_end_matches('\u{fffd}');
-    let unsettled = text.len() - settled.len();
-    if unsettled == 0 {
-        return as_is;
-    }
-    as_is.max(unsettled + begins_stop(settled).unwrap_or(0))
+    let done = settled(text);
+    let begins_stop = stops.iter().filter_map(|p| (1..p.len()).rev().find(|&k| p.is_char_boundary(k) && done.ends_with(&p[..k]))).max();
+    text.len() - done.len() + begins_stop.unwrap_or(0)
 }
 
 /// One prompt ready for the engine.
@@ -510,11 +511,11 @@ impl Running {
         // trailing U+FFFD counts only in the last update's whole text. (A stop string that ends
         // in a real U+FFFD then ends the tokens one later, or not before the last update.)
         let last = finish.is_some();
-        let settled = |t: &str, whole: bool| if whole { t.len() } else { t.trim_end_matches('\u{fffd}').len() };
-        if let Some((start, end, why)) = first_stop(s, &text[..settled(&text, last)]) {
+        let matched_len = |t: &str, whole: bool| if whole { t.len() } else { settled(t).len() };
+        if let Some((start, end, why)) = first_stop(s, &text[..matched_len(&text, last)]) {
             let completes = |k: usize| {
                 let t = tok.decode(&ids[..k], s.skip_special);
-                first_stop(s, &t[..settled(&t, last && k == ids.len())]).is_some()
+                first_stop(s, &t[..matched_len(&t, last && k == ids.len())]).is_some()
             };
             if let Some(k) = (1..=ids.len()).find(|&k| completes(k)) {
                 ids.truncate(k);
