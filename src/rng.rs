@@ -27,6 +27,15 @@ impl Rng {
     pub fn uniform(&mut self) -> f64 {
         ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
     }
+    /// Uniform in `0..n` (`n` > 0), by the modulo of one draw (the seeded sweeps name their
+    /// cases by it, so it stays this).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+    /// One of `xs` (not empty), drawn by [`Rng::below`].
+    pub fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
+        &xs[self.below(xs.len())]
+    }
     /// One standard normal draw; it takes [`NORMAL_DRAWS`] calls of [`Rng::next_u64`].
     pub fn normal(&mut self) -> f64 {
         let (u, v) = (self.uniform(), self.uniform());

@@ -321,18 +321,6 @@ fn tokenizer_files_the_tokenizers_crate_panics_on_are_errors() {
     dllm::tokenizer::Tokenizer::open(&dir, &cfg).unwrap();
 }
 
-/// The sweep below draws its corruptions from a seed (the crate's generator), so a failure
-/// names a case that reproduces.
-struct Draw(dllm::rng::Rng);
-impl Draw {
-    fn below(&mut self, n: usize) -> usize {
-        (self.0.next_u64() % n as u64) as usize
-    }
-    fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
-        &xs[self.below(xs.len())]
-    }
-}
-
 /// The length of a safetensors file's JSON header (its first 8 bytes, little-endian).
 fn header_len(bytes: &[u8]) -> usize {
     u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize
@@ -356,7 +344,7 @@ fn write_header(path: &Path, header: &serde_json::Map<String, serde_json::Value>
 }
 
 /// One corruption of the checkpoint in `dir`, drawn from `d`; what it did, for the report.
-fn corrupt(dir: &Path, d: &mut Draw) -> String {
+fn corrupt(dir: &Path, d: &mut dllm::rng::Rng) -> String {
     let shards: Vec<PathBuf> = (1..=3).map(|i| dir.join(format!("model-0000{i}-of-00003.safetensors"))).collect();
     let shard = d.pick(&shards).clone();
     let name = shard.file_name().unwrap().to_string_lossy().into_owned();
@@ -497,7 +485,7 @@ fn open_load_generate(dir: &Path) -> anyhow::Result<()> {
 #[test]
 fn corruptions_end_in_errors_never_panics() {
     let clean = fresh("sweep");
-    let mut d = Draw(dllm::rng::Rng::new(7));
+    let mut d = dllm::rng::Rng::new(7);
     let (mut panics, mut errors, mut accepted) = (vec![], 0, 0);
     for case in 0..400 {
         let dir = std::env::temp_dir().join(format!("dllm-ck-{}-sweep-{case}", std::process::id()));

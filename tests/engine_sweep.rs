@@ -52,15 +52,6 @@ fn engine(m: &Model, budget: usize) -> Engine<CpuBackend> {
     e
 }
 
-/// A uniform draw from `0..n`.
-fn below(rng: &mut Rng, n: usize) -> usize {
-    (rng.next_u64() % n as u64) as usize
-}
-
-fn pick<T: Copy>(rng: &mut Rng, v: &[T]) -> T {
-    v[below(rng, v.len())]
-}
-
 /// A request: its prompt and parameters, and the step after which it is cancelled (if any).
 #[derive(Clone, Debug)]
 struct Req {
@@ -75,49 +66,49 @@ fn draw_request(rng: &mut Rng, m: &Model, family: Family) -> Req {
     let vocab = m.ck.config.vocab_size;
     let special = |t: u32| t == m.mask_id || t == m.eos_id;
     let token = |rng: &mut Rng| loop {
-        let t = below(rng, vocab) as u32;
+        let t = rng.below(vocab) as u32;
         if !special(t) {
             return t;
         }
     };
-    let prompt_len = pick(rng, &[1, 2, 5, 31, 32, 33, 70]);
+    let prompt_len = *rng.pick(&[1, 2, 5, 31, 32, 33, 70]);
     let prompt: Vec<u32> = (0..prompt_len).map(|_| token(rng)).collect();
-    let block_size = m.routing_block.unwrap_or_else(|| pick(rng, &[1, 2, 3, 4, 7, 8, 16, 32]));
-    let max_new_tokens = pick(rng, &[1, 2, 3, 9, 16, 33, 48]);
-    let min_new_tokens = if below(rng, 3) == 0 { below(rng, max_new_tokens + 1) } else { 0 };
-    let policy = match (family, below(rng, 4)) {
+    let block_size = m.routing_block.unwrap_or_else(|| *rng.pick(&[1, 2, 3, 4, 7, 8, 16, 32]));
+    let max_new_tokens = *rng.pick(&[1, 2, 3, 9, 16, 33, 48]);
+    let min_new_tokens = if rng.below(3) == 0 { rng.below(max_new_tokens + 1) } else { 0 };
+    let policy = match (family, rng.below(4)) {
         (Family::Llada22, 0 | 1) => Policy::JointThresholdInDel(JointThresholdInDel {
-            threshold: pick(rng, &[0.0, 0.5, 0.95, 1.0]),
-            edit_threshold: pick(rng, &[0.0, 0.5, 0.9, 1.0]),
-            max_post_edit_steps: pick(rng, &[0, 1, 3]),
+            threshold: *rng.pick(&[0.0, 0.5, 0.95, 1.0]),
+            edit_threshold: *rng.pick(&[0.0, 0.5, 0.9, 1.0]),
+            max_post_edit_steps: *rng.pick(&[0, 1, 3]),
         }),
         (_, 0) => Policy::JointThreshold(JointThreshold {
-            threshold: pick(rng, &[0.0, 0.5, 0.95, 1.0]),
-            edit_threshold: pick(rng, &[0.0, 0.5, 0.9, 1.0]),
-            max_post_edit_steps: pick(rng, &[0, 1, 3]),
+            threshold: *rng.pick(&[0.0, 0.5, 0.95, 1.0]),
+            edit_threshold: *rng.pick(&[0.0, 0.5, 0.9, 1.0]),
+            max_post_edit_steps: *rng.pick(&[0, 1, 3]),
         }),
-        (_, 1) => Policy::FixedCount { k: pick(rng, &[1, 2, 5]) },
-        _ => Policy::LowConfidence { threshold: pick(rng, &[0.0, 0.3, 0.95, 1.0]) },
+        (_, 1) => Policy::FixedCount { k: *rng.pick(&[1, 2, 5]) },
+        _ => Policy::LowConfidence { threshold: *rng.pick(&[0.0, 0.3, 0.95, 1.0]) },
     };
     let steps = match policy {
-        Policy::LowConfidence { .. } | Policy::FixedCount { .. } if below(rng, 2) == 0 => Some(1 + below(rng, block_size)),
+        Policy::LowConfidence { .. } | Policy::FixedCount { .. } if rng.below(2) == 0 => Some(1 + rng.below(block_size)),
         _ => None,
     };
     let greedy_only = matches!(policy, Policy::JointThresholdInDel(_));
-    let temperature = if greedy_only { 0.0 } else { pick(rng, &[0.0, 0.0, 0.7, 1.5]) };
+    let temperature = if greedy_only { 0.0 } else { *rng.pick(&[0.0, 0.0, 0.7, 1.5]) };
     // Random weights favour a few tokens by wide margins, so a stop token is either one the
     // request produces without it (`case` fills those in from a run without stops) or lifted by
     // a bias large enough to win some or all positions.
     let mut stop_token_ids = vec![];
     let mut logit_bias = vec![];
-    let stop_from_output = below(rng, 3) == 0;
-    if !stop_from_output && below(rng, 2) == 0 {
+    let stop_from_output = rng.below(3) == 0;
+    if !stop_from_output && rng.below(2) == 0 {
         let stop = token(rng);
         stop_token_ids.push(stop);
-        logit_bias.push((stop, pick(rng, &[3.0, 20.0, 100.0])));
+        logit_bias.push((stop, *rng.pick(&[3.0, 20.0, 100.0])));
     }
-    if below(rng, 4) == 0 {
-        logit_bias.push((m.eos_id, pick(rng, &[4.0, 50.0])));
+    if rng.below(4) == 0 {
+        logit_bias.push((m.eos_id, *rng.pick(&[4.0, 50.0])));
     }
     let params = GenParams {
         max_new_tokens,
@@ -125,20 +116,20 @@ fn draw_request(rng: &mut Rng, m: &Model, family: Family) -> Req {
         steps,
         policy,
         temperature,
-        top_p: pick(rng, &[1.0, 0.9, 0.3]),
-        top_k: pick(rng, &[0, 0, 1, 5]),
-        min_p: pick(rng, &[0.0, 0.0, 0.1]),
+        top_p: *rng.pick(&[1.0, 0.9, 0.3]),
+        top_k: *rng.pick(&[0, 0, 1, 5]),
+        min_p: *rng.pick(&[0.0, 0.0, 0.1]),
         logit_bias,
-        repetition_penalty: pick(rng, &[1.0, 1.0, 1.3, 0.7]),
-        presence_penalty: pick(rng, &[0.0, 0.0, 0.5, -1.0]),
-        frequency_penalty: pick(rng, &[0.0, 0.0, 0.5]),
-        seed: below(rng, 1000) as u64,
+        repetition_penalty: *rng.pick(&[1.0, 1.0, 1.3, 0.7]),
+        presence_penalty: *rng.pick(&[0.0, 0.0, 0.5, -1.0]),
+        frequency_penalty: *rng.pick(&[0.0, 0.0, 0.5]),
+        seed: rng.below(1000) as u64,
         stop_token_ids,
-        replace_eos: below(rng, 5) == 0,
-        ignore_eos: below(rng, 5) == 0,
+        replace_eos: rng.below(5) == 0,
+        ignore_eos: rng.below(5) == 0,
         min_new_tokens,
     };
-    let cancel_after = (below(rng, 6) == 0).then(|| below(rng, 6));
+    let cancel_after = (rng.below(6) == 0).then(|| rng.below(6));
     Req { prompt, params, cancel_after, stop_from_output }
 }
 
@@ -251,17 +242,17 @@ fn check(m: &Model, r: &Req, s: &Seen) -> Result<(), String> {
 /// each output checked, then each request run again alone and unchunked and compared.
 fn case(seed: u64) -> Result<(), String> {
     let mut rng = Rng::new(seed);
-    let family = if below(&mut rng, 3) == 0 { Family::Llada22 } else { Family::Llada20 };
+    let family = if rng.below(3) == 0 { Family::Llada22 } else { Family::Llada20 };
     let m = model(family);
-    let n = 1 + below(&mut rng, 4);
+    let n = 1 + rng.below(4);
     let mut reqs: Vec<Req> = (0..n).map(|_| draw_request(&mut rng, m, family)).collect();
     for r in reqs.iter_mut().filter(|r| r.stop_from_output) {
         let probe = Req { cancel_after: None, ..r.clone() };
         if let Some(Ok(out)) = &run(m, &[probe], usize::MAX)[0].end {
-            r.params.stop_token_ids.push(pick(&mut rng, &out.output_ids));
+            r.params.stop_token_ids.push(*rng.pick(&out.output_ids));
         }
     }
-    let budget = pick(&mut rng, &[usize::MAX, 8192, 64, 32]);
+    let budget = *rng.pick(&[usize::MAX, 8192, 64, 32]);
     let seen = run(m, &reqs, budget);
     for (i, (r, s)) in reqs.iter().zip(&seen).enumerate() {
         check(m, r, s).map_err(|e| format!("request {i} of {n} ({:?}): {e}", r.params))?;

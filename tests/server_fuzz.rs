@@ -175,10 +175,6 @@ fn routes() -> Vec<Route> {
     ]
 }
 
-fn pick<'a, T>(rng: &mut Rng, v: &'a [T]) -> &'a T {
-    &v[(rng.next_u64() % v.len() as u64) as usize]
-}
-
 /// The output limit kept small: a mutation may have set it to anything a number can be, or
 /// removed it (chat and responses then generate what the context leaves).
 fn cap(o: &mut Map<String, Value>, key: &str) {
@@ -194,19 +190,19 @@ fn mutate(rng: &mut Rng, route: &Route, odd: &[Value], prompts: &[Value]) -> Val
     for _ in 0..1 + rng.next_u64() % 4 {
         let r = rng.uniform();
         if r < 0.3 {
-            o.insert(pick(rng, route.fields).to_string(), pick(rng, odd).clone());
+            o.insert(rng.pick(route.fields).to_string(), rng.pick(odd).clone());
         } else if r < 0.5 {
-            let key = pick(rng, SAMPLING).to_string();
+            let key = rng.pick(SAMPLING).to_string();
             match o.get_mut("sampling_params") {
-                Some(Value::Object(sp)) => sp.insert(key, pick(rng, odd).clone()),
-                _ => o.insert(key, pick(rng, odd).clone()),
+                Some(Value::Object(sp)) => sp.insert(key, rng.pick(odd).clone()),
+                _ => o.insert(key, rng.pick(odd).clone()),
             };
         } else if r < 0.7 {
-            o.insert(route.prompt.to_string(), pick(rng, prompts).clone());
+            o.insert(route.prompt.to_string(), rng.pick(prompts).clone());
         } else if r < 0.8 {
             let keys: Vec<String> = o.keys().cloned().collect();
             if !keys.is_empty() {
-                o.remove(pick(rng, &keys));
+                o.remove(rng.pick(&keys));
             }
         } else {
             o.insert("stream".into(), json!(rng.uniform() < 0.7));
